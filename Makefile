@@ -1,0 +1,77 @@
+# Every target sets itself up: a fresh machine needs only python3 and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+PROTO_FILES := $(wildcard protos/billing/v1/*.proto)
+GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/rpc/error_details.proto
+
+.PHONY: setup run migrate test test-fast lint fmt typecheck proto proto-check third-party bench clean catalog-apply
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## The service: migrate, then gRPC server, webhook sidecar and Envoy in the foreground.
+run: setup
+	$(PY) -m tollbooth.cli run
+
+migrate: setup
+	$(PY) -m tollbooth.cli migrate
+
+## The test suite (PostgreSQL tests run when BILLING_TEST_POSTGRES_URL is set).
+test: setup proto-check
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: setup third-party
+	$(BIN)/ruff check server tests clients/tollbooth_client
+	$(BIN)/ruff format --check server tests clients/tollbooth_client
+	cd protos && ../$(BIN)/buf lint
+
+fmt: setup
+	$(BIN)/ruff format server tests clients/tollbooth_client
+	$(BIN)/ruff check --fix server tests clients/tollbooth_client
+
+typecheck: setup
+	$(BIN)/mypy server/tollbooth
+
+## Google protos for buf come from the installed googleapis-common-protos (the BSR is unreachable).
+third-party: setup
+	@for f in $(GOOGLE_PROTOS); do mkdir -p protos/third_party/$$(dirname $$f); \
+	  cp -f $(SITE)/$$f protos/third_party/$$f; done
+
+## Regenerate the Python package clients/billing/v1 and Envoy's descriptor set.
+proto: setup third-party
+	$(MAKE) --no-print-directory gen-into OUT=.
+
+gen-into:
+	rm -f $(OUT)/clients/billing/v1/*_pb2*.py $(OUT)/clients/billing/v1/*_pb2*.pyi
+	mkdir -p $(OUT)/clients/billing/v1 $(OUT)/gateway
+	$(PY) -m grpc_tools.protoc -I protos -I protos/third_party \
+	  --python_out=$(OUT)/clients --pyi_out=$(OUT)/clients --grpc_python_out=$(OUT)/clients \
+	  $(PROTO_FILES)
+	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb
+
+## Fails when the committed generated code or descriptor set is stale.
+proto-check: setup third-party
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(MAKE) --no-print-directory -s gen-into OUT=$$tmp >/dev/null && \
+	cd protos && ../$(BIN)/buf lint && cd .. && \
+	for f in $$tmp/clients/billing/v1/*_pb2* $$tmp/gateway/billing.binpb; do \
+	  rel=$${f#$$tmp/}; cmp -s $$f $$rel || { echo "stale: $$rel (run make proto)"; exit 1; }; done && \
+	for f in clients/billing/v1/*_pb2*; do test -e $$tmp/$$f || { echo "stale: $$f has no proto"; exit 1; }; done && \
+	echo "proto-check: generated code and descriptor set are current; buf lint clean"
+
+## Throughput benchmarks; figures go to bench/results.json.
+bench: setup
+	$(PY) -m tollbooth.bench
+
+clean:
+	rm -rf $(VENV) protos/third_party var .pytest_cache

@@ -1,0 +1,1 @@
+"""Billing accounts: the immutable principal_id -> billing_account_id mapping."""

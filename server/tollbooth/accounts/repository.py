@@ -1,0 +1,35 @@
+"""Every query on billing accounts."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tollbooth.db.models import BillingAccount
+from tollbooth.db.types import utcnow
+from tollbooth.ids import new_id
+
+
+def insert_if_absent(session: Session, principal_id: str, email: str | None,
+                     name: str | None) -> bool:
+    """Insert the mapping unless the principal has one. True when this call created it."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(BillingAccount)
+        .values(id=new_id("acct"), principal_id=principal_id, email=email or None,
+                name=name or None, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["principal_id"])
+        .returning(BillingAccount.id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def by_principal(session: Session, principal_id: str) -> BillingAccount | None:
+    return session.scalars(
+        select(BillingAccount).where(BillingAccount.principal_id == principal_id)
+    ).first()
+
+
+def by_id(session: Session, account_id: str) -> BillingAccount | None:
+    return session.get(BillingAccount, account_id)

@@ -1,0 +1,1 @@
+"""Who is calling: service keys and bearer tokens."""

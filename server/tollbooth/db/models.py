@@ -1,0 +1,129 @@
+"""SQLAlchemy models: the billing truth. Migrations in db/migrations mirror this file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tollbooth.db.types import UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BillingAccount(Base):
+    """One billing owner. principal_id -> id never changes once written."""
+
+    __tablename__ = "billing_accounts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    email: Mapped[str | None] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class StripeEvent(Base):
+    """The webhook inbox: every verified provider event, once, by its id."""
+
+    __tablename__ = "stripe_events"
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), nullable=False)
+    api_version: Mapped[str | None] = mapped_column(String(60))
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    provider_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    stripe_product_id: Mapped[str | None] = mapped_column(String(100))
+    attributes: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    entitlements: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_products_order", "active", "position", "seq"),)
+
+
+class Price(Base):
+    __tablename__ = "prices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    unit_amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)
+    interval: Mapped[str | None] = mapped_column(String(8))
+    interval_count: Mapped[int | None] = mapped_column(Integer)
+    lookup_key: Mapped[str | None] = mapped_column(String(200))
+    stripe_price_id: Mapped[str | None] = mapped_column(String(100))
+    stackable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    subscription_group: Mapped[str | None] = mapped_column(String(200))
+    credit_grants: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    entitlements: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    nickname: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (
+        Index("ix_prices_order", "product_id", "active", "position", "seq"),
+        Index(
+            "uq_prices_active_lookup_key",
+            "lookup_key",
+            unique=True,
+            sqlite_where=text("active AND lookup_key IS NOT NULL"),
+            postgresql_where=text("active AND lookup_key IS NOT NULL"),
+        ),
+    )
+
+
+class IdempotencyKey(Base):
+    """A claimed request_id: written first, in the same transaction as the effect."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class Sequence(Base):
+    """Monotonic counters (creation order of catalog entries) that work on both backends."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

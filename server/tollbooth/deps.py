@@ -1,0 +1,27 @@
+"""What servicers need, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tollbooth.auth.tokens import TokenCodec
+from tollbooth.config import Settings
+from tollbooth.db import Database
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    db: Database
+    codec: TokenCodec
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database | None = None) -> Deps:
+        return cls(
+            settings=settings,
+            db=db or Database(settings.database_url),
+            codec=TokenCodec(
+                settings.jwt_keys, settings.jwt_signing_kid, settings.jwt_issuer,
+                settings.jwt_audience,
+            ),
+        )

@@ -1,0 +1,60 @@
+"""Domain errors: a kind, a stable reason and metadata. Domain code never imports grpc."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class DomainError(Exception):
+    """An error with a stable reason (an ErrorReason name without its prefix)."""
+
+    def __init__(self, kind: Kind, reason: str, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
+        self.message = message
+        self.metadata = {k: str(v) for k, v in metadata.items() if v is not None}
+
+
+def invalid(message: str, reason: str = "INVALID_ARGUMENT", **metadata: object) -> DomainError:
+    return DomainError(Kind.INVALID_ARGUMENT, reason, message, **metadata)
+
+
+def required(field_name: str) -> DomainError:
+    return DomainError(
+        Kind.INVALID_ARGUMENT, "FIELD_REQUIRED", f"{field_name} is required", field=field_name
+    )
+
+
+def not_found(what: str, ident: str) -> DomainError:
+    return DomainError(Kind.NOT_FOUND, "NOT_FOUND", f"{what} {ident!r} not found", resource=what)
+
+
+def unauthenticated(reason: str, message: str) -> DomainError:
+    return DomainError(Kind.UNAUTHENTICATED, reason, message)
+
+
+def permission_denied(reason: str, message: str, **metadata: object) -> DomainError:
+    return DomainError(Kind.PERMISSION_DENIED, reason, message, **metadata)
+
+
+def failed_precondition(reason: str, message: str, **metadata: object) -> DomainError:
+    return DomainError(Kind.FAILED_PRECONDITION, reason, message, **metadata)
+
+
+def not_implemented(method: str) -> DomainError:
+    return DomainError(
+        Kind.UNIMPLEMENTED, "NOT_IMPLEMENTED", f"{method} is not built yet", method=method
+    )

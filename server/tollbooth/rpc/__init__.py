@@ -1,0 +1,1 @@
+"""gRPC wiring: auth rules from the contract, interceptors, the server."""

@@ -1,0 +1,77 @@
+"""IssueToken rules: validate, map the principal, sign."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts.service import ensure_account
+from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
+
+PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_at: dt.datetime
+    billing_account_id: str
+    principal_id: str
+    scopes: list[str]
+    account_created: bool
+
+
+def validate_principal(principal_id: str) -> str:
+    principal_id = principal_id.strip()
+    if not principal_id:
+        raise errors.required("principal_id")
+    if not PRINCIPAL_RE.match(principal_id):
+        raise errors.invalid(
+            "principal_id must be 1-200 characters of letters, digits and ._:@-",
+            field="principal_id",
+        )
+    if principal_id.startswith("acct_"):
+        # Account ids use this prefix; a principal with it would make {account} ambiguous.
+        raise errors.invalid("principal_id must not start with 'acct_'", field="principal_id")
+    return principal_id
+
+
+def resolve_scopes(requested: list[str]) -> list[str]:
+    if not requested:
+        return list(DEFAULT_SCOPES)
+    unknown = sorted(set(requested) - set(SCOPES))
+    if unknown:
+        raise errors.invalid(
+            f"unknown scopes {unknown}; known: {list(SCOPES)}", field="scopes"
+        )
+    return [s for s in SCOPES if s in set(requested)]
+
+
+def resolve_ttl(requested: int, default: int, maximum: int) -> int:
+    if requested < 0:
+        raise errors.invalid("session_ttl_sec must not be negative", field="session_ttl_sec")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+def issue_token(session: Session, codec: TokenCodec, *, principal_id: str, user_id: str,
+                scopes: list[str], ttl_sec: int, ttl_default: int, ttl_max: int,
+                email: str = "", name: str = "") -> IssuedToken:
+    principal_id = validate_principal(principal_id)
+    granted = resolve_scopes(list(scopes))
+    ttl = resolve_ttl(ttl_sec, ttl_default, ttl_max)
+    if len(user_id) > 200:
+        raise errors.invalid("user_id is longer than 200 characters", field="user_id")
+    if len(email) > 320 or len(name) > 200:
+        raise errors.invalid("email or name is too long")
+    account, created = ensure_account(session, principal_id, email or None, name or None)
+    token, expires = codec.issue(
+        billing_account_id=account.id, principal_id=principal_id, user_id=user_id,
+        scopes=granted, ttl_sec=ttl,
+    )
+    return IssuedToken(token, expires, account.id, principal_id, granted, created)

@@ -1,0 +1,31 @@
+"""TokenService over gRPC: proto in, proto out, one transaction."""
+
+from __future__ import annotations
+
+from billing.v1 import token_pb2, token_pb2_grpc
+from tollbooth.deps import Deps
+from tollbooth.rpc.convert import ts
+from tollbooth.rpc.servicer import contract
+from tollbooth.token import service
+
+
+@contract(token_pb2.DESCRIPTOR.services_by_name["TokenService"])
+class TokenServicer(token_pb2_grpc.TokenServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def IssueToken(self, request, context):  # type: ignore[no-untyped-def]
+        s = self.deps.settings
+        with self.deps.db.transaction() as session:
+            issued = service.issue_token(
+                session, self.deps.codec, principal_id=request.principal_id,
+                user_id=request.user_id, scopes=list(request.scopes),
+                ttl_sec=request.session_ttl_sec, ttl_default=s.token_ttl_default,
+                ttl_max=s.token_ttl_max, email=request.email, name=request.name,
+            )
+        return token_pb2.IssueTokenResponse(
+            access_token=issued.access_token, token_type="Bearer",
+            expires_at=ts(issued.expires_at), billing_account_id=issued.billing_account_id,
+            principal_id=issued.principal_id, scopes=issued.scopes,
+            account_created=issued.account_created,
+        )

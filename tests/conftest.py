@@ -1,0 +1,130 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when configured), a real gRPC server.
+
+PostgreSQL tests need BILLING_TEST_POSTGRES_URL (for example
+postgresql://postgres@127.0.0.1:5432/test). Each test run creates its own database there and
+drops it at the end. Without the variable they skip, saying why; `.ci/run` makes them mandatory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+
+from tollbooth.config import Settings
+from tollbooth.db import Database, normalize_url
+from tollbooth.db.migrate import upgrade
+from tollbooth.db.models import Base
+from tollbooth.deps import Deps
+from tollbooth.rpc.server import build_server
+
+SERVICE_KEY = "test-service-key"
+OTHER_SERVICE_KEY = "test-service-key-rotated"
+WEBHOOK_SECRET = "whsec_test_secret"
+PG_ENV = "BILLING_TEST_POSTGRES_URL"
+
+
+def test_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {
+        "BILLING_DATABASE_URL": database_url,
+        "BILLING_SERVICE_KEYS": f"{SERVICE_KEY},{OTHER_SERVICE_KEY}",
+        "BILLING_JWT_KEYS": "k2:test-signing-key-two-0123456789abcdef,"
+        "k1:test-signing-key-one-0123456789abcdef",
+        "BILLING_JWT_SIGNING_KID": "k2",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BILLING_GRPC_WORKERS": "16",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database for this test run, migrated once."""
+    admin_url = os.environ.get(PG_ENV, "").strip()
+    if not admin_url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
+    name = f"tollbooth_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = normalize_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A migrated, empty database: a SQLite file, then (when configured) PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'billing.db'}"
+        upgrade(url)
+        yield url
+    else:
+        url = request.getfixturevalue("pg_base_url")
+        _truncate(url)
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_base_url: str) -> str:
+    """PostgreSQL only (concurrency proofs), emptied for this test."""
+    _truncate(pg_base_url)
+    return pg_base_url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings.from_env(test_env(database_url))
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def deps(settings: Settings, db: Database) -> Deps:
+    return Deps.build(settings, db)
+
+
+@pytest.fixture
+def grpc_port(deps: Deps) -> Iterator[int]:
+    """A real billing server on a free loopback port."""
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(grace=None).wait()
+
+
+@pytest.fixture
+def channel(grpc_port: int) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+
+
+SERVICE_MD = (("x-api-key", SERVICE_KEY),)
+
+
+def bearer_md(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)

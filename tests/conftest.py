@@ -47,6 +47,8 @@ def pg_base_url() -> Iterator[str]:
     """A throw-away PostgreSQL database for this test run, migrated once."""
     admin_url = os.environ.get(PG_ENV, "").strip()
     if not admin_url:
+        if os.environ.get("BILLING_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{PG_ENV} is required here (BILLING_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
     name = f"tollbooth_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")

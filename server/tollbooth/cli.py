@@ -95,7 +95,7 @@ def cmd_run(settings: Settings) -> int:
         print(
             f"\nready:\n  gRPC      {settings.grpc_target} (reflection on; try: grpcurl -plaintext "
             f"{settings.grpc_target} list)\n"
-            f"  REST      http://127.0.0.1:{settings.rest_port}/api/v1/... and /mgt/v1/... (Envoy)\n"
+            f"  REST      http://127.0.0.1:{settings.rest_port}/api/v1 and /mgt/v1 (Envoy)\n"
             f"  webhooks  http://127.0.0.1:{settings.rest_port}/v1/billing/webhooks "
             f"(sidecar on 127.0.0.1:{settings.sidecar_port})\n"
             f"  admin     http://127.0.0.1:{settings.envoy_admin_port} (Envoy, loopback only)\n"

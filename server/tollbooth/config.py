@@ -78,7 +78,9 @@ class Settings:
                 return value
             return env[name].strip()
 
-        database_url = default("BILLING_DATABASE_URL", f"sqlite:///{REPO_ROOT / 'var' / 'billing.db'}")
+        database_url = default(
+            "BILLING_DATABASE_URL", f"sqlite:///{REPO_ROOT / 'var' / 'billing.db'}"
+        )
         keys = _list(env, "BILLING_SERVICE_KEYS")
         if not keys:
             used.append("BILLING_SERVICE_KEYS")
@@ -92,7 +94,7 @@ class Settings:
             kid, sep, secret = pair.partition(":")
             if not sep or not kid or len(secret) < 32:
                 raise ConfigError(
-                    "BILLING_JWT_KEYS entries are KID:SECRET with a secret of at least 32 characters"
+                    "BILLING_JWT_KEYS entries are KID:SECRET, the secret at least 32 characters"
                 )
             jwt_keys[kid] = secret
         signing_kid = env.get("BILLING_JWT_SIGNING_KID", "").strip() or next(iter(jwt_keys))
@@ -136,22 +138,34 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str]]:
         """Rows for the start-up banner. Secrets are never shown, except the dev defaults."""
+
         def mark(name: str, shown: str) -> str:
             return f"{shown}  (local default)" if name in self.defaults_used else shown
 
         keys = (
-            f"{DEV_SERVICE_KEY}" if "BILLING_SERVICE_KEYS" in self.defaults_used
+            f"{DEV_SERVICE_KEY}"
+            if "BILLING_SERVICE_KEYS" in self.defaults_used
             else f"{len(self.service_keys)} key(s) configured"
         )
         secret = (
-            DEV_WEBHOOK_SECRET if "STRIPE_WEBHOOK_SECRET" in self.defaults_used
+            DEV_WEBHOOK_SECRET
+            if "STRIPE_WEBHOOK_SECRET" in self.defaults_used
             else f"{len(self.webhook_secrets)} secret(s) configured"
         )
         return [
             ("BILLING_DATABASE_URL", mark("BILLING_DATABASE_URL", redact_url(self.database_url))),
             ("BILLING_SERVICE_KEYS", mark("BILLING_SERVICE_KEYS", keys)),
-            ("BILLING_JWT_KEYS", mark("BILLING_JWT_KEYS", f"kids {sorted(self.jwt_keys)}, signing {self.jwt_signing_kid}")),
-            ("STRIPE_API_KEY", "set (real Stripe)" if self.stripe_api_key else "unset (sandbox provider)"),
+            (
+                "BILLING_JWT_KEYS",
+                mark(
+                    "BILLING_JWT_KEYS",
+                    f"kids {sorted(self.jwt_keys)}, signing {self.jwt_signing_kid}",
+                ),
+            ),
+            (
+                "STRIPE_API_KEY",
+                "set (real Stripe)" if self.stripe_api_key else "unset (sandbox provider)",
+            ),
             ("STRIPE_WEBHOOK_SECRET", mark("STRIPE_WEBHOOK_SECRET", secret)),
             ("BILLING_GRPC_PORT", str(self.grpc_port)),
             ("BILLING_REST_PORT", str(self.rest_port)),

@@ -21,7 +21,9 @@ class Deps:
             settings=settings,
             db=db or Database(settings.database_url),
             codec=TokenCodec(
-                settings.jwt_keys, settings.jwt_signing_kid, settings.jwt_issuer,
+                settings.jwt_keys,
+                settings.jwt_signing_kid,
+                settings.jwt_issuer,
                 settings.jwt_audience,
             ),
         )

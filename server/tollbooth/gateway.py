@@ -24,8 +24,13 @@ def _walk(node: Any):  # type: ignore[no-untyped-def]
             yield from _walk(value)
 
 
-def render(settings: Settings, out_dir: Path, *, grpc_ports: list[int] | None = None,
-           sidecar_port: int | None = None) -> Path:
+def render(
+    settings: Settings,
+    out_dir: Path,
+    *,
+    grpc_ports: list[int] | None = None,
+    sidecar_port: int | None = None,
+) -> Path:
     """Write envoy.yaml for these settings into out_dir and return its path.
 
     `grpc_ports` lists billing server replicas (Envoy balances them); default: the one
@@ -40,8 +45,11 @@ def render(settings: Settings, out_dir: Path, *, grpc_ports: list[int] | None = 
         if cluster["name"] == "billing_grpc":
             ports = grpc_ports or [settings.grpc_port]
             cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
-                {"endpoint": {"address": {"socket_address": {"address": grpc_host,
-                                                              "port_value": p}}}}
+                {
+                    "endpoint": {
+                        "address": {"socket_address": {"address": grpc_host, "port_value": p}}
+                    }
+                }
                 for p in ports
             ]
         elif cluster["name"] == "webhook_sidecar":
@@ -70,7 +78,7 @@ def start_envoy(config_path: Path, log_path: Path | None = None) -> subprocess.P
     """Start Envoy on a rendered config. Hot restart is off so several can run side by side."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
-         "--log-level", "warn"],
-        stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
+        [envoy_binary(), "-c", str(config_path), "--disable-hot-restart", "--log-level", "warn"],
+        stdout=out,
+        stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL,
     )

@@ -11,14 +11,20 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 
 
-def insert_if_absent(session: Session, principal_id: str, email: str | None,
-                     name: str | None) -> bool:
+def insert_if_absent(
+    session: Session, principal_id: str, email: str | None, name: str | None
+) -> bool:
     """Insert the mapping unless the principal has one. True when this call created it."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
         dialect.insert(BillingAccount)
-        .values(id=new_id("acct"), principal_id=principal_id, email=email or None,
-                name=name or None, created_at=utcnow())
+        .values(
+            id=new_id("acct"),
+            principal_id=principal_id,
+            email=email or None,
+            name=name or None,
+            created_at=utcnow(),
+        )
         .on_conflict_do_nothing(index_elements=["principal_id"])
         .returning(BillingAccount.id)
     )

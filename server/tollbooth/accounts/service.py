@@ -10,8 +10,9 @@ from tollbooth.auth.caller import Caller
 from tollbooth.db.models import BillingAccount
 
 
-def ensure_account(session: Session, principal_id: str, email: str | None = None,
-                   name: str | None = None) -> tuple[BillingAccount, bool]:
+def ensure_account(
+    session: Session, principal_id: str, email: str | None = None, name: str | None = None
+) -> tuple[BillingAccount, bool]:
     """Create the principal's account on first call; afterwards return the same one."""
     created = repository.insert_if_absent(session, principal_id, email, name)
     account = repository.by_principal(session, principal_id)

@@ -60,7 +60,10 @@ class Authenticator:
         return ok
 
     def authenticate(
-        self, requirement: AuthRequirement, api_key: str | None, authorization: str | None,
+        self,
+        requirement: AuthRequirement,
+        api_key: str | None,
+        authorization: str | None,
         surface: str | None = None,
     ) -> Caller:
         if api_key:

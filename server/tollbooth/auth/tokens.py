@@ -60,7 +60,9 @@ class TokenCodec:
             "exp": int(expires.timestamp()),
         }
         token = jwt.encode(
-            claims, self._keys[self._signing_kid], algorithm=ALGORITHM,
+            claims,
+            self._keys[self._signing_kid],
+            algorithm=ALGORITHM,
             headers={"kid": self._signing_kid},
         )
         return token, expires

@@ -64,7 +64,9 @@ class Product(Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     stripe_product_id: Mapped[str | None] = mapped_column(String(100))
-    attributes: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, nullable=False, default=dict
+    )
     entitlements: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
@@ -92,7 +94,9 @@ class Price(Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     nickname: Mapped[str] = mapped_column(String(200), nullable=False, default="")
-    attributes: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, nullable=False, default=dict
+    )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 

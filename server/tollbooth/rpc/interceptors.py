@@ -25,8 +25,9 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Wrapper = Callable[[Behavior, bool, str, tuple], Behavior]
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, metadata: tuple,
-                  wrapper: Wrapper) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, metadata: tuple, wrapper: Wrapper
+) -> grpc.RpcMethodHandler:
     """Apply `wrapper` to whichever behaviour the handler carries."""
     for attr, streams_out in (
         ("unary_unary", False),
@@ -53,7 +54,9 @@ def _meta(metadata: tuple, key: str) -> str | None:
 
 
 class _Base(grpc.ServerInterceptor):
-    def _wrap(self, behavior: Behavior, streams_out: bool, method: str, metadata: tuple) -> Behavior:
+    def _wrap(
+        self, behavior: Behavior, streams_out: bool, method: str, metadata: tuple
+    ) -> Behavior:
         raise NotImplementedError
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
@@ -61,18 +64,24 @@ class _Base(grpc.ServerInterceptor):
         if handler is None:
             return None
         return _wrap_handler(
-            handler, handler_call_details.method, handler_call_details.invocation_metadata,
+            handler,
+            handler_call_details.method,
+            handler_call_details.invocation_metadata,
             self._wrap,
         )
 
 
-def _around(behavior: Behavior, streams_out: bool,
-            before: Callable[[grpc.ServicerContext], Any],
-            on_error: Callable[[BaseException, grpc.ServicerContext], None],
-            after: Callable[[Any, grpc.ServicerContext], None]) -> Behavior:
+def _around(
+    behavior: Behavior,
+    streams_out: bool,
+    before: Callable[[grpc.ServicerContext], Any],
+    on_error: Callable[[BaseException, grpc.ServicerContext], None],
+    after: Callable[[Any, grpc.ServicerContext], None],
+) -> Behavior:
     """Run before/after/on_error around a call; for streamed responses, around the iteration."""
 
     if not streams_out:
+
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             state = before(context)
             try:
@@ -110,12 +119,19 @@ class LoggingInterceptor(_Base):
             token, rid, started = state
             code = context.code() or grpc.StatusCode.OK
             caller = current_caller.get()
-            log.info(json.dumps({
-                "event": "rpc", "method": method, "request_id": rid,
-                "code": code.name if hasattr(code, "name") else str(code),
-                "caller": caller.kind, "account": caller.account_id,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            }))
+            log.info(
+                json.dumps(
+                    {
+                        "event": "rpc",
+                        "method": method,
+                        "request_id": rid,
+                        "code": code.name if hasattr(code, "name") else str(code),
+                        "caller": caller.kind,
+                        "account": caller.account_id,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                )
+            )
             request_id_var.reset(token)
 
         return _around(behavior, streams_out, before, lambda e, c: None, after)
@@ -152,7 +168,9 @@ class AuthInterceptor(_Base):
             if rule is None:
                 raise permission_denied("OPERATION_NOT_PERMITTED", "method has no auth rule")
             caller = self._auth.authenticate(
-                rule, _meta(metadata, "x-api-key"), _meta(metadata, "authorization"),
+                rule,
+                _meta(metadata, "x-api-key"),
+                _meta(metadata, "authorization"),
                 surface=_meta(metadata, "x-billing-surface"),
             )
             return current_caller.set(caller)

@@ -45,9 +45,7 @@ def resolve_scopes(requested: list[str]) -> list[str]:
         return list(DEFAULT_SCOPES)
     unknown = sorted(set(requested) - set(SCOPES))
     if unknown:
-        raise errors.invalid(
-            f"unknown scopes {unknown}; known: {list(SCOPES)}", field="scopes"
-        )
+        raise errors.invalid(f"unknown scopes {unknown}; known: {list(SCOPES)}", field="scopes")
     return [s for s in SCOPES if s in set(requested)]
 
 
@@ -59,9 +57,19 @@ def resolve_ttl(requested: int, default: int, maximum: int) -> int:
     return min(requested, maximum)
 
 
-def issue_token(session: Session, codec: TokenCodec, *, principal_id: str, user_id: str,
-                scopes: list[str], ttl_sec: int, ttl_default: int, ttl_max: int,
-                email: str = "", name: str = "") -> IssuedToken:
+def issue_token(
+    session: Session,
+    codec: TokenCodec,
+    *,
+    principal_id: str,
+    user_id: str,
+    scopes: list[str],
+    ttl_sec: int,
+    ttl_default: int,
+    ttl_max: int,
+    email: str = "",
+    name: str = "",
+) -> IssuedToken:
     principal_id = validate_principal(principal_id)
     granted = resolve_scopes(list(scopes))
     ttl = resolve_ttl(ttl_sec, ttl_default, ttl_max)
@@ -71,7 +79,10 @@ def issue_token(session: Session, codec: TokenCodec, *, principal_id: str, user_
         raise errors.invalid("email or name is too long")
     account, created = ensure_account(session, principal_id, email or None, name or None)
     token, expires = codec.issue(
-        billing_account_id=account.id, principal_id=principal_id, user_id=user_id,
-        scopes=granted, ttl_sec=ttl,
+        billing_account_id=account.id,
+        principal_id=principal_id,
+        user_id=user_id,
+        scopes=granted,
+        ttl_sec=ttl,
     )
     return IssuedToken(token, expires, account.id, principal_id, granted, created)

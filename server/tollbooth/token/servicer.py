@@ -18,14 +18,23 @@ class TokenServicer(token_pb2_grpc.TokenServiceServicer):
         s = self.deps.settings
         with self.deps.db.transaction() as session:
             issued = service.issue_token(
-                session, self.deps.codec, principal_id=request.principal_id,
-                user_id=request.user_id, scopes=list(request.scopes),
-                ttl_sec=request.session_ttl_sec, ttl_default=s.token_ttl_default,
-                ttl_max=s.token_ttl_max, email=request.email, name=request.name,
+                session,
+                self.deps.codec,
+                principal_id=request.principal_id,
+                user_id=request.user_id,
+                scopes=list(request.scopes),
+                ttl_sec=request.session_ttl_sec,
+                ttl_default=s.token_ttl_default,
+                ttl_max=s.token_ttl_max,
+                email=request.email,
+                name=request.name,
             )
         return token_pb2.IssueTokenResponse(
-            access_token=issued.access_token, token_type="Bearer",
-            expires_at=ts(issued.expires_at), billing_account_id=issued.billing_account_id,
-            principal_id=issued.principal_id, scopes=issued.scopes,
+            access_token=issued.access_token,
+            token_type="Bearer",
+            expires_at=ts(issued.expires_at),
+            billing_account_id=issued.billing_account_id,
+            principal_id=issued.principal_id,
+            scopes=issued.scopes,
             account_created=issued.account_created,
         )

@@ -12,15 +12,29 @@ from tollbooth.db.models import StripeEvent
 from tollbooth.db.types import utcnow
 
 
-def insert_event(session: Session, *, event_id: str, type_: str, api_version: str,
-                 livemode: bool, created: dt.datetime | None, payload: bytes) -> bool:
+def insert_event(
+    session: Session,
+    *,
+    event_id: str,
+    type_: str,
+    api_version: str,
+    livemode: bool,
+    created: dt.datetime | None,
+    payload: bytes,
+) -> bool:
     """Insert first, never check-then-insert: True only for the one call that wrote it."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
         dialect.insert(StripeEvent)
-        .values(event_id=event_id, type=type_, api_version=api_version or None,
-                livemode=livemode, provider_created_at=created, payload=payload,
-                received_at=utcnow())
+        .values(
+            event_id=event_id,
+            type=type_,
+            api_version=api_version or None,
+            livemode=livemode,
+            provider_created_at=created,
+            payload=payload,
+            received_at=utcnow(),
+        )
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(StripeEvent.event_id)
     )

@@ -14,8 +14,16 @@ from tollbooth import errors
 from tollbooth.webhooks import repository
 
 
-def record_event(session: Session, *, event_id: str, type_: str, api_version: str,
-                 livemode: bool, created: dt.datetime | None, payload: bytes) -> bool:
+def record_event(
+    session: Session,
+    *,
+    event_id: str,
+    type_: str,
+    api_version: str,
+    livemode: bool,
+    created: dt.datetime | None,
+    payload: bytes,
+) -> bool:
     """Returns True when the event was already recorded (a redelivery)."""
     if not event_id:
         raise errors.required("event_id")
@@ -24,7 +32,12 @@ def record_event(session: Session, *, event_id: str, type_: str, api_version: st
     if not payload:
         raise errors.required("payload")
     inserted = repository.insert_event(
-        session, event_id=event_id, type_=type_, api_version=api_version, livemode=livemode,
-        created=created, payload=payload,
+        session,
+        event_id=event_id,
+        type_=type_,
+        api_version=api_version,
+        livemode=livemode,
+        created=created,
+        payload=payload,
     )
     return not inserted

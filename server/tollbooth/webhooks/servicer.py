@@ -18,8 +18,12 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
         created = from_ts(request.created) if request.HasField("created") else None
         with self.deps.db.transaction() as session:
             duplicate = service.record_event(
-                session, event_id=request.event_id, type_=request.type,
-                api_version=request.api_version, livemode=request.livemode, created=created,
+                session,
+                event_id=request.event_id,
+                type_=request.type,
+                api_version=request.api_version,
+                livemode=request.livemode,
+                created=created,
                 payload=request.payload,
             )
         return webhook_pb2.RecordStripeEventResponse(event_id=request.event_id, duplicate=duplicate)

@@ -31,8 +31,9 @@ class SidecarServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], settings: Settings,
-                 channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self, address: tuple[str, int], settings: Settings, channel: grpc.Channel | None = None
+    ) -> None:
         if not settings.webhook_secrets:
             raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
         super().__init__(address, _Handler)
@@ -81,8 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
         payload = self.rfile.read(length)
         settings = self.server.settings
         try:
-            verify(payload, self.headers.get("Stripe-Signature"), settings.webhook_secrets,
-                   settings.webhook_tolerance_sec)
+            verify(
+                payload,
+                self.headers.get("Stripe-Signature"),
+                settings.webhook_secrets,
+                settings.webhook_tolerance_sec,
+            )
         except SignatureError as exc:
             log.warning("webhook refused: %s", exc)
             self._error(400, "WEBHOOK_SIGNATURE_INVALID", str(exc))
@@ -100,8 +105,12 @@ class _Handler(BaseHTTPRequestHandler):
             created = timestamp_pb2.Timestamp()
             created.FromDatetime(datetime.fromtimestamp(event["created"], UTC))
         request = webhook_pb2.RecordStripeEventRequest(
-            event_id=event_id, type=event_type, api_version=str(event.get("api_version") or ""),
-            livemode=bool(event.get("livemode")), created=created, payload=payload,
+            event_id=event_id,
+            type=event_type,
+            api_version=str(event.get("api_version") or ""),
+            livemode=bool(event.get("livemode")),
+            created=created,
+            payload=payload,
         )
         try:
             answer = self.server.stub.RecordStripeEvent(

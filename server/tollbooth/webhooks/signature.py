@@ -27,8 +27,13 @@ def header(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={t},v1={sign(payload, secret, t)}"
 
 
-def verify(payload: bytes, sig_header: str | None, secrets: tuple[str, ...] | list[str],
-           tolerance_sec: int = 300, now: float | None = None) -> int:
+def verify(
+    payload: bytes,
+    sig_header: str | None,
+    secrets: tuple[str, ...] | list[str],
+    tolerance_sec: int = 300,
+    now: float | None = None,
+) -> int:
     """Return the signed timestamp, or raise SignatureError."""
     if not secrets:
         raise SignatureError("no webhook secret configured")

@@ -99,6 +99,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("sequences", "idempotency_keys", "prices", "products", "stripe_events",
-                  "billing_accounts"):
+    for table in (
+        "sequences",
+        "idempotency_keys",
+        "prices",
+        "products",
+        "stripe_events",
+        "billing_accounts",
+    ):
         op.drop_table(table)

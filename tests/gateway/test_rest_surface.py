@@ -1,0 +1,130 @@
+"""The REST surface through a real Envoy process: transcoding, auth, errors, routing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import SERVICE_KEY
+
+SERVICE = {"x-api-key": SERVICE_KEY}
+
+
+def test_issue_token_without_service_key_is_401_with_reason(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "acct-42"})
+    assert resp.status == 401
+    assert resp.reason == "CREDENTIALS_MISSING"
+
+
+def test_issue_token_with_service_key_returns_snake_case_json(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "acct-42"}, SERVICE)
+    assert resp.status == 200
+    body = resp.json()
+    assert body["billing_account_id"].startswith("acct_")
+    assert body["principal_id"] == "acct-42"
+    assert body["access_token"].count(".") == 2
+    again = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "acct-42"}, SERVICE)
+    assert again.json()["billing_account_id"] == body["billing_account_id"]
+
+
+def test_wrong_service_key_is_401(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p"}, {"x-api-key": "not-a-key"}
+    )
+    assert resp.status == 401
+    assert resp.reason == "SERVICE_KEY_INVALID"
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/v1/billing"),
+        ("POST", "/api/v1/checkout/sessions"),
+        ("GET", "/api/v1/credits/balance?type=api"),
+        ("POST", "/mgt/v1/events"),
+    ],
+)
+def test_unbuilt_rpc_is_501_with_reason(stack, method, path):  # type: ignore[no-untyped-def]
+    body = {} if method == "POST" else None
+    resp = stack.request(method, path, body, SERVICE)
+    assert resp.status == 501
+    assert resp.reason == "NOT_IMPLEMENTED"
+
+
+def test_unbuilt_rpc_still_checks_auth_first(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/api/v1/billing")
+    assert resp.status == 401
+
+
+def test_bearer_token_on_mgt_path_is_403(stack):  # type: ignore[no-untyped-def]
+    token = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-mgt"}, SERVICE).json()[
+        "access_token"
+    ]
+    resp = stack.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": "p-mgt"},
+        {"authorization": f"Bearer {token}"},
+    )
+    assert resp.status == 403
+    assert resp.reason == "SERVICE_KEY_REQUIRED"
+
+
+def test_surface_header_cannot_be_forged_to_unlock_mgt(stack):  # type: ignore[no-untyped-def]
+    """Envoy overwrites x-billing-surface, so a bearer cannot pass as an /api call on /mgt."""
+    token = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p-forge"}, SERVICE
+    ).json()["access_token"]
+    resp = stack.request(
+        "GET",
+        "/mgt/v1/accounts/p-forge/credits/balance?type=x",
+        headers={"authorization": f"Bearer {token}", "x-billing-surface": "api"},
+    )
+    assert resp.status == 403
+
+
+def test_unknown_api_path_is_404(stack):  # type: ignore[no-untyped-def]
+    assert stack.request("GET", "/api/v1/nothing-here", None, SERVICE).status == 404
+
+
+def test_raw_grpc_paths_are_not_exposed(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST",
+        "/billing.v1.WebhookService/RecordStripeEvent",
+        b"",
+        {"content-type": "application/grpc", **SERVICE},
+    )
+    # Envoy answers itself (404, or gRPC UNIMPLEMENTED); nothing reaches an upstream.
+    headers = {k.lower(): v for k, v in resp.headers.items()}
+    assert "x-envoy-upstream-service-time" not in headers
+    assert resp.status == 404 or headers.get("grpc-status") == "12"
+
+
+def test_wrong_json_type_is_400(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p", "session_ttl_sec": "many"}, SERVICE
+    )
+    assert resp.status == 400
+
+
+def test_body_over_limit_is_413(stack):  # type: ignore[no-untyped-def]
+    big = {"principal_id": "p", "name": "x" * (stack.settings.max_body_bytes + 10)}
+    resp = stack.request("POST", "/mgt/v1/token/issue", big, SERVICE)
+    assert resp.status == 413
+
+
+def test_cors_preflight_allows_configured_origin_only(stack):  # type: ignore[no-untyped-def]
+    allowed = stack.settings.cors_origins[0]
+    ok = stack.request(
+        "OPTIONS",
+        "/api/v1/catalog/products",
+        None,
+        {"origin": allowed, "access-control-request-method": "GET"},
+    )
+    assert ok.headers.get("access-control-allow-origin") == allowed
+    denied = stack.request(
+        "OPTIONS",
+        "/api/v1/catalog/products",
+        None,
+        {"origin": "https://evil.example", "access-control-request-method": "GET"},
+    )
+    assert "access-control-allow-origin" not in {k.lower() for k in denied.headers}

@@ -1,0 +1,77 @@
+"""The contract: every RPC declares auth; unbuilt ones answer UNIMPLEMENTED after auth;
+the README lists exactly the unbuilt ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+
+from billing.v1 import credit_pb2, credit_pb2_grpc, usage_pb2, usage_pb2_grpc
+from tests.conftest import SERVICE_MD
+from tests.helpers import error_reason
+from tollbooth.rpc.rules import contract_services, load_requirements
+from tollbooth.rpc.server import unbuilt_methods
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_contract_rpc_declares_an_auth_rule() -> None:
+    rules = load_requirements()
+    declared = {f"/{s.full_name}/{m.name}" for s in contract_services() for m in s.methods}
+    assert declared == set(rules)
+
+
+def test_readme_lists_exactly_the_unbuilt_rpcs() -> None:
+    text = README.read_text()
+    section = text.split("<!-- unbuilt:start -->", 1)[1].split("<!-- unbuilt:end -->", 1)[0]
+    listed = set(re.findall(r"`(billing\.v1\.\w+\.\w+)`", section))
+    assert listed == set(unbuilt_methods())
+
+
+def test_unbuilt_rpc_answers_unimplemented_with_reason(channel):  # type: ignore[no-untyped-def]
+    stub = credit_pb2_grpc.CreditServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetBalance(
+            credit_pb2.GetBalanceRequest(account="a", type="t"), metadata=SERVICE_MD, timeout=10
+        )
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_reason(exc.value) == "NOT_IMPLEMENTED"
+
+
+def test_unbuilt_rpc_checks_auth_first(channel):  # type: ignore[no-untyped-def]
+    stub = credit_pb2_grpc.CreditServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetBalance(credit_pb2.GetBalanceRequest(account="a", type="t"), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unbuilt_streaming_rpc_answers_unimplemented(channel):  # type: ignore[no-untyped-def]
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    responses = stub.StreamEvents(
+        iter([usage_pb2.StreamEventsRequest()]), metadata=SERVICE_MD, timeout=10
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        list(responses)
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_reason(exc.value) == "NOT_IMPLEMENTED"
+
+
+def test_unexpected_exception_is_internal_without_details(channel, monkeypatch):  # type: ignore[no-untyped-def]
+    from billing.v1 import token_pb2, token_pb2_grpc
+    from tollbooth.token import service
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr(service, "issue_token", boom)
+    stub = token_pb2_grpc.TokenServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.IssueToken(
+            token_pb2.IssueTokenRequest(principal_id="p"), metadata=SERVICE_MD, timeout=10
+        )
+    assert exc.value.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in (exc.value.details() or "")
+    assert error_reason(exc.value) == "INTERNAL"

@@ -1,0 +1,131 @@
+"""The whole stack in one test process: billing server, webhook sidecar, and a real Envoy."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from tollbooth.config import Settings
+from tollbooth.db import Database
+from tollbooth.db.migrate import upgrade
+from tollbooth.deps import Deps
+from tollbooth.gateway import render, start_envoy
+from tollbooth.rpc.server import build_server
+from tollbooth.webhooks.sidecar import SidecarServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):  # type: ignore[no-untyped-def]
+        return json.loads(self.body)
+
+    @property
+    def reason(self) -> str | None:
+        """ErrorInfo.reason of a transcoded error, or the sidecar's error reason."""
+        data = self.json()
+        if "error" in data:
+            return data["error"].get("reason")
+        for detail in data.get("details", []):
+            if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+                return detail.get("reason")
+        return None
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    deps: Deps
+    rest_url: str
+    grpc_port: int
+    tmp: Path
+    _stops: list = field(default_factory=list)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.rest_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return Response(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as err:
+            return Response(err.code, dict(err.headers), err.read())
+
+    def close(self) -> None:
+        for stop in reversed(self._stops):
+            stop()
+
+
+def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
+    upgrade(database_url)
+    rest, admin, sidecar_port = free_port(), free_port(), free_port()
+    settings = Settings.from_env(
+        {
+            **env,
+            "BILLING_REST_PORT": str(rest),
+            "BILLING_ENVOY_ADMIN_PORT": str(admin),
+            "BILLING_SIDECAR_PORT": str(sidecar_port),
+        }
+    )
+    deps = Deps.build(settings, Database(database_url))
+    server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp)
+    stack._stops.append(lambda: (server.stop(grace=None).wait(), deps.db.dispose()))
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    sidecar = SidecarServer(("127.0.0.1", sidecar_port), settings, channel=channel)
+    thread = threading.Thread(target=sidecar.serve_forever, daemon=True)
+    thread.start()
+    stack._stops.append(lambda: (sidecar.shutdown(), sidecar.server_close(), channel.close()))
+    config = render(settings, tmp, grpc_ports=[grpc_port], sidecar_port=sidecar_port)
+    envoy = start_envoy(config, tmp / "envoy.log")
+
+    def stop_envoy() -> None:
+        envoy.terminate()
+        try:
+            envoy.wait(timeout=10)
+        except Exception:
+            envoy.kill()
+            envoy.wait()
+
+    stack._stops.append(stop_envoy)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if envoy.poll() is not None:
+            stack.close()
+            raise RuntimeError(f"envoy exited: {(tmp / 'envoy.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return stack
+        except OSError:
+            time.sleep(0.1)
+    stack.close()
+    raise RuntimeError("envoy did not become ready")

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import test_env
-from tests.stack import Stack, start_stack
+from tollbooth.devstack import Stack, start_stack
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_sidecar_answers_5xx_when_the_server_cannot_record(tmp_path):  # type: i
     import urllib.request
 
     from tests.conftest import test_env
-    from tests.stack import free_port
+    from tollbooth.devstack import free_port
 
     port, dead = free_port(), free_port()
     settings = Settings.from_env(test_env("sqlite://", BILLING_GRPC_PORT=str(dead)))

@@ -1,4 +1,5 @@
-"""The whole stack in one test process: billing server, webhook sidecar, and a real Envoy."""
+"""The whole stack in one process, for tests and benchmarks: billing server, webhook sidecar
+and a real Envoy subprocess on free loopback ports."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ WEBHOOK_SECRET = "whsec_test_secret"
 PG_ENV = "BILLING_TEST_POSTGRES_URL"
 
 
-def test_env(database_url: str, **extra: str) -> dict[str, str]:
+def make_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {
         "BILLING_DATABASE_URL": database_url,
         "BILLING_SERVICE_KEYS": f"{SERVICE_KEY},{OTHER_SERVICE_KEY}",
@@ -94,7 +94,7 @@ def pg_url(pg_base_url: str) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings.from_env(test_env(database_url))
+    return Settings.from_env(make_env(database_url))
 
 
 @pytest.fixture

@@ -113,11 +113,11 @@ def test_sidecar_answers_5xx_when_the_server_cannot_record(tmp_path):  # type: i
     import urllib.error
     import urllib.request
 
-    from tests.conftest import test_env
+    from tests.conftest import make_env
     from tollbooth.devstack import free_port
 
     port, dead = free_port(), free_port()
-    settings = Settings.from_env(test_env("sqlite://", BILLING_GRPC_PORT=str(dead)))
+    settings = Settings.from_env(make_env("sqlite://", BILLING_GRPC_PORT=str(dead)))
     server = SidecarServer(("127.0.0.1", port), settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -1,0 +1,113 @@
+"""IssueToken inputs: scopes, TTL, principal rules; concurrency on PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from billing.v1 import token_pb2, token_pb2_grpc
+from tests.conftest import SERVICE_MD, make_env
+from tests.helpers import error_reason
+from tollbooth.db.models import BillingAccount
+
+
+def issue(channel, **fields):  # type: ignore[no-untyped-def]
+    stub = token_pb2_grpc.TokenServiceStub(channel)
+    return stub.IssueToken(token_pb2.IssueTokenRequest(**fields), metadata=SERVICE_MD, timeout=30)
+
+
+def invalid(channel, **fields) -> str | None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as exc:
+        issue(channel, **fields)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return error_reason(exc.value)
+
+
+def test_default_scopes_and_ttl(channel, deps):  # type: ignore[no-untyped-def]
+    resp = issue(channel, principal_id="p1")
+    assert list(resp.scopes) == ["checkout", "portal", "billing:read", "credits:read", "usage:read"]
+    claims = deps.codec.verify(resp.access_token)
+    assert claims.expires_at == resp.expires_at.ToDatetime(tzinfo=claims.expires_at.tzinfo)
+    assert set(claims.scopes) == set(resp.scopes)
+    import jwt
+
+    payload = jwt.decode(resp.access_token, options={"verify_signature": False})
+    assert payload["exp"] - payload["iat"] == 900
+
+
+def test_requested_scopes_are_granted_exactly(channel, deps):  # type: ignore[no-untyped-def]
+    resp = issue(channel, principal_id="p1", scopes=["portal"])
+    assert list(resp.scopes) == ["portal"]
+    assert deps.codec.verify(resp.access_token).scopes == frozenset({"portal"})
+
+
+def test_unknown_scope_is_invalid(channel):  # type: ignore[no-untyped-def]
+    assert invalid(channel, principal_id="p1", scopes=["admin"]) == "INVALID_ARGUMENT"
+
+
+def test_ttl_is_capped_by_configuration(channel, deps):  # type: ignore[no-untyped-def]
+    import jwt
+
+    resp = issue(channel, principal_id="p1", session_ttl_sec=10 * 24 * 3600)
+    payload = jwt.decode(resp.access_token, options={"verify_signature": False})
+    assert payload["exp"] - payload["iat"] == deps.settings.token_ttl_max
+
+
+def test_negative_ttl_is_invalid(channel):  # type: ignore[no-untyped-def]
+    assert invalid(channel, principal_id="p1", session_ttl_sec=-5) == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("principal", ["acct_0123", "has space", "x" * 201, "/etc/passwd"])
+def test_bad_principal_is_invalid_and_creates_nothing(channel, db, principal):  # type: ignore[no-untyped-def]
+    assert invalid(channel, principal_id=principal) == "INVALID_ARGUMENT"
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(BillingAccount)) == 0
+
+
+def test_mapping_is_immutable_and_contact_details_fill_once(channel, db):  # type: ignore[no-untyped-def]
+    first = issue(channel, principal_id="p1", email="a@example.com")
+    second = issue(channel, principal_id="p1", email="b@example.com", name="B")
+    assert first.billing_account_id == second.billing_account_id
+    with db.transaction() as s:
+        row = s.get(BillingAccount, first.billing_account_id)
+        assert (row.principal_id, row.email, row.name) == ("p1", "a@example.com", "B")
+
+
+def test_distinct_principals_get_distinct_accounts(channel):  # type: ignore[no-untyped-def]
+    assert (
+        issue(channel, principal_id="a").billing_account_id
+        != issue(channel, principal_id="b").billing_account_id
+    )
+
+
+@pytest.mark.postgres
+def test_twenty_concurrent_first_calls_create_one_account(pg_url):  # type: ignore[no-untyped-def]
+    from tollbooth.config import Settings
+    from tollbooth.db import Database
+    from tollbooth.deps import Deps
+    from tollbooth.rpc.server import build_server
+
+    deps = Deps.build(Settings.from_env(make_env(pg_url)), Database(pg_url))
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(20)]
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda ch: issue(ch, principal_id="race-1"), channels))
+        assert len({a.billing_account_id for a in answers}) == 1
+        assert sum(a.account_created for a in answers) == 1
+        with deps.db.transaction() as s:
+            n = s.scalar(
+                select(func.count())
+                .select_from(BillingAccount)
+                .where(BillingAccount.principal_id == "race-1")
+            )
+        assert n == 1
+    finally:
+        for ch in channels:
+            ch.close()
+        server.stop(grace=None).wait()
+        deps.db.dispose()

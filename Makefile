@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTO_FILES := $(wildcard protos/billing/v1/*.proto)
+LINT_PATHS = server tests $(wildcard clients/tollbooth_client)
 GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/rpc/error_details.proto
 
 .PHONY: setup run migrate test test-fast lint fmt typecheck proto proto-check third-party bench clean catalog-apply
@@ -31,13 +32,13 @@ test: setup proto-check
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: setup third-party
-	$(BIN)/ruff check server tests clients/tollbooth_client
-	$(BIN)/ruff format --check server tests clients/tollbooth_client
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	cd protos && ../$(BIN)/buf lint
 
 fmt: setup
-	$(BIN)/ruff format server tests clients/tollbooth_client
-	$(BIN)/ruff check --fix server tests clients/tollbooth_client
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 typecheck: setup
 	$(BIN)/mypy server/tollbooth

@@ -13,8 +13,9 @@ from tollbooth.errors import DomainError
 
 
 def bearer(account_id: str, principal: str) -> Caller:
-    return Caller("bearer", TokenClaims(account_id, principal, "u", frozenset(),
-                                        dt.datetime.now(dt.UTC)))
+    return Caller(
+        "bearer", TokenClaims(account_id, principal, "u", frozenset(), dt.datetime.now(dt.UTC))
+    )
 
 
 @pytest.fixture
@@ -55,7 +56,9 @@ def test_bearer_naming_another_account_answers_like_a_missing_one(db, accounts, 
     missing = "acct_000000000000000000000000" if form == "id" else "p-nobody"
     kind_other, reason_other = failure(db, me, other)
     kind_missing, reason_missing = failure(db, me, missing)
-    assert (kind_other, reason_other) == (kind_missing, reason_missing) == ("NOT_FOUND", "NOT_FOUND")
+    assert (
+        (kind_other, reason_other) == (kind_missing, reason_missing) == ("NOT_FOUND", "NOT_FOUND")
+    )
 
 
 def test_service_without_account_is_field_required(db, accounts):  # type: ignore[no-untyped-def]

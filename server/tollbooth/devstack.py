@@ -99,12 +99,23 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
     server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
     server.start()
     stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp)
-    stack._stops.append(lambda: (server.stop(grace=None).wait(), deps.db.dispose()))
+
+    def stop_server() -> None:
+        server.stop(grace=None).wait()
+        deps.db.dispose()
+
+    stack._stops.append(stop_server)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     sidecar = SidecarServer(("127.0.0.1", sidecar_port), settings, channel=channel)
     thread = threading.Thread(target=sidecar.serve_forever, daemon=True)
     thread.start()
-    stack._stops.append(lambda: (sidecar.shutdown(), sidecar.server_close(), channel.close()))
+
+    def stop_sidecar() -> None:
+        sidecar.shutdown()
+        sidecar.server_close()
+        channel.close()
+
+    stack._stops.append(stop_sidecar)
     config = render(settings, tmp, grpc_ports=[grpc_port], sidecar_port=sidecar_port)
     envoy = start_envoy(config, tmp / "envoy.log")
 

@@ -73,7 +73,7 @@ def cmd_run(settings: Settings) -> int:
     for name, value in settings.describe():
         print(f"  {name:<26} {value}", flush=True)
     cmd_migrate(settings)
-    run_dir = REPO_ROOT / "var" / "run"
+    run_dir = Path(os.environ.get("BILLING_RUN_DIR") or REPO_ROOT / "var" / "run")
     envoy_config = render(settings, run_dir)
     py = [sys.executable, "-m", "tollbooth.cli"]
     children: dict[str, subprocess.Popen[bytes]] = {}

@@ -1,0 +1,89 @@
+"""`tollbooth run` (what `make run` calls): three processes up, then all down on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from tests.conftest import SERVICE_KEY, make_env
+from tollbooth.devstack import free_port
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return bool(stat.stdout.strip()) and not stat.stdout.strip().startswith("Z")
+
+
+def test_run_serves_rest_and_stops_all_three_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rest = free_port()
+    env = {
+        **os.environ,
+        **make_env(f"sqlite:///{tmp_path / 'billing.db'}"),
+        "BILLING_GRPC_PORT": str(free_port()),
+        "BILLING_REST_PORT": str(rest),
+        "BILLING_SIDECAR_PORT": str(free_port()),
+        "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
+        "BILLING_RUN_DIR": str(tmp_path / "run"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    children: list[int] = []
+    try:
+        lines = []
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "run exited early:\n" + "".join(lines)
+            lines.append(line)
+            if line.startswith("Ctrl-C stops all three"):
+                break
+        printed = "".join(lines)
+        assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
+        children = _children(proc.pid)
+        assert len(children) == 3
+        body = None
+        for _ in range(100):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{rest}/mgt/v1/token/issue",
+                method="POST",
+                data=json.dumps({"principal_id": "run-1"}).encode(),
+                headers={"x-api-key": SERVICE_KEY, "content-type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    body = json.loads(resp.read())
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert body is not None and body["billing_account_id"].startswith("acct_")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

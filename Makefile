@@ -70,6 +70,10 @@ proto-check: setup third-party
 	for f in clients/billing/v1/*_pb2*; do test -e $$tmp/$$f || { echo "stale: $$f has no proto"; exit 1; }; done && \
 	echo "proto-check: generated code and descriptor set are current; buf lint clean"
 
+## Catalog as code: make catalog-apply FILE=catalog.yaml ARGS="--dry-run"
+catalog-apply: setup
+	$(PY) -m tollbooth.cli catalog apply $(FILE) $(ARGS)
+
 ## Throughput benchmarks; figures go to bench/results.json.
 bench: setup
 	$(PY) -m tollbooth.bench

@@ -1,0 +1,193 @@
+"""Catalog as code: `tollbooth catalog apply FILE.yaml [--dry-run] [--archive-missing]`.
+
+Apply makes the stored catalog match the file, through the same service functions as the
+RPCs, in one transaction (all or nothing). Running it again prints "no changes".
+
+File format (see example_catalog.yaml next to this module)::
+
+    version: 1                      # optional; only 1 exists
+    products:                       # listed in this order unless a position says otherwise
+      - key: pro                    # required, stable; stored in metadata["catalog_key"]
+        name: Pro                   # required
+        description: For teams      # optional
+        position: 2                 # optional, >= 1; default: place in this list (1-based)
+        metadata: {tier: pro}       # optional string map ("catalog_key" is reserved)
+        entitlements:               # optional: "feature" or {feature, value}
+          - sso
+          - {feature: seats, value: "10"}
+        stripe_product_id: prod_X   # optional; when absent the stored link is left alone
+        prices:
+          - lookup_key: pro_monthly # required, unique in the file; identifies the price
+            currency: usd           # ISO 4217, any case
+            unit_amount: 2900       # integer minor units; YAML floats are refused
+            type: recurring         # one_time | recurring; default: recurring iff interval
+            interval: month         # recurring only: day | week | month | year
+            interval_count: 1       # recurring only; default 1
+            nickname: Monthly
+            position: 1             # as for products, within the product
+            stackable: false
+            subscription_group: plan
+            metadata: {}
+            entitlements: []
+            stripe_price_id: price_X  # optional, as stripe_product_id
+            credit_grants:
+              - credit_type: api_calls
+                amount: "10000"     # positive decimal string (quote fractions)
+                on_purchase: true   # default true
+                on_renewal: true    # default false; recurring prices only
+                expires_after_sec: 0  # 0: never
+                priority: 0
+
+What apply does (one line per action, also printed by --dry-run, which writes nothing):
+
+- a product key not in the database is created; an archived product with that key is
+  restored; changed product fields are updated in place;
+- a lookup_key with no active price is created under its product; changed mutable price
+  fields (nickname, position, stackable, subscription_group, metadata, credit grants,
+  entitlements, stripe link) are updated in place;
+- a price whose currency, unit_amount, type or recurrence changed (or that moves to another
+  product) is replaced as Stripe would: the old price is archived and a new one created,
+  which takes over the lookup_key;
+- with --archive-missing, active products absent from the file, and active prices of the
+  file's products absent from it, are archived. Without it nothing is archived except
+  replaced prices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from tollbooth.catalog import plan as planning
+from tollbooth.catalog import service, spec
+from tollbooth.catalog.plan import Plan
+from tollbooth.catalog.spec import CatalogSpec, SpecError
+from tollbooth.config import ConfigError, Settings, redact_url
+from tollbooth.db import Database
+from tollbooth.errors import DomainError
+
+__all__ = ["apply", "execute", "main", "plan"]
+
+
+def plan(
+    catalog: CatalogSpec,
+    products: Sequence[planning.StoredProduct],
+    prices: Sequence[planning.StoredPrice],
+    *,
+    archive_missing: bool = False,
+) -> Plan:
+    """Pure: the actions that turn the stored catalog into `catalog` (see catalog.plan)."""
+    return planning.plan(catalog, products, prices, archive_missing=archive_missing)
+
+
+def apply(
+    db: Database, catalog: CatalogSpec, *, dry_run: bool = False, archive_missing: bool = False
+) -> Plan:
+    """Plan against the stored catalog and, unless dry_run, carry the plan out atomically."""
+    with db.transaction() as session:
+        products, prices = service.catalog_state(session)
+        result = plan(catalog, products, prices, archive_missing=archive_missing)
+        if not dry_run:
+            execute(session, result)
+    return result
+
+
+def execute(session: Session, result: Plan) -> None:
+    """Run each action through the catalog service, in plan order."""
+    created: dict[str, str] = {}
+    for action in result.actions:
+        if isinstance(action, planning.CreateProduct):
+            created[action.key] = service.create_product(session, action.fields).id
+        elif isinstance(action, planning.RestoreProduct):
+            service.restore_product(session, action.product_id)
+        elif isinstance(action, planning.UpdateProduct):
+            service.update_product(session, action.product_id, action.fields, action.paths)
+        elif isinstance(action, planning.ArchiveProduct):
+            service.archive_product(session, action.product_id)
+        elif isinstance(action, planning.CreatePrice):
+            product_id = action.product_id or created[action.product_key]
+            service.create_price(session, replace(action.fields, product_id=product_id))
+        elif isinstance(action, planning.UpdatePrice):
+            service.update_price(session, action.price_id, action.fields, action.paths)
+        elif isinstance(action, planning.ArchivePrice):
+            service.archive_price(session, action.price_id)
+        else:  # pragma: no cover - every action type is handled above
+            raise TypeError(f"unknown action {action!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tollbooth catalog", description="Manage the catalog from a YAML file."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    apply_cmd = commands.add_parser("apply", help="make the stored catalog match FILE")
+    apply_cmd.add_argument("file", metavar="FILE.yaml")
+    apply_cmd.add_argument(
+        "--dry-run", action="store_true", help="print the changes and write nothing"
+    )
+    apply_cmd.add_argument(
+        "--archive-missing",
+        action="store_true",
+        help="archive active products and prices absent from the file",
+    )
+    apply_cmd.add_argument(
+        "--database-url", help="default: BILLING_DATABASE_URL (tollbooth.config.Settings)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; argv holds the arguments after `tollbooth catalog` (e.g. apply FILE)."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        catalog = spec.load(args.file)
+    except (OSError, SpecError, DomainError) as exc:
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return 1
+    try:
+        url = args.database_url or Settings.from_env().database_url
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    db = Database(url)
+    try:
+        result = apply(db, catalog, dry_run=args.dry_run, archive_missing=args.archive_missing)
+    except (DomainError, planning.PlanError) as exc:
+        print(f"error: {_message(exc)}; nothing was written", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        detail = exc.args[0] if exc.args else type(exc).__name__
+        print(
+            f"error: database {redact_url(url)}: {detail}\n"
+            "(is it reachable and migrated? `tollbooth migrate`); nothing was written",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        db.dispose()
+    if not result:
+        print("no changes")
+        return 0
+    for line in result.lines():
+        print(line)
+    verb = "would apply" if args.dry_run else "applied"
+    print(
+        f"{verb} {len(result.actions)} change(s)"
+        + (" (dry run: nothing written)" if args.dry_run else "")
+    )
+    return 0
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, DomainError):
+        return f"{exc.message} ({exc.reason})"
+    return str(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Catalog protos <-> domain values. Output-only request fields are never read."""
+
+from __future__ import annotations
+
+from billing.v1 import catalog_pb2
+from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
+from tollbooth.db.models import Price, Product
+from tollbooth.rpc.convert import ts
+
+_TYPE_PREFIX = "PRICE_TYPE_"
+_INTERVAL_PREFIX = "RECURRING_INTERVAL_"
+
+
+def _enum_in(enum: object, value: int, prefix: str) -> str:
+    """PRICE_TYPE_ONE_TIME -> "one_time"; unspecified -> ""; an unknown number stays visible."""
+    if value == 0:
+        return ""
+    try:
+        name = enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        return f"unknown({value})"
+    return name.removeprefix(prefix).lower()
+
+
+def _enum_out(enum: object, value: str | None, prefix: str) -> int:
+    if not value:
+        return 0
+    return int(enum.Value(prefix + value.upper()))  # type: ignore[attr-defined]
+
+
+def _entitlements_in(items: object) -> tuple[Entitlement, ...]:
+    return tuple(Entitlement(e.feature, e.value) for e in items)  # type: ignore[attr-defined]
+
+
+def product_fields(msg: catalog_pb2.Product) -> ProductFields:
+    return ProductFields(
+        name=msg.name,
+        description=msg.description,
+        position=msg.position,
+        stripe_product_id=msg.stripe_product_id,
+        metadata=dict(msg.metadata),
+        entitlements=_entitlements_in(msg.entitlements),
+    )
+
+
+def price_fields(msg: catalog_pb2.Price) -> PriceFields:
+    return PriceFields(
+        product_id=msg.product_id,
+        currency=msg.currency,
+        unit_amount=msg.unit_amount,
+        type=_enum_in(catalog_pb2.PriceType, msg.type, _TYPE_PREFIX),
+        interval=_enum_in(catalog_pb2.RecurringInterval, msg.recurring.interval, _INTERVAL_PREFIX),
+        interval_count=msg.recurring.interval_count,
+        lookup_key=msg.lookup_key,
+        stripe_price_id=msg.stripe_price_id,
+        stackable=msg.stackable,
+        subscription_group=msg.subscription_group,
+        credit_grants=tuple(
+            CreditGrant(
+                credit_type=g.credit_type,
+                amount=g.amount,
+                on_purchase=g.on_purchase,
+                on_renewal=g.on_renewal,
+                expires_after_sec=g.expires_after_sec,
+                priority=g.priority,
+            )
+            for g in msg.credit_grants
+        ),
+        entitlements=_entitlements_in(msg.entitlements),
+        position=msg.position,
+        nickname=msg.nickname,
+        metadata=dict(msg.metadata),
+    )
+
+
+def product_out(product: Product) -> catalog_pb2.Product:
+    return catalog_pb2.Product(
+        product_id=product.id,
+        name=product.name,
+        description=product.description,
+        active=product.active,
+        position=product.position,
+        stripe_product_id=product.stripe_product_id or "",
+        metadata=product.attributes or {},
+        entitlements=[catalog_pb2.Entitlement(**e) for e in product.entitlements or []],
+        create_time=ts(product.created_at),
+        update_time=ts(product.updated_at),
+    )
+
+
+def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
+    recurring = None
+    if price.interval:
+        recurring = catalog_pb2.Recurring(
+            interval=_enum_out(catalog_pb2.RecurringInterval, price.interval, _INTERVAL_PREFIX),
+            interval_count=price.interval_count or 1,
+        )
+    return catalog_pb2.Price(
+        price_id=price.id,
+        product_id=price.product_id,
+        currency=price.currency,
+        unit_amount=price.unit_amount,
+        type=_enum_out(catalog_pb2.PriceType, price.type, _TYPE_PREFIX),
+        recurring=recurring,
+        lookup_key=price.lookup_key or "",
+        stripe_price_id=price.stripe_price_id or "",
+        stackable=price.stackable,
+        subscription_group=price.subscription_group or "",
+        credit_grants=[catalog_pb2.CreditGrantSpec(**g) for g in price.credit_grants or []],
+        entitlements=[catalog_pb2.Entitlement(**e) for e in price.entitlements or []],
+        active=price.active,
+        position=price.position,
+        nickname=price.nickname,
+        metadata=price.attributes or {},
+        hint=_enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_"),
+        create_time=ts(price.created_at),
+        update_time=ts(price.updated_at),
+    )

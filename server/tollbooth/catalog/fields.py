@@ -1,0 +1,373 @@
+"""Catalog field values: the domain shapes of products and prices and their pure validation.
+
+The RPC converters and the catalog file both build these shapes, and both go through the
+same `clean_*` functions, so a value accepted by one is stored exactly as the other would
+store it (which is what lets a re-applied catalog file compare equal to the database).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from tollbooth import errors
+
+ONE_TIME = "one_time"
+RECURRING = "recurring"
+PRICE_TYPES = (ONE_TIME, RECURRING)
+INTERVALS = ("day", "week", "month", "year")
+# Stripe's limit: at most three years between renewals.
+MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MAX_METADATA_KEYS = 50
+MAX_ENTITLEMENTS = 100
+MAX_CREDIT_GRANTS = 20
+# Credit amounts fit NUMERIC(38, 18): 20 integer digits, 18 fractional digits.
+MAX_AMOUNT_INT_DIGITS = 20
+MAX_AMOUNT_FRAC_DIGITS = 18
+
+# Patterns are used with fullmatch: "$" would also accept a trailing newline.
+CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+CREDIT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
+# Plain ASCII decimal notation only: no sign, exponent, spaces, NaN, Infinity or other digits.
+PLAIN_DECIMAL_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+
+
+@dataclass(frozen=True)
+class Entitlement:
+    feature: str
+    value: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {"feature": self.feature, "value": self.value}
+
+
+@dataclass(frozen=True)
+class CreditGrant:
+    credit_type: str
+    amount: str
+    on_purchase: bool = False
+    on_renewal: bool = False
+    expires_after_sec: int = 0
+    priority: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "credit_type": self.credit_type,
+            "amount": self.amount,
+            "on_purchase": self.on_purchase,
+            "on_renewal": self.on_renewal,
+            "expires_after_sec": self.expires_after_sec,
+            "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True)
+class ProductFields:
+    """The writable fields of a product. stripe_product_id None means "not given"."""
+
+    name: str = ""
+    description: str = ""
+    position: int = 0
+    stripe_product_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    entitlements: tuple[Entitlement, ...] = ()
+
+
+@dataclass(frozen=True)
+class PriceFields:
+    """The writable fields of a price. Empty strings and zeros mean "not given"."""
+
+    product_id: str = ""
+    currency: str = ""
+    unit_amount: int = 0
+    type: str = ""
+    interval: str = ""
+    interval_count: int = 0
+    lookup_key: str = ""
+    stripe_price_id: str | None = None
+    stackable: bool = False
+    subscription_group: str = ""
+    credit_grants: tuple[CreditGrant, ...] = ()
+    entitlements: tuple[Entitlement, ...] = ()
+    position: int = 0
+    nickname: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+# Update masks. Output-only paths are accepted and ignored (AIP-203); unknown paths are refused.
+PRODUCT_MUTABLE = (
+    "name",
+    "description",
+    "position",
+    "stripe_product_id",
+    "metadata",
+    "entitlements",
+)
+PRODUCT_OUTPUT_ONLY = ("product_id", "active", "create_time", "update_time")
+PRICE_MUTABLE = (
+    "lookup_key",
+    "stripe_price_id",
+    "stackable",
+    "subscription_group",
+    "credit_grants",
+    "entitlements",
+    "position",
+    "nickname",
+    "metadata",
+)
+PRICE_IMMUTABLE = (
+    "product_id",
+    "currency",
+    "unit_amount",
+    "type",
+    "recurring",
+    "recurring.interval",
+    "recurring.interval_count",
+)
+PRICE_OUTPUT_ONLY = ("price_id", "active", "hint", "create_time", "update_time")
+
+
+def _text(value: str, field_name: str, max_len: int, *, required: bool = False) -> str:
+    value = value.strip()
+    if required and not value:
+        raise errors.required(field_name)
+    if len(value) > max_len:
+        raise errors.invalid(f"{field_name} is longer than {max_len} characters", field=field_name)
+    return value
+
+
+def clean_position(position: int, field_name: str = "position") -> int:
+    if not 0 <= position <= INT32_MAX:
+        raise errors.invalid(f"{field_name} must be between 0 and {INT32_MAX}", field=field_name)
+    return position
+
+
+def clean_metadata(metadata: Mapping[str, str], field_name: str = "metadata") -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise errors.invalid(
+            f"{field_name} holds more than {MAX_METADATA_KEYS} keys", field=field_name
+        )
+    out: dict[str, str] = {}
+    for key in sorted(metadata):
+        value = metadata[key]
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise errors.invalid(f"{field_name} keys and values are strings", field=field_name)
+        if not 1 <= len(key) <= 40 or len(value) > 500:
+            raise errors.invalid(
+                f"{field_name} keys are 1-40 characters and values at most 500", field=field_name
+            )
+        out[key] = value
+    return out
+
+
+def clean_entitlements(
+    items: Iterable[Entitlement], field_name: str = "entitlements"
+) -> tuple[Entitlement, ...]:
+    out = []
+    seen = set()
+    for i, item in enumerate(items):
+        where = f"{field_name}[{i}]"
+        feature = _text(item.feature, f"{where}.feature", 100, required=True)
+        value = _text(item.value, f"{where}.value", 200)
+        if feature in seen:
+            raise errors.invalid(f"{field_name} names feature {feature!r} twice", field=where)
+        seen.add(feature)
+        out.append(Entitlement(feature, value))
+    if len(out) > MAX_ENTITLEMENTS:
+        raise errors.invalid(
+            f"{field_name} holds more than {MAX_ENTITLEMENTS} entries", field=field_name
+        )
+    return tuple(out)
+
+
+def clean_stripe_id(value: str | None, field_name: str) -> str | None:
+    if value is None:
+        return None
+    return _text(value, field_name, 100) or None
+
+
+def clean_credit_amount(raw: str, field_name: str = "amount") -> str:
+    """A positive decimal string, normalised ("010.50" -> "10.5").
+
+    Only plain notation is accepted, and its length is bounded before Decimal sees it, so
+    "NaN", "Infinity", "1e999999999" and the like never reach arithmetic.
+    """
+    match = PLAIN_DECIMAL_RE.fullmatch(raw)
+    if match is None:
+        raise errors.invalid(
+            f"{field_name} must be a positive decimal string such as '100' or '2.5'",
+            reason="AMOUNT_INVALID",
+            field=field_name,
+        )
+    int_digits = match.group(1).lstrip("0")
+    frac_digits = (match.group(2) or "").rstrip("0")
+    if len(int_digits) > MAX_AMOUNT_INT_DIGITS or len(frac_digits) > MAX_AMOUNT_FRAC_DIGITS:
+        raise errors.invalid(
+            f"{field_name} allows at most {MAX_AMOUNT_INT_DIGITS} integer and "
+            f"{MAX_AMOUNT_FRAC_DIGITS} fractional digits",
+            reason="AMOUNT_INVALID",
+            field=field_name,
+        )
+    try:
+        amount = Decimal(f"{int_digits or '0'}.{frac_digits or '0'}")
+    except InvalidOperation as exc:  # unreachable after the pattern, kept as a guard
+        raise errors.invalid(
+            f"{field_name} is not a decimal", reason="AMOUNT_INVALID", field=field_name
+        ) from exc
+    if not amount.is_finite() or amount <= 0:
+        raise errors.invalid(
+            f"{field_name} must be greater than zero", reason="AMOUNT_INVALID", field=field_name
+        )
+    return f"{int_digits or '0'}.{frac_digits}" if frac_digits else (int_digits or "0")
+
+
+def clean_credit_grants(
+    items: Iterable[CreditGrant], price_type: str, field_name: str = "credit_grants"
+) -> tuple[CreditGrant, ...]:
+    out = []
+    for i, grant in enumerate(items):
+        where = f"{field_name}[{i}]"
+        credit_type = grant.credit_type.strip()
+        if not credit_type:
+            raise errors.required(f"{where}.credit_type")
+        if not CREDIT_TYPE_RE.fullmatch(credit_type):
+            raise errors.invalid(
+                f"{where}.credit_type must be 1-100 letters, digits and _.:- ",
+                field=f"{where}.credit_type",
+            )
+        if not grant.amount.strip():
+            raise errors.required(f"{where}.amount")
+        amount = clean_credit_amount(grant.amount.strip(), f"{where}.amount")
+        if not 0 <= grant.expires_after_sec <= INT64_MAX:
+            raise errors.invalid(
+                f"{where}.expires_after_sec must not be negative",
+                field=f"{where}.expires_after_sec",
+            )
+        if not (grant.on_purchase or grant.on_renewal):
+            raise errors.invalid(
+                f"{where} grants nothing: set on_purchase, on_renewal or both", field=where
+            )
+        if grant.on_renewal and price_type == ONE_TIME:
+            raise errors.invalid(
+                f"{where}.on_renewal is set on a one-time price, which never renews",
+                field=f"{where}.on_renewal",
+            )
+        out.append(replace(grant, credit_type=credit_type, amount=amount))
+    if len(out) > MAX_CREDIT_GRANTS:
+        raise errors.invalid(
+            f"{field_name} holds more than {MAX_CREDIT_GRANTS} grants", field=field_name
+        )
+    return tuple(out)
+
+
+def clean_currency(currency: str) -> str:
+    currency = currency.strip()
+    if not currency:
+        raise errors.required("currency")
+    if not CURRENCY_RE.fullmatch(currency):
+        raise errors.invalid("currency must be a three-letter ISO 4217 code", field="currency")
+    return currency.lower()
+
+
+def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tuple[str, str, int]:
+    """Type and recurrence: recurring iff RECURRING; an interval_count of 0 means 1.
+
+    An unspecified type follows the recurrence: recurring when an interval is given, else
+    one-time, so a plain `{"currency", "unit_amount"}` body is a one-time price.
+    """
+    if not price_type:
+        price_type = RECURRING if interval else ONE_TIME
+    if price_type not in PRICE_TYPES:
+        raise errors.invalid("type must be one_time or recurring", field="type")
+    if price_type == ONE_TIME:
+        if interval or interval_count:
+            raise errors.invalid("a one-time price has no recurring interval", field="recurring")
+        return price_type, "", 0
+    if not interval:
+        raise errors.required("recurring.interval")
+    if interval not in INTERVALS:
+        raise errors.invalid(
+            "recurring.interval must be day, week, month or year", field="recurring.interval"
+        )
+    count = interval_count or 1
+    if not 1 <= count <= MAX_INTERVAL_COUNT[interval]:
+        raise errors.invalid(
+            f"recurring.interval_count must be between 1 and {MAX_INTERVAL_COUNT[interval]} "
+            f"for {interval}",
+            field="recurring.interval_count",
+        )
+    return price_type, interval, count
+
+
+def clean_product(fields: ProductFields) -> ProductFields:
+    return ProductFields(
+        name=_text(fields.name, "name", 200, required=True),
+        description=_text(fields.description, "description", 5000),
+        position=clean_position(fields.position),
+        stripe_product_id=clean_stripe_id(fields.stripe_product_id, "stripe_product_id"),
+        metadata=clean_metadata(fields.metadata),
+        entitlements=clean_entitlements(fields.entitlements),
+    )
+
+
+def clean_price(fields: PriceFields, *, require_product: bool = True) -> PriceFields:
+    """A valid price. Without require_product the product is left unnamed (catalog files)."""
+    price_type, interval, count = clean_price_shape(
+        fields.type, fields.interval, fields.interval_count
+    )
+    if fields.unit_amount < 0 or fields.unit_amount > INT64_MAX:
+        raise errors.invalid(
+            "unit_amount must be a non-negative integer of minor units", field="unit_amount"
+        )
+    return PriceFields(
+        product_id=_text(fields.product_id, "product_id", 40, required=require_product),
+        currency=clean_currency(fields.currency),
+        unit_amount=fields.unit_amount,
+        type=price_type,
+        interval=interval,
+        interval_count=count,
+        lookup_key=_text(fields.lookup_key, "lookup_key", 200),
+        stripe_price_id=clean_stripe_id(fields.stripe_price_id, "stripe_price_id"),
+        stackable=fields.stackable,
+        subscription_group=_text(fields.subscription_group, "subscription_group", 200),
+        credit_grants=clean_credit_grants(fields.credit_grants, price_type),
+        entitlements=clean_entitlements(fields.entitlements),
+        position=clean_position(fields.position),
+        nickname=_text(fields.nickname, "nickname", 200),
+        metadata=clean_metadata(fields.metadata),
+    )
+
+
+def mask_paths(
+    paths: Iterable[str],
+    mutable: tuple[str, ...],
+    output_only: tuple[str, ...],
+    immutable: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(mutable paths to apply, immutable paths named). Empty or "*" means every mutable field."""
+    if is_full_mask(paths):
+        return mutable, ()
+    paths = [p.strip() for p in paths if p.strip()]
+    apply: list[str] = []
+    named_immutable: list[str] = []
+    for path in paths:
+        if path in mutable:
+            if path not in apply:
+                apply.append(path)
+        elif path in immutable:
+            named_immutable.append(path)
+        elif path not in output_only:
+            raise errors.invalid(f"update_mask names unknown field {path!r}", field="update_mask")
+    return tuple(apply), tuple(named_immutable)
+
+
+def is_full_mask(paths: Iterable[str]) -> bool:
+    """An empty mask, or "*", names every mutable field (AIP-134)."""
+    given = [p.strip() for p in paths if p.strip()]
+    return not given or given == ["*"]

@@ -1,0 +1,110 @@
+"""Every query on products and prices. Portable between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, and_, func, or_, select, true
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tollbooth.catalog.paging import Cursor
+from tollbooth.db.models import Price, Product, Sequence
+
+PRODUCT_SEQUENCE = "catalog.products"
+PRICE_SEQUENCE = "catalog.prices"
+
+
+class LookupKeyTaken(Exception):
+    """The partial unique index on active lookup keys refused a write."""
+
+
+def next_seq(session: Session, name: str) -> int:
+    """The next value of a named counter, in one statement.
+
+    On PostgreSQL the upsert locks the counter row until commit, so values are handed out
+    (and committed) in order; SQLite serialises writers anyway.
+    """
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Sequence)
+        .values(name=name, value=1)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": Sequence.value + 1})
+        .returning(Sequence.value)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def flush(session: Session) -> None:
+    """Flush pending writes, turning a lookup-key collision into LookupKeyTaken."""
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if "lookup_key" in str(exc.orig):
+            raise LookupKeyTaken() from exc
+        raise
+
+
+def get_product(session: Session, product_id: str) -> Product | None:
+    return session.get(Product, product_id) if product_id else None
+
+
+def get_price(session: Session, price_id: str) -> Price | None:
+    return session.get(Price, price_id) if price_id else None
+
+
+def max_product_position(session: Session) -> int | None:
+    return session.scalar(select(func.max(Product.position)))
+
+
+def max_price_position(session: Session, product_id: str) -> int | None:
+    return session.scalar(select(func.max(Price.position)).where(Price.product_id == product_id))
+
+
+def active_price_with_lookup_key(session: Session, lookup_key: str) -> Price | None:
+    return session.scalars(
+        select(Price).where(Price.lookup_key == lookup_key, Price.active == true())
+    ).first()
+
+
+def _after(stmt: Select, model: type[Product] | type[Price], cursor: Cursor | None) -> Select:
+    """Keyset condition: strictly after `cursor` in (position, seq, id) order."""
+    if cursor is not None:
+        stmt = stmt.where(
+            or_(
+                model.position > cursor.position,
+                and_(model.position == cursor.position, model.seq > cursor.seq),
+                and_(
+                    model.position == cursor.position, model.seq == cursor.seq, model.id > cursor.id
+                ),
+            )
+        )
+    return stmt.order_by(model.position, model.seq, model.id)
+
+
+def list_products(
+    session: Session, *, active_only: bool, after: Cursor | None, limit: int
+) -> list[Product]:
+    stmt = select(Product)
+    if active_only:
+        stmt = stmt.where(Product.active == true())
+    return list(session.scalars(_after(stmt, Product, after).limit(limit)))
+
+
+def list_prices(
+    session: Session, product_id: str, *, active_only: bool, after: Cursor | None, limit: int
+) -> list[Price]:
+    stmt = select(Price).where(Price.product_id == product_id)
+    if active_only:
+        stmt = stmt.where(Price.active == true())
+    return list(session.scalars(_after(stmt, Price, after).limit(limit)))
+
+
+def all_products(session: Session) -> list[Product]:
+    """Every product, archived included, in creation order (the catalog is small)."""
+    return list(session.scalars(select(Product).order_by(Product.seq, Product.id)))
+
+
+def all_active_prices(session: Session) -> list[Price]:
+    return list(
+        session.scalars(select(Price).where(Price.active == true()).order_by(Price.seq, Price.id))
+    )

@@ -1,0 +1,486 @@
+"""Catalog rules: what may be created, changed, archived and listed, and by whom.
+
+Services flush, never commit: the caller (an RPC, or one `catalog apply`) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.auth.caller import Caller
+from tollbooth.catalog import fields as f
+from tollbooth.catalog import idempotency, paging, repository
+from tollbooth.catalog.fields import (
+    CreditGrant,
+    Entitlement,
+    PriceFields,
+    ProductFields,
+)
+from tollbooth.catalog.plan import StoredPrice, StoredProduct
+from tollbooth.db.models import Price, Product
+from tollbooth.db.types import utcnow
+from tollbooth.errors import DomainError, Kind
+from tollbooth.ids import new_id
+
+T = TypeVar("T", Product, Price)
+
+HINT_NONE = ""
+HINT_BUY = "BUY"
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Products
+
+
+def product_fields_of(product: Product) -> ProductFields:
+    return ProductFields(
+        name=product.name,
+        description=product.description,
+        position=product.position,
+        stripe_product_id=product.stripe_product_id,
+        metadata=dict(product.attributes or {}),
+        entitlements=_entitlements_of(product.entitlements),
+    )
+
+
+def get_product(session: Session, product_id: str) -> Product:
+    """One product, active or not."""
+    if not product_id:
+        raise errors.required("product_id")
+    product = repository.get_product(session, product_id)
+    if product is None:
+        raise errors.not_found("product", product_id)
+    return product
+
+
+def create_product(session: Session, fields: ProductFields, request_id: str = "") -> Product:
+    """A new active product; position 0 places it after every existing product."""
+    clean = f.clean_product(fields)
+
+    def effect() -> bytes:
+        now = utcnow()
+        seq = repository.next_seq(session, repository.PRODUCT_SEQUENCE)
+        position = clean.position or paging.next_position(repository.max_product_position(session))
+        product = Product(
+            id=new_id("prod"),
+            name=clean.name,
+            description=clean.description,
+            active=True,
+            position=position,
+            seq=seq,
+            stripe_product_id=clean.stripe_product_id,
+            attributes=dict(clean.metadata),
+            entitlements=_entitlements_json(clean.entitlements),
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(product)
+        repository.flush(session)
+        return product.id.encode()
+
+    product_id = idempotency.run_once(
+        session, scope="catalog.CreateProduct", key=request_id, request=clean, effect=effect
+    )
+    return get_product(session, product_id.decode())
+
+
+def update_product(
+    session: Session,
+    product_id: str,
+    fields: ProductFields,
+    paths: Sequence[str] = (),
+    request_id: str = "",
+) -> Product:
+    """Change the fields named in `paths` (empty: every mutable field).
+
+    Position 0 and stripe_product_id None mean "not given" and leave the stored value alone.
+    """
+    if not product_id:
+        raise errors.required("product.product_id")
+    apply, _ = f.mask_paths(paths, f.PRODUCT_MUTABLE, f.PRODUCT_OUTPUT_ONLY)
+    product = get_product(session, product_id)
+    changes = _given(fields, apply)
+    merged = f.clean_product(replace(product_fields_of(product), **changes))
+    request = {"product_id": product_id, "fields": {p: getattr(merged, p) for p in sorted(changes)}}
+
+    def effect() -> bytes:
+        _write_product(session, product, merged)
+        return product.id.encode()
+
+    idempotency.run_once(
+        session, scope="catalog.UpdateProduct", key=request_id, request=request, effect=effect
+    )
+    return product
+
+
+def archive_product(session: Session, product_id: str, request_id: str = "") -> Product:
+    """Hide a product from public listing. Idempotent: an archived product comes back unchanged.
+
+    Its prices are left as they are: they stay readable by id and by operators, but public
+    listing shows nothing under an archived product.
+    """
+    product = get_product(session, product_id)
+
+    def effect() -> bytes:
+        if product.active:
+            product.active = False
+            product.updated_at = utcnow()
+            repository.flush(session)
+        return product.id.encode()
+
+    idempotency.run_once(
+        session,
+        scope="catalog.ArchiveProduct",
+        key=request_id,
+        request={"product_id": product_id},
+        effect=effect,
+    )
+    return product
+
+
+def restore_product(session: Session, product_id: str) -> Product:
+    """Make an archived product active again (catalog as code re-adding its key)."""
+    product = get_product(session, product_id)
+    if not product.active:
+        product.active = True
+        product.updated_at = utcnow()
+        repository.flush(session)
+    return product
+
+
+def list_products(
+    session: Session,
+    caller: Caller,
+    *,
+    page_size: int = 0,
+    page_token: str = "",
+    include_inactive: bool = False,
+) -> Page[Product]:
+    """Products in configured order: position, then creation order."""
+    _check_include_inactive(caller, include_inactive)
+    size = paging.page_size(page_size)
+    query = paging.query_key("products", include_inactive=include_inactive)
+    cursor = paging.decode_token(page_token, query)
+    rows = repository.list_products(
+        session, active_only=not include_inactive, after=cursor, limit=size + 1
+    )
+    return _page(rows, size, query)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices
+
+
+def price_fields_of(price: Price) -> PriceFields:
+    return PriceFields(
+        product_id=price.product_id,
+        currency=price.currency,
+        unit_amount=price.unit_amount,
+        type=price.type,
+        interval=price.interval or "",
+        interval_count=price.interval_count or 0,
+        lookup_key=price.lookup_key or "",
+        stripe_price_id=price.stripe_price_id,
+        stackable=price.stackable,
+        subscription_group=price.subscription_group or "",
+        credit_grants=tuple(CreditGrant(**g) for g in price.credit_grants or []),
+        entitlements=_entitlements_of(price.entitlements),
+        position=price.position,
+        nickname=price.nickname,
+        metadata=dict(price.attributes or {}),
+    )
+
+
+def get_price(session: Session, price_id: str) -> Price:
+    """One price, active or not."""
+    if not price_id:
+        raise errors.required("price_id")
+    price = repository.get_price(session, price_id)
+    if price is None:
+        raise errors.not_found("price", price_id)
+    return price
+
+
+def create_price(session: Session, fields: PriceFields, request_id: str = "") -> Price:
+    """A new active price under an active product; position 0 places it last."""
+    clean = f.clean_price(fields)
+
+    def effect() -> bytes:
+        product = get_product(session, clean.product_id)
+        if not product.active:
+            raise errors.failed_precondition(
+                "ARCHIVED", f"product {product.id!r} is archived", product_id=product.id
+            )
+        if clean.lookup_key:
+            _ensure_lookup_key_free(session, clean.lookup_key)
+        now = utcnow()
+        seq = repository.next_seq(session, repository.PRICE_SEQUENCE)
+        position = clean.position or paging.next_position(
+            repository.max_price_position(session, product.id)
+        )
+        price = Price(
+            id=new_id("price"),
+            product_id=product.id,
+            active=True,
+            seq=seq,
+            created_at=now,
+            updated_at=now,
+        )
+        _assign_price(price, replace(clean, position=position))
+        price.currency = clean.currency
+        price.unit_amount = clean.unit_amount
+        price.type = clean.type
+        price.interval = clean.interval or None
+        price.interval_count = clean.interval_count or None
+        session.add(price)
+        _flush_price(session, clean.lookup_key)
+        return price.id.encode()
+
+    price_id = idempotency.run_once(
+        session, scope="catalog.CreatePrice", key=request_id, request=clean, effect=effect
+    )
+    return get_price(session, price_id.decode())
+
+
+def update_price(
+    session: Session,
+    price_id: str,
+    fields: PriceFields,
+    paths: Sequence[str] = (),
+    request_id: str = "",
+) -> Price:
+    """Change the mutable fields named in `paths` (empty: every mutable field).
+
+    Amount, currency, type, recurrence and product never change (PRICE_IMMUTABLE): naming
+    one in the mask is refused, and with an empty mask a value that differs from the stored
+    one is refused. proto3 cannot tell an unset field from its zero value, so with an empty
+    mask an immutable field left at zero ("", 0, unspecified) counts as not given. As for
+    products, position 0 and stripe_price_id None leave the stored value alone.
+    """
+    if not price_id:
+        raise errors.required("price.price_id")
+    apply, immutable = f.mask_paths(paths, f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY, f.PRICE_IMMUTABLE)
+    if immutable:
+        raise _immutable(immutable[0])
+    price = get_price(session, price_id)
+    current = price_fields_of(price)
+    if f.is_full_mask(paths):
+        _check_immutables_unchanged(current, fields)
+    changes = _given(fields, apply)
+    merged = f.clean_price(replace(current, **changes))
+    request = {"price_id": price_id, "fields": {p: getattr(merged, p) for p in sorted(changes)}}
+
+    def effect() -> bytes:
+        if price.active and merged.lookup_key and merged.lookup_key != current.lookup_key:
+            _ensure_lookup_key_free(session, merged.lookup_key)
+        if merged != current:
+            _assign_price(price, merged)
+            price.updated_at = utcnow()
+            _flush_price(session, merged.lookup_key)
+        return price.id.encode()
+
+    idempotency.run_once(
+        session, scope="catalog.UpdatePrice", key=request_id, request=request, effect=effect
+    )
+    return price
+
+
+def archive_price(session: Session, price_id: str, request_id: str = "") -> Price:
+    """Take a price off sale. Idempotent; its lookup_key becomes free for a new price."""
+    price = get_price(session, price_id)
+
+    def effect() -> bytes:
+        if price.active:
+            price.active = False
+            price.updated_at = utcnow()
+            repository.flush(session)
+        return price.id.encode()
+
+    idempotency.run_once(
+        session,
+        scope="catalog.ArchivePrice",
+        key=request_id,
+        request={"price_id": price_id},
+        effect=effect,
+    )
+    return price
+
+
+def list_prices(
+    session: Session,
+    caller: Caller,
+    product_id: str,
+    *,
+    page_size: int = 0,
+    page_token: str = "",
+    include_inactive: bool = False,
+) -> Page[Price]:
+    """Prices of one product in configured order.
+
+    An unknown product is NOT_FOUND. An archived product lists no prices publicly (an empty
+    page, as if it had none); with include_inactive an operator sees all of them.
+    """
+    if not product_id:
+        raise errors.required("product_id")
+    _check_include_inactive(caller, include_inactive)
+    size = paging.page_size(page_size)
+    query = paging.query_key("prices", parent=product_id, include_inactive=include_inactive)
+    cursor = paging.decode_token(page_token, query)
+    product = get_product(session, product_id)
+    if not include_inactive and not product.active:
+        return Page([], "")
+    rows = repository.list_prices(
+        session, product.id, active_only=not include_inactive, after=cursor, limit=size + 1
+    )
+    return _page(rows, size, query)
+
+
+def purchase_hints(caller: Caller, prices: Sequence[Price]) -> list[str]:
+    """What a bearer caller should do with each price; nothing for service callers.
+
+    Subscriptions are not recorded yet, so every price answers BUY. Once checkout records
+    them, a price the account already holds answers CURRENT, and a non-stackable recurring
+    price of a subscription_group in which the account holds another price answers MANAGE.
+    """
+    if not caller.is_bearer:
+        return [HINT_NONE for _ in prices]
+    return [HINT_BUY for _ in prices]
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog as code
+
+
+def catalog_state(session: Session) -> tuple[list[StoredProduct], list[StoredPrice]]:
+    """Every product (archived included) and every active price, as plain values."""
+    products = [
+        StoredProduct(id=p.id, active=p.active, seq=p.seq, fields=product_fields_of(p))
+        for p in repository.all_products(session)
+    ]
+    prices = [
+        StoredPrice(id=p.id, active=p.active, seq=p.seq, fields=price_fields_of(p))
+        for p in repository.all_active_prices(session)
+    ]
+    return products, prices
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _check_include_inactive(caller: Caller, include_inactive: bool) -> None:
+    if include_inactive and not caller.is_service:
+        raise errors.permission_denied(
+            "OPERATION_NOT_PERMITTED", "include_inactive takes a service key"
+        )
+
+
+def _page(rows: list[T], size: int, query: str) -> Page[T]:
+    if len(rows) <= size:
+        return Page(rows, "")
+    items = rows[:size]
+    last = items[-1]
+    return Page(items, paging.encode_token(query, paging.Cursor(last.position, last.seq, last.id)))
+
+
+def _given(fields: ProductFields | PriceFields, paths: Sequence[str]) -> dict[str, Any]:
+    """The requested values of `paths`, minus the ones that mean "not given"."""
+    changes: dict[str, Any] = {}
+    for path in paths:
+        value = getattr(fields, path)
+        if path == "position" and value == 0:
+            continue
+        if path in ("stripe_product_id", "stripe_price_id") and value is None:
+            continue
+        changes[path] = value
+    return changes
+
+
+def _check_immutables_unchanged(current: PriceFields, requested: PriceFields) -> None:
+    currency = requested.currency.strip().lower()
+    given = (
+        ("product_id", requested.product_id, current.product_id),
+        ("currency", currency, current.currency),
+        ("unit_amount", requested.unit_amount, current.unit_amount),
+        ("type", requested.type, current.type),
+        ("recurring.interval", requested.interval, current.interval),
+        ("recurring.interval_count", requested.interval_count, current.interval_count),
+    )
+    for name, value, stored in given:
+        if value and value != stored:
+            raise _immutable(name)
+
+
+def _immutable(name: str) -> DomainError:
+    return errors.invalid(
+        f"{name} of a price never changes: create a new price and archive this one",
+        reason="PRICE_IMMUTABLE",
+        field=name,
+    )
+
+
+def _ensure_lookup_key_free(session: Session, lookup_key: str) -> None:
+    if repository.active_price_with_lookup_key(session, lookup_key) is not None:
+        raise _lookup_key_taken(lookup_key)
+
+
+def _lookup_key_taken(lookup_key: str) -> DomainError:
+    return DomainError(
+        Kind.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        f"an active price already has lookup_key {lookup_key!r}",
+        lookup_key=lookup_key,
+    )
+
+
+def _flush_price(session: Session, lookup_key: str) -> None:
+    # The pre-check answers the common case; the unique index settles concurrent writers.
+    try:
+        repository.flush(session)
+    except repository.LookupKeyTaken as exc:
+        raise _lookup_key_taken(lookup_key) from exc
+
+
+def _write_product(session: Session, product: Product, merged: ProductFields) -> None:
+    if merged == product_fields_of(product):
+        return
+    product.name = merged.name
+    product.description = merged.description
+    product.position = merged.position
+    product.stripe_product_id = merged.stripe_product_id
+    product.attributes = dict(merged.metadata)
+    product.entitlements = _entitlements_json(merged.entitlements)
+    product.updated_at = utcnow()
+    repository.flush(session)
+
+
+def _assign_price(price: Price, clean: PriceFields) -> None:
+    """The mutable columns of a price."""
+    price.lookup_key = clean.lookup_key or None
+    price.stripe_price_id = clean.stripe_price_id
+    price.stackable = clean.stackable
+    price.subscription_group = clean.subscription_group or None
+    price.credit_grants = [g.as_json() for g in clean.credit_grants]
+    price.entitlements = _entitlements_json(clean.entitlements)
+    price.position = clean.position
+    price.nickname = clean.nickname
+    price.attributes = dict(clean.metadata)
+
+
+def _entitlements_of(stored: list | None) -> tuple[Entitlement, ...]:
+    return tuple(Entitlement(e["feature"], e.get("value", "")) for e in stored or [])
+
+
+def _entitlements_json(items: Sequence[Entitlement]) -> list[dict[str, str]]:
+    return [e.as_json() for e in items]

@@ -1,0 +1,273 @@
+"""A catalog file (parsed YAML) -> the desired catalog, validated and normalised. Pure.
+
+The format is documented in tollbooth.catalog.as_code. Values go through the same cleaning
+as the RPCs, so a file that parses here is one the service accepts, and its values compare
+equal to what the service stores.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tollbooth.catalog import fields as f
+from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
+
+CATALOG_KEY = "catalog_key"
+KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,39}")
+
+PRODUCT_KEYS = {
+    "key",
+    "name",
+    "description",
+    "position",
+    "metadata",
+    "entitlements",
+    "stripe_product_id",
+    "prices",
+}
+PRICE_KEYS = {
+    "lookup_key",
+    "currency",
+    "unit_amount",
+    "type",
+    "interval",
+    "interval_count",
+    "nickname",
+    "position",
+    "stackable",
+    "subscription_group",
+    "metadata",
+    "credit_grants",
+    "entitlements",
+    "stripe_price_id",
+}
+GRANT_KEYS = {"credit_type", "amount", "on_purchase", "on_renewal", "expires_after_sec", "priority"}
+ENTITLEMENT_KEYS = {"feature", "value"}
+
+
+class SpecError(ValueError):
+    """The catalog file is not in the documented format."""
+
+
+@dataclass(frozen=True)
+class DesiredProduct:
+    key: str
+    fields: ProductFields
+    prices: tuple[PriceFields, ...]
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    products: tuple[DesiredProduct, ...]
+
+
+def load(path: str | Path) -> CatalogSpec:
+    with open(path, encoding="utf-8") as fh:
+        try:
+            document = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    return parse(document)
+
+
+def parse(document: object) -> CatalogSpec:
+    """Validate a parsed document. Raises SpecError (shape) or DomainError (values)."""
+    if not isinstance(document, Mapping):
+        raise SpecError("the catalog file must be a mapping with a 'products' list")
+    _known(document, {"version", "products"}, "catalog")
+    version = document.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise SpecError(f"version must be 1, got {version!r}")
+    raw_products = _list(document.get("products"), "products", required=True)
+    products = []
+    product_keys: set[str] = set()
+    lookup_keys: set[str] = set()
+    for index, raw in enumerate(raw_products):
+        product = _product(raw, index)
+        if product.key in product_keys:
+            raise SpecError(f"product key {product.key!r} appears twice")
+        product_keys.add(product.key)
+        for price in product.prices:
+            if price.lookup_key in lookup_keys:
+                raise SpecError(f"lookup_key {price.lookup_key!r} appears twice")
+            lookup_keys.add(price.lookup_key)
+        products.append(product)
+    return CatalogSpec(tuple(products))
+
+
+def _product(raw: object, index: int) -> DesiredProduct:
+    where = f"products[{index}]"
+    data = _mapping(raw, where)
+    _known(data, PRODUCT_KEYS, where)
+    key = _str(data.get("key"), f"{where}.key", required=True)
+    if not KEY_RE.fullmatch(key):
+        raise SpecError(f"{where}.key must be 1-40 letters, digits and _.:- (got {key!r})")
+    where = f"product {key!r}"
+    metadata = _string_map(data.get("metadata"), f"{where}.metadata")
+    if CATALOG_KEY in metadata:
+        raise SpecError(f"{where}.metadata must not set {CATALOG_KEY!r}: it holds the key")
+    fields = ProductFields(
+        name=_str(data.get("name"), f"{where}.name", required=True),
+        description=_str(data.get("description"), f"{where}.description"),
+        position=_position(data.get("position"), index, f"{where}.position"),
+        stripe_product_id=_optional_str(
+            data.get("stripe_product_id"), f"{where}.stripe_product_id"
+        ),
+        metadata={**metadata, CATALOG_KEY: key},
+        entitlements=_entitlements(data.get("entitlements"), f"{where}.entitlements"),
+    )
+    prices = tuple(
+        _price(item, i, key) for i, item in enumerate(_list(data.get("prices"), f"{where}.prices"))
+    )
+    return DesiredProduct(key=key, fields=f.clean_product(fields), prices=prices)
+
+
+def _price(raw: object, index: int, product_key: str) -> PriceFields:
+    where = f"product {product_key!r} prices[{index}]"
+    data = _mapping(raw, where)
+    _known(data, PRICE_KEYS, where)
+    lookup_key = _str(data.get("lookup_key"), f"{where}.lookup_key", required=True)
+    where = f"price {lookup_key!r}"
+    interval = _str(data.get("interval"), f"{where}.interval")
+    price_type = _str(data.get("type"), f"{where}.type")
+    price_type = price_type or (f.RECURRING if interval else f.ONE_TIME)
+    fields = PriceFields(
+        currency=_str(data.get("currency"), f"{where}.currency", required=True),
+        unit_amount=_int(data.get("unit_amount"), f"{where}.unit_amount", required=True),
+        type=price_type,
+        interval=interval,
+        interval_count=_int(data.get("interval_count"), f"{where}.interval_count"),
+        lookup_key=lookup_key,
+        stripe_price_id=_optional_str(data.get("stripe_price_id"), f"{where}.stripe_price_id"),
+        stackable=_bool(data.get("stackable"), f"{where}.stackable", False),
+        subscription_group=_str(data.get("subscription_group"), f"{where}.subscription_group"),
+        credit_grants=tuple(
+            _grant(item, f"{where}.credit_grants[{i}]")
+            for i, item in enumerate(_list(data.get("credit_grants"), f"{where}.credit_grants"))
+        ),
+        entitlements=_entitlements(data.get("entitlements"), f"{where}.entitlements"),
+        position=_position(data.get("position"), index, f"{where}.position"),
+        nickname=_str(data.get("nickname"), f"{where}.nickname"),
+        metadata=_string_map(data.get("metadata"), f"{where}.metadata"),
+    )
+    return replace(f.clean_price(fields, require_product=False), product_id="")
+
+
+def _grant(raw: object, where: str) -> CreditGrant:
+    data = _mapping(raw, where)
+    _known(data, GRANT_KEYS, where)
+    amount = data.get("amount")
+    if isinstance(amount, float):
+        raise SpecError(f"{where}.amount must be quoted ('2.5'), not a YAML float")
+    return CreditGrant(
+        credit_type=_str(data.get("credit_type"), f"{where}.credit_type", required=True),
+        amount=_str(amount, f"{where}.amount", required=True),
+        on_purchase=_bool(data.get("on_purchase"), f"{where}.on_purchase", True),
+        on_renewal=_bool(data.get("on_renewal"), f"{where}.on_renewal", False),
+        expires_after_sec=_int(data.get("expires_after_sec"), f"{where}.expires_after_sec"),
+        priority=_int(data.get("priority"), f"{where}.priority"),
+    )
+
+
+def _entitlements(raw: object, where: str) -> tuple[Entitlement, ...]:
+    out = []
+    for i, item in enumerate(_list(raw, where)):
+        if isinstance(item, str):
+            out.append(Entitlement(item))
+            continue
+        data = _mapping(item, f"{where}[{i}]")
+        _known(data, ENTITLEMENT_KEYS, f"{where}[{i}]")
+        out.append(
+            Entitlement(
+                _str(data.get("feature"), f"{where}[{i}].feature", required=True),
+                _str(data.get("value"), f"{where}[{i}].value"),
+            )
+        )
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed access to YAML values: YAML guesses types, money and keys must not be guessed.
+
+
+def _known(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where} must be a mapping")
+    return value
+
+
+def _list(value: object, where: str, *, required: bool = False) -> list[Any]:
+    if value is None:
+        if required:
+            raise SpecError(f"{where} is required")
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"{where} must be a list")
+    return value
+
+
+def _str(value: object, where: str, *, required: bool = False) -> str:
+    if value is None:
+        if required:
+            raise SpecError(f"{where} is required")
+        return ""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise SpecError(f"{where} must be a string; quote it")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise SpecError(f"{where} must be a string")
+    if required and not value.strip():
+        raise SpecError(f"{where} is required")
+    return value
+
+
+def _optional_str(value: object, where: str) -> str | None:
+    return None if value is None else _str(value, where)
+
+
+def _int(value: object, where: str, *, required: bool = False) -> int:
+    if value is None:
+        if required:
+            raise SpecError(f"{where} is required")
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where} must be an integer (minor units for amounts), got {value!r}")
+    return value
+
+
+def _bool(value: object, where: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SpecError(f"{where} must be true or false")
+    return value
+
+
+def _position(value: object, index: int, where: str) -> int:
+    """Defaults to the entry's place in its list (1-based); an explicit one must be >= 1."""
+    if value is None:
+        return index + 1
+    position = _int(value, where)
+    if position < 1:
+        raise SpecError(f"{where} must be at least 1")
+    return position
+
+
+def _string_map(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    data = _mapping(value, where)
+    return {_str(k, f"{where} key"): _str(v, f"{where}.{k}") for k, v in data.items()}

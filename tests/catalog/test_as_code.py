@@ -1,0 +1,263 @@
+"""`tollbooth catalog apply` against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import func, select
+
+from billing.v1 import catalog_pb2
+from tests.catalog.support import bearer_metadata, list_prices, list_products
+from tollbooth.catalog import as_code
+from tollbooth.catalog import plan as planning
+from tollbooth.catalog.fields import ProductFields
+from tollbooth.catalog.plan import Plan
+from tollbooth.db.models import Price, Product, Sequence
+from tollbooth.errors import DomainError
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "server" / "tollbooth" / "catalog" / "example_catalog.yaml"
+
+CATALOG = {
+    "products": [
+        {
+            "key": "pro",
+            "name": "Pro",
+            "entitlements": ["sso"],
+            "prices": [
+                {
+                    "lookup_key": "pro_monthly",
+                    "currency": "usd",
+                    "unit_amount": 900,
+                    "interval": "month",
+                    "nickname": "Monthly",
+                    "subscription_group": "plan",
+                    "credit_grants": [
+                        {"credit_type": "api_calls", "amount": "1000", "on_renewal": True}
+                    ],
+                },
+                {
+                    "lookup_key": "pro_pack",
+                    "currency": "usd",
+                    "unit_amount": 500,
+                    "stackable": True,
+                },
+            ],
+        },
+        {
+            "key": "team",
+            "name": "Team",
+            "prices": [
+                {
+                    "lookup_key": "team_monthly",
+                    "currency": "usd",
+                    "unit_amount": 4900,
+                    "interval": "month",
+                },
+            ],
+        },
+    ],
+}
+
+
+def write(tmp_path: Path, document: dict, name: str = "catalog.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return str(path)
+
+
+def apply(database_url: str, path: str, *flags: str) -> int:
+    return as_code.main(["apply", path, "--database-url", database_url, *flags])
+
+
+def rows(db, model, **where):  # type: ignore[no-untyped-def]
+    with db.transaction() as session:
+        stmt = select(model).filter_by(**where).order_by(model.seq)
+        return list(session.scalars(stmt))
+
+
+def count(db, model) -> int:  # type: ignore[no-untyped-def]
+    with db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_apply_creates_the_catalog_and_a_second_apply_changes_nothing(
+    tmp_path, database_url, db, channel, capsys
+):  # type: ignore[no-untyped-def]
+    path = write(tmp_path, CATALOG)
+    assert apply(database_url, path) == 0
+    first = capsys.readouterr().out
+    assert first.count("create product") == 2 and first.count("create price") == 3
+    bearer = bearer_metadata(channel)
+    products = list_products(channel, bearer).products
+    assert [(p.name, p.metadata["catalog_key"]) for p in products] == [
+        ("Pro", "pro"),
+        ("Team", "team"),
+    ]
+    prices = list_prices(channel, products[0].product_id, bearer).prices
+    assert [p.lookup_key for p in prices] == ["pro_monthly", "pro_pack"]
+    assert prices[0].recurring.interval == catalog_pb2.RECURRING_INTERVAL_MONTH
+    assert prices[0].credit_grants[0].on_purchase and prices[0].credit_grants[0].on_renewal
+    before = [(p.id, p.updated_at) for p in rows(db, Price)]
+
+    assert apply(database_url, path) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+    assert [(p.id, p.updated_at) for p in rows(db, Price)] == before
+
+
+def test_example_catalog_applies_cleanly_twice(database_url, capsys):  # type: ignore[no-untyped-def]
+    assert apply(database_url, str(EXAMPLE)) == 0
+    assert "create product" in capsys.readouterr().out
+    assert apply(database_url, str(EXAMPLE)) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(tmp_path, database_url, db, capsys):  # type: ignore[no-untyped-def]
+    path = write(tmp_path, CATALOG)
+    assert apply(database_url, path, "--dry-run") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len([line for line in lines if line.startswith("create ")]) == 5
+    assert "nothing written" in lines[-1]
+    assert (count(db, Product), count(db, Price), count(db, Sequence)) == (0, 0, 0)
+
+
+def test_changed_amount_replaces_the_price_and_moves_its_lookup_key(
+    tmp_path, database_url, db, channel, capsys
+):  # type: ignore[no-untyped-def]
+    apply(database_url, write(tmp_path, CATALOG))
+    (old,) = rows(db, Price, lookup_key="pro_monthly")
+    changed = copy.deepcopy(CATALOG)
+    changed["products"][0]["prices"][0]["unit_amount"] = 1200
+    changed["products"][0]["prices"][1]["nickname"] = "Pack"  # mutable: in place
+    pack_id = rows(db, Price, lookup_key="pro_pack")[0].id
+    capsys.readouterr()
+    assert apply(database_url, write(tmp_path, changed)) == 0
+    out = capsys.readouterr().out
+    assert f"archive price pro_monthly ({old.id})" in out
+
+    monthly = rows(db, Price, lookup_key="pro_monthly")
+    assert [(p.id == old.id, p.active, p.unit_amount) for p in monthly] == [
+        (True, False, 900),
+        (False, True, 1200),
+    ]
+    (pack,) = rows(db, Price, lookup_key="pro_pack")
+    assert (pack.id, pack.nickname) == (pack_id, "Pack")
+    public = list_prices(channel, old.product_id, bearer_metadata(channel)).prices
+    assert [(p.lookup_key, p.unit_amount) for p in public] == [
+        ("pro_monthly", 1200),
+        ("pro_pack", 500),
+    ]
+    assert apply(database_url, write(tmp_path, changed)) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+
+
+def test_entries_missing_from_the_file_are_archived_only_with_archive_missing(
+    tmp_path, database_url, db, capsys
+):  # type: ignore[no-untyped-def]
+    apply(database_url, write(tmp_path, CATALOG))
+    smaller = copy.deepcopy(CATALOG)
+    del smaller["products"][1]  # team
+    del smaller["products"][0]["prices"][1]  # pro_pack
+    path = write(tmp_path, smaller)
+    capsys.readouterr()
+    assert apply(database_url, path) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+    assert all(p.active for p in rows(db, Product)) and all(p.active for p in rows(db, Price))
+
+    assert apply(database_url, path, "--archive-missing") == 0
+    out = capsys.readouterr().out
+    assert "archive product team" in out and "archive price pro_pack" in out
+    assert {p.attributes["catalog_key"]: p.active for p in rows(db, Product)} == {
+        "pro": True,
+        "team": False,
+    }
+    assert not rows(db, Price, lookup_key="pro_pack")[0].active
+    assert rows(db, Price, lookup_key="team_monthly")[0].active  # only its product was archived
+
+    # Putting team back restores the same product.
+    team_id = rows(db, Product, name="Team")[0].id
+    assert apply(database_url, write(tmp_path, CATALOG)) == 0
+    assert "restore product team" in capsys.readouterr().out
+    assert rows(db, Product, name="Team")[0].id == team_id
+    assert rows(db, Product, name="Team")[0].active
+
+
+def test_invalid_file_exits_non_zero_and_writes_nothing(tmp_path, database_url, db, capsys):  # type: ignore[no-untyped-def]
+    bad = copy.deepcopy(CATALOG)
+    bad["products"][1]["prices"][0]["credit_grants"] = [{"credit_type": "x", "amount": "-1"}]
+    assert apply(database_url, write(tmp_path, bad)) == 1
+    assert "AMOUNT_INVALID" in capsys.readouterr().err
+    assert count(db, Product) == 0
+
+
+def test_ambiguous_catalog_key_is_refused_and_nothing_is_written(
+    tmp_path, database_url, db, capsys
+):  # type: ignore[no-untyped-def]
+    apply(database_url, write(tmp_path, CATALOG))
+    with db.transaction() as session:
+        pro = session.scalars(select(Product).filter_by(name="Pro")).one()
+        session.add(
+            Product(
+                id="prod_twin",
+                name="Twin",
+                description="",
+                active=True,
+                position=9,
+                seq=999,
+                attributes={"catalog_key": "pro"},
+                entitlements=[],
+                created_at=pro.created_at,
+                updated_at=pro.updated_at,
+            )
+        )
+    capsys.readouterr()
+    changed = copy.deepcopy(CATALOG)
+    changed["products"][1]["name"] = "Team plan"
+    assert apply(database_url, write(tmp_path, changed)) == 1
+    assert "share catalog_key" in capsys.readouterr().err
+    assert rows(db, Product, name="Team")  # nothing renamed
+
+
+def test_a_failing_step_rolls_back_the_steps_before_it(db):  # type: ignore[no-untyped-def]
+    steps = Plan(
+        (
+            planning.CreateProduct("pro", ProductFields(name="Pro", position=1)),
+            planning.ArchivePrice("gone", "price_missing", "missing from file"),
+        )
+    )
+    with pytest.raises(DomainError) as exc, db.transaction() as session:
+        as_code.execute(session, steps)
+    assert exc.value.reason == "NOT_FOUND"
+    assert count(db, Product) == 0
+
+
+def test_module_runs_as_a_command(tmp_path, database_url):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO / "clients")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tollbooth.catalog.as_code",
+            "apply",
+            write(tmp_path, CATALOG),
+            "--dry-run",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "create product pro" in done.stdout

@@ -1,0 +1,137 @@
+"""Pure validation of catalog fields: no database, no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tollbooth.catalog import fields as f
+from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
+from tollbooth.errors import DomainError, Kind
+
+VALID_PRICE = PriceFields(product_id="prod_1", currency="usd", unit_amount=100, type=f.ONE_TIME)
+
+
+def reason_of(fn, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(DomainError) as exc:
+        fn(*args, **kwargs)
+    assert exc.value.kind is Kind.INVALID_ARGUMENT
+    return exc.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("1", "1"),
+        ("010", "10"),
+        ("2.50", "2.5"),
+        ("0.5", "0.5"),
+        ("100.000", "100"),
+        ("0.000000000000000001", "0.000000000000000001"),
+        ("9" * 20, "9" * 20),
+    ],
+)
+def test_credit_amount_is_normalised(raw, normalised):  # type: ignore[no-untyped-def]
+    assert f.clean_credit_amount(raw) == normalised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0",
+        "0.0",
+        "-1",
+        "+1",
+        "NaN",
+        "nan",
+        "sNaN",
+        "Infinity",
+        "inf",
+        "1e3",
+        "1E+999999999",
+        "1_000",
+        "1,5",
+        "5.",
+        ".5",
+        "1 000",
+        "0x10",
+        "١٢",
+        "5\n",
+        "9" * 21,
+        "0." + "0" * 18 + "1",
+        "",
+    ],
+)
+def test_bad_credit_amount_is_amount_invalid(raw):  # type: ignore[no-untyped-def]
+    assert reason_of(f.clean_credit_amount, raw) == "AMOUNT_INVALID"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"product_id": ""}, "FIELD_REQUIRED"),
+        ({"currency": ""}, "FIELD_REQUIRED"),
+        ({"currency": "us"}, "INVALID_ARGUMENT"),
+        ({"currency": "usdd"}, "INVALID_ARGUMENT"),
+        ({"unit_amount": -1}, "INVALID_ARGUMENT"),
+        ({"type": "unknown(7)"}, "INVALID_ARGUMENT"),
+        ({"interval": "month"}, "INVALID_ARGUMENT"),
+        ({"type": f.RECURRING}, "FIELD_REQUIRED"),
+        ({"type": f.RECURRING, "interval": "month", "interval_count": -1}, "INVALID_ARGUMENT"),
+        ({"type": f.RECURRING, "interval": "year", "interval_count": 4}, "INVALID_ARGUMENT"),
+        ({"position": -1}, "INVALID_ARGUMENT"),
+        ({"lookup_key": "k" * 201}, "INVALID_ARGUMENT"),
+        ({"metadata": {"k" * 41: "v"}}, "INVALID_ARGUMENT"),
+        ({"metadata": {str(i): "v" for i in range(51)}}, "INVALID_ARGUMENT"),
+        ({"entitlements": (Entitlement(""),)}, "FIELD_REQUIRED"),
+        ({"entitlements": (Entitlement("sso"), Entitlement("sso", "x"))}, "INVALID_ARGUMENT"),
+        ({"credit_grants": (CreditGrant("", "1", on_purchase=True),)}, "FIELD_REQUIRED"),
+        ({"credit_grants": (CreditGrant("a b", "1", on_purchase=True),)}, "INVALID_ARGUMENT"),
+        ({"credit_grants": (CreditGrant("api", "", on_purchase=True),)}, "FIELD_REQUIRED"),
+        ({"credit_grants": (CreditGrant("api", "-1", on_purchase=True),)}, "AMOUNT_INVALID"),
+        ({"credit_grants": (CreditGrant("api", "1"),)}, "INVALID_ARGUMENT"),
+        ({"credit_grants": (CreditGrant("api", "1", on_renewal=True),)}, "INVALID_ARGUMENT"),
+        (
+            {"credit_grants": (CreditGrant("api", "1", True, expires_after_sec=-1),)},
+            "INVALID_ARGUMENT",
+        ),
+    ],
+)
+def test_invalid_price_fields_are_refused(change, reason):  # type: ignore[no-untyped-def]
+    assert reason_of(f.clean_price, PriceFields(**{**vars(VALID_PRICE), **change})) == reason
+
+
+def test_price_is_normalised():
+    clean = f.clean_price(
+        PriceFields(
+            product_id="prod_1",
+            currency=" EUR ",
+            unit_amount=5,
+            type=f.RECURRING,
+            interval="week",
+            lookup_key=" pro ",
+            credit_grants=(CreditGrant("api", "1.50", True, True),),
+        )
+    )
+    assert clean.currency == "eur"
+    assert clean.interval_count == 1
+    assert clean.lookup_key == "pro"
+    assert clean.credit_grants[0].amount == "1.5"
+
+
+def test_product_name_is_required():
+    assert reason_of(f.clean_product, ProductFields(name=" ")) == "FIELD_REQUIRED"
+
+
+def test_mask_paths_sort_mutable_immutable_output_only_and_unknown():
+    apply, immutable = f.mask_paths(
+        ["nickname", "active", "currency"], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY, f.PRICE_IMMUTABLE
+    )
+    assert apply == ("nickname",) and immutable == ("currency",)
+    assert f.mask_paths([], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == f.PRICE_MUTABLE
+    assert f.mask_paths(["*"], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == f.PRICE_MUTABLE
+    assert reason_of(f.mask_paths, ["colour"], f.PRICE_MUTABLE, ()) == "INVALID_ARGUMENT"
+
+
+def test_unspecified_price_type_follows_the_recurrence():
+    assert f.clean_price_shape("", "", 0) == (f.ONE_TIME, "", 0)
+    assert f.clean_price_shape("", "month", 0) == (f.RECURRING, "month", 1)

@@ -1,0 +1,124 @@
+"""request_id on mutating catalog RPCs: replays return the first result, reuse is refused."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from google.protobuf import field_mask_pb2
+from sqlalchemy import func, select
+
+from billing.v1 import catalog_pb2
+from tests.catalog.support import call, fails, price, product
+from tollbooth.catalog import idempotency
+from tollbooth.db.models import IdempotencyKey, Price, Product
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def count(db, model) -> int:  # type: ignore[no-untyped-def]
+    with db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_create_product_replay_returns_the_first_product(channel, db):  # type: ignore[no-untyped-def]
+    first = product(channel, "Pro", request_id="req-1", description="d")
+    again = product(channel, "Pro", request_id="req-1", description="d")
+    assert again.product_id == first.product_id
+    assert count(db, Product) == 1
+    other = product(channel, "Pro", request_id="req-2", description="d")
+    assert other.product_id != first.product_id  # another key is another request
+
+
+def test_create_product_key_reused_with_other_parameters_is_refused(channel, db):  # type: ignore[no-untyped-def]
+    product(channel, "Pro", request_id="req-1")
+    fails(INVALID, "IDEMPOTENCY_KEY_REUSED", product, channel, "Team", request_id="req-1")
+    assert count(db, Product) == 1
+
+
+def test_create_price_replay_and_reuse(channel, db):  # type: ignore[no-untyped-def]
+    prod = product(channel, "Pro").product_id
+    first = price(channel, prod, request_id="p-1", lookup_key="pro", unit_amount=900)
+    # The lookup_key is taken now; a replay still answers with the first price.
+    again = price(channel, prod, request_id="p-1", lookup_key="pro", unit_amount=900)
+    assert again.price_id == first.price_id
+    fails(
+        INVALID,
+        "IDEMPOTENCY_KEY_REUSED",
+        price,
+        channel,
+        prod,
+        request_id="p-1",
+        lookup_key="pro",
+        unit_amount=1000,
+    )
+    assert count(db, Price) == 1
+
+
+def test_failed_create_does_not_consume_the_request_id(channel, db):  # type: ignore[no-untyped-def]
+    prod = product(channel, "Pro").product_id
+    price(channel, prod, lookup_key="pro")
+    fails(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        price,
+        channel,
+        prod,
+        request_id="p-1",
+        lookup_key="pro",
+    )
+    assert count(db, IdempotencyKey) == 0  # rolled back with the effect
+    created = price(channel, prod, request_id="p-1", lookup_key="pro-2")
+    assert created.lookup_key == "pro-2"
+
+
+def test_update_and_archive_take_request_ids_too(channel):  # type: ignore[no-untyped-def]
+    prod = product(channel, "Pro").product_id
+
+    def rename(name: str):  # type: ignore[no-untyped-def]
+        return call(
+            channel,
+            "UpdateProduct",
+            catalog_pb2.UpdateProductRequest(
+                product=catalog_pb2.Product(product_id=prod, name=name),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+                request_id="u-1",
+            ),
+        )
+
+    assert rename("Team").name == "Team"
+    assert rename("Team").name == "Team"
+    fails(INVALID, "IDEMPOTENCY_KEY_REUSED", rename, "Other")
+    archive = catalog_pb2.ArchiveProductRequest(product_id=prod, request_id="a-1")
+    assert not call(channel, "ArchiveProduct", archive).active
+    assert not call(channel, "ArchiveProduct", archive).active
+
+
+def test_concurrent_creates_with_one_request_id_make_one_product(channel, db):  # type: ignore[no-untyped-def]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: product(channel, "Pro", request_id="same"), range(8)))
+    assert len({p.product_id for p in results}) == 1
+    assert count(db, Product) == 1
+
+
+def test_request_hash_ignores_mapping_order_but_not_values():
+    assert idempotency.request_hash({"a": 1, "b": [1, 2]}) == idempotency.request_hash(
+        {"b": [1, 2], "a": 1}
+    )
+    assert idempotency.request_hash({"a": 1}) != idempotency.request_hash({"a": 2})
+
+
+def test_concurrent_prices_with_one_lookup_key_make_one_active_price(channel, db):  # type: ignore[no-untyped-def]
+    prod = product(channel, "Pro").product_id
+
+    def attempt(i: int) -> str:
+        try:
+            price(channel, prod, lookup_key="pro", unit_amount=100 + i)
+            return "created"
+        except grpc.RpcError as err:
+            return err.code().name
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert sorted(outcomes) == ["ALREADY_EXISTS"] * 7 + ["created"]
+    assert count(db, Price) == 1

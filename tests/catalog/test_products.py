@@ -1,0 +1,131 @@
+"""Products through a real gRPC server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from billing.v1 import catalog_pb2
+from tests.catalog.support import bearer_metadata, call, fails, product
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def update(channel, product_id, paths=(), **fields):  # type: ignore[no-untyped-def]
+    return call(
+        channel,
+        "UpdateProduct",
+        catalog_pb2.UpdateProductRequest(
+            product=catalog_pb2.Product(product_id=product_id, **fields),
+            update_mask=field_mask_pb2.FieldMask(paths=list(paths)),
+        ),
+    )
+
+
+def get(channel, product_id):  # type: ignore[no-untyped-def]
+    return call(channel, "GetProduct", catalog_pb2.GetProductRequest(product_id=product_id))
+
+
+def test_created_product_is_active_and_readable_with_all_fields(channel):  # type: ignore[no-untyped-def]
+    created = product(
+        channel,
+        "Pro",
+        description="For teams",
+        metadata={"tier": "pro"},
+        entitlements=[
+            catalog_pb2.Entitlement(feature="sso"),
+            catalog_pb2.Entitlement(feature="seats", value="10"),
+        ],
+    )
+    assert created.product_id.startswith("prod_")
+    assert created.active
+    assert created.create_time.seconds > 0
+    fetched = get(channel, created.product_id)
+    assert fetched == created
+    assert fetched.metadata == {"tier": "pro"}
+    assert [(e.feature, e.value) for e in fetched.entitlements] == [("sso", ""), ("seats", "10")]
+
+
+def test_output_only_fields_in_create_are_ignored(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro", product_id="prod_chosen", active=False)
+    assert created.product_id != "prod_chosen"
+    assert created.active
+
+
+def test_product_without_name_is_field_required(channel):  # type: ignore[no-untyped-def]
+    fails(INVALID, "FIELD_REQUIRED", product, channel, "  ")
+
+
+def test_duplicate_entitlement_feature_is_invalid(channel):  # type: ignore[no-untyped-def]
+    fails(
+        INVALID,
+        "INVALID_ARGUMENT",
+        product,
+        channel,
+        "Pro",
+        entitlements=[catalog_pb2.Entitlement(feature="sso")] * 2,
+    )
+
+
+def test_get_unknown_product_is_not_found(channel):  # type: ignore[no-untyped-def]
+    fails(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", get, channel, "prod_missing")
+
+
+def test_update_with_mask_changes_only_named_fields(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro", description="old", metadata={"a": "1"})
+    updated = update(
+        channel, created.product_id, ["description"], name="ignored", description="new"
+    )
+    assert updated.description == "new"
+    assert updated.name == "Pro"
+    assert updated.metadata == {"a": "1"}
+    assert get(channel, created.product_id).description == "new"
+
+
+def test_update_with_empty_mask_replaces_every_mutable_field(channel):  # type: ignore[no-untyped-def]
+    created = product(
+        channel,
+        "Pro",
+        description="old",
+        metadata={"a": "1"},
+        entitlements=[catalog_pb2.Entitlement(feature="sso")],
+    )
+    updated = update(channel, created.product_id, name="Team")
+    assert updated.name == "Team"
+    assert updated.description == ""
+    assert dict(updated.metadata) == {}
+    assert list(updated.entitlements) == []
+    assert updated.position == created.position  # 0 means "not given"
+
+
+def test_update_ignores_output_only_paths_and_refuses_unknown_ones(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro")
+    updated = update(channel, created.product_id, ["active", "name"], name="Team", active=False)
+    assert updated.active and updated.name == "Team"
+    fails(INVALID, "INVALID_ARGUMENT", update, channel, created.product_id, ["colour"])
+
+
+def test_update_unknown_product_is_not_found(channel):  # type: ignore[no-untyped-def]
+    fails(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", update, channel, "prod_missing", name="X")
+
+
+def test_archive_hides_nothing_from_get_and_is_idempotent(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro")
+    request = catalog_pb2.ArchiveProductRequest(product_id=created.product_id)
+    archived = call(channel, "ArchiveProduct", request)
+    assert not archived.active
+    again = call(channel, "ArchiveProduct", request)
+    assert again == archived  # unchanged, update_time included
+    assert not get(channel, created.product_id).active
+
+
+def test_bearer_cannot_create_products(channel):  # type: ignore[no-untyped-def]
+    fails(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SERVICE_KEY_REQUIRED",
+        call,
+        channel,
+        "CreateProduct",
+        catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(name="X")),
+        bearer_metadata(channel),
+    )

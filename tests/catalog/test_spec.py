@@ -1,0 +1,145 @@
+"""Pure parsing of catalog files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tollbooth.catalog import fields as f
+from tollbooth.catalog import spec
+from tollbooth.catalog.spec import SpecError
+from tollbooth.errors import DomainError
+
+EXAMPLE = Path(spec.__file__).with_name("example_catalog.yaml")
+
+
+def doc(**price) -> dict:  # type: ignore[no-untyped-def]
+    base = {"lookup_key": "pro_monthly", "currency": "usd", "unit_amount": 900}
+    base.update(price)
+    return {"products": [{"key": "pro", "name": "Pro", "prices": [base]}]}
+
+
+def test_example_catalog_parses():
+    catalog = spec.load(EXAMPLE)
+    keys = [p.key for p in catalog.products]
+    assert keys and len(set(keys)) == len(keys)
+    assert all(p.prices for p in catalog.products)
+
+
+def test_defaults_position_from_file_order_and_key_in_metadata():
+    catalog = spec.parse(
+        {
+            "products": [
+                {
+                    "key": "a",
+                    "name": "A",
+                    "prices": [
+                        {"lookup_key": "a1", "currency": "USD", "unit_amount": 1},
+                        {
+                            "lookup_key": "a2",
+                            "currency": "usd",
+                            "unit_amount": 2,
+                            "interval": "month",
+                        },
+                    ],
+                },
+                {"key": "b", "name": "B", "position": 9},
+            ]
+        }
+    )
+    a, b = catalog.products
+    assert (a.fields.position, b.fields.position) == (1, 9)
+    assert a.fields.metadata == {"catalog_key": "a"}
+    one_time, monthly = a.prices
+    assert (one_time.position, monthly.position) == (1, 2)
+    assert one_time.type == f.ONE_TIME and one_time.currency == "usd"
+    assert (monthly.type, monthly.interval, monthly.interval_count) == (f.RECURRING, "month", 1)
+
+
+def test_credit_grant_defaults_and_normalised_amount():
+    catalog = spec.parse(
+        doc(
+            interval="month",
+            credit_grants=[
+                {"credit_type": "api_calls", "amount": "010.50"},
+                {"credit_type": "api_calls", "amount": 5, "on_renewal": True, "on_purchase": False},
+            ],
+        )
+    )
+    first, second = catalog.products[0].prices[0].credit_grants
+    assert (first.amount, first.on_purchase, first.on_renewal) == ("10.5", True, False)
+    assert (second.amount, second.on_purchase, second.on_renewal) == ("5", False, True)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        None,
+        {"products": "pro"},
+        {"version": 2, "products": []},
+        {"products": [], "extra": 1},
+        doc(unit_amount=9.99),
+        doc(unit_amount="900"),
+        doc(unit_amount=True),
+        doc(colour="red"),
+        doc(lookup_key=None),
+        doc(position=0),
+        doc(credit_grants=[{"credit_type": "api", "amount": 0.5}]),
+        doc(stackable="yes"),
+        {"products": [{"key": "pro", "name": "Pro", "metadata": {"catalog_key": "x"}}]},
+        {"products": [{"key": "bad key", "name": "Pro"}]},
+        {"products": [{"key": "pro\n", "name": "Pro"}]},
+        {"products": [{"key": "pro", "name": "A"}, {"key": "pro", "name": "B"}]},
+        {
+            "products": [
+                {"key": "a", "name": "A", "prices": [doc()["products"][0]["prices"][0]]},
+                {"key": "b", "name": "B", "prices": [doc()["products"][0]["prices"][0]]},
+            ]
+        },
+    ],
+    ids=[
+        "not-a-mapping",
+        "products-not-a-list",
+        "version",
+        "unknown-top-level",
+        "float-amount",
+        "string-amount",
+        "bool-amount",
+        "unknown-price-field",
+        "lookup-key-missing",
+        "position-zero",
+        "float-credit-amount",
+        "string-bool",
+        "reserved-metadata",
+        "bad-key",
+        "key-newline",
+        "duplicate-product-key",
+        "duplicate-lookup-key",
+    ],
+)
+def test_malformed_file_is_a_spec_error(document):  # type: ignore[no-untyped-def]
+    with pytest.raises(SpecError):
+        spec.parse(document)
+
+
+@pytest.mark.parametrize(
+    ("price", "reason"),
+    [
+        ({"currency": "dollars"}, "INVALID_ARGUMENT"),
+        ({"unit_amount": -1}, "INVALID_ARGUMENT"),
+        ({"credit_grants": [{"credit_type": "api", "amount": "NaN"}]}, "AMOUNT_INVALID"),
+        ({"type": "one_time", "interval": "month"}, "INVALID_ARGUMENT"),
+    ],
+)
+def test_invalid_values_fail_with_the_rpc_reasons(price, reason):  # type: ignore[no-untyped-def]
+    with pytest.raises(DomainError) as exc:
+        spec.parse(doc(**price))
+    assert exc.value.reason == reason
+
+
+def test_invalid_yaml_is_a_spec_error(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalog.yaml"
+    path.write_text("products: [\n")
+    with pytest.raises(SpecError):
+        spec.load(path)

@@ -13,9 +13,16 @@ from tollbooth.db.models import BillingAccount
 def ensure_account(
     session: Session, principal_id: str, email: str | None = None, name: str | None = None
 ) -> tuple[BillingAccount, bool]:
-    """Create the principal's account on first call; afterwards return the same one."""
-    created = repository.insert_if_absent(session, principal_id, email, name)
+    """Create the principal's account on first call; afterwards return the same one.
+
+    The mapping never changes once written, so a plain read answers every later call; only a
+    miss goes to the conflict-proof insert.
+    """
     account = repository.by_principal(session, principal_id)
+    created = False
+    if account is None:
+        created = repository.insert_if_absent(session, principal_id, email, name)
+        account = repository.by_principal(session, principal_id)
     assert account is not None  # inserted or already there; the mapping is never deleted
     if not created:
         # Fill contact details once; never re-point the mapping.

@@ -15,7 +15,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         self.deps = deps
 
     def ListProducts(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
+        with self.deps.db.transaction(readonly=True) as session:
             page = service.list_products(
                 session,
                 current_caller.get(),
@@ -30,7 +30,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     def ListPrices(self, request, context):  # type: ignore[no-untyped-def]
         caller = current_caller.get()
-        with self.deps.db.transaction() as session:
+        with self.deps.db.transaction(readonly=True) as session:
             page = service.list_prices(
                 session,
                 caller,
@@ -46,7 +46,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             )
 
     def GetProduct(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
+        with self.deps.db.transaction(readonly=True) as session:
             return convert.product_out(service.get_product(session, request.product_id))
 
     def CreateProduct(self, request, context):  # type: ignore[no-untyped-def]
@@ -73,7 +73,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             return convert.product_out(product)
 
     def GetPrice(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
+        with self.deps.db.transaction(readonly=True) as session:
             return convert.price_out(service.get_price(session, request.price_id))
 
     def CreatePrice(self, request, context):  # type: ignore[no-untyped-def]

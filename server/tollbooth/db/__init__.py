@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+READONLY_OPTION = "tollbooth_readonly"
+
 
 def normalize_url(url: str) -> str:
     """Use psycopg 3 for plain PostgreSQL URLs."""
@@ -40,7 +42,10 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front (no lock upgrades, no SQLITE_BUSY midway);
+            # read-only transactions stay deferred so they never queue behind writers (WAL).
+            readonly = conn.get_execution_options().get(READONLY_OPTION)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     options: dict[str, object] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
@@ -61,9 +66,14 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One transaction: commits when the block ends, rolls back on any exception."""
+    def transaction(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: commits when the block ends, rolls back on any exception.
+
+        `readonly` is a promise that the block only reads; on SQLite it skips the write lock.
+        """
         with self._sessions() as session, session.begin():
+            if readonly:
+                session.connection(execution_options={READONLY_OPTION: True})
             yield session
 
     def dispose(self) -> None:

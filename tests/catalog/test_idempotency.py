@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import call, fails, price, product
-from tollbooth.catalog import idempotency
+from tollbooth import idempotency
 from tollbooth.db.models import IdempotencyKey, Price, Product
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

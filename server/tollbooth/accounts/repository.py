@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tollbooth.db import upsert_insert
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -15,9 +15,8 @@ def insert_if_absent(
     session: Session, principal_id: str, email: str | None, name: str | None
 ) -> bool:
     """Insert the mapping unless the principal has one. True when this call created it."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(BillingAccount)
+        upsert_insert(session, BillingAccount)
         .values(
             id=new_id("acct"),
             principal_id=principal_id,

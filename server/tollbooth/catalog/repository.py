@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy import Select, and_, func, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tollbooth.catalog.paging import Cursor
+from tollbooth.db import upsert_insert
 from tollbooth.db.models import Price, Product, Sequence
 
 PRODUCT_SEQUENCE = "catalog.products"
@@ -24,9 +24,8 @@ def next_seq(session: Session, name: str) -> int:
     On PostgreSQL the upsert locks the counter row until commit, so values are handed out
     (and committed) in order; SQLite serialises writers anyway.
     """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(Sequence)
+        upsert_insert(session, Sequence)
         .values(name=name, value=1)
         .on_conflict_do_update(index_elements=["name"], set_={"value": Sequence.value + 1})
         .returning(Sequence.value)

@@ -11,10 +11,10 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import errors, idempotency
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import fields as f
-from tollbooth.catalog import idempotency, paging, repository
+from tollbooth.catalog import paging, repository
 from tollbooth.catalog.fields import (
     CreditGrant,
     Entitlement,

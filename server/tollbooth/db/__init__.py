@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY_OPTION = "tollbooth_readonly"
+
+
+def upsert_insert(session: Session, model: Any) -> Any:
+    """An INSERT that supports ON CONFLICT on both backends (PostgreSQL and SQLite)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
 
 
 def normalize_url(url: str) -> str:

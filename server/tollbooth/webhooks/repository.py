@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tollbooth.db import upsert_insert
 from tollbooth.db.models import StripeEvent
 from tollbooth.db.types import utcnow
 
@@ -23,9 +23,8 @@ def insert_event(
     payload: bytes,
 ) -> bool:
     """Insert first, never check-then-insert: True only for the one call that wrote it."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(StripeEvent)
+        upsert_insert(session, StripeEvent)
         .values(
             event_id=event_id,
             type=type_,

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
+from tollbooth.db import upsert_insert
 from tollbooth.db.models import IdempotencyKey
 from tollbooth.db.types import utcnow
 
@@ -66,9 +66,8 @@ def claim(session: Session, scope: str, key: str, digest: str) -> Claim:
     returns the first request's response; different parameters under the same key raise
     IDEMPOTENCY_KEY_REUSED.
     """
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(IdempotencyKey)
+        upsert_insert(session, IdempotencyKey)
         .values(scope=scope, key=key, request_hash=digest, response=None, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["scope", "key"])
         .returning(IdempotencyKey.key)

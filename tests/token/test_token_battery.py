@@ -18,6 +18,9 @@ from billing.v1 import checkout_pb2, checkout_pb2_grpc, token_pb2, token_pb2_grp
 from tests.conftest import SERVICE_KEY
 from tests.helpers import error_reason
 
+# The wrong-algorithm case signs HS512 with the real (short for HS512) key on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
 K2 = "test-signing-key-two-0123456789abcdef"  # the signing key of tests.conftest.make_env
 K1 = "test-signing-key-one-0123456789abcdef"  # an older key, still accepted
 

@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, "INVALID_ARGUMENT", exc.details() or "invalid event")  # type: ignore[attr-defined]
             else:
                 # Not committed: 5xx so the provider delivers it again.
-                self._error(503, "PROVIDER_UNAVAILABLE", "event not recorded; retry")
+                self._error(503, "SERVICE_UNAVAILABLE", "event not recorded; retry")
             return
         self._reply(200, {"received": True, "duplicate": answer.duplicate})
 

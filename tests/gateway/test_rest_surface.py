@@ -128,3 +128,32 @@ def test_cors_preflight_allows_configured_origin_only(stack):  # type: ignore[no
         {"origin": "https://evil.example", "access-control-request-method": "GET"},
     )
     assert "access-control-allow-origin" not in {k.lower() for k in denied.headers}
+
+
+def test_responses_carry_the_request_id_the_server_logged(stack, caplog):  # type: ignore[no-untyped-def]
+    import json as _json
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="tollbooth.rpc"):
+        resp = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "rid-1"}, SERVICE)
+    rid = {k.lower(): v for k, v in resp.headers.items()}.get("x-request-id")
+    assert rid
+    logged = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "tollbooth.rpc"]
+    assert any(entry["request_id"] == rid and entry["code"] == "OK" for entry in logged)
+
+
+def test_credentials_never_reach_the_logs(stack, caplog):  # type: ignore[no-untyped-def]
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        token = stack.request(
+            "POST", "/mgt/v1/token/issue", {"principal_id": "log-1"}, SERVICE
+        ).json()["access_token"]
+        stack.request(
+            "POST", "/mgt/v1/token/issue", {"principal_id": "x"}, {"x-api-key": "wrong-key-value"}
+        )
+        stack.request("GET", "/api/v1/billing", headers={"authorization": f"Bearer {token}"})
+    text = caplog.text
+    assert "tollbooth.rpc" in text  # the calls were logged
+    for secret in (SERVICE_KEY, "wrong-key-value", token):
+        assert secret not in text

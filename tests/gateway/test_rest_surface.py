@@ -139,7 +139,10 @@ def test_responses_carry_the_request_id_the_server_logged(stack, caplog):  # typ
     rid = {k.lower(): v for k, v in resp.headers.items()}.get("x-request-id")
     assert rid
     logged = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "tollbooth.rpc"]
-    assert any(entry["request_id"] == rid and entry["code"] == "OK" for entry in logged)
+    mine = [entry for entry in logged if entry["request_id"] == rid]
+    assert len(mine) == 1
+    assert mine[0]["code"] == "OK" and mine[0]["caller"] == "service"
+    assert mine[0]["method"] == "/billing.v1.TokenService/IssueToken"
 
 
 def test_credentials_never_reach_the_logs(stack, caplog):  # type: ignore[no-untyped-def]

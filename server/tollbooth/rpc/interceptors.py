@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from tollbooth.auth.caller import Authenticator, AuthRequirement, current_caller
+from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
 from tollbooth.errors import DomainError, permission_denied
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
 from tollbooth.rpc.status import internal_status, to_grpc_status
@@ -20,6 +20,10 @@ from tollbooth.rpc.status import internal_status, to_grpc_status
 log = logging.getLogger("tollbooth.rpc")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# Per-call facts the inner interceptors learn (the caller) for the outer log line.
+call_facts_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "call_facts", default=None
+)
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Wrapper = Callable[[Behavior, bool, str, tuple], Behavior]
@@ -113,12 +117,14 @@ class LoggingInterceptor(_Base):
     def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
         def before(context):  # type: ignore[no-untyped-def]
             rid = _meta(metadata, "x-request-id") or uuid.uuid4().hex
-            return (request_id_var.set(rid), rid, time.perf_counter())
+            facts: dict[str, Any] = {}
+            tokens = (request_id_var.set(rid), call_facts_var.set(facts))
+            return (tokens, rid, facts, time.perf_counter())
 
         def after(state, context):  # type: ignore[no-untyped-def]
-            token, rid, started = state
+            tokens, rid, facts, started = state
             code = context.code() or grpc.StatusCode.OK
-            caller = current_caller.get()
+            caller = facts.get("caller", ANONYMOUS)
             log.info(
                 json.dumps(
                     {
@@ -132,7 +138,8 @@ class LoggingInterceptor(_Base):
                     }
                 )
             )
-            request_id_var.reset(token)
+            call_facts_var.reset(tokens[1])
+            request_id_var.reset(tokens[0])
 
         return _around(behavior, streams_out, before, lambda e, c: None, after)
 
@@ -173,6 +180,9 @@ class AuthInterceptor(_Base):
                 _meta(metadata, "authorization"),
                 surface=_meta(metadata, "x-billing-surface"),
             )
+            facts = call_facts_var.get()
+            if facts is not None:
+                facts["caller"] = caller
             return current_caller.set(caller)
 
         def after(token, context):  # type: ignore[no-untyped-def]

@@ -130,3 +130,15 @@ SERVICE_MD = (("x-api-key", SERVICE_KEY),)
 
 def bearer_md(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Server, sidecar and a real Envoy process, on a SQLite file, shared by one test module."""
+    from tollbooth.devstack import start_stack
+
+    tmp = tmp_path_factory.mktemp("stack")
+    url = f"sqlite:///{tmp / 'billing.db'}"
+    s = start_stack(url, make_env(url), tmp)
+    yield s
+    s.close()

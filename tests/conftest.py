@@ -8,7 +8,6 @@ drops it at the end. Without the variable they skip, saying why; `.ci/run` makes
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tollbooth.config import Settings
-from tollbooth.db import Database, normalize_url
+from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
 from tollbooth.db.models import Base
 from tollbooth.deps import Deps
@@ -50,18 +49,11 @@ def pg_base_url() -> Iterator[str]:
         if os.environ.get("BILLING_TEST_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{PG_ENV} is required here (BILLING_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
-    name = f"tollbooth_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = normalize_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
-    try:
+    from tollbooth.devstack import throwaway_postgres
+
+    with throwaway_postgres(admin_url, "tollbooth_test") as url:
         upgrade(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _truncate(url: str) -> None:

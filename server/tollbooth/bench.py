@@ -37,8 +37,7 @@ from sqlalchemy import create_engine, text
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
 from tollbooth.config import REPO_ROOT
-from tollbooth.db import normalize_url
-from tollbooth.devstack import Stack, start_stack
+from tollbooth.devstack import Stack, start_stack, throwaway_postgres
 
 SERVICE_KEY = "bench-service-key"
 PG_ENV = "BILLING_BENCH_POSTGRES_URL"
@@ -385,19 +384,14 @@ def postgres_database(admin_url: str) -> Iterator[tuple[str, str]]:
 
     Yields (url, server version).
     """
-    name = f"tollbooth_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            version = str(conn.execute(text("SHOW server_version")).scalar())
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    with throwaway_postgres(admin_url, "tollbooth_bench") as url:
+        engine = create_engine(url)
         try:
-            yield normalize_url(admin_url).rsplit("/", 1)[0] + f"/{name}", version
+            with engine.connect() as conn:
+                version = str(conn.execute(text("SHOW server_version")).scalar())
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+            engine.dispose()
+        yield url, version
 
 
 def bench_database(

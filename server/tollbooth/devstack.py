@@ -9,18 +9,39 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from sqlalchemy import create_engine, text
 
 from tollbooth.config import Settings
-from tollbooth.db import Database
+from tollbooth.db import Database, normalize_url
 from tollbooth.db.migrate import upgrade
 from tollbooth.deps import Deps
 from tollbooth.gateway import render, start_envoy
 from tollbooth.rpc.server import build_server
 from tollbooth.webhooks.sidecar import SidecarServer
+
+
+@contextmanager
+def throwaway_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server `admin_url` names; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield normalize_url(admin_url).rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def free_port() -> int:

@@ -131,21 +131,7 @@ def archive_product(session: Session, product_id: str, request_id: str = "") -> 
     listing shows nothing under an archived product.
     """
     product = get_product(session, product_id)
-
-    def effect() -> bytes:
-        if product.active:
-            product.active = False
-            product.updated_at = utcnow()
-            repository.flush(session)
-        return product.id.encode()
-
-    idempotency.run_once(
-        session,
-        scope="catalog.ArchiveProduct",
-        key=request_id,
-        request={"product_id": product_id},
-        effect=effect,
-    )
+    _archive(session, product, "catalog.ArchiveProduct", request_id, {"product_id": product_id})
     return product
 
 
@@ -299,22 +285,23 @@ def update_price(
 def archive_price(session: Session, price_id: str, request_id: str = "") -> Price:
     """Take a price off sale. Idempotent; its lookup_key becomes free for a new price."""
     price = get_price(session, price_id)
+    _archive(session, price, "catalog.ArchivePrice", request_id, {"price_id": price_id})
+    return price
+
+
+def _archive(
+    session: Session, entry: Product | Price, scope: str, request_id: str, request: object
+) -> None:
+    """Deactivate a product or price once per request_id; archiving twice changes nothing."""
 
     def effect() -> bytes:
-        if price.active:
-            price.active = False
-            price.updated_at = utcnow()
+        if entry.active:
+            entry.active = False
+            entry.updated_at = utcnow()
             repository.flush(session)
-        return price.id.encode()
+        return entry.id.encode()
 
-    idempotency.run_once(
-        session,
-        scope="catalog.ArchivePrice",
-        key=request_id,
-        request={"price_id": price_id},
-        effect=effect,
-    )
-    return price
+    idempotency.run_once(session, scope=scope, key=request_id, request=request, effect=effect)
 
 
 def list_prices(

@@ -45,7 +45,6 @@ class Settings:
     token_ttl_default: int
     token_ttl_max: int
     stripe_api_key: str
-    stripe_api_base: str
     webhook_secrets: tuple[str, ...]
     webhook_tolerance_sec: int
     grpc_host: str
@@ -102,7 +101,7 @@ class Settings:
             raise ConfigError(f"BILLING_JWT_SIGNING_KID {signing_kid!r} is not in BILLING_JWT_KEYS")
         stripe_key = env.get("STRIPE_API_KEY", "").strip()
         secrets = _list(env, "STRIPE_WEBHOOK_SECRET")
-        if not secrets and not stripe_key and env.get("BILLING_ALLOW_DEV_DEFAULTS", "1") == "1":
+        if not secrets and not stripe_key:
             # Sandbox mode only: the sandbox signs its events with this secret.
             used.append("STRIPE_WEBHOOK_SECRET")
             secrets = [DEV_WEBHOOK_SECRET]
@@ -117,7 +116,6 @@ class Settings:
             token_ttl_default=min(900, ttl_max),
             token_ttl_max=ttl_max,
             stripe_api_key=stripe_key,
-            stripe_api_base=env.get("STRIPE_API_BASE", "").strip(),
             webhook_secrets=tuple(secrets),
             webhook_tolerance_sec=_int(env, "STRIPE_WEBHOOK_TOLERANCE_SEC", 300),
             grpc_host=env.get("BILLING_GRPC_HOST", "").strip() or "127.0.0.1",

@@ -96,7 +96,7 @@ def test_apply_creates_the_catalog_and_a_second_apply_changes_nothing(
     assert first.count("create product") == 2 and first.count("create price") == 3
     bearer = bearer_metadata(channel)
     products = list_products(channel, bearer).products
-    assert [(p.name, p.metadata["catalog_key"]) for p in products] == [
+    assert [(p.name, p.key) for p in products] == [
         ("Pro", "pro"),
         ("Team", "team"),
     ]
@@ -173,7 +173,7 @@ def test_entries_missing_from_the_file_are_archived_only_with_archive_missing(
     assert apply(database_url, path, "--archive-missing") == 0
     out = capsys.readouterr().out
     assert "archive product team" in out and "archive price pro_pack" in out
-    assert {p.attributes["catalog_key"]: p.active for p in rows(db, Product)} == {
+    assert {p.key: p.active for p in rows(db, Product)} == {
         "pro": True,
         "team": False,
     }
@@ -196,32 +196,17 @@ def test_invalid_file_exits_non_zero_and_writes_nothing(tmp_path, database_url, 
     assert count(db, Product) == 0
 
 
-def test_ambiguous_catalog_key_is_refused_and_nothing_is_written(
-    tmp_path, database_url, db, capsys
+def test_a_product_created_by_rpc_with_a_files_key_is_adopted_not_duplicated(
+    tmp_path, database_url, db, channel, capsys
 ):  # type: ignore[no-untyped-def]
-    apply(database_url, write(tmp_path, CATALOG))
-    with db.transaction() as session:
-        pro = session.scalars(select(Product).filter_by(name="Pro")).one()
-        session.add(
-            Product(
-                id="prod_twin",
-                name="Twin",
-                description="",
-                active=True,
-                position=9,
-                seq=999,
-                attributes={"catalog_key": "pro"},
-                entitlements=[],
-                created_at=pro.created_at,
-                updated_at=pro.updated_at,
-            )
-        )
+    from tests.catalog.support import product
+
+    made = product(channel, "Hand made", key="pro")
     capsys.readouterr()
-    changed = copy.deepcopy(CATALOG)
-    changed["products"][1]["name"] = "Team plan"
-    assert apply(database_url, write(tmp_path, changed)) == 1
-    assert "share catalog_key" in capsys.readouterr().err
-    assert rows(db, Product, name="Team")  # nothing renamed
+    assert apply(database_url, write(tmp_path, CATALOG)) == 0
+    assert "update product pro" in capsys.readouterr().out
+    assert [p.id for p in rows(db, Product, key="pro")] == [made.product_id]
+    assert rows(db, Product, key="pro")[0].name == "Pro"
 
 
 def test_a_failing_step_rolls_back_the_steps_before_it(db):  # type: ignore[no-untyped-def]

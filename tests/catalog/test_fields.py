@@ -127,7 +127,7 @@ def test_mask_paths_sort_mutable_immutable_output_only_and_unknown():
         ["nickname", "active", "currency"], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY, f.PRICE_IMMUTABLE
     )
     assert apply == ("nickname",) and immutable == ("currency",)
-    assert f.mask_paths([], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == f.PRICE_MUTABLE
+    assert f.mask_paths([], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == ()  # AIP-134: none
     assert f.mask_paths(["*"], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == f.PRICE_MUTABLE
     assert reason_of(f.mask_paths, ["colour"], f.PRICE_MUTABLE, ()) == "INVALID_ARGUMENT"
 

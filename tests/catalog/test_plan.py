@@ -134,7 +134,7 @@ def test_changed_amount_or_shape_replaces_the_price(change):  # type: ignore[no-
 def test_missing_entries_are_archived_only_when_asked():
     products, prices = stored_from(desired())
     extra_product = StoredProduct(
-        "prod_manual", True, 99, replace(products[1].fields, name="M", metadata={})
+        "prod_manual", True, 99, replace(products[1].fields, name="M", key="")
     )
     gone_product = StoredProduct("prod_old", False, 98, products[1].fields)
     extra_price = StoredPrice("price_extra", True, 100, replace(prices[0].fields, lookup_key=""))

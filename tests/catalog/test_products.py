@@ -82,20 +82,43 @@ def test_update_with_mask_changes_only_named_fields(channel):  # type: ignore[no
     assert get(channel, created.product_id).description == "new"
 
 
-def test_update_with_empty_mask_replaces_every_mutable_field(channel):  # type: ignore[no-untyped-def]
+def test_update_without_mask_changes_only_the_fields_given(channel):  # type: ignore[no-untyped-def]
     created = product(
         channel,
         "Pro",
         description="old",
         metadata={"a": "1"},
         entitlements=[catalog_pb2.Entitlement(feature="sso")],
+        key="pro",
     )
     updated = update(channel, created.product_id, name="Team")
     assert updated.name == "Team"
+    assert updated.description == "old"
+    assert dict(updated.metadata) == {"a": "1"}
+    assert [e.feature for e in updated.entitlements] == ["sso"]
+    assert updated.key == "pro"
+    assert updated.position == created.position
+
+
+def test_update_with_star_mask_replaces_every_mutable_field(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro", description="old", metadata={"a": "1"})
+    updated = update(channel, created.product_id, ["*"], name="Team")
+    assert updated.name == "Team"
     assert updated.description == ""
     assert dict(updated.metadata) == {}
-    assert list(updated.entitlements) == []
     assert updated.position == created.position  # 0 means "not given"
+
+
+def test_update_naming_a_field_in_the_mask_clears_it(channel):  # type: ignore[no-untyped-def]
+    created = product(channel, "Pro", description="old", metadata={"a": "1"})
+    updated = update(channel, created.product_id, ["description"])
+    assert updated.description == "" and dict(updated.metadata) == {"a": "1"}
+
+
+def test_product_keys_are_unique(channel):  # type: ignore[no-untyped-def]
+    product(channel, "Pro", key="pro")
+    fails(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", product, channel, "Other", key="pro")
+    fails(INVALID, "INVALID_ARGUMENT", product, channel, "Bad", key="bad key")
 
 
 def test_update_ignores_output_only_paths_and_refuses_unknown_ones(channel):  # type: ignore[no-untyped-def]

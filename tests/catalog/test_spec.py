@@ -27,7 +27,7 @@ def test_example_catalog_parses():
     assert all(p.prices for p in catalog.products)
 
 
-def test_defaults_position_from_file_order_and_key_in_metadata():
+def test_defaults_position_from_file_order_and_carries_the_key():
     catalog = spec.parse(
         {
             "products": [
@@ -50,7 +50,7 @@ def test_defaults_position_from_file_order_and_key_in_metadata():
     )
     a, b = catalog.products
     assert (a.fields.position, b.fields.position) == (1, 9)
-    assert a.fields.metadata == {"catalog_key": "a"}
+    assert a.fields.key == "a" and a.fields.metadata == {}
     one_time, monthly = a.prices
     assert (one_time.position, monthly.position) == (1, 2)
     assert one_time.type == f.ONE_TIME and one_time.currency == "usd"
@@ -87,7 +87,6 @@ def test_credit_grant_defaults_and_normalised_amount():
         doc(position=0),
         doc(credit_grants=[{"credit_type": "api", "amount": 0.5}]),
         doc(stackable="yes"),
-        {"products": [{"key": "pro", "name": "Pro", "metadata": {"catalog_key": "x"}}]},
         {"products": [{"key": "bad key", "name": "Pro"}]},
         {"products": [{"key": "pro\n", "name": "Pro"}]},
         {"products": [{"key": "pro", "name": "A"}, {"key": "pro", "name": "B"}]},
@@ -111,7 +110,6 @@ def test_credit_grant_defaults_and_normalised_amount():
         "position-zero",
         "float-credit-amount",
         "string-bool",
-        "reserved-metadata",
         "bad-key",
         "key-newline",
         "duplicate-product-key",

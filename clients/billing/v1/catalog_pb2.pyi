@@ -47,7 +47,7 @@ PURCHASE_HINT_MANAGE: PurchaseHint
 PURCHASE_HINT_CURRENT: PurchaseHint
 
 class Product(_message.Message):
-    __slots__ = ("product_id", "name", "description", "active", "position", "stripe_product_id", "metadata", "entitlements", "create_time", "update_time")
+    __slots__ = ("product_id", "name", "description", "active", "position", "stripe_product_id", "metadata", "entitlements", "create_time", "update_time", "key")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class Product(_message.Message):
     ENTITLEMENTS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     name: str
     description: str
@@ -75,7 +76,8 @@ class Product(_message.Message):
     entitlements: _containers.RepeatedCompositeFieldContainer[Entitlement]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, product_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., active: _Optional[bool] = ..., position: _Optional[int] = ..., stripe_product_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., entitlements: _Optional[_Iterable[_Union[Entitlement, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    key: str
+    def __init__(self, product_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., active: _Optional[bool] = ..., position: _Optional[int] = ..., stripe_product_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., entitlements: _Optional[_Iterable[_Union[Entitlement, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Recurring(_message.Message):
     __slots__ = ("interval", "interval_count")

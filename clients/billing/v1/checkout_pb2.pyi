@@ -239,15 +239,13 @@ class Purchase(_message.Message):
     def __init__(self, purchase_id: _Optional[str] = ..., price_id: _Optional[str] = ..., lookup_key: _Optional[str] = ..., quantity: _Optional[int] = ..., amount_total: _Optional[int] = ..., currency: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BillingStatus(_message.Message):
-    __slots__ = ("billing_account_id", "plan", "plan_price_id", "state", "current_period_end", "cancel_at_period_end", "subscriptions", "purchases", "entitlements")
+    __slots__ = ("billing_account_id", "plan", "plan_price_id", "state", "current_period_end", "cancel_at_period_end", "entitlements")
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     PLAN_PRICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
-    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
-    PURCHASES_FIELD_NUMBER: _ClassVar[int]
     ENTITLEMENTS_FIELD_NUMBER: _ClassVar[int]
     billing_account_id: str
     plan: str
@@ -255,7 +253,41 @@ class BillingStatus(_message.Message):
     state: SubscriptionState
     current_period_end: _timestamp_pb2.Timestamp
     cancel_at_period_end: bool
-    subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
-    purchases: _containers.RepeatedCompositeFieldContainer[Purchase]
     entitlements: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Entitlement]
-    def __init__(self, billing_account_id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_price_id: _Optional[str] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., purchases: _Optional[_Iterable[_Union[Purchase, _Mapping]]] = ..., entitlements: _Optional[_Iterable[_Union[_catalog_pb2.Entitlement, _Mapping]]] = ...) -> None: ...
+    def __init__(self, billing_account_id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_price_id: _Optional[str] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., entitlements: _Optional[_Iterable[_Union[_catalog_pb2.Entitlement, _Mapping]]] = ...) -> None: ...
+
+class ListSubscriptionsRequest(_message.Message):
+    __slots__ = ("account", "page_size", "page_token")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    page_size: int
+    page_token: str
+    def __init__(self, account: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions", "next_page_token")
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
+    next_page_token: str
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListPurchasesRequest(_message.Message):
+    __slots__ = ("account", "page_size", "page_token")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    page_size: int
+    page_token: str
+    def __init__(self, account: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPurchasesResponse(_message.Message):
+    __slots__ = ("purchases", "next_page_token")
+    PURCHASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    purchases: _containers.RepeatedCompositeFieldContainer[Purchase]
+    next_page_token: str
+    def __init__(self, purchases: _Optional[_Iterable[_Union[Purchase, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

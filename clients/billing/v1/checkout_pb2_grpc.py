@@ -57,6 +57,16 @@ class CheckoutServiceStub:
                 request_serializer=billing_dot_v1_dot_checkout__pb2.GetBillingStatusRequest.SerializeToString,
                 response_deserializer=billing_dot_v1_dot_checkout__pb2.BillingStatus.FromString,
                 _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/billing.v1.CheckoutService/ListSubscriptions',
+                request_serializer=billing_dot_v1_dot_checkout__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_checkout__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
+        self.ListPurchases = channel.unary_unary(
+                '/billing.v1.CheckoutService/ListPurchases',
+                request_serializer=billing_dot_v1_dot_checkout__pb2.ListPurchasesRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_checkout__pb2.ListPurchasesResponse.FromString,
+                _registered_method=True)
 
 
 class CheckoutServiceServicer:
@@ -94,6 +104,20 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSubscriptions(self, request, context):
+        """The account's subscriptions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPurchases(self, request, context):
+        """The account's one-time purchases, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckoutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +140,16 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.GetBillingStatus,
                     request_deserializer=billing_dot_v1_dot_checkout__pb2.GetBillingStatusRequest.FromString,
                     response_serializer=billing_dot_v1_dot_checkout__pb2.BillingStatus.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=billing_dot_v1_dot_checkout__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_checkout__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'ListPurchases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPurchases,
+                    request_deserializer=billing_dot_v1_dot_checkout__pb2.ListPurchasesRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_checkout__pb2.ListPurchasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +263,60 @@ class CheckoutService:
             '/billing.v1.CheckoutService/GetBillingStatus',
             billing_dot_v1_dot_checkout__pb2.GetBillingStatusRequest.SerializeToString,
             billing_dot_v1_dot_checkout__pb2.BillingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.CheckoutService/ListSubscriptions',
+            billing_dot_v1_dot_checkout__pb2.ListSubscriptionsRequest.SerializeToString,
+            billing_dot_v1_dot_checkout__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPurchases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.CheckoutService/ListPurchases',
+            billing_dot_v1_dot_checkout__pb2.ListPurchasesRequest.SerializeToString,
+            billing_dot_v1_dot_checkout__pb2.ListPurchasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 AUTH_FIELD_NUMBER: _ClassVar[int]
 auth: _descriptor.FieldDescriptor
+MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+max_length: _descriptor.FieldDescriptor
+VALIDATED_PER_ITEM_FIELD_NUMBER: _ClassVar[int]
+validated_per_item: _descriptor.FieldDescriptor
 
 class AuthRule(_message.Message):
     __slots__ = ("service_key", "bearer", "bearer_scope")

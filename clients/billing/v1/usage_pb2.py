@@ -29,15 +29,21 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/usage.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nevent_name\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"i\n\x0b\x45ventResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.billing.v1.EventStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"=\n\x13IngestEventsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.billing.v1.UsageEvent\"@\n\x14IngestEventsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.billing.v1.EventResult\"<\n\x13StreamEventsRequest\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEvent\"?\n\x14StreamEventsResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.billing.v1.EventResult\"2\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"/\n\nCreditBurn\x12\x13\n\x0b\x63redit_type\x18\x01 \x01(\t\x12\x0c\n\x04rate\x18\x02 \x01(\t\"\xc9\x02\n\x06Metric\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12,\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x17.billing.v1.Aggregation\x12\x10\n\x08property\x18\x06 \x01(\t\x12+\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1a.billing.v1.PropertyFilter\x12+\n\x0b\x63redit_burn\x18\x08 \x01(\x0b\x32\x16.billing.v1.CreditBurn\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x10GetMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListMetricsResponse\x12#\n\x07metrics\x18\x01 \x03(\x0b\x32\x12.billing.v1.Metric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x13UpdateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteMetricResponse\"\xa7\x01\n\x0fGetUsageRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08group_by\x18\x05 \x01(\t\"(\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xd8\x01\n\x10GetUsageResponse\x12\x1a\n\x12\x62illing_account_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\t\x12&\n\x06groups\x18\x06 \x03(\x0b\x32\x16.billing.v1.UsageGroup*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03*\xa1\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_COUNT_UNIQUE\x10\x02\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x03\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x32\xab\x07\n\x0cUsageService\x12r\n\x0cIngestEvents\x12\x1f.billing.v1.IngestEventsRequest\x1a .billing.v1.IngestEventsResponse\"\x1f\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/mgt/v1/events:\x01*\x12]\n\x0cStreamEvents\x12\x1f.billing.v1.StreamEventsRequest\x1a .billing.v1.StreamEventsResponse\"\x06\xaa\x9f\x19\x02\x08\x01(\x01\x30\x01\x12j\n\x0c\x43reateMetric\x12\x1f.billing.v1.CreateMetricRequest\x1a\x12.billing.v1.Metric\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x0f/mgt/v1/metrics:\x06metric\x12\x63\n\tGetMetric\x12\x1c.billing.v1.GetMetricRequest\x1a\x12.billing.v1.Metric\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/mgt/v1/metrics/{code}\x12m\n\x0bListMetrics\x12\x1e.billing.v1.ListMetricsRequest\x1a\x1f.billing.v1.ListMetricsResponse\"\x1d\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/mgt/v1/metrics\x12x\n\x0cUpdateMetric\x12\x1f.billing.v1.UpdateMetricRequest\x1a\x12.billing.v1.Metric\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'2\x1d/mgt/v1/metrics/{metric.code}:\x06metric\x12w\n\x0c\x44\x65leteMetric\x12\x1f.billing.v1.DeleteMetricRequest\x1a .billing.v1.DeleteMetricResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18*\x16/mgt/v1/metrics/{code}\x12\x94\x01\n\x08GetUsage\x12\x1b.billing.v1.GetUsageRequest\x1a\x1c.billing.v1.GetUsageResponse\"M\xaa\x9f\x19\x10\x08\x01\x10\x01\x1a\nusage:read\x82\xd3\xe4\x93\x02\x33\x12\r/api/v1/usageZ\"\x12 /mgt/v1/accounts/{account}/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/usage.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n\nUsageEvent\x12\x18\n\tunique_id\x18\x01 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x12\n\nevent_name\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"j\n\x0b\x45ventResult\x12\x11\n\tunique_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.billing.v1.EventStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\";\n\x12IngestEventRequest\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEvent\"C\n\x13IngestEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\"@\n\x14IngestEventsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.billing.v1.EventResult\"<\n\x13StreamEventsRequest\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEvent\"?\n\x14StreamEventsResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.billing.v1.EventResult\"2\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"/\n\nCreditBurn\x12\x13\n\x0b\x63redit_type\x18\x01 \x01(\t\x12\x0c\n\x04rate\x18\x02 \x01(\t\"\xc9\x02\n\x06Metric\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12,\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x17.billing.v1.Aggregation\x12\x10\n\x08property\x18\x06 \x01(\t\x12+\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1a.billing.v1.PropertyFilter\x12+\n\x0b\x63redit_burn\x18\x08 \x01(\x0b\x32\x16.billing.v1.CreditBurn\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x10GetMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListMetricsResponse\x12#\n\x07metrics\x18\x01 \x03(\x0b\x32\x12.billing.v1.Metric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x13UpdateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteMetricResponse\"\xce\x01\n\x0fGetUsageRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08group_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"(\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf1\x01\n\x10GetUsageResponse\x12\x1a\n\x12\x62illing_account_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\t\x12&\n\x06groups\x18\x06 \x03(\x0b\x32\x16.billing.v1.UsageGroup\x12\x17\n\x0fnext_page_token\x18\x07 \x01(\t*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03*\xa1\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_COUNT_UNIQUE\x10\x02\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x03\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x32\x9e\x08\n\x0cUsageService\x12k\n\x0bIngestEvent\x12\x1e.billing.v1.IngestEventRequest\x1a\x17.billing.v1.EventResult\"#\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\"\x0e/mgt/v1/events:\x05\x65vent\x12x\n\x0cIngestEvents\x12\x1f.billing.v1.IngestEventsRequest\x1a .billing.v1.IngestEventsResponse\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x14/mgt/v1/events:batch:\x01*\x12]\n\x0cStreamEvents\x12\x1f.billing.v1.StreamEventsRequest\x1a .billing.v1.StreamEventsResponse\"\x06\xaa\x9f\x19\x02\x08\x01(\x01\x30\x01\x12j\n\x0c\x43reateMetric\x12\x1f.billing.v1.CreateMetricRequest\x1a\x12.billing.v1.Metric\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x0f/mgt/v1/metrics:\x06metric\x12\x63\n\tGetMetric\x12\x1c.billing.v1.GetMetricRequest\x1a\x12.billing.v1.Metric\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/mgt/v1/metrics/{code}\x12m\n\x0bListMetrics\x12\x1e.billing.v1.ListMetricsRequest\x1a\x1f.billing.v1.ListMetricsResponse\"\x1d\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/mgt/v1/metrics\x12x\n\x0cUpdateMetric\x12\x1f.billing.v1.UpdateMetricRequest\x1a\x12.billing.v1.Metric\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'2\x1d/mgt/v1/metrics/{metric.code}:\x06metric\x12w\n\x0c\x44\x65leteMetric\x12\x1f.billing.v1.DeleteMetricRequest\x1a .billing.v1.DeleteMetricResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18*\x16/mgt/v1/metrics/{code}\x12\x94\x01\n\x08GetUsage\x12\x1b.billing.v1.GetUsageRequest\x1a\x1c.billing.v1.GetUsageResponse\"M\xaa\x9f\x19\x10\x08\x01\x10\x01\x1a\nusage:read\x82\xd3\xe4\x93\x02\x33\x12\r/api/v1/usageZ\"\x12 /mgt/v1/accounts/{account}/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'billing.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['unique_id']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['unique_id']._serialized_options = b'\260\237\031\310\001'
+  _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\270\237\031\001'
+  _globals['_USAGESERVICE'].methods_by_name['IngestEvent']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['IngestEvent']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\027\"\016/mgt/v1/events:\005event'
   _globals['_USAGESERVICE'].methods_by_name['IngestEvents']._loaded_options = None
-  _globals['_USAGESERVICE'].methods_by_name['IngestEvents']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\023\"\016/mgt/v1/events:\001*'
+  _globals['_USAGESERVICE'].methods_by_name['IngestEvents']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\031\"\024/mgt/v1/events:batch:\001*'
   _globals['_USAGESERVICE'].methods_by_name['StreamEvents']._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['StreamEvents']._serialized_options = b'\252\237\031\002\010\001'
   _globals['_USAGESERVICE'].methods_by_name['CreateMetric']._loaded_options = None
@@ -52,48 +58,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGESERVICE'].methods_by_name['DeleteMetric']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\030*\026/mgt/v1/metrics/{code}'
   _globals['_USAGESERVICE'].methods_by_name['GetUsage']._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['GetUsage']._serialized_options = b'\252\237\031\020\010\001\020\001\032\nusage:read\202\323\344\223\0023\022\r/api/v1/usageZ\"\022 /mgt/v1/accounts/{account}/usage'
-  _globals['_EVENTSTATUS']._serialized_start=2048
-  _globals['_EVENTSTATUS']._serialized_end=2173
-  _globals['_AGGREGATION']._serialized_start=2176
-  _globals['_AGGREGATION']._serialized_end=2337
+  _globals['_EVENTSTATUS']._serialized_start=2188
+  _globals['_EVENTSTATUS']._serialized_end=2313
+  _globals['_AGGREGATION']._serialized_start=2316
+  _globals['_AGGREGATION']._serialized_end=2477
   _globals['_USAGEEVENT']._serialized_start=192
-  _globals['_USAGEEVENT']._serialized_end=351
-  _globals['_EVENTRESULT']._serialized_start=353
-  _globals['_EVENTRESULT']._serialized_end=458
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=460
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=521
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=523
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=587
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=589
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=649
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=651
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=714
-  _globals['_PROPERTYFILTER']._serialized_start=716
-  _globals['_PROPERTYFILTER']._serialized_end=766
-  _globals['_CREDITBURN']._serialized_start=768
-  _globals['_CREDITBURN']._serialized_end=815
-  _globals['_METRIC']._serialized_start=818
-  _globals['_METRIC']._serialized_end=1147
-  _globals['_CREATEMETRICREQUEST']._serialized_start=1149
-  _globals['_CREATEMETRICREQUEST']._serialized_end=1226
-  _globals['_GETMETRICREQUEST']._serialized_start=1228
-  _globals['_GETMETRICREQUEST']._serialized_end=1260
-  _globals['_LISTMETRICSREQUEST']._serialized_start=1262
-  _globals['_LISTMETRICSREQUEST']._serialized_end=1321
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=1323
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=1406
-  _globals['_UPDATEMETRICREQUEST']._serialized_start=1408
-  _globals['_UPDATEMETRICREQUEST']._serialized_end=1534
-  _globals['_DELETEMETRICREQUEST']._serialized_start=1536
-  _globals['_DELETEMETRICREQUEST']._serialized_end=1591
-  _globals['_DELETEMETRICRESPONSE']._serialized_start=1593
-  _globals['_DELETEMETRICRESPONSE']._serialized_end=1615
-  _globals['_GETUSAGEREQUEST']._serialized_start=1618
-  _globals['_GETUSAGEREQUEST']._serialized_end=1785
-  _globals['_USAGEGROUP']._serialized_start=1787
-  _globals['_USAGEGROUP']._serialized_end=1827
-  _globals['_GETUSAGERESPONSE']._serialized_start=1830
-  _globals['_GETUSAGERESPONSE']._serialized_end=2046
-  _globals['_USAGESERVICE']._serialized_start=2340
-  _globals['_USAGESERVICE']._serialized_end=3279
+  _globals['_USAGEEVENT']._serialized_end=359
+  _globals['_EVENTRESULT']._serialized_start=361
+  _globals['_EVENTRESULT']._serialized_end=467
+  _globals['_INGESTEVENTREQUEST']._serialized_start=469
+  _globals['_INGESTEVENTREQUEST']._serialized_end=528
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=530
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=597
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=599
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=663
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=665
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=725
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=727
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=790
+  _globals['_PROPERTYFILTER']._serialized_start=792
+  _globals['_PROPERTYFILTER']._serialized_end=842
+  _globals['_CREDITBURN']._serialized_start=844
+  _globals['_CREDITBURN']._serialized_end=891
+  _globals['_METRIC']._serialized_start=894
+  _globals['_METRIC']._serialized_end=1223
+  _globals['_CREATEMETRICREQUEST']._serialized_start=1225
+  _globals['_CREATEMETRICREQUEST']._serialized_end=1302
+  _globals['_GETMETRICREQUEST']._serialized_start=1304
+  _globals['_GETMETRICREQUEST']._serialized_end=1336
+  _globals['_LISTMETRICSREQUEST']._serialized_start=1338
+  _globals['_LISTMETRICSREQUEST']._serialized_end=1397
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=1399
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=1482
+  _globals['_UPDATEMETRICREQUEST']._serialized_start=1484
+  _globals['_UPDATEMETRICREQUEST']._serialized_end=1610
+  _globals['_DELETEMETRICREQUEST']._serialized_start=1612
+  _globals['_DELETEMETRICREQUEST']._serialized_end=1667
+  _globals['_DELETEMETRICRESPONSE']._serialized_start=1669
+  _globals['_DELETEMETRICRESPONSE']._serialized_end=1691
+  _globals['_GETUSAGEREQUEST']._serialized_start=1694
+  _globals['_GETUSAGEREQUEST']._serialized_end=1900
+  _globals['_USAGEGROUP']._serialized_start=1902
+  _globals['_USAGEGROUP']._serialized_end=1942
+  _globals['_GETUSAGERESPONSE']._serialized_start=1945
+  _globals['_GETUSAGERESPONSE']._serialized_end=2186
+  _globals['_USAGESERVICE']._serialized_start=2480
+  _globals['_USAGESERVICE']._serialized_end=3534
 # @@protoc_insertion_point(module_scope)

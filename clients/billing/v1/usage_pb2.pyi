@@ -41,30 +41,36 @@ AGGREGATION_MAX: Aggregation
 AGGREGATION_LATEST: Aggregation
 
 class UsageEvent(_message.Message):
-    __slots__ = ("event_id", "account", "event_name", "timestamp", "properties")
-    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("unique_id", "account", "event_name", "timestamp", "properties")
+    UNIQUE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
-    event_id: str
+    unique_id: str
     account: str
     event_name: str
     timestamp: _timestamp_pb2.Timestamp
     properties: _struct_pb2.Struct
-    def __init__(self, event_id: _Optional[str] = ..., account: _Optional[str] = ..., event_name: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, unique_id: _Optional[str] = ..., account: _Optional[str] = ..., event_name: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class EventResult(_message.Message):
-    __slots__ = ("event_id", "status", "reason", "message")
-    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("unique_id", "status", "reason", "message")
+    UNIQUE_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    event_id: str
+    unique_id: str
     status: EventStatus
     reason: str
     message: str
-    def __init__(self, event_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, unique_id: _Optional[str] = ..., status: _Optional[_Union[EventStatus, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class IngestEventRequest(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: UsageEvent
+    def __init__(self, event: _Optional[_Union[UsageEvent, _Mapping]] = ...) -> None: ...
 
 class IngestEventsRequest(_message.Message):
     __slots__ = ("events",)
@@ -183,18 +189,22 @@ class DeleteMetricResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class GetUsageRequest(_message.Message):
-    __slots__ = ("account", "metric_code", "start_time", "end_time", "group_by")
+    __slots__ = ("account", "metric_code", "start_time", "end_time", "group_by", "page_size", "page_token")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     METRIC_CODE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     account: str
     metric_code: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     group_by: str
-    def __init__(self, account: _Optional[str] = ..., metric_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, account: _Optional[str] = ..., metric_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class UsageGroup(_message.Message):
     __slots__ = ("key", "value")
@@ -205,17 +215,19 @@ class UsageGroup(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("billing_account_id", "metric_code", "start_time", "end_time", "value", "groups")
+    __slots__ = ("billing_account_id", "metric_code", "start_time", "end_time", "value", "groups", "next_page_token")
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     METRIC_CODE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     billing_account_id: str
     metric_code: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     value: str
     groups: _containers.RepeatedCompositeFieldContainer[UsageGroup]
-    def __init__(self, billing_account_id: _Optional[str] = ..., metric_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, billing_account_id: _Optional[str] = ..., metric_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -36,6 +36,11 @@ class UsageServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.IngestEvent = channel.unary_unary(
+                '/billing.v1.UsageService/IngestEvent',
+                request_serializer=billing_dot_v1_dot_usage__pb2.IngestEventRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_usage__pb2.EventResult.FromString,
+                _registered_method=True)
         self.IngestEvents = channel.unary_unary(
                 '/billing.v1.UsageService/IngestEvents',
                 request_serializer=billing_dot_v1_dot_usage__pb2.IngestEventsRequest.SerializeToString,
@@ -83,8 +88,17 @@ class UsageServiceServicer:
     metrics. An event is acknowledged only after it is committed.
     """
 
+    def IngestEvent(self, request, context):
+        """Ingests one event; the JSON body is the event itself (seed 001's shape:
+        `uniqueId`, `account`, `eventName`, `timestamp`, `properties`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IngestEvents(self, request, context):
-        """Ingests a batch; each event is answered on its own.
+        """Ingests a batch; each event is answered on its own, and one bad event
+        never fails the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +156,11 @@ class UsageServiceServicer:
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'IngestEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestEvent,
+                    request_deserializer=billing_dot_v1_dot_usage__pb2.IngestEventRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_usage__pb2.EventResult.SerializeToString,
+            ),
             'IngestEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestEvents,
                     request_deserializer=billing_dot_v1_dot_usage__pb2.IngestEventsRequest.FromString,
@@ -194,6 +213,33 @@ class UsageService:
     """UsageService meters usage events and aggregates them through billable
     metrics. An event is acknowledged only after it is committed.
     """
+
+    @staticmethod
+    def IngestEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.UsageService/IngestEvent',
+            billing_dot_v1_dot_usage__pb2.IngestEventRequest.SerializeToString,
+            billing_dot_v1_dot_usage__pb2.EventResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def IngestEvents(request,

@@ -1,29 +1,17 @@
-import datetime
-
 from billing.v1 import options_pb2 as _options_pb2
-from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecordStripeEventRequest(_message.Message):
-    __slots__ = ("event_id", "type", "api_version", "livemode", "created", "payload")
-    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
-    TYPE_FIELD_NUMBER: _ClassVar[int]
-    API_VERSION_FIELD_NUMBER: _ClassVar[int]
-    LIVEMODE_FIELD_NUMBER: _ClassVar[int]
-    CREATED_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("payload", "stripe_signature")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
-    event_id: str
-    type: str
-    api_version: str
-    livemode: bool
-    created: _timestamp_pb2.Timestamp
+    STRIPE_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., api_version: _Optional[str] = ..., livemode: _Optional[bool] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    stripe_signature: str
+    def __init__(self, payload: _Optional[bytes] = ..., stripe_signature: _Optional[str] = ...) -> None: ...
 
 class RecordStripeEventResponse(_message.Message):
     __slots__ = ("event_id", "duplicate")

@@ -27,8 +27,10 @@ if _version_not_supported:
 
 class WebhookServiceStub:
     """WebhookService is internal: the webhook sidecar hands it provider events
-    whose signature it has verified. It has no REST binding and Envoy does not
-    expose it.
+    exactly as Stripe sent them. It has no REST binding and Envoy does not
+    expose it. A service key alone is not enough: the server verifies the
+    Stripe-Signature over the raw body again, so only an event signed with a
+    configured webhook secret can enter the inbox.
     """
 
     def __init__(self, channel):
@@ -46,8 +48,10 @@ class WebhookServiceStub:
 
 class WebhookServiceServicer:
     """WebhookService is internal: the webhook sidecar hands it provider events
-    whose signature it has verified. It has no REST binding and Envoy does not
-    expose it.
+    exactly as Stripe sent them. It has no REST binding and Envoy does not
+    expose it. A service key alone is not enough: the server verifies the
+    Stripe-Signature over the raw body again, so only an event signed with a
+    configured webhook secret can enter the inbox.
     """
 
     def RecordStripeEvent(self, request, context):
@@ -75,8 +79,10 @@ def add_WebhookServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class WebhookService:
     """WebhookService is internal: the webhook sidecar hands it provider events
-    whose signature it has verified. It has no REST binding and Envoy does not
-    expose it.
+    exactly as Stripe sent them. It has no REST binding and Envoy does not
+    expose it. A service key alone is not enough: the server verifies the
+    Stripe-Signature over the raw body again, so only an event signed with a
+    configured webhook secret can enter the inbox.
     """
 
     @staticmethod

@@ -7,11 +7,11 @@ File format (see example_catalog.yaml next to this module)::
 
     version: 1                      # optional; only 1 exists
     products:                       # listed in this order unless a position says otherwise
-      - key: pro                    # required, stable; stored in metadata["catalog_key"]
+      - key: pro                    # required, stable: the product's unique `key`
         name: Pro                   # required
         description: For teams      # optional
         position: 2                 # optional, >= 1; default: place in this list (1-based)
-        metadata: {tier: pro}       # optional string map ("catalog_key" is reserved)
+        metadata: {tier: pro}       # optional string map
         entitlements:               # optional: "feature" or {feature, value}
           - sso
           - {feature: seats, value: "10"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from google.protobuf.message import Message
+
 from billing.v1 import catalog_pb2
 from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
 from tollbooth.db.models import Price, Product
@@ -32,9 +34,15 @@ def _entitlements_in(items: object) -> tuple[Entitlement, ...]:
     return tuple(Entitlement(e.feature, e.value) for e in items)  # type: ignore[attr-defined]
 
 
+def populated_paths(msg: Message) -> list[str]:
+    """The implied update mask of AIP-134: the fields the request populated."""
+    return [field.name for field, _ in msg.ListFields()]
+
+
 def product_fields(msg: catalog_pb2.Product) -> ProductFields:
     return ProductFields(
         name=msg.name,
+        key=msg.key,
         description=msg.description,
         position=msg.position,
         stripe_product_id=msg.stripe_product_id,
@@ -76,6 +84,7 @@ def price_fields(msg: catalog_pb2.Price) -> PriceFields:
 def product_out(product: Product) -> catalog_pb2.Product:
     return catalog_pb2.Product(
         product_id=product.id,
+        key=product.key or "",
         name=product.name,
         description=product.description,
         active=product.active,

@@ -36,6 +36,8 @@ CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 CREDIT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
 # Plain ASCII decimal notation only: no sign, exponent, spaces, NaN, Infinity or other digits.
 PLAIN_DECIMAL_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+# A product's stable key (catalog as code identifies products by it).
+PRODUCT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class ProductFields:
     """The writable fields of a product. stripe_product_id None means "not given"."""
 
     name: str = ""
+    key: str = ""
     description: str = ""
     position: int = 0
     stripe_product_id: str | None = None
@@ -103,6 +106,7 @@ class PriceFields:
 # Update masks. Output-only paths are accepted and ignored (AIP-203); unknown paths are refused.
 PRODUCT_MUTABLE = (
     "name",
+    "key",
     "description",
     "position",
     "stripe_product_id",
@@ -305,9 +309,17 @@ def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tu
     return price_type, interval, count
 
 
+def clean_product_key(key: str) -> str:
+    key = key.strip()
+    if key and not PRODUCT_KEY_RE.fullmatch(key):
+        raise errors.invalid("key must be 1-40 letters, digits and _.:- ", field="key")
+    return key
+
+
 def clean_product(fields: ProductFields) -> ProductFields:
     return ProductFields(
         name=_text(fields.name, "name", 200, required=True),
+        key=clean_product_key(fields.key),
         description=_text(fields.description, "description", 5000),
         position=clean_position(fields.position),
         stripe_product_id=clean_stripe_id(fields.stripe_product_id, "stripe_product_id"),
@@ -350,7 +362,7 @@ def mask_paths(
     output_only: tuple[str, ...],
     immutable: tuple[str, ...] = (),
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(mutable paths to apply, immutable paths named). Empty or "*" means every mutable field."""
+    """(mutable paths to apply, immutable paths named). "*" means every mutable field."""
     if is_full_mask(paths):
         return mutable, ()
     paths = [p.strip() for p in paths if p.strip()]
@@ -368,6 +380,5 @@ def mask_paths(
 
 
 def is_full_mask(paths: Iterable[str]) -> bool:
-    """An empty mask, or "*", names every mutable field (AIP-134)."""
-    given = [p.strip() for p in paths if p.strip()]
-    return not given or given == ["*"]
+    """ "*" names every mutable field (AIP-134); an empty mask names none."""
+    return [p.strip() for p in paths if p.strip()] == ["*"]

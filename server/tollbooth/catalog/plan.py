@@ -1,7 +1,7 @@
 """The difference between a catalog file and the stored catalog, as ordered actions. Pure.
 
-Matching: a product is the one whose metadata `catalog_key` equals the file's key (an active
-one first; else the most recent archived one, which is restored). A price is the active price
+Matching: a product is the one whose `key` equals the file's key (keys are unique among all
+products; an archived one is restored). A price is the active price
 with the file's lookup_key. Mutable fields are updated in place; a price whose currency,
 amount, type or recurrence differs, or that sits under another product, is replaced the
 Stripe way: the old price is archived and a new one is created with the same lookup_key.
@@ -20,7 +20,7 @@ from typing import Any
 
 from tollbooth.catalog import fields as f
 from tollbooth.catalog.fields import PriceFields, ProductFields
-from tollbooth.catalog.spec import CATALOG_KEY, CatalogSpec
+from tollbooth.catalog.spec import CatalogSpec
 
 PRICE_SHAPE = ("currency", "unit_amount", "type", "interval", "interval_count")
 
@@ -181,7 +181,7 @@ def plan(
 
     by_key: dict[str, list[StoredProduct]] = {}
     for product in products:
-        key = product.fields.metadata.get(CATALOG_KEY)
+        key = product.fields.key
         if key:
             by_key.setdefault(key, []).append(product)
     by_lookup_key = {p.fields.lookup_key: p for p in prices if p.active and p.fields.lookup_key}
@@ -235,7 +235,7 @@ def plan(
                 archive(price, "missing from file")
         for product in products:
             if product.active and product.id not in matched_products:
-                label = product.fields.metadata.get(CATALOG_KEY) or repr(product.fields.name)
+                label = product.fields.key or repr(product.fields.name)
                 product_archives.append(ArchiveProduct(label, product.id))
 
     return Plan(
@@ -248,7 +248,7 @@ def _match_product(key: str, candidates: Iterable[StoredProduct]) -> StoredProdu
     active = [p for p in candidates if p.active]
     if len(active) > 1:
         ids = ", ".join(p.id for p in active)
-        raise PlanError(f"active products {ids} share {CATALOG_KEY} {key!r}; archive all but one")
+        raise PlanError(f"active products {ids} share key {key!r}; archive all but one")
     if active:
         return active[0]
     return max(candidates, key=lambda p: p.seq, default=None)

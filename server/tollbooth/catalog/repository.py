@@ -18,6 +18,10 @@ class LookupKeyTaken(Exception):
     """The partial unique index on active lookup keys refused a write."""
 
 
+class ProductKeyTaken(Exception):
+    """The unique index on product keys refused a write."""
+
+
 def next_seq(session: Session, name: str) -> int:
     """The next value of a named counter, in one statement.
 
@@ -38,8 +42,11 @@ def flush(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        if "lookup_key" in str(exc.orig):
+        detail = str(exc.orig)
+        if "lookup_key" in detail:
             raise LookupKeyTaken() from exc
+        if "uq_products_key" in detail or "products.key" in detail:
+            raise ProductKeyTaken() from exc
         raise
 
 
@@ -57,6 +64,10 @@ def max_product_position(session: Session) -> int | None:
 
 def max_price_position(session: Session, product_id: str) -> int | None:
     return session.scalar(select(func.max(Price.position)).where(Price.product_id == product_id))
+
+
+def product_with_key(session: Session, key: str) -> Product | None:
+    return session.scalars(select(Product).where(Product.key == key)).first()
 
 
 def active_price_with_lookup_key(session: Session, lookup_key: str) -> Price | None:

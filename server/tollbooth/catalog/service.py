@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors, idempotency
+from tollbooth import errors
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import fields as f
 from tollbooth.catalog import paging, repository
@@ -46,6 +46,7 @@ class Page(Generic[T]):
 def product_fields_of(product: Product) -> ProductFields:
     return ProductFields(
         name=product.name,
+        key=product.key or "",
         description=product.description,
         position=product.position,
         stripe_product_id=product.stripe_product_id,
@@ -64,45 +65,37 @@ def get_product(session: Session, product_id: str) -> Product:
     return product
 
 
-def create_product(session: Session, fields: ProductFields, request_id: str = "") -> Product:
+def create_product(session: Session, fields: ProductFields) -> Product:
     """A new active product; position 0 places it after every existing product."""
     clean = f.clean_product(fields)
-
-    def effect() -> bytes:
-        now = utcnow()
-        seq = repository.next_seq(session, repository.PRODUCT_SEQUENCE)
-        position = clean.position or paging.next_position(repository.max_product_position(session))
-        product = Product(
-            id=new_id("prod"),
-            name=clean.name,
-            description=clean.description,
-            active=True,
-            position=position,
-            seq=seq,
-            stripe_product_id=clean.stripe_product_id,
-            attributes=dict(clean.metadata),
-            entitlements=_entitlements_json(clean.entitlements),
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(product)
-        repository.flush(session)
-        return product.id.encode()
-
-    product_id = idempotency.run_once(
-        session, scope="catalog.CreateProduct", key=request_id, request=clean, effect=effect
+    if clean.key:
+        _ensure_product_key_free(session, clean.key)
+    now = utcnow()
+    seq = repository.next_seq(session, repository.PRODUCT_SEQUENCE)
+    position = clean.position or paging.next_position(repository.max_product_position(session))
+    product = Product(
+        id=new_id("prod"),
+        key=clean.key or None,
+        name=clean.name,
+        description=clean.description,
+        active=True,
+        position=position,
+        seq=seq,
+        stripe_product_id=clean.stripe_product_id,
+        attributes=dict(clean.metadata),
+        entitlements=_entitlements_json(clean.entitlements),
+        created_at=now,
+        updated_at=now,
     )
-    return get_product(session, product_id.decode())
+    session.add(product)
+    _flush_product(session, clean.key)
+    return product
 
 
 def update_product(
-    session: Session,
-    product_id: str,
-    fields: ProductFields,
-    paths: Sequence[str] = (),
-    request_id: str = "",
+    session: Session, product_id: str, fields: ProductFields, paths: Sequence[str]
 ) -> Product:
-    """Change the fields named in `paths` (empty: every mutable field).
+    """Change the fields named in `paths` ("*": every mutable field); nothing else changes.
 
     Position 0 and stripe_product_id None mean "not given" and leave the stored value alone.
     """
@@ -112,26 +105,20 @@ def update_product(
     product = get_product(session, product_id)
     changes = _given(fields, apply)
     merged = f.clean_product(replace(product_fields_of(product), **changes))
-    request = {"product_id": product_id, "fields": {p: getattr(merged, p) for p in sorted(changes)}}
-
-    def effect() -> bytes:
-        _write_product(session, product, merged)
-        return product.id.encode()
-
-    idempotency.run_once(
-        session, scope="catalog.UpdateProduct", key=request_id, request=request, effect=effect
-    )
+    if merged.key and merged.key != (product.key or ""):
+        _ensure_product_key_free(session, merged.key)
+    _write_product(session, product, merged)
     return product
 
 
-def archive_product(session: Session, product_id: str, request_id: str = "") -> Product:
+def archive_product(session: Session, product_id: str) -> Product:
     """Hide a product from public listing. Idempotent: an archived product comes back unchanged.
 
     Its prices are left as they are: they stay readable by id and by operators, but public
     listing shows nothing under an archived product.
     """
     product = get_product(session, product_id)
-    _archive(session, product, "catalog.ArchiveProduct", request_id, {"product_id": product_id})
+    _archive(session, product)
     return product
 
 
@@ -198,61 +185,53 @@ def get_price(session: Session, price_id: str) -> Price:
     return price
 
 
-def create_price(session: Session, fields: PriceFields, request_id: str = "") -> Price:
+def create_price(session: Session, fields: PriceFields) -> Price:
     """A new active price under an active product; position 0 places it last."""
     clean = f.clean_price(fields)
-
-    def effect() -> bytes:
-        product = get_product(session, clean.product_id)
-        if not product.active:
-            raise errors.failed_precondition(
-                "ARCHIVED", f"product {product.id!r} is archived", product_id=product.id
-            )
-        if clean.lookup_key:
-            _ensure_lookup_key_free(session, clean.lookup_key)
-        now = utcnow()
-        seq = repository.next_seq(session, repository.PRICE_SEQUENCE)
-        position = clean.position or paging.next_position(
-            repository.max_price_position(session, product.id)
+    product = get_product(session, clean.product_id)
+    if not product.active:
+        raise errors.failed_precondition(
+            "ARCHIVED", f"product {product.id!r} is archived", product_id=product.id
         )
-        price = Price(
-            id=new_id("price"),
-            product_id=product.id,
-            active=True,
-            seq=seq,
-            created_at=now,
-            updated_at=now,
-        )
-        _assign_price(price, replace(clean, position=position))
-        price.currency = clean.currency
-        price.unit_amount = clean.unit_amount
-        price.type = clean.type
-        price.interval = clean.interval or None
-        price.interval_count = clean.interval_count or None
-        session.add(price)
-        _flush_price(session, clean.lookup_key)
-        return price.id.encode()
-
-    price_id = idempotency.run_once(
-        session, scope="catalog.CreatePrice", key=request_id, request=clean, effect=effect
+    if clean.lookup_key:
+        _ensure_lookup_key_free(session, clean.lookup_key)
+    now = utcnow()
+    seq = repository.next_seq(session, repository.PRICE_SEQUENCE)
+    position = clean.position or paging.next_position(
+        repository.max_price_position(session, product.id)
     )
-    return get_price(session, price_id.decode())
+    price = Price(
+        id=new_id("price"),
+        product_id=product.id,
+        active=True,
+        seq=seq,
+        created_at=now,
+        updated_at=now,
+    )
+    _assign_price(price, replace(clean, position=position))
+    price.currency = clean.currency
+    price.unit_amount = clean.unit_amount
+    price.type = clean.type
+    price.interval = clean.interval or None
+    price.interval_count = clean.interval_count or None
+    session.add(price)
+    _flush_price(session, clean.lookup_key)
+    return price
 
 
 def update_price(
     session: Session,
     price_id: str,
     fields: PriceFields,
-    paths: Sequence[str] = (),
-    request_id: str = "",
+    paths: Sequence[str],
+    given_immutable: Sequence[str] = (),
 ) -> Price:
-    """Change the mutable fields named in `paths` (empty: every mutable field).
+    """Change the mutable fields named in `paths` ("*": every mutable field).
 
     Amount, currency, type, recurrence and product never change (PRICE_IMMUTABLE): naming
-    one in the mask is refused, and with an empty mask a value that differs from the stored
-    one is refused. proto3 cannot tell an unset field from its zero value, so with an empty
-    mask an immutable field left at zero ("", 0, unspecified) counts as not given. As for
-    products, position 0 and stripe_price_id None leave the stored value alone.
+    one in `paths` is refused; `given_immutable` names the ones a request populated without
+    naming them (an implied mask), refused only when they differ from the stored value. As
+    for products, position 0 and stripe_price_id None leave the stored value alone.
     """
     if not price_id:
         raise errors.required("price.price_id")
@@ -261,47 +240,32 @@ def update_price(
         raise _immutable(immutable[0])
     price = get_price(session, price_id)
     current = price_fields_of(price)
-    if f.is_full_mask(paths):
+    if given_immutable or f.is_full_mask(paths):
         _check_immutables_unchanged(current, fields)
     changes = _given(fields, apply)
     merged = f.clean_price(replace(current, **changes))
-    request = {"price_id": price_id, "fields": {p: getattr(merged, p) for p in sorted(changes)}}
-
-    def effect() -> bytes:
-        if price.active and merged.lookup_key and merged.lookup_key != current.lookup_key:
-            _ensure_lookup_key_free(session, merged.lookup_key)
-        if merged != current:
-            _assign_price(price, merged)
-            price.updated_at = utcnow()
-            _flush_price(session, merged.lookup_key)
-        return price.id.encode()
-
-    idempotency.run_once(
-        session, scope="catalog.UpdatePrice", key=request_id, request=request, effect=effect
-    )
+    if price.active and merged.lookup_key and merged.lookup_key != current.lookup_key:
+        _ensure_lookup_key_free(session, merged.lookup_key)
+    if merged != current:
+        _assign_price(price, merged)
+        price.updated_at = utcnow()
+        _flush_price(session, merged.lookup_key)
     return price
 
 
-def archive_price(session: Session, price_id: str, request_id: str = "") -> Price:
+def archive_price(session: Session, price_id: str) -> Price:
     """Take a price off sale. Idempotent; its lookup_key becomes free for a new price."""
     price = get_price(session, price_id)
-    _archive(session, price, "catalog.ArchivePrice", request_id, {"price_id": price_id})
+    _archive(session, price)
     return price
 
 
-def _archive(
-    session: Session, entry: Product | Price, scope: str, request_id: str, request: object
-) -> None:
-    """Deactivate a product or price once per request_id; archiving twice changes nothing."""
-
-    def effect() -> bytes:
-        if entry.active:
-            entry.active = False
-            entry.updated_at = utcnow()
-            repository.flush(session)
-        return entry.id.encode()
-
-    idempotency.run_once(session, scope=scope, key=request_id, request=request, effect=effect)
+def _archive(session: Session, entry: Product | Price) -> None:
+    """Deactivate a product or price; archiving twice changes nothing."""
+    if entry.active:
+        entry.active = False
+        entry.updated_at = utcnow()
+        repository.flush(session)
 
 
 def list_prices(
@@ -431,6 +395,24 @@ def _lookup_key_taken(lookup_key: str) -> DomainError:
     )
 
 
+def _ensure_product_key_free(session: Session, key: str) -> None:
+    if repository.product_with_key(session, key) is not None:
+        raise _product_key_taken(key)
+
+
+def _product_key_taken(key: str) -> DomainError:
+    return DomainError(
+        Kind.ALREADY_EXISTS, "ALREADY_EXISTS", f"a product already has key {key!r}", key=key
+    )
+
+
+def _flush_product(session: Session, key: str) -> None:
+    try:
+        repository.flush(session)
+    except repository.ProductKeyTaken as exc:
+        raise _product_key_taken(key) from exc
+
+
 def _flush_price(session: Session, lookup_key: str) -> None:
     # The pre-check answers the common case; the unique index settles concurrent writers.
     try:
@@ -443,13 +425,14 @@ def _write_product(session: Session, product: Product, merged: ProductFields) ->
     if merged == product_fields_of(product):
         return
     product.name = merged.name
+    product.key = merged.key or None
     product.description = merged.description
     product.position = merged.position
     product.stripe_product_id = merged.stripe_product_id
     product.attributes = dict(merged.metadata)
     product.entitlements = _entitlements_json(merged.entitlements)
     product.updated_at = utcnow()
-    repository.flush(session)
+    _flush_product(session, merged.key)
 
 
 def _assign_price(price: Price, clean: PriceFields) -> None:

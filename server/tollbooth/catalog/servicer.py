@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from billing.v1 import catalog_pb2, catalog_pb2_grpc
+from billing.v1 import catalog_pb2
 from tollbooth.auth.caller import current_caller
 from tollbooth.catalog import convert, service
-from tollbooth.deps import Deps
-from tollbooth.rpc.servicer import contract
+from tollbooth.catalog.fields import PRICE_IMMUTABLE
+from tollbooth.rpc.servicer import Servicer, contract
 
 
 @contract(catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"])
-class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-
+class CatalogServicer(Servicer):
     def ListProducts(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction(readonly=True) as session:
+        with self.read() as session:
             page = service.list_products(
                 session,
                 current_caller.get(),
@@ -30,7 +27,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
 
     def ListPrices(self, request, context):  # type: ignore[no-untyped-def]
         caller = current_caller.get()
-        with self.deps.db.transaction(readonly=True) as session:
+        with self.read() as session:
             page = service.list_prices(
                 session,
                 caller,
@@ -46,55 +43,79 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             )
 
     def GetProduct(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction(readonly=True) as session:
+        with self.read() as session:
             return convert.product_out(service.get_product(session, request.product_id))
 
     def CreateProduct(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            product = service.create_product(
-                session, convert.product_fields(request.product), request.request_id
-            )
-            return convert.product_out(product)
+        return self.write(
+            request,
+            catalog_pb2.Product,
+            lambda session: convert.product_out(
+                service.create_product(session, convert.product_fields(request.product))
+            ),
+        )
 
     def UpdateProduct(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            product = service.update_product(
-                session,
-                request.product.product_id,
-                convert.product_fields(request.product),
-                list(request.update_mask.paths),
-                request.request_id,
-            )
-            return convert.product_out(product)
+        paths = list(request.update_mask.paths) or convert.populated_paths(request.product)
+        return self.write(
+            request,
+            catalog_pb2.Product,
+            lambda session: convert.product_out(
+                service.update_product(
+                    session,
+                    request.product.product_id,
+                    convert.product_fields(request.product),
+                    paths,
+                )
+            ),
+        )
 
     def ArchiveProduct(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            product = service.archive_product(session, request.product_id, request.request_id)
-            return convert.product_out(product)
+        return self.write(
+            request,
+            catalog_pb2.Product,
+            lambda session: convert.product_out(
+                service.archive_product(session, request.product_id)
+            ),
+        )
 
     def GetPrice(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction(readonly=True) as session:
+        with self.read() as session:
             return convert.price_out(service.get_price(session, request.price_id))
 
     def CreatePrice(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            price = service.create_price(
-                session, convert.price_fields(request.price), request.request_id
-            )
-            return convert.price_out(price)
+        return self.write(
+            request,
+            catalog_pb2.Price,
+            lambda session: convert.price_out(
+                service.create_price(session, convert.price_fields(request.price))
+            ),
+        )
 
     def UpdatePrice(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            price = service.update_price(
-                session,
-                request.price.price_id,
-                convert.price_fields(request.price),
-                list(request.update_mask.paths),
-                request.request_id,
-            )
-            return convert.price_out(price)
+        paths = list(request.update_mask.paths)
+        given_immutable: list[str] = []
+        if not paths:  # AIP-134: the implied mask is what the request populated
+            populated = convert.populated_paths(request.price)
+            paths = [p for p in populated if p not in PRICE_IMMUTABLE]
+            given_immutable = [p for p in populated if p in PRICE_IMMUTABLE]
+        return self.write(
+            request,
+            catalog_pb2.Price,
+            lambda session: convert.price_out(
+                service.update_price(
+                    session,
+                    request.price.price_id,
+                    convert.price_fields(request.price),
+                    paths,
+                    given_immutable,
+                )
+            ),
+        )
 
     def ArchivePrice(self, request, context):  # type: ignore[no-untyped-def]
-        with self.deps.db.transaction() as session:
-            price = service.archive_price(session, request.price_id, request.request_id)
-            return convert.price_out(price)
+        return self.write(
+            request,
+            catalog_pb2.Price,
+            lambda session: convert.price_out(service.archive_price(session, request.price_id)),
+        )

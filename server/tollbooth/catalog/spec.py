@@ -7,7 +7,6 @@ equal to what the service stores.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,8 +17,7 @@ import yaml
 from tollbooth.catalog import fields as f
 from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
 
-CATALOG_KEY = "catalog_key"
-KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,39}")
+KEY_RE = f.PRODUCT_KEY_RE
 
 PRODUCT_KEYS = {
     "key",
@@ -110,16 +108,15 @@ def _product(raw: object, index: int) -> DesiredProduct:
         raise SpecError(f"{where}.key must be 1-40 letters, digits and _.:- (got {key!r})")
     where = f"product {key!r}"
     metadata = _string_map(data.get("metadata"), f"{where}.metadata")
-    if CATALOG_KEY in metadata:
-        raise SpecError(f"{where}.metadata must not set {CATALOG_KEY!r}: it holds the key")
     fields = ProductFields(
         name=_str(data.get("name"), f"{where}.name", required=True),
+        key=key,
         description=_str(data.get("description"), f"{where}.description"),
         position=_position(data.get("position"), index, f"{where}.position"),
         stripe_product_id=_optional_str(
             data.get("stripe_product_id"), f"{where}.stripe_product_id"
         ),
-        metadata={**metadata, CATALOG_KEY: key},
+        metadata=metadata,
         entitlements=_entitlements(data.get("entitlements"), f"{where}.entitlements"),
     )
     prices = tuple(

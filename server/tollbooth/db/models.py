@@ -58,6 +58,8 @@ class Product(Base):
     __tablename__ = "products"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # Stable handle, unique among all products (catalog as code matches on it).
+    key: Mapped[str | None] = mapped_column(String(40))
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
@@ -71,7 +73,10 @@ class Product(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
-    __table_args__ = (Index("ix_products_order", "active", "position", "seq"),)
+    __table_args__ = (
+        Index("ix_products_order", "active", "position", "seq"),
+        Index("uq_products_key", "key", unique=True),
+    )
 
 
 class Price(Base):
@@ -131,3 +136,24 @@ class Sequence(Base):
 
     name: Mapped[str] = mapped_column(String(60), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class NotificationOutbox(Base):
+    """Outbound notifications (DESIGN section 10), written in the transaction of the change.
+
+    "Notification" always means outbound, never a usage event or an inbound Stripe event.
+    `dedupe_key`, when set, makes a notification once-only (one depletion per transition).
+    """
+
+    __tablename__ = "notification_outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), nullable=False)
+    billing_account_id: Mapped[str | None] = mapped_column(String(40))
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    __table_args__ = (Index("ix_notification_outbox_pending", "delivered_at", "created_at"),)

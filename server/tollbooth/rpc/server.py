@@ -11,19 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from billing.v1 import (
-    catalog_pb2_grpc,
-    checkout_pb2_grpc,
-    credit_pb2_grpc,
-    token_pb2_grpc,
-    usage_pb2_grpc,
-    webhook_pb2_grpc,
-)
 from tollbooth.auth.caller import Authenticator
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.deps import Deps
+from tollbooth.rpc import edge
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.token.servicer import TokenServicer
@@ -33,12 +26,12 @@ from tollbooth.webhooks.servicer import WebhookServicer
 log = logging.getLogger("tollbooth.server")
 
 SERVICERS = (
-    (TokenServicer, token_pb2_grpc.add_TokenServiceServicer_to_server),
-    (CatalogServicer, catalog_pb2_grpc.add_CatalogServiceServicer_to_server),
-    (CheckoutServicer, checkout_pb2_grpc.add_CheckoutServiceServicer_to_server),
-    (CreditServicer, credit_pb2_grpc.add_CreditServiceServicer_to_server),
-    (UsageServicer, usage_pb2_grpc.add_UsageServiceServicer_to_server),
-    (WebhookServicer, webhook_pb2_grpc.add_WebhookServiceServicer_to_server),
+    TokenServicer,
+    CatalogServicer,
+    CheckoutServicer,
+    CreditServicer,
+    UsageServicer,
+    WebhookServicer,
 )
 
 
@@ -46,7 +39,7 @@ def unbuilt_methods() -> list[str]:
     """Full names of the RPCs that answer UNIMPLEMENTED (the README lists them)."""
     return [
         f"{cls.service_descriptor.full_name}.{name}"  # type: ignore[attr-defined]
-        for cls, _ in SERVICERS
+        for cls in SERVICERS
         for name in cls.unbuilt_methods  # type: ignore[attr-defined]
     ]
 
@@ -63,13 +56,16 @@ def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.Hea
         ],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            # Room for long REST paths Envoy forwards as metadata; the edge bounds the fields.
+            ("grpc.max_metadata_size", 64 * 1024),
             ("grpc.so_reuseport", 0),
         ],
     )
     names = []
-    for cls, add in SERVICERS:
-        add(cls(deps), server)
-        names.append(cls.service_descriptor.full_name)  # type: ignore[attr-defined]
+    for cls in SERVICERS:
+        service = cls.service_descriptor  # type: ignore[attr-defined]
+        edge.register(server, service, cls(deps))
+        names.append(service.full_name)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:

@@ -1,12 +1,80 @@
-"""Servicer helpers: unbuilt methods answer UNIMPLEMENTED (after auth) with a stable reason."""
+"""Servicer base: one transaction per RPC, request_id idempotency, unbuilt RPCs.
+
+Servicers are proto in, proto out: they open the transaction here and call the domain
+services, which flush and never commit.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from sqlalchemy.orm import Session
 
+from tollbooth import errors, idempotency
+from tollbooth.auth.caller import Caller, current_caller
+from tollbooth.deps import Deps
 from tollbooth.errors import not_implemented
+
+R = TypeVar("R", bound=Message)
+
+
+def idempotency_scope(caller: Caller, request: Message) -> str:
+    """A key belongs to its caller (one account, or the backends) and to one request type."""
+    owner = f"acct:{caller.account_id}" if caller.is_bearer else "service"
+    return f"{owner}|{request.DESCRIPTOR.name}"
+
+
+def request_fingerprint(request: Message) -> str:
+    """Parameters that make two calls "the same request": everything but request_id."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")  # type: ignore[arg-type]
+    return idempotency.digest(copy.SerializeToString(deterministic=True))
+
+
+class Servicer:
+    """Base of every contract servicer."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    def read(self) -> AbstractContextManager[Session]:
+        """A read-only transaction."""
+        return self.deps.db.transaction(readonly=True)
+
+    def write(
+        self,
+        request: Message,
+        response_type: type[R],
+        effect: Callable[[Session], R],
+        *,
+        require_request_id: bool = False,
+    ) -> R:
+        """Run `effect` in one transaction, at most once per request_id.
+
+        With a request_id, a replay returns the first call's response as it was (not a re-read
+        of the rows as they are now); the same key with other parameters is refused.
+        """
+        key = getattr(request, "request_id", "")
+        if require_request_id and not key:
+            raise errors.required("request_id")
+        with self.deps.db.transaction() as session:
+            if not key:
+                return effect(session)
+            scope = idempotency_scope(current_caller.get(), request)
+            claim = idempotency.claim(session, scope, key, request_fingerprint(request))
+            if not claim.fresh:
+                assert claim.response is not None
+                return response_type.FromString(claim.response)
+            response = effect(session)
+            idempotency.complete(
+                session, scope, key, response.SerializeToString(deterministic=True)
+            )
+            return response
 
 
 def _unbuilt(full_name: str) -> Any:
@@ -22,11 +90,11 @@ def contract(service: ServiceDescriptor):  # type: ignore[no-untyped-def]
     """Class decorator: every RPC of `service` the class does not define answers UNIMPLEMENTED."""
 
     def apply(cls: type) -> type:
-        generated = cls.__mro__[-2]  # the generated *Servicer base, just above object
         unbuilt = []
         for method in service.methods:
-            own = any(method.name in vars(k) for k in cls.__mro__ if k not in (generated, object))
-            if not own:
+            if not any(
+                method.name in vars(k) for k in cls.__mro__ if k.__module__.startswith("tollbooth.")
+            ):
                 setattr(cls, method.name, _unbuilt(method.full_name))
                 unbuilt.append(method.name)
         cls.unbuilt_methods = tuple(unbuilt)  # type: ignore[attr-defined]

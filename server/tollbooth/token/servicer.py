@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from billing.v1 import token_pb2, token_pb2_grpc
-from tollbooth.deps import Deps
+from billing.v1 import token_pb2
 from tollbooth.rpc.convert import ts
-from tollbooth.rpc.servicer import contract
+from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.token import service
 
 
 @contract(token_pb2.DESCRIPTOR.services_by_name["TokenService"])
-class TokenServicer(token_pb2_grpc.TokenServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-
+class TokenServicer(Servicer):
     def IssueToken(self, request, context):  # type: ignore[no-untyped-def]
         s = self.deps.settings
         with self.deps.db.transaction() as session:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from billing.v1 import webhook_pb2, webhook_pb2_grpc
-from tollbooth.deps import Deps
+from billing.v1 import webhook_pb2
 from tollbooth.rpc.convert import from_ts
-from tollbooth.rpc.servicer import contract
+from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.webhooks import service
 
 
 @contract(webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"])
-class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-
+class WebhookServicer(Servicer):
     def RecordStripeEvent(self, request, context):  # type: ignore[no-untyped-def]
         created = from_ts(request.created) if request.HasField("created") else None
         with self.deps.db.transaction() as session:

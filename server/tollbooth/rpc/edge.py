@@ -1,0 +1,189 @@
+"""The edge: every request is parsed and validated here, once, before any handler or SQL runs.
+
+grpcio's own deserialisation fails with INTERNAL ("Exception deserializing request!") before any
+interceptor sees the call, so handlers are registered with a pass-through deserialiser and the
+request bytes are parsed inside the call: undecodable bytes (invalid UTF-8 in a string, a
+truncated message) become INVALID_ARGUMENT MALFORMED_REQUEST, after authentication.
+
+Then one walk over the parsed message refuses, anywhere in it (nested messages, maps, lists,
+google.protobuf.Struct values), a string holding NUL or longer than its field's limit: the
+`(billing.v1.max_length)` option, or DEFAULT_MAX_LENGTH. A new field is covered without new
+code. The walk is skipped when the raw request is shorter than every limit it could reach and
+holds no NUL byte, which is the common case, so validation costs nothing on hot paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from billing.v1 import options_pb2
+from tollbooth import errors
+
+DEFAULT_MAX_LENGTH = 1000
+# Strings inside google.protobuf.Struct (usage properties) may be longer; the message size
+# limit still bounds them.
+STRUCT_MAX_LENGTH = 8192
+MAX_DEPTH = 64
+
+_STRING = FieldDescriptor.TYPE_STRING
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+
+
+def _max_length(field: FieldDescriptor) -> int:
+    options = field.GetOptions()
+    if options.HasExtension(options_pb2.max_length):
+        return int(options.Extensions[options_pb2.max_length])
+    if field.containing_type.full_name.startswith("google.protobuf."):
+        return STRUCT_MAX_LENGTH
+    return DEFAULT_MAX_LENGTH
+
+
+def _per_item(field: FieldDescriptor) -> bool:
+    options = field.GetOptions()
+    return options.HasExtension(options_pb2.validated_per_item) and bool(
+        options.Extensions[options_pb2.validated_per_item]
+    )
+
+
+@cache
+def _smallest_limit(descriptor: Descriptor) -> int:
+    """The smallest length limit of any string reachable from this message type."""
+    smallest = 1 << 30
+    seen: set[str] = set()
+    stack = [descriptor]
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        for field in desc.fields:
+            if field.type == _STRING:
+                smallest = min(smallest, _max_length(field))
+            elif field.type == _MESSAGE and not _per_item(field):
+                stack.append(field.message_type)
+    return smallest
+
+
+def _bad(path: str, problem: str) -> errors.DomainError:
+    return errors.invalid(f"{path} {problem}", reason="FIELD_INVALID", field=path)
+
+
+def _check_string(value: str, path: str, limit: int) -> None:
+    if len(value) > limit:
+        raise _bad(path, f"is longer than {limit} characters")
+    if "\x00" in value:
+        raise _bad(path, "contains a NUL character")
+
+
+def _walk(msg: Message, prefix: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise _bad(prefix or "request", f"nests deeper than {MAX_DEPTH} levels")
+    for field, value in msg.ListFields():
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        if field.type == _STRING:
+            limit = _max_length(field)
+            if field.is_repeated:
+                for i, item in enumerate(value):
+                    _check_string(item, f"{path}[{i}]", limit)
+            else:
+                _check_string(value, path, limit)
+        elif field.type == _MESSAGE:
+            if _per_item(field):
+                continue
+            entry = field.message_type
+            if entry.GetOptions().map_entry:
+                key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        _check_string(key, f"{path} key", _max_length(key_field))
+                    where = f"{path}[{str(key)[:40]!r}]"
+                    if value_field.type == _STRING:
+                        _check_string(item, where, _max_length(value_field))
+                    elif value_field.type == _MESSAGE:
+                        _walk(item, where, depth + 1)
+            elif field.is_repeated:
+                for i, item in enumerate(value):
+                    _walk(item, f"{path}[{i}]", depth + 1)
+            else:
+                _walk(value, path, depth + 1)
+
+
+def validate(msg: Message, raw_size: int | None = None, has_nul: bool = True) -> None:
+    """Refuse NUL characters and over-long strings anywhere in `msg` (FIELD_INVALID)."""
+    if raw_size is not None and not has_nul and raw_size <= _smallest_limit(msg.DESCRIPTOR):
+        return
+    _walk(msg, "", 0)
+
+
+def parse(cls: type[Message], raw: bytes) -> Message:
+    """Parse and validate request bytes; refusals are INVALID_ARGUMENT, never INTERNAL."""
+    try:
+        msg = cls.FromString(raw)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise errors.invalid(
+            f"request does not parse as {cls.DESCRIPTOR.full_name}", reason="MALFORMED_REQUEST"
+        ) from exc
+    validate(msg, len(raw), b"\x00" in raw)
+    return msg
+
+
+def message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
+
+
+def _unary_request(cls: type[Message], behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return behavior(parse(cls, raw), context)
+
+    return handle
+
+
+def _stream_request(cls: type[Message], behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(raw_iter: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        return behavior((parse(cls, raw) for raw in raw_iter), context)
+
+    return handle
+
+
+def method_handlers(
+    service: ServiceDescriptor, servicer: object
+) -> dict[str, grpc.RpcMethodHandler]:
+    """Handlers for every method of `service`, parsing requests at the edge."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_cls = message_class(method.input_type)
+        serialize = message_class(method.output_type).SerializeToString
+        behavior = getattr(servicer, method.name)
+        if method.client_streaming:
+            fn = _stream_request(request_cls, behavior)
+            factory = (
+                grpc.stream_stream_rpc_method_handler
+                if method.server_streaming
+                else grpc.stream_unary_rpc_method_handler
+            )
+        else:
+            fn = _unary_request(request_cls, behavior)
+            factory = (
+                grpc.unary_stream_rpc_method_handler
+                if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler
+            )
+        handlers[method.name] = factory(
+            fn, request_deserializer=None, response_serializer=serialize
+        )
+    return handlers
+
+
+def register(server: grpc.Server, service: ServiceDescriptor, servicer: object) -> None:
+    handlers = method_handlers(service, servicer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tollbooth import paging
 from tollbooth.auth.tokens import TokenCodec
 from tollbooth.config import Settings
 from tollbooth.db import Database
@@ -17,6 +18,7 @@ class Deps:
 
     @classmethod
     def build(cls, settings: Settings, db: Database | None = None) -> Deps:
+        paging.configure(list(settings.jwt_keys.values()))
         return cls(
             settings=settings,
             db=db or Database(settings.database_url),

@@ -66,6 +66,30 @@ def test_token_of_another_query_is_page_token_invalid():
         assert exc.value.reason == "PAGE_TOKEN_INVALID"
 
 
+def test_an_edited_token_is_refused_even_when_well_formed():
+    token = paging.encode_token(PRODUCTS, Cursor(1, 1, "prod_a"))
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    edited = raw.replace(b'"prod_a"', b'"prod_b"')
+    forged = base64.urlsafe_b64encode(edited).decode().rstrip("=")
+    with pytest.raises(DomainError) as exc:
+        paging.decode_token(forged, PRODUCTS)
+    assert exc.value.reason == "PAGE_TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [[2**31, 1, "prod_a"], [-1, 1, "prod_a"], [1, 2**64, "prod_a"], [1, 1, "a\x00b"], [1, 1, ""]],
+)
+def test_signed_token_with_out_of_range_values_is_refused(key):  # type: ignore[no-untyped-def]
+    """Even a token signed with the server's key (a leaked one) never carries bad values to SQL."""
+    from tollbooth import paging as shared
+
+    token = shared.encode(PRODUCTS, key)
+    with pytest.raises(DomainError) as exc:
+        paging.decode_token(token, PRODUCTS)
+    assert exc.value.reason == "PAGE_TOKEN_INVALID"
+
+
 def test_new_entries_go_after_the_largest_position():
     assert paging.next_position(None) == 1
     assert paging.next_position(7) == 8

@@ -1,24 +1,22 @@
-"""Listing order and page tokens, without a database.
+"""Catalog listing order and page tokens, without a database.
 
 Entries are listed by (position, seq, id): the configured position first, then creation
-order (`seq` is a monotonic counter), then the id so the order is total. A page token is the
-key of the last entry served plus the query it belongs to, so the next page is a keyset
-query ("strictly after this key") that neither skips nor repeats entries that stay put.
+order (`seq` is a monotonic counter), then the id so the order is total. Tokens are the
+shared signed tokens of tollbooth.paging.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 
-from tollbooth import errors
+from tollbooth import paging
+from tollbooth.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size
 
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
-TOKEN_VERSION = 1
-_INT64 = 2**63
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "Cursor", "decode_token", "encode_token", "next_position", "page_size", "query_key"]
+
 INT32_MAX = 2**31 - 1
 
 
@@ -31,57 +29,25 @@ class Cursor:
     id: str
 
 
-def page_size(requested: int) -> int:
-    """0 means the default; larger than the maximum is clamped; negative is refused."""
-    if requested < 0:
-        raise errors.invalid("page_size must not be negative", field="page_size")
-    if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
-
-
 def query_key(kind: str, *, include_inactive: bool, parent: str = "") -> str:
     """Names the query a token belongs to; a token is refused by any other query."""
     return f"{kind}:{parent}:{int(include_inactive)}"
 
 
 def encode_token(query: str, cursor: Cursor) -> str:
-    body = {"v": TOKEN_VERSION, "q": query, "p": cursor.position, "s": cursor.seq, "i": cursor.id}
-    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode(query, [cursor.position, cursor.seq, cursor.id])
 
 
 def decode_token(token: str, query: str) -> Cursor | None:
     """The cursor a token carries; None for an empty token (the first page)."""
-    if not token:
+    key = paging.decode(token, query, (int, int, str))
+    if key is None:
         return None
-    if len(token) > 1024:
-        raise _bad_token()
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise _bad_token() from exc
-    if not isinstance(body, dict) or body.get("v") != TOKEN_VERSION or body.get("q") != query:
-        raise _bad_token()
-    ident = body.get("i")
-    if not isinstance(ident, str) or not ident:
-        raise _bad_token()
-    return Cursor(_int(body.get("p")), _int(body.get("s")), ident)
-
-
-def _int(value: object) -> int:
-    if type(value) is not int or not -_INT64 <= value < _INT64:
-        raise _bad_token()
-    return value
-
-
-def _bad_token() -> errors.DomainError:
-    return errors.invalid(
-        "page_token is malformed or belongs to another query",
-        reason="PAGE_TOKEN_INVALID",
-        field="page_token",
-    )
+    position, seq, ident = key
+    assert isinstance(position, int) and isinstance(seq, int) and isinstance(ident, str)
+    if not 0 <= position <= INT32_MAX:
+        raise paging.bad_token()
+    return Cursor(position, seq, ident)
 
 
 def next_position(current_max: int | None) -> int:

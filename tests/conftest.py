@@ -49,7 +49,7 @@ def pg_base_url() -> Iterator[str]:
         if os.environ.get("BILLING_TEST_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{PG_ENV} is required here (BILLING_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://postgres@127.0.0.1/test)")
-    from tollbooth.devstack import throwaway_postgres
+    from tests.devstack import throwaway_postgres
 
     with throwaway_postgres(admin_url, "tollbooth_test") as url:
         upgrade(url)
@@ -127,7 +127,7 @@ def bearer_md(token: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):  # type: ignore[no-untyped-def]
     """Server, sidecar and a real Envoy process, on a SQLite file, shared by one test module."""
-    from tollbooth.devstack import start_stack
+    from tests.devstack import start_stack
 
     tmp = tmp_path_factory.mktemp("stack")
     url = f"sqlite:///{tmp / 'billing.db'}"

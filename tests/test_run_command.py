@@ -1,4 +1,5 @@
-"""`tollbooth run` (what `make run` calls): three processes up, then all down on SIGTERM."""
+"""`tollbooth run` (what `make run` calls): three processes up, a killed one restarted, then all
+down on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import urllib.error
 import urllib.request
 
 from tests.conftest import SERVICE_KEY, make_env
-from tollbooth.devstack import free_port
+from tests.devstack import free_port
 
 
 def _children(pid: int) -> list[int]:
@@ -29,7 +30,28 @@ def _alive(pid: int) -> bool:
     return bool(stat.stdout.strip()) and not stat.stdout.strip().startswith("Z")
 
 
-def test_run_serves_rest_and_stops_all_three_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _issue(rest: int) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{rest}/mgt/v1/token/issue",
+        method="POST",
+        data=json.dumps({"principal_id": "run-1"}).encode(),
+        headers={"x-api-key": SERVICE_KEY, "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _reason(body: dict) -> str | None:
+    for detail in body.get("details", []):
+        if detail.get("@type", "").endswith("ErrorInfo"):
+            return detail.get("reason")
+    return None
+
+
+def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rest = free_port()
     env = {
         **os.environ,
@@ -56,7 +78,7 @@ def test_run_serves_rest_and_stops_all_three_on_sigterm(tmp_path) -> None:  # ty
             line = proc.stdout.readline()
             assert line, "run exited early:\n" + "".join(lines)
             lines.append(line)
-            if line.startswith("Ctrl-C stops all three"):
+            if line.startswith("A process that dies is restarted"):
                 break
         printed = "".join(lines)
         assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
@@ -64,21 +86,40 @@ def test_run_serves_rest_and_stops_all_three_on_sigterm(tmp_path) -> None:  # ty
         assert len(children) == 3
         body = None
         for _ in range(100):
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{rest}/mgt/v1/token/issue",
-                method="POST",
-                data=json.dumps({"principal_id": "run-1"}).encode(),
-                headers={"x-api-key": SERVICE_KEY, "content-type": "application/json"},
-            )
             try:
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    body = json.loads(resp.read())
+                status, body = _issue(rest)
+                if status == 200:
                     break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         assert body is not None and body["billing_account_id"].startswith("acct_")
+
+        # kill -9 of the gRPC server: Envoy answers JSON 503 until the supervisor restarts it.
+        grpc_pid = next(
+            pid
+            for pid in children
+            if "serve-grpc" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        )
+        os.kill(grpc_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        seen = []
+        while time.monotonic() - killed_at < 60:
+            status, body = _issue(rest)
+            seen.append(status)
+            if status == 200:
+                break
+            assert status == 503 and _reason(body) == "SERVICE_UNAVAILABLE", body
+            time.sleep(0.1)
+        assert seen[-1] == 200, seen
+        print(f"served again {time.monotonic() - killed_at:.1f}s after kill -9")
+        restarted = [pid for pid in _children(proc.pid) if pid not in children]
+        assert len(restarted) == 1 and not _alive(grpc_pid)
+        children = _children(proc.pid)
+        assert len(children) == 3
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None
+        assert "restarting in" in proc.stdout.read()
         assert not [pid for pid in children if _alive(pid)]
     finally:
         if proc.poll() is None:

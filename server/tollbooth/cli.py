@@ -1,4 +1,4 @@
-"""Command line: `run` (all three processes), `migrate`, `serve-grpc`, `serve-sidecar`,
+"""Command line: `run` (the whole stack, supervised), `migrate`, `serve-grpc`, `serve-sidecar`,
 `gateway-config`, `catalog apply`."""
 
 from __future__ import annotations
@@ -10,11 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
 
 log = logging.getLogger("tollbooth")
+
+# Set by `run` for its children, so the start-up warnings are printed once, by the supervisor.
+SUPERVISED_ENV = "TOLLBOOTH_SUPERVISED"
+BACKOFF_FIRST_SEC = 0.5
+BACKOFF_MAX_SEC = 10.0
+# A child that stayed up this long is healthy again: its next failure restarts quickly.
+STABLE_AFTER_SEC = 30.0
 
 
 def _logging(name: str) -> None:
@@ -23,6 +31,14 @@ def _logging(name: str) -> None:
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def announce(settings: Settings) -> None:
+    """What every serving command prints first: the warnings about generated credentials."""
+    if os.environ.get(SUPERVISED_ENV) == "1":
+        return
+    for line in settings.warnings():
+        print(line, file=sys.stderr, flush=True)
 
 
 def cmd_migrate(settings: Settings) -> int:
@@ -37,6 +53,7 @@ def cmd_serve_grpc(settings: Settings) -> int:
     from tollbooth.deps import Deps
     from tollbooth.rpc.server import serve
 
+    announce(settings)
     serve(Deps.build(settings))
     return 0
 
@@ -44,6 +61,7 @@ def cmd_serve_grpc(settings: Settings) -> int:
 def cmd_serve_sidecar(settings: Settings) -> int:
     from tollbooth.webhooks.sidecar import serve
 
+    announce(settings)
     serve(settings)
     return 0
 
@@ -65,18 +83,99 @@ def wait_serving(target: str, timeout: float = 30.0) -> bool:
     return False
 
 
-def cmd_run(settings: Settings) -> int:
-    """Migrate, then run server, sidecar and Envoy in the foreground until a signal."""
-    from tollbooth.gateway import render, start_envoy
+@dataclass
+class Child:
+    """One supervised process: restarted with backoff whenever it dies."""
 
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = BACKOFF_FIRST_SEC
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        if out is not None:
+            out.close()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def tend(self, now: float) -> None:
+        """Notice a death and schedule the restart; start it when its time has come."""
+        if self.proc is not None and self.proc.poll() is not None and self.restart_at is None:
+            if now - self.started_at >= STABLE_AFTER_SEC:
+                self.backoff = BACKOFF_FIRST_SEC
+            print(
+                f"{self.name} (pid {self.proc.pid}) exited with {self.proc.returncode}; "
+                f"restarting in {self.backoff:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.restart_at = now + self.backoff
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX_SEC)
+        if self.restart_at is not None and now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+            assert self.proc is not None
+            print(f"{self.name} restarted (pid {self.proc.pid})", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def reap(self, deadline: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def cmd_run(settings: Settings) -> int:
+    """Migrate, then run the gRPC replicas, the sidecar and Envoy until SIGINT or SIGTERM.
+
+    Any process that dies is restarted with backoff (0.5 s, doubling up to 10 s), and the
+    restart is logged; Ctrl-C or SIGTERM stops all of them.
+    """
+    from tollbooth.gateway import envoy_binary, render
+
+    for line in settings.warnings():
+        print(line, file=sys.stderr, flush=True)
     print("tollbooth configuration:", flush=True)
     for name, value in settings.describe():
         print(f"  {name:<26} {value}", flush=True)
     cmd_migrate(settings)
-    run_dir = Path(os.environ.get("BILLING_RUN_DIR") or REPO_ROOT / "var" / "run")
+    run_dir = Path(os.environ.get("BILLING_RUN_DIR") or settings.data_dir / "run")
     envoy_config = render(settings, run_dir)
     py = [sys.executable, "-m", "tollbooth.cli"]
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    base_env = {**os.environ, SUPERVISED_ENV: "1"}
+    # Children must see the same data directory (and so the same generated credentials).
+    base_env["BILLING_DATA_DIR"] = str(settings.data_dir)
+    servers = [
+        Child(
+            f"grpc-{i}" if settings.grpc_replicas > 1 else "grpc",
+            [*py, "serve-grpc"],
+            {**base_env, "BILLING_GRPC_PORT": str(port), "BILLING_GRPC_REPLICAS": "1"},
+        )
+        for i, port in enumerate(settings.grpc_ports)
+    ]
+    sidecar = Child("sidecar", [*py, "serve-sidecar"], base_env)
+    envoy = Child(
+        "envoy",
+        [envoy_binary(), "-c", str(envoy_config), "--disable-hot-restart", "--log-level", "warn"],
+        base_env,
+        log_path=run_dir / "envoy.log",
+    )
+    children = [*servers, sidecar, envoy]
     stopping = False
 
     def stop_all(signum: int | None = None, _frame: object = None) -> None:
@@ -86,40 +185,40 @@ def cmd_run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
     try:
-        children["grpc"] = subprocess.Popen([*py, "serve-grpc"])
-        if not wait_serving(settings.grpc_target):
-            print("gRPC server did not become healthy", file=sys.stderr)
-            return 1
-        children["sidecar"] = subprocess.Popen([*py, "serve-sidecar"])
-        children["envoy"] = start_envoy(envoy_config, run_dir / "envoy.log")
+        for child in servers:
+            child.start()
+        host = settings.grpc_target.rsplit(":", 1)[0]
+        for port in settings.grpc_ports:
+            if not wait_serving(f"{host}:{port}"):
+                print(f"gRPC server on port {port} did not become healthy", file=sys.stderr)
+                return 1
+        sidecar.start()
+        envoy.start()
+        grpc_list = ", ".join(f"{host}:{p}" for p in settings.grpc_ports)
         print(
-            f"\nready:\n  gRPC      {settings.grpc_target} (reflection on; try: grpcurl -plaintext "
+            f"\nready:\n  gRPC      {grpc_list} (reflection on; try: grpcurl -plaintext "
             f"{settings.grpc_target} list)\n"
-            f"  REST      http://127.0.0.1:{settings.rest_port}/api/v1 and /mgt/v1 (Envoy)\n"
-            f"  webhooks  http://127.0.0.1:{settings.rest_port}/v1/billing/webhooks "
+            f"  REST      http://{settings.rest_host}:{settings.rest_port}/api/v1 and /mgt/v1 "
+            f"(Envoy)\n"
+            f"  webhooks  http://{settings.rest_host}:{settings.rest_port}/v1/billing/webhooks "
             f"(sidecar on 127.0.0.1:{settings.sidecar_port})\n"
             f"  admin     http://127.0.0.1:{settings.envoy_admin_port} (Envoy, loopback only)\n"
-            f"  Envoy log {run_dir / 'envoy.log'}\nCtrl-C stops all three.",
+            f"  Envoy log {run_dir / 'envoy.log'}\n"
+            "A process that dies is restarted. Ctrl-C stops all.",
             flush=True,
         )
         while not stopping:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
+            now = time.monotonic()
+            for child in children:
+                child.tend(now)
+            time.sleep(0.1)
         return 0
     finally:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.terminate()
+        for child in children:
+            child.stop()
         deadline = time.monotonic() + 10
-        for proc in children.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for child in children:
+            child.reap(deadline)
         print("stopped", flush=True)
 
 
@@ -138,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(catalog_main(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="tollbooth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="migrate, then run gRPC server, webhook sidecar and Envoy")
+    sub.add_parser("run", help="migrate, then run gRPC server(s), webhook sidecar and Envoy")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("serve-grpc", help="run the billing gRPC server only")
     sub.add_parser("serve-sidecar", help="run the webhook sidecar only")
@@ -152,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("run", "serve-grpc", "serve-sidecar"):
+        refusal = settings.exposure_error()
+        if refusal:
+            print(f"configuration error: {refusal}", file=sys.stderr)
+            return 2
     if args.command == "run":
         return cmd_run(settings)
     if args.command == "migrate":

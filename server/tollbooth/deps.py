@@ -27,5 +27,7 @@ class Deps:
                 settings.jwt_signing_kid,
                 settings.jwt_issuer,
                 settings.jwt_audience,
+                leeway_sec=settings.jwt_leeway_sec,
+                max_lifetime_sec=settings.token_ttl_max,
             ),
         )

@@ -38,8 +38,15 @@ def required(field_name: str) -> DomainError:
     )
 
 
+def shown(value: str, limit: int = 64) -> str:
+    """A caller's value as an error may echo it: bounded, so errors never echo unbounded input."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
+
+
 def not_found(what: str, ident: str) -> DomainError:
-    return DomainError(Kind.NOT_FOUND, "NOT_FOUND", f"{what} {ident!r} not found", resource=what)
+    return DomainError(
+        Kind.NOT_FOUND, "NOT_FOUND", f"{what} {shown(ident)} not found", resource=what
+    )
 
 
 def unauthenticated(reason: str, message: str) -> DomainError:

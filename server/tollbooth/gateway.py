@@ -40,10 +40,11 @@ def render(
     config["admin"]["address"]["socket_address"]["port_value"] = settings.envoy_admin_port
     listener = config["static_resources"]["listeners"][0]
     listener["address"]["socket_address"]["port_value"] = settings.rest_port
+    listener["address"]["socket_address"]["address"] = settings.rest_host
     grpc_host = settings.grpc_target.rsplit(":", 1)[0]
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == "billing_grpc":
-            ports = grpc_ports or [settings.grpc_port]
+            ports = grpc_ports or settings.grpc_ports
             cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
                 {
                     "endpoint": {

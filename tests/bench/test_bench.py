@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tollbooth import bench
+from bench import core as bench
 
 KEYS = {
     "baseline",

@@ -70,8 +70,10 @@ def test_bad_credit_amount_is_amount_invalid(raw):  # type: ignore[no-untyped-de
     [
         ({"product_id": ""}, "FIELD_REQUIRED"),
         ({"currency": ""}, "FIELD_REQUIRED"),
-        ({"currency": "us"}, "INVALID_ARGUMENT"),
-        ({"currency": "usdd"}, "INVALID_ARGUMENT"),
+        ({"currency": "us"}, "CURRENCY_INVALID"),
+        ({"currency": "xyz"}, "CURRENCY_INVALID"),
+        ({"currency": "xau"}, "CURRENCY_INVALID"),
+        ({"currency": "usdd"}, "CURRENCY_INVALID"),
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
         ({"type": "unknown(7)"}, "INVALID_ARGUMENT"),
         ({"interval": "month"}, "INVALID_ARGUMENT"),

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import call, fails, price, product
-from tollbooth.rpc.servicer import request_fingerprint
 from tollbooth.db.models import IdempotencyKey, Price, Product
+from tollbooth.rpc.servicer import request_fingerprint
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -109,7 +109,9 @@ def test_fingerprint_ignores_request_id_and_map_order_but_not_values():
             msg.product.metadata[k] = v
         return msg
 
-    assert request_fingerprint(req("a", x="1", y="2")) == request_fingerprint(req("b", y="2", x="1"))
+    assert request_fingerprint(req("a", x="1", y="2")) == request_fingerprint(
+        req("b", y="2", x="1")
+    )
     assert request_fingerprint(req("a", x="1")) != request_fingerprint(req("a", x="2"))
 
 

@@ -92,7 +92,7 @@ def test_invalid_price_is_refused_and_creates_nothing(channel, prod):  # type: i
     cases = [
         ({"type": catalog_pb2.PRICE_TYPE_RECURRING}, "FIELD_REQUIRED"),
         ({"recurring": MONTHLY}, "INVALID_ARGUMENT"),
-        ({"currency": "dollars"}, "INVALID_ARGUMENT"),
+        ({"currency": "dollars"}, "CURRENCY_INVALID"),
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
         ({"credit_grants": [grant("1", on_renewal=True)]}, "INVALID_ARGUMENT"),
         ({"entitlements": [catalog_pb2.Entitlement(value="x")]}, "FIELD_REQUIRED"),

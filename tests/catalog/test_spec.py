@@ -124,7 +124,7 @@ def test_malformed_file_is_a_spec_error(document):  # type: ignore[no-untyped-de
 @pytest.mark.parametrize(
     ("price", "reason"),
     [
-        ({"currency": "dollars"}, "INVALID_ARGUMENT"),
+        ({"currency": "dollars"}, "CURRENCY_INVALID"),
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
         ({"credit_grants": [{"credit_type": "api", "amount": "NaN"}]}, "AMOUNT_INVALID"),
         ({"type": "one_time", "interval": "month"}, "INVALID_ARGUMENT"),

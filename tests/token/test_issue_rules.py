@@ -28,7 +28,8 @@ def invalid(channel, **fields) -> str | None:  # type: ignore[no-untyped-def]
 
 def test_default_scopes_and_ttl(channel, deps):  # type: ignore[no-untyped-def]
     resp = issue(channel, principal_id="p1")
-    assert list(resp.scopes) == ["checkout", "portal", "billing:read", "credits:read", "usage:read"]
+    # Read scopes only: scopes that move money must be asked for.
+    assert list(resp.scopes) == ["billing:read", "credits:read", "usage:read"]
     claims = deps.codec.verify(resp.access_token)
     assert claims.expires_at == resp.expires_at.ToDatetime(tzinfo=claims.expires_at.tzinfo)
     assert set(claims.scopes) == set(resp.scopes)

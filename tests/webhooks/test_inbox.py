@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
-from tests.conftest import SERVICE_MD, bearer_md
+from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
 from tests.helpers import error_reason
 from tollbooth.webhooks import repository
+from tollbooth.webhooks.signature import header
 
 
-def record(channel, event_id: str):  # type: ignore[no-untyped-def]
+def payload(event_id: str, **fields: object) -> bytes:
+    body = {"id": event_id, "object": "event", "type": "invoice.paid", "created": 1_700_000_000}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def send(channel, body: bytes, signature: str | None = None):  # type: ignore[no-untyped-def]
     stub = webhook_pb2_grpc.WebhookServiceStub(channel)
     return stub.RecordStripeEvent(
         webhook_pb2.RecordStripeEventRequest(
-            event_id=event_id, type="invoice.paid", payload=b'{"id":"%s"}' % event_id.encode()
+            payload=body,
+            stripe_signature=header(body, WEBHOOK_SECRET) if signature is None else signature,
         ),
         metadata=SERVICE_MD,
         timeout=30,
     )
+
+
+def record(channel, event_id: str):  # type: ignore[no-untyped-def]
+    return send(channel, payload(event_id))
 
 
 def test_redelivery_is_reported_duplicate_and_stored_once(channel, db):  # type: ignore[no-untyped-def]
@@ -31,11 +45,70 @@ def test_redelivery_is_reported_duplicate_and_stored_once(channel, db):  # type:
         assert repository.count_events(session, "evt_a") == 1
 
 
-def test_missing_event_id_is_invalid(channel):  # type: ignore[no-untyped-def]
+def test_a_service_key_without_a_stripe_signature_records_nothing(channel, db):  # type: ignore[no-untyped-def]
+    """A backend key alone cannot forge an event: 403, nothing stored."""
+    body = payload("evt_forged", type="checkout.session.completed")
+    for signature in (
+        "",
+        "t=1,v1=00",
+        header(body, "whsec_guessed"),
+        header(b"{}", WEBHOOK_SECRET),
+    ):
+        with pytest.raises(grpc.RpcError) as exc:
+            send(channel, body, signature)
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_reason(exc.value) == "STRIPE_SIGNATURE_REQUIRED"
+    with db.transaction() as session:
+        assert repository.count_events(session, "evt_forged") == 0
+
+
+def test_a_stale_signature_records_nothing(channel, db):  # type: ignore[no-untyped-def]
+    body = payload("evt_stale")
     with pytest.raises(grpc.RpcError) as exc:
-        record(channel, "")
+        send(channel, body, header(body, WEBHOOK_SECRET, int(time.time()) - 3600))
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        payload(""),
+        payload("evt_\u0000nul"),
+        payload("evt_" + "x" * 200),
+        payload("evt_ok", type="invoice.\u0000paid"),
+        payload("evt_ok", type=""),
+        payload("evt_ok", api_version="v" * 61),
+        payload("evt_ok", created=10**13),
+        payload("evt_ok", created=-1),
+        payload("evt_ok", created="yesterday"),
+        payload("evt_ok", livemode="yes"),
+        b'{"id": "evt_deep", "type": "x", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=[
+        "not-json",
+        "not-an-object",
+        "empty-id",
+        "nul-in-id",
+        "long-id",
+        "nul-in-type",
+        "empty-type",
+        "long-api-version",
+        "created-after-9999",
+        "created-negative",
+        "created-not-int",
+        "livemode-not-bool",
+        "nested-100k-deep",
+    ],
+)
+def test_a_signed_event_that_can_never_be_stored_is_a_permanent_invalid_argument(channel, db, body):  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as exc:
+        send(channel, body)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(exc.value) == "FIELD_REQUIRED"
+    assert error_reason(exc.value) == "WEBHOOK_EVENT_INVALID"
+    with db.transaction() as session:
+        assert repository.count_events(session) == 0
 
 
 def test_bearer_tokens_cannot_record_events(channel, deps):  # type: ignore[no-untyped-def]
@@ -45,7 +118,7 @@ def test_bearer_tokens_cannot_record_events(channel, deps):  # type: ignore[no-u
     stub = webhook_pb2_grpc.WebhookServiceStub(channel)
     with pytest.raises(grpc.RpcError) as exc:
         stub.RecordStripeEvent(
-            webhook_pb2.RecordStripeEventRequest(event_id="evt_b"),
+            webhook_pb2.RecordStripeEventRequest(payload=payload("evt_b")),
             metadata=bearer_md(token),
             timeout=10,
         )

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import WEBHOOK_SECRET
 from tollbooth.config import Settings
 from tollbooth.webhooks import repository
-from tollbooth.webhooks.sidecar import SidecarServer
+from tollbooth.webhooks.sidecar import create_app, start_in_thread
 from tollbooth.webhooks.signature import header
 
 PATH = "/v1/billing/webhooks"
@@ -102,24 +102,44 @@ def test_stored_payload_is_the_raw_body(stack):  # type: ignore[no-untyped-def]
         assert row is not None and bytes(row.payload) == body
 
 
-def test_signed_body_that_is_not_an_event_is_400(stack):  # type: ignore[no-untyped-def]
+def test_signed_body_that_is_not_an_event_is_a_permanent_400(stack):  # type: ignore[no-untyped-def]
     body = b'{"hello": "world"}'
-    assert post(stack, body, header(body, WEBHOOK_SECRET)).status == 400
+    resp = post(stack, body, header(body, WEBHOOK_SECRET))
+    assert resp.status == 400 and resp.reason == "WEBHOOK_EVENT_INVALID"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["t=" + "9" * 400 + ",v1=00", "t=\u0663,v1=00", "t=1,v1=\u00e9\u00e9", "v1=00", "t=,v1="],
+)
+def test_a_hostile_signature_header_is_400_not_a_crash(stack, signature):  # type: ignore[no-untyped-def]
+    body = event()
+    resp = post(stack, body, signature.encode().decode("unicode_escape"))
+    assert resp.status == 400 and resp.reason == "WEBHOOK_SIGNATURE_INVALID"
+    assert stack.request("GET", "/api/v1/catalog/products").status == 401  # still serving
+
+
+def test_a_correctly_signed_but_unstorable_event_is_400_not_503(stack):  # type: ignore[no-untyped-def]
+    for body in (
+        json.dumps({"id": "evt_x", "type": "a", "api_version": "v" * 61}).encode(),
+        json.dumps({"id": "evt_y", "type": "a", "created": 10**13}).encode(),
+        b'{"id": "evt_z", "type": "a", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
+        resp = post(stack, body, header(body, WEBHOOK_SECRET))
+        assert resp.status == 400 and resp.reason == "WEBHOOK_EVENT_INVALID"
 
 
 def test_sidecar_answers_5xx_when_the_server_cannot_record(tmp_path):  # type: ignore[no-untyped-def]
     """Nothing committed means a retryable answer, so Stripe delivers again."""
-    import threading
     import urllib.error
     import urllib.request
 
     from tests.conftest import make_env
-    from tollbooth.devstack import free_port
+    from tests.devstack import free_port
 
     port, dead = free_port(), free_port()
     settings = Settings.from_env(make_env("sqlite://", BILLING_GRPC_PORT=str(dead)))
-    server = SidecarServer(("127.0.0.1", port), settings)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start_in_thread(settings, port)
     try:
         body = event()
         req = urllib.request.Request(
@@ -130,21 +150,29 @@ def test_sidecar_answers_5xx_when_the_server_cannot_record(tmp_path):  # type: i
         )
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(req, timeout=30)
-        assert exc.value.code >= 500
+        assert exc.value.code == 503
+        assert json.loads(exc.value.read())["error"]["reason"] == "SERVICE_UNAVAILABLE"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_sidecar_refuses_to_start_without_a_secret() -> None:
-    settings = Settings.from_env({"STRIPE_API_KEY": "sk_test_x", "BILLING_SERVICE_KEYS": "k"})
+    settings = Settings.from_env(
+        {
+            "STRIPE_API_KEY": "sk_test_x",
+            "BILLING_SERVICE_KEYS": "a-backend-service-key",
+            "BILLING_JWT_KEYS": "k:0123456789abcdef0123456789abcdef",
+        }
+    )
     assert settings.webhook_secrets == ()
     with pytest.raises(RuntimeError, match="STRIPE_WEBHOOK_SECRET"):
-        SidecarServer(("127.0.0.1", 0), settings)
+        create_app(settings)
     proc = subprocess.run(
         [sys.executable, "-m", "tollbooth.cli", "serve-sidecar"],
         env={
             "STRIPE_API_KEY": "sk_test_x",
+            "BILLING_SERVICE_KEYS": "a-backend-service-key",
+            "BILLING_JWT_KEYS": "k:0123456789abcdef0123456789abcdef",
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": ":".join(sys.path),
         },

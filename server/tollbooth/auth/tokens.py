@@ -12,9 +12,12 @@ from tollbooth import errors
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "acct", "uid", "scp"]
 
-# Scopes a bearer token can carry; IssueToken grants the default set when none is asked.
+# Scopes a bearer token can carry. IssueToken without scopes grants the read scopes only:
+# scopes that move money (checkout, portal) must be asked for.
 SCOPES = ("checkout", "portal", "billing:read", "credits:read", "usage:read")
-DEFAULT_SCOPES = SCOPES
+DEFAULT_SCOPES = ("billing:read", "credits:read", "usage:read")
+# Unix seconds up to year 9999: anything later cannot be a real expiry.
+MAX_TIMESTAMP = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,26 @@ class TokenClaims:
 class TokenCodec:
     """Signs with one key, verifies with any configured key (rotation)."""
 
-    def __init__(self, keys: dict[str, str], signing_kid: str, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        keys: dict[str, str],
+        signing_kid: str,
+        issuer: str,
+        audience: str,
+        *,
+        leeway_sec: int = 0,
+        max_lifetime_sec: int = 86400,
+    ) -> None:
+        """`leeway_sec` absorbs clock skew between replicas on iat, nbf and exp; a token whose
+        lifetime (exp - iat) exceeds `max_lifetime_sec` is refused whatever its signature."""
         if signing_kid not in keys:
             raise ValueError("signing key id not among the keys")
         self._keys = dict(keys)
         self._signing_kid = signing_kid
         self.issuer = issuer
         self.audience = audience
+        self.leeway_sec = leeway_sec
+        self.max_lifetime_sec = max_lifetime_sec
 
     def issue(
         self,
@@ -84,12 +100,18 @@ class TokenCodec:
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
+                leeway=self.leeway_sec,
                 options={"require": REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError as exc:
             raise errors.unauthenticated("TOKEN_EXPIRED", "bearer token has expired") from exc
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
             raise _invalid("token failed verification") from exc
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if type(iat) is not int or type(exp) is not int:
+            raise _invalid("iat and exp must be whole seconds")
+        if not 0 <= iat <= exp <= MAX_TIMESTAMP or exp - iat > self.max_lifetime_sec:
+            raise _invalid("exp is not a lifetime this service issues")
         scopes = claims.get("scp")
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise _invalid("scp claim is not a list of strings")
@@ -102,7 +124,7 @@ class TokenCodec:
             principal_id=claims["sub"],
             user_id=claims["uid"],
             scopes=frozenset(scopes),
-            expires_at=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
+            expires_at=dt.datetime.fromtimestamp(exp, dt.UTC),
         )
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import iso4217
+
 from tollbooth import errors
 
 ONE_TIME = "one_time"
@@ -271,12 +273,20 @@ def clean_credit_grants(
 
 
 def clean_currency(currency: str) -> str:
+    """An active ISO 4217 currency with minor units (so no gold, test or fund codes), lower
+    case as Stripe writes it. The list comes from the maintained `iso4217` package."""
     currency = currency.strip()
     if not currency:
         raise errors.required("currency")
-    if not CURRENCY_RE.fullmatch(currency):
-        raise errors.invalid("currency must be a three-letter ISO 4217 code", field="currency")
-    return currency.lower()
+    code = currency.lower()
+    known = CURRENCY_RE.fullmatch(currency) and iso4217.Currency.__members__.get(code)
+    if not known or known.exponent is None:
+        raise errors.invalid(
+            "currency must be an ISO 4217 currency code such as 'usd' or 'eur'",
+            reason="CURRENCY_INVALID",
+            field="currency",
+        )
+    return code
 
 
 def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tuple[str, str, int]:

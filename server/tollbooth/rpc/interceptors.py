@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from sqlalchemy import exc as sa_exc
 
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
-from tollbooth.errors import DomainError, permission_denied
+from tollbooth.errors import DomainError, Kind, permission_denied
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
 from tollbooth.rpc.status import internal_status, to_grpc_status
 
@@ -144,8 +145,25 @@ class LoggingInterceptor(_Base):
         return _around(behavior, streams_out, before, lambda e, c: None, after)
 
 
+# The database could not be reached or dropped the connection: nothing committed, and asking
+# again (with the same request_id) is safe, so the client's retry on UNAVAILABLE is right.
+DATABASE_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+DATABASE_UNAVAILABLE = DomainError(
+    Kind.UNAVAILABLE,
+    "SERVICE_UNAVAILABLE",
+    "the billing database is unavailable; retry with the same request_id",
+)
+
+
 class ErrorInterceptor(_Base):
-    """Domain errors become google.rpc.Status with ErrorInfo; anything else is INTERNAL."""
+    """Domain errors become google.rpc.Status with ErrorInfo; a database outage is UNAVAILABLE;
+    anything else is INTERNAL."""
 
     def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
         def on_error(exc, context):  # type: ignore[no-untyped-def]
@@ -153,6 +171,14 @@ class ErrorInterceptor(_Base):
                 context.abort_with_status(to_grpc_status(exc))
             if _is_abort(exc) or isinstance(exc, GeneratorExit):
                 return
+            if isinstance(exc, DATABASE_DOWN):
+                log.warning(
+                    "database unavailable in %s (request %s): %s",
+                    method,
+                    request_id_var.get(),
+                    type(exc).__name__,
+                )
+                context.abort_with_status(to_grpc_status(DATABASE_UNAVAILABLE))
             log.exception("unhandled error in %s (request %s)", method, request_id_var.get())
             context.abort_with_status(internal_status())
 

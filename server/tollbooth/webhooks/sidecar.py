@@ -1,22 +1,29 @@
-"""The webhook sidecar: POST /v1/billing/webhooks.
+"""The webhook sidecar: POST /v1/billing/webhooks, on Starlette and uvicorn.
 
 It exists because the signature covers the raw bytes, which JSON transcoding would lose. It
-verifies, then hands the event to the billing server (WebhookService.RecordStripeEvent), and
-answers 2xx only after the server committed it, so a failure makes Stripe retry.
+checks the signature (a cheap refusal of anything unsigned), then hands the raw body and the
+Stripe-Signature header to the billing server, which verifies them again and records the
+event. It answers 2xx only after the server committed, so a failure makes Stripe retry; an
+event that can never be stored gets a permanent 400.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
-import signal
 import threading
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
+import grpc.aio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
 from tollbooth.config import Settings
@@ -25,120 +32,159 @@ from tollbooth.webhooks.signature import SignatureError, verify
 log = logging.getLogger("tollbooth.sidecar")
 
 WEBHOOK_PATH = "/v1/billing/webhooks"
+BODY_READ_TIMEOUT_SEC = 10
+RECORD_TIMEOUT_SEC = 15
 
 
-class SidecarServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(
-        self, address: tuple[str, int], settings: Settings, channel: grpc.Channel | None = None
-    ) -> None:
-        if not settings.webhook_secrets:
-            raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
-        super().__init__(address, _Handler)
-        self.settings = settings
-        self.channel = channel or grpc.insecure_channel(settings.grpc_target)
-        self.stub = webhook_pb2_grpc.WebhookServiceStub(self.channel)
-        self.metadata = (("x-api-key", settings.service_keys[0]),)
+def _error(status: int, reason: str, message: str) -> JSONResponse:
+    """The sidecar's error shape: {"error": {"reason", "message"}}; messages never echo input."""
+    return JSONResponse({"error": {"reason": reason, "message": message}}, status_code=status)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: SidecarServer
-    protocol_version = "HTTP/1.1"
+class _TooLarge(Exception):
+    pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.info("%s %s", self.address_string(), format % args)
 
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    def _error(self, status: int, reason: str, message: str) -> None:
-        self._reply(status, {"error": {"reason": reason, "message": message}})
 
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/healthz":
-            self._reply(200, {"ok": True})
-        else:
-            self._error(404, "NOT_FOUND", "no such path")
+def create_app(settings: Settings, target: str | None = None) -> Starlette:
+    """The sidecar application; `target` is the billing server (default: the configured one)."""
+    if not settings.webhook_secrets:
+        raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
+    state: dict[str, Any] = {}
+    metadata = (("x-api-key", settings.service_keys[0]),)
 
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path.split("?", 1)[0] != WEBHOOK_PATH:
-            self._error(404, "NOT_FOUND", "no such path")
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._error(411, "INVALID_ARGUMENT", "Content-Length required")
-            return
-        if length < 0 or length > self.server.settings.max_body_bytes:
-            self._error(413, "INVALID_ARGUMENT", "body too large")
-            return
-        payload = self.rfile.read(length)
-        settings = self.server.settings
-        try:
-            verify(
-                payload,
-                self.headers.get("Stripe-Signature"),
-                settings.webhook_secrets,
-                settings.webhook_tolerance_sec,
+    def stub() -> webhook_pb2_grpc.WebhookServiceStub:
+        # The aio channel belongs to the serving event loop, so it is made on first use.
+        if "stub" not in state:
+            state["channel"] = grpc.aio.insecure_channel(
+                target or settings.grpc_client_target,
+                options=[("grpc.lb_policy_name", "round_robin")],
             )
+            state["stub"] = webhook_pb2_grpc.WebhookServiceStub(state["channel"])
+        return state["stub"]
+
+    async def webhook(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or len(declared) > 12):
+            return _error(400, "INVALID_ARGUMENT", "Content-Length is not a number")
+        if declared is not None and int(declared) > settings.max_body_bytes:
+            return _error(413, "REQUEST_TOO_LARGE", "body too large")
+        try:
+            payload = await asyncio.wait_for(
+                _read_body(request, settings.max_body_bytes), BODY_READ_TIMEOUT_SEC
+            )
+        except _TooLarge:
+            return _error(413, "REQUEST_TOO_LARGE", "body too large")
+        except (TimeoutError, ClientDisconnect):
+            return _error(408, "INVALID_ARGUMENT", "the body did not arrive in time")
+        signature = request.headers.get("stripe-signature")
+        try:
+            verify(payload, signature, settings.webhook_secrets, settings.webhook_tolerance_sec)
         except SignatureError as exc:
             log.warning("webhook refused: %s", exc)
-            self._error(400, "WEBHOOK_SIGNATURE_INVALID", str(exc))
-            return
+            return _error(400, "WEBHOOK_SIGNATURE_INVALID", str(exc))
+        assert signature is not None
         try:
-            event = json.loads(payload)
-            event_id, event_type = event["id"], event["type"]
-            if not isinstance(event_id, str) or not isinstance(event_type, str):
-                raise TypeError("id and type must be strings")
-        except (ValueError, KeyError, TypeError) as exc:
-            self._error(400, "INVALID_ARGUMENT", f"not a Stripe event: {exc}")
-            return
-        created = None
-        if isinstance(event.get("created"), int):
-            created = timestamp_pb2.Timestamp()
-            created.FromDatetime(datetime.fromtimestamp(event["created"], UTC))
-        request = webhook_pb2.RecordStripeEventRequest(
-            event_id=event_id,
-            type=event_type,
-            api_version=str(event.get("api_version") or ""),
-            livemode=bool(event.get("livemode")),
-            created=created,
-            payload=payload,
-        )
-        try:
-            answer = self.server.stub.RecordStripeEvent(
-                request, metadata=self.server.metadata, timeout=15
+            answer = await stub().RecordStripeEvent(
+                webhook_pb2.RecordStripeEventRequest(payload=payload, stripe_signature=signature),
+                metadata=metadata,
+                timeout=RECORD_TIMEOUT_SEC,
             )
-        except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
-            log.error("recording %s failed: %s", event_id, code)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            log.error("recording a webhook failed: %s", code)
             if code == grpc.StatusCode.INVALID_ARGUMENT:
-                self._error(400, "INVALID_ARGUMENT", exc.details() or "invalid event")  # type: ignore[attr-defined]
-            else:
-                # Not committed: 5xx so the provider delivers it again.
-                self._error(503, "SERVICE_UNAVAILABLE", "event not recorded; retry")
-            return
-        self._reply(200, {"received": True, "duplicate": answer.duplicate})
+                # Permanent: this event can never be stored, so redelivery would not help.
+                return _error(400, "WEBHOOK_EVENT_INVALID", exc.details() or "invalid event")
+            # Not committed: 5xx so the provider delivers it again.
+            return _error(503, "SERVICE_UNAVAILABLE", "event not recorded; retry")
+        return JSONResponse({"received": True, "duplicate": answer.duplicate})
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        channel = state.pop("channel", None)
+        state.pop("stub", None)
+        if channel is not None:
+            await channel.close()
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return _error(404, "ROUTE_NOT_FOUND", "no such path")
+
+    async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        return _error(405, "ROUTE_NOT_FOUND", "method not allowed")
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found, 405: not_allowed},
+        lifespan=lifespan,
+    )
+
+
+def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    """Timeouts and limits: idle keep-alive closes after 5 s, at most 1000 open connections,
+    5 s graceful drain."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=5,
+        limit_concurrency=1000,
+        timeout_graceful_shutdown=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+    )
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    server = SidecarServer(("127.0.0.1", settings.sidecar_port), settings)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """Serve until SIGTERM or SIGINT (uvicorn drains, then stops)."""
+    app = create_app(settings)
     log.info("webhook sidecar listening on 127.0.0.1:%s%s", settings.sidecar_port, WEBHOOK_PATH)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    server.channel.close()
+    uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.sidecar_port)).run()
     log.info("webhook sidecar stopped")
+
+
+@dataclass
+class RunningSidecar:
+    """A sidecar serving in a background thread (tests and the in-process stack)."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    port: int
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_in_thread(settings: Settings, port: int, target: str | None = None) -> RunningSidecar:
+    server = uvicorn.Server(uvicorn_config(create_app(settings, target), "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, name="sidecar", daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        if not thread.is_alive():
+            raise RuntimeError("the sidecar did not start")
+        threading.Event().wait(0.05)
+    return RunningSidecar(server, thread, port)

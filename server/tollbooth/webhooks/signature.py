@@ -48,12 +48,12 @@ def verify(
         if not sep:
             continue
         if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError as exc:
-                raise SignatureError("malformed timestamp") from exc
-        elif key == "v1":
-            candidates.append(value)
+            # ASCII digits only, and few of them: int() would take "٣" or 400 digits.
+            if not (value.isascii() and value.isdigit() and len(value) <= 12):
+                raise SignatureError("malformed timestamp")
+            timestamp = int(value)
+        elif key == "v1" and len(candidates) < 8:
+            candidates.append(value.encode("ascii", "replace"))
     if timestamp is None or not candidates:
         raise SignatureError("header lacks a timestamp or a v1 signature")
     current = time.time() if now is None else now
@@ -61,7 +61,7 @@ def verify(
         raise SignatureError("timestamp outside the tolerance window")
     matched = False
     for secret in secrets:  # several secrets during a rotation
-        expected = sign(payload, secret, timestamp)
+        expected = sign(payload, secret, timestamp).encode()
         for candidate in candidates:
             matched |= hmac.compare_digest(expected, candidate)
     if not matched:

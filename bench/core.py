@@ -36,8 +36,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
+from tests.devstack import Stack, start_stack, throwaway_postgres
 from tollbooth.config import REPO_ROOT
-from tollbooth.devstack import Stack, start_stack, throwaway_postgres
 
 SERVICE_KEY = "bench-service-key"
 PG_ENV = "BILLING_BENCH_POSTGRES_URL"
@@ -513,7 +513,7 @@ def format_table(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tollbooth.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.core", description=__doc__)
     parser.add_argument("--duration", type=float, default=DURATION, help="seconds per figure")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="calls in flight")
     parser.add_argument("--max-calls", type=int, default=MAX_CALLS, help="calls per figure")

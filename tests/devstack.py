@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 from sqlalchemy import create_engine, text
 
 from tollbooth.config import Settings
@@ -24,7 +22,7 @@ from tollbooth.db.migrate import upgrade
 from tollbooth.deps import Deps
 from tollbooth.gateway import render, start_envoy
 from tollbooth.rpc.server import build_server
-from tollbooth.webhooks.sidecar import SidecarServer
+from tollbooth.webhooks.sidecar import start_in_thread
 
 
 @contextmanager
@@ -126,17 +124,8 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
         deps.db.dispose()
 
     stack._stops.append(stop_server)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    sidecar = SidecarServer(("127.0.0.1", sidecar_port), settings, channel=channel)
-    thread = threading.Thread(target=sidecar.serve_forever, daemon=True)
-    thread.start()
-
-    def stop_sidecar() -> None:
-        sidecar.shutdown()
-        sidecar.server_close()
-        channel.close()
-
-    stack._stops.append(stop_sidecar)
+    sidecar = start_in_thread(settings, sidecar_port, target=f"127.0.0.1:{grpc_port}")
+    stack._stops.append(sidecar.stop)
     config = render(settings, tmp, grpc_ports=[grpc_port], sidecar_port=sidecar_port)
     envoy = start_envoy(config, tmp / "envoy.log")
 

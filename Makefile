@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTO_FILES := $(wildcard protos/billing/v1/*.proto)
-LINT_PATHS = server tests $(wildcard clients/tollbooth_client)
+LINT_PATHS = server tests bench $(wildcard clients/tollbooth_client)
 GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/rpc/error_details.proto
 
-.PHONY: setup run migrate test test-fast lint fmt typecheck proto proto-check third-party bench clean catalog-apply
+.PHONY: setup run migrate test soak lint breaking proto-baseline fmt typecheck proto proto-check third-party bench clean catalog-apply
 
 setup: $(STAMP)
 
@@ -31,10 +31,25 @@ migrate: setup
 test: setup proto-check
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: setup third-party
+## The long proofs at full size (race rounds, kill cycles, fuzz examples); same assertions.
+soak: setup
+	BILLING_SOAK=1 $(BIN)/pytest -q -m soak $(PYTEST_ARGS)
+
+lint: setup third-party breaking
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	cd protos && ../$(BIN)/buf lint
+
+## The contract only grows: buf breaking against the baseline committed when it was settled.
+BASELINE := protos/baseline/billing-v1.binpb
+breaking: setup third-party
+	cd protos && ../$(BIN)/buf breaking --path billing --against ../$(BASELINE)
+	@echo "buf breaking: no breaking change against $(BASELINE)"
+
+## Record the current contract as the baseline (only when a contract version is released).
+proto-baseline: setup third-party
+	mkdir -p $(dir $(BASELINE))
+	cd protos && ../$(BIN)/buf build --path billing --exclude-source-info -o ../$(BASELINE)
 
 fmt: setup
 	$(BIN)/ruff format $(LINT_PATHS)
@@ -74,9 +89,9 @@ proto-check: setup third-party
 catalog-apply: setup
 	$(PY) -m tollbooth.cli catalog apply $(FILE) $(ARGS)
 
-## Throughput benchmarks; figures go to bench/results.json.
+## Throughput benchmarks: every bench module, each printing ratios to a baseline of its run.
 bench: setup
-	$(PY) -m tollbooth.bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) protos/third_party var .pytest_cache

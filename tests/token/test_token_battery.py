@@ -88,6 +88,22 @@ BAD_TOKENS = {
     "missing_account": (lambda s: sign(claims(s, acct=None)), "TOKEN_INVALID"),
     "missing_scopes": (lambda s: sign(claims(s, scp=None)), "TOKEN_INVALID"),
     "garbage": (lambda s: "not.a.jwt", "TOKEN_INVALID"),
+    # A correctly signed token with an absurd expiry once crashed the server (500).
+    "absurd_exp": (lambda s: sign(claims(s, exp=10**30)), "TOKEN_INVALID"),
+    "fractional_exp": (lambda s: sign(claims(s, exp=int(time.time()) + 600.5)), "TOKEN_INVALID"),
+    "lifetime_beyond_the_cap": (
+        lambda s: sign(claims(s, exp=int(time.time()) + 30 * 86400)),
+        "TOKEN_INVALID",
+    ),
+    "issued_beyond_the_leeway": (
+        lambda s: sign(claims(s, iat=int(time.time()) + 300, exp=int(time.time()) + 900)),
+        "TOKEN_INVALID",
+    ),
+    # The key that used to sit in config.py signs nothing any more.
+    "old_repository_key": (
+        lambda s: sign(claims(s), key="local-only-jwt-signing-key-change-me-0123456789", kid="dev"),
+        "TOKEN_INVALID",
+    ),
 }
 
 
@@ -125,6 +141,16 @@ def test_valid_token_passes_auth_through_envoy(stack):  # type: ignore[no-untype
     resp = stack.request(
         "GET", "/api/v1/billing", headers={"authorization": f"Bearer {ACCOUNT['token']}"}
     )
+    assert resp.status == 501
+
+
+def test_a_token_from_a_replica_whose_clock_runs_2s_ahead_is_accepted(stack):  # type: ignore[no-untyped-def]
+    ahead = int(time.time()) + 2
+    token = sign(claims(stack, iat=ahead, exp=ahead + 600))
+    with pytest.raises(grpc.RpcError) as exc:
+        grpc_billing_status(stack, token)
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED  # past auth: not built yet
+    resp = stack.request("GET", "/api/v1/billing", headers={"authorization": f"Bearer {token}"})
     assert resp.status == 501
 
 

@@ -1,0 +1,251 @@
+"""Hostile REST input through a real Envoy: every refusal is a 4xx JSON body with a stable
+reason (the server's or Envoy's own), never a 5xx, and it changes nothing.
+
+Each test reproduces one finding of the hardening review.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import SERVICE_KEY, make_env
+from tests.devstack import free_port
+
+SERVICE = {"x-api-key": SERVICE_KEY}
+
+
+def error_info(resp) -> dict:  # type: ignore[no-untyped-def]
+    """The ErrorInfo of a JSON error body; fails the test when the body has none."""
+    body = resp.json()
+    infos = [d for d in body.get("details", []) if d.get("@type", "").endswith("ErrorInfo")]
+    assert len(infos) == 1, body
+    assert isinstance(body.get("code"), int) and isinstance(body.get("message"), str), body
+    return infos[0]
+
+
+def make_product(stack, name: str, **fields) -> dict:  # type: ignore[no-untyped-def]
+    resp = stack.request("POST", "/mgt/v1/catalog/products", {"name": name, **fields}, SERVICE)
+    assert resp.status == 200, resp.body
+    return resp.json()
+
+
+# -- Bytes that do not parse, NUL characters, lengths -------------------------------------------
+
+
+def test_invalid_utf8_in_a_query_is_4xx_before_and_after_auth(stack):  # type: ignore[no-untyped-def]
+    anonymous = stack.request("GET", "/api/v1/catalog/prices?product_id=%ff")
+    assert anonymous.status == 401 and error_info(anonymous)["reason"] == "CREDENTIALS_MISSING"
+    authed = stack.request("GET", "/mgt/v1/catalog/prices?product_id=%ff", None, SERVICE)
+    assert authed.status == 400 and error_info(authed)["reason"] == "MALFORMED_REQUEST"
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("POST", "/mgt/v1/catalog/products", {"name": "a\u0000b"}),
+        ("POST", "/mgt/v1/catalog/products", {"name": "ok", "metadata": {"k\u0000": "v"}}),
+        ("GET", "/mgt/v1/catalog/prices?product_id=%00", None),
+        ("POST", "/mgt/v1/token/issue", {"principal_id": "p-nul", "email": "a\u0000@b.c"}),
+        ("GET", "/mgt/v1/catalog/products/prod%00x", None),
+    ],
+)
+def test_a_nul_character_anywhere_is_400_field_invalid(stack, method, path, body):  # type: ignore[no-untyped-def]
+    before = stack.request("GET", "/mgt/v1/catalog/products?include_inactive=true", None, SERVICE)
+    resp = stack.request(method, path, body, SERVICE)
+    assert resp.status == 400, resp.body
+    assert error_info(resp)["reason"] == "FIELD_INVALID"
+    after = stack.request("GET", "/mgt/v1/catalog/products?include_inactive=true", None, SERVICE)
+    assert after.json() == before.json()
+
+
+def test_a_20_kib_id_in_a_path_is_400_without_internal_header_names(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/mgt/v1/catalog/products/" + "p" * 20 * 1024, None, SERVICE)
+    assert resp.status == 400
+    assert error_info(resp)["reason"] == "FIELD_INVALID"
+    assert b"x-envoy" not in resp.body.lower() and len(resp.body) < 2000
+
+
+def test_a_url_over_the_header_limit_is_431_json(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/mgt/v1/catalog/products/" + "p" * 40 * 1024, None, SERVICE)
+    assert resp.status == 431
+    assert error_info(resp)["reason"] == "REQUEST_TOO_LARGE"
+
+
+def test_an_8_kb_id_is_not_echoed_whole(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/mgt/v1/catalog/products/" + "q" * 8000, None, SERVICE)
+    assert resp.status == 400
+    assert len(resp.body) < 1000
+    long_enough = stack.request("GET", "/mgt/v1/catalog/products/" + "q" * 900, None, SERVICE)
+    assert long_enough.status == 404 and len(long_enough.body) < 600
+
+
+def test_a_forged_page_token_is_400(stack):  # type: ignore[no-untyped-def]
+    import base64
+
+    body = json.dumps({"v": 2, "q": "products::0", "k": [2**40, 1, "prod_\u0000"]}).encode()
+    forged = base64.urlsafe_b64encode(b"\x00" * 16 + body).decode().rstrip("=")
+    resp = stack.request("GET", f"/mgt/v1/catalog/products?page_token={forged}", None, SERVICE)
+    assert resp.status == 400 and error_info(resp)["reason"] == "PAGE_TOKEN_INVALID"
+
+
+def test_an_unknown_currency_is_400(stack):  # type: ignore[no-untyped-def]
+    product = make_product(stack, "Currency test")
+    for currency in ("xyz", "XAU", "us"):
+        resp = stack.request(
+            "POST",
+            "/mgt/v1/catalog/prices",
+            {"product_id": product["product_id"], "currency": currency, "unit_amount": 100},
+            SERVICE,
+        )
+        assert resp.status == 400 and error_info(resp)["reason"] == "CURRENCY_INVALID"
+    listed = stack.request(
+        "GET", f"/mgt/v1/catalog/prices?product_id={product['product_id']}", None, SERVICE
+    )
+    assert listed.json()["prices"] == []
+
+
+# -- The URL decides --------------------------------------------------------------------------
+
+
+def test_a_patch_body_naming_another_product_is_refused(stack):  # type: ignore[no-untyped-def]
+    a, b = make_product(stack, "A"), make_product(stack, "B")
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{a['product_id']}",
+        {"product_id": b["product_id"], "name": "x"},
+        SERVICE,
+    )
+    assert resp.status == 400 and error_info(resp)["reason"] == "MALFORMED_REQUEST"
+    for original in (a, b):
+        got = stack.request(
+            "GET", f"/mgt/v1/catalog/products/{original['product_id']}", None, SERVICE
+        )
+        assert got.json()["name"] == original["name"]
+
+
+def test_an_archive_body_naming_another_product_is_refused(stack):  # type: ignore[no-untyped-def]
+    victim = make_product(stack, "Victim")
+    resp = stack.request(
+        "POST",
+        "/mgt/v1/catalog/products/prod_unknown:archive",
+        {"product_id": victim["product_id"]},
+        SERVICE,
+    )
+    assert resp.status == 400
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{victim['product_id']}", None, SERVICE)
+    assert got.json()["active"] is True
+
+
+def test_a_rest_patch_naming_only_name_keeps_every_other_field(stack):  # type: ignore[no-untyped-def]
+    made = make_product(
+        stack,
+        "Pro",
+        key="pro-rest",
+        description="Keep me",
+        metadata={"tier": "pro"},
+        entitlements=[{"feature": "sso"}],
+        stripe_product_id="prod_stripe_1",
+    )
+    resp = stack.request(
+        "PATCH", f"/mgt/v1/catalog/products/{made['product_id']}", {"name": "Pro 2"}, SERVICE
+    )
+    assert resp.status == 200, resp.body
+    got = resp.json()
+    assert got["name"] == "Pro 2"
+    for name in ("key", "description", "metadata", "entitlements", "stripe_product_id"):
+        assert got[name] == made[name], name
+
+
+def test_a_rest_patch_can_clear_a_field_by_naming_it_in_the_mask(stack):  # type: ignore[no-untyped-def]
+    made = make_product(stack, "Clear me", description="old")
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{made['product_id']}?update_mask=description",
+        {},
+        SERVICE,
+    )
+    assert resp.status == 200, resp.body
+    assert resp.json()["description"] == "" and resp.json()["name"] == "Clear me"
+
+
+# -- Envoy's own answers carry the same JSON shape ----------------------------------------------
+
+
+def test_unknown_path_is_404_json(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/api/v1/nothing-here", None, SERVICE)
+    assert resp.status == 404 and error_info(resp)["reason"] == "ROUTE_NOT_FOUND"
+    outside = stack.request("GET", "/nowhere", None, SERVICE)
+    assert outside.status == 404 and error_info(outside)["reason"] == "ROUTE_NOT_FOUND"
+
+
+def test_wrong_json_type_is_400_json(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p", "session_ttl_sec": "many"}, SERVICE
+    )
+    assert resp.status == 400 and error_info(resp)["reason"] == "MALFORMED_REQUEST"
+    not_json = stack.request("POST", "/mgt/v1/token/issue", b"{not json", SERVICE)
+    assert not_json.status == 400 and error_info(not_json)["reason"] == "MALFORMED_REQUEST"
+
+
+def test_body_over_limit_is_413_json(stack):  # type: ignore[no-untyped-def]
+    big = {"principal_id": "p", "name": "x" * (stack.settings.max_body_bytes + 10)}
+    resp = stack.request("POST", "/mgt/v1/token/issue", big, SERVICE)
+    assert resp.status == 413 and error_info(resp)["reason"] == "REQUEST_TOO_LARGE"
+
+
+@pytest.fixture(scope="module")
+def envoy_without_upstreams(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A real Envoy whose billing server and sidecar are down."""
+    from tollbooth.config import Settings
+    from tollbooth.gateway import render, start_envoy
+
+    tmp = tmp_path_factory.mktemp("down")
+    rest, admin = free_port(), free_port()
+    settings = Settings.from_env(
+        make_env(
+            "sqlite://",
+            BILLING_REST_PORT=str(rest),
+            BILLING_ENVOY_ADMIN_PORT=str(admin),
+            BILLING_DATA_DIR=str(tmp),
+        )
+    )
+    config = render(settings, tmp, grpc_ports=[free_port()], sidecar_port=free_port())
+    envoy = start_envoy(config, tmp / "envoy.log")
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{rest}"
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=10)
+
+
+def _call(base: str, method: str, path: str, body: bytes | None = None):  # type: ignore[no-untyped-def]
+    from tests.devstack import Response
+
+    req = urllib.request.Request(base + path, data=body, method=method, headers=SERVICE)
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return Response(r.status, dict(r.headers), r.read())
+    except urllib.error.HTTPError as err:
+        return Response(err.code, dict(err.headers), err.read())
+
+
+def test_server_down_is_503_json_with_a_reason(envoy_without_upstreams):  # type: ignore[no-untyped-def]
+    resp = _call(envoy_without_upstreams, "GET", "/mgt/v1/catalog/products")
+    assert resp.status == 503 and error_info(resp)["reason"] == "SERVICE_UNAVAILABLE"
+    posted = _call(envoy_without_upstreams, "POST", "/mgt/v1/token/issue", b'{"principal_id":"p"}')
+    assert posted.status == 503 and error_info(posted)["reason"] == "SERVICE_UNAVAILABLE"
+
+
+def test_sidecar_down_is_503_json_so_stripe_retries(envoy_without_upstreams):  # type: ignore[no-untyped-def]
+    resp = _call(envoy_without_upstreams, "POST", "/v1/billing/webhooks", b"{}")
+    assert resp.status == 503 and error_info(resp)["reason"] == "SERVICE_UNAVAILABLE"

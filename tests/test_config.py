@@ -1,0 +1,198 @@
+"""Configuration: no credential from the repository, generated ones per data directory, and
+generated ones never exposed beyond loopback."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import grpc
+import jwt
+import pytest
+
+from tests.devstack import free_port
+from tollbooth.config import ConfigError, Settings, local_secret
+
+ZERO_CONFIG = ("BILLING_SERVICE_KEYS", "BILLING_JWT_KEYS", "STRIPE_WEBHOOK_SECRET")
+
+
+def zero(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"BILLING_DATA_DIR": str(tmp_path), **extra}
+
+
+def test_zero_config_generates_private_credentials_and_reuses_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = Settings.from_env(zero(tmp_path))
+    assert set(first.generated) == set(ZERO_CONFIG)
+    for path in first.generated.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.parent == tmp_path / "secrets"
+    again = Settings.from_env(zero(tmp_path))
+    assert again.service_keys == first.service_keys
+    assert again.jwt_keys == first.jwt_keys
+    assert again.webhook_secrets == first.webhook_secrets
+    other = Settings.from_env(zero(tmp_path / "elsewhere"))
+    assert other.service_keys != first.service_keys and other.jwt_keys != first.jwt_keys
+
+
+def test_no_credential_in_the_source_tree_is_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(zero(tmp_path))
+    source = "".join(
+        p.read_text() for p in Path(__file__).resolve().parents[1].joinpath("server").rglob("*.py")
+    )
+    values = [*settings.service_keys, *settings.jwt_keys.values(), *settings.webhook_secrets]
+    assert all(v not in source for v in values)
+    assert "dev" not in settings.jwt_keys
+
+
+def _generate(folder: str) -> str:
+    return local_secret(Path(folder), "BILLING_SERVICE_KEYS")[0]
+
+
+def test_replicas_starting_together_agree_on_one_generated_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with ProcessPoolExecutor(8) as pool:
+        values = set(pool.map(_generate, [str(tmp_path)] * 32))
+    assert len(values) == 1
+    assert [p.name for p in (tmp_path / "secrets").iterdir()] == ["service-key"]
+
+
+def test_configured_credentials_generate_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(
+        zero(
+            tmp_path,
+            BILLING_SERVICE_KEYS="a-configured-backend-key",
+            BILLING_JWT_KEYS="k:0123456789abcdef0123456789abcdef",
+            STRIPE_WEBHOOK_SECRET="whsec_configured",
+        )
+    )
+    assert settings.generated == {} and not (tmp_path / "secrets").exists()
+    assert settings.warnings() == [] and settings.exposure_error() is None
+
+
+@pytest.mark.parametrize("variable", ["BILLING_GRPC_HOST", "BILLING_REST_HOST"])
+def test_generated_credentials_refuse_a_non_loopback_listener(tmp_path, variable) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(zero(tmp_path, **{variable: "0.0.0.0"}))
+    refusal = settings.exposure_error()
+    assert refusal is not None
+    assert all(name in refusal for name in ZERO_CONFIG) and variable in refusal
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert Settings.from_env(zero(tmp_path, **{variable: host})).exposure_error() is None
+
+
+@pytest.mark.parametrize("command", ["serve-grpc", "serve-sidecar", "run"])
+def test_every_serving_command_refuses_exposure_naming_the_variable(tmp_path, command) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, **zero(tmp_path, BILLING_GRPC_HOST="0.0.0.0")}
+    for name in ZERO_CONFIG:
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "BILLING_SERVICE_KEYS" in proc.stderr and "BILLING_JWT_KEYS" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve-grpc", "serve-sidecar"])
+def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        **zero(
+            tmp_path,
+            BILLING_DATABASE_URL=f"sqlite:///{tmp_path / 'b.db'}",
+            BILLING_GRPC_PORT=str(free_port()),
+            BILLING_SIDECAR_PORT=str(free_port()),
+        ),
+    }
+    for name in ZERO_CONFIG:
+        env.pop(name, None)
+    expected = Settings.from_env(zero(tmp_path)).warnings()
+    assert len(expected) == 3
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", command],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline().rstrip("\n") for _ in expected]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert lines == expected
+
+
+def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from billing.v1 import checkout_pb2, checkout_pb2_grpc
+    from tests.helpers import error_reason
+    from tollbooth.db.migrate import upgrade
+    from tollbooth.deps import Deps
+    from tollbooth.rpc.server import build_server
+
+    settings = Settings.from_env(zero(tmp_path, BILLING_DATABASE_URL=f"sqlite:///{tmp_path}/b.db"))
+    upgrade(settings.database_url)
+    deps = Deps.build(settings)
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    now = int(time.time())
+    forged = jwt.encode(
+        {
+            "iss": settings.jwt_issuer,
+            "aud": settings.jwt_audience,
+            "sub": "p",
+            "acct": "acct_victim",
+            "uid": "u",
+            "scp": ["checkout", "portal", "billing:read", "credits:read", "usage:read"],
+            "iat": now,
+            "exp": now + 600,
+        },
+        "local-only-jwt-signing-key-change-me-0123456789",
+        algorithm="HS256",
+        headers={"kid": "dev"},
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.GetBillingStatus(
+                    checkout_pb2.GetBillingStatusRequest(),
+                    metadata=(("authorization", f"Bearer {forged}"),),
+                    timeout=10,
+                )
+            assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error_reason(exc.value) == "TOKEN_INVALID"
+            with pytest.raises(grpc.RpcError) as exc:
+                stub.GetBillingStatus(
+                    checkout_pb2.GetBillingStatusRequest(account="acct_victim"),
+                    metadata=(("x-api-key", "dev-service-key"),),
+                    timeout=10,
+                )
+            assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=None).wait()
+        deps.db.dispose()
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("BILLING_JWT_LEEWAY_SEC", "301"),
+        ("BILLING_JWT_LEEWAY_SEC", "-1"),
+        ("BILLING_GRPC_REPLICAS", "0"),
+        ("BILLING_SERVICE_KEYS", "short"),
+        ("BILLING_JWT_KEYS", "k:tooshort"),
+        ("BILLING_GRPC_PORT", "http"),
+    ],
+)
+def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(zero(tmp_path, **{variable: value}))
+    assert variable in str(exc.value)

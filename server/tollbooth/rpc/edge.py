@@ -30,6 +30,7 @@ DEFAULT_MAX_LENGTH = 1000
 # Strings inside google.protobuf.Struct (usage properties) may be longer; the message size
 # limit still bounds them.
 STRUCT_MAX_LENGTH = 8192
+STRUCT_TYPES = frozenset({"google.protobuf.Value", "google.protobuf.Struct.FieldsEntry"})
 MAX_DEPTH = 64
 
 _STRING = FieldDescriptor.TYPE_STRING
@@ -40,7 +41,7 @@ def _max_length(field: FieldDescriptor) -> int:
     options = field.GetOptions()
     if options.HasExtension(options_pb2.max_length):
         return int(options.Extensions[options_pb2.max_length])
-    if field.containing_type.full_name.startswith("google.protobuf."):
+    if field.containing_type.full_name in STRUCT_TYPES:
         return STRUCT_MAX_LENGTH
     return DEFAULT_MAX_LENGTH
 

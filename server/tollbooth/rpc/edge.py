@@ -37,11 +37,18 @@ _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    desc = field.message_type
+    assert desc is not None, field.full_name
+    return desc
+
+
 def _max_length(field: FieldDescriptor) -> int:
     options = field.GetOptions()
     if options.HasExtension(options_pb2.max_length):
         return int(options.Extensions[options_pb2.max_length])
-    if field.containing_type.full_name in STRUCT_TYPES:
+    container = field.containing_type
+    if container is not None and container.full_name in STRUCT_TYPES:
         return STRUCT_MAX_LENGTH
     return DEFAULT_MAX_LENGTH
 
@@ -68,7 +75,7 @@ def _smallest_limit(descriptor: Descriptor) -> int:
             if field.type == _STRING:
                 smallest = min(smallest, _max_length(field))
             elif field.type == _MESSAGE and not _per_item(field):
-                stack.append(field.message_type)
+                stack.append(_message_type(field))
     return smallest
 
 
@@ -98,7 +105,7 @@ def _walk(msg: Message, prefix: str, depth: int) -> None:
         elif field.type == _MESSAGE:
             if _per_item(field):
                 continue
-            entry = field.message_type
+            entry = _message_type(field)
             if entry.GetOptions().map_entry:
                 key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
                 for key, item in value.items():

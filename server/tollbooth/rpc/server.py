@@ -19,13 +19,14 @@ from tollbooth.deps import Deps
 from tollbooth.rpc import edge
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.rules import load_requirements
+from tollbooth.rpc.servicer import Servicer
 from tollbooth.token.servicer import TokenServicer
 from tollbooth.usage.servicer import UsageServicer
 from tollbooth.webhooks.servicer import WebhookServicer
 
 log = logging.getLogger("tollbooth.server")
 
-SERVICERS = (
+SERVICERS: tuple[type[Servicer], ...] = (
     TokenServicer,
     CatalogServicer,
     CheckoutServicer,
@@ -38,9 +39,9 @@ SERVICERS = (
 def unbuilt_methods() -> list[str]:
     """Full names of the RPCs that answer UNIMPLEMENTED (the README lists them)."""
     return [
-        f"{cls.service_descriptor.full_name}.{name}"  # type: ignore[attr-defined]
+        f"{cls.service_descriptor.full_name}.{name}"
         for cls in SERVICERS
-        for name in cls.unbuilt_methods  # type: ignore[attr-defined]
+        for name in cls.unbuilt_methods
     ]
 
 
@@ -63,7 +64,7 @@ def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.Hea
     )
     names = []
     for cls in SERVICERS:
-        service = cls.service_descriptor  # type: ignore[attr-defined]
+        service = cls.service_descriptor
         edge.register(server, service, cls(deps))
         names.append(service.full_name)
     health_servicer = health.HealthServicer()

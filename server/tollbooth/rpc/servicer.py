@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
@@ -38,6 +38,10 @@ def request_fingerprint(request: Message) -> str:
 
 class Servicer:
     """Base of every contract servicer."""
+
+    # Set by @contract.
+    service_descriptor: ClassVar[ServiceDescriptor]
+    unbuilt_methods: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps

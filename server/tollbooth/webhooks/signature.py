@@ -42,7 +42,7 @@ def verify(
     if not sig_header:
         raise SignatureError("missing Stripe-Signature header")
     timestamp: int | None = None
-    candidates: list[str] = []
+    candidates: list[bytes] = []
     for part in sig_header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep:

@@ -68,6 +68,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: cleanup reaches every child
     )
     children: list[int] = []
     try:
@@ -123,8 +124,52 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         assert not [pid for pid in children if _alive(pid)]
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for pid in children + _children(proc.pid):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Even kill -9 of `make run` leaves no server, sidecar or Envoy behind."""
+    env = {
+        **os.environ,
+        **make_env(f"sqlite:///{tmp_path / 'billing.db'}"),
+        "BILLING_GRPC_PORT": str(free_port()),
+        "BILLING_REST_PORT": str(free_port()),
+        "BILLING_SIDECAR_PORT": str(free_port()),
+        "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
+        "BILLING_RUN_DIR": str(tmp_path / "run"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "run exited early"
+            if line.startswith("A process that dies is restarted"):
+                break
+        children = _children(proc.pid)
+        assert len(children) == 3
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -83,6 +83,18 @@ def wait_serving(target: str, timeout: float = 30.0) -> bool:
     return False
 
 
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM when the supervisor dies, even by kill -9, so no process
+    of the stack outlives `make run`."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class Child:
     """One supervised process: restarted with backoff whenever it dies."""
@@ -100,7 +112,11 @@ class Child:
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None
+            self.argv,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_die_with_parent,
         )
         if out is not None:
             out.close()

@@ -182,3 +182,27 @@ def test_sidecar_refuses_to_start_without_a_secret() -> None:
     )
     assert proc.returncode != 0
     assert "STRIPE_WEBHOOK_SECRET" in proc.stderr
+
+
+def test_stalled_connections_do_not_hold_threads(stack):  # type: ignore[no-untyped-def]
+    """200 clients that send half a request and stall cost no thread each, and the sidecar
+    keeps answering everyone else."""
+    import socket
+    import threading
+
+    before = threading.active_count()
+    socks = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", stack.settings.sidecar_port), timeout=5)
+            s.sendall(
+                b"POST /v1/billing/webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            )
+            socks.append(s)
+        assert threading.active_count() - before < 10
+        body = event()
+        resp = post(stack, body, header(body, WEBHOOK_SECRET))
+        assert resp.status == 200
+    finally:
+        for s in socks:
+            s.close()

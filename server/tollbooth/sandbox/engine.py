@@ -74,6 +74,28 @@ _LIST_URLS = {
 }
 
 
+# Fields that hold an id the API can expand into the object (None stays None).
+EXPANDABLE = {
+    "customer",
+    "product",
+    "price",
+    "default_price",
+    "subscription",
+    "latest_invoice",
+    "invoice",
+    "payment_intent",
+    "setup_intent",
+    "payment_method",
+    "default_payment_method",
+    "latest_charge",
+    "charge",
+    "configuration",
+    "test_clock",
+    "latest_attempt",
+    "pending_setup_intent",
+}
+
+
 def strip_private(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: strip_private(v) for k, v in value.items() if not k.startswith("_")}
@@ -204,7 +226,7 @@ class Engine:
                 raise invalid(f"This property cannot be expanded ({full}).", "expand")
             node[key] = self.render(target)
             self._expand(node[key], rest, full)
-        elif value is None:
+        elif value is None and key in EXPANDABLE:
             return
         elif isinstance(value, dict | list) and rest:
             self._expand(value, rest, full)

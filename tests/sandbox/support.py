@@ -23,6 +23,7 @@ class Received:
     body: dict[str, Any]
     signature: str
     at: float
+    raw: bytes
 
 
 @dataclass
@@ -77,7 +78,9 @@ class Receiver:
                         status = 400
                     else:
                         receiver.received.append(
-                            Received(event.id, event.type, json.loads(raw), sig, time.monotonic())
+                            Received(
+                                event.id, event.type, json.loads(raw), sig, time.monotonic(), raw
+                            )
                         )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

@@ -39,6 +39,7 @@ class Deliverer:
             timeout=httpx.Timeout(config.delivery_timeout_sec), follow_redirects=False
         )
         self.attempts = 0  # total POSTs made, for logs and tests
+        self.delays: list[float] = []  # injected delays, in seconds
 
     def wake(self) -> None:
         self._wake.set()
@@ -123,7 +124,9 @@ class Deliverer:
     def _send(self, body: bytes) -> int | None:
         low, high = self.faults.delay_ms
         if high:
-            self._stop.wait(self.rng.uniform(low, high) / 1000.0)
+            delay = self.rng.uniform(low, high) / 1000.0
+            self.delays.append(delay)
+            self._stop.wait(delay)
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks) tollbooth-sandbox",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -107,7 +108,12 @@ def serve(config: SandboxConfig) -> None:
         f"webhooks to {config.webhook_url or '(none)'}; state in {config.db_path}",
         flush=True,
     )
+    # uvicorn drains, then re-raises the signal through the handlers it found; no-op handlers
+    # make a requested stop exit 0 rather than die by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(_uvicorn_config(app, config)).run()
+    print("stripe sandbox: stopped", flush=True)
 
 
 @dataclass

@@ -172,6 +172,11 @@ class Pages:
                     price = engine.store.get(price_id)
                     if price and price["active"] and price["recurring"]:
                         choices.append({"price": price, "product": product})
+        names = {}
+        for sub in subs:
+            for item in sub["items"]["data"]:
+                product = engine.store.get(item["price"]["product"]) or {}
+                names[item["price"]["id"]] = product.get("name") or item["price"]["id"]
         pm_id = customer.get("invoice_settings", {}).get("default_payment_method")
         pm = engine.store.get(pm_id) if pm_id else None
         return {
@@ -182,6 +187,7 @@ class Pages:
             "subscriptions": subs,
             "invoices": invoices,
             "choices": choices,
+            "names": names,
             "payment_method": strip_private(pm) if pm else None,
             "cards": TEST_CARD_HINTS,
         }

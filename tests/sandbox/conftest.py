@@ -33,7 +33,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def sandbox(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
+def sandbox(
+    receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SandboxHandle]:
     db = tmp_path_factory.mktemp("sandbox") / "sandbox.db"
     handle = start_sandbox(sandbox_config(db, receiver.url))
     yield handle

@@ -95,8 +95,12 @@ def test_subscription_completion_creates_active_subscription(
 def test_setup_mode_saves_a_card(client: stripe.StripeClient, receiver: Receiver) -> None:
     customer = client.v1.customers.create(params={"email": "setup@example.com"})
     session = client.v1.checkout.sessions.create(
-        params={"mode": "setup", "currency": "usd", "customer": customer.id,
-                "success_url": "https://app.example/ok"}
+        params={
+            "mode": "setup",
+            "currency": "usd",
+            "customer": customer.id,
+            "success_url": "https://app.example/ok",
+        }
     )
     assert session.payment_status == "no_payment_required"
     done = complete(client, session.id)
@@ -110,8 +114,11 @@ def test_setup_mode_saves_a_card(client: stripe.StripeClient, receiver: Receiver
 def test_declining_card_leaves_session_open(client: stripe.StripeClient) -> None:
     price = monthly_price(client, 900)
     session = client.v1.checkout.sessions.create(
-        params={"mode": "subscription", "line_items": [{"price": price.id, "quantity": 1}],
-                "success_url": "https://app.example/ok"}
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
     )
     with pytest.raises(stripe.CardError) as err:
         complete(client, session.id, card="4000 0000 0000 0002")
@@ -124,8 +131,11 @@ def test_declining_card_leaves_session_open(client: stripe.StripeClient) -> None
 def test_expire(client: stripe.StripeClient, receiver: Receiver) -> None:
     price = _one_time_price(client)
     session = client.v1.checkout.sessions.create(
-        params={"mode": "payment", "line_items": [{"price": price.id, "quantity": 1}],
-                "success_url": "https://app.example/ok"}
+        params={
+            "mode": "payment",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
     )
     expired = client.v1.checkout.sessions.expire(session.id)
     assert expired.status == "expired" and expired.url is None
@@ -140,14 +150,20 @@ def test_mode_and_price_must_agree(client: stripe.StripeClient) -> None:
     recurring = monthly_price(client)
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.checkout.sessions.create(
-            params={"mode": "payment", "line_items": [{"price": recurring.id, "quantity": 1}],
-                    "success_url": "https://app.example/ok"}
+            params={
+                "mode": "payment",
+                "line_items": [{"price": recurring.id, "quantity": 1}],
+                "success_url": "https://app.example/ok",
+            }
         )
     assert err.value.param == "line_items"
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.checkout.sessions.create(
-            params={"mode": "subscription", "line_items": [{"price": recurring.id}],
-                    "success_url": "https://app.example/ok"}
+            params={
+                "mode": "subscription",
+                "line_items": [{"price": recurring.id}],
+                "success_url": "https://app.example/ok",
+            }
         )
     assert err.value.code == "parameter_missing" and err.value.param == "line_items[0][quantity]"
 
@@ -157,9 +173,12 @@ def test_list_sessions_by_customer(client: stripe.StripeClient) -> None:
     price = _one_time_price(client)
     made = [
         client.v1.checkout.sessions.create(
-            params={"mode": "payment", "customer": customer.id,
-                    "line_items": [{"price": price.id, "quantity": 1}],
-                    "success_url": "https://app.example/ok"}
+            params={
+                "mode": "payment",
+                "customer": customer.id,
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "success_url": "https://app.example/ok",
+            }
         ).id
         for _ in range(2)
     ]

@@ -35,10 +35,13 @@ def test_three_renewals_yield_three_paid_invoices(
     assert client.v1.test_helpers.test_clocks.retrieve(clock.id).frozen_time == ends[-1] + 3600
     # January, February, March: calendar months, anchored on the 1st.
     assert [e - s for s, e in zip([1_767_225_600, *ends[:-1]], ends, strict=True)] == [
-        31 * DAY, 28 * DAY, 31 * DAY
+        31 * DAY,
+        28 * DAY,
+        31 * DAY,
     ]
     renewals = [
-        i for i in client.v1.invoices.list(params={"subscription": sub.id}).data
+        i
+        for i in client.v1.invoices.list(params={"subscription": sub.id}).data
         if i.billing_reason == "subscription_cycle"
     ]
     assert len(renewals) == 3
@@ -49,12 +52,18 @@ def test_three_renewals_yield_three_paid_invoices(
     renewal_ids = {i.id for i in renewals}
 
     def paid_renewals() -> set[str]:
-        return {r.body["data"]["object"]["id"] for r in receiver.about(sub.id)
-                if r.type == "invoice.paid"} & renewal_ids
+        return {
+            r.body["data"]["object"]["id"]
+            for r in receiver.about(sub.id)
+            if r.type == "invoice.paid"
+        } & renewal_ids
 
     wait_for(lambda: paid_renewals() == renewal_ids, what="three invoice.paid events")
-    created = {r.body["data"]["object"]["id"] for r in receiver.about(sub.id)
-               if r.type == "invoice.created"}
+    created = {
+        r.body["data"]["object"]["id"]
+        for r in receiver.about(sub.id)
+        if r.type == "invoice.created"
+    }
     assert renewal_ids <= created
 
 
@@ -70,8 +79,10 @@ def test_default_clock_advances_customers_without_a_clock(
     invoice = client.v1.invoices.retrieve(str(after.latest_invoice))
     assert invoice.billing_reason == "subscription_cycle" and invoice.status == "paid"
     wait_for(
-        lambda: any(r.type == "invoice.paid" and r.body["data"]["object"]["id"] == invoice.id
-                    for r in receiver.about(sub.id)),
+        lambda: any(
+            r.type == "invoice.paid" and r.body["data"]["object"]["id"] == invoice.id
+            for r in receiver.about(sub.id)
+        ),
         what="invoice.paid for the renewal",
     )
 
@@ -79,8 +90,9 @@ def test_default_clock_advances_customers_without_a_clock(
 def test_failing_card_renews_into_past_due(client: stripe.StripeClient, receiver: Receiver) -> None:
     clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": 1_767_225_600})
     customer = client.v1.customers.create(params={"test_clock": clock.id})
-    _, sub = subscribe(client, monthly_price(client).id, customer=customer.id,
-                       card="4000000000000341")
+    _, sub = subscribe(
+        client, monthly_price(client).id, customer=customer.id, card="4000000000000341"
+    )
     assert sub.status == "active"  # attached and paid while the customer was present
     _advance(client, clock.id, sub["items"].data[0].current_period_end + 60)
     after = client.v1.subscriptions.retrieve(sub.id)
@@ -88,10 +100,13 @@ def test_failing_card_renews_into_past_due(client: stripe.StripeClient, receiver
     invoice = client.v1.invoices.retrieve(str(after.latest_invoice))
     assert invoice.status == "open" and invoice.attempt_count == 1 and invoice.amount_paid == 0
     wait_for(lambda: "invoice.payment_failed" in receiver.types_about(sub.id))
-    wait_for(lambda: any(
-        r.type == "customer.subscription.updated"
-        and r.body["data"]["object"]["status"] == "past_due" for r in receiver.about(sub.id)
-    ))
+    wait_for(
+        lambda: any(
+            r.type == "customer.subscription.updated"
+            and r.body["data"]["object"]["status"] == "past_due"
+            for r in receiver.about(sub.id)
+        )
+    )
 
 
 def test_cancel_at_period_end_ends_at_period_end(

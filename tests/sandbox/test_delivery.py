@@ -73,8 +73,10 @@ def test_receiver_failing_twice_gets_the_event_three_times(make: Factory) -> Non
     )
     assert {c.event_id for c in copies} == {copies[0].event_id}
     assert receiver.requests == 3
-    wait_for(lambda: client.v1.events.retrieve(copies[0].event_id).pending_webhooks == 0,
-             what="delivery marked done")
+    wait_for(
+        lambda: client.v1.events.retrieve(copies[0].event_id).pending_webhooks == 0,
+        what="delivery marked done",
+    )
     assert len(receiver.about(customer.id)) == 3  # no fourth copy after the 200
 
 
@@ -110,8 +112,11 @@ def test_shuffle_fault_changes_the_order(make: Factory) -> None:
     _, receiver, client = make("shuffle=1,seed=7")
     price = monthly_price(client)
     session = client.v1.checkout.sessions.create(
-        params={"mode": "subscription", "line_items": [{"price": price.id, "quantity": 1}],
-                "success_url": "https://app.example/ok"}
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
     )
     complete(client, session.id)
     created = _event_ids(client)
@@ -134,8 +139,11 @@ def test_no_faults_keeps_creation_order_and_sends_once(make: Factory) -> None:
     _, receiver, client = make("")
     price = monthly_price(client)
     session = client.v1.checkout.sessions.create(
-        params={"mode": "subscription", "line_items": [{"price": price.id, "quantity": 1}],
-                "success_url": "https://app.example/ok"}
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
     )
     complete(client, session.id)
     created = _event_ids(client)

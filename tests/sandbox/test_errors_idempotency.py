@@ -65,9 +65,7 @@ def test_bad_values_are_400(client: stripe.StripeClient) -> None:
 
 
 def test_unknown_path_is_404(sandbox) -> None:
-    response = httpx.get(
-        f"{sandbox.url}/v1/refunds", headers={"Authorization": "Bearer sk_test_x"}
-    )
+    response = httpx.get(f"{sandbox.url}/v1/refunds", headers={"Authorization": "Bearer sk_test_x"})
     assert response.status_code == 404
     assert "Unrecognized request URL" in response.json()["error"]["message"]
 

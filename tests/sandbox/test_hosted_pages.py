@@ -50,7 +50,9 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
-def _session(client: stripe.StripeClient, receiver: Receiver, amount: int) -> stripe.checkout.Session:
+def _session(
+    client: stripe.StripeClient, receiver: Receiver, amount: int
+) -> stripe.checkout.Session:
     price = monthly_price(client, amount, name="Team plan")
     return client.v1.checkout.sessions.create(
         params={
@@ -106,11 +108,12 @@ def test_declining_card_on_checkout_page(
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
 
 
-def test_cancel_on_portal_page(
-    page: Any, client: stripe.StripeClient, receiver: Receiver
-) -> None:
-    done, sub = subscribe(client, monthly_price(client, 2000, name="Portal plan").id,
-                          email="portal-browser@example.com")
+def test_cancel_on_portal_page(page: Any, client: stripe.StripeClient, receiver: Receiver) -> None:
+    done, sub = subscribe(
+        client,
+        monthly_price(client, 2000, name="Portal plan").id,
+        email="portal-browser@example.com",
+    )
     config = client.v1.billing_portal.configurations.create(
         params={
             "features": {
@@ -121,8 +124,11 @@ def test_cancel_on_portal_page(
         }
     )
     portal = client.v1.billing_portal.sessions.create(
-        params={"customer": str(done.customer), "configuration": config.id,
-                "return_url": f"{receiver.base}/account"}
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": f"{receiver.base}/account",
+        }
     )
     page.goto(portal.url)
     assert "SANDBOX" in page.inner_text("#sandbox-banner")
@@ -139,9 +145,11 @@ def test_cancel_on_portal_page(
     after = client.v1.subscriptions.retrieve(sub.id)
     assert after.cancel_at_period_end is True and after.status == "active"
     wait_for(
-        lambda: any(r.type == "customer.subscription.updated"
-                    and r.body["data"]["object"]["cancel_at_period_end"]
-                    for r in receiver.about(sub.id)),
+        lambda: any(
+            r.type == "customer.subscription.updated"
+            and r.body["data"]["object"]["cancel_at_period_end"]
+            for r in receiver.about(sub.id)
+        ),
         what="subscription updated event",
     )
     page.click("#return")

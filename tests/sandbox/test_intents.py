@@ -11,8 +11,12 @@ from tests.sandbox.support import Receiver, wait_for
 def test_payment_intent_confirm_succeeds(client: stripe.StripeClient, receiver: Receiver) -> None:
     customer = client.v1.customers.create(params={"email": "pi@example.com"})
     pi = client.v1.payment_intents.create(
-        params={"amount": 1999, "currency": "usd", "customer": customer.id,
-                "metadata": {"order": "7"}}
+        params={
+            "amount": 1999,
+            "currency": "usd",
+            "customer": customer.id,
+            "metadata": {"order": "7"},
+        }
     )
     assert pi.id.startswith("pi_") and pi.status == "requires_payment_method"
     assert pi.client_secret is not None and pi.client_secret.startswith(pi.id)
@@ -27,8 +31,12 @@ def test_payment_intent_decline_is_402_and_recorded(
 ) -> None:
     with pytest.raises(stripe.CardError) as err:
         client.v1.payment_intents.create(
-            params={"amount": 500, "currency": "usd", "payment_method": "pm_card_chargeDeclined",
-                    "confirm": True}
+            params={
+                "amount": 500,
+                "currency": "usd",
+                "payment_method": "pm_card_chargeDeclined",
+                "confirm": True,
+            }
         )
     assert err.value.http_status == 402 and err.value.code == "card_declined"
     error = err.value.error

@@ -11,8 +11,12 @@ from tests.sandbox.support import Receiver, monthly_price, subscribe, wait_for
 def test_portal_configuration_and_session(client: stripe.StripeClient) -> None:
     basic = monthly_price(client, 1000, name="Basic")
     pro = client.v1.prices.create(
-        params={"product": str(basic.product), "unit_amount": 2000, "currency": "usd",
-                "recurring": {"interval": "month"}}
+        params={
+            "product": str(basic.product),
+            "unit_amount": 2000,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+        }
     )
     config = client.v1.billing_portal.configurations.create(
         params={
@@ -43,8 +47,11 @@ def test_portal_configuration_and_session(client: stripe.StripeClient) -> None:
 
     customer = client.v1.customers.create(params={"email": "portal@example.com"})
     session = client.v1.billing_portal.sessions.create(
-        params={"customer": customer.id, "configuration": config.id,
-                "return_url": "https://app.example/account"}
+        params={
+            "customer": customer.id,
+            "configuration": config.id,
+            "return_url": "https://app.example/account",
+        }
     )
     assert session.id.startswith("bps_") and session.object == "billing_portal.session"
     assert session.configuration == config.id and session.return_url.endswith("/account")
@@ -54,8 +61,9 @@ def test_portal_configuration_and_session(client: stripe.StripeClient) -> None:
     )
     assert default.configuration != config.id  # the default configuration
     with pytest.raises(stripe.InvalidRequestError) as err:
-        client.v1.billing_portal.sessions.create(params={"customer": "cus_missing",
-                                                         "return_url": "https://x.example"})
+        client.v1.billing_portal.sessions.create(
+            params={"customer": "cus_missing", "return_url": "https://x.example"}
+        )
     assert err.value.code == "resource_missing" and err.value.param == "customer"
 
 
@@ -66,8 +74,12 @@ def test_cancel_at_period_end_then_undo(client: stripe.StripeClient, receiver: R
     assert updated.cancel_at_period_end is True and updated.cancel_at == period_end
     assert updated.status == "active"
     event = wait_for(
-        lambda: [r for r in receiver.about(sub.id) if r.type == "customer.subscription.updated"
-                 and r.body["data"]["object"]["cancel_at_period_end"]],
+        lambda: [
+            r
+            for r in receiver.about(sub.id)
+            if r.type == "customer.subscription.updated"
+            and r.body["data"]["object"]["cancel_at_period_end"]
+        ],
         what="cancel_at_period_end update event",
     )[0]
     assert event.body["data"]["previous_attributes"]["cancel_at_period_end"] is False

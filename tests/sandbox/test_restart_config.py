@@ -78,7 +78,10 @@ def test_module_refuses_to_start_without_a_secret() -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO / 'server'}:{REPO / 'clients'}"}
     proc = subprocess.run(
         [sys.executable, "-m", "tollbooth.sandbox"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "STRIPE_WEBHOOK_SECRET" in proc.stderr
@@ -104,7 +107,10 @@ def test_module_serves_until_sigterm(tmp_path: Path) -> None:
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.sandbox"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"

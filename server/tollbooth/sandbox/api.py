@@ -78,8 +78,12 @@ def _routes() -> list[Route]:
             p.CustomerUpdateParams,
             done(lambda e, q, id: e.update_customer(id, q)),
         ),
-        r("DELETE", "/v1/customers/{id}", p.CustomerDeleteParams,
-          lambda e, q, id: e.delete_customer(id)),
+        r(
+            "DELETE",
+            "/v1/customers/{id}",
+            p.CustomerDeleteParams,
+            lambda e, q, id: e.delete_customer(id),
+        ),
         # products
         r("POST", "/v1/products", p.ProductCreateParams, done(lambda e, q: e.create_product(q))),
         r("GET", "/v1/products", p.ProductListParams, lambda e, q: e.list_products(q)),
@@ -107,8 +111,12 @@ def _routes() -> list[Route]:
             co.SessionCreateParams,
             done(lambda e, q: e.create_checkout_session(q)),
         ),
-        r("GET", "/v1/checkout/sessions", co.SessionListParams,
-          lambda e, q: e.list_checkout_sessions(q)),
+        r(
+            "GET",
+            "/v1/checkout/sessions",
+            co.SessionListParams,
+            lambda e, q: e.list_checkout_sessions(q),
+        ),
         r("GET", "/v1/checkout/sessions/{id}", co.SessionRetrieveParams, one("checkout.session")),
         r(
             "GET",
@@ -167,8 +175,12 @@ def _routes() -> list[Route]:
             done(lambda e, q: e.create_portal_session(q)),
         ),
         # subscriptions
-        r("GET", "/v1/subscriptions", p.SubscriptionListParams,
-          lambda e, q: e.list_subscriptions(q)),
+        r(
+            "GET",
+            "/v1/subscriptions",
+            p.SubscriptionListParams,
+            lambda e, q: e.list_subscriptions(q),
+        ),
         r("GET", "/v1/subscriptions/{id}", p.SubscriptionRetrieveParams, one("subscription")),
         r(
             "POST",
@@ -185,8 +197,12 @@ def _routes() -> list[Route]:
         # invoices
         r("GET", "/v1/invoices", p.InvoiceListParams, lambda e, q: e.list_invoices(q)),
         r("GET", "/v1/invoices/{id}", p.InvoiceRetrieveParams, one("invoice")),
-        r("GET", "/v1/invoices/{id}/lines", p.InvoiceLineItemListParams,
-          lambda e, q, id: e.invoice_lines(id, q)),
+        r(
+            "GET",
+            "/v1/invoices/{id}/lines",
+            p.InvoiceLineItemListParams,
+            lambda e, q, id: e.invoice_lines(id, q),
+        ),
         # payment intents
         r(
             "POST",
@@ -228,10 +244,14 @@ def _routes() -> list[Route]:
             done(lambda e, q, id: e.confirm_setup_intent(id, q)),
         ),
         # payment methods (read only: they are created by Checkout, intents and the portal)
-        r("GET", "/v1/payment_methods/{id}", p.PaymentMethodRetrieveParams,
-          one("payment_method")),
+        r("GET", "/v1/payment_methods/{id}", p.PaymentMethodRetrieveParams, one("payment_method")),
         # events
-        r("GET", "/v1/events", p.EventListParams, lambda e, q: e.list("event", q, _event_filter(q))),
+        r(
+            "GET",
+            "/v1/events",
+            p.EventListParams,
+            lambda e, q: e.list("event", q, _event_filter(q)),
+        ),
         r("GET", "/v1/events/{id}", p.EventRetrieveParams, one("event")),
         # test clocks
         r(
@@ -240,8 +260,12 @@ def _routes() -> list[Route]:
             th.TestClockCreateParams,
             done(lambda e, q: e.create_clock(q)),
         ),
-        r("GET", "/v1/test_helpers/test_clocks", th.TestClockListParams,
-          lambda e, q: e.list_clocks(q)),
+        r(
+            "GET",
+            "/v1/test_helpers/test_clocks",
+            th.TestClockListParams,
+            lambda e, q: e.list_clocks(q),
+        ),
         r(
             "GET",
             "/v1/test_helpers/test_clocks/{id}",
@@ -341,7 +365,6 @@ def _authenticate(request: Request) -> None:
         raise StripeError(
             401,
             f"Invalid API Key provided: {shown}. The sandbox accepts test keys (sk_test_...).",
-            code="api_key_invalid" if False else None,
         )
 
 
@@ -407,8 +430,7 @@ class Api:
             headers["Idempotency-Key"] = key
             if replayed:
                 headers["Idempotent-Replayed"] = "true"
-        return Response(payload, status_code=status, media_type="application/json",
-                        headers=headers)
+        return Response(payload, status_code=status, media_type="application/json", headers=headers)
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         path_known = False

@@ -46,9 +46,7 @@ class Deliverer:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="sandbox-webhooks", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="sandbox-webhooks", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:

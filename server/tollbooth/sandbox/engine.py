@@ -167,7 +167,7 @@ class Engine:
             data["previous_attributes"] = strip_private(copy.deepcopy(previous))
         from tollbooth.sandbox import API_VERSION
 
-        event = {
+        event: dict[str, Any] = {
             "id": new_id("evt_"),
             "object": "event",
             "api_version": API_VERSION,
@@ -263,7 +263,9 @@ class Engine:
         if created is not None and not isinstance(created, dict):
             created_at = as_int(created, "created")
             page = [r for r in page if r[1].get("created") == created_at]
-        expand = [p.removeprefix("data.") for p in params.get("expand", []) if p.startswith("data.")]
+        expand = [
+            p.removeprefix("data.") for p in params.get("expand", []) if p.startswith("data.")
+        ]
         data = [self.render(obj, expand) for _, obj in page]
         return list_envelope(data, url or _LIST_URLS.get(kind, "/v1"), more)
 
@@ -275,7 +277,7 @@ class Engine:
             self.clock(as_str(clock_id, "test_clock"))
             if clock_id == DEFAULT_CLOCK:
                 clock_id = None  # the default clock is implied
-        customer = {
+        customer: dict[str, Any] = {
             "id": new_id("cus_", 14),
             "object": "customer",
             "address": None,
@@ -505,7 +507,9 @@ class Engine:
                     rec["interval"], "recurring[interval]", ("day", "week", "month", "year")
                 ),
                 "interval_count": as_int(
-                    rec.get("interval_count", "1"), "recurring[interval_count]", minimum=1,
+                    rec.get("interval_count", "1"),
+                    "recurring[interval_count]",
+                    minimum=1,
                     maximum=36,
                 ),
                 "meter": None,
@@ -601,7 +605,10 @@ class Engine:
         number = normalise_card(raw_number)
         if not 12 <= len(number) <= 19 or not luhn_ok(number):
             raise StripeError(
-                402, "Your card number is incorrect.", type="card_error", code="incorrect_number",
+                402,
+                "Your card number is incorrect.",
+                type="card_error",
+                code="incorrect_number",
                 param="number",
             )
         card = TEST_CARDS.get(number)
@@ -843,8 +850,9 @@ class Engine:
                 params["setup_future_usage"], "setup_future_usage", ("on_session", "off_session")
             )
         if params.get("payment_method"):
-            pm = self._payment_method_from(as_str(params["payment_method"], "payment_method"),
-                                           "payment_method")
+            pm = self._payment_method_from(
+                as_str(params["payment_method"], "payment_method"), "payment_method"
+            )
             pi["payment_method"] = pm["id"]
             pi["status"] = "requires_confirmation"
         self.store.put(pi)
@@ -860,8 +868,7 @@ class Engine:
         pi = self.load(pi_id, "payment_intent")
         if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
             raise invalid(
-                "You cannot confirm this PaymentIntent because it has a status of "
-                f"{pi['status']}.",
+                f"You cannot confirm this PaymentIntent because it has a status of {pi['status']}.",
                 code="payment_intent_unexpected_state",
             )
         if params.get("payment_method"):
@@ -944,8 +951,7 @@ class Engine:
         seti = self.load(seti_id, "setup_intent")
         if seti["status"] not in ("requires_payment_method", "requires_confirmation"):
             raise invalid(
-                "You cannot confirm this SetupIntent because it has a status of "
-                f"{seti['status']}.",
+                f"You cannot confirm this SetupIntent because it has a status of {seti['status']}.",
                 code="setup_intent_unexpected_state",
             )
         if params.get("payment_method"):
@@ -1046,7 +1052,12 @@ class Engine:
             "allow_promotion_codes": None,
             "amount_subtotal": total if lines else None,
             "amount_total": total if lines else None,
-            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "automatic_tax": {
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
             "billing_address_collection": params.get("billing_address_collection"),
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
@@ -1067,7 +1078,9 @@ class Engine:
             "customer": customer["id"] if customer else None,
             "customer_creation": None
             if customer
-            else ("always" if mode != "payment" else params.get("customer_creation", "if_required")),
+            else (
+                "always" if mode != "payment" else params.get("customer_creation", "if_required")
+            ),
             "customer_details": None,
             "customer_email": params.get("customer_email"),
             "discounts": [],
@@ -1315,8 +1328,9 @@ class Engine:
             }
             self.store.put(seti)
             self.emit("setup_intent.setup_failed", seti)
-            raise self._decline_on_page(session, pm, pm.get("_decline_code") or "generic_decline",
-                                        None)
+            raise self._decline_on_page(
+                session, pm, pm.get("_decline_code") or "generic_decline", None
+            )
         seti["status"] = "succeeded"
         self.store.put(seti)
         self._attach(pm, customer)
@@ -1633,7 +1647,10 @@ class Engine:
         off_session: bool,
     ) -> bool:
         pi = self._new_payment_intent(
-            invoice["amount_due"], invoice["currency"], customer, now,
+            invoice["amount_due"],
+            invoice["currency"],
+            customer,
+            now,
             description="Subscription creation"
             if invoice["billing_reason"] == "subscription_create"
             else "Subscription update",
@@ -1688,8 +1705,10 @@ class Engine:
         return True
 
     def list_invoices(self, params: dict[str, Any]) -> dict[str, Any]:
-        customer, status, sub = params.get("customer"), params.get("status"), params.get(
-            "subscription"
+        customer, status, sub = (
+            params.get("customer"),
+            params.get("status"),
+            params.get("subscription"),
         )
 
         def keep(inv: dict[str, Any]) -> bool:
@@ -1817,9 +1836,7 @@ class Engine:
                 pid = as_str(spec.get("price") or spec.get("plan"), f"{param}[price]")
                 price = self.load(pid, "price", f"{param}[price]")
                 if not price["active"]:
-                    raise invalid(
-                        f"The price specified ({pid}) is inactive.", f"{param}[price]"
-                    )
+                    raise invalid(f"The price specified ({pid}) is inactive.", f"{param}[price]")
                 if not price["recurring"]:
                     raise invalid(
                         "The price specified is set to `type=one_time` but this field only "
@@ -1962,16 +1979,22 @@ class Engine:
             )
             new_end = item["current_period_end"]
         invoice = self._draft_invoice(
-            sub, customer, end, end, new_end, "subscription_cycle",
+            sub,
+            customer,
+            end,
+            end,
+            new_end,
+            "subscription_cycle",
             (int(before["items"]["data"][0]["current_period_start"]), end),
         )
         sub["latest_invoice"] = invoice["id"]
         self.store.put(sub)
         self._emit_updated("customer.subscription.updated", before, sub)
         self._finalize_invoice(invoice, end)
-        pm_id = sub.get("default_payment_method") or customer["invoice_settings"][
-            "default_payment_method"
-        ]
+        pm_id = (
+            sub.get("default_payment_method")
+            or customer["invoice_settings"]["default_payment_method"]
+        )
         pm = self.store.get(pm_id) if pm_id else None
         paid = self._pay_invoice(invoice, customer, pm, end, off_session=True)
         before = copy.deepcopy(sub)
@@ -2045,9 +2068,9 @@ class Engine:
 
     # -- billing portal -------------------------------------------------------------------------
 
-    def create_portal_configuration(self, params: dict[str, Any], default: bool = False) -> dict[
-        str, Any
-    ]:
+    def create_portal_configuration(
+        self, params: dict[str, Any], default: bool = False
+    ) -> dict[str, Any]:
         if "features" not in params and not default:
             raise required("features")
         now = self.wall()
@@ -2175,8 +2198,11 @@ class Engine:
                             )
                     resolved.append(
                         {
-                            "adjustable_quantity": {"enabled": False, "maximum": None,
-                                                    "minimum": 1},
+                            "adjustable_quantity": {
+                                "enabled": False,
+                                "maximum": None,
+                                "minimum": 1,
+                            },
                             "prices": list(prices),
                             "product": entry["product"],
                         }

@@ -204,8 +204,9 @@ class Pages:
             **ctx,
         )
 
-    def _portal_action(self, portal_id: str, sub_id: str | None, action: str, form: dict[str, str]
-                       ) -> str:
+    def _portal_action(
+        self, portal_id: str, sub_id: str | None, action: str, form: dict[str, str]
+    ) -> str:
         """Apply one portal action; returns the notice to show."""
         engine = self.engine
         portal = engine.store.get(portal_id)
@@ -217,9 +218,11 @@ class Pages:
         sub = None
         if sub_id is not None:
             sub = engine.store.get(sub_id)
-            if sub is None or sub.get("object") != "subscription" or sub[
-                "customer"
-            ] != customer["id"]:
+            if (
+                sub is None
+                or sub.get("object") != "subscription"
+                or sub["customer"] != customer["id"]
+            ):
                 raise StripeError(404, "No such subscription.")
         if action == "cancel" and sub is not None:
             cancel = features["subscription_cancel"]

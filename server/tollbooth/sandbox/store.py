@@ -116,7 +116,9 @@ class Store:
         ).fetchone()
         return (row[0], int(row[1]), row[2]) if row else None
 
-    def save_idempotent(self, key: str, fingerprint: str, status: int, body: str, now: float) -> None:
+    def save_idempotent(
+        self, key: str, fingerprint: str, status: int, body: str, now: float
+    ) -> None:
         self.conn.execute(
             "INSERT INTO idempotency (key, fingerprint, status, body, created) VALUES (?,?,?,?,?)",
             (key, fingerprint, status, body, now),
@@ -149,7 +151,8 @@ class Store:
         self, delivery_id: int, *, done: bool, status: int | None, next_at: float, attempts: int
     ) -> None:
         self.conn.execute(
-            "UPDATE deliveries SET done = ?, last_status = ?, next_at = ?, attempts = ? WHERE id = ?",
+            "UPDATE deliveries SET done = ?, last_status = ?, next_at = ?, attempts = ? "
+            "WHERE id = ?",
             (1 if done else 0, status, next_at, attempts, delivery_id),
         )
 

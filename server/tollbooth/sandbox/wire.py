@@ -67,7 +67,9 @@ def invalid(message: str, param: str | None = None, code: str = "parameter_inval
 
 
 def required(param: str) -> StripeError:
-    return StripeError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
+    return StripeError(
+        400, f"Missing required param: {param}.", code="parameter_missing", param=param
+    )
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -142,7 +144,9 @@ def check_params(params: Any, cls: type | None, prefix: str = "") -> None:
         path = f"{prefix}[{key}]" if prefix else key
         if key not in known:
             raise StripeError(
-                400, f"Received unknown parameter: {_clip(path)}", code="parameter_unknown",
+                400,
+                f"Received unknown parameter: {_clip(path)}",
+                code="parameter_unknown",
                 param=_clip(path),
             )
         child = _nested_typeddict(cls, key)
@@ -158,7 +162,9 @@ def check_params(params: Any, cls: type | None, prefix: str = "") -> None:
 # -- value coercion -----------------------------------------------------------------------------
 
 
-def as_int(value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def as_int(
+    value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise invalid(f"Invalid integer: {param}", param)
     try:

@@ -66,6 +66,7 @@ class Deliverer:
                 try:
                     with self.store.tx():
                         self.engine.tick_default_clock()
+                        self.engine.expire_due_sessions()
                 except Exception:  # noqa: BLE001 - keep the worker alive, log the cause
                     log.exception("default clock tick failed")
             try:

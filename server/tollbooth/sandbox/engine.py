@@ -96,6 +96,51 @@ EXPANDABLE = {
 }
 
 
+def _created_filter(spec: Any) -> Callable[[dict[str, Any]], bool]:
+    """`created=T` or `created[gt|gte|lt|lte]=T`, as Stripe's list endpoints take it."""
+    if spec is None:
+        return lambda _: True
+    if not isinstance(spec, dict):
+        exact = as_int(spec, "created")
+        return lambda obj: obj.get("created") == exact
+    ops = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+    bounds = []
+    for op, value in spec.items():
+        if op not in ops:
+            raise invalid(f"Received unknown parameter: created[{op[:20]}]", f"created[{op[:20]}]")
+        bounds.append((ops[op], as_int(value, f"created[{op}]")))
+    return lambda obj: all(fn(int(obj.get("created") or 0), v) for fn, v in bounds)
+
+
+# Parameters the pinned API knows but the sandbox does not model: refused rather than ignored,
+# so that a test never passes on behaviour the sandbox did not implement.
+CHECKOUT_UNSUPPORTED = (
+    ("discounts",),
+    ("subscription_data", "trial_period_days"),
+    ("subscription_data", "trial_end"),
+    ("subscription_data", "billing_cycle_anchor"),
+    ("automatic_tax", "enabled"),
+    ("shipping_options",),
+    ("optional_items",),
+)
+
+
+def _refuse_unsupported(params: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
+    for path in paths:
+        node: Any = params
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node not in (None, "", "false", [], {}):
+            name = path[0] + "".join(f"[{k}]" for k in path[1:])
+            raise invalid(f"The Stripe sandbox does not support `{name}`.", name)
+
+
+def check_url(value: str, param: str) -> str:
+    if not (value.startswith("https://") or value.startswith("http://")) or len(value) > 5000:
+        raise invalid("Not a valid URL", param, code="url_invalid")
+    return value
+
+
 def strip_private(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: strip_private(v) for k, v in value.items() if not k.startswith("_")}
@@ -243,7 +288,8 @@ class Engine:
         url: str | None = None,
     ) -> dict[str, Any]:
         limit = as_int(params.get("limit", "10"), "limit", minimum=1, maximum=100)
-        rows = [(seq, obj) for seq, obj in self.store.all(kind) if keep(obj)]
+        in_range = _created_filter(params.get("created"))
+        rows = [(seq, obj) for seq, obj in self.store.all(kind) if keep(obj) and in_range(obj)]
         after, before = params.get("starting_after"), params.get("ending_before")
         if after:
             seq = self.store.seq_of(as_str(after, "starting_after"))
@@ -259,10 +305,6 @@ class Engine:
             page, more = rows[-limit:], len(rows) > limit
         else:
             page, more = rows[:limit], len(rows) > limit
-        created = params.get("created")
-        if created is not None and not isinstance(created, dict):
-            created_at = as_int(created, "created")
-            page = [r for r in page if r[1].get("created") == created_at]
         expand = [
             p.removeprefix("data.") for p in params.get("expand", []) if p.startswith("data.")
         ]
@@ -994,6 +1036,7 @@ class Engine:
         if "mode" not in params:
             raise required("mode")
         mode = as_enum(params["mode"], "mode", ("payment", "subscription", "setup"))
+        _refuse_unsupported(params, CHECKOUT_UNSUPPORTED)
         ui_mode = params.get("ui_mode", "hosted")
         if ui_mode != "hosted":
             raise invalid("The sandbox serves hosted Checkout only (ui_mode=hosted).", "ui_mode")
@@ -1122,6 +1165,9 @@ class Engine:
         for field in ("success_url", "cancel_url", "client_reference_id", "customer_email"):
             if session[field] is not None:
                 session[field] = as_str(session[field], field, max_len=5000)
+        for field in ("success_url", "cancel_url"):
+            if session[field] is not None:
+                check_url(session[field], field)
         if params.get("expires_at"):
             expires = as_int(params["expires_at"], "expires_at")
             if not now + 1800 <= expires <= now + 24 * 3600:
@@ -1926,10 +1972,17 @@ class Engine:
                 f"({clock['frozen_time']}).",
                 "frozen_time",
             )
+        clock["status"] = "advancing"
+        clock["status_details"] = {"advancing": {"target_frozen_time": frozen_time}}
+        self.store.put(clock)
+        self.emit("test_helpers.test_clock.advancing", clock)
         self._run_until(clock_id, frozen_time)
         clock = self.clock(clock_id)
         clock["frozen_time"] = frozen_time
+        self.store.put(clock)
+        self.expire_due_sessions()
         clock["status"] = "ready"
+        clock["status_details"] = {}
         self.store.put(clock)
         self.emit("test_helpers.test_clock.ready", clock)
         return clock
@@ -1937,6 +1990,15 @@ class Engine:
     def tick_default_clock(self) -> None:
         """Renew default-clock subscriptions whose period ended in wall-clock time."""
         self._run_until(DEFAULT_CLOCK, int(self.clock(DEFAULT_CLOCK)["frozen_time"]))
+
+    def expire_due_sessions(self) -> None:
+        """Open Checkout Sessions past `expires_at` expire, as Stripe expires them."""
+        for _, session in self.store.all("checkout.session"):
+            if session["status"] != "open":
+                continue
+            customer = self.store.get(session["customer"]) if session["customer"] else None
+            if int(session["expires_at"]) <= self.now_for(customer):
+                self.expire_checkout_session(session["id"])
 
     def _run_until(self, clock_id: str, target: int) -> None:
         while True:
@@ -2241,6 +2303,8 @@ class Engine:
         else:
             config = self.default_portal_configuration()
         return_url = params.get("return_url") or config["default_return_url"]
+        if params.get("flow_data"):
+            raise invalid("The sandbox does not support portal flows (flow_data).", "flow_data")
         if not return_url:
             raise invalid(
                 "You must provide a return_url or set a default_return_url on the portal "
@@ -2258,7 +2322,7 @@ class Engine:
             "livemode": False,
             "locale": params.get("locale"),
             "on_behalf_of": None,
-            "return_url": as_str(return_url, "return_url"),
+            "return_url": check_url(as_str(return_url, "return_url"), "return_url"),
             "url": f"{self.config.base_url}/sandbox/portal/{session_id}",
         }
         self.store.put(session)

@@ -113,11 +113,13 @@ def test_setup_mode_saves_a_card(client: stripe.StripeClient, receiver: Receiver
 
 def test_declining_card_leaves_session_open(client: stripe.StripeClient) -> None:
     price = monthly_price(client, 900)
+    email = "declined-sub@example.com"
     session = client.v1.checkout.sessions.create(
         params={
             "mode": "subscription",
             "line_items": [{"price": price.id, "quantity": 1}],
             "success_url": "https://app.example/ok",
+            "customer_email": email,
         }
     )
     with pytest.raises(stripe.CardError) as err:
@@ -125,7 +127,33 @@ def test_declining_card_leaves_session_open(client: stripe.StripeClient) -> None
     assert err.value.http_status == 402 and err.value.code == "card_declined"
     again = client.v1.checkout.sessions.retrieve(session.id)
     assert again.status == "open" and again.subscription is None
+    assert client.v1.customers.list(params={"email": email}).data == []  # nothing created
     assert complete(client, session.id).status == "complete"  # a good card still works
+    assert len(client.v1.customers.list(params={"email": email}).data) == 1
+
+
+def test_declined_payment_records_the_failed_payment_intent(
+    client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    price = _one_time_price(client, 600)
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
+    )
+    with pytest.raises(stripe.CardError) as err:
+        complete(client, session.id, card="4000000000009995")
+    assert err.value.error is not None and err.value.error.decline_code == "insufficient_funds"
+    again = client.v1.checkout.sessions.retrieve(session.id)
+    assert again.status == "open" and again.payment_status == "unpaid"
+    pi = client.v1.payment_intents.retrieve(str(again.payment_intent))
+    assert pi.status == "requires_payment_method" and pi.last_payment_error is not None
+    wait_for(lambda: "payment_intent.payment_failed" in receiver.types_about(pi.id))
+    paid = complete(client, session.id)
+    assert paid.payment_intent == pi.id  # the retry reuses the session's PaymentIntent
+    assert client.v1.payment_intents.retrieve(pi.id).status == "succeeded"
 
 
 def test_expire(client: stripe.StripeClient, receiver: Receiver) -> None:

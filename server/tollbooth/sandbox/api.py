@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine
 from tollbooth.sandbox.objects import DEFAULT_CARD, new_id
-from tollbooth.sandbox.wire import StripeError, as_str, check_params, invalid, parse_form
+from tollbooth.sandbox.wire import StripeError, as_str, bad_request, check_params, parse_form
 
 IDEMPOTENCY_TTL_SEC = 24 * 3600
 
@@ -52,7 +52,7 @@ def _expand(params: dict[str, Any]) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise invalid("Invalid array", "expand")
+        raise bad_request("Invalid array", "expand")
     return value
 
 
@@ -386,7 +386,7 @@ def _parse(raw: str) -> dict[str, Any]:
     try:
         pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise invalid("The request could not be decoded as UTF-8 form data.") from None
+        raise bad_request("The request could not be decoded as UTF-8 form data.") from None
     return parse_form(pairs)
 
 
@@ -406,20 +406,20 @@ class Api:
             if method == "POST" and body:
                 ctype = request.headers.get("content-type", "")
                 if "json" in ctype:
-                    raise invalid(
+                    raise bad_request(
                         "Invalid request: the v1 API takes application/x-www-form-urlencoded "
                         "bodies."
                     )
                 try:
                     text = body.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise invalid("The request body is not valid UTF-8.") from None
+                    raise bad_request("The request body is not valid UTF-8.") from None
                 params.update(_parse(text))
             route, args = self._match(method, path)
             check_params(params, route.params)
             key = request.headers.get("idempotency-key") if method == "POST" else None
             if key is not None and (not key or len(key) > 255):
-                raise invalid("Idempotency-Key must be 1 to 255 characters.", "idempotency_key")
+                raise bad_request("Idempotency-Key must be 1 to 255 characters.", "idempotency_key")
             status, payload, replayed = await run_in_threadpool(
                 self._run, route, params, args, method, path, key, request_id
             )

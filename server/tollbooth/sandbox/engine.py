@@ -33,7 +33,7 @@ from tollbooth.sandbox.wire import (
     as_enum,
     as_int,
     as_str,
-    invalid,
+    bad_request,
     merge_metadata,
     missing,
     required,
@@ -107,7 +107,9 @@ def _created_filter(spec: Any) -> Callable[[dict[str, Any]], bool]:
     bounds = []
     for op, value in spec.items():
         if op not in ops:
-            raise invalid(f"Received unknown parameter: created[{op[:20]}]", f"created[{op[:20]}]")
+            raise bad_request(
+                f"Received unknown parameter: created[{op[:20]}]", f"created[{op[:20]}]"
+            )
         bounds.append((ops[op], as_int(value, f"created[{op}]")))
     return lambda obj: all(fn(int(obj.get("created") or 0), v) for fn, v in bounds)
 
@@ -132,12 +134,12 @@ def _refuse_unsupported(params: dict[str, Any], paths: tuple[tuple[str, ...], ..
             node = node.get(key) if isinstance(node, dict) else None
         if node not in (None, "", "false", [], {}):
             name = path[0] + "".join(f"[{k}]" for k in path[1:])
-            raise invalid(f"The Stripe sandbox does not support `{name}`.", name)
+            raise bad_request(f"The Stripe sandbox does not support `{name}`.", name)
 
 
 def check_url(value: str, param: str) -> str:
     if not (value.startswith("https://") or value.startswith("http://")) or len(value) > 5000:
-        raise invalid("Not a valid URL", param, code="url_invalid")
+        raise bad_request("Not a valid URL", param, code="url_invalid")
     return value
 
 
@@ -257,18 +259,18 @@ class Engine:
                 self._expand(item, parts, full)
             return
         if not isinstance(node, dict):
-            raise invalid(f"This property cannot be expanded ({full}).", "expand")
+            raise bad_request(f"This property cannot be expanded ({full}).", "expand")
         if key == "line_items" and node.get("object") == "checkout.session":
             node[key] = self._session_line_items(node["id"], limit=100)
             self._expand(node[key], rest, full)
             return
         if key not in node:
-            raise invalid(f"This property cannot be expanded ({full}).", "expand")
+            raise bad_request(f"This property cannot be expanded ({full}).", "expand")
         value = node[key]
         if isinstance(value, str):
             target = self.store.get(value)
             if target is None:
-                raise invalid(f"This property cannot be expanded ({full}).", "expand")
+                raise bad_request(f"This property cannot be expanded ({full}).", "expand")
             node[key] = self.render(target)
             self._expand(node[key], rest, full)
         elif value is None and key in EXPANDABLE:
@@ -278,7 +280,7 @@ class Engine:
         elif isinstance(value, dict) and "id" in value:
             return  # already expanded
         else:
-            raise invalid(f"This property cannot be expanded ({full}).", "expand")
+            raise bad_request(f"This property cannot be expanded ({full}).", "expand")
 
     def list(
         self,
@@ -373,7 +375,7 @@ class Engine:
             if pm_id:
                 pm = self.load(pm_id, "payment_method", "invoice_settings[default_payment_method]")
                 if pm.get("customer") != customer["id"]:
-                    raise invalid(
+                    raise bad_request(
                         "The customer does not have a payment method with the ID "
                         f"{pm_id}. The payment method must be attached to the customer.",
                         "invoice_settings[default_payment_method]",
@@ -403,7 +405,7 @@ class Engine:
             raise missing("customer", customer_id)
         for _, sub in self.store.all("subscription"):
             if sub["customer"] == customer_id and sub["status"] not in ("canceled",):
-                self._cancel_now(sub, self.now_for(customer), reason="cancellation_requested")
+                self._cancel_now(sub, self.now_for(customer), why="cancellation_requested")
         self.emit("customer.deleted", customer)
         tombstone = {"id": customer_id, "object": "customer", "deleted": True}
         self.store.put(tombstone)
@@ -432,7 +434,7 @@ class Engine:
         if product_id is not None:
             product_id = as_str(product_id, "id", max_len=200)
             if self.store.get(product_id) is not None:
-                raise invalid("Product already exists.", "id", code="resource_already_exists")
+                raise bad_request("Product already exists.", "id", code="resource_already_exists")
         product = {
             "id": product_id or new_id("prod_", 14),
             "object": "product",
@@ -470,7 +472,7 @@ class Engine:
         if "name" in params:
             name = as_str(params["name"], "name", max_len=250)
             if not name:
-                raise invalid("You must provide a non-empty name.", "name")
+                raise bad_request("You must provide a non-empty name.", "name")
             product["name"] = name
         if "description" in params:
             product["description"] = as_str(params["description"], "description") or None
@@ -483,7 +485,7 @@ class Engine:
             if price_id:
                 price = self.load(price_id, "price", "default_price")
                 if price["product"] != product["id"]:
-                    raise invalid("The price must belong to this product.", "default_price")
+                    raise bad_request("The price must belong to this product.", "default_price")
             product["default_price"] = price_id or None
         for field in ("unit_label", "statement_descriptor", "url", "tax_code"):
             if field in params:
@@ -517,13 +519,13 @@ class Engine:
             raise required("currency")
         currency = as_str(params["currency"], "currency").lower()
         if len(currency) != 3 or not currency.isalpha():
-            raise invalid(f"Invalid currency: {currency[:10]}", "currency")
+            raise bad_request(f"Invalid currency: {currency[:10]}", "currency")
         if "unit_amount" in params:
             amount = as_int(params["unit_amount"], "unit_amount", minimum=0, maximum=99999999)
         elif "unit_amount_decimal" in params:
             text = as_str(params["unit_amount_decimal"], "unit_amount_decimal")
             if not text.isdigit():
-                raise invalid(
+                raise bad_request(
                     "The sandbox supports whole unit_amount_decimal values only.",
                     "unit_amount_decimal",
                 )
@@ -598,7 +600,7 @@ class Engine:
                 for _, other in self.store.all("price"):
                     if other["id"] != price["id"] and other.get("lookup_key") == key:
                         if not transfer:
-                            raise invalid(
+                            raise bad_request(
                                 f"A price (`{other['id']}`) already uses that lookup key.",
                                 "lookup_key",
                             )
@@ -619,7 +621,7 @@ class Engine:
     def list_prices(self, params: dict[str, Any]) -> dict[str, Any]:
         keys = params.get("lookup_keys")
         if keys is not None and not isinstance(keys, list):
-            raise invalid("Invalid array", "lookup_keys")
+            raise bad_request("Invalid array", "lookup_keys")
         product = params.get("product")
         active = params.get("active")
         want_active = as_bool(active, "active") if active is not None else None
@@ -719,7 +721,7 @@ class Engine:
         if pm.get("customer") == customer["id"]:
             return
         if pm.get("customer"):
-            raise invalid(
+            raise bad_request(
                 "The payment method you provided has already been attached to a customer.",
                 "payment_method",
             )
@@ -909,7 +911,7 @@ class Engine:
     ) -> dict[str, Any]:
         pi = self.load(pi_id, "payment_intent")
         if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
-            raise invalid(
+            raise bad_request(
                 f"You cannot confirm this PaymentIntent because it has a status of {pi['status']}.",
                 code="payment_intent_unexpected_state",
             )
@@ -920,7 +922,7 @@ class Engine:
         elif pi.get("payment_method"):
             pm = self.load(pi["payment_method"], "payment_method")
         else:
-            raise invalid(
+            raise bad_request(
                 "You cannot confirm this PaymentIntent because it's missing a payment method.",
                 "payment_method",
                 code="payment_intent_unexpected_state",
@@ -992,7 +994,7 @@ class Engine:
     def confirm_setup_intent(self, seti_id: str, params: dict[str, Any]) -> dict[str, Any]:
         seti = self.load(seti_id, "setup_intent")
         if seti["status"] not in ("requires_payment_method", "requires_confirmation"):
-            raise invalid(
+            raise bad_request(
                 f"You cannot confirm this SetupIntent because it has a status of {seti['status']}.",
                 code="setup_intent_unexpected_state",
             )
@@ -1003,7 +1005,7 @@ class Engine:
         elif seti.get("payment_method"):
             pm = self.load(seti["payment_method"], "payment_method")
         else:
-            raise invalid(
+            raise bad_request(
                 "You cannot confirm this SetupIntent because it's missing a payment method.",
                 "payment_method",
                 code="setup_intent_unexpected_state",
@@ -1039,12 +1041,14 @@ class Engine:
         _refuse_unsupported(params, CHECKOUT_UNSUPPORTED)
         ui_mode = params.get("ui_mode", "hosted")
         if ui_mode != "hosted":
-            raise invalid("The sandbox serves hosted Checkout only (ui_mode=hosted).", "ui_mode")
+            raise bad_request(
+                "The sandbox serves hosted Checkout only (ui_mode=hosted).", "ui_mode"
+            )
         customer = None
         if params.get("customer"):
             customer = self.customer(as_str(params["customer"], "customer"), "customer")
             if params.get("customer_email"):
-                raise invalid(
+                raise bad_request(
                     "You may only specify one of these parameters: customer, customer_email.",
                     "customer_email",
                 )
@@ -1052,7 +1056,7 @@ class Engine:
         lines: list[dict[str, Any]] = []
         if mode == "setup":
             if items:
-                raise invalid("You cannot pass `line_items` in `setup` mode.", "line_items")
+                raise bad_request("You cannot pass `line_items` in `setup` mode.", "line_items")
         else:
             if not isinstance(items, list) or not items:
                 raise required("line_items")
@@ -1060,24 +1064,24 @@ class Engine:
                 lines.append(self._checkout_line(item, i, mode))
             currencies = {line["currency"] for line in lines}
             if len(currencies) > 1:
-                raise invalid("All line items must use the same currency.", "line_items")
+                raise bad_request("All line items must use the same currency.", "line_items")
             if mode == "subscription":
                 recurring = [ln["price"]["recurring"] for ln in lines if ln["price"]["recurring"]]
                 if not recurring:
-                    raise invalid(
+                    raise bad_request(
                         "You must provide at least one recurring price in `subscription` mode "
                         "when using prices.",
                         "line_items",
                     )
                 cadence = {(r["interval"], r["interval_count"]) for r in recurring}
                 if len(cadence) > 1:
-                    raise invalid(
+                    raise bad_request(
                         "Checkout does not support multiple prices with different billing "
                         "intervals.",
                         "line_items",
                     )
             elif any(ln["price"]["recurring"] for ln in lines):
-                raise invalid(
+                raise bad_request(
                     "You specified `payment` mode but passed a recurring price. Either switch to "
                     "`subscription` mode or use only one-time prices.",
                     "line_items",
@@ -1171,7 +1175,7 @@ class Engine:
         if params.get("expires_at"):
             expires = as_int(params["expires_at"], "expires_at")
             if not now + 1800 <= expires <= now + 24 * 3600:
-                raise invalid(
+                raise bad_request(
                     "The `expires_at` timestamp must be between 30 minutes and 24 hours from "
                     "Checkout Session creation.",
                     "expires_at",
@@ -1183,11 +1187,11 @@ class Engine:
     def _checkout_line(self, item: Any, i: int, mode: str) -> dict[str, Any]:
         param = f"line_items[{i}]"
         if not isinstance(item, dict):
-            raise invalid("Invalid line item", param)
+            raise bad_request("Invalid line item", param)
         if item.get("price"):
             price = self.load(as_str(item["price"], f"{param}[price]"), "price", f"{param}[price]")
             if not price["active"]:
-                raise invalid(
+                raise bad_request(
                     f"The price specified ({price['id']}) is inactive. This field only accepts "
                     "active prices.",
                     f"{param}[price]",
@@ -1284,7 +1288,7 @@ class Engine:
         """Pay (or save the card) as the hosted page does. A decline raises a 402 and commits."""
         session = self.load(session_id, "checkout.session")
         if session["status"] != "open":
-            raise invalid(
+            raise bad_request(
                 f"This Checkout Session is no longer open (status: {session['status']}).",
                 code="checkout_session_not_open",
             )
@@ -1293,6 +1297,15 @@ class Engine:
         email = email or "sandbox@example.com"
         mode = session["mode"]
         pm = self.card_payment_method(card_number, email=email, name=name)
+        decline = self._charge_outcome(pm, off_session=False)
+        if decline and mode == "payment":
+            # The failed attempt is recorded (a PaymentIntent and its events); nothing else is.
+            self._complete_payment(session, customer, pm, self.now_for(customer))
+        if decline:
+            # No customer, subscription or saved card comes out of a declined attempt.
+            raise self._card_error(
+                decline, payment_method=strip_private(copy.deepcopy(pm))
+            ).rolled_back()
         if customer is None and (mode != "payment" or session["customer_creation"] == "always"):
             customer = self.create_customer({"email": email, **({"name": name} if name else {})})
             session["customer"] = customer["id"]
@@ -1337,18 +1350,23 @@ class Engine:
         now: int,
     ) -> None:
         data = session["_payment_intent_data"]
-        pi = self._new_payment_intent(
-            session["amount_total"],
-            session["currency"],
-            customer,
-            now,
-            description=data.get("description"),
-            metadata=merge_metadata({}, data.get("metadata", {})),
-        )
-        if data.get("setup_future_usage"):
-            pi["setup_future_usage"] = data["setup_future_usage"]
-        self.store.put(pi)
-        self.emit("payment_intent.created", pi)
+        earlier = self.store.get(session["payment_intent"]) if session["payment_intent"] else None
+        if earlier is not None and earlier["status"] == "requires_payment_method":
+            pi = earlier  # a retry after a decline reuses the session's PaymentIntent
+            pi["customer"] = customer["id"] if customer else pi["customer"]
+        else:
+            pi = self._new_payment_intent(
+                session["amount_total"],
+                session["currency"],
+                customer,
+                now,
+                description=data.get("description"),
+                metadata=merge_metadata({}, data.get("metadata", {})),
+            )
+            if data.get("setup_future_usage"):
+                pi["setup_future_usage"] = data["setup_future_usage"]
+            self.store.put(pi)
+            self.emit("payment_intent.created", pi)
         decline = self._confirm_payment(pi, pm, now, off_session=False)
         session["payment_intent"] = pi["id"]
         if decline:
@@ -1365,18 +1383,6 @@ class Engine:
         seti["payment_method"] = pm["id"]
         self.store.put(seti)
         self.emit("setup_intent.created", seti)
-        if pm.get("_behaviour") == "decline":
-            seti["last_setup_error"] = {
-                "code": "card_declined",
-                "decline_code": pm.get("_decline_code"),
-                "message": "Your card was declined.",
-                "type": "card_error",
-            }
-            self.store.put(seti)
-            self.emit("setup_intent.setup_failed", seti)
-            raise self._decline_on_page(
-                session, pm, pm.get("_decline_code") or "generic_decline", None
-            )
         seti["status"] = "succeeded"
         self.store.put(seti)
         self._attach(pm, customer)
@@ -1386,10 +1392,6 @@ class Engine:
     def _complete_subscription(
         self, session: dict[str, Any], customer: dict[str, Any], pm: dict[str, Any], now: int
     ) -> None:
-        decline = self._charge_outcome(pm, off_session=False)
-        if decline:
-            # Checkout does not create the subscription until the first payment succeeds.
-            raise self._decline_on_page(session, pm, decline, None)
         self._attach(pm, customer)
         self._set_default_pm(customer, pm)
         lines = session["_line_items"]
@@ -1806,7 +1808,7 @@ class Engine:
         if sub["status"] == "canceled":
             allowed = {"metadata", "cancellation_details", "expand"}
             if set(params) - allowed:
-                raise invalid(
+                raise bad_request(
                     "A canceled subscription can only update its cancellation_details and "
                     "metadata.",
                 )
@@ -1830,7 +1832,7 @@ class Engine:
                 params["default_payment_method"], "payment_method", "default_payment_method"
             )
             if pm.get("customer") != customer["id"]:
-                raise invalid(
+                raise bad_request(
                     "The payment method must be attached to the subscription's customer.",
                     "default_payment_method",
                 )
@@ -1860,17 +1862,17 @@ class Engine:
 
     def _update_items(self, sub: dict[str, Any], items: Any, now: int) -> None:
         if not isinstance(items, list):
-            raise invalid("Invalid array", "items")
+            raise bad_request("Invalid array", "items")
         current = {i["id"]: i for i in sub["items"]["data"]}
         result = list(sub["items"]["data"])
         cadence = None
         for i, spec in enumerate(items):
             param = f"items[{i}]"
             if not isinstance(spec, dict):
-                raise invalid("Invalid hash", param)
+                raise bad_request("Invalid hash", param)
             item_id = spec.get("id")
             if item_id is not None and item_id not in current:
-                raise invalid(
+                raise bad_request(
                     f"The subscription item {item_id} does not belong to this subscription.",
                     f"{param}[id]",
                 )
@@ -1882,9 +1884,11 @@ class Engine:
                 pid = as_str(spec.get("price") or spec.get("plan"), f"{param}[price]")
                 price = self.load(pid, "price", f"{param}[price]")
                 if not price["active"]:
-                    raise invalid(f"The price specified ({pid}) is inactive.", f"{param}[price]")
+                    raise bad_request(
+                        f"The price specified ({pid}) is inactive.", f"{param}[price]"
+                    )
                 if not price["recurring"]:
-                    raise invalid(
+                    raise bad_request(
                         "The price specified is set to `type=one_time` but this field only "
                         "accepts prices with `type=recurring`.",
                         f"{param}[price]",
@@ -1913,17 +1917,17 @@ class Engine:
             if cadence is None:
                 cadence = key
             elif cadence != key:
-                raise invalid(
+                raise bad_request(
                     "The sandbox requires every item of a subscription to share one billing "
                     "interval.",
                     "items",
                 )
         if not result:
-            raise invalid("A subscription must have at least one active plan.", "items")
+            raise bad_request("A subscription must have at least one active plan.", "items")
         if cadence is not None and sub["items"]["data"]:
             old = sub["items"]["data"][0]["price"]["recurring"]
             if (old["interval"], old["interval_count"]) != cadence:
-                raise invalid(
+                raise bad_request(
                     "The sandbox does not change a subscription's billing interval; create a "
                     "new subscription instead.",
                     "items",
@@ -1951,14 +1955,14 @@ class Engine:
                 if key in details:
                     sub["cancellation_details"][key] = details[key] or None
         customer = self.store.get(sub["customer"])
-        self._cancel_now(sub, self.now_for(customer), reason="cancellation_requested")
+        self._cancel_now(sub, self.now_for(customer), why="cancellation_requested")
         return sub
 
-    def _cancel_now(self, sub: dict[str, Any], now: int, reason: str) -> None:
+    def _cancel_now(self, sub: dict[str, Any], now: int, why: str) -> None:
         sub["status"] = "canceled"
         sub["canceled_at"] = sub.get("canceled_at") or now
         sub["ended_at"] = now
-        sub["cancellation_details"]["reason"] = reason
+        sub["cancellation_details"]["reason"] = why
         self.store.put(sub)
         self.emit("customer.subscription.deleted", sub)
 
@@ -1967,7 +1971,7 @@ class Engine:
     def advance_clock(self, clock_id: str, frozen_time: int) -> dict[str, Any]:
         clock = self.clock(clock_id)
         if frozen_time <= int(clock["frozen_time"]):
-            raise invalid(
+            raise bad_request(
                 "The test clock's frozen time must be later than its current frozen time "
                 f"({clock['frozen_time']}).",
                 "frozen_time",
@@ -2110,7 +2114,7 @@ class Engine:
 
     def delete_clock(self, clock_id: str) -> dict[str, Any]:
         if clock_id == DEFAULT_CLOCK:
-            raise invalid("The sandbox's default clock cannot be deleted.", "id")
+            raise bad_request("The sandbox's default clock cannot be deleted.", "id")
         clock = self.clock(clock_id)
         for _, sub in self.store.all("subscription"):
             if sub.get("test_clock") == clock_id and sub["status"] != "canceled":
@@ -2253,7 +2257,7 @@ class Engine:
                     for price_id in prices:
                         price = self.load(price_id, "price", f"{param}[prices]")
                         if price["product"] != entry["product"]:
-                            raise invalid(
+                            raise bad_request(
                                 f"The price {price_id} does not belong to product "
                                 f"{entry['product']}.",
                                 f"{param}[prices]",
@@ -2299,14 +2303,14 @@ class Engine:
                 "configuration",
             )
             if not config["active"]:
-                raise invalid("The configuration is not active.", "configuration")
+                raise bad_request("The configuration is not active.", "configuration")
         else:
             config = self.default_portal_configuration()
         return_url = params.get("return_url") or config["default_return_url"]
         if params.get("flow_data"):
-            raise invalid("The sandbox does not support portal flows (flow_data).", "flow_data")
+            raise bad_request("The sandbox does not support portal flows (flow_data).", "flow_data")
         if not return_url:
-            raise invalid(
+            raise bad_request(
                 "You must provide a return_url or set a default_return_url on the portal "
                 "configuration.",
                 "return_url",

@@ -46,6 +46,10 @@ class StripeError(Exception):
         self.extra = extra or {}
         self.commit = commit
 
+    def rolled_back(self) -> StripeError:
+        self.commit = False
+        return self
+
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "message": self.message}
         if self.code:
@@ -62,7 +66,9 @@ def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
     )
 
 
-def invalid(message: str, param: str | None = None, code: str = "parameter_invalid") -> StripeError:
+def bad_request(
+    message: str, param: str | None = None, code: str = "parameter_invalid"
+) -> StripeError:
     return StripeError(400, message, code=code, param=param)
 
 
@@ -87,7 +93,7 @@ def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     for key, value in pairs:
         match = _KEY.match(key)
         if not match:
-            raise invalid(f"Invalid parameter name: {_clip(key)}", _clip(key))
+            raise bad_request(f"Invalid parameter name: {_clip(key)}", _clip(key))
         path = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
         node: dict[str, Any] = root
         for i, part in enumerate(path):
@@ -166,15 +172,15 @@ def as_int(
     value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise invalid(f"Invalid integer: {param}", param)
+        raise bad_request(f"Invalid integer: {param}", param)
     try:
         number = int(value)
     except ValueError:
-        raise invalid(f"Invalid integer: {_clip(str(value))}", param) from None
+        raise bad_request(f"Invalid integer: {_clip(str(value))}", param) from None
     if minimum is not None and number < minimum:
-        raise invalid(f"This value must be greater than or equal to {minimum}.", param)
+        raise bad_request(f"This value must be greater than or equal to {minimum}.", param)
     if maximum is not None and number > maximum:
-        raise invalid(f"This value must be less than or equal to {maximum}.", param)
+        raise bad_request(f"This value must be less than or equal to {maximum}.", param)
     return number
 
 
@@ -185,23 +191,23 @@ def as_bool(value: Any, param: str) -> bool:
         return True
     if value in ("false", "0", ""):
         return False
-    raise invalid(f"Invalid boolean: {_clip(str(value))}", param)
+    raise bad_request(f"Invalid boolean: {_clip(str(value))}", param)
 
 
 def as_str(value: Any, param: str, *, max_len: int = 5000) -> str:
     if not isinstance(value, str):
-        raise invalid(f"Invalid string: {param}", param)
+        raise bad_request(f"Invalid string: {param}", param)
     if len(value) > max_len:
-        raise invalid(f"{param} must be at most {max_len} characters.", param)
+        raise bad_request(f"{param} must be at most {max_len} characters.", param)
     if "\x00" in value:
-        raise invalid(f"{param} must not contain NUL characters.", param)
+        raise bad_request(f"{param} must not contain NUL characters.", param)
     return value
 
 
 def as_enum(value: Any, param: str, allowed: tuple[str, ...]) -> str:
     text = as_str(value, param)
     if text not in allowed:
-        raise invalid(
+        raise bad_request(
             f"Invalid {param}: must be one of {', '.join(allowed)}", param, code="parameter_invalid"
         )
     return text
@@ -212,16 +218,18 @@ def merge_metadata(current: dict[str, str], update: Any, param: str = "metadata"
     if update == "":
         return {}
     if not isinstance(update, dict):
-        raise invalid("Invalid hash", param)
+        raise bad_request("Invalid hash", param)
     merged = dict(current)
     for key, value in update.items():
         if len(key) > 40:
-            raise invalid("Metadata keys can be at most 40 characters.", f"{param}[{_clip(key)}]")
+            raise bad_request(
+                "Metadata keys can be at most 40 characters.", f"{param}[{_clip(key)}]"
+            )
         text = as_str(value, f"{param}[{key}]", max_len=500)
         if text == "":
             merged.pop(key, None)
         else:
             merged[key] = text
     if len(merged) > 50:
-        raise invalid("Metadata can have at most 50 keys.", param)
+        raise bad_request("Metadata can have at most 50 keys.", param)
     return merged

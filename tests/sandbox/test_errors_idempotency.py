@@ -104,3 +104,26 @@ def test_expand_inlines_objects_and_rejects_unknown_paths(client: stripe.StripeC
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.prices.retrieve(price.id, params={"expand": ["nickname"]})
     assert err.value.param == "expand"
+
+
+def test_oversized_body_is_413(sandbox) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/v1/customers",
+        content=b"description=" + b"x" * (2 << 20),
+        headers={
+            "Authorization": "Bearer sk_test_x",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_json_body_is_refused(sandbox) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/v1/customers",
+        json={"email": "json@example.com"},
+        headers={"Authorization": "Bearer sk_test_x"},
+    )
+    assert response.status_code == 400
+    assert "x-www-form-urlencoded" in response.json()["error"]["message"]

@@ -100,3 +100,44 @@ def test_open_session_expires_when_its_clock_passes_expires_at(
     )
     assert client.v1.checkout.sessions.retrieve(session.id).status == "expired"
     wait_for(lambda: "checkout.session.expired" in receiver.types_about(session.id))
+
+
+def test_concurrent_checkouts_while_delivering(sandbox: SandboxHandle, receiver: Receiver) -> None:
+    client = client_for(sandbox.url)
+    price = monthly_price(client, 300)
+
+    def buy(i: int) -> str:
+        own = client_for(sandbox.url)
+        _, sub = subscribe(own, price.id, email=f"concurrent-{i}@example.com")
+        return str(sub.id)
+
+    with ThreadPoolExecutor(6) as pool:
+        subs = list(pool.map(buy, range(12)))
+    assert len(set(subs)) == 12
+    assert [
+        s.id for s in client.v1.subscriptions.list(params={"price": price.id, "limit": 100}).data
+    ] != []
+    assert {
+        s.id for s in client.v1.subscriptions.list(params={"price": price.id, "limit": 100}).data
+    } == set(subs)
+    for sub_id in subs:
+        wait_for(lambda s=sub_id: "invoice.paid" in receiver.types_about(s), what=sub_id)
+        created = [r for r in receiver.about(sub_id) if r.type == "customer.subscription.created"]
+        assert len(created) == 1  # no faults configured: exactly one delivery
+
+
+def test_index_and_hosted_invoice_pages(
+    client: stripe.StripeClient, sandbox: SandboxHandle
+) -> None:
+    import httpx
+
+    _, sub = subscribe(client, monthly_price(client, 1100, name="Invoice page").id)
+    invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert invoice.hosted_invoice_url is not None
+    assert "/sandbox/invoices/" in invoice.hosted_invoice_url
+    page = httpx.get(invoice.hosted_invoice_url)
+    assert page.status_code == 200 and "SANDBOX" in page.text
+    assert str(invoice.number) in page.text and "11.00 USD" in page.text
+    index = httpx.get(f"{sandbox.url}/", follow_redirects=True)
+    assert index.status_code == 200 and "SANDBOX" in index.text
+    assert "invoice.paid" in index.text

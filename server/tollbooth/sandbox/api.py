@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from tollbooth.sandbox.objects import DEFAULT_CARD, new_id
 from tollbooth.sandbox.wire import StripeError, as_str, bad_request, check_params, parse_form
 
 IDEMPOTENCY_TTL_SEC = 24 * 3600
+
+log = logging.getLogger("tollbooth.sandbox.api")
 
 Handler = Callable[..., dict[str, Any]]
 
@@ -425,6 +428,12 @@ class Api:
             )
         except StripeError as err:
             return _error_response(err, request_id)
+        except Exception:
+            log.exception("sandbox request %s failed", request_id)
+            return _error_response(
+                StripeError(500, "An unknown error occurred in the sandbox.", type="api_error"),
+                request_id,
+            )
         headers = _headers(request_id)
         if key:
             headers["Idempotency-Key"] = key

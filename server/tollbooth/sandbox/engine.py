@@ -2025,12 +2025,10 @@ class Engine:
 
     def _period_ended(self, sub: dict[str, Any], end: int) -> None:
         if sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end):
-            before = copy.deepcopy(sub)
             sub["status"] = "canceled"
             sub["ended_at"] = end
             sub["canceled_at"] = sub.get("canceled_at") or end
             self.store.put(sub)
-            del before
             self.emit("customer.subscription.deleted", sub)
             return
         customer = self.customer(sub["customer"], "customer")

@@ -134,3 +134,12 @@ def test_module_serves_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_every_card_the_pages_suggest_is_a_known_test_card() -> None:
+    from tollbooth.sandbox.objects import TEST_CARDS, TEST_PM_TOKENS, luhn_ok
+    from tollbooth.sandbox.pages import TEST_CARD_HINTS
+
+    suggested = [number.replace(" ", "") for number, _ in TEST_CARD_HINTS]
+    assert suggested and all(n in TEST_CARDS and luhn_ok(n) for n in suggested)
+    assert set(TEST_PM_TOKENS.values()) <= set(TEST_CARDS)

@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine, strip_private
-from tollbooth.sandbox.objects import TEST_CARDS, fmt_amount, fmt_date
+from tollbooth.sandbox.objects import fmt_amount, fmt_date
 from tollbooth.sandbox.wire import StripeError
 
 _HERE = Path(__file__).parent
@@ -33,7 +33,6 @@ TEST_CARD_HINTS = [
     ("4000 0000 0000 9995", "is declined (insufficient funds)"),
     ("4000 0000 0000 0341", "attaches and pays now, then fails at renewal"),
 ]
-assert all(n.replace(" ", "") in TEST_CARDS for n, _ in TEST_CARD_HINTS)
 
 _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",

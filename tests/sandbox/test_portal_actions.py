@@ -132,9 +132,10 @@ def test_new_card_pays_the_open_invoice_and_restores_active(
     assert pm.card is not None and pm.card.last4 == "4242"
 
 
-def test_unknown_portal_session_is_404(sandbox: SandboxHandle) -> None:
-    response = httpx.get(f"{sandbox.url}/sandbox/portal/bps_nope")
-    assert response.status_code == 404 and "SANDBOX" in response.text
+def test_unknown_pages_are_404_and_marked_sandbox(sandbox: SandboxHandle) -> None:
+    for path in ("/sandbox/portal/bps_nope", "/sandbox/checkout/cs_test_nope", "/sandbox/nope"):
+        response = httpx.get(f"{sandbox.url}{path}")
+        assert response.status_code == 404 and "SANDBOX" in response.text, path
 
 
 @pytest.mark.parametrize("bad", ["javascript:alert(1)", "ftp://x.example/"])

@@ -23,7 +23,7 @@ from tollbooth.sandbox.api import Api
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import Pages
+from tollbooth.sandbox.pages import Pages, render
 from tollbooth.sandbox.store import Store
 
 log = logging.getLogger("tollbooth.sandbox")
@@ -76,7 +76,16 @@ def create_app(config: SandboxConfig) -> Starlette:
         Mount("/sandbox/static", app=StaticFiles(directory=str(_STATIC)), name="static"),
         Route("/v1/{path:path}", v1, methods=["GET", "POST", "DELETE"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return render(
+            "message.html", status=status, title="Not found", message="No such sandbox page."
+        )
+
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found}
+    )
     app.state.engine = engine
     app.state.store = store
     app.state.deliverer = deliverer

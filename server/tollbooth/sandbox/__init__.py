@@ -1,0 +1,11 @@
+"""A Stripe-compatible sandbox: Stripe's REST API, hosted pages and signed webhooks, offline.
+
+Wire it in with `tollbooth.sandbox.app.serve(SandboxConfig.from_env(os.environ, secret))`.
+"""
+
+from __future__ import annotations
+
+import stripe
+
+# The API version whose shapes the sandbox follows: the one the installed library pins.
+API_VERSION: str = stripe.api_version

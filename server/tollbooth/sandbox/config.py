@@ -1,0 +1,139 @@
+"""Sandbox settings: where it listens, where it keeps state, where it delivers events.
+
+Fault injection syntax (env `BILLING_SANDBOX_FAULTS`), comma-separated `name=value` pairs:
+
+- `duplicate=P`   each successful delivery is sent once more with probability P (same event id);
+- `shuffle=1`     due deliveries are sent in a random order instead of creation order;
+- `delay_ms=A-B`  wait a random A..B milliseconds before each delivery attempt (or `delay_ms=N`);
+- `twin=P`        with probability P a change produces a second, distinct event (new `evt_` id,
+                  same type and object), as Stripe occasionally does;
+- `seed=N`        seed of the random source, for reproducible runs.
+
+Example: `duplicate=0.3,shuffle=1,delay_ms=0-200,twin=0.1,seed=42`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_PORT = 12111
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8080/v1/billing/webhooks"
+
+
+def _repo_root() -> Path:
+    # server/tollbooth/sandbox/config.py -> repository root
+    return Path(__file__).resolve().parents[3]
+
+
+def default_db_path() -> Path:
+    return _repo_root() / "var" / "sandbox.db"
+
+
+@dataclass(frozen=True)
+class Faults:
+    duplicate: float = 0.0
+    shuffle: bool = False
+    delay_ms: tuple[int, int] = (0, 0)
+    twin: float = 0.0
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Faults:
+        """Parse the documented `name=value,...` syntax; raise ValueError on anything else."""
+        faults = cls()
+        if not text or not text.strip():
+            return faults
+        for part in text.split(","):
+            name, sep, value = part.strip().partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep or not value:
+                raise ValueError(f"fault {part.strip()!r}: expected name=value")
+            try:
+                if name == "duplicate":
+                    faults = replace(faults, duplicate=_probability(value))
+                elif name == "twin":
+                    faults = replace(faults, twin=_probability(value))
+                elif name == "shuffle":
+                    faults = replace(faults, shuffle=value.lower() in ("1", "true", "yes", "on"))
+                elif name == "delay_ms":
+                    lo, dash, hi = value.partition("-")
+                    low, high = int(lo), int(hi) if dash else int(lo)
+                    if low < 0 or high < low or high > 60_000:
+                        raise ValueError("delay_ms must be N or A-B with 0 <= A <= B <= 60000")
+                    faults = replace(faults, delay_ms=(low, high))
+                elif name == "seed":
+                    faults = replace(faults, seed=int(value))
+                else:
+                    raise ValueError("unknown fault")
+            except ValueError as exc:
+                raise ValueError(f"fault {part.strip()!r}: {exc}") from None
+        return faults
+
+    @property
+    def active(self) -> bool:
+        return bool(self.duplicate or self.shuffle or self.delay_ms[1] or self.twin)
+
+
+def _probability(value: str) -> float:
+    p = float(value)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError("probability must be within 0..1")
+    return p
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    webhook_secret: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db_path: Path = field(default_factory=default_db_path)
+    # Empty string: keep events (listable through the API) but deliver nothing.
+    webhook_url: str = DEFAULT_WEBHOOK_URL
+    faults: Faults = field(default_factory=Faults)
+    # Base URL printed in hosted page links; defaults to http://host:port.
+    public_url: str | None = None
+    # Delivery retries: first retry after retry_base_sec, doubling up to retry_max_sec,
+    # giving up after give_up_sec (Stripe: three days).
+    retry_base_sec: float = 1.0
+    retry_max_sec: float = 300.0
+    give_up_sec: float = 3 * 24 * 3600.0
+    delivery_timeout_sec: float = 10.0
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not self.webhook_secret:
+            raise ValueError("the sandbox needs a webhook secret to sign events")
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], webhook_secret: str) -> SandboxConfig:
+        """Read `BILLING_SANDBOX_*`; the secret comes from the caller (the server's own)."""
+        port = int(env.get("BILLING_SANDBOX_PORT") or DEFAULT_PORT)
+        db = env.get("BILLING_SANDBOX_DB")
+        retry = env.get("BILLING_SANDBOX_RETRY_BASE_MS")
+        return cls(
+            webhook_secret=webhook_secret,
+            host=env.get("BILLING_SANDBOX_HOST") or "127.0.0.1",
+            port=port,
+            db_path=Path(db) if db else default_db_path(),
+            webhook_url=env.get("BILLING_SANDBOX_WEBHOOK_URL", DEFAULT_WEBHOOK_URL),
+            faults=Faults.parse(env.get("BILLING_SANDBOX_FAULTS")),
+            public_url=env.get("BILLING_SANDBOX_PUBLIC_URL") or None,
+            retry_base_sec=int(retry) / 1000.0 if retry else 1.0,
+        )
+
+
+def secret_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """First entry of STRIPE_WEBHOOK_SECRET (comma-separated during a rotation)."""
+    env = os.environ if env is None else env
+    raw = env.get("STRIPE_WEBHOOK_SECRET", "")
+    first = raw.split(",")[0].strip()
+    return first or None

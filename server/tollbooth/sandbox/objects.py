@@ -1,0 +1,138 @@
+"""Ids, test cards, time arithmetic and the plain shapes of Stripe objects."""
+
+from __future__ import annotations
+
+import calendar
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def list_envelope(data: list[dict[str, Any]], url: str, has_more: bool = False) -> dict[str, Any]:
+    return {"object": "list", "data": data, "has_more": has_more, "url": url}
+
+
+# -- test cards ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestCard:
+    number: str
+    brand: str
+    # "ok": every charge succeeds; "decline": every charge fails;
+    # "fail_later": attaches and pays while the customer is present, fails off-session (renewals).
+    behaviour: str
+    decline_code: str | None = None
+
+
+TEST_CARDS = {
+    c.number: c
+    for c in (
+        TestCard("4242424242424242", "visa", "ok"),
+        TestCard("4000056655665556", "visa", "ok"),
+        TestCard("5555555555554444", "mastercard", "ok"),
+        TestCard("378282246310005", "amex", "ok"),
+        TestCard("4000000000000002", "visa", "decline", "generic_decline"),
+        TestCard("4000000000009995", "visa", "decline", "insufficient_funds"),
+        TestCard("4000000000000341", "visa", "fail_later", "generic_decline"),
+    )
+}
+
+# Stripe's test PaymentMethod tokens (usable wherever a payment_method id is accepted).
+TEST_PM_TOKENS = {
+    "pm_card_visa": "4242424242424242",
+    "pm_card_mastercard": "5555555555554444",
+    "pm_card_amex": "378282246310005",
+    "pm_card_chargeDeclined": "4000000000000002",
+    "pm_card_chargeDeclinedInsufficientFunds": "4000000000009995",
+    "pm_card_chargeCustomerFail": "4000000000000341",
+}
+
+DEFAULT_CARD = "4242424242424242"
+
+DECLINE_MESSAGES = {
+    "generic_decline": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+}
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def normalise_card(raw: str) -> str:
+    return "".join(c for c in raw if c.isdigit())
+
+
+# -- time ---------------------------------------------------------------------------------------
+
+
+def add_interval(ts: int, interval: str, count: int, anchor: int) -> int:
+    """The next period end after `ts`, keeping the anchor's day of month (clamped)."""
+    if interval == "day":
+        return ts + 86400 * count
+    if interval == "week":
+        return ts + 7 * 86400 * count
+    months = count * (12 if interval == "year" else 1)
+    current = datetime.fromtimestamp(ts, UTC)
+    anchor_dt = datetime.fromtimestamp(anchor, UTC)
+    month_index = current.month - 1 + months
+    year = current.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(anchor_dt.day, calendar.monthrange(year, month)[1])
+    nxt = current.replace(year=year, month=month, day=day)
+    return int(nxt.timestamp())
+
+
+def fmt_amount(amount: int, currency: str) -> str:
+    zero_decimal = {"jpy", "krw", "vnd", "clp", "isk", "ugx", "xaf", "xof", "bif", "djf"}
+    if currency.lower() in zero_decimal:
+        return f"{amount:,} {currency.upper()}"
+    return f"{amount / 100:,.2f} {currency.upper()}"
+
+
+def fmt_date(ts: int | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def plan_from_price(price: dict[str, Any]) -> dict[str, Any]:
+    recurring = price.get("recurring") or {}
+    return {
+        "id": price["id"],
+        "object": "plan",
+        "active": price["active"],
+        "amount": price["unit_amount"],
+        "amount_decimal": price["unit_amount_decimal"],
+        "billing_scheme": "per_unit",
+        "created": price["created"],
+        "currency": price["currency"],
+        "interval": recurring.get("interval"),
+        "interval_count": recurring.get("interval_count"),
+        "livemode": False,
+        "metadata": price["metadata"],
+        "meter": None,
+        "nickname": price["nickname"],
+        "product": price["product"],
+        "tiers_mode": None,
+        "transform_usage": None,
+        "trial_period_days": None,
+        "usage_type": "licensed",
+    }

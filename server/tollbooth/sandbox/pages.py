@@ -1,0 +1,307 @@
+"""Hosted pages: Checkout, the customer portal and invoices, all under `/sandbox/`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from tollbooth.sandbox import API_VERSION
+from tollbooth.sandbox.engine import Engine, strip_private
+from tollbooth.sandbox.objects import fmt_amount, fmt_date
+from tollbooth.sandbox.wire import StripeError
+
+_HERE = Path(__file__).parent
+TEMPLATES = Environment(
+    loader=FileSystemLoader(str(_HERE / "templates")),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+TEMPLATES.filters["amount"] = lambda v, c: fmt_amount(int(v or 0), str(c or "usd"))
+TEMPLATES.filters["date"] = fmt_date
+
+TEST_CARD_HINTS = [
+    ("4242 4242 4242 4242", "pays"),
+    ("4000 0000 0000 0002", "is declined"),
+    ("4000 0000 0000 9995", "is declined (insufficient funds)"),
+    ("4000 0000 0000 0341", "attaches and pays now, then fails at renewal"),
+]
+
+_SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Sandbox": "true",
+}
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(name).render(api_version=API_VERSION, **context)
+    return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+
+
+async def _form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise StripeError(413, "Form too large.")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return {}
+
+
+def _not_found(what: str) -> HTMLResponse:
+    return render("message.html", status=404, title="Not found", message=f"No such {what}.")
+
+
+def success_redirect(session: dict[str, Any], base_url: str) -> str:
+    url = session.get("success_url")
+    if not url:
+        return f"{base_url}/sandbox/checkout/{session['id']}"
+    return str(url).replace("{CHECKOUT_SESSION_ID}", session["id"])
+
+
+class Pages:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _tx(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self.engine.store.tx():
+            return fn(*args, **kwargs)
+
+    # -- index ----------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        def load() -> dict[str, Any]:
+            events = [self.engine.render(e) for _, e in self.engine.store.all("event")[:25]]
+            clock = self.engine.clock("clock_default")
+            return {"events": events, "clock": clock}
+
+        data = await run_in_threadpool(self._tx, load)
+        return render("index.html", base_url=self.engine.config.base_url, **data)
+
+    # -- checkout -------------------------------------------------------------------------------
+
+    def _checkout_context(self, session_id: str) -> dict[str, Any] | None:
+        session = self.engine.store.get(session_id)
+        if session is None or session.get("object") != "checkout.session":
+            return None
+        customer = self.engine.store.get(session["customer"]) if session["customer"] else None
+        return {
+            "session": session,
+            "lines": session.get("_line_items", []),
+            "email": (customer or {}).get("email") or session.get("customer_email") or "",
+            "cards": TEST_CARD_HINTS,
+        }
+
+    async def checkout(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
+        if ctx is None:
+            return _not_found("Checkout Session")
+        return render("checkout.html", **ctx)
+
+    async def checkout_pay(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        form = await _form(request)
+        card = form.get("card", "")
+        email = form.get("email", "").strip() or None
+        name = form.get("name", "").strip() or None
+
+        def pay() -> tuple[dict[str, Any] | None, str | None]:
+            try:
+                with self.engine.store.tx():
+                    session = self.engine.complete_checkout_session(
+                        session_id, card, email=email, name=name
+                    )
+                    return copy.deepcopy(session), None
+            except StripeError as err:
+                if err.status == 404:
+                    return None, "missing"
+                return None, err.message
+
+        session, error = await run_in_threadpool(pay)
+        if error == "missing":
+            return _not_found("Checkout Session")
+        if session is not None:
+            return RedirectResponse(
+                success_redirect(session, self.engine.config.base_url), status_code=303
+            )
+        ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
+        if ctx is None:
+            return _not_found("Checkout Session")
+        return render("checkout.html", status=402, error=error, card=card, **ctx)
+
+    # -- portal ---------------------------------------------------------------------------------
+
+    def _portal_context(self, portal_id: str) -> dict[str, Any] | None:
+        engine = self.engine
+        portal = engine.store.get(portal_id)
+        if portal is None or portal.get("object") != "billing_portal.session":
+            return None
+        config = engine.store.get(portal["configuration"]) or {}
+        customer = engine.store.get(portal["customer"]) or {}
+        features = config.get("features", {})
+        subs = [
+            strip_private(s)
+            for _, s in engine.store.all("subscription")
+            if s["customer"] == portal["customer"] and s["status"] != "canceled"
+        ]
+        invoices = [
+            strip_private(i)
+            for _, i in engine.store.all("invoice")
+            if i["customer"] == portal["customer"] and i["status"] != "draft"
+        ]
+        update = features.get("subscription_update", {})
+        choices: list[dict[str, Any]] = []
+        if update.get("enabled"):
+            for entry in update.get("products", []):
+                product = engine.store.get(entry["product"]) or {}
+                for price_id in entry.get("prices", []):
+                    price = engine.store.get(price_id)
+                    if price and price["active"] and price["recurring"]:
+                        choices.append({"price": price, "product": product})
+        names = {}
+        for sub in subs:
+            for item in sub["items"]["data"]:
+                product = engine.store.get(item["price"]["product"]) or {}
+                names[item["price"]["id"]] = product.get("name") or item["price"]["id"]
+        pm_id = customer.get("invoice_settings", {}).get("default_payment_method")
+        pm = engine.store.get(pm_id) if pm_id else None
+        return {
+            "portal": portal,
+            "config": config,
+            "features": features,
+            "customer": customer,
+            "subscriptions": subs,
+            "invoices": invoices,
+            "choices": choices,
+            "names": names,
+            "payment_method": strip_private(pm) if pm else None,
+            "cards": TEST_CARD_HINTS,
+        }
+
+    async def portal(self, request: Request) -> Response:
+        portal_id = request.path_params["portal_id"]
+        ctx = await run_in_threadpool(self._tx, self._portal_context, portal_id)
+        if ctx is None:
+            return _not_found("portal session")
+        return render(
+            "portal.html",
+            notice=request.query_params.get("notice"),
+            error=request.query_params.get("error"),
+            **ctx,
+        )
+
+    def _portal_action(
+        self, portal_id: str, sub_id: str | None, action: str, form: dict[str, str]
+    ) -> str:
+        """Apply one portal action; returns the notice to show."""
+        engine = self.engine
+        portal = engine.store.get(portal_id)
+        if portal is None or portal.get("object") != "billing_portal.session":
+            raise StripeError(404, "No such portal session.")
+        config = engine.load(portal["configuration"], "billing_portal.configuration")
+        features = config["features"]
+        customer = engine.customer(portal["customer"], "customer")
+        sub = None
+        if sub_id is not None:
+            sub = engine.store.get(sub_id)
+            if (
+                sub is None
+                or sub.get("object") != "subscription"
+                or sub["customer"] != customer["id"]
+            ):
+                raise StripeError(404, "No such subscription.")
+        if action == "cancel" and sub is not None:
+            cancel = features["subscription_cancel"]
+            if not cancel["enabled"]:
+                raise StripeError(403, "Cancelling is not enabled in this portal.")
+            if cancel["mode"] == "immediately":
+                engine.cancel_subscription(sub["id"], {})
+                return "Subscription canceled."
+            engine.update_subscription(sub["id"], {"cancel_at_period_end": "true"})
+            return "Subscription will be canceled at the end of the period."
+        if action == "renew" and sub is not None:
+            if not features["subscription_cancel"]["enabled"]:
+                raise StripeError(403, "Cancelling is not enabled in this portal.")
+            engine.update_subscription(sub["id"], {"cancel_at_period_end": "false"})
+            return "Subscription renewed: it will no longer be canceled."
+        if action == "switch" and sub is not None:
+            update = features["subscription_update"]
+            allowed = {pid for entry in update["products"] for pid in entry["prices"]}
+            price_id = form.get("price", "")
+            if not update["enabled"] or price_id not in allowed:
+                raise StripeError(403, "That price is not offered in this portal.")
+            item = sub["items"]["data"][0]
+            engine.update_subscription(
+                sub["id"],
+                {"items": [{"id": item["id"], "price": price_id}], "proration_behavior": "none"},
+            )
+            return "Plan changed."
+        if action == "payment_method":
+            if not features["payment_method_update"]["enabled"]:
+                raise StripeError(403, "Updating the payment method is not enabled in this portal.")
+            pm = engine.card_payment_method(
+                form.get("card", ""), email=customer.get("email"), name=customer.get("name")
+            )
+            if pm.get("_behaviour") == "decline":
+                raise StripeError(402, "Your card was declined.")
+            engine._attach(pm, customer)
+            engine._set_default_pm(customer, pm)
+            for _, other in engine.store.all("subscription"):
+                if other["customer"] == customer["id"] and other["status"] != "canceled":
+                    if other.get("default_payment_method") != pm["id"]:
+                        engine.update_subscription(
+                            other["id"], {"default_payment_method": pm["id"]}
+                        )
+            engine.retry_open_invoices(engine.customer(customer["id"], "customer"), pm)
+            return "Payment method updated."
+        raise StripeError(404, "Unknown action.")
+
+    async def portal_post(self, request: Request) -> Response:
+        portal_id = request.path_params["portal_id"]
+        sub_id = request.path_params.get("sub_id")
+        action = request.path_params["action"]
+        form = await _form(request)
+
+        def act() -> tuple[str | None, str | None, int]:
+            try:
+                with self.engine.store.tx():
+                    return self._portal_action(portal_id, sub_id, action, form), None, 200
+            except StripeError as err:
+                return None, err.message, err.status
+
+        notice, error, status = await run_in_threadpool(act)
+        if status == 404 and error == "No such portal session.":
+            return _not_found("portal session")
+        from urllib.parse import urlencode
+
+        query = urlencode({"notice": notice} if notice else {"error": error or "failed"})
+        return RedirectResponse(f"/sandbox/portal/{portal_id}?{query}", status_code=303)
+
+    # -- invoices -------------------------------------------------------------------------------
+
+    async def invoice(self, request: Request) -> Response:
+        invoice_id = request.path_params["invoice_id"]
+
+        def load() -> dict[str, Any] | None:
+            inv = self.engine.store.get(invoice_id)
+            if inv is None or inv.get("object") != "invoice" or inv["status"] == "draft":
+                return None
+            return strip_private(inv)
+
+        inv = await run_in_threadpool(self._tx, load)
+        if inv is None:
+            return _not_found("invoice")
+        return render("invoice.html", invoice=inv)

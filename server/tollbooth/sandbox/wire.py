@@ -1,0 +1,235 @@
+"""Stripe's wire format: bracket-notation forms in, error objects out, parameter checks.
+
+Parameter names are checked against the request TypedDicts of the installed `stripe` package, so
+the sandbox accepts exactly the names the pinned API version knows and refuses the rest the way
+Stripe does ("Received unknown parameter: ...").
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+_REQUEST_OPTIONS = {
+    "api_key",
+    "stripe_version",
+    "stripe_account",
+    "stripe_context",
+    "max_network_retries",
+    "idempotency_key",
+    "content_type",
+    "headers",
+}
+
+
+class StripeError(Exception):
+    """An error answered in Stripe's shape. `commit` keeps the transaction's effects."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002
+        code: str | None = None,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+        commit: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.extra = extra or {}
+        self.commit = commit
+
+    def rolled_back(self) -> StripeError:
+        self.commit = False
+        return self
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.code:
+            error["code"] = self.code
+        if self.param:
+            error["param"] = self.param
+        error.update(self.extra)
+        return {"error": error}
+
+
+def missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(
+        404, f"No such {kind}: '{_clip(object_id)}'", code="resource_missing", param=param
+    )
+
+
+def bad_request(
+    message: str, param: str | None = None, code: str = "parameter_invalid"
+) -> StripeError:
+    return StripeError(400, message, code=code, param=param)
+
+
+def required(param: str) -> StripeError:
+    return StripeError(
+        400, f"Missing required param: {param}.", code="parameter_missing", param=param
+    )
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- forms --------------------------------------------------------------------------------------
+
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+
+
+def parse_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """`a[b][0][c]=v`, `expand[]=x` -> nested dicts and lists, values kept as strings."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        match = _KEY.match(key)
+        if not match:
+            raise bad_request(f"Invalid parameter name: {_clip(key)}", _clip(key))
+        path = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        node: dict[str, Any] = root
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if part == "":
+                part = str(sum(1 for k in node if k.isdigit()))  # `[]` appends
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[part] = child
+                node = child
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _listify(v) for k, v in node.items()}
+    if converted and all(k.isdigit() for k in converted):
+        return [converted[k] for k in sorted(converted, key=int)]
+    return converted
+
+
+# -- parameter checks against the stripe package's TypedDicts ----------------------------------
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _nested_typeddict(cls: type, key: str) -> type | None:
+    annotation = cls.__annotations__.get(key)
+    if annotation is None:
+        return None
+    text = getattr(annotation, "__forward_arg__", None) or repr(annotation)
+    module = sys.modules.get(cls.__module__)
+    if module is None:
+        return None
+    for name in _IDENT.findall(text):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, type) and hasattr(candidate, "__required_keys__"):
+            if name.startswith(cls.__name__):
+                return candidate
+    return None
+
+
+def check_params(params: Any, cls: type | None, prefix: str = "") -> None:
+    """Raise a 400 for the first parameter name the pinned API version does not know."""
+    if cls is None or not isinstance(params, dict):
+        return
+    known = set(cls.__annotations__) - (_REQUEST_OPTIONS if not prefix else set())
+    for key, value in params.items():
+        path = f"{prefix}[{key}]" if prefix else key
+        if key not in known:
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {_clip(path)}",
+                code="parameter_unknown",
+                param=_clip(path),
+            )
+        child = _nested_typeddict(cls, key)
+        if child is None:
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                check_params(item, child, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            check_params(value, child, path)
+
+
+# -- value coercion -----------------------------------------------------------------------------
+
+
+def as_int(
+    value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise bad_request(f"Invalid integer: {param}", param)
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad_request(f"Invalid integer: {_clip(str(value))}", param) from None
+    if minimum is not None and number < minimum:
+        raise bad_request(f"This value must be greater than or equal to {minimum}.", param)
+    if maximum is not None and number > maximum:
+        raise bad_request(f"This value must be less than or equal to {maximum}.", param)
+    return number
+
+
+def as_bool(value: Any, param: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0", ""):
+        return False
+    raise bad_request(f"Invalid boolean: {_clip(str(value))}", param)
+
+
+def as_str(value: Any, param: str, *, max_len: int = 5000) -> str:
+    if not isinstance(value, str):
+        raise bad_request(f"Invalid string: {param}", param)
+    if len(value) > max_len:
+        raise bad_request(f"{param} must be at most {max_len} characters.", param)
+    if "\x00" in value:
+        raise bad_request(f"{param} must not contain NUL characters.", param)
+    return value
+
+
+def as_enum(value: Any, param: str, allowed: tuple[str, ...]) -> str:
+    text = as_str(value, param)
+    if text not in allowed:
+        raise bad_request(
+            f"Invalid {param}: must be one of {', '.join(allowed)}", param, code="parameter_invalid"
+        )
+    return text
+
+
+def merge_metadata(current: dict[str, str], update: Any, param: str = "metadata") -> dict[str, str]:
+    """Stripe's rules: `metadata=` clears, `metadata[k]=` removes k, other keys are merged."""
+    if update == "":
+        return {}
+    if not isinstance(update, dict):
+        raise bad_request("Invalid hash", param)
+    merged = dict(current)
+    for key, value in update.items():
+        if len(key) > 40:
+            raise bad_request(
+                "Metadata keys can be at most 40 characters.", f"{param}[{_clip(key)}]"
+            )
+        text = as_str(value, f"{param}[{key}]", max_len=500)
+        if text == "":
+            merged.pop(key, None)
+        else:
+            merged[key] = text
+    if len(merged) > 50:
+        raise bad_request("Metadata can have at most 50 keys.", param)
+    return merged

@@ -1,0 +1,129 @@
+"""Stripe's error objects, status codes and idempotency rules."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import stripe
+
+from tests.sandbox.support import client_for
+
+
+def test_missing_key_is_401(sandbox) -> None:
+    response = httpx.get(f"{sandbox.url}/v1/customers")
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "API key" in response.json()["error"]["message"]
+
+
+def test_live_key_is_refused(sandbox) -> None:
+    with pytest.raises(stripe.AuthenticationError) as err:
+        client_for(sandbox.url, key="sk_live_not_here").v1.customers.list()
+    assert err.value.http_status == 401
+
+
+def test_unknown_id_is_404_resource_missing(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.retrieve("cus_doesnotexist")
+    assert err.value.http_status == 404
+    assert err.value.code == "resource_missing" and err.value.param == "id"
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.subscriptions.retrieve("sub_doesnotexist")
+    assert err.value.code == "resource_missing"
+
+
+def test_unknown_parameter_is_400(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.create(params={"emial": "typo@example.com"})  # type: ignore[typeddict-unknown-key]
+    assert err.value.http_status == 400
+    assert err.value.code == "parameter_unknown" and err.value.param == "emial"
+
+
+def test_nested_unknown_parameter_is_400(client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.checkout.sessions.create(
+            params={"mode": "payment", "line_items": [{"price": "price_x", "qty": 1}]}  # type: ignore[typeddict-unknown-key]
+        )
+    assert err.value.param == "line_items[0][qty]"
+
+
+def test_bad_values_are_400(client: stripe.StripeClient) -> None:
+    product = client.v1.products.create(params={"name": "Bad values"})
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.prices.create(
+            params={"product": product.id, "unit_amount": "ten", "currency": "usd"}  # type: ignore[typeddict-item]
+        )
+    assert err.value.http_status == 400 and err.value.param == "unit_amount"
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.prices.create(params={"product": product.id, "unit_amount": 100})
+    assert err.value.code == "parameter_missing" and err.value.param == "currency"
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.list(params={"limit": 1000})
+    assert err.value.param == "limit"
+
+
+def test_unknown_path_is_404(sandbox) -> None:
+    response = httpx.get(f"{sandbox.url}/v1/refunds", headers={"Authorization": "Bearer sk_test_x"})
+    assert response.status_code == 404
+    assert "Unrecognized request URL" in response.json()["error"]["message"]
+
+
+def test_same_key_same_params_replays_the_response(client: stripe.StripeClient) -> None:
+    key = str(uuid.uuid4())
+    params = {"email": "idem@example.com"}
+    first = client.v1.customers.create(params=params, options={"idempotency_key": key})
+    again = client.v1.customers.create(params=params, options={"idempotency_key": key})
+    assert again.id == first.id
+    assert again.last_response.headers.get("Idempotent-Replayed") == "true"
+    listed = client.v1.customers.list(params={"email": "idem@example.com", "limit": 100})
+    assert [c.id for c in listed.data].count(first.id) == 1 and len(listed.data) == 1
+
+
+def test_same_key_other_params_is_idempotency_error(client: stripe.StripeClient) -> None:
+    key = str(uuid.uuid4())
+    client.v1.customers.create(params={"email": "a@example.com"}, options={"idempotency_key": key})
+    with pytest.raises(stripe.IdempotencyError) as err:
+        client.v1.customers.create(
+            params={"email": "b@example.com"}, options={"idempotency_key": key}
+        )
+    assert err.value.http_status == 400
+    assert err.value.error is not None and err.value.error.type == "idempotency_error"
+
+
+def test_expand_inlines_objects_and_rejects_unknown_paths(client: stripe.StripeClient) -> None:
+    product = client.v1.products.create(params={"name": "Expandable"})
+    price = client.v1.prices.create(
+        params={"product": product.id, "unit_amount": 100, "currency": "usd"}
+    )
+    expanded = client.v1.prices.retrieve(price.id, params={"expand": ["product"]})
+    assert isinstance(expanded.product, stripe.Product) and expanded.product.name == "Expandable"
+    listed = client.v1.prices.list(params={"product": product.id, "expand": ["data.product"]})
+    assert listed.data[0].product.id == product.id  # type: ignore[union-attr]
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.prices.retrieve(price.id, params={"expand": ["nickname"]})
+    assert err.value.param == "expand"
+
+
+def test_oversized_body_is_413(sandbox) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/v1/customers",
+        content=b"description=" + b"x" * (2 << 20),
+        headers={
+            "Authorization": "Bearer sk_test_x",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_json_body_is_refused(sandbox) -> None:
+    response = httpx.post(
+        f"{sandbox.url}/v1/customers",
+        json={"email": "json@example.com"},
+        headers={"Authorization": "Bearer sk_test_x"},
+    )
+    assert response.status_code == 400
+    assert "x-www-form-urlencoded" in response.json()["error"]["message"]

@@ -1,0 +1,156 @@
+"""The hosted pages in headless Chromium (Debian's package, never a downloaded browser).
+
+Screenshots land in var/test-artifacts/. Without /usr/bin/chromium these tests skip, unless
+BILLING_TEST_REQUIRE_BROWSER=1 (as in .ci/run), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+
+from tests.sandbox.support import Receiver, monthly_price, subscribe, wait_for
+from tollbooth.sandbox.app import SandboxHandle
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def _session(
+    client: stripe.StripeClient, receiver: Receiver, amount: int
+) -> stripe.checkout.Session:
+    price = monthly_price(client, amount, name="Team plan")
+    return client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 2}],
+            "success_url": f"{receiver.base}/success?session_id={{CHECKOUT_SESSION_ID}}",
+            "cancel_url": f"{receiver.base}/canceled",
+            "customer_email": "browser@example.com",
+        }
+    )
+
+
+def test_pay_on_checkout_page(
+    page: Any, client: stripe.StripeClient, receiver: Receiver, sandbox: SandboxHandle
+) -> None:
+    session = _session(client, receiver, 1250)
+    page.goto(session.url)
+    assert "SANDBOX" in page.inner_text("#sandbox-banner")
+    assert "SANDBOX" in page.title()
+    assert "Team plan" in page.inner_text("#line-items")
+    assert "25.00 USD" in page.inner_text("#total")
+    page.fill("#card", "4242 4242 4242 4242")
+    page.screenshot(path=str(ARTIFACTS / "checkout.png"), full_page=True)
+    page.click("#pay")
+    page.wait_for_url(f"{receiver.base}/success**")
+    assert page.url.endswith(f"session_id={session.id}")
+    done = client.v1.checkout.sessions.retrieve(session.id)
+    assert done.status == "complete" and done.payment_status == "paid"
+    sub = client.v1.subscriptions.retrieve(str(done.subscription))
+    assert sub.status == "active" and sub["items"].data[0].quantity == 2
+    completed = wait_for(
+        lambda: [r for r in receiver.about(session.id) if r.type == "checkout.session.completed"],
+        what="signed checkout.session.completed",
+    )
+    assert completed[0].body["data"]["object"]["subscription"] == sub.id
+
+
+def test_declining_card_on_checkout_page(
+    page: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    session = _session(client, receiver, 800)
+    page.goto(session.url)
+    page.fill("#card", "4000 0000 0000 0002")
+    page.click("#pay")
+    page.wait_for_selector("#error")
+    assert "declined" in page.inner_text("#error")
+    assert "SANDBOX" in page.inner_text("#sandbox-banner")
+    page.screenshot(path=str(ARTIFACTS / "checkout-declined.png"), full_page=True)
+    again = client.v1.checkout.sessions.retrieve(session.id)
+    assert again.status == "open" and again.subscription is None
+    page.click("#cancel")
+    page.wait_for_url(f"{receiver.base}/canceled")
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_cancel_on_portal_page(page: Any, client: stripe.StripeClient, receiver: Receiver) -> None:
+    done, sub = subscribe(
+        client,
+        monthly_price(client, 2000, name="Portal plan").id,
+        email="portal-browser@example.com",
+    )
+    config = client.v1.billing_portal.configurations.create(
+        params={
+            "features": {
+                "invoice_history": {"enabled": True},
+                "payment_method_update": {"enabled": True},
+                "subscription_cancel": {"enabled": True, "mode": "at_period_end"},
+            }
+        }
+    )
+    portal = client.v1.billing_portal.sessions.create(
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": f"{receiver.base}/account",
+        }
+    )
+    page.goto(portal.url)
+    assert "SANDBOX" in page.inner_text("#sandbox-banner")
+    assert "/sandbox/portal/" in page.url
+    invoice = client.v1.invoices.retrieve(str(sub.latest_invoice))
+    assert invoice.number is not None and invoice.number in page.inner_text("#invoices")
+    assert "Portal plan" in page.inner_text(f"#sub-{sub.id}")
+    page.screenshot(path=str(ARTIFACTS / "portal.png"), full_page=True)
+    page.click(f"#cancel-{sub.id}")
+    page.wait_for_selector("#notice")
+    assert "canceled at the end" in page.inner_text("#notice")
+    assert page.locator("#cancel-notice").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "portal-canceled.png"), full_page=True)
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert after.cancel_at_period_end is True and after.status == "active"
+    wait_for(
+        lambda: any(
+            r.type == "customer.subscription.updated"
+            and r.body["data"]["object"]["cancel_at_period_end"]
+            for r in receiver.about(sub.id)
+        ),
+        what="subscription updated event",
+    )
+    page.click("#return")
+    page.wait_for_url(f"{receiver.base}/account")

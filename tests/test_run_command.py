@@ -1,5 +1,5 @@
-"""`tollbooth run` (what `make run` calls): three processes up, a killed one restarted, then all
-down on SIGTERM."""
+"""`tollbooth run` (what `make run` calls): four processes up (with the sandbox), a killed one
+restarted, then all down on SIGTERM."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         "BILLING_SIDECAR_PORT": str(free_port()),
         "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
         "BILLING_RUN_DIR": str(tmp_path / "run"),
+        "BILLING_SANDBOX_PORT": str(free_port()),
+        "BILLING_DATA_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -84,7 +86,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         printed = "".join(lines)
         assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
         children = _children(proc.pid)
-        assert len(children) == 3
+        assert len(children) == 4  # server, sidecar, Envoy, sandbox
         body = None
         for _ in range(100):
             try:
@@ -116,7 +118,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         restarted = [pid for pid in _children(proc.pid) if pid not in children]
         assert len(restarted) == 1 and not _alive(grpc_pid)
         children = _children(proc.pid)
-        assert len(children) == 3
+        assert len(children) == 4  # server, sidecar, Envoy, sandbox
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout is not None
@@ -141,6 +143,8 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
         "BILLING_SIDECAR_PORT": str(free_port()),
         "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
         "BILLING_RUN_DIR": str(tmp_path / "run"),
+        "BILLING_SANDBOX_PORT": str(free_port()),
+        "BILLING_DATA_DIR": str(tmp_path),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -160,7 +164,7 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
             if line.startswith("A process that dies is restarted"):
                 break
         children = _children(proc.pid)
-        assert len(children) == 3
+        assert len(children) == 4  # server, sidecar, Envoy, sandbox
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 30

@@ -1,5 +1,5 @@
 """Command line: `run` (the whole stack, supervised), `migrate`, `serve-grpc`, `serve-sidecar`,
-`gateway-config`, `catalog apply`."""
+`serve-sandbox`, `gateway-config`, `catalog apply`."""
 
 from __future__ import annotations
 
@@ -63,6 +63,32 @@ def cmd_serve_sidecar(settings: Settings) -> int:
 
     announce(settings)
     serve(settings)
+    return 0
+
+
+def sandbox_config(settings: Settings, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """The sandbox of this stack: its state in the data directory, its events signed with the
+    server's webhook secret and delivered to the webhook path on Envoy."""
+    from tollbooth.sandbox.config import SandboxConfig
+
+    env = dict(os.environ if env is None else env)
+    env.setdefault("BILLING_SANDBOX_DB", str(settings.data_dir / "sandbox.db"))
+    env.setdefault("BILLING_SANDBOX_WEBHOOK_URL", settings.webhook_url)
+    env["BILLING_SANDBOX_PORT"] = str(settings.sandbox_port)
+    try:
+        return SandboxConfig.from_env(env, settings.webhook_secrets[0])
+    except ValueError as exc:
+        raise ConfigError(f"sandbox: {exc}") from exc
+
+
+def cmd_serve_sandbox(settings: Settings) -> int:
+    from tollbooth.sandbox.app import serve
+
+    if not settings.sandbox:
+        print("STRIPE_API_KEY is set: the sandbox is for running without Stripe", file=sys.stderr)
+        return 2
+    announce(settings)
+    serve(sandbox_config(settings))
     return 0
 
 
@@ -157,7 +183,8 @@ class Child:
 
 
 def cmd_run(settings: Settings) -> int:
-    """Migrate, then run the gRPC replicas, the sidecar and Envoy until SIGINT or SIGTERM.
+    """Migrate, then run the gRPC replicas, the sidecar, Envoy and (without a Stripe key) the
+    Stripe sandbox until SIGINT or SIGTERM.
 
     Any process that dies is restarted with backoff (0.5 s, doubling up to 10 s), and the
     restart is logged; Ctrl-C or SIGTERM stops all of them.
@@ -191,7 +218,8 @@ def cmd_run(settings: Settings) -> int:
         base_env,
         log_path=run_dir / "envoy.log",
     )
-    children = [*servers, sidecar, envoy]
+    sandbox = Child("sandbox", [*py, "serve-sandbox"], base_env) if settings.sandbox else None
+    children = [*servers, sidecar, envoy, *([sandbox] if sandbox else [])]
     stopping = False
 
     def stop_all(signum: int | None = None, _frame: object = None) -> None:
@@ -210,6 +238,9 @@ def cmd_run(settings: Settings) -> int:
                 return 1
         sidecar.start()
         envoy.start()
+        if sandbox is not None:
+            sandbox_config(settings)  # refuse bad sandbox settings before announcing readiness
+            sandbox.start()
         grpc_list = ", ".join(f"{host}:{p}" for p in settings.grpc_ports)
         print(
             f"\nready:\n  gRPC      {grpc_list} (reflection on; try: grpcurl -plaintext "
@@ -219,7 +250,13 @@ def cmd_run(settings: Settings) -> int:
             f"  webhooks  http://{settings.rest_host}:{settings.rest_port}/v1/billing/webhooks "
             f"(sidecar on 127.0.0.1:{settings.sidecar_port})\n"
             f"  admin     http://127.0.0.1:{settings.envoy_admin_port} (Envoy, loopback only)\n"
-            f"  Envoy log {run_dir / 'envoy.log'}\n"
+            + (
+                f"  sandbox   http://127.0.0.1:{settings.sandbox_port} (Stripe-compatible SANDBOX: "
+                f"STRIPE_API_KEY is unset; pages at /sandbox/)\n"
+                if settings.sandbox
+                else ""
+            )
+            + f"  Envoy log {run_dir / 'envoy.log'}\n"
             "A process that dies is restarted. Ctrl-C stops all.",
             flush=True,
         )
@@ -257,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("serve-grpc", help="run the billing gRPC server only")
     sub.add_parser("serve-sidecar", help="run the webhook sidecar only")
+    sub.add_parser("serve-sandbox", help="run the Stripe-compatible sandbox only")
     gw = sub.add_parser("gateway-config", help="render envoy.yaml for this environment")
     gw.add_argument("--out", default=str(REPO_ROOT / "var" / "run"))
     sub.add_parser("catalog", help="catalog as code: `catalog apply FILE [--dry-run]`")
@@ -283,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve_sidecar(settings)
         except RuntimeError as exc:
             print(str(exc), file=sys.stderr)
+            return 2
+    if args.command == "serve-sandbox":
+        try:
+            return cmd_serve_sandbox(settings)
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
             return 2
     if args.command == "gateway-config":
         return cmd_gateway_config(settings, args.out)

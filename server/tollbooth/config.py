@@ -114,6 +114,7 @@ class Settings:
     rest_host: str
     rest_port: int
     sidecar_port: int
+    sandbox_port: int
     envoy_admin_port: int
     cors_origins: tuple[str, ...]
     max_body_bytes: int
@@ -144,6 +145,12 @@ class Settings:
     @property
     def sandbox(self) -> bool:
         return not self.stripe_api_key
+
+    @property
+    def webhook_url(self) -> str:
+        """Where Stripe (or the sandbox) delivers events: the webhook path on Envoy."""
+        host = "127.0.0.1" if not is_loopback(self.rest_host) else self.rest_host
+        return f"http://{host}:{self.rest_port}/v1/billing/webhooks"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -207,6 +214,7 @@ class Settings:
             rest_host=env.get("BILLING_REST_HOST", "").strip() or "127.0.0.1",
             rest_port=_int(env, "BILLING_REST_PORT", 8080, 1, 65535),
             sidecar_port=_int(env, "BILLING_SIDECAR_PORT", 8090, 1, 65535),
+            sandbox_port=_int(env, "BILLING_SANDBOX_PORT", 12111, 1, 65535),
             envoy_admin_port=_int(env, "BILLING_ENVOY_ADMIN_PORT", 9901, 1, 65535),
             cors_origins=tuple(
                 _list(env, "BILLING_CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
@@ -277,6 +285,10 @@ class Settings:
             ("BILLING_GRPC_PORT", ", ".join(str(p) for p in self.grpc_ports)),
             ("BILLING_REST_PORT", str(self.rest_port)),
             ("BILLING_SIDECAR_PORT", str(self.sidecar_port)),
+            (
+                "BILLING_SANDBOX_PORT",
+                str(self.sandbox_port) if self.sandbox else "(not started: real Stripe)",
+            ),
             ("BILLING_ENVOY_ADMIN_PORT", str(self.envoy_admin_port)),
         ]
 

@@ -138,7 +138,11 @@ def test_default_deadline_cuts_a_call_the_server_never_answers(fake_server):  # 
     with client_for(server, default_timeout=0.3) as client, pytest.raises(BillingError) as exc:
         client.issue_token("acct-42")
     assert exc.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert len(servicer.calls) == 1 and servicer.calls[0] <= 0.3  # the server saw the deadline
+    # The server saw a deadline (without one, time_remaining() is None), and it was the client's
+    # default, not some far-off value. Not a timing assertion: 0.3 s against 10 s.
+    assert len(servicer.calls) == 1
+    remaining = servicer.calls[0]
+    assert remaining is not None and remaining < 5
 
 
 class ScriptedStream(usage_pb2_grpc.UsageServiceServicer):

@@ -58,6 +58,10 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 GRANT_BATCH = 50
 
 Clock = Callable[[], dt.datetime]
+# Ledger notes of the entries a reservation writes when it closes.
+LAPSED_NOTE = "reservation expired"
+COMMITTED_NOTE = "reservation committed"
+RELEASED_NOTE = "reservation released"
 PLAIN_ZERO = re.compile(r"0+(?:\.0+)?")
 # Changes that consume credit: a balance they bring to zero is "depleted".
 CONSUMING = ("debit", "expiration", "void")
@@ -260,7 +264,7 @@ class Locked:
                     eff.amount,
                     eff.at,
                     reservation_id=eff.hold_id,
-                    reason="reservation expired",
+                    reason=LAPSED_NOTE,
                 )
 
     def depletion(self, cause: str, debit_id: str | None = None) -> None:
@@ -531,7 +535,7 @@ def commit(
         res.amount,
         now,
         reservation_id=res.id,
-        reason="reservation committed",
+        reason=COMMITTED_NOTE,
         request_id=request_id,
     )
     debit_id = None
@@ -578,7 +582,7 @@ def release(
         res.amount,
         now,
         reservation_id=res.id,
-        reason="reservation released",
+        reason=RELEASED_NOTE,
         request_id=request_id,
     )
     locked.record(effects)

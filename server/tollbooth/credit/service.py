@@ -16,13 +16,14 @@ differ slightly.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
@@ -505,6 +506,28 @@ _BALANCE_WRITE = (
         updated_at=bindparam("v_now", type_=_B.c.updated_at.type),
     )
 )
+# PostgreSQL: the three writes of a debit in one round trip (the lock is held meanwhile, so
+# fewer round trips is a shorter queue on a hot balance).
+_PG_DEBIT_WRITE = text(
+    """
+WITH g AS (
+  UPDATE credit_grants AS t SET remaining = v.remaining, state = v.state
+  FROM jsonb_to_recordset(CAST(:grants AS jsonb)) AS v(id varchar, remaining numeric, state varchar)
+  WHERE t.id = v.id
+  RETURNING 1
+), b AS (
+  UPDATE credit_balances
+  SET balance = :balance, seq = :seq, depleted = :depleted, depletions = :depletions,
+      updated_at = :now
+  WHERE billing_account_id = :account AND credit_type = :ctype
+  RETURNING 1
+)
+INSERT INTO credit_ledger (id, billing_account_id, credit_type, seq, kind, amount, balance_after,
+  grant_id, debit_id, reservation_id, reason, request_id, allocations, metadata, created_at)
+VALUES (:id, :account, :ctype, :seq, 'debit', :amount, :balance, NULL, :debit_id, NULL, :reason,
+  :request_id, CAST(:allocations AS json), CAST(:metadata AS json), :now)
+"""
+)
 _LEDGER_COLUMNS = [(attr, col.name) for attr, col in CreditLedgerEntry.__mapper__.columns.items()]
 
 
@@ -542,17 +565,10 @@ def _debit_fast(
         for g in grants
     )
     portions = book.debit(value, now)
-    session.execute(
-        _GRANT_WRITE,
-        [
-            {
-                "g_id": gid,
-                "g_remaining": book.grants[gid].remaining,
-                "g_state": book.grants[gid].state,
-            }
-            for gid in sorted(book.dirty_grants)
-        ],
-    )
+    grant_writes = [
+        (gid, book.grants[gid].remaining, book.grants[gid].state)
+        for gid in sorted(book.dirty_grants)
+    ]
     balance_after = sub(row.balance, value)
     seq = row.seq + 1
     entry = CreditLedgerEntry(
@@ -572,13 +588,41 @@ def _debit_fast(
         attributes=meta or None,
         created_at=now,
     )
-    session.execute(_LEDGER_INSERT, {name: getattr(entry, attr) for attr, name in _LEDGER_COLUMNS})
     depleted, depletions = row.depleted, row.depletions
     if balance_after > 0:
         depleted = False
     elif not depleted:
         depleted, depletions = True, depletions + 1
         notify_depleted(session, account_id, ctype, depletions, "debit", entry.debit_id, now, now)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _PG_DEBIT_WRITE,
+            {
+                "grants": json.dumps(
+                    [{"id": g, "remaining": fmt(r), "state": st} for g, r, st in grant_writes]
+                ),
+                "balance": balance_after,
+                "seq": seq,
+                "depleted": depleted,
+                "depletions": depletions,
+                "now": now,
+                "account": account_id,
+                "ctype": ctype,
+                "id": entry.id,
+                "amount": entry.amount,
+                "debit_id": entry.debit_id,
+                "reason": why,
+                "request_id": request_id,
+                "allocations": json.dumps(entry.allocations),
+                "metadata": json.dumps(meta) if meta else None,
+            },
+        )
+        return entry
+    session.execute(
+        _GRANT_WRITE,
+        [{"g_id": g, "g_remaining": r, "g_state": st} for g, r, st in grant_writes],
+    )
+    session.execute(_LEDGER_INSERT, {name: getattr(entry, attr) for attr, name in _LEDGER_COLUMNS})
     session.execute(
         _BALANCE_WRITE,
         {

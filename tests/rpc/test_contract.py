@@ -32,10 +32,10 @@ def test_readme_lists_exactly_the_unbuilt_rpcs() -> None:
 
 
 def test_unbuilt_rpc_answers_unimplemented_with_reason(channel):  # type: ignore[no-untyped-def]
-    stub = credit_pb2_grpc.CreditServiceStub(channel)
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
     with pytest.raises(grpc.RpcError) as exc:
-        stub.GetBalance(
-            credit_pb2.GetBalanceRequest(account="a", type="t"), metadata=SERVICE_MD, timeout=10
+        stub.GetUsage(
+            usage_pb2.GetUsageRequest(account="a", metric_code="m"), metadata=SERVICE_MD, timeout=10
         )
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_reason(exc.value) == "NOT_IMPLEMENTED"

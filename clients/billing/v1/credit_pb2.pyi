@@ -56,7 +56,7 @@ RESERVATION_STATE_RELEASED: ReservationState
 RESERVATION_STATE_EXPIRED: ReservationState
 
 class CreditGrant(_message.Message):
-    __slots__ = ("grant_id", "billing_account_id", "credit_type", "amount", "remaining", "reason", "priority", "expire_time", "state", "request_id", "create_time", "metadata")
+    __slots__ = ("grant_id", "billing_account_id", "credit_type", "amount", "remaining", "reason", "priority", "expire_time", "state", "request_id", "create_time", "metadata", "held")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class CreditGrant(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     grant_id: str
     billing_account_id: str
     credit_type: str
@@ -88,7 +89,8 @@ class CreditGrant(_message.Message):
     request_id: str
     create_time: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, grant_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., remaining: _Optional[str] = ..., reason: _Optional[str] = ..., priority: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[GrantState, str]] = ..., request_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    held: str
+    def __init__(self, grant_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., remaining: _Optional[str] = ..., reason: _Optional[str] = ..., priority: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[GrantState, str]] = ..., request_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., held: _Optional[str] = ...) -> None: ...
 
 class GrantCreditsRequest(_message.Message):
     __slots__ = ("account", "credit_type", "amount", "reason", "priority", "expire_time", "request_id", "metadata")
@@ -215,7 +217,14 @@ class CreditDebit(_message.Message):
     def __init__(self, debit_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., balance_after: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[GrantAllocation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("entry_id", "billing_account_id", "credit_type", "kind", "amount", "balance_after", "grant_id", "debit_id", "reason", "create_time")
+    __slots__ = ("entry_id", "billing_account_id", "credit_type", "kind", "amount", "balance_after", "grant_id", "debit_id", "reason", "create_time", "reservation_id", "request_id", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +235,9 @@ class LedgerEntry(_message.Message):
     DEBIT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     billing_account_id: str
     credit_type: str
@@ -236,7 +248,10 @@ class LedgerEntry(_message.Message):
     debit_id: str
     reason: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, entry_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., kind: _Optional[_Union[LedgerEntryKind, str]] = ..., amount: _Optional[str] = ..., balance_after: _Optional[str] = ..., grant_id: _Optional[str] = ..., debit_id: _Optional[str] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reservation_id: str
+    request_id: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, entry_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., kind: _Optional[_Union[LedgerEntryKind, str]] = ..., amount: _Optional[str] = ..., balance_after: _Optional[str] = ..., grant_id: _Optional[str] = ..., debit_id: _Optional[str] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
     __slots__ = ("account", "credit_type", "page_size", "page_token")
@@ -293,7 +308,7 @@ class VoidGrantRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., grant_id: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreditReservation(_message.Message):
-    __slots__ = ("reservation_id", "billing_account_id", "credit_type", "amount", "committed_amount", "state", "expire_time", "request_id", "create_time")
+    __slots__ = ("reservation_id", "billing_account_id", "credit_type", "amount", "committed_amount", "state", "expire_time", "request_id", "create_time", "reason", "debit_id")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +318,8 @@ class CreditReservation(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ID_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     billing_account_id: str
     credit_type: str
@@ -312,7 +329,9 @@ class CreditReservation(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     request_id: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, reservation_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., committed_amount: _Optional[str] = ..., state: _Optional[_Union[ReservationState, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reason: str
+    debit_id: str
+    def __init__(self, reservation_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., committed_amount: _Optional[str] = ..., state: _Optional[_Union[ReservationState, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., debit_id: _Optional[str] = ...) -> None: ...
 
 class ReserveCreditsRequest(_message.Message):
     __slots__ = ("account", "credit_type", "amount", "ttl_sec", "reason", "request_id")

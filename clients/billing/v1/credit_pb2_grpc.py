@@ -27,7 +27,10 @@ if _version_not_supported:
 
 class CreditServiceStub:
     """CreditService keeps exact credit balances per account and credit type.
-    Amounts are decimal strings (for example "10", "0.25"); never floats.
+    Amounts are decimal strings (for example "10", "0.25"); never floats. An amount
+    has at most 20 integer and 18 fractional digits (trailing zeros do not count);
+    anything finer, signed, exponent or non-ASCII is refused with AMOUNT_INVALID.
+    Responses give amounts in canonical form: no exponent, no trailing zeros.
     """
 
     def __init__(self, channel):
@@ -90,7 +93,10 @@ class CreditServiceStub:
 
 class CreditServiceServicer:
     """CreditService keeps exact credit balances per account and credit type.
-    Amounts are decimal strings (for example "10", "0.25"); never floats.
+    Amounts are decimal strings (for example "10", "0.25"); never floats. An amount
+    has at most 20 integer and 18 fractional digits (trailing zeros do not count);
+    anything finer, signed, exponent or non-ASCII is refused with AMOUNT_INVALID.
+    Responses give amounts in canonical form: no exponent, no trailing zeros.
     """
 
     def GrantCredits(self, request, context):
@@ -226,7 +232,10 @@ def add_CreditServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CreditService:
     """CreditService keeps exact credit balances per account and credit type.
-    Amounts are decimal strings (for example "10", "0.25"); never floats.
+    Amounts are decimal strings (for example "10", "0.25"); never floats. An amount
+    has at most 20 integer and 18 fractional digits (trailing zeros do not count);
+    anything finer, signed, exponent or non-ASCII is refused with AMOUNT_INVALID.
+    Responses give amounts in canonical form: no exponent, no trailing zeros.
     """
 
     @staticmethod

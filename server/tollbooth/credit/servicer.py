@@ -1,9 +1,319 @@
-"""CreditService over gRPC. Not built yet: every RPC answers UNIMPLEMENTED after auth."""
+"""CreditService over gRPC: proto in, proto out, one transaction, the real clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from decimal import Decimal
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.v1 import credit_pb2
+from tollbooth.auth.caller import current_caller
+from tollbooth.credit import service
+from tollbooth.credit.engine import fmt
+from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
+from tollbooth.db.types import utcnow
 from tollbooth.rpc.servicer import Servicer, contract
+
+GRANT_STATES = {
+    "active": credit_pb2.GRANT_STATE_ACTIVE,
+    "depleted": credit_pb2.GRANT_STATE_DEPLETED,
+    "expired": credit_pb2.GRANT_STATE_EXPIRED,
+    "voided": credit_pb2.GRANT_STATE_VOIDED,
+}
+RESERVATION_STATES = {
+    "held": credit_pb2.RESERVATION_STATE_HELD,
+    "committed": credit_pb2.RESERVATION_STATE_COMMITTED,
+    "released": credit_pb2.RESERVATION_STATE_RELEASED,
+    "expired": credit_pb2.RESERVATION_STATE_EXPIRED,
+}
+LEDGER_KINDS = {
+    "grant": credit_pb2.LEDGER_ENTRY_KIND_GRANT,
+    "debit": credit_pb2.LEDGER_ENTRY_KIND_DEBIT,
+    "expiration": credit_pb2.LEDGER_ENTRY_KIND_EXPIRATION,
+    "void": credit_pb2.LEDGER_ENTRY_KIND_VOID,
+    "reservation": credit_pb2.LEDGER_ENTRY_KIND_RESERVATION,
+    "release": credit_pb2.LEDGER_ENTRY_KIND_RELEASE,
+}
+
+# The clock every RPC reads; tests of the service layer pass their own `now` instead.
+Clock = Callable[[], dt.datetime]
+
+
+def ts(value: dt.datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def amount(value: Decimal | None) -> str:
+    return "" if value is None else fmt(value)
+
+
+def grant_out(row: CreditGrant, now: dt.datetime) -> credit_pb2.CreditGrant:
+    state = row.state
+    if state in ("active", "depleted") and row.expire_at is not None and row.expire_at <= now:
+        state = "expired"  # due, recorded by the next write to this balance
+    return credit_pb2.CreditGrant(
+        grant_id=row.id,
+        billing_account_id=row.billing_account_id,
+        credit_type=row.credit_type,
+        amount=fmt(row.amount),
+        remaining="0" if state == "expired" else fmt(row.remaining),
+        held=fmt(row.held),
+        reason=row.reason,
+        priority=row.priority,
+        expire_time=ts(row.expire_at),
+        state=GRANT_STATES[state],
+        request_id=row.request_id,
+        create_time=ts(row.created_at),
+        metadata=row.attributes or {},
+    )
+
+
+def reservation_out(row: CreditReservation) -> credit_pb2.CreditReservation:
+    return credit_pb2.CreditReservation(
+        reservation_id=row.id,
+        billing_account_id=row.billing_account_id,
+        credit_type=row.credit_type,
+        amount=fmt(row.amount),
+        committed_amount=amount(row.committed_amount),
+        state=RESERVATION_STATES[row.state],
+        expire_time=ts(row.expire_at),
+        request_id=row.request_id,
+        create_time=ts(row.created_at),
+        reason=row.reason,
+        debit_id=row.debit_id or "",
+    )
+
+
+def debit_out(entry: CreditLedgerEntry) -> credit_pb2.CreditDebit:
+    return credit_pb2.CreditDebit(
+        debit_id=entry.debit_id or "",
+        billing_account_id=entry.billing_account_id,
+        credit_type=entry.credit_type,
+        amount=fmt(-entry.amount),
+        balance_after=fmt(entry.balance_after),
+        reason=entry.reason,
+        request_id=entry.request_id,
+        allocations=[
+            credit_pb2.GrantAllocation(grant_id=a["grant_id"], amount=a["amount"])
+            for a in entry.allocations or []
+        ],
+        create_time=ts(entry.created_at),
+    )
+
+
+def entry_out(entry: CreditLedgerEntry) -> credit_pb2.LedgerEntry:
+    return credit_pb2.LedgerEntry(
+        entry_id=entry.id,
+        billing_account_id=entry.billing_account_id,
+        credit_type=entry.credit_type,
+        kind=LEDGER_KINDS[entry.kind],
+        amount=fmt(entry.amount),
+        balance_after=fmt(entry.balance_after),
+        grant_id=entry.grant_id or "",
+        debit_id=entry.debit_id or "",
+        reason=entry.reason,
+        create_time=ts(entry.created_at),
+        reservation_id=entry.reservation_id or "",
+        request_id=entry.request_id,
+        metadata=entry.attributes or {},
+    )
 
 
 @contract(credit_pb2.DESCRIPTOR.services_by_name["CreditService"])
 class CreditServicer(Servicer):
-    pass
+    clock: Clock = staticmethod(utcnow)
+
+    def GrantCredits(self, request, context):  # type: ignore[no-untyped-def]
+        expire_at = (
+            service.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
+            if request.HasField("expire_time")
+            else None
+        )
+        return self.write(
+            request,
+            credit_pb2.CreditGrant,
+            lambda session: grant_out(
+                service.grant(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    credit_type=request.credit_type,
+                    amount=request.amount,
+                    reason=request.reason,
+                    priority=request.priority,
+                    expire_at=expire_at,
+                    request_id=request.request_id,
+                    metadata=dict(request.metadata),
+                    clock=self.clock,
+                ),
+                self.clock(),
+            ),
+            require_request_id=True,
+        )
+
+    def GetBalance(self, request, context):  # type: ignore[no-untyped-def]
+        now = self.clock()
+        with self.read() as session:
+            view = service.balance(
+                session, current_caller.get(), request.account, request.type, now
+            )
+        return credit_pb2.CreditBalance(
+            billing_account_id=view.billing_account_id,
+            credit_type=view.credit_type,
+            balance=fmt(view.balance),
+            reserved=fmt(view.reserved),
+            as_of=ts(view.as_of),
+        )
+
+    def CheckAvailability(self, request, context):  # type: ignore[no-untyped-def]
+        now = self.clock()
+        with self.read() as session:
+            got = service.availability(
+                session, current_caller.get(), request.account, request.type, request.required, now
+            )
+        return credit_pb2.CheckAvailabilityResponse(
+            available=got.available,
+            balance=fmt(got.balance),
+            required=fmt(got.required),
+            shortfall=fmt(got.shortfall),
+        )
+
+    def DebitCredits(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            credit_pb2.CreditDebit,
+            lambda session: debit_out(
+                service.debit(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    credit_type=request.credit_type,
+                    amount=request.amount,
+                    reason=request.reason,
+                    request_id=request.request_id,
+                    metadata=dict(request.metadata),
+                    clock=self.clock,
+                )
+            ),
+            require_request_id=True,
+        )
+
+    def ListLedgerEntries(self, request, context):  # type: ignore[no-untyped-def]
+        # A write transaction: expiries that came due are recorded first, so the ledger
+        # shows them.
+        now = self.clock()
+
+        def effect(session):  # type: ignore[no-untyped-def]
+            page = service.list_ledger(
+                session,
+                current_caller.get(),
+                request.account,
+                credit_type=request.credit_type,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                now=now,
+            )
+            return credit_pb2.ListLedgerEntriesResponse(
+                entries=[entry_out(e) for e in page.items], next_page_token=page.next_page_token
+            )
+
+        return self.write(request, credit_pb2.ListLedgerEntriesResponse, effect)
+
+    def ListGrants(self, request, context):  # type: ignore[no-untyped-def]
+        now = self.clock()
+
+        def effect(session):  # type: ignore[no-untyped-def]
+            page = service.list_grants(
+                session,
+                current_caller.get(),
+                request.account,
+                credit_type=request.credit_type,
+                include_inactive=request.include_inactive,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                now=now,
+            )
+            return credit_pb2.ListGrantsResponse(
+                grants=[grant_out(g, now) for g in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+        return self.write(request, credit_pb2.ListGrantsResponse, effect)
+
+    def VoidGrant(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            credit_pb2.CreditGrant,
+            lambda session: grant_out(
+                service.void_grant(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    grant_id=request.grant_id,
+                    reason=request.reason,
+                    request_id=request.request_id,
+                    clock=self.clock,
+                ),
+                self.clock(),
+            ),
+        )
+
+    def ReserveCredits(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            credit_pb2.CreditReservation,
+            lambda session: reservation_out(
+                service.reserve(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    credit_type=request.credit_type,
+                    amount=request.amount,
+                    ttl_sec=request.ttl_sec,
+                    reason=request.reason,
+                    request_id=request.request_id,
+                    clock=self.clock,
+                )
+            ),
+            require_request_id=True,
+        )
+
+    def CommitReservation(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            credit_pb2.CreditReservation,
+            lambda session: reservation_out(
+                service.commit(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    reservation_id=request.reservation_id,
+                    amount=request.amount,
+                    request_id=request.request_id,
+                    clock=self.clock,
+                )
+            ),
+            require_request_id=True,
+        )
+
+    def ReleaseReservation(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            credit_pb2.CreditReservation,
+            lambda session: reservation_out(
+                service.release(
+                    session,
+                    current_caller.get(),
+                    request.account,
+                    reservation_id=request.reservation_id,
+                    request_id=request.request_id,
+                    clock=self.clock,
+                )
+            ),
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -13,11 +14,14 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from tollbooth.db.types import UTCDateTime, utcnow
 
@@ -157,3 +161,160 @@ class NotificationOutbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (Index("ix_notification_outbox_pending", "delivered_at", "created_at"),)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Exact credit amounts: NUMERIC(38, 18) on PostgreSQL, text on SQLite.
+
+    SQLite has no decimal type (SQLAlchemy's Numeric goes through a binary float there), so
+    it stores the decimal string; every sum and comparison of amounts on SQLite happens in
+    Python, under the transaction's write lock.
+    """
+
+    impl = Numeric(38, 18)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):  # type: ignore[no-untyped-def]
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(38, 18, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"credit amounts are Decimal, got {type(value).__name__}")
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return Decimal(value) if isinstance(value, str) else value
+
+
+class CreditBalance(Base):
+    """One balance per (account, credit type): the row every change to it locks first.
+
+    `balance` (available) and `reserved` are the ledger's running totals as of the last
+    write; `next_event_at` is a lower bound of the next expiry of a grant or a hold, so a
+    reader knows when the stored figures are still exact without looking at any grant.
+    """
+
+    __tablename__ = "credit_balances"
+
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    credit_type: Mapped[str] = mapped_column(String(100), primary_key=True)
+    balance: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    reserved: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    # The seq of the last ledger entry of this balance (entries are numbered 1, 2, ...).
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    next_event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Depletion is a transition: set when the balance reaches zero, cleared when it rises.
+    depleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    depletions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class CreditGrant(Base):
+    """Credits granted to an account; `remaining` is free to spend, `held` is under holds."""
+
+    __tablename__ = "credit_grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    credit_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    remaining: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    held: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    # active | depleted | expired | voided
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    expire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Consumption order: priority, then expiry (epoch microseconds; int64 max when none),
+    # then age (the seq of the grant's ledger entry).
+    expiry_key: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    request_id: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, nullable=False, default=dict
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(
+            "ix_credit_grants_order",
+            "billing_account_id",
+            "credit_type",
+            "priority",
+            "expiry_key",
+            "seq",
+        ),
+    )
+
+
+class CreditReservation(Base):
+    """A hold on credits; `allocations` names the grants it holds from (JSON decimal strings)."""
+
+    __tablename__ = "credit_reservations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    credit_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    committed_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    # held | committed | released | expired
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    expire_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    allocations: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    request_id: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    debit_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_credit_reservations_open", "billing_account_id", "credit_type", "state"),
+    )
+
+
+class CreditLedgerEntry(Base):
+    """One line of the ledger: signed amount and the balance after it, numbered per balance.
+
+    The sum of `amount` over a balance's entries is its `balance`; (account, type, seq) is
+    unique, so two writers can never both append the same line.
+    """
+
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    credit_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # grant | debit | expiration | void | reservation | release
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    balance_after: Mapped[Decimal] = mapped_column(ExactDecimal, nullable=False)
+    grant_id: Mapped[str | None] = mapped_column(String(40))
+    debit_id: Mapped[str | None] = mapped_column(String(40))
+    reservation_id: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    request_id: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    # For debits: [{"grant_id": ..., "amount": "<decimal>"}] in consumption order.
+    allocations: Mapped[list[Any] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("billing_account_id", "credit_type", "seq", name="uq_credit_ledger_seq"),
+        Index("ix_credit_ledger_listing", "billing_account_id", "created_at", "seq", "id"),
+    )

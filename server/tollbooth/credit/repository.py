@@ -1,0 +1,219 @@
+"""Every query of the credit domain."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import Session
+
+from tollbooth.db import upsert_insert
+from tollbooth.db.models import (
+    CreditBalance,
+    CreditGrant,
+    CreditLedgerEntry,
+    CreditReservation,
+    NotificationOutbox,
+)
+from tollbooth.ids import new_id
+
+
+def ensure_balance(session: Session, account_id: str, credit_type: str, now: dt.datetime) -> None:
+    """Create the balance row if it is missing (conflict-proof on both backends)."""
+    session.execute(
+        upsert_insert(session, CreditBalance)
+        .values(
+            billing_account_id=account_id,
+            credit_type=credit_type,
+            balance=Decimal(0),
+            reserved=Decimal(0),
+            seq=0,
+            next_event_at=None,
+            depleted=False,
+            depletions=0,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["billing_account_id", "credit_type"])
+    )
+
+
+def lock_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:
+    """The balance row, locked until the transaction ends (SELECT ... FOR UPDATE).
+
+    Every change to a balance goes through this lock, so concurrent writers of one balance
+    queue here and each sees the row as the previous one committed it.
+    """
+    return session.execute(
+        select(CreditBalance)
+        .where(
+            CreditBalance.billing_account_id == account_id,
+            CreditBalance.credit_type == credit_type,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def read_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:
+    return session.get(CreditBalance, (account_id, credit_type))
+
+
+def due_credit_types(
+    session: Session, account_id: str, credit_type: str, now: dt.datetime
+) -> list[str]:
+    """Credit types of the account with an expiry at or before `now` not yet recorded."""
+    stmt = select(CreditBalance.credit_type).where(
+        CreditBalance.billing_account_id == account_id,
+        CreditBalance.next_event_at.is_not(None),
+        CreditBalance.next_event_at <= now,
+    )
+    if credit_type:
+        stmt = stmt.where(CreditBalance.credit_type == credit_type)
+    return sorted(session.execute(stmt).scalars())
+
+
+def active_grants(
+    session: Session, account_id: str, credit_type: str, limit: int | None = None
+) -> list[CreditGrant]:
+    """Grants that still hold credit (free or under a hold), in consumption order."""
+    stmt = (
+        select(CreditGrant)
+        .where(
+            CreditGrant.billing_account_id == account_id,
+            CreditGrant.credit_type == credit_type,
+            CreditGrant.state == "active",
+        )
+        .order_by(CreditGrant.priority, CreditGrant.expiry_key, CreditGrant.seq)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.execute(_fresh(stmt)).scalars())
+
+
+def _fresh(stmt: Any) -> Any:
+    """Rows as the database has them now, even if this session loaded them before a lock."""
+    return stmt.execution_options(populate_existing=True)
+
+
+def grants_by_ids(session: Session, ids: Iterable[str]) -> list[CreditGrant]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    return list(
+        session.execute(_fresh(select(CreditGrant).where(CreditGrant.id.in_(wanted)))).scalars()
+    )
+
+
+def held_reservations(
+    session: Session, account_id: str, credit_type: str
+) -> list[CreditReservation]:
+    return list(
+        session.execute(
+            _fresh(
+                select(CreditReservation).where(
+                    CreditReservation.billing_account_id == account_id,
+                    CreditReservation.credit_type == credit_type,
+                    CreditReservation.state == "held",
+                )
+            )
+        ).scalars()
+    )
+
+
+def grant(session: Session, account_id: str, grant_id: str) -> CreditGrant | None:
+    """A grant of this account; another account's grant is None, like a missing one."""
+    return session.execute(
+        _fresh(
+            select(CreditGrant).where(
+                CreditGrant.id == grant_id, CreditGrant.billing_account_id == account_id
+            )
+        )
+    ).scalar_one_or_none()
+
+
+def reservation(session: Session, account_id: str, reservation_id: str) -> CreditReservation | None:
+    return session.execute(
+        _fresh(
+            select(CreditReservation).where(
+                CreditReservation.id == reservation_id,
+                CreditReservation.billing_account_id == account_id,
+            )
+        )
+    ).scalar_one_or_none()
+
+
+def _after(columns: list[Any], values: list[Any], descending: bool) -> ColumnElement[bool]:
+    """Strictly after `values` in the lexicographic order of `columns` (keyset paging)."""
+    clauses = []
+    for i, col in enumerate(columns):
+        prefix = [c == v for c, v in zip(columns[:i], values[:i], strict=True)]
+        step = col < values[i] if descending else col > values[i]
+        clauses.append(and_(*prefix, step))
+    return or_(*clauses)
+
+
+def list_grants(
+    session: Session,
+    account_id: str,
+    credit_type: str,
+    include_inactive: bool,
+    after: list[Any] | None,
+    limit: int,
+) -> list[CreditGrant]:
+    """Consumption order: credit type, priority, expiry, age."""
+    order = [CreditGrant.credit_type, CreditGrant.priority, CreditGrant.expiry_key, CreditGrant.seq]
+    stmt = select(CreditGrant).where(CreditGrant.billing_account_id == account_id)
+    if credit_type:
+        stmt = stmt.where(CreditGrant.credit_type == credit_type)
+    if not include_inactive:
+        stmt = stmt.where(CreditGrant.state == "active")
+    if after is not None:
+        stmt = stmt.where(_after(order, after, descending=False))
+    return list(session.execute(stmt.order_by(*order).limit(limit)).scalars())
+
+
+def list_ledger(
+    session: Session,
+    account_id: str,
+    credit_type: str,
+    before: list[Any] | None,
+    limit: int,
+) -> list[CreditLedgerEntry]:
+    """Newest first: effective time, then the balance's entry number, then the id."""
+    order = [CreditLedgerEntry.created_at, CreditLedgerEntry.seq, CreditLedgerEntry.id]
+    stmt = select(CreditLedgerEntry).where(CreditLedgerEntry.billing_account_id == account_id)
+    if credit_type:
+        stmt = stmt.where(CreditLedgerEntry.credit_type == credit_type)
+    if before is not None:
+        stmt = stmt.where(_after(order, before, descending=True))
+    return list(session.execute(stmt.order_by(*(c.desc() for c in order)).limit(limit)).scalars())
+
+
+def add_notification(
+    session: Session,
+    kind: str,
+    account_id: str,
+    dedupe_key: str,
+    payload: dict[str, Any],
+    now: dt.datetime,
+) -> bool:
+    """Write an outbound notification once per dedupe_key; False when it already exists."""
+    stmt = (
+        upsert_insert(session, NotificationOutbox)
+        .values(
+            id=new_id("ntf"),
+            type=kind,
+            billing_account_id=account_id,
+            dedupe_key=dedupe_key,
+            payload=payload,
+            created_at=now,
+            delivered_at=None,
+            attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(NotificationOutbox.id)
+    )
+    return session.execute(stmt).first() is not None

@@ -1,0 +1,191 @@
+"""Proofs on PostgreSQL with two server processes against one database.
+
+64 concurrent debits of 1 against a balance of 10, spread over two `serve-grpc` processes,
+succeed exactly 10 times every round and the SQL invariants hold after each round (5 rounds;
+100 with BILLING_SOAK=1). Replays and concurrent copies of one request apply once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
+
+from billing.v1 import credit_pb2 as c
+from billing.v1 import credit_pb2_grpc
+from tests.conftest import SERVICE_MD, make_env
+from tests.credit.support import account, check_invariants, grant
+from tests.helpers import error_reason
+from tollbooth.db import normalize_url
+from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
+from tollbooth.devstack import free_port
+
+pytestmark = pytest.mark.postgres
+
+ROUNDS = 100 if os.environ.get("BILLING_SOAK") == "1" else 5
+CLIENTS = 64
+BALANCE = 10
+
+
+@pytest.fixture
+def servers(pg_url: str) -> Iterator[list[int]]:
+    """Two billing server processes on free loopback ports, one PostgreSQL database."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports = []
+    try:
+        for _ in range(2):
+            port = free_port()
+            env = {
+                **os.environ,
+                **make_env(pg_url, BILLING_GRPC_PORT=str(port), BILLING_LOG_LEVEL="WARNING"),
+                "BILLING_GRPC_HOST": "127.0.0.1",
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            ports.append(port)
+        for port in ports:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                grpc.channel_ready_future(ch).result(timeout=60)
+        yield ports
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def channels(servers: list[int]) -> Iterator[list[grpc.Channel]]:
+    """One channel per client, alternating between the two servers."""
+    chans = [grpc.insecure_channel(f"127.0.0.1:{servers[i % 2]}") for i in range(CLIENTS)]
+    for ch in chans:
+        grpc.channel_ready_future(ch).result(timeout=30)
+    yield chans
+    for ch in chans:
+        ch.close()
+
+
+def debit_request(
+    principal: str, amount: str = "1", key: str | None = None
+) -> c.DebitCreditsRequest:
+    return c.DebitCreditsRequest(
+        account=principal, credit_type="units", amount=amount, request_id=key or uuid.uuid4().hex
+    )
+
+
+def all_at_once(channels: list[grpc.Channel], requests: list[c.DebitCreditsRequest]) -> list:  # type: ignore[type-arg]
+    """Send request i on channel i, every client released at the same moment."""
+    results: list = [None] * len(requests)  # type: ignore[type-arg]
+    start = threading.Barrier(len(requests))
+
+    def client(i: int) -> None:
+        stub = credit_pb2_grpc.CreditServiceStub(channels[i])
+        start.wait()
+        try:
+            results[i] = stub.DebitCredits(requests[i], metadata=SERVICE_MD, timeout=60)
+        except grpc.RpcError as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_debits_over_two_servers_never_overspend(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        for round_no in range(ROUNDS):
+            principal, acct_id, _ = account(channels[0])
+            grant(channels[1], principal, str(BALANCE))
+            requests = [debit_request(principal) for _ in range(CLIENTS)]
+            results = all_at_once(channels, requests)
+            ok = [
+                (req, r)
+                for req, r in zip(requests, results, strict=True)
+                if isinstance(r, c.CreditDebit)
+            ]
+            refused = Counter(
+                (r.code(), error_reason(r)) for r in results if isinstance(r, grpc.RpcError)
+            )
+            assert len(ok) == BALANCE, f"round {round_no}: {len(ok)} succeeded"
+            assert refused == {
+                (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_CREDITS"): CLIENTS - BALANCE
+            }
+            assert sorted(r.balance_after for _, r in ok) == [str(n) for n in range(BALANCE)]
+            with Session(engine) as s:
+                balances = check_invariants(s)
+                assert balances[(acct_id, "units")] == 0
+                debits = s.execute(
+                    select(CreditLedgerEntry.request_id).where(
+                        CreditLedgerEntry.billing_account_id == acct_id,
+                        CreditLedgerEntry.kind == "debit",
+                    )
+                ).scalars()
+                assert sorted(debits) == sorted(req.request_id for req, _ in ok)
+                notified = s.execute(
+                    select(func.count())
+                    .select_from(NotificationOutbox)
+                    .where(NotificationOutbox.billing_account_id == acct_id)
+                ).scalar()
+                assert notified == 1
+            # A replay after the balance drained, on the other server, returns the original.
+            req, first = ok[0]
+            sent_on = requests.index(req)
+            other = credit_pb2_grpc.CreditServiceStub(channels[(sent_on + 1) % CLIENTS])
+            assert other.DebitCredits(req, metadata=SERVICE_MD, timeout=30) == first
+    finally:
+        engine.dispose()
+
+
+def test_a_replay_after_drain_returns_the_original_and_another_amount_is_refused(channels) -> None:  # type: ignore[no-untyped-def]
+    principal, _, _ = account(channels[0])
+    grant(channels[0], principal, "3")
+    key = uuid.uuid4().hex
+    one, two = (credit_pb2_grpc.CreditServiceStub(ch) for ch in channels[:2])
+    first = one.DebitCredits(debit_request(principal, "3", key), metadata=SERVICE_MD, timeout=30)
+    assert first.balance_after == "0"
+    assert (
+        two.DebitCredits(debit_request(principal, "3", key), metadata=SERVICE_MD, timeout=30)
+        == first
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        two.DebitCredits(debit_request(principal, "2", key), metadata=SERVICE_MD, timeout=30)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(exc.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_concurrent_copies_of_one_debit_apply_once(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
+    principal, acct_id, _ = account(channels[0])
+    grant(channels[0], principal, "10")
+    request = debit_request(principal, "4")
+    results = all_at_once(channels[:16], [request] * 16)
+    assert all(isinstance(r, c.CreditDebit) for r in results), results
+    assert len({r.SerializeToString() for r in results}) == 1
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        with Session(engine) as s:
+            assert check_invariants(s)[(acct_id, "units")] == 6
+    finally:
+        engine.dispose()

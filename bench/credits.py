@@ -276,7 +276,7 @@ def seed_raw(url: str, rows: int) -> None:
 def servers(url: str, count: int) -> Iterator[list[int]]:
     import grpc
 
-    from tollbooth.devstack import free_port
+    from tests.devstack import free_port
 
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy import create_engine, text
 
     from tollbooth.db.migrate import upgrade
-    from tollbooth.devstack import throwaway_postgres
+    from tests.devstack import throwaway_postgres
 
     figures: dict[str, dict[str, Any]] = {}
     with throwaway_postgres(admin_url, "tollbooth_bench_credits") as url:

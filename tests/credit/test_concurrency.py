@@ -27,7 +27,7 @@ from tests.credit.support import account, check_invariants, grant
 from tests.helpers import error_reason
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
-from tollbooth.devstack import free_port
+from tests.devstack import free_port
 
 pytestmark = pytest.mark.postgres
 

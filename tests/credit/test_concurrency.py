@@ -113,6 +113,7 @@ def all_at_once(channels: list[grpc.Channel], requests: list[c.DebitCreditsReque
     return results
 
 
+@pytest.mark.soak
 def test_concurrent_debits_over_two_servers_never_overspend(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
     engine = create_engine(normalize_url(pg_url))
     try:

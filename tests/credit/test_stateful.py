@@ -285,6 +285,7 @@ def machine_for(channel: grpc.Channel, db, clock: list[dt.datetime]):  # type: i
     return CreditMachine
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(900)  # room for hypothesis to shrink a failure to a short story
 def test_the_ledger_matches_a_simple_model_under_random_operations(
     channel, db, monkeypatch

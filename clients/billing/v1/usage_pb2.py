@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/usage.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\nUsageEvent\x12\x18\n\tunique_id\x18\x01 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12\x16\n\x07\x61\x63\x63ount\x18\x02 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12\x19\n\nevent_name\x18\x03 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"j\n\x0b\x45ventResult\x12\x11\n\tunique_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.billing.v1.EventStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\";\n\x12IngestEventRequest\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEvent\"C\n\x13IngestEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\"@\n\x14IngestEventsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.billing.v1.EventResult\"B\n\x13StreamEventsRequest\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\"?\n\x14StreamEventsResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.billing.v1.EventResult\"2\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"/\n\nCreditBurn\x12\x13\n\x0b\x63redit_type\x18\x01 \x01(\t\x12\x0c\n\x04rate\x18\x02 \x01(\t\"\xcf\x02\n\x06Metric\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xb0\x9f\x19\x64\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12,\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x17.billing.v1.Aggregation\x12\x10\n\x08property\x18\x06 \x01(\t\x12+\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1a.billing.v1.PropertyFilter\x12+\n\x0b\x63redit_burn\x18\x08 \x01(\x0b\x32\x16.billing.v1.CreditBurn\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x10GetMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListMetricsResponse\x12#\n\x07metrics\x18\x01 \x03(\x0b\x32\x12.billing.v1.Metric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x13UpdateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteMetricResponse\"\xce\x01\n\x0fGetUsageRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08group_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"(\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf1\x01\n\x10GetUsageResponse\x12\x1a\n\x12\x62illing_account_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\t\x12&\n\x06groups\x18\x06 \x03(\x0b\x32\x16.billing.v1.UsageGroup\x12\x17\n\x0fnext_page_token\x18\x07 \x01(\t*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03*\xa1\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_COUNT_UNIQUE\x10\x02\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x03\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x32\x9e\x08\n\x0cUsageService\x12k\n\x0bIngestEvent\x12\x1e.billing.v1.IngestEventRequest\x1a\x17.billing.v1.EventResult\"#\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\"\x0e/mgt/v1/events:\x05\x65vent\x12x\n\x0cIngestEvents\x12\x1f.billing.v1.IngestEventsRequest\x1a .billing.v1.IngestEventsResponse\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x14/mgt/v1/events:batch:\x01*\x12]\n\x0cStreamEvents\x12\x1f.billing.v1.StreamEventsRequest\x1a .billing.v1.StreamEventsResponse\"\x06\xaa\x9f\x19\x02\x08\x01(\x01\x30\x01\x12j\n\x0c\x43reateMetric\x12\x1f.billing.v1.CreateMetricRequest\x1a\x12.billing.v1.Metric\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x0f/mgt/v1/metrics:\x06metric\x12\x63\n\tGetMetric\x12\x1c.billing.v1.GetMetricRequest\x1a\x12.billing.v1.Metric\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/mgt/v1/metrics/{code}\x12m\n\x0bListMetrics\x12\x1e.billing.v1.ListMetricsRequest\x1a\x1f.billing.v1.ListMetricsResponse\"\x1d\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/mgt/v1/metrics\x12x\n\x0cUpdateMetric\x12\x1f.billing.v1.UpdateMetricRequest\x1a\x12.billing.v1.Metric\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'2\x1d/mgt/v1/metrics/{metric.code}:\x06metric\x12w\n\x0c\x44\x65leteMetric\x12\x1f.billing.v1.DeleteMetricRequest\x1a .billing.v1.DeleteMetricResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18*\x16/mgt/v1/metrics/{code}\x12\x94\x01\n\x08GetUsage\x12\x1b.billing.v1.GetUsageRequest\x1a\x1c.billing.v1.GetUsageResponse\"M\xaa\x9f\x19\x10\x08\x01\x10\x01\x1a\nusage:read\x82\xd3\xe4\x93\x02\x33\x12\r/api/v1/usageZ\"\x12 /mgt/v1/accounts/{account}/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/usage.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\nUsageEvent\x12\x18\n\tunique_id\x18\x01 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12\x16\n\x07\x61\x63\x63ount\x18\x02 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12\x19\n\nevent_name\x18\x03 \x01(\tB\x05\xb0\x9f\x19\xc8\x01\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"j\n\x0b\x45ventResult\x12\x11\n\tunique_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.billing.v1.EventStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\";\n\x12IngestEventRequest\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEvent\"C\n\x13IngestEventsRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\"@\n\x14IngestEventsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.billing.v1.EventResult\"p\n\x13StreamEventsRequest\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\x12,\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.billing.v1.UsageEventB\x04\xb8\x9f\x19\x01\"m\n\x14StreamEventsResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x17.billing.v1.EventResultB\x02\x18\x01\x12(\n\x07results\x18\x02 \x03(\x0b\x32\x17.billing.v1.EventResult\"2\n\x0ePropertyFilter\x12\x10\n\x08property\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"/\n\nCreditBurn\x12\x13\n\x0b\x63redit_type\x18\x01 \x01(\t\x12\x0c\n\x04rate\x18\x02 \x01(\t\"\xcf\x02\n\x06Metric\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xb0\x9f\x19\x64\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12,\n\x0b\x61ggregation\x18\x05 \x01(\x0e\x32\x17.billing.v1.Aggregation\x12\x10\n\x08property\x18\x06 \x01(\t\x12+\n\x07\x66ilters\x18\x07 \x03(\x0b\x32\x1a.billing.v1.PropertyFilter\x12+\n\x0b\x63redit_burn\x18\x08 \x01(\x0b\x32\x16.billing.v1.CreditBurn\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13\x43reateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x10GetMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x13ListMetricsResponse\x12#\n\x07metrics\x18\x01 \x03(\x0b\x32\x12.billing.v1.Metric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"~\n\x13UpdateMetricRequest\x12\"\n\x06metric\x18\x01 \x01(\x0b\x32\x12.billing.v1.Metric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteMetricResponse\"\xce\x01\n\x0fGetUsageRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08group_by\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"(\n\nUsageGroup\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf1\x01\n\x10GetUsageResponse\x12\x1a\n\x12\x62illing_account_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x05 \x01(\t\x12&\n\x06groups\x18\x06 \x03(\x0b\x32\x16.billing.v1.UsageGroup\x12\x17\n\x0fnext_page_token\x18\x07 \x01(\t*}\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x45VENT_STATUS_DUPLICATE\x10\x02\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x03*\xa1\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x1c\n\x18\x41GGREGATION_COUNT_UNIQUE\x10\x02\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x03\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x32\x9e\x08\n\x0cUsageService\x12k\n\x0bIngestEvent\x12\x1e.billing.v1.IngestEventRequest\x1a\x17.billing.v1.EventResult\"#\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\"\x0e/mgt/v1/events:\x05\x65vent\x12x\n\x0cIngestEvents\x12\x1f.billing.v1.IngestEventsRequest\x1a .billing.v1.IngestEventsResponse\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x14/mgt/v1/events:batch:\x01*\x12]\n\x0cStreamEvents\x12\x1f.billing.v1.StreamEventsRequest\x1a .billing.v1.StreamEventsResponse\"\x06\xaa\x9f\x19\x02\x08\x01(\x01\x30\x01\x12j\n\x0c\x43reateMetric\x12\x1f.billing.v1.CreateMetricRequest\x1a\x12.billing.v1.Metric\"%\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\"\x0f/mgt/v1/metrics:\x06metric\x12\x63\n\tGetMetric\x12\x1c.billing.v1.GetMetricRequest\x1a\x12.billing.v1.Metric\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/mgt/v1/metrics/{code}\x12m\n\x0bListMetrics\x12\x1e.billing.v1.ListMetricsRequest\x1a\x1f.billing.v1.ListMetricsResponse\"\x1d\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/mgt/v1/metrics\x12x\n\x0cUpdateMetric\x12\x1f.billing.v1.UpdateMetricRequest\x1a\x12.billing.v1.Metric\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'2\x1d/mgt/v1/metrics/{metric.code}:\x06metric\x12w\n\x0c\x44\x65leteMetric\x12\x1f.billing.v1.DeleteMetricRequest\x1a .billing.v1.DeleteMetricResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18*\x16/mgt/v1/metrics/{code}\x12\x94\x01\n\x08GetUsage\x12\x1b.billing.v1.GetUsageRequest\x1a\x1c.billing.v1.GetUsageResponse\"M\xaa\x9f\x19\x10\x08\x01\x10\x01\x1a\nusage:read\x82\xd3\xe4\x93\x02\x33\x12\r/api/v1/usageZ\"\x12 /mgt/v1/accounts/{account}/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\270\237\031\001'
   _globals['_STREAMEVENTSREQUEST'].fields_by_name['event']._loaded_options = None
   _globals['_STREAMEVENTSREQUEST'].fields_by_name['event']._serialized_options = b'\270\237\031\001'
+  _globals['_STREAMEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_STREAMEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\270\237\031\001'
+  _globals['_STREAMEVENTSRESPONSE'].fields_by_name['result']._loaded_options = None
+  _globals['_STREAMEVENTSRESPONSE'].fields_by_name['result']._serialized_options = b'\030\001'
   _globals['_METRIC'].fields_by_name['code']._loaded_options = None
   _globals['_METRIC'].fields_by_name['code']._serialized_options = b'\260\237\031d'
   _globals['_USAGESERVICE'].methods_by_name['IngestEvent']._loaded_options = None
@@ -66,10 +70,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGESERVICE'].methods_by_name['DeleteMetric']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\030*\026/mgt/v1/metrics/{code}'
   _globals['_USAGESERVICE'].methods_by_name['GetUsage']._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['GetUsage']._serialized_options = b'\252\237\031\020\010\001\020\001\032\nusage:read\202\323\344\223\0023\022\r/api/v1/usageZ\"\022 /mgt/v1/accounts/{account}/usage'
-  _globals['_EVENTSTATUS']._serialized_start=2214
-  _globals['_EVENTSTATUS']._serialized_end=2339
-  _globals['_AGGREGATION']._serialized_start=2342
-  _globals['_AGGREGATION']._serialized_end=2503
+  _globals['_EVENTSTATUS']._serialized_start=2306
+  _globals['_EVENTSTATUS']._serialized_end=2431
+  _globals['_AGGREGATION']._serialized_start=2434
+  _globals['_AGGREGATION']._serialized_end=2595
   _globals['_USAGEEVENT']._serialized_start=192
   _globals['_USAGEEVENT']._serialized_end=373
   _globals['_EVENTRESULT']._serialized_start=375
@@ -81,35 +85,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTEVENTSRESPONSE']._serialized_start=613
   _globals['_INGESTEVENTSRESPONSE']._serialized_end=677
   _globals['_STREAMEVENTSREQUEST']._serialized_start=679
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=745
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=747
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=810
-  _globals['_PROPERTYFILTER']._serialized_start=812
-  _globals['_PROPERTYFILTER']._serialized_end=862
-  _globals['_CREDITBURN']._serialized_start=864
-  _globals['_CREDITBURN']._serialized_end=911
-  _globals['_METRIC']._serialized_start=914
-  _globals['_METRIC']._serialized_end=1249
-  _globals['_CREATEMETRICREQUEST']._serialized_start=1251
-  _globals['_CREATEMETRICREQUEST']._serialized_end=1328
-  _globals['_GETMETRICREQUEST']._serialized_start=1330
-  _globals['_GETMETRICREQUEST']._serialized_end=1362
-  _globals['_LISTMETRICSREQUEST']._serialized_start=1364
-  _globals['_LISTMETRICSREQUEST']._serialized_end=1423
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=1425
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=1508
-  _globals['_UPDATEMETRICREQUEST']._serialized_start=1510
-  _globals['_UPDATEMETRICREQUEST']._serialized_end=1636
-  _globals['_DELETEMETRICREQUEST']._serialized_start=1638
-  _globals['_DELETEMETRICREQUEST']._serialized_end=1693
-  _globals['_DELETEMETRICRESPONSE']._serialized_start=1695
-  _globals['_DELETEMETRICRESPONSE']._serialized_end=1717
-  _globals['_GETUSAGEREQUEST']._serialized_start=1720
-  _globals['_GETUSAGEREQUEST']._serialized_end=1926
-  _globals['_USAGEGROUP']._serialized_start=1928
-  _globals['_USAGEGROUP']._serialized_end=1968
-  _globals['_GETUSAGERESPONSE']._serialized_start=1971
-  _globals['_GETUSAGERESPONSE']._serialized_end=2212
-  _globals['_USAGESERVICE']._serialized_start=2506
-  _globals['_USAGESERVICE']._serialized_end=3560
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=791
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=793
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=902
+  _globals['_PROPERTYFILTER']._serialized_start=904
+  _globals['_PROPERTYFILTER']._serialized_end=954
+  _globals['_CREDITBURN']._serialized_start=956
+  _globals['_CREDITBURN']._serialized_end=1003
+  _globals['_METRIC']._serialized_start=1006
+  _globals['_METRIC']._serialized_end=1341
+  _globals['_CREATEMETRICREQUEST']._serialized_start=1343
+  _globals['_CREATEMETRICREQUEST']._serialized_end=1420
+  _globals['_GETMETRICREQUEST']._serialized_start=1422
+  _globals['_GETMETRICREQUEST']._serialized_end=1454
+  _globals['_LISTMETRICSREQUEST']._serialized_start=1456
+  _globals['_LISTMETRICSREQUEST']._serialized_end=1515
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=1517
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=1600
+  _globals['_UPDATEMETRICREQUEST']._serialized_start=1602
+  _globals['_UPDATEMETRICREQUEST']._serialized_end=1728
+  _globals['_DELETEMETRICREQUEST']._serialized_start=1730
+  _globals['_DELETEMETRICREQUEST']._serialized_end=1785
+  _globals['_DELETEMETRICRESPONSE']._serialized_start=1787
+  _globals['_DELETEMETRICRESPONSE']._serialized_end=1809
+  _globals['_GETUSAGEREQUEST']._serialized_start=1812
+  _globals['_GETUSAGEREQUEST']._serialized_end=2018
+  _globals['_USAGEGROUP']._serialized_start=2020
+  _globals['_USAGEGROUP']._serialized_end=2060
+  _globals['_GETUSAGERESPONSE']._serialized_start=2063
+  _globals['_GETUSAGERESPONSE']._serialized_end=2304
+  _globals['_USAGESERVICE']._serialized_start=2598
+  _globals['_USAGESERVICE']._serialized_end=3652
 # @@protoc_insertion_point(module_scope)

@@ -105,7 +105,8 @@ class UsageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request_iterator, context):
-        """Streams events; each is acknowledged after it is committed. gRPC only.
+        """Streams events; each is acknowledged after it is committed (one response
+        per committed group, see StreamEventsResponse). gRPC only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

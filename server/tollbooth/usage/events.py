@@ -71,16 +71,26 @@ class Candidate:
     unique_id: str  # as sent; empty until derived
     account_ref: str
     event_name: str
-    occurred_at: dt.datetime
+    # The timestamp as whole seconds and microseconds: cheaper than a datetime per event;
+    # PostgreSQL builds the timestamptz itself.
+    seconds: int
+    micros: int
     properties: dict[str, Any]
     properties_json: str
     source: usage_pb2.UsageEvent
     account_id: str = ""
 
+    @property
+    def occurred_at(self) -> dt.datetime:
+        return EPOCH + dt.timedelta(seconds=self.seconds, microseconds=self.micros)
+
+
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
 
 def canonical_json(value: Any) -> str:
     """Keys sorted, no spaces, UTF-8 as is: the stored form and the derived id's input."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(value)
 
 
 def derive_unique_id(account_id: str, event_name: str, timestamp: str, properties: str) -> str:
@@ -118,10 +128,11 @@ def _struct(s: struct_pb2.Struct, depth: int, max_depth: int) -> dict[str, Any]:
     if depth > max_depth:
         raise _TooDeep
     out: dict[str, Any] = {}
-    for key, value in s.fields.items():
+    fields = s.fields
+    for key in fields:  # keys then lookups: twice as fast as .items() on a upb map
         if len(key) > STRUCT_LIMIT or "\x00" in key:
             raise _EdgeRule
-        out[key] = _value(value, depth, max_depth)
+        out[key] = _value(fields[key], depth, max_depth)
     return out
 
 
@@ -207,7 +218,8 @@ def check(event: usage_pb2.UsageEvent, index: int, limits: Limits, now: int) -> 
         unique_id=unique_id,
         account_ref=account,
         event_name=name,
-        occurred_at=EPOCH + dt.timedelta(seconds=seconds, microseconds=nanos // 1000),
+        seconds=seconds,
+        micros=nanos // 1000,
         properties=properties,
         properties_json=text,
         source=event,

@@ -23,24 +23,27 @@ from tollbooth.db import upsert_insert
 from tollbooth.db.models import BillableMetric, BillingAccount, UsageEvent
 from tollbooth.db.types import UTCDateTime
 from tollbooth.usage.aggregate import DECIMAL_STRING, GROUP_KEY_LENGTH, Aggregation, MetricSpec
+from tollbooth.usage.events import EPOCH
 
-# (unique_id, billing_account_id, event_name, occurred_at, properties_json)
-Row = tuple[str, str, str, dt.datetime, str]
+# (unique_id, billing_account_id, event_name, seconds, microseconds, properties_json): the
+# timestamp in two exact integers (seconds since the epoch, then microseconds).
+Row = tuple[str, str, str, int, int, str]
 
 _STAGING_DDL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging ("
     " unique_id varchar(200) NOT NULL, billing_account_id varchar(40) NOT NULL,"
-    " event_name varchar(200) NOT NULL, occurred_at timestamptz NOT NULL,"
+    " event_name varchar(200) NOT NULL, seconds bigint NOT NULL, micros integer NOT NULL,"
     " properties text NOT NULL) ON COMMIT DELETE ROWS"
 )
-_STAGING_COPY = (
-    "COPY usage_events_staging"
-    " (unique_id, billing_account_id, event_name, occurred_at, properties) FROM STDIN"
-)
+_STAGING_COPY = "COPY usage_events_staging FROM STDIN"
+# Interval arithmetic goes through double precision: exact for both integers here (seconds
+# within ±2^53, microseconds below 10^6).
 _STAGING_MOVE = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
-    " SELECT unique_id, billing_account_id, event_name, occurred_at, properties::jsonb, %s"
+    " SELECT unique_id, billing_account_id, event_name,"
+    " TIMESTAMPTZ 'epoch' + seconds * INTERVAL '1 second' + micros * INTERVAL '1 microsecond',"
+    " properties::jsonb, %s"
     " FROM usage_events_staging ORDER BY unique_id"
     " ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
 )
@@ -106,7 +109,8 @@ def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetim
     inserted: set[str] = set()
     cur = dbapi.cursor()  # type: ignore[union-attr]
     try:
-        for uid, account, name, occurred, props in ordered:
+        for uid, account, name, seconds, micros, props in ordered:
+            occurred = EPOCH + dt.timedelta(seconds=seconds, microseconds=micros)
             cur.execute(_SQLITE_INSERT, (uid, account, name, to_db(occurred), props, received))
             if cur.rowcount == 1:
                 inserted.add(uid)

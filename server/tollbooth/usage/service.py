@@ -112,7 +112,7 @@ def ingest(
             outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
             continue
         fresh[c.unique_id] = c
-        rows.append((c.unique_id, account_id, c.event_name, c.occurred_at, c.properties_json))
+        rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
 
     inserted = repository.insert_events(session, rows, received)
     for uid, c in fresh.items():

@@ -26,6 +26,17 @@ _STATUS = {
 }
 
 
+def _events_of(msg: usage_pb2.StreamEventsRequest) -> list[usage_pb2.UsageEvent]:
+    events = list(msg.events)
+    if msg.HasField("event"):
+        events.insert(0, msg.event)
+    return events
+
+
+def _weight(msg: usage_pb2.StreamEventsRequest) -> int:
+    return len(msg.events) + msg.HasField("event")
+
+
 @contract(usage_pb2.DESCRIPTOR.services_by_name["UsageService"])
 class UsageServicer(Servicer):
     def __init__(self, deps: Deps) -> None:
@@ -66,21 +77,46 @@ class UsageServicer(Servicer):
     def _stream(
         self, requests: Iterator[usage_pb2.StreamEventsRequest]
     ) -> Iterator[usage_pb2.StreamEventsResponse]:
-        grouper = Grouper(requests, self.limits.stream_group_max, self.limits.stream_group_ms / 1e3)
+        limits = self.limits
+        grouper = Grouper(
+            requests, limits.stream_group_max, limits.stream_group_ms / 1e3, weight=_weight
+        )
         try:
             for group in grouper.groups():
-                outcomes = self._ingest([r.event for r in group])  # committed here
+                outcomes = self._ingest_messages(group)  # committed here
+                # One response per commit: a message per event would cost a send each.
+                response = usage_pb2.StreamEventsResponse()
+                add = response.results.add
                 for o in outcomes:
-                    yield usage_pb2.StreamEventsResponse(
-                        result=usage_pb2.EventResult(
-                            unique_id=o.unique_id,
-                            status=_STATUS[o.status],
-                            reason=o.reason,
-                            message=o.message,
-                        )
+                    add(
+                        unique_id=o.unique_id,
+                        status=_STATUS[o.status],
+                        reason=o.reason,
+                        message=o.message,
                     )
+                yield response
         finally:
             grouper.close()
+
+    def _ingest_messages(self, group: list[usage_pb2.StreamEventsRequest]) -> list[service.Outcome]:
+        """The events of a group of stream messages, in order, through one transaction."""
+        batch: list[usage_pb2.UsageEvent] = []
+        slots: list[service.Outcome | None] = []  # None: the next outcome of the batch
+        too_large = service.Outcome(
+            "",
+            service.REJECTED,
+            "BATCH_TOO_LARGE",
+            f"a stream message holds at most {self.limits.max_batch} events",
+        )
+        for msg in group:
+            events = _events_of(msg)
+            if len(events) > self.limits.max_batch:
+                slots.extend(too_large for _ in events)
+                continue
+            batch.extend(events)
+            slots.extend(None for _ in events)
+        done = iter(self._ingest(batch) if batch else [])
+        return [slot or next(done) for slot in slots]
 
     # Metrics -----------------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ def event(
     return msg
 
 
-def ingest(channel: grpc.Channel, events: list[usage_pb2.UsageEvent]) -> list[usage_pb2.EventResult]:
+def ingest(
+    channel: grpc.Channel, events: list[usage_pb2.UsageEvent]
+) -> list[usage_pb2.EventResult]:
     resp = usage_stub(channel).IngestEvents(
         usage_pb2.IngestEventsRequest(events=events), metadata=SERVICE_MD, timeout=30
     )

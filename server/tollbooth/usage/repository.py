@@ -47,6 +47,17 @@ _STAGING_MOVE = (
     " FROM usage_events_staging ORDER BY unique_id"
     " ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
 )
+# Few rows (a single event, a trickling stream): one statement beats the staging round trips.
+SMALL_BATCH = 16
+_VALUES_ROW = (
+    "(%s, %s, %s, TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 second'"
+    " + %s * INTERVAL '1 microsecond', %s::jsonb, %s)"
+)
+_VALUES_INSERT = (
+    "INSERT INTO usage_events"
+    " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
+    " VALUES {rows} ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
+)
 _SQLITE_INSERT = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
@@ -96,6 +107,10 @@ def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetim
     dbapi = session.connection().connection.driver_connection
     if dialect(session) == "postgresql":
         with dbapi.cursor() as cur:  # type: ignore[union-attr]
+            if len(ordered) <= SMALL_BATCH:
+                sql = _VALUES_INSERT.format(rows=", ".join([_VALUES_ROW] * len(ordered)))
+                cur.execute(sql, [v for row in ordered for v in (*row, received_at)])
+                return {r[0] for r in cur.fetchall()}
             cur.execute(_STAGING_DDL)
             with cur.copy(_STAGING_COPY) as copy:
                 write = copy.write_row

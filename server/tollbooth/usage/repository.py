@@ -118,7 +118,10 @@ def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetim
                     write(row)
             cur.execute(_STAGING_MOVE, (received_at,))
             return {r[0] for r in cur.fetchall()}
-    to_db = UTCDateTime().bind_processor(session.get_bind().dialect)
+    bind = session.get_bind().dialect
+    # The column type's own processor (naive UTC, then SQLAlchemy's SQLite text format), so raw
+    # rows compare exactly like the bound parameters of every query.
+    to_db = UTCDateTime().dialect_impl(bind).bind_processor(bind)
     assert to_db is not None
     received = to_db(received_at)
     inserted: set[str] = set()

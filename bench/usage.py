@@ -538,10 +538,13 @@ def generate_usage(db_url: str, target: str, others: list[str], n_target: int, t
         written = 0
         chunk = 200_000
         while written < total:
-            with conn.cursor() as cur, cur.copy(
-                "COPY usage_events (unique_id, billing_account_id, event_name, occurred_at,"
-                " properties, received_at) FROM STDIN"
-            ) as copy:
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY usage_events (unique_id, billing_account_id, event_name, occurred_at,"
+                    " properties, received_at) FROM STDIN"
+                ) as copy,
+            ):
                 for i in range(written, min(total, written + chunk)):
                     mine = i % every == 0 and i // every < n_target
                     account = target if mine else others[i % len(others)]
@@ -644,8 +647,7 @@ def usage_latency(
     )
     with engine.connect() as conn:
         plan = [
-            r[0]
-            for r in conn.execute(query._stmt("EXPLAIN " + query.total_sql()), query.params)
+            r[0] for r in conn.execute(query._stmt("EXPLAIN " + query.total_sql()), query.params)
         ]
     engine.dispose()
     return {
@@ -666,7 +668,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: list[dict[str, Any]] = []
     report: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+        ),
         "processes": args.procs,
         "note": "events/s over wall time with every client process running; ratios against "
         "raw psycopg executemany ON CONFLICT DO NOTHING (500 rows/tx), same table shape, "
@@ -685,7 +689,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures.append(
             measure("raw_executemany", args.procs, n, {**base, "table": "usage_events_raw_em"})
         )
-        figures.append(measure("raw_copy", args.procs, n, {**base, "table": "usage_events_raw_copy"}))
+        figures.append(
+            measure("raw_copy", args.procs, n, {**base, "table": "usage_events_raw_copy"})
+        )
         with grpc_server(db) as port:
             target = f"127.0.0.1:{port}"
             figures.append(measure("grpc_batch", args.procs, n, {**base, "target": target}))
@@ -726,7 +732,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"usage bench {report['when']} on {report['machine']}, {report['processes']} client procs")
+    print(
+        f"usage bench {report['when']} on {report['machine']}, {report['processes']} client procs"
+    )
     print(f"{'figure':<18}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
     for f in report["ingest"]:
         eps = f.get("events_per_s")

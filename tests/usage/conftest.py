@@ -32,3 +32,24 @@ def channel_with_env(
 
     with stack:
         yield make
+
+
+@pytest.fixture
+def pg_deps(pg_url: str) -> Iterator[Deps]:
+    """A server's dependencies on PostgreSQL only (concurrency proofs)."""
+    from tests.conftest import make_env
+    from tollbooth.config import Settings
+    from tollbooth.db import Database
+
+    settings = Settings.from_env(make_env(pg_url))
+    deps = Deps.build(settings, Database(pg_url))
+    yield deps
+    deps.db.dispose()
+
+
+@pytest.fixture
+def pg_port(pg_deps: Deps) -> Iterator[int]:
+    server, port, _ = build_server(pg_deps, "127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(grace=None).wait()

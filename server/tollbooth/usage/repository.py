@@ -252,7 +252,7 @@ class PgUsageQuery:
             return f"sum({self.NUMBER})"
         return f"max({self.NUMBER})"
 
-    def _stmt(self, sql: str) -> Any:
+    def statement(self, sql: str) -> Any:
         return text(sql).bindparams(
             bindparam("start", type_=UTCDateTime),
             bindparam("end", type_=UTCDateTime),
@@ -284,7 +284,7 @@ class PgUsageQuery:
     # Execution ---------------------------------------------------------------------------
 
     def total(self, session: Session) -> Decimal | int | None:
-        return session.execute(self._stmt(self.total_sql()), self.params).scalar()
+        return session.execute(self.statement(self.total_sql()), self.params).scalar()
 
     def groups(
         self, session: Session, after: str | None, limit: int
@@ -292,5 +292,5 @@ class PgUsageQuery:
         params = {**self.params, "limit": limit}
         if after is not None:
             params["after"] = after
-        rows = session.execute(self._stmt(self.groups_sql(after)), params).all()
+        rows = session.execute(self.statement(self.groups_sql(after)), params).all()
         return [(r[0], r[1]) for r in rows]

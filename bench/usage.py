@@ -647,7 +647,8 @@ def usage_latency(
     )
     with engine.connect() as conn:
         plan = [
-            r[0] for r in conn.execute(query.statement("EXPLAIN " + query.total_sql()), query.params)
+            r[0]
+            for r in conn.execute(query.statement("EXPLAIN " + query.total_sql()), query.params)
         ]
     engine.dispose()
     return {

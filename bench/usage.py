@@ -189,15 +189,15 @@ def envoy_gateway(db_url: str, grpc_port: int, tmp: Path) -> Iterator[str]:
             envoy.wait()
 
 
-def create_accounts(db_url: str, n: int) -> list[str]:
+def create_accounts(db_url: str, n: int, prefix: str = "bench") -> list[str]:
     import psycopg
 
-    ids = [f"acct_bench{i:019d}" for i in range(n)]
+    ids = [f"acct_{prefix}{i:019d}"[:29] for i in range(n)]
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(psycopg_url(db_url)) as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO billing_accounts (id, principal_id, created_at) VALUES (%s, %s, %s)",
-            [(a, f"bench-principal-{i}", now) for i, a in enumerate(ids)],
+            [(a, f"{prefix}-principal-{i}", now) for i, a in enumerate(ids)],
         )
     return ids
 
@@ -479,6 +479,12 @@ PREPARE: dict[str, Callable[[dict[str, Any]], Callable[[], int]]] = {
 
 
 def measure(kind: str, procs: int, per_proc: int, base_arg: dict[str, Any]) -> dict[str, Any]:
+    figure = _measure(kind, procs, per_proc, base_arg)
+    print(f"  {kind}: {figure}", flush=True)
+    return figure
+
+
+def _measure(kind: str, procs: int, per_proc: int, base_arg: dict[str, Any]) -> dict[str, Any]:
     """Run `procs` worker processes of `kind`; events/s = all events / wall time."""
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -577,7 +583,7 @@ def usage_latency(
     from tollbooth.usage import aggregate
     from tollbooth.usage.repository import PgUsageQuery
 
-    others = create_accounts(db_url, 40)
+    others = create_accounts(db_url, 40, prefix="other")
     target = "acct_benchtarget0000000000000"
     with psycopg.connect(psycopg_url(db_url)) as conn:
         conn.execute(

@@ -15,7 +15,13 @@ from tollbooth.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
-    "Cursor", "decode_token", "encode_token", "next_position", "page_size", "query_key"]
+    "Cursor",
+    "decode_token",
+    "encode_token",
+    "next_position",
+    "page_size",
+    "query_key",
+]
 
 INT32_MAX = 2**31 - 1
 

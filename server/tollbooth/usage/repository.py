@@ -5,8 +5,9 @@ COPY per batch, no ORM object per row): on PostgreSQL the batch is COPied into a
 staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (unique_id) DO NOTHING
 RETURNING unique_id`; on SQLite each row is one `INSERT ... ON CONFLICT DO NOTHING` whose row
 count says whether it was new. Both are insert-first: the unique id's constraint decides,
-never a read before the write. Rows go in unique-id order so that two concurrent batches
-sharing ids lock them in the same order and cannot deadlock.
+never a read before the write. Rows go in unique-id order (code points, as Python sorts and
+as `COLLATE "C"` sorts) so that two concurrent batches sharing ids lock them in the same order
+and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -36,27 +37,33 @@ _STAGING_DDL = (
     " properties text NOT NULL) ON COMMIT DELETE ROWS"
 )
 _STAGING_COPY = "COPY usage_events_staging FROM STDIN"
-# Interval arithmetic goes through double precision: exact for both integers here (seconds
-# within ±2^53, microseconds below 10^6).
+# The timestamp from (seconds, microseconds), exactly over the whole Timestamp range: whole
+# hours go in as an integer, the rest (under an hour) as seconds with a fraction, which
+# make_interval rounds to the microsecond. An interval without days or months adds plain
+# microseconds, whatever the session's time zone.
+OCCURRED_AT_SQL = (
+    "TIMESTAMPTZ 'epoch' + make_interval(hours => ({s} / 3600)::int,"
+    " secs => mod({s}, 3600) + {us} / 1000000.0)"
+)
 _STAGING_MOVE = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
-    " SELECT unique_id, billing_account_id, event_name,"
-    " TIMESTAMPTZ 'epoch' + seconds * INTERVAL '1 second' + micros * INTERVAL '1 microsecond',"
-    " properties::jsonb, %s"
-    " FROM usage_events_staging ORDER BY unique_id"
+    " SELECT unique_id, billing_account_id, event_name, "
+    + OCCURRED_AT_SQL.format(s="seconds", us="micros")
+    + ", properties::jsonb, %s"
+    ' FROM usage_events_staging ORDER BY unique_id COLLATE "C"'
     " ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
 )
 # Few rows (a single event, a trickling stream): one statement beats the staging round trips.
 SMALL_BATCH = 16
-_VALUES_ROW = (
-    "(%s, %s, %s, TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 second'"
-    " + %s * INTERVAL '1 microsecond', %s::jsonb, %s)"
-)
+_VALUES_ROW = "(%s, %s, %s, %s::bigint, %s::int, %s, %s::timestamptz)"
 _VALUES_INSERT = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
-    " VALUES {rows} ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
+    " SELECT u, a, e, "
+    + OCCURRED_AT_SQL.format(s="s", us="us")
+    + ", p::jsonb, r FROM (VALUES {rows}) AS v (u, a, e, s, us, p, r)"
+    ' ORDER BY u COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
 )
 _SQLITE_INSERT = (
     "INSERT INTO usage_events"

@@ -147,3 +147,8 @@ def test_no_events_give_zero_or_nothing() -> None:
     for agg in Aggregation:
         usage = aggregate.aggregate(spec(agg, "v"), [])
         assert aggregate.decimal_text(usage.value) == "0"
+
+
+def test_exact_sum_keeps_every_digit() -> None:
+    values = [Decimal("1" + "0" * 40), Decimal("0." + "0" * 39 + "1")]
+    assert aggregate.exact_sum(values) == Decimal("1" + "0" * 40 + "." + "0" * 39 + "1")

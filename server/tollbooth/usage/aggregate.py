@@ -68,6 +68,14 @@ class MetricSpec:
     filters: tuple[Filter, ...] = ()
 
 
+def exact_sum(values: Iterable[Decimal | int]) -> Decimal:
+    """A sum with enough digits to never round (the default context keeps 28)."""
+    total = Decimal(0)
+    for v in values:
+        total = _CONTEXT.add(total, v)
+    return total
+
+
 def number_of(value: Any) -> Decimal | None:
     """The exact number a property value stands for, or None (see the module docstring).
 

@@ -115,8 +115,13 @@ def ingest(
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
 
     inserted = repository.insert_events(session, rows, received)
-    for uid, c in fresh.items():
-        outcomes[c.index] = Outcome(uid, ACCEPTED if uid in inserted else DUPLICATE)
+    # The events this transaction stored: what any per-event effect (the credit burn of a metric)
+    # must act on, here, in this same session, before the commit. Duplicates are never in it.
+    accepted = [c for uid, c in fresh.items() if uid in inserted]
+    for c in fresh.values():
+        outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
+    for c in accepted:
+        outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
     return outcomes  # type: ignore[return-value]  # every slot is filled above
 
 
@@ -375,6 +380,19 @@ def list_metrics(session: Session, page_size: int, page_token: str) -> MetricPag
 # GetUsage
 
 GROUPS_DEFAULT, GROUPS_MAX = 100, 1000
+# Aggregations whose total follows from the totals of its groups.
+ADDITIVE = frozenset({Aggregation.COUNT, Aggregation.SUM, Aggregation.MAX})
+
+
+def _combine(agg: Aggregation, values: list[Decimal | int | None]) -> Decimal | int | None:
+    present = [v for v in values if v is not None]
+    if agg is Aggregation.MAX:
+        return max(present, default=None)
+    if agg is Aggregation.SUM:
+        return aggregate.exact_sum(present)
+    return sum(int(v) for v in present)
+
+
 _KEY_MARK = "k"  # page tokens refuse empty strings; "" is a valid group key
 
 
@@ -424,9 +442,12 @@ def get_usage(
     groups: list[tuple[str, Decimal | int | None]] = []
     if repository.dialect(session) == "postgresql":
         sql = repository.PgUsageQuery(spec, account.id, start, end, group_by)
-        total = sql.total(session)
         if group_by:
             groups = sql.groups(session, after, size + 1)
+        if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
+            total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
+        else:
+            total = sql.total(session)
     else:
         rows = repository.period_events(session, spec, account.id, start, end)
         usage = aggregate.aggregate(

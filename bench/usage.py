@@ -662,11 +662,11 @@ def usage_latency(
     engine = create_engine(normalize_url(db_url))
     spec = aggregate.MetricSpec("sum_tokens", EVENT_NAME, aggregate.Aggregation.SUM, "tokens")
     plans = {}
-    with engine.connect() as conn:
+    with engine.connect() as sa_conn:
         for name, (start, end) in (("month", month), ("week", week)):
             query = PgUsageQuery(spec, target, start, end)
             sql = query.statement("EXPLAIN " + query.total_sql())
-            plans[name] = [r[0] for r in conn.execute(sql, query.params)]
+            plans[name] = [r[0] for r in sa_conn.execute(sql, query.params)]
     engine.dispose()
     return {
         "account_events": n_target,

@@ -90,7 +90,9 @@ class UsageServiceServicer:
 
     def IngestEvent(self, request, context):
         """Ingests one event; the JSON body is the event itself (seed 001's shape:
-        `uniqueId`, `account`, `eventName`, `timestamp`, `properties`).
+        `uniqueId`, `account`, `eventName`, `timestamp`, `properties`). Answers
+        ACCEPTED or DUPLICATE; a refused event is an INVALID_ARGUMENT error whose
+        ErrorInfo reason is the one a batch would report for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -9,19 +9,20 @@ from tollbooth import errors
 from tollbooth.db.models import BillableMetric
 from tollbooth.rpc.convert import from_ts, ts
 from tollbooth.usage.aggregate import Filter
-from tollbooth.usage.service import ACCEPTED, DUPLICATE, MetricFields, Outcome
+from tollbooth.usage.service import ACCEPTED, DUPLICATE, REJECTED, MetricFields, Outcome
 
 _AGG_PREFIX = "AGGREGATION_"
 STATUS = {
     ACCEPTED: usage_pb2.EVENT_STATUS_ACCEPTED,
     DUPLICATE: usage_pb2.EVENT_STATUS_DUPLICATE,
+    REJECTED: usage_pb2.EVENT_STATUS_REJECTED,
 }
 
 
 def result(outcome: Outcome) -> usage_pb2.EventResult:
     return usage_pb2.EventResult(
         unique_id=outcome.unique_id,
-        status=STATUS.get(outcome.status, usage_pb2.EVENT_STATUS_REJECTED),
+        status=STATUS[outcome.status],
         reason=outcome.reason,
         message=outcome.message,
     )

@@ -19,11 +19,7 @@ from tollbooth.usage import convert, service
 from tollbooth.usage.batcher import Grouper
 from tollbooth.usage.limits import Limits
 
-_STATUS = {
-    service.ACCEPTED: usage_pb2.EVENT_STATUS_ACCEPTED,
-    service.DUPLICATE: usage_pb2.EVENT_STATUS_DUPLICATE,
-    service.REJECTED: usage_pb2.EVENT_STATUS_REJECTED,
-}
+_STATUS = convert.STATUS
 
 
 def _events_of(msg: usage_pb2.StreamEventsRequest) -> list[usage_pb2.UsageEvent]:

@@ -364,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlalchemy import create_engine, text
 
-    from tollbooth.db.migrate import upgrade
     from tests.devstack import throwaway_postgres
+    from tollbooth.db.migrate import upgrade
 
     figures: dict[str, dict[str, Any]] = {}
     with throwaway_postgres(admin_url, "tollbooth_bench_credits") as url:

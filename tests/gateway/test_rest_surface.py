@@ -39,8 +39,6 @@ def test_wrong_service_key_is_401(stack):  # type: ignore[no-untyped-def]
     [
         ("GET", "/api/v1/billing"),
         ("POST", "/api/v1/checkout/sessions"),
-        ("GET", "/api/v1/usage?metric_code=api"),
-        ("POST", "/mgt/v1/events"),
     ],
 )
 def test_unbuilt_rpc_is_501_with_reason(stack, method, path):  # type: ignore[no-untyped-def]

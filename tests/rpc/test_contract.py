@@ -4,6 +4,7 @@ the README lists exactly the unbuilt ones."""
 from __future__ import annotations
 
 import re
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -12,8 +13,12 @@ import pytest
 from billing.v1 import credit_pb2, credit_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason
+from tollbooth.auth.caller import Authenticator
+from tollbooth.rpc import edge
+from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor
 from tollbooth.rpc.rules import contract_services, load_requirements
 from tollbooth.rpc.server import unbuilt_methods
+from tollbooth.rpc.servicer import Servicer, contract
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -48,13 +53,35 @@ def test_unbuilt_rpc_checks_auth_first(channel):  # type: ignore[no-untyped-def]
     assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_unbuilt_streaming_rpc_answers_unimplemented(channel):  # type: ignore[no-untyped-def]
-    stub = usage_pb2_grpc.UsageServiceStub(channel)
-    responses = stub.StreamEvents(
-        iter([usage_pb2.StreamEventsRequest()]), metadata=SERVICE_MD, timeout=10
+def test_unbuilt_streaming_rpc_answers_unimplemented(deps):  # type: ignore[no-untyped-def]
+    # Every streaming RPC of the contract is built now; a servicer lacking one still answers
+    # UNIMPLEMENTED through the same interceptors.
+    @contract(usage_pb2.DESCRIPTOR.services_by_name["UsageService"])
+    class Bare(Servicer):
+        pass
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=[
+            ErrorInterceptor(),
+            AuthInterceptor(
+                Authenticator(deps.settings.service_keys, deps.codec), load_requirements()
+            ),
+        ],
     )
-    with pytest.raises(grpc.RpcError) as exc:
-        list(responses)
+    edge.register(server, Bare.service_descriptor, Bare(deps))  # type: ignore[attr-defined]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = usage_pb2_grpc.UsageServiceStub(channel)
+            responses = stub.StreamEvents(
+                iter([usage_pb2.StreamEventsRequest()]), metadata=SERVICE_MD, timeout=10
+            )
+            with pytest.raises(grpc.RpcError) as exc:
+                list(responses)
+    finally:
+        server.stop(grace=None).wait()
     assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_reason(exc.value) == "NOT_IMPLEMENTED"
 

@@ -90,7 +90,9 @@ class UsageServiceServicer:
 
     def IngestEvent(self, request, context):
         """Ingests one event; the JSON body is the event itself (seed 001's shape:
-        `uniqueId`, `account`, `eventName`, `timestamp`, `properties`).
+        `uniqueId`, `account`, `eventName`, `timestamp`, `properties`). Answers
+        ACCEPTED or DUPLICATE; a refused event is an INVALID_ARGUMENT error whose
+        ErrorInfo reason is the one a batch would report for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +107,8 @@ class UsageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamEvents(self, request_iterator, context):
-        """Streams events; each is acknowledged after it is committed. gRPC only.
+        """Streams events; each is acknowledged after it is committed (one response
+        per committed group, see StreamEventsResponse). gRPC only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -318,3 +319,54 @@ class CreditLedgerEntry(Base):
         UniqueConstraint("billing_account_id", "credit_type", "seq", name="uq_credit_ledger_seq"),
         Index("ix_credit_ledger_listing", "billing_account_id", "created_at", "seq", "id"),
     )
+
+
+# JSONB on PostgreSQL: properties are read by key in every usage aggregate.
+PropertiesJSON = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UsageEvent(Base):
+    """One metered usage event, stored once under its unique id (kept forever).
+
+    Written only through Core inserts (`usage.repository`), never as ORM objects per row. No
+    foreign key to billing_accounts: the account is resolved in the ingest transaction and
+    accounts are never deleted, and a foreign key check per row would slow ingest.
+    """
+
+    __tablename__ = "usage_events"
+
+    unique_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    event_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    properties: Mapped[dict[str, Any]] = mapped_column(PropertiesJSON, nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (
+        Index(
+            "ix_usage_events_account_name_time", "billing_account_id", "event_name", "occurred_at"
+        ),
+    )
+
+
+class BillableMetric(Base):
+    """How events of one name aggregate into billable usage (count, sum, ...)."""
+
+    __tablename__ = "billable_metrics"
+
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    event_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    aggregation: Mapped[str] = mapped_column(String(20), nullable=False)
+    property: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    # [{"property": str, "values": [str, ...]}, ...]; all must match.
+    filters: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    # Optional burn: credits of this type per unit. The rate is a canonical decimal string
+    # (exact on SQLite too, where NUMERIC is stored as a binary float).
+    credit_type: Mapped[str | None] = mapped_column(String(100))
+    credit_rate: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_billable_metrics_event_name", "event_name"),)

@@ -1,9 +1,184 @@
-"""UsageService over gRPC. Not built yet: every RPC answers UNIMPLEMENTED after auth."""
+"""UsageService over gRPC: proto in, proto out, one transaction per answer.
+
+Acknowledged means committed: IngestEvent and IngestEvents answer after their transaction
+committed; StreamEvents commits in groups (usage.batcher) and acknowledges each event only
+after the commit of its group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
 
 from billing.v1 import usage_pb2
+from tollbooth import errors
+from tollbooth.auth.caller import current_caller
+from tollbooth.deps import Deps
+from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
+from tollbooth.usage import convert, service
+from tollbooth.usage.batcher import Grouper
+from tollbooth.usage.limits import Limits
+
+_STATUS = convert.STATUS
+
+
+def _events_of(msg: usage_pb2.StreamEventsRequest) -> list[usage_pb2.UsageEvent]:
+    events = list(msg.events)
+    if msg.HasField("event"):
+        events.insert(0, msg.event)
+    return events
+
+
+def _weight(msg: usage_pb2.StreamEventsRequest) -> int:
+    return len(msg.events) + msg.HasField("event")
 
 
 @contract(usage_pb2.DESCRIPTOR.services_by_name["UsageService"])
 class UsageServicer(Servicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        super().__init__(deps)
+        self.limits = Limits.from_env()
+        self.accounts = service.AccountCache()
+
+    def _ingest(self, batch: Sequence[usage_pb2.UsageEvent]) -> list[service.Outcome]:
+        with self.deps.db.transaction() as session:
+            return service.ingest(session, batch, self.limits, self.accounts)
+
+    # Ingest ------------------------------------------------------------------------------
+
+    def IngestEvent(self, request, context):  # type: ignore[no-untyped-def]
+        (outcome,) = self._ingest([request.event])
+        if outcome.status == service.REJECTED:
+            raise service.rejection(outcome)
+        return convert.result(outcome)
+
+    def IngestEvents(self, request, context):  # type: ignore[no-untyped-def]
+        batch = request.events
+        if len(batch) > self.limits.max_batch:
+            raise errors.invalid(
+                f"a batch holds at most {self.limits.max_batch} events",
+                reason="BATCH_TOO_LARGE",
+                field="events",
+            )
+        outcomes = self._ingest(batch) if batch else []
+        response = usage_pb2.IngestEventsResponse()
+        add = response.results.add
+        for o in outcomes:
+            add(unique_id=o.unique_id, status=_STATUS[o.status], reason=o.reason, message=o.message)
+        return response
+
+    def StreamEvents(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        return self._stream(request_iterator)
+
+    def _stream(
+        self, requests: Iterator[usage_pb2.StreamEventsRequest]
+    ) -> Iterator[usage_pb2.StreamEventsResponse]:
+        limits = self.limits
+        grouper = Grouper(
+            requests, limits.stream_group_max, limits.stream_group_ms / 1e3, weight=_weight
+        )
+        try:
+            for group in grouper.groups():
+                outcomes = self._ingest_messages(group)  # committed here
+                # One response per commit: a message per event would cost a send each.
+                response = usage_pb2.StreamEventsResponse()
+                add = response.results.add
+                for o in outcomes:
+                    add(
+                        unique_id=o.unique_id,
+                        status=_STATUS[o.status],
+                        reason=o.reason,
+                        message=o.message,
+                    )
+                yield response
+        finally:
+            grouper.close()
+
+    def _ingest_messages(self, group: list[usage_pb2.StreamEventsRequest]) -> list[service.Outcome]:
+        """The events of a group of stream messages, in order, through one transaction."""
+        batch: list[usage_pb2.UsageEvent] = []
+        slots: list[service.Outcome | None] = []  # None: the next outcome of the batch
+        too_large = service.Outcome(
+            "",
+            service.REJECTED,
+            "BATCH_TOO_LARGE",
+            f"a stream message holds at most {self.limits.max_batch} events",
+        )
+        for msg in group:
+            events = _events_of(msg)
+            if len(events) > self.limits.max_batch:
+                slots.extend(too_large for _ in events)
+                continue
+            batch.extend(events)
+            slots.extend(None for _ in events)
+        done = iter(self._ingest(batch) if batch else [])
+        return [slot or next(done) for slot in slots]
+
+    # Metrics -----------------------------------------------------------------------------
+
+    def CreateMetric(self, request, context):  # type: ignore[no-untyped-def]
+        return self.write(
+            request,
+            usage_pb2.Metric,
+            lambda session: convert.metric_out(
+                service.create_metric(session, convert.metric_fields(request.metric))
+            ),
+        )
+
+    def GetMetric(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            return convert.metric_out(service.get_metric(session, request.code))
+
+    def ListMetrics(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            page = service.list_metrics(session, request.page_size, request.page_token)
+            return usage_pb2.ListMetricsResponse(
+                metrics=[convert.metric_out(m) for m in page.items],
+                next_page_token=page.next_page_token,
+            )
+
+    def UpdateMetric(self, request, context):  # type: ignore[no-untyped-def]
+        paths = list(request.update_mask.paths)
+        if not paths:  # AIP-134: the implied mask is what the request populated
+            paths = [p for p in convert.populated_paths(request.metric) if p != "code"]
+        return self.write(
+            request,
+            usage_pb2.Metric,
+            lambda session: convert.metric_out(
+                service.update_metric(
+                    session, request.metric.code, convert.metric_fields(request.metric), paths
+                )
+            ),
+        )
+
+    def DeleteMetric(self, request, context):  # type: ignore[no-untyped-def]
+        def effect(session):  # type: ignore[no-untyped-def]
+            service.delete_metric(session, request.code)
+            return usage_pb2.DeleteMetricResponse()
+
+        return self.write(request, usage_pb2.DeleteMetricResponse, effect)
+
+    # GetUsage ----------------------------------------------------------------------------
+
+    def GetUsage(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            answer = service.get_usage(
+                session,
+                current_caller.get(),
+                request.account,
+                request.metric_code,
+                convert.period_bound(request, "start_time"),
+                convert.period_bound(request, "end_time"),
+                group_by=request.group_by,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return usage_pb2.GetUsageResponse(
+                billing_account_id=answer.account_id,
+                metric_code=answer.metric_code,
+                start_time=ts(answer.start),
+                end_time=ts(answer.end),
+                value=answer.value,
+                groups=[usage_pb2.UsageGroup(key=k, value=v) for k, v in answer.groups],
+                next_page_token=answer.next_page_token,
+            )

@@ -1,0 +1,303 @@
+"""Every query of the usage domain.
+
+Ingest writes through the driver connection of the session's transaction (one statement or one
+COPY per batch, no ORM object per row): on PostgreSQL the batch is COPied into a temporary
+staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (unique_id) DO NOTHING
+RETURNING unique_id`; on SQLite each row is one `INSERT ... ON CONFLICT DO NOTHING` whose row
+count says whether it was new. Both are insert-first: the unique id's constraint decides,
+never a read before the write. Rows go in unique-id order (code points, as Python sorts and
+as `COLLATE "C"` sorts) so that two concurrent batches sharing ids lock them in the same order
+and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Text, bindparam, delete, or_, select, text, type_coerce
+from sqlalchemy.orm import Session
+
+from tollbooth.db import upsert_insert
+from tollbooth.db.models import BillableMetric, BillingAccount, UsageEvent
+from tollbooth.db.types import UTCDateTime
+from tollbooth.usage.aggregate import DECIMAL_STRING, GROUP_KEY_LENGTH, Aggregation, MetricSpec
+from tollbooth.usage.events import EPOCH
+
+# (unique_id, billing_account_id, event_name, seconds, microseconds, properties_json): the
+# timestamp in two exact integers (seconds since the epoch, then microseconds).
+Row = tuple[str, str, str, int, int, str]
+
+_STAGING_DDL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging ("
+    " unique_id varchar(200) NOT NULL, billing_account_id varchar(40) NOT NULL,"
+    " event_name varchar(200) NOT NULL, seconds bigint NOT NULL, micros integer NOT NULL,"
+    " properties text NOT NULL) ON COMMIT DELETE ROWS"
+)
+_STAGING_COPY = "COPY usage_events_staging FROM STDIN"
+# The timestamp from (seconds, microseconds), exactly over the whole Timestamp range: whole
+# hours go in as an integer, the rest (under an hour) as seconds with a fraction, which
+# make_interval rounds to the microsecond. An interval without days or months adds plain
+# microseconds, whatever the session's time zone.
+OCCURRED_AT_SQL = (
+    "TIMESTAMPTZ 'epoch' + make_interval(hours => ({s} / 3600)::int,"
+    " secs => mod({s}, 3600) + {us} / 1000000.0)"
+)
+_STAGING_MOVE = (
+    "INSERT INTO usage_events"
+    " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
+    " SELECT unique_id, billing_account_id, event_name, "
+    + OCCURRED_AT_SQL.format(s="seconds", us="micros")
+    + ", properties::jsonb, %s"
+    ' FROM usage_events_staging ORDER BY unique_id COLLATE "C"'
+    " ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
+)
+# Few rows (a single event, a trickling stream): one statement beats the staging round trips.
+SMALL_BATCH = 16
+_VALUES_ROW = "(%s, %s, %s, %s::bigint, %s::int, %s, %s::timestamptz)"
+_VALUES_INSERT = (
+    "INSERT INTO usage_events"
+    " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
+    " SELECT u, a, e, "
+    + OCCURRED_AT_SQL.format(s="s", us="us")
+    + ", p::jsonb, r FROM (VALUES {rows}) AS v (u, a, e, s, us, p, r)"
+    ' ORDER BY u COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
+)
+_SQLITE_INSERT = (
+    "INSERT INTO usage_events"
+    " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unique_id) DO NOTHING"
+)
+
+
+def dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest
+
+
+def accounts_by_ref(session: Session, refs: Iterable[str]) -> dict[str, str]:
+    """Account id of each ref that names one, in one query (the rule of accounts.resolve:
+    an `acct_` ref is an id first, anything else a principal id)."""
+    refs = set(refs)
+    if not refs:
+        return {}
+    ids = [r for r in refs if r.startswith("acct_")]
+    rows = session.execute(
+        select(BillingAccount.id, BillingAccount.principal_id).where(
+            or_(BillingAccount.id.in_(ids), BillingAccount.principal_id.in_(refs))
+        )
+    ).all()
+    by_id = {r.id for r in rows}
+    by_principal = {r.principal_id: r.id for r in rows}
+    found: dict[str, str] = {}
+    for ref in refs:
+        if ref in by_id:
+            found[ref] = ref
+        elif ref in by_principal:
+            found[ref] = by_principal[ref]
+    return found
+
+
+def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetime) -> set[str]:
+    """Insert rows whose unique id is new; returns the ids this call inserted.
+
+    `rows` must not repeat a unique id (the service keeps the first of a batch).
+    """
+    if not rows:
+        return set()
+    ordered = sorted(rows)
+    dbapi = session.connection().connection.driver_connection
+    if dialect(session) == "postgresql":
+        with dbapi.cursor() as cur:  # type: ignore[union-attr]
+            if len(ordered) <= SMALL_BATCH:
+                sql = _VALUES_INSERT.format(rows=", ".join([_VALUES_ROW] * len(ordered)))
+                cur.execute(sql, [v for row in ordered for v in (*row, received_at)])
+                return {r[0] for r in cur.fetchall()}
+            cur.execute(_STAGING_DDL)
+            with cur.copy(_STAGING_COPY) as copy:
+                write = copy.write_row
+                for row in ordered:
+                    write(row)
+            cur.execute(_STAGING_MOVE, (received_at,))
+            return {r[0] for r in cur.fetchall()}
+    bind = session.get_bind().dialect
+    # The column type's own processor (naive UTC, then SQLAlchemy's SQLite text format), so raw
+    # rows compare exactly like the bound parameters of every query.
+    to_db = UTCDateTime().dialect_impl(bind).bind_processor(bind)
+    assert to_db is not None
+    received = to_db(received_at)
+    inserted: set[str] = set()
+    cur = dbapi.cursor()  # type: ignore[union-attr]
+    try:
+        for uid, account, name, seconds, micros, props in ordered:
+            occurred = EPOCH + dt.timedelta(seconds=seconds, microseconds=micros)
+            cur.execute(_SQLITE_INSERT, (uid, account, name, to_db(occurred), props, received))
+            if cur.rowcount == 1:
+                inserted.add(uid)
+    finally:
+        cur.close()
+    return inserted
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def get_metric(session: Session, code: str) -> BillableMetric | None:
+    return session.get(BillableMetric, code)
+
+
+def insert_metric(session: Session, values: dict[str, Any]) -> bool:
+    """Insert unless the code exists. True when this call created it."""
+    stmt = (
+        upsert_insert(session, BillableMetric)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["code"])
+        .returning(BillableMetric.code)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def list_metrics(session: Session, after: str | None, limit: int) -> list[BillableMetric]:
+    stmt = select(BillableMetric).order_by(BillableMetric.code).limit(limit)
+    if after is not None:
+        stmt = stmt.where(BillableMetric.code > after)
+    return list(session.scalars(stmt))
+
+
+def delete_metric(session: Session, code: str) -> bool:
+    result = session.execute(delete(BillableMetric).where(BillableMetric.code == code))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage queries
+
+
+def period_events(
+    session: Session, spec: MetricSpec, account_id: str, start: dt.datetime, end: dt.datetime
+) -> Iterator[tuple[dt.datetime, str, str]]:
+    """(occurred_at, unique_id, properties JSON text) of the period, for aggregation in Python."""
+    stmt = select(
+        UsageEvent.occurred_at,
+        UsageEvent.unique_id,
+        type_coerce(UsageEvent.properties, Text),
+    ).where(
+        UsageEvent.billing_account_id == account_id,
+        UsageEvent.event_name == spec.event_name,
+        UsageEvent.occurred_at >= start,
+        UsageEvent.occurred_at < end,
+    )
+    for row in session.execute(stmt.execution_options(yield_per=2000)):
+        yield row[0], row[1], row[2]
+
+
+class PgUsageQuery:
+    """GetUsage in SQL on PostgreSQL: the rules of usage.aggregate, as expressions.
+
+    Every query reads the period through ix_usage_events_account_name_time (account, event
+    name, timestamp). Property names and values are bound parameters, never SQL text.
+    """
+
+    def __init__(
+        self,
+        spec: MetricSpec,
+        account_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        group_by: str = "",
+    ) -> None:
+        self.spec = spec
+        self.params: dict[str, Any] = {
+            "account": account_id,
+            "event_name": spec.event_name,
+            "start": start,
+            "end": end,
+            "prop": spec.property,
+            "group_by": group_by,
+            "decimal": f"^{DECIMAL_STRING}$",
+        }
+        where = [
+            "billing_account_id = :account",
+            "event_name = :event_name",
+            "occurred_at >= :start",
+            "occurred_at < :end",
+        ]
+        for i, f in enumerate(spec.filters):
+            self.params[f"fp{i}"] = f.property
+            self.params[f"fv{i}"] = list(f.values)
+            where.append(f"properties ->> CAST(:fp{i} AS text) = ANY(CAST(:fv{i} AS text[]))")
+        self.where = " AND ".join(where)
+
+    # Expressions -------------------------------------------------------------------------
+
+    NUMBER = (
+        "CASE jsonb_typeof(properties -> CAST(:prop AS text))"
+        " WHEN 'number' THEN (properties ->> CAST(:prop AS text))::numeric"
+        " WHEN 'string' THEN CASE WHEN (properties ->> CAST(:prop AS text)) ~ :decimal"
+        " THEN (properties ->> CAST(:prop AS text))::numeric END END"
+    )
+    TEXT = "properties ->> CAST(:prop AS text)"
+    KEY = (
+        f"left(coalesce(properties ->> CAST(:group_by AS text), ''), {GROUP_KEY_LENGTH})"
+        ' COLLATE "C"'
+    )
+    LATEST_ORDER = 'occurred_at DESC, unique_id COLLATE "C" DESC'
+
+    def _aggregate(self) -> str:
+        agg = self.spec.aggregation
+        if agg is Aggregation.COUNT:
+            return "count(*)"
+        if agg is Aggregation.COUNT_UNIQUE:
+            return f"count(DISTINCT {self.TEXT})"
+        if agg is Aggregation.SUM:
+            return f"sum({self.NUMBER})"
+        return f"max({self.NUMBER})"
+
+    def statement(self, sql: str) -> Any:
+        return text(sql).bindparams(
+            bindparam("start", type_=UTCDateTime),
+            bindparam("end", type_=UTCDateTime),
+        )
+
+    def total_sql(self) -> str:
+        if self.spec.aggregation is Aggregation.LATEST:
+            return (
+                f"SELECT {self.NUMBER} AS v FROM usage_events WHERE {self.where}"
+                f" AND ({self.NUMBER}) IS NOT NULL ORDER BY {self.LATEST_ORDER} LIMIT 1"
+            )
+        return f"SELECT {self._aggregate()} AS v FROM usage_events WHERE {self.where}"
+
+    def groups_sql(self, after: str | None) -> str:
+        after_sql = " WHERE k > :after" if after is not None else ""
+        if self.spec.aggregation is Aggregation.LATEST:
+            return (
+                f"SELECT DISTINCT ON (k) k, v FROM (SELECT {self.KEY} AS k, {self.NUMBER} AS v,"
+                f" occurred_at, unique_id FROM usage_events WHERE {self.where}) s{after_sql}"
+                f" ORDER BY k, v IS NULL, {self.LATEST_ORDER} LIMIT :limit"
+            )
+        return (
+            f"SELECT {self.KEY} AS k, {self._aggregate()} AS v FROM usage_events"
+            f" WHERE {self.where}"
+            + (f" AND {self.KEY} > :after" if after is not None else "")
+            + " GROUP BY k ORDER BY k LIMIT :limit"
+        )
+
+    # Execution ---------------------------------------------------------------------------
+
+    def total(self, session: Session) -> Decimal | int | None:
+        return session.execute(self.statement(self.total_sql()), self.params).scalar()
+
+    def groups(
+        self, session: Session, after: str | None, limit: int
+    ) -> list[tuple[str, Decimal | int | None]]:
+        params = {**self.params, "limit": limit}
+        if after is not None:
+            params["after"] = after
+        rows = session.execute(self.statement(self.groups_sql(after)), params).all()
+        return [(r[0], r[1]) for r in rows]

@@ -1,0 +1,471 @@
+"""Usage rules: ingest (accepted, duplicate or rejected per event), metrics, GetUsage.
+
+Services flush, never commit: the servicer owns the transaction, so an event is acknowledged
+only after the transaction that holds it committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy.orm import Session
+
+from billing.v1 import usage_pb2
+from tollbooth import errors, paging
+from tollbooth.accounts import service as accounts
+from tollbooth.auth.caller import Caller
+from tollbooth.db.models import BillableMetric
+from tollbooth.db.types import utcnow
+from tollbooth.errors import DomainError, Kind
+from tollbooth.usage import aggregate, events, repository
+from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
+from tollbooth.usage.limits import Limits
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer for one event."""
+
+    unique_id: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+class AccountCache:
+    """Account id of every ref (id or principal id) already resolved by this server.
+
+    Safe to keep: a principal's account never changes and accounts are never deleted. Only hits
+    are kept, so an account created later is found on its first event.
+    """
+
+    def __init__(self, max_size: int = 100_000) -> None:
+        self._known: dict[str, str] = {}
+        self._max = max_size
+        self._lock = threading.Lock()
+
+    def resolve(self, session: Session, refs: set[str]) -> dict[str, str]:
+        known = self._known
+        found = {r: known[r] for r in refs if r in known}
+        missing = refs - found.keys()
+        if missing:
+            fresh = repository.accounts_by_ref(session, missing)
+            found.update(fresh)
+            with self._lock:
+                if len(known) + len(fresh) > self._max:
+                    known.clear()
+                known.update(fresh)
+        return found
+
+
+def _echo(unique_id: str) -> str:
+    """The sender's id in an answer, unless it is itself what was wrong with the event."""
+    ok = len(unique_id) <= events.UNIQUE_ID_LIMIT and "\x00" not in unique_id
+    return unique_id if ok else ""
+
+
+def ingest(
+    session: Session,
+    batch: Sequence[usage_pb2.UsageEvent],
+    limits: Limits,
+    cache: AccountCache,
+) -> list[Outcome]:
+    """Store every good event whose unique id is new; one Outcome per event, in order.
+
+    Rejections are per event: nothing here raises for one bad event. Within a batch the first
+    event of a unique id counts and later ones are duplicates.
+    """
+    received = utcnow()
+    now = int(received.timestamp())
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    candidates: list[events.Candidate] = []
+    check = events.check
+    for i, event in enumerate(batch):
+        try:
+            candidates.append(check(event, i, limits, now))
+        except DomainError as exc:
+            outcomes[i] = Outcome(_echo(event.unique_id), REJECTED, exc.reason, exc.message)
+
+    accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
+    fresh: dict[str, events.Candidate] = {}
+    rows: list[repository.Row] = []
+    for c in candidates:
+        account_id = accounts_found.get(c.account_ref)
+        if account_id is None:
+            outcomes[c.index] = Outcome(
+                c.unique_id,
+                REJECTED,
+                "ACCOUNT_UNKNOWN",
+                "account names no billing account (id or principal id)",
+            )
+            continue
+        c.account_id = account_id
+        c.unique_id = events.final_unique_id(c)
+        if c.unique_id in fresh:
+            outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
+            continue
+        fresh[c.unique_id] = c
+        rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
+
+    inserted = repository.insert_events(session, rows, received)
+    # The events this transaction stored: what any per-event effect (the credit burn of a metric)
+    # must act on, here, in this same session, before the commit. Duplicates are never in it.
+    accepted = [c for uid, c in fresh.items() if uid in inserted]
+    for c in fresh.values():
+        outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
+    for c in accepted:
+        outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
+    return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+
+def rejection(outcome: Outcome) -> DomainError:
+    """A rejected single event (IngestEvent) as the error its caller receives."""
+    return DomainError(Kind.INVALID_ARGUMENT, outcome.reason, outcome.message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+RATE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,18})?")
+NAME_LIMIT = 200
+PROPERTY_LIMIT = 200
+MAX_FILTERS = 20
+MAX_FILTER_VALUES = 100
+MUTABLE = (
+    "name",
+    "description",
+    "event_name",
+    "aggregation",
+    "property",
+    "filters",
+    "credit_burn",
+)
+OUTPUT_ONLY = ("create_time", "update_time")
+
+
+@dataclass(frozen=True)
+class MetricFields:
+    code: str = ""
+    name: str = ""
+    description: str = ""
+    event_name: str = ""
+    aggregation: str = ""
+    property: str = ""
+    filters: tuple[Filter, ...] = ()
+    credit_type: str = ""
+    credit_rate: str = ""
+
+
+def _field_error(field: str, problem: str) -> DomainError:
+    return errors.invalid(f"{field} {problem}", reason="FIELD_INVALID", field=field)
+
+
+def clean_metric(fields: MetricFields) -> MetricFields:
+    """The fields as stored, or the first problem with them."""
+    if not fields.code:
+        raise errors.required("metric.code")
+    if not CODE.fullmatch(fields.code):
+        raise _field_error(
+            "metric.code", "must be letters, digits, '_', '-' or '.', at most 100 characters"
+        )
+    name = fields.name.strip() or fields.code
+    if len(name) > NAME_LIMIT:
+        raise _field_error("metric.name", f"is longer than {NAME_LIMIT} characters")
+    if not fields.event_name.strip():
+        raise errors.required("metric.event_name")
+    if len(fields.event_name) > events.EVENT_NAME_LIMIT:
+        raise _field_error("metric.event_name", f"is longer than {events.EVENT_NAME_LIMIT}")
+    if not fields.aggregation:
+        raise errors.required("metric.aggregation")
+    try:
+        agg = Aggregation(fields.aggregation)
+    except ValueError:
+        raise _field_error("metric.aggregation", "is not a known aggregation") from None
+    prop = fields.property
+    if agg in aggregate.NEEDS_PROPERTY and not prop:
+        raise errors.required("metric.property")
+    if agg is Aggregation.COUNT and prop:
+        raise errors.invalid(
+            "metric.property is not used by AGGREGATION_COUNT; leave it empty",
+            field="metric.property",
+        )
+    if len(prop) > PROPERTY_LIMIT:
+        raise _field_error("metric.property", f"is longer than {PROPERTY_LIMIT} characters")
+    if len(fields.filters) > MAX_FILTERS:
+        raise _field_error("metric.filters", f"hold more than {MAX_FILTERS} filters")
+    for i, f in enumerate(fields.filters):
+        where = f"metric.filters[{i}]"
+        if not f.property:
+            raise errors.required(f"{where}.property")
+        if len(f.property) > PROPERTY_LIMIT:
+            raise _field_error(f"{where}.property", f"is longer than {PROPERTY_LIMIT}")
+        if not f.values:
+            raise errors.required(f"{where}.values")
+        if len(f.values) > MAX_FILTER_VALUES:
+            raise _field_error(f"{where}.values", f"hold more than {MAX_FILTER_VALUES} values")
+    credit_type, rate = fields.credit_type.strip(), fields.credit_rate.strip()
+    if credit_type or rate:
+        if not credit_type:
+            raise errors.required("metric.credit_burn.credit_type")
+        if len(credit_type) > 100:
+            raise _field_error("metric.credit_burn.credit_type", "is longer than 100 characters")
+        rate = _rate(rate)
+    return replace(
+        fields,
+        name=name,
+        aggregation=agg.value,
+        credit_type=credit_type,
+        credit_rate=rate,
+    )
+
+
+def _rate(raw: str) -> str:
+    problem = errors.invalid(
+        "metric.credit_burn.rate must be a positive decimal string such as '0.5'",
+        reason="AMOUNT_INVALID",
+        field="metric.credit_burn.rate",
+    )
+    if not RATE.fullmatch(raw):
+        raise problem
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise problem from None
+    if value <= 0:
+        raise problem
+    return aggregate.decimal_text(value)
+
+
+def fields_of(metric: BillableMetric) -> MetricFields:
+    return MetricFields(
+        code=metric.code,
+        name=metric.name,
+        description=metric.description,
+        event_name=metric.event_name,
+        aggregation=metric.aggregation,
+        property=metric.property,
+        filters=tuple(Filter(f["property"], tuple(f["values"])) for f in (metric.filters or [])),
+        credit_type=metric.credit_type or "",
+        credit_rate=metric.credit_rate or "",
+    )
+
+
+def spec_of(metric: BillableMetric) -> MetricSpec:
+    f = fields_of(metric)
+    return MetricSpec(f.code, f.event_name, Aggregation(f.aggregation), f.property, f.filters)
+
+
+def _write(metric: BillableMetric, f: MetricFields, now: dt.datetime) -> None:
+    metric.name = f.name
+    metric.description = f.description
+    metric.event_name = f.event_name
+    metric.aggregation = f.aggregation
+    metric.property = f.property
+    metric.filters = [{"property": x.property, "values": list(x.values)} for x in f.filters]
+    metric.credit_type = f.credit_type or None
+    metric.credit_rate = f.credit_rate or None
+    metric.updated_at = now
+
+
+def get_metric(session: Session, code: str) -> BillableMetric:
+    if not code:
+        raise errors.required("code")
+    metric = repository.get_metric(session, code)
+    if metric is None:
+        raise errors.not_found("metric", code[:100])
+    return metric
+
+
+def create_metric(session: Session, fields: MetricFields) -> BillableMetric:
+    clean = clean_metric(fields)
+    now = utcnow()
+    created = repository.insert_metric(
+        session,
+        {
+            "code": clean.code,
+            "name": clean.name,
+            "description": clean.description,
+            "event_name": clean.event_name,
+            "aggregation": clean.aggregation,
+            "property": clean.property,
+            "filters": [{"property": x.property, "values": list(x.values)} for x in clean.filters],
+            "credit_type": clean.credit_type or None,
+            "credit_rate": clean.credit_rate or None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if not created:
+        raise DomainError(
+            Kind.ALREADY_EXISTS,
+            "ALREADY_EXISTS",
+            f"metric {clean.code!r} already exists",
+            resource="metric",
+        )
+    return get_metric(session, clean.code)
+
+
+def _apply_paths(paths: Iterable[str]) -> tuple[str, ...]:
+    paths = [p.strip() for p in paths if p.strip()]
+    if paths == ["*"]:
+        return MUTABLE
+    apply: list[str] = []
+    for path in paths:
+        if path in MUTABLE:
+            if path not in apply:
+                apply.append(path)
+        elif path not in OUTPUT_ONLY and path != "code":
+            raise errors.invalid(
+                f"update_mask names unknown field {path[:100]!r}", field="update_mask"
+            )
+    return tuple(apply)
+
+
+def update_metric(
+    session: Session, code: str, given: MetricFields, paths: Iterable[str]
+) -> BillableMetric:
+    """Change the fields named in `paths` ("*": every mutable field); the code never changes."""
+    if not code:
+        raise errors.required("metric.code")
+    apply = _apply_paths(paths)
+    metric = get_metric(session, code)
+    current = fields_of(metric)
+    changes: dict[str, object] = {}
+    for path in apply:
+        if path == "credit_burn":
+            changes["credit_type"], changes["credit_rate"] = given.credit_type, given.credit_rate
+        else:
+            changes[path] = getattr(given, path)
+    merged = clean_metric(replace(current, **changes))  # type: ignore[arg-type]
+    _write(metric, merged, utcnow())
+    session.flush()
+    return metric
+
+
+def delete_metric(session: Session, code: str) -> None:
+    """Delete a metric; its events stay (a metric created later sees them again)."""
+    if not code:
+        raise errors.required("code")
+    if not repository.delete_metric(session, code):
+        raise errors.not_found("metric", code[:100])
+
+
+@dataclass(frozen=True)
+class MetricPage:
+    items: list[BillableMetric]
+    next_page_token: str
+
+
+def list_metrics(session: Session, page_size: int, page_token: str) -> MetricPage:
+    size = paging.page_size(page_size)
+    key = paging.decode(page_token, "metrics", (str,))
+    after = str(key[0]) if key else None
+    items = repository.list_metrics(session, after, size + 1)
+    token = ""
+    if len(items) > size:
+        items = items[:size]
+        token = paging.encode("metrics", [items[-1].code])
+    return MetricPage(items, token)
+
+
+# ---------------------------------------------------------------------------------------------
+# GetUsage
+
+GROUPS_DEFAULT, GROUPS_MAX = 100, 1000
+# Aggregations whose total follows from the totals of its groups.
+ADDITIVE = frozenset({Aggregation.COUNT, Aggregation.SUM, Aggregation.MAX})
+
+
+def _combine(agg: Aggregation, values: list[Decimal | int | None]) -> Decimal | int | None:
+    present = [v for v in values if v is not None]
+    if agg is Aggregation.MAX:
+        return max(present, default=None)
+    if agg is Aggregation.SUM:
+        return aggregate.exact_sum(present)
+    return sum(int(v) for v in present)
+
+
+_KEY_MARK = "k"  # page tokens refuse empty strings; "" is a valid group key
+
+
+@dataclass(frozen=True)
+class UsageAnswer:
+    account_id: str
+    metric_code: str
+    start: dt.datetime
+    end: dt.datetime
+    value: str
+    groups: list[tuple[str, str]]
+    next_page_token: str
+
+
+def get_usage(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    metric_code: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    group_by: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+) -> UsageAnswer:
+    """One metric, one account, one period [start, end); optionally one page of groups."""
+    account = accounts.resolve(session, caller, account_ref)
+    if not metric_code:
+        raise errors.required("metric_code")
+    if start is None:
+        raise errors.required("start_time")
+    if end is None:
+        raise errors.required("end_time")
+    if end <= start:
+        raise errors.invalid("end_time must be after start_time", field="end_time")
+    if len(group_by) > PROPERTY_LIMIT:
+        raise _field_error("group_by", f"is longer than {PROPERTY_LIMIT} characters")
+    metric = get_metric(session, metric_code)
+    spec = spec_of(metric)
+    size = paging.page_size(page_size, default=GROUPS_DEFAULT, maximum=GROUPS_MAX)
+    query = f"usage|{account.id}|{spec.code}|{start.isoformat()}|{end.isoformat()}|{group_by}"
+    after: str | None = None
+    if group_by:
+        key = paging.decode(page_token, query, (str,))
+        after = str(key[0])[len(_KEY_MARK) :] if key else None
+
+    groups: list[tuple[str, Decimal | int | None]] = []
+    if repository.dialect(session) == "postgresql":
+        sql = repository.PgUsageQuery(spec, account.id, start, end, group_by)
+        if group_by:
+            groups = sql.groups(session, after, size + 1)
+        if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
+            total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
+        else:
+            total = sql.total(session)
+    else:
+        rows = repository.period_events(session, spec, account.id, start, end)
+        usage = aggregate.aggregate(
+            spec, ((o, u, aggregate.loads(p)) for o, u, p in rows), group_by
+        )
+        total = usage.value
+        groups = [g for g in usage.groups if after is None or g[0] > after][: size + 1]
+
+    token = ""
+    if len(groups) > size:
+        groups = groups[:size]
+        token = paging.encode(query, [_KEY_MARK + groups[-1][0]])
+    return UsageAnswer(
+        account_id=account.id,
+        metric_code=spec.code,
+        start=start,
+        end=end,
+        value=aggregate.decimal_text(total),
+        groups=[(k, aggregate.decimal_text(v)) for k, v in groups],
+        next_page_token=token,
+    )

@@ -1,0 +1,55 @@
+"""Usage fixtures: a server whose usage limits come from the environment the test sets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import grpc
+import pytest
+
+from tollbooth.deps import Deps
+from tollbooth.rpc.server import build_server
+
+
+@pytest.fixture
+def channel_with_env(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., grpc.Channel]]:
+    """`channel_with_env(BILLING_USAGE_MAX_BATCH="3")`: a channel to a server started with
+    those variables set (usage limits are read when the server starts)."""
+    stack = ExitStack()
+
+    def make(**env: str) -> grpc.Channel:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        server, port, _ = build_server(deps, "127.0.0.1:0")
+        server.start()
+        stack.callback(lambda: server.stop(grace=None).wait())
+        channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        grpc.channel_ready_future(channel).result(timeout=10)
+        return channel
+
+    with stack:
+        yield make
+
+
+@pytest.fixture
+def pg_deps(pg_url: str) -> Iterator[Deps]:
+    """A server's dependencies on PostgreSQL only (concurrency proofs)."""
+    from tests.conftest import make_env
+    from tollbooth.config import Settings
+    from tollbooth.db import Database
+
+    settings = Settings.from_env(make_env(pg_url))
+    deps = Deps.build(settings, Database(pg_url))
+    yield deps
+    deps.db.dispose()
+
+
+@pytest.fixture
+def pg_port(pg_deps: Deps) -> Iterator[int]:
+    server, port, _ = build_server(pg_deps, "127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(grace=None).wait()

@@ -30,7 +30,7 @@ from tests.conftest import SERVICE_MD, make_env
 from tests.usage.support import ACCEPTED, DUPLICATE, account, event, usage_stub
 from tollbooth.db import normalize_url
 from tollbooth.db.models import UsageEvent
-from tollbooth.devstack import free_port
+from tests.devstack import free_port
 
 CYCLES = 20 if os.environ.get("BILLING_SOAK") == "1" else 3
 

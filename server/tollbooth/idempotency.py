@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
@@ -86,9 +86,12 @@ def claim(session: Session, scope: str, key: str, request_digest: str) -> Claim:
 
 
 def complete(session: Session, scope: str, key: str, response: bytes) -> None:
-    """Store the response of a fresh claim; replays return it."""
-    row = session.get(IdempotencyKey, (scope, key))
-    if row is None:
+    """Store the response of a fresh claim; replays return it. One UPDATE, no read first."""
+    result = session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+        .values(response=response)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         raise RuntimeError(f"idempotency key {scope}/{key} was never claimed")
-    row.response = response
-    session.flush()

@@ -1,0 +1,27 @@
+"""A checkout world per test, on SQLite and (when configured) PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.checkout.support import World, start_world
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    w = start_world(database_url, tmp_path)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def sqlite_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from tollbooth.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'billing.db'}"
+    upgrade(url)
+    w = start_world(url, tmp_path)
+    yield w
+    w.stop()

@@ -51,6 +51,61 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
         time.sleep(0.05)
 
 
+class Gate:
+    """A loopback relay between the sandbox and the sidecar that can be closed: while closed it
+    answers 503, so the sandbox queues its events and retries them (later all at once, in the
+    order its fault injection picks)."""
+
+    def __init__(self, target: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.open = threading.Event()
+        self.open.set()
+        gate = self
+        client = httpx.Client(timeout=30)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = 503
+                if gate.open.is_set():
+                    try:
+                        status = client.post(
+                            target,
+                            content=body,
+                            headers={
+                                "Content-Type": "application/json",
+                                "Stripe-Signature": self.headers.get("Stripe-Signature", ""),
+                            },
+                        ).status_code
+                    except httpx.HTTPError:
+                        status = 502
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._client = client
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1/billing/webhooks"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._client.close()
+
+
 @dataclass
 class World:
     """Server + sidecar + sandbox; `stop()` ends all three."""
@@ -61,6 +116,7 @@ class World:
     sandbox: SandboxHandle
     stripe: stripe.StripeClient
     sidecar_url: str
+    gate: Gate
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -210,7 +266,13 @@ class World:
 
 
 def start_world(
-    database_url: str, tmp: Path, *, faults: str = "", deliver: bool = True, **env: str
+    database_url: str,
+    tmp: Path,
+    *,
+    faults: str = "",
+    deliver: bool = True,
+    retry_max_sec: float = 0.5,
+    **env: str,
 ) -> World:
     sandbox_port, sidecar_port = free_port(), free_port()
     settings = Settings.from_env(
@@ -229,15 +291,17 @@ def start_world(
     sidecar = start_in_thread(settings, sidecar_port, target=f"127.0.0.1:{grpc_port}")
     stops.append(sidecar.stop)
     sidecar_url = f"http://127.0.0.1:{sidecar_port}/v1/billing/webhooks"
+    gate = Gate(sidecar_url)
+    stops.append(gate.stop)
     sandbox = start_sandbox(
         SandboxConfig(
             webhook_secret=WEBHOOK_SECRET,
             port=sandbox_port,
             db_path=tmp / f"sandbox-{uuid.uuid4().hex[:6]}.db",
-            webhook_url=sidecar_url if deliver else "",
+            webhook_url=gate.url if deliver else "",
             faults=Faults.parse(faults),
             retry_base_sec=0.05,
-            retry_max_sec=0.5,
+            retry_max_sec=retry_max_sec,
         )
     )
     stops.append(sandbox.stop)
@@ -247,4 +311,29 @@ def start_world(
     client = stripe.StripeClient(
         "sk_test_checkout_tests", base_addresses={"api": sandbox.url}, max_network_retries=0
     )
-    return World(settings, deps, channel, sandbox, client, sidecar_url, stops)
+    return World(settings, deps, channel, sandbox, client, sidecar_url, gate, stops)
+
+
+def signed_send(world: World, body: bytes) -> int:
+    """POST a raw event body, signed with the webhook secret, to the sidecar; the status."""
+    import httpx
+
+    from tollbooth.webhooks.signature import header
+
+    response = httpx.post(
+        world.sidecar_url,
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "Stripe-Signature": header(body, WEBHOOK_SECRET),
+        },
+        timeout=30,
+    )
+    return response.status_code
+
+
+def events_of(world: World, event_type: str, object_id: str) -> list[dict[str, Any]]:
+    """The sandbox's events of one type about one object, oldest first, as raw dicts."""
+    response = world.stripe.raw_request("get", "/v1/events", type=event_type, limit=100)
+    listed = json.loads(response.body)["data"]  # type: ignore[attr-defined]
+    return [e for e in reversed(listed) if e["data"]["object"]["id"] == object_id]

@@ -24,10 +24,10 @@ from billing.v1 import credit_pb2 as c
 from billing.v1 import credit_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, check_invariants, grant
+from tests.devstack import free_port
 from tests.helpers import error_reason
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
-from tests.devstack import free_port
 
 pytestmark = pytest.mark.postgres
 

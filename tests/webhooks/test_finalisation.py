@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import event, exc, select
 
 from billing.v1 import catalog_pb2, checkout_pb2, webhook_pb2, webhook_pb2_grpc
-from tests.checkout.conftest import sqlite_world  # noqa: F401 - fixture
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET
 from tollbooth.db.models import (

@@ -64,6 +64,7 @@ class Gate:
 
         self.open = threading.Event()
         self.open.set()
+        self.forwarded: list[str] = []  # event ids passed on to the sidecar, in order
         gate = self
         client = httpx.Client(timeout=30)
 
@@ -75,6 +76,7 @@ class Gate:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = 503
                 if gate.open.is_set():
+                    gate.forwarded.append(str(json.loads(body).get("id")))
                     try:
                         status = client.post(
                             target,

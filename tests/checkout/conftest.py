@@ -25,3 +25,14 @@ def sqlite_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
     w = start_world(url, tmp_path)
     yield w
     w.stop()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The REST surface: server, sidecar and a real Envoy on SQLite, plus the sandbox
+    delivering its signed events to Envoy's webhook path (as `make run` wires them)."""
+    from tests.checkout.support import Shop, start_shop
+
+    s: Shop = start_shop(tmp_path_factory.mktemp("shop"))
+    yield s
+    s.close()

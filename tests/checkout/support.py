@@ -25,7 +25,7 @@ from billing.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md, make_env
+from tests.conftest import SERVICE_KEY, SERVICE_MD, WEBHOOK_SECRET, bearer_md, make_env
 from tests.devstack import free_port
 from tollbooth.config import Settings
 from tollbooth.db import Database
@@ -37,7 +37,7 @@ from tollbooth.sandbox.config import Faults, SandboxConfig
 from tollbooth.webhooks.sidecar import start_in_thread
 
 MONTHLY = catalog_pb2.Recurring(interval=catalog_pb2.RECURRING_INTERVAL_MONTH, interval_count=1)
-SCOPES = ["checkout", "portal", "billing:read"]
+SCOPES = ["checkout", "portal", "billing:read", "credits:read"]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -339,3 +339,78 @@ def events_of(world: World, event_type: str, object_id: str) -> list[dict[str, A
     response = world.stripe.raw_request("get", "/v1/events", type=event_type, limit=100)
     listed = json.loads(response.body)["data"]  # type: ignore[attr-defined]
     return [e for e in reversed(listed) if e["data"]["object"]["id"] == object_id]
+
+
+@dataclass
+class Shop:
+    """The whole stack behind Envoy with the sandbox; REST helpers in the seed's shapes."""
+
+    stack: Any
+    sandbox: SandboxHandle
+    stripe: stripe.StripeClient
+
+    def close(self) -> None:
+        self.sandbox.stop()
+        self.stack.close()
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        headers = {"authorization": f"Bearer {token}"} if token else {"x-api-key": SERVICE_KEY}
+        return self.stack.request(method, path, body, headers)
+
+    def token(self, principal: str) -> str:
+        resp = self.request(
+            "POST",
+            "/mgt/v1/token/issue",
+            {"principal_id": principal, "user_id": "u1", "scopes": SCOPES},
+        )
+        assert resp.status == 200, resp.body
+        return str(resp.json()["access_token"])
+
+    def price(self, lookup_key: str, group: str = "plan", amount: int = 2900, **extra: Any) -> Any:
+        product = self.request("POST", "/mgt/v1/catalog/products", {"name": f"Plan {lookup_key}"})
+        assert product.status == 200, product.body
+        price = self.request(
+            "POST",
+            "/mgt/v1/catalog/prices",
+            {
+                "product_id": product.json()["product_id"],
+                "currency": "usd",
+                "unit_amount": amount,
+                "type": "PRICE_TYPE_RECURRING",
+                "recurring": {"interval": "RECURRING_INTERVAL_MONTH"},
+                "lookup_key": lookup_key,
+                "subscription_group": group,
+                **extra,
+            },
+        )
+        assert price.status == 200, price.body
+        return price.json()
+
+    def billing(self, token: str) -> dict[str, Any]:
+        resp = self.request("GET", "/api/v1/billing", token=token)
+        assert resp.status == 200, resp.body
+        return resp.json()  # type: ignore[no-any-return]
+
+
+def start_shop(tmp: Path) -> Shop:
+    from tests.devstack import start_stack
+    from tollbooth.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp / 'billing.db'}"
+    upgrade(url)
+    sandbox_port = free_port()
+    stack = start_stack(url, make_env(url, BILLING_SANDBOX_PORT=str(sandbox_port)), tmp)
+    sandbox = start_sandbox(
+        SandboxConfig(
+            webhook_secret=WEBHOOK_SECRET,
+            port=sandbox_port,
+            db_path=tmp / "sandbox.db",
+            webhook_url=f"{stack.rest_url}/v1/billing/webhooks",
+            retry_base_sec=0.05,
+            retry_max_sec=0.5,
+        )
+    )
+    client = stripe.StripeClient(
+        "sk_test_shop", base_addresses={"api": sandbox.url}, max_network_retries=0
+    )
+    return Shop(stack, sandbox, client)

@@ -89,13 +89,14 @@ def sync_subscription(
     session = ctx.session
     existing = repository.subscription_by_stripe_id(session, stripe_subscription_id)
     if existing is None:
-        account = repository.account_by_customer(session, customer_hint or "")
-        if account is None:
+        if customer_hint:
+            account = repository.account_by_customer(session, customer_hint)
+        else:  # the event did not say whose it is: ask the provider
             truth = ctx.provider.retrieve_subscription(stripe_subscription_id)
             customer = _id((truth or {}).get("customer"))
-            account = repository.account_by_customer(session, customer or "")
-            if account is None:
-                return None  # not one of our customers: acknowledge, change nothing
+            account = repository.account_by_customer(session, customer) if customer else None
+        if account is None:
+            return None  # not one of our customers: acknowledge, change nothing
         created = repository.ensure_subscription_row(
             session, account.id, stripe_subscription_id, "incomplete"
         )

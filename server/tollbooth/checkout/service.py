@@ -282,7 +282,7 @@ def create_checkout_session(
         params["client_reference_id"] = reference
     if mode == "subscription":
         params["subscription_data"] = {"metadata": {"billing_account_id": account.id}}
-    key = idempotency_key("checkout", request_scope, request_id) if request_id else None
+    key = idempotency_key("checkout", request_scope, account.id, request_id) if request_id else None
     remote = provider.create_checkout_session(params, idempotency=key)
     now = utcnow()
     row = repository.checkout_by_stripe_id(session, remote["id"])
@@ -392,7 +392,7 @@ def create_portal_session(
             billing_account_id=account.id,
         )
     configuration = provider.portal_configuration(portal_features(session, options))
-    key = idempotency_key("portal", request_scope, request_id) if request_id else None
+    key = idempotency_key("portal", request_scope, account.id, request_id) if request_id else None
     remote = provider.create_portal_session(
         account.stripe_customer_id, back, configuration, idempotency=key
     )

@@ -58,7 +58,7 @@ def replay_events(
         try:
             with db.transaction() as session:
                 _, changes = replay(session, ident, provider)
-        except (DomainError, Exception) as exc:  # noqa: BLE001 - reported, the rest goes on
+        except Exception as exc:  # noqa: BLE001 - reported, the rest goes on
             report.failed.append(f"{ident}: {_why(exc)}")
             continue
         report.changed.extend(f"{ident}: {line}" for line in changes)
@@ -92,7 +92,7 @@ def reconcile(db: Database, provider: StripeProvider, *, progress: bool | None =
                 ctx = Context(session, provider, "reconcile")
                 sync_subscription(ctx, sub_id, targets[sub_id])
                 session.flush()
-        except (DomainError, Exception) as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             report.failed.append(f"{sub_id}: {_why(exc)}")
             continue
         report.changed.extend(ctx.changes)

@@ -64,6 +64,7 @@ def states_told(world: World, account: str) -> list[str]:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(120 + ROUNDS * 10)
 def test_random_delivery_orders_end_in_the_sandboxs_truth_and_never_revive_a_cancel(faulty):  # type: ignore[no-untyped-def]
     world = faulty
     world.price("pro")

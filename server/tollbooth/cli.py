@@ -1,5 +1,5 @@
 """Command line: `run` (the whole stack, supervised), `migrate`, `serve-grpc`, `serve-sidecar`,
-`serve-sandbox`, `gateway-config`, `catalog apply`."""
+`serve-sandbox`, `gateway-config`, `catalog apply`, `webhooks replay`, `reconcile`."""
 
 from __future__ import annotations
 
@@ -282,6 +282,63 @@ def cmd_gateway_config(settings: Settings, out: str) -> int:
     return 0
 
 
+def _operator_deps(settings: Settings):  # type: ignore[no-untyped-def]
+    from tollbooth.checkout.provider import StripeProvider
+    from tollbooth.db import Database
+
+    return Database(settings.database_url), StripeProvider.from_settings(settings)
+
+
+def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
+    for line in report.changed:
+        print(line, flush=True)
+    for line in report.failed:
+        print(f"FAILED {line}", file=sys.stderr, flush=True)
+    print(
+        f"{verb} {report.seen}: {len(report.changed)} change(s), {len(report.failed)} failure(s)",
+        flush=True,
+    )
+    return 1 if report.failed else 0
+
+
+def cmd_webhooks_replay(settings: Settings, since: str | None, event_id: str | None) -> int:
+    """Re-apply stored events (all, those received since T, or one); harmless when applied."""
+    import datetime as dt
+
+    from tollbooth.checkout.reconcile import replay_events
+
+    when = None
+    if since:
+        try:
+            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"--since: not an ISO 8601 time: {since[:40]!r}", file=sys.stderr)
+            return 2
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    db, provider = _operator_deps(settings)
+    try:
+        report = replay_events(db, provider, since=when, event_id=event_id)
+    finally:
+        db.dispose()
+    if event_id and report.seen == 0:
+        print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
+        return 1
+    return _print_report(report, "replayed")
+
+
+def cmd_reconcile(settings: Settings) -> int:
+    """Compare every subscription with Stripe, repair drift, print what changed."""
+    from tollbooth.checkout.reconcile import reconcile
+
+    db, provider = _operator_deps(settings)
+    try:
+        report = reconcile(db, provider)
+    finally:
+        db.dispose()
+    return _print_report(report, "reconciled")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["catalog"]:
@@ -298,6 +355,17 @@ def main(argv: list[str] | None = None) -> int:
     gw = sub.add_parser("gateway-config", help="render envoy.yaml for this environment")
     gw.add_argument("--out", default=str(REPO_ROOT / "var" / "run"))
     sub.add_parser("catalog", help="catalog as code: `catalog apply FILE [--dry-run]`")
+    hooks = sub.add_parser("webhooks", help="the webhook inbox: `webhooks replay`")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    replay = hooks_sub.add_parser(
+        "replay", help="re-apply stored events (harmless when they were applied already)"
+    )
+    which = replay.add_mutually_exclusive_group()
+    which.add_argument("--since", metavar="T", help="events received at or after T (ISO 8601)")
+    which.add_argument("--event-id", metavar="E", help="one event")
+    sub.add_parser(
+        "reconcile", help="compare every subscription with Stripe, repair drift, print changes"
+    )
     args = parser.parse_args(argv)
     _logging(args.command)
     try:
@@ -328,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "webhooks":
+        return cmd_webhooks_replay(settings, args.since, args.event_id)
+    if args.command == "reconcile":
+        return cmd_reconcile(settings)
     if args.command == "gateway-config":
         return cmd_gateway_config(settings, args.out)
     parser.error("unknown command")

@@ -120,6 +120,11 @@ class Settings:
     max_body_bytes: int
     grpc_workers: int
     data_dir: Path
+    # The provider: STRIPE_API_BASE overrides where the Stripe client sends requests (empty:
+    # Stripe itself with a key, the local sandbox without one); timeout and network retries.
+    stripe_api_base: str = ""
+    stripe_timeout_sec: float = 10.0
+    stripe_max_network_retries: int = 2
     defaults_used: tuple[str, ...] = field(default=())
     # Variable -> file of each credential generated for this data directory.
     generated: dict[str, Path] = field(default_factory=dict)
@@ -222,6 +227,9 @@ class Settings:
             max_body_bytes=_int(env, "BILLING_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1024 * 1024),
             grpc_workers=_int(env, "BILLING_GRPC_WORKERS", 32, 1, 512),
             data_dir=data_dir,
+            stripe_api_base=env.get("STRIPE_API_BASE", "").strip().rstrip("/"),
+            stripe_timeout_sec=float(_int(env, "STRIPE_TIMEOUT_SEC", 10, 1, 120)),
+            stripe_max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
             defaults_used=tuple(used),
             generated=generated,
         )

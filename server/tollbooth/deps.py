@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tollbooth import paging
 from tollbooth.auth.tokens import TokenCodec
+from tollbooth.checkout.provider import StripeProvider
 from tollbooth.config import Settings
 from tollbooth.db import Database
 
@@ -15,6 +16,7 @@ class Deps:
     settings: Settings
     db: Database
     codec: TokenCodec
+    provider: StripeProvider
 
     @classmethod
     def build(cls, settings: Settings, db: Database | None = None) -> Deps:
@@ -30,4 +32,5 @@ class Deps:
                 leeway_sec=settings.jwt_leeway_sec,
                 max_lifetime_sec=settings.token_ttl_max,
             ),
+            provider=StripeProvider.from_settings(settings),
         )

@@ -34,23 +34,21 @@ def test_wrong_service_key_is_401(stack):  # type: ignore[no-untyped-def]
     assert resp.reason == "SERVICE_KEY_INVALID"
 
 
+def test_a_bearer_rpc_checks_auth_before_parsing(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/api/v1/usage?metric_code=api")
+    assert resp.status == 401
+
+
 @pytest.mark.parametrize(
-    "method,path",
-    [
-        ("GET", "/api/v1/billing"),
-        ("POST", "/api/v1/checkout/sessions"),
-    ],
+    "method,path", [("GET", "/api/v1/billing"), ("POST", "/api/v1/checkout/sessions")]
 )
-def test_unbuilt_rpc_is_501_with_reason(stack, method, path):  # type: ignore[no-untyped-def]
+def test_built_checkout_rpcs_answer_past_auth(stack, method, path):  # type: ignore[no-untyped-def]
+    """Built now: a service key that names no account is a 400 from the handler, not a 501."""
     body = {} if method == "POST" else None
     resp = stack.request(method, path, body, SERVICE)
-    assert resp.status == 501
-    assert resp.reason == "NOT_IMPLEMENTED"
-
-
-def test_unbuilt_rpc_still_checks_auth_first(stack):  # type: ignore[no-untyped-def]
-    resp = stack.request("GET", "/api/v1/billing")
-    assert resp.status == 401
+    assert resp.status == 400
+    assert resp.reason == "FIELD_REQUIRED"
+    assert stack.request(method, path, body).status == 401
 
 
 def test_bearer_token_on_mgt_path_is_403(stack):  # type: ignore[no-untyped-def]

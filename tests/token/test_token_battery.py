@@ -137,28 +137,26 @@ def test_bad_token_is_unauthenticated_over_grpc(stack, case):  # type: ignore[no
 
 
 def test_valid_token_passes_auth_through_envoy(stack):  # type: ignore[no-untyped-def]
-    # GetBillingStatus is not built yet: 501 proves the token passed authentication.
+    # GetBillingStatus answers for the token's own account: the token passed authentication.
     resp = stack.request(
         "GET", "/api/v1/billing", headers={"authorization": f"Bearer {ACCOUNT['token']}"}
     )
-    assert resp.status == 501
+    assert resp.status == 200
+    assert resp.json()["billing_account_id"] == ACCOUNT["id"]
+    assert resp.json()["plan"] == "free"
 
 
 def test_a_token_from_a_replica_whose_clock_runs_2s_ahead_is_accepted(stack):  # type: ignore[no-untyped-def]
     ahead = int(time.time()) + 2
     token = sign(claims(stack, iat=ahead, exp=ahead + 600))
-    with pytest.raises(grpc.RpcError) as exc:
-        grpc_billing_status(stack, token)
-    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED  # past auth: not built yet
+    assert grpc_billing_status(stack, token).billing_account_id == ACCOUNT["id"]  # past auth
     resp = stack.request("GET", "/api/v1/billing", headers={"authorization": f"Bearer {token}"})
-    assert resp.status == 501
+    assert resp.status == 200
 
 
 def test_token_signed_with_an_older_rotation_key_is_accepted(stack):  # type: ignore[no-untyped-def]
     token = sign(claims(stack), key=K1, kid="k1")
-    with pytest.raises(grpc.RpcError) as exc:
-        grpc_billing_status(stack, token)
-    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert grpc_billing_status(stack, token).billing_account_id == ACCOUNT["id"]
 
 
 def test_issued_tokens_are_signed_with_the_signing_key(stack):  # type: ignore[no-untyped-def]

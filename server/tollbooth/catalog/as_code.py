@@ -51,6 +51,13 @@ What apply does (one line per action, also printed by --dry-run, which writes no
 - with --archive-missing, active products absent from the file, and active prices of the
   file's products absent from it, are archived. Without it nothing is archived except
   replaced prices.
+
+With --sync-stripe, apply then links every active price that has no provider price yet to
+the provider (Stripe, or the sandbox when STRIPE_API_KEY is unset): an active provider price
+with the same lookup_key, amount, currency and recurrence is linked; otherwise the product
+and price are created there (`tollbooth.checkout.sync`). The ids are stored. Without it, a
+price is synced on its first checkout; a `stripe_product_id` / `stripe_price_id` in the file
+always links explicitly.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
+from tollbooth.checkout.provider import StripeProvider
 from tollbooth.config import ConfigError, Settings, redact_url
 from tollbooth.db import Database
 from tollbooth.errors import DomainError
@@ -95,6 +103,14 @@ def apply(
         if not dry_run:
             execute(session, result)
     return result
+
+
+def sync_stripe(db: Database, provider: StripeProvider) -> list[str]:
+    """Link or create the provider price of every active price without one (one transaction)."""
+    from tollbooth.checkout.sync import sync_catalog
+
+    with db.transaction() as session:
+        return sync_catalog(session, provider)
 
 
 def execute(session: Session, result: Plan) -> None:
@@ -138,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument(
         "--database-url", help="default: BILLING_DATABASE_URL (tollbooth.config.Settings)"
     )
+    apply_cmd.add_argument(
+        "--sync-stripe",
+        action="store_true",
+        help="then link or create the provider product and price of every unsynced price",
+    )
     return parser
 
 
@@ -150,13 +171,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_message(exc)}", file=sys.stderr)
         return 1
     try:
-        url = args.database_url or Settings.from_env().database_url
+        settings = Settings.from_env() if args.sync_stripe or not args.database_url else None
+        url = args.database_url or (settings.database_url if settings else "")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     db = Database(url)
+    synced: list[str] = []
     try:
         result = apply(db, catalog, dry_run=args.dry_run, archive_missing=args.archive_missing)
+        if args.sync_stripe and not args.dry_run:
+            assert settings is not None
+            try:
+                synced = sync_stripe(db, StripeProvider.from_settings(settings))
+            except DomainError as exc:
+                print(
+                    f"error: the catalog was applied, but syncing to the provider failed: "
+                    f"{_message(exc)}; run again to retry",
+                    file=sys.stderr,
+                )
+                return 1
     except (DomainError, planning.PlanError) as exc:
         print(f"error: {_message(exc)}; nothing was written", file=sys.stderr)
         return 1
@@ -170,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         db.dispose()
+    for line in synced:
+        print(line)
     if not result:
-        print("no changes")
+        print("no changes" + (f"; {len(synced)} price(s) synced to the provider" if synced else ""))
         return 0
     for line in result.lines():
         print(line)

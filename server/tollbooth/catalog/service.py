@@ -29,9 +29,6 @@ from tollbooth.ids import new_id
 
 T = TypeVar("T", Product, Price)
 
-HINT_NONE = ""
-HINT_BUY = "BUY"
-
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
@@ -297,16 +294,13 @@ def list_prices(
     return _page(rows, size, query)
 
 
-def purchase_hints(caller: Caller, prices: Sequence[Price]) -> list[str]:
-    """What a bearer caller should do with each price; nothing for service callers.
+def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
+    """What a bearer caller should do with each price (BUY, MANAGE or CURRENT, given the
+    account's live subscriptions); nothing for service callers. Decided by checkout, which
+    owns subscriptions."""
+    from tollbooth.checkout.service import purchase_hints as hints
 
-    Subscriptions are not recorded yet, so every price answers BUY. Once checkout records
-    them, a price the account already holds answers CURRENT, and a non-stackable recurring
-    price of a subscription_group in which the account holds another price answers MANAGE.
-    """
-    if not caller.is_bearer:
-        return [HINT_NONE for _ in prices]
-    return [HINT_BUY for _ in prices]
+    return hints(session, caller, prices)
 
 
 # ---------------------------------------------------------------------------------------------

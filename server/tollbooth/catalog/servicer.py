@@ -36,7 +36,7 @@ class CatalogServicer(Servicer):
                 page_token=request.page_token,
                 include_inactive=request.include_inactive,
             )
-            hints = service.purchase_hints(caller, page.items)
+            hints = service.purchase_hints(session, caller, page.items)
             return catalog_pb2.ListPricesResponse(
                 prices=[convert.price_out(p, h) for p, h in zip(page.items, hints, strict=True)],
                 next_page_token=page.next_page_token,

@@ -1,9 +1,225 @@
-"""CheckoutService over gRPC. Not built yet: every RPC answers UNIMPLEMENTED after auth."""
+"""CheckoutService over gRPC: proto in, proto out, one transaction."""
 
-from billing.v1 import checkout_pb2
-from tollbooth.rpc.servicer import Servicer, contract
+from __future__ import annotations
+
+from billing.v1 import catalog_pb2, checkout_pb2
+from tollbooth.auth.caller import current_caller
+from tollbooth.checkout import service
+from tollbooth.db.models import CheckoutSession, Purchase, Subscription
+from tollbooth.db.types import utcnow
+from tollbooth.rpc.convert import ts
+from tollbooth.rpc.servicer import Servicer, contract, idempotency_scope
+
+STATUS = {
+    "open": checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN,
+    "complete": checkout_pb2.CHECKOUT_SESSION_STATUS_COMPLETE,
+    "expired": checkout_pb2.CHECKOUT_SESSION_STATUS_EXPIRED,
+}
+PAYMENT = {
+    "unpaid": checkout_pb2.PAYMENT_STATUS_UNPAID,
+    "paid": checkout_pb2.PAYMENT_STATUS_PAID,
+    "no_payment_required": checkout_pb2.PAYMENT_STATUS_NO_PAYMENT_REQUIRED,
+}
+MODE = {
+    "payment": checkout_pb2.CHECKOUT_MODE_PAYMENT,
+    "subscription": checkout_pb2.CHECKOUT_MODE_SUBSCRIPTION,
+}
+STATE = {
+    "incomplete": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE,
+    "trialing": checkout_pb2.SUBSCRIPTION_STATE_TRIALING,
+    "active": checkout_pb2.SUBSCRIPTION_STATE_ACTIVE,
+    "past_due": checkout_pb2.SUBSCRIPTION_STATE_PAST_DUE,
+    "unpaid": checkout_pb2.SUBSCRIPTION_STATE_UNPAID,
+    "canceled": checkout_pb2.SUBSCRIPTION_STATE_CANCELED,
+    "incomplete_expired": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE_EXPIRED,
+    "paused": checkout_pb2.SUBSCRIPTION_STATE_PAUSED,
+}
+
+
+def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
+    status = service.effective_status(row, utcnow())
+    items = []
+    for item in row.items:
+        line = checkout_pb2.CheckoutItem(quantity=int(item.get("quantity") or 1))
+        line.catalog_price_id = item["price_id"]
+        items.append(line)
+    return checkout_pb2.CheckoutSession(
+        checkout_session_id=row.id,
+        billing_account_id=row.billing_account_id,
+        status=STATUS.get(status, 0),
+        payment_status=PAYMENT.get(row.payment_status, 0),
+        mode=MODE.get(row.mode, 0),
+        url=(row.url or "") if status == "open" else "",
+        items=items,
+        amount_total=row.amount_total,
+        currency=row.currency,
+        client_reference=row.client_reference,
+        stripe_checkout_session_id=row.stripe_checkout_session_id,
+        create_time=ts(row.created_at),
+        expire_time=ts(row.expires_at) if row.expires_at else None,
+    )
+
+
+def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
+    return checkout_pb2.Subscription(
+        subscription_id=row.id,
+        stripe_subscription_id=row.stripe_subscription_id,
+        price_id=row.price_id or "",
+        lookup_key=row.lookup_key or "",
+        subscription_group=row.subscription_group or "",
+        quantity=row.quantity,
+        state=STATE.get(row.state, 0),
+        current_period_start=ts(row.current_period_start) if row.current_period_start else None,
+        current_period_end=ts(row.current_period_end) if row.current_period_end else None,
+        cancel_at_period_end=row.cancel_at_period_end,
+        canceled_at=ts(row.canceled_at) if row.canceled_at else None,
+        create_time=ts(row.created_at),
+    )
+
+
+def purchase_out(row: Purchase) -> checkout_pb2.Purchase:
+    return checkout_pb2.Purchase(
+        purchase_id=row.id,
+        price_id=row.price_id or "",
+        lookup_key=row.lookup_key or "",
+        quantity=row.quantity,
+        amount_total=row.amount_total,
+        currency=row.currency,
+        checkout_session_id=row.checkout_session_id,
+        create_time=ts(row.created_at),
+    )
+
+
+def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.ItemRequest]:
+    return [
+        service.ItemRequest(
+            catalog_price_id=item.catalog_price_id,
+            lookup_key=item.lookup_key,
+            quantity=item.quantity,
+            which=item.WhichOneof("price"),
+        )
+        for item in request.items
+    ]
+
+
+def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.PortalOptions:
+    o = request.options
+
+    def on(name: str) -> bool:
+        return getattr(o, name) if o.HasField(name) else True  # type: ignore[arg-type]
+
+    return service.PortalOptions(
+        allow_cancel=on("allow_cancel"),
+        show_invoices=on("show_invoices"),
+        allow_payment_method_update=on("allow_payment_method_update"),
+        allow_plan_change=on("allow_plan_change"),
+    )
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
 class CheckoutServicer(Servicer):
-    pass
+    def CreateCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+        caller = current_caller.get()
+
+        def effect(session):  # type: ignore[no-untyped-def]
+            result = service.create_checkout_session(
+                session,
+                self.deps.provider,
+                caller,
+                account_ref=request.account,
+                items=_items(request),
+                success_url=request.success_url,
+                cancel_url=request.cancel_url,
+                client_reference=request.client_reference,
+                request_scope=idempotency_scope(caller, request),
+                request_id=request.request_id,
+            )
+            if result.next_action == service.NEXT_PORTAL:
+                return checkout_pb2.CreateCheckoutSessionResponse(
+                    next_action=checkout_pb2.NEXT_ACTION_PORTAL,
+                    url=result.url,
+                    conflicting_subscription_id=result.conflicting_subscription_id,
+                )
+            assert result.session is not None
+            return checkout_pb2.CreateCheckoutSessionResponse(
+                next_action=checkout_pb2.NEXT_ACTION_CHECKOUT,
+                url=result.url,
+                session=session_out(result.session),
+            )
+
+        return self.write(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
+
+    def GetCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            return session_out(
+                service.get_checkout_session(
+                    session, current_caller.get(), request.checkout_session_id
+                )
+            )
+
+    def CreatePortalSession(self, request, context):  # type: ignore[no-untyped-def]
+        caller = current_caller.get()
+
+        def effect(session):  # type: ignore[no-untyped-def]
+            result = service.create_portal_session(
+                session,
+                self.deps.provider,
+                caller,
+                account_ref=request.account,
+                return_url=request.return_url,
+                options=_options(request),
+                request_scope=idempotency_scope(caller, request),
+                request_id=request.request_id,
+            )
+            return checkout_pb2.PortalSession(
+                portal_session_id=result.portal_session_id,
+                url=result.url,
+                return_url=result.return_url,
+                create_time=ts(result.created),
+            )
+
+        return self.write(request, checkout_pb2.PortalSession, effect)
+
+    def GetBillingStatus(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            view = service.billing_status(session, current_caller.get(), request.account)
+            sub = view.subscription
+            return checkout_pb2.BillingStatus(
+                billing_account_id=view.billing_account_id,
+                plan=view.plan,
+                plan_price_id=view.plan_price_id,
+                state=STATE.get(sub.state, 0) if sub else 0,
+                current_period_end=ts(sub.current_period_end)
+                if sub and sub.current_period_end
+                else None,
+                cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
+                entitlements=[
+                    catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements
+                ],
+            )
+
+    def ListSubscriptions(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            rows, token = service.list_subscriptions(
+                session,
+                current_caller.get(),
+                request.account,
+                request.page_size,
+                request.page_token,
+            )
+            return checkout_pb2.ListSubscriptionsResponse(
+                subscriptions=[subscription_out(r) for r in rows], next_page_token=token
+            )
+
+    def ListPurchases(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            rows, token = service.list_purchases(
+                session,
+                current_caller.get(),
+                request.account,
+                request.page_size,
+                request.page_token,
+            )
+            return checkout_pb2.ListPurchasesResponse(
+                purchases=[purchase_out(r) for r in rows], next_page_token=token
+            )

@@ -370,3 +370,114 @@ class BillableMetric(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     __table_args__ = (Index("ix_billable_metrics_event_name", "event_name"),)
+
+
+class CheckoutSession(Base):
+    """A hosted checkout this service created: ours by id, the provider's by its own id.
+
+    `fulfilled_at` is the one-fulfilment marker: set in the transaction that grants what the
+    purchase grants, guarded by the natural key `checkout:{stripe id}` in `billing_effects`.
+    """
+
+    __tablename__ = "checkout_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    stripe_checkout_session_id: Mapped[str] = mapped_column(String(200), unique=True)
+    # open | complete | expired
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # unpaid | paid | no_payment_required
+    payment_status: Mapped[str] = mapped_column(String(24), nullable=False)
+    # payment | subscription
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    # [{"price_id", "lookup_key", "quantity", "stripe_price_id"}] as requested, resolved.
+    items: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list)
+    amount_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    client_reference: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    fulfilled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_checkout_sessions_account", "billing_account_id", "created_at"),)
+
+
+class Subscription(Base):
+    """A provider subscription of an account, as Stripe's current object last said.
+
+    Written only from Stripe's object fetched while this row is locked, so the order in
+    which events arrive never decides the state; `canceled` is terminal and never left.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    stripe_subscription_id: Mapped[str] = mapped_column(String(200), unique=True)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(200))
+    # Ours, when the provider price is linked to the catalog.
+    price_id: Mapped[str | None] = mapped_column(String(40))
+    lookup_key: Mapped[str | None] = mapped_column(String(200))
+    subscription_group: Mapped[str | None] = mapped_column(String(200))
+    stackable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    # incomplete | trialing | active | past_due | unpaid | canceled | incomplete_expired | paused
+    state: Mapped[str] = mapped_column(String(24), nullable=False)
+    current_period_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    canceled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    latest_invoice: Mapped[str | None] = mapped_column(String(200))
+    # When the provider created it (newest-first listing), and when we last read its truth.
+    provider_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_subscriptions_account", "billing_account_id", "created_at"),)
+
+
+class Purchase(Base):
+    """One line of a paid one-time checkout."""
+
+    __tablename__ = "purchases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    checkout_session_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    line: Mapped[int] = mapped_column(Integer, nullable=False)
+    price_id: Mapped[str | None] = mapped_column(String(40))
+    stripe_price_id: Mapped[str | None] = mapped_column(String(200))
+    lookup_key: Mapped[str | None] = mapped_column(String(200))
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    amount_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("checkout_session_id", "line", name="uq_purchases_line"),
+        Index("ix_purchases_account", "billing_account_id", "created_at"),
+    )
+
+
+class BillingEffect(Base):
+    """Natural-key guards of webhook effects: `checkout:{cs_…}` (one fulfilment per checkout
+    session), `invoice:{in_…}` (one renewal per invoice). Inserted first, in the transaction
+    of the effect, so two distinct events for one change apply it once."""
+
+    __tablename__ = "billing_effects"
+
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    billing_account_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

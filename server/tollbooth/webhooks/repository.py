@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -45,3 +45,37 @@ def count_events(session: Session, event_id: str | None = None) -> int:
     if event_id is not None:
         stmt = stmt.where(StripeEvent.event_id == event_id)
     return int(session.scalar(stmt) or 0)
+
+
+def lock_event(session: Session, event_id: str) -> StripeEvent | None:
+    """The stored event, locked: concurrent deliveries of one event take turns here."""
+    return session.scalars(
+        select(StripeEvent)
+        .where(StripeEvent.event_id == event_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def mark_processed(session: Session, event_id: str, at: dt.datetime) -> None:
+    session.execute(
+        update(StripeEvent).where(StripeEvent.event_id == event_id).values(processed_at=at)
+    )
+
+
+def events_to_replay(
+    session: Session, *, since: dt.datetime | None, event_id: str | None
+) -> list[str]:
+    """Ids of stored events in the order they were received (provider time breaks ties)."""
+    stmt = select(StripeEvent.event_id)
+    if event_id is not None:
+        stmt = stmt.where(StripeEvent.event_id == event_id)
+    if since is not None:
+        stmt = stmt.where(StripeEvent.received_at >= since)
+    return list(
+        session.scalars(
+            stmt.order_by(
+                StripeEvent.received_at, StripeEvent.provider_created_at, StripeEvent.event_id
+            )
+        )
+    )

@@ -8,8 +8,12 @@ A correctly signed event that can never be stored (not JSON, nested too deep, an
 api_version or created out of range) is refused permanently (WEBHOOK_EVENT_INVALID, HTTP 400):
 redelivering it for three days would change nothing.
 
-Handlers that act on events arrive with checkout; they will run in the same transaction as
-the insert, so an event's effects and its id commit together.
+The handlers (`tollbooth.checkout.fulfilment`) run in the same transaction as the insert and
+set `processed_at`, so an event's effects and its id commit together; a handler failure rolls
+back everything, the event included, and answers 5xx (never INVALID_ARGUMENT, which the
+sidecar would turn into a permanent 400), so the provider delivers it again. An event already
+stored but not processed (stored before handlers existed, or by an older version) is processed
+when it is delivered again, or by `tollbooth webhooks replay`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
+from tollbooth.checkout.fulfilment import apply_event
+from tollbooth.checkout.provider import StripeProvider
+from tollbooth.db.types import utcnow
+from tollbooth.errors import DomainError, Kind
 from tollbooth.webhooks import repository
 from tollbooth.webhooks.signature import SignatureError, verify
 
@@ -90,8 +98,13 @@ def verify_signature(
         ) from exc
 
 
-def record_event(session: Session, payload: bytes) -> tuple[ParsedEvent, bool]:
-    """Store a verified event once. Returns it and whether it was already recorded."""
+def record_event(
+    session: Session, payload: bytes, provider: StripeProvider
+) -> tuple[ParsedEvent, bool]:
+    """Store a verified event once and apply it once.
+
+    Returns the event and whether it had been applied before (nothing was done again).
+    """
     event = parse_event(payload)
     inserted = repository.insert_event(
         session,
@@ -102,4 +115,41 @@ def record_event(session: Session, payload: bytes) -> tuple[ParsedEvent, bool]:
         created=event.created,
         payload=payload,
     )
-    return event, not inserted
+    if not inserted:
+        stored = repository.lock_event(session, event.event_id)
+        if stored is None or stored.processed_at is not None:
+            return event, True
+    process(session, event.event_id, payload, provider)
+    return event, False
+
+
+def process(session: Session, event_id: str, payload: bytes, provider: StripeProvider) -> list[str]:
+    """Run the handlers of a stored event and mark it processed, in the caller's transaction."""
+    body = json.loads(payload)
+    try:
+        changes = apply_event(session, provider, body, event_id)
+    except DomainError as exc:
+        if exc.kind is Kind.UNAVAILABLE:
+            raise  # the provider or the database is down: 503, the provider retries
+        # A rule refused the effect (bad catalog metadata, say). Retrying may succeed once an
+        # operator fixes it, so this is a 5xx, never the sidecar's permanent 400.
+        raise DomainError(
+            Kind.INTERNAL,
+            "INTERNAL",
+            f"event {event_id} could not be applied: {exc.reason}",
+            event_id=event_id,
+        ) from exc
+    repository.mark_processed(session, event_id, utcnow())
+    return changes
+
+
+def replay(session: Session, event_id: str, provider: StripeProvider) -> tuple[bool, list[str]]:
+    """Apply one stored event again (operators: `tollbooth webhooks replay`).
+
+    Harmless when it was applied already: every effect is guarded by its natural key and
+    subscriptions are re-read from the provider. Returns (found, changes).
+    """
+    stored = repository.lock_event(session, event_id)
+    if stored is None:
+        return False, []
+    return True, process(session, event_id, bytes(stored.payload), provider)

@@ -18,5 +18,5 @@ class WebhookServicer(Servicer):
             settings.webhook_tolerance_sec,
         )
         with self.deps.db.transaction() as session:
-            event, duplicate = service.record_event(session, request.payload)
+            event, duplicate = service.record_event(session, request.payload, self.deps.provider)
         return webhook_pb2.RecordStripeEventResponse(event_id=event.event_id, duplicate=duplicate)

@@ -1,0 +1,354 @@
+"""The payment provider: the only module that imports `stripe`.
+
+Everything else sees plain dicts in Stripe's wire format (the API version the installed
+library pins) and domain errors with stable reasons:
+
+- Stripe unreachable, timing out, rate limiting or answering 5xx: UNAVAILABLE
+  `PROVIDER_UNAVAILABLE` (never INTERNAL), so callers and Stripe's webhook retries try again;
+- a request Stripe refuses (400/404): INVALID_ARGUMENT `PROVIDER_REQUEST_INVALID`;
+- an idempotency key reused with other parameters: INVALID_ARGUMENT `IDEMPOTENCY_KEY_REUSED`;
+- our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly: it is an
+  operator's problem and retrying after the fix is right.
+
+Without `STRIPE_API_KEY` the client talks to the local sandbox
+(`http://127.0.0.1:$BILLING_SANDBOX_PORT`), with a key to Stripe (or to `STRIPE_API_BASE`).
+Every request has a timeout; only network failures are retried (`max_network_retries`), and
+every mutating request carries an idempotency key derived from the caller's `request_id` and
+the account, so a retry, ours or the library's, never creates a second object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import stripe
+
+from tollbooth import errors
+from tollbooth.config import Settings
+from tollbooth.errors import DomainError, Kind
+
+log = logging.getLogger("tollbooth.provider")
+
+SANDBOX_KEY = "sk_test_tollbooth_sandbox"
+API_VERSION = stripe.api_version
+T = TypeVar("T")
+
+
+class _NetworkRetriesOnly(stripe.RequestsClient):
+    """The library also retries 409 and 5xx answers; we retry only when nothing came back."""
+
+    def _should_retry(  # type: ignore[no-untyped-def, override]
+        self, response, api_connection_error, num_retries, max_network_retries
+    ):
+        if response is not None:
+            return False
+        return super()._should_retry(
+            response, api_connection_error, num_retries, max_network_retries
+        )
+
+
+def idempotency_key(kind: str, *parts: str) -> str:
+    """A Stripe idempotency key for one effect: the kind plus a digest of what identifies it
+    (account and request_id), so keys stay short and never carry a caller's raw input."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+    return f"tollbooth-{kind}-{digest}"
+
+
+def unavailable(message: str) -> DomainError:
+    return DomainError(Kind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", message)
+
+
+def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
+    status = getattr(exc, "http_status", None)
+    if isinstance(exc, stripe.APIConnectionError):
+        return unavailable(f"the payment provider could not be reached ({what}); retry")
+    if isinstance(exc, stripe.RateLimitError) or (status is not None and status >= 500):
+        return unavailable(f"the payment provider is unavailable ({what}); retry")
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        log.error("the payment provider refused our credentials (%s): check STRIPE_API_KEY", what)
+        return unavailable(f"the payment provider refused this service's credentials ({what})")
+    if isinstance(exc, stripe.IdempotencyError):
+        return errors.invalid(
+            "request_id was already used with different parameters",
+            reason="IDEMPOTENCY_KEY_REUSED",
+            field="request_id",
+        )
+    message = str(exc.user_message or "").strip()
+    param = getattr(exc, "param", None)
+    return errors.invalid(
+        f"the payment provider refused the request ({what})"
+        + (f": {errors.shown(message, 200)}" if message else ""),
+        reason="PROVIDER_REQUEST_INVALID",
+        **({"param": param} if param else {}),
+    )
+
+
+class StripeProvider:
+    """A thin, typed-by-dict facade over `stripe.StripeClient`."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None,
+        *,
+        timeout_sec: float = 10.0,
+        max_network_retries: int = 2,
+        sandbox: bool = False,
+    ) -> None:
+        self.sandbox = sandbox
+        self.base_url = base_url
+        http = _NetworkRetriesOnly(timeout=timeout_sec)
+        kwargs: dict[str, Any] = {"max_network_retries": max_network_retries, "http_client": http}
+        if base_url:
+            kwargs["base_addresses"] = {"api": base_url}
+        self.client = stripe.StripeClient(api_key, **kwargs)
+        self._portal_configs: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeProvider:
+        if settings.stripe_api_key:
+            return cls(
+                settings.stripe_api_key,
+                settings.stripe_api_base or None,
+                timeout_sec=settings.stripe_timeout_sec,
+                max_network_retries=settings.stripe_max_network_retries,
+            )
+        base = settings.stripe_api_base or f"http://127.0.0.1:{settings.sandbox_port}"
+        return cls(
+            SANDBOX_KEY,
+            base,
+            timeout_sec=settings.stripe_timeout_sec,
+            max_network_retries=settings.stripe_max_network_retries,
+            sandbox=True,
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except stripe.StripeError as exc:
+            raise _map_error(exc, what) from exc
+
+    @staticmethod
+    def _plain(obj: Any) -> dict[str, Any]:
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    @staticmethod
+    def _options(key: str | None) -> dict[str, Any]:
+        return {"idempotency_key": key or f"tollbooth-adhoc-{uuid.uuid4().hex}"}
+
+    # -- customers ------------------------------------------------------------------------
+
+    def create_customer(
+        self, account_id: str, *, email: str | None, name: str | None
+    ) -> dict[str, Any]:
+        """One customer per account: the key is the account id, so concurrent first
+        purchases of one account get the same customer back."""
+        params: dict[str, Any] = {"metadata": {"billing_account_id": account_id}}
+        if email:
+            params["email"] = email
+        if name:
+            params["name"] = name
+        key = idempotency_key("customer", account_id)
+        return self._plain(
+            self._call(
+                "create customer",
+                lambda: self.client.v1.customers.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(key),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    # -- catalog --------------------------------------------------------------------------
+
+    def create_product(
+        self, product_id: str, *, name: str, description: str, metadata: Mapping[str, str]
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "name": name,
+            "metadata": {**metadata, "tollbooth_product_id": product_id},
+        }
+        if description:
+            params["description"] = description
+        key = idempotency_key("product", product_id)
+        return self._plain(
+            self._call(
+                "create product",
+                lambda: self.client.v1.products.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(key),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def create_price(
+        self,
+        price_id: str,
+        *,
+        stripe_product_id: str,
+        currency: str,
+        unit_amount: int,
+        interval: str | None,
+        interval_count: int | None,
+        nickname: str,
+        lookup_key: str | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "product": stripe_product_id,
+            "currency": currency,
+            "unit_amount": unit_amount,
+            "metadata": {"tollbooth_price_id": price_id, "tollbooth_lookup_key": lookup_key or ""},
+        }
+        if interval:
+            params["recurring"] = {"interval": interval, "interval_count": interval_count or 1}
+        if nickname:
+            params["nickname"] = nickname
+        key = idempotency_key("price", price_id)
+        return self._plain(
+            self._call(
+                "create price",
+                lambda: self.client.v1.prices.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(key),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def find_price_by_lookup_key(self, lookup_key: str) -> dict[str, Any] | None:
+        """An active provider price carrying `lookup_key` (catalog as code links to it)."""
+        page = self._call(
+            "list prices",
+            lambda: self.client.v1.prices.list(
+                params={"lookup_keys": [lookup_key], "active": True, "limit": 1}
+            ),
+        )
+        return self._plain(page.data[0]) if page.data else None
+
+    def retrieve_price(self, stripe_price_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call("retrieve price", lambda: self.client.v1.prices.retrieve(stripe_price_id))
+        )
+
+    # -- checkout -------------------------------------------------------------------------
+
+    def create_checkout_session(
+        self, params: dict[str, Any], *, idempotency: str | None
+    ) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "create checkout session",
+                lambda: self.client.v1.checkout.sessions.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "retrieve checkout session",
+                lambda: self.client.v1.checkout.sessions.retrieve(session_id),
+            )
+        )
+
+    # -- billing portal -------------------------------------------------------------------
+
+    def portal_configuration(self, features: dict[str, Any]) -> str:
+        """The id of a portal configuration with exactly these features, created once.
+
+        Found again by a digest in its metadata, so restarts and replicas reuse it.
+        """
+        digest = hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
+        with self._lock:
+            known = self._portal_configs.get(digest)
+        if known:
+            return known
+        listing = self._call(
+            "list portal configurations",
+            lambda: self.client.v1.billing_portal.configurations.list(
+                params={"active": True, "limit": 100}
+            ),
+        )
+        found: str | None = None
+        for config in listing.data:
+            metadata: dict[str, Any] = self._plain(config).get("metadata") or {}
+            if metadata.get("tollbooth_options") == digest:
+                found = str(config.id)
+                break
+        if found is None:
+            params = {
+                "features": features,
+                "metadata": {"tollbooth_options": digest},
+                "name": "tollbooth",
+            }
+            created = self._call(
+                "create portal configuration",
+                lambda: self.client.v1.billing_portal.configurations.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(idempotency_key("portal-config", digest)),  # type: ignore[arg-type]
+                ),
+            )
+            found = created.id
+        with self._lock:
+            self._portal_configs[digest] = found
+        return found
+
+    def create_portal_session(
+        self, customer: str, return_url: str, configuration: str, *, idempotency: str | None
+    ) -> dict[str, Any]:
+        params = {"customer": customer, "return_url": return_url, "configuration": configuration}
+        return self._plain(
+            self._call(
+                "create portal session",
+                lambda: self.client.v1.billing_portal.sessions.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def retrieve_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """Stripe's current object; None when the provider does not know the id."""
+        try:
+            sub = self.client.v1.subscriptions.retrieve(subscription_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) == 404:
+                return None
+            raise _map_error(exc, "retrieve subscription") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "retrieve subscription") from exc
+        return self._plain(sub)
+
+    def list_subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        """Every subscription of a customer, canceled ones included."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"customer": customer, "status": "all", "limit": 100}
+        while True:
+            page = self._call(
+                "list subscriptions",
+                lambda: self.client.v1.subscriptions.list(params=params),  # type: ignore[arg-type]  # noqa: B023
+            )
+            out.extend(self._plain(s) for s in page.data)
+            if not page.has_more or not page.data:
+                return out
+            params = {**params, "starting_after": page.data[-1].id}
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flatten(v, f"{prefix}.{k}")]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, str(value))]

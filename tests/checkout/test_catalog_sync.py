@@ -1,0 +1,68 @@
+"""`tollbooth catalog apply --sync-stripe`: link to or create the provider's products and prices."""
+
+from __future__ import annotations
+
+import yaml
+from sqlalchemy import select
+
+from tests.checkout.support import World
+from tests.conftest import make_env
+from tollbooth.catalog import as_code
+from tollbooth.db.models import Price
+
+CATALOG = {
+    "products": [
+        {
+            "key": "pro",
+            "name": "Pro",
+            "prices": [
+                {
+                    "lookup_key": "pro_monthly",
+                    "currency": "usd",
+                    "unit_amount": 900,
+                    "interval": "month",
+                },
+                {
+                    "lookup_key": "pro_yearly",
+                    "currency": "usd",
+                    "unit_amount": 9000,
+                    "interval": "year",
+                },
+            ],
+        }
+    ]
+}
+
+
+def test_apply_links_existing_provider_prices_and_creates_the_rest(
+    world: World, tmp_path, monkeypatch, capsys
+):  # type: ignore[no-untyped-def]
+    existing = world.stripe.v1.prices.create(
+        params={
+            "product_data": {"name": "Pro (made in the dashboard)"},
+            "unit_amount": 900,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "lookup_key": "pro_monthly",
+        }
+    )
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(CATALOG))
+    for key, value in make_env(
+        world.settings.database_url, BILLING_SANDBOX_PORT=str(world.settings.sandbox_port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    assert as_code.main(["apply", str(path), "--sync-stripe"]) == 0
+    out = capsys.readouterr().out
+    assert f"link price pro_monthly -> {existing.id}" in out
+    assert "create provider price for pro_yearly" in out
+    with world.deps.db.transaction(readonly=True) as session:
+        links = dict(session.execute(select(Price.lookup_key, Price.stripe_price_id)).all())
+    assert links["pro_monthly"] == existing.id
+    yearly = world.stripe.v1.prices.retrieve(links["pro_yearly"])
+    assert (yearly.unit_amount, yearly.recurring.interval) == (9000, "year")
+    before = len(world.stripe.v1.prices.list(params={"limit": 100}).data)
+    assert as_code.main(["apply", str(path), "--sync-stripe"]) == 0
+    assert capsys.readouterr().out.strip() == "no changes"
+    assert len(world.stripe.v1.prices.list(params={"limit": 100}).data) == before

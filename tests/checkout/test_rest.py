@@ -1,0 +1,178 @@
+"""CheckoutService through Envoy: seed 002's shapes, the portal as the conflict answer, 400s.
+
+And the whole flow in headless Chromium (Debian's chromium driven by Playwright): token,
+catalog, checkout paid on the hosted page, the webhook, billing status active with the
+credits granted, the portal, cancel at period end on the portal page, cancel_at_period_end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.checkout.support import Shop, wait_for
+
+pytestmark = pytest.mark.envoy
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_billing_status_of_a_new_account_is_free_in_seed_002s_shape(shop: Shop):
+    token = shop.token("rest-free")
+    body = shop.billing(token)
+    assert body["plan"] == "free"
+    assert body["state"] == "SUBSCRIPTION_STATE_UNSPECIFIED"
+    assert body["cancel_at_period_end"] is False
+    assert "current_period_end" not in body
+
+
+def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):
+    token = shop.token("rest-unbilled")
+    resp = shop.request(
+        "POST", "/api/v1/portal/sessions", {"return_url": "https://app.example/"}, token
+    )
+    assert resp.status == 400
+    assert resp.reason == "ACCOUNT_NOT_BILLED"
+
+
+def test_unknown_and_archived_prices_are_400_through_envoy(shop: Shop):
+    token = shop.token("rest-unknown")
+    price = shop.price("rest-archived", group="rest-archived")
+    shop.request("POST", f"/mgt/v1/catalog/prices/{price['price_id']}:archive", {})
+    for item, reason in (
+        ({"lookup_key": "no-such-tier"}, "PRICE_NOT_FOUND"),
+        ({"catalog_price_id": price["price_id"]}, "ARCHIVED"),
+    ):
+        resp = shop.request(
+            "POST",
+            "/api/v1/checkout/sessions",
+            {"items": [item], "success_url": "https://app.example/ok"},
+            token,
+        )
+        assert (resp.status, resp.reason) == (400, reason)
+
+
+def test_a_second_purchase_of_a_conflicting_price_returns_the_portal(shop: Shop):
+    shop.price("rest-pro", group="rest")
+    shop.price("rest-team", group="rest", amount=9900)
+    token = shop.token("rest-conflict")
+    first = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {"items": [{"lookup_key": "rest-pro"}], "success_url": "https://app.example/ok"},
+        token,
+    ).json()
+    assert first["next_action"] == "NEXT_ACTION_CHECKOUT"
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-pro", what="the webhook")
+    second = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {"items": [{"lookup_key": "rest-team"}], "success_url": "https://app.example/ok"},
+        token,
+    )
+    assert second.status == 200
+    body = second.json()
+    assert body["next_action"] == "NEXT_ACTION_PORTAL"
+    assert "/sandbox/portal/" in body["url"]
+    assert body["conflicting_subscription_id"].startswith("sub_")
+    listed = shop.request("GET", "/api/v1/billing/subscriptions", token=token).json()
+    assert [s["lookup_key"] for s in listed["subscriptions"]] == ["rest-pro"]
+
+
+# -- the browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def test_the_whole_flow_in_a_browser_through_envoy(shop: Shop, browser: Any):
+    shop.price(
+        "browser-pro",
+        group="browser",
+        credit_grants=[{"credit_type": "browser_calls", "amount": "5000", "on_purchase": True}],
+    )
+    token = shop.token("browser-user")
+    products = shop.request("GET", "/api/v1/catalog/products?page_size=100", token=token).json()
+    found = None
+    for product in products["products"]:
+        prices = shop.request(
+            "GET", f"/api/v1/catalog/prices?product_id={product['product_id']}", token=token
+        ).json()["prices"]
+        found = next((p for p in prices if p["lookup_key"] == "browser-pro"), found)
+    assert found is not None and found["hint"] == "PURCHASE_HINT_BUY"
+    landing = f"{shop.sandbox.url}/sandbox/"
+    created = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {
+            "items": [{"catalog_price_id": found["price_id"]}],
+            "success_url": landing + "?paid={CHECKOUT_SESSION_ID}",
+            "cancel_url": landing + "?canceled=1",
+            "request_id": "browser-buy-1",
+        },
+        token,
+    ).json()
+    assert created["next_action"] == "NEXT_ACTION_CHECKOUT"
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(created["url"])
+        assert "SANDBOX" in page.inner_text("#sandbox-banner")
+        page.fill("#card", "4242 4242 4242 4242")
+        page.click("#pay")
+        page.wait_for_url("**/sandbox/?paid=cs_test_*")
+        status = wait_for(
+            lambda: (b := shop.billing(token))["state"] == "SUBSCRIPTION_STATE_ACTIVE" and b,
+            what="the webhook to activate the plan",
+        )
+        assert status["plan"] == "browser-pro"
+        assert status["cancel_at_period_end"] is False
+        balance = lambda: shop.request(  # noqa: E731
+            "GET", "/api/v1/credits/balance?type=browser_calls", token=token
+        ).json()["balance"]
+        wait_for(lambda: balance() == "5000", what="checkout.session.completed to grant")
+        portal = shop.request(
+            "POST", "/api/v1/portal/sessions", {"return_url": landing + "?back=1"}, token
+        )
+        assert portal.status == 200, portal.body
+        page.goto(portal.json()["url"])
+        assert "SANDBOX" in page.inner_text("#sandbox-banner")
+        sub = shop.request("GET", "/api/v1/billing/subscriptions", token=token).json()[
+            "subscriptions"
+        ][0]
+        page.click(f"#cancel-{sub['stripe_subscription_id']}")
+        page.wait_for_selector("#notice")
+        assert "canceled at the end" in page.inner_text("#notice")
+        after = wait_for(
+            lambda: (b := shop.billing(token))["cancel_at_period_end"] and b,
+            what="the webhook to record the cancellation",
+        )
+        assert after["state"] == "SUBSCRIPTION_STATE_ACTIVE"  # until the period ends
+        assert after["plan"] == "browser-pro"
+        page.click("#return")
+        page.wait_for_url("**/sandbox/?back=1")
+    finally:
+        context.close()
+    time.sleep(0)

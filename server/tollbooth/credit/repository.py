@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -35,9 +35,115 @@ def ensure_balance(session: Session, account_id: str, credit_type: str, now: dt.
             depleted=False,
             depletions=0,
             updated_at=now,
+            overage=Decimal(0),
         )
         .on_conflict_do_nothing(index_elements=["billing_account_id", "credit_type"])
     )
+
+
+def ensure_balances(session: Session, keys: list[tuple[str, str]], now: dt.datetime) -> None:
+    """Create the missing balance rows of (account, credit type) keys, in key order.
+
+    Every writer of several balances creates them in the same order before it locks any,
+    so two of them never wait for each other's new rows in opposite orders.
+    """
+    if not keys:
+        return
+    session.execute(
+        upsert_insert(session, CreditBalance)
+        .values(
+            [
+                {
+                    "billing_account_id": account_id,
+                    "credit_type": credit_type,
+                    "balance": Decimal(0),
+                    "reserved": Decimal(0),
+                    "seq": 0,
+                    "next_event_at": None,
+                    "depleted": False,
+                    "depletions": 0,
+                    "updated_at": now,
+                    "overage": Decimal(0),
+                }
+                for account_id, credit_type in sorted(keys)
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["billing_account_id", "credit_type"])
+    )
+
+
+_B = CreditBalance.__table__
+_G = CreditGrant.__table__
+
+
+def lock_balances(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """Several balance rows, locked in key order until the transaction ends.
+
+    PostgreSQL locks the rows of `SELECT ... ORDER BY ... FOR UPDATE` in the sorted order, so
+    every writer of several balances takes their locks in one order: no deadlock among them.
+    """
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(
+            _B.c.billing_account_id,
+            _B.c.credit_type,
+            _B.c.balance,
+            _B.c.seq,
+            _B.c.next_event_at,
+            _B.c.depleted,
+            _B.c.depletions,
+            _B.c.updated_at,
+            _B.c.overage,
+        )
+        .where(tuple_(_B.c.billing_account_id, _B.c.credit_type).in_(sorted(keys)))
+        .order_by(_B.c.billing_account_id, _B.c.credit_type)
+        .with_for_update()
+    ).all()
+    return {(r.billing_account_id, r.credit_type): r for r in rows}
+
+
+def spendable_grants_of(
+    session: Session, keys: list[tuple[str, str]], limit: int
+) -> dict[tuple[str, str], list[Any]]:
+    """The first `limit` active grants of each balance, in consumption order, in one query."""
+    if not keys:
+        return {}
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(_G.c.billing_account_id, _G.c.credit_type),
+            order_by=(_G.c.priority, _G.c.expiry_key, _G.c.seq),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(
+            _G.c.id,
+            _G.c.billing_account_id,
+            _G.c.credit_type,
+            _G.c.seq,
+            _G.c.priority,
+            _G.c.expire_at,
+            _G.c.remaining,
+            _G.c.held,
+            _G.c.state,
+            rank,
+        )
+        .where(
+            tuple_(_G.c.billing_account_id, _G.c.credit_type).in_(sorted(keys)),
+            _G.c.state == "active",
+        )
+        .subquery()
+    )
+    out: dict[tuple[str, str], list[Any]] = {k: [] for k in keys}
+    for r in session.execute(
+        select(ranked)
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.billing_account_id, ranked.c.credit_type, ranked.c.rank)
+    ):
+        out[(r.billing_account_id, r.credit_type)].append(r)
+    return out
 
 
 def lock_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:

@@ -27,10 +27,10 @@ from sqlalchemy import create_engine, func, select
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD, make_env
+from tests.devstack import free_port
 from tests.usage.support import ACCEPTED, DUPLICATE, account, event, usage_stub
 from tollbooth.db import normalize_url
 from tollbooth.db.models import UsageEvent
-from tests.devstack import free_port
 
 CYCLES = 20 if os.environ.get("BILLING_SOAK") == "1" else 3
 

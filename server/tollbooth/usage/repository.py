@@ -163,6 +163,24 @@ def insert_metric(session: Session, values: dict[str, Any]) -> bool:
     return session.execute(stmt).first() is not None
 
 
+def burning_metrics(session: Session) -> list[Any]:
+    """Every metric with a credit burn (a small table: read whole, in one statement)."""
+    m = BillableMetric
+    return list(
+        session.execute(
+            select(
+                m.code,
+                m.event_name,
+                m.aggregation,
+                m.property,
+                m.filters,
+                m.credit_type,
+                m.credit_rate,
+            ).where(m.credit_type.is_not(None))
+        )
+    )
+
+
 def list_metrics(session: Session, after: str | None, limit: int) -> list[BillableMetric]:
     stmt = select(BillableMetric).order_by(BillableMetric.code).limit(limit)
     if after is not None:

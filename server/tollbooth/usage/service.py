@@ -116,12 +116,12 @@ def ingest(
         fresh[c.unique_id] = c
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
 
-    inserted = repository.insert_events(session, rows, received)
+    inserted, burning = repository.insert_events_and_read_burns(session, rows, received)
     # The events this transaction stored: what any per-event effect (the credit burn of a metric)
     # must act on, here, in this same session, before the commit. Duplicates are never in it.
     accepted = [c for uid, c in fresh.items() if uid in inserted]
-    if accepted:
-        burn_credits(session, accepted)
+    if burning:
+        burn_credits(session, accepted, burning)
     for c in fresh.values():
         outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
     for c in accepted:
@@ -129,13 +129,11 @@ def ingest(
     return outcomes  # type: ignore[return-value]  # every slot is filled above
 
 
-def burn_credits(session: Session, stored: Sequence[events.Candidate]) -> None:
-    """The credit burn of every metric that has one, for events this transaction stored."""
-    metrics = [
-        m
-        for r in repository.burning_metrics(session)
-        if (m := burn.metric(*r)) is not None  # count or sum with a rate
-    ]
+def burn_credits(
+    session: Session, stored: Sequence[events.Candidate], burning: list[repository.MetricRow]
+) -> None:
+    """The credit burn of the `burning` metrics for the events this transaction stored."""
+    metrics = [m for r in burning if (m := burn.metric(*r)) is not None]  # count or sum
     burns = burn.plan(metrics, stored)
     if burns:
         credit.burn_many(session, burns, utcnow)

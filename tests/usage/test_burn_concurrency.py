@@ -88,6 +88,7 @@ def send(port: int, events: list[usage_pb2.UsageEvent], k: int, log: Counter[str
 
 
 @pytest.mark.postgres
+@pytest.mark.soak
 def test_events_sent_by_8_clients_at_once_burn_exactly_once(pg_port, pg_url) -> None:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(f"127.0.0.1:{pg_port}") as ch:
         accounts = [account(ch, f"burn-conc-{i}") for i in range(6)]

@@ -724,6 +724,10 @@ def usage_latency(
 # -- main -----------------------------------------------------------------------------------
 
 
+def _plain(value: Any) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
 def burn_check(db_url: str, accounts: list[str]) -> dict[str, Any]:
     """The burn of the run, checked: credits taken = rate x tokens of the burning events."""
     import psycopg
@@ -746,9 +750,9 @@ def burn_check(db_url: str, accounts: list[str]) -> dict[str, Any]:
     return {
         "events": events,
         "ledger_entries": entries,
-        "credits_taken": str(taken),
-        "overage": str(overage),
-        "expected": str(expected),
+        "credits_taken": _plain(taken),
+        "overage": _plain(overage),
+        "expected": _plain(expected),
         "exact": taken + overage == expected,
     }
 
@@ -835,11 +839,11 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"usage bench {report['when']} on {report['machine']}, {report['processes']} client procs"
     )
-    print(f"{'figure':<18}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
+    print(f"{'figure':<22}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
     for f in report["ingest"]:
         eps = f.get("events_per_s")
         print(
-            f"{f['key']:<18}{(f'{eps:,.0f}' if eps else '-'):>12}"
+            f"{f['key']:<22}{(f'{eps:,.0f}' if eps else '-'):>12}"
             f"{f.get('vs_executemany', '-'):>15}{f.get('vs_copy', '-'):>9}  {f.get('error', '')}"
         )
     burn = report.get("burn")

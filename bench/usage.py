@@ -475,7 +475,47 @@ PREPARE: dict[str, Callable[[dict[str, Any]], Callable[[], int]]] = {
     "grpc_stream_x100": prep_grpc_stream,
     "rest_single": prep_rest_single,
     "rest_batch": prep_rest_batch,
+    "grpc_batch_burn": prep_grpc_batch,
+    "grpc_stream_x100_burn": prep_grpc_stream,
 }
+
+BURN_RATE = "0.001"
+
+
+def start_burning(target: str, accounts: list[str]) -> None:
+    """A metric burning 0.001 `units` per token of every event, and credits on every account
+    (enough for the whole run: the burn takes from grants, the common case)."""
+    import grpc
+
+    from billing.v1 import credit_pb2, credit_pb2_grpc, usage_pb2, usage_pb2_grpc
+
+    md = (("x-api-key", SERVICE_KEY),)
+    with grpc.insecure_channel(target) as ch:
+        usage_pb2_grpc.UsageServiceStub(ch).CreateMetric(
+            usage_pb2.CreateMetricRequest(
+                metric=usage_pb2.Metric(
+                    code="bench_burn",
+                    event_name=EVENT_NAME,
+                    aggregation=usage_pb2.AGGREGATION_SUM,
+                    property="tokens",
+                    credit_burn=usage_pb2.CreditBurn(credit_type="units", rate=BURN_RATE),
+                )
+            ),
+            metadata=md,
+            timeout=30,
+        )
+        credits = credit_pb2_grpc.CreditServiceStub(ch)
+        for a in accounts:
+            credits.GrantCredits(
+                credit_pb2.GrantCreditsRequest(
+                    account=a,
+                    credit_type="units",
+                    amount="1000000000",
+                    request_id=f"bench-{a}",
+                ),
+                metadata=md,
+                timeout=30,
+            )
 
 
 def measure(kind: str, procs: int, per_proc: int, base_arg: dict[str, Any]) -> dict[str, Any]:
@@ -684,6 +724,44 @@ def usage_latency(
 # -- main -----------------------------------------------------------------------------------
 
 
+def _ratio(a: float, b: float) -> float:
+    """Two significant digits, never rounded to 0 (a slow figure beside COPY is 0.004)."""
+    return float(f"{a / b:.2g}")
+
+
+def _plain(value: Any) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def burn_check(db_url: str, accounts: list[str]) -> dict[str, Any]:
+    """The burn of the run, checked: credits taken = rate x tokens of the burning events."""
+    import psycopg
+
+    with psycopg.connect(psycopg_url(db_url)) as conn:
+        tokens, events = conn.execute(
+            "SELECT coalesce(sum((properties->>'tokens')::numeric), 0), count(*)"
+            " FROM usage_events WHERE unique_id LIKE '%burn-%'"
+        ).fetchone()  # type: ignore[misc]
+        taken, overage = conn.execute(
+            "SELECT coalesce(sum(1000000000 - balance), 0), coalesce(sum(overage), 0)"
+            " FROM credit_balances WHERE credit_type = 'units'"
+        ).fetchone()  # type: ignore[misc]
+        entries = conn.execute(
+            "SELECT count(*) FROM credit_ledger WHERE reason = 'usage:bench_burn'"
+        ).fetchone()[0]  # type: ignore[index]
+    from decimal import Decimal
+
+    expected = Decimal(BURN_RATE) * tokens
+    return {
+        "events": events,
+        "ledger_entries": entries,
+        "credits_taken": _plain(taken),
+        "overage": _plain(overage),
+        "expected": _plain(expected),
+        "exact": taken + overage == expected,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from tollbooth.db.migrate import upgrade
 
@@ -736,15 +814,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
                 figures.append(measure("rest_batch", args.procs, n, {**base, "rest": rest}))
+            if not args.skip_burn:
+                # Last: a burning metric applies to every later event.
+                start_burning(target, accounts)
+                arg = {**base, "target": target}
+                figures.append(measure("grpc_batch_burn", args.procs, n, arg))
+                figures.append(
+                    measure("grpc_stream_x100_burn", args.procs, n, {**arg, "per_message": 100})
+                )
+                report["burn"] = burn_check(db, accounts)
             if not args.skip_usage:
                 report["get_usage"] = usage_latency(db, port, args.usage_events, args.usage_total)
     baseline = next((f for f in figures if f["key"] == "raw_executemany"), {})
     copy = next((f for f in figures if f["key"] == "raw_copy"), {})
     for f in figures:
         if f.get("events_per_s") and baseline.get("events_per_s"):
-            f["vs_executemany"] = round(f["events_per_s"] / baseline["events_per_s"], 2)
+            f["vs_executemany"] = _ratio(f["events_per_s"], baseline["events_per_s"])
         if f.get("events_per_s") and copy.get("events_per_s"):
-            f["vs_copy"] = round(f["events_per_s"] / copy["events_per_s"], 2)
+            f["vs_copy"] = _ratio(f["events_per_s"], copy["events_per_s"])
     report["ingest"] = figures
     report["targets"] = {
         "grpc_batch_vs_executemany": ">= 0.7",
@@ -757,12 +844,19 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"usage bench {report['when']} on {report['machine']}, {report['processes']} client procs"
     )
-    print(f"{'figure':<18}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
+    print(f"{'figure':<22}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
     for f in report["ingest"]:
         eps = f.get("events_per_s")
         print(
-            f"{f['key']:<18}{(f'{eps:,.0f}' if eps else '-'):>12}"
+            f"{f['key']:<22}{(f'{eps:,.0f}' if eps else '-'):>12}"
             f"{f.get('vs_executemany', '-'):>15}{f.get('vs_copy', '-'):>9}  {f.get('error', '')}"
+        )
+    burn = report.get("burn")
+    if burn:
+        print(
+            f"burn: {burn['events']:,} events burned {burn['credits_taken']} credits in"
+            f" {burn['ledger_entries']:,} ledger entries; rate x tokens = {burn['expected']}"
+            f" ({'exact' if burn['exact'] else 'MISMATCH'})"
         )
     usage = report.get("get_usage")
     if usage:
@@ -798,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("BILLING_BENCH_USAGE_TOTAL", 5_000_000)),
     )
     parser.add_argument("--skip-usage", action="store_true")
+    parser.add_argument(
+        "--skip-burn", action="store_true", help="skip the figures with a burning metric"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     report = run(args)

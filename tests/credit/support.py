@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -121,7 +122,7 @@ def check_invariants(session: Session) -> dict[tuple[str, str], Decimal]:
       and it is never negative; reserved = open holds = what grants hold;
     - entries are numbered 1..seq without gaps, each balance_after is the running total;
     - the free credit of the grants is the balance, no grant holds more than it was given;
-    - no request_id ever produced two debits.
+    - no request_id ever produced two debits; no usage event burned twice for one metric.
     """
     balances = {
         (b.billing_account_id, b.credit_type): b
@@ -166,10 +167,25 @@ def check_invariants(session: Session) -> dict[tuple[str, str], Decimal]:
         for g in grants[key]:
             assert ZERO <= g.remaining and ZERO <= g.held, g.id
             assert g.remaining + g.held <= g.amount, g.id
-        debit_keys = [(e.request_id, e.reservation_id) for e in rows if e.kind == "debit"]
+        debit_keys = [
+            (e.request_id, e.reservation_id) for e in rows if e.kind == "debit" and not _is_burn(e)
+        ]
         assert len(debit_keys) == len(set(debit_keys)), key
+        # Usage burns have no request id: each names its events, and an event burns once
+        # per metric.
+        burned = [
+            (e.reason, uid)
+            for e in rows
+            if _is_burn(e)
+            for uid in json.loads((e.attributes or {})["event_ids"])
+        ]
+        assert len(burned) == len(set(burned)), key
         out[key] = b.balance
     return out
+
+
+def _is_burn(e: CreditLedgerEntry) -> bool:
+    return e.kind == "debit" and e.request_id == "" and e.reason.startswith("usage:")
 
 
 def check_invariants_at(url: str) -> dict[tuple[str, str], Decimal]:

@@ -33,12 +33,16 @@ def test_usage_bench_reports_every_figure_with_ratios(pg_base_url, tmp_path, mon
         "grpc_stream_x100",
         "rest_single",
         "rest_batch",
+        "grpc_batch_burn",
+        "grpc_stream_x100_burn",
     }
     for key, f in figures.items():
         assert "error" not in f, (key, f)
         expected = 40 if key == "rest_single" else 1200
         assert f["events"] == expected and f["events_per_s"] > 0, key
         assert f["vs_executemany"] > 0 and f["vs_copy"] > 0
+    burn = report["burn"]
+    assert burn["events"] == 2400 and burn["exact"] and burn["ledger_entries"] > 0
     usage = report["get_usage"]
     assert usage["account_events"] == 2000 and usage["total_events"] == 10000
     assert usage["latency"]["count/month"]["value"] == "2000"

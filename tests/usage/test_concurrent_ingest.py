@@ -114,6 +114,7 @@ def send_all(port: int, batches: list[list[usage_pb2.UsageEvent]], seed: int, lo
                 pytest.fail("a batch never got an answer")
 
 
+@pytest.mark.soak
 @pytest.mark.postgres
 def test_duplicates_and_retries_from_8_clients_store_each_id_once_and_aggregate_exactly(
     pg_port, pg_url

@@ -1,15 +1,20 @@
-"""`kill -9` of the server during stream ingest: every acknowledged id is stored exactly once.
+"""`kill -9` of the server during stream ingest: every acknowledged id is stored exactly once
+and burns its credits exactly once.
 
 A client streams events without pause; every few seconds the server subprocess is killed with
 SIGKILL and started again on the same port. The client keeps the events it sent but has no
 acknowledgement for, and resends them first on its next stream: an event whose commit finished
 just before the kill comes back as a duplicate. At the end every event sent was acknowledged,
-every acknowledged id is stored exactly once, and nothing else is stored. 3 kills by default,
-20 with BILLING_SOAK=1.
+every acknowledged id is stored exactly once, and nothing else is stored. A metric burns
+0.001 credits per unit of each event's `n`, from a grant that runs out midway: what the
+balance gave plus the overage equals 0.001 x the sum of `n` over the stored events, and every
+event's burn is in the ledger once (or in the overage). 3 kills by default, 20 with
+BILLING_SOAK=1.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -17,8 +22,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
+from decimal import Decimal
 
 import grpc
 import pytest
@@ -27,12 +33,16 @@ from sqlalchemy import create_engine, func, select
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD, make_env
+from tests.credit.support import check_invariants_at, grant
 from tests.devstack import free_port
+from tests.usage.burn_support import Db, burning_metric
 from tests.usage.support import ACCEPTED, DUPLICATE, account, event, usage_stub
 from tollbooth.db import normalize_url
 from tollbooth.db.models import UsageEvent
 
 CYCLES = 20 if os.environ.get("BILLING_SOAK") == "1" else 3
+RATE = Decimal("0.001")
+GRANT = "20"
 
 
 class Server:
@@ -125,6 +135,7 @@ class Sender:
                 time.sleep(0.05)  # the server was killed: reconnect and resend
 
 
+@pytest.mark.soak
 @pytest.mark.postgres
 def test_every_acknowledged_event_survives_kill_9_exactly_once(pg_url: str) -> None:
     server = Server(pg_url)
@@ -134,6 +145,8 @@ def test_every_acknowledged_event_survives_kill_9_exactly_once(pg_url: str) -> N
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             acct = account(ch, "kill9")
+            grant(ch, acct, GRANT)
+            burning_metric(ch, "k9_n", str(RATE), aggregation=usage_pb2.AGGREGATION_SUM, prop="n")
         sender = Sender(server.port, acct)
         thread = threading.Thread(target=sender.run, daemon=True)
         thread.start()
@@ -160,7 +173,22 @@ def test_every_acknowledged_event_survives_kill_9_exactly_once(pg_url: str) -> N
         rows = conn.execute(
             select(UsageEvent.unique_id, func.count()).group_by(UsageEvent.unique_id)
         ).all()
+        props = dict(conn.execute(select(UsageEvent.unique_id, UsageEvent.properties)).all())
     engine.dispose()
     stored = dict((uid, n) for uid, n in rows)
     assert set(stored) == sender.sent  # each acknowledged id present, nothing else
     assert set(stored.values()) == {1}
+
+    asked = sum((RATE * props[uid]["n"] for uid in stored), Decimal(0))
+    db = Db(pg_url)
+    try:
+        ((left, overage),) = db.balances().values()
+        burned = Counter(
+            uid for row in db.burn_rows() for uid in json.loads(row.attributes["event_ids"])
+        )
+    finally:
+        db.close()
+    assert Decimal(GRANT) - left + overage == asked  # no burn applied twice, none lost
+    assert overage > 0 and left == 0  # the grant ran out midway
+    assert set(burned.values()) == {1} and set(burned) <= set(stored)
+    check_invariants_at(pg_url)

@@ -128,18 +128,20 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class CreditBalance(_message.Message):
-    __slots__ = ("billing_account_id", "credit_type", "balance", "reserved", "as_of")
+    __slots__ = ("billing_account_id", "credit_type", "balance", "reserved", "as_of", "overage")
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
+    OVERAGE_FIELD_NUMBER: _ClassVar[int]
     billing_account_id: str
     credit_type: str
     balance: str
     reserved: str
     as_of: _timestamp_pb2.Timestamp
-    def __init__(self, billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., balance: _Optional[str] = ..., reserved: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    overage: str
+    def __init__(self, billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., balance: _Optional[str] = ..., reserved: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overage: _Optional[str] = ...) -> None: ...
 
 class CheckAvailabilityRequest(_message.Message):
     __slots__ = ("account", "type", "required")

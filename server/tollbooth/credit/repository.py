@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -18,6 +18,7 @@ from tollbooth.db.models import (
     CreditReservation,
     NotificationOutbox,
 )
+from tollbooth.db.types import UTCDateTime
 from tollbooth.ids import new_id
 
 
@@ -35,9 +36,164 @@ def ensure_balance(session: Session, account_id: str, credit_type: str, now: dt.
             depleted=False,
             depletions=0,
             updated_at=now,
+            overage=Decimal(0),
         )
         .on_conflict_do_nothing(index_elements=["billing_account_id", "credit_type"])
     )
+
+
+def ensure_balances(session: Session, keys: list[tuple[str, str]], now: dt.datetime) -> None:
+    """Create the missing balance rows of (account, credit type) keys, in key order.
+
+    Every writer of several balances creates them in the same order before it locks any,
+    so two of them never wait for each other's new rows in opposite orders.
+    """
+    if not keys:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_PG_ENSURE, {**_arrays(keys), "now": now})
+        return
+    session.execute(
+        _ENSURE_ONE,
+        [{"k_account": a, "k_type": t, "v_now": now} for a, t in sorted(keys)],
+    )
+
+
+# One statement, compiled once: the new rows are zero balances.
+_PG_ENSURE = text(
+    """
+INSERT INTO credit_balances (billing_account_id, credit_type, balance, reserved, seq,
+  next_event_at, depleted, depletions, updated_at, overage)
+SELECT k.a, k.t, 0, 0, 0, NULL, false, 0, :now, 0
+FROM unnest(CAST(:accounts AS varchar[]), CAST(:types AS varchar[])) AS k(a, t)
+ORDER BY k.a, k.t
+ON CONFLICT (billing_account_id, credit_type) DO NOTHING
+"""
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_ENSURE_ONE = text(
+    "INSERT INTO credit_balances (billing_account_id, credit_type, balance, reserved, seq,"
+    " next_event_at, depleted, depletions, updated_at, overage)"
+    " VALUES (:k_account, :k_type, '0', '0', 0, NULL, 0, 0, :v_now, '0')"
+    " ON CONFLICT (billing_account_id, credit_type) DO NOTHING"
+).bindparams(bindparam("v_now", type_=UTCDateTime()))
+
+
+_B = CreditBalance.__table__
+_G = CreditGrant.__table__
+
+
+# PostgreSQL: the keys as two arrays joined on the primary key (index lookups, whatever the
+# number of balances); rows locked in key order.
+_PG_LOCK_BALANCES = text(
+    "SELECT b.billing_account_id, b.credit_type, b.balance, b.seq, b.next_event_at,"
+    " b.depleted, b.depletions, b.updated_at, b.overage"
+    " FROM credit_balances AS b"
+    " JOIN unnest(CAST(:accounts AS varchar[]), CAST(:types AS varchar[])) AS k(a, t)"
+    " ON b.billing_account_id = k.a AND b.credit_type = k.t"
+    " ORDER BY b.billing_account_id, b.credit_type FOR UPDATE OF b"
+).columns(
+    _B.c.billing_account_id,
+    _B.c.credit_type,
+    _B.c.balance,
+    _B.c.seq,
+    _B.c.next_event_at,
+    _B.c.depleted,
+    _B.c.depletions,
+    _B.c.updated_at,
+    _B.c.overage,
+)
+
+
+def _arrays(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    accounts, types = zip(*sorted(keys), strict=True)
+    return {"accounts": list(accounts), "types": list(types)}
+
+
+def lock_balances(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """Several balance rows, locked in key order until the transaction ends.
+
+    PostgreSQL locks the rows of `SELECT ... ORDER BY ... FOR UPDATE` in the sorted order, so
+    every writer of several balances takes their locks in one order: no deadlock among them.
+    """
+    if not keys:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_PG_LOCK_BALANCES, _arrays(keys)).all()
+    else:
+        rows = session.execute(
+            select(
+                _B.c.billing_account_id,
+                _B.c.credit_type,
+                _B.c.balance,
+                _B.c.seq,
+                _B.c.next_event_at,
+                _B.c.depleted,
+                _B.c.depletions,
+                _B.c.updated_at,
+                _B.c.overage,
+            )
+            .where(tuple_(_B.c.billing_account_id, _B.c.credit_type).in_(sorted(keys)))
+            .order_by(_B.c.billing_account_id, _B.c.credit_type)
+        ).all()
+    return {(r.billing_account_id, r.credit_type): r for r in rows}
+
+
+_GRANT_COLUMNS = (
+    _G.c.id,
+    _G.c.billing_account_id,
+    _G.c.credit_type,
+    _G.c.seq,
+    _G.c.priority,
+    _G.c.expire_at,
+    _G.c.remaining,
+    _G.c.held,
+    _G.c.state,
+)
+_PG_SPENDABLE = text(
+    "SELECT g.id, g.billing_account_id, g.credit_type, g.seq, g.priority, g.expire_at,"
+    " g.remaining, g.held, g.state"
+    " FROM unnest(CAST(:accounts AS varchar[]), CAST(:types AS varchar[])) AS k(a, t)"
+    " CROSS JOIN LATERAL (SELECT * FROM credit_grants AS c"
+    "  WHERE c.billing_account_id = k.a AND c.credit_type = k.t AND c.state = 'active'"
+    "  ORDER BY c.priority, c.expiry_key, c.seq LIMIT :limit) AS g"
+    " ORDER BY g.billing_account_id, g.credit_type, g.priority, g.expiry_key, g.seq"
+).columns(*_GRANT_COLUMNS)
+
+
+def spendable_grants_of(
+    session: Session, keys: list[tuple[str, str]], limit: int
+) -> dict[tuple[str, str], list[Any]]:
+    """The first `limit` active grants of each balance, in consumption order, in one query."""
+    if not keys:
+        return {}
+    out: dict[tuple[str, str], list[Any]] = {k: [] for k in keys}
+    if session.get_bind().dialect.name == "postgresql":
+        for r in session.execute(_PG_SPENDABLE, {**_arrays(keys), "limit": limit}):
+            out[(r.billing_account_id, r.credit_type)].append(r)
+        return out
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(_G.c.billing_account_id, _G.c.credit_type),
+            order_by=(_G.c.priority, _G.c.expiry_key, _G.c.seq),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(*_GRANT_COLUMNS, rank)
+        .where(
+            tuple_(_G.c.billing_account_id, _G.c.credit_type).in_(sorted(keys)),
+            _G.c.state == "active",
+        )
+        .subquery()
+    )
+    for r in session.execute(
+        select(ranked)
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.billing_account_id, ranked.c.credit_type, ranked.c.rank)
+    ):
+        out[(r.billing_account_id, r.credit_type)].append(r)
+    return out
 
 
 def lock_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:

@@ -16,6 +16,7 @@ differ slightly.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import re
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from tollbooth.db.models import (
     CreditLedgerEntry,
     CreditReservation,
     ExactDecimal,
+    UnboundedDecimal,
 )
 from tollbooth.ids import new_id
 
@@ -68,6 +70,14 @@ RELEASED_NOTE = "reservation released"
 PLAIN_ZERO = re.compile(r"0+(?:\.0+)?")
 # Changes that consume credit: a balance they bring to zero is "depleted".
 CONSUMING = ("debit", "expiration", "void")
+# Overage is not bounded by what was granted (see `burn_many`): exact at any size it can
+# reach (a burn is at most ~10^350, see usage.burn), rounding is an error.
+WIDE = decimal.Context(
+    prec=1000,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Rounded, decimal.Overflow],
+)
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -495,6 +505,18 @@ _GRANT_WRITE = (
     )
 )
 _LEDGER_INSERT = insert(_L)  # type: ignore[arg-type]
+_BURN_BALANCE_WRITE = (
+    update(_B)  # type: ignore[arg-type]
+    .where(_BALANCE_KEY)
+    .values(
+        balance=bindparam("v_balance", type_=ExactDecimal()),
+        seq=bindparam("v_seq"),
+        depleted=bindparam("v_depleted"),
+        depletions=bindparam("v_depletions"),
+        overage=bindparam("v_overage", type_=UnboundedDecimal()),
+        updated_at=bindparam("v_now", type_=_B.c.updated_at.type),
+    )
+)
 _BALANCE_WRITE = (
     update(_B)  # type: ignore[arg-type]
     .where(_BALANCE_KEY)
@@ -505,6 +527,33 @@ _BALANCE_WRITE = (
         depletions=bindparam("v_depletions"),
         updated_at=bindparam("v_now", type_=_B.c.updated_at.type),
     )
+)
+# PostgreSQL: the writes of the burns of many balances in one round trip (every balance is
+# locked; the grants written belong to them).
+_PG_BURN_WRITE = text(
+    """
+WITH g AS (
+  UPDATE credit_grants AS t SET remaining = v.remaining, state = v.state
+  FROM jsonb_to_recordset(CAST(:grants AS jsonb)) AS v(id varchar, remaining numeric, state varchar)
+  WHERE t.id = v.id
+  RETURNING 1
+), b AS (
+  UPDATE credit_balances AS t
+  SET balance = v.balance, seq = v.seq, depleted = v.depleted, depletions = v.depletions,
+      overage = v.overage, updated_at = v.at
+  FROM jsonb_to_recordset(CAST(:balances AS jsonb)) AS v(a varchar, t varchar, balance numeric,
+    seq bigint, depleted boolean, depletions integer, overage numeric, at timestamptz)
+  WHERE t.billing_account_id = v.a AND t.credit_type = v.t
+  RETURNING 1
+)
+INSERT INTO credit_ledger (id, billing_account_id, credit_type, seq, kind, amount, balance_after,
+  grant_id, debit_id, reservation_id, reason, request_id, allocations, metadata, created_at)
+SELECT v.id, v.a, v.t, v.seq, 'debit', v.amount, v.balance_after, NULL, v.debit_id, NULL,
+  v.reason, '', v.allocations, v.metadata, v.at
+FROM jsonb_to_recordset(CAST(:ledger AS jsonb)) AS v(id varchar, a varchar, t varchar,
+  seq bigint, amount numeric, balance_after numeric, debit_id varchar, reason varchar,
+  allocations json, metadata json, at timestamptz)
+"""
 )
 # PostgreSQL: the three writes of a debit in one round trip (the lock is held meanwhile, so
 # fewer round trips is a shorter queue on a hot balance).
@@ -635,6 +684,273 @@ def _debit_fast(
         },
     )
     return entry
+
+
+# -- burns (usage) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Burn:
+    """Take `amount` (>= 0, any size) from a balance now; what the balance lacks is overage."""
+
+    account_id: str
+    credit_type: str
+    amount: Decimal
+    reason: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Burned:
+    burn: Burn
+    taken: Decimal
+    overage: Decimal
+    # The DEBIT ledger entry of what was taken; None when the balance held nothing.
+    entry_id: str | None
+    debit_id: str | None
+
+
+def burn(
+    session: Session,
+    account_id: str,
+    credit_type: str,
+    amount: Decimal,
+    *,
+    reason: str,
+    metadata: dict[str, str],
+    clock: Clock,
+) -> Burned:
+    """One burn; see `burn_many`."""
+    return burn_many(session, [Burn(account_id, credit_type, amount, reason, metadata)], clock)[0]
+
+
+def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]:
+    """Burn credits for work already done: never refused for lack of credits.
+
+    Each burn takes min(balance, amount) through the debit path (grants in consumption order,
+    one DEBIT ledger entry with its allocations, the depletion notification when it empties
+    the balance) and adds the rest to the balance's overage. Burns of one balance apply in
+    the order given. The account ids must exist (callers resolved them); the balance rows are
+    created when missing, so overage shows even where nothing was ever granted.
+
+    Every balance is created and then locked in key order, all in two statements, whatever
+    the number of balances: concurrent writers cannot deadlock and a batch of many accounts
+    costs a few round trips, not a few per account. A balance with an expiry due, or whose
+    first grants do not cover what it gives, takes the general path (`Locked`), which records
+    the expiries first.
+    """
+    if not burns:
+        return []
+    by_key: dict[tuple[str, str], list[Burn]] = {}
+    for b in burns:
+        if b.amount < 0:
+            raise ValueError("a burn amount is never negative")
+        by_key.setdefault((b.account_id, b.credit_type), []).append(b)
+    keys = sorted(by_key)
+    repository.ensure_balances(session, keys, clock())
+    rows = repository.lock_balances(session, keys)
+    done: dict[int, Burned] = {}
+    slow: list[tuple[str, str]] = []
+    fast: dict[tuple[str, str], tuple[Any, dt.datetime, Decimal]] = {}
+    for key in keys:
+        row = rows[key]
+        now = max(clock(), row.updated_at)
+        if row.next_event_at is not None and row.next_event_at <= now:
+            slow.append(key)
+            continue
+        wanted = _wide_sum(b.amount for b in by_key[key])
+        fast[key] = (row, now, min(row.balance, wanted))
+    grants = repository.spendable_grants_of(
+        session, [k for k, (_, _, take) in fast.items() if take > 0], GRANT_BATCH
+    )
+    grant_writes: list[dict[str, Any]] = []
+    ledger_rows: list[dict[str, Any]] = []
+    balance_writes: list[dict[str, Any]] = []
+    for key, (row, now, take) in fast.items():
+        loaded = grants.get(key, [])
+        if len(loaded) == GRANT_BATCH and add(*(g.remaining for g in loaded)) < take:
+            slow.append(key)
+            continue
+        book = Book.of(
+            engine.Grant(g.id, g.seq, g.priority, g.expire_at, g.remaining, g.held, g.state)
+            for g in loaded
+        )
+        balance, seq, overage = row.balance, row.seq, row.overage
+        depleted, depletions = row.depleted, row.depletions
+        for b in by_key[key]:
+            taken = min(balance, b.amount)
+            rest = WIDE.subtract(b.amount, taken)
+            overage = WIDE.add(overage, rest)
+            entry_id = debit_id = None
+            if taken > 0:
+                portions = book.debit(taken, now)
+                balance = sub(balance, taken)
+                seq += 1
+                entry_id, debit_id = new_id("cle"), new_id("dbt")
+                ledger_rows.append(
+                    {
+                        "id": entry_id,
+                        "billing_account_id": b.account_id,
+                        "credit_type": b.credit_type,
+                        "seq": seq,
+                        "kind": "debit",
+                        "amount": -taken,
+                        "balance_after": balance,
+                        "grant_id": None,
+                        "debit_id": debit_id,
+                        "reservation_id": None,
+                        "reason": b.reason,
+                        "request_id": "",
+                        "allocations": _portions_json(portions),
+                        "metadata": _burn_metadata(b, rest),
+                        "created_at": now,
+                    }
+                )
+                if balance > 0:
+                    depleted = False
+                elif not depleted:
+                    depleted, depletions = True, depletions + 1
+                    notify_depleted(
+                        session,
+                        b.account_id,
+                        b.credit_type,
+                        depletions,
+                        "debit",
+                        debit_id,
+                        now,
+                        now,
+                    )
+            done[id(b)] = Burned(b, taken, rest, entry_id, debit_id)
+        grant_writes += [
+            {
+                "g_id": gid,
+                "g_remaining": book.grants[gid].remaining,
+                "g_state": book.grants[gid].state,
+            }
+            for gid in sorted(book.dirty_grants)
+        ]
+        balance_writes.append(
+            {
+                "k_account": key[0],
+                "k_type": key[1],
+                "v_balance": balance,
+                "v_seq": seq,
+                "v_depleted": depleted,
+                "v_depletions": depletions,
+                "v_overage": overage,
+                "v_now": now,
+            }
+        )
+    if balance_writes:
+        _write_burns(session, grant_writes, ledger_rows, balance_writes)
+    for key in sorted(slow):
+        for b, burned in _burn_locked(session, key, by_key[key], clock):
+            done[id(b)] = burned
+    return [done[id(b)] for b in burns]
+
+
+def _write_burns(
+    session: Session,
+    grant_writes: list[dict[str, Any]],
+    ledger_rows: list[dict[str, Any]],
+    balance_writes: list[dict[str, Any]],
+) -> None:
+    """Grants, ledger entries and balances of the fast path: one statement on PostgreSQL."""
+    if session.get_bind().dialect.name != "postgresql":
+        if grant_writes:
+            session.execute(_GRANT_WRITE, grant_writes)
+        if ledger_rows:
+            session.execute(_LEDGER_INSERT, ledger_rows)
+        session.execute(_BURN_BALANCE_WRITE, balance_writes)
+        return
+    session.execute(
+        _PG_BURN_WRITE,
+        {
+            "grants": json.dumps(
+                [
+                    {"id": g["g_id"], "remaining": fmt(g["g_remaining"]), "state": g["g_state"]}
+                    for g in grant_writes
+                ]
+            ),
+            "balances": json.dumps(
+                [
+                    {
+                        "a": b["k_account"],
+                        "t": b["k_type"],
+                        "balance": fmt(b["v_balance"]),
+                        "seq": b["v_seq"],
+                        "depleted": b["v_depleted"],
+                        "depletions": b["v_depletions"],
+                        "overage": fmt(b["v_overage"]),
+                        "at": b["v_now"].isoformat(),
+                    }
+                    for b in balance_writes
+                ]
+            ),
+            "ledger": json.dumps(
+                [
+                    {
+                        "id": e["id"],
+                        "a": e["billing_account_id"],
+                        "t": e["credit_type"],
+                        "seq": e["seq"],
+                        "amount": fmt(e["amount"]),
+                        "balance_after": fmt(e["balance_after"]),
+                        "debit_id": e["debit_id"],
+                        "reason": e["reason"],
+                        "allocations": e["allocations"],
+                        "metadata": e["metadata"],
+                        "at": e["created_at"].isoformat(),
+                    }
+                    for e in ledger_rows
+                ]
+            ),
+        },
+    )
+
+
+def _wide_sum(values: Any) -> Decimal:
+    total = ZERO
+    for v in values:
+        total = WIDE.add(total, v)
+    return total
+
+
+def _burn_metadata(b: Burn, rest: Decimal) -> dict[str, str]:
+    return {**b.metadata, "burn": fmt(b.amount), "overage": fmt(rest)}
+
+
+def _burn_locked(
+    session: Session, key: tuple[str, str], burns: list[Burn], clock: Clock
+) -> list[tuple[Burn, Burned]]:
+    """The general path: expiries due are recorded first, then each burn as above."""
+    locked = _lock(session, key[0], key[1], clock, create=False)
+    assert locked is not None  # created and locked by burn_many
+    now = locked.now
+    out = []
+    for b in burns:
+        taken = min(locked.row.balance, b.amount)
+        rest = WIDE.subtract(b.amount, taken)
+        locked.row.overage = WIDE.add(locked.row.overage, rest)
+        entry_id = debit_id = None
+        if taken > 0:
+            locked.load_spendable(taken)
+            portions = locked.book.debit(taken, now)
+            debit_id = new_id("dbt")
+            e = locked.entry(
+                "debit",
+                -taken,
+                now,
+                debit_id=debit_id,
+                reason=b.reason,
+                allocations=_portions_json(portions),
+                attributes=_burn_metadata(b, rest),
+            )
+            entry_id = e.id
+            locked.depletion("debit", debit_id)
+        out.append((b, Burned(b, taken, rest, entry_id, debit_id)))
+    locked.flush()
+    return out
 
 
 def reserve(
@@ -844,6 +1160,7 @@ class BalanceView:
     balance: Decimal
     reserved: Decimal
     as_of: dt.datetime
+    overage: Decimal = ZERO
 
 
 @dataclass(frozen=True)
@@ -886,7 +1203,9 @@ def balance(
     account = resolve(session, caller, account_ref)
     ctype = clean_type(credit_type, "type")
     available, reserved = compute_balance(session, account.id, ctype, now)
-    return BalanceView(account.id, ctype, available, reserved, now)
+    row = repository.read_balance(session, account.id, ctype)  # loaded just above
+    overage = row.overage if row is not None else ZERO
+    return BalanceView(account.id, ctype, available, reserved, now, overage)
 
 
 def availability(

@@ -169,6 +169,7 @@ class CreditServicer(Servicer):
             balance=fmt(view.balance),
             reserved=fmt(view.reserved),
             as_of=ts(view.as_of),
+            overage=fmt(view.overage),
         )
 
     def CheckAvailability(self, request, context):  # type: ignore[no-untyped-def]

@@ -193,6 +193,22 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal(value) if isinstance(value, str) else value
 
 
+class UnboundedDecimal(ExactDecimal):
+    """Exact amounts of any size: unconstrained NUMERIC on PostgreSQL, text on SQLite.
+
+    For totals that are not bounded by what was granted (the overage of usage burns, which
+    adds up what events asked for beyond the balance).
+    """
+
+    impl = Numeric()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):  # type: ignore[no-untyped-def]
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+
 class CreditBalance(Base):
     """One balance per (account, credit type): the row every change to it locks first.
 
@@ -216,6 +232,11 @@ class CreditBalance(Base):
     depleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     depletions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Usage burns asked for more than the balance held: the uncovered rest, added up. It
+    # only grows (a later grant does not pay it back); it is shown beside the balance.
+    overage: Mapped[Decimal] = mapped_column(
+        UnboundedDecimal, nullable=False, default=Decimal(0), server_default="0"
+    )
 
 
 class CreditGrant(Base):

@@ -13,6 +13,7 @@ and cannot deadlock.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -108,30 +109,59 @@ def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetim
 
     `rows` must not repeat a unique id (the service keeps the first of a batch).
     """
+    return insert_events_and_read_burns(session, rows, received_at)[0]
+
+
+# The statement that inserts also reads every metric with a credit burn, so that ingest costs
+# no extra round trip when no metric burns (rows of the metrics table have no unique id).
+_WITH_BURNS = (
+    "WITH ins AS ({insert}) SELECT unique_id, NULL FROM ins UNION ALL"
+    " SELECT NULL, json_build_array(code, event_name, aggregation, property, filters,"
+    " credit_type, credit_rate)::text FROM billable_metrics WHERE credit_type IS NOT NULL"
+)
+# (code, event_name, aggregation, property, filters, credit_type, credit_rate)
+MetricRow = tuple[str, str, str, str, list[Any], str, str]
+
+
+def insert_events_and_read_burns(
+    session: Session, rows: Sequence[Row], received_at: dt.datetime
+) -> tuple[set[str], list[MetricRow]]:
+    """insert_events, and every metric with a credit burn, read in the same transaction (on
+    PostgreSQL by the inserting statement itself); no metrics when nothing was inserted."""
     if not rows:
-        return set()
+        return set(), []
     ordered = sorted(rows)
     dbapi = session.connection().connection.driver_connection
     if dialect(session) == "postgresql":
         with dbapi.cursor() as cur:  # type: ignore[union-attr]
             if len(ordered) <= SMALL_BATCH:
                 sql = _VALUES_INSERT.format(rows=", ".join([_VALUES_ROW] * len(ordered)))
-                cur.execute(sql, [v for row in ordered for v in (*row, received_at)])
-                return {r[0] for r in cur.fetchall()}
-            cur.execute(_STAGING_DDL)
-            with cur.copy(_STAGING_COPY) as copy:
-                write = copy.write_row
-                for row in ordered:
-                    write(row)
-            cur.execute(_STAGING_MOVE, (received_at,))
-            return {r[0] for r in cur.fetchall()}
+                cur.execute(
+                    _WITH_BURNS.format(insert=sql),
+                    [v for row in ordered for v in (*row, received_at)],
+                )
+            else:
+                cur.execute(_STAGING_DDL)
+                with cur.copy(_STAGING_COPY) as copy:
+                    write = copy.write_row
+                    for row in ordered:
+                        write(row)
+                cur.execute(_WITH_BURNS.format(insert=_STAGING_MOVE), (received_at,))
+            inserted: set[str] = set()
+            metrics: list[MetricRow] = []
+            for uid, metric in cur.fetchall():
+                if uid is not None:
+                    inserted.add(uid)
+                else:
+                    metrics.append(tuple(json.loads(metric)))  # type: ignore[arg-type]
+            return inserted, (metrics if inserted else [])
     bind = session.get_bind().dialect
     # The column type's own processor (naive UTC, then SQLAlchemy's SQLite text format), so raw
     # rows compare exactly like the bound parameters of every query.
     to_db = UTCDateTime().dialect_impl(bind).bind_processor(bind)
     assert to_db is not None
     received = to_db(received_at)
-    inserted: set[str] = set()
+    inserted = set()
     cur = dbapi.cursor()  # type: ignore[union-attr]
     try:
         for uid, account, name, seconds, micros, props in ordered:
@@ -141,7 +171,7 @@ def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetim
                 inserted.add(uid)
     finally:
         cur.close()
-    return inserted
+    return inserted, (burning_metrics(session) if inserted else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +191,25 @@ def insert_metric(session: Session, values: dict[str, Any]) -> bool:
         .returning(BillableMetric.code)
     )
     return session.execute(stmt).first() is not None
+
+
+def burning_metrics(session: Session) -> list[MetricRow]:
+    """Every metric with a credit burn (a small table: read whole, in one statement)."""
+    m = BillableMetric
+    return [
+        tuple(r)  # type: ignore[misc]
+        for r in session.execute(
+            select(
+                m.code,
+                m.event_name,
+                m.aggregation,
+                m.property,
+                m.filters,
+                m.credit_type,
+                m.credit_rate,
+            ).where(m.credit_type.is_not(None))
+        )
+    ]
 
 
 def list_metrics(session: Session, after: str | None, limit: int) -> list[BillableMetric]:

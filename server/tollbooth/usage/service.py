@@ -19,10 +19,12 @@ from billing.v1 import usage_pb2
 from tollbooth import errors, paging
 from tollbooth.accounts import service as accounts
 from tollbooth.auth.caller import Caller
+from tollbooth.catalog.fields import CREDIT_TYPE_RE
+from tollbooth.credit import service as credit
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
-from tollbooth.usage import aggregate, events, repository
+from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
 from tollbooth.usage.limits import Limits
 
@@ -114,15 +116,27 @@ def ingest(
         fresh[c.unique_id] = c
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
 
-    inserted = repository.insert_events(session, rows, received)
+    inserted, burning = repository.insert_events_and_read_burns(session, rows, received)
     # The events this transaction stored: what any per-event effect (the credit burn of a metric)
     # must act on, here, in this same session, before the commit. Duplicates are never in it.
     accepted = [c for uid, c in fresh.items() if uid in inserted]
+    if burning:
+        burn_credits(session, accepted, burning)
     for c in fresh.values():
         outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
     for c in accepted:
         outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
     return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+
+def burn_credits(
+    session: Session, stored: Sequence[events.Candidate], burning: list[repository.MetricRow]
+) -> None:
+    """The credit burn of the `burning` metrics for the events this transaction stored."""
+    metrics = [m for r in burning if (m := burn.metric(*r)) is not None]  # count or sum
+    burns = burn.plan(metrics, stored)
+    if burns:
+        credit.burn_many(session, burns, utcnow)
 
 
 def rejection(outcome: Outcome) -> DomainError:
@@ -215,9 +229,19 @@ def clean_metric(fields: MetricFields) -> MetricFields:
     if credit_type or rate:
         if not credit_type:
             raise errors.required("metric.credit_burn.credit_type")
-        if len(credit_type) > 100:
-            raise _field_error("metric.credit_burn.credit_type", "is longer than 100 characters")
+        if not CREDIT_TYPE_RE.fullmatch(credit_type):
+            raise _field_error(
+                "metric.credit_burn.credit_type", "must be 1-100 letters, digits and _.:-"
+            )
         rate = _rate(rate)
+        if agg not in burn.BURNING:
+            raise errors.invalid(
+                "metric.credit_burn needs AGGREGATION_COUNT (a rate per event) or "
+                "AGGREGATION_SUM (a rate per unit of the property); "
+                f"AGGREGATION_{agg.value.upper()} has no units per event",
+                reason="FIELD_INVALID",
+                field="metric.credit_burn",
+            )
     return replace(
         fields,
         name=name,

@@ -37,7 +37,7 @@ def _weight(msg: usage_pb2.StreamEventsRequest) -> int:
 class UsageServicer(Servicer):
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
-        self.limits = Limits.from_env()
+        self.limits = Limits.from_settings(deps.settings)
         self.accounts = service.AccountCache()
 
     def _ingest(self, batch: Sequence[usage_pb2.UsageEvent]) -> list[service.Outcome]:

@@ -24,6 +24,7 @@ from tollbooth.credit import service as credit
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
+from tollbooth.paging import Keyset, Page
 from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
 from tollbooth.usage.limits import Limits
@@ -382,22 +383,15 @@ def delete_metric(session: Session, code: str) -> None:
         raise errors.not_found("metric", code[:100])
 
 
-@dataclass(frozen=True)
-class MetricPage:
-    items: list[BillableMetric]
-    next_page_token: str
+METRIC_ORDER = (paging.Text(),)  # metrics are listed by code
 
 
-def list_metrics(session: Session, page_size: int, page_token: str) -> MetricPage:
-    size = paging.page_size(page_size)
-    key = paging.decode(page_token, "metrics", (str,))
-    after = str(key[0]) if key else None
-    items = repository.list_metrics(session, after, size + 1)
-    token = ""
-    if len(items) > size:
-        items = items[:size]
-        token = paging.encode("metrics", [items[-1].code])
-    return MetricPage(items, token)
+def list_metrics(session: Session, page_size: int, page_token: str) -> Page[BillableMetric]:
+    keyset: Keyset[BillableMetric] = Keyset.of(
+        "metrics", METRIC_ORDER, lambda m: (m.code,), page_size
+    )
+    after = keyset.after(page_token)
+    return keyset.page(repository.list_metrics(session, after[0] if after else None, keyset.limit))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +411,8 @@ def _combine(agg: Aggregation, values: list[Decimal | int | None]) -> Decimal | 
     return sum(int(v) for v in present)
 
 
-_KEY_MARK = "k"  # page tokens refuse empty strings; "" is a valid group key
+# Groups are listed by key; "" is a valid group key.
+GROUP_ORDER = (paging.Text(empty=True),)
 
 
 @dataclass(frozen=True)
@@ -456,18 +451,25 @@ def get_usage(
         raise _field_error("group_by", f"is longer than {PROPERTY_LIMIT} characters")
     metric = get_metric(session, metric_code)
     spec = spec_of(metric)
-    size = paging.page_size(page_size, default=GROUPS_DEFAULT, maximum=GROUPS_MAX)
-    query = f"usage|{account.id}|{spec.code}|{start.isoformat()}|{end.isoformat()}|{group_by}"
+    keyset: Keyset[tuple[str, Decimal | int | None]] = Keyset.of(
+        f"usage|{account.id}|{spec.code}|{start.isoformat()}|{end.isoformat()}|{group_by}",
+        GROUP_ORDER,
+        lambda group: (group[0],),
+        page_size,
+        default=GROUPS_DEFAULT,
+        maximum=GROUPS_MAX,
+    )
+    size = keyset.size
     after: str | None = None
     if group_by:
-        key = paging.decode(page_token, query, (str,))
-        after = str(key[0])[len(_KEY_MARK) :] if key else None
+        key = keyset.after(page_token)
+        after = key[0] if key else None
 
     groups: list[tuple[str, Decimal | int | None]] = []
     if repository.dialect(session) == "postgresql":
         sql = repository.PgUsageQuery(spec, account.id, start, end, group_by)
         if group_by:
-            groups = sql.groups(session, after, size + 1)
+            groups = sql.groups(session, after, keyset.limit)
         if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
             total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
         else:
@@ -478,18 +480,15 @@ def get_usage(
             spec, ((o, u, aggregate.loads(p)) for o, u, p in rows), group_by
         )
         total = usage.value
-        groups = [g for g in usage.groups if after is None or g[0] > after][: size + 1]
+        groups = [g for g in usage.groups if after is None or g[0] > after][: keyset.limit]
 
-    token = ""
-    if len(groups) > size:
-        groups = groups[:size]
-        token = paging.encode(query, [_KEY_MARK + groups[-1][0]])
+    page = keyset.page(groups)
     return UsageAnswer(
         account_id=account.id,
         metric_code=spec.code,
         start=start,
         end=end,
         value=aggregate.decimal_text(total),
-        groups=[(k, aggregate.decimal_text(v)) for k, v in groups],
-        next_page_token=token,
+        groups=[(k, aggregate.decimal_text(v)) for k, v in page.items],
+        next_page_token=page.next_page_token,
     )

@@ -15,7 +15,6 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy.orm import Session
 
-from billing.v1 import usage_pb2
 from tollbooth import errors, paging
 from tollbooth.accounts import service as accounts
 from tollbooth.auth.caller import Caller
@@ -27,19 +26,7 @@ from tollbooth.errors import DomainError, Kind
 from tollbooth.paging import Keyset, Page
 from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
-from tollbooth.usage.limits import Limits
-
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The answer for one event."""
-
-    unique_id: str
-    status: str
-    reason: str = ""
-    message: str = ""
+from tollbooth.usage.events import ACCEPTED, DUPLICATE, REJECTED, Candidate, Outcome
 
 
 class AccountCache:
@@ -68,36 +55,27 @@ class AccountCache:
         return found
 
 
-def _echo(unique_id: str) -> str:
-    """The sender's id in an answer, unless it is itself what was wrong with the event."""
-    ok = len(unique_id) <= events.UNIQUE_ID_LIMIT and "\x00" not in unique_id
-    return unique_id if ok else ""
-
-
 def ingest(
-    session: Session,
-    batch: Sequence[usage_pb2.UsageEvent],
-    limits: Limits,
-    cache: AccountCache,
+    session: Session, checked: Sequence[Candidate | Outcome], cache: AccountCache
 ) -> list[Outcome]:
     """Store every good event whose unique id is new; one Outcome per event, in order.
 
-    Rejections are per event: nothing here raises for one bad event. Within a batch the first
-    event of a unique id counts and later ones are duplicates.
+    `checked` holds each event of the batch as checked without a database (usage.convert):
+    a candidate, or the outcome that already refused it. Rejections are per event: nothing
+    here raises for one bad event. Within a batch the first event of a unique id counts and
+    later ones are duplicates.
     """
     received = utcnow()
-    now = int(received.timestamp())
-    outcomes: list[Outcome | None] = [None] * len(batch)
-    candidates: list[events.Candidate] = []
-    check = events.check
-    for i, event in enumerate(batch):
-        try:
-            candidates.append(check(event, i, limits, now))
-        except DomainError as exc:
-            outcomes[i] = Outcome(_echo(event.unique_id), REJECTED, exc.reason, exc.message)
+    outcomes: list[Outcome | None] = [None] * len(checked)
+    candidates: list[Candidate] = []
+    for i, item in enumerate(checked):
+        if isinstance(item, Candidate):
+            candidates.append(item)
+        else:
+            outcomes[i] = item
 
     accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
-    fresh: dict[str, events.Candidate] = {}
+    fresh: dict[str, Candidate] = {}
     rows: list[repository.Row] = []
     for c in candidates:
         account_id = accounts_found.get(c.account_ref)
@@ -131,7 +109,7 @@ def ingest(
 
 
 def burn_credits(
-    session: Session, stored: Sequence[events.Candidate], burning: list[repository.MetricRow]
+    session: Session, stored: Sequence[Candidate], burning: list[repository.MetricRow]
 ) -> None:
     """The credit burn of the `burning` metrics for the events this transaction stored."""
     metrics = [m for r in burning if (m := burn.metric(*r)) is not None]  # count or sum

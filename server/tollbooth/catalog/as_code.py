@@ -74,10 +74,10 @@ from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
-from tollbooth.checkout.provider import StripeProvider
 from tollbooth.config import ConfigError, Settings, redact_url
 from tollbooth.db import Database
 from tollbooth.errors import DomainError
+from tollbooth.provider.client import StripeProvider
 
 __all__ = ["apply", "execute", "main", "plan"]
 
@@ -107,7 +107,7 @@ def apply(
 
 def sync_stripe(db: Database, provider: StripeProvider) -> list[str]:
     """Link or create the provider price of every active price without one (one transaction)."""
-    from tollbooth.checkout.sync import sync_catalog
+    from tollbooth.provider.sync import sync_catalog
 
     with db.transaction() as session:
         return sync_catalog(session, provider)

@@ -191,6 +191,27 @@ def test_only_the_assembly_imports_servicers_of_several_domains() -> None:
     assert wrong == {}, f"modules importing servicers of several domains: {wrong}"
 
 
+def test_services_of_these_rooms_take_domain_values() -> None:
+    """Only servicers and convert modules (and the sidecar, a gRPC client) touch protobuf."""
+    rooms = {"checkout", "subscriptions", "provider", "webhooks", "notifications", "catalog"}
+    allowed = {"servicer.py", "convert.py", "sidecar.py"}
+    wrong = []
+    for path in modules():
+        if package_of(path) in rooms and path.name not in allowed:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                if any(n.startswith("billing.") or n.endswith("_pb2") for n in names):
+                    wrong.append(str(path.relative_to(PACKAGE)))
+    assert wrong == [], f"domain code importing generated protobuf modules: {sorted(set(wrong))}"
+
+
 def test_no_module_passes_600_lines() -> None:
     long: dict[str, int] = {}
     for path in modules():

@@ -55,7 +55,7 @@ What apply does (one line per action, also printed by --dry-run, which writes no
 With --sync-stripe, apply then links every active price that has no provider price yet to
 the provider (Stripe, or the sandbox when STRIPE_API_KEY is unset): an active provider price
 with the same lookup_key, amount, currency and recurrence is linked; otherwise the product
-and price are created there (`tollbooth.checkout.sync`). The ids are stored. Without it, a
+and price are created there (`tollbooth.provider.sync`). The ids are stored. Without it, a
 price is synced on its first checkout; a `stripe_product_id` / `stripe_price_id` in the file
 always links explicitly.
 """

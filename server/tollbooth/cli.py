@@ -6,6 +6,7 @@
 
 Each command reads the settings once (`tollbooth.config`) and passes them down. A
 configuration error prints `configuration error: ...` and exits 2, as does a usage error.
+The commands reach the domains through the assembly (`tollbooth.app`) only.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from pathlib import Path
 
 import click
 
+from tollbooth import app as assembly
 from tollbooth import commandline, supervisor
-from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
-from tollbooth.sandbox.command import sandbox_alone
 
 log = logging.getLogger("tollbooth")
 
@@ -73,7 +73,7 @@ def app() -> None:
 
 @app.command("run", help="migrate, then run gRPC server(s), webhook sidecar and Envoy")
 def run_command() -> int:
-    return supervisor.run(load("run", serving=True))
+    return supervisor.run(load("run", serving=True), assembly.sandbox_config)
 
 
 @app.command("migrate", help="apply database migrations")
@@ -84,23 +84,18 @@ def migrate_command() -> int:
 
 @app.command("serve-grpc", help="run the billing gRPC server only")
 def serve_grpc_command() -> int:
-    from tollbooth.deps import Deps
-    from tollbooth.rpc.server import serve
-
     settings = load("serve-grpc", serving=True)
     announce(settings)
-    serve(Deps.build(settings))
+    assembly.serve(assembly.build_deps(settings))
     return 0
 
 
 @app.command("serve-sidecar", help="run the webhook sidecar only")
 def serve_sidecar_command() -> int:
-    from tollbooth.webhooks.sidecar import serve
-
     settings = load("serve-sidecar", serving=True)
     announce(settings)
     try:
-        serve(settings)
+        assembly.serve_sidecar(settings)
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -109,19 +104,17 @@ def serve_sidecar_command() -> int:
 
 @app.command("serve-sandbox", help="run the Stripe-compatible sandbox only")
 def serve_sandbox_command() -> int:
-    from tollbooth.sandbox.app import serve
-
     settings = load("serve-sandbox")
     if not settings.sandbox:
         print("STRIPE_API_KEY is set: the sandbox is for running without Stripe", file=sys.stderr)
         return 2
     announce(settings)
     try:
-        config = supervisor.sandbox_config(settings)
+        config = assembly.sandbox_config(settings)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    serve(config)
+    assembly.serve_sandbox(config)
     return 0
 
 
@@ -134,18 +127,11 @@ def gateway_config_command(out: str) -> int:
     return 0
 
 
-app.add_command(catalog_commands, "catalog")
-app.add_command(sandbox_alone, "sandbox")
+app.add_command(assembly.catalog_commands, "catalog")
+app.add_command(assembly.sandbox_alone, "sandbox")
 
 
 # -- operator commands: the webhook inbox and the reconciliation with Stripe ----------------
-
-
-def _operator_deps(settings: Settings):  # type: ignore[no-untyped-def]
-    from tollbooth.checkout.provider import StripeProvider
-    from tollbooth.db import Database
-
-    return Database(settings.database_url), StripeProvider.from_settings(settings)
 
 
 def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
@@ -174,8 +160,6 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
     """Re-apply stored events (all, those received since T, or one); harmless when applied."""
     import datetime as dt
 
-    from tollbooth.checkout.reconcile import replay_events
-
     if since is not None and event_id is not None:
         raise click.UsageError("--since and --event-id exclude each other")
     settings = load("webhooks")
@@ -188,11 +172,7 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
             return 2
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-    db, provider = _operator_deps(settings)
-    try:
-        report = replay_events(db, provider, since=when, event_id=event_id)
-    finally:
-        db.dispose()
+    report = assembly.replay(settings, since=when, event_id=event_id)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
@@ -204,13 +184,7 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
 )
 def reconcile_command() -> int:
     """Compare every subscription with Stripe, repair drift, print what changed."""
-    from tollbooth.checkout.reconcile import reconcile
-
-    db, provider = _operator_deps(load("reconcile"))
-    try:
-        report = reconcile(db, provider)
-    finally:
-        db.dispose()
+    report = assembly.reconcile(load("reconcile"))
     return _print_report(report, "reconciled")
 
 

@@ -13,11 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tollbooth.config import ConfigError, Settings
-from tollbooth.sandbox.config import SandboxConfig
+from tollbooth.config import Settings
 
 BACKOFF_FIRST_SEC = 0.5
 BACKOFF_MAX_SEC = 10.0
@@ -30,14 +30,6 @@ def migrate(settings: Settings) -> None:
 
     upgrade(settings.database_url)
     print("database migrated to head", flush=True)
-
-
-def sandbox_config(settings: Settings) -> SandboxConfig:
-    """The sandbox of this stack; ConfigError when its settings are unusable."""
-    try:
-        return SandboxConfig.for_stack(settings)
-    except ValueError as exc:
-        raise ConfigError(f"sandbox: {exc}") from exc
 
 
 def wait_serving(target: str, timeout: float = 30.0) -> bool:
@@ -130,12 +122,13 @@ class Child:
             self.proc.wait()
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     """Migrate, then run the gRPC replicas, the sidecar, Envoy and (without a Stripe key) the
     Stripe sandbox until SIGINT or SIGTERM.
 
     Any process that dies is restarted with backoff (0.5 s, doubling up to 10 s), and the
-    restart is logged; Ctrl-C or SIGTERM stops all of them.
+    restart is logged; Ctrl-C or SIGTERM stops all of them. `check_sandbox` raises on
+    unusable sandbox settings (checked before readiness is announced).
     """
     from tollbooth.gateway import envoy_binary, render
 
@@ -188,7 +181,7 @@ def run(settings: Settings) -> int:
         sidecar.start()
         envoy.start()
         if sandbox is not None:
-            sandbox_config(settings)  # refuse bad sandbox settings before announcing readiness
+            check_sandbox(settings)  # refuse bad sandbox settings before announcing readiness
             sandbox.start()
         grpc_list = ", ".join(f"{host}:{p}" for p in settings.grpc_ports)
         print(

@@ -289,15 +289,6 @@ def list_prices(
     return keyset.page(rows)
 
 
-def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
-    """What a bearer caller should do with each price (BUY, MANAGE or CURRENT, given the
-    account's live subscriptions); nothing for service callers. Decided by checkout, which
-    owns subscriptions."""
-    from tollbooth.checkout.service import purchase_hints as hints
-
-    return hints(session, caller, prices)
-
-
 # ---------------------------------------------------------------------------------------------
 # Catalog as code
 

@@ -35,6 +35,8 @@ def make_env(database_url: str, **extra: str) -> dict[str, str]:
         "BILLING_JWT_SIGNING_KID": "k2",
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "BILLING_GRPC_WORKERS": "16",
+        # Metrics off unless a test asks: parallel stacks would share the default port.
+        "BILLING_METRICS_PORT": "0",
     }
     env.update(extra)
     return env

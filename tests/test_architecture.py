@@ -30,6 +30,8 @@ PLUMBING = {
     # The command line's plumbing: running a click command, and `run`'s process supervisor.
     "commandline",
     "supervisor",
+    # The running stack's ports: checked before `run`, recorded for operator commands.
+    "stack",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from tollbooth import app as assembly
-from tollbooth import commandline, supervisor
+from tollbooth import commandline, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
 
 log = logging.getLogger("tollbooth")
@@ -40,10 +40,11 @@ def _logging(name: str, settings: Settings) -> None:
     )
 
 
-def load(name: str, *, serving: bool = False) -> Settings:
-    """The settings of command `name`, read once; serving commands refuse exposure."""
+def load(name: str, *, serving: bool = False, operator: bool = False) -> Settings:
+    """The settings of command `name`, read once; serving commands refuse exposure; operator
+    commands find the running stack's ports in the data directory (`tollbooth.stack`)."""
     try:
-        settings = Settings.from_env()
+        settings = stack.operator_settings() if operator else Settings.from_env()
     except ConfigError as exc:
         raise _Refused(f"configuration error: {exc}") from exc
     _logging(name, settings)
@@ -86,7 +87,11 @@ def migrate_command() -> int:
 def serve_grpc_command() -> int:
     settings = load("serve-grpc", serving=True)
     announce(settings)
-    assembly.serve(assembly.build_deps(settings))
+    try:
+        assembly.serve(assembly.build_deps(settings))
+    except RuntimeError as exc:  # the port is taken (grpcio's SO_REUSEPORT is off)
+        print(f"cannot serve (BILLING_GRPC_PORT): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -162,7 +167,7 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
 
     if since is not None and event_id is not None:
         raise click.UsageError("--since and --event-id exclude each other")
-    settings = load("webhooks")
+    settings = load("webhooks", operator=True)
     when = None
     if since:
         try:
@@ -184,7 +189,7 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
 )
 def reconcile_command() -> int:
     """Compare every subscription with Stripe, repair drift, print what changed."""
-    report = assembly.reconcile(load("reconcile"))
+    report = assembly.reconcile(load("reconcile", operator=True))
     return _print_report(report, "reconciled")
 
 

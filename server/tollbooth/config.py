@@ -306,6 +306,9 @@ class Settings(SandboxSettings, UsageSettings):
     rest_port: int = env("BILLING_REST_PORT", 8080, lo=1, hi=65535)
     sidecar_port: int = env("BILLING_SIDECAR_PORT", 8090, lo=1, hi=65535)
     envoy_admin_port: int = env("BILLING_ENVOY_ADMIN_PORT", 9901, lo=1, hi=65535)
+    # Prometheus metrics on loopback: the gRPC replicas from this port upwards, then the
+    # sidecar and the sandbox (`run` hands each child its own); 0 turns them off.
+    metrics_port: int = env("BILLING_METRICS_PORT", 9464, lo=0, hi=65535)
     cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
@@ -475,6 +478,7 @@ class Settings(SandboxSettings, UsageSettings):
                 str(self.sandbox_port) if self.sandbox else "(not started: real Stripe)",
             ),
             ("BILLING_ENVOY_ADMIN_PORT", str(self.envoy_admin_port)),
+            ("BILLING_METRICS_PORT", str(self.metrics_port) if self.metrics_port else "off"),
         ]
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tollbooth import stack
 from tollbooth.config import Settings
 
 BACKOFF_FIRST_SEC = 0.5
@@ -32,14 +36,15 @@ def migrate(settings: Settings) -> None:
     print("database migrated to head", flush=True)
 
 
-def wait_serving(target: str, timeout: float = 30.0) -> bool:
+def wait_serving(target: str, timeout: float = 30.0, alive: Callable[[], bool] = bool) -> bool:
+    """The gRPC server at `target` answers SERVING (False at once when `alive()` turns False)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and alive():
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -47,6 +52,53 @@ def wait_serving(target: str, timeout: float = 30.0) -> bool:
             except grpc.RpcError:
                 time.sleep(0.2)
     return False
+
+
+def wait_envoy(
+    proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, timeout: float = 30.0
+) -> str | None:
+    """Wait until Envoy's admin says LIVE; otherwise why not, with the end of its log (an
+    Envoy that cannot bind a port exits at once)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"Envoy exited during startup with code {proc.returncode}" + _tail(log_path)
+        try:
+            url = f"http://127.0.0.1:{admin_port}/ready"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return None
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.1)
+    return f"Envoy did not become ready within {timeout:.0f}s" + _tail(log_path)
+
+
+def wait_listening(
+    proc: subprocess.Popen[bytes], host: str, port: int, timeout: float = 30.0
+) -> bool:
+    """A child's port accepts connections while the child is alive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((_dialable(host), port), timeout=1):
+                return proc.poll() is None
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _dialable(host: str) -> str:
+    host = host.strip("[]")
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; the end of {path}:\n" + "\n".join(f"  {line}" for line in text) if text else ""
 
 
 def _die_with_parent() -> None:
@@ -108,6 +160,9 @@ class Child:
             assert self.proc is not None
             print(f"{self.name} restarted (pid {self.proc.pid})", file=sys.stderr, flush=True)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -137,6 +192,19 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     print("tollbooth configuration:", flush=True)
     for name, value in settings.describe():
         print(f"  {name:<26} {value}", flush=True)
+    # Every port is checked before anything starts: a taken one stops `run` at once.
+    problems = stack.port_problems(stack.planned_ports(settings))
+    if problems:
+        for line in problems:
+            print(f"cannot start: {line}", file=sys.stderr, flush=True)
+        if stack.read_state(settings.data_dir) is not None:
+            print(
+                f"(a Tollbooth stack already runs on this data directory: "
+                f"{stack.state_path(settings.data_dir)})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return 1
     migrate(settings)
     run_dir = settings.run_dir or settings.data_dir / "run"
     envoy_config = render(settings, run_dir)
@@ -174,8 +242,8 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         for child in servers:
             child.start()
         host = settings.grpc_target.rsplit(":", 1)[0]
-        for port in settings.grpc_ports:
-            if not wait_serving(f"{host}:{port}"):
+        for port, child in zip(settings.grpc_ports, servers, strict=True):
+            if not wait_serving(f"{host}:{port}", alive=child.alive):
                 print(f"gRPC server on port {port} did not become healthy", file=sys.stderr)
                 return 1
         sidecar.start()
@@ -183,6 +251,25 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         if sandbox is not None:
             check_sandbox(settings)  # refuse bad sandbox settings before announcing readiness
             sandbox.start()
+        assert envoy.proc is not None and envoy.log_path is not None
+        envoy_error = wait_envoy(envoy.proc, settings.envoy_admin_port, envoy.log_path)
+        if envoy_error:
+            print(envoy_error, file=sys.stderr, flush=True)
+            return 1
+        for child, where, port in (
+            (sidecar, "127.0.0.1", settings.sidecar_port),
+            *([(sandbox, settings.sandbox_host, settings.sandbox_port)] if sandbox else []),
+        ):
+            assert child.proc is not None
+            if not wait_listening(child.proc, where, port):
+                print(
+                    f"{child.name} did not start listening on port {port} "
+                    f"(exit code {child.proc.poll()})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+        state = stack.write_state(settings, os.environ)
         grpc_list = ", ".join(f"{host}:{p}" for p in settings.grpc_ports)
         print(
             f"\nready:\n  gRPC      {grpc_list} (reflection on; try: grpcurl -plaintext "
@@ -199,6 +286,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 else ""
             )
             + f"  Envoy log {run_dir / 'envoy.log'}\n"
+            f"  state     {state} (operator commands read the ports from it)\n"
             "A process that dies is restarted. Ctrl-C stops all.",
             flush=True,
         )
@@ -214,4 +302,5 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         deadline = time.monotonic() + 10
         for child in children:
             child.reap(deadline)
+        stack.remove_state(settings.data_dir)
         print("stopped", flush=True)

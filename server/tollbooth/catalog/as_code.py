@@ -75,10 +75,11 @@ from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
-from tollbooth.config import ConfigError, Settings, redact_url
+from tollbooth.config import ConfigError, redact_url
 from tollbooth.db import Database
 from tollbooth.errors import DomainError
 from tollbooth.provider.client import StripeProvider
+from tollbooth.stack import operator_settings
 
 __all__ = ["apply", "catalog_commands", "execute", "main", "plan"]
 
@@ -169,7 +170,8 @@ def apply_command(
         return 1
     try:
         # The settings are read only when needed: a database URL given, nothing synced.
-        settings = Settings.from_env() if sync or not database_url else None
+        # The running stack's ports and database (`tollbooth.stack`) unless the shell says.
+        settings = operator_settings() if sync or not database_url else None
         url = database_url or (settings.database_url if settings else "")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

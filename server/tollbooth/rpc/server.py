@@ -68,9 +68,12 @@ def build_server(
         ],
         server,
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where it used to return 0
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not bind {address}")
+        raise RuntimeError(f"could not bind {address}: in use, or not an address of this host")
     return server, port, health_servicer
 
 

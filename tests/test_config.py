@@ -3,6 +3,7 @@ generated ones never exposed beyond loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -117,13 +118,13 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", command],
         env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert proc.stderr is not None
-        lines = [proc.stderr.readline().rstrip("\n") for _ in expected]
+        assert proc.stdout is not None
+        # The warnings are the first log lines, one JSON object each.
+        lines = [json.loads(proc.stdout.readline())["message"] for _ in expected]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import make_env
 from tests.devstack import free_port
-from tests.test_run_command import _alive, _children, _issue
+from tests.test_run_command import _alive, _children, _issue, is_ready
 from tollbooth import stack
 from tollbooth.app import build_deps, build_server
 from tollbooth.config import Settings
@@ -122,7 +122,7 @@ def test_a_second_run_on_the_same_ports_stops_and_the_first_keeps_serving(tmp_pa
             line = first.stdout.readline()
             assert line, "run exited early:\n" + "".join(lines)
             lines.append(line)
-            if line.startswith("A process that dies is restarted"):
+            if is_ready(line):
                 break
         children = _children(first.pid)
         recorded = json.loads((tmp_path / "run" / "stack.json").read_text())

@@ -16,6 +16,11 @@ from tests.conftest import SERVICE_KEY, make_env
 from tests.devstack import free_port
 
 
+def is_ready(line: str) -> bool:
+    """`run` logs one JSON object per line; the one with event "ready" says all is up."""
+    return bool(json.loads(line).get("event") == "ready")
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(x) for x in out.stdout.split()]
@@ -81,7 +86,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
             line = proc.stdout.readline()
             assert line, "run exited early:\n" + "".join(lines)
             lines.append(line)
-            if line.startswith("A process that dies is restarted"):
+            if is_ready(line):
                 break
         printed = "".join(lines)
         assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
@@ -122,7 +127,13 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout is not None
-        assert "restarting in" in proc.stdout.read()
+        output = "".join(lines) + proc.stdout.read()
+        assert "restarting in" in output
+        # Every line of every process (supervisor, server, sidecar, sandbox, libraries) is JSON.
+        records = [json.loads(line) for line in output.splitlines() if line.strip()]
+        rpcs = [r for r in records if r.get("event") == "rpc"]
+        assert any(r["method"].endswith("/IssueToken") and r["request_id"] for r in rpcs), rpcs
+        assert {r.get("process") for r in records} >= {"run", "serve-grpc", "serve-sandbox"}
         assert not [pid for pid in children if _alive(pid)]
     finally:
         if proc.poll() is None:
@@ -161,7 +172,7 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             assert line, "run exited early"
-            if line.startswith("A process that dies is restarted"):
+            if is_ready(line):
                 break
         children = _children(proc.pid)
         assert len(children) == 4  # server, sidecar, Envoy, sandbox

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from tollbooth import app as assembly
-from tollbooth import commandline, stack, supervisor
+from tollbooth import commandline, logs, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
 
 log = logging.getLogger("tollbooth")
@@ -32,12 +32,13 @@ class _Refused(Exception):
     """Settings that must not serve; the message is printed and the command exits 2."""
 
 
+# The serving processes log to stdout (what `run` shows); the others to stderr, beside their
+# reports on stdout.
+SERVING = ("run", "serve-grpc", "serve-sidecar", "serve-sandbox")
+
+
 def _logging(name: str, settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(name, settings.log_level, stream=sys.stdout if name in SERVING else sys.stderr)
 
 
 def load(name: str, *, serving: bool = False, operator: bool = False) -> Settings:
@@ -60,7 +61,7 @@ def announce(settings: Settings) -> None:
     if settings.supervised:
         return
     for line in settings.warnings():
-        print(line, file=sys.stderr, flush=True)
+        log.warning(line, extra={"event": "generated_credential"})
 
 
 @click.group(

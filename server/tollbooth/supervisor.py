@@ -8,6 +8,7 @@ process's environment (marked supervised, so they leave the start-up warnings to
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ from pathlib import Path
 from tollbooth import stack
 from tollbooth.config import Settings
 
+log = logging.getLogger("tollbooth.run")
+
 BACKOFF_FIRST_SEC = 0.5
 BACKOFF_MAX_SEC = 10.0
 # A child that stayed up this long is healthy again: its next failure restarts quickly.
@@ -33,7 +36,7 @@ def migrate(settings: Settings) -> None:
     from tollbooth.db.migrate import upgrade
 
     upgrade(settings.database_url)
-    print("database migrated to head", flush=True)
+    log.info("database migrated to head", extra={"event": "migrated"})
 
 
 def wait_serving(target: str, timeout: float = 30.0, alive: Callable[[], bool] = bool) -> bool:
@@ -146,11 +149,15 @@ class Child:
         if self.proc is not None and self.proc.poll() is not None and self.restart_at is None:
             if now - self.started_at >= STABLE_AFTER_SEC:
                 self.backoff = BACKOFF_FIRST_SEC
-            print(
+            log.warning(
                 f"{self.name} (pid {self.proc.pid}) exited with {self.proc.returncode}; "
                 f"restarting in {self.backoff:.1f}s",
-                file=sys.stderr,
-                flush=True,
+                extra={
+                    "event": "exited",
+                    "child": self.name,
+                    "pid": self.proc.pid,
+                    "exit_code": self.proc.returncode,
+                },
             )
             self.restart_at = now + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX_SEC)
@@ -158,7 +165,10 @@ class Child:
             self.restarts += 1
             self.start()
             assert self.proc is not None
-            print(f"{self.name} restarted (pid {self.proc.pid})", file=sys.stderr, flush=True)
+            log.info(
+                f"{self.name} restarted (pid {self.proc.pid})",
+                extra={"event": "restarted", "child": self.name, "pid": self.proc.pid},
+            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -188,21 +198,21 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     from tollbooth.gateway import envoy_binary, render
 
     for line in settings.warnings():
-        print(line, file=sys.stderr, flush=True)
-    print("tollbooth configuration:", flush=True)
-    for name, value in settings.describe():
-        print(f"  {name:<26} {value}", flush=True)
+        log.warning(line, extra={"event": "generated_credential"})
+    log.info(
+        "tollbooth configuration",
+        extra={"event": "configuration", "settings": dict(settings.describe())},
+    )
     # Every port is checked before anything starts: a taken one stops `run` at once.
     problems = stack.port_problems(stack.planned_ports(settings))
     if problems:
         for line in problems:
-            print(f"cannot start: {line}", file=sys.stderr, flush=True)
+            log.error(f"cannot start: {line}", extra={"event": "port_unavailable"})
         if stack.read_state(settings.data_dir) is not None:
-            print(
-                f"(a Tollbooth stack already runs on this data directory: "
-                f"{stack.state_path(settings.data_dir)})",
-                file=sys.stderr,
-                flush=True,
+            log.error(
+                f"a Tollbooth stack already runs on this data directory: "
+                f"{stack.state_path(settings.data_dir)}",
+                extra={"event": "already_running"},
             )
         return 1
     migrate(settings)
@@ -244,7 +254,10 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         host = settings.grpc_target.rsplit(":", 1)[0]
         for port, child in zip(settings.grpc_ports, servers, strict=True):
             if not wait_serving(f"{host}:{port}", alive=child.alive):
-                print(f"gRPC server on port {port} did not become healthy", file=sys.stderr)
+                log.error(
+                    f"gRPC server on port {port} did not become healthy",
+                    extra={"event": "start_failed", "child": child.name},
+                )
                 return 1
         sidecar.start()
         envoy.start()
@@ -254,7 +267,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         assert envoy.proc is not None and envoy.log_path is not None
         envoy_error = wait_envoy(envoy.proc, settings.envoy_admin_port, envoy.log_path)
         if envoy_error:
-            print(envoy_error, file=sys.stderr, flush=True)
+            log.error(envoy_error, extra={"event": "start_failed", "child": "envoy"})
             return 1
         for child, where, port in (
             (sidecar, "127.0.0.1", settings.sidecar_port),
@@ -262,33 +275,38 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         ):
             assert child.proc is not None
             if not wait_listening(child.proc, where, port):
-                print(
+                log.error(
                     f"{child.name} did not start listening on port {port} "
                     f"(exit code {child.proc.poll()})",
-                    file=sys.stderr,
-                    flush=True,
+                    extra={"event": "start_failed", "child": child.name},
                 )
                 return 1
         state = stack.write_state(settings, os.environ)
-        grpc_list = ", ".join(f"{host}:{p}" for p in settings.grpc_ports)
-        print(
-            f"\nready:\n  gRPC      {grpc_list} (reflection on; try: grpcurl -plaintext "
-            f"{settings.grpc_target} list)\n"
-            f"  REST      http://{settings.rest_host}:{settings.rest_port}/api/v1 and /mgt/v1 "
-            f"(Envoy)\n"
-            f"  webhooks  http://{settings.rest_host}:{settings.rest_port}/v1/billing/webhooks "
-            f"(sidecar on 127.0.0.1:{settings.sidecar_port})\n"
-            f"  admin     http://127.0.0.1:{settings.envoy_admin_port} (Envoy, loopback only)\n"
-            + (
-                f"  sandbox   http://127.0.0.1:{settings.sandbox_port} (Stripe-compatible SANDBOX: "
-                f"STRIPE_API_KEY is unset; pages at /sandbox/)\n"
+        rest = f"http://{settings.rest_host}:{settings.rest_port}"
+        urls = {
+            "grpc": [f"{host}:{p}" for p in settings.grpc_ports],
+            "rest": f"{rest}/api/v1 and {rest}/mgt/v1",
+            "webhooks": f"{rest}/v1/billing/webhooks",
+            "health": f"{rest}/healthz and {rest}/readyz",
+            "sidecar": f"http://127.0.0.1:{settings.sidecar_port}",
+            "envoy_admin": f"http://127.0.0.1:{settings.envoy_admin_port}",
+            **(
+                {"sandbox": f"http://127.0.0.1:{settings.sandbox_port}/sandbox/"}
                 if settings.sandbox
-                else ""
-            )
-            + f"  Envoy log {run_dir / 'envoy.log'}\n"
-            f"  state     {state} (operator commands read the ports from it)\n"
-            "A process that dies is restarted. Ctrl-C stops all.",
-            flush=True,
+                else {}
+            ),
+            "metrics": [
+                f"{name} http://127.0.0.1:{port}/metrics"
+                for name, _, port in stack.metrics_ports(settings)
+            ],
+            "envoy_log": str(run_dir / "envoy.log"),
+            "state": str(state),
+        }
+        log.info(
+            f"ready: REST {rest}, gRPC {', '.join(urls['grpc'])}"
+            + (" (Stripe SANDBOX: STRIPE_API_KEY is unset)" if settings.sandbox else "")
+            + "; a process that dies is restarted; Ctrl-C stops all",
+            extra={"event": "ready", **urls},
         )
         while not stopping:
             now = time.monotonic()
@@ -303,4 +321,4 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         for child in children:
             child.reap(deadline)
         stack.remove_state(settings.data_dir)
-        print("stopped", flush=True)
+        log.info("stopped", extra={"event": "stopped"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 import uuid
@@ -15,12 +14,13 @@ from sqlalchemy import exc as sa_exc
 
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
 from tollbooth.errors import DomainError, Kind, permission_denied
+from tollbooth.logs import request_id_var
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
 from tollbooth.rpc.status import internal_status, to_grpc_status
 
 log = logging.getLogger("tollbooth.rpc")
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "LoggingInterceptor", "request_id_var"]
 # Per-call facts the inner interceptors learn (the caller) for the outer log line.
 call_facts_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "call_facts", default=None
@@ -127,17 +127,16 @@ class LoggingInterceptor(_Base):
             code = context.code() or grpc.StatusCode.OK
             caller = facts.get("caller", ANONYMOUS)
             log.info(
-                json.dumps(
-                    {
-                        "event": "rpc",
-                        "method": method,
-                        "request_id": rid,
-                        "code": code.name if hasattr(code, "name") else str(code),
-                        "caller": caller.kind,
-                        "account": caller.account_id,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                    }
-                )
+                "rpc",
+                extra={
+                    "event": "rpc",
+                    "method": method,
+                    "request_id": rid,
+                    "code": code.name if hasattr(code, "name") else str(code),
+                    "caller": caller.kind,
+                    "account": caller.account_id,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                },
             )
             call_facts_var.reset(tokens[1])
             request_id_var.reset(tokens[0])

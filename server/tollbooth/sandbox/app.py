@@ -99,6 +99,7 @@ def _uvicorn_config(app: Starlette, config: SandboxConfig) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go to the process's JSON handler
         access_log=False,
         lifespan="on",
         timeout_keep_alive=5,
@@ -112,17 +113,17 @@ def _uvicorn_config(app: Starlette, config: SandboxConfig) -> uvicorn.Config:
 def serve(config: SandboxConfig) -> None:
     """Serve in the foreground until SIGTERM/SIGINT (uvicorn drains in-flight requests)."""
     app = create_app(config)
-    print(
+    log.info(
         f"stripe sandbox: {config.base_url} (SANDBOX, API {API_VERSION}); "
         f"webhooks to {config.webhook_url or '(none)'}; state in {config.db_path}",
-        flush=True,
+        extra={"event": "listening", "url": config.base_url},
     )
     # uvicorn drains, then re-raises the signal through the handlers it found; no-op handlers
     # make a requested stop exit 0 rather than die by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     uvicorn.Server(_uvicorn_config(app, config)).run()
-    print("stripe sandbox: stopped", flush=True)
+    log.info("stripe sandbox: stopped", extra={"event": "stopped"})
 
 
 @dataclass

@@ -3,11 +3,11 @@ by `STRIPE_WEBHOOK_SECRET` and `BILLING_SANDBOX_*` (tollbooth.config.SandboxSett
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
+from tollbooth import logs
 from tollbooth.config import ConfigError, SandboxSettings
 from tollbooth.sandbox.config import SandboxConfig, secret_of
 
@@ -19,7 +19,7 @@ from tollbooth.sandbox.config import SandboxConfig, secret_of
 def sandbox_alone() -> int:
     from tollbooth.sandbox.app import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup("sandbox", stream=sys.stdout)
     try:
         settings = SandboxSettings.from_env()
     except ConfigError as exc:

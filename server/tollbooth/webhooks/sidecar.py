@@ -145,6 +145,7 @@ def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go to the process's JSON handler
         access_log=False,
         timeout_keep_alive=5,
         limit_concurrency=1000,

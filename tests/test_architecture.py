@@ -32,6 +32,9 @@ PLUMBING = {
     "supervisor",
     # The running stack's ports: checked before `run`, recorded for operator commands.
     "stack",
+    # Logging (JSON lines) and metrics (Prometheus) of every process.
+    "logs",
+    "metrics",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health
 
+from tollbooth import metrics
 from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout import fulfilment
@@ -41,6 +42,7 @@ from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.subscriptions.service import purchase_hints
 from tollbooth.token.servicer import TokenServicer
 from tollbooth.usage.servicer import UsageServicer
+from tollbooth.webhooks import repository as webhook_events
 from tollbooth.webhooks import sidecar
 from tollbooth.webhooks.dispatch import Registry
 from tollbooth.webhooks.replay import Report, replay_events
@@ -126,7 +128,16 @@ def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.Hea
 
 
 def serve(deps: Deps) -> None:
-    """`serve-grpc`: serve until SIGTERM or SIGINT."""
+    """`serve-grpc`: serve until SIGTERM or SIGINT, with metrics on BILLING_METRICS_PORT."""
+
+    def inbox() -> dict[str, int]:
+        with deps.db.transaction(readonly=True) as session:
+            return webhook_events.count_by_status(session)
+
+    metrics.register_counts(
+        "tollbooth_webhook_inbox_events", "stored Stripe events, by status", "status", inbox
+    )
+    metrics.serve(deps.settings.metrics_port)
     rpc_server.serve(deps, servicers(deps))
 
 

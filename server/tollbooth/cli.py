@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from tollbooth import app as assembly
-from tollbooth import commandline, logs, stack, supervisor
+from tollbooth import commandline, logs, metrics, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
 
 log = logging.getLogger("tollbooth")
@@ -90,8 +90,8 @@ def serve_grpc_command() -> int:
     announce(settings)
     try:
         assembly.serve(assembly.build_deps(settings))
-    except RuntimeError as exc:  # the port is taken (grpcio's SO_REUSEPORT is off)
-        print(f"cannot serve (BILLING_GRPC_PORT): {exc}", file=sys.stderr)
+    except RuntimeError as exc:  # a port is taken (grpcio's SO_REUSEPORT is off)
+        log.error(f"cannot serve: {exc}", extra={"event": "start_failed"})
         return 1
     return 0
 
@@ -103,7 +103,7 @@ def serve_sidecar_command() -> int:
     try:
         assembly.serve_sidecar(settings)
     except RuntimeError as exc:
-        print(str(exc), file=sys.stderr)
+        log.error(str(exc), extra={"event": "start_failed"})
         return 2
     return 0
 
@@ -120,6 +120,11 @@ def serve_sandbox_command() -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    try:
+        metrics.serve(settings.metrics_port)
+    except RuntimeError as exc:
+        log.error(f"cannot serve: {exc}", extra={"event": "start_failed"})
+        return 1
     assembly.serve_sandbox(config)
     return 0
 

@@ -223,22 +223,41 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     base_env = {**os.environ, Settings.SUPERVISED_VARIABLE: "1"}
     # Children must see the same data directory (and so the same generated credentials).
     base_env["BILLING_DATA_DIR"] = str(settings.data_dir)
+    # Each child's own metrics port (0: none).
+    metrics_port = {name: port for name, _, port in stack.metrics_ports(settings)}
     servers = [
         Child(
             f"grpc-{i}" if settings.grpc_replicas > 1 else "grpc",
             [*py, "serve-grpc"],
-            {**base_env, "BILLING_GRPC_PORT": str(port), "BILLING_GRPC_REPLICAS": "1"},
+            {
+                **base_env,
+                "BILLING_GRPC_PORT": str(port),
+                "BILLING_GRPC_REPLICAS": "1",
+                "BILLING_METRICS_PORT": str(metrics_port.get(f"grpc-{i}", 0)),
+            },
         )
         for i, port in enumerate(settings.grpc_ports)
     ]
-    sidecar = Child("sidecar", [*py, "serve-sidecar"], base_env)
+    sidecar = Child(
+        "sidecar",
+        [*py, "serve-sidecar"],
+        {**base_env, "BILLING_METRICS_PORT": str(metrics_port.get("sidecar", 0))},
+    )
     envoy = Child(
         "envoy",
         [envoy_binary(), "-c", str(envoy_config), "--disable-hot-restart", "--log-level", "warn"],
         base_env,
         log_path=run_dir / "envoy.log",
     )
-    sandbox = Child("sandbox", [*py, "serve-sandbox"], base_env) if settings.sandbox else None
+    sandbox = (
+        Child(
+            "sandbox",
+            [*py, "serve-sandbox"],
+            {**base_env, "BILLING_METRICS_PORT": str(metrics_port.get("sandbox", 0))},
+        )
+        if settings.sandbox
+        else None
+    )
     children = [*servers, sidecar, envoy, *([sandbox] if sandbox else [])]
     stopping = False
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.v1 import credit_pb2
+from tollbooth import metrics
 from tollbooth.auth.caller import current_caller
 from tollbooth.credit import service
 from tollbooth.credit.engine import fmt
@@ -186,7 +187,7 @@ class CreditServicer(Servicer):
         )
 
     def DebitCredits(self, request, context):  # type: ignore[no-untyped-def]
-        return self.write(
+        reply = self.write(
             request,
             credit_pb2.CreditDebit,
             lambda session: debit_out(
@@ -204,6 +205,8 @@ class CreditServicer(Servicer):
             ),
             require_request_id=True,
         )
+        metrics.DEBITS.inc()
+        return reply
 
     def ListLedgerEntries(self, request, context):  # type: ignore[no-untyped-def]
         # A write transaction: expiries that came due are recorded first, so the ledger

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from sqlalchemy import exc as sa_exc
 
+from tollbooth import metrics
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
 from tollbooth.errors import DomainError, Kind, permission_denied
 from tollbooth.logs import request_id_var
@@ -113,7 +114,8 @@ def _around(
 
 
 class LoggingInterceptor(_Base):
-    """One structured line per RPC, with a request id (from x-request-id or new)."""
+    """One structured line per RPC, with a request id (from x-request-id or new), and the
+    RPC metrics (count and latency by method and code)."""
 
     def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
         def before(context):  # type: ignore[no-untyped-def]
@@ -125,6 +127,9 @@ class LoggingInterceptor(_Base):
         def after(state, context):  # type: ignore[no-untyped-def]
             tokens, rid, facts, started = state
             code = context.code() or grpc.StatusCode.OK
+            code_name = code.name if hasattr(code, "name") else str(code)
+            seconds = time.perf_counter() - started
+            metrics.observe_rpc(method, code_name, seconds)
             caller = facts.get("caller", ANONYMOUS)
             log.info(
                 "rpc",
@@ -132,10 +137,10 @@ class LoggingInterceptor(_Base):
                     "event": "rpc",
                     "method": method,
                     "request_id": rid,
-                    "code": code.name if hasattr(code, "name") else str(code),
+                    "code": code_name,
                     "caller": caller.kind,
                     "account": caller.account_id,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                 },
             )
             call_facts_var.reset(tokens[1])

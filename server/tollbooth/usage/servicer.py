@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from billing.v1 import usage_pb2
-from tollbooth import errors
+from tollbooth import errors, metrics
 from tollbooth.auth.caller import current_caller
 from tollbooth.deps import Deps
 from tollbooth.rpc.convert import ts
@@ -46,7 +46,10 @@ class UsageServicer(Servicer):
         # Checked (and converted to domain values) before the transaction: no database needed.
         checked = convert.check_batch(batch, self.limits, int(time.time()))
         with self.deps.db.transaction() as session:
-            return service.ingest(session, checked, self.accounts)
+            outcomes = service.ingest(session, checked, self.accounts)
+        for outcome in outcomes:
+            metrics.USAGE_EVENTS.labels(outcome.status).inc()
+        return outcomes
 
     # Ingest ------------------------------------------------------------------------------
 

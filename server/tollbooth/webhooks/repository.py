@@ -47,6 +47,16 @@ def count_events(session: Session, event_id: str | None = None) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+def count_by_status(session: Session) -> dict[str, int]:
+    """Stored events: how many are processed and how many wait (failed or not yet applied)."""
+    processed = StripeEvent.processed_at.is_not(None)
+    rows = session.execute(select(processed, func.count()).group_by(processed)).all()
+    counts = {"processed": 0, "pending": 0}
+    for done, n in rows:
+        counts["processed" if done else "pending"] += int(n)
+    return counts
+
+
 def lock_event(session: Session, event_id: str) -> StripeEvent | None:
     """The stored event, locked: concurrent deliveries of one event take turns here."""
     return session.scalars(

@@ -20,13 +20,17 @@ from typing import Any
 import grpc
 import grpc.aio
 import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
+from tollbooth import metrics
 from tollbooth.config import Settings
+from tollbooth.db import Database
 from tollbooth.webhooks.signature import SignatureError, verify
 
 log = logging.getLogger("tollbooth.sidecar")
@@ -74,6 +78,11 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
         return state["stub"]
 
     async def webhook(request: Request) -> JSONResponse:
+        response = await answer(request)
+        metrics.WEBHOOK_REQUESTS.labels(str(response.status_code)).inc()
+        return response
+
+    async def answer(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or len(declared) > 12):
             return _error(400, "INVALID_ARGUMENT", "Content-Length is not a number")
@@ -111,13 +120,52 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
         return JSONResponse({"received": True, "duplicate": answer.duplicate})
 
     async def healthz(request: Request) -> JSONResponse:
+        """Liveness: this process answers."""
         return JSONResponse({"ok": True})
+
+    def database_reachable() -> bool:
+        if "db" not in state:
+            state["db"] = Database(settings.database_url)
+        try:
+            with state["db"].transaction(readonly=True) as session:
+                session.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            log.warning("readiness: the database is unreachable", exc_info=True)
+            return False
+
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the database answers and the billing server says SERVING."""
+        try:
+            database = await asyncio.wait_for(asyncio.to_thread(database_reachable), 5)
+        except TimeoutError:
+            database = False
+        try:
+            if "health" not in state:
+                stub()
+                state["health"] = health_pb2_grpc.HealthStub(state["channel"])
+            reply = await state["health"].Check(health_pb2.HealthCheckRequest(), timeout=2)
+            serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.aio.AioRpcError:
+            serving = False
+        ready = database and serving
+        return JSONResponse(
+            {
+                "ready": ready,
+                "database": "ok" if database else "unreachable",
+                "grpc": "serving" if serving else "unavailable",
+            },
+            status_code=200 if ready else 503,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         channel = state.pop("channel", None)
         state.pop("stub", None)
+        state.pop("health", None)
+        if "db" in state:
+            state.pop("db").dispose()
         if channel is not None:
             await channel.close()
 
@@ -131,6 +179,7 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
         routes=[
             Route(WEBHOOK_PATH, webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
@@ -160,6 +209,7 @@ def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (uvicorn drains, then stops)."""
     app = create_app(settings)
+    metrics.serve(settings.metrics_port)
     log.info("webhook sidecar listening on 127.0.0.1:%s%s", settings.sidecar_port, WEBHOOK_PATH)
     uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.sidecar_port)).run()
     log.info("webhook sidecar stopped")

@@ -1,0 +1,106 @@
+"""Observability of `run`: each process's metrics endpoint on loopback shows the RPCs just
+made, and /healthz and /readyz answer JSON through Envoy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.devstack import free_port
+from tests.test_ports import _stack_env
+from tests.test_run_command import _alive, _children, _issue, is_ready
+from tollbooth import stack
+
+
+def _free_run_of(n: int) -> int:
+    """A port p with p..p+n-1 free."""
+    for _ in range(50):
+        base = free_port()
+        if base + n < 65535 and not stack.port_problems(
+            [stack.Port("P", "127.0.0.1", base + i) for i in range(n)]
+        ):
+            return base
+    raise AssertionError("no run of free ports")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_path: Path) -> None:
+    env = _stack_env(tmp_path)
+    base = _free_run_of(3)  # the server, the sidecar, the sandbox
+    env["BILLING_METRICS_PORT"] = str(base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        ready = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "run exited early"
+            if is_ready(line):
+                ready = json.loads(line)
+                break
+        assert ready is not None
+        assert ready["metrics"] == [
+            f"grpc-0 http://127.0.0.1:{base}/metrics",
+            f"sidecar http://127.0.0.1:{base + 1}/metrics",
+            f"sandbox http://127.0.0.1:{base + 2}/metrics",
+        ]
+        children = _children(proc.pid)
+        rest = int(env["BILLING_REST_PORT"])
+        status, body = _issue(rest)
+        assert status == 200, body
+
+        status, text = _get(f"http://127.0.0.1:{base}/metrics")
+        assert status == 200
+        page = text.decode()
+        issued = [
+            line
+            for line in page.splitlines()
+            if line.startswith("tollbooth_rpc_total{")
+            and 'method="/billing.v1.TokenService/IssueToken"' in line
+            and 'code="OK"' in line
+        ]
+        assert issued and float(issued[0].rsplit(" ", 1)[1]) >= 1, page
+        assert "tollbooth_rpc_duration_seconds_bucket{" in page
+        assert 'tollbooth_webhook_inbox_events{status="pending"} 0.0' in page
+        for port in (base + 1, base + 2):
+            assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+
+        status, text = _get(f"http://127.0.0.1:{rest}/healthz")
+        assert (status, json.loads(text)) == (200, {"ok": True})
+        status, text = _get(f"http://127.0.0.1:{rest}/readyz")
+        assert (status, json.loads(text)) == (
+            200,
+            {"ready": True, "database": "ok", "grpc": "serving"},
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

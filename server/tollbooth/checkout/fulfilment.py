@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from tollbooth.auth.caller import SERVICE
 from tollbooth.checkout import repository
 from tollbooth.checkout.provider import StripeProvider
-from tollbooth.credit import service as credits
+from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import CheckoutSession, Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -226,7 +226,7 @@ def _grant(
         now = ctx.clock()
         expires = int(spec.get("expires_after_sec") or 0)
         request_id = f"{request_prefix}:{price.id}:{n}"
-        grant = credits.grant(
+        grant = credit_grants.grant(
             ctx.session,
             SERVICE,
             account_id,

@@ -27,6 +27,7 @@ from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book, Effect, Expired, Lapsed, Voided
 from tollbooth.db.models import CreditBalance, CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.ids import new_id
+from tollbooth.notifications import outbox
 
 DEPLETED_NOTIFICATION = "credits.balance_depleted"
 # A debit loads this many grants first; only a debit larger than all of them loads the rest.
@@ -242,11 +243,10 @@ def notify_depleted(
     now: dt.datetime,
 ) -> None:
     """The `number`-th depletion of this balance: once, whatever retries or replicas do."""
-    repository.add_notification(
+    outbox.enqueue(
         session,
         DEPLETED_NOTIFICATION,
         account_id,
-        f"{DEPLETED_NOTIFICATION}:{account_id}:{credit_type}:{number}",
         {
             "billing_account_id": account_id,
             "credit_type": credit_type,
@@ -255,6 +255,7 @@ def notify_depleted(
             "debit_id": debit_id,
             "occurred_at": at.isoformat(),
         },
+        f"{DEPLETED_NOTIFICATION}:{account_id}:{credit_type}:{number}",
         now,
     )
 

@@ -1,5 +1,7 @@
 """Every query of the credit domain, one module per table (plus the fast paths' writes).
 
+The outbox (a balance depleted) is written through `tollbooth.notifications.outbox`.
+
 `from tollbooth.credit import repository` then `repository.lock_balance(...)`: the functions
 are gathered here. Every query of an owned row (a balance, grant, reservation or ledger
 entry) takes the account id.
@@ -23,13 +25,11 @@ from tollbooth.credit.repository.grants import (
     spendable_grants_of,
 )
 from tollbooth.credit.repository.ledger import list_ledger
-from tollbooth.credit.repository.notifications import add_notification
 from tollbooth.credit.repository.reservations import held_reservations, reservation
 from tollbooth.credit.repository.writes import write_burns, write_debit
 
 __all__ = [
     "active_grants",
-    "add_notification",
     "due_credit_types",
     "ensure_balance",
     "ensure_balances",

@@ -393,11 +393,9 @@ class Shop:
 
 
 def start_shop(tmp: Path) -> Shop:
-    from tests.devstack import start_stack
-    from tollbooth.db.migrate import upgrade
+    from tests.devstack import migrated_sqlite, start_stack
 
-    url = f"sqlite:///{tmp / 'billing.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp / "billing.db")
     sandbox_port = free_port()
     stack = start_stack(url, make_env(url, BILLING_SANDBOX_PORT=str(sandbox_port)), tmp)
     sandbox = start_sandbox(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from billing.v1 import webhook_pb2
+from tollbooth.deps import Deps
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.webhooks import service
+from tollbooth.webhooks.dispatch import Registry
 
 
 @contract(webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"])
 class WebhookServicer(Servicer):
+    def __init__(self, deps: Deps, registry: Registry) -> None:
+        super().__init__(deps)
+        self.registry = registry
+
     def RecordStripeEvent(self, request, context):  # type: ignore[no-untyped-def]
         settings = self.deps.settings
         service.verify_signature(
@@ -18,5 +24,5 @@ class WebhookServicer(Servicer):
             settings.webhook_tolerance_sec,
         )
         with self.deps.db.transaction() as session:
-            event, duplicate = service.record_event(session, request.payload, self.deps.provider)
+            event, duplicate = service.record_event(session, request.payload, self.registry)
         return webhook_pb2.RecordStripeEventResponse(event_id=event.event_id, duplicate=duplicate)

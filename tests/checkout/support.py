@@ -121,8 +121,12 @@ class World:
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
-        for stop in reversed(self._stops):
-            stop()
+        """Stops all parts at once (each takes a poll interval or two to wind down)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self._stops) or 1) as pool:
+            for done in [pool.submit(stop) for stop in reversed(self._stops)]:
+                done.result()
 
     # -- stubs --------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def shared_database_url(
 @pytest.fixture(scope="module")
 def shared_deps(shared_database_url: str) -> Iterator[Deps]:
     """A server's dependencies on the module's shared database."""
-    deps = Deps.build(Settings.from_env(make_env(shared_database_url)), None)
+    deps = Deps.build(Settings.from_env(make_env(shared_database_url)))
     yield deps
     deps.db.dispose()
 

@@ -60,12 +60,20 @@ def test_burn_records_a_due_expiry_first_then_takes_the_rest(db, acct) -> None: 
     with db.transaction(readonly=True) as s:
         kinds = [
             (e.kind, amounts.fmt(e.amount))
-            for e in s.scalars(select(CreditLedgerEntry).order_by(CreditLedgerEntry.seq))
+            for e in s.scalars(
+                select(CreditLedgerEntry)
+                .where(CreditLedgerEntry.billing_account_id == acct)
+                .order_by(CreditLedgerEntry.seq)
+            )
         ]
-        notes = list(s.scalars(select(NotificationOutbox)))
+        notes = list(
+            s.scalars(
+                select(NotificationOutbox).where(NotificationOutbox.billing_account_id == acct)
+            )
+        )
         assert kinds == [("grant", "5"), ("grant", "2"), ("expiration", "-5"), ("debit", "-2")]
         assert [n.payload["cause"] for n in notes] == ["debit"]
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_burn_over_more_grants_than_one_load_takes_them_in_order(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -75,9 +83,13 @@ def test_burn_over_more_grants_than_one_load_takes_them_in_order(db, acct) -> No
     assert (got.taken, got.overage) == (Decimal("53.5"), Decimal(0))
     assert figures(db, acct, 2) == ("1.5", "0")
     with db.transaction(readonly=True) as s:
-        (entry,) = s.scalars(select(CreditLedgerEntry).where(CreditLedgerEntry.kind == "debit"))
+        (entry,) = s.scalars(
+            select(CreditLedgerEntry).where(
+                CreditLedgerEntry.billing_account_id == acct, CreditLedgerEntry.kind == "debit"
+            )
+        )
         assert len(entry.allocations) == 54
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_burns_of_several_balances_apply_in_order_in_one_call(db) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +112,7 @@ def test_burns_of_several_balances_apply_in_order_in_one_call(db) -> None:  # ty
     assert [r.entry_id is not None for r in got] == [False, True, True, False]
     assert (overage(db, a), overage(db, b), overage(db, a, "other")) == (2, 1, Decimal("0.5"))
     with db.transaction(readonly=True) as s:
-        check_invariants(s)
+        check_invariants(s, a, b)
 
 
 def test_overage_is_exact_at_any_size(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -124,6 +136,10 @@ def test_a_burn_that_empties_the_balance_notifies_once(db, acct) -> None:  # typ
     burn(db, acct, "1", when=1)
     burn(db, acct, "1", when=2)
     with db.transaction(readonly=True) as s:
-        notes = list(s.scalars(select(NotificationOutbox)))
+        notes = list(
+            s.scalars(
+                select(NotificationOutbox).where(NotificationOutbox.billing_account_id == acct)
+            )
+        )
     assert len(notes) == 1 and notes[0].payload["balance"] == "0"
     assert T < dt.datetime.fromisoformat(notes[0].payload["occurred_at"])

@@ -98,7 +98,7 @@ def test_expired_credit_leaves_the_balance_at_its_expiry_instant(db, acct) -> No
     assert figures(db, acct, 99.999999) == ("11", "0")
     assert figures(db, acct, 100) == ("1", "0")  # read time, nothing written yet
     with db.transaction() as s:
-        assert len(check_invariants(s)) == 1
+        assert len(check_invariants(s, acct)) == 1
     grant(db, acct, "2", 500)  # the next write records the expiry first
     assert ledger(db, acct, 600) == [
         ("grant", "10", "10", 0),
@@ -107,14 +107,14 @@ def test_expired_credit_leaves_the_balance_at_its_expiry_instant(db, acct) -> No
         ("grant", "2", "3", 500),
     ]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_the_ledger_shows_an_expiration_without_any_other_write(db, acct) -> None:  # type: ignore[no-untyped-def]
     grant(db, acct, "4", 0, expires=30)
     assert ledger(db, acct, 45)[-1] == ("expiration", "-4", "0", 30)
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_a_hold_lapses_at_its_expiry_and_its_credits_come_back(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +129,7 @@ def test_a_hold_lapses_at_its_expiry_and_its_credits_come_back(db, acct) -> None
     assert exc.value.reason == "RESERVATION_CLOSED"
     assert ledger(db, acct, 62)[-1] == ("release", "4", "10", 60)
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_held_credit_of_an_expired_grant_expires_when_the_hold_lapses(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -145,7 +145,7 @@ def test_held_credit_of_an_expired_grant_expires_when_the_hold_lapses(db, acct) 
         ("expiration", "-4", "0", 300),
     ]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_a_hold_keeps_its_credit_past_the_grants_expiry_until_committed(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +160,7 @@ def test_a_hold_keeps_its_credit_past_the_grants_expiry_until_committed(db, acct
     kinds = [(k, a) for k, a, _, _ in ledger(db, acct, 202)]
     assert kinds[-3:] == [("release", "4"), ("debit", "-3"), ("expiration", "-1")]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_an_expiry_that_empties_the_balance_is_notified_when_recorded(db, acct) -> None:  # type: ignore[no-untyped-def]

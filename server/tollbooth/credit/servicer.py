@@ -10,9 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.v1 import credit_pb2
 from tollbooth import metrics
+from tollbooth.amounts import fmt
 from tollbooth.auth.caller import current_caller
-from tollbooth.credit import service
-from tollbooth.credit.engine import fmt
+from tollbooth.credit import debits, grants, queries, reservations, rules
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.db.types import utcnow
 from tollbooth.rpc.servicer import Servicer, contract
@@ -132,7 +132,7 @@ class CreditServicer(Servicer):
 
     def GrantCredits(self, request, context):  # type: ignore[no-untyped-def]
         expire_at = (
-            service.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
+            rules.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
             if request.HasField("expire_time")
             else None
         )
@@ -140,7 +140,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditGrant,
             lambda session: grant_out(
-                service.grant(
+                grants.grant(
                     session,
                     current_caller.get(),
                     request.account,
@@ -161,7 +161,7 @@ class CreditServicer(Servicer):
     def GetBalance(self, request, context):  # type: ignore[no-untyped-def]
         now = self.clock()
         with self.read() as session:
-            view = service.balance(
+            view = queries.balance(
                 session, current_caller.get(), request.account, request.type, now
             )
         return credit_pb2.CreditBalance(
@@ -176,7 +176,7 @@ class CreditServicer(Servicer):
     def CheckAvailability(self, request, context):  # type: ignore[no-untyped-def]
         now = self.clock()
         with self.read() as session:
-            got = service.availability(
+            got = queries.availability(
                 session, current_caller.get(), request.account, request.type, request.required, now
             )
         return credit_pb2.CheckAvailabilityResponse(
@@ -191,7 +191,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditDebit,
             lambda session: debit_out(
-                service.debit(
+                debits.debit(
                     session,
                     current_caller.get(),
                     request.account,
@@ -214,7 +214,7 @@ class CreditServicer(Servicer):
         now = self.clock()
 
         def effect(session):  # type: ignore[no-untyped-def]
-            page = service.list_ledger(
+            page = queries.list_ledger(
                 session,
                 current_caller.get(),
                 request.account,
@@ -233,7 +233,7 @@ class CreditServicer(Servicer):
         now = self.clock()
 
         def effect(session):  # type: ignore[no-untyped-def]
-            page = service.list_grants(
+            page = queries.list_grants(
                 session,
                 current_caller.get(),
                 request.account,
@@ -255,7 +255,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditGrant,
             lambda session: grant_out(
-                service.void_grant(
+                grants.void_grant(
                     session,
                     current_caller.get(),
                     request.account,
@@ -273,7 +273,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.reserve(
+                reservations.reserve(
                     session,
                     current_caller.get(),
                     request.account,
@@ -293,7 +293,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.commit(
+                reservations.commit(
                     session,
                     current_caller.get(),
                     request.account,
@@ -311,7 +311,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.release(
+                reservations.release(
                     session,
                     current_caller.get(),
                     request.account,

@@ -36,6 +36,7 @@ PLUMBING = {
     # Logging (JSON lines) and metrics (Prometheus) of every process.
     "logs",
     "metrics",
+    "tracing",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

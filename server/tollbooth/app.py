@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health
 
-from tollbooth import metrics
+from tollbooth import metrics, tracing
 from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout import fulfilment
@@ -138,6 +138,7 @@ def serve(deps: Deps) -> None:
         "tollbooth_webhook_inbox_events", "stored Stripe events, by status", "status", inbox
     )
     metrics.serve(deps.settings.metrics_port)
+    tracing.setup(deps.settings.otel_endpoint, "tollbooth-grpc")
     rpc_server.serve(deps, servicers(deps))
 
 

@@ -309,6 +309,8 @@ class Settings(SandboxSettings, UsageSettings):
     # Prometheus metrics on loopback: the gRPC replicas from this port upwards, then the
     # sidecar and the sandbox (`run` hands each child its own); 0 turns them off.
     metrics_port: int = env("BILLING_METRICS_PORT", 9464, lo=0, hi=65535)
+    # OpenTelemetry: traces of gRPC calls go to this OTLP/gRPC collector; unset, no tracing.
+    otel_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
     cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)

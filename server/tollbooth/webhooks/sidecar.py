@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
-from tollbooth import metrics
+from tollbooth import metrics, tracing
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.webhooks.signature import SignatureError, verify
@@ -210,6 +210,7 @@ def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (uvicorn drains, then stops)."""
     app = create_app(settings)
     metrics.serve(settings.metrics_port)
+    tracing.setup(settings.otel_endpoint, "tollbooth-sidecar")
     log.info("webhook sidecar listening on 127.0.0.1:%s%s", settings.sidecar_port, WEBHOOK_PATH)
     uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.sidecar_port)).run()
     log.info("webhook sidecar stopped")

@@ -38,7 +38,7 @@ SERVING = ("run", "serve-grpc", "serve-sidecar", "serve-sandbox")
 
 
 def _logging(name: str, settings: Settings) -> None:
-    logs.setup(name, settings.log_level, stream=sys.stdout if name in SERVING else sys.stderr)
+    logs.setup(name, settings.log_level, stream="stdout" if name in SERVING else "stderr")
 
 
 def load(name: str, *, serving: bool = False, operator: bool = False) -> Settings:

@@ -45,16 +45,34 @@ def formatter(process: str) -> logging.Formatter:
     )
 
 
-def setup(process: str, level: str = "INFO", *, stream: TextIO | None = None) -> None:
-    """Route every log record of this process to `stream` (default stderr; the serving
-    processes log to stdout) as one JSON object per line."""
+class _Standard(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stdout or sys.stderr as they are when a record comes (never to a stream
+    replaced and closed since, as a test's captured output is)."""
+
+    def __init__(self, name: str) -> None:
+        self._which = name
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return getattr(sys, self._which)  # type: ignore[no-any-return]
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def setup(process: str, level: str = "INFO", *, stream: str = "stderr") -> None:
+    """Route every log record of this process to `stream` ("stderr", or "stdout" for the
+    serving processes) as one JSON object per line."""
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Standard(stream)
     handler.setFormatter(formatter(process))
     handler.addFilter(_RequestId())
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in list(root.handlers):  # ours or basicConfig's; a test runner's stay
+        if type(old) in (_Standard, logging.StreamHandler):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in LIBRARIES:
@@ -62,6 +80,14 @@ def setup(process: str, level: str = "INFO", *, stream: TextIO | None = None) ->
         library.handlers.clear()
         library.propagate = True
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """An exception nobody caught is one JSON line too (its trace in `exc_info`)."""
+    logging.getLogger("tollbooth").critical(
+        f"uncaught {kind.__name__}", exc_info=(kind, value, tb), extra={"event": "crash"}
+    )
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -58,7 +58,7 @@ def wait_serving(target: str, timeout: float = 30.0, alive: Callable[[], bool] =
 
 
 def wait_envoy(
-    proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, timeout: float = 30.0
+    proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, timeout: float = 60.0
 ) -> str | None:
     """Wait until Envoy's admin says LIVE; otherwise why not, with the end of its log (an
     Envoy that cannot bind a port exits at once)."""
@@ -107,6 +107,9 @@ def _tail(path: Path, lines: int = 10) -> str:
 def _die_with_parent() -> None:
     """Linux: a child gets SIGTERM when the supervisor dies, even by kill -9, so no process
     of the stack outlives `make run`."""
+    # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
+    # children with SIGTERM), so a child still starting never dies mid-import with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
 

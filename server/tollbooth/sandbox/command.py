@@ -19,7 +19,7 @@ from tollbooth.sandbox.config import SandboxConfig, secret_of
 def sandbox_alone() -> int:
     from tollbooth.sandbox.app import serve
 
-    logs.setup("sandbox", stream=sys.stdout)
+    logs.setup("sandbox", stream="stdout")
     try:
         settings = SandboxSettings.from_env()
     except ConfigError as exc:

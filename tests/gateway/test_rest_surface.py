@@ -134,7 +134,11 @@ def test_responses_carry_the_request_id_the_server_logged(stack, caplog):  # typ
         resp = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "rid-1"}, SERVICE)
     rid = {k.lower(): v for k, v in resp.headers.items()}.get("x-request-id")
     assert rid
-    logged = [_json.loads(r.getMessage()) for r in caplog.records if r.name == "tollbooth.rpc"]
+    from tollbooth.logs import formatter
+
+    # Each record as the process writes it: one JSON object.
+    line = formatter("serve-grpc").format
+    logged = [_json.loads(line(r)) for r in caplog.records if r.name == "tollbooth.rpc"]
     mine = [entry for entry in logged if entry["request_id"] == rid]
     assert len(mine) == 1
     assert mine[0]["code"] == "OK" and mine[0]["caller"] == "service"
@@ -152,7 +156,10 @@ def test_credentials_never_reach_the_logs(stack, caplog):  # type: ignore[no-unt
             "POST", "/mgt/v1/token/issue", {"principal_id": "x"}, {"x-api-key": "wrong-key-value"}
         )
         stack.request("GET", "/api/v1/billing", headers={"authorization": f"Bearer {token}"})
-    text = caplog.text
+    from tollbooth.logs import formatter
+
+    # The records as the processes write them (JSON, with every field), and as pytest shows them.
+    text = caplog.text + "\n".join(formatter("test").format(r) for r in caplog.records)
     assert "tollbooth.rpc" in text  # the calls were logged
     for secret in (SERVICE_KEY, "wrong-key-value", token):
         assert secret not in text

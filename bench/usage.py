@@ -220,7 +220,7 @@ def event_proto(tag: str, i: int, accounts: list[str]):  # type: ignore[no-untyp
 
     uid, account, when, props = event_fields(tag, i, accounts)
     e = usage_pb2.UsageEvent(unique_id=uid, account=account, event_name=EVENT_NAME)
-    e.timestamp.seconds = when
+    e.event_time.seconds = when
     e.properties.update(props)
     return e
 

@@ -2,6 +2,8 @@ import datetime
 
 from billing.v1 import options_pb2 as _options_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -88,20 +90,20 @@ class Recurring(_message.Message):
     def __init__(self, interval: _Optional[_Union[RecurringInterval, str]] = ..., interval_count: _Optional[int] = ...) -> None: ...
 
 class CreditGrantSpec(_message.Message):
-    __slots__ = ("credit_type", "amount", "on_purchase", "on_renewal", "expires_after_sec", "priority")
+    __slots__ = ("credit_type", "amount", "on_purchase", "on_renewal", "expires_after_seconds", "priority")
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
     ON_PURCHASE_FIELD_NUMBER: _ClassVar[int]
     ON_RENEWAL_FIELD_NUMBER: _ClassVar[int]
-    EXPIRES_AFTER_SEC_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     credit_type: str
     amount: str
     on_purchase: bool
     on_renewal: bool
-    expires_after_sec: int
+    expires_after_seconds: int
     priority: int
-    def __init__(self, credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., on_purchase: _Optional[bool] = ..., on_renewal: _Optional[bool] = ..., expires_after_sec: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
+    def __init__(self, credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., on_purchase: _Optional[bool] = ..., on_renewal: _Optional[bool] = ..., expires_after_seconds: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class Entitlement(_message.Message):
     __slots__ = ("feature", "value")

@@ -3,6 +3,8 @@ import datetime
 from billing.v1 import catalog_pb2 as _catalog_pb2
 from billing.v1 import options_pb2 as _options_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -33,12 +35,6 @@ class CheckoutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHECKOUT_MODE_PAYMENT: _ClassVar[CheckoutMode]
     CHECKOUT_MODE_SUBSCRIPTION: _ClassVar[CheckoutMode]
 
-class NextAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    NEXT_ACTION_UNSPECIFIED: _ClassVar[NextAction]
-    NEXT_ACTION_CHECKOUT: _ClassVar[NextAction]
-    NEXT_ACTION_PORTAL: _ClassVar[NextAction]
-
 class SubscriptionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SUBSCRIPTION_STATE_UNSPECIFIED: _ClassVar[SubscriptionState]
@@ -61,9 +57,6 @@ PAYMENT_STATUS_NO_PAYMENT_REQUIRED: PaymentStatus
 CHECKOUT_MODE_UNSPECIFIED: CheckoutMode
 CHECKOUT_MODE_PAYMENT: CheckoutMode
 CHECKOUT_MODE_SUBSCRIPTION: CheckoutMode
-NEXT_ACTION_UNSPECIFIED: NextAction
-NEXT_ACTION_CHECKOUT: NextAction
-NEXT_ACTION_PORTAL: NextAction
 SUBSCRIPTION_STATE_UNSPECIFIED: SubscriptionState
 SUBSCRIPTION_STATE_INCOMPLETE: SubscriptionState
 SUBSCRIPTION_STATE_TRIALING: SubscriptionState
@@ -130,17 +123,23 @@ class CreateCheckoutSessionRequest(_message.Message):
     request_id: str
     def __init__(self, account: _Optional[str] = ..., items: _Optional[_Iterable[_Union[CheckoutItem, _Mapping]]] = ..., success_url: _Optional[str] = ..., cancel_url: _Optional[str] = ..., client_reference: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class PortalRedirect(_message.Message):
+    __slots__ = ("url", "conflicting_subscription_id")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    conflicting_subscription_id: str
+    def __init__(self, url: _Optional[str] = ..., conflicting_subscription_id: _Optional[str] = ...) -> None: ...
+
 class CreateCheckoutSessionResponse(_message.Message):
-    __slots__ = ("next_action", "url", "session", "conflicting_subscription_id")
-    NEXT_ACTION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("url", "session", "portal")
     URL_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
-    CONFLICTING_SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
-    next_action: NextAction
+    PORTAL_FIELD_NUMBER: _ClassVar[int]
     url: str
     session: CheckoutSession
-    conflicting_subscription_id: str
-    def __init__(self, next_action: _Optional[_Union[NextAction, str]] = ..., url: _Optional[str] = ..., session: _Optional[_Union[CheckoutSession, _Mapping]] = ..., conflicting_subscription_id: _Optional[str] = ...) -> None: ...
+    portal: PortalRedirect
+    def __init__(self, url: _Optional[str] = ..., session: _Optional[_Union[CheckoutSession, _Mapping]] = ..., portal: _Optional[_Union[PortalRedirect, _Mapping]] = ...) -> None: ...
 
 class GetCheckoutSessionRequest(_message.Message):
     __slots__ = ("checkout_session_id",)
@@ -191,7 +190,7 @@ class GetBillingStatusRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("subscription_id", "stripe_subscription_id", "price_id", "lookup_key", "subscription_group", "quantity", "state", "current_period_start", "current_period_end", "cancel_at_period_end", "canceled_at", "create_time")
+    __slots__ = ("subscription_id", "stripe_subscription_id", "price_id", "lookup_key", "subscription_group", "quantity", "state", "current_period_start_time", "current_period_end_time", "cancel_at_period_end", "cancel_time", "create_time")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -199,10 +198,10 @@ class Subscription(_message.Message):
     SUBSCRIPTION_GROUP_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
-    CURRENT_PERIOD_START_FIELD_NUMBER: _ClassVar[int]
-    CURRENT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PERIOD_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PERIOD_END_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
-    CANCELED_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     stripe_subscription_id: str
@@ -211,12 +210,12 @@ class Subscription(_message.Message):
     subscription_group: str
     quantity: int
     state: SubscriptionState
-    current_period_start: _timestamp_pb2.Timestamp
-    current_period_end: _timestamp_pb2.Timestamp
+    current_period_start_time: _timestamp_pb2.Timestamp
+    current_period_end_time: _timestamp_pb2.Timestamp
     cancel_at_period_end: bool
-    canceled_at: _timestamp_pb2.Timestamp
+    cancel_time: _timestamp_pb2.Timestamp
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, subscription_id: _Optional[str] = ..., stripe_subscription_id: _Optional[str] = ..., price_id: _Optional[str] = ..., lookup_key: _Optional[str] = ..., subscription_group: _Optional[str] = ..., quantity: _Optional[int] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., canceled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, subscription_id: _Optional[str] = ..., stripe_subscription_id: _Optional[str] = ..., price_id: _Optional[str] = ..., lookup_key: _Optional[str] = ..., subscription_group: _Optional[str] = ..., quantity: _Optional[int] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., cancel_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Purchase(_message.Message):
     __slots__ = ("purchase_id", "price_id", "lookup_key", "quantity", "amount_total", "currency", "checkout_session_id", "create_time")
@@ -239,22 +238,22 @@ class Purchase(_message.Message):
     def __init__(self, purchase_id: _Optional[str] = ..., price_id: _Optional[str] = ..., lookup_key: _Optional[str] = ..., quantity: _Optional[int] = ..., amount_total: _Optional[int] = ..., currency: _Optional[str] = ..., checkout_session_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BillingStatus(_message.Message):
-    __slots__ = ("billing_account_id", "plan", "plan_price_id", "state", "current_period_end", "cancel_at_period_end", "entitlements")
+    __slots__ = ("billing_account_id", "plan", "plan_price_id", "state", "current_period_end_time", "cancel_at_period_end", "entitlements")
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     PLAN_PRICE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
-    CURRENT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PERIOD_END_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     ENTITLEMENTS_FIELD_NUMBER: _ClassVar[int]
     billing_account_id: str
     plan: str
     plan_price_id: str
     state: SubscriptionState
-    current_period_end: _timestamp_pb2.Timestamp
+    current_period_end_time: _timestamp_pb2.Timestamp
     cancel_at_period_end: bool
     entitlements: _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Entitlement]
-    def __init__(self, billing_account_id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_price_id: _Optional[str] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., entitlements: _Optional[_Iterable[_Union[_catalog_pb2.Entitlement, _Mapping]]] = ...) -> None: ...
+    def __init__(self, billing_account_id: _Optional[str] = ..., plan: _Optional[str] = ..., plan_price_id: _Optional[str] = ..., state: _Optional[_Union[SubscriptionState, str]] = ..., current_period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_at_period_end: _Optional[bool] = ..., entitlements: _Optional[_Iterable[_Union[_catalog_pb2.Entitlement, _Mapping]]] = ...) -> None: ...
 
 class ListSubscriptionsRequest(_message.Message):
     __slots__ = ("account", "page_size", "page_token")

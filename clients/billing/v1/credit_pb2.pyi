@@ -2,6 +2,8 @@ import datetime
 
 from billing.v1 import options_pb2 as _options_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -128,20 +130,20 @@ class GetBalanceRequest(_message.Message):
     def __init__(self, account: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class CreditBalance(_message.Message):
-    __slots__ = ("billing_account_id", "credit_type", "balance", "reserved", "as_of", "overage")
+    __slots__ = ("billing_account_id", "credit_type", "balance", "reserved", "as_of_time", "overage")
     BILLING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
-    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     OVERAGE_FIELD_NUMBER: _ClassVar[int]
     billing_account_id: str
     credit_type: str
     balance: str
     reserved: str
-    as_of: _timestamp_pb2.Timestamp
+    as_of_time: _timestamp_pb2.Timestamp
     overage: str
-    def __init__(self, billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., balance: _Optional[str] = ..., reserved: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overage: _Optional[str] = ...) -> None: ...
+    def __init__(self, billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., balance: _Optional[str] = ..., reserved: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overage: _Optional[str] = ...) -> None: ...
 
 class CheckAvailabilityRequest(_message.Message):
     __slots__ = ("account", "type", "required")
@@ -297,6 +299,22 @@ class ListGrantsResponse(_message.Message):
     next_page_token: str
     def __init__(self, grants: _Optional[_Iterable[_Union[CreditGrant, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class GetGrantRequest(_message.Message):
+    __slots__ = ("account", "grant_id")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    grant_id: str
+    def __init__(self, account: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class GetDebitRequest(_message.Message):
+    __slots__ = ("account", "debit_id")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ID_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    debit_id: str
+    def __init__(self, account: _Optional[str] = ..., debit_id: _Optional[str] = ...) -> None: ...
+
 class VoidGrantRequest(_message.Message):
     __slots__ = ("account", "grant_id", "reason", "request_id")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -336,20 +354,28 @@ class CreditReservation(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., billing_account_id: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., committed_amount: _Optional[str] = ..., state: _Optional[_Union[ReservationState, str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., debit_id: _Optional[str] = ...) -> None: ...
 
 class ReserveCreditsRequest(_message.Message):
-    __slots__ = ("account", "credit_type", "amount", "ttl_sec", "reason", "request_id")
+    __slots__ = ("account", "credit_type", "amount", "ttl_seconds", "reason", "request_id")
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     CREDIT_TYPE_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
-    TTL_SEC_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     account: str
     credit_type: str
     amount: str
-    ttl_sec: int
+    ttl_seconds: int
     reason: str
     request_id: str
-    def __init__(self, account: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., ttl_sec: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, account: _Optional[str] = ..., credit_type: _Optional[str] = ..., amount: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetReservationRequest(_message.Message):
+    __slots__ = ("account", "reservation_id")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    reservation_id: str
+    def __init__(self, account: _Optional[str] = ..., reservation_id: _Optional[str] = ...) -> None: ...
 
 class CommitReservationRequest(_message.Message):
     __slots__ = ("account", "reservation_id", "amount", "request_id")

@@ -2,6 +2,8 @@ import datetime
 
 from billing.v1 import options_pb2 as _options_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -41,18 +43,18 @@ AGGREGATION_MAX: Aggregation
 AGGREGATION_LATEST: Aggregation
 
 class UsageEvent(_message.Message):
-    __slots__ = ("unique_id", "account", "event_name", "timestamp", "properties")
+    __slots__ = ("unique_id", "account", "event_name", "event_time", "properties")
     UNIQUE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     unique_id: str
     account: str
     event_name: str
-    timestamp: _timestamp_pb2.Timestamp
+    event_time: _timestamp_pb2.Timestamp
     properties: _struct_pb2.Struct
-    def __init__(self, unique_id: _Optional[str] = ..., account: _Optional[str] = ..., event_name: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, unique_id: _Optional[str] = ..., account: _Optional[str] = ..., event_name: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., properties: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class EventResult(_message.Message):
     __slots__ = ("unique_id", "status", "reason", "message")

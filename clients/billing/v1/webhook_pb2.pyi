@@ -1,4 +1,5 @@
 from billing.v1 import options_pb2 as _options_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional

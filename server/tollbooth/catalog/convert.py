@@ -69,7 +69,7 @@ def price_fields(msg: catalog_pb2.Price) -> PriceFields:
                 amount=g.amount,
                 on_purchase=g.on_purchase,
                 on_renewal=g.on_renewal,
-                expires_after_sec=g.expires_after_sec,
+                expires_after_sec=g.expires_after_seconds,
                 priority=g.priority,
             )
             for g in msg.credit_grants
@@ -79,6 +79,13 @@ def price_fields(msg: catalog_pb2.Price) -> PriceFields:
         nickname=msg.nickname,
         metadata=dict(msg.metadata),
     )
+
+
+def _grant_out(stored: dict[str, Any]) -> catalog_pb2.CreditGrantSpec:
+    """A stored grant spec (its keys are CreditGrant's fields) as the contract spells it."""
+    fields = dict(stored)
+    fields["expires_after_seconds"] = fields.pop("expires_after_sec", 0)
+    return catalog_pb2.CreditGrantSpec(**fields)
 
 
 def product_out(product: Product) -> catalog_pb2.Product:
@@ -115,7 +122,7 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         stripe_price_id=price.stripe_price_id or "",
         stackable=price.stackable,
         subscription_group=price.subscription_group or "",
-        credit_grants=[catalog_pb2.CreditGrantSpec(**g) for g in price.credit_grants or []],
+        credit_grants=[_grant_out(g) for g in price.credit_grants or []],
         entitlements=[catalog_pb2.Entitlement(**e) for e in price.entitlements or []],
         active=price.active,
         position=price.position,

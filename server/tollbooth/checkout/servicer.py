@@ -69,10 +69,12 @@ def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
         subscription_group=row.subscription_group or "",
         quantity=row.quantity,
         state=STATE.get(row.state, 0),
-        current_period_start=ts(row.current_period_start) if row.current_period_start else None,
-        current_period_end=ts(row.current_period_end) if row.current_period_end else None,
+        current_period_start_time=(
+            ts(row.current_period_start) if row.current_period_start else None
+        ),
+        current_period_end_time=ts(row.current_period_end) if row.current_period_end else None,
         cancel_at_period_end=row.cancel_at_period_end,
-        canceled_at=ts(row.canceled_at) if row.canceled_at else None,
+        cancel_time=ts(row.canceled_at) if row.canceled_at else None,
         create_time=ts(row.created_at),
     )
 
@@ -136,13 +138,14 @@ class CheckoutServicer(Servicer):
             )
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
-                    next_action=checkout_pb2.NEXT_ACTION_PORTAL,
                     url=result.url,
-                    conflicting_subscription_id=result.conflicting_subscription_id,
+                    portal=checkout_pb2.PortalRedirect(
+                        url=result.url,
+                        conflicting_subscription_id=result.conflicting_subscription_id,
+                    ),
                 )
             assert result.session is not None
             return checkout_pb2.CreateCheckoutSessionResponse(
-                next_action=checkout_pb2.NEXT_ACTION_CHECKOUT,
                 url=result.url,
                 session=session_out(result.session),
             )
@@ -189,7 +192,7 @@ class CheckoutServicer(Servicer):
                 plan=view.plan,
                 plan_price_id=view.plan_price_id,
                 state=STATE.get(sub.state, 0) if sub else 0,
-                current_period_end=ts(sub.current_period_end)
+                current_period_end_time=ts(sub.current_period_end)
                 if sub and sub.current_period_end
                 else None,
                 cancel_at_period_end=bool(sub and sub.cancel_at_period_end),

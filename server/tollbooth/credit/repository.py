@@ -373,3 +373,17 @@ def add_notification(
         .returning(NotificationOutbox.id)
     )
     return session.execute(stmt).first() is not None
+
+
+def debit_entry(session: Session, account_id: str, debit_id: str) -> CreditLedgerEntry | None:
+    """The ledger entry of a debit of this account; another account's is None, like a missing
+    one. The account's ledger index bounds the search to its own entries."""
+    return session.execute(
+        select(CreditLedgerEntry)
+        .where(
+            CreditLedgerEntry.billing_account_id == account_id,
+            CreditLedgerEntry.debit_id == debit_id,
+            CreditLedgerEntry.kind == "debit",
+        )
+        .limit(1)
+    ).scalar_one_or_none()

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.v1 import credit_pb2
 from tollbooth.auth.caller import current_caller
-from tollbooth.credit import service
+from tollbooth.credit import lookups, service
 from tollbooth.credit.engine import fmt
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.db.types import utcnow
@@ -168,7 +168,7 @@ class CreditServicer(Servicer):
             credit_type=view.credit_type,
             balance=fmt(view.balance),
             reserved=fmt(view.reserved),
-            as_of=ts(view.as_of),
+            as_of_time=ts(view.as_of),
             overage=fmt(view.overage),
         )
 
@@ -247,6 +247,26 @@ class CreditServicer(Servicer):
 
         return self.write(request, credit_pb2.ListGrantsResponse, effect)
 
+    def GetGrant(self, request, context):  # type: ignore[no-untyped-def]
+        now = self.clock()
+        with self.read() as session:
+            row = lookups.get_grant(session, current_caller.get(), request.account, request.grant_id)
+            return grant_out(row, now)
+
+    def GetDebit(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            entry = lookups.get_debit(
+                session, current_caller.get(), request.account, request.debit_id
+            )
+            return debit_out(entry)
+
+    def GetReservation(self, request, context):  # type: ignore[no-untyped-def]
+        with self.read() as session:
+            row = lookups.get_reservation(
+                session, current_caller.get(), request.account, request.reservation_id
+            )
+            return reservation_out(row)
+
     def VoidGrant(self, request, context):  # type: ignore[no-untyped-def]
         return self.write(
             request,
@@ -276,7 +296,7 @@ class CreditServicer(Servicer):
                     request.account,
                     credit_type=request.credit_type,
                     amount=request.amount,
-                    ttl_sec=request.ttl_sec,
+                    ttl_sec=request.ttl_seconds,
                     reason=request.reason,
                     request_id=request.request_id,
                     clock=self.clock,

@@ -19,7 +19,7 @@ class TokenServicer(Servicer):
                 principal_id=request.principal_id,
                 user_id=request.user_id,
                 scopes=list(request.scopes),
-                ttl_sec=request.session_ttl_sec,
+                ttl_sec=request.session_ttl_seconds or request.session_ttl_sec,
                 ttl_default=s.token_ttl_default,
                 ttl_max=s.token_ttl_max,
                 email=request.email,
@@ -28,7 +28,7 @@ class TokenServicer(Servicer):
         return token_pb2.IssueTokenResponse(
             access_token=issued.access_token,
             token_type="Bearer",
-            expires_at=ts(issued.expires_at),
+            expire_time=ts(issued.expires_at),
             billing_account_id=issued.billing_account_id,
             principal_id=issued.principal_id,
             scopes=issued.scopes,

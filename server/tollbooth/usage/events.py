@@ -35,7 +35,7 @@ EXACT_INT = 2**53
 # google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _INF = float("inf")
-KNOWN_FIELDS = ("unique_id", "account", "event_name", "timestamp", "properties")
+KNOWN_FIELDS = ("unique_id", "account", "event_name", "event_time", "properties")
 
 
 def _field_limit(name: str) -> int:
@@ -183,9 +183,10 @@ def check(event: usage_pb2.UsageEvent, index: int, limits: Limits, now: int) -> 
         raise errors.required("account")
     if not name.strip():
         raise errors.required("event_name")
-    if not event.HasField("timestamp"):
+    # The contract's event_time; its JSON name (seed 001's) and the messages say `timestamp`.
+    if not event.HasField("event_time"):
         raise errors.required("timestamp")
-    ts = event.timestamp
+    ts = event.event_time
     seconds, nanos = ts.seconds, ts.nanos
     if not (0 <= nanos < 1_000_000_000 and MIN_SECONDS <= seconds <= MAX_SECONDS):
         raise errors.invalid("timestamp is out of range", reason="FIELD_INVALID", field="timestamp")
@@ -233,6 +234,6 @@ def final_unique_id(candidate: Candidate) -> str:
     return derive_unique_id(
         candidate.account_id,
         candidate.event_name,
-        candidate.source.timestamp.ToJsonString(),
+        candidate.source.event_time.ToJsonString(),
         candidate.properties_json,
     )

@@ -289,7 +289,7 @@ def test_void_removes_what_is_left_of_a_grant_once(channel, db) -> None:  # type
 def test_commit_debits_the_actual_cost_and_releases_the_rest(channel, db) -> None:  # type: ignore[no-untyped-def]
     principal, _, _ = account(channel)
     grant(channel, principal, "10")
-    r = reserve(channel, principal, "6", reason="render job", ttl_sec=60)
+    r = reserve(channel, principal, "6", reason="render job", ttl_seconds=60)
     assert (r.state, r.amount) == (c.RESERVATION_STATE_HELD, "6")
     b = balance(channel, principal)
     assert (b.balance, b.reserved) == ("4", "6")

@@ -77,7 +77,7 @@ def expected_usage(events: list[usage_pb2.UsageEvent]) -> dict[tuple[str, str], 
             f = v.number_value
             return Decimal(int(f)) if f == int(f) else Decimal(repr(f))
 
-        latest = max(evs, key=lambda e: (e.timestamp.ToDatetime(), e.unique_id))
+        latest = max(evs, key=lambda e: (e.event_time.ToDatetime(), e.unique_id))
         by_model: dict[str, Decimal] = defaultdict(Decimal)
         for e in evs:
             by_model[e.properties.fields["model"].string_value] += tokens(e)

@@ -137,7 +137,8 @@ def test_a_one_time_price_is_a_purchase_with_its_grants(world: World):
 def test_unknown_and_archived_prices_are_400_with_their_reason(world: World):
     archived = world.price("old")
     world.catalog.ArchivePrice(
-        catalog_pb2.ArchivePriceRequest(price_id=archived.price_id), metadata=SERVICE_MD
+        catalog_pb2.ArchivePriceRequest(price_id=archived.price_id, request_id="archive-old"),
+        metadata=SERVICE_MD,
     )
     token, _ = world.token()
     cases = [

@@ -41,7 +41,11 @@ def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):
 def test_unknown_and_archived_prices_are_400_through_envoy(shop: Shop):
     token = shop.token("rest-unknown")
     price = shop.price("rest-archived", group="rest-archived")
-    shop.request("POST", f"/mgt/v1/catalog/prices/{price['price_id']}:archive", {})
+    shop.request(
+        "POST",
+        f"/mgt/v1/catalog/prices/{price['price_id']}:archive",
+        {"request_id": "archive-rest-archived"},
+    )
     for item, reason in (
         ({"lookup_key": "no-such-tier"}, "PRICE_NOT_FOUND"),
         ({"catalog_price_id": price["price_id"]}, "ARCHIVED"),

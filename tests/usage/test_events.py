@@ -140,7 +140,8 @@ def test_seed_001_timestamp_is_inside_the_default_window() -> None:
 @pytest.mark.parametrize("field", ["account", "event_name", "timestamp"])
 def test_required_fields(field: str) -> None:
     msg = event("e", "p")
-    msg.ClearField(field)  # type: ignore[arg-type]
+    # The contract's event_time; errors name it by its JSON name, seed 001's `timestamp`.
+    msg.ClearField({"timestamp": "event_time"}.get(field, field))  # type: ignore[arg-type]
     err = refusal(msg)
     assert err.reason == "FIELD_REQUIRED" and err.metadata["field"] == field
 

@@ -250,7 +250,9 @@ class CreditServicer(Servicer):
     def GetGrant(self, request, context):  # type: ignore[no-untyped-def]
         now = self.clock()
         with self.read() as session:
-            row = lookups.get_grant(session, current_caller.get(), request.account, request.grant_id)
+            row = lookups.get_grant(
+                session, current_caller.get(), request.account, request.grant_id
+            )
             return grant_out(row, now)
 
     def GetDebit(self, request, context):  # type: ignore[no-untyped-def]

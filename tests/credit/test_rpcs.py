@@ -21,6 +21,7 @@ from tests.credit.support import (
     grant,
     reserve,
     rid,
+    stub,
 )
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
 
@@ -97,10 +98,10 @@ def test_writes_require_request_id(channel) -> None:  # type: ignore[no-untyped-
     fails(
         INVALID,
         "FIELD_REQUIRED",
-        call,
-        channel,
-        "CommitReservation",
+        stub(channel).CommitReservation,
         c.CommitReservationRequest(account=principal, reservation_id=r.reservation_id),
+        metadata=SERVICE_MD,
+        timeout=10,
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from billing.v1 import catalog_pb2, checkout_pb2
+import grpc
+from sqlalchemy.orm import Session
+
+from billing.v1 import catalog_pb2, checkout_pb2, checkout_pb2_grpc
 from tollbooth.auth.caller import current_caller
 from tollbooth.checkout import service
 from tollbooth.db.models import CheckoutSession, Purchase, Subscription
@@ -119,11 +122,13 @@ def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.Portal
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
-class CheckoutServicer(Servicer):
-    def CreateCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+class CheckoutServicer(Servicer, checkout_pb2_grpc.CheckoutServiceServicer):
+    def CreateCheckoutSession(
+        self, request: checkout_pb2.CreateCheckoutSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.CreateCheckoutSessionResponse:
         caller = current_caller.get()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> checkout_pb2.CreateCheckoutSessionResponse:
             result = service.create_checkout_session(
                 session,
                 self.deps.provider,
@@ -152,7 +157,9 @@ class CheckoutServicer(Servicer):
 
         return self.write(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
 
-    def GetCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+    def GetCheckoutSession(
+        self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.CheckoutSession:
         with self.read() as session:
             return session_out(
                 service.get_checkout_session(
@@ -160,10 +167,12 @@ class CheckoutServicer(Servicer):
                 )
             )
 
-    def CreatePortalSession(self, request, context):  # type: ignore[no-untyped-def]
+    def CreatePortalSession(
+        self, request: checkout_pb2.CreatePortalSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.PortalSession:
         caller = current_caller.get()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> checkout_pb2.PortalSession:
             result = service.create_portal_session(
                 session,
                 self.deps.provider,
@@ -183,7 +192,9 @@ class CheckoutServicer(Servicer):
 
         return self.write(request, checkout_pb2.PortalSession, effect)
 
-    def GetBillingStatus(self, request, context):  # type: ignore[no-untyped-def]
+    def GetBillingStatus(
+        self, request: checkout_pb2.GetBillingStatusRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.BillingStatus:
         with self.read() as session:
             view = service.billing_status(session, current_caller.get(), request.account)
             sub = view.subscription
@@ -201,7 +212,9 @@ class CheckoutServicer(Servicer):
                 ],
             )
 
-    def ListSubscriptions(self, request, context):  # type: ignore[no-untyped-def]
+    def ListSubscriptions(
+        self, request: checkout_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.ListSubscriptionsResponse:
         with self.read() as session:
             rows, token = service.list_subscriptions(
                 session,
@@ -214,7 +227,9 @@ class CheckoutServicer(Servicer):
                 subscriptions=[subscription_out(r) for r in rows], next_page_token=token
             )
 
-    def ListPurchases(self, request, context):  # type: ignore[no-untyped-def]
+    def ListPurchases(
+        self, request: checkout_pb2.ListPurchasesRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.ListPurchasesResponse:
         with self.read() as session:
             rows, token = service.list_purchases(
                 session,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from billing.v1 import token_pb2
+import grpc
+
+from billing.v1 import token_pb2, token_pb2_grpc
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.token import service
 
 
 @contract(token_pb2.DESCRIPTOR.services_by_name["TokenService"])
-class TokenServicer(Servicer):
-    def IssueToken(self, request, context):  # type: ignore[no-untyped-def]
+class TokenServicer(Servicer, token_pb2_grpc.TokenServiceServicer):
+    def IssueToken(
+        self, request: token_pb2.IssueTokenRequest, context: grpc.ServicerContext
+    ) -> token_pb2.IssueTokenResponse:
         s = self.deps.settings
         with self.deps.db.transaction() as session:
             issued = service.issue_token(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from billing.v1 import webhook_pb2
+import grpc
+
+from billing.v1 import webhook_pb2, webhook_pb2_grpc
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.webhooks import service
 
 
 @contract(webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"])
-class WebhookServicer(Servicer):
-    def RecordStripeEvent(self, request, context):  # type: ignore[no-untyped-def]
+class WebhookServicer(Servicer, webhook_pb2_grpc.WebhookServiceServicer):
+    def RecordStripeEvent(
+        self, request: webhook_pb2.RecordStripeEventRequest, context: grpc.ServicerContext
+    ) -> webhook_pb2.RecordStripeEventResponse:
         settings = self.deps.settings
         service.verify_signature(
             request.payload,

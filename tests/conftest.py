@@ -14,12 +14,11 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
+from tollbooth.app import Deps, build_server
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
 from tollbooth.db.models import Base
-from tollbooth.deps import Deps
-from tollbooth.rpc.server import build_server
 
 SERVICE_KEY = "test-service-key"
 OTHER_SERVICE_KEY = "test-service-key-rotated"

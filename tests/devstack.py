@@ -16,13 +16,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from tollbooth.app import Deps, build_server
+from tollbooth.app import start_sidecar as start_in_thread
 from tollbooth.config import Settings
 from tollbooth.db import Database, normalize_url
 from tollbooth.db.migrate import upgrade
-from tollbooth.deps import Deps
 from tollbooth.gateway import render, start_envoy
-from tollbooth.rpc.server import build_server
-from tollbooth.webhooks.sidecar import start_in_thread
 
 
 @contextmanager

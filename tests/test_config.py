@@ -133,9 +133,8 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
 def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from billing.v1 import checkout_pb2, checkout_pb2_grpc
     from tests.helpers import error_reason
+    from tollbooth.app import Deps, build_server
     from tollbooth.db.migrate import upgrade
-    from tollbooth.deps import Deps
-    from tollbooth.rpc.server import build_server
 
     settings = Settings.from_env(zero(tmp_path, BILLING_DATABASE_URL=f"sqlite:///{tmp_path}/b.db"))
     upgrade(settings.database_url)

@@ -50,45 +50,44 @@ def cmd_migrate(settings: Settings) -> int:
 
 
 def cmd_serve_grpc(settings: Settings) -> int:
-    from tollbooth.deps import Deps
-    from tollbooth.rpc.server import serve
+    from tollbooth.app import build_deps, serve
 
     announce(settings)
-    serve(Deps.build(settings))
+    serve(build_deps(settings))
     return 0
 
 
 def cmd_serve_sidecar(settings: Settings) -> int:
-    from tollbooth.webhooks.sidecar import serve
+    from tollbooth.app import serve_sidecar
 
     announce(settings)
-    serve(settings)
+    serve_sidecar(settings)
     return 0
 
 
 def sandbox_config(settings: Settings, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     """The sandbox of this stack: its state in the data directory, its events signed with the
     server's webhook secret and delivered to the webhook path on Envoy."""
-    from tollbooth.sandbox.config import SandboxConfig
+    from tollbooth.app import sandbox_config_from_env
 
     env = dict(os.environ if env is None else env)
     env.setdefault("BILLING_SANDBOX_DB", str(settings.data_dir / "sandbox.db"))
     env.setdefault("BILLING_SANDBOX_WEBHOOK_URL", settings.webhook_url)
     env["BILLING_SANDBOX_PORT"] = str(settings.sandbox_port)
     try:
-        return SandboxConfig.from_env(env, settings.webhook_secrets[0])
+        return sandbox_config_from_env(env, settings.webhook_secrets[0])
     except ValueError as exc:
         raise ConfigError(f"sandbox: {exc}") from exc
 
 
 def cmd_serve_sandbox(settings: Settings) -> int:
-    from tollbooth.sandbox.app import serve
+    from tollbooth.app import serve_sandbox
 
     if not settings.sandbox:
         print("STRIPE_API_KEY is set: the sandbox is for running without Stripe", file=sys.stderr)
         return 2
     announce(settings)
-    serve(sandbox_config(settings))
+    serve_sandbox(sandbox_config(settings))
     return 0
 
 
@@ -282,13 +281,6 @@ def cmd_gateway_config(settings: Settings, out: str) -> int:
     return 0
 
 
-def _operator_deps(settings: Settings):  # type: ignore[no-untyped-def]
-    from tollbooth.checkout.provider import StripeProvider
-    from tollbooth.db import Database
-
-    return Database(settings.database_url), StripeProvider.from_settings(settings)
-
-
 def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
     for line in report.changed:
         print(line, flush=True)
@@ -305,7 +297,7 @@ def cmd_webhooks_replay(settings: Settings, since: str | None, event_id: str | N
     """Re-apply stored events (all, those received since T, or one); harmless when applied."""
     import datetime as dt
 
-    from tollbooth.checkout.reconcile import replay_events
+    from tollbooth.app import replay
 
     when = None
     if since:
@@ -316,11 +308,7 @@ def cmd_webhooks_replay(settings: Settings, since: str | None, event_id: str | N
             return 2
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-    db, provider = _operator_deps(settings)
-    try:
-        report = replay_events(db, provider, since=when, event_id=event_id)
-    finally:
-        db.dispose()
+    report = replay(settings, since=when, event_id=event_id)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
@@ -329,22 +317,18 @@ def cmd_webhooks_replay(settings: Settings, since: str | None, event_id: str | N
 
 def cmd_reconcile(settings: Settings) -> int:
     """Compare every subscription with Stripe, repair drift, print what changed."""
-    from tollbooth.checkout.reconcile import reconcile
+    from tollbooth.app import reconcile
 
-    db, provider = _operator_deps(settings)
-    try:
-        report = reconcile(db, provider)
-    finally:
-        db.dispose()
+    report = reconcile(settings)
     return _print_report(report, "reconciled")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["catalog"]:
-        from tollbooth.catalog.as_code import main as catalog_main
+        from tollbooth.app import catalog_main
 
-        return int(catalog_main(argv[1:]) or 0)
+        return catalog_main(argv[1:])
     parser = argparse.ArgumentParser(prog="tollbooth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="migrate, then run gRPC server(s), webhook sidecar and Envoy")

@@ -1,4 +1,8 @@
-"""What servicers need, built once per process."""
+"""What every servicer needs, built once per process: settings, the database, the token codec.
+
+Plumbing: no domain here. What one room's servicer needs besides (the payment provider, the
+webhook handlers, the catalog's purchase hints) is handed to it at assembly (`tollbooth.app`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ from dataclasses import dataclass
 
 from tollbooth import paging
 from tollbooth.auth.tokens import TokenCodec
-from tollbooth.checkout.provider import StripeProvider
 from tollbooth.config import Settings
 from tollbooth.db import Database
 
@@ -16,7 +19,6 @@ class Deps:
     settings: Settings
     db: Database
     codec: TokenCodec
-    provider: StripeProvider
 
     @classmethod
     def build(cls, settings: Settings, db: Database | None = None) -> Deps:
@@ -32,5 +34,4 @@ class Deps:
                 leeway_sec=settings.jwt_leeway_sec,
                 max_lifetime_sec=settings.token_ttl_max,
             ),
-            provider=StripeProvider.from_settings(settings),
         )

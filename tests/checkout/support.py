@@ -27,14 +27,13 @@ from billing.v1 import (
 )
 from tests.conftest import SERVICE_KEY, SERVICE_MD, WEBHOOK_SECRET, bearer_md, make_env
 from tests.devstack import free_port
+from tollbooth.app import Deps, build_server
+from tollbooth.app import start_sidecar as start_in_thread
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationOutbox
-from tollbooth.deps import Deps
-from tollbooth.rpc.server import build_server
 from tollbooth.sandbox.app import SandboxHandle, start_sandbox
 from tollbooth.sandbox.config import Faults, SandboxConfig
-from tollbooth.webhooks.sidecar import start_in_thread
 
 MONTHLY = catalog_pb2.Recurring(interval=catalog_pb2.RECURRING_INTERVAL_MONTH, interval_count=1)
 SCOPES = ["checkout", "portal", "billing:read", "credits:read"]

@@ -13,11 +13,11 @@ import pytest
 from billing.v1 import credit_pb2, credit_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason
+from tollbooth.app import unbuilt_methods
 from tollbooth.auth.caller import Authenticator
 from tollbooth.rpc import edge
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor
 from tollbooth.rpc.rules import contract_services, load_requirements
-from tollbooth.rpc.server import unbuilt_methods
 from tollbooth.rpc.servicer import Servicer, contract
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -10,10 +10,9 @@ from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_KEY, SERVICE_MD, make_env
 from tests.devstack import free_port
 from tests.helpers import error_reason
+from tollbooth.app import Deps, build_server
 from tollbooth.config import Settings
 from tollbooth.db import Database
-from tollbooth.deps import Deps
-from tollbooth.rpc.server import build_server
 from tollbooth_client import BillingClient, BillingError
 
 

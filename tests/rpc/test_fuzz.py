@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import SERVICE_KEY, make_env
 from tests.helpers import error_reason
+from tollbooth.app import unbuilt_methods
 from tollbooth.rpc.edge import message_class
 from tollbooth.rpc.rules import contract_services
-from tollbooth.rpc.server import unbuilt_methods
 
 pytestmark = [pytest.mark.soak, pytest.mark.envoy]
 

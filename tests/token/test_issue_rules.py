@@ -86,10 +86,9 @@ def test_distinct_principals_get_distinct_accounts(channel):  # type: ignore[no-
 
 @pytest.mark.postgres
 def test_twenty_concurrent_first_calls_create_one_account(pg_url):  # type: ignore[no-untyped-def]
+    from tollbooth.app import Deps, build_server
     from tollbooth.config import Settings
     from tollbooth.db import Database
-    from tollbooth.deps import Deps
-    from tollbooth.rpc.server import build_server
 
     deps = Deps.build(Settings.from_env(make_env(pg_url)), Database(pg_url))
     server, port, _ = build_server(deps, "127.0.0.1:0")

@@ -8,8 +8,7 @@ from contextlib import ExitStack
 import grpc
 import pytest
 
-from tollbooth.deps import Deps
-from tollbooth.rpc.server import build_server
+from tollbooth.app import Deps, build_server
 
 
 @pytest.fixture

@@ -128,10 +128,9 @@ def test_bearer_tokens_cannot_record_events(channel, deps):  # type: ignore[no-u
 @pytest.mark.postgres
 def test_concurrent_deliveries_on_postgres_store_one(pg_url):  # type: ignore[no-untyped-def]
     from tests.conftest import make_env
+    from tollbooth.app import Deps, build_server
     from tollbooth.config import Settings
     from tollbooth.db import Database
-    from tollbooth.deps import Deps
-    from tollbooth.rpc.server import build_server
 
     deps = Deps.build(Settings.from_env(make_env(pg_url)), Database(pg_url))
     server, port, _ = build_server(deps, "127.0.0.1:0")

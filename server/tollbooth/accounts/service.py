@@ -56,3 +56,15 @@ def resolve(session: Session, caller: Caller, ref: str) -> BillingAccount:
     if account is None:
         raise errors.not_found("account", ref)
     return account
+
+
+def owner(caller: Caller) -> str | None:
+    """Whose owned objects (checkout sessions, subscriptions, purchases) `caller` may read.
+
+    The one ownership decision: a bearer reaches its own account's objects only (another
+    account's answer exactly like ones that do not exist); a service caller reaches every
+    account's (None: no filter). Repository queries of owned objects take this as `owner`.
+    """
+    if caller.is_bearer:
+        return caller.account_id or ""
+    return None

@@ -55,7 +55,7 @@ What apply does (one line per action, also printed by --dry-run, which writes no
 With --sync-stripe, apply then links every active price that has no provider price yet to
 the provider (Stripe, or the sandbox when STRIPE_API_KEY is unset): an active provider price
 with the same lookup_key, amount, currency and recurrence is linked; otherwise the product
-and price are created there (`tollbooth.checkout.sync`). The ids are stored. Without it, a
+and price are created there (`tollbooth.provider.sync`). The ids are stored. Without it, a
 price is synced on its first checkout; a `stripe_product_id` / `stripe_price_id` in the file
 always links explicitly.
 """
@@ -74,10 +74,10 @@ from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
-from tollbooth.checkout.provider import StripeProvider
 from tollbooth.config import ConfigError, Settings, redact_url
 from tollbooth.db import Database
 from tollbooth.errors import DomainError
+from tollbooth.provider.client import StripeProvider
 
 __all__ = ["apply", "execute", "main", "plan"]
 
@@ -107,7 +107,7 @@ def apply(
 
 def sync_stripe(db: Database, provider: StripeProvider) -> list[str]:
     """Link or create the provider price of every active price without one (one transaction)."""
-    from tollbooth.checkout.sync import sync_catalog
+    from tollbooth.provider.sync import sync_catalog
 
     with db.transaction() as session:
         return sync_catalog(session, provider)

@@ -58,6 +58,12 @@ def get_price(session: Session, price_id: str) -> Price | None:
     return session.get(Price, price_id) if price_id else None
 
 
+def prices_by_ids(session: Session, ids: list[str]) -> dict[str, Price]:
+    if not ids:
+        return {}
+    return {p.id: p for p in session.scalars(select(Price).where(Price.id.in_(ids)))}
+
+
 def max_product_position(session: Session) -> int | None:
     return session.scalar(select(func.max(Product.position)))
 

@@ -294,15 +294,6 @@ def list_prices(
     return _page(rows, size, query)
 
 
-def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
-    """What a bearer caller should do with each price (BUY, MANAGE or CURRENT, given the
-    account's live subscriptions); nothing for service callers. Decided by checkout, which
-    owns subscriptions."""
-    from tollbooth.checkout.service import purchase_hints as hints
-
-    return hints(session, caller, prices)
-
-
 # ---------------------------------------------------------------------------------------------
 # Catalog as code
 

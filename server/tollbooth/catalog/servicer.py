@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import grpc
+from sqlalchemy.orm import Session
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc
-from tollbooth.auth.caller import current_caller
+from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.catalog import convert, service
 from tollbooth.catalog.fields import PRICE_IMMUTABLE
+from tollbooth.db.models import Price
+from tollbooth.deps import Deps
 from tollbooth.rpc.servicer import Servicer, contract
+
+# What a bearer caller should do with each price ("BUY", "MANAGE", "CURRENT" or ""): decided
+# by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`).
+PurchaseHints = Callable[[Session, Caller, Sequence[Price]], list[str]]
+
+
+def no_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
+    return ["" for _ in prices]
 
 
 @contract(catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"])
 class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, deps: Deps, hints: PurchaseHints = no_hints) -> None:
+        super().__init__(deps)
+        self.hints = hints
+
     def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.ListProductsResponse:
@@ -42,7 +59,7 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 page_token=request.page_token,
                 include_inactive=request.include_inactive,
             )
-            hints = service.purchase_hints(session, caller, page.items)
+            hints = self.hints(session, caller, page.items)
             return catalog_pb2.ListPricesResponse(
                 prices=[convert.price_out(p, h) for p, h in zip(page.items, hints, strict=True)],
                 next_page_token=page.next_page_token,

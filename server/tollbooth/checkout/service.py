@@ -1,37 +1,35 @@
-"""Checkout rules: what can be bought, when the portal is the answer, what the account holds.
+"""Checkout rules: what can be bought, and when the portal is the answer.
 
 Services flush, never commit. Provider calls happen inside the RPC's transaction with
 idempotency keys derived from the request_id, so a transaction that rolls back and is retried
 gets the same provider objects back instead of new ones. State never changes here on a
 redirect: subscriptions, purchases and grants are written only by webhook finalisation
-(`tollbooth.checkout.fulfilment`).
+(`tollbooth.checkout.fulfilment`, `tollbooth.subscriptions.effects`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors, paging
-from tollbooth.accounts.service import resolve
+from tollbooth import errors
+from tollbooth.accounts.service import owner, resolve
 from tollbooth.auth.caller import Caller
-from tollbooth.checkout import repository, sync
-from tollbooth.checkout.provider import StripeProvider, idempotency_key
-from tollbooth.db.models import (
-    BillingAccount,
-    CheckoutSession,
-    Price,
-    Product,
-    Purchase,
-    Subscription,
-)
+from tollbooth.catalog import repository as catalog
+from tollbooth.checkout import repository
+from tollbooth.db.models import BillingAccount, CheckoutSession, Price, Product, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
+from tollbooth.provider import repository as links
+from tollbooth.provider import sync
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions.service import conflicting_subscription
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 999_999
@@ -39,11 +37,6 @@ MAX_QUANTITY = 999_999
 MAX_PROVIDER_REFERENCE = 200
 NEXT_CHECKOUT = "checkout"
 NEXT_PORTAL = "portal"
-
-HINT_NONE = ""
-HINT_BUY = "BUY"
-HINT_MANAGE = "MANAGE"
-HINT_CURRENT = "CURRENT"
 
 
 @dataclass(frozen=True)
@@ -80,15 +73,6 @@ class PortalResult:
     created: dt.datetime
 
 
-@dataclass
-class BillingStatusView:
-    billing_account_id: str
-    plan: str
-    plan_price_id: str
-    subscription: Subscription | None
-    entitlements: list[tuple[str, str]] = field(default_factory=list)
-
-
 # -- validation -----------------------------------------------------------------------------
 
 
@@ -102,20 +86,6 @@ def clean_url(value: str, field_name: str, *, required: bool) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise errors.invalid(f"{field_name} must be an http(s) URL", field=field_name)
     return value
-
-
-def _group(price: Price) -> str:
-    """Non-stackable recurring prices of one group conflict; a price without a group forms a
-    group of its own (holding it twice is the conflict)."""
-    return price.subscription_group or f"price:{price.id}"
-
-
-def _holds_group(sub: Subscription) -> str | None:
-    if sub.stackable:
-        return None
-    if sub.subscription_group:
-        return sub.subscription_group
-    return f"price:{sub.price_id}" if sub.price_id else None
 
 
 def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
@@ -135,7 +105,7 @@ def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
         key = item.lookup_key.strip()
         if not key:
             raise errors.required(f"{name}.lookup_key")
-        found = repository.active_price_by_lookup_key(session, key)
+        found = catalog.active_price_with_lookup_key(session, key)
         if found is None:
             raise errors.invalid(
                 f"{name}: no active price has lookup_key {errors.shown(key)}",
@@ -203,7 +173,7 @@ def ensure_customer(session: Session, provider: StripeProvider, account: Billing
     if account.stripe_customer_id:
         return account.stripe_customer_id
     customer = provider.create_customer(account.id, email=account.email, name=account.name)
-    repository.link_customer(session, account.id, customer["id"])
+    links.link_customer(session, account.id, customer["id"])
     session.refresh(account)
     assert account.stripe_customer_id is not None
     return account.stripe_customer_id
@@ -214,18 +184,7 @@ def ensure_customer(session: Session, provider: StripeProvider, account: Billing
 
 def conflict_for(session: Session, account_id: str, lines: list[_Line]) -> Subscription | None:
     """A live subscription that a requested non-stackable recurring price conflicts with."""
-    wanted = {
-        _group(ln.price): ln.price
-        for ln in lines
-        if ln.price.type == "recurring" and not ln.price.stackable
-    }
-    if not wanted:
-        return None
-    for sub in repository.live_subscriptions(session, account_id):
-        group = _holds_group(sub)
-        if group is not None and group in wanted:
-            return sub
-    return None
+    return conflicting_subscription(session, account_id, [ln.price for ln in lines])
 
 
 def create_checkout_session(
@@ -285,7 +244,7 @@ def create_checkout_session(
     key = idempotency_key("checkout", request_scope, account.id, request_id) if request_id else None
     remote = provider.create_checkout_session(params, idempotency=key)
     now = utcnow()
-    row = repository.checkout_by_stripe_id(session, remote["id"])
+    row = repository.checkout_by_stripe_id(session, remote["id"], owner=account.id)
     if row is None:
         row = CheckoutSession(
             id=ours,
@@ -311,8 +270,7 @@ def create_checkout_session(
             created_at=now,
             updated_at=now,
         )
-        session.add(row)
-        session.flush()
+        repository.add_checkout(session, row)
     return CheckoutResult(next_action=NEXT_CHECKOUT, url=row.url or "", session=row)
 
 
@@ -321,8 +279,8 @@ def get_checkout_session(session: Session, caller: Caller, checkout_id: str) -> 
     ident = checkout_id.strip()
     if not ident:
         raise errors.required("checkout_session_id")
-    row = repository.checkout_by_id(session, ident)
-    if row is None or (caller.is_bearer and row.billing_account_id != caller.account_id):
+    row = repository.checkout_by_id(session, ident, owner=owner(caller))
+    if row is None:
         raise errors.not_found("checkout session", ident)
     return row
 
@@ -356,7 +314,7 @@ def portal_features(session: Session, options: PortalOptions) -> dict[str, Any]:
     }
     products: dict[str, list[str]] = {}
     if options.allow_plan_change:
-        for price, product in repository.synced_recurring_prices(session):
+        for price, product in links.synced_recurring_prices(session):
             assert product.stripe_product_id and price.stripe_price_id
             products.setdefault(product.stripe_product_id, []).append(price.stripe_price_id)
     features["subscription_update"] = (
@@ -402,116 +360,6 @@ def create_portal_session(
         return_url=remote.get("return_url") or back,
         created=_from_unix(remote.get("created")) or utcnow(),
     )
-
-
-# -- billing status and listings --------------------------------------------------------------
-
-_PLAN_ORDER = {"active": 0, "trialing": 1, "past_due": 2, "unpaid": 3, "paused": 4}
-
-
-def current_plan(subs: list[Subscription]) -> Subscription | None:
-    """The plan: a non-stackable live subscription first, the healthiest, then the newest."""
-    if not subs:
-        return None
-    return sorted(
-        subs,
-        key=lambda s: (s.stackable, _PLAN_ORDER.get(s.state, 9), -s.created_at.timestamp()),
-    )[0]
-
-
-def billing_status(session: Session, caller: Caller, account_ref: str) -> BillingStatusView:
-    account = resolve(session, caller, account_ref)
-    live = repository.live_subscriptions(session, account.id)
-    plan = current_plan(live)
-    held_price_ids = [s.price_id for s in live if s.price_id] + [
-        p.price_id for p in repository.all_purchases(session, account.id) if p.price_id
-    ]
-    prices = repository.prices_by_ids(session, sorted(set(held_price_ids)))
-    entitlements: list[tuple[str, str]] = []
-    for price in prices.values():
-        product = session.get(Product, price.product_id)
-        for e in [*(product.entitlements if product else []), *(price.entitlements or [])]:
-            pair = (str(e["feature"]), str(e.get("value", "")))
-            if pair not in entitlements:
-                entitlements.append(pair)
-    return BillingStatusView(
-        billing_account_id=account.id,
-        plan=(plan.lookup_key or plan.price_id or plan.stripe_price_id or "unknown")
-        if plan
-        else "free",
-        plan_price_id=(plan.price_id or "") if plan else "",
-        subscription=plan,
-        entitlements=entitlements,
-    )
-
-
-def _micros(at: dt.datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
-def _page_after(token: str, query: str) -> tuple[dt.datetime, str] | None:
-    key = paging.decode(token, query, (int, str))
-    if key is None:
-        return None
-    micros, ident = key
-    assert isinstance(micros, int) and isinstance(ident, str)
-    try:
-        at = dt.datetime.fromtimestamp(micros / 1_000_000, dt.UTC)
-    except (OverflowError, ValueError, OSError) as exc:
-        raise paging.bad_token() from exc
-    return at, ident
-
-
-def list_subscriptions(
-    session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
-) -> tuple[list[Subscription], str]:
-    account = resolve(session, caller, account_ref)
-    size = paging.page_size(page_size)
-    query = f"subscriptions:{account.id}"
-    rows = repository.list_subscriptions(
-        session, account.id, _page_after(page_token, query), size + 1
-    )
-    return _paged(rows, size, query)
-
-
-def list_purchases(
-    session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
-) -> tuple[list[Purchase], str]:
-    account = resolve(session, caller, account_ref)
-    size = paging.page_size(page_size)
-    query = f"purchases:{account.id}"
-    rows = repository.list_purchases(session, account.id, _page_after(page_token, query), size + 1)
-    return _paged(rows, size, query)
-
-
-def _paged(rows: list[Any], size: int, query: str) -> tuple[list[Any], str]:
-    if len(rows) <= size:
-        return rows, ""
-    items = rows[:size]
-    last = items[-1]
-    return items, paging.encode(query, [_micros(last.created_at), last.id])
-
-
-# -- catalog hints ----------------------------------------------------------------------------
-
-
-def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
-    """Per price, for a bearer caller: CURRENT when the account holds it, MANAGE when it holds
-    a conflicting subscription (the portal is the way to change), else BUY."""
-    if not caller.is_bearer or not caller.account_id:
-        return [HINT_NONE for _ in prices]
-    live = repository.live_subscriptions(session, caller.account_id)
-    held = {s.price_id for s in live if s.price_id}
-    groups = {g for g in (_holds_group(s) for s in live) if g is not None}
-    hints = []
-    for price in prices:
-        if price.id in held:
-            hints.append(HINT_CURRENT)
-        elif price.type == "recurring" and not price.stackable and _group(price) in groups:
-            hints.append(HINT_MANAGE)
-        else:
-            hints.append(HINT_BUY)
-    return hints
 
 
 def _from_unix(value: Any) -> dt.datetime | None:

@@ -1,17 +1,24 @@
-"""CheckoutService over gRPC: proto in, proto out, one transaction."""
+"""CheckoutService over gRPC: proto in, proto out, one transaction.
+
+The checkout and portal RPCs are here; the subscription RPCs of the same contract service
+(GetBillingStatus, ListSubscriptions, ListPurchases) come from `tollbooth.subscriptions`.
+"""
 
 from __future__ import annotations
 
 import grpc
 from sqlalchemy.orm import Session
 
-from billing.v1 import catalog_pb2, checkout_pb2, checkout_pb2_grpc
+from billing.v1 import checkout_pb2, checkout_pb2_grpc
 from tollbooth.auth.caller import current_caller
 from tollbooth.checkout import service
-from tollbooth.db.models import CheckoutSession, Purchase, Subscription
+from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
+from tollbooth.deps import Deps
+from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.convert import ts
-from tollbooth.rpc.servicer import Servicer, contract, idempotency_scope
+from tollbooth.rpc.servicer import contract, idempotency_scope
+from tollbooth.subscriptions.servicer import SubscriptionRpcs
 
 STATUS = {
     "open": checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN,
@@ -26,16 +33,6 @@ PAYMENT = {
 MODE = {
     "payment": checkout_pb2.CHECKOUT_MODE_PAYMENT,
     "subscription": checkout_pb2.CHECKOUT_MODE_SUBSCRIPTION,
-}
-STATE = {
-    "incomplete": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE,
-    "trialing": checkout_pb2.SUBSCRIPTION_STATE_TRIALING,
-    "active": checkout_pb2.SUBSCRIPTION_STATE_ACTIVE,
-    "past_due": checkout_pb2.SUBSCRIPTION_STATE_PAST_DUE,
-    "unpaid": checkout_pb2.SUBSCRIPTION_STATE_UNPAID,
-    "canceled": checkout_pb2.SUBSCRIPTION_STATE_CANCELED,
-    "incomplete_expired": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE_EXPIRED,
-    "paused": checkout_pb2.SUBSCRIPTION_STATE_PAUSED,
 }
 
 
@@ -60,38 +57,6 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
         stripe_checkout_session_id=row.stripe_checkout_session_id,
         create_time=ts(row.created_at),
         expire_time=ts(row.expires_at) if row.expires_at else None,
-    )
-
-
-def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
-    return checkout_pb2.Subscription(
-        subscription_id=row.id,
-        stripe_subscription_id=row.stripe_subscription_id,
-        price_id=row.price_id or "",
-        lookup_key=row.lookup_key or "",
-        subscription_group=row.subscription_group or "",
-        quantity=row.quantity,
-        state=STATE.get(row.state, 0),
-        current_period_start_time=(
-            ts(row.current_period_start) if row.current_period_start else None
-        ),
-        current_period_end_time=ts(row.current_period_end) if row.current_period_end else None,
-        cancel_at_period_end=row.cancel_at_period_end,
-        cancel_time=ts(row.canceled_at) if row.canceled_at else None,
-        create_time=ts(row.created_at),
-    )
-
-
-def purchase_out(row: Purchase) -> checkout_pb2.Purchase:
-    return checkout_pb2.Purchase(
-        purchase_id=row.id,
-        price_id=row.price_id or "",
-        lookup_key=row.lookup_key or "",
-        quantity=row.quantity,
-        amount_total=row.amount_total,
-        currency=row.currency,
-        checkout_session_id=row.checkout_session_id,
-        create_time=ts(row.created_at),
     )
 
 
@@ -122,7 +87,11 @@ def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.Portal
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
-class CheckoutServicer(Servicer, checkout_pb2_grpc.CheckoutServiceServicer):
+class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServicer):
+    def __init__(self, deps: Deps, provider: StripeProvider) -> None:
+        super().__init__(deps)
+        self.provider = provider
+
     def CreateCheckoutSession(
         self, request: checkout_pb2.CreateCheckoutSessionRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.CreateCheckoutSessionResponse:
@@ -131,7 +100,7 @@ class CheckoutServicer(Servicer, checkout_pb2_grpc.CheckoutServiceServicer):
         def effect(session: Session) -> checkout_pb2.CreateCheckoutSessionResponse:
             result = service.create_checkout_session(
                 session,
-                self.deps.provider,
+                self.provider,
                 caller,
                 account_ref=request.account,
                 items=_items(request),
@@ -175,7 +144,7 @@ class CheckoutServicer(Servicer, checkout_pb2_grpc.CheckoutServiceServicer):
         def effect(session: Session) -> checkout_pb2.PortalSession:
             result = service.create_portal_session(
                 session,
-                self.deps.provider,
+                self.provider,
                 caller,
                 account_ref=request.account,
                 return_url=request.return_url,
@@ -191,53 +160,3 @@ class CheckoutServicer(Servicer, checkout_pb2_grpc.CheckoutServiceServicer):
             )
 
         return self.write(request, checkout_pb2.PortalSession, effect)
-
-    def GetBillingStatus(
-        self, request: checkout_pb2.GetBillingStatusRequest, context: grpc.ServicerContext
-    ) -> checkout_pb2.BillingStatus:
-        with self.read() as session:
-            view = service.billing_status(session, current_caller.get(), request.account)
-            sub = view.subscription
-            return checkout_pb2.BillingStatus(
-                billing_account_id=view.billing_account_id,
-                plan=view.plan,
-                plan_price_id=view.plan_price_id,
-                state=STATE.get(sub.state, 0) if sub else 0,
-                current_period_end_time=ts(sub.current_period_end)
-                if sub and sub.current_period_end
-                else None,
-                cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
-                entitlements=[
-                    catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements
-                ],
-            )
-
-    def ListSubscriptions(
-        self, request: checkout_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext
-    ) -> checkout_pb2.ListSubscriptionsResponse:
-        with self.read() as session:
-            rows, token = service.list_subscriptions(
-                session,
-                current_caller.get(),
-                request.account,
-                request.page_size,
-                request.page_token,
-            )
-            return checkout_pb2.ListSubscriptionsResponse(
-                subscriptions=[subscription_out(r) for r in rows], next_page_token=token
-            )
-
-    def ListPurchases(
-        self, request: checkout_pb2.ListPurchasesRequest, context: grpc.ServicerContext
-    ) -> checkout_pb2.ListPurchasesResponse:
-        with self.read() as session:
-            rows, token = service.list_purchases(
-                session,
-                current_caller.get(),
-                request.account,
-                request.page_size,
-                request.page_token,
-            )
-            return checkout_pb2.ListPurchasesResponse(
-                purchases=[purchase_out(r) for r in rows], next_page_token=token
-            )

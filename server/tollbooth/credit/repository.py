@@ -16,10 +16,8 @@ from tollbooth.db.models import (
     CreditGrant,
     CreditLedgerEntry,
     CreditReservation,
-    NotificationOutbox,
 )
 from tollbooth.db.types import UTCDateTime
-from tollbooth.ids import new_id
 
 
 def ensure_balance(session: Session, account_id: str, credit_type: str, now: dt.datetime) -> None:
@@ -346,33 +344,6 @@ def list_ledger(
     if before is not None:
         stmt = stmt.where(_after(order, before, descending=True))
     return list(session.execute(stmt.order_by(*(c.desc() for c in order)).limit(limit)).scalars())
-
-
-def add_notification(
-    session: Session,
-    kind: str,
-    account_id: str,
-    dedupe_key: str,
-    payload: dict[str, Any],
-    now: dt.datetime,
-) -> bool:
-    """Write an outbound notification once per dedupe_key; False when it already exists."""
-    stmt = (
-        upsert_insert(session, NotificationOutbox)
-        .values(
-            id=new_id("ntf"),
-            type=kind,
-            billing_account_id=account_id,
-            dedupe_key=dedupe_key,
-            payload=payload,
-            created_at=now,
-            delivered_at=None,
-            attempts=0,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(NotificationOutbox.id)
-    )
-    return session.execute(stmt).first() is not None
 
 
 def debit_entry(session: Session, account_id: str, debit_id: str) -> CreditLedgerEntry | None:

@@ -49,6 +49,7 @@ from tollbooth.db.models import (
     UnboundedDecimal,
 )
 from tollbooth.ids import new_id
+from tollbooth.notifications import outbox
 
 DEPLETED_NOTIFICATION = "credits.balance_depleted"
 DEFAULT_HOLD_TTL_SEC = 900
@@ -335,11 +336,10 @@ def notify_depleted(
     now: dt.datetime,
 ) -> None:
     """The `number`-th depletion of this balance: once, whatever retries or replicas do."""
-    repository.add_notification(
+    outbox.enqueue(
         session,
         DEPLETED_NOTIFICATION,
         account_id,
-        f"{DEPLETED_NOTIFICATION}:{account_id}:{credit_type}:{number}",
         {
             "billing_account_id": account_id,
             "credit_type": credit_type,
@@ -348,6 +348,7 @@ def notify_depleted(
             "debit_id": debit_id,
             "occurred_at": at.isoformat(),
         },
+        f"{DEPLETED_NOTIFICATION}:{account_id}:{credit_type}:{number}",
         now,
     )
 

@@ -1,10 +1,11 @@
-"""The billing gRPC server: all contract services, health and reflection."""
+"""The billing gRPC server: the contract services it is given, health and reflection."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
@@ -12,41 +13,29 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tollbooth.auth.caller import Authenticator
-from tollbooth.catalog.servicer import CatalogServicer
-from tollbooth.checkout.servicer import CheckoutServicer
-from tollbooth.credit.servicer import CreditServicer
 from tollbooth.deps import Deps
 from tollbooth.rpc import edge
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
-from tollbooth.token.servicer import TokenServicer
-from tollbooth.usage.servicer import UsageServicer
-from tollbooth.webhooks.servicer import WebhookServicer
 
 log = logging.getLogger("tollbooth.server")
 
-SERVICERS: tuple[type[Servicer], ...] = (
-    TokenServicer,
-    CatalogServicer,
-    CheckoutServicer,
-    CreditServicer,
-    UsageServicer,
-    WebhookServicer,
-)
 
-
-def unbuilt_methods() -> list[str]:
+def unbuilt_methods(servicers: Sequence[type[Servicer]]) -> list[str]:
     """Full names of the RPCs that answer UNIMPLEMENTED (the README lists them)."""
     return [
         f"{cls.service_descriptor.full_name}.{name}"
-        for cls in SERVICERS
+        for cls in servicers
         for name in cls.unbuilt_methods
     ]
 
 
-def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started-ready server bound to `address` (port 0 picks one). Returns the bound port."""
+def build_server(
+    deps: Deps, address: str, servicers: Sequence[Servicer]
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A started-ready server of `servicers` bound to `address` (port 0 picks one). Returns
+    the bound port. The servicers are built at assembly (`tollbooth.app`)."""
     authenticator = Authenticator(deps.settings.service_keys, deps.codec)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=deps.settings.grpc_workers),
@@ -63,9 +52,9 @@ def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.Hea
         ],
     )
     names = []
-    for cls in SERVICERS:
-        service = cls.service_descriptor
-        edge.register(server, service, cls(deps))
+    for servicer in servicers:
+        service = servicer.service_descriptor
+        edge.register(server, service, servicer)
         names.append(service.full_name)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -85,10 +74,10 @@ def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.Hea
     return server, port, health_servicer
 
 
-def serve(deps: Deps) -> None:
+def serve(deps: Deps, servicers: Sequence[Servicer]) -> None:
     """Serve until SIGTERM or SIGINT, then drain for up to 5 s."""
     address = f"{deps.settings.grpc_host}:{deps.settings.grpc_port}"
-    server, port, health_servicer = build_server(deps, address)
+    server, port, health_servicer = build_server(deps, address, servicers)
     server.start()
     log.info("gRPC server listening on %s:%s", deps.settings.grpc_host, port)
     stop = threading.Event()

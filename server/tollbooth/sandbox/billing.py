@@ -7,12 +7,7 @@ from typing import Any
 
 from tollbooth.sandbox.catalog import Catalog
 from tollbooth.sandbox.core import DEFAULT_CLOCK, LIVE_STATUSES, strip_private
-from tollbooth.sandbox.objects import (
-    add_interval,
-    list_envelope,
-    new_id,
-    plan_from_price,
-)
+from tollbooth.sandbox.objects import add_interval, list_envelope, new_id, plan_from_price
 from tollbooth.sandbox.wire import (
     StripeError,
     as_bool,

@@ -16,8 +16,8 @@ import httpx
 
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.engine import Engine
+from tollbooth.sandbox.signing import signature_header
 from tollbooth.sandbox.store import Store
-from tollbooth.webhooks.signature import header as signature_header
 
 log = logging.getLogger("tollbooth.sandbox.delivery")
 

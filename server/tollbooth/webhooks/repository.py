@@ -1,4 +1,4 @@
-"""Every query on the webhook inbox."""
+"""Every query on the webhook inbox and the effect guards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import StripeEvent
+from tollbooth.db.models import BillingEffect, StripeEvent
 from tollbooth.db.types import utcnow
 
 
@@ -79,3 +79,14 @@ def events_to_replay(
             )
         )
     )
+
+
+def claim_effect(session: Session, key: str, event_id: str, account_id: str | None) -> bool:
+    """Insert-first natural-key guard: True only for the one transaction that applies it."""
+    stmt = (
+        upsert_insert(session, BillingEffect)
+        .values(key=key, event_id=event_id, billing_account_id=account_id, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(BillingEffect.key)
+    )
+    return session.execute(stmt).first() is not None

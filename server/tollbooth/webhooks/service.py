@@ -8,7 +8,8 @@ A correctly signed event that can never be stored (not JSON, nested too deep, an
 api_version or created out of range) is refused permanently (WEBHOOK_EVENT_INVALID, HTTP 400):
 redelivering it for three days would change nothing.
 
-The handlers (`tollbooth.checkout.fulfilment`) run in the same transaction as the insert and
+The handlers (registered at assembly in a `tollbooth.webhooks.dispatch.Registry`: checkout's
+and subscriptions' effects) run in the same transaction as the insert and
 set `processed_at`, so an event's effects and its id commit together; a handler failure rolls
 back everything, the event included, and answers 5xx (never INVALID_ARGUMENT, which the
 sidecar would turn into a permanent 400), so the provider delivers it again. An event already
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.checkout.fulfilment import apply_event
-from tollbooth.checkout.provider import StripeProvider
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
 from tollbooth.webhooks import repository
+from tollbooth.webhooks.dispatch import Registry
 from tollbooth.webhooks.signature import SignatureError, verify
 
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,100}")
@@ -98,9 +98,7 @@ def verify_signature(
         ) from exc
 
 
-def record_event(
-    session: Session, payload: bytes, provider: StripeProvider
-) -> tuple[ParsedEvent, bool]:
+def record_event(session: Session, payload: bytes, registry: Registry) -> tuple[ParsedEvent, bool]:
     """Store a verified event once and apply it once.
 
     Returns the event and whether it had been applied before (nothing was done again).
@@ -119,15 +117,15 @@ def record_event(
         stored = repository.lock_event(session, event.event_id)
         if stored is None or stored.processed_at is not None:
             return event, True
-    process(session, event.event_id, payload, provider)
+    process(session, event.event_id, payload, registry)
     return event, False
 
 
-def process(session: Session, event_id: str, payload: bytes, provider: StripeProvider) -> list[str]:
+def process(session: Session, event_id: str, payload: bytes, registry: Registry) -> list[str]:
     """Run the handlers of a stored event and mark it processed, in the caller's transaction."""
     body = json.loads(payload)
     try:
-        changes = apply_event(session, provider, body, event_id)
+        changes = registry.apply(session, body, event_id)
     except DomainError as exc:
         if exc.kind is Kind.UNAVAILABLE:
             raise  # the provider or the database is down: 503, the provider retries
@@ -143,7 +141,7 @@ def process(session: Session, event_id: str, payload: bytes, provider: StripePro
     return changes
 
 
-def replay(session: Session, event_id: str, provider: StripeProvider) -> tuple[bool, list[str]]:
+def replay(session: Session, event_id: str, registry: Registry) -> tuple[bool, list[str]]:
     """Apply one stored event again (operators: `tollbooth webhooks replay`).
 
     Harmless when it was applied already: every effect is guarded by its natural key and
@@ -152,4 +150,4 @@ def replay(session: Session, event_id: str, provider: StripeProvider) -> tuple[b
     stored = repository.lock_event(session, event_id)
     if stored is None:
         return False, []
-    return True, process(session, event_id, bytes(stored.payload), provider)
+    return True, process(session, event_id, bytes(stored.payload), registry)

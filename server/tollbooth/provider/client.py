@@ -31,6 +31,7 @@ import stripe
 from tollbooth import errors
 from tollbooth.config import Settings
 from tollbooth.errors import DomainError, Kind
+from tollbooth.provider.keys import idempotency_key
 
 log = logging.getLogger("tollbooth.provider")
 
@@ -50,13 +51,6 @@ class _NetworkRetriesOnly(stripe.RequestsClient):
         return super()._should_retry(
             response, api_connection_error, num_retries, max_network_retries
         )
-
-
-def idempotency_key(kind: str, *parts: str) -> str:
-    """A Stripe idempotency key for one effect: the kind plus a digest of what identifies it
-    (account and request_id), so keys stay short and never carry a caller's raw input."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
-    return f"tollbooth-{kind}-{digest}"
 
 
 def unavailable(message: str) -> DomainError:

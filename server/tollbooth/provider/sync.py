@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth.checkout import repository
-from tollbooth.checkout.provider import StripeProvider
 from tollbooth.db.models import Price, Product
+from tollbooth.provider import repository
+from tollbooth.provider.client import StripeProvider
 
 
 def ensure_product_synced(session: Session, provider: StripeProvider, product: Product) -> str:

@@ -1,0 +1,176 @@
+"""The assembly: the one module that imports every room and builds the programs from them.
+
+Plumbing (`rpc/`, `db/`, `auth/`, `deps`, paging, config, errors, ids, idempotency, gateway)
+imports no domain, and a domain never imports one above it. Whatever must cross those lines
+is wired here instead:
+
+- the servicers of every room, each handed what it needs besides `Deps`: the payment provider
+  (checkout), the webhook handlers (the inbox), the purchase hints (the catalog);
+- the webhook handlers: each room registers the effects of the provider's events on its own
+  state (checkout sessions: `checkout.fulfilment`; subscriptions, purchases, invoices and the
+  credit grants they bring: `subscriptions.effects`);
+- the gRPC server (`serve-grpc`, `run`, tests/devstack.py), the webhook sidecar, the sandbox,
+  and the operator commands (`webhooks replay`, `reconcile`, `catalog apply`) the CLI runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health
+
+from tollbooth.catalog.servicer import CatalogServicer
+from tollbooth.checkout import fulfilment
+from tollbooth.checkout.servicer import CheckoutServicer
+from tollbooth.config import Settings
+from tollbooth.credit.servicer import CreditServicer
+from tollbooth.db import Database
+from tollbooth.deps import Deps
+from tollbooth.provider import reconcile as reconciling
+from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc import server as rpc_server
+from tollbooth.rpc.servicer import Servicer
+from tollbooth.subscriptions import effects as subscription_effects
+from tollbooth.subscriptions import repository as subscriptions
+from tollbooth.subscriptions.service import purchase_hints
+from tollbooth.token.servicer import TokenServicer
+from tollbooth.usage.servicer import UsageServicer
+from tollbooth.webhooks import sidecar
+from tollbooth.webhooks.dispatch import Registry
+from tollbooth.webhooks.replay import Report, replay_events
+from tollbooth.webhooks.servicer import WebhookServicer
+
+if TYPE_CHECKING:
+    from tollbooth.sandbox.config import SandboxConfig
+
+__all__ = [
+    "SERVICERS",
+    "Deps",
+    "build_deps",
+    "build_server",
+    "catalog_main",
+    "reconcile",
+    "replay",
+    "sandbox_config_from_env",
+    "serve",
+    "serve_sandbox",
+    "serve_sidecar",
+    "servicers",
+    "start_sidecar",
+    "unbuilt_methods",
+    "webhook_handlers",
+]
+
+# Every contract service the server answers, one servicer class each.
+SERVICERS: tuple[type[Servicer], ...] = (
+    TokenServicer,
+    CatalogServicer,
+    CheckoutServicer,
+    CreditServicer,
+    UsageServicer,
+    WebhookServicer,
+)
+
+
+def unbuilt_methods() -> list[str]:
+    """Full names of the RPCs that answer UNIMPLEMENTED (the README lists them)."""
+    return rpc_server.unbuilt_methods(SERVICERS)
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+def build_deps(settings: Settings, db: Database | None = None) -> Deps:
+    return Deps.build(settings, db)
+
+
+def build_provider(settings: Settings) -> StripeProvider:
+    return StripeProvider.from_settings(settings)
+
+
+def webhook_handlers(provider: StripeProvider) -> Registry:
+    """The inbox's handlers: each room's effects of the provider's events, by event type."""
+    registry = Registry()
+    for handlers in (fulfilment.handlers(provider), subscription_effects.handlers(provider)):
+        for event_type, handler in handlers.items():
+            registry.register(event_type, handler)
+    return registry
+
+
+def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servicer]:
+    """One instance of each of SERVICERS, wired."""
+    provider = provider or build_provider(deps.settings)
+    built: list[Servicer] = [
+        TokenServicer(deps),
+        CatalogServicer(deps, hints=purchase_hints),
+        CheckoutServicer(deps, provider),
+        CreditServicer(deps),
+        UsageServicer(deps),
+        WebhookServicer(deps, webhook_handlers(provider)),
+    ]
+    assert [type(s) for s in built] == list(SERVICERS)
+    return built
+
+
+def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A started-ready server of every room bound to `address` (port 0 picks one)."""
+    return rpc_server.build_server(deps, address, servicers(deps))
+
+
+def serve(deps: Deps) -> None:
+    """`serve-grpc`: serve until SIGTERM or SIGINT."""
+    rpc_server.serve(deps, servicers(deps))
+
+
+# -- the sidecar and the sandbox --------------------------------------------------------------
+
+start_sidecar = sidecar.start_in_thread
+serve_sidecar = sidecar.serve
+
+
+def sandbox_config_from_env(env: Mapping[str, str], webhook_secret: str) -> SandboxConfig:
+    from tollbooth.sandbox.config import SandboxConfig
+
+    return SandboxConfig.from_env(env, webhook_secret)
+
+
+def serve_sandbox(config: SandboxConfig) -> None:
+    from tollbooth.sandbox.app import serve as serve_the_sandbox
+
+    serve_the_sandbox(config)
+
+
+# -- operator commands ------------------------------------------------------------------------
+
+
+def replay(settings: Settings, *, since: dt.datetime | None, event_id: str | None) -> Report:
+    """`webhooks replay`: re-apply stored events (harmless when they were applied)."""
+    db, provider = Database(settings.database_url), build_provider(settings)
+    try:
+        return replay_events(db, webhook_handlers(provider), since=since, event_id=event_id)
+    finally:
+        db.dispose()
+
+
+def reconcile(settings: Settings) -> Report:
+    """`reconcile`: compare every subscription with the provider and repair drift."""
+    db, provider = Database(settings.database_url), build_provider(settings)
+    try:
+        return reconciling.reconcile(
+            db,
+            provider,
+            known=subscriptions.all_subscription_ids,
+            resync=subscription_effects.resync(provider),
+        )
+    finally:
+        db.dispose()
+
+
+def catalog_main(argv: Sequence[str]) -> int:
+    """`catalog ...`: catalog as code (apply a YAML file, sync it to the provider)."""
+    from tollbooth.catalog.as_code import main
+
+    return int(main(argv) or 0)

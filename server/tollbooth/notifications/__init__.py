@@ -1,0 +1,1 @@
+"""Outbound notifications: the sole owner of the `notification_outbox` table."""

@@ -1,0 +1,1 @@
+"""The payment provider: the Stripe client, idempotency keys, catalog sync and reconcile."""

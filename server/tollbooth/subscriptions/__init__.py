@@ -1,0 +1,1 @@
+"""Subscriptions: subscription state, purchases, billing status and purchase hints."""

@@ -1,0 +1,66 @@
+"""Subscriptions, purchases and billing status as contract messages."""
+
+from __future__ import annotations
+
+from billing.v1 import catalog_pb2, checkout_pb2
+from tollbooth.db.models import Purchase, Subscription
+from tollbooth.rpc.convert import ts
+from tollbooth.subscriptions.service import BillingStatusView
+
+STATE = {
+    "incomplete": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE,
+    "trialing": checkout_pb2.SUBSCRIPTION_STATE_TRIALING,
+    "active": checkout_pb2.SUBSCRIPTION_STATE_ACTIVE,
+    "past_due": checkout_pb2.SUBSCRIPTION_STATE_PAST_DUE,
+    "unpaid": checkout_pb2.SUBSCRIPTION_STATE_UNPAID,
+    "canceled": checkout_pb2.SUBSCRIPTION_STATE_CANCELED,
+    "incomplete_expired": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE_EXPIRED,
+    "paused": checkout_pb2.SUBSCRIPTION_STATE_PAUSED,
+}
+
+
+def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
+    return checkout_pb2.Subscription(
+        subscription_id=row.id,
+        stripe_subscription_id=row.stripe_subscription_id,
+        price_id=row.price_id or "",
+        lookup_key=row.lookup_key or "",
+        subscription_group=row.subscription_group or "",
+        quantity=row.quantity,
+        state=STATE.get(row.state, 0),
+        current_period_start_time=(
+            ts(row.current_period_start) if row.current_period_start else None
+        ),
+        current_period_end_time=ts(row.current_period_end) if row.current_period_end else None,
+        cancel_at_period_end=row.cancel_at_period_end,
+        cancel_time=ts(row.canceled_at) if row.canceled_at else None,
+        create_time=ts(row.created_at),
+    )
+
+
+def purchase_out(row: Purchase) -> checkout_pb2.Purchase:
+    return checkout_pb2.Purchase(
+        purchase_id=row.id,
+        price_id=row.price_id or "",
+        lookup_key=row.lookup_key or "",
+        quantity=row.quantity,
+        amount_total=row.amount_total,
+        currency=row.currency,
+        checkout_session_id=row.checkout_session_id,
+        create_time=ts(row.created_at),
+    )
+
+
+def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
+    sub = view.subscription
+    return checkout_pb2.BillingStatus(
+        billing_account_id=view.billing_account_id,
+        plan=view.plan,
+        plan_price_id=view.plan_price_id,
+        state=STATE.get(sub.state, 0) if sub else 0,
+        current_period_end_time=(
+            ts(sub.current_period_end) if sub and sub.current_period_end else None
+        ),
+        cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
+        entitlements=[catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements],
+    )

@@ -1,0 +1,125 @@
+"""Every query of subscriptions and purchases.
+
+Queries of one owned object take `owner`: the caller's account id, or None for every account
+(a service caller, the provider's events, operators); see `tollbooth.accounts.service.owner`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from tollbooth.db import upsert_insert
+from tollbooth.db.models import Purchase, Subscription
+from tollbooth.db.types import utcnow
+from tollbooth.ids import new_id
+
+# Subscription states in which the account holds the price (conflicts, hints, plan).
+LIVE_STATES = ("active", "trialing", "past_due", "unpaid", "paused")
+# States Stripe never leaves.
+TERMINAL_STATES = ("canceled", "incomplete_expired")
+
+
+def _owned(stmt: Select[Any], owner: str | None) -> Select[Any]:
+    return stmt if owner is None else stmt.where(Subscription.billing_account_id == owner)
+
+
+def live_subscriptions(session: Session, account_id: str) -> list[Subscription]:
+    return list(
+        session.scalars(
+            select(Subscription)
+            .where(
+                Subscription.billing_account_id == account_id,
+                Subscription.state.in_(LIVE_STATES),
+            )
+            .order_by(Subscription.created_at.desc(), Subscription.id.desc())
+        )
+    )
+
+
+def ensure_subscription_row(
+    session: Session, account_id: str, stripe_subscription_id: str, state: str
+) -> bool:
+    """Insert a placeholder row for the subscription unless it exists; True if inserted.
+
+    The row exists so that it can be locked before Stripe's object is fetched: whoever holds
+    the lock fetches and writes, so the last write is always the latest fetch."""
+    now = utcnow()
+    stmt = (
+        upsert_insert(session, Subscription)
+        .values(
+            id=new_id("sub"),
+            billing_account_id=account_id,
+            stripe_subscription_id=stripe_subscription_id,
+            state=state,
+            stackable=False,
+            quantity=1,
+            cancel_at_period_end=False,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["stripe_subscription_id"])
+        .returning(Subscription.id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def lock_subscription(
+    session: Session, stripe_subscription_id: str, *, owner: str | None
+) -> Subscription | None:
+    stmt = select(Subscription).where(Subscription.stripe_subscription_id == stripe_subscription_id)
+    return session.scalars(
+        _owned(stmt, owner).with_for_update().execution_options(populate_existing=True)
+    ).first()
+
+
+def subscription_by_stripe_id(
+    session: Session, stripe_subscription_id: str, *, owner: str | None
+) -> Subscription | None:
+    stmt = select(Subscription).where(Subscription.stripe_subscription_id == stripe_subscription_id)
+    return session.scalars(_owned(stmt, owner)).first()
+
+
+def all_subscription_ids(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(Subscription.stripe_subscription_id).order_by(Subscription.created_at)
+        )
+    )
+
+
+def _newest_first(model: Any, account_id: str, after: tuple[dt.datetime, str] | None, limit: int):  # type: ignore[no-untyped-def]
+    stmt = select(model).where(model.billing_account_id == account_id)
+    if after is not None:
+        at, ident = after
+        stmt = stmt.where(
+            or_(model.created_at < at, and_(model.created_at == at, model.id < ident))
+        )
+    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit)
+
+
+def list_subscriptions(
+    session: Session, account_id: str, after: tuple[dt.datetime, str] | None, limit: int
+) -> list[Subscription]:
+    return list(session.scalars(_newest_first(Subscription, account_id, after, limit)))
+
+
+def list_purchases(
+    session: Session, account_id: str, after: tuple[dt.datetime, str] | None, limit: int
+) -> list[Purchase]:
+    return list(session.scalars(_newest_first(Purchase, account_id, after, limit)))
+
+
+def all_purchases(session: Session, account_id: str) -> list[Purchase]:
+    return list(
+        session.scalars(
+            select(Purchase).where(Purchase.billing_account_id == account_id).limit(1000)
+        )
+    )
+
+
+def add_purchase(session: Session, purchase: Purchase) -> None:
+    session.add(purchase)

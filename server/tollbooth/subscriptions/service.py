@@ -1,0 +1,182 @@
+"""Subscription rules: the plan an account is on, what it holds, and what it may buy.
+
+State never changes here: subscriptions and purchases are written only by the provider's
+events (`tollbooth.subscriptions.effects`, `tollbooth.checkout.fulfilment`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth import paging
+from tollbooth.accounts.service import resolve
+from tollbooth.auth.caller import Caller
+from tollbooth.catalog import repository as catalog
+from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.subscriptions import repository
+
+HINT_NONE = ""
+HINT_BUY = "BUY"
+HINT_MANAGE = "MANAGE"
+HINT_CURRENT = "CURRENT"
+
+
+@dataclass
+class BillingStatusView:
+    billing_account_id: str
+    plan: str
+    plan_price_id: str
+    subscription: Subscription | None
+    entitlements: list[tuple[str, str]] = field(default_factory=list)
+
+
+# -- conflicts --------------------------------------------------------------------------------
+
+
+def price_group(price: Price) -> str:
+    """Non-stackable recurring prices of one group conflict; a price without a group forms a
+    group of its own (holding it twice is the conflict)."""
+    return price.subscription_group or f"price:{price.id}"
+
+
+def held_group(sub: Subscription) -> str | None:
+    if sub.stackable:
+        return None
+    if sub.subscription_group:
+        return sub.subscription_group
+    return f"price:{sub.price_id}" if sub.price_id else None
+
+
+def conflicting_subscription(
+    session: Session, account_id: str, prices: Sequence[Price]
+) -> Subscription | None:
+    """A live subscription that a requested non-stackable recurring price conflicts with."""
+    wanted = {
+        price_group(price): price
+        for price in prices
+        if price.type == "recurring" and not price.stackable
+    }
+    if not wanted:
+        return None
+    for sub in repository.live_subscriptions(session, account_id):
+        group = held_group(sub)
+        if group is not None and group in wanted:
+            return sub
+    return None
+
+
+# -- billing status and listings --------------------------------------------------------------
+
+_PLAN_ORDER = {"active": 0, "trialing": 1, "past_due": 2, "unpaid": 3, "paused": 4}
+
+
+def current_plan(subs: list[Subscription]) -> Subscription | None:
+    """The plan: a non-stackable live subscription first, the healthiest, then the newest."""
+    if not subs:
+        return None
+    return sorted(
+        subs,
+        key=lambda s: (s.stackable, _PLAN_ORDER.get(s.state, 9), -s.created_at.timestamp()),
+    )[0]
+
+
+def billing_status(session: Session, caller: Caller, account_ref: str) -> BillingStatusView:
+    account = resolve(session, caller, account_ref)
+    live = repository.live_subscriptions(session, account.id)
+    plan = current_plan(live)
+    held_price_ids = [s.price_id for s in live if s.price_id] + [
+        p.price_id for p in repository.all_purchases(session, account.id) if p.price_id
+    ]
+    prices = catalog.prices_by_ids(session, sorted(set(held_price_ids)))
+    entitlements: list[tuple[str, str]] = []
+    for price in prices.values():
+        product = session.get(Product, price.product_id)
+        for e in [*(product.entitlements if product else []), *(price.entitlements or [])]:
+            pair = (str(e["feature"]), str(e.get("value", "")))
+            if pair not in entitlements:
+                entitlements.append(pair)
+    return BillingStatusView(
+        billing_account_id=account.id,
+        plan=(plan.lookup_key or plan.price_id or plan.stripe_price_id or "unknown")
+        if plan
+        else "free",
+        plan_price_id=(plan.price_id or "") if plan else "",
+        subscription=plan,
+        entitlements=entitlements,
+    )
+
+
+def _micros(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def _page_after(token: str, query: str) -> tuple[dt.datetime, str] | None:
+    key = paging.decode(token, query, (int, str))
+    if key is None:
+        return None
+    micros, ident = key
+    assert isinstance(micros, int) and isinstance(ident, str)
+    try:
+        at = dt.datetime.fromtimestamp(micros / 1_000_000, dt.UTC)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise paging.bad_token() from exc
+    return at, ident
+
+
+def list_subscriptions(
+    session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
+) -> tuple[list[Subscription], str]:
+    account = resolve(session, caller, account_ref)
+    size = paging.page_size(page_size)
+    query = f"subscriptions:{account.id}"
+    rows = repository.list_subscriptions(
+        session, account.id, _page_after(page_token, query), size + 1
+    )
+    return _paged(rows, size, query)
+
+
+def list_purchases(
+    session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
+) -> tuple[list[Purchase], str]:
+    account = resolve(session, caller, account_ref)
+    size = paging.page_size(page_size)
+    query = f"purchases:{account.id}"
+    rows = repository.list_purchases(session, account.id, _page_after(page_token, query), size + 1)
+    return _paged(rows, size, query)
+
+
+def _paged(rows: list[Any], size: int, query: str) -> tuple[list[Any], str]:
+    if len(rows) <= size:
+        return rows, ""
+    items = rows[:size]
+    last = items[-1]
+    return items, paging.encode(query, [_micros(last.created_at), last.id])
+
+
+# -- catalog hints ----------------------------------------------------------------------------
+
+
+def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
+    """Per price, for a bearer caller: CURRENT when the account holds it, MANAGE when it holds
+    a conflicting subscription (the portal is the way to change), else BUY.
+
+    The catalog servicer is handed this function at assembly (`tollbooth.app`)."""
+    if not caller.is_bearer or not caller.account_id:
+        return [HINT_NONE for _ in prices]
+    live = repository.live_subscriptions(session, caller.account_id)
+    held = {s.price_id for s in live if s.price_id}
+    groups = {g for g in (held_group(s) for s in live) if g is not None}
+    hints = []
+    for price in prices:
+        if price.id in held:
+            hints.append(HINT_CURRENT)
+        elif price.type == "recurring" and not price.stackable and price_group(price) in groups:
+            hints.append(HINT_MANAGE)
+        else:
+            hints.append(HINT_BUY)
+    return hints

@@ -71,7 +71,8 @@ gen-into:
 	rm -f $(OUT)/clients/billing/v1/*_pb2*.py $(OUT)/clients/billing/v1/*_pb2*.pyi
 	mkdir -p $(OUT)/clients/billing/v1 $(OUT)/gateway
 	$(PY) -m grpc_tools.protoc -I protos -I protos/third_party \
-	  --python_out=$(OUT)/clients --pyi_out=$(OUT)/clients --grpc_python_out=$(OUT)/clients \
+	  --python_out=$(OUT)/clients --grpc_python_out=$(OUT)/clients \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(OUT)/clients \
 	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(OUT)/clients \
 	  $(PROTO_FILES)
 	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb

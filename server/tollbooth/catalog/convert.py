@@ -110,7 +110,9 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
     recurring = None
     if price.interval:
         recurring = catalog_pb2.Recurring(
-            interval=_enum_out(catalog_pb2.RecurringInterval, price.interval, _INTERVAL_PREFIX),
+            interval=catalog_pb2.RecurringInterval.ValueType(
+                _enum_out(catalog_pb2.RecurringInterval, price.interval, _INTERVAL_PREFIX)
+            ),
             interval_count=price.interval_count or 1,
         )
     return catalog_pb2.Price(
@@ -118,7 +120,9 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         product_id=price.product_id,
         currency=price.currency,
         unit_amount=price.unit_amount,
-        type=_enum_out(catalog_pb2.PriceType, price.type, _TYPE_PREFIX),
+        type=catalog_pb2.PriceType.ValueType(
+            _enum_out(catalog_pb2.PriceType, price.type, _TYPE_PREFIX)
+        ),
         recurring=recurring,
         lookup_key=price.lookup_key or "",
         stripe_price_id=price.stripe_price_id or "",
@@ -130,7 +134,9 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         position=price.position,
         nickname=price.nickname,
         metadata=price.attributes or {},
-        hint=_enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_"),
+        hint=catalog_pb2.PurchaseHint.ValueType(
+            _enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_")
+        ),
         create_time=ts(price.created_at),
         update_time=ts(price.updated_at),
     )

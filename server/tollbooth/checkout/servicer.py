@@ -46,9 +46,9 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
     return checkout_pb2.CheckoutSession(
         checkout_session_id=row.id,
         billing_account_id=row.billing_account_id,
-        status=STATUS.get(status, 0),
-        payment_status=PAYMENT.get(row.payment_status, 0),
-        mode=MODE.get(row.mode, 0),
+        status=STATUS.get(status, checkout_pb2.CHECKOUT_SESSION_STATUS_UNSPECIFIED),
+        payment_status=PAYMENT.get(row.payment_status, checkout_pb2.PAYMENT_STATUS_UNSPECIFIED),
+        mode=MODE.get(row.mode, checkout_pb2.CHECKOUT_MODE_UNSPECIFIED),
         url=(row.url or "") if status == "open" else "",
         items=items,
         amount_total=row.amount_total,

@@ -7,6 +7,7 @@ from tollbooth.db.models import Purchase, Subscription
 from tollbooth.rpc.convert import ts
 from tollbooth.subscriptions.service import BillingStatusView
 
+UNSPECIFIED = checkout_pb2.SUBSCRIPTION_STATE_UNSPECIFIED
 STATE = {
     "incomplete": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE,
     "trialing": checkout_pb2.SUBSCRIPTION_STATE_TRIALING,
@@ -27,7 +28,7 @@ def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
         lookup_key=row.lookup_key or "",
         subscription_group=row.subscription_group or "",
         quantity=row.quantity,
-        state=STATE.get(row.state, 0),
+        state=STATE.get(row.state, UNSPECIFIED),
         current_period_start_time=(
             ts(row.current_period_start) if row.current_period_start else None
         ),
@@ -57,7 +58,7 @@ def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
         billing_account_id=view.billing_account_id,
         plan=view.plan,
         plan_price_id=view.plan_price_id,
-        state=STATE.get(sub.state, 0) if sub else 0,
+        state=STATE.get(sub.state, UNSPECIFIED) if sub else UNSPECIFIED,
         current_period_end_time=(
             ts(sub.current_period_end) if sub and sub.current_period_end else None
         ),

@@ -28,7 +28,7 @@ def result(outcome: Outcome) -> usage_pb2.EventResult:
     )
 
 
-def aggregation_in(value: int) -> str:
+def aggregation_in(value: usage_pb2.Aggregation.ValueType) -> str:
     """AGGREGATION_COUNT_UNIQUE -> "count_unique"; unspecified -> ""; unknown -> "unknown"."""
     if value == 0:
         return ""
@@ -38,8 +38,8 @@ def aggregation_in(value: int) -> str:
         return "unknown"
 
 
-def aggregation_out(value: str) -> int:
-    return int(usage_pb2.Aggregation.Value(_AGG_PREFIX + value.upper()))
+def aggregation_out(value: str) -> usage_pb2.Aggregation.ValueType:
+    return usage_pb2.Aggregation.Value(_AGG_PREFIX + value.upper())
 
 
 def metric_fields(msg: usage_pb2.Metric) -> MetricFields:

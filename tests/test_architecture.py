@@ -27,6 +27,9 @@ PLUMBING = {
     "amounts",
     "gateway",
     "deps",
+    # The command line's plumbing: running a click command, and `run`'s process supervisor.
+    "commandline",
+    "supervisor",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"
@@ -193,7 +196,15 @@ def test_only_the_assembly_imports_servicers_of_several_domains() -> None:
 
 def test_services_of_these_rooms_take_domain_values() -> None:
     """Only servicers and convert modules (and the sidecar, a gRPC client) touch protobuf."""
-    rooms = {"checkout", "subscriptions", "provider", "webhooks", "notifications", "catalog"}
+    rooms = {
+        "checkout",
+        "subscriptions",
+        "provider",
+        "webhooks",
+        "notifications",
+        "catalog",
+        "usage",
+    }
     allowed = {"servicer.py", "convert.py", "sidecar.py"}
     wrong = []
     for path in modules():

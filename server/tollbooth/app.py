@@ -10,22 +10,24 @@ is wired here instead:
   state (checkout sessions: `checkout.fulfilment`; subscriptions, purchases, invoices and the
   credit grants they bring: `subscriptions.effects`);
 - the gRPC server (`serve-grpc`, `run`, tests/devstack.py), the webhook sidecar, the sandbox,
-  and the operator commands (`webhooks replay`, `reconcile`, `catalog apply`) the CLI runs.
+  and the operator commands (`webhooks replay`, `reconcile`, `catalog apply`, `sandbox`) the
+  command line (`tollbooth.cli`) runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health
 
+from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout import fulfilment
 from tollbooth.checkout.servicer import CheckoutServicer
-from tollbooth.config import Settings
+from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
@@ -33,6 +35,7 @@ from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
 from tollbooth.rpc.servicer import Servicer
+from tollbooth.sandbox.command import sandbox_alone
 from tollbooth.subscriptions import effects as subscription_effects
 from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.subscriptions.service import purchase_hints
@@ -51,10 +54,12 @@ __all__ = [
     "Deps",
     "build_deps",
     "build_server",
+    "catalog_commands",
     "catalog_main",
     "reconcile",
     "replay",
-    "sandbox_config_from_env",
+    "sandbox_alone",
+    "sandbox_config",
     "serve",
     "serve_sandbox",
     "serve_sidecar",
@@ -131,10 +136,15 @@ start_sidecar = sidecar.start_in_thread
 serve_sidecar = sidecar.serve
 
 
-def sandbox_config_from_env(env: Mapping[str, str], webhook_secret: str) -> SandboxConfig:
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The sandbox of the stack (`serve-sandbox`, `run`); ConfigError when its settings are
+    unusable."""
     from tollbooth.sandbox.config import SandboxConfig
 
-    return SandboxConfig.from_env(env, webhook_secret)
+    try:
+        return SandboxConfig.for_stack(settings)
+    except ValueError as exc:
+        raise ConfigError(f"sandbox: {exc}") from exc
 
 
 def serve_sandbox(config: SandboxConfig) -> None:
@@ -174,3 +184,7 @@ def catalog_main(argv: Sequence[str]) -> int:
     from tollbooth.catalog.as_code import main
 
     return int(main(argv) or 0)
+
+
+# The command groups of the rooms, which `tollbooth.cli` adds to the one program:
+# `catalog_commands` (catalog as code) and `sandbox_alone` (the Stripe sandbox on its own).

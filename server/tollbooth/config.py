@@ -1,4 +1,9 @@
-"""Configuration from the environment, with working local defaults.
+"""Configuration: every setting of every process, read once from the environment.
+
+`Settings.from_env()` (pydantic-settings) is the one reader of the environment; a process
+reads it once at start and passes the object down (servicers get it through their deps).
+Related settings form sections that can also be read alone: `SandboxSettings` (the Stripe
+sandbox run on its own) and `UsageSettings` (usage limits); `Settings` holds them all.
 
 No credential ever comes from the repository. When a service key, the JWT signing key or (in
 sandbox mode) the webhook secret is not configured, a random one is generated once per data
@@ -6,15 +11,31 @@ directory (`$BILLING_DATA_DIR/secrets/`, files of mode 0600) and reused on resta
 `make run` works with zero configuration and every replica on the machine shares them. Such
 generated credentials are for loopback only: a listener on any other address refuses to start
 and names the variable to set.
+
+Values are read as pydantic-settings reads them, then cleaned the way the service always has:
+surrounding blanks are dropped, an empty value means the default, lists are comma-separated,
+and integers are range-checked with an error that names the variable.
 """
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
+
+from annotated_types import Ge, Le
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,24 +46,9 @@ GENERATED = {
     "STRIPE_WEBHOOK_SECRET": ("webhook-secret", lambda: "whsec_" + secrets.token_urlsafe(32)),
 }
 MAX_JWT_LEEWAY_SEC = 300
-
-
-def _int(env: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw[:40]!r}") from exc
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _list(env: dict[str, str], name: str, default: str = "") -> list[str]:
-    raw = env.get(name, default)
-    return [item.strip() for item in raw.split(",") if item.strip()]
+MAX_GRPC_REPLICAS = 16
+DEFAULT_SANDBOX_PORT = 12111
+DEFAULT_CORS_ORIGINS = ("http://localhost:3000", "http://127.0.0.1:3000")
 
 
 class ConfigError(ValueError):
@@ -94,40 +100,289 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    service_keys: tuple[str, ...]
-    jwt_keys: dict[str, str]
-    jwt_signing_kid: str
-    jwt_issuer: str
-    jwt_audience: str
-    jwt_leeway_sec: int
-    token_ttl_default: int
-    token_ttl_max: int
-    stripe_api_key: str
-    webhook_secrets: tuple[str, ...]
-    webhook_tolerance_sec: int
-    grpc_host: str
-    grpc_port: int
-    grpc_replicas: int
-    rest_host: str
-    rest_port: int
-    sidecar_port: int
-    sandbox_port: int
-    envoy_admin_port: int
-    cors_origins: tuple[str, ...]
-    max_body_bytes: int
-    grpc_workers: int
-    data_dir: Path
+# -- reading -----------------------------------------------------------------------------------
+
+# The mapping `from_env(env)` reads instead of os.environ (None: the process environment).
+_given_env: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "tollbooth_config_env", default=None
+)
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, over the mapping given to `from_env` if any."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _given_env.get()
+        return super()._load_env_vars() if given is None else dict(given)
+
+
+def env(
+    name: str,
+    default: Any = None,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+    raw: bool = False,
+    **extra: Any,
+) -> Any:
+    """A field read from variable `name`. `lo`/`hi` bound an integer; `raw` keeps the value
+    exactly as set (no stripping, an empty value is a value)."""
+    meta = [*([Ge(lo)] if lo is not None else []), *([Le(hi)] if hi is not None else [])]
+    field = Field(default, alias=name, json_schema_extra={"raw": raw} if raw else None, **extra)
+    field.metadata.extend(meta)
+    return field
+
+
+def _bounds(field: Any) -> tuple[int | None, int | None]:
+    lo = next((int(m.ge) for m in field.metadata if isinstance(m, Ge)), None)  # type: ignore[call-overload]
+    hi = next((int(m.le) for m in field.metadata if isinstance(m, Le)), None)  # type: ignore[call-overload]
+    return lo, hi
+
+
+def _integer(name: str, text: str, lo: int | None, hi: int | None) -> int:
+    if hi is None:  # a count: any positive integer
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {text!r}")
+        return value
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {text[:40]!r}") from exc
+    if not (lo if lo is not None else value) <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+_NUMBERS = (int, float, int | None)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+class _Environment(BaseSettings):
+    """What every section shares: how the environment is read and cleaned."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        enable_decoding=False,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=False,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _EnvSource(settings_cls))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Any:
+        """Read the settings from `environ` (default: the process environment).
+
+        Raises ConfigError naming the first variable whose value is unusable.
+        """
+        with _reading(environ):
+            try:
+                return cls()
+            except ValidationError as exc:
+                raise _config_error(exc) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean(cls, data: Any) -> Any:
+        """Blanks dropped, empty means default, lists split, integers range-checked."""
+        if not isinstance(data, Mapping):
+            return data
+        clean: dict[str, Any] = {}
+        for field in cls.model_fields.values():
+            name = field.alias
+            if name is None or name not in data:
+                continue
+            value = data[name]
+            if not isinstance(value, str):
+                clean[name] = value
+                continue
+            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("raw"):
+                clean[name] = value
+                continue
+            text = value.strip()
+            if field.annotation == tuple[str, ...]:
+                clean[name] = split_list(text)  # set but empty: an empty list
+            elif not text:
+                continue  # the default
+            elif field.annotation in _NUMBERS:
+                clean[name] = _integer(name, text, *_bounds(field))
+            else:
+                clean[name] = text
+        return cls._derive(clean)
+
+    @classmethod
+    def _derive(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Settings computed from others (a section's hook); `values` is keyed by variable."""
+        return values
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _given_env.set(None if environ is None else dict(environ))
+    try:
+        yield
+    finally:
+        _given_env.reset(token)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return ConfigError(f"{where}: {first.get('msg', 'unusable value')}")
+
+
+class UsageSettings(_Environment):
+    """Usage limits (positive integers); `tollbooth.usage.limits.Limits` says what each means."""
+
+    usage_max_batch: int = env("BILLING_USAGE_MAX_BATCH", 1000, lo=1)
+    usage_max_future_sec: int = env("BILLING_USAGE_MAX_FUTURE_SEC", 300, lo=1)
+    usage_max_age_days: int = env("BILLING_USAGE_MAX_AGE_DAYS", 1826, lo=1)
+    usage_max_properties_bytes: int = env("BILLING_USAGE_MAX_PROPERTIES_BYTES", 8192, lo=1)
+    usage_max_properties_depth: int = env("BILLING_USAGE_MAX_PROPERTIES_DEPTH", 5, lo=1)
+    usage_stream_group_max: int = env("BILLING_USAGE_STREAM_GROUP_MAX", 500, lo=1)
+    usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1)
+
+
+class SandboxSettings(_Environment):
+    """The Stripe sandbox's variables; `tollbooth.sandbox.config` documents them.
+
+    Unset optional values stay None: the sandbox of the stack and the sandbox run alone
+    (`tollbooth sandbox`) fill them with different defaults. Faults are parsed by the sandbox.
+    """
+
+    # Comma-separated during a rotation; the first one signs.
+    webhook_secrets: tuple[str, ...] = env("STRIPE_WEBHOOK_SECRET", ())
+    sandbox_port: int = env("BILLING_SANDBOX_PORT", DEFAULT_SANDBOX_PORT, lo=1, hi=65535)
+    sandbox_host: str = env("BILLING_SANDBOX_HOST", "127.0.0.1")
+    sandbox_db: str | None = env("BILLING_SANDBOX_DB", None)
+    # Set but empty: keep events but deliver nothing.
+    sandbox_webhook_url: str | None = env("BILLING_SANDBOX_WEBHOOK_URL", None, raw=True)
+    sandbox_faults: str = env("BILLING_SANDBOX_FAULTS", "")
+    sandbox_public_url: str | None = env("BILLING_SANDBOX_PUBLIC_URL", None)
+    sandbox_retry_base_ms: int | None = env(
+        "BILLING_SANDBOX_RETRY_BASE_MS", None, lo=0, hi=86_400_000
+    )
+
+
+class Settings(SandboxSettings, UsageSettings):
+    """Every setting of the service. Attribute names are what callers use; each field says
+    which variable it comes from."""
+
+    data_dir: Path = env("BILLING_DATA_DIR", REPO_ROOT / "var")
+    database_url: str = env("BILLING_DATABASE_URL", "")
+    service_keys: tuple[str, ...] = env("BILLING_SERVICE_KEYS", ())
+    jwt_keys: dict[str, str] = env("BILLING_JWT_KEYS", {})
+    jwt_signing_kid: str = env("BILLING_JWT_SIGNING_KID", "")
+    jwt_issuer: str = env("BILLING_JWT_ISSUER", "tollbooth")
+    jwt_audience: str = env("BILLING_JWT_AUDIENCE", "billing-api")
+    jwt_leeway_sec: int = env("BILLING_JWT_LEEWAY_SEC", 30, lo=0, hi=MAX_JWT_LEEWAY_SEC)
+    token_ttl_max: int = env("BILLING_TOKEN_TTL_MAX_SEC", 3600, lo=60, hi=86400)
+    stripe_api_key: str = env("STRIPE_API_KEY", "")
+    webhook_tolerance_sec: int = env("STRIPE_WEBHOOK_TOLERANCE_SEC", 300, lo=1, hi=3600)
+    grpc_host: str = env("BILLING_GRPC_HOST", "127.0.0.1")
+    grpc_replicas: int = env("BILLING_GRPC_REPLICAS", 1, lo=1, hi=MAX_GRPC_REPLICAS)
+    grpc_port: int = env("BILLING_GRPC_PORT", 50051, lo=1, hi=65535)
+    rest_host: str = env("BILLING_REST_HOST", "127.0.0.1")
+    rest_port: int = env("BILLING_REST_PORT", 8080, lo=1, hi=65535)
+    sidecar_port: int = env("BILLING_SIDECAR_PORT", 8090, lo=1, hi=65535)
+    envoy_admin_port: int = env("BILLING_ENVOY_ADMIN_PORT", 9901, lo=1, hi=65535)
+    cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
+    max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
+    grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
     # The provider: STRIPE_API_BASE overrides where the Stripe client sends requests (empty:
     # Stripe itself with a key, the local sandbox without one); timeout and network retries.
-    stripe_api_base: str = ""
-    stripe_timeout_sec: float = 10.0
-    stripe_max_network_retries: int = 2
-    defaults_used: tuple[str, ...] = field(default=())
-    # Variable -> file of each credential generated for this data directory.
-    generated: dict[str, Path] = field(default_factory=dict)
+    stripe_api_base: str = env("STRIPE_API_BASE", "")
+    stripe_timeout_sec: float = env("STRIPE_TIMEOUT_SEC", 10.0, lo=1, hi=120)
+    stripe_max_network_retries: int = env("STRIPE_MAX_NETWORK_RETRIES", 2, lo=0, hi=10)
+    # The processes: log level, where `run` keeps Envoy's files, and whether this process is
+    # a child of `run` (which then prints the start-up warnings once, itself).
+    log_level: str = env("BILLING_LOG_LEVEL", "INFO")
+    run_dir: Path | None = env("BILLING_RUN_DIR", None)
+    supervised: bool = env("TOLLBOOTH_SUPERVISED", False)
+    # Not variables: which variables fell back to a local default, and the file of each
+    # credential generated for this data directory.
+    defaults_used: tuple[str, ...] = Field(default=())
+    generated: dict[str, Path] = Field(default_factory=dict)
+
+    SUPERVISED_VARIABLE: ClassVar[str] = "TOLLBOOTH_SUPERVISED"
+
+    @classmethod
+    def _derive(cls, values: dict[str, Any]) -> dict[str, Any]:
+        values["defaults_used"] = ()
+        values["generated"] = {}
+        data_dir = Path(values.get("BILLING_DATA_DIR") or REPO_ROOT / "var")
+        values["BILLING_DATA_DIR"] = data_dir
+        generated: dict[str, Path] = {}
+
+        def credential(name: str) -> tuple[str, ...]:
+            configured = values.get(name) or ()
+            if isinstance(configured, str):
+                configured = split_list(configured)
+            if configured:
+                return tuple(configured)
+            value, path = local_secret(data_dir, name)
+            generated[name] = path
+            return (value,)
+
+        if not values.get("BILLING_DATABASE_URL"):
+            values["BILLING_DATABASE_URL"] = f"sqlite:///{data_dir / 'billing.db'}"
+            values["defaults_used"] = ("BILLING_DATABASE_URL",)
+        keys = credential("BILLING_SERVICE_KEYS")
+        if any(len(k) < 16 for k in keys):
+            raise ConfigError("BILLING_SERVICE_KEYS entries must be at least 16 characters")
+        values["BILLING_SERVICE_KEYS"] = keys
+        jwt_keys: dict[str, str] = {}
+        for pair in credential("BILLING_JWT_KEYS"):
+            kid, sep, secret = pair.partition(":")
+            if not sep or not kid or len(secret) < 32:
+                raise ConfigError(
+                    "BILLING_JWT_KEYS entries are KID:SECRET, the secret at least 32 characters"
+                )
+            jwt_keys[kid] = secret
+        values["BILLING_JWT_KEYS"] = jwt_keys
+        signing_kid = values.get("BILLING_JWT_SIGNING_KID") or next(iter(jwt_keys))
+        if signing_kid not in jwt_keys:
+            raise ConfigError(f"BILLING_JWT_SIGNING_KID {signing_kid!r} is not in BILLING_JWT_KEYS")
+        values["BILLING_JWT_SIGNING_KID"] = signing_kid
+        if not values.get("STRIPE_WEBHOOK_SECRET") and not values.get("STRIPE_API_KEY"):
+            # Sandbox mode only: the sandbox signs its events with this generated secret.
+            values["STRIPE_WEBHOOK_SECRET"] = credential("STRIPE_WEBHOOK_SECRET")
+        replicas = values.get("BILLING_GRPC_REPLICAS", 1)
+        port = values.get("BILLING_GRPC_PORT", 50051)
+        if port > 65535 - replicas + 1:
+            raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
+        if "STRIPE_API_BASE" in values:
+            values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
+        if "STRIPE_TIMEOUT_SEC" in values:
+            values["STRIPE_TIMEOUT_SEC"] = float(values["STRIPE_TIMEOUT_SEC"])
+        if "TOLLBOOTH_SUPERVISED" in values:
+            values["TOLLBOOTH_SUPERVISED"] = values["TOLLBOOTH_SUPERVISED"] == "1"
+        values["generated"] = generated
+        return values
+
+    @property
+    def token_ttl_default(self) -> int:
+        return min(900, self.token_ttl_max)
 
     @property
     def grpc_target(self) -> str:
@@ -156,84 +411,6 @@ class Settings:
         """Where Stripe (or the sandbox) delivers events: the webhook path on Envoy."""
         host = "127.0.0.1" if not is_loopback(self.rest_host) else self.rest_host
         return f"http://{host}:{self.rest_port}/v1/billing/webhooks"
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        used: list[str] = []
-        generated: dict[str, Path] = {}
-        data_dir = Path(env.get("BILLING_DATA_DIR", "").strip() or REPO_ROOT / "var")
-
-        def default(name: str, value: str) -> str:
-            if not env.get(name, "").strip():
-                used.append(name)
-                return value
-            return env[name].strip()
-
-        def credential(name: str) -> list[str]:
-            configured = _list(env, name)
-            if configured:
-                return configured
-            value, path = local_secret(data_dir, name)
-            generated[name] = path
-            return [value]
-
-        database_url = default("BILLING_DATABASE_URL", f"sqlite:///{data_dir / 'billing.db'}")
-        keys = credential("BILLING_SERVICE_KEYS")
-        if any(len(k) < 16 for k in keys):
-            raise ConfigError("BILLING_SERVICE_KEYS entries must be at least 16 characters")
-        jwt_keys: dict[str, str] = {}
-        for pair in credential("BILLING_JWT_KEYS"):
-            kid, sep, secret = pair.partition(":")
-            if not sep or not kid or len(secret) < 32:
-                raise ConfigError(
-                    "BILLING_JWT_KEYS entries are KID:SECRET, the secret at least 32 characters"
-                )
-            jwt_keys[kid] = secret
-        signing_kid = env.get("BILLING_JWT_SIGNING_KID", "").strip() or next(iter(jwt_keys))
-        if signing_kid not in jwt_keys:
-            raise ConfigError(f"BILLING_JWT_SIGNING_KID {signing_kid!r} is not in BILLING_JWT_KEYS")
-        stripe_key = env.get("STRIPE_API_KEY", "").strip()
-        webhook_secrets = _list(env, "STRIPE_WEBHOOK_SECRET")
-        if not webhook_secrets and not stripe_key:
-            # Sandbox mode only: the sandbox signs its events with this generated secret.
-            webhook_secrets = credential("STRIPE_WEBHOOK_SECRET")
-        ttl_max = _int(env, "BILLING_TOKEN_TTL_MAX_SEC", 3600, 60, 86400)
-        replicas = _int(env, "BILLING_GRPC_REPLICAS", 1, 1, 16)
-        settings = cls(
-            database_url=database_url,
-            service_keys=tuple(keys),
-            jwt_keys=jwt_keys,
-            jwt_signing_kid=signing_kid,
-            jwt_issuer=env.get("BILLING_JWT_ISSUER", "").strip() or "tollbooth",
-            jwt_audience=env.get("BILLING_JWT_AUDIENCE", "").strip() or "billing-api",
-            jwt_leeway_sec=_int(env, "BILLING_JWT_LEEWAY_SEC", 30, 0, MAX_JWT_LEEWAY_SEC),
-            token_ttl_default=min(900, ttl_max),
-            token_ttl_max=ttl_max,
-            stripe_api_key=stripe_key,
-            webhook_secrets=tuple(webhook_secrets),
-            webhook_tolerance_sec=_int(env, "STRIPE_WEBHOOK_TOLERANCE_SEC", 300, 1, 3600),
-            grpc_host=env.get("BILLING_GRPC_HOST", "").strip() or "127.0.0.1",
-            grpc_port=_int(env, "BILLING_GRPC_PORT", 50051, 1, 65535 - replicas + 1),
-            grpc_replicas=replicas,
-            rest_host=env.get("BILLING_REST_HOST", "").strip() or "127.0.0.1",
-            rest_port=_int(env, "BILLING_REST_PORT", 8080, 1, 65535),
-            sidecar_port=_int(env, "BILLING_SIDECAR_PORT", 8090, 1, 65535),
-            sandbox_port=_int(env, "BILLING_SANDBOX_PORT", 12111, 1, 65535),
-            envoy_admin_port=_int(env, "BILLING_ENVOY_ADMIN_PORT", 9901, 1, 65535),
-            cors_origins=tuple(
-                _list(env, "BILLING_CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
-            ),
-            max_body_bytes=_int(env, "BILLING_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1024 * 1024),
-            grpc_workers=_int(env, "BILLING_GRPC_WORKERS", 32, 1, 512),
-            data_dir=data_dir,
-            stripe_api_base=env.get("STRIPE_API_BASE", "").strip().rstrip("/"),
-            stripe_timeout_sec=float(_int(env, "STRIPE_TIMEOUT_SEC", 10, 1, 120)),
-            stripe_max_network_retries=_int(env, "STRIPE_MAX_NETWORK_RETRIES", 2, 0, 10),
-            defaults_used=tuple(used),
-            generated=generated,
-        )
-        return settings
 
     def exposure_error(self) -> str | None:
         """Why these settings must not serve: a generated credential on a non-loopback listener."""

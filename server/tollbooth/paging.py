@@ -1,20 +1,38 @@
-"""Page sizes and page tokens for every List RPC, without a database.
+"""Keyset paging for every List RPC: page sizes, signed page tokens, pages.
 
 A page token carries the ordering key of the last entry served and names the query it
 belongs to, so the next page is a keyset query ("strictly after this key") that neither skips
 nor repeats entries that stay put. Tokens are signed (HMAC-SHA256 with a key every replica
 derives from its configured secrets), so a forged or edited token is refused as
 PAGE_TOKEN_INVALID before its values reach SQL; the values are range-checked all the same.
+
+One List, one `Keyset`: the query it names, the parts of its ordering key (`Int`, `Text`,
+`Micros` for a datetime), and the function that reads that key off a row::
+
+    keyset = Keyset.of(f"grants:{account_id}", (Text(), Int(), Micros(), Text()),
+                       lambda g: (g.credit_type, g.priority, g.created_at, g.id), page_size)
+    after = keyset.after(page_token)            # None, or the key's values (datetimes back)
+    rows = repository.list_grants(session, ..., after=after, limit=keyset.limit)  # size + 1
+    return keyset.page(rows)                    # Page(items, next_page_token)
+
+`after_clause(columns, after)` is the SQL side: "strictly after `after` in the lexicographic
+order of `columns`".
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, and_, or_
 
 from tollbooth import errors
 
@@ -64,7 +82,19 @@ def decode(token: str, query: str, shape: tuple[type, ...]) -> list[KeyPart] | N
     """The ordering key a token carries (None for an empty token: the first page).
 
     `shape` gives the type of each key part (int or str); anything else is refused.
+    (The parts of a `Keyset` say more: bounds, empty text, datetimes.)
     """
+    parts = [Int() if kind is int else Text() for kind in shape]
+    key = _open(token, query, len(parts))
+    if key is None:
+        return None
+    for part, raw in zip(parts, key, strict=True):
+        part.load(raw)
+    return key
+
+
+def _open(token: str, query: str, length: int) -> list[Any] | None:
+    """The raw key of a token signed for `query`, of `length` parts; None for no token."""
     if not token:
         return None
     if len(token) > MAX_TOKEN_LENGTH:
@@ -83,15 +113,8 @@ def decode(token: str, query: str, shape: tuple[type, ...]) -> list[KeyPart] | N
     if not isinstance(data, dict) or data.get("v") != TOKEN_VERSION or data.get("q") != query:
         raise bad_token()
     key = data.get("k")
-    if not isinstance(key, list) or len(key) != len(shape):
+    if not isinstance(key, list) or len(key) != length:
         raise bad_token()
-    for part, kind in zip(key, shape, strict=True):
-        if kind is int and not (type(part) is int and INT64_MIN <= part <= INT64_MAX):
-            raise bad_token()
-        if kind is str and not (
-            isinstance(part, str) and 0 < len(part) <= MAX_TEXT and "\x00" not in part
-        ):
-            raise bad_token()
     return key
 
 
@@ -101,3 +124,138 @@ def bad_token() -> errors.DomainError:
         reason="PAGE_TOKEN_INVALID",
         field="page_token",
     )
+
+
+# -- the parts of an ordering key ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer part, within [lo, hi] (int64 by default)."""
+
+    lo: int = INT64_MIN
+    hi: int = INT64_MAX
+
+    def dump(self, value: Any) -> KeyPart:
+        return int(value)
+
+    def load(self, raw: object) -> int:
+        if type(raw) is not int or not self.lo <= raw <= self.hi:
+            raise bad_token()
+        return raw
+
+
+# Text that may be empty travels behind this mark (a token never carries an empty string).
+_TEXT_MARK = "k"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text part: at most MAX_TEXT characters, no NUL; empty only if `empty`."""
+
+    empty: bool = False
+
+    def dump(self, value: Any) -> KeyPart:
+        return _TEXT_MARK + str(value) if self.empty else str(value)
+
+    def load(self, raw: object) -> str:
+        if not (isinstance(raw, str) and 0 < len(raw) <= MAX_TEXT and "\x00" not in raw):
+            raise bad_token()
+        if self.empty:
+            if not raw.startswith(_TEXT_MARK):
+                raise bad_token()
+            return raw[len(_TEXT_MARK) :]
+        return raw
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Micros:
+    """A datetime part, as whole microseconds since the epoch (exact; naive means UTC)."""
+
+    def dump(self, value: Any) -> KeyPart:
+        at: dt.datetime = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        delta = at - EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def load(self, raw: object) -> dt.datetime:
+        micros = Int().load(raw)
+        try:
+            return EPOCH + dt.timedelta(microseconds=micros)
+        except OverflowError as exc:
+            raise bad_token() from exc
+
+
+Part = Int | Text | Micros
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a List: its entries and the token of the next page ("" on the last)."""
+
+    items: list[T]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Keyset(Generic[T]):
+    """The paging of one List query: see the module docstring."""
+
+    query: str
+    parts: tuple[Part, ...]
+    key: Callable[[T], Sequence[Any]]
+    size: int = DEFAULT_PAGE_SIZE
+
+    @classmethod
+    def of(
+        cls,
+        query: str,
+        parts: Sequence[Part],
+        key: Callable[[T], Sequence[Any]],
+        requested_size: int = 0,
+        *,
+        default: int = DEFAULT_PAGE_SIZE,
+        maximum: int = MAX_PAGE_SIZE,
+    ) -> Keyset[T]:
+        """`requested_size` as the request gave it (0: default; refused if negative)."""
+        return cls(query, tuple(parts), key, page_size(requested_size, default, maximum))
+
+    @property
+    def limit(self) -> int:
+        """How many rows to fetch: one more than a page shows whether another page follows."""
+        return self.size + 1
+
+    def after(self, token: str) -> tuple[Any, ...] | None:
+        """The ordering key the token carries, each part loaded (None: the first page)."""
+        raw = _open(token, self.query, len(self.parts))
+        if raw is None:
+            return None
+        return tuple(part.load(value) for part, value in zip(self.parts, raw, strict=True))
+
+    def token(self, values: Sequence[Any]) -> str:
+        """The token of the page after the entry whose ordering key is `values`."""
+        return encode(
+            self.query, [part.dump(v) for part, v in zip(self.parts, values, strict=True)]
+        )
+
+    def page(self, rows: Sequence[T]) -> Page[T]:
+        """The page of rows fetched with `limit`, and the token of the next one."""
+        if len(rows) <= self.size:
+            return Page(list(rows), "")
+        items = list(rows[: self.size])
+        return Page(items, self.token(self.key(items[-1])))
+
+
+def after_clause(
+    columns: Sequence[Any], values: Sequence[Any], *, descending: bool = False
+) -> ColumnElement[bool]:
+    """SQL: strictly after `values` in the lexicographic order of `columns` (descending: before)."""
+    clauses = []
+    for i, col in enumerate(columns):
+        prefix = [c == v for c, v in zip(columns[:i], values[:i], strict=True)]
+        step = col < values[i] if descending else col > values[i]
+        clauses.append(and_(*prefix, step))
+    return or_(*clauses)

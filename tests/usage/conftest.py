@@ -12,17 +12,17 @@ from tollbooth.app import Deps, build_server
 
 
 @pytest.fixture
-def channel_with_env(
-    deps: Deps, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., grpc.Channel]]:
+def channel_with_env(deps: Deps) -> Iterator[Callable[..., grpc.Channel]]:
     """`channel_with_env(BILLING_USAGE_MAX_BATCH="3")`: a channel to a server started with
-    those variables set (usage limits are read when the server starts)."""
+    those variables set (usage limits are settings, read when the server starts)."""
+    from tests.conftest import make_env
+    from tollbooth.config import Settings
+
     stack = ExitStack()
 
     def make(**env: str) -> grpc.Channel:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        server, port, _ = build_server(deps, "127.0.0.1:0")
+        settings = Settings.from_env(make_env(deps.settings.database_url, **env))
+        server, port, _ = build_server(Deps.build(settings, deps.db), "127.0.0.1:0")
         server.start()
         stack.callback(lambda: server.stop(grace=None).wait())
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))

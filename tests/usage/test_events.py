@@ -12,7 +12,7 @@ from billing.v1 import usage_pb2
 from tests.usage.support import NOW, event
 from tollbooth.errors import DomainError
 from tollbooth.rpc import edge
-from tollbooth.usage import events
+from tollbooth.usage import convert, events
 from tollbooth.usage.limits import Limits, LimitsError
 
 LIMITS = Limits()
@@ -20,7 +20,7 @@ NOW_S = int(NOW.timestamp())
 
 
 def check(msg: usage_pb2.UsageEvent, limits: Limits = LIMITS) -> events.Candidate:
-    return events.check(msg, 0, limits, NOW_S)
+    return convert.check(msg, 0, limits, NOW_S)
 
 
 def refusal(msg: usage_pb2.UsageEvent, limits: Limits = LIMITS) -> DomainError:
@@ -164,9 +164,9 @@ def bad_strings() -> list[usage_pb2.UsageEvent]:
     cases = []
     long_value = "x" * (edge.STRUCT_MAX_LENGTH + 1)
     for field, limit in (
-        ("unique_id", events.UNIQUE_ID_LIMIT),
-        ("account", events.ACCOUNT_LIMIT),
-        ("event_name", events.EVENT_NAME_LIMIT),
+        ("unique_id", convert.UNIQUE_ID_LIMIT),
+        ("account", convert.ACCOUNT_LIMIT),
+        ("event_name", convert.EVENT_NAME_LIMIT),
     ):
         for value in ("a\x00b", "y" * (limit + 1)):
             msg = event("e", "p")
@@ -193,16 +193,16 @@ def test_fast_string_check_refuses_exactly_what_edge_validate_refuses(msg) -> No
 
 
 def test_strings_at_their_limits_pass_both_checks() -> None:
-    msg = event("u" * events.UNIQUE_ID_LIMIT, "a" * events.ACCOUNT_LIMIT)
-    msg.event_name = "n" * events.EVENT_NAME_LIMIT
+    msg = event("u" * convert.UNIQUE_ID_LIMIT, "a" * convert.ACCOUNT_LIMIT)
+    msg.event_name = "n" * convert.EVENT_NAME_LIMIT
     msg.properties.update({"k" * edge.STRUCT_MAX_LENGTH: "v" * edge.STRUCT_MAX_LENGTH})
     edge.validate(msg)
     check(msg, Limits(max_properties_bytes=10**6))
 
 
 def test_usage_event_has_exactly_the_fields_the_fast_check_knows() -> None:
-    # A new field must be taught to events.check (or the fast path dropped): this fails first.
-    assert tuple(f.name for f in usage_pb2.UsageEvent.DESCRIPTOR.fields) == events.KNOWN_FIELDS
+    # A new field must be taught to convert.check (or the fast path dropped): this fails first.
+    assert tuple(f.name for f in usage_pb2.UsageEvent.DESCRIPTOR.fields) == convert.KNOWN_FIELDS
     assert usage_pb2.UsageEvent.DESCRIPTOR.fields_by_name["properties"].message_type is (
         struct_pb2.Struct.DESCRIPTOR
     )

@@ -62,14 +62,15 @@ always links explicitly.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+import click
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tollbooth import commandline
 from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
@@ -79,7 +80,7 @@ from tollbooth.db import Database
 from tollbooth.errors import DomainError
 from tollbooth.provider.client import StripeProvider
 
-__all__ = ["apply", "execute", "main", "plan"]
+__all__ = ["apply", "catalog_commands", "execute", "main", "plan"]
 
 
 def plan(
@@ -136,51 +137,48 @@ def execute(session: Session, result: Plan) -> None:
             raise TypeError(f"unknown action {action!r}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tollbooth catalog", description="Manage the catalog from a YAML file."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    apply_cmd = commands.add_parser("apply", help="make the stored catalog match FILE")
-    apply_cmd.add_argument("file", metavar="FILE.yaml")
-    apply_cmd.add_argument(
-        "--dry-run", action="store_true", help="print the changes and write nothing"
-    )
-    apply_cmd.add_argument(
-        "--archive-missing",
-        action="store_true",
-        help="archive active products and prices absent from the file",
-    )
-    apply_cmd.add_argument(
-        "--database-url", help="default: BILLING_DATABASE_URL (tollbooth.config.Settings)"
-    )
-    apply_cmd.add_argument(
-        "--sync-stripe",
-        action="store_true",
-        help="then link or create the provider product and price of every unsynced price",
-    )
-    return parser
+@click.group("catalog", help="Manage the catalog from a YAML file.", no_args_is_help=True)
+def catalog_commands() -> None:
+    pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; argv holds the arguments after `tollbooth catalog` (e.g. apply FILE)."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+@catalog_commands.command("apply", help="make the stored catalog match FILE")
+@click.argument("file", metavar="FILE.yaml")
+@click.option("--dry-run", is_flag=True, help="print the changes and write nothing")
+@click.option(
+    "--archive-missing",
+    is_flag=True,
+    help="archive active products and prices absent from the file",
+)
+@click.option(
+    "--database-url", default=None, help="default: BILLING_DATABASE_URL (tollbooth.config)"
+)
+@click.option(
+    "--sync-stripe",
+    "sync",
+    is_flag=True,
+    help="then link or create the provider product and price of every unsynced price",
+)
+def apply_command(
+    file: str, dry_run: bool, archive_missing: bool, database_url: str | None, sync: bool
+) -> int:
     try:
-        catalog = spec.load(args.file)
+        catalog = spec.load(file)
     except (OSError, SpecError, DomainError) as exc:
         print(f"error: {_message(exc)}", file=sys.stderr)
         return 1
     try:
-        settings = Settings.from_env() if args.sync_stripe or not args.database_url else None
-        url = args.database_url or (settings.database_url if settings else "")
+        # The settings are read only when needed: a database URL given, nothing synced.
+        settings = Settings.from_env() if sync or not database_url else None
+        url = database_url or (settings.database_url if settings else "")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     db = Database(url)
     synced: list[str] = []
     try:
-        result = apply(db, catalog, dry_run=args.dry_run, archive_missing=args.archive_missing)
-        if args.sync_stripe and not args.dry_run:
+        result = apply(db, catalog, dry_run=dry_run, archive_missing=archive_missing)
+        if sync and not dry_run:
             assert settings is not None
             try:
                 synced = sync_stripe(db, StripeProvider.from_settings(settings))
@@ -211,12 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for line in result.lines():
         print(line)
-    verb = "would apply" if args.dry_run else "applied"
+    verb = "would apply" if dry_run else "applied"
     print(
         f"{verb} {len(result.actions)} change(s)"
-        + (" (dry run: nothing written)" if args.dry_run else "")
+        + (" (dry run: nothing written)" if dry_run else "")
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`tollbooth catalog`; argv holds the arguments after it (e.g. apply FILE)."""
+    return commandline.run(catalog_commands, argv, prog_name="tollbooth catalog")
 
 
 def _message(exc: Exception) -> str:

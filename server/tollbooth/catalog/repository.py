@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, func, or_, select, true
+from typing import Any
+
+from sqlalchemy import Select, func, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tollbooth.catalog.paging import Cursor
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import Price, Product, Sequence
+from tollbooth.paging import after_clause
 
 PRODUCT_SEQUENCE = "catalog.products"
 PRICE_SEQUENCE = "catalog.prices"
@@ -82,23 +84,18 @@ def active_price_with_lookup_key(session: Session, lookup_key: str) -> Price | N
     ).first()
 
 
-def _after(stmt: Select, model: type[Product] | type[Price], cursor: Cursor | None) -> Select:
-    """Keyset condition: strictly after `cursor` in (position, seq, id) order."""
-    if cursor is not None:
-        stmt = stmt.where(
-            or_(
-                model.position > cursor.position,
-                and_(model.position == cursor.position, model.seq > cursor.seq),
-                and_(
-                    model.position == cursor.position, model.seq == cursor.seq, model.id > cursor.id
-                ),
-            )
-        )
-    return stmt.order_by(model.position, model.seq, model.id)
+def _after(
+    stmt: Select, model: type[Product] | type[Price], after: tuple[Any, ...] | None
+) -> Select:
+    """Keyset condition: strictly after `after` in (position, seq, id) order."""
+    order = [model.position, model.seq, model.id]
+    if after is not None:
+        stmt = stmt.where(after_clause(order, after))
+    return stmt.order_by(*order)
 
 
 def list_products(
-    session: Session, *, active_only: bool, after: Cursor | None, limit: int
+    session: Session, *, active_only: bool, after: tuple[Any, ...] | None, limit: int
 ) -> list[Product]:
     stmt = select(Product)
     if active_only:
@@ -107,7 +104,12 @@ def list_products(
 
 
 def list_prices(
-    session: Session, product_id: str, *, active_only: bool, after: Cursor | None, limit: int
+    session: Session,
+    product_id: str,
+    *,
+    active_only: bool,
+    after: tuple[Any, ...] | None,
+    limit: int,
 ) -> list[Price]:
     stmt = select(Price).where(Price.product_id == product_id)
     if active_only:

@@ -6,8 +6,8 @@ Services flush, never commit: the caller (an RPC, or one `catalog apply`) owns t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from dataclasses import replace
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -26,15 +26,7 @@ from tollbooth.db.models import Price, Product
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
 from tollbooth.ids import new_id
-
-T = TypeVar("T", Product, Price)
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
-
+from tollbooth.paging import Page
 
 # ---------------------------------------------------------------------------------------------
 # Products
@@ -139,13 +131,14 @@ def list_products(
 ) -> Page[Product]:
     """Products in configured order: position, then creation order."""
     _check_include_inactive(caller, include_inactive)
-    size = paging.page_size(page_size)
-    query = paging.query_key("products", include_inactive=include_inactive)
-    cursor = paging.decode_token(page_token, query)
-    rows = repository.list_products(
-        session, active_only=not include_inactive, after=cursor, limit=size + 1
+    keyset = paging.keyset(
+        paging.query_key("products", include_inactive=include_inactive), page_size
     )
-    return _page(rows, size, query)
+    after = keyset.after(page_token)
+    rows = repository.list_products(
+        session, active_only=not include_inactive, after=after, limit=keyset.limit
+    )
+    return keyset.page(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,16 +275,18 @@ def list_prices(
     if not product_id:
         raise errors.required("product_id")
     _check_include_inactive(caller, include_inactive)
-    size = paging.page_size(page_size)
-    query = paging.query_key("prices", parent=product_id, include_inactive=include_inactive)
-    cursor = paging.decode_token(page_token, query)
+    keyset = paging.keyset(
+        paging.query_key("prices", parent=product_id, include_inactive=include_inactive),
+        page_size,
+    )
+    after = keyset.after(page_token)
     product = get_product(session, product_id)
     if not include_inactive and not product.active:
         return Page([], "")
     rows = repository.list_prices(
-        session, product.id, active_only=not include_inactive, after=cursor, limit=size + 1
+        session, product.id, active_only=not include_inactive, after=after, limit=keyset.limit
     )
-    return _page(rows, size, query)
+    return keyset.page(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,14 +315,6 @@ def _check_include_inactive(caller: Caller, include_inactive: bool) -> None:
         raise errors.permission_denied(
             "OPERATION_NOT_PERMITTED", "include_inactive takes a service key"
         )
-
-
-def _page(rows: list[T], size: int, query: str) -> Page[T]:
-    if len(rows) <= size:
-        return Page(rows, "")
-    items = rows[:size]
-    last = items[-1]
-    return Page(items, paging.encode_token(query, paging.Cursor(last.position, last.seq, last.id)))
 
 
 def _given(fields: ProductFields | PriceFields, paths: Sequence[str]) -> dict[str, Any]:

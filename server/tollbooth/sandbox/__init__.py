@@ -1,6 +1,7 @@
 """A Stripe-compatible sandbox: Stripe's REST API, hosted pages and signed webhooks, offline.
 
-Wire it in with `tollbooth.sandbox.app.serve(SandboxConfig.from_env(os.environ, secret))`.
+Run it with `tollbooth sandbox` (or `python -m tollbooth.sandbox`), or in code with
+`tollbooth.sandbox.app.serve(SandboxConfig(...))`.
 """
 
 from __future__ import annotations

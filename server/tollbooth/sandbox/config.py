@@ -1,5 +1,10 @@
 """Sandbox settings: where it listens, where it keeps state, where it delivers events.
 
+The variables (`BILLING_SANDBOX_*`, `STRIPE_WEBHOOK_SECRET`) are read with every other setting,
+by `tollbooth.config.SandboxSettings` (a section of `Settings`); this module turns them into
+the sandbox's configuration, with the defaults of the stack (`SandboxConfig.for_stack`) or of
+the sandbox run alone (`SandboxConfig.from_settings`).
+
 Fault injection syntax (env `BILLING_SANDBOX_FAULTS`), comma-separated `name=value` pairs:
 
 - `duplicate=P`   each successful delivery is sent once more with probability P (same event id);
@@ -14,12 +19,13 @@ Example: `duplicate=0.3,shuffle=1,delay_ms=0-200,twin=0.1,seed=42`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-DEFAULT_PORT = 12111
+from tollbooth.config import DEFAULT_SANDBOX_PORT, SandboxSettings, Settings
+
+DEFAULT_PORT = DEFAULT_SANDBOX_PORT
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8080/v1/billing/webhooks"
 
 
@@ -114,26 +120,52 @@ class SandboxConfig:
         return f"http://{self.host}:{self.port}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], webhook_secret: str) -> SandboxConfig:
-        """Read `BILLING_SANDBOX_*`; the secret comes from the caller (the server's own)."""
-        port = int(env.get("BILLING_SANDBOX_PORT") or DEFAULT_PORT)
-        db = env.get("BILLING_SANDBOX_DB")
-        retry = env.get("BILLING_SANDBOX_RETRY_BASE_MS")
+    def from_settings(
+        cls,
+        settings: SandboxSettings,
+        webhook_secret: str,
+        *,
+        db_default: Path | None = None,
+        webhook_url_default: str = DEFAULT_WEBHOOK_URL,
+    ) -> SandboxConfig:
+        """The sandbox of these settings; unset values take the defaults given."""
+        retry = settings.sandbox_retry_base_ms
         return cls(
             webhook_secret=webhook_secret,
-            host=env.get("BILLING_SANDBOX_HOST") or "127.0.0.1",
-            port=port,
-            db_path=Path(db) if db else default_db_path(),
-            webhook_url=env.get("BILLING_SANDBOX_WEBHOOK_URL", DEFAULT_WEBHOOK_URL),
-            faults=Faults.parse(env.get("BILLING_SANDBOX_FAULTS")),
-            public_url=env.get("BILLING_SANDBOX_PUBLIC_URL") or None,
-            retry_base_sec=int(retry) / 1000.0 if retry else 1.0,
+            host=settings.sandbox_host,
+            port=settings.sandbox_port,
+            db_path=Path(settings.sandbox_db)
+            if settings.sandbox_db
+            else db_default or default_db_path(),
+            webhook_url=webhook_url_default
+            if settings.sandbox_webhook_url is None
+            else settings.sandbox_webhook_url,
+            faults=Faults.parse(settings.sandbox_faults),
+            public_url=settings.sandbox_public_url or None,
+            retry_base_sec=retry / 1000.0 if retry is not None else 1.0,
         )
 
+    @classmethod
+    def for_stack(cls, settings: Settings) -> SandboxConfig:
+        """The sandbox of the stack: its state in the data directory, its events signed with
+        the server's webhook secret and delivered to the webhook path on Envoy."""
+        return cls.from_settings(
+            settings,
+            settings.webhook_secrets[0],
+            db_default=settings.data_dir / "sandbox.db",
+            webhook_url_default=settings.webhook_url,
+        )
 
-def secret_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], webhook_secret: str) -> SandboxConfig:
+        """The sandbox run alone, configured by the mapping `env` (`BILLING_SANDBOX_*`)."""
+        return cls.from_settings(SandboxSettings.from_env(env), webhook_secret)
+
+
+def secret_from_env(env: Mapping[str, str]) -> str | None:
     """First entry of STRIPE_WEBHOOK_SECRET (comma-separated during a rotation)."""
-    env = os.environ if env is None else env
-    raw = env.get("STRIPE_WEBHOOK_SECRET", "")
-    first = raw.split(",")[0].strip()
-    return first or None
+    return secret_of(SandboxSettings.from_env(env))
+
+
+def secret_of(settings: SandboxSettings) -> str | None:
+    return settings.webhook_secrets[0] if settings.webhook_secrets else None

@@ -1,8 +1,6 @@
-"""Usage limits, read from the environment.
-
-These belong in `tollbooth.config.Settings`; until they move there they are read here, once
-per server (UsageServicer), with the names and defaults below. Every value must be a positive
-integer.
+"""Usage limits: read with every other setting (`tollbooth.config.UsageSettings`, a section of
+`Settings`) and handed to the usage servicer, under the names and defaults below. Every value
+must be a positive integer.
 
 | variable | default | meaning |
 |---|---|---|
@@ -17,30 +15,18 @@ integer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from tollbooth.config import ConfigError, UsageSettings
 
 # Edge validation bounds the nesting of any request at 64 message levels; one JSON level is
 # two (Struct, Value), so deeper property limits could never be reached.
 MAX_CONFIGURABLE_DEPTH = 20
 
 
-class LimitsError(ValueError):
+class LimitsError(ConfigError):
     """A usage limit in the environment is not a positive integer."""
-
-
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise LimitsError(f"{name} must be a positive integer, got {raw!r}") from exc
-    if value <= 0:
-        raise LimitsError(f"{name} must be a positive integer, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -58,20 +44,21 @@ class Limits:
         return self.max_age_days * 86400
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if env is None else env
-        d = cls()
+    def from_settings(cls, settings: UsageSettings) -> Limits:
         return cls(
-            max_batch=_positive(env, "BILLING_USAGE_MAX_BATCH", d.max_batch),
-            max_future_sec=_positive(env, "BILLING_USAGE_MAX_FUTURE_SEC", d.max_future_sec),
-            max_age_days=_positive(env, "BILLING_USAGE_MAX_AGE_DAYS", d.max_age_days),
-            max_properties_bytes=_positive(
-                env, "BILLING_USAGE_MAX_PROPERTIES_BYTES", d.max_properties_bytes
-            ),
-            max_properties_depth=min(
-                MAX_CONFIGURABLE_DEPTH,
-                _positive(env, "BILLING_USAGE_MAX_PROPERTIES_DEPTH", d.max_properties_depth),
-            ),
-            stream_group_max=_positive(env, "BILLING_USAGE_STREAM_GROUP_MAX", d.stream_group_max),
-            stream_group_ms=_positive(env, "BILLING_USAGE_STREAM_GROUP_MS", d.stream_group_ms),
+            max_batch=settings.usage_max_batch,
+            max_future_sec=settings.usage_max_future_sec,
+            max_age_days=settings.usage_max_age_days,
+            max_properties_bytes=settings.usage_max_properties_bytes,
+            max_properties_depth=min(MAX_CONFIGURABLE_DEPTH, settings.usage_max_properties_depth),
+            stream_group_max=settings.usage_stream_group_max,
+            stream_group_ms=settings.usage_stream_group_ms,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Limits:
+        """The limits a mapping of variables sets (the usage section of the settings alone)."""
+        try:
+            return cls.from_settings(UsageSettings.from_env(env))
+        except ConfigError as exc:
+            raise LimitsError(str(exc)) from None

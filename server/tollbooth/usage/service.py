@@ -15,7 +15,6 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy.orm import Session
 
-from billing.v1 import usage_pb2
 from tollbooth import errors, paging
 from tollbooth.accounts import service as accounts
 from tollbooth.auth.caller import Caller
@@ -24,21 +23,10 @@ from tollbooth.credit import service as credit
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
+from tollbooth.paging import Keyset, Page
 from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
-from tollbooth.usage.limits import Limits
-
-ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The answer for one event."""
-
-    unique_id: str
-    status: str
-    reason: str = ""
-    message: str = ""
+from tollbooth.usage.events import ACCEPTED, DUPLICATE, REJECTED, Candidate, Outcome
 
 
 class AccountCache:
@@ -67,36 +55,27 @@ class AccountCache:
         return found
 
 
-def _echo(unique_id: str) -> str:
-    """The sender's id in an answer, unless it is itself what was wrong with the event."""
-    ok = len(unique_id) <= events.UNIQUE_ID_LIMIT and "\x00" not in unique_id
-    return unique_id if ok else ""
-
-
 def ingest(
-    session: Session,
-    batch: Sequence[usage_pb2.UsageEvent],
-    limits: Limits,
-    cache: AccountCache,
+    session: Session, checked: Sequence[Candidate | Outcome], cache: AccountCache
 ) -> list[Outcome]:
     """Store every good event whose unique id is new; one Outcome per event, in order.
 
-    Rejections are per event: nothing here raises for one bad event. Within a batch the first
-    event of a unique id counts and later ones are duplicates.
+    `checked` holds each event of the batch as checked without a database (usage.convert):
+    a candidate, or the outcome that already refused it. Rejections are per event: nothing
+    here raises for one bad event. Within a batch the first event of a unique id counts and
+    later ones are duplicates.
     """
     received = utcnow()
-    now = int(received.timestamp())
-    outcomes: list[Outcome | None] = [None] * len(batch)
-    candidates: list[events.Candidate] = []
-    check = events.check
-    for i, event in enumerate(batch):
-        try:
-            candidates.append(check(event, i, limits, now))
-        except DomainError as exc:
-            outcomes[i] = Outcome(_echo(event.unique_id), REJECTED, exc.reason, exc.message)
+    outcomes: list[Outcome | None] = [None] * len(checked)
+    candidates: list[Candidate] = []
+    for i, item in enumerate(checked):
+        if isinstance(item, Candidate):
+            candidates.append(item)
+        else:
+            outcomes[i] = item
 
     accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
-    fresh: dict[str, events.Candidate] = {}
+    fresh: dict[str, Candidate] = {}
     rows: list[repository.Row] = []
     for c in candidates:
         account_id = accounts_found.get(c.account_ref)
@@ -130,7 +109,7 @@ def ingest(
 
 
 def burn_credits(
-    session: Session, stored: Sequence[events.Candidate], burning: list[repository.MetricRow]
+    session: Session, stored: Sequence[Candidate], burning: list[repository.MetricRow]
 ) -> None:
     """The credit burn of the `burning` metrics for the events this transaction stored."""
     metrics = [m for r in burning if (m := burn.metric(*r)) is not None]  # count or sum
@@ -382,22 +361,15 @@ def delete_metric(session: Session, code: str) -> None:
         raise errors.not_found("metric", code[:100])
 
 
-@dataclass(frozen=True)
-class MetricPage:
-    items: list[BillableMetric]
-    next_page_token: str
+METRIC_ORDER = (paging.Text(),)  # metrics are listed by code
 
 
-def list_metrics(session: Session, page_size: int, page_token: str) -> MetricPage:
-    size = paging.page_size(page_size)
-    key = paging.decode(page_token, "metrics", (str,))
-    after = str(key[0]) if key else None
-    items = repository.list_metrics(session, after, size + 1)
-    token = ""
-    if len(items) > size:
-        items = items[:size]
-        token = paging.encode("metrics", [items[-1].code])
-    return MetricPage(items, token)
+def list_metrics(session: Session, page_size: int, page_token: str) -> Page[BillableMetric]:
+    keyset: Keyset[BillableMetric] = Keyset.of(
+        "metrics", METRIC_ORDER, lambda m: (m.code,), page_size
+    )
+    after = keyset.after(page_token)
+    return keyset.page(repository.list_metrics(session, after[0] if after else None, keyset.limit))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +389,8 @@ def _combine(agg: Aggregation, values: list[Decimal | int | None]) -> Decimal | 
     return sum(int(v) for v in present)
 
 
-_KEY_MARK = "k"  # page tokens refuse empty strings; "" is a valid group key
+# Groups are listed by key; "" is a valid group key.
+GROUP_ORDER = (paging.Text(empty=True),)
 
 
 @dataclass(frozen=True)
@@ -456,18 +429,25 @@ def get_usage(
         raise _field_error("group_by", f"is longer than {PROPERTY_LIMIT} characters")
     metric = get_metric(session, metric_code)
     spec = spec_of(metric)
-    size = paging.page_size(page_size, default=GROUPS_DEFAULT, maximum=GROUPS_MAX)
-    query = f"usage|{account.id}|{spec.code}|{start.isoformat()}|{end.isoformat()}|{group_by}"
+    keyset: Keyset[tuple[str, Decimal | int | None]] = Keyset.of(
+        f"usage|{account.id}|{spec.code}|{start.isoformat()}|{end.isoformat()}|{group_by}",
+        GROUP_ORDER,
+        lambda group: (group[0],),
+        page_size,
+        default=GROUPS_DEFAULT,
+        maximum=GROUPS_MAX,
+    )
+    size = keyset.size
     after: str | None = None
     if group_by:
-        key = paging.decode(page_token, query, (str,))
-        after = str(key[0])[len(_KEY_MARK) :] if key else None
+        key = keyset.after(page_token)
+        after = key[0] if key else None
 
     groups: list[tuple[str, Decimal | int | None]] = []
     if repository.dialect(session) == "postgresql":
         sql = repository.PgUsageQuery(spec, account.id, start, end, group_by)
         if group_by:
-            groups = sql.groups(session, after, size + 1)
+            groups = sql.groups(session, after, keyset.limit)
         if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
             total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
         else:
@@ -478,18 +458,15 @@ def get_usage(
             spec, ((o, u, aggregate.loads(p)) for o, u, p in rows), group_by
         )
         total = usage.value
-        groups = [g for g in usage.groups if after is None or g[0] > after][: size + 1]
+        groups = [g for g in usage.groups if after is None or g[0] > after][: keyset.limit]
 
-    token = ""
-    if len(groups) > size:
-        groups = groups[:size]
-        token = paging.encode(query, [_KEY_MARK + groups[-1][0]])
+    page = keyset.page(groups)
     return UsageAnswer(
         account_id=account.id,
         metric_code=spec.code,
         start=start,
         end=end,
         value=aggregate.decimal_text(total),
-        groups=[(k, aggregate.decimal_text(v)) for k, v in groups],
-        next_page_token=token,
+        groups=[(k, aggregate.decimal_text(v)) for k, v in page.items],
+        next_page_token=page.next_page_token,
     )

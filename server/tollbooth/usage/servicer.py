@@ -7,6 +7,7 @@ after the commit of its group.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import grpc
@@ -20,6 +21,7 @@ from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.usage import convert, service
 from tollbooth.usage.batcher import Grouper
+from tollbooth.usage.events import REJECTED, Outcome
 from tollbooth.usage.limits import Limits
 
 _STATUS = convert.STATUS
@@ -40,12 +42,14 @@ def _weight(msg: usage_pb2.StreamEventsRequest) -> int:
 class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
-        self.limits = Limits.from_env()
+        self.limits = Limits.from_settings(deps.settings)
         self.accounts = service.AccountCache()
 
-    def _ingest(self, batch: Sequence[usage_pb2.UsageEvent]) -> list[service.Outcome]:
+    def _ingest(self, batch: Sequence[usage_pb2.UsageEvent]) -> list[Outcome]:
+        # Checked (and converted to domain values) before the transaction: no database needed.
+        checked = convert.check_batch(batch, self.limits, int(time.time()))
         with self.deps.db.transaction() as session:
-            return service.ingest(session, batch, self.limits, self.accounts)
+            return service.ingest(session, checked, self.accounts)
 
     # Ingest ------------------------------------------------------------------------------
 
@@ -53,7 +57,7 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.IngestEventRequest, context: grpc.ServicerContext
     ) -> usage_pb2.EventResult:
         (outcome,) = self._ingest([request.event])
-        if outcome.status == service.REJECTED:
+        if outcome.status == REJECTED:
             raise service.rejection(outcome)
         return convert.result(outcome)
 
@@ -105,13 +109,13 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         finally:
             grouper.close()
 
-    def _ingest_messages(self, group: list[usage_pb2.StreamEventsRequest]) -> list[service.Outcome]:
+    def _ingest_messages(self, group: list[usage_pb2.StreamEventsRequest]) -> list[Outcome]:
         """The events of a group of stream messages, in order, through one transaction."""
         batch: list[usage_pb2.UsageEvent] = []
-        slots: list[service.Outcome | None] = []  # None: the next outcome of the batch
-        too_large = service.Outcome(
+        slots: list[Outcome | None] = []  # None: the next outcome of the batch
+        too_large = Outcome(
             "",
-            service.REJECTED,
+            REJECTED,
             "BATCH_TOO_LARGE",
             f"a stream message holds at most {self.limits.max_batch} events",
         )

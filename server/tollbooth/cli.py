@@ -102,8 +102,8 @@ def serve_sidecar_command() -> int:
     announce(settings)
     try:
         assembly.serve_sidecar(settings)
-    except RuntimeError as exc:
-        log.error(str(exc), extra={"event": "start_failed"})
+    except RuntimeError as exc:  # a configuration refusal, as `configuration error: ...`
+        print(str(exc), file=sys.stderr)
         return 2
     return 0
 

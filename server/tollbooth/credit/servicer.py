@@ -194,15 +194,10 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
             shortfall=fmt(got.shortfall),
         )
 
-<<<<<<< HEAD
-    def DebitCredits(self, request, context):  # type: ignore[no-untyped-def]
-        reply = self.write(
-=======
     def DebitCredits(
         self, request: credit_pb2.DebitCreditsRequest, context: grpc.ServicerContext
     ) -> credit_pb2.CreditDebit:
-        return self.write(
->>>>>>> 5c4273788c9160bb92e078fba5d743e9a2a298dd
+        reply = self.write(
             request,
             credit_pb2.CreditDebit,
             lambda session: debit_out(

@@ -9,14 +9,15 @@ PAGE_TOKEN_INVALID before its values reach SQL; the values are range-checked all
 One List, one `Keyset`: the query it names, the parts of its ordering key (`Int`, `Text`,
 `Micros` for a datetime), and the function that reads that key off a row::
 
-    keyset = Keyset.of(f"grants:{account_id}", (Text(), Int(), Micros(), Text()),
-                       lambda g: (g.credit_type, g.priority, g.created_at, g.id), page_size)
+    keyset = Keyset.of(f"credit-ledger:{account_id}", (Micros(), Int(), Text()),
+                       lambda e: (e.created_at, e.seq, e.id), page_size)
     after = keyset.after(page_token)            # None, or the key's values (datetimes back)
-    rows = repository.list_grants(session, ..., after=after, limit=keyset.limit)  # size + 1
+    rows = repository.list_ledger(session, ..., after=after, limit=keyset.limit)  # size + 1
     return keyset.page(rows)                    # Page(items, next_page_token)
 
 `after_clause(columns, after)` is the SQL side: "strictly after `after` in the lexicographic
-order of `columns`".
+order of `columns`" (`descending=True` for a newest-first listing). Every List of the server
+(catalog, credit, subscriptions, usage) pages this way; there is no other token format.
 """
 
 from __future__ import annotations

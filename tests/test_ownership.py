@@ -121,4 +121,4 @@ def test_the_checks_see_the_lookups() -> None:
         for node in ast.parse(path.read_text()).body
         if isinstance(node, ast.FunctionDef) and by_id(node.args)
     }
-    assert {"grant", "grants_by_ids", "reservation", "checkout_by_id"} <= looked_up
+    assert {"grant", "grants_by_ids", "reservation", "debit_entry", "checkout_by_id"} <= looked_up

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -89,8 +89,8 @@ def _contract_symbols() -> list[tuple[str, str]]:
             if loc.leading_comments.strip()
         }
 
-        def first(path: tuple[int, ...]) -> str:
-            return comments.get(path, "").splitlines()[0] if path in comments else ""
+        def first(path: tuple[int, ...], comments: dict = comments) -> str:
+            return comments[path].splitlines()[0] if path in comments else ""
 
         for i, msg in enumerate(f.message_type):
             found.append((f"{f.package}.{msg.name}", first((4, i))))

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
+from tollbooth import apidocs
 from tollbooth.config import Settings
 from tollbooth.webhooks.signature import SignatureError, verify
 
@@ -131,6 +132,7 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
         routes=[
             Route(WEBHOOK_PATH, webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *apidocs.routes(),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,

@@ -298,9 +298,9 @@ class Builder:
             op["parameters"] = params
         if body == "*":
             top = frozenset(b.split(".")[0] for b in bound)
-            schema = self.message_schema(request, skip=top)
-            schema["additionalProperties"] = False
-            op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+            whole: dict[str, Any] = self.message_schema(request, skip=top)
+            whole["additionalProperties"] = False
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": whole}}}
         elif body:
             field = request.fields_by_name[body]
             op["requestBody"] = {

@@ -289,7 +289,10 @@ class Builder:
             field = _resolve(request, name)
             schema = self.field_schema(field) if field is not None else {"type": "string"}
             schema.pop("readOnly", None)
-            params.append({"name": name, "in": "path", "required": True, "schema": schema})
+            param = {"name": _path_name(name), "in": "path", "required": True, "schema": schema}
+            if "." in name:
+                param["description"] = f"The request's `{name}`."
+            params.append(param)
         if not body:
             params.extend(self.query_params(request, set(bound)))
         elif body != "*":
@@ -331,7 +334,7 @@ class Builder:
                     if verb is None or verb == "custom":
                         continue
                     template = getattr(binding, verb)
-                    path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", template)
+                    path = _PARAM.sub(lambda m: "{" + _path_name(m.group(1)) + "}", template)
                     paths.setdefault(path, {})[verb] = self.operation(
                         service_name, method, verb, template, binding.body, n
                     )
@@ -373,6 +376,12 @@ class Builder:
 
 def _behaviors(field: FieldDescriptor) -> set[int]:
     return set(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def _path_name(field_path: str) -> str:
+    """A path parameter's name: the bound field path with `_` for `.` (tools that read
+    OpenAPI refuse dotted parameter names)."""
+    return field_path.replace(".", "_")
 
 
 def _resolve(msg: Descriptor, dotted: str) -> FieldDescriptor | None:

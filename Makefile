@@ -81,6 +81,8 @@ gen-into:
 	  $(PROTO_FILES)
 	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb
 	PYTHONPATH=server:clients $(PY) -m tollbooth.openapi $(OUT)/gateway/billing.binpb $(OUT)/gateway/openapi.json
+	rm -rf $(OUT)/clients/ts/src/gen
+	$(BIN)/buf generate $(abspath $(OUT))/gateway/billing.binpb --template clients/ts/buf.gen.yaml -o $(OUT)
 
 ## Fails when the committed generated code or descriptor set is stale.
 proto-check: setup third-party
@@ -90,6 +92,7 @@ proto-check: setup third-party
 	for f in $$tmp/clients/billing/v1/*_pb2* $$tmp/gateway/billing.binpb $$tmp/gateway/openapi.json; do \
 	  rel=$${f#$$tmp/}; cmp -s $$f $$rel || { echo "stale: $$rel (run make proto)"; exit 1; }; done && \
 	for f in clients/billing/v1/*_pb2*; do test -e $$tmp/$$f || { echo "stale: $$f has no proto"; exit 1; }; done && \
+	{ diff -r -q $$tmp/clients/ts/src/gen clients/ts/src/gen || { echo "stale: clients/ts/src/gen (run make proto)"; exit 1; }; } && \
 	echo "proto-check: generated code and descriptor set are current; buf lint clean"
 
 ## Catalog as code: make catalog-apply FILE=catalog.yaml ARGS="--dry-run"

@@ -41,3 +41,29 @@ def test_node_test_issues_a_token_lists_the_catalog_and_creates_a_checkout(tmp_p
         shop.close()
     assert out.returncode == 0, out.stdout + out.stderr
     assert "# fail 0" in out.stdout and "# pass 2" in out.stdout, out.stdout
+
+
+def test_the_client_types_compile_under_tsc_strict():  # type: ignore[no-untyped-def]
+    tsc = REPO_ROOT / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.fail("typescript is missing: `make setup` runs npm ci")
+    out = subprocess.run(
+        [
+            str(tsc),
+            "--noEmit",
+            "--strict",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--target",
+            "es2022",
+            "--skipLibCheck",
+            "clients/ts/typecheck/usage.ts",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

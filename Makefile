@@ -35,11 +35,11 @@ migrate: setup
 
 ## The test suite (PostgreSQL tests run when BILLING_TEST_POSTGRES_URL is set).
 test: setup proto-check
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 ## The long proofs at full size (race rounds, kill cycles, fuzz examples); same assertions.
 soak: setup
-	BILLING_SOAK=1 $(BIN)/pytest -q -m soak $(PYTEST_ARGS)
+	BILLING_SOAK=1 $(BIN)/pytest -q -rs -m soak $(PYTEST_ARGS)
 
 lint: setup third-party breaking
 	$(BIN)/ruff check $(LINT_PATHS)

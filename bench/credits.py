@@ -227,7 +227,7 @@ def seed_accounts(url: str, n: int) -> list[str]:
     """n accounts with a large units balance each (set up in-process, not measured)."""
     from tollbooth.accounts.service import ensure_account
     from tollbooth.auth.caller import SERVICE
-    from tollbooth.credit import service
+    from tollbooth.credit import grants
     from tollbooth.db import Database
     from tollbooth.db.types import utcnow
 
@@ -238,7 +238,7 @@ def seed_accounts(url: str, n: int) -> list[str]:
             with db.transaction() as s:
                 for i in range(start, min(n, start + 200)):
                     account, _ = ensure_account(s, f"bench-{i}")
-                    service.grant(
+                    grants.grant(
                         s,
                         SERVICE,
                         account.id,

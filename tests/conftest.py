@@ -55,6 +55,48 @@ def pg_base_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pg_shared_url(pg_base_url: str) -> Iterator[str]:
+    """A second PostgreSQL database for this test run, migrated once and never emptied: servers
+    shared by a module run on it, and their tests keep apart by creating their own accounts."""
+    from tests.devstack import throwaway_postgres
+
+    with throwaway_postgres(os.environ[PG_ENV].strip(), "tollbooth_shared") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def shared_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A migrated database shared by one module's tests: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        from tests.devstack import migrated_sqlite
+
+        return migrated_sqlite(tmp_path_factory.mktemp("shared") / "billing.db")
+    return str(request.getfixturevalue("pg_shared_url"))
+
+
+@pytest.fixture(scope="module")
+def shared_deps(shared_database_url: str) -> Iterator[Deps]:
+    """A server's dependencies on the module's shared database."""
+    deps = Deps.build(Settings.from_env(make_env(shared_database_url)))
+    yield deps
+    deps.db.dispose()
+
+
+@pytest.fixture(scope="module")
+def shared_channel(shared_deps: Deps) -> Iterator[grpc.Channel]:
+    """One real billing server per module (and database), and a channel to it."""
+    server, port, _ = build_server(shared_deps, "127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+    server.stop(grace=None).wait()
+
+
 def _truncate(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -67,9 +109,9 @@ def _truncate(url: str) -> None:
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A migrated, empty database: a SQLite file, then (when configured) PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'billing.db'}"
-        upgrade(url)
-        yield url
+        from tests.devstack import migrated_sqlite
+
+        yield migrated_sqlite(tmp_path / "billing.db")
     else:
         url = request.getfixturevalue("pg_base_url")
         _truncate(url)
@@ -126,10 +168,10 @@ def bearer_md(token: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):  # type: ignore[no-untyped-def]
     """Server, sidecar and a real Envoy process, on a SQLite file, shared by one test module."""
-    from tests.devstack import start_stack
+    from tests.devstack import migrated_sqlite, start_stack
 
     tmp = tmp_path_factory.mktemp("stack")
-    url = f"sqlite:///{tmp / 'billing.db'}"
+    url = migrated_sqlite(tmp / "billing.db")
     s = start_stack(url, make_env(url), tmp)
     yield s
     s.close()

@@ -18,11 +18,9 @@ def world(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-un
 
 @pytest.fixture
 def sqlite_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    from tollbooth.db.migrate import upgrade
+    from tests.devstack import migrated_sqlite
 
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    upgrade(url)
-    w = start_world(url, tmp_path)
+    w = start_world(migrated_sqlite(tmp_path / "billing.db"), tmp_path)
     yield w
     w.stop()
 

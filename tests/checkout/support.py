@@ -94,7 +94,7 @@ class Gate:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self._client = client
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -121,8 +121,12 @@ class World:
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
-        for stop in reversed(self._stops):
-            stop()
+        """Stops all parts at once (each takes a poll interval or two to wind down)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self._stops) or 1) as pool:
+            for done in [pool.submit(stop) for stop in reversed(self._stops)]:
+                done.result()
 
     # -- stubs --------------------------------------------------------------------------
 
@@ -392,11 +396,9 @@ class Shop:
 
 
 def start_shop(tmp: Path) -> Shop:
-    from tests.devstack import start_stack
-    from tollbooth.db.migrate import upgrade
+    from tests.devstack import migrated_sqlite, start_stack
 
-    url = f"sqlite:///{tmp / 'billing.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp / "billing.db")
     sandbox_port = free_port()
     stack = start_stack(url, make_env(url, BILLING_SANDBOX_PORT=str(sandbox_port)), tmp)
     sandbox = start_sandbox(

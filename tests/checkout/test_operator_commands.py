@@ -46,11 +46,9 @@ def test_replaying_every_stored_event_changes_nothing_already_applied(
 
 
 def test_replaying_one_unprocessed_event_applies_it(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
-    from tollbooth.db.migrate import upgrade
+    from tests.devstack import migrated_sqlite
 
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    upgrade(url)
-    world = start_world(url, tmp_path, deliver=False)
+    world = start_world(migrated_sqlite(tmp_path / "billing.db"), tmp_path, deliver=False)
     try:
         world.price("pro", grants=GRANTS)
         token, account = world.token()

@@ -1,4 +1,4 @@
-"""credit.service.burn_many with the clock injected (SQLite and PostgreSQL): the general path
+"""credit.burns.burn_many with the clock injected (SQLite and PostgreSQL): the general path
 (expiry due, more grants than one load) takes exactly what the fast path would."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from tests.credit.support import check_invariants
 from tests.credit.test_expiry import T, at, figures, grant
+from tollbooth import amounts
 from tollbooth.accounts.service import ensure_account
-from tollbooth.credit import service
-from tollbooth.credit.service import Burn
+from tollbooth.credit import burns as credit_burns
+from tollbooth.credit import unit
+from tollbooth.credit.burns import Burn
 from tollbooth.db.models import CreditBalance, CreditLedgerEntry, NotificationOutbox
 
 
@@ -31,7 +33,7 @@ def acct(db) -> str:  # type: ignore[no-untyped-def]
 
 def burn(db, acct: str, amount: str, when: float, ctype: str = "units", uid: str = "e"):  # type: ignore[no-untyped-def]
     with db.transaction() as s:
-        return service.burn(
+        return credit_burns.burn(
             s,
             acct,
             ctype,
@@ -57,25 +59,37 @@ def test_burn_records_a_due_expiry_first_then_takes_the_rest(db, acct) -> None: 
     assert overage(db, acct) == Decimal(1)
     with db.transaction(readonly=True) as s:
         kinds = [
-            (e.kind, service.fmt(e.amount))
-            for e in s.scalars(select(CreditLedgerEntry).order_by(CreditLedgerEntry.seq))
+            (e.kind, amounts.fmt(e.amount))
+            for e in s.scalars(
+                select(CreditLedgerEntry)
+                .where(CreditLedgerEntry.billing_account_id == acct)
+                .order_by(CreditLedgerEntry.seq)
+            )
         ]
-        notes = list(s.scalars(select(NotificationOutbox)))
+        notes = list(
+            s.scalars(
+                select(NotificationOutbox).where(NotificationOutbox.billing_account_id == acct)
+            )
+        )
         assert kinds == [("grant", "5"), ("grant", "2"), ("expiration", "-5"), ("debit", "-2")]
         assert [n.payload["cause"] for n in notes] == ["debit"]
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_burn_over_more_grants_than_one_load_takes_them_in_order(db, acct) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(service.GRANT_BATCH + 5):
+    for _ in range(unit.GRANT_BATCH + 5):
         grant(db, acct, "1", when=0)
     got = burn(db, acct, "53.5", when=1)
     assert (got.taken, got.overage) == (Decimal("53.5"), Decimal(0))
     assert figures(db, acct, 2) == ("1.5", "0")
     with db.transaction(readonly=True) as s:
-        (entry,) = s.scalars(select(CreditLedgerEntry).where(CreditLedgerEntry.kind == "debit"))
+        (entry,) = s.scalars(
+            select(CreditLedgerEntry).where(
+                CreditLedgerEntry.billing_account_id == acct, CreditLedgerEntry.kind == "debit"
+            )
+        )
         assert len(entry.allocations) == 54
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_burns_of_several_balances_apply_in_order_in_one_call(db) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +102,7 @@ def test_burns_of_several_balances_apply_in_order_in_one_call(db) -> None:  # ty
         Burn(a, "other", Decimal("0.5"), "usage:m", {"event_ids": '["4"]'}),
     ]
     with db.transaction() as s:
-        got = service.burn_many(s, burns, at(1))
+        got = credit_burns.burn_many(s, burns, at(1))
     assert [(r.taken, r.overage) for r in got] == [
         (Decimal(0), Decimal(1)),
         (Decimal(3), Decimal(0)),
@@ -98,7 +112,7 @@ def test_burns_of_several_balances_apply_in_order_in_one_call(db) -> None:  # ty
     assert [r.entry_id is not None for r in got] == [False, True, True, False]
     assert (overage(db, a), overage(db, b), overage(db, a, "other")) == (2, 1, Decimal("0.5"))
     with db.transaction(readonly=True) as s:
-        check_invariants(s)
+        check_invariants(s, a, b)
 
 
 def test_overage_is_exact_at_any_size(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +120,7 @@ def test_overage_is_exact_at_any_size(db, acct) -> None:  # type: ignore[no-unty
     grant(db, acct, "1", when=0)
     burn(db, acct, huge, when=1)
     burn(db, acct, huge, when=2)
-    wide = service.WIDE
+    wide = amounts.WIDE
     assert overage(db, acct) == wide.subtract(wide.multiply(2, Decimal(huge)), 1)
     assert figures(db, acct, 3) == ("0", "0")
 
@@ -122,6 +136,10 @@ def test_a_burn_that_empties_the_balance_notifies_once(db, acct) -> None:  # typ
     burn(db, acct, "1", when=1)
     burn(db, acct, "1", when=2)
     with db.transaction(readonly=True) as s:
-        notes = list(s.scalars(select(NotificationOutbox)))
+        notes = list(
+            s.scalars(
+                select(NotificationOutbox).where(NotificationOutbox.billing_account_id == acct)
+            )
+        )
     assert len(notes) == 1 and notes[0].payload["balance"] == "0"
     assert T < dt.datetime.fromisoformat(notes[0].payload["occurred_at"])

@@ -37,8 +37,15 @@ BALANCE = 10
 
 
 @pytest.fixture
-def servers(pg_url: str) -> Iterator[list[int]]:
-    """Two billing server processes on free loopback ports, one PostgreSQL database."""
+def pg_url(pg_shared_url: str) -> str:
+    """The database the module's two servers share; each test makes its own accounts."""
+    return pg_shared_url
+
+
+@pytest.fixture(scope="module")
+def servers(pg_shared_url: str) -> Iterator[list[int]]:
+    """Two billing server processes on free loopback ports, one PostgreSQL database, started
+    once for the module."""
     procs: list[subprocess.Popen[bytes]] = []
     ports = []
     try:
@@ -46,7 +53,7 @@ def servers(pg_url: str) -> Iterator[list[int]]:
             port = free_port()
             env = {
                 **os.environ,
-                **make_env(pg_url, BILLING_GRPC_PORT=str(port), BILLING_LOG_LEVEL="WARNING"),
+                **make_env(pg_shared_url, BILLING_GRPC_PORT=str(port), BILLING_LOG_LEVEL="WARNING"),
                 "BILLING_GRPC_HOST": "127.0.0.1",
             }
             procs.append(
@@ -73,7 +80,7 @@ def servers(pg_url: str) -> Iterator[list[int]]:
                 p.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def channels(servers: list[int]) -> Iterator[list[grpc.Channel]]:
     """One channel per client, alternating between the two servers."""
     chans = [grpc.insecure_channel(f"127.0.0.1:{servers[i % 2]}") for i in range(CLIENTS)]
@@ -136,7 +143,7 @@ def test_concurrent_debits_over_two_servers_never_overspend(pg_url, channels) ->
             }
             assert sorted(r.balance_after for _, r in ok) == [str(n) for n in range(BALANCE)]
             with Session(engine) as s:
-                balances = check_invariants(s)
+                balances = check_invariants(s, acct_id)
                 assert balances[(acct_id, "units")] == 0
                 debits = s.execute(
                     select(CreditLedgerEntry.request_id).where(
@@ -187,6 +194,6 @@ def test_concurrent_copies_of_one_debit_apply_once(pg_url, channels) -> None:  #
     engine = create_engine(normalize_url(pg_url))
     try:
         with Session(engine) as s:
-            assert check_invariants(s)[(acct_id, "units")] == 6
+            assert check_invariants(s, acct_id)[(acct_id, "units")] == 6
     finally:
         engine.dispose()

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.credit.support import check_invariants
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.accounts.service import ensure_account
 from tollbooth.auth.caller import SERVICE
-from tollbooth.credit import service
+from tollbooth.credit import grants, queries, reservations
 from tollbooth.db.models import NotificationOutbox
 
 T = dt.datetime(2031, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -33,7 +33,7 @@ def acct(db) -> str:  # type: ignore[no-untyped-def]
 
 def grant(db, acct: str, amount: str, when: float, expires: float | None = None):  # type: ignore[no-untyped-def]
     with db.transaction() as s:
-        return service.grant(
+        return grants.grant(
             s,
             SERVICE,
             acct,
@@ -50,7 +50,7 @@ def grant(db, acct: str, amount: str, when: float, expires: float | None = None)
 
 def reserve(db, acct: str, amount: str, when: float, ttl: int):  # type: ignore[no-untyped-def]
     with db.transaction() as s:
-        return service.reserve(
+        return reservations.reserve(
             s,
             SERVICE,
             acct,
@@ -65,14 +65,14 @@ def reserve(db, acct: str, amount: str, when: float, ttl: int):  # type: ignore[
 
 def figures(db, acct: str, when: float) -> tuple[str, str]:
     with db.transaction(readonly=True) as s:
-        view = service.balance(s, SERVICE, acct, "units", T + dt.timedelta(seconds=when))
-        return service.fmt(view.balance), service.fmt(view.reserved)
+        view = queries.balance(s, SERVICE, acct, "units", T + dt.timedelta(seconds=when))
+        return amounts.fmt(view.balance), amounts.fmt(view.reserved)
 
 
 def ledger(db, acct: str, when: float) -> list[tuple[str, str, str, float]]:
     """(kind, amount, balance_after, seconds after T), oldest first."""
     with db.transaction() as s:
-        page = service.list_ledger(
+        page = queries.list_ledger(
             s,
             SERVICE,
             acct,
@@ -84,8 +84,8 @@ def ledger(db, acct: str, when: float) -> list[tuple[str, str, str, float]]:
         return [
             (
                 e.kind,
-                service.fmt(e.amount),
-                service.fmt(e.balance_after),
+                amounts.fmt(e.amount),
+                amounts.fmt(e.balance_after),
                 (e.created_at - T).total_seconds(),
             )
             for e in reversed(page.items)
@@ -98,7 +98,7 @@ def test_expired_credit_leaves_the_balance_at_its_expiry_instant(db, acct) -> No
     assert figures(db, acct, 99.999999) == ("11", "0")
     assert figures(db, acct, 100) == ("1", "0")  # read time, nothing written yet
     with db.transaction() as s:
-        assert len(check_invariants(s)) == 1
+        assert len(check_invariants(s, acct)) == 1
     grant(db, acct, "2", 500)  # the next write records the expiry first
     assert ledger(db, acct, 600) == [
         ("grant", "10", "10", 0),
@@ -107,14 +107,14 @@ def test_expired_credit_leaves_the_balance_at_its_expiry_instant(db, acct) -> No
         ("grant", "2", "3", 500),
     ]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_the_ledger_shows_an_expiration_without_any_other_write(db, acct) -> None:  # type: ignore[no-untyped-def]
     grant(db, acct, "4", 0, expires=30)
     assert ledger(db, acct, 45)[-1] == ("expiration", "-4", "0", 30)
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_a_hold_lapses_at_its_expiry_and_its_credits_come_back(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -123,13 +123,13 @@ def test_a_hold_lapses_at_its_expiry_and_its_credits_come_back(db, acct) -> None
     assert figures(db, acct, 59) == ("6", "4")
     assert figures(db, acct, 60) == ("10", "0")
     with db.transaction() as s, pytest.raises(errors.DomainError) as exc:
-        service.commit(
+        reservations.commit(
             s, SERVICE, acct, reservation_id=r.id, amount="", request_id="k", clock=at(61)
         )
     assert exc.value.reason == "RESERVATION_CLOSED"
     assert ledger(db, acct, 62)[-1] == ("release", "4", "10", 60)
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_held_credit_of_an_expired_grant_expires_when_the_hold_lapses(db, acct) -> None:  # type: ignore[no-untyped-def]
@@ -145,14 +145,14 @@ def test_held_credit_of_an_expired_grant_expires_when_the_hold_lapses(db, acct) 
         ("expiration", "-4", "0", 300),
     ]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_a_hold_keeps_its_credit_past_the_grants_expiry_until_committed(db, acct) -> None:  # type: ignore[no-untyped-def]
     grant(db, acct, "10", 0, expires=100)
     r = reserve(db, acct, "4", 0, ttl=300)
     with db.transaction() as s:
-        done = service.commit(
+        done = reservations.commit(
             s, SERVICE, acct, reservation_id=r.id, amount="3", request_id="k", clock=at(200)
         )
         assert done.committed_amount == Decimal(3)
@@ -160,7 +160,7 @@ def test_a_hold_keeps_its_credit_past_the_grants_expiry_until_committed(db, acct
     kinds = [(k, a) for k, a, _, _ in ledger(db, acct, 202)]
     assert kinds[-3:] == [("release", "4"), ("debit", "-3"), ("expiration", "-1")]
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct)
 
 
 def test_an_expiry_that_empties_the_balance_is_notified_when_recorded(db, acct) -> None:  # type: ignore[no-untyped-def]

@@ -71,7 +71,7 @@ def test_seed_001_grant_balance_and_availability(channel, db) -> None:  # type: 
         "10",
     )
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct_id)
 
 
 def test_a_bearer_reads_its_own_balance_without_naming_the_account(channel) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +164,7 @@ def test_a_debit_takes_grants_by_priority_then_soonest_expiry_then_age(channel) 
 
 
 def test_insufficient_credits_carries_the_shortfall_and_changes_nothing(channel, db) -> None:  # type: ignore[no-untyped-def]
-    principal, _, _ = account(channel)
+    principal, acct_id, _ = account(channel)
     grant(channel, principal, "5")
     before = ledger(channel, principal)
     key = rid()
@@ -183,7 +183,7 @@ def test_insufficient_credits_carries_the_shortfall_and_changes_nothing(channel,
     grant(channel, principal, "5")
     assert debit(channel, principal, "7.5", request_id=key).balance_after == "2.5"
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct_id)
 
 
 def test_a_debit_replay_after_the_balance_drained_returns_the_original(channel) -> None:  # type: ignore[no-untyped-def]
@@ -254,7 +254,7 @@ def test_the_ledger_lists_newest_first_in_pages(channel) -> None:  # type: ignor
 
 
 def test_void_removes_what_is_left_of_a_grant_once(channel, db) -> None:  # type: ignore[no-untyped-def]
-    principal, _, _ = account(channel)
+    principal, acct_id, _ = account(channel)
     g = grant(channel, principal, "10")
     keep = grant(channel, principal, "1", priority=5)
     debit(channel, principal, "3")
@@ -283,11 +283,11 @@ def test_void_removes_what_is_left_of_a_grant_once(channel, db) -> None:  # type
     )
     assert keep.remaining == "1"
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct_id)
 
 
 def test_commit_debits_the_actual_cost_and_releases_the_rest(channel, db) -> None:  # type: ignore[no-untyped-def]
-    principal, _, _ = account(channel)
+    principal, acct_id, _ = account(channel)
     grant(channel, principal, "10")
     r = reserve(channel, principal, "6", reason="render job", ttl_sec=60)
     assert (r.state, r.amount) == (c.RESERVATION_STATE_HELD, "6")
@@ -315,7 +315,7 @@ def test_commit_debits_the_actual_cost_and_releases_the_rest(channel, db) -> Non
         ),
     )
     with db.transaction() as s:
-        check_invariants(s)
+        check_invariants(s, acct_id)
 
 
 def test_a_commit_above_the_hold_is_refused(channel) -> None:  # type: ignore[no-untyped-def]
@@ -397,5 +397,12 @@ def test_depletion_is_notified_once_per_transition(channel, db) -> None:  # type
     second = depletions(db, acct_id)[1]
     assert second["debit_id"] == done.debit_id
     with db.transaction() as s:
-        assert s.execute(select(func.count()).select_from(CreditLedgerEntry)).scalar() == 7
-        check_invariants(s)
+        assert (
+            s.execute(
+                select(func.count())
+                .select_from(CreditLedgerEntry)
+                .where(CreditLedgerEntry.billing_account_id == acct_id)
+            ).scalar()
+            == 7
+        )
+        check_invariants(s, acct_id)

@@ -280,7 +280,7 @@ def machine_for(channel: grpc.Channel, db, clock: list[dt.datetime]):  # type: i
             assert Decimal(b.reserved) == self.model.reserved(self.now)
             assert Decimal(b.balance) >= 0
             with db.transaction() as s:
-                check_invariants(s)
+                check_invariants(s, self.acct)
 
     return CreditMachine
 

@@ -20,7 +20,7 @@ import pytest
 from billing.v1 import checkout_pb2
 from tests.checkout.support import World, start_world
 from tests.conftest import SERVICE_MD
-from tollbooth.db.migrate import upgrade
+from tests.devstack import migrated_sqlite
 
 ROUNDS = 200 if os.environ.get("BILLING_SOAK") == "1" else 20
 STATES = {v: k for k, v in checkout_pb2.SubscriptionState.items()}
@@ -28,8 +28,7 @@ STATES = {v: k for k, v in checkout_pb2.SubscriptionState.items()}
 
 @pytest.fixture
 def faulty(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'billing.db'}"
-    upgrade(url)
+    url = migrated_sqlite(tmp_path / "billing.db")
     w = start_world(
         url, tmp_path, faults="duplicate=0.3,shuffle=1,twin=0.2,seed=20261122", retry_max_sec=0.3
     )

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import iso4217
 
 from tollbooth import errors
+from tollbooth.amounts import CREDIT_TYPE_RE, clean_credit_amount
+from tollbooth.metadata import clean_metadata
 
 ONE_TIME = "one_time"
 RECURRING = "recurring"
@@ -26,18 +27,11 @@ MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-MAX_METADATA_KEYS = 50
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
-# Credit amounts fit NUMERIC(38, 18): 20 integer digits, 18 fractional digits.
-MAX_AMOUNT_INT_DIGITS = 20
-MAX_AMOUNT_FRAC_DIGITS = 18
 
 # Patterns are used with fullmatch: "$" would also accept a trailing newline.
 CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
-CREDIT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
-# Plain ASCII decimal notation only: no sign, exponent, spaces, NaN, Infinity or other digits.
-PLAIN_DECIMAL_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 # A product's stable key (catalog as code identifies products by it).
 PRODUCT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,39}")
 
@@ -154,24 +148,6 @@ def clean_position(position: int, field_name: str = "position") -> int:
     return position
 
 
-def clean_metadata(metadata: Mapping[str, str], field_name: str = "metadata") -> dict[str, str]:
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise errors.invalid(
-            f"{field_name} holds more than {MAX_METADATA_KEYS} keys", field=field_name
-        )
-    out: dict[str, str] = {}
-    for key in sorted(metadata):
-        value = metadata[key]
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise errors.invalid(f"{field_name} keys and values are strings", field=field_name)
-        if not 1 <= len(key) <= 40 or len(value) > 500:
-            raise errors.invalid(
-                f"{field_name} keys are 1-40 characters and values at most 500", field=field_name
-            )
-        out[key] = value
-    return out
-
-
 def clean_entitlements(
     items: Iterable[Entitlement], field_name: str = "entitlements"
 ) -> tuple[Entitlement, ...]:
@@ -196,41 +172,6 @@ def clean_stripe_id(value: str | None, field_name: str) -> str | None:
     if value is None:
         return None
     return _text(value, field_name, 100) or None
-
-
-def clean_credit_amount(raw: str, field_name: str = "amount") -> str:
-    """A positive decimal string, normalised ("010.50" -> "10.5").
-
-    Only plain notation is accepted, and its length is bounded before Decimal sees it, so
-    "NaN", "Infinity", "1e999999999" and the like never reach arithmetic.
-    """
-    match = PLAIN_DECIMAL_RE.fullmatch(raw)
-    if match is None:
-        raise errors.invalid(
-            f"{field_name} must be a positive decimal string such as '100' or '2.5'",
-            reason="AMOUNT_INVALID",
-            field=field_name,
-        )
-    int_digits = match.group(1).lstrip("0")
-    frac_digits = (match.group(2) or "").rstrip("0")
-    if len(int_digits) > MAX_AMOUNT_INT_DIGITS or len(frac_digits) > MAX_AMOUNT_FRAC_DIGITS:
-        raise errors.invalid(
-            f"{field_name} allows at most {MAX_AMOUNT_INT_DIGITS} integer and "
-            f"{MAX_AMOUNT_FRAC_DIGITS} fractional digits",
-            reason="AMOUNT_INVALID",
-            field=field_name,
-        )
-    try:
-        amount = Decimal(f"{int_digits or '0'}.{frac_digits or '0'}")
-    except InvalidOperation as exc:  # unreachable after the pattern, kept as a guard
-        raise errors.invalid(
-            f"{field_name} is not a decimal", reason="AMOUNT_INVALID", field=field_name
-        ) from exc
-    if not amount.is_finite() or amount <= 0:
-        raise errors.invalid(
-            f"{field_name} must be greater than zero", reason="AMOUNT_INVALID", field=field_name
-        )
-    return f"{int_digits or '0'}.{frac_digits}" if frac_digits else (int_digits or "0")
 
 
 def clean_credit_grants(

@@ -3,8 +3,8 @@
 No database and no clock. The service loads a `Book` (the grants and open holds of one
 balance, or the part of them an operation needs), calls the engine with the time it was
 given, then writes back the grants and holds the engine changed and one ledger entry per
-effect it returned. Everything here is exact decimal arithmetic: the context traps any
-rounding, so an amount is never silently changed.
+effect it returned. Everything here is exact decimal arithmetic (`tollbooth.amounts`): its
+context traps any rounding, so an amount is never silently changed.
 
 Rules:
 - A debit or a hold takes from live grants in consumption order: priority (lower first),
@@ -18,18 +18,12 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-# 80 digits cover any sum of NUMERIC(38, 18) amounts we can store; rounding is an error.
-EXACT = decimal.Context(
-    prec=80,
-    rounding=decimal.ROUND_HALF_EVEN,
-    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Rounded, decimal.Overflow],
-)
-ZERO = Decimal(0)
+from tollbooth.amounts import ZERO, add, fmt, sub
+
 NO_EXPIRY_KEY = 2**63 - 1
 
 ACTIVE = "active"
@@ -41,27 +35,6 @@ HELD = "held"
 COMMITTED = "committed"
 RELEASED = "released"
 LAPSED = "expired"
-
-
-def add(*values: Decimal) -> Decimal:
-    total = ZERO
-    for v in values:
-        total = EXACT.add(total, v)
-    return total
-
-
-def sub(a: Decimal, b: Decimal) -> Decimal:
-    return EXACT.subtract(a, b)
-
-
-def fmt(value: Decimal) -> str:
-    """The canonical decimal string: no exponent, no trailing zeros ("10", "0.25", "-3")."""
-    if value == 0:
-        return "0"
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
 
 
 def expiry_key(expire_at: dt.datetime | None) -> int:

@@ -9,9 +9,9 @@ from decimal import Decimal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from billing.v1 import credit_pb2
+from tollbooth.amounts import fmt
 from tollbooth.auth.caller import current_caller
-from tollbooth.credit import service
-from tollbooth.credit.engine import fmt
+from tollbooth.credit import debits, grants, queries, reservations, rules
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.db.types import utcnow
 from tollbooth.rpc.servicer import Servicer, contract
@@ -131,7 +131,7 @@ class CreditServicer(Servicer):
 
     def GrantCredits(self, request, context):  # type: ignore[no-untyped-def]
         expire_at = (
-            service.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
+            rules.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
             if request.HasField("expire_time")
             else None
         )
@@ -139,7 +139,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditGrant,
             lambda session: grant_out(
-                service.grant(
+                grants.grant(
                     session,
                     current_caller.get(),
                     request.account,
@@ -160,7 +160,7 @@ class CreditServicer(Servicer):
     def GetBalance(self, request, context):  # type: ignore[no-untyped-def]
         now = self.clock()
         with self.read() as session:
-            view = service.balance(
+            view = queries.balance(
                 session, current_caller.get(), request.account, request.type, now
             )
         return credit_pb2.CreditBalance(
@@ -175,7 +175,7 @@ class CreditServicer(Servicer):
     def CheckAvailability(self, request, context):  # type: ignore[no-untyped-def]
         now = self.clock()
         with self.read() as session:
-            got = service.availability(
+            got = queries.availability(
                 session, current_caller.get(), request.account, request.type, request.required, now
             )
         return credit_pb2.CheckAvailabilityResponse(
@@ -190,7 +190,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditDebit,
             lambda session: debit_out(
-                service.debit(
+                debits.debit(
                     session,
                     current_caller.get(),
                     request.account,
@@ -211,7 +211,7 @@ class CreditServicer(Servicer):
         now = self.clock()
 
         def effect(session):  # type: ignore[no-untyped-def]
-            page = service.list_ledger(
+            page = queries.list_ledger(
                 session,
                 current_caller.get(),
                 request.account,
@@ -230,7 +230,7 @@ class CreditServicer(Servicer):
         now = self.clock()
 
         def effect(session):  # type: ignore[no-untyped-def]
-            page = service.list_grants(
+            page = queries.list_grants(
                 session,
                 current_caller.get(),
                 request.account,
@@ -252,7 +252,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditGrant,
             lambda session: grant_out(
-                service.void_grant(
+                grants.void_grant(
                     session,
                     current_caller.get(),
                     request.account,
@@ -270,7 +270,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.reserve(
+                reservations.reserve(
                     session,
                     current_caller.get(),
                     request.account,
@@ -290,7 +290,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.commit(
+                reservations.commit(
                     session,
                     current_caller.get(),
                     request.account,
@@ -308,7 +308,7 @@ class CreditServicer(Servicer):
             request,
             credit_pb2.CreditReservation,
             lambda session: reservation_out(
-                service.release(
+                reservations.release(
                     session,
                     current_caller.get(),
                     request.account,

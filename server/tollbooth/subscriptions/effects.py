@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tollbooth.auth.caller import SERVICE
-from tollbooth.credit import service as credits
+from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -219,7 +219,7 @@ def grant_for_price(
         now = ctx.clock()
         expires = int(spec.get("expires_after_sec") or 0)
         request_id = f"{request_prefix}:{price.id}:{n}"
-        grant = credits.grant(
+        grant = credit_grants.grant(
             ctx.session,
             SERVICE,
             account_id,

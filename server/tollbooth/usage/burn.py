@@ -24,27 +24,17 @@ array), with the metric's code and rate and the number of events.
 
 from __future__ import annotations
 
-import decimal
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tollbooth.credit.service import Burn
+from tollbooth.amounts import QUANTUM, WIDE_ROUNDING
+from tollbooth.credit.burns import Burn
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec, matches, number_of
 
 CHUNK = 100
-QUANTUM = Decimal(1).scaleb(-18)
-# Products of a rate (38 digits) and a number (60 digits, or a double's 17 digits at any
-# exponent) are exact here; quantizing a product under 10^330 to 18 places needs < 350 digits.
-_CONTEXT = decimal.Context(
-    prec=1000,
-    Emax=999_999,
-    Emin=-999_999,
-    rounding=decimal.ROUND_HALF_EVEN,
-    traps=[decimal.InvalidOperation, decimal.Overflow],
-)
 BURNING = frozenset({Aggregation.COUNT, Aggregation.SUM})
 REASON_PREFIX = "usage:"
 
@@ -98,9 +88,9 @@ def units(m: BurningMetric, properties: dict[str, Any]) -> Decimal:
 
 def amount(rate: Decimal, event_units: Decimal) -> Decimal:
     """rate x units at 18 fractional digits, half to even; canonical (no trailing zeros)."""
-    exact = _CONTEXT.multiply(rate, event_units)
-    rounded = exact.quantize(QUANTUM, context=_CONTEXT)
-    return rounded.normalize(_CONTEXT) if rounded else Decimal(0)
+    exact = WIDE_ROUNDING.multiply(rate, event_units)
+    rounded = exact.quantize(QUANTUM, context=WIDE_ROUNDING)
+    return rounded.normalize(WIDE_ROUNDING) if rounded else Decimal(0)
 
 
 class Event(Protocol):
@@ -141,7 +131,7 @@ def plan(metrics: Sequence[BurningMetric], stored: Sequence[Event]) -> list[Burn
             chunk = items[i : i + CHUNK]
             total = Decimal(0)
             for _, value in chunk:
-                total = _CONTEXT.add(total, value)
+                total = WIDE_ROUNDING.add(total, value)
             burns.append(
                 Burn(
                     account_id=account_id,

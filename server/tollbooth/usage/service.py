@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
 from tollbooth.accounts import service as accounts
+from tollbooth.amounts import CREDIT_TYPE_RE
 from tollbooth.auth.caller import Caller
-from tollbooth.catalog.fields import CREDIT_TYPE_RE
-from tollbooth.credit import service as credit
+from tollbooth.credit import burns as credit_burns
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
@@ -115,7 +115,7 @@ def burn_credits(
     metrics = [m for r in burning if (m := burn.metric(*r)) is not None]  # count or sum
     burns = burn.plan(metrics, stored)
     if burns:
-        credit.burn_many(session, burns, utcnow)
+        credit_burns.burn_many(session, burns, utcnow)
 
 
 def rejection(outcome: Outcome) -> DomainError:

@@ -1,0 +1,108 @@
+"""Grant credits to a balance, and void what is left of a grant."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts.service import resolve
+from tollbooth.amounts import MAX_TOTAL, ZERO, add, parse_amount
+from tollbooth.auth.caller import Caller
+from tollbooth.credit import engine, repository
+from tollbooth.credit.rules import clean_reason, clean_type
+from tollbooth.credit.unit import Clock, lock
+from tollbooth.db.models import CreditGrant
+from tollbooth.ids import new_id
+from tollbooth.metadata import clean_metadata
+
+
+def grant(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    *,
+    credit_type: str,
+    amount: str,
+    reason: str,
+    priority: int,
+    expire_at: dt.datetime | None,
+    request_id: str,
+    metadata: dict[str, str],
+    clock: Clock,
+) -> CreditGrant:
+    account = resolve(session, caller, account_ref)
+    ctype = clean_type(credit_type)
+    value = parse_amount(amount)
+    why = clean_reason(reason)
+    meta = clean_metadata(metadata)
+    locked = lock(session, account.id, ctype, clock, create=True)
+    assert locked is not None
+    now = locked.now
+    if expire_at is not None and expire_at <= now:
+        raise errors.invalid("expire_time must be in the future", field="expire_time")
+    if add(locked.row.balance, locked.row.reserved, value) > MAX_TOTAL:
+        raise errors.invalid(
+            f"the {ctype} balance would exceed the largest storable amount",
+            reason="AMOUNT_INVALID",
+            field="amount",
+        )
+    gid = new_id("cgr")
+    e = locked.entry("grant", value, now, grant_id=gid, reason=why, request_id=request_id)
+    row = CreditGrant(
+        id=gid,
+        billing_account_id=account.id,
+        credit_type=ctype,
+        amount=value,
+        remaining=value,
+        held=ZERO,
+        state=engine.ACTIVE,
+        priority=priority,
+        expire_at=expire_at,
+        expiry_key=engine.expiry_key(expire_at),
+        seq=e.seq,
+        reason=why,
+        request_id=request_id,
+        attributes=meta,
+        created_at=now,
+    )
+    session.add(row)
+    locked.expect_event(expire_at)
+    locked.depletion("grant")
+    locked.flush()
+    return row
+
+
+def void_grant(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    *,
+    grant_id: str,
+    reason: str,
+    request_id: str,
+    clock: Clock,
+) -> CreditGrant:
+    """Void what is left of a grant; parts under holds are voided when they come back."""
+    account = resolve(session, caller, account_ref)
+    if not grant_id.strip():
+        raise errors.required("grant_id")
+    why = clean_reason(reason)
+    found = repository.grant(session, account.id, grant_id.strip())
+    if found is None:
+        raise errors.not_found("grant", grant_id)
+    locked = lock(session, account.id, found.credit_type, clock, create=False)
+    assert locked is not None
+    now = locked.now
+    row = repository.grant(session, account.id, found.id)  # again, under the lock
+    assert row is not None
+    if row.state == engine.VOIDED:
+        raise errors.failed_precondition(
+            "GRANT_VOIDED", f"grant {row.id!r} is already voided", grant_id=row.id
+        )
+    locked.load_grants([row])
+    locked.record(locked.book.void(row.id, now), why or "voided", request_id)
+    locked.depletion("void")
+    locked.flush()
+    return row

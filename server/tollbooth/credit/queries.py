@@ -1,0 +1,172 @@
+"""Reads of credit: a balance, availability, and the grant and ledger listings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth import paging
+from tollbooth.accounts.service import resolve
+from tollbooth.amounts import ZERO, add, parse_amount, sub
+from tollbooth.auth.caller import Caller
+from tollbooth.credit import engine, repository
+from tollbooth.credit.engine import Book
+from tollbooth.credit.rules import EPOCH, clean_type
+from tollbooth.credit.unit import grant_model, hold_model, lock
+from tollbooth.db.models import BillingAccount
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    billing_account_id: str
+    credit_type: str
+    balance: Decimal
+    reserved: Decimal
+    as_of: dt.datetime
+    overage: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    balance: Decimal
+    required: Decimal
+    shortfall: Decimal
+
+
+def compute_balance(
+    session: Session, account_id: str, credit_type: str, now: dt.datetime
+) -> tuple[Decimal, Decimal]:
+    """(available, reserved) as of `now`, writing nothing.
+
+    The stored figures are exact until the row's next event; past it, the due expiries are
+    applied to a copy of the book in memory.
+    """
+    row = repository.read_balance(session, account_id, credit_type)
+    if row is None:
+        return ZERO, ZERO
+    if row.next_event_at is None or row.next_event_at > now:
+        return row.balance, row.reserved
+    grants = {
+        g.id: grant_model(g) for g in repository.active_grants(session, account_id, credit_type)
+    }
+    holds = [hold_model(r) for r in repository.held_reservations(session, account_id, credit_type)]
+    referenced = {p.grant_id for h in holds for p in h.portions} - set(grants)
+    for g in repository.grants_by_ids(session, account_id, referenced):
+        grants[g.id] = grant_model(g)
+    book = Book.of(grants.values(), holds)
+    effects = book.settle(now)
+    available = add(row.balance, *(engine.effect_delta(e) for e in effects))
+    return available, book.reserved()
+
+
+def balance(
+    session: Session, caller: Caller, account_ref: str, credit_type: str, now: dt.datetime
+) -> BalanceView:
+    account = resolve(session, caller, account_ref)
+    ctype = clean_type(credit_type, "type")
+    available, reserved = compute_balance(session, account.id, ctype, now)
+    row = repository.read_balance(session, account.id, ctype)  # loaded just above
+    overage = row.overage if row is not None else ZERO
+    return BalanceView(account.id, ctype, available, reserved, now, overage)
+
+
+def availability(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    credit_type: str,
+    required: str,
+    now: dt.datetime,
+) -> Availability:
+    account = resolve(session, caller, account_ref)
+    ctype = clean_type(credit_type, "type")
+    need = parse_amount(required, "required")
+    available, _ = compute_balance(session, account.id, ctype, now)
+    short = sub(need, available) if need > available else ZERO
+    return Availability(short == 0, available, need, short)
+
+
+def settle_due(
+    session: Session, account: BillingAccount, credit_type: str, now: dt.datetime
+) -> None:
+    """Record due expiries of the account's balances, so a listing shows them."""
+    for ctype in repository.due_credit_types(session, account.id, credit_type, now):
+        lock(session, account.id, ctype, lambda: now, create=False)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_page_token: str
+
+
+def _micros(at: dt.datetime) -> int:
+    return engine.expiry_key(at)
+
+
+def _from_micros(value: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=value)
+
+
+def list_grants(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    *,
+    credit_type: str,
+    include_inactive: bool,
+    page_size: int,
+    page_token: str,
+    now: dt.datetime,
+) -> Page:
+    account = resolve(session, caller, account_ref)
+    ctype = clean_type(credit_type) if credit_type.strip() else ""
+    size = paging.page_size(page_size)
+    query = f"credit-grants:{account.id}:{ctype}:{int(include_inactive)}"
+    after = paging.decode(page_token, query, (str, int, int, int))
+    settle_due(session, account, ctype, now)
+    rows = repository.list_grants(session, account.id, ctype, include_inactive, after, size + 1)
+    token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        last = rows[-1]
+        token = paging.encode(query, [last.credit_type, last.priority, last.expiry_key, last.seq])
+    return Page(rows, token)
+
+
+def list_ledger(
+    session: Session,
+    caller: Caller,
+    account_ref: str,
+    *,
+    credit_type: str,
+    page_size: int,
+    page_token: str,
+    now: dt.datetime,
+) -> Page:
+    account = resolve(session, caller, account_ref)
+    ctype = clean_type(credit_type) if credit_type.strip() else ""
+    size = paging.page_size(page_size)
+    query = f"credit-ledger:{account.id}:{ctype}"
+    key = paging.decode(page_token, query, (int, int, str))
+    before = None
+    if key is not None:
+        micros, seq, ident = key
+        assert isinstance(micros, int)
+        try:
+            before = [_from_micros(micros), seq, ident]
+        except OverflowError as exc:
+            raise paging.bad_token() from exc
+    settle_due(session, account, ctype, now)
+    rows = repository.list_ledger(session, account.id, ctype, before, size + 1)
+    token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        last = rows[-1]
+        token = paging.encode(query, [_micros(last.created_at), last.seq, last.id])
+    return Page(rows, token)

@@ -1,0 +1,28 @@
+"""Queries of `credit_ledger`: the listing, newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tollbooth.credit.repository.common import after
+from tollbooth.db.models import CreditLedgerEntry
+
+
+def list_ledger(
+    session: Session,
+    account_id: str,
+    credit_type: str,
+    before: list[Any] | None,
+    limit: int,
+) -> list[CreditLedgerEntry]:
+    """Newest first: effective time, then the balance's entry number, then the id."""
+    order = [CreditLedgerEntry.created_at, CreditLedgerEntry.seq, CreditLedgerEntry.id]
+    stmt = select(CreditLedgerEntry).where(CreditLedgerEntry.billing_account_id == account_id)
+    if credit_type:
+        stmt = stmt.where(CreditLedgerEntry.credit_type == credit_type)
+    if before is not None:
+        stmt = stmt.where(after(order, before, descending=True))
+    return list(session.execute(stmt.order_by(*(c.desc() for c in order)).limit(limit)).scalars())

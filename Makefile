@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.installed-stamp
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTO_FILES := $(wildcard protos/billing/v1/*.proto)
 LINT_PATHS = server tests bench $(wildcard clients/tollbooth_client)
-GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto google/rpc/error_details.proto
+GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/api/field_behavior.proto google/api/resource.proto google/rpc/status.proto google/rpc/error_details.proto
 
 .PHONY: setup run migrate test soak lint breaking proto-baseline fmt typecheck proto proto-check third-party bench clean catalog-apply
 
@@ -77,7 +77,9 @@ gen-into:
 	rm -f $(OUT)/clients/billing/v1/*_pb2*.py $(OUT)/clients/billing/v1/*_pb2*.pyi
 	mkdir -p $(OUT)/clients/billing/v1 $(OUT)/gateway
 	$(PY) -m grpc_tools.protoc -I protos -I protos/third_party \
-	  --python_out=$(OUT)/clients --pyi_out=$(OUT)/clients --grpc_python_out=$(OUT)/clients \
+	  --python_out=$(OUT)/clients --grpc_python_out=$(OUT)/clients \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(OUT)/clients \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(OUT)/clients \
 	  $(PROTO_FILES)
 	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb
 	PYTHONPATH=server:clients $(PY) -m tollbooth.openapi $(OUT)/gateway/billing.binpb $(OUT)/gateway/openapi.json

@@ -220,7 +220,7 @@ def event_proto(tag: str, i: int, accounts: list[str]):  # type: ignore[no-untyp
 
     uid, account, when, props = event_fields(tag, i, accounts)
     e = usage_pb2.UsageEvent(unique_id=uid, account=account, event_name=EVENT_NAME)
-    e.timestamp.seconds = when
+    e.event_time.seconds = when
     e.properties.update(props)
     return e
 
@@ -499,7 +499,8 @@ def start_burning(target: str, accounts: list[str]) -> None:
                     aggregation=usage_pb2.AGGREGATION_SUM,
                     property="tokens",
                     credit_burn=usage_pb2.CreditBurn(credit_type="units", rate=BURN_RATE),
-                )
+                ),
+                request_id=f"bench-burn-{uuid.uuid4().hex}",
             ),
             metadata=md,
             timeout=30,
@@ -664,7 +665,10 @@ def usage_latency(
         stub = usage_pb2_grpc.UsageServiceStub(ch)
         for code, metric in metrics.items():
             metric.code, metric.event_name = code, EVENT_NAME
-            stub.CreateMetric(usage_pb2.CreateMetricRequest(metric=metric), metadata=md)
+            stub.CreateMetric(
+                usage_pb2.CreateMetricRequest(metric=metric, request_id=f"bench-{code}"),
+                metadata=md,
+            )
         cases = [(code, "", "month") for code in metrics] + [
             ("sum_tokens", "model", "month"),
             ("count", "", "week"),

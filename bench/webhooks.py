@@ -246,7 +246,10 @@ def make_events(grpc_port: int, sandbox_port: int, accounts: int) -> list[dict[s
         tokens = token_pb2_grpc.TokenServiceStub(ch)
         checkout = checkout_pb2_grpc.CheckoutServiceStub(ch)
         product = catalog.CreateProduct(
-            catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(name="Pro")), metadata=md
+            catalog_pb2.CreateProductRequest(
+                product=catalog_pb2.Product(name="Pro"), request_id="bench-product"
+            ),
+            metadata=md,
         )
         catalog.CreatePrice(
             catalog_pb2.CreatePriceRequest(
@@ -266,7 +269,8 @@ def make_events(grpc_port: int, sandbox_port: int, accounts: int) -> list[dict[s
                             on_renewal=True,
                         )
                     ],
-                )
+                ),
+                request_id="bench-price",
             ),
             metadata=md,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -18,3 +21,11 @@ def error_reason(err: grpc.RpcError) -> str | None:
             detail.Unpack(info)
             return info.reason
     return None
+
+
+def keyed(request: Any) -> Any:
+    """The request with a fresh request_id when it has that field and none: every mutating RPC
+    but three requires one since the contract was re-settled (2026-12-01)."""
+    if "request_id" in request.DESCRIPTOR.fields_by_name and not request.request_id:
+        request.request_id = f"req-{uuid.uuid4().hex}"
+    return request

@@ -150,7 +150,7 @@ class BillingClient:
         *,
         user_id: str = "",
         scopes: Iterable[str] = (),
-        session_ttl_sec: int = 0,
+        session_ttl_seconds: int = 0,
         email: str = "",
         name: str = "",
         timeout: float | None = None,
@@ -163,7 +163,7 @@ class BillingClient:
             principal_id=principal_id,
             user_id=user_id,
             scopes=list(scopes),
-            session_ttl_sec=session_ttl_sec,
+            session_ttl_seconds=session_ttl_seconds,
             email=email,
             name=name,
         )

@@ -7,7 +7,7 @@ import pytest
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, bearer_md
-from tests.helpers import error_reason
+from tests.helpers import error_reason, keyed
 
 MONTHLY = catalog_pb2.Recurring(interval=catalog_pb2.RECURRING_INTERVAL_MONTH)
 
@@ -26,7 +26,7 @@ def bearer_metadata(channel: grpc.Channel, principal: str = "user-1") -> tuple:
 
 
 def call(channel: grpc.Channel, method: str, request, metadata=SERVICE_MD):  # type: ignore[no-untyped-def]
-    return getattr(stub(channel), method)(request, metadata=metadata, timeout=10)
+    return getattr(stub(channel), method)(keyed(request), metadata=metadata, timeout=10)
 
 
 def product(

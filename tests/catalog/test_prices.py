@@ -52,7 +52,7 @@ def test_recurring_price_round_trips_with_normalised_values(channel, prod):  # t
         lookup_key="pro_monthly",
         stackable=False,
         subscription_group="plan",
-        credit_grants=[grant("0100.50", on_renewal=True, expires_after_sec=3600, priority=2)],
+        credit_grants=[grant("0100.50", on_renewal=True, expires_after_seconds=3600, priority=2)],
         entitlements=[catalog_pb2.Entitlement(feature="sso")],
         nickname="Monthly",
         metadata={"k": "v"},

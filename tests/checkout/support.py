@@ -172,7 +172,8 @@ class World:
         if not product_id:
             product_id = self.catalog.CreateProduct(
                 catalog_pb2.CreateProductRequest(
-                    product=catalog_pb2.Product(name=f"Product {lookup_key}")
+                    product=catalog_pb2.Product(name=f"Product {lookup_key}"),
+                    request_id=f"product-{uuid.uuid4().hex}",
                 ),
                 metadata=SERVICE_MD,
                 timeout=10,
@@ -192,7 +193,8 @@ class World:
                     subscription_group=group if recurring else "",
                     credit_grants=grants or [],
                     entitlements=entitlements or [],
-                )
+                ),
+                request_id=f"price-{uuid.uuid4().hex}",
             ),
             metadata=SERVICE_MD,
             timeout=10,
@@ -370,11 +372,15 @@ class Shop:
         return str(resp.json()["access_token"])
 
     def price(self, lookup_key: str, group: str = "plan", amount: int = 2900, **extra: Any) -> Any:
-        product = self.request("POST", "/mgt/v1/catalog/products", {"name": f"Plan {lookup_key}"})
+        product = self.request(
+            "POST",
+            f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+            {"name": f"Plan {lookup_key}"},
+        )
         assert product.status == 200, product.body
         price = self.request(
             "POST",
-            "/mgt/v1/catalog/prices",
+            f"/mgt/v1/catalog/prices?request_id={uuid.uuid4().hex}",
             {
                 "product_id": product.json()["product_id"],
                 "currency": "usd",

@@ -22,7 +22,7 @@ def test_buying_pro_activates_the_plan_and_grants_its_credits_after_the_webhook(
     world.price("pro", grants=CREDITS, entitlements=[catalog_pb2.Entitlement(feature="sso")])
     token, account = world.token()
     answer = world.buy(token, "pro", reference="order-42")
-    assert answer.next_action == checkout_pb2.NEXT_ACTION_CHECKOUT
+    assert answer.WhichOneof("next_action") == "session"
     assert answer.url == answer.session.url and "/sandbox/checkout/cs_test_" in answer.url
     assert answer.session.mode == checkout_pb2.CHECKOUT_MODE_SUBSCRIPTION
     assert answer.session.status == checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN
@@ -34,7 +34,7 @@ def test_buying_pro_activates_the_plan_and_grants_its_credits_after_the_webhook(
     status = world.status(token)
     assert status.plan == "pro"
     assert status.state == checkout_pb2.SUBSCRIPTION_STATE_ACTIVE
-    assert status.current_period_end.seconds > 0
+    assert status.current_period_end_time.seconds > 0
     assert not status.cancel_at_period_end
     assert [e.feature for e in status.entitlements] == ["sso"]
     assert world.balance(account, "api_calls") == "1000"
@@ -60,9 +60,9 @@ def test_a_conflicting_price_answers_with_the_portal_and_creates_no_checkout(wor
     before = len(world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data)
     for key in ("team", "pro"):
         answer = world.buy(token, key)
-        assert answer.next_action == checkout_pb2.NEXT_ACTION_PORTAL
+        assert answer.WhichOneof("next_action") == "portal"
         assert "/sandbox/portal/bps_" in answer.url
-        assert answer.conflicting_subscription_id.startswith("sub_")
+        assert answer.portal.conflicting_subscription_id.startswith("sub_")
         assert not answer.HasField("session")
     assert len(world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data) == before
 
@@ -74,8 +74,8 @@ def test_a_stackable_price_or_another_group_is_not_a_conflict(world: World):
     token, _ = world.token()
     world.pay(world.buy(token, "pro").session.stripe_checkout_session_id)
     world.settled()
-    assert world.buy(token, "seats").next_action == checkout_pb2.NEXT_ACTION_CHECKOUT
-    assert world.buy(token, "support").next_action == checkout_pb2.NEXT_ACTION_CHECKOUT
+    assert world.buy(token, "seats").WhichOneof("next_action") == "session"
+    assert world.buy(token, "support").WhichOneof("next_action") == "session"
 
 
 def test_the_portal_before_any_purchase_is_account_not_billed(world: World):
@@ -137,7 +137,8 @@ def test_a_one_time_price_is_a_purchase_with_its_grants(world: World):
 def test_unknown_and_archived_prices_are_400_with_their_reason(world: World):
     archived = world.price("old")
     world.catalog.ArchivePrice(
-        catalog_pb2.ArchivePriceRequest(price_id=archived.price_id), metadata=SERVICE_MD
+        catalog_pb2.ArchivePriceRequest(price_id=archived.price_id, request_id="archive-old"),
+        metadata=SERVICE_MD,
     )
     token, _ = world.token()
     cases = [

@@ -26,7 +26,7 @@ def test_billing_status_of_a_new_account_is_free_in_seed_002s_shape(shop: Shop):
     assert body["plan"] == "free"
     assert body["state"] == "SUBSCRIPTION_STATE_UNSPECIFIED"
     assert body["cancel_at_period_end"] is False
-    assert "current_period_end" not in body
+    assert "current_period_end_time" not in body
 
 
 def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):
@@ -41,7 +41,11 @@ def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):
 def test_unknown_and_archived_prices_are_400_through_envoy(shop: Shop):
     token = shop.token("rest-unknown")
     price = shop.price("rest-archived", group="rest-archived")
-    shop.request("POST", f"/mgt/v1/catalog/prices/{price['price_id']}:archive", {})
+    shop.request(
+        "POST",
+        f"/mgt/v1/catalog/prices/{price['price_id']}:archive",
+        {"request_id": "archive-rest-archived"},
+    )
     for item, reason in (
         ({"lookup_key": "no-such-tier"}, "PRICE_NOT_FOUND"),
         ({"catalog_price_id": price["price_id"]}, "ARCHIVED"),
@@ -65,7 +69,7 @@ def test_a_second_purchase_of_a_conflicting_price_returns_the_portal(shop: Shop)
         {"items": [{"lookup_key": "rest-pro"}], "success_url": "https://app.example/ok"},
         token,
     ).json()
-    assert first["next_action"] == "NEXT_ACTION_CHECKOUT"
+    assert "session" in first and "portal" not in first
     shop.stripe.raw_request(
         "post",
         f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
@@ -79,9 +83,9 @@ def test_a_second_purchase_of_a_conflicting_price_returns_the_portal(shop: Shop)
     )
     assert second.status == 200
     body = second.json()
-    assert body["next_action"] == "NEXT_ACTION_PORTAL"
+    assert "portal" in body and "session" not in body
     assert "/sandbox/portal/" in body["url"]
-    assert body["conflicting_subscription_id"].startswith("sub_")
+    assert body["portal"]["conflicting_subscription_id"].startswith("sub_")
     listed = shop.request("GET", "/api/v1/billing/subscriptions", token=token).json()
     assert [s["lookup_key"] for s in listed["subscriptions"]] == ["rest-pro"]
 
@@ -133,7 +137,7 @@ def test_the_whole_flow_in_a_browser_through_envoy(shop: Shop, browser: Any):
         },
         token,
     ).json()
-    assert created["next_action"] == "NEXT_ACTION_CHECKOUT"
+    assert "session" in created
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(30_000)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2, credit_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, bearer_md
-from tests.helpers import error_reason
+from tests.helpers import error_reason, keyed
 from tollbooth.db import normalize_url
 from tollbooth.db.models import (
     CreditBalance,
@@ -83,7 +83,7 @@ def balance(channel: grpc.Channel, acct: str, credit_type: str = "units", metada
 
 
 def call(channel: grpc.Channel, method: str, request, metadata=SERVICE_MD):  # type: ignore[no-untyped-def]
-    return getattr(stub(channel), method)(request, metadata=metadata, timeout=10)
+    return getattr(stub(channel), method)(keyed(request), metadata=metadata, timeout=10)
 
 
 def fails(code: grpc.StatusCode, reason: str, fn, *args, **kwargs) -> grpc.RpcError:  # type: ignore[no-untyped-def]

@@ -131,11 +131,17 @@ def test_ledger_grants_void_and_reservations_over_rest(stack) -> None:  # type: 
     )
     assert done.status == 200 and done.json()["committed_amount"] == "1.5"
     again = stack.request(
-        "POST", f"/mgt/v1/accounts/{acct}/credits/reservations/{rid}:release", {}, SERVICE
+        "POST",
+        f"/mgt/v1/accounts/{acct}/credits/reservations/{rid}:release",
+        {"requestId": uuid.uuid4().hex},
+        SERVICE,
     )
     assert (again.status, again.reason) == (400, "RESERVATION_CLOSED")
     voided = stack.request(
-        "POST", f"/mgt/v1/accounts/{acct}/credits/grants/{g['grant_id']}:void", {}, SERVICE
+        "POST",
+        f"/mgt/v1/accounts/{acct}/credits/grants/{g['grant_id']}:void",
+        {"requestId": uuid.uuid4().hex},
+        SERVICE,
     )
     assert voided.status == 200 and voided.json()["state"] == "GRANT_STATE_VOIDED"
     grants = stack.request(
@@ -153,7 +159,10 @@ def test_ledger_grants_void_and_reservations_over_rest(stack) -> None:  # type: 
         "LEDGER_ENTRY_KIND_GRANT",
     ]
     missing = stack.request(
-        "POST", f"/mgt/v1/accounts/{acct}/credits/grants/cgr_nope:void", {}, SERVICE
+        "POST",
+        f"/mgt/v1/accounts/{acct}/credits/grants/cgr_nope:void",
+        {"requestId": uuid.uuid4().hex},
+        SERVICE,
     )
     assert (missing.status, missing.reason) == (404, "NOT_FOUND")
 

@@ -21,6 +21,7 @@ from tests.credit.support import (
     grant,
     reserve,
     rid,
+    stub,
 )
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
 
@@ -97,10 +98,10 @@ def test_writes_require_request_id(channel) -> None:  # type: ignore[no-untyped-
     fails(
         INVALID,
         "FIELD_REQUIRED",
-        call,
-        channel,
-        "CommitReservation",
+        stub(channel).CommitReservation,
         c.CommitReservationRequest(account=principal, reservation_id=r.reservation_id),
+        metadata=SERVICE_MD,
+        timeout=10,
     )
 
 
@@ -289,7 +290,7 @@ def test_void_removes_what_is_left_of_a_grant_once(channel, db) -> None:  # type
 def test_commit_debits_the_actual_cost_and_releases_the_rest(channel, db) -> None:  # type: ignore[no-untyped-def]
     principal, acct_id, _ = account(channel)
     grant(channel, principal, "10")
-    r = reserve(channel, principal, "6", reason="render job", ttl_sec=60)
+    r = reserve(channel, principal, "6", reason="render job", ttl_seconds=60)
     assert (r.state, r.amount) == (c.RESERVATION_STATE_HELD, "6")
     b = balance(channel, principal)
     assert (b.balance, b.reserved) == ("4", "6")

@@ -199,7 +199,7 @@ def machine_for(channel: grpc.Channel, db, clock: list[dt.datetime]):  # type: i
                 account=self.principal,
                 credit_type="units",
                 amount=str(amount),
-                ttl_sec=ttl,
+                ttl_seconds=ttl,
                 request_id=uuid.uuid4().hex,
             )
             taken = self.model.take(amount, self.now)

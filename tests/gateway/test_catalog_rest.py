@@ -9,6 +9,11 @@ from tests.conftest import SERVICE_KEY
 SERVICE = {"x-api-key": SERVICE_KEY}
 
 
+def key() -> str:
+    """A request_id query parameter (the body of these RPCs is the resource itself)."""
+    return f"request_id={uuid.uuid4().hex}"
+
+
 def bearer(stack, principal: str = "acct-42", scopes=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
     body = {"principal_id": principal}
     if scopes is not None:
@@ -18,7 +23,7 @@ def bearer(stack, principal: str = "acct-42", scopes=None) -> dict[str, str]:  #
 
 
 def product(stack, name: str) -> str:  # type: ignore[no-untyped-def]
-    resp = stack.request("POST", "/mgt/v1/catalog/products", {"name": name}, SERVICE)
+    resp = stack.request("POST", f"/mgt/v1/catalog/products?{key()}", {"name": name}, SERVICE)
     assert resp.status == 200, resp.body
     return resp.json()["product_id"]
 
@@ -31,7 +36,7 @@ def price(stack, product_id: str, amount: int, **extra) -> dict:  # type: ignore
         "lookup_key": f"k-{uuid.uuid4().hex[:8]}",
         **extra,
     }
-    resp = stack.request("POST", "/mgt/v1/catalog/prices", body, SERVICE)
+    resp = stack.request("POST", f"/mgt/v1/catalog/prices?{key()}", body, SERVICE)
     assert resp.status == 200, resp.body
     return resp.json()
 
@@ -45,7 +50,10 @@ def test_browser_lists_active_prices_in_order_without_archived(stack):  # type: 
     )
     middle = price(stack, pid, 1500, position=20)  # ties with `monthly`: creation order decides
     archived = stack.request(
-        "POST", f"/mgt/v1/catalog/prices/{monthly['price_id']}:archive", {}, SERVICE
+        "POST",
+        f"/mgt/v1/catalog/prices/{monthly['price_id']}:archive",
+        {"request_id": uuid.uuid4().hex},
+        SERVICE,
     )
     assert archived.status == 200 and archived.json()["active"] is False
 
@@ -60,7 +68,12 @@ def test_browser_lists_active_prices_in_order_without_archived(stack):  # type: 
 def test_operator_sees_archived_prices_with_include_inactive(stack):  # type: ignore[no-untyped-def]
     pid = product(stack, "Ops")
     kept, gone = price(stack, pid, 100), price(stack, pid, 200)
-    stack.request("POST", f"/mgt/v1/catalog/prices/{gone['price_id']}:archive", {}, SERVICE)
+    stack.request(
+        "POST",
+        f"/mgt/v1/catalog/prices/{gone['price_id']}:archive",
+        {"request_id": uuid.uuid4().hex},
+        SERVICE,
+    )
     resp = stack.request(
         "GET", f"/mgt/v1/catalog/prices?product_id={pid}&include_inactive=true", headers=SERVICE
     )
@@ -76,7 +89,12 @@ def test_list_prices_without_product_id_is_400(stack):  # type: ignore[no-untype
 
 def test_public_products_are_listed_and_archived_ones_hidden(stack):  # type: ignore[no-untyped-def]
     live, dead = product(stack, "Live"), product(stack, "Dead")
-    stack.request("POST", f"/mgt/v1/catalog/products/{dead}:archive", {}, SERVICE)
+    stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products/{dead}:archive",
+        {"request_id": uuid.uuid4().hex},
+        SERVICE,
+    )
     resp = stack.request("GET", "/api/v1/catalog/products?page_size=100", headers=bearer(stack))
     ids = [p["product_id"] for p in resp.json()["products"]]
     assert live in ids and dead not in ids
@@ -97,7 +115,7 @@ def test_price_amount_cannot_change_through_rest(stack):  # type: ignore[no-unty
     p = price(stack, pid, 100)
     resp = stack.request(
         "PATCH",
-        f"/mgt/v1/catalog/prices/{p['price_id']}?update_mask=unit_amount",
+        f"/mgt/v1/catalog/prices/{p['price_id']}?update_mask=unit_amount&{key()}",
         {"unit_amount": 999},
         SERVICE,
     )

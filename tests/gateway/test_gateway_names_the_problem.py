@@ -47,7 +47,7 @@ def test_a_wrong_json_type_names_the_field_and_the_expected_type(stack):  # type
     assert resp.status == 400
     assert resp.reason == "MALFORMED_REQUEST"
     message = resp.json()["message"]
-    assert "session_ttl_sec" in message and "INT32" in message
+    assert "session_ttl_sec" in message and "TYPE_INT" in message
 
 
 def test_not_json_at_all_is_still_malformed(stack):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -27,8 +28,15 @@ def error_info(resp) -> dict:  # type: ignore[no-untyped-def]
     return infos[0]
 
 
+def key() -> str:
+    """A request_id query parameter (the body of these RPCs is the resource itself)."""
+    return f"request_id={uuid.uuid4().hex}"
+
+
 def make_product(stack, name: str, **fields) -> dict:  # type: ignore[no-untyped-def]
-    resp = stack.request("POST", "/mgt/v1/catalog/products", {"name": name, **fields}, SERVICE)
+    resp = stack.request(
+        "POST", f"/mgt/v1/catalog/products?{key()}", {"name": name, **fields}, SERVICE
+    )
     assert resp.status == 200, resp.body
     return resp.json()
 
@@ -97,7 +105,7 @@ def test_an_unknown_currency_is_400(stack):  # type: ignore[no-untyped-def]
     for currency in ("xyz", "XAU", "us"):
         resp = stack.request(
             "POST",
-            "/mgt/v1/catalog/prices",
+            f"/mgt/v1/catalog/prices?{key()}",
             {"product_id": product["product_id"], "currency": currency, "unit_amount": 100},
             SERVICE,
         )
@@ -115,7 +123,7 @@ def test_a_patch_body_naming_another_product_is_refused(stack):  # type: ignore[
     a, b = make_product(stack, "A"), make_product(stack, "B")
     resp = stack.request(
         "PATCH",
-        f"/mgt/v1/catalog/products/{a['product_id']}",
+        f"/mgt/v1/catalog/products/{a['product_id']}?{key()}",
         {"product_id": b["product_id"], "name": "x"},
         SERVICE,
     )
@@ -132,7 +140,7 @@ def test_an_archive_body_naming_another_product_is_refused(stack):  # type: igno
     resp = stack.request(
         "POST",
         "/mgt/v1/catalog/products/prod_unknown:archive",
-        {"product_id": victim["product_id"]},
+        {"product_id": victim["product_id"], "request_id": uuid.uuid4().hex},
         SERVICE,
     )
     assert resp.status == 400
@@ -151,7 +159,10 @@ def test_a_rest_patch_naming_only_name_keeps_every_other_field(stack):  # type: 
         stripe_product_id="prod_stripe_1",
     )
     resp = stack.request(
-        "PATCH", f"/mgt/v1/catalog/products/{made['product_id']}", {"name": "Pro 2"}, SERVICE
+        "PATCH",
+        f"/mgt/v1/catalog/products/{made['product_id']}?{key()}",
+        {"name": "Pro 2"},
+        SERVICE,
     )
     assert resp.status == 200, resp.body
     got = resp.json()
@@ -164,7 +175,7 @@ def test_a_rest_patch_can_clear_a_field_by_naming_it_in_the_mask(stack):  # type
     made = make_product(stack, "Clear me", description="old")
     resp = stack.request(
         "PATCH",
-        f"/mgt/v1/catalog/products/{made['product_id']}?update_mask=description",
+        f"/mgt/v1/catalog/products/{made['product_id']}?update_mask=description&{key()}",
         {},
         SERVICE,
     )

@@ -31,7 +31,7 @@ def test_default_scopes_and_ttl(channel, deps):  # type: ignore[no-untyped-def]
     # Read scopes only: scopes that move money must be asked for.
     assert list(resp.scopes) == ["billing:read", "credits:read", "usage:read"]
     claims = deps.codec.verify(resp.access_token)
-    assert claims.expires_at == resp.expires_at.ToDatetime(tzinfo=claims.expires_at.tzinfo)
+    assert claims.expires_at == resp.expire_time.ToDatetime(tzinfo=claims.expires_at.tzinfo)
     assert set(claims.scopes) == set(resp.scopes)
     import jwt
 
@@ -52,13 +52,13 @@ def test_unknown_scope_is_invalid(channel):  # type: ignore[no-untyped-def]
 def test_ttl_is_capped_by_configuration(channel, deps):  # type: ignore[no-untyped-def]
     import jwt
 
-    resp = issue(channel, principal_id="p1", session_ttl_sec=10 * 24 * 3600)
+    resp = issue(channel, principal_id="p1", session_ttl_seconds=10 * 24 * 3600)
     payload = jwt.decode(resp.access_token, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] == deps.settings.token_ttl_max
 
 
 def test_negative_ttl_is_invalid(channel):  # type: ignore[no-untyped-def]
-    assert invalid(channel, principal_id="p1", session_ttl_sec=-5) == "INVALID_ARGUMENT"
+    assert invalid(channel, principal_id="p1", session_ttl_seconds=-5) == "INVALID_ARGUMENT"
 
 
 @pytest.mark.parametrize("principal", ["acct_0123", "has space", "x" * 201, "/etc/passwd"])

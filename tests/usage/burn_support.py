@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -44,7 +45,8 @@ def burning_metric(
                     for k, v in (filters or {}).items()
                 ],
                 credit_burn=usage_pb2.CreditBurn(credit_type=credit_type, rate=rate),
-            )
+            ),
+            request_id=f"metric-{code}-{uuid.uuid4().hex}",
         ),
         metadata=SERVICE_MD,
         timeout=10,

@@ -56,7 +56,7 @@ def event(
         unique_id=unique_id,
         account=account,
         event_name=name,
-        timestamp=stamp(when or T0),
+        event_time=stamp(when or T0),
     )
     if properties:
         msg.properties.update(properties)

@@ -251,6 +251,7 @@ def test_metric_with_a_burn_must_count_or_sum(channel) -> None:  # type: ignore[
             usage_pb2.UpdateMetricRequest(
                 metric=usage_pb2.Metric(code="good", aggregation=usage_pb2.AGGREGATION_MAX),
                 update_mask=field_mask_pb2.FieldMask(paths=["aggregation"]),
+                request_id="burn-update-1",
             ),
             metadata=SERVICE_MD,
             timeout=10,
@@ -267,6 +268,7 @@ def test_a_metric_without_a_burn_changes_no_balance(channel, dbr) -> None:  # ty
         usage_pb2.UpdateMetricRequest(
             metric=usage_pb2.Metric(code="calls"),
             update_mask=field_mask_pb2.FieldMask(paths=["credit_burn"]),
+            request_id="burn-update-2",
         ),
         metadata=SERVICE_MD,
         timeout=10,

@@ -36,7 +36,7 @@ def burning(stack) -> None:  # type: ignore[no-untyped-def]
     assert r.status == 200, r.body
     r = stack.request(
         "POST",
-        "/mgt/v1/metrics",
+        "/mgt/v1/metrics?request_id=burn-rest-metric",
         {
             "code": "api_tokens",
             "eventName": "api_call",

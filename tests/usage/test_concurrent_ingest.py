@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, func, select
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
+from tests.helpers import keyed
 from tests.usage.support import ACCEPTED, DUPLICATE, NOW, account, event, stamp, usage_stub
 from tollbooth.db import normalize_url
 from tollbooth.db.models import UsageEvent
@@ -77,7 +78,7 @@ def expected_usage(events: list[usage_pb2.UsageEvent]) -> dict[tuple[str, str], 
             f = v.number_value
             return Decimal(int(f)) if f == int(f) else Decimal(repr(f))
 
-        latest = max(evs, key=lambda e: (e.timestamp.ToDatetime(), e.unique_id))
+        latest = max(evs, key=lambda e: (e.event_time.ToDatetime(), e.unique_id))
         by_model: dict[str, Decimal] = defaultdict(Decimal)
         for e in evs:
             by_model[e.properties.fields["model"].string_value] += tokens(e)
@@ -168,7 +169,7 @@ def test_duplicates_and_retries_from_8_clients_store_each_id_once_and_aggregate_
         }
         for code, m in metrics.items():
             m.code, m.event_name = code, "api_call"
-            stub.CreateMetric(usage_pb2.CreateMetricRequest(metric=m), metadata=SERVICE_MD)
+            stub.CreateMetric(keyed(usage_pb2.CreateMetricRequest(metric=m)), metadata=SERVICE_MD)
         period = {"start_time": stamp(P0 - dt.timedelta(days=1)), "end_time": stamp(NOW)}
         for acct in accounts:
             for code in metrics:

@@ -47,10 +47,10 @@ def test_derived_id_is_sha256_of_account_name_timestamp_and_sorted_compact_json(
 
 def test_derived_id_keeps_fractional_seconds_as_protobuf_prints_them() -> None:
     msg = event("", "p1")
-    msg.timestamp.nanos = 5_000_000
+    msg.event_time.nanos = 5_000_000
     c = check(msg)
     c.account_id = "acct_x"
-    ts = msg.timestamp.ToJsonString()
+    ts = msg.event_time.ToJsonString()
     assert ts.endswith(".005Z")
     material = f"acct_x\napi_call\n{ts}\n{{}}"
     assert events.final_unique_id(c) == "derived_" + hashlib.sha256(material.encode()).hexdigest()
@@ -114,33 +114,34 @@ def test_properties_size_counts_utf8_bytes_of_the_canonical_json() -> None:
 def test_timestamp_in_the_future_beyond_the_skew_is_refused() -> None:
     limits = Limits(max_future_sec=60)
     ok = event("e", "p")
-    ok.timestamp.seconds = NOW_S + 60
+    ok.event_time.seconds = NOW_S + 60
     check(ok, limits)
     late = event("e", "p")
-    late.timestamp.seconds = NOW_S + 61
+    late.event_time.seconds = NOW_S + 61
     assert refusal(late, limits).reason == "EVENT_TIMESTAMP_IN_FUTURE"
 
 
 def test_timestamp_older_than_the_window_is_refused() -> None:
     limits = Limits(max_age_days=1)
     ok = event("e", "p")
-    ok.timestamp.seconds = NOW_S - 86400
+    ok.event_time.seconds = NOW_S - 86400
     check(ok, limits)
     old = event("e", "p")
-    old.timestamp.seconds = NOW_S - 86401
+    old.event_time.seconds = NOW_S - 86401
     assert refusal(old, limits).reason == "EVENT_TIMESTAMP_TOO_OLD"
 
 
 def test_seed_001_timestamp_is_inside_the_default_window() -> None:
     msg = usage_pb2.UsageEvent(unique_id="evt_123456", account="a", event_name="api_call")
-    msg.timestamp.FromJsonString("2025-03-09T15:03:17Z")
+    msg.event_time.FromJsonString("2025-03-09T15:03:17Z")
     check(msg)
 
 
 @pytest.mark.parametrize("field", ["account", "event_name", "timestamp"])
 def test_required_fields(field: str) -> None:
     msg = event("e", "p")
-    msg.ClearField(field)  # type: ignore[arg-type]
+    # The contract's event_time; errors name it by its JSON name, seed 001's `timestamp`.
+    msg.ClearField({"timestamp": "event_time"}.get(field, field))  # type: ignore[arg-type]
     err = refusal(msg)
     assert err.reason == "FIELD_REQUIRED" and err.metadata["field"] == field
 
@@ -151,7 +152,7 @@ def test_blank_account_counts_as_missing() -> None:
 
 def test_timestamp_stored_with_microseconds() -> None:
     msg = event("e", "p")
-    msg.timestamp.nanos = 123_456_789
+    msg.event_time.nanos = 123_456_789
     c = check(msg)
     assert c.micros == 123_456 and c.occurred_at.microsecond == 123_456
 

@@ -11,7 +11,7 @@ import pytest
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD, bearer_md
-from tests.helpers import error_reason
+from tests.helpers import error_reason, keyed
 from tests.usage.support import ACCEPTED, NOW, account, event, ingest, issue, stamp, usage_stub
 
 A = usage_pb2
@@ -81,7 +81,7 @@ def load(channel) -> tuple[str, str]:  # type: ignore[no-untyped-def]
         ),
     ]:
         m.event_name = "api_call"
-        stub.CreateMetric(A.CreateMetricRequest(metric=m), metadata=SERVICE_MD)
+        stub.CreateMetric(keyed(A.CreateMetricRequest(metric=m)), metadata=SERVICE_MD)
     return a, b
 
 

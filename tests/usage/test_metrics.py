@@ -8,7 +8,7 @@ from google.protobuf import field_mask_pb2
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
-from tests.helpers import error_reason
+from tests.helpers import error_reason, keyed
 from tests.usage.support import usage_stub
 
 A = usage_pb2
@@ -22,7 +22,7 @@ def metric(code: str = "api_calls", **fields) -> usage_pb2.Metric:  # type: igno
 
 def create(channel, m: usage_pb2.Metric, request_id: str = "") -> usage_pb2.Metric:  # type: ignore[no-untyped-def]
     return usage_stub(channel).CreateMetric(
-        usage_pb2.CreateMetricRequest(metric=m, request_id=request_id),
+        keyed(usage_pb2.CreateMetricRequest(metric=m, request_id=request_id)),
         metadata=SERVICE_MD,
         timeout=10,
     )
@@ -137,7 +137,7 @@ def update(channel, m: usage_pb2.Metric, paths: list[str] | None = None) -> usag
     request = usage_pb2.UpdateMetricRequest(metric=m)
     if paths is not None:
         request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=paths))
-    return usage_stub(channel).UpdateMetric(request, metadata=SERVICE_MD, timeout=10)
+    return usage_stub(channel).UpdateMetric(keyed(request), metadata=SERVICE_MD, timeout=10)
 
 
 def test_update_changes_only_the_populated_fields(channel) -> None:  # type: ignore[no-untyped-def]
@@ -184,11 +184,13 @@ def test_update_mask_naming_an_unknown_field_is_refused(channel) -> None:  # typ
 def test_delete_removes_the_metric(channel) -> None:  # type: ignore[no-untyped-def]
     create(channel, metric("calls"))
     stub = usage_stub(channel)
-    stub.DeleteMetric(usage_pb2.DeleteMetricRequest(code="calls"), metadata=SERVICE_MD)
+    stub.DeleteMetric(keyed(usage_pb2.DeleteMetricRequest(code="calls")), metadata=SERVICE_MD)
     assert failure(
         lambda: stub.GetMetric(usage_pb2.GetMetricRequest(code="calls"), metadata=SERVICE_MD)
     )[0] == (grpc.StatusCode.NOT_FOUND)
     assert failure(
-        lambda: stub.DeleteMetric(usage_pb2.DeleteMetricRequest(code="calls"), metadata=SERVICE_MD)
+        lambda: stub.DeleteMetric(
+            keyed(usage_pb2.DeleteMetricRequest(code="calls")), metadata=SERVICE_MD
+        )
     )[0] == (grpc.StatusCode.NOT_FOUND)
     assert create(channel, metric("calls")).code == "calls"  # the code is free again

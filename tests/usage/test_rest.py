@@ -80,7 +80,7 @@ def test_metric_and_usage_on_both_surfaces(stack, token) -> None:  # type: ignor
     )
     r = stack.request(
         "POST",
-        "/mgt/v1/metrics",
+        "/mgt/v1/metrics?request_id=rest-tokens",
         {
             "code": "rest_tokens",
             "event_name": "api_call",
@@ -132,14 +132,21 @@ def test_bearer_cannot_read_another_account_on_the_api_surface(stack, token) -> 
 def test_metrics_crud_paths(stack, token) -> None:  # type: ignore[no-untyped-def]
     created = stack.request(
         "POST",
-        "/mgt/v1/metrics",
+        "/mgt/v1/metrics?request_id=rest-crud",
         {"code": "rest_crud", "event_name": "x", "aggregation": "AGGREGATION_COUNT"},
         KEY,
     )
     assert created.status == 200, created.body
-    patched = stack.request("PATCH", "/mgt/v1/metrics/rest_crud", {"name": "Crud"}, KEY)
+    patched = stack.request(
+        "PATCH", "/mgt/v1/metrics/rest_crud?request_id=rest-crud-1", {"name": "Crud"}, KEY
+    )
     assert (patched.status, patched.json()["name"]) == (200, "Crud")
     listed = stack.request("GET", "/mgt/v1/metrics?page_size=100", None, KEY).json()
     assert "rest_crud" in [m["code"] for m in listed["metrics"]]
-    assert stack.request("DELETE", "/mgt/v1/metrics/rest_crud", None, KEY).status == 200
+    assert (
+        stack.request(
+            "DELETE", "/mgt/v1/metrics/rest_crud?request_id=rest-crud-2", None, KEY
+        ).status
+        == 200
+    )
     assert stack.request("GET", "/mgt/v1/metrics/rest_crud", None, KEY).status == 404

@@ -92,7 +92,7 @@ def test_random_delivery_orders_end_in_the_sandboxs_truth_and_never_revive_a_can
         assert STATES[mine.state] == f"SUBSCRIPTION_STATE_{truth.status.upper()}", round_no
         assert mine.cancel_at_period_end == truth.cancel_at_period_end, round_no
         item = truth["items"].data[0]
-        assert mine.current_period_end.seconds == item.current_period_end, round_no
+        assert mine.current_period_end_time.seconds == item.current_period_end, round_no
         told = states_told(world, account)
         if "canceled" in told:
             assert set(told[told.index("canceled") :]) == {"canceled"}, (round_no, told)

@@ -77,7 +77,8 @@ class CheckoutServiceServicer:
 
     def CreateCheckoutSession(self, request, context):
         """Creates a hosted checkout session, or, when a requested price conflicts
-        with an active subscription, answers with a portal URL instead.
+        with an active subscription, answers with a portal redirect instead (the
+        response's `next_action` oneof says which).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -69,6 +69,16 @@ class CreditServiceStub:
                 request_serializer=billing_dot_v1_dot_credit__pb2.ListGrantsRequest.SerializeToString,
                 response_deserializer=billing_dot_v1_dot_credit__pb2.ListGrantsResponse.FromString,
                 _registered_method=True)
+        self.GetGrant = channel.unary_unary(
+                '/billing.v1.CreditService/GetGrant',
+                request_serializer=billing_dot_v1_dot_credit__pb2.GetGrantRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_credit__pb2.CreditGrant.FromString,
+                _registered_method=True)
+        self.GetDebit = channel.unary_unary(
+                '/billing.v1.CreditService/GetDebit',
+                request_serializer=billing_dot_v1_dot_credit__pb2.GetDebitRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_credit__pb2.CreditDebit.FromString,
+                _registered_method=True)
         self.VoidGrant = channel.unary_unary(
                 '/billing.v1.CreditService/VoidGrant',
                 request_serializer=billing_dot_v1_dot_credit__pb2.VoidGrantRequest.SerializeToString,
@@ -77,6 +87,11 @@ class CreditServiceStub:
         self.ReserveCredits = channel.unary_unary(
                 '/billing.v1.CreditService/ReserveCredits',
                 request_serializer=billing_dot_v1_dot_credit__pb2.ReserveCreditsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+                _registered_method=True)
+        self.GetReservation = channel.unary_unary(
+                '/billing.v1.CreditService/GetReservation',
+                request_serializer=billing_dot_v1_dot_credit__pb2.GetReservationRequest.SerializeToString,
                 response_deserializer=billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
                 _registered_method=True)
         self.CommitReservation = channel.unary_unary(
@@ -141,6 +156,21 @@ class CreditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGrant(self, request, context):
+        """Returns one grant of the account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDebit(self, request, context):
+        """Returns one debit of the account (a DebitCredits result, a usage burn or
+        a reservation's commit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VoidGrant(self, request, context):
         """Voids what remains of a grant.
         """
@@ -150,6 +180,13 @@ class CreditServiceServicer:
 
     def ReserveCredits(self, request, context):
         """Holds credits for work whose cost is known only after it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReservation(self, request, context):
+        """Returns one reservation of the account.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,6 +239,16 @@ def add_CreditServiceServicer_to_server(servicer, server):
                     request_deserializer=billing_dot_v1_dot_credit__pb2.ListGrantsRequest.FromString,
                     response_serializer=billing_dot_v1_dot_credit__pb2.ListGrantsResponse.SerializeToString,
             ),
+            'GetGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGrant,
+                    request_deserializer=billing_dot_v1_dot_credit__pb2.GetGrantRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_credit__pb2.CreditGrant.SerializeToString,
+            ),
+            'GetDebit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDebit,
+                    request_deserializer=billing_dot_v1_dot_credit__pb2.GetDebitRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_credit__pb2.CreditDebit.SerializeToString,
+            ),
             'VoidGrant': grpc.unary_unary_rpc_method_handler(
                     servicer.VoidGrant,
                     request_deserializer=billing_dot_v1_dot_credit__pb2.VoidGrantRequest.FromString,
@@ -210,6 +257,11 @@ def add_CreditServiceServicer_to_server(servicer, server):
             'ReserveCredits': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveCredits,
                     request_deserializer=billing_dot_v1_dot_credit__pb2.ReserveCreditsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_credit__pb2.CreditReservation.SerializeToString,
+            ),
+            'GetReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReservation,
+                    request_deserializer=billing_dot_v1_dot_credit__pb2.GetReservationRequest.FromString,
                     response_serializer=billing_dot_v1_dot_credit__pb2.CreditReservation.SerializeToString,
             ),
             'CommitReservation': grpc.unary_unary_rpc_method_handler(
@@ -401,6 +453,60 @@ class CreditService:
             _registered_method=True)
 
     @staticmethod
+    def GetGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.CreditService/GetGrant',
+            billing_dot_v1_dot_credit__pb2.GetGrantRequest.SerializeToString,
+            billing_dot_v1_dot_credit__pb2.CreditGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDebit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.CreditService/GetDebit',
+            billing_dot_v1_dot_credit__pb2.GetDebitRequest.SerializeToString,
+            billing_dot_v1_dot_credit__pb2.CreditDebit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def VoidGrant(request,
             target,
             options=(),
@@ -443,6 +549,33 @@ class CreditService:
             target,
             '/billing.v1.CreditService/ReserveCredits',
             billing_dot_v1_dot_credit__pb2.ReserveCreditsRequest.SerializeToString,
+            billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.CreditService/GetReservation',
+            billing_dot_v1_dot_credit__pb2.GetReservationRequest.SerializeToString,
             billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
             options,
             channel_credentials,

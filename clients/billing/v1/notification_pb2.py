@@ -22,17 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62illing/v1/notification.proto\x12\nbilling.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x1a\n\x12\x62illing_account_id\x18\x03 \x01(\t\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62illing/v1/notification.proto\x12\nbilling.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\x0cNotification\x12\x1d\n\x0fnotification_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12 \n\x12\x62illing_account_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:b\xea\x41_\n\"billing.tollbooth.dev/Notification\x12\x1cnotifications/{notification}*\rnotifications2\x0cnotificationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'billing.v1.notification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTIFICATION']._serialized_start=109
-  _globals['_NOTIFICATION']._serialized_end=278
+  _globals['_NOTIFICATION'].fields_by_name['notification_id']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['notification_id']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION'].fields_by_name['type']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['type']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION'].fields_by_name['billing_account_id']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['billing_account_id']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION'].fields_by_name['data']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['data']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION']._loaded_options = None
+  _globals['_NOTIFICATION']._serialized_options = b'\352A_\n\"billing.tollbooth.dev/Notification\022\034notifications/{notification}*\rnotifications2\014notification'
+  _globals['_NOTIFICATION']._serialized_start=169
+  _globals['_NOTIFICATION']._serialized_end=468
 # @@protoc_insertion_point(module_scope)

@@ -23,23 +23,26 @@ _sym_db = _symbol_database.Default()
 
 
 from billing.v1 import options_pb2 as billing_dot_v1_dot_options__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/webhook.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\"\x82\x01\n\x18RecordStripeEventRequest\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x1f\n\x10stripe_signature\x18\x07 \x01(\tB\x05\xb0\x9f\x19\xa0\x1fJ\x04\x08\x01\x10\x06R\x08\x65vent_idR\x04typeR\x0b\x61pi_versionR\x08livemodeR\x07\x63reated\"@\n\x19RecordStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32z\n\x0eWebhookService\x12h\n\x11RecordStripeEvent\x12$.billing.v1.RecordStripeEventRequest\x1a%.billing.v1.RecordStripeEventResponse\"\x06\xaa\x9f\x19\x02\x08\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/webhook.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x8c\x01\n\x18RecordStripeEventRequest\x12\x15\n\x07payload\x18\x06 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12#\n\x10stripe_signature\x18\x07 \x01(\tB\t\xe2\x41\x01\x02\xb0\x9f\x19\xa0\x1fJ\x04\x08\x01\x10\x06R\x08\x65vent_idR\x04typeR\x0b\x61pi_versionR\x08livemodeR\x07\x63reated\"@\n\x19RecordStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32z\n\x0eWebhookService\x12h\n\x11RecordStripeEvent\x12$.billing.v1.RecordStripeEventRequest\x1a%.billing.v1.RecordStripeEventResponse\"\x06\xaa\x9f\x19\x02\x08\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'billing.v1.webhook_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['payload']._loaded_options = None
+  _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['payload']._serialized_options = b'\342A\001\002'
   _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['stripe_signature']._loaded_options = None
-  _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['stripe_signature']._serialized_options = b'\260\237\031\240\037'
+  _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['stripe_signature']._serialized_options = b'\342A\001\002\260\237\031\240\037'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RecordStripeEvent']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['RecordStripeEvent']._serialized_options = b'\252\237\031\002\010\001'
-  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_start=67
-  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_end=197
-  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_start=199
-  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_end=263
-  _globals['_WEBHOOKSERVICE']._serialized_start=265
-  _globals['_WEBHOOKSERVICE']._serialized_end=387
+  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_start=100
+  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_end=240
+  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_start=242
+  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_end=306
+  _globals['_WEBHOOKSERVICE']._serialized_start=308
+  _globals['_WEBHOOKSERVICE']._serialized_end=430
 # @@protoc_insertion_point(module_scope)

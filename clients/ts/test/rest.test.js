@@ -8,7 +8,6 @@ import {
   BillingError,
   CatalogService,
   CheckoutService,
-  NextAction,
   TokenService,
   createRestClient,
 } from "../src/index.js";
@@ -44,7 +43,8 @@ test("issue a token, list the catalog, create a checkout", { skip: !baseUrl }, a
     successUrl: "https://app.example/ok",
     requestId: "ts-checkout-1",
   });
-  assert.equal(session.nextAction, NextAction.CHECKOUT);
+  assert.equal(session.nextAction.case, "session", "a checkout, not a portal redirect");
+  assert.ok(session.nextAction.value.checkoutSessionId, "the session has an id");
   assert.match(session.url, /^http/);
 });
 

@@ -23,6 +23,7 @@ export async function buy(baseUrl: string, apiKey: string, lookupKey: string): P
       successUrl: "https://app.example/ok",
       requestId: `buy-${amount}`,
     });
+    if (session.nextAction.case === "portal") return session.nextAction.value.url;
     return session.url;
   } catch (err) {
     if (err instanceof BillingError && err.reason === "FIELD_UNKNOWN") return err.metadata.field;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import Message
 
 from billing.v1 import catalog_pb2
@@ -69,7 +71,7 @@ def price_fields(msg: catalog_pb2.Price) -> PriceFields:
                 amount=g.amount,
                 on_purchase=g.on_purchase,
                 on_renewal=g.on_renewal,
-                expires_after_sec=g.expires_after_sec,
+                expires_after_sec=g.expires_after_seconds,
                 priority=g.priority,
             )
             for g in msg.credit_grants
@@ -79,6 +81,13 @@ def price_fields(msg: catalog_pb2.Price) -> PriceFields:
         nickname=msg.nickname,
         metadata=dict(msg.metadata),
     )
+
+
+def _grant_out(stored: dict[str, Any]) -> catalog_pb2.CreditGrantSpec:
+    """A stored grant spec (its keys are CreditGrant's fields) as the contract spells it."""
+    fields = dict(stored)
+    fields["expires_after_seconds"] = fields.pop("expires_after_sec", 0)
+    return catalog_pb2.CreditGrantSpec(**fields)
 
 
 def product_out(product: Product) -> catalog_pb2.Product:
@@ -101,7 +110,9 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
     recurring = None
     if price.interval:
         recurring = catalog_pb2.Recurring(
-            interval=_enum_out(catalog_pb2.RecurringInterval, price.interval, _INTERVAL_PREFIX),
+            interval=catalog_pb2.RecurringInterval.ValueType(
+                _enum_out(catalog_pb2.RecurringInterval, price.interval, _INTERVAL_PREFIX)
+            ),
             interval_count=price.interval_count or 1,
         )
     return catalog_pb2.Price(
@@ -109,19 +120,23 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         product_id=price.product_id,
         currency=price.currency,
         unit_amount=price.unit_amount,
-        type=_enum_out(catalog_pb2.PriceType, price.type, _TYPE_PREFIX),
+        type=catalog_pb2.PriceType.ValueType(
+            _enum_out(catalog_pb2.PriceType, price.type, _TYPE_PREFIX)
+        ),
         recurring=recurring,
         lookup_key=price.lookup_key or "",
         stripe_price_id=price.stripe_price_id or "",
         stackable=price.stackable,
         subscription_group=price.subscription_group or "",
-        credit_grants=[catalog_pb2.CreditGrantSpec(**g) for g in price.credit_grants or []],
+        credit_grants=[_grant_out(g) for g in price.credit_grants or []],
         entitlements=[catalog_pb2.Entitlement(**e) for e in price.entitlements or []],
         active=price.active,
         position=price.position,
         nickname=price.nickname,
         metadata=price.attributes or {},
-        hint=_enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_"),
+        hint=catalog_pb2.PurchaseHint.ValueType(
+            _enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_")
+        ),
         create_time=ts(price.created_at),
         update_time=ts(price.updated_at),
     )

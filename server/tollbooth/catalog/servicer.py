@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import grpc
 from sqlalchemy.orm import Session
 
-from billing.v1 import catalog_pb2
+from billing.v1 import catalog_pb2, catalog_pb2_grpc
 from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.catalog import convert, service
 from tollbooth.catalog.fields import PRICE_IMMUTABLE
@@ -24,12 +25,14 @@ def no_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[
 
 
 @contract(catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"])
-class CatalogServicer(Servicer):
+class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, deps: Deps, hints: PurchaseHints = no_hints) -> None:
         super().__init__(deps)
         self.hints = hints
 
-    def ListProducts(self, request, context):  # type: ignore[no-untyped-def]
+    def ListProducts(
+        self, request: catalog_pb2.ListProductsRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.ListProductsResponse:
         with self.read() as session:
             page = service.list_products(
                 session,
@@ -43,7 +46,9 @@ class CatalogServicer(Servicer):
                 next_page_token=page.next_page_token,
             )
 
-    def ListPrices(self, request, context):  # type: ignore[no-untyped-def]
+    def ListPrices(
+        self, request: catalog_pb2.ListPricesRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.ListPricesResponse:
         caller = current_caller.get()
         with self.read() as session:
             page = service.list_prices(
@@ -60,11 +65,15 @@ class CatalogServicer(Servicer):
                 next_page_token=page.next_page_token,
             )
 
-    def GetProduct(self, request, context):  # type: ignore[no-untyped-def]
+    def GetProduct(
+        self, request: catalog_pb2.GetProductRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Product:
         with self.read() as session:
             return convert.product_out(service.get_product(session, request.product_id))
 
-    def CreateProduct(self, request, context):  # type: ignore[no-untyped-def]
+    def CreateProduct(
+        self, request: catalog_pb2.CreateProductRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Product:
         return self.write(
             request,
             catalog_pb2.Product,
@@ -73,7 +82,9 @@ class CatalogServicer(Servicer):
             ),
         )
 
-    def UpdateProduct(self, request, context):  # type: ignore[no-untyped-def]
+    def UpdateProduct(
+        self, request: catalog_pb2.UpdateProductRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Product:
         paths = list(request.update_mask.paths) or convert.populated_paths(request.product)
         return self.write(
             request,
@@ -88,7 +99,9 @@ class CatalogServicer(Servicer):
             ),
         )
 
-    def ArchiveProduct(self, request, context):  # type: ignore[no-untyped-def]
+    def ArchiveProduct(
+        self, request: catalog_pb2.ArchiveProductRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Product:
         return self.write(
             request,
             catalog_pb2.Product,
@@ -97,11 +110,15 @@ class CatalogServicer(Servicer):
             ),
         )
 
-    def GetPrice(self, request, context):  # type: ignore[no-untyped-def]
+    def GetPrice(
+        self, request: catalog_pb2.GetPriceRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Price:
         with self.read() as session:
             return convert.price_out(service.get_price(session, request.price_id))
 
-    def CreatePrice(self, request, context):  # type: ignore[no-untyped-def]
+    def CreatePrice(
+        self, request: catalog_pb2.CreatePriceRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Price:
         return self.write(
             request,
             catalog_pb2.Price,
@@ -110,7 +127,9 @@ class CatalogServicer(Servicer):
             ),
         )
 
-    def UpdatePrice(self, request, context):  # type: ignore[no-untyped-def]
+    def UpdatePrice(
+        self, request: catalog_pb2.UpdatePriceRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Price:
         paths = list(request.update_mask.paths)
         given_immutable: list[str] = []
         if not paths:  # AIP-134: the implied mask is what the request populated
@@ -131,7 +150,9 @@ class CatalogServicer(Servicer):
             ),
         )
 
-    def ArchivePrice(self, request, context):  # type: ignore[no-untyped-def]
+    def ArchivePrice(
+        self, request: catalog_pb2.ArchivePriceRequest, context: grpc.ServicerContext
+    ) -> catalog_pb2.Price:
         return self.write(
             request,
             catalog_pb2.Price,

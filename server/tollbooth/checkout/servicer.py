@@ -6,7 +6,10 @@ The checkout and portal RPCs are here; the subscription RPCs of the same contrac
 
 from __future__ import annotations
 
-from billing.v1 import checkout_pb2
+import grpc
+from sqlalchemy.orm import Session
+
+from billing.v1 import checkout_pb2, checkout_pb2_grpc
 from tollbooth.auth.caller import current_caller
 from tollbooth.checkout import service
 from tollbooth.db.models import CheckoutSession
@@ -43,9 +46,9 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
     return checkout_pb2.CheckoutSession(
         checkout_session_id=row.id,
         billing_account_id=row.billing_account_id,
-        status=STATUS.get(status, 0),
-        payment_status=PAYMENT.get(row.payment_status, 0),
-        mode=MODE.get(row.mode, 0),
+        status=STATUS.get(status, checkout_pb2.CHECKOUT_SESSION_STATUS_UNSPECIFIED),
+        payment_status=PAYMENT.get(row.payment_status, checkout_pb2.PAYMENT_STATUS_UNSPECIFIED),
+        mode=MODE.get(row.mode, checkout_pb2.CHECKOUT_MODE_UNSPECIFIED),
         url=(row.url or "") if status == "open" else "",
         items=items,
         amount_total=row.amount_total,
@@ -84,15 +87,17 @@ def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.Portal
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
-class CheckoutServicer(SubscriptionRpcs):
+class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, deps: Deps, provider: StripeProvider) -> None:
         super().__init__(deps)
         self.provider = provider
 
-    def CreateCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+    def CreateCheckoutSession(
+        self, request: checkout_pb2.CreateCheckoutSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.CreateCheckoutSessionResponse:
         caller = current_caller.get()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> checkout_pb2.CreateCheckoutSessionResponse:
             result = service.create_checkout_session(
                 session,
                 self.provider,
@@ -107,20 +112,23 @@ class CheckoutServicer(SubscriptionRpcs):
             )
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
-                    next_action=checkout_pb2.NEXT_ACTION_PORTAL,
                     url=result.url,
-                    conflicting_subscription_id=result.conflicting_subscription_id,
+                    portal=checkout_pb2.PortalRedirect(
+                        url=result.url,
+                        conflicting_subscription_id=result.conflicting_subscription_id,
+                    ),
                 )
             assert result.session is not None
             return checkout_pb2.CreateCheckoutSessionResponse(
-                next_action=checkout_pb2.NEXT_ACTION_CHECKOUT,
                 url=result.url,
                 session=session_out(result.session),
             )
 
         return self.write(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
 
-    def GetCheckoutSession(self, request, context):  # type: ignore[no-untyped-def]
+    def GetCheckoutSession(
+        self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.CheckoutSession:
         with self.read() as session:
             return session_out(
                 service.get_checkout_session(
@@ -128,10 +136,12 @@ class CheckoutServicer(SubscriptionRpcs):
                 )
             )
 
-    def CreatePortalSession(self, request, context):  # type: ignore[no-untyped-def]
+    def CreatePortalSession(
+        self, request: checkout_pb2.CreatePortalSessionRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.PortalSession:
         caller = current_caller.get()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> checkout_pb2.PortalSession:
             result = service.create_portal_session(
                 session,
                 self.provider,

@@ -38,9 +38,9 @@ def clean_hold_ttl(ttl_sec: int) -> int:
     """A hold's time to live in seconds (0 means the default)."""
     if ttl_sec < 0 or ttl_sec > MAX_HOLD_TTL_SEC:
         raise errors.invalid(
-            f"ttl_sec must be between 0 (the default, {DEFAULT_HOLD_TTL_SEC}) and "
+            f"ttl_seconds must be between 0 (the default, {DEFAULT_HOLD_TTL_SEC}) and "
             f"{MAX_HOLD_TTL_SEC}",
-            field="ttl_sec",
+            field="ttl_seconds",
         )
     return ttl_sec or DEFAULT_HOLD_TTL_SEC
 

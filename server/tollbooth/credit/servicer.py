@@ -6,12 +6,14 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.orm import Session
 
-from billing.v1 import credit_pb2
+from billing.v1 import credit_pb2, credit_pb2_grpc
 from tollbooth.amounts import fmt
 from tollbooth.auth.caller import current_caller
-from tollbooth.credit import debits, grants, queries, reservations, rules
+from tollbooth.credit import debits, grants, lookups, queries, reservations, rules
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.db.types import utcnow
 from tollbooth.rpc.servicer import Servicer, contract
@@ -126,10 +128,12 @@ def entry_out(entry: CreditLedgerEntry) -> credit_pb2.LedgerEntry:
 
 
 @contract(credit_pb2.DESCRIPTOR.services_by_name["CreditService"])
-class CreditServicer(Servicer):
+class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
     clock: Clock = staticmethod(utcnow)
 
-    def GrantCredits(self, request, context):  # type: ignore[no-untyped-def]
+    def GrantCredits(
+        self, request: credit_pb2.GrantCreditsRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditGrant:
         expire_at = (
             rules.timestamp(request.expire_time.seconds, request.expire_time.nanos, "expire_time")
             if request.HasField("expire_time")
@@ -157,7 +161,9 @@ class CreditServicer(Servicer):
             require_request_id=True,
         )
 
-    def GetBalance(self, request, context):  # type: ignore[no-untyped-def]
+    def GetBalance(
+        self, request: credit_pb2.GetBalanceRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditBalance:
         now = self.clock()
         with self.read() as session:
             view = queries.balance(
@@ -168,11 +174,13 @@ class CreditServicer(Servicer):
             credit_type=view.credit_type,
             balance=fmt(view.balance),
             reserved=fmt(view.reserved),
-            as_of=ts(view.as_of),
+            as_of_time=ts(view.as_of),
             overage=fmt(view.overage),
         )
 
-    def CheckAvailability(self, request, context):  # type: ignore[no-untyped-def]
+    def CheckAvailability(
+        self, request: credit_pb2.CheckAvailabilityRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CheckAvailabilityResponse:
         now = self.clock()
         with self.read() as session:
             got = queries.availability(
@@ -185,7 +193,9 @@ class CreditServicer(Servicer):
             shortfall=fmt(got.shortfall),
         )
 
-    def DebitCredits(self, request, context):  # type: ignore[no-untyped-def]
+    def DebitCredits(
+        self, request: credit_pb2.DebitCreditsRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditDebit:
         return self.write(
             request,
             credit_pb2.CreditDebit,
@@ -205,12 +215,14 @@ class CreditServicer(Servicer):
             require_request_id=True,
         )
 
-    def ListLedgerEntries(self, request, context):  # type: ignore[no-untyped-def]
+    def ListLedgerEntries(
+        self, request: credit_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.ListLedgerEntriesResponse:
         # A write transaction: expiries that came due are recorded first, so the ledger
         # shows them.
         now = self.clock()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> credit_pb2.ListLedgerEntriesResponse:
             page = queries.list_ledger(
                 session,
                 current_caller.get(),
@@ -226,10 +238,12 @@ class CreditServicer(Servicer):
 
         return self.write(request, credit_pb2.ListLedgerEntriesResponse, effect)
 
-    def ListGrants(self, request, context):  # type: ignore[no-untyped-def]
+    def ListGrants(
+        self, request: credit_pb2.ListGrantsRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.ListGrantsResponse:
         now = self.clock()
 
-        def effect(session):  # type: ignore[no-untyped-def]
+        def effect(session: Session) -> credit_pb2.ListGrantsResponse:
             page = queries.list_grants(
                 session,
                 current_caller.get(),
@@ -247,7 +261,37 @@ class CreditServicer(Servicer):
 
         return self.write(request, credit_pb2.ListGrantsResponse, effect)
 
-    def VoidGrant(self, request, context):  # type: ignore[no-untyped-def]
+    def GetGrant(
+        self, request: credit_pb2.GetGrantRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditGrant:
+        now = self.clock()
+        with self.read() as session:
+            row = lookups.get_grant(
+                session, current_caller.get(), request.account, request.grant_id
+            )
+            return grant_out(row, now)
+
+    def GetDebit(
+        self, request: credit_pb2.GetDebitRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditDebit:
+        with self.read() as session:
+            entry = lookups.get_debit(
+                session, current_caller.get(), request.account, request.debit_id
+            )
+            return debit_out(entry)
+
+    def GetReservation(
+        self, request: credit_pb2.GetReservationRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditReservation:
+        with self.read() as session:
+            row = lookups.get_reservation(
+                session, current_caller.get(), request.account, request.reservation_id
+            )
+            return reservation_out(row)
+
+    def VoidGrant(
+        self, request: credit_pb2.VoidGrantRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditGrant:
         return self.write(
             request,
             credit_pb2.CreditGrant,
@@ -265,7 +309,9 @@ class CreditServicer(Servicer):
             ),
         )
 
-    def ReserveCredits(self, request, context):  # type: ignore[no-untyped-def]
+    def ReserveCredits(
+        self, request: credit_pb2.ReserveCreditsRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditReservation:
         return self.write(
             request,
             credit_pb2.CreditReservation,
@@ -276,7 +322,7 @@ class CreditServicer(Servicer):
                     request.account,
                     credit_type=request.credit_type,
                     amount=request.amount,
-                    ttl_sec=request.ttl_sec,
+                    ttl_sec=request.ttl_seconds,
                     reason=request.reason,
                     request_id=request.request_id,
                     clock=self.clock,
@@ -285,7 +331,9 @@ class CreditServicer(Servicer):
             require_request_id=True,
         )
 
-    def CommitReservation(self, request, context):  # type: ignore[no-untyped-def]
+    def CommitReservation(
+        self, request: credit_pb2.CommitReservationRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditReservation:
         return self.write(
             request,
             credit_pb2.CreditReservation,
@@ -303,7 +351,9 @@ class CreditServicer(Servicer):
             require_request_id=True,
         )
 
-    def ReleaseReservation(self, request, context):  # type: ignore[no-untyped-def]
+    def ReleaseReservation(
+        self, request: credit_pb2.ReleaseReservationRequest, context: grpc.ServicerContext
+    ) -> credit_pb2.CreditReservation:
         return self.write(
             request,
             credit_pb2.CreditReservation,

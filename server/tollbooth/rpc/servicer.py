@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import cache
 from typing import Any, ClassVar, TypeVar
 
-from google.protobuf.descriptor import ServiceDescriptor
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
@@ -34,6 +36,18 @@ def request_fingerprint(request: Message) -> str:
     copy.CopyFrom(request)
     copy.ClearField("request_id")  # type: ignore[arg-type]
     return idempotency.digest(copy.SerializeToString(deterministic=True))
+
+
+@cache
+def requires_request_id(descriptor: Descriptor) -> bool:
+    """Whether the contract marks the request's `request_id` REQUIRED (every mutating RPC but
+    the three whose seed request shapes send none: IssueToken, CreateCheckoutSession and
+    CreatePortalSession)."""
+    field = descriptor.fields_by_name.get("request_id")
+    if field is None:
+        return False
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in behaviors
 
 
 class Servicer:
@@ -61,10 +75,11 @@ class Servicer:
         """Run `effect` in one transaction, at most once per request_id.
 
         With a request_id, a replay returns the first call's response as it was (not a re-read
-        of the rows as they are now); the same key with other parameters is refused.
+        of the rows as they are now); the same key with other parameters is refused. A request
+        whose contract marks request_id REQUIRED is refused without one (FIELD_REQUIRED).
         """
         key = getattr(request, "request_id", "")
-        if require_request_id and not key:
+        if not key and (require_request_id or requires_request_id(request.DESCRIPTOR)):
             raise errors.required("request_id")
         with self.deps.db.transaction() as session:
             if not key:

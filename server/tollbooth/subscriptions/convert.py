@@ -7,6 +7,7 @@ from tollbooth.db.models import Purchase, Subscription
 from tollbooth.rpc.convert import ts
 from tollbooth.subscriptions.service import BillingStatusView
 
+UNSPECIFIED = checkout_pb2.SUBSCRIPTION_STATE_UNSPECIFIED
 STATE = {
     "incomplete": checkout_pb2.SUBSCRIPTION_STATE_INCOMPLETE,
     "trialing": checkout_pb2.SUBSCRIPTION_STATE_TRIALING,
@@ -27,11 +28,13 @@ def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
         lookup_key=row.lookup_key or "",
         subscription_group=row.subscription_group or "",
         quantity=row.quantity,
-        state=STATE.get(row.state, 0),
-        current_period_start=ts(row.current_period_start) if row.current_period_start else None,
-        current_period_end=ts(row.current_period_end) if row.current_period_end else None,
+        state=STATE.get(row.state, UNSPECIFIED),
+        current_period_start_time=(
+            ts(row.current_period_start) if row.current_period_start else None
+        ),
+        current_period_end_time=ts(row.current_period_end) if row.current_period_end else None,
         cancel_at_period_end=row.cancel_at_period_end,
-        canceled_at=ts(row.canceled_at) if row.canceled_at else None,
+        cancel_time=ts(row.canceled_at) if row.canceled_at else None,
         create_time=ts(row.created_at),
     )
 
@@ -55,8 +58,10 @@ def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
         billing_account_id=view.billing_account_id,
         plan=view.plan,
         plan_price_id=view.plan_price_id,
-        state=STATE.get(sub.state, 0) if sub else 0,
-        current_period_end=ts(sub.current_period_end) if sub and sub.current_period_end else None,
+        state=STATE.get(sub.state, UNSPECIFIED) if sub else UNSPECIFIED,
+        current_period_end_time=(
+            ts(sub.current_period_end) if sub and sub.current_period_end else None
+        ),
         cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
         entitlements=[catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements],
     )

@@ -6,6 +6,8 @@ checkout and portal RPCs and takes these from this mixin.
 
 from __future__ import annotations
 
+import grpc
+
 from billing.v1 import checkout_pb2
 from tollbooth.auth.caller import current_caller
 from tollbooth.rpc.servicer import Servicer
@@ -13,12 +15,16 @@ from tollbooth.subscriptions import convert, service
 
 
 class SubscriptionRpcs(Servicer):
-    def GetBillingStatus(self, request, context):  # type: ignore[no-untyped-def]
+    def GetBillingStatus(
+        self, request: checkout_pb2.GetBillingStatusRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.BillingStatus:
         with self.read() as session:
             view = service.billing_status(session, current_caller.get(), request.account)
             return convert.billing_status_out(view)
 
-    def ListSubscriptions(self, request, context):  # type: ignore[no-untyped-def]
+    def ListSubscriptions(
+        self, request: checkout_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.ListSubscriptionsResponse:
         with self.read() as session:
             rows, token = service.list_subscriptions(
                 session,
@@ -31,7 +37,9 @@ class SubscriptionRpcs(Servicer):
                 subscriptions=[convert.subscription_out(r) for r in rows], next_page_token=token
             )
 
-    def ListPurchases(self, request, context):  # type: ignore[no-untyped-def]
+    def ListPurchases(
+        self, request: checkout_pb2.ListPurchasesRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.ListPurchasesResponse:
         with self.read() as session:
             rows, token = service.list_purchases(
                 session,

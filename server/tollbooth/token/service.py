@@ -51,7 +51,9 @@ def resolve_scopes(requested: list[str]) -> list[str]:
 
 def resolve_ttl(requested: int, default: int, maximum: int) -> int:
     if requested < 0:
-        raise errors.invalid("session_ttl_sec must not be negative", field="session_ttl_sec")
+        raise errors.invalid(
+            "session_ttl_seconds must not be negative", field="session_ttl_seconds"
+        )
     if requested == 0:
         return default
     return min(requested, maximum)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from billing.v1 import token_pb2
+import grpc
+
+from billing.v1 import token_pb2, token_pb2_grpc
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.token import service
 
 
 @contract(token_pb2.DESCRIPTOR.services_by_name["TokenService"])
-class TokenServicer(Servicer):
-    def IssueToken(self, request, context):  # type: ignore[no-untyped-def]
+class TokenServicer(Servicer, token_pb2_grpc.TokenServiceServicer):
+    def IssueToken(
+        self, request: token_pb2.IssueTokenRequest, context: grpc.ServicerContext
+    ) -> token_pb2.IssueTokenResponse:
         s = self.deps.settings
         with self.deps.db.transaction() as session:
             issued = service.issue_token(
@@ -19,7 +23,7 @@ class TokenServicer(Servicer):
                 principal_id=request.principal_id,
                 user_id=request.user_id,
                 scopes=list(request.scopes),
-                ttl_sec=request.session_ttl_sec,
+                ttl_sec=request.session_ttl_seconds or request.session_ttl_sec,
                 ttl_default=s.token_ttl_default,
                 ttl_max=s.token_ttl_max,
                 email=request.email,
@@ -28,7 +32,7 @@ class TokenServicer(Servicer):
         return token_pb2.IssueTokenResponse(
             access_token=issued.access_token,
             token_type="Bearer",
-            expires_at=ts(issued.expires_at),
+            expire_time=ts(issued.expires_at),
             billing_account_id=issued.billing_account_id,
             principal_id=issued.principal_id,
             scopes=issued.scopes,

@@ -49,7 +49,7 @@ from tollbooth.usage.service import MetricFields
 
 EXACT_INT = 2**53
 _INF = float("inf")
-KNOWN_FIELDS = ("unique_id", "account", "event_name", "timestamp", "properties")
+KNOWN_FIELDS = ("unique_id", "account", "event_name", "event_time", "properties")
 
 
 def _field_limit(name: str) -> int:
@@ -165,9 +165,10 @@ def check(event: usage_pb2.UsageEvent, index: int, limits: Limits, now: int) -> 
         raise errors.required("account")
     if not name.strip():
         raise errors.required("event_name")
-    if not event.HasField("timestamp"):
+    # The contract's event_time; its JSON name (seed 001's) and the messages say `timestamp`.
+    if not event.HasField("event_time"):
         raise errors.required("timestamp")
-    stamp = event.timestamp
+    stamp = event.event_time
     seconds, nanos = stamp.seconds, stamp.nanos
     if not (0 <= nanos < 1_000_000_000 and MIN_SECONDS <= seconds <= MAX_SECONDS):
         raise errors.invalid("timestamp is out of range", reason="FIELD_INVALID", field="timestamp")
@@ -246,7 +247,7 @@ def result(outcome: Outcome) -> usage_pb2.EventResult:
     )
 
 
-def aggregation_in(value: int) -> str:
+def aggregation_in(value: usage_pb2.Aggregation.ValueType) -> str:
     """AGGREGATION_COUNT_UNIQUE -> "count_unique"; unspecified -> ""; unknown -> "unknown"."""
     if value == 0:
         return ""
@@ -256,8 +257,8 @@ def aggregation_in(value: int) -> str:
         return "unknown"
 
 
-def aggregation_out(value: str) -> int:
-    return int(usage_pb2.Aggregation.Value(_AGG_PREFIX + value.upper()))
+def aggregation_out(value: str) -> usage_pb2.Aggregation.ValueType:
+    return usage_pb2.Aggregation.Value(_AGG_PREFIX + value.upper())
 
 
 def metric_fields(msg: usage_pb2.Metric) -> MetricFields:

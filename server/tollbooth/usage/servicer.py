@@ -10,7 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
-from billing.v1 import usage_pb2
+import grpc
+from sqlalchemy.orm import Session
+
+from billing.v1 import usage_pb2, usage_pb2_grpc
 from tollbooth import errors
 from tollbooth.auth.caller import current_caller
 from tollbooth.deps import Deps
@@ -36,7 +39,7 @@ def _weight(msg: usage_pb2.StreamEventsRequest) -> int:
 
 
 @contract(usage_pb2.DESCRIPTOR.services_by_name["UsageService"])
-class UsageServicer(Servicer):
+class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
         self.limits = Limits.from_settings(deps.settings)
@@ -50,13 +53,17 @@ class UsageServicer(Servicer):
 
     # Ingest ------------------------------------------------------------------------------
 
-    def IngestEvent(self, request, context):  # type: ignore[no-untyped-def]
+    def IngestEvent(
+        self, request: usage_pb2.IngestEventRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.EventResult:
         (outcome,) = self._ingest([request.event])
         if outcome.status == REJECTED:
             raise service.rejection(outcome)
         return convert.result(outcome)
 
-    def IngestEvents(self, request, context):  # type: ignore[no-untyped-def]
+    def IngestEvents(
+        self, request: usage_pb2.IngestEventsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.IngestEventsResponse:
         batch = request.events
         if len(batch) > self.limits.max_batch:
             raise errors.invalid(
@@ -71,7 +78,11 @@ class UsageServicer(Servicer):
             add(unique_id=o.unique_id, status=_STATUS[o.status], reason=o.reason, message=o.message)
         return response
 
-    def StreamEvents(self, request_iterator, context):  # type: ignore[no-untyped-def]
+    def StreamEvents(
+        self,
+        request_iterator: Iterator[usage_pb2.StreamEventsRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[usage_pb2.StreamEventsResponse]:
         return self._stream(request_iterator)
 
     def _stream(
@@ -120,7 +131,9 @@ class UsageServicer(Servicer):
 
     # Metrics -----------------------------------------------------------------------------
 
-    def CreateMetric(self, request, context):  # type: ignore[no-untyped-def]
+    def CreateMetric(
+        self, request: usage_pb2.CreateMetricRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.Metric:
         return self.write(
             request,
             usage_pb2.Metric,
@@ -129,11 +142,15 @@ class UsageServicer(Servicer):
             ),
         )
 
-    def GetMetric(self, request, context):  # type: ignore[no-untyped-def]
+    def GetMetric(
+        self, request: usage_pb2.GetMetricRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.Metric:
         with self.read() as session:
             return convert.metric_out(service.get_metric(session, request.code))
 
-    def ListMetrics(self, request, context):  # type: ignore[no-untyped-def]
+    def ListMetrics(
+        self, request: usage_pb2.ListMetricsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ListMetricsResponse:
         with self.read() as session:
             page = service.list_metrics(session, request.page_size, request.page_token)
             return usage_pb2.ListMetricsResponse(
@@ -141,7 +158,9 @@ class UsageServicer(Servicer):
                 next_page_token=page.next_page_token,
             )
 
-    def UpdateMetric(self, request, context):  # type: ignore[no-untyped-def]
+    def UpdateMetric(
+        self, request: usage_pb2.UpdateMetricRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.Metric:
         paths = list(request.update_mask.paths)
         if not paths:  # AIP-134: the implied mask is what the request populated
             paths = [p for p in convert.populated_paths(request.metric) if p != "code"]
@@ -155,8 +174,10 @@ class UsageServicer(Servicer):
             ),
         )
 
-    def DeleteMetric(self, request, context):  # type: ignore[no-untyped-def]
-        def effect(session):  # type: ignore[no-untyped-def]
+    def DeleteMetric(
+        self, request: usage_pb2.DeleteMetricRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.DeleteMetricResponse:
+        def effect(session: Session) -> usage_pb2.DeleteMetricResponse:
             service.delete_metric(session, request.code)
             return usage_pb2.DeleteMetricResponse()
 
@@ -164,7 +185,9 @@ class UsageServicer(Servicer):
 
     # GetUsage ----------------------------------------------------------------------------
 
-    def GetUsage(self, request, context):  # type: ignore[no-untyped-def]
+    def GetUsage(
+        self, request: usage_pb2.GetUsageRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetUsageResponse:
         with self.read() as session:
             answer = service.get_usage(
                 session,

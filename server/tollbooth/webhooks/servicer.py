@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from billing.v1 import webhook_pb2
+import grpc
+
+from billing.v1 import webhook_pb2, webhook_pb2_grpc
 from tollbooth.deps import Deps
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.webhooks import service
@@ -10,12 +12,14 @@ from tollbooth.webhooks.dispatch import Registry
 
 
 @contract(webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"])
-class WebhookServicer(Servicer):
+class WebhookServicer(Servicer, webhook_pb2_grpc.WebhookServiceServicer):
     def __init__(self, deps: Deps, registry: Registry) -> None:
         super().__init__(deps)
         self.registry = registry
 
-    def RecordStripeEvent(self, request, context):  # type: ignore[no-untyped-def]
+    def RecordStripeEvent(
+        self, request: webhook_pb2.RecordStripeEventRequest, context: grpc.ServicerContext
+    ) -> webhook_pb2.RecordStripeEventResponse:
         settings = self.deps.settings
         service.verify_signature(
             request.payload,

@@ -24,12 +24,13 @@ from tollbooth.credit.repository.grants import (
     spendable_grants,
     spendable_grants_of,
 )
-from tollbooth.credit.repository.ledger import list_ledger
+from tollbooth.credit.repository.ledger import debit_entry, list_ledger
 from tollbooth.credit.repository.reservations import held_reservations, reservation
 from tollbooth.credit.repository.writes import write_burns, write_debit
 
 __all__ = [
     "active_grants",
+    "debit_entry",
     "due_credit_types",
     "ensure_balance",
     "ensure_balances",

@@ -1,4 +1,4 @@
-"""Queries of `credit_ledger`: the listing, newest first."""
+"""Queries of `credit_ledger`: the listing, newest first, and one debit by id."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def list_ledger(
     if before is not None:
         stmt = stmt.where(after(order, before, descending=True))
     return list(session.execute(stmt.order_by(*(c.desc() for c in order)).limit(limit)).scalars())
+
+
+def debit_entry(session: Session, account_id: str, debit_id: str) -> CreditLedgerEntry | None:
+    """The ledger entry of a debit of this account; another account's is None, like a missing
+    one. The account's ledger index bounds the search to its own entries."""
+    return session.execute(
+        select(CreditLedgerEntry)
+        .where(
+            CreditLedgerEntry.billing_account_id == account_id,
+            CreditLedgerEntry.debit_id == debit_id,
+            CreditLedgerEntry.kind == "debit",
+        )
+        .limit(1)
+    ).scalar_one_or_none()

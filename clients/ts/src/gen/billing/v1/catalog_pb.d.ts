@@ -18,7 +18,7 @@ export declare const file_billing_v1_catalog: GenFile;
  */
 export declare type Product = Message<"billing.v1.Product"> & {
   /**
-   * Output only. Server-assigned id (`prod_...`).
+   * Server-assigned id (`prod_...`); names the product in UpdateProduct.
    *
    * @generated from field: string product_id = 1;
    */
@@ -39,7 +39,7 @@ export declare type Product = Message<"billing.v1.Product"> & {
   description: string;
 
   /**
-   * Output only. False once archived.
+   * False once archived.
    *
    * @generated from field: bool active = 4;
    */
@@ -74,14 +74,14 @@ export declare type Product = Message<"billing.v1.Product"> & {
   entitlements: Entitlement[];
 
   /**
-   * Output only.
+   * When the product was created.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only.
+   * When the product last changed.
    *
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
@@ -89,7 +89,7 @@ export declare type Product = Message<"billing.v1.Product"> & {
 
   /**
    * Stable handle, unique among all products (archived ones included), for
-   * example `pro`; catalog as code identifies products by it. Optional.
+   * example `pro`; catalog as code identifies products by it.
    *
    * @generated from field: string key = 11;
    */
@@ -109,6 +109,8 @@ export declare const ProductSchema: GenMessage<Product>;
  */
 export declare type Recurring = Message<"billing.v1.Recurring"> & {
   /**
+   * The renewal interval.
+   *
    * @generated from field: billing.v1.RecurringInterval interval = 1;
    */
   interval: RecurringInterval;
@@ -164,9 +166,9 @@ export declare type CreditGrantSpec = Message<"billing.v1.CreditGrantSpec"> & {
   /**
    * Seconds after the grant when it expires; 0 means never.
    *
-   * @generated from field: int64 expires_after_sec = 5;
+   * @generated from field: int64 expires_after_seconds = 5;
    */
-  expiresAfterSec: bigint;
+  expiresAfterSeconds: bigint;
 
   /**
    * Consumption priority; lower is consumed first.
@@ -216,7 +218,7 @@ export declare const EntitlementSchema: GenMessage<Entitlement>;
  */
 export declare type Price = Message<"billing.v1.Price"> & {
   /**
-   * Output only. Server-assigned id (`price_...`).
+   * Server-assigned id (`price_...`); names the price in UpdatePrice.
    *
    * @generated from field: string price_id = 1;
    */
@@ -230,28 +232,29 @@ export declare type Price = Message<"billing.v1.Price"> & {
   productId: string;
 
   /**
-   * ISO 4217 code, lower case. Immutable.
+   * ISO 4217 code, lower case.
    *
    * @generated from field: string currency = 3;
    */
   currency: string;
 
   /**
-   * Amount in minor units (cents). Immutable.
+   * Amount in minor units (cents).
    *
    * @generated from field: int64 unit_amount = 4;
    */
   unitAmount: bigint;
 
   /**
-   * One-time or recurring. Immutable.
+   * One-time or recurring; unspecified follows `recurring` (recurring when an
+   * interval is given, else one-time).
    *
    * @generated from field: billing.v1.PriceType type = 5;
    */
   type: PriceType;
 
   /**
-   * Set when type is recurring. Immutable.
+   * Set when type is recurring.
    *
    * @generated from field: billing.v1.Recurring recurring = 6;
    */
@@ -300,7 +303,7 @@ export declare type Price = Message<"billing.v1.Price"> & {
   entitlements: Entitlement[];
 
   /**
-   * Output only. False once archived.
+   * False once archived.
    *
    * @generated from field: bool active = 13;
    */
@@ -328,21 +331,21 @@ export declare type Price = Message<"billing.v1.Price"> & {
   metadata: { [key: string]: string };
 
   /**
-   * Output only. Set for bearer callers only.
+   * Set for bearer callers only.
    *
    * @generated from field: billing.v1.PurchaseHint hint = 17;
    */
   hint: PurchaseHint;
 
   /**
-   * Output only.
+   * When the price was created.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 18;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only.
+   * When the price last changed.
    *
    * @generated from field: google.protobuf.Timestamp update_time = 19;
    */
@@ -396,6 +399,8 @@ export declare const ListProductsRequestSchema: GenMessage<ListProductsRequest>;
  */
 export declare type ListProductsResponse = Message<"billing.v1.ListProductsResponse"> & {
   /**
+   * The page of products.
+   *
    * @generated from field: repeated billing.v1.Product products = 1;
    */
   products: Product[];
@@ -421,7 +426,7 @@ export declare const ListProductsResponseSchema: GenMessage<ListProductsResponse
  */
 export declare type ListPricesRequest = Message<"billing.v1.ListPricesRequest"> & {
   /**
-   * Required.
+   * The product whose prices to list.
    *
    * @generated from field: string product_id = 1;
    */
@@ -462,6 +467,8 @@ export declare const ListPricesRequestSchema: GenMessage<ListPricesRequest>;
  */
 export declare type ListPricesResponse = Message<"billing.v1.ListPricesResponse"> & {
   /**
+   * The page of prices.
+   *
    * @generated from field: repeated billing.v1.Price prices = 1;
    */
   prices: Price[];
@@ -487,6 +494,8 @@ export declare const ListPricesResponseSchema: GenMessage<ListPricesResponse>;
  */
 export declare type GetProductRequest = Message<"billing.v1.GetProductRequest"> & {
   /**
+   * The product.
+   *
    * @generated from field: string product_id = 1;
    */
   productId: string;
@@ -505,6 +514,8 @@ export declare const GetProductRequestSchema: GenMessage<GetProductRequest>;
  */
 export declare type CreateProductRequest = Message<"billing.v1.CreateProductRequest"> & {
   /**
+   * The product to create.
+   *
    * @generated from field: billing.v1.Product product = 1;
    */
   product?: Product | undefined;
@@ -567,6 +578,8 @@ export declare const UpdateProductRequestSchema: GenMessage<UpdateProductRequest
  */
 export declare type ArchiveProductRequest = Message<"billing.v1.ArchiveProductRequest"> & {
   /**
+   * The product.
+   *
    * @generated from field: string product_id = 1;
    */
   productId: string;
@@ -592,6 +605,8 @@ export declare const ArchiveProductRequestSchema: GenMessage<ArchiveProductReque
  */
 export declare type GetPriceRequest = Message<"billing.v1.GetPriceRequest"> & {
   /**
+   * The price.
+   *
    * @generated from field: string price_id = 1;
    */
   priceId: string;
@@ -610,6 +625,8 @@ export declare const GetPriceRequestSchema: GenMessage<GetPriceRequest>;
  */
 export declare type CreatePriceRequest = Message<"billing.v1.CreatePriceRequest"> & {
   /**
+   * The price to create.
+   *
    * @generated from field: billing.v1.Price price = 1;
    */
   price?: Price | undefined;
@@ -670,6 +687,8 @@ export declare const UpdatePriceRequestSchema: GenMessage<UpdatePriceRequest>;
  */
 export declare type ArchivePriceRequest = Message<"billing.v1.ArchivePriceRequest"> & {
   /**
+   * The price.
+   *
    * @generated from field: string price_id = 1;
    */
   priceId: string;

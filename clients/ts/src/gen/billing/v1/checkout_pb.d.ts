@@ -62,35 +62,35 @@ export declare const CheckoutItemSchema: GenMessage<CheckoutItem>;
  */
 export declare type CheckoutSession = Message<"billing.v1.CheckoutSession"> & {
   /**
-   * Output only.
+   * Server-assigned id (`chk_...`).
    *
    * @generated from field: string checkout_session_id = 1;
    */
   checkoutSessionId: string;
 
   /**
-   * Output only. The billing account.
+   * The billing account.
    *
    * @generated from field: string billing_account_id = 2;
    */
   billingAccountId: string;
 
   /**
-   * Output only.
+   * Lifecycle state.
    *
    * @generated from field: billing.v1.CheckoutSessionStatus status = 3;
    */
   status: CheckoutSessionStatus;
 
   /**
-   * Output only.
+   * Payment state.
    *
    * @generated from field: billing.v1.PaymentStatus payment_status = 4;
    */
   paymentStatus: PaymentStatus;
 
   /**
-   * Output only.
+   * Derived from the prices.
    *
    * @generated from field: billing.v1.CheckoutMode mode = 5;
    */
@@ -139,14 +139,14 @@ export declare type CheckoutSession = Message<"billing.v1.CheckoutSession"> & {
   stripeCheckoutSessionId: string;
 
   /**
-   * Output only.
+   * When the session was created.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 12;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only.
+   * When the hosted page stops accepting payment.
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 13;
    */
@@ -202,7 +202,9 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
   clientReference: string;
 
   /**
-   * Idempotency key: a replay returns the same session.
+   * Idempotency key: a replay returns the same session. Optional here, unlike
+   * the management RPCs: seed 000's browser request shape sends none (without
+   * one, a retry may open a second session).
    *
    * @generated from field: string request_id = 6;
    */
@@ -216,38 +218,70 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
 export declare const CreateCheckoutSessionRequestSchema: GenMessage<CreateCheckoutSessionRequest>;
 
 /**
+ * The answer to a conflicting purchase: change the subscription in the portal.
+ *
+ * @generated from message billing.v1.PortalRedirect
+ */
+export declare type PortalRedirect = Message<"billing.v1.PortalRedirect"> & {
+  /**
+   * The billing portal URL.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * The subscription the requested price conflicts with.
+   *
+   * @generated from field: string conflicting_subscription_id = 2;
+   */
+  conflictingSubscriptionId: string;
+};
+
+/**
+ * Describes the message billing.v1.PortalRedirect.
+ * Use `create(PortalRedirectSchema)` to create a new message.
+ */
+export declare const PortalRedirectSchema: GenMessage<PortalRedirect>;
+
+/**
  * Response of CheckoutService.CreateCheckoutSession.
  *
  * @generated from message billing.v1.CreateCheckoutSessionResponse
  */
 export declare type CreateCheckoutSessionResponse = Message<"billing.v1.CreateCheckoutSessionResponse"> & {
   /**
-   * Which page `url` opens.
-   *
-   * @generated from field: billing.v1.NextAction next_action = 1;
-   */
-  nextAction: NextAction;
-
-  /**
-   * The checkout or portal URL.
+   * The page to open next: the checkout's or the portal's URL (the same as
+   * session.url or portal.url), so a client may redirect without looking at
+   * which one it is.
    *
    * @generated from field: string url = 2;
    */
   url: string;
 
   /**
-   * Set when next_action is checkout.
+   * What the caller should do next: exactly one is set.
    *
-   * @generated from field: billing.v1.CheckoutSession session = 3;
+   * @generated from oneof billing.v1.CreateCheckoutSessionResponse.next_action
    */
-  session?: CheckoutSession | undefined;
-
-  /**
-   * Set when next_action is portal: the conflicting subscription.
-   *
-   * @generated from field: string conflicting_subscription_id = 4;
-   */
-  conflictingSubscriptionId: string;
+  nextAction: {
+    /**
+     * A checkout session was created: open its url.
+     *
+     * @generated from field: billing.v1.CheckoutSession session = 3;
+     */
+    value: CheckoutSession;
+    case: "session";
+  } | {
+    /**
+     * A requested price conflicts with a subscription the account holds: no
+     * checkout was created; open the billing portal instead.
+     *
+     * @generated from field: billing.v1.PortalRedirect portal = 5;
+     */
+    value: PortalRedirect;
+    case: "portal";
+  } | { case: undefined; value?: undefined };
 };
 
 /**
@@ -263,6 +297,8 @@ export declare const CreateCheckoutSessionResponseSchema: GenMessage<CreateCheck
  */
 export declare type GetCheckoutSessionRequest = Message<"billing.v1.GetCheckoutSessionRequest"> & {
   /**
+   * The checkout session.
+   *
    * @generated from field: string checkout_session_id = 1;
    */
   checkoutSessionId: string;
@@ -344,7 +380,8 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
   options?: PortalOptions | undefined;
 
   /**
-   * Idempotency key.
+   * Idempotency key. Optional here, unlike the management RPCs: seed 000's
+   * browser request shape sends none.
    *
    * @generated from field: string request_id = 4;
    */
@@ -364,21 +401,29 @@ export declare const CreatePortalSessionRequestSchema: GenMessage<CreatePortalSe
  */
 export declare type PortalSession = Message<"billing.v1.PortalSession"> & {
   /**
+   * The provider's portal session id.
+   *
    * @generated from field: string portal_session_id = 1;
    */
   portalSessionId: string;
 
   /**
+   * The hosted portal page.
+   *
    * @generated from field: string url = 2;
    */
   url: string;
 
   /**
+   * Where the portal's back link leads.
+   *
    * @generated from field: string return_url = 3;
    */
   returnUrl: string;
 
   /**
+   * When the session was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: Timestamp | undefined;
@@ -417,61 +462,85 @@ export declare const GetBillingStatusRequestSchema: GenMessage<GetBillingStatusR
  */
 export declare type Subscription = Message<"billing.v1.Subscription"> & {
   /**
+   * Server-assigned id (`sub_...`).
+   *
    * @generated from field: string subscription_id = 1;
    */
   subscriptionId: string;
 
   /**
+   * The provider's subscription id.
+   *
    * @generated from field: string stripe_subscription_id = 2;
    */
   stripeSubscriptionId: string;
 
   /**
+   * The catalog price subscribed to.
+   *
    * @generated from field: string price_id = 3;
    */
   priceId: string;
 
   /**
+   * The price's lookup key.
+   *
    * @generated from field: string lookup_key = 4;
    */
   lookupKey: string;
 
   /**
+   * The price's subscription group.
+   *
    * @generated from field: string subscription_group = 5;
    */
   subscriptionGroup: string;
 
   /**
+   * Quantity subscribed.
+   *
    * @generated from field: int32 quantity = 6;
    */
   quantity: number;
 
   /**
+   * State, as the provider reports it.
+   *
    * @generated from field: billing.v1.SubscriptionState state = 7;
    */
   state: SubscriptionState;
 
   /**
-   * @generated from field: google.protobuf.Timestamp current_period_start = 8;
+   * Start of the current billing period.
+   *
+   * @generated from field: google.protobuf.Timestamp current_period_start_time = 8;
    */
-  currentPeriodStart?: Timestamp | undefined;
+  currentPeriodStartTime?: Timestamp | undefined;
 
   /**
-   * @generated from field: google.protobuf.Timestamp current_period_end = 9;
+   * End of the current billing period.
+   *
+   * @generated from field: google.protobuf.Timestamp current_period_end_time = 9;
    */
-  currentPeriodEnd?: Timestamp | undefined;
+  currentPeriodEndTime?: Timestamp | undefined;
 
   /**
+   * Whether the subscription ends at the end of the current period.
+   *
    * @generated from field: bool cancel_at_period_end = 10;
    */
   cancelAtPeriodEnd: boolean;
 
   /**
-   * @generated from field: google.protobuf.Timestamp canceled_at = 11;
+   * When the subscription was canceled.
+   *
+   * @generated from field: google.protobuf.Timestamp cancel_time = 11;
    */
-  canceledAt?: Timestamp | undefined;
+  cancelTime?: Timestamp | undefined;
 
   /**
+   * When the subscription was created.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 12;
    */
   createTime?: Timestamp | undefined;
@@ -490,41 +559,57 @@ export declare const SubscriptionSchema: GenMessage<Subscription>;
  */
 export declare type Purchase = Message<"billing.v1.Purchase"> & {
   /**
+   * Server-assigned id.
+   *
    * @generated from field: string purchase_id = 1;
    */
   purchaseId: string;
 
   /**
+   * The catalog price bought.
+   *
    * @generated from field: string price_id = 2;
    */
   priceId: string;
 
   /**
+   * The price's lookup key.
+   *
    * @generated from field: string lookup_key = 3;
    */
   lookupKey: string;
 
   /**
+   * Quantity bought.
+   *
    * @generated from field: int32 quantity = 4;
    */
   quantity: number;
 
   /**
+   * Total in minor units.
+   *
    * @generated from field: int64 amount_total = 5;
    */
   amountTotal: bigint;
 
   /**
+   * ISO 4217 code, lower case.
+   *
    * @generated from field: string currency = 6;
    */
   currency: string;
 
   /**
+   * The checkout session that made the purchase.
+   *
    * @generated from field: string checkout_session_id = 7;
    */
   checkoutSessionId: string;
 
   /**
+   * When the purchase was recorded.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
   createTime?: Timestamp | undefined;
@@ -543,6 +628,8 @@ export declare const PurchaseSchema: GenMessage<Purchase>;
  */
 export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
   /**
+   * The billing account.
+   *
    * @generated from field: string billing_account_id = 1;
    */
   billingAccountId: string;
@@ -569,11 +656,15 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
   state: SubscriptionState;
 
   /**
-   * @generated from field: google.protobuf.Timestamp current_period_end = 5;
+   * End of the current plan's billing period.
+   *
+   * @generated from field: google.protobuf.Timestamp current_period_end_time = 5;
    */
-  currentPeriodEnd?: Timestamp | undefined;
+  currentPeriodEndTime?: Timestamp | undefined;
 
   /**
+   * Whether the current plan ends at the end of the period.
+   *
    * @generated from field: bool cancel_at_period_end = 6;
    */
   cancelAtPeriodEnd: boolean;
@@ -810,37 +901,6 @@ export enum CheckoutMode {
 export declare const CheckoutModeSchema: GenEnum<CheckoutMode>;
 
 /**
- * Which page a returned URL opens.
- *
- * @generated from enum billing.v1.NextAction
- */
-export enum NextAction {
-  /**
-   * @generated from enum value: NEXT_ACTION_UNSPECIFIED = 0;
-   */
-  UNSPECIFIED = 0,
-
-  /**
-   * The URL opens hosted checkout.
-   *
-   * @generated from enum value: NEXT_ACTION_CHECKOUT = 1;
-   */
-  CHECKOUT = 1,
-
-  /**
-   * A conflicting subscription exists: the URL opens the billing portal.
-   *
-   * @generated from enum value: NEXT_ACTION_PORTAL = 2;
-   */
-  PORTAL = 2,
-}
-
-/**
- * Describes the enum billing.v1.NextAction.
- */
-export declare const NextActionSchema: GenEnum<NextAction>;
-
-/**
  * State of a subscription, as the provider reports it.
  *
  * @generated from enum billing.v1.SubscriptionState
@@ -907,7 +967,8 @@ export declare const SubscriptionStateSchema: GenEnum<SubscriptionState>;
 export declare const CheckoutService: GenService<{
   /**
    * Creates a hosted checkout session, or, when a requested price conflicts
-   * with an active subscription, answers with a portal URL instead.
+   * with an active subscription, answers with a portal redirect instead (the
+   * response's `next_action` oneof says which).
    *
    * @generated from rpc billing.v1.CheckoutService.CreateCheckoutSession
    */

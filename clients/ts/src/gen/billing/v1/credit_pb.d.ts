@@ -18,20 +18,22 @@ export declare const file_billing_v1_credit: GenFile;
  */
 export declare type CreditGrant = Message<"billing.v1.CreditGrant"> & {
   /**
-   * Output only.
+   * Server-assigned id (`cgr_...`).
    *
    * @generated from field: string grant_id = 1;
    */
   grantId: string;
 
   /**
-   * Output only.
+   * The billing account.
    *
    * @generated from field: string billing_account_id = 2;
    */
   billingAccountId: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 3;
    */
   creditType: string;
@@ -44,7 +46,7 @@ export declare type CreditGrant = Message<"billing.v1.CreditGrant"> & {
   amount: string;
 
   /**
-   * Output only. Decimal string: what is left.
+   * Decimal string: what is left.
    *
    * @generated from field: string remaining = 5;
    */
@@ -65,14 +67,14 @@ export declare type CreditGrant = Message<"billing.v1.CreditGrant"> & {
   priority: number;
 
   /**
-   * Optional expiry.
+   * When the grant expires; unset: never.
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 8;
    */
   expireTime?: Timestamp | undefined;
 
   /**
-   * Output only.
+   * Lifecycle state.
    *
    * @generated from field: billing.v1.GrantState state = 9;
    */
@@ -86,7 +88,7 @@ export declare type CreditGrant = Message<"billing.v1.CreditGrant"> & {
   requestId: string;
 
   /**
-   * Output only.
+   * When the grant was made.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 11;
    */
@@ -100,7 +102,7 @@ export declare type CreditGrant = Message<"billing.v1.CreditGrant"> & {
   metadata: { [key: string]: string };
 
   /**
-   * Output only. Decimal string: what is held by open reservations.
+   * Decimal string: what is held by open reservations.
    *
    * @generated from field: string held = 13;
    */
@@ -127,6 +129,8 @@ export declare type GrantCreditsRequest = Message<"billing.v1.GrantCreditsReques
   account: string;
 
   /**
+   * The credit type, for example `units`.
+   *
    * @generated from field: string credit_type = 2;
    */
   creditType: string;
@@ -139,28 +143,36 @@ export declare type GrantCreditsRequest = Message<"billing.v1.GrantCreditsReques
   amount: string;
 
   /**
+   * Why the credits are granted.
+   *
    * @generated from field: string reason = 4;
    */
   reason: string;
 
   /**
+   * Lower is consumed first.
+   *
    * @generated from field: int32 priority = 5;
    */
   priority: number;
 
   /**
+   * Optional expiry.
+   *
    * @generated from field: google.protobuf.Timestamp expire_time = 6;
    */
   expireTime?: Timestamp | undefined;
 
   /**
-   * Required idempotency key.
+   * Idempotency key.
    *
    * @generated from field: string request_id = 7;
    */
   requestId: string;
 
   /**
+   * Free-form metadata.
+   *
    * @generated from field: map<string, string> metadata = 8;
    */
   metadata: { [key: string]: string };
@@ -186,7 +198,7 @@ export declare type GetBalanceRequest = Message<"billing.v1.GetBalanceRequest"> 
   account: string;
 
   /**
-   * The credit type.
+   * The credit type (seed 001's `?type=units`).
    *
    * @generated from field: string type = 2;
    */
@@ -206,11 +218,15 @@ export declare const GetBalanceRequestSchema: GenMessage<GetBalanceRequest>;
  */
 export declare type CreditBalance = Message<"billing.v1.CreditBalance"> & {
   /**
+   * The billing account.
+   *
    * @generated from field: string billing_account_id = 1;
    */
   billingAccountId: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 2;
    */
   creditType: string;
@@ -230,14 +246,14 @@ export declare type CreditBalance = Message<"billing.v1.CreditBalance"> & {
   reserved: string;
 
   /**
-   * Output only.
+   * The instant the balance was read at.
    *
-   * @generated from field: google.protobuf.Timestamp as_of = 5;
+   * @generated from field: google.protobuf.Timestamp as_of_time = 5;
    */
-  asOf?: Timestamp | undefined;
+  asOfTime?: Timestamp | undefined;
 
   /**
-   * Output only. Decimal string: usage burned beyond the balance. A metric with
+   * Decimal string: usage burned beyond the balance. A metric with
    * a credit burn takes what the balance holds and adds the uncovered rest
    * here (usage is never refused for lack of credits). It only grows: a later
    * grant is not used to pay it back. "0" when usage never ran over.
@@ -267,6 +283,8 @@ export declare type CheckAvailabilityRequest = Message<"billing.v1.CheckAvailabi
   account: string;
 
   /**
+   * The credit type (seed 001's `?type=units`).
+   *
    * @generated from field: string type = 2;
    */
   type: string;
@@ -286,12 +304,14 @@ export declare type CheckAvailabilityRequest = Message<"billing.v1.CheckAvailabi
 export declare const CheckAvailabilityRequestSchema: GenMessage<CheckAvailabilityRequest>;
 
 /**
- * Response of CreditService.CheckAvailability.
+ * Response of CheckAvailability.
  *
  * @generated from message billing.v1.CheckAvailabilityResponse
  */
 export declare type CheckAvailabilityResponse = Message<"billing.v1.CheckAvailabilityResponse"> & {
   /**
+   * Whether the balance covers the required amount.
+   *
    * @generated from field: bool available = 1;
    */
   available: boolean;
@@ -338,6 +358,8 @@ export declare type DebitCreditsRequest = Message<"billing.v1.DebitCreditsReques
   account: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 2;
    */
   creditType: string;
@@ -357,7 +379,7 @@ export declare type DebitCreditsRequest = Message<"billing.v1.DebitCreditsReques
   reason: string;
 
   /**
-   * Required idempotency key: a replay returns the original result; the same
+   * Idempotency key: a replay returns the original result; the same
    * key with other parameters is refused.
    *
    * @generated from field: string request_id = 5;
@@ -365,6 +387,8 @@ export declare type DebitCreditsRequest = Message<"billing.v1.DebitCreditsReques
   requestId: string;
 
   /**
+   * Free-form metadata.
+   *
    * @generated from field: map<string, string> metadata = 6;
    */
   metadata: { [key: string]: string };
@@ -383,6 +407,8 @@ export declare const DebitCreditsRequestSchema: GenMessage<DebitCreditsRequest>;
  */
 export declare type GrantAllocation = Message<"billing.v1.GrantAllocation"> & {
   /**
+   * The grant taken from.
+   *
    * @generated from field: string grant_id = 1;
    */
   grantId: string;
@@ -408,16 +434,22 @@ export declare const GrantAllocationSchema: GenMessage<GrantAllocation>;
  */
 export declare type CreditDebit = Message<"billing.v1.CreditDebit"> & {
   /**
+   * Server-assigned id (`dbt_...`).
+   *
    * @generated from field: string debit_id = 1;
    */
   debitId: string;
 
   /**
+   * The billing account.
+   *
    * @generated from field: string billing_account_id = 2;
    */
   billingAccountId: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 3;
    */
   creditType: string;
@@ -437,21 +469,29 @@ export declare type CreditDebit = Message<"billing.v1.CreditDebit"> & {
   balanceAfter: string;
 
   /**
+   * What the debit paid for.
+   *
    * @generated from field: string reason = 6;
    */
   reason: string;
 
   /**
+   * The idempotency key it was made under.
+   *
    * @generated from field: string request_id = 7;
    */
   requestId: string;
 
   /**
+   * Which grants it was taken from.
+   *
    * @generated from field: repeated billing.v1.GrantAllocation allocations = 8;
    */
   allocations: GrantAllocation[];
 
   /**
+   * When the debit was made.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
@@ -470,21 +510,29 @@ export declare const CreditDebitSchema: GenMessage<CreditDebit>;
  */
 export declare type LedgerEntry = Message<"billing.v1.LedgerEntry"> & {
   /**
+   * Server-assigned id (`cle_...`).
+   *
    * @generated from field: string entry_id = 1;
    */
   entryId: string;
 
   /**
+   * The billing account.
+   *
    * @generated from field: string billing_account_id = 2;
    */
   billingAccountId: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 3;
    */
   creditType: string;
 
   /**
+   * What kind of change.
+   *
    * @generated from field: billing.v1.LedgerEntryKind kind = 4;
    */
   kind: LedgerEntryKind;
@@ -504,16 +552,22 @@ export declare type LedgerEntry = Message<"billing.v1.LedgerEntry"> & {
   balanceAfter: string;
 
   /**
+   * The grant concerned, if any.
+   *
    * @generated from field: string grant_id = 7;
    */
   grantId: string;
 
   /**
+   * The debit concerned, if any.
+   *
    * @generated from field: string debit_id = 8;
    */
   debitId: string;
 
   /**
+   * Why.
+   *
    * @generated from field: string reason = 9;
    */
   reason: string;
@@ -526,6 +580,8 @@ export declare type LedgerEntry = Message<"billing.v1.LedgerEntry"> & {
   createTime?: Timestamp | undefined;
 
   /**
+   * The reservation concerned, if any.
+   *
    * @generated from field: string reservation_id = 11;
    */
   reservationId: string;
@@ -558,6 +614,8 @@ export declare const LedgerEntrySchema: GenMessage<LedgerEntry>;
  */
 export declare type ListLedgerEntriesRequest = Message<"billing.v1.ListLedgerEntriesRequest"> & {
   /**
+   * Billing account id or principal id.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
@@ -570,11 +628,15 @@ export declare type ListLedgerEntriesRequest = Message<"billing.v1.ListLedgerEnt
   creditType: string;
 
   /**
+   * At most 100; 0 means 20.
+   *
    * @generated from field: int32 page_size = 3;
    */
   pageSize: number;
 
   /**
+   * From a previous next_page_token.
+   *
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
@@ -593,11 +655,15 @@ export declare const ListLedgerEntriesRequestSchema: GenMessage<ListLedgerEntrie
  */
 export declare type ListLedgerEntriesResponse = Message<"billing.v1.ListLedgerEntriesResponse"> & {
   /**
+   * Newest first.
+   *
    * @generated from field: repeated billing.v1.LedgerEntry entries = 1;
    */
   entries: LedgerEntry[];
 
   /**
+   * Empty on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -616,6 +682,8 @@ export declare const ListLedgerEntriesResponseSchema: GenMessage<ListLedgerEntri
  */
 export declare type ListGrantsRequest = Message<"billing.v1.ListGrantsRequest"> & {
   /**
+   * Billing account id or principal id.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
@@ -635,11 +703,15 @@ export declare type ListGrantsRequest = Message<"billing.v1.ListGrantsRequest"> 
   includeInactive: boolean;
 
   /**
+   * At most 100; 0 means 20.
+   *
    * @generated from field: int32 page_size = 4;
    */
   pageSize: number;
 
   /**
+   * From a previous next_page_token.
+   *
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
@@ -658,11 +730,15 @@ export declare const ListGrantsRequestSchema: GenMessage<ListGrantsRequest>;
  */
 export declare type ListGrantsResponse = Message<"billing.v1.ListGrantsResponse"> & {
   /**
+   * In consumption order.
+   *
    * @generated from field: repeated billing.v1.CreditGrant grants = 1;
    */
   grants: CreditGrant[];
 
   /**
+   * Empty on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -675,27 +751,89 @@ export declare type ListGrantsResponse = Message<"billing.v1.ListGrantsResponse"
 export declare const ListGrantsResponseSchema: GenMessage<ListGrantsResponse>;
 
 /**
+ * Request of CreditService.GetGrant.
+ *
+ * @generated from message billing.v1.GetGrantRequest
+ */
+export declare type GetGrantRequest = Message<"billing.v1.GetGrantRequest"> & {
+  /**
+   * Billing account id or principal id: the grant's owner.
+   *
+   * @generated from field: string account = 1;
+   */
+  account: string;
+
+  /**
+   * The grant.
+   *
+   * @generated from field: string grant_id = 2;
+   */
+  grantId: string;
+};
+
+/**
+ * Describes the message billing.v1.GetGrantRequest.
+ * Use `create(GetGrantRequestSchema)` to create a new message.
+ */
+export declare const GetGrantRequestSchema: GenMessage<GetGrantRequest>;
+
+/**
+ * Request of CreditService.GetDebit.
+ *
+ * @generated from message billing.v1.GetDebitRequest
+ */
+export declare type GetDebitRequest = Message<"billing.v1.GetDebitRequest"> & {
+  /**
+   * Billing account id or principal id: the debit's owner.
+   *
+   * @generated from field: string account = 1;
+   */
+  account: string;
+
+  /**
+   * The debit.
+   *
+   * @generated from field: string debit_id = 2;
+   */
+  debitId: string;
+};
+
+/**
+ * Describes the message billing.v1.GetDebitRequest.
+ * Use `create(GetDebitRequestSchema)` to create a new message.
+ */
+export declare const GetDebitRequestSchema: GenMessage<GetDebitRequest>;
+
+/**
  * Request of CreditService.VoidGrant.
  *
  * @generated from message billing.v1.VoidGrantRequest
  */
 export declare type VoidGrantRequest = Message<"billing.v1.VoidGrantRequest"> & {
   /**
+   * Billing account id or principal id: the grant's owner.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
 
   /**
+   * The grant.
+   *
    * @generated from field: string grant_id = 2;
    */
   grantId: string;
 
   /**
+   * Why it is voided.
+   *
    * @generated from field: string reason = 3;
    */
   reason: string;
 
   /**
+   * Idempotency key.
+   *
    * @generated from field: string request_id = 4;
    */
   requestId: string;
@@ -714,16 +852,22 @@ export declare const VoidGrantRequestSchema: GenMessage<VoidGrantRequest>;
  */
 export declare type CreditReservation = Message<"billing.v1.CreditReservation"> & {
   /**
+   * Server-assigned id.
+   *
    * @generated from field: string reservation_id = 1;
    */
   reservationId: string;
 
   /**
+   * The billing account.
+   *
    * @generated from field: string billing_account_id = 2;
    */
   billingAccountId: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 3;
    */
   creditType: string;
@@ -743,21 +887,29 @@ export declare type CreditReservation = Message<"billing.v1.CreditReservation"> 
   committedAmount: string;
 
   /**
+   * Lifecycle state.
+   *
    * @generated from field: billing.v1.ReservationState state = 6;
    */
   state: ReservationState;
 
   /**
+   * When the hold lapses.
+   *
    * @generated from field: google.protobuf.Timestamp expire_time = 7;
    */
   expireTime?: Timestamp | undefined;
 
   /**
+   * The idempotency key it was made under.
+   *
    * @generated from field: string request_id = 8;
    */
   requestId: string;
 
   /**
+   * When the reservation was made.
+   *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
@@ -770,7 +922,7 @@ export declare type CreditReservation = Message<"billing.v1.CreditReservation"> 
   reason: string;
 
   /**
-   * Output only. The debit a commit made (empty when nothing was debited).
+   * The debit a commit made (empty when nothing was debited).
    *
    * @generated from field: string debit_id = 11;
    */
@@ -790,11 +942,15 @@ export declare const CreditReservationSchema: GenMessage<CreditReservation>;
  */
 export declare type ReserveCreditsRequest = Message<"billing.v1.ReserveCreditsRequest"> & {
   /**
+   * Billing account id or principal id.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
 
   /**
+   * The credit type.
+   *
    * @generated from field: string credit_type = 2;
    */
   creditType: string;
@@ -809,17 +965,19 @@ export declare type ReserveCreditsRequest = Message<"billing.v1.ReserveCreditsRe
   /**
    * Seconds until the hold lapses; 0 means the configured default.
    *
-   * @generated from field: int32 ttl_sec = 4;
+   * @generated from field: int64 ttl_seconds = 4;
    */
-  ttlSec: number;
+  ttlSeconds: bigint;
 
   /**
+   * Why the credits are reserved.
+   *
    * @generated from field: string reason = 5;
    */
   reason: string;
 
   /**
-   * Required idempotency key.
+   * Idempotency key.
    *
    * @generated from field: string request_id = 6;
    */
@@ -833,17 +991,48 @@ export declare type ReserveCreditsRequest = Message<"billing.v1.ReserveCreditsRe
 export declare const ReserveCreditsRequestSchema: GenMessage<ReserveCreditsRequest>;
 
 /**
+ * Request of CreditService.GetReservation.
+ *
+ * @generated from message billing.v1.GetReservationRequest
+ */
+export declare type GetReservationRequest = Message<"billing.v1.GetReservationRequest"> & {
+  /**
+   * Billing account id or principal id: the reservation's owner.
+   *
+   * @generated from field: string account = 1;
+   */
+  account: string;
+
+  /**
+   * The reservation.
+   *
+   * @generated from field: string reservation_id = 2;
+   */
+  reservationId: string;
+};
+
+/**
+ * Describes the message billing.v1.GetReservationRequest.
+ * Use `create(GetReservationRequestSchema)` to create a new message.
+ */
+export declare const GetReservationRequestSchema: GenMessage<GetReservationRequest>;
+
+/**
  * Request of CreditService.CommitReservation.
  *
  * @generated from message billing.v1.CommitReservationRequest
  */
 export declare type CommitReservationRequest = Message<"billing.v1.CommitReservationRequest"> & {
   /**
+   * Billing account id or principal id: the reservation's owner.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
 
   /**
+   * The reservation.
+   *
    * @generated from field: string reservation_id = 2;
    */
   reservationId: string;
@@ -856,7 +1045,7 @@ export declare type CommitReservationRequest = Message<"billing.v1.CommitReserva
   amount: string;
 
   /**
-   * Required idempotency key.
+   * Idempotency key.
    *
    * @generated from field: string request_id = 4;
    */
@@ -876,16 +1065,22 @@ export declare const CommitReservationRequestSchema: GenMessage<CommitReservatio
  */
 export declare type ReleaseReservationRequest = Message<"billing.v1.ReleaseReservationRequest"> & {
   /**
+   * Billing account id or principal id: the reservation's owner.
+   *
    * @generated from field: string account = 1;
    */
   account: string;
 
   /**
+   * The reservation.
+   *
    * @generated from field: string reservation_id = 2;
    */
   reservationId: string;
 
   /**
+   * Idempotency key.
+   *
    * @generated from field: string request_id = 3;
    */
   requestId: string;
@@ -1089,6 +1284,27 @@ export declare const CreditService: GenService<{
     output: typeof ListGrantsResponseSchema;
   },
   /**
+   * Returns one grant of the account.
+   *
+   * @generated from rpc billing.v1.CreditService.GetGrant
+   */
+  getGrant: {
+    methodKind: "unary";
+    input: typeof GetGrantRequestSchema;
+    output: typeof CreditGrantSchema;
+  },
+  /**
+   * Returns one debit of the account (a DebitCredits result, a usage burn or
+   * a reservation's commit).
+   *
+   * @generated from rpc billing.v1.CreditService.GetDebit
+   */
+  getDebit: {
+    methodKind: "unary";
+    input: typeof GetDebitRequestSchema;
+    output: typeof CreditDebitSchema;
+  },
+  /**
    * Voids what remains of a grant.
    *
    * @generated from rpc billing.v1.CreditService.VoidGrant
@@ -1106,6 +1322,16 @@ export declare const CreditService: GenService<{
   reserveCredits: {
     methodKind: "unary";
     input: typeof ReserveCreditsRequestSchema;
+    output: typeof CreditReservationSchema;
+  },
+  /**
+   * Returns one reservation of the account.
+   *
+   * @generated from rpc billing.v1.CreditService.GetReservation
+   */
+  getReservation: {
+    methodKind: "unary";
+    input: typeof GetReservationRequestSchema;
     output: typeof CreditReservationSchema;
   },
   /**

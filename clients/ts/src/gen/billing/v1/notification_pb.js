@@ -3,13 +3,15 @@
 /* eslint-disable */
 
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file billing/v1/notification.proto.
  */
 export const file_billing_v1_notification = /*@__PURE__*/
-  fileDesc("Ch1iaWxsaW5nL3YxL25vdGlmaWNhdGlvbi5wcm90bxIKYmlsbGluZy52MSKpAQoMTm90aWZpY2F0aW9uEhcKD25vdGlmaWNhdGlvbl9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEhoKEmJpbGxpbmdfYWNjb3VudF9pZBgDIAEoCRIlCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1iaWxsaW5nL3YxL25vdGlmaWNhdGlvbi5wcm90bxIKYmlsbGluZy52MSKrAgoMTm90aWZpY2F0aW9uEh0KD25vdGlmaWNhdGlvbl9pZBgBIAEoCUIE4kEBAxISCgR0eXBlGAIgASgJQgTiQQEDEiAKEmJpbGxpbmdfYWNjb3VudF9pZBgDIAEoCUIE4kEBAxIrCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6YupBXwoiYmlsbGluZy50b2xsYm9vdGguZGV2L05vdGlmaWNhdGlvbhIcbm90aWZpY2F0aW9ucy97bm90aWZpY2F0aW9ufSoNbm90aWZpY2F0aW9uczIMbm90aWZpY2F0aW9uYgZwcm90bzM", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message billing.v1.Notification.

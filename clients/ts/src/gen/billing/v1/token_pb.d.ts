@@ -42,9 +42,9 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   /**
    * Lifetime in seconds; 0 means the default (900). Capped by configuration.
    *
-   * @generated from field: int32 session_ttl_sec = 4;
+   * @generated from field: int64 session_ttl_seconds = 4;
    */
-  sessionTtlSec: number;
+  sessionTtlSeconds: bigint;
 
   /**
    * Optional e-mail for the provider customer.
@@ -61,11 +61,22 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   name: string;
 
   /**
-   * Idempotency key (optional here: issuing is naturally idempotent).
+   * Idempotency key. Optional here, unlike every other mutating RPC: issuing is
+   * naturally idempotent (the mapping never changes; a new token each call), and
+   * seed 000's request shape sends none.
    *
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Deprecated spelling of session_ttl_seconds (seed 000's `session_ttl_sec`),
+   * still accepted; used only when session_ttl_seconds is 0.
+   *
+   * @generated from field: int64 session_ttl_sec = 8 [deprecated = true];
+   * @deprecated
+   */
+  sessionTtlSec: bigint;
 };
 
 /**
@@ -97,9 +108,9 @@ export declare type IssueTokenResponse = Message<"billing.v1.IssueTokenResponse"
   /**
    * When the token stops being accepted.
    *
-   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
    */
-  expiresAt?: Timestamp | undefined;
+  expireTime?: Timestamp | undefined;
 
   /**
    * The billing account the principal is mapped to.

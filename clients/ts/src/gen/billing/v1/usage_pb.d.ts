@@ -51,11 +51,12 @@ export declare type UsageEvent = Message<"billing.v1.UsageEvent"> & {
 
   /**
    * When it happened. Refused when too far in the future or older than the
-   * configured window. Stored with microsecond precision.
+   * configured window. Stored with microsecond precision. Its JSON name is
+   * `timestamp` (seed 001's shape); `event_time` is accepted too.
    *
-   * @generated from field: google.protobuf.Timestamp timestamp = 4;
+   * @generated from field: google.protobuf.Timestamp event_time = 4 [json_name = "timestamp"];
    */
-  timestamp?: Timestamp | undefined;
+  eventTime?: Timestamp | undefined;
 
   /**
    * Properties (size and depth limited). JSON numbers are doubles: whole
@@ -244,11 +245,15 @@ export declare const StreamEventsResponseSchema: GenMessage<StreamEventsResponse
  */
 export declare type PropertyFilter = Message<"billing.v1.PropertyFilter"> & {
   /**
+   * The property compared.
+   *
    * @generated from field: string property = 1;
    */
   property: string;
 
   /**
+   * The values it may equal.
+   *
    * @generated from field: repeated string values = 2;
    */
   values: string[];
@@ -313,18 +318,22 @@ export declare const CreditBurnSchema: GenMessage<CreditBurn>;
 export declare type Metric = Message<"billing.v1.Metric"> & {
   /**
    * Stable code, for example `api_calls`: letters, digits, `_`, `-`, `.`,
-   * starting with a letter or digit, at most 100 characters.
+   * starting with a letter or digit, at most 100 characters. Names the metric.
    *
    * @generated from field: string code = 1;
    */
   code: string;
 
   /**
+   * Display name.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
+   * Display description.
+   *
    * @generated from field: string description = 3;
    */
   description: string;
@@ -337,6 +346,8 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   eventName: string;
 
   /**
+   * How events aggregate.
+   *
    * @generated from field: billing.v1.Aggregation aggregation = 5;
    */
   aggregation: Aggregation;
@@ -349,6 +360,8 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   property: string;
 
   /**
+   * Filters that must all match.
+   *
    * @generated from field: repeated billing.v1.PropertyFilter filters = 7;
    */
   filters: PropertyFilter[];
@@ -361,14 +374,14 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   creditBurn?: CreditBurn | undefined;
 
   /**
-   * Output only.
+   * When the metric was created.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * Output only.
+   * When the metric last changed.
    *
    * @generated from field: google.protobuf.Timestamp update_time = 10;
    */
@@ -388,11 +401,15 @@ export declare const MetricSchema: GenMessage<Metric>;
  */
 export declare type CreateMetricRequest = Message<"billing.v1.CreateMetricRequest"> & {
   /**
+   * The metric to create.
+   *
    * @generated from field: billing.v1.Metric metric = 1;
    */
   metric?: Metric | undefined;
 
   /**
+   * Idempotency key.
+   *
    * @generated from field: string request_id = 2;
    */
   requestId: string;
@@ -411,6 +428,8 @@ export declare const CreateMetricRequestSchema: GenMessage<CreateMetricRequest>;
  */
 export declare type GetMetricRequest = Message<"billing.v1.GetMetricRequest"> & {
   /**
+   * The metric.
+   *
    * @generated from field: string code = 1;
    */
   code: string;
@@ -429,11 +448,15 @@ export declare const GetMetricRequestSchema: GenMessage<GetMetricRequest>;
  */
 export declare type ListMetricsRequest = Message<"billing.v1.ListMetricsRequest"> & {
   /**
+   * At most 100; 0 means 20.
+   *
    * @generated from field: int32 page_size = 1;
    */
   pageSize: number;
 
   /**
+   * From a previous next_page_token.
+   *
    * @generated from field: string page_token = 2;
    */
   pageToken: string;
@@ -475,16 +498,22 @@ export declare const ListMetricsResponseSchema: GenMessage<ListMetricsResponse>;
  */
 export declare type UpdateMetricRequest = Message<"billing.v1.UpdateMetricRequest"> & {
   /**
+   * metric.code names the metric.
+   *
    * @generated from field: billing.v1.Metric metric = 1;
    */
   metric?: Metric | undefined;
 
   /**
+   * Fields to change, as for UpdateProduct.
+   *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
   updateMask?: FieldMask | undefined;
 
   /**
+   * Idempotency key.
+   *
    * @generated from field: string request_id = 3;
    */
   requestId: string;
@@ -503,11 +532,15 @@ export declare const UpdateMetricRequestSchema: GenMessage<UpdateMetricRequest>;
  */
 export declare type DeleteMetricRequest = Message<"billing.v1.DeleteMetricRequest"> & {
   /**
+   * The metric.
+   *
    * @generated from field: string code = 1;
    */
   code: string;
 
   /**
+   * Idempotency key.
+   *
    * @generated from field: string request_id = 2;
    */
   requestId: string;
@@ -547,6 +580,8 @@ export declare type GetUsageRequest = Message<"billing.v1.GetUsageRequest"> & {
   account: string;
 
   /**
+   * The metric aggregated.
+   *
    * @generated from field: string metric_code = 2;
    */
   metricCode: string;

@@ -9,14 +9,15 @@ PAGE_TOKEN_INVALID before its values reach SQL; the values are range-checked all
 One List, one `Keyset`: the query it names, the parts of its ordering key (`Int`, `Text`,
 `Micros` for a datetime), and the function that reads that key off a row::
 
-    keyset = Keyset.of(f"grants:{account_id}", (Text(), Int(), Micros(), Text()),
-                       lambda g: (g.credit_type, g.priority, g.created_at, g.id), page_size)
+    keyset = Keyset.of(f"credit-ledger:{account_id}", (Micros(), Int(), Text()),
+                       lambda e: (e.created_at, e.seq, e.id), page_size)
     after = keyset.after(page_token)            # None, or the key's values (datetimes back)
-    rows = repository.list_grants(session, ..., after=after, limit=keyset.limit)  # size + 1
+    rows = repository.list_ledger(session, ..., after=after, limit=keyset.limit)  # size + 1
     return keyset.page(rows)                    # Page(items, next_page_token)
 
 `after_clause(columns, after)` is the SQL side: "strictly after `after` in the lexicographic
-order of `columns`".
+order of `columns`" (`descending=True` for a newest-first listing). Every List of the server
+(catalog, credit, subscriptions, usage) pages this way; there is no other token format.
 """
 
 from __future__ import annotations
@@ -73,24 +74,12 @@ def _sign(body: bytes) -> bytes:
 
 
 def encode(query: str, key: list[KeyPart]) -> str:
-    """A token for the page after the entry whose ordering key is `key`."""
+    """Sign raw key parts into a token for `query` (what `Keyset.token` builds on).
+
+    Lists go through a `Keyset`, which dumps each part first and loads it back checked.
+    """
     body = json.dumps({"v": TOKEN_VERSION, "q": query, "k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(_sign(body) + body).decode().rstrip("=")
-
-
-def decode(token: str, query: str, shape: tuple[type, ...]) -> list[KeyPart] | None:
-    """The ordering key a token carries (None for an empty token: the first page).
-
-    `shape` gives the type of each key part (int or str); anything else is refused.
-    (The parts of a `Keyset` say more: bounds, empty text, datetimes.)
-    """
-    parts = [Int() if kind is int else Text() for kind in shape]
-    key = _open(token, query, len(parts))
-    if key is None:
-        return None
-    for part, raw in zip(parts, key, strict=True):
-        part.load(raw)
-    return key
 
 
 def _open(token: str, query: str, length: int) -> list[Any] | None:

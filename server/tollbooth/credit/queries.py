@@ -5,19 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import paging
 from tollbooth.accounts.service import resolve
 from tollbooth.amounts import ZERO, add, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book
-from tollbooth.credit.rules import EPOCH, clean_type
+from tollbooth.credit.rules import clean_type
 from tollbooth.credit.unit import grant_model, hold_model, lock
-from tollbooth.db.models import BillingAccount
+from tollbooth.db.models import BillingAccount, CreditGrant, CreditLedgerEntry
+from tollbooth.paging import Int, Keyset, Micros, Page, Text
 
 
 @dataclass(frozen=True)
@@ -99,20 +98,6 @@ def settle_due(
         lock(session, account.id, ctype, lambda: now, create=False)
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    next_page_token: str
-
-
-def _micros(at: dt.datetime) -> int:
-    return engine.expiry_key(at)
-
-
-def _from_micros(value: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=value)
-
-
 def list_grants(
     session: Session,
     caller: Caller,
@@ -123,20 +108,21 @@ def list_grants(
     page_size: int,
     page_token: str,
     now: dt.datetime,
-) -> Page:
+) -> Page[CreditGrant]:
     account = resolve(session, caller, account_ref)
     ctype = clean_type(credit_type) if credit_type.strip() else ""
-    size = paging.page_size(page_size)
-    query = f"credit-grants:{account.id}:{ctype}:{int(include_inactive)}"
-    after = paging.decode(page_token, query, (str, int, int, int))
+    keyset: Keyset[CreditGrant] = Keyset.of(
+        f"credit-grants:{account.id}:{ctype}:{int(include_inactive)}",
+        (Text(), Int(), Int(), Int()),
+        lambda g: (g.credit_type, g.priority, g.expiry_key, g.seq),
+        page_size,
+    )
+    after = keyset.after(page_token)
     settle_due(session, account, ctype, now)
-    rows = repository.list_grants(session, account.id, ctype, include_inactive, after, size + 1)
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        last = rows[-1]
-        token = paging.encode(query, [last.credit_type, last.priority, last.expiry_key, last.seq])
-    return Page(rows, token)
+    rows = repository.list_grants(
+        session, account.id, ctype, include_inactive, after=after, limit=keyset.limit
+    )
+    return keyset.page(rows)
 
 
 def list_ledger(
@@ -148,25 +134,16 @@ def list_ledger(
     page_size: int,
     page_token: str,
     now: dt.datetime,
-) -> Page:
+) -> Page[CreditLedgerEntry]:
     account = resolve(session, caller, account_ref)
     ctype = clean_type(credit_type) if credit_type.strip() else ""
-    size = paging.page_size(page_size)
-    query = f"credit-ledger:{account.id}:{ctype}"
-    key = paging.decode(page_token, query, (int, int, str))
-    before = None
-    if key is not None:
-        micros, seq, ident = key
-        assert isinstance(micros, int)
-        try:
-            before = [_from_micros(micros), seq, ident]
-        except OverflowError as exc:
-            raise paging.bad_token() from exc
+    keyset: Keyset[CreditLedgerEntry] = Keyset.of(
+        f"credit-ledger:{account.id}:{ctype}",
+        (Micros(), Int(), Text()),
+        lambda e: (e.created_at, e.seq, e.id),
+        page_size,
+    )
+    after = keyset.after(page_token)
     settle_due(session, account, ctype, now)
-    rows = repository.list_ledger(session, account.id, ctype, before, size + 1)
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        last = rows[-1]
-        token = paging.encode(query, [_micros(last.created_at), last.seq, last.id])
-    return Page(rows, token)
+    rows = repository.list_ledger(session, account.id, ctype, after=after, limit=keyset.limit)
+    return keyset.page(rows)

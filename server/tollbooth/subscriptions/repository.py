@@ -6,16 +6,16 @@ Queries of one owned object take `owner`: the caller's account id, or None for e
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
+from tollbooth.paging import after_clause
 
 # Subscription states in which the account holds the price (conflicts, hints, plan).
 LIVE_STATES = ("active", "trialing", "past_due", "unpaid", "paused")
@@ -91,24 +91,28 @@ def all_subscription_ids(session: Session) -> list[str]:
     )
 
 
-def _newest_first(model: Any, account_id: str, after: tuple[dt.datetime, str] | None, limit: int):  # type: ignore[no-untyped-def]
+def _newest_first(
+    model: type[Subscription] | type[Purchase],
+    account_id: str,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> Select[Any]:
+    """One account's rows, newest first by (created_at, id); `after`: the previous page's last."""
+    order = [model.created_at, model.id]
     stmt = select(model).where(model.billing_account_id == account_id)
     if after is not None:
-        at, ident = after
-        stmt = stmt.where(
-            or_(model.created_at < at, and_(model.created_at == at, model.id < ident))
-        )
-    return stmt.order_by(model.created_at.desc(), model.id.desc()).limit(limit)
+        stmt = stmt.where(after_clause(order, after, descending=True))
+    return stmt.order_by(*(c.desc() for c in order)).limit(limit)
 
 
 def list_subscriptions(
-    session: Session, account_id: str, after: tuple[dt.datetime, str] | None, limit: int
+    session: Session, account_id: str, *, after: tuple[Any, ...] | None, limit: int
 ) -> list[Subscription]:
     return list(session.scalars(_newest_first(Subscription, account_id, after, limit)))
 
 
 def list_purchases(
-    session: Session, account_id: str, after: tuple[dt.datetime, str] | None, limit: int
+    session: Session, account_id: str, *, after: tuple[Any, ...] | None, limit: int
 ) -> list[Purchase]:
     return list(session.scalars(_newest_first(Purchase, account_id, after, limit)))
 

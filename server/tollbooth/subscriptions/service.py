@@ -6,18 +6,17 @@ events (`tollbooth.subscriptions.effects`, `tollbooth.checkout.fulfilment`).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import paging
 from tollbooth.accounts.service import resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.paging import Keyset, Micros, Text
 from tollbooth.subscriptions import repository
 
 HINT_NONE = ""
@@ -111,51 +110,33 @@ def billing_status(session: Session, caller: Caller, account_ref: str) -> Billin
     )
 
 
-def _micros(at: dt.datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
-def _page_after(token: str, query: str) -> tuple[dt.datetime, str] | None:
-    key = paging.decode(token, query, (int, str))
-    if key is None:
-        return None
-    micros, ident = key
-    assert isinstance(micros, int) and isinstance(ident, str)
-    try:
-        at = dt.datetime.fromtimestamp(micros / 1_000_000, dt.UTC)
-    except (OverflowError, ValueError, OSError) as exc:
-        raise paging.bad_token() from exc
-    return at, ident
+def _newest_first(query: str, page_size: int) -> Keyset[Any]:
+    """Subscriptions and purchases page newest first: (created_at, id), descending."""
+    return Keyset.of(query, (Micros(), Text()), lambda r: (r.created_at, r.id), page_size)
 
 
 def list_subscriptions(
     session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
 ) -> tuple[list[Subscription], str]:
     account = resolve(session, caller, account_ref)
-    size = paging.page_size(page_size)
-    query = f"subscriptions:{account.id}"
+    keyset = _newest_first(f"subscriptions:{account.id}", page_size)
     rows = repository.list_subscriptions(
-        session, account.id, _page_after(page_token, query), size + 1
+        session, account.id, after=keyset.after(page_token), limit=keyset.limit
     )
-    return _paged(rows, size, query)
+    page = keyset.page(rows)
+    return page.items, page.next_page_token
 
 
 def list_purchases(
     session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
 ) -> tuple[list[Purchase], str]:
     account = resolve(session, caller, account_ref)
-    size = paging.page_size(page_size)
-    query = f"purchases:{account.id}"
-    rows = repository.list_purchases(session, account.id, _page_after(page_token, query), size + 1)
-    return _paged(rows, size, query)
-
-
-def _paged(rows: list[Any], size: int, query: str) -> tuple[list[Any], str]:
-    if len(rows) <= size:
-        return rows, ""
-    items = rows[:size]
-    last = items[-1]
-    return items, paging.encode(query, [_micros(last.created_at), last.id])
+    keyset = _newest_first(f"purchases:{account.id}", page_size)
+    rows = repository.list_purchases(
+        session, account.id, after=keyset.after(page_token), limit=keyset.limit
+    )
+    page = keyset.page(rows)
+    return page.items, page.next_page_token
 
 
 # -- catalog hints ----------------------------------------------------------------------------

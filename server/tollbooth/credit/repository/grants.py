@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from tollbooth.credit.repository.common import after, arrays, fresh
+from tollbooth.credit.repository.common import arrays, fresh
 from tollbooth.db.models import CreditGrant
+from tollbooth.paging import after_clause
 
 _G = CreditGrant.__table__
 
@@ -144,7 +145,8 @@ def list_grants(
     account_id: str,
     credit_type: str,
     include_inactive: bool,
-    after_key: list[Any] | None,
+    *,
+    after: tuple[Any, ...] | None,
     limit: int,
 ) -> list[CreditGrant]:
     """Consumption order: credit type, priority, expiry, age."""
@@ -154,6 +156,6 @@ def list_grants(
         stmt = stmt.where(CreditGrant.credit_type == credit_type)
     if not include_inactive:
         stmt = stmt.where(CreditGrant.state == "active")
-    if after_key is not None:
-        stmt = stmt.where(after(order, after_key, descending=False))
+    if after is not None:
+        stmt = stmt.where(after_clause(order, after))
     return list(session.execute(stmt.order_by(*order).limit(limit)).scalars())

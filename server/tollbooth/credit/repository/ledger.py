@@ -7,24 +7,28 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tollbooth.credit.repository.common import after
 from tollbooth.db.models import CreditLedgerEntry
+from tollbooth.paging import after_clause
 
 
 def list_ledger(
     session: Session,
     account_id: str,
     credit_type: str,
-    before: list[Any] | None,
+    *,
+    after: tuple[Any, ...] | None,
     limit: int,
 ) -> list[CreditLedgerEntry]:
-    """Newest first: effective time, then the balance's entry number, then the id."""
+    """Newest first: effective time, then the balance's entry number, then the id.
+
+    `after` is the key of the last entry of the previous page (the next page is older).
+    """
     order = [CreditLedgerEntry.created_at, CreditLedgerEntry.seq, CreditLedgerEntry.id]
     stmt = select(CreditLedgerEntry).where(CreditLedgerEntry.billing_account_id == account_id)
     if credit_type:
         stmt = stmt.where(CreditLedgerEntry.credit_type == credit_type)
-    if before is not None:
-        stmt = stmt.where(after(order, before, descending=True))
+    if after is not None:
+        stmt = stmt.where(after_clause(order, after, descending=True))
     return list(session.execute(stmt.order_by(*(c.desc() for c in order)).limit(limit)).scalars())
 
 

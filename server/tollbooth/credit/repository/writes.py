@@ -28,7 +28,9 @@ from tollbooth.db.models import (
 _B = CreditBalance.__table__
 _G = CreditGrant.__table__
 _L = CreditLedgerEntry.__table__
-# Built once: the hot path only binds values.
+# Built once: the hot path only binds values. Grants are written by id alone: every id comes
+# from a grant read with its account id (spendable_grants, spendable_grants_of) under that
+# balance's lock, so ownership was checked before the write.
 _GRANT_WRITE = (
     update(_G)  # type: ignore[arg-type]
     .where(_G.c.id == bindparam("g_id"))

@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+NPM_STAMP := node_modules/.installed-stamp
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTO_FILES := $(wildcard protos/billing/v1/*.proto)
 LINT_PATHS = server tests bench $(wildcard clients/tollbooth_client)
@@ -12,13 +13,18 @@ GOOGLE_PROTOS := google/api/annotations.proto google/api/http.proto google/api/f
 
 .PHONY: setup run migrate test soak lint breaking proto-baseline fmt typecheck proto proto-check third-party bench clean catalog-apply
 
-setup: $(STAMP)
+setup: $(STAMP) $(NPM_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+## npm packages (Swagger UI for /api/docs, the TypeScript client's generator): exactly the lock.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NPM_STAMP)
 
 ## The service: migrate, then gRPC server, webhook sidecar and Envoy in the foreground.
 run: setup
@@ -76,15 +82,19 @@ gen-into:
 	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(OUT)/clients \
 	  $(PROTO_FILES)
 	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb
+	PYTHONPATH=server:clients $(PY) -m tollbooth.openapi $(OUT)/gateway/billing.binpb $(OUT)/gateway/openapi.json
+	rm -rf $(OUT)/clients/ts/src/gen
+	$(BIN)/buf generate $(abspath $(OUT))/gateway/billing.binpb --template clients/ts/buf.gen.yaml -o $(OUT)
 
 ## Fails when the committed generated code or descriptor set is stale.
 proto-check: setup third-party
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(MAKE) --no-print-directory -s gen-into OUT=$$tmp >/dev/null && \
 	cd protos && ../$(BIN)/buf lint && cd .. && \
-	for f in $$tmp/clients/billing/v1/*_pb2* $$tmp/gateway/billing.binpb; do \
+	for f in $$tmp/clients/billing/v1/*_pb2* $$tmp/gateway/billing.binpb $$tmp/gateway/openapi.json; do \
 	  rel=$${f#$$tmp/}; cmp -s $$f $$rel || { echo "stale: $$rel (run make proto)"; exit 1; }; done && \
 	for f in clients/billing/v1/*_pb2*; do test -e $$tmp/$$f || { echo "stale: $$f has no proto"; exit 1; }; done && \
+	{ diff -r -q $$tmp/clients/ts/src/gen clients/ts/src/gen || { echo "stale: clients/ts/src/gen (run make proto)"; exit 1; }; } && \
 	echo "proto-check: generated code and descriptor set are current; buf lint clean"
 
 ## Catalog as code: make catalog-apply FILE=catalog.yaml ARGS="--dry-run"
@@ -96,4 +106,4 @@ bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) protos/third_party var .pytest_cache
+	rm -rf $(VENV) node_modules protos/third_party var .pytest_cache

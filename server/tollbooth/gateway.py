@@ -12,6 +12,7 @@ from tollbooth.config import REPO_ROOT, Settings
 
 TEMPLATE = REPO_ROOT / "gateway" / "envoy.yaml"
 DESCRIPTOR = REPO_ROOT / "gateway" / "billing.binpb"
+LUA = REPO_ROOT / "gateway" / "json_fields.lua"
 
 
 def _walk(node: Any):  # type: ignore[no-untyped-def]
@@ -61,6 +62,8 @@ def render(
             node["proto_descriptor"] = str(DESCRIPTOR)
         if node.get("@type", "").endswith("cors.v3.CorsPolicy"):
             node["allow_origin_string_match"] = [{"exact": o} for o in settings.cors_origins]
+        if node.get("@type", "").endswith("filters.http.lua.v3.Lua"):
+            node["default_source_code"] = {"filename": str(LUA)}
         if node.get("@type", "").endswith("buffer.v3.Buffer"):
             node["max_request_bytes"] = settings.max_body_bytes
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ def test_ledger_grants_void_and_reservations_over_rest(stack) -> None:  # type: 
     held = stack.request(
         "POST",
         f"/mgt/v1/accounts/{acct}/credits/reservations",
-        {"creditType": "units", "amount": "4", "ttlSec": 60, "requestId": uuid.uuid4().hex},
+        {"creditType": "units", "amount": "4", "ttlSeconds": 60, "requestId": uuid.uuid4().hex},
         SERVICE,
     )
     assert held.status == 200, held.body

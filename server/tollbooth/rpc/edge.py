@@ -20,11 +20,17 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
 from google.protobuf.message import DecodeError, Message
 
 from billing.v1 import options_pb2
 from tollbooth import errors
+from tollbooth.rpc import json_fields
 
 DEFAULT_MAX_LENGTH = 1000
 # Strings inside google.protobuf.Struct (usage properties) may be longer; the message size
@@ -146,9 +152,15 @@ def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def _unary_request(cls: type[Message], behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _unary_request(
+    cls: type[Message], behavior: Callable[..., Any], method: MethodDescriptor
+) -> Callable[..., Any]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
-        return behavior(parse(cls, raw), context)
+        request = parse(cls, raw)
+        for key, value in context.invocation_metadata() or ():
+            if key == json_fields.HEADER:
+                json_fields.check(method, str(value))
+        return behavior(request, context)
 
     return handle
 
@@ -177,7 +189,7 @@ def method_handlers(
                 else grpc.stream_unary_rpc_method_handler
             )
         else:
-            fn = _unary_request(request_cls, behavior)
+            fn = _unary_request(request_cls, behavior, method)
             factory = (
                 grpc.unary_stream_rpc_method_handler
                 if method.server_streaming

@@ -10,16 +10,18 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from tollbooth.auth.caller import Authenticator
+from tollbooth.config import REPO_ROOT
 from tollbooth.deps import Deps
-from tollbooth.rpc import edge
+from tollbooth.rpc import edge, reflection
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
 
 log = logging.getLogger("tollbooth.server")
+# The contract with its comments (built by `make proto`), which reflection serves.
+DESCRIPTOR_SET = REPO_ROOT / "gateway" / "billing.binpb"
 
 
 def unbuilt_methods(servicers: Sequence[type[Servicer]]) -> list[str]:
@@ -60,14 +62,8 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable([*names, health_name], server, DESCRIPTOR_SET)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises where it used to return 0

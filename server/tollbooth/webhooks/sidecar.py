@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
-from tollbooth import metrics, tracing
+from tollbooth import apidocs, metrics, tracing
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.webhooks.signature import SignatureError, verify
@@ -180,6 +180,7 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
             Route(WEBHOOK_PATH, webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *apidocs.routes(),
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,

@@ -1,0 +1,182 @@
+-- Names every key of a JSON request body for the billing server, which knows the request
+-- message and refuses a field it does not have (FIELD_UNKNOWN). Envoy's JSON transcoder drops
+-- unknown fields silently and offers no option to refuse them; this filter runs before it.
+--
+-- The header x-billing-json-fields carries the dotted paths of the keys ("a", "a.b"; arrays
+-- add no segment), each segment with every character outside [A-Za-z0-9_] percent-encoded.
+-- A body that does not parse as JSON gets no header: the transcoder refuses it itself.
+-- It also refuses CORS preflights from origins that are not allowed (403), which would
+-- otherwise look like an unknown route.
+
+local HEADER = "x-billing-json-fields"
+local MAX_HEADER = 16384
+local MAX_DEPTH = 64
+
+local function skip_ws(s, i)
+  return (s:find("[^ \t\r\n]", i))
+end
+
+local function read_string(s, i)
+  local j = i + 1
+  while true do
+    local q = s:find('["\\]', j)
+    if not q then
+      return nil
+    end
+    if s:byte(q) == 34 then
+      return s:sub(i + 1, q - 1), q + 1
+    end
+    j = q + 2
+  end
+end
+
+local function encode(key)
+  return (key:gsub("[^%w_]", function(c)
+    return string.format("%%%02X", c:byte())
+  end))
+end
+
+local value
+
+local function object(s, i, prefix, out, depth)
+  i = skip_ws(s, i + 1)
+  if not i then
+    return nil
+  end
+  if s:byte(i) == 125 then
+    return i + 1
+  end
+  while true do
+    if s:byte(i) ~= 34 then
+      return nil
+    end
+    local key, j = read_string(s, i)
+    if not key then
+      return nil
+    end
+    local path = encode(key)
+    if prefix ~= "" then
+      path = prefix .. "." .. path
+    end
+    out.add(path)
+    j = skip_ws(s, j)
+    if not j or s:byte(j) ~= 58 then
+      return nil
+    end
+    j = skip_ws(s, j + 1)
+    if not j then
+      return nil
+    end
+    j = value(s, j, path, out, depth + 1)
+    if not j then
+      return nil
+    end
+    j = skip_ws(s, j)
+    if not j then
+      return nil
+    end
+    local c = s:byte(j)
+    if c == 125 then
+      return j + 1
+    end
+    if c ~= 44 then
+      return nil
+    end
+    i = skip_ws(s, j + 1)
+    if not i then
+      return nil
+    end
+  end
+end
+
+local function array(s, i, prefix, out, depth)
+  i = skip_ws(s, i + 1)
+  if not i then
+    return nil
+  end
+  if s:byte(i) == 93 then
+    return i + 1
+  end
+  while true do
+    i = value(s, i, prefix, out, depth + 1)
+    if not i then
+      return nil
+    end
+    i = skip_ws(s, i)
+    if not i then
+      return nil
+    end
+    local c = s:byte(i)
+    if c == 93 then
+      return i + 1
+    end
+    if c ~= 44 then
+      return nil
+    end
+    i = skip_ws(s, i + 1)
+    if not i then
+      return nil
+    end
+  end
+end
+
+value = function(s, i, prefix, out, depth)
+  if depth > MAX_DEPTH then
+    return nil
+  end
+  local c = s:byte(i)
+  if c == 123 then
+    return object(s, i, prefix, out, depth)
+  elseif c == 91 then
+    return array(s, i, prefix, out, depth)
+  elseif c == 34 then
+    local _, j = read_string(s, i)
+    return j
+  end
+  return s:find("[,%]} \t\r\n]", i) or (#s + 1)
+end
+
+local function collect(s)
+  local paths, seen, size = {}, {}, 0
+  local out = {}
+  out.add = function(path)
+    if seen[path] or size + #path + 1 > MAX_HEADER then
+      return
+    end
+    seen[path] = true
+    size = size + #path + 1
+    paths[#paths + 1] = path
+  end
+  local i = skip_ws(s, 1)
+  if not i or s:byte(i) ~= 123 then
+    return nil
+  end
+  if not object(s, i, "", out, 0) then
+    return nil
+  end
+  return paths
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  headers:remove(HEADER)
+  local method = headers:get(":method")
+  if method == "OPTIONS" and headers:get("origin") and headers:get("access-control-request-method") then
+    -- The CORS filter before this one answers preflights from allowed origins; any other
+    -- preflight is refused (the gateway's 403 mapper gives it the JSON error shape).
+    handle:respond({[":status"] = "403", ["content-type"] = "text/plain"}, "origin not allowed")
+    return
+  end
+  if method ~= "POST" and method ~= "PUT" and method ~= "PATCH" then
+    return
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    return
+  end
+  local paths = collect(body:getBytes(0, body:length()))
+  if paths and #paths > 0 then
+    -- The headers object of before the body arrived is out of scope now.
+    handle:headers():add(HEADER, table.concat(paths, ","))
+  end
+end

@@ -1,0 +1,69 @@
+"""The TypeScript client (clients/ts) under Node, through Envoy with the Stripe sandbox."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import SERVICE_KEY
+from tollbooth.config import REPO_ROOT
+
+pytestmark = pytest.mark.envoy
+
+
+def test_node_test_issues_a_token_lists_the_catalog_and_creates_a_checkout(tmp_path):  # type: ignore[no-untyped-def]
+    from tests.checkout.support import start_shop
+
+    node = shutil.which("node")
+    if node is None or not (REPO_ROOT / "node_modules" / "@bufbuild" / "protobuf").exists():
+        pytest.fail("node and the npm packages are needed: `make setup` runs npm ci")
+    shop = start_shop(tmp_path)
+    try:
+        shop.price("ts-pro")
+        env = {
+            **os.environ,
+            "BILLING_URL": shop.stack.rest_url,
+            "BILLING_SERVICE_KEY": SERVICE_KEY,
+            "BILLING_LOOKUP_KEY": "ts-pro",
+        }
+        out = subprocess.run(
+            [node, "--test", "clients/ts/test/"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shop.close()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "# fail 0" in out.stdout and "# pass 2" in out.stdout, out.stdout
+
+
+def test_the_client_types_compile_under_tsc_strict():  # type: ignore[no-untyped-def]
+    tsc = REPO_ROOT / "node_modules" / ".bin" / "tsc"
+    if not tsc.exists():
+        pytest.fail("typescript is missing: `make setup` runs npm ci")
+    out = subprocess.run(
+        [
+            str(tsc),
+            "--noEmit",
+            "--strict",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--target",
+            "es2022",
+            "--skipLibCheck",
+            "clients/ts/typecheck/usage.ts",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

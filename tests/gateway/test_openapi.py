@@ -1,0 +1,130 @@
+"""OpenAPI 3.1 through Envoy: the document, the interactive page, and schemathesis against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
+from tests.conftest import SERVICE_KEY
+from tollbooth.apidocs import OPENAPI
+from tollbooth.gateway import DESCRIPTOR
+from tollbooth.openapi import SERVICES
+
+SERVICE = {"x-api-key": SERVICE_KEY}
+
+
+def _bindings() -> set[tuple[str, str]]:
+    """(verb, path template) of every REST binding of the transcoded services."""
+    pool = descriptor_pool.DescriptorPool()
+    for f in FileDescriptorSet.FromString(DESCRIPTOR.read_bytes()).file:
+        pool.Add(f)
+    found = set()
+    for name in SERVICES:
+        for method in pool.FindServiceByName(name).methods:
+            rule = method.GetOptions().Extensions[annotations_pb2.http]
+            for b in [rule, *rule.additional_bindings]:
+                verb = b.WhichOneof("pattern")
+                if verb:
+                    found.add((verb, getattr(b, verb)))
+    return found
+
+
+def test_served_document_validates_as_openapi_3_1_and_lists_every_binding(stack):  # type: ignore[no-untyped-def]
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    resp = stack.request("GET", "/api/openapi.json")
+    assert resp.status == 200
+    assert resp.headers["content-type"].startswith("application/json")
+    doc = resp.json()
+    assert doc == json.loads(OPENAPI.read_text())
+    assert doc["openapi"] == "3.1.0"
+    OpenAPIV31SpecValidator(doc).validate()
+    listed = {(verb, path) for path, ops in doc["paths"].items() for verb in ops}
+    assert {(verb, _template(path)) for verb, path in _bindings()} <= listed
+    grant = doc["paths"]["/mgt/v1/accounts/{account}/credits/grants"]["post"]
+    assert grant["security"] == [{"serviceKey": []}]
+    body = grant["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False
+    assert body["properties"]["amount"]["type"] == "string"
+    assert body["properties"]["expire_time"]["format"] == "date-time"
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_docs_page_and_its_assets_are_served_without_a_cdn(stack):  # type: ignore[no-untyped-def]
+    page = stack.request("GET", "/api/docs")
+    assert page.status == 200
+    html = page.body.decode()
+    assert "/api/openapi.json" in html and "https://" not in html
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        resp = stack.request("GET", f"/api/docs/assets/{asset}")
+        assert resp.status == 200 and len(resp.body) > 1000, asset
+    assert stack.request("GET", "/api/docs/assets/..%2Fpackage.json").status == 404
+
+
+def _examples() -> int:
+    return 100 if os.environ.get("BILLING_SOAK") == "1" else 10
+
+
+@pytest.mark.soak
+def test_schemathesis_through_envoy_no_5xx_and_responses_match_the_document(stack):  # type: ignore[no-untyped-def]
+    """Generated requests for every operation: no 5xx, and every response (status, content type,
+    body) is what the document says."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    token = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "st-1"}, SERVICE).json()
+    auth = {
+        "/mgt/": {"x-api-key": SERVICE_KEY},
+        "/api/": {"authorization": f"Bearer {token['access_token']}"},
+    }
+    schema = schemathesis.openapi.from_url(f"{stack.rest_url}/api/openapi.json")
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    failures: list[str] = []
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert len(operations) >= 30
+
+    def check(operation):  # type: ignore[no-untyped-def]
+        headers = auth["/mgt/" if operation.path.startswith("/mgt/") else "/api/"]
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=_examples(),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def run(case):  # type: ignore[no-untyped-def]
+            case.call_and_validate(base_url=stack.rest_url, headers=headers, checks=checks)
+
+        run()
+
+    for operation in operations:
+        try:
+            check(operation)
+        except Exception as exc:  # noqa: BLE001 - collect every operation's failure
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:1500])
+    assert not failures, "\n\n".join(failures)
+
+
+def _template(path: str) -> str:
+    """A binding's URL template as the document spells it ({a.b=x/*} -> {a_b})."""
+    return re.sub(
+        r"\{([^}=]+)(=[^}]*)?\}", lambda m: "{" + m.group(1).replace(".", "_") + "}", path
+    )

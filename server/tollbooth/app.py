@@ -31,6 +31,7 @@ from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
+from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.deps import Deps
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
@@ -79,6 +80,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     CreditServicer,
     UsageServicer,
     WebhookServicer,
+    EntitlementServicer,
 )
 
 
@@ -117,6 +119,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         CreditServicer(deps),
         UsageServicer(deps),
         WebhookServicer(deps, webhook_handlers(provider)),
+        EntitlementServicer(deps),
     ]
     assert [type(s) for s in built] == list(SERVICERS)
     return built

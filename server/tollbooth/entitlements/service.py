@@ -45,6 +45,11 @@ class Answer:
     balance: str = ""
 
 
+def caller_key(caller: Caller) -> str:
+    """What of the caller decides an answer: its own account for a bearer, else nothing."""
+    return f"bearer:{caller.account_id}" if caller.is_bearer else "service"
+
+
 class AccountRefs:
     """Account id of every (caller, ref) already resolved by this server (hits only); one per
     servicer, so per database."""
@@ -55,7 +60,7 @@ class AccountRefs:
         self._lock = threading.Lock()
 
     def account_id(self, session: Session, caller: Caller, ref: str) -> str:
-        key = (f"bearer:{caller.account_id}" if caller.is_bearer else "service", ref.strip())
+        key = (caller_key(caller), ref.strip())
         found = self._known.get(key)
         if found is None:
             found = resolve(session, caller, ref).id

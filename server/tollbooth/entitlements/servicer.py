@@ -10,6 +10,7 @@ from tollbooth.auth.caller import current_caller
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
 from tollbooth.entitlements import service
+from tollbooth.entitlements.cache import AnswerCache
 from tollbooth.entitlements.grants import Kind
 from tollbooth.entitlements.service import AccountRefs, Answer
 from tollbooth.rpc.convert import ts
@@ -54,16 +55,25 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
         self.accounts = AccountRefs()
+        self.answers: AnswerCache[entitlement_pb2.EntitlementCheck] = AnswerCache(
+            deps.settings.entitlement_cache_ms / 1000
+        )
 
     def CheckEntitlement(
         self, request: entitlement_pb2.CheckEntitlementRequest, context: grpc.ServicerContext
     ) -> entitlement_pb2.EntitlementCheck:
-        now = utcnow()
-        with self.read() as session:
-            answer = service.check(
-                session, self.accounts, current_caller.get(), request.account, request.feature, now
-            )
-            return answer_out(answer)
+        caller = current_caller.get()
+
+        def compute() -> entitlement_pb2.EntitlementCheck:
+            now = utcnow()
+            with self.read() as session:
+                answer = service.check(
+                    session, self.accounts, caller, request.account, request.feature, now
+                )
+                return answer_out(answer)
+
+        key = (service.caller_key(caller), request.account.strip(), request.feature)
+        return self.answers.get(key, compute)
 
     def ListEntitlements(
         self, request: entitlement_pb2.ListEntitlementsRequest, context: grpc.ServicerContext

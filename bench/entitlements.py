@@ -7,7 +7,9 @@ separate from the server process):
 - CheckEntitlement of a boolean feature, service key, across `--accounts` accounts that each
   hold a live subscription;
 - CheckEntitlement of a metered feature (a count metric over the billing period), same
-  accounts, each with `--events` usage events in the period.
+  accounts, each with `--events` usage events in the period;
+- the same with the replica's answer cache on (BILLING_ENTITLEMENT_CACHE_MS=`--cache-ms`),
+  over 32 hot accounts (the few users a backend serves at one moment).
 
 Target (issue 16): each CheckEntitlement figure at least 0.5x the baseline, p99 under 10 ms.
 Needs a PostgreSQL server: BILLING_BENCH_POSTGRES_URL (or BILLING_TEST_POSTGRES_URL); a
@@ -22,12 +24,14 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.credits import SERVICE_KEY, _run_threads, measure, ratio, servers
+from bench.credits import SERVICE_KEY, _run_threads, measure, ratio, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results-entitlements.json"
@@ -85,6 +89,32 @@ def check_load(args: dict[str, Any], out: Any) -> None:
         return call
 
     out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+
+
+@contextmanager
+def server(url: str, **extra: str) -> Iterator[list[int]]:
+    """One `tollbooth serve-grpc` process (its own GIL), stopped by its pid."""
+    import grpc
+
+    from tests.devstack import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
+        env={**server_env(url, port), **extra},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            grpc.channel_ready_future(ch).result(timeout=60)
+        yield [port]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # -- set-up ---------------------------------------------------------------------------------
@@ -197,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="calls in flight")
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--events", type=int, default=EVENTS, help="usage events per account")
+    parser.add_argument("--cache-ms", type=int, default=1000, help="the cached figure's cache")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     admin_url = (
@@ -224,20 +255,30 @@ def main(argv: list[str] | None = None) -> int:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
         engine.dispose()
-        with servers(url, 1) as ports:
-            runs: list[tuple[str, str, Any, dict[str, Any]]] = [
-                ("baseline", "no-op: Health/Check", health_load, {}),
-                ("check_boolean", "CheckEntitlement, boolean", check_load, {"feature": "pro", "used": ""}),
-                (
-                    "check_metered",
-                    f"CheckEntitlement, metered ({args.events} events)",
-                    check_load,
-                    {"feature": "calls", "used": str(args.events)},
-                ),
-            ]
-            for key, label, target, extra in runs:
+        metered = {"feature": "calls", "used": str(args.events)}
+        plan: list[tuple[str, str, Any, dict[str, Any], dict[str, str]]] = [
+            ("baseline", "no-op: Health/Check", health_load, {}, {}),
+            ("check_boolean", "CheckEntitlement, boolean", check_load, {"feature": "pro"}, {}),
+            (
+                "check_metered",
+                f"CheckEntitlement, metered ({args.events} events)",
+                check_load,
+                metered,
+                {},
+            ),
+            (
+                "check_metered_cached",
+                f"CheckEntitlement, metered, cache {args.cache_ms} ms, 32 hot",
+                check_load,
+                {**metered, "hot": 32},
+                {"BILLING_ENTITLEMENT_CACHE_MS": str(args.cache_ms)},
+            ),
+        ]
+        for key, label, target, extra, env in plan:
+            with server(url, **env) as ports:
                 print(f"bench.entitlements: {label} ...", flush=True)
-                base = {"ports": ports, "accounts": accounts, **extra}
+                hot = int(extra.get("hot", 0)) or len(accounts)
+                base = {"ports": ports, "accounts": accounts[:hot], "used": "", **extra}
                 got = measure(target, base, args.concurrency, args.duration)
                 got["label"] = label
                 got["ratio_to_baseline"] = (
@@ -270,10 +311,15 @@ def main(argv: list[str] | None = None) -> int:
             "duration_sec": args.duration,
             "accounts": args.accounts,
             "events_per_account": args.events,
-            "server": "one `tollbooth serve-grpc` process; direct gRPC, service key",
+            "server": "one `tollbooth serve-grpc` process per figure; direct gRPC, service key",
+            "cache_ms": args.cache_ms,
         },
         "figures": figures,
-        "targets": {"boolean": meets("check_boolean"), "metered": meets("check_metered")},
+        "targets": {
+            "boolean": meets("check_boolean"),
+            "metered": meets("check_metered"),
+            "metered_cached": meets("check_metered_cached"),
+        },
     }
     print()
     print(format_table(doc))

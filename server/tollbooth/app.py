@@ -31,8 +31,8 @@ from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
-from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.deps import Deps
+from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server

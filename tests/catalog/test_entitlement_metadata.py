@@ -37,7 +37,9 @@ def test_metered_and_credit_backed_entitlements_are_stored_and_normalised(channe
             E(feature="gen", credit_type="tokens", amount="2.50"),
         ],
     )
-    assert [(e.feature, e.metric, e.limit, e.credit_type, e.amount) for e in created.entitlements] == [
+    assert [
+        (e.feature, e.metric, e.limit, e.credit_type, e.amount) for e in created.entitlements
+    ] == [
         ("sso", "", "", "", ""),
         ("calls", "api_calls", "1000", "", ""),
         ("gen", "", "", "tokens", "2.5"),
@@ -65,7 +67,9 @@ def test_metered_and_credit_backed_entitlements_are_stored_and_normalised(channe
         (E(feature="x", metric="m", limit="1", credit_type="t", amount="1"), "INVALID_ARGUMENT"),
     ],
 )
-def test_a_malformed_entitlement_is_refused_and_nothing_is_created(channel, db, entitlement, reason):  # type: ignore[no-untyped-def]
+def test_a_malformed_entitlement_is_refused_and_nothing_is_created(
+    channel, db, entitlement, reason
+):  # type: ignore[no-untyped-def]
     with db.transaction(readonly=True) as session:
         before = len(session.scalars(select(Price.id)).all())
     with pytest.raises(grpc.RpcError) as err:

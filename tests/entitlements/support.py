@@ -20,14 +20,18 @@ from tests.conftest import SERVICE_MD, bearer_md
 E = catalog_pb2.Entitlement
 
 
-def check(world: World, feature: str, *, token: str = "", account: str = "") -> entitlement_pb2.EntitlementCheck:
+def check(
+    world: World, feature: str, *, token: str = "", account: str = ""
+) -> entitlement_pb2.EntitlementCheck:
     stub = entitlement_pb2_grpc.EntitlementServiceStub(world.channel)
     request = entitlement_pb2.CheckEntitlementRequest(account=account, feature=feature)
     md = bearer_md(token) if token else SERVICE_MD
     return stub.CheckEntitlement(request, metadata=md, timeout=10)
 
 
-def listing(world: World, *, token: str = "", account: str = "", page_size: int = 0, page_token: str = "") -> entitlement_pb2.ListEntitlementsResponse:
+def listing(
+    world: World, *, token: str = "", account: str = "", page_size: int = 0, page_token: str = ""
+) -> entitlement_pb2.ListEntitlementsResponse:
     stub = entitlement_pb2_grpc.EntitlementServiceStub(world.channel)
     request = entitlement_pb2.ListEntitlementsRequest(
         account=account, page_size=page_size, page_token=page_token
@@ -49,7 +53,9 @@ def metric(world: World, code: str, event_name: str) -> None:
     )
 
 
-def events(world: World, account: str, event_name: str, n: int, when: dt.datetime | None = None) -> None:
+def events(
+    world: World, account: str, event_name: str, n: int, when: dt.datetime | None = None
+) -> None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(when or dt.datetime.now(dt.UTC))
     reply = usage_pb2_grpc.UsageServiceStub(world.channel).IngestEvents(

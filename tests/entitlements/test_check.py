@@ -78,7 +78,10 @@ def test_a_metered_feature_counts_every_ingested_event_of_the_period(world: Worl
     got = check(world, "calls", account=account)
     assert (got.used, got.remaining, got.allowed) == ("5", "0", False)
     events(world, account, "api.call", 1)
-    assert (check(world, "calls", token=token).used, check(world, "calls", token=token).remaining) == ("6", "0")
+    assert (
+        check(world, "calls", token=token).used,
+        check(world, "calls", token=token).remaining,
+    ) == ("6", "0")
 
 
 def test_a_credit_backed_feature_compares_the_balance_with_what_an_action_needs(world: World):

@@ -12,8 +12,16 @@ NOW = dt.datetime(2026, 12, 2, 13, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
 
-def held(price_id, price=(), product=(), *, source=HOLDING_SUBSCRIPTION, quantity=1, age_days=1,
-         period=(NOW - 2 * DAY, NOW + 28 * DAY)):  # type: ignore[no-untyped-def]
+def held(
+    price_id,
+    price=(),
+    product=(),
+    *,
+    source=HOLDING_SUBSCRIPTION,
+    quantity=1,
+    age_days=1,
+    period=(NOW - 2 * DAY, NOW + 28 * DAY),
+):  # type: ignore[no-untyped-def]
     start, end = period if source == HOLDING_SUBSCRIPTION else (None, None)
     holding = Holding(price_id, quantity, source, start, end, NOW - age_days * DAY)
     return HeldPrice(holding, list(price), list(product))
@@ -21,8 +29,13 @@ def held(price_id, price=(), product=(), *, source=HOLDING_SUBSCRIPTION, quantit
 
 def test_a_price_grants_its_own_and_its_products_features_the_price_winning():
     out = grants(
-        [held("p1", [{"feature": "api", "value": "full"}],
-              [{"feature": "api", "value": "basic"}, {"feature": "sso", "value": ""}])],
+        [
+            held(
+                "p1",
+                [{"feature": "api", "value": "full"}],
+                [{"feature": "api", "value": "basic"}, {"feature": "sso", "value": ""}],
+            )
+        ],
         NOW,
     )
     assert {f: (g.kind, g.value) for f, g in out.items()} == {
@@ -36,13 +49,24 @@ def test_metered_limits_add_up_times_quantity_over_the_first_subscriptions_perio
     out = grants(
         [
             held("plan", [{"feature": "calls", "metric": "api", "limit": "100"}], period=period),
-            held("seats", [{"feature": "calls", "metric": "api", "limit": "2.5"}], quantity=4,
-                 age_days=0),
-            held("pack", [{"feature": "calls", "metric": "api", "limit": "10"}],
-                 source=HOLDING_PURCHASE),
+            held(
+                "seats",
+                [{"feature": "calls", "metric": "api", "limit": "2.5"}],
+                quantity=4,
+                age_days=0,
+            ),
+            held(
+                "pack",
+                [{"feature": "calls", "metric": "api", "limit": "10"}],
+                source=HOLDING_PURCHASE,
+            ),
             # The same feature on another metric does not add to this one.
-            held("odd", [{"feature": "calls", "metric": "other", "limit": "7"}],
-                 source=HOLDING_PURCHASE, age_days=9),
+            held(
+                "odd",
+                [{"feature": "calls", "metric": "other", "limit": "7"}],
+                source=HOLDING_PURCHASE,
+                age_days=9,
+            ),
         ],
         NOW,
     )

@@ -101,7 +101,9 @@ def pro(rest: Rest) -> dict:  # type: ignore[type-arg]
 
 def token_of(rest: Rest, principal: str) -> tuple[str, str]:
     body = rest.ok(
-        "POST", "/mgt/v1/token/issue", {"principal_id": principal, "user_id": "u1", "scopes": SCOPES}
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": principal, "user_id": "u1", "scopes": SCOPES},
     )
     return body["access_token"], body["billing_account_id"]
 
@@ -139,7 +141,12 @@ def test_after_buying_pro_its_feature_is_allowed_and_metered_usage_is_counted(re
         rest.ok(
             "POST",
             "/mgt/v1/events",
-            {"uniqueId": f"{account}-{i}", "account": account, "eventName": "api.call", "timestamp": now},
+            {
+                "uniqueId": f"{account}-{i}",
+                "account": account,
+                "eventName": "api.call",
+                "timestamp": now,
+            },
         )
     metered = rest.ok("GET", f"/mgt/v1/accounts/{account}/entitlements/api")
     assert metered["kind"] == "ENTITLEMENT_KIND_METERED"

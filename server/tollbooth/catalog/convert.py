@@ -39,6 +39,10 @@ def _entitlements_in(items: object) -> tuple[Entitlement, ...]:
     )
 
 
+def _entitlements_out(stored: list[Any] | None) -> list[catalog_pb2.Entitlement]:
+    return [catalog_pb2.Entitlement(**Entitlement.from_json(e).as_json()) for e in stored or []]
+
+
 def populated_paths(msg: Message) -> list[str]:
     """The implied update mask of AIP-134: the fields the request populated."""
     return [field.name for field, _ in msg.ListFields()]
@@ -103,7 +107,7 @@ def product_out(product: Product) -> catalog_pb2.Product:
         position=product.position,
         stripe_product_id=product.stripe_product_id or "",
         metadata=product.attributes or {},
-        entitlements=[catalog_pb2.Entitlement(**Entitlement.from_json(e).as_json()) for e in product.entitlements or []],
+        entitlements=_entitlements_out(product.entitlements),
         create_time=ts(product.created_at),
         update_time=ts(product.updated_at),
     )
@@ -132,7 +136,7 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         stackable=price.stackable,
         subscription_group=price.subscription_group or "",
         credit_grants=[_grant_out(g) for g in price.credit_grants or []],
-        entitlements=[catalog_pb2.Entitlement(**Entitlement.from_json(e).as_json()) for e in price.entitlements or []],
+        entitlements=_entitlements_out(price.entitlements),
         active=price.active,
         position=price.position,
         nickname=price.nickname,

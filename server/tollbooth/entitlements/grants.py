@@ -75,8 +75,10 @@ def _order(held: HeldPrice) -> tuple[int, float]:
 
 def month_of(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     start = now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
-        month=start.month + 1
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
     )
     return start, end
 

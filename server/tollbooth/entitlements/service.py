@@ -76,9 +76,7 @@ def _feature(raw: str) -> str:
     if not feature:
         raise errors.required("feature")
     if len(feature) > FEATURE_LIMIT:
-        raise errors.invalid(
-            f"feature is longer than {FEATURE_LIMIT} characters", field="feature"
-        )
+        raise errors.invalid(f"feature is longer than {FEATURE_LIMIT} characters", field="feature")
     return feature
 
 
@@ -148,8 +146,9 @@ def list_all(
         maximum=100,
     )
     after = keyset.after(page_token)
-    held = sorted(grants(repository.held_prices(session, account_id), now).values(),
-                  key=lambda g: g.feature)
+    held = sorted(
+        grants(repository.held_prices(session, account_id), now).values(), key=lambda g: g.feature
+    )
     if after is not None:
         held = [g for g in held if g.feature > after[0]]
     page = keyset.page(held[: keyset.limit])

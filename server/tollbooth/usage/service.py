@@ -485,7 +485,5 @@ def metric_total(
         total = repository.PgUsageQuery(spec, account_id, start, end).total(session)
     else:
         rows = repository.period_events(session, spec, account_id, start, end)
-        total = aggregate.aggregate(
-            spec, ((o, u, aggregate.loads(p)) for o, u, p in rows)
-        ).value
+        total = aggregate.aggregate(spec, ((o, u, aggregate.loads(p)) for o, u, p in rows)).value
     return aggregate.decimal_text(total)

@@ -36,7 +36,7 @@ def test_nothing_is_held_before_the_purchase(world: World):
     got = check(world, "pro", token=token)
     assert (got.billing_account_id, got.feature, got.allowed) == (account, "pro", False)
     assert got.kind == K.ENTITLEMENT_KIND_UNSPECIFIED
-    assert got.as_of.seconds > 0
+    assert got.as_of_time.seconds > 0
     assert list(listing(world, token=token).entitlements) == []
 
 
@@ -49,7 +49,7 @@ def test_buying_pro_allows_its_boolean_feature(world: World):
     assert got.kind == K.ENTITLEMENT_KIND_BOOLEAN
     assert got.allowed and got.value == "gold"
     assert list(got.price_ids) == [price.price_id]
-    assert got.as_of.ToDatetime(tzinfo=dt.UTC) >= before
+    assert got.as_of_time.ToDatetime(tzinfo=dt.UTC) >= before
     # The service key names the account, by id or principal id, with the same answer.
     by_id = check(world, "pro", account=account)
     assert by_id.allowed and by_id.billing_account_id == account
@@ -66,7 +66,7 @@ def test_a_metered_feature_counts_every_ingested_event_of_the_period(world: Worl
     assert fresh.allowed
     start = fresh.period_start_time.ToDatetime(tzinfo=dt.UTC)
     end = fresh.period_end_time.ToDatetime(tzinfo=dt.UTC)
-    assert start <= fresh.as_of.ToDatetime(tzinfo=dt.UTC) < end
+    assert start <= fresh.as_of_time.ToDatetime(tzinfo=dt.UTC) < end
 
     events(world, account, "api.call", 3)
     events(world, account, "other.event", 2)  # another event name: not this metric
@@ -112,7 +112,7 @@ def test_list_entitlements_gives_every_feature_by_name_and_pages(world: World):
     every = listing(world, token=token)
     assert [e.feature for e in every.entitlements] == ["calls", "generate", "pro"]
     assert [e.allowed for e in every.entitlements] == [True, True, True]
-    assert every.as_of.seconds > 0 and every.next_page_token == ""
+    assert every.as_of_time.seconds > 0 and every.next_page_token == ""
     first = listing(world, token=token, page_size=2)
     assert [e.feature for e in first.entitlements] == ["calls", "generate"]
     second = listing(world, token=token, page_size=2, page_token=first.next_page_token)

@@ -132,7 +132,7 @@ def test_after_buying_pro_its_feature_is_allowed_and_metered_usage_is_counted(re
     )
     assert got["kind"] == "ENTITLEMENT_KIND_BOOLEAN"
     assert got["price_ids"] == [pro["price_id"]]
-    assert got["as_of"].endswith("Z")
+    assert got["as_of_time"].endswith("Z")
     operator = rest.ok("GET", f"/mgt/v1/accounts/{account}/entitlements/pro")
     assert operator["allowed"] and operator["billing_account_id"] == account
 

@@ -66,7 +66,7 @@ class EntitlementCheck(_message.Message):
     CREDIT_TYPE_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
-    AS_OF_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
     PRICE_IDS_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The account."""
@@ -105,7 +105,7 @@ class EntitlementCheck(_message.Message):
         """Metered: the end of the period."""
 
     @_builtins.property
-    def as_of(self) -> _timestamp_pb2.Timestamp:
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """When the answer was computed: it reflects every change committed before."""
 
     @_builtins.property
@@ -129,12 +129,12 @@ class EntitlementCheck(_message.Message):
         credit_type: _builtins.str = ...,
         amount: _builtins.str = ...,
         balance: _builtins.str = ...,
-        as_of: _timestamp_pb2.Timestamp | None = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
         price_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "amount", b"amount", "as_of", b"as_of", "balance", b"balance", "billing_account_id", b"billing_account_id", "credit_type", b"credit_type", "feature", b"feature", "kind", b"kind", "limit", b"limit", "metric", b"metric", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "price_ids", b"price_ids", "remaining", b"remaining", "used", b"used", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "amount", b"amount", "as_of_time", b"as_of_time", "balance", b"balance", "billing_account_id", b"billing_account_id", "credit_type", b"credit_type", "feature", b"feature", "kind", b"kind", "limit", b"limit", "metric", b"metric", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "price_ids", b"price_ids", "remaining", b"remaining", "used", b"used", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -204,7 +204,7 @@ class ListEntitlementsResponse(_message.Message):
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    AS_OF_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
     @_builtins.property
@@ -212,7 +212,7 @@ class ListEntitlementsResponse(_message.Message):
         """One answer per feature held, ordered by feature."""
 
     @_builtins.property
-    def as_of(self) -> _timestamp_pb2.Timestamp:
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """When the answer was computed."""
 
     def __init__(
@@ -220,11 +220,11 @@ class ListEntitlementsResponse(_message.Message):
         *,
         entitlements: _abc.Iterable[Global___EntitlementCheck] | None = ...,
         next_page_token: _builtins.str = ...,
-        as_of: _timestamp_pb2.Timestamp | None = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "entitlements", b"entitlements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "entitlements", b"entitlements", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,7 +29,7 @@ def answer_out(answer: Answer) -> entitlement_pb2.EntitlementCheck:
         feature=answer.feature,
         kind=KINDS[answer.kind] if answer.kind else entitlement_pb2.ENTITLEMENT_KIND_UNSPECIFIED,
         allowed=answer.allowed,
-        as_of=ts(answer.as_of),
+        as_of_time=ts(answer.as_of),
     )
     grant = answer.grant
     if grant is None:
@@ -92,5 +92,5 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
             return entitlement_pb2.ListEntitlementsResponse(
                 entitlements=[answer_out(a) for a in answers],
                 next_page_token=token,
-                as_of=ts(now),
+                as_of_time=ts(now),
             )

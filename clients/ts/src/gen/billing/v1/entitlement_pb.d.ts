@@ -120,9 +120,9 @@ export declare type EntitlementCheck = Message<"billing.v1.EntitlementCheck"> & 
   /**
    * When the answer was computed: it reflects every change committed before.
    *
-   * @generated from field: google.protobuf.Timestamp as_of = 15;
+   * @generated from field: google.protobuf.Timestamp as_of_time = 15;
    */
-  asOf?: Timestamp | undefined;
+  asOfTime?: Timestamp | undefined;
 
   /**
    * The catalog prices that grant the feature (held now).
@@ -222,9 +222,9 @@ export declare type ListEntitlementsResponse = Message<"billing.v1.ListEntitleme
   /**
    * When the answer was computed.
    *
-   * @generated from field: google.protobuf.Timestamp as_of = 3;
+   * @generated from field: google.protobuf.Timestamp as_of_time = 3;
    */
-  asOf?: Timestamp | undefined;
+  asOfTime?: Timestamp | undefined;
 };
 
 /**

@@ -43,7 +43,11 @@ def test_a_cached_metered_answer_says_when_it_was_computed(database_url: str, tm
         events(world, account, "api.call", 2)
         again = check(world, "calls", token=token)
         # The kept answer: the same figures and the same as_of, older than the new events.
-        assert (again.used, again.as_of_time) == (first.used, first.as_of_time) == ("0", first.as_of_time)
+        assert (
+            (again.used, again.as_of_time)
+            == (first.used, first.as_of_time)
+            == ("0", first.as_of_time)
+        )
         # A service caller's question is another question: computed now, counting them.
         assert check(world, "calls", account=account).used == "2"
     finally:

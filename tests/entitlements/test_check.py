@@ -175,3 +175,12 @@ def test_a_service_caller_must_name_the_account(world: World):
     with pytest.raises(grpc.RpcError) as err:
         check(world, "pro")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_metered_feature_on_a_metric_that_does_not_exist_allows_nothing(world: World):
+    world.price("pro", entitlements=[E(feature="calls", metric="no_such_metric", limit="5")])
+    token, _ = world.token()
+    bought(world, token, "pro")
+    got = check(world, "calls", token=token)
+    assert (got.kind, got.metric, got.limit) == (K.ENTITLEMENT_KIND_METERED, "no_such_metric", "5")
+    assert (got.allowed, got.used) == (False, "")

@@ -8,10 +8,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
@@ -25,7 +25,6 @@ from tollbooth.app import Deps, build_server
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.gateway import render, start_envoy
-
 
 PORTS: dict[int, int] = {}
 

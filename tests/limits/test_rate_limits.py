@@ -10,6 +10,7 @@ import pytest
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import func, select
 
 from billing.v1 import checkout_pb2, checkout_pb2_grpc
 from tests.conftest import OTHER_SERVICE_KEY, SERVICE_MD, bearer_md
@@ -18,6 +19,7 @@ from tests.limits.support import retry_delay, server, token
 from tollbooth.config import ConfigError, Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
+from tollbooth.db.models import RateLimitCounter
 from tollbooth.rpc.ratelimit import method_classes
 from tollbooth.rpc.ratestore import SCHEME, DatabaseStorage
 
@@ -165,3 +167,16 @@ def test_an_unusable_rate_names_its_variable() -> None:
     with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_SESSION_CREATES"):
         Settings.from_env({"BILLING_RATE_LIMIT_SESSION_CREATES": "many"})
     assert Settings.from_env({}).rate_limit_session_creates == "20/minute"
+
+
+def test_a_limits_storage_uri_replaces_the_database(database_url: str) -> None:
+    """BILLING_RATE_LIMIT_STORAGE takes any `limits` storage (memory:// is one process's)."""
+    env = {
+        "BILLING_RATE_LIMIT_STORAGE": "memory://",
+        "BILLING_RATE_LIMIT_SESSION_CREATES": "1/hour",
+    }
+    with server(database_url, **env) as (ch, deps, _h):
+        md = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("portal",)))
+        assert [portal(ch, md) for _ in range(2)][-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with deps.db.transaction(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(RateLimitCounter)) == 0

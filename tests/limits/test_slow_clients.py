@@ -100,7 +100,9 @@ def trickle_until_closed(socks: list[socket.socket], byte: bytes, within: float)
 
 
 def test_slow_headers_through_envoy_are_cut(slow_stack: Stack) -> None:
-    socks = [opened(rest_port(slow_stack), b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(5)]
+    socks = [
+        opened(rest_port(slow_stack), b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(5)
+    ]
     assert trickle_until_closed(socks, b"X", within=20 * BOUND_SEC) == 5
 
 

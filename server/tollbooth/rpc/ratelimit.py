@@ -84,7 +84,10 @@ def open_storage(uri: str, database: Database) -> Storage:
     """The configured storage: empty means the service's own database."""
     if not uri:
         return DatabaseStorage(database=database)
-    return storage_from_string(uri)
+    storage = storage_from_string(uri)
+    if not isinstance(storage, Storage):
+        raise ValueError("BILLING_RATE_LIMIT_STORAGE must name a synchronous storage")
+    return storage
 
 
 def key_identity(api_key: str | None) -> str:

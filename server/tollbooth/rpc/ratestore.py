@@ -74,9 +74,7 @@ class DatabaseStorage(Storage):
     def get(self, key: str) -> int:
         with self.database.transaction(readonly=True) as session:
             count = session.execute(
-                select(_TABLE.c.count).where(
-                    _TABLE.c.key == key, _TABLE.c.expires_ms > _now_ms()
-                )
+                select(_TABLE.c.count).where(_TABLE.c.key == key, _TABLE.c.expires_ms > _now_ms())
             ).scalar_one_or_none()
         return int(count or 0)
 
@@ -98,8 +96,9 @@ class DatabaseStorage(Storage):
 
     def reset(self) -> int | None:
         with self.database.transaction() as session:
-            return int(session.execute(delete(_TABLE)).rowcount or 0)  # type: ignore[attr-defined]
+            result = session.execute(delete(RateLimitCounter))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def clear(self, key: str) -> None:
         with self.database.transaction() as session:
-            session.execute(delete(_TABLE).where(_TABLE.c.key == key))
+            session.execute(delete(RateLimitCounter).where(RateLimitCounter.key == key))

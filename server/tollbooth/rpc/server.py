@@ -18,8 +18,8 @@ from tollbooth.rpc import edge, reflection
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.ratelimit import RateLimiter, RateLimitInterceptor
 from tollbooth.rpc.rules import load_requirements
-from tollbooth.rpc.streams import StreamGuard
 from tollbooth.rpc.servicer import Servicer
+from tollbooth.rpc.streams import StreamGuard
 
 log = logging.getLogger("tollbooth.server")
 # The contract with its comments (built by `make proto`), which reflection serves.

@@ -28,7 +28,11 @@ def to_grpc_status(err: DomainError) -> grpc.Status:
     details = [detail]
     if err.retry_after_sec is not None:
         retry = any_pb2.Any()
-        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=err.retry_after_sec)))
+        retry.Pack(
+            error_details_pb2.RetryInfo(
+                retry_delay=duration_pb2.Duration(seconds=err.retry_after_sec)
+            )
+        )
         details.append(retry)
     status = status_pb2.Status(code=code.value[0], message=err.message, details=details)
     converted = rpc_status.to_status(status)

@@ -84,9 +84,7 @@ class StreamGuard(grpc.ServerInterceptor):
             who = f"key:{key_identity(key if isinstance(key, str) else None)}"
         with self._lock:
             if len(self._open) >= self.max_open:
-                raise _refuse(
-                    f"this replica already serves {self.max_open} streams; retry shortly"
-                )
+                raise _refuse(f"this replica already serves {self.max_open} streams; retry shortly")
             if self._by_caller[who] >= self.per_caller:
                 raise _refuse(f"at most {self.per_caller} open streams per caller")
             ident = next(self._ids)

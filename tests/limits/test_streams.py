@@ -3,6 +3,7 @@ idle timeout; and Envoy's active health checks take a failing replica out of rot
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -166,3 +167,17 @@ def test_envoy_takes_a_failing_replica_out_of_rotation_until_it_recovers(
         while flags_of_two() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not flags_of_two()
+
+
+def test_health_checks_are_not_logged_at_info(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Envoy checks every replica every 2 s: those calls stay out of the INFO log."""
+    with server(database_url) as (ch, _deps, _health):
+        caplog.set_level(logging.INFO, logger="tollbooth.rpc")
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        account = f"log-{uuid.uuid4().hex[:8]}"
+        token(ch, account)
+        logged = [r.method for r in caplog.records if getattr(r, "event", None) == "rpc"]
+    assert "/billing.v1.TokenService/IssueToken" in logged
+    assert not [m for m in logged if m.startswith("/grpc.health.v1.Health/")]

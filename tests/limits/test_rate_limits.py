@@ -20,7 +20,7 @@ from tollbooth.config import ConfigError, Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
 from tollbooth.db.models import RateLimitCounter
-from tollbooth.rpc.ratelimit import method_classes
+from tollbooth.rpc.ratelimit import RateLimited, RateLimiter, method_classes
 from tollbooth.rpc.ratestore import SCHEME, DatabaseStorage
 
 CHECKOUT = "/billing.v1.CheckoutService/"
@@ -180,3 +180,27 @@ def test_a_limits_storage_uri_replaces_the_database(database_url: str) -> None:
         assert [portal(ch, md) for _ in range(2)][-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
         with deps.db.transaction(readonly=True) as session:
             assert session.scalar(select(func.count()).select_from(RateLimitCounter)) == 0
+
+
+def test_an_unreachable_counter_store_lets_calls_through() -> None:
+    """A storage outage is logged and the call proceeds: billing does not stop with it."""
+    db = Database("postgresql://postgres@127.0.0.1:1/nowhere", pool_pre_ping=False)
+    try:
+        limiter = RateLimiter(DatabaseStorage(database=db), {"key": parse("1/hour")})
+        for _ in range(3):
+            limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+    finally:
+        db.dispose()
+
+
+def test_a_reachable_store_refuses_the_call_over_the_limit(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        limiter = RateLimiter(DatabaseStorage(database=db), {"key": parse("1/hour")})
+        limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+        with pytest.raises(RateLimited) as refused:
+            limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+        assert refused.value.reason == "RATE_LIMITED"
+        assert 3500 <= (refused.value.retry_after_sec or 0) <= 3600
+    finally:
+        db.dispose()

@@ -145,8 +145,6 @@ class RateLimiter:
                 if allowed:
                     continue
                 stats = self._limiter.get_window_stats(limit.item, name, ident)
-            except DomainError:
-                raise
             except Exception:  # noqa: BLE001 - a storage outage must not stop billing
                 log.warning("rate limit storage failed; call let through", exc_info=True)
                 return

@@ -7,9 +7,13 @@ must run in `tollbooth.amounts.CONTEXT` or these drift.
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 
 import grpc
+import pytest
+from sqlalchemy import select
 
 from billing.v1 import credit_pb2 as c
 from tests.credit.support import (
@@ -22,7 +26,9 @@ from tests.credit.support import (
     grant,
     reserve,
 )
-from tollbooth import amounts
+from tollbooth import amounts, errors
+from tollbooth.db.models import CreditGrant
+from tollbooth.subscriptions import effects
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -140,3 +146,60 @@ def test_one_context_for_every_amount_and_it_traps_rounding() -> None:
 def test_the_largest_storable_amount_is_exactly_38_nines() -> None:
     assert amounts.fmt(amounts.MAX_TOTAL) == LARGEST
     assert amounts.check_storable(Decimal(LARGEST), "x") == Decimal(LARGEST)
+
+
+# -- price-metadata grants x quantity (subscriptions.effects.grant_for_price) ---------------
+
+
+def _price_grant(db, acct: str, amount: str, quantity: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """Apply a price's on_purchase credit grant of `amount` for `quantity` units; the amounts
+    of the account's grants afterwards."""
+    price = SimpleNamespace(
+        id=f"price_{uuid.uuid4().hex[:8]}",
+        credit_grants=[{"credit_type": "units", "amount": amount, "on_purchase": True}],
+    )
+    try:
+        with db.transaction() as s:
+            ctx = effects.Context(s, None, f"evt_{uuid.uuid4().hex[:8]}")  # type: ignore[arg-type]
+            effects.grant_for_price(
+                ctx,
+                acct,
+                price,  # type: ignore[arg-type]
+                quantity,
+                when="on_purchase",
+                request_prefix=f"test:{uuid.uuid4().hex}",
+                reason="purchase",
+            )
+    finally:
+        with db.transaction(readonly=True) as s:
+            got = [
+                amounts.fmt(g.amount)
+                for g in s.scalars(select(CreditGrant).where(CreditGrant.billing_account_id == acct))
+            ]
+    return got
+
+
+def test_price_grants_times_quantity_are_exact(channel, db) -> None:  # type: ignore[no-untyped-def]
+    _, acct, _ = account(channel)
+    # 30 significant digits: the default context would grant 123456789012.000000123456789.
+    assert _price_grant(db, acct, "1.000000000000000001", 123456789012) == [
+        "123456789012.000000123456789012"
+    ]
+    assert balance(channel, acct).balance == "123456789012.000000123456789012"
+
+
+def test_price_grants_times_quantity_past_the_cap_are_refused_and_grant_nothing(
+    channel,
+    db,  # type: ignore[no-untyped-def]
+) -> None:
+    _, acct, _ = account(channel)
+    with pytest.raises(errors.DomainError) as exc:
+        _price_grant(db, acct, "50000000000000000000", 2)
+    assert exc.value.reason == "AMOUNT_INVALID"
+    with pytest.raises(errors.DomainError) as exc:
+        _price_grant(db, acct, "0.5", 10**60)
+    assert exc.value.reason == "AMOUNT_INVALID"
+    assert balance(channel, acct).balance == "0"
+    assert amounts.times("49999999999999999999.999999999999999999", 2) == Decimal(
+        "99999999999999999999.999999999999999998"
+    )

@@ -64,7 +64,11 @@ def test_reserving_exactly_the_balance_then_committing_leaves_nothing_reserved(
     r = reserve(channel, acct, LONG)
     b = balance(channel, acct)
     assert (b.balance, b.reserved) == ("0", LONG)
-    call(channel, "CommitReservation", c.CommitReservationRequest(account=acct, reservation_id=r.reservation_id, amount=""))
+    call(
+        channel,
+        "CommitReservation",
+        c.CommitReservationRequest(account=acct, reservation_id=r.reservation_id, amount=""),
+    )
     b = balance(channel, acct)
     assert (b.balance, b.reserved) == ("0", "0")
     with db.transaction(readonly=True) as s:
@@ -174,7 +178,9 @@ def _price_grant(db, acct: str, amount: str, quantity: int) -> list[str]:  # typ
         with db.transaction(readonly=True) as s:
             got = [
                 amounts.fmt(g.amount)
-                for g in s.scalars(select(CreditGrant).where(CreditGrant.billing_account_id == acct))
+                for g in s.scalars(
+                    select(CreditGrant).where(CreditGrant.billing_account_id == acct)
+                )
             ]
     return got
 

@@ -61,7 +61,9 @@ def reserve(
     )
     session.add(row)
     locked.hold_rows[rid] = row
-    locked.entry("reservation", neg(value), now, reservation_id=rid, reason=why, request_id=request_id)
+    locked.entry(
+        "reservation", neg(value), now, reservation_id=rid, reason=why, request_id=request_id
+    )
     locked.expect_event(expire_at)
     locked.depletion("reservation")
     locked.flush()

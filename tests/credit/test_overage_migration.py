@@ -22,7 +22,7 @@ OWED = "123456789012345678901234.1234567890123456"
 
 def test_overage_from_before_0009_gets_its_ledger_entry(database_url: str) -> None:
     url = normalize_url(database_url)
-    downgrade(database_url, "0006")
+    downgrade(database_url, "-1")  # to the revision before 0009
     owing, clear = f"acct_{uuid.uuid4().hex[:24]}", f"acct_{uuid.uuid4().hex[:24]}"
     engine = create_engine(url)
     try:

@@ -5,7 +5,7 @@ one OVERAGE entry carrying it (amount 0, dated now), so the ledger's overage col
 every balance's overage from here on.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0013 (0006 as assigned; chained after main's 0013 so the merged branch has one head)
 """
 
 import datetime as dt
@@ -19,7 +19,7 @@ from tollbooth.db.models import ExactDecimal, UnboundedDecimal
 from tollbooth.db.types import UTCDateTime
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

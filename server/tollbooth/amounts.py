@@ -1,9 +1,10 @@
 """Amounts: the decimal contexts, parsing, formatting and limits every domain uses.
 
 Plumbing: imports no domain. A credit amount is stored as NUMERIC(38, 18), so an amount a
-caller writes has at most 20 integer and 18 fractional digits, in plain notation; arithmetic
-on stored amounts is exact (`EXACT` traps any rounding), and overage, which nothing bounds,
-is kept exactly at any size (`WIDE`).
+caller writes has at most 20 integer and 18 fractional digits, in plain notation. Every
+calculation on amounts runs in `CONTEXT` (through `add`, `sub`, `neg`, `mul`, `total`), which
+traps any rounding or overflow; limits are checked before arithmetic (`check_storable`), so a
+value that does not fit is AMOUNT_INVALID, never a database error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tollbooth import errors
 MAX_AMOUNT_INT_DIGITS = 20
 MAX_AMOUNT_FRAC_DIGITS = 18
 # NUMERIC(38, 18): a balance (free plus held) stays below 10^20.
-MAX_TOTAL = Decimal(10) ** MAX_AMOUNT_INT_DIGITS - Decimal(10) ** -MAX_AMOUNT_FRAC_DIGITS
+# Written out: `10**20 - 10**-18` in Python's default context rounds to 1E+20 (28 digits).
+MAX_TOTAL = Decimal("9" * MAX_AMOUNT_INT_DIGITS + "." + "9" * MAX_AMOUNT_FRAC_DIGITS)
 # The ledger's precision: one unit of the last stored fractional digit.
 QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_FRAC_DIGITS)
 
@@ -32,48 +34,95 @@ CREDIT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
 
 ZERO = Decimal(0)
 
-# 80 digits cover any sum of NUMERIC(38, 18) amounts we can store; rounding is an error.
-EXACT = decimal.Context(
-    prec=80,
-    rounding=decimal.ROUND_HALF_EVEN,
-    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Rounded, decimal.Overflow],
-)
-# Overage is not bounded by what was granted: exact at any size it can reach (a usage burn is
-# at most ~10^350), rounding is an error.
-WIDE = decimal.Context(
-    prec=1000,
-    Emax=999_999,
-    Emin=-999_999,
-    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Rounded, decimal.Overflow],
-)
-# Products of a rate (38 digits) and a number (60 digits, or a double's 17 digits at any
-# exponent) are exact here; quantizing a product under 10^330 to 18 places needs < 350 digits.
-# Unlike WIDE, rounding (half to even) is allowed: a usage burn rounds at the 18th place.
-WIDE_ROUNDING = decimal.Context(
+# The one decimal context of every calculation on amounts (ledger, balances, holds, burns,
+# grants x quantity, usage aggregates). Python's default context keeps 28 significant digits
+# and rounds silently; a stored amount has up to 38. This one keeps 1000 and traps anything
+# that would round or overflow, so a result is exact or an error, never a drifted value:
+# sums of stored amounts need 40 digits, overage (usage burned beyond the balance, under
+# 10^330 a burn) and an exact sum of doubles (1e-308 to 1e308: about 630 digits) fit too.
+CONTEXT = decimal.Context(
     prec=1000,
     Emax=999_999,
     Emin=-999_999,
     rounding=decimal.ROUND_HALF_EVEN,
-    traps=[decimal.InvalidOperation, decimal.Overflow],
+    traps=[
+        decimal.InvalidOperation,
+        decimal.DivisionByZero,
+        decimal.Inexact,
+        decimal.Rounded,
+        decimal.Overflow,
+        decimal.Underflow,
+    ],
 )
+# The single place a calculation may round on purpose: `to_quantum` (a usage burn of
+# rate x units rounds half to even at the ledger's 18th fractional digit). Same width.
+_ROUNDING = CONTEXT.copy()
+_ROUNDING.traps[decimal.Inexact] = False
+_ROUNDING.traps[decimal.Rounded] = False
 
 
 def add(*values: Decimal) -> Decimal:
     total = ZERO
     for v in values:
-        total = EXACT.add(total, v)
+        total = CONTEXT.add(total, v)
     return total
 
 
 def sub(a: Decimal, b: Decimal) -> Decimal:
-    return EXACT.subtract(a, b)
+    return CONTEXT.subtract(a, b)
 
 
-def wide_sum(values: Iterable[Decimal]) -> Decimal:
-    total = ZERO
+def neg(a: Decimal) -> Decimal:
+    """-a, exactly (unary minus rounds to the thread's context, 28 digits by default)."""
+    return CONTEXT.minus(a)
+
+
+def mul(a: Decimal, b: Decimal | int) -> Decimal:
+    return CONTEXT.multiply(a, b)
+
+
+def total(values: Iterable[Decimal | int]) -> Decimal:
+    """An exact sum (the builtin `sum` adds in the thread's 28-digit context)."""
+    out = ZERO
     for v in values:
-        total = WIDE.add(total, v)
-    return total
+        out = CONTEXT.add(out, v)
+    return out
+
+
+def to_quantum(value: Decimal) -> Decimal:
+    """`value` rounded half to even at the 18th fractional digit, canonical (no trailing
+    zeros): the one deliberate rounding (a usage burn's rate x units)."""
+    rounded = value.quantize(QUANTUM, context=_ROUNDING)
+    return rounded.normalize(CONTEXT) if rounded else ZERO
+
+
+def _not_storable(what: str, field_name: str) -> errors.DomainError:
+    return errors.invalid(
+        f"{what} would exceed the largest storable amount "
+        f"({MAX_AMOUNT_INT_DIGITS} integer and {MAX_AMOUNT_FRAC_DIGITS} fractional digits)",
+        reason="AMOUNT_INVALID",
+        field=field_name,
+    )
+
+
+def check_storable(value: Decimal, what: str, field_name: str = "amount") -> Decimal:
+    """`value` if it fits NUMERIC(38, 18) (at most MAX_TOTAL, 18 fractional digits), else
+    AMOUNT_INVALID (HTTP 400): callers check before they write, never the database after."""
+    if value.copy_abs() > MAX_TOTAL or value.quantize(QUANTUM, context=_ROUNDING) != value:
+        raise _not_storable(what, field_name)
+    return value
+
+
+def times(amount: str, quantity: int, field_name: str = "amount") -> Decimal:
+    """A per-unit amount (a decimal string, such as a price's credit grant) times a quantity,
+    exactly; AMOUNT_INVALID when the product is not storable, never rounded."""
+    if quantity < 1:
+        raise errors.invalid("quantity must be at least 1", field="quantity")
+    unit = Decimal(clean_credit_amount(amount, field_name))
+    # Bounded before multiplying: a quantity with more digits than the cap cannot fit.
+    if quantity > 10 ** (MAX_AMOUNT_INT_DIGITS + MAX_AMOUNT_FRAC_DIGITS):
+        raise _not_storable(f"{field_name} x quantity", field_name)
+    return check_storable(mul(unit, quantity), f"{field_name} x quantity", field_name)
 
 
 def fmt(value: Decimal) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from billing.v1 import credit_pb2, credit_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason, keyed
+from tollbooth import amounts
 from tollbooth.db import normalize_url
 from tollbooth.db.models import (
     CreditBalance,
@@ -119,8 +120,11 @@ def check_invariants(session: Session, *accounts: str) -> dict[tuple[str, str], 
     test on a database shared by its module checks its own); returns the balances.
 
     Per (account, credit type):
-    - balance = grants - debits - expirations - voids - open holds = the sum of the ledger,
-      and it is never negative; reserved = open holds = what grants hold;
+    - balance = grants - debits - expirations - voids - overage paid back - open holds = the
+      sum of the ledger, and it is never negative; reserved = open holds = what grants hold;
+    - overage = the sum of the ledger's overage column (OVERAGE entries less OVERAGE_PAID),
+      never negative; an OVERAGE_PAID entry is a grant paying back, right after its GRANT;
+    - every sum is exact (`amounts.CONTEXT`, never Python's 28-digit default);
     - entries are numbered 1..seq without gaps, each balance_after is the running total;
     - the free credit of the grants is the balance, no grant holds more than it was given;
     - no request_id ever produced two debits; no usage event burned twice for one metric.
@@ -147,49 +151,65 @@ def check_invariants(session: Session, *accounts: str) -> dict[tuple[str, str], 
         rows = entries[key]
         assert [e.seq for e in rows] == list(range(1, b.seq + 1)), key
         by_kind: dict[str, Decimal] = defaultdict(Decimal)
-        running = ZERO
+        running = owed = ZERO
+        previous: CreditLedgerEntry | None = None
         for e in rows:
-            running += e.amount
-            by_kind[e.kind] += e.amount
+            running = amounts.add(running, e.amount)
+            owed = amounts.add(owed, e.overage)
+            by_kind[e.kind] = amounts.add(by_kind[e.kind], e.amount)
             assert e.balance_after == running, (key, e.seq)
-            assert running >= 0, (key, e.seq)
-        open_holds = -(by_kind["reservation"] + by_kind["release"])
+            assert running >= 0 and owed >= 0, (key, e.seq)
+            if e.kind == "overage":
+                assert e.amount == 0 and e.overage > 0, (key, e.seq)
+            elif e.kind == "overage_paid":
+                assert e.amount == e.overage < 0, (key, e.seq)
+                assert previous is not None and previous.kind == "grant", (key, e.seq)
+                assert previous.grant_id == e.grant_id, (key, e.seq)
+            else:
+                assert e.overage == 0, (key, e.seq)
+            previous = e
+        open_holds = amounts.neg(amounts.add(by_kind["reservation"], by_kind["release"]))
         assert b.balance == running, key
-        assert b.balance == (
-            by_kind["grant"]
-            + by_kind["debit"]
-            + by_kind["expiration"]
-            + by_kind["void"]
-            - open_holds
+        assert b.overage == owed, key
+        assert b.balance == amounts.sub(
+            amounts.add(
+                by_kind["grant"],
+                by_kind["debit"],
+                by_kind["expiration"],
+                by_kind["void"],
+                by_kind["overage_paid"],
+            ),
+            open_holds,
         ), key
         assert b.balance >= 0 and b.reserved >= 0, key
         held = [r for r in holds[key] if r.state == "held"]
-        assert b.reserved == open_holds == sum((r.amount for r in held), ZERO), key
-        assert sum((g.held for g in grants[key]), ZERO) == b.reserved, key
-        assert sum((g.remaining for g in grants[key]), ZERO) == b.balance, key
-        assert by_kind["grant"] == sum((g.amount for g in grants[key]), ZERO), key
+        assert b.reserved == open_holds == amounts.total(r.amount for r in held), key
+        assert amounts.total(g.held for g in grants[key]) == b.reserved, key
+        assert amounts.total(g.remaining for g in grants[key]) == b.balance, key
+        assert by_kind["grant"] == amounts.total(g.amount for g in grants[key]), key
         for g in grants[key]:
             assert ZERO <= g.remaining and ZERO <= g.held, g.id
-            assert g.remaining + g.held <= g.amount, g.id
+            assert amounts.add(g.remaining, g.held) <= g.amount, g.id
         debit_keys = [
             (e.request_id, e.reservation_id) for e in rows if e.kind == "debit" and not _is_burn(e)
         ]
         assert len(debit_keys) == len(set(debit_keys)), key
         # Usage burns have no request id: each names its events, and an event burns once
         # per metric.
-        burned = [
-            (e.reason, uid)
-            for e in rows
-            if _is_burn(e)
-            for uid in json.loads((e.attributes or {})["event_ids"])
-        ]
-        assert len(burned) == len(set(burned)), key
+        for kind in ("debit", "overage"):
+            burned = [
+                (e.reason, uid)
+                for e in rows
+                if _is_burn(e, kind)
+                for uid in json.loads((e.attributes or {})["event_ids"])
+            ]
+            assert len(burned) == len(set(burned)), key
         out[key] = b.balance
     return out
 
 
-def _is_burn(e: CreditLedgerEntry) -> bool:
-    return e.kind == "debit" and e.request_id == "" and e.reason.startswith("usage:")
+def _is_burn(e: CreditLedgerEntry, kind: str = "debit") -> bool:
+    return e.kind == kind and e.request_id == "" and e.reason.startswith("usage:")
 
 
 def check_invariants_at(url: str) -> dict[tuple[str, str], Decimal]:

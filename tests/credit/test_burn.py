@@ -59,7 +59,7 @@ def test_burn_records_a_due_expiry_first_then_takes_the_rest(db, acct) -> None: 
     assert overage(db, acct) == Decimal(1)
     with db.transaction(readonly=True) as s:
         kinds = [
-            (e.kind, amounts.fmt(e.amount))
+            (e.kind, amounts.fmt(e.amount), amounts.fmt(e.overage))
             for e in s.scalars(
                 select(CreditLedgerEntry)
                 .where(CreditLedgerEntry.billing_account_id == acct)
@@ -71,7 +71,13 @@ def test_burn_records_a_due_expiry_first_then_takes_the_rest(db, acct) -> None: 
                 select(NotificationOutbox).where(NotificationOutbox.billing_account_id == acct)
             )
         )
-        assert kinds == [("grant", "5"), ("grant", "2"), ("expiration", "-5"), ("debit", "-2")]
+        assert kinds == [
+            ("grant", "5", "0"),
+            ("grant", "2", "0"),
+            ("expiration", "-5", "0"),
+            ("debit", "-2", "0"),
+            ("overage", "0", "1"),
+        ]
         assert [n.payload["cause"] for n in notes] == ["debit"]
         check_invariants(s, acct)
 
@@ -120,8 +126,7 @@ def test_overage_is_exact_at_any_size(db, acct) -> None:  # type: ignore[no-unty
     grant(db, acct, "1", when=0)
     burn(db, acct, huge, when=1)
     burn(db, acct, huge, when=2)
-    wide = amounts.WIDE
-    assert overage(db, acct) == wide.subtract(wide.multiply(2, Decimal(huge)), 1)
+    assert overage(db, acct) == amounts.sub(amounts.mul(Decimal(huge), 2), Decimal(1))
     assert figures(db, acct, 3) == ("0", "0")
 
 

@@ -82,7 +82,17 @@ def ledger(channel: grpc.Channel, acct: str, credit_type: str = "units") -> list
 
 
 def burn_entries(entries: list[Any]) -> list[Any]:
-    return [e for e in entries if e.reason.startswith("usage:")]
+    """The DEBIT entries of usage burns (what the balance gave)."""
+    return [
+        e
+        for e in entries
+        if e.reason.startswith("usage:") and e.kind == credit_pb2.LEDGER_ENTRY_KIND_DEBIT
+    ]
+
+
+def overage_entries(entries: list[Any]) -> list[Any]:
+    """The OVERAGE entries of usage burns (what the balance lacked)."""
+    return [e for e in entries if e.kind == credit_pb2.LEDGER_ENTRY_KIND_OVERAGE]
 
 
 def burned_event_ids(entries: list[Any]) -> Counter[str]:
@@ -115,8 +125,13 @@ class Db:
                 for b in s.scalars(select(CreditBalance))
             }
 
-    def burn_rows(self) -> list[CreditLedgerEntry]:
+    def burn_rows(self, kind: str = "debit") -> list[CreditLedgerEntry]:
+        """The DEBIT (or, with kind="overage", OVERAGE) entries of usage burns."""
         with Session(self.engine) as s:
             return list(
-                s.scalars(select(CreditLedgerEntry).where(CreditLedgerEntry.reason.like("usage:%")))
+                s.scalars(
+                    select(CreditLedgerEntry).where(
+                        CreditLedgerEntry.reason.like("usage:%"), CreditLedgerEntry.kind == kind
+                    )
+                )
             )

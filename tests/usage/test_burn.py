@@ -25,6 +25,7 @@ from tests.usage.burn_support import (
     burned_event_ids,
     burning_metric,
     ledger,
+    overage_entries,
 )
 from tests.usage.support import ACCEPTED, DUPLICATE, account, event, ingest, usage_stub
 
@@ -120,9 +121,14 @@ def test_burn_beyond_the_balance_takes_what_is_there_and_records_overage(channel
     assert balance(channel, acct) == ("0", "0.5")
     (entry,) = burn_entries(ledger(channel, acct))
     assert (entry.amount, entry.metadata["burn"], entry.metadata["overage"]) == ("-1", "1.5", "0.5")
-    ingest(channel, [event("o-3", acct)])  # nothing left: all overage, no entry
+    ingest(channel, [event("o-3", acct)])  # nothing left: all overage, no DEBIT entry
     assert balance(channel, acct) == ("0", "1.25")
     assert len(burn_entries(ledger(channel, acct))) == 1
+    # Every uncovered part has its OVERAGE entry (issue 14, finding 8), oldest first.
+    assert [
+        (e.amount, e.overage, e.balance_after, json.loads(e.metadata["event_ids"]))
+        for e in overage_entries(ledger(channel, acct))
+    ] == [("0", "0.5", "0", ["o-1", "o-2"]), ("0", "0.75", "0", ["o-3"])]
     (note,) = dbr.depletions(acct)
     assert (note["credit_type"], note["cause"]) == ("units", "debit")
     assert note["debit_id"] == entry.debit_id
@@ -135,19 +141,30 @@ def test_usage_is_accepted_without_any_credits_and_counts_as_overage(channel, db
     assert [r.status for r in results] == [ACCEPTED, ACCEPTED]
     assert balance(channel, acct) == ("0", "6")
     assert burn_entries(ledger(channel, acct)) == []
+    (over,) = overage_entries(ledger(channel, acct))
+    assert (over.amount, over.overage, over.reason) == ("0", "6", "usage:calls")
     assert dbr.depletions(acct) == []  # nothing was there to deplete
 
 
-def test_a_later_grant_then_burns_again_and_overage_stays(channel, dbr, database_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_later_grant_pays_overage_back_first_then_burns_again(channel, dbr, database_url) -> None:  # type: ignore[no-untyped-def]
     acct = account(channel, "burn-regrant")
     grant(channel, acct, "1")
     burning_metric(channel, "calls", "2")
     ingest(channel, [event("g-1", acct)])
     assert balance(channel, acct) == ("0", "1")
-    grant(channel, acct, "5")
+    g = grant(channel, acct, "5")  # 1 of it pays the overage back
+    assert balance(channel, acct) == ("4", "0")
+    paid = ledger(channel, acct)[-1]
+    assert (paid.kind, paid.amount, paid.overage, paid.balance_after, paid.grant_id) == (
+        credit_pb2.LEDGER_ENTRY_KIND_OVERAGE_PAID,
+        "-1",
+        "-1",
+        "4",
+        g.grant_id,
+    )
     ingest(channel, [event("g-2", acct)])
-    assert balance(channel, acct) == ("3", "1")
-    ingest(channel, [event("g-3", acct), event("g-4", acct)])  # 4 asked, 3 there
+    assert balance(channel, acct) == ("2", "0")
+    ingest(channel, [event("g-3", acct), event("g-4", acct)])  # 4 asked, 2 there
     assert balance(channel, acct) == ("0", "2")
     assert len(dbr.depletions(acct)) == 2  # the grant re-armed it
     check_invariants_at(database_url)

@@ -55,6 +55,10 @@ class _LedgerEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     LEDGER_ENTRY_KIND_VOID: _LedgerEntryKind.ValueType  # 4
     LEDGER_ENTRY_KIND_RESERVATION: _LedgerEntryKind.ValueType  # 5
     LEDGER_ENTRY_KIND_RELEASE: _LedgerEntryKind.ValueType  # 6
+    LEDGER_ENTRY_KIND_OVERAGE: _LedgerEntryKind.ValueType  # 7
+    """A usage burn beyond the balance: amount 0, `overage` is what was not covered."""
+    LEDGER_ENTRY_KIND_OVERAGE_PAID: _LedgerEntryKind.ValueType  # 8
+    """Part of a grant paying overage back: amount and `overage` both negative."""
 
 class LedgerEntryKind(_LedgerEntryKind, metaclass=_LedgerEntryKindEnumTypeWrapper):
     """Kind of a ledger entry."""
@@ -66,6 +70,10 @@ LEDGER_ENTRY_KIND_EXPIRATION: LedgerEntryKind.ValueType  # 3
 LEDGER_ENTRY_KIND_VOID: LedgerEntryKind.ValueType  # 4
 LEDGER_ENTRY_KIND_RESERVATION: LedgerEntryKind.ValueType  # 5
 LEDGER_ENTRY_KIND_RELEASE: LedgerEntryKind.ValueType  # 6
+LEDGER_ENTRY_KIND_OVERAGE: LedgerEntryKind.ValueType  # 7
+"""A usage burn beyond the balance: amount 0, `overage` is what was not covered."""
+LEDGER_ENTRY_KIND_OVERAGE_PAID: LedgerEntryKind.ValueType  # 8
+"""Part of a grant paying overage back: amount and `overage` both negative."""
 Global___LedgerEntryKind: _TypeAlias = LedgerEntryKind  # noqa: Y015
 
 class _ReservationState:
@@ -307,10 +315,11 @@ class CreditBalance(_message.Message):
     reserved: _builtins.str
     """Decimal string: held by open reservations."""
     overage: _builtins.str
-    """Decimal string: usage burned beyond the balance. A metric with
-    a credit burn takes what the balance holds and adds the uncovered rest
-    here (usage is never refused for lack of credits). It only grows: a later
-    grant is not used to pay it back. "0" when usage never ran over.
+    """Decimal string: usage burned beyond the balance and not yet paid back. A
+    metric with a credit burn takes what the balance holds and adds the
+    uncovered rest here (usage is never refused for lack of credits), with an
+    OVERAGE ledger entry; a later grant of this credit type pays it back first
+    (an OVERAGE_PAID entry). "0" when nothing is owed.
     """
     @_builtins.property
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
@@ -587,6 +596,7 @@ class LedgerEntry(_message.Message):
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    OVERAGE_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     """Server-assigned id (`cle_...`)."""
     billing_account_id: _builtins.str
@@ -609,6 +619,10 @@ class LedgerEntry(_message.Message):
     """The reservation concerned, if any."""
     request_id: _builtins.str
     """The idempotency key of the request that wrote the entry, if any."""
+    overage: _builtins.str
+    """Signed decimal string: the change to the balance's overage ("0" for most
+    entries; positive for OVERAGE, negative for OVERAGE_PAID).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the entry took effect (an expiration: the instant the credit expired)."""
@@ -633,10 +647,11 @@ class LedgerEntry(_message.Message):
         reservation_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        overage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "billing_account_id", b"billing_account_id", "create_time", b"create_time", "credit_type", b"credit_type", "debit_id", b"debit_id", "entry_id", b"entry_id", "grant_id", b"grant_id", "kind", b"kind", "metadata", b"metadata", "reason", b"reason", "request_id", b"request_id", "reservation_id", b"reservation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "billing_account_id", b"billing_account_id", "create_time", b"create_time", "credit_type", b"credit_type", "debit_id", b"debit_id", "entry_id", b"entry_id", "grant_id", b"grant_id", "kind", b"kind", "metadata", b"metadata", "overage", b"overage", "reason", b"reason", "request_id", b"request_id", "reservation_id", b"reservation_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,11 @@
-"""Burn credits for work already done (usage): never refused, what is lacking is overage."""
+"""Burn credits for work already done (usage): never refused, what is lacking is overage.
+
+Overage is in the ledger: a burn beyond the balance writes an OVERAGE entry (amount 0, its
+`overage` the uncovered rest), so the ledger's overage column sums to the balance's overage.
+A later grant pays overage back first (`credit.grants`). The burn model has no periods (a
+burn is dated when its events are stored, the balance spans every period), so overage is one
+running figure per balance; each OVERAGE entry is dated, which splits it by any period.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth.amounts import WIDE, add, fmt, sub, wide_sum
+from tollbooth.amounts import ZERO, add, fmt, neg, sub, total
 from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book
 from tollbooth.credit.unit import GRANT_BATCH, Clock, lock, notify_depleted, portions_json
@@ -35,6 +42,8 @@ class Burned:
     # The DEBIT ledger entry of what was taken; None when the balance held nothing.
     entry_id: str | None
     debit_id: str | None
+    # The OVERAGE ledger entry of what was not covered; None when nothing was lacking.
+    overage_entry_id: str | None = None
 
 
 def burn(
@@ -85,7 +94,7 @@ def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]
         if row.next_event_at is not None and row.next_event_at <= now:
             slow.append(key)
             continue
-        wanted = wide_sum(b.amount for b in by_key[key])
+        wanted = total(b.amount for b in by_key[key])
         fast[key] = (row, now, min(row.balance, wanted))
     grants = repository.spendable_grants_of(
         session, [k for k, (_, _, take) in fast.items() if take > 0], GRANT_BATCH
@@ -106,9 +115,8 @@ def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]
         depleted, depletions = row.depleted, row.depletions
         for b in by_key[key]:
             taken = min(balance, b.amount)
-            rest = WIDE.subtract(b.amount, taken)
-            overage = WIDE.add(overage, rest)
-            entry_id = debit_id = None
+            rest = sub(b.amount, taken)
+            entry_id = debit_id = overage_id = None
             if taken > 0:
                 portions = book.debit(taken, now)
                 balance = sub(balance, taken)
@@ -121,7 +129,7 @@ def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]
                         "credit_type": b.credit_type,
                         "seq": seq,
                         "kind": "debit",
-                        "amount": -taken,
+                        "amount": neg(taken),
                         "balance_after": balance,
                         "grant_id": None,
                         "debit_id": debit_id,
@@ -131,6 +139,7 @@ def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]
                         "allocations": portions_json(portions),
                         "metadata": _burn_metadata(b, rest),
                         "created_at": now,
+                        "overage": ZERO,
                     }
                 )
                 if balance > 0:
@@ -147,7 +156,31 @@ def burn_many(session: Session, burns: list[Burn], clock: Clock) -> list[Burned]
                         now,
                         now,
                     )
-            done[id(b)] = Burned(b, taken, rest, entry_id, debit_id)
+            if rest > 0:
+                overage = add(overage, rest)
+                seq += 1
+                overage_id = new_id("cle")
+                ledger_rows.append(
+                    {
+                        "id": overage_id,
+                        "billing_account_id": b.account_id,
+                        "credit_type": b.credit_type,
+                        "seq": seq,
+                        "kind": "overage",
+                        "amount": ZERO,
+                        "balance_after": balance,
+                        "grant_id": None,
+                        "debit_id": None,
+                        "reservation_id": None,
+                        "reason": b.reason,
+                        "request_id": "",
+                        "allocations": None,
+                        "metadata": _burn_metadata(b, rest),
+                        "created_at": now,
+                        "overage": rest,
+                    }
+                )
+            done[id(b)] = Burned(b, taken, rest, entry_id, debit_id, overage_id)
         grant_writes += [
             {
                 "g_id": gid,
@@ -190,16 +223,15 @@ def _burn_locked(
     out = []
     for b in burns:
         taken = min(locked.row.balance, b.amount)
-        rest = WIDE.subtract(b.amount, taken)
-        locked.row.overage = WIDE.add(locked.row.overage, rest)
-        entry_id = debit_id = None
+        rest = sub(b.amount, taken)
+        entry_id = debit_id = overage_id = None
         if taken > 0:
             locked.load_spendable(taken)
             portions = locked.book.debit(taken, now)
             debit_id = new_id("dbt")
             e = locked.entry(
                 "debit",
-                -taken,
+                neg(taken),
                 now,
                 debit_id=debit_id,
                 reason=b.reason,
@@ -208,6 +240,15 @@ def _burn_locked(
             )
             entry_id = e.id
             locked.depletion("debit", debit_id)
-        out.append((b, Burned(b, taken, rest, entry_id, debit_id)))
+        if rest > 0:
+            overage_id = locked.entry(
+                "overage",
+                ZERO,
+                now,
+                overage=rest,
+                reason=b.reason,
+                attributes=_burn_metadata(b, rest),
+            ).id
+        out.append((b, Burned(b, taken, rest, entry_id, debit_id, overage_id)))
     locked.flush()
     return out

@@ -7,7 +7,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from tollbooth.accounts.service import resolve
-from tollbooth.amounts import ZERO, add, parse_amount, sub
+from tollbooth.amounts import ZERO, add, neg, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book
@@ -48,7 +48,7 @@ def debit(
     debit_id = new_id("dbt")
     e = locked.entry(
         "debit",
-        -value,
+        neg(value),
         now,
         debit_id=debit_id,
         reason=why,
@@ -106,7 +106,7 @@ def _debit_fast(
         credit_type=ctype,
         seq=seq,
         kind="debit",
-        amount=-value,
+        amount=neg(value),
         balance_after=balance_after,
         grant_id=None,
         debit_id=new_id("dbt"),
@@ -116,6 +116,7 @@ def _debit_fast(
         allocations=portions_json(portions),
         attributes=meta or None,
         created_at=now,
+        overage=ZERO,
     )
     depleted, depletions = row.depleted, row.depletions
     if balance_after > 0:

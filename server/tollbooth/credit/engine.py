@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from tollbooth.amounts import ZERO, add, fmt, sub
+from tollbooth.amounts import ZERO, add, fmt, neg, sub
 
 NO_EXPIRY_KEY = 2**63 - 1
 
@@ -130,7 +130,7 @@ def consumption_order(grants: Iterable[Grant]) -> list[Grant]:
 
 def effect_delta(effect: Effect) -> Decimal:
     """What an effect does to the available balance."""
-    return effect.amount if isinstance(effect, Lapsed) else -effect.amount
+    return effect.amount if isinstance(effect, Lapsed) else neg(effect.amount)
 
 
 @dataclass

@@ -1,4 +1,11 @@
-"""Grant credits to a balance, and void what is left of a grant."""
+"""Grant credits to a balance, and void what is left of a grant.
+
+A grant pays overage back first: when usage burned beyond the balance (the balance's
+`overage`), the grant's GRANT entry is followed by an OVERAGE_PAID entry taking
+min(grant, overage) from the new grant (balance and overage both go down by it); only the
+rest of the grant is spendable. Both entries are written under the balance lock, like every
+burn, so concurrent grants and burns never pay back the same overage twice nor miss any.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts.service import resolve
-from tollbooth.amounts import MAX_TOTAL, ZERO, add, parse_amount
+from tollbooth.amounts import MAX_TOTAL, ZERO, add, fmt, neg, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
 from tollbooth.credit.rules import clean_reason, clean_type
@@ -16,6 +23,9 @@ from tollbooth.credit.unit import Clock, lock
 from tollbooth.db.models import CreditGrant
 from tollbooth.ids import new_id
 from tollbooth.metadata import clean_metadata
+
+# Ledger note of the entry of a grant paying overage back.
+OVERAGE_PAID_NOTE = "overage paid back"
 
 
 def grant(
@@ -50,14 +60,27 @@ def grant(
         )
     gid = new_id("cgr")
     e = locked.entry("grant", value, now, grant_id=gid, reason=why, request_id=request_id)
+    paid = min(value, locked.row.overage)
+    if paid > 0:
+        locked.entry(
+            "overage_paid",
+            neg(paid),
+            now,
+            overage=neg(paid),
+            grant_id=gid,
+            reason=OVERAGE_PAID_NOTE,
+            request_id=request_id,
+            allocations=[{"grant_id": gid, "amount": fmt(paid)}],
+        )
+    remaining = sub(value, paid)
     row = CreditGrant(
         id=gid,
         billing_account_id=account.id,
         credit_type=ctype,
         amount=value,
-        remaining=value,
+        remaining=remaining,
         held=ZERO,
-        state=engine.ACTIVE,
+        state=engine.ACTIVE if remaining > 0 else engine.DEPLETED,
         priority=priority,
         expire_at=expire_at,
         expiry_key=engine.expiry_key(expire_at),

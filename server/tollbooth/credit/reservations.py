@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts.service import resolve
-from tollbooth.amounts import ZERO, fmt, parse_amount
+from tollbooth.amounts import ZERO, fmt, neg, parse_amount
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
 from tollbooth.credit.rules import clean_hold_ttl, clean_reason, clean_type, insufficient
@@ -61,7 +61,9 @@ def reserve(
     )
     session.add(row)
     locked.hold_rows[rid] = row
-    locked.entry("reservation", -value, now, reservation_id=rid, reason=why, request_id=request_id)
+    locked.entry(
+        "reservation", neg(value), now, reservation_id=rid, reason=why, request_id=request_id
+    )
     locked.expect_event(expire_at)
     locked.depletion("reservation")
     locked.flush()
@@ -131,7 +133,7 @@ def commit(
         debit_id = new_id("dbt")
         locked.entry(
             "debit",
-            -actual,
+            neg(actual),
             now,
             debit_id=debit_id,
             reservation_id=res.id,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2, credit_pb2_grpc
 from tollbooth import metrics
-from tollbooth.amounts import fmt
+from tollbooth.amounts import fmt, neg
 from tollbooth.auth.caller import current_caller
 from tollbooth.credit import debits, grants, lookups, queries, reservations, rules
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
@@ -38,6 +38,8 @@ LEDGER_KINDS = {
     "void": credit_pb2.LEDGER_ENTRY_KIND_VOID,
     "reservation": credit_pb2.LEDGER_ENTRY_KIND_RESERVATION,
     "release": credit_pb2.LEDGER_ENTRY_KIND_RELEASE,
+    "overage": credit_pb2.LEDGER_ENTRY_KIND_OVERAGE,
+    "overage_paid": credit_pb2.LEDGER_ENTRY_KIND_OVERAGE_PAID,
 }
 
 # The clock every RPC reads; tests of the service layer pass their own `now` instead.
@@ -98,7 +100,7 @@ def debit_out(entry: CreditLedgerEntry) -> credit_pb2.CreditDebit:
         debit_id=entry.debit_id or "",
         billing_account_id=entry.billing_account_id,
         credit_type=entry.credit_type,
-        amount=fmt(-entry.amount),
+        amount=fmt(neg(entry.amount)),
         balance_after=fmt(entry.balance_after),
         reason=entry.reason,
         request_id=entry.request_id,
@@ -125,6 +127,7 @@ def entry_out(entry: CreditLedgerEntry) -> credit_pb2.LedgerEntry:
         reservation_id=entry.reservation_id or "",
         request_id=entry.request_id,
         metadata=entry.attributes or {},
+        overage=fmt(entry.overage),
     )
 
 

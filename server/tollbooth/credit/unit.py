@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth.amounts import add, fmt, sub
+from tollbooth.amounts import ZERO, add, fmt, neg, sub
 from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book, Effect, Expired, Lapsed, Voided
 from tollbooth.db.models import CreditBalance, CreditGrant, CreditLedgerEntry, CreditReservation
@@ -141,14 +141,23 @@ class Locked:
 
     # ledger
     def entry(
-        self, kind: str, amount: Decimal, at: dt.datetime, **fields: Any
+        self,
+        kind: str,
+        amount: Decimal,
+        at: dt.datetime,
+        *,
+        overage: Decimal = ZERO,
+        **fields: Any,
     ) -> CreditLedgerEntry:
+        """Append one entry: `amount` changes the balance, `overage` the balance's overage."""
         row = self.row
         row.seq += 1
         row.balance = add(row.balance, amount)
         if kind in ("reservation", "release"):
             row.reserved = sub(row.reserved, amount)
-        if row.balance < 0 or row.reserved < 0:  # the lock makes this unreachable
+        if overage:
+            row.overage = add(row.overage, overage)
+        if row.balance < 0 or row.reserved < 0 or row.overage < 0:  # the lock prevents it
             raise RuntimeError(f"credit balance {row.billing_account_id}/{row.credit_type} < 0")
         fields.setdefault("reason", "")
         fields.setdefault("request_id", "")
@@ -160,6 +169,7 @@ class Locked:
             kind=kind,
             amount=amount,
             balance_after=row.balance,
+            overage=overage,
             created_at=at,
             **fields,
         )
@@ -169,11 +179,11 @@ class Locked:
     def record(self, effects: list[Effect], reason: str = "", request_id: str = "") -> None:
         for eff in effects:
             if isinstance(eff, Expired):
-                self.entry("expiration", -eff.amount, eff.at, grant_id=eff.grant_id)
+                self.entry("expiration", neg(eff.amount), eff.at, grant_id=eff.grant_id)
             elif isinstance(eff, Voided):
                 self.entry(
                     "void",
-                    -eff.amount,
+                    neg(eff.amount),
                     eff.at,
                     grant_id=eff.grant_id,
                     reason=reason,

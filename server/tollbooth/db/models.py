@@ -232,8 +232,8 @@ class CreditBalance(Base):
     depleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     depletions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    # Usage burns asked for more than the balance held: the uncovered rest, added up. It
-    # only grows (a later grant does not pay it back); it is shown beside the balance.
+    # Usage burns asked for more than the balance held: the uncovered rest, added up, less
+    # what later grants paid back (the sum of the ledger's `overage` column).
     overage: Mapped[Decimal] = mapped_column(
         UnboundedDecimal, nullable=False, default=Decimal(0), server_default="0"
     )
@@ -335,6 +335,11 @@ class CreditLedgerEntry(Base):
     allocations: Mapped[list[Any] | None] = mapped_column(JSON)
     attributes: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Signed change to the balance's overage: + a burn beyond the balance (kind "overage"),
+    # - what a grant paid back (kind "overage_paid"); 0 otherwise. Unbounded, like overage.
+    overage: Mapped[Decimal] = mapped_column(
+        UnboundedDecimal, nullable=False, default=Decimal(0), server_default="0"
+    )
 
     __table_args__ = (
         UniqueConstraint("billing_account_id", "credit_type", "seq", name="uq_credit_ledger_seq"),

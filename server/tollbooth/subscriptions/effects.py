@@ -23,11 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tollbooth import amounts
 from tollbooth.auth.caller import SERVICE
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
@@ -215,7 +215,8 @@ def grant_for_price(
     for n, spec in enumerate(price.credit_grants or []):
         if not spec.get(when):
             continue
-        amount = Decimal(str(spec["amount"])) * max(quantity, 1)
+        # Exact, or AMOUNT_INVALID past the storage cap (issue 14, finding 7): never rounded.
+        amount = amounts.times(str(spec["amount"]), max(quantity, 1), f"credit_grants[{n}].amount")
         now = ctx.clock()
         expires = int(spec.get("expires_after_sec") or 0)
         request_id = f"{request_prefix}:{price.id}:{n}"

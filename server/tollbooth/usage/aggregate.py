@@ -20,7 +20,6 @@ hand-computed values.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import enum
 import json
 import re
@@ -29,13 +28,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from tollbooth import amounts
+
 # Page tokens carry the last key of a page (at most 200 characters, with a marker).
 GROUP_KEY_LENGTH = 190
 # PostgreSQL applies the same pattern (`~`), so both backends agree on what a number is.
 DECIMAL_STRING = r"-?[0-9]{1,30}(\.[0-9]{1,30})?"
 _DECIMAL_STRING = re.compile(DECIMAL_STRING)
-# Exact sums of doubles between 1e-308 and 1e308 need about 630 digits.
-_CONTEXT = decimal.Context(prec=1000, Emax=999_999, Emin=-999_999)
 
 
 class Aggregation(enum.StrEnum):
@@ -69,11 +68,9 @@ class MetricSpec:
 
 
 def exact_sum(values: Iterable[Decimal | int]) -> Decimal:
-    """A sum with enough digits to never round (the default context keeps 28)."""
-    total = Decimal(0)
-    for v in values:
-        total = _CONTEXT.add(total, v)
-    return total
+    """An exact sum in the one context of amounts (`tollbooth.amounts.CONTEXT`: exact sums of
+    doubles between 1e-308 and 1e308 need about 630 digits; it keeps 1000 and never rounds)."""
+    return amounts.total(values)
 
 
 def number_of(value: Any) -> Decimal | None:
@@ -164,7 +161,7 @@ class Accumulator:
             if number is None:
                 return
             if agg is Aggregation.SUM:
-                self.total = _CONTEXT.add(self.total, number)
+                self.total = amounts.add(self.total, number)
             elif agg is Aggregation.MAX:
                 if self.best is None or number > self.best:
                     self.best = number

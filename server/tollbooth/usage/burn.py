@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tollbooth.amounts import QUANTUM, WIDE_ROUNDING
+from tollbooth.amounts import ZERO, add, mul, to_quantum
 from tollbooth.credit.burns import Burn
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec, matches, number_of
 
@@ -88,9 +88,7 @@ def units(m: BurningMetric, properties: dict[str, Any]) -> Decimal:
 
 def amount(rate: Decimal, event_units: Decimal) -> Decimal:
     """rate x units at 18 fractional digits, half to even; canonical (no trailing zeros)."""
-    exact = WIDE_ROUNDING.multiply(rate, event_units)
-    rounded = exact.quantize(QUANTUM, context=WIDE_ROUNDING)
-    return rounded.normalize(WIDE_ROUNDING) if rounded else Decimal(0)
+    return to_quantum(mul(rate, event_units))
 
 
 class Event(Protocol):
@@ -129,9 +127,9 @@ def plan(metrics: Sequence[BurningMetric], stored: Sequence[Event]) -> list[Burn
         m = rates[code]
         for i in range(0, len(items), CHUNK):
             chunk = items[i : i + CHUNK]
-            total = Decimal(0)
+            total = ZERO
             for _, value in chunk:
-                total = WIDE_ROUNDING.add(total, value)
+                total = add(total, value)
             burns.append(
                 Burn(
                     account_id=account_id,

@@ -1,5 +1,7 @@
 """The plain-statement writes of the fast paths (a debit, a batch of burns).
 
+A burn writes DEBIT entries (what it took) and OVERAGE entries (what it lacked).
+
 Grants, balances and ledger entries together, without the ORM's unit of work: one round
 trip on PostgreSQL (the balance locks are held meanwhile, so fewer round trips is a shorter
 queue on a hot balance), three statements elsewhere. Every row written belongs to a balance
@@ -82,12 +84,13 @@ WITH g AS (
   RETURNING 1
 )
 INSERT INTO credit_ledger (id, billing_account_id, credit_type, seq, kind, amount, balance_after,
-  grant_id, debit_id, reservation_id, reason, request_id, allocations, metadata, created_at)
-SELECT v.id, v.a, v.t, v.seq, 'debit', v.amount, v.balance_after, NULL, v.debit_id, NULL,
-  v.reason, '', v.allocations, v.metadata, v.at
+  grant_id, debit_id, reservation_id, reason, request_id, allocations, metadata, created_at,
+  overage)
+SELECT v.id, v.a, v.t, v.seq, v.kind, v.amount, v.balance_after, NULL, v.debit_id, NULL,
+  v.reason, '', v.allocations, v.metadata, v.at, v.overage
 FROM jsonb_to_recordset(CAST(:ledger AS jsonb)) AS v(id varchar, a varchar, t varchar,
-  seq bigint, amount numeric, balance_after numeric, debit_id varchar, reason varchar,
-  allocations json, metadata json, at timestamptz)
+  seq bigint, kind varchar, amount numeric, balance_after numeric, debit_id varchar,
+  reason varchar, allocations json, metadata json, at timestamptz, overage numeric)
 """
 )
 # PostgreSQL: the three writes of a debit in one round trip (the lock is held meanwhile, so
@@ -216,6 +219,7 @@ def write_burns(
                         "a": e["billing_account_id"],
                         "t": e["credit_type"],
                         "seq": e["seq"],
+                        "kind": e["kind"],
                         "amount": fmt(e["amount"]),
                         "balance_after": fmt(e["balance_after"]),
                         "debit_id": e["debit_id"],
@@ -223,6 +227,7 @@ def write_burns(
                         "allocations": e["allocations"],
                         "metadata": e["metadata"],
                         "at": e["created_at"].isoformat(),
+                        "overage": fmt(e["overage"]),
                     }
                     for e in ledger_rows
                 ]

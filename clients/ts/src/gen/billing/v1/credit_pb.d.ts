@@ -253,10 +253,11 @@ export declare type CreditBalance = Message<"billing.v1.CreditBalance"> & {
   asOfTime?: Timestamp | undefined;
 
   /**
-   * Decimal string: usage burned beyond the balance. A metric with
-   * a credit burn takes what the balance holds and adds the uncovered rest
-   * here (usage is never refused for lack of credits). It only grows: a later
-   * grant is not used to pay it back. "0" when usage never ran over.
+   * Decimal string: usage burned beyond the balance and not yet paid back. A
+   * metric with a credit burn takes what the balance holds and adds the
+   * uncovered rest here (usage is never refused for lack of credits), with an
+   * OVERAGE ledger entry; a later grant of this credit type pays it back first
+   * (an OVERAGE_PAID entry). "0" when nothing is owed.
    *
    * @generated from field: string overage = 6;
    */
@@ -599,6 +600,14 @@ export declare type LedgerEntry = Message<"billing.v1.LedgerEntry"> & {
    * @generated from field: map<string, string> metadata = 13;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Signed decimal string: the change to the balance's overage ("0" for most
+   * entries; positive for OVERAGE, negative for OVERAGE_PAID).
+   *
+   * @generated from field: string overage = 14;
+   */
+  overage: string;
 };
 
 /**
@@ -1169,6 +1178,20 @@ export enum LedgerEntryKind {
    * @generated from enum value: LEDGER_ENTRY_KIND_RELEASE = 6;
    */
   RELEASE = 6,
+
+  /**
+   * A usage burn beyond the balance: amount 0, `overage` is what was not covered.
+   *
+   * @generated from enum value: LEDGER_ENTRY_KIND_OVERAGE = 7;
+   */
+  OVERAGE = 7,
+
+  /**
+   * Part of a grant paying overage back: amount and `overage` both negative.
+   *
+   * @generated from enum value: LEDGER_ENTRY_KIND_OVERAGE_PAID = 8;
+   */
+  OVERAGE_PAID = 8,
 }
 
 /**

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import httpx
@@ -250,13 +250,18 @@ class Deliverer:
 
     def run_once(self) -> int:
         """One pass; returns how many messages were attempted."""
+        with self.db.transaction(readonly=True) as session:  # idle passes take no write lock
+            if not repository.has_work(session, utcnow()):
+                return 0
         self.fan_out()
         jobs = self.claim()
         if not jobs:
             return 0
-        outcomes = list(self.pool.map(lambda j: send(self.client, j), jobs))
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            self.record(job, outcome)
+        # Each result is recorded as soon as its POST ends: a crash re-sends only what was
+        # in flight.
+        futures = {self.pool.submit(send, self.client, job): job for job in jobs}
+        for future in as_completed(futures):
+            self.record(futures[future], future.result())
         return len(jobs)
 
     def run(self, stop: threading.Event) -> None:

@@ -78,9 +78,10 @@ def data(row: NotificationOutbox) -> dict[str, Any]:
     if row.billing_account_id:
         out["accountId"] = row.billing_account_id
     if row.type == "credits.balance_depleted":
-        out["amount"] = str(payload.pop("balance", "0"))
-        out["type"] = payload.pop("credit_type", "")
-        payload.pop("billing_account_id", None)
+        # Exactly seed 001's fields.
+        out["amount"] = str(payload.get("balance", "0"))
+        out["type"] = payload.get("credit_type", "")
+        return out
     elif row.type == "credits.granted":
         out["amount"] = payload.pop("amount", "")
         out["type"] = payload.pop("credit_type", "")

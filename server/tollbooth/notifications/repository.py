@@ -165,6 +165,20 @@ def notifications_after(
     return session.scalars(stmt.order_by(NotificationOutbox.position).limit(limit)).all()
 
 
+def has_work(session: Session, now: dt.datetime) -> bool:
+    """Rows without a position, or pending deliveries that are due."""
+    unpositioned = select(NotificationOutbox.id).where(NotificationOutbox.position.is_(None))
+    due = select(NotificationDelivery.id).where(
+        NotificationDelivery.state == PENDING,
+        NotificationDelivery.next_attempt_at <= now,
+        exists().where(
+            NotificationEndpoint.id == NotificationDelivery.endpoint_id,
+            NotificationEndpoint.enabled.is_(True),
+        ),
+    )
+    return bool(session.execute(select(exists(unpositioned) | exists(due))).scalar())
+
+
 # -- claims and results -----------------------------------------------------------------------
 
 

@@ -66,13 +66,13 @@ class Policy:
     def from_settings(cls, s: Settings) -> Policy:
         return cls(
             timeout_sec=s.notify_timeout_sec,
-            retry_first_sec=s.notify_retry_first_sec,
+            retry_first_sec=s.notify_retry_first_ms / 1000,
             retry_max_sec=s.notify_retry_max_sec,
             give_up_sec=s.notify_give_up_sec,
             disable_after_sec=s.notify_disable_after_sec,
             batch=s.notify_batch,
             senders=s.notify_senders,
-            poll_sec=s.notify_poll_sec,
+            poll_sec=s.notify_poll_ms / 1000,
         )
 
     @property
@@ -257,12 +257,15 @@ class Deliverer:
         jobs = self.claim()
         if not jobs:
             return 0
-        # Each result is recorded as soon as its POST ends: a crash re-sends only what was
-        # in flight.
-        futures = {self.pool.submit(send, self.client, job): job for job in jobs}
+        # Each sender records its result as soon as its POST ends: a crash re-sends at most
+        # what the senders had in flight.
+        futures = [self.pool.submit(self._deliver, job) for job in jobs]
         for future in as_completed(futures):
-            self.record(futures[future], future.result())
+            future.result()
         return len(jobs)
+
+    def _deliver(self, job: Job) -> None:
+        self.record(job, send(self.client, job))
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set: passes back to back while there is work, else a short sleep."""
@@ -287,6 +290,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop_now)
     signal.signal(signal.SIGINT, stop_now)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # attempts are recorded, not logged
     db = Database(settings.database_url)
     deliverer = Deliverer(db, Policy.from_settings(settings))
     log.info("delivering notifications", extra={"event": "delivering"})

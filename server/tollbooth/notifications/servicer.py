@@ -181,7 +181,7 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
             request.cursor,
             list(request.event_types),
             cancelled,
-            poll_sec=max(0.05, settings.notify_poll_sec),
+            poll_sec=settings.notify_poll_ms / 1000,
             idle_sec=settings.notify_watch_idle_sec,
         ):
             yield pb.WatchNotificationsResponse(

@@ -137,7 +137,7 @@ def insert_deliveries(
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "notification_id"])
-        count += session.execute(stmt).rowcount or 0
+        count += len(session.execute(stmt.returning(NotificationDelivery.id)).all())
     return count
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,9 +54,7 @@ def test_kill_9_mid_batch_loses_nothing_and_doubles_nothing(db, pg_url, tmp_path
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with db.transaction() as s:
-            _, receiver.secret = endpoints.create(
-                s, endpoints.Fields(url=receiver.url), utcnow()
-            )
+            _, receiver.secret = endpoints.create(s, endpoints.Fields(url=receiver.url), utcnow())
         sent: dict[str, list[str]] = {f"acct_{i}": [] for i in range(12)}
         for n in range(3):
             for acct in sent:

@@ -57,7 +57,11 @@ def test_create_shows_the_secret_once_and_get_never(stub) -> None:  # type: igno
 
 
 def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-untyped-def]
-    req = keyed(pb.CreateNotificationEndpointRequest(endpoint=pb.NotificationEndpoint(url="http://127.0.0.1:9/a")))
+    req = keyed(
+        pb.CreateNotificationEndpointRequest(
+            endpoint=pb.NotificationEndpoint(url="http://127.0.0.1:9/a")
+        )
+    )
     first = stub.CreateNotificationEndpoint(req, metadata=SERVICE_MD)
     again = stub.CreateNotificationEndpoint(req, metadata=SERVICE_MD)
     assert first == again
@@ -72,7 +76,9 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url="https://e.com", event_types=["nope"]), "EVENT_TYPE_UNKNOWN"),
     ],
 )
-def test_bad_endpoint_is_refused_and_nothing_is_created(stub, shared_deps, endpoint, reason) -> None:  # type: ignore[no-untyped-def]
+def test_bad_endpoint_is_refused_and_nothing_is_created(
+    stub, shared_deps, endpoint, reason
+) -> None:  # type: ignore[no-untyped-def]
     before = count_endpoints(shared_deps)
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateNotificationEndpoint(

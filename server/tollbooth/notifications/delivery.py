@@ -109,7 +109,9 @@ class Outcome:
         return 200 <= self.status_code < 300
 
 
-def headers(notification_id: str, body: str, secrets: tuple[str, ...], at: dt.datetime) -> dict[str, str]:
+def headers(
+    notification_id: str, body: str, secrets: tuple[str, ...], at: dt.datetime
+) -> dict[str, str]:
     """Standard Webhooks headers; one `v1,` signature per secret, space-separated."""
     signatures = " ".join(
         Webhook(s).sign(msg_id=notification_id, timestamp=at, data=body) for s in secrets
@@ -175,9 +177,7 @@ class Deliverer:
         """Step 2: lease a batch of due deliveries."""
         now = utcnow()
         with self.db.transaction() as session:
-            claimed = repository.claim_due(
-                session, now, now + self.policy.lease, self.policy.batch
-            )
+            claimed = repository.claim_due(session, now, now + self.policy.lease, self.policy.batch)
             return [
                 Job(
                     delivery_id=d.id,

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, text, update
+from sqlalchemy import and_, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from tollbooth.db import upsert_insert
@@ -61,17 +61,11 @@ def enabled_endpoints(session: Session) -> Sequence[NotificationEndpoint]:
 def delete_endpoint(session: Session, endpoint_id: str) -> None:
     # Children first: SQLite does not enforce ON DELETE CASCADE without a pragma.
     ids = select(NotificationDelivery.id).where(NotificationDelivery.endpoint_id == endpoint_id)
+    session.execute(delete(NotificationAttempt).where(NotificationAttempt.delivery_id.in_(ids)))
     session.execute(
-        NotificationAttempt.__table__.delete().where(NotificationAttempt.delivery_id.in_(ids))
+        delete(NotificationDelivery).where(NotificationDelivery.endpoint_id == endpoint_id)
     )
-    session.execute(
-        NotificationDelivery.__table__.delete().where(
-            NotificationDelivery.endpoint_id == endpoint_id
-        )
-    )
-    session.execute(
-        NotificationEndpoint.__table__.delete().where(NotificationEndpoint.id == endpoint_id)
-    )
+    session.execute(delete(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id))
 
 
 # -- positions (commit order) and fan-out -----------------------------------------------------
@@ -238,7 +232,9 @@ def add_attempt(session: Session, delivery: NotificationDelivery, **fields: Any)
 def clear_failing(session: Session, endpoint_id: str) -> None:
     session.execute(
         update(NotificationEndpoint)
-        .where(NotificationEndpoint.id == endpoint_id, NotificationEndpoint.failing_since.is_not(None))
+        .where(
+            NotificationEndpoint.id == endpoint_id, NotificationEndpoint.failing_since.is_not(None)
+        )
         .values(failing_since=None)
     )
 

@@ -27,9 +27,7 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
         self, request: pb.CreateNotificationEndpointRequest, context: grpc.ServicerContext
     ) -> pb.NotificationEndpointWithSecret:
         def effect(session):  # type: ignore[no-untyped-def]
-            endpoint, secret = endpoints.create(
-                session, convert.fields(request.endpoint), utcnow()
-            )
+            endpoint, secret = endpoints.create(session, convert.fields(request.endpoint), utcnow())
             return pb.NotificationEndpointWithSecret(
                 endpoint=convert.endpoint_out(endpoint), secret=secret
             )

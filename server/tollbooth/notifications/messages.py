@@ -47,7 +47,8 @@ def list_attempts(
 
 def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
     """The message is pending again for this endpoint (created if the endpoint never had it)."""
-    endpoints.get(session, endpoint_id, lock=True)
+    # No endpoint lock: recording an attempt locks delivery then endpoint, never the reverse.
+    endpoints.get(session, endpoint_id)
     if not notification_id:
         raise errors.required("notification_id")
     row = repository.get_notification(session, notification_id)
@@ -67,7 +68,7 @@ def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.dat
 
 def resend_since(session: Session, endpoint_id: str, since: dt.datetime, now: dt.datetime) -> int:
     """Every message written at or after `since` that the endpoint wants is pending again."""
-    endpoint = endpoints.get(session, endpoint_id, lock=True)
+    endpoint = endpoints.get(session, endpoint_id)
     types = [envelope.internal_type(t) for t in endpoint.event_types or []]
     rows = repository.notifications_since(session, since, types or None)
     return repository.insert_deliveries(session, endpoint_id, rows, now, reset=True)

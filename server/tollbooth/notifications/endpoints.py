@@ -141,7 +141,6 @@ def update(
         raise errors.invalid(
             f"update_mask: {errors.shown(unknown[0])} cannot be updated; "
             f"updatable: {', '.join(UPDATABLE)}",
-            reason="FIELD_NOT_UPDATABLE",
             field="update_mask",
         )
     endpoint = get(session, endpoint_id, lock=True)

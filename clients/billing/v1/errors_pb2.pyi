@@ -135,6 +135,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
     ERROR_REASON_NOTIFICATION_NOT_QUEUED: _ErrorReason.ValueType  # 163
     """The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
+    """Limits.
+    The caller made too many calls of this class in the current window, or holds too many
+    open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+    Retry-After header say when to try again.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -255,4 +261,10 @@ ERROR_REASON_CURSOR_INVALID: ErrorReason.ValueType  # 162
 """A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
 ERROR_REASON_NOTIFICATION_NOT_QUEUED: ErrorReason.ValueType  # 163
 """The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
+"""Limits.
+The caller made too many calls of this class in the current window, or holds too many
+open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+Retry-After header say when to try again.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,7 +1,7 @@
 """Notification delivery: endpoints, deliveries, attempts, and the outbox's commit position.
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0013
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from tollbooth.db.types import UTCDateTime
 
 revision = "0011"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

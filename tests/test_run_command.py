@@ -91,7 +91,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         printed = "".join(lines)
         assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
         children = _children(proc.pid)
-        assert len(children) == 4  # server, sidecar, Envoy, sandbox
+        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
         body = None
         for _ in range(100):
             try:
@@ -123,7 +123,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         restarted = [pid for pid in _children(proc.pid) if pid not in children]
         assert len(restarted) == 1 and not _alive(grpc_pid)
         children = _children(proc.pid)
-        assert len(children) == 4  # server, sidecar, Envoy, sandbox
+        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout is not None
@@ -133,7 +133,13 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         records = [json.loads(line) for line in output.splitlines() if line.strip()]
         rpcs = [r for r in records if r.get("event") == "rpc"]
         assert any(r["method"].endswith("/IssueToken") and r["request_id"] for r in rpcs), rpcs
-        assert {r.get("process") for r in records} >= {"run", "serve-grpc", "serve-sandbox"}
+        assert {r.get("process") for r in records} >= {
+            "run",
+            "serve-grpc",
+            "serve-sandbox",
+            "serve-notifications",
+        }
+        assert any(r.get("event") == "delivering" for r in records)
         assert not [pid for pid in children if _alive(pid)]
     finally:
         if proc.poll() is None:
@@ -175,7 +181,7 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
             if is_ready(line):
                 break
         children = _children(proc.pid)
-        assert len(children) == 4  # server, sidecar, Envoy, sandbox
+        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 30

@@ -33,6 +33,9 @@ from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
 from tollbooth.entitlements.servicer import EntitlementServicer
+from tollbooth.notifications import delivery as notification_delivery
+from tollbooth.notifications import operator as notification_operator
+from tollbooth.notifications.servicer import NotificationServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
@@ -57,6 +60,8 @@ __all__ = [
     "Deps",
     "build_deps",
     "build_server",
+    "notifications",
+    "serve_notifications",
     "catalog_commands",
     "catalog_main",
     "reconcile",
@@ -81,6 +86,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     UsageServicer,
     WebhookServicer,
     EntitlementServicer,
+    NotificationServicer,
 )
 
 
@@ -120,6 +126,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         UsageServicer(deps),
         WebhookServicer(deps, webhook_handlers(provider)),
         EntitlementServicer(deps),
+        NotificationServicer(deps),
     ]
     assert [type(s) for s in built] == list(SERVICERS)
     return built
@@ -166,6 +173,14 @@ def serve_sandbox(config: SandboxConfig) -> None:
     from tollbooth.sandbox.app import serve as serve_the_sandbox
 
     serve_the_sandbox(config)
+
+
+# -- notification delivery and its operator commands --------------------------------------
+
+# `serve-notifications` (a supervised child of `run`, or alone in production).
+serve_notifications = notification_delivery.serve
+# `notifications messages|attempts|resend`: inspection and replay from the command line.
+notifications = notification_operator
 
 
 # -- operator commands ------------------------------------------------------------------------

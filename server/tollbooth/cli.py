@@ -11,6 +11,8 @@ The commands reach the domains through the assembly (`tollbooth.app`) only.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ class _Refused(Exception):
 
 # The serving processes log to stdout (what `run` shows); the others to stderr, beside their
 # reports on stdout.
-SERVING = ("run", "serve-grpc", "serve-sidecar", "serve-sandbox")
+SERVING = ("run", "serve-grpc", "serve-sidecar", "serve-sandbox", "serve-notifications")
 
 
 def _logging(name: str, settings: Settings) -> None:
@@ -129,6 +131,16 @@ def serve_sandbox_command() -> int:
     return 0
 
 
+@app.command(
+    "serve-notifications", help="deliver outbound notifications to the registered endpoints"
+)
+def serve_notifications_command() -> int:
+    settings = load("serve-notifications")
+    announce(settings)
+    assembly.serve_notifications(settings)
+    return 0
+
+
 @app.command("gateway-config", help="render envoy.yaml for this environment")
 @click.option("--out", default=str(REPO_ROOT / "var" / "run"), show_default=True)
 def gateway_config_command(out: str) -> int:
@@ -197,6 +209,89 @@ def reconcile_command() -> int:
     """Compare every subscription with Stripe, repair drift, print what changed."""
     report = assembly.reconcile(load("reconcile", operator=True))
     return _print_report(report, "reconciled")
+
+
+# -- operator commands: outbound notifications -------------------------------------------------
+
+
+def _since(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 time: {text[:40]!r}") from exc
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _domain_error(exc: Exception) -> int:
+    print(f"{getattr(exc, 'reason', 'ERROR')}: {exc}", file=sys.stderr)
+    return 1
+
+
+@app.group(
+    "notifications",
+    help="outbound notifications: `notifications messages|attempts|resend`",
+    no_args_is_help=True,
+)
+def notifications_commands() -> None:
+    pass
+
+
+@notifications_commands.command("messages", help="an endpoint's messages, newest first")
+@click.argument("endpoint_id")
+@click.option("--state", type=click.Choice(["pending", "delivered", "failed"]))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
+def notifications_messages_command(endpoint_id: str, state: str | None, limit: int) -> int:
+    from tollbooth.errors import DomainError
+
+    try:
+        rows = assembly.notifications.list_messages(
+            load("notifications", operator=True), endpoint_id, state, limit
+        )
+    except DomainError as exc:
+        return _domain_error(exc)
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return 0
+
+
+@notifications_commands.command("attempts", help="an endpoint's delivery attempts, newest first")
+@click.argument("endpoint_id")
+@click.option("--notification-id", default="", help="only this notification's attempts")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
+def notifications_attempts_command(endpoint_id: str, notification_id: str, limit: int) -> int:
+    from tollbooth.errors import DomainError
+
+    try:
+        rows = assembly.notifications.list_attempts(
+            load("notifications", operator=True), endpoint_id, notification_id, limit
+        )
+    except DomainError as exc:
+        return _domain_error(exc)
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return 0
+
+
+@notifications_commands.command("resend", help="send one message, or all since T, again")
+@click.argument("endpoint_id")
+@click.option("--notification-id", help="one notification")
+@click.option("--since", metavar="T", help="every message written at or after T (ISO 8601)")
+def notifications_resend_command(
+    endpoint_id: str, notification_id: str | None, since: str | None
+) -> int:
+    from tollbooth.errors import DomainError
+
+    if (notification_id is None) == (since is None):
+        raise click.UsageError("give exactly one of --notification-id and --since")
+    when = _since(since) if since is not None else None
+    try:
+        queued = assembly.notifications.resend(
+            load("notifications", operator=True), endpoint_id, notification_id, when
+        )
+    except DomainError as exc:
+        return _domain_error(exc)
+    print(f"queued {queued} message(s) again", flush=True)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -284,6 +284,28 @@ class SandboxSettings(_Environment):
     )
 
 
+class NotifySettings(_Environment):
+    """Outbound notification delivery (`tollbooth.notifications.delivery` says what each does).
+
+    Integers only (as every numeric setting here): short durations are in milliseconds."""
+
+    notify_timeout_sec: int = env("BILLING_NOTIFY_TIMEOUT_SEC", 5, lo=1, hi=60)
+    # The first retry after this long, doubling (with jitter) up to the cap.
+    notify_retry_first_ms: int = env("BILLING_NOTIFY_RETRY_FIRST_MS", 1000, lo=1, hi=3_600_000)
+    notify_retry_max_sec: int = env("BILLING_NOTIFY_RETRY_MAX_SEC", 3600, lo=1, hi=86400)
+    # A message is given up this long after it was written; an endpoint failing this long
+    # is disabled.
+    notify_give_up_sec: int = env("BILLING_NOTIFY_GIVE_UP_SEC", 3 * 86400, lo=1, hi=30 * 86400)
+    notify_disable_after_sec: int = env(
+        "BILLING_NOTIFY_DISABLE_AFTER_SEC", 3 * 86400, lo=1, hi=30 * 86400
+    )
+    notify_poll_ms: int = env("BILLING_NOTIFY_POLL_MS", 500, lo=10, hi=60_000)
+    notify_batch: int = env("BILLING_NOTIFY_BATCH", 50, lo=1, hi=1000)
+    notify_senders: int = env("BILLING_NOTIFY_SENDERS", 8, lo=1, hi=64)
+    # WatchNotifications ends a stream that had nothing to send for this long.
+    notify_watch_idle_sec: int = env("BILLING_NOTIFY_WATCH_IDLE_SEC", 300, lo=1, hi=86400)
+
+
 class LimitSettings(_Environment):
     """Limits that hold under abuse: rate limits per caller and class (`rpc/ratelimit.py`),
     open streams per replica and per caller (`rpc/streams.py`), and how long Envoy and the
@@ -330,7 +352,7 @@ class LimitSettings(_Environment):
         return self
 
 
-class Settings(SandboxSettings, UsageSettings, LimitSettings):
+class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     """Every setting of the service. Attribute names are what callers use; each field says
     which variable it comes from."""
 

@@ -261,7 +261,10 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         if settings.sandbox
         else None
     )
-    children = [*servers, sidecar, envoy, *([sandbox] if sandbox else [])]
+    # Outbound notifications: the delivery process (any number may run; see
+    # tollbooth.notifications.delivery).
+    notifier = Child("notifications", [*py, "serve-notifications"], base_env)
+    children = [*servers, sidecar, envoy, notifier, *([sandbox] if sandbox else [])]
     stopping = False
 
     def stop_all(signum: int | None = None, _frame: object = None) -> None:
@@ -282,6 +285,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 )
                 return 1
         sidecar.start()
+        notifier.start()
         envoy.start()
         if sandbox is not None:
             check_sandbox(settings)  # refuse bad sandbox settings before announcing readiness

@@ -228,6 +228,15 @@ def test_grpc_fuzz_never_answers_an_undeliberate_5xx(fuzz_stack, credentials):  
                 items = data.draw(st.lists(request_bytes(method), max_size=3))
                 call = channel.stream_stream(path)
                 list(call(iter(items), metadata=metadata, timeout=20))
+            elif method.server_streaming:
+                # A watch runs until the client stops: a valid request meets the deadline.
+                raw = data.draw(request_bytes(method))
+                try:
+                    for _ in channel.unary_stream(path)(raw, metadata=metadata, timeout=2):
+                        pass
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                        raise
             else:
                 raw = data.draw(request_bytes(method))
                 channel.unary_unary(path)(raw, metadata=metadata, timeout=20)

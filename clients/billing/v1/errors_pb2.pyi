@@ -125,6 +125,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
     ERROR_REASON_SERVICE_UNAVAILABLE: _ErrorReason.ValueType  # 53
     """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+    ERROR_REASON_URL_INVALID: _ErrorReason.ValueType  # 160
+    """Outbound notifications (NotificationService).
+    A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).
+    """
+    ERROR_REASON_EVENT_TYPE_UNKNOWN: _ErrorReason.ValueType  # 161
+    """An endpoint or a watch names an event type that does not exist (INVALID_ARGUMENT)."""
+    ERROR_REASON_CURSOR_INVALID: _ErrorReason.ValueType  # 162
+    """A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
+    ERROR_REASON_NOTIFICATION_NOT_QUEUED: _ErrorReason.ValueType  # 163
+    """The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
     """Limits.
     The caller made too many calls of this class in the current window, or holds too many
@@ -241,6 +251,16 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 52
 """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason.ValueType  # 53
 """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+ERROR_REASON_URL_INVALID: ErrorReason.ValueType  # 160
+"""Outbound notifications (NotificationService).
+A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).
+"""
+ERROR_REASON_EVENT_TYPE_UNKNOWN: ErrorReason.ValueType  # 161
+"""An endpoint or a watch names an event type that does not exist (INVALID_ARGUMENT)."""
+ERROR_REASON_CURSOR_INVALID: ErrorReason.ValueType  # 162
+"""A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
+ERROR_REASON_NOTIFICATION_NOT_QUEUED: ErrorReason.ValueType  # 163
+"""The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 """Limits.
 The caller made too many calls of this class in the current window, or holds too many

@@ -3,10 +3,14 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +22,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _NotificationMessageState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NotificationMessageStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NotificationMessageState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NOTIFICATION_MESSAGE_STATE_UNSPECIFIED: _NotificationMessageState.ValueType  # 0
+    NOTIFICATION_MESSAGE_STATE_PENDING: _NotificationMessageState.ValueType  # 1
+    """Waiting for its first or next attempt."""
+    NOTIFICATION_MESSAGE_STATE_DELIVERED: _NotificationMessageState.ValueType  # 2
+    """The endpoint answered 2xx."""
+    NOTIFICATION_MESSAGE_STATE_FAILED: _NotificationMessageState.ValueType  # 3
+    """Given up after the retry window."""
+
+class NotificationMessageState(_NotificationMessageState, metaclass=_NotificationMessageStateEnumTypeWrapper):
+    """The state of one message for one endpoint."""
+
+NOTIFICATION_MESSAGE_STATE_UNSPECIFIED: NotificationMessageState.ValueType  # 0
+NOTIFICATION_MESSAGE_STATE_PENDING: NotificationMessageState.ValueType  # 1
+"""Waiting for its first or next attempt."""
+NOTIFICATION_MESSAGE_STATE_DELIVERED: NotificationMessageState.ValueType  # 2
+"""The endpoint answered 2xx."""
+NOTIFICATION_MESSAGE_STATE_FAILED: NotificationMessageState.ValueType  # 3
+"""Given up after the retry window."""
+Global___NotificationMessageState: _TypeAlias = NotificationMessageState  # noqa: Y015
+
 @_typing.final
 class Notification(_message.Message):
     """Outbound notifications (DESIGN section 10): what Tollbooth tells the
@@ -27,7 +57,6 @@ class Notification(_message.Message):
     Names are kept apart on purpose: a "notification" is always outbound; a
     "usage event" (UsageService) is always inbound metering; a "Stripe event"
     (WebhookService, table stripe_events) is always the inbound provider inbox.
-    Delivery and a streaming RPC come later; this message fixes the shape.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -38,20 +67,20 @@ class Notification(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     notification_id: _builtins.str
-    """`ntf_...`, unique; the receiver's idempotency key."""
+    """`ntf_...`, unique; the receiver's idempotency key (the `webhook-id`)."""
     type: _builtins.str
-    """For example `credits.balance_depleted`, `checkout.completed`,
-    `subscription.updated`, `invoice.paid`, `invoice.payment_failed`.
+    """The public type, for example `account.credits.balance_depleted`,
+    `checkout.session.completed`, `subscription.updated`, `invoice.paid`.
     """
     billing_account_id: _builtins.str
     """The account it concerns, when there is one."""
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
-        """Type-specific payload."""
+        """The `data` object of the delivered envelope."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the change committed."""
+        """When the change committed (the envelope's `timestamp`)."""
 
     def __init__(
         self,
@@ -69,3 +98,731 @@ class Notification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Notification: _TypeAlias = Notification  # noqa: Y015
+
+@_typing.final
+class NotificationEndpoint(_message.Message):
+    """An endpoint of the company that notifications are POSTed to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    DISABLED_REASON_FIELD_NUMBER: _builtins.int
+    FAILING_SINCE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRET_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """`nep_...`."""
+    url: _builtins.str
+    """An http or https URL."""
+    description: _builtins.str
+    """Free text."""
+    enabled: _builtins.bool
+    """False once disabled (by DisableNotificationEndpoint, or after days of failures)."""
+    disabled_reason: _builtins.str
+    """Why it was disabled."""
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Public event types it wants; empty means every type."""
+
+    @_builtins.property
+    def failing_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when every attempt has failed; unset while it succeeds."""
+
+    @_builtins.property
+    def previous_secret_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Until when the secret replaced by the last rotation still signs."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the endpoint was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the endpoint last changed."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        description: _builtins.str = ...,
+        event_types: _abc.Iterable[_builtins.str] | None = ...,
+        enabled: _builtins.bool = ...,
+        disabled_reason: _builtins.str = ...,
+        failing_since: _timestamp_pb2.Timestamp | None = ...,
+        previous_secret_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failing_since", b"failing_since", "previous_secret_expire_time", b"previous_secret_expire_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "disabled_reason", b"disabled_reason", "enabled", b"enabled", "endpoint_id", b"endpoint_id", "event_types", b"event_types", "failing_since", b"failing_since", "previous_secret_expire_time", b"previous_secret_expire_time", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationEndpoint: _TypeAlias = NotificationEndpoint  # noqa: Y015
+
+@_typing.final
+class NotificationEndpointWithSecret(_message.Message):
+    """An endpoint and its signing secret (shown once)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """`whsec_...`: verify with any Standard Webhooks library."""
+    @_builtins.property
+    def endpoint(self) -> Global___NotificationEndpoint:
+        """The endpoint."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___NotificationEndpoint | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationEndpointWithSecret: _TypeAlias = NotificationEndpointWithSecret  # noqa: Y015
+
+@_typing.final
+class NotificationMessage(_message.Message):
+    """One notification as delivered (or to be delivered) to one endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    state: Global___NotificationMessageState.ValueType
+    """Its state for this endpoint."""
+    attempts: _builtins.int
+    """Attempts so far."""
+    last_error: _builtins.str
+    """The last failure, if any."""
+    @_builtins.property
+    def notification(self) -> Global___Notification:
+        """The notification."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When it is tried next (pending)."""
+
+    @_builtins.property
+    def deliver_time(self) -> _timestamp_pb2.Timestamp:
+        """When the endpoint accepted it."""
+
+    def __init__(
+        self,
+        *,
+        notification: Global___Notification | None = ...,
+        endpoint_id: _builtins.str = ...,
+        state: Global___NotificationMessageState.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        deliver_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_time", b"deliver_time", "next_attempt_time", b"next_attempt_time", "notification", b"notification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deliver_time", b"deliver_time", "endpoint_id", b"endpoint_id", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "notification", b"notification", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationMessage: _TypeAlias = NotificationMessage  # noqa: Y015
+
+@_typing.final
+class NotificationAttempt(_message.Message):
+    """One POST of a message to an endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    attempt_id: _builtins.str
+    """`nat_...`."""
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    notification_id: _builtins.str
+    """The notification."""
+    number: _builtins.int
+    """1 for the first attempt of the message at this endpoint."""
+    status_code: _builtins.int
+    """The HTTP status; 0 when there was no answer."""
+    latency_ms: _builtins.int
+    """How long the POST took, in milliseconds."""
+    error: _builtins.str
+    """Why it failed; empty on success."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
+    def __init__(
+        self,
+        *,
+        attempt_id: _builtins.str = ...,
+        endpoint_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
+        number: _builtins.int = ...,
+        status_code: _builtins.int = ...,
+        latency_ms: _builtins.int = ...,
+        error: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "create_time", b"create_time", "endpoint_id", b"endpoint_id", "error", b"error", "latency_ms", b"latency_ms", "notification_id", b"notification_id", "number", b"number", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationAttempt: _TypeAlias = NotificationAttempt  # noqa: Y015
+
+@_typing.final
+class CreateNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.CreateNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def endpoint(self) -> Global___NotificationEndpoint:
+        """The endpoint (url, description, event_types)."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___NotificationEndpoint | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNotificationEndpointRequest: _TypeAlias = CreateNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationEndpointsRequest(_message.Message):
+    """Request of NotificationService.ListNotificationEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationEndpointsRequest: _TypeAlias = ListNotificationEndpointsRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationEndpointsResponse(_message.Message):
+    """Response of NotificationService.ListNotificationEndpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotificationEndpoint]:
+        """The page of endpoints."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: _abc.Iterable[Global___NotificationEndpoint] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationEndpointsResponse: _TypeAlias = ListNotificationEndpointsResponse  # noqa: Y015
+
+@_typing.final
+class GetNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.GetNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNotificationEndpointRequest: _TypeAlias = GetNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class UpdateNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.UpdateNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def endpoint(self) -> Global___NotificationEndpoint:
+        """The endpoint, named by endpoint_id, with the new values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change (url, description, event_types). Empty: those the request populates."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Global___NotificationEndpoint | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateNotificationEndpointRequest: _TypeAlias = UpdateNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class DisableNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.DisableNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableNotificationEndpointRequest: _TypeAlias = DisableNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class EnableNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.EnableNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableNotificationEndpointRequest: _TypeAlias = EnableNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class DeleteNotificationEndpointRequest(_message.Message):
+    """Request of NotificationService.DeleteNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNotificationEndpointRequest: _TypeAlias = DeleteNotificationEndpointRequest  # noqa: Y015
+
+@_typing.final
+class DeleteNotificationEndpointResponse(_message.Message):
+    """Response of NotificationService.DeleteNotificationEndpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The deleted endpoint."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNotificationEndpointResponse: _TypeAlias = DeleteNotificationEndpointResponse  # noqa: Y015
+
+@_typing.final
+class RotateNotificationEndpointSecretRequest(_message.Message):
+    """Request of NotificationService.RotateNotificationEndpointSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateNotificationEndpointSecretRequest: _TypeAlias = RotateNotificationEndpointSecretRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationMessagesRequest(_message.Message):
+    """Request of NotificationService.ListNotificationMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    state: Global___NotificationMessageState.ValueType
+    """Only messages in this state; unspecified: all."""
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        state: Global___NotificationMessageState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationMessagesRequest: _TypeAlias = ListNotificationMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationMessagesResponse(_message.Message):
+    """Response of NotificationService.ListNotificationMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotificationMessage]:
+        """The page of messages."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___NotificationMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationMessagesResponse: _TypeAlias = ListNotificationMessagesResponse  # noqa: Y015
+
+@_typing.final
+class ListNotificationAttemptsRequest(_message.Message):
+    """Request of NotificationService.ListNotificationAttempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    notification_id: _builtins.str
+    """Only the attempts of this notification."""
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "notification_id", b"notification_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationAttemptsRequest: _TypeAlias = ListNotificationAttemptsRequest  # noqa: Y015
+
+@_typing.final
+class ListNotificationAttemptsResponse(_message.Message):
+    """Response of NotificationService.ListNotificationAttempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotificationAttempt]:
+        """The page of attempts."""
+
+    def __init__(
+        self,
+        *,
+        attempts: _abc.Iterable[Global___NotificationAttempt] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNotificationAttemptsResponse: _TypeAlias = ListNotificationAttemptsResponse  # noqa: Y015
+
+@_typing.final
+class ResendNotificationRequest(_message.Message):
+    """Request of NotificationService.ResendNotification."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    notification_id: _builtins.str
+    """The notification."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "notification_id", b"notification_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendNotificationRequest: _TypeAlias = ResendNotificationRequest  # noqa: Y015
+
+@_typing.final
+class ResendNotificationsSinceRequest(_message.Message):
+    """Request of NotificationService.ResendNotificationsSince."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    endpoint_id: _builtins.str
+    """The endpoint."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Messages written at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_id", b"endpoint_id", "request_id", b"request_id", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendNotificationsSinceRequest: _TypeAlias = ResendNotificationsSinceRequest  # noqa: Y015
+
+@_typing.final
+class ResendNotificationsSinceResponse(_message.Message):
+    """Response of NotificationService.ResendNotificationsSince."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """How many messages were queued again."""
+    def __init__(
+        self,
+        *,
+        queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendNotificationsSinceResponse: _TypeAlias = ResendNotificationsSinceResponse  # noqa: Y015
+
+@_typing.final
+class WatchNotificationsRequest(_message.Message):
+    """Request of NotificationService.WatchNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume after this cursor (from a previous response); empty: from the start."""
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these public types; empty: all."""
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        event_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_types", b"event_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchNotificationsRequest: _TypeAlias = WatchNotificationsRequest  # noqa: Y015
+
+@_typing.final
+class WatchNotificationsResponse(_message.Message):
+    """One notification of WatchNotifications."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Resume after this notification with this cursor."""
+    @_builtins.property
+    def notification(self) -> Global___Notification:
+        """The notification."""
+
+    def __init__(
+        self,
+        *,
+        notification: Global___Notification | None = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "notification", b"notification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchNotificationsResponse: _TypeAlias = WatchNotificationsResponse  # noqa: Y015

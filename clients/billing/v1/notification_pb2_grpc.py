@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from billing.v1 import notification_pb2 as billing_dot_v1_dot_notification__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,620 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class NotificationServiceStub:
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/CreateNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.CreateNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.FromString,
+                _registered_method=True)
+        self.ListNotificationEndpoints = channel.unary_unary(
+                '/billing.v1.NotificationService/ListNotificationEndpoints',
+                request_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsResponse.FromString,
+                _registered_method=True)
+        self.GetNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/GetNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.GetNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+                _registered_method=True)
+        self.UpdateNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/UpdateNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.UpdateNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+                _registered_method=True)
+        self.DisableNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/DisableNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.DisableNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+                _registered_method=True)
+        self.EnableNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/EnableNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.EnableNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+                _registered_method=True)
+        self.DeleteNotificationEndpoint = channel.unary_unary(
+                '/billing.v1.NotificationService/DeleteNotificationEndpoint',
+                request_serializer=billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointResponse.FromString,
+                _registered_method=True)
+        self.RotateNotificationEndpointSecret = channel.unary_unary(
+                '/billing.v1.NotificationService/RotateNotificationEndpointSecret',
+                request_serializer=billing_dot_v1_dot_notification__pb2.RotateNotificationEndpointSecretRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.FromString,
+                _registered_method=True)
+        self.ListNotificationMessages = channel.unary_unary(
+                '/billing.v1.NotificationService/ListNotificationMessages',
+                request_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationMessagesRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationMessagesResponse.FromString,
+                _registered_method=True)
+        self.ListNotificationAttempts = channel.unary_unary(
+                '/billing.v1.NotificationService/ListNotificationAttempts',
+                request_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsResponse.FromString,
+                _registered_method=True)
+        self.ResendNotification = channel.unary_unary(
+                '/billing.v1.NotificationService/ResendNotification',
+                request_serializer=billing_dot_v1_dot_notification__pb2.ResendNotificationRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.NotificationMessage.FromString,
+                _registered_method=True)
+        self.ResendNotificationsSince = channel.unary_unary(
+                '/billing.v1.NotificationService/ResendNotificationsSince',
+                request_serializer=billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceResponse.FromString,
+                _registered_method=True)
+        self.WatchNotifications = channel.unary_stream(
+                '/billing.v1.NotificationService/WatchNotifications',
+                request_serializer=billing_dot_v1_dot_notification__pb2.WatchNotificationsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_notification__pb2.WatchNotificationsResponse.FromString,
+                _registered_method=True)
+
+
+class NotificationServiceServicer:
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    def CreateNotificationEndpoint(self, request, context):
+        """Registers an endpoint. The response carries its signing secret, shown
+        only here and at RotateNotificationEndpointSecret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotificationEndpoints(self, request, context):
+        """Lists endpoints, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNotificationEndpoint(self, request, context):
+        """Returns one endpoint (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNotificationEndpoint(self, request, context):
+        """Updates the URL, description or event types named in update_mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableNotificationEndpoint(self, request, context):
+        """Stops deliveries to the endpoint; its pending messages wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableNotificationEndpoint(self, request, context):
+        """Resumes deliveries to a disabled endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNotificationEndpoint(self, request, context):
+        """Deletes the endpoint with its deliveries and attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateNotificationEndpointSecret(self, request, context):
+        """Replaces the signing secret; the old one still signs (a second signature)
+        for 24 hours. The new secret is shown only in this response.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotificationMessages(self, request, context):
+        """Lists the messages of an endpoint, newest first, optionally by state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNotificationAttempts(self, request, context):
+        """Lists the delivery attempts of an endpoint, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResendNotification(self, request, context):
+        """Sends one message to the endpoint again (also one it never had).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResendNotificationsSince(self, request, context):
+        """Sends again every message written at or after since that the endpoint wants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchNotifications(self, request, context):
+        """Streams notifications in delivery order from a cursor: each response
+        carries the cursor to resume after it. The stream ends after a while
+        without notifications (the client resumes from its last cursor). gRPC only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NotificationServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.CreateNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.SerializeToString,
+            ),
+            'ListNotificationEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotificationEndpoints,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsResponse.SerializeToString,
+            ),
+            'GetNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.GetNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.SerializeToString,
+            ),
+            'UpdateNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.UpdateNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.SerializeToString,
+            ),
+            'DisableNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.DisableNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.SerializeToString,
+            ),
+            'EnableNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.EnableNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpoint.SerializeToString,
+            ),
+            'DeleteNotificationEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNotificationEndpoint,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointResponse.SerializeToString,
+            ),
+            'RotateNotificationEndpointSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateNotificationEndpointSecret,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.RotateNotificationEndpointSecretRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.SerializeToString,
+            ),
+            'ListNotificationMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotificationMessages,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationMessagesRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationMessagesResponse.SerializeToString,
+            ),
+            'ListNotificationAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNotificationAttempts,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsResponse.SerializeToString,
+            ),
+            'ResendNotification': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendNotification,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.ResendNotificationRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.NotificationMessage.SerializeToString,
+            ),
+            'ResendNotificationsSince': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendNotificationsSince,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceResponse.SerializeToString,
+            ),
+            'WatchNotifications': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNotifications,
+                    request_deserializer=billing_dot_v1_dot_notification__pb2.WatchNotificationsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_notification__pb2.WatchNotificationsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'billing.v1.NotificationService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('billing.v1.NotificationService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NotificationService:
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    @staticmethod
+    def CreateNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/CreateNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.CreateNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotificationEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/ListNotificationEndpoints',
+            billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.ListNotificationEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/GetNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.GetNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/UpdateNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.UpdateNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/DisableNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.DisableNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/EnableNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.EnableNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNotificationEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/DeleteNotificationEndpoint',
+            billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.DeleteNotificationEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateNotificationEndpointSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/RotateNotificationEndpointSecret',
+            billing_dot_v1_dot_notification__pb2.RotateNotificationEndpointSecretRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationEndpointWithSecret.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotificationMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/ListNotificationMessages',
+            billing_dot_v1_dot_notification__pb2.ListNotificationMessagesRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.ListNotificationMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNotificationAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/ListNotificationAttempts',
+            billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.ListNotificationAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendNotification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/ResendNotification',
+            billing_dot_v1_dot_notification__pb2.ResendNotificationRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.NotificationMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendNotificationsSince(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.NotificationService/ResendNotificationsSince',
+            billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.ResendNotificationsSinceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/billing.v1.NotificationService/WatchNotifications',
+            billing_dot_v1_dot_notification__pb2.WatchNotificationsRequest.SerializeToString,
+            billing_dot_v1_dot_notification__pb2.WatchNotificationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -3,11 +3,18 @@
 isort:skip_file
 """
 
+from billing.v1 import notification_pb2 as _notification_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -18,3 +25,211 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class NotificationServiceStub:
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NotificationServiceAsyncStub: ...
+    CreateNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationEndpointRequest, _notification_pb2.NotificationEndpointWithSecret]
+    """Registers an endpoint. The response carries its signing secret, shown
+    only here and at RotateNotificationEndpointSecret.
+    """
+    ListNotificationEndpoints: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationEndpointsRequest, _notification_pb2.ListNotificationEndpointsResponse]
+    """Lists endpoints, oldest first."""
+    GetNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.GetNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]
+    """Returns one endpoint (never its secret)."""
+    UpdateNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.UpdateNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]
+    """Updates the URL, description or event types named in update_mask."""
+    DisableNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.DisableNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]
+    """Stops deliveries to the endpoint; its pending messages wait."""
+    EnableNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.EnableNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]
+    """Resumes deliveries to a disabled endpoint."""
+    DeleteNotificationEndpoint: _grpc.UnaryUnaryMultiCallable[_notification_pb2.DeleteNotificationEndpointRequest, _notification_pb2.DeleteNotificationEndpointResponse]
+    """Deletes the endpoint with its deliveries and attempts."""
+    RotateNotificationEndpointSecret: _grpc.UnaryUnaryMultiCallable[_notification_pb2.RotateNotificationEndpointSecretRequest, _notification_pb2.NotificationEndpointWithSecret]
+    """Replaces the signing secret; the old one still signs (a second signature)
+    for 24 hours. The new secret is shown only in this response.
+    """
+    ListNotificationMessages: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationMessagesRequest, _notification_pb2.ListNotificationMessagesResponse]
+    """Lists the messages of an endpoint, newest first, optionally by state."""
+    ListNotificationAttempts: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationAttemptsRequest, _notification_pb2.ListNotificationAttemptsResponse]
+    """Lists the delivery attempts of an endpoint, newest first."""
+    ResendNotification: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationRequest, _notification_pb2.NotificationMessage]
+    """Sends one message to the endpoint again (also one it never had)."""
+    ResendNotificationsSince: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationsSinceRequest, _notification_pb2.ResendNotificationsSinceResponse]
+    """Sends again every message written at or after since that the endpoint wants."""
+    WatchNotifications: _grpc.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]
+    """Streams notifications in delivery order from a cursor: each response
+    carries the cursor to resume after it. The stream ends after a while
+    without notifications (the client resumes from its last cursor). gRPC only.
+    """
+
+@_typing.type_check_only
+class NotificationServiceAsyncStub(NotificationServiceStub):
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.CreateNotificationEndpointRequest, _notification_pb2.NotificationEndpointWithSecret]  # type: ignore[assignment]
+    """Registers an endpoint. The response carries its signing secret, shown
+    only here and at RotateNotificationEndpointSecret.
+    """
+    ListNotificationEndpoints: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationEndpointsRequest, _notification_pb2.ListNotificationEndpointsResponse]  # type: ignore[assignment]
+    """Lists endpoints, oldest first."""
+    GetNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.GetNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]  # type: ignore[assignment]
+    """Returns one endpoint (never its secret)."""
+    UpdateNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.UpdateNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]  # type: ignore[assignment]
+    """Updates the URL, description or event types named in update_mask."""
+    DisableNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.DisableNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]  # type: ignore[assignment]
+    """Stops deliveries to the endpoint; its pending messages wait."""
+    EnableNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.EnableNotificationEndpointRequest, _notification_pb2.NotificationEndpoint]  # type: ignore[assignment]
+    """Resumes deliveries to a disabled endpoint."""
+    DeleteNotificationEndpoint: _aio.UnaryUnaryMultiCallable[_notification_pb2.DeleteNotificationEndpointRequest, _notification_pb2.DeleteNotificationEndpointResponse]  # type: ignore[assignment]
+    """Deletes the endpoint with its deliveries and attempts."""
+    RotateNotificationEndpointSecret: _aio.UnaryUnaryMultiCallable[_notification_pb2.RotateNotificationEndpointSecretRequest, _notification_pb2.NotificationEndpointWithSecret]  # type: ignore[assignment]
+    """Replaces the signing secret; the old one still signs (a second signature)
+    for 24 hours. The new secret is shown only in this response.
+    """
+    ListNotificationMessages: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationMessagesRequest, _notification_pb2.ListNotificationMessagesResponse]  # type: ignore[assignment]
+    """Lists the messages of an endpoint, newest first, optionally by state."""
+    ListNotificationAttempts: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationAttemptsRequest, _notification_pb2.ListNotificationAttemptsResponse]  # type: ignore[assignment]
+    """Lists the delivery attempts of an endpoint, newest first."""
+    ResendNotification: _aio.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationRequest, _notification_pb2.NotificationMessage]  # type: ignore[assignment]
+    """Sends one message to the endpoint again (also one it never had)."""
+    ResendNotificationsSince: _aio.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationsSinceRequest, _notification_pb2.ResendNotificationsSinceResponse]  # type: ignore[assignment]
+    """Sends again every message written at or after since that the endpoint wants."""
+    WatchNotifications: _aio.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
+    """Streams notifications in delivery order from a cursor: each response
+    carries the cursor to resume after it. The stream ends after a while
+    without notifications (the client resumes from its last cursor). gRPC only.
+    """
+
+class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
+    """NotificationService manages the company's own endpoints that outbound
+    notifications are POSTed to (signed by the Standard Webhooks scheme),
+    inspects and replays their deliveries, and streams the same notifications to
+    gRPC callers. Service key only.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateNotificationEndpoint(
+        self,
+        request: _notification_pb2.CreateNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpointWithSecret, _abc.Awaitable[_notification_pb2.NotificationEndpointWithSecret]]:
+        """Registers an endpoint. The response carries its signing secret, shown
+        only here and at RotateNotificationEndpointSecret.
+        """
+
+    @_abc_1.abstractmethod
+    def ListNotificationEndpoints(
+        self,
+        request: _notification_pb2.ListNotificationEndpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ListNotificationEndpointsResponse, _abc.Awaitable[_notification_pb2.ListNotificationEndpointsResponse]]:
+        """Lists endpoints, oldest first."""
+
+    @_abc_1.abstractmethod
+    def GetNotificationEndpoint(
+        self,
+        request: _notification_pb2.GetNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpoint, _abc.Awaitable[_notification_pb2.NotificationEndpoint]]:
+        """Returns one endpoint (never its secret)."""
+
+    @_abc_1.abstractmethod
+    def UpdateNotificationEndpoint(
+        self,
+        request: _notification_pb2.UpdateNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpoint, _abc.Awaitable[_notification_pb2.NotificationEndpoint]]:
+        """Updates the URL, description or event types named in update_mask."""
+
+    @_abc_1.abstractmethod
+    def DisableNotificationEndpoint(
+        self,
+        request: _notification_pb2.DisableNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpoint, _abc.Awaitable[_notification_pb2.NotificationEndpoint]]:
+        """Stops deliveries to the endpoint; its pending messages wait."""
+
+    @_abc_1.abstractmethod
+    def EnableNotificationEndpoint(
+        self,
+        request: _notification_pb2.EnableNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpoint, _abc.Awaitable[_notification_pb2.NotificationEndpoint]]:
+        """Resumes deliveries to a disabled endpoint."""
+
+    @_abc_1.abstractmethod
+    def DeleteNotificationEndpoint(
+        self,
+        request: _notification_pb2.DeleteNotificationEndpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.DeleteNotificationEndpointResponse, _abc.Awaitable[_notification_pb2.DeleteNotificationEndpointResponse]]:
+        """Deletes the endpoint with its deliveries and attempts."""
+
+    @_abc_1.abstractmethod
+    def RotateNotificationEndpointSecret(
+        self,
+        request: _notification_pb2.RotateNotificationEndpointSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationEndpointWithSecret, _abc.Awaitable[_notification_pb2.NotificationEndpointWithSecret]]:
+        """Replaces the signing secret; the old one still signs (a second signature)
+        for 24 hours. The new secret is shown only in this response.
+        """
+
+    @_abc_1.abstractmethod
+    def ListNotificationMessages(
+        self,
+        request: _notification_pb2.ListNotificationMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ListNotificationMessagesResponse, _abc.Awaitable[_notification_pb2.ListNotificationMessagesResponse]]:
+        """Lists the messages of an endpoint, newest first, optionally by state."""
+
+    @_abc_1.abstractmethod
+    def ListNotificationAttempts(
+        self,
+        request: _notification_pb2.ListNotificationAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ListNotificationAttemptsResponse, _abc.Awaitable[_notification_pb2.ListNotificationAttemptsResponse]]:
+        """Lists the delivery attempts of an endpoint, newest first."""
+
+    @_abc_1.abstractmethod
+    def ResendNotification(
+        self,
+        request: _notification_pb2.ResendNotificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.NotificationMessage, _abc.Awaitable[_notification_pb2.NotificationMessage]]:
+        """Sends one message to the endpoint again (also one it never had)."""
+
+    @_abc_1.abstractmethod
+    def ResendNotificationsSince(
+        self,
+        request: _notification_pb2.ResendNotificationsSinceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notification_pb2.ResendNotificationsSinceResponse, _abc.Awaitable[_notification_pb2.ResendNotificationsSinceResponse]]:
+        """Sends again every message written at or after since that the endpoint wants."""
+
+    @_abc_1.abstractmethod
+    def WatchNotifications(
+        self,
+        request: _notification_pb2.WatchNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_notification_pb2.WatchNotificationsResponse], _abc.AsyncIterator[_notification_pb2.WatchNotificationsResponse]]:
+        """Streams notifications in delivery order from a cursor: each response
+        carries the cursor to resume after it. The stream ends after a while
+        without notifications (the client resumes from its last cursor). gRPC only.
+        """
+
+def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

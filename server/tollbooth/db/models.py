@@ -160,8 +160,85 @@ class NotificationOutbox(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Assigned by the delivery process, one at a time under a lock, in the order the rows
+    # became visible (commit order); NULL until then. The cursor of WatchNotifications.
+    position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     __table_args__ = (Index("ix_notification_outbox_pending", "delivered_at", "created_at"),)
+
+
+class NotificationEndpoint(Base):
+    """A company endpoint that outbound notifications are POSTed to (Standard Webhooks)."""
+
+    __tablename__ = "notification_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    description: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    # Public event types it wants; empty means all.
+    event_types: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    secret: Mapped[str] = mapped_column(String(100), nullable=False)
+    # After a rotation the old secret still signs (a second signature) until it expires.
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    disabled_reason: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    # Since when every attempt failed (NULL after a success); disabled after days of it.
+    failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class NotificationDelivery(Base):
+    """One notification for one endpoint: pending until delivered or given up."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("notification_endpoints.id", ondelete="CASCADE"), nullable=False
+    )
+    notification_id: Mapped[str] = mapped_column(
+        ForeignKey("notification_outbox.id"), nullable=False
+    )
+    # The account's ordering key ("" for none) and the notification's position.
+    order_key: Mapped[str] = mapped_column(String(40), nullable=False, default="")
+    position: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Pending: not before this time (a claim pushes it past the send's timeout: a lease).
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_error: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "notification_id", name="uq_notification_delivery"),
+        Index("ix_notification_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_notification_deliveries_order", "endpoint_id", "order_key", "position"),
+        Index("ix_notification_deliveries_listing", "endpoint_id", "position"),
+    )
+
+
+class NotificationAttempt(Base):
+    """Every POST of a delivery: status code (0: none), latency, error."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("notification_deliveries.id", ondelete="CASCADE"), nullable=False
+    )
+    endpoint_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    notification_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_notification_attempts_endpoint", "endpoint_id", "created_at"),)
 
 
 class ExactDecimal(TypeDecorator[Decimal]):

@@ -9,6 +9,7 @@ from billing.v1 import (
     checkout_pb2,
     credit_pb2,
     entitlement_pb2,
+    notification_pb2,
     options_pb2,
     token_pb2,
     usage_pb2,
@@ -24,6 +25,7 @@ CONTRACT_FILES: tuple[FileDescriptor, ...] = (
     usage_pb2.DESCRIPTOR,
     webhook_pb2.DESCRIPTOR,
     entitlement_pb2.DESCRIPTOR,
+    notification_pb2.DESCRIPTOR,
 )
 
 # Standard services anyone on the network may call.

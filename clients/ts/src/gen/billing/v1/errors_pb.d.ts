@@ -331,6 +331,35 @@ export enum ErrorReason {
   SERVICE_UNAVAILABLE = 53,
 
   /**
+   * Outbound notifications (NotificationService).
+   * A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_URL_INVALID = 160;
+   */
+  URL_INVALID = 160,
+
+  /**
+   * An endpoint or a watch names an event type that does not exist (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_EVENT_TYPE_UNKNOWN = 161;
+   */
+  EVENT_TYPE_UNKNOWN = 161,
+
+  /**
+   * A WatchNotifications cursor that no response gave (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_CURSOR_INVALID = 162;
+   */
+  CURSOR_INVALID = 162,
+
+  /**
+   * The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION).
+   *
+   * @generated from enum value: ERROR_REASON_NOTIFICATION_NOT_QUEUED = 163;
+   */
+  NOTIFICATION_NOT_QUEUED = 163,
+
+  /**
    * Limits.
    * The caller made too many calls of this class in the current window, or holds too many
    * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the

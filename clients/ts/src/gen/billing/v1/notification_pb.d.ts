@@ -2,9 +2,9 @@
 // @generated from file billing/v1/notification.proto (package billing.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file billing/v1/notification.proto.
@@ -19,21 +19,20 @@ export declare const file_billing_v1_notification: GenFile;
  * Names are kept apart on purpose: a "notification" is always outbound; a
  * "usage event" (UsageService) is always inbound metering; a "Stripe event"
  * (WebhookService, table stripe_events) is always the inbound provider inbox.
- * Delivery and a streaming RPC come later; this message fixes the shape.
  *
  * @generated from message billing.v1.Notification
  */
 export declare type Notification = Message<"billing.v1.Notification"> & {
   /**
-   * `ntf_...`, unique; the receiver's idempotency key.
+   * `ntf_...`, unique; the receiver's idempotency key (the `webhook-id`).
    *
    * @generated from field: string notification_id = 1;
    */
   notificationId: string;
 
   /**
-   * For example `credits.balance_depleted`, `checkout.completed`,
-   * `subscription.updated`, `invoice.paid`, `invoice.payment_failed`.
+   * The public type, for example `account.credits.balance_depleted`,
+   * `checkout.session.completed`, `subscription.updated`, `invoice.paid`.
    *
    * @generated from field: string type = 2;
    */
@@ -47,14 +46,14 @@ export declare type Notification = Message<"billing.v1.Notification"> & {
   billingAccountId: string;
 
   /**
-   * Type-specific payload.
+   * The `data` object of the delivered envelope.
    *
    * @generated from field: google.protobuf.Struct data = 4;
    */
   data?: JsonObject | undefined;
 
   /**
-   * When the change committed.
+   * When the change committed (the envelope's `timestamp`).
    *
    * @generated from field: google.protobuf.Timestamp create_time = 5;
    */
@@ -66,4 +65,969 @@ export declare type Notification = Message<"billing.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export declare const NotificationSchema: GenMessage<Notification>;
+
+/**
+ * An endpoint of the company that notifications are POSTed to.
+ *
+ * @generated from message billing.v1.NotificationEndpoint
+ */
+export declare type NotificationEndpoint = Message<"billing.v1.NotificationEndpoint"> & {
+  /**
+   * `nep_...`.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * An http or https URL.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+
+  /**
+   * Free text.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * Public event types it wants; empty means every type.
+   *
+   * @generated from field: repeated string event_types = 4;
+   */
+  eventTypes: string[];
+
+  /**
+   * False once disabled (by DisableNotificationEndpoint, or after days of failures).
+   *
+   * @generated from field: bool enabled = 5;
+   */
+  enabled: boolean;
+
+  /**
+   * Why it was disabled.
+   *
+   * @generated from field: string disabled_reason = 6;
+   */
+  disabledReason: string;
+
+  /**
+   * Since when every attempt has failed; unset while it succeeds.
+   *
+   * @generated from field: google.protobuf.Timestamp failing_since = 7;
+   */
+  failingSince?: Timestamp | undefined;
+
+  /**
+   * Until when the secret replaced by the last rotation still signs.
+   *
+   * @generated from field: google.protobuf.Timestamp previous_secret_expire_time = 8;
+   */
+  previousSecretExpireTime?: Timestamp | undefined;
+
+  /**
+   * When the endpoint was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 9;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When the endpoint last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 10;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message billing.v1.NotificationEndpoint.
+ * Use `create(NotificationEndpointSchema)` to create a new message.
+ */
+export declare const NotificationEndpointSchema: GenMessage<NotificationEndpoint>;
+
+/**
+ * An endpoint and its signing secret (shown once).
+ *
+ * @generated from message billing.v1.NotificationEndpointWithSecret
+ */
+export declare type NotificationEndpointWithSecret = Message<"billing.v1.NotificationEndpointWithSecret"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: billing.v1.NotificationEndpoint endpoint = 1;
+   */
+  endpoint?: NotificationEndpoint | undefined;
+
+  /**
+   * `whsec_...`: verify with any Standard Webhooks library.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message billing.v1.NotificationEndpointWithSecret.
+ * Use `create(NotificationEndpointWithSecretSchema)` to create a new message.
+ */
+export declare const NotificationEndpointWithSecretSchema: GenMessage<NotificationEndpointWithSecret>;
+
+/**
+ * One notification as delivered (or to be delivered) to one endpoint.
+ *
+ * @generated from message billing.v1.NotificationMessage
+ */
+export declare type NotificationMessage = Message<"billing.v1.NotificationMessage"> & {
+  /**
+   * The notification.
+   *
+   * @generated from field: billing.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * Its state for this endpoint.
+   *
+   * @generated from field: billing.v1.NotificationMessageState state = 3;
+   */
+  state: NotificationMessageState;
+
+  /**
+   * Attempts so far.
+   *
+   * @generated from field: int32 attempts = 4;
+   */
+  attempts: number;
+
+  /**
+   * The last failure, if any.
+   *
+   * @generated from field: string last_error = 5;
+   */
+  lastError: string;
+
+  /**
+   * When it is tried next (pending).
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 6;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * When the endpoint accepted it.
+   *
+   * @generated from field: google.protobuf.Timestamp deliver_time = 7;
+   */
+  deliverTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message billing.v1.NotificationMessage.
+ * Use `create(NotificationMessageSchema)` to create a new message.
+ */
+export declare const NotificationMessageSchema: GenMessage<NotificationMessage>;
+
+/**
+ * One POST of a message to an endpoint.
+ *
+ * @generated from message billing.v1.NotificationAttempt
+ */
+export declare type NotificationAttempt = Message<"billing.v1.NotificationAttempt"> & {
+  /**
+   * `nat_...`.
+   *
+   * @generated from field: string attempt_id = 1;
+   */
+  attemptId: string;
+
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 2;
+   */
+  endpointId: string;
+
+  /**
+   * The notification.
+   *
+   * @generated from field: string notification_id = 3;
+   */
+  notificationId: string;
+
+  /**
+   * 1 for the first attempt of the message at this endpoint.
+   *
+   * @generated from field: int32 number = 4;
+   */
+  number: number;
+
+  /**
+   * The HTTP status; 0 when there was no answer.
+   *
+   * @generated from field: int32 status_code = 5;
+   */
+  statusCode: number;
+
+  /**
+   * How long the POST took, in milliseconds.
+   *
+   * @generated from field: int32 latency_ms = 6;
+   */
+  latencyMs: number;
+
+  /**
+   * Why it failed; empty on success.
+   *
+   * @generated from field: string error = 7;
+   */
+  error: string;
+
+  /**
+   * When it was made.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message billing.v1.NotificationAttempt.
+ * Use `create(NotificationAttemptSchema)` to create a new message.
+ */
+export declare const NotificationAttemptSchema: GenMessage<NotificationAttempt>;
+
+/**
+ * Request of NotificationService.CreateNotificationEndpoint.
+ *
+ * @generated from message billing.v1.CreateNotificationEndpointRequest
+ */
+export declare type CreateNotificationEndpointRequest = Message<"billing.v1.CreateNotificationEndpointRequest"> & {
+  /**
+   * The endpoint (url, description, event_types).
+   *
+   * @generated from field: billing.v1.NotificationEndpoint endpoint = 1;
+   */
+  endpoint?: NotificationEndpoint | undefined;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.CreateNotificationEndpointRequest.
+ * Use `create(CreateNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const CreateNotificationEndpointRequestSchema: GenMessage<CreateNotificationEndpointRequest>;
+
+/**
+ * Request of NotificationService.ListNotificationEndpoints.
+ *
+ * @generated from message billing.v1.ListNotificationEndpointsRequest
+ */
+export declare type ListNotificationEndpointsRequest = Message<"billing.v1.ListNotificationEndpointsRequest"> & {
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationEndpointsRequest.
+ * Use `create(ListNotificationEndpointsRequestSchema)` to create a new message.
+ */
+export declare const ListNotificationEndpointsRequestSchema: GenMessage<ListNotificationEndpointsRequest>;
+
+/**
+ * Response of NotificationService.ListNotificationEndpoints.
+ *
+ * @generated from message billing.v1.ListNotificationEndpointsResponse
+ */
+export declare type ListNotificationEndpointsResponse = Message<"billing.v1.ListNotificationEndpointsResponse"> & {
+  /**
+   * The page of endpoints.
+   *
+   * @generated from field: repeated billing.v1.NotificationEndpoint endpoints = 1;
+   */
+  endpoints: NotificationEndpoint[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationEndpointsResponse.
+ * Use `create(ListNotificationEndpointsResponseSchema)` to create a new message.
+ */
+export declare const ListNotificationEndpointsResponseSchema: GenMessage<ListNotificationEndpointsResponse>;
+
+/**
+ * Request of NotificationService.GetNotificationEndpoint.
+ *
+ * @generated from message billing.v1.GetNotificationEndpointRequest
+ */
+export declare type GetNotificationEndpointRequest = Message<"billing.v1.GetNotificationEndpointRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+};
+
+/**
+ * Describes the message billing.v1.GetNotificationEndpointRequest.
+ * Use `create(GetNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const GetNotificationEndpointRequestSchema: GenMessage<GetNotificationEndpointRequest>;
+
+/**
+ * Request of NotificationService.UpdateNotificationEndpoint.
+ *
+ * @generated from message billing.v1.UpdateNotificationEndpointRequest
+ */
+export declare type UpdateNotificationEndpointRequest = Message<"billing.v1.UpdateNotificationEndpointRequest"> & {
+  /**
+   * The endpoint, named by endpoint_id, with the new values.
+   *
+   * @generated from field: billing.v1.NotificationEndpoint endpoint = 1;
+   */
+  endpoint?: NotificationEndpoint | undefined;
+
+  /**
+   * Fields to change (url, description, event_types). Empty: those the request populates.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.UpdateNotificationEndpointRequest.
+ * Use `create(UpdateNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const UpdateNotificationEndpointRequestSchema: GenMessage<UpdateNotificationEndpointRequest>;
+
+/**
+ * Request of NotificationService.DisableNotificationEndpoint.
+ *
+ * @generated from message billing.v1.DisableNotificationEndpointRequest
+ */
+export declare type DisableNotificationEndpointRequest = Message<"billing.v1.DisableNotificationEndpointRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.DisableNotificationEndpointRequest.
+ * Use `create(DisableNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const DisableNotificationEndpointRequestSchema: GenMessage<DisableNotificationEndpointRequest>;
+
+/**
+ * Request of NotificationService.EnableNotificationEndpoint.
+ *
+ * @generated from message billing.v1.EnableNotificationEndpointRequest
+ */
+export declare type EnableNotificationEndpointRequest = Message<"billing.v1.EnableNotificationEndpointRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.EnableNotificationEndpointRequest.
+ * Use `create(EnableNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const EnableNotificationEndpointRequestSchema: GenMessage<EnableNotificationEndpointRequest>;
+
+/**
+ * Request of NotificationService.DeleteNotificationEndpoint.
+ *
+ * @generated from message billing.v1.DeleteNotificationEndpointRequest
+ */
+export declare type DeleteNotificationEndpointRequest = Message<"billing.v1.DeleteNotificationEndpointRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.DeleteNotificationEndpointRequest.
+ * Use `create(DeleteNotificationEndpointRequestSchema)` to create a new message.
+ */
+export declare const DeleteNotificationEndpointRequestSchema: GenMessage<DeleteNotificationEndpointRequest>;
+
+/**
+ * Response of NotificationService.DeleteNotificationEndpoint.
+ *
+ * @generated from message billing.v1.DeleteNotificationEndpointResponse
+ */
+export declare type DeleteNotificationEndpointResponse = Message<"billing.v1.DeleteNotificationEndpointResponse"> & {
+  /**
+   * The deleted endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+};
+
+/**
+ * Describes the message billing.v1.DeleteNotificationEndpointResponse.
+ * Use `create(DeleteNotificationEndpointResponseSchema)` to create a new message.
+ */
+export declare const DeleteNotificationEndpointResponseSchema: GenMessage<DeleteNotificationEndpointResponse>;
+
+/**
+ * Request of NotificationService.RotateNotificationEndpointSecret.
+ *
+ * @generated from message billing.v1.RotateNotificationEndpointSecretRequest
+ */
+export declare type RotateNotificationEndpointSecretRequest = Message<"billing.v1.RotateNotificationEndpointSecretRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.RotateNotificationEndpointSecretRequest.
+ * Use `create(RotateNotificationEndpointSecretRequestSchema)` to create a new message.
+ */
+export declare const RotateNotificationEndpointSecretRequestSchema: GenMessage<RotateNotificationEndpointSecretRequest>;
+
+/**
+ * Request of NotificationService.ListNotificationMessages.
+ *
+ * @generated from message billing.v1.ListNotificationMessagesRequest
+ */
+export declare type ListNotificationMessagesRequest = Message<"billing.v1.ListNotificationMessagesRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Only messages in this state; unspecified: all.
+   *
+   * @generated from field: billing.v1.NotificationMessageState state = 2;
+   */
+  state: NotificationMessageState;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous next_page_token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationMessagesRequest.
+ * Use `create(ListNotificationMessagesRequestSchema)` to create a new message.
+ */
+export declare const ListNotificationMessagesRequestSchema: GenMessage<ListNotificationMessagesRequest>;
+
+/**
+ * Response of NotificationService.ListNotificationMessages.
+ *
+ * @generated from message billing.v1.ListNotificationMessagesResponse
+ */
+export declare type ListNotificationMessagesResponse = Message<"billing.v1.ListNotificationMessagesResponse"> & {
+  /**
+   * The page of messages.
+   *
+   * @generated from field: repeated billing.v1.NotificationMessage messages = 1;
+   */
+  messages: NotificationMessage[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationMessagesResponse.
+ * Use `create(ListNotificationMessagesResponseSchema)` to create a new message.
+ */
+export declare const ListNotificationMessagesResponseSchema: GenMessage<ListNotificationMessagesResponse>;
+
+/**
+ * Request of NotificationService.ListNotificationAttempts.
+ *
+ * @generated from message billing.v1.ListNotificationAttemptsRequest
+ */
+export declare type ListNotificationAttemptsRequest = Message<"billing.v1.ListNotificationAttemptsRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Only the attempts of this notification.
+   *
+   * @generated from field: string notification_id = 2;
+   */
+  notificationId: string;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous next_page_token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationAttemptsRequest.
+ * Use `create(ListNotificationAttemptsRequestSchema)` to create a new message.
+ */
+export declare const ListNotificationAttemptsRequestSchema: GenMessage<ListNotificationAttemptsRequest>;
+
+/**
+ * Response of NotificationService.ListNotificationAttempts.
+ *
+ * @generated from message billing.v1.ListNotificationAttemptsResponse
+ */
+export declare type ListNotificationAttemptsResponse = Message<"billing.v1.ListNotificationAttemptsResponse"> & {
+  /**
+   * The page of attempts.
+   *
+   * @generated from field: repeated billing.v1.NotificationAttempt attempts = 1;
+   */
+  attempts: NotificationAttempt[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListNotificationAttemptsResponse.
+ * Use `create(ListNotificationAttemptsResponseSchema)` to create a new message.
+ */
+export declare const ListNotificationAttemptsResponseSchema: GenMessage<ListNotificationAttemptsResponse>;
+
+/**
+ * Request of NotificationService.ResendNotification.
+ *
+ * @generated from message billing.v1.ResendNotificationRequest
+ */
+export declare type ResendNotificationRequest = Message<"billing.v1.ResendNotificationRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * The notification.
+   *
+   * @generated from field: string notification_id = 2;
+   */
+  notificationId: string;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.ResendNotificationRequest.
+ * Use `create(ResendNotificationRequestSchema)` to create a new message.
+ */
+export declare const ResendNotificationRequestSchema: GenMessage<ResendNotificationRequest>;
+
+/**
+ * Request of NotificationService.ResendNotificationsSince.
+ *
+ * @generated from message billing.v1.ResendNotificationsSinceRequest
+ */
+export declare type ResendNotificationsSinceRequest = Message<"billing.v1.ResendNotificationsSinceRequest"> & {
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string endpoint_id = 1;
+   */
+  endpointId: string;
+
+  /**
+   * Messages written at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Idempotency key.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.ResendNotificationsSinceRequest.
+ * Use `create(ResendNotificationsSinceRequestSchema)` to create a new message.
+ */
+export declare const ResendNotificationsSinceRequestSchema: GenMessage<ResendNotificationsSinceRequest>;
+
+/**
+ * Response of NotificationService.ResendNotificationsSince.
+ *
+ * @generated from message billing.v1.ResendNotificationsSinceResponse
+ */
+export declare type ResendNotificationsSinceResponse = Message<"billing.v1.ResendNotificationsSinceResponse"> & {
+  /**
+   * How many messages were queued again.
+   *
+   * @generated from field: int32 queued = 1;
+   */
+  queued: number;
+};
+
+/**
+ * Describes the message billing.v1.ResendNotificationsSinceResponse.
+ * Use `create(ResendNotificationsSinceResponseSchema)` to create a new message.
+ */
+export declare const ResendNotificationsSinceResponseSchema: GenMessage<ResendNotificationsSinceResponse>;
+
+/**
+ * Request of NotificationService.WatchNotifications.
+ *
+ * @generated from message billing.v1.WatchNotificationsRequest
+ */
+export declare type WatchNotificationsRequest = Message<"billing.v1.WatchNotificationsRequest"> & {
+  /**
+   * Resume after this cursor (from a previous response); empty: from the start.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * Only these public types; empty: all.
+   *
+   * @generated from field: repeated string event_types = 2;
+   */
+  eventTypes: string[];
+};
+
+/**
+ * Describes the message billing.v1.WatchNotificationsRequest.
+ * Use `create(WatchNotificationsRequestSchema)` to create a new message.
+ */
+export declare const WatchNotificationsRequestSchema: GenMessage<WatchNotificationsRequest>;
+
+/**
+ * One notification of WatchNotifications.
+ *
+ * @generated from message billing.v1.WatchNotificationsResponse
+ */
+export declare type WatchNotificationsResponse = Message<"billing.v1.WatchNotificationsResponse"> & {
+  /**
+   * The notification.
+   *
+   * @generated from field: billing.v1.Notification notification = 1;
+   */
+  notification?: Notification | undefined;
+
+  /**
+   * Resume after this notification with this cursor.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message billing.v1.WatchNotificationsResponse.
+ * Use `create(WatchNotificationsResponseSchema)` to create a new message.
+ */
+export declare const WatchNotificationsResponseSchema: GenMessage<WatchNotificationsResponse>;
+
+/**
+ * The state of one message for one endpoint.
+ *
+ * @generated from enum billing.v1.NotificationMessageState
+ */
+export enum NotificationMessageState {
+  /**
+   * @generated from enum value: NOTIFICATION_MESSAGE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its first or next attempt.
+   *
+   * @generated from enum value: NOTIFICATION_MESSAGE_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The endpoint answered 2xx.
+   *
+   * @generated from enum value: NOTIFICATION_MESSAGE_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * Given up after the retry window.
+   *
+   * @generated from enum value: NOTIFICATION_MESSAGE_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum billing.v1.NotificationMessageState.
+ */
+export declare const NotificationMessageStateSchema: GenEnum<NotificationMessageState>;
+
+/**
+ * NotificationService manages the company's own endpoints that outbound
+ * notifications are POSTed to (signed by the Standard Webhooks scheme),
+ * inspects and replays their deliveries, and streams the same notifications to
+ * gRPC callers. Service key only.
+ *
+ * @generated from service billing.v1.NotificationService
+ */
+export declare const NotificationService: GenService<{
+  /**
+   * Registers an endpoint. The response carries its signing secret, shown
+   * only here and at RotateNotificationEndpointSecret.
+   *
+   * @generated from rpc billing.v1.NotificationService.CreateNotificationEndpoint
+   */
+  createNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof CreateNotificationEndpointRequestSchema;
+    output: typeof NotificationEndpointWithSecretSchema;
+  },
+  /**
+   * Lists endpoints, oldest first.
+   *
+   * @generated from rpc billing.v1.NotificationService.ListNotificationEndpoints
+   */
+  listNotificationEndpoints: {
+    methodKind: "unary";
+    input: typeof ListNotificationEndpointsRequestSchema;
+    output: typeof ListNotificationEndpointsResponseSchema;
+  },
+  /**
+   * Returns one endpoint (never its secret).
+   *
+   * @generated from rpc billing.v1.NotificationService.GetNotificationEndpoint
+   */
+  getNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof GetNotificationEndpointRequestSchema;
+    output: typeof NotificationEndpointSchema;
+  },
+  /**
+   * Updates the URL, description or event types named in update_mask.
+   *
+   * @generated from rpc billing.v1.NotificationService.UpdateNotificationEndpoint
+   */
+  updateNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof UpdateNotificationEndpointRequestSchema;
+    output: typeof NotificationEndpointSchema;
+  },
+  /**
+   * Stops deliveries to the endpoint; its pending messages wait.
+   *
+   * @generated from rpc billing.v1.NotificationService.DisableNotificationEndpoint
+   */
+  disableNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof DisableNotificationEndpointRequestSchema;
+    output: typeof NotificationEndpointSchema;
+  },
+  /**
+   * Resumes deliveries to a disabled endpoint.
+   *
+   * @generated from rpc billing.v1.NotificationService.EnableNotificationEndpoint
+   */
+  enableNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof EnableNotificationEndpointRequestSchema;
+    output: typeof NotificationEndpointSchema;
+  },
+  /**
+   * Deletes the endpoint with its deliveries and attempts.
+   *
+   * @generated from rpc billing.v1.NotificationService.DeleteNotificationEndpoint
+   */
+  deleteNotificationEndpoint: {
+    methodKind: "unary";
+    input: typeof DeleteNotificationEndpointRequestSchema;
+    output: typeof DeleteNotificationEndpointResponseSchema;
+  },
+  /**
+   * Replaces the signing secret; the old one still signs (a second signature)
+   * for 24 hours. The new secret is shown only in this response.
+   *
+   * @generated from rpc billing.v1.NotificationService.RotateNotificationEndpointSecret
+   */
+  rotateNotificationEndpointSecret: {
+    methodKind: "unary";
+    input: typeof RotateNotificationEndpointSecretRequestSchema;
+    output: typeof NotificationEndpointWithSecretSchema;
+  },
+  /**
+   * Lists the messages of an endpoint, newest first, optionally by state.
+   *
+   * @generated from rpc billing.v1.NotificationService.ListNotificationMessages
+   */
+  listNotificationMessages: {
+    methodKind: "unary";
+    input: typeof ListNotificationMessagesRequestSchema;
+    output: typeof ListNotificationMessagesResponseSchema;
+  },
+  /**
+   * Lists the delivery attempts of an endpoint, newest first.
+   *
+   * @generated from rpc billing.v1.NotificationService.ListNotificationAttempts
+   */
+  listNotificationAttempts: {
+    methodKind: "unary";
+    input: typeof ListNotificationAttemptsRequestSchema;
+    output: typeof ListNotificationAttemptsResponseSchema;
+  },
+  /**
+   * Sends one message to the endpoint again (also one it never had).
+   *
+   * @generated from rpc billing.v1.NotificationService.ResendNotification
+   */
+  resendNotification: {
+    methodKind: "unary";
+    input: typeof ResendNotificationRequestSchema;
+    output: typeof NotificationMessageSchema;
+  },
+  /**
+   * Sends again every message written at or after since that the endpoint wants.
+   *
+   * @generated from rpc billing.v1.NotificationService.ResendNotificationsSince
+   */
+  resendNotificationsSince: {
+    methodKind: "unary";
+    input: typeof ResendNotificationsSinceRequestSchema;
+    output: typeof ResendNotificationsSinceResponseSchema;
+  },
+  /**
+   * Streams notifications in delivery order from a cursor: each response
+   * carries the cursor to resume after it. The stream ends after a while
+   * without notifications (the client resumes from its last cursor). gRPC only.
+   *
+   * @generated from rpc billing.v1.NotificationService.WatchNotifications
+   */
+  watchNotifications: {
+    methodKind: "server_streaming";
+    input: typeof WatchNotificationsRequestSchema;
+    output: typeof WatchNotificationsResponseSchema;
+  },
+}>;
 

@@ -2,16 +2,18 @@
 // @generated from file billing/v1/notification.proto (package billing.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
+import { file_billing_v1_options } from "./options_pb.js";
+import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file billing/v1/notification.proto.
  */
 export const file_billing_v1_notification = /*@__PURE__*/
-  fileDesc("Ch1iaWxsaW5nL3YxL25vdGlmaWNhdGlvbi5wcm90bxIKYmlsbGluZy52MSKrAgoMTm90aWZpY2F0aW9uEh0KD25vdGlmaWNhdGlvbl9pZBgBIAEoCUIE4kEBAxISCgR0eXBlGAIgASgJQgTiQQEDEiAKEmJpbGxpbmdfYWNjb3VudF9pZBgDIAEoCUIE4kEBAxIrCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6YupBXwoiYmlsbGluZy50b2xsYm9vdGguZGV2L05vdGlmaWNhdGlvbhIcbm90aWZpY2F0aW9ucy97bm90aWZpY2F0aW9ufSoNbm90aWZpY2F0aW9uczIMbm90aWZpY2F0aW9uYgZwcm90bzM", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1iaWxsaW5nL3YxL25vdGlmaWNhdGlvbi5wcm90bxIKYmlsbGluZy52MSKrAgoMTm90aWZpY2F0aW9uEh0KD25vdGlmaWNhdGlvbl9pZBgBIAEoCUIE4kEBAxISCgR0eXBlGAIgASgJQgTiQQEDEiAKEmJpbGxpbmdfYWNjb3VudF9pZBgDIAEoCUIE4kEBAxIrCgRkYXRhGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6YupBXwoiYmlsbGluZy50b2xsYm9vdGguZGV2L05vdGlmaWNhdGlvbhIcbm90aWZpY2F0aW9ucy97bm90aWZpY2F0aW9ufSoNbm90aWZpY2F0aW9uczIMbm90aWZpY2F0aW9uIqMEChROb3RpZmljYXRpb25FbmRwb2ludBIZCgtlbmRwb2ludF9pZBgBIAEoCUIE4kEBCBIWCgN1cmwYAiABKAlCCeJBAQKwnxnQDxIZCgtkZXNjcmlwdGlvbhgDIAEoCUIE4kEBARIZCgtldmVudF90eXBlcxgEIAMoCUIE4kEBARIVCgdlbmFibGVkGAUgASgIQgTiQQEDEh0KD2Rpc2FibGVkX3JlYXNvbhgGIAEoCUIE4kEBAxI3Cg1mYWlsaW5nX3NpbmNlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxJFChtwcmV2aW91c19zZWNyZXRfZXhwaXJlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQM6fupBewoqYmlsbGluZy50b2xsYm9vdGguZGV2L05vdGlmaWNhdGlvbkVuZHBvaW50EiBub3RpZmljYXRpb25FbmRwb2ludHMve2VuZHBvaW50fSoVbm90aWZpY2F0aW9uRW5kcG9pbnRzMhRub3RpZmljYXRpb25FbmRwb2ludCJkCh5Ob3RpZmljYXRpb25FbmRwb2ludFdpdGhTZWNyZXQSMgoIZW5kcG9pbnQYASABKAsyIC5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbkVuZHBvaW50Eg4KBnNlY3JldBgCIAEoCSKeAgoTTm90aWZpY2F0aW9uTWVzc2FnZRIuCgxub3RpZmljYXRpb24YASABKAsyGC5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbhITCgtlbmRwb2ludF9pZBgCIAEoCRIzCgVzdGF0ZRgDIAEoDjIkLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uTWVzc2FnZVN0YXRlEhAKCGF0dGVtcHRzGAQgASgFEhIKCmxhc3RfZXJyb3IYBSABKAkSNQoRbmV4dF9hdHRlbXB0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlbGl2ZXJfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0AEKE05vdGlmaWNhdGlvbkF0dGVtcHQSEgoKYXR0ZW1wdF9pZBgBIAEoCRITCgtlbmRwb2ludF9pZBgCIAEoCRIXCg9ub3RpZmljYXRpb25faWQYAyABKAkSDgoGbnVtYmVyGAQgASgFEhMKC3N0YXR1c19jb2RlGAUgASgFEhIKCmxhdGVuY3lfbXMYBiABKAUSDQoFZXJyb3IYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIncKIUNyZWF0ZU5vdGlmaWNhdGlvbkVuZHBvaW50UmVxdWVzdBI4CghlbmRwb2ludBgBIAEoCzIgLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uRW5kcG9pbnRCBOJBAQISGAoKcmVxdWVzdF9pZBgCIAEoCUIE4kEBAiJVCiBMaXN0Tm90aWZpY2F0aW9uRW5kcG9pbnRzUmVxdWVzdBIXCglwYWdlX3NpemUYASABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgCIAEoCUIE4kEBASJxCiFMaXN0Tm90aWZpY2F0aW9uRW5kcG9pbnRzUmVzcG9uc2USMwoJZW5kcG9pbnRzGAEgAygLMiAuYmlsbGluZy52MS5Ob3RpZmljYXRpb25FbmRwb2ludBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoeR2V0Tm90aWZpY2F0aW9uRW5kcG9pbnRSZXF1ZXN0EhkKC2VuZHBvaW50X2lkGAEgASgJQgTiQQECIq4BCiFVcGRhdGVOb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QSOAoIZW5kcG9pbnQYASABKAsyIC5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbkVuZHBvaW50QgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBARIYCgpyZXF1ZXN0X2lkGAMgASgJQgTiQQECIlkKIkRpc2FibGVOb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QSGQoLZW5kcG9pbnRfaWQYASABKAlCBOJBAQISGAoKcmVxdWVzdF9pZBgCIAEoCUIE4kEBAiJYCiFFbmFibGVOb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QSGQoLZW5kcG9pbnRfaWQYASABKAlCBOJBAQISGAoKcmVxdWVzdF9pZBgCIAEoCUIE4kEBAiJYCiFEZWxldGVOb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QSGQoLZW5kcG9pbnRfaWQYASABKAlCBOJBAQISGAoKcmVxdWVzdF9pZBgCIAEoCUIE4kEBAiI5CiJEZWxldGVOb3RpZmljYXRpb25FbmRwb2ludFJlc3BvbnNlEhMKC2VuZHBvaW50X2lkGAEgASgJIl4KJ1JvdGF0ZU5vdGlmaWNhdGlvbkVuZHBvaW50U2VjcmV0UmVxdWVzdBIZCgtlbmRwb2ludF9pZBgBIAEoCUIE4kEBAhIYCgpyZXF1ZXN0X2lkGAIgASgJQgTiQQECIqoBCh9MaXN0Tm90aWZpY2F0aW9uTWVzc2FnZXNSZXF1ZXN0EhkKC2VuZHBvaW50X2lkGAEgASgJQgTiQQECEjkKBXN0YXRlGAIgASgOMiQuYmlsbGluZy52MS5Ob3RpZmljYXRpb25NZXNzYWdlU3RhdGVCBOJBAQESFwoJcGFnZV9zaXplGAMgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YBCABKAlCBOJBAQEibgogTGlzdE5vdGlmaWNhdGlvbk1lc3NhZ2VzUmVzcG9uc2USMQoIbWVzc2FnZXMYASADKAsyHy5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo4BCh9MaXN0Tm90aWZpY2F0aW9uQXR0ZW1wdHNSZXF1ZXN0EhkKC2VuZHBvaW50X2lkGAEgASgJQgTiQQECEh0KD25vdGlmaWNhdGlvbl9pZBgCIAEoCUIE4kEBARIXCglwYWdlX3NpemUYAyABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgEIAEoCUIE4kEBASJuCiBMaXN0Tm90aWZpY2F0aW9uQXR0ZW1wdHNSZXNwb25zZRIxCghhdHRlbXB0cxgBIAMoCzIfLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uQXR0ZW1wdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibwoZUmVzZW5kTm90aWZpY2F0aW9uUmVxdWVzdBIZCgtlbmRwb2ludF9pZBgBIAEoCUIE4kEBAhIdCg9ub3RpZmljYXRpb25faWQYAiABKAlCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBAiKHAQofUmVzZW5kTm90aWZpY2F0aW9uc1NpbmNlUmVxdWVzdBIZCgtlbmRwb2ludF9pZBgBIAEoCUIE4kEBAhIvCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQISGAoKcmVxdWVzdF9pZBgDIAEoCUIE4kEBAiIyCiBSZXNlbmROb3RpZmljYXRpb25zU2luY2VSZXNwb25zZRIOCgZxdWV1ZWQYASABKAUiTAoZV2F0Y2hOb3RpZmljYXRpb25zUmVxdWVzdBIUCgZjdXJzb3IYASABKAlCBOJBAQESGQoLZXZlbnRfdHlwZXMYAiADKAlCBOJBAQEiXAoaV2F0Y2hOb3RpZmljYXRpb25zUmVzcG9uc2USLgoMbm90aWZpY2F0aW9uGAEgASgLMhguYmlsbGluZy52MS5Ob3RpZmljYXRpb24SDgoGY3Vyc29yGAIgASgJKr8BChhOb3RpZmljYXRpb25NZXNzYWdlU3RhdGUSKgomTk9USUZJQ0FUSU9OX01FU1NBR0VfU1RBVEVfVU5TUEVDSUZJRUQQABImCiJOT1RJRklDQVRJT05fTUVTU0FHRV9TVEFURV9QRU5ESU5HEAESKAokTk9USUZJQ0FUSU9OX01FU1NBR0VfU1RBVEVfREVMSVZFUkVEEAISJQohTk9USUZJQ0FUSU9OX01FU1NBR0VfU1RBVEVfRkFJTEVEEAMyvBIKE05vdGlmaWNhdGlvblNlcnZpY2USqQEKGkNyZWF0ZU5vdGlmaWNhdGlvbkVuZHBvaW50Ei0uYmlsbGluZy52MS5DcmVhdGVOb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QaKi5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbkVuZHBvaW50V2l0aFNlY3JldCIwqp8ZAggBgtPkkwIkOgEqIh8vbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzEqcBChlMaXN0Tm90aWZpY2F0aW9uRW5kcG9pbnRzEiwuYmlsbGluZy52MS5MaXN0Tm90aWZpY2F0aW9uRW5kcG9pbnRzUmVxdWVzdBotLmJpbGxpbmcudjEuTGlzdE5vdGlmaWNhdGlvbkVuZHBvaW50c1Jlc3BvbnNlIi2qnxkCCAGC0+STAiESHy9tZ3QvdjEvbm90aWZpY2F0aW9ucy9lbmRwb2ludHMSpAEKF0dldE5vdGlmaWNhdGlvbkVuZHBvaW50EiouYmlsbGluZy52MS5HZXROb3RpZmljYXRpb25FbmRwb2ludFJlcXVlc3QaIC5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbkVuZHBvaW50IjuqnxkCCAGC0+STAi8SLS9tZ3QvdjEvbm90aWZpY2F0aW9ucy9lbmRwb2ludHMve2VuZHBvaW50X2lkfRK9AQoaVXBkYXRlTm90aWZpY2F0aW9uRW5kcG9pbnQSLS5iaWxsaW5nLnYxLlVwZGF0ZU5vdGlmaWNhdGlvbkVuZHBvaW50UmVxdWVzdBogLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uRW5kcG9pbnQiTqqfGQIIAYLT5JMCQjoIZW5kcG9pbnQyNi9tZ3QvdjEvbm90aWZpY2F0aW9ucy9lbmRwb2ludHMve2VuZHBvaW50LmVuZHBvaW50X2lkfRK3AQobRGlzYWJsZU5vdGlmaWNhdGlvbkVuZHBvaW50Ei4uYmlsbGluZy52MS5EaXNhYmxlTm90aWZpY2F0aW9uRW5kcG9pbnRSZXF1ZXN0GiAuYmlsbGluZy52MS5Ob3RpZmljYXRpb25FbmRwb2ludCJGqp8ZAggBgtPkkwI6OgEqIjUvbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzL3tlbmRwb2ludF9pZH06ZGlzYWJsZRK0AQoaRW5hYmxlTm90aWZpY2F0aW9uRW5kcG9pbnQSLS5iaWxsaW5nLnYxLkVuYWJsZU5vdGlmaWNhdGlvbkVuZHBvaW50UmVxdWVzdBogLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uRW5kcG9pbnQiRaqfGQIIAYLT5JMCOToBKiI0L21ndC92MS9ub3RpZmljYXRpb25zL2VuZHBvaW50cy97ZW5kcG9pbnRfaWR9OmVuYWJsZRK4AQoaRGVsZXRlTm90aWZpY2F0aW9uRW5kcG9pbnQSLS5iaWxsaW5nLnYxLkRlbGV0ZU5vdGlmaWNhdGlvbkVuZHBvaW50UmVxdWVzdBouLmJpbGxpbmcudjEuRGVsZXRlTm90aWZpY2F0aW9uRW5kcG9pbnRSZXNwb25zZSI7qp8ZAggBgtPkkwIvKi0vbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzL3tlbmRwb2ludF9pZH0S0AEKIFJvdGF0ZU5vdGlmaWNhdGlvbkVuZHBvaW50U2VjcmV0EjMuYmlsbGluZy52MS5Sb3RhdGVOb3RpZmljYXRpb25FbmRwb2ludFNlY3JldFJlcXVlc3QaKi5iaWxsaW5nLnYxLk5vdGlmaWNhdGlvbkVuZHBvaW50V2l0aFNlY3JldCJLqp8ZAggBgtPkkwI/OgEqIjovbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzL3tlbmRwb2ludF9pZH06cm90YXRlU2VjcmV0ErsBChhMaXN0Tm90aWZpY2F0aW9uTWVzc2FnZXMSKy5iaWxsaW5nLnYxLkxpc3ROb3RpZmljYXRpb25NZXNzYWdlc1JlcXVlc3QaLC5iaWxsaW5nLnYxLkxpc3ROb3RpZmljYXRpb25NZXNzYWdlc1Jlc3BvbnNlIkSqnxkCCAGC0+STAjgSNi9tZ3QvdjEvbm90aWZpY2F0aW9ucy9lbmRwb2ludHMve2VuZHBvaW50X2lkfS9tZXNzYWdlcxK7AQoYTGlzdE5vdGlmaWNhdGlvbkF0dGVtcHRzEisuYmlsbGluZy52MS5MaXN0Tm90aWZpY2F0aW9uQXR0ZW1wdHNSZXF1ZXN0GiwuYmlsbGluZy52MS5MaXN0Tm90aWZpY2F0aW9uQXR0ZW1wdHNSZXNwb25zZSJEqp8ZAggBgtPkkwI4EjYvbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzL3tlbmRwb2ludF9pZH0vYXR0ZW1wdHMSvgEKElJlc2VuZE5vdGlmaWNhdGlvbhIlLmJpbGxpbmcudjEuUmVzZW5kTm90aWZpY2F0aW9uUmVxdWVzdBofLmJpbGxpbmcudjEuTm90aWZpY2F0aW9uTWVzc2FnZSJgqp8ZAggBgtPkkwJUOgEqIk8vbWd0L3YxL25vdGlmaWNhdGlvbnMvZW5kcG9pbnRzL3tlbmRwb2ludF9pZH0vbWVzc2FnZXMve25vdGlmaWNhdGlvbl9pZH06cmVzZW5kErwBChhSZXNlbmROb3RpZmljYXRpb25zU2luY2USKy5iaWxsaW5nLnYxLlJlc2VuZE5vdGlmaWNhdGlvbnNTaW5jZVJlcXVlc3QaLC5iaWxsaW5nLnYxLlJlc2VuZE5vdGlmaWNhdGlvbnNTaW5jZVJlc3BvbnNlIkWqnxkCCAGC0+STAjk6ASoiNC9tZ3QvdjEvbm90aWZpY2F0aW9ucy9lbmRwb2ludHMve2VuZHBvaW50X2lkfTpyZXNlbmQSbQoSV2F0Y2hOb3RpZmljYXRpb25zEiUuYmlsbGluZy52MS5XYXRjaE5vdGlmaWNhdGlvbnNSZXF1ZXN0GiYuYmlsbGluZy52MS5XYXRjaE5vdGlmaWNhdGlvbnNSZXNwb25zZSIGqp8ZAggBMAFiBnByb3RvMw", [file_billing_v1_options, file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message billing.v1.Notification.
@@ -19,4 +21,190 @@ export const file_billing_v1_notification = /*@__PURE__*/
  */
 export const NotificationSchema = /*@__PURE__*/
   messageDesc(file_billing_v1_notification, 0);
+
+/**
+ * Describes the message billing.v1.NotificationEndpoint.
+ * Use `create(NotificationEndpointSchema)` to create a new message.
+ */
+export const NotificationEndpointSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 1);
+
+/**
+ * Describes the message billing.v1.NotificationEndpointWithSecret.
+ * Use `create(NotificationEndpointWithSecretSchema)` to create a new message.
+ */
+export const NotificationEndpointWithSecretSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 2);
+
+/**
+ * Describes the message billing.v1.NotificationMessage.
+ * Use `create(NotificationMessageSchema)` to create a new message.
+ */
+export const NotificationMessageSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 3);
+
+/**
+ * Describes the message billing.v1.NotificationAttempt.
+ * Use `create(NotificationAttemptSchema)` to create a new message.
+ */
+export const NotificationAttemptSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 4);
+
+/**
+ * Describes the message billing.v1.CreateNotificationEndpointRequest.
+ * Use `create(CreateNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const CreateNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 5);
+
+/**
+ * Describes the message billing.v1.ListNotificationEndpointsRequest.
+ * Use `create(ListNotificationEndpointsRequestSchema)` to create a new message.
+ */
+export const ListNotificationEndpointsRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 6);
+
+/**
+ * Describes the message billing.v1.ListNotificationEndpointsResponse.
+ * Use `create(ListNotificationEndpointsResponseSchema)` to create a new message.
+ */
+export const ListNotificationEndpointsResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 7);
+
+/**
+ * Describes the message billing.v1.GetNotificationEndpointRequest.
+ * Use `create(GetNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const GetNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 8);
+
+/**
+ * Describes the message billing.v1.UpdateNotificationEndpointRequest.
+ * Use `create(UpdateNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const UpdateNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 9);
+
+/**
+ * Describes the message billing.v1.DisableNotificationEndpointRequest.
+ * Use `create(DisableNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const DisableNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 10);
+
+/**
+ * Describes the message billing.v1.EnableNotificationEndpointRequest.
+ * Use `create(EnableNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const EnableNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 11);
+
+/**
+ * Describes the message billing.v1.DeleteNotificationEndpointRequest.
+ * Use `create(DeleteNotificationEndpointRequestSchema)` to create a new message.
+ */
+export const DeleteNotificationEndpointRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 12);
+
+/**
+ * Describes the message billing.v1.DeleteNotificationEndpointResponse.
+ * Use `create(DeleteNotificationEndpointResponseSchema)` to create a new message.
+ */
+export const DeleteNotificationEndpointResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 13);
+
+/**
+ * Describes the message billing.v1.RotateNotificationEndpointSecretRequest.
+ * Use `create(RotateNotificationEndpointSecretRequestSchema)` to create a new message.
+ */
+export const RotateNotificationEndpointSecretRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 14);
+
+/**
+ * Describes the message billing.v1.ListNotificationMessagesRequest.
+ * Use `create(ListNotificationMessagesRequestSchema)` to create a new message.
+ */
+export const ListNotificationMessagesRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 15);
+
+/**
+ * Describes the message billing.v1.ListNotificationMessagesResponse.
+ * Use `create(ListNotificationMessagesResponseSchema)` to create a new message.
+ */
+export const ListNotificationMessagesResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 16);
+
+/**
+ * Describes the message billing.v1.ListNotificationAttemptsRequest.
+ * Use `create(ListNotificationAttemptsRequestSchema)` to create a new message.
+ */
+export const ListNotificationAttemptsRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 17);
+
+/**
+ * Describes the message billing.v1.ListNotificationAttemptsResponse.
+ * Use `create(ListNotificationAttemptsResponseSchema)` to create a new message.
+ */
+export const ListNotificationAttemptsResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 18);
+
+/**
+ * Describes the message billing.v1.ResendNotificationRequest.
+ * Use `create(ResendNotificationRequestSchema)` to create a new message.
+ */
+export const ResendNotificationRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 19);
+
+/**
+ * Describes the message billing.v1.ResendNotificationsSinceRequest.
+ * Use `create(ResendNotificationsSinceRequestSchema)` to create a new message.
+ */
+export const ResendNotificationsSinceRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 20);
+
+/**
+ * Describes the message billing.v1.ResendNotificationsSinceResponse.
+ * Use `create(ResendNotificationsSinceResponseSchema)` to create a new message.
+ */
+export const ResendNotificationsSinceResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 21);
+
+/**
+ * Describes the message billing.v1.WatchNotificationsRequest.
+ * Use `create(WatchNotificationsRequestSchema)` to create a new message.
+ */
+export const WatchNotificationsRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 22);
+
+/**
+ * Describes the message billing.v1.WatchNotificationsResponse.
+ * Use `create(WatchNotificationsResponseSchema)` to create a new message.
+ */
+export const WatchNotificationsResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_notification, 23);
+
+/**
+ * Describes the enum billing.v1.NotificationMessageState.
+ */
+export const NotificationMessageStateSchema = /*@__PURE__*/
+  enumDesc(file_billing_v1_notification, 0);
+
+/**
+ * The state of one message for one endpoint.
+ *
+ * @generated from enum billing.v1.NotificationMessageState
+ */
+export const NotificationMessageState = /*@__PURE__*/
+  tsEnum(NotificationMessageStateSchema);
+
+/**
+ * NotificationService manages the company's own endpoints that outbound
+ * notifications are POSTed to (signed by the Standard Webhooks scheme),
+ * inspects and replays their deliveries, and streams the same notifications to
+ * gRPC callers. Service key only.
+ *
+ * @generated from service billing.v1.NotificationService
+ */
+export const NotificationService = /*@__PURE__*/
+  serviceDesc(file_billing_v1_notification, 0);
 

@@ -1,0 +1,301 @@
+"""The delivery process: outbox rows to the company's endpoints, signed, retried, in order.
+
+One pass (`Deliverer.run_once`), each step its own short transaction, none held across a POST:
+
+1. **Positions**: committed outbox rows get a position, one assigner at a time (see
+   `repository.assign_positions`), so positions follow commit order; each row gets a pending
+   delivery per enabled endpoint that wants its type.
+2. **Claim**: due deliveries whose account has no earlier pending delivery to that endpoint
+   are locked with `FOR UPDATE SKIP LOCKED` and leased (their next attempt pushed past the
+   send's timeout) before the claim commits. Several processes never send one message at
+   once: a leased row is not due, a row being claimed is skipped. We use plain row locks
+   rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
+   anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
+   give us.
+3. **Send**: POST the envelope (`envelope.body`) with Standard Webhooks headers (the
+   `standardwebhooks` package signs), with a short timeout, several at once.
+4. **Record**: every attempt is stored (status code, latency, error). 2xx: delivered. Else
+   the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
+   message is older than the give-up window; an endpoint failing that long is disabled and
+   a `notification.endpoint.disabled` notification says so.
+
+A process killed mid-batch loses nothing (its leases expire and the rows are sent again) and
+re-sends at most what it had in flight unrecorded; receivers deduplicate by `webhook-id`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from tollbooth.config import Settings
+from tollbooth.db import Database
+from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
+from tollbooth.db.types import utcnow
+from tollbooth.notifications import envelope, outbox, repository
+from tollbooth.notifications.endpoints import signing_secrets
+from tollbooth.notifications.repository import DELIVERED, FAILED
+
+log = logging.getLogger("tollbooth.notifications")
+
+MAX_ERROR = 500
+USER_AGENT = "tollbooth-notifications/1"
+
+
+@dataclass(frozen=True)
+class Policy:
+    timeout_sec: float = 5.0
+    retry_first_sec: float = 1.0
+    retry_max_sec: float = 3600.0
+    give_up_sec: int = 3 * 86400
+    disable_after_sec: int = 3 * 86400
+    batch: int = 50
+    senders: int = 8
+    poll_sec: float = 0.5
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(
+            timeout_sec=s.notify_timeout_sec,
+            retry_first_sec=s.notify_retry_first_ms / 1000,
+            retry_max_sec=s.notify_retry_max_sec,
+            give_up_sec=s.notify_give_up_sec,
+            disable_after_sec=s.notify_disable_after_sec,
+            batch=s.notify_batch,
+            senders=s.notify_senders,
+            poll_sec=s.notify_poll_ms / 1000,
+        )
+
+    @property
+    def lease(self) -> dt.timedelta:
+        """Longer than any send can take, so a claimed row is not due while it is sent."""
+        return dt.timedelta(seconds=2 * self.timeout_sec + 10)
+
+
+def retry_delay(attempts: int, policy: Policy, rng: Callable[[], float] = random.random) -> float:
+    """Seconds before attempt `attempts + 1`: first, doubling, capped, times a jitter in
+    [0.8, 1.2) so that a burst of failures does not retry in lock-step."""
+    base = min(policy.retry_max_sec, policy.retry_first_sec * 2 ** max(0, attempts - 1))
+    return base * (0.8 + 0.4 * rng())
+
+
+@dataclass(frozen=True)
+class Job:
+    delivery_id: str
+    attempt: int
+    notification_id: str
+    url: str
+    body: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    latency_ms: int
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+def headers(
+    notification_id: str, body: str, secrets: tuple[str, ...], at: dt.datetime
+) -> dict[str, str]:
+    """Standard Webhooks headers; one `v1,` signature per secret, space-separated."""
+    signatures = " ".join(
+        Webhook(s).sign(msg_id=notification_id, timestamp=at, data=body) for s in secrets
+    )
+    return {
+        "webhook-id": notification_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signatures,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+def send(client: httpx.Client, job: Job) -> Outcome:
+    started = time.monotonic()
+    try:
+        resp = client.post(
+            job.url,
+            content=job.body.encode(),
+            headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
+        )
+    except httpx.HTTPError as exc:
+        ms = int((time.monotonic() - started) * 1000)
+        return Outcome(0, ms, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+    ms = int((time.monotonic() - started) * 1000)
+    error = "" if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
+    return Outcome(resp.status_code, ms, error)
+
+
+def wants(endpoint: NotificationEndpoint, row: NotificationOutbox) -> bool:
+    types = endpoint.event_types or []
+    return not types or envelope.public_type(row.type) in types
+
+
+class Deliverer:
+    """One delivery process (or one of several: see the module docstring)."""
+
+    def __init__(self, db: Database, policy: Policy, client: httpx.Client | None = None) -> None:
+        self.db = db
+        self.policy = policy
+        self.client = client or httpx.Client(
+            timeout=policy.timeout_sec, follow_redirects=False, trust_env=False
+        )
+        self.pool = ThreadPoolExecutor(max_workers=policy.senders, thread_name_prefix="notify")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.client.close()
+
+    def fan_out(self) -> int:
+        """Step 1: positions and pending deliveries. Returns how many rows got a position."""
+        with self.db.transaction() as session:
+            rows = repository.assign_positions(session, 500)
+            if not rows:
+                return 0
+            now = utcnow()
+            for endpoint in repository.enabled_endpoints(session):
+                wanted = [r for r in rows if wants(endpoint, r)]
+                repository.insert_deliveries(session, endpoint.id, wanted, now)
+            return len(rows)
+
+    def claim(self) -> list[Job]:
+        """Step 2: lease a batch of due deliveries."""
+        now = utcnow()
+        with self.db.transaction() as session:
+            claimed = repository.claim_due(session, now, now + self.policy.lease, self.policy.batch)
+            return [
+                Job(
+                    delivery_id=d.id,
+                    attempt=d.attempts + 1,
+                    notification_id=row.id,
+                    url=endpoint.url,
+                    body=envelope.body(row),
+                    secrets=tuple(signing_secrets(endpoint, now)),
+                )
+                for d, row, endpoint in claimed
+            ]
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        """Step 4: the attempt, and what follows from it."""
+        now = utcnow()
+        with self.db.transaction() as session:
+            delivery = repository.lock_delivery(session, job.delivery_id)
+            if delivery is None:
+                return  # the endpoint was deleted meanwhile
+            delivery.attempts += 1
+            delivery.updated_at = now
+            repository.add_attempt(
+                session,
+                delivery,
+                status_code=outcome.status_code,
+                latency_ms=outcome.latency_ms,
+                error=outcome.error,
+                created_at=now,
+            )
+            if outcome.ok:
+                delivery.state = DELIVERED
+                delivery.delivered_at = now
+                delivery.last_error = ""
+                repository.clear_failing(session, delivery.endpoint_id)
+                return
+            delivery.last_error = outcome.error
+            row = repository.get_notification(session, delivery.notification_id)
+            age = (now - row.created_at).total_seconds() if row is not None else 0
+            if age >= self.policy.give_up_sec:
+                delivery.state = FAILED
+            else:
+                delay = retry_delay(delivery.attempts, self.policy)
+                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+            endpoint = repository.get_endpoint(session, delivery.endpoint_id, lock=True)
+            if endpoint is None or not endpoint.enabled:
+                return
+            if endpoint.failing_since is None:
+                endpoint.failing_since = now
+            elif (now - endpoint.failing_since).total_seconds() >= self.policy.disable_after_sec:
+                self._disable(session, endpoint, now)
+
+    def _disable(self, session, endpoint: NotificationEndpoint, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
+        assert endpoint.failing_since is not None
+        since = envelope.timestamp(endpoint.failing_since)
+        endpoint.enabled = False
+        endpoint.disabled_reason = f"every attempt failed since {since}"
+        endpoint.updated_at = now
+        outbox.enqueue(
+            session,
+            envelope.ENDPOINT_DISABLED,
+            None,
+            {"endpoint_id": endpoint.id, "url": endpoint.url, "failing_since": since},
+            f"{envelope.ENDPOINT_DISABLED}:{endpoint.id}:{since}",
+            now,
+        )
+        log.warning(
+            f"notification endpoint {endpoint.id} disabled: failing since {since}",
+            extra={"event": "endpoint_disabled", "endpoint_id": endpoint.id},
+        )
+
+    def run_once(self) -> int:
+        """One pass; returns how many messages were attempted."""
+        with self.db.transaction(readonly=True) as session:  # idle passes take no write lock
+            if not repository.has_work(session, utcnow()):
+                return 0
+        self.fan_out()
+        jobs = self.claim()
+        if not jobs:
+            return 0
+        # Each sender records its result as soon as its POST ends: a crash re-sends at most
+        # what the senders had in flight.
+        futures = [self.pool.submit(self._deliver, job) for job in jobs]
+        for future in as_completed(futures):
+            future.result()
+        return len(jobs)
+
+    def _deliver(self, job: Job) -> None:
+        self.record(job, send(self.client, job))
+
+    def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set: passes back to back while there is work, else a short sleep."""
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # a lost database connection: log, wait, go on
+                log.exception("notification delivery pass failed", extra={"event": "pass_failed"})
+                busy = 0
+            if not busy:
+                stop.wait(self.policy.poll_sec)
+
+
+def serve(settings: Settings) -> None:
+    """`serve-notifications`: deliver until SIGTERM or SIGINT."""
+    import signal
+
+    stop = threading.Event()
+
+    def stop_now(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGINT, stop_now)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # attempts are recorded, not logged
+    db = Database(settings.database_url)
+    deliverer = Deliverer(db, Policy.from_settings(settings))
+    log.info("delivering notifications", extra={"event": "delivering"})
+    try:
+        deliverer.run(stop)
+    finally:
+        deliverer.close()
+        db.dispose()

@@ -1,0 +1,185 @@
+"""Endpoints: the company's URLs that notifications are POSTed to, and their secrets.
+
+A secret is `whsec_` + base64 of 24 random bytes (the Standard Webhooks format). It is shown
+once, when created or rotated; after a rotation the old secret keeps signing beside the new
+one (the `webhook-signature` header carries both) for `PREVIOUS_SECRET_TTL`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors, paging
+from tollbooth.db.models import NotificationEndpoint
+from tollbooth.ids import new_id
+from tollbooth.notifications import repository
+from tollbooth.notifications.envelope import KNOWN_TYPES
+
+PREVIOUS_SECRET_TTL = dt.timedelta(hours=24)
+MAX_URL = 2000
+MAX_DESCRIPTION = 1000
+MAX_TYPES = len(KNOWN_TYPES)
+UPDATABLE = ("url", "description", "event_types")
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signing_secrets(endpoint: NotificationEndpoint, now: dt.datetime) -> list[str]:
+    """The secrets that sign a message now: the current one, and the previous one while it
+    has not expired."""
+    out = [endpoint.secret]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret and expires is not None and now < expires:
+        out.append(endpoint.previous_secret)
+    return out
+
+
+@dataclass(frozen=True)
+class Fields:
+    url: str = ""
+    description: str = ""
+    event_types: tuple[str, ...] = ()
+
+
+def clean_url(url: str) -> str:
+    url = url.strip()
+    if not url:
+        raise errors.required("url")
+    if len(url) > MAX_URL:
+        raise errors.invalid(f"url is longer than {MAX_URL} characters", field="url")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise errors.invalid("url is not a URL", reason="URL_INVALID", field="url") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.invalid(
+            "url must be an http or https URL with a host", reason="URL_INVALID", field="url"
+        )
+    return url
+
+
+def clean_types(types: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for t in types:
+        if t not in KNOWN_TYPES:
+            raise errors.invalid(
+                f"event_types: unknown type {errors.shown(t)}; known: {', '.join(KNOWN_TYPES)}",
+                reason="EVENT_TYPE_UNKNOWN",
+                field="event_types",
+            )
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def clean_description(text: str) -> str:
+    if len(text) > MAX_DESCRIPTION:
+        raise errors.invalid(
+            f"description is longer than {MAX_DESCRIPTION} characters", field="description"
+        )
+    return text
+
+
+def create(session: Session, fields: Fields, now: dt.datetime) -> tuple[NotificationEndpoint, str]:
+    endpoint = NotificationEndpoint(
+        id=new_id("nep"),
+        url=clean_url(fields.url),
+        description=clean_description(fields.description),
+        event_types=clean_types(fields.event_types),
+        secret=new_secret(),
+        enabled=True,
+        disabled_reason="",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(endpoint)
+    session.flush()
+    return endpoint, endpoint.secret
+
+
+def get(session: Session, endpoint_id: str, *, lock: bool = False) -> NotificationEndpoint:
+    if not endpoint_id:
+        raise errors.required("endpoint_id")
+    endpoint = repository.get_endpoint(session, endpoint_id, lock=lock)
+    if endpoint is None:
+        raise errors.not_found("notification endpoint", endpoint_id)
+    return endpoint  # type: ignore[no-any-return]
+
+
+def keyset(requested_size: int) -> paging.Keyset[Any]:
+    return paging.Keyset.of(
+        "notification-endpoints",
+        (paging.Micros(), paging.Text()),
+        lambda e: (e.created_at, e.id),
+        requested_size,
+    )
+
+
+def list_page(
+    session: Session, page_size: int, page_token: str
+) -> paging.Page[NotificationEndpoint]:
+    ks = keyset(page_size)
+    rows = repository.list_endpoints(session, ks.after(page_token), ks.limit)
+    return ks.page(rows)
+
+
+def update(
+    session: Session, endpoint_id: str, fields: Fields, paths: Sequence[str], now: dt.datetime
+) -> NotificationEndpoint:
+    unknown = [p for p in paths if p not in UPDATABLE]
+    if unknown:
+        raise errors.invalid(
+            f"update_mask: {errors.shown(unknown[0])} cannot be updated; "
+            f"updatable: {', '.join(UPDATABLE)}",
+            field="update_mask",
+        )
+    endpoint = get(session, endpoint_id, lock=True)
+    if "url" in paths:
+        endpoint.url = clean_url(fields.url)
+    if "description" in paths:
+        endpoint.description = clean_description(fields.description)
+    if "event_types" in paths:
+        endpoint.event_types = clean_types(fields.event_types)
+    endpoint.updated_at = now
+    session.flush()
+    return endpoint
+
+
+def set_enabled(
+    session: Session, endpoint_id: str, enabled: bool, reason: str, now: dt.datetime
+) -> NotificationEndpoint:
+    endpoint = get(session, endpoint_id, lock=True)
+    endpoint.enabled = enabled
+    endpoint.disabled_reason = "" if enabled else reason
+    if enabled:
+        endpoint.failing_since = None
+    endpoint.updated_at = now
+    session.flush()
+    return endpoint
+
+
+def delete(session: Session, endpoint_id: str) -> None:
+    get(session, endpoint_id, lock=True)
+    repository.delete_endpoint(session, endpoint_id)
+
+
+def rotate(
+    session: Session, endpoint_id: str, now: dt.datetime
+) -> tuple[NotificationEndpoint, str]:
+    endpoint = get(session, endpoint_id, lock=True)
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = now + PREVIOUS_SECRET_TTL
+    endpoint.secret = new_secret()
+    endpoint.updated_at = now
+    session.flush()
+    return endpoint, endpoint.secret

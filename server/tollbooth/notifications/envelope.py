@@ -1,0 +1,116 @@
+"""What a receiver gets: seed 001's shape `{"id", "type", "timestamp", "data": {...}}`.
+
+The rooms write their own payloads to the outbox under internal type names; this module is the
+one place that turns a stored row into the public envelope (public type names, camelCase
+fields, `accountId` everywhere), so no caller has to change when the wire shape does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import iso4217
+
+from tollbooth.db.models import NotificationOutbox
+
+# Internal type (what `outbox.enqueue` is given) -> public type (what receivers and endpoint
+# filters see). Types not listed keep their name.
+PUBLIC_TYPES = {
+    "credits.balance_depleted": "account.credits.balance_depleted",
+    "credits.granted": "account.credits.granted",
+    "checkout.completed": "checkout.session.completed",
+}
+INTERNAL_TYPES = {public: internal for internal, public in PUBLIC_TYPES.items()}
+
+# The types an endpoint may subscribe to (DESIGN section 10), plus the delivery's own.
+ENDPOINT_DISABLED = "notification.endpoint.disabled"
+KNOWN_TYPES = (
+    "account.credits.balance_depleted",
+    "account.credits.granted",
+    "checkout.session.completed",
+    "subscription.created",
+    "subscription.updated",
+    "subscription.canceled",
+    "invoice.paid",
+    "invoice.payment_failed",
+    ENDPOINT_DISABLED,
+)
+
+
+def public_type(internal: str) -> str:
+    return PUBLIC_TYPES.get(internal, internal)
+
+
+def internal_type(public: str) -> str:
+    return INTERNAL_TYPES.get(public, public)
+
+
+def timestamp(at: dt.datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a Z, as seed 001 writes it."""
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_CAMEL = re.compile(r"_([a-z0-9])")
+
+
+def camel(name: str) -> str:
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
+def major_units(minor: object, currency: object) -> str | None:
+    """Integer minor units as a decimal string of major units ("49.00"), exactly."""
+    if not isinstance(minor, int) or not isinstance(currency, str):
+        return None
+    known = iso4217.Currency.__members__.get(currency.lower())
+    exponent = known.exponent if known is not None and known.exponent is not None else 2
+    return format(Decimal(minor).scaleb(-exponent), "f")
+
+
+def data(row: NotificationOutbox) -> dict[str, Any]:
+    """The `data` object of a stored notification."""
+    payload = dict(row.payload or {})
+    out: dict[str, Any] = {}
+    if row.billing_account_id:
+        out["accountId"] = row.billing_account_id
+    if row.type == "credits.balance_depleted":
+        # Exactly seed 001's fields.
+        out["amount"] = str(payload.get("balance", "0"))
+        out["type"] = payload.get("credit_type", "")
+        return out
+    elif row.type == "credits.granted":
+        out["amount"] = payload.pop("amount", "")
+        out["type"] = payload.pop("credit_type", "")
+    elif row.type == "checkout.completed":
+        out["id"] = payload.pop("checkout_session_id", row.id)
+        out["status"] = "completed"
+        currency = payload.get("currency")
+        amount = major_units(payload.pop("amount_total", None), currency)
+        if amount is not None:
+            out["amount"] = amount
+        if isinstance(currency, str):
+            out["currency"] = currency.upper()
+            payload.pop("currency")
+        out["passThroughToken"] = payload.pop("client_reference", None) or ""
+    for key, value in payload.items():
+        out.setdefault(camel(key), value)
+    return out
+
+
+def envelope(row: NotificationOutbox) -> dict[str, Any]:
+    """The whole message: its id is the `webhook-id` receivers deduplicate by."""
+    return {
+        "id": row.id,
+        "type": public_type(row.type),
+        "timestamp": timestamp(row.created_at),
+        "data": data(row),
+    }
+
+
+def body(row: NotificationOutbox) -> str:
+    """The exact bytes (as text) that are signed and sent."""
+    return json.dumps(envelope(row), separators=(",", ":"), sort_keys=False, default=str)

@@ -1,0 +1,74 @@
+"""Inspection and replay: the messages and attempts of an endpoint; resend one, or all since."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors, paging
+from tollbooth.db.models import NotificationAttempt, NotificationDelivery, NotificationOutbox
+from tollbooth.notifications import endpoints, envelope, repository
+
+STATES = (repository.PENDING, repository.DELIVERED, repository.FAILED)
+Message = tuple[NotificationDelivery, NotificationOutbox]
+
+
+def list_messages(
+    session: Session, endpoint_id: str, state: str | None, page_size: int, page_token: str
+) -> paging.Page[Message]:
+    endpoints.get(session, endpoint_id)
+    ks: paging.Keyset[Message] = paging.Keyset.of(
+        f"notification-messages:{endpoint_id}:{state or ''}",
+        (paging.Int(),),
+        lambda m: (m[0].position,),
+        page_size,
+    )
+    rows = repository.list_messages(session, endpoint_id, state, ks.after(page_token), ks.limit)
+    return ks.page(rows)
+
+
+def list_attempts(
+    session: Session, endpoint_id: str, notification_id: str, page_size: int, page_token: str
+) -> paging.Page[NotificationAttempt]:
+    endpoints.get(session, endpoint_id)
+    ks: paging.Keyset[Any] = paging.Keyset.of(
+        f"notification-attempts:{endpoint_id}:{notification_id}",
+        (paging.Micros(), paging.Text()),
+        lambda a: (a.created_at, a.id),
+        page_size,
+    )
+    rows = repository.list_attempts(
+        session, endpoint_id, notification_id or None, ks.after(page_token), ks.limit
+    )
+    return ks.page(rows)
+
+
+def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
+    """The message is pending again for this endpoint (created if the endpoint never had it)."""
+    # No endpoint lock: recording an attempt locks delivery then endpoint, never the reverse.
+    endpoints.get(session, endpoint_id)
+    if not notification_id:
+        raise errors.required("notification_id")
+    row = repository.get_notification(session, notification_id)
+    if row is None:
+        raise errors.not_found("notification", notification_id)
+    if row.position is None:
+        raise errors.failed_precondition(
+            "NOTIFICATION_NOT_QUEUED",
+            "the notification is not queued for delivery yet; it is sent shortly anyway",
+        )
+    repository.insert_deliveries(session, endpoint_id, [row], now, reset=True)
+    delivery = repository.get_delivery(session, endpoint_id, notification_id)
+    assert delivery is not None
+    session.refresh(delivery)
+    return delivery, row
+
+
+def resend_since(session: Session, endpoint_id: str, since: dt.datetime, now: dt.datetime) -> int:
+    """Every message written at or after `since` that the endpoint wants is pending again."""
+    endpoint = endpoints.get(session, endpoint_id)
+    types = [envelope.internal_type(t) for t in endpoint.event_types or []]
+    rows = repository.notifications_since(session, since, types or None)
+    return repository.insert_deliveries(session, endpoint_id, rows, now, reset=True)

@@ -1,0 +1,293 @@
+"""Every SQL statement of the notifications room (besides `outbox.enqueue`).
+
+Portable between PostgreSQL and SQLite: on PostgreSQL the position counter is serialised by an
+advisory transaction lock and due deliveries are claimed with FOR UPDATE SKIP LOCKED; SQLite
+serialises writers anyway and ignores both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, select, text, update
+from sqlalchemy.orm import Session, aliased
+
+from tollbooth.db import upsert_insert
+from tollbooth.db.models import (
+    NotificationAttempt,
+    NotificationDelivery,
+    NotificationEndpoint,
+    NotificationOutbox,
+)
+from tollbooth.ids import new_id
+from tollbooth.paging import after_clause
+
+# pg_advisory_xact_lock key of the position counter ("ntfy" in ASCII).
+POSITION_LOCK = 0x6E746679
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+
+def get_endpoint(session: Session, endpoint_id: str, *, lock: bool = False) -> Any:
+    stmt = select(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def list_endpoints(
+    session: Session, after: tuple[Any, ...] | None, limit: int
+) -> Sequence[NotificationEndpoint]:
+    cols = (NotificationEndpoint.created_at, NotificationEndpoint.id)
+    stmt = select(NotificationEndpoint).order_by(*cols).limit(limit)
+    if after is not None:
+        stmt = stmt.where(after_clause(cols, after))
+    return session.scalars(stmt).all()
+
+
+def enabled_endpoints(session: Session) -> Sequence[NotificationEndpoint]:
+    stmt = select(NotificationEndpoint).where(NotificationEndpoint.enabled.is_(True))
+    return session.scalars(stmt.order_by(NotificationEndpoint.created_at)).all()
+
+
+def delete_endpoint(session: Session, endpoint_id: str) -> None:
+    # Children first: SQLite does not enforce ON DELETE CASCADE without a pragma.
+    ids = select(NotificationDelivery.id).where(NotificationDelivery.endpoint_id == endpoint_id)
+    session.execute(delete(NotificationAttempt).where(NotificationAttempt.delivery_id.in_(ids)))
+    session.execute(
+        delete(NotificationDelivery).where(NotificationDelivery.endpoint_id == endpoint_id)
+    )
+    session.execute(delete(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id))
+
+
+# -- positions (commit order) and fan-out -----------------------------------------------------
+
+
+def assign_positions(session: Session, limit: int) -> list[NotificationOutbox]:
+    """Number the committed rows that have no position yet, in the order they became visible.
+
+    One assigner at a time (the advisory lock, released at commit), so a position is only
+    handed out after every smaller one has committed: a reader that saw position p never sees
+    a smaller one appear later.
+    """
+    if _pg(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": POSITION_LOCK})
+    rows = list(
+        session.scalars(
+            select(NotificationOutbox)
+            .where(NotificationOutbox.position.is_(None))
+            .order_by(NotificationOutbox.created_at, NotificationOutbox.id)
+            .limit(limit)
+        ).all()
+    )
+    if not rows:
+        return rows
+    top = session.scalar(select(func.max(NotificationOutbox.position))) or 0
+    for row in rows:
+        top += 1
+        row.position = top
+    session.flush()
+    return rows
+
+
+def insert_deliveries(
+    session: Session,
+    endpoint_id: str,
+    rows: Sequence[NotificationOutbox],
+    now: dt.datetime,
+    *,
+    reset: bool = False,
+) -> int:
+    """A pending delivery of each row to the endpoint (once per pair); `reset` makes existing
+    ones pending again (a resend)."""
+    count = 0
+    for row in rows:
+        assert row.position is not None
+        stmt = upsert_insert(session, NotificationDelivery).values(
+            id=new_id("ndl"),
+            endpoint_id=endpoint_id,
+            notification_id=row.id,
+            order_key=row.billing_account_id or row.id,
+            position=row.position,
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            last_error="",
+            created_at=now,
+            updated_at=now,
+        )
+        if reset:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["endpoint_id", "notification_id"],
+                set_={"state": PENDING, "next_attempt_at": now, "updated_at": now},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "notification_id"])
+        count += len(session.execute(stmt.returning(NotificationDelivery.id)).all())
+    return count
+
+
+def notifications_since(
+    session: Session, since: dt.datetime, types: Sequence[str] | None
+) -> Sequence[NotificationOutbox]:
+    stmt = select(NotificationOutbox).where(
+        NotificationOutbox.position.is_not(None), NotificationOutbox.created_at >= since
+    )
+    if types:
+        stmt = stmt.where(NotificationOutbox.type.in_(types))
+    return session.scalars(stmt.order_by(NotificationOutbox.position)).all()
+
+
+def get_notification(session: Session, notification_id: str) -> NotificationOutbox | None:
+    return session.get(NotificationOutbox, notification_id)
+
+
+def notifications_after(
+    session: Session, position: int, types: Sequence[str] | None, limit: int
+) -> Sequence[NotificationOutbox]:
+    stmt = select(NotificationOutbox).where(NotificationOutbox.position > position)
+    if types:
+        stmt = stmt.where(NotificationOutbox.type.in_(types))
+    return session.scalars(stmt.order_by(NotificationOutbox.position).limit(limit)).all()
+
+
+def has_work(session: Session, now: dt.datetime) -> bool:
+    """Rows without a position, or pending deliveries that are due."""
+    unpositioned = select(NotificationOutbox.id).where(NotificationOutbox.position.is_(None))
+    due = select(NotificationDelivery.id).where(
+        NotificationDelivery.state == PENDING,
+        NotificationDelivery.next_attempt_at <= now,
+        exists().where(
+            NotificationEndpoint.id == NotificationDelivery.endpoint_id,
+            NotificationEndpoint.enabled.is_(True),
+        ),
+    )
+    return bool(session.execute(select(exists(unpositioned) | exists(due))).scalar())
+
+
+# -- claims and results -----------------------------------------------------------------------
+
+
+def claim_due(
+    session: Session, now: dt.datetime, lease_until: dt.datetime, limit: int
+) -> list[tuple[NotificationDelivery, NotificationOutbox, NotificationEndpoint]]:
+    """Due deliveries of enabled endpoints whose account has no earlier pending one, locked
+    with SKIP LOCKED and leased (next_attempt_at pushed to `lease_until`) before commit, so
+    no other process takes them while this one sends."""
+    d, earlier = NotificationDelivery, aliased(NotificationDelivery)
+    blocked = exists().where(
+        earlier.endpoint_id == d.endpoint_id,
+        earlier.order_key == d.order_key,
+        earlier.state == PENDING,
+        earlier.position < d.position,
+    )
+    enabled = exists().where(
+        NotificationEndpoint.id == d.endpoint_id, NotificationEndpoint.enabled.is_(True)
+    )
+    stmt = (
+        select(d)
+        .where(d.state == PENDING, d.next_attempt_at <= now, enabled, ~blocked)
+        .order_by(d.position)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    deliveries = list(session.scalars(stmt).all())
+    out = []
+    for delivery in deliveries:
+        delivery.next_attempt_at = lease_until
+        row = session.get(NotificationOutbox, delivery.notification_id)
+        endpoint = session.get(NotificationEndpoint, delivery.endpoint_id)
+        assert row is not None and endpoint is not None
+        out.append((delivery, row, endpoint))
+    session.flush()
+    return out
+
+
+def lock_delivery(session: Session, delivery_id: str) -> NotificationDelivery | None:
+    stmt = select(NotificationDelivery).where(NotificationDelivery.id == delivery_id)
+    return session.scalars(stmt.with_for_update()).first()
+
+
+def add_attempt(session: Session, delivery: NotificationDelivery, **fields: Any) -> None:
+    session.add(
+        NotificationAttempt(
+            id=new_id("nat"),
+            delivery_id=delivery.id,
+            endpoint_id=delivery.endpoint_id,
+            notification_id=delivery.notification_id,
+            number=delivery.attempts,
+            **fields,
+        )
+    )
+
+
+def clear_failing(session: Session, endpoint_id: str) -> None:
+    session.execute(
+        update(NotificationEndpoint)
+        .where(
+            NotificationEndpoint.id == endpoint_id, NotificationEndpoint.failing_since.is_not(None)
+        )
+        .values(failing_since=None)
+    )
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+def list_messages(
+    session: Session,
+    endpoint_id: str,
+    state: str | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> Sequence[tuple[NotificationDelivery, NotificationOutbox]]:
+    d = NotificationDelivery
+    stmt = (
+        select(d, NotificationOutbox)
+        .join(NotificationOutbox, NotificationOutbox.id == d.notification_id)
+        .where(d.endpoint_id == endpoint_id)
+        .order_by(d.position.desc())
+        .limit(limit)
+    )
+    if state:
+        stmt = stmt.where(d.state == state)
+    if after is not None:
+        stmt = stmt.where(after_clause((d.position,), after, descending=True))
+    return [(a, b) for a, b in session.execute(stmt).all()]
+
+
+def get_delivery(
+    session: Session, endpoint_id: str, notification_id: str
+) -> NotificationDelivery | None:
+    stmt = select(NotificationDelivery).where(
+        and_(
+            NotificationDelivery.endpoint_id == endpoint_id,
+            NotificationDelivery.notification_id == notification_id,
+        )
+    )
+    return session.scalars(stmt).first()
+
+
+def list_attempts(
+    session: Session,
+    endpoint_id: str,
+    notification_id: str | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> Sequence[NotificationAttempt]:
+    a = NotificationAttempt
+    cols = (a.created_at, a.id)
+    stmt = select(a).where(a.endpoint_id == endpoint_id)
+    if notification_id:
+        stmt = stmt.where(a.notification_id == notification_id)
+    if after is not None:
+        stmt = stmt.where(after_clause(cols, after, descending=True))
+    return session.scalars(stmt.order_by(a.created_at.desc(), a.id.desc()).limit(limit)).all()

@@ -1,0 +1,227 @@
+"""Delivery on PostgreSQL to a real HTTP receiver that verifies with `standardwebhooks`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from tests.notifications.support import Receiver, ReceiverServer, enqueue
+from tollbooth.db import Database
+from tollbooth.db.models import (
+    NotificationAttempt,
+    NotificationDelivery,
+    NotificationEndpoint,
+    NotificationOutbox,
+)
+from tollbooth.db.types import utcnow
+from tollbooth.notifications import endpoints
+from tollbooth.notifications.delivery import Deliverer, Policy
+
+FAST = Policy(timeout_sec=2, retry_first_sec=0.05, retry_max_sec=0.2, poll_sec=0.02)
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    database = Database(pg_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    server = ReceiverServer(r)
+    yield r
+    server.close()
+
+
+def register(db: Database, receiver: Receiver, types: tuple[str, ...] = ()) -> str:
+    with db.transaction() as session:
+        endpoint, secret = endpoints.create(
+            session, endpoints.Fields(url=receiver.url, event_types=types), utcnow()
+        )
+        receiver.secret = secret
+        return endpoint.id
+
+
+def drain(deliverers: list[Deliverer], done, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Run the deliverers concurrently (one thread each, own connections) until `done()`."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=d.run, args=(stop,)) for d in deliverers]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done():
+            time.sleep(0.05)
+        assert done(), "delivery did not finish"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for d in deliverers:
+            d.close()
+
+
+def test_a_message_lands_on_the_third_attempt_after_two_failures(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.fail_first = 2
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_a", {"stripe_invoice_id": "in_1", "amount_paid": 900})
+    drain([Deliverer(db, FAST)], lambda: len(receiver.accepted) == 1)
+    assert receiver.posts[ntf] == 3 and receiver.ok_posts[ntf] == 1
+    msg = receiver.accepted[0]
+    assert set(msg) == {"id", "type", "timestamp", "data"}
+    assert (msg["id"], msg["type"]) == (ntf, "invoice.paid")
+    assert msg["data"]["accountId"] == "acct_a" and msg["data"]["stripeInvoiceId"] == "in_1"
+    with db.transaction(readonly=True) as s:
+        attempts = s.scalars(
+            select(NotificationAttempt)
+            .where(NotificationAttempt.endpoint_id == endpoint_id)
+            .order_by(NotificationAttempt.number)
+        ).all()
+        delivery = s.scalars(select(NotificationDelivery)).one()
+    assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 500), (3, 204)]
+    assert [a.error for a in attempts] == ["HTTP 500", "HTTP 500", ""]
+    assert all(a.latency_ms >= 0 for a in attempts)
+    assert (delivery.state, delivery.attempts) == ("delivered", 3)
+
+
+def test_per_account_order_and_exactly_once_with_three_concurrent_processes(
+    db, receiver, pg_url
+) -> None:  # type: ignore[no-untyped-def]
+    receiver.fail_first = 1  # every message fails once: order must hold across retries
+    register(db, receiver)
+    sent: dict[str, list[str]] = {f"acct_{i}": [] for i in range(4)}
+    for n in range(6):
+        for acct in sent:
+            sent[acct].append(enqueue(db, "credits.granted", acct, {"amount": str(n)}))
+    total = sum(len(v) for v in sent.values())
+    workers = [Deliverer(Database(pg_url), FAST) for _ in range(3)]
+    try:
+        drain(workers, lambda: len(receiver.accepted) == total)
+    finally:
+        for w in workers:
+            w.db.dispose()
+    for acct, ids in sent.items():
+        got = [m["id"] for m in receiver.accepted if m["data"]["accountId"] == acct]
+        assert got == ids, acct
+    assert set(receiver.ok_posts.values()) == {1}  # no message answered 2xx twice
+    assert set(receiver.posts.values()) == {2}  # one failure, one success: never sent at once
+
+
+def test_old_secret_still_verifies_after_rotation(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    old = receiver.secret
+    with db.transaction() as s:
+        _, new = endpoints.rotate(s, endpoint_id, utcnow())
+    assert new != old
+    second = Receiver(secret=new)
+    server = ReceiverServer(second)
+    try:
+        with db.transaction() as s:
+            endpoints.create(s, endpoints.Fields(url=second.url), utcnow())
+        # the second endpoint has its own secret: give it the rotated one's pair to check both
+        with db.transaction() as s:
+            row = s.scalars(
+                select(NotificationEndpoint).where(NotificationEndpoint.url == second.url)
+            ).one()
+            row.secret, row.previous_secret = new, old
+            row.previous_secret_expires_at = utcnow() + dt.timedelta(hours=1)
+        enqueue(db, "invoice.paid", "acct_r", {})
+        drain([Deliverer(db, FAST)], lambda: receiver.accepted and second.accepted)
+    finally:
+        server.close()
+    assert receiver.rejected_signatures == 0 and second.rejected_signatures == 0
+
+
+def test_expired_previous_secret_no_longer_signs(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    old = receiver.secret
+    with db.transaction() as s:
+        endpoints.rotate(s, endpoint_id, utcnow() - dt.timedelta(hours=25))
+    receiver.secret = old  # a receiver still on the old secret
+    enqueue(db, "invoice.paid", "acct_x", {})
+    drain([Deliverer(db, FAST)], lambda: receiver.rejected_signatures >= 1)
+    assert receiver.accepted == []
+
+
+def test_an_endpoint_gets_only_the_types_it_wants(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    register(db, receiver, ("account.credits.balance_depleted",))
+    enqueue(db, "credits.granted", "acct_t", {"amount": "5", "credit_type": "units"})
+    wanted = enqueue(
+        db, "credits.balance_depleted", "acct_t", {"balance": "0", "credit_type": "units"}
+    )
+    drain([Deliverer(db, FAST)], lambda: len(receiver.accepted) == 1)
+    assert receiver.ids() == [wanted]
+    assert receiver.accepted[0]["data"] == {"accountId": "acct_t", "amount": "0", "type": "units"}
+    with db.transaction(readonly=True) as s:
+        assert s.scalar(select(NotificationDelivery.notification_id)) == wanted
+
+
+def test_given_up_message_unblocks_the_next_of_its_account(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    register(db, receiver)
+    receiver.always_fail = True
+    first = enqueue(db, "invoice.payment_failed", "acct_g", {})
+    with db.transaction() as s:  # written long ago: past the give-up window
+        s.get(NotificationOutbox, first).created_at = utcnow() - dt.timedelta(days=4)
+    second = enqueue(db, "invoice.paid", "acct_g", {})
+
+    def first_failed() -> bool:
+        with db.transaction(readonly=True) as s:
+            d = s.scalars(
+                select(NotificationDelivery).where(NotificationDelivery.notification_id == first)
+            ).first()
+            return d is not None and d.state == "failed"
+
+    drain([Deliverer(db, FAST)], first_failed)
+    receiver.always_fail = False
+    drain([Deliverer(db, FAST)], lambda: receiver.ids() == [second])
+    # the later message waited until the earlier one was given up
+    last_of_first = max(i for i, m in enumerate(receiver.log) if m == first)
+    assert receiver.log.index(second) > last_of_first
+
+
+def test_endpoint_failing_for_days_is_disabled_and_a_notification_says_so(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    failing = register(db, receiver)
+    receiver.always_fail = True
+    healthy = Receiver()
+    server = ReceiverServer(healthy)
+    try:
+        register(db, healthy, ("notification.endpoint.disabled",))
+        with db.transaction() as s:
+            s.get(NotificationEndpoint, failing).failing_since = utcnow() - dt.timedelta(days=4)
+        enqueue(db, "invoice.paid", "acct_d", {})
+        drain([Deliverer(db, FAST)], lambda: len(healthy.accepted) == 1)
+    finally:
+        server.close()
+    notice = healthy.accepted[0]
+    assert notice["type"] == "notification.endpoint.disabled"
+    assert notice["data"]["endpointId"] == failing and notice["data"]["url"] == receiver.url
+    with db.transaction(readonly=True) as s:
+        endpoint = s.get(NotificationEndpoint, failing)
+        assert endpoint is not None and not endpoint.enabled
+        assert endpoint.disabled_reason.startswith("every attempt failed since")
+
+
+def test_retry_schedule_is_stored_from_the_configured_first_delay(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.always_fail = True
+    register(db, receiver)
+    policy = Policy(timeout_sec=2, retry_first_sec=30, retry_max_sec=3600)
+    ntf = enqueue(db, "invoice.paid", "acct_s", {})
+    deliverer = Deliverer(db, policy)
+    try:
+        assert deliverer.run_once() == 1
+        assert deliverer.run_once() == 0  # not due again yet
+    finally:
+        deliverer.close()
+    with db.transaction(readonly=True) as s:
+        d = s.scalars(select(NotificationDelivery)).one()
+        a = s.scalars(select(NotificationAttempt)).one()
+    delay = (d.next_attempt_at - a.created_at).total_seconds()
+    assert 30 * 0.8 <= delay < 30 * 1.2
+    assert receiver.posts[ntf] == 1

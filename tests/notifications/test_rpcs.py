@@ -1,0 +1,308 @@
+"""NotificationService through real stubs on a real server (SQLite, then PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from sqlalchemy import func, select
+
+from billing.v1 import notification_pb2 as pb
+from billing.v1 import notification_pb2_grpc
+from tests.conftest import SERVICE_MD
+from tests.helpers import error_reason, keyed
+from tests.notifications.support import enqueue
+from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
+from tollbooth.deps import Deps
+from tollbooth.notifications.delivery import Deliverer, Policy
+
+
+@pytest.fixture(scope="module")
+def stub(shared_channel: grpc.Channel) -> notification_pb2_grpc.NotificationServiceStub:
+    return notification_pb2_grpc.NotificationServiceStub(shared_channel)
+
+
+def create(stub, url: str = "http://127.0.0.1:9/hooks", types=()):  # type: ignore[no-untyped-def]
+    return stub.CreateNotificationEndpoint(
+        keyed(
+            pb.CreateNotificationEndpointRequest(
+                endpoint=pb.NotificationEndpoint(url=url, description="d", event_types=types)
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+
+
+def count_endpoints(deps: Deps) -> int:
+    with deps.db.transaction(readonly=True) as s:
+        return int(s.scalar(select(func.count()).select_from(NotificationEndpoint)) or 0)
+
+
+def test_create_shows_the_secret_once_and_get_never(stub) -> None:  # type: ignore[no-untyped-def]
+    made = create(stub, types=["account.credits.balance_depleted"])
+    assert made.secret.startswith("whsec_") and len(made.secret) > 30
+    assert made.endpoint.enabled and list(made.endpoint.event_types) == [
+        "account.credits.balance_depleted"
+    ]
+    got = stub.GetNotificationEndpoint(
+        pb.GetNotificationEndpointRequest(endpoint_id=made.endpoint.endpoint_id),
+        metadata=SERVICE_MD,
+    )
+    assert got == made.endpoint
+    assert made.secret not in str(got)
+
+
+def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-untyped-def]
+    req = keyed(
+        pb.CreateNotificationEndpointRequest(
+            endpoint=pb.NotificationEndpoint(url="http://127.0.0.1:9/a")
+        )
+    )
+    first = stub.CreateNotificationEndpoint(req, metadata=SERVICE_MD)
+    again = stub.CreateNotificationEndpoint(req, metadata=SERVICE_MD)
+    assert first == again
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        (pb.NotificationEndpoint(url=""), "FIELD_REQUIRED"),
+        (pb.NotificationEndpoint(url="ftp://example.com/x"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="not a url"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://e.com", event_types=["nope"]), "EVENT_TYPE_UNKNOWN"),
+    ],
+)
+def test_bad_endpoint_is_refused_and_nothing_is_created(
+    stub, shared_deps, endpoint, reason
+) -> None:  # type: ignore[no-untyped-def]
+    before = count_endpoints(shared_deps)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateNotificationEndpoint(
+            keyed(pb.CreateNotificationEndpointRequest(endpoint=endpoint)), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == reason
+    assert count_endpoints(shared_deps) == before
+
+
+def test_without_a_service_key_nothing_is_answered(stub) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListNotificationEndpoints(pb.ListNotificationEndpointsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_list_pages_through_every_endpoint(stub) -> None:  # type: ignore[no-untyped-def]
+    made = {create(stub).endpoint.endpoint_id for _ in range(3)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = stub.ListNotificationEndpoints(
+            pb.ListNotificationEndpointsRequest(page_size=2, page_token=token), metadata=SERVICE_MD
+        )
+        seen += [e.endpoint_id for e in page.endpoints]
+        token = page.next_page_token
+        if not token:
+            break
+    assert made <= set(seen) and len(seen) == len(set(seen))
+
+
+def test_update_disable_enable_delete(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub).endpoint.endpoint_id
+    updated = stub.UpdateNotificationEndpoint(
+        keyed(
+            pb.UpdateNotificationEndpointRequest(
+                endpoint=pb.NotificationEndpoint(
+                    endpoint_id=eid, url="http://127.0.0.1:9/new", event_types=["invoice.paid"]
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["url", "event_types"]),
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert (updated.url, list(updated.event_types), updated.description) == (
+        "http://127.0.0.1:9/new",
+        ["invoice.paid"],
+        "d",
+    )
+    off = stub.DisableNotificationEndpoint(
+        keyed(pb.DisableNotificationEndpointRequest(endpoint_id=eid)), metadata=SERVICE_MD
+    )
+    assert not off.enabled and off.disabled_reason
+    on = stub.EnableNotificationEndpoint(
+        keyed(pb.EnableNotificationEndpointRequest(endpoint_id=eid)), metadata=SERVICE_MD
+    )
+    assert on.enabled and not on.disabled_reason
+    stub.DeleteNotificationEndpoint(
+        keyed(pb.DeleteNotificationEndpointRequest(endpoint_id=eid)), metadata=SERVICE_MD
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetNotificationEndpoint(
+            pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> None:  # type: ignore[no-untyped-def]
+    made = create(stub)
+    rotated = stub.RotateNotificationEndpointSecret(
+        keyed(pb.RotateNotificationEndpointSecretRequest(endpoint_id=made.endpoint.endpoint_id)),
+        metadata=SERVICE_MD,
+    )
+    assert rotated.secret.startswith("whsec_") and rotated.secret != made.secret
+    kept = rotated.endpoint.previous_secret_expire_time.ToDatetime(tzinfo=dt.UTC)
+    changed = rotated.endpoint.update_time.ToDatetime(tzinfo=dt.UTC)
+    assert kept - changed == dt.timedelta(hours=24)
+
+
+def test_messages_attempts_and_resends(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+    # Every endpoint of this module is unreachable (port 9): attempts fail fast, refused.
+    eid = create(stub).endpoint.endpoint_id
+    acct = f"acct_{uuid.uuid4().hex[:8]}"
+    ids = [enqueue(shared_deps.db, "invoice.paid", acct, {"n": n}) for n in range(3)]
+    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+    try:
+        deliverer.run_once()
+    finally:
+        deliverer.close()
+    pending = stub.ListNotificationMessages(
+        pb.ListNotificationMessagesRequest(
+            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_PENDING, page_size=2
+        ),
+        metadata=SERVICE_MD,
+    )
+    rest = stub.ListNotificationMessages(
+        pb.ListNotificationMessagesRequest(
+            endpoint_id=eid,
+            state=pb.NOTIFICATION_MESSAGE_STATE_PENDING,
+            page_size=2,
+            page_token=pending.next_page_token,
+        ),
+        metadata=SERVICE_MD,
+    )
+    listed = [m.notification.notification_id for m in [*pending.messages, *rest.messages]]
+    assert listed == list(reversed(ids))  # newest first
+    first = rest.messages[-1]
+    assert (first.attempts, first.notification.type) == (1, "invoice.paid")
+    assert first.last_error.startswith("ConnectError")
+    delivered = stub.ListNotificationMessages(
+        pb.ListNotificationMessagesRequest(
+            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_DELIVERED
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert list(delivered.messages) == []
+    attempts = stub.ListNotificationAttempts(
+        pb.ListNotificationAttemptsRequest(endpoint_id=eid, notification_id=ids[0]),
+        metadata=SERVICE_MD,
+    )
+    assert [(a.number, a.status_code) for a in attempts.attempts] == [(1, 0)]
+    # resend one: due now again
+    again = stub.ResendNotification(
+        keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ids[0])),
+        metadata=SERVICE_MD,
+    )
+    assert again.state == pb.NOTIFICATION_MESSAGE_STATE_PENDING
+    assert again.next_attempt_time.ToDatetime(tzinfo=dt.UTC) <= dt.datetime.now(dt.UTC)
+    since = timestamp_pb2.Timestamp()
+    since.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+    queued = stub.ResendNotificationsSince(
+        keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)),
+        metadata=SERVICE_MD,
+    )
+    assert queued.queued >= 3
+    with shared_deps.db.transaction(readonly=True) as s:
+        states = s.scalars(
+            select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
+        ).all()
+    assert set(states) == {"pending"}
+
+
+def test_resend_of_an_unknown_notification_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub).endpoint.endpoint_id
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ResendNotification(
+            keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id="ntf_nope")),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- WatchNotifications ----------------------------------------------------------------------
+
+
+def positioned(deps: Deps) -> None:
+    deliverer = Deliverer(deps.db, Policy())
+    try:
+        deliverer.fan_out()
+    finally:
+        deliverer.close()
+
+
+def test_watch_resumes_from_the_last_cursor_without_gaps_or_repeats(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+    acct = f"acct_{uuid.uuid4().hex[:8]}"
+    first = [enqueue(shared_deps.db, "credits.granted", acct, {"amount": "1"}) for _ in range(3)]
+    positioned(shared_deps)
+    # from the start, up to our three
+    seen, cursor = [], ""
+    stream = stub.WatchNotifications(pb.WatchNotificationsRequest(), metadata=SERVICE_MD)
+    for item in stream:
+        if item.notification.billing_account_id == acct:
+            seen.append(item.notification.notification_id)
+        cursor = item.cursor
+        if len(seen) == 3:
+            stream.cancel()
+            break
+    assert seen == first
+    later = [enqueue(shared_deps.db, "invoice.paid", acct, {}) for _ in range(2)]
+    positioned(shared_deps)
+    resumed = stub.WatchNotifications(
+        pb.WatchNotificationsRequest(cursor=cursor, event_types=["invoice.paid"]),
+        metadata=SERVICE_MD,
+    )
+    got = []
+    for item in resumed:
+        assert item.notification.type == "invoice.paid"
+        if item.notification.billing_account_id == acct:
+            got.append(item.notification.notification_id)
+        if len(got) == 2:
+            resumed.cancel()
+            break
+    assert got == later
+
+
+def test_watch_refuses_a_bad_cursor(stub) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as err:
+        list(
+            stub.WatchNotifications(
+                pb.WatchNotificationsRequest(cursor="abc"), metadata=SERVICE_MD, timeout=10
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "CURSOR_INVALID"
+
+
+def test_watch_ends_on_cancel_and_frees_its_thread(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+    """A cancelled watch at the head of the log ends: a later call on the server still runs."""
+    top = stub.WatchNotifications(pb.WatchNotificationsRequest(), metadata=SERVICE_MD)
+    done = threading.Event()
+
+    def consume() -> None:
+        try:
+            for _ in top:
+                pass
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.CANCELLED
+        done.set()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    top.cancel()
+    t.join(timeout=30)
+    assert done.is_set()
+    assert stub.ListNotificationEndpoints(
+        pb.ListNotificationEndpointsRequest(page_size=1), metadata=SERVICE_MD, timeout=10
+    )

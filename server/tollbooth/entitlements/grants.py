@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tollbooth.amounts import EXACT, ZERO
+from tollbooth.amounts import CONTEXT, ZERO
 from tollbooth.catalog.fields import Entitlement
 from tollbooth.subscriptions.repository import HOLDING_SUBSCRIPTION, Holding
 
@@ -114,8 +114,8 @@ def grants(held: Iterable[HeldPrice], now: dt.datetime) -> dict[str, Grant]:
             if h.price_id not in grant.price_ids:
                 grant.price_ids.append(h.price_id)
             if grant.kind is Kind.METERED and kind is Kind.METERED and ent.metric == grant.metric:
-                share = EXACT.multiply(Decimal(ent.limit), Decimal(max(h.quantity, 1)))
-                grant.limit = EXACT.add(grant.limit, share)
+                share = CONTEXT.multiply(Decimal(ent.limit), Decimal(max(h.quantity, 1)))
+                grant.limit = CONTEXT.add(grant.limit, share)
                 if grant.period is None and h.source == HOLDING_SUBSCRIPTION:
                     grant.period = current_period(h.period_start, h.period_end, now)
     for grant in out.values():

@@ -255,6 +255,22 @@ class StripeProvider:
             )
         )
 
+    def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        """Expire an open session; the session as the provider then has it. One that is no
+        longer open (already expired, or complete) is returned unchanged, not an error."""
+        try:
+            expired = self.client.v1.checkout.sessions.expire(
+                session_id,
+                options=self._options(idempotency_key("expire", session_id)),  # type: ignore[arg-type]
+            )
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) != 400:
+                raise _map_error(exc, "expire checkout session") from exc
+            return self.retrieve_checkout_session(session_id)
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "expire checkout session") from exc
+        return self._plain(expired)
+
     # -- billing portal -------------------------------------------------------------------
 
     def portal_configuration(self, features: dict[str, Any]) -> str:

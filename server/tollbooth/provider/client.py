@@ -66,6 +66,10 @@ def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         log.error("the payment provider refused our credentials (%s): check STRIPE_API_KEY", what)
         return unavailable(f"the payment provider refused this service's credentials ({what})")
+    if isinstance(exc, stripe.IdempotencyError) and status == 409:
+        # Another request with the same key is still in progress at Stripe (two replicas
+        # completing one checkout intent at once): retrying gets its answer.
+        return unavailable(f"the same request is in progress at the payment provider ({what})")
     if isinstance(exc, stripe.IdempotencyError):
         return errors.invalid(
             "request_id was already used with different parameters",

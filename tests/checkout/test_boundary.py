@@ -220,6 +220,29 @@ def test_a_retry_after_a_provider_timeout_succeeds_with_the_same_session(
     assert replay.session.checkout_session_id == again.session.checkout_session_id
 
 
+def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
+    impatient_world: World,
+) -> None:
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="tab-a")
+    stall.release.set()
+    with world.deps.db.transaction(readonly=True) as session:
+        statuses = session.scalars(
+            sa.select(CheckoutSession.status).where(CheckoutSession.billing_account_id == account)
+        ).all()
+    assert list(statuses) == ["pending"]
+    other_tab = world.buy(token, "pro", request_id="tab-b")
+    first_tab = world.buy(token, "pro", request_id="tab-a")
+    assert other_tab.session.checkout_session_id == first_tab.session.checkout_session_id
+    assert open_sessions(world, customer_of(world, account)) == [
+        first_tab.session.stripe_checkout_session_id
+    ]
+
+
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:
     world = sqlite_world
     world.price("pro", group="plan")

@@ -156,10 +156,13 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
-        return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
     conflict = conflicting_subscription(session, account.id, prices)
-    if conflict is not None:
+    if conflict is not None and (own is None or own.status == "pending"):
+        if own is not None:  # a plan of the group was bought since this intent was recorded
+            repository.delete_pending(session, own.id, account_id=account.id)
         return _Plan(account.id, portal_for=conflict.id, return_url=cancel or success)
+    if own is not None:
+        return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
     now = utcnow()
     blockers: list[tuple[str, Intent]] = []
     for group in _groups(prices):

@@ -123,6 +123,37 @@ def test_two_tabs_buying_pro_at_once_get_one_session_and_one_plan(world: World) 
     assert len(listed.subscriptions) == 1
 
 
+def test_two_tabs_on_two_replicas_sharing_postgres_get_one_open_session(pg_world: World) -> None:
+    """The slot is enforced by the database, not by one process: each tab talks to its own
+    server replica (its own engine and pool) on the same PostgreSQL database."""
+    from dataclasses import replace
+
+    from tollbooth.app import Deps, build_server
+    from tollbooth.db import Database
+
+    world = pg_world
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    deps = Deps.build(world.settings, Database(world.deps.db.url))
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    try:
+        other = replace(world, grpc_target=f"127.0.0.1:{port}")
+        world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
+        answers = at_once(
+            lambda: tab(world, token, "pro", "replica-1"),
+            lambda: tab(other, token, "team", "replica-2"),
+        )
+    finally:
+        server.stop(grace=None).wait()
+        deps.db.dispose()
+    assert all(a.WhichOneof("next_action") == "session" for a in answers)
+    still_open = open_sessions(world, customer_of(world, account))
+    assert len(still_open) == 1
+    assert still_open[0] in {a.session.stripe_checkout_session_id for a in answers}
+
+
 def test_pro_then_team_expires_the_pro_session_at_the_provider_first(world: World) -> None:
     world.price("pro", group="plan", grants=CREDITS)
     world.price("team", group="plan", amount=9900)

@@ -7,6 +7,7 @@ transaction (a held sandbox call, and an unrelated write that completes meanwhil
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from tests.checkout.support import World, start_world
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason
 from tollbooth.db.models import CheckoutSession
+from tollbooth.db.types import utcnow
 
 CREDITS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="1000", on_purchase=True)]
 CHECKOUT_PATH = "/v1/checkout/sessions"
@@ -272,6 +274,35 @@ def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
     assert open_sessions(world, customer_of(world, account)) == [
         first_tab.session.stripe_checkout_session_id
     ]
+
+
+def test_reconcile_sweeps_an_intent_left_pending_and_a_late_retry_gets_its_session(
+    impatient_world: World,
+) -> None:
+    from tollbooth import app
+    from tollbooth.checkout import intents
+
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="swept")
+    stall.release.set()
+    with world.deps.db.transaction() as session:  # the intent is old enough to be swept
+        session.execute(
+            sa.update(CheckoutSession)
+            .where(CheckoutSession.billing_account_id == account)
+            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+        )
+    report = app.reconcile(world.settings)
+    assert report.failed == []
+    [line] = [c for c in report.changed if c.startswith("checkout ")]
+    assert "pending -> open" in line
+    late = world.buy(token, "pro", request_id="swept")
+    assert late.session.stripe_checkout_session_id in line
+    created = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    assert [s.id for s in created] == [late.session.stripe_checkout_session_id]
 
 
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:

@@ -59,6 +59,8 @@ from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions.service import conflicting_subscription, price_group
 
 LIVE = ("pending", "open")
+# An intent still pending after this long was left by a crash or a timeout: the sweeper's.
+STALE_AFTER = dt.timedelta(minutes=10)
 MAX_TAKEOVERS = 5
 
 
@@ -321,6 +323,29 @@ def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
             payment_status=remote.get("payment_status") or "unpaid",
         )
     return status
+
+
+def sweep_pending(
+    db: Database, provider: StripeProvider, *, older_than: dt.timedelta = STALE_AFTER
+) -> tuple[list[str], list[str]]:
+    """The sweeper (`tollbooth reconcile`): complete every intent left `pending` (a crash or a
+    timeout between the steps, and no retry since) with its own key and parameters, so the
+    provider holds exactly the session a late retry will get back. (changes, failures)."""
+    with db.transaction(readonly=True) as session:
+        stale = [
+            Intent.of(row)
+            for row in repository.stale_pending(session, before=utcnow() - older_than, owner=None)
+        ]
+    changes: list[str] = []
+    failures: list[str] = []
+    for intent in stale:
+        try:
+            done = realise(db, provider, intent)
+        except errors.DomainError as exc:
+            failures.append(f"checkout {intent.id}: {exc}")
+            continue
+        changes.append(f"checkout {intent.id}: pending -> {done.status} ({done.stripe_id})")
+    return changes, failures
 
 
 # -- the operations ---------------------------------------------------------------------------

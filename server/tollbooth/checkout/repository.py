@@ -6,6 +6,8 @@ service caller, the provider's events); see `tollbooth.accounts.service.owner`.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -117,3 +119,15 @@ def delete_pending(session: Session, checkout_id: str, *, account_id: str) -> No
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def stale_pending(
+    session: Session, *, before: dt.datetime, owner: str | None
+) -> list[CheckoutSession]:
+    """Intents recorded before `before` whose provider step never finished."""
+    stmt = select(CheckoutSession).where(
+        CheckoutSession.status == "pending", CheckoutSession.created_at < before
+    )
+    if owner is not None:
+        stmt = stmt.where(CheckoutSession.billing_account_id == owner)
+    return list(session.scalars(stmt.order_by(CheckoutSession.created_at)))

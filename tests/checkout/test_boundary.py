@@ -346,22 +346,29 @@ def _sync(world: World) -> list[str]:
     return sync_stripe(world.deps.db, StripeProvider.from_settings(world.settings))
 
 
-@pytest.mark.parametrize("operation", ["checkout", "portal", "catalog sync"])
+def _held(world: World, operation: str, token: str) -> tuple[str, Callable[[], Any]]:
+    """The provider path an operation calls, and the operation."""
+    if operation == "portal":
+        world.buy(token, "pro")  # the account becomes a provider customer
+        return "/v1/billing_portal/sessions", lambda: _portal(world, token)
+    if operation == "catalog sync":
+        world.price("later", group="later")
+        return "/v1/prices", lambda: _sync(world)
+    return CHECKOUT_PATH, lambda: world.buy(token, "pro", request_id="held")
+
+
+OPERATIONS = ["checkout", "portal", "catalog sync"]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_an_unrelated_write_completes_while_a_provider_call_is_held(
     sqlite_world: World, operation: str
 ) -> None:
     world = sqlite_world
     world.price("pro", group="plan")
-    token, account = world.token()
+    token, _ = world.token()
     _, other = world.token()
-    if operation == "portal":
-        world.buy(token, "pro")  # the account becomes a provider customer
-        path, call = "/v1/billing_portal/sessions", lambda: _portal(world, token)
-    elif operation == "catalog sync":
-        world.price("later", group="later")
-        path, call = "/v1/prices", lambda: _sync(world)
-    else:
-        path, call = CHECKOUT_PATH, lambda: world.buy(token, "pro", request_id="held")
+    path, call = _held(world, operation, token)
     stall = world.sandbox.stalls.add("POST", path, seconds=30.0)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(call)
@@ -373,15 +380,21 @@ def test_an_unrelated_write_completes_while_a_provider_call_is_held(
         assert pending.result(timeout=30)
 
 
-def test_no_transaction_is_open_during_a_held_checkout_call_on_postgres(pg_world: World) -> None:
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_no_transaction_is_open_during_a_held_provider_call_on_postgres(
+    pg_world: World, operation: str
+) -> None:
     world = pg_world
     world.price("pro", group="plan")
     token, _ = world.token()
-    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=30.0)
+    path, call = _held(world, operation, token)
+    world.settled()
+    world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
+    stall = world.sandbox.stalls.add("POST", path, seconds=30.0)
     admin = sa.create_engine(world.deps.db.url)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(lambda: world.buy(token, "pro", request_id="pg-held"))
+            pending = pool.submit(call)
             assert stall.entered.wait(10)
             with admin.connect() as conn:
                 in_transaction = conn.execute(
@@ -393,7 +406,7 @@ def test_no_transaction_is_open_during_a_held_checkout_call_on_postgres(pg_world
             assert in_transaction == 0
             assert not pending.done()
             stall.release.set()
-            answer = pending.result(timeout=30)
+            assert pending.result(timeout=30)
     finally:
         admin.dispose()
-    assert answer.session.status == checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN
+        world.gate.open.set()

@@ -302,7 +302,10 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
             ],
         )
         row = repository.checkout_by_id(session, intent.id, owner=intent.account_id)
-        assert row is not None
+        if row is None:  # withdrawn meanwhile (its group was bought): nothing to answer with
+            raise errors.failed_precondition(
+                "FAILED_PRECONDITION", "this checkout was withdrawn meanwhile; ask again"
+            )
         return Intent.of(row)
 
 

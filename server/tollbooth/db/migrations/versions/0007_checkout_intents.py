@@ -5,7 +5,7 @@ request's URLs and a fingerprint of what it asks for), so a retry or a second re
 complete it; `checkout_slots` names the one live checkout of each account and group.
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0013
 """
 
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from alembic import op
 from tollbooth.db.types import UTCDateTime
 
 revision = "0007"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

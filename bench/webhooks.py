@@ -71,6 +71,7 @@ def _env(url: str, grpc_port: int, sandbox_port: int, data: Path) -> dict[str, s
         "BILLING_SANDBOX_DB": str(data / "sandbox.db"),
         "BILLING_SANDBOX_WEBHOOK_URL": "",
         "BILLING_DATA_DIR": str(data),
+        "BILLING_REDIRECT_ORIGINS": "https://app.example",
     }
 
 

@@ -37,6 +37,8 @@ def make_env(database_url: str, **extra: str) -> dict[str, str]:
         "BILLING_GRPC_WORKERS": "16",
         # Metrics off unless a test asks: parallel stacks would share the default port.
         "BILLING_METRICS_PORT": "0",
+        # Where checkout and portal tests send buyers back.
+        "BILLING_REDIRECT_ORIGINS": "https://app.example",
     }
     env.update(extra)
     return env

@@ -27,6 +27,7 @@ from tollbooth import metrics, tracing
 from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout import fulfilment
+from tollbooth.checkout import intents as checkout_intents
 from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
@@ -196,15 +197,20 @@ def replay(settings: Settings, *, since: dt.datetime | None, event_id: str | Non
 
 
 def reconcile(settings: Settings) -> Report:
-    """`reconcile`: compare every subscription with the provider and repair drift."""
+    """`reconcile`: compare every subscription with the provider and repair drift; complete
+    the checkout intents left pending (`checkout.intents.sweep_pending`)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
-        return reconciling.reconcile(
+        report = reconciling.reconcile(
             db,
             provider,
             known=subscriptions.all_subscription_ids,
             resync=subscription_effects.resync(provider),
         )
+        changes, failures = checkout_intents.sweep_pending(db, provider)
+        report.changed.extend(changes)
+        report.failed.extend(failures)
+        return report
     finally:
         db.dispose()
 

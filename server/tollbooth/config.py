@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 from annotated_types import Ge, Le
 from pydantic import Field, ValidationError, model_validator
@@ -158,6 +159,29 @@ def _integer(name: str, text: str, lo: int | None, hi: int | None) -> int:
 
 
 _NUMBERS = (int, float, int | None)
+
+
+def redirect_origins(origins: Any) -> tuple[str, ...]:
+    """BILLING_REDIRECT_ORIGINS cleaned: each an http(s) origin, lower-cased, without a path."""
+    if isinstance(origins, str):
+        origins = split_list(origins)
+    out: list[str] = []
+    for origin in origins:
+        parsed = urlparse(origin.strip().rstrip("/"))
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.username is not None
+            or parsed.path
+            or parsed.query
+            or parsed.fragment
+        ):
+            raise ConfigError(
+                f"BILLING_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
+                f"got {origin!r}"
+            )
+        out.append(f"{parsed.scheme}://{parsed.netloc.lower()}")
+    return tuple(out)
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -380,6 +404,9 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     # OpenTelemetry: traces of gRPC calls go to this OTLP/gRPC collector; unset, no tracing.
     otel_endpoint: str = env("OTEL_EXPORTER_OTLP_ENDPOINT", "")
     cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
+    # Where checkout and portal may send the buyer back (success, cancel and return URLs):
+    # origins `scheme://host[:port]`; unset, the CORS origins.
+    redirect_origins: tuple[str, ...] = env("BILLING_REDIRECT_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
     # CheckEntitlement: how long (ms) a server replica may answer a repeated question from its
@@ -449,6 +476,12 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
         if "STRIPE_API_BASE" in values:
             values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
+        values["BILLING_REDIRECT_ORIGINS"] = redirect_origins(
+            values.get(
+                "BILLING_REDIRECT_ORIGINS",
+                values.get("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS),
+            )
+        )
         if "STRIPE_TIMEOUT_SEC" in values:
             values["STRIPE_TIMEOUT_SEC"] = float(values["STRIPE_TIMEOUT_SEC"])
         if "TOLLBOOTH_SUPERVISED" in values:

@@ -85,6 +85,27 @@ def claim(session: Session, scope: str, key: str, request_digest: str) -> Claim:
     return Claim(fresh=False, response=bytes(row.response))
 
 
+def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes | None:
+    """The response stored for (scope, key), or None when the key is unused or in progress;
+    IDEMPOTENCY_KEY_REUSED when it was used with other parameters. Reads only: for an operation
+    that claims its key after work done outside this transaction (the provider's steps)."""
+    validate_key(key)
+    row = session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.response).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != request_digest:
+        raise errors.invalid(
+            "request_id was already used with different parameters",
+            reason="IDEMPOTENCY_KEY_REUSED",
+            field="request_id",
+        )
+    return None if row.response is None else bytes(row.response)
+
+
 def complete(session: Session, scope: str, key: str, response: bytes) -> None:
     """Store the response of a fresh claim; replays return it. One UPDATE, no read first."""
     result = session.execute(

@@ -119,6 +119,7 @@ class World:
     sidecar_url: str
     gate: Gate
     _stops: list[Callable[[], None]] = field(default_factory=list)
+    grpc_target: str = ""  # for tests that open clients of their own
 
     def stop(self) -> None:
         """Stops all parts at once (each takes a poll interval or two to wind down)."""
@@ -318,7 +319,9 @@ def start_world(
     client = stripe.StripeClient(
         "sk_test_checkout_tests", base_addresses={"api": sandbox.url}, max_network_retries=0
     )
-    return World(settings, deps, channel, sandbox, client, sidecar_url, gate, stops)
+    return World(
+        settings, deps, channel, sandbox, client, sidecar_url, gate, stops, f"127.0.0.1:{grpc_port}"
+    )
 
 
 def signed_send(world: World, body: bytes) -> int:
@@ -406,7 +409,13 @@ def start_shop(tmp: Path) -> Shop:
 
     url = migrated_sqlite(tmp / "billing.db")
     sandbox_port = free_port()
-    stack = start_stack(url, make_env(url, BILLING_SANDBOX_PORT=str(sandbox_port)), tmp)
+    env = make_env(
+        url,
+        BILLING_SANDBOX_PORT=str(sandbox_port),
+        # The browser test lands on the sandbox's own page after paying.
+        BILLING_REDIRECT_ORIGINS=f"https://app.example,http://127.0.0.1:{sandbox_port}",
+    )
+    stack = start_stack(url, env, tmp)
     sandbox = start_sandbox(
         SandboxConfig(
             webhook_secret=WEBHOOK_SECRET,

@@ -180,3 +180,33 @@ def test_the_whole_flow_in_a_browser_through_envoy(shop: Shop, browser: Any):
     finally:
         context.close()
     time.sleep(0)
+
+
+def test_redirects_outside_the_allow_list_are_400_through_envoy_and_change_nothing(shop: Shop):
+    shop.price("rest-redirect", group="rest-redirect")
+    token = shop.token("rest-redirect-user")
+
+    def provider_objects() -> tuple[int, int]:
+        customers = shop.stripe.v1.customers.list(params={"limit": 100}).data
+        sessions = shop.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+        return len(customers), len(sessions)
+
+    before = provider_objects()
+    for field, url in (
+        ("success_url", "https://evil.example/ok"),
+        ("success_url", "https://app.example@evil.example/ok"),
+        ("cancel_url", "https://app.example\\@evil.example/"),
+        ("success_url", "https://app.example/ok\r\nSet-Cookie: a=b"),
+        ("cancel_url", "https://app.example/\tx"),
+        ("success_url", "//evil.example/ok"),
+        ("success_url", "https://app.example:8443/ok"),
+    ):
+        body = {"items": [{"lookup_key": "rest-redirect"}], "success_url": "https://app.example/ok"}
+        body[field] = url
+        resp = shop.request("POST", "/api/v1/checkout/sessions", body, token)
+        assert (resp.status, resp.reason) == (400, "REDIRECT_URL_NOT_ALLOWED"), (url, resp.body)
+    portal = shop.request(
+        "POST", "/api/v1/portal/sessions", {"return_url": "https://evil.example/"}, token
+    )
+    assert (portal.status, portal.reason) == (400, "REDIRECT_URL_NOT_ALLOWED")
+    assert provider_objects() == before  # no customer, no session at the provider

@@ -112,11 +112,11 @@ def apply(
 
 
 def sync_stripe(db: Database, provider: StripeProvider) -> list[str]:
-    """Link or create the provider price of every active price without one (one transaction)."""
+    """Link or create the provider price of every active price without one (provider calls run
+    outside any transaction; each link is written in its own)."""
     from tollbooth.provider.sync import sync_catalog
 
-    with db.transaction() as session:
-        return sync_catalog(session, provider)
+    return sync_catalog(db, provider)
 
 
 def execute(session: Session, result: Plan) -> None:

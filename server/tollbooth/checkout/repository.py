@@ -6,10 +6,14 @@ service caller, the provider's events); see `tollbooth.accounts.service.owner`.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from tollbooth.db.models import CheckoutSession
+from tollbooth.db import upsert_insert
+from tollbooth.db.models import CheckoutSession, CheckoutSlot
+from tollbooth.db.types import utcnow
 
 
 def checkout_by_id(
@@ -35,3 +39,95 @@ def checkout_by_stripe_id(
 def add_checkout(session: Session, row: CheckoutSession) -> None:
     session.add(row)
     session.flush()
+
+
+def claim_slot(session: Session, account_id: str, group: str, checkout_id: str) -> str:
+    """Take the (account, group) slot for `checkout_id` unless it is held; the holder's id.
+
+    INSERT ... ON CONFLICT DO NOTHING, never read-then-insert: on PostgreSQL a concurrent claim
+    waits on the uncommitted row and then sees the committed holder."""
+    inserted = session.execute(
+        upsert_insert(session, CheckoutSlot)
+        .values(
+            billing_account_id=account_id,
+            subscription_group=group,
+            checkout_session_id=checkout_id,
+            updated_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["billing_account_id", "subscription_group"])
+        .returning(CheckoutSlot.checkout_session_id)
+    ).first()
+    if inserted is not None:
+        return checkout_id
+    return str(
+        session.scalars(
+            select(CheckoutSlot.checkout_session_id).where(
+                CheckoutSlot.billing_account_id == account_id,
+                CheckoutSlot.subscription_group == group,
+            )
+        ).one()
+    )
+
+
+def hand_over_slot(
+    session: Session, account_id: str, group: str, holder: str, checkout_id: str
+) -> bool:
+    """Give the slot to `checkout_id` if `holder` still has it (compare and set)."""
+    result = session.execute(
+        update(CheckoutSlot)
+        .where(
+            CheckoutSlot.billing_account_id == account_id,
+            CheckoutSlot.subscription_group == group,
+            CheckoutSlot.checkout_session_id == holder,
+        )
+        .values(checkout_session_id=checkout_id, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_checkout(
+    session: Session,
+    checkout_id: str,
+    *,
+    account_id: str,
+    only_from: tuple[str, ...],
+    **values: object,
+) -> bool:
+    """Update a checkout row if its status is still one of `only_from` (a webhook may have
+    moved it on meanwhile); whether it was updated."""
+    result = session.execute(
+        update(CheckoutSession)
+        .where(
+            CheckoutSession.id == checkout_id,
+            CheckoutSession.billing_account_id == account_id,
+            CheckoutSession.status.in_(only_from),
+        )
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_pending(session: Session, checkout_id: str, *, account_id: str) -> None:
+    session.execute(
+        delete(CheckoutSession)
+        .where(
+            CheckoutSession.id == checkout_id,
+            CheckoutSession.billing_account_id == account_id,
+            CheckoutSession.status == "pending",
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def stale_pending(
+    session: Session, *, before: dt.datetime, owner: str | None
+) -> list[CheckoutSession]:
+    """Intents recorded before `before` whose provider step never finished."""
+    stmt = select(CheckoutSession).where(
+        CheckoutSession.status == "pending", CheckoutSession.created_at < before
+    )
+    if owner is not None:
+        stmt = stmt.where(CheckoutSession.billing_account_id == owner)
+    return list(session.scalars(stmt.order_by(CheckoutSession.created_at)))

@@ -1,8 +1,7 @@
-"""Checkout rules: what can be bought, and when the portal is the answer.
+"""Checkout rules: what can be bought, what the portal shows, how a session reads.
 
-Services flush, never commit. Provider calls happen inside the RPC's transaction with
-idempotency keys derived from the request_id, so a transaction that rolls back and is retried
-gets the same provider objects back instead of new ones. State never changes here on a
+Services flush, never commit, and never call the provider: the steps that do
+(`tollbooth.checkout.intents`) call it between transactions. State never changes here on a
 redirect: subscriptions, purchases and grants are written only by webhook finalisation
 (`tollbooth.checkout.fulfilment`, `tollbooth.subscriptions.effects`).
 """
@@ -13,23 +12,16 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import owner, resolve
+from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
-from tollbooth.db.models import BillingAccount, CheckoutSession, Price, Product, Subscription
-from tollbooth.db.types import utcnow
-from tollbooth.ids import new_id
+from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
-from tollbooth.provider import sync
-from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key
-from tollbooth.subscriptions.service import conflicting_subscription
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 999_999
@@ -74,18 +66,6 @@ class PortalResult:
 
 
 # -- validation -----------------------------------------------------------------------------
-
-
-def clean_url(value: str, field_name: str, *, required: bool) -> str:
-    value = value.strip()
-    if not value:
-        if required:
-            raise errors.required(field_name)
-        return ""
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise errors.invalid(f"{field_name} must be an http(s) URL", field=field_name)
-    return value
 
 
 def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
@@ -164,114 +144,7 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     return lines
 
 
-# -- customers --------------------------------------------------------------------------------
-
-
-def ensure_customer(session: Session, provider: StripeProvider, account: BillingAccount) -> str:
-    """The account's provider customer, created on first need with the account id in its
-    metadata. Concurrent first calls get one customer (idempotency key = the account)."""
-    if account.stripe_customer_id:
-        return account.stripe_customer_id
-    customer = provider.create_customer(account.id, email=account.email, name=account.name)
-    links.link_customer(session, account.id, customer["id"])
-    session.refresh(account)
-    assert account.stripe_customer_id is not None
-    return account.stripe_customer_id
-
-
-# -- checkout ---------------------------------------------------------------------------------
-
-
-def conflict_for(session: Session, account_id: str, lines: list[_Line]) -> Subscription | None:
-    """A live subscription that a requested non-stackable recurring price conflicts with."""
-    return conflicting_subscription(session, account_id, [ln.price for ln in lines])
-
-
-def create_checkout_session(
-    session: Session,
-    provider: StripeProvider,
-    caller: Caller,
-    *,
-    account_ref: str,
-    items: Sequence[ItemRequest],
-    success_url: str,
-    cancel_url: str,
-    client_reference: str,
-    request_scope: str,
-    request_id: str,
-) -> CheckoutResult:
-    account = resolve(session, caller, account_ref)
-    success = clean_url(success_url, "success_url", required=True)
-    cancel = clean_url(cancel_url, "cancel_url", required=False)
-    reference = client_reference.strip()
-    lines = resolve_items(session, items)
-    conflict = conflict_for(session, account.id, lines)
-    if conflict is not None:
-        portal = create_portal_session(
-            session,
-            provider,
-            caller,
-            account_ref=account.id,
-            return_url=cancel or success,
-            options=PortalOptions(),
-            request_scope=request_scope,
-            request_id=f"conflict:{request_id}" if request_id else "",
-        )
-        return CheckoutResult(
-            next_action=NEXT_PORTAL, url=portal.url, conflicting_subscription_id=conflict.id
-        )
-    customer = ensure_customer(session, provider, account)
-    mode = "subscription" if any(ln.price.type == "recurring" for ln in lines) else "payment"
-    ours = new_id("chk")
-    line_items = [
-        {"price": sync.ensure_price_synced(session, provider, ln.price), "quantity": ln.quantity}
-        for ln in lines
-    ]
-    metadata = {"billing_account_id": account.id, "tollbooth_checkout_id": ours}
-    params: dict[str, Any] = {
-        "mode": mode,
-        "customer": customer,
-        "line_items": line_items,
-        "success_url": success,
-        "metadata": metadata,
-    }
-    if cancel:
-        params["cancel_url"] = cancel
-    if reference and len(reference) <= MAX_PROVIDER_REFERENCE:
-        params["client_reference_id"] = reference
-    if mode == "subscription":
-        params["subscription_data"] = {"metadata": {"billing_account_id": account.id}}
-    key = idempotency_key("checkout", request_scope, account.id, request_id) if request_id else None
-    remote = provider.create_checkout_session(params, idempotency=key)
-    now = utcnow()
-    row = repository.checkout_by_stripe_id(session, remote["id"], owner=account.id)
-    if row is None:
-        row = CheckoutSession(
-            id=ours,
-            billing_account_id=account.id,
-            stripe_checkout_session_id=remote["id"],
-            status=remote.get("status") or "open",
-            payment_status=remote.get("payment_status") or "unpaid",
-            mode=mode,
-            url=remote.get("url"),
-            items=[
-                {
-                    "price_id": ln.price.id,
-                    "lookup_key": ln.price.lookup_key or "",
-                    "quantity": ln.quantity,
-                    "stripe_price_id": ln.price.stripe_price_id,
-                }
-                for ln in lines
-            ],
-            amount_total=int(remote.get("amount_total") or 0),
-            currency=str(remote.get("currency") or lines[0].price.currency),
-            client_reference=reference,
-            expires_at=_from_unix(remote.get("expires_at")),
-            created_at=now,
-            updated_at=now,
-        )
-        repository.add_checkout(session, row)
-    return CheckoutResult(next_action=NEXT_CHECKOUT, url=row.url or "", session=row)
+# -- reading ---------------------------------------------------------------------------------
 
 
 def get_checkout_session(session: Session, caller: Caller, checkout_id: str) -> CheckoutSession:
@@ -330,39 +203,7 @@ def portal_features(session: Session, options: PortalOptions) -> dict[str, Any]:
     return features
 
 
-def create_portal_session(
-    session: Session,
-    provider: StripeProvider,
-    caller: Caller,
-    *,
-    account_ref: str,
-    return_url: str,
-    options: PortalOptions,
-    request_scope: str,
-    request_id: str,
-) -> PortalResult:
-    account = resolve(session, caller, account_ref)
-    back = clean_url(return_url, "return_url", required=True)
-    if not account.stripe_customer_id:
-        raise errors.failed_precondition(
-            "ACCOUNT_NOT_BILLED",
-            "this account has never been billed: there is nothing to manage yet",
-            billing_account_id=account.id,
-        )
-    configuration = provider.portal_configuration(portal_features(session, options))
-    key = idempotency_key("portal", request_scope, account.id, request_id) if request_id else None
-    remote = provider.create_portal_session(
-        account.stripe_customer_id, back, configuration, idempotency=key
-    )
-    return PortalResult(
-        portal_session_id=remote["id"],
-        url=remote["url"],
-        return_url=remote.get("return_url") or back,
-        created=_from_unix(remote.get("created")) or utcnow(),
-    )
-
-
-def _from_unix(value: Any) -> dt.datetime | None:
+def from_unix(value: Any) -> dt.datetime | None:
     if value is None or value == "":
         return None
     return dt.datetime.fromtimestamp(int(value), dt.UTC)

@@ -7,11 +7,10 @@ The checkout and portal RPCs are here; the subscription RPCs of the same contrac
 from __future__ import annotations
 
 import grpc
-from sqlalchemy.orm import Session
 
 from billing.v1 import checkout_pb2, checkout_pb2_grpc
 from tollbooth.auth.caller import current_caller
-from tollbooth.checkout import service
+from tollbooth.checkout import intents, service
 from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
@@ -21,6 +20,7 @@ from tollbooth.rpc.servicer import contract, idempotency_scope
 from tollbooth.subscriptions.servicer import SubscriptionRpcs
 
 STATUS = {
+    "pending": checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN,
     "open": checkout_pb2.CHECKOUT_SESSION_STATUS_OPEN,
     "complete": checkout_pb2.CHECKOUT_SESSION_STATUS_COMPLETE,
     "expired": checkout_pb2.CHECKOUT_SESSION_STATUS_EXPIRED,
@@ -54,7 +54,7 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
         amount_total=row.amount_total,
         currency=row.currency,
         client_reference=row.client_reference,
-        stripe_checkout_session_id=row.stripe_checkout_session_id,
+        stripe_checkout_session_id=row.stripe_checkout_session_id or "",
         create_time=ts(row.created_at),
         expire_time=ts(row.expires_at) if row.expires_at else None,
     )
@@ -97,18 +97,21 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
     ) -> checkout_pb2.CreateCheckoutSessionResponse:
         caller = current_caller.get()
 
-        def effect(session: Session) -> checkout_pb2.CreateCheckoutSessionResponse:
-            result = service.create_checkout_session(
-                session,
+        def effect() -> checkout_pb2.CreateCheckoutSessionResponse:
+            result = intents.create_checkout(
+                self.deps.db,
                 self.provider,
                 caller,
-                account_ref=request.account,
-                items=_items(request),
-                success_url=request.success_url,
-                cancel_url=request.cancel_url,
-                client_reference=request.client_reference,
-                request_scope=idempotency_scope(caller, request),
-                request_id=request.request_id,
+                intents.CheckoutRequest(
+                    account_ref=request.account,
+                    items=_items(request),
+                    success_url=request.success_url,
+                    cancel_url=request.cancel_url,
+                    client_reference=request.client_reference,
+                    request_scope=idempotency_scope(caller, request),
+                    request_id=request.request_id,
+                ),
+                self.deps.settings.redirect_origins,
             )
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
@@ -124,7 +127,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 session=session_out(result.session),
             )
 
-        return self.write(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
+        return self.staged(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
 
     def GetCheckoutSession(
         self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext
@@ -141,9 +144,9 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
     ) -> checkout_pb2.PortalSession:
         caller = current_caller.get()
 
-        def effect(session: Session) -> checkout_pb2.PortalSession:
-            result = service.create_portal_session(
-                session,
+        def effect() -> checkout_pb2.PortalSession:
+            result = intents.create_portal(
+                self.deps.db,
                 self.provider,
                 caller,
                 account_ref=request.account,
@@ -151,6 +154,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 options=_options(request),
                 request_scope=idempotency_scope(caller, request),
                 request_id=request.request_id,
+                origins=self.deps.settings.redirect_origins,
             )
             return checkout_pb2.PortalSession(
                 portal_session_id=result.portal_session_id,
@@ -159,4 +163,4 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 create_time=ts(result.created),
             )
 
-        return self.write(request, checkout_pb2.PortalSession, effect)
+        return self.staged(request, checkout_pb2.PortalSession, effect)

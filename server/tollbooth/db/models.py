@@ -488,8 +488,8 @@ class CheckoutSession(Base):
     billing_account_id: Mapped[str] = mapped_column(
         ForeignKey("billing_accounts.id"), nullable=False
     )
-    stripe_checkout_session_id: Mapped[str] = mapped_column(String(200), unique=True)
-    # open | complete | expired
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # pending (recorded, provider not answered yet) | open | complete | expired
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     # unpaid | paid | no_payment_required
     payment_status: Mapped[str] = mapped_column(String(24), nullable=False)
@@ -506,8 +506,26 @@ class CheckoutSession(Base):
     fulfilled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # The request as recorded before the provider is called (status `pending` until then):
+    # the provider's parameters are derived from these, so any retry sends the same ones.
+    success_url: Mapped[str | None] = mapped_column(Text)
+    cancel_url: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_checkout_sessions_account", "billing_account_id", "created_at"),)
+
+
+class CheckoutSlot(Base):
+    """The one live (pending or open) checkout of an account in a subscription group."""
+
+    __tablename__ = "checkout_slots"
+
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), primary_key=True
+    )
+    subscription_group: Mapped[str] = mapped_column(String(250), primary_key=True)
+    checkout_session_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
 
 class Subscription(Base):

@@ -66,6 +66,10 @@ def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         log.error("the payment provider refused our credentials (%s): check STRIPE_API_KEY", what)
         return unavailable(f"the payment provider refused this service's credentials ({what})")
+    if isinstance(exc, stripe.IdempotencyError) and status == 409:
+        # Another request with the same key is still in progress at Stripe (two replicas
+        # completing one checkout intent at once): retrying gets its answer.
+        return unavailable(f"the same request is in progress at the payment provider ({what})")
     if isinstance(exc, stripe.IdempotencyError):
         return errors.invalid(
             "request_id was already used with different parameters",
@@ -254,6 +258,22 @@ class StripeProvider:
                 lambda: self.client.v1.checkout.sessions.retrieve(session_id),
             )
         )
+
+    def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        """Expire an open session; the session as the provider then has it. One that is no
+        longer open (already expired, or complete) is returned unchanged, not an error."""
+        try:
+            expired = self.client.v1.checkout.sessions.expire(
+                session_id,
+                options=self._options(idempotency_key("expire", session_id)),  # type: ignore[arg-type]
+            )
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) != 400:
+                raise _map_error(exc, "expire checkout session") from exc
+            return self.retrieve_checkout_session(session_id)
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "expire checkout session") from exc
+        return self._plain(expired)
 
     # -- billing portal -------------------------------------------------------------------
 

@@ -6,58 +6,114 @@ carrying the same lookup_key (same amount, currency and recurrence) and creates 
 cannot link. The ids are stored in `stripe_product_id` / `stripe_price_id`; provider calls use
 idempotency keys derived from our ids, so two replicas syncing one price at once create one
 provider price, and the stored link is written only where none was (first writer wins).
+
+No provider call runs inside a database transaction: what to send is read in one short
+transaction, the provider is called with none open, and the link is written in another. A crash
+between leaves the price unlinked; the next sync or checkout sends the same request again (same
+idempotency key, same parameters) and gets the same provider object back.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
+from tollbooth.db import Database
 from tollbooth.db.models import Price, Product
 from tollbooth.provider import repository
 from tollbooth.provider.client import StripeProvider
 
 
-def ensure_product_synced(session: Session, provider: StripeProvider, product: Product) -> str:
-    if product.stripe_product_id:
-        return product.stripe_product_id
+@dataclass(frozen=True)
+class _PriceView:
+    """What the provider needs to know of a price and its product, read in one transaction."""
+
+    id: str
+    product_id: str
+    stripe_price_id: str | None
+    stripe_product_id: str | None
+    product_name: str
+    product_description: str
+    product_metadata: dict[str, str]
+    currency: str
+    unit_amount: int
+    interval: str | None
+    interval_count: int | None
+    nickname: str
+    lookup_key: str | None
+
+
+def _view(db: Database, price_id: str) -> _PriceView:
+    with db.transaction(readonly=True) as session:
+        price = session.get(Price, price_id)
+        assert price is not None
+        product = session.get(Product, price.product_id)
+        assert product is not None
+        return _PriceView(
+            id=price.id,
+            product_id=product.id,
+            stripe_price_id=price.stripe_price_id,
+            stripe_product_id=product.stripe_product_id,
+            product_name=product.name,
+            product_description=product.description,
+            product_metadata={k: str(v) for k, v in (product.attributes or {}).items()},
+            currency=price.currency,
+            unit_amount=price.unit_amount,
+            interval=price.interval,
+            interval_count=price.interval_count,
+            nickname=price.nickname,
+            lookup_key=price.lookup_key,
+        )
+
+
+def _stored_link(db: Database, model: type[Price] | type[Product], ident: str) -> str:
+    with db.transaction(readonly=True) as session:
+        if model is Price:
+            price = session.get(Price, ident)
+            linked = price.stripe_price_id if price is not None else None
+        else:
+            product = session.get(Product, ident)
+            linked = product.stripe_product_id if product is not None else None
+        assert linked is not None
+        return linked
+
+
+def ensure_product_synced(db: Database, provider: StripeProvider, view: _PriceView) -> str:
+    if view.stripe_product_id:
+        return view.stripe_product_id
     created = provider.create_product(
-        product.id,
-        name=product.name,
-        description=product.description,
-        metadata={k: str(v) for k, v in (product.attributes or {}).items()},
+        view.product_id,
+        name=view.product_name,
+        description=view.product_description,
+        metadata=view.product_metadata,
     )
-    repository.link_product(session, product.id, created["id"])
-    session.refresh(product)
-    assert product.stripe_product_id is not None
-    return product.stripe_product_id
+    with db.transaction() as session:
+        repository.link_product(session, view.product_id, created["id"])
+    return _stored_link(db, Product, view.product_id)
 
 
-def ensure_price_synced(session: Session, provider: StripeProvider, price: Price) -> str:
-    """The provider price of `price`, created (with its product) when it has none yet."""
-    if price.stripe_price_id:
-        return price.stripe_price_id
-    product = session.get(Product, price.product_id)
-    assert product is not None
-    stripe_product = ensure_product_synced(session, provider, product)
+def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -> str:
+    """The provider price of `price_id`, created (with its product) when it has none yet."""
+    view = _view(db, price_id)
+    if view.stripe_price_id:
+        return view.stripe_price_id
+    stripe_product = ensure_product_synced(db, provider, view)
     created = provider.create_price(
-        price.id,
+        view.id,
         stripe_product_id=stripe_product,
-        currency=price.currency,
-        unit_amount=price.unit_amount,
-        interval=price.interval,
-        interval_count=price.interval_count,
-        nickname=price.nickname,
-        lookup_key=price.lookup_key,
+        currency=view.currency,
+        unit_amount=view.unit_amount,
+        interval=view.interval,
+        interval_count=view.interval_count,
+        nickname=view.nickname,
+        lookup_key=view.lookup_key,
     )
-    repository.link_price(session, price.id, created["id"])
-    session.refresh(price)
-    assert price.stripe_price_id is not None
-    return price.stripe_price_id
+    with db.transaction() as session:
+        repository.link_price(session, view.id, created["id"])
+    return _stored_link(db, Price, view.id)
 
 
-def _matches(price: Price, remote: dict[str, Any]) -> bool:
+def _matches(price: _PriceView, remote: dict[str, Any]) -> bool:
     recurring = remote.get("recurring") or {}
     return (
         remote.get("currency") == price.currency
@@ -68,20 +124,24 @@ def _matches(price: Price, remote: dict[str, Any]) -> bool:
     )
 
 
-def sync_catalog(session: Session, provider: StripeProvider) -> list[str]:
+def sync_catalog(db: Database, provider: StripeProvider) -> list[str]:
     """Link or create the provider price of every active price that has none; one line each."""
+    with db.transaction(readonly=True) as session:
+        unsynced = [price.id for price in repository.unsynced_active_prices(session)]
     lines: list[str] = []
-    for price in repository.unsynced_active_prices(session):
-        label = price.lookup_key or price.id
-        remote = provider.find_price_by_lookup_key(price.lookup_key) if price.lookup_key else None
-        if remote is not None and _matches(price, remote):
-            product = session.get(Product, price.product_id)
-            assert product is not None
-            if not product.stripe_product_id:
-                repository.link_product(session, product.id, str(remote["product"]))
-            repository.link_price(session, price.id, remote["id"])
+    for price_id in unsynced:
+        view = _view(db, price_id)
+        if view.stripe_price_id:
+            continue  # linked meanwhile (another replica, a checkout)
+        label = view.lookup_key or view.id
+        remote = provider.find_price_by_lookup_key(view.lookup_key) if view.lookup_key else None
+        if remote is not None and _matches(view, remote):
+            with db.transaction() as session:
+                if not view.stripe_product_id:
+                    repository.link_product(session, view.product_id, str(remote["product"]))
+                repository.link_price(session, view.id, remote["id"])
             lines.append(f"link price {label} -> {remote['id']}")
             continue
-        stripe_id = ensure_price_synced(session, provider, price)
+        stripe_id = ensure_price_synced(db, provider, view.id)
         lines.append(f"create provider price for {label} -> {stripe_id}")
     return lines

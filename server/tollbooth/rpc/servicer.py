@@ -95,6 +95,36 @@ class Servicer:
             )
             return response
 
+    def staged(self, request: Message, response_type: type[R], effect: Callable[[], R]) -> R:
+        """Run `effect`, which opens its own short transactions (an operation that calls the
+        payment provider between them), at most once per request_id.
+
+        A stored response is replayed and a reused key with other parameters refused before
+        anything runs; the key is claimed and the response stored in one transaction after the
+        effect. The effect must itself be safe to repeat with the same request_id (intents with
+        deterministic ids and provider idempotency keys); if a concurrent twin stored its
+        response first, that one is returned.
+        """
+        key = getattr(request, "request_id", "")
+        if not key:
+            return effect()
+        scope = idempotency_scope(current_caller.get(), request)
+        fingerprint = request_fingerprint(request)
+        with self.deps.db.transaction(readonly=True) as session:
+            replay = idempotency.stored(session, scope, key, fingerprint)
+        if replay is not None:
+            return response_type.FromString(replay)
+        response = effect()
+        with self.deps.db.transaction() as session:
+            claim = idempotency.claim(session, scope, key, fingerprint)
+            if not claim.fresh:
+                assert claim.response is not None
+                return response_type.FromString(claim.response)
+            idempotency.complete(
+                session, scope, key, response.SerializeToString(deterministic=True)
+            )
+        return response
+
 
 def _unbuilt(full_name: str) -> Any:
     def method(self: Any, request: Any, context: Any) -> Any:

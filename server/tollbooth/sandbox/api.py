@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine
 from tollbooth.sandbox.objects import DEFAULT_CARD, new_id
+from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.wire import StripeError, as_str, bad_request, check_params, parse_form
 
 IDEMPOTENCY_TTL_SEC = 24 * 3600
@@ -397,6 +398,7 @@ class Api:
     def __init__(self, engine: Engine, max_body_bytes: int) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
+        self.stalls = ApiStalls()
 
     async def __call__(self, request: Request) -> Response:
         request_id = new_id("req_", 14)
@@ -423,9 +425,15 @@ class Api:
             key = request.headers.get("idempotency-key") if method == "POST" else None
             if key is not None and (not key or len(key) > 255):
                 raise bad_request("Idempotency-Key must be 1 to 255 characters.", "idempotency_key")
+            stall = self.stalls.take(method, path, after=False)
+            if stall is not None:
+                await run_in_threadpool(stall.hold)
             status, payload, replayed = await run_in_threadpool(
                 self._run, route, params, args, method, path, key, request_id
             )
+            stall = self.stalls.take(method, path, after=True)
+            if stall is not None:
+                await run_in_threadpool(stall.hold)
         except StripeError as err:
             return _error_response(err, request_id)
         except Exception:

@@ -24,6 +24,7 @@ from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
 from tollbooth.sandbox.pages import Pages, render
+from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.store import Store
 
 log = logging.getLogger("tollbooth.sandbox")
@@ -90,6 +91,7 @@ def create_app(config: SandboxConfig) -> Starlette:
     app.state.store = store
     app.state.deliverer = deliverer
     app.state.config = config
+    app.state.stalls = api.stalls
     return app
 
 
@@ -146,7 +148,14 @@ class SandboxHandle:
         deliverer: Deliverer = self.app.state.deliverer
         return deliverer
 
+    @property
+    def stalls(self) -> ApiStalls:
+        """Fault injection on the `/v1` API (tests): hold matching requests open."""
+        stalls: ApiStalls = self.app.state.stalls
+        return stalls
+
     def stop(self) -> None:
+        self.stalls.clear()
         self._server.should_exit = True
         self._thread.join(timeout=30)
 

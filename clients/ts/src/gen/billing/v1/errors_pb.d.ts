@@ -182,6 +182,14 @@ export enum ErrorReason {
   PRICE_NOT_FOUND = 63,
 
   /**
+   * A success, cancel or return URL is not on the redirect allow-list
+   * (BILLING_REDIRECT_ORIGINS), or carries userinfo, a backslash or a control character.
+   *
+   * @generated from enum value: ERROR_REASON_REDIRECT_URL_NOT_ALLOWED = 64;
+   */
+  REDIRECT_URL_NOT_ALLOWED = 64,
+
+  /**
    * The JSON body names a field the request message does not have (a misspelling such as
    * "expiresAt" for "expire_time"); metadata.field names it. The gateway never drops it silently.
    *

@@ -1,0 +1,465 @@
+"""Checkout and portal at the provider boundary: intent, call, result; never a call inside a
+transaction.
+
+CreateCheckoutSession runs in three steps:
+
+1. one short transaction checks the request, answers a conflict with an active subscription
+   (the portal), claims the account's slot of every subscription group it buys in
+   (`checkout_slots`) and records the intent: a `pending` checkout row holding the request's
+   items, URLs and reference. Its id is derived from the caller's scope and `request_id`, so a
+   retry finds it; the provider's idempotency key is derived from that id and the provider's
+   parameters from the row alone, so every attempt sends the same request;
+2. with no transaction open: the customer, the prices, the session at the provider;
+3. a second short transaction records the provider's answer on the row.
+
+A crash or timeout between leaves a `pending` row that the next attempt completes: the same
+request again (`request_id`), or any later checkout of the same group (it completes, then
+reuses or expires, the one holding the slot).
+
+One open checkout per account and subscription group: a second request for the same group
+gets the live one back when it asks for the same thing (same items, URLs and reference), and
+otherwise expires it at the provider first and takes its place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts.service import resolve
+from tollbooth.auth.caller import Caller
+from tollbooth.checkout import repository
+from tollbooth.checkout.redirects import check_redirect
+from tollbooth.checkout.service import (
+    MAX_PROVIDER_REFERENCE,
+    NEXT_CHECKOUT,
+    NEXT_PORTAL,
+    CheckoutResult,
+    ItemRequest,
+    PortalOptions,
+    PortalResult,
+    from_unix,
+    portal_features,
+    resolve_items,
+)
+from tollbooth.db import Database
+from tollbooth.db.models import BillingAccount, CheckoutSession, Price
+from tollbooth.db.types import utcnow
+from tollbooth.ids import new_id
+from tollbooth.provider import repository as links
+from tollbooth.provider import sync
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions.service import conflicting_subscription, price_group
+
+LIVE = ("pending", "open")
+# An intent still pending after this long was left by a crash or a timeout: the sweeper's.
+STALE_AFTER = dt.timedelta(minutes=10)
+MAX_TAKEOVERS = 5
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    account_ref: str
+    items: Sequence[ItemRequest]
+    success_url: str
+    cancel_url: str
+    client_reference: str
+    request_scope: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A checkout row as read in a transaction (plain values, safe outside it)."""
+
+    id: str
+    account_id: str
+    stripe_id: str | None
+    status: str
+    mode: str
+    items: list[dict[str, Any]]
+    success_url: str
+    cancel_url: str
+    reference: str
+
+    @classmethod
+    def of(cls, row: CheckoutSession) -> Intent:
+        return cls(
+            id=row.id,
+            account_id=row.billing_account_id,
+            stripe_id=row.stripe_checkout_session_id,
+            status=row.status,
+            mode=row.mode,
+            items=[dict(item) for item in row.items],
+            success_url=row.success_url or "",
+            cancel_url=row.cancel_url or "",
+            reference=row.client_reference,
+        )
+
+
+@dataclass
+class _Plan:
+    account_id: str
+    ours: Intent | None = None  # our intent, to complete
+    reuse: Intent | None = None  # the live checkout asking for the same thing
+    blockers: list[tuple[str, Intent]] | None = None  # (group, holder) to expire first
+    portal_for: str = ""  # conflicting subscription id: the answer is the portal
+    return_url: str = ""
+
+
+def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
+    """Our checkout id: derived from the request when it has a request_id, so a retry finds
+    the intent the first attempt recorded."""
+    if not request_id:
+        return new_id("chk")
+    digest = hashlib.sha256("\x1f".join((scope, account_id, request_id)).encode()).hexdigest()
+    return f"chk_{digest[:24]}"
+
+
+def _fingerprint(lines: list[Any], success: str, cancel: str, reference: str) -> str:
+    parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _groups(prices: Sequence[Price]) -> list[str]:
+    return sorted({price_group(p) for p in prices if p.type == "recurring" and not p.stackable})
+
+
+def _alive(row: CheckoutSession | None, now: dt.datetime) -> bool:
+    if row is None or row.status not in LIVE:
+        return False
+    return row.expires_at is None or row.expires_at > now
+
+
+# -- step 1: the intent -----------------------------------------------------------------------
+
+
+def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> _Plan:
+    account = resolve(session, caller, req.account_ref)
+    success = check_redirect(req.success_url, "success_url", origins, required=True)
+    cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
+    reference = req.client_reference.strip()
+    lines = resolve_items(session, req.items)
+    prices = [ln.price for ln in lines]
+    fingerprint = _fingerprint(lines, success, cancel, reference)
+    ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
+    own = repository.checkout_by_id(session, ours_id, owner=account.id)
+    if own is not None:  # a retry of this very request
+        if own.fingerprint != fingerprint:
+            raise errors.invalid(
+                "request_id was already used with different parameters",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                field="request_id",
+            )
+    conflict = conflicting_subscription(session, account.id, prices)
+    if conflict is not None and (own is None or own.status == "pending"):
+        if own is not None:  # a plan of the group was bought since this intent was recorded
+            repository.delete_pending(session, own.id, account_id=account.id)
+        return _Plan(account.id, portal_for=conflict.id, return_url=cancel or success)
+    if own is not None:
+        return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
+    now = utcnow()
+    blockers: list[tuple[str, Intent]] = []
+    for group in _groups(prices):
+        holder_id = repository.claim_slot(session, account.id, group, ours_id)
+        if holder_id == ours_id:
+            continue
+        holder = repository.checkout_by_id(session, holder_id, owner=account.id)
+        if _alive(holder, now):
+            assert holder is not None
+            if holder.fingerprint == fingerprint:
+                return _Plan(account.id, reuse=Intent.of(holder))
+            blockers.append((group, Intent.of(holder)))
+        else:
+            repository.hand_over_slot(session, account.id, group, holder_id, ours_id)
+    mode = "subscription" if any(p.type == "recurring" for p in prices) else "payment"
+    row = CheckoutSession(
+        id=ours_id,
+        billing_account_id=account.id,
+        stripe_checkout_session_id=None,
+        status="pending",
+        payment_status="unpaid",
+        mode=mode,
+        url=None,
+        items=[
+            {
+                "price_id": ln.price.id,
+                "lookup_key": ln.price.lookup_key or "",
+                "quantity": ln.quantity,
+            }
+            for ln in lines
+        ],
+        amount_total=0,
+        currency=lines[0].price.currency,
+        client_reference=reference,
+        success_url=success,
+        cancel_url=cancel,
+        fingerprint=fingerprint,
+        created_at=now,
+        updated_at=now,
+    )
+    repository.add_checkout(session, row)
+    return _Plan(account.id, ours=Intent.of(row), blockers=blockers)
+
+
+def _holders(
+    session: Session, own: CheckoutSession, prices: Sequence[Price]
+) -> list[tuple[str, Intent]]:
+    """On a retry: the live checkouts still holding a slot our intent waits for."""
+    if own.status not in LIVE:
+        return []
+    now = utcnow()
+    out: list[tuple[str, Intent]] = []
+    for group in _groups(prices):
+        holder_id = repository.claim_slot(session, own.billing_account_id, group, own.id)
+        if holder_id == own.id:
+            continue
+        holder = repository.checkout_by_id(session, holder_id, owner=own.billing_account_id)
+        if _alive(holder, now):
+            assert holder is not None
+            out.append((group, Intent.of(holder)))
+        else:
+            repository.hand_over_slot(session, own.billing_account_id, group, holder_id, own.id)
+    return out
+
+
+# -- step 2: the provider, no transaction open ------------------------------------------------
+
+
+def ensure_customer(db: Database, provider: StripeProvider, account_id: str) -> str:
+    """The account's provider customer, created on first need with the account id in its
+    metadata. Concurrent first calls get one customer (idempotency key = the account)."""
+    with db.transaction(readonly=True) as session:
+        account = session.get(BillingAccount, account_id)
+        assert account is not None
+        if account.stripe_customer_id:
+            return account.stripe_customer_id
+        email, name = account.email, account.name
+    customer = provider.create_customer(account_id, email=email, name=name)
+    with db.transaction() as session:
+        links.link_customer(session, account_id, customer["id"])
+        account = session.get(BillingAccount, account_id)
+        assert account is not None and account.stripe_customer_id is not None
+        return account.stripe_customer_id
+
+
+def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> dict[str, Any]:
+    """The provider's parameters: from the recorded intent only, the same on every attempt."""
+    params: dict[str, Any] = {
+        "mode": intent.mode,
+        "customer": customer,
+        "line_items": [
+            {"price": stripe_price, "quantity": int(item["quantity"])}
+            for item, stripe_price in zip(intent.items, stripe_prices, strict=True)
+        ],
+        "success_url": intent.success_url,
+        "metadata": {"billing_account_id": intent.account_id, "tollbooth_checkout_id": intent.id},
+    }
+    if intent.cancel_url:
+        params["cancel_url"] = intent.cancel_url
+    if intent.reference and len(intent.reference) <= MAX_PROVIDER_REFERENCE:
+        params["client_reference_id"] = intent.reference
+    if intent.mode == "subscription":
+        params["subscription_data"] = {"metadata": {"billing_account_id": intent.account_id}}
+    return params
+
+
+def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
+    """The intent's session at the provider (created now, or found again by its idempotency
+    key), recorded on its row; returns the row as it then is."""
+    if intent.stripe_id is not None:
+        return intent
+    customer = ensure_customer(db, provider, intent.account_id)
+    stripe_prices = [
+        sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
+    ]
+    remote = provider.create_checkout_session(
+        provider_params(intent, customer, stripe_prices),
+        idempotency=idempotency_key("checkout", intent.id),
+    )
+    with db.transaction() as session:
+        repository.mark_checkout(
+            session,
+            intent.id,
+            account_id=intent.account_id,
+            only_from=("pending",),
+            stripe_checkout_session_id=remote["id"],
+            status=remote.get("status") or "open",
+            payment_status=remote.get("payment_status") or "unpaid",
+            url=remote.get("url"),
+            amount_total=int(remote.get("amount_total") or 0),
+            expires_at=from_unix(remote.get("expires_at")),
+            items=[
+                {**item, "stripe_price_id": stripe_price}
+                for item, stripe_price in zip(intent.items, stripe_prices, strict=True)
+            ],
+        )
+        row = repository.checkout_by_id(session, intent.id, owner=intent.account_id)
+        if row is None:  # withdrawn meanwhile (its group was bought): nothing to answer with
+            raise errors.failed_precondition(
+                "FAILED_PRECONDITION", "this checkout was withdrawn meanwhile; ask again"
+            )
+        return Intent.of(row)
+
+
+def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
+    """Expire a live checkout at the provider (creating it first if it is still an intent, so
+    its own late call finds it expired); the provider's status afterwards."""
+    done = realise(db, provider, holder)
+    assert done.stripe_id is not None
+    remote = provider.expire_checkout_session(done.stripe_id)
+    status = str(remote.get("status") or "expired")
+    with db.transaction() as session:
+        repository.mark_checkout(
+            session,
+            holder.id,
+            account_id=holder.account_id,
+            only_from=LIVE,
+            status=status,
+            payment_status=remote.get("payment_status") or "unpaid",
+        )
+    return status
+
+
+def sweep_pending(
+    db: Database, provider: StripeProvider, *, older_than: dt.timedelta = STALE_AFTER
+) -> tuple[list[str], list[str]]:
+    """The sweeper (`tollbooth reconcile`): complete every intent left `pending` (a crash or a
+    timeout between the steps, and no retry since) with its own key and parameters, so the
+    provider holds exactly the session a late retry will get back. (changes, failures)."""
+    with db.transaction(readonly=True) as session:
+        stale = [
+            Intent.of(row)
+            for row in repository.stale_pending(session, before=utcnow() - older_than, owner=None)
+        ]
+    changes: list[str] = []
+    failures: list[str] = []
+    for intent in stale:
+        try:
+            done = realise(db, provider, intent)
+        except errors.DomainError as exc:
+            failures.append(f"checkout {intent.id}: {exc}")
+            continue
+        changes.append(f"checkout {intent.id}: pending -> {done.status} ({done.stripe_id})")
+    return changes, failures
+
+
+# -- the operations ---------------------------------------------------------------------------
+
+
+def create_checkout(
+    db: Database,
+    provider: StripeProvider,
+    caller: Caller,
+    req: CheckoutRequest,
+    origins: Sequence[str],
+) -> CheckoutResult:
+    with db.transaction() as session:
+        plan = _plan(session, caller, req, origins)
+    if plan.portal_for:
+        return _portal_instead(db, provider, caller, req, plan)
+    if plan.reuse is not None:
+        return _answer(db, realise(db, provider, plan.reuse))
+    assert plan.ours is not None
+    ours = plan.ours
+    blockers = plan.blockers or []
+    rounds = 0
+    while blockers:
+        rounds += 1
+        if rounds > MAX_TAKEOVERS:
+            raise errors.DomainError(
+                errors.Kind.UNAVAILABLE,
+                "PROVIDER_UNAVAILABLE",
+                "other checkouts of this account keep taking its place; retry",
+            )
+        for group, holder in blockers:
+            if _retire(db, provider, holder) == "complete":
+                # Paid meanwhile: the group is taken; the answer is the portal.
+                with db.transaction() as session:
+                    repository.delete_pending(session, ours.id, account_id=ours.account_id)
+                return _portal_instead(db, provider, caller, req, plan)
+            with db.transaction() as session:
+                repository.hand_over_slot(session, ours.account_id, group, holder.id, ours.id)
+        with db.transaction() as session:
+            own = repository.checkout_by_id(session, ours.id, owner=ours.account_id)
+            assert own is not None
+            prices = [session.get(Price, item["price_id"]) for item in own.items]
+            blockers = _holders(session, own, [p for p in prices if p is not None])
+    return _answer(db, realise(db, provider, ours))
+
+
+def _answer(db: Database, intent: Intent) -> CheckoutResult:
+    with db.transaction(readonly=True) as session:
+        row = repository.checkout_by_id(session, intent.id, owner=intent.account_id)
+        assert row is not None
+        return CheckoutResult(next_action=NEXT_CHECKOUT, url=row.url or "", session=row)
+
+
+def _portal_instead(
+    db: Database, provider: StripeProvider, caller: Caller, req: CheckoutRequest, plan: _Plan
+) -> CheckoutResult:
+    portal = create_portal(
+        db,
+        provider,
+        caller,
+        account_ref=plan.account_id,
+        return_url=plan.return_url or req.cancel_url or req.success_url,
+        options=PortalOptions(),
+        request_scope=req.request_scope,
+        request_id=f"conflict:{req.request_id}" if req.request_id else "",
+        origins=None,
+    )
+    return CheckoutResult(
+        next_action=NEXT_PORTAL, url=portal.url, conflicting_subscription_id=plan.portal_for
+    )
+
+
+def create_portal(
+    db: Database,
+    provider: StripeProvider,
+    caller: Caller,
+    *,
+    account_ref: str,
+    return_url: str,
+    options: PortalOptions,
+    request_scope: str,
+    request_id: str,
+    origins: Sequence[str] | None,
+) -> PortalResult:
+    """A portal session: checked and read in one transaction, created with none open. The
+    idempotency key covers what the parameters derive from (request and configuration)."""
+    with db.transaction() as session:
+        account = resolve(session, caller, account_ref)
+        back = (
+            check_redirect(return_url, "return_url", origins, required=True)
+            if origins is not None
+            else return_url.strip()
+        )
+        if not account.stripe_customer_id:
+            raise errors.failed_precondition(
+                "ACCOUNT_NOT_BILLED",
+                "this account has never been billed: there is nothing to manage yet",
+                billing_account_id=account.id,
+            )
+        customer, account_id = account.stripe_customer_id, account.id
+        features = portal_features(session, options)
+    configuration = provider.portal_configuration(features)
+    key = (
+        idempotency_key("portal", request_scope, account_id, request_id, configuration, back)
+        if request_id
+        else None
+    )
+    remote = provider.create_portal_session(customer, back, configuration, idempotency=key)
+    return PortalResult(
+        portal_session_id=remote["id"],
+        url=remote["url"],
+        return_url=remote.get("return_url") or back,
+        created=from_unix(remote.get("created")) or utcnow(),
+    )

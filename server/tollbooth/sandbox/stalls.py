@@ -1,0 +1,67 @@
+"""Fault injection on the sandbox's `/v1` API: hold matching requests open.
+
+For tests of what the service does while the provider is slow or times out. A rule matches a
+method and a path prefix, a given number of times; a matching request waits, either before it
+is handled (the provider is slow to start) or after it was handled and stored (the provider did
+the work but the answer comes late, as after a timeout), until the rule is released or its
+`seconds` pass. Reached through `SandboxHandle.stalls`:
+
+    stall = sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=5, after=True)
+    ...  # the first matching request is held
+    stall.entered.wait(5); stall.release.set()
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stall:
+    method: str
+    path_prefix: str
+    seconds: float
+    after: bool
+    times: int
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    held: int = 0
+
+    def hold(self) -> None:
+        self.entered.set()
+        self.release.wait(self.seconds)
+
+
+class ApiStalls:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Stall] = []
+
+    def add(
+        self, method: str, path_prefix: str, *, seconds: float, after: bool = False, times: int = 1
+    ) -> Stall:
+        stall = Stall(method.upper(), path_prefix, seconds, after, times)
+        with self._lock:
+            self._rules.append(stall)
+        return stall
+
+    def clear(self) -> None:
+        with self._lock:
+            for stall in self._rules:
+                stall.release.set()
+            self._rules.clear()
+
+    def take(self, method: str, path: str, *, after: bool) -> Stall | None:
+        """The rule this request must wait on, if any (each rule holds `times` requests)."""
+        with self._lock:
+            for stall in self._rules:
+                if (
+                    stall.after == after
+                    and stall.method == method
+                    and path.startswith(stall.path_prefix)
+                    and stall.held < stall.times
+                ):
+                    stall.held += 1
+                    return stall
+        return None

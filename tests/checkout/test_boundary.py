@@ -1,0 +1,412 @@
+"""Exactly once at the provider boundary (issue 14, checkout side).
+
+One open checkout per account and subscription group, with two real concurrent gRPC clients;
+retries with the same request_id after a provider timeout; no provider call inside a database
+transaction (a held sandbox call, and an unrelated write that completes meanwhile).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+import sqlalchemy as sa
+import stripe
+
+from billing.v1 import catalog_pb2, checkout_pb2, checkout_pb2_grpc, credit_pb2
+from tests.checkout.support import World, start_world
+from tests.conftest import SERVICE_MD, bearer_md
+from tests.helpers import error_reason
+from tollbooth.db.models import CheckoutSession
+from tollbooth.db.types import utcnow
+
+CREDITS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="1000", on_purchase=True)]
+CHECKOUT_PATH = "/v1/checkout/sessions"
+
+
+@pytest.fixture
+def pg_world(request: pytest.FixtureRequest, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from tests.conftest import _truncate
+
+    url = request.getfixturevalue("pg_base_url")
+    _truncate(url)
+    w = start_world(url, tmp_path)
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def impatient_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """SQLite; the provider client gives up after 1 s and never retries by itself."""
+    from tests.devstack import migrated_sqlite
+
+    w = start_world(
+        migrated_sqlite(tmp_path / "billing.db"),
+        tmp_path,
+        STRIPE_TIMEOUT_SEC="1",
+        STRIPE_MAX_NETWORK_RETRIES="0",
+    )
+    yield w
+    w.stop()
+
+
+def tab(world: World, token: str, lookup_key: str, request_id: str = "") -> Any:
+    """A buyer's browser tab: its own channel (a real, separate gRPC client)."""
+    channel = grpc.insecure_channel(world.grpc_target)
+    try:
+        return checkout_pb2_grpc.CheckoutServiceStub(channel).CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                items=[checkout_pb2.CheckoutItem(lookup_key=lookup_key)],
+                success_url="https://app.example/ok?cs={CHECKOUT_SESSION_ID}",
+                cancel_url="https://app.example/pricing",
+                request_id=request_id,
+            ),
+            metadata=bearer_md(token),
+            timeout=60,
+        )
+    finally:
+        channel.close()
+
+
+def open_sessions(world: World, customer: str) -> list[str]:
+    listed = world.stripe.v1.checkout.sessions.list(params={"customer": customer, "limit": 100})
+    return [s.id for s in listed.data if s.status == "open"]
+
+
+def customer_of(world: World, account: str) -> str:
+    from tollbooth.db.models import BillingAccount
+
+    with world.deps.db.transaction(readonly=True) as session:
+        row = session.get(BillingAccount, account)
+        assert row is not None and row.stripe_customer_id
+        return row.stripe_customer_id
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls in threads released together."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return [f.result() for f in [pool.submit(run, c) for c in calls]]
+
+
+# -- one open checkout per account and group (finding 1) --------------------------------------
+
+
+def test_two_tabs_buying_pro_at_once_get_one_session_and_one_plan(world: World) -> None:
+    world.price("pro", group="plan", grants=CREDITS)
+    token, account = world.token()
+    # The first tab's provider call is held a moment, so the second plans while it is open.
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
+    first, second = at_once(
+        lambda: tab(world, token, "pro", "tab-1"), lambda: tab(world, token, "pro", "tab-2")
+    )
+    assert first.session.checkout_session_id == second.session.checkout_session_id
+    stripe_id = first.session.stripe_checkout_session_id
+    assert stripe_id and second.session.stripe_checkout_session_id == stripe_id
+    assert open_sessions(world, customer_of(world, account)) == [stripe_id]
+
+    world.pay(stripe_id)
+    world.settled()
+    assert world.balance(account, "api_calls") == "1000"
+    listed = world.checkout.ListSubscriptions(
+        checkout_pb2.ListSubscriptionsRequest(), metadata=bearer_md(token), timeout=10
+    )
+    assert len(listed.subscriptions) == 1
+
+
+def test_two_tabs_on_two_replicas_sharing_postgres_get_one_open_session(pg_world: World) -> None:
+    """The slot is enforced by the database, not by one process: each tab talks to its own
+    server replica (its own engine and pool) on the same PostgreSQL database."""
+    from dataclasses import replace
+
+    from tollbooth.app import Deps, build_server
+    from tollbooth.db import Database
+
+    world = pg_world
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    deps = Deps.build(world.settings, Database(world.deps.db.url))
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    try:
+        other = replace(world, grpc_target=f"127.0.0.1:{port}")
+        world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
+        answers = at_once(
+            lambda: tab(world, token, "pro", "replica-1"),
+            lambda: tab(other, token, "team", "replica-2"),
+        )
+    finally:
+        server.stop(grace=None).wait()
+        deps.db.dispose()
+    assert all(a.WhichOneof("next_action") == "session" for a in answers)
+    still_open = open_sessions(world, customer_of(world, account))
+    assert len(still_open) == 1
+    assert still_open[0] in {a.session.stripe_checkout_session_id for a in answers}
+
+
+def test_pro_then_team_expires_the_pro_session_at_the_provider_first(world: World) -> None:
+    world.price("pro", group="plan", grants=CREDITS)
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    pro = world.buy(token, "pro", request_id="pro-1")
+    team = world.buy(token, "team", request_id="team-1")
+    customer = customer_of(world, account)
+    assert open_sessions(world, customer) == [team.session.stripe_checkout_session_id]
+    expired = world.stripe.v1.checkout.sessions.retrieve(pro.session.stripe_checkout_session_id)
+    assert expired.status == "expired"
+    got = world.checkout.GetCheckoutSession(
+        checkout_pb2.GetCheckoutSessionRequest(checkout_session_id=pro.session.checkout_session_id),
+        metadata=bearer_md(token),
+        timeout=10,
+    )
+    assert got.status == checkout_pb2.CHECKOUT_SESSION_STATUS_EXPIRED and got.url == ""
+    # The expired session cannot be paid any more: one plan at most.
+    with pytest.raises(stripe.InvalidRequestError):
+        world.pay(pro.session.stripe_checkout_session_id)
+
+
+def test_two_tabs_pro_and_team_at_once_leave_one_open_session(world: World) -> None:
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
+    answers = at_once(
+        lambda: tab(world, token, "pro", "tab-pro"), lambda: tab(world, token, "team", "tab-team")
+    )
+    assert all(a.WhichOneof("next_action") == "session" for a in answers)
+    still_open = open_sessions(world, customer_of(world, account))
+    assert len(still_open) == 1
+    assert still_open[0] in {a.session.stripe_checkout_session_id for a in answers}
+    with world.deps.db.transaction(readonly=True) as session:
+        live = session.scalars(
+            sa.select(CheckoutSession.stripe_checkout_session_id).where(
+                CheckoutSession.billing_account_id == account,
+                CheckoutSession.status.in_(("open", "pending")),
+            )
+        ).all()
+    assert list(live) == still_open
+
+
+def test_a_session_paid_before_its_webhook_arrives_makes_the_next_checkout_the_portal(
+    world: World,
+) -> None:
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    pro = world.buy(token, "pro")
+    world.gate.open.clear()  # the webhooks of the payment wait
+    world.pay(pro.session.stripe_checkout_session_id)
+    team = world.buy(token, "team")
+    assert team.WhichOneof("next_action") == "portal"
+    assert open_sessions(world, customer_of(world, account)) == []
+    world.gate.open.set()
+    world.settled()
+    assert world.status(token).plan == "pro"
+
+
+def test_with_an_active_plan_a_second_tab_of_the_group_gets_the_portal_not_a_session(
+    world: World,
+) -> None:
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    world.pay(world.buy(token, "pro").session.stripe_checkout_session_id)
+    world.settled()
+    answers = at_once(lambda: tab(world, token, "team", "t1"), lambda: tab(world, token, "pro"))
+    assert [a.WhichOneof("next_action") for a in answers] == ["portal", "portal"]
+    assert open_sessions(world, customer_of(world, account)) == []
+
+
+# -- deterministic keys and parameters, retries (finding 2) -----------------------------------
+
+
+def test_a_retry_after_a_provider_timeout_succeeds_with_the_same_session(
+    impatient_world: World,
+) -> None:
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    # The provider creates the session but answers after the client gave up.
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError) as err:
+        world.buy(token, "pro", request_id="buy-1")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    stall.release.set()
+    again = world.buy(token, "pro", request_id="buy-1")
+    assert again.WhichOneof("next_action") == "session"
+    created = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    assert [s.id for s in created] == [again.session.stripe_checkout_session_id]
+    replay = world.buy(token, "pro", request_id="buy-1")
+    assert replay.session.checkout_session_id == again.session.checkout_session_id
+
+
+def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
+    impatient_world: World,
+) -> None:
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="tab-a")
+    stall.release.set()
+    with world.deps.db.transaction(readonly=True) as session:
+        statuses = session.scalars(
+            sa.select(CheckoutSession.status).where(CheckoutSession.billing_account_id == account)
+        ).all()
+    assert list(statuses) == ["pending"]
+    other_tab = world.buy(token, "pro", request_id="tab-b")
+    first_tab = world.buy(token, "pro", request_id="tab-a")
+    assert other_tab.session.checkout_session_id == first_tab.session.checkout_session_id
+    assert open_sessions(world, customer_of(world, account)) == [
+        first_tab.session.stripe_checkout_session_id
+    ]
+
+
+def test_reconcile_sweeps_an_intent_left_pending_and_a_late_retry_gets_its_session(
+    impatient_world: World,
+) -> None:
+    from tollbooth import app
+    from tollbooth.checkout import intents
+
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="swept")
+    stall.release.set()
+    with world.deps.db.transaction() as session:  # the intent is old enough to be swept
+        session.execute(
+            sa.update(CheckoutSession)
+            .where(CheckoutSession.billing_account_id == account)
+            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+        )
+    report = app.reconcile(world.settings)
+    assert report.failed == []
+    [line] = [c for c in report.changed if c.startswith("checkout ")]
+    assert "pending -> open" in line
+    late = world.buy(token, "pro", request_id="swept")
+    assert late.session.stripe_checkout_session_id in line
+    created = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    assert [s.id for s in created] == [late.session.stripe_checkout_session_id]
+
+
+def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:
+    world = sqlite_world
+    world.price("pro", group="plan")
+    world.price("extra", group="other")
+    token, _ = world.token()
+    world.buy(token, "pro", request_id="same")
+    with pytest.raises(grpc.RpcError) as err:
+        world.buy(token, "extra", request_id="same")
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+# -- no provider call inside a transaction (finding 3) -----------------------------------------
+
+
+def _grant(world: World, account: str) -> credit_pb2.CreditGrant:
+    return world.credits.GrantCredits(
+        credit_pb2.GrantCreditsRequest(
+            account=account, credit_type="units", amount="5", request_id=uuid.uuid4().hex
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+
+
+def _portal(world: World, token: str) -> Any:
+    return world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(
+            return_url="https://app.example/account", request_id="portal-1"
+        ),
+        metadata=bearer_md(token),
+        timeout=60,
+    )
+
+
+def _sync(world: World) -> list[str]:
+    from tollbooth.catalog.as_code import sync_stripe
+    from tollbooth.provider.client import StripeProvider
+
+    return sync_stripe(world.deps.db, StripeProvider.from_settings(world.settings))
+
+
+def _held(world: World, operation: str, token: str) -> tuple[str, Callable[[], Any]]:
+    """The provider path an operation calls, and the operation."""
+    if operation == "portal":
+        world.buy(token, "pro")  # the account becomes a provider customer
+        return "/v1/billing_portal/sessions", lambda: _portal(world, token)
+    if operation == "catalog sync":
+        world.price("later", group="later")
+        return "/v1/prices", lambda: _sync(world)
+    return CHECKOUT_PATH, lambda: world.buy(token, "pro", request_id="held")
+
+
+OPERATIONS = ["checkout", "portal", "catalog sync"]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_an_unrelated_write_completes_while_a_provider_call_is_held(
+    sqlite_world: World, operation: str
+) -> None:
+    world = sqlite_world
+    world.price("pro", group="plan")
+    token, _ = world.token()
+    _, other = world.token()
+    path, call = _held(world, operation, token)
+    stall = world.sandbox.stalls.add("POST", path, seconds=30.0)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(call)
+        assert stall.entered.wait(10)
+        granted = _grant(world, other)  # SQLite: would wait for the held call's transaction
+        assert granted.billing_account_id == other and granted.grant_id
+        assert not pending.done()  # the provider call is still held
+        stall.release.set()
+        assert pending.result(timeout=30)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_no_transaction_is_open_during_a_held_provider_call_on_postgres(
+    pg_world: World, operation: str
+) -> None:
+    world = pg_world
+    world.price("pro", group="plan")
+    token, _ = world.token()
+    path, call = _held(world, operation, token)
+    world.settled()
+    world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
+    stall = world.sandbox.stalls.add("POST", path, seconds=30.0)
+    admin = sa.create_engine(world.deps.db.url)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(call)
+            assert stall.entered.wait(10)
+            with admin.connect() as conn:
+                in_transaction = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            assert in_transaction == 0
+            assert not pending.done()
+            stall.release.set()
+            assert pending.result(timeout=30)
+    finally:
+        admin.dispose()
+        world.gate.open.set()

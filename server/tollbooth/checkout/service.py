@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import owner, resolve
+from tollbooth.accounts.service import owner, require_active, resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
@@ -200,7 +200,7 @@ def create_checkout_session(
     request_scope: str,
     request_id: str,
 ) -> CheckoutResult:
-    account = resolve(session, caller, account_ref)
+    account = require_active(resolve(session, caller, account_ref))
     success = clean_url(success_url, "success_url", required=True)
     cancel = clean_url(cancel_url, "cancel_url", required=False)
     reference = client_reference.strip()

@@ -127,3 +127,12 @@ def all_purchases(session: Session, account_id: str) -> list[Purchase]:
 
 def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
+
+
+def status_subscription(session: Session, account_id: str) -> Subscription | None:
+    """The subscription a status check shows for one account: the newest live one, else the
+    newest of any state."""
+    live = live_subscriptions(session, account_id)
+    if live:
+        return live[0]
+    return session.scalars(_newest_first(Subscription, account_id, None, 1)).first()

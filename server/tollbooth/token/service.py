@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import ensure_account
+from tollbooth.accounts.service import ensure_account, validate_alias
 from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
-
-PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
-
 
 @dataclass(frozen=True)
 class IssuedToken:
@@ -26,18 +22,7 @@ class IssuedToken:
 
 
 def validate_principal(principal_id: str) -> str:
-    principal_id = principal_id.strip()
-    if not principal_id:
-        raise errors.required("principal_id")
-    if not PRINCIPAL_RE.match(principal_id):
-        raise errors.invalid(
-            "principal_id must be 1-200 characters of letters, digits and ._:@-",
-            field="principal_id",
-        )
-    if principal_id.startswith("acct_"):
-        # Account ids use this prefix; a principal with it would make {account} ambiguous.
-        raise errors.invalid("principal_id must not start with 'acct_'", field="principal_id")
-    return principal_id
+    return validate_alias(principal_id, "principal_id")
 
 
 def resolve_scopes(requested: list[str]) -> list[str]:

@@ -167,9 +167,7 @@ def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) ->
 # -- seed 003's subscription status -----------------------------------------------------------
 
 
-def status_of_accounts(
-    session: Session, account_ids: Sequence[str]
-) -> SubscriptionSummary | None:
+def status_of_accounts(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
     """The subscription seed 003's status-by-e-mail shows: the first of the accounts (oldest
     first) holding a live one, else the newest subscription of any of them; None if none."""
     found = [s for s in (repository.status_subscription(session, a) for a in account_ids) if s]

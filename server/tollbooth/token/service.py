@@ -11,6 +11,7 @@ from tollbooth import errors
 from tollbooth.accounts.service import ensure_account, validate_alias
 from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
 
+
 @dataclass(frozen=True)
 class IssuedToken:
     access_token: str

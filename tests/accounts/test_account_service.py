@@ -118,9 +118,7 @@ def test_list_pages_and_filters_by_email_and_alias_prefix(channel):  # type: ign
         if not token:
             break
     assert seen == [a.id for a in made]
-    by_email = stub.ListAccounts(
-        account_pb2.ListAccountsRequest(email=email), metadata=SERVICE_MD
-    )
+    by_email = stub.ListAccounts(account_pb2.ListAccountsRequest(email=email), metadata=SERVICE_MD)
     assert [a.id for a in by_email.accounts] == [a.id for a in made] + [other.id]
     with pytest.raises(grpc.RpcError) as err:
         stub.ListAccounts(
@@ -259,9 +257,7 @@ def test_archived_account_takes_no_tokens_grants_or_checkouts_but_keeps_history(
             token_pb2.IssueTokenRequest(principal_id=made.alias), metadata=SERVICE_MD
         ),
         lambda: credits.GrantCredits(
-            keyed(
-                credit_pb2.GrantCreditsRequest(account=made.id, credit_type="units", amount="1")
-            ),
+            keyed(credit_pb2.GrantCreditsRequest(account=made.id, credit_type="units", amount="1")),
             metadata=SERVICE_MD,
         ),
         lambda: checkout_pb2_grpc.CheckoutServiceStub(channel).CreateCheckoutSession(

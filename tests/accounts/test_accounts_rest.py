@@ -129,9 +129,7 @@ def test_list_update_and_archive_through_envoy(shop: Shop) -> None:
     )
     assert (patched["email"], patched["name"]) == ("new@example.com", "N0")
     archived = ok(
-        shop.request(
-            "POST", f"/mgt/v1/accounts/{ids[1]}:archive", {"request_id": uuid.uuid4().hex}
-        )
+        shop.request("POST", f"/mgt/v1/accounts/{ids[1]}:archive", {"request_id": uuid.uuid4().hex})
     )
     assert archived["archived"] is True
     refused = shop.request("POST", "/mgt/v1/token/issue", {"principal_id": f"{prefix}-1"})
@@ -260,7 +258,8 @@ def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> No
         )
     )
     shop.stripe.raw_request(
-        "post", "/v1/test_helpers/checkout/sessions/"
+        "post",
+        "/v1/test_helpers/checkout/sessions/"
         f"{session['session']['stripe_checkout_session_id']}/complete",
     )
 

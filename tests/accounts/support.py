@@ -44,7 +44,7 @@ def create(
 
 
 def start_pg_shop(database_url: str, tmp: Path) -> Shop:
-    """Server, sidecar, Envoy and the sandbox (delivering its events to Envoy), on `database_url`."""
+    """Server, sidecar, Envoy and the sandbox (delivering events to Envoy) on `database_url`."""
     sandbox_port = free_port()
     stack = start_stack(
         database_url, make_env(database_url, BILLING_SANDBOX_PORT=str(sandbox_port)), tmp

@@ -96,11 +96,14 @@ set -euo pipefail
 cd {repo}
 export BILLING_DATA_DIR={data} BILLING_RUN_DIR={data}/run
 export BILLING_REST_PORT={rest} BILLING_GRPC_PORT={grpc} BILLING_SANDBOX_PORT={sandbox}
-export BILLING_SIDECAR_PORT={sidecar} BILLING_ENVOY_ADMIN_PORT={admin} BILLING_METRICS_PORT={metrics}
+export BILLING_SIDECAR_PORT={sidecar} BILLING_ENVOY_ADMIN_PORT={admin}
+export BILLING_METRICS_PORT={metrics}
 curl() {{
   local body code
   body=$(mktemp)
-  code=$(command curl -o "$body" -w '%{{http_code}}' "$@") || {{ cat "$body"; rm -f "$body"; return 1; }}
+  if ! code=$(command curl -o "$body" -w '%{{http_code}}' "$@"); then
+    cat "$body"; rm -f "$body"; return 1
+  fi
   cat "$body"
   rm -f "$body"
   echo "$code" >> {log}

@@ -187,3 +187,20 @@ def test_subscription_status_of_an_unknown_email_is_not_found(world: World) -> N
             customer_pb2.GetCustomerSubscriptionRequest(), metadata=SERVICE_MD
         )
     assert error_reason(err.value) == "FIELD_REQUIRED"
+
+
+def test_an_account_made_by_create_customer_gets_tokens_by_its_id(world: World) -> None:
+    made = customers(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="idonly@example.com"), metadata=SERVICE_MD
+    )
+    stub = token_pb2_grpc.TokenServiceStub(world.channel)
+    issued = stub.IssueToken(
+        token_pb2.IssueTokenRequest(principal_id=made.account_id), metadata=SERVICE_MD
+    )
+    assert issued.billing_account_id == made.account_id and not issued.account_created
+    with pytest.raises(grpc.RpcError) as err:  # an id no account has is still no principal
+        stub.IssueToken(
+            token_pb2.IssueTokenRequest(principal_id="acct_000000000000000000000000"),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -35,6 +35,13 @@ def alias_of(account: BillingAccount) -> str:
     return "" if account.principal_id == account.id else account.principal_id
 
 
+def account_known_by_id(session: Session, ref: str) -> BillingAccount | None:
+    """An account created without an alias (CreateCustomer), named by its id: IssueToken
+    takes that id as the principal. None for anything else."""
+    account = repository.by_id(session, ref.strip()) if ref.strip().startswith("acct_") else None
+    return account if account is not None and account.principal_id == account.id else None
+
+
 def require_active(account: BillingAccount) -> BillingAccount:
     """Refuse new tokens, checkouts and grants for an archived account (history stays)."""
     if account.archived_at is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import ensure_account, validate_alias
+from tollbooth.accounts.service import account_known_by_id, ensure_account, validate_alias
 from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
 
 
@@ -58,7 +58,10 @@ def issue_token(
     email: str = "",
     name: str = "",
 ) -> IssuedToken:
-    principal_id = validate_principal(principal_id)
+    if account_known_by_id(session, principal_id) is not None:
+        principal_id = principal_id.strip()  # an account without an alias, named by its id
+    else:
+        principal_id = validate_principal(principal_id)
     granted = resolve_scopes(list(scopes))
     ttl = resolve_ttl(ttl_sec, ttl_default, ttl_max)
     if len(user_id) > 200:

@@ -1,7 +1,7 @@
 """Accounts as a resource: metadata, archive, customer fields and the provider sync version.
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0013
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from tollbooth.db.types import UTCDateTime
 
 revision = "0010"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

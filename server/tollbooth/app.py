@@ -34,6 +34,7 @@ from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
+from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
@@ -83,6 +84,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     AccountServicer,
     CustomerServicer,
     WebhookServicer,
+    EntitlementServicer,
 )
 
 
@@ -123,6 +125,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         AccountServicer(deps, provider),
         CustomerServicer(deps, provider, subscriptions=status_of_accounts),
         WebhookServicer(deps, webhook_handlers(provider)),
+        EntitlementServicer(deps),
     ]
     assert [type(s) for s in built] == list(SERVICERS)
     return built

@@ -360,6 +360,9 @@ class Settings(SandboxSettings, UsageSettings, LimitSettings):
     cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
+    # CheckEntitlement: how long (ms) a server replica may answer a repeated question from its
+    # last answer (whose `as_of` it keeps); 0 reads the database on every call.
+    entitlement_cache_ms: int = env("BILLING_ENTITLEMENT_CACHE_MS", 0, lo=0, hi=60_000)
     # The provider: STRIPE_API_BASE overrides where the Stripe client sends requests (empty:
     # Stripe itself with a key, the local sandbox without one); timeout and network retries.
     stripe_api_base: str = env("STRIPE_API_BASE", "")

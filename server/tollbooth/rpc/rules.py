@@ -10,6 +10,7 @@ from billing.v1 import (
     checkout_pb2,
     credit_pb2,
     customer_pb2,
+    entitlement_pb2,
     options_pb2,
     token_pb2,
     usage_pb2,
@@ -26,6 +27,7 @@ CONTRACT_FILES: tuple[FileDescriptor, ...] = (
     webhook_pb2.DESCRIPTOR,
     account_pb2.DESCRIPTOR,
     customer_pb2.DESCRIPTOR,
+    entitlement_pb2.DESCRIPTOR,
 )
 
 # Standard services anyone on the network may call.

@@ -24,6 +24,8 @@ import grpc
 from grpc_health.v1 import health
 
 from tollbooth import metrics, tracing
+from tollbooth.accounts.customer_servicer import CustomerServicer
+from tollbooth.accounts.servicer import AccountServicer
 from tollbooth.catalog.as_code import catalog_commands
 from tollbooth.catalog.servicer import CatalogServicer
 from tollbooth.checkout import fulfilment
@@ -44,7 +46,7 @@ from tollbooth.rpc.servicer import Servicer
 from tollbooth.sandbox.command import sandbox_alone
 from tollbooth.subscriptions import effects as subscription_effects
 from tollbooth.subscriptions import repository as subscriptions
-from tollbooth.subscriptions.service import purchase_hints
+from tollbooth.subscriptions.service import purchase_hints, status_of_accounts
 from tollbooth.token.servicer import TokenServicer
 from tollbooth.usage.servicer import UsageServicer
 from tollbooth.webhooks import repository as webhook_events
@@ -85,6 +87,8 @@ SERVICERS: tuple[type[Servicer], ...] = (
     CheckoutServicer,
     CreditServicer,
     UsageServicer,
+    AccountServicer,
+    CustomerServicer,
     WebhookServicer,
     EntitlementServicer,
     NotificationServicer,
@@ -125,6 +129,8 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         CheckoutServicer(deps, provider),
         CreditServicer(deps),
         UsageServicer(deps),
+        AccountServicer(deps, provider),
+        CustomerServicer(deps, provider, subscriptions=status_of_accounts),
         WebhookServicer(deps, webhook_handlers(provider)),
         EntitlementServicer(deps),
         NotificationServicer(deps),

@@ -46,6 +46,9 @@ def test_methods_fall_in_their_classes() -> None:
     assert table[CHECKOUT + "CreatePortalSession"] == ("session_creates", "customer_creates")
     assert table[CHECKOUT + "GetBillingStatus"] == ("customer_queries",)
     assert table["/billing.v1.CreditService/GetBalance"] == ()
+    # Seed 003's customer management counts in its own hourly classes.
+    assert table["/billing.v1.CustomerService/CreateCustomer"] == ("customer_creates",)
+    assert table["/billing.v1.CustomerService/ListCustomers"] == ("customer_queries",)
 
 
 def test_the_storage_is_registered_with_limits_under_its_scheme(database_url: str) -> None:

@@ -154,3 +154,26 @@ def test_cancel_on_portal_page(page: Any, client: stripe.StripeClient, receiver:
     )
     page.click("#return")
     page.wait_for_url(f"{receiver.base}/account")
+
+
+def test_paying_with_the_back_page_as_success_url_lands_on_it_with_the_session_id(
+    page: Any, client: stripe.StripeClient, sandbox: SandboxHandle
+) -> None:
+    """The README's success and cancel URLs point at `/sandbox/back`, which answers."""
+    price = monthly_price(client, 900, name="Back page plan")
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": f"{sandbox.url}/sandbox/back?checkout={{CHECKOUT_SESSION_ID}}",
+            "cancel_url": f"{sandbox.url}/sandbox/back?canceled=1",
+            "customer_email": "back@example.com",
+        }
+    )
+    page.goto(session.url)
+    page.fill("#card", "4242 4242 4242 4242")
+    page.click("#pay")
+    page.wait_for_url(f"{sandbox.url}/sandbox/back**")
+    assert "SANDBOX" in page.inner_text("#sandbox-banner")
+    assert page.inner_text("h1") == "Back in your app"
+    assert session.id in page.inner_text("#params")

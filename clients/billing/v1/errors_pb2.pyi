@@ -119,6 +119,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The grant was voided."""
     ERROR_REASON_RESERVATION_CLOSED: _ErrorReason.ValueType  # 45
     """The reservation has expired or was already settled."""
+    ERROR_REASON_ACCOUNT_ARCHIVED: _ErrorReason.ValueType  # 150
+    """The account is archived: no new tokens, checkouts or grants (FAILED_PRECONDITION)."""
+    ERROR_REASON_ACCOUNT_ALIAS_TAKEN: _ErrorReason.ValueType  # 151
+    """Another account already has this alias (ALREADY_EXISTS, HTTP 409);
+    metadata.account_id names it.
+    """
+    ERROR_REASON_ENVIRONMENT_MISMATCH: _ErrorReason.ValueType  # 152
+    """The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT)."""
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 50
     """Server side.
     The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).
@@ -249,6 +257,14 @@ ERROR_REASON_GRANT_VOIDED: ErrorReason.ValueType  # 44
 """The grant was voided."""
 ERROR_REASON_RESERVATION_CLOSED: ErrorReason.ValueType  # 45
 """The reservation has expired or was already settled."""
+ERROR_REASON_ACCOUNT_ARCHIVED: ErrorReason.ValueType  # 150
+"""The account is archived: no new tokens, checkouts or grants (FAILED_PRECONDITION)."""
+ERROR_REASON_ACCOUNT_ALIAS_TAKEN: ErrorReason.ValueType  # 151
+"""Another account already has this alias (ALREADY_EXISTS, HTTP 409);
+metadata.account_id names it.
+"""
+ERROR_REASON_ENVIRONMENT_MISMATCH: ErrorReason.ValueType  # 152
+"""The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT)."""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 50
 """Server side.
 The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
+from tollbooth.paging import after_clause
 
 
 def insert_if_absent(
-    session: Session, principal_id: str, email: str | None, name: str | None
+    session: Session,
+    principal_id: str,
+    email: str | None,
+    name: str | None,
+    *,
+    account_id: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    description: str | None = None,
+    phone: str | None = None,
 ) -> bool:
     """Insert the mapping unless the principal has one. True when this call created it."""
+    now = utcnow()
     stmt = (
         upsert_insert(session, BillingAccount)
         .values(
-            id=new_id("acct"),
+            id=account_id or new_id("acct"),
             principal_id=principal_id,
             email=email or None,
             name=name or None,
-            created_at=utcnow(),
+            attributes=dict(metadata or {}),
+            description=description or None,
+            phone=phone or None,
+            version=1,
+            customer_version=0,
+            created_at=now,
+            updated_at=now,
         )
         .on_conflict_do_nothing(index_elements=["principal_id"])
         .returning(BillingAccount.id)
@@ -38,3 +57,71 @@ def by_principal(session: Session, principal_id: str) -> BillingAccount | None:
 
 def by_id(session: Session, account_id: str) -> BillingAccount | None:
     return session.get(BillingAccount, account_id)
+
+
+def by_id_for_update(session: Session, account_id: str) -> BillingAccount | None:
+    return session.scalars(
+        select(BillingAccount).where(BillingAccount.id == account_id).with_for_update()
+    ).first()
+
+
+def by_customer(session: Session, customer_id: str) -> BillingAccount | None:
+    return session.scalars(
+        select(BillingAccount).where(BillingAccount.stripe_customer_id == customer_id)
+    ).first()
+
+
+def ids_by_email(session: Session, email: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(BillingAccount.id)
+            .where(BillingAccount.email == email)
+            .order_by(BillingAccount.created_at, BillingAccount.id)
+        )
+    )
+
+
+def list_accounts(
+    session: Session,
+    *,
+    email: str,
+    alias_prefix: str,
+    include_archived: bool,
+    with_customer: bool,
+    after: Sequence[object] | None,
+    limit: int,
+) -> list[BillingAccount]:
+    """Oldest first by (created_at, id)."""
+    stmt = select(BillingAccount)
+    if email:
+        stmt = stmt.where(BillingAccount.email == email)
+    if alias_prefix:
+        stmt = stmt.where(
+            BillingAccount.principal_id.startswith(alias_prefix, autoescape=True),
+            BillingAccount.principal_id != BillingAccount.id,
+        )
+    if not include_archived:
+        stmt = stmt.where(BillingAccount.archived_at.is_(None))
+    if with_customer:
+        stmt = stmt.where(BillingAccount.stripe_customer_id.is_not(None))
+    if after is not None:
+        stmt = stmt.where(after_clause((BillingAccount.created_at, BillingAccount.id), after))
+    stmt = stmt.order_by(BillingAccount.created_at, BillingAccount.id).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def record_customer_version(session: Session, account_id: str, version: int) -> None:
+    """The provider acknowledged the account as of `version` (never moves back)."""
+    session.execute(
+        update(BillingAccount)
+        .where(BillingAccount.id == account_id, BillingAccount.customer_version < version)
+        .values(customer_version=version)
+    )
+
+
+def record_customer_deleted(session: Session, account_id: str, at: dt.datetime) -> None:
+    session.execute(
+        update(BillingAccount)
+        .where(BillingAccount.id == account_id, BillingAccount.customer_deleted_at.is_(None))
+        .values(customer_deleted_at=at)
+    )

@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import repository
 from tollbooth.auth.caller import Caller
 from tollbooth.db.models import BillingAccount
+
+PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
+
+
+def validate_alias(value: str, field_name: str = "principal_id") -> str:
+    """A principal id (alias): 1-200 of letters, digits and `._:@-`, never `acct_...`."""
+    value = value.strip()
+    if not value:
+        raise errors.required(field_name)
+    if not PRINCIPAL_RE.match(value):
+        raise errors.invalid(
+            f"{field_name} must be 1-200 characters of letters, digits and ._:@-",
+            field=field_name,
+        )
+    if value.startswith("acct_"):
+        # Account ids use this prefix; a principal with it would make {account} ambiguous.
+        raise errors.invalid(f"{field_name} must not start with 'acct_'", field=field_name)
+    return value
+
+
+def alias_of(account: BillingAccount) -> str:
+    """The account's alias; "" for an account known by its id only."""
+    return "" if account.principal_id == account.id else account.principal_id
+
+
+def account_known_by_id(session: Session, ref: str) -> BillingAccount | None:
+    """An account created without an alias (CreateCustomer), named by its id: IssueToken
+    takes that id as the principal. None for anything else."""
+    account = repository.by_id(session, ref.strip()) if ref.strip().startswith("acct_") else None
+    return account if account is not None and account.principal_id == account.id else None
+
+
+def require_active(account: BillingAccount) -> BillingAccount:
+    """Refuse new tokens, checkouts and grants for an archived account (history stays)."""
+    if account.archived_at is not None:
+        raise errors.failed_precondition(
+            "ACCOUNT_ARCHIVED", f"account {account.id} is archived", account_id=account.id
+        )
+    return account
 
 
 def ensure_account(
@@ -24,12 +65,15 @@ def ensure_account(
         created = repository.insert_if_absent(session, principal_id, email, name)
         account = repository.by_principal(session, principal_id)
     assert account is not None  # inserted or already there; the mapping is never deleted
+    require_active(account)
     if not created:
         # Fill contact details once; never re-point the mapping.
         if email and not account.email:
             account.email = email
+            account.version += 1
         if name and not account.name:
             account.name = name
+            account.version += 1
     return account, created
 
 

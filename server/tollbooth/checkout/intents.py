@@ -32,7 +32,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import resolve
+from tollbooth.accounts import customer_sync
+from tollbooth.accounts.service import require_active, resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.checkout import repository
 from tollbooth.checkout.redirects import check_redirect
@@ -49,10 +50,9 @@ from tollbooth.checkout.service import (
     resolve_items,
 )
 from tollbooth.db import Database
-from tollbooth.db.models import BillingAccount, CheckoutSession, Price
+from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
-from tollbooth.provider import repository as links
 from tollbooth.provider import sync
 from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
@@ -142,7 +142,7 @@ def _alive(row: CheckoutSession | None, now: dt.datetime) -> bool:
 
 
 def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> _Plan:
-    account = resolve(session, caller, req.account_ref)
+    account = require_active(resolve(session, caller, req.account_ref))
     success = check_redirect(req.success_url, "success_url", origins, required=True)
     cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
     reference = req.client_reference.strip()
@@ -234,20 +234,10 @@ def _holders(
 
 
 def ensure_customer(db: Database, provider: StripeProvider, account_id: str) -> str:
-    """The account's provider customer, created on first need with the account id in its
-    metadata. Concurrent first calls get one customer (idempotency key = the account)."""
-    with db.transaction(readonly=True) as session:
-        account = session.get(BillingAccount, account_id)
-        assert account is not None
-        if account.stripe_customer_id:
-            return account.stripe_customer_id
-        email, name = account.email, account.name
-    customer = provider.create_customer(account_id, email=email, name=name)
-    with db.transaction() as session:
-        links.link_customer(session, account_id, customer["id"])
-        account = session.get(BillingAccount, account_id)
-        assert account is not None and account.stripe_customer_id is not None
-        return account.stripe_customer_id
+    """The account's provider customer, created on first need and brought up to the account's
+    name, email and metadata: the accounts room's one path (`customer_sync`), so checkout and
+    the account service never send the provider two different first requests for one key."""
+    return customer_sync.sync_customer(db, provider, account_id, create=True)
 
 
 def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import resolve
+from tollbooth.accounts.service import require_active, resolve
 from tollbooth.amounts import MAX_TOTAL, ZERO, add, fmt, neg, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
@@ -41,8 +41,13 @@ def grant(
     request_id: str,
     metadata: dict[str, str],
     clock: Clock,
+    for_purchase: bool = False,
 ) -> CreditGrant:
+    """A new grant. An archived account takes none, except what a purchase already paid
+    for brings (`for_purchase`: the provider's renewals of a subscription it still holds)."""
     account = resolve(session, caller, account_ref)
+    if not for_purchase:
+        require_active(account)
     ctype = clean_type(credit_type)
     value = parse_amount(amount)
     why = clean_reason(reason)

@@ -42,6 +42,24 @@ class BillingAccount(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     stripe_customer_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Accounts as a resource (AccountService, CustomerService).
+    attributes: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, nullable=False, default=dict, server_default="{}"
+    )
+    description: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(String(40))
+    archived_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Bumped by every change the provider customer must learn; customer_version is the last
+    # version the provider acknowledged.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    customer_version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    # When DeleteCustomer deleted the provider customer (the account is archived with it).
+    customer_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_billing_accounts_email", "email", "id"),)
 
 
 class StripeEvent(Base):

@@ -166,6 +166,38 @@ class StripeProvider:
             )
         )
 
+    def update_customer(
+        self, customer_id: str, params: Mapping[str, Any], *, idempotency: str
+    ) -> dict[str, Any]:
+        """Set the fields `params` names (Stripe merges metadata; "" removes a key)."""
+        return self._plain(
+            self._call(
+                "update customer",
+                lambda: self.client.v1.customers.update(
+                    customer_id,
+                    params=dict(params),  # type: ignore[arg-type]
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call("retrieve customer", lambda: self.client.v1.customers.retrieve(customer_id))
+        )
+
+    def delete_customer(self, customer_id: str) -> bool:
+        """Delete the customer; False when the provider no longer knows it (deleted already)."""
+        try:
+            self.client.v1.customers.delete(customer_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "code", None) == "resource_missing":
+                return False
+            raise _map_error(exc, "delete customer") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "delete customer") from exc
+        return True
+
     # -- catalog --------------------------------------------------------------------------
 
     def create_product(

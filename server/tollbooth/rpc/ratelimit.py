@@ -45,7 +45,11 @@ from tollbooth.rpc.rules import contract_services, method_path
 log = logging.getLogger("tollbooth.ratelimit")
 
 # Services whose methods are "customer operations" (seed 003's per-key hourly limits).
-CUSTOMER_SERVICES = ("billing.v1.CheckoutService", "billing.v1.PaymentService")
+CUSTOMER_SERVICES = (
+    "billing.v1.CheckoutService",
+    "billing.v1.PaymentService",
+    "billing.v1.CustomerService",
+)
 SESSION_CREATE = re.compile(r"^Create\w*(Session|Intent)$")
 CLASSES = ("session_creates", "customer_creates", "customer_queries", "key", "account")
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
 from billing.v1 import (
+    account_pb2,
     catalog_pb2,
     checkout_pb2,
     credit_pb2,
+    customer_pb2,
     entitlement_pb2,
     notification_pb2,
     options_pb2,
@@ -24,6 +26,8 @@ CONTRACT_FILES: tuple[FileDescriptor, ...] = (
     credit_pb2.DESCRIPTOR,
     usage_pb2.DESCRIPTOR,
     webhook_pb2.DESCRIPTOR,
+    account_pb2.DESCRIPTOR,
+    customer_pb2.DESCRIPTOR,
     entitlement_pb2.DESCRIPTOR,
     notification_pb2.DESCRIPTOR,
 )

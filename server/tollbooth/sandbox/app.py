@@ -23,7 +23,7 @@ from tollbooth.sandbox.api import Api
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import Pages, render
+from tollbooth.sandbox.pages import Pages, back, render
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.store import Store
 
@@ -64,6 +64,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route("/", root),
         Route("/sandbox/", pages.index),
         Route("/sandbox/healthz", healthz),
+        Route("/sandbox/back", back),
         Route("/sandbox/checkout/{session_id}", pages.checkout),
         Route("/sandbox/checkout/{session_id}/pay", pages.checkout_pay, methods=["POST"]),
         Route("/sandbox/portal/{portal_id}", pages.portal),

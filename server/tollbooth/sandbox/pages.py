@@ -305,3 +305,10 @@ class Pages:
         if inv is None:
             return _not_found("invoice")
         return render("invoice.html", invoice=inv)
+
+
+async def back(request: Request) -> HTMLResponse:
+    """`/sandbox/back`: a "back in your app" page for the examples' success and cancel URLs
+    (it shows the query, e.g. the `{CHECKOUT_SESSION_ID}` Checkout filled in)."""
+    params = [(k[:100], v[:200]) for k, v in list(request.query_params.multi_items())[:20]]
+    return render("back.html", params=params)

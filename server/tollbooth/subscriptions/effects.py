@@ -232,6 +232,7 @@ def grant_for_price(
             request_id=request_id,
             metadata={"price_id": price.id, "event_id": ctx.event_id},
             clock=ctx.clock,
+            for_purchase=True,
         )
         outbox.enqueue(
             ctx.session,

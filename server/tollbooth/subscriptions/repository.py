@@ -131,6 +131,15 @@ def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
 
 
+def status_subscription(session: Session, account_id: str) -> Subscription | None:
+    """The subscription a status check shows for one account: the newest live one, else the
+    newest of any state."""
+    live = live_subscriptions(session, account_id)
+    if live:
+        return live[0]
+    return session.scalars(_newest_first(Subscription, account_id, None, 1)).first()
+
+
 # -- what an account holds --------------------------------------------------------------------
 #
 # The one place that knows how held prices are stored (today: `subscriptions.price_id` of a live

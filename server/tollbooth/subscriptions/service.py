@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tollbooth.accounts.customers import SubscriptionSummary
 from tollbooth.accounts.service import resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
@@ -167,3 +168,28 @@ def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) ->
         else:
             hints.append(HINT_BUY)
     return hints
+
+
+# -- seed 003's subscription status -----------------------------------------------------------
+
+
+def status_of_accounts(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
+    """The subscription seed 003's status-by-e-mail shows: the first of the accounts (oldest
+    first) holding a live one, else the newest subscription of any of them; None if none."""
+    found = [s for s in (repository.status_subscription(session, a) for a in account_ids) if s]
+    if not found:
+        return None
+    live = [s for s in found if s.state in repository.LIVE_STATES]
+    sub = live[0] if live else max(found, key=lambda s: (s.created_at, s.id))
+    price = catalog.get_price(session, sub.price_id) if sub.price_id else None
+    product = catalog.get_product(session, price.product_id) if price is not None else None
+    return SubscriptionSummary(
+        id=sub.id,
+        plan_id=sub.price_id or sub.stripe_price_id or "",
+        status=sub.state,
+        current_period_end=sub.current_period_end,
+        stripe_subscription_id=sub.stripe_subscription_id,
+        cancel_at_period_end=sub.cancel_at_period_end,
+        plan_name=product.name if product is not None else (sub.lookup_key or ""),
+        account_id=sub.billing_account_id,
+    )

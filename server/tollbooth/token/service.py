@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import ensure_account
+from tollbooth.accounts.service import account_known_by_id, ensure_account, validate_alias
 from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
-
-PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -26,18 +23,7 @@ class IssuedToken:
 
 
 def validate_principal(principal_id: str) -> str:
-    principal_id = principal_id.strip()
-    if not principal_id:
-        raise errors.required("principal_id")
-    if not PRINCIPAL_RE.match(principal_id):
-        raise errors.invalid(
-            "principal_id must be 1-200 characters of letters, digits and ._:@-",
-            field="principal_id",
-        )
-    if principal_id.startswith("acct_"):
-        # Account ids use this prefix; a principal with it would make {account} ambiguous.
-        raise errors.invalid("principal_id must not start with 'acct_'", field="principal_id")
-    return principal_id
+    return validate_alias(principal_id, "principal_id")
 
 
 def resolve_scopes(requested: list[str]) -> list[str]:
@@ -72,7 +58,10 @@ def issue_token(
     email: str = "",
     name: str = "",
 ) -> IssuedToken:
-    principal_id = validate_principal(principal_id)
+    if account_known_by_id(session, principal_id) is not None:
+        principal_id = principal_id.strip()  # an account without an alias, named by its id
+    else:
+        principal_id = validate_principal(principal_id)
     granted = resolve_scopes(list(scopes))
     ttl = resolve_ttl(ttl_sec, ttl_default, ttl_max)
     if len(user_id) > 200:

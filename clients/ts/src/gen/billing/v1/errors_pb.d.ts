@@ -310,6 +310,28 @@ export enum ErrorReason {
   RESERVATION_CLOSED = 45,
 
   /**
+   * The account is archived: no new tokens, checkouts or grants (FAILED_PRECONDITION).
+   *
+   * @generated from enum value: ERROR_REASON_ACCOUNT_ARCHIVED = 150;
+   */
+  ACCOUNT_ARCHIVED = 150,
+
+  /**
+   * Another account already has this alias (ALREADY_EXISTS, HTTP 409);
+   * metadata.account_id names it.
+   *
+   * @generated from enum value: ERROR_REASON_ACCOUNT_ALIAS_TAKEN = 151;
+   */
+  ACCOUNT_ALIAS_TAKEN = 151,
+
+  /**
+   * The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_ENVIRONMENT_MISMATCH = 152;
+   */
+  ENVIRONMENT_MISMATCH = 152,
+
+  /**
    * Server side.
    * The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).
    *

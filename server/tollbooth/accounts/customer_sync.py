@@ -1,0 +1,110 @@
+"""The account's provider customer: created on first need, kept in step with the account.
+
+Never across the network inside a transaction (CONVENTIONS.md, after Brandur Leach): every
+change to the account bumps `version` in the RPC's own transaction (the intent, committed);
+then, with no transaction open, the provider is called with an idempotency key derived from
+what is sent; then `customer_version` records what the provider acknowledged. A sync that
+fails leaves `customer_version < version`, and the next sync of the account sends it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tollbooth import errors
+from tollbooth.accounts import repository
+from tollbooth.db import Database
+from tollbooth.db.types import utcnow
+from tollbooth.provider import repository as links
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+
+log = logging.getLogger("tollbooth.accounts")
+
+ACCOUNT_KEY = "billing_account_id"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the provider should hold, as of `version`."""
+
+    account_id: str
+    customer_id: str | None
+    version: int
+    customer_version: int
+    deleted: bool
+    fields: dict[str, Any]
+
+
+def snapshot(db: Database, account_id: str) -> Snapshot:
+    with db.transaction(readonly=True) as session:
+        account = repository.by_id(session, account_id)
+        if account is None:
+            raise errors.not_found("account", account_id)
+        return Snapshot(
+            account_id=account.id,
+            customer_id=account.stripe_customer_id,
+            version=account.version,
+            customer_version=account.customer_version,
+            deleted=account.customer_deleted_at is not None,
+            fields={
+                "email": account.email or "",
+                "name": account.name or "",
+                "description": account.description or "",
+                "phone": account.phone or "",
+                "metadata": {**(account.attributes or {}), ACCOUNT_KEY: account.id},
+            },
+        )
+
+
+def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, create: bool) -> str:
+    """Bring the provider customer up to the account's version; create it first if `create`
+    and it has none. The customer id ("" when the account has none and `create` is False)."""
+    snap = snapshot(db, account_id)
+    if snap.deleted:
+        return snap.customer_id or ""
+    customer = snap.customer_id
+    if customer is None:
+        if not create:
+            return ""
+        # Same request as the checkout's first need (key = the account): one customer per account.
+        made = provider.create_customer(snap.account_id, email=None, name=None)
+        with db.transaction() as session:
+            links.link_customer(session, snap.account_id, str(made["id"]))
+        snap = snapshot(db, account_id)
+        customer = snap.customer_id
+        assert customer is not None
+    elif snap.customer_version >= snap.version:
+        return customer
+    params = dict(snap.fields)
+    remote = provider.retrieve_customer(customer)
+    for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
+        params["metadata"][key] = ""  # removed here: remove there too
+    key = idempotency_key(
+        "customer-sync", snap.account_id, str(snap.version), json.dumps(params, sort_keys=True)
+    )
+    provider.update_customer(customer, params, idempotency=key)
+    with db.transaction() as session:
+        repository.record_customer_version(session, snap.account_id, snap.version)
+    return customer
+
+
+def sync_quietly(db: Database, provider: StripeProvider, account_id: str) -> None:
+    """After an update: follow at the provider if the account has a customer. A provider
+    failure is logged; the account stays ahead (customer_version < version) until next time."""
+    try:
+        sync_customer(db, provider, account_id, create=False)
+    except errors.DomainError as exc:
+        log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
+
+
+def delete_customer(db: Database, provider: StripeProvider, account_id: str) -> None:
+    """Delete the provider customer (the account was archived in the RPC's transaction)."""
+    snap = snapshot(db, account_id)
+    if snap.customer_id and not snap.deleted:
+        provider.delete_customer(snap.customer_id)
+    with db.transaction() as session:
+        repository.record_customer_deleted(session, account_id, utcnow())

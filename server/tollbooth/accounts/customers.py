@@ -1,0 +1,136 @@
+"""CustomerService rules (seed 003's customer management): every customer is the provider
+customer of one account, its fields kept on the account and synced after the commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts import repository
+from tollbooth.accounts.manage import clean_email, clean_name
+from tollbooth.db.models import BillingAccount
+from tollbooth.db.types import utcnow
+from tollbooth.metadata import clean_metadata
+
+ENVIRONMENTS = ("test", "live")
+
+
+@dataclass(frozen=True)
+class SubscriptionSummary:
+    """A subscription as seed 003's status call shows it (filled by the subscriptions room)."""
+
+    id: str
+    plan_id: str
+    status: str
+    current_period_end: dt.datetime | None
+    stripe_subscription_id: str
+    cancel_at_period_end: bool
+    plan_name: str
+    account_id: str
+
+
+def check_environment(requested: str, live: bool) -> None:
+    """Seed 003's `?environment=`: empty or this deployment's own environment."""
+    requested = requested.strip().lower()
+    if not requested:
+        return
+    if requested not in ENVIRONMENTS:
+        raise errors.invalid("environment must be 'test' or 'live'", field="environment")
+    served = "live" if live else "test"
+    if requested != served:
+        raise errors.invalid(
+            f"this deployment serves the {served} environment, not {requested}",
+            reason="ENVIRONMENT_MISMATCH",
+            field="environment",
+        )
+
+
+def clean_phone(phone: str) -> str | None:
+    phone = phone.strip()
+    if len(phone) > 40 or any(c not in "+0123456789 ()-." for c in phone):
+        raise errors.invalid("phone is not a phone number", field="phone")
+    return phone or None
+
+
+def clean_description(description: str) -> str | None:
+    description = description.strip()
+    if len(description) > 500:
+        raise errors.invalid("description is longer than 500 characters", field="description")
+    return description or None
+
+
+def customer_account(session: Session, customer_id: str) -> BillingAccount:
+    """The account of a provider customer that was not deleted; NOT_FOUND otherwise."""
+    customer_id = customer_id.strip()
+    if not customer_id:
+        raise errors.required("customer_id")
+    account = repository.by_customer(session, customer_id)
+    if account is None or account.customer_deleted_at is not None:
+        raise errors.not_found("customer", customer_id)
+    return account
+
+
+def update_customer(
+    session: Session,
+    customer_id: str,
+    *,
+    email: str | None,
+    name: str | None,
+    description: str | None,
+    phone: str | None,
+    metadata: Mapping[str, str],
+) -> BillingAccount:
+    """Stripe's update semantics: the fields given change; metadata merges ("" removes)."""
+    found = customer_account(session, customer_id)
+    account = repository.by_id_for_update(session, found.id)
+    assert account is not None
+    before = (
+        account.email,
+        account.name,
+        account.description,
+        account.phone,
+        dict(account.attributes or {}),
+    )
+    if email is not None:
+        account.email = clean_email(email)
+    if name is not None:
+        account.name = clean_name(name)
+    if description is not None:
+        account.description = clean_description(description)
+    if phone is not None:
+        account.phone = clean_phone(phone)
+    if metadata:
+        merged = dict(account.attributes or {})
+        for key, value in clean_metadata(metadata).items():
+            if value:
+                merged[key] = value
+            else:
+                merged.pop(key, None)
+        account.attributes = clean_metadata(merged)
+    after = (
+        account.email,
+        account.name,
+        account.description,
+        account.phone,
+        dict(account.attributes or {}),
+    )
+    if after != before:
+        account.version += 1
+        account.updated_at = utcnow()
+    session.flush()
+    return account
+
+
+def delete_customer(session: Session, customer_id: str) -> BillingAccount:
+    """Archive the account (its history stays); the provider delete follows the commit."""
+    found = customer_account(session, customer_id)
+    account = repository.by_id_for_update(session, found.id)
+    assert account is not None
+    if account.archived_at is None:
+        account.archived_at = account.updated_at = utcnow()
+    session.flush()
+    return account

@@ -1,0 +1,279 @@
+"""Accounts and customers through Envoy on PostgreSQL, with seed 001's and seed 003's bodies
+copied as written (only the path and auth translated), against the Stripe sandbox."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.accounts.support import start_pg_shop, unique
+from tests.checkout.support import Shop, wait_for
+
+
+@pytest.fixture(scope="module")
+def shop(pg_shared_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    s = start_pg_shop(pg_shared_url, tmp_path_factory.mktemp("accounts-rest"))
+    yield s
+    s.close()
+
+
+def ok(resp: Any) -> Any:
+    assert resp.status == 200, resp.body
+    return resp.json()
+
+
+def error_info(resp: Any) -> dict[str, Any]:
+    for detail in resp.json().get("details", []):
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return dict(detail)
+    raise AssertionError(resp.body)
+
+
+# -- seed 001, step 1 ---------------------------------------------------------------------------
+
+
+def test_seed_001_body_creates_an_account_and_its_alias_answers_409_again(shop: Shop) -> None:
+    alias = unique("your-internal-id")
+    body = {"name": "Acme Corp", "email": "billing@acme.com", "alias": alias}
+    made = ok(shop.request("POST", "/mgt/v1/accounts", body))
+    assert made["id"].startswith("acct_")
+    assert {k: made[k] for k in ("name", "email", "alias")} == body
+    again = shop.request("POST", "/mgt/v1/accounts", body)
+    assert again.status == 409
+    info = error_info(again)
+    assert info["reason"] == "ACCOUNT_ALIAS_TAKEN"
+    assert info["metadata"]["account_id"] == made["id"]
+    for ref in (made["id"], alias):
+        assert ok(shop.request("GET", f"/mgt/v1/accounts/{ref}"))["id"] == made["id"]
+
+
+def test_id_and_alias_work_for_grants_balance_and_usage(shop: Shop) -> None:
+    alias = unique("org")
+    made = ok(shop.request("POST", "/mgt/v1/accounts", {"name": "Org", "alias": alias}))
+    for n, ref in enumerate((made["id"], alias)):
+        grant = shop.request(
+            "POST",
+            f"/mgt/v1/accounts/{ref}/credits/grants",
+            {
+                "creditType": "units",
+                "amount": "50",
+                "reason": "Welcome credits",
+                "requestId": f"welcome-{alias}-{n}",
+            },
+        )
+        assert grant.status == 200, grant.body
+    for ref in (made["id"], alias):
+        balance = ok(shop.request("GET", f"/mgt/v1/accounts/{ref}/credits/balance?type=units"))
+        assert balance["balance"] == "100"
+    metric = unique("calls")
+    ok(
+        shop.request(
+            "POST",
+            f"/mgt/v1/metrics?request_id={uuid.uuid4().hex}",
+            {
+                "code": metric,
+                "name": "Calls",
+                "event_name": metric,
+                "aggregation": "AGGREGATION_COUNT",
+            },
+        )
+    )
+    for n, ref in enumerate((made["id"], alias)):
+        event = {
+            "uniqueId": f"evt-{alias}-{n}",
+            "account": ref,
+            "eventName": metric,
+            "timestamp": "2026-12-01T10:00:00Z",
+            "properties": {"endpoint": "/v1/analyze"},
+        }
+        assert shop.request("POST", "/mgt/v1/events", event).status == 200
+    for ref in (made["id"], alias):
+        usage = ok(
+            shop.request(
+                "GET",
+                f"/mgt/v1/accounts/{ref}/usage?metric_code={metric}"
+                "&start_time=2026-12-01T00:00:00Z&end_time=2026-12-02T00:00:00Z",
+            )
+        )
+        assert usage["value"] == "2", usage
+
+
+def test_list_update_and_archive_through_envoy(shop: Shop) -> None:
+    prefix = unique("rest")
+    ids = [
+        ok(shop.request("POST", "/mgt/v1/accounts", {"alias": f"{prefix}-{n}", "name": f"N{n}"}))[
+            "id"
+        ]
+        for n in range(3)
+    ]
+    first = ok(shop.request("GET", f"/mgt/v1/accounts?alias_prefix={prefix}&page_size=2"))
+    assert [a["id"] for a in first["accounts"]] == ids[:2] and first["next_page_token"]
+    rest = ok(
+        shop.request(
+            "GET",
+            f"/mgt/v1/accounts?alias_prefix={prefix}&page_size=2"
+            f"&page_token={first['next_page_token']}",
+        )
+    )
+    assert [a["id"] for a in rest["accounts"]] == ids[2:] and rest["next_page_token"] == ""
+    patched = ok(
+        shop.request(
+            "PATCH",
+            f"/mgt/v1/accounts/{prefix}-0?update_mask=email&request_id={uuid.uuid4().hex}",
+            {"email": "new@example.com", "name": "not this"},
+        )
+    )
+    assert (patched["email"], patched["name"]) == ("new@example.com", "N0")
+    archived = ok(
+        shop.request("POST", f"/mgt/v1/accounts/{ids[1]}:archive", {"request_id": uuid.uuid4().hex})
+    )
+    assert archived["archived"] is True
+    refused = shop.request("POST", "/mgt/v1/token/issue", {"principal_id": f"{prefix}-1"})
+    assert refused.status == 400 and refused.reason == "ACCOUNT_ARCHIVED"
+    missing = shop.request("GET", "/mgt/v1/accounts/acct_000000000000000000000000")
+    assert missing.status == 404 and missing.reason == "NOT_FOUND"
+
+
+# -- seed 003, customer management ----------------------------------------------------------------
+
+
+def test_seed_003_customer_management(shop: Shop) -> None:
+    created = ok(
+        shop.request(
+            "POST",
+            "/mgt/v1/customers",
+            {
+                "email": "customer@example.com",
+                "name": "John Doe",
+                "description": "Premium customer",
+                "phone": "+1234567890",
+                "metadata": {"user_id": "user_123"},
+            },
+        )
+    )
+    cus = created["id"]
+    assert cus.startswith("cus_") and created["account_id"].startswith("acct_")
+    remote = shop.stripe.v1.customers.retrieve(cus)
+    assert (remote.email, remote.name, remote.description, remote.phone) == (
+        "customer@example.com",
+        "John Doe",
+        "Premium customer",
+        "+1234567890",
+    )
+    assert remote.metadata.to_dict() == {
+        "user_id": "user_123",
+        "billing_account_id": created["account_id"],
+    }
+    account = ok(shop.request("GET", f"/mgt/v1/accounts/{created['account_id']}"))
+    assert account["stripe_customer_id"] == cus
+
+    listed = ok(shop.request("GET", "/mgt/v1/customers?limit=10&environment=test"))
+    assert len(listed["data"]) <= 10
+    got = ok(shop.request("GET", f"/mgt/v1/customers/{cus}?environment=test"))
+    assert got == created
+
+    updated = ok(
+        shop.request(
+            "PUT",
+            f"/mgt/v1/customers/{cus}",
+            {"name": "Jane Doe", "description": "Updated description"},
+        )
+    )
+    assert (updated["name"], updated["description"], updated["email"]) == (
+        "Jane Doe",
+        "Updated description",
+        "customer@example.com",
+    )
+    remote = shop.stripe.v1.customers.retrieve(cus)
+    assert (remote.name, remote.description) == ("Jane Doe", "Updated description")
+
+    deleted = ok(shop.request("DELETE", f"/mgt/v1/customers/{cus}?environment=test"))
+    assert deleted == {"id": cus, "deleted": True}
+    assert shop.request("GET", f"/mgt/v1/customers/{cus}?environment=test").status == 404
+    assert shop.request("DELETE", f"/mgt/v1/customers/{cus}?environment=test").status == 404
+    assert ok(shop.request("GET", f"/mgt/v1/accounts/{created['account_id']}"))["archived"]
+    gone = shop.stripe.raw_request("get", f"/v1/customers/{cus}")
+    assert json.loads(gone.body)["deleted"] is True  # type: ignore[attr-defined]
+
+
+def test_customers_list_pages_with_limit(shop: Shop) -> None:
+    seen: list[str] = []
+    made = [
+        ok(shop.request("POST", "/mgt/v1/customers", {"email": f"l{n}@example.com"}))["id"]
+        for n in range(3)
+    ]
+    token = ""
+    while True:
+        page = ok(shop.request("GET", f"/mgt/v1/customers?limit=2&page_token={token}"))
+        assert len(page["data"]) <= 2
+        assert page["has_more"] == bool(page["next_page_token"])
+        seen += [c["id"] for c in page["data"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert seen[-3:] == made
+
+
+def test_live_environment_is_refused_on_a_test_deployment(shop: Shop) -> None:
+    resp = shop.request("GET", "/mgt/v1/customers?limit=10&environment=live")
+    assert resp.status == 400 and resp.reason == "ENVIRONMENT_MISMATCH"
+
+
+def test_unknown_customer_is_404(shop: Shop) -> None:
+    resp = shop.request("GET", "/mgt/v1/customers/cus_1234567890?environment=test")
+    assert resp.status == 404 and resp.reason == "NOT_FOUND"
+    resp = shop.request("PUT", "/mgt/v1/customers/cus_1234567890", {"name": "Jane Doe"})
+    assert resp.status == 404
+
+
+# -- seed 003, check subscription status ----------------------------------------------------------
+
+
+def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> None:
+    email = f"{unique('user')}@example.com"
+    missing = shop.request(
+        "GET", f"/mgt/v1/customer/subscription?customerEmail={email}&environment=test"
+    )
+    assert missing.status == 404 and missing.reason == "NOT_FOUND"
+
+    lookup = unique("premium")
+    price = shop.price(lookup)
+    alias = unique("buyer")
+    ok(shop.request("POST", "/mgt/v1/accounts", {"name": "Buyer", "email": email, "alias": alias}))
+    token = shop.token(alias)
+    session = ok(
+        shop.request(
+            "POST",
+            "/api/v1/checkout/sessions",
+            {
+                "items": [{"lookup_key": lookup}],
+                "success_url": "https://app.example/ok?cs={CHECKOUT_SESSION_ID}",
+                "cancel_url": "https://app.example/pricing",
+            },
+            token=token,
+        )
+    )
+    shop.stripe.raw_request(
+        "post",
+        "/v1/test_helpers/checkout/sessions/"
+        f"{session['session']['stripe_checkout_session_id']}/complete",
+    )
+
+    def status() -> Any:
+        resp = shop.request(
+            "GET", f"/mgt/v1/customer/subscription?customerEmail={email}&environment=test"
+        )
+        return resp.json() if resp.status == 200 else None
+
+    found = wait_for(status, 60, "the subscription to be recorded")["subscription"]
+    assert found["id"].startswith("sub_")
+    assert found["planId"] == price["price_id"]
+    assert found["status"] == "active"
+    assert found["cancelAtPeriodEnd"] is False
+    assert found["currentPeriodEnd"].endswith("Z")
+    assert found["stripeSubscriptionId"]
+    assert found["plan"] == {"name": f"Plan {lookup}"}

@@ -1,0 +1,206 @@
+"""CustomerService and the account's provider customer over real gRPC, against the sandbox,
+on SQLite and PostgreSQL: the provider is called after the commit and a retry resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from billing.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
+from tests.accounts.support import create, unique
+from tests.checkout.support import World, start_world
+from tests.conftest import SERVICE_MD
+from tests.devstack import free_port
+from tests.helpers import error_reason, keyed
+from tollbooth import app
+from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc import server as rpc_server
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    w = start_world(database_url, tmp_path, deliver=False)
+    yield w
+    w.stop()
+
+
+def customers(channel: grpc.Channel) -> customer_pb2_grpc.CustomerServiceStub:
+    return customer_pb2_grpc.CustomerServiceStub(channel)
+
+
+def remote(world: World, customer_id: str) -> dict:  # type: ignore[type-arg]
+    return world.stripe.v1.customers.retrieve(customer_id).to_dict()  # type: ignore[no-any-return]
+
+
+def test_account_update_follows_at_the_provider_customer(world: World) -> None:
+    made = customers(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(
+            email="before@example.com", name="Before", metadata={"tier": "a", "gone": "x"}
+        ),
+        metadata=SERVICE_MD,
+    )
+    stub = account_pb2_grpc.AccountServiceStub(world.channel)
+    stub.UpdateAccount(
+        keyed(
+            account_pb2.UpdateAccountRequest(
+                account=account_pb2.Account(
+                    id=made.account_id,
+                    email="after@example.com",
+                    name="After",
+                    metadata={"tier": "b"},
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["email", "name", "metadata"]),
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    there = remote(world, made.id)
+    assert (there["email"], there["name"]) == ("after@example.com", "After")
+    assert there["metadata"] == {"tier": "b", "billing_account_id": made.account_id}
+
+
+def test_account_without_customer_gets_none_on_update(world: World) -> None:
+    made = create(world.channel, alias=unique("nocus"), email="n@example.com")
+    updated = account_pb2_grpc.AccountServiceStub(world.channel).UpdateAccount(
+        keyed(
+            account_pb2.UpdateAccountRequest(
+                account=account_pb2.Account(id=made.id, name="Still none")
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert updated.stripe_customer_id == ""
+    listed = world.stripe.v1.customers.list(params={"email": "n@example.com"})
+    assert listed.data == []
+
+
+def test_checkout_customer_is_the_accounts_and_follows_updates(world: World) -> None:
+    world.price(lookup := unique("plan"))
+    alias = unique("buyer")
+    token = token_pb2_grpc.TokenServiceStub(world.channel).IssueToken(
+        token_pb2.IssueTokenRequest(
+            principal_id=alias, scopes=["checkout"], email="buyer@example.com"
+        ),
+        metadata=SERVICE_MD,
+    )
+    world.buy(token.access_token, lookup)
+    stub = account_pb2_grpc.AccountServiceStub(world.channel)
+    account = stub.GetAccount(account_pb2.GetAccountRequest(account=alias), metadata=SERVICE_MD)
+    assert account.stripe_customer_id.startswith("cus_")
+    stub.UpdateAccount(
+        keyed(
+            account_pb2.UpdateAccountRequest(
+                account=account_pb2.Account(id=alias, email="moved@example.com")
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    there = remote(world, account.stripe_customer_id)
+    assert there["email"] == "moved@example.com"
+    assert there["metadata"]["billing_account_id"] == account.id
+
+
+def test_customer_create_resumes_after_the_provider_failed(world: World) -> None:
+    """The account is committed before the provider call; a retry with the same request_id
+    creates the customer and answers it, and no second account appears."""
+    dead = StripeProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", max_network_retries=0)
+    server, port, _ = rpc_server.build_server(
+        world.deps, "127.0.0.1:0", app.servicers(world.deps, dead)
+    )
+    server.start()
+    key = unique("req")
+    email = f"{unique('resume')}@example.com"
+    request = customer_pb2.CreateCustomerRequest(email=email, name="Resumed", request_id=key)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                customers(ch).CreateCustomer(request, metadata=SERVICE_MD, timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    finally:
+        server.stop(grace=None).wait()
+    pending = account_pb2_grpc.AccountServiceStub(world.channel).ListAccounts(
+        account_pb2.ListAccountsRequest(email=email), metadata=SERVICE_MD
+    )
+    assert [a.stripe_customer_id for a in pending.accounts] == [""]
+    made = customers(world.channel).CreateCustomer(request, metadata=SERVICE_MD)
+    assert made.id.startswith("cus_") and made.account_id == pending.accounts[0].id
+    assert remote(world, made.id)["email"] == email
+
+
+def test_update_customer_merges_metadata_and_keeps_unnamed_fields(world: World) -> None:
+    made = customers(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(
+            email="m@example.com", phone="+1234567890", metadata={"a": "1", "b": "2"}
+        ),
+        metadata=SERVICE_MD,
+    )
+    updated = customers(world.channel).UpdateCustomer(
+        customer_pb2.UpdateCustomerRequest(
+            customer_id=made.id, description="Now described", metadata={"a": "", "c": "3"}
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert (updated.email, updated.phone, updated.description) == (
+        "m@example.com",
+        "+1234567890",
+        "Now described",
+    )
+    assert dict(updated.metadata) == {"b": "2", "c": "3"}
+    there = remote(world, made.id)
+    assert there["metadata"] == {"b": "2", "c": "3", "billing_account_id": made.account_id}
+    assert there["description"] == "Now described"
+
+
+def test_bad_customer_input_is_refused_and_creates_nothing(world: World) -> None:
+    before = world.stripe.v1.customers.list(params={"limit": 100}).data
+    for request, field in (
+        (customer_pb2.CreateCustomerRequest(email="nope"), "email"),
+        (customer_pb2.CreateCustomerRequest(phone="call me"), "phone"),
+        (customer_pb2.CreateCustomerRequest(environment="staging"), "environment"),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            customers(world.channel).CreateCustomer(request, metadata=SERVICE_MD)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+    assert len(world.stripe.v1.customers.list(params={"limit": 100}).data) == len(before)
+
+
+def test_subscription_status_of_an_unknown_email_is_not_found(world: World) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).GetCustomerSubscription(
+            customer_pb2.GetCustomerSubscriptionRequest(customerEmail="nobody@example.com"),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).GetCustomerSubscription(
+            customer_pb2.GetCustomerSubscriptionRequest(), metadata=SERVICE_MD
+        )
+    assert error_reason(err.value) == "FIELD_REQUIRED"
+
+
+def test_an_account_made_by_create_customer_gets_tokens_by_its_id(world: World) -> None:
+    made = customers(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="idonly@example.com"), metadata=SERVICE_MD
+    )
+    stub = token_pb2_grpc.TokenServiceStub(world.channel)
+    issued = stub.IssueToken(
+        token_pb2.IssueTokenRequest(principal_id=made.account_id), metadata=SERVICE_MD
+    )
+    assert issued.billing_account_id == made.account_id and not issued.account_created
+    with pytest.raises(grpc.RpcError) as err:  # an id no account has is still no principal
+        stub.IssueToken(
+            token_pb2.IssueTokenRequest(principal_id="acct_000000000000000000000000"),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

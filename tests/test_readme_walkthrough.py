@@ -1,0 +1,214 @@
+"""The README runs as written: every shell block, in order, against a fresh `tollbooth run`
+(what `make run` starts: server, sidecar, Envoy and the sandbox, with generated credentials).
+
+Blocks are the README's ```sh and ```bash fences; a block preceded by a
+`<!-- walkthrough: skip (why) -->` line is left out (starting the stack itself, a server that
+runs in the foreground), and the reason shows in the README. The only rewriting is of the
+defaults a fresh stack on free ports cannot share: the ports (8080, 50051, 12111, 9464) and
+`var/` (the data directory). The script runs under `set -euo pipefail`; `curl` is wrapped to
+record every HTTP status, and a 4xx or 5xx fails the test unless the block announces that
+status in a comment (`# ... 400 FIELD_UNKNOWN ...`), once per answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.devstack import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+SKIP = re.compile(r"<!--\s*walkthrough:\s*skip\b")
+FENCE = re.compile(r"^```(sh|bash)\s*$")
+STATUS = re.compile(r"\b([45]\d\d)\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int
+    text: str
+
+    def announced(self) -> list[str]:
+        """Every 4xx/5xx status the block's comments name."""
+        found: list[str] = []
+        for raw in self.text.splitlines():
+            _, hash_, comment = raw.partition("#")
+            if hash_:
+                found += STATUS.findall(comment)
+        return found
+
+
+def blocks(text: str) -> tuple[list[Block], list[int]]:
+    """The shell blocks to run, and the lines of those marked skip."""
+    lines = text.splitlines()
+    run: list[Block] = []
+    skipped: list[int] = []
+    i = 0
+    while i < len(lines):
+        if FENCE.match(lines[i]):
+            start = i
+            i += 1
+            body = []
+            while not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            before = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
+            if SKIP.search(before):
+                skipped.append(start + 1)
+            else:
+                run.append(Block(start + 1, "\n".join(body)))
+        i += 1
+    return run, skipped
+
+
+def test_the_extractor_sees_blocks_skips_and_announcements() -> None:
+    sample = "\n".join(
+        [
+            "```sh",
+            "curl -s x  # 400 FIELD_UNKNOWN",
+            "```",
+            "<!-- walkthrough: skip (starts the stack) -->",
+            "```sh",
+            "make run",
+            "```",
+            "```python",
+            "print()",
+            "```",
+        ]
+    )
+    run, skipped = blocks(sample)
+    assert [b.line for b in run] == [1] and skipped == [5]
+    assert run[0].announced() == ["400"]
+
+
+PRELUDE = r"""
+set -euo pipefail
+cd {repo}
+export BILLING_DATA_DIR={data} BILLING_RUN_DIR={data}/run
+export BILLING_REST_PORT={rest} BILLING_GRPC_PORT={grpc} BILLING_SANDBOX_PORT={sandbox}
+export BILLING_SIDECAR_PORT={sidecar} BILLING_ENVOY_ADMIN_PORT={admin}
+export BILLING_METRICS_PORT={metrics}
+curl() {{
+  local body code
+  body=$(mktemp)
+  if ! code=$(command curl -o "$body" -w '%{{http_code}}' "$@"); then
+    cat "$body"; rm -f "$body"; return 1
+  fi
+  cat "$body"
+  rm -f "$body"
+  echo "$code" >> {log}
+}}
+"""
+
+
+def start_run(data: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "STRIPE_"))}
+    env.update(
+        {
+            "BILLING_DATA_DIR": str(data),
+            "BILLING_RUN_DIR": str(data / "run"),
+            "BILLING_REST_PORT": str(ports["rest"]),
+            "BILLING_GRPC_PORT": str(ports["grpc"]),
+            "BILLING_SANDBOX_PORT": str(ports["sandbox"]),
+            "BILLING_SIDECAR_PORT": str(ports["sidecar"]),
+            "BILLING_ENVOY_ADMIN_PORT": str(ports["admin"]),
+            "BILLING_METRICS_PORT": str(ports["metrics"]),
+            "BILLING_SANDBOX_RETRY_BASE_MS": "100",
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: stopping it reaches every child
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    deadline, lines = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "run exited early:\n" + "".join(lines[-50:])
+        lines.append(line)
+        try:
+            if json.loads(line).get("event") == "ready":
+                return
+        except ValueError:
+            continue
+    raise AssertionError("run did not become ready:\n" + "".join(lines[-50:]))
+
+
+def localise(text: str, ports: dict[str, int], data: Path) -> str:
+    for default, name in (("8080", "rest"), ("50051", "grpc"), ("12111", "sandbox")):
+        text = text.replace(f"localhost:{default}", f"localhost:{ports[name]}")
+    text = text.replace("localhost:9464", f"localhost:{ports['metrics']}")
+    return text.replace("var/secrets/", f"{data}/secrets/")
+
+
+@pytest.mark.timeout(600)
+def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
+    run, skipped = blocks(README.read_text(encoding="utf-8"))
+    assert len(run) >= 10 and len(skipped) <= 3, (len(run), skipped)
+    names = ("rest", "grpc", "sandbox", "sidecar", "admin", "metrics")
+    ports = {name: free_port() for name in names}
+    data = tmp_path / "data"
+    data.mkdir()
+    log = tmp_path / "statuses"
+    script = [PRELUDE.format(repo=REPO, data=data, log=log, **ports)]
+    for n, block in enumerate(run):
+        script.append(f'echo "@@ block {n} (README line {block.line})"; echo "@@ {n}" >> {log}')
+        script.append(localise(block.text, ports, data))
+    (tmp_path / "walkthrough.sh").write_text("\n".join(script), encoding="utf-8")
+    proc = start_run(data, ports)
+    try:
+        wait_ready(proc)
+        with open(tmp_path / "walkthrough.out", "w") as out:
+            done = subprocess.run(
+                ["bash", str(tmp_path / "walkthrough.sh")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=500,
+                cwd=REPO,
+            )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = (tmp_path / "walkthrough.out").read_text()[-6000:]
+    assert done.returncode == 0, f"the walkthrough stopped (exit {done.returncode}):\n{output}"
+    statuses: dict[int, list[str]] = {}
+    current = -1
+    for entry in log.read_text().split():
+        if entry == "@@":
+            continue
+        if entry.isdigit() and len(entry) < 3:
+            current = int(entry)
+            continue
+        statuses.setdefault(current, []).append(entry)
+    unannounced = {}
+    for n, block in enumerate(run):
+        errors = [s for s in statuses.get(n, []) if s[0] in "45"]
+        allowed = block.announced()
+        extra = [s for s in errors if not (s in allowed and allowed.remove(s) is None)]
+        if extra:
+            unannounced[f"README line {block.line}"] = extra
+    assert unannounced == {}, f"4xx/5xx the README does not announce: {unannounced}\n{output}"
+    assert sum(len(v) for v in statuses.values()) >= 30

@@ -44,6 +44,7 @@ GENERATED = {
     "BILLING_SERVICE_KEYS": ("service-key", lambda: "sk_local_" + secrets.token_urlsafe(32)),
     "BILLING_JWT_KEYS": ("jwt-key", lambda: "local:" + secrets.token_urlsafe(48)),
     "STRIPE_WEBHOOK_SECRET": ("webhook-secret", lambda: "whsec_" + secrets.token_urlsafe(32)),
+    "BILLING_OPERATOR_KEY": ("operator-key", lambda: "op_local_" + secrets.token_urlsafe(32)),
 }
 MAX_JWT_LEEWAY_SEC = 300
 MAX_GRPC_REPLICAS = 16
@@ -291,6 +292,8 @@ class Settings(SandboxSettings, UsageSettings):
     data_dir: Path = env("BILLING_DATA_DIR", REPO_ROOT / "var")
     database_url: str = env("BILLING_DATABASE_URL", "")
     service_keys: tuple[str, ...] = env("BILLING_SERVICE_KEYS", ())
+    # The operator console's sign-in key (typed into /console/signin; never a browser token).
+    operator_key: str = env("BILLING_OPERATOR_KEY", "")
     jwt_keys: dict[str, str] = env("BILLING_JWT_KEYS", {})
     jwt_signing_kid: str = env("BILLING_JWT_SIGNING_KID", "")
     jwt_issuer: str = env("BILLING_JWT_ISSUER", "tollbooth")
@@ -356,6 +359,10 @@ class Settings(SandboxSettings, UsageSettings):
         if any(len(k) < 16 for k in keys):
             raise ConfigError("BILLING_SERVICE_KEYS entries must be at least 16 characters")
         values["BILLING_SERVICE_KEYS"] = keys
+        operator_key = credential("BILLING_OPERATOR_KEY")[0]
+        if len(operator_key) < 16 or "," in str(values.get("BILLING_OPERATOR_KEY") or ""):
+            raise ConfigError("BILLING_OPERATOR_KEY must be one key of at least 16 characters")
+        values["BILLING_OPERATOR_KEY"] = operator_key
         jwt_keys: dict[str, str] = {}
         for pair in credential("BILLING_JWT_KEYS"):
             kid, sep, secret = pair.partition(":")
@@ -456,6 +463,10 @@ class Settings(SandboxSettings, UsageSettings):
             (
                 "BILLING_SERVICE_KEYS",
                 mark("BILLING_SERVICE_KEYS", f"{len(self.service_keys)} key(s) configured"),
+            ),
+            (
+                "BILLING_OPERATOR_KEY",
+                mark("BILLING_OPERATOR_KEY", "set (console sign-in at /console/)"),
             ),
             (
                 "BILLING_JWT_KEYS",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -38,3 +38,20 @@ def by_principal(session: Session, principal_id: str) -> BillingAccount | None:
 
 def by_id(session: Session, account_id: str) -> BillingAccount | None:
     return session.get(BillingAccount, account_id)
+
+
+def search(session: Session, text: str, limit: int) -> list[BillingAccount]:
+    """Accounts whose id or principal id (alias) is `text`, or whose email contains it
+    (case-insensitive), newest first; every account when `text` is empty (the console)."""
+    stmt = select(BillingAccount)
+    if text:
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(
+            or_(
+                BillingAccount.id == text,
+                BillingAccount.principal_id == text,
+                func.lower(BillingAccount.email).like(pattern + "%", escape="\\"),
+            )
+        )
+    order = (BillingAccount.created_at.desc(), BillingAccount.id.desc())
+    return list(session.scalars(stmt.order_by(*order).limit(limit)))

@@ -155,7 +155,11 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
 
     def replay_one(event_id: str) -> console_inbox.Outcome:
         report = replay_events(db, registry, event_id=event_id, progress_bar=False)
-        return console_inbox.Outcome(changed=report.changed, failed=report.failed)
+        mine = f"{event_id}: "
+        return console_inbox.Outcome(
+            changed=[line.removeprefix(mine) for line in report.changed],
+            failed=[line.removeprefix(mine) for line in report.failed],
+        )
 
     return console_pages.create(settings.operator_key, db, replay_one), db.dispose
 

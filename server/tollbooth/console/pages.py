@@ -40,7 +40,7 @@ TEMPLATES = Environment(
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def _credits(value: Decimal | None) -> str:

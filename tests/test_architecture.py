@@ -246,3 +246,11 @@ def test_the_checks_see_the_rooms() -> None:
     assert {"catalog", "checkout", "subscriptions", "provider", "credit", "webhooks"} <= set(edges)
     assert {"catalog", "checkout", "credit", "usage", "webhooks"} <= edges[ASSEMBLY]
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_only_the_assembly_imports_the_console() -> None:
+    """The console reads many domains; no domain reads it (it sits just under app.py)."""
+    edges = graph()
+    importers = sorted(p for p, deps in edges.items() if "console" in deps)
+    assert importers == [ASSEMBLY], importers
+    assert {"accounts", "credit", "usage"} <= edges["console"]

@@ -19,7 +19,12 @@ import pytest
 from tests.devstack import free_port
 from tollbooth.config import ConfigError, Settings, local_secret
 
-ZERO_CONFIG = ("BILLING_SERVICE_KEYS", "BILLING_JWT_KEYS", "STRIPE_WEBHOOK_SECRET")
+ZERO_CONFIG = (
+    "BILLING_SERVICE_KEYS",
+    "BILLING_JWT_KEYS",
+    "STRIPE_WEBHOOK_SECRET",
+    "BILLING_OPERATOR_KEY",
+)
 
 
 def zero(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -36,8 +41,11 @@ def test_zero_config_generates_private_credentials_and_reuses_them(tmp_path) -> 
     assert again.service_keys == first.service_keys
     assert again.jwt_keys == first.jwt_keys
     assert again.webhook_secrets == first.webhook_secrets
+    assert again.operator_key == first.operator_key
+    assert first.operator_key.startswith("op_local_") and len(first.operator_key) > 40
     other = Settings.from_env(zero(tmp_path / "elsewhere"))
     assert other.service_keys != first.service_keys and other.jwt_keys != first.jwt_keys
+    assert other.operator_key != first.operator_key
 
 
 def test_no_credential_in_the_source_tree_is_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +53,12 @@ def test_no_credential_in_the_source_tree_is_used(tmp_path) -> None:  # type: ig
     source = "".join(
         p.read_text() for p in Path(__file__).resolve().parents[1].joinpath("server").rglob("*.py")
     )
-    values = [*settings.service_keys, *settings.jwt_keys.values(), *settings.webhook_secrets]
+    values = [
+        *settings.service_keys,
+        *settings.jwt_keys.values(),
+        *settings.webhook_secrets,
+        settings.operator_key,
+    ]
     assert all(v not in source for v in values)
     assert "dev" not in settings.jwt_keys
 
@@ -68,6 +81,7 @@ def test_configured_credentials_generate_nothing(tmp_path) -> None:  # type: ign
             BILLING_SERVICE_KEYS="a-configured-backend-key",
             BILLING_JWT_KEYS="k:0123456789abcdef0123456789abcdef",
             STRIPE_WEBHOOK_SECRET="whsec_configured",
+            BILLING_OPERATOR_KEY="a-configured-operator-key",
         )
     )
     assert settings.generated == {} and not (tmp_path / "secrets").exists()
@@ -114,7 +128,7 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
     for name in ZERO_CONFIG:
         env.pop(name, None)
     expected = Settings.from_env(zero(tmp_path)).warnings()
-    assert len(expected) == 3
+    assert len(expected) == len(ZERO_CONFIG)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", command],
         env=env,
@@ -196,3 +210,9 @@ def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type
     with pytest.raises(ConfigError) as exc:
         Settings.from_env(zero(tmp_path, **{variable: value}))
     assert variable in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["short", "a-long-enough-key-1,a-long-enough-key-2"])
+def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="BILLING_OPERATOR_KEY"):
+        Settings.from_env(zero(tmp_path, BILLING_OPERATOR_KEY=value))

@@ -147,6 +147,7 @@ def serve(deps: Deps) -> None:
 
 # -- the sidecar and the sandbox --------------------------------------------------------------
 
+
 def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
     """The operator console (mounted at /console on the sidecar) and what closes it: its own
     database pool, and replay through the same handlers as `webhooks replay`."""

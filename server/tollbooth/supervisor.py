@@ -310,6 +310,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "rest": f"{rest}/api/v1 and {rest}/mgt/v1",
             "webhooks": f"{rest}/v1/billing/webhooks",
             "health": f"{rest}/healthz and {rest}/readyz",
+            "console": f"{rest}/console/",
             "sidecar": f"http://127.0.0.1:{settings.sidecar_port}",
             "envoy_admin": f"http://127.0.0.1:{settings.envoy_admin_port}",
             **(
@@ -325,7 +326,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "state": str(state),
         }
         log.info(
-            f"ready: REST {rest}, gRPC {', '.join(urls['grpc'])}"
+            f"ready: REST {rest}, gRPC {', '.join(urls['grpc'])}, console {rest}/console/"
             + (" (Stripe SANDBOX: STRIPE_API_KEY is unset)" if settings.sandbox else "")
             + "; a process that dies is restarted; Ctrl-C stops all",
             extra={"event": "ready", **urls},

@@ -92,8 +92,12 @@ def bought(world: ConsoleWorld) -> dict[str, str]:
     metric = world.request(
         "POST",
         f"/mgt/v1/metrics?request_id={uuid.uuid4().hex}",
-        {"code": "api_calls_made", "name": "API calls", "event_name": "api_call",
-         "aggregation": "AGGREGATION_COUNT"},
+        {
+            "code": "api_calls_made",
+            "name": "API calls",
+            "event_name": "api_call",
+            "aggregation": "AGGREGATION_COUNT",
+        },
     )
     assert metric.status == 200, metric.body
     today = dt.datetime.now(dt.UTC).date()
@@ -106,7 +110,7 @@ def bought(world: ConsoleWorld) -> dict[str, str]:
                     "unique_id": f"{alias}-{ago}-{i}",
                     "account": alias,
                     "event_name": "api_call",
-                    "timestamp": (noon + dt.timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+                    "timestamp": (noon + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "properties": {"tokens": 7},
                 }
             )

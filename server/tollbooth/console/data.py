@@ -102,9 +102,10 @@ def account_view(session: Session, account_id: str, today: dt.date) -> AccountVi
     return AccountView(
         account=account,
         plan=sorted(
-            {s.lookup_key or s.stripe_price_id or s.id for s in subscriptions.live_subscriptions(
-                session, account.id
-            )}
+            {
+                s.lookup_key or s.stripe_price_id or s.id
+                for s in subscriptions.live_subscriptions(session, account.id)
+            }
         ),
         subscriptions=subscriptions.list_subscriptions(session, account.id, after=None, limit=ROWS),
         purchases=subscriptions.list_purchases(session, account.id, after=None, limit=ROWS),

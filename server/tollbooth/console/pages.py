@@ -177,9 +177,7 @@ def create(
                 request, 400, "STATUS_INVALID", f"status is one of {', '.join(inbox.STATUSES)}"
             )
         rows = await run_in_threadpool(read, lambda s: inbox.events(s, status))
-        return render(
-            request, "events.html", selected=status, statuses=inbox.STATUSES, events=rows
-        )
+        return render(request, "events.html", selected=status, statuses=inbox.STATUSES, events=rows)
 
     @operator_only
     async def replay(request: Request) -> Response:

@@ -216,3 +216,42 @@ def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type
 def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="BILLING_OPERATOR_KEY"):
         Settings.from_env(zero(tmp_path, BILLING_OPERATOR_KEY=value))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BILLING_GRPC_PORT", "abc"),
+        ("BILLING_LOG_LEVEL", "loud"),
+        ("STRIPE_TIMEOUT_SEC", "soon"),
+        ("BILLING_DATABASE_URL", "not a url"),
+        ("BILLING_DATABASE_URL", "mysql://u@h/db"),
+        ("BILLING_SANDBOX_FAULTS", "zzz"),
+        ("BILLING_RUN_DIR", "/proc/no-such-dir/run"),
+        ("BILLING_DATA_DIR", "/proc/no-such-dir"),
+    ],
+)
+def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
+    """Before logging is set up: no JSON record, no traceback, nothing started or written."""
+    env = {**os.environ, **zero(tmp_path), variable: value}
+    for name in ("STRIPE_API_KEY", "BILLING_DATABASE_URL", "BILLING_RUN_DIR"):
+        if name != variable:
+            env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("configuration error: ") and variable in lines[0]
+    assert not (tmp_path / "billing.db").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_decimal_timeout_is_a_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert Settings.from_env(zero(tmp_path, STRIPE_TIMEOUT_SEC="2.5")).stripe_timeout_sec == 2.5
+    assert Settings.from_env(zero(tmp_path, BILLING_LOG_LEVEL="debug")).log_level == "DEBUG"

@@ -25,6 +25,7 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,7 +161,35 @@ def _integer(name: str, text: str, lo: int | None, hi: int | None) -> int:
     return value
 
 
-_NUMBERS = (int, float, int | None)
+_NUMBERS = (int, int | None)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _seconds(name: str, text: str, lo: int | None, hi: int | None) -> float:
+    """A duration in seconds, decimals allowed (a timeout, not an amount)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ConfigError(f"{name} must be a number of seconds, got {text[:40]!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return float(value)
+
+
+def _database_url(url: str) -> None:
+    """A URL SQLAlchemy can read, naming SQLite or PostgreSQL (the two the service runs on)."""
+    try:
+        scheme = make_url(url).get_backend_name()
+    except ArgumentError:
+        scheme = ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            "BILLING_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, "
+            f"got {redact_url(url)[:60]!r}"
+        )
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -224,6 +255,8 @@ class _Environment(BaseSettings):
                 continue  # the default
             elif field.annotation in _NUMBERS:
                 clean[name] = _integer(name, text, *_bounds(field))
+            elif field.annotation is float:
+                clean[name] = _seconds(name, text, *_bounds(field))
             else:
                 clean[name] = text
         return cls._derive(clean)
@@ -348,13 +381,24 @@ class Settings(SandboxSettings, UsageSettings):
                 configured = split_list(configured)
             if configured:
                 return tuple(configured)
-            value, path = local_secret(data_dir, name)
+            try:
+                value, path = local_secret(data_dir, name)
+            except OSError as exc:
+                raise ConfigError(
+                    f"BILLING_DATA_DIR {str(data_dir)!r} cannot hold the generated {name} "
+                    f"({exc.strerror or exc})"
+                ) from None
             generated[name] = path
             return (value,)
 
         if not values.get("BILLING_DATABASE_URL"):
             values["BILLING_DATABASE_URL"] = f"sqlite:///{data_dir / 'billing.db'}"
             values["defaults_used"] = ("BILLING_DATABASE_URL",)
+        _database_url(values["BILLING_DATABASE_URL"])
+        level = str(values.get("BILLING_LOG_LEVEL", "INFO")).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"BILLING_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        values["BILLING_LOG_LEVEL"] = level
         keys = credential("BILLING_SERVICE_KEYS")
         if any(len(k) < 16 for k in keys):
             raise ConfigError("BILLING_SERVICE_KEYS entries must be at least 16 characters")
@@ -385,8 +429,6 @@ class Settings(SandboxSettings, UsageSettings):
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
         if "STRIPE_API_BASE" in values:
             values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
-        if "STRIPE_TIMEOUT_SEC" in values:
-            values["STRIPE_TIMEOUT_SEC"] = float(values["STRIPE_TIMEOUT_SEC"])
         if "TOLLBOOTH_SUPERVISED" in values:
             values["TOLLBOOTH_SUPERVISED"] = values["TOLLBOOTH_SUPERVISED"] == "1"
         values["generated"] = generated

@@ -84,7 +84,9 @@ def usage_series(
             session, spec, account_id, start, end
         ):
             at = occurred if occurred.tzinfo else occurred.replace(tzinfo=dt.UTC)
-            per_day[at.astimezone(dt.UTC).date()].append((at, unique_id, aggregate.loads(props)))
+            # JSON text on SQLite; PostgreSQL's driver hands jsonb over already decoded.
+            found = props if isinstance(props, dict) else aggregate.loads(props)
+            per_day[at.astimezone(dt.UTC).date()].append((at, unique_id, found))
         points: list[tuple[dt.date, Decimal | int | None]] = []
         for i in range(days):
             day = first + dt.timedelta(days=i)

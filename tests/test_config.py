@@ -255,3 +255,35 @@ def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variabl
 def test_a_decimal_timeout_is_a_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert Settings.from_env(zero(tmp_path, STRIPE_TIMEOUT_SEC="2.5")).stripe_timeout_sec == 2.5
     assert Settings.from_env(zero(tmp_path, BILLING_LOG_LEVEL="debug")).log_level == "DEBUG"
+
+
+def test_an_unreachable_database_stops_run_naming_the_variable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found when `run` migrates (after logging is set up): one JSON error line, no traceback,
+    the password never shown."""
+    env = {
+        **os.environ,
+        **zero(
+            tmp_path,
+            BILLING_DATABASE_URL=f"postgresql://nobody:hunter2@127.0.0.1:{free_port()}/x",
+            BILLING_REST_PORT=str(free_port()),
+            BILLING_GRPC_PORT=str(free_port()),
+            BILLING_SIDECAR_PORT=str(free_port()),
+            BILLING_SANDBOX_PORT=str(free_port()),
+            BILLING_ENVOY_ADMIN_PORT=str(free_port()),
+            BILLING_METRICS_PORT="0",
+        ),
+    }
+    env.pop("STRIPE_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    records = [json.loads(line) for line in proc.stdout.splitlines() + proc.stderr.splitlines()]
+    errors = [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert [r.get("event") for r in errors] == ["database_unreachable"]
+    assert "BILLING_DATABASE_URL" in errors[0]["message"] and "exc_info" not in errors[0]
+    assert "hunter2" not in proc.stdout + proc.stderr

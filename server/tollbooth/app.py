@@ -35,6 +35,7 @@ from tollbooth.console import pages as console_pages
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
+from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
@@ -82,6 +83,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     CreditServicer,
     UsageServicer,
     WebhookServicer,
+    EntitlementServicer,
 )
 
 
@@ -120,6 +122,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         CreditServicer(deps),
         UsageServicer(deps),
         WebhookServicer(deps, webhook_handlers(provider)),
+        EntitlementServicer(deps),
     ]
     assert [type(s) for s in built] == list(SERVICERS)
     return built

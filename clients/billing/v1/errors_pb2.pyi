@@ -125,6 +125,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
     ERROR_REASON_SERVICE_UNAVAILABLE: _ErrorReason.ValueType  # 53
     """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
+    """Limits.
+    The caller made too many calls of this class in the current window, or holds too many
+    open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+    Retry-After header say when to try again.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -235,4 +241,10 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 52
 """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason.ValueType  # 53
 """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
+"""Limits.
+The caller made too many calls of this class in the current window, or holds too many
+open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+Retry-After header say when to try again.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -329,6 +329,16 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_SERVICE_UNAVAILABLE = 53;
    */
   SERVICE_UNAVAILABLE = 53,
+
+  /**
+   * Limits.
+   * The caller made too many calls of this class in the current window, or holds too many
+   * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+   * Retry-After header say when to try again.
+   *
+   * @generated from enum value: ERROR_REASON_RATE_LIMITED = 80;
+   */
+  RATE_LIMITED = 80,
 }
 
 /**

@@ -23,6 +23,7 @@ from tollbooth.db.models import Base
 SERVICE_KEY = "test-service-key"
 OTHER_SERVICE_KEY = "test-service-key-rotated"
 WEBHOOK_SECRET = "whsec_test_secret"
+OPERATOR_KEY = "test-operator-key-0123456789"
 PG_ENV = "BILLING_TEST_POSTGRES_URL"
 
 
@@ -30,6 +31,7 @@ def make_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {
         "BILLING_DATABASE_URL": database_url,
         "BILLING_SERVICE_KEYS": f"{SERVICE_KEY},{OTHER_SERVICE_KEY}",
+        "BILLING_OPERATOR_KEY": OPERATOR_KEY,
         "BILLING_JWT_KEYS": "k2:test-signing-key-two-0123456789abcdef,"
         "k1:test-signing-key-one-0123456789abcdef",
         "BILLING_JWT_SIGNING_KID": "k2",

@@ -249,6 +249,14 @@ def test_the_checks_see_the_rooms() -> None:
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
 
 
+def test_only_the_assembly_imports_the_console() -> None:
+    """The console reads many domains; no domain reads it (it sits just under app.py)."""
+    edges = graph()
+    importers = sorted(p for p, deps in edges.items() if "console" in deps)
+    assert importers == [ASSEMBLY], importers
+    assert {"accounts", "credit", "usage"} <= edges["console"]
+
+
 def test_entitlements_reads_the_rooms_below_it_only() -> None:
     """Entitlements answer from subscriptions, catalog, usage, credit and accounts; nothing
     imports entitlements but the assembly."""

@@ -19,7 +19,12 @@ import pytest
 from tests.devstack import free_port
 from tollbooth.config import ConfigError, Settings, local_secret
 
-ZERO_CONFIG = ("BILLING_SERVICE_KEYS", "BILLING_JWT_KEYS", "STRIPE_WEBHOOK_SECRET")
+ZERO_CONFIG = (
+    "BILLING_SERVICE_KEYS",
+    "BILLING_JWT_KEYS",
+    "STRIPE_WEBHOOK_SECRET",
+    "BILLING_OPERATOR_KEY",
+)
 
 
 def zero(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -36,8 +41,11 @@ def test_zero_config_generates_private_credentials_and_reuses_them(tmp_path) -> 
     assert again.service_keys == first.service_keys
     assert again.jwt_keys == first.jwt_keys
     assert again.webhook_secrets == first.webhook_secrets
+    assert again.operator_key == first.operator_key
+    assert first.operator_key.startswith("op_local_") and len(first.operator_key) > 40
     other = Settings.from_env(zero(tmp_path / "elsewhere"))
     assert other.service_keys != first.service_keys and other.jwt_keys != first.jwt_keys
+    assert other.operator_key != first.operator_key
 
 
 def test_no_credential_in_the_source_tree_is_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +53,12 @@ def test_no_credential_in_the_source_tree_is_used(tmp_path) -> None:  # type: ig
     source = "".join(
         p.read_text() for p in Path(__file__).resolve().parents[1].joinpath("server").rglob("*.py")
     )
-    values = [*settings.service_keys, *settings.jwt_keys.values(), *settings.webhook_secrets]
+    values = [
+        *settings.service_keys,
+        *settings.jwt_keys.values(),
+        *settings.webhook_secrets,
+        settings.operator_key,
+    ]
     assert all(v not in source for v in values)
     assert "dev" not in settings.jwt_keys
 
@@ -68,6 +81,7 @@ def test_configured_credentials_generate_nothing(tmp_path) -> None:  # type: ign
             BILLING_SERVICE_KEYS="a-configured-backend-key",
             BILLING_JWT_KEYS="k:0123456789abcdef0123456789abcdef",
             STRIPE_WEBHOOK_SECRET="whsec_configured",
+            BILLING_OPERATOR_KEY="a-configured-operator-key",
         )
     )
     assert settings.generated == {} and not (tmp_path / "secrets").exists()
@@ -114,7 +128,7 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
     for name in ZERO_CONFIG:
         env.pop(name, None)
     expected = Settings.from_env(zero(tmp_path)).warnings()
-    assert len(expected) == 3
+    assert len(expected) == len(ZERO_CONFIG)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", command],
         env=env,
@@ -196,3 +210,80 @@ def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type
     with pytest.raises(ConfigError) as exc:
         Settings.from_env(zero(tmp_path, **{variable: value}))
     assert variable in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["short", "a-long-enough-key-1,a-long-enough-key-2"])
+def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="BILLING_OPERATOR_KEY"):
+        Settings.from_env(zero(tmp_path, BILLING_OPERATOR_KEY=value))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BILLING_GRPC_PORT", "abc"),
+        ("BILLING_LOG_LEVEL", "loud"),
+        ("STRIPE_TIMEOUT_SEC", "soon"),
+        ("BILLING_DATABASE_URL", "not a url"),
+        ("BILLING_DATABASE_URL", "mysql://u@h/db"),
+        ("BILLING_SANDBOX_FAULTS", "zzz"),
+        ("BILLING_RUN_DIR", "/proc/no-such-dir/run"),
+        ("BILLING_DATA_DIR", "/proc/no-such-dir"),
+    ],
+)
+def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
+    """Before logging is set up: no JSON record, no traceback, nothing started or written."""
+    env = {**os.environ, **zero(tmp_path), variable: value}
+    for name in ("STRIPE_API_KEY", "BILLING_DATABASE_URL", "BILLING_RUN_DIR"):
+        if name != variable:
+            env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("configuration error: ") and variable in lines[0]
+    assert not (tmp_path / "billing.db").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_decimal_timeout_is_a_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert Settings.from_env(zero(tmp_path, STRIPE_TIMEOUT_SEC="2.5")).stripe_timeout_sec == 2.5
+    assert Settings.from_env(zero(tmp_path, BILLING_LOG_LEVEL="debug")).log_level == "DEBUG"
+
+
+def test_an_unreachable_database_stops_run_naming_the_variable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found when `run` migrates (after logging is set up): one JSON error line, no traceback,
+    the password never shown."""
+    env = {
+        **os.environ,
+        **zero(
+            tmp_path,
+            BILLING_DATABASE_URL=f"postgresql://nobody:hunter2@127.0.0.1:{free_port()}/x",
+            BILLING_REST_PORT=str(free_port()),
+            BILLING_GRPC_PORT=str(free_port()),
+            BILLING_SIDECAR_PORT=str(free_port()),
+            BILLING_SANDBOX_PORT=str(free_port()),
+            BILLING_ENVOY_ADMIN_PORT=str(free_port()),
+            BILLING_METRICS_PORT="0",
+        ),
+    }
+    env.pop("STRIPE_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    records = [json.loads(line) for line in proc.stdout.splitlines() + proc.stderr.splitlines()]
+    errors = [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert [r.get("event") for r in errors] == ["database_unreachable"]
+    assert "BILLING_DATABASE_URL" in errors[0]["message"] and "exc_info" not in errors[0]
+    assert "hunter2" not in proc.stdout + proc.stderr

@@ -17,11 +17,12 @@ is wired here instead:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health
+from starlette.routing import Mount
 
 from tollbooth import metrics, tracing
 from tollbooth.accounts.customer_servicer import CustomerServicer
@@ -32,6 +33,8 @@ from tollbooth.checkout import fulfilment
 from tollbooth.checkout import intents as checkout_intents
 from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
+from tollbooth.console import inbox as console_inbox
+from tollbooth.console import pages as console_pages
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
@@ -161,8 +164,36 @@ def serve(deps: Deps) -> None:
 
 # -- the sidecar and the sandbox --------------------------------------------------------------
 
-start_sidecar = sidecar.start_in_thread
-serve_sidecar = sidecar.serve
+
+def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
+    """The operator console (mounted at /console on the sidecar) and what closes it: its own
+    database pool, and replay through the same handlers as `webhooks replay`."""
+    db = Database(settings.database_url)
+    registry = webhook_handlers(build_provider(settings))
+
+    def replay_one(event_id: str) -> console_inbox.Outcome:
+        report = replay_events(db, registry, event_id=event_id, progress_bar=False)
+        mine = f"{event_id}: "
+        return console_inbox.Outcome(
+            changed=[line.removeprefix(mine) for line in report.changed],
+            failed=[line.removeprefix(mine) for line in report.failed],
+        )
+
+    return console_pages.create(settings.operator_key, db, replay_one), db.dispose
+
+
+def start_sidecar(
+    settings: Settings, port: int, target: str | None = None
+) -> sidecar.RunningSidecar:
+    """The sidecar with the console, serving in a thread (tests, the in-process stack)."""
+    mount, close = console(settings)
+    return sidecar.start_in_thread(settings, port, target, extra=[mount], on_close=[close])
+
+
+def serve_sidecar(settings: Settings) -> None:
+    """`serve-sidecar`: the webhook path, health, API docs and the operator console."""
+    mount, close = console(settings)
+    sidecar.serve(settings, extra=[mount], on_close=[close])
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:

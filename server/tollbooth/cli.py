@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -43,11 +43,23 @@ def _logging(name: str, settings: Settings) -> None:
     logs.setup(name, settings.log_level, stream="stdout" if name in SERVING else "stderr")
 
 
-def load(name: str, *, serving: bool = False, operator: bool = False) -> Settings:
+def load(
+    name: str,
+    *,
+    serving: bool = False,
+    operator: bool = False,
+    check: Callable[[Settings], object] | None = None,
+) -> Settings:
     """The settings of command `name`, read once; serving commands refuse exposure; operator
-    commands find the running stack's ports in the data directory (`tollbooth.stack`)."""
+    commands find the running stack's ports in the data directory (`tollbooth.stack`).
+
+    Every setting is checked (and `check` run) before logging is set up, so a bad value stops
+    the command with one plain line naming the variable, never a JSON record or a traceback.
+    """
     try:
         settings = stack.operator_settings() if operator else Settings.from_env()
+        if check is not None:
+            check(settings)
     except ConfigError as exc:
         raise _Refused(f"configuration error: {exc}") from exc
     _logging(name, settings)
@@ -75,9 +87,25 @@ def app() -> None:
     pass
 
 
+def _runnable(settings: Settings) -> None:
+    """What `run` needs beyond the values themselves: the sandbox's settings (faults, URLs)
+    and a run directory it can create."""
+    if settings.sandbox:
+        assembly.sandbox_config(settings)
+    run_dir = settings.run_dir or settings.data_dir / "run"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        name = "BILLING_RUN_DIR" if settings.run_dir else "BILLING_DATA_DIR"
+        raise ConfigError(
+            f"{name}: cannot create {str(run_dir)!r} ({exc.strerror or exc})"
+        ) from None
+
+
 @app.command("run", help="migrate, then run gRPC server(s), webhook sidecar and Envoy")
 def run_command() -> int:
-    return supervisor.run(load("run", serving=True), assembly.sandbox_config)
+    settings = load("run", serving=True, check=_runnable)
+    return supervisor.run(settings, assembly.sandbox_config)
 
 
 @app.command("migrate", help="apply database migrations")

@@ -25,6 +25,7 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -37,6 +38,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +48,7 @@ GENERATED = {
     "BILLING_SERVICE_KEYS": ("service-key", lambda: "sk_local_" + secrets.token_urlsafe(32)),
     "BILLING_JWT_KEYS": ("jwt-key", lambda: "local:" + secrets.token_urlsafe(48)),
     "STRIPE_WEBHOOK_SECRET": ("webhook-secret", lambda: "whsec_" + secrets.token_urlsafe(32)),
+    "BILLING_OPERATOR_KEY": ("operator-key", lambda: "op_local_" + secrets.token_urlsafe(32)),
 }
 MAX_JWT_LEEWAY_SEC = 300
 MAX_GRPC_REPLICAS = 16
@@ -158,7 +162,35 @@ def _integer(name: str, text: str, lo: int | None, hi: int | None) -> int:
     return value
 
 
-_NUMBERS = (int, float, int | None)
+_NUMBERS = (int, int | None)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _seconds(name: str, text: str, lo: int | None, hi: int | None) -> float:
+    """A duration in seconds, decimals allowed (a timeout, not an amount)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ConfigError(f"{name} must be a number of seconds, got {text[:40]!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return float(value)
+
+
+def _database_url(url: str) -> None:
+    """A URL SQLAlchemy can read, naming SQLite or PostgreSQL (the two the service runs on)."""
+    try:
+        scheme = make_url(url).get_backend_name()
+    except ArgumentError:
+        scheme = ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            "BILLING_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, "
+            f"got {redact_url(url)[:60]!r}"
+        )
 
 
 def redirect_origins(origins: Any) -> tuple[str, ...]:
@@ -247,6 +279,8 @@ class _Environment(BaseSettings):
                 continue  # the default
             elif field.annotation in _NUMBERS:
                 clean[name] = _integer(name, text, *_bounds(field))
+            elif field.annotation is float:
+                clean[name] = _seconds(name, text, *_bounds(field))
             else:
                 clean[name] = text
         return cls._derive(clean)
@@ -383,6 +417,8 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     data_dir: Path = env("BILLING_DATA_DIR", REPO_ROOT / "var")
     database_url: str = env("BILLING_DATABASE_URL", "")
     service_keys: tuple[str, ...] = env("BILLING_SERVICE_KEYS", ())
+    # The operator console's sign-in key (typed into /console/signin; never a browser token).
+    operator_key: str = env("BILLING_OPERATOR_KEY", "")
     jwt_keys: dict[str, str] = env("BILLING_JWT_KEYS", {})
     jwt_signing_kid: str = env("BILLING_JWT_SIGNING_KID", "")
     jwt_issuer: str = env("BILLING_JWT_ISSUER", "tollbooth")
@@ -443,17 +479,32 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
                 configured = split_list(configured)
             if configured:
                 return tuple(configured)
-            value, path = local_secret(data_dir, name)
+            try:
+                value, path = local_secret(data_dir, name)
+            except OSError as exc:
+                raise ConfigError(
+                    f"BILLING_DATA_DIR {str(data_dir)!r} cannot hold the generated {name} "
+                    f"({exc.strerror or exc})"
+                ) from None
             generated[name] = path
             return (value,)
 
         if not values.get("BILLING_DATABASE_URL"):
             values["BILLING_DATABASE_URL"] = f"sqlite:///{data_dir / 'billing.db'}"
             values["defaults_used"] = ("BILLING_DATABASE_URL",)
+        _database_url(values["BILLING_DATABASE_URL"])
+        level = str(values.get("BILLING_LOG_LEVEL", "INFO")).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"BILLING_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        values["BILLING_LOG_LEVEL"] = level
         keys = credential("BILLING_SERVICE_KEYS")
         if any(len(k) < 16 for k in keys):
             raise ConfigError("BILLING_SERVICE_KEYS entries must be at least 16 characters")
         values["BILLING_SERVICE_KEYS"] = keys
+        operator_key = credential("BILLING_OPERATOR_KEY")[0]
+        if len(operator_key) < 16 or "," in str(values.get("BILLING_OPERATOR_KEY") or ""):
+            raise ConfigError("BILLING_OPERATOR_KEY must be one key of at least 16 characters")
+        values["BILLING_OPERATOR_KEY"] = operator_key
         jwt_keys: dict[str, str] = {}
         for pair in credential("BILLING_JWT_KEYS"):
             kid, sep, secret = pair.partition(":")
@@ -560,6 +611,10 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
             (
                 "BILLING_SERVICE_KEYS",
                 mark("BILLING_SERVICE_KEYS", f"{len(self.service_keys)} key(s) configured"),
+            ),
+            (
+                "BILLING_OPERATOR_KEY",
+                mark("BILLING_OPERATOR_KEY", "set (console sign-in at /console/)"),
             ),
             (
                 "BILLING_JWT_KEYS",

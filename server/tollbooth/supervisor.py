@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tollbooth import stack
-from tollbooth.config import Settings
+from tollbooth.config import Settings, redact_url
 
 log = logging.getLogger("tollbooth.run")
 
@@ -218,7 +218,17 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 extra={"event": "already_running"},
             )
         return 1
-    migrate(settings)
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        migrate(settings)
+    except OperationalError as exc:
+        log.error(
+            f"cannot start: the database of BILLING_DATABASE_URL "
+            f"({redact_url(settings.database_url)}) does not answer: {str(exc.orig or exc)[:300]}",
+            extra={"event": "database_unreachable"},
+        )
+        return 1
     run_dir = settings.run_dir or settings.data_dir / "run"
     envoy_config = render(settings, run_dir)
     py = [sys.executable, "-m", "tollbooth.cli"]
@@ -314,6 +324,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "rest": f"{rest}/api/v1 and {rest}/mgt/v1",
             "webhooks": f"{rest}/v1/billing/webhooks",
             "health": f"{rest}/healthz and {rest}/readyz",
+            "console": f"{rest}/console/",
             "sidecar": f"http://127.0.0.1:{settings.sidecar_port}",
             "envoy_admin": f"http://127.0.0.1:{settings.envoy_admin_port}",
             **(
@@ -329,7 +340,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "state": str(state),
         }
         log.info(
-            f"ready: REST {rest}, gRPC {', '.join(urls['grpc'])}"
+            f"ready: REST {rest}, gRPC {', '.join(urls['grpc'])}, console {rest}/console/"
             + (" (Stripe SANDBOX: STRIPE_API_KEY is unset)" if settings.sandbox else "")
             + "; a process that dies is restarted; Ctrl-C stops all",
             extra={"event": "ready", **urls},

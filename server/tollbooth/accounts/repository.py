@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -125,3 +125,20 @@ def record_customer_deleted(session: Session, account_id: str, at: dt.datetime) 
         .where(BillingAccount.id == account_id, BillingAccount.customer_deleted_at.is_(None))
         .values(customer_deleted_at=at)
     )
+
+
+def search(session: Session, text: str, limit: int) -> list[BillingAccount]:
+    """Accounts whose id or principal id (alias) is `text`, or whose email contains it
+    (case-insensitive), newest first; every account when `text` is empty (the console)."""
+    stmt = select(BillingAccount)
+    if text:
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(
+            or_(
+                BillingAccount.id == text,
+                BillingAccount.principal_id == text,
+                func.lower(BillingAccount.email).like(pattern + "%", escape="\\"),
+            )
+        )
+    order = (BillingAccount.created_at.desc(), BillingAccount.id.desc())
+    return list(session.scalars(stmt.order_by(*order).limit(limit)))

@@ -130,6 +130,10 @@ class SandboxConfig:
     ) -> SandboxConfig:
         """The sandbox of these settings; unset values take the defaults given."""
         retry = settings.sandbox_retry_base_ms
+        try:
+            faults = Faults.parse(settings.sandbox_faults)
+        except ValueError as exc:
+            raise ValueError(f"BILLING_SANDBOX_FAULTS: {exc}") from None
         return cls(
             webhook_secret=webhook_secret,
             host=settings.sandbox_host,
@@ -140,7 +144,7 @@ class SandboxConfig:
             webhook_url=webhook_url_default
             if settings.sandbox_webhook_url is None
             else settings.sandbox_webhook_url,
-            faults=Faults.parse(settings.sandbox_faults),
+            faults=faults,
             public_url=settings.sandbox_public_url or None,
             retry_base_sec=retry / 1000.0 if retry is not None else 1.0,
         )

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
 from tollbooth import apidocs, metrics, tracing
@@ -60,8 +60,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: Settings, target: str | None = None) -> Starlette:
-    """The sidecar application; `target` is the billing server (default: the configured one)."""
+def create_app(
+    settings: Settings,
+    target: str | None = None,
+    extra: Sequence[BaseRoute] = (),
+    on_close: Sequence[Callable[[], None]] = (),
+) -> Starlette:
+    """The sidecar application; `target` is the billing server (default: the configured one).
+
+    `extra` are more routes the assembly serves here (the operator console), `on_close` what
+    to release when the app stops."""
     if not settings.webhook_secrets:
         raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
     state: dict[str, Any] = {}
@@ -168,6 +176,8 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
             state.pop("db").dispose()
         if channel is not None:
             await channel.close()
+        for close in on_close:
+            close()
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return _error(404, "ROUTE_NOT_FOUND", "no such path")
@@ -181,6 +191,7 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *apidocs.routes(),
+            *extra,
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
@@ -271,9 +282,13 @@ def uvicorn_config(
     )
 
 
-def serve(settings: Settings) -> None:
+def serve(
+    settings: Settings,
+    extra: Sequence[BaseRoute] = (),
+    on_close: Sequence[Callable[[], None]] = (),
+) -> None:
     """Serve until SIGTERM or SIGINT (uvicorn drains, then stops)."""
-    app = create_app(settings)
+    app = create_app(settings, extra=extra, on_close=on_close)
     metrics.serve(settings.metrics_port)
     tracing.setup(settings.otel_endpoint, "tollbooth-sidecar")
     log.info("webhook sidecar listening on 127.0.0.1:%s%s", settings.sidecar_port, WEBHOOK_PATH)
@@ -297,8 +312,14 @@ class RunningSidecar:
         self.thread.join(timeout=10)
 
 
-def start_in_thread(settings: Settings, port: int, target: str | None = None) -> RunningSidecar:
-    app = create_app(settings, target)
+def start_in_thread(
+    settings: Settings,
+    port: int,
+    target: str | None = None,
+    extra: Sequence[BaseRoute] = (),
+    on_close: Sequence[Callable[[], None]] = (),
+) -> RunningSidecar:
+    app = create_app(settings, target, extra, on_close)
     server = uvicorn.Server(
         uvicorn_config(app, "127.0.0.1", port, settings.http_headers_timeout_sec)
     )

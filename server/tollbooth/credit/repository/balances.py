@@ -183,3 +183,14 @@ def due_credit_types(
     if credit_type:
         stmt = stmt.where(CreditBalance.credit_type == credit_type)
     return sorted(session.execute(stmt).scalars())
+
+
+def account_balances(session: Session, account_id: str) -> list[CreditBalance]:
+    """Every balance row of one account, by credit type (the operator console)."""
+    return list(
+        session.scalars(
+            select(CreditBalance)
+            .where(CreditBalance.billing_account_id == account_id)
+            .order_by(CreditBalance.credit_type)
+        )
+    )

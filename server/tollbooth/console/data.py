@@ -1,0 +1,136 @@
+"""What the console pages show, read through each room's repositories (never SQL here).
+
+The console acts as the service itself (an operator sees every account), so reads of owned
+rows name the account they belong to, as every repository function requires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth.accounts import repository as accounts
+from tollbooth.catalog import repository as catalog
+from tollbooth.credit.repository import balances as credit_balances
+from tollbooth.credit.repository import ledger as credit_ledger
+from tollbooth.db.models import (
+    BillingAccount,
+    CreditBalance,
+    CreditLedgerEntry,
+    Price,
+    Product,
+    Purchase,
+    Subscription,
+)
+from tollbooth.subscriptions import repository as subscriptions
+from tollbooth.usage import aggregate
+from tollbooth.usage import repository as usage
+from tollbooth.usage.service import spec_of
+
+SEARCH_LIMIT = 100
+ROWS = 50
+LEDGER_ROWS = 100
+USAGE_DAYS = 30
+METRICS = 50
+
+
+def search_accounts(session: Session, text: str) -> list[BillingAccount]:
+    return accounts.search(session, text.strip(), SEARCH_LIMIT)
+
+
+@dataclass
+class Series:
+    """One metric's usage of one account, one value per UTC day (None: no events that day)."""
+
+    code: str
+    name: str
+    aggregation: str
+    days: list[tuple[dt.date, Decimal | int | None]]
+
+    @property
+    def total_events(self) -> int:
+        return sum(1 for _, v in self.days if v is not None)
+
+
+@dataclass
+class AccountView:
+    account: BillingAccount
+    plan: list[str]
+    subscriptions: list[Subscription]
+    purchases: list[Purchase]
+    balances: list[CreditBalance]
+    ledger: dict[str, list[CreditLedgerEntry]]
+    usage: list[Series] = field(default_factory=list)
+
+
+def usage_series(
+    session: Session, account_id: str, today: dt.date, days: int = USAGE_DAYS
+) -> list[Series]:
+    """Every billable metric over the last `days` UTC days up to `today`, aggregated per day
+    by the metric's own rules (`usage.aggregate`)."""
+    first = today - dt.timedelta(days=days - 1)
+    start = dt.datetime.combine(first, dt.time(), dt.UTC)
+    end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
+    out: list[Series] = []
+    for metric in usage.list_metrics(session, None, METRICS):
+        spec = spec_of(metric)
+        per_day: dict[dt.date, list[tuple[dt.datetime, str, dict[str, Any]]]] = defaultdict(list)
+        for occurred, unique_id, props in usage.period_events(
+            session, spec, account_id, start, end
+        ):
+            at = occurred if occurred.tzinfo else occurred.replace(tzinfo=dt.UTC)
+            # JSON text on SQLite; PostgreSQL's driver hands jsonb over already decoded.
+            found = props if isinstance(props, dict) else aggregate.loads(props)
+            per_day[at.astimezone(dt.UTC).date()].append((at, unique_id, found))
+        points: list[tuple[dt.date, Decimal | int | None]] = []
+        for i in range(days):
+            day = first + dt.timedelta(days=i)
+            rows = per_day.get(day)
+            points.append((day, aggregate.aggregate(spec, rows).value if rows else None))
+        out.append(Series(metric.code, metric.name, metric.aggregation, points))
+    return out
+
+
+def account_view(session: Session, account_id: str, today: dt.date) -> AccountView | None:
+    account = accounts.by_id(session, account_id)
+    if account is None:
+        return None
+    balances = credit_balances.account_balances(session, account.id)
+    return AccountView(
+        account=account,
+        plan=sorted(
+            {
+                s.lookup_key or s.stripe_price_id or s.id
+                for s in subscriptions.live_subscriptions(session, account.id)
+            }
+        ),
+        subscriptions=subscriptions.list_subscriptions(session, account.id, after=None, limit=ROWS),
+        purchases=subscriptions.list_purchases(session, account.id, after=None, limit=ROWS),
+        balances=balances,
+        ledger={
+            b.credit_type: credit_ledger.list_ledger(
+                session, account.id, b.credit_type, after=None, limit=LEDGER_ROWS
+            )
+            for b in balances
+        },
+        usage=usage_series(session, account.id, today),
+    )
+
+
+@dataclass
+class CatalogView:
+    products: list[Product]
+    prices: dict[str, list[Price]]
+
+
+def catalog_view(session: Session) -> CatalogView:
+    products = catalog.all_products(session)
+    prices: dict[str, list[Price]] = defaultdict(list)
+    for price in catalog.all_active_prices(session):
+        prices[price.product_id].append(price)
+    return CatalogView(products, dict(prices))

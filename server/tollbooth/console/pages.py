@@ -1,0 +1,249 @@
+"""The operator console under /console/: server-rendered pages (Jinja2), a little CSS.
+
+Served by the webhook sidecar's Starlette app (the assembly mounts it) and routed by Envoy.
+Pages: sign-in, accounts (search by id, principal alias or email), one account (plan,
+subscriptions, purchases, balances with their ledger, usage per metric as a chart), Stripe
+events by status with replay of pending ones, the notification outbox, the catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from tollbooth import amounts
+from tollbooth.console import chart, data, inbox, session
+from tollbooth.db import Database
+
+log = logging.getLogger("tollbooth.console")
+
+PREFIX = "/console"
+_HERE = Path(__file__).parent
+MAX_QUERY = 200
+TEMPLATES = Environment(
+    loader=FileSystemLoader(str(_HERE / "templates")),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _credits(value: Decimal | None) -> str:
+    return "-" if value is None else amounts.fmt(value)
+
+
+def _money(cents: int | None, currency: str | None) -> str:
+    cents = int(cents or 0)
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{part:02d} {(currency or '').upper()}"
+
+
+TEMPLATES.filters["when"] = _when
+TEMPLATES.filters["credits"] = _credits
+TEMPLATES.filters["money"] = _money
+
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(name).render(
+        prefix=PREFIX,
+        csrf=session.csrf_token(request),
+        signed_in=session.signed_in(request),
+        flash=request.session.pop("flash", None),
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def refuse(request: Request, status: int, reason: str, message: str) -> HTMLResponse:
+    return render(request, "message.html", status, reason=reason, message=message)
+
+
+def _go(path: str) -> RedirectResponse:
+    return RedirectResponse(PREFIX + path, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+Handler = Callable[[Request], Any]
+
+
+def operator_only(handler: Handler) -> Handler:
+    """No signed session: to the sign-in page (303), nothing else is answered."""
+
+    async def guarded(request: Request) -> Response:
+        if not session.signed_in(request):
+            return _go("/signin")
+        result: Response = await handler(request)
+        return result
+
+    return guarded
+
+
+def create(
+    operator_key: str,
+    db: Database,
+    replayer: inbox.Replayer,
+    *,
+    https_only: bool = False,
+    today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
+) -> Mount:
+    """The console as a Starlette mount at /console (its own session middleware)."""
+
+    def read(work: Callable[[Any], Any]) -> Any:
+        with db.transaction(readonly=True) as s:
+            return work(s)
+
+    async def signin_page(request: Request) -> Response:
+        if session.signed_in(request):
+            return _go("/accounts")
+        return render(request, "signin.html")
+
+    async def signin(request: Request) -> Response:
+        try:
+            fields = await session.form(request)
+        except session.FormError as exc:
+            return refuse(request, 400, "FORM_INVALID", str(exc))
+        if not session.csrf_ok(request, fields):
+            return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        if not session.key_matches(fields.get("operator_key", "").strip(), operator_key):
+            log.warning("console sign-in refused: wrong operator key", extra={"event": "signin"})
+            return render(request, "signin.html", 401, error="That is not the operator key.")
+        session.sign_in(request)
+        log.info("console sign-in", extra={"event": "signin"})
+        return _go("/accounts")
+
+    @operator_only
+    async def signout(request: Request) -> Response:
+        try:
+            fields = await session.form(request)
+        except session.FormError as exc:
+            return refuse(request, 400, "FORM_INVALID", str(exc))
+        if not session.csrf_ok(request, fields):
+            return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        session.sign_out(request)
+        return _go("/signin")
+
+    @operator_only
+    async def home(request: Request) -> Response:
+        return _go("/accounts")
+
+    @operator_only
+    async def accounts(request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        if len(query) > MAX_QUERY:
+            return refuse(request, 400, "QUERY_TOO_LONG", f"search at most {MAX_QUERY} characters")
+        found = await run_in_threadpool(read, lambda s: data.search_accounts(s, query))
+        return render(request, "accounts.html", query=query, accounts=found)
+
+    @operator_only
+    async def account(request: Request) -> Response:
+        account_id = request.path_params["account_id"]
+        day = today()
+        view = await run_in_threadpool(read, lambda s: data.account_view(s, account_id, day))
+        if view is None:
+            return refuse(request, 404, "NOT_FOUND", "no such account")
+        charts = [(series, chart.bars(series.days)) for series in view.usage]
+        notes = await run_in_threadpool(read, lambda s: inbox.notifications(s, account_id))
+        return render(request, "account.html", view=view, charts=charts, notifications=notes)
+
+    @operator_only
+    async def events(request: Request) -> Response:
+        status = request.query_params.get("status", "")
+        if status and status not in inbox.STATUSES:
+            return refuse(
+                request, 400, "STATUS_INVALID", f"status is one of {', '.join(inbox.STATUSES)}"
+            )
+        rows = await run_in_threadpool(read, lambda s: inbox.events(s, status))
+        return render(request, "events.html", selected=status, statuses=inbox.STATUSES, events=rows)
+
+    @operator_only
+    async def replay(request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+        try:
+            fields = await session.form(request)
+        except session.FormError as exc:
+            return refuse(request, 400, "FORM_INVALID", str(exc))
+        if not session.csrf_ok(request, fields):
+            return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        status = await run_in_threadpool(read, lambda s: inbox.event_status(s, event_id))
+        if status is None:
+            return refuse(request, 404, "NOT_FOUND", "no such event")
+        if not inbox.replayable(status):
+            return refuse(request, 409, "EVENT_NOT_REPLAYABLE", f"the event is {status}")
+        # No transaction is open here: the replay opens its own per event.
+        outcome = await run_in_threadpool(replayer, event_id)
+        log.info(
+            "console replay",
+            extra={"event": "replay", "stripe_event": event_id, "failed": len(outcome.failed)},
+        )
+        if outcome.failed:
+            request.session["flash"] = f"Replay of {event_id} failed: {'; '.join(outcome.failed)}"
+        else:
+            done = "; ".join(outcome.changed) or "no change needed"
+            request.session["flash"] = f"Replayed {event_id}: {done}"
+        return _go("/events")
+
+    @operator_only
+    async def notifications(request: Request) -> Response:
+        rows = await run_in_threadpool(read, lambda s: inbox.notifications(s))
+        return render(request, "notifications.html", notifications=rows)
+
+    @operator_only
+    async def catalog(request: Request) -> Response:
+        view = await run_in_threadpool(read, data.catalog_view)
+        return render(request, "catalog.html", catalog=view)
+
+    async def stylesheet(request: Request) -> Response:
+        return FileResponse(
+            _HERE / "static" / "console.css",
+            media_type="text/css",
+            headers={"Cache-Control": "max-age=300"},
+        )
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return refuse(request, 404, "NOT_FOUND", "no such page")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return refuse(request, 405, "METHOD_NOT_ALLOWED", "method not allowed")
+
+    app = Starlette(
+        routes=[
+            Route("/", home, methods=["GET"]),
+            Route("/signin", signin_page, methods=["GET"]),
+            Route("/signin", signin, methods=["POST"]),
+            Route("/signout", signout, methods=["POST"]),
+            Route("/accounts", accounts, methods=["GET"]),
+            Route("/accounts/{account_id}", account, methods=["GET"]),
+            Route("/events", events, methods=["GET"]),
+            Route("/events/{event_id}/replay", replay, methods=["POST"]),
+            Route("/notifications", notifications, methods=["GET"]),
+            Route("/catalog", catalog, methods=["GET"]),
+            Route("/static/console.css", stylesheet, methods=["GET"]),
+        ],
+        middleware=[session.middleware(operator_key, https_only=https_only)],
+        exception_handlers={404: not_found, 405: not_allowed},
+    )
+    return Mount(PREFIX, app=app)

@@ -1,0 +1,104 @@
+"""The console's reads on SQLite and PostgreSQL: account search and the per-day usage series;
+and the chart's geometry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from tollbooth.accounts import repository as accounts
+from tollbooth.console import chart, data
+from tollbooth.db import Database
+from tollbooth.db.models import BillableMetric, UsageEvent
+from tollbooth.db.types import utcnow
+
+
+def _account(db: Database, principal: str, email: str | None) -> str:
+    with db.transaction() as session:
+        accounts.insert_if_absent(session, principal, email, None)
+        found = accounts.by_principal(session, principal)
+        assert found is not None
+        return found.id
+
+
+def test_search_by_id_alias_and_any_part_of_the_email(db: Database) -> None:
+    ann = _account(db, "ann", "Ann.Smith@Example.com")
+    _account(db, "bea", "bea@example.org")
+    _account(db, "percent", "100%_off@example.net")
+    carol = _account(db, "carol", None)
+    with db.transaction(readonly=True) as session:
+
+        def ids(text: str) -> list[str]:
+            return [a.principal_id for a in data.search_accounts(session, text)]
+
+        assert ids(ann) == ["ann"]
+        assert ids("ann") == ["ann"]
+        assert ids("  ann  ") == ["ann"]
+        assert ids("SMITH@example") == ["ann"]
+        assert sorted(ids("example")) == ["ann", "bea", "percent"]
+        # LIKE's wildcards are plain characters here.
+        assert ids("%") == ["percent"]
+        assert ids("_") == ["percent"]
+        assert ids("carol") == ids(carol) == ["carol"]
+        assert ids("car") == ids(carol[:-1]) == []  # an alias or id matches whole
+        assert sorted(ids("")) == ["ann", "bea", "carol", "percent"]
+
+
+def test_usage_series_is_per_utc_day_by_the_metric_rules(db: Database) -> None:
+    account = _account(db, "user-1", None)
+    other = _account(db, "user-2", None)
+    today = dt.date(2026, 3, 10)
+    with db.transaction() as session:
+        session.add(
+            BillableMetric(
+                code="tokens",
+                name="Tokens",
+                event_name="llm",
+                aggregation="sum",
+                property="tokens",
+                filters=[],
+            )
+        )
+        rows = [
+            (account, dt.datetime(2026, 3, 8, 23, 59, 59, tzinfo=dt.UTC), "1.25"),
+            (account, dt.datetime(2026, 3, 8, 0, 0, 0, tzinfo=dt.UTC), "2"),
+            (account, dt.datetime(2026, 3, 9, 0, 0, 0, tzinfo=dt.UTC), "0.75"),
+            (account, dt.datetime(2026, 2, 8, 12, 0, 0, tzinfo=dt.UTC), "9"),  # before the window
+            (account, dt.datetime(2026, 3, 11, 0, 0, 0, tzinfo=dt.UTC), "9"),  # after today
+            (other, dt.datetime(2026, 3, 9, 12, 0, 0, tzinfo=dt.UTC), "5"),  # someone else's
+        ]
+        for i, (who, at, tokens) in enumerate(rows):
+            session.add(
+                UsageEvent(
+                    unique_id=f"u{i}",
+                    billing_account_id=who,
+                    event_name="llm",
+                    occurred_at=at,
+                    properties={"tokens": tokens},
+                    received_at=utcnow(),
+                )
+            )
+    with db.transaction(readonly=True) as session:
+        [series] = data.usage_series(session, account, today)
+    assert series.code == "tokens" and len(series.days) == data.USAGE_DAYS
+    assert series.days[0][0] == today - dt.timedelta(days=data.USAGE_DAYS - 1)
+    assert series.days[-1][0] == today
+    present = {day.isoformat(): value for day, value in series.days if value is not None}
+    assert present == {"2026-03-08": Decimal("3.25"), "2026-03-09": Decimal("0.75")}
+
+
+def test_chart_bars_scale_exactly_and_never_hide_a_small_value() -> None:
+    start = dt.date(2026, 1, 1)
+    points = [
+        (start, Decimal("1000")),
+        (start + dt.timedelta(days=1), None),
+        (start + dt.timedelta(days=2), Decimal("0.001")),
+        (start + dt.timedelta(days=3), Decimal("500")),
+    ]
+    c = chart.bars(points)
+    tallest = chart.HEIGHT - chart.BOTTOM - 4
+    assert [b.height for b in c.bars] == [tallest, 0, 1, tallest // 2]
+    assert [b.y + b.height for b in c.bars] == [c.plot_bottom] * 4
+    assert [b.value for b in c.bars] == ["1000", "-", "0.001", "500"]
+    assert c.maximum == "1000"
+    assert chart.bars([(start, None)]).bars[0].height == 0

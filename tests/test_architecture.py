@@ -22,6 +22,7 @@ PLUMBING = {
     "paging",
     "errors",
     "config",
+    "configvalues",
     "ids",
     "idempotency",
     "amounts",

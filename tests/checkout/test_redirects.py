@@ -11,7 +11,7 @@ from tests.conftest import bearer_md, make_env
 from tests.helpers import error_reason
 from tollbooth import errors
 from tollbooth.checkout.redirects import check_redirect
-from tollbooth.config import DEFAULT_CORS_ORIGINS, ConfigError, Settings
+from tollbooth.config import DEFAULT_CORS_ORIGINS, DEFAULT_SANDBOX_PORT, ConfigError, Settings
 from tollbooth.db.models import BillingAccount, CheckoutSession
 
 ALLOWED = ("https://app.example", "http://localhost:3000")
@@ -63,8 +63,15 @@ def test_urls_off_the_allow_list_or_with_tricks_are_refused(url: str) -> None:
 def test_the_allow_list_defaults_to_the_cors_origins_and_refuses_non_origins() -> None:
     env = make_env("sqlite:///:memory:")
     del env["BILLING_REDIRECT_ORIGINS"]
-    assert Settings.from_env(env).redirect_origins == DEFAULT_CORS_ORIGINS
-    cors = {**env, "BILLING_CORS_ORIGINS": "https://shop.example"}
+    # On the sandbox, its "back in your app" page is allowed too; with a real key, only CORS.
+    sandbox = (
+        f"http://localhost:{DEFAULT_SANDBOX_PORT}",
+        f"http://127.0.0.1:{DEFAULT_SANDBOX_PORT}",
+    )
+    assert Settings.from_env(env).redirect_origins == DEFAULT_CORS_ORIGINS + sandbox
+    live = {**env, "STRIPE_API_KEY": "sk_test_x", "STRIPE_API_BASE": "http://127.0.0.1:9"}
+    assert Settings.from_env(live).redirect_origins == DEFAULT_CORS_ORIGINS
+    cors = {**live, "BILLING_CORS_ORIGINS": "https://shop.example"}
     assert Settings.from_env(cors).redirect_origins == ("https://shop.example",)
     both = {**cors, "BILLING_REDIRECT_ORIGINS": "https://Pay.example/ , http://x.example:8080"}
     assert Settings.from_env(both).redirect_origins == (

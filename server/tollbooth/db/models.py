@@ -14,7 +14,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -22,9 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-from tollbooth.db.types import UTCDateTime, utcnow
+from tollbooth.db.types import ExactDecimal, UnboundedDecimal, UTCDateTime, utcnow  # noqa: F401
 
 
 class Base(DeclarativeBase):
@@ -257,51 +255,6 @@ class NotificationAttempt(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     __table_args__ = (Index("ix_notification_attempts_endpoint", "endpoint_id", "created_at"),)
-
-
-class ExactDecimal(TypeDecorator[Decimal]):
-    """Exact credit amounts: NUMERIC(38, 18) on PostgreSQL, text on SQLite.
-
-    SQLite has no decimal type (SQLAlchemy's Numeric goes through a binary float there), so
-    it stores the decimal string; every sum and comparison of amounts on SQLite happens in
-    Python, under the transaction's write lock.
-    """
-
-    impl = Numeric(38, 18)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect):  # type: ignore[no-untyped-def]
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(38, 18, asdecimal=True))
-
-    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            raise TypeError(f"credit amounts are Decimal, got {type(value).__name__}")
-        return format(value, "f") if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
-        if value is None:
-            return None
-        return Decimal(value) if isinstance(value, str) else value
-
-
-class UnboundedDecimal(ExactDecimal):
-    """Exact amounts of any size: unconstrained NUMERIC on PostgreSQL, text on SQLite.
-
-    For totals that are not bounded by what was granted (the overage of usage burns, which
-    adds up what events asked for beyond the balance).
-    """
-
-    impl = Numeric()
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect):  # type: ignore[no-untyped-def]
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(Text())
-        return dialect.type_descriptor(Numeric(asdecimal=True))
 
 
 class CreditBalance(Base):

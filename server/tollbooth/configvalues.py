@@ -1,0 +1,158 @@
+"""The values of settings, checked and cleaned: the parsers `config.py` applies to what it reads
+from the environment (integers and seconds in range, database URLs, origins, lists), the
+generated local credentials, and the one error a bad value raises. No pydantic here."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# Generated credentials: variable -> (file name, how to make one).
+GENERATED = {
+    "BILLING_SERVICE_KEYS": ("service-key", lambda: "sk_local_" + secrets.token_urlsafe(32)),
+    "BILLING_JWT_KEYS": ("jwt-key", lambda: "local:" + secrets.token_urlsafe(48)),
+    "STRIPE_WEBHOOK_SECRET": ("webhook-secret", lambda: "whsec_" + secrets.token_urlsafe(32)),
+    "BILLING_OPERATOR_KEY": ("operator-key", lambda: "op_local_" + secrets.token_urlsafe(32)),
+}
+
+
+class ConfigError(ValueError):
+    """The environment holds an unusable value."""
+
+
+def local_secret(data_dir: Path, name: str) -> tuple[str, Path]:
+    """The generated credential `name` of this data directory, created on first use.
+
+    Written to a temporary file and linked into place, so concurrent first starts (several
+    replicas) all end up with the one value that won.
+    """
+    filename, make = GENERATED[name]
+    folder = data_dir / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / filename
+    if not path.exists():
+        tmp = folder / f".{filename}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(make() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise ConfigError(f"{path} is empty; delete it to generate a new {name}")
+    return value, path
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _integer(name: str, text: str, lo: int | None, hi: int | None) -> int:
+    if hi is None:  # a count: any positive integer
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {text!r}")
+        return value
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {text[:40]!r}") from exc
+    if not (lo if lo is not None else value) <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def _seconds(name: str, text: str, lo: int | None, hi: int | None) -> float:
+    """A duration in seconds, decimals allowed (a timeout, not an amount)."""
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ConfigError(f"{name} must be a number of seconds, got {text[:40]!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be between {lo} and {hi}")
+    return float(value)
+
+
+def _database_url(url: str) -> None:
+    """A URL SQLAlchemy can read, naming SQLite or PostgreSQL (the two the service runs on)."""
+    try:
+        scheme = make_url(url).get_backend_name()
+    except ArgumentError:
+        scheme = ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            "BILLING_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, "
+            f"got {redact_url(url)[:60]!r}"
+        )
+
+
+def redirect_origins(origins: Any) -> tuple[str, ...]:
+    """BILLING_REDIRECT_ORIGINS cleaned: each an http(s) origin, lower-cased, without a path."""
+    if isinstance(origins, str):
+        origins = split_list(origins)
+    out: list[str] = []
+    for origin in origins:
+        parsed = urlparse(origin.strip().rstrip("/"))
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or parsed.username is not None
+            or parsed.path
+            or parsed.query
+            or parsed.fragment
+        ):
+            raise ConfigError(
+                f"BILLING_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
+                f"got {origin!r}"
+            )
+        out.append(f"{parsed.scheme}://{parsed.netloc.lower()}")
+    return tuple(out)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url

@@ -118,8 +118,9 @@ def sync_subscription(ctx: Context, stripe_subscription_id: str) -> Subscription
         account = links.account_by_customer(session, customer) if customer else None
         if account is None:
             return None  # not one of our customers: acknowledge, change nothing
+        # A placeholder to lock; the provider's object overwrites it in this transaction.
         created = repository.ensure_subscription_row(
-            session, account.id, stripe_subscription_id, str(truth.get("status") or "incomplete")
+            session, account.id, stripe_subscription_id, "incomplete"
         )
     else:
         created = False

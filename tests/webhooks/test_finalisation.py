@@ -19,6 +19,7 @@ from sqlalchemy import event, exc, select
 from billing.v1 import catalog_pb2, checkout_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET
+from tollbooth.app import inbox_worker
 from tollbooth.db.models import (
     BillingEffect,
     CheckoutSession,
@@ -27,7 +28,6 @@ from tollbooth.db.models import (
     StripeEvent,
     Subscription,
 )
-from tollbooth.app import inbox_worker
 from tollbooth.webhooks import repository as inbox
 from tollbooth.webhooks.signature import header
 
@@ -76,7 +76,10 @@ def test_unknown_event_types_are_stored_and_acknowledged(quiet: World):
     assert signed_send(quiet, body) == 200
     row = stored(quiet, "evt_unknown_1")
     assert row is not None and row.processed_at is not None
-    assert (row.status, row.last_error) == ("ignored", "no handler for radar.early_fraud_warning.created")
+    assert (row.status, row.last_error) == (
+        "ignored",
+        "no handler for radar.early_fraud_warning.created",
+    )
 
 
 def test_an_event_stored_before_handlers_existed_is_processed_when_delivered_again(quiet: World):

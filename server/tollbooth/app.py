@@ -103,10 +103,10 @@ def build_provider(settings: Settings) -> StripeProvider:
     return StripeProvider.from_settings(settings)
 
 
-def webhook_handlers(provider: StripeProvider) -> Registry:
+def webhook_handlers(provider: StripeProvider, db: Database) -> Registry:
     """The inbox's handlers: each room's effects of the provider's events, by event type."""
     registry = Registry()
-    for handlers in (fulfilment.handlers(provider), subscription_effects.handlers(provider)):
+    for handlers in (fulfilment.handlers(provider, db), subscription_effects.handlers(provider)):
         for event_type, handler in handlers.items():
             registry.register(event_type, handler)
     return registry
@@ -120,7 +120,7 @@ def live_key(settings: Settings) -> bool:
 def inbox(deps: Deps, provider: StripeProvider | None = None) -> Inbox:
     """The webhook inbox with every room's handlers."""
     provider = provider or build_provider(deps.settings)
-    return Inbox(deps.db, webhook_handlers(provider), livemode=live_key(deps.settings))
+    return Inbox(deps.db, webhook_handlers(provider, deps.db), livemode=live_key(deps.settings))
 
 
 def inbox_worker(deps: Deps, interval_sec: float = 2.0) -> InboxWorker:
@@ -205,7 +205,7 @@ def replay(
     """`webhooks replay`: re-apply stored events (harmless when they were applied)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
-        box = Inbox(db, webhook_handlers(provider), livemode=live_key(settings))
+        box = Inbox(db, webhook_handlers(provider, db), livemode=live_key(settings))
         return replay_events(box, since=since, event_id=event_id, failed_only=failed_only)
     finally:
         db.dispose()

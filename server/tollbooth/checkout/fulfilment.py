@@ -14,7 +14,8 @@ import datetime as dt
 from typing import Any
 
 from tollbooth.catalog import repository as catalog
-from tollbooth.checkout import repository
+from tollbooth.checkout import guard, repository
+from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
@@ -79,7 +80,41 @@ def on_checkout_completed(ctx: Context, obj: dict[str, Any]) -> None:
         return
     if not claim_effect(ctx.session, f"checkout:{stripe_id}", ctx.event_id, row.billing_account_id):
         return  # fulfilled already, by this event or a twin
+    canceled = ctx.facts.guard
+    sub_id = _id(truth.get("subscription"))
+    if sub_id and canceled is None:
+        guard.check(ctx.session, row, ctx.facts, sub_id)
+    if isinstance(canceled, guard.Canceled):
+        _yielded(ctx, row, canceled, now)
+        return
     _fulfil(ctx, row, truth, now)
+
+
+def _yielded(
+    ctx: Context, row: CheckoutSession, canceled: guard.Canceled, now: dt.datetime
+) -> None:
+    """The checkout's subscription was canceled and refunded by the guard: nothing granted."""
+    row.fulfilled_at = now
+    row.stripe_subscription_id = canceled.subscription
+    sync_subscription(ctx, canceled.subscription)
+    outbox.enqueue(
+        ctx.session,
+        "checkout.conflict_canceled",
+        row.billing_account_id,
+        {
+            "checkout_session_id": row.id,
+            "stripe_checkout_session_id": row.stripe_checkout_session_id,
+            "stripe_subscription_id": canceled.subscription,
+            "kept_stripe_subscription_id": canceled.kept,
+            "refunded_invoice": canceled.invoice,
+            "refund": canceled.refund,
+        },
+        f"checkout.conflict_canceled:{row.stripe_checkout_session_id}",
+    )
+    ctx.changes.append(
+        f"checkout {row.id}: subscription {canceled.subscription} canceled and refunded"
+        f" (the group holds {canceled.kept})"
+    )
 
 
 def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.datetime) -> None:
@@ -146,6 +181,21 @@ HANDLERS: dict[str, tuple[Reader, Effect]] = {
 }
 
 
-def handlers(provider: StripeProvider) -> dict[str, Handler]:
+def guarded(db: Database) -> Reader:
+    """`read_checkout`, then the fulfilment guard's provider calls (`tollbooth.checkout.guard`)."""
+
+    def read(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+        read_checkout(provider, facts, obj)
+        facts.guard = guard.prepare(db, provider, facts, _session_of(obj))
+
+    return read
+
+
+def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
     """The inbox handlers of this room, by event type."""
-    return {kind: bound(provider, *pair) for kind, pair in HANDLERS.items()}
+    table = {
+        **HANDLERS,
+        "checkout.session.completed": (guarded(db), on_checkout_completed),
+        "checkout.session.async_payment_succeeded": (guarded(db), on_checkout_completed),
+    }
+    return {kind: bound(provider, *pair) for kind, pair in table.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tollbooth.db.models import CheckoutSession
+from tollbooth.db.models import BillingAccount, CheckoutSession
 
 
 def checkout_by_id(
@@ -35,3 +35,27 @@ def checkout_by_stripe_id(
 def add_checkout(session: Session, row: CheckoutSession) -> None:
     session.add(row)
     session.flush()
+
+
+# -- the fulfilment guard (tollbooth.checkout.guard) -------------------------------------------
+
+
+def lock_account(session: Session, account_id: str) -> None:
+    """Fulfilments of one account take turns here (the group check, then the grants)."""
+    session.execute(
+        select(BillingAccount.id).where(BillingAccount.id == account_id).with_for_update()
+    )
+
+
+def fulfilled_subscription_ids(session: Session, account_id: str) -> set[str]:
+    """Subscriptions that a fulfilled checkout of the account brought (and granted for)."""
+    return {
+        str(sub)
+        for sub in session.scalars(
+            select(CheckoutSession.stripe_subscription_id).where(
+                CheckoutSession.billing_account_id == account_id,
+                CheckoutSession.fulfilled_at.is_not(None),
+                CheckoutSession.stripe_subscription_id.is_not(None),
+            )
+        )
+    }

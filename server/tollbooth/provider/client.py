@@ -339,6 +339,50 @@ class StripeProvider:
                 return out
             params = {**params, "starting_after": page.data[-1].id}
 
+    # -- the fulfilment guard: cancel and refund a subscription that slipped through --------
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency: str) -> dict[str, Any]:
+        """Cancel at once; a subscription already canceled is returned as it is."""
+        current = self.retrieve_subscription(subscription_id)
+        if current is not None and current.get("status") in ("canceled", "incomplete_expired"):
+            return current
+        return self._plain(
+            self._call(
+                "cancel subscription",
+                lambda: self.client.v1.subscriptions.cancel(
+                    subscription_id,
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
+        """Refund what the invoice's payment charged; the refund's id, or None when nothing was
+        paid or it is refunded already."""
+        invoice = self._plain(
+            self._call("retrieve invoice", lambda: self.client.v1.invoices.retrieve(invoice_id))
+        )
+        payments = ((invoice.get("payments") or {}).get("data")) or []
+        intents = [
+            str((p.get("payment") or {}).get("payment_intent"))
+            for p in payments
+            if p.get("status") == "paid" and (p.get("payment") or {}).get("payment_intent")
+        ]
+        if not intents:
+            return None
+        try:
+            refund = self.client.v1.refunds.create(
+                params={"payment_intent": intents[0], "reason": "duplicate"},
+                options=self._options(idempotency),  # type: ignore[arg-type]
+            )
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "code", None) == "charge_already_refunded":
+                return None
+            raise _map_error(exc, "refund invoice") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "refund invoice") from exc
+        return str(refund.id)
+
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):

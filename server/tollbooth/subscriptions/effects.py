@@ -57,6 +57,7 @@ class Facts:
         self.read_at = utcnow()
         self.subscriptions: dict[str, dict[str, Any] | None] = {}
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
+        self.guard: Any = None  # what the fulfilment guard did at the provider, if anything
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
         """The provider's object (None: the provider does not know it)."""

@@ -55,8 +55,13 @@ def read_checkout(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -
         raise
     facts.checkout_sessions[stripe_id] = truth
     sub_id = _id(truth.get("subscription"))
+    intent = _id(truth.get("payment_intent"))
     if sub_id:
         facts.read_subscription(provider, sub_id)
+        invoice = _id((facts.subscription(sub_id) or {}).get("latest_invoice"))
+        if invoice and truth.get("payment_status") == "paid":
+            intent = provider.invoice_payment_intent(invoice)
+    facts.payment_intents[stripe_id] = intent  # what paid it: a refund voids what it bought
 
 
 def on_checkout_completed(ctx: Context, obj: dict[str, Any]) -> None:
@@ -140,6 +145,7 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             when="on_purchase",
             request_prefix=f"checkout:{row.stripe_checkout_session_id}",
             reason=f"purchase of {price.lookup_key or price.id}",
+            payment_intent=ctx.facts.payment_intents.get(row.stripe_checkout_session_id),
         )
     ctx.session.flush()
     outbox.enqueue(

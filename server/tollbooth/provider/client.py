@@ -356,9 +356,8 @@ class StripeProvider:
             )
         )
 
-    def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
-        """Refund what the invoice's payment charged; the refund's id, or None when nothing was
-        paid or it is refunded already."""
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid an invoice (None when nothing paid it)."""
         invoice = self._plain(
             self._call("retrieve invoice", lambda: self.client.v1.invoices.retrieve(invoice_id))
         )
@@ -368,11 +367,29 @@ class StripeProvider:
             for p in payments
             if p.get("status") == "paid" and (p.get("payment") or {}).get("payment_intent")
         ]
-        if not intents:
+        return intents[0] if intents else None
+
+    def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
+        """Stripe's current charge; None when the provider does not know the id."""
+        try:
+            charge = self.client.v1.charges.retrieve(charge_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) == 404:
+                return None
+            raise _map_error(exc, "retrieve charge") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "retrieve charge") from exc
+        return self._plain(charge)
+
+    def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
+        """Refund what the invoice's payment charged; the refund's id, or None when nothing was
+        paid or it is refunded already."""
+        intent = self.invoice_payment_intent(invoice_id)
+        if intent is None:
             return None
         try:
             refund = self.client.v1.refunds.create(
-                params={"payment_intent": intents[0], "reason": "duplicate"},
+                params={"payment_intent": intent, "reason": "duplicate"},
                 options=self._options(idempotency),  # type: ignore[arg-type]
             )
         except stripe.InvalidRequestError as exc:

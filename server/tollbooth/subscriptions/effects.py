@@ -58,6 +58,8 @@ class Facts:
         self.subscriptions: dict[str, dict[str, Any] | None] = {}
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         self.guard: Any = None  # what the fulfilment guard did at the provider, if anything
+        self.payment_intents: dict[str, str | None] = {}  # checkout session -> what paid it
+        self.charges: dict[str, dict[str, Any] | None] = {}
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
         """The provider's object (None: the provider does not know it)."""
@@ -254,6 +256,7 @@ def grant_for_price(
     request_prefix: str,
     reason: str,
     anchor: dt.datetime | None = None,
+    payment_intent: str | None = None,
 ) -> None:
     """The grants a price brings; their expiry counts from `anchor` (the billing period's
     start) when given, else from now."""
@@ -274,7 +277,11 @@ def grant_for_price(
             priority=int(spec.get("priority") or 0),
             expire_at=now + dt.timedelta(seconds=expires) if expires else None,
             request_id=request_id,
-            metadata={"price_id": price.id, "event_id": ctx.event_id},
+            metadata={
+                "price_id": price.id,
+                "event_id": ctx.event_id,
+                **({"payment_intent": payment_intent} if payment_intent else {}),
+            },
             clock=ctx.clock,
         )
         outbox.enqueue(
@@ -442,8 +449,11 @@ def bound(provider: StripeProvider, reader: Reader, effect: Effect) -> Handler:
 
 
 def handlers(provider: StripeProvider) -> dict[str, Handler]:
-    """The inbox handlers of this room, by event type."""
-    return {kind: bound(provider, *pair) for kind, pair in HANDLERS.items()}
+    """The inbox handlers of this room, by event type (refunds: `subscriptions.refunds`)."""
+    from tollbooth.subscriptions import refunds
+
+    table = {**HANDLERS, **refunds.HANDLERS}
+    return {kind: bound(provider, *pair) for kind, pair in table.items()}
 
 
 Resync = Callable[[Session, str, Facts], list[str]]

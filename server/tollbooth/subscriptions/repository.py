@@ -12,7 +12,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import Purchase, Subscription
+from tollbooth.db.models import CreditGrant, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.paging import after_clause
@@ -127,3 +127,17 @@ def all_purchases(session: Session, account_id: str) -> list[Purchase]:
 
 def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
+
+
+def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:
+    """The account's grants with something left that one payment bought (their metadata says
+    which PaymentIntent paid for them)."""
+    rows = session.scalars(
+        select(CreditGrant)
+        .where(
+            CreditGrant.billing_account_id == account_id,
+            CreditGrant.state.in_(("active", "depleted")),
+        )
+        .order_by(CreditGrant.created_at, CreditGrant.id)
+    )
+    return [g for g in rows if (g.attributes or {}).get("payment_intent") == payment_intent]

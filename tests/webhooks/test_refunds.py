@@ -1,0 +1,76 @@
+"""Refunds (issue 14, finding 9): `charge.refunded`, read from the provider, voids what remains
+of the grants that payment bought; the sandbox refunds and sends the event signed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from billing.v1 import catalog_pb2, credit_pb2
+from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.conftest import SERVICE_MD
+from tollbooth.db.models import CreditGrant, StripeEvent
+
+GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
+
+
+@pytest.fixture
+def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    w = start_world(database_url, tmp_path, deliver=False)
+    yield w
+    w.stop()
+
+
+def bought(world: World) -> tuple[str, str]:
+    """A paid, fulfilled `pro` purchase: (account, the PaymentIntent that paid it)."""
+    world.price("pro", grants=GRANTS)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    sub = world.stripe.v1.subscriptions.retrieve(
+        str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    )
+    invoice = world.stripe.v1.invoices.retrieve(str(sub.latest_invoice))
+    return account, str(invoice.payments.data[0].payment.payment_intent)
+
+
+def refunded_event(world: World, intent: str) -> dict:  # type: ignore[type-arg]
+    charge = str(world.stripe.v1.payment_intents.retrieve(intent).latest_charge)
+    return events_of(world, "charge.refunded", charge)[-1]
+
+
+def test_a_full_refund_voids_what_remains_of_the_grants_that_payment_bought(quiet: World):
+    account, intent = bought(quiet)
+    quiet.credits.DebitCredits(
+        credit_pb2.DebitCreditsRequest(
+            account=account, credit_type="api_calls", amount="30", request_id=uuid.uuid4().hex
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert quiet.count(CreditGrant, CreditGrant.state == "voided") == 1
+    assert "credits.voided" in quiet.notifications(account)
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200  # once per charge
+    assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_a_partial_refund_keeps_the_grants(quiet: World):
+    account, intent = bought(quiet)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 100})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "100"
+    with quiet.deps.db.transaction(readonly=True) as session:
+        row = session.get(StripeEvent, evt["id"])
+        assert row is not None and row.status == "ignored"
+        assert row.last_error is not None and "not fully refunded" in row.last_error

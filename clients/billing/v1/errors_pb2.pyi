@@ -125,6 +125,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
     ERROR_REASON_SERVICE_UNAVAILABLE: _ErrorReason.ValueType  # 53
     """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+    ERROR_REASON_REPLAY_TARGET_REQUIRED: _ErrorReason.ValueType  # 140
+    """The webhook inbox (issue 14).
+    ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
+    """
+    ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: _ErrorReason.ValueType  # 141
+    """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
+    the account holds in its group; the next attempt cancels and refunds it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -235,4 +243,12 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 52
 """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason.ValueType  # 53
 """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+ERROR_REASON_REPLAY_TARGET_REQUIRED: ErrorReason.ValueType  # 140
+"""The webhook inbox (issue 14).
+ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
+"""
+ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: ErrorReason.ValueType  # 141
+"""Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
+the account holds in its group; the next attempt cancels and refunds it.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

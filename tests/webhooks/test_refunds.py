@@ -74,3 +74,47 @@ def test_a_partial_refund_keeps_the_grants(quiet: World):
         row = session.get(StripeEvent, evt["id"])
         assert row is not None and row.status == "ignored"
         assert row.last_error is not None and "not fully refunded" in row.last_error
+
+
+def test_an_upgrade_grants_the_new_plans_difference_at_once_and_once(quiet: World):
+    from sqlalchemy import select
+
+    from tollbooth.db.models import Price
+
+    team_grants = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="300", on_purchase=True, on_renewal=True
+        )
+    ]
+    pro_grants = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=pro_grants)
+    quiet.price("team", grants=team_grants, amount=9900)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    assert quiet.balance(account, "api_calls") == "100"
+    quiet.buy(quiet.token()[0], "team")  # someone's checkout puts `team` at the provider
+    with quiet.deps.db.transaction(readonly=True) as session:
+        prices = {p.lookup_key: p.stripe_price_id for p in session.scalars(select(Price))}
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    item = quiet.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+    quiet.stripe.v1.subscriptions.update(
+        sub_id, params={"items": [{"id": item["id"], "price": prices["team"]}]}
+    )
+    upgraded = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
+    assert signed_send(quiet, json.dumps(upgraded).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"  # 100 + (300 - 100), at once
+    assert signed_send(quiet, json.dumps({**upgraded, "id": upgraded["id"] + "_t"}).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"
+    quiet.stripe.v1.subscriptions.update(
+        sub_id, params={"items": [{"id": item["id"], "price": prices["pro"]}]}
+    )
+    downgraded = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
+    assert signed_send(quiet, json.dumps(downgraded).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"  # a downgrade takes nothing back

@@ -118,3 +118,38 @@ def test_an_upgrade_grants_the_new_plans_difference_at_once_and_once(quiet: Worl
     downgraded = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
     assert signed_send(quiet, json.dumps(downgraded).encode()) == 200
     assert quiet.balance(account, "api_calls") == "300"  # a downgrade takes nothing back
+
+
+def test_a_plans_grant_expiry_counts_from_the_billing_period_not_from_processing(quiet: World):
+    import datetime as dt
+    import time
+
+    from sqlalchemy import select
+
+    quiet.price(
+        "pro",
+        grants=[
+            catalog_pb2.CreditGrantSpec(
+                credit_type="api_calls",
+                amount="100",
+                on_purchase=True,
+                on_renewal=True,
+                expires_after_seconds=86_400,
+            )
+        ],
+    )
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    time.sleep(1.1)  # the event is processed a while after the period began
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub = quiet.stripe.v1.subscriptions.retrieve(
+        str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    )
+    start = sub["items"]["data"][0]["current_period_start"]
+    with quiet.deps.db.transaction(readonly=True) as session:
+        grant = session.scalars(
+            select(CreditGrant).where(CreditGrant.billing_account_id == account)
+        ).one()
+        assert grant.expire_at == dt.datetime.fromtimestamp(start + 86_400, dt.UTC)

@@ -126,9 +126,11 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
     account = row.billing_account_id
     row.fulfilled_at = now
     sub_id = _id(truth.get("subscription"))
+    period_start = None  # a plan's grants expire counting from its billing period's start
     if sub_id:
         row.stripe_subscription_id = sub_id
-        sync_subscription(ctx, sub_id)
+        recorded = sync_subscription(ctx, sub_id)
+        period_start = recorded.current_period_start if recorded is not None else None
     prices = catalog.prices_by_ids(ctx.session, [i["price_id"] for i in row.items])
     for line, item in enumerate(row.items):
         price = prices.get(item["price_id"])
@@ -146,6 +148,7 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             request_prefix=f"checkout:{row.stripe_checkout_session_id}",
             reason=f"purchase of {price.lookup_key or price.id}",
             payment_intent=ctx.facts.payment_intents.get(row.stripe_checkout_session_id),
+            anchor=period_start if price.type == "recurring" else None,
         )
     ctx.session.flush()
     outbox.enqueue(

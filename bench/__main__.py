@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.core", "bench.credits", "bench.usage", "bench.webhooks")
+MODULES = (
+    "bench.core",
+    "bench.credits",
+    "bench.usage",
+    "bench.webhooks",
+    "bench.entitlements",
+)
 
 
 def main() -> int:

@@ -211,6 +211,7 @@ def test_services_of_these_rooms_take_domain_values() -> None:
         "notifications",
         "catalog",
         "usage",
+        "entitlements",
     }
     allowed = {"servicer.py", "convert.py", "sidecar.py"}
     wrong = []
@@ -244,5 +245,16 @@ def test_the_checks_see_the_rooms() -> None:
     """Guard against a check that passes because it read nothing."""
     edges = graph()
     assert {"catalog", "checkout", "subscriptions", "provider", "credit", "webhooks"} <= set(edges)
-    assert {"catalog", "checkout", "credit", "usage", "webhooks"} <= edges[ASSEMBLY]
+    assert {"catalog", "checkout", "credit", "usage", "webhooks", "entitlements"} <= edges[ASSEMBLY]
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_entitlements_reads_the_rooms_below_it_only() -> None:
+    """Entitlements answer from subscriptions, catalog, usage, credit and accounts; nothing
+    imports entitlements but the assembly."""
+    edges = graph()
+    below = {"subscriptions", "catalog", "usage", "credit", "accounts"}
+    assert edges["entitlements"] - PLUMBING - below == set(), describe(edges)
+    assert {"subscriptions", "catalog"} <= edges["entitlements"]
+    importers = sorted(p for p, deps in edges.items() if "entitlements" in deps)
+    assert importers == [ASSEMBLY], importers

@@ -32,6 +32,7 @@ from tollbooth.config import ConfigError, Settings
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
+from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
@@ -84,6 +85,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     UsageServicer,
     WebhookServicer,
     StripeEventServicer,
+    EntitlementServicer,
 )
 
 
@@ -140,6 +142,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         UsageServicer(deps),
         WebhookServicer(deps, the_inbox),
         StripeEventServicer(deps, the_inbox),
+        EntitlementServicer(deps),
     ]
     assert [type(s) for s in built] == list(SERVICERS)
     return built

@@ -284,7 +284,53 @@ class SandboxSettings(_Environment):
     )
 
 
-class Settings(SandboxSettings, UsageSettings):
+class LimitSettings(_Environment):
+    """Limits that hold under abuse: rate limits per caller and class (`rpc/ratelimit.py`),
+    open streams per replica and per caller (`rpc/streams.py`), and how long Envoy and the
+    sidecar wait for a slow client. Rates read like '20/minute' or '1000 per hour'; 'off'
+    turns a class off."""
+
+    # Empty: the counters live in the service's database (shared by every replica); or any
+    # `limits` storage URI, e.g. redis://127.0.0.1:6379 (needs the redis package).
+    rate_limit_storage: str = env("BILLING_RATE_LIMIT_STORAGE", "")
+    rate_limit_session_creates: str = env("BILLING_RATE_LIMIT_SESSION_CREATES", "20/minute")
+    rate_limit_customer_creates: str = env("BILLING_RATE_LIMIT_CUSTOMER_CREATES", "1000/hour")
+    rate_limit_customer_queries: str = env("BILLING_RATE_LIMIT_CUSTOMER_QUERIES", "5000/hour")
+    rate_limit_key: str = env("BILLING_RATE_LIMIT_KEY", "60000/minute")
+    rate_limit_account: str = env("BILLING_RATE_LIMIT_ACCOUNT", "1200/minute")
+    grpc_max_streams: int = env("BILLING_GRPC_MAX_STREAMS", 16, lo=1, hi=512)
+    grpc_max_streams_per_key: int = env("BILLING_GRPC_MAX_STREAMS_PER_KEY", 8, lo=1, hi=512)
+    grpc_stream_idle_sec: int = env("BILLING_GRPC_STREAM_IDLE_SEC", 60, lo=1, hi=86400)
+    http_headers_timeout_sec: int = env("BILLING_HTTP_HEADERS_TIMEOUT_SEC", 10, lo=1, hi=300)
+    http_request_timeout_sec: int = env("BILLING_HTTP_REQUEST_TIMEOUT_SEC", 30, lo=1, hi=3600)
+    http_idle_timeout_sec: int = env("BILLING_HTTP_IDLE_TIMEOUT_SEC", 60, lo=1, hi=3600)
+
+    RATE_VARIABLES: ClassVar[dict[str, str]] = {
+        "session_creates": "BILLING_RATE_LIMIT_SESSION_CREATES",
+        "customer_creates": "BILLING_RATE_LIMIT_CUSTOMER_CREATES",
+        "customer_queries": "BILLING_RATE_LIMIT_CUSTOMER_QUERIES",
+        "key": "BILLING_RATE_LIMIT_KEY",
+        "account": "BILLING_RATE_LIMIT_ACCOUNT",
+    }
+
+    @model_validator(mode="after")
+    def _rates_parse(self) -> LimitSettings:
+        from limits import parse
+
+        for name, variable in self.RATE_VARIABLES.items():
+            text = getattr(self, f"rate_limit_{name}")
+            if text.lower() == "off":
+                continue
+            try:
+                parse(text)
+            except ValueError:
+                raise ConfigError(
+                    f"{variable} must be a rate like '20/minute' or 'off', got {text[:40]!r}"
+                ) from None
+        return self
+
+
+class Settings(SandboxSettings, UsageSettings, LimitSettings):
     """Every setting of the service. Attribute names are what callers use; each field says
     which variable it comes from."""
 
@@ -314,6 +360,9 @@ class Settings(SandboxSettings, UsageSettings):
     cors_origins: tuple[str, ...] = env("BILLING_CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
+    # CheckEntitlement: how long (ms) a server replica may answer a repeated question from its
+    # last answer (whose `as_of` it keeps); 0 reads the database on every call.
+    entitlement_cache_ms: int = env("BILLING_ENTITLEMENT_CACHE_MS", 0, lo=0, hi=60_000)
     # The provider: STRIPE_API_BASE overrides where the Stripe client sends requests (empty:
     # Stripe itself with a key, the local sandbox without one); timeout and network retries.
     stripe_api_base: str = env("STRIPE_API_BASE", "")

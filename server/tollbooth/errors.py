@@ -14,11 +14,18 @@ class Kind(enum.Enum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     UNAVAILABLE = "UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     INTERNAL = "INTERNAL"
 
 
 class DomainError(Exception):
-    """An error with a stable reason (an ErrorReason name without its prefix)."""
+    """An error with a stable reason (an ErrorReason name without its prefix).
+
+    `retry_after_sec`, when set, becomes a google.rpc.RetryInfo detail; `headers` are sent
+    as trailing metadata (Envoy turns them into HTTP response headers)."""
+
+    retry_after_sec: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, kind: Kind, reason: str, message: str, **metadata: object) -> None:
         super().__init__(message)

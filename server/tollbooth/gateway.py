@@ -66,6 +66,10 @@ def render(
             node["default_source_code"] = {"filename": str(LUA)}
         if node.get("@type", "").endswith("buffer.v3.Buffer"):
             node["max_request_bytes"] = settings.max_body_bytes
+        if node.get("@type", "").endswith("HttpConnectionManager"):
+            node["request_headers_timeout"] = f"{settings.http_headers_timeout_sec}s"
+            node["request_timeout"] = f"{settings.http_request_timeout_sec}s"
+            node["stream_idle_timeout"] = f"{settings.http_idle_timeout_sec}s"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -35,6 +35,7 @@ SERVICES = (
     "billing.v1.CreditService",
     "billing.v1.UsageService",
     "billing.v1.StripeEventService",
+    "billing.v1.EntitlementService",
 )
 JSON = "application/json"
 F = FieldDescriptor

@@ -107,7 +107,9 @@ def test_describe_every_service_method_and_message_with_its_comment(stack):  # t
     commented = [s for s in symbols if s[1]]
     assert len(commented) > len(symbols) // 2, "the contract lost its comments"
     target = f"127.0.0.1:{stack.grpc_port}"
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    # Each describe holds a reflection stream: stay under the open-stream cap per caller
+    # (BILLING_GRPC_MAX_STREAMS_PER_KEY, 8; anonymous callers share one).
+    with ThreadPoolExecutor(max_workers=6) as pool:
         outs = list(pool.map(lambda s: run("-plaintext", target, "describe", s[0]), symbols))
     for (name, comment), out in zip(symbols, outs, strict=True):
         assert out.returncode == 0, (name, out.stderr)

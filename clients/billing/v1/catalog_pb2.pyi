@@ -255,19 +255,35 @@ class Entitlement(_message.Message):
 
     FEATURE_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CREDIT_TYPE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     """Feature key, for example `sso`."""
     value: _builtins.str
     """Optional value, for example a limit `10`."""
+    metric: _builtins.str
+    """Metered feature: the billable metric's code (with `limit`)."""
+    limit: _builtins.str
+    """Metered feature: the metric's limit per billing period, a decimal string."""
+    credit_type: _builtins.str
+    """Credit-backed feature: the credit type (with `amount`)."""
+    amount: _builtins.str
+    """Credit-backed feature: the credits one action needs, a positive decimal."""
     def __init__(
         self,
         *,
         feature: _builtins.str = ...,
         value: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        limit: _builtins.str = ...,
+        credit_type: _builtins.str = ...,
+        amount: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "credit_type", b"credit_type", "feature", b"feature", "limit", b"limit", "metric", b"metric", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

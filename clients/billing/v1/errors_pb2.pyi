@@ -125,6 +125,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
     ERROR_REASON_SERVICE_UNAVAILABLE: _ErrorReason.ValueType  # 53
     """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
+    """Limits.
+    The caller made too many calls of this class in the current window, or holds too many
+    open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+    Retry-After header say when to try again.
+    """
     ERROR_REASON_REPLAY_TARGET_REQUIRED: _ErrorReason.ValueType  # 140
     """The webhook inbox (issue 14).
     ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
@@ -243,6 +249,12 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 52
 """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason.ValueType  # 53
 """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
+"""Limits.
+The caller made too many calls of this class in the current window, or holds too many
+open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+Retry-After header say when to try again.
+"""
 ERROR_REASON_REPLAY_TARGET_REQUIRED: ErrorReason.ValueType  # 140
 """The webhook inbox (issue 14).
 ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).

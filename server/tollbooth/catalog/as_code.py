@@ -12,9 +12,13 @@ File format (see example_catalog.yaml next to this module)::
         description: For teams      # optional
         position: 2                 # optional, >= 1; default: place in this list (1-based)
         metadata: {tier: pro}       # optional string map
-        entitlements:               # optional: "feature" or {feature, value}
-          - sso
+        entitlements:               # optional: "feature" or {feature, value, ...}; three kinds:
+          - sso                     # boolean: held or not
           - {feature: seats, value: "10"}
+          - {feature: calls, metric: api_calls, limit: "10000"}  # metered: a billable
+                                    #   metric's code and its limit per billing period
+          - {feature: reports, credit_type: api_calls, amount: "5"}  # credit-backed: the
+                                    #   credits one action needs (CheckEntitlement)
         stripe_product_id: prod_X   # optional; when absent the stored link is left alone
         prices:
           - lookup_key: pro_monthly # required, unique in the file; identifies the price

@@ -33,7 +33,14 @@ def _enum_out(enum: object, value: str | None, prefix: str) -> int:
 
 
 def _entitlements_in(items: object) -> tuple[Entitlement, ...]:
-    return tuple(Entitlement(e.feature, e.value) for e in items)  # type: ignore[attr-defined]
+    return tuple(
+        Entitlement(e.feature, e.value, e.metric, e.limit, e.credit_type, e.amount)  # type: ignore[attr-defined]
+        for e in items  # type: ignore[attr-defined]
+    )
+
+
+def _entitlements_out(stored: list[Any] | None) -> list[catalog_pb2.Entitlement]:
+    return [catalog_pb2.Entitlement(**Entitlement.from_json(e).as_json()) for e in stored or []]
 
 
 def populated_paths(msg: Message) -> list[str]:
@@ -100,7 +107,7 @@ def product_out(product: Product) -> catalog_pb2.Product:
         position=product.position,
         stripe_product_id=product.stripe_product_id or "",
         metadata=product.attributes or {},
-        entitlements=[catalog_pb2.Entitlement(**e) for e in product.entitlements or []],
+        entitlements=_entitlements_out(product.entitlements),
         create_time=ts(product.created_at),
         update_time=ts(product.updated_at),
     )
@@ -129,7 +136,7 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         stackable=price.stackable,
         subscription_group=price.subscription_group or "",
         credit_grants=[_grant_out(g) for g in price.credit_grants or []],
-        entitlements=[catalog_pb2.Entitlement(**e) for e in price.entitlements or []],
+        entitlements=_entitlements_out(price.entitlements),
         active=price.active,
         position=price.position,
         nickname=price.nickname,

@@ -38,11 +38,32 @@ PRODUCT_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,39}")
 
 @dataclass(frozen=True)
 class Entitlement:
+    """A feature a price or product grants. Its kind follows from the fields set: `metric`
+    and `limit` make it metered (a limit per billing period), `credit_type` and `amount`
+    credit-backed (the credits one action needs), neither a boolean."""
+
     feature: str
     value: str = ""
+    metric: str = ""
+    limit: str = ""
+    credit_type: str = ""
+    amount: str = ""
 
     def as_json(self) -> dict[str, str]:
-        return {"feature": self.feature, "value": self.value}
+        out = {"feature": self.feature, "value": self.value}
+        for key in ("metric", "limit", "credit_type", "amount"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Entitlement:
+        return cls(**{k: str(stored.get(k, "")) for k in ENTITLEMENT_FIELDS})
+
+
+ENTITLEMENT_FIELDS = ("feature", "value", "metric", "limit", "credit_type", "amount")
+# A billable metric's code (the usage room's rule, repeated: the catalog imports no usage).
+METRIC_CODE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -160,12 +181,46 @@ def clean_entitlements(
         if feature in seen:
             raise errors.invalid(f"{field_name} names feature {feature!r} twice", field=where)
         seen.add(feature)
-        out.append(Entitlement(feature, value))
+        out.append(Entitlement(feature, value, *_entitlement_kind(item, where)))
     if len(out) > MAX_ENTITLEMENTS:
         raise errors.invalid(
             f"{field_name} holds more than {MAX_ENTITLEMENTS} entries", field=field_name
         )
     return tuple(out)
+
+
+def _entitlement_kind(item: Entitlement, where: str) -> tuple[str, str, str, str]:
+    """(metric, limit, credit_type, amount), cleaned: both of a kind's pair, one kind at most."""
+    metric, limit = item.metric.strip(), item.limit.strip()
+    ctype, amount = item.credit_type.strip(), item.amount.strip()
+    if (metric or limit) and (ctype or amount):
+        raise errors.invalid(
+            f"{where} is either metered (metric, limit) or credit-backed (credit_type, amount)",
+            field=where,
+        )
+    if metric or limit:
+        if not metric:
+            raise errors.required(f"{where}.metric")
+        if not METRIC_CODE_RE.fullmatch(metric):
+            raise errors.invalid(
+                f"{where}.metric must be a metric code (letters, digits, '_', '-', '.')",
+                field=f"{where}.metric",
+            )
+        if not limit:
+            raise errors.required(f"{where}.limit")
+        return metric, clean_credit_amount(limit, f"{where}.limit"), "", ""
+    if ctype or amount:
+        if not ctype:
+            raise errors.required(f"{where}.credit_type")
+        if not CREDIT_TYPE_RE.fullmatch(ctype):
+            raise errors.invalid(
+                f"{where}.credit_type must be letters, digits, '_', '.', ':' or '-'",
+                field=f"{where}.credit_type",
+            )
+        if not amount:
+            raise errors.required(f"{where}.amount")
+        return "", "", ctype, clean_credit_amount(amount, f"{where}.amount")
+    return "", "", "", ""
 
 
 def clean_stripe_id(value: str | None, field_name: str) -> str | None:

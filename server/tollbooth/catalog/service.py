@@ -421,7 +421,7 @@ def _assign_price(price: Price, clean: PriceFields) -> None:
 
 
 def _entitlements_of(stored: list | None) -> tuple[Entitlement, ...]:
-    return tuple(Entitlement(e["feature"], e.get("value", "")) for e in stored or [])
+    return tuple(Entitlement.from_json(e) for e in stored or [])
 
 
 def _entitlements_json(items: Sequence[Entitlement]) -> list[dict[str, str]]:

@@ -46,7 +46,7 @@ PRICE_KEYS = {
     "stripe_price_id",
 }
 GRANT_KEYS = {"credit_type", "amount", "on_purchase", "on_renewal", "expires_after_sec", "priority"}
-ENTITLEMENT_KEYS = {"feature", "value"}
+ENTITLEMENT_KEYS = {"feature", "value", "metric", "limit", "credit_type", "amount"}
 
 
 class SpecError(ValueError):
@@ -184,6 +184,10 @@ def _entitlements(raw: object, where: str) -> tuple[Entitlement, ...]:
             Entitlement(
                 _str(data.get("feature"), f"{where}[{i}].feature", required=True),
                 _str(data.get("value"), f"{where}[{i}].value"),
+                _str(data.get("metric"), f"{where}[{i}].metric"),
+                _str(data.get("limit"), f"{where}[{i}].limit"),
+                _str(data.get("credit_type"), f"{where}[{i}].credit_type"),
+                _str(data.get("amount"), f"{where}[{i}].amount"),
             )
         )
     return tuple(out)

@@ -510,3 +510,15 @@ class BillingEffect(Base):
     event_id: Mapped[str] = mapped_column(String(100), nullable=False)
     billing_account_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class RateLimitCounter(Base):
+    """The fixed-window counters of the rate limits (`rpc/ratestore.py`), shared by every
+    replica. Disposable: UNLOGGED on PostgreSQL, written without waiting for the disk."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # When the window ends, in milliseconds since the epoch.
+    expires_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -27,6 +27,8 @@ call_facts_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Cont
     "call_facts", default=None
 )
 
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Wrapper = Callable[[Behavior, bool, str, tuple], Behavior]
 
@@ -131,7 +133,10 @@ class LoggingInterceptor(_Base):
             seconds = time.perf_counter() - started
             metrics.observe_rpc(method, code_name, seconds)
             caller = facts.get("caller", ANONYMOUS)
-            log.info(
+            # Envoy's active health checks call Check every 2 s per replica: not worth a line.
+            level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO
+            log.log(
+                level,
                 "rpc",
                 extra={
                     "event": "rpc",

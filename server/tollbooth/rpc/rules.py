@@ -8,6 +8,7 @@ from billing.v1 import (
     catalog_pb2,
     checkout_pb2,
     credit_pb2,
+    entitlement_pb2,
     options_pb2,
     token_pb2,
     usage_pb2,
@@ -22,6 +23,7 @@ CONTRACT_FILES: tuple[FileDescriptor, ...] = (
     credit_pb2.DESCRIPTOR,
     usage_pb2.DESCRIPTOR,
     webhook_pb2.DESCRIPTOR,
+    entitlement_pb2.DESCRIPTOR,
 )
 
 # Standard services anyone on the network may call.

@@ -16,8 +16,10 @@ from tollbooth.config import REPO_ROOT
 from tollbooth.deps import Deps
 from tollbooth.rpc import edge, reflection
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
+from tollbooth.rpc.ratelimit import RateLimiter, RateLimitInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
+from tollbooth.rpc.streams import StreamGuard
 
 log = logging.getLogger("tollbooth.server")
 # The contract with its comments (built by `make proto`), which reflection serves.
@@ -38,13 +40,22 @@ def build_server(
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started-ready server of `servicers` bound to `address` (port 0 picks one). Returns
     the bound port. The servicers are built at assembly (`tollbooth.app`)."""
-    authenticator = Authenticator(deps.settings.service_keys, deps.codec)
+    settings = deps.settings
+    authenticator = Authenticator(settings.service_keys, deps.codec)
+    limiter = RateLimiter.from_settings(settings, deps.db)
+    streams = StreamGuard(
+        min(settings.grpc_max_streams, max(1, settings.grpc_workers - 4)),
+        settings.grpc_max_streams_per_key,
+        settings.grpc_stream_idle_sec,
+    )
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=deps.settings.grpc_workers),
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
         interceptors=[
             LoggingInterceptor(),
             ErrorInterceptor(),
             AuthInterceptor(authenticator, load_requirements()),
+            streams,
+            RateLimitInterceptor(limiter),
         ],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),

@@ -6,9 +6,11 @@ Queries of one owned object take `owner`: the caller's account id, or None for e
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import CompoundSelect, Select, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -127,6 +129,59 @@ def all_purchases(session: Session, account_id: str) -> list[Purchase]:
 
 def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
+
+
+# -- what an account holds --------------------------------------------------------------------
+#
+# The one place that knows how held prices are stored (today: `subscriptions.price_id` of a live
+# subscription, and `purchases.price_id` of a paid one-time line). Entitlements and purchase
+# hints read holdings only through these two functions, so a change of storage (every recurring
+# item of a subscription, not only the first) is made here alone.
+
+HOLDING_SUBSCRIPTION = "subscription"
+HOLDING_PURCHASE = "purchase"
+
+
+@dataclass(frozen=True)
+class Holding:
+    price_id: str
+    quantity: int
+    source: str  # HOLDING_SUBSCRIPTION | HOLDING_PURCHASE
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+    created_at: dt.datetime
+
+
+def holdings_select(account_id: str) -> CompoundSelect:
+    """The catalog prices `account_id` holds now, as a statement to compose: columns
+    price_id, quantity, source, period_start, period_end, created_at. Both halves read
+    through the account's index (ix_subscriptions_account, ix_purchases_account)."""
+    subs = select(
+        Subscription.price_id.label("price_id"),
+        Subscription.quantity.label("quantity"),
+        literal(HOLDING_SUBSCRIPTION).label("source"),
+        Subscription.current_period_start.label("period_start"),
+        Subscription.current_period_end.label("period_end"),
+        Subscription.created_at.label("created_at"),
+    ).where(
+        Subscription.billing_account_id == account_id,
+        Subscription.state.in_(LIVE_STATES),
+        Subscription.price_id.is_not(None),
+    )
+    bought = select(
+        Purchase.price_id,
+        Purchase.quantity,
+        literal(HOLDING_PURCHASE),
+        null(),
+        null(),
+        Purchase.created_at,
+    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    return union_all(subs, bought)
+
+
+def held_prices(session: Session, account_id: str) -> list[Holding]:
+    rows = session.execute(holdings_select(account_id)).all()
+    return [Holding(*row) for row in rows]
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

@@ -143,18 +143,24 @@ def list_purchases(
 
 
 def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
-    """Per price, for a bearer caller: CURRENT when the account holds it, MANAGE when it holds
-    a conflicting subscription (the portal is the way to change), else BUY.
+    """Per price, for a bearer caller:
 
-    The catalog servicer is handed this function at assembly (`tollbooth.app`)."""
+    - CURRENT: the account holds this non-stackable price (a live subscription to it, or a
+      one-time purchase of it);
+    - MANAGE: it is a non-stackable recurring price of a group in which the account holds a
+      live subscription (checkout would answer with the portal: change the plan there);
+    - BUY: anything else, including a stackable price already held (buy more).
+
+    Service callers get no hint (""). The catalog servicer is handed this function at
+    assembly (`tollbooth.app`)."""
     if not caller.is_bearer or not caller.account_id:
         return [HINT_NONE for _ in prices]
     live = repository.live_subscriptions(session, caller.account_id)
-    held = {s.price_id for s in live if s.price_id}
+    held = {h.price_id for h in repository.held_prices(session, caller.account_id)}
     groups = {g for g in (held_group(s) for s in live) if g is not None}
     hints = []
     for price in prices:
-        if price.id in held:
+        if price.id in held and not price.stackable:
             hints.append(HINT_CURRENT)
         elif price.type == "recurring" and not price.stackable and price_group(price) in groups:
             hints.append(HINT_MANAGE)

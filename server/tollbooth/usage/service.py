@@ -470,3 +470,20 @@ def get_usage(
         groups=[(k, aggregate.decimal_text(v)) for k, v in page.items],
         next_page_token=page.next_page_token,
     )
+
+
+def metric_total(
+    session: Session, account_id: str, code: str, start: dt.datetime, end: dt.datetime
+) -> str | None:
+    """One metric of one account over [start, end) (GetUsage's total, as a decimal string), or
+    None when no metric has that code. For callers that resolved the account themselves."""
+    metric = repository.get_metric(session, code)
+    if metric is None:
+        return None
+    spec = spec_of(metric)
+    if repository.dialect(session) == "postgresql":
+        total = repository.PgUsageQuery(spec, account_id, start, end).total(session)
+    else:
+        rows = repository.period_events(session, spec, account_id, start, end)
+        total = aggregate.aggregate(spec, ((o, u, aggregate.loads(p)) for o, u, p in rows)).value
+    return aggregate.decimal_text(total)

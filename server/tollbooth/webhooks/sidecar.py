@@ -189,13 +189,77 @@ def create_app(settings: Settings, target: str | None = None) -> Starlette:
     )
 
 
-def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
-    """Timeouts and limits: idle keep-alive closes after 5 s, at most 1000 open connections,
-    5 s graceful drain."""
+# Connections still sending their request headers, at most; a new one past this evicts the
+# oldest (a slow-header flood cannot fill the connection limit that real webhooks need).
+MAX_PENDING_HEADERS = 256
+
+
+def protocol_class(headers_timeout: float, max_pending: int = MAX_PENDING_HEADERS) -> type:
+    """uvicorn's h11 protocol, bounding the time a client may take to send its headers.
+
+    uvicorn closes idle keep-alive connections but never a connection that opened and sends
+    its headers slowly, so 1000 such connections made real webhooks answer 503. Each
+    connection (and each next request on a kept-alive one) must complete its headers within
+    `headers_timeout`, and at most `max_pending` may be at it at once.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol, h11
+
+    pending: dict[int, Any] = {}  # id -> protocol, oldest first
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _await_headers(self) -> None:
+            self._headers_done()
+            pending[id(self)] = self
+            while len(pending) > max_pending:
+                oldest = pending.pop(next(iter(pending)))
+                oldest._cut()
+            self._header_timer = self.loop.call_later(headers_timeout, self._cut)
+
+        def _headers_done(self) -> None:
+            pending.pop(id(self), None)
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _cut(self) -> None:
+            self._headers_done()
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport):  # type: ignore[no-untyped-def]
+            super().connection_made(transport)
+            self._await_headers()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:
+                self._headers_done()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
+
+        def connection_lost(self, exc):  # type: ignore[no-untyped-def]
+            self._headers_done()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_config(
+    app: Starlette, host: str, port: int, headers_timeout: float = 10
+) -> uvicorn.Config:
+    """Timeouts and limits: the request headers must arrive within `headers_timeout` (at most
+    MAX_PENDING_HEADERS connections at it), the body within BODY_READ_TIMEOUT_SEC, idle
+    keep-alive closes after 5 s, at most 1000 open connections, 5 s graceful drain."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol_class(headers_timeout),
         log_level="warning",
         log_config=None,  # uvicorn's records go to the process's JSON handler
         access_log=False,
@@ -215,7 +279,10 @@ def serve(settings: Settings) -> None:
     metrics.serve(settings.metrics_port)
     tracing.setup(settings.otel_endpoint, "tollbooth-sidecar")
     log.info("webhook sidecar listening on 127.0.0.1:%s%s", settings.sidecar_port, WEBHOOK_PATH)
-    uvicorn.Server(uvicorn_config(app, "127.0.0.1", settings.sidecar_port)).run()
+    config = uvicorn_config(
+        app, "127.0.0.1", settings.sidecar_port, settings.http_headers_timeout_sec
+    )
+    uvicorn.Server(config).run()
     log.info("webhook sidecar stopped")
 
 
@@ -233,7 +300,10 @@ class RunningSidecar:
 
 
 def start_in_thread(settings: Settings, port: int, target: str | None = None) -> RunningSidecar:
-    server = uvicorn.Server(uvicorn_config(create_app(settings, target), "127.0.0.1", port))
+    app = create_app(settings, target)
+    server = uvicorn.Server(
+        uvicorn_config(app, "127.0.0.1", port, settings.http_headers_timeout_sec)
+    )
     thread = threading.Thread(target=server.run, name="sidecar", daemon=True)
     thread.start()
     for _ in range(200):

@@ -203,6 +203,34 @@ export declare type Entitlement = Message<"billing.v1.Entitlement"> & {
    * @generated from field: string value = 2;
    */
   value: string;
+
+  /**
+   * Metered feature: the billable metric's code (with `limit`).
+   *
+   * @generated from field: string metric = 3;
+   */
+  metric: string;
+
+  /**
+   * Metered feature: the metric's limit per billing period, a decimal string.
+   *
+   * @generated from field: string limit = 4;
+   */
+  limit: string;
+
+  /**
+   * Credit-backed feature: the credit type (with `amount`).
+   *
+   * @generated from field: string credit_type = 5;
+   */
+  creditType: string;
+
+  /**
+   * Credit-backed feature: the credits one action needs, a positive decimal.
+   *
+   * @generated from field: string amount = 6;
+   */
+  amount: string;
 };
 
 /**

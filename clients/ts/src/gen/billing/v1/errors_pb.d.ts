@@ -331,6 +331,16 @@ export enum ErrorReason {
   SERVICE_UNAVAILABLE = 53,
 
   /**
+   * Limits.
+   * The caller made too many calls of this class in the current window, or holds too many
+   * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
+   * Retry-After header say when to try again.
+   *
+   * @generated from enum value: ERROR_REASON_RATE_LIMITED = 80;
+   */
+  RATE_LIMITED = 80,
+
+  /**
    * The webhook inbox (issue 14).
    * ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
    *

@@ -1,0 +1,237 @@
+"""Rate limits per caller and per operation class, with the `limits` library.
+
+Every contract method falls in classes (`method_classes`, from the descriptors at start):
+
+- `session_creates`: creating a checkout, portal or payment session/intent (a provider call
+  each), counted per billing account (BILLING_RATE_LIMIT_SESSION_CREATES, 20/minute);
+- `customer_creates` / `customer_queries`: the customer operations (CheckoutService and any
+  payment service), counted per backend key (seed 003: 1000/hour and 5000/hour);
+- `key`: every call made with a backend key, per key (the general ceiling);
+- `account`: every call made with a bearer token, per account (the general ceiling).
+
+A call over any of its limits is refused before its handler runs (nothing done) with
+RESOURCE_EXHAUSTED, reason RATE_LIMITED, a RetryInfo detail and the `retry-after`,
+`ratelimit-policy` and `ratelimit` metadata, which Envoy sends as HTTP headers with the 429.
+
+The counters live in a storage every replica shares: by default the service's own database
+(`ratestore.DatabaseStorage`, so `make run` needs nothing else), or any `limits` storage URI
+(`redis://…`) in BILLING_RATE_LIMIT_STORAGE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from tollbooth.auth.caller import current_caller
+from tollbooth.config import LimitSettings
+from tollbooth.db import Database
+from tollbooth.errors import DomainError, Kind
+from tollbooth.rpc.edge import message_class
+from tollbooth.rpc.ratestore import DatabaseStorage
+from tollbooth.rpc.rules import contract_services, method_path
+
+log = logging.getLogger("tollbooth.ratelimit")
+
+# Services whose methods are "customer operations" (seed 003's per-key hourly limits).
+CUSTOMER_SERVICES = ("billing.v1.CheckoutService", "billing.v1.PaymentService")
+SESSION_CREATE = re.compile(r"^Create\w*(Session|Intent)$")
+CLASSES = ("session_creates", "customer_creates", "customer_queries", "key", "account")
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str  # the class
+    item: RateLimitItem
+
+    @property
+    def window_sec(self) -> int:
+        return int(self.item.get_expiry())
+
+
+def parse_limit(text: str) -> RateLimitItem | None:
+    """`20/minute`, `1000 per hour`…; `off` turns the class off (the settings checked it)."""
+    return None if text.strip().lower() in ("", "off") else parse(text)
+
+
+def method_classes() -> dict[str, tuple[str, ...]]:
+    """Method path -> the classes it counts in (besides the general `key`/`account`)."""
+    table: dict[str, tuple[str, ...]] = {}
+    for service in contract_services():
+        for method in service.methods:
+            classes: list[str] = []
+            if SESSION_CREATE.match(method.name):
+                classes.append("session_creates")
+            if service.full_name in CUSTOMER_SERVICES or SESSION_CREATE.match(method.name):
+                create = method.name.startswith("Create")
+                classes.append("customer_creates" if create else "customer_queries")
+            table[method_path(service, method.name)] = tuple(classes)
+    return table
+
+
+def open_storage(uri: str, database: Database) -> Storage:
+    """The configured storage: empty means the service's own database."""
+    if not uri:
+        return DatabaseStorage(database=database)
+    storage = storage_from_string(uri)
+    if not isinstance(storage, Storage):
+        raise ValueError("BILLING_RATE_LIMIT_STORAGE must name a synchronous storage")
+    return storage
+
+
+def key_identity(api_key: str | None) -> str:
+    """A backend key as the counters name it (a digest: no secret is ever stored)."""
+    return hashlib.sha256((api_key or "").encode()).hexdigest()[:20]
+
+
+class RateLimited(DomainError):
+    def __init__(self, limit: Limit, retry_after: int, remaining: int) -> None:
+        super().__init__(
+            Kind.RESOURCE_EXHAUSTED,
+            "RATE_LIMITED",
+            f"too many calls of class {limit.name!r}: at most {limit.item.amount} per "
+            f"{limit.window_sec} s; retry after {retry_after} s",
+            limit=limit.name,
+            retry_after_sec=retry_after,
+        )
+        self.retry_after_sec = retry_after
+        self.headers = (
+            ("retry-after", str(retry_after)),
+            ("ratelimit-policy", f'"{limit.name}";q={limit.item.amount};w={limit.window_sec}'),
+            ("ratelimit", f'"{limit.name}";r={remaining};t={retry_after}'),
+        )
+
+
+class RateLimiter:
+    """Counts a call against each of its limits; raises RateLimited on the first one over."""
+
+    def __init__(self, storage: Storage, limits: dict[str, RateLimitItem | None]) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._limits = {name: Limit(name, item) for name, item in limits.items() if item}
+        self._classes = method_classes()
+
+    @classmethod
+    def from_settings(cls, settings: LimitSettings, database: Database) -> RateLimiter:
+        rates = {name: parse_limit(getattr(settings, f"rate_limit_{name}")) for name in CLASSES}
+        return cls(open_storage(settings.rate_limit_storage, database), rates)
+
+    def applicable(self, method: str, caller_kind: str) -> list[str]:
+        names = [*self._classes.get(method, ())]
+        if caller_kind == "service":
+            names.append("key")
+        elif caller_kind == "bearer":
+            names = [n for n in names if n == "session_creates"] + ["account"]
+        else:
+            return []
+        return [n for n in names if n in self._limits]
+
+    def charge(self, method: str, caller_kind: str, who: Callable[[str], str]) -> None:
+        for name in self.applicable(method, caller_kind):
+            limit = self._limits[name]
+            ident = who(name)
+            try:
+                allowed = self._limiter.hit(limit.item, name, ident)
+                if allowed:
+                    continue
+                stats = self._limiter.get_window_stats(limit.item, name, ident)
+            except Exception:  # noqa: BLE001 - a storage outage must not stop billing
+                log.warning("rate limit storage failed; call let through", exc_info=True)
+                return
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            raise RateLimited(limit, retry, stats.remaining)
+
+
+def _meta(metadata: Iterable[Any], key: str) -> str | None:
+    for item in metadata or ():
+        if item.key == key and isinstance(item.value, str):
+            return str(item.value)
+    return None
+
+
+class RateLimitInterceptor(grpc.ServerInterceptor):
+    """Runs inside the auth interceptor (the caller is known) and before the handler."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = continuation(details)
+        if handler is None or details.method not in self._limiter._classes:
+            return handler
+        method, metadata = details.method, details.invocation_metadata
+
+        def charge(request: Any) -> None:
+            caller = current_caller.get()
+            key = key_identity(_meta(metadata, "x-api-key"))
+
+            def who(name: str) -> str:
+                if name == "session_creates":
+                    if caller.is_bearer:
+                        return f"account:{caller.account_id}"
+                    # A backend names the account in the request; per key when it does not.
+                    account = _account_of(method, request)
+                    return f"account:{account}" if account else f"key:{key}"
+                if name == "account":
+                    return f"account:{caller.account_id}"
+                return f"key:{key}"
+
+            self._limiter.charge(method, caller.kind, who)
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            def unary(request, context):  # type: ignore[no-untyped-def]
+                charge(request)
+                return inner(request, context)
+
+            return handler._replace(unary_unary=unary)
+        for attr in ("unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, attr)
+            if behavior is None:
+                continue
+            streams_out = attr.endswith("_stream")
+            return handler._replace(**{attr: _charged(behavior, streams_out, charge)})
+        return handler
+
+
+def _account_of(method: str, raw: Any) -> str:
+    """The `account` field of a unary request still in bytes (the edge parses it later)."""
+    if not isinstance(raw, bytes):
+        return str(getattr(raw, "account", "") or "")
+    service_name, _, name = method.strip("/").partition("/")
+    for service in contract_services():
+        if service.full_name == service_name:
+            cls = message_class(service.methods_by_name[name].input_type)
+            try:
+                message = cls.FromString(raw)
+            except Exception:  # noqa: BLE001 - the edge refuses it right after
+                return ""
+            return str(getattr(message, "account", "") or "")
+    return ""
+
+
+def _charged(behavior: Any, streams_out: bool, charge: Callable[[Any], None]) -> Any:
+    if streams_out:
+
+        def streaming(request, context):  # type: ignore[no-untyped-def]
+            charge(request)
+            yield from behavior(request, context)
+
+        return streaming
+
+    def unary(request, context):  # type: ignore[no-untyped-def]
+        charge(request)
+        return behavior(request, context)
+
+    return unary

@@ -1,0 +1,104 @@
+"""A `limits` storage kept in the service's own database, so every replica shares the counters
+without another server to run (Redis stays an option: BILLING_RATE_LIMIT_STORAGE).
+
+Registered with `limits` under the scheme `tollbooth+db` (subclassing `limits.storage.Storage`
+registers it). It implements the fixed window: `incr` is one atomic upsert that starts a new
+window when the old one has ended, so concurrent replicas never lose a count.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from limits.storage import Storage
+from sqlalchemy import case, delete, func, select, text
+from sqlalchemy import exc as sa_exc
+
+from tollbooth.db import Database, upsert_insert
+from tollbooth.db.models import RateLimitCounter
+
+SCHEME = "tollbooth+db"
+_TABLE = RateLimitCounter.__table__
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DatabaseStorage(Storage):
+    """Fixed-window counters in `rate_limit_counters`. Pass the service's `Database` as
+    `database=`; a bare URI `tollbooth+db://` is only meaningful with it."""
+
+    STORAGE_SCHEME = [SCHEME]
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        database: Database | None = None,
+        **options: Any,
+    ) -> None:
+        if database is None:
+            raise ValueError("the database storage needs the service's database (database=)")
+        super().__init__(uri, wrap_exceptions=wrap_exceptions)
+        self.database = database
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return sa_exc.SQLAlchemyError
+
+    def _begin(self, session: Any) -> None:
+        # Counters are disposable: never wait for the disk on their commit.
+        if self.database.dialect == "postgresql":
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = _now_ms()
+        ends = now + int(expiry) * 1000
+        with self.database.transaction() as session:
+            self._begin(session)
+            insert = upsert_insert(session, RateLimitCounter).values(
+                key=key, count=amount, expires_ms=ends
+            )
+            ended = _TABLE.c.expires_ms <= now
+            statement = insert.on_conflict_do_update(
+                index_elements=[_TABLE.c.key],
+                set_={
+                    "count": case((ended, amount), else_=_TABLE.c.count + amount),
+                    "expires_ms": case((ended, ends), else_=_TABLE.c.expires_ms),
+                },
+            ).returning(_TABLE.c.count)
+            return int(session.execute(statement).scalar_one())
+
+    def get(self, key: str) -> int:
+        with self.database.transaction(readonly=True) as session:
+            count = session.execute(
+                select(_TABLE.c.count).where(_TABLE.c.key == key, _TABLE.c.expires_ms > _now_ms())
+            ).scalar_one_or_none()
+        return int(count or 0)
+
+    def get_expiry(self, key: str) -> float:
+        with self.database.transaction(readonly=True) as session:
+            ends = session.execute(
+                select(_TABLE.c.expires_ms).where(_TABLE.c.key == key)
+            ).scalar_one_or_none()
+        now = _now_ms()
+        return max(int(ends or now), now) / 1000
+
+    def check(self) -> bool:
+        try:
+            with self.database.transaction(readonly=True) as session:
+                session.execute(select(func.count()).select_from(_TABLE).limit(1))
+            return True
+        except sa_exc.SQLAlchemyError:
+            return False
+
+    def reset(self) -> int | None:
+        with self.database.transaction() as session:
+            result = session.execute(delete(RateLimitCounter))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def clear(self, key: str) -> None:
+        with self.database.transaction() as session:
+            session.execute(delete(RateLimitCounter).where(RateLimitCounter.key == key))

@@ -1,0 +1,206 @@
+"""Rate limits per caller and per operation class, counted in a storage every replica shares."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import grpc
+import pytest
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import func, select
+
+from billing.v1 import checkout_pb2, checkout_pb2_grpc
+from tests.conftest import OTHER_SERVICE_KEY, SERVICE_MD, bearer_md
+from tests.helpers import error_reason, keyed
+from tests.limits.support import retry_delay, server, token
+from tollbooth.config import ConfigError, Settings
+from tollbooth.db import Database
+from tollbooth.db.migrate import upgrade
+from tollbooth.db.models import RateLimitCounter
+from tollbooth.rpc.ratelimit import RateLimited, RateLimiter, method_classes
+from tollbooth.rpc.ratestore import SCHEME, DatabaseStorage
+
+CHECKOUT = "/billing.v1.CheckoutService/"
+
+
+def portal(channel: grpc.Channel, md: tuple, account: str = "") -> grpc.StatusCode:
+    """One CreatePortalSession; the status it ended with (OK or the error's code)."""
+    stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+    try:
+        stub.CreatePortalSession(
+            keyed(checkout_pb2.CreatePortalSessionRequest(account=account)),
+            metadata=md,
+            timeout=10,
+        )
+    except grpc.RpcError as err:
+        return err.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_methods_fall_in_their_classes() -> None:
+    table = method_classes()
+    assert table[CHECKOUT + "CreateCheckoutSession"] == ("session_creates", "customer_creates")
+    assert table[CHECKOUT + "CreatePortalSession"] == ("session_creates", "customer_creates")
+    assert table[CHECKOUT + "GetBillingStatus"] == ("customer_queries",)
+    assert table["/billing.v1.CreditService/GetBalance"] == ()
+
+
+def test_the_storage_is_registered_with_limits_under_its_scheme(database_url: str) -> None:
+    upgrade(database_url)
+    db = Database(database_url)
+    try:
+        storage = storage_from_string(f"{SCHEME}://", database=db)
+        assert isinstance(storage, DatabaseStorage)
+        assert storage.check()
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_two_replicas_share_one_count_under_concurrent_hits(pg_url: str) -> None:
+    """Two storages on two engines (as two replicas have), 8 threads hitting one key at once:
+    exactly the limit is admitted."""
+    upgrade(pg_url)
+    dbs = [Database(pg_url), Database(pg_url)]
+    limiters = [FixedWindowRateLimiter(DatabaseStorage(database=db)) for db in dbs]
+    item = parse("30/minute")
+    key = uuid.uuid4().hex
+    admitted: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def client(n: int) -> None:
+        barrier.wait()
+        for _ in range(10):
+            allowed = limiters[n % 2].hit(item, "test", key)
+            with lock:
+                admitted.append(allowed)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(admitted) == 80
+        assert admitted.count(True) == 30
+        assert DatabaseStorage(database=dbs[0]).get(item.key_for("test", key)) == 80
+    finally:
+        for db in dbs:
+            db.dispose()
+
+
+def test_session_creates_over_the_limit_are_resource_exhausted_with_retry_info(
+    database_url: str,
+) -> None:
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="3/minute") as (ch, _, _h):
+        md = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("portal",)))
+        first = [portal(ch, md) for _ in range(3)]
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED not in first
+        stub = checkout_pb2_grpc.CheckoutServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreatePortalSession(
+                keyed(checkout_pb2.CreatePortalSessionRequest()), metadata=md, timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_reason(refused.value) == "RATE_LIMITED"
+        delay = retry_delay(refused.value)
+        assert delay is not None and 1 <= delay <= 60
+        trailers = dict(refused.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+        assert trailers["retry-after"] == str(delay)
+        assert trailers["ratelimit-policy"] == '"session_creates";q=3;w=60'
+        # Another account has its own count.
+        other = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("portal",)))
+        assert portal(ch, other) != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_backend_session_creates_count_per_named_account(database_url: str) -> None:
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="2/minute") as (ch, _, _h):
+        a, b = f"acct-a-{uuid.uuid4().hex[:6]}", f"acct-b-{uuid.uuid4().hex[:6]}"
+        assert [portal(ch, SERVICE_MD, a) for _ in range(3)][-1] == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        assert portal(ch, SERVICE_MD, b) != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_customer_queries_count_per_backend_key(database_url: str) -> None:
+    with server(database_url, BILLING_RATE_LIMIT_CUSTOMER_QUERIES="3/hour") as (ch, _, _h):
+        stub = checkout_pb2_grpc.CheckoutServiceStub(ch)
+
+        def query(md: tuple) -> grpc.StatusCode:
+            try:
+                stub.GetBillingStatus(
+                    checkout_pb2.GetBillingStatusRequest(account="nobody"), metadata=md
+                )
+            except grpc.RpcError as err:
+                return err.code()  # type: ignore[no-any-return]
+            return grpc.StatusCode.OK
+
+        codes = [query(SERVICE_MD) for _ in range(4)]
+        assert codes[:3] == [grpc.StatusCode.NOT_FOUND] * 3
+        assert codes[3] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert query((("x-api-key", OTHER_SERVICE_KEY),)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_general_account_ceiling_covers_every_bearer_call(database_url: str) -> None:
+    with server(database_url, BILLING_RATE_LIMIT_ACCOUNT="2/minute") as (ch, _, _h):
+        md = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("billing:read",)))
+        stub = checkout_pb2_grpc.CheckoutServiceStub(ch)
+        stub.GetBillingStatus(checkout_pb2.GetBillingStatusRequest(), metadata=md)
+        stub.ListPurchases(checkout_pb2.ListPurchasesRequest(), metadata=md)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetBillingStatus(checkout_pb2.GetBillingStatusRequest(), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_reason(refused.value) == "RATE_LIMITED"
+
+
+def test_a_class_turned_off_is_not_counted(database_url: str) -> None:
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="off") as (ch, _, _h):
+        md = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("portal",)))
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED not in [portal(ch, md) for _ in range(25)]
+
+
+def test_an_unusable_rate_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_SESSION_CREATES"):
+        Settings.from_env({"BILLING_RATE_LIMIT_SESSION_CREATES": "many"})
+    assert Settings.from_env({}).rate_limit_session_creates == "20/minute"
+
+
+def test_a_limits_storage_uri_replaces_the_database(database_url: str) -> None:
+    """BILLING_RATE_LIMIT_STORAGE takes any `limits` storage (memory:// is one process's)."""
+    env = {
+        "BILLING_RATE_LIMIT_STORAGE": "memory://",
+        "BILLING_RATE_LIMIT_SESSION_CREATES": "1/hour",
+    }
+    with server(database_url, **env) as (ch, deps, _h):
+        md = bearer_md(token(ch, f"rl-{uuid.uuid4().hex[:8]}", ("portal",)))
+        assert [portal(ch, md) for _ in range(2)][-1] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with deps.db.transaction(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(RateLimitCounter)) == 0
+
+
+def test_an_unreachable_counter_store_lets_calls_through() -> None:
+    """A storage outage is logged and the call proceeds: billing does not stop with it."""
+    db = Database("postgresql://postgres@127.0.0.1:1/nowhere", pool_pre_ping=False)
+    try:
+        limiter = RateLimiter(DatabaseStorage(database=db), {"key": parse("1/hour")})
+        for _ in range(3):
+            limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+    finally:
+        db.dispose()
+
+
+def test_a_reachable_store_refuses_the_call_over_the_limit(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        limiter = RateLimiter(DatabaseStorage(database=db), {"key": parse("1/hour")})
+        limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+        with pytest.raises(RateLimited) as refused:
+            limiter.charge(CHECKOUT + "GetBillingStatus", "service", lambda name: "key:k")
+        assert refused.value.reason == "RATE_LIMITED"
+        assert 3500 <= (refused.value.retry_after_sec or 0) <= 3600
+    finally:
+        db.dispose()

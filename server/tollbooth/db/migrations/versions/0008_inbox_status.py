@@ -1,7 +1,7 @@
 """The webhook inbox stores first, then applies: each event's status, attempts and last error.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0013
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from tollbooth.db.types import UTCDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

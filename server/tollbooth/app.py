@@ -56,7 +56,9 @@ from tollbooth.webhooks import repository as webhook_events
 from tollbooth.webhooks import sidecar
 from tollbooth.webhooks.dispatch import Registry
 from tollbooth.webhooks.replay import Report, replay_events
-from tollbooth.webhooks.servicer import WebhookServicer
+from tollbooth.webhooks.service import Inbox
+from tollbooth.webhooks.servicer import StripeEventServicer, WebhookServicer
+from tollbooth.webhooks.worker import InboxWorker
 
 if TYPE_CHECKING:
     from tollbooth.sandbox.config import SandboxConfig
@@ -68,6 +70,8 @@ __all__ = [
     "build_server",
     "notifications",
     "serve_notifications",
+    "inbox",
+    "inbox_worker",
     "catalog_commands",
     "catalog_main",
     "reconcile",
@@ -93,6 +97,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     AccountServicer,
     CustomerServicer,
     WebhookServicer,
+    StripeEventServicer,
     EntitlementServicer,
     NotificationServicer,
 )
@@ -114,18 +119,35 @@ def build_provider(settings: Settings) -> StripeProvider:
     return StripeProvider.from_settings(settings)
 
 
-def webhook_handlers(provider: StripeProvider) -> Registry:
+def webhook_handlers(provider: StripeProvider, db: Database) -> Registry:
     """The inbox's handlers: each room's effects of the provider's events, by event type."""
     registry = Registry()
-    for handlers in (fulfilment.handlers(provider), subscription_effects.handlers(provider)):
+    for handlers in (fulfilment.handlers(provider, db), subscription_effects.handlers(provider)):
         for event_type, handler in handlers.items():
             registry.register(event_type, handler)
     return registry
 
 
+def live_key(settings: Settings) -> bool:
+    """Whether the configured Stripe key is a live-mode one (events must match it)."""
+    return settings.stripe_api_key.startswith(("sk_live_", "rk_live_"))
+
+
+def inbox(deps: Deps, provider: StripeProvider | None = None) -> Inbox:
+    """The webhook inbox with every room's handlers."""
+    provider = provider or build_provider(deps.settings)
+    return Inbox(deps.db, webhook_handlers(provider, deps.db), livemode=live_key(deps.settings))
+
+
+def inbox_worker(deps: Deps, interval_sec: float = 2.0) -> InboxWorker:
+    """The worker that applies due events (deferred or failed); `.start()` runs it."""
+    return InboxWorker(inbox(deps), interval_sec)
+
+
 def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servicer]:
     """One instance of each of SERVICERS, wired."""
     provider = provider or build_provider(deps.settings)
+    the_inbox = inbox(deps, provider)
     built: list[Servicer] = [
         TokenServicer(deps),
         CatalogServicer(deps, hints=purchase_hints),
@@ -134,7 +156,8 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         UsageServicer(deps),
         AccountServicer(deps, provider),
         CustomerServicer(deps, provider, subscriptions=status_of_accounts),
-        WebhookServicer(deps, webhook_handlers(provider)),
+        WebhookServicer(deps, the_inbox),
+        StripeEventServicer(deps, the_inbox),
         EntitlementServicer(deps),
         NotificationServicer(deps),
     ]
@@ -159,7 +182,11 @@ def serve(deps: Deps) -> None:
     )
     metrics.serve(deps.settings.metrics_port)
     tracing.setup(deps.settings.otel_endpoint, "tollbooth-grpc")
-    rpc_server.serve(deps, servicers(deps))
+    worker = inbox_worker(deps).start()  # every replica: SKIP LOCKED shares the work
+    try:
+        rpc_server.serve(deps, servicers(deps))
+    finally:
+        worker.stop()
 
 
 # -- the sidecar and the sandbox --------------------------------------------------------------
@@ -169,10 +196,10 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
     """The operator console (mounted at /console on the sidecar) and what closes it: its own
     database pool, and replay through the same handlers as `webhooks replay`."""
     db = Database(settings.database_url)
-    registry = webhook_handlers(build_provider(settings))
+    box = Inbox(db, webhook_handlers(build_provider(settings), db), livemode=live_key(settings))
 
     def replay_one(event_id: str) -> console_inbox.Outcome:
-        report = replay_events(db, registry, event_id=event_id, progress_bar=False)
+        report = replay_events(box, event_id=event_id, progress_bar=False)
         mine = f"{event_id}: "
         return console_inbox.Outcome(
             changed=[line.removeprefix(mine) for line in report.changed],
@@ -224,11 +251,39 @@ notifications = notification_operator
 # -- operator commands ------------------------------------------------------------------------
 
 
-def replay(settings: Settings, *, since: dt.datetime | None, event_id: str | None) -> Report:
+def replay(
+    settings: Settings,
+    *,
+    since: dt.datetime | None,
+    event_id: str | None,
+    failed_only: bool = False,
+) -> Report:
     """`webhooks replay`: re-apply stored events (harmless when they were applied)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
-        return replay_events(db, webhook_handlers(provider), since=since, event_id=event_id)
+        box = Inbox(db, webhook_handlers(provider, db), livemode=live_key(settings))
+        return replay_events(box, since=since, event_id=event_id, failed_only=failed_only)
+    finally:
+        db.dispose()
+
+
+def list_events(settings: Settings, status: str | None, limit: int) -> list[dict[str, object]]:
+    """`webhooks list`: stored events, newest first, optionally of one status."""
+    db = Database(settings.database_url)
+    try:
+        with db.transaction(readonly=True) as session:
+            rows = webhook_events.list_events(session, status=status, after=None, limit=limit)
+            return [
+                {
+                    "event_id": r.event_id,
+                    "type": r.type,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                    "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None,
+                }
+                for r in rows
+            ]
     finally:
         db.dispose()
 
@@ -242,7 +297,8 @@ def reconcile(settings: Settings) -> Report:
             db,
             provider,
             known=subscriptions.all_subscription_ids,
-            resync=subscription_effects.resync(provider),
+            read=lambda sub_id: subscription_effects.read_for_resync(provider, sub_id),
+            resync=subscription_effects.resync,
         )
         changes, failures = checkout_intents.sweep_pending(db, provider)
         report.changed.extend(changes)

@@ -197,7 +197,9 @@ def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
     return 1 if report.failed else 0
 
 
-@app.group("webhooks", help="the webhook inbox: `webhooks replay`", no_args_is_help=True)
+@app.group(
+    "webhooks", help="the webhook inbox: `webhooks list`, `webhooks replay`", no_args_is_help=True
+)
 def webhooks_commands() -> None:
     pass
 
@@ -207,12 +209,14 @@ def webhooks_commands() -> None:
 )
 @click.option("--since", metavar="T", help="events received at or after T (ISO 8601)")
 @click.option("--event-id", metavar="E", help="one event")
-def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
-    """Re-apply stored events (all, those received since T, or one); harmless when applied."""
+@click.option("--failed", is_flag=True, help="every event whose status is failed")
+def webhooks_replay_command(since: str | None, event_id: str | None, failed: bool) -> int:
+    """Re-apply stored events (all, those received since T, one, or the failed ones);
+    harmless when applied."""
     import datetime as dt
 
-    if since is not None and event_id is not None:
-        raise click.UsageError("--since and --event-id exclude each other")
+    if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
+        raise click.UsageError("--since, --event-id and --failed exclude each other")
     settings = load("webhooks", operator=True)
     when = None
     if since:
@@ -223,11 +227,30 @@ def webhooks_replay_command(since: str | None, event_id: str | None) -> int:
             return 2
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-    report = assembly.replay(settings, since=when, event_id=event_id)
+    report = assembly.replay(settings, since=when, event_id=event_id, failed_only=failed)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
     return _print_report(report, "replayed")
+
+
+@webhooks_commands.command("list", help="stored events, newest first, with their errors")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "applied", "ignored", "failed"]),
+    help="only events of this status",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+def webhooks_list_command(status: str | None, limit: int) -> int:
+    """Stored events: id, type, status, attempts, next attempt and last error, one a line."""
+    settings = load("webhooks", operator=True)
+    for row in assembly.list_events(settings, status, limit):
+        print(
+            f"{row['event_id']}\t{row['type']}\t{row['status']}\tattempts={row['attempts']}"
+            f"\tnext={row['next_attempt_at'] or '-'}\t{row['last_error'] or ''}",
+            flush=True,
+        )
+    return 0
 
 
 @app.command(

@@ -34,6 +34,7 @@ SERVICES = (
     "billing.v1.CheckoutService",
     "billing.v1.CreditService",
     "billing.v1.UsageService",
+    "billing.v1.StripeEventService",
     "billing.v1.EntitlementService",
     "billing.v1.NotificationService",
 )

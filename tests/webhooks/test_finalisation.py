@@ -19,6 +19,7 @@ from sqlalchemy import event, exc, select
 from billing.v1 import catalog_pb2, checkout_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET
+from tollbooth.app import inbox_worker
 from tollbooth.db.models import (
     BillingEffect,
     CheckoutSession,
@@ -75,6 +76,10 @@ def test_unknown_event_types_are_stored_and_acknowledged(quiet: World):
     assert signed_send(quiet, body) == 200
     row = stored(quiet, "evt_unknown_1")
     assert row is not None and row.processed_at is not None
+    assert (row.status, row.last_error) == (
+        "ignored",
+        "no handler for radar.early_fraud_warning.created",
+    )
 
 
 def test_an_event_stored_before_handlers_existed_is_processed_when_delivered_again(quiet: World):
@@ -148,9 +153,10 @@ def test_twenty_concurrent_deliveries_of_one_event_have_one_effect(pg_url: str, 
         world.stop()
 
 
-def test_a_database_failure_in_a_handler_is_5xx_leaves_nothing_and_the_retry_applies_once(
+def test_a_database_failure_in_a_handler_keeps_the_event_as_failed_and_the_retry_applies_once(
     quiet: World,
 ):
+    """Store first, then apply: the failure rolls back the effects, never the stored event."""
     _, account, stripe_id = paid_checkout(quiet)
     completed = events_of(quiet, "checkout.session.completed", stripe_id)[0]
     engine = quiet.deps.db.engine
@@ -163,21 +169,29 @@ def test_a_database_failure_in_a_handler_is_5xx_leaves_nothing_and_the_retry_app
 
     event.listen(engine, "before_cursor_execute", fail_grant)
     try:
-        assert signed_send(quiet, body_of(completed)) == 503
+        assert signed_send(quiet, body_of(completed)) == 200  # stored: Stripe may stop
     finally:
         event.remove(engine, "before_cursor_execute", fail_grant)
     assert failures, "the fault was never hit"
-    assert stored(quiet, completed["id"]) is None
+    row = stored(quiet, completed["id"])
+    assert row is not None
+    assert (row.status, row.attempts, row.processed_at) == ("failed", 1, None)
+    assert row.last_error is not None and "OperationalError" in row.last_error
+    assert row.next_attempt_at is not None and row.next_attempt_at > row.received_at
     for model in (BillingEffect, Subscription, CreditGrant):
         assert quiet.count(model) == 0, model.__name__
     assert quiet.count(NotificationOutbox) == 0
     with quiet.deps.db.transaction(readonly=True) as session:
-        row = session.scalars(select(CheckoutSession)).one()
-        assert (row.status, row.fulfilled_at) == ("open", None)
-    assert signed_send(quiet, body_of(completed)) == 200
-    assert signed_send(quiet, body_of(completed)) == 200
+        checkout_row = session.scalars(select(CheckoutSession)).one()
+        assert (checkout_row.status, checkout_row.fulfilled_at) == ("open", None)
+    # The server's own retry, once the backoff has passed:
+    done = inbox_worker(quiet.deps).run_once(now=row.next_attempt_at)
+    assert [(ident, o.status) for ident, o in done] == [(completed["id"], "applied")]
+    assert signed_send(quiet, body_of(completed)) == 200  # Stripe's redelivery: nothing again
     assert quiet.count(CreditGrant, CreditGrant.billing_account_id == account) == 1
     assert quiet.balance(account, "api_calls") == "100"
+    after = stored(quiet, completed["id"])
+    assert after is not None and (after.status, after.attempts) == ("applied", 2)
 
 
 def test_a_late_subscription_updated_never_resurrects_a_deleted_subscription(quiet: World):
@@ -237,13 +251,17 @@ def test_a_payment_failure_makes_the_plan_past_due(sqlite_world: World):
     assert "invoice.payment_failed" in world.notifications(account)
 
 
-def test_the_provider_unreachable_is_503_and_records_nothing(quiet: World):
+def test_the_provider_unreachable_stores_the_event_as_failed_with_its_error(quiet: World):
     _, _, stripe_id = paid_checkout(quiet)
     session = quiet.stripe.v1.checkout.sessions.retrieve(stripe_id)
     updated = events_of(quiet, "customer.subscription.updated", str(session.subscription))[0]
     quiet.sandbox.stop()
-    assert signed_send(quiet, body_of(updated)) == 503
-    assert stored(quiet, updated["id"]) is None
+    assert signed_send(quiet, body_of(updated)) == 200
+    row = stored(quiet, updated["id"])
+    assert row is not None and row.status == "failed"
+    assert row.last_error is not None and row.last_error.startswith("PROVIDER_UNAVAILABLE")
+    assert row.next_attempt_at is not None
+    assert quiet.count(Subscription) == 0
 
 
 def test_the_checkout_rpc_says_provider_unavailable_when_stripe_is_down(quiet: World):

@@ -153,6 +153,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
     Retry-After header say when to try again.
     """
+    ERROR_REASON_REPLAY_TARGET_REQUIRED: _ErrorReason.ValueType  # 140
+    """The webhook inbox (issue 14).
+    ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
+    """
+    ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: _ErrorReason.ValueType  # 141
+    """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
+    the account holds in its group; the next attempt cancels and refunds it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -290,5 +298,13 @@ ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 The caller made too many calls of this class in the current window, or holds too many
 open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the
 Retry-After header say when to try again.
+"""
+ERROR_REASON_REPLAY_TARGET_REQUIRED: ErrorReason.ValueType  # 140
+"""The webhook inbox (issue 14).
+ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
+"""
+ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: ErrorReason.ValueType  # 141
+"""Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
+the account holds in its group; the next attempt cancels and refunds it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

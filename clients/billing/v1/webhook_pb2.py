@@ -23,10 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from billing.v1 import options_pb2 as billing_dot_v1_dot_options__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/webhook.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x8c\x01\n\x18RecordStripeEventRequest\x12\x15\n\x07payload\x18\x06 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12#\n\x10stripe_signature\x18\x07 \x01(\tB\t\xe2\x41\x01\x02\xb0\x9f\x19\xa0\x1fJ\x04\x08\x01\x10\x06R\x08\x65vent_idR\x04typeR\x0b\x61pi_versionR\x08livemodeR\x07\x63reated\"@\n\x19RecordStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32z\n\x0eWebhookService\x12h\n\x11RecordStripeEvent\x12$.billing.v1.RecordStripeEventRequest\x1a%.billing.v1.RecordStripeEventResponse\"\x06\xaa\x9f\x19\x02\x08\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/webhook.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x18RecordStripeEventRequest\x12\x15\n\x07payload\x18\x06 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12#\n\x10stripe_signature\x18\x07 \x01(\tB\t\xe2\x41\x01\x02\xb0\x9f\x19\xa0\x1fJ\x04\x08\x01\x10\x06R\x08\x65vent_idR\x04typeR\x0b\x61pi_versionR\x08livemodeR\x07\x63reated\"o\n\x19RecordStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.billing.v1.StripeEventStatus\"\xac\x02\n\x0bStripeEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.billing.v1.StripeEventStatus\x12\x10\n\x08livemode\x18\x04 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cprocessed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x17ListStripeEventsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32\x1d.billing.v1.StripeEventStatusB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x18ListStripeEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.billing.v1.StripeEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x19ReplayStripeEventsRequest\x12\x1a\n\x08\x65vent_id\x18\x01 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\x64\x12\x18\n\nall_failed\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"E\n\x1aReplayStripeEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.billing.v1.StripeEvent*\xbb\x01\n\x11StripeEventStatus\x12#\n\x1fSTRIPE_EVENT_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSTRIPE_EVENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1bSTRIPE_EVENT_STATUS_APPLIED\x10\x02\x12\x1f\n\x1bSTRIPE_EVENT_STATUS_IGNORED\x10\x03\x12\x1e\n\x1aSTRIPE_EVENT_STATUS_FAILED\x10\x04\x32z\n\x0eWebhookService\x12h\n\x11RecordStripeEvent\x12$.billing.v1.RecordStripeEventRequest\x1a%.billing.v1.RecordStripeEventResponse\"\x06\xaa\x9f\x19\x02\x08\x01\x32\xae\x02\n\x12StripeEventService\x12\x82\x01\n\x10ListStripeEvents\x12#.billing.v1.ListStripeEventsRequest\x1a$.billing.v1.ListStripeEventsResponse\"#\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/mgt/v1/stripe/events\x12\x92\x01\n\x12ReplayStripeEvents\x12%.billing.v1.ReplayStripeEventsRequest\x1a&.billing.v1.ReplayStripeEventsResponse\"-\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02!\"\x1c/mgt/v1/stripe/events:replay:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +39,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['payload']._serialized_options = b'\342A\001\002'
   _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['stripe_signature']._loaded_options = None
   _globals['_RECORDSTRIPEEVENTREQUEST'].fields_by_name['stripe_signature']._serialized_options = b'\342A\001\002\260\237\031\240\037'
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['status']._loaded_options = None
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['status']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTSTRIPEEVENTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['event_id']._loaded_options = None
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['event_id']._serialized_options = b'\342A\001\001\260\237\031d'
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['all_failed']._loaded_options = None
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['all_failed']._serialized_options = b'\342A\001\001'
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_REPLAYSTRIPEEVENTSREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RecordStripeEvent']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['RecordStripeEvent']._serialized_options = b'\252\237\031\002\010\001'
-  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_start=100
-  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_end=240
-  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_start=242
-  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_end=306
-  _globals['_WEBHOOKSERVICE']._serialized_start=308
-  _globals['_WEBHOOKSERVICE']._serialized_end=430
+  _globals['_STRIPEEVENTSERVICE'].methods_by_name['ListStripeEvents']._loaded_options = None
+  _globals['_STRIPEEVENTSERVICE'].methods_by_name['ListStripeEvents']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\027\022\025/mgt/v1/stripe/events'
+  _globals['_STRIPEEVENTSERVICE'].methods_by_name['ReplayStripeEvents']._loaded_options = None
+  _globals['_STRIPEEVENTSERVICE'].methods_by_name['ReplayStripeEvents']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002!\"\034/mgt/v1/stripe/events:replay:\001*'
+  _globals['_STRIPEEVENTSTATUS']._serialized_start=1128
+  _globals['_STRIPEEVENTSTATUS']._serialized_end=1315
+  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_start=163
+  _globals['_RECORDSTRIPEEVENTREQUEST']._serialized_end=303
+  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_start=305
+  _globals['_RECORDSTRIPEEVENTRESPONSE']._serialized_end=416
+  _globals['_STRIPEEVENT']._serialized_start=419
+  _globals['_STRIPEEVENT']._serialized_end=719
+  _globals['_LISTSTRIPEEVENTSREQUEST']._serialized_start=722
+  _globals['_LISTSTRIPEEVENTSREQUEST']._serialized_end=851
+  _globals['_LISTSTRIPEEVENTSRESPONSE']._serialized_start=853
+  _globals['_LISTSTRIPEEVENTSRESPONSE']._serialized_end=945
+  _globals['_REPLAYSTRIPEEVENTSREQUEST']._serialized_start=947
+  _globals['_REPLAYSTRIPEEVENTSREQUEST']._serialized_end=1054
+  _globals['_REPLAYSTRIPEEVENTSRESPONSE']._serialized_start=1056
+  _globals['_REPLAYSTRIPEEVENTSRESPONSE']._serialized_end=1125
+  _globals['_WEBHOOKSERVICE']._serialized_start=1317
+  _globals['_WEBHOOKSERVICE']._serialized_end=1439
+  _globals['_STRIPEEVENTSERVICE']._serialized_start=1442
+  _globals['_STRIPEEVENTSERVICE']._serialized_end=1744
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +19,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _StripeEventStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StripeEventStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StripeEventStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STRIPE_EVENT_STATUS_UNSPECIFIED: _StripeEventStatus.ValueType  # 0
+    STRIPE_EVENT_STATUS_PENDING: _StripeEventStatus.ValueType  # 1
+    """Stored, not applied yet (waiting for the inbox worker)."""
+    STRIPE_EVENT_STATUS_APPLIED: _StripeEventStatus.ValueType  # 2
+    """Its effects are committed."""
+    STRIPE_EVENT_STATUS_IGNORED: _StripeEventStatus.ValueType  # 3
+    """Nothing to do (unknown type, other livemode, unusable shape, not ours); see error."""
+    STRIPE_EVENT_STATUS_FAILED: _StripeEventStatus.ValueType  # 4
+    """The last attempt failed; retried at next_attempt_at when that is set."""
+
+class StripeEventStatus(_StripeEventStatus, metaclass=_StripeEventStatusEnumTypeWrapper):
+    """Where a stored Stripe event stands."""
+
+STRIPE_EVENT_STATUS_UNSPECIFIED: StripeEventStatus.ValueType  # 0
+STRIPE_EVENT_STATUS_PENDING: StripeEventStatus.ValueType  # 1
+"""Stored, not applied yet (waiting for the inbox worker)."""
+STRIPE_EVENT_STATUS_APPLIED: StripeEventStatus.ValueType  # 2
+"""Its effects are committed."""
+STRIPE_EVENT_STATUS_IGNORED: StripeEventStatus.ValueType  # 3
+"""Nothing to do (unknown type, other livemode, unusable shape, not ours); see error."""
+STRIPE_EVENT_STATUS_FAILED: StripeEventStatus.ValueType  # 4
+"""The last attempt failed; retried at next_attempt_at when that is set."""
+Global___StripeEventStatus: _TypeAlias = StripeEventStatus  # noqa: Y015
 
 @_typing.final
 class RecordStripeEventRequest(_message.Message):
@@ -50,19 +84,185 @@ class RecordStripeEventResponse(_message.Message):
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     duplicate: _builtins.bool
-    """True when the event was recorded before; nothing was done again."""
+    """True when the event was stored before."""
+    status: Global___StripeEventStatus.ValueType
+    """Where the event stands after this call."""
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
         duplicate: _builtins.bool = ...,
+        status: Global___StripeEventStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordStripeEventResponse: _TypeAlias = RecordStripeEventResponse  # noqa: Y015
+
+@_typing.final
+class StripeEvent(_message.Message):
+    """A stored Stripe event (the payload itself is not returned)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIVEMODE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    PROCESSED_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    type: _builtins.str
+    status: Global___StripeEventStatus.ValueType
+    livemode: _builtins.bool
+    attempts: _builtins.int
+    """Attempts to apply it so far."""
+    last_error: _builtins.str
+    """The last failure, or why it was ignored."""
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def processed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """When the server tries a failed event again; unset when it will not by itself."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        status: Global___StripeEventStatus.ValueType = ...,
+        livemode: _builtins.bool = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        processed_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt_at", b"next_attempt_at", "processed_at", b"processed_at", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "event_id", b"event_id", "last_error", b"last_error", "livemode", b"livemode", "next_attempt_at", b"next_attempt_at", "processed_at", b"processed_at", "received_at", b"received_at", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StripeEvent: _TypeAlias = StripeEvent  # noqa: Y015
+
+@_typing.final
+class ListStripeEventsRequest(_message.Message):
+    """Request of StripeEventService.ListStripeEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: Global___StripeEventStatus.ValueType
+    """Only events of this status; unspecified lists all."""
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    """From a previous next_page_token."""
+    def __init__(
+        self,
+        *,
+        status: Global___StripeEventStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStripeEventsRequest: _TypeAlias = ListStripeEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListStripeEventsResponse(_message.Message):
+    """Response of StripeEventService.ListStripeEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StripeEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___StripeEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStripeEventsResponse: _TypeAlias = ListStripeEventsResponse  # noqa: Y015
+
+@_typing.final
+class ReplayStripeEventsRequest(_message.Message):
+    """Request of StripeEventService.ReplayStripeEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ALL_FAILED_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """One event; leave empty and set all_failed to replay every failed event."""
+    all_failed: _builtins.bool
+    """Every event whose status is failed."""
+    request_id: _builtins.str
+    """Accepted for the contract's shape; a replay is harmless to repeat."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        all_failed: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_failed", b"all_failed", "event_id", b"event_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayStripeEventsRequest: _TypeAlias = ReplayStripeEventsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayStripeEventsResponse(_message.Message):
+    """Response of StripeEventService.ReplayStripeEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StripeEvent]:
+        """Each replayed event as it stands afterwards."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___StripeEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayStripeEventsResponse: _TypeAlias = ReplayStripeEventsResponse  # noqa: Y015

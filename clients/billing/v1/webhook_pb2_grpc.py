@@ -55,7 +55,10 @@ class WebhookServiceServicer:
     """
 
     def RecordStripeEvent(self, request, context):
-        """Records a verified event exactly once.
+        """Stores a verified event exactly once, then applies it (large events are
+        applied by the server's inbox worker). Answers OK once the event is stored,
+        whether or not its effects succeeded: a failure is recorded on the event and
+        retried by the server itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +105,130 @@ class WebhookService:
             '/billing.v1.WebhookService/RecordStripeEvent',
             billing_dot_v1_dot_webhook__pb2.RecordStripeEventRequest.SerializeToString,
             billing_dot_v1_dot_webhook__pb2.RecordStripeEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class StripeEventServiceStub:
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListStripeEvents = channel.unary_unary(
+                '/billing.v1.StripeEventService/ListStripeEvents',
+                request_serializer=billing_dot_v1_dot_webhook__pb2.ListStripeEventsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_webhook__pb2.ListStripeEventsResponse.FromString,
+                _registered_method=True)
+        self.ReplayStripeEvents = channel.unary_unary(
+                '/billing.v1.StripeEventService/ReplayStripeEvents',
+                request_serializer=billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsRequest.SerializeToString,
+                response_deserializer=billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsResponse.FromString,
+                _registered_method=True)
+
+
+class StripeEventServiceServicer:
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    def ListStripeEvents(self, request, context):
+        """Stored Stripe events, newest first, optionally of one status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayStripeEvents(self, request, context):
+        """Applies one stored event again, or every failed one. Harmless on an event
+        already applied: every effect is guarded by its natural key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StripeEventServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListStripeEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStripeEvents,
+                    request_deserializer=billing_dot_v1_dot_webhook__pb2.ListStripeEventsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_webhook__pb2.ListStripeEventsResponse.SerializeToString,
+            ),
+            'ReplayStripeEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayStripeEvents,
+                    request_deserializer=billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsRequest.FromString,
+                    response_serializer=billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'billing.v1.StripeEventService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('billing.v1.StripeEventService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StripeEventService:
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    @staticmethod
+    def ListStripeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.StripeEventService/ListStripeEvents',
+            billing_dot_v1_dot_webhook__pb2.ListStripeEventsRequest.SerializeToString,
+            billing_dot_v1_dot_webhook__pb2.ListStripeEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayStripeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/billing.v1.StripeEventService/ReplayStripeEvents',
+            billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsRequest.SerializeToString,
+            billing_dot_v1_dot_webhook__pb2.ReplayStripeEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

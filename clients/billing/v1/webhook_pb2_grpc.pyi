@@ -39,7 +39,11 @@ class WebhookServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WebhookServiceAsyncStub: ...
     RecordStripeEvent: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.RecordStripeEventRequest, _webhook_pb2.RecordStripeEventResponse]
-    """Records a verified event exactly once."""
+    """Stores a verified event exactly once, then applies it (large events are
+    applied by the server's inbox worker). Answers OK once the event is stored,
+    whether or not its effects succeeded: a failure is recorded on the event and
+    retried by the server itself.
+    """
 
 @_typing.type_check_only
 class WebhookServiceAsyncStub(WebhookServiceStub):
@@ -52,7 +56,11 @@ class WebhookServiceAsyncStub(WebhookServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordStripeEvent: _aio.UnaryUnaryMultiCallable[_webhook_pb2.RecordStripeEventRequest, _webhook_pb2.RecordStripeEventResponse]  # type: ignore[assignment]
-    """Records a verified event exactly once."""
+    """Stores a verified event exactly once, then applies it (large events are
+    applied by the server's inbox worker). Answers OK once the event is stored,
+    whether or not its effects succeeded: a failure is recorded on the event and
+    retried by the server itself.
+    """
 
 class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
     """WebhookService is internal: the webhook sidecar hands it provider events
@@ -68,6 +76,65 @@ class WebhookServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _webhook_pb2.RecordStripeEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_webhook_pb2.RecordStripeEventResponse, _abc.Awaitable[_webhook_pb2.RecordStripeEventResponse]]:
-        """Records a verified event exactly once."""
+        """Stores a verified event exactly once, then applies it (large events are
+        applied by the server's inbox worker). Answers OK once the event is stored,
+        whether or not its effects succeeded: a failure is recorded on the event and
+        retried by the server itself.
+        """
 
 def add_WebhookServiceServicer_to_server(servicer: WebhookServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class StripeEventServiceStub:
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> StripeEventServiceAsyncStub: ...
+    ListStripeEvents: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ListStripeEventsRequest, _webhook_pb2.ListStripeEventsResponse]
+    """Stored Stripe events, newest first, optionally of one status."""
+    ReplayStripeEvents: _grpc.UnaryUnaryMultiCallable[_webhook_pb2.ReplayStripeEventsRequest, _webhook_pb2.ReplayStripeEventsResponse]
+    """Applies one stored event again, or every failed one. Harmless on an event
+    already applied: every effect is guarded by its natural key.
+    """
+
+@_typing.type_check_only
+class StripeEventServiceAsyncStub(StripeEventServiceStub):
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListStripeEvents: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ListStripeEventsRequest, _webhook_pb2.ListStripeEventsResponse]  # type: ignore[assignment]
+    """Stored Stripe events, newest first, optionally of one status."""
+    ReplayStripeEvents: _aio.UnaryUnaryMultiCallable[_webhook_pb2.ReplayStripeEventsRequest, _webhook_pb2.ReplayStripeEventsResponse]  # type: ignore[assignment]
+    """Applies one stored event again, or every failed one. Harmless on an event
+    already applied: every effect is guarded by its natural key.
+    """
+
+class StripeEventServiceServicer(metaclass=_abc_1.ABCMeta):
+    """StripeEventService is for operators (service key): the webhook inbox, its
+    events by status with their errors, and replay of failed ones.
+    """
+
+    @_abc_1.abstractmethod
+    def ListStripeEvents(
+        self,
+        request: _webhook_pb2.ListStripeEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ListStripeEventsResponse, _abc.Awaitable[_webhook_pb2.ListStripeEventsResponse]]:
+        """Stored Stripe events, newest first, optionally of one status."""
+
+    @_abc_1.abstractmethod
+    def ReplayStripeEvents(
+        self,
+        request: _webhook_pb2.ReplayStripeEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_webhook_pb2.ReplayStripeEventsResponse, _abc.Awaitable[_webhook_pb2.ReplayStripeEventsResponse]]:
+        """Applies one stored event again, or every failed one. Harmless on an event
+        already applied: every effect is guarded by its natural key.
+        """
+
+def add_StripeEventServiceServicer_to_server(servicer: StripeEventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,7 +1,9 @@
 """Checkout-session effects of the provider's events (DESIGN section 6).
 
-Registered with the webhook inbox at assembly (`tollbooth.app`); each runs inside the
-transaction that records the event. One fulfilment per checkout session, guarded by the
+Registered with the webhook inbox at assembly (`tollbooth.app`). The provider is the truth:
+the read phase (outside any transaction) fetches the checkout session and its subscription
+from the provider, and fulfilment acts on their status and payment status, never on the
+event body's. One fulfilment per checkout session, guarded by the
 `billing_effects` key `checkout:{cs_…}`: the purchases, subscription and credit grants it
 brings are written by the subscriptions room (`tollbooth.subscriptions.effects`).
 """
@@ -12,50 +14,123 @@ import datetime as dt
 from typing import Any
 
 from tollbooth.catalog import repository as catalog
-from tollbooth.checkout import repository
+from tollbooth.checkout import guard, repository
+from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession
+from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
 from tollbooth.provider.client import StripeProvider
 from tollbooth.subscriptions.effects import (
     Context,
     Effect,
+    Facts,
+    Reader,
     bound,
     grant_for_price,
     record_purchase,
     sync_subscription,
 )
-from tollbooth.webhooks.dispatch import Handler, claim_effect
+from tollbooth.webhooks.dispatch import Handler, Ignored, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
+
+STATUSES = ("open", "complete", "expired")
+PAYMENT_STATUSES = ("paid", "unpaid", "no_payment_required")
+
+
+def _session_of(obj: dict[str, Any]) -> str:
+    stripe_id = _id(obj.get("id"))
+    if not stripe_id:
+        raise Ignored("the event names no usable checkout session id")
+    return stripe_id
+
+
+def read_checkout(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+    """The provider's checkout session (and its subscription), whatever the event says."""
+    stripe_id = _session_of(obj)
+    try:
+        truth = provider.retrieve_checkout_session(stripe_id)
+    except DomainError as exc:
+        if exc.kind is Kind.INVALID_ARGUMENT:  # the provider does not know it
+            raise Ignored(f"the provider does not know checkout session {stripe_id}") from exc
+        raise
+    facts.checkout_sessions[stripe_id] = truth
+    sub_id = _id(truth.get("subscription"))
+    intent = _id(truth.get("payment_intent"))
+    if sub_id:
+        facts.read_subscription(provider, sub_id)
+        invoice = _id((facts.subscription(sub_id) or {}).get("latest_invoice"))
+        if invoice and truth.get("payment_status") == "paid":
+            intent = provider.invoice_payment_intent(invoice)
+    facts.payment_intents[stripe_id] = intent  # what paid it: a refund voids what it bought
 
 
 def on_checkout_completed(ctx: Context, obj: dict[str, Any]) -> None:
-    stripe_id = _id(obj.get("id"))
-    if not stripe_id:
-        return
+    stripe_id = _session_of(obj)
+    truth = ctx.facts.checkout_sessions[stripe_id]
     row = repository.checkout_by_stripe_id(ctx.session, stripe_id, owner=None, lock=True)
     if row is None:
-        return  # a checkout this service did not create
+        raise Ignored("a checkout session this service did not create")
     now = ctx.clock()
-    if obj.get("status") in ("complete", "expired") and row.status != obj["status"]:
-        row.status = str(obj["status"])
+    status = truth.get("status")
+    if status in ("complete", "expired") and row.status != status:
+        row.status = str(status)
         row.url = None
-    payment_status = str(obj.get("payment_status") or row.payment_status)
-    row.payment_status = payment_status
+    payment_status = truth.get("payment_status")
+    if payment_status in PAYMENT_STATUSES:
+        row.payment_status = str(payment_status)
     row.updated_at = now
-    if obj.get("status") != "complete" or payment_status not in ("paid", "no_payment_required"):
-        return  # not paid yet (an async method): checkout.session.async_payment_succeeded will
+    if status != "complete" or payment_status not in ("paid", "no_payment_required"):
+        # Not paid (yet): an async method's checkout.session.async_payment_succeeded will say.
+        ctx.changes.append(f"checkout {row.id} not paid at the provider: nothing granted")
+        return
     if not claim_effect(ctx.session, f"checkout:{stripe_id}", ctx.event_id, row.billing_account_id):
         return  # fulfilled already, by this event or a twin
-    _fulfil(ctx, row, obj, now)
+    canceled = ctx.facts.guard
+    sub_id = _id(truth.get("subscription"))
+    if sub_id and canceled is None:
+        guard.check(ctx.session, row, ctx.facts, sub_id)
+    if isinstance(canceled, guard.Canceled):
+        _yielded(ctx, row, canceled, now)
+        return
+    _fulfil(ctx, row, truth, now)
 
 
-def _fulfil(ctx: Context, row: CheckoutSession, obj: dict[str, Any], now: dt.datetime) -> None:
+def _yielded(
+    ctx: Context, row: CheckoutSession, canceled: guard.Canceled, now: dt.datetime
+) -> None:
+    """The checkout's subscription was canceled and refunded by the guard: nothing granted."""
+    row.fulfilled_at = now
+    row.stripe_subscription_id = canceled.subscription
+    sync_subscription(ctx, canceled.subscription)
+    outbox.enqueue(
+        ctx.session,
+        "checkout.conflict_canceled",
+        row.billing_account_id,
+        {
+            "checkout_session_id": row.id,
+            "stripe_checkout_session_id": row.stripe_checkout_session_id,
+            "stripe_subscription_id": canceled.subscription,
+            "kept_stripe_subscription_id": canceled.kept,
+            "refunded_invoice": canceled.invoice,
+            "refund": canceled.refund,
+        },
+        f"checkout.conflict_canceled:{row.stripe_checkout_session_id}",
+    )
+    ctx.changes.append(
+        f"checkout {row.id}: subscription {canceled.subscription} canceled and refunded"
+        f" (the group holds {canceled.kept})"
+    )
+
+
+def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.datetime) -> None:
     account = row.billing_account_id
     row.fulfilled_at = now
-    sub_id = _id(obj.get("subscription"))
+    sub_id = _id(truth.get("subscription"))
+    period_start = None  # a plan's grants expire counting from its billing period's start
     if sub_id:
         row.stripe_subscription_id = sub_id
-        sync_subscription(ctx, sub_id, _id(obj.get("customer")))
+        recorded = sync_subscription(ctx, sub_id)
+        period_start = recorded.current_period_start if recorded is not None else None
     prices = catalog.prices_by_ids(ctx.session, [i["price_id"] for i in row.items])
     for line, item in enumerate(row.items):
         price = prices.get(item["price_id"])
@@ -72,6 +147,8 @@ def _fulfil(ctx: Context, row: CheckoutSession, obj: dict[str, Any], now: dt.dat
             when="on_purchase",
             request_prefix=f"checkout:{row.stripe_checkout_session_id}",
             reason=f"purchase of {price.lookup_key or price.id}",
+            payment_intent=ctx.facts.payment_intents.get(row.stripe_checkout_session_id or ""),
+            anchor=period_start if price.type == "recurring" else None,
         )
     ctx.session.flush()
     outbox.enqueue(
@@ -93,26 +170,41 @@ def _fulfil(ctx: Context, row: CheckoutSession, obj: dict[str, Any], now: dt.dat
 
 
 def on_checkout_expired(ctx: Context, obj: dict[str, Any]) -> None:
-    stripe_id = _id(obj.get("id"))
-    row = (
-        repository.checkout_by_stripe_id(ctx.session, stripe_id, owner=None, lock=True)
-        if stripe_id
-        else None
-    )
-    if row is not None and row.status == "open":
+    stripe_id = _session_of(obj)
+    if ctx.facts.checkout_sessions[stripe_id].get("status") != "expired":
+        raise Ignored("the provider does not report this checkout session expired")
+    row = repository.checkout_by_stripe_id(ctx.session, stripe_id, owner=None, lock=True)
+    if row is None:
+        raise Ignored("a checkout session this service did not create")
+    if row.status == "open":
         row.status = "expired"
         row.url = None
         row.updated_at = ctx.clock()
         ctx.changes.append(f"checkout {row.id} expired")
 
 
-HANDLERS: dict[str, Effect] = {
-    "checkout.session.completed": on_checkout_completed,
-    "checkout.session.async_payment_succeeded": on_checkout_completed,
-    "checkout.session.expired": on_checkout_expired,
+HANDLERS: dict[str, tuple[Reader, Effect]] = {
+    "checkout.session.completed": (read_checkout, on_checkout_completed),
+    "checkout.session.async_payment_succeeded": (read_checkout, on_checkout_completed),
+    "checkout.session.expired": (read_checkout, on_checkout_expired),
 }
 
 
-def handlers(provider: StripeProvider) -> dict[str, Handler]:
+def guarded(db: Database) -> Reader:
+    """`read_checkout`, then the fulfilment guard's provider calls (`tollbooth.checkout.guard`)."""
+
+    def read(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+        read_checkout(provider, facts, obj)
+        facts.guard = guard.prepare(db, provider, facts, _session_of(obj))
+
+    return read
+
+
+def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
     """The inbox handlers of this room, by event type."""
-    return {event_type: bound(provider, effect) for event_type, effect in HANDLERS.items()}
+    table = {
+        **HANDLERS,
+        "checkout.session.completed": (guarded(db), on_checkout_completed),
+        "checkout.session.async_payment_succeeded": (guarded(db), on_checkout_completed),
+    }
+    return {kind: bound(provider, *pair) for kind, pair in table.items()}

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CheckoutSession, CheckoutSlot
+from tollbooth.db.models import BillingAccount, CheckoutSession, CheckoutSlot
 from tollbooth.db.types import utcnow
 
 
@@ -131,3 +131,27 @@ def stale_pending(
     if owner is not None:
         stmt = stmt.where(CheckoutSession.billing_account_id == owner)
     return list(session.scalars(stmt.order_by(CheckoutSession.created_at)))
+
+
+# -- the fulfilment guard (tollbooth.checkout.guard) -------------------------------------------
+
+
+def lock_account(session: Session, account_id: str) -> None:
+    """Fulfilments of one account take turns here (the group check, then the grants)."""
+    session.execute(
+        select(BillingAccount.id).where(BillingAccount.id == account_id).with_for_update()
+    )
+
+
+def fulfilled_subscription_ids(session: Session, account_id: str) -> set[str]:
+    """Subscriptions that a fulfilled checkout of the account brought (and granted for)."""
+    return {
+        str(sub)
+        for sub in session.scalars(
+            select(CheckoutSession.stripe_subscription_id).where(
+                CheckoutSession.billing_account_id == account_id,
+                CheckoutSession.fulfilled_at.is_not(None),
+                CheckoutSession.stripe_subscription_id.is_not(None),
+            )
+        )
+    }

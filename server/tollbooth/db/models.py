@@ -73,6 +73,14 @@ class StripeEvent(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Store first, then apply: pending (stored, not applied yet), applied, ignored (nothing to
+    # do, with the reason in last_error) or failed (retried at next_attempt_at while it is set).
+    status: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripe_events_due", "status", "next_attempt_at"),)
 
 
 class Product(Base):

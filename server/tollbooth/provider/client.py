@@ -391,6 +391,67 @@ class StripeProvider:
                 return out
             params = {**params, "starting_after": page.data[-1].id}
 
+    # -- the fulfilment guard: cancel and refund a subscription that slipped through --------
+
+    def cancel_subscription(self, subscription_id: str, *, idempotency: str) -> dict[str, Any]:
+        """Cancel at once; a subscription already canceled is returned as it is."""
+        current = self.retrieve_subscription(subscription_id)
+        if current is not None and current.get("status") in ("canceled", "incomplete_expired"):
+            return current
+        return self._plain(
+            self._call(
+                "cancel subscription",
+                lambda: self.client.v1.subscriptions.cancel(
+                    subscription_id,
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid an invoice (None when nothing paid it)."""
+        invoice = self._plain(
+            self._call("retrieve invoice", lambda: self.client.v1.invoices.retrieve(invoice_id))
+        )
+        payments = ((invoice.get("payments") or {}).get("data")) or []
+        intents = [
+            str((p.get("payment") or {}).get("payment_intent"))
+            for p in payments
+            if p.get("status") == "paid" and (p.get("payment") or {}).get("payment_intent")
+        ]
+        return intents[0] if intents else None
+
+    def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
+        """Stripe's current charge; None when the provider does not know the id."""
+        try:
+            charge = self.client.v1.charges.retrieve(charge_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) == 404:
+                return None
+            raise _map_error(exc, "retrieve charge") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "retrieve charge") from exc
+        return self._plain(charge)
+
+    def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
+        """Refund what the invoice's payment charged; the refund's id, or None when nothing was
+        paid or it is refunded already."""
+        intent = self.invoice_payment_intent(invoice_id)
+        if intent is None:
+            return None
+        try:
+            refund = self.client.v1.refunds.create(
+                params={"payment_intent": intent, "reason": "duplicate"},
+                options=self._options(idempotency),  # type: ignore[arg-type]
+            )
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "code", None) == "charge_already_refunded":
+                return None
+            raise _map_error(exc, "refund invoice") from exc
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "refund invoice") from exc
+        return str(refund.id)
+
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):

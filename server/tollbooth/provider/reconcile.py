@@ -1,15 +1,17 @@
 """Operator command: reconcile subscriptions with Stripe (`tollbooth reconcile`).
 
-Safe to run at any time and as often as wanted: subscription state is always re-read from the
-provider under a row lock. Each subscription is handled in its own transaction, so one failure
-stops nothing else; failures are counted and reported. The subscriptions room owns the rows:
-it hands this command the ids it knows and the function that re-reads and writes one
-(`tollbooth.subscriptions.effects.resync`), at assembly.
+Safe to run at any time and as often as wanted: subscription state is always re-read from
+the provider (outside any transaction), then written under the row's lock. Each subscription
+is handled in its own transaction, so one failure stops nothing else; failures are counted
+and reported. The subscriptions room owns the rows: it hands this command the ids it knows,
+the function that reads one from the provider and the one that writes that read
+(`tollbooth.subscriptions.effects.read_for_resync`, `resync`), at assembly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -20,7 +22,8 @@ from tollbooth.provider.client import StripeProvider
 from tollbooth.webhooks.replay import Report, progress, why
 
 Known = Callable[[Session], list[str]]
-Resync = Callable[[Session, str, str | None], list[str]]
+Read = Callable[[str], Any]
+Resync = Callable[[Session, str, Any], list[str]]
 
 
 def reconcile(
@@ -28,6 +31,7 @@ def reconcile(
     provider: StripeProvider,
     *,
     known: Known,
+    read: Read,
     resync: Resync,
     progress_bar: bool | None = None,
 ) -> Report:
@@ -53,8 +57,9 @@ def reconcile(
     for sub_id in progress(list(targets), "reconciling subscriptions", show):
         report.seen += 1
         try:
+            facts = read(sub_id)  # the provider, outside any transaction
             with db.transaction() as session:
-                changes = resync(session, sub_id, targets[sub_id])
+                changes = resync(session, sub_id, facts)
         except Exception as exc:  # noqa: BLE001
             report.failed.append(f"{sub_id}: {why(exc)}")
             continue

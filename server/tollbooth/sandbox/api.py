@@ -207,6 +207,10 @@ def _routes() -> list[Route]:
             p.InvoiceLineItemListParams,
             lambda e, q, id: e.invoice_lines(id, q),
         ),
+        # refunds
+        r("POST", "/v1/refunds", p.RefundCreateParams, done(lambda e, q: e.create_refund(q))),
+        r("GET", "/v1/refunds/{id}", p.RefundRetrieveParams, one("refund")),
+        r("GET", "/v1/charges/{id}", p.ChargeRetrieveParams, one("charge")),
         # payment intents
         r(
             "POST",

@@ -41,6 +41,7 @@ KIND_NAMES = {
     "billing_portal.configuration": "billing portal configuration",
     "billing_portal.session": "billing portal session",
     "charge": "charge",
+    "refund": "refund",
 }
 
 _LIST_URLS = {

@@ -1,4 +1,4 @@
-"""Payment methods from test cards, charges, PaymentIntents and SetupIntents."""
+"""Payment methods from test cards, charges, PaymentIntents, SetupIntents and refunds."""
 
 from __future__ import annotations
 
@@ -413,3 +413,55 @@ class Payments(Core):
             self._attach(pm, self.customer(seti["customer"], "customer"))
         self.emit("setup_intent.succeeded", seti)
         return seti
+
+    # -- refunds ----------------------------------------------------------------------------
+
+    def create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Refund a succeeded charge (named, or the PaymentIntent's latest), all of what remains
+        or `amount`; emits `refund.created` and `charge.refunded`, signed like every event."""
+        if params.get("charge"):
+            charge = self.load(as_str(params["charge"], "charge"), "charge", "charge")
+        elif params.get("payment_intent"):
+            pi = self.load(
+                as_str(params["payment_intent"], "payment_intent"),
+                "payment_intent",
+                "payment_intent",
+            )
+            if not pi.get("latest_charge"):
+                raise bad_request("This PaymentIntent has no charge to refund.", "payment_intent")
+            charge = self.load(pi["latest_charge"], "charge", "payment_intent")
+        else:
+            raise bad_request("One of charge or payment_intent is required.", "charge")
+        if charge["status"] != "succeeded":
+            raise bad_request("This charge did not succeed; there is nothing to refund.", "charge")
+        remaining = int(charge["amount_captured"]) - int(charge["amount_refunded"])
+        if remaining <= 0:
+            raise bad_request(
+                f"Charge {charge['id']} has already been refunded.",
+                "charge",
+                code="charge_already_refunded",
+            )
+        amount = remaining
+        if "amount" in params:
+            amount = as_int(params["amount"], "amount", minimum=1, maximum=remaining)
+        customer = self.store.get(charge["customer"]) if charge.get("customer") else None
+        now = self.now_for(customer)
+        refund = {
+            "id": new_id("re_"),
+            "object": "refund",
+            "amount": amount,
+            "charge": charge["id"],
+            "created": now,
+            "currency": charge["currency"],
+            "metadata": merge_metadata({}, params["metadata"]) if "metadata" in params else {},
+            "payment_intent": charge["payment_intent"],
+            "reason": params.get("reason"),
+            "status": "succeeded",
+        }
+        self.store.put(refund)
+        charge["amount_refunded"] = int(charge["amount_refunded"]) + amount
+        charge["refunded"] = charge["amount_refunded"] >= int(charge["amount_captured"])
+        self.store.put(charge)
+        self.emit("refund.created", refund)
+        self.emit("charge.refunded", charge)
+        return refund

@@ -1,21 +1,24 @@
 """Subscription and invoice effects of the provider's events (DESIGN section 6).
 
-Registered with the webhook inbox at assembly (`tollbooth.app`); each runs inside the
-transaction that records the event and marks it processed. Every effect is guarded by its own
-natural key, because the provider can send two distinct events for one change:
+Registered with the webhook inbox at assembly (`tollbooth.app`) in two phases: `read` asks
+the provider for the subscription's current object outside any transaction (`Facts`), then
+the effect runs in the transaction that marks the event applied, with no network call. Every
+effect is guarded by its own natural key, because the provider can send two distinct events
+for one change:
 
 - one renewal per invoice: `billing_effects` key `invoice:{in_…}`; its credit grants carry
   request ids `invoice:{in_…}:{price}:{n}` (a checkout's `checkout:{cs_…}:{price}:{n}`);
 - outbound notifications carry dedupe keys (`subscription.created:{sub}` and so on).
 
-Order safety: a subscription's state is never taken from the event. The handler locks our row
-first (inserting a placeholder when it is new), then re-fetches Stripe's current object and
-writes that: whoever holds the lock fetches last, so the stored state is always the newest the
-provider reported, whatever order events arrive in. `canceled` and `incomplete_expired` are
-terminal: nothing ever moves a subscription out of them.
+Order safety: a subscription's state is never taken from the event, only from the provider's
+object read for it. Under our row's lock a read is written only if it began no earlier than
+the read already written (`synced_at`), so an older read that arrives late never overwrites a
+newer one. `canceled` and `incomplete_expired` are terminal: nothing ever moves a
+subscription out of them.
 
-Events about objects this service did not create (a customer that is not one of our accounts)
-change nothing.
+Events about objects this service did not create (a customer that is not one of our
+accounts), or that the provider does not know, are ignored: no row is ever written from the
+event body alone.
 """
 
 from __future__ import annotations
@@ -23,34 +26,66 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tollbooth import amounts
 from tollbooth.auth.caller import SERVICE
+from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
+from tollbooth.errors import DomainError, Kind
 from tollbooth.ids import new_id
 from tollbooth.notifications import outbox
 from tollbooth.provider import repository as links
 from tollbooth.provider.client import StripeProvider
 from tollbooth.subscriptions import repository
-from tollbooth.webhooks.dispatch import Handler, claim_effect
+from tollbooth.webhooks.dispatch import Handler, Ignored, as_dict, as_list, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
 
 log = logging.getLogger("tollbooth.fulfilment")
 
 Effect = Callable[["Context", dict[str, Any]], None]
+Reader = Callable[[StripeProvider, "Facts", dict[str, Any]], None]
+
+
+class Facts:
+    """What the provider said about an event's objects, read before any transaction opens."""
+
+    def __init__(self) -> None:
+        self.read_at = utcnow()
+        self.subscriptions: dict[str, dict[str, Any] | None] = {}
+        self.checkout_sessions: dict[str, dict[str, Any]] = {}
+        self.guard: Any = None  # what the fulfilment guard did at the provider, if anything
+        self.payment_intents: dict[str, str | None] = {}  # checkout session -> what paid it
+        self.charges: dict[str, dict[str, Any] | None] = {}
+
+    def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
+        """The provider's object (None: the provider does not know it)."""
+        if stripe_subscription_id not in self.subscriptions:
+            raise DomainError(
+                Kind.INTERNAL,
+                "INTERNAL",
+                f"subscription {stripe_subscription_id} was not read before applying",
+            )
+        return self.subscriptions[stripe_subscription_id]
+
+    def read_subscription(self, provider: StripeProvider, stripe_subscription_id: str) -> None:
+        if stripe_subscription_id not in self.subscriptions:
+            self.subscriptions[stripe_subscription_id] = provider.retrieve_subscription(
+                stripe_subscription_id
+            )
 
 
 class Context:
-    """One event being applied: the transaction, the provider, and what it changed."""
+    """One event being applied: the transaction, what the provider said, what it changed."""
 
-    def __init__(self, session: Session, provider: StripeProvider, event_id: str) -> None:
+    def __init__(self, session: Session, facts: Facts, event_id: str) -> None:
         self.session = session
-        self.provider = provider
+        self.facts = facts
         self.event_id = event_id
         self.changes: list[str] = []
 
@@ -71,25 +106,24 @@ def _ts(value: Any) -> dt.datetime | None:
 
 
 def _first_item(sub: dict[str, Any]) -> dict[str, Any]:
-    data = ((sub.get("items") or {}).get("data")) or []
+    data = as_list(as_dict(sub.get("items")).get("data"))
     return data[0] if data and isinstance(data[0], dict) else {}
 
 
-def sync_subscription(
-    ctx: Context, stripe_subscription_id: str, customer_hint: str | None
-) -> Subscription | None:
-    """Bring our row in line with Stripe's current object; None when it is not ours."""
+def sync_subscription(ctx: Context, stripe_subscription_id: str) -> Subscription | None:
+    """Bring our row in line with the provider's object read for this event; None when the
+    subscription is not ours or the provider does not know it (nothing is written)."""
     session = ctx.session
+    truth = ctx.facts.subscription(stripe_subscription_id)
     existing = repository.subscription_by_stripe_id(session, stripe_subscription_id, owner=None)
     if existing is None:
-        if customer_hint:
-            account = links.account_by_customer(session, customer_hint)
-        else:  # the event did not say whose it is: ask the provider
-            truth = ctx.provider.retrieve_subscription(stripe_subscription_id)
-            customer = _id((truth or {}).get("customer"))
-            account = links.account_by_customer(session, customer) if customer else None
+        if truth is None:
+            return None  # unknown to the provider: never a row from the event alone
+        customer = _id(truth.get("customer"))
+        account = links.account_by_customer(session, customer) if customer else None
         if account is None:
             return None  # not one of our customers: acknowledge, change nothing
+        # A placeholder to lock; the provider's object overwrites it in this transaction.
         created = repository.ensure_subscription_row(
             session, account.id, stripe_subscription_id, "incomplete"
         )
@@ -97,10 +131,11 @@ def sync_subscription(
         created = False
     row = repository.lock_subscription(session, stripe_subscription_id, owner=None)
     assert row is not None
-    truth = ctx.provider.retrieve_subscription(stripe_subscription_id)
     if truth is None:
         log.warning("subscription %s is unknown to the provider", stripe_subscription_id)
         return row
+    if not created and row.synced_at is not None and row.synced_at > ctx.facts.read_at:
+        return row  # a newer read was written already
     _write_subscription(ctx, row, truth, created)
     return row
 
@@ -127,7 +162,8 @@ def _write_subscription(
     row.lookup_key = price.lookup_key if price else None
     row.subscription_group = price.subscription_group if price else None
     row.stackable = price.stackable if price else False
-    row.quantity = int(item.get("quantity") or 1)
+    quantity = item.get("quantity")
+    row.quantity = quantity if type(quantity) is int and 0 < quantity < 2**31 else 1
     row.current_period_start = _ts(
         item.get("current_period_start", truth.get("current_period_start"))
     )
@@ -138,7 +174,7 @@ def _write_subscription(
     row.latest_invoice = _id(truth.get("latest_invoice"))
     row.provider_created_at = _ts(truth.get("created"))
     now = ctx.clock()
-    row.synced_at = now
+    row.synced_at = ctx.facts.read_at
     after = _snapshot(row)
     if after == before and not created:
         return
@@ -161,6 +197,66 @@ def _write_subscription(
         outbox.enqueue(ctx.session, "subscription.updated", account, payload)
         changed = sorted(k for k in after if after[k] != before.get(k))
         ctx.changes.append(f"subscription {sub} updated: {', '.join(changed)}")
+        if status in repository.LIVE_STATES and before.get("price_id"):
+            _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
+
+
+def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
+    """What a price grants each period (its `on_renewal` grants × quantity), by credit type."""
+    out: dict[str, Decimal] = {}
+    for spec in (price.credit_grants or []) if price else []:
+        if spec.get("on_renewal"):
+            kind = str(spec["credit_type"])
+            each = amounts.times(str(spec["amount"]), max(quantity, 1), "credit_grants.amount")
+            out[kind] = amounts.add(out.get(kind, amounts.ZERO), each)
+    return out
+
+
+def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
+    """An upgrade grants, at once, what the new plan gives per period beyond the old one, per
+    credit type (never less: a downgrade takes nothing back); once per subscription, change
+    and billing period."""
+    if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
+        return
+    prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
+    old = _per_period(prices.get(old_price_id), old_quantity)
+    new = _per_period(prices.get(row.price_id), row.quantity)
+    period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
+    key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
+    key = f"{key}:{row.quantity}:{period}"
+    extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
+    extra = {kind: amount for kind, amount in extra.items() if amount > 0}
+    if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
+        return
+    for n, (kind, amount) in enumerate(sorted(extra.items())):
+        request_id = f"{key}:{n}"
+        grant = credit_grants.grant(
+            ctx.session,
+            SERVICE,
+            row.billing_account_id,
+            credit_type=kind,
+            amount=format(amount, "f"),
+            reason=f"upgrade to {row.lookup_key or row.price_id}",
+            priority=0,
+            expire_at=row.current_period_end,
+            request_id=request_id,
+            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
+            clock=ctx.clock,
+        )
+        outbox.enqueue(
+            ctx.session,
+            "credits.granted",
+            row.billing_account_id,
+            {
+                "grant_id": grant.id,
+                "credit_type": kind,
+                "amount": format(amount, "f"),
+                "price_id": row.price_id,
+                "request_id": request_id,
+            },
+            f"credits.granted:{request_id}",
+        )
+        ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
 
 
 def _snapshot(row: Subscription) -> dict[str, Any]:
@@ -193,10 +289,20 @@ def _subscription_payload(row: Subscription) -> dict[str, Any]:
     }
 
 
-def on_subscription(ctx: Context, obj: dict[str, Any]) -> None:
+def _subscription_of(obj: dict[str, Any]) -> str:
     sub_id = _id(obj.get("id"))
-    if sub_id:
-        sync_subscription(ctx, sub_id, _id(obj.get("customer")))
+    if not sub_id:
+        raise Ignored("the event names no usable subscription id")
+    return sub_id
+
+
+def read_subscription(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+    facts.read_subscription(provider, _subscription_of(obj))
+
+
+def on_subscription(ctx: Context, obj: dict[str, Any]) -> None:
+    if sync_subscription(ctx, _subscription_of(obj)) is None:
+        raise Ignored("the subscription is not one of ours, or unknown to the provider")
 
 
 # -- grants -----------------------------------------------------------------------------------
@@ -211,13 +317,17 @@ def grant_for_price(
     when: str,
     request_prefix: str,
     reason: str,
+    anchor: dt.datetime | None = None,
+    payment_intent: str | None = None,
 ) -> None:
+    """The grants a price brings; their expiry counts from `anchor` (the billing period's
+    start) when given, else from now."""
     for n, spec in enumerate(price.credit_grants or []):
         if not spec.get(when):
             continue
         # Exact, or AMOUNT_INVALID past the storage cap (issue 14, finding 7): never rounded.
         amount = amounts.times(str(spec["amount"]), max(quantity, 1), f"credit_grants[{n}].amount")
-        now = ctx.clock()
+        now = anchor or ctx.clock()
         expires = int(spec.get("expires_after_sec") or 0)
         request_id = f"{request_prefix}:{price.id}:{n}"
         grant = credit_grants.grant(
@@ -230,7 +340,11 @@ def grant_for_price(
             priority=int(spec.get("priority") or 0),
             expire_at=now + dt.timedelta(seconds=expires) if expires else None,
             request_id=request_id,
-            metadata={"price_id": price.id, "event_id": ctx.event_id},
+            metadata={
+                "price_id": price.id,
+                "event_id": ctx.event_id,
+                **({"payment_intent": payment_intent} if payment_intent else {}),
+            },
             clock=ctx.clock,
             for_purchase=True,
         )
@@ -282,24 +396,32 @@ def record_purchase(
 
 
 def _invoice_subscription(obj: dict[str, Any]) -> str | None:
-    details = (obj.get("parent") or {}).get("subscription_details") or {}
+    details = as_dict(as_dict(obj.get("parent")).get("subscription_details"))
     return _id(details.get("subscription")) or _id(obj.get("subscription"))
 
 
-def _line_price(line: dict[str, Any]) -> str | None:
-    pricing = (line.get("pricing") or {}).get("price_details") or {}
-    return _id(pricing.get("price")) or _id(line.get("price"))
+def _invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
+    invoice_id, sub_id = _id(obj.get("id")), _invoice_subscription(obj)
+    if not invoice_id or not sub_id:
+        raise Ignored("not a subscription invoice with usable ids")
+    return invoice_id, sub_id
+
+
+def read_invoice(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+    facts.read_subscription(provider, _invoice_ids(obj)[1])
+
+
+def _items(truth: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in as_list(as_dict(truth.get("items")).get("data")) if isinstance(i, dict)]
 
 
 def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
-    invoice_id = _id(obj.get("id"))
-    sub_id = _invoice_subscription(obj)
-    if not invoice_id or not sub_id:
-        return
-    row = sync_subscription(ctx, sub_id, _id(obj.get("customer")))
+    invoice_id, sub_id = _invoice_ids(obj)
+    row = sync_subscription(ctx, sub_id)
     if row is None:
-        return
+        raise Ignored("the subscription is not one of ours, or unknown to the provider")
     account = row.billing_account_id
+    billing_reason = obj.get("billing_reason")
     outbox.enqueue(
         ctx.session,
         "invoice.paid",
@@ -307,43 +429,45 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
         {
             "stripe_invoice_id": invoice_id,
             "subscription_id": row.id,
-            "billing_reason": obj.get("billing_reason"),
-            "amount_paid": obj.get("amount_paid"),
-            "currency": obj.get("currency"),
+            "billing_reason": billing_reason if isinstance(billing_reason, str) else None,
+            "amount_paid": obj.get("amount_paid") if type(obj.get("amount_paid")) is int else None,
+            "currency": obj.get("currency") if isinstance(obj.get("currency"), str) else None,
         },
         f"invoice.paid:{invoice_id}",
     )
-    if obj.get("billing_reason") != "subscription_cycle":
+    if billing_reason != "subscription_cycle":
         return  # the first invoice is the purchase: checkout fulfilment grants for it
     if not claim_effect(ctx.session, f"invoice:{invoice_id}", ctx.event_id, account):
         return  # this invoice's renewal was applied already
-    lines = ((obj.get("lines") or {}).get("data")) or []
-    for n, line in enumerate(lines):
-        stripe_price = _line_price(line) if isinstance(line, dict) else None
+    # What renews is what the provider says the subscription holds (every recurring item),
+    # never the invoice's line list from the event body.
+    truth = ctx.facts.subscription(sub_id) or {}
+    for item in _items(truth):
+        stripe_price = _id(item.get("price"))
         price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
         if price is None:
             continue
+        quantity = item.get("quantity")
         grant_for_price(
             ctx,
             account,
             price,
-            int(line.get("quantity") or 1),
+            quantity if type(quantity) is int and 0 < quantity < 2**31 else 1,
             when="on_renewal",
-            request_prefix=f"invoice:{invoice_id}:{n}",
+            request_prefix=f"invoice:{invoice_id}:{stripe_price}",
             reason=f"renewal of {price.lookup_key or price.id}",
+            anchor=_ts(item.get("current_period_start", truth.get("current_period_start"))),
         )
     ctx.changes.append(f"invoice {invoice_id} renewal applied")
 
 
 def on_invoice_payment_failed(ctx: Context, obj: dict[str, Any]) -> None:
-    invoice_id = _id(obj.get("id"))
-    sub_id = _invoice_subscription(obj)
-    if not invoice_id or not sub_id:
-        return
-    row = sync_subscription(ctx, sub_id, _id(obj.get("customer")))
+    invoice_id, sub_id = _invoice_ids(obj)
+    row = sync_subscription(ctx, sub_id)
     if row is None:
-        return
-    attempt = int(obj.get("attempt_count") or 0)
+        raise Ignored("the subscription is not one of ours, or unknown to the provider")
+    count = obj.get("attempt_count")
+    attempt = count if type(count) is int and 0 <= count < 1000 else 0
     outbox.enqueue(
         ctx.session,
         "invoice.payment_failed",
@@ -353,47 +477,62 @@ def on_invoice_payment_failed(ctx: Context, obj: dict[str, Any]) -> None:
             "subscription_id": row.id,
             "state": row.state,
             "attempt_count": attempt,
-            "amount_due": obj.get("amount_due"),
-            "currency": obj.get("currency"),
+            "amount_due": obj.get("amount_due") if type(obj.get("amount_due")) is int else None,
+            "currency": obj.get("currency") if isinstance(obj.get("currency"), str) else None,
         },
         f"invoice.payment_failed:{invoice_id}:{attempt}",
     )
 
 
-HANDLERS: dict[str, Effect] = {
-    "customer.subscription.created": on_subscription,
-    "customer.subscription.updated": on_subscription,
-    "customer.subscription.deleted": on_subscription,
-    "customer.subscription.paused": on_subscription,
-    "customer.subscription.resumed": on_subscription,
-    "invoice.paid": on_invoice_paid,
-    "invoice.payment_failed": on_invoice_payment_failed,
+HANDLERS: dict[str, tuple[Reader, Effect]] = {
+    "customer.subscription.created": (read_subscription, on_subscription),
+    "customer.subscription.updated": (read_subscription, on_subscription),
+    "customer.subscription.deleted": (read_subscription, on_subscription),
+    "customer.subscription.paused": (read_subscription, on_subscription),
+    "customer.subscription.resumed": (read_subscription, on_subscription),
+    "invoice.paid": (read_invoice, on_invoice_paid),
+    "invoice.payment_failed": (read_invoice, on_invoice_payment_failed),
 }
 
 
-def bound(provider: StripeProvider, effect: Effect) -> Handler:
-    """`effect` as an inbox handler: a Context per event, its change lines returned."""
+def bound(provider: StripeProvider, reader: Reader, effect: Effect) -> Handler:
+    """`reader` then `effect` as an inbox handler: the provider read first, outside any
+    transaction; then a Context per event, its change lines returned."""
 
-    def handler(session: Session, event_id: str, obj: dict[str, Any]) -> list[str]:
-        ctx = Context(session, provider, event_id)
+    def read(obj: dict[str, Any]) -> Facts:
+        facts = Facts()
+        reader(provider, facts, obj)
+        return facts
+
+    def apply(session: Session, event_id: str, obj: dict[str, Any], facts: Any) -> list[str]:
+        ctx = Context(session, facts, event_id)
         effect(ctx, obj)
         return ctx.changes
 
-    return handler
+    return Handler(read, apply)
 
 
 def handlers(provider: StripeProvider) -> dict[str, Handler]:
-    """The inbox handlers of this room, by event type."""
-    return {event_type: bound(provider, effect) for event_type, effect in HANDLERS.items()}
+    """The inbox handlers of this room, by event type (refunds: `subscriptions.refunds`)."""
+    from tollbooth.subscriptions import refunds
+
+    table = {**HANDLERS, **refunds.HANDLERS}
+    return {kind: bound(provider, *pair) for kind, pair in table.items()}
 
 
-def resync(provider: StripeProvider) -> Callable[[Session, str, str | None], list[str]]:
-    """Re-read one subscription from the provider and write it (the reconcile command)."""
+Resync = Callable[[Session, str, Facts], list[str]]
 
-    def run(session: Session, stripe_subscription_id: str, customer: str | None) -> list[str]:
-        ctx = Context(session, provider, "reconcile")
-        sync_subscription(ctx, stripe_subscription_id, customer)
-        session.flush()
-        return ctx.changes
 
-    return run
+def read_for_resync(provider: StripeProvider, stripe_subscription_id: str) -> Facts:
+    """The reconcile command's read, outside any transaction."""
+    facts = Facts()
+    facts.read_subscription(provider, stripe_subscription_id)
+    return facts
+
+
+def resync(session: Session, stripe_subscription_id: str, facts: Facts) -> list[str]:
+    """Write one subscription as the provider reported it (the reconcile command)."""
+    ctx = Context(session, facts, "reconcile")
+    sync_subscription(ctx, stripe_subscription_id)
+    session.flush()
+    return ctx.changes

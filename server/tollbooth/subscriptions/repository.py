@@ -14,7 +14,7 @@ from sqlalchemy import CompoundSelect, Select, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import Purchase, Subscription
+from tollbooth.db.models import CreditGrant, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.paging import after_clause
@@ -191,3 +191,17 @@ def holdings_select(account_id: str) -> CompoundSelect:
 def held_prices(session: Session, account_id: str) -> list[Holding]:
     rows = session.execute(holdings_select(account_id)).all()
     return [Holding(*row) for row in rows]
+
+
+def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:
+    """The account's grants with something left that one payment bought (their metadata says
+    which PaymentIntent paid for them)."""
+    rows = session.scalars(
+        select(CreditGrant)
+        .where(
+            CreditGrant.billing_account_id == account_id,
+            CreditGrant.state.in_(("active", "depleted")),
+        )
+        .order_by(CreditGrant.created_at, CreditGrant.id)
+    )
+    return [g for g in rows if (g.attributes or {}).get("payment_intent") == payment_intent]

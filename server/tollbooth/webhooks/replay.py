@@ -14,11 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tollbooth.db import Database
 from tollbooth.errors import DomainError
-from tollbooth.webhooks import repository as inbox
-from tollbooth.webhooks.dispatch import Registry
-from tollbooth.webhooks.service import replay
+from tollbooth.webhooks import repository
+from tollbooth.webhooks.service import Inbox
 
 T = TypeVar("T")
 
@@ -47,25 +45,30 @@ def why(exc: Any) -> str:
 
 
 def replay_events(
-    db: Database,
-    registry: Registry,
+    inbox: Inbox,
     *,
     since: dt.datetime | None = None,
     event_id: str | None = None,
+    failed_only: bool = False,
     progress_bar: bool | None = None,
 ) -> Report:
-    """Apply stored events again, oldest first (all, received since `since`, or one)."""
-    with db.transaction(readonly=True) as session:
-        ids = inbox.events_to_replay(session, since=since, event_id=event_id)
+    """Apply stored events again, oldest first (all, received since `since`, one, or the
+    failed ones)."""
+    with inbox.db.transaction(readonly=True) as session:
+        if failed_only:
+            ids = repository.failed_ids(session)
+        else:
+            ids = repository.events_to_replay(session, since=since, event_id=event_id)
     report = Report()
     show = None if progress_bar is None else not progress_bar
     for ident in progress(ids, "replaying events", show):
         report.seen += 1
         try:
-            with db.transaction() as session:
-                _, changes = replay(session, ident, registry)
+            outcome = inbox.replay(ident)
         except Exception as exc:  # noqa: BLE001 - reported, the rest goes on
             report.failed.append(f"{ident}: {why(exc)}")
             continue
-        report.changed.extend(f"{ident}: {line}" for line in changes)
+        if outcome.status == "failed":
+            report.failed.append(f"{ident}: {outcome.error}")
+        report.changed.extend(f"{ident}: {line}" for line in outcome.changes)
     return report

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import BillingEffect, StripeEvent
 from tollbooth.db.types import utcnow
+from tollbooth.paging import after_clause
 
 
 def insert_event(
@@ -21,8 +22,11 @@ def insert_event(
     livemode: bool,
     created: dt.datetime | None,
     payload: bytes,
+    next_attempt_at: dt.datetime | None = None,
 ) -> bool:
-    """Insert first, never check-then-insert: True only for the one call that wrote it."""
+    """Insert first, never check-then-insert: True only for the one call that wrote it.
+
+    The event starts `pending`; the worker picks it up at `next_attempt_at` (now by default)."""
     stmt = (
         upsert_insert(session, StripeEvent)
         .values(
@@ -33,6 +37,9 @@ def insert_event(
             provider_created_at=created,
             payload=payload,
             received_at=utcnow(),
+            status="pending",
+            attempts=0,
+            next_attempt_at=next_attempt_at or utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(StripeEvent.event_id)
@@ -47,13 +54,17 @@ def count_events(session: Session, event_id: str | None = None) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+STATUSES = ("pending", "applied", "ignored", "failed")
+
+
 def count_by_status(session: Session) -> dict[str, int]:
-    """Stored events: how many are processed and how many wait (failed or not yet applied)."""
-    processed = StripeEvent.processed_at.is_not(None)
-    rows = session.execute(select(processed, func.count()).group_by(processed)).all()
-    counts = {"processed": 0, "pending": 0}
-    for done, n in rows:
-        counts["processed" if done else "pending"] += int(n)
+    """Stored events by status: pending, applied, ignored, failed."""
+    rows = session.execute(
+        select(StripeEvent.status, func.count()).group_by(StripeEvent.status)
+    ).all()
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, n in rows:
+        counts[str(status)] = counts.get(str(status), 0) + int(n)
     return counts
 
 
@@ -67,9 +78,104 @@ def lock_event(session: Session, event_id: str) -> StripeEvent | None:
     ).first()
 
 
-def mark_processed(session: Session, event_id: str, at: dt.datetime) -> None:
+def read_event(session: Session, event_id: str) -> StripeEvent | None:
+    return session.get(StripeEvent, event_id)
+
+
+def mark_done(
+    session: Session, event_id: str, status: str, at: dt.datetime, reason: str | None = None
+) -> None:
+    """Applied or ignored: one more attempt, no further retry."""
     session.execute(
-        update(StripeEvent).where(StripeEvent.event_id == event_id).values(processed_at=at)
+        update(StripeEvent)
+        .where(StripeEvent.event_id == event_id)
+        .values(
+            status=status,
+            processed_at=at,
+            attempts=StripeEvent.attempts + 1,
+            last_error=reason[:500] if reason else None,
+            next_attempt_at=None,
+        )
+    )
+
+
+def mark_failed(
+    session: Session, event_id: str, error: str, next_attempt_at: dt.datetime | None
+) -> int:
+    """One more failed attempt; returns the attempts so far. `next_attempt_at` None: no more
+    automatic retries (an operator replays it)."""
+    row = session.scalars(
+        select(StripeEvent).where(StripeEvent.event_id == event_id).with_for_update()
+    ).first()
+    if row is None or row.status in ("applied", "ignored"):
+        return 0  # applied meanwhile by another delivery: the failure is history
+    row.status = "failed"
+    row.attempts += 1
+    row.last_error = error[:500]
+    row.next_attempt_at = next_attempt_at
+    session.flush()
+    return row.attempts
+
+
+def claim_due(
+    session: Session, now: dt.datetime, lease_until: dt.datetime, limit: int
+) -> list[str]:
+    """Events due for an attempt, leased to the caller until `lease_until`.
+
+    SKIP LOCKED: replicas polling at once take disjoint events; the lease (a later
+    next_attempt_at) keeps others off an event while it is applied outside this transaction.
+    """
+    ids = list(
+        session.scalars(
+            select(StripeEvent.event_id)
+            .where(
+                StripeEvent.status.in_(("pending", "failed")),
+                StripeEvent.next_attempt_at.is_not(None),
+                StripeEvent.next_attempt_at <= now,
+            )
+            .order_by(StripeEvent.next_attempt_at, StripeEvent.event_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.event_id.in_(ids))
+            .values(next_attempt_at=lease_until)
+        )
+    return ids
+
+
+def list_events(
+    session: Session,
+    *,
+    status: str | None,
+    after: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> list[StripeEvent]:
+    """Stored events, newest first, optionally of one status (operators)."""
+    stmt = select(StripeEvent)
+    if status is not None:
+        stmt = stmt.where(StripeEvent.status == status)
+    if after is not None:
+        stmt = stmt.where(
+            after_clause((StripeEvent.received_at, StripeEvent.event_id), after, descending=True)
+        )
+    return list(
+        session.scalars(
+            stmt.order_by(StripeEvent.received_at.desc(), StripeEvent.event_id.desc()).limit(limit)
+        )
+    )
+
+
+def failed_ids(session: Session) -> list[str]:
+    return list(
+        session.scalars(
+            select(StripeEvent.event_id)
+            .where(StripeEvent.status == "failed")
+            .order_by(StripeEvent.received_at, StripeEvent.event_id)
+        )
     )
 
 

@@ -1,4 +1,4 @@
-"""The inbox: each provider event is verified, validated and recorded once, in one transaction.
+"""The inbox: each provider event is verified, stored once, then applied (store first, then apply).
 
 Only Stripe can put an event here: the server checks the Stripe-Signature over the raw body
 itself (the sidecar's check is not trusted), so a backend service key alone records nothing.
@@ -8,29 +8,35 @@ A correctly signed event that can never be stored (not JSON, nested too deep, an
 api_version or created out of range) is refused permanently (WEBHOOK_EVENT_INVALID, HTTP 400):
 redelivering it for three days would change nothing.
 
-The handlers (registered at assembly in a `tollbooth.webhooks.dispatch.Registry`: checkout's
-and subscriptions' effects) run in the same transaction as the insert and
-set `processed_at`, so an event's effects and its id commit together; a handler failure rolls
-back everything, the event included, and answers 5xx (never INVALID_ARGUMENT, which the
-sidecar would turn into a permanent 400), so the provider delivers it again. An event already
-stored but not processed (stored before handlers existed, or by an older version) is processed
-when it is delivered again, or by `tollbooth webhooks replay`.
+Store first, then apply (CONVENTIONS.md, after Lago's inbound webhooks): a verified event
+is committed on its own (`store`) before any effect runs, so nothing a handler does can lose
+it. Its effects run afterwards (`Inbox.apply`): the handler reads the provider's current
+state outside any transaction, then applies in a second transaction that also marks the
+event `applied`. A handler failure is recorded on the event (attempts, last error, next
+attempt, status `failed`) and retried with backoff by the server's inbox worker
+(`tollbooth.webhooks.worker`), by a redelivery, or by an operator's replay; after
+MAX_ATTEMPTS it stays failed until replayed. An event this service does not act on (unknown
+type, a livemode other than the configured key's, a shape it cannot use, an object that is
+not ours) is `ignored`, with the reason.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
+from tollbooth.db import Database
 from tollbooth.db.types import utcnow
-from tollbooth.errors import DomainError, Kind
+from tollbooth.errors import DomainError
 from tollbooth.webhooks import repository
-from tollbooth.webhooks.dispatch import Registry
+from tollbooth.webhooks.dispatch import Ignored, Registry
 from tollbooth.webhooks.signature import SignatureError, verify
 
 EVENT_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,100}")
@@ -38,6 +44,17 @@ EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 API_VERSION_RE = re.compile(r"[A-Za-z0-9_.\-]{1,60}")
 # Unix seconds up to 9999-12-31T23:59:59Z, the last instant a timestamp column holds.
 MAX_CREATED = 253_402_300_799
+# Events larger than this are applied by the worker, not while the sidecar waits.
+INLINE_MAX_BYTES = 64 * 1024
+# Automatic retries: 10 s, 20 s, 40 s ... at most an hour apart, MAX_ATTEMPTS attempts in all.
+MAX_ATTEMPTS = 12
+BACKOFF_BASE_SEC = 10
+BACKOFF_MAX_SEC = 3600
+# How long a delivery or the worker may take to apply before another may try it.
+LEASE_SEC = 120
+DONE = ("applied", "ignored")
+
+log = logging.getLogger("tollbooth.inbox")
 
 
 @dataclass(frozen=True)
@@ -98,12 +115,15 @@ def verify_signature(
         ) from exc
 
 
-def record_event(session: Session, payload: bytes, registry: Registry) -> tuple[ParsedEvent, bool]:
-    """Store a verified event once and apply it once.
+def store(
+    session: Session, payload: bytes, *, defer: bool = False
+) -> tuple[ParsedEvent, bool, str]:
+    """Commit a verified event on its own, once: (event, whether this call stored it, status).
 
-    Returns the event and whether it had been applied before (nothing was done again).
-    """
+    A `defer`red event is due for the worker at once; others are leased to the caller, which
+    applies it right after the commit."""
     event = parse_event(payload)
+    now = utcnow()
     inserted = repository.insert_event(
         session,
         event_id=event.event_id,
@@ -112,42 +132,120 @@ def record_event(session: Session, payload: bytes, registry: Registry) -> tuple[
         livemode=event.livemode,
         created=event.created,
         payload=payload,
+        next_attempt_at=now if defer else now + dt.timedelta(seconds=LEASE_SEC),
     )
-    if not inserted:
-        stored = repository.lock_event(session, event.event_id)
-        if stored is None or stored.processed_at is not None:
-            return event, True
-    process(session, event.event_id, payload, registry)
-    return event, False
+    row = repository.read_event(session, event.event_id)
+    return event, inserted, row.status if row is not None else "pending"
 
 
-def process(session: Session, event_id: str, payload: bytes, registry: Registry) -> list[str]:
-    """Run the handlers of a stored event and mark it processed, in the caller's transaction."""
-    body = json.loads(payload)
-    try:
-        changes = registry.apply(session, body, event_id)
-    except DomainError as exc:
-        if exc.kind is Kind.UNAVAILABLE:
-            raise  # the provider or the database is down: 503, the provider retries
-        # A rule refused the effect (bad catalog metadata, say). Retrying may succeed once an
-        # operator fixes it, so this is a 5xx, never the sidecar's permanent 400.
-        raise DomainError(
-            Kind.INTERNAL,
-            "INTERNAL",
-            f"event {event_id} could not be applied: {exc.reason}",
-            event_id=event_id,
-        ) from exc
-    repository.mark_processed(session, event_id, utcnow())
-    return changes
+def backoff(attempts: int, now: dt.datetime) -> dt.datetime | None:
+    """When to try again after `attempts` failed attempts; None once MAX_ATTEMPTS is reached."""
+    if attempts >= MAX_ATTEMPTS:
+        return None
+    delay = min(BACKOFF_BASE_SEC * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SEC)
+    return now + dt.timedelta(seconds=delay)
 
 
-def replay(session: Session, event_id: str, registry: Registry) -> tuple[bool, list[str]]:
-    """Apply one stored event again (operators: `tollbooth webhooks replay`).
+def why(exc: BaseException) -> str:
+    if isinstance(exc, DomainError):
+        return f"{exc.reason}: {exc.message}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
 
-    Harmless when it was applied already: every effect is guarded by its natural key and
-    subscriptions are re-read from the provider. Returns (found, changes).
-    """
-    stored = repository.lock_event(session, event_id)
-    if stored is None:
-        return False, []
-    return True, process(session, event_id, bytes(stored.payload), registry)
+
+@dataclass
+class Outcome:
+    """What one attempt at an event ended in."""
+
+    status: str  # applied, ignored, failed, pending (not applied: too large), missing
+    changes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Inbox:
+    """The stored events and what applies them (the server, the worker, operators)."""
+
+    db: Database
+    registry: Registry
+    livemode: bool = False
+
+    def apply(self, event_id: str) -> Outcome:
+        """Try once to apply a stored event; the outcome is recorded on the event."""
+        with self.db.transaction(readonly=True) as session:
+            row = repository.read_event(session, event_id)
+            if row is None:
+                return Outcome("missing")
+            if row.status in DONE:
+                return Outcome(row.status, [], row.last_error)
+            payload, livemode = bytes(row.payload), bool(row.livemode)
+        try:
+            return self._apply(event_id, payload, livemode)
+        except Ignored as exc:
+            with self.db.transaction() as session:
+                locked = repository.lock_event(session, event_id)
+                if locked is not None and locked.status not in DONE:
+                    repository.mark_done(session, event_id, "ignored", utcnow(), exc.reason)
+            return Outcome("ignored", [], exc.reason)
+        except Exception as exc:  # noqa: BLE001 - recorded on the event, retried
+            error = why(exc)
+            if not isinstance(exc, DomainError):
+                log.exception("applying event %s failed", event_id)
+            else:
+                log.warning("applying event %s failed: %s", event_id, error)
+            with self.db.transaction() as session:
+                locked = repository.lock_event(session, event_id)
+                if locked is not None and locked.status not in DONE:
+                    attempts = locked.attempts + 1
+                    repository.mark_failed(session, event_id, error, backoff(attempts, utcnow()))
+            return Outcome("failed", [], error)
+
+    def _apply(self, event_id: str, payload: bytes, livemode: bool) -> Outcome:
+        try:
+            body: Any = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # stored before parse_event checked it
+            raise Ignored("the payload is not a JSON document") from exc
+        if livemode != self.livemode:
+            mode = "live" if livemode else "test"
+            raise Ignored(f"a {mode}-mode event; the configured key is not {mode}-mode")
+        handler, obj = self.registry.resolve(body)
+        facts = handler.read(obj)  # the provider, outside any transaction and lock
+        with self.db.transaction() as session:
+            locked = repository.lock_event(session, event_id)
+            if locked is None or locked.status in DONE:
+                return Outcome(locked.status if locked else "missing")
+            changes = handler.apply(session, event_id, obj, facts)
+            session.flush()
+            repository.mark_done(session, event_id, "applied", utcnow())
+        return Outcome("applied", changes)
+
+    def record(self, payload: bytes) -> tuple[ParsedEvent, bool, Outcome]:
+        """Store a verified event, then apply it now unless it is large (the worker will).
+
+        Returns the event, whether it was stored before, and the outcome."""
+        defer = len(payload) > INLINE_MAX_BYTES
+        with self.db.transaction() as session:
+            event, inserted, status = store(session, payload, defer=defer)
+        if status in DONE:
+            return event, not inserted, Outcome(status)
+        if defer:
+            return event, not inserted, Outcome("pending")
+        return event, not inserted, self.apply(event.event_id)
+
+    def replay(self, event_id: str) -> Outcome:
+        """Apply one stored event again, whatever its status (operators).
+
+        Harmless when it was applied already: every effect is guarded by its natural key and
+        subscriptions are re-read from the provider."""
+        with self.db.transaction() as session:
+            locked = repository.lock_event(session, event_id)
+            if locked is None:
+                return Outcome("missing")
+            locked.status = "pending"
+            locked.attempts = 0
+            locked.next_attempt_at = utcnow() + dt.timedelta(seconds=LEASE_SEC)
+        return self.apply(event_id)
+
+    def replay_failed(self) -> list[tuple[str, Outcome]]:
+        with self.db.transaction(readonly=True) as session:
+            ids = repository.failed_ids(session)
+        return [(ident, self.replay(ident)) for ident in ids]

@@ -2,9 +2,11 @@
 
 It exists because the signature covers the raw bytes, which JSON transcoding would lose. It
 checks the signature (a cheap refusal of anything unsigned), then hands the raw body and the
-Stripe-Signature header to the billing server, which verifies them again and records the
-event. It answers 2xx only after the server committed, so a failure makes Stripe retry; an
-event that can never be stored gets a permanent 400.
+Stripe-Signature header to the billing server, which verifies them again and stores the
+event (store first, then apply). It answers 2xx once the server has committed the event,
+whatever its effects did (a failure there is recorded on the event and retried by the server
+itself); 503 when it could not be stored, so Stripe retries; a permanent 400 for an event that
+can never be stored.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def create_app(
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 # Permanent: this event can never be stored, so redelivery would not help.
                 return _error(400, "WEBHOOK_EVENT_INVALID", exc.details() or "invalid event")
-            # Not committed: 5xx so the provider delivers it again.
+            # Not stored: 5xx so the provider delivers it again.
             return _error(503, "SERVICE_UNAVAILABLE", "event not recorded; retry")
         return JSONResponse({"received": True, "duplicate": answer.duplicate})
 

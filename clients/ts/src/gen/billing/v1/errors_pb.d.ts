@@ -398,6 +398,22 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_RATE_LIMITED = 80;
    */
   RATE_LIMITED = 80,
+
+  /**
+   * The webhook inbox (issue 14).
+   * ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400).
+   *
+   * @generated from enum value: ERROR_REASON_REPLAY_TARGET_REQUIRED = 140;
+   */
+  REPLAY_TARGET_REQUIRED = 140,
+
+  /**
+   * Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
+   * the account holds in its group; the next attempt cancels and refunds it.
+   *
+   * @generated from enum value: ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT = 141;
+   */
+  SUBSCRIPTION_GROUP_CONFLICT = 141,
 }
 
 /**

@@ -2,8 +2,9 @@
 // @generated from file billing/v1/webhook.proto (package billing.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file billing/v1/webhook.proto.
@@ -49,11 +50,18 @@ export declare type RecordStripeEventResponse = Message<"billing.v1.RecordStripe
   eventId: string;
 
   /**
-   * True when the event was recorded before; nothing was done again.
+   * True when the event was stored before.
    *
    * @generated from field: bool duplicate = 2;
    */
   duplicate: boolean;
+
+  /**
+   * Where the event stands after this call.
+   *
+   * @generated from field: billing.v1.StripeEventStatus status = 3;
+   */
+  status: StripeEventStatus;
 };
 
 /**
@@ -61,6 +69,228 @@ export declare type RecordStripeEventResponse = Message<"billing.v1.RecordStripe
  * Use `create(RecordStripeEventResponseSchema)` to create a new message.
  */
 export declare const RecordStripeEventResponseSchema: GenMessage<RecordStripeEventResponse>;
+
+/**
+ * A stored Stripe event (the payload itself is not returned).
+ *
+ * @generated from message billing.v1.StripeEvent
+ */
+export declare type StripeEvent = Message<"billing.v1.StripeEvent"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * @generated from field: billing.v1.StripeEventStatus status = 3;
+   */
+  status: StripeEventStatus;
+
+  /**
+   * @generated from field: bool livemode = 4;
+   */
+  livemode: boolean;
+
+  /**
+   * Attempts to apply it so far.
+   *
+   * @generated from field: int32 attempts = 5;
+   */
+  attempts: number;
+
+  /**
+   * The last failure, or why it was ignored.
+   *
+   * @generated from field: string last_error = 6;
+   */
+  lastError: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp received_at = 7;
+   */
+  receivedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp processed_at = 8;
+   */
+  processedAt?: Timestamp | undefined;
+
+  /**
+   * When the server tries a failed event again; unset when it will not by itself.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_at = 9;
+   */
+  nextAttemptAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message billing.v1.StripeEvent.
+ * Use `create(StripeEventSchema)` to create a new message.
+ */
+export declare const StripeEventSchema: GenMessage<StripeEvent>;
+
+/**
+ * Request of StripeEventService.ListStripeEvents.
+ *
+ * @generated from message billing.v1.ListStripeEventsRequest
+ */
+export declare type ListStripeEventsRequest = Message<"billing.v1.ListStripeEventsRequest"> & {
+  /**
+   * Only events of this status; unspecified lists all.
+   *
+   * @generated from field: billing.v1.StripeEventStatus status = 1;
+   */
+  status: StripeEventStatus;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous next_page_token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListStripeEventsRequest.
+ * Use `create(ListStripeEventsRequestSchema)` to create a new message.
+ */
+export declare const ListStripeEventsRequestSchema: GenMessage<ListStripeEventsRequest>;
+
+/**
+ * Response of StripeEventService.ListStripeEvents.
+ *
+ * @generated from message billing.v1.ListStripeEventsResponse
+ */
+export declare type ListStripeEventsResponse = Message<"billing.v1.ListStripeEventsResponse"> & {
+  /**
+   * @generated from field: repeated billing.v1.StripeEvent events = 1;
+   */
+  events: StripeEvent[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListStripeEventsResponse.
+ * Use `create(ListStripeEventsResponseSchema)` to create a new message.
+ */
+export declare const ListStripeEventsResponseSchema: GenMessage<ListStripeEventsResponse>;
+
+/**
+ * Request of StripeEventService.ReplayStripeEvents.
+ *
+ * @generated from message billing.v1.ReplayStripeEventsRequest
+ */
+export declare type ReplayStripeEventsRequest = Message<"billing.v1.ReplayStripeEventsRequest"> & {
+  /**
+   * One event; leave empty and set all_failed to replay every failed event.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * Every event whose status is failed.
+   *
+   * @generated from field: bool all_failed = 2;
+   */
+  allFailed: boolean;
+
+  /**
+   * Accepted for the contract's shape; a replay is harmless to repeat.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message billing.v1.ReplayStripeEventsRequest.
+ * Use `create(ReplayStripeEventsRequestSchema)` to create a new message.
+ */
+export declare const ReplayStripeEventsRequestSchema: GenMessage<ReplayStripeEventsRequest>;
+
+/**
+ * Response of StripeEventService.ReplayStripeEvents.
+ *
+ * @generated from message billing.v1.ReplayStripeEventsResponse
+ */
+export declare type ReplayStripeEventsResponse = Message<"billing.v1.ReplayStripeEventsResponse"> & {
+  /**
+   * Each replayed event as it stands afterwards.
+   *
+   * @generated from field: repeated billing.v1.StripeEvent events = 1;
+   */
+  events: StripeEvent[];
+};
+
+/**
+ * Describes the message billing.v1.ReplayStripeEventsResponse.
+ * Use `create(ReplayStripeEventsResponseSchema)` to create a new message.
+ */
+export declare const ReplayStripeEventsResponseSchema: GenMessage<ReplayStripeEventsResponse>;
+
+/**
+ * Where a stored Stripe event stands.
+ *
+ * @generated from enum billing.v1.StripeEventStatus
+ */
+export enum StripeEventStatus {
+  /**
+   * @generated from enum value: STRIPE_EVENT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Stored, not applied yet (waiting for the inbox worker).
+   *
+   * @generated from enum value: STRIPE_EVENT_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Its effects are committed.
+   *
+   * @generated from enum value: STRIPE_EVENT_STATUS_APPLIED = 2;
+   */
+  APPLIED = 2,
+
+  /**
+   * Nothing to do (unknown type, other livemode, unusable shape, not ours); see error.
+   *
+   * @generated from enum value: STRIPE_EVENT_STATUS_IGNORED = 3;
+   */
+  IGNORED = 3,
+
+  /**
+   * The last attempt failed; retried at next_attempt_at when that is set.
+   *
+   * @generated from enum value: STRIPE_EVENT_STATUS_FAILED = 4;
+   */
+  FAILED = 4,
+}
+
+/**
+ * Describes the enum billing.v1.StripeEventStatus.
+ */
+export declare const StripeEventStatusSchema: GenEnum<StripeEventStatus>;
 
 /**
  * WebhookService is internal: the webhook sidecar hands it provider events
@@ -73,7 +303,10 @@ export declare const RecordStripeEventResponseSchema: GenMessage<RecordStripeEve
  */
 export declare const WebhookService: GenService<{
   /**
-   * Records a verified event exactly once.
+   * Stores a verified event exactly once, then applies it (large events are
+   * applied by the server's inbox worker). Answers OK once the event is stored,
+   * whether or not its effects succeeded: a failure is recorded on the event and
+   * retried by the server itself.
    *
    * @generated from rpc billing.v1.WebhookService.RecordStripeEvent
    */
@@ -81,6 +314,36 @@ export declare const WebhookService: GenService<{
     methodKind: "unary";
     input: typeof RecordStripeEventRequestSchema;
     output: typeof RecordStripeEventResponseSchema;
+  },
+}>;
+
+/**
+ * StripeEventService is for operators (service key): the webhook inbox, its
+ * events by status with their errors, and replay of failed ones.
+ *
+ * @generated from service billing.v1.StripeEventService
+ */
+export declare const StripeEventService: GenService<{
+  /**
+   * Stored Stripe events, newest first, optionally of one status.
+   *
+   * @generated from rpc billing.v1.StripeEventService.ListStripeEvents
+   */
+  listStripeEvents: {
+    methodKind: "unary";
+    input: typeof ListStripeEventsRequestSchema;
+    output: typeof ListStripeEventsResponseSchema;
+  },
+  /**
+   * Applies one stored event again, or every failed one. Harmless on an event
+   * already applied: every effect is guarded by its natural key.
+   *
+   * @generated from rpc billing.v1.StripeEventService.ReplayStripeEvents
+   */
+  replayStripeEvents: {
+    methodKind: "unary";
+    input: typeof ReplayStripeEventsRequestSchema;
+    output: typeof ReplayStripeEventsResponseSchema;
   },
 }>;
 

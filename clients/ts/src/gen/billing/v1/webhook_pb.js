@@ -2,15 +2,17 @@
 // @generated from file billing/v1/webhook.proto (package billing.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_billing_v1_options } from "./options_pb.js";
+import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file billing/v1/webhook.proto.
  */
 export const file_billing_v1_webhook = /*@__PURE__*/
-  fileDesc("ChhiaWxsaW5nL3YxL3dlYmhvb2sucHJvdG8SCmJpbGxpbmcudjEijAEKGFJlY29yZFN0cmlwZUV2ZW50UmVxdWVzdBIVCgdwYXlsb2FkGAYgASgMQgTiQQECEiMKEHN0cmlwZV9zaWduYXR1cmUYByABKAlCCeJBAQKwnxmgH0oECAEQBlIIZXZlbnRfaWRSBHR5cGVSC2FwaV92ZXJzaW9uUghsaXZlbW9kZVIHY3JlYXRlZCJAChlSZWNvcmRTdHJpcGVFdmVudFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhEKCWR1cGxpY2F0ZRgCIAEoCDJ6Cg5XZWJob29rU2VydmljZRJoChFSZWNvcmRTdHJpcGVFdmVudBIkLmJpbGxpbmcudjEuUmVjb3JkU3RyaXBlRXZlbnRSZXF1ZXN0GiUuYmlsbGluZy52MS5SZWNvcmRTdHJpcGVFdmVudFJlc3BvbnNlIgaqnxkCCAFiBnByb3RvMw", [file_billing_v1_options, file_google_api_field_behavior]);
+  fileDesc("ChhiaWxsaW5nL3YxL3dlYmhvb2sucHJvdG8SCmJpbGxpbmcudjEijAEKGFJlY29yZFN0cmlwZUV2ZW50UmVxdWVzdBIVCgdwYXlsb2FkGAYgASgMQgTiQQECEiMKEHN0cmlwZV9zaWduYXR1cmUYByABKAlCCeJBAQKwnxmgH0oECAEQBlIIZXZlbnRfaWRSBHR5cGVSC2FwaV92ZXJzaW9uUghsaXZlbW9kZVIHY3JlYXRlZCJvChlSZWNvcmRTdHJpcGVFdmVudFJlc3BvbnNlEhAKCGV2ZW50X2lkGAEgASgJEhEKCWR1cGxpY2F0ZRgCIAEoCBItCgZzdGF0dXMYAyABKA4yHS5iaWxsaW5nLnYxLlN0cmlwZUV2ZW50U3RhdHVzIqwCCgtTdHJpcGVFdmVudBIQCghldmVudF9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEi0KBnN0YXR1cxgDIAEoDjIdLmJpbGxpbmcudjEuU3RyaXBlRXZlbnRTdGF0dXMSEAoIbGl2ZW1vZGUYBCABKAgSEAoIYXR0ZW1wdHMYBSABKAUSEgoKbGFzdF9lcnJvchgGIAEoCRIvCgtyZWNlaXZlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMcHJvY2Vzc2VkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9uZXh0X2F0dGVtcHRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoEBChdMaXN0U3RyaXBlRXZlbnRzUmVxdWVzdBIzCgZzdGF0dXMYASABKA4yHS5iaWxsaW5nLnYxLlN0cmlwZUV2ZW50U3RhdHVzQgTiQQEBEhcKCXBhZ2Vfc2l6ZRgCIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAMgASgJQgTiQQEBIlwKGExpc3RTdHJpcGVFdmVudHNSZXNwb25zZRInCgZldmVudHMYASADKAsyFy5iaWxsaW5nLnYxLlN0cmlwZUV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJrChlSZXBsYXlTdHJpcGVFdmVudHNSZXF1ZXN0EhoKCGV2ZW50X2lkGAEgASgJQgjiQQEBsJ8ZZBIYCgphbGxfZmFpbGVkGAIgASgIQgTiQQEBEhgKCnJlcXVlc3RfaWQYAyABKAlCBOJBAQEiRQoaUmVwbGF5U3RyaXBlRXZlbnRzUmVzcG9uc2USJwoGZXZlbnRzGAEgAygLMhcuYmlsbGluZy52MS5TdHJpcGVFdmVudCq7AQoRU3RyaXBlRXZlbnRTdGF0dXMSIwofU1RSSVBFX0VWRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEh8KG1NUUklQRV9FVkVOVF9TVEFUVVNfUEVORElORxABEh8KG1NUUklQRV9FVkVOVF9TVEFUVVNfQVBQTElFRBACEh8KG1NUUklQRV9FVkVOVF9TVEFUVVNfSUdOT1JFRBADEh4KGlNUUklQRV9FVkVOVF9TVEFUVVNfRkFJTEVEEAQyegoOV2ViaG9va1NlcnZpY2USaAoRUmVjb3JkU3RyaXBlRXZlbnQSJC5iaWxsaW5nLnYxLlJlY29yZFN0cmlwZUV2ZW50UmVxdWVzdBolLmJpbGxpbmcudjEuUmVjb3JkU3RyaXBlRXZlbnRSZXNwb25zZSIGqp8ZAggBMq4CChJTdHJpcGVFdmVudFNlcnZpY2USggEKEExpc3RTdHJpcGVFdmVudHMSIy5iaWxsaW5nLnYxLkxpc3RTdHJpcGVFdmVudHNSZXF1ZXN0GiQuYmlsbGluZy52MS5MaXN0U3RyaXBlRXZlbnRzUmVzcG9uc2UiI6qfGQIIAYLT5JMCFxIVL21ndC92MS9zdHJpcGUvZXZlbnRzEpIBChJSZXBsYXlTdHJpcGVFdmVudHMSJS5iaWxsaW5nLnYxLlJlcGxheVN0cmlwZUV2ZW50c1JlcXVlc3QaJi5iaWxsaW5nLnYxLlJlcGxheVN0cmlwZUV2ZW50c1Jlc3BvbnNlIi2qnxkCCAGC0+STAiE6ASoiHC9tZ3QvdjEvc3RyaXBlL2V2ZW50czpyZXBsYXliBnByb3RvMw", [file_billing_v1_options, file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message billing.v1.RecordStripeEventRequest.
@@ -27,6 +29,55 @@ export const RecordStripeEventResponseSchema = /*@__PURE__*/
   messageDesc(file_billing_v1_webhook, 1);
 
 /**
+ * Describes the message billing.v1.StripeEvent.
+ * Use `create(StripeEventSchema)` to create a new message.
+ */
+export const StripeEventSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_webhook, 2);
+
+/**
+ * Describes the message billing.v1.ListStripeEventsRequest.
+ * Use `create(ListStripeEventsRequestSchema)` to create a new message.
+ */
+export const ListStripeEventsRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_webhook, 3);
+
+/**
+ * Describes the message billing.v1.ListStripeEventsResponse.
+ * Use `create(ListStripeEventsResponseSchema)` to create a new message.
+ */
+export const ListStripeEventsResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_webhook, 4);
+
+/**
+ * Describes the message billing.v1.ReplayStripeEventsRequest.
+ * Use `create(ReplayStripeEventsRequestSchema)` to create a new message.
+ */
+export const ReplayStripeEventsRequestSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_webhook, 5);
+
+/**
+ * Describes the message billing.v1.ReplayStripeEventsResponse.
+ * Use `create(ReplayStripeEventsResponseSchema)` to create a new message.
+ */
+export const ReplayStripeEventsResponseSchema = /*@__PURE__*/
+  messageDesc(file_billing_v1_webhook, 6);
+
+/**
+ * Describes the enum billing.v1.StripeEventStatus.
+ */
+export const StripeEventStatusSchema = /*@__PURE__*/
+  enumDesc(file_billing_v1_webhook, 0);
+
+/**
+ * Where a stored Stripe event stands.
+ *
+ * @generated from enum billing.v1.StripeEventStatus
+ */
+export const StripeEventStatus = /*@__PURE__*/
+  tsEnum(StripeEventStatusSchema);
+
+/**
  * WebhookService is internal: the webhook sidecar hands it provider events
  * exactly as Stripe sent them. It has no REST binding and Envoy does not
  * expose it. A service key alone is not enough: the server verifies the
@@ -37,4 +88,13 @@ export const RecordStripeEventResponseSchema = /*@__PURE__*/
  */
 export const WebhookService = /*@__PURE__*/
   serviceDesc(file_billing_v1_webhook, 0);
+
+/**
+ * StripeEventService is for operators (service key): the webhook inbox, its
+ * events by status with their errors, and replay of failed ones.
+ *
+ * @generated from service billing.v1.StripeEventService
+ */
+export const StripeEventService = /*@__PURE__*/
+  serviceDesc(file_billing_v1_webhook, 1);
 

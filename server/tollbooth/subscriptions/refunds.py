@@ -1,0 +1,72 @@
+"""Refunds (`charge.refunded`): what remains of the grants a refunded payment bought is voided.
+
+Registered with the webhook inbox at assembly. The provider is the truth: the charge is read
+from the provider first (outside any transaction), and only a charge it reports fully refunded
+voids anything; a partial refund keeps the grants (the event is ignored with that reason).
+Grants know the PaymentIntent that paid for them (their metadata, written at fulfilment).
+One voiding per charge, guarded by the `billing_effects` key `refund:{ch_…}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollbooth.auth.caller import SERVICE
+from tollbooth.credit import grants as credit_grants
+from tollbooth.notifications import outbox
+from tollbooth.provider import repository as links
+from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import repository
+from tollbooth.subscriptions.effects import Context, Effect, Facts, Reader
+from tollbooth.webhooks.dispatch import Ignored, claim_effect
+from tollbooth.webhooks.dispatch import object_id as _id
+
+
+def _charge_of(obj: dict[str, Any]) -> str:
+    charge_id = _id(obj.get("id"))
+    if not charge_id:
+        raise Ignored("the event names no usable charge id")
+    return charge_id
+
+
+def read_charge(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
+    charge_id = _charge_of(obj)
+    facts.charges[charge_id] = provider.retrieve_charge(charge_id)
+
+
+def on_charge_refunded(ctx: Context, obj: dict[str, Any]) -> None:
+    charge_id = _charge_of(obj)
+    truth = ctx.facts.charges.get(charge_id)
+    if truth is None:
+        raise Ignored("the provider does not know this charge")
+    if truth.get("refunded") is not True:
+        raise Ignored("the charge is not fully refunded at the provider: grants are kept")
+    intent, customer = _id(truth.get("payment_intent")), _id(truth.get("customer"))
+    account = links.account_by_customer(ctx.session, customer) if customer else None
+    if account is None or intent is None:
+        raise Ignored("a charge of a customer that is not ours")
+    if not claim_effect(ctx.session, f"refund:{charge_id}", ctx.event_id, account.id):
+        return  # voided already
+    for grant in repository.grants_bought_by(ctx.session, account.id, intent):
+        voided = credit_grants.void_grant(
+            ctx.session,
+            SERVICE,
+            account.id,
+            grant_id=grant.id,
+            reason=f"refund of charge {charge_id}",
+            request_id=f"refund:{charge_id}:{grant.id}",
+            clock=ctx.clock,
+        )
+        outbox.enqueue(
+            ctx.session,
+            "credits.voided",
+            account.id,
+            {"grant_id": voided.id, "credit_type": voided.credit_type, "charge": charge_id},
+            f"credits.voided:refund:{charge_id}:{grant.id}",
+        )
+        ctx.changes.append(f"grant {voided.id} voided: charge {charge_id} refunded")
+
+
+HANDLERS: dict[str, tuple[Reader, Effect]] = {
+    "charge.refunded": (read_charge, on_charge_refunded),
+}

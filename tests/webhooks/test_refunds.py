@@ -1,0 +1,155 @@
+"""Refunds (issue 14, finding 9): `charge.refunded`, read from the provider, voids what remains
+of the grants that payment bought; the sandbox refunds and sends the event signed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from billing.v1 import catalog_pb2, credit_pb2
+from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.conftest import SERVICE_MD
+from tollbooth.db.models import CreditGrant, StripeEvent
+
+GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
+
+
+@pytest.fixture
+def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    w = start_world(database_url, tmp_path, deliver=False)
+    yield w
+    w.stop()
+
+
+def bought(world: World) -> tuple[str, str]:
+    """A paid, fulfilled `pro` purchase: (account, the PaymentIntent that paid it)."""
+    world.price("pro", grants=GRANTS)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    sub = world.stripe.v1.subscriptions.retrieve(
+        str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    )
+    invoice = world.stripe.v1.invoices.retrieve(str(sub.latest_invoice))
+    return account, str(invoice.payments.data[0].payment.payment_intent)
+
+
+def refunded_event(world: World, intent: str) -> dict:  # type: ignore[type-arg]
+    charge = str(world.stripe.v1.payment_intents.retrieve(intent).latest_charge)
+    return events_of(world, "charge.refunded", charge)[-1]
+
+
+def test_a_full_refund_voids_what_remains_of_the_grants_that_payment_bought(quiet: World):
+    account, intent = bought(quiet)
+    quiet.credits.DebitCredits(
+        credit_pb2.DebitCreditsRequest(
+            account=account, credit_type="api_calls", amount="30", request_id=uuid.uuid4().hex
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert quiet.count(CreditGrant, CreditGrant.state == "voided") == 1
+    assert "credits.voided" in quiet.notifications(account)
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200  # once per charge
+    assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_a_partial_refund_keeps_the_grants(quiet: World):
+    account, intent = bought(quiet)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 100})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "100"
+    with quiet.deps.db.transaction(readonly=True) as session:
+        row = session.get(StripeEvent, evt["id"])
+        assert row is not None and row.status == "ignored"
+        assert row.last_error is not None and "not fully refunded" in row.last_error
+
+
+def test_an_upgrade_grants_the_new_plans_difference_at_once_and_once(quiet: World):
+    from sqlalchemy import select
+
+    from tollbooth.db.models import Price
+
+    team_grants = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="300", on_purchase=True, on_renewal=True
+        )
+    ]
+    pro_grants = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=pro_grants)
+    quiet.price("team", grants=team_grants, amount=9900)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    assert quiet.balance(account, "api_calls") == "100"
+    quiet.buy(quiet.token()[0], "team")  # someone's checkout puts `team` at the provider
+    with quiet.deps.db.transaction(readonly=True) as session:
+        prices = {p.lookup_key: p.stripe_price_id for p in session.scalars(select(Price))}
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    item = quiet.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+    quiet.stripe.v1.subscriptions.update(
+        sub_id, params={"items": [{"id": item["id"], "price": prices["team"]}]}
+    )
+    upgraded = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
+    assert signed_send(quiet, json.dumps(upgraded).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"  # 100 + (300 - 100), at once
+    assert signed_send(quiet, json.dumps({**upgraded, "id": upgraded["id"] + "_t"}).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"
+    quiet.stripe.v1.subscriptions.update(
+        sub_id, params={"items": [{"id": item["id"], "price": prices["pro"]}]}
+    )
+    downgraded = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
+    assert signed_send(quiet, json.dumps(downgraded).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "300"  # a downgrade takes nothing back
+
+
+def test_a_plans_grant_expiry_counts_from_the_billing_period_not_from_processing(quiet: World):
+    import datetime as dt
+    import time
+
+    from sqlalchemy import select
+
+    quiet.price(
+        "pro",
+        grants=[
+            catalog_pb2.CreditGrantSpec(
+                credit_type="api_calls",
+                amount="100",
+                on_purchase=True,
+                on_renewal=True,
+                expires_after_seconds=86_400,
+            )
+        ],
+    )
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    time.sleep(1.1)  # the event is processed a while after the period began
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub = quiet.stripe.v1.subscriptions.retrieve(
+        str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    )
+    start = sub["items"]["data"][0]["current_period_start"]
+    with quiet.deps.db.transaction(readonly=True) as session:
+        grant = session.scalars(
+            select(CreditGrant).where(CreditGrant.billing_account_id == account)
+        ).one()
+        assert grant.expire_at == dt.datetime.fromtimestamp(start + 86_400, dt.UTC)

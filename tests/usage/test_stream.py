@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 
+import grpc
+import pytest
 from sqlalchemy import create_engine, select
 
 from billing.v1 import usage_pb2
@@ -126,3 +128,32 @@ def test_concurrent_streams_each_get_their_own_acks(channel) -> None:  # type: i
     for t in threads:
         t.join()
     assert got == {k: [f"c{k}-{i}" for i in range(60)] for k in range(4)}
+
+
+def test_a_deadline_passing_mid_stream_is_not_logged_as_our_error(channel, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A client that goes away while the server reads its request stream is not an INTERNAL
+    error of ours: the RPC ends without an "unhandled error" record."""
+    import logging
+
+    acct = account(channel, "p1")
+    gate: queue.Queue[object] = queue.Queue()
+
+    def requests():  # type: ignore[no-untyped-def]
+        yield one(event("c1", acct))
+        gate.get(timeout=30)  # hold the stream open until the test has cancelled it
+
+    caplog.set_level(logging.INFO, logger="tollbooth.rpc")
+    call = usage_stub(channel).StreamEvents(requests(), metadata=SERVICE_MD, timeout=2)
+    first = next(call)
+    assert [r.unique_id for r in first.results] == ["c1"]
+    with pytest.raises(grpc.RpcError):  # the deadline passes while the stream is held open
+        next(call)
+    gate.put(_END)
+    ended = threading.Event()  # the server's own line for this RPC: it has finished with it
+    for _ in range(300):
+        if any(getattr(r, "method", "").endswith("/StreamEvents") for r in caplog.records):
+            ended.set()
+            break
+        threading.Event().wait(0.1)
+    assert ended.is_set()
+    assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]

@@ -180,6 +180,11 @@ class ErrorInterceptor(_Base):
                 context.abort_with_status(to_grpc_status(exc))
             if _is_abort(exc) or isinstance(exc, GeneratorExit):
                 return
+            if isinstance(exc, grpc.RpcError) and not context.is_active():
+                # The client cancelled (or its deadline passed) while we read its request
+                # stream: nobody is left to answer, and it is not our fault.
+                log.info("client went away during %s (request %s)", method, request_id_var.get())
+                return
             if isinstance(exc, DATABASE_DOWN):
                 log.warning(
                     "database unavailable in %s (request %s): %s",

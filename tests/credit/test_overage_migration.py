@@ -7,13 +7,14 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from tests.credit.support import check_invariants
 from tollbooth import amounts
 from tollbooth.db import normalize_url
-from tollbooth.db.migrate import downgrade, upgrade
+from tollbooth.db.migrate import alembic_config, downgrade, upgrade
 from tollbooth.db.models import CreditBalance, CreditLedgerEntry
 
 # 40 significant digits: more than NUMERIC(38, 18) holds, as overage may be.
@@ -22,7 +23,9 @@ OWED = "123456789012345678901234.1234567890123456"
 
 def test_overage_from_before_0009_gets_its_ledger_entry(database_url: str) -> None:
     url = normalize_url(database_url)
-    downgrade(database_url, "-1")  # to the revision before 0009
+    # to the revision before 0009, wherever 0009 sits in the chain
+    parent = ScriptDirectory.from_config(alembic_config(url)).get_revision("0009").down_revision
+    downgrade(database_url, str(parent))
     owing, clear = f"acct_{uuid.uuid4().hex[:24]}", f"acct_{uuid.uuid4().hex[:24]}"
     engine = create_engine(url)
     try:

@@ -306,3 +306,38 @@ def test_watch_ends_on_cancel_and_frees_its_thread(stub, shared_deps) -> None:  
     assert stub.ListNotificationEndpoints(
         pb.ListNotificationEndpointsRequest(page_size=1), metadata=SERVICE_MD, timeout=10
     )
+
+
+def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+    """Eight senders record failed attempts for one endpoint at once: each inserts an attempt
+    (a key-share lock on the endpoint through the foreign key) and then locks the endpoint to
+    mark it failing. With a plain FOR UPDATE two senders wait on each other (PostgreSQL
+    aborts one: deadlock detected); the endpoint lock must not conflict with key-share."""
+    eid = create(stub).endpoint.endpoint_id
+    for n in range(64):  # one account each: per-account order does not serialize them
+        enqueue(shared_deps.db, "invoice.paid", f"acct_{uuid.uuid4().hex[:8]}", {"n": n})
+    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+    try:
+        for _pass in range(4):  # 50 a pass: every message attempted once
+            deliverer.run_once()
+    finally:
+        deliverer.close()
+    with shared_deps.db.transaction(readonly=True) as session:
+        attempts = session.scalars(
+            select(func.sum(NotificationDelivery.attempts)).where(
+                NotificationDelivery.endpoint_id == eid
+            )
+        ).one()
+    assert attempts == 64
+
+
+def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub).endpoint.endpoint_id
+    far = timestamp_pb2.Timestamp(seconds=-208524704479477)  # found by the gRPC fuzz test
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ResendNotificationsSince(
+            keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=far)),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "FIELD_INVALID"

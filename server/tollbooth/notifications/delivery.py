@@ -221,7 +221,9 @@ class Deliverer:
             else:
                 delay = retry_delay(delivery.attempts, self.policy)
                 delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-            endpoint = repository.get_endpoint(session, delivery.endpoint_id, lock=True)
+            endpoint = repository.get_endpoint(
+                session, delivery.endpoint_id, lock=True, key_share=True
+            )
             if endpoint is None or not endpoint.enabled:
                 return
             if endpoint.failing_since is None:

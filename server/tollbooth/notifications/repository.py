@@ -36,10 +36,16 @@ def _pg(session: Session) -> bool:
 # -- endpoints --------------------------------------------------------------------------------
 
 
-def get_endpoint(session: Session, endpoint_id: str, *, lock: bool = False) -> Any:
+def get_endpoint(
+    session: Session, endpoint_id: str, *, lock: bool = False, key_share: bool = False
+) -> Any:
+    """The endpoint; `lock` takes its row lock. `key_share` makes that FOR NO KEY UPDATE (on
+    PostgreSQL), which does not conflict with the key-share locks that inserting an attempt or
+    delivery (a foreign key to the endpoint) takes: senders recording at once then queue on
+    the endpoint instead of deadlocking. Deleting an endpoint still takes the full lock."""
     stmt = select(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=key_share)
     return session.scalars(stmt).first()
 
 

@@ -159,7 +159,7 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
     ) -> pb.ResendNotificationsSinceResponse:
         if not request.HasField("since"):
             raise errors.required("since")
-        since = from_ts(request.since)
+        since = from_ts(request.since, "since")
         return self.write(
             request,
             pb.ResendNotificationsSinceResponse,

@@ -89,11 +89,16 @@ def subscription_by_stripe_id(
 def replace_items(session: Session, subscription_id: str, items: list[dict[str, Any]]) -> None:
     """Rewrite a subscription's recurring items (dicts of SubscriptionItem's columns but the
     subscription's id and position), in the provider's order; the caller holds its row lock."""
-    session.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription_id))
+    session.execute(
+        delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription_id)
+    )
     if items:
         session.execute(
             insert(SubscriptionItem),
-            [{**item, "subscription_id": subscription_id, "position": n} for n, item in enumerate(items)],
+            [
+                {**item, "subscription_id": subscription_id, "position": n}
+                for n, item in enumerate(items)
+            ],
         )
 
 

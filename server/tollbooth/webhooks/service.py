@@ -168,6 +168,10 @@ class Outcome:
     error: str | None = None
 
 
+def _new_appliers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(INLINE_WORKERS, thread_name_prefix="inbox-apply")
+
+
 @dataclass
 class Inbox:
     """The stored events and what applies them (the server, the worker, operators)."""
@@ -176,10 +180,7 @@ class Inbox:
     registry: Registry
     livemode: bool = False
     inline_budget_sec: float = INLINE_BUDGET_SEC
-    _appliers: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(INLINE_WORKERS, thread_name_prefix="inbox-apply"),
-        repr=False,
-    )
+    _appliers: ThreadPoolExecutor = field(default_factory=_new_appliers, repr=False)
 
     def apply(self, event_id: str) -> Outcome:
         """Try once to apply a stored event; the outcome is recorded on the event."""

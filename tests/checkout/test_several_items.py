@@ -69,3 +69,10 @@ def test_a_subscription_with_two_recurring_prices_holds_both(world: World) -> No
     status = world.status(token)
     assert status.plan == "pro"
     assert sorted(e.feature for e in status.entitlements) == ["phone", "sso"]
+    listed = world.checkout.ListSubscriptions(
+        checkout_pb2.ListSubscriptionsRequest(), metadata=bearer_md(token), timeout=10
+    ).subscriptions
+    assert [(i.lookup_key, i.subscription_group, i.quantity) for i in listed[0].items] == [
+        ("pro", "plan", 1),
+        ("support", "care", 3),
+    ]

@@ -17,6 +17,7 @@ from tollbooth.accounts.service import resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.paging import Keyset, Micros, Text
 from tollbooth.subscriptions import repository
 
@@ -129,6 +130,11 @@ def list_subscriptions(
     )
     page = keyset.page(rows)
     return page.items, page.next_page_token
+
+
+def items_of(session: Session, subs: Sequence[Subscription]) -> dict[str, list[SubscriptionItem]]:
+    """Every recurring item of each subscription (by its id), in the provider's order."""
+    return repository.items_of(session, [s.id for s in subs])
 
 
 def list_purchases(

@@ -524,6 +524,7 @@ class Subscription(_message.Message):
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
     CANCEL_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
     subscription_id: _builtins.str
     """Server-assigned id (`sub_...`)."""
     stripe_subscription_id: _builtins.str
@@ -556,6 +557,10 @@ class Subscription(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the subscription was created."""
 
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItem]:
+        """Every recurring item, in the provider's order (price_id, quantity ... above: the first)."""
+
     def __init__(
         self,
         *,
@@ -571,14 +576,53 @@ class Subscription(_message.Message):
         cancel_at_period_end: _builtins.bool = ...,
         cancel_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        items: _abc.Iterable[Global___SubscriptionItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time", "lookup_key", b"lookup_key", "price_id", b"price_id", "quantity", b"quantity", "state", b"state", "stripe_subscription_id", b"stripe_subscription_id", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time", "items", b"items", "lookup_key", b"lookup_key", "price_id", b"price_id", "quantity", b"quantity", "state", b"state", "stripe_subscription_id", b"stripe_subscription_id", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class SubscriptionItem(_message.Message):
+    """One recurring item of a subscription."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_ID_FIELD_NUMBER: _builtins.int
+    STRIPE_PRICE_ID_FIELD_NUMBER: _builtins.int
+    LOOKUP_KEY_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_GROUP_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    price_id: _builtins.str
+    """The catalog price; empty when the provider price is not in the catalog."""
+    stripe_price_id: _builtins.str
+    """The provider's price id."""
+    lookup_key: _builtins.str
+    """The price's lookup key."""
+    subscription_group: _builtins.str
+    """The price's subscription group."""
+    quantity: _builtins.int
+    """Quantity subscribed."""
+    def __init__(
+        self,
+        *,
+        price_id: _builtins.str = ...,
+        stripe_price_id: _builtins.str = ...,
+        lookup_key: _builtins.str = ...,
+        subscription_group: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookup_key", b"lookup_key", "price_id", b"price_id", "quantity", b"quantity", "stripe_price_id", b"stripe_price_id", "subscription_group", b"subscription_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionItem: _TypeAlias = SubscriptionItem  # noqa: Y015
 
 @_typing.final
 class Purchase(_message.Message):

@@ -29,7 +29,7 @@ from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.subscriptions.effects import Facts
-from tollbooth.subscriptions.service import held_group, price_group
+from tollbooth.subscriptions.service import held_groups, price_group
 from tollbooth.webhooks.dispatch import object_id as _id
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -60,8 +60,10 @@ def kept_instead(
     if not groups:
         return None
     fulfilled = repository.fulfilled_subscription_ids(session, row.billing_account_id)
-    for sub in subscriptions.live_subscriptions(session, row.billing_account_id):
-        if sub.stripe_subscription_id == subscription_id or held_group(sub) not in groups:
+    live = subscriptions.live_subscriptions(session, row.billing_account_id)
+    held = held_groups(session, live)
+    for sub in live:
+        if sub.stripe_subscription_id == subscription_id or not held[sub.id] & groups:
             continue
         older = (sub.provider_created_at or EPOCH, sub.stripe_subscription_id) < (
             created,

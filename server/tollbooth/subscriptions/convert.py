@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from billing.v1 import catalog_pb2, checkout_pb2
 from tollbooth.db.models import Purchase, Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.rpc.convert import ts
 from tollbooth.subscriptions.service import BillingStatusView
 
@@ -20,7 +23,19 @@ STATE = {
 }
 
 
-def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
+def item_out(item: SubscriptionItem) -> checkout_pb2.SubscriptionItem:
+    return checkout_pb2.SubscriptionItem(
+        price_id=item.price_id or "",
+        stripe_price_id=item.stripe_price_id or "",
+        lookup_key=item.lookup_key or "",
+        subscription_group=item.subscription_group or "",
+        quantity=item.quantity,
+    )
+
+
+def subscription_out(
+    row: Subscription, items: Sequence[SubscriptionItem] = ()
+) -> checkout_pb2.Subscription:
     return checkout_pb2.Subscription(
         subscription_id=row.id,
         stripe_subscription_id=row.stripe_subscription_id,
@@ -36,6 +51,7 @@ def subscription_out(row: Subscription) -> checkout_pb2.Subscription:
         cancel_at_period_end=row.cancel_at_period_end,
         cancel_time=ts(row.canceled_at) if row.canceled_at else None,
         create_time=ts(row.created_at),
+        items=[item_out(i) for i in items],
     )
 
 

@@ -110,6 +110,34 @@ def _first_item(sub: dict[str, Any]) -> dict[str, Any]:
     return data[0] if data and isinstance(data[0], dict) else {}
 
 
+# Stripe allows 20 items on a subscription; more from a provider is recorded up to this many.
+MAX_ITEMS = 100
+
+
+def _quantity(item: dict[str, Any]) -> int:
+    quantity = item.get("quantity")
+    return quantity if type(quantity) is int and 0 < quantity < 2**31 else 1
+
+
+def _recorded_items(session: Session, truth: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of the provider's subscription, as subscription_items columns, in order."""
+    out = []
+    for item in _items(truth)[:MAX_ITEMS]:
+        stripe_price = _id(item.get("price"))
+        price = links.price_by_stripe_id(session, stripe_price) if stripe_price else None
+        out.append(
+            {
+                "stripe_price_id": stripe_price,
+                "price_id": price.id if price else None,
+                "lookup_key": price.lookup_key if price else None,
+                "subscription_group": price.subscription_group if price else None,
+                "stackable": price.stackable if price else False,
+                "quantity": _quantity(item),
+            }
+        )
+    return out
+
+
 def sync_subscription(ctx: Context, stripe_subscription_id: str) -> Subscription | None:
     """Bring our row in line with the provider's object read for this event; None when the
     subscription is not ours or the provider does not know it (nothing is written)."""
@@ -153,17 +181,19 @@ def _write_subscription(
         )
         return
     item = _first_item(truth)
-    stripe_price = _id(item.get("price"))
-    price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
+    items = _recorded_items(ctx.session, truth)
+    first = items[0] if items else {}
     before = _snapshot(row)
+    held = repository.items_of(ctx.session, [row.id])[row.id]
+    before["items"] = [(i.stripe_price_id, i.quantity) for i in held]
     row.state = status
-    row.stripe_price_id = stripe_price
-    row.price_id = price.id if price else None
-    row.lookup_key = price.lookup_key if price else None
-    row.subscription_group = price.subscription_group if price else None
-    row.stackable = price.stackable if price else False
-    quantity = item.get("quantity")
-    row.quantity = quantity if type(quantity) is int and 0 < quantity < 2**31 else 1
+    row.stripe_price_id = first.get("stripe_price_id")
+    row.price_id = first.get("price_id")
+    row.lookup_key = first.get("lookup_key")
+    row.subscription_group = first.get("subscription_group")
+    row.stackable = bool(first.get("stackable"))
+    row.quantity = first.get("quantity", 1)
+    repository.replace_items(ctx.session, row.id, items)
     row.current_period_start = _ts(
         item.get("current_period_start", truth.get("current_period_start"))
     )
@@ -176,6 +206,7 @@ def _write_subscription(
     now = ctx.clock()
     row.synced_at = ctx.facts.read_at
     after = _snapshot(row)
+    after["items"] = [(i["stripe_price_id"], i["quantity"]) for i in items]
     if after == before and not created:
         return
     row.updated_at = now
@@ -447,12 +478,11 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
         price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
         if price is None:
             continue
-        quantity = item.get("quantity")
         grant_for_price(
             ctx,
             account,
             price,
-            quantity if type(quantity) is int and 0 < quantity < 2**31 else 1,
+            _quantity(item),
             when="on_renewal",
             request_prefix=f"invoice:{invoice_id}:{stripe_price}",
             reason=f"renewal of {price.lookup_key or price.id}",

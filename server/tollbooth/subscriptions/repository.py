@@ -10,11 +10,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, literal, null, select, union_all
+from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import CreditGrant, Purchase, Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.paging import after_clause
@@ -85,6 +86,37 @@ def subscription_by_stripe_id(
     return session.scalars(_owned(stmt, owner)).first()
 
 
+def replace_items(session: Session, subscription_id: str, items: list[dict[str, Any]]) -> None:
+    """Rewrite a subscription's recurring items (dicts of SubscriptionItem's columns but the
+    subscription's id and position), in the provider's order; the caller holds its row lock."""
+    session.execute(
+        delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription_id)
+    )
+    if items:
+        session.execute(
+            insert(SubscriptionItem),
+            [
+                {**item, "subscription_id": subscription_id, "position": n}
+                for n, item in enumerate(items)
+            ],
+        )
+
+
+def items_of(session: Session, subscription_ids: list[str]) -> dict[str, list[SubscriptionItem]]:
+    """The recurring items of each subscription, in the provider's order."""
+    out: dict[str, list[SubscriptionItem]] = {ident: [] for ident in subscription_ids}
+    if not subscription_ids:
+        return out
+    rows = session.scalars(
+        select(SubscriptionItem)
+        .where(SubscriptionItem.subscription_id.in_(subscription_ids))
+        .order_by(SubscriptionItem.subscription_id, SubscriptionItem.position)
+    )
+    for row in rows:
+        out[row.subscription_id].append(row)
+    return out
+
+
 def all_subscription_ids(session: Session) -> list[str]:
     return list(
         session.scalars(
@@ -119,14 +151,6 @@ def list_purchases(
     return list(session.scalars(_newest_first(Purchase, account_id, after, limit)))
 
 
-def all_purchases(session: Session, account_id: str) -> list[Purchase]:
-    return list(
-        session.scalars(
-            select(Purchase).where(Purchase.billing_account_id == account_id).limit(1000)
-        )
-    )
-
-
 def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
 
@@ -142,10 +166,10 @@ def status_subscription(session: Session, account_id: str) -> Subscription | Non
 
 # -- what an account holds --------------------------------------------------------------------
 #
-# The one place that knows how held prices are stored (today: `subscriptions.price_id` of a live
-# subscription, and `purchases.price_id` of a paid one-time line). Entitlements and purchase
-# hints read holdings only through these two functions, so a change of storage (every recurring
-# item of a subscription, not only the first) is made here alone.
+# The one place that knows how held prices are stored: every recurring item
+# (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
+# one-time line. Entitlements, billing status and purchase hints read holdings only through
+# these two functions.
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -164,18 +188,23 @@ class Holding:
 def holdings_select(account_id: str) -> CompoundSelect:
     """The catalog prices `account_id` holds now, as a statement to compose: columns
     price_id, quantity, source, period_start, period_end, created_at. Both halves read
-    through the account's index (ix_subscriptions_account, ix_purchases_account)."""
-    subs = select(
-        Subscription.price_id.label("price_id"),
-        Subscription.quantity.label("quantity"),
-        literal(HOLDING_SUBSCRIPTION).label("source"),
-        Subscription.current_period_start.label("period_start"),
-        Subscription.current_period_end.label("period_end"),
-        Subscription.created_at.label("created_at"),
-    ).where(
-        Subscription.billing_account_id == account_id,
-        Subscription.state.in_(LIVE_STATES),
-        Subscription.price_id.is_not(None),
+    through the account's index (ix_subscriptions_account, ix_purchases_account); a
+    subscription contributes each of its recurring items."""
+    subs = (
+        select(
+            SubscriptionItem.price_id.label("price_id"),
+            SubscriptionItem.quantity.label("quantity"),
+            literal(HOLDING_SUBSCRIPTION).label("source"),
+            Subscription.current_period_start.label("period_start"),
+            Subscription.current_period_end.label("period_end"),
+            Subscription.created_at.label("created_at"),
+        )
+        .join(SubscriptionItem, SubscriptionItem.subscription_id == Subscription.id)
+        .where(
+            Subscription.billing_account_id == account_id,
+            Subscription.state.in_(LIVE_STATES),
+            SubscriptionItem.price_id.is_not(None),
+        )
     )
     bought = select(
         Purchase.price_id,

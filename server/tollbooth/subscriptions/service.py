@@ -17,6 +17,7 @@ from tollbooth.accounts.service import resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.paging import Keyset, Micros, Text
 from tollbooth.subscriptions import repository
 
@@ -44,12 +45,16 @@ def price_group(price: Price) -> str:
     return price.subscription_group or f"price:{price.id}"
 
 
-def held_group(sub: Subscription) -> str | None:
-    if sub.stackable:
-        return None
-    if sub.subscription_group:
-        return sub.subscription_group
-    return f"price:{sub.price_id}" if sub.price_id else None
+def held_groups(session: Session, subs: Sequence[Subscription]) -> dict[str, set[str]]:
+    """The groups each subscription holds (by its id): one per non-stackable recurring item."""
+    out: dict[str, set[str]] = {}
+    for ident, items in repository.items_of(session, [s.id for s in subs]).items():
+        out[ident] = {
+            item.subscription_group or f"price:{item.price_id}"
+            for item in items
+            if not item.stackable and (item.subscription_group or item.price_id)
+        }
+    return out
 
 
 def conflicting_subscription(
@@ -63,9 +68,10 @@ def conflicting_subscription(
     }
     if not wanted:
         return None
-    for sub in repository.live_subscriptions(session, account_id):
-        group = held_group(sub)
-        if group is not None and group in wanted:
+    live = repository.live_subscriptions(session, account_id)
+    groups = held_groups(session, live)
+    for sub in live:
+        if groups[sub.id] & wanted.keys():
             return sub
     return None
 
@@ -89,9 +95,7 @@ def billing_status(session: Session, caller: Caller, account_ref: str) -> Billin
     account = resolve(session, caller, account_ref)
     live = repository.live_subscriptions(session, account.id)
     plan = current_plan(live)
-    held_price_ids = [s.price_id for s in live if s.price_id] + [
-        p.price_id for p in repository.all_purchases(session, account.id) if p.price_id
-    ]
+    held_price_ids = [h.price_id for h in repository.held_prices(session, account.id)]
     prices = catalog.prices_by_ids(session, sorted(set(held_price_ids)))
     entitlements: list[tuple[str, str]] = []
     for price in prices.values():
@@ -128,6 +132,11 @@ def list_subscriptions(
     return page.items, page.next_page_token
 
 
+def items_of(session: Session, subs: Sequence[Subscription]) -> dict[str, list[SubscriptionItem]]:
+    """Every recurring item of each subscription (by its id), in the provider's order."""
+    return repository.items_of(session, [s.id for s in subs])
+
+
 def list_purchases(
     session: Session, caller: Caller, account_ref: str, page_size: int, page_token: str
 ) -> tuple[list[Purchase], str]:
@@ -158,7 +167,7 @@ def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) ->
         return [HINT_NONE for _ in prices]
     live = repository.live_subscriptions(session, caller.account_id)
     held = {h.price_id for h in repository.held_prices(session, caller.account_id)}
-    groups = {g for g in (held_group(s) for s in live) if g is not None}
+    groups = set().union(*held_groups(session, live).values())
     hints = []
     for price in prices:
         if price.id in held and not price.stackable:

@@ -33,8 +33,10 @@ class SubscriptionRpcs(Servicer):
                 request.page_size,
                 request.page_token,
             )
+            items = service.items_of(session, rows)
             return checkout_pb2.ListSubscriptionsResponse(
-                subscriptions=[convert.subscription_out(r) for r in rows], next_page_token=token
+                subscriptions=[convert.subscription_out(r, items[r.id]) for r in rows],
+                next_page_token=token,
             )
 
     def ListPurchases(

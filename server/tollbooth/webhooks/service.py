@@ -26,6 +26,8 @@ import datetime as dt
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,11 @@ BACKOFF_BASE_SEC = 10
 BACKOFF_MAX_SEC = 3600
 # How long a delivery or the worker may take to apply before another may try it.
 LEASE_SEC = 120
+# How long a delivery waits for the effects of the event it stored before it answers anyway
+# (well under the sidecar's 15 s limit): the apply goes on in the background, under its lease.
+INLINE_BUDGET_SEC = 5.0
+# Background applies at once per process; more wait their turn (or the worker, after the lease).
+INLINE_WORKERS = 8
 DONE = ("applied", "ignored")
 
 log = logging.getLogger("tollbooth.inbox")
@@ -161,6 +168,10 @@ class Outcome:
     error: str | None = None
 
 
+def _new_appliers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(INLINE_WORKERS, thread_name_prefix="inbox-apply")
+
+
 @dataclass
 class Inbox:
     """The stored events and what applies them (the server, the worker, operators)."""
@@ -168,6 +179,8 @@ class Inbox:
     db: Database
     registry: Registry
     livemode: bool = False
+    inline_budget_sec: float = INLINE_BUDGET_SEC
+    _appliers: ThreadPoolExecutor = field(default_factory=_new_appliers, repr=False)
 
     def apply(self, event_id: str) -> Outcome:
         """Try once to apply a stored event; the outcome is recorded on the event."""
@@ -221,6 +234,9 @@ class Inbox:
     def record(self, payload: bytes) -> tuple[ParsedEvent, bool, Outcome]:
         """Store a verified event, then apply it now unless it is large (the worker will).
 
+        The answer never waits on the effects longer than `inline_budget_sec`: the apply runs
+        in the background and, past the budget, the outcome is `pending` while it goes on
+        (a slow provider read cannot make the delivery time out once the event is stored).
         Returns the event, whether it was stored before, and the outcome."""
         defer = len(payload) > INLINE_MAX_BYTES
         with self.db.transaction() as session:
@@ -229,7 +245,12 @@ class Inbox:
             return event, not inserted, Outcome(status)
         if defer:
             return event, not inserted, Outcome("pending")
-        return event, not inserted, self.apply(event.event_id)
+        running = self._appliers.submit(self.apply, event.event_id)
+        try:
+            return event, not inserted, running.result(timeout=self.inline_budget_sec)
+        except FutureTimeout:
+            log.info("event %s is still being applied; answered as stored", event.event_id)
+            return event, not inserted, Outcome("pending")
 
     def replay(self, event_id: str) -> Outcome:
         """Apply one stored event again, whatever its status (operators).

@@ -544,6 +544,13 @@ export declare type Subscription = Message<"billing.v1.Subscription"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 12;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Every recurring item, in the provider's order (price_id, quantity ... above: the first).
+   *
+   * @generated from field: repeated billing.v1.SubscriptionItem items = 13;
+   */
+  items: SubscriptionItem[];
 };
 
 /**
@@ -551,6 +558,54 @@ export declare type Subscription = Message<"billing.v1.Subscription"> & {
  * Use `create(SubscriptionSchema)` to create a new message.
  */
 export declare const SubscriptionSchema: GenMessage<Subscription>;
+
+/**
+ * One recurring item of a subscription.
+ *
+ * @generated from message billing.v1.SubscriptionItem
+ */
+export declare type SubscriptionItem = Message<"billing.v1.SubscriptionItem"> & {
+  /**
+   * The catalog price; empty when the provider price is not in the catalog.
+   *
+   * @generated from field: string price_id = 1;
+   */
+  priceId: string;
+
+  /**
+   * The provider's price id.
+   *
+   * @generated from field: string stripe_price_id = 2;
+   */
+  stripePriceId: string;
+
+  /**
+   * The price's lookup key.
+   *
+   * @generated from field: string lookup_key = 3;
+   */
+  lookupKey: string;
+
+  /**
+   * The price's subscription group.
+   *
+   * @generated from field: string subscription_group = 4;
+   */
+  subscriptionGroup: string;
+
+  /**
+   * Quantity subscribed.
+   *
+   * @generated from field: int32 quantity = 5;
+   */
+  quantity: number;
+};
+
+/**
+ * Describes the message billing.v1.SubscriptionItem.
+ * Use `create(SubscriptionItemSchema)` to create a new message.
+ */
+export declare const SubscriptionItemSchema: GenMessage<SubscriptionItem>;
 
 /**
  * A one-time purchase of the account.

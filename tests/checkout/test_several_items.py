@@ -1,0 +1,78 @@
+"""Every recurring item of a subscription is recorded and used (issue 14, finding 9): a
+subscription to two recurring prices of different groups holds both groups (conflicts, hints),
+both prices' entitlements, and billing status lists both."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from billing.v1 import catalog_pb2, checkout_pb2
+from tests.checkout.support import World
+from tests.conftest import bearer_md
+from tests.entitlements.support import check
+from tollbooth.db.models import Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
+
+E = catalog_pb2.Entitlement
+
+
+def buy_both(world: World, token: str) -> checkout_pb2.CreateCheckoutSessionResponse:
+    return world.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(
+            items=[
+                checkout_pb2.CheckoutItem(lookup_key="pro", quantity=1),
+                checkout_pb2.CheckoutItem(lookup_key="support", quantity=3),
+            ],
+            success_url="https://app.example/ok",
+            cancel_url="https://app.example/pricing",
+        ),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+
+
+def test_a_subscription_with_two_recurring_prices_holds_both(world: World) -> None:
+    pro = world.price("pro", group="plan", entitlements=[E(feature="sso")])
+    support = world.price("support", group="care", amount=500, entitlements=[E(feature="phone")])
+    world.price("team", group="plan", amount=9900)
+    world.price("premium-care", group="care", amount=900)
+    world.price("extra", group="other", amount=100)
+    token, account = world.token()
+    answer = buy_both(world, token)
+    assert answer.WhichOneof("next_action") == "session"
+    world.pay(answer.session.stripe_checkout_session_id)
+    world.settled()
+
+    with world.deps.db.transaction(readonly=True) as session:
+        sub = session.scalars(
+            select(Subscription).where(Subscription.billing_account_id == account)
+        ).one()
+        items = session.scalars(
+            select(SubscriptionItem)
+            .where(SubscriptionItem.subscription_id == sub.id)
+            .order_by(SubscriptionItem.position)
+        ).all()
+        sub_id = sub.id
+        recorded = sorted((i.price_id, i.subscription_group, i.quantity) for i in items)
+    assert recorded == sorted([(pro.price_id, "plan", 1), (support.price_id, "care", 3)])
+
+    # Both groups conflict for a new checkout (the portal answers); another group does not.
+    for key in ("team", "premium-care", "support"):
+        conflict = world.buy(token, key)
+        assert conflict.WhichOneof("next_action") == "portal", key
+        assert conflict.portal.conflicting_subscription_id == sub_id
+    assert world.buy(token, "extra").WhichOneof("next_action") == "session"
+
+    # Both prices' entitlements are allowed; billing status lists both.
+    assert check(world, "sso", account=account).allowed
+    assert check(world, "phone", account=account).allowed
+    status = world.status(token)
+    assert status.plan == "pro"
+    assert sorted(e.feature for e in status.entitlements) == ["phone", "sso"]
+    listed = world.checkout.ListSubscriptions(
+        checkout_pb2.ListSubscriptionsRequest(), metadata=bearer_md(token), timeout=10
+    ).subscriptions
+    assert [(i.lookup_key, i.subscription_group, i.quantity) for i in listed[0].items] == [
+        ("pro", "plan", 1),
+        ("support", "care", 3),
+    ]

@@ -291,7 +291,7 @@ def test_a_failed_stripe_event_is_listed_and_replayed_from_the_console(
     row = page.locator(f"#event-{bought['event']}")
     assert row.locator(".status").inner_text() == "failed"
     assert row.locator("td.attempts").inner_text() == "1"
-    assert row.locator("td.error").inner_text() == error
+    assert row.locator("td.last-error").inner_text() == error
     assert "checkout.session.completed" in row.inner_text()
     page.screenshot(path=str(ARTIFACTS / "console-events-failed.png"), full_page=True)
     # The other tabs list by the stored status: alice's applied event is not a failed one.

@@ -100,7 +100,8 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
             assert time.monotonic() < deadline, "the delivery process serves no metrics"
             time.sleep(0.2)
         status, text = _get(f"http://127.0.0.1:{base + 3}/metrics")
-        assert status == 200 and "# TYPE tollbooth_notification_attempts_total counter" in text.decode()
+        assert status == 200
+        assert "# TYPE tollbooth_notification_attempts_total counter" in text.decode()
 
         status, text = _get(f"http://127.0.0.1:{rest}/healthz")
         assert (status, json.loads(text)) == (200, {"ok": True})

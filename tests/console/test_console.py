@@ -18,7 +18,7 @@ from tests.checkout.support import wait_for
 from tests.conftest import OPERATOR_KEY
 from tests.console.conftest import ARTIFACTS, ConsoleWorld
 from tests.devstack import free_port
-from tests.notifications.support import Receiver, ReceiverServer
+from tests.notifications.support import Receiver, ReceiverServer, enqueue
 from tollbooth.app import build_provider, live_key, webhook_handlers
 from tollbooth.db.models import NotificationAttempt, NotificationDelivery, StripeEvent
 from tollbooth.db.types import utcnow
@@ -449,6 +449,16 @@ def test_notification_deliveries_with_attempts_and_resend(
             timeout=10,
         )
         assert r.status_code == 404 and "NOT_FOUND" in r.text
+        # A message the delivery process has not queued yet (no position): 409, nothing made.
+        fresh = enqueue(db, "credits.granted", bought["account"], {"amount": "1"})
+        r = httpx.post(
+            _url(world, f"/notifications/{ep}/{fresh}/resend"),
+            data={"csrf_token": csrf},
+            cookies=jar,
+            timeout=10,
+        )
+        assert r.status_code == 409 and "NOTIFICATION_NOT_QUEUED" in r.text
+        assert _counts(world, ep)[1] == 0
 
         row.locator("button.resend").click()
         page.wait_for_url(_url(world, "/notifications"))

@@ -34,7 +34,6 @@ REPLAYABLE = ("failed", "pending")
 PAGE = 200
 ENDPOINTS = 50
 MESSAGES = 50
-ATTEMPTS = 500
 
 
 @dataclass(frozen=True)
@@ -154,13 +153,25 @@ def _delivery(
     )
 
 
+def attempts_of(
+    session: Session, endpoint_id: str, notification_ids: list[str]
+) -> list[NotificationAttempt]:
+    """Every attempt to deliver these messages to the endpoint (a message is retried for at
+    most the give-up window, so a few dozen each at most)."""
+    if not notification_ids:
+        return []
+    a = NotificationAttempt
+    stmt = select(a).where(a.endpoint_id == endpoint_id, a.notification_id.in_(notification_ids))
+    return list(session.scalars(stmt.order_by(a.notification_id, a.number)))
+
+
 def deliveries(session: Session) -> list[Endpoint]:
     """Every endpoint with its latest messages, each with its delivery state and attempts."""
     out: list[Endpoint] = []
     for ep in notification_endpoints.list_page(session, ENDPOINTS, "").items:
         page = messages.list_messages(session, ep.id, None, MESSAGES, "")
         tries: dict[str, list[NotificationAttempt]] = defaultdict(list)
-        for a in messages.list_attempts(session, ep.id, "", ATTEMPTS, "").items:
+        for a in attempts_of(session, ep.id, [row.id for _, row in page.items]):
             tries[a.notification_id].append(a)
         out.append(
             Endpoint(

@@ -38,9 +38,16 @@ def _get(url: str) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+def _get_or_none(url: str) -> tuple[int, bytes] | None:
+    try:
+        return _get(url)
+    except OSError:
+        return None
+
+
 def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_path: Path) -> None:
     env = _stack_env(tmp_path)
-    base = _free_run_of(3)  # the server, the sidecar, the sandbox
+    base = _free_run_of(4)  # the server, the sidecar, the sandbox, the notification delivery
     env["BILLING_METRICS_PORT"] = str(base)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -66,6 +73,7 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
             f"grpc-0 http://127.0.0.1:{base}/metrics",
             f"sidecar http://127.0.0.1:{base + 1}/metrics",
             f"sandbox http://127.0.0.1:{base + 2}/metrics",
+            f"notifications http://127.0.0.1:{base + 3}/metrics",
         ]
         children = _children(proc.pid)
         rest = int(env["BILLING_REST_PORT"])
@@ -87,6 +95,13 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
         assert 'tollbooth_webhook_inbox_events{status="pending"} 0.0' in page
         for port in (base + 1, base + 2):
             assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        deadline = time.monotonic() + 60  # the delivery process starts beside the others
+        while _get_or_none(f"http://127.0.0.1:{base + 3}/metrics") is None:
+            assert time.monotonic() < deadline, "the delivery process serves no metrics"
+            time.sleep(0.2)
+        status, text = _get(f"http://127.0.0.1:{base + 3}/metrics")
+        assert status == 200
+        assert "# TYPE tollbooth_notification_attempts_total counter" in text.decode()
 
         status, text = _get(f"http://127.0.0.1:{rest}/healthz")
         assert (status, json.loads(text)) == (200, {"ok": True})

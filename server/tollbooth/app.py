@@ -194,17 +194,13 @@ def serve(deps: Deps) -> None:
 
 def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
     """The operator console (mounted at /console on the sidecar) and what closes it: its own
-    database pool, and replay through the same handlers as `webhooks replay`."""
+    database pool, and replay through the inbox (`Inbox.replay`, as `webhooks replay`)."""
     db = Database(settings.database_url)
     box = Inbox(db, webhook_handlers(build_provider(settings), db), livemode=live_key(settings))
 
     def replay_one(event_id: str) -> console_inbox.Outcome:
-        report = replay_events(box, event_id=event_id, progress_bar=False)
-        mine = f"{event_id}: "
-        return console_inbox.Outcome(
-            changed=[line.removeprefix(mine) for line in report.changed],
-            failed=[line.removeprefix(mine) for line in report.failed],
-        )
+        outcome = box.replay(event_id)
+        return console_inbox.Outcome(outcome.status, list(outcome.changes), outcome.error)
 
     return console_pages.create(settings.operator_key, db, replay_one), db.dispose
 

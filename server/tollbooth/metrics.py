@@ -28,6 +28,18 @@ RPC_SECONDS = Histogram(
 )
 DEBITS = Counter("tollbooth_credit_debits", "credit debits answered (request_id replays included)")
 USAGE_EVENTS = Counter("tollbooth_usage_events", "usage events ingested, by outcome", ["outcome"])
+NOTIFY_ATTEMPTS = Counter(
+    "tollbooth_notification_attempts",
+    "notification delivery attempts (POSTs to endpoints), by outcome: delivered (2xx), "
+    "rejected (another HTTP status) or unreachable (no answer)",
+    ["outcome"],
+)
+NOTIFY_SECONDS = Histogram(
+    "tollbooth_notification_attempt_duration_seconds",
+    "notification delivery attempt latency, by outcome",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 WEBHOOK_REQUESTS = Counter(
     "tollbooth_webhook_requests",
     "webhook deliveries answered by the sidecar, by HTTP status",
@@ -38,6 +50,18 @@ WEBHOOK_REQUESTS = Counter(
 def observe_rpc(method: str, code: str, seconds: float) -> None:
     RPCS.labels(method, code).inc()
     RPC_SECONDS.labels(method, code).observe(seconds)
+
+
+def observe_notification_attempt(status_code: int, latency_ms: int) -> None:
+    """One POST of a notification: 2xx delivered, another status rejected, 0 unreachable."""
+    if 200 <= status_code < 300:
+        outcome = "delivered"
+    elif status_code:
+        outcome = "rejected"
+    else:
+        outcome = "unreachable"
+    NOTIFY_ATTEMPTS.labels(outcome).inc()
+    NOTIFY_SECONDS.labels(outcome).observe(latency_ms / 1000)
 
 
 class _Counts(Collector):

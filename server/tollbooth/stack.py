@@ -66,13 +66,14 @@ def planned_ports(settings: Settings) -> list[Port]:
 def metrics_ports(settings: Settings) -> list[tuple[str, str, int]]:
     """(process, variable, port) of each process's metrics endpoint, none when
     BILLING_METRICS_PORT is 0: the gRPC replicas from BILLING_METRICS_PORT upwards, then the
-    sidecar and (without a Stripe key) the sandbox."""
+    sidecar, (without a Stripe key) the sandbox, then the notification delivery process."""
     base = settings.metrics_port
     if not base:
         return []
     names = [f"grpc-{i}" for i in range(settings.grpc_replicas)] + ["sidecar"]
     if settings.sandbox:
         names.append("sandbox")
+    names.append("notifications")
     return [
         (name, "BILLING_METRICS_PORT" if i == 0 else f"BILLING_METRICS_PORT+{i}", base + i)
         for i, name in enumerate(names)

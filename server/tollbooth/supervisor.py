@@ -273,7 +273,11 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     )
     # Outbound notifications: the delivery process (any number may run; see
     # tollbooth.notifications.delivery).
-    notifier = Child("notifications", [*py, "serve-notifications"], base_env)
+    notifier = Child(
+        "notifications",
+        [*py, "serve-notifications"],
+        {**base_env, "BILLING_METRICS_PORT": str(metrics_port.get("notifications", 0))},
+    )
     children = [*servers, sidecar, envoy, notifier, *([sandbox] if sandbox else [])]
     stopping = False
 

@@ -1,6 +1,8 @@
 """The operator console through Envoy, in headless Chromium: sign-in with the operator key, an
-account that bought `pro` in the sandbox with its ledger and a usage chart, a pending Stripe
-event replayed from the console, and the refusals (wrong key, missing CSRF token, no cookie)."""
+account that bought `pro` in the sandbox with its ledger and a usage chart, a Stripe event whose
+handler failed (provider unreachable) listed as failed and replayed from the console,
+notification deliveries with their attempts and a resend, and the refusals (wrong key, missing
+CSRF token, no cookie)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,14 @@ import pytest
 from tests.checkout.support import wait_for
 from tests.conftest import OPERATOR_KEY
 from tests.console.conftest import ARTIFACTS, ConsoleWorld
-from tollbooth.db.models import StripeEvent
-from tollbooth.webhooks import repository as inbox
+from tests.devstack import free_port
+from tests.notifications.support import Receiver, ReceiverServer, enqueue
+from tollbooth.app import build_provider, live_key, webhook_handlers
+from tollbooth.db.models import NotificationAttempt, NotificationDelivery, StripeEvent
+from tollbooth.db.types import utcnow
+from tollbooth.notifications import endpoints
+from tollbooth.notifications.delivery import Deliverer, Policy
+from tollbooth.webhooks.service import Inbox
 
 pytestmark = pytest.mark.envoy
 
@@ -74,17 +82,35 @@ def _completed_event(world: ConsoleWorld, stripe_id: str) -> dict[str, Any]:
     raise AssertionError(f"no checkout.session.completed for {stripe_id}")
 
 
-def _status(world: ConsoleWorld, event_id: str) -> str | None:
+def _event(world: ConsoleWorld, event_id: str) -> tuple[str, int, str] | None:
+    """(status, attempts, last error) of a stored event."""
     with world.stack.deps.db.transaction(readonly=True) as session:
         row = session.get(StripeEvent, event_id)
-        return None if row is None else ("processed" if row.processed_at else "pending")
+        return None if row is None else (row.status, row.attempts, row.last_error or "")
+
+
+def _status(world: ConsoleWorld, event_id: str) -> str | None:
+    found = _event(world, event_id)
+    return None if found is None else found[0]
+
+
+def _record_with_provider_down(world: ConsoleWorld, event: dict[str, Any]) -> None:
+    """The inbox stores the event and its handler fails: the provider it reads is unreachable
+    (a closed port), as when Stripe cannot be reached while an event is applied."""
+    settings = world.stack.settings.model_copy(
+        update={"stripe_api_base": f"http://127.0.0.1:{free_port()}"}
+    )
+    db = world.stack.deps.db
+    down = Inbox(db, webhook_handlers(build_provider(settings), db), livemode=live_key(settings))
+    _, _, outcome = down.record(json.dumps(event).encode())
+    assert outcome.status == "failed", outcome
 
 
 @pytest.fixture(scope="module")
 def bought(world: ConsoleWorld) -> dict[str, str]:
     """Alice bought `pro` (delivered and applied) and used the API; Bob bought `pro` while the
-    webhook path was closed, and his checkout.session.completed sits in the inbox unapplied
-    (as one stored by a version without its handler: what `webhooks replay` is for)."""
+    webhook path was closed, and his checkout.session.completed was stored while the provider
+    was unreachable: its handler failed and it sits in the inbox as `failed`."""
     world.price("pro", credit_grants=GRANTS)
     alias = f"alice-{uuid.uuid4().hex[:6]}"
     token, account, _ = _buy(world, alias, "Alice@Example.com")
@@ -121,17 +147,9 @@ def bought(world: ConsoleWorld) -> dict[str, str]:
     world.gate.open.clear()  # the sandbox's deliveries get 503 and wait
     bob_token, bob, stripe_id = _buy(world, f"bob-{uuid.uuid4().hex[:6]}", "bob@example.com")
     event = _completed_event(world, stripe_id)
-    with world.stack.deps.db.transaction() as session:
-        inbox.insert_event(
-            session,
-            event_id=event["id"],
-            type_=event["type"],
-            api_version="",
-            livemode=False,
-            created=None,
-            payload=json.dumps(event).encode(),
-        )
-    assert _status(world, event["id"]) == "pending"
+    _record_with_provider_down(world, event)
+    status, attempts, error = _event(world, event["id"]) or ("", 0, "")
+    assert (status, attempts) == ("failed", 1) and error, error
     assert _balance(world, bob_token) in ("", "0")
     return {
         "alias": alias,
@@ -263,34 +281,53 @@ def test_missing_or_wrong_csrf_token_is_refused(
     assert httpx.get(_url(world, "/accounts"), cookies=jar, timeout=10).status_code == 200
 
 
-def test_a_pending_stripe_event_is_replayed_from_the_console(
-    world: ConsoleWorld, bought: dict[str, str], page: Any
+def test_a_failed_stripe_event_is_listed_and_replayed_from_the_console(
+    world: ConsoleWorld, bought: dict[str, str], page: Any, context: Any
 ) -> None:
     _sign_in(world, page)
     page.wait_for_url(_url(world, "/accounts"))
-    page.goto(_url(world, "/events?status=pending"))
+    _, _, error = _event(world, bought["event"]) or ("", 0, "")
+    page.goto(_url(world, "/events?status=failed"))
     row = page.locator(f"#event-{bought['event']}")
-    assert "pending" in row.inner_text()
+    assert row.locator(".status").inner_text() == "failed"
+    assert row.locator("td.attempts").inner_text() == "1"
+    assert row.locator("td.last-error").inner_text() == error
     assert "checkout.session.completed" in row.inner_text()
-    page.screenshot(path=str(ARTIFACTS / "console-events-pending.png"), full_page=True)
-    row.locator("button.replay").click()
+    page.screenshot(path=str(ARTIFACTS / "console-events-failed.png"), full_page=True)
+    # The other tabs list by the stored status: alice's applied event is not a failed one.
+    page.goto(_url(world, "/events?status=applied"))
+    assert page.locator(f"#event-{bought['event']}").count() == 0
+    assert page.locator("#events tbody .status.applied").count() >= 1
+    page.goto(_url(world, "/events?status=failed"))
+    page.locator(f"#event-{bought['event']} button.replay").click()
     page.wait_for_url(_url(world, "/events"))
     flash = page.inner_text("#flash")
-    assert flash.startswith(f"Replayed {bought['event']}:") and "fulfilled" in flash, flash
-    assert "processed" in page.inner_text(f"#event-{bought['event']}")
-    assert _status(world, bought["event"]) == "processed"
+    assert flash.startswith(f"Replayed {bought['event']}: applied:") and "fulfilled" in flash, flash
+    row = page.locator(f"#event-{bought['event']}")
+    assert row.locator(".status").inner_text() == "applied"
+    assert row.locator("button.replay").count() == 0
+    assert _status(world, bought["event"]) == "applied"
     assert _balance(world, bought["bob_token"]) == "1000"
     page.screenshot(path=str(ARTIFACTS / "console-events-replayed.png"), full_page=True)
-    # Replaying it again is refused: it is no longer pending.
-    page.goto(_url(world, "/events?status=pending"))
+    # No longer failed: gone from the failed tab, and a replay by hand is refused.
+    page.goto(_url(world, "/events?status=failed"))
     assert page.locator(f"#event-{bought['event']}").count() == 0
+    cookie = next(c for c in context.cookies() if c["name"] == "tollbooth_console")
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    r = httpx.post(
+        _url(world, f"/events/{bought['event']}/replay"),
+        data={"csrf_token": csrf},
+        cookies={"tollbooth_console": cookie["value"]},
+        timeout=10,
+    )
+    assert (r.status_code, "EVENT_NOT_REPLAYABLE" in r.text) == (409, True)
     # The delivery the sandbox kept retrying arrives now, and grants nothing twice.
     world.gate.open.set()
     world.settled()
     assert _balance(world, bought["bob_token"]) == "1000"
 
 
-def test_catalog_and_notifications_pages(
+def test_catalog_page_and_an_accounts_notifications(
     world: ConsoleWorld, bought: dict[str, str], page: Any
 ) -> None:
     _sign_in(world, page)
@@ -299,11 +336,11 @@ def test_catalog_and_notifications_pages(
     text = page.inner_text("main")
     assert "pro" in text and "29.00 USD" in text and "1000 api_calls" in text
     page.screenshot(path=str(ARTIFACTS / "console-catalog.png"), full_page=True)
-    page.goto(_url(world, "/notifications"))
+    # An account's page lists its outbox notifications (the purchase wrote some).
+    page.goto(_url(world, f"/accounts/{bought['account']}"))
     rows = page.locator("#notifications tbody tr")
     assert rows.count() >= 1
     assert bought["account"] in page.inner_text("#notifications")
-    page.screenshot(path=str(ARTIFACTS / "console-notifications.png"), full_page=True)
 
 
 def test_bad_input_is_a_clear_4xx(world: ConsoleWorld, page: Any, context: Any) -> None:
@@ -337,3 +374,115 @@ def test_sign_out_ends_the_session(world: ConsoleWorld, page: Any) -> None:
     page.wait_for_url(_url(world, "/signin"))
     page.goto(_url(world, "/events"))
     assert page.url == _url(world, "/signin")
+
+
+def _attempts(world: ConsoleWorld, endpoint_id: str, notification_id: str) -> list[int]:
+    with world.stack.deps.db.transaction(readonly=True) as session:
+        rows = session.query(NotificationAttempt).filter_by(
+            endpoint_id=endpoint_id, notification_id=notification_id
+        )
+        return [a.status_code for a in sorted(rows, key=lambda a: a.number)]
+
+
+def _state(world: ConsoleWorld, endpoint_id: str, notification_id: str) -> str:
+    with world.stack.deps.db.transaction(readonly=True) as session:
+        row = (
+            session.query(NotificationDelivery)
+            .filter_by(endpoint_id=endpoint_id, notification_id=notification_id)
+            .one()
+        )
+        return row.state
+
+
+def test_notification_deliveries_with_attempts_and_resend(
+    world: ConsoleWorld, bought: dict[str, str], page: Any, context: Any
+) -> None:
+    """An endpoint that answers 500 to each message's first POST: the page shows the failed
+    attempt (status, latency, error), then the delivery; Resend makes it pending again and
+    the next pass sends it once more."""
+    receiver = Receiver(fail_first=1)
+    server = ReceiverServer(receiver)
+    db = world.stack.deps.db
+    deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))
+    try:
+        with db.transaction() as s:
+            endpoint, receiver.secret = endpoints.create(
+                s, endpoints.Fields(url=receiver.url), utcnow()
+            )
+            ep = endpoint.id
+
+        def settled() -> bool:
+            deliverer.run_once()
+            total, pending = _counts(world, ep)
+            return total > 0 and pending == 0
+
+        wait_for(settled, 60, "every message delivered to the endpoint")
+        delivered = receiver.ids()
+        mine = delivered[0]
+        assert _attempts(world, ep, mine) == [500, 204]
+
+        _sign_in(world, page)
+        page.wait_for_url(_url(world, "/accounts"))
+        page.goto(_url(world, "/notifications"))
+        section = page.locator(f"#endpoint-{ep}")
+        assert receiver.url in section.locator("h2").inner_text()
+        row = section.locator(f"#delivery-{ep}-{mine}")
+        assert row.locator(".status").inner_text() == "delivered"
+        tries = row.locator(".attempt").all_inner_texts()
+        assert len(tries) == 2, tries
+        assert tries[0].startswith("#1 · 500 · ") and "HTTP 500" in tries[0], tries
+        assert tries[1].startswith("#2 · 204 · ") and "ms" in tries[1], tries
+        assert section.locator("tbody tr").count() == len(delivered)
+        page.screenshot(path=str(ARTIFACTS / "console-notifications.png"), full_page=True)
+
+        # Resend without the CSRF token: refused, nothing changes.
+        cookie = next(c for c in context.cookies() if c["name"] == "tollbooth_console")
+        jar = {"tollbooth_console": cookie["value"]}
+        r = httpx.post(_url(world, f"/notifications/{ep}/{mine}/resend"), cookies=jar, timeout=10)
+        assert r.status_code == 403 and "CSRF_INVALID" in r.text
+        assert _state(world, ep, mine) == "delivered"
+        csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+        r = httpx.post(
+            _url(world, f"/notifications/{ep}/ntf_nobody/resend"),
+            data={"csrf_token": csrf},
+            cookies=jar,
+            timeout=10,
+        )
+        assert r.status_code == 404 and "NOT_FOUND" in r.text
+        # A message the delivery process has not queued yet (no position): 409, nothing made.
+        fresh = enqueue(db, "credits.granted", bought["account"], {"amount": "1"})
+        r = httpx.post(
+            _url(world, f"/notifications/{ep}/{fresh}/resend"),
+            data={"csrf_token": csrf},
+            cookies=jar,
+            timeout=10,
+        )
+        assert r.status_code == 409 and "NOTIFICATION_NOT_QUEUED" in r.text
+        assert _counts(world, ep)[1] == 0
+
+        row.locator("button.resend").click()
+        page.wait_for_url(_url(world, "/notifications"))
+        assert page.inner_text("#flash") == f"Resending {mine} to {ep}: pending"
+        row = page.locator(f"#delivery-{ep}-{mine}")
+        assert row.locator(".status").inner_text() == "pending"
+        assert _state(world, ep, mine) == "pending"
+        page.screenshot(path=str(ARTIFACTS / "console-notifications-resend.png"), full_page=True)
+
+        wait_for(settled, 60, "the message sent again")
+        assert _state(world, ep, mine) == "delivered"
+        assert _attempts(world, ep, mine) == [500, 204, 204]
+        assert receiver.ok_posts[mine] == 2
+        page.reload()
+        row = page.locator(f"#delivery-{ep}-{mine}")
+        assert row.locator(".status").inner_text() == "delivered"
+        assert len(row.locator(".attempt").all_inner_texts()) == 3
+    finally:
+        deliverer.close()
+        server.close()
+
+
+def _counts(world: ConsoleWorld, endpoint_id: str) -> tuple[int, int]:
+    """(deliveries, pending deliveries) of the endpoint."""
+    with world.stack.deps.db.transaction(readonly=True) as session:
+        rows = session.query(NotificationDelivery).filter_by(endpoint_id=endpoint_id).all()
+        return len(rows), sum(1 for d in rows if d.state == "pending")

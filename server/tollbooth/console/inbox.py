@@ -1,28 +1,39 @@
-"""The console's one door to the Stripe event inbox and the notification outbox.
+"""The console's one door to the Stripe event inbox and the notification deliveries.
 
 Everything the console reads or does about stored events and notifications goes through this
-module, so that when the inbox gains statuses of its own (and a replay RPC) and the outbox
-gains deliveries, only this file changes. Today an event is `processed` (its effects were
-applied) or `pending` (stored but not applied: it failed when replayed, or was stored by a
-version without its handler); replay is `tollbooth.webhooks.replay.replay_events`, handed in
-by the assembly as a callable.
+module. An event's `status` is the inbox's own (`tollbooth.webhooks.service`): `applied`,
+`ignored` (with the reason), `failed` (attempts, last error, next automatic attempt) or
+`pending` (stored, not applied yet). A replay is `Inbox.replay`, handed in by the assembly as
+a callable. Deliveries and their attempts are read, and a message resent, through
+`tollbooth.notifications.messages` (the functions the RPCs and `notifications resend` use).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tollbooth.db.models import NotificationOutbox, StripeEvent
+from tollbooth.db.models import (
+    NotificationAttempt,
+    NotificationDelivery,
+    NotificationOutbox,
+    StripeEvent,
+)
+from tollbooth.notifications import endpoints as notification_endpoints
+from tollbooth.notifications import envelope, messages
 
-STATUSES = ("pending", "processed")
+STATUSES = ("failed", "pending", "applied", "ignored")
+REPLAYABLE = ("failed", "pending")
 PAGE = 200
+ENDPOINTS = 50
+MESSAGES = 50
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,9 @@ class Event:
     event_id: str
     type: str
     status: str
+    attempts: int
+    last_error: str
+    next_attempt_at: dt.datetime | None
     received_at: dt.datetime
     processed_at: dt.datetime | None
     object_id: str
@@ -37,13 +51,14 @@ class Event:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a replay did: changes made, or why it failed."""
+    """What a replay ended in: the inbox's status, the changes made, the error if it failed."""
 
+    status: str
     changed: list[str]
-    failed: list[str]
+    error: str | None = None
 
 
-# Replays one stored event by id (the assembly binds the database and the handlers).
+# Replays one stored event by id (the assembly binds the inbox).
 Replayer = Callable[[str], Outcome]
 
 
@@ -51,17 +66,15 @@ def _object_id(payload: bytes) -> str:
     try:
         obj = json.loads(payload).get("data", {}).get("object", {})
         return str(obj.get("id", "")) if isinstance(obj, dict) else ""
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
 
 
 def events(session: Session, status: str) -> list[Event]:
     """Stored events of one status ("" for all), newest first."""
     stmt = select(StripeEvent)
-    if status == "pending":
-        stmt = stmt.where(StripeEvent.processed_at.is_(None))
-    elif status == "processed":
-        stmt = stmt.where(StripeEvent.processed_at.is_not(None))
+    if status:
+        stmt = stmt.where(StripeEvent.status == status)
     rows = session.scalars(
         stmt.order_by(StripeEvent.received_at.desc(), StripeEvent.event_id.desc()).limit(PAGE)
     )
@@ -69,10 +82,13 @@ def events(session: Session, status: str) -> list[Event]:
         Event(
             event_id=row.event_id,
             type=row.type,
-            status="processed" if row.processed_at else "pending",
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error or "",
+            next_attempt_at=row.next_attempt_at if row.status == "failed" else None,
             received_at=row.received_at,
             processed_at=row.processed_at,
-            object_id=_object_id(row.payload),
+            object_id=_object_id(bytes(row.payload)),
         )
         for row in rows
     ]
@@ -80,13 +96,99 @@ def events(session: Session, status: str) -> list[Event]:
 
 def event_status(session: Session, event_id: str) -> str | None:
     row = session.get(StripeEvent, event_id)
-    if row is None:
-        return None
-    return "processed" if row.processed_at else "pending"
+    return None if row is None else row.status
 
 
 def replayable(status: str | None) -> bool:
-    return status == "pending"
+    return status in REPLAYABLE
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    status_code: int
+    latency_ms: int
+    error: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    notification_id: str
+    type: str
+    account_id: str | None
+    state: str
+    attempts: int
+    last_error: str
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    tries: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    url: str
+    enabled: bool
+    disabled_reason: str
+    deliveries: list[Delivery]
+
+
+def _delivery(
+    d: NotificationDelivery, row: NotificationOutbox, tries: list[NotificationAttempt]
+) -> Delivery:
+    return Delivery(
+        notification_id=row.id,
+        type=envelope.public_type(row.type),
+        account_id=row.billing_account_id,
+        state=d.state,
+        attempts=d.attempts,
+        last_error=d.last_error,
+        created_at=row.created_at,
+        delivered_at=d.delivered_at,
+        tries=[
+            Attempt(a.number, a.status_code, a.latency_ms, a.error, a.created_at)
+            for a in sorted(tries, key=lambda a: a.number)
+        ],
+    )
+
+
+def attempts_of(
+    session: Session, endpoint_id: str, notification_ids: list[str]
+) -> list[NotificationAttempt]:
+    """Every attempt to deliver these messages to the endpoint (a message is retried for at
+    most the give-up window, so a few dozen each at most)."""
+    if not notification_ids:
+        return []
+    a = NotificationAttempt
+    stmt = select(a).where(a.endpoint_id == endpoint_id, a.notification_id.in_(notification_ids))
+    return list(session.scalars(stmt.order_by(a.notification_id, a.number)))
+
+
+def deliveries(session: Session) -> list[Endpoint]:
+    """Every endpoint with its latest messages, each with its delivery state and attempts."""
+    out: list[Endpoint] = []
+    for ep in notification_endpoints.list_page(session, ENDPOINTS, "").items:
+        page = messages.list_messages(session, ep.id, None, MESSAGES, "")
+        tries: dict[str, list[NotificationAttempt]] = defaultdict(list)
+        for a in attempts_of(session, ep.id, [row.id for _, row in page.items]):
+            tries[a.notification_id].append(a)
+        out.append(
+            Endpoint(
+                id=ep.id,
+                url=ep.url,
+                enabled=ep.enabled,
+                disabled_reason=ep.disabled_reason,
+                deliveries=[_delivery(d, row, tries[row.id]) for d, row in page.items],
+            )
+        )
+    return out
+
+
+def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> str:
+    """The message is pending again for the endpoint (DomainError when it cannot be)."""
+    delivery, _ = messages.resend(session, endpoint_id, notification_id, now)
+    return delivery.state
 
 
 @dataclass(frozen=True)

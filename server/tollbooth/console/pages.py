@@ -3,7 +3,8 @@
 Served by the webhook sidecar's Starlette app (the assembly mounts it) and routed by Envoy.
 Pages: sign-in, accounts (search by id, principal alias or email), one account (plan,
 subscriptions, purchases, balances with their ledger, usage per metric as a chart), Stripe
-events by status with replay of pending ones, the notification outbox, the catalog.
+events by status (attempts, last error) with replay of failed ones through the inbox,
+notification deliveries per endpoint (attempts, resend), the catalog.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from tollbooth import amounts
+from tollbooth import amounts, errors
 from tollbooth.console import chart, data, inbox, session
 from tollbooth.db import Database
+from tollbooth.db.types import utcnow
 
 log = logging.getLogger("tollbooth.console")
 
@@ -85,6 +87,13 @@ def refuse(request: Request, status: int, reason: str, message: str) -> HTMLResp
 
 def _go(path: str) -> RedirectResponse:
     return RedirectResponse(PREFIX + path, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+STATUS_OF_KIND = {
+    errors.Kind.INVALID_ARGUMENT: 400,
+    errors.Kind.NOT_FOUND: 404,
+    errors.Kind.FAILED_PRECONDITION: 409,
+}
 
 
 Handler = Callable[[Request], Any]
@@ -177,7 +186,14 @@ def create(
                 request, 400, "STATUS_INVALID", f"status is one of {', '.join(inbox.STATUSES)}"
             )
         rows = await run_in_threadpool(read, lambda s: inbox.events(s, status))
-        return render(request, "events.html", selected=status, statuses=inbox.STATUSES, events=rows)
+        return render(
+            request,
+            "events.html",
+            selected=status,
+            statuses=inbox.STATUSES,
+            replayable=inbox.REPLAYABLE,
+            events=rows,
+        )
 
     @operator_only
     async def replay(request: Request) -> Response:
@@ -193,23 +209,49 @@ def create(
             return refuse(request, 404, "NOT_FOUND", "no such event")
         if not inbox.replayable(status):
             return refuse(request, 409, "EVENT_NOT_REPLAYABLE", f"the event is {status}")
-        # No transaction is open here: the replay opens its own per event.
+        # No transaction is open here: the inbox opens its own (none across the provider).
         outcome = await run_in_threadpool(replayer, event_id)
         log.info(
             "console replay",
-            extra={"event": "replay", "stripe_event": event_id, "failed": len(outcome.failed)},
+            extra={"event": "replay", "stripe_event": event_id, "status": outcome.status},
         )
-        if outcome.failed:
-            request.session["flash"] = f"Replay of {event_id} failed: {'; '.join(outcome.failed)}"
+        if outcome.status == "failed":
+            request.session["flash"] = f"Replay of {event_id} failed: {outcome.error}"
         else:
             done = "; ".join(outcome.changed) or "no change needed"
-            request.session["flash"] = f"Replayed {event_id}: {done}"
+            request.session["flash"] = f"Replayed {event_id}: {outcome.status}: {done}"
         return _go("/events")
 
     @operator_only
     async def notifications(request: Request) -> Response:
-        rows = await run_in_threadpool(read, lambda s: inbox.notifications(s))
-        return render(request, "notifications.html", notifications=rows)
+        rows = await run_in_threadpool(read, inbox.deliveries)
+        return render(request, "notifications.html", endpoints=rows)
+
+    @operator_only
+    async def resend(request: Request) -> Response:
+        endpoint_id = request.path_params["endpoint_id"]
+        notification_id = request.path_params["notification_id"]
+        try:
+            fields = await session.form(request)
+        except session.FormError as exc:
+            return refuse(request, 400, "FORM_INVALID", str(exc))
+        if not session.csrf_ok(request, fields):
+            return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+
+        def write() -> str:
+            with db.transaction() as s:
+                return inbox.resend(s, endpoint_id, notification_id, utcnow())
+
+        try:
+            state = await run_in_threadpool(write)
+        except errors.DomainError as exc:
+            return refuse(request, STATUS_OF_KIND.get(exc.kind, 400), exc.reason, exc.message)
+        log.info(
+            "console resend",
+            extra={"event": "resend", "endpoint_id": endpoint_id, "notification": notification_id},
+        )
+        request.session["flash"] = f"Resending {notification_id} to {endpoint_id}: {state}"
+        return _go("/notifications")
 
     @operator_only
     async def catalog(request: Request) -> Response:
@@ -240,6 +282,9 @@ def create(
             Route("/events", events, methods=["GET"]),
             Route("/events/{event_id}/replay", replay, methods=["POST"]),
             Route("/notifications", notifications, methods=["GET"]),
+            Route(
+                "/notifications/{endpoint_id}/{notification_id}/resend", resend, methods=["POST"]
+            ),
             Route("/catalog", catalog, methods=["GET"]),
             Route("/static/console.css", stylesheet, methods=["GET"]),
         ],

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from tollbooth import metrics
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
@@ -267,7 +268,9 @@ class Deliverer:
         return len(jobs)
 
     def _deliver(self, job: Job) -> None:
-        self.record(job, send(self.client, job))
+        outcome = send(self.client, job)
+        metrics.observe_notification_attempt(outcome.status_code, outcome.latency_ms)
+        self.record(job, outcome)
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set: passes back to back while there is work, else a short sleep."""
@@ -293,6 +296,7 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop_now)
     signal.signal(signal.SIGINT, stop_now)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # attempts are recorded, not logged
+    metrics.serve(settings.metrics_port)
     db = Database(settings.database_url)
     deliverer = Deliverer(db, Policy.from_settings(settings))
     log.info("delivering notifications", extra={"event": "delivering"})

@@ -129,6 +129,7 @@ def seed(url: str, accounts: int, events: int) -> list[str]:
     from tollbooth.accounts.service import ensure_account
     from tollbooth.db import Database
     from tollbooth.db.models import BillableMetric, Price, Product, Subscription, UsageEvent
+    from tollbooth.db.subscription_items import SubscriptionItem
     from tollbooth.db.types import utcnow
     from tollbooth.ids import new_id
 
@@ -168,9 +169,10 @@ def seed(url: str, accounts: int, events: int) -> list[str]:
                 for i in range(start, min(accounts, start + 200)):
                     account, _ = ensure_account(s, f"bench-ent-{i}")
                     ids.append(account.id)
+                    sub_id = new_id("sub")
                     s.add(
                         Subscription(
-                            id=new_id("sub"),
+                            id=sub_id,
                             billing_account_id=account.id,
                             stripe_subscription_id=f"sub_bench_{i}",
                             price_id="price_bench",
@@ -178,6 +180,17 @@ def seed(url: str, accounts: int, events: int) -> list[str]:
                             quantity=1,
                             current_period_start=now - dt.timedelta(days=3),
                             current_period_end=now + dt.timedelta(days=27),
+                        )
+                    )
+                    s.flush()
+                    # Holdings are read from the subscription's recorded items.
+                    s.add(
+                        SubscriptionItem(
+                            subscription_id=sub_id,
+                            position=0,
+                            price_id="price_bench",
+                            lookup_key="bench-pro",
+                            quantity=1,
                         )
                     )
                     rows += [

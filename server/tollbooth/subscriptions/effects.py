@@ -193,7 +193,7 @@ def _write_subscription(
     row.subscription_group = first.get("subscription_group")
     row.stackable = bool(first.get("stackable"))
     row.quantity = first.get("quantity", 1)
-    repository.replace_items(ctx.session, row.id, items)
+    repository.replace_items(ctx.session, row, items)
     row.current_period_start = _ts(
         item.get("current_period_start", truth.get("current_period_start"))
     )

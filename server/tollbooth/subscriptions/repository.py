@@ -86,17 +86,20 @@ def subscription_by_stripe_id(
     return session.scalars(_owned(stmt, owner)).first()
 
 
-def replace_items(session: Session, subscription_id: str, items: list[dict[str, Any]]) -> None:
+def replace_items(
+    session: Session, subscription: Subscription, items: list[dict[str, Any]]
+) -> None:
     """Rewrite a subscription's recurring items (dicts of SubscriptionItem's columns but the
-    subscription's id and position), in the provider's order; the caller holds its row lock."""
+    subscription's id and position), in the provider's order; the caller holds its row lock
+    (it passes the row it locked, so the owner is the row's)."""
     session.execute(
-        delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription_id)
+        delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription.id)
     )
     if items:
         session.execute(
             insert(SubscriptionItem),
             [
-                {**item, "subscription_id": subscription_id, "position": n}
+                {**item, "subscription_id": subscription.id, "position": n}
                 for n, item in enumerate(items)
             ],
         )

@@ -277,3 +277,49 @@ def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> No
     assert found["currentPeriodEnd"].endswith("Z")
     assert found["stripeSubscriptionId"]
     assert found["plan"] == {"name": f"Plan {lookup}"}
+
+
+# -- seed 003, customer portal ---------------------------------------------------------------
+
+
+def test_seed_003_portal_body_names_the_accounts_own_customer(shop: Shop) -> None:
+    """Seed 003's portal body `{"customer": "cus_...", "return_url": ...}`: a bearer may name its
+    own account's customer only; a service key may name the account by its customer alone; any
+    other customer answers 404 like an unknown one."""
+    key = unique("portal-tier")
+    shop.price(key, group=key)
+    mine, other = unique("portal-me"), unique("portal-other")
+    customers = {}
+    tokens = {}
+    for alias in (mine, other):
+        tokens[alias] = shop.token(alias)
+        opened = shop.request(
+            "POST",
+            "/api/v1/checkout/sessions",
+            {"items": [{"lookup_key": key}], "success_url": "https://app.example/ok"},
+            tokens[alias],
+        )
+        assert opened.status == 200, opened.body  # the checkout makes the provider customer
+        customers[alias] = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}"))[
+            "stripe_customer_id"
+        ]
+        assert customers[alias].startswith("cus_")
+    body = {"customer": customers[mine], "return_url": "https://app.example/account"}
+    portal = ok(shop.request("POST", "/api/v1/portal/sessions", body, tokens[mine]))
+    assert "/sandbox/portal/" in portal["url"]
+    store = shop.sandbox.engine.store  # Stripe has no portal session retrieve
+    assert store.get(portal["portal_session_id"])["customer"] == customers[mine]
+    by_service = ok(shop.request("POST", "/api/v1/portal/sessions", body))
+    assert store.get(by_service["portal_session_id"])["customer"] == customers[mine]
+    for token, customer in (
+        (tokens[mine], customers[other]),
+        (tokens[other], customers[mine]),
+        (None, "cus_unknown0000"),
+    ):
+        refused = shop.request(
+            "POST",
+            "/api/v1/portal/sessions",
+            {"customer": customer, "return_url": "https://app.example/account"},
+            token,
+        )
+        assert (refused.status, refused.reason) == (404, "NOT_FOUND"), refused.body

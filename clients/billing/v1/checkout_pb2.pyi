@@ -420,6 +420,7 @@ class CreatePortalSessionRequest(_message.Message):
     RETURN_URL_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
@@ -427,6 +428,11 @@ class CreatePortalSessionRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key. Optional here, unlike the management RPCs: seed 000's
     browser request shape sends none.
+    """
+    customer: _builtins.str
+    """Seed 003's form: the account's provider customer id (`cus_...`). A
+    service key may name the account by it instead of `account`; any other
+    customer than the account's own answers NOT_FOUND, like an unknown one.
     """
     @_builtins.property
     def options(self) -> Global___PortalOptions:
@@ -439,10 +445,11 @@ class CreatePortalSessionRequest(_message.Message):
         return_url: _builtins.str = ...,
         options: Global___PortalOptions | None = ...,
         request_id: _builtins.str = ...,
+        customer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "customer", b"customer", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

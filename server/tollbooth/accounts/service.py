@@ -102,6 +102,26 @@ def resolve(session: Session, caller: Caller, ref: str) -> BillingAccount:
     return account
 
 
+def resolve_by_customer(
+    session: Session, caller: Caller, ref: str, customer: str
+) -> BillingAccount:
+    """`resolve`, where the request may also name the account's provider customer (seed 003's
+    portal body). A service caller may name the account by its customer alone; a customer other
+    than the account's own answers exactly like one that does not exist."""
+    customer = customer.strip()
+    if not customer:
+        return resolve(session, caller, ref)
+    if caller.is_service and not ref.strip():
+        found = repository.by_customer(session, customer)
+        if found is None:
+            raise errors.not_found("customer", customer)
+        return found
+    account = resolve(session, caller, ref)
+    if account.stripe_customer_id != customer:
+        raise errors.not_found("customer", customer)
+    return account
+
+
 def owner(caller: Caller) -> str | None:
     """Whose owned objects (checkout sessions, subscriptions, purchases) `caller` may read.
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import customer_sync
-from tollbooth.accounts.service import require_active, resolve
+from tollbooth.accounts.service import require_active, resolve, resolve_by_customer
 from tollbooth.auth.caller import Caller
 from tollbooth.checkout import repository
 from tollbooth.checkout.redirects import check_redirect
@@ -419,6 +419,7 @@ def create_portal(
     account_ref: str,
     return_url: str,
     options: PortalOptions,
+    customer: str = "",
     request_scope: str,
     request_id: str,
     origins: Sequence[str] | None,
@@ -426,7 +427,7 @@ def create_portal(
     """A portal session: checked and read in one transaction, created with none open. The
     idempotency key covers what the parameters derive from (request and configuration)."""
     with db.transaction() as session:
-        account = resolve(session, caller, account_ref)
+        account = resolve_by_customer(session, caller, account_ref, customer)
         back = (
             check_redirect(return_url, "return_url", origins, required=True)
             if origins is not None

@@ -150,6 +150,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 self.provider,
                 caller,
                 account_ref=request.account,
+                customer=request.customer,
                 return_url=request.return_url,
                 options=_options(request),
                 request_scope=idempotency_scope(caller, request),

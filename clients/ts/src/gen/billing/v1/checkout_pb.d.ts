@@ -386,6 +386,15 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
    * @generated from field: string request_id = 4;
    */
   requestId: string;
+
+  /**
+   * Seed 003's form: the account's provider customer id (`cus_...`). A
+   * service key may name the account by it instead of `account`; any other
+   * customer than the account's own answers NOT_FOUND, like an unknown one.
+   *
+   * @generated from field: string customer = 5;
+   */
+  customer: string;
 };
 
 /**

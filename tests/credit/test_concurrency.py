@@ -156,6 +156,7 @@ def test_concurrent_debits_over_two_servers_never_overspend(pg_url, channels) ->
                     select(func.count())
                     .select_from(NotificationOutbox)
                     .where(NotificationOutbox.billing_account_id == acct_id)
+                    .where(NotificationOutbox.type == "credits.balance_depleted")
                 ).scalar()
                 assert notified == 1
             # A replay after the balance drained, on the other server, returns the original.

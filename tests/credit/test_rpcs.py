@@ -362,10 +362,38 @@ def depletions(db, acct_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
     with db.transaction() as s:
         rows = s.execute(
             select(NotificationOutbox)
-            .where(NotificationOutbox.billing_account_id == acct_id)
+            .where(
+                NotificationOutbox.billing_account_id == acct_id,
+                NotificationOutbox.type == "credits.balance_depleted",
+            )
             .order_by(NotificationOutbox.created_at)
         ).scalars()
         return [dict(r.payload, type=r.type) for r in rows]
+
+
+def test_an_api_grant_is_announced_once_as_account_credits_granted(channel, db) -> None:  # type: ignore[no-untyped-def]
+    principal, acct_id, _ = account(channel)
+    key = rid()
+    made = grant(channel, principal, "12.5", reason="Welcome credits", request_id=key)
+    again = grant(channel, principal, "12.5", reason="Welcome credits", request_id=key)
+    assert again.grant_id == made.grant_id  # the replay grants nothing more
+    with db.transaction() as s:
+        rows = s.scalars(
+            select(NotificationOutbox).where(
+                NotificationOutbox.billing_account_id == acct_id,
+                NotificationOutbox.type == "credits.granted",
+            )
+        ).all()
+        announced = [dict(r.payload) for r in rows]
+    assert announced == [
+        {
+            "grant_id": made.grant_id,
+            "credit_type": "units",
+            "amount": "12.5",
+            "reason": "Welcome credits",
+            "request_id": key,
+        }
+    ]
 
 
 def test_depletion_is_notified_once_per_transition(channel, db) -> None:  # type: ignore[no-untyped-def]

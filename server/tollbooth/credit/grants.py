@@ -23,9 +23,11 @@ from tollbooth.credit.unit import Clock, lock
 from tollbooth.db.models import CreditGrant
 from tollbooth.ids import new_id
 from tollbooth.metadata import clean_metadata
+from tollbooth.notifications import outbox
 
 # Ledger note of the entry of a grant paying overage back.
 OVERAGE_PAID_NOTE = "overage paid back"
+GRANTED_NOTIFICATION = "credits.granted"
 
 
 def grant(
@@ -42,9 +44,12 @@ def grant(
     metadata: dict[str, str],
     clock: Clock,
     for_purchase: bool = False,
+    announce: bool = False,
 ) -> CreditGrant:
     """A new grant. An archived account takes none, except what a purchase already paid
-    for brings (`for_purchase`: the provider's renewals of a subscription it still holds)."""
+    for brings (`for_purchase`: the provider's renewals of a subscription it still holds).
+    `announce`: queue `account.credits.granted` in the same transaction (the API's grants;
+    the purchase effects queue their own, with the price that brought them)."""
     account = resolve(session, caller, account_ref)
     if not for_purchase:
         require_active(account)
@@ -99,6 +104,21 @@ def grant(
     locked.expect_event(expire_at)
     locked.depletion("grant")
     locked.flush()
+    if announce:
+        outbox.enqueue(
+            session,
+            GRANTED_NOTIFICATION,
+            account.id,
+            {
+                "grant_id": gid,
+                "credit_type": ctype,
+                "amount": fmt(value),
+                "reason": why,
+                "request_id": request_id,
+            },
+            f"{GRANTED_NOTIFICATION}:{gid}",
+            now,
+        )
     return row
 
 

@@ -159,6 +159,7 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
                     request_id=request.request_id,
                     metadata=dict(request.metadata),
                     clock=self.clock,
+                    announce=True,
                 ),
                 self.clock(),
             ),

@@ -32,7 +32,7 @@ from tollbooth.app import start_sidecar as start_in_thread
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationOutbox
-from tollbooth.sandbox.app import SandboxHandle, start_sandbox
+from tollbooth.sandbox.app import SandboxHandle, reserve_port, start_sandbox
 from tollbooth.sandbox.config import Faults, SandboxConfig
 
 MONTHLY = catalog_pb2.Recurring(interval=catalog_pb2.RECURRING_INTERVAL_MONTH, interval_count=1)
@@ -282,7 +282,8 @@ def start_world(
     retry_max_sec: float = 0.5,
     **env: str,
 ) -> World:
-    sandbox_port, sidecar_port = free_port(), free_port()
+    held = reserve_port()  # the sandbox's port, held until it serves (nothing else takes it)
+    sandbox_port, sidecar_port = held.getsockname()[1], free_port()
     settings = Settings.from_env(
         make_env(database_url, BILLING_SANDBOX_PORT=str(sandbox_port), **env)
     )
@@ -310,7 +311,8 @@ def start_world(
             faults=Faults.parse(faults),
             retry_base_sec=0.05,
             retry_max_sec=retry_max_sec,
-        )
+        ),
+        sock=held,
     )
     stops.append(sandbox.stop)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")

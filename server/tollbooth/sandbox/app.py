@@ -167,11 +167,23 @@ class SandboxHandle:
         self.stop()
 
 
-def start_sandbox(config: SandboxConfig) -> SandboxHandle:
-    """Start on `config.port` (0 = a free port) in a thread; returns once it answers."""
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A listening-ready socket bound to a free port, held until `start_sandbox(sock=...)`
+    serves on it: what must know the sandbox's address before it starts, without another
+    process taking the port meanwhile."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
+    sock.bind((host, 0))
+    return sock
+
+
+def start_sandbox(config: SandboxConfig, sock: socket.socket | None = None) -> SandboxHandle:
+    """Start on `config.port` (0 = a free port), or on `sock` (from `reserve_port`), in a
+    thread; returns once it answers."""
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
     port = sock.getsockname()[1]
     config = replace(config, port=port)
     app = create_app(config)

@@ -181,6 +181,23 @@ class StripeProvider:
             )
         )
 
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> dict[str, Any]:
+        """The customer's default payment method for invoices (setup mode's effect); the same
+        request, under the same key, every time it is repeated."""
+        return self.update_customer(
+            customer_id,
+            {"invoice_settings": {"default_payment_method": payment_method}},
+            idempotency=idempotency_key("default-payment-method", customer_id, payment_method),
+        )
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "retrieve setup intent",
+                lambda: self.client.v1.setup_intents.retrieve(setup_intent_id),
+            )
+        )
+
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         return self._plain(
             self._call("retrieve customer", lambda: self.client.v1.customers.retrieve(customer_id))

@@ -140,7 +140,9 @@ class Pages:
         ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
         if ctx is None:
             return _not_found("Checkout Session")
-        return render("checkout.html", status=402, error=error, card=card, **ctx)
+        # What the buyer typed stays, except the card number (never echoed back).
+        ctx["email"] = email or ctx["email"]
+        return render("checkout.html", status=402, error=error, card_name=name or "", **ctx)
 
     # -- portal ---------------------------------------------------------------------------------
 

@@ -248,12 +248,19 @@ class StripeProvider:
         interval_count: int | None,
         nickname: str,
         lookup_key: str | None,
+        group: str = "",
     ) -> dict[str, Any]:
+        """The provider price of a catalog price; its metadata names the catalog price, its
+        lookup key and its subscription group (the sandbox portal offers switches within it)."""
         params: dict[str, Any] = {
             "product": stripe_product_id,
             "currency": currency,
             "unit_amount": unit_amount,
-            "metadata": {"tollbooth_price_id": price_id, "tollbooth_lookup_key": lookup_key or ""},
+            "metadata": {
+                "tollbooth_price_id": price_id,
+                "tollbooth_lookup_key": lookup_key or "",
+                "tollbooth_subscription_group": group,
+            },
         }
         if interval:
             params["recurring"] = {"interval": interval, "interval_count": interval_count or 1}

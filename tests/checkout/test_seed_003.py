@@ -182,7 +182,9 @@ def test_seed_003_payment_body_is_paid_in_chromium_and_its_status_is_complete_pa
 def test_seed_003_setup_body_saves_the_card_as_the_customers_default(pg_shop: Shop, page: Any):
     shop = pg_shop
     token = shop.token("seed003-setup")
-    created = shop.request("POST", SESSIONS, seed_body(shop, "setup", None, "keep@example.com"), token)
+    created = shop.request(
+        "POST", SESSIONS, seed_body(shop, "setup", None, "keep@example.com"), token
+    )
     assert created.status == 200, created.body
     session = created.json()["session"]
     assert session["mode"] == "CHECKOUT_MODE_SETUP"
@@ -209,8 +211,10 @@ def test_seed_003_setup_body_saves_the_card_as_the_customers_default(pg_shop: Sh
     saved = shop.stripe.v1.setup_intents.retrieve(remote.setup_intent)
     assert saved.status == "succeeded" and saved.payment_method
     wait_for(
-        lambda: shop.stripe.v1.customers.retrieve(customer_id).invoice_settings.default_payment_method
-        == saved.payment_method,
+        lambda: (
+            shop.stripe.v1.customers.retrieve(customer_id).invoice_settings.default_payment_method
+            == saved.payment_method
+        ),
         what="the default payment method",
     )
     # Nothing was bought.

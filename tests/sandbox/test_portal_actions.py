@@ -97,9 +97,7 @@ def test_switch_price_within_configured_products(
     asked = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id})
     assert asked.status_code == 200 and 'id="confirm-switch"' in asked.text
     assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == basic.id
-    switched = _post(
-        f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id, "confirm": "yes"}
-    )
+    switched = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id, "confirm": "yes"})
     assert "notice=" in switched.headers["location"]
     after = client.v1.subscriptions.retrieve(sub.id)
     assert after["items"].data[0].price.id == pro.id

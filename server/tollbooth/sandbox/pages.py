@@ -77,7 +77,9 @@ def price_group(price: dict[str, Any]) -> str:
 def price_label(price: dict[str, Any]) -> str:
     """What a person calls a price: its nickname or lookup key."""
     meta = price.get("metadata") or {}
-    return str(price.get("nickname") or price.get("lookup_key") or meta.get("tollbooth_lookup_key") or "")
+    return str(
+        price.get("nickname") or price.get("lookup_key") or meta.get("tollbooth_lookup_key") or ""
+    )
 
 
 def success_redirect(session: dict[str, Any], base_url: str) -> str:

@@ -220,6 +220,16 @@ class SandboxSettings(_Environment):
     sandbox_retry_base_ms: int | None = env(
         "BILLING_SANDBOX_RETRY_BASE_MS", None, lo=0, hi=86_400_000
     )
+    # Envoy's listener: the webhook path on it is where the sandbox delivers events, whether
+    # `run` starts the sandbox or it runs alone (the same variables, the same URL).
+    rest_host: str = env("BILLING_REST_HOST", "127.0.0.1")
+    rest_port: int = env("BILLING_REST_PORT", 8080, lo=1, hi=65535)
+
+    @property
+    def webhook_url(self) -> str:
+        """Where Stripe (or the sandbox) delivers events: the webhook path on Envoy."""
+        host = "127.0.0.1" if not is_loopback(self.rest_host) else self.rest_host
+        return f"http://{host}:{self.rest_port}/v1/billing/webhooks"
 
 
 class NotifySettings(_Environment):
@@ -310,8 +320,6 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     grpc_host: str = env("BILLING_GRPC_HOST", "127.0.0.1")
     grpc_replicas: int = env("BILLING_GRPC_REPLICAS", 1, lo=1, hi=MAX_GRPC_REPLICAS)
     grpc_port: int = env("BILLING_GRPC_PORT", 50051, lo=1, hi=65535)
-    rest_host: str = env("BILLING_REST_HOST", "127.0.0.1")
-    rest_port: int = env("BILLING_REST_PORT", 8080, lo=1, hi=65535)
     sidecar_port: int = env("BILLING_SIDECAR_PORT", 8090, lo=1, hi=65535)
     envoy_admin_port: int = env("BILLING_ENVOY_ADMIN_PORT", 9901, lo=1, hi=65535)
     # Prometheus metrics on loopback: the gRPC replicas from this port upwards, then the
@@ -450,12 +458,6 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     @property
     def sandbox(self) -> bool:
         return not self.stripe_api_key
-
-    @property
-    def webhook_url(self) -> str:
-        """Where Stripe (or the sandbox) delivers events: the webhook path on Envoy."""
-        host = "127.0.0.1" if not is_loopback(self.rest_host) else self.rest_host
-        return f"http://{host}:{self.rest_port}/v1/billing/webhooks"
 
     def exposure_error(self) -> str | None:
         """Why these settings must not serve: a generated credential on a non-loopback listener."""

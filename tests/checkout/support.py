@@ -406,10 +406,11 @@ class Shop:
         return resp.json()  # type: ignore[no-any-return]
 
 
-def start_shop(tmp: Path) -> Shop:
+def start_shop(tmp: Path, database_url: str | None = None) -> Shop:
+    """The shop on a migrated SQLite file, or on the database `database_url` names."""
     from tests.devstack import migrated_sqlite, start_stack
 
-    url = migrated_sqlite(tmp / "billing.db")
+    url = database_url or migrated_sqlite(tmp / "billing.db")
     sandbox_port = free_port()
     env = make_env(
         url,

@@ -94,7 +94,10 @@ def test_switch_price_within_configured_products(
     assert pro.id in httpx.get(url).text and stranger.id not in httpx.get(url).text
     refused = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": stranger.id})
     assert "error=" in refused.headers["location"]
-    switched = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id})
+    asked = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id})
+    assert asked.status_code == 200 and 'id="confirm-switch"' in asked.text
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == basic.id
+    switched = _post(f"{url}/subscriptions/{sub.id}/switch", {"price": pro.id, "confirm": "yes"})
     assert "notice=" in switched.headers["location"]
     after = client.v1.subscriptions.retrieve(sub.id)
     assert after["items"].data[0].price.id == pro.id

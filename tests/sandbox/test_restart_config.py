@@ -10,6 +10,7 @@ import pytest
 
 from tests.sandbox.conftest import sandbox_config
 from tests.sandbox.support import Receiver, client_for, monthly_price, subscribe
+from tollbooth.config import Settings
 from tollbooth.sandbox.app import start_sandbox
 from tollbooth.sandbox.config import DEFAULT_PORT, Faults, SandboxConfig, secret_from_env
 
@@ -52,7 +53,7 @@ def test_fault_syntax() -> None:
             Faults.parse(bad)
 
 
-def test_config_from_env() -> None:
+def test_config_from_env(tmp_path: Path) -> None:
     cfg = SandboxConfig.from_env(
         {
             "BILLING_SANDBOX_PORT": "12999",
@@ -68,6 +69,11 @@ def test_config_from_env() -> None:
     default = SandboxConfig.from_env({}, "whsec_abc")
     assert default.port == DEFAULT_PORT and default.db_path == REPO / "var" / "sandbox.db"
     assert default.webhook_url == "http://127.0.0.1:8080/v1/billing/webhooks"
+    # Run alone, it delivers where `make run`'s sandbox does: Envoy's webhook path.
+    moved = SandboxConfig.from_env({"BILLING_REST_PORT": "18080"}, "whsec_abc")
+    assert moved.webhook_url == "http://127.0.0.1:18080/v1/billing/webhooks"
+    stack = Settings.from_env({"BILLING_REST_PORT": "18080", "BILLING_DATA_DIR": str(tmp_path)})
+    assert SandboxConfig.for_stack(stack).webhook_url == moved.webhook_url
     with pytest.raises(ValueError):
         SandboxConfig(webhook_secret="")
     assert secret_from_env({"STRIPE_WEBHOOK_SECRET": " whsec_new , whsec_old"}) == "whsec_new"

@@ -72,15 +72,19 @@ class _CheckoutModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Checkout
     """Only one-time prices."""
     CHECKOUT_MODE_SUBSCRIPTION: _CheckoutMode.ValueType  # 2
     """At least one recurring price."""
+    CHECKOUT_MODE_SETUP: _CheckoutMode.ValueType  # 3
+    """No line items: the buyer saves a payment method, which becomes the account's default."""
 
 class CheckoutMode(_CheckoutMode, metaclass=_CheckoutModeEnumTypeWrapper):
-    """Mode of a checkout session, derived from its prices."""
+    """Mode of a checkout session: asked for (seed 003's `mode`), or derived from its prices."""
 
 CHECKOUT_MODE_UNSPECIFIED: CheckoutMode.ValueType  # 0
 CHECKOUT_MODE_PAYMENT: CheckoutMode.ValueType  # 1
 """Only one-time prices."""
 CHECKOUT_MODE_SUBSCRIPTION: CheckoutMode.ValueType  # 2
 """At least one recurring price."""
+CHECKOUT_MODE_SETUP: CheckoutMode.ValueType  # 3
+"""No line items: the buyer saves a payment method, which becomes the account's default."""
 Global___CheckoutMode: _TypeAlias = CheckoutMode  # noqa: Y015
 
 class _SubscriptionState:
@@ -112,6 +116,34 @@ SUBSCRIPTION_STATE_CANCELED: SubscriptionState.ValueType  # 6
 SUBSCRIPTION_STATE_INCOMPLETE_EXPIRED: SubscriptionState.ValueType  # 7
 SUBSCRIPTION_STATE_PAUSED: SubscriptionState.ValueType  # 8
 Global___SubscriptionState: _TypeAlias = SubscriptionState  # noqa: Y015
+
+@_typing.final
+class CheckoutLineItem(_message.Message):
+    """One line of a checkout in seed 003's words (`line_items[]`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRICE_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    price: _builtins.str
+    """The provider's price id (`price_...`) of a catalog price, or our
+    `catalog_price_id`, or the lookup key of an active price.
+    """
+    quantity: _builtins.int
+    """At least 1; 0 means 1."""
+    def __init__(
+        self,
+        *,
+        price: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckoutLineItem: _TypeAlias = CheckoutLineItem  # noqa: Y015
 
 @_typing.final
 class CheckoutItem(_message.Message):
@@ -164,6 +196,8 @@ class CheckoutSession(_message.Message):
     STRIPE_CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    SESSION_STATUS_FIELD_NUMBER: _builtins.int
+    SESSION_PAYMENT_STATUS_FIELD_NUMBER: _builtins.int
     checkout_session_id: _builtins.str
     """Server-assigned id (`chk_...`)."""
     billing_account_id: _builtins.str
@@ -173,7 +207,7 @@ class CheckoutSession(_message.Message):
     payment_status: Global___PaymentStatus.ValueType
     """Payment state."""
     mode: Global___CheckoutMode.ValueType
-    """Derived from the prices."""
+    """As asked for, or derived from the prices."""
     url: _builtins.str
     """The hosted page; empty once complete or expired."""
     amount_total: _builtins.int
@@ -184,6 +218,10 @@ class CheckoutSession(_message.Message):
     """The caller's pass-through reference."""
     stripe_checkout_session_id: _builtins.str
     """The provider's session id."""
+    session_status: _builtins.str
+    """`status` in seed 003's (the provider's) words: open, complete or expired."""
+    session_payment_status: _builtins.str
+    """`payment_status` in seed 003's words: paid, unpaid or no_payment_required."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutItem]:
         """The lines bought."""
@@ -212,10 +250,12 @@ class CheckoutSession(_message.Message):
         stripe_checkout_session_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        session_status: _builtins.str = ...,
+        session_payment_status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "billing_account_id", b"billing_account_id", "checkout_session_id", b"checkout_session_id", "client_reference", b"client_reference", "create_time", b"create_time", "currency", b"currency", "expire_time", b"expire_time", "items", b"items", "mode", b"mode", "payment_status", b"payment_status", "status", b"status", "stripe_checkout_session_id", b"stripe_checkout_session_id", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "billing_account_id", b"billing_account_id", "checkout_session_id", b"checkout_session_id", "client_reference", b"client_reference", "create_time", b"create_time", "currency", b"currency", "expire_time", b"expire_time", "items", b"items", "mode", b"mode", "payment_status", b"payment_status", "session_payment_status", b"session_payment_status", "session_status", b"session_status", "status", b"status", "stripe_checkout_session_id", b"stripe_checkout_session_id", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,6 +273,10 @@ class CreateCheckoutSessionRequest(_message.Message):
     CANCEL_URL_FIELD_NUMBER: _builtins.int
     CLIENT_REFERENCE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LINE_ITEMS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id. Bearer callers
     always act on the token's account and leave this empty.
@@ -248,9 +292,27 @@ class CreateCheckoutSessionRequest(_message.Message):
     the management RPCs: seed 000's browser request shape sends none (without
     one, a retry may open a second session).
     """
+    mode: _builtins.str
+    """Seed 003's `mode`: `payment` (one-time prices only), `subscription` (at
+    least one recurring price) or `setup` (no items: save a payment method).
+    Empty: derived from the prices. A price that does not fit the mode is
+    CHECKOUT_MODE_MISMATCH.
+    """
+    customer_email: _builtins.str
+    """Seed 003's `customer_email`: becomes the account's (and its provider
+    customer's) e-mail when the account has none; ignored otherwise.
+    """
+    environment: _builtins.str
+    """Seed 003's `?environment=`: `test` (or empty) on a test deployment."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutItem]:
-        """What to buy."""
+        """What to buy: this or `line_items` (seed 003's form), not both; neither in
+        `setup` mode.
+        """
+
+    @_builtins.property
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutLineItem]:
+        """What to buy in seed 003's form: `[{"price": "price_...", "quantity": 1}]`."""
 
     def __init__(
         self,
@@ -261,10 +323,14 @@ class CreateCheckoutSessionRequest(_message.Message):
         cancel_url: _builtins.str = ...,
         client_reference: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        line_items: _abc.Iterable[Global___CheckoutLineItem] | None = ...,
+        mode: _builtins.str = ...,
+        customer_email: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "items", b"items", "request_id", b"request_id", "success_url", b"success_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "customer_email", b"customer_email", "environment", b"environment", "items", b"items", "line_items", b"line_items", "mode", b"mode", "request_id", b"request_id", "success_url", b"success_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,16 +410,22 @@ class GetCheckoutSessionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     checkout_session_id: _builtins.str
-    """The checkout session."""
+    """The checkout session: our id (`chk_...`) or the provider's (`cs_...`, as
+    seed 003 names it). Another account's session is NOT_FOUND.
+    """
+    environment: _builtins.str
+    """Seed 003's `?environment=`: `test` (or empty) on a test deployment."""
     def __init__(
         self,
         *,
         checkout_session_id: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_session_id", b"checkout_session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_session_id", b"checkout_session_id", "environment", b"environment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -161,6 +161,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
     the account holds in its group; the next attempt cancels and refunds it.
     """
+    ERROR_REASON_CHECKOUT_MODE_MISMATCH: _ErrorReason.ValueType  # 170
+    """Checkout modes (issue 17).
+    A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
+    recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -306,5 +311,10 @@ ReplayStripeEvents names neither one event_id nor all_failed, or both (HTTP 400)
 ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: ErrorReason.ValueType  # 141
 """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
 the account holds in its group; the next attempt cancels and refunds it.
+"""
+ERROR_REASON_CHECKOUT_MODE_MISMATCH: ErrorReason.ValueType  # 170
+"""Checkout modes (issue 17).
+A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
+recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

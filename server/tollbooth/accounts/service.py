@@ -77,6 +77,14 @@ def ensure_account(
     return account, created
 
 
+def fill_email(account: BillingAccount, email: str) -> None:
+    """Give the account `email` when it has none (the provider customer follows on its next
+    sync); an account's own e-mail is never replaced this way."""
+    if email and not account.email:
+        account.email = email
+        account.version += 1
+
+
 def resolve(session: Session, caller: Caller, ref: str) -> BillingAccount:
     """The account an RPC acts on.
 

@@ -54,6 +54,9 @@ def read_checkout(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -
             raise Ignored(f"the provider does not know checkout session {stripe_id}") from exc
         raise
     facts.checkout_sessions[stripe_id] = truth
+    if truth.get("mode") == "setup":
+        _default_payment_method(provider, truth)
+        return
     sub_id = _id(truth.get("subscription"))
     intent = _id(truth.get("payment_intent"))
     if sub_id:
@@ -62,6 +65,21 @@ def read_checkout(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -
         if invoice and truth.get("payment_status") == "paid":
             intent = provider.invoice_payment_intent(invoice)
     facts.payment_intents[stripe_id] = intent  # what paid it: a refund voids what it bought
+
+
+def _default_payment_method(provider: StripeProvider, truth: dict[str, Any]) -> None:
+    """Setup mode: the card the buyer saved becomes the customer's default payment method.
+    A provider call, so in the read phase (no transaction open); repeating it is harmless."""
+    if truth.get("status") != "complete":
+        return
+    customer = _id(truth.get("customer"))
+    seti_id = _id(truth.get("setup_intent"))
+    if not customer or not seti_id:
+        return
+    seti = provider.retrieve_setup_intent(seti_id)
+    method = _id(seti.get("payment_method"))
+    if seti.get("status") == "succeeded" and method:
+        provider.set_default_payment_method(customer, method)
 
 
 def on_checkout_completed(ctx: Context, obj: dict[str, Any]) -> None:

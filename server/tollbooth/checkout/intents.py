@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,10 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import customer_sync
-from tollbooth.accounts.service import require_active, resolve, resolve_by_customer
+from tollbooth.accounts.manage import clean_email
+from tollbooth.accounts.service import fill_email, require_active, resolve, resolve_by_customer
 from tollbooth.auth.caller import Caller
+from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
@@ -45,6 +48,7 @@ from tollbooth.checkout.service import (
     ItemRequest,
     PortalOptions,
     PortalResult,
+    check_mode,
     from_unix,
     portal_features,
     resolve_items,
@@ -73,6 +77,8 @@ class CheckoutRequest:
     client_reference: str
     request_scope: str
     request_id: str
+    mode: str = ""  # seed 003's `mode`; empty: derived from the prices
+    customer_email: str = ""  # seed 003's: the account's e-mail when it has none
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Intent:
     success_url: str
     cancel_url: str
     reference: str
+    currency: str = ""
 
     @classmethod
     def of(cls, row: CheckoutSession) -> Intent:
@@ -101,6 +108,7 @@ class Intent:
             success_url=row.success_url or "",
             cancel_url=row.cancel_url or "",
             reference=row.client_reference,
+            currency=row.currency,
         )
 
 
@@ -123,8 +131,10 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
     return f"chk_{digest[:24]}"
 
 
-def _fingerprint(lines: list[Any], success: str, cancel: str, reference: str) -> str:
+def _fingerprint(lines: list[Any], success: str, cancel: str, reference: str, mode: str) -> str:
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
+    if mode == "setup":  # the other modes follow from the prices, as they always did
+        parts.append(mode)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -146,9 +156,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     success = check_redirect(req.success_url, "success_url", origins, required=True)
     cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
     reference = req.client_reference.strip()
-    lines = resolve_items(session, req.items)
+    setup = req.mode.strip().lower() == "setup"
+    lines = resolve_items(session, req.items) if req.items or not setup else []
+    mode = check_mode(req.mode, lines)
+    email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
-    fingerprint = _fingerprint(lines, success, cancel, reference)
+    fingerprint = _fingerprint(lines, success, cancel, reference, mode)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request
@@ -158,7 +171,9 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
-    conflict = conflicting_subscription(session, account.id, prices)
+    if email:
+        fill_email(account, email)
+    conflict = conflicting_subscription(session, account.id, prices) if prices else None
     if conflict is not None and (own is None or own.status == "pending"):
         if own is not None:  # a plan of the group was bought since this intent was recorded
             repository.delete_pending(session, own.id, account_id=account.id)
@@ -179,7 +194,6 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
             blockers.append((group, Intent.of(holder)))
         else:
             repository.hand_over_slot(session, account.id, group, holder_id, ours_id)
-    mode = "subscription" if any(p.type == "recurring" for p in prices) else "payment"
     row = CheckoutSession(
         id=ours_id,
         billing_account_id=account.id,
@@ -197,7 +211,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
             for ln in lines
         ],
         amount_total=0,
-        currency=lines[0].price.currency,
+        currency=lines[0].price.currency if lines else _setup_currency(session),
         client_reference=reference,
         success_url=success,
         cancel_url=cancel,
@@ -207,6 +221,13 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     )
     repository.add_checkout(session, row)
     return _Plan(account.id, ours=Intent.of(row), blockers=blockers)
+
+
+def _setup_currency(session: Session) -> str:
+    """Setup mode's currency (the provider chooses payment methods by it): the catalog's most
+    common among active prices; usd for an empty catalog."""
+    currencies = Counter(p.currency for p in catalog.all_active_prices(session))
+    return currencies.most_common(1)[0][0] if currencies else "usd"
 
 
 def _holders(
@@ -242,16 +263,21 @@ def ensure_customer(db: Database, provider: StripeProvider, account_id: str) -> 
 
 def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> dict[str, Any]:
     """The provider's parameters: from the recorded intent only, the same on every attempt."""
+    metadata = {"billing_account_id": intent.account_id, "tollbooth_checkout_id": intent.id}
     params: dict[str, Any] = {
         "mode": intent.mode,
         "customer": customer,
-        "line_items": [
+        "success_url": intent.success_url,
+        "metadata": metadata,
+    }
+    if intent.mode == "setup":  # a card to keep: no items; the currency picks the methods
+        params["currency"] = intent.currency
+        params["setup_intent_data"] = {"metadata": dict(metadata)}
+    else:
+        params["line_items"] = [
             {"price": stripe_price, "quantity": int(item["quantity"])}
             for item, stripe_price in zip(intent.items, stripe_prices, strict=True)
-        ],
-        "success_url": intent.success_url,
-        "metadata": {"billing_account_id": intent.account_id, "tollbooth_checkout_id": intent.id},
-    }
+        ]
     if intent.cancel_url:
         params["cancel_url"] = intent.cancel_url
     if intent.reference and len(intent.reference) <= MAX_PROVIDER_REFERENCE:

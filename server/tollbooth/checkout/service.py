@@ -29,16 +29,20 @@ MAX_QUANTITY = 999_999
 MAX_PROVIDER_REFERENCE = 200
 NEXT_CHECKOUT = "checkout"
 NEXT_PORTAL = "portal"
+MODES = ("payment", "subscription", "setup")
 
 
 @dataclass(frozen=True)
 class ItemRequest:
-    """One requested line: a price id or a lookup key (exactly one), and a quantity."""
+    """One requested line: a price id or a lookup key (exactly one), and a quantity; or, in
+    seed 003's form (`which == "price"`), `price`: a provider price id, a catalog price id or
+    a lookup key."""
 
     catalog_price_id: str = ""
     lookup_key: str = ""
     quantity: int = 0
     which: str | None = None
+    price: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
                 field=f"{name}.lookup_key",
             )
         price = found
+    elif item.which == "price":
+        price = _seed_price(session, item.price.strip(), index)
     else:
         raise errors.required(f"{name}.catalog_price_id or {name}.lookup_key")
     product = session.get(Product, price.product_id)
@@ -103,6 +109,26 @@ def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
     return price
 
 
+def _seed_price(session: Session, ident: str, index: int) -> Price:
+    """Seed 003's `line_items[].price`: our catalog price id, the provider's price id stored
+    for a catalog price, or the lookup key of an active price (in that order)."""
+    name = f"line_items[{index}].price"
+    if not ident:
+        raise errors.required(name)
+    found = (
+        session.get(Price, ident)
+        or links.price_by_stripe_id(session, ident)
+        or catalog.active_price_with_lookup_key(session, ident)
+    )
+    if found is None:
+        raise errors.invalid(
+            f"{name}: price {errors.shown(ident)} is not in the catalog",
+            reason="PRICE_NOT_FOUND",
+            field=name,
+        )
+    return found
+
+
 @dataclass
 class _Line:
     price: Price
@@ -111,7 +137,7 @@ class _Line:
 
 def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]:
     if not items:
-        raise errors.required("items")
+        raise errors.required("items or line_items")
     if len(items) > MAX_ITEMS:
         raise errors.invalid(f"at most {MAX_ITEMS} items per checkout", field="items")
     lines: list[_Line] = []
@@ -144,15 +170,56 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     return lines
 
 
+def check_mode(requested: str, lines: Sequence[_Line]) -> str:
+    """The checkout's mode: seed 003's `mode` checked against the prices, or (empty) derived
+    from them. A price that does not fit the mode is CHECKOUT_MODE_MISMATCH."""
+    recurring = [ln.price.id for ln in lines if ln.price.type == "recurring"]
+    mode = requested.strip().lower()
+    if not mode:
+        return "subscription" if recurring else "payment"
+    if mode not in MODES:
+        raise errors.invalid(
+            "mode must be payment, subscription or setup", field="mode", mode=requested[:40]
+        )
+    if mode == "setup" and lines:
+        raise errors.invalid(
+            "setup mode saves a payment method and takes no items",
+            reason="CHECKOUT_MODE_MISMATCH",
+            field="line_items",
+            mode=mode,
+        )
+    if mode == "payment" and recurring:
+        raise errors.invalid(
+            f"price {recurring[0]!r} is recurring: buy it in subscription mode",
+            reason="CHECKOUT_MODE_MISMATCH",
+            field="mode",
+            mode=mode,
+            price_id=recurring[0],
+        )
+    if mode == "subscription" and not recurring:
+        raise errors.invalid(
+            "subscription mode needs at least one recurring price; one-time prices are bought"
+            " in payment mode",
+            reason="CHECKOUT_MODE_MISMATCH",
+            field="mode",
+            mode=mode,
+        )
+    return mode
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
 def get_checkout_session(session: Session, caller: Caller, checkout_id: str) -> CheckoutSession:
-    """Another account's session answers exactly like one that does not exist."""
+    """By our id or the provider's (`cs_...`, seed 003). Another account's session answers
+    exactly like one that does not exist."""
     ident = checkout_id.strip()
     if not ident:
         raise errors.required("checkout_session_id")
-    row = repository.checkout_by_id(session, ident, owner=owner(caller))
+    if ident.startswith("cs_"):
+        row = repository.checkout_by_stripe_id(session, ident, owner=owner(caller))
+    else:
+        row = repository.checkout_by_id(session, ident, owner=owner(caller))
     if row is None:
         raise errors.not_found("checkout session", ident)
     return row

@@ -9,6 +9,8 @@ from __future__ import annotations
 import grpc
 
 from billing.v1 import checkout_pb2, checkout_pb2_grpc
+from tollbooth import errors
+from tollbooth.accounts.customers import check_environment
 from tollbooth.auth.caller import current_caller
 from tollbooth.checkout import intents, service
 from tollbooth.db.models import CheckoutSession
@@ -33,6 +35,7 @@ PAYMENT = {
 MODE = {
     "payment": checkout_pb2.CHECKOUT_MODE_PAYMENT,
     "subscription": checkout_pb2.CHECKOUT_MODE_SUBSCRIPTION,
+    "setup": checkout_pb2.CHECKOUT_MODE_SETUP,
 }
 
 
@@ -57,10 +60,19 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
         stripe_checkout_session_id=row.stripe_checkout_session_id or "",
         create_time=ts(row.created_at),
         expire_time=ts(row.expires_at) if row.expires_at else None,
+        session_status="open" if status == "pending" else status,
+        session_payment_status=row.payment_status,
     )
 
 
 def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.ItemRequest]:
+    if request.items and request.line_items:
+        raise errors.invalid("give items or line_items, not both", field="line_items")
+    if request.line_items:
+        return [
+            service.ItemRequest(price=item.price, quantity=item.quantity, which="price")
+            for item in request.line_items
+        ]
     return [
         service.ItemRequest(
             catalog_price_id=item.catalog_price_id,
@@ -91,11 +103,15 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
     def __init__(self, deps: Deps, provider: StripeProvider) -> None:
         super().__init__(deps)
         self.provider = provider
+        key = deps.settings.stripe_api_key
+        self.live = bool(key) and key.startswith(("sk_live_", "rk_live_"))
 
     def CreateCheckoutSession(
         self, request: checkout_pb2.CreateCheckoutSessionRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.CreateCheckoutSessionResponse:
         caller = current_caller.get()
+        check_environment(request.environment, self.live)
+        items = _items(request)
 
         def effect() -> checkout_pb2.CreateCheckoutSessionResponse:
             result = intents.create_checkout(
@@ -104,12 +120,14 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 caller,
                 intents.CheckoutRequest(
                     account_ref=request.account,
-                    items=_items(request),
+                    items=items,
                     success_url=request.success_url,
                     cancel_url=request.cancel_url,
                     client_reference=request.client_reference,
                     request_scope=idempotency_scope(caller, request),
                     request_id=request.request_id,
+                    mode=request.mode,
+                    customer_email=request.customer_email,
                 ),
                 self.deps.settings.redirect_origins,
             )
@@ -132,6 +150,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
     def GetCheckoutSession(
         self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.CheckoutSession:
+        check_environment(request.environment, self.live)
         with self.read() as session:
             return session_out(
                 service.get_checkout_session(

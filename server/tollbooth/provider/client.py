@@ -181,6 +181,23 @@ class StripeProvider:
             )
         )
 
+    def set_default_payment_method(self, customer_id: str, payment_method: str) -> dict[str, Any]:
+        """The customer's default payment method for invoices (setup mode's effect); the same
+        request, under the same key, every time it is repeated."""
+        return self.update_customer(
+            customer_id,
+            {"invoice_settings": {"default_payment_method": payment_method}},
+            idempotency=idempotency_key("default-payment-method", customer_id, payment_method),
+        )
+
+    def retrieve_setup_intent(self, setup_intent_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "retrieve setup intent",
+                lambda: self.client.v1.setup_intents.retrieve(setup_intent_id),
+            )
+        )
+
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         return self._plain(
             self._call("retrieve customer", lambda: self.client.v1.customers.retrieve(customer_id))
@@ -231,12 +248,19 @@ class StripeProvider:
         interval_count: int | None,
         nickname: str,
         lookup_key: str | None,
+        group: str = "",
     ) -> dict[str, Any]:
+        """The provider price of a catalog price; its metadata names the catalog price, its
+        lookup key and its subscription group (the sandbox portal offers switches within it)."""
         params: dict[str, Any] = {
             "product": stripe_product_id,
             "currency": currency,
             "unit_amount": unit_amount,
-            "metadata": {"tollbooth_price_id": price_id, "tollbooth_lookup_key": lookup_key or ""},
+            "metadata": {
+                "tollbooth_price_id": price_id,
+                "tollbooth_lookup_key": lookup_key or "",
+                "tollbooth_subscription_group": group,
+            },
         }
         if interval:
             params["recurring"] = {"interval": interval, "interval_count": interval_count or 1}

@@ -41,6 +41,7 @@ class _PriceView:
     interval_count: int | None
     nickname: str
     lookup_key: str | None
+    group: str = ""
 
 
 def _view(db: Database, price_id: str) -> _PriceView:
@@ -63,6 +64,8 @@ def _view(db: Database, price_id: str) -> _PriceView:
             interval_count=price.interval_count,
             nickname=price.nickname,
             lookup_key=price.lookup_key,
+            # As `subscriptions.service.price_group` reads it: an ungrouped price is its own.
+            group=price.subscription_group or f"price:{price.id}",
         )
 
 
@@ -107,6 +110,7 @@ def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -
         interval_count=view.interval_count,
         nickname=view.nickname,
         lookup_key=view.lookup_key,
+        group=view.group,
     )
     with db.transaction() as session:
         repository.link_price(session, view.id, created["id"])

@@ -14,7 +14,10 @@ from tollbooth.sandbox.config import SandboxConfig, secret_of
 
 @click.command(
     "sandbox",
-    help="run the Stripe sandbox on its own (STRIPE_WEBHOOK_SECRET, BILLING_SANDBOX_*)",
+    help=(
+        "run the Stripe sandbox on its own (STRIPE_WEBHOOK_SECRET, BILLING_SANDBOX_*); its "
+        "events go to Envoy's webhook path (BILLING_REST_HOST, BILLING_REST_PORT) as for run"
+    ),
 )
 def sandbox_alone() -> int:
     from tollbooth.sandbox.app import serve

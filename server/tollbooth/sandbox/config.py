@@ -26,6 +26,7 @@ from pathlib import Path
 from tollbooth.config import DEFAULT_SANDBOX_PORT, SandboxSettings, Settings
 
 DEFAULT_PORT = DEFAULT_SANDBOX_PORT
+# The webhook path on Envoy with the default BILLING_REST_HOST and BILLING_REST_PORT.
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8080/v1/billing/webhooks"
 
 
@@ -126,9 +127,10 @@ class SandboxConfig:
         webhook_secret: str,
         *,
         db_default: Path | None = None,
-        webhook_url_default: str = DEFAULT_WEBHOOK_URL,
     ) -> SandboxConfig:
-        """The sandbox of these settings; unset values take the defaults given."""
+        """The sandbox of these settings; unset values take the defaults given. Events go to
+        BILLING_SANDBOX_WEBHOOK_URL, else to the webhook path on Envoy as `make run` has it
+        (BILLING_REST_HOST, BILLING_REST_PORT), run alone or not."""
         retry = settings.sandbox_retry_base_ms
         try:
             faults = Faults.parse(settings.sandbox_faults)
@@ -141,7 +143,7 @@ class SandboxConfig:
             db_path=Path(settings.sandbox_db)
             if settings.sandbox_db
             else db_default or default_db_path(),
-            webhook_url=webhook_url_default
+            webhook_url=settings.webhook_url
             if settings.sandbox_webhook_url is None
             else settings.sandbox_webhook_url,
             faults=faults,
@@ -157,7 +159,6 @@ class SandboxConfig:
             settings,
             settings.webhook_secrets[0],
             db_default=settings.data_dir / "sandbox.db",
-            webhook_url_default=settings.webhook_url,
         )
 
     @classmethod

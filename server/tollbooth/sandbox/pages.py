@@ -64,6 +64,24 @@ def _not_found(what: str) -> HTMLResponse:
     return render("message.html", status=404, title="Not found", message=f"No such {what}.")
 
 
+GROUP_KEY = "tollbooth_subscription_group"
+
+
+def price_group(price: dict[str, Any]) -> str:
+    """The group a plan switch stays in: the price's `tollbooth_subscription_group` metadata
+    (the catalog's subscription group), else its product (Stripe's own grouping)."""
+    group = (price.get("metadata") or {}).get(GROUP_KEY)
+    return f"group:{group}" if group else f"product:{price.get('product')}"
+
+
+def price_label(price: dict[str, Any]) -> str:
+    """What a person calls a price: its nickname or lookup key."""
+    meta = price.get("metadata") or {}
+    return str(
+        price.get("nickname") or price.get("lookup_key") or meta.get("tollbooth_lookup_key") or ""
+    )
+
+
 def success_redirect(session: dict[str, Any], base_url: str) -> str:
     url = session.get("success_url")
     if not url:
@@ -140,7 +158,9 @@ class Pages:
         ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
         if ctx is None:
             return _not_found("Checkout Session")
-        return render("checkout.html", status=402, error=error, card=card, **ctx)
+        # What the buyer typed stays, except the card number (never echoed back).
+        ctx["email"] = email or ctx["email"]
+        return render("checkout.html", status=402, error=error, card_name=name or "", **ctx)
 
     # -- portal ---------------------------------------------------------------------------------
 
@@ -172,10 +192,14 @@ class Pages:
                     if price and price["active"] and price["recurring"]:
                         choices.append({"price": price, "product": product})
         names = {}
+        switches: dict[str, list[dict[str, Any]]] = {}
         for sub in subs:
             for item in sub["items"]["data"]:
                 product = engine.store.get(item["price"]["product"]) or {}
                 names[item["price"]["id"]] = product.get("name") or item["price"]["id"]
+            # The switch offers the prices of the subscription's own group only.
+            group = price_group(sub["items"]["data"][0]["price"])
+            switches[sub["id"]] = [c for c in choices if price_group(c["price"]) == group]
         pm_id = customer.get("invoice_settings", {}).get("default_payment_method")
         pm = engine.store.get(pm_id) if pm_id else None
         return {
@@ -186,6 +210,7 @@ class Pages:
             "subscriptions": subs,
             "invoices": invoices,
             "choices": choices,
+            "switches": switches,
             "names": names,
             "payment_method": strip_private(pm) if pm else None,
             "cards": TEST_CARD_HINTS,
@@ -241,9 +266,16 @@ class Pages:
             update = features["subscription_update"]
             allowed = {pid for entry in update["products"] for pid in entry["prices"]}
             price_id = form.get("price", "")
-            if not update["enabled"] or price_id not in allowed:
-                raise StripeError(403, "That price is not offered in this portal.")
             item = sub["items"]["data"][0]
+            target = engine.store.get(price_id) if price_id in allowed else None
+            if (
+                not update["enabled"]
+                or target is None
+                or price_group(target) != price_group(item["price"])
+            ):
+                raise StripeError(403, "That price is not offered in this portal.")
+            if price_id == item["price"]["id"]:
+                return "That is your current plan already: nothing changed."
             engine.update_subscription(
                 sub["id"],
                 {"items": [{"id": item["id"], "price": price_id}], "proration_behavior": "none"},
@@ -274,6 +306,12 @@ class Pages:
         sub_id = request.path_params.get("sub_id")
         action = request.path_params["action"]
         form = await _form(request)
+        if action == "switch" and sub_id is not None and form.get("confirm") != "yes":
+            confirm = await run_in_threadpool(
+                self._tx, self._switch_context, portal_id, sub_id, form.get("price", "")
+            )
+            if confirm is not None:
+                return render("portal_confirm.html", **confirm)
 
         def act() -> tuple[str | None, str | None, int]:
             try:
@@ -289,6 +327,37 @@ class Pages:
 
         query = urlencode({"notice": notice} if notice else {"error": error or "failed"})
         return RedirectResponse(f"/sandbox/portal/{portal_id}?{query}", status_code=303)
+
+    def _switch_context(self, portal_id: str, sub_id: str, price_id: str) -> dict[str, Any] | None:
+        """The confirmation page of a plan switch; None when there is nothing to confirm (the
+        action itself then answers why)."""
+        store = self.engine.store
+        portal, sub, price = store.get(portal_id), store.get(sub_id), store.get(price_id)
+        if portal is None or portal.get("object") != "billing_portal.session":
+            return None
+        if sub is None or sub.get("object") != "subscription" or price is None:
+            return None
+        if sub["customer"] != portal["customer"] or price.get("object") != "price":
+            return None
+        current = sub["items"]["data"][0]["price"]
+        config = store.get(portal["configuration"]) or {}
+        update = config.get("features", {}).get("subscription_update", {})
+        offered = {pid for entry in update.get("products", []) for pid in entry.get("prices", [])}
+        if current["id"] == price["id"] or price["id"] not in offered or not update.get("enabled"):
+            return None
+        if price_group(price) != price_group(current):
+            return None
+
+        def describe(p: dict[str, Any]) -> dict[str, Any]:
+            product = store.get(p["product"]) or {}
+            return {"price": p, "name": product.get("name") or p["id"], "label": price_label(p)}
+
+        return {
+            "portal": portal,
+            "subscription": strip_private(sub),
+            "current": describe(current),
+            "target": describe(price),
+        }
 
     # -- invoices -------------------------------------------------------------------------------
 

@@ -13,6 +13,34 @@ import type { Entitlement } from "./catalog_pb.js";
 export declare const file_billing_v1_checkout: GenFile;
 
 /**
+ * One line of a checkout in seed 003's words (`line_items[]`).
+ *
+ * @generated from message billing.v1.CheckoutLineItem
+ */
+export declare type CheckoutLineItem = Message<"billing.v1.CheckoutLineItem"> & {
+  /**
+   * The provider's price id (`price_...`) of a catalog price, or our
+   * `catalog_price_id`, or the lookup key of an active price.
+   *
+   * @generated from field: string price = 1;
+   */
+  price: string;
+
+  /**
+   * At least 1; 0 means 1.
+   *
+   * @generated from field: int32 quantity = 2;
+   */
+  quantity: number;
+};
+
+/**
+ * Describes the message billing.v1.CheckoutLineItem.
+ * Use `create(CheckoutLineItemSchema)` to create a new message.
+ */
+export declare const CheckoutLineItemSchema: GenMessage<CheckoutLineItem>;
+
+/**
  * One line of a checkout.
  *
  * @generated from message billing.v1.CheckoutItem
@@ -90,7 +118,7 @@ export declare type CheckoutSession = Message<"billing.v1.CheckoutSession"> & {
   paymentStatus: PaymentStatus;
 
   /**
-   * Derived from the prices.
+   * As asked for, or derived from the prices.
    *
    * @generated from field: billing.v1.CheckoutMode mode = 5;
    */
@@ -151,6 +179,20 @@ export declare type CheckoutSession = Message<"billing.v1.CheckoutSession"> & {
    * @generated from field: google.protobuf.Timestamp expire_time = 13;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * `status` in seed 003's (the provider's) words: open, complete or expired.
+   *
+   * @generated from field: string session_status = 14;
+   */
+  sessionStatus: string;
+
+  /**
+   * `payment_status` in seed 003's words: paid, unpaid or no_payment_required.
+   *
+   * @generated from field: string session_payment_status = 15;
+   */
+  sessionPaymentStatus: string;
 };
 
 /**
@@ -174,7 +216,8 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
   account: string;
 
   /**
-   * What to buy.
+   * What to buy: this or `line_items` (seed 003's form), not both; neither in
+   * `setup` mode.
    *
    * @generated from field: repeated billing.v1.CheckoutItem items = 2;
    */
@@ -209,6 +252,38 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
    * @generated from field: string request_id = 6;
    */
   requestId: string;
+
+  /**
+   * What to buy in seed 003's form: `[{"price": "price_...", "quantity": 1}]`.
+   *
+   * @generated from field: repeated billing.v1.CheckoutLineItem line_items = 7;
+   */
+  lineItems: CheckoutLineItem[];
+
+  /**
+   * Seed 003's `mode`: `payment` (one-time prices only), `subscription` (at
+   * least one recurring price) or `setup` (no items: save a payment method).
+   * Empty: derived from the prices. A price that does not fit the mode is
+   * CHECKOUT_MODE_MISMATCH.
+   *
+   * @generated from field: string mode = 8;
+   */
+  mode: string;
+
+  /**
+   * Seed 003's `customer_email`: becomes the account's (and its provider
+   * customer's) e-mail when the account has none; ignored otherwise.
+   *
+   * @generated from field: string customer_email = 9;
+   */
+  customerEmail: string;
+
+  /**
+   * Seed 003's `?environment=`: `test` (or empty) on a test deployment.
+   *
+   * @generated from field: string environment = 10;
+   */
+  environment: string;
 };
 
 /**
@@ -297,11 +372,19 @@ export declare const CreateCheckoutSessionResponseSchema: GenMessage<CreateCheck
  */
 export declare type GetCheckoutSessionRequest = Message<"billing.v1.GetCheckoutSessionRequest"> & {
   /**
-   * The checkout session.
+   * The checkout session: our id (`chk_...`) or the provider's (`cs_...`, as
+   * seed 003 names it). Another account's session is NOT_FOUND.
    *
    * @generated from field: string checkout_session_id = 1;
    */
   checkoutSessionId: string;
+
+  /**
+   * Seed 003's `?environment=`: `test` (or empty) on a test deployment.
+   *
+   * @generated from field: string environment = 2;
+   */
+  environment: string;
 };
 
 /**
@@ -934,7 +1017,7 @@ export enum PaymentStatus {
 export declare const PaymentStatusSchema: GenEnum<PaymentStatus>;
 
 /**
- * Mode of a checkout session, derived from its prices.
+ * Mode of a checkout session: asked for (seed 003's `mode`), or derived from its prices.
  *
  * @generated from enum billing.v1.CheckoutMode
  */
@@ -957,6 +1040,13 @@ export enum CheckoutMode {
    * @generated from enum value: CHECKOUT_MODE_SUBSCRIPTION = 2;
    */
   SUBSCRIPTION = 2,
+
+  /**
+   * No line items: the buyer saves a payment method, which becomes the account's default.
+   *
+   * @generated from enum value: CHECKOUT_MODE_SETUP = 3;
+   */
+  SETUP = 3,
 }
 
 /**

@@ -414,6 +414,15 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT = 141;
    */
   SUBSCRIPTION_GROUP_CONFLICT = 141,
+
+  /**
+   * Checkout modes (issue 17).
+   * A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
+   * recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_CHECKOUT_MODE_MISMATCH = 170;
+   */
+  CHECKOUT_MODE_MISMATCH = 170,
 }
 
 /**

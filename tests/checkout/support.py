@@ -411,7 +411,8 @@ def start_shop(tmp: Path, database_url: str | None = None) -> Shop:
     from tests.devstack import migrated_sqlite, start_stack
 
     url = database_url or migrated_sqlite(tmp / "billing.db")
-    sandbox_port = free_port()
+    held = reserve_port()  # held until the sandbox serves on it (the stack starts meanwhile)
+    sandbox_port = held.getsockname()[1]
     env = make_env(
         url,
         BILLING_SANDBOX_PORT=str(sandbox_port),
@@ -427,7 +428,8 @@ def start_shop(tmp: Path, database_url: str | None = None) -> Shop:
             webhook_url=f"{stack.rest_url}/v1/billing/webhooks",
             retry_base_sec=0.05,
             retry_max_sec=0.5,
-        )
+        ),
+        sock=held,
     )
     client = stripe.StripeClient(
         "sk_test_shop", base_addresses={"api": sandbox.url}, max_network_retries=0

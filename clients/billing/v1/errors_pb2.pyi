@@ -161,6 +161,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
     the account holds in its group; the next attempt cancels and refunds it.
     """
+    ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
+    """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
+    The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+    """
+    ERROR_REASON_EMAIL_INVALID: _ErrorReason.ValueType  # 181
+    """The receipt e-mail is not an e-mail address."""
+    ERROR_REASON_PRICE_NOT_ONE_TIME: _ErrorReason.ValueType  # 182
+    """The named price is recurring: a payment intent buys one-time prices only."""
+    ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: _ErrorReason.ValueType  # 183
+    """The amount or currency differs from the named price's."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -307,4 +317,14 @@ ERROR_REASON_SUBSCRIPTION_GROUP_CONFLICT: ErrorReason.ValueType  # 141
 """Recorded on a Stripe event, never answered: a checkout's subscription conflicts with one
 the account holds in its group; the next attempt cancels and refunds it.
 """
+ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
+"""Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
+The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+"""
+ERROR_REASON_EMAIL_INVALID: ErrorReason.ValueType  # 181
+"""The receipt e-mail is not an e-mail address."""
+ERROR_REASON_PRICE_NOT_ONE_TIME: ErrorReason.ValueType  # 182
+"""The named price is recurring: a payment intent buys one-time prices only."""
+ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: ErrorReason.ValueType  # 183
+"""The amount or currency differs from the named price's."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

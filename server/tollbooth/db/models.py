@@ -546,7 +546,7 @@ class Subscription(Base):
 
 
 class Purchase(Base):
-    """One line of a paid one-time checkout."""
+    """One line of a paid one-time checkout, or a succeeded payment intent (line 0)."""
 
     __tablename__ = "purchases"
 
@@ -554,7 +554,9 @@ class Purchase(Base):
     billing_account_id: Mapped[str] = mapped_column(
         ForeignKey("billing_accounts.id"), nullable=False
     )
-    checkout_session_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    # Exactly one of these names what made the purchase.
+    checkout_session_id: Mapped[str | None] = mapped_column(String(40))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(40), unique=True)
     line: Mapped[int] = mapped_column(Integer, nullable=False)
     price_id: Mapped[str | None] = mapped_column(String(40))
     stripe_price_id: Mapped[str | None] = mapped_column(String(200))
@@ -568,6 +570,42 @@ class Purchase(Base):
         UniqueConstraint("checkout_session_id", "line", name="uq_purchases_line"),
         Index("ix_purchases_account", "billing_account_id", "created_at"),
     )
+
+
+class PaymentIntent(Base):
+    """A payment intent this service created (PaymentService): ours by id, the provider's by
+    its own id. Recorded `pending` before the provider is called (the provider's parameters
+    derive from this row, so a retry sends the same ones); the provider's events move it on.
+    A succeeded one records its purchase once (`billing_effects` key `payment_intent:{pi_…}`).
+    """
+
+    __tablename__ = "payment_intents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(
+        ForeignKey("billing_accounts.id"), nullable=False
+    )
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # pending | requires_payment_method | requires_confirmation | requires_action | processing
+    # | succeeded | canceled
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    receipt_email: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    price_id: Mapped[str | None] = mapped_column(String(40))
+    client_secret: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    purchase_id: Mapped[str | None] = mapped_column(String(40))
+    failure_code: Mapped[str | None] = mapped_column(String(100))
+    decline_code: Mapped[str | None] = mapped_column(String(100))
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    __table_args__ = (Index("ix_payment_intents_account", "billing_account_id", "created_at"),)
 
 
 class BillingEffect(Base):

@@ -85,5 +85,12 @@ class PayPage:
         if ctx is None:
             return _not_found("PaymentIntent")
         return render(
-            "pay.html", status=402, error=error, email=email or "", name=name or "", **ctx
+            "pay.html",
+            402,
+            intent=ctx["intent"],
+            secret=secret,
+            cards=TEST_CARD_HINTS,
+            error=error,
+            email=email or "",
+            holder=name or "",
         )

@@ -97,7 +97,8 @@ def test_a_named_one_time_price_is_bought_and_granted_once_even_when_delivered_a
     key = f"payment_intent:{intent.stripe_payment_intent_id}"
     assert world.count(BillingEffect, BillingEffect.key == key) == 1
     assert world.notifications(account).count("payment_intent.succeeded") == 1
-    # Entitled like a checkout purchase: the account holds the price.
+    # Both events were applied (the second as a no-op), none failed on a constraint.
+    assert [inbox_status(world, e["id"])[0] for e in (event, twin)] == ["applied", "applied"]
     assert get(world, bearer, intent.payment_intent_id).status == SUCCEEDED
 
 
@@ -256,5 +257,7 @@ def test_concurrent_deliveries_of_the_success_record_one_purchase_on_postgres(
         assert world.count(CreditGrant, CreditGrant.billing_account_id == account) == 1
         assert world.balance(account, "pack_calls") == "250"
         assert world.notifications(account).count("payment_intent.succeeded") == 1
+        # Both applied (one as a no-op under the natural-key guard): none failed on a constraint.
+        assert [inbox_status(world, e["id"])[0] for e in (event, twin)] == ["applied"] * 2
     finally:
         world.stop()

@@ -24,7 +24,8 @@ from tests.payments.support import (
     stub,
     token,
 )
-from tollbooth.db.models import BillingEffect, CreditGrant, PaymentIntent
+from tollbooth.db.models import BillingEffect, CreditGrant
+from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.webhooks.signature import header
 
 SUCCEEDED = payment_pb2.PAYMENT_INTENT_STATUS_SUCCEEDED

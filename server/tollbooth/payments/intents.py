@@ -26,7 +26,7 @@ from tollbooth.accounts import customer_sync
 from tollbooth.accounts.service import require_active, resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.db import Database
-from tollbooth.db.models import PaymentIntent
+from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.payments import repository, service

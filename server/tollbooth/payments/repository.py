@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from tollbooth.db.models import PaymentIntent
+from tollbooth.db.payment_intents import PaymentIntent
 
 
 def intent_by_id(

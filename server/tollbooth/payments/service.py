@@ -19,7 +19,8 @@ from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog.fields import clean_currency
-from tollbooth.db.models import PaymentIntent, Price, Product
+from tollbooth.db.models import Price, Product
+from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import repository
 
 # Stripe's limit: at most eight digits of minor units (99,999,999: $999,999.99).

@@ -6,7 +6,7 @@ import grpc
 
 from billing.v1 import payment_pb2, payment_pb2_grpc
 from tollbooth.auth.caller import current_caller
-from tollbooth.db.models import PaymentIntent
+from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.deps import Deps
 from tollbooth.payments import intents, service
 from tollbooth.provider.client import StripeProvider

@@ -206,6 +206,7 @@ def test_services_of_these_rooms_take_domain_values() -> None:
     """Only servicers and convert modules (and the sidecar, a gRPC client) touch protobuf."""
     rooms = {
         "checkout",
+        "payments",
         "subscriptions",
         "provider",
         "webhooks",

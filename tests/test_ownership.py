@@ -1,11 +1,11 @@
 """Per-account ownership, checked from the source: a new RPC cannot forget it.
 
 Owned rows (credit balances, grants, reservations and ledger entries, checkout sessions,
-subscriptions, purchases, usage events) are read only through repository functions, and a
-repository function that finds rows by an id takes the owner too: `account_id` (credit and usage:
-the account `tollbooth.accounts.service.resolve` returned for the caller) or `owner`
-(`tollbooth.accounts.service.owner(caller)`, None for service callers and the provider's events).
-Neither may have a default, so every caller states whose rows it reads.
+payment intents, subscriptions, purchases, usage events) are read only through repository
+functions, and a repository function that finds rows by an id takes the owner too: `account_id`
+(credit and usage: the account `tollbooth.accounts.service.resolve` returned for the caller) or
+`owner` (`tollbooth.accounts.service.owner(caller)`, None for service callers and the provider's
+events). Neither may have a default, so every caller states whose rows it reads.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ OWNED = {
     "Subscription",
     "Purchase",
     "UsageEvent",
+    "PaymentIntent",
 }
 # The repositories of owned rows.
 REPOSITORIES = [
     *sorted((PACKAGE / "credit" / "repository").glob("*.py")),
     PACKAGE / "checkout" / "repository.py",
     PACKAGE / "subscriptions" / "repository.py",
+    PACKAGE / "payments" / "repository.py",
     PACKAGE / "usage" / "repository.py",
 ]
 OWNER_PARAMS = {"account_id", "owner"}

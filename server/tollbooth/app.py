@@ -8,7 +8,7 @@ is wired here instead:
   (checkout), the webhook handlers (the inbox), the purchase hints (the catalog);
 - the webhook handlers: each room registers the effects of the provider's events on its own
   state (checkout sessions: `checkout.fulfilment`; subscriptions, purchases, invoices and the
-  credit grants they bring: `subscriptions.effects`);
+  credit grants they bring: `subscriptions.effects`; payment intents: `payments.effects`);
 - the gRPC server (`serve-grpc`, `run`, tests/devstack.py), the webhook sidecar, the sandbox,
   and the operator commands (`webhooks replay`, `reconcile`, `catalog apply`, `sandbox`) the
   command line (`tollbooth.cli`) runs.
@@ -42,6 +42,8 @@ from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.notifications import delivery as notification_delivery
 from tollbooth.notifications import operator as notification_operator
 from tollbooth.notifications.servicer import NotificationServicer
+from tollbooth.payments import effects as payment_effects
+from tollbooth.payments.servicer import PaymentServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import server as rpc_server
@@ -92,6 +94,7 @@ SERVICERS: tuple[type[Servicer], ...] = (
     TokenServicer,
     CatalogServicer,
     CheckoutServicer,
+    PaymentServicer,
     CreditServicer,
     UsageServicer,
     AccountServicer,
@@ -122,7 +125,11 @@ def build_provider(settings: Settings) -> StripeProvider:
 def webhook_handlers(provider: StripeProvider, db: Database) -> Registry:
     """The inbox's handlers: each room's effects of the provider's events, by event type."""
     registry = Registry()
-    for handlers in (fulfilment.handlers(provider, db), subscription_effects.handlers(provider)):
+    for handlers in (
+        fulfilment.handlers(provider, db),
+        subscription_effects.handlers(provider),
+        payment_effects.handlers(provider),
+    ):
         for event_type, handler in handlers.items():
             registry.register(event_type, handler)
     return registry
@@ -152,6 +159,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         TokenServicer(deps),
         CatalogServicer(deps, hints=purchase_hints),
         CheckoutServicer(deps, provider),
+        PaymentServicer(deps, provider),
         CreditServicer(deps),
         UsageServicer(deps),
         AccountServicer(deps, provider),

@@ -32,6 +32,7 @@ SERVICES = (
     "billing.v1.TokenService",
     "billing.v1.CatalogService",
     "billing.v1.CheckoutService",
+    "billing.v1.PaymentService",
     "billing.v1.CreditService",
     "billing.v1.UsageService",
     "billing.v1.StripeEventService",

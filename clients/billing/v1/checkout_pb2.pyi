@@ -717,6 +717,7 @@ class Purchase(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Server-assigned id."""
     price_id: _builtins.str
@@ -730,7 +731,9 @@ class Purchase(_message.Message):
     currency: _builtins.str
     """ISO 4217 code, lower case."""
     checkout_session_id: _builtins.str
-    """The checkout session that made the purchase."""
+    """The checkout session that made the purchase (empty for a payment intent's)."""
+    payment_intent_id: _builtins.str
+    """The payment intent that made the purchase (PaymentService), when not a checkout."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the purchase was recorded."""
@@ -746,10 +749,11 @@ class Purchase(_message.Message):
         currency: _builtins.str = ...,
         checkout_session_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        payment_intent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "checkout_session_id", b"checkout_session_id", "create_time", b"create_time", "currency", b"currency", "lookup_key", b"lookup_key", "price_id", b"price_id", "purchase_id", b"purchase_id", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "checkout_session_id", b"checkout_session_id", "create_time", b"create_time", "currency", b"currency", "lookup_key", b"lookup_key", "payment_intent_id", b"payment_intent_id", "price_id", b"price_id", "purchase_id", b"purchase_id", "quantity", b"quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

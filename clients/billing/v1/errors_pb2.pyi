@@ -166,6 +166,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
     recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
     """
+    ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
+    """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
+    The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+    """
+    ERROR_REASON_EMAIL_INVALID: _ErrorReason.ValueType  # 181
+    """The receipt e-mail is not an e-mail address."""
+    ERROR_REASON_PRICE_NOT_ONE_TIME: _ErrorReason.ValueType  # 182
+    """The named price is recurring: a payment intent buys one-time prices only."""
+    ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: _ErrorReason.ValueType  # 183
+    """The amount or currency differs from the named price's."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -317,4 +327,14 @@ ERROR_REASON_CHECKOUT_MODE_MISMATCH: ErrorReason.ValueType  # 170
 A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
 recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
 """
+ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
+"""Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
+The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+"""
+ERROR_REASON_EMAIL_INVALID: ErrorReason.ValueType  # 181
+"""The receipt e-mail is not an e-mail address."""
+ERROR_REASON_PRICE_NOT_ONE_TIME: ErrorReason.ValueType  # 182
+"""The named price is recurring: a payment intent buys one-time prices only."""
+ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: ErrorReason.ValueType  # 183
+"""The amount or currency differs from the named price's."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -69,8 +69,8 @@ class IssueTokenRequest(_message.Message):
 
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Scopes to grant: `checkout`, `portal`, `billing:read`, `credits:read`,
-        `usage:read`. Empty grants the default set.
+        """Scopes to grant: `checkout`, `portal`, `payments`, `billing:read`,
+        `credits:read`, `usage:read`. Empty grants the default set.
         """
 
     def __init__(

@@ -13,8 +13,8 @@ ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "acct", "uid", "scp"]
 
 # Scopes a bearer token can carry. IssueToken without scopes grants the read scopes only:
-# scopes that move money (checkout, portal) must be asked for.
-SCOPES = ("checkout", "portal", "billing:read", "credits:read", "usage:read")
+# scopes that move money (checkout, portal, payments) must be asked for.
+SCOPES = ("checkout", "portal", "payments", "billing:read", "credits:read", "usage:read")
 DEFAULT_SCOPES = ("billing:read", "credits:read", "usage:read")
 # Unix seconds up to year 9999: anything later cannot be a real expiry.
 MAX_TIMESTAMP = 253_402_300_799

@@ -546,7 +546,7 @@ class Subscription(Base):
 
 
 class Purchase(Base):
-    """One line of a paid one-time checkout."""
+    """One line of a paid one-time checkout, or a succeeded payment intent (line 0)."""
 
     __tablename__ = "purchases"
 
@@ -554,7 +554,9 @@ class Purchase(Base):
     billing_account_id: Mapped[str] = mapped_column(
         ForeignKey("billing_accounts.id"), nullable=False
     )
-    checkout_session_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    # Exactly one of these names what made the purchase.
+    checkout_session_id: Mapped[str | None] = mapped_column(String(40))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(40), unique=True)
     line: Mapped[int] = mapped_column(Integer, nullable=False)
     price_id: Mapped[str | None] = mapped_column(String(40))
     stripe_price_id: Mapped[str | None] = mapped_column(String(200))

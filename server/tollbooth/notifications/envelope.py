@@ -37,6 +37,8 @@ KNOWN_TYPES = (
     "subscription.canceled",
     "invoice.paid",
     "invoice.payment_failed",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
     ENDPOINT_DISABLED,
 )
 

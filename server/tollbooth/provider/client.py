@@ -307,6 +307,27 @@ class StripeProvider:
             )
         )
 
+    # -- payment intents (PaymentService) --------------------------------------------------
+
+    def create_payment_intent(self, params: dict[str, Any], *, idempotency: str) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "create payment intent",
+                lambda: self.client.v1.payment_intents.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(idempotency),  # type: ignore[arg-type]
+                ),
+            )
+        )
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
+        return self._plain(
+            self._call(
+                "retrieve payment intent",
+                lambda: self.client.v1.payment_intents.retrieve(payment_intent_id),
+            )
+        )
+
     def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
         return self._plain(
             self._call(

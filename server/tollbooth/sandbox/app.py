@@ -24,6 +24,7 @@ from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
 from tollbooth.sandbox.pages import Pages, back, render
+from tollbooth.sandbox.paypage import PayPage
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.store import Store
 
@@ -41,6 +42,7 @@ def create_app(config: SandboxConfig) -> Starlette:
     holder["d"] = deliverer
     api = Api(engine, config.max_body_bytes)
     pages = Pages(engine)
+    pay_page = PayPage(engine)
 
     async def v1(request: Request) -> Response:
         return await api(request)
@@ -75,6 +77,8 @@ def create_app(config: SandboxConfig) -> Starlette:
         ),
         Route("/sandbox/portal/{portal_id}/{action}", pages.portal_post, methods=["POST"]),
         Route("/sandbox/invoices/{invoice_id}", pages.invoice),
+        Route("/sandbox/pay/{pi_id}", pay_page.show),
+        Route("/sandbox/pay/{pi_id}", pay_page.pay, methods=["POST"]),
         Mount("/sandbox/static", app=StaticFiles(directory=str(_STATIC)), name="static"),
         Route("/v1/{path:path}", v1, methods=["GET", "POST", "DELETE"]),
     ]

@@ -63,7 +63,8 @@ def purchase_out(row: Purchase) -> checkout_pb2.Purchase:
         quantity=row.quantity,
         amount_total=row.amount_total,
         currency=row.currency,
-        checkout_session_id=row.checkout_session_id,
+        checkout_session_id=row.checkout_session_id or "",
+        payment_intent_id=row.payment_intent_id or "",
         create_time=ts(row.created_at),
     )
 

@@ -398,29 +398,38 @@ def grant_for_price(
 def record_purchase(
     ctx: Context,
     account_id: str,
-    checkout_session_id: str,
+    checkout_session_id: str | None,
     line: int,
-    price: Price,
+    price: Price | None,
     quantity: int,
     now: dt.datetime,
-) -> None:
-    """A one-off price bought through a checkout (its fulfilment calls this)."""
+    *,
+    payment_intent_id: str | None = None,
+    paid: tuple[int, str] | None = None,
+) -> str:
+    """A one-off price bought through a checkout (its fulfilment calls this), or a payment
+    intent's payment (`tollbooth.payments.effects`: `paid` is its amount and currency, the
+    price optional); the purchase id."""
+    purchase_id = new_id("pur")
+    amount, currency = paid or (price.unit_amount * quantity, price.currency)  # type: ignore[union-attr]
     repository.add_purchase(
         ctx.session,
         Purchase(
-            id=new_id("pur"),
+            id=purchase_id,
             billing_account_id=account_id,
             checkout_session_id=checkout_session_id,
+            payment_intent_id=payment_intent_id,
             line=line,
-            price_id=price.id,
-            stripe_price_id=price.stripe_price_id,
-            lookup_key=price.lookup_key,
+            price_id=price.id if price else None,
+            stripe_price_id=price.stripe_price_id if price else None,
+            lookup_key=price.lookup_key if price else None,
             quantity=quantity,
-            amount_total=price.unit_amount * quantity,
-            currency=price.currency,
+            amount_total=amount,
+            currency=currency,
             created_at=now,
         ),
     )
+    return purchase_id
 
 
 # -- invoices ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from tollbooth.db.models import Base
+from tollbooth.db.payment_intents import PaymentIntent  # noqa: F401 - its table
 from tollbooth.db.subscription_items import SubscriptionItem  # noqa: F401 - its table
 
 config = context.config

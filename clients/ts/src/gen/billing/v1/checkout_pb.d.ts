@@ -748,7 +748,7 @@ export declare type Purchase = Message<"billing.v1.Purchase"> & {
   currency: string;
 
   /**
-   * The checkout session that made the purchase.
+   * The checkout session that made the purchase (empty for a payment intent's).
    *
    * @generated from field: string checkout_session_id = 7;
    */
@@ -760,6 +760,13 @@ export declare type Purchase = Message<"billing.v1.Purchase"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The payment intent that made the purchase (PaymentService), when not a checkout.
+   *
+   * @generated from field: string payment_intent_id = 9;
+   */
+  paymentIntentId: string;
 };
 
 /**

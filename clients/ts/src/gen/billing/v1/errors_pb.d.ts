@@ -423,6 +423,35 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_CHECKOUT_MODE_MISMATCH = 170;
    */
   CHECKOUT_MODE_MISMATCH = 170,
+
+  /**
+   * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
+   * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+   *
+   * @generated from enum value: ERROR_REASON_PAYMENT_AMOUNT_INVALID = 180;
+   */
+  PAYMENT_AMOUNT_INVALID = 180,
+
+  /**
+   * The receipt e-mail is not an e-mail address.
+   *
+   * @generated from enum value: ERROR_REASON_EMAIL_INVALID = 181;
+   */
+  EMAIL_INVALID = 181,
+
+  /**
+   * The named price is recurring: a payment intent buys one-time prices only.
+   *
+   * @generated from enum value: ERROR_REASON_PRICE_NOT_ONE_TIME = 182;
+   */
+  PRICE_NOT_ONE_TIME = 182,
+
+  /**
+   * The amount or currency differs from the named price's.
+   *
+   * @generated from enum value: ERROR_REASON_PAYMENT_AMOUNT_MISMATCH = 183;
+   */
+  PAYMENT_AMOUNT_MISMATCH = 183,
 }
 
 /**

@@ -32,8 +32,8 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   userId: string;
 
   /**
-   * Scopes to grant: `checkout`, `portal`, `billing:read`, `credits:read`,
-   * `usage:read`. Empty grants the default set.
+   * Scopes to grant: `checkout`, `portal`, `payments`, `billing:read`,
+   * `credits:read`, `usage:read`. Empty grants the default set.
    *
    * @generated from field: repeated string scopes = 3;
    */

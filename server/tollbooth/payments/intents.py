@@ -1,0 +1,137 @@
+"""CreatePaymentIntent at the provider boundary: intent, call, result; never a call inside a
+transaction (the shape of `tollbooth.checkout.intents`).
+
+1. one short transaction checks the request (`service.clean`) and records the intent: a
+   `pending` row holding amount, currency, description, receipt e-mail and price. Its id is
+   derived from the caller's scope and `request_id`, so a retry finds it; the provider's
+   idempotency key is derived from that id and the provider's parameters from the row alone,
+   so every attempt sends the same request;
+2. with no transaction open: the account's provider customer, then the payment intent;
+3. a second short transaction records the provider's id, status and client secret on the row.
+
+A crash or timeout between leaves a `pending` row that a retry with the same `request_id`
+completes with the same key (the provider answers with the intent it created the first time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts import customer_sync
+from tollbooth.accounts.service import require_active, resolve
+from tollbooth.auth.caller import Caller
+from tollbooth.db import Database
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.db.types import utcnow
+from tollbooth.ids import new_id
+from tollbooth.payments import repository, service
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+
+# The metadata key that marks a provider payment intent as one of ours (checkout's carry none).
+OURS = "tollbooth_payment_intent_id"
+
+
+def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
+    """Our id: derived from the request when it has a request_id, so a retry finds the intent
+    the first attempt recorded."""
+    if not request_id:
+        return new_id("pay")
+    digest = hashlib.sha256("\x1f".join((scope, account_id, request_id)).encode()).hexdigest()
+    return f"pay_{digest[:24]}"
+
+
+def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> PaymentIntent:
+    account = require_active(resolve(session, caller, req.account_ref))
+    cleaned = service.clean(session, req)
+    ours_id = intent_id_for(req.request_scope, account.id, req.request_id)
+    own = repository.intent_by_id(session, ours_id, owner=account.id)
+    if own is not None:  # a retry of this very request
+        if own.fingerprint != cleaned.fingerprint():
+            raise errors.invalid(
+                "request_id was already used with different parameters",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                field="request_id",
+            )
+        return own
+    now = utcnow()
+    row = PaymentIntent(
+        id=ours_id,
+        billing_account_id=account.id,
+        stripe_payment_intent_id=None,
+        status="pending",
+        amount=cleaned.amount,
+        currency=cleaned.currency,
+        description=cleaned.description,
+        receipt_email=cleaned.receipt_email,
+        price_id=cleaned.price.id if cleaned.price else None,
+        fingerprint=cleaned.fingerprint(),
+        created_at=now,
+        updated_at=now,
+    )
+    repository.add_intent(session, row)
+    return row
+
+
+def provider_params(row: PaymentIntent, customer: str) -> dict[str, Any]:
+    """The provider's parameters: from the recorded intent only, the same on every attempt."""
+    metadata = {"billing_account_id": row.billing_account_id, OURS: row.id}
+    if row.price_id:
+        metadata["catalog_price_id"] = row.price_id
+    params: dict[str, Any] = {
+        "amount": row.amount,
+        "currency": row.currency,
+        "customer": customer,
+        "metadata": metadata,
+    }
+    if row.description:
+        params["description"] = row.description
+    if row.receipt_email:
+        params["receipt_email"] = row.receipt_email
+    return params
+
+
+def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> PaymentIntent:
+    """The intent at the provider (created now, or found again by its idempotency key),
+    recorded on its row; returns the row as it then is."""
+    if row.stripe_payment_intent_id is not None and row.client_secret is not None:
+        return row
+    customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
+    remote = provider.create_payment_intent(
+        provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+    )
+    with db.transaction() as session:
+        locked = repository.intent_by_id(session, row.id, owner=row.billing_account_id, lock=True)
+        if locked is None:
+            raise errors.not_found("payment intent", row.id)
+        # The provider's events may have moved it on already (succeeded before we got here).
+        if locked.stripe_payment_intent_id is None:
+            locked.stripe_payment_intent_id = str(remote["id"])
+        if locked.client_secret is None:
+            locked.client_secret = remote.get("client_secret")
+        if locked.status == "pending":
+            locked.status = str(remote.get("status") or "requires_payment_method")
+        locked.updated_at = utcnow()
+        return locked
+
+
+def create_payment_intent(
+    db: Database, provider: StripeProvider, caller: Caller, req: service.PaymentRequest
+) -> PaymentIntent:
+    row: PaymentIntent | None = None
+    for attempt in (1, 2):
+        try:
+            with db.transaction() as session:
+                row = _record(session, caller, req)
+            break
+        except IntegrityError:
+            # A concurrent twin (same request_id) recorded the same id first: read it back.
+            if attempt == 2:
+                raise
+    assert row is not None
+    return realise(db, provider, row)

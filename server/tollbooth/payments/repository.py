@@ -1,0 +1,56 @@
+"""Every query of payment intents.
+
+Queries of one intent take `owner`: the caller's account id, or None for every account (a
+service caller, the provider's events); see `tollbooth.accounts.service.owner`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from tollbooth.db.payment_intents import PaymentIntent
+
+
+def intent_by_id(
+    session: Session, intent_id: str, *, owner: str | None, lock: bool = False
+) -> PaymentIntent | None:
+    stmt = select(PaymentIntent).where(PaymentIntent.id == intent_id)
+    if owner is not None:
+        stmt = stmt.where(PaymentIntent.billing_account_id == owner)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).first()
+
+
+def intent_by_either_id(session: Session, ident: str, *, owner: str | None) -> PaymentIntent | None:
+    """By our id (`pay_…`) or the provider's (`pi_…`)."""
+    stmt = select(PaymentIntent).where(
+        or_(PaymentIntent.id == ident, PaymentIntent.stripe_payment_intent_id == ident)
+    )
+    if owner is not None:
+        stmt = stmt.where(PaymentIntent.billing_account_id == owner)
+    return session.scalars(stmt).first()
+
+
+def add_intent(session: Session, row: PaymentIntent) -> None:
+    session.add(row)
+    session.flush()
+
+
+def mark_intent(
+    session: Session, intent_id: str, *, account_id: str, only_from: tuple[str, ...], **values: Any
+) -> bool:
+    """Set `values` on the intent if its status is one of `only_from` (compare and set)."""
+    result = session.execute(
+        update(PaymentIntent)
+        .where(
+            PaymentIntent.id == intent_id,
+            PaymentIntent.billing_account_id == account_id,
+            PaymentIntent.status.in_(only_from),
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

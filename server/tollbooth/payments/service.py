@@ -1,0 +1,147 @@
+"""The rules of a payment intent request, and reading one back.
+
+A payment intent is an amount in minor units in one currency; with a one-time catalog price
+named, it buys that price (amount and currency are the price's: a buyer's page cannot pay
+less for it) and its credit grants are granted when the provider reports the payment
+succeeded (`tollbooth.payments.effects`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.accounts.manage import clean_email
+from tollbooth.accounts.service import owner
+from tollbooth.auth.caller import Caller
+from tollbooth.catalog.fields import clean_currency
+from tollbooth.db.models import Price, Product
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.payments import repository
+
+# Stripe's limit: at most eight digits of minor units (99,999,999: $999,999.99).
+MAX_AMOUNT = 99_999_999
+LOWER_CURRENCY = re.compile(r"[a-z]{3}")
+MAX_DESCRIPTION = 1000
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    account_ref: str
+    amount: int
+    currency: str
+    description: str
+    receipt_email: str
+    catalog_price_id: str
+    request_scope: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    amount: int
+    currency: str
+    description: str
+    receipt_email: str
+    price: Price | None
+
+    def fingerprint(self) -> str:
+        parts = [
+            str(self.amount),
+            self.currency,
+            self.description,
+            self.receipt_email,
+            self.price.id if self.price else "",
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _one_time_price(session: Session, ident: str) -> Price:
+    price = session.get(Price, ident)
+    if price is None:
+        raise errors.invalid(
+            f"price {errors.shown(ident)} does not exist",
+            reason="PRICE_NOT_FOUND",
+            field="catalog_price_id",
+        )
+    product = session.get(Product, price.product_id)
+    if not price.active or product is None or not product.active:
+        raise errors.failed_precondition(
+            "ARCHIVED", f"price {price.id!r} is archived", price_id=price.id
+        )
+    if price.type == "recurring":
+        raise errors.invalid(
+            f"price {price.id!r} is recurring: a payment intent buys one-time prices only"
+            " (a subscription is sold through checkout)",
+            reason="PRICE_NOT_ONE_TIME",
+            field="catalog_price_id",
+        )
+    return price
+
+
+def _mismatch(field: str, given: object, price: Price, wanted: object) -> errors.DomainError:
+    return errors.invalid(
+        f"{field} {given!r} differs from price {price.id!r}'s {wanted!r}; leave it out to pay"
+        " the price's",
+        reason="PAYMENT_AMOUNT_MISMATCH",
+        field=field,
+    )
+
+
+def clean(session: Session, req: PaymentRequest) -> Cleaned:
+    """The request checked: INVALID_ARGUMENT with a stable reason, nothing written."""
+    price = None
+    ident = req.catalog_price_id.strip()
+    amount, currency = req.amount, req.currency.strip()
+    if ident:
+        price = _one_time_price(session, ident)
+        if amount == 0:
+            amount = price.unit_amount
+        elif amount != price.unit_amount:
+            raise _mismatch("amount", amount, price, price.unit_amount)
+        if not currency:
+            currency = price.currency
+        elif currency != price.currency:
+            raise _mismatch("currency", currency, price, price.currency)
+    if not 1 <= amount <= MAX_AMOUNT:
+        raise errors.invalid(
+            f"amount must be a whole number of minor units from 1 to {MAX_AMOUNT}",
+            reason="PAYMENT_AMOUNT_INVALID",
+            field="amount",
+        )
+    if not currency:
+        raise errors.required("currency")
+    if not LOWER_CURRENCY.fullmatch(currency):
+        raise errors.invalid(
+            "currency must be three lower-case letters, an ISO 4217 code such as 'usd'",
+            reason="CURRENCY_INVALID",
+            field="currency",
+        )
+    currency = clean_currency(currency)
+    description = req.description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        raise errors.invalid(
+            f"description is longer than {MAX_DESCRIPTION} characters", field="description"
+        )
+    try:
+        email = clean_email(req.receipt_email, "receipt_email") or ""
+    except errors.DomainError as exc:
+        raise errors.invalid(
+            "receipt_email is not an e-mail address", reason="EMAIL_INVALID", field="receipt_email"
+        ) from exc
+    return Cleaned(amount, currency, description, email, price)
+
+
+def get_payment_intent(session: Session, caller: Caller, ident: str) -> PaymentIntent:
+    """Another account's intent answers exactly like one that does not exist."""
+    ident = ident.strip()
+    if not ident:
+        raise errors.required("payment_intent_id")
+    row = repository.intent_by_either_id(session, ident, owner=owner(caller))
+    if row is None:
+        raise errors.not_found("payment intent", ident)
+    return row

@@ -1,0 +1,86 @@
+"""PaymentService over gRPC: proto in, proto out."""
+
+from __future__ import annotations
+
+import grpc
+
+from billing.v1 import payment_pb2, payment_pb2_grpc
+from tollbooth.auth.caller import current_caller
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.deps import Deps
+from tollbooth.payments import intents, service
+from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc.convert import ts
+from tollbooth.rpc.servicer import Servicer, contract, idempotency_scope
+
+STATUS = {
+    "pending": payment_pb2.PAYMENT_INTENT_STATUS_PENDING,
+    "requires_payment_method": payment_pb2.PAYMENT_INTENT_STATUS_REQUIRES_PAYMENT_METHOD,
+    "requires_confirmation": payment_pb2.PAYMENT_INTENT_STATUS_REQUIRES_CONFIRMATION,
+    "requires_action": payment_pb2.PAYMENT_INTENT_STATUS_REQUIRES_ACTION,
+    "processing": payment_pb2.PAYMENT_INTENT_STATUS_PROCESSING,
+    "succeeded": payment_pb2.PAYMENT_INTENT_STATUS_SUCCEEDED,
+    "canceled": payment_pb2.PAYMENT_INTENT_STATUS_CANCELED,
+}
+
+
+def intent_out(row: PaymentIntent) -> payment_pb2.PaymentIntent:
+    return payment_pb2.PaymentIntent(
+        payment_intent_id=row.id,
+        billing_account_id=row.billing_account_id,
+        stripe_payment_intent_id=row.stripe_payment_intent_id or "",
+        client_secret=row.client_secret or "",
+        status=STATUS.get(row.status, payment_pb2.PAYMENT_INTENT_STATUS_UNSPECIFIED),
+        amount=row.amount,
+        currency=row.currency,
+        description=row.description,
+        receipt_email=row.receipt_email,
+        catalog_price_id=row.price_id or "",
+        purchase_id=row.purchase_id or "",
+        failure_code=row.failure_code or "",
+        decline_code=row.decline_code or "",
+        failure_message=row.failure_message or "",
+        create_time=ts(row.created_at),
+        succeed_time=ts(row.succeeded_at) if row.succeeded_at else None,
+        failure_time=ts(row.failed_at) if row.failed_at else None,
+    )
+
+
+@contract(payment_pb2.DESCRIPTOR.services_by_name["PaymentService"])
+class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, deps: Deps, provider: StripeProvider) -> None:
+        super().__init__(deps)
+        self.provider = provider
+
+    def CreatePaymentIntent(
+        self, request: payment_pb2.CreatePaymentIntentRequest, context: grpc.ServicerContext
+    ) -> payment_pb2.PaymentIntent:
+        caller = current_caller.get()
+
+        def effect() -> payment_pb2.PaymentIntent:
+            row = intents.create_payment_intent(
+                self.deps.db,
+                self.provider,
+                caller,
+                service.PaymentRequest(
+                    account_ref=request.account,
+                    amount=request.amount,
+                    currency=request.currency,
+                    description=request.description,
+                    receipt_email=request.receipt_email,
+                    catalog_price_id=request.catalog_price_id,
+                    request_scope=idempotency_scope(caller, request),
+                    request_id=request.request_id,
+                ),
+            )
+            return intent_out(row)
+
+        return self.staged(request, payment_pb2.PaymentIntent, effect)
+
+    def GetPaymentIntent(
+        self, request: payment_pb2.GetPaymentIntentRequest, context: grpc.ServicerContext
+    ) -> payment_pb2.PaymentIntent:
+        with self.read() as session:
+            return intent_out(
+                service.get_payment_intent(session, current_caller.get(), request.payment_intent_id)
+            )

@@ -1,0 +1,82 @@
+"""The provider boundary of CreatePaymentIntent: no transaction open during the provider call,
+and a retry after a timeout finds the intent the first attempt created (one at the provider)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from tests.checkout.support import World, start_world
+from tests.helpers import error_reason
+from tests.payments.support import create, token
+from tollbooth.db.payment_intents import PaymentIntent
+
+PATH = "/v1/payment_intents"
+
+
+@pytest.fixture
+def impatient_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """SQLite; the provider client gives up after 1 s and never retries by itself."""
+    from tests.devstack import migrated_sqlite
+
+    w = start_world(
+        migrated_sqlite(tmp_path / "billing.db"),
+        tmp_path,
+        STRIPE_TIMEOUT_SEC="1",
+        STRIPE_MAX_NETWORK_RETRIES="0",
+    )
+    yield w
+    w.stop()
+
+
+def test_a_retry_after_a_provider_timeout_gets_the_same_intent(impatient_world: World) -> None:
+    world = impatient_world
+    bearer, account = token(world)
+    # The provider creates the intent but answers after the client gave up.
+    stall = world.sandbox.stalls.add("POST", PATH, seconds=5.0, after=True)
+    with pytest.raises(grpc.RpcError) as err:
+        create(world, bearer, request_id="pay-1")
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    stall.release.set()
+    with world.deps.db.transaction(readonly=True) as session:
+        left = session.scalars(
+            sa.select(PaymentIntent.status).where(PaymentIntent.billing_account_id == account)
+        ).all()
+    assert list(left) == ["pending"]  # recorded before the call, completed by the retry
+    again = create(world, bearer, request_id="pay-1")
+    created = world.stripe.v1.payment_intents.list(params={"limit": 100}).data
+    assert [pi.id for pi in created] == [again.stripe_payment_intent_id]
+    assert again.client_secret.startswith(again.stripe_payment_intent_id)
+
+
+@pytest.mark.postgres
+def test_no_transaction_is_open_during_the_provider_call_on_postgres(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    world = start_world(pg_url, tmp_path)
+    admin = sa.create_engine(world.deps.db.url)
+    try:
+        bearer, _ = token(world)
+        world.settled()
+        world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
+        stall = world.sandbox.stalls.add("POST", PATH, seconds=30.0)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(create, world, bearer)
+            assert stall.entered.wait(10)
+            with admin.connect() as conn:
+                in_transaction = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            assert in_transaction == 0
+            assert not pending.done()
+            stall.release.set()
+            assert pending.result(timeout=30).client_secret
+    finally:
+        world.gate.open.set()
+        admin.dispose()
+        world.stop()

@@ -1,0 +1,264 @@
+"""PaymentService through real stubs, paid in the sandbox, finalised by its signed webhooks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from billing.v1 import checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
+from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
+from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
+from tests.helpers import error_reason
+from tests.payments.support import (
+    confirm,
+    create,
+    get,
+    inbox_status,
+    one_time_pack,
+    purchases,
+    rpc_error,
+    stub,
+    token,
+)
+from tollbooth.db.models import BillingEffect, CreditGrant
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.webhooks.signature import header
+
+SUCCEEDED = payment_pb2.PAYMENT_INTENT_STATUS_SUCCEEDED
+
+
+def test_seed_003s_body_answers_a_client_secret_and_the_test_card_records_one_purchase(
+    world: World,
+):
+    bearer, account = token(world)
+    intent = create(world, bearer)
+    assert intent.payment_intent_id.startswith("pay_")
+    assert intent.stripe_payment_intent_id.startswith("pi_")
+    assert intent.client_secret.startswith(intent.stripe_payment_intent_id + "_secret_")
+    assert intent.status == payment_pb2.PAYMENT_INTENT_STATUS_REQUIRES_PAYMENT_METHOD
+    assert (intent.amount, intent.currency) == (2999, "usd")
+    assert intent.receipt_email == "customer@example.com"
+    assert purchases(world, account) == []  # nothing before the payment
+
+    remote = world.stripe.v1.payment_intents.retrieve(intent.stripe_payment_intent_id)
+    assert (remote.amount, remote.currency, remote.description) == (
+        2999,
+        "usd",
+        "Purchase from YourApp",
+    )
+    assert remote.metadata["tollbooth_payment_intent_id"] == intent.payment_intent_id
+
+    assert confirm(world, intent.stripe_payment_intent_id)["status"] == "succeeded"
+    world.settled()
+    got = get(world, bearer, intent.payment_intent_id)
+    assert got.status == SUCCEEDED and got.succeed_time.seconds > 0
+    bought = purchases(world, account)
+    assert [(p.payment_intent_id, p.amount_total, p.currency, p.price_id) for p in bought] == [
+        (intent.payment_intent_id, 2999, "usd", None)
+    ]
+    assert got.purchase_id == bought[0].id
+    # The provider's id finds it too, and ListPurchases names the intent.
+    assert get(world, bearer, intent.stripe_payment_intent_id).payment_intent_id == (
+        intent.payment_intent_id
+    )
+    listed = world.checkout.ListPurchases(
+        checkout_pb2.ListPurchasesRequest(), metadata=bearer_md(bearer), timeout=10
+    ).purchases
+    assert [(p.payment_intent_id, p.checkout_session_id) for p in listed] == [
+        (intent.payment_intent_id, "")
+    ]
+    assert world.count(CreditGrant, CreditGrant.billing_account_id == account) == 0
+    assert "payment_intent.succeeded" in world.notifications(account)
+
+
+def test_a_named_one_time_price_is_bought_and_granted_once_even_when_delivered_again(
+    world: World,
+):
+    price_id = one_time_pack(world, "pack-250")
+    bearer, account = token(world)
+    intent = create(world, bearer, amount=0, currency="", catalog_price_id=price_id)
+    assert (intent.amount, intent.currency, intent.catalog_price_id) == (1500, "usd", price_id)
+    confirm(world, intent.stripe_payment_intent_id)
+    world.settled()
+    assert world.balance(account, "pack_calls") == "250"
+    bought = purchases(world, account)
+    assert [(p.price_id, p.amount_total) for p in bought] == [(price_id, 1500)]
+    # Stripe delivers again, and sends a second event for the same payment.
+    event = events_of(world, "payment_intent.succeeded", intent.stripe_payment_intent_id)[0]
+    twin = {**event, "id": event["id"] + "_twin"}
+    for body in (event, twin, event):
+        assert signed_send(world, json.dumps(body).encode()) == 200
+    assert world.balance(account, "pack_calls") == "250"
+    assert len(purchases(world, account)) == 1
+    assert world.count(CreditGrant, CreditGrant.billing_account_id == account) == 1
+    key = f"payment_intent:{intent.stripe_payment_intent_id}"
+    assert world.count(BillingEffect, BillingEffect.key == key) == 1
+    assert world.notifications(account).count("payment_intent.succeeded") == 1
+    # Both events were applied (the second as a no-op), none failed on a constraint.
+    assert [inbox_status(world, e["id"])[0] for e in (event, twin)] == ["applied", "applied"]
+    assert get(world, bearer, intent.payment_intent_id).status == SUCCEEDED
+
+
+def test_a_declined_card_records_the_failure_and_a_late_failure_never_undoes_a_success(
+    world: World,
+):
+    price_id = one_time_pack(world, "pack-decline")
+    bearer, account = token(world)
+    intent = create(world, bearer, amount=1500, currency="usd", catalog_price_id=price_id)
+    with pytest.raises(Exception, match="declined"):
+        confirm(world, intent.stripe_payment_intent_id, "pm_card_chargeDeclined")
+    world.settled()
+    failed = get(world, bearer, intent.payment_intent_id)
+    assert failed.status == payment_pb2.PAYMENT_INTENT_STATUS_REQUIRES_PAYMENT_METHOD
+    assert (failed.failure_code, failed.decline_code) == ("card_declined", "generic_decline")
+    assert failed.failure_message and failed.failure_time.seconds > 0
+    assert purchases(world, account) == []
+    assert world.count(CreditGrant, CreditGrant.billing_account_id == account) == 0
+    assert "payment_intent.payment_failed" in world.notifications(account)
+
+    confirm(world, intent.stripe_payment_intent_id)  # a good card next
+    world.settled()
+    assert get(world, bearer, intent.payment_intent_id).status == SUCCEEDED
+    # The failure's event delivered again, late (after the success): nothing moves back.
+    late = events_of(world, "payment_intent.payment_failed", intent.stripe_payment_intent_id)[0]
+    assert signed_send(world, json.dumps({**late, "id": late["id"] + "_late"}).encode()) == 200
+    assert get(world, bearer, intent.payment_intent_id).status == SUCCEEDED
+    assert len(purchases(world, account)) == 1
+    assert world.balance(account, "pack_calls") == "250"
+
+
+def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
+    recurring = world.price("monthly-plan").price_id
+    pack = one_time_pack(world, "pack-bad", amount=1500)
+    bearer, _ = token(world)
+    cases = [
+        ({"amount": 0}, "PAYMENT_AMOUNT_INVALID"),
+        ({"amount": -5}, "PAYMENT_AMOUNT_INVALID"),
+        ({"amount": 100_000_000}, "PAYMENT_AMOUNT_INVALID"),
+        ({"currency": "USD"}, "CURRENCY_INVALID"),
+        ({"currency": "us"}, "CURRENCY_INVALID"),
+        ({"currency": "zzz"}, "CURRENCY_INVALID"),
+        ({"currency": ""}, "FIELD_REQUIRED"),
+        ({"receipt_email": "not-an-email"}, "EMAIL_INVALID"),
+        ({"receipt_email": "a b@example.com"}, "EMAIL_INVALID"),
+        ({"catalog_price_id": recurring, "amount": 0, "currency": ""}, "PRICE_NOT_ONE_TIME"),
+        ({"catalog_price_id": "price_nope"}, "PRICE_NOT_FOUND"),
+        ({"catalog_price_id": pack, "amount": 1}, "PAYMENT_AMOUNT_MISMATCH"),
+        ({"catalog_price_id": pack, "amount": 1500, "currency": "eur"}, "PAYMENT_AMOUNT_MISMATCH"),
+    ]
+    for fields, reason in cases:
+        err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (fields, err.details())
+        assert error_reason(err) == reason, fields
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
+def test_another_accounts_intent_is_not_found_and_scopes_are_checked(world: World):
+    mine, _ = token(world)
+    theirs, _ = token(world)
+    intent = create(world, mine)
+    for ident in (intent.payment_intent_id, intent.stripe_payment_intent_id):
+        err = rpc_error(lambda i=ident: get(world, theirs, i))  # type: ignore[misc]
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+    # The service key reaches every account's; a token without `payments` reaches none.
+    assert (
+        stub(world)
+        .GetPaymentIntent(
+            payment_pb2.GetPaymentIntentRequest(payment_intent_id=intent.payment_intent_id),
+            metadata=SERVICE_MD,
+            timeout=10,
+        )
+        .payment_intent_id
+        == intent.payment_intent_id
+    )
+    reader, _ = token(world, ["billing:read"])
+    err = rpc_error(lambda: create(world, reader))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(err) == "SCOPE_MISSING"
+
+
+def test_request_id_makes_creation_idempotent_and_refuses_other_parameters(world: World):
+    bearer, account = token(world)
+    first = create(world, bearer, request_id="pay-once")
+    again = create(world, bearer, request_id="pay-once")
+    assert again.payment_intent_id == first.payment_intent_id
+    assert again.stripe_payment_intent_id == first.stripe_payment_intent_id
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+    assert len(world.stripe.v1.payment_intents.list(params={"limit": 10}).data) == 1
+    err = rpc_error(lambda: create(world, bearer, request_id="pay-once", amount=3000))
+    assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
+    # Created for an account by the service key, which names it.
+    made = stub(world).CreatePaymentIntent(
+        payment_pb2.CreatePaymentIntentRequest(account=account, amount=500, currency="eur"),
+        metadata=SERVICE_MD,
+        timeout=30,
+    )
+    assert made.billing_account_id == account and made.currency == "eur"
+
+
+def test_a_checkouts_payment_intent_events_are_ignored_so_its_purchase_is_recorded_once(
+    world: World,
+):
+    world.price("one-off", amount=700, recurring=False, group="")
+    checkout_token, account = world.token()
+    answer = world.buy(checkout_token, "one-off")
+    world.pay(answer.session.stripe_checkout_session_id)
+    world.settled()
+    bought = purchases(world, account)
+    assert [(p.checkout_session_id, p.payment_intent_id) for p in bought] == [
+        (answer.session.checkout_session_id, None)
+    ]
+    session = world.stripe.v1.checkout.sessions.retrieve(answer.session.stripe_checkout_session_id)
+    pi_events = events_of(world, "payment_intent.succeeded", str(session.payment_intent))
+    assert pi_events, "the sandbox's checkout emitted no payment_intent.succeeded"
+    for evt in pi_events:
+        status, reason = inbox_status(world, evt["id"])
+        assert status == "ignored" and reason and "did not create" in reason
+    assert world.count(PaymentIntent) == 0
+
+
+@pytest.mark.postgres
+def test_concurrent_deliveries_of_the_success_record_one_purchase_on_postgres(
+    pg_url: str, tmp_path
+):  # type: ignore[no-untyped-def]
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "pack-race")
+        bearer, account = token(world)
+        intent = create(world, bearer, amount=0, currency="", catalog_price_id=price_id)
+        confirm(world, intent.stripe_payment_intent_id)
+        event = events_of(world, "payment_intent.succeeded", intent.stripe_payment_intent_id)[0]
+        twin = {**event, "id": event["id"] + "_twin"}
+        bodies = [json.dumps(event).encode()] * 8 + [json.dumps(twin).encode()] * 8
+        target = world.grpc_target
+        start = threading.Barrier(len(bodies))
+
+        def deliver(body: bytes) -> bool:
+            with grpc.insecure_channel(target) as channel:
+                hook = webhook_pb2_grpc.WebhookServiceStub(channel)
+                start.wait()
+                return hook.RecordStripeEvent(
+                    webhook_pb2.RecordStripeEventRequest(
+                        payload=body, stripe_signature=header(body, WEBHOOK_SECRET)
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=60,
+                ).duplicate
+
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            duplicates = list(pool.map(deliver, bodies))
+        assert duplicates.count(False) == 2  # each event id stored once ...
+        wait_for(lambda: purchases(world, account), what="the purchase")
+        assert len(purchases(world, account)) == 1  # ... and the payment recorded once
+        assert world.count(CreditGrant, CreditGrant.billing_account_id == account) == 1
+        assert world.balance(account, "pack_calls") == "250"
+        assert world.notifications(account).count("payment_intent.succeeded") == 1
+        # Both applied (one as a no-op under the natural-key guard): none failed on a constraint.
+        assert [inbox_status(world, e["id"])[0] for e in (event, twin)] == ["applied"] * 2
+    finally:
+        world.stop()

@@ -332,6 +332,14 @@ export enum ErrorReason {
   ENVIRONMENT_MISMATCH = 152,
 
   /**
+   * A webhook event's `livemode` disagrees with the environment whose webhook secret verified
+   * it (the sidecar, HTTP 400; stored nowhere).
+   *
+   * @generated from enum value: ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH = 190;
+   */
+  WEBHOOK_LIVEMODE_MISMATCH = 190,
+
+  /**
    * Server side.
    * The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).
    *

@@ -13,12 +13,17 @@ The **live** environment is off unless configured, with variables of its own:
     BILLING_LIVE_SERVICE_KEYS           its backends' keys (comma-separated, 16+ characters)
     BILLING_LIVE_JWT_KEYS               its token signing keys (KID:SECRET, 32+ characters)
     BILLING_LIVE_JWT_SIGNING_KID        optional: which one signs (default: the first)
-    BILLING_LIVE_STRIPE_API_BASE        optional: where its Stripe client sends requests
+    BILLING_LIVE_STRIPE_API_BASE        optional: where its Stripe client sends requests (a
+                                        Stripe stand-in, such as the sandbox, may take a
+                                        test-mode key: nothing else does)
 
 Once any of the five required ones is set, all five must be, and none may be shared with the
 test environment (the same database, key or secret in both would join what must stay apart):
 the settings refuse to load, naming what is wrong. Nothing of the live environment is ever
 generated: generated credentials are for a local test environment only.
+
+Stripe marks each event with the mode of the key's account: an environment expects events whose
+`livemode` is that of its Stripe key (true with a live-mode key), and refuses the others.
 
 A service key or a token belongs to exactly one environment; the server routes each call to
 the servicers of the environment that authenticated it (`tollbooth.rpc.routing`).
@@ -96,10 +101,14 @@ def derive(values: dict[str, Any]) -> None:
             "(BILLING_DATABASE_URL): each environment needs its own"
         )
     key = str(values["BILLING_LIVE_STRIPE_API_KEY"]).strip()
-    if not is_live_key(key):
+    if not is_live_key(key) and not values.get("BILLING_LIVE_STRIPE_API_BASE"):
         raise ConfigError(
-            "BILLING_LIVE_STRIPE_API_KEY must be a live-mode Stripe key (sk_live_... or rk_live_...)"
+            "BILLING_LIVE_STRIPE_API_KEY must be a live-mode Stripe key "
+            "(sk_live_... or rk_live_...); a test-mode key only with "
+            "BILLING_LIVE_STRIPE_API_BASE naming a Stripe stand-in"
         )
+    if key == str(values.get("STRIPE_API_KEY") or ""):
+        raise ConfigError("BILLING_LIVE_STRIPE_API_KEY is the test environment's STRIPE_API_KEY")
     if is_live_key(str(values.get("STRIPE_API_KEY") or "")):
         raise ConfigError(
             "STRIPE_API_KEY is a live-mode key while the live environment is configured: "
@@ -147,8 +156,14 @@ def derive(values: dict[str, Any]) -> None:
 
 
 def name_of(settings: Settings) -> str:
-    """The environment a settings view serves: live with a live-mode Stripe key, else test."""
+    """The environment the configured (unprefixed) settings serve: test, unless the one
+    environment of a deployment without BILLING_LIVE_* runs on a live-mode Stripe key."""
     return LIVE if is_live_key(settings.stripe_api_key) else TEST
+
+
+def livemode(settings: Settings) -> bool:
+    """The `livemode` of the events an environment's Stripe account sends."""
+    return is_live_key(settings.stripe_api_key)
 
 
 def live_view(settings: Settings) -> Settings | None:
@@ -174,7 +189,7 @@ def live_view(settings: Settings) -> Settings | None:
 
 def of(settings: Settings) -> dict[str, Settings]:
     """Every environment served, by name: the configured one first, then live if configured."""
-    served = {name_of(settings): settings}
+    served = {name_of(settings): settings}  # test whenever live is configured (derive)
     live = live_view(settings)
     if live is not None:
         served[LIVE] = live

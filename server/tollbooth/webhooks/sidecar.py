@@ -11,8 +11,8 @@ can never be stored.
 With the live environment configured (`tollbooth.environments`), an event belongs to the
 environment whose webhook secret verifies it: it is recorded with that environment's service
 key, so the server stores and applies it in that environment's database only. Its `livemode`
-must agree (true for live, false for test), else it is refused (400
-WEBHOOK_LIVEMODE_MISMATCH) and stored nowhere.
+must be that environment's (true with a live-mode Stripe key, false with a test-mode one),
+else it is refused (400 WEBHOOK_LIVEMODE_MISMATCH) and stored nowhere.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class _Route:
     environment: str
     secrets: tuple[str, ...]
     metadata: tuple[tuple[str, str], ...]
+    livemode: bool  # of the events the environment's Stripe account sends
 
 
 def _livemode(payload: bytes) -> bool | None:
@@ -105,7 +106,12 @@ def create_app(
         raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
     state: dict[str, Any] = {}
     routes = [
-        _Route(name, view.webhook_secrets, (("x-api-key", view.service_keys[0]),))
+        _Route(
+            name,
+            view.webhook_secrets,
+            (("x-api-key", view.service_keys[0]),),
+            environments.livemode(view),
+        )
         for name, view in environments.of(settings).items()
     ]
 
@@ -159,7 +165,7 @@ def create_app(
         assert signature is not None
         if len(routes) > 1:
             livemode = _livemode(payload)
-            if livemode is not None and livemode != (route.environment == environments.LIVE):
+            if livemode is not None and livemode != route.livemode:
                 log.warning(
                     "webhook refused: livemode %s under the %s secret", livemode, route.environment
                 )

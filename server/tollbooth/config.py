@@ -43,6 +43,7 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     _integer,
     _is_ip,
     _seconds,
+    derive_live,
     is_loopback,
     local_secret,
     redact_url,
@@ -432,9 +433,7 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         if "TOLLBOOTH_SUPERVISED" in values:
             values["TOLLBOOTH_SUPERVISED"] = values["TOLLBOOTH_SUPERVISED"] == "1"
         values["generated"] = generated
-        from tollbooth import environments
-
-        environments.derive(values)
+        derive_live(values)  # the live environment's (tollbooth.environments)
         return values
 
     @property

@@ -325,7 +325,7 @@ export enum ErrorReason {
   ACCOUNT_ALIAS_TAKEN = 151,
 
   /**
-   * The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT).
+   * The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_ENVIRONMENT_MISMATCH = 152;
    */

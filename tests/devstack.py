@@ -149,7 +149,7 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
 
     def stop_server() -> None:
         server.stop(grace=None).wait()
-        deps.db.dispose()
+        deps.dispose()  # every environment's database
 
     stack._stops.append(stop_server)
     sidecar = start_in_thread(settings, sidecar_port, target=f"127.0.0.1:{grpc_port}")

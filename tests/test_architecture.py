@@ -23,6 +23,8 @@ PLUMBING = {
     "errors",
     "config",
     "configvalues",
+    # The test and live environments: their settings, and which one a deployment serves.
+    "environments",
     "ids",
     "idempotency",
     "amounts",

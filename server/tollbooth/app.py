@@ -46,6 +46,7 @@ from tollbooth.payments import effects as payment_effects
 from tollbooth.payments.servicer import PaymentServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc import routing
 from tollbooth.rpc import server as rpc_server
 from tollbooth.rpc.servicer import Servicer
 from tollbooth.sandbox.command import sandbox_alone
@@ -173,9 +174,16 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
     return built
 
 
+def served(deps: Deps) -> list[Servicer | routing.EnvironmentRouter]:
+    """Every environment's servicers (each with its own deps and provider), routed by the
+    environment of the caller's credential (`tollbooth.rpc.routing`)."""
+    return routing.route({name: servicers(env) for name, env in deps.environments.items()})
+
+
 def build_server(deps: Deps, address: str) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A started-ready server of every room bound to `address` (port 0 picks one)."""
-    return rpc_server.build_server(deps, address, servicers(deps))
+    """A started-ready server of every room, for every environment `deps` serves, bound to
+    `address` (port 0 picks one)."""
+    return rpc_server.build_server(deps, address, served(deps))
 
 
 def serve(deps: Deps) -> None:
@@ -190,11 +198,13 @@ def serve(deps: Deps) -> None:
     )
     metrics.serve(deps.settings.metrics_port)
     tracing.setup(deps.settings.otel_endpoint, "tollbooth-grpc")
-    worker = inbox_worker(deps).start()  # every replica: SKIP LOCKED shares the work
+    # Every replica, every environment (each on its own database): SKIP LOCKED shares the work.
+    workers = [inbox_worker(env).start() for env in deps.environments.values()]
     try:
-        rpc_server.serve(deps, servicers(deps))
+        rpc_server.serve(deps, served(deps))
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 # -- the sidecar and the sandbox --------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from tollbooth import app as assembly
-from tollbooth import commandline, logs, metrics, stack, supervisor
+from tollbooth import commandline, environments, logs, metrics, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings
 
 log = logging.getLogger("tollbooth")
@@ -49,17 +49,21 @@ def load(
     serving: bool = False,
     operator: bool = False,
     check: Callable[[Settings], object] | None = None,
+    environment: str | None = None,
 ) -> Settings:
     """The settings of command `name`, read once; serving commands refuse exposure; operator
     commands find the running stack's ports in the data directory (`tollbooth.stack`).
 
     Every setting is checked (and `check` run) before logging is set up, so a bad value stops
     the command with one plain line naming the variable, never a JSON record or a traceback.
+    An `environment` (test or live) gives that environment's settings (`tollbooth.environments`).
     """
     try:
         settings = stack.operator_settings() if operator else Settings.from_env()
         if check is not None:
             check(settings)
+        if environment is not None:
+            settings = environments.view(settings, environment)
     except ConfigError as exc:
         raise _Refused(f"configuration error: {exc}") from exc
     _logging(name, settings)
@@ -76,6 +80,15 @@ def announce(settings: Settings) -> None:
         return
     for line in settings.warnings():
         log.warning(line, extra={"event": "generated_credential"})
+
+
+# The environment an operator command acts on (its database, its Stripe key).
+in_environment = click.option(
+    "--environment",
+    type=click.Choice(environments.NAMES),
+    default=None,
+    help="the environment to act on (default: test, the configured one)",
+)
 
 
 @click.group(
@@ -108,7 +121,7 @@ def run_command() -> int:
     return supervisor.run(settings, assembly.sandbox_config)
 
 
-@app.command("migrate", help="apply database migrations")
+@app.command("migrate", help="apply database migrations (every environment's database)")
 def migrate_command() -> int:
     supervisor.migrate(load("migrate"))
     return 0
@@ -162,8 +175,9 @@ def serve_sandbox_command() -> int:
 @app.command(
     "serve-notifications", help="deliver outbound notifications to the registered endpoints"
 )
-def serve_notifications_command() -> int:
-    settings = load("serve-notifications")
+@in_environment
+def serve_notifications_command(environment: str | None) -> int:
+    settings = load("serve-notifications", environment=environment)
     announce(settings)
     assembly.serve_notifications(settings)
     return 0
@@ -210,14 +224,17 @@ def webhooks_commands() -> None:
 @click.option("--since", metavar="T", help="events received at or after T (ISO 8601)")
 @click.option("--event-id", metavar="E", help="one event")
 @click.option("--failed", is_flag=True, help="every event whose status is failed")
-def webhooks_replay_command(since: str | None, event_id: str | None, failed: bool) -> int:
+@in_environment
+def webhooks_replay_command(
+    since: str | None, event_id: str | None, failed: bool, environment: str | None
+) -> int:
     """Re-apply stored events (all, those received since T, one, or the failed ones);
     harmless when applied."""
     import datetime as dt
 
     if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
         raise click.UsageError("--since, --event-id and --failed exclude each other")
-    settings = load("webhooks", operator=True)
+    settings = load("webhooks", operator=True, environment=environment)
     when = None
     if since:
         try:
@@ -241,9 +258,10 @@ def webhooks_replay_command(since: str | None, event_id: str | None, failed: boo
     help="only events of this status",
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-def webhooks_list_command(status: str | None, limit: int) -> int:
+@in_environment
+def webhooks_list_command(status: str | None, limit: int, environment: str | None) -> int:
     """Stored events: id, type, status, attempts, next attempt and last error, one a line."""
-    settings = load("webhooks", operator=True)
+    settings = load("webhooks", operator=True, environment=environment)
     for row in assembly.list_events(settings, status, limit):
         print(
             f"{row['event_id']}\t{row['type']}\t{row['status']}\tattempts={row['attempts']}"
@@ -256,9 +274,10 @@ def webhooks_list_command(status: str | None, limit: int) -> int:
 @app.command(
     "reconcile", help="compare every subscription with Stripe, repair drift, print changes"
 )
-def reconcile_command() -> int:
+@in_environment
+def reconcile_command(environment: str | None) -> int:
     """Compare every subscription with Stripe, repair drift, print what changed."""
-    report = assembly.reconcile(load("reconcile", operator=True))
+    report = assembly.reconcile(load("reconcile", operator=True, environment=environment))
     return _print_report(report, "reconciled")
 
 
@@ -291,12 +310,18 @@ def notifications_commands() -> None:
 @click.argument("endpoint_id")
 @click.option("--state", type=click.Choice(["pending", "delivered", "failed"]))
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
-def notifications_messages_command(endpoint_id: str, state: str | None, limit: int) -> int:
+@in_environment
+def notifications_messages_command(
+    endpoint_id: str, state: str | None, limit: int, environment: str | None
+) -> int:
     from tollbooth.errors import DomainError
 
     try:
         rows = assembly.notifications.list_messages(
-            load("notifications", operator=True), endpoint_id, state, limit
+            load("notifications", operator=True, environment=environment),
+            endpoint_id,
+            state,
+            limit,
         )
     except DomainError as exc:
         return _domain_error(exc)
@@ -309,12 +334,18 @@ def notifications_messages_command(endpoint_id: str, state: str | None, limit: i
 @click.argument("endpoint_id")
 @click.option("--notification-id", default="", help="only this notification's attempts")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
-def notifications_attempts_command(endpoint_id: str, notification_id: str, limit: int) -> int:
+@in_environment
+def notifications_attempts_command(
+    endpoint_id: str, notification_id: str, limit: int, environment: str | None
+) -> int:
     from tollbooth.errors import DomainError
 
     try:
         rows = assembly.notifications.list_attempts(
-            load("notifications", operator=True), endpoint_id, notification_id, limit
+            load("notifications", operator=True, environment=environment),
+            endpoint_id,
+            notification_id,
+            limit,
         )
     except DomainError as exc:
         return _domain_error(exc)
@@ -327,8 +358,9 @@ def notifications_attempts_command(endpoint_id: str, notification_id: str, limit
 @click.argument("endpoint_id")
 @click.option("--notification-id", help="one notification")
 @click.option("--since", metavar="T", help="every message written at or after T (ISO 8601)")
+@in_environment
 def notifications_resend_command(
-    endpoint_id: str, notification_id: str | None, since: str | None
+    endpoint_id: str, notification_id: str | None, since: str | None, environment: str | None
 ) -> int:
     from tollbooth.errors import DomainError
 
@@ -337,7 +369,10 @@ def notifications_resend_command(
     when = _since(since) if since is not None else None
     try:
         queued = assembly.notifications.resend(
-            load("notifications", operator=True), endpoint_id, notification_id, when
+            load("notifications", operator=True, environment=environment),
+            endpoint_id,
+            notification_id,
+            when,
         )
     except DomainError as exc:
         return _domain_error(exc)

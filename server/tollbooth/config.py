@@ -43,6 +43,7 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     _integer,
     _is_ip,
     _seconds,
+    derive_live,
     is_loopback,
     local_secret,
     redact_url,
@@ -341,6 +342,15 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     stripe_api_base: str = env("STRIPE_API_BASE", "")
     stripe_timeout_sec: float = env("STRIPE_TIMEOUT_SEC", 10.0, lo=1, hi=120)
     stripe_max_network_retries: int = env("STRIPE_MAX_NETWORK_RETRIES", 2, lo=0, hi=10)
+    # The live environment, off unless configured (`tollbooth.environments` says what each
+    # is and what is refused): the settings above are the test environment's.
+    live_database_url: str = env("BILLING_LIVE_DATABASE_URL", "")
+    live_stripe_api_key: str = env("BILLING_LIVE_STRIPE_API_KEY", "")
+    live_webhook_secrets: tuple[str, ...] = env("BILLING_LIVE_STRIPE_WEBHOOK_SECRET", ())
+    live_service_keys: tuple[str, ...] = env("BILLING_LIVE_SERVICE_KEYS", ())
+    live_jwt_keys: dict[str, str] = env("BILLING_LIVE_JWT_KEYS", {})
+    live_jwt_signing_kid: str = env("BILLING_LIVE_JWT_SIGNING_KID", "")
+    live_stripe_api_base: str = env("BILLING_LIVE_STRIPE_API_BASE", "")
     # The processes: log level, where `run` keeps Envoy's files, and whether this process is
     # a child of `run` (which then prints the start-up warnings once, itself).
     log_level: str = env("BILLING_LOG_LEVEL", "INFO")
@@ -431,6 +441,7 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         if "TOLLBOOTH_SUPERVISED" in values:
             values["TOLLBOOTH_SUPERVISED"] = values["TOLLBOOTH_SUPERVISED"] == "1"
         values["generated"] = generated
+        derive_live(values)  # the live environment's (tollbooth.environments)
         return values
 
     @property
@@ -454,6 +465,11 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     def grpc_ports(self) -> list[int]:
         """One port per replica, from BILLING_GRPC_PORT upwards."""
         return [self.grpc_port + i for i in range(self.grpc_replicas)]
+
+    @property
+    def live_configured(self) -> bool:
+        """Whether the live environment is served beside this one (`tollbooth.environments`)."""
+        return bool(self.live_database_url)
 
     @property
     def sandbox(self) -> bool:
@@ -517,6 +533,12 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
             (
                 "STRIPE_WEBHOOK_SECRET",
                 mark("STRIPE_WEBHOOK_SECRET", f"{len(self.webhook_secrets)} secret(s) configured"),
+            ),
+            (
+                "BILLING_LIVE_DATABASE_URL",
+                redact_url(self.live_database_url)
+                if self.live_configured
+                else "unset (live environment off)",
             ),
             ("BILLING_GRPC_PORT", ", ".join(str(p) for p in self.grpc_ports)),
             ("BILLING_REST_PORT", str(self.rest_port)),

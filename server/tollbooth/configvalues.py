@@ -156,3 +156,119 @@ def redact_url(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+
+# The live environment's variables (`tollbooth.environments`): all of LIVE_REQUIRED are needed
+# once one of them is set.
+LIVE_REQUIRED = (
+    "BILLING_LIVE_DATABASE_URL",
+    "BILLING_LIVE_STRIPE_API_KEY",
+    "BILLING_LIVE_STRIPE_WEBHOOK_SECRET",
+    "BILLING_LIVE_SERVICE_KEYS",
+    "BILLING_LIVE_JWT_KEYS",
+)
+LIVE_OPTIONAL = ("BILLING_LIVE_JWT_SIGNING_KID", "BILLING_LIVE_STRIPE_API_BASE")
+
+
+def is_live_key(key: str) -> bool:
+    return key.startswith(LIVE_KEY_PREFIXES)
+
+
+def _listed(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return split_list(value) if isinstance(value, str) else tuple(value)
+
+
+def jwt_key_pairs(name: str, entries: tuple[str, ...]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for pair in entries:
+        kid, sep, secret = pair.partition(":")
+        if not sep or not kid or len(secret) < 32:
+            raise ConfigError(f"{name} entries are KID:SECRET, the secret at least 32 characters")
+        keys[kid] = secret
+    return keys
+
+
+def derive_live(values: dict[str, Any]) -> None:
+    """Check the live variables in `values` (keyed by variable, the test ones already derived)
+    and normalise them in place; ConfigError when live is half-configured or shares anything
+    with test."""
+    given = {name for name in (*LIVE_REQUIRED, *LIVE_OPTIONAL) if values.get(name)}
+    if not given:
+        values["BILLING_LIVE_JWT_KEYS"] = {}
+        return
+    missing = [name for name in LIVE_REQUIRED if name not in given]
+    if missing:
+        raise ConfigError(
+            "the live environment is half-configured: "
+            f"{', '.join(sorted(given))} set but {', '.join(missing)} not; set all of "
+            f"{', '.join(LIVE_REQUIRED)}, or none to serve the test environment only"
+        )
+    url = str(values["BILLING_LIVE_DATABASE_URL"]).strip()
+    try:
+        _database_url(url)
+    except ConfigError:
+        raise ConfigError(
+            "BILLING_LIVE_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
+    if url == str(values["BILLING_DATABASE_URL"]).strip():
+        raise ConfigError(
+            "BILLING_LIVE_DATABASE_URL is the test environment's database "
+            "(BILLING_DATABASE_URL): each environment needs its own"
+        )
+    key = str(values["BILLING_LIVE_STRIPE_API_KEY"]).strip()
+    if not is_live_key(key) and not values.get("BILLING_LIVE_STRIPE_API_BASE"):
+        raise ConfigError(
+            "BILLING_LIVE_STRIPE_API_KEY must be a live-mode Stripe key "
+            "(sk_live_... or rk_live_...); a test-mode key only with "
+            "BILLING_LIVE_STRIPE_API_BASE naming a Stripe stand-in"
+        )
+    if key == str(values.get("STRIPE_API_KEY") or ""):
+        raise ConfigError("BILLING_LIVE_STRIPE_API_KEY is the test environment's STRIPE_API_KEY")
+    if is_live_key(str(values.get("STRIPE_API_KEY") or "")):
+        raise ConfigError(
+            "STRIPE_API_KEY is a live-mode key while the live environment is configured: "
+            "STRIPE_API_KEY is the test environment's key (or unset, for the sandbox)"
+        )
+    service_keys = _listed(values["BILLING_LIVE_SERVICE_KEYS"])
+    if not service_keys or any(len(k) < 16 for k in service_keys):
+        raise ConfigError("BILLING_LIVE_SERVICE_KEYS entries must be at least 16 characters")
+    test_keys = {*values.get("BILLING_SERVICE_KEYS", ()), values.get("BILLING_OPERATOR_KEY")}
+    if test_keys & set(service_keys):
+        raise ConfigError(
+            "BILLING_LIVE_SERVICE_KEYS shares a key with BILLING_SERVICE_KEYS or "
+            "BILLING_OPERATOR_KEY: a key belongs to one environment"
+        )
+    live_jwt = jwt_key_pairs("BILLING_LIVE_JWT_KEYS", _listed(values["BILLING_LIVE_JWT_KEYS"]))
+    if set(live_jwt.values()) & set(values.get("BILLING_JWT_KEYS", {}).values()):
+        raise ConfigError(
+            "BILLING_LIVE_JWT_KEYS shares a signing secret with BILLING_JWT_KEYS: "
+            "a token belongs to one environment"
+        )
+    signing = str(values.get("BILLING_LIVE_JWT_SIGNING_KID") or next(iter(live_jwt)))
+    if signing not in live_jwt:
+        raise ConfigError(
+            f"BILLING_LIVE_JWT_SIGNING_KID {signing!r} is not in BILLING_LIVE_JWT_KEYS"
+        )
+    secrets = _listed(values["BILLING_LIVE_STRIPE_WEBHOOK_SECRET"])
+    if set(secrets) & set(values.get("STRIPE_WEBHOOK_SECRET") or ()):
+        raise ConfigError(
+            "BILLING_LIVE_STRIPE_WEBHOOK_SECRET shares a secret with STRIPE_WEBHOOK_SECRET: "
+            "webhooks are routed by the secret that verifies them"
+        )
+    values.update(
+        {
+            "BILLING_LIVE_DATABASE_URL": url,
+            "BILLING_LIVE_STRIPE_API_KEY": key,
+            "BILLING_LIVE_SERVICE_KEYS": service_keys,
+            "BILLING_LIVE_JWT_KEYS": live_jwt,
+            "BILLING_LIVE_JWT_SIGNING_KID": signing,
+            "BILLING_LIVE_STRIPE_WEBHOOK_SECRET": secrets,
+            "BILLING_LIVE_STRIPE_API_BASE": str(
+                values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
+            ).rstrip("/"),
+        }
+    )

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tollbooth import stack
+from tollbooth import environments, stack
 from tollbooth.config import Settings, redact_url
 
 log = logging.getLogger("tollbooth.run")
@@ -33,10 +33,19 @@ STABLE_AFTER_SEC = 30.0
 
 
 def migrate(settings: Settings) -> None:
+    """Every environment's database to head (the live one's too, when it is configured)."""
+    for name, view in environments.of(settings).items():
+        migrate_database(view.database_url, name)
+
+
+def migrate_database(url: str, environment: str) -> None:
     from tollbooth.db.migrate import upgrade
 
-    upgrade(settings.database_url)
-    log.info("database migrated to head", extra={"event": "migrated"})
+    upgrade(url)
+    log.info(
+        f"{environment} database migrated to head",
+        extra={"event": "migrated", "environment": environment},
+    )
 
 
 def wait_serving(target: str, timeout: float = 30.0, alive: Callable[[], bool] = bool) -> bool:
@@ -220,15 +229,20 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         return 1
     from sqlalchemy.exc import OperationalError
 
-    try:
-        migrate(settings)
-    except OperationalError as exc:
-        log.error(
-            f"cannot start: the database of BILLING_DATABASE_URL "
-            f"({redact_url(settings.database_url)}) does not answer: {str(exc.orig or exc)[:300]}",
-            extra={"event": "database_unreachable"},
-        )
-        return 1
+    for variable, (name, view) in zip(
+        ("BILLING_DATABASE_URL", "BILLING_LIVE_DATABASE_URL"),
+        environments.of(settings).items(),
+        strict=False,
+    ):
+        try:
+            migrate_database(view.database_url, name)
+        except OperationalError as exc:
+            log.error(
+                f"cannot start: the database of {variable} ({redact_url(view.database_url)}) "
+                f"does not answer: {str(exc.orig or exc)[:300]}",
+                extra={"event": "database_unreachable"},
+            )
+            return 1
     run_dir = settings.run_dir or settings.data_dir / "run"
     envoy_config = render(settings, run_dir)
     py = [sys.executable, "-m", "tollbooth.cli"]
@@ -278,7 +292,18 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         [*py, "serve-notifications"],
         {**base_env, "BILLING_METRICS_PORT": str(metrics_port.get("notifications", 0))},
     )
-    children = [*servers, sidecar, envoy, notifier, *([sandbox] if sandbox else [])]
+    # The live environment's deliveries, from its own database (no metrics port of its own).
+    live_notifier = (
+        Child(
+            "notifications-live",
+            [*py, "serve-notifications", "--environment", environments.LIVE],
+            {**base_env, "BILLING_METRICS_PORT": "0"},
+        )
+        if settings.live_configured
+        else None
+    )
+    notifiers = [notifier, *([live_notifier] if live_notifier else [])]
+    children = [*servers, sidecar, envoy, *notifiers, *([sandbox] if sandbox else [])]
     stopping = False
 
     def stop_all(signum: int | None = None, _frame: object = None) -> None:
@@ -299,7 +324,8 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 )
                 return 1
         sidecar.start()
-        notifier.start()
+        for child in notifiers:
+            child.start()
         envoy.start()
         if sandbox is not None:
             check_sandbox(settings)  # refuse bad sandbox settings before announcing readiness

@@ -137,7 +137,9 @@ class CreateCustomerRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key. Optional: seed 003's body sends none."""
     environment: _builtins.str
-    """`test` (or empty); this deployment serves the test environment only."""
+    """`test`, `live` or empty: must name the environment of the caller's service key
+    (ENVIRONMENT_MISMATCH otherwise).
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form metadata."""
@@ -175,7 +177,7 @@ class ListCustomersRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous page."""
     environment: _builtins.str
-    """`test` (or empty)."""
+    """`test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise)."""
     def __init__(
         self,
         *,
@@ -234,7 +236,7 @@ class GetCustomerRequest(_message.Message):
     customer_id: _builtins.str
     """The provider customer id."""
     environment: _builtins.str
-    """`test` (or empty)."""
+    """`test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise)."""
     def __init__(
         self,
         *,
@@ -298,7 +300,7 @@ class UpdateCustomerRequest(_message.Message):
     naturally idempotent).
     """
     environment: _builtins.str
-    """`test` (or empty)."""
+    """`test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise)."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Metadata keys to set; a key with an empty value is removed."""
@@ -350,7 +352,7 @@ class DeleteCustomerRequest(_message.Message):
     customer_id: _builtins.str
     """The provider customer id."""
     environment: _builtins.str
-    """`test` (or empty)."""
+    """`test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise)."""
     request_id: _builtins.str
     """Idempotency key. Optional: seed 003's call sends none; deleting twice
     answers NOT_FOUND the second time and changes nothing.
@@ -409,7 +411,7 @@ class GetCustomerSubscriptionRequest(_message.Message):
     customerEmail: _builtins.str
     """buf:lint:ignore FIELD_LOWER_SNAKE_CASE"""
     environment: _builtins.str
-    """`test` (or empty)."""
+    """`test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise)."""
     def __init__(
         self,
         *,

@@ -126,7 +126,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     metadata.account_id names it.
     """
     ERROR_REASON_ENVIRONMENT_MISMATCH: _ErrorReason.ValueType  # 152
-    """The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT)."""
+    """The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT)."""
+    ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH: _ErrorReason.ValueType  # 190
+    """A webhook event's `livemode` disagrees with the environment whose webhook secret verified
+    it (the sidecar, HTTP 400; stored nowhere).
+    """
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 50
     """Server side.
     The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).
@@ -287,7 +291,11 @@ ERROR_REASON_ACCOUNT_ALIAS_TAKEN: ErrorReason.ValueType  # 151
 metadata.account_id names it.
 """
 ERROR_REASON_ENVIRONMENT_MISMATCH: ErrorReason.ValueType  # 152
-"""The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT)."""
+"""The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT)."""
+ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH: ErrorReason.ValueType  # 190
+"""A webhook event's `livemode` disagrees with the environment whose webhook secret verified
+it (the sidecar, HTTP 400; stored nowhere).
+"""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 50
 """Server side.
 The RPC is declared in the contract but not built yet (UNIMPLEMENTED, HTTP 501).

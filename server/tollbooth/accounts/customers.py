@@ -34,7 +34,8 @@ class SubscriptionSummary:
 
 
 def check_environment(requested: str, live: bool) -> None:
-    """Seed 003's `?environment=`: empty or this deployment's own environment."""
+    """Seed 003's `?environment=`: empty, or the environment of the caller's key or token
+    (this servicer serves one environment: `live` when its Stripe key is a live-mode one)."""
     requested = requested.strip().lower()
     if not requested:
         return
@@ -43,7 +44,7 @@ def check_environment(requested: str, live: bool) -> None:
     served = "live" if live else "test"
     if requested != served:
         raise errors.invalid(
-            f"this deployment serves the {served} environment, not {requested}",
+            f"the caller's key or token belongs to the {served} environment, not {requested}",
             reason="ENVIRONMENT_MISMATCH",
             field="environment",
         )

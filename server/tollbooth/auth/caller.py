@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tollbooth import errors
@@ -16,6 +17,9 @@ class Caller:
 
     kind: str  # "service" | "bearer" | "anonymous"
     claims: TokenClaims | None = None
+    # The environment whose service key or token signing key authenticated the call ("" when
+    # none did); the server routes the call to that environment (`tollbooth.rpc.routing`).
+    environment: str = ""
 
     @property
     def is_service(self) -> bool:
@@ -45,19 +49,54 @@ class AuthRequirement:
     bearer_scope: str
 
 
-class Authenticator:
-    """Checks credentials against a method's declared requirement."""
+@dataclass(frozen=True)
+class Credentials:
+    """What authenticates a caller of one environment: its service keys and token codec."""
 
-    def __init__(self, service_keys: tuple[str, ...], codec: TokenCodec) -> None:
-        self._keys = [k.encode() for k in service_keys]
+    environment: str
+    service_keys: tuple[str, ...]
+    codec: TokenCodec
+
+
+class Authenticator:
+    """Checks credentials against a method's declared requirement, and says which environment
+    they belong to: `service_keys` and `codec` are the `environment`'s, `others` those of the
+    other environments served (a key or a signing key belongs to exactly one)."""
+
+    def __init__(
+        self,
+        service_keys: tuple[str, ...],
+        codec: TokenCodec,
+        *,
+        environment: str = "test",
+        others: Sequence[Credentials] = (),
+    ) -> None:
+        self._environments = [Credentials(environment, tuple(service_keys), codec), *others]
+        self._keys = [
+            (c.environment, k.encode()) for c in self._environments for k in c.service_keys
+        ]
         self.codec = codec
 
-    def _valid_key(self, presented: str) -> bool:
+    def _key_environment(self, presented: str) -> str | None:
         candidate = presented.encode()
-        ok = False
-        for key in self._keys:  # no early exit: timing does not tell which key matched
-            ok |= hmac.compare_digest(candidate, key)
-        return ok
+        found: str | None = None
+        for environment, key in self._keys:  # no early exit: timing does not tell which key
+            if hmac.compare_digest(candidate, key) and found is None:
+                found = environment
+        return found
+
+    def _verify(self, token: str) -> tuple[str, TokenClaims]:
+        """The claims and the environment whose signing keys verify `token`."""
+        refused: errors.DomainError | None = None
+        for credentials in self._environments:
+            try:
+                return credentials.environment, credentials.codec.verify(token)
+            except errors.DomainError as exc:
+                if exc.reason != "TOKEN_INVALID":
+                    raise  # verified by this environment's key, then refused (expired)
+                refused = refused or exc
+        assert refused is not None
+        raise refused
 
     def authenticate(
         self,
@@ -67,20 +106,21 @@ class Authenticator:
         surface: str | None = None,
     ) -> Caller:
         if api_key:
-            if not self._valid_key(api_key):
+            environment = self._key_environment(api_key)
+            if environment is None:
                 raise errors.unauthenticated("SERVICE_KEY_INVALID", "service key is not valid")
             if not requirement.service_key:
                 raise errors.permission_denied(
                     "OPERATION_NOT_PERMITTED", "this method does not take a service key"
                 )
-            return SERVICE
+            return Caller("service", environment=environment)
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise errors.unauthenticated(
                     "TOKEN_INVALID", "authorization must be 'Bearer <token>'"
                 )
-            claims = self.codec.verify(token.strip())
+            environment, claims = self._verify(token.strip())
             if not requirement.bearer or surface == "mgt":
                 raise errors.permission_denied(
                     "SERVICE_KEY_REQUIRED", "this method takes a service key, not a bearer token"
@@ -91,7 +131,7 @@ class Authenticator:
                     f"bearer token lacks the {requirement.bearer_scope!r} scope",
                     scope=requirement.bearer_scope,
                 )
-            return Caller("bearer", claims)
+            return Caller("bearer", claims, environment)
         raise errors.unauthenticated(
             "CREDENTIALS_MISSING", "send a service key (x-api-key) or a bearer token"
         )

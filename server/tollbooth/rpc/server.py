@@ -11,10 +11,9 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tollbooth.auth.caller import Authenticator
 from tollbooth.config import REPO_ROOT
 from tollbooth.deps import Deps
-from tollbooth.rpc import edge, reflection
+from tollbooth.rpc import edge, reflection, routing
 from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
 from tollbooth.rpc.ratelimit import RateLimiter, RateLimitInterceptor
 from tollbooth.rpc.rules import load_requirements
@@ -36,12 +35,12 @@ def unbuilt_methods(servicers: Sequence[type[Servicer]]) -> list[str]:
 
 
 def build_server(
-    deps: Deps, address: str, servicers: Sequence[Servicer]
+    deps: Deps, address: str, servicers: Sequence[Servicer | routing.EnvironmentRouter]
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A started-ready server of `servicers` bound to `address` (port 0 picks one). Returns
     the bound port. The servicers are built at assembly (`tollbooth.app`)."""
     settings = deps.settings
-    authenticator = Authenticator(settings.service_keys, deps.codec)
+    authenticator = routing.authenticator(deps)  # every environment's keys and tokens
     limiter = RateLimiter.from_settings(settings, deps.db)
     streams = StreamGuard(
         min(settings.grpc_max_streams, max(1, settings.grpc_workers - 4)),
@@ -84,7 +83,7 @@ def build_server(
     return server, port, health_servicer
 
 
-def serve(deps: Deps, servicers: Sequence[Servicer]) -> None:
+def serve(deps: Deps, servicers: Sequence[Servicer | routing.EnvironmentRouter]) -> None:
     """Serve until SIGTERM or SIGINT, then drain for up to 5 s."""
     address = f"{deps.settings.grpc_host}:{deps.settings.grpc_port}"
     server, port, health_servicer = build_server(deps, address, servicers)
@@ -100,5 +99,5 @@ def serve(deps: Deps, servicers: Sequence[Servicer]) -> None:
     stop.wait()
     health_servicer.enter_graceful_shutdown()
     server.stop(grace=5).wait()
-    deps.db.dispose()
+    deps.dispose()
     log.info("gRPC server stopped")

@@ -7,12 +7,19 @@ event (store first, then apply). It answers 2xx once the server has committed th
 whatever its effects did (a failure there is recorded on the event and retried by the server
 itself); 503 when it could not be stored, so Stripe retries; a permanent 400 for an event that
 can never be stored.
+
+With the live environment configured (`tollbooth.environments`), an event belongs to the
+environment whose webhook secret verifies it: it is recorded with that environment's service
+key, so the server stores and applies it in that environment's database only. Its `livemode`
+must be that environment's (true with a live-mode Stripe key, false with a test-mode one),
+else it is refused (400 WEBHOOK_LIVEMODE_MISMATCH) and stored nowhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,7 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
-from tollbooth import apidocs, metrics, tracing
+from tollbooth import apidocs, environments, metrics, tracing
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.webhooks.signature import SignatureError, verify
@@ -62,6 +69,29 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where events verified by `secrets` go: recorded with the environment's service key."""
+
+    environment: str
+    secrets: tuple[str, ...]
+    metadata: tuple[tuple[str, str], ...]
+    livemode: bool  # of the events the environment's Stripe account sends
+
+
+def _livemode(payload: bytes) -> bool | None:
+    """The event's `livemode` (false when absent, as the inbox reads it); None when the body is
+    no event at all (the server refuses that itself)."""
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(event, dict):
+        return None
+    livemode = event.get("livemode", False)
+    return livemode if isinstance(livemode, bool) else None
+
+
 def create_app(
     settings: Settings,
     target: str | None = None,
@@ -75,7 +105,27 @@ def create_app(
     if not settings.webhook_secrets:
         raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
     state: dict[str, Any] = {}
-    metadata = (("x-api-key", settings.service_keys[0]),)
+    routes = [
+        _Route(
+            name,
+            view.webhook_secrets,
+            (("x-api-key", view.service_keys[0]),),
+            environments.livemode(view),
+        )
+        for name, view in environments.of(settings).items()
+    ]
+
+    def route_of(payload: bytes, signature: str | None) -> _Route:
+        """The environment whose secret verifies the event; SignatureError when none does."""
+        refused: SignatureError | None = None
+        for route in routes:
+            try:
+                verify(payload, signature, route.secrets, settings.webhook_tolerance_sec)
+                return route
+            except SignatureError as exc:
+                refused = refused or exc
+        assert refused is not None
+        raise refused
 
     def stub() -> webhook_pb2_grpc.WebhookServiceStub:
         # The aio channel belongs to the serving event loop, so it is made on first use.
@@ -108,15 +158,27 @@ def create_app(
             return _error(408, "INVALID_ARGUMENT", "the body did not arrive in time")
         signature = request.headers.get("stripe-signature")
         try:
-            verify(payload, signature, settings.webhook_secrets, settings.webhook_tolerance_sec)
+            route = route_of(payload, signature)
         except SignatureError as exc:
             log.warning("webhook refused: %s", exc)
             return _error(400, "WEBHOOK_SIGNATURE_INVALID", str(exc))
         assert signature is not None
+        if len(routes) > 1:
+            livemode = _livemode(payload)
+            if livemode is not None and livemode != route.livemode:
+                log.warning(
+                    "webhook refused: livemode %s under the %s secret", livemode, route.environment
+                )
+                return _error(
+                    400,
+                    "WEBHOOK_LIVEMODE_MISMATCH",
+                    f"the event's livemode is {str(livemode).lower()}, but it was signed with "
+                    f"the {route.environment} environment's webhook secret",
+                )
         try:
             answer = await stub().RecordStripeEvent(
                 webhook_pb2.RecordStripeEventRequest(payload=payload, stripe_signature=signature),
-                metadata=metadata,
+                metadata=route.metadata,
                 timeout=RECORD_TIMEOUT_SEC,
             )
         except grpc.aio.AioRpcError as exc:

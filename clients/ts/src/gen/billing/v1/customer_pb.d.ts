@@ -129,7 +129,8 @@ export declare type CreateCustomerRequest = Message<"billing.v1.CreateCustomerRe
   requestId: string;
 
   /**
-   * `test` (or empty); this deployment serves the test environment only.
+   * `test`, `live` or empty: must name the environment of the caller's service key
+   * (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 7;
    */
@@ -163,7 +164,7 @@ export declare type ListCustomersRequest = Message<"billing.v1.ListCustomersRequ
   pageToken: string;
 
   /**
-   * `test` (or empty).
+   * `test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 3;
    */
@@ -224,7 +225,7 @@ export declare type GetCustomerRequest = Message<"billing.v1.GetCustomerRequest"
   customerId: string;
 
   /**
-   * `test` (or empty).
+   * `test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 2;
    */
@@ -294,7 +295,7 @@ export declare type UpdateCustomerRequest = Message<"billing.v1.UpdateCustomerRe
   requestId: string;
 
   /**
-   * `test` (or empty).
+   * `test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 8;
    */
@@ -321,7 +322,7 @@ export declare type DeleteCustomerRequest = Message<"billing.v1.DeleteCustomerRe
   customerId: string;
 
   /**
-   * `test` (or empty).
+   * `test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 2;
    */
@@ -384,7 +385,7 @@ export declare type GetCustomerSubscriptionRequest = Message<"billing.v1.GetCust
   customerEmail: string;
 
   /**
-   * `test` (or empty).
+   * `test`, `live` or empty: the caller's environment (ENVIRONMENT_MISMATCH otherwise).
    *
    * @generated from field: string environment = 2;
    */

@@ -325,11 +325,19 @@ export enum ErrorReason {
   ACCOUNT_ALIAS_TAKEN = 151,
 
   /**
-   * The request's `environment` is not the one this deployment serves (INVALID_ARGUMENT).
+   * The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_ENVIRONMENT_MISMATCH = 152;
    */
   ENVIRONMENT_MISMATCH = 152,
+
+  /**
+   * A webhook event's `livemode` disagrees with the environment whose webhook secret verified
+   * it (the sidecar, HTTP 400; stored nowhere).
+   *
+   * @generated from enum value: ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH = 190;
+   */
+  WEBHOOK_LIVEMODE_MISMATCH = 190,
 
   /**
    * Server side.

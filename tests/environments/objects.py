@@ -18,6 +18,7 @@ from billing.v1 import (
     customer_pb2,
     entitlement_pb2,
     notification_pb2,
+    payment_pb2,
     token_pb2,
     usage_pb2,
     webhook_pb2,
@@ -25,7 +26,7 @@ from billing.v1 import (
 from tests.environments.support import Environment, Pair
 from tests.helpers import keyed
 
-SCOPES = ["checkout", "portal", "billing:read", "credits:read", "usage:read"]
+SCOPES = ["checkout", "portal", "billing:read", "credits:read", "usage:read", "payments"]
 SUCCESS = "https://app.example/ok?cs={CHECKOUT_SESSION_ID}"
 BACK = "https://app.example/account"
 
@@ -57,6 +58,7 @@ DEPENDS = {
     "price": {"product"},
     "lookup_key": {"price"},
     "checkout": {"account", "price"},
+    "payment": {"account"},
 }
 
 
@@ -143,6 +145,16 @@ def make(pair: Pair, env: Environment, needs: set[str]) -> dict[str, str]:
             ),
             checkout_pb2.CreateCheckoutSessionResponse,
         ).session.checkout_session_id
+    if "payment" in wanted:
+        o["payment"] = call(
+            pair,
+            env,
+            "/billing.v1.PaymentService/CreatePaymentIntent",
+            payment_pb2.CreatePaymentIntentRequest(
+                account=o["account"], amount=500, currency="usd"
+            ),
+            payment_pb2.PaymentIntent,
+        ).payment_intent_id
     if "metric" in wanted:
         o["metric"] = call(
             pair,
@@ -216,6 +228,12 @@ REQUESTS: dict[str, Any] = {
         items=[checkout_pb2.CheckoutItem(lookup_key=o["lookup_key"], quantity=1)],
         success_url=SUCCESS,
         cancel_url=BACK,
+    ),
+    "PaymentService.CreatePaymentIntent": lambda o: payment_pb2.CreatePaymentIntentRequest(
+        account=o["account"], amount=500, currency="usd"
+    ),
+    "PaymentService.GetPaymentIntent": lambda o: payment_pb2.GetPaymentIntentRequest(
+        payment_intent_id=o["payment"]
     ),
     "CheckoutService.GetCheckoutSession": lambda o: checkout_pb2.GetCheckoutSessionRequest(
         checkout_session_id=o["checkout"]

@@ -91,7 +91,7 @@ SAMPLE = {
     k: f"{k}_sample"
     for k in (
         "account alias token grant debit reservation product price lookup_key checkout "
-        "metric endpoint customer event credit_type"
+        "metric endpoint customer event credit_type payment"
     ).split()
 }
 
@@ -122,7 +122,7 @@ def rows() -> list[Row]:
         rule = rules[f"/{method.containing_service.full_name}/{method.name}"]
         for key in ids_read(name):
             found.append(Row(name, key, "service"))
-            if rule.bearer and key in ("account", "checkout"):
+            if rule.bearer and key in ("account", "checkout", "payment"):
                 found.append(Row(name, key, "bearer"))
     return found
 

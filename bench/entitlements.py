@@ -91,6 +91,21 @@ def check_load(args: dict[str, Any], out: Any) -> None:
     out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
 
 
+def _ready(proc: subprocess.Popen[bytes], port: int, grpc: Any) -> bool:
+    """Whether the server answers on `port` within two minutes; False as soon as it exits."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        ready = grpc.channel_ready_future(ch)
+        for _ in range(120):
+            if proc.poll() is not None:
+                return False
+            try:
+                ready.result(timeout=1)
+                return True
+            except grpc.FutureTimeoutError:
+                continue
+    return False
+
+
 @contextmanager
 def server(url: str, **extra: str) -> Iterator[list[int]]:
     """One `tollbooth serve-grpc` process (its own GIL), stopped by its pid."""
@@ -98,15 +113,20 @@ def server(url: str, **extra: str) -> Iterator[list[int]]:
 
     from tests.devstack import free_port
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
-        env={**server_env(url, port), **extra},
-        stdout=subprocess.DEVNULL,
-    )
+    for _attempt in range(3):  # a port another process took meanwhile: the server exits
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
+            env={**server_env(url, port), **extra},
+            stdout=subprocess.DEVNULL,
+        )
+        if _ready(proc, port, grpc):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        raise RuntimeError("the bench's server did not start (three ports tried)")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            grpc.channel_ready_future(ch).result(timeout=60)
         yield [port]
     finally:
         proc.terminate()

@@ -21,6 +21,8 @@ from tollbooth.db.models import RateLimitCounter
 
 SCHEME = "tollbooth+db"
 _TABLE = RateLimitCounter.__table__
+# The width of `rate_limit_counters.key` (String(250)).
+KEY_WIDTH = 250
 
 
 def _now_ms() -> int:
@@ -31,7 +33,7 @@ def stored_key(key: str) -> str:
     """The counter's key as stored: as given when it fits the column, else a prefix and the
     whole key's digest (a backend may name a long account; a key the column refused would
     fail the storage, which lets every call through)."""
-    width = _TABLE.c.key.type.length or 250
+    width = KEY_WIDTH
     if len(key) <= width:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()

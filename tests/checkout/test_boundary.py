@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import stripe
 
 from billing.v1 import catalog_pb2, checkout_pb2, checkout_pb2_grpc, credit_pb2
-from tests.checkout.support import World, start_world
+from tests.checkout.support import World, start_world, wait_for
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason
 from tollbooth.db.models import CheckoutSession
@@ -410,3 +410,72 @@ def test_no_transaction_is_open_during_a_held_provider_call_on_postgres(
     finally:
         admin.dispose()
         world.gate.open.set()
+
+
+def test_concurrent_creates_with_one_request_id_and_other_items_get_one_session_no_500(
+    pg_world: World,
+) -> None:
+    """Two tabs send the same request_id with different quantities at the same moment. Both
+    plan before either has committed its intent (held so here: a third transaction holds the
+    intent's id until both wait on it); the loser must read the winner's intent and be refused
+    IDEMPOTENCY_KEY_REUSED, not fail on the primary key with INTERNAL."""
+    from tollbooth.checkout.intents import checkout_id_for
+
+    world = pg_world
+    price = world.price("pack", recurring=False).price_id
+    token, account = world.token()
+    ours = checkout_id_for(f"acct:{account}|CreateCheckoutSessionRequest", account, "same-rid")
+    admin = sa.create_engine(world.deps.db.url)
+
+    def create(quantity: int) -> Any:
+        channel = grpc.insecure_channel(world.grpc_target)
+        try:
+            return checkout_pb2_grpc.CheckoutServiceStub(channel).CreateCheckoutSession(
+                checkout_pb2.CreateCheckoutSessionRequest(
+                    line_items=[checkout_pb2.CheckoutLineItem(price=price, quantity=quantity)],
+                    success_url="https://app.example/ok",
+                    request_id="same-rid",
+                ),
+                metadata=bearer_md(token),
+                timeout=60,
+            )
+        except grpc.RpcError as err:
+            return err
+        finally:
+            channel.close()
+
+    def waiting_on_a_lock() -> int:
+        with admin.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+            )
+
+    try:
+        with admin.connect() as holder, ThreadPoolExecutor(max_workers=2) as pool:
+            blocker = holder.begin()
+            holder.execute(
+                sa.text(
+                    "INSERT INTO checkout_sessions (id, billing_account_id, status,"
+                    " payment_status, mode, items, amount_total, currency, client_reference,"
+                    " success_url, cancel_url, fingerprint, created_at, updated_at) VALUES"
+                    " (:id, :account, 'pending', 'unpaid', 'payment', '[]', 0, 'usd', '',"
+                    " '', '', '', now(), now())"
+                ),
+                {"id": ours, "account": account},
+            )
+            answers = [pool.submit(create, q) for q in (1, 2)]
+            wait_for(lambda: waiting_on_a_lock() == 2, what="both creates to wait on the intent")
+            blocker.rollback()
+            results = [a.result(timeout=60) for a in answers]
+    finally:
+        admin.dispose()
+    errors_ = [r for r in results if isinstance(r, grpc.RpcError)]
+    sessions = [r for r in results if not isinstance(r, grpc.RpcError)]
+    assert [error_reason(e) for e in errors_] == ["IDEMPOTENCY_KEY_REUSED"]
+    assert len(sessions) == 1 and sessions[0].session.checkout_session_id == ours
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1

@@ -1,16 +1,19 @@
 """Every recurring item of a subscription is recorded and used (issue 14, finding 9): a
 subscription to two recurring prices of different groups holds both groups (conflicts, hints),
-both prices' entitlements, and billing status lists both."""
+both prices' entitlements, and billing status lists both. A checkout's total over the
+provider's limit is refused before anything is recorded."""
 
 from __future__ import annotations
 
+import grpc
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World
 from tests.conftest import bearer_md
 from tests.entitlements.support import check
-from tollbooth.db.models import Subscription
+from tests.helpers import error_reason
+from tollbooth.db.models import CheckoutSession, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 
 E = catalog_pb2.Entitlement
@@ -76,3 +79,41 @@ def test_a_subscription_with_two_recurring_prices_holds_both(world: World) -> No
         ("pro", "plan", 1),
         ("support", "care", 3),
     ]
+
+
+def test_a_total_over_the_providers_limit_is_400_and_records_nothing(world: World) -> None:
+    """99999999 minor units is the most the provider charges at once: a bigger checkout total
+    is refused before an intent is recorded or the provider is called (the provider refused it
+    only after a pending intent was written, or, for a price it cannot hold, at its sync)."""
+    pack = world.price("pack", recurring=False, amount=1500).price_id
+    huge = world.price("huge", recurring=False, amount=10**15).price_id
+    token, account = world.token()
+    for lines in (
+        [checkout_pb2.CheckoutLineItem(price=pack, quantity=999_999)],
+        [checkout_pb2.CheckoutLineItem(price=huge, quantity=1)],
+    ):
+        try:
+            world.checkout.CreateCheckoutSession(
+                checkout_pb2.CreateCheckoutSessionRequest(
+                    line_items=lines, success_url="https://app.example/ok", mode="payment"
+                ),
+                metadata=bearer_md(token),
+                timeout=30,
+            )
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+            assert error_reason(err) == "CHECKOUT_AMOUNT_INVALID"
+        else:
+            raise AssertionError("a checkout over the provider's limit was created")
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 10}).data == []
+    # At the limit it is a checkout.
+    at_limit = world.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(
+            line_items=[checkout_pb2.CheckoutLineItem(price=pack, quantity=66_666)],
+            success_url="https://app.example/ok",
+        ),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+    assert at_limit.session.amount_total == 1500 * 66_666

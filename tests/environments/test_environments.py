@@ -63,6 +63,26 @@ def test_environment_must_be_the_one_of_the_key(pair: Pair, asked: str) -> None:
             assert listed.status == 400 and listed.reason == "ENVIRONMENT_MISMATCH"
 
 
+@pytest.mark.parametrize("asked", ["test", "live"])
+def test_checkouts_environment_must_be_the_one_of_the_key_too(pair: Pair, asked: str) -> None:
+    """CheckoutService answers `?environment=` by the caller's environment, as CustomerService
+    does, not by its Stripe key's mode (the live environment here runs on a test-mode key)."""
+    for env in (pair.test, pair.live):
+        got = rest(pair, env, "GET", f"/api/v1/checkout/sessions/cs_none?environment={asked}")
+        made = rest(
+            pair,
+            env,
+            "POST",
+            f"/api/v1/checkout/sessions?environment={asked}",
+            {"account": "acct_none", "success_url": "https://app.example/ok"},
+        )
+        if env.name == asked:
+            assert (got.status, made.status) == (404, 404), (got.body, made.body)
+        else:
+            assert (got.status, got.reason) == (400, "ENVIRONMENT_MISMATCH"), got.body
+            assert (made.status, made.reason) == (400, "ENVIRONMENT_MISMATCH"), made.body
+
+
 def test_a_customer_made_with_the_live_key_is_live_only(pair: Pair) -> None:
     email = f"{unique('live')}@example.com"
     made = rest(

@@ -129,6 +129,19 @@ def test_backend_session_creates_count_per_named_account(database_url: str) -> N
         assert portal(ch, SERVICE_MD, b) != grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_a_long_named_account_is_counted_too_not_let_through(database_url: str) -> None:
+    """The counter's key must fit its column whatever account a backend names (up to the
+    edge's 1000 characters): a key too long for it failed the storage, and a failing storage
+    lets every call through, past the key's own limit too."""
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="2/minute") as (ch, _, _h):
+        long_a = f"acct-{uuid.uuid4().hex}-" + "a" * 300
+        long_b = long_a[:-1] + "b"  # the same first 300 characters: counted apart all the same
+        assert [portal(ch, SERVICE_MD, long_a) for _ in range(3)][-1] == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        assert portal(ch, SERVICE_MD, long_b) != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_customer_queries_count_per_backend_key(database_url: str) -> None:
     with server(database_url, BILLING_RATE_LIMIT_CUSTOMER_QUERIES="3/hour") as (ch, _, _h):
         stub = checkout_pb2_grpc.CheckoutServiceStub(ch)

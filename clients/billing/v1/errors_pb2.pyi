@@ -170,6 +170,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
     recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
     """
+    ERROR_REASON_CHECKOUT_AMOUNT_INVALID: _ErrorReason.ValueType  # 210
+    """A checkout's total (each line's unit amount times its quantity, summed) is over the
+    provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
+    """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
@@ -334,6 +338,10 @@ ERROR_REASON_CHECKOUT_MODE_MISMATCH: ErrorReason.ValueType  # 170
 """Checkout modes (issue 17).
 A checkout's `mode` does not fit its prices: a recurring price in `payment` mode, no
 recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUMENT).
+"""
+ERROR_REASON_CHECKOUT_AMOUNT_INVALID: ErrorReason.ValueType  # 210
+"""A checkout's total (each line's unit amount times its quantity, summed) is over the
+provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
 """
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).

@@ -37,7 +37,8 @@ def clean_email(email: str, field_name: str = "email") -> str | None:
     if not email:
         return None
     local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in email):
+    # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it.
+    if not at or not local or "." not in domain or not email.isprintable() or " " in email:
         raise errors.invalid(f"{field_name} is not an e-mail address", field=field_name)
     return email
 

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
@@ -370,6 +371,20 @@ def sweep_pending(
 # -- the operations ---------------------------------------------------------------------------
 
 
+def _planned(db: Database, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> _Plan:
+    """`_plan` in its own transaction; once more when a concurrent twin (the same request_id)
+    recorded the same intent id first: the second plan reads it back (the same request is
+    served by it, another one is IDEMPOTENCY_KEY_REUSED)."""
+    for attempt in (1, 2):
+        try:
+            with db.transaction() as session:
+                return _plan(session, caller, req, origins)
+        except IntegrityError:
+            if attempt == 2 or not req.request_id:
+                raise
+    raise AssertionError("unreachable")
+
+
 def create_checkout(
     db: Database,
     provider: StripeProvider,
@@ -377,8 +392,7 @@ def create_checkout(
     req: CheckoutRequest,
     origins: Sequence[str],
 ) -> CheckoutResult:
-    with db.transaction() as session:
-        plan = _plan(session, caller, req, origins)
+    plan = _planned(db, caller, req, origins)
     if plan.portal_for:
         return _portal_instead(db, provider, caller, req, plan)
     if plan.reuse is not None:

@@ -25,6 +25,8 @@ from tollbooth.provider import repository as links
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 999_999
+# The provider's limit on an amount it charges: eight digits of minor units.
+MAX_TOTAL = 99_999_999
 # Stripe's client_reference_id holds at most 200 characters; longer references stay ours.
 MAX_PROVIDER_REFERENCE = 200
 NEXT_CHECKOUT = "checkout"
@@ -156,6 +158,13 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
             )
         seen.add(price.id)
         lines.append(_Line(price, item.quantity or 1))
+    if sum(ln.price.unit_amount * ln.quantity for ln in lines) > MAX_TOTAL:
+        raise errors.invalid(
+            f"the checkout's total is over {MAX_TOTAL} minor units (each item's unit amount"
+            " times its quantity, summed): the provider charges no more at once",
+            reason="CHECKOUT_AMOUNT_INVALID",
+            field="line_items",
+        )
     if len({ln.price.currency for ln in lines}) > 1:
         raise errors.invalid("all items of a checkout must share one currency", field="items")
     cadences = {

@@ -103,8 +103,9 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
     def __init__(self, deps: Deps, provider: StripeProvider) -> None:
         super().__init__(deps)
         self.provider = provider
-        key = deps.settings.stripe_api_key
-        self.live = bool(key) and key.startswith(("sk_live_", "rk_live_"))
+        # Seed 003's `?environment=` names the caller's environment (this servicer's), as
+        # CustomerService answers it; not the mode of the Stripe key it happens to run on.
+        self.live = deps.environment == "live"
 
     def CreateCheckoutSession(
         self, request: checkout_pb2.CreateCheckoutSessionRequest, context: grpc.ServicerContext

@@ -8,6 +8,7 @@ window when the old one has ended, so concurrent replicas never lose a count.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -20,10 +21,23 @@ from tollbooth.db.models import RateLimitCounter
 
 SCHEME = "tollbooth+db"
 _TABLE = RateLimitCounter.__table__
+# The width of `rate_limit_counters.key` (String(250)).
+KEY_WIDTH = 250
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def stored_key(key: str) -> str:
+    """The counter's key as stored: as given when it fits the column, else a prefix and the
+    whole key's digest (a backend may name a long account; a key the column refused would
+    fail the storage, which lets every call through)."""
+    width = KEY_WIDTH
+    if len(key) <= width:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: width - len(digest) - 1]}#{digest}"
 
 
 class DatabaseStorage(Storage):
@@ -54,6 +68,7 @@ class DatabaseStorage(Storage):
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        key = stored_key(key)
         now = _now_ms()
         ends = now + int(expiry) * 1000
         with self.database.transaction() as session:
@@ -72,6 +87,7 @@ class DatabaseStorage(Storage):
             return int(session.execute(statement).scalar_one())
 
     def get(self, key: str) -> int:
+        key = stored_key(key)
         with self.database.transaction(readonly=True) as session:
             count = session.execute(
                 select(_TABLE.c.count).where(_TABLE.c.key == key, _TABLE.c.expires_ms > _now_ms())
@@ -79,6 +95,7 @@ class DatabaseStorage(Storage):
         return int(count or 0)
 
     def get_expiry(self, key: str) -> float:
+        key = stored_key(key)
         with self.database.transaction(readonly=True) as session:
             ends = session.execute(
                 select(_TABLE.c.expires_ms).where(_TABLE.c.key == key)
@@ -100,5 +117,6 @@ class DatabaseStorage(Storage):
             return int(getattr(result, "rowcount", 0) or 0)
 
     def clear(self, key: str) -> None:
+        key = stored_key(key)
         with self.database.transaction() as session:
             session.execute(delete(RateLimitCounter).where(RateLimitCounter.key == key))

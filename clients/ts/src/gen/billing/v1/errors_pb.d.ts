@@ -433,6 +433,14 @@ export enum ErrorReason {
   CHECKOUT_MODE_MISMATCH = 170,
 
   /**
+   * A checkout's total (each line's unit amount times its quantity, summed) is over the
+   * provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_CHECKOUT_AMOUNT_INVALID = 210;
+   */
+  CHECKOUT_AMOUNT_INVALID = 210,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *

@@ -94,6 +94,8 @@ def test_bad_alias_and_email_are_refused_and_create_nothing(channel):  # type: i
             create(channel, name="refused-one", **kwargs)  # type: ignore[arg-type]
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_metadata(err.value)["field"] == field
+        if field == "email":  # one reason for a bad e-mail, in every RPC that takes one
+            assert error_reason(err.value) == "EMAIL_INVALID"
     listed = accounts(channel).ListAccounts(
         account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
     )

@@ -94,6 +94,8 @@ def test_invalid_price_is_refused_and_creates_nothing(channel, prod):  # type: i
         ({"recurring": MONTHLY}, "INVALID_ARGUMENT"),
         ({"currency": "dollars"}, "CURRENCY_INVALID"),
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
+        ({"unit_amount": 100_000_000}, "PRICE_AMOUNT_INVALID"),  # the provider's 8 digits
+        ({"unit_amount": 2**63 - 1}, "PRICE_AMOUNT_INVALID"),
         ({"credit_grants": [grant("1", on_renewal=True)]}, "INVALID_ARGUMENT"),
         ({"entitlements": [catalog_pb2.Entitlement(value="x")]}, "FIELD_REQUIRED"),
     ]
@@ -103,6 +105,10 @@ def test_invalid_price_is_refused_and_creates_nothing(channel, prod):  # type: i
         channel, "ListPrices", catalog_pb2.ListPricesRequest(product_id=prod, include_inactive=True)
     )
     assert list(listed.prices) == []
+
+
+def test_the_providers_largest_unit_amount_is_accepted(channel, prod):  # type: ignore[no-untyped-def]
+    assert price(channel, prod, unit_amount=99_999_999).unit_amount == 99_999_999
 
 
 def test_bad_credit_amounts_are_amount_invalid(channel, prod):  # type: ignore[no-untyped-def]

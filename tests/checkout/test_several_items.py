@@ -84,13 +84,14 @@ def test_a_subscription_with_two_recurring_prices_holds_both(world: World) -> No
 def test_a_total_over_the_providers_limit_is_400_and_records_nothing(world: World) -> None:
     """99999999 minor units is the most the provider charges at once: a bigger checkout total
     is refused before an intent is recorded or the provider is called (the provider refused it
-    only after a pending intent was written, or, for a price it cannot hold, at its sync)."""
+    only after a pending intent was written)."""
     pack = world.price("pack", recurring=False, amount=1500).price_id
-    huge = world.price("huge", recurring=False, amount=10**15).price_id
+    # The catalog holds no price over the limit (PRICE_AMOUNT_INVALID): the largest, twice.
+    huge = world.price("huge", recurring=False, amount=99_999_999).price_id
     token, account = world.token()
     for lines in (
         [checkout_pb2.CheckoutLineItem(price=pack, quantity=999_999)],
-        [checkout_pb2.CheckoutLineItem(price=huge, quantity=1)],
+        [checkout_pb2.CheckoutLineItem(price=huge, quantity=2)],
     ):
         try:
             world.checkout.CreateCheckoutSession(

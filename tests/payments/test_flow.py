@@ -139,6 +139,10 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         ({"amount": 0}, "PAYMENT_AMOUNT_INVALID"),
         ({"amount": -5}, "PAYMENT_AMOUNT_INVALID"),
         ({"amount": 100_000_000}, "PAYMENT_AMOUNT_INVALID"),
+        # Under the provider's minimum charge (usd 50 cents, gbp 30 pence, jpy 50 yen).
+        ({"amount": 49, "currency": "usd"}, "PAYMENT_AMOUNT_INVALID"),
+        ({"amount": 29, "currency": "gbp"}, "PAYMENT_AMOUNT_INVALID"),
+        ({"amount": 49, "currency": "jpy"}, "PAYMENT_AMOUNT_INVALID"),
         ({"currency": "USD"}, "CURRENCY_INVALID"),
         ({"currency": "us"}, "CURRENCY_INVALID"),
         ({"currency": "zzz"}, "CURRENCY_INVALID"),
@@ -153,6 +157,8 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         ({"catalog_price_id": "price_nope"}, "PRICE_NOT_FOUND"),
         ({"catalog_price_id": pack, "amount": 1}, "PAYMENT_AMOUNT_MISMATCH"),
         ({"catalog_price_id": pack, "amount": 1500, "currency": "eur"}, "PAYMENT_AMOUNT_MISMATCH"),
+        # A malformed currency is that, even beside a price.
+        ({"catalog_price_id": pack, "currency": "USD"}, "CURRENCY_INVALID"),
     ]
     for fields, reason in cases:
         err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
@@ -266,3 +272,10 @@ def test_concurrent_deliveries_of_the_success_record_one_purchase_on_postgres(
         assert [inbox_status(world, e["id"])[0] for e in (event, twin)] == ["applied"] * 2
     finally:
         world.stop()
+
+
+def test_the_providers_minimum_charge_itself_is_accepted(world: World):
+    bearer, _ = token(world)
+    for amount, currency in ((50, "usd"), (30, "gbp"), (50, "jpy"), (1, "isk")):
+        made = create(world, bearer, amount=amount, currency=currency)
+        assert (made.amount, made.currency) == (amount, currency)

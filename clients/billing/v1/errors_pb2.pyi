@@ -174,12 +174,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A checkout's total (each line's unit amount times its quantity, summed) is over the
     provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
     """
+    ERROR_REASON_PRICE_AMOUNT_INVALID: _ErrorReason.ValueType  # 211
+    """A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
     """
     ERROR_REASON_EMAIL_INVALID: _ErrorReason.ValueType  # 181
-    """The receipt e-mail is not an e-mail address."""
+    """An e-mail field (an account's, a customer's, a checkout's customer_email, a
+    payment's receipt_email) is not an e-mail address.
+    """
     ERROR_REASON_PRICE_NOT_ONE_TIME: _ErrorReason.ValueType  # 182
     """The named price is recurring: a payment intent buys one-time prices only."""
     ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: _ErrorReason.ValueType  # 183
@@ -343,12 +347,16 @@ ERROR_REASON_CHECKOUT_AMOUNT_INVALID: ErrorReason.ValueType  # 210
 """A checkout's total (each line's unit amount times its quantity, summed) is over the
 provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
 """
+ERROR_REASON_PRICE_AMOUNT_INVALID: ErrorReason.ValueType  # 211
+"""A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
 The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
 """
 ERROR_REASON_EMAIL_INVALID: ErrorReason.ValueType  # 181
-"""The receipt e-mail is not an e-mail address."""
+"""An e-mail field (an account's, a customer's, a checkout's customer_email, a
+payment's receipt_email) is not an e-mail address.
+"""
 ERROR_REASON_PRICE_NOT_ONE_TIME: ErrorReason.ValueType  # 182
 """The named price is recurring: a payment intent buys one-time prices only."""
 ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: ErrorReason.ValueType  # 183

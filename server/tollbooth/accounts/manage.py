@@ -39,7 +39,9 @@ def clean_email(email: str, field_name: str = "email") -> str | None:
     local, at, domain = email.rpartition("@")
     # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it.
     if not at or not local or "." not in domain or not email.isprintable() or " " in email:
-        raise errors.invalid(f"{field_name} is not an e-mail address", field=field_name)
+        raise errors.invalid(
+            f"{field_name} is not an e-mail address", reason="EMAIL_INVALID", field=field_name
+        )
     return email
 
 

@@ -27,6 +27,8 @@ MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+# The provider's largest `unit_amount` (eight digits of minor units; Stripe's limit).
+MAX_UNIT_AMOUNT = 99_999_999
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
 
@@ -339,9 +341,15 @@ def clean_price(fields: PriceFields, *, require_product: bool = True) -> PriceFi
     price_type, interval, count = clean_price_shape(
         fields.type, fields.interval, fields.interval_count
     )
-    if fields.unit_amount < 0 or fields.unit_amount > INT64_MAX:
+    if fields.unit_amount < 0:
         raise errors.invalid(
             "unit_amount must be a non-negative integer of minor units", field="unit_amount"
+        )
+    if fields.unit_amount > MAX_UNIT_AMOUNT:
+        raise errors.invalid(
+            f"unit_amount is over the provider's {MAX_UNIT_AMOUNT} minor units",
+            reason="PRICE_AMOUNT_INVALID",
+            field="unit_amount",
         )
     return PriceFields(
         product_id=_text(fields.product_id, "product_id", 40, required=require_product),

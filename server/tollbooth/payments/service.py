@@ -25,6 +25,15 @@ from tollbooth.payments import repository
 
 # Stripe's limit: at most eight digits of minor units (99,999,999: $999,999.99).
 MAX_AMOUNT = 99_999_999
+# Stripe's minimum charge per currency, in minor units (its "minimum and maximum charge
+# amounts"): under it the provider refuses the intent (`amount_too_small`), so it is refused
+# here first. A currency not listed has no minimum beyond one minor unit.
+MIN_CHARGE = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
+    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
+    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
+    "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
 LOWER_CURRENCY = re.compile(r"[a-z]{3}")
 MAX_DESCRIPTION = 1000
 
@@ -83,6 +92,16 @@ def _one_time_price(session: Session, ident: str) -> Price:
     return price
 
 
+def _currency(currency: str) -> str:
+    if not LOWER_CURRENCY.fullmatch(currency):
+        raise errors.invalid(
+            "currency must be three lower-case letters, an ISO 4217 code such as 'usd'",
+            reason="CURRENCY_INVALID",
+            field="currency",
+        )
+    return clean_currency(currency)
+
+
 def _mismatch(field: str, given: object, price: Price, wanted: object) -> errors.DomainError:
     return errors.invalid(
         f"{field} {given!r} differs from price {price.id!r}'s {wanted!r}; leave it out to pay"
@@ -97,6 +116,8 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
     price = None
     ident = req.catalog_price_id.strip()
     amount, currency = req.amount, req.currency.strip()
+    if currency:  # a malformed currency is that, before it is compared with a price's
+        currency = _currency(currency)
     if ident:
         price = _one_time_price(session, ident)
         if amount == 0:
@@ -115,24 +136,20 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
         )
     if not currency:
         raise errors.required("currency")
-    if not LOWER_CURRENCY.fullmatch(currency):
+    currency = _currency(currency)
+    least = MIN_CHARGE.get(currency, 1)
+    if amount < least:
         raise errors.invalid(
-            "currency must be three lower-case letters, an ISO 4217 code such as 'usd'",
-            reason="CURRENCY_INVALID",
-            field="currency",
+            f"amount is under the provider's minimum charge of {least} minor units of {currency}",
+            reason="PAYMENT_AMOUNT_INVALID",
+            field="amount",
         )
-    currency = clean_currency(currency)
     description = req.description.strip()
     if len(description) > MAX_DESCRIPTION:
         raise errors.invalid(
             f"description is longer than {MAX_DESCRIPTION} characters", field="description"
         )
-    try:
-        email = clean_email(req.receipt_email, "receipt_email") or ""
-    except errors.DomainError as exc:
-        raise errors.invalid(
-            "receipt_email is not an e-mail address", reason="EMAIL_INVALID", field="receipt_email"
-        ) from exc
+    email = clean_email(req.receipt_email, "receipt_email") or ""  # EMAIL_INVALID
     return Cleaned(amount, currency, description, email, price)
 
 

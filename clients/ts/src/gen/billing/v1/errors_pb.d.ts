@@ -441,6 +441,13 @@ export enum ErrorReason {
   CHECKOUT_AMOUNT_INVALID = 210,
 
   /**
+   * A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: ERROR_REASON_PRICE_AMOUNT_INVALID = 211;
+   */
+  PRICE_AMOUNT_INVALID = 211,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *
@@ -449,7 +456,8 @@ export enum ErrorReason {
   PAYMENT_AMOUNT_INVALID = 180,
 
   /**
-   * The receipt e-mail is not an e-mail address.
+   * An e-mail field (an account's, a customer's, a checkout's customer_email, a
+   * payment's receipt_email) is not an e-mail address.
    *
    * @generated from enum value: ERROR_REASON_EMAIL_INVALID = 181;
    */

@@ -34,6 +34,8 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for key in ("pool_size", "max_overflow"):
+            kwargs.pop(key, None)  # sized for PostgreSQL; SQLite keeps its own pool
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )

@@ -28,9 +28,7 @@ class Deps:
             # One pooled connection per worker thread (and the few background threads), no
             # overflow: none is opened or closed under steady load (SQLite ignores these).
             db=db
-            or Database(
-                settings.database_url, pool_size=settings.db_pool_size, max_overflow=4
-            ),
+            or Database(settings.database_url, pool_size=settings.db_pool_size, max_overflow=4),
             codec=TokenCodec(
                 settings.jwt_keys,
                 settings.jwt_signing_kid,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,11 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_dispose: list[Callable[[], None]] = []
+
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when this database is disposed (a listener closing its connection)."""
+        self._on_dispose.append(callback)
 
     @property
     def dialect(self) -> str:
@@ -87,4 +92,7 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        callbacks, self._on_dispose = self._on_dispose, []
+        for callback in callbacks:
+            callback()
         self.engine.dispose()

@@ -282,11 +282,14 @@ def load(args: dict[str, Any], out: Any) -> None:
 # -- the run --------------------------------------------------------------------------------
 
 
-def bench_stack(database_url: str, concurrency: int, duration: float) -> dict[str, Any]:
+def bench_stack(
+    database_url: str, concurrency: int, duration: float, keys: list[str]
+) -> dict[str, Any]:
     figures: dict[str, dict[str, Any]] = {}
     with running_stack(database_url) as stack:
         fixture = prepare(stack["grpc_port"])
-        for key, (label, transport, _, _) in FIGURES.items():
+        for key in keys:
+            label, transport = FIGURES[key][:2]
             print(f"bench.core: {label} ({transport}) ...", flush=True)
             got = measure_in_processes(
                 load, {**stack, "key": key, "fixture": fixture}, concurrency, duration
@@ -354,7 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="calls in flight")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON path")
     parser.add_argument("--sqlite", action="store_true", help="SQLite even with PostgreSQL")
+    parser.add_argument(
+        "--figures", default="", help="comma-separated figure keys (default: every one)"
+    )
     args = parser.parse_args(argv)
+    keys = [k for k in args.figures.split(",") if k] or list(FIGURES)
+    unknown = sorted(set(keys) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figures {unknown}; known: {', '.join(FIGURES)}")
+    keys = [*dict.fromkeys([REST_BASE, GRPC_BASE, *keys])]  # the baselines always
 
     databases: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}
@@ -372,12 +383,12 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(text("SHOW server_version")).scalar()
                 )
             engine.dispose()
-            databases["postgresql"] = bench_stack(url, args.concurrency, args.duration)
+            databases["postgresql"] = bench_stack(url, args.concurrency, args.duration, keys)
     else:
         print(f"bench.core: SQLite ({PG_ENV} is not set)", flush=True)
         with tempfile.TemporaryDirectory(prefix="tollbooth-bench-db-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'billing.db'}"
-            databases["sqlite"] = bench_stack(url, args.concurrency, args.duration)
+            databases["sqlite"] = bench_stack(url, args.concurrency, args.duration, keys)
     doc = {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {

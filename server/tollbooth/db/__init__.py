@@ -71,6 +71,7 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._on_dispose: list[Callable[[], None]] = []
+        self._postgres = self.engine.dialect.name == "postgresql"
 
     def on_dispose(self, callback: Callable[[], None]) -> None:
         """Run `callback` when this database is disposed (a listener closing its connection)."""
@@ -85,10 +86,16 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any exception.
 
         `readonly` is a promise that the block only reads; on SQLite it skips the write lock.
+        On PostgreSQL its statements run without BEGIN and COMMIT (autocommit): under READ
+        COMMITTED each statement takes its own snapshot either way, and the two commands
+        cost a round trip each.
         """
         with self._sessions() as session, session.begin():
             if readonly:
-                session.connection(execution_options={READONLY_OPTION: True})
+                options: dict[str, Any] = {READONLY_OPTION: True}
+                if self._postgres:
+                    options["isolation_level"] = "AUTOCOMMIT"
+                session.connection(execution_options=options)
             yield session
 
     def dispose(self) -> None:

@@ -239,7 +239,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     # Each child's own metrics port (0: none).
     metrics_port = {name: port for name, _, port in stack.metrics_ports(settings)}
     # Each replica: BILLING_GRPC_PROCESSES server processes sharing its port (SO_REUSEPORT),
-    # so every core serves; the first of them serves the replica's metrics port.
+    # so every core serves; each process serves its own metrics port.
     processes = settings.grpc_process_count
     servers = [
         Child(
@@ -251,7 +251,9 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 "BILLING_GRPC_PORT": str(port),
                 "BILLING_GRPC_REPLICAS": "1",
                 "BILLING_GRPC_PROCESSES": str(processes),
-                "BILLING_METRICS_PORT": str(metrics_port.get(f"grpc-{i}", 0) if j == 0 else 0),
+                "BILLING_METRICS_PORT": str(
+                    metrics_port.get(f"grpc-{i}" + (f".{j}" if processes > 1 else ""), 0)
+                ),
             },
         )
         for i, port in enumerate(settings.grpc_ports)

@@ -34,3 +34,25 @@ def test_readonly_statements_are_not_in_one_transaction_but_writes_are(pg_url: s
             assert session.execute(text("SELECT to_regclass('ro_probe')")).scalar() is None
     finally:
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_streamed_read_gets_its_transaction_and_the_connection_comes_back_clean(
+    pg_url: str,
+) -> None:
+    db = Database(pg_url, pool_size=1, max_overflow=0)  # one connection: the same one again
+    try:
+        with db.transaction(readonly=True) as session:
+            rows = session.execute(
+                text("SELECT generate_series(1, 5000)").execution_options(yield_per=100)
+            )
+            assert sum(1 for _ in rows) == 5000
+        first, second = _two_clocks(db, readonly=True)
+        assert first != second  # autocommit again, no transaction left open
+        with db.transaction(readonly=True) as session:
+            state = session.execute(
+                text("SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            ).scalar()
+        assert state == "active"
+    finally:
+        db.dispose()

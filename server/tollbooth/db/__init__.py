@@ -64,7 +64,23 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     options.update(kwargs)
     engine = create_engine(url, **options)
     _ping_when_idle(engine)
+    _stream_in_a_transaction(engine)
     return engine
+
+
+def _stream_in_a_transaction(engine: Engine) -> None:
+    """A read-only block runs in autocommit, but a streamed result (`yield_per`, a server-side
+    cursor) needs a transaction block: such a statement turns autocommit off for the rest of
+    the block (the pool restores the connection's mode when it comes back)."""
+
+    @event.listens_for(engine, "before_execute")
+    def _begin_for_stream(conn, clause, multiparams, params, options):  # type: ignore[no-untyped-def]
+        merged = {**conn.get_execution_options(), **(options or {})}
+        if not (merged.get("stream_results") or merged.get("yield_per")):
+            return
+        dbapi_conn = conn.connection.dbapi_connection
+        if dbapi_conn is not None and dbapi_conn.autocommit:
+            dbapi_conn.autocommit = False
 
 
 # A pooled connection idle longer than this is pinged before use (a round trip); one in steady

@@ -52,6 +52,7 @@ def server_env(url: str, port: int) -> dict[str, str]:
         "BILLING_JWT_KEYS": "bench:bench-signing-key-0123456789abcdef0123",
         "STRIPE_WEBHOOK_SECRET": "whsec_bench_only",
         "BILLING_GRPC_WORKERS": "32",
+        "BILLING_METRICS_PORT": "0",  # several servers at once: no shared metrics port
         "BILLING_LOG_LEVEL": "WARNING",
     }
 

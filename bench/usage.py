@@ -104,6 +104,7 @@ def server_env(db_url: str, port: int) -> dict[str, str]:
             "BILLING_JWT_KEYS": JWT_KEYS,
             "STRIPE_WEBHOOK_SECRET": "whsec_bench_usage_only",
             "BILLING_GRPC_WORKERS": "32",
+            "BILLING_METRICS_PORT": "0",  # several servers at once: no shared metrics port
             "BILLING_LOG_LEVEL": "WARNING",
         }
     )

@@ -66,6 +66,7 @@ def _env(url: str, grpc_port: int, sandbox_port: int, data: Path) -> dict[str, s
         "BILLING_JWT_KEYS": "bench:bench-signing-key-0123456789abcdef0123",
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "BILLING_GRPC_WORKERS": "32",
+        "BILLING_METRICS_PORT": "0",  # several servers at once: no shared metrics port
         "BILLING_LOG_LEVEL": "WARNING",
         "BILLING_SANDBOX_PORT": str(sandbox_port),
         "BILLING_SANDBOX_DB": str(data / "sandbox.db"),

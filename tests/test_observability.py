@@ -47,8 +47,10 @@ def _get_or_none(url: str) -> tuple[int, bytes] | None:
 
 def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_path: Path) -> None:
     env = _stack_env(tmp_path)
-    base = _free_run_of(4)  # the server, the sidecar, the sandbox, the notification delivery
+    # Two server processes, the sidecar, the sandbox, the notification delivery.
+    base = _free_run_of(5)
     env["BILLING_METRICS_PORT"] = str(base)
+    env["BILLING_GRPC_PROCESSES"] = "2"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
         env=env,
@@ -70,36 +72,41 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
                 break
         assert ready is not None
         assert ready["metrics"] == [
-            f"grpc-0 http://127.0.0.1:{base}/metrics",
-            f"sidecar http://127.0.0.1:{base + 1}/metrics",
-            f"sandbox http://127.0.0.1:{base + 2}/metrics",
-            f"notifications http://127.0.0.1:{base + 3}/metrics",
+            f"grpc-0.0 http://127.0.0.1:{base}/metrics",
+            f"grpc-0.1 http://127.0.0.1:{base + 1}/metrics",
+            f"sidecar http://127.0.0.1:{base + 2}/metrics",
+            f"sandbox http://127.0.0.1:{base + 3}/metrics",
+            f"notifications http://127.0.0.1:{base + 4}/metrics",
         ]
         children = _children(proc.pid)
         rest = int(env["BILLING_REST_PORT"])
         status, body = _issue(rest)
         assert status == 200, body
 
-        status, text = _get(f"http://127.0.0.1:{base}/metrics")
-        assert status == 200
-        page = text.decode()
+        # The call went to one of the replica's two processes: each serves its own metrics.
+        pages = []
+        for port in (base, base + 1):
+            status, text = _get(f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            pages.append(text.decode())
+        page = "\n".join(pages)
         issued = [
-            line
+            float(line.rsplit(" ", 1)[1])
             for line in page.splitlines()
             if line.startswith("tollbooth_rpc_total{")
             and 'method="/billing.v1.TokenService/IssueToken"' in line
             and 'code="OK"' in line
         ]
-        assert issued and float(issued[0].rsplit(" ", 1)[1]) >= 1, page
-        assert "tollbooth_rpc_duration_seconds_bucket{" in page
-        assert 'tollbooth_webhook_inbox_events{status="pending"} 0.0' in page
-        for port in (base + 1, base + 2):
+        assert sum(issued) >= 1, page
+        assert all("tollbooth_rpc_duration_seconds_bucket{" in p for p in pages)
+        assert all('tollbooth_webhook_inbox_events{status="pending"} 0.0' in p for p in pages)
+        for port in (base + 2, base + 3):
             assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
         deadline = time.monotonic() + 60  # the delivery process starts beside the others
-        while _get_or_none(f"http://127.0.0.1:{base + 3}/metrics") is None:
+        while _get_or_none(f"http://127.0.0.1:{base + 4}/metrics") is None:
             assert time.monotonic() < deadline, "the delivery process serves no metrics"
             time.sleep(0.2)
-        status, text = _get(f"http://127.0.0.1:{base + 3}/metrics")
+        status, text = _get(f"http://127.0.0.1:{base + 4}/metrics")
         assert status == 200
         assert "# TYPE tollbooth_notification_attempts_total counter" in text.decode()
 

@@ -76,6 +76,23 @@ def test_a_second_grpc_server_on_the_same_port_fails(tmp_path: Path) -> None:
         deps.db.dispose()
 
 
+def test_the_processes_of_one_replica_share_its_port(tmp_path: Path) -> None:
+    """What `run` starts (BILLING_GRPC_PROCESSES=2): a second process binds the same port."""
+    settings = Settings.from_env(
+        make_env("sqlite://", BILLING_DATA_DIR=str(tmp_path), BILLING_GRPC_PROCESSES="2")
+    )
+    deps = build_deps(settings)
+    first, port, _ = build_server(deps, "127.0.0.1:0")
+    first.start()
+    try:
+        second, second_port, _ = build_server(deps, f"127.0.0.1:{port}")
+        assert second_port == port
+        second.stop(0)
+    finally:
+        first.stop(0)
+        deps.db.dispose()
+
+
 def test_an_envoy_that_cannot_bind_is_reported_with_its_log(tmp_path: Path) -> None:
     with _listening() as taken:
         settings = Settings.from_env(

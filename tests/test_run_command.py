@@ -1,5 +1,6 @@
-"""`tollbooth run` (what `make run` calls): four processes up (with the sandbox), a killed one
-restarted, then all down on SIGTERM."""
+"""`tollbooth run` (what `make run` calls): every process up (two gRPC server processes sharing
+the replica's port, sidecar, notifications, Envoy, sandbox), a killed one restarted, then all
+down on SIGTERM."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         "BILLING_RUN_DIR": str(tmp_path / "run"),
         "BILLING_SANDBOX_PORT": str(free_port()),
         "BILLING_DATA_DIR": str(tmp_path),
+        "BILLING_GRPC_PROCESSES": "2",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -91,7 +93,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         printed = "".join(lines)
         assert "BILLING_SERVICE_KEYS" in printed and SERVICE_KEY not in printed
         children = _children(proc.pid)
-        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
+        assert len(children) == 6  # 2 servers, sidecar, notifications, Envoy, sandbox
         body = None
         for _ in range(100):
             try:
@@ -103,11 +105,13 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         assert body is not None and body["billing_account_id"].startswith("acct_")
 
         # kill -9 of the gRPC server: Envoy answers JSON 503 until the supervisor restarts it.
-        grpc_pid = next(
+        grpc_pids = [
             pid
             for pid in children
             if "serve-grpc" in open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-        )
+        ]
+        assert len(grpc_pids) == 2  # both share the replica's port
+        grpc_pid = grpc_pids[0]
         os.kill(grpc_pid, signal.SIGKILL)
         killed_at = time.monotonic()
         seen = []
@@ -120,10 +124,15 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
             time.sleep(0.1)
         assert seen[-1] == 200, seen
         print(f"served again {time.monotonic() - killed_at:.1f}s after kill -9")
-        restarted = [pid for pid in _children(proc.pid) if pid not in children]
+        # The other server process may have answered at once: wait for the restart itself.
+        restarted: list[int] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not restarted:
+            restarted = [pid for pid in _children(proc.pid) if pid not in children]
+            time.sleep(0.1)
         assert len(restarted) == 1 and not _alive(grpc_pid)
         children = _children(proc.pid)
-        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
+        assert len(children) == 6  # 2 servers, sidecar, notifications, Envoy, sandbox
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout is not None
@@ -162,6 +171,7 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
         "BILLING_RUN_DIR": str(tmp_path / "run"),
         "BILLING_SANDBOX_PORT": str(free_port()),
         "BILLING_DATA_DIR": str(tmp_path),
+        "BILLING_GRPC_PROCESSES": "2",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -181,7 +191,7 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
             if is_ready(line):
                 break
         children = _children(proc.pid)
-        assert len(children) == 5  # server, sidecar, notifications, Envoy, sandbox
+        assert len(children) == 6  # 2 servers, sidecar, notifications, Envoy, sandbox
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 30

@@ -20,6 +20,7 @@ and integers are range-checked with an error that names the variable.
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -334,6 +335,8 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     redirect_origins: tuple[str, ...] = env("BILLING_REDIRECT_ORIGINS", DEFAULT_CORS_ORIGINS)
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
+    # Server processes per replica, sharing its port (SO_REUSEPORT); 0 means one per core.
+    grpc_processes: int = env("BILLING_GRPC_PROCESSES", 0, lo=0, hi=64)
     # CheckEntitlement: how long (ms) a server replica may answer a repeated question from its
     # last answer (whose `as_of` it keeps); 0 reads the database on every call.
     entitlement_cache_ms: int = env("BILLING_ENTITLEMENT_CACHE_MS", 0, lo=0, hi=60_000)
@@ -462,6 +465,17 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         return "ipv4:" + ",".join(f"{host}:{port}" for port in self.grpc_ports)
 
     @property
+    def grpc_process_count(self) -> int:
+        """Server processes per replica: BILLING_GRPC_PROCESSES, or one per core."""
+        return self.grpc_processes or max(1, os.cpu_count() or 1)
+
+    @property
+    def db_pool_size(self) -> int:
+        """Connections a server process keeps open: one per worker thread plus the few
+        background threads (inbox worker, metrics), so none opens or closes under load."""
+        return self.grpc_workers + 4
+
+    @property
     def grpc_ports(self) -> list[int]:
         """One port per replica, from BILLING_GRPC_PORT upwards."""
         return [self.grpc_port + i for i in range(self.grpc_replicas)]
@@ -541,6 +555,7 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
                 else "unset (live environment off)",
             ),
             ("BILLING_GRPC_PORT", ", ".join(str(p) for p in self.grpc_ports)),
+            ("BILLING_GRPC_PROCESSES", f"{self.grpc_process_count} per replica"),
             ("BILLING_REST_PORT", str(self.rest_port)),
             ("BILLING_SIDECAR_PORT", str(self.sidecar_port)),
             (

@@ -29,6 +29,11 @@ def codec_of(settings: Settings) -> TokenCodec:
     )
 
 
+def pooled(settings: Settings) -> Database:
+    """The environment's database, its pool sized to the server's workers."""
+    return Database(settings.database_url, pool_size=settings.db_pool_size, max_overflow=4)
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -43,13 +48,15 @@ class Deps:
         paging.configure(list(settings.jwt_keys.values()))
         deps = cls(
             settings=settings,
-            db=db or Database(settings.database_url),
+            # One pooled connection per worker thread (and the few background threads), a
+            # small overflow: none is opened or closed under steady load (SQLite ignores these).
+            db=db or pooled(settings),
             codec=codec_of(settings),
             environment=environments.name_of(settings),
         )
         for name, view in environments.of(settings).items():
             if view is not settings:
-                deps.others[name] = cls(view, Database(view.database_url), codec_of(view), name)
+                deps.others[name] = cls(view, pooled(view), codec_of(view), name)
         return deps
 
     @property

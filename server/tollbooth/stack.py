@@ -63,14 +63,25 @@ def planned_ports(settings: Settings) -> list[Port]:
     return ports
 
 
+def grpc_process_names(settings: Settings) -> list[str]:
+    """The gRPC server processes `run` starts: `grpc-<replica>`, with `.<process>` when a
+    replica runs several (BILLING_GRPC_PROCESSES)."""
+    procs = settings.grpc_process_count
+    return [
+        f"grpc-{i}" + (f".{j}" if procs > 1 else "")
+        for i in range(settings.grpc_replicas)
+        for j in range(procs)
+    ]
+
+
 def metrics_ports(settings: Settings) -> list[tuple[str, str, int]]:
     """(process, variable, port) of each process's metrics endpoint, none when
-    BILLING_METRICS_PORT is 0: the gRPC replicas from BILLING_METRICS_PORT upwards, then the
+    BILLING_METRICS_PORT is 0: the gRPC server processes from BILLING_METRICS_PORT upwards, then the
     sidecar, (without a Stripe key) the sandbox, then the notification delivery process."""
     base = settings.metrics_port
     if not base:
         return []
-    names = [f"grpc-{i}" for i in range(settings.grpc_replicas)] + ["sidecar"]
+    names = [*grpc_process_names(settings), "sidecar"]
     if settings.sandbox:
         names.append("sandbox")
     names.append("notifications")

@@ -252,19 +252,28 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
     base_env["BILLING_DATA_DIR"] = str(settings.data_dir)
     # Each child's own metrics port (0: none).
     metrics_port = {name: port for name, _, port in stack.metrics_ports(settings)}
+    # Each replica: BILLING_GRPC_PROCESSES server processes sharing its port (SO_REUSEPORT),
+    # so every core serves; each process serves its own metrics port.
+    processes = settings.grpc_process_count
     servers = [
         Child(
-            f"grpc-{i}" if settings.grpc_replicas > 1 else "grpc",
+            (f"grpc-{i}" if settings.grpc_replicas > 1 else "grpc")
+            + (f".{j}" if processes > 1 else ""),
             [*py, "serve-grpc"],
             {
                 **base_env,
                 "BILLING_GRPC_PORT": str(port),
                 "BILLING_GRPC_REPLICAS": "1",
-                "BILLING_METRICS_PORT": str(metrics_port.get(f"grpc-{i}", 0)),
+                "BILLING_GRPC_PROCESSES": str(processes),
+                "BILLING_METRICS_PORT": str(
+                    metrics_port.get(f"grpc-{i}" + (f".{j}" if processes > 1 else ""), 0)
+                ),
             },
         )
         for i, port in enumerate(settings.grpc_ports)
+        for j in range(processes)
     ]
+    server_ports = [port for port in settings.grpc_ports for _ in range(processes)]
     sidecar = Child(
         "sidecar",
         [*py, "serve-sidecar"],
@@ -316,7 +325,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         for child in servers:
             child.start()
         host = settings.grpc_target.rsplit(":", 1)[0]
-        for port, child in zip(settings.grpc_ports, servers, strict=True):
+        for port, child in zip(server_ports, servers, strict=True):
             if not wait_serving(f"{host}:{port}", alive=child.alive):
                 log.error(
                     f"gRPC server on port {port} did not become healthy",

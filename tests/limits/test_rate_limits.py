@@ -20,7 +20,7 @@ from tollbooth.config import ConfigError, Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
 from tollbooth.db.models import RateLimitCounter
-from tollbooth.rpc.ratelimit import RateLimited, RateLimiter, method_classes
+from tollbooth.rpc.ratelimit import Leases, RateLimited, RateLimiter, lease_size, method_classes
 from tollbooth.rpc.ratestore import SCHEME, DatabaseStorage
 
 CHECKOUT = "/billing.v1.CheckoutService/"
@@ -91,6 +91,57 @@ def test_two_replicas_share_one_count_under_concurrent_hits(pg_url: str) -> None
         assert len(admitted) == 80
         assert admitted.count(True) == 30
         assert DatabaseStorage(database=dbs[0]).get(item.key_for("test", key)) == 80
+    finally:
+        for db in dbs:
+            db.dispose()
+
+
+class CountingStorage(DatabaseStorage):
+    """The database storage, counting its round trips."""
+
+    upserts = 0
+
+    def incr_window(self, key: str, expiry: int, amount: int = 1) -> tuple[int, int]:
+        type(self).upserts += 1
+        return super().incr_window(key, expiry, amount)
+
+
+@pytest.mark.postgres
+def test_leases_of_two_replicas_admit_at_most_the_ceiling_in_few_round_trips(
+    pg_url: str,
+) -> None:
+    """The general ceilings in leases (two processes, 8 threads, 1,600 calls on one key with
+    a ceiling of 1,000): never more than the ceiling admitted, at most one unused lease per
+    process short of it, and one upsert per lease instead of one per call."""
+    upgrade(pg_url)
+    dbs = [Database(pg_url), Database(pg_url)]
+    CountingStorage.upserts = 0
+    leases = [Leases(CountingStorage(database=db)) for db in dbs]
+    item = parse("1000/minute")
+    batch = lease_size(item)
+    key = uuid.uuid4().hex
+    admitted: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def client(n: int) -> None:
+        barrier.wait()
+        for _ in range(200):
+            allowed = leases[n % 2].hit(item, "account", key)
+            with lock:
+                admitted.append(allowed)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert batch == 10 and len(admitted) == 1600
+        assert 1000 - 2 * batch <= admitted.count(True) <= 1000
+        # One upsert per lease, and once the window is used up refusals from memory: at most
+        # one lease per batch plus one attempt per thread racing the end of the window.
+        assert CountingStorage.upserts <= 1000 // batch + 2 * 8
     finally:
         for db in dbs:
             db.dispose()

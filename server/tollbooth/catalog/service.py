@@ -22,6 +22,7 @@ from tollbooth.catalog.fields import (
     ProductFields,
 )
 from tollbooth.catalog.plan import StoredPrice, StoredProduct
+from tollbooth.catalog.snapshot import Catalog
 from tollbooth.db.models import Price, Product
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
@@ -44,11 +45,17 @@ def product_fields_of(product: Product) -> ProductFields:
     )
 
 
-def get_product(session: Session, product_id: str) -> Product:
-    """One product, active or not."""
+def get_product(
+    session: Session | None, product_id: str, catalog: Catalog | None = None
+) -> Product:
+    """One product, active or not (from the in-memory `catalog` when given)."""
     if not product_id:
         raise errors.required("product_id")
-    product = repository.get_product(session, product_id)
+    if catalog is not None:
+        product = catalog.by_id.get(product_id)
+    else:
+        assert session is not None
+        product = repository.get_product(session, product_id)
     if product is None:
         raise errors.not_found("product", product_id)
     return product
@@ -122,23 +129,45 @@ def restore_product(session: Session, product_id: str) -> Product:
 
 
 def list_products(
-    session: Session,
+    session: Session | None,
     caller: Caller,
     *,
     page_size: int = 0,
     page_token: str = "",
     include_inactive: bool = False,
+    catalog: Catalog | None = None,
 ) -> Page[Product]:
-    """Products in configured order: position, then creation order."""
+    """Products in configured order: position, then creation order (from the in-memory
+    `catalog` when given, else the database)."""
     _check_include_inactive(caller, include_inactive)
     keyset = paging.keyset(
         paging.query_key("products", include_inactive=include_inactive), page_size
     )
     after = keyset.after(page_token)
-    rows = repository.list_products(
-        session, active_only=not include_inactive, after=after, limit=keyset.limit
-    )
+    if catalog is not None:
+        rows = _page_of(catalog.products, not include_inactive, after, keyset.limit)
+    else:
+        assert session is not None
+        rows = repository.list_products(
+            session, active_only=not include_inactive, after=after, limit=keyset.limit
+        )
     return keyset.page(rows)
+
+
+def _page_of(
+    ordered: Sequence[Any], active_only: bool, after: tuple[Any, ...] | None, limit: int
+) -> list[Any]:
+    """What the keyset query would return, from rows already in (position, seq, id) order."""
+    rows = []
+    for row in ordered:
+        if (active_only and not row.active) or (
+            after is not None and paging.order_key(row) <= after
+        ):
+            continue
+        rows.append(row)
+        if len(rows) == limit:
+            break
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,13 +288,14 @@ def _archive(session: Session, entry: Product | Price) -> None:
 
 
 def list_prices(
-    session: Session,
+    session: Session | None,
     caller: Caller,
     product_id: str,
     *,
     page_size: int = 0,
     page_token: str = "",
     include_inactive: bool = False,
+    catalog: Catalog | None = None,
 ) -> Page[Price]:
     """Prices of one product in configured order.
 
@@ -280,12 +310,17 @@ def list_prices(
         page_size,
     )
     after = keyset.after(page_token)
-    product = get_product(session, product_id)
+    product = get_product(session, product_id, catalog)
     if not include_inactive and not product.active:
         return Page([], "")
-    rows = repository.list_prices(
-        session, product.id, active_only=not include_inactive, after=after, limit=keyset.limit
-    )
+    if catalog is not None:
+        ordered = catalog.prices.get(product.id, [])
+        rows = _page_of(ordered, not include_inactive, after, keyset.limit)
+    else:
+        assert session is not None
+        rows = repository.list_prices(
+            session, product.id, active_only=not include_inactive, after=after, limit=keyset.limit
+        )
     return keyset.page(rows)
 
 

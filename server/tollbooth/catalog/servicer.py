@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import grpc
+from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc
 from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.catalog import convert, service
 from tollbooth.catalog.fields import PRICE_IMMUTABLE
+from tollbooth.catalog.snapshot import Catalog, Snapshot
 from tollbooth.db.models import Price
 from tollbooth.deps import Deps
-from tollbooth.rpc.servicer import Servicer, contract
+from tollbooth.rpc.servicer import R, Servicer, contract
 
 # What a bearer caller should do with each price ("BUY", "MANAGE", "CURRENT" or ""): decided
 # by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`).
@@ -29,17 +32,21 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, deps: Deps, hints: PurchaseHints = no_hints) -> None:
         super().__init__(deps)
         self.hints = hints
+        # Reads answer from memory where the snapshot can vouch for itself (PostgreSQL).
+        self.snapshot = Snapshot(deps.db)
 
     def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.ListProductsResponse:
-        with self.read() as session:
+        catalog = self.snapshot.get()
+        with self._reading(catalog) as session:
             page = service.list_products(
                 session,
                 current_caller.get(),
                 page_size=request.page_size,
                 page_token=request.page_token,
                 include_inactive=request.include_inactive,
+                catalog=catalog,
             )
             return catalog_pb2.ListProductsResponse(
                 products=[convert.product_out(p) for p in page.items],
@@ -50,7 +57,8 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.ListPricesRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.ListPricesResponse:
         caller = current_caller.get()
-        with self.read() as session:
+        catalog = self.snapshot.get()
+        with self._reading(catalog) as session:
             page = service.list_prices(
                 session,
                 caller,
@@ -58,18 +66,45 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 page_size=request.page_size,
                 page_token=request.page_token,
                 include_inactive=request.include_inactive,
+                catalog=catalog,
             )
-            hints = self.hints(session, caller, page.items)
-            return catalog_pb2.ListPricesResponse(
-                prices=[convert.price_out(p, h) for p, h in zip(page.items, hints, strict=True)],
-                next_page_token=page.next_page_token,
-            )
+        if caller.is_bearer and page.items:  # the hints read the account's holdings
+            with self.read() as session:
+                hints = self.hints(session, caller, page.items)
+        else:
+            hints = ["" for _ in page.items]
+        return catalog_pb2.ListPricesResponse(
+            prices=[convert.price_out(p, h) for p, h in zip(page.items, hints, strict=True)],
+            next_page_token=page.next_page_token,
+        )
 
     def GetProduct(
         self, request: catalog_pb2.GetProductRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Product:
-        with self.read() as session:
-            return convert.product_out(service.get_product(session, request.product_id))
+        catalog = self.snapshot.get()
+        with self._reading(catalog) as session:
+            return convert.product_out(service.get_product(session, request.product_id, catalog))
+
+    def write(
+        self,
+        request: Message,
+        response_type: type[R],
+        effect: Callable[[Session], R],
+        *,
+        require_request_id: bool = False,
+    ) -> R:
+        """The base's write; then this process's snapshot is stale at once (read your own
+        writes; the other processes hear PostgreSQL's notification)."""
+        try:
+            return super().write(
+                request, response_type, effect, require_request_id=require_request_id
+            )
+        finally:
+            self.snapshot.changed()
+
+    def _reading(self, catalog: Catalog | None) -> AbstractContextManager[Session | None]:
+        """No transaction when the in-memory catalog answers; else a read-only one."""
+        return nullcontext() if catalog is not None else self.read()
 
     def CreateProduct(
         self, request: catalog_pb2.CreateProductRequest, context: grpc.ServicerContext

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY_OPTION = "tollbooth_readonly"
@@ -34,6 +36,8 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for key in ("pool_size", "max_overflow"):
+            kwargs.pop(key, None)  # sized for PostgreSQL; SQLite keeps its own pool
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
@@ -56,9 +60,51 @@ def make_engine(url: str, **kwargs: object) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    options: dict[str, object] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    options: dict[str, object] = {"pool_size": 10, "max_overflow": 20}
     options.update(kwargs)
-    return create_engine(url, **options)
+    engine = create_engine(url, **options)
+    _ping_when_idle(engine)
+    _stream_in_a_transaction(engine)
+    return engine
+
+
+def _stream_in_a_transaction(engine: Engine) -> None:
+    """A read-only block runs in autocommit, but a streamed result (`yield_per`, a server-side
+    cursor) needs a transaction block: such a statement turns autocommit off for the rest of
+    the block (the pool restores the connection's mode when it comes back)."""
+
+    @event.listens_for(engine, "before_execute")
+    def _begin_for_stream(conn, clause, multiparams, params, options):  # type: ignore[no-untyped-def]
+        merged = {**conn.get_execution_options(), **(options or {})}
+        if not (merged.get("stream_results") or merged.get("yield_per")):
+            return
+        dbapi_conn = conn.connection.dbapi_connection
+        if dbapi_conn is not None and dbapi_conn.autocommit:
+            dbapi_conn.autocommit = False
+
+
+# A pooled connection idle longer than this is pinged before use (a round trip); one in steady
+# use is not, so a busy server pays no ping per transaction.
+PING_IDLE_SEC = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's `pool_pre_ping`, for connections that sat idle: one that PostgreSQL closed
+    meanwhile (a restart, a terminated backend) is replaced before a transaction sees it."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, proxy):  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("idle_since", 0.0) <= PING_IDLE_SEC:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)  # what pool_pre_ping runs (outside a transaction)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (a fresh one).
+            raise DisconnectionError(str(exc)) from exc
 
 
 class Database:
@@ -68,6 +114,12 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_dispose: list[Callable[[], None]] = []
+        self._postgres = self.engine.dialect.name == "postgresql"
+
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when this database is disposed (a listener closing its connection)."""
+        self._on_dispose.append(callback)
 
     @property
     def dialect(self) -> str:
@@ -78,11 +130,20 @@ class Database:
         """One transaction: commits when the block ends, rolls back on any exception.
 
         `readonly` is a promise that the block only reads; on SQLite it skips the write lock.
+        On PostgreSQL its statements run without BEGIN and COMMIT (autocommit): under READ
+        COMMITTED each statement takes its own snapshot either way, and the two commands
+        cost a round trip each.
         """
         with self._sessions() as session, session.begin():
             if readonly:
-                session.connection(execution_options={READONLY_OPTION: True})
+                options: dict[str, Any] = {READONLY_OPTION: True}
+                if self._postgres:
+                    options["isolation_level"] = "AUTOCOMMIT"
+                session.connection(execution_options=options)
             yield session
 
     def dispose(self) -> None:
+        callbacks, self._on_dispose = self._on_dispose, []
+        for callback in callbacks:
+            callback()
         self.engine.dispose()

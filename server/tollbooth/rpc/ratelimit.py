@@ -16,6 +16,13 @@ RESOURCE_EXHAUSTED, reason RATE_LIMITED, a RetryInfo detail and the `retry-after
 The counters live in a storage every replica shares: by default the service's own database
 (`ratestore.DatabaseStorage`, so `make run` needs nothing else), or any `limits` storage URI
 (`redis://…`) in BILLING_RATE_LIMIT_STORAGE.
+
+The general ceilings (`key`, `account`) are counted on every call, so with the database storage
+a process takes them in leases (`Leases`): one upsert adds a batch of 1/100 of the ceiling
+(at least 1, at most 100) to the shared counter, and the process admits that many calls from
+memory until the batch or the counter's window runs out. The shared counter counts every
+leased call, so across every process and replica at most the ceiling is admitted per window;
+an unused lease only makes the others refuse earlier, by at most one batch per process.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -117,6 +125,59 @@ class RateLimited(DomainError):
         )
 
 
+LEASED_CLASSES = ("key", "account")
+LEASE_DIVISOR = 100
+LEASE_MAX = 100
+# Leases kept before the ended ones are dropped.
+LEASES_KEPT = 10_000
+
+
+def lease_size(item: RateLimitItem) -> int:
+    """Calls one lease admits: 1/100 of the ceiling, within 1..100."""
+    return max(1, min(LEASE_MAX, item.amount // LEASE_DIVISOR))
+
+
+class Leases:
+    """Calls admitted from memory, taken from the shared counter a batch at a time."""
+
+    def __init__(self, storage: DatabaseStorage) -> None:
+        self._storage = storage
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[int, int]] = {}  # key -> (calls left, window end ms)
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        key = item.key_for(*identifiers)
+        with self._lock:
+            left, ends = self._held.get(key, (0, 0))
+            if ends > time.time_ns() // 1_000_000:
+                if left > 0:
+                    self._held[key] = (left - 1, ends)
+                    return True
+                if left < 0:  # the window is used up: refused until it ends
+                    return False
+        batch = lease_size(item)
+        count, ends = self._storage.incr_window(key, item.get_expiry(), batch)
+        # What of this batch fits under the ceiling (the counter had count - batch before).
+        granted = min(batch, item.amount - (count - batch))
+        with self._lock:
+            left, held_ends = self._held.get(key, (0, 0))
+            left = max(0, left) if held_ends == ends else 0
+            if granted <= 0:
+                # The counter only grows in its window: refuse from memory until it ends.
+                self._held[key] = (-1 if left == 0 else left, ends)
+                return False
+            self._held[key] = (left + granted - 1, ends)
+            if len(self._held) > LEASES_KEPT:
+                now = time.time_ns() // 1_000_000
+                self._held = {k: v for k, v in self._held.items() if v[1] > now}
+        return True
+
+    def window_end(self, item: RateLimitItem, *identifiers: str) -> float:
+        """When the window of the last lease of this key ends (seconds since the epoch)."""
+        with self._lock:
+            return self._held.get(item.key_for(*identifiers), (0, 0))[1] / 1000
+
+
 class RateLimiter:
     """Counts a call against each of its limits; raises RateLimited on the first one over."""
 
@@ -124,6 +185,8 @@ class RateLimiter:
         self._limiter = FixedWindowRateLimiter(storage)
         self._limits = {name: Limit(name, item) for name, item in limits.items() if item}
         self._classes = method_classes()
+        # Leases need the window's end from the storage: the database storage gives it.
+        self._leases = Leases(storage) if isinstance(storage, DatabaseStorage) else None
 
     @classmethod
     def from_settings(cls, settings: LimitSettings, database: Database) -> RateLimiter:
@@ -145,15 +208,20 @@ class RateLimiter:
             limit = self._limits[name]
             ident = who(name)
             try:
-                allowed = self._limiter.hit(limit.item, name, ident)
-                if allowed:
+                if self._leases is not None and name in LEASED_CLASSES:
+                    if self._leases.hit(limit.item, name, ident):
+                        continue
+                    reset_time, remaining = self._leases.window_end(limit.item, name, ident), 0
+                elif self._limiter.hit(limit.item, name, ident):
                     continue
-                stats = self._limiter.get_window_stats(limit.item, name, ident)
+                else:
+                    stats = self._limiter.get_window_stats(limit.item, name, ident)
+                    reset_time, remaining = stats.reset_time, stats.remaining
             except Exception:  # noqa: BLE001 - a storage outage must not stop billing
                 log.warning("rate limit storage failed; call let through", exc_info=True)
                 return
-            retry = max(1, math.ceil(stats.reset_time - time.time()))
-            raise RateLimited(limit, retry, stats.remaining)
+            retry = max(1, math.ceil(reset_time - time.time()))
+            raise RateLimited(limit, retry, remaining)
 
 
 def _meta(metadata: Iterable[Any], key: str) -> str | None:

@@ -68,6 +68,10 @@ class DatabaseStorage(Storage):
             session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.incr_window(key, expiry, amount)[0]
+
+    def incr_window(self, key: str, expiry: int, amount: int = 1) -> tuple[int, int]:
+        """`incr`, also giving when the window counted in ends (ms since the epoch)."""
         key = stored_key(key)
         now = _now_ms()
         ends = now + int(expiry) * 1000
@@ -83,8 +87,9 @@ class DatabaseStorage(Storage):
                     "count": case((ended, amount), else_=_TABLE.c.count + amount),
                     "expires_ms": case((ended, ends), else_=_TABLE.c.expires_ms),
                 },
-            ).returning(_TABLE.c.count)
-            return int(session.execute(statement).scalar_one())
+            ).returning(_TABLE.c.count, _TABLE.c.expires_ms)
+            count, expires_ms = session.execute(statement).one()
+            return int(count), int(expires_ms)
 
     def get(self, key: str) -> int:
         key = stored_key(key)

@@ -60,7 +60,10 @@ def build_server(
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             # Room for long REST paths Envoy forwards as metadata; the edge bounds the fields.
             ("grpc.max_metadata_size", 64 * 1024),
-            ("grpc.so_reuseport", 0),
+            # The processes `run` starts for a replica (it sets BILLING_GRPC_PROCESSES) share
+            # its port, the kernel splitting connections between them; a server started on
+            # its own (the variable unset) refuses a port already taken.
+            ("grpc.so_reuseport", 1 if settings.grpc_processes > 1 else 0),
         ],
     )
     names = []

@@ -60,6 +60,7 @@ def test_run_serves_both_environments(tmp_path: Path) -> None:
         "BILLING_RUN_DIR": str(tmp_path / "run"),
         "BILLING_SANDBOX_PORT": str(free_port()),
         "BILLING_DATA_DIR": str(tmp_path),
+        "BILLING_GRPC_PROCESSES": "1",  # whatever the cores: one server process
     }
     env.pop("STRIPE_API_KEY", None)
     proc = subprocess.Popen(
@@ -83,7 +84,7 @@ def test_run_serves_both_environments(tmp_path: Path) -> None:
                 break
         children = _children(proc.pid)
         commands = [open(f"/proc/{p}/cmdline").read().replace("\0", " ") for p in children]
-        assert len(children) == 6, commands  # + the live notification deliverer
+        assert len(children) == 6, commands  # server, sidecar, 2 deliverers, Envoy, sandbox
         assert sum("serve-notifications --environment live" in c for c in commands) == 1
         migrated = [json.loads(line) for line in lines if '"migrated"' in line]
         assert {r.get("environment") for r in migrated} == {"test", "live"}

@@ -118,3 +118,43 @@ def test_a_total_over_the_providers_limit_is_400_and_records_nothing(world: Worl
         timeout=30,
     )
     assert at_limit.session.amount_total == 1500 * 66_666
+
+
+def test_line_item_errors_name_the_list_the_body_used(world: World) -> None:
+    """Seed 003's `line_items` and the `items` form each see their own field named."""
+    from tests.credit.support import error_metadata
+
+    pack = world.price("named-pack", recurring=False, amount=1500)
+    token, account = world.token()
+    for request, field in (
+        (
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[checkout_pb2.CheckoutLineItem(price=pack.price_id, quantity=-1)]
+            ),
+            "line_items[0].quantity",
+        ),
+        (
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[
+                    checkout_pb2.CheckoutLineItem(price=pack.price_id),
+                    checkout_pb2.CheckoutLineItem(price=pack.lookup_key),
+                ]
+            ),
+            "line_items[1]",
+        ),
+        (
+            checkout_pb2.CreateCheckoutSessionRequest(
+                items=[checkout_pb2.CheckoutItem(catalog_price_id=pack.price_id, quantity=-1)]
+            ),
+            "items[0].quantity",
+        ),
+    ):
+        request.success_url = "https://app.example/ok"
+        try:
+            world.checkout.CreateCheckoutSession(request, metadata=bearer_md(token), timeout=30)
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+            assert error_metadata(err)["field"] == field
+        else:
+            raise AssertionError(f"{field}: a bad line was accepted")
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0

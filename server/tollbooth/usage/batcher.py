@@ -16,10 +16,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Grouper(Generic[T]):
@@ -121,3 +122,73 @@ class Grouper(Generic[T]):
                 yield group
         finally:
             self.close()
+
+
+class SharedCommit(Generic[T, R]):
+    """Group commit across streams: the groups that several streams hand in while a commit
+    runs are committed together by the next one (leader and followers, no extra thread).
+
+    `commit` takes the handed-in groups, in order, and returns one result per group (or
+    raises: every group of that commit then raises the same error). `submit` returns only
+    after the commit that held its group has returned, so a stream still acknowledges its
+    events only after their commit. With one stream this is the stream's own commit; with
+    N streams a commit carries up to N groups, so its fixed cost (transaction, statement,
+    round trips) is shared instead of paid once per stream.
+    """
+
+    def __init__(self, commit: Callable[[list[T]], Sequence[R]], max_groups: int = 16) -> None:
+        self._commit = commit
+        self._max = max(1, max_groups)
+        self._cond = threading.Condition()
+        self._pending: deque[_Slot[T, R]] = deque()
+        self._busy = False
+
+    def submit(self, group: T) -> R:
+        slot: _Slot[T, R] = _Slot(group)
+        cond = self._cond
+        with cond:
+            self._pending.append(slot)
+        while True:
+            with cond:
+                while self._busy and not slot.done:
+                    cond.wait()
+                if slot.done:
+                    break
+                # Nobody commits: this caller leads, for the oldest pending groups (its own
+                # among them unless more than max_groups wait: then it leads again).
+                self._busy = True
+                pending = self._pending
+                taken = [pending.popleft() for _ in range(min(self._max, len(pending)))]
+            self._lead(taken)
+        if slot.failure is not None:
+            raise slot.failure
+        return slot.result  # type: ignore[return-value]  # set with done, failure unset
+
+    def _lead(self, taken: list[_Slot[T, R]]) -> None:
+        failure: BaseException | None = None
+        results: Sequence[R] = ()
+        try:
+            results = self._commit([s.group for s in taken])
+            if len(results) != len(taken):
+                raise RuntimeError("SharedCommit: one result per group expected")
+        except BaseException as exc:  # every group of this commit fails with it
+            failure = exc
+        with self._cond:
+            for i, s in enumerate(taken):
+                if failure is not None:
+                    s.failure = failure
+                else:
+                    s.result = results[i]
+                s.done = True
+            self._busy = False
+            self._cond.notify_all()
+
+
+class _Slot(Generic[T, R]):
+    __slots__ = ("done", "failure", "group", "result")
+
+    def __init__(self, group: T) -> None:
+        self.group = group
+        self.result: R | None = None
+        self.failure: BaseException | None = None
+        self.done = False

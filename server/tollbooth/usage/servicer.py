@@ -20,7 +20,7 @@ from tollbooth.deps import Deps
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.usage import convert, service
-from tollbooth.usage.batcher import Grouper
+from tollbooth.usage.batcher import Grouper, SharedCommit
 from tollbooth.usage.events import REJECTED, Outcome
 from tollbooth.usage.limits import Limits
 
@@ -44,6 +44,9 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         super().__init__(deps)
         self.limits = Limits.from_settings(deps.settings)
         self.accounts = service.AccountCache()
+        # The groups of every open stream of this process, committed together when they
+        # arrive during another stream's commit (usage.batcher.SharedCommit).
+        self._shared = SharedCommit(self._commit_groups)
 
     def _ingest(self, batch: Sequence[usage_pb2.UsageEvent]) -> list[Outcome]:
         # Checked (and converted to domain values) before the transaction: no database needed.
@@ -97,7 +100,7 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         )
         try:
             for group in grouper.groups():
-                outcomes = self._ingest_messages(group)  # committed here
+                outcomes = self._shared.submit(group)  # committed when this returns
                 # One response per commit: a message per event would cost a send each.
                 response = usage_pb2.StreamEventsResponse()
                 add = response.results.add
@@ -111,6 +114,21 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
                 yield response
         finally:
             grouper.close()
+
+    def _commit_groups(
+        self, groups: list[list[usage_pb2.StreamEventsRequest]]
+    ) -> list[list[Outcome]]:
+        """The groups of several streams through one transaction; each group's outcomes."""
+        if len(groups) == 1:
+            return [self._ingest_messages(groups[0])]
+        outcomes = self._ingest_messages([msg for group in groups for msg in group])
+        answers: list[list[Outcome]] = []
+        start = 0
+        for group in groups:
+            end = start + sum(_weight(msg) for msg in group)
+            answers.append(outcomes[start:end])
+            start = end
+        return answers
 
     def _ingest_messages(self, group: list[usage_pb2.StreamEventsRequest]) -> list[Outcome]:
         """The events of a group of stream messages, in order, through one transaction."""

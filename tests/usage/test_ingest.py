@@ -211,3 +211,33 @@ def test_ingest_takes_a_service_key_only(channel) -> None:  # type: ignore[no-un
             usage_pb2.IngestEventsRequest(events=[event("e", "p1")]), metadata=bearer_md(token)
         )
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_outcome_counter_counts_every_event_of_a_batch(channel, db) -> None:  # type: ignore[no-untyped-def]
+    from tollbooth import metrics
+
+    def counts() -> dict[str, float]:
+        return {
+            s: metrics.USAGE_EVENTS.labels(s)._value.get()
+            for s in (events.ACCEPTED, events.DUPLICATE, events.REJECTED)
+        }
+
+    acct = account(channel, "p1")
+    ingest(channel, [event("cnt_0", acct)])
+    before = counts()
+    ingest(
+        channel,
+        [
+            event("cnt_0", acct),
+            event("cnt_1", acct),
+            event("cnt_2", acct),
+            event("cnt_bad", "nobody-here"),
+            event("cnt_1", acct),
+        ],
+    )
+    after = counts()
+    assert {s: after[s] - before[s] for s in after} == {
+        events.ACCEPTED: 2,
+        events.DUPLICATE: 2,
+        events.REJECTED: 1,
+    }

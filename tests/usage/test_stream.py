@@ -157,3 +157,25 @@ def test_a_deadline_passing_mid_stream_is_not_logged_as_our_error(channel, caplo
         threading.Event().wait(0.1)
     assert ended.is_set()
     assert not [r for r in caplog.records if "unhandled error" in r.getMessage()]
+
+
+def test_concurrent_streams_sending_the_same_ids_store_each_once(channel) -> None:  # type: ignore[no-untyped-def]
+    # Groups of several streams may share one commit (usage.batcher.SharedCommit): an id sent
+    # by every stream is accepted exactly once, whichever commit or group holds it.
+    acct = account(channel, "p1")
+    got: dict[int, list[usage_pb2.EventResult]] = {}
+
+    def run(k: int) -> None:
+        msgs = [one(event(f"same-{i}", acct)) for i in range(80)]
+        got[k] = acks(usage_stub(channel).StreamEvents(iter(msgs), metadata=SERVICE_MD, timeout=60))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert [r.unique_id for r in got[k]] == [f"same-{i}" for i in range(80)]
+    for i in range(80):
+        statuses = sorted(got[k][i].status for k in range(4))
+        assert statuses == [ACCEPTED, DUPLICATE, DUPLICATE, DUPLICATE], (i, statuses)

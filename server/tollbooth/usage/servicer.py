@@ -8,6 +8,7 @@ after the commit of its group.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import grpc
@@ -53,8 +54,9 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         checked = convert.check_batch(batch, self.limits, int(time.time()))
         with self.deps.db.transaction() as session:
             outcomes = service.ingest(session, checked, self.accounts)
-        for outcome in outcomes:
-            metrics.USAGE_EVENTS.labels(outcome.status).inc()
+        # One increment per status, not per event (a label lookup costs about a microsecond).
+        for status, count in Counter(o.status for o in outcomes).items():
+            metrics.USAGE_EVENTS.labels(status).inc(count)
         return outcomes
 
     # Ingest ------------------------------------------------------------------------------

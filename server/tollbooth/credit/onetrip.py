@@ -22,6 +22,7 @@ errors and their order are those of the general path.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -29,8 +30,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import psycopg
 from google.protobuf.message import Message
 from psycopg.rows import namedtuple_row
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, idempotency
@@ -181,9 +184,22 @@ def debit(
         return _Debit(session, raw, caller, args, account_id, scope, digest).run(
             clock, out, response_type
         )
+    except psycopg.Error as exc:
+        # As SQLAlchemy reports it (a dropped connection is an OperationalError: UNAVAILABLE,
+        # and the pool discards the connection).
+        _rollback(raw)
+        if raw.broken or raw.closed:
+            conn.invalidate()
+        raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
     except BaseException:
-        raw.rollback()  # the explicit BEGIN's transaction, if it is still open
+        _rollback(raw)
         raise
+
+
+def _rollback(raw: Any) -> None:
+    """End the explicit BEGIN's transaction if it is still open (a no-op once committed)."""
+    with contextlib.suppress(psycopg.Error):
+        raw.rollback()
 
 
 @dataclass

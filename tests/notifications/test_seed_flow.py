@@ -141,13 +141,19 @@ def test_trial_credits_debited_to_zero_notify_once_through_envoy(
         ntf = msg["id"]
         assert receiver.posts[ntf] == 3 and receiver.rejected_signatures == 0
 
-        # inspection over REST: the message is delivered after three attempts
-        listed = stack.request(
-            "GET",
-            f"/mgt/v1/notifications/endpoints/{endpoint_id}/messages"
-            "?state=NOTIFICATION_MESSAGE_STATE_DELIVERED",
-            headers=SERVICE,
-        ).json()
+        # inspection over REST: the message is delivered after three attempts (the sender
+        # records the delivery after the receiver has answered: wait for that write)
+        deadline = time.monotonic() + 30
+        while True:
+            listed = stack.request(
+                "GET",
+                f"/mgt/v1/notifications/endpoints/{endpoint_id}/messages"
+                "?state=NOTIFICATION_MESSAGE_STATE_DELIVERED",
+                headers=SERVICE,
+            ).json()
+            if listed.get("messages") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert [
             (m["notification"]["notification_id"], m["attempts"]) for m in listed["messages"]
         ] == [(ntf, 3)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -39,7 +42,22 @@ def debit(
     fast = _debit_fast(session, account.id, ctype, value, why, request_id, meta, clock)
     if fast is not None:
         return fast
-    locked = lock(session, account.id, ctype, clock, create=False)
+    return debit_general(session, account.id, ctype, value, why, request_id, meta, clock)
+
+
+def debit_general(
+    session: Session,
+    account_id: str,
+    ctype: str,
+    value: Decimal,
+    why: str,
+    request_id: str,
+    meta: dict[str, str],
+    clock: Clock,
+) -> CreditLedgerEntry:
+    """Any debit, through the unit of work: expiries due recorded first, every grant loaded
+    if the first ones do not cover it."""
+    locked = lock(session, account_id, ctype, clock, create=False)
     if locked is None or locked.row.balance < value:
         raise insufficient(ctype, locked.row.balance if locked else ZERO, value)
     now = locked.now
@@ -79,6 +97,31 @@ def _debit_fast(
     rows as the previous holder of the lock committed them.
     """
     row = repository.lock_balance_figures(session, account_id, ctype)
+    now = fast_start(row, ctype, value, clock)
+    if now is None:
+        return None
+    grants = repository.spendable_grants(session, account_id, ctype, GRANT_BATCH)
+    plan = plan_debit(account_id, ctype, value, why, request_id, meta, row, grants, now)
+    if plan is None:
+        return None
+    if plan.newly_depleted:
+        notify_depleted(
+            session, account_id, ctype, plan.depletions, "debit", plan.entry.debit_id, now, now
+        )
+    repository.write_debit(
+        session,
+        plan.entry,
+        plan.grant_writes,
+        depleted=plan.depleted,
+        depletions=plan.depletions,
+    )
+    return plan.entry
+
+
+def fast_start(row: Any, ctype: str, value: Decimal, clock: Clock) -> dt.datetime | None:
+    """The instant of a fast debit of the locked balance figures `row` (None: the row does not
+    exist, refused), or None when an expiry is due (the general path records it first);
+    INSUFFICIENT_CREDITS when the balance is short."""
     if row is None:
         raise insufficient(ctype, ZERO, value)
     now = max(clock(), row.updated_at)
@@ -86,7 +129,35 @@ def _debit_fast(
         return None
     if row.balance < value:
         raise insufficient(ctype, row.balance, value)
-    grants = repository.spendable_grants(session, account_id, ctype, GRANT_BATCH)
+    return now
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a fast debit writes: the entry, its grants (id, remaining, state), the balance's
+    depletion figures, and whether this debit depleted it (one notification)."""
+
+    entry: CreditLedgerEntry
+    grant_writes: list[tuple[str, Decimal, str]]
+    depleted: bool
+    depletions: int
+    newly_depleted: bool
+
+
+def plan_debit(
+    account_id: str,
+    ctype: str,
+    value: Decimal,
+    why: str,
+    request_id: str,
+    meta: dict[str, str],
+    row: Any,
+    grants: list[Any],
+    now: dt.datetime,
+) -> Plan | None:
+    """The engine's debit of `value` from the first `GRANT_BATCH` spendable `grants` (read
+    after the lock of `row`); None when they do not cover it (the general path loads them
+    all)."""
     if len(grants) == GRANT_BATCH and add(*(g.remaining for g in grants)) < value:
         return None
     book = Book.of(
@@ -99,12 +170,11 @@ def _debit_fast(
         for gid in sorted(book.dirty_grants)
     ]
     balance_after = sub(row.balance, value)
-    seq = row.seq + 1
     entry = CreditLedgerEntry(
         id=new_id("cle"),
         billing_account_id=account_id,
         credit_type=ctype,
-        seq=seq,
+        seq=row.seq + 1,
         kind="debit",
         amount=neg(value),
         balance_after=balance_after,
@@ -118,11 +188,9 @@ def _debit_fast(
         created_at=now,
         overage=ZERO,
     )
-    depleted, depletions = row.depleted, row.depletions
+    depleted, depletions, newly = row.depleted, row.depletions, False
     if balance_after > 0:
         depleted = False
     elif not depleted:
-        depleted, depletions = True, depletions + 1
-        notify_depleted(session, account_id, ctype, depletions, "debit", entry.debit_id, now, now)
-    repository.write_debit(session, entry, grant_writes, depleted=depleted, depletions=depletions)
-    return entry
+        depleted, depletions, newly = True, depletions + 1, True
+    return Plan(entry, grant_writes, depleted, depletions, newly)

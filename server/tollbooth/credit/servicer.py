@@ -14,10 +14,10 @@ from billing.v1 import credit_pb2, credit_pb2_grpc
 from tollbooth import metrics
 from tollbooth.amounts import fmt, neg
 from tollbooth.auth.caller import current_caller
-from tollbooth.credit import debits, grants, lookups, queries, reservations, rules
+from tollbooth.credit import debits, grants, lookups, onetrip, queries, reservations, rules
 from tollbooth.db.models import CreditGrant, CreditLedgerEntry, CreditReservation
 from tollbooth.db.types import utcnow
-from tollbooth.rpc.servicer import Servicer, contract
+from tollbooth.rpc.servicer import Servicer, contract, idempotency_scope, request_fingerprint
 
 GRANT_STATES = {
     "active": credit_pb2.GRANT_STATE_ACTIVE,
@@ -201,7 +201,43 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
     def DebitCredits(
         self, request: credit_pb2.DebitCreditsRequest, context: grpc.ServicerContext
     ) -> credit_pb2.CreditDebit:
-        reply = self.write(
+        reply = self._debit_in_two_round_trips(request)
+        if reply is None:
+            reply = self._debit(request)
+        metrics.DEBITS.inc()
+        return reply
+
+    def _debit_in_two_round_trips(
+        self, request: credit_pb2.DebitCreditsRequest
+    ) -> credit_pb2.CreditDebit | None:
+        """PostgreSQL, a valid request: `onetrip.debit` (None: the general path answers)."""
+        if self.deps.db.dialect != "postgresql":
+            return None
+        args = onetrip.args_of(
+            request.account,
+            request.credit_type,
+            request.amount,
+            request.reason,
+            request.request_id,
+            dict(request.metadata),
+        )
+        if args is None:
+            return None
+        caller = current_caller.get()
+        with self.deps.db.transaction() as session:
+            return onetrip.debit(
+                session,
+                caller,
+                args,
+                scope=idempotency_scope(caller, request),
+                digest=request_fingerprint(request),
+                clock=self.clock,
+                out=debit_out,
+                response_type=credit_pb2.CreditDebit,
+            )
+
+    def _debit(self, request: credit_pb2.DebitCreditsRequest) -> credit_pb2.CreditDebit:
+        return self.write(
             request,
             credit_pb2.CreditDebit,
             lambda session: debit_out(
@@ -219,8 +255,6 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
             ),
             require_request_id=True,
         )
-        metrics.DEBITS.inc()
-        return reply
 
     def ListLedgerEntries(
         self, request: credit_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext

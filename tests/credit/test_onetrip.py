@@ -1,0 +1,209 @@
+"""DebitCredits on PostgreSQL in two round trips (`tollbooth.credit.onetrip`).
+
+Round trips are counted on the wire: libpq's trace of every connection the server checks
+out, one round trip per run of client messages answered by the server. The overspend race
+and concurrent copies of one request are proven in test_concurrency.py (two servers, 64
+clients), which goes through this path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
+
+from billing.v1 import credit_pb2
+from tests.conftest import SERVICE_MD, make_env
+from tests.credit.support import account, balance, check_invariants, grant, rid, stub
+from tests.helpers import error_reason
+from tollbooth.app import Deps, build_server
+from tollbooth.config import Settings
+from tollbooth.db.models import (
+    CreditBalance,
+    CreditGrant,
+    CreditLedgerEntry,
+    IdempotencyKey,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+class Wire:
+    """libpq traces of the connections the server checks out while `recording`."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.files: list[Any] = []
+
+    def start(self, dbapi_conn: Any) -> None:
+        if not self.recording:
+            return
+        f = tempfile.TemporaryFile("w+")
+        self.files.append(f)
+        dbapi_conn.pgconn.trace(f.fileno())
+        dbapi_conn.pgconn.set_trace_flags(
+            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        )
+
+    @staticmethod
+    def stop(dbapi_conn: Any) -> None:
+        dbapi_conn.pgconn.untrace()
+
+    def round_trips(self) -> tuple[int, list[str]]:
+        """Round trips (client messages, then the server's answer) over every trace, and the
+        statements sent."""
+        trips, statements = 0, []
+        for f in self.files:
+            f.flush()
+            f.seek(0)
+            sending = False
+            for line in f:
+                side = line.split("\t", 1)[0]
+                if side == "F":
+                    sending = True
+                    if "\tParse\t" in line or "\tQuery\t" in line:
+                        statements.append(line.split('"')[3] if "Parse" in line else line)
+                elif side == "B" and sending:
+                    trips += 1
+                    sending = False
+            f.close()
+        self.files = []
+        return trips, statements
+
+
+@pytest.fixture(scope="module")
+def wired(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
+    deps = Deps.build(Settings.from_env(make_env(pg_shared_url)))
+    wire = Wire()
+    # After the pool's own checkout listeners (the idle ping is not counted: a connection in
+    # steady use is not pinged).
+    event.listen(deps.db.engine, "checkout", lambda c, r, p: wire.start(c))
+    event.listen(deps.db.engine, "checkin", lambda c, r: wire.stop(c))
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch, wire, deps
+    server.stop(grace=None).wait()
+    deps.db.dispose()
+
+
+def debit_traced(
+    channel: grpc.Channel, wire: Wire, request: credit_pb2.DebitCreditsRequest
+) -> tuple[Any, int, list[str]]:
+    wire.recording = True
+    try:
+        reply = stub(channel).DebitCredits(request, metadata=SERVICE_MD, timeout=10)
+    except grpc.RpcError as err:
+        reply = err
+    finally:
+        wire.recording = False
+    trips, statements = wire.round_trips()
+    return reply, trips, statements
+
+
+def test_a_debit_by_account_id_takes_two_round_trips(wired) -> None:  # type: ignore[no-untyped-def]
+    ch, wire, deps = wired
+    _, acct, _ = account(ch)
+    grant(ch, acct, "10")
+    grant(ch, acct, "5", priority=1)
+    req = credit_pb2.DebitCreditsRequest(
+        account=acct, credit_type="units", amount="12.5", request_id=rid(), metadata={"k": "v"}
+    )
+    reply, trips, statements = debit_traced(ch, wire, req)
+    assert isinstance(reply, credit_pb2.CreditDebit), reply
+    assert reply.balance_after == "2.5"
+    assert [a.amount for a in reply.allocations] == ["10", "2.5"]
+    assert trips == 2, statements
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    with Session(deps.db.engine) as s:
+        check_invariants(s, acct)
+        entry = s.execute(
+            select(CreditLedgerEntry).where(CreditLedgerEntry.debit_id == reply.debit_id)
+        ).scalar_one()
+        assert entry.amount == Decimal("-12.5") and entry.attributes == {"k": "v"}
+        stored = s.execute(
+            select(IdempotencyKey.response).where(IdempotencyKey.key == req.request_id)
+        ).scalar_one()
+        assert credit_pb2.CreditDebit.FromString(stored) == reply
+    # Later debits reuse the statements prepared on this connection: still two round trips.
+    for _ in range(3):
+        again = credit_pb2.DebitCreditsRequest(
+            account=acct, credit_type="units", amount="0.5", request_id=rid()
+        )
+        reply, trips, statements = debit_traced(ch, wire, again)
+        assert isinstance(reply, credit_pb2.CreditDebit) and trips == 2, statements
+    # A replay: the claim's pipeline, then COMMIT; the original response.
+    reply, trips, _ = debit_traced(ch, wire, req)
+    assert isinstance(reply, credit_pb2.CreditDebit) and reply.balance_after == "2.5"
+    assert trips == 2
+    assert balance(ch, acct).balance == "1"
+
+
+def test_refusals_and_the_general_path_leave_the_pool_clean(wired) -> None:  # type: ignore[no-untyped-def]
+    ch, wire, deps = wired
+    principal, acct, _ = account(ch)
+    grant(ch, acct, "3")
+    # Refused after the first pipeline: rolled back, the key free again.
+    short = credit_pb2.DebitCreditsRequest(
+        account=acct, credit_type="units", amount="4", request_id=rid()
+    )
+    err, trips, _ = debit_traced(ch, wire, short)
+    assert isinstance(err, grpc.RpcError) and error_reason(err) == "INSUFFICIENT_CREDITS"
+    reused = credit_pb2.DebitCreditsRequest(
+        account=acct, credit_type="units", amount="5", request_id=short.request_id
+    )
+    err = debit_traced(ch, wire, reused)[0]
+    assert error_reason(err) == "INSUFFICIENT_CREDITS"  # not IDEMPOTENCY_KEY_REUSED
+    # Same key, other parameters, after a success: refused as reused.
+    ok = credit_pb2.DebitCreditsRequest(
+        account=principal, credit_type="units", amount="1", request_id=rid()
+    )
+    assert isinstance(debit_traced(ch, wire, ok)[0], credit_pb2.CreditDebit)
+    ok.amount = "2"
+    assert error_reason(debit_traced(ch, wire, ok)[0]) == "IDEMPOTENCY_KEY_REUSED"
+    # An expiry due: the general path records it, in the same transaction.
+    past = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    when = Timestamp()
+    when.FromDatetime(past)
+    g = grant(ch, acct, "1", expire_time=when)
+    with Session(deps.db.engine) as s, s.begin():
+        s.execute(
+            update(CreditBalance)
+            .where(CreditBalance.billing_account_id == acct)
+            .values(next_event_at=past - dt.timedelta(seconds=5))
+        )
+        s.execute(
+            update(CreditGrant)
+            .where(CreditGrant.id == g.grant_id)
+            .values(expire_at=past - dt.timedelta(seconds=5))
+        )
+    later = credit_pb2.DebitCreditsRequest(
+        account=acct, credit_type="units", amount="2", request_id=rid()
+    )
+    reply, trips, _ = debit_traced(ch, wire, later)
+    assert isinstance(reply, credit_pb2.CreditDebit), reply
+    assert reply.balance_after == "0" and trips > 2
+    with Session(deps.db.engine) as s:
+        check_invariants(s, acct)
+        kinds = s.execute(
+            select(CreditLedgerEntry.kind)
+            .where(CreditLedgerEntry.billing_account_id == acct)
+            .order_by(CreditLedgerEntry.seq)
+        ).scalars()
+        assert list(kinds) == ["grant", "debit", "grant", "expiration", "debit"]
+    # Every pooled connection is back in transaction mode, outside any transaction.
+    pool: Any = deps.db.engine.pool
+    for record in list(pool._pool.queue):
+        conn = record.dbapi_connection
+        assert conn is not None and not conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

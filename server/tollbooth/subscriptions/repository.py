@@ -26,6 +26,17 @@ LIVE_STATES = ("active", "trialing", "past_due", "unpaid", "paused")
 TERMINAL_STATES = ("canceled", "incomplete_expired")
 
 
+# Session.info key: the accounts whose holdings this transaction changed (EVERY: any account's);
+# `tollbooth.subscriptions.holdings` drops them from memory when the transaction commits.
+CHANGED_ACCOUNTS = "tollbooth.holdings.changed"
+EVERY = ""
+
+
+def note_change(session: Session, account_id: str = EVERY) -> None:
+    """This transaction changes `account_id`'s holdings (a statement the ORM does not see)."""
+    session.info.setdefault(CHANGED_ACCOUNTS, set()).add(account_id)
+
+
 def _owned(stmt: Select[Any], owner: str | None) -> Select[Any]:
     return stmt if owner is None else stmt.where(Subscription.billing_account_id == owner)
 
@@ -51,6 +62,7 @@ def ensure_subscription_row(
     The row exists so that it can be locked before Stripe's object is fetched: whoever holds
     the lock fetches and writes, so the last write is always the latest fetch."""
     now = utcnow()
+    note_change(session, account_id)
     stmt = (
         upsert_insert(session, Subscription)
         .values(
@@ -92,6 +104,7 @@ def replace_items(
     """Rewrite a subscription's recurring items (dicts of SubscriptionItem's columns but the
     subscription's id and position), in the provider's order; the caller holds its row lock
     (it passes the row it locked, so the owner is the row's)."""
+    note_change(session, subscription.billing_account_id)
     session.execute(
         delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription.id)
     )

@@ -207,7 +207,6 @@ class Holdings:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.add_notify_handler(self._on_notify)
                     conn.execute(f"LISTEN {CHANNEL}")
                     conn.execute(f"LISTEN {CATALOG_CHANNEL}")
                     # Listening before anything is kept again: nothing committed later is missed.
@@ -231,14 +230,17 @@ class Holdings:
         previous: dt.datetime | None = None
         while not self._stop.is_set():
             sent = utcnow()
-            conn.execute("SELECT 1")  # notifications that arrive meanwhile go to the handler
+            conn.execute("SELECT 1")
+            # Notifications that arrived with the reply (psycopg keeps them for notifies()).
+            for notify in conn.notifies(timeout=0):
+                self._on_notify(notify)
             self._alive_at = time.monotonic()
             if previous is not None:
                 # Every commit before the previous beat was sent has been heard by now.
                 self._vouched = previous
             previous = sent
             for notify in conn.notifies(timeout=beat):
-                self._on_notify(notify)  # (the handler may have too: dropping twice is harmless)
+                self._on_notify(notify)
 
 
 # -- one per database, and this process's own writes ------------------------------------------

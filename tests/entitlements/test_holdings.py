@@ -18,7 +18,6 @@ from billing.v1 import checkout_pb2, checkout_pb2_grpc, entitlement_pb2, entitle
 from tests.catalog.test_snapshot import SLACK_SEC, SVC, poll, replica
 from tollbooth.db import Database
 from tollbooth.db.models import BillingAccount, Price, Product, Purchase, Subscription
-from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import holdings, repository
 from tollbooth.subscriptions.holdings import BOUND_SEC, Holdings

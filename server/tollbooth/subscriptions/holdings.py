@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from tollbooth.catalog.snapshot import CHANNEL as CATALOG_CHANNEL
@@ -47,7 +47,7 @@ from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import repository
 from tollbooth.subscriptions.repository import CHANGED_ACCOUNTS as _NOTED
-from tollbooth.subscriptions.repository import EVERY, Holding
+from tollbooth.subscriptions.repository import EVERY, HOLDING_SUBSCRIPTION, Holding
 
 log = logging.getLogger("tollbooth.subscriptions.holdings")
 
@@ -66,47 +66,60 @@ class HeldRow:
 
 @dataclass(frozen=True)
 class AccountHoldings:
-    """What one account holds; detached rows, never changed once built (shared by threads)."""
+    """What one account holds; never changed once built (shared by threads)."""
 
     account_id: str
-    live: tuple[Subscription, ...]  # newest first
-    items: dict[str, list[SubscriptionItem]]  # live subscription id -> its items, in order
-    held: tuple[HeldRow, ...]
+    live: tuple[Subscription, ...]  # live subscriptions, newest first (transient rows)
+    groups: frozenset[str]  # the groups their non-stackable items hold (purchase hints)
+    held: tuple[HeldRow, ...]  # held catalog prices: subscriptions' items, then purchases
     as_of: dt.datetime  # every change committed before it is in
 
 
-def held_rows(session: Session, account_id: str) -> list[HeldRow]:
-    """The account's holdings joined to their prices and products, in one round trip."""
-    held = repository.holdings_select(account_id).subquery("held")
-    stmt = (
-        select(
-            held.c.price_id,
-            held.c.quantity,
-            held.c.source,
-            held.c.period_start,
-            held.c.period_end,
-            held.c.created_at,
-            Price.entitlements,
-            Product.entitlements,
-        )
-        .select_from(held)
-        .join(Price, Price.id == held.c.price_id)
-        .outerjoin(Product, Product.id == Price.product_id)
-    )
-    return [
-        HeldRow(Holding(*row[:6]), row[6] or [], row[7] or [])
-        for row in session.execute(stmt).all()
-    ]
+def _order(row: Any) -> tuple[bool, float, str, int]:
+    """Subscriptions first, newest first, then by id and item position."""
+    position = row.position if row.position is not None else -1
+    return (row.source != HOLDING_SUBSCRIPTION, -row.created_at.timestamp(), row.sub_id, position)
 
 
 def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldings:
-    """Three statements: live subscriptions, their items, the held prices."""
-    live = repository.live_subscriptions(session, account_id)
-    items = repository.items_of(session, [s.id for s in live])
-    held = held_rows(session, account_id)
-    for row in chain(live, *items.values()):  # every column is loaded: safe to share
-        session.expunge(row)
-    return AccountHoldings(account_id, tuple(live), items, tuple(held), as_of)
+    """One statement (`repository.holdings_rows`), arranged."""
+    rows = sorted(repository.holdings_rows(session, account_id), key=_order)
+    live: dict[str, Subscription] = {}
+    groups: set[str] = set()
+    held: list[HeldRow] = []
+    for row in rows:
+        if row.source == HOLDING_SUBSCRIPTION:
+            if row.sub_id not in live:
+                live[row.sub_id] = Subscription(
+                    id=row.sub_id,
+                    billing_account_id=account_id,
+                    state=row.state,
+                    stackable=row.sub_stackable,
+                    lookup_key=row.lookup_key,
+                    price_id=row.sub_price_id,
+                    stripe_price_id=row.stripe_price_id,
+                    current_period_start=row.period_start,
+                    current_period_end=row.period_end,
+                    cancel_at_period_end=row.cancel_at_period_end,
+                    created_at=row.created_at,
+                )
+            if row.position is None:  # a subscription without items
+                continue
+            if not row.item_stackable and (row.subscription_group or row.price_id):
+                groups.add(row.subscription_group or f"price:{row.price_id}")
+        price_entitlements, product_entitlements = row[-2], row[-1]
+        if row.price_id is None or price_entitlements is None:  # not a catalog price
+            continue
+        holding = Holding(
+            row.price_id,
+            row.quantity,
+            row.source,
+            row.period_start,
+            row.period_end,
+            row.created_at,
+        )
+        held.append(HeldRow(holding, price_entitlements or [], product_entitlements or []))
+    return AccountHoldings(account_id, tuple(live.values()), frozenset(groups), tuple(held), as_of)
 
 
 class Holdings:

@@ -14,7 +14,7 @@ from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, se
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CreditGrant, Purchase, Subscription
+from tollbooth.db.models import CreditGrant, Price, Product, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -231,6 +231,67 @@ def holdings_select(account_id: str) -> CompoundSelect:
         Purchase.created_at,
     ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
     return union_all(subs, bought)
+
+
+def holdings_rows(session: Session, account_id: str) -> list[Any]:
+    """Everything `tollbooth.subscriptions.holdings` keeps of one account, in one round trip:
+    one row per (live subscription, item) (a subscription without items: one row, item columns
+    NULL) and per one-time purchase of a catalog price, each with its price's and product's
+    entitlements (NULL when the price is not in the catalog). Columns: source, sub_id, state,
+    sub_stackable, lookup_key, sub_price_id, stripe_price_id, period_start, period_end,
+    cancel_at_period_end, created_at, position, price_id, quantity, subscription_group,
+    item_stackable, price_entitlements, product_entitlements."""
+    subs = (
+        select(
+            literal(HOLDING_SUBSCRIPTION).label("source"),
+            Subscription.id.label("sub_id"),
+            Subscription.state.label("state"),
+            Subscription.stackable.label("sub_stackable"),
+            Subscription.lookup_key.label("lookup_key"),
+            Subscription.price_id.label("sub_price_id"),
+            Subscription.stripe_price_id.label("stripe_price_id"),
+            Subscription.current_period_start.label("period_start"),
+            Subscription.current_period_end.label("period_end"),
+            Subscription.cancel_at_period_end.label("cancel_at_period_end"),
+            Subscription.created_at.label("created_at"),
+            SubscriptionItem.position.label("position"),
+            SubscriptionItem.price_id.label("price_id"),
+            SubscriptionItem.quantity.label("quantity"),
+            SubscriptionItem.subscription_group.label("subscription_group"),
+            SubscriptionItem.stackable.label("item_stackable"),
+        )
+        .outerjoin(SubscriptionItem, SubscriptionItem.subscription_id == Subscription.id)
+        .where(
+            Subscription.billing_account_id == account_id,
+            Subscription.state.in_(LIVE_STATES),
+        )
+    )
+    bought = select(
+        literal(HOLDING_PURCHASE),
+        Purchase.id,
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        Purchase.created_at,
+        null(),
+        Purchase.price_id,
+        Purchase.quantity,
+        null(),
+        null(),
+    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    held = union_all(subs, bought).subquery("held")
+    stmt = (
+        select(held, Price.entitlements, Product.entitlements)
+        .select_from(held)
+        .outerjoin(Price, Price.id == held.c.price_id)
+        .outerjoin(Product, Product.id == Price.product_id)
+    )
+    return list(session.execute(stmt).all())
 
 
 def held_prices(session: Session, account_id: str) -> list[Holding]:

@@ -199,12 +199,7 @@ def purchase_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> lis
 def hints_of(held: AccountHoldings, prices: Sequence[Price]) -> list[str]:
     """`purchase_hints` from what the account holds."""
     price_ids = {row.holding.price_id for row in held.held}
-    groups = {
-        item.subscription_group or f"price:{item.price_id}"
-        for items in held.items.values()
-        for item in items
-        if not item.stackable and (item.subscription_group or item.price_id)
-    }
+    groups = held.groups
     hints = []
     for price in prices:
         if price.id in price_ids and not price.stackable:

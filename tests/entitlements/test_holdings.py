@@ -23,13 +23,16 @@ from tollbooth.subscriptions import holdings, repository
 from tollbooth.subscriptions.holdings import BOUND_SEC, Holdings
 
 
-def _seed(db: Database) -> tuple[str, str, str]:
-    """An account, a one-time price granting `gold`, a recurring price granting `silver`."""
+def _seed(db: Database, account: str = "") -> tuple[str, str, str]:
+    """An account (unless given), a product `prod_<tag>` with a one-time price granting `gold`
+    and a recurring price granting `silver`."""
     tag = uuid.uuid4().hex[:10]
-    account, product = f"acct_{tag}", f"prod_{tag}"
+    product = f"prod_{tag}"
     once, monthly = f"price_once_{tag}", f"price_month_{tag}"
     with db.transaction() as session:
-        session.add(BillingAccount(id=account, principal_id=f"user-{tag}"))
+        if not account:
+            account = f"acct_{tag}"
+            session.add(BillingAccount(id=account, principal_id=f"user-{tag}"))
         session.add(Product(id=product, name="Holdings", position=1, seq=1))
         session.flush()
         session.add_all(
@@ -218,4 +221,79 @@ def test_sqlite_keeps_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
             _purchase(session, account, once)
         assert _features(kept, db, account) == {"gold"}
     finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_warm_calls_read_no_holdings_from_the_database(pg_url: str) -> None:
+    """Once kept, CheckEntitlement (boolean), GetBillingStatus and ListPrices' hints answer
+    from memory: no statement reads subscriptions or purchases (and their answers follow a
+    change: the first test)."""
+    from sqlalchemy import event
+
+    from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
+    from tests.checkout.support import SCOPES
+    from tests.conftest import make_env
+    from tollbooth.app import Deps, build_server
+    from tollbooth.config import Settings
+
+    db = Database(pg_url)
+    server, port, _ = build_server(
+        Deps.build(Settings.from_env(make_env(pg_url)), db), "127.0.0.1:0"
+    )
+    server.start()
+    reads: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if "subscriptions" in statement or "purchases" in statement:
+            reads.append(statement)
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = token_pb2_grpc.TokenServiceStub(channel).IssueToken(
+                token_pb2.IssueTokenRequest(
+                    principal_id=f"user-{uuid.uuid4().hex[:8]}", scopes=SCOPES
+                ),
+                metadata=SVC,
+                timeout=10,
+            )
+            account, bearer = (
+                reply.billing_account_id,
+                (("authorization", f"Bearer {reply.access_token}"),),
+            )
+            _, once, monthly = _seed(db, account)
+            with db.transaction() as session:
+                _purchase(session, account, once)
+                _subscribe(session, account, monthly)
+            prices = catalog_pb2_grpc.CatalogServiceStub(channel)
+            product = "prod_" + once.rsplit("_", 1)[1]
+
+            def calls() -> None:
+                assert _allowed(channel, account, "gold") and _allowed(channel, account, "silver")
+                assert _plan(channel, account) == "monthly"
+                stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+                status = stub.GetBillingStatus(
+                    checkout_pb2.GetBillingStatusRequest(), metadata=bearer, timeout=10
+                )
+                assert status.billing_account_id == account
+                hints = prices.ListPrices(
+                    catalog_pb2.ListPricesRequest(product_id=product), metadata=bearer, timeout=10
+                )
+                assert [p.hint for p in hints.prices] == [
+                    catalog_pb2.PURCHASE_HINT_CURRENT,
+                    catalog_pb2.PURCHASE_HINT_CURRENT,
+                ]
+
+            event.listen(db.engine, "before_cursor_execute", seen)
+
+            def warm() -> bool:
+                reads.clear()
+                calls()
+                return not reads
+
+            assert poll(warm, BOUND_SEC + SLACK_SEC), reads
+            for _ in range(3):
+                assert warm(), reads
+    finally:
+        server.stop(grace=None).wait()
         db.dispose()

@@ -185,7 +185,8 @@ def status_subscription(session: Session, account_id: str) -> Subscription | Non
 # The one place that knows how held prices are stored: every recurring item
 # (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
 # one-time line. Entitlements, billing status and purchase hints read holdings only through
-# these two functions.
+# `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`); `holdings_select`
+# is the same choice as a statement to compose.
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -292,11 +293,6 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
         .outerjoin(Product, Product.id == Price.product_id)
     )
     return list(session.execute(stmt).all())
-
-
-def held_prices(session: Session, account_id: str) -> list[Holding]:
-    rows = session.execute(holdings_select(account_id)).all()
-    return [Holding(*row) for row in rows]
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

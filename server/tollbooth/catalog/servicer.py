@@ -14,16 +14,18 @@ from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.catalog import convert, service
 from tollbooth.catalog.fields import PRICE_IMMUTABLE
 from tollbooth.catalog.snapshot import Catalog, Snapshot
+from tollbooth.db import Database
 from tollbooth.db.models import Price
 from tollbooth.deps import Deps
 from tollbooth.rpc.servicer import R, Servicer, contract
 
 # What a bearer caller should do with each price ("BUY", "MANAGE", "CURRENT" or ""): decided
-# by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`).
-PurchaseHints = Callable[[Session, Caller, Sequence[Price]], list[str]]
+# by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`);
+# it reads the database only when it must.
+PurchaseHints = Callable[[Database, Caller, Sequence[Price]], list[str]]
 
 
-def no_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
+def no_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]:
     return ["" for _ in prices]
 
 
@@ -68,9 +70,8 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 include_inactive=request.include_inactive,
                 catalog=catalog,
             )
-        if caller.is_bearer and page.items:  # the hints read the account's holdings
-            with self.read() as session:
-                hints = self.hints(session, caller, page.items)
+        if caller.is_bearer and page.items:  # the hints need the account's holdings
+            hints = self.hints(self.deps.db, caller, page.items)
         else:
             hints = ["" for _ in page.items]
         return catalog_pb2.ListPricesResponse(

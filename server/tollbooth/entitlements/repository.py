@@ -1,36 +1,16 @@
-"""Every query of the entitlements room: one statement reads what an account holds and what
-each held price and its product grant."""
+"""What the entitlements room reads: an account's holdings with what each held price and its
+product grant, from the process's in-memory holdings (`tollbooth.subscriptions.holdings`),
+else one statement."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from tollbooth.db.models import Price, Product
 from tollbooth.entitlements.grants import HeldPrice
-from tollbooth.subscriptions.repository import Holding, holdings_select
+from tollbooth.subscriptions.holdings import AccountHoldings
 
 
-def held_prices(session: Session, account_id: str) -> list[HeldPrice]:
-    """The account's holdings joined to their prices and products, in one round trip: the
-    holdings through the account's indexes, prices and products by primary key."""
-    held = holdings_select(account_id).subquery("held")
-    stmt = (
-        select(
-            held.c.price_id,
-            held.c.quantity,
-            held.c.source,
-            held.c.period_start,
-            held.c.period_end,
-            held.c.created_at,
-            Price.entitlements,
-            Product.entitlements,
-        )
-        .select_from(held)
-        .join(Price, Price.id == held.c.price_id)
-        .join(Product, Product.id == Price.product_id)
-    )
+def held_prices(holdings: AccountHoldings) -> list[HeldPrice]:
+    """Every holding of the account with the entitlements of its price and product."""
     return [
-        HeldPrice(Holding(*row[:6]), row[6] or [], row[7] or [])
-        for row in session.execute(stmt).all()
+        HeldPrice(row.holding, row.price_entitlements, row.product_entitlements)
+        for row in holdings.held
     ]

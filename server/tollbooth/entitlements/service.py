@@ -1,33 +1,38 @@
 """CheckEntitlement and ListEntitlements: the rules on domain values, never a write.
 
 Fast path (called on every backend request): the account ref is resolved once per server and
-kept (a principal's account never changes and accounts are never deleted); then one statement
-reads the holdings with their entitlements (`repository.held_prices`), and a metered feature
-adds its usage total (the metric by primary key, then the aggregate through the usage index), a
-credit-backed one its balance row. `as_of` is taken before the first read: every change
-committed before it is seen by the reads that follow.
+kept (a principal's account never changes and accounts are never deleted); the holdings with
+their entitlements come from the process's memory (`tollbooth.subscriptions.holdings`, kept per
+account, dropped on change; else one statement reads them). A boolean feature (or one not held)
+then needs no statement at all (`check_from_memory`); a metered feature adds its usage total
+(the metric by primary key, then the aggregate through the usage index: usage is never kept, so
+a metered answer counts every event committed before its `as_of`), a credit-backed one its
+balance. `as_of` is the holdings' own: for a fresh read the time taken before it, for kept
+holdings the time up to which the listener vouches for them (at most about 1 s old).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import resolve
+from tollbooth.accounts.refs import AccountRefs, caller_key
 from tollbooth.amounts import ZERO, fmt
 from tollbooth.auth.caller import Caller
 from tollbooth.credit.queries import compute_balance
 from tollbooth.entitlements import repository
 from tollbooth.entitlements.grants import Grant, Kind, grants
 from tollbooth.paging import Keyset, Text
+from tollbooth.subscriptions.holdings import Holdings
 from tollbooth.usage.service import metric_total
 
 FEATURE_LIMIT = 100
+
+__all__ = ["AccountRefs", "Answer", "caller_key", "check", "check_from_memory", "list_all"]
 
 
 @dataclass(frozen=True)
@@ -45,33 +50,7 @@ class Answer:
     balance: str = ""
 
 
-def caller_key(caller: Caller) -> str:
-    """What of the caller decides an answer: its own account for a bearer, else nothing."""
-    return f"bearer:{caller.account_id}" if caller.is_bearer else "service"
-
-
-class AccountRefs:
-    """Account id of every (caller, ref) already resolved by this server (hits only); one per
-    servicer, so per database."""
-
-    def __init__(self, max_size: int = 100_000) -> None:
-        self._known: dict[tuple[str, str], str] = {}
-        self._max = max_size
-        self._lock = threading.Lock()
-
-    def account_id(self, session: Session, caller: Caller, ref: str) -> str:
-        key = (caller_key(caller), ref.strip())
-        found = self._known.get(key)
-        if found is None:
-            found = resolve(session, caller, ref).id
-            with self._lock:
-                if len(self._known) >= self._max:
-                    self._known.clear()
-                self._known[key] = found
-        return found
-
-
-def _feature(raw: str) -> str:
+def feature_name(raw: str) -> str:
     feature = raw.strip()
     if not feature:
         raise errors.required("feature")
@@ -80,19 +59,22 @@ def _feature(raw: str) -> str:
     return feature
 
 
-def _answer(session: Session, account_id: str, grant: Grant, now: dt.datetime) -> Answer:
+def _answer(
+    session: Session, account_id: str, grant: Grant, now: dt.datetime, as_of: dt.datetime
+) -> Answer:
+    """`now` places the period and the credits' expiry; `as_of` is what the answer says."""
     if grant.kind is Kind.METERED:
         assert grant.period is not None
         used = metric_total(session, account_id, grant.metric, *grant.period)
         if used is None:  # the metric does not exist: nothing can be counted, nothing allowed
-            return Answer(account_id, grant.feature, grant.kind, False, now, grant, "", "")
+            return Answer(account_id, grant.feature, grant.kind, False, as_of, grant, "", "")
         left = grant.limit - Decimal(used)
         return Answer(
             account_id,
             grant.feature,
             grant.kind,
             left > 0,
-            now,
+            as_of,
             grant,
             used=used,
             remaining=fmt(max(left, ZERO)),
@@ -104,38 +86,67 @@ def _answer(session: Session, account_id: str, grant: Grant, now: dt.datetime) -
             grant.feature,
             grant.kind,
             available >= grant.amount,
-            now,
+            as_of,
             grant,
             balance=fmt(available),
         )
-    return Answer(account_id, grant.feature, grant.kind, True, now, grant)
+    return Answer(account_id, grant.feature, grant.kind, True, as_of, grant)
 
 
 def check(
     session: Session,
     accounts: AccountRefs,
+    holdings: Holdings,
     caller: Caller,
     account_ref: str,
     feature: str,
     now: dt.datetime,
 ) -> Answer:
-    feature = _feature(feature)
+    feature = feature_name(feature)
     account_id = accounts.account_id(session, caller, account_ref)
-    grant = grants(repository.held_prices(session, account_id), now).get(feature)
+    held = holdings.get(session, account_id, now)
+    grant = grants(repository.held_prices(held), now).get(feature)
     if grant is None:
-        return Answer(account_id, feature, None, False, now)
-    return _answer(session, account_id, grant, now)
+        return Answer(account_id, feature, None, False, held.as_of)
+    return _answer(session, account_id, grant, now, held.as_of)
+
+
+def check_from_memory(
+    accounts: AccountRefs,
+    holdings: Holdings,
+    caller: Caller,
+    account_ref: str,
+    feature: str,
+    now: dt.datetime,
+) -> Answer | None:
+    """The answer without a statement when memory has it all (a known account, its holdings
+    kept, a feature it does not hold or a boolean one); else None (`check` reads)."""
+    account_id = accounts.known(caller, account_ref)
+    if account_id is None:
+        return None
+    held = holdings.cached(account_id)
+    if held is None:
+        return None
+    feature = feature_name(feature)
+    grant = grants(repository.held_prices(held), now).get(feature)
+    if grant is None:
+        return Answer(account_id, feature, None, False, held.as_of)
+    if grant.kind is Kind.BOOLEAN:
+        return Answer(account_id, feature, grant.kind, True, held.as_of, grant)
+    return None
 
 
 def list_all(
     session: Session,
     accounts: AccountRefs,
+    holdings: Holdings,
     caller: Caller,
     account_ref: str,
     now: dt.datetime,
     page_size: int = 0,
     page_token: str = "",
-) -> tuple[list[Answer], str]:
+) -> tuple[list[Answer], str, dt.datetime]:
+    """One page of the account's features, its next page token, and the holdings' as_of."""
     account_id = accounts.account_id(session, caller, account_ref)
     keyset: Keyset[Grant] = Keyset.of(
         f"entitlements:{account_id}",
@@ -146,10 +157,10 @@ def list_all(
         maximum=100,
     )
     after = keyset.after(page_token)
-    held = sorted(
-        grants(repository.held_prices(session, account_id), now).values(), key=lambda g: g.feature
-    )
+    kept = holdings.get(session, account_id, now)
+    held = sorted(grants(repository.held_prices(kept), now).values(), key=lambda g: g.feature)
     if after is not None:
         held = [g for g in held if g.feature > after[0]]
     page = keyset.page(held[: keyset.limit])
-    return [_answer(session, account_id, g, now) for g in page.items], page.next_page_token
+    answers = [_answer(session, account_id, g, now, kept.as_of) for g in page.items]
+    return answers, page.next_page_token, kept.as_of

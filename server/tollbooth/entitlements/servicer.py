@@ -1,4 +1,5 @@
-"""EntitlementService over gRPC: proto in, proto out, one read-only transaction."""
+"""EntitlementService over gRPC: proto in, proto out, one read-only transaction (none when the
+answer comes from memory: see `service.check_from_memory`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tollbooth.entitlements.grants import Kind
 from tollbooth.entitlements.service import AccountRefs, Answer
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
+from tollbooth.subscriptions import holdings
 
 KINDS = {
     Kind.BOOLEAN: entitlement_pb2.ENTITLEMENT_KIND_BOOLEAN,
@@ -55,6 +57,7 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
         self.accounts = AccountRefs()
+        self.holdings = holdings.of(deps.db)
         self.answers: AnswerCache[entitlement_pb2.EntitlementCheck] = AnswerCache(
             deps.settings.entitlement_cache_ms / 1000
         )
@@ -66,9 +69,20 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
 
         def compute() -> entitlement_pb2.EntitlementCheck:
             now = utcnow()
+            quick = service.check_from_memory(
+                self.accounts, self.holdings, caller, request.account, request.feature, now
+            )
+            if quick is not None:  # no transaction, no connection
+                return answer_out(quick)
             with self.read() as session:
                 answer = service.check(
-                    session, self.accounts, caller, request.account, request.feature, now
+                    session,
+                    self.accounts,
+                    self.holdings,
+                    caller,
+                    request.account,
+                    request.feature,
+                    now,
                 )
                 return answer_out(answer)
 
@@ -80,9 +94,10 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
     ) -> entitlement_pb2.ListEntitlementsResponse:
         now = utcnow()
         with self.read() as session:
-            answers, token = service.list_all(
+            answers, token, as_of = service.list_all(
                 session,
                 self.accounts,
+                self.holdings,
                 current_caller.get(),
                 request.account,
                 now,
@@ -92,5 +107,5 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
             return entitlement_pb2.ListEntitlementsResponse(
                 entitlements=[answer_out(a) for a in answers],
                 next_page_token=token,
-                as_of_time=ts(now),
+                as_of_time=ts(as_of),
             )

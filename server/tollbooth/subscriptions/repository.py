@@ -14,7 +14,7 @@ from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, se
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CreditGrant, Purchase, Subscription
+from tollbooth.db.models import CreditGrant, Price, Product, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -24,6 +24,17 @@ from tollbooth.paging import after_clause
 LIVE_STATES = ("active", "trialing", "past_due", "unpaid", "paused")
 # States Stripe never leaves.
 TERMINAL_STATES = ("canceled", "incomplete_expired")
+
+
+# Session.info key: the accounts whose holdings this transaction changed (EVERY: any account's);
+# `tollbooth.subscriptions.holdings` drops them from memory when the transaction commits.
+CHANGED_ACCOUNTS = "tollbooth.holdings.changed"
+EVERY = ""
+
+
+def note_change(session: Session, account_id: str = EVERY) -> None:
+    """This transaction changes `account_id`'s holdings (a statement the ORM does not see)."""
+    session.info.setdefault(CHANGED_ACCOUNTS, set()).add(account_id)
 
 
 def _owned(stmt: Select[Any], owner: str | None) -> Select[Any]:
@@ -51,6 +62,7 @@ def ensure_subscription_row(
     The row exists so that it can be locked before Stripe's object is fetched: whoever holds
     the lock fetches and writes, so the last write is always the latest fetch."""
     now = utcnow()
+    note_change(session, account_id)
     stmt = (
         upsert_insert(session, Subscription)
         .values(
@@ -92,6 +104,7 @@ def replace_items(
     """Rewrite a subscription's recurring items (dicts of SubscriptionItem's columns but the
     subscription's id and position), in the provider's order; the caller holds its row lock
     (it passes the row it locked, so the owner is the row's)."""
+    note_change(session, subscription.billing_account_id)
     session.execute(
         delete(SubscriptionItem).where(SubscriptionItem.subscription_id == subscription.id)
     )
@@ -172,7 +185,8 @@ def status_subscription(session: Session, account_id: str) -> Subscription | Non
 # The one place that knows how held prices are stored: every recurring item
 # (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
 # one-time line. Entitlements, billing status and purchase hints read holdings only through
-# these two functions.
+# `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`); `holdings_select`
+# is the same choice as a statement to compose.
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -220,9 +234,65 @@ def holdings_select(account_id: str) -> CompoundSelect:
     return union_all(subs, bought)
 
 
-def held_prices(session: Session, account_id: str) -> list[Holding]:
-    rows = session.execute(holdings_select(account_id)).all()
-    return [Holding(*row) for row in rows]
+def holdings_rows(session: Session, account_id: str) -> list[Any]:
+    """Everything `tollbooth.subscriptions.holdings` keeps of one account, in one round trip:
+    one row per (live subscription, item) (a subscription without items: one row, item columns
+    NULL) and per one-time purchase of a catalog price, each with its price's and product's
+    entitlements (NULL when the price is not in the catalog). Columns: source, sub_id, state,
+    sub_stackable, lookup_key, sub_price_id, stripe_price_id, period_start, period_end,
+    cancel_at_period_end, created_at, position, price_id, quantity, subscription_group,
+    item_stackable, price_entitlements, product_entitlements."""
+    subs = (
+        select(
+            literal(HOLDING_SUBSCRIPTION).label("source"),
+            Subscription.id.label("sub_id"),
+            Subscription.state.label("state"),
+            Subscription.stackable.label("sub_stackable"),
+            Subscription.lookup_key.label("lookup_key"),
+            Subscription.price_id.label("sub_price_id"),
+            Subscription.stripe_price_id.label("stripe_price_id"),
+            Subscription.current_period_start.label("period_start"),
+            Subscription.current_period_end.label("period_end"),
+            Subscription.cancel_at_period_end.label("cancel_at_period_end"),
+            Subscription.created_at.label("created_at"),
+            SubscriptionItem.position.label("position"),
+            SubscriptionItem.price_id.label("price_id"),
+            SubscriptionItem.quantity.label("quantity"),
+            SubscriptionItem.subscription_group.label("subscription_group"),
+            SubscriptionItem.stackable.label("item_stackable"),
+        )
+        .outerjoin(SubscriptionItem, SubscriptionItem.subscription_id == Subscription.id)
+        .where(
+            Subscription.billing_account_id == account_id,
+            Subscription.state.in_(LIVE_STATES),
+        )
+    )
+    bought = select(
+        literal(HOLDING_PURCHASE),
+        Purchase.id,
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        null(),
+        Purchase.created_at,
+        null(),
+        Purchase.price_id,
+        Purchase.quantity,
+        null(),
+        null(),
+    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    held = union_all(subs, bought).subquery("held")
+    stmt = (
+        select(held, Price.entitlements, Product.entitlements)
+        .select_from(held)
+        .outerjoin(Price, Price.id == held.c.price_id)
+        .outerjoin(Product, Product.id == Price.product_id)
+    )
+    return list(session.execute(stmt).all())
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

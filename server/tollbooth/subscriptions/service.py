@@ -13,13 +13,17 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tollbooth.accounts.customers import SubscriptionSummary
+from tollbooth.accounts.refs import AccountRefs
 from tollbooth.accounts.service import resolve
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
-from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.db import Database
+from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
+from tollbooth.db.types import utcnow
 from tollbooth.paging import Keyset, Micros, Text
-from tollbooth.subscriptions import repository
+from tollbooth.subscriptions import holdings, repository
+from tollbooth.subscriptions.holdings import AccountHoldings, Holdings
 
 HINT_NONE = ""
 HINT_BUY = "BUY"
@@ -91,21 +95,20 @@ def current_plan(subs: list[Subscription]) -> Subscription | None:
     )[0]
 
 
-def billing_status(session: Session, caller: Caller, account_ref: str) -> BillingStatusView:
-    account = resolve(session, caller, account_ref)
-    live = repository.live_subscriptions(session, account.id)
-    plan = current_plan(live)
-    held_price_ids = [h.price_id for h in repository.held_prices(session, account.id)]
-    prices = catalog.prices_by_ids(session, sorted(set(held_price_ids)))
+def status_of(held: AccountHoldings) -> BillingStatusView:
+    """The billing status of the account whose holdings these are: its plan, and every
+    entitlement its held prices and their products grant (product's first), by price id."""
+    plan = current_plan(list(held.live))
+    by_price = {row.holding.price_id: row for row in held.held}
     entitlements: list[tuple[str, str]] = []
-    for price in prices.values():
-        product = session.get(Product, price.product_id)
-        for e in [*(product.entitlements if product else []), *(price.entitlements or [])]:
+    for price_id in sorted(by_price):
+        row = by_price[price_id]
+        for e in [*row.product_entitlements, *row.price_entitlements]:
             pair = (str(e["feature"]), str(e.get("value", "")))
             if pair not in entitlements:
                 entitlements.append(pair)
     return BillingStatusView(
-        billing_account_id=account.id,
+        billing_account_id=held.account_id,
         plan=(plan.lookup_key or plan.price_id or plan.stripe_price_id or "unknown")
         if plan
         else "free",
@@ -113,6 +116,24 @@ def billing_status(session: Session, caller: Caller, account_ref: str) -> Billin
         subscription=plan,
         entitlements=entitlements,
     )
+
+
+def billing_status_from_memory(
+    accounts: AccountRefs, kept: Holdings, caller: Caller, account_ref: str
+) -> BillingStatusView | None:
+    """The status without a statement when the account was resolved and its holdings are
+    kept; else None (`billing_status` reads)."""
+    account_id = accounts.known(caller, account_ref)
+    held = kept.cached(account_id) if account_id is not None else None
+    return status_of(held) if held is not None else None
+
+
+def billing_status(
+    session: Session, accounts: AccountRefs, kept: Holdings, caller: Caller, account_ref: str
+) -> BillingStatusView:
+    now = utcnow()
+    account_id = accounts.account_id(session, caller, account_ref)
+    return status_of(kept.get(session, account_id, now))
 
 
 def _newest_first(query: str, page_size: int) -> Keyset[Any]:
@@ -152,7 +173,7 @@ def list_purchases(
 # -- catalog hints ----------------------------------------------------------------------------
 
 
-def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) -> list[str]:
+def purchase_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]:
     """Per price, for a bearer caller:
 
     - CURRENT: the account holds this non-stackable price (a live subscription to it, or a
@@ -161,16 +182,27 @@ def purchase_hints(session: Session, caller: Caller, prices: Sequence[Price]) ->
       live subscription (checkout would answer with the portal: change the plan there);
     - BUY: anything else, including a stackable price already held (buy more).
 
-    Service callers get no hint (""). The catalog servicer is handed this function at
-    assembly (`tollbooth.app`)."""
+    Service callers get no hint (""). What the account holds comes from the process's memory
+    (`tollbooth.subscriptions.holdings`), else from one read-only transaction. The catalog
+    servicer is handed this function at assembly (`tollbooth.app`)."""
     if not caller.is_bearer or not caller.account_id:
         return [HINT_NONE for _ in prices]
-    live = repository.live_subscriptions(session, caller.account_id)
-    held = {h.price_id for h in repository.held_prices(session, caller.account_id)}
-    groups = set().union(*held_groups(session, live).values())
+    kept = holdings.of(db)
+    held = kept.cached(caller.account_id)
+    if held is None:
+        now = utcnow()
+        with db.transaction(readonly=True) as session:
+            held = kept.get(session, caller.account_id, now)
+    return hints_of(held, prices)
+
+
+def hints_of(held: AccountHoldings, prices: Sequence[Price]) -> list[str]:
+    """`purchase_hints` from what the account holds."""
+    price_ids = {row.holding.price_id for row in held.held}
+    groups = held.groups
     hints = []
     for price in prices:
-        if price.id in held and not price.stackable:
+        if price.id in price_ids and not price.stackable:
             hints.append(HINT_CURRENT)
         elif price.type == "recurring" and not price.stackable and price_group(price) in groups:
             hints.append(HINT_MANAGE)

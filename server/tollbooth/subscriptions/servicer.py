@@ -9,18 +9,34 @@ from __future__ import annotations
 import grpc
 
 from billing.v1 import checkout_pb2
+from tollbooth.accounts.refs import AccountRefs
 from tollbooth.auth.caller import current_caller
 from tollbooth.rpc.servicer import Servicer
-from tollbooth.subscriptions import convert, service
+from tollbooth.subscriptions import convert, holdings, service
 
 
 class SubscriptionRpcs(Servicer):
+    _account_refs: AccountRefs | None = None
+
+    @property
+    def account_refs(self) -> AccountRefs:
+        """The account refs this servicer resolved (one per servicer, so per database)."""
+        if self._account_refs is None:
+            self._account_refs = AccountRefs()
+        return self._account_refs
+
     def GetBillingStatus(
         self, request: checkout_pb2.GetBillingStatusRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.BillingStatus:
-        with self.read() as session:
-            view = service.billing_status(session, current_caller.get(), request.account)
-            return convert.billing_status_out(view)
+        """From memory when the account and its holdings are kept; else one read."""
+        caller, kept = current_caller.get(), holdings.of(self.deps.db)
+        view = service.billing_status_from_memory(self.account_refs, kept, caller, request.account)
+        if view is None:
+            with self.read() as session:
+                view = service.billing_status(
+                    session, self.account_refs, kept, caller, request.account
+                )
+        return convert.billing_status_out(view)
 
     def ListSubscriptions(
         self, request: checkout_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext

@@ -1,0 +1,314 @@
+"""What each account holds, in memory: its live subscriptions (with their items) and every held
+price with the entitlements of the price and its product, kept per account in each server
+process and dropped when it changes.
+
+On PostgreSQL triggers on `subscriptions`, `subscription_items` and `purchases` (migration
+0022) send a notification on channel `tollbooth_holdings` when a transaction that changed them
+commits, its payload the account id; the catalog's channel (`tollbooth_catalog`, migration 0019)
+drops every account (the entitlements of prices and products are part of what is kept). One
+daemon thread per process (per `Database`) LISTENs to both.
+
+The rules, the same as the catalog snapshot's (`tollbooth.catalog.snapshot`):
+
+- a notification drops the account's entry; a read that began before a change was heard is
+  not kept (per-account change counters), so an entry never outlives a change it missed;
+- the listener proves its connection alive every `BOUND_SEC / 4` (a `SELECT 1`); when it has
+  not done so for `BOUND_SEC` (connection lost, PostgreSQL restarted) nothing kept is used and
+  reads go to the database; a reconnect drops every entry. So a change is served by every
+  process at most about `BOUND_SEC` (1 s) after its commit, usually within milliseconds;
+- a transaction of this process that changed holdings (ORM rows of subscriptions, items,
+  purchases, prices, products, or the repository's own statements, `note_change`) drops the
+  accounts it touched when it commits: a process sees its own writes at once;
+- `as_of` of a kept entry: the later of when it was read and when the listener last vouched
+  for it (the heartbeat before the last one, so every commit before it has been heard); a
+  fresh read: the time taken before it.
+
+SQLite has no notifications: there nothing is kept and every call reads the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from tollbooth.catalog.snapshot import CHANNEL as CATALOG_CHANNEL
+from tollbooth.db import Database
+from tollbooth.db.models import Price, Product, Purchase, Subscription
+from tollbooth.db.subscription_items import SubscriptionItem
+from tollbooth.db.types import utcnow
+from tollbooth.subscriptions import repository
+from tollbooth.subscriptions.repository import CHANGED_ACCOUNTS as _NOTED
+from tollbooth.subscriptions.repository import EVERY, HOLDING_SUBSCRIPTION, Holding
+
+log = logging.getLogger("tollbooth.subscriptions.holdings")
+
+CHANNEL = "tollbooth_holdings"
+BOUND_SEC = 1.0
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """One holding with the entitlements of its price and of the price's product (as stored)."""
+
+    holding: Holding
+    price_entitlements: list[dict[str, Any]]
+    product_entitlements: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AccountHoldings:
+    """What one account holds; never changed once built (shared by threads)."""
+
+    account_id: str
+    live: tuple[Subscription, ...]  # live subscriptions, newest first (transient rows)
+    groups: frozenset[str]  # the groups their non-stackable items hold (purchase hints)
+    held: tuple[HeldRow, ...]  # held catalog prices: subscriptions' items, then purchases
+    as_of: dt.datetime  # every change committed before it is in
+
+
+def _order(row: Any) -> tuple[bool, float, str, int]:
+    """Subscriptions first, newest first, then by id and item position."""
+    position = row.position if row.position is not None else -1
+    return (row.source != HOLDING_SUBSCRIPTION, -row.created_at.timestamp(), row.sub_id, position)
+
+
+def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldings:
+    """One statement (`repository.holdings_rows`), arranged."""
+    rows = sorted(repository.holdings_rows(session, account_id), key=_order)
+    live: dict[str, Subscription] = {}
+    groups: set[str] = set()
+    held: list[HeldRow] = []
+    for row in rows:
+        if row.source == HOLDING_SUBSCRIPTION:
+            if row.sub_id not in live:
+                live[row.sub_id] = Subscription(
+                    id=row.sub_id,
+                    billing_account_id=account_id,
+                    state=row.state,
+                    stackable=row.sub_stackable,
+                    lookup_key=row.lookup_key,
+                    price_id=row.sub_price_id,
+                    stripe_price_id=row.stripe_price_id,
+                    current_period_start=row.period_start,
+                    current_period_end=row.period_end,
+                    cancel_at_period_end=row.cancel_at_period_end,
+                    created_at=row.created_at,
+                )
+            if row.position is None:  # a subscription without items
+                continue
+            if not row.item_stackable and (row.subscription_group or row.price_id):
+                groups.add(row.subscription_group or f"price:{row.price_id}")
+        price_entitlements, product_entitlements = row[-2], row[-1]
+        if row.price_id is None or price_entitlements is None:  # not a catalog price
+            continue
+        holding = Holding(
+            row.price_id,
+            row.quantity,
+            row.source,
+            row.period_start,
+            row.period_end,
+            row.created_at,
+        )
+        held.append(HeldRow(holding, price_entitlements or [], product_entitlements or []))
+    return AccountHoldings(account_id, tuple(live.values()), frozenset(groups), tuple(held), as_of)
+
+
+class Holdings:
+    """One per process and database (`of(db)`): `cached()` answers from memory or None;
+    `get()` answers from memory or reads (and keeps) within the caller's session."""
+
+    def __init__(
+        self, db: Database, *, bound_sec: float = BOUND_SEC, max_accounts: int = 100_000
+    ) -> None:
+        self._db = db
+        self._bound = bound_sec
+        self._max = max_accounts
+        self._enabled = db.dialect == "postgresql"
+        self._lock = threading.Lock()
+        self._seq = 0  # changes heard (and own writes)
+        self._everything_at = 0  # seq of the last change to every account
+        self._changed_at: dict[str, int] = {}  # account -> seq of its last change
+        self._entries: dict[str, AccountHoldings] = {}
+        self._alive_at = 0.0  # monotonic time the listener last proved its connection
+        self._vouched = dt.datetime.min.replace(tzinfo=dt.UTC)  # see the module's as_of rule
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def changed(self, account_id: str = EVERY) -> None:
+        """A change to `account_id`'s holdings committed (EVERY: to any account's)."""
+        with self._lock:
+            self._seq += 1
+            if account_id == EVERY or len(self._changed_at) >= self._max:
+                self._everything_at = self._seq
+                self._changed_at.clear()
+                self._entries.clear()
+            else:
+                self._changed_at[account_id] = self._seq
+                self._entries.pop(account_id, None)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _vouched_for(self) -> bool:
+        if not self._enabled:
+            return False
+        self._start()
+        return time.monotonic() - self._alive_at <= self._bound
+
+    def cached(self, account_id: str) -> AccountHoldings | None:
+        """The kept holdings of `account_id` when the listener vouches for them, else None."""
+        if not self._vouched_for():
+            return None
+        entry = self._entries.get(account_id)
+        if entry is None:
+            return None
+        vouched = self._vouched
+        return replace(entry, as_of=vouched) if vouched > entry.as_of else entry
+
+    def get(self, session: Session, account_id: str, now: dt.datetime) -> AccountHoldings:
+        """The holdings of `account_id`: kept ones, else read now (`now` taken before)."""
+        hit = self.cached(account_id)
+        if hit is not None:
+            return hit
+        with self._lock:
+            seq = self._seq
+        loaded = load(session, account_id, now)
+        if self._vouched_for():
+            with self._lock:
+                unchanged = (
+                    self._everything_at <= seq and self._changed_at.get(account_id, 0) <= seq
+                )
+                if unchanged:
+                    if len(self._entries) >= self._max:
+                        self._entries.clear()
+                    self._entries[account_id] = loaded
+        return loaded
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    # -- the listener -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._listen, name="holdings-listener", daemon=True
+                )
+                self._thread.start()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        dsn = self._db.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {CATALOG_CHANNEL}")
+                    # Listening before anything is kept again: nothing committed later is missed.
+                    self.changed(EVERY)
+                    backoff = 0.2
+                    self._serve(conn)
+            except Exception:  # noqa: BLE001 - reconnect; reads use the database meanwhile
+                self._alive_at = 0.0
+                if self._stop.is_set():
+                    return
+                log.warning("holdings listener lost its connection; reconnecting", exc_info=True)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._alive_at = 0.0
+
+    def _on_notify(self, notify: Any) -> None:
+        self.changed(notify.payload if notify.channel == CHANNEL else EVERY)
+
+    def _serve(self, conn: Any) -> None:
+        beat = self._bound / 4
+        previous: dt.datetime | None = None
+        while not self._stop.is_set():
+            sent = utcnow()
+            conn.execute("SELECT 1")
+            # Notifications that arrived with the reply (psycopg keeps them for notifies()).
+            for notify in conn.notifies(timeout=0):
+                self._on_notify(notify)
+            self._alive_at = time.monotonic()
+            if previous is not None:
+                # Every commit before the previous beat was sent has been heard by now.
+                self._vouched = previous
+            previous = sent
+            for notify in conn.notifies(timeout=beat):
+                self._on_notify(notify)
+
+
+# -- one per database, and this process's own writes ------------------------------------------
+
+_registry: dict[int, Holdings] = {}
+_registry_lock = threading.Lock()
+
+
+def of(db: Database) -> Holdings:
+    """This process's holdings of `db` (one per Database: its listener, its entries)."""
+    key = id(db.engine)
+    found = _registry.get(key)
+    if found is None:
+        with _registry_lock:
+            found = _registry.get(key)
+            if found is None:
+                found = _registry[key] = Holdings(db)
+                db.on_dispose(lambda: _forget(key))
+    return found
+
+
+def _forget(key: int) -> None:
+    with _registry_lock:
+        found = _registry.pop(key, None)
+    if found is not None:
+        found.close()
+
+
+def _touched(objects: Iterable[object]) -> Iterable[str]:
+    for obj in objects:
+        if isinstance(obj, Subscription | Purchase):
+            yield obj.billing_account_id
+        elif isinstance(obj, SubscriptionItem | Price | Product):
+            yield EVERY
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, _context: Any) -> None:
+    touched = set(_touched(chain(session.new, session.dirty, session.deleted)))
+    if touched:
+        session.info.setdefault(_NOTED, set()).update(touched)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    noted: set[str] | None = session.info.pop(_NOTED, None)
+    if not noted:
+        return
+    holdings = _registry.get(id(session.bind)) if session.bind is not None else None
+    if holdings is None:
+        return
+    for account_id in sorted(noted):
+        holdings.changed(account_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_NOTED, None)

@@ -85,9 +85,7 @@ def balance(
         if found.balance is None:
             return BalanceView(account_id, ctype, ZERO, ZERO, now, ZERO)
         if found.next_event_at is None or found.next_event_at > now:
-            return BalanceView(
-                account_id, ctype, found.balance, found.reserved, now, found.overage
-            )
+            return BalanceView(account_id, ctype, found.balance, found.reserved, now, found.overage)
     available, reserved = compute_balance(session, account_id, ctype, now)
     row = repository.read_balance(session, account_id, ctype)  # loaded just above
     overage = row.overage if row is not None else ZERO

@@ -52,8 +52,14 @@ def resolve_ttl(requested: int, default: int, maximum: int) -> int:
 
 
 def _checked(
-    principal_id: str, user_id: str, scopes: list[str], ttl_sec: int, ttl_default: int,
-    ttl_max: int, email: str, name: str,
+    principal_id: str,
+    user_id: str,
+    scopes: list[str],
+    ttl_sec: int,
+    ttl_default: int,
+    ttl_max: int,
+    email: str,
+    name: str,
 ) -> tuple[list[str], int]:
     """The request's checks after the principal's: the scopes granted and the lifetime."""
     granted = resolve_scopes(list(scopes))

@@ -1,4 +1,4 @@
-"""TokenService over gRPC: proto in, proto out; a read first, a write transaction only when needed."""
+"""TokenService over gRPC: proto in, proto out; a read first, a write only when needed."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -18,6 +19,9 @@ SCOPES = ("checkout", "portal", "payments", "billing:read", "credits:read", "usa
 DEFAULT_SCOPES = ("billing:read", "credits:read", "usage:read")
 # Unix seconds up to year 9999: anything later cannot be a real expiry.
 MAX_TIMESTAMP = 253_402_300_799
+# Tokens verified once and remembered by each codec (every bearer call verifies its token);
+# past this many the memory starts again from empty.
+VERIFIED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class TokenCodec:
         self.audience = audience
         self.leeway_sec = leeway_sec
         self.max_lifetime_sec = max_lifetime_sec
+        # token -> (claims, earliest valid second, exp): a token this codec has verified
+        # (signature, algorithm, key id, issuer, audience, claims) is the same token on every
+        # call; only the clock checks (iat, nbf, exp with the leeway) are made again.
+        self._verified: dict[str, tuple[TokenClaims, int, int]] = {}
 
     def issue(
         self,
@@ -84,6 +92,23 @@ class TokenCodec:
         return token, expires
 
     def verify(self, token: str) -> TokenClaims:
+        """The token's claims, or TOKEN_INVALID / TOKEN_EXPIRED. A token verified before
+        answers from memory while the clock still accepts it (the clock checks of PyJWT:
+        `iat` and `nbf` at most now + leeway, `exp` after now - leeway); otherwise, and for
+        every refusal, the full verification runs."""
+        known = self._verified.get(token)
+        if known is not None:
+            claims, not_before, exp = known
+            now = time.time()
+            if not_before <= now + self.leeway_sec and exp > now - self.leeway_sec:
+                return claims
+        claims, not_before, exp = self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = (claims, not_before, exp)
+        return claims
+
+    def _verify_signed(self, token: str) -> tuple[TokenClaims, int, int]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -119,13 +144,16 @@ class TokenCodec:
             raise _invalid("acct or sub claim is empty")
         if not isinstance(claims.get("uid"), str):
             raise _invalid("uid claim is not a string")
-        return TokenClaims(
+        verified = TokenClaims(
             billing_account_id=claims["acct"],
             principal_id=claims["sub"],
             user_id=claims["uid"],
             scopes=frozenset(scopes),
             expires_at=dt.datetime.fromtimestamp(exp, dt.UTC),
         )
+        nbf = claims.get("nbf")
+        not_before = max(iat, int(nbf)) if nbf is not None else iat
+        return verified, not_before, exp
 
 
 def _invalid(detail: str) -> errors.DomainError:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tollbooth import errors
 from tollbooth.accounts.service import resolve
 from tollbooth.amounts import ZERO, add, parse_amount, sub
 from tollbooth.auth.caller import Caller
@@ -66,12 +68,42 @@ def compute_balance(
 def balance(
     session: Session, caller: Caller, account_ref: str, credit_type: str, now: dt.datetime
 ) -> BalanceView:
-    account = resolve(session, caller, account_ref)
-    ctype = clean_type(credit_type, "type")
-    available, reserved = compute_balance(session, account.id, ctype, now)
-    row = repository.read_balance(session, account.id, ctype)  # loaded just above
+    """GetBalance. One statement (the account and its balance row) unless an expiry is due at
+    `now` (then `compute_balance`'s reads) or the request is refused (then the checks of
+    `resolve` and `clean_type`, in that order, say why)."""
+    try:
+        ctype = clean_type(credit_type, "type")
+    except errors.DomainError:
+        ctype = ""  # refused below, after the account check, as always
+    found = _account_balance(session, caller, account_ref, ctype) if ctype else None
+    if found is None:
+        account = resolve(session, caller, account_ref)
+        ctype = clean_type(credit_type, "type")
+        account_id = account.id
+    else:
+        account_id = found.id
+        if found.balance is None:
+            return BalanceView(account_id, ctype, ZERO, ZERO, now, ZERO)
+        if found.next_event_at is None or found.next_event_at > now:
+            return BalanceView(account_id, ctype, found.balance, found.reserved, now, found.overage)
+    available, reserved = compute_balance(session, account_id, ctype, now)
+    row = repository.read_balance(session, account_id, ctype)  # loaded just above
     overage = row.overage if row is not None else ZERO
-    return BalanceView(account.id, ctype, available, reserved, now, overage)
+    return BalanceView(account_id, ctype, available, reserved, now, overage)
+
+
+def _account_balance(session: Session, caller: Caller, account_ref: str, ctype: str) -> Any:
+    """`resolve`'s account with its `ctype` balance figures, in one statement; None where
+    `resolve` would refuse (or would look further: an `acct_` reference that is no id)."""
+    ref = account_ref.strip()
+    if caller.is_bearer:
+        found = repository.account_balance(session, caller.account_id or "", ctype)
+        if found is not None and ref and ref not in (found.id, found.principal_id):
+            return None
+        return found
+    if not ref:
+        return None
+    return repository.account_balance(session, ref, ctype, by_principal=not ref.startswith("acct_"))
 
 
 def availability(

@@ -8,6 +8,7 @@ entry) takes the account id.
 """
 
 from tollbooth.credit.repository.balances import (
+    account_balance,
     due_credit_types,
     ensure_balance,
     ensure_balances,
@@ -29,6 +30,7 @@ from tollbooth.credit.repository.reservations import held_reservations, reservat
 from tollbooth.credit.repository.writes import write_burns, write_debit
 
 __all__ = [
+    "account_balance",
     "active_grants",
     "debit_entry",
     "due_credit_types",

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth.credit.repository.common import arrays
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CreditBalance
+from tollbooth.db.models import BillingAccount, CreditBalance
 from tollbooth.db.types import UTCDateTime
 
 
@@ -194,3 +194,36 @@ def account_balances(session: Session, account_id: str) -> list[CreditBalance]:
             .order_by(CreditBalance.credit_type)
         )
     )
+
+
+_A = BillingAccount.__table__
+_ACCOUNT_BALANCE = (
+    select(
+        _A.c.id,
+        _A.c.principal_id,
+        _B.c.balance,
+        _B.c.reserved,
+        _B.c.next_event_at,
+        _B.c.overage,
+    )
+    .select_from(
+        _A.outerjoin(
+            _B,
+            (_B.c.billing_account_id == _A.c.id) & (_B.c.credit_type == bindparam("k_type")),
+        )
+    )
+    .limit(1)
+)
+_ACCOUNT_BALANCE_BY_ID = _ACCOUNT_BALANCE.where(_A.c.id == bindparam("k_account"))
+_ACCOUNT_BALANCE_BY_PRINCIPAL = _ACCOUNT_BALANCE.where(_A.c.principal_id == bindparam("k_account"))
+
+
+def account_balance(
+    session: Session, account_id: str, credit_type: str, *, by_principal: bool = False
+) -> Any:
+    """One statement: the account (`id`, `principal_id`) named by `account_id` (or by its
+    principal id), with its `credit_type` balance figures (`balance`, `reserved`,
+    `next_event_at`, `overage`: all None when it has no such balance row); None when no
+    account has that id (principal id). GetBalance's read: the account check and the row."""
+    stmt = _ACCOUNT_BALANCE_BY_PRINCIPAL if by_principal else _ACCOUNT_BALANCE_BY_ID
+    return session.execute(stmt, {"k_account": account_id, "k_type": credit_type}).first()

@@ -1,0 +1,71 @@
+"""IssueToken for a known principal reads and writes nothing (no transaction to commit);
+concurrent calls on PostgreSQL all answer the one account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from sqlalchemy import event
+
+from billing.v1 import token_pb2, token_pb2_grpc
+from tests.conftest import SERVICE_MD, make_env
+from tollbooth.app import Deps, build_server
+from tollbooth.config import Settings
+from tollbooth.db import Database
+
+
+def issue(channel, **fields):  # type: ignore[no-untyped-def]
+    stub = token_pb2_grpc.TokenServiceStub(channel)
+    return stub.IssueToken(token_pb2.IssueTokenRequest(**fields), metadata=SERVICE_MD, timeout=30)
+
+
+@pytest.fixture
+def pg_channel(pg_url: str) -> Iterator[tuple[grpc.Channel, Database]]:
+    settings = Settings.from_env(make_env(pg_url))
+    db = Database(settings.database_url)
+    server, port, _ = build_server(Deps.build(settings, db), "127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch, db
+    server.stop(grace=None).wait()
+    db.dispose()
+
+
+def test_known_principal_on_postgres_is_one_read_without_commit(pg_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, db = pg_channel
+    first = issue(channel, principal_id="known-1", email="a@example.com")
+    seen: list[str] = []
+    commits: list[int] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    event.listen(db.engine, "commit", lambda conn: commits.append(1))
+    again = issue(channel, principal_id="known-1", email="a@example.com", user_id="u2")
+    assert not again.account_created
+    assert again.billing_account_id == first.billing_account_id
+    statements = [s for s in seen if "billing_accounts" in s]
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")
+    assert not [s for s in seen if s.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+
+
+def test_known_principal_still_fills_missing_contact_details(pg_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, db = pg_channel
+    issue(channel, principal_id="known-2")
+    issue(channel, principal_id="known-2", email="b@example.com", name="Bea")
+    from sqlalchemy import text
+
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT email, name FROM billing_accounts WHERE principal_id = 'known-2'")
+        ).one()
+    assert tuple(row) == ("b@example.com", "Bea")
+
+
+def test_concurrent_issue_on_postgres_answers_one_account(pg_channel) -> None:  # type: ignore[no-untyped-def]
+    channel, _ = pg_channel
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda i: issue(channel, principal_id="crowd"), range(200)))
+    assert len({a.billing_account_id for a in answers}) == 1
+    assert sum(a.account_created for a in answers) == 1

@@ -133,7 +133,13 @@ class Stack:
 
 def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
     upgrade(database_url)
-    rest, admin, sidecar_port = free_port(), free_port(), free_port()
+    # The three ports stay bound (not listening) until the gRPC server has taken its own
+    # port 0: otherwise the kernel may hand it one of them (seen: Envoy's admin port answered
+    # by the gRPC server).
+    held = [socket.socket() for _ in range(3)]
+    for s in held:
+        s.bind(("127.0.0.1", 0))
+    rest, admin, sidecar_port = (int(s.getsockname()[1]) for s in held)
     settings = Settings.from_env(
         {
             **env,
@@ -145,6 +151,8 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
     deps = Deps.build(settings, Database(database_url))
     server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
     server.start()
+    for s in held:
+        s.close()
     stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp)
 
     def stop_server() -> None:

@@ -297,3 +297,45 @@ def test_warm_calls_read_no_holdings_from_the_database(pg_url: str) -> None:
     finally:
         server.stop(grace=None).wait()
         db.dispose()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3])
+
+
+def test_the_psycopg_floor_keeps_notifications_received_during_the_heartbeat() -> None:
+    """The listeners (holdings, catalog) run `SELECT 1` between runs of `notifies()`: a
+    notification that arrives meanwhile is kept for the next run only by psycopg 3.2.4 and
+    later (psycopg #962). An older psycopg, which `>=3.2` admitted, drops it: that change is
+    never heard and the account's entry is kept until some other change."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (spec,) = [d for d in deps if d.startswith("psycopg")]
+    floor = re.search(r">=\s*([0-9.]+)", spec)
+    assert floor is not None, spec
+    assert _version(floor.group(1)) >= (3, 2, 4), spec
+    assert _version(version("psycopg")) >= (3, 2, 4)
+
+
+@pytest.mark.postgres
+def test_a_notification_received_during_the_heartbeat_is_heard(pg_url: str) -> None:
+    """What the listeners rely on: a notification that reaches the connection while it runs
+    the heartbeat's `SELECT 1` is returned by the next `notifies()`."""
+    import psycopg
+
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    channel = f"tollbooth_probe_{uuid.uuid4().hex[:8]}"
+    with (
+        psycopg.connect(dsn, autocommit=True) as listener,
+        psycopg.connect(dsn, autocommit=True) as sender,
+    ):
+        listener.execute(f"LISTEN {channel}")
+        sender.execute(f"NOTIFY {channel}, 'acct_x'")
+        listener.execute("SELECT pg_sleep(0.05)")  # the notification arrives with this reply
+        heard = [n.payload for n in listener.notifies(timeout=0)]
+    assert heard == ["acct_x"]

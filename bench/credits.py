@@ -38,6 +38,7 @@ SERVICE_KEY = "bench-service-key"
 ACCOUNTS = 1000
 CONCURRENCY = 32
 LOAD_PROCS = 4
+LEAD_SEC = 8.0
 DURATION = 5.0
 STARTING_BALANCE = "1000000000"
 
@@ -74,8 +75,14 @@ def _run_threads(
     def worker(t: int) -> None:
         mine: list[float] = []
         errs = 0
-        call = make_call(t)
-        call(-1)  # untimed: connection set-up
+        try:
+            call = make_call(t)
+            call(-1)  # untimed: connection set-up
+        except Exception as exc:  # counted, never a silent thread death (a figure of 0 calls)
+            with lock:
+                errors[0] += 1
+                first[0] = first[0] or f"set-up: {type(exc).__name__}: {exc}"[:300]
+            return
         i = 0
         while time.time() < start_at:
             time.sleep(0.001)
@@ -173,7 +180,9 @@ def measure(
     out = ctx.Queue()
     procs = min(LOAD_PROCS, concurrency)
     per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    start_at = time.time() + 4.0  # time for the processes to start and connect
+    # Time for the processes to start and connect (spawned interpreters import grpc and the
+    # stubs; on a loaded machine 4 s was sometimes too short and left a figure empty).
+    start_at = time.time() + LEAD_SEC
     stop_at = start_at + duration
     workers = [
         ctx.Process(

@@ -5,7 +5,8 @@ separate from the server process):
 
 - baseline: grpc.health.v1.Health/Check on the same server (no auth, no database);
 - CheckEntitlement of a boolean feature, service key, across `--accounts` accounts that each
-  hold a live subscription;
+  hold a live subscription (each account checked once before the clock starts: the steady
+  state of a backend checking on every request);
 - CheckEntitlement of a metered feature (a count metric over the billing period), same
   accounts, each with `--events` usage events in the period;
 - the same with the replica's answer cache on (BILLING_ENTITLEMENT_CACHE_MS=`--cache-ms`),
@@ -89,6 +90,26 @@ def check_load(args: dict[str, Any], out: Any) -> None:
         return call
 
     out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+
+
+def warm(port: int, accounts: list[str], feature: str) -> None:
+    """Check `feature` once for every account before the clock starts: the steady state of a
+    backend that checks on every request (the server has resolved each account and read its
+    holdings once). A wrong or failed answer stops the bench."""
+    import grpc
+
+    from billing.v1 import entitlement_pb2, entitlement_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = entitlement_pb2_grpc.EntitlementServiceStub(channel)
+        for account in accounts:
+            got = stub.CheckEntitlement(
+                entitlement_pb2.CheckEntitlementRequest(account=account, feature=feature),
+                metadata=(("x-api-key", SERVICE_KEY),),
+                timeout=30,
+            )
+            if not got.allowed:
+                raise RuntimeError(f"warm-up: unexpected answer: {got}")
 
 
 def _ready(proc: subprocess.Popen[bytes], port: int, grpc: Any) -> bool:
@@ -312,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench.entitlements: {label} ...", flush=True)
                 hot = int(extra.get("hot", 0)) or len(accounts)
                 base = {"ports": ports, "accounts": accounts[:hot], "used": "", **extra}
+                if key != "baseline":
+                    warm(ports[0], accounts[:hot], extra["feature"])
                 got = measure(target, base, args.concurrency, args.duration)
                 got["label"] = label
                 got["ratio_to_baseline"] = (

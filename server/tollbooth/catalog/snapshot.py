@@ -17,10 +17,7 @@ database on every call.
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -28,9 +25,8 @@ from sqlalchemy.orm import Session
 
 from tollbooth.catalog.paging import order_key
 from tollbooth.db import Database
+from tollbooth.db.listen import Listener
 from tollbooth.db.models import Price, Product
-
-log = logging.getLogger("tollbooth.catalog.snapshot")
 
 CHANNEL = "tollbooth_catalog"
 BOUND_SEC = 1.0
@@ -63,16 +59,22 @@ class Snapshot:
 
     def __init__(self, db: Database, *, bound_sec: float = BOUND_SEC) -> None:
         self._db = db
-        self._bound = bound_sec
         self._enabled = db.dialect == "postgresql"
         self._lock = threading.Lock()
         self._reload = threading.Lock()
         self._changes = 0  # notifications heard (and own writes)
         self._catalog: Catalog | None = None
         self._loaded_at_change = -1
-        self._alive_at = 0.0  # monotonic time the listener last proved its connection
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Listening before the snapshot loads (`changed` on connect): nothing committed later
+        # is missed.
+        self._listener = Listener(
+            db,
+            (CHANNEL,),
+            name="catalog-listener",
+            bound_sec=bound_sec,
+            connected=self.changed,
+            notified=self._on_notify,
+        )
         if self._enabled:
             db.on_dispose(self.close)
 
@@ -84,8 +86,7 @@ class Snapshot:
     def get(self) -> Catalog | None:
         if not self._enabled:
             return None
-        self._start()
-        if time.monotonic() - self._alive_at > self._bound:
+        if not self._listener.alive():
             return None  # the listener cannot vouch for the snapshot: read the database
         with self._lock:
             if self._catalog is not None and self._loaded_at_change == self._changes:
@@ -103,52 +104,7 @@ class Snapshot:
             return catalog
 
     def close(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        self._listener.close()
 
-    # -- the listener ---------------------------------------------------------------------
-
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._listen, name="catalog-listener", daemon=True
-                )
-                self._thread.start()
-
-    def _listen(self) -> None:
-        import psycopg
-
-        dsn = self._db.url.replace("postgresql+psycopg://", "postgresql://", 1)
-        backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    # Listening before the snapshot loads: nothing committed later is missed.
-                    self.changed()
-                    backoff = 0.2
-                    self._serve(conn, self._on_notify)
-            except Exception:  # noqa: BLE001 - reconnect; reads use the database meanwhile
-                self._alive_at = 0.0
-                if self._stop.is_set():
-                    return
-                log.warning("catalog listener lost its connection; reconnecting", exc_info=True)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._alive_at = 0.0
-
-    def _on_notify(self) -> None:
+    def _on_notify(self, _notify: object) -> None:
         self.changed()
-
-    def _serve(self, conn: object, notified: Callable[[], None]) -> None:
-        beat = self._bound / 4
-        while not self._stop.is_set():
-            conn.execute("SELECT 1")  # type: ignore[attr-defined]
-            self._alive_at = time.monotonic()
-            for _ in conn.notifies(timeout=beat):  # type: ignore[attr-defined]
-                notified()

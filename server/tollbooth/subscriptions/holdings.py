@@ -29,9 +29,7 @@ SQLite has no notifications: there nothing is kept and every call reads the data
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import chain
@@ -42,14 +40,12 @@ from sqlalchemy.orm import Session
 
 from tollbooth.catalog.snapshot import CHANNEL as CATALOG_CHANNEL
 from tollbooth.db import Database
+from tollbooth.db.listen import Listener
 from tollbooth.db.models import Price, Product, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
-from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import repository
 from tollbooth.subscriptions.repository import CHANGED_ACCOUNTS as _NOTED
 from tollbooth.subscriptions.repository import EVERY, HOLDING_SUBSCRIPTION, Holding
-
-log = logging.getLogger("tollbooth.subscriptions.holdings")
 
 CHANNEL = "tollbooth_holdings"
 BOUND_SEC = 1.0
@@ -130,7 +126,6 @@ class Holdings:
         self, db: Database, *, bound_sec: float = BOUND_SEC, max_accounts: int = 100_000
     ) -> None:
         self._db = db
-        self._bound = bound_sec
         self._max = max_accounts
         self._enabled = db.dialect == "postgresql"
         self._lock = threading.Lock()
@@ -138,10 +133,16 @@ class Holdings:
         self._everything_at = 0  # seq of the last change to every account
         self._changed_at: dict[str, int] = {}  # account -> seq of its last change
         self._entries: dict[str, AccountHoldings] = {}
-        self._alive_at = 0.0  # monotonic time the listener last proved its connection
-        self._vouched = dt.datetime.min.replace(tzinfo=dt.UTC)  # see the module's as_of rule
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Listening before anything is kept again (`changed(EVERY)` on connect): nothing
+        # committed later is missed. Its `vouched` time is the module's as_of rule.
+        self._listener = Listener(
+            db,
+            (CHANNEL, CATALOG_CHANNEL),
+            name="holdings-listener",
+            bound_sec=bound_sec,
+            connected=lambda: self.changed(EVERY),
+            notified=self._on_notify,
+        )
 
     # -- changes ----------------------------------------------------------------------------
 
@@ -160,10 +161,7 @@ class Holdings:
     # -- reads ------------------------------------------------------------------------------
 
     def _vouched_for(self) -> bool:
-        if not self._enabled:
-            return False
-        self._start()
-        return time.monotonic() - self._alive_at <= self._bound
+        return self._enabled and self._listener.alive()
 
     def cached(self, account_id: str) -> AccountHoldings | None:
         """The kept holdings of `account_id` when the listener vouches for them, else None."""
@@ -172,7 +170,7 @@ class Holdings:
         entry = self._entries.get(account_id)
         if entry is None:
             return None
-        vouched = self._vouched
+        vouched = self._listener.vouched
         return replace(entry, as_of=vouched) if vouched > entry.as_of else entry
 
     def get(self, session: Session, account_id: str, now: dt.datetime) -> AccountHoldings:
@@ -195,65 +193,10 @@ class Holdings:
         return loaded
 
     def close(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    # -- the listener -----------------------------------------------------------------------
-
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._listen, name="holdings-listener", daemon=True
-                )
-                self._thread.start()
-
-    def _listen(self) -> None:
-        import psycopg
-
-        dsn = self._db.url.replace("postgresql+psycopg://", "postgresql://", 1)
-        backoff = 0.2
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    conn.execute(f"LISTEN {CATALOG_CHANNEL}")
-                    # Listening before anything is kept again: nothing committed later is missed.
-                    self.changed(EVERY)
-                    backoff = 0.2
-                    self._serve(conn)
-            except Exception:  # noqa: BLE001 - reconnect; reads use the database meanwhile
-                self._alive_at = 0.0
-                if self._stop.is_set():
-                    return
-                log.warning("holdings listener lost its connection; reconnecting", exc_info=True)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._alive_at = 0.0
+        self._listener.close()
 
     def _on_notify(self, notify: Any) -> None:
         self.changed(notify.payload if notify.channel == CHANNEL else EVERY)
-
-    def _serve(self, conn: Any) -> None:
-        beat = self._bound / 4
-        previous: dt.datetime | None = None
-        while not self._stop.is_set():
-            sent = utcnow()
-            conn.execute("SELECT 1")
-            # Notifications that arrived with the reply (psycopg keeps them for notifies()).
-            for notify in conn.notifies(timeout=0):
-                self._on_notify(notify)
-            self._alive_at = time.monotonic()
-            if previous is not None:
-                # Every commit before the previous beat was sent has been heard by now.
-                self._vouched = previous
-            previous = sent
-            for notify in conn.notifies(timeout=beat):
-                self._on_notify(notify)
 
 
 # -- one per database, and this process's own writes ------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -71,6 +72,13 @@ def claim(session: Session, scope: str, key: str, request_digest: str) -> Claim:
             IdempotencyKey.scope == scope, IdempotencyKey.key == key
         )
     ).one()
+    return Claim(fresh=False, response=stored_response(row, request_digest))
+
+
+def stored_response(row: Any, request_digest: str) -> bytes:
+    """The response stored under a claimed key (`row`: its request_hash and response), or the
+    refusal: IDEMPOTENCY_KEY_REUSED for other parameters, FAILED_PRECONDITION while the first
+    request has not completed (only reachable when one transaction claims a key twice)."""
     if row.request_hash != request_digest:
         raise errors.invalid(
             "request_id was already used with different parameters",
@@ -78,11 +86,10 @@ def claim(session: Session, scope: str, key: str, request_digest: str) -> Claim:
             field="request_id",
         )
     if row.response is None:
-        # Only reachable when the same transaction claims a key twice before completing it.
         raise errors.failed_precondition(
             "FAILED_PRECONDITION", "a request with this request_id is still in progress"
         )
-    return Claim(fresh=False, response=bytes(row.response))
+    return bytes(row.response)
 
 
 def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes | None:

@@ -276,18 +276,9 @@ class _Debit:
 
     def _replay(self, key_row: Any, response_type: type[R]) -> R:
         """The key was claimed before: `idempotency.claim`'s answers."""
-        if key_row.request_hash != self.digest:
-            raise errors.invalid(
-                "request_id was already used with different parameters",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                field="request_id",
-            )
-        if key_row.response is None:
-            raise errors.failed_precondition(
-                "FAILED_PRECONDITION", "a request with this request_id is still in progress"
-            )
+        stored = idempotency.stored_response(key_row, self.digest)
         self.raw.commit()
-        return response_type.FromString(bytes(key_row.response))
+        return response_type.FromString(stored)
 
     def _write(self, plan: debits.Plan, response: bytes) -> None:
         """The debit's rows, the stored response and COMMIT: one flush."""

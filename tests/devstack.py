@@ -71,9 +71,42 @@ def migrated_sqlite(path: Path) -> str:
 
 
 def free_port() -> int:
+    """A loopback port free now (and handed to anyone who binds port 0 next: where a process
+    of ours binds it later, `HeldPorts` keeps it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class HeldPorts:
+    """Loopback ports bound, not listening, until released: meanwhile no socket bound to port
+    0 (the in-process gRPC server's, anyone's) is handed one of them, and a connection to one
+    is refused. Release a port just before the process that listens on it binds it; keep a
+    port that must stay dead (an upstream that is down) until the end of the block."""
+
+    def __init__(self, count: int) -> None:
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(count):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", 0))
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        self._held = {int(s.getsockname()[1]): s for s in socks}
+        self.ports = list(self._held)
+
+    def release(self, *ports: int) -> None:
+        """Close the sockets of `ports` (of every port still held when none are named)."""
+        for port in ports or list(self._held):
+            self._held.pop(port).close()
+
+    def __enter__(self) -> HeldPorts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -133,26 +166,21 @@ class Stack:
 
 def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
     upgrade(database_url)
-    # The three ports stay bound (not listening) until the gRPC server has taken its own
-    # port 0: otherwise the kernel may hand it one of them (seen: Envoy's admin port answered
-    # by the gRPC server).
-    held = [socket.socket() for _ in range(3)]
-    for s in held:
-        s.bind(("127.0.0.1", 0))
-    rest, admin, sidecar_port = (int(s.getsockname()[1]) for s in held)
-    settings = Settings.from_env(
-        {
-            **env,
-            "BILLING_REST_PORT": str(rest),
-            "BILLING_ENVOY_ADMIN_PORT": str(admin),
-            "BILLING_SIDECAR_PORT": str(sidecar_port),
-        }
-    )
-    deps = Deps.build(settings, Database(database_url))
-    server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    for s in held:
-        s.close()
+    # The three ports stay held until the gRPC server has taken its own port 0: otherwise the
+    # kernel may hand it one of them (seen: Envoy's admin port answered by the gRPC server).
+    with HeldPorts(3) as held:
+        rest, admin, sidecar_port = held.ports
+        settings = Settings.from_env(
+            {
+                **env,
+                "BILLING_REST_PORT": str(rest),
+                "BILLING_ENVOY_ADMIN_PORT": str(admin),
+                "BILLING_SIDECAR_PORT": str(sidecar_port),
+            }
+        )
+        deps = Deps.build(settings, Database(database_url))
+        server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
+        server.start()
     stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp)
 
     def stop_server() -> None:

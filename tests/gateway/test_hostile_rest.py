@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.conftest import SERVICE_KEY, make_env
-from tests.devstack import free_port
+from tests.devstack import HeldPorts
 
 SERVICE = {"x-api-key": SERVICE_KEY}
 
@@ -215,28 +215,32 @@ def envoy_without_upstreams(tmp_path_factory):  # type: ignore[no-untyped-def]
     from tollbooth.gateway import render, start_envoy
 
     tmp = tmp_path_factory.mktemp("down")
-    rest, admin = free_port(), free_port()
-    settings = Settings.from_env(
-        make_env(
-            "sqlite://",
-            BILLING_REST_PORT=str(rest),
-            BILLING_ENVOY_ADMIN_PORT=str(admin),
-            BILLING_DATA_DIR=str(tmp),
+    # Envoy's two ports stay held until Envoy starts; the server's and the sidecar's stay held
+    # (refusing) while it runs: down for as long as the tests look.
+    with HeldPorts(4) as held:
+        rest, admin, server, sidecar = held.ports
+        settings = Settings.from_env(
+            make_env(
+                "sqlite://",
+                BILLING_REST_PORT=str(rest),
+                BILLING_ENVOY_ADMIN_PORT=str(admin),
+                BILLING_DATA_DIR=str(tmp),
+            )
         )
-    )
-    config = render(settings, tmp, grpc_ports=[free_port()], sidecar_port=free_port())
-    envoy = start_envoy(config, tmp / "envoy.log")
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{rest}"
-    finally:
-        envoy.terminate()
-        envoy.wait(timeout=10)
+        config = render(settings, tmp, grpc_ports=[server], sidecar_port=sidecar)
+        held.release(rest, admin)
+        envoy = start_envoy(config, tmp / "envoy.log")
+        try:
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{rest}"
+        finally:
+            envoy.terminate()
+            envoy.wait(timeout=10)
 
 
 def _call(base: str, method: str, path: str, body: bytes | None = None):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from billing.v1 import token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
-from tests.devstack import Response, free_port
+from tests.devstack import HeldPorts, Response
 from tests.helpers import keyed
 from tollbooth.app import Deps, build_server
 from tollbooth.config import Settings
@@ -101,39 +101,43 @@ class Gateway:
 def gateway(
     database_url: str, tmp: Path, grpc_ports: list[int], sidecar_port: int | None = None, **env: str
 ) -> Iterator[Gateway]:
-    rest, admin = free_port(), free_port()
-    settings = Settings.from_env(
-        make_env(
-            database_url,
-            BILLING_REST_PORT=str(rest),
-            BILLING_ENVOY_ADMIN_PORT=str(admin),
-            BILLING_SIDECAR_PORT=str(sidecar_port or free_port()),
-            **env,
+    # Envoy's two ports stay held until Envoy starts; without a sidecar, the sidecar port it
+    # is given stays held (refusing) while it runs, so nothing else comes to answer there.
+    with HeldPorts(3) as held:
+        rest, admin, no_sidecar = held.ports
+        settings = Settings.from_env(
+            make_env(
+                database_url,
+                BILLING_REST_PORT=str(rest),
+                BILLING_ENVOY_ADMIN_PORT=str(admin),
+                BILLING_SIDECAR_PORT=str(sidecar_port or no_sidecar),
+                **env,
+            )
         )
-    )
-    config = render(settings, tmp, grpc_ports=grpc_ports, sidecar_port=sidecar_port)
-    process = start_envoy(config, tmp / "envoy.log")
-    gw = Gateway(f"http://127.0.0.1:{rest}", f"http://127.0.0.1:{admin}", process)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp / "envoy.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(gw.admin_url + "/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "envoy did not become ready"
-            time.sleep(0.1)
-        yield gw
-    finally:
-        process.terminate()
+        config = render(settings, tmp, grpc_ports=grpc_ports, sidecar_port=sidecar_port)
+        held.release(rest, admin)
+        process = start_envoy(config, tmp / "envoy.log")
+        gw = Gateway(f"http://127.0.0.1:{rest}", f"http://127.0.0.1:{admin}", process)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, (tmp / "envoy.log").read_text()[-2000:]
+                try:
+                    with urllib.request.urlopen(gw.admin_url + "/ready", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "envoy did not become ready"
+                time.sleep(0.1)
+            yield gw
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def port_of(channel: grpc.Channel) -> int:

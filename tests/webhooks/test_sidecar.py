@@ -135,25 +135,28 @@ def test_sidecar_answers_5xx_when_the_server_cannot_record(tmp_path):  # type: i
     import urllib.request
 
     from tests.conftest import make_env
-    from tests.devstack import free_port
+    from tests.devstack import HeldPorts
 
-    port, dead = free_port(), free_port()
-    settings = Settings.from_env(make_env("sqlite://", BILLING_GRPC_PORT=str(dead)))
-    server = start_in_thread(settings, port)
-    try:
-        body = event()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}{PATH}",
-            data=body,
-            method="POST",
-            headers={"Stripe-Signature": header(body, WEBHOOK_SECRET)},
-        )
-        with pytest.raises(urllib.error.HTTPError) as exc:
-            urllib.request.urlopen(req, timeout=30)
-        assert exc.value.code == 503
-        assert json.loads(exc.value.read())["error"]["reason"] == "SERVICE_UNAVAILABLE"
-    finally:
-        server.stop()
+    # The server's port stays held (refusing) for the whole test: nothing comes to answer.
+    with HeldPorts(2) as held:
+        port, dead = held.ports
+        settings = Settings.from_env(make_env("sqlite://", BILLING_GRPC_PORT=str(dead)))
+        held.release(port)
+        server = start_in_thread(settings, port)
+        try:
+            body = event()
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{PATH}",
+                data=body,
+                method="POST",
+                headers={"Stripe-Signature": header(body, WEBHOOK_SECRET)},
+            )
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(req, timeout=30)
+            assert exc.value.code == 503
+            assert json.loads(exc.value.read())["error"]["reason"] == "SERVICE_UNAVAILABLE"
+        finally:
+            server.stop()
 
 
 def test_sidecar_refuses_to_start_without_a_secret() -> None:

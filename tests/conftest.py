@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,6 +27,9 @@ OTHER_SERVICE_KEY = "test-service-key-rotated"
 WEBHOOK_SECRET = "whsec_test_secret"
 OPERATOR_KEY = "test-operator-key-0123456789"
 PG_ENV = "BILLING_TEST_POSTGRES_URL"
+CHROMIUM = "/usr/bin/chromium"
+# Screenshots of the browser tests.
+ARTIFACTS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts"
 
 
 def make_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -181,3 +186,25 @@ def stack(tmp_path_factory):  # type: ignore[no-untyped-def]
     s = start_stack(url, make_env(url), tmp)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, Debian's package (never a downloaded browser), one per module.
+
+    Without /usr/bin/chromium the test skips, unless BILLING_TEST_REQUIRE_BROWSER=1 (as in
+    .ci/run), which makes it fail instead."""
+    if not os.path.exists(CHROMIUM):
+        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield instance
+        finally:
+            instance.close()

@@ -7,9 +7,7 @@ credits granted, the portal, cancel at period end on the portal page, cancel_at_
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ import pytest
 from tests.checkout.support import Shop, wait_for
 
 pytestmark = pytest.mark.envoy
-CHROMIUM = "/usr/bin/chromium"
 
 
 def test_billing_status_of_a_new_account_is_free_in_seed_002s_shape(shop: Shop):
@@ -91,23 +88,6 @@ def test_a_second_purchase_of_a_conflicting_price_returns_the_portal(shop: Shop)
 
 
 # -- the browser ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def test_the_whole_flow_in_a_browser_through_envoy(shop: Shop, browser: Any):

@@ -6,7 +6,6 @@ default payment method."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,6 @@ from tollbooth.db import normalize_url
 from tollbooth.db.models import BillingAccount, CheckoutSession
 
 pytestmark = pytest.mark.envoy
-CHROMIUM = "/usr/bin/chromium"
 SESSIONS = "/api/v1/checkout/sessions"
 
 
@@ -32,23 +30,6 @@ def pg_shop(tmp_path_factory: pytest.TempPathFactory, pg_shared_url: str) -> Ite
     shop.database_url = pg_shared_url  # type: ignore[attr-defined]
     yield shop
     shop.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

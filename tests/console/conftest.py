@@ -4,9 +4,7 @@ package). Screenshots land in var/test-artifacts/console-*.png."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +15,6 @@ from tests.conftest import WEBHOOK_SECRET, make_env
 from tests.devstack import free_port, migrated_sqlite, start_stack
 from tollbooth.sandbox.app import start_sandbox
 from tollbooth.sandbox.config import SandboxConfig
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 
 
 class ConsoleWorld(Shop):
@@ -70,24 +65,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleWorld]:
     w.gate = gate
     yield w
     w.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.checkout.support import wait_for
-from tests.conftest import OPERATOR_KEY
-from tests.console.conftest import ARTIFACTS, ConsoleWorld
+from tests.conftest import ARTIFACTS, OPERATOR_KEY
+from tests.console.conftest import ConsoleWorld
 from tests.devstack import free_port
 from tests.notifications.support import Receiver, ReceiverServer, enqueue
 from tollbooth.app import build_provider, live_key, webhook_handlers

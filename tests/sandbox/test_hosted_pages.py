@@ -6,37 +6,15 @@ BILLING_TEST_REQUIRE_BROWSER=1 (as in .ci/run), which makes them fail instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
 
+from tests.conftest import ARTIFACTS
 from tests.sandbox.support import Receiver, monthly_price, subscribe, wait_for
 from tollbooth.sandbox.app import SandboxHandle
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

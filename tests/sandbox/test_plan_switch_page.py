@@ -5,7 +5,6 @@ with the price's nickname or lookup key."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,25 +13,7 @@ import stripe
 
 from tests.sandbox.support import subscribe
 
-CHROMIUM = "/usr/bin/chromium"
 GROUP = "tollbooth_subscription_group"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        reason = f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)"
-        if os.environ.get("BILLING_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + "; BILLING_TEST_REQUIRE_BROWSER=1 makes it mandatory")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 import stripe
 
 from tests.checkout.support import Shop, wait_for
-from tests.checkout.test_rest import browser  # noqa: F401
 from tests.conftest import PG_ENV, WEBHOOK_SECRET, make_env
 from tests.payments.support import SEED_BODY
 from tollbooth.sandbox.app import start_sandbox

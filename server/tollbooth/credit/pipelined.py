@@ -95,35 +95,6 @@ VALUES (%(id)s, %(account)s, %(ctype)s, %(amount)s, %(remaining)s, %(held)s, %(s
 """
 
 
-def _frame(
-    session: Session,
-    caller: Caller,
-    ref: str,
-    key: str,
-    scope: str,
-    digest: str,
-    response_type: type[R],
-    body: Callable[[Trip], R],
-) -> R | None:
-    """`twotrips.run` for a request whose request_id is valid (None: the general path)."""
-    if not key:
-        return None
-    try:
-        idempotency.validate_key(key)
-    except errors.DomainError:
-        return None
-    return run(
-        session,
-        caller,
-        ref,
-        key=key,
-        scope=scope,
-        digest=digest,
-        response_type=response_type,
-        body=body,
-    )
-
-
 @dataclass(frozen=True)
 class Request:
     """What every converted RPC passes: who, under which key, and how to answer."""
@@ -134,6 +105,28 @@ class Request:
     scope: str
     digest: str
     clock: Clock
+
+
+def _frame(
+    session: Session, r: Request, response_type: type[R], body: Callable[[Trip], R]
+) -> R | None:
+    """`twotrips.run` for a request whose request_id is valid (None: the general path)."""
+    if not r.key:
+        return None
+    try:
+        idempotency.validate_key(r.key)
+    except errors.DomainError:
+        return None
+    return run(
+        session,
+        r.caller,
+        r.ref,
+        key=r.key,
+        scope=r.scope,
+        digest=r.digest,
+        response_type=response_type,
+        body=body,
+    )
 
 
 # -- ReserveCredits ---------------------------------------------------------------------------
@@ -192,7 +185,7 @@ def reserve(
         writes.append((_RESERVATION_INSERT, _reservation_values(hold)))
         return trip.finish(writes, response)
 
-    return _frame(session, r.caller, r.ref, r.key, r.scope, r.digest, response_type, body)
+    return _frame(session, r, response_type, body)
 
 
 def _reservation_values(res: CreditReservation) -> dict[str, Any]:
@@ -270,7 +263,7 @@ def commit(
         writes.append((_RESERVATION_WRITE, _reservation_values(res)))
         return trip.finish(writes, response)
 
-    return _frame(session, r.caller, r.ref, r.key, r.scope, r.digest, response_type, body)
+    return _frame(session, r, response_type, body)
 
 
 def _reservation(account_id: str, row: Any) -> CreditReservation:
@@ -352,7 +345,7 @@ def grant(
         writes.append((outbox.PG_ENQUEUE, outbox.pg_params(outbox.row(**grants.announcement(new)))))
         return trip.finish(writes, response)
 
-    return _frame(session, r.caller, r.ref, r.key, r.scope, r.digest, response_type, body)
+    return _frame(session, r, response_type, body)
 
 
 def _grant_values(g: CreditGrant) -> dict[str, Any]:

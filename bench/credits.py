@@ -41,6 +41,12 @@ LOAD_PROCS = 4
 LEAD_SEC = 8.0
 DURATION = 5.0
 STARTING_BALANCE = "1000000000"
+# --rpc: the RPC's name and the figures' key prefix.
+RPCS = {
+    "debit": ("DebitCredits", "debits"),
+    "grant": ("GrantCredits", "grants"),
+    "reserve": ("Reserve+Commit", "reserves"),
+}
 
 
 def server_env(url: str, port: int) -> dict[str, str]:
@@ -112,7 +118,9 @@ def _run_threads(
 
 
 def grpc_load(args: dict[str, Any], out: Any) -> None:
-    """Debits of 1 from `threads` client threads, each with its own channel."""
+    """Calls from `threads` client threads, each with its own channel: `rpc` is "debit"
+    (DebitCredits of 1), "grant" (GrantCredits of 1) or "reserve" (ReserveCredits of 2 then
+    CommitReservation of 1 of it: one timed call is the pair)."""
     import grpc
 
     from billing.v1 import credit_pb2, credit_pb2_grpc
@@ -140,7 +148,39 @@ def grpc_load(args: dict[str, Any], out: Any) -> None:
                 timeout=30,
             )
 
-        return call
+        def grant(i: int) -> object:
+            return stub.GrantCredits(
+                credit_pb2.GrantCreditsRequest(
+                    account=accounts[(offset + i) % len(accounts)],
+                    credit_type="units",
+                    amount="1",
+                    request_id=uuid.uuid4().hex,
+                ),
+                metadata=md,
+                timeout=30,
+            )
+
+        def reserve_commit(i: int) -> object:
+            account = accounts[(offset + i) % len(accounts)]
+            held = stub.ReserveCredits(
+                credit_pb2.ReserveCreditsRequest(
+                    account=account, credit_type="units", amount="2", request_id=uuid.uuid4().hex
+                ),
+                metadata=md,
+                timeout=30,
+            )
+            return stub.CommitReservation(
+                credit_pb2.CommitReservationRequest(
+                    account=account,
+                    reservation_id=held.reservation_id,
+                    amount="1",
+                    request_id=uuid.uuid4().hex,
+                ),
+                metadata=md,
+                timeout=30,
+            )
+
+        return {"debit": call, "grant": grant, "reserve": reserve_commit}[args["rpc"]]
 
     out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
 
@@ -361,6 +401,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="calls in flight")
     parser.add_argument("--accounts", type=int, default=ACCOUNTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--rpc",
+        choices=sorted(RPCS),
+        default="debit",
+        help="what a call is: DebitCredits (the default), GrantCredits, or ReserveCredits then "
+        "CommitReservation (one timed call is the pair)",
+    )
+    parser.add_argument(
+        "--replicas", default="1,2", help="server processes of each figure, comma-separated"
+    )
     args = parser.parse_args(argv)
     admin_url = (
         os.environ.get("BILLING_BENCH_POSTGRES_URL", "").strip()
@@ -407,26 +457,29 @@ def main(argv: list[str] | None = None) -> int:
             {"dsn": dsn, "rows": args.accounts},
         )
         run("raw_hot", "raw PG commit, one hot row", raw_load, {"dsn": dsn, "rows": 1})
-        for replicas in (1, 2):
+        name, figure = RPCS[args.rpc]
+        for replicas in [int(n) for n in args.replicas.split(",")]:
             with servers(url, replicas) as ports:
                 tag = f"{replicas} replica{'s' if replicas > 1 else ''}"
                 run(
-                    f"debits_across_{replicas}",
-                    f"DebitCredits, {args.accounts} accounts, {tag}",
+                    f"{figure}_across_{replicas}",
+                    f"{name}, {args.accounts} accounts, {tag}",
                     grpc_load,
-                    {"ports": ports, "accounts": accounts},
+                    {"ports": ports, "accounts": accounts, "rpc": args.rpc},
                     "raw_across",
                 )
                 run(
-                    f"debits_hot_{replicas}",
-                    f"DebitCredits, one hot account, {tag}",
+                    f"{figure}_hot_{replicas}",
+                    f"{name}, one hot account, {tag}",
                     grpc_load,
-                    {"ports": ports, "accounts": accounts[:1]},
+                    {"ports": ports, "accounts": accounts[:1], "rpc": args.rpc},
                     "raw_hot",
                 )
 
     def meets(key: str) -> str:
-        f = figures[key]
+        f = figures.get(key)
+        if f is None:
+            return "not measured"
         ok = (f["ratio_to_raw"] or 0) >= 0.5 and (f["p99_ms"] or 1e9) < 25 and not f["errors"]
         return "met" if ok else "NOT met"
 
@@ -445,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_processes": LOAD_PROCS,
             "duration_sec": args.duration,
             "accounts": args.accounts,
+            "rpc": args.rpc,
             "debit": "DebitCredits of 1 unit, a new request_id per call, service key, direct gRPC "
             "to the replicas (clients alternate between them)",
             "raw": "UPDATE bench_raw SET balance = balance - 1 WHERE id = $1; COMMIT (one "
@@ -452,8 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "figures": figures,
         "targets": {
-            "one_replica": meets("debits_across_1"),
-            "two_replicas": meets("debits_across_2"),
+            "one_replica": meets(f"{figure}_across_1"),
+            "two_replicas": meets(f"{figure}_across_2"),
         },
     }
     print()

@@ -1,15 +1,14 @@
 """DebitCredits on PostgreSQL in two round trips (`tollbooth.credit.onetrip`).
 
-Round trips are counted on the wire: libpq's trace of every connection the server checks
-out, one round trip per run of client messages answered by the server. The overspend race
-and concurrent copies of one request are proven in test_concurrency.py (two servers, 64
-clients), which goes through this path.
+Round trips are counted on the wire (`tests.credit.wire`): libpq's trace of every connection
+the server checks out, one round trip per run of client messages answered by the server. The
+overspend race and concurrent copies of one request are proven in test_concurrency.py (two
+servers, 64 clients), which goes through this path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,15 +17,14 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2
-from tests.conftest import SERVICE_MD, make_env
-from tests.credit.support import account, balance, check_invariants, grant, rid, stub
+from tests.credit.support import account, balance, check_invariants, grant, rid
+from tests.credit.wire import Wire, serve_traced, traced
 from tests.helpers import error_reason
-from tollbooth.app import Deps, build_server
-from tollbooth.config import Settings
+from tollbooth.app import Deps
 from tollbooth.db.models import (
     CreditBalance,
     CreditGrant,
@@ -37,78 +35,15 @@ from tollbooth.db.models import (
 pytestmark = pytest.mark.postgres
 
 
-class Wire:
-    """libpq traces of the connections the server checks out while `recording`."""
-
-    def __init__(self) -> None:
-        self.recording = False
-        self.files: list[Any] = []
-
-    def start(self, dbapi_conn: Any) -> None:
-        if not self.recording:
-            return
-        f = tempfile.TemporaryFile("w+")
-        self.files.append(f)
-        dbapi_conn.pgconn.trace(f.fileno())
-        dbapi_conn.pgconn.set_trace_flags(
-            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
-        )
-
-    @staticmethod
-    def stop(dbapi_conn: Any) -> None:
-        dbapi_conn.pgconn.untrace()
-
-    def round_trips(self) -> tuple[int, list[str]]:
-        """Round trips (client messages, then the server's answer) over every trace, and the
-        statements sent."""
-        trips, statements = 0, []
-        for f in self.files:
-            f.flush()
-            f.seek(0)
-            sending = False
-            for line in f:
-                side = line.split("\t", 1)[0]
-                if side == "F":
-                    sending = True
-                    if "\tParse\t" in line or "\tQuery\t" in line:
-                        statements.append(line.split('"')[3] if "Parse" in line else line)
-                elif side == "B" and sending:
-                    trips += 1
-                    sending = False
-            f.close()
-        self.files = []
-        return trips, statements
-
-
 @pytest.fixture(scope="module")
 def wired(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
-    deps = Deps.build(Settings.from_env(make_env(pg_shared_url)))
-    wire = Wire()
-    # After the pool's own checkout listeners (the idle ping is not counted: a connection in
-    # steady use is not pinged).
-    event.listen(deps.db.engine, "checkout", lambda c, r, p: wire.start(c))
-    event.listen(deps.db.engine, "checkin", lambda c, r: wire.stop(c))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        grpc.channel_ready_future(ch).result(timeout=10)
-        yield ch, wire, deps
-    server.stop(grace=None).wait()
-    deps.db.dispose()
+    yield from serve_traced(pg_shared_url)
 
 
 def debit_traced(
     channel: grpc.Channel, wire: Wire, request: credit_pb2.DebitCreditsRequest
 ) -> tuple[Any, int, list[str]]:
-    wire.recording = True
-    try:
-        reply = stub(channel).DebitCredits(request, metadata=SERVICE_MD, timeout=10)
-    except grpc.RpcError as err:
-        reply = err
-    finally:
-        wire.recording = False
-    trips, statements = wire.round_trips()
-    return reply, trips, statements
+    return traced(channel, wire, "DebitCredits", request)
 
 
 def test_a_debit_by_account_id_takes_two_round_trips(wired) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,8 @@ burn, so concurrent grants and burns never pay back the same overage twice nor m
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -19,7 +21,7 @@ from tollbooth.amounts import MAX_TOTAL, ZERO, add, fmt, neg, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
 from tollbooth.credit.rules import clean_reason, clean_type
-from tollbooth.credit.unit import Clock, lock
+from tollbooth.credit.unit import Clock, Locked, lock
 from tollbooth.db.models import CreditGrant
 from tollbooth.ids import new_id
 from tollbooth.metadata import clean_metadata
@@ -59,7 +61,28 @@ def grant(
     meta = clean_metadata(metadata)
     locked = lock(session, account.id, ctype, clock, create=True)
     assert locked is not None
+    row = add_grant(locked, value, why, priority, expire_at, request_id, meta)
+    session.add(row)
+    locked.flush()
+    if announce:
+        outbox.enqueue(session, **announcement(row))
+    return row
+
+
+def add_grant(
+    locked: Locked,
+    value: Decimal,
+    why: str,
+    priority: int,
+    expire_at: dt.datetime | None,
+    request_id: str,
+    meta: dict[str, str],
+) -> CreditGrant:
+    """Grant `value` to the locked balance: the new grant (not added to the session), its
+    ledger entry and the overage it pays back; refused when it expires before `now` or would
+    take the balance past the largest storable amount."""
     now = locked.now
+    ctype = locked.credit_type
     if expire_at is not None and expire_at <= now:
         raise errors.invalid("expire_time must be in the future", field="expire_time")
     if add(locked.row.balance, locked.row.reserved, value) > MAX_TOTAL:
@@ -85,7 +108,7 @@ def grant(
     remaining = sub(value, paid)
     row = CreditGrant(
         id=gid,
-        billing_account_id=account.id,
+        billing_account_id=locked.account_id,
         credit_type=ctype,
         amount=value,
         remaining=remaining,
@@ -100,26 +123,26 @@ def grant(
         attributes=meta,
         created_at=now,
     )
-    session.add(row)
     locked.expect_event(expire_at)
     locked.depletion("grant")
-    locked.flush()
-    if announce:
-        outbox.enqueue(
-            session,
-            GRANTED_NOTIFICATION,
-            account.id,
-            {
-                "grant_id": gid,
-                "credit_type": ctype,
-                "amount": fmt(value),
-                "reason": why,
-                "request_id": request_id,
-            },
-            f"{GRANTED_NOTIFICATION}:{gid}",
-            now,
-        )
     return row
+
+
+def announcement(row: CreditGrant) -> dict[str, Any]:
+    """`outbox.enqueue`'s arguments for `account.credits.granted` of a new grant."""
+    return {
+        "type_": GRANTED_NOTIFICATION,
+        "account_id": row.billing_account_id,
+        "payload": {
+            "grant_id": row.id,
+            "credit_type": row.credit_type,
+            "amount": fmt(row.amount),
+            "reason": row.reason,
+            "request_id": row.request_id,
+        },
+        "dedupe_key": f"{GRANTED_NOTIFICATION}:{row.id}",
+        "now": row.created_at,
+    }
 
 
 def void_grant(

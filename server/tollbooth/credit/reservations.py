@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -41,15 +42,24 @@ def reserve(
     locked = lock(session, account.id, ctype, clock, create=False)
     if locked is None or locked.row.balance < value:
         raise insufficient(ctype, locked.row.balance if locked else ZERO, value)
+    locked.load_spendable(value)
+    row = hold(locked, value, ttl, why, request_id)
+    session.add(row)
+    locked.flush()
+    return row
+
+
+def hold(locked: Locked, value: Decimal, ttl: int, why: str, request_id: str) -> CreditReservation:
+    """Hold `value` of the locked balance (its spendable grants loaded, enough of them) for
+    `ttl` seconds: the new reservation (not added to the session) and its ledger entry."""
     now = locked.now
     expire_at = now + dt.timedelta(seconds=ttl)
-    locked.load_spendable(value)
     rid = new_id("crs")
     hold = locked.book.hold(rid, value, expire_at, now)
     row = CreditReservation(
         id=rid,
-        billing_account_id=account.id,
-        credit_type=ctype,
+        billing_account_id=locked.account_id,
+        credit_type=locked.credit_type,
         amount=value,
         committed_amount=None,
         state=engine.HELD,
@@ -59,14 +69,12 @@ def reserve(
         request_id=request_id,
         created_at=now,
     )
-    session.add(row)
     locked.hold_rows[rid] = row
     locked.entry(
         "reservation", neg(value), now, reservation_id=rid, reason=why, request_id=request_id
     )
     locked.expect_event(expire_at)
     locked.depletion("reservation")
-    locked.flush()
     return row
 
 
@@ -108,7 +116,16 @@ def commit(
 ) -> CreditReservation:
     """Debit the actual cost (at most the hold; empty means all of it), release the rest."""
     locked, res = _open_reservation(session, caller, account_ref, reservation_id, clock)
-    now = locked.now
+    actual = commit_amount(res, amount)
+    locked.load_holds([res])
+    settle_commit(locked, res, actual, request_id)
+    locked.flush()
+    return res
+
+
+def commit_amount(res: CreditReservation, amount: str) -> Decimal:
+    """What a commit of `res` consumes (`amount`, empty for all of the hold), or the refusal:
+    RESERVATION_CLOSED, then an amount that is invalid or more than the hold."""
     if res.state != engine.HELD:
         raise _closed(res)
     actual = res.amount if not amount else parse_amount(amount, allow_zero=True)
@@ -118,7 +135,13 @@ def commit(
             reason="AMOUNT_INVALID",
             field="amount",
         )
-    locked.load_holds([res])
+    return actual
+
+
+def settle_commit(locked: Locked, res: CreditReservation, actual: Decimal, request_id: str) -> None:
+    """Consume `actual` of the open hold `res` (in the book with its grants), give back the
+    rest: the ledger entries, the reservation's figures, the depletion."""
+    now = locked.now
     consumed, effects = locked.book.commit(res.id, actual, now)
     locked.entry(
         "release",
@@ -145,8 +168,6 @@ def commit(
     res.committed_amount = actual
     res.debit_id = debit_id
     locked.depletion("debit" if debit_id else "release", debit_id)
-    locked.flush()
-    return res
 
 
 def release(

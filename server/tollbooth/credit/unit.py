@@ -94,17 +94,21 @@ class Locked:
                 self.book.grants[r.id] = grant_model(r)
 
     def load_holds(self, rows: list[CreditReservation]) -> None:
+        missing = self.add_holds(rows)
+        self.load_grants(repository.grants_by_ids(self.session, self.account_id, missing))
+
+    def add_holds(self, rows: list[CreditReservation]) -> set[str]:
+        """Put the holds in the book; the ids of the grants they hold from not loaded yet."""
         for r in rows:
             if r.id not in self.hold_rows:
                 self.hold_rows[r.id] = r
                 self.book.holds[r.id] = hold_model(r)
-        missing = {
+        return {
             p.grant_id
             for h in self.book.holds.values()
             for p in h.portions
             if p.grant_id not in self.grant_rows
         }
-        self.load_grants(repository.grants_by_ids(self.session, self.account_id, missing))
 
     def load_everything(self) -> None:
         self.load_grants(repository.active_grants(self.session, self.account_id, self.credit_type))
@@ -222,6 +226,15 @@ class Locked:
 
     def flush(self) -> None:
         """Write back what the engine changed, then the new ledger entries."""
+        self.session.add_all(self.apply()[2])
+        self.session.flush()
+
+    def apply(
+        self,
+    ) -> tuple[list[CreditGrant], list[CreditReservation], list[CreditLedgerEntry]]:
+        """Copy what the engine changed into the rows, without a statement: the grant rows
+        and hold rows changed, and the new ledger entries (handed over, no longer pending)."""
+        grants, holds = [], []
         for gid in self.book.dirty_grants:
             g, r = self.book.grants[gid], self.grant_rows[gid]
             r.remaining, r.held = g.remaining, g.held
@@ -229,17 +242,18 @@ class Locked:
                 r.state = g.state
                 if g.state in (engine.EXPIRED, engine.VOIDED):
                     r.closed_at = self.now
+            grants.append(r)
         for hid in self.book.dirty_holds:
             h, hr = self.book.holds[hid], self.hold_rows[hid]
             if hr.state != h.state:
                 hr.state = h.state
                 hr.closed_at = h.expire_at if h.state == engine.LAPSED else self.now
+            holds.append(hr)
         self.book.dirty_grants.clear()
         self.book.dirty_holds.clear()
         self.row.updated_at = self.now
-        self.session.add_all(self.entries)
-        self.entries = []
-        self.session.flush()
+        entries, self.entries = self.entries, []
+        return grants, holds, entries
 
 
 def notify_depleted(

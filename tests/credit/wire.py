@@ -1,0 +1,99 @@
+"""Round trips on the wire: libpq's trace of every connection a server checks out.
+
+One round trip is a run of client messages answered by the server. `serve_traced` starts a
+server on a real PostgreSQL whose pooled connections are traced while `Wire.recording`;
+`traced` makes one call and counts its round trips.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf.message import Message
+from sqlalchemy import event
+
+from tests.conftest import SERVICE_MD, make_env
+from tests.credit.support import stub
+from tollbooth.app import Deps, build_server
+from tollbooth.config import Settings
+
+
+class Wire:
+    """libpq traces of the connections the server checks out while `recording`."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.files: list[Any] = []
+
+    def start(self, dbapi_conn: Any) -> None:
+        if not self.recording:
+            return
+        f = tempfile.TemporaryFile("w+")
+        self.files.append(f)
+        dbapi_conn.pgconn.trace(f.fileno())
+        dbapi_conn.pgconn.set_trace_flags(
+            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        )
+
+    @staticmethod
+    def stop(dbapi_conn: Any) -> None:
+        dbapi_conn.pgconn.untrace()
+
+    def round_trips(self) -> tuple[int, list[str]]:
+        """Round trips (client messages, then the server's answer) over every trace, and the
+        statements sent."""
+        trips, statements = 0, []
+        for f in self.files:
+            f.flush()
+            f.seek(0)
+            sending = False
+            for line in f:
+                side = line.split("\t", 1)[0]
+                if side == "F":
+                    sending = True
+                    if "\tParse\t" in line or "\tQuery\t" in line:
+                        statements.append(line.split('"')[3] if "Parse" in line else line)
+                elif side == "B" and sending:
+                    trips += 1
+                    sending = False
+            f.close()
+        self.files = []
+        return trips, statements
+
+
+def serve_traced(url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
+    """A server on `url` with its connections traced, and a channel to it (a fixture's body)."""
+    deps = Deps.build(Settings.from_env(make_env(url)))
+    wire = Wire()
+    # After the pool's own checkout listeners (the idle ping is not counted: a connection in
+    # steady use is not pinged).
+    event.listen(deps.db.engine, "checkout", lambda c, r, p: wire.start(c))
+    event.listen(deps.db.engine, "checkin", lambda c, r: wire.stop(c))
+    server, port, _ = build_server(deps, "127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            grpc.channel_ready_future(ch).result(timeout=10)
+            yield ch, wire, deps
+    finally:
+        server.stop(grace=None).wait()
+        deps.db.dispose()
+
+
+def traced(
+    channel: grpc.Channel, wire: Wire, method: str, request: Message
+) -> tuple[Any, int, list[str]]:
+    """One call of CreditService `method`: its answer (or error), round trips, statements."""
+    wire.recording = True
+    try:
+        reply = getattr(stub(channel), method)(request, metadata=SERVICE_MD, timeout=10)
+    except grpc.RpcError as err:
+        reply = err
+    finally:
+        wire.recording = False
+    trips, statements = wire.round_trips()
+    return reply, trips, statements

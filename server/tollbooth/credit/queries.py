@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
@@ -63,6 +64,19 @@ def compute_balance(
     effects = book.settle(now)
     available = add(row.balance, *(engine.effect_delta(e) for e in effects))
     return available, book.reserved()
+
+
+def available_now(
+    conn: Connection, account_id: str, credit_type: str, now: dt.datetime
+) -> Decimal | None:
+    """`compute_balance`'s available figure in one statement on a plain connection, when the
+    stored figures are exact at `now`; None when an expiry is due (then `compute_balance`)."""
+    row = repository.balance_figures(conn, account_id, credit_type)
+    if row is None:
+        return ZERO
+    if row.next_event_at is None or row.next_event_at > now:
+        return Decimal(row.balance)
+    return None
 
 
 def balance(

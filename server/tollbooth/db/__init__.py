@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -141,6 +141,17 @@ class Database:
                     options["isolation_level"] = "AUTOCOMMIT"
                 session.connection(execution_options=options)
             yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A pooled PostgreSQL connection in autocommit, without a Session: for a read of one
+        statement (no BEGIN, no COMMIT, no ORM), such as a warm metered CheckEntitlement's
+        usage total. PostgreSQL only (SQLite callers use `transaction(readonly=True)`)."""
+        if not self._postgres:
+            raise RuntimeError("Database.autocommit is for PostgreSQL")
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     def dispose(self) -> None:
         callbacks, self._on_dispose = self._on_dispose, []

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, or_, select, text, type_coerce
+from sqlalchemy import Connection, Text, bindparam, delete, or_, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -177,6 +177,11 @@ def insert_events_and_read_burns(
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
+# `session.info` key: this transaction changed metrics by statement (the ORM's own changes are
+# seen at flush); this process's kept definitions are dropped when it commits
+# (`tollbooth.usage.known_metrics`).
+METRICS_CHANGED = "tollbooth_metrics_changed"
+
 
 def get_metric(session: Session, code: str) -> BillableMetric | None:
     return session.get(BillableMetric, code)
@@ -190,7 +195,13 @@ def insert_metric(session: Session, values: dict[str, Any]) -> bool:
         .on_conflict_do_nothing(index_elements=["code"])
         .returning(BillableMetric.code)
     )
+    session.info[METRICS_CHANGED] = True
     return session.execute(stmt).first() is not None
+
+
+def all_metrics(session: Session) -> list[BillableMetric]:
+    """Every metric (a small table: read whole, in one statement)."""
+    return list(session.scalars(select(BillableMetric)))
 
 
 def burning_metrics(session: Session) -> list[MetricRow]:
@@ -220,6 +231,7 @@ def list_metrics(session: Session, after: str | None, limit: int) -> list[Billab
 
 
 def delete_metric(session: Session, code: str) -> bool:
+    session.info[METRICS_CHANGED] = True
     result = session.execute(delete(BillableMetric).where(BillableMetric.code == code))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -339,7 +351,8 @@ class PgUsageQuery:
 
     # Execution ---------------------------------------------------------------------------
 
-    def total(self, session: Session) -> Decimal | int | None:
+    def total(self, session: Session | Connection) -> Decimal | int | None:
+        """One statement, in the session's transaction or on a plain connection."""
         return session.execute(self.statement(self.total_sql()), self.params).scalar()
 
     def groups(

@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, tuple_
+from sqlalchemy import Connection, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from tollbooth.credit.repository.common import arrays
@@ -169,6 +169,16 @@ def lock_balance_figures(session: Session, account_id: str, credit_type: str) ->
 
 def read_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:
     return session.get(CreditBalance, (account_id, credit_type))
+
+
+def balance_figures(conn: Connection, account_id: str, credit_type: str) -> Any:
+    """(balance, next_event_at) of one balance row, or None: one statement on a plain
+    connection (no session), for a read that needs nothing else."""
+    stmt = select(CreditBalance.balance, CreditBalance.next_event_at).where(
+        CreditBalance.billing_account_id == account_id,
+        CreditBalance.credit_type == credit_type,
+    )
+    return conn.execute(stmt).first()
 
 
 def due_credit_types(

@@ -56,3 +56,35 @@ def test_a_streamed_read_gets_its_transaction_and_the_connection_comes_back_clea
         assert state == "active"
     finally:
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_plain_autocommit_connection_comes_back_to_the_pool_transactional(pg_url: str) -> None:
+    """`Database.autocommit()` (a warm CheckEntitlement's one statement): each statement its
+    own transaction; the same pooled connection then serves an atomic write block."""
+    db = Database(pg_url, pool_size=1, max_overflow=0)  # one connection: the same one again
+    try:
+        with db.autocommit() as conn:
+            first = conn.execute(text("SELECT now()")).scalar()
+            conn.execute(text("SELECT pg_sleep(0.01)"))
+            second = conn.execute(text("SELECT now()")).scalar()
+        assert first != second  # two transactions
+        with pytest.raises(RuntimeError):
+            with db.transaction() as session:
+                session.execute(text("CREATE TABLE ac_probe (x int)"))
+                raise RuntimeError("roll back")
+        with db.autocommit() as conn:
+            assert conn.execute(text("SELECT to_regclass('ac_probe')")).scalar() is None
+        first, second = _two_clocks(db, readonly=False)
+        assert first == second  # one transaction
+    finally:
+        db.dispose()
+
+
+def test_autocommit_is_for_postgresql_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(RuntimeError), db.autocommit():
+            pass
+    finally:
+        db.dispose()

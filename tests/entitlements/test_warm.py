@@ -4,9 +4,9 @@ no session), a boolean one none; the metric definitions (tollbooth.usage.known_m
 a change committed anywhere within the stated bound, and the writer's at once; a metered
 answer still counts every event committed before the call.
 
-Statements are counted twice: SQLAlchemy's `before_cursor_execute` on the server's engine,
-and libpq's trace of every connection the server checks out (round trips, as
-tests/credit/test_onetrip.py counts them). No timing assertions: cross-process checks poll
+Statements and round trips are counted on the wire: libpq's trace of every connection the
+server checks out (as tests/credit/test_onetrip.py counts them); sessions by the ORM's
+`after_begin` event. No timing assertions: cross-process checks poll
 until the change is visible, with a deadline of the bound plus slack."""
 
 from __future__ import annotations
@@ -96,11 +96,12 @@ def _check(channel: grpc.Channel, account: str, feature: str) -> entitlement_pb2
 
 
 class Recorder:
-    """Statements (SQLAlchemy) and round trips (libpq) of the server's engine while on."""
+    """What the server sends PostgreSQL while on (libpq's trace of every connection it checks
+    out: the statements, each parsed anew, and the round trips), and the ORM sessions it
+    begins on its engine."""
 
     def __init__(self, db: Database) -> None:
         self.on = False
-        self.statements: list[str] = []
         self.sessions = 0  # ORM sessions that began a transaction on the server's engine
         self.wire = Wire()
 
@@ -110,26 +111,23 @@ class Recorder:
 
         event.listen(Session, "after_begin", began)
         self.forget = lambda: event.remove(Session, "after_begin", began)
-
-        def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-            if self.on:
-                self.statements.append(statement)
-
-        event.listen(db.engine, "before_cursor_execute", seen)
+        # No server-side prepared statements: every statement is sent with its text (a Parse
+        # message), so the trace names each one. How many are sent does not depend on it.
+        event.listen(db.engine, "connect", lambda c, r: setattr(c, "prepare_threshold", None))
         # After the pool's own checkout listeners (the idle ping is not counted).
         event.listen(db.engine, "checkout", lambda c, r, p: self.wire.start(c))
         event.listen(db.engine, "checkin", lambda c, r: self.wire.stop(c))
 
-    def call(self, fn: Any) -> tuple[Any, list[str], int, list[str]]:
-        """fn's result, the statements executed, the round trips and what was sent."""
-        self.statements, self.sessions = [], 0
+    def call(self, fn: Any) -> tuple[Any, list[str], int]:
+        """fn's result, the statements sent and the round trips."""
+        self.sessions = 0
         self.on = self.wire.recording = True
         try:
             result = fn()
         finally:
             self.on = self.wire.recording = False
-        trips, sent = self.wire.round_trips()
-        return result, self.statements, trips, sent
+        trips, statements = self.wire.round_trips()
+        return result, statements, trips
 
 
 @pytest.fixture
@@ -175,25 +173,25 @@ def test_a_warm_metered_or_credit_check_is_one_statement_and_a_boolean_none(serv
     _warm_up(channel, db, account)
 
     for _ in range(3):
-        got, statements, trips, sent = rec.call(lambda: _check(channel, account, "calls"))
+        got, statements, trips = rec.call(lambda: _check(channel, account, "calls"))
         assert (got.allowed, got.used, got.remaining, got.limit) == (True, "3", "7", "10")
         assert len(statements) == 1, statements
         assert "usage_events" in statements[0], statements
-        assert trips == 1, sent  # the aggregate alone: no BEGIN, no COMMIT, no metric read
+        assert trips == 1, statements  # the aggregate alone: no BEGIN, COMMIT or metric read
         assert rec.sessions == 0  # a plain connection: no ORM session
 
-        got, statements, trips, sent = rec.call(lambda: _check(channel, account, "ai"))
+        got, statements, trips = rec.call(lambda: _check(channel, account, "ai"))
         assert (got.allowed, got.balance, got.amount) == (True, "5", "2")
         assert len(statements) == 1, statements
         assert "credit_balances" in statements[0], statements
-        assert trips == 1, sent
+        assert trips == 1, statements
         assert rec.sessions == 0
 
-        got, statements, trips, _ = rec.call(lambda: _check(channel, account, "pro"))
+        got, statements, trips = rec.call(lambda: _check(channel, account, "pro"))
         assert got.allowed and got.value == "yes"
         assert (statements, trips) == ([], 0)
 
-        got, statements, trips, _ = rec.call(lambda: _check(channel, account, "absent"))
+        got, statements, trips = rec.call(lambda: _check(channel, account, "absent"))
         assert not got.allowed
         assert (statements, trips) == ([], 0)
 
@@ -206,7 +204,7 @@ def test_a_warm_metered_answer_counts_every_event_committed_before_the_call(serv
     assert _check(channel, account, "calls").used == "0"
     for n in range(1, 12):
         _ingest(channel, account, name, 1)  # committed when acknowledged
-        got, statements, _, _ = rec.call(lambda: _check(channel, account, "calls"))
+        got, statements, _ = rec.call(lambda: _check(channel, account, "calls"))
         assert got.used == str(n)
         assert got.remaining == str(max(10 - n, 0))
         assert got.allowed is (n < 10)
@@ -237,7 +235,7 @@ def test_a_due_expiry_falls_back_to_the_session_path(served) -> None:  # type: i
         session.execute(
             update(CreditGrant).where(CreditGrant.id == expiring.grant_id).values(expire_at=past)
         )
-    got, statements, _, _ = rec.call(lambda: _check(channel, account, "ai"))
+    got, statements, _ = rec.call(lambda: _check(channel, account, "ai"))
     assert (got.allowed, got.balance) == (True, "3")
     assert len(statements) > 1 and rec.sessions == 1, statements
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
@@ -18,6 +17,7 @@ from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book
 from tollbooth.credit.rules import clean_type
 from tollbooth.credit.unit import grant_model, hold_model, lock
+from tollbooth.db import Database
 from tollbooth.db.models import BillingAccount, CreditGrant, CreditLedgerEntry
 from tollbooth.paging import Int, Keyset, Micros, Page, Text
 
@@ -67,15 +67,16 @@ def compute_balance(
 
 
 def available_now(
-    conn: Connection, account_id: str, credit_type: str, now: dt.datetime
+    db: Database, account_id: str, credit_type: str, now: dt.datetime
 ) -> Decimal | None:
-    """`compute_balance`'s available figure in one statement on a plain connection, when the
+    """`compute_balance`'s available figure in one statement without a session, when the
     stored figures are exact at `now`; None when an expiry is due (then `compute_balance`)."""
-    row = repository.balance_figures(conn, account_id, credit_type)
+    row = repository.balance_figures(db, account_id, credit_type)
     if row is None:
         return ZERO
-    if row.next_event_at is None or row.next_event_at > now:
-        return Decimal(row.balance)
+    balance, next_event_at = row
+    if next_event_at is None or next_event_at > now:
+        return Decimal(balance)
     return None
 
 

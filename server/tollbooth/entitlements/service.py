@@ -124,12 +124,10 @@ class Warm:
         spec = known.specs.get(grant.metric)
         if spec is None:
             return None, known.as_of
-        with self.db.autocommit() as conn:
-            return pg_total(conn, account_id, spec, *grant.period), known.as_of
+        return pg_total(self.db, account_id, spec, *grant.period), known.as_of
 
     def available(self, account_id: str, credit_type: str, now: dt.datetime) -> Decimal:
-        with self.db.autocommit() as conn:
-            available = available_now(conn, account_id, credit_type, now)
+        available = available_now(self.db, account_id, credit_type, now)
         if available is None:
             raise _Cold
         return available

@@ -13,12 +13,14 @@ and cannot deadlock.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, delete, or_, select, text, type_coerce
+from sqlalchemy import Text, bindparam, delete, or_, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -258,6 +260,13 @@ def period_events(
         yield row[0], row[1], row[2]
 
 
+@functools.lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """`:name` parameters as psycopg's `%(name)s` (a `::type` cast is left alone)."""
+    assert "%" not in sql, sql
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
 class PgUsageQuery:
     """GetUsage in SQL on PostgreSQL: the rules of usage.aggregate, as expressions.
 
@@ -351,8 +360,12 @@ class PgUsageQuery:
 
     # Execution ---------------------------------------------------------------------------
 
-    def total(self, session: Session | Connection) -> Decimal | int | None:
-        """One statement, in the session's transaction or on a plain connection."""
+    def driver_total(self) -> tuple[str, dict[str, Any]]:
+        """`total`'s statement and parameters for the driver's own cursor (psycopg's
+        `%(name)s` parameters): `Database.read_one`."""
+        return _pyformat(self.total_sql()), self.params
+
+    def total(self, session: Session) -> Decimal | int | None:
         return session.execute(self.statement(self.total_sql()), self.params).scalar()
 
     def groups(

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
@@ -21,6 +20,7 @@ from tollbooth.accounts import service as accounts
 from tollbooth.amounts import CREDIT_TYPE_RE
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import burns as credit_burns
+from tollbooth.db import Database
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
@@ -501,8 +501,9 @@ def metric_total(
 
 
 def pg_total(
-    conn: Connection, account_id: str, spec: MetricSpec, start: dt.datetime, end: dt.datetime
+    db: Database, account_id: str, spec: MetricSpec, start: dt.datetime, end: dt.datetime
 ) -> str:
-    """`metric_total` of a metric known in memory, on a plain PostgreSQL connection: one
-    statement (the aggregate), no session."""
-    return aggregate.decimal_text(repository.PgUsageQuery(spec, account_id, start, end).total(conn))
+    """`metric_total` of a metric known in memory, on PostgreSQL: one statement (the aggregate)
+    in autocommit through the driver's cursor, no session (`Database.read_one`)."""
+    row = db.read_one(*repository.PgUsageQuery(spec, account_id, start, end).driver_total())
+    return aggregate.decimal_text(row[0] if row is not None else None)

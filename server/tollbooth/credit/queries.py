@@ -17,6 +17,7 @@ from tollbooth.credit import engine, repository
 from tollbooth.credit.engine import Book
 from tollbooth.credit.rules import clean_type
 from tollbooth.credit.unit import grant_model, hold_model, lock
+from tollbooth.db import Database
 from tollbooth.db.models import BillingAccount, CreditGrant, CreditLedgerEntry
 from tollbooth.paging import Int, Keyset, Micros, Page, Text
 
@@ -63,6 +64,20 @@ def compute_balance(
     effects = book.settle(now)
     available = add(row.balance, *(engine.effect_delta(e) for e in effects))
     return available, book.reserved()
+
+
+def available_now(
+    db: Database, account_id: str, credit_type: str, now: dt.datetime
+) -> Decimal | None:
+    """`compute_balance`'s available figure in one statement without a session, when the
+    stored figures are exact at `now`; None when an expiry is due (then `compute_balance`)."""
+    row = repository.balance_figures(db, account_id, credit_type)
+    if row is None:
+        return ZERO
+    balance, next_event_at = row
+    if next_event_at is None or next_event_at > now:
+        return Decimal(balance)
+    return None
 
 
 def balance(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY_OPTION = "tollbooth_readonly"
@@ -141,6 +141,36 @@ class Database:
                     options["isolation_level"] = "AUTOCOMMIT"
                 session.connection(execution_options=options)
             yield session
+
+    def read_one(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """The first row of one statement (psycopg's `%(name)s` parameters) run in autocommit
+        on a pooled PostgreSQL connection through the driver's own cursor: one round trip, no
+        session, no SQLAlchemy statement machinery (for a warm CheckEntitlement's usage total
+        or balance: about a third of the CPU of the same statement on a SQLAlchemy
+        `Connection`). A driver error is raised as SQLAlchemy's (`OperationalError`...: the
+        RPC answers UNAVAILABLE, as on every other path), and the connection is then not
+        given back to the pool."""
+        if not self._postgres:
+            raise RuntimeError("Database.read_one is for PostgreSQL")
+        import psycopg
+
+        fairy = self.engine.raw_connection()
+        conn = fairy.driver_connection
+        healthy = False
+        try:
+            conn.autocommit = True  # type: ignore[union-attr]
+            with conn.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(sql, params)
+                row = cur.fetchone()
+            conn.autocommit = False  # type: ignore[union-attr]  # the pool's default mode
+            healthy = True
+            return row
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error) from exc
+        finally:
+            if not healthy:
+                fairy.invalidate()  # broken, or left in autocommit: never reused
+            fairy.close()
 
     def dispose(self) -> None:
         callbacks, self._on_dispose = self._on_dispose, []

@@ -1,5 +1,6 @@
-"""EntitlementService over gRPC: proto in, proto out, one read-only transaction (none when the
-answer comes from memory: see `service.check_from_memory`)."""
+"""EntitlementService over gRPC: proto in, proto out, one read-only transaction (none for a
+warm CheckEntitlement: memory, and at most one statement on a plain connection; see
+`service.check_warm`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tollbooth.entitlements.service import AccountRefs, Answer
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import Servicer, contract
 from tollbooth.subscriptions import holdings
+from tollbooth.usage import known_metrics
 
 KINDS = {
     Kind.BOOLEAN: entitlement_pb2.ENTITLEMENT_KIND_BOOLEAN,
@@ -58,6 +60,9 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
         super().__init__(deps)
         self.accounts = AccountRefs()
         self.holdings = holdings.of(deps.db)
+        self.metrics = known_metrics.of(deps.db)
+        # SQLite: nothing is kept, every non-boolean check reads in a transaction.
+        self.warm = service.Warm(deps.db, self.metrics) if deps.db.dialect == "postgresql" else None
         self.answers: AnswerCache[entitlement_pb2.EntitlementCheck] = AnswerCache(
             deps.settings.entitlement_cache_ms / 1000
         )
@@ -69,14 +74,21 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
 
         def compute() -> entitlement_pb2.EntitlementCheck:
             now = utcnow()
-            quick = service.check_from_memory(
-                self.accounts, self.holdings, caller, request.account, request.feature, now
+            quick = service.check_warm(
+                self.warm,
+                self.accounts,
+                self.holdings,
+                caller,
+                request.account,
+                request.feature,
+                now,
             )
-            if quick is not None:  # no transaction, no connection
+            if quick is not None:  # no session: memory, and at most one statement
                 return answer_out(quick)
             with self.read() as session:
                 answer = service.check(
                     session,
+                    self.metrics,
                     self.accounts,
                     self.holdings,
                     caller,
@@ -96,6 +108,7 @@ class EntitlementServicer(Servicer, entitlement_pb2_grpc.EntitlementServiceServi
         with self.read() as session:
             answers, token, as_of = service.list_all(
                 session,
+                self.metrics,
                 self.accounts,
                 self.holdings,
                 current_caller.get(),

@@ -13,7 +13,9 @@ and cannot deadlock.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -177,6 +179,11 @@ def insert_events_and_read_burns(
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
+# `session.info` key: this transaction changed metrics by statement (the ORM's own changes are
+# seen at flush); this process's kept definitions are dropped when it commits
+# (`tollbooth.usage.known_metrics`).
+METRICS_CHANGED = "tollbooth_metrics_changed"
+
 
 def get_metric(session: Session, code: str) -> BillableMetric | None:
     return session.get(BillableMetric, code)
@@ -190,7 +197,13 @@ def insert_metric(session: Session, values: dict[str, Any]) -> bool:
         .on_conflict_do_nothing(index_elements=["code"])
         .returning(BillableMetric.code)
     )
+    session.info[METRICS_CHANGED] = True
     return session.execute(stmt).first() is not None
+
+
+def all_metrics(session: Session) -> list[BillableMetric]:
+    """Every metric (a small table: read whole, in one statement)."""
+    return list(session.scalars(select(BillableMetric)))
 
 
 def burning_metrics(session: Session) -> list[MetricRow]:
@@ -220,6 +233,7 @@ def list_metrics(session: Session, after: str | None, limit: int) -> list[Billab
 
 
 def delete_metric(session: Session, code: str) -> bool:
+    session.info[METRICS_CHANGED] = True
     result = session.execute(delete(BillableMetric).where(BillableMetric.code == code))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -244,6 +258,13 @@ def period_events(
     )
     for row in session.execute(stmt.execution_options(yield_per=2000)):
         yield row[0], row[1], row[2]
+
+
+@functools.lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """`:name` parameters as psycopg's `%(name)s` (a `::type` cast is left alone)."""
+    assert "%" not in sql, sql
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
 class PgUsageQuery:
@@ -338,6 +359,11 @@ class PgUsageQuery:
         )
 
     # Execution ---------------------------------------------------------------------------
+
+    def driver_total(self) -> tuple[str, dict[str, Any]]:
+        """`total`'s statement and parameters for the driver's own cursor (psycopg's
+        `%(name)s` parameters): `Database.read_one`."""
+        return _pyformat(self.total_sql()), self.params
 
     def total(self, session: Session) -> Decimal | int | None:
         return session.execute(self.statement(self.total_sql()), self.params).scalar()

@@ -20,6 +20,7 @@ from tollbooth.accounts import service as accounts
 from tollbooth.amounts import CREDIT_TYPE_RE
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import burns as credit_burns
+from tollbooth.db import Database
 from tollbooth.db.models import BillableMetric
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
@@ -473,17 +474,36 @@ def get_usage(
 
 
 def metric_total(
-    session: Session, account_id: str, code: str, start: dt.datetime, end: dt.datetime
+    session: Session,
+    account_id: str,
+    code: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    known: dict[str, MetricSpec] | None = None,
 ) -> str | None:
     """One metric of one account over [start, end) (GetUsage's total, as a decimal string), or
-    None when no metric has that code. For callers that resolved the account themselves."""
-    metric = repository.get_metric(session, code)
-    if metric is None:
+    None when no metric has that code. For callers that resolved the account themselves.
+    `known`: every metric's definition, when the caller has them in memory
+    (`tollbooth.usage.known_metrics`); else the metric is read by its code."""
+    if known is not None:
+        spec = known.get(code)
+    else:
+        metric = repository.get_metric(session, code)
+        spec = spec_of(metric) if metric is not None else None
+    if spec is None:
         return None
-    spec = spec_of(metric)
     if repository.dialect(session) == "postgresql":
         total = repository.PgUsageQuery(spec, account_id, start, end).total(session)
     else:
         rows = repository.period_events(session, spec, account_id, start, end)
         total = aggregate.aggregate(spec, ((o, u, aggregate.loads(p)) for o, u, p in rows)).value
     return aggregate.decimal_text(total)
+
+
+def pg_total(
+    db: Database, account_id: str, spec: MetricSpec, start: dt.datetime, end: dt.datetime
+) -> str:
+    """`metric_total` of a metric known in memory, on PostgreSQL: one statement (the aggregate)
+    in autocommit through the driver's cursor, no session (`Database.read_one`)."""
+    row = db.read_one(*repository.PgUsageQuery(spec, account_id, start, end).driver_total())
+    return aggregate.decimal_text(row[0] if row is not None else None)

@@ -9,6 +9,7 @@ entry) takes the account id.
 
 from tollbooth.credit.repository.balances import (
     account_balance,
+    balance_figures,
     due_credit_types,
     ensure_balance,
     ensure_balances,
@@ -32,6 +33,7 @@ from tollbooth.credit.repository.writes import write_burns, write_debit
 __all__ = [
     "account_balance",
     "active_grants",
+    "balance_figures",
     "debit_entry",
     "due_credit_types",
     "ensure_balance",

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from tollbooth.credit.repository.common import arrays
-from tollbooth.db import upsert_insert
+from tollbooth.db import Database, upsert_insert
 from tollbooth.db.models import BillingAccount, CreditBalance
 from tollbooth.db.types import UTCDateTime
 
@@ -169,6 +169,18 @@ def lock_balance_figures(session: Session, account_id: str, credit_type: str) ->
 
 def read_balance(session: Session, account_id: str, credit_type: str) -> CreditBalance | None:
     return session.get(CreditBalance, (account_id, credit_type))
+
+
+_BALANCE_FIGURES = (
+    "SELECT balance, next_event_at FROM credit_balances"
+    " WHERE billing_account_id = %(account)s AND credit_type = %(credit_type)s"
+)
+
+
+def balance_figures(db: Database, account_id: str, credit_type: str) -> Any:
+    """(balance, next_event_at) of one balance row, or None: one statement in autocommit
+    through the driver's cursor (`Database.read_one`), for a read that needs nothing else."""
+    return db.read_one(_BALANCE_FIGURES, {"account": account_id, "credit_type": credit_type})
 
 
 def due_credit_types(

@@ -1,0 +1,130 @@
+"""CPU per CheckEntitlement, for paired before/after runs on a shared machine (throughput
+figures there move with other load; CPU time per call much less).
+
+`python -m bench.cpu_per_check --feature calls`: seeds a throw-away database (as
+bench.entitlements), starts one `serve-grpc` process, checks every account once (warm), then
+makes `--calls` checks from `--threads` threads and reports the CPU seconds the server process
+and the database's backends spent per call (Linux /proc, PostgreSQL on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_check", description=__doc__)
+    parser.add_argument("--feature", default="calls", help="pro (boolean) or calls (metered)")
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args(argv)
+    admin_url = os.environ.get("BILLING_BENCH_POSTGRES_URL", "").strip()
+    if not admin_url:
+        print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
+        return 2
+    import grpc
+    from sqlalchemy import create_engine, text
+
+    from bench.credits import SERVICE_KEY
+    from bench.entitlements import seed, server, warm
+    from billing.v1 import entitlement_pb2, entitlement_pb2_grpc
+    from tests.devstack import throwaway_postgres
+    from tollbooth.db.migrate import upgrade
+
+    with throwaway_postgres(admin_url, "tollbooth_bench_cpu") as url:
+        upgrade(url)
+        accounts = seed(url, args.accounts, args.events)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+        dbname = url.rsplit("/", 1)[1]
+        with server(url) as ports:
+            warm(ports[0], accounts, args.feature)
+
+            def backends() -> list[int]:
+                with engine.connect() as conn:
+                    return [
+                        r[0]
+                        for r in conn.execute(
+                            text(
+                                "SELECT pid FROM pg_stat_activity WHERE datname = :d"
+                                " AND pid <> pg_backend_pid()"
+                            ),
+                            {"d": dbname},
+                        )
+                    ]
+
+            me = os.getpid()
+            (srv,) = [
+                int(p)
+                for p in os.listdir("/proc")
+                if p.isdigit()
+                and Path(f"/proc/{p}/stat").exists()
+                and _ppid(int(p)) == me
+                and b"serve-grpc" in Path(f"/proc/{p}/cmdline").read_bytes()
+            ]
+            md = (("x-api-key", SERVICE_KEY),)
+            per = args.calls // args.threads
+            errors = [0]
+
+            def load(t: int) -> None:
+                with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
+                    stub = entitlement_pb2_grpc.EntitlementServiceStub(ch)
+                    for i in range(per):
+                        got = stub.CheckEntitlement(
+                            entitlement_pb2.CheckEntitlementRequest(
+                                account=accounts[(t * per + i) % len(accounts)],
+                                feature=args.feature,
+                            ),
+                            metadata=md,
+                            timeout=30,
+                        )
+                        if not got.allowed:
+                            errors[0] += 1
+
+            def pg_cpu(pids: list[int]) -> dict[int, float]:
+                return {p: cpu_seconds(p) for p in pids if Path(f"/proc/{p}").exists()}
+
+            before = pg_cpu(backends())
+            s0, w0 = cpu_seconds(srv), time.monotonic()
+            threads = [threading.Thread(target=load, args=(t,)) for t in range(args.threads)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            s1, w1 = cpu_seconds(srv), time.monotonic()
+            after = pg_cpu(backends())
+            pg = sum(after.values()) - sum(v for p, v in before.items() if p in after)
+        engine.dispose()
+    n = per * args.threads
+    print(
+        f"feature={args.feature} calls={n} errors={errors[0]} wall={w1 - w0:.1f}s "
+        f"server_cpu_ms_per_call={1000 * (s1 - s0) / n:.3f} "
+        f"pg_cpu_ms_per_call={1000 * pg / n:.3f} (backends {len(before)} -> {len(after)})"
+    )
+    return 0
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -276,7 +276,7 @@ def _grpc_call(args: dict[str, Any]) -> Callable[[int], Callable[[int], object]]
 def load(args: dict[str, Any], out: Any) -> None:
     """One load process: `threads` client threads of figure `args["key"]`."""
     maker = _rest_call if FIGURES[args["key"]][1] == "rest" else _grpc_call
-    out.put(_run_threads(args["threads"], maker(args), args["start_at"], args["stop_at"]))
+    out.put(_run_threads(args["threads"], maker(args), args["gate"]))
 
 
 # -- the run --------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ SERVICE_KEY = "bench-service-key"
 ACCOUNTS = 1000
 CONCURRENCY = 32
 LOAD_PROCS = 4
-LEAD_SEC = 8.0
+# Longest wait for every load thread to be connected before the clock starts.
+READY_TIMEOUT_SEC = 180.0
 DURATION = 5.0
 STARTING_BALANCE = "1000000000"
 # --rpc: the RPC's name and the figures' key prefix.
@@ -67,11 +68,38 @@ def server_env(url: str, port: int) -> dict[str, str]:
 # -- load generators (run in their own processes) ------------------------------------------
 
 
+class Gate:
+    """The start of a measurement, shared by the load processes: each thread says it is ready
+    (connected, or failed to) and waits; the parent opens the gate once every thread is ready,
+    so a slow start on a loaded machine delays the clock instead of eating into the figure."""
+
+    def __init__(self, ctx: Any, duration: float) -> None:
+        self.ready = ctx.Semaphore(0)
+        self.go = ctx.Event()
+        self.start = ctx.Value("d", 0.0)
+        self.duration = duration
+
+    def arrive(self) -> tuple[float, float]:
+        """Say this thread is ready, wait for the gate; (start, stop) wall-clock instants."""
+        self.ready.release()
+        self.go.wait()
+        start = float(self.start.value)
+        return start, start + self.duration
+
+    def open(self, threads: int) -> None:
+        """Wait (bounded) for `threads` arrivals, then start the clock for everyone."""
+        deadline = time.monotonic() + READY_TIMEOUT_SEC
+        for _ in range(threads):
+            if not self.ready.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+        self.start.value = time.time() + 0.2
+        self.go.set()
+
+
 def _run_threads(
     threads: int,
     make_call: Callable[[int], Callable[[int], object]],
-    start_at: float,
-    stop_at: float,
+    gate: Gate,
 ) -> tuple[list[float], int, str | None]:
     latencies: list[float] = []
     errors = [0]
@@ -88,8 +116,10 @@ def _run_threads(
             with lock:
                 errors[0] += 1
                 first[0] = first[0] or f"set-up: {type(exc).__name__}: {exc}"[:300]
+            gate.arrive()
             return
         i = 0
+        start_at, stop_at = gate.arrive()
         while time.time() < start_at:
             time.sleep(0.001)
         while True:
@@ -182,7 +212,7 @@ def grpc_load(args: dict[str, Any], out: Any) -> None:
 
         return {"debit": call, "grant": grant, "reserve": reserve_commit}[args["rpc"]]
 
-    out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+    out.put(_run_threads(args["threads"], make_call, args["gate"]))
 
 
 def raw_load(args: dict[str, Any], out: Any) -> None:
@@ -206,7 +236,7 @@ def raw_load(args: dict[str, Any], out: Any) -> None:
 
         return call
 
-    out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+    out.put(_run_threads(args["threads"], make_call, args["gate"]))
 
 
 def measure(
@@ -220,10 +250,10 @@ def measure(
     out = ctx.Queue()
     procs = min(LOAD_PROCS, concurrency)
     per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    # Time for the processes to start and connect (spawned interpreters import grpc and the
-    # stubs; on a loaded machine 4 s was sometimes too short and left a figure empty).
-    start_at = time.time() + LEAD_SEC
-    stop_at = start_at + duration
+    # The clock starts once every thread has connected (spawned interpreters import grpc and
+    # the stubs: a fixed lead of 4, then 8 s was sometimes too short on a loaded machine and
+    # left a figure empty).
+    gate = Gate(ctx, duration)
     workers = [
         ctx.Process(
             target=target,
@@ -233,8 +263,7 @@ def measure(
                     "proc": i,
                     "threads": n,
                     "seed": i,
-                    "start_at": start_at,
-                    "stop_at": stop_at,
+                    "gate": gate,
                 },
                 out,
             ),
@@ -243,6 +272,7 @@ def measure(
     ]
     for w in workers:
         w.start()
+    gate.open(sum(per))
     latencies: list[float] = []
     errors = 0
     first = None

@@ -57,7 +57,7 @@ def health_load(args: dict[str, Any], out: Any) -> None:
         request = health_pb2.HealthCheckRequest()
         return lambda i: stub.Check(request, timeout=30)
 
-    out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+    out.put(_run_threads(args["threads"], make_call, args["gate"]))
 
 
 def check_load(args: dict[str, Any], out: Any) -> None:
@@ -89,7 +89,7 @@ def check_load(args: dict[str, Any], out: Any) -> None:
 
         return call
 
-    out.put(_run_threads(args["threads"], make_call, args["start_at"], args["stop_at"]))
+    out.put(_run_threads(args["threads"], make_call, args["gate"]))
 
 
 def warm(port: int, accounts: list[str], feature: str) -> None:

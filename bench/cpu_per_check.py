@@ -26,7 +26,11 @@ def cpu_seconds(pid: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_check", description=__doc__)
-    parser.add_argument("--feature", default="calls", help="pro (boolean) or calls (metered)")
+    parser.add_argument(
+        "--feature",
+        default="calls",
+        help="pro (boolean), calls (metered), or health (the Health/Check no-op: the baseline)",
+    )
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--calls", type=int, default=4000)
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
         return 2
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from sqlalchemy import create_engine, text
 
     from bench.credits import SERVICE_KEY
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(text("ANALYZE"))
         dbname = url.rsplit("/", 1)[1]
         with server(url) as ports:
-            warm(ports[0], accounts, args.feature)
+            if args.feature != "health":
+                warm(ports[0], accounts, args.feature)
 
             def backends() -> list[int]:
                 with engine.connect() as conn:
@@ -83,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
             def load(t: int) -> None:
                 with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
+                    if args.feature == "health":
+                        health = health_pb2_grpc.HealthStub(ch)
+                        for _ in range(per):
+                            health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                        return
                     stub = entitlement_pb2_grpc.EntitlementServiceStub(ch)
                     for i in range(per):
                         got = stub.CheckEntitlement(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -21,6 +22,12 @@ from tollbooth.rpc.servicer import Servicer
 from tollbooth.rpc.streams import StreamGuard
 
 log = logging.getLogger("tollbooth.server")
+# The cyclic collector's thresholds while serving (CPython's default is 700, 10, 10). Every call
+# allocates hundreds of short-lived objects; at 700 the youngest generation is collected every
+# few calls and the oldest, which holds the process's in-memory views, often enough to show in
+# the tail. Measured with `bench.entitlements` (four alternated pairs, 32 in flight): p99 of a
+# boolean CheckEntitlement 105-135 -> 35-55 ms, of a metered one 110-181 -> 79-95 ms.
+GC_THRESHOLDS = (20_000, 50, 100)
 # The contract with its comments (built by `make proto`), which reflection serves.
 DESCRIPTOR_SET = REPO_ROOT / "gateway" / "billing.binpb"
 
@@ -86,10 +93,21 @@ def build_server(
     return server, port, health_servicer
 
 
+def settle_memory() -> None:
+    """Before serving: what start-up built (modules, descriptors, settings, the servicers) is
+    moved out of the collector's reach (`gc.freeze`), so full collections walk only what
+    serving creates, and the collector runs less often (`GC_THRESHOLDS`). Cycles are still
+    collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(deps: Deps, servicers: Sequence[Servicer | routing.EnvironmentRouter]) -> None:
     """Serve until SIGTERM or SIGINT, then drain for up to 5 s."""
     address = f"{deps.settings.grpc_host}:{deps.settings.grpc_port}"
     server, port, health_servicer = build_server(deps, address, servicers)
+    settle_memory()
     server.start()
     log.info("gRPC server listening on %s:%s", deps.settings.grpc_host, port)
     stop = threading.Event()

@@ -204,8 +204,12 @@ def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
         print(line, flush=True)
     for line in report.failed:
         print(f"FAILED {line}", file=sys.stderr, flush=True)
+    for line in report.left_alone:
+        print(f"LEFT ALONE {line}", file=sys.stderr, flush=True)
+    alone = f", {len(report.left_alone)} left alone" if report.left_alone else ""
     print(
-        f"{verb} {report.seen}: {len(report.changed)} change(s), {len(report.failed)} failure(s)",
+        f"{verb} {report.seen}: {len(report.changed)} change(s), {len(report.failed)} failure(s)"
+        f"{alone}",
         flush=True,
     )
     return 1 if report.failed else 0

@@ -276,11 +276,14 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
 
 
 @app.command(
-    "reconcile", help="compare every subscription with Stripe, repair drift, print changes"
+    "reconcile",
+    help="compare every subscription with Stripe, repair drift, complete the checkout and"
+    " payment intents a crash left pending, print changes",
 )
 @in_environment
 def reconcile_command(environment: str | None) -> int:
-    """Compare every subscription with Stripe, repair drift, print what changed."""
+    """Compare every subscription with Stripe, repair drift, sweep the intents left pending,
+    print what changed (and, apart, what it must leave to an operator)."""
     report = assembly.reconcile(load("reconcile", operator=True, environment=environment))
     return _print_report(report, "reconciled")
 

@@ -19,8 +19,8 @@ from tests.checkout.support import World, operator_command, start_world, transac
 from tests.payments.support import (
     at_provider,
     backdate,
-    create_as_service,
     crashed_after_commit,
+    create_as_service,
     intent_row,
     token,
 )
@@ -104,18 +104,17 @@ def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open
     world.settled()
     world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
     stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0)  # the sweep's call, held
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            sweeping = pool.submit(app.reconcile, world.settings)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sweeping = pool.submit(app.reconcile, world.settings)
+        try:
             assert stall.entered.wait(10)
             assert transactions_open(world.deps.db.url) == 0
             late = create_as_service(world, account, "race-1")  # gets through first
             assert not sweeping.done()
+        finally:  # the sweep goes on (and the pool can be shut) whatever happened
             stall.release.set()
-            report = sweeping.result(timeout=60)
-    finally:
-        stall.release.set()
-        world.gate.open.set()
+            world.gate.open.set()
+        report = sweeping.result(timeout=60)
     assert report.failed == []
     assert about(report.changed, ours) == [completed(ours, late.stripe_payment_intent_id)]
     assert at_provider(world, ours) == [late.stripe_payment_intent_id]

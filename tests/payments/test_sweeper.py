@@ -50,6 +50,17 @@ def make_world(pg_url: str, tmp_path) -> Iterator[Callable[..., World]]:  # type
         world.stop()
 
 
+def left_by_a_crash(
+    world: World, request_id: str, age: dt.timedelta | None = STALE
+) -> tuple[str, str]:
+    """A new account and the intent a crash left it (`age` old, when given): (account, our id)."""
+    _, account = token(world)
+    ours = crashed_after_commit(world, account, request_id)
+    if age is not None:
+        backdate(world, ours, age)
+    return account, ours
+
+
 def about(lines: list[str], intent_id: str) -> list[str]:
     return [line for line in lines if f"payment intent {intent_id}:" in line]
 
@@ -62,8 +73,7 @@ def test_a_row_left_by_a_crash_is_completed_by_the_sweep_and_a_late_retry_gets_i
     make_world: Callable[..., World],
 ) -> None:
     world = make_world()
-    _, account = token(world)
-    ours = crashed_after_commit(world, account, "crash-1")
+    account, ours = left_by_a_crash(world, "crash-1", age=None)
 
     fresh = app.reconcile(world.settings)  # within the grace period: maybe still in flight
     assert about(fresh.changed + fresh.failed + fresh.left_alone, ours) == []
@@ -98,9 +108,7 @@ def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open
     make_world: Callable[..., World],
 ) -> None:
     world = make_world(STRIPE_TIMEOUT_SEC="60")  # the held call must not time out
-    _, account = token(world)
-    ours = crashed_after_commit(world, account, "race-1")
-    backdate(world, ours, STALE)
+    account, ours = left_by_a_crash(world, "race-1")
     world.settled()
     world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
     stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0)  # the sweep's call, held
@@ -130,9 +138,7 @@ def test_a_provider_answering_late_leaves_the_row_pending_and_the_next_sweep_reu
     make_world: Callable[..., World],
 ) -> None:
     world = make_world(STRIPE_TIMEOUT_SEC="1")
-    _, account = token(world)
-    ours = crashed_after_commit(world, account, "slow-1")
-    backdate(world, ours, STALE)
+    _, ours = left_by_a_crash(world, "slow-1")
     # The provider creates the intent but answers after the client gave up.
     stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True)
     try:
@@ -156,9 +162,7 @@ def test_a_provider_5xx_leaves_the_row_pending_and_the_command_reports_it(
     make_world: Callable[..., World], monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     world = make_world()
-    _, account = token(world)
-    ours = crashed_after_commit(world, account, "down-1")
-    backdate(world, ours, STALE)
+    _, ours = left_by_a_crash(world, "down-1")
     world.sandbox.stalls.add("POST", PATH, seconds=0, status=500)
     code, out, err = operator_command(
         world, monkeypatch, capsys, "reconcile", STRIPE_MAX_NETWORK_RETRIES="0"
@@ -179,9 +183,7 @@ def test_a_row_past_the_key_lifetime_is_reported_and_left_untouched(
     make_world: Callable[..., World], monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     world = make_world()
-    _, account = token(world)
-    ours = crashed_after_commit(world, account, "old-1")
-    backdate(world, ours, intents.KEY_LIFETIME + dt.timedelta(minutes=5))
+    account, ours = left_by_a_crash(world, "old-1", intents.KEY_LIFETIME + dt.timedelta(minutes=5))
     before = intent_row(world, ours)
     code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
     assert code == 0  # nothing failed: it is an operator's to look up

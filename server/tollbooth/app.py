@@ -43,6 +43,7 @@ from tollbooth.notifications import delivery as notification_delivery
 from tollbooth.notifications import operator as notification_operator
 from tollbooth.notifications.servicer import NotificationServicer
 from tollbooth.payments import effects as payment_effects
+from tollbooth.payments import intents as payment_intents
 from tollbooth.payments.servicer import PaymentServicer
 from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
@@ -304,7 +305,8 @@ def list_events(settings: Settings, status: str | None, limit: int) -> list[dict
 
 def reconcile(settings: Settings) -> Report:
     """`reconcile`: compare every subscription with the provider and repair drift; complete
-    the checkout intents left pending (`checkout.intents.sweep_pending`)."""
+    the checkout and payment intents left pending (`checkout.intents.sweep_pending`,
+    `payments.intents.sweep_pending`)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
         report = reconciling.reconcile(
@@ -317,6 +319,10 @@ def reconcile(settings: Settings) -> Report:
         changes, failures = checkout_intents.sweep_pending(db, provider)
         report.changed.extend(changes)
         report.failed.extend(failures)
+        swept = payment_intents.sweep_pending(db, provider)
+        report.changed.extend(swept.changed)
+        report.failed.extend(swept.failed)
+        report.left_alone.extend(swept.left_alone)
         return report
     finally:
         db.dispose()

@@ -204,8 +204,12 @@ def _print_report(report, verb: str) -> int:  # type: ignore[no-untyped-def]
         print(line, flush=True)
     for line in report.failed:
         print(f"FAILED {line}", file=sys.stderr, flush=True)
+    for line in report.left_alone:
+        print(f"LEFT ALONE {line}", file=sys.stderr, flush=True)
+    alone = f", {len(report.left_alone)} left alone" if report.left_alone else ""
     print(
-        f"{verb} {report.seen}: {len(report.changed)} change(s), {len(report.failed)} failure(s)",
+        f"{verb} {report.seen}: {len(report.changed)} change(s), {len(report.failed)} failure(s)"
+        f"{alone}",
         flush=True,
     )
     return 1 if report.failed else 0
@@ -272,11 +276,14 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
 
 
 @app.command(
-    "reconcile", help="compare every subscription with Stripe, repair drift, print changes"
+    "reconcile",
+    help="compare every subscription with Stripe, repair drift, complete the checkout and"
+    " payment intents a crash left pending, print changes",
 )
 @in_environment
 def reconcile_command(environment: str | None) -> int:
-    """Compare every subscription with Stripe, repair drift, print what changed."""
+    """Compare every subscription with Stripe, repair drift, sweep the intents left pending,
+    print what changed (and, apart, what it must leave to an operator)."""
     report = assembly.reconcile(load("reconcile", operator=True, environment=environment))
     return _print_report(report, "reconciled")
 

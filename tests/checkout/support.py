@@ -50,6 +50,46 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
         time.sleep(0.05)
 
 
+def transactions_open(database_url: str) -> int:
+    """PostgreSQL: how many other connections to this database sit inside a transaction (a
+    provider call held meanwhile must leave none open)."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(database_url)
+    try:
+        with admin.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        admin.dispose()
+
+
+def operator_command(
+    world: World, monkeypatch: Any, capsys: Any, *argv: str, **extra: str
+) -> tuple[int, str, str]:
+    """Run `tollbooth ARGV` as an operator does, against the world (with `extra` settings):
+    exit code, stdout, stderr."""
+    from tollbooth import cli
+
+    env = make_env(
+        world.settings.database_url,
+        BILLING_SANDBOX_PORT=str(world.settings.sandbox_port),
+        **extra,
+    )
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 class Gate:
     """A loopback relay between the sandbox and the sidecar that can be closed: while closed it
     answers 503, so the sandbox queues its events and retries them (later all at once, in the

@@ -6,23 +6,15 @@ import pytest
 from sqlalchemy import select, update
 
 from billing.v1 import catalog_pb2
-from tests.checkout.support import World, events_of, start_world
-from tests.conftest import make_env
-from tollbooth import cli
+from tests.checkout.support import World, events_of, operator_command, start_world
 from tollbooth.db.models import CreditGrant, StripeEvent, Subscription
 
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="10", on_purchase=True)]
 
 
 def run(world: World, monkeypatch, capsys, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    env = make_env(
-        world.settings.database_url, BILLING_SANDBOX_PORT=str(world.settings.sandbox_port)
-    )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
-    code = cli.main(list(argv))
-    return code, capsys.readouterr().out
+    code, out, _ = operator_command(world, monkeypatch, capsys, *argv)
+    return code, out
 
 
 def bought(world: World) -> tuple[str, str]:

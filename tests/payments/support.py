@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Any
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billing.v1 import catalog_pb2, payment_pb2, payment_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.checkout.support import World
 from tests.conftest import SERVICE_MD, bearer_md
+from tollbooth.auth.caller import SERVICE
 from tollbooth.db.models import Purchase, StripeEvent
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.db.types import utcnow
+from tollbooth.payments import intents, service
+from tollbooth.rpc.servicer import idempotency_scope
 
 SCOPES = ["payments", "billing:read", "credits:read"]
 PACK = [catalog_pb2.CreditGrantSpec(credit_type="pack_calls", amount="250", on_purchase=True)]
@@ -88,3 +94,53 @@ def rpc_error(call: Any) -> grpc.RpcError:
     except grpc.RpcError as err:
         return err
     raise AssertionError("the call succeeded")
+
+
+def create_as_service(world: World, account: str, request_id: str) -> payment_pb2.PaymentIntent:
+    """Seed 003's body for `account`, sent by a backend with its service key."""
+    return stub(world).CreatePaymentIntent(
+        payment_pb2.CreatePaymentIntentRequest(account=account, request_id=request_id, **SEED_BODY),
+        metadata=SERVICE_MD,
+        timeout=30,
+    )
+
+
+def crashed_after_commit(world: World, account: str, request_id: str) -> str:
+    """What `create_as_service` leaves when its process dies (kill -9) between the intent and
+    the provider call: the pending row committed, the provider never called. Our id."""
+    request = service.PaymentRequest(
+        account_ref=account,
+        amount=SEED_BODY["amount"],
+        currency=SEED_BODY["currency"],
+        description=SEED_BODY["description"],
+        receipt_email=SEED_BODY["receipt_email"],
+        catalog_price_id="",
+        request_scope=idempotency_scope(SERVICE, payment_pb2.CreatePaymentIntentRequest()),
+        request_id=request_id,
+    )
+    with world.deps.db.transaction() as session:
+        return intents._record(session, SERVICE, request).id
+
+
+def backdate(world: World, intent_id: str, age: dt.timedelta) -> None:
+    """Make the intent `age` old (recorded, and last touched, that long ago)."""
+    when = utcnow() - age
+    with world.deps.db.transaction() as session:
+        session.execute(
+            update(PaymentIntent)
+            .where(PaymentIntent.id == intent_id)
+            .values(created_at=when, updated_at=when)
+        )
+
+
+def intent_row(world: World, intent_id: str) -> PaymentIntent:
+    with world.deps.db.transaction(readonly=True) as session:
+        row = session.get(PaymentIntent, intent_id)
+        assert row is not None, intent_id
+        return row
+
+
+def at_provider(world: World, intent_id: str) -> list[str]:
+    """The provider's payment intents created for our intent (its metadata names it)."""
+    listed = world.stripe.v1.payment_intents.list(params={"limit": 100}).data
+    return [pi.id for pi in listed if pi.metadata.to_dict().get(intents.OURS) == intent_id]

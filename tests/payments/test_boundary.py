@@ -10,7 +10,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from tests.checkout.support import World, start_world
+from tests.checkout.support import World, start_world, transactions_open
 from tests.helpers import error_reason
 from tests.payments.support import create, token
 from tollbooth.db.payment_intents import PaymentIntent
@@ -56,7 +56,6 @@ def test_a_retry_after_a_provider_timeout_gets_the_same_intent(impatient_world: 
 @pytest.mark.postgres
 def test_no_transaction_is_open_during_the_provider_call_on_postgres(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     world = start_world(pg_url, tmp_path)
-    admin = sa.create_engine(world.deps.db.url)
     try:
         bearer, _ = token(world)
         world.settled()
@@ -65,18 +64,10 @@ def test_no_transaction_is_open_during_the_provider_call_on_postgres(pg_url: str
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(create, world, bearer)
             assert stall.entered.wait(10)
-            with admin.connect() as conn:
-                in_transaction = conn.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
-                    )
-                ).scalar_one()
-            assert in_transaction == 0
+            assert transactions_open(world.deps.db.url) == 0
             assert not pending.done()
             stall.release.set()
             assert pending.result(timeout=30).client_secret
     finally:
         world.gate.open.set()
-        admin.dispose()
         world.stop()

@@ -10,13 +10,16 @@ transaction (the shape of `tollbooth.checkout.intents`).
 3. a second short transaction records the provider's id, status and client secret on the row.
 
 A crash or timeout between leaves a `pending` row that a retry with the same `request_id`
-completes with the same key (the provider answers with the intent it created the first time).
+completes with the same key (the provider answers with the intent it created the first time),
+or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from typing import Any
+import logging
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,8 +36,15 @@ from tollbooth.payments import repository, service
 from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
 
+log = logging.getLogger("tollbooth.payments")
+
 # The metadata key that marks a provider payment intent as one of ours (checkout's carry none).
 OURS = "tollbooth_payment_intent_id"
+# An intent still pending after this long was left by a crash or a timeout: the sweeper's.
+STALE_AFTER = dt.timedelta(minutes=10)
+# Stripe keeps an idempotency key at least this long after its first use (which follows the
+# row's creation): a younger row's key still finds the intent the first attempt created.
+KEY_LIFETIME = dt.timedelta(hours=24)
 
 
 def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
@@ -135,3 +145,50 @@ def create_payment_intent(
                 raise
     assert row is not None
     return realise(db, provider, row)
+
+
+class Sweep(NamedTuple):
+    """What `sweep_pending` did: one line per intent completed, per provider failure (left
+    pending for the next sweep), per intent too old to complete safely (left alone)."""
+
+    changed: list[str]
+    failed: list[str]
+    left_alone: list[str]
+
+
+def sweep_pending(
+    db: Database, provider: StripeProvider, *, older_than: dt.timedelta = STALE_AFTER
+) -> Sweep:
+    """The sweeper (`tollbooth reconcile`): complete every intent left `pending` (a crash or a
+    timeout between the steps, and no retry since) through `realise`, with its own key and
+    parameters, so the provider holds exactly the intent a late retry will get back.
+
+    An intent older than the provider's idempotency-key lifetime is neither sent again (the
+    key may be gone: a second intent could be created) nor canceled: it is logged and
+    reported for an operator to look up at the provider by its metadata."""
+    with db.transaction(readonly=True) as session:
+        stale = repository.stale_pending(session, before=utcnow() - older_than)
+    done = Sweep([], [], [])
+    for row in stale:
+        if row.created_at < utcnow() - KEY_LIFETIME:  # checked before each call, not once
+            line = (
+                f"payment intent {row.id}: pending since {row.created_at.isoformat()}, over"
+                f" {KEY_LIFETIME.total_seconds() / 3600:g} h: not sent again (the provider's"
+                f" idempotency key may have expired); look it up by metadata {OURS}"
+            )
+            log.warning("%s", line)
+            done.left_alone.append(line)
+            continue
+        try:
+            result = realise(db, provider, row)
+        except errors.DomainError as exc:  # the row stays pending, as after a failed request
+            done.failed.append(
+                f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending: the next"
+                " sweep tries again)"
+            )
+            continue
+        done.changed.append(
+            f"payment intent {row.id}: pending -> {result.status}"
+            f" ({result.stripe_payment_intent_id})"
+        )
+    return done

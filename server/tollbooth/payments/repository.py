@@ -6,6 +6,7 @@ service caller, the provider's events); see `tollbooth.accounts.service.owner`.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -33,6 +34,14 @@ def intent_by_either_id(session: Session, ident: str, *, owner: str | None) -> P
     if owner is not None:
         stmt = stmt.where(PaymentIntent.billing_account_id == owner)
     return session.scalars(stmt).first()
+
+
+def stale_pending(session: Session, *, before: dt.datetime) -> list[PaymentIntent]:
+    """Intents recorded before `before` whose provider step never finished, oldest first."""
+    stmt = select(PaymentIntent).where(
+        PaymentIntent.status == "pending", PaymentIntent.created_at < before
+    )
+    return list(session.scalars(stmt.order_by(PaymentIntent.created_at)))
 
 
 def add_intent(session: Session, row: PaymentIntent) -> None:

@@ -154,8 +154,11 @@ class LoggingInterceptor(_Base):
         return _around(behavior, streams_out, before, lambda e, c: None, after)
 
 
-# The database could not be reached or dropped the connection: nothing committed, and asking
-# again (with the same request_id) is safe, so the client's retry on UNAVAILABLE is right.
+# The database could not be reached or dropped the connection. Usually nothing committed, but
+# not always: a connection lost after COMMIT was sent may have committed the write (a debit)
+# and still answers UNAVAILABLE. Asking again with the same request_id is safe either way: a
+# write that committed committed its request_id's stored answer with it, which the retry gets
+# back; one that did not runs once. So the client's retry on UNAVAILABLE is right.
 DATABASE_DOWN = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,

@@ -432,6 +432,10 @@ class Api:
             stall = self.stalls.take(method, path, after=False)
             if stall is not None:
                 await run_in_threadpool(stall.hold)
+                if stall.status:
+                    raise StripeError(
+                        stall.status, "The sandbox was told to fail this request.", type="api_error"
+                    )
             status, payload, replayed = await run_in_threadpool(
                 self._run, route, params, args, method, path, key, request_id
             )

@@ -4,11 +4,14 @@ For tests of what the service does while the provider is slow or times out. A ru
 method and a path prefix, a given number of times; a matching request waits, either before it
 is handled (the provider is slow to start) or after it was handled and stored (the provider did
 the work but the answer comes late, as after a timeout), until the rule is released or its
-`seconds` pass. Reached through `SandboxHandle.stalls`:
+`seconds` pass. A rule held before with `status` set then answers that status (Stripe's
+`api_error`, as from an outage) without handling the request. Reached through
+`SandboxHandle.stalls`:
 
     stall = sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=5, after=True)
     ...  # the first matching request is held
     stall.entered.wait(5); stall.release.set()
+    sandbox.stalls.add("POST", "/v1/payment_intents", seconds=0, status=500)  # one 500
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Stall:
     seconds: float
     after: bool
     times: int
+    status: int = 0  # with `after` False: answered instead of handling the request
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     held: int = 0
@@ -39,9 +43,18 @@ class ApiStalls:
         self._rules: list[Stall] = []
 
     def add(
-        self, method: str, path_prefix: str, *, seconds: float, after: bool = False, times: int = 1
+        self,
+        method: str,
+        path_prefix: str,
+        *,
+        seconds: float,
+        after: bool = False,
+        times: int = 1,
+        status: int = 0,
     ) -> Stall:
-        stall = Stall(method.upper(), path_prefix, seconds, after, times)
+        if status and (after or not 500 <= status <= 599):
+            raise ValueError("status: a 5xx, answered before the request is handled")
+        stall = Stall(method.upper(), path_prefix, seconds, after, times, status)
         with self._lock:
             self._rules.append(stall)
         return stall

@@ -23,11 +23,13 @@ T = TypeVar("T")
 
 @dataclass
 class Report:
-    """What an operator command did: items seen, one line per change, one per failure."""
+    """What an operator command did: items seen, one line per change, one per failure, one per
+    item it must not touch and leaves to an operator (not a failure of this run)."""
 
     seen: int = 0
     changed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
 
 
 def progress(items: list[T], desc: str, show: bool | None) -> Iterator[T]:

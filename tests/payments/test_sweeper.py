@@ -1,0 +1,206 @@
+"""The sweeper of payment intents (`tollbooth reconcile`), on PostgreSQL with the sandbox.
+
+An intent whose process died between committing its pending row and calling the provider, and
+that no client retried, is completed by the sweep with the request's own idempotency key: the
+provider ends up holding one payment intent for it, however often the sweep runs and whatever
+client retry races it. Rows older than the key's lifetime are reported, never sent again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.checkout.support import World, operator_command, start_world, transactions_open
+from tests.payments.support import (
+    at_provider,
+    backdate,
+    crashed_after_commit,
+    create_as_service,
+    intent_row,
+    token,
+)
+from tollbooth import app
+from tollbooth.db.models import BillingAccount
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.payments import intents
+
+pytestmark = pytest.mark.postgres
+
+PATH = "/v1/payment_intents"
+STALE = intents.STALE_AFTER + dt.timedelta(minutes=1)
+
+
+@pytest.fixture
+def make_world(pg_url: str, tmp_path) -> Iterator[Callable[..., World]]:  # type: ignore[no-untyped-def]
+    """A world on PostgreSQL whose provider client never retries by itself (`env`: more)."""
+    worlds: list[World] = []
+
+    def make(**env: str) -> World:
+        world = start_world(pg_url, tmp_path, STRIPE_MAX_NETWORK_RETRIES="0", **env)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        world.stop()
+
+
+def left_by_a_crash(
+    world: World, request_id: str, age: dt.timedelta | None = STALE
+) -> tuple[str, str]:
+    """A new account and the intent a crash left it (`age` old, when given): (account, our id)."""
+    _, account = token(world)
+    ours = crashed_after_commit(world, account, request_id)
+    if age is not None:
+        backdate(world, ours, age)
+    return account, ours
+
+
+def about(lines: list[str], intent_id: str) -> list[str]:
+    return [line for line in lines if f"payment intent {intent_id}:" in line]
+
+
+def completed(intent_id: str, stripe_id: str) -> str:
+    return f"payment intent {intent_id}: pending -> requires_payment_method ({stripe_id})"
+
+
+def test_a_row_left_by_a_crash_is_completed_by_the_sweep_and_a_late_retry_gets_it(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    account, ours = left_by_a_crash(world, "crash-1", age=None)
+
+    fresh = app.reconcile(world.settings)  # within the grace period: maybe still in flight
+    assert about(fresh.changed + fresh.failed + fresh.left_alone, ours) == []
+    assert intent_row(world, ours).status == "pending" and at_provider(world, ours) == []
+
+    backdate(world, ours, STALE)
+    report = app.reconcile(world.settings)
+    assert report.failed == [] and report.left_alone == []
+    [stripe_id] = at_provider(world, ours)
+    assert about(report.changed, ours) == [completed(ours, stripe_id)]
+    remote = world.stripe.v1.payment_intents.retrieve(stripe_id)
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id, row.client_secret) == (
+        remote.status,
+        stripe_id,
+        remote.client_secret,
+    )
+
+    again = app.reconcile(world.settings)  # nothing left pending: nothing sent
+    assert about(again.changed + again.failed, ours) == []
+    late = create_as_service(world, account, "crash-1")  # the client comes back after all
+    assert (late.payment_intent_id, late.stripe_payment_intent_id, late.client_secret) == (
+        ours,
+        stripe_id,
+        remote.client_secret,
+    )
+    assert at_provider(world, ours) == [stripe_id]
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+
+def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(STRIPE_TIMEOUT_SEC="60")  # the held call must not time out
+    account, ours = left_by_a_crash(world, "race-1")
+    world.settled()
+    world.gate.open.clear()  # no webhook transaction runs meanwhile: only ours could be open
+    stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0)  # the sweep's call, held
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sweeping = pool.submit(app.reconcile, world.settings)
+        try:
+            assert stall.entered.wait(10)
+            assert transactions_open(world.deps.db.url) == 0
+            late = create_as_service(world, account, "race-1")  # gets through first
+            assert not sweeping.done()
+        finally:  # the sweep goes on (and the pool can be shut) whatever happened
+            stall.release.set()
+            world.gate.open.set()
+        report = sweeping.result(timeout=60)
+    assert report.failed == []
+    assert about(report.changed, ours) == [completed(ours, late.stripe_payment_intent_id)]
+    assert at_provider(world, ours) == [late.stripe_payment_intent_id]
+    row = intent_row(world, ours)
+    assert (row.stripe_payment_intent_id, row.client_secret) == (
+        late.stripe_payment_intent_id,
+        late.client_secret,
+    )
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+
+def test_a_provider_answering_late_leaves_the_row_pending_and_the_next_sweep_reuses_the_key(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(STRIPE_TIMEOUT_SEC="1")
+    _, ours = left_by_a_crash(world, "slow-1")
+    # The provider creates the intent but answers after the client gave up.
+    stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True)
+    try:
+        first = app.reconcile(world.settings)
+    finally:
+        stall.release.set()
+    [failure] = about(first.failed, ours)
+    assert "PROVIDER_UNAVAILABLE" in failure and about(first.changed, ours) == []
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id) == ("pending", None)
+    [stripe_id] = at_provider(world, ours)  # created at the provider; we never heard
+
+    second = app.reconcile(world.settings)
+    assert second.failed == []
+    assert about(second.changed, ours) == [completed(ours, stripe_id)]
+    assert at_provider(world, ours) == [stripe_id]
+    assert intent_row(world, ours).stripe_payment_intent_id == stripe_id
+
+
+def test_a_provider_5xx_leaves_the_row_pending_and_the_command_reports_it(
+    make_world: Callable[..., World], monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    world = make_world()
+    _, ours = left_by_a_crash(world, "down-1")
+    world.sandbox.stalls.add("POST", PATH, seconds=0, status=500)
+    code, out, err = operator_command(
+        world, monkeypatch, capsys, "reconcile", STRIPE_MAX_NETWORK_RETRIES="0"
+    )
+    assert code == 1
+    assert f"FAILED payment intent {ours}: PROVIDER_UNAVAILABLE" in err
+    assert "0 change(s), 1 failure(s)" in out
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id, row.client_secret) == ("pending", None, None)
+    assert at_provider(world, ours) == []
+
+    code, out, _ = operator_command(world, monkeypatch, capsys, "reconcile")  # provider back
+    [stripe_id] = at_provider(world, ours)
+    assert code == 0 and completed(ours, stripe_id) in out
+
+
+def test_a_row_past_the_key_lifetime_is_reported_and_left_untouched(
+    make_world: Callable[..., World], monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    world = make_world()
+    account, ours = left_by_a_crash(world, "old-1", intents.KEY_LIFETIME + dt.timedelta(minutes=5))
+    before = intent_row(world, ours)
+    code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
+    assert code == 0  # nothing failed: it is an operator's to look up
+    assert f"LEFT ALONE payment intent {ours}: pending since" in err
+    assert "0 change(s), 0 failure(s), 1 left alone" in out
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(r["logger"], r["level"]) for r in records if ours in r["message"]] == [
+        ("tollbooth.payments", "WARNING")
+    ]
+    after = intent_row(world, ours)
+    assert (after.status, after.stripe_payment_intent_id, after.client_secret) == (
+        "pending",
+        None,
+        None,
+    )
+    assert after.updated_at == before.updated_at
+    assert at_provider(world, ours) == []  # never created, so nothing to cancel either
+    with world.deps.db.transaction(readonly=True) as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id is None  # nothing sent at all

@@ -65,12 +65,19 @@ def served(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Deps, dict[int, i
         pids[threading.get_ident()] = dbapi_conn.info.backend_pid
 
     event.listen(deps.db.engine, "checkout", checked_out)
+    with _serving(deps) as ch:
+        yield ch, deps, pids, _libpq(pg_shared_url)
+
+
+@contextlib.contextmanager
+def _serving(deps: Deps) -> Iterator[grpc.Channel]:
+    """A server on loopback and a channel to it; stopped, and `deps.db` disposed, after."""
     server, port, _ = build_server(deps, "127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             grpc.channel_ready_future(ch).result(timeout=10)
-            yield ch, deps, pids, _libpq(pg_shared_url)
+            yield ch
     finally:
         server.stop(grace=None).wait()
         deps.db.dispose()
@@ -137,31 +144,45 @@ def _planned(monkeypatch: Any) -> list[int]:
     return planned
 
 
-def _kill_during_first_flush(
-    served: Any, acct: str, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
+def _kill_at_lock(
+    served: Any,
+    request: credit_pb2.DebitCreditsRequest,
+    monkeypatch: Any,
+    *,
+    lock: str,
+    planned_before: list[int],
 ) -> Any:
+    """Hold the rows `lock` selects (FOR UPDATE) in a test transaction, start the debit,
+    kill the server's backend once it waits on them, release; the debit's answer. When it
+    waits, the engine has planned the debit `planned_before` times (which flush it is in)."""
     channel, _deps, pids, url = served
     planned = _planned(monkeypatch)
     with (
         psycopg.connect(url, autocommit=True) as admin,
         psycopg.connect(url) as locker,
     ):
-        locker.execute(
-            "SELECT 1 FROM credit_balances WHERE billing_account_id = %s FOR UPDATE", (acct,)
-        )
+        locker.execute(lock, (request.account,))
         join = _debit_in_thread(channel, request)
         try:
-            # The first flush waits at the balance lock (after BEGIN and the key's claim).
             pid = _blocked_by(admin, locker.info.backend_pid, pids)
-            assert planned == []  # still in the first flush
+            assert planned == planned_before
             _terminate(admin, pid)
         finally:
             locker.rollback()
         return join()
 
 
+def _kill_during_first_flush(
+    served: Any, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
+) -> Any:
+    # The first flush waits at the balance lock (after BEGIN and the key's claim), before
+    # the engine plans.
+    lock = "SELECT 1 FROM credit_balances WHERE billing_account_id = %s FOR UPDATE"
+    return _kill_at_lock(served, request, monkeypatch, lock=lock, planned_before=[])
+
+
 def _kill_between_flushes(
-    served: Any, acct: str, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
+    served: Any, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
 ) -> Any:
     channel, _deps, pids, url = served
     planned = debits.plan_debit
@@ -184,29 +205,12 @@ def _kill_between_flushes(
 
 
 def _kill_during_second_flush(
-    served: Any, acct: str, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
+    served: Any, request: credit_pb2.DebitCreditsRequest, monkeypatch: Any
 ) -> Any:
-    channel, _deps, pids, url = served
-    planned = _planned(monkeypatch)
-    with (
-        psycopg.connect(url, autocommit=True) as admin,
-        psycopg.connect(url) as locker,
-    ):
-        # The first flush reads the grants without locking them; the second one's UPDATE
-        # waits for this lock.
-        locker.execute(
-            "SELECT 1 FROM credit_grants WHERE billing_account_id = %s FOR UPDATE", (acct,)
-        )
-        join = _debit_in_thread(channel, request)
-        try:
-            # The second flush (the debit's writes, their first part the grants' UPDATE)
-            # waits at the grants' lock.
-            pid = _blocked_by(admin, locker.info.backend_pid, pids)
-            assert planned == [1]  # the first flush is done, the debit planned
-            _terminate(admin, pid)
-        finally:
-            locker.rollback()
-        return join()
+    # The first flush reads the grants without locking them; the second one (the debit's
+    # writes, their first part the grants' UPDATE) waits at their lock, once planned.
+    lock = "SELECT 1 FROM credit_grants WHERE billing_account_id = %s FOR UPDATE"
+    return _kill_at_lock(served, request, monkeypatch, lock=lock, planned_before=[1])
 
 
 def _state(session: Session, acct: str, key: str) -> tuple[Any, ...]:
@@ -250,7 +254,7 @@ def test_a_connection_killed_in_the_two_flushes_is_unavailable_and_the_retry_deb
         before = _state(s, acct, request.request_id)
     assert before[0] == (Decimal("15"), 2) and before[2:] == (0, 0)
 
-    err = kill(served, acct, request, monkeypatch)
+    err = kill(served, request, monkeypatch)
 
     assert isinstance(err, grpc.RpcError), err
     assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
@@ -360,15 +364,10 @@ def proxied(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Deps, CutAtCommi
         {"sslmode": "disable", "gssencmode": "disable"}
     )
     deps = Deps.build(Settings.from_env(make_env(through.render_as_string(hide_password=False))))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            grpc.channel_ready_future(ch).result(timeout=10)
+        with _serving(deps) as ch:
             yield ch, deps, proxy
     finally:
-        server.stop(grace=None).wait()
-        deps.db.dispose()
         proxy.close()
 
 

@@ -32,6 +32,13 @@ SLACK_SEC = 5.0  # a loaded 2-core machine: the deadline is the bound plus this
 @contextmanager
 def replica(url: str) -> Iterator[grpc.Channel]:
     """`serve-grpc` in its own process (as `run` starts a replica's processes)."""
+    with replica_process(url) as (channel, _pid):
+        yield channel
+
+
+@contextmanager
+def replica_process(url: str) -> Iterator[tuple[grpc.Channel, int]]:
+    """`replica`, with the process id of the server."""
     port = free_port()
     env = {
         **os.environ,
@@ -46,7 +53,7 @@ def replica(url: str) -> Iterator[grpc.Channel]:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
-            yield channel
+            yield channel, proc.pid
     finally:
         proc.terminate()
         try:

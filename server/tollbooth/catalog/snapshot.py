@@ -17,7 +17,6 @@ database on every call.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -25,11 +24,11 @@ from sqlalchemy.orm import Session
 
 from tollbooth.catalog.paging import order_key
 from tollbooth.db import Database
-from tollbooth.db.listen import Listener
+from tollbooth.db.listen import BOUND_SEC, Reloaded
 from tollbooth.db.models import Price, Product
 
 CHANNEL = "tollbooth_catalog"
-BOUND_SEC = 1.0
+__all__ = ["BOUND_SEC", "CHANNEL", "Catalog", "Snapshot", "load"]
 
 
 @dataclass(frozen=True)
@@ -53,58 +52,13 @@ def load(session: Session) -> Catalog:
     return Catalog(products, {p.id: p for p in products}, prices, price_by_id)
 
 
-class Snapshot:
+class Snapshot(Reloaded[Catalog]):
     """One per process (per CatalogServicer). `get()` is the catalog to answer from, or None
     (read the database)."""
 
-    def __init__(self, db: Database, *, bound_sec: float = BOUND_SEC) -> None:
-        self._db = db
-        self._enabled = db.dialect == "postgresql"
-        self._lock = threading.Lock()
-        self._reload = threading.Lock()
-        self._changes = 0  # notifications heard (and own writes)
-        self._catalog: Catalog | None = None
-        self._loaded_at_change = -1
-        # Listening before the snapshot loads (`changed` on connect): nothing committed later
-        # is missed.
-        self._listener = Listener(
-            db,
-            (CHANNEL,),
-            name="catalog-listener",
-            bound_sec=bound_sec,
-            connected=self.changed,
-            notified=self._on_notify,
-        )
-        if self._enabled:
-            db.on_dispose(self.close)
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, (CHANNEL,))
 
-    def changed(self) -> None:
-        """A change committed (by this process, or heard from PostgreSQL)."""
-        with self._lock:
-            self._changes += 1
-
-    def get(self) -> Catalog | None:
-        if not self._enabled:
-            return None
-        if not self._listener.alive():
-            return None  # the listener cannot vouch for the snapshot: read the database
-        with self._lock:
-            if self._catalog is not None and self._loaded_at_change == self._changes:
-                return self._catalog
-        with self._reload:
-            with self._lock:
-                wanted = self._changes
-                if self._catalog is not None and self._loaded_at_change == wanted:
-                    return self._catalog
-            # Loaded after `wanted` changes were heard: a later notification reloads again.
-            with self._db.transaction(readonly=True) as session:
-                catalog = load(session)
-            with self._lock:
-                self._catalog, self._loaded_at_change = catalog, wanted
-            return catalog
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _on_notify(self, _notify: object) -> None:
-        self.changed()
+    def _load(self) -> Catalog:
+        with self._db.transaction(readonly=True) as session:
+            return load(session)

@@ -1,55 +1,146 @@
-"""A PostgreSQL LISTEN connection on a daemon thread, for the in-process caches that drop what
-they keep when a change commits (`tollbooth.catalog.snapshot`, `tollbooth.subscriptions.holdings`).
+"""One PostgreSQL LISTEN connection per database and process, on a daemon thread, for the
+in-process views that drop what they keep when a change commits (`tollbooth.catalog.snapshot`,
+`tollbooth.subscriptions.holdings`, `tollbooth.usage.known_metrics`).
 
-The rules a cache relies on:
+Each view subscribes its channels (`subscribe(db, channels, connected=..., notified=...)`) to
+the one `Listener` of its database (`listener_of(db)`). The rules a view relies on, per
+subscription:
 
-- `connected()` is called once the channels are listened to, before anything is heard: a cache
-  drops everything there, so nothing committed after the (re)connect is missed;
-- `notified(notify)` is called for every notification, in order;
-- the thread proves its connection alive every `bound / 4` (a `SELECT 1`); `alive()` is false
-  when it has not done so for `bound` seconds (connection lost, PostgreSQL restarted), and a
-  cache then answers from the database;
+- `connected()` is called once its channels are listened to on the current connection, before
+  anything on them is heard: a view drops everything there, so nothing committed after the
+  (re)connect is missed. A lost connection reconnects, listens again and calls every
+  subscription's `connected()`; a subscription made while connected joins at the next beat;
+- `notified(notify)` is called for every notification on its channels, in order;
+- the thread proves its connection alive every `bound / 4` (a `SELECT 1`); a subscription's
+  `alive()` is false when the connection has not done so for `bound` seconds (connection lost,
+  PostgreSQL restarted), before it has joined the current connection, or once it is closed;
+  a view then answers from the database;
 - `vouched`: every commit before this time has been heard (the time the previous heartbeat was
-  sent), for a cache's `as_of`.
+  sent), for a view's `as_of`.
+
+The connection's `application_name` is `tollbooth-listener:<pid>`, so pg_stat_activity shows
+each process's listener.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 
 log = logging.getLogger("tollbooth.db.listen")
 
+BOUND_SEC = 1.0
+APPLICATION = "tollbooth-listener"
 
-class Listener:
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=_Closeable)
+V = TypeVar("V")
+
+
+class PerDatabase(Generic[T]):
+    """One `T` per `Database` in this process (`of(db)`), made on first use and closed when
+    the database is disposed; `find(session.bind)` for a session's commit hooks."""
+
+    def __init__(self, make: Callable[[Database], T]) -> None:
+        self._make = make
+        self._found: dict[int, T] = {}
+        self._lock = threading.Lock()
+
+    def of(self, db: Database) -> T:
+        key = id(db.engine)
+        found = self._found.get(key)
+        if found is None:
+            with self._lock:
+                found = self._found.get(key)
+                if found is None:
+                    found = self._found[key] = self._make(db)
+                    db.on_dispose(lambda: self._forget(key))
+        return found
+
+    def find(self, bind: object) -> T | None:
+        return self._found.get(id(bind)) if bind is not None else None
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            found = self._found.pop(key, None)
+        if found is not None:
+            found.close()
+
+
+class Subscription:
+    """One view's channels and callbacks on its database's listener."""
+
     def __init__(
         self,
-        db: Database,
+        listener: Listener,
         channels: Sequence[str],
-        *,
-        name: str,
-        bound_sec: float,
         connected: Callable[[], None],
         notified: Callable[[Any], None],
     ) -> None:
+        self.listener = listener
+        self.channels = frozenset(channels)
+        self.connected = connected
+        self.notified = notified
+        self.joined = 0  # the connection (Listener.generation) its `connected()` ran on
+        self.closed = False
+
+    def alive(self) -> bool:
+        """Joined the listener's connection, which proved alive within the bound."""
+        return not self.closed and self.listener.alive() and self.listener.serves(self)
+
+    @property
+    def vouched(self) -> dt.datetime:
+        return self.listener.vouched
+
+    def close(self) -> None:
+        self.listener.unsubscribe(self)
+
+
+class Listener:
+    """The LISTEN connection of one database in this process (`listener_of(db)`)."""
+
+    def __init__(self, db: Database, *, bound_sec: float = BOUND_SEC) -> None:
         self._db = db
-        self._channels = tuple(channels)
-        self._name = name
         self._bound = bound_sec
-        self._connected = connected
-        self._notified = notified
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._subscriptions: tuple[Subscription, ...] = ()  # replaced, never changed
+        self.generation = 0  # connections made; 0: none yet
         self._alive_at = 0.0  # monotonic time the connection last proved alive
         self.vouched = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    def subscribe(
+        self,
+        channels: Sequence[str],
+        *,
+        connected: Callable[[], None],
+        notified: Callable[[Any], None],
+    ) -> Subscription:
+        subscription = Subscription(self, channels, connected, notified)
+        with self._lock:
+            self._subscriptions = (*self._subscriptions, subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subscription.closed = True
+            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+
+    def serves(self, subscription: Subscription) -> bool:
+        return subscription.joined == self.generation != 0
 
     def alive(self) -> bool:
         """Started (idempotent) and proved alive within the bound."""
@@ -61,7 +152,7 @@ class Listener:
             return
         with self._lock:
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
                 self._thread.start()
 
     def close(self) -> None:
@@ -77,34 +168,126 @@ class Listener:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    for channel in self._channels:
-                        conn.execute(f"LISTEN {channel}")
-                    self._connected()
+                with psycopg.connect(
+                    dsn,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=f"{APPLICATION}:{os.getpid()}",
+                ) as conn:
+                    self.generation += 1
+                    listening: set[str] = set()
+                    self._join(conn, listening)
                     backoff = 0.2
-                    self._serve(conn)
-            except Exception:  # noqa: BLE001 - reconnect; the cache reads the database meanwhile
+                    self._serve(conn, listening)
+            except Exception:  # noqa: BLE001 - reconnect; the views read the database meanwhile
                 self._alive_at = 0.0
                 if self._stop.is_set():
                     return
-                log.warning("%s lost its connection; reconnecting", self._name, exc_info=True)
+                log.warning("the listener lost its connection; reconnecting", exc_info=True)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._alive_at = 0.0
 
-    def _serve(self, conn: Any) -> None:
+    def _join(self, conn: Any, listening: set[str]) -> None:
+        """Listen to the channels of every subscription not on this connection yet, then
+        call its `connected()`: it drops what it keeps, and hears every later commit."""
+        for subscription in self._subscriptions:
+            if subscription.joined == self.generation:
+                continue
+            for channel in sorted(subscription.channels - listening):
+                conn.execute(f"LISTEN {channel}")
+                listening.add(channel)
+            subscription.connected()
+            subscription.joined = self.generation
+
+    def _dispatch(self, notify: Any) -> None:
+        for subscription in self._subscriptions:
+            if notify.channel in subscription.channels and self.serves(subscription):
+                subscription.notified(notify)
+
+    def _serve(self, conn: Any, listening: set[str]) -> None:
         beat = self._bound / 4
         previous: dt.datetime | None = None
         while not self._stop.is_set():
+            self._join(conn, listening)  # subscriptions made since the last beat
             sent = utcnow()
             conn.execute("SELECT 1")
             # Notifications that arrived with the reply (psycopg >= 3.2.4 keeps them).
             for notify in conn.notifies(timeout=0):
-                self._notified(notify)
+                self._dispatch(notify)
             self._alive_at = time.monotonic()
             if previous is not None:
                 # Every commit before the previous beat was sent has been heard by now.
                 self.vouched = previous
             previous = sent
             for notify in conn.notifies(timeout=beat):
-                self._notified(notify)
+                self._dispatch(notify)
+
+
+_listeners: PerDatabase[Listener] = PerDatabase(Listener)
+
+
+def listener_of(db: Database) -> Listener:
+    """This process's listener of `db`: one connection for every view's channels."""
+    return _listeners.of(db)
+
+
+def subscribe(
+    db: Database,
+    channels: Sequence[str],
+    *,
+    connected: Callable[[], None],
+    notified: Callable[[Any], None],
+) -> Subscription:
+    return listener_of(db).subscribe(channels, connected=connected, notified=notified)
+
+
+class Reloaded(Generic[V]):
+    """A view kept whole (the catalog, the metric definitions): `get()` is what to answer
+    from, or None (read the database). A notification on its channels, its own process's
+    write (`changed()`) or a reconnect marks it stale; the next read reloads it (`_load`)
+    before answering, and never answers from what was loaded before the last change heard."""
+
+    def __init__(self, db: Database, channels: Sequence[str]) -> None:
+        self._db = db
+        self._enabled = db.dialect == "postgresql"
+        self._lock = threading.Lock()
+        self._reload = threading.Lock()
+        self._changes = 0  # notifications heard (and own writes)
+        self._kept: V | None = None
+        self._loaded_at_change = -1
+        # `changed` on connect, before anything is loaded: nothing committed later is missed.
+        self._subscription = subscribe(
+            db, channels, connected=self.changed, notified=lambda n: self._on_notify(n)
+        )
+
+    def _load(self) -> V:
+        raise NotImplementedError
+
+    def changed(self) -> None:
+        """A change committed (by this process, or heard from PostgreSQL)."""
+        with self._lock:
+            self._changes += 1
+
+    def get(self) -> V | None:
+        if not self._enabled or not self._subscription.alive():
+            return None  # the listener cannot vouch for what is kept: read the database
+        with self._lock:
+            if self._kept is not None and self._loaded_at_change == self._changes:
+                return self._kept
+        with self._reload:
+            with self._lock:
+                wanted = self._changes
+                if self._kept is not None and self._loaded_at_change == wanted:
+                    return self._kept
+            # Loaded after `wanted` changes were heard: a later notification reloads again.
+            kept = self._load()
+            with self._lock:
+                self._kept, self._loaded_at_change = kept, wanted
+            return kept
+
+    def close(self) -> None:
+        self._subscription.close()
+
+    def _on_notify(self, _notify: object) -> None:
+        self.changed()

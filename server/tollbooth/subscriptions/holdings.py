@@ -5,8 +5,8 @@ process and dropped when it changes.
 On PostgreSQL triggers on `subscriptions`, `subscription_items` and `purchases` (migration
 0022) send a notification on channel `tollbooth_holdings` when a transaction that changed them
 commits, its payload the account id; the catalog's channel (`tollbooth_catalog`, migration 0019)
-drops every account (the entitlements of prices and products are part of what is kept). One
-daemon thread per process (per `Database`) LISTENs to both.
+drops every account (the entitlements of prices and products are part of what is kept). The
+process's one listening connection per `Database` (`tollbooth.db.listen`) hears both.
 
 The rules, the same as the catalog snapshot's (`tollbooth.catalog.snapshot`):
 
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth.catalog.snapshot import CHANNEL as CATALOG_CHANNEL
 from tollbooth.db import Database
-from tollbooth.db.listen import Listener
+from tollbooth.db.listen import BOUND_SEC, PerDatabase, subscribe
 from tollbooth.db.models import Price, Product, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.subscriptions import repository
@@ -48,7 +48,7 @@ from tollbooth.subscriptions.repository import CHANGED_ACCOUNTS as _NOTED
 from tollbooth.subscriptions.repository import EVERY, HOLDING_SUBSCRIPTION, Holding
 
 CHANNEL = "tollbooth_holdings"
-BOUND_SEC = 1.0
+__all__ = ["BOUND_SEC", "CHANNEL", "AccountHoldings", "HeldRow", "Holdings", "load", "of"]
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,7 @@ class Holdings:
     """One per process and database (`of(db)`): `cached()` answers from memory or None;
     `get()` answers from memory or reads (and keeps) within the caller's session."""
 
-    def __init__(
-        self, db: Database, *, bound_sec: float = BOUND_SEC, max_accounts: int = 100_000
-    ) -> None:
+    def __init__(self, db: Database, *, max_accounts: int = 100_000) -> None:
         self._db = db
         self._max = max_accounts
         self._enabled = db.dialect == "postgresql"
@@ -135,13 +133,11 @@ class Holdings:
         self._entries: dict[str, AccountHoldings] = {}
         # Listening before anything is kept again (`changed(EVERY)` on connect): nothing
         # committed later is missed. Its `vouched` time is the module's as_of rule.
-        self._listener = Listener(
+        self._subscription = subscribe(
             db,
             (CHANNEL, CATALOG_CHANNEL),
-            name="holdings-listener",
-            bound_sec=bound_sec,
             connected=lambda: self.changed(EVERY),
-            notified=self._on_notify,
+            notified=lambda notify: self._on_notify(notify),
         )
 
     # -- changes ----------------------------------------------------------------------------
@@ -161,7 +157,7 @@ class Holdings:
     # -- reads ------------------------------------------------------------------------------
 
     def _vouched_for(self) -> bool:
-        return self._enabled and self._listener.alive()
+        return self._enabled and self._subscription.alive()
 
     def cached(self, account_id: str) -> AccountHoldings | None:
         """The kept holdings of `account_id` when the listener vouches for them, else None."""
@@ -170,7 +166,7 @@ class Holdings:
         entry = self._entries.get(account_id)
         if entry is None:
             return None
-        vouched = self._listener.vouched
+        vouched = self._subscription.vouched
         return replace(entry, as_of=vouched) if vouched > entry.as_of else entry
 
     def get(self, session: Session, account_id: str, now: dt.datetime) -> AccountHoldings:
@@ -193,7 +189,7 @@ class Holdings:
         return loaded
 
     def close(self) -> None:
-        self._listener.close()
+        self._subscription.close()
 
     def _on_notify(self, notify: Any) -> None:
         self.changed(notify.payload if notify.channel == CHANNEL else EVERY)
@@ -201,28 +197,12 @@ class Holdings:
 
 # -- one per database, and this process's own writes ------------------------------------------
 
-_registry: dict[int, Holdings] = {}
-_registry_lock = threading.Lock()
+_views: PerDatabase[Holdings] = PerDatabase(Holdings)
 
 
 def of(db: Database) -> Holdings:
-    """This process's holdings of `db` (one per Database: its listener, its entries)."""
-    key = id(db.engine)
-    found = _registry.get(key)
-    if found is None:
-        with _registry_lock:
-            found = _registry.get(key)
-            if found is None:
-                found = _registry[key] = Holdings(db)
-                db.on_dispose(lambda: _forget(key))
-    return found
-
-
-def _forget(key: int) -> None:
-    with _registry_lock:
-        found = _registry.pop(key, None)
-    if found is not None:
-        found.close()
+    """This process's holdings of `db` (one per Database: its entries)."""
+    return _views.of(db)
 
 
 def _touched(objects: Iterable[object]) -> Iterable[str]:
@@ -245,7 +225,7 @@ def _after_commit(session: Session) -> None:
     noted: set[str] | None = session.info.pop(_NOTED, None)
     if not noted:
         return
-    holdings = _registry.get(id(session.bind)) if session.bind is not None else None
+    holdings = _views.find(session.bind)
     if holdings is None:
         return
     for account_id in sorted(noted):

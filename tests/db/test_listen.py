@@ -1,0 +1,94 @@
+"""One LISTEN connection per database and process (tollbooth.db.listen) carries the channels
+of every in-memory view (the catalog snapshot, the holdings, the metric definitions); a lost
+connection reconnects and every view drops what it kept."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import text
+
+from tests.catalog.test_snapshot import SLACK_SEC, nicknames, poll, replica_process
+from tests.entitlements.test_warm import _check, _seed
+from tollbooth.catalog.snapshot import Snapshot
+from tollbooth.db import Database
+from tollbooth.db.listen import APPLICATION, BOUND_SEC, listener_of
+from tollbooth.db.types import utcnow
+from tollbooth.subscriptions import holdings
+from tollbooth.usage import known_metrics
+
+DEADLINE = BOUND_SEC + SLACK_SEC
+
+
+def _listeners(db: Database, pid: int) -> list[int]:
+    """The backends of process `pid`'s listening connections (their application_name)."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": f"{APPLICATION}:{pid}"},
+        )
+        return [row[0] for row in rows]
+
+
+@pytest.mark.postgres
+def test_a_server_process_holds_one_listening_connection_for_every_view(pg_url: str) -> None:
+    db = Database(pg_url)
+    try:
+        account, _, _ = _seed(db)
+        with replica_process(pg_url) as (channel, pid):
+            # Every view in use: the catalog (ListPrices), the holdings (a boolean feature)
+            # and the metric definitions (a metered one).
+            product = account.replace("acct_", "prod_", 1)
+            assert nicknames(channel, product) != []
+            assert _check(channel, account, "pro").allowed
+            assert _check(channel, account, "calls").allowed
+            assert poll(lambda: _listeners(db, pid) != [], DEADLINE)
+            assert len(_listeners(db, pid)) == 1
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_the_views_share_one_listener_and_each_reloads_after_it_reconnects(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(pg_url)
+    try:
+        account, code, _ = _seed(db)
+        snapshot, kept, metrics = Snapshot(db), holdings.of(db), known_metrics.of(db)
+        listener = listener_of(db)
+        assert {id(v._subscription.listener) for v in (snapshot, kept, metrics)} == {id(listener)}
+        loads: list[object] = []
+        load = metrics._load
+        monkeypatch.setattr(metrics, "_load", lambda: loads.append(1) or load())
+
+        def warm() -> bool:
+            with db.transaction(readonly=True) as session:
+                kept.get(session, account, utcnow())
+            return (
+                snapshot.get() is not None
+                and metrics.get() is not None
+                and kept.cached(account) is not None
+            )
+
+        assert poll(warm, DEADLINE)
+        catalog, held, loaded = snapshot.get(), kept.cached(account), len(loads)
+        assert metrics.get() is not None and len(loads) == loaded  # kept: no reload
+        assert snapshot.get() is catalog and kept.cached(account) is held
+
+        # The connection is lost: the listener reconnects and every view drops what it kept.
+        with db.engine.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) pid"),
+                {"pids": _listeners(db, os.getpid())},
+            )
+        assert poll(lambda: (c := snapshot.get()) is not None and c is not catalog, DEADLINE)
+        # Back (the snapshot answers again): the holdings joined with it and dropped theirs.
+        assert kept._subscription.alive() and kept.cached(account) is None
+        assert poll(lambda: metrics.get() is not None and len(loads) > loaded, DEADLINE)
+        known = metrics.get()
+        assert known is not None and code in known.specs
+        assert poll(warm, DEADLINE)
+    finally:
+        db.dispose()

@@ -59,7 +59,9 @@ def test_a_warm_get_balance_is_one_plain_statement(served) -> None:  # type: ign
         (bearer_md(token), account_id),
         (bearer_md(token), principal),
     ]:
-        got, statements, trips = rec.call(lambda: support.balance(channel, ref, metadata=md))
+        got, statements, trips = rec.call(
+            lambda ref=ref, md=md: support.balance(channel, ref, metadata=md)
+        )
         assert (got.billing_account_id, got.balance, got.reserved) == (account_id, "10.5", "0")
         assert len(statements) == 1, statements  # no BEGIN, no COMMIT, nothing else
         assert "credit_balances" in statements[0] and "billing_accounts" in statements[0]

@@ -49,7 +49,7 @@ def test_known_principal_on_postgres_is_one_plain_statement(recorded) -> None:  
         {"principal_id": "known-1", "email": "a@example.com", "user_id": "u2"},
         {"principal_id": "known-1", "scopes": ["credits:read"]},
     ):
-        again, statements, trips = rec.call(lambda: issue(channel, **fields))
+        again, statements, trips = rec.call(lambda fields=fields: issue(channel, **fields))
         assert not again.account_created
         assert again.billing_account_id == first.billing_account_id
         assert len(statements) == 1, statements

@@ -44,7 +44,8 @@ def _answer(codec: TokenCodec, fn: Any) -> Any:
     if got is None:
         return None
     claims = codec.verify(got.access_token)
-    assert (claims.billing_account_id, claims.principal_id) == (got.billing_account_id, got.principal_id)
+    assert claims.billing_account_id == got.billing_account_id
+    assert claims.principal_id == got.principal_id
     ttl = round((got.expires_at - utcnow()).total_seconds(), -1)
     return (got.billing_account_id, got.principal_id, tuple(got.scopes), ttl, got.account_created)
 

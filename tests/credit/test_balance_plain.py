@@ -30,7 +30,7 @@ from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.auth.tokens import TokenClaims
 from tollbooth.credit import queries
 from tollbooth.db import Database
-from tollbooth.db.models import BillingAccount, CreditBalance, CreditGrant
+from tollbooth.db.models import BillingAccount, CreditBalance
 
 pytestmark = pytest.mark.postgres
 
@@ -77,16 +77,7 @@ def test_a_due_expiry_or_a_refusal_takes_the_session_path(served) -> None:  # ty
     later.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     expiring = support.grant(channel, account_id, "4", expire_time=later)
     assert support.balance(channel, account_id).balance == "7"
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    with db.transaction() as session:  # the expiry is due, not yet recorded
-        session.execute(
-            update(CreditBalance)
-            .where(CreditBalance.billing_account_id == account_id)
-            .values(next_event_at=past)
-        )
-        session.execute(
-            update(CreditGrant).where(CreditGrant.id == expiring.grant_id).values(expire_at=past)
-        )
+    support.make_due(db, account_id, expiring.grant_id)  # the expiry is due, not yet recorded
     got, statements, _ = rec.call(lambda: support.balance(channel, account_id))
     assert got.balance == "3"  # the expired grant no longer counts
     assert len(statements) > 1 and rec.sessions == 1, statements

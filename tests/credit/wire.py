@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -79,15 +80,24 @@ def serve_traced(url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
     # steady use is not pinged).
     event.listen(deps.db.engine, "checkout", lambda c, r, p: wire.start(c))
     event.listen(deps.db.engine, "checkin", lambda c, r: wire.stop(c))
+    try:
+        with serving(deps) as ch:
+            yield ch, wire, deps
+    finally:
+        deps.db.dispose()
+
+
+@contextmanager
+def serving(deps: Deps) -> Iterator[grpc.Channel]:
+    """A server of `deps` on a free loopback port while the block runs, and a channel to it."""
     server, port, _ = build_server(deps, "127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             grpc.channel_ready_future(ch).result(timeout=10)
-            yield ch, wire, deps
+            yield ch
     finally:
         server.stop(grace=None).wait()
-        deps.db.dispose()
 
 
 def traced(
@@ -148,13 +158,9 @@ def serve_recorded(url: str) -> Iterator[tuple[grpc.Channel, Database, Recorder]
     # Rate limits off: their leases refill from PostgreSQL now and then inside whichever
     # call needs it, and those statements are not the call's.
     env = make_env(url, BILLING_RATE_LIMIT_KEY="off", BILLING_RATE_LIMIT_ACCOUNT="off")
-    server, port, _ = build_server(Deps.build(Settings.from_env(env), db), "127.0.0.1:0")
-    server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
+        with serving(Deps.build(Settings.from_env(env), db)) as channel:
             yield channel, db, recorder
     finally:
-        server.stop(grace=None).wait()
         recorder.forget()
         db.dispose()

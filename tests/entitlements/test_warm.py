@@ -23,7 +23,7 @@ from sqlalchemy import update
 
 from billing.v1 import entitlement_pb2, entitlement_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.catalog.test_snapshot import SLACK_SEC, SVC, poll, replica
-from tests.credit.support import grant
+from tests.credit.support import grant, make_due
 from tests.credit.wire import Recorder, serve_recorded
 from tests.entitlements.test_holdings import _subscribe
 from tollbooth.db import Database
@@ -162,8 +162,6 @@ def test_a_warm_metered_answer_counts_every_event_committed_before_the_call(serv
 def test_a_due_expiry_falls_back_to_the_session_path(served) -> None:  # type: ignore[no-untyped-def]
     """The stored balance is not exact once an expiry is due: the transaction path computes
     it (the grant that expired no longer counts)."""
-    from tollbooth.db.models import CreditBalance, CreditGrant
-
     channel, db, rec = served
     account, _, _ = _seed(db)
     grant(channel, account, "3")
@@ -172,16 +170,7 @@ def test_a_due_expiry_falls_back_to_the_session_path(served) -> None:  # type: i
     expiring = grant(channel, account, "4", expire_time=later)
     _warm_up(channel, db, account)
     assert _check(channel, account, "ai").balance == "7"
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    with db.transaction() as session:  # the expiry is due, not yet recorded
-        session.execute(
-            update(CreditBalance)
-            .where(CreditBalance.billing_account_id == account)
-            .values(next_event_at=past)
-        )
-        session.execute(
-            update(CreditGrant).where(CreditGrant.id == expiring.grant_id).values(expire_at=past)
-        )
+    make_due(db, account, expiring.grant_id)  # the expiry is due, not yet recorded
     got, statements, _ = rec.call(lambda: _check(channel, account, "ai"))
     assert (got.allowed, got.balance) == (True, "3")
     assert len(statements) > 1 and rec.sessions == 1, statements

@@ -1,10 +1,13 @@
-"""CPU per CheckEntitlement, for paired before/after runs on a shared machine (throughput
+"""CPU per call of a hot read, for paired before/after runs on a shared machine (throughput
 figures there move with other load; CPU time per call much less).
 
 `python -m bench.cpu_per_check --feature calls`: seeds a throw-away database (as
 bench.entitlements), starts one `serve-grpc` process, checks every account once (warm), then
 makes `--calls` checks from `--threads` threads and reports the CPU seconds the server process
 and the database's backends spent per call (Linux /proc, PostgreSQL on this machine).
+`--call get_balance` (service key, by account id; every account has a `units` balance row),
+`--call issue_token` (a known principal) or `--call health` (the gRPC health check: the
+server's no-op, the baseline of the others) measure those calls instead of CheckEntitlement.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -27,10 +32,9 @@ def cpu_seconds(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_check", description=__doc__)
     parser.add_argument(
-        "--feature",
-        default="calls",
-        help="pro (boolean), calls (metered), or health (the Health/Check no-op: the baseline)",
+        "--call", default="check", choices=("check", "get_balance", "issue_token", "health")
     )
+    parser.add_argument("--feature", default="calls", help="pro (boolean) or calls (metered)")
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--calls", type=int, default=4000)
@@ -41,12 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
         return 2
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from sqlalchemy import create_engine, text
 
     from bench.credits import SERVICE_KEY
     from bench.entitlements import seed, server, warm
-    from billing.v1 import entitlement_pb2, entitlement_pb2_grpc
     from tests.devstack import throwaway_postgres
     from tollbooth.db.migrate import upgrade
 
@@ -55,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         accounts = seed(url, args.accounts, args.events)
         engine = create_engine(url)
         with engine.begin() as conn:
+            conn.execute(text(_BALANCES))
             conn.execute(text("ANALYZE"))
         dbname = url.rsplit("/", 1)[1]
         with server(url) as ports:
-            if args.feature != "health":
+            if args.call == "check":
                 warm(ports[0], accounts, args.feature)
 
             def backends() -> list[int]:
@@ -89,23 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
             def load(t: int) -> None:
                 with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
-                    if args.feature == "health":
-                        health = health_pb2_grpc.HealthStub(ch)
-                        for _ in range(per):
-                            health.Check(health_pb2.HealthCheckRequest(), timeout=30)
-                        return
-                    stub = entitlement_pb2_grpc.EntitlementServiceStub(ch)
+                    one = _caller(ch, args.call, args.feature, md)
                     for i in range(per):
-                        got = stub.CheckEntitlement(
-                            entitlement_pb2.CheckEntitlementRequest(
-                                account=accounts[(t * per + i) % len(accounts)],
-                                feature=args.feature,
-                            ),
-                            metadata=md,
-                            timeout=30,
-                        )
-                        if not got.allowed:
+                        if not one(t * per + i, accounts):
                             errors[0] += 1
+
+            if args.call != "check":  # every account read once before the clock starts
+                with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as ch:
+                    first = _caller(ch, args.call, args.feature, md)
+                    if not all(first(i, accounts) for i in range(len(accounts))):
+                        raise RuntimeError(f"warm-up: unexpected answer to {args.call}")
 
             def pg_cpu(pids: list[int]) -> dict[int, float]:
                 return {p: cpu_seconds(p) for p in pids if Path(f"/proc/{p}").exists()}
@@ -123,11 +119,70 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
     n = per * args.threads
     print(
-        f"feature={args.feature} calls={n} errors={errors[0]} wall={w1 - w0:.1f}s "
+        f"call={args.call} feature={args.feature} calls={n} errors={errors[0]} wall={w1 - w0:.1f}s "
         f"server_cpu_ms_per_call={1000 * (s1 - s0) / n:.3f} "
         f"pg_cpu_ms_per_call={1000 * pg / n:.3f} (backends {len(before)} -> {len(after)})"
     )
     return 0
+
+
+# A `units` balance row for every account (GetBalance reads one).
+_BALANCES = (
+    "INSERT INTO credit_balances (billing_account_id, credit_type, balance, reserved, seq,"
+    " next_event_at, depleted, depletions, updated_at, overage)"
+    " SELECT id, 'units', 100, 0, 0, NULL, false, 0, now(), 0 FROM billing_accounts"
+)
+
+
+def _caller(ch: Any, call: str, feature: str, md: Any) -> Callable[[int, list[str]], bool]:
+    """One call of `call` on `ch` for the i-th account (round robin): whether it answered as
+    expected."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from billing.v1 import (
+        credit_pb2,
+        credit_pb2_grpc,
+        entitlement_pb2,
+        entitlement_pb2_grpc,
+        token_pb2,
+        token_pb2_grpc,
+    )
+
+    if call == "check":
+        check = entitlement_pb2_grpc.EntitlementServiceStub(ch).CheckEntitlement
+
+        def one(i: int, accounts: list[str]) -> bool:
+            request = entitlement_pb2.CheckEntitlementRequest(
+                account=accounts[i % len(accounts)], feature=feature
+            )
+            return bool(check(request, metadata=md, timeout=30).allowed)
+
+    elif call == "get_balance":
+        get = credit_pb2_grpc.CreditServiceStub(ch).GetBalance
+
+        def one(i: int, accounts: list[str]) -> bool:
+            request = credit_pb2.GetBalanceRequest(
+                account=accounts[i % len(accounts)], type="units"
+            )
+            return get(request, metadata=md, timeout=30).balance == "100"
+
+    elif call == "issue_token":
+        issue = token_pb2_grpc.TokenServiceStub(ch).IssueToken
+
+        def one(i: int, accounts: list[str]) -> bool:
+            n = i % len(accounts)  # bench.entitlements.seed's principals, in order
+            request = token_pb2.IssueTokenRequest(principal_id=f"bench-ent-{n}")
+            got = issue(request, metadata=md, timeout=30)
+            return got.billing_account_id == accounts[n] and not got.account_created
+
+    else:
+        health = health_pb2_grpc.HealthStub(ch).Check
+
+        def one(i: int, accounts: list[str]) -> bool:
+            got = health(health_pb2.HealthCheckRequest(), timeout=30)
+            return got.status == health_pb2.HealthCheckResponse.SERVING
+
+    return one
 
 
 def _ppid(pid: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections import defaultdict
@@ -9,14 +10,14 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2, credit_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason, keyed
 from tollbooth import amounts
-from tollbooth.db import normalize_url
+from tollbooth.db import Database, normalize_url
 from tollbooth.db.models import (
     CreditBalance,
     CreditGrant,
@@ -53,6 +54,21 @@ def grant(channel: grpc.Channel, acct: str, amount: str, credit_type: str = "uni
         metadata=SERVICE_MD,
         timeout=10,
     )
+
+
+def make_due(db: Database, acct: str, grant_id: str) -> None:
+    """The grant's expiry moved to a moment ago, not yet recorded (as if the clock had passed
+    it): the stored balance is no longer exact, and a read must apply the expiry."""
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    with db.transaction() as session:
+        session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.billing_account_id == acct)
+            .values(next_event_at=past)
+        )
+        session.execute(
+            update(CreditGrant).where(CreditGrant.id == grant_id).values(expire_at=past)
+        )
 
 
 def debit(channel: grpc.Channel, acct: str, amount: str, credit_type: str = "units", **kw):  # type: ignore[no-untyped-def]

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 import psycopg
 from google.protobuf.message import Message
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import stub
 from tollbooth.app import Deps, build_server
 from tollbooth.config import Settings
+from tollbooth.db import Database
 
 
 class Wire:
@@ -77,15 +80,24 @@ def serve_traced(url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
     # steady use is not pinged).
     event.listen(deps.db.engine, "checkout", lambda c, r, p: wire.start(c))
     event.listen(deps.db.engine, "checkin", lambda c, r: wire.stop(c))
+    try:
+        with serving(deps) as ch:
+            yield ch, wire, deps
+    finally:
+        deps.db.dispose()
+
+
+@contextmanager
+def serving(deps: Deps) -> Iterator[grpc.Channel]:
+    """A server of `deps` on a free loopback port while the block runs, and a channel to it."""
     server, port, _ = build_server(deps, "127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             grpc.channel_ready_future(ch).result(timeout=10)
-            yield ch, wire, deps
+            yield ch
     finally:
         server.stop(grace=None).wait()
-        deps.db.dispose()
 
 
 def traced(
@@ -101,3 +113,54 @@ def traced(
         wire.recording = False
     trips, statements = wire.round_trips()
     return reply, trips, statements
+
+
+class Recorder:
+    """What the server sends PostgreSQL while on (libpq's trace of every connection it checks
+    out: the statements, each parsed anew, and the round trips), and the ORM sessions it
+    begins on its engine."""
+
+    def __init__(self, db: Database) -> None:
+        self.on = False
+        self.sessions = 0  # ORM sessions that began a transaction on the server's engine
+        self.wire = Wire()
+
+        def began(session, transaction, connection) -> None:  # type: ignore[no-untyped-def]
+            if self.on and connection.engine is db.engine:
+                self.sessions += 1
+
+        event.listen(Session, "after_begin", began)
+        self.forget = lambda: event.remove(Session, "after_begin", began)
+        # No server-side prepared statements: every statement is sent with its text (a Parse
+        # message), so the trace names each one. How many are sent does not depend on it.
+        event.listen(db.engine, "connect", lambda c, r: setattr(c, "prepare_threshold", None))
+        # After the pool's own checkout listeners (the idle ping is not counted).
+        event.listen(db.engine, "checkout", lambda c, r, p: self.wire.start(c))
+        event.listen(db.engine, "checkin", lambda c, r: self.wire.stop(c))
+
+    def call(self, fn: Any) -> tuple[Any, list[str], int]:
+        """fn's result, the statements sent and the round trips."""
+        self.sessions = 0
+        self.on = self.wire.recording = True
+        try:
+            result = fn()
+        finally:
+            self.on = self.wire.recording = False
+        trips, statements = self.wire.round_trips()
+        return result, statements, trips
+
+
+def serve_recorded(url: str) -> Iterator[tuple[grpc.Channel, Database, Recorder]]:
+    """A server on `url` whose database is watched by a `Recorder`, and a channel to it (a
+    fixture's body)."""
+    db = Database(url)
+    recorder = Recorder(db)
+    # Rate limits off: their leases refill from PostgreSQL now and then inside whichever
+    # call needs it, and those statements are not the call's.
+    env = make_env(url, BILLING_RATE_LIMIT_KEY="off", BILLING_RATE_LIMIT_ACCOUNT="off")
+    try:
+        with serving(Deps.build(Settings.from_env(env), db)) as channel:
+            yield channel, db, recorder
+    finally:
+        recorder.forget()
+        db.dispose()

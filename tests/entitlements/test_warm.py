@@ -19,13 +19,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from sqlalchemy import event, update
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 
 from billing.v1 import entitlement_pb2, entitlement_pb2_grpc, usage_pb2, usage_pb2_grpc
 from tests.catalog.test_snapshot import SLACK_SEC, SVC, poll, replica
-from tests.credit.support import grant
-from tests.credit.test_onetrip import Wire
+from tests.credit.support import grant, make_due
+from tests.credit.wire import Recorder, serve_recorded
 from tests.entitlements.test_holdings import _subscribe
 from tollbooth.db import Database
 from tollbooth.db.models import BillableMetric, BillingAccount, Price, Product
@@ -95,62 +94,9 @@ def _check(channel: grpc.Channel, account: str, feature: str) -> entitlement_pb2
     return stub.CheckEntitlement(request, metadata=SVC, timeout=10)
 
 
-class Recorder:
-    """What the server sends PostgreSQL while on (libpq's trace of every connection it checks
-    out: the statements, each parsed anew, and the round trips), and the ORM sessions it
-    begins on its engine."""
-
-    def __init__(self, db: Database) -> None:
-        self.on = False
-        self.sessions = 0  # ORM sessions that began a transaction on the server's engine
-        self.wire = Wire()
-
-        def began(session, transaction, connection) -> None:  # type: ignore[no-untyped-def]
-            if self.on and connection.engine is db.engine:
-                self.sessions += 1
-
-        event.listen(Session, "after_begin", began)
-        self.forget = lambda: event.remove(Session, "after_begin", began)
-        # No server-side prepared statements: every statement is sent with its text (a Parse
-        # message), so the trace names each one. How many are sent does not depend on it.
-        event.listen(db.engine, "connect", lambda c, r: setattr(c, "prepare_threshold", None))
-        # After the pool's own checkout listeners (the idle ping is not counted).
-        event.listen(db.engine, "checkout", lambda c, r, p: self.wire.start(c))
-        event.listen(db.engine, "checkin", lambda c, r: self.wire.stop(c))
-
-    def call(self, fn: Any) -> tuple[Any, list[str], int]:
-        """fn's result, the statements sent and the round trips."""
-        self.sessions = 0
-        self.on = self.wire.recording = True
-        try:
-            result = fn()
-        finally:
-            self.on = self.wire.recording = False
-        trips, statements = self.wire.round_trips()
-        return result, statements, trips
-
-
 @pytest.fixture
 def served(pg_url: str) -> Iterator[tuple[grpc.Channel, Database, Recorder]]:
-    from tests.conftest import make_env
-    from tollbooth.app import Deps, build_server
-    from tollbooth.config import Settings
-
-    db = Database(pg_url)
-    recorder = Recorder(db)
-    # Rate limits off: their leases refill from PostgreSQL now and then inside whichever
-    # call needs it, and those statements are not the check's.
-    env = make_env(pg_url, BILLING_RATE_LIMIT_KEY="off", BILLING_RATE_LIMIT_ACCOUNT="off")
-    server, port, _ = build_server(Deps.build(Settings.from_env(env), db), "127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
-            yield channel, db, recorder
-    finally:
-        server.stop(grace=None).wait()
-        recorder.forget()
-        db.dispose()
+    yield from serve_recorded(pg_url)
 
 
 def _warm_up(channel: grpc.Channel, db: Database, account: str) -> None:
@@ -216,8 +162,6 @@ def test_a_warm_metered_answer_counts_every_event_committed_before_the_call(serv
 def test_a_due_expiry_falls_back_to_the_session_path(served) -> None:  # type: ignore[no-untyped-def]
     """The stored balance is not exact once an expiry is due: the transaction path computes
     it (the grant that expired no longer counts)."""
-    from tollbooth.db.models import CreditBalance, CreditGrant
-
     channel, db, rec = served
     account, _, _ = _seed(db)
     grant(channel, account, "3")
@@ -226,16 +170,7 @@ def test_a_due_expiry_falls_back_to_the_session_path(served) -> None:  # type: i
     expiring = grant(channel, account, "4", expire_time=later)
     _warm_up(channel, db, account)
     assert _check(channel, account, "ai").balance == "7"
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    with db.transaction() as session:  # the expiry is due, not yet recorded
-        session.execute(
-            update(CreditBalance)
-            .where(CreditBalance.billing_account_id == account)
-            .values(next_event_at=past)
-        )
-        session.execute(
-            update(CreditGrant).where(CreditGrant.id == expiring.grant_id).values(expire_at=past)
-        )
+    make_due(db, account, expiring.grant_id)  # the expiry is due, not yet recorded
     got, statements, _ = rec.call(lambda: _check(channel, account, "ai"))
     assert (got.allowed, got.balance) == (True, "3")
     assert len(statements) > 1 and rec.sessions == 1, statements

@@ -6,7 +6,14 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
+from billing.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    credit_pb2,
+    credit_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
 from tests.conftest import SERVICE_KEY, SERVICE_MD, make_env
 from tests.devstack import free_port
 from tests.helpers import error_reason
@@ -37,6 +44,11 @@ def test_database_down_is_unavailable_with_a_reason(dead_db_server) -> None:  # 
             ),
             lambda: catalog_pb2_grpc.CatalogServiceStub(channel).ListProducts(
                 catalog_pb2.ListProductsRequest(), metadata=SERVICE_MD, timeout=30
+            ),
+            lambda: credit_pb2_grpc.CreditServiceStub(channel).GetBalance(
+                credit_pb2.GetBalanceRequest(account="p", type="units"),
+                metadata=SERVICE_MD,
+                timeout=30,
             ),
         ):
             with pytest.raises(grpc.RpcError) as exc:

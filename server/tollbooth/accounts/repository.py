@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from tollbooth.db import upsert_insert
+from tollbooth.db import Database, upsert_insert
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -53,6 +54,35 @@ def by_principal(session: Session, principal_id: str) -> BillingAccount | None:
     return session.scalars(
         select(BillingAccount).where(BillingAccount.principal_id == principal_id)
     ).first()
+
+
+class KnownAccount(NamedTuple):
+    """What IssueToken reads of a known principal's account (`known_by_principal`)."""
+
+    id: str
+    principal_id: str
+    email: str | None
+    name: str | None
+    archived_at: dt.datetime | None
+
+
+_KNOWN_BY_PRINCIPAL = (
+    "SELECT id, principal_id, email, name, archived_at FROM billing_accounts"
+    " WHERE principal_id = %(principal)s LIMIT 1"
+)
+
+
+def known_by_principal(db: Database, principal_id: str) -> KnownAccount | None:
+    """`by_principal`'s account, in one statement in autocommit through the driver's cursor
+    (`Database.read_one`: no session, no BEGIN/COMMIT); PostgreSQL only."""
+    row = db.read_one(_KNOWN_BY_PRINCIPAL, {"principal": principal_id})
+    if row is None:
+        return None
+    known = KnownAccount(*row)
+    archived = known.archived_at
+    if archived is not None:  # as `UTCDateTime` gives it: aware, in UTC
+        known = known._replace(archived_at=archived.astimezone(dt.UTC))
+    return known
 
 
 def by_id(session: Session, account_id: str) -> BillingAccount | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -42,7 +44,20 @@ def account_known_by_id(session: Session, ref: str) -> BillingAccount | None:
     return account if account is not None and account.principal_id == account.id else None
 
 
-def require_active(account: BillingAccount) -> BillingAccount:
+class Archivable(Protocol):
+    """An account as `require_active` reads it (a `BillingAccount`, or a plain row of it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def archived_at(self) -> dt.datetime | None: ...
+
+
+A = TypeVar("A", bound=Archivable)
+
+
+def require_active(account: A) -> A:
     """Refuse new tokens, checkouts and grants for an archived account (history stays)."""
     if account.archived_at is not None:
         raise errors.failed_precondition(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -86,39 +87,76 @@ def balance(
     """GetBalance. One statement (the account and its balance row) unless an expiry is due at
     `now` (then `compute_balance`'s reads) or the request is refused (then the checks of
     `resolve` and `clean_type`, in that order, say why)."""
-    try:
-        ctype = clean_type(credit_type, "type")
-    except errors.DomainError:
-        ctype = ""  # refused below, after the account check, as always
-    found = _account_balance(session, caller, account_ref, ctype) if ctype else None
+
+    def read(ref: str, ctype: str, by_principal: bool) -> Any:
+        return repository.account_balance(session, ref, ctype, by_principal=by_principal)
+
+    ctype = _type_or_empty(credit_type)
+    found = _account_balance(read, caller, account_ref, ctype) if ctype else None
     if found is None:
         account = resolve(session, caller, account_ref)
         ctype = clean_type(credit_type, "type")
         account_id = account.id
     else:
+        view = _view(found, ctype, now)
+        if view is not None:
+            return view
         account_id = found.id
-        if found.balance is None:
-            return BalanceView(account_id, ctype, ZERO, ZERO, now, ZERO)
-        if found.next_event_at is None or found.next_event_at > now:
-            return BalanceView(account_id, ctype, found.balance, found.reserved, now, found.overage)
     available, reserved = compute_balance(session, account_id, ctype, now)
     row = repository.read_balance(session, account_id, ctype)  # loaded just above
     overage = row.overage if row is not None else ZERO
     return BalanceView(account_id, ctype, available, reserved, now, overage)
 
 
-def _account_balance(session: Session, caller: Caller, account_ref: str, ctype: str) -> Any:
-    """`resolve`'s account with its `ctype` balance figures, in one statement; None where
+def plain_balance(
+    db: Database, caller: Caller, account_ref: str, credit_type: str, now: dt.datetime
+) -> BalanceView | None:
+    """`balance`'s answer from its one statement in autocommit on a plain pooled connection
+    (`Database.read_one`: no session, no BEGIN/COMMIT; PostgreSQL only) when that statement
+    settles it: the account found and no expiry due at `now`. None otherwise (a refusal, an
+    expiry due): then `balance` answers, in a session, as it always did."""
+    ctype = _type_or_empty(credit_type)
+    if not ctype:
+        return None
+
+    def read(ref: str, ctype: str, by_principal: bool) -> Any:
+        return repository.plain_account_balance(db, ref, ctype, by_principal=by_principal)
+
+    found = _account_balance(read, caller, account_ref, ctype)
+    return None if found is None else _view(found, ctype, now)
+
+
+def _type_or_empty(credit_type: str) -> str:
+    try:
+        return clean_type(credit_type, "type")
+    except errors.DomainError:
+        return ""  # refused after the account check, as always
+
+
+def _view(found: Any, ctype: str, now: dt.datetime) -> BalanceView | None:
+    """The answer from `account_balance`'s row; None when an expiry is due at `now`."""
+    if found.balance is None:
+        return BalanceView(found.id, ctype, ZERO, ZERO, now, ZERO)
+    if found.next_event_at is None or found.next_event_at > now:
+        return BalanceView(found.id, ctype, found.balance, found.reserved, now, found.overage)
+    return None
+
+
+def _account_balance(
+    read: Callable[[str, str, bool], Any], caller: Caller, account_ref: str, ctype: str
+) -> Any:
+    """`resolve`'s account with its `ctype` balance figures, in one statement (`read`: the
+    reference, the credit type, whether the reference is a principal id); None where
     `resolve` would refuse (or would look further: an `acct_` reference that is no id)."""
     ref = account_ref.strip()
     if caller.is_bearer:
-        found = repository.account_balance(session, caller.account_id or "", ctype)
+        found = read(caller.account_id or "", ctype, False)
         if found is not None and ref and ref not in (found.id, found.principal_id):
             return None
         return found
     if not ref:
         return None
-    return repository.account_balance(session, ref, ctype, by_principal=not ref.startswith("acct_"))
+    return read(ref, ctype, not ref.startswith("acct_"))
 
 
 def availability(

@@ -148,13 +148,16 @@ class Database:
         session, no SQLAlchemy statement machinery (for a warm CheckEntitlement's usage total
         or balance: about a third of the CPU of the same statement on a SQLAlchemy
         `Connection`). A driver error is raised as SQLAlchemy's (`OperationalError`...: the
-        RPC answers UNAVAILABLE, as on every other path), and the connection is then not
-        given back to the pool."""
+        RPC answers UNAVAILABLE, as on every other path; so is a failure to connect), and the
+        connection is then not given back to the pool."""
         if not self._postgres:
             raise RuntimeError("Database.read_one is for PostgreSQL")
         import psycopg
 
-        fairy = self.engine.raw_connection()
+        try:
+            fairy = self.engine.raw_connection()  # the pool's connect raises the driver's error
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error) from exc
         conn = fairy.driver_connection
         healthy = False
         try:

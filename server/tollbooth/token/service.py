@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.repository import by_principal
+from tollbooth.accounts.repository import KnownAccount
 from tollbooth.accounts.service import (
     account_known_by_id,
     ensure_account,
@@ -16,6 +17,9 @@ from tollbooth.accounts.service import (
     validate_alias,
 )
 from tollbooth.auth.tokens import DEFAULT_SCOPES, SCOPES, TokenCodec
+from tollbooth.db.models import BillingAccount
+
+Known = BillingAccount | KnownAccount
 
 
 @dataclass(frozen=True)
@@ -51,95 +55,82 @@ def resolve_ttl(requested: int, default: int, maximum: int) -> int:
     return min(requested, maximum)
 
 
-def _checked(
-    principal_id: str,
-    user_id: str,
-    scopes: list[str],
-    ttl_sec: int,
-    ttl_default: int,
-    ttl_max: int,
-    email: str,
-    name: str,
-) -> tuple[list[str], int]:
+@dataclass(frozen=True)
+class TokenRequest:
+    """An IssueToken request as the rules read it, with the server's lifetime settings."""
+
+    principal_id: str
+    user_id: str
+    scopes: list[str]
+    ttl_sec: int
+    ttl_default: int
+    ttl_max: int
+    email: str = ""
+    name: str = ""
+
+
+def _checked(req: TokenRequest) -> tuple[list[str], int]:
     """The request's checks after the principal's: the scopes granted and the lifetime."""
-    granted = resolve_scopes(list(scopes))
-    ttl = resolve_ttl(ttl_sec, ttl_default, ttl_max)
-    if len(user_id) > 200:
+    granted = resolve_scopes(list(req.scopes))
+    ttl = resolve_ttl(req.ttl_sec, req.ttl_default, req.ttl_max)
+    if len(req.user_id) > 200:
         raise errors.invalid("user_id is longer than 200 characters", field="user_id")
-    if len(email) > 320 or len(name) > 200:
+    if len(req.email) > 320 or len(req.name) > 200:
         raise errors.invalid("email or name is too long")
     return granted, ttl
 
 
-def issue_known(
-    session: Session,
+def _issue(
     codec: TokenCodec,
-    *,
+    req: TokenRequest,
+    checked: tuple[list[str], int],
+    account_id: str,
     principal_id: str,
-    user_id: str,
-    scopes: list[str],
-    ttl_sec: int,
-    ttl_default: int,
-    ttl_max: int,
-    email: str = "",
-    name: str = "",
-) -> IssuedToken | None:
-    """`issue_token` for a principal whose account exists and needs no write: one read, no
-    transaction to commit. None when the call must write (a new principal, or contact details
-    to fill): then `issue_token` answers, in a write transaction.
+    created: bool,
+) -> IssuedToken:
+    granted, ttl = checked
+    token, expires = codec.issue(
+        billing_account_id=account_id,
+        principal_id=principal_id,
+        user_id=req.user_id,
+        scopes=granted,
+        ttl_sec=ttl,
+    )
+    return IssuedToken(token, expires, account_id, principal_id, granted, created)
+
+
+# How `issue_known` finds the account of a principal id: `accounts.repository.by_principal`
+# in a session, or `known_by_principal`'s one plain statement.
+Lookup = Callable[[str], Known | None]
+
+
+def issue_known(codec: TokenCodec, req: TokenRequest, lookup: Lookup) -> IssuedToken | None:
+    """`issue_token` for a principal whose account exists and needs no write: one read
+    (`lookup`), no transaction to commit. None when the call must write (a new principal, or
+    contact details to fill): then `issue_token` answers, in a write transaction.
 
     Answers and refuses exactly as `issue_token`, in the same order: an `acct_` reference names
     an account without an alias (its principal id is its id) or is refused as an alias.
     """
-    ref = principal_id.strip()
-    found = by_principal(session, ref) if ref.startswith("acct_") else None
+    ref = req.principal_id.strip()
+    found = lookup(ref) if ref.startswith("acct_") else None
     if found is not None and found.id == found.principal_id:
         principal_id = ref  # an account without an alias, named by its id
     else:
-        principal_id = validate_principal(principal_id)
-    granted, ttl = _checked(
-        principal_id, user_id, scopes, ttl_sec, ttl_default, ttl_max, email, name
-    )
-    account = found if found is not None else by_principal(session, principal_id)
-    if account is None or (email and not account.email) or (name and not account.name):
+        principal_id = validate_principal(req.principal_id)
+    checked = _checked(req)
+    account = found if found is not None else lookup(principal_id)
+    if account is None or (req.email and not account.email) or (req.name and not account.name):
         return None
     require_active(account)
-    token, expires = codec.issue(
-        billing_account_id=account.id,
-        principal_id=principal_id,
-        user_id=user_id,
-        scopes=granted,
-        ttl_sec=ttl,
-    )
-    return IssuedToken(token, expires, account.id, principal_id, granted, False)
+    return _issue(codec, req, checked, account.id, principal_id, False)
 
 
-def issue_token(
-    session: Session,
-    codec: TokenCodec,
-    *,
-    principal_id: str,
-    user_id: str,
-    scopes: list[str],
-    ttl_sec: int,
-    ttl_default: int,
-    ttl_max: int,
-    email: str = "",
-    name: str = "",
-) -> IssuedToken:
-    if account_known_by_id(session, principal_id) is not None:
-        principal_id = principal_id.strip()  # an account without an alias, named by its id
+def issue_token(session: Session, codec: TokenCodec, req: TokenRequest) -> IssuedToken:
+    if account_known_by_id(session, req.principal_id) is not None:
+        principal_id = req.principal_id.strip()  # an account without an alias, named by its id
     else:
-        principal_id = validate_principal(principal_id)
-    granted, ttl = _checked(
-        principal_id, user_id, scopes, ttl_sec, ttl_default, ttl_max, email, name
-    )
-    account, created = ensure_account(session, principal_id, email or None, name or None)
-    token, expires = codec.issue(
-        billing_account_id=account.id,
-        principal_id=principal_id,
-        user_id=user_id,
-        scopes=granted,
-        ttl_sec=ttl,
-    )
-    return IssuedToken(token, expires, account.id, principal_id, granted, created)
+        principal_id = validate_principal(req.principal_id)
+    checked = _checked(req)
+    account, created = ensure_account(session, principal_id, req.email or None, req.name or None)
+    return _issue(codec, req, checked, account.id, principal_id, created)

@@ -16,6 +16,7 @@ from tollbooth.credit.repository.balances import (
     lock_balance,
     lock_balance_figures,
     lock_balances,
+    plain_account_balance,
     read_balance,
 )
 from tollbooth.credit.repository.grants import (
@@ -46,6 +47,7 @@ __all__ = [
     "lock_balance",
     "lock_balance_figures",
     "lock_balances",
+    "plain_account_balance",
     "read_balance",
     "reservation",
     "spendable_grants",

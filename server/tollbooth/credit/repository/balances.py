@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
@@ -239,3 +239,39 @@ def account_balance(
     account has that id (principal id). GetBalance's read: the account check and the row."""
     stmt = _ACCOUNT_BALANCE_BY_PRINCIPAL if by_principal else _ACCOUNT_BALANCE_BY_ID
     return session.execute(stmt, {"k_account": account_id, "k_type": credit_type}).first()
+
+
+class AccountBalance(NamedTuple):
+    """`account_balance`'s row, read by `plain_account_balance`."""
+
+    id: str
+    principal_id: str
+    balance: Decimal | None
+    reserved: Decimal | None
+    next_event_at: dt.datetime | None
+    overage: Decimal | None
+
+
+_PLAIN_ACCOUNT_BALANCE = (
+    "SELECT a.id, a.principal_id, b.balance, b.reserved, b.next_event_at, b.overage"
+    " FROM billing_accounts AS a LEFT OUTER JOIN credit_balances AS b"
+    " ON b.billing_account_id = a.id AND b.credit_type = %(k_type)s"
+    " WHERE a.{key} = %(k_account)s LIMIT 1"
+)
+_PLAIN_BY_ID = _PLAIN_ACCOUNT_BALANCE.format(key="id")
+_PLAIN_BY_PRINCIPAL = _PLAIN_ACCOUNT_BALANCE.format(key="principal_id")
+
+
+def plain_account_balance(
+    db: Database, account_id: str, credit_type: str, *, by_principal: bool = False
+) -> AccountBalance | None:
+    """`account_balance`, the same statement in autocommit through the driver's cursor
+    (`Database.read_one`: no session, no BEGIN/COMMIT); PostgreSQL only."""
+    sql = _PLAIN_BY_PRINCIPAL if by_principal else _PLAIN_BY_ID
+    row = db.read_one(sql, {"k_account": account_id, "k_type": credit_type})
+    if row is None:
+        return None
+    found = AccountBalance(*row)
+    if found.next_event_at is not None:  # as `UTCDateTime` gives it: aware, in UTC
+        found = found._replace(next_event_at=found.next_event_at.astimezone(dt.UTC))
+    return found

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -10,6 +11,11 @@ from billing.v1 import catalog_pb2
 from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
 from tollbooth.db.models import Price, Product
 from tollbooth.rpc.convert import ts
+
+M = TypeVar("M", bound=Message)
+Row = TypeVar("Row", Product, Price)
+# Messages already built from a snapshot's rows (`Catalog.converted`); None: build each time.
+Memo = dict[tuple[str, str], Any] | None
 
 _TYPE_PREFIX = "PRICE_TYPE_"
 _INTERVAL_PREFIX = "RECURRING_INTERVAL_"
@@ -147,3 +153,40 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         create_time=ts(price.created_at),
         update_time=ts(price.updated_at),
     )
+
+
+def _kept(memo: Memo, row: Row, build: Callable[[Row], M]) -> M:
+    """`build(row)`, made once per snapshot when `memo` is given. The kept message is shared:
+    it is only ever copied (into a response), never changed or returned itself."""
+    if memo is None:
+        return build(row)
+    key = (type(row).__name__, row.id)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = build(row)
+    return found
+
+
+def list_products_out(
+    products: Sequence[Product], next_page_token: str, memo: Memo = None
+) -> catalog_pb2.ListProductsResponse:
+    return catalog_pb2.ListProductsResponse(
+        products=[_kept(memo, p, product_out) for p in products],
+        next_page_token=next_page_token,
+    )
+
+
+def list_prices_out(
+    prices: Sequence[Price], hints: Sequence[str], next_page_token: str, memo: Memo = None
+) -> catalog_pb2.ListPricesResponse:
+    """The page with each caller's hint set on the response's own copies (the kept messages
+    carry none), so the same bytes as `price_out(price, hint)` for each price."""
+    response = catalog_pb2.ListPricesResponse(
+        prices=[_kept(memo, p, price_out) for p in prices], next_page_token=next_page_token
+    )
+    for message, hint in zip(response.prices, hints, strict=True):
+        if hint:
+            message.hint = catalog_pb2.PurchaseHint.ValueType(
+                _enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_")
+            )
+    return response

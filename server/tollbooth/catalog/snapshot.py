@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,6 +41,9 @@ class Catalog:
     by_id: dict[str, Product]
     prices: dict[str, list[Price]]  # product id -> its prices (archived included), in order
     price_by_id: dict[str, Price] = field(default_factory=dict)
+    # What the servicer derived from these rows (their contract messages, by kind and id),
+    # built on first use and dropped with the snapshot: never older than the rows themselves.
+    converted: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def load(session: Session) -> Catalog:

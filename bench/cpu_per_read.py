@@ -12,7 +12,6 @@ the server process spent per call (Linux /proc). `--call health` is the gRPC no-
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.cpu_per_check import _ppid, cpu_seconds
+from bench.cpu_per_check import bench_admin_url, cpu_seconds, server_pid
 
 CALLS = ("health", "list_prices", "list_products", "billing_status")
 
@@ -50,29 +49,18 @@ def _caller(channel: Any, call: str, fixture: dict[str, str]) -> Callable[[], ob
     return lambda: catalog.ListPrices(prices, metadata=bearer, timeout=30)
 
 
-def _server_pid() -> int:
-    me = os.getpid()
-    (pid,) = [
-        int(p)
-        for p in os.listdir("/proc")
-        if p.isdigit()
-        and Path(f"/proc/{p}/stat").exists()
-        and _ppid(int(p)) == me
-        and b"serve-grpc" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
-    return pid
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_read", description=__doc__)
     parser.add_argument("--call", choices=CALLS, default="list_prices")
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--profile", default="", help="py-spy raw output file (optional)")
+    parser.add_argument(
+        "--gil", action="store_true", help="profile only the thread holding the GIL (py-spy --gil)"
+    )
     args = parser.parse_args(argv)
-    admin_url = os.environ.get("BILLING_BENCH_POSTGRES_URL", "").strip()
+    admin_url = bench_admin_url()
     if not admin_url:
-        print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
         return 2
     import grpc
 
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             target = f"127.0.0.1:{ports[0]}"
             with grpc.insecure_channel(target) as channel:
                 _caller(channel, args.call, fixture)()  # warm
-            srv = _server_pid()
+            srv = server_pid()
             per = args.calls // args.threads
             errors = [0]
 
@@ -106,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                         except grpc.RpcError:
                             errors[0] += 1
 
-            spy = _profile(srv, args.profile) if args.profile else None
+            spy = _profile(srv, args.profile, args.gil) if args.profile else None
             s0, w0 = cpu_seconds(srv), time.monotonic()
             threads = [threading.Thread(target=load) for _ in range(args.threads)]
             for th in threads:
@@ -125,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _profile(pid: int, out: str) -> subprocess.Popen[bytes]:
+def _profile(pid: int, out: str, gil: bool) -> subprocess.Popen[bytes]:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [exe, "record", "-p", str(pid), "-f", "raw", "-o", out, "-r", "200", "--nonblocking"]
     return subprocess.Popen(
-        [exe, "record", "-p", str(pid), "-f", "raw", "-o", out, "-r", "200", "--nonblocking"],
+        command + (["--gil"] if gil else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -4,18 +4,24 @@ converting on every call, each caller's own hint, and nothing kept past a change
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 from sqlalchemy import update
 
 from billing.v1 import catalog_pb2
-from tests.catalog.support import MONTHLY, bearer_metadata, list_prices, price, product
+from tests.catalog.support import (
+    MONTHLY,
+    SLACK_SEC,
+    bearer_metadata,
+    list_prices,
+    poll,
+    price,
+    product,
+)
 from tollbooth.catalog import convert
 from tollbooth.catalog.snapshot import BOUND_SEC
 from tollbooth.db import Database
 from tollbooth.db.models import Price
 
-SLACK_SEC = 5.0  # a loaded 2-core machine: the deadline is the bound plus this
 H = catalog_pb2
 
 
@@ -67,15 +73,6 @@ def test_kept_messages_give_the_same_bytes_and_each_caller_its_own_hints() -> No
     assert all(m.hint == H.PURCHASE_HINT_UNSPECIFIED for m in memo.values())
 
 
-def _poll(check, deadline_sec: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + deadline_sec
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return bool(check())
-
-
 def test_an_edit_made_outside_the_server_is_listed_and_no_hint_leaks(channel, database_url):  # type: ignore[no-untyped-def]
     plan = product(channel, "Converted")
     for n in range(2):
@@ -114,4 +111,4 @@ def test_an_edit_made_outside_the_server_is_listed_and_no_hint_leaks(channel, da
         listed = list_prices(channel, plan.product_id, bearer).prices
         return [dict(p.metadata) for p in listed] == [{"tier": "new"}] * 2
 
-    assert _poll(shows_new, BOUND_SEC + SLACK_SEC)
+    assert poll(shows_new, BOUND_SEC + SLACK_SEC)

@@ -23,6 +23,12 @@ from tollbooth.db import Database
 from tollbooth.db.models import Price
 
 H = catalog_pb2
+HINT = {
+    "": H.PURCHASE_HINT_UNSPECIFIED,
+    "BUY": H.PURCHASE_HINT_BUY,
+    "MANAGE": H.PURCHASE_HINT_MANAGE,
+    "CURRENT": H.PURCHASE_HINT_CURRENT,
+}
 
 
 def _row(n: int, **fields) -> Price:  # type: ignore[no-untyped-def]
@@ -62,15 +68,15 @@ def test_kept_messages_give_the_same_bytes_and_each_caller_its_own_hints() -> No
             next_page_token="next",
         )
         assert got.SerializeToString() == fresh.SerializeToString()
-        assert [p.hint for p in got.prices] == [
-            {"": 0, "BUY": H.PURCHASE_HINT_BUY, "MANAGE": H.PURCHASE_HINT_MANAGE}.get(
-                h, H.PURCHASE_HINT_CURRENT
-            )
-            for h in hints
-        ]
-    # Built once each, and the kept messages carry no caller's hint.
-    assert sorted(memo) == [("Price", f"price_{n}") for n in range(3)]
-    assert all(m.hint == H.PURCHASE_HINT_UNSPECIFIED for m in memo.values())
+        assert [p.hint for p in got.prices] == [HINT[h] for h in hints]
+    # Built once per price and hint, and each kept message carries the hint it is kept for.
+    assert sorted(memo) == sorted(
+        {("price", f"price_{n}", h) for n, h in [(0, "CURRENT"), (1, "MANAGE"), (2, "BUY")]}
+        | {("price", f"price_{n}", "") for n in range(3)}
+        | {("price", "price_0", "BUY"), ("price", "price_2", "MANAGE")}
+    )
+    for (_, _, hint), message in memo.items():
+        assert message.hint == HINT[hint]
 
 
 def test_an_edit_made_outside_the_server_is_listed_and_no_hint_leaks(channel, database_url):  # type: ignore[no-untyped-def]

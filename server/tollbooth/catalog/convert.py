@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -12,10 +12,9 @@ from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, Prod
 from tollbooth.db.models import Price, Product
 from tollbooth.rpc.convert import ts
 
-M = TypeVar("M", bound=Message)
-Row = TypeVar("Row", Product, Price)
-# Messages already built from a snapshot's rows (`Catalog.converted`); None: build each time.
-Memo = dict[tuple[str, str], Any] | None
+# Messages already built from a snapshot's rows (`Catalog.converted`), by kind, id and hint;
+# None: build each time.
+Memo = dict[tuple[str, str, str], Any] | None
 
 _TYPE_PREFIX = "PRICE_TYPE_"
 _INTERVAL_PREFIX = "RECURRING_INTERVAL_"
@@ -155,38 +154,42 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
     )
 
 
-def _kept(memo: Memo, row: Row, build: Callable[[Row], M]) -> M:
-    """`build(row)`, made once per snapshot when `memo` is given. The kept message is shared:
-    it is only ever copied (into a response), never changed or returned itself."""
+def _product_message(memo: Memo, product: Product) -> catalog_pb2.Product:
+    """`product_out(product)`, built once per snapshot when `memo` (the snapshot's) is given.
+    A kept message is shared: it is only ever copied into a response, never changed."""
     if memo is None:
-        return build(row)
-    key = (type(row).__name__, row.id)
+        return product_out(product)
+    key = ("product", product.id, "")
     found = memo.get(key)
     if found is None:
-        found = memo[key] = build(row)
-    return found
+        found = memo[key] = product_out(product)
+    return found  # type: ignore[no-any-return]
+
+
+def _price_message(memo: Memo, price: Price, hint: str) -> catalog_pb2.Price:
+    """`price_out(price, hint)`, built once per snapshot and hint (as `_product_message`):
+    each caller gets the message of its own hint, never another caller's."""
+    if memo is None:
+        return price_out(price, hint)
+    key = ("price", price.id, hint)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = price_out(price, hint)
+    return found  # type: ignore[no-any-return]
 
 
 def list_products_out(
     products: Sequence[Product], next_page_token: str, memo: Memo = None
 ) -> catalog_pb2.ListProductsResponse:
     return catalog_pb2.ListProductsResponse(
-        products=[_kept(memo, p, product_out) for p in products],
-        next_page_token=next_page_token,
+        products=[_product_message(memo, p) for p in products], next_page_token=next_page_token
     )
 
 
 def list_prices_out(
     prices: Sequence[Price], hints: Sequence[str], next_page_token: str, memo: Memo = None
 ) -> catalog_pb2.ListPricesResponse:
-    """The page with each caller's hint set on the response's own copies (the kept messages
-    carry none), so the same bytes as `price_out(price, hint)` for each price."""
-    response = catalog_pb2.ListPricesResponse(
-        prices=[_kept(memo, p, price_out) for p in prices], next_page_token=next_page_token
+    return catalog_pb2.ListPricesResponse(
+        prices=[_price_message(memo, p, h) for p, h in zip(prices, hints, strict=True)],
+        next_page_token=next_page_token,
     )
-    for message, hint in zip(response.prices, hints, strict=True):
-        if hint:
-            message.hint = catalog_pb2.PurchaseHint.ValueType(
-                _enum_out(catalog_pb2.PurchaseHint, hint, "PURCHASE_HINT_")
-            )
-    return response

@@ -29,6 +29,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
+def bench_admin_url() -> str:
+    """Where the throw-away databases are made ("" when unset, and said on stderr)."""
+    url = os.environ.get("BILLING_BENCH_POSTGRES_URL", "").strip()
+    if not url:
+        print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
+    return url
+
+
+def server_pid() -> int:
+    """The one `serve-grpc` process this process started."""
+    me = os.getpid()
+    (pid,) = [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit()
+        and Path(f"/proc/{p}/stat").exists()
+        and _ppid(int(p)) == me
+        and b"serve-grpc" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    return pid
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_check", description=__doc__)
     parser.add_argument(
@@ -40,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
-    admin_url = os.environ.get("BILLING_BENCH_POSTGRES_URL", "").strip()
+    admin_url = bench_admin_url()
     if not admin_url:
-        print("set BILLING_BENCH_POSTGRES_URL", file=sys.stderr)
         return 2
     import grpc
     from sqlalchemy import create_engine, text
@@ -77,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     ]
 
-            me = os.getpid()
-            (srv,) = [
-                int(p)
-                for p in os.listdir("/proc")
-                if p.isdigit()
-                and Path(f"/proc/{p}/stat").exists()
-                and _ppid(int(p)) == me
-                and b"serve-grpc" in Path(f"/proc/{p}/cmdline").read_bytes()
-            ]
+            srv = server_pid()
             md = (("x-api-key", SERVICE_KEY),)
             per = args.calls // args.threads
             errors = [0]

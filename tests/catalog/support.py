@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import grpc
 import pytest
 
@@ -10,6 +13,17 @@ from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason, keyed
 
 MONTHLY = catalog_pb2.Recurring(interval=catalog_pb2.RECURRING_INTERVAL_MONTH)
+SLACK_SEC = 5.0  # a loaded 2-core machine: a snapshot's deadline is its bound plus this
+
+
+def poll(check: Callable[[], bool], deadline_sec: float) -> bool:
+    """Whether `check()` holds within `deadline_sec` (asked every 20 ms, and once at the end)."""
+    deadline = time.monotonic() + deadline_sec
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
 
 
 def stub(channel: grpc.Channel) -> catalog_pb2_grpc.CatalogServiceStub:

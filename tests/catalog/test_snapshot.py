@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc
+from tests.catalog.support import SLACK_SEC, poll
 from tests.conftest import SERVICE_KEY, make_env
 from tests.devstack import free_port
 from tollbooth.catalog.snapshot import BOUND_SEC, Snapshot
@@ -26,7 +26,6 @@ from tollbooth.db import Database
 from tollbooth.db.models import Product
 
 SVC = (("x-api-key", SERVICE_KEY),)
-SLACK_SEC = 5.0  # a loaded 2-core machine: the deadline is the bound plus this
 
 
 @contextmanager
@@ -69,15 +68,6 @@ def nicknames(channel: grpc.Channel, product_id: str) -> list[str]:
         catalog_pb2.ListPricesRequest(product_id=product_id), metadata=SVC, timeout=10
     )
     return [p.nickname for p in reply.prices]
-
-
-def poll(check, deadline_sec: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + deadline_sec
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return bool(check())
 
 
 @pytest.mark.postgres

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -10,6 +11,10 @@ from billing.v1 import catalog_pb2
 from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
 from tollbooth.db.models import Price, Product
 from tollbooth.rpc.convert import ts
+
+# Messages already built from a snapshot's rows (`Catalog.converted`), by kind, id and hint;
+# None: build each time.
+Memo = dict[tuple[str, str, str], Any] | None
 
 _TYPE_PREFIX = "PRICE_TYPE_"
 _INTERVAL_PREFIX = "RECURRING_INTERVAL_"
@@ -146,4 +151,45 @@ def price_out(price: Price, hint: str = "") -> catalog_pb2.Price:
         ),
         create_time=ts(price.created_at),
         update_time=ts(price.updated_at),
+    )
+
+
+def _product_message(memo: Memo, product: Product) -> catalog_pb2.Product:
+    """`product_out(product)`, built once per snapshot when `memo` (the snapshot's) is given.
+    A kept message is shared: it is only ever copied into a response, never changed."""
+    if memo is None:
+        return product_out(product)
+    key = ("product", product.id, "")
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = product_out(product)
+    return found  # type: ignore[no-any-return]
+
+
+def _price_message(memo: Memo, price: Price, hint: str) -> catalog_pb2.Price:
+    """`price_out(price, hint)`, built once per snapshot and hint (as `_product_message`):
+    each caller gets the message of its own hint, never another caller's."""
+    if memo is None:
+        return price_out(price, hint)
+    key = ("price", price.id, hint)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = price_out(price, hint)
+    return found  # type: ignore[no-any-return]
+
+
+def list_products_out(
+    products: Sequence[Product], next_page_token: str, memo: Memo = None
+) -> catalog_pb2.ListProductsResponse:
+    return catalog_pb2.ListProductsResponse(
+        products=[_product_message(memo, p) for p in products], next_page_token=next_page_token
+    )
+
+
+def list_prices_out(
+    prices: Sequence[Price], hints: Sequence[str], next_page_token: str, memo: Memo = None
+) -> catalog_pb2.ListPricesResponse:
+    return catalog_pb2.ListPricesResponse(
+        prices=[_price_message(memo, p, h) for p, h in zip(prices, hints, strict=True)],
+        next_page_token=next_page_token,
     )

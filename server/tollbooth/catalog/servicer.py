@@ -50,10 +50,8 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 include_inactive=request.include_inactive,
                 catalog=catalog,
             )
-            return catalog_pb2.ListProductsResponse(
-                products=[convert.product_out(p) for p in page.items],
-                next_page_token=page.next_page_token,
-            )
+            memo = catalog.converted if catalog is not None else None
+            return convert.list_products_out(page.items, page.next_page_token, memo)
 
     def ListPrices(
         self, request: catalog_pb2.ListPricesRequest, context: grpc.ServicerContext
@@ -74,10 +72,8 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
             hints = self.hints(self.deps.db, caller, page.items)
         else:
             hints = ["" for _ in page.items]
-        return catalog_pb2.ListPricesResponse(
-            prices=[convert.price_out(p, h) for p, h in zip(page.items, hints, strict=True)],
-            next_page_token=page.next_page_token,
-        )
+        memo = catalog.converted if catalog is not None else None
+        return convert.list_prices_out(page.items, hints, page.next_page_token, memo)
 
     def GetProduct(
         self, request: catalog_pb2.GetProductRequest, context: grpc.ServicerContext

@@ -18,6 +18,7 @@ database on every call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,6 +40,11 @@ class Catalog:
     by_id: dict[str, Product]
     prices: dict[str, list[Price]]  # product id -> its prices (archived included), in order
     price_by_id: dict[str, Price] = field(default_factory=dict)
+    # What the servicer derived from these rows (their contract messages, by kind, id and
+    # hint), built on first use and dropped with the snapshot: never older than the rows.
+    converted: dict[tuple[str, str, str], Any] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def load(session: Session) -> Catalog:

@@ -169,7 +169,15 @@ class Database:
             healthy = True
             return row
         except psycopg.Error as exc:
-            raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error) from exc
+            lost = self.engine.dialect.is_disconnect(exc, conn, None)
+            if lost:
+                # As a session does on a lost connection: every connection the pool holds
+                # from before is replaced at its next checkout (PostgreSQL restarted or
+                # dropped them too), rather than failing one more call each.
+                self.engine.pool._invalidate(fairy, exc, _checkin=False)
+            raise DBAPIError.instance(
+                sql, dict(params), exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
         finally:
             if not healthy:
                 fairy.invalidate()  # broken, or left in autocommit: never reused

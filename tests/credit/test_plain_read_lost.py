@@ -1,4 +1,4 @@
-"""GetBalance's plain read (`Database.read_one`) when PostgreSQL has dropped the pool's
+"""GetBalance's and IssueToken's plain reads (`Database.read_one`) when PostgreSQL has dropped the pool's
 connections (a restart, terminated backends): like the session path, the call that finds a
 dead connection answers UNAVAILABLE SERVICE_UNAVAILABLE, and the calls after it get fresh
 connections. The pool is not left to hand out its other dead connections one by one, each
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
-from billing.v1 import credit_pb2
+from billing.v1 import credit_pb2, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit import support
 from tests.credit.wire import serving
@@ -36,25 +36,29 @@ def served(pg_url: str) -> Iterator[tuple[grpc.Channel, Deps]]:
         deps.db.dispose()
 
 
-def _answer(channel: grpc.Channel, account_id: str, method: str) -> str:
-    request = (
-        credit_pb2.GetBalanceRequest(account=account_id, type="units")
-        if method == "GetBalance"
-        else credit_pb2.ListGrantsRequest(account=account_id)
-    )
+def _answer(channel: grpc.Channel, principal: str, account_id: str, method: str) -> str:
+    stub: object = support.stub(channel)
+    if method == "IssueToken":
+        stub = token_pb2_grpc.TokenServiceStub(channel)
+        request: object = token_pb2.IssueTokenRequest(principal_id=principal)
+    elif method == "GetBalance":
+        request = credit_pb2.GetBalanceRequest(account=account_id, type="units")
+    else:
+        request = credit_pb2.ListGrantsRequest(account=account_id)
     try:
-        getattr(support.stub(channel), method)(request, metadata=SERVICE_MD, timeout=10)
+        getattr(stub, method)(request, metadata=SERVICE_MD, timeout=10)
     except grpc.RpcError as err:
         return f"{err.code().name} {error_reason(err)}"
     return "OK"
 
 
-@pytest.mark.parametrize("method", ["GetBalance", "ListGrants"])  # plain read; session path
+# Plain reads (GetBalance, a known principal's IssueToken); the session path (ListGrants).
+@pytest.mark.parametrize("method", ["GetBalance", "IssueToken", "ListGrants"])
 def test_after_the_pool_connections_are_killed_one_call_is_unavailable_then_all_answer(
     served, pg_url: str, method: str
 ) -> None:  # type: ignore[no-untyped-def]
     channel, deps = served
-    _, account_id, _ = support.account(channel)
+    principal, account_id, _ = support.account(channel)
     support.grant(channel, account_id, "10")
     # The pool holds POOLED connections, all just used (so none is pinged at checkout).
     raw = [deps.db.engine.raw_connection() for _ in range(POOLED)]
@@ -66,7 +70,7 @@ def test_after_the_pool_connections_are_killed_one_call_is_unavailable_then_all_
         for pid in pids:
             admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
 
-    answers = [_answer(channel, account_id, method) for _ in range(POOLED)]
+    answers = [_answer(channel, principal, account_id, method) for _ in range(POOLED)]
 
     assert set(answers) <= {"OK", "UNAVAILABLE SERVICE_UNAVAILABLE"}, answers  # never INTERNAL
     assert answers.count("UNAVAILABLE SERVICE_UNAVAILABLE") <= 1, answers

@@ -1,8 +1,8 @@
-"""GetBalance's and IssueToken's plain reads (`Database.read_one`) when PostgreSQL has dropped the pool's
-connections (a restart, terminated backends): like the session path, the call that finds a
-dead connection answers UNAVAILABLE SERVICE_UNAVAILABLE, and the calls after it get fresh
-connections. The pool is not left to hand out its other dead connections one by one, each
-failing a call of its own."""
+"""GetBalance's and IssueToken's plain reads (`Database.read_one`) when PostgreSQL has
+dropped the pool's connections (a restart, terminated backends): like the session path, the
+call that finds a dead connection answers UNAVAILABLE SERVICE_UNAVAILABLE, and the calls
+after it get fresh connections. The pool is not left to hand out its other dead connections
+one by one, each failing a call of its own."""
 
 from __future__ import annotations
 

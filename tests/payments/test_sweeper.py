@@ -18,6 +18,8 @@ import pytest
 
 from billing.v1 import account_pb2, account_pb2_grpc
 from tests.checkout.support import World, operator_command, start_world, transactions_open
+from tests.conftest import SERVICE_MD
+from tests.helpers import error_reason, keyed
 from tests.payments.support import (
     at_provider,
     backdate,
@@ -26,8 +28,6 @@ from tests.payments.support import (
     intent_row,
     token,
 )
-from tests.conftest import SERVICE_MD
-from tests.helpers import error_reason, keyed
 from tollbooth import app
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.payment_intents import PaymentIntent

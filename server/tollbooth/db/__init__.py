@@ -169,7 +169,7 @@ class Database:
             healthy = True
             return row
         except psycopg.Error as exc:
-            lost = self.engine.dialect.is_disconnect(exc, conn, None)
+            lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
             if lost:
                 # As a session does on a lost connection: every connection the pool holds
                 # from before is replaced at its next checkout (PostgreSQL restarted or

@@ -149,7 +149,8 @@ class Database:
         or balance: about a third of the CPU of the same statement on a SQLAlchemy
         `Connection`). A driver error is raised as SQLAlchemy's (`OperationalError`...: the
         RPC answers UNAVAILABLE, as on every other path; so is a failure to connect), and the
-        connection is then not given back to the pool."""
+        connection is then not given back to the pool; a lost one also retires the pool's
+        older connections, as a session's does."""
         if not self._postgres:
             raise RuntimeError("Database.read_one is for PostgreSQL")
         import psycopg

@@ -13,9 +13,13 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import pytest
 
+from billing.v1 import account_pb2, account_pb2_grpc
 from tests.checkout.support import World, operator_command, start_world, transactions_open
+from tests.conftest import SERVICE_MD
+from tests.helpers import error_reason, keyed
 from tests.payments.support import (
     at_provider,
     backdate,
@@ -204,3 +208,24 @@ def test_a_row_past_the_key_lifetime_is_reported_and_left_untouched(
     with world.deps.db.transaction(readonly=True) as session:
         billed = session.get(BillingAccount, account)
         assert billed is not None and billed.stripe_customer_id is None  # nothing sent at all
+
+
+def test_an_archived_account_s_intent_is_not_sent_but_reported(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    account, ours = left_by_a_crash(world, "archived-1")
+    account_pb2_grpc.AccountServiceStub(world.channel).ArchiveAccount(
+        keyed(account_pb2.ArchiveAccountRequest(account=account)), metadata=SERVICE_MD, timeout=30
+    )
+    with pytest.raises(grpc.RpcError) as refused:  # the request path refuses it
+        create_as_service(world, account, "archived-1")
+    assert error_reason(refused.value) == "ACCOUNT_ARCHIVED"
+
+    report = app.reconcile(world.settings)  # and so does the sweep: nothing sent
+    assert about(report.changed + report.failed, ours) == []
+    [line] = about(report.left_alone, ours)
+    assert f"account {account} is archived" in line
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id, row.client_secret) == ("pending", None, None)
+    assert at_provider(world, ours) == []

@@ -149,7 +149,8 @@ class Database:
         or balance: about a third of the CPU of the same statement on a SQLAlchemy
         `Connection`). A driver error is raised as SQLAlchemy's (`OperationalError`...: the
         RPC answers UNAVAILABLE, as on every other path; so is a failure to connect), and the
-        connection is then not given back to the pool."""
+        connection is then not given back to the pool; a lost one also retires the pool's
+        older connections, as a session's does."""
         if not self._postgres:
             raise RuntimeError("Database.read_one is for PostgreSQL")
         import psycopg
@@ -169,7 +170,15 @@ class Database:
             healthy = True
             return row
         except psycopg.Error as exc:
-            raise DBAPIError.instance(sql, dict(params), exc, psycopg.Error) from exc
+            lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
+            if lost:
+                # As a session does on a lost connection: every connection the pool holds
+                # from before is replaced at its next checkout (PostgreSQL restarted or
+                # dropped them too), rather than failing one more call each.
+                self.engine.pool._invalidate(fairy, exc, _checkin=False)
+            raise DBAPIError.instance(
+                sql, dict(params), exc, psycopg.Error, connection_invalidated=lost
+            ) from exc
         finally:
             if not healthy:
                 fairy.invalidate()  # broken, or left in autocommit: never reused

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from tollbooth import errors
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.service import require_active, resolve
-from tollbooth.auth.caller import Caller
+from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
@@ -149,7 +149,8 @@ def create_payment_intent(
 
 class Sweep(NamedTuple):
     """What `sweep_pending` did: one line per intent completed, per provider failure (left
-    pending for the next sweep), per intent too old to complete safely (left alone)."""
+    pending for the next sweep), per intent too old to complete safely or of an archived
+    account (left alone)."""
 
     changed: list[str]
     failed: list[str]
@@ -165,7 +166,9 @@ def sweep_pending(
 
     An intent older than the provider's idempotency-key lifetime is neither sent again (the
     key may be gone: a second intent could be created) nor canceled: it is logged and
-    reported for an operator to look up at the provider by its metadata."""
+    reported for an operator to look up at the provider by its metadata. So is one whose
+    account was archived since: the request path refuses it (ACCOUNT_ARCHIVED), and so does
+    the sweep."""
     with db.transaction(readonly=True) as session:
         stale = repository.stale_pending(session, before=utcnow() - older_than)
     done = Sweep([], [], [])
@@ -178,6 +181,11 @@ def sweep_pending(
             )
             log.warning("%s", line)
             done.left_alone.append(line)
+            continue
+        archived = _archived(db, row)
+        if archived is not None:
+            log.warning("%s", archived)
+            done.left_alone.append(archived)
             continue
         try:
             result = realise(db, provider, row)
@@ -192,3 +200,18 @@ def sweep_pending(
             f" ({result.stripe_payment_intent_id})"
         )
     return done
+
+
+def _archived(db: Database, row: PaymentIntent) -> str | None:
+    """The report line of an intent whose account is archived (the request path's rule,
+    `require_active`); None when the sweep may complete it."""
+    with db.transaction(readonly=True) as session:
+        account = resolve(session, SERVICE, row.billing_account_id)
+    try:
+        require_active(account)
+    except errors.DomainError:
+        return (
+            f"payment intent {row.id}: account {account.id} is archived: not sent (a first"
+            f" attempt may have created it at the provider); look it up by metadata {OURS}"
+        )
+    return None

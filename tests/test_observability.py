@@ -19,10 +19,13 @@ from tests.test_run_command import _alive, _children, _issue, is_ready
 from tollbooth import stack
 
 
-def _free_run_of(n: int) -> int:
-    """A port p with p..p+n-1 free."""
+def _free_run_of(n: int, avoid: set[int]) -> int:
+    """A port p with p..p+n-1 free and none of them in `avoid` (the stack's other ports, chosen
+    but not bound yet: `run` refuses two uses of one port)."""
     for _ in range(50):
         base = free_port()
+        if avoid.intersection(range(base, base + n)):
+            continue
         if base + n < 65535 and not stack.port_problems(
             [stack.Port("P", "127.0.0.1", base + i) for i in range(n)]
         ):
@@ -48,7 +51,8 @@ def _get_or_none(url: str) -> tuple[int, bytes] | None:
 def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_path: Path) -> None:
     env = _stack_env(tmp_path)
     # Two server processes, the sidecar, the sandbox, the notification delivery.
-    base = _free_run_of(5)
+    taken = {int(v) for k, v in env.items() if k.startswith("BILLING_") and k.endswith("_PORT")}
+    base = _free_run_of(5, taken)
     env["BILLING_METRICS_PORT"] = str(base)
     env["BILLING_GRPC_PROCESSES"] = "2"
     proc = subprocess.Popen(
@@ -63,10 +67,12 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
     try:
         assert proc.stdout is not None
         ready = None
+        seen: list[str] = []
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
-            assert line, "run exited early"
+            assert line, "run exited early:\n" + "".join(seen[-30:])
+            seen.append(line)
             if is_ready(line):
                 ready = json.loads(line)
                 break

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_env
-from tests.devstack import free_port
+from tests.devstack import HeldPorts, free_port
 from tests.test_run_command import _alive, _children, _issue, is_ready
 from tollbooth import stack
 from tollbooth.app import build_deps, build_server
@@ -33,15 +33,18 @@ def _listening() -> socket.socket:
 
 
 def _stack_env(tmp_path: Path) -> dict[str, str]:
+    # Bound together, so five distinct ports (free_port() one after another may repeat one).
+    with HeldPorts(5) as held:
+        grpc_port, rest, sidecar, admin, sandbox = held.ports
     return {
         **os.environ,
         **make_env(f"sqlite:///{tmp_path / 'billing.db'}"),
-        "BILLING_GRPC_PORT": str(free_port()),
-        "BILLING_REST_PORT": str(free_port()),
-        "BILLING_SIDECAR_PORT": str(free_port()),
-        "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
+        "BILLING_GRPC_PORT": str(grpc_port),
+        "BILLING_REST_PORT": str(rest),
+        "BILLING_SIDECAR_PORT": str(sidecar),
+        "BILLING_ENVOY_ADMIN_PORT": str(admin),
         "BILLING_RUN_DIR": str(tmp_path / "run"),
-        "BILLING_SANDBOX_PORT": str(free_port()),
+        "BILLING_SANDBOX_PORT": str(sandbox),
         "BILLING_DATA_DIR": str(tmp_path),
     }
 

@@ -316,9 +316,10 @@ def reconcile(settings: Settings) -> Report:
             read=lambda sub_id: subscription_effects.read_for_resync(provider, sub_id),
             resync=subscription_effects.resync,
         )
-        changes, failures = checkout_intents.sweep_pending(db, provider)
+        changes, failures, left_alone = checkout_intents.sweep_pending(db, provider)
         report.changed.extend(changes)
         report.failed.extend(failures)
+        report.left_alone.extend(left_alone)
         swept = payment_intents.sweep_pending(db, provider)
         report.changed.extend(swept.changed)
         report.failed.extend(swept.failed)

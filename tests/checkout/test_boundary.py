@@ -305,6 +305,44 @@ def test_reconcile_sweeps_an_intent_left_pending_and_a_late_retry_gets_its_sessi
     assert [s.id for s in created] == [late.session.stripe_checkout_session_id]
 
 
+def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
+    impatient_world: World,
+) -> None:
+    from billing.v1 import account_pb2, account_pb2_grpc
+    from tests.helpers import keyed
+    from tollbooth import app
+    from tollbooth.checkout import intents
+
+    world = impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    # The provider down for the first attempt: the intent stays pending, nothing at Stripe.
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="archived")
+    account_pb2_grpc.AccountServiceStub(world.channel).ArchiveAccount(
+        keyed(account_pb2.ArchiveAccountRequest(account=account)), metadata=SERVICE_MD, timeout=30
+    )
+    with world.deps.db.transaction() as session:  # old enough to be swept
+        session.execute(
+            sa.update(CheckoutSession)
+            .where(CheckoutSession.billing_account_id == account)
+            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+        )
+    report = app.reconcile(world.settings)
+    assert [c for c in report.changed + report.failed if c.startswith("checkout ")] == []
+    [line] = [c for c in report.left_alone if c.startswith("checkout ")]
+    assert f"account {account} is archived" in line
+    with world.deps.db.transaction(readonly=True) as session:
+        rows = session.execute(
+            sa.select(CheckoutSession.status, CheckoutSession.stripe_checkout_session_id).where(
+                CheckoutSession.billing_account_id == account
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("pending", None)]
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
+
+
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:
     world = sqlite_world
     world.price("pro", group="plan")

@@ -37,7 +37,7 @@ from tollbooth import errors
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import fill_email, require_active, resolve, resolve_by_customer
-from tollbooth.auth.caller import Caller
+from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.checkout.redirects import check_redirect
@@ -347,10 +347,12 @@ def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
 
 def sweep_pending(
     db: Database, provider: StripeProvider, *, older_than: dt.timedelta = STALE_AFTER
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str]]:
     """The sweeper (`tollbooth reconcile`): complete every intent left `pending` (a crash or a
     timeout between the steps, and no retry since) with its own key and parameters, so the
-    provider holds exactly the session a late retry will get back. (changes, failures)."""
+    provider holds exactly the session a late retry will get back. (changes, failures, left
+    alone): an intent whose account was archived since is not sent (the request path refuses
+    the account, ACCOUNT_ARCHIVED, and so does the sweep) but reported for an operator."""
     with db.transaction(readonly=True) as session:
         stale = [
             Intent.of(row)
@@ -358,14 +360,33 @@ def sweep_pending(
         ]
     changes: list[str] = []
     failures: list[str] = []
+    left_alone: list[str] = []
     for intent in stale:
+        if _archived(db, intent.account_id):
+            left_alone.append(
+                f"checkout {intent.id}: account {intent.account_id} is archived: not sent (a"
+                " first attempt may have created it at the provider); look it up by metadata"
+                " tollbooth_checkout_id"
+            )
+            continue
         try:
             done = realise(db, provider, intent)
         except errors.DomainError as exc:
             failures.append(f"checkout {intent.id}: {exc}")
             continue
         changes.append(f"checkout {intent.id}: pending -> {done.status} ({done.stripe_id})")
-    return changes, failures
+    return changes, failures, left_alone
+
+
+def _archived(db: Database, account_id: str) -> bool:
+    """Whether the account is archived (the request path's rule, `require_active`)."""
+    with db.transaction(readonly=True) as session:
+        account = resolve(session, SERVICE, account_id)
+    try:
+        require_active(account)
+    except errors.DomainError:
+        return True
+    return False
 
 
 # -- the operations ---------------------------------------------------------------------------

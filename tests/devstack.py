@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import random
 import shutil
 import socket
 import sqlite3
@@ -14,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_run(n: int, avoid: Collection[int] = ()) -> int:
+    """A loopback port p with p..p+n-1 free now and none of them in `avoid`, chosen below the
+    kernel's ephemeral range: `run` binds BILLING_METRICS_PORT+i itself, later, and a port of
+    the ephemeral range may meanwhile become the local end of any outgoing connection (a
+    PostgreSQL client's, a test's), which port 0's hand-out cannot foresee."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10_000, max(10_001, low - n))
+        if set(range(base, base + n)) & set(avoid):
+            continue
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise RuntimeError(f"no run of {n} free ports below {low}")
 
 
 class HeldPorts:

@@ -13,24 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.devstack import free_port
+from tests.devstack import free_run
 from tests.test_ports import _stack_env
 from tests.test_run_command import _alive, _children, _issue, is_ready
-from tollbooth import stack
-
-
-def _free_run_of(n: int, avoid: set[int]) -> int:
-    """A port p with p..p+n-1 free and none of them in `avoid` (the stack's other ports, chosen
-    but not bound yet: `run` refuses two uses of one port)."""
-    for _ in range(50):
-        base = free_port()
-        if avoid.intersection(range(base, base + n)):
-            continue
-        if base + n < 65535 and not stack.port_problems(
-            [stack.Port("P", "127.0.0.1", base + i) for i in range(n)]
-        ):
-            return base
-    raise AssertionError("no run of free ports")
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -52,7 +37,7 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
     env = _stack_env(tmp_path)
     # Two server processes, the sidecar, the sandbox, the notification delivery.
     taken = {int(v) for k, v in env.items() if k.startswith("BILLING_") and k.endswith("_PORT")}
-    base = _free_run_of(5, taken)
+    base = free_run(5, avoid=taken)
     env["BILLING_METRICS_PORT"] = str(base)
     env["BILLING_GRPC_PROCESSES"] = "2"
     proc = subprocess.Popen(

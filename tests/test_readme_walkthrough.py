@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.devstack import free_port
+from tests.devstack import HeldPorts, free_run
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -163,8 +163,12 @@ def localise(text: str, ports: dict[str, int], data: Path) -> str:
 def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
     run, skipped = blocks(README.read_text(encoding="utf-8"))
     assert len(run) >= 10 and len(skipped) <= 3, (len(run), skipped)
-    names = ("rest", "grpc", "sandbox", "sidecar", "admin", "metrics")
-    ports = {name: free_port() for name in names}
+    names = ("rest", "grpc", "sandbox", "sidecar", "admin")
+    with HeldPorts(len(names)) as held:  # bound together: distinct
+        ports = dict(zip(names, held.ports, strict=True))
+    # Two server processes, the sidecar, the sandbox and the notification delivery each serve
+    # metrics on BILLING_METRICS_PORT+i.
+    ports["metrics"] = free_run(5, avoid=ports.values())
     data = tmp_path / "data"
     data.mkdir()
     log = tmp_path / "statuses"

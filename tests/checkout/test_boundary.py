@@ -276,11 +276,22 @@ def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
     ]
 
 
+def _old_enough_to_sweep(world: World, account: str) -> None:
+    """Backdate the account's checkout intents past the sweeper's grace period."""
+    from tollbooth.checkout import intents
+
+    with world.deps.db.transaction() as session:
+        session.execute(
+            sa.update(CheckoutSession)
+            .where(CheckoutSession.billing_account_id == account)
+            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+        )
+
+
 def test_reconcile_sweeps_an_intent_left_pending_and_a_late_retry_gets_its_session(
     impatient_world: World,
 ) -> None:
     from tollbooth import app
-    from tollbooth.checkout import intents
 
     world = impatient_world
     world.price("pro", group="plan")
@@ -289,12 +300,7 @@ def test_reconcile_sweeps_an_intent_left_pending_and_a_late_retry_gets_its_sessi
     with pytest.raises(grpc.RpcError):
         world.buy(token, "pro", request_id="swept")
     stall.release.set()
-    with world.deps.db.transaction() as session:  # the intent is old enough to be swept
-        session.execute(
-            sa.update(CheckoutSession)
-            .where(CheckoutSession.billing_account_id == account)
-            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
-        )
+    _old_enough_to_sweep(world, account)
     report = app.reconcile(world.settings)
     assert report.failed == []
     [line] = [c for c in report.changed if c.startswith("checkout ")]
@@ -311,7 +317,6 @@ def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
     from billing.v1 import account_pb2, account_pb2_grpc
     from tests.helpers import keyed
     from tollbooth import app
-    from tollbooth.checkout import intents
 
     world = impatient_world
     world.price("pro", group="plan")
@@ -323,12 +328,7 @@ def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
     account_pb2_grpc.AccountServiceStub(world.channel).ArchiveAccount(
         keyed(account_pb2.ArchiveAccountRequest(account=account)), metadata=SERVICE_MD, timeout=30
     )
-    with world.deps.db.transaction() as session:  # old enough to be swept
-        session.execute(
-            sa.update(CheckoutSession)
-            .where(CheckoutSession.billing_account_id == account)
-            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
-        )
+    _old_enough_to_sweep(world, account)
     report = app.reconcile(world.settings)
     assert [c for c in report.changed + report.failed if c.startswith("checkout ")] == []
     [line] = [c for c in report.left_alone if c.startswith("checkout ")]

@@ -40,8 +40,9 @@ from sqlalchemy.orm import Session
 from billing.v1 import credit_pb2
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, balance, check_invariants, grant, rid, stub
+from tests.credit.wire import serving
 from tests.helpers import error_reason
-from tollbooth.app import Deps, build_server
+from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.credit import debits
 from tollbooth.db import normalize_url
@@ -65,21 +66,10 @@ def served(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Deps, dict[int, i
         pids[threading.get_ident()] = dbapi_conn.info.backend_pid
 
     event.listen(deps.db.engine, "checkout", checked_out)
-    with _serving(deps) as ch:
-        yield ch, deps, pids, _libpq(pg_shared_url)
-
-
-@contextlib.contextmanager
-def _serving(deps: Deps) -> Iterator[grpc.Channel]:
-    """A server on loopback and a channel to it; stopped, and `deps.db` disposed, after."""
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            grpc.channel_ready_future(ch).result(timeout=10)
-            yield ch
+        with serving(deps) as ch:
+            yield ch, deps, pids, _libpq(pg_shared_url)
     finally:
-        server.stop(grace=None).wait()
         deps.db.dispose()
 
 
@@ -365,9 +355,10 @@ def proxied(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Deps, CutAtCommi
     )
     deps = Deps.build(Settings.from_env(make_env(through.render_as_string(hide_password=False))))
     try:
-        with _serving(deps) as ch:
+        with serving(deps) as ch:
             yield ch, deps, proxy
     finally:
+        deps.db.dispose()
         proxy.close()
 
 

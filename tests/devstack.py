@@ -71,19 +71,23 @@ def migrated_sqlite(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+_handed: set[int] = set()  # ports this process has handed out: never twice
+
+
 def free_port() -> int:
-    """A loopback port free now (and handed to anyone who binds port 0 next: where a process
-    of ours binds it later, `HeldPorts` keeps it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, below the kernel's ephemeral range (see `free_run`): a
+    process of ours binds it later, and meanwhile no outgoing connection and no socket bound
+    to port 0 can be given it. (Where a port must be kept from everyone until the very
+    moment a process binds it, `HeldPorts` holds it.)"""
+    return free_run(1)
 
 
 def free_run(n: int, avoid: Collection[int] = ()) -> int:
-    """A loopback port p with p..p+n-1 free now and none of them in `avoid`, chosen below the
-    kernel's ephemeral range: `run` binds BILLING_METRICS_PORT+i itself, later, and a port of
-    the ephemeral range may meanwhile become the local end of any outgoing connection (a
-    PostgreSQL client's, a test's), which port 0's hand-out cannot foresee."""
+    """A loopback port p with p..p+n-1 free now and none of them in `avoid` (nor handed out
+    before by this process), chosen below the kernel's ephemeral range: `run` binds
+    BILLING_METRICS_PORT+i itself, later, and a port of the ephemeral range may meanwhile
+    become the local end of any outgoing connection (a PostgreSQL client's, a test's), which
+    port 0's hand-out cannot foresee."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -91,7 +95,8 @@ def free_run(n: int, avoid: Collection[int] = ()) -> int:
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(10_000, max(10_001, low - n))
-        if set(range(base, base + n)) & set(avoid):
+        run = set(range(base, base + n))
+        if run & set(avoid) or run & _handed:
             continue
         socks: list[socket.socket] = []
         try:
@@ -103,6 +108,7 @@ def free_run(n: int, avoid: Collection[int] = ()) -> int:
         finally:
             for sock in socks:
                 sock.close()
+        _handed.update(run)
         return base
     raise RuntimeError(f"no run of {n} free ports below {low}")
 

@@ -1,0 +1,33 @@
+"""The tests' own port hand-out (tests/devstack.py): ports a process of ours binds later come
+from below the kernel's ephemeral range, where no outgoing connection and no bind to port 0
+can take them meanwhile, and one test process never hands out a port twice."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from tests.devstack import free_port, free_run
+
+
+def _ephemeral_low() -> int:
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
+def test_free_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> None:
+    low = _ephemeral_low()
+    ports = [free_port() for _ in range(200)]
+    assert all(p < low for p in ports)
+    assert len(set(ports)) == len(ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[-1]))
+
+
+def test_a_run_avoids_what_it_is_told_and_what_was_handed_out() -> None:
+    before = {free_port() for _ in range(50)}
+    base = free_run(5, avoid={1})
+    run = set(range(base, base + 5))
+    assert not run & before
+    assert base + 5 <= _ephemeral_low()
+    later = {free_port() for _ in range(50)}
+    assert not later & run

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
-from tollbooth.app import Deps, build_server
+from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
@@ -100,12 +100,10 @@ def shared_deps(shared_database_url: str) -> Iterator[Deps]:
 @pytest.fixture(scope="module")
 def shared_channel(shared_deps: Deps) -> Iterator[grpc.Channel]:
     """One real billing server per module (and database), and a channel to it."""
-    server, port, _ = build_server(shared_deps, "127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        grpc.channel_ready_future(ch).result(timeout=10)
+    from tests.devstack import serving
+
+    with serving(shared_deps) as ch:
         yield ch
-    server.stop(grace=None).wait()
 
 
 def _truncate(url: str) -> None:
@@ -156,10 +154,10 @@ def deps(settings: Settings, db: Database) -> Deps:
 @pytest.fixture
 def grpc_port(deps: Deps) -> Iterator[int]:
     """A real billing server on a free loopback port."""
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    yield port
-    server.stop(grace=None).wait()
+    from tests.devstack import grpc_server
+
+    with grpc_server(deps) as port:
+        yield port
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from sqlalchemy import create_engine, text
 
 from tollbooth.app import Deps, build_server
@@ -28,6 +29,7 @@ from tollbooth.config import Settings
 from tollbooth.db import Database, normalize_url
 from tollbooth.db.migrate import upgrade
 from tollbooth.gateway import render, start_envoy
+from tollbooth.rpc import server as rpc_server
 
 
 @contextmanager
@@ -69,6 +71,29 @@ def migrated_sqlite(path: Path) -> str:
         target.close()
         source.close()
     return f"sqlite:///{path}"
+
+
+@contextmanager
+def grpc_server(deps: Deps, servicers: Sequence[object] | None = None) -> Iterator[int]:
+    """A billing server of `deps` (every room, or only `servicers`) on a free loopback port
+    while the block runs: its port. Stopped at once when the block ends."""
+    if servicers is None:
+        server, port, _ = build_server(deps, "127.0.0.1:0")
+    else:
+        server, port, _ = rpc_server.build_server(deps, "127.0.0.1:0", servicers)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(grace=None).wait()
+
+
+@contextmanager
+def serving(deps: Deps) -> Iterator[grpc.Channel]:
+    """A billing server of `deps` while the block runs, and a ready channel to it."""
+    with grpc_server(deps) as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        yield channel
 
 
 _handed: set[int] = set()  # ports this process has handed out: never twice

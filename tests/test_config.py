@@ -147,15 +147,14 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
 
 def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from billing.v1 import checkout_pb2, checkout_pb2_grpc
+    from tests.devstack import serving
     from tests.helpers import error_reason
-    from tollbooth.app import Deps, build_server
+    from tollbooth.app import Deps
     from tollbooth.db.migrate import upgrade
 
     settings = Settings.from_env(zero(tmp_path, BILLING_DATABASE_URL=f"sqlite:///{tmp_path}/b.db"))
     upgrade(settings.database_url)
     deps = Deps.build(settings)
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
     now = int(time.time())
     forged = jwt.encode(
         {
@@ -173,7 +172,7 @@ def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path
         headers={"kid": "dev"},
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with serving(deps) as channel:
             stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
             with pytest.raises(grpc.RpcError) as exc:
                 stub.GetBillingStatus(
@@ -191,7 +190,6 @@ def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path
                 )
             assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
-        server.stop(grace=None).wait()
         deps.db.dispose()
 
 

@@ -20,11 +20,10 @@ from billing.v1 import (
 from tests.accounts.support import create, unique
 from tests.checkout.support import World, start_world
 from tests.conftest import SERVICE_MD
-from tests.devstack import free_port
+from tests.devstack import free_port, grpc_server
 from tests.helpers import error_reason, keyed
 from tollbooth import app
 from tollbooth.provider.client import StripeProvider
-from tollbooth.rpc import server as rpc_server
 
 
 @pytest.fixture
@@ -114,21 +113,15 @@ def test_customer_create_resumes_after_the_provider_failed(world: World) -> None
     """The account is committed before the provider call; a retry with the same request_id
     creates the customer and answers it, and no second account appears."""
     dead = StripeProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", max_network_retries=0)
-    server, port, _ = rpc_server.build_server(
-        world.deps, "127.0.0.1:0", app.servicers(world.deps, dead)
-    )
-    server.start()
-    key = unique("req")
-    email = f"{unique('resume')}@example.com"
-    request = customer_pb2.CreateCustomerRequest(email=email, name="Resumed", request_id=key)
-    try:
+    with grpc_server(world.deps, app.servicers(world.deps, dead)) as port:
+        key = unique("req")
+        email = f"{unique('resume')}@example.com"
+        request = customer_pb2.CreateCustomerRequest(email=email, name="Resumed", request_id=key)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             with pytest.raises(grpc.RpcError) as err:
                 customers(ch).CreateCustomer(request, metadata=SERVICE_MD, timeout=30)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
-    finally:
-        server.stop(grace=None).wait()
     pending = account_pb2_grpc.AccountServiceStub(world.channel).ListAccounts(
         account_pb2.ListAccountsRequest(email=email), metadata=SERVICE_MD
     )

@@ -22,6 +22,7 @@ import stripe
 from billing.v1 import catalog_pb2, checkout_pb2, checkout_pb2_grpc, credit_pb2
 from tests.checkout.support import World, start_world, transactions_open, wait_for
 from tests.conftest import SERVICE_MD, bearer_md
+from tests.devstack import grpc_server
 from tests.helpers import error_reason
 from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
@@ -130,7 +131,7 @@ def test_two_tabs_on_two_replicas_sharing_postgres_get_one_open_session(pg_world
     server replica (its own engine and pool) on the same PostgreSQL database."""
     from dataclasses import replace
 
-    from tollbooth.app import Deps, build_server
+    from tollbooth.app import Deps
     from tollbooth.db import Database
 
     world = pg_world
@@ -138,17 +139,15 @@ def test_two_tabs_on_two_replicas_sharing_postgres_get_one_open_session(pg_world
     world.price("team", group="plan", amount=9900)
     token, account = world.token()
     deps = Deps.build(world.settings, Database(world.deps.db.url))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
     try:
-        other = replace(world, grpc_target=f"127.0.0.1:{port}")
-        world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
-        answers = at_once(
-            lambda: tab(world, token, "pro", "replica-1"),
-            lambda: tab(other, token, "team", "replica-2"),
-        )
+        with grpc_server(deps) as port:
+            other = replace(world, grpc_target=f"127.0.0.1:{port}")
+            world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=1.0)
+            answers = at_once(
+                lambda: tab(world, token, "pro", "replica-1"),
+                lambda: tab(other, token, "team", "replica-2"),
+            )
     finally:
-        server.stop(grace=None).wait()
         deps.db.dispose()
     assert all(a.WhichOneof("next_action") == "session" for a in answers)
     still_open = open_sessions(world, customer_of(world, account))

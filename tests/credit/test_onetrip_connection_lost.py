@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from billing.v1 import credit_pb2
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, balance, check_invariants, grant, rid, stub
-from tests.credit.wire import serving
+from tests.devstack import serving
 from tests.helpers import error_reason
 from tollbooth.app import Deps
 from tollbooth.config import Settings

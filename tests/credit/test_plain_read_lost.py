@@ -16,7 +16,7 @@ from sqlalchemy import make_url
 from billing.v1 import credit_pb2, token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit import support
-from tests.credit.wire import serving
+from tests.devstack import serving
 from tests.helpers import error_reason
 from tollbooth.app import Deps
 from tollbooth.config import Settings

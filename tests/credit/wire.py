@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -20,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import stub
-from tollbooth.app import Deps, build_server
+from tests.devstack import serving
+from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.db import Database
 
@@ -85,19 +85,6 @@ def serve_traced(url: str) -> Iterator[tuple[grpc.Channel, Wire, Deps]]:
             yield ch, wire, deps
     finally:
         deps.db.dispose()
-
-
-@contextmanager
-def serving(deps: Deps) -> Iterator[grpc.Channel]:
-    """A server of `deps` on a free loopback port while the block runs, and a channel to it."""
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            grpc.channel_ready_future(ch).result(timeout=10)
-            yield ch
-    finally:
-        server.stop(grace=None).wait()
 
 
 def traced(

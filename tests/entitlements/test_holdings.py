@@ -234,14 +234,11 @@ def test_warm_calls_read_no_holdings_from_the_database(pg_url: str) -> None:
     from billing.v1 import catalog_pb2, catalog_pb2_grpc, token_pb2, token_pb2_grpc
     from tests.checkout.support import SCOPES
     from tests.conftest import make_env
-    from tollbooth.app import Deps, build_server
+    from tests.devstack import serving
+    from tollbooth.app import Deps
     from tollbooth.config import Settings
 
     db = Database(pg_url)
-    server, port, _ = build_server(
-        Deps.build(Settings.from_env(make_env(pg_url)), db), "127.0.0.1:0"
-    )
-    server.start()
     reads: list[str] = []
 
     def seen(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +246,7 @@ def test_warm_calls_read_no_holdings_from_the_database(pg_url: str) -> None:
             reads.append(statement)
 
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with serving(Deps.build(Settings.from_env(make_env(pg_url)), db)) as channel:
             reply = token_pb2_grpc.TokenServiceStub(channel).IssueToken(
                 token_pb2.IssueTokenRequest(
                     principal_id=f"user-{uuid.uuid4().hex[:8]}", scopes=SCOPES
@@ -295,7 +292,6 @@ def test_warm_calls_read_no_holdings_from_the_database(pg_url: str) -> None:
             for _ in range(3):
                 assert warm(), reads
     finally:
-        server.stop(grace=None).wait()
         db.dispose()
 
 

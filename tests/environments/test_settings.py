@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from tests.conftest import SERVICE_KEY, WEBHOOK_SECRET, make_env
-from tests.devstack import free_port, migrated_sqlite
+from tests.devstack import free_port, grpc_server, migrated_sqlite
 from tollbooth import environments
-from tollbooth.app import Deps, build_server, start_sidecar
+from tollbooth.app import Deps, start_sidecar
 from tollbooth.config import ConfigError, Settings
 from tollbooth.webhooks.signature import header
 
@@ -160,55 +160,55 @@ def test_a_live_mode_key_expects_live_mode_events(tmp_path: Path) -> None:
         make_env(test_url, **live(Path(live_url.removeprefix("sqlite:///"))))
     )
     deps = Deps.build(settings)
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    sidecar_port = free_port()
-    sidecar = start_sidecar(settings, sidecar_port, target=f"127.0.0.1:{port}")
-    try:
+    with grpc_server(deps) as port:
+        sidecar_port = free_port()
+        sidecar = start_sidecar(settings, sidecar_port, target=f"127.0.0.1:{port}")
+        try:
 
-        def send(livemode: bool, secret: str) -> tuple[int, str]:
-            event_id = f"evt_{livemode}_{secret[-3:]}_{free_port()}"
-            body = json.dumps(
-                {
-                    "id": event_id,
-                    "object": "event",
-                    "type": "tollbooth.probe",
-                    "livemode": livemode,
-                    "created": 1,
-                }
-            ).encode()
-            reply = httpx.post(
-                f"http://127.0.0.1:{sidecar_port}/v1/billing/webhooks",
-                content=body,
-                headers={"Stripe-Signature": header(body, secret)},
-                timeout=30,
+            def send(livemode: bool, secret: str) -> tuple[int, str]:
+                event_id = f"evt_{livemode}_{secret[-3:]}_{free_port()}"
+                body = json.dumps(
+                    {
+                        "id": event_id,
+                        "object": "event",
+                        "type": "tollbooth.probe",
+                        "livemode": livemode,
+                        "created": 1,
+                    }
+                ).encode()
+                reply = httpx.post(
+                    f"http://127.0.0.1:{sidecar_port}/v1/billing/webhooks",
+                    content=body,
+                    headers={"Stripe-Signature": header(body, secret)},
+                    timeout=30,
+                )
+                return reply.status_code, event_id
+
+            def stored(url: str, event_id: str) -> bool:
+                engine = create_engine(url)
+                try:
+                    with engine.connect() as conn:
+                        from sqlalchemy import text
+
+                        return bool(
+                            conn.execute(
+                                text("SELECT count(*) FROM stripe_events WHERE event_id = :e"),
+                                {"e": event_id},
+                            ).scalar()
+                        )
+                finally:
+                    engine.dispose()
+
+            status, accepted = send(True, LIVE_SECRET)
+            assert status == 200 and stored(live_url, accepted) and not stored(test_url, accepted)
+            status, refused = send(False, LIVE_SECRET)
+            assert status == 400 and not stored(live_url, refused) and not stored(test_url, refused)
+            status, test_event = send(False, WEBHOOK_SECRET)
+            assert (
+                status == 200 and stored(test_url, test_event) and not stored(live_url, test_event)
             )
-            return reply.status_code, event_id
-
-        def stored(url: str, event_id: str) -> bool:
-            engine = create_engine(url)
-            try:
-                with engine.connect() as conn:
-                    from sqlalchemy import text
-
-                    return bool(
-                        conn.execute(
-                            text("SELECT count(*) FROM stripe_events WHERE event_id = :e"),
-                            {"e": event_id},
-                        ).scalar()
-                    )
-            finally:
-                engine.dispose()
-
-        status, accepted = send(True, LIVE_SECRET)
-        assert status == 200 and stored(live_url, accepted) and not stored(test_url, accepted)
-        status, refused = send(False, LIVE_SECRET)
-        assert status == 400 and not stored(live_url, refused) and not stored(test_url, refused)
-        status, test_event = send(False, WEBHOOK_SECRET)
-        assert status == 200 and stored(test_url, test_event) and not stored(live_url, test_event)
-        status, refused = send(True, WEBHOOK_SECRET)
-        assert status == 400 and not stored(test_url, refused) and not stored(live_url, refused)
-    finally:
-        sidecar.stop()
-        server.stop(grace=None).wait()
-        deps.dispose()
+            status, refused = send(True, WEBHOOK_SECRET)
+            assert status == 400 and not stored(test_url, refused) and not stored(live_url, refused)
+        finally:
+            sidecar.stop()
+            deps.dispose()

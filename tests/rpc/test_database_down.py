@@ -15,9 +15,9 @@ from billing.v1 import (
     token_pb2_grpc,
 )
 from tests.conftest import SERVICE_KEY, SERVICE_MD, make_env
-from tests.devstack import free_port
+from tests.devstack import free_port, grpc_server
 from tests.helpers import error_reason
-from tollbooth.app import Deps, build_server
+from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth_client import BillingClient, BillingError
@@ -29,10 +29,8 @@ def dead_db_server(tmp_path):  # type: ignore[no-untyped-def]
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     settings = Settings.from_env(make_env(url, BILLING_DATA_DIR=str(tmp_path)))
     deps = Deps.build(settings, Database(url))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=None).wait()
+    with grpc_server(deps) as port:
+        yield f"127.0.0.1:{port}"
     deps.db.dispose()
 
 

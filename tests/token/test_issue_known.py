@@ -13,7 +13,8 @@ import pytest
 from billing.v1 import token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.wire import Recorder, serve_recorded
-from tollbooth.app import Deps, build_server
+from tests.devstack import serving
+from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.db import Database
 
@@ -32,12 +33,8 @@ def recorded(pg_url: str) -> Iterator[tuple[grpc.Channel, Database, Recorder]]:
 def pg_channel(pg_url: str) -> Iterator[tuple[grpc.Channel, Database]]:
     settings = Settings.from_env(make_env(pg_url))
     db = Database(settings.database_url)
-    server, port, _ = build_server(Deps.build(settings, db), "127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        grpc.channel_ready_future(ch).result(timeout=10)
+    with serving(Deps.build(settings, db)) as ch:
         yield ch, db
-    server.stop(grace=None).wait()
     db.dispose()
 
 

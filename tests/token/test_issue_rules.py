@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from billing.v1 import token_pb2, token_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
+from tests.devstack import grpc_server
 from tests.helpers import error_reason
 from tollbooth.db.models import BillingAccount
 
@@ -86,17 +87,20 @@ def test_distinct_principals_get_distinct_accounts(channel):  # type: ignore[no-
 
 @pytest.mark.postgres
 def test_twenty_concurrent_first_calls_create_one_account(pg_url):  # type: ignore[no-untyped-def]
-    from tollbooth.app import Deps, build_server
+    from tollbooth.app import Deps
     from tollbooth.config import Settings
     from tollbooth.db import Database
 
     deps = Deps.build(Settings.from_env(make_env(pg_url)), Database(pg_url))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(20)]
     try:
-        with ThreadPoolExecutor(20) as pool:
-            answers = list(pool.map(lambda ch: issue(ch, principal_id="race-1"), channels))
+        with grpc_server(deps) as port:
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(20)]
+            try:
+                with ThreadPoolExecutor(20) as pool:
+                    answers = list(pool.map(lambda ch: issue(ch, principal_id="race-1"), channels))
+            finally:
+                for ch in channels:
+                    ch.close()
         assert len({a.billing_account_id for a in answers}) == 1
         assert sum(a.account_created for a in answers) == 1
         with deps.db.transaction() as s:
@@ -107,7 +111,4 @@ def test_twenty_concurrent_first_calls_create_one_account(pg_url):  # type: igno
             )
         assert n == 1
     finally:
-        for ch in channels:
-            ch.close()
-        server.stop(grace=None).wait()
         deps.db.dispose()

@@ -8,7 +8,8 @@ from contextlib import ExitStack
 import grpc
 import pytest
 
-from tollbooth.app import Deps, build_server
+from tests.devstack import grpc_server, serving
+from tollbooth.app import Deps
 
 
 @pytest.fixture
@@ -22,12 +23,7 @@ def channel_with_env(deps: Deps) -> Iterator[Callable[..., grpc.Channel]]:
 
     def make(**env: str) -> grpc.Channel:
         settings = Settings.from_env(make_env(deps.settings.database_url, **env))
-        server, port, _ = build_server(Deps.build(settings, deps.db), "127.0.0.1:0")
-        server.start()
-        stack.callback(lambda: server.stop(grace=None).wait())
-        channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
-        grpc.channel_ready_future(channel).result(timeout=10)
-        return channel
+        return stack.enter_context(serving(Deps.build(settings, deps.db)))
 
     with stack:
         yield make
@@ -48,7 +44,5 @@ def pg_deps(pg_url: str) -> Iterator[Deps]:
 
 @pytest.fixture
 def pg_port(pg_deps: Deps) -> Iterator[int]:
-    server, port, _ = build_server(pg_deps, "127.0.0.1:0")
-    server.start()
-    yield port
-    server.stop(grace=None).wait()
+    with grpc_server(pg_deps) as port:
+        yield port

@@ -29,10 +29,11 @@ from sqlalchemy.orm import Session
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
 from tests.credit.support import check_invariants_at, grant
+from tests.devstack import grpc_server
 from tests.usage.burn_support import balance, burning_metric
 from tests.usage.support import ACCEPTED, account, event, usage_stub
 from tollbooth import amounts
-from tollbooth.app import Deps, build_server
+from tollbooth.app import Deps
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry
 
@@ -46,18 +47,8 @@ GRANT_AMOUNT = {"short": "3.5", "over": "4.25"}
 
 @pytest.fixture
 def two_ports(pg_deps: Deps) -> Iterator[list[int]]:
-    servers = []
-    ports = []
-    try:
-        for _ in range(2):
-            server, port, _ = build_server(pg_deps, "127.0.0.1:0")
-            server.start()
-            servers.append(server)
-            ports.append(port)
-        yield ports
-    finally:
-        for server in servers:
-            server.stop(grace=None).wait()
+    with grpc_server(pg_deps) as first, grpc_server(pg_deps) as second:
+        yield [first, second]
 
 
 def burner(port: int, k: int, accounts: dict[str, str], errors: list[BaseException]) -> None:

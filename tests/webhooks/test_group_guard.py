@@ -18,7 +18,8 @@ from sqlalchemy import select
 from billing.v1 import catalog_pb2, checkout_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET
-from tollbooth.app import Deps, build_server, inbox_worker
+from tests.devstack import grpc_server
+from tollbooth.app import Deps, inbox_worker
 from tollbooth.db.models import CheckoutSession, NotificationOutbox, StripeEvent, Subscription
 from tollbooth.webhooks.signature import header
 
@@ -153,38 +154,38 @@ def test_two_sessions_paid_before_either_is_fulfilled_on_two_servers_keep_one_pl
     world.pay(first)
     world.pay(later)
     other_deps = Deps.build(world.settings)
-    other, port, _ = build_server(other_deps, "127.0.0.1:0")
-    other.start()
-    try:
-        targets = [world.channel._channel.target().decode(), f"127.0.0.1:{port}"]  # type: ignore[attr-defined]
-        bodies = [completed(world, first), completed(world, later)]
-        start = threading.Barrier(2)
+    with grpc_server(other_deps) as port:
+        try:
+            targets = [world.channel._channel.target().decode(), f"127.0.0.1:{port}"]  # type: ignore[attr-defined]
+            bodies = [completed(world, first), completed(world, later)]
+            start = threading.Barrier(2)
 
-        def deliver(n: int) -> int:
-            with grpc.insecure_channel(targets[n]) as channel:
-                stub = webhook_pb2_grpc.WebhookServiceStub(channel)
-                start.wait()
-                return stub.RecordStripeEvent(
-                    webhook_pb2.RecordStripeEventRequest(
-                        payload=bodies[n], stripe_signature=header(bodies[n], WEBHOOK_SECRET)
-                    ),
-                    metadata=SERVICE_MD,
-                    timeout=60,
-                ).status
+            def deliver(n: int) -> int:
+                with grpc.insecure_channel(targets[n]) as channel:
+                    stub = webhook_pb2_grpc.WebhookServiceStub(channel)
+                    start.wait()
+                    return stub.RecordStripeEvent(
+                        webhook_pb2.RecordStripeEventRequest(
+                            payload=bodies[n], stripe_signature=header(bodies[n], WEBHOOK_SECRET)
+                        ),
+                        metadata=SERVICE_MD,
+                        timeout=60,
+                    ).status
 
-        threads = [threading.Thread(target=deliver, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        with world.deps.db.transaction(readonly=True) as session:
-            waiting = [e for e in session.scalars(select(StripeEvent)) if e.status == "failed"]
-        for evt in waiting:  # a conflict found under the lock: the retry cancels and refunds
-            assert evt.last_error is not None and "SUBSCRIPTION_GROUP_CONFLICT" in evt.last_error
-            inbox_worker(world.deps).run_once(now=evt.next_attempt_at)
-    finally:
-        other.stop(grace=None).wait()
-        other_deps.db.dispose()
+            threads = [threading.Thread(target=deliver, args=(n,)) for n in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            with world.deps.db.transaction(readonly=True) as session:
+                waiting = [e for e in session.scalars(select(StripeEvent)) if e.status == "failed"]
+            for evt in waiting:  # a conflict found under the lock: the retry cancels and refunds
+                assert (
+                    evt.last_error is not None and "SUBSCRIPTION_GROUP_CONFLICT" in evt.last_error
+                )
+                inbox_worker(world.deps).run_once(now=evt.next_attempt_at)
+        finally:
+            other_deps.db.dispose()
     subs = {
         s: str(world.stripe.v1.checkout.sessions.retrieve(s).subscription) for s in (first, later)
     }

@@ -11,6 +11,7 @@ import pytest
 
 from billing.v1 import webhook_pb2, webhook_pb2_grpc
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
+from tests.devstack import grpc_server
 from tests.helpers import error_reason
 from tollbooth.webhooks import repository
 from tollbooth.webhooks.signature import header
@@ -128,22 +129,20 @@ def test_bearer_tokens_cannot_record_events(channel, deps):  # type: ignore[no-u
 @pytest.mark.postgres
 def test_concurrent_deliveries_on_postgres_store_one(pg_url):  # type: ignore[no-untyped-def]
     from tests.conftest import make_env
-    from tollbooth.app import Deps, build_server
+    from tollbooth.app import Deps
     from tollbooth.config import Settings
     from tollbooth.db import Database
 
     deps = Deps.build(Settings.from_env(make_env(pg_url)), Database(pg_url))
-    server, port, _ = build_server(deps, "127.0.0.1:0")
-    server.start()
-    try:
-        channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(8)]
-        with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda i: record(channels[i % 8], "evt_race"), range(16)))
-        assert sum(not a.duplicate for a in answers) == 1
-        with deps.db.transaction() as session:
-            assert repository.count_events(session, "evt_race") == 1
-        for ch in channels:
-            ch.close()
-    finally:
-        server.stop(grace=None).wait()
-        deps.db.dispose()
+    with grpc_server(deps) as port:
+        try:
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(8)]
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda i: record(channels[i % 8], "evt_race"), range(16)))
+            assert sum(not a.duplicate for a in answers) == 1
+            with deps.db.transaction() as session:
+                assert repository.count_events(session, "evt_race") == 1
+            for ch in channels:
+                ch.close()
+        finally:
+            deps.db.dispose()

@@ -11,9 +11,10 @@ from sqlalchemy import text
 
 from tests.catalog.test_snapshot import SLACK_SEC, nicknames, poll, replica_process
 from tests.entitlements.test_warm import _check, _seed
+from tests.tcpproxy import Proxy
 from tollbooth.catalog.snapshot import Snapshot
 from tollbooth.db import Database
-from tollbooth.db.listen import APPLICATION, BOUND_SEC, listener_of
+from tollbooth.db.listen import APPLICATION, BOUND_SEC, DEAD_AFTER_SEC, listener_of
 from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import holdings
 from tollbooth.usage import known_metrics
@@ -92,3 +93,40 @@ def test_the_views_share_one_listener_and_each_reloads_after_it_reconnects(
         assert poll(warm, DEADLINE)
     finally:
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_silently_dead_connection_is_given_up_and_a_later_change_is_heard(
+    pg_url: str,
+) -> None:
+    """The listener's connection goes silent (a black hole: no answer, no RST): the listener
+    gives it up within its stated multiple of the bound, reconnects through a working path,
+    and a catalog change committed afterwards is served."""
+    proxy = Proxy.to(pg_url)
+    db, direct = Database(proxy.through(pg_url)), Database(pg_url)
+    try:
+        account, _, _ = _seed(direct)
+        snapshot, listener = Snapshot(db), listener_of(db)
+        assert poll(lambda: snapshot.get() is not None, DEADLINE)
+        connection = listener.generation
+        (before,) = _listeners(direct, os.getpid())
+        db.engine.dispose()  # the pool's connections are made anew: only the listener's is open
+        proxy.black_hole()
+
+        noticed = poll(lambda: listener.generation > connection, DEAD_AFTER_SEC + DEADLINE)
+        assert noticed, "the listener still waits on its silent connection"
+        assert poll(listener.alive, DEADLINE)
+        assert set(_listeners(direct, os.getpid())) - {before}  # a new backend (the proxy's)
+        product = account.replace("acct_", "prod_", 1)
+        with direct.transaction() as session:
+            session.execute(
+                text("UPDATE products SET name = 'renamed' WHERE id = :p"), {"p": product}
+            )
+        assert poll(
+            lambda: (c := snapshot.get()) is not None and c.by_id[product].name == "renamed",
+            DEADLINE,
+        )
+    finally:
+        db.dispose()
+        direct.dispose()
+        proxy.close()

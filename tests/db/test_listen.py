@@ -5,6 +5,8 @@ connection reconnects and every view drops what it kept."""
 from __future__ import annotations
 
 import os
+import struct
+import time
 
 import pytest
 from sqlalchemy import text
@@ -122,6 +124,68 @@ def test_a_silently_dead_connection_is_given_up_and_a_later_change_is_heard(
             session.execute(
                 text("UPDATE products SET name = 'renamed' WHERE id = :p"), {"p": product}
             )
+        assert poll(
+            lambda: (c := snapshot.get()) is not None and c.by_id[product].name == "renamed",
+            DEADLINE,
+        )
+    finally:
+        db.dispose()
+        direct.dispose()
+        proxy.close()
+
+
+def _ends(stream: bytes) -> list[tuple[bytes, int]]:
+    """The whole server messages at the start of `stream`: (type byte, offset of its end)."""
+    ends, at = [], 0
+    while len(stream) >= at + 5:
+        end = at + 1 + struct.unpack("!I", stream[at + 1 : at + 5])[0]
+        if len(stream) < end:
+            break
+        ends.append((stream[at : at + 1], end))
+        at = end
+    return ends
+
+
+@pytest.mark.postgres
+def test_a_slow_heartbeat_answer_vouches_only_from_when_the_heartbeat_was_sent(
+    pg_url: str,
+) -> None:
+    """A heartbeat answered late (the path back held): a change committed after PostgreSQL
+    answered, its notification behind the answer, is more than the bound old when the answer
+    arrives. The catalog kept from before it must not be served then (the heartbeat vouches
+    from when it was sent, not from when its answer came)."""
+    proxy = Proxy.to(pg_url)
+    db, direct = Database(proxy.through(pg_url)), Database(pg_url)
+    try:
+        account, _, _ = _seed(direct)
+        product = account.replace("acct_", "prod_", 1)
+        snapshot, listener = Snapshot(db), listener_of(db)
+        assert poll(lambda: snapshot.get() is not None, DEADLINE)
+        db.engine.dispose()  # the pool's connections are made anew: only the listener's is open
+        assert poll(lambda: proxy.connections() == 1, DEADLINE)
+        proxy.hold()
+
+        def answered() -> int | None:
+            """Where the held stream's first heartbeat answer (its ReadyForQuery) ends."""
+            (stream,) = proxy.held()
+            return next((end for kind, end in _ends(stream) if kind == b"Z"), None)
+
+        assert poll(lambda: answered() is not None, DEADLINE)
+        answer = answered()
+        with direct.transaction() as session:
+            session.execute(
+                text("UPDATE products SET name = 'renamed' WHERE id = :p"), {"p": product}
+            )
+        committed = time.monotonic()
+        # The notification is held behind the answer.
+        assert poll(lambda: b"A" in [k for k, e in _ends(proxy.held()[0]) if e > answer], DEADLINE)
+        time.sleep(max(0.0, committed + BOUND_SEC * 1.5 - time.monotonic()))  # past the bound
+        vouched = listener.vouched
+        proxy.release(answer)  # the answer arrives, the notification not yet
+        assert poll(lambda: listener.vouched != vouched, DEADLINE)
+        served = snapshot.get()
+        assert served is None or served.by_id[product].name == "renamed"
+        proxy.release()
         assert poll(
             lambda: (c := snapshot.get()) is not None and c.by_id[product].name == "renamed",
             DEADLINE,

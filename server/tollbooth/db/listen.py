@@ -12,9 +12,12 @@ subscription:
   subscription's `connected()`; a subscription made while connected joins at the next beat;
 - `notified(notify)` is called for every notification on its channels, in order;
 - the thread proves its connection alive every `bound / 4` (a `SELECT 1`); a subscription's
-  `alive()` is false when the connection has not done so for `bound` seconds (connection lost,
-  PostgreSQL restarted), before it has joined the current connection, or once it is closed;
-  a view then answers from the database;
+  `alive()` is false when no heartbeat sent in the last `bound` seconds has been answered
+  (connection lost, PostgreSQL restarted), before it has joined the current connection, or
+  once it is closed; a view then answers from the database. A heartbeat's time is when it was
+  sent, not when its answer came: every commit before it has been heard with the answer, so
+  a view serves nothing committed more than `bound` ago that it has not heard of, however
+  slow the answer;
 - a connection that dies silently (no RST: a network black hole, a peer that acknowledges but
   never answers) does not hold the thread for long: the statements of a beat (`LISTEN`s and
   the heartbeat) not answered within `DEAD_AFTER × bound` (4 s) get the connection cut (a
@@ -290,12 +293,13 @@ class Listener:
         while not self._stop.is_set():
             with self._answered():
                 self._join(conn, listening)  # subscriptions made since the last beat
-                sent = utcnow()
+                sent, sent_at = utcnow(), time.monotonic()
                 conn.execute("SELECT 1")
             # Notifications that arrived with the reply (psycopg >= 3.2.4 keeps them).
             for notify in conn.notifies(timeout=0):
                 self._dispatch(notify)
-            self._alive_at = time.monotonic()
+            # Every commit before the beat was sent has been heard: alive from then on.
+            self._alive_at = sent_at
             if previous is not None:
                 # Every commit before the previous beat was sent has been heard by now.
                 self.vouched = previous

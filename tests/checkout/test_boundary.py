@@ -276,15 +276,17 @@ def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
     ]
 
 
-def _old_enough_to_sweep(world: World, account: str) -> None:
-    """Backdate the account's checkout intents past the sweeper's grace period."""
+def _old_enough_to_sweep(world: World, account: str, age: dt.timedelta | None = None) -> None:
+    """Backdate the account's checkout intents past the sweeper's grace period (`age` old when
+    given: recorded, and last touched, that long ago)."""
     from tollbooth.checkout import intents
 
+    when = utcnow() - (age or intents.STALE_AFTER + dt.timedelta(minutes=1))
     with world.deps.db.transaction() as session:
         session.execute(
             sa.update(CheckoutSession)
             .where(CheckoutSession.billing_account_id == account)
-            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+            .values(created_at=when, updated_at=when)
         )
 
 
@@ -340,6 +342,55 @@ def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
             )
         ).all()
     assert [tuple(r) for r in rows] == [("pending", None)]
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
+
+
+@pytest.fixture
+def pg_impatient_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """`impatient_world` on PostgreSQL."""
+    w = start_world(pg_url, tmp_path, STRIPE_TIMEOUT_SEC="1", STRIPE_MAX_NETWORK_RETRIES="0")
+    yield w
+    w.stop()
+
+
+def _checkouts(world: World, account: str) -> list[tuple[Any, ...]]:
+    with world.deps.db.transaction(readonly=True) as session:
+        rows = session.execute(
+            sa.select(
+                CheckoutSession.status,
+                CheckoutSession.stripe_checkout_session_id,
+                CheckoutSession.updated_at,
+            ).where(CheckoutSession.billing_account_id == account)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_reconcile_leaves_a_checkout_pending_past_the_key_lifetime_alone_and_reports_it(
+    pg_impatient_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Past the provider's idempotency-key lifetime a retry could create a second session (a
+    second payment): the sweep sends nothing and reports it, as it does for payment intents."""
+    from tests.checkout.support import operator_command
+    from tollbooth.provider.keys import KEY_LIFETIME
+
+    world = pg_impatient_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    # The provider down for the first attempt: the intent stays pending, nothing at Stripe.
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="old")
+    _old_enough_to_sweep(world, account, KEY_LIFETIME + dt.timedelta(minutes=5))
+    before = _checkouts(world, account)
+    assert [r[:2] for r in before] == [("pending", None)]
+
+    code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
+    assert code == 0, err  # nothing failed: it is an operator's to look up
+    [line] = [x for x in err.splitlines() if x.startswith("LEFT ALONE checkout ")]
+    assert "pending since" in line and "not sent again" in line
+    assert line.endswith("look it up by metadata tollbooth_checkout_id")
+    assert "0 change(s), 0 failure(s), 1 left alone" in out
+    assert _checkouts(world, account) == before  # untouched
     assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
 
 

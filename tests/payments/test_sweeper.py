@@ -32,6 +32,7 @@ from tollbooth import app
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import intents
+from tollbooth.provider.keys import KEY_LIFETIME
 
 pytestmark = pytest.mark.postgres
 
@@ -187,7 +188,7 @@ def test_a_row_past_the_key_lifetime_is_reported_and_left_untouched(
     make_world: Callable[..., World], monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     world = make_world()
-    account, ours = left_by_a_crash(world, "old-1", intents.KEY_LIFETIME + dt.timedelta(minutes=5))
+    account, ours = left_by_a_crash(world, "old-1", KEY_LIFETIME + dt.timedelta(minutes=5))
     before = intent_row(world, ours)
     code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
     assert code == 0  # nothing failed: it is an operator's to look up

@@ -34,7 +34,7 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.payments import repository, service
 from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key
+from tollbooth.provider.keys import idempotency_key, past_key_lifetime
 
 log = logging.getLogger("tollbooth.payments")
 
@@ -42,9 +42,6 @@ log = logging.getLogger("tollbooth.payments")
 OURS = "tollbooth_payment_intent_id"
 # An intent still pending after this long was left by a crash or a timeout: the sweeper's.
 STALE_AFTER = dt.timedelta(minutes=10)
-# Stripe keeps an idempotency key at least this long after its first use (which follows the
-# row's creation): a younger row's key still finds the intent the first attempt created.
-KEY_LIFETIME = dt.timedelta(hours=24)
 
 
 def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
@@ -173,12 +170,9 @@ def sweep_pending(
         stale = repository.stale_pending(session, before=utcnow() - older_than)
     done = Sweep([], [], [])
     for row in stale:
-        if row.created_at < utcnow() - KEY_LIFETIME:  # checked before each call, not once
-            line = (
-                f"payment intent {row.id}: pending since {row.created_at.isoformat()}, over"
-                f" {KEY_LIFETIME.total_seconds() / 3600:g} h: not sent again (the provider's"
-                f" idempotency key may have expired); look it up by metadata {OURS}"
-            )
+        # Checked before each call, not once.
+        line = past_key_lifetime(f"payment intent {row.id}", row.created_at, OURS, now=utcnow())
+        if line is not None:
             log.warning("%s", line)
             done.left_alone.append(line)
             continue

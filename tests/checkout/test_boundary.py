@@ -346,9 +346,9 @@ def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
 
 
 @pytest.fixture
-def pg_impatient_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    """`impatient_world` on PostgreSQL."""
-    w = start_world(pg_url, tmp_path, STRIPE_TIMEOUT_SEC="1", STRIPE_MAX_NETWORK_RETRIES="0")
+def sweep_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """PostgreSQL; the provider client never retries by itself, and waits out held calls."""
+    w = start_world(pg_url, tmp_path, STRIPE_TIMEOUT_SEC="60", STRIPE_MAX_NETWORK_RETRIES="0")
     yield w
     w.stop()
 
@@ -366,14 +366,14 @@ def _checkouts(world: World, account: str) -> list[tuple[Any, ...]]:
 
 
 def test_reconcile_leaves_a_checkout_pending_past_the_key_lifetime_alone_and_reports_it(
-    pg_impatient_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """Past the provider's idempotency-key lifetime a retry could create a second session (a
     second payment): the sweep sends nothing and reports it, as it does for payment intents."""
     from tests.checkout.support import operator_command
     from tollbooth.provider.keys import KEY_LIFETIME
 
-    world = pg_impatient_world
+    world = sweep_world
     world.price("pro", group="plan")
     token, account = world.token()
     # The provider down for the first attempt: the intent stays pending, nothing at Stripe.
@@ -392,6 +392,36 @@ def test_reconcile_leaves_a_checkout_pending_past_the_key_lifetime_alone_and_rep
     assert "0 change(s), 0 failure(s), 1 left alone" in out
     assert _checkouts(world, account) == before  # untouched
     assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
+
+
+def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
+    sweep_world: World,
+) -> None:
+    """Two `reconcile` runs at once both send the pending checkout (the same key: one session
+    at the provider); only the run whose transaction moved it from pending reports it."""
+    from tollbooth import app
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="twice")
+    _old_enough_to_sweep(world, account)
+    held = [world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True) for _ in "ab"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        try:  # both runs read it pending and sent it, neither has recorded the answer yet
+            assert all(stall.entered.wait(30) for stall in held)
+        finally:
+            for stall in held:
+                stall.release.set()
+        reports = [run.result(timeout=60) for run in runs]
+    [session] = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    assert all(r.failed == [] and r.left_alone == [] for r in reports)
+    changed = [line for r in reports for line in r.changed if line.startswith("checkout ")]
+    assert len(changed) == 1 and f"pending -> open ({session.id})" in changed[0]
+    assert [r[:2] for r in _checkouts(world, account)] == [("open", session.id)]
 
 
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:

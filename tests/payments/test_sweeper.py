@@ -129,7 +129,7 @@ def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open
             world.gate.open.set()
         report = sweeping.result(timeout=60)
     assert report.failed == []
-    assert about(report.changed, ours) == [completed(ours, late.stripe_payment_intent_id)]
+    assert about(report.changed, ours) == []  # the client's retry completed it, not the sweep
     assert at_provider(world, ours) == [late.stripe_payment_intent_id]
     row = intent_row(world, ours)
     assert (row.stripe_payment_intent_id, row.client_secret) == (
@@ -230,3 +230,24 @@ def test_an_archived_account_s_intent_is_not_sent_but_reported(
     row = intent_row(world, ours)
     assert (row.status, row.stripe_payment_intent_id, row.client_secret) == ("pending", None, None)
     assert at_provider(world, ours) == []
+
+
+def test_two_sweeps_at_once_report_the_completion_once(make_world: Callable[..., World]) -> None:
+    """Two `reconcile` runs at once both send the intent (the same key: one intent at the
+    provider); only the run whose transaction moved it from pending reports the change."""
+    world = make_world(STRIPE_TIMEOUT_SEC="60")  # the held calls must not time out
+    _, ours = left_by_a_crash(world, "twice-1")
+    held = [world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True) for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        try:  # both runs read it pending and sent it, neither has recorded the answer yet
+            assert all(stall.entered.wait(30) for stall in held)
+        finally:
+            for stall in held:
+                stall.release.set()
+        reports = [run.result(timeout=60) for run in runs]
+    [stripe_id] = at_provider(world, ours)
+    assert all(r.failed == [] and about(r.left_alone, ours) == [] for r in reports)
+    changed = [line for r in reports for line in about(r.changed, ours)]
+    assert changed == [completed(ours, stripe_id)]
+    assert intent_row(world, ours).stripe_payment_intent_id == stripe_id

@@ -298,8 +298,14 @@ def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> 
 def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
     """The intent's session at the provider (created now, or found again by its idempotency
     key), recorded on its row; returns the row as it then is."""
+    return _realised(db, provider, intent)[0]
+
+
+def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[Intent, bool]:
+    """`realise`, and whether this call moved the row from `pending` (False: a concurrent
+    request, sweep or provider event had moved it on when the answer was recorded)."""
     if intent.stripe_id is not None:
-        return intent
+        return intent, False
     customer = ensure_customer(db, provider, intent.account_id)
     stripe_prices = [
         sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
@@ -309,7 +315,7 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
         idempotency=idempotency_key("checkout", intent.id),
     )
     with db.transaction() as session:
-        repository.mark_checkout(
+        moved = repository.mark_checkout(
             session,
             intent.id,
             account_id=intent.account_id,
@@ -330,7 +336,7 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
             raise errors.failed_precondition(
                 "FAILED_PRECONDITION", "this checkout was withdrawn meanwhile; ask again"
             )
-        return Intent.of(row)
+        return Intent.of(row), moved
 
 
 def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
@@ -362,7 +368,10 @@ def sweep_pending(
     pending for longer than the provider keeps its idempotency key (`KEY_LIFETIME`, 24 h) is
     not sent again (a second session could be created: a possible double charge), nor is one
     whose account was archived since (the request path refuses the account, ACCOUNT_ARCHIVED,
-    and so does the sweep); both are logged and reported for an operator."""
+    and so does the sweep); both are logged and reported for an operator. A change is
+    reported by the run that made it: the answer is recorded only on a row still `pending`
+    (a conditional update), and a run that finds it moved on meanwhile (another sweep, a
+    client's retry, the provider's event) logs it as already done and reports nothing."""
     with db.transaction(readonly=True) as session:
         stale = [
             Intent.of(row)
@@ -385,9 +394,18 @@ def sweep_pending(
             left_alone.append(line)
             continue
         try:
-            done = realise(db, provider, intent)
+            done, moved = _realised(db, provider, intent)
         except errors.DomainError as exc:
             failures.append(f"checkout {intent.id}: {exc}")
+            continue
+        if not moved:
+            log.info(
+                "checkout %s: already %s (%s), done meanwhile by another run or request;"
+                " nothing changed",
+                intent.id,
+                done.status,
+                done.stripe_id,
+            )
             continue
         changes.append(f"checkout {intent.id}: pending -> {done.status} ({done.stripe_id})")
     return changes, failures, left_alone

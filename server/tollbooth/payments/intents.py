@@ -106,8 +106,16 @@ def provider_params(row: PaymentIntent, customer: str) -> dict[str, Any]:
 def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> PaymentIntent:
     """The intent at the provider (created now, or found again by its idempotency key),
     recorded on its row; returns the row as it then is."""
+    return _realised(db, provider, row)[0]
+
+
+def _realised(
+    db: Database, provider: StripeProvider, row: PaymentIntent
+) -> tuple[PaymentIntent, bool]:
+    """`realise`, and whether this call moved the row from `pending` (False: a concurrent
+    request, sweep or provider event had moved it on when the answer was recorded)."""
     if row.stripe_payment_intent_id is not None and row.client_secret is not None:
-        return row
+        return row, False
     customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
     remote = provider.create_payment_intent(
         provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
@@ -121,10 +129,11 @@ def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> Payme
             locked.stripe_payment_intent_id = str(remote["id"])
         if locked.client_secret is None:
             locked.client_secret = remote.get("client_secret")
-        if locked.status == "pending":
+        moved = locked.status == "pending"  # read under the row's lock
+        if moved:
             locked.status = str(remote.get("status") or "requires_payment_method")
         locked.updated_at = utcnow()
-        return locked
+        return locked, moved
 
 
 def create_payment_intent(
@@ -165,7 +174,11 @@ def sweep_pending(
     key may be gone: a second intent could be created) nor canceled: it is logged and
     reported for an operator to look up at the provider by its metadata. So is one whose
     account was archived since: the request path refuses it (ACCOUNT_ARCHIVED), and so does
-    the sweep."""
+    the sweep.
+
+    A change is reported by the run that made it: the answer is recorded only on a row still
+    `pending` (under its lock), and a run that finds it moved on meanwhile (another sweep, a
+    client's retry, the provider's event) logs it as already done and reports nothing."""
     with db.transaction(readonly=True) as session:
         stale = repository.stale_pending(session, before=utcnow() - older_than)
     done = Sweep([], [], [])
@@ -182,11 +195,20 @@ def sweep_pending(
             done.left_alone.append(archived)
             continue
         try:
-            result = realise(db, provider, row)
+            result, moved = _realised(db, provider, row)
         except errors.DomainError as exc:  # the row stays pending, as after a failed request
             done.failed.append(
                 f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending: the next"
                 " sweep tries again)"
+            )
+            continue
+        if not moved:
+            log.info(
+                "payment intent %s: already %s (%s), done meanwhile by another run or request;"
+                " nothing changed",
+                row.id,
+                result.status,
+                result.stripe_payment_intent_id,
             )
             continue
         done.changed.append(

@@ -424,6 +424,49 @@ def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
     assert [r[:2] for r in _checkouts(world, account)] == [("open", session.id)]
 
 
+def test_reconcile_leaves_a_checkout_alone_when_a_changed_customer_gets_its_key_refused(
+    sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A sweep's first attempt reached the provider (its answer lost), then the account's
+    provider customer changed: the next attempt's parameters differ and the provider refuses
+    the key. Reported LEFT ALONE with the reason on every run (exit code 0), not FAILED."""
+    from tests.checkout.support import operator_command
+    from tollbooth.db.models import BillingAccount
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="moved")
+    _old_enough_to_sweep(world, account)
+    impatient = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
+    try:  # made at the provider, the answer comes late
+        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+    finally:
+        stall.release.set()
+    assert code == 1 and "FAILED checkout " in err
+    [made] = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+
+    for _ in range(2):  # every run alike
+        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+        assert code == 0, err
+        [line] = [x for x in err.splitlines() if x.startswith("LEFT ALONE checkout ")]
+        assert "refused its idempotency key" in line
+        assert line.endswith("look it up by metadata tollbooth_checkout_id")
+        assert "0 change(s), 0 failure(s), 1 left alone" in out
+    assert [r[:2] for r in _checkouts(world, account)] == [("pending", None)]
+    assert [s.id for s in world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data] == [
+        made.id
+    ]
+
+
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:
     world = sqlite_world
     world.price("pro", group="plan")

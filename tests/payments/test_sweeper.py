@@ -251,3 +251,36 @@ def test_two_sweeps_at_once_report_the_completion_once(make_world: Callable[...,
     changed = [line for r in reports for line in about(r.changed, ours)]
     assert changed == [completed(ours, stripe_id)]
     assert intent_row(world, ours).stripe_payment_intent_id == stripe_id
+
+
+def test_a_key_refused_for_a_changed_customer_is_left_alone_not_failed(
+    make_world: Callable[..., World], monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The first attempt reached the provider (its answer lost), then the account's provider
+    customer changed: the retry's parameters differ and the provider refuses the key. No run
+    can complete it (until the key expires, and then the 24 h rule holds): reported LEFT
+    ALONE with the reason, exit code 0, not a FAILED that repeats on every run."""
+    world = make_world(STRIPE_TIMEOUT_SEC="1")
+    account, ours = left_by_a_crash(world, "moved-1")
+    stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True)
+    try:
+        first = app.reconcile(world.settings)  # made at the provider; the answer comes late
+    finally:
+        stall.release.set()
+    assert "PROVIDER_UNAVAILABLE" in about(first.failed, ours)[0]
+    [made] = at_provider(world, ours)
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+
+    for _ in range(2):  # every run alike
+        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
+        assert code == 0, err
+        [line] = [x for x in err.splitlines() if x.startswith(f"LEFT ALONE payment intent {ours}")]
+        assert "refused its idempotency key" in line and line.endswith(intents.OURS)
+        assert "0 change(s), 0 failure(s), 1 left alone" in out
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id) == ("pending", None)
+    assert at_provider(world, ours) == [made]  # the first attempt's, with the first customer

@@ -61,7 +61,13 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.provider import sync
 from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key, past_key_lifetime
+from tollbooth.provider.keys import (
+    ParametersChanged,
+    idempotency_key,
+    past_key_lifetime,
+    refused_line,
+    sent_again,
+)
 from tollbooth.subscriptions.service import conflicting_subscription, price_group
 
 log = logging.getLogger("tollbooth.checkout")
@@ -310,9 +316,11 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
     stripe_prices = [
         sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
     ]
-    remote = provider.create_checkout_session(
-        provider_params(intent, customer, stripe_prices),
-        idempotency=idempotency_key("checkout", intent.id),
+    remote = sent_again(
+        lambda: provider.create_checkout_session(
+            provider_params(intent, customer, stripe_prices),
+            idempotency=idempotency_key("checkout", intent.id),
+        )
     )
     with db.transaction() as session:
         moved = repository.mark_checkout(
@@ -368,7 +376,10 @@ def sweep_pending(
     pending for longer than the provider keeps its idempotency key (`KEY_LIFETIME`, 24 h) is
     not sent again (a second session could be created: a possible double charge), nor is one
     whose account was archived since (the request path refuses the account, ACCOUNT_ARCHIVED,
-    and so does the sweep); both are logged and reported for an operator. A change is
+    and so does the sweep), nor one whose key the provider refuses because the parameters
+    changed since a first attempt used it (`ParametersChanged`: the account's provider
+    customer, or a price's provider id, changed); they are logged and reported for an
+    operator, on every run alike, not as failures. A change is
     reported by the run that made it: the answer is recorded only on a row still `pending`
     (a conditional update), and a run that finds it moved on meanwhile (another sweep, a
     client's retry, the provider's event) logs it as already done and reports nothing."""
@@ -395,6 +406,11 @@ def sweep_pending(
             continue
         try:
             done, moved = _realised(db, provider, intent)
+        except ParametersChanged:
+            line = refused_line(f"checkout {intent.id}", OURS)
+            log.warning("%s", line)
+            left_alone.append(line)
+            continue
         except errors.DomainError as exc:
             failures.append(f"checkout {intent.id}: {exc}")
             continue

@@ -34,7 +34,13 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.payments import repository, service
 from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key, past_key_lifetime
+from tollbooth.provider.keys import (
+    ParametersChanged,
+    idempotency_key,
+    past_key_lifetime,
+    refused_line,
+    sent_again,
+)
 
 log = logging.getLogger("tollbooth.payments")
 
@@ -117,8 +123,10 @@ def _realised(
     if row.stripe_payment_intent_id is not None and row.client_secret is not None:
         return row, False
     customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
-    remote = provider.create_payment_intent(
-        provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+    remote = sent_again(
+        lambda: provider.create_payment_intent(
+            provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+        )
     )
     with db.transaction() as session:
         locked = repository.intent_by_id(session, row.id, owner=row.billing_account_id, lock=True)
@@ -174,7 +182,9 @@ def sweep_pending(
     key may be gone: a second intent could be created) nor canceled: it is logged and
     reported for an operator to look up at the provider by its metadata. So is one whose
     account was archived since: the request path refuses it (ACCOUNT_ARCHIVED), and so does
-    the sweep.
+    the sweep. And so is one whose key the provider refuses because the parameters changed
+    since a first attempt used it (`ParametersChanged`: the account's provider customer was
+    relinked): no run could complete it, so it is not a failure; every run reports it alike.
 
     A change is reported by the run that made it: the answer is recorded only on a row still
     `pending` (under its lock), and a run that finds it moved on meanwhile (another sweep, a
@@ -196,6 +206,11 @@ def sweep_pending(
             continue
         try:
             result, moved = _realised(db, provider, row)
+        except ParametersChanged:
+            line = refused_line(f"payment intent {row.id}", OURS)
+            log.warning("%s", line)
+            done.left_alone.append(line)
+            continue
         except errors.DomainError as exc:  # the row stays pending, as after a failed request
             done.failed.append(
                 f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending: the next"

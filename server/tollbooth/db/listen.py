@@ -141,7 +141,7 @@ class Listener:
         self._due: float | None = None
         self._subscriptions: tuple[Subscription, ...] = ()  # replaced, never changed
         self.generation = 0  # connections made; 0: none yet
-        self._alive_at = 0.0  # monotonic time the connection last proved alive
+        self._alive_at = 0.0  # monotonic time the last answered heartbeat was sent
         self.vouched = dt.datetime.min.replace(tzinfo=dt.UTC)
 
     def subscribe(

@@ -275,15 +275,17 @@ def test_an_intent_left_pending_by_a_timeout_is_completed_by_the_next_tab(
     ]
 
 
-def _old_enough_to_sweep(world: World, account: str) -> None:
-    """Backdate the account's checkout intents past the sweeper's grace period."""
+def _old_enough_to_sweep(world: World, account: str, age: dt.timedelta | None = None) -> None:
+    """Backdate the account's checkout intents past the sweeper's grace period (`age` old when
+    given: recorded, and last touched, that long ago)."""
     from tollbooth.checkout import intents
 
+    when = utcnow() - (age or intents.STALE_AFTER + dt.timedelta(minutes=1))
     with world.deps.db.transaction() as session:
         session.execute(
             sa.update(CheckoutSession)
             .where(CheckoutSession.billing_account_id == account)
-            .values(created_at=utcnow() - intents.STALE_AFTER - dt.timedelta(minutes=1))
+            .values(created_at=when, updated_at=when)
         )
 
 
@@ -340,6 +342,128 @@ def test_reconcile_does_not_send_the_pending_checkout_of_an_archived_account(
         ).all()
     assert [tuple(r) for r in rows] == [("pending", None)]
     assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
+
+
+@pytest.fixture
+def sweep_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """PostgreSQL; the provider client never retries by itself, and waits out held calls."""
+    w = start_world(pg_url, tmp_path, STRIPE_TIMEOUT_SEC="60", STRIPE_MAX_NETWORK_RETRIES="0")
+    yield w
+    w.stop()
+
+
+def _checkouts(world: World, account: str) -> list[tuple[Any, ...]]:
+    with world.deps.db.transaction(readonly=True) as session:
+        rows = session.execute(
+            sa.select(
+                CheckoutSession.status,
+                CheckoutSession.stripe_checkout_session_id,
+                CheckoutSession.updated_at,
+            ).where(CheckoutSession.billing_account_id == account)
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def test_reconcile_leaves_a_checkout_pending_past_the_key_lifetime_alone_and_reports_it(
+    sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Past the provider's idempotency-key lifetime a retry could create a second session (a
+    second payment): the sweep sends nothing and reports it, as it does for payment intents."""
+    from tests.checkout.support import operator_command
+    from tollbooth.provider.keys import KEY_LIFETIME
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    # The provider down for the first attempt: the intent stays pending, nothing at Stripe.
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="old")
+    _old_enough_to_sweep(world, account, KEY_LIFETIME + dt.timedelta(minutes=5))
+    before = _checkouts(world, account)
+    assert [r[:2] for r in before] == [("pending", None)]
+
+    code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
+    assert code == 0, err  # nothing failed: it is an operator's to look up
+    [line] = [x for x in err.splitlines() if x.startswith("LEFT ALONE checkout ")]
+    assert "pending since" in line and "not sent again" in line
+    assert line.endswith("look it up by metadata tollbooth_checkout_id")
+    assert "0 change(s), 0 failure(s), 1 left alone" in out
+    assert _checkouts(world, account) == before  # untouched
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data == []
+
+
+def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
+    sweep_world: World,
+) -> None:
+    """Two `reconcile` runs at once both send the pending checkout (the same key: one session
+    at the provider); only the run whose transaction moved it from pending reports it."""
+    from tollbooth import app
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="twice")
+    _old_enough_to_sweep(world, account)
+    held = [world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True) for _ in "ab"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        try:  # both runs read it pending and sent it, neither has recorded the answer yet
+            assert all(stall.entered.wait(30) for stall in held)
+        finally:
+            for stall in held:
+                stall.release.set()
+        reports = [run.result(timeout=60) for run in runs]
+    [session] = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    assert all(r.failed == [] and r.left_alone == [] for r in reports)
+    changed = [line for r in reports for line in r.changed if line.startswith("checkout ")]
+    assert len(changed) == 1 and f"pending -> open ({session.id})" in changed[0]
+    assert [r[:2] for r in _checkouts(world, account)] == [("open", session.id)]
+
+
+def test_reconcile_leaves_a_checkout_alone_when_a_changed_customer_gets_its_key_refused(
+    sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A sweep's first attempt reached the provider (its answer lost), then the account's
+    provider customer changed: the next attempt's parameters differ and the provider refuses
+    the key. Reported LEFT ALONE with the reason on every run (exit code 0), not FAILED."""
+    from tests.checkout.support import operator_command
+    from tollbooth.db.models import BillingAccount
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="moved")
+    _old_enough_to_sweep(world, account)
+    impatient = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
+    try:  # made at the provider, the answer comes late
+        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+    finally:
+        stall.release.set()
+    assert code == 1 and "FAILED checkout " in err
+    [made] = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+
+    for _ in range(2):  # every run alike
+        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+        assert code == 0, err
+        [line] = [x for x in err.splitlines() if x.startswith("LEFT ALONE checkout ")]
+        assert "refused its idempotency key" in line
+        assert line.endswith("look it up by metadata tollbooth_checkout_id")
+        assert "0 change(s), 0 failure(s), 1 left alone" in out
+    assert [r[:2] for r in _checkouts(world, account)] == [("pending", None)]
+    assert [s.id for s in world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data] == [
+        made.id
+    ]
 
 
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:

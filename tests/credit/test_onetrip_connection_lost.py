@@ -34,7 +34,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from sqlalchemy import event, func, make_url, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2
@@ -42,6 +42,7 @@ from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, balance, check_invariants, grant, rid, stub
 from tests.devstack import serving
 from tests.helpers import error_reason
+from tests.tcpproxy import Proxy
 from tollbooth.app import Deps
 from tollbooth.config import Settings
 from tollbooth.credit import debits
@@ -266,46 +267,15 @@ def test_a_connection_killed_in_the_two_flushes_is_unavailable_and_the_retry_deb
         check_invariants(s, acct)
 
 
-class CutAtCommit:
+class CutAtCommit(Proxy):
     """A TCP proxy to PostgreSQL that, once armed, drops the connection whose server answers a
     COMMIT: the answers before it reach the client, the COMMIT's CommandComplete and anything
     after do not (the transaction is committed; the client cannot know)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
         self.armed = threading.Event()
         self.cuts = 0
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            with self._lock:
-                self._socks += [client, server]
-            for pump in (
-                threading.Thread(target=self._forward, args=(client, server), daemon=True),
-                threading.Thread(target=self._answers, args=(server, client), daemon=True),
-            ):
-                self._threads.append(pump)
-                pump.start()
-
-    @staticmethod
-    def _forward(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+        super().__init__(host, port)
 
     def _answers(self, server: socket.socket, client: socket.socket) -> None:
         """The server's messages (type byte, length), forwarded whole, up to the cut."""
@@ -326,34 +296,14 @@ class CutAtCommit:
                         raise OSError("cut")
                     out += message
                 client.sendall(out)
-        for s in (server, client):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (Linux)
-        self.listener.close()
-        with self._lock:
-            for s in self._socks:
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-        for t in self._threads:
-            t.join(timeout=10)
-            assert not t.is_alive()
+        self._end(server, client)
 
 
 @pytest.fixture(scope="module")
 def proxied(pg_shared_url: str) -> Iterator[tuple[grpc.Channel, Deps, CutAtCommit]]:
     """A server whose database connections go through `CutAtCommit`."""
-    url = make_url(normalize_url(pg_shared_url))
-    proxy = CutAtCommit(url.host or "127.0.0.1", url.port or 5432)
-    # Plain messages from the first byte (no SSL or GSS negotiation to step over).
-    through = url.set(host="127.0.0.1", port=proxy.port).update_query_dict(
-        {"sslmode": "disable", "gssencmode": "disable"}
-    )
-    deps = Deps.build(Settings.from_env(make_env(through.render_as_string(hide_password=False))))
+    proxy = CutAtCommit.to(pg_shared_url)
+    deps = Deps.build(Settings.from_env(make_env(proxy.through(pg_shared_url))))
     try:
         with serving(deps) as ch:
             yield ch, deps, proxy

@@ -32,6 +32,7 @@ from tollbooth import app
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import intents
+from tollbooth.provider.keys import KEY_LIFETIME
 
 pytestmark = pytest.mark.postgres
 
@@ -128,7 +129,7 @@ def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open
             world.gate.open.set()
         report = sweeping.result(timeout=60)
     assert report.failed == []
-    assert about(report.changed, ours) == [completed(ours, late.stripe_payment_intent_id)]
+    assert about(report.changed, ours) == []  # the client's retry completed it, not the sweep
     assert at_provider(world, ours) == [late.stripe_payment_intent_id]
     row = intent_row(world, ours)
     assert (row.stripe_payment_intent_id, row.client_secret) == (
@@ -187,7 +188,7 @@ def test_a_row_past_the_key_lifetime_is_reported_and_left_untouched(
     make_world: Callable[..., World], monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     world = make_world()
-    account, ours = left_by_a_crash(world, "old-1", intents.KEY_LIFETIME + dt.timedelta(minutes=5))
+    account, ours = left_by_a_crash(world, "old-1", KEY_LIFETIME + dt.timedelta(minutes=5))
     before = intent_row(world, ours)
     code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
     assert code == 0  # nothing failed: it is an operator's to look up
@@ -229,3 +230,57 @@ def test_an_archived_account_s_intent_is_not_sent_but_reported(
     row = intent_row(world, ours)
     assert (row.status, row.stripe_payment_intent_id, row.client_secret) == ("pending", None, None)
     assert at_provider(world, ours) == []
+
+
+def test_two_sweeps_at_once_report_the_completion_once(make_world: Callable[..., World]) -> None:
+    """Two `reconcile` runs at once both send the intent (the same key: one intent at the
+    provider); only the run whose transaction moved it from pending reports the change."""
+    world = make_world(STRIPE_TIMEOUT_SEC="60")  # the held calls must not time out
+    _, ours = left_by_a_crash(world, "twice-1")
+    held = [world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True) for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        try:  # both runs read it pending and sent it, neither has recorded the answer yet
+            assert all(stall.entered.wait(30) for stall in held)
+        finally:
+            for stall in held:
+                stall.release.set()
+        reports = [run.result(timeout=60) for run in runs]
+    [stripe_id] = at_provider(world, ours)
+    assert all(r.failed == [] and about(r.left_alone, ours) == [] for r in reports)
+    changed = [line for r in reports for line in about(r.changed, ours)]
+    assert changed == [completed(ours, stripe_id)]
+    assert intent_row(world, ours).stripe_payment_intent_id == stripe_id
+
+
+def test_a_key_refused_for_a_changed_customer_is_left_alone_not_failed(
+    make_world: Callable[..., World], monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """The first attempt reached the provider (its answer lost), then the account's provider
+    customer changed: the retry's parameters differ and the provider refuses the key. No run
+    can complete it (until the key expires, and then the 24 h rule holds): reported LEFT
+    ALONE with the reason, exit code 0, not a FAILED that repeats on every run."""
+    world = make_world(STRIPE_TIMEOUT_SEC="1")
+    account, ours = left_by_a_crash(world, "moved-1")
+    stall = world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True)
+    try:
+        first = app.reconcile(world.settings)  # made at the provider; the answer comes late
+    finally:
+        stall.release.set()
+    assert "PROVIDER_UNAVAILABLE" in about(first.failed, ours)[0]
+    [made] = at_provider(world, ours)
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+
+    for _ in range(2):  # every run alike
+        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile")
+        assert code == 0, err
+        [line] = [x for x in err.splitlines() if x.startswith(f"LEFT ALONE payment intent {ours}")]
+        assert "refused its idempotency key" in line and line.endswith(intents.OURS)
+        assert "0 change(s), 0 failure(s), 1 left alone" in out
+    row = intent_row(world, ours)
+    assert (row.status, row.stripe_payment_intent_id) == ("pending", None)
+    assert at_provider(world, ours) == [made]  # the first attempt's, with the first customer

@@ -7,12 +7,12 @@ the next read reloads it (two queries, one transaction) before answering.
 
 The bound: a read never answers from a snapshot older than the last notification it has
 received, and the listener proves its connection alive every `BOUND_SEC / 4` (a `SELECT 1`);
-when it has not done so for `BOUND_SEC` (its connection dropped, PostgreSQL restarted) the
-snapshot is not used and reads go to the database until the listener is back. So a change is
-served by every process at most about `BOUND_SEC` (1 s) after its commit, usually within a few
-milliseconds. A write through this process's own CatalogService marks the snapshot stale at
-once (read your own writes). SQLite has no notifications: there the catalog is read from the
-database on every call.
+when it has not done so for `BOUND_SEC` (its connection dropped, PostgreSQL restarted, or went
+silent: cut after `DEAD_AFTER × BOUND_SEC` and made anew) the snapshot is not used and reads go
+to the database until the listener is back. So a change is served by every process at most
+about `BOUND_SEC` (1 s) after its commit, usually within a few milliseconds. A write through
+this process's own CatalogService marks the snapshot stale at once (read your own writes).
+SQLite has no notifications: there the catalog is read from the database on every call.
 """
 
 from __future__ import annotations

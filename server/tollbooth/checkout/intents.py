@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,12 +61,22 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.provider import sync
 from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key
+from tollbooth.provider.keys import (
+    ParametersChanged,
+    idempotency_key,
+    past_key_lifetime,
+    refused_line,
+    sent_again,
+)
 from tollbooth.subscriptions.service import conflicting_subscription, price_group
+
+log = logging.getLogger("tollbooth.checkout")
 
 LIVE = ("pending", "open")
 # An intent still pending after this long was left by a crash or a timeout: the sweeper's.
 STALE_AFTER = dt.timedelta(minutes=10)
+# The metadata key that names our intent on a provider checkout session.
+OURS = "tollbooth_checkout_id"
 MAX_TAKEOVERS = 5
 
 
@@ -95,6 +106,7 @@ class Intent:
     success_url: str
     cancel_url: str
     reference: str
+    created_at: dt.datetime
     currency: str = ""
 
     @classmethod
@@ -109,6 +121,7 @@ class Intent:
             success_url=row.success_url or "",
             cancel_url=row.cancel_url or "",
             reference=row.client_reference,
+            created_at=row.created_at,
             currency=row.currency,
         )
 
@@ -264,7 +277,7 @@ def ensure_customer(db: Database, provider: StripeProvider, account_id: str) -> 
 
 def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> dict[str, Any]:
     """The provider's parameters: from the recorded intent only, the same on every attempt."""
-    metadata = {"billing_account_id": intent.account_id, "tollbooth_checkout_id": intent.id}
+    metadata = {"billing_account_id": intent.account_id, OURS: intent.id}
     params: dict[str, Any] = {
         "mode": intent.mode,
         "customer": customer,
@@ -291,18 +304,26 @@ def provider_params(intent: Intent, customer: str, stripe_prices: list[str]) -> 
 def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
     """The intent's session at the provider (created now, or found again by its idempotency
     key), recorded on its row; returns the row as it then is."""
+    return _realised(db, provider, intent)[0]
+
+
+def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[Intent, bool]:
+    """`realise`, and whether this call moved the row from `pending` (False: a concurrent
+    request, sweep or provider event had moved it on when the answer was recorded)."""
     if intent.stripe_id is not None:
-        return intent
+        return intent, False
     customer = ensure_customer(db, provider, intent.account_id)
     stripe_prices = [
         sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
     ]
-    remote = provider.create_checkout_session(
-        provider_params(intent, customer, stripe_prices),
-        idempotency=idempotency_key("checkout", intent.id),
+    remote = sent_again(
+        lambda: provider.create_checkout_session(
+            provider_params(intent, customer, stripe_prices),
+            idempotency=idempotency_key("checkout", intent.id),
+        )
     )
     with db.transaction() as session:
-        repository.mark_checkout(
+        moved = repository.mark_checkout(
             session,
             intent.id,
             account_id=intent.account_id,
@@ -323,7 +344,7 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
             raise errors.failed_precondition(
                 "FAILED_PRECONDITION", "this checkout was withdrawn meanwhile; ask again"
             )
-        return Intent.of(row)
+        return Intent.of(row), moved
 
 
 def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
@@ -351,8 +372,17 @@ def sweep_pending(
     """The sweeper (`tollbooth reconcile`): complete every intent left `pending` (a crash or a
     timeout between the steps, and no retry since) with its own key and parameters, so the
     provider holds exactly the session a late retry will get back. (changes, failures, left
-    alone): an intent whose account was archived since is not sent (the request path refuses
-    the account, ACCOUNT_ARCHIVED, and so does the sweep) but reported for an operator."""
+    alone), the rule of the payment-intent sweeper (`tollbooth.payments.intents`): an intent
+    pending for longer than the provider keeps its idempotency key (`KEY_LIFETIME`, 24 h) is
+    not sent again (a second session could be created: a possible double charge), nor is one
+    whose account was archived since (the request path refuses the account, ACCOUNT_ARCHIVED,
+    and so does the sweep), nor one whose key the provider refuses because the parameters
+    changed since a first attempt used it (`ParametersChanged`: the account's provider
+    customer, or a price's provider id, changed); they are logged and reported for an
+    operator, on every run alike, not as failures. A change is
+    reported by the run that made it: the answer is recorded only on a row still `pending`
+    (a conditional update), and a run that finds it moved on meanwhile (another sweep, a
+    client's retry, the provider's event) logs it as already done and reports nothing."""
     with db.transaction(readonly=True) as session:
         stale = [
             Intent.of(row)
@@ -362,17 +392,36 @@ def sweep_pending(
     failures: list[str] = []
     left_alone: list[str] = []
     for intent in stale:
-        if _archived(db, intent.account_id):
-            left_alone.append(
+        # Checked before each call, not once.
+        line = past_key_lifetime(f"checkout {intent.id}", intent.created_at, OURS, now=utcnow())
+        if line is None and _archived(db, intent.account_id):
+            line = (
                 f"checkout {intent.id}: account {intent.account_id} is archived: not sent (a"
-                " first attempt may have created it at the provider); look it up by metadata"
-                " tollbooth_checkout_id"
+                f" first attempt may have created it at the provider); look it up by metadata"
+                f" {OURS}"
             )
+        if line is not None:
+            log.warning("%s", line)
+            left_alone.append(line)
             continue
         try:
-            done = realise(db, provider, intent)
+            done, moved = _realised(db, provider, intent)
+        except ParametersChanged:
+            line = refused_line(f"checkout {intent.id}", OURS)
+            log.warning("%s", line)
+            left_alone.append(line)
+            continue
         except errors.DomainError as exc:
             failures.append(f"checkout {intent.id}: {exc}")
+            continue
+        if not moved:
+            log.info(
+                "checkout %s: already %s (%s), done meanwhile by another run or request;"
+                " nothing changed",
+                intent.id,
+                done.status,
+                done.stripe_id,
+            )
             continue
         changes.append(f"checkout {intent.id}: pending -> {done.status} ({done.stripe_id})")
     return changes, failures, left_alone

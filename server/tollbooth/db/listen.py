@@ -12,9 +12,19 @@ subscription:
   subscription's `connected()`; a subscription made while connected joins at the next beat;
 - `notified(notify)` is called for every notification on its channels, in order;
 - the thread proves its connection alive every `bound / 4` (a `SELECT 1`); a subscription's
-  `alive()` is false when the connection has not done so for `bound` seconds (connection lost,
-  PostgreSQL restarted), before it has joined the current connection, or once it is closed;
-  a view then answers from the database;
+  `alive()` is false when no heartbeat sent in the last `bound` seconds has been answered
+  (connection lost, PostgreSQL restarted), before it has joined the current connection, or
+  once it is closed; a view then answers from the database. A heartbeat's time is when it was
+  sent, not when its answer came: every commit before it has been heard with the answer, so
+  a view serves nothing committed more than `bound` ago that it has not heard of, however
+  slow the answer;
+- a connection that dies silently (no RST: a network black hole, a peer that acknowledges but
+  never answers) does not hold the thread for long: the statements of a beat (`LISTEN`s and
+  the heartbeat) not answered within `DEAD_AFTER × bound` (4 s) get the connection cut (a
+  watchdog thread shuts its socket down) and the thread reconnects, so it is noticed within
+  about `DEAD_AFTER × bound + bound / 4` of the last answer. TCP keepalives and
+  `tcp_user_timeout` (the same deadline) let the kernel give up on a path that acknowledges
+  nothing as well;
 - `vouched`: every commit before this time has been heard (the time the previous heartbeat was
   sent), for a view's `as_of`.
 
@@ -24,12 +34,15 @@ each process's listener.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import math
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from tollbooth.db import Database
@@ -38,6 +51,8 @@ from tollbooth.db.types import utcnow
 log = logging.getLogger("tollbooth.db.listen")
 
 BOUND_SEC = 1.0
+DEAD_AFTER = 4  # bounds: a beat not answered by then gets its connection cut
+DEAD_AFTER_SEC = DEAD_AFTER * BOUND_SEC
 APPLICATION = "tollbooth-listener"
 
 
@@ -114,12 +129,19 @@ class Listener:
     def __init__(self, db: Database, *, bound_sec: float = BOUND_SEC) -> None:
         self._db = db
         self._bound = bound_sec
+        self._dead_after = DEAD_AFTER * bound_sec
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        # The watchdog's: the current connection's socket (a duplicate of its descriptor, so
+        # it is never another one's) and when its pending beat is due (None: none pending).
+        self._watch = threading.Condition()
+        self._socket: socket.socket | None = None
+        self._due: float | None = None
         self._subscriptions: tuple[Subscription, ...] = ()  # replaced, never changed
         self.generation = 0  # connections made; 0: none yet
-        self._alive_at = 0.0  # monotonic time the connection last proved alive
+        self._alive_at = 0.0  # monotonic time the last answered heartbeat was sent
         self.vouched = dt.datetime.min.replace(tzinfo=dt.UTC)
 
     def subscribe(
@@ -154,12 +176,18 @@ class Listener:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
                 self._thread.start()
+                self._watcher = threading.Thread(
+                    target=self._watchdog, name="listener-watchdog", daemon=True
+                )
+                self._watcher.start()
 
     def close(self) -> None:
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        with self._watch:
+            self._watch.notify_all()
+        for thread in (self._thread, self._watcher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def _run(self) -> None:
         import psycopg
@@ -168,15 +196,27 @@ class Listener:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    dsn,
-                    autocommit=True,
-                    connect_timeout=5,
-                    application_name=f"{APPLICATION}:{os.getpid()}",
-                ) as conn:
+                with (
+                    psycopg.connect(
+                        dsn,
+                        autocommit=True,
+                        connect_timeout=5,
+                        application_name=f"{APPLICATION}:{os.getpid()}",
+                        # The kernel gives up on a path that acknowledges nothing (ignored on
+                        # a Unix socket); the watchdog on a peer that acknowledges but never
+                        # answers.
+                        keepalives=1,
+                        keepalives_idle=max(1, math.ceil(self._bound)),
+                        keepalives_interval=1,
+                        keepalives_count=max(1, math.ceil(self._dead_after)),
+                        tcp_user_timeout=math.ceil(self._dead_after * 1000),
+                    ) as conn,
+                    self._watched(conn),
+                ):
                     self.generation += 1
                     listening: set[str] = set()
-                    self._join(conn, listening)
+                    with self._answered():
+                        self._join(conn, listening)
                     backoff = 0.2
                     self._serve(conn, listening)
             except Exception:  # noqa: BLE001 - reconnect; the views read the database meanwhile
@@ -187,6 +227,48 @@ class Listener:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._alive_at = 0.0
+
+    @contextlib.contextmanager
+    def _watched(self, conn: Any) -> Iterator[None]:
+        """The watchdog may cut `conn` while the block runs."""
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        with self._watch:
+            self._socket = sock
+        try:
+            yield
+        finally:
+            with self._watch:
+                self._socket, self._due = None, None
+            sock.close()
+
+    @contextlib.contextmanager
+    def _answered(self) -> Iterator[None]:
+        """The block's statements must be answered within `DEAD_AFTER × bound`, or the
+        watchdog cuts the connection (the block then raises and the thread reconnects)."""
+        with self._watch:
+            self._due = time.monotonic() + self._dead_after
+            self._watch.notify_all()
+        try:
+            yield
+        finally:
+            with self._watch:
+                self._due = None
+
+    def _watchdog(self) -> None:
+        """Shut down the socket of a connection whose beat is overdue: libpq then reads the
+        end of the stream, at once, instead of waiting for the kernel to give up (minutes)."""
+        with self._watch:
+            while not self._stop.is_set():
+                due = self._due
+                left = None if due is None else due - time.monotonic()
+                if left is None or left > 0:
+                    self._watch.wait(left)
+                    continue
+                self._due = None
+                if self._socket is not None:
+                    log.warning("the listener's connection did not answer; cutting it")
+                    with contextlib.suppress(OSError):
+                        self._socket.shutdown(socket.SHUT_RDWR)
 
     def _join(self, conn: Any, listening: set[str]) -> None:
         """Listen to the channels of every subscription not on this connection yet, then
@@ -209,13 +291,15 @@ class Listener:
         beat = self._bound / 4
         previous: dt.datetime | None = None
         while not self._stop.is_set():
-            self._join(conn, listening)  # subscriptions made since the last beat
-            sent = utcnow()
-            conn.execute("SELECT 1")
+            with self._answered():
+                self._join(conn, listening)  # subscriptions made since the last beat
+                sent, sent_at = utcnow(), time.monotonic()
+                conn.execute("SELECT 1")
             # Notifications that arrived with the reply (psycopg >= 3.2.4 keeps them).
             for notify in conn.notifies(timeout=0):
                 self._dispatch(notify)
-            self._alive_at = time.monotonic()
+            # Every commit before the beat was sent has been heard: alive from then on.
+            self._alive_at = sent_at
             if previous is not None:
                 # Every commit before the previous beat was sent has been heard by now.
                 self.vouched = previous

@@ -34,7 +34,13 @@ from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.payments import repository, service
 from tollbooth.provider.client import StripeProvider
-from tollbooth.provider.keys import idempotency_key
+from tollbooth.provider.keys import (
+    ParametersChanged,
+    idempotency_key,
+    past_key_lifetime,
+    refused_line,
+    sent_again,
+)
 
 log = logging.getLogger("tollbooth.payments")
 
@@ -42,9 +48,6 @@ log = logging.getLogger("tollbooth.payments")
 OURS = "tollbooth_payment_intent_id"
 # An intent still pending after this long was left by a crash or a timeout: the sweeper's.
 STALE_AFTER = dt.timedelta(minutes=10)
-# Stripe keeps an idempotency key at least this long after its first use (which follows the
-# row's creation): a younger row's key still finds the intent the first attempt created.
-KEY_LIFETIME = dt.timedelta(hours=24)
 
 
 def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
@@ -109,11 +112,21 @@ def provider_params(row: PaymentIntent, customer: str) -> dict[str, Any]:
 def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> PaymentIntent:
     """The intent at the provider (created now, or found again by its idempotency key),
     recorded on its row; returns the row as it then is."""
+    return _realised(db, provider, row)[0]
+
+
+def _realised(
+    db: Database, provider: StripeProvider, row: PaymentIntent
+) -> tuple[PaymentIntent, bool]:
+    """`realise`, and whether this call moved the row from `pending` (False: a concurrent
+    request, sweep or provider event had moved it on when the answer was recorded)."""
     if row.stripe_payment_intent_id is not None and row.client_secret is not None:
-        return row
+        return row, False
     customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
-    remote = provider.create_payment_intent(
-        provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+    remote = sent_again(
+        lambda: provider.create_payment_intent(
+            provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+        )
     )
     with db.transaction() as session:
         locked = repository.intent_by_id(session, row.id, owner=row.billing_account_id, lock=True)
@@ -124,10 +137,11 @@ def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> Payme
             locked.stripe_payment_intent_id = str(remote["id"])
         if locked.client_secret is None:
             locked.client_secret = remote.get("client_secret")
-        if locked.status == "pending":
+        moved = locked.status == "pending"  # read under the row's lock
+        if moved:
             locked.status = str(remote.get("status") or "requires_payment_method")
         locked.updated_at = utcnow()
-        return locked
+        return locked, moved
 
 
 def create_payment_intent(
@@ -168,17 +182,20 @@ def sweep_pending(
     key may be gone: a second intent could be created) nor canceled: it is logged and
     reported for an operator to look up at the provider by its metadata. So is one whose
     account was archived since: the request path refuses it (ACCOUNT_ARCHIVED), and so does
-    the sweep."""
+    the sweep. And so is one whose key the provider refuses because the parameters changed
+    since a first attempt used it (`ParametersChanged`: the account's provider customer was
+    relinked): no run could complete it, so it is not a failure; every run reports it alike.
+
+    A change is reported by the run that made it: the answer is recorded only on a row still
+    `pending` (under its lock), and a run that finds it moved on meanwhile (another sweep, a
+    client's retry, the provider's event) logs it as already done and reports nothing."""
     with db.transaction(readonly=True) as session:
         stale = repository.stale_pending(session, before=utcnow() - older_than)
     done = Sweep([], [], [])
     for row in stale:
-        if row.created_at < utcnow() - KEY_LIFETIME:  # checked before each call, not once
-            line = (
-                f"payment intent {row.id}: pending since {row.created_at.isoformat()}, over"
-                f" {KEY_LIFETIME.total_seconds() / 3600:g} h: not sent again (the provider's"
-                f" idempotency key may have expired); look it up by metadata {OURS}"
-            )
+        # Checked before each call, not once.
+        line = past_key_lifetime(f"payment intent {row.id}", row.created_at, OURS, now=utcnow())
+        if line is not None:
             log.warning("%s", line)
             done.left_alone.append(line)
             continue
@@ -188,11 +205,25 @@ def sweep_pending(
             done.left_alone.append(archived)
             continue
         try:
-            result = realise(db, provider, row)
+            result, moved = _realised(db, provider, row)
+        except ParametersChanged:
+            line = refused_line(f"payment intent {row.id}", OURS)
+            log.warning("%s", line)
+            done.left_alone.append(line)
+            continue
         except errors.DomainError as exc:  # the row stays pending, as after a failed request
             done.failed.append(
                 f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending: the next"
                 " sweep tries again)"
+            )
+            continue
+        if not moved:
+            log.info(
+                "payment intent %s: already %s (%s), done meanwhile by another run or request;"
+                " nothing changed",
+                row.id,
+                result.status,
+                result.stripe_payment_intent_id,
             )
             continue
         done.changed.append(

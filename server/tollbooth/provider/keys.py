@@ -1,8 +1,20 @@
-"""Idempotency keys for provider calls: one key per effect, derived from what identifies it."""
+"""Idempotency keys for provider calls: one key per effect, derived from what identifies it;
+how long the provider keeps one, and the sweepers' rules for a key they cannot use again."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+from collections.abc import Callable
+from typing import TypeVar
+
+from tollbooth import errors
+
+T = TypeVar("T")
+
+# Stripe keeps an idempotency key at least this long after its first use (which follows the
+# intent row's creation): a younger row's key still finds what the first attempt created.
+KEY_LIFETIME = dt.timedelta(hours=24)
 
 
 def idempotency_key(kind: str, *parts: str) -> str:
@@ -10,3 +22,50 @@ def idempotency_key(kind: str, *parts: str) -> str:
     (account and request_id), so keys stay short and never carry a caller's raw input."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
     return f"tollbooth-{kind}-{digest}"
+
+
+def past_key_lifetime(
+    what: str, created_at: dt.datetime, metadata_key: str, *, now: dt.datetime
+) -> str | None:
+    """The report line (LEFT ALONE) of `what` (e.g. "checkout cs_…"), pending since
+    `created_at`, once its idempotency key may have expired; None while it is younger than
+    `KEY_LIFETIME`. A sweeper sends such an intent neither again (a second object could be
+    created at the provider: a possible double charge) nor cancels it: an operator looks it
+    up at the provider by its metadata `metadata_key`."""
+    if created_at >= now - KEY_LIFETIME:
+        return None
+    return (
+        f"{what}: pending since {created_at.isoformat()}, over"
+        f" {KEY_LIFETIME.total_seconds() / 3600:g} h: not sent again (the provider's"
+        f" idempotency key may have expired); look it up by metadata {metadata_key}"
+    )
+
+
+class ParametersChanged(errors.DomainError):
+    """The provider refused an intent's key: a first attempt used it with other parameters
+    (the account's provider customer, or a price's provider id, changed since). The error
+    the provider's refusal maps to (IDEMPOTENCY_KEY_REUSED), so a request sees what it did
+    before; a sweeper tells it apart."""
+
+
+def sent_again(call: Callable[[], T]) -> T:
+    """`call()`, an intent's create at the provider with the intent's own key; a refusal of
+    the key for other parameters raises `ParametersChanged`."""
+    try:
+        return call()
+    except errors.DomainError as exc:
+        if exc.reason != "IDEMPOTENCY_KEY_REUSED" or isinstance(exc, ParametersChanged):
+            raise
+        raise ParametersChanged(exc.kind, exc.reason, exc.message, **exc.metadata) from exc
+
+
+def refused_line(what: str, metadata_key: str) -> str:
+    """The report line (LEFT ALONE) of `what` whose key the provider refused
+    (`ParametersChanged`). No run can complete it: the key is refused until it expires, and
+    from then the `KEY_LIFETIME` rule holds; the first attempt's object is at the provider
+    (never paid through us: nobody was given it), for an operator to look up."""
+    return (
+        f"{what}: the provider refused its idempotency key (a first attempt sent other"
+        " parameters: the account's provider customer or a price's provider id changed since):"
+        f" not completed; look it up by metadata {metadata_key}"
+    )

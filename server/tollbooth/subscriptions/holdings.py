@@ -13,8 +13,9 @@ The rules, the same as the catalog snapshot's (`tollbooth.catalog.snapshot`):
 - a notification drops the account's entry; a read that began before a change was heard is
   not kept (per-account change counters), so an entry never outlives a change it missed;
 - the listener proves its connection alive every `BOUND_SEC / 4` (a `SELECT 1`); when it has
-  not done so for `BOUND_SEC` (connection lost, PostgreSQL restarted) nothing kept is used and
-  reads go to the database; a reconnect drops every entry. So a change is served by every
+  not done so for `BOUND_SEC` (connection lost, PostgreSQL restarted, or silent: cut after
+  `DEAD_AFTER × BOUND_SEC` and made anew) nothing kept is used and reads go to the database;
+  a reconnect drops every entry. So a change is served by every
   process at most about `BOUND_SEC` (1 s) after its commit, usually within milliseconds;
 - a transaction of this process that changed holdings (ORM rows of subscriptions, items,
   purchases, prices, products, or the repository's own statements, `note_change`) drops the

@@ -225,3 +225,33 @@ def test_retry_schedule_is_stored_from_the_configured_first_delay(db, receiver) 
     delay = (d.next_attempt_at - a.created_at).total_seconds()
     assert 30 * 0.8 <= delay < 30 * 1.2
     assert receiver.posts[ntf] == 1
+
+
+def test_an_unsendable_stored_url_is_a_failed_attempt_not_a_broken_pass(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    # A URL stored before the API refused such URLs (httpx raises InvalidURL, not an
+    # HTTPError, for it): the attempt is recorded as failed and the other endpoint still gets
+    # the message in the same pass.
+    register(db, receiver)
+    with db.transaction() as s:
+        bad, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        bad.url = "http://exa\tmple.com/hooks"
+        bad_id = bad.id
+    ntf = enqueue(db, "invoice.paid", "acct_u", {})
+    deliverer = Deliverer(db, FAST)
+    try:
+        assert deliverer.run_once() == 2
+    finally:
+        deliverer.close()
+    assert receiver.ids() == [ntf]
+    with db.transaction(readonly=True) as s:
+        attempt = s.scalars(
+            select(NotificationAttempt).where(NotificationAttempt.endpoint_id == bad_id)
+        ).one()
+        delivery = s.scalars(
+            select(NotificationDelivery).where(NotificationDelivery.endpoint_id == bad_id)
+        ).one()
+        endpoint = s.get(NotificationEndpoint, bad_id)
+    assert (attempt.number, attempt.status_code) == (1, 0)
+    assert "URL" in attempt.error
+    assert (delivery.state, delivery.attempts) == ("pending", 1)
+    assert endpoint is not None and endpoint.failing_since is not None

@@ -73,6 +73,13 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url=""), "FIELD_REQUIRED"),
         (pb.NotificationEndpoint(url="ftp://example.com/x"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="not a url"), "URL_INVALID"),
+        # URLs that urlsplit takes but no HTTP client can send to (httpx refuses them)
+        (pb.NotificationEndpoint(url="http://example.com:99999/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://example.com:port/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://exa\tmple.com/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://\u2603.example/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://exa..mple.com/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url=f"https://{'a' * 64}.example/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://e.com", event_types=["nope"]), "EVENT_TYPE_UNKNOWN"),
     ],
 )
@@ -144,6 +151,27 @@ def test_update_disable_enable_delete(stub) -> None:  # type: ignore[no-untyped-
             pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_url_no_client_can_send_to_is_refused_by_update_and_changes_nothing(stub) -> None:  # type: ignore[no-untyped-def]
+    made = create(stub, url="https://b\u00fccher.example/hooks")  # an IDN host is fine
+    eid = made.endpoint.endpoint_id
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateNotificationEndpoint(
+            keyed(
+                pb.UpdateNotificationEndpointRequest(
+                    endpoint=pb.NotificationEndpoint(endpoint_id=eid, url="http://a:b/hooks"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["url"]),
+                )
+            ),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "URL_INVALID"
+    got = stub.GetNotificationEndpoint(
+        pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
+    )
+    assert got == made.endpoint
 
 
 def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> None:  # type: ignore[no-untyped-def]

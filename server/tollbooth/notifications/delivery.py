@@ -134,7 +134,9 @@ def send(client: httpx.Client, job: Job) -> Outcome:
             content=job.body.encode(),
             headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+        # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored before
+        # `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
         ms = int((time.monotonic() - started) * 1000)
         return Outcome(0, ms, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
     ms = int((time.monotonic() - started) * 1000)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
@@ -65,7 +66,25 @@ def clean_url(url: str) -> str:
         raise errors.invalid(
             "url must be an http or https URL with a host", reason="URL_INVALID", field="url"
         )
+    try:
+        sendable(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise errors.invalid(
+            "url cannot be sent to (bad port, character or host name)",
+            reason="URL_INVALID",
+            field="url",
+        ) from exc
     return url
+
+
+def sendable(url: str) -> None:
+    """Raise what sending to `url` would raise before any network: the port's range, httpx's
+    own parse (control characters, a non-numeric port, a host IDNA refuses) and the resolver's
+    host encoding (an empty or over-long label)."""
+    _ = urlsplit(url).port
+    target = httpx.URL(url)
+    _ = target.host
+    target.raw_host.decode("ascii").encode("idna")
 
 
 def clean_types(types: Sequence[str]) -> list[str]:

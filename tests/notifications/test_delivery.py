@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import select
@@ -255,3 +256,33 @@ def test_an_unsendable_stored_url_is_a_failed_attempt_not_a_broken_pass(db, rece
     assert "URL" in attempt.error
     assert (delivery.state, delivery.attempts) == ("pending", 1)
     assert endpoint is not None and endpoint.failing_since is not None
+
+
+@dataclass(frozen=True)
+class ShortLease(Policy):
+    """A lease of 1 s (instead of 2 × timeout + 10 s), to see in a few seconds what a batch
+    queued behind slow sends does with the default lease."""
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=1)
+
+
+def test_a_job_queued_past_its_lease_is_not_sent_again_by_another_process(
+    db, receiver, pg_url
+) -> None:  # type: ignore[no-untyped-def]
+    # One sender per process and a slow receiver: the jobs a process claimed wait in its
+    # queue longer than their lease. When another process takes them over, the first must
+    # not send them as well: each message is POSTed once.
+    receiver.delay_sec = 0.1
+    register(db, receiver)
+    ids = [enqueue(db, "invoice.paid", f"acct_q{i}", {}) for i in range(30)]
+    policy = ShortLease(timeout_sec=0.5, senders=1, batch=50, poll_sec=0.02)
+    workers = [Deliverer(Database(pg_url), policy) for _ in range(2)]
+    try:
+        drain(workers, lambda: len(receiver.accepted) == len(ids))
+    finally:
+        for w in workers:
+            w.db.dispose()
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert set(receiver.posts.values()) == {1}, receiver.posts.most_common(3)

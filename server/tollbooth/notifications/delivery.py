@@ -12,8 +12,10 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
    anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
    give us.
-3. **Send**: POST the envelope (`envelope.body`) with Standard Webhooks headers (the
-   `standardwebhooks` package signs), with a short timeout, several at once.
+3. **Send**: renew the lease (a job may have waited for a sender; one whose lease another
+   process has taken over since is skipped), then POST the envelope (`envelope.body`) with
+   Standard Webhooks headers (the `standardwebhooks` package signs), with a short timeout,
+   several at once.
 4. **Record**: every attempt is stored (status code, latency, error). 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
@@ -97,6 +99,7 @@ class Job:
     url: str
     body: str
     secrets: tuple[str, ...]
+    leased_until: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -179,8 +182,9 @@ class Deliverer:
     def claim(self) -> list[Job]:
         """Step 2: lease a batch of due deliveries."""
         now = utcnow()
+        until = now + self.policy.lease
         with self.db.transaction() as session:
-            claimed = repository.claim_due(session, now, now + self.policy.lease, self.policy.batch)
+            claimed = repository.claim_due(session, now, until, self.policy.batch)
             return [
                 Job(
                     delivery_id=d.id,
@@ -189,6 +193,7 @@ class Deliverer:
                     url=endpoint.url,
                     body=envelope.body(row),
                     secrets=tuple(signing_secrets(endpoint, now)),
+                    leased_until=until,
                 )
                 for d, row, endpoint in claimed
             ]
@@ -269,7 +274,18 @@ class Deliverer:
             future.result()
         return len(jobs)
 
+    def renew(self, job: Job) -> bool:
+        """Just before the POST: the lease again from now, if this process still holds it. A
+        job that waited for a sender longer than its lease may have been claimed (and sent)
+        by another process meanwhile; it is then not sent from here."""
+        with self.db.transaction() as session:
+            return repository.renew_lease(
+                session, job.delivery_id, job.leased_until, utcnow() + self.policy.lease
+            )
+
     def _deliver(self, job: Job) -> None:
+        if not self.renew(job):
+            return
         outcome = send(self.client, job)
         metrics.observe_notification_attempt(outcome.status_code, outcome.latency_ms)
         self.record(job, outcome)

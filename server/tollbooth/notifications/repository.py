@@ -217,6 +217,24 @@ def claim_due(
     return out
 
 
+def renew_lease(
+    session: Session, delivery_id: str, leased_until: dt.datetime, until: dt.datetime
+) -> bool:
+    """Push the lease of a claimed delivery to `until`, if it is still the lease this process
+    took (`leased_until`): not taken over by another process after it ran out, nor reset by a
+    resend, nor settled. False: leave the delivery to whoever holds it now."""
+    result = session.execute(
+        update(NotificationDelivery)
+        .where(
+            NotificationDelivery.id == delivery_id,
+            NotificationDelivery.state == PENDING,
+            NotificationDelivery.next_attempt_at == leased_until,
+        )
+        .values(next_attempt_at=until)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def lock_delivery(session: Session, delivery_id: str) -> NotificationDelivery | None:
     stmt = select(NotificationDelivery).where(NotificationDelivery.id == delivery_id)
     return session.scalars(stmt.with_for_update()).first()

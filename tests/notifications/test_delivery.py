@@ -286,3 +286,68 @@ def test_a_job_queued_past_its_lease_is_not_sent_again_by_another_process(
             w.db.dispose()
     assert sorted(receiver.ids()) == sorted(ids)
     assert set(receiver.posts.values()) == {1}, receiver.posts.most_common(3)
+
+
+def claimed_then(db, change) -> list:  # type: ignore[no-untyped-def]
+    """Claim due deliveries, apply `change(session)` to the endpoint as an operator would
+    meanwhile, then let the claimed jobs go: the attempts made."""
+    deliverer = Deliverer(db, FAST)
+    try:
+        deliverer.fan_out()
+        jobs = deliverer.claim()
+        assert jobs
+        with db.transaction() as s:
+            change(s)
+        for job in jobs:
+            deliverer._deliver(job)
+    finally:
+        deliverer.close()
+    with db.transaction(readonly=True) as s:
+        return list(s.scalars(select(NotificationAttempt)).all())
+
+
+def test_a_message_claimed_before_a_rotation_is_signed_with_the_new_secret_too(
+    db, receiver
+) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_r", {})
+
+    def rotate(s) -> None:  # type: ignore[no-untyped-def]
+        _, receiver.secret = endpoints.rotate(s, endpoint_id, utcnow())  # switches at once
+
+    claimed_then(db, rotate)
+    assert receiver.rejected_signatures == 0
+    assert receiver.ids() == [ntf]
+
+
+def test_a_message_claimed_before_a_url_change_goes_to_the_new_url(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    old = Receiver()
+    server = ReceiverServer(old)
+    try:
+        endpoint_id = register(db, old)
+        receiver.secret = old.secret
+        ntf = enqueue(db, "invoice.paid", "acct_v", {})
+
+        def move(s) -> None:  # type: ignore[no-untyped-def]
+            fields = endpoints.Fields(url=receiver.url)
+            endpoints.update(s, endpoint_id, fields, ["url"], utcnow())
+
+        claimed_then(db, move)
+    finally:
+        server.close()
+    assert old.posts == {}
+    assert receiver.ids() == [ntf]
+
+
+def test_a_message_claimed_before_its_endpoint_is_disabled_waits(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_w", {})
+
+    def disable(s) -> None:  # type: ignore[no-untyped-def]
+        endpoints.set_enabled(s, endpoint_id, False, "disabled by an operator", utcnow())
+
+    assert claimed_then(db, disable) == []
+    assert receiver.posts == {}
+    with db.transaction() as s:
+        endpoints.set_enabled(s, endpoint_id, True, "", utcnow())
+    drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])

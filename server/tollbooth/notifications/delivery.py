@@ -13,7 +13,8 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
    give us.
 3. **Send**: renew the lease (a job may have waited for a sender; one whose lease another
-   process has taken over since is skipped), then POST the envelope (`envelope.body`) with
+   process has taken over since is skipped) and read the endpoint as it is now (URL and
+   secrets; disabled meanwhile: not sent), then POST the envelope (`envelope.body`) with
    Standard Webhooks headers (the `standardwebhooks` package signs), with a short timeout,
    several at once.
 4. **Record**: every attempt is stored (status code, latency, error). 2xx: delivered. Else
@@ -34,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -94,6 +95,7 @@ def retry_delay(attempts: int, policy: Policy, rng: Callable[[], float] = random
 @dataclass(frozen=True)
 class Job:
     delivery_id: str
+    endpoint_id: str
     attempt: int
     notification_id: str
     url: str
@@ -188,6 +190,7 @@ class Deliverer:
             return [
                 Job(
                     delivery_id=d.id,
+                    endpoint_id=endpoint.id,
                     attempt=d.attempts + 1,
                     notification_id=row.id,
                     url=endpoint.url,
@@ -274,17 +277,27 @@ class Deliverer:
             future.result()
         return len(jobs)
 
-    def renew(self, job: Job) -> bool:
-        """Just before the POST: the lease again from now, if this process still holds it. A
-        job that waited for a sender longer than its lease may have been claimed (and sent)
-        by another process meanwhile; it is then not sent from here."""
+    def renew(self, job: Job) -> Job | None:
+        """Just before the POST: the lease again from now, if this process still holds it, and
+        the endpoint as it is now. A job that waited for a sender longer than its lease may
+        have been claimed (and sent) by another process meanwhile: not sent from here. An
+        endpoint changed since the claim: its current URL and signing secrets (a rotation
+        signs with both at once); disabled or deleted: not sent, the delivery waits."""
+        now = utcnow()
         with self.db.transaction() as session:
-            return repository.renew_lease(
-                session, job.delivery_id, job.leased_until, utcnow() + self.policy.lease
-            )
+            if not repository.renew_lease(
+                session, job.delivery_id, job.leased_until, now + self.policy.lease
+            ):
+                return None
+            endpoint = repository.get_endpoint(session, job.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                repository.renew_lease(session, job.delivery_id, now + self.policy.lease, now)
+                return None
+            return replace(job, url=endpoint.url, secrets=tuple(signing_secrets(endpoint, now)))
 
-    def _deliver(self, job: Job) -> None:
-        if not self.renew(job):
+    def _deliver(self, claimed: Job) -> None:
+        job = self.renew(claimed)
+        if job is None:
             return
         outcome = send(self.client, job)
         metrics.observe_notification_attempt(outcome.status_code, outcome.latency_ms)

@@ -256,6 +256,17 @@ def test_messages_attempts_and_resends(stub, shared_deps) -> None:  # type: igno
     assert set(states) == {"pending"}
 
 
+def test_messages_by_an_unknown_state_value_are_refused_not_all_listed(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub).endpoint.endpoint_id
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(endpoint_id=eid, state=99),  # type: ignore[arg-type]
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "INVALID_ARGUMENT"
+
+
 def test_resend_of_an_unknown_notification_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
     eid = create(stub).endpoint.endpoint_id
     with pytest.raises(grpc.RpcError) as err:

@@ -118,6 +118,8 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
         self, request: pb.ListNotificationMessagesRequest, context: grpc.ServicerContext
     ) -> pb.ListNotificationMessagesResponse:
         state = convert.STATE_IN.get(request.state) if request.state else None
+        if request.state and state is None:
+            raise errors.invalid("state is not a known message state", field="state")
         with self.read() as session:
             page = messages.list_messages(
                 session, request.endpoint_id, state, request.page_size, request.page_token

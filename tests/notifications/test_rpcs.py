@@ -174,6 +174,24 @@ def test_a_url_no_client_can_send_to_is_refused_by_update_and_changes_nothing(st
     assert got == made.endpoint
 
 
+def test_an_update_mask_of_star_replaces_every_updatable_field(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub, types=["invoice.paid"]).endpoint.endpoint_id  # description "d"
+    updated = stub.UpdateNotificationEndpoint(
+        keyed(
+            pb.UpdateNotificationEndpointRequest(
+                endpoint=pb.NotificationEndpoint(endpoint_id=eid, url="http://127.0.0.1:9/all"),
+                update_mask=field_mask_pb2.FieldMask(paths=["*"]),
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert (updated.url, updated.description, list(updated.event_types)) == (
+        "http://127.0.0.1:9/all",
+        "",
+        [],
+    )
+
+
 def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> None:  # type: ignore[no-untyped-def]
     made = create(stub)
     rotated = stub.RotateNotificationEndpointSecret(

@@ -155,6 +155,8 @@ def list_page(
 def update(
     session: Session, endpoint_id: str, fields: Fields, paths: Sequence[str], now: dt.datetime
 ) -> NotificationEndpoint:
+    if [p.strip() for p in paths if p.strip()] == ["*"]:  # AIP-134: every updatable field
+        paths = UPDATABLE
     unknown = [p for p in paths if p not in UPDATABLE]
     if unknown:
         raise errors.invalid(

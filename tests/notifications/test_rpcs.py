@@ -15,6 +15,7 @@ from billing.v1 import notification_pb2 as pb
 from billing.v1 import notification_pb2_grpc
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason, keyed
+from tests.limits.support import server
 from tests.notifications.support import enqueue
 from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
 from tollbooth.deps import Deps
@@ -413,3 +414,16 @@ def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # t
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(err.value) == "FIELD_INVALID"
+
+
+def test_an_idle_watch_ends_cleanly_before_the_replicas_idle_stream_cut(database_url) -> None:  # type: ignore[no-untyped-def]
+    # The replica cancels any stream idle for BILLING_GRPC_STREAM_IDLE_SEC; the watch ends by
+    # itself first (OK, resume from the cursor), however long BILLING_NOTIFY_WATCH_IDLE_SEC.
+    env = {"BILLING_GRPC_STREAM_IDLE_SEC": "2", "BILLING_NOTIFY_WATCH_IDLE_SEC": "300"}
+    with server(database_url, **env) as (channel, _deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        stream = stub.WatchNotifications(
+            pb.WatchNotificationsRequest(), metadata=SERVICE_MD, timeout=30
+        )
+        assert list(stream) == []
+        assert stream.code() == grpc.StatusCode.OK

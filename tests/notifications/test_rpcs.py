@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from billing.v1 import notification_pb2 as pb
 from billing.v1 import notification_pb2_grpc
@@ -19,6 +20,7 @@ from tests.limits.support import server
 from tests.notifications.support import enqueue
 from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
 from tollbooth.deps import Deps
+from tollbooth.notifications import endpoints
 from tollbooth.notifications.delivery import Deliverer, Policy
 
 
@@ -427,3 +429,61 @@ def test_an_idle_watch_ends_cleanly_before_the_replicas_idle_stream_cut(database
         )
         assert list(stream) == []
         assert stream.code() == grpc.StatusCode.OK
+
+
+def _wait_until_blocked_on_a_lock(db) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with db.transaction(readonly=True) as s:
+            waiting = s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the call never waited for the delete's lock")
+
+
+@pytest.mark.parametrize("which", ["one", "since"])
+def test_a_resend_racing_a_delete_of_its_endpoint_is_not_found_never_internal(
+    pg_url, which
+) -> None:  # type: ignore[no-untyped-def]
+    with server(pg_url) as (channel, deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        eid = create(stub).endpoint.endpoint_id
+        ntf = enqueue(deps.db, "invoice.paid", "acct_race", {})
+        positioned(deps)
+        if which == "one":
+            request = pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ntf)
+            call = stub.ResendNotification
+        else:
+            since = timestamp_pb2.Timestamp(seconds=0)
+            request = pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)
+            call = stub.ResendNotificationsSince
+        codes: list[grpc.StatusCode] = []
+
+        def resend() -> None:
+            try:
+                call(keyed(request), metadata=SERVICE_MD, timeout=30)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+
+        with deps.db.transaction() as s:  # the delete, not committed yet
+            endpoints.delete(s, eid)
+            racer = threading.Thread(target=resend)
+            racer.start()
+            _wait_until_blocked_on_a_lock(deps.db)
+        racer.join(timeout=30)
+        assert codes == [grpc.StatusCode.NOT_FOUND]
+        with deps.db.transaction(readonly=True) as s:
+            assert s.get(NotificationEndpoint, eid) is None
+            left = s.scalar(
+                select(func.count())
+                .select_from(NotificationDelivery)
+                .where(NotificationDelivery.endpoint_id == eid)
+            )
+            assert left == 0

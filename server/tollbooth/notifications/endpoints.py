@@ -126,10 +126,13 @@ def create(session: Session, fields: Fields, now: dt.datetime) -> tuple[Notifica
     return endpoint, endpoint.secret
 
 
-def get(session: Session, endpoint_id: str, *, lock: bool = False) -> NotificationEndpoint:
+def get(
+    session: Session, endpoint_id: str, *, lock: bool = False, share: bool = False
+) -> NotificationEndpoint:
+    """The endpoint, or NOT_FOUND; `lock`/`share` as `repository.get_endpoint`'s."""
     if not endpoint_id:
         raise errors.required("endpoint_id")
-    endpoint = repository.get_endpoint(session, endpoint_id, lock=lock)
+    endpoint = repository.get_endpoint(session, endpoint_id, lock=lock, share=share)
     if endpoint is None:
         raise errors.not_found("notification endpoint", endpoint_id)
     return endpoint  # type: ignore[no-any-return]

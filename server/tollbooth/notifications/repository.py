@@ -37,15 +37,25 @@ def _pg(session: Session) -> bool:
 
 
 def get_endpoint(
-    session: Session, endpoint_id: str, *, lock: bool = False, key_share: bool = False
+    session: Session,
+    endpoint_id: str,
+    *,
+    lock: bool = False,
+    key_share: bool = False,
+    share: bool = False,
 ) -> Any:
     """The endpoint; `lock` takes its row lock. `key_share` makes that FOR NO KEY UPDATE (on
     PostgreSQL), which does not conflict with the key-share locks that inserting an attempt or
     delivery (a foreign key to the endpoint) takes: senders recording at once then queue on
-    the endpoint instead of deadlocking. Deleting an endpoint still takes the full lock."""
+    the endpoint instead of deadlocking. Deleting an endpoint still takes the full lock.
+    `share` takes FOR KEY SHARE, the lock inserting a delivery takes anyway, but before the
+    insert: a delete in progress is waited for and the endpoint is then gone (not a foreign
+    key violation at the insert)."""
     stmt = select(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id)
     if lock:
         stmt = stmt.with_for_update(key_share=key_share)
+    elif share:
+        stmt = stmt.with_for_update(read=True, key_share=True)
     return session.scalars(stmt).first()
 
 

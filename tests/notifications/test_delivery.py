@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.notifications.support import Receiver, ReceiverServer, enqueue
 from tollbooth.db import Database
@@ -350,4 +350,49 @@ def test_a_message_claimed_before_its_endpoint_is_disabled_waits(db, receiver) -
     assert receiver.posts == {}
     with db.transaction() as s:
         endpoints.set_enabled(s, endpoint_id, True, "", utcnow())
+    drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])
+
+
+def test_a_fan_out_racing_a_delete_of_an_endpoint_queues_for_the_others(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    # The delete commits while the fan-out waits on it: the fan-out goes on without that
+    # endpoint (no foreign-key violation failing the whole pass).
+    register(db, receiver)
+    with db.transaction() as s:
+        doomed, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        doomed_id = doomed.id
+    ntf = enqueue(db, "invoice.paid", "acct_f", {})
+    deliverer = Deliverer(db, FAST)
+    outcome: list[object] = []
+
+    def fan_out() -> None:
+        try:
+            outcome.append(deliverer.fan_out())
+        except Exception as exc:  # what the pass would log
+            outcome.append(exc)
+
+    try:
+        with db.transaction() as s:  # the delete, not committed yet
+            endpoints.delete(s, doomed_id)
+            racer = threading.Thread(target=fan_out)
+            racer.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with db.transaction(readonly=True) as r:
+                    if r.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND wait_event_type = 'Lock'"
+                        )
+                    ):
+                        break
+                time.sleep(0.02)
+            else:
+                raise AssertionError("the fan-out never waited for the delete")
+        racer.join(timeout=30)
+    finally:
+        deliverer.close()
+    assert outcome == [1]
+    with db.transaction(readonly=True) as s:
+        queued = s.scalars(select(NotificationDelivery.endpoint_id)).all()
+    assert list(queued) != [] and doomed_id not in queued
     drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])

@@ -70,8 +70,12 @@ def list_endpoints(
 
 
 def enabled_endpoints(session: Session) -> Sequence[NotificationEndpoint]:
+    """The enabled endpoints, key-share locked (as `get_endpoint(share=True)`): a delete in
+    progress is waited for and its endpoint left out, not a foreign-key violation when the
+    fan-out inserts its deliveries."""
     stmt = select(NotificationEndpoint).where(NotificationEndpoint.enabled.is_(True))
-    return session.scalars(stmt.order_by(NotificationEndpoint.created_at)).all()
+    stmt = stmt.order_by(NotificationEndpoint.created_at).with_for_update(read=True, key_share=True)
+    return session.scalars(stmt).all()
 
 
 def delete_endpoint(session: Session, endpoint_id: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from sqlalchemy import select, text
@@ -20,7 +21,7 @@ from tollbooth.db.models import (
     NotificationOutbox,
 )
 from tollbooth.db.types import utcnow
-from tollbooth.notifications import endpoints
+from tollbooth.notifications import endpoints, messages
 from tollbooth.notifications.delivery import Deliverer, Policy
 
 FAST = Policy(timeout_sec=2, retry_first_sec=0.05, retry_max_sec=0.2, poll_sec=0.02)
@@ -396,3 +397,58 @@ def test_a_fan_out_racing_a_delete_of_an_endpoint_queues_for_the_others(db, rece
         queued = s.scalars(select(NotificationDelivery.endpoint_id)).all()
     assert list(queued) != [] and doomed_id not in queued
     drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])
+
+
+@dataclass
+class GatedReceiver(Receiver):
+    """Holds every POST until `gate` is set; counts how many of one message are in flight."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_at_once: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        msg_id = headers.get("webhook-id", "")
+        with self.lock:
+            self.in_flight[msg_id] += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight[msg_id])
+        self.arrived.set()
+        try:
+            self.gate.wait(30)
+            return super().handle(headers, body)
+        finally:
+            with self.lock:
+                self.in_flight[msg_id] -= 1
+
+
+def test_a_resend_during_the_post_is_sent_after_it_never_beside_it(db) -> None:  # type: ignore[no-untyped-def]
+    receiver = GatedReceiver()
+    server = ReceiverServer(receiver)
+    first, second = Deliverer(db, FAST), Deliverer(db, FAST)
+    try:
+        endpoint_id = register(db, receiver)
+        ntf = enqueue(db, "invoice.paid", "acct_p", {})
+        first.fan_out()
+        jobs = first.claim()
+        assert len(jobs) == 1
+        posting = threading.Thread(target=first._deliver, args=(jobs[0],))
+        posting.start()
+        assert receiver.arrived.wait(20)  # the POST is in flight
+        with db.transaction() as s:
+            messages.resend(s, endpoint_id, ntf, utcnow())
+        other: list[int] = []
+        racer = threading.Thread(target=lambda: other.append(second.run_once()))
+        racer.start()
+        racer.join(timeout=5)  # a second POST would wait at the gate
+        receiver.gate.set()
+        racer.join()
+        posting.join()
+        assert other == [0]  # nothing to claim while the message is being sent
+        assert receiver.most_at_once == 1
+    finally:
+        receiver.gate.set()
+        second.close()
+    drain([first], lambda: receiver.ok_posts[ntf] == 2)  # the resend: once more, after
+    server.close()
+    assert receiver.most_at_once == 1

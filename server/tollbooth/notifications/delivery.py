@@ -6,9 +6,10 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    `repository.assign_positions`), so positions follow commit order; each row gets a pending
    delivery per enabled endpoint that wants its type.
 2. **Claim**: due deliveries whose account has no earlier pending delivery to that endpoint
-   are locked with `FOR UPDATE SKIP LOCKED` and leased (their next attempt pushed past the
-   send's timeout) before the claim commits. Several processes never send one message at
-   once: a leased row is not due, a row being claimed is skipped. We use plain row locks
+   are locked with `FOR UPDATE SKIP LOCKED` and leased (`leased_until` past the send's
+   timeout) before the claim commits. Several processes never send one message at once: a
+   leased row is not claimed (even when a resend made it due), a row being claimed is
+   skipped. We use plain row locks
    rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
    anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
    give us.
@@ -17,7 +18,8 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    secrets; disabled meanwhile: not sent), then POST the envelope (`envelope.body`) with
    Standard Webhooks headers (the `standardwebhooks` package signs), with a short timeout,
    several at once.
-4. **Record**: every attempt is stored (status code, latency, error). 2xx: delivered. Else
+4. **Record**: every attempt is stored (status code, latency, error) and the lease given
+   back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
    a `notification.endpoint.disabled` notification says so.
@@ -218,16 +220,26 @@ class Deliverer:
                 error=outcome.error,
                 created_at=now,
             )
+            # Still this process's lease (else another process took the delivery over after
+            # the lease ran out: it decides what follows). A resend during the POST made it
+            # due before the lease's end: it is sent once more, now that this POST is over.
+            ours = delivery.leased_until == job.leased_until
+            resent = ours and delivery.next_attempt_at < job.leased_until
+            if ours:
+                delivery.leased_until = None
             if outcome.ok:
-                delivery.state = DELIVERED
                 delivery.delivered_at = now
                 delivery.last_error = ""
+                if ours and not resent:
+                    delivery.state = DELIVERED
                 repository.clear_failing(session, delivery.endpoint_id)
                 return
             delivery.last_error = outcome.error
             row = repository.get_notification(session, delivery.notification_id)
             age = (now - row.created_at).total_seconds() if row is not None else 0
-            if age >= self.policy.give_up_sec:
+            if not ours or resent:
+                pass  # the next attempt is another process's, or the resend's (due now)
+            elif age >= self.policy.give_up_sec:
                 delivery.state = FAILED
             else:
                 delay = retry_delay(delivery.attempts, self.policy)
@@ -289,11 +301,17 @@ class Deliverer:
                 session, job.delivery_id, job.leased_until, now + self.policy.lease
             ):
                 return None
+            leased = now + self.policy.lease
             endpoint = repository.get_endpoint(session, job.endpoint_id)
             if endpoint is None or not endpoint.enabled:
-                repository.renew_lease(session, job.delivery_id, now + self.policy.lease, now)
+                repository.release_lease(session, job.delivery_id, leased, now)
                 return None
-            return replace(job, url=endpoint.url, secrets=tuple(signing_secrets(endpoint, now)))
+            return replace(
+                job,
+                url=endpoint.url,
+                secrets=tuple(signing_secrets(endpoint, now)),
+                leased_until=leased,
+            )
 
     def _deliver(self, claimed: Job) -> None:
         job = self.renew(claimed)

@@ -354,6 +354,22 @@ def test_a_message_claimed_before_its_endpoint_is_disabled_waits(db, receiver) -
     drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])
 
 
+def wait_until_blocked_on_a_lock(db: Database) -> None:
+    """Until some session of this database waits for a lock (PostgreSQL)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with db.transaction(readonly=True) as s:
+            if s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                    " current_database() AND wait_event_type = 'Lock'"
+                )
+            ):
+                return
+        time.sleep(0.02)
+    raise AssertionError("nothing waited for the lock")
+
+
 def test_a_fan_out_racing_a_delete_of_an_endpoint_queues_for_the_others(db, receiver) -> None:  # type: ignore[no-untyped-def]
     # The delete commits while the fan-out waits on it: the fan-out goes on without that
     # endpoint (no foreign-key violation failing the whole pass).
@@ -376,19 +392,7 @@ def test_a_fan_out_racing_a_delete_of_an_endpoint_queues_for_the_others(db, rece
             endpoints.delete(s, doomed_id)
             racer = threading.Thread(target=fan_out)
             racer.start()
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                with db.transaction(readonly=True) as r:
-                    if r.scalar(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                            " current_database() AND wait_event_type = 'Lock'"
-                        )
-                    ):
-                        break
-                time.sleep(0.02)
-            else:
-                raise AssertionError("the fan-out never waited for the delete")
+            wait_until_blocked_on_a_lock(db)
         racer.join(timeout=30)
     finally:
         deliverer.close()
@@ -452,3 +456,40 @@ def test_a_resend_during_the_post_is_sent_after_it_never_beside_it(db) -> None: 
     drain([first], lambda: receiver.ok_posts[ntf] == 2)  # the resend: once more, after
     server.close()
     assert receiver.most_at_once == 1
+
+
+def test_recording_a_failure_while_the_endpoint_is_deleted_does_not_deadlock(db) -> None:  # type: ignore[no-untyped-def]
+    # The delete holds the endpoint's lock and then deletes its deliveries; the recorder of a
+    # failed attempt holds its delivery's lock and then wanted the endpoint's: a deadlock,
+    # which PostgreSQL broke by failing one of them (the delete answered UNAVAILABLE).
+    from tollbooth.notifications import repository
+    from tollbooth.notifications.delivery import Outcome
+
+    with db.transaction() as s:
+        endpoint, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        endpoint_id = endpoint.id
+    enqueue(db, "invoice.paid", "acct_dl", {})
+    deliverer = Deliverer(db, FAST)
+    errors: list[BaseException] = []
+
+    def record(job) -> None:  # type: ignore[no-untyped-def]
+        try:
+            deliverer.record(job, Outcome(500, 1, "HTTP 500"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        deliverer.fan_out()
+        (job,) = deliverer.claim()
+        with db.transaction() as s:
+            endpoints.get(s, endpoint_id, lock=True)  # the delete's first step
+            recorder = threading.Thread(target=record, args=(job,))
+            recorder.start()
+            wait_until_blocked_on_a_lock(db)  # the recorder waits for the endpoint
+            repository.delete_endpoint(s, endpoint_id)  # the delete's second step
+        recorder.join(timeout=30)
+    finally:
+        deliverer.close()
+    assert errors == []
+    with db.transaction(readonly=True) as s:
+        assert s.get(NotificationEndpoint, endpoint_id) is None

@@ -232,27 +232,38 @@ class Deliverer:
                 delivery.last_error = ""
                 if ours and not resent:
                     delivery.state = DELIVERED
-                repository.clear_failing(session, delivery.endpoint_id)
-                return
-            delivery.last_error = outcome.error
-            row = repository.get_notification(session, delivery.notification_id)
-            age = (now - row.created_at).total_seconds() if row is not None else 0
-            if not ours or resent:
-                pass  # the next attempt is another process's, or the resend's (due now)
-            elif age >= self.policy.give_up_sec:
-                delivery.state = FAILED
             else:
-                delay = retry_delay(delivery.attempts, self.policy)
-                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-            endpoint = repository.get_endpoint(
-                session, delivery.endpoint_id, lock=True, key_share=True
-            )
+                self._schedule(session, delivery, outcome, now, ours and not resent)
+        # The endpoint in a transaction of its own, once the delivery's lock is given back:
+        # a delete locks the endpoint, then the deliveries (a deadlock the other way round).
+        with self.db.transaction() as session:
+            if outcome.ok:
+                repository.clear_failing(session, job.endpoint_id)
+                return
+            endpoint = repository.get_endpoint(session, job.endpoint_id, lock=True, key_share=True)
             if endpoint is None or not endpoint.enabled:
                 return
             if endpoint.failing_since is None:
                 endpoint.failing_since = now
             elif (now - endpoint.failing_since).total_seconds() >= self.policy.disable_after_sec:
                 self._disable(session, endpoint, now)
+
+    def _schedule(self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool) -> None:  # type: ignore[no-untyped-def]
+        """A failed attempt: the next one after `retry_delay`, or given up (when `retry`: else
+        the next attempt is another process's, or a resend's, due now)."""
+        delivery.last_error = outcome.error
+        if not retry:
+            return
+        # No flush before this read: a second UPDATE of the delivery in this transaction would
+        # re-check its foreign key, a key-share lock on the endpoint (which a delete holds).
+        with session.no_autoflush:
+            row = repository.get_notification(session, delivery.notification_id)
+        age = (now - row.created_at).total_seconds() if row is not None else 0
+        if age >= self.policy.give_up_sec:
+            delivery.state = FAILED
+        else:
+            delay = retry_delay(delivery.attempts, self.policy)
+            delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
 
     def _disable(self, session, endpoint: NotificationEndpoint, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
         assert endpoint.failing_since is not None

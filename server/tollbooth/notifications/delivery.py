@@ -307,15 +307,15 @@ class Deliverer:
         endpoint changed since the claim: its current URL and signing secrets (a rotation
         signs with both at once); disabled or deleted: not sent, the delivery waits."""
         now = utcnow()
+        leased = now + self.policy.lease
+        # One UPDATE of the delivery per transaction (a second would re-check its foreign
+        # key: a lock on the endpoint, which a delete holds while it waits for the delivery).
         with self.db.transaction() as session:
-            if not repository.renew_lease(
-                session, job.delivery_id, job.leased_until, now + self.policy.lease
-            ):
-                return None
-            leased = now + self.policy.lease
             endpoint = repository.get_endpoint(session, job.endpoint_id)
             if endpoint is None or not endpoint.enabled:
-                repository.release_lease(session, job.delivery_id, leased, now)
+                repository.release_lease(session, job.delivery_id, job.leased_until, now)
+                return None
+            if not repository.renew_lease(session, job.delivery_id, job.leased_until, leased):
                 return None
             return replace(
                 job,

@@ -450,11 +450,11 @@ def test_a_resend_during_the_post_is_sent_after_it_never_beside_it(db) -> None: 
         posting.join()
         assert other == [0]  # nothing to claim while the message is being sent
         assert receiver.most_at_once == 1
+        drain([first], lambda: receiver.ok_posts[ntf] == 2)  # the resend: once more, after
     finally:
         receiver.gate.set()
         second.close()
-    drain([first], lambda: receiver.ok_posts[ntf] == 2)  # the resend: once more, after
-    server.close()
+        server.close()
     assert receiver.most_at_once == 1
 
 

@@ -78,6 +78,7 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url="not a url"), "URL_INVALID"),
         # URLs that urlsplit takes but no HTTP client can send to (httpx refuses them)
         (pb.NotificationEndpoint(url="http://example.com:99999/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://example.com:0/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="http://example.com:port/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="http://exa\tmple.com/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://\u2603.example/hooks"), "URL_INVALID"),

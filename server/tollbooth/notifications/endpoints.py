@@ -78,10 +78,11 @@ def clean_url(url: str) -> str:
 
 
 def sendable(url: str) -> None:
-    """Raise what sending to `url` would raise before any network: the port's range, httpx's
-    own parse (control characters, a non-numeric port, a host IDNA refuses) and the resolver's
-    host encoding (an empty or over-long label)."""
-    _ = urlsplit(url).port
+    """Raise what sending to `url` would raise before any network: the port's range (0 is no
+    port to connect to), httpx's own parse (control characters, a non-numeric port, a host
+    IDNA refuses) and the resolver's host encoding (an empty or over-long label)."""
+    if urlsplit(url).port == 0:
+        raise ValueError("port 0")
     target = httpx.URL(url)
     _ = target.host
     target.raw_host.decode("ascii").encode("idna")

@@ -178,3 +178,87 @@ def test_an_expiry_that_empties_the_balance_is_notified_when_recorded(db, acct) 
         assert [(r.type, r.payload["cause"], r.payload["debit_id"]) for r in rows] == [
             ("credits.balance_depleted", "expiration", None)
         ]
+
+
+def depletions(db, acct: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The cause of every depletion notification of the account, oldest first."""
+    with db.transaction(readonly=True) as s:
+        rows = s.scalars(
+            select(NotificationOutbox)
+            .where(NotificationOutbox.billing_account_id == acct)
+            .order_by(NotificationOutbox.created_at)
+        ).all()
+        return [r.payload["cause"] for r in rows if r.type == "credits.balance_depleted"]
+
+
+def test_held_credits_that_expire_as_a_release_gives_them_back_are_a_depletion(db, acct) -> None:  # type: ignore[no-untyped-def]
+    # The hold took the whole balance (not a depletion); its grant expires meanwhile; the
+    # release gives the credits back and they expire at once: the balance reached zero by an
+    # expiry, as when the same hold lapses instead (notified by `settle`).
+    grant(db, acct, "10", 0, expires=100)
+    r = reserve(db, acct, "10", 0, ttl=300)
+    assert depletions(db, acct) == []
+    with db.transaction() as s:
+        reservations.release(s, SERVICE, acct, reservation_id=r.id, request_id="", clock=at(200))
+    assert figures(db, acct, 201) == ("0", "0")
+    assert depletions(db, acct) == ["expiration"]
+    with db.transaction() as s:
+        check_invariants(s, acct)
+
+
+def test_held_credits_expiring_as_a_zero_commit_gives_them_back_are_a_depletion(db, acct) -> None:  # type: ignore[no-untyped-def]
+    grant(db, acct, "10", 0, expires=100)
+    r = reserve(db, acct, "10", 0, ttl=300)
+    with db.transaction() as s:
+        reservations.commit(
+            s, SERVICE, acct, reservation_id=r.id, amount="0", request_id="", clock=at(200)
+        )
+    assert figures(db, acct, 201) == ("0", "0")
+    assert depletions(db, acct) == ["expiration"]
+
+
+def test_held_credits_of_a_voided_grant_voided_as_a_release_gives_them_back_are_a_depletion(
+    db, acct
+) -> None:  # type: ignore[no-untyped-def]
+    g = grant(db, acct, "10", 0)
+    r = reserve(db, acct, "10", 0, ttl=300)
+    with db.transaction() as s:
+        grants.void_grant(s, SERVICE, acct, grant_id=g.id, reason="", request_id="", clock=at(10))
+    assert depletions(db, acct) == []  # nothing was free to void: the balance stayed at 0
+    with db.transaction() as s:
+        reservations.release(s, SERVICE, acct, reservation_id=r.id, request_id="", clock=at(20))
+    assert figures(db, acct, 21) == ("0", "0")
+    assert depletions(db, acct) == ["void"]
+    with db.transaction() as s:
+        check_invariants(s, acct)
+
+
+def test_a_lapsing_hold_whose_credits_expire_is_one_depletion(db, acct) -> None:  # type: ignore[no-untyped-def]
+    grant(db, acct, "10", 0, expires=100)
+    reserve(db, acct, "10", 0, ttl=300)
+    assert figures(db, acct, 301) == ("0", "0")
+    ledger(db, acct, 301)  # records the lapse
+    assert depletions(db, acct) == ["expiration"]
+
+
+@pytest.mark.parametrize("how", ["expiry", "void"])
+def test_an_expiry_or_void_that_takes_nothing_free_is_no_depletion(db, acct, how) -> None:  # type: ignore[no-untyped-def]
+    # A hold took the whole balance, partly from a grant that then expires (or is voided)
+    # with nothing free: the balance stays at zero because of the hold, whose other credits
+    # come back on release, so nothing was depleted (README: a hold is not a depletion).
+    grant(db, acct, "10", 0)
+    soon = grant(db, acct, "5", 0, expires=100)  # consumed first: it expires sooner
+    r = reserve(db, acct, "15", 0, ttl=300)
+    if how == "void":
+        with db.transaction() as s:
+            grants.void_grant(
+                s, SERVICE, acct, grant_id=soon.id, reason="", request_id="", clock=at(50)
+            )
+    ledger(db, acct, 150)  # records whatever has come due
+    assert depletions(db, acct) == []
+    with db.transaction() as s:
+        reservations.release(s, SERVICE, acct, reservation_id=r.id, request_id="", clock=at(200))
+    assert figures(db, acct, 201) == ("10", "0")
+    assert depletions(db, acct) == []
+    with db.transaction() as s:
+        check_invariants(s, acct)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.notifications.support import Receiver, ReceiverServer, enqueue
 from tollbooth.db import Database
@@ -19,7 +21,7 @@ from tollbooth.db.models import (
     NotificationOutbox,
 )
 from tollbooth.db.types import utcnow
-from tollbooth.notifications import endpoints
+from tollbooth.notifications import endpoints, messages
 from tollbooth.notifications.delivery import Deliverer, Policy
 
 FAST = Policy(timeout_sec=2, retry_first_sec=0.05, retry_max_sec=0.2, poll_sec=0.02)
@@ -225,3 +227,269 @@ def test_retry_schedule_is_stored_from_the_configured_first_delay(db, receiver) 
     delay = (d.next_attempt_at - a.created_at).total_seconds()
     assert 30 * 0.8 <= delay < 30 * 1.2
     assert receiver.posts[ntf] == 1
+
+
+def test_an_unsendable_stored_url_is_a_failed_attempt_not_a_broken_pass(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    # A URL stored before the API refused such URLs (httpx raises InvalidURL, not an
+    # HTTPError, for it): the attempt is recorded as failed and the other endpoint still gets
+    # the message in the same pass.
+    register(db, receiver)
+    with db.transaction() as s:
+        bad, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        bad.url = "http://exa\tmple.com/hooks"
+        bad_id = bad.id
+    ntf = enqueue(db, "invoice.paid", "acct_u", {})
+    deliverer = Deliverer(db, FAST)
+    try:
+        assert deliverer.run_once() == 2
+    finally:
+        deliverer.close()
+    assert receiver.ids() == [ntf]
+    with db.transaction(readonly=True) as s:
+        attempt = s.scalars(
+            select(NotificationAttempt).where(NotificationAttempt.endpoint_id == bad_id)
+        ).one()
+        delivery = s.scalars(
+            select(NotificationDelivery).where(NotificationDelivery.endpoint_id == bad_id)
+        ).one()
+        endpoint = s.get(NotificationEndpoint, bad_id)
+    assert (attempt.number, attempt.status_code) == (1, 0)
+    assert "URL" in attempt.error
+    assert (delivery.state, delivery.attempts) == ("pending", 1)
+    assert endpoint is not None and endpoint.failing_since is not None
+
+
+@dataclass(frozen=True)
+class ShortLease(Policy):
+    """A lease of 1 s (instead of 2 × timeout + 10 s), to see in a few seconds what a batch
+    queued behind slow sends does with the default lease."""
+
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=1)
+
+
+def test_a_job_queued_past_its_lease_is_not_sent_again_by_another_process(
+    db, receiver, pg_url
+) -> None:  # type: ignore[no-untyped-def]
+    # One sender per process and a slow receiver: the jobs a process claimed wait in its
+    # queue longer than their lease. When another process takes them over, the first must
+    # not send them as well: each message is POSTed once.
+    receiver.delay_sec = 0.1
+    register(db, receiver)
+    ids = [enqueue(db, "invoice.paid", f"acct_q{i}", {}) for i in range(30)]
+    policy = ShortLease(timeout_sec=0.5, senders=1, batch=50, poll_sec=0.02)
+    workers = [Deliverer(Database(pg_url), policy) for _ in range(2)]
+    try:
+        drain(workers, lambda: len(receiver.accepted) == len(ids))
+    finally:
+        for w in workers:
+            w.db.dispose()
+    assert sorted(receiver.ids()) == sorted(ids)
+    assert set(receiver.posts.values()) == {1}, receiver.posts.most_common(3)
+
+
+def claimed_then(db, change) -> list:  # type: ignore[no-untyped-def]
+    """Claim due deliveries, apply `change(session)` to the endpoint as an operator would
+    meanwhile, then let the claimed jobs go: the attempts made."""
+    deliverer = Deliverer(db, FAST)
+    try:
+        deliverer.fan_out()
+        jobs = deliverer.claim()
+        assert jobs
+        with db.transaction() as s:
+            change(s)
+        for job in jobs:
+            deliverer._deliver(job)
+    finally:
+        deliverer.close()
+    with db.transaction(readonly=True) as s:
+        return list(s.scalars(select(NotificationAttempt)).all())
+
+
+def test_a_message_claimed_before_a_rotation_is_signed_with_the_new_secret_too(
+    db, receiver
+) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_r", {})
+
+    def rotate(s) -> None:  # type: ignore[no-untyped-def]
+        _, receiver.secret = endpoints.rotate(s, endpoint_id, utcnow())  # switches at once
+
+    claimed_then(db, rotate)
+    assert receiver.rejected_signatures == 0
+    assert receiver.ids() == [ntf]
+
+
+def test_a_message_claimed_before_a_url_change_goes_to_the_new_url(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    old = Receiver()
+    server = ReceiverServer(old)
+    try:
+        endpoint_id = register(db, old)
+        receiver.secret = old.secret
+        ntf = enqueue(db, "invoice.paid", "acct_v", {})
+
+        def move(s) -> None:  # type: ignore[no-untyped-def]
+            fields = endpoints.Fields(url=receiver.url)
+            endpoints.update(s, endpoint_id, fields, ["url"], utcnow())
+
+        claimed_then(db, move)
+    finally:
+        server.close()
+    assert old.posts == {}
+    assert receiver.ids() == [ntf]
+
+
+def test_a_message_claimed_before_its_endpoint_is_disabled_waits(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_w", {})
+
+    def disable(s) -> None:  # type: ignore[no-untyped-def]
+        endpoints.set_enabled(s, endpoint_id, False, "disabled by an operator", utcnow())
+
+    assert claimed_then(db, disable) == []
+    assert receiver.posts == {}
+    with db.transaction() as s:
+        endpoints.set_enabled(s, endpoint_id, True, "", utcnow())
+    drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])
+
+
+def wait_until_blocked_on_a_lock(db: Database) -> None:
+    """Until some session of this database waits for a lock (PostgreSQL)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with db.transaction(readonly=True) as s:
+            if s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                    " current_database() AND wait_event_type = 'Lock'"
+                )
+            ):
+                return
+        time.sleep(0.02)
+    raise AssertionError("nothing waited for the lock")
+
+
+def test_a_fan_out_racing_a_delete_of_an_endpoint_queues_for_the_others(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    # The delete commits while the fan-out waits on it: the fan-out goes on without that
+    # endpoint (no foreign-key violation failing the whole pass).
+    register(db, receiver)
+    with db.transaction() as s:
+        doomed, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        doomed_id = doomed.id
+    ntf = enqueue(db, "invoice.paid", "acct_f", {})
+    deliverer = Deliverer(db, FAST)
+    outcome: list[object] = []
+
+    def fan_out() -> None:
+        try:
+            outcome.append(deliverer.fan_out())
+        except Exception as exc:  # what the pass would log
+            outcome.append(exc)
+
+    try:
+        with db.transaction() as s:  # the delete, not committed yet
+            endpoints.delete(s, doomed_id)
+            racer = threading.Thread(target=fan_out)
+            racer.start()
+            wait_until_blocked_on_a_lock(db)
+        racer.join(timeout=30)
+    finally:
+        deliverer.close()
+    assert outcome == [1]
+    with db.transaction(readonly=True) as s:
+        queued = s.scalars(select(NotificationDelivery.endpoint_id)).all()
+    assert list(queued) != [] and doomed_id not in queued
+    drain([Deliverer(db, FAST)], lambda: receiver.ids() == [ntf])
+
+
+@dataclass
+class GatedReceiver(Receiver):
+    """Holds every POST until `gate` is set; counts how many of one message are in flight."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_at_once: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        msg_id = headers.get("webhook-id", "")
+        with self.lock:
+            self.in_flight[msg_id] += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight[msg_id])
+        self.arrived.set()
+        try:
+            self.gate.wait(30)
+            return super().handle(headers, body)
+        finally:
+            with self.lock:
+                self.in_flight[msg_id] -= 1
+
+
+def test_a_resend_during_the_post_is_sent_after_it_never_beside_it(db) -> None:  # type: ignore[no-untyped-def]
+    receiver = GatedReceiver()
+    server = ReceiverServer(receiver)
+    first, second = Deliverer(db, FAST), Deliverer(db, FAST)
+    try:
+        endpoint_id = register(db, receiver)
+        ntf = enqueue(db, "invoice.paid", "acct_p", {})
+        first.fan_out()
+        jobs = first.claim()
+        assert len(jobs) == 1
+        posting = threading.Thread(target=first._deliver, args=(jobs[0],))
+        posting.start()
+        assert receiver.arrived.wait(20)  # the POST is in flight
+        with db.transaction() as s:
+            messages.resend(s, endpoint_id, ntf, utcnow())
+        other: list[int] = []
+        racer = threading.Thread(target=lambda: other.append(second.run_once()))
+        racer.start()
+        racer.join(timeout=5)  # a second POST would wait at the gate
+        receiver.gate.set()
+        racer.join()
+        posting.join()
+        assert other == [0]  # nothing to claim while the message is being sent
+        assert receiver.most_at_once == 1
+        drain([first], lambda: receiver.ok_posts[ntf] == 2)  # the resend: once more, after
+    finally:
+        receiver.gate.set()
+        second.close()
+        server.close()
+    assert receiver.most_at_once == 1
+
+
+def test_recording_a_failure_while_the_endpoint_is_deleted_does_not_deadlock(db) -> None:  # type: ignore[no-untyped-def]
+    # The delete holds the endpoint's lock and then deletes its deliveries; the recorder of a
+    # failed attempt holds its delivery's lock and then wanted the endpoint's: a deadlock,
+    # which PostgreSQL broke by failing one of them (the delete answered UNAVAILABLE).
+    from tollbooth.notifications import repository
+    from tollbooth.notifications.delivery import Outcome
+
+    with db.transaction() as s:
+        endpoint, _ = endpoints.create(s, endpoints.Fields(url="http://127.0.0.1:9/x"), utcnow())
+        endpoint_id = endpoint.id
+    enqueue(db, "invoice.paid", "acct_dl", {})
+    deliverer = Deliverer(db, FAST)
+    errors: list[BaseException] = []
+
+    def record(job) -> None:  # type: ignore[no-untyped-def]
+        try:
+            deliverer.record(job, Outcome(500, 1, "HTTP 500"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        deliverer.fan_out()
+        (job,) = deliverer.claim()
+        with db.transaction() as s:
+            endpoints.get(s, endpoint_id, lock=True)  # the delete's first step
+            recorder = threading.Thread(target=record, args=(job,))
+            recorder.start()
+            wait_until_blocked_on_a_lock(db)  # the recorder waits for the endpoint
+            repository.delete_endpoint(s, endpoint_id)  # the delete's second step
+        recorder.join(timeout=30)
+    finally:
+        deliverer.close()
+    assert errors == []
+    with db.transaction(readonly=True) as s:
+        assert s.get(NotificationEndpoint, endpoint_id) is None

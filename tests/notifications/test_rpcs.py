@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from billing.v1 import notification_pb2 as pb
 from billing.v1 import notification_pb2_grpc
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason, keyed
+from tests.limits.support import server
 from tests.notifications.support import enqueue
 from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
 from tollbooth.deps import Deps
+from tollbooth.notifications import endpoints
 from tollbooth.notifications.delivery import Deliverer, Policy
 
 
@@ -73,6 +76,14 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url=""), "FIELD_REQUIRED"),
         (pb.NotificationEndpoint(url="ftp://example.com/x"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="not a url"), "URL_INVALID"),
+        # URLs that urlsplit takes but no HTTP client can send to (httpx refuses them)
+        (pb.NotificationEndpoint(url="http://example.com:99999/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://example.com:0/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://example.com:port/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="http://exa\tmple.com/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://\u2603.example/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://exa..mple.com/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url=f"https://{'a' * 64}.example/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://e.com", event_types=["nope"]), "EVENT_TYPE_UNKNOWN"),
     ],
 )
@@ -144,6 +155,45 @@ def test_update_disable_enable_delete(stub) -> None:  # type: ignore[no-untyped-
             pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_url_no_client_can_send_to_is_refused_by_update_and_changes_nothing(stub) -> None:  # type: ignore[no-untyped-def]
+    made = create(stub, url="https://b\u00fccher.example/hooks")  # an IDN host is fine
+    eid = made.endpoint.endpoint_id
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateNotificationEndpoint(
+            keyed(
+                pb.UpdateNotificationEndpointRequest(
+                    endpoint=pb.NotificationEndpoint(endpoint_id=eid, url="http://a:b/hooks"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["url"]),
+                )
+            ),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "URL_INVALID"
+    got = stub.GetNotificationEndpoint(
+        pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
+    )
+    assert got == made.endpoint
+
+
+def test_an_update_mask_of_star_replaces_every_updatable_field(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub, types=["invoice.paid"]).endpoint.endpoint_id  # description "d"
+    updated = stub.UpdateNotificationEndpoint(
+        keyed(
+            pb.UpdateNotificationEndpointRequest(
+                endpoint=pb.NotificationEndpoint(endpoint_id=eid, url="http://127.0.0.1:9/all"),
+                update_mask=field_mask_pb2.FieldMask(paths=["*"]),
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert (updated.url, updated.description, list(updated.event_types)) == (
+        "http://127.0.0.1:9/all",
+        "",
+        [],
+    )
 
 
 def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> None:  # type: ignore[no-untyped-def]
@@ -226,6 +276,17 @@ def test_messages_attempts_and_resends(stub, shared_deps) -> None:  # type: igno
             select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
         ).all()
     assert set(states) == {"pending"}
+
+
+def test_messages_by_an_unknown_state_value_are_refused_not_all_listed(stub) -> None:  # type: ignore[no-untyped-def]
+    eid = create(stub).endpoint.endpoint_id
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(endpoint_id=eid, state=99),  # type: ignore[arg-type]
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "INVALID_ARGUMENT"
 
 
 def test_resend_of_an_unknown_notification_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
@@ -356,3 +417,74 @@ def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # t
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(err.value) == "FIELD_INVALID"
+
+
+def test_an_idle_watch_ends_cleanly_before_the_replicas_idle_stream_cut(database_url) -> None:  # type: ignore[no-untyped-def]
+    # The replica cancels any stream idle for BILLING_GRPC_STREAM_IDLE_SEC; the watch ends by
+    # itself first (OK, resume from the cursor), however long BILLING_NOTIFY_WATCH_IDLE_SEC.
+    env = {"BILLING_GRPC_STREAM_IDLE_SEC": "2", "BILLING_NOTIFY_WATCH_IDLE_SEC": "300"}
+    with server(database_url, **env) as (channel, _deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        stream = stub.WatchNotifications(
+            pb.WatchNotificationsRequest(), metadata=SERVICE_MD, timeout=30
+        )
+        assert list(stream) == []
+        assert stream.code() == grpc.StatusCode.OK
+
+
+def _wait_until_blocked_on_a_lock(db) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with db.transaction(readonly=True) as s:
+            waiting = s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the call never waited for the delete's lock")
+
+
+@pytest.mark.parametrize("which", ["one", "since"])
+def test_a_resend_racing_a_delete_of_its_endpoint_is_not_found_never_internal(
+    pg_url, which
+) -> None:  # type: ignore[no-untyped-def]
+    with server(pg_url) as (channel, deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        eid = create(stub).endpoint.endpoint_id
+        ntf = enqueue(deps.db, "invoice.paid", "acct_race", {})
+        positioned(deps)
+        if which == "one":
+            request = pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ntf)
+            call = stub.ResendNotification
+        else:
+            since = timestamp_pb2.Timestamp(seconds=0)
+            request = pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)
+            call = stub.ResendNotificationsSince
+        codes: list[grpc.StatusCode] = []
+
+        def resend() -> None:
+            try:
+                call(keyed(request), metadata=SERVICE_MD, timeout=30)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as err:
+                codes.append(err.code())
+
+        with deps.db.transaction() as s:  # the delete, not committed yet
+            endpoints.delete(s, eid)
+            racer = threading.Thread(target=resend)
+            racer.start()
+            _wait_until_blocked_on_a_lock(deps.db)
+        racer.join(timeout=30)
+        assert codes == [grpc.StatusCode.NOT_FOUND]
+        with deps.db.transaction(readonly=True) as s:
+            assert s.get(NotificationEndpoint, eid) is None
+            left = s.scalar(
+                select(func.count())
+                .select_from(NotificationDelivery)
+                .where(NotificationDelivery.endpoint_id == eid)
+            )
+            assert left == 0

@@ -203,13 +203,24 @@ class Locked:
                 )
 
     def depletion(self, cause: str, debit_id: str | None = None) -> None:
-        """A balance that reaches zero by consumption notifies once; rising above re-arms it."""
+        """A balance that reaches zero by consumption notifies once; rising above re-arms it.
+
+        Only a write that takes credits (an entry of a consuming kind, below zero) depletes: an
+        expiry or void of a grant whose credits are all held takes nothing (the hold, which may
+        give credits back, is what keeps the balance at zero), while credits that a release or
+        a commit gives back and that expire or are voided at once do deplete it (that entry's
+        kind is then the cause)."""
         row = self.row
         if row.balance > 0:
             row.depleted = False
             return
-        if row.depleted or cause not in CONSUMING:
+        if row.depleted:
             return
+        taken = [e for e in self.entries if e.kind in CONSUMING and e.amount < 0]
+        if not taken:
+            return
+        if cause not in CONSUMING:
+            cause = taken[-1].kind
         row.depleted = True
         row.depletions += 1
         at = self.entries[-1].created_at if self.entries else self.now

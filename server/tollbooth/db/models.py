@@ -230,8 +230,11 @@ class NotificationDelivery(Base):
     position: Mapped[int] = mapped_column(BigInteger, nullable=False)
     state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    # Pending: not before this time (a claim pushes it past the send's timeout: a lease).
+    # Pending: not before this time (a claim pushes it past the send's timeout).
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    # While a process sends it: not claimed again before this time (nor before its attempt is
+    # recorded, which clears it), even when a resend made it due meanwhile.
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(String(500), nullable=False, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -6,15 +6,20 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    `repository.assign_positions`), so positions follow commit order; each row gets a pending
    delivery per enabled endpoint that wants its type.
 2. **Claim**: due deliveries whose account has no earlier pending delivery to that endpoint
-   are locked with `FOR UPDATE SKIP LOCKED` and leased (their next attempt pushed past the
-   send's timeout) before the claim commits. Several processes never send one message at
-   once: a leased row is not due, a row being claimed is skipped. We use plain row locks
+   are locked with `FOR UPDATE SKIP LOCKED` and leased (`leased_until` past the send's
+   timeout) before the claim commits. Several processes never send one message at once: a
+   leased row is not claimed (even when a resend made it due), a row being claimed is
+   skipped. We use plain row locks
    rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
    anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
    give us.
-3. **Send**: POST the envelope (`envelope.body`) with Standard Webhooks headers (the
-   `standardwebhooks` package signs), with a short timeout, several at once.
-4. **Record**: every attempt is stored (status code, latency, error). 2xx: delivered. Else
+3. **Send**: renew the lease (a job may have waited for a sender; one whose lease another
+   process has taken over since is skipped) and read the endpoint as it is now (URL and
+   secrets; disabled meanwhile: not sent), then POST the envelope (`envelope.body`) with
+   Standard Webhooks headers (the `standardwebhooks` package signs), with a short timeout,
+   several at once.
+4. **Record**: every attempt is stored (status code, latency, error) and the lease given
+   back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
    a `notification.endpoint.disabled` notification says so.
@@ -32,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -92,11 +97,13 @@ def retry_delay(attempts: int, policy: Policy, rng: Callable[[], float] = random
 @dataclass(frozen=True)
 class Job:
     delivery_id: str
+    endpoint_id: str
     attempt: int
     notification_id: str
     url: str
     body: str
     secrets: tuple[str, ...]
+    leased_until: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,9 @@ def send(client: httpx.Client, job: Job) -> Outcome:
             content=job.body.encode(),
             headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+        # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored before
+        # `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
         ms = int((time.monotonic() - started) * 1000)
         return Outcome(0, ms, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
     ms = int((time.monotonic() - started) * 1000)
@@ -177,16 +186,19 @@ class Deliverer:
     def claim(self) -> list[Job]:
         """Step 2: lease a batch of due deliveries."""
         now = utcnow()
+        until = now + self.policy.lease
         with self.db.transaction() as session:
-            claimed = repository.claim_due(session, now, now + self.policy.lease, self.policy.batch)
+            claimed = repository.claim_due(session, now, until, self.policy.batch)
             return [
                 Job(
                     delivery_id=d.id,
+                    endpoint_id=endpoint.id,
                     attempt=d.attempts + 1,
                     notification_id=row.id,
                     url=endpoint.url,
                     body=envelope.body(row),
                     secrets=tuple(signing_secrets(endpoint, now)),
+                    leased_until=until,
                 )
                 for d, row, endpoint in claimed
             ]
@@ -208,29 +220,50 @@ class Deliverer:
                 error=outcome.error,
                 created_at=now,
             )
+            # Still this process's lease (else another process took the delivery over after
+            # the lease ran out: it decides what follows). A resend during the POST made it
+            # due before the lease's end: it is sent once more, now that this POST is over.
+            ours = delivery.leased_until == job.leased_until
+            resent = ours and delivery.next_attempt_at < job.leased_until
+            if ours:
+                delivery.leased_until = None
             if outcome.ok:
-                delivery.state = DELIVERED
                 delivery.delivered_at = now
                 delivery.last_error = ""
-                repository.clear_failing(session, delivery.endpoint_id)
-                return
-            delivery.last_error = outcome.error
-            row = repository.get_notification(session, delivery.notification_id)
-            age = (now - row.created_at).total_seconds() if row is not None else 0
-            if age >= self.policy.give_up_sec:
-                delivery.state = FAILED
+                if ours and not resent:
+                    delivery.state = DELIVERED
             else:
-                delay = retry_delay(delivery.attempts, self.policy)
-                delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
-            endpoint = repository.get_endpoint(
-                session, delivery.endpoint_id, lock=True, key_share=True
-            )
+                self._schedule(session, delivery, outcome, now, ours and not resent)
+        # The endpoint in a transaction of its own, once the delivery's lock is given back:
+        # a delete locks the endpoint, then the deliveries (a deadlock the other way round).
+        with self.db.transaction() as session:
+            if outcome.ok:
+                repository.clear_failing(session, job.endpoint_id)
+                return
+            endpoint = repository.get_endpoint(session, job.endpoint_id, lock=True, key_share=True)
             if endpoint is None or not endpoint.enabled:
                 return
             if endpoint.failing_since is None:
                 endpoint.failing_since = now
             elif (now - endpoint.failing_since).total_seconds() >= self.policy.disable_after_sec:
                 self._disable(session, endpoint, now)
+
+    def _schedule(self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool) -> None:  # type: ignore[no-untyped-def]
+        """A failed attempt: the next one after `retry_delay`, or given up (when `retry`: else
+        the next attempt is another process's, or a resend's, due now)."""
+        delivery.last_error = outcome.error
+        if not retry:
+            return
+        # No flush before this read: a second UPDATE of the delivery in this transaction would
+        # re-check its foreign key, a key-share lock on the endpoint (which a delete holds).
+        with session.no_autoflush:
+            row = repository.get_notification(session, delivery.notification_id)
+        age = (now - row.created_at).total_seconds() if row is not None else 0
+        if age >= self.policy.give_up_sec:
+            delivery.state = FAILED
+        else:
+            delay = retry_delay(delivery.attempts, self.policy)
+            delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
 
     def _disable(self, session, endpoint: NotificationEndpoint, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
         assert endpoint.failing_since is not None
@@ -267,7 +300,34 @@ class Deliverer:
             future.result()
         return len(jobs)
 
-    def _deliver(self, job: Job) -> None:
+    def renew(self, job: Job) -> Job | None:
+        """Just before the POST: the lease again from now, if this process still holds it, and
+        the endpoint as it is now. A job that waited for a sender longer than its lease may
+        have been claimed (and sent) by another process meanwhile: not sent from here. An
+        endpoint changed since the claim: its current URL and signing secrets (a rotation
+        signs with both at once); disabled or deleted: not sent, the delivery waits."""
+        now = utcnow()
+        leased = now + self.policy.lease
+        # One UPDATE of the delivery per transaction (a second would re-check its foreign
+        # key: a lock on the endpoint, which a delete holds while it waits for the delivery).
+        with self.db.transaction() as session:
+            endpoint = repository.get_endpoint(session, job.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                repository.release_lease(session, job.delivery_id, job.leased_until, now)
+                return None
+            if not repository.renew_lease(session, job.delivery_id, job.leased_until, leased):
+                return None
+            return replace(
+                job,
+                url=endpoint.url,
+                secrets=tuple(signing_secrets(endpoint, now)),
+                leased_until=leased,
+            )
+
+    def _deliver(self, claimed: Job) -> None:
+        job = self.renew(claimed)
+        if job is None:
+            return
         outcome = send(self.client, job)
         metrics.observe_notification_attempt(outcome.status_code, outcome.latency_ms)
         self.record(job, outcome)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
@@ -65,7 +66,26 @@ def clean_url(url: str) -> str:
         raise errors.invalid(
             "url must be an http or https URL with a host", reason="URL_INVALID", field="url"
         )
+    try:
+        sendable(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise errors.invalid(
+            "url cannot be sent to (bad port, character or host name)",
+            reason="URL_INVALID",
+            field="url",
+        ) from exc
     return url
+
+
+def sendable(url: str) -> None:
+    """Raise what sending to `url` would raise before any network: the port's range (0 is no
+    port to connect to), httpx's own parse (control characters, a non-numeric port, a host
+    IDNA refuses) and the resolver's host encoding (an empty or over-long label)."""
+    if urlsplit(url).port == 0:
+        raise ValueError("port 0")
+    target = httpx.URL(url)
+    _ = target.host
+    target.raw_host.decode("ascii").encode("idna")
 
 
 def clean_types(types: Sequence[str]) -> list[str]:
@@ -107,10 +127,13 @@ def create(session: Session, fields: Fields, now: dt.datetime) -> tuple[Notifica
     return endpoint, endpoint.secret
 
 
-def get(session: Session, endpoint_id: str, *, lock: bool = False) -> NotificationEndpoint:
+def get(
+    session: Session, endpoint_id: str, *, lock: bool = False, share: bool = False
+) -> NotificationEndpoint:
+    """The endpoint, or NOT_FOUND; `lock`/`share` as `repository.get_endpoint`'s."""
     if not endpoint_id:
         raise errors.required("endpoint_id")
-    endpoint = repository.get_endpoint(session, endpoint_id, lock=lock)
+    endpoint = repository.get_endpoint(session, endpoint_id, lock=lock, share=share)
     if endpoint is None:
         raise errors.not_found("notification endpoint", endpoint_id)
     return endpoint  # type: ignore[no-any-return]
@@ -136,6 +159,8 @@ def list_page(
 def update(
     session: Session, endpoint_id: str, fields: Fields, paths: Sequence[str], now: dt.datetime
 ) -> NotificationEndpoint:
+    if [p.strip() for p in paths if p.strip()] == ["*"]:  # AIP-134: every updatable field
+        paths = UPDATABLE
     unknown = [p for p in paths if p not in UPDATABLE]
     if unknown:
         raise errors.invalid(

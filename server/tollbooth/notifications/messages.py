@@ -47,8 +47,10 @@ def list_attempts(
 
 def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
     """The message is pending again for this endpoint (created if the endpoint never had it)."""
-    # No endpoint lock: recording an attempt locks delivery then endpoint, never the reverse.
-    endpoints.get(session, endpoint_id)
+    # Only a key-share lock on the endpoint (what inserting the delivery takes anyway, taken
+    # first so that a concurrent delete is waited for, then NOT_FOUND): it does not conflict
+    # with the FOR NO KEY UPDATE that recording an attempt takes after the delivery's lock.
+    endpoints.get(session, endpoint_id, share=True)
     if not notification_id:
         raise errors.required("notification_id")
     row = repository.get_notification(session, notification_id)
@@ -68,7 +70,7 @@ def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.dat
 
 def resend_since(session: Session, endpoint_id: str, since: dt.datetime, now: dt.datetime) -> int:
     """Every message written at or after `since` that the endpoint wants is pending again."""
-    endpoint = endpoints.get(session, endpoint_id)
+    endpoint = endpoints.get(session, endpoint_id, share=True)  # as `resend`
     types = [envelope.internal_type(t) for t in endpoint.event_types or []]
     rows = repository.notifications_since(session, since, types or None)
     return repository.insert_deliveries(session, endpoint_id, rows, now, reset=True)

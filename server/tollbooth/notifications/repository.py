@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, text, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from tollbooth.db import upsert_insert
@@ -37,15 +37,25 @@ def _pg(session: Session) -> bool:
 
 
 def get_endpoint(
-    session: Session, endpoint_id: str, *, lock: bool = False, key_share: bool = False
+    session: Session,
+    endpoint_id: str,
+    *,
+    lock: bool = False,
+    key_share: bool = False,
+    share: bool = False,
 ) -> Any:
     """The endpoint; `lock` takes its row lock. `key_share` makes that FOR NO KEY UPDATE (on
     PostgreSQL), which does not conflict with the key-share locks that inserting an attempt or
     delivery (a foreign key to the endpoint) takes: senders recording at once then queue on
-    the endpoint instead of deadlocking. Deleting an endpoint still takes the full lock."""
+    the endpoint instead of deadlocking. Deleting an endpoint still takes the full lock.
+    `share` takes FOR KEY SHARE, the lock inserting a delivery takes anyway, but before the
+    insert: a delete in progress is waited for and the endpoint is then gone (not a foreign
+    key violation at the insert)."""
     stmt = select(NotificationEndpoint).where(NotificationEndpoint.id == endpoint_id)
     if lock:
         stmt = stmt.with_for_update(key_share=key_share)
+    elif share:
+        stmt = stmt.with_for_update(read=True, key_share=True)
     return session.scalars(stmt).first()
 
 
@@ -60,8 +70,12 @@ def list_endpoints(
 
 
 def enabled_endpoints(session: Session) -> Sequence[NotificationEndpoint]:
+    """The enabled endpoints, key-share locked (as `get_endpoint(share=True)`): a delete in
+    progress is waited for and its endpoint left out, not a foreign-key violation when the
+    fan-out inserts its deliveries."""
     stmt = select(NotificationEndpoint).where(NotificationEndpoint.enabled.is_(True))
-    return session.scalars(stmt.order_by(NotificationEndpoint.created_at)).all()
+    stmt = stmt.order_by(NotificationEndpoint.created_at).with_for_update(read=True, key_share=True)
+    return session.scalars(stmt).all()
 
 
 def delete_endpoint(session: Session, endpoint_id: str) -> None:
@@ -171,6 +185,7 @@ def has_work(session: Session, now: dt.datetime) -> bool:
     due = select(NotificationDelivery.id).where(
         NotificationDelivery.state == PENDING,
         NotificationDelivery.next_attempt_at <= now,
+        _unleased(now),
         exists().where(
             NotificationEndpoint.id == NotificationDelivery.endpoint_id,
             NotificationEndpoint.enabled.is_(True),
@@ -186,8 +201,9 @@ def claim_due(
     session: Session, now: dt.datetime, lease_until: dt.datetime, limit: int
 ) -> list[tuple[NotificationDelivery, NotificationOutbox, NotificationEndpoint]]:
     """Due deliveries of enabled endpoints whose account has no earlier pending one, locked
-    with SKIP LOCKED and leased (next_attempt_at pushed to `lease_until`) before commit, so
-    no other process takes them while this one sends."""
+    with SKIP LOCKED and leased (`leased_until`, and next_attempt_at, pushed to `lease_until`)
+    before commit, so no other process takes them while this one sends: not even when a
+    resend makes one due meanwhile."""
     d, earlier = NotificationDelivery, aliased(NotificationDelivery)
     blocked = exists().where(
         earlier.endpoint_id == d.endpoint_id,
@@ -200,7 +216,7 @@ def claim_due(
     )
     stmt = (
         select(d)
-        .where(d.state == PENDING, d.next_attempt_at <= now, enabled, ~blocked)
+        .where(d.state == PENDING, d.next_attempt_at <= now, _unleased(now), enabled, ~blocked)
         .order_by(d.position)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -209,12 +225,55 @@ def claim_due(
     out = []
     for delivery in deliveries:
         delivery.next_attempt_at = lease_until
+        delivery.leased_until = lease_until
         row = session.get(NotificationOutbox, delivery.notification_id)
         endpoint = session.get(NotificationEndpoint, delivery.endpoint_id)
         assert row is not None and endpoint is not None
         out.append((delivery, row, endpoint))
     session.flush()
     return out
+
+
+def renew_lease(
+    session: Session, delivery_id: str, leased_until: dt.datetime, until: dt.datetime
+) -> bool:
+    """Push the lease of a claimed delivery to `until`, if it is still the lease this process
+    took (`leased_until`): not taken over by another process after it ran out, nor settled.
+    A next attempt set by a resend meanwhile is kept (the attempt's record sees it). False:
+    leave the delivery to whoever holds it now."""
+    d = NotificationDelivery
+    result = session.execute(
+        update(d)
+        .where(d.id == delivery_id, d.state == PENDING, d.leased_until == leased_until)
+        .values(
+            leased_until=until,
+            next_attempt_at=case(
+                (d.next_attempt_at == leased_until, until), else_=d.next_attempt_at
+            ),
+        )
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_lease(
+    session: Session, delivery_id: str, leased_until: dt.datetime, now: dt.datetime
+) -> None:
+    """Give a lease back unused: the delivery is due again (when its endpoint sends)."""
+    d = NotificationDelivery
+    session.execute(
+        update(d)
+        .where(d.id == delivery_id, d.leased_until == leased_until)
+        .values(
+            leased_until=None,
+            next_attempt_at=case((d.next_attempt_at > now, now), else_=d.next_attempt_at),
+        )
+    )
+
+
+def _unleased(now: dt.datetime) -> Any:
+    """No process is sending the delivery now (or its lease ran out: it died)."""
+    d = NotificationDelivery
+    return or_(d.leased_until.is_(None), d.leased_until <= now)
 
 
 def lock_delivery(session: Session, delivery_id: str) -> NotificationDelivery | None:

@@ -118,6 +118,8 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
         self, request: pb.ListNotificationMessagesRequest, context: grpc.ServicerContext
     ) -> pb.ListNotificationMessagesResponse:
         state = convert.STATE_IN.get(request.state) if request.state else None
+        if request.state and state is None:
+            raise errors.invalid("state is not a known message state", field="state")
         with self.read() as session:
             page = messages.list_messages(
                 session, request.endpoint_id, state, request.page_size, request.page_token
@@ -174,13 +176,16 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
         settings = self.deps.settings
+        # The replica cancels a stream idle for grpc_stream_idle_sec (rpc/streams.py): end
+        # cleanly before that, so the client sees the documented end, not CANCELLED.
+        cut = settings.grpc_stream_idle_sec
         for row in watch.watch(
             self.deps.db,
             request.cursor,
             list(request.event_types),
             cancelled,
             poll_sec=settings.notify_poll_ms / 1000,
-            idle_sec=settings.notify_watch_idle_sec,
+            idle_sec=min(settings.notify_watch_idle_sec, max(cut - 2, cut / 2)),
         ):
             yield pb.WatchNotificationsResponse(
                 notification=convert.notification_out(row), cursor=str(row.position)

@@ -17,7 +17,7 @@ from billing.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from tests.accounts.support import create, unique
+from tests.accounts.support import create, error_metadata, unique
 from tests.checkout.support import World, start_world
 from tests.conftest import SERVICE_MD
 from tests.devstack import free_port
@@ -204,3 +204,79 @@ def test_an_account_made_by_create_customer_gets_tokens_by_its_id(world: World) 
             metadata=SERVICE_MD,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_metadata_the_provider_would_refuse_is_400_before_anything_is_written(
+    world: World,
+) -> None:
+    """The provider customer's metadata is the account's plus `billing_account_id`, and Stripe
+    holds at most 50 keys, none with a square bracket: an account whose metadata could never
+    reach its customer is refused up front (INVALID_ARGUMENT, field metadata), on create and on
+    update, instead of being committed first and then failing every sync (and so every
+    checkout of the account) with PROVIDER_REQUEST_INVALID."""
+    stub = customers(world.channel)
+    accounts = account_pb2_grpc.AccountServiceStub(world.channel)
+    full = {f"k{i}": "v" for i in range(50)}
+    provider_before = len(world.stripe.v1.customers.list(params={"limit": 100}).data)
+    listed_before = len(
+        accounts.ListAccounts(
+            account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+        ).accounts
+    )
+    for metadata in (full, {"a[b]": "v"}, {"billing_account_id": "acct_someone_else"}):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateCustomer(
+                customer_pb2.CreateCustomerRequest(email="meta@example.com", metadata=metadata),
+                metadata=SERVICE_MD,
+            )
+        assert error_reason(err.value) == "INVALID_ARGUMENT", metadata
+        assert error_metadata(err.value) == {"field": "metadata"}
+        with pytest.raises(grpc.RpcError) as err:
+            create(world.channel, alias=unique("meta"), metadata=metadata)
+        assert error_reason(err.value) == "INVALID_ARGUMENT", metadata
+    assert len(world.stripe.v1.customers.list(params={"limit": 100}).data) == provider_before
+    after = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    assert len(after) == listed_before
+
+    # One key short of the provider's limit is fine, and reaches the provider.
+    most = {f"k{i}": "v" for i in range(49)}
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="most@example.com", metadata=most),
+        metadata=SERVICE_MD,
+    )
+    assert len(remote(world, made.id)["metadata"]) == 50
+    # A 50th key of its own, or a bracketed one, is refused and changes nothing here.
+    for extra in ({"one": "more"}, {"x[]": "v"}):
+        for update in (
+            lambda: stub.UpdateCustomer(
+                customer_pb2.UpdateCustomerRequest(customer_id=made.id, metadata=extra),  # noqa: B023
+                metadata=SERVICE_MD,
+            ),
+            lambda: accounts.UpdateAccount(
+                keyed(
+                    account_pb2.UpdateAccountRequest(
+                        account=account_pb2.Account(
+                            id=made.account_id,
+                            metadata={**most, **extra},  # noqa: B023
+                        ),
+                        update_mask=field_mask_pb2.FieldMask(paths=["metadata"]),
+                    )
+                ),
+                metadata=SERVICE_MD,
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                update()
+            assert error_reason(err.value) == "INVALID_ARGUMENT", extra
+    kept = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert dict(kept.metadata) == most
+    # The account still follows at the provider: a later update syncs.
+    stub.UpdateCustomer(
+        customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Still synced"),
+        metadata=SERVICE_MD,
+    )
+    assert remote(world, made.id)["name"] == "Still synced"

@@ -16,6 +16,7 @@ from typing import Any
 
 from tollbooth import errors
 from tollbooth.accounts import repository
+from tollbooth.accounts.manage import ACCOUNT_KEY
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 from tollbooth.provider import repository as links
@@ -23,8 +24,6 @@ from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
 
 log = logging.getLogger("tollbooth.accounts")
-
-ACCOUNT_KEY = "billing_account_id"
 
 
 @dataclass(frozen=True)

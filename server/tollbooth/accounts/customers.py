@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import repository
-from tollbooth.accounts.manage import clean_email, clean_name
+from tollbooth.accounts.manage import clean_account_metadata, clean_email, clean_name
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.metadata import clean_metadata
@@ -111,7 +111,7 @@ def update_customer(
                 merged[key] = value
             else:
                 merged.pop(key, None)
-        account.attributes = clean_metadata(merged)
+        account.attributes = clean_account_metadata(merged)
     after = (
         account.email,
         account.name,

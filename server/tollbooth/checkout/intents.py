@@ -14,7 +14,8 @@ CreateCheckoutSession runs in three steps:
 
 A crash or timeout between leaves a `pending` row that the next attempt completes: the same
 request again (`request_id`), or any later checkout of the same group (it completes, then
-reuses or expires, the one holding the slot).
+reuses or expires, the one holding the slot). A request the provider refuses (a 4xx: it created
+nothing) is withdrawn instead: its row goes, so no later checkout inherits the refusal.
 
 One open checkout per account and subscription group: a second request for the same group
 gets the live one back when it asks for the same thing (same items, URLs and reference), and
@@ -67,6 +68,8 @@ LIVE = ("pending", "open")
 # An intent still pending after this long was left by a crash or a timeout: the sweeper's.
 STALE_AFTER = dt.timedelta(minutes=10)
 MAX_TAKEOVERS = 5
+# The provider's refusal of a request (a 4xx: nothing was created), `provider.client`.
+REFUSED = "PROVIDER_REQUEST_INVALID"
 
 
 @dataclass(frozen=True)
@@ -297,10 +300,15 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
     stripe_prices = [
         sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
     ]
-    remote = provider.create_checkout_session(
-        provider_params(intent, customer, stripe_prices),
-        idempotency=idempotency_key("checkout", intent.id),
-    )
+    try:
+        remote = provider.create_checkout_session(
+            provider_params(intent, customer, stripe_prices),
+            idempotency=idempotency_key("checkout", intent.id),
+        )
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED:
+            _withdraw(db, intent)
+        raise
     with db.transaction() as session:
         repository.mark_checkout(
             session,
@@ -326,10 +334,30 @@ def realise(db: Database, provider: StripeProvider, intent: Intent) -> Intent:
         return Intent.of(row)
 
 
+def _withdraw(db: Database, intent: Intent) -> None:
+    """The provider refused to create the intent's session, so none exists there and the same
+    request would be refused again: the pending row goes (and with it its hold on the groups'
+    slots, which the next checkout takes over), instead of being completed by every later
+    checkout of its groups, and the sweeper, and failing them all with this refusal."""
+    with db.transaction() as session:
+        repository.delete_pending(session, intent.id, account_id=intent.account_id)
+
+
+def _withdrawn(db: Database, intent: Intent) -> bool:
+    with db.transaction(readonly=True) as session:
+        return repository.checkout_by_id(session, intent.id, owner=intent.account_id) is None
+
+
 def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
     """Expire a live checkout at the provider (creating it first if it is still an intent, so
-    its own late call finds it expired); the provider's status afterwards."""
-    done = realise(db, provider, holder)
+    its own late call finds it expired); the provider's status afterwards ("withdrawn" when the
+    provider refused to create it: nothing to expire)."""
+    try:
+        done = realise(db, provider, holder)
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED and _withdrawn(db, holder):
+            return "withdrawn"
+        raise
     assert done.stripe_id is not None
     remote = provider.expire_checkout_session(done.stripe_id)
     status = str(remote.get("status") or "expired")

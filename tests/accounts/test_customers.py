@@ -280,3 +280,44 @@ def test_metadata_the_provider_would_refuse_is_400_before_anything_is_written(
         metadata=SERVICE_MD,
     )
     assert remote(world, made.id)["name"] == "Still synced"
+
+
+def test_a_phone_longer_than_stripe_takes_is_400_before_anything_is_written(
+    world: World,
+) -> None:
+    """Stripe takes a customer phone of at most 20 characters: a longer one is refused here
+    (INVALID_ARGUMENT naming `phone`), not committed and then refused by the provider on every
+    sync of the account."""
+    stub = customers(world.channel)
+    long_phone = "+1 (234) 567-8901 2345"  # 22 characters of the allowed ones
+    accounts = account_pb2_grpc.AccountServiceStub(world.channel)
+    listed = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateCustomer(
+            customer_pb2.CreateCustomerRequest(email="phone@example.com", phone=long_phone),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value).get("field") == "phone"
+    after = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    assert len(after) == len(listed)
+
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="phone@example.com", phone="+1 (234) 567-8901"),
+        metadata=SERVICE_MD,
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, phone=long_phone),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value).get("field") == "phone"
+    kept = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert kept.phone == "+1 (234) 567-8901" == remote(world, made.id)["phone"]

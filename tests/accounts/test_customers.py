@@ -321,3 +321,50 @@ def test_a_phone_longer_than_stripe_takes_is_400_before_anything_is_written(
         customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
     )
     assert kept.phone == "+1 (234) 567-8901" == remote(world, made.id)["phone"]
+
+
+def test_two_concurrent_updates_leave_the_provider_customer_at_the_newest(world: World) -> None:
+    """Two tabs update one customer: A commits first, but its provider update is held (a slow
+    Stripe) until B has committed, synced and answered; A's stale update then lands at the
+    provider last. The newest change must still win there: A, seeing that the account moved
+    on while it was sending, sends the newest state again (under a key of its own: B's key
+    would only replay B's answer)."""
+    import threading
+
+    stub = customers(world.channel)
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="tabs@example.com", name="Start"),
+        metadata=SERVICE_MD,
+    )
+    held = world.sandbox.stalls.add("POST", f"/v1/customers/{made.id}", seconds=20)
+    errors_seen: list[BaseException] = []
+
+    def tab_a() -> None:
+        try:
+            stub.UpdateCustomer(
+                customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Tab A"),
+                metadata=SERVICE_MD,
+                timeout=30,
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors_seen.append(exc)
+
+    first = threading.Thread(target=tab_a)
+    first.start()
+    try:
+        assert held.entered.wait(10), "tab A's provider update never reached the sandbox"
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Tab B"),
+            metadata=SERVICE_MD,
+            timeout=30,
+        )
+        assert remote(world, made.id)["name"] == "Tab B"
+    finally:
+        held.release.set()
+        first.join(30)
+    assert errors_seen == []
+    ours = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert ours.name == "Tab B"
+    assert remote(world, made.id)["name"] == "Tab B"

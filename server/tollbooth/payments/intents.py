@@ -11,7 +11,8 @@ transaction (the shape of `tollbooth.checkout.intents`).
 
 A crash or timeout between leaves a `pending` row that a retry with the same `request_id`
 completes with the same key (the provider answers with the intent it created the first time),
-or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`).
+or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`). A request
+the provider refuses (a 4xx: it created nothing) leaves no row.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ STALE_AFTER = dt.timedelta(minutes=10)
 # Stripe keeps an idempotency key at least this long after its first use (which follows the
 # row's creation): a younger row's key still finds the intent the first attempt created.
 KEY_LIFETIME = dt.timedelta(hours=24)
+# The provider's refusal of a request (a 4xx: nothing was created), `provider.client`.
+REFUSED = "PROVIDER_REQUEST_INVALID"
 
 
 def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
@@ -112,9 +115,17 @@ def realise(db: Database, provider: StripeProvider, row: PaymentIntent) -> Payme
     if row.stripe_payment_intent_id is not None and row.client_secret is not None:
         return row
     customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
-    remote = provider.create_payment_intent(
-        provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
-    )
+    try:
+        remote = provider.create_payment_intent(
+            provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+        )
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED:
+            # The provider created nothing and would refuse the same request again: a refused
+            # request leaves nothing here either (no pending row for the sweeper to resend).
+            with db.transaction() as session:
+                repository.delete_pending(session, row.id, account_id=row.billing_account_id)
+        raise
     with db.transaction() as session:
         locked = repository.intent_by_id(session, row.id, owner=row.billing_account_id, lock=True)
         if locked is None:

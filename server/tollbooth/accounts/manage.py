@@ -39,8 +39,18 @@ def clean_email(email: str, field_name: str = "email") -> str | None:
     if not email:
         return None
     local, at, domain = email.rpartition("@")
-    # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it.
-    if not at or not local or "." not in domain or not email.isprintable() or " " in email:
+    # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it; one
+    # `@`; dot-separated parts that are not empty (`a@example..com`, `.a@b.c`): Stripe refuses
+    # those as its customer's e-mail, on every sync of the account.
+    if (
+        not at
+        or not local
+        or "@" in local
+        or "." not in domain
+        or not email.isprintable()
+        or " " in email
+        or any(not part for part in (*local.split("."), *domain.split(".")))
+    ):
         raise errors.invalid(
             f"{field_name} is not an e-mail address", reason="EMAIL_INVALID", field=field_name
         )

@@ -17,7 +17,7 @@ from billing.v1 import (
     token_pb2,
     token_pb2_grpc,
 )
-from tests.accounts.support import create, unique
+from tests.accounts.support import create, error_metadata, unique
 from tests.checkout.support import World, start_world
 from tests.conftest import SERVICE_MD
 from tests.devstack import free_port, grpc_server
@@ -197,3 +197,167 @@ def test_an_account_made_by_create_customer_gets_tokens_by_its_id(world: World) 
             metadata=SERVICE_MD,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_metadata_the_provider_would_refuse_is_400_before_anything_is_written(
+    world: World,
+) -> None:
+    """The provider customer's metadata is the account's plus `billing_account_id`, and Stripe
+    holds at most 50 keys, none with a square bracket: an account whose metadata could never
+    reach its customer is refused up front (INVALID_ARGUMENT, field metadata), on create and on
+    update, instead of being committed first and then failing every sync (and so every
+    checkout of the account) with PROVIDER_REQUEST_INVALID."""
+    stub = customers(world.channel)
+    accounts = account_pb2_grpc.AccountServiceStub(world.channel)
+    full = {f"k{i}": "v" for i in range(50)}
+    provider_before = len(world.stripe.v1.customers.list(params={"limit": 100}).data)
+    listed_before = len(
+        accounts.ListAccounts(
+            account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+        ).accounts
+    )
+    for metadata in (full, {"a[b]": "v"}, {"billing_account_id": "acct_someone_else"}):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateCustomer(
+                customer_pb2.CreateCustomerRequest(email="meta@example.com", metadata=metadata),
+                metadata=SERVICE_MD,
+            )
+        assert error_reason(err.value) == "INVALID_ARGUMENT", metadata
+        assert error_metadata(err.value) == {"field": "metadata"}
+        with pytest.raises(grpc.RpcError) as err:
+            create(world.channel, alias=unique("meta"), metadata=metadata)
+        assert error_reason(err.value) == "INVALID_ARGUMENT", metadata
+    assert len(world.stripe.v1.customers.list(params={"limit": 100}).data) == provider_before
+    after = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    assert len(after) == listed_before
+
+    # One key short of the provider's limit is fine, and reaches the provider.
+    most = {f"k{i}": "v" for i in range(49)}
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="most@example.com", metadata=most),
+        metadata=SERVICE_MD,
+    )
+    assert len(remote(world, made.id)["metadata"]) == 50
+    # A 50th key of its own, or a bracketed one, is refused and changes nothing here.
+    for extra in ({"one": "more"}, {"x[]": "v"}):
+        for update in (
+            lambda: stub.UpdateCustomer(
+                customer_pb2.UpdateCustomerRequest(customer_id=made.id, metadata=extra),  # noqa: B023
+                metadata=SERVICE_MD,
+            ),
+            lambda: accounts.UpdateAccount(
+                keyed(
+                    account_pb2.UpdateAccountRequest(
+                        account=account_pb2.Account(
+                            id=made.account_id,
+                            metadata={**most, **extra},  # noqa: B023
+                        ),
+                        update_mask=field_mask_pb2.FieldMask(paths=["metadata"]),
+                    )
+                ),
+                metadata=SERVICE_MD,
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                update()
+            assert error_reason(err.value) == "INVALID_ARGUMENT", extra
+    kept = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert dict(kept.metadata) == most
+    # The account still follows at the provider: a later update syncs.
+    stub.UpdateCustomer(
+        customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Still synced"),
+        metadata=SERVICE_MD,
+    )
+    assert remote(world, made.id)["name"] == "Still synced"
+
+
+def test_a_phone_longer_than_stripe_takes_is_400_before_anything_is_written(
+    world: World,
+) -> None:
+    """Stripe takes a customer phone of at most 20 characters: a longer one is refused here
+    (INVALID_ARGUMENT naming `phone`), not committed and then refused by the provider on every
+    sync of the account."""
+    stub = customers(world.channel)
+    long_phone = "+1 (234) 567-8901 2345"  # 22 characters of the allowed ones
+    accounts = account_pb2_grpc.AccountServiceStub(world.channel)
+    listed = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateCustomer(
+            customer_pb2.CreateCustomerRequest(email="phone@example.com", phone=long_phone),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value).get("field") == "phone"
+    after = accounts.ListAccounts(
+        account_pb2.ListAccountsRequest(page_size=100), metadata=SERVICE_MD
+    ).accounts
+    assert len(after) == len(listed)
+
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="phone@example.com", phone="+1 (234) 567-8901"),
+        metadata=SERVICE_MD,
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, phone=long_phone),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value).get("field") == "phone"
+    kept = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert kept.phone == "+1 (234) 567-8901" == remote(world, made.id)["phone"]
+
+
+def test_two_concurrent_updates_leave_the_provider_customer_at_the_newest(world: World) -> None:
+    """Two tabs update one customer: A commits first, but its provider update is held (a slow
+    Stripe) until B has committed, synced and answered; A's stale update then lands at the
+    provider last. The newest change must still win there: A, seeing that the account moved
+    on while it was sending, sends the newest state again (under a key of its own: B's key
+    would only replay B's answer)."""
+    import threading
+
+    stub = customers(world.channel)
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email="tabs@example.com", name="Start"),
+        metadata=SERVICE_MD,
+    )
+    held = world.sandbox.stalls.add("POST", f"/v1/customers/{made.id}", seconds=20)
+    errors_seen: list[BaseException] = []
+
+    def tab_a() -> None:
+        try:
+            stub.UpdateCustomer(
+                customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Tab A"),
+                metadata=SERVICE_MD,
+                timeout=30,
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors_seen.append(exc)
+
+    first = threading.Thread(target=tab_a)
+    first.start()
+    try:
+        assert held.entered.wait(10), "tab A's provider update never reached the sandbox"
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Tab B"),
+            metadata=SERVICE_MD,
+            timeout=30,
+        )
+        assert remote(world, made.id)["name"] == "Tab B"
+    finally:
+        held.release.set()
+        first.join(30)
+    assert errors_seen == []
+    ours = stub.GetCustomer(
+        customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+    )
+    assert ours.name == "Tab B"
+    assert remote(world, made.id)["name"] == "Tab B"

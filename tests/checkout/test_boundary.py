@@ -631,3 +631,65 @@ def test_concurrent_creates_with_one_request_id_and_other_items_get_one_session_
     assert [error_reason(e) for e in errors_] == ["IDEMPOTENCY_KEY_REUSED"]
     assert len(sessions) == 1 and sessions[0].session.checkout_session_id == ours
     assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
+
+
+# -- a request the provider refuses holds nothing ----------------------------------------------
+
+
+def test_a_checkout_the_provider_refuses_does_not_block_the_group(world: World) -> None:
+    """Stripe refusing a checkout (here: its price was archived in Stripe's dashboard) is 400
+    PROVIDER_REQUEST_INVALID and leaves no intent behind: the refused request must not keep the
+    account's slot of the group, or every later checkout of the group (another plan, a retry)
+    would try to complete or expire it first and fail with the same refusal, for ever (the
+    sweeper too)."""
+    pro = world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    probe = world.buy(token, "pro", request_id="probe")  # links pro to a provider price
+    linked = world.catalog.GetPrice(
+        catalog_pb2.GetPriceRequest(price_id=pro.price_id), metadata=SERVICE_MD, timeout=10
+    )
+    world.stripe.v1.checkout.sessions.expire(probe.session.stripe_checkout_session_id)
+    world.stripe.v1.prices.update(linked.stripe_price_id, params={"active": False})
+
+    for request_id in ("refused", ""):
+        with pytest.raises(grpc.RpcError) as err:
+            world.buy(token, "pro", request_id=request_id)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_reason(err.value) == "PROVIDER_REQUEST_INVALID"
+    with world.deps.db.transaction(readonly=True) as session:
+        pending = session.scalars(
+            sa.select(CheckoutSession.id).where(
+                CheckoutSession.billing_account_id == account, CheckoutSession.status == "pending"
+            )
+        ).all()
+    assert list(pending) == []
+    # Another plan of the group is sold at once, and is the only open session.
+    team = world.buy(token, "team", request_id="team")
+    assert team.WhichOneof("next_action") == "session"
+    assert open_sessions(world, customer_of(world, account)) == [
+        team.session.stripe_checkout_session_id
+    ]
+    # The refused request_id, retried, is refused again (nothing was stored under it).
+    with pytest.raises(grpc.RpcError) as err:
+        world.buy(token, "pro", request_id="refused")
+    assert error_reason(err.value) == "PROVIDER_REQUEST_INVALID"
+
+
+def test_an_upper_case_scheme_is_sent_to_the_provider_in_lower_case(world: World) -> None:
+    """`HTTPS://APP.EXAMPLE/ok` is on the allow-list (a scheme and a host are case-blind); the
+    provider gets the scheme in lower case, the form every URL check accepts."""
+    world.price("pro", group="plan")
+    token, _ = world.token()
+    made = world.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(
+            items=[checkout_pb2.CheckoutItem(lookup_key="pro")],
+            success_url="HTTPS://APP.EXAMPLE/ok?cs={CHECKOUT_SESSION_ID}",
+            cancel_url="Https://app.example/pricing",
+        ),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+    remote = world.stripe.v1.checkout.sessions.retrieve(made.session.stripe_checkout_session_id)
+    assert remote.success_url == "https://APP.EXAMPLE/ok?cs={CHECKOUT_SESSION_ID}"
+    assert remote.cancel_url == "https://app.example/pricing"

@@ -279,3 +279,35 @@ def test_the_providers_minimum_charge_itself_is_accepted(world: World):
     for amount, currency in ((50, "usd"), (30, "gbp"), (50, "jpy"), (1, "isk")):
         made = create(world, bearer, amount=amount, currency=currency)
         assert (made.amount, made.currency) == (amount, currency)
+
+
+def test_an_intent_the_provider_refuses_leaves_nothing_pending(world: World):
+    """Stripe refusing the payment intent (here: the account's customer was deleted in
+    Stripe's dashboard) is 400 PROVIDER_REQUEST_INVALID and, as for any refused request,
+    creates nothing: no `pending` row for the sweeper to send again on every run."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from tollbooth.payments import intents
+    from tollbooth.provider.client import StripeProvider
+
+    bearer, account = token(world)
+    first = create(world, bearer)  # the account's provider customer exists from here on
+    customer = world.stripe.v1.payment_intents.retrieve(first.stripe_payment_intent_id).customer
+    assert isinstance(customer, str)
+    world.stripe.v1.customers.delete(customer)
+    for request_id in ("refused", ""):
+        err = rpc_error(lambda: create(world, bearer, request_id=request_id))  # noqa: B023
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_reason(err) == "PROVIDER_REQUEST_INVALID"
+    with world.deps.db.transaction(readonly=True) as session:
+        statuses = session.scalars(
+            select(PaymentIntent.status).where(PaymentIntent.billing_account_id == account)
+        ).all()
+    assert sorted(statuses) == ["requires_payment_method"]  # the first one only
+    # Nothing for `tollbooth reconcile` to send again, however old.
+    swept = intents.sweep_pending(
+        world.deps.db, StripeProvider.from_settings(world.settings), older_than=dt.timedelta(0)
+    )
+    assert swept == intents.Sweep([], [], [])

@@ -112,3 +112,31 @@ def test_twenty_concurrent_first_calls_create_one_account(pg_url):  # type: igno
         assert n == 1
     finally:
         deps.db.dispose()
+
+
+def test_an_email_that_is_not_an_address_is_refused_and_creates_no_account(channel, deps):  # type: ignore[no-untyped-def]
+    """IssueToken's `email` becomes the account's and so its Stripe customer's, which Stripe
+    refuses unless it is an address ("Invalid email address"): committed unchecked, it made
+    every later sync of the customer, and so every checkout of the account, fail. It is 400
+    EMAIL_INVALID like every other e-mail field, and nothing is created."""
+    bad = ("not-an-email", "a@@example.com", "a@example..com", ".a@example.com", "a@.example.com")
+    for email in bad:
+        assert invalid(channel, principal_id="mail-bad", email=email) == "EMAIL_INVALID", email
+    with deps.db.transaction(readonly=True) as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(BillingAccount)
+                .where(BillingAccount.principal_id == "mail-bad")
+            )
+            == 0
+        )
+    # An existing account's contact details are filled with a checked address only.
+    issue(channel, principal_id="mail-known")
+    assert invalid(channel, principal_id="mail-known", email="nobody") == "EMAIL_INVALID"
+    issue(channel, principal_id="mail-known", email=" someone@example.com ")
+    with deps.db.transaction(readonly=True) as session:
+        stored = session.scalar(
+            select(BillingAccount.email).where(BillingAccount.principal_id == "mail-known")
+        )
+    assert stored == "someone@example.com"

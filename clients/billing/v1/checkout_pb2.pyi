@@ -493,6 +493,7 @@ class CreatePortalSessionRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
@@ -506,6 +507,10 @@ class CreatePortalSessionRequest(_message.Message):
     service key may name the account by it instead of `account`; any other
     customer than the account's own answers NOT_FOUND, like an unknown one.
     """
+    environment: _builtins.str
+    """Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+    of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+    """
     @_builtins.property
     def options(self) -> Global___PortalOptions:
         """Optional; the configured defaults apply when unset."""
@@ -518,10 +523,11 @@ class CreatePortalSessionRequest(_message.Message):
         options: Global___PortalOptions | None = ...,
         request_id: _builtins.str = ...,
         customer: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "customer", b"customer", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "customer", b"customer", "environment", b"environment", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -133,7 +133,7 @@ class CreateCustomerRequest(_message.Message):
     description: _builtins.str
     """Description."""
     phone: _builtins.str
-    """Phone number."""
+    """Phone number: digits, spaces and `+()-.`, at most 20 characters (Stripe's limit)."""
     request_id: _builtins.str
     """Idempotency key. Optional: seed 003's body sends none."""
     environment: _builtins.str
@@ -294,7 +294,7 @@ class UpdateCustomerRequest(_message.Message):
     description: _builtins.str
     """New description."""
     phone: _builtins.str
-    """New phone number."""
+    """New phone number: digits, spaces and `+()-.`, at most 20 characters (Stripe's limit)."""
     request_id: _builtins.str
     """Idempotency key. Optional: seed 003's body sends none (setting fields is
     naturally idempotent).

@@ -165,6 +165,7 @@ class CreatePaymentIntentRequest(_message.Message):
     RECEIPT_EMAIL_FIELD_NUMBER: _builtins.int
     CATALOG_PRICE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id. Bearer callers
     always act on the token's account and leave this empty.
@@ -189,6 +190,10 @@ class CreatePaymentIntentRequest(_message.Message):
     """Idempotency key: a replay returns the same intent. Optional: seed 003's
     body sends none (without one, a retry creates a second intent).
     """
+    environment: _builtins.str
+    """Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+    of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+    """
     def __init__(
         self,
         *,
@@ -199,10 +204,11 @@ class CreatePaymentIntentRequest(_message.Message):
         receipt_email: _builtins.str = ...,
         catalog_price_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "catalog_price_id", b"catalog_price_id", "currency", b"currency", "description", b"description", "receipt_email", b"receipt_email", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "catalog_price_id", b"catalog_price_id", "currency", b"currency", "description", b"description", "environment", b"environment", "receipt_email", b"receipt_email", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,16 +221,22 @@ class GetPaymentIntentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_INTENT_ID_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
     payment_intent_id: _builtins.str
     """Our id (`pay_...`) or the provider's (`pi_...`)."""
+    environment: _builtins.str
+    """Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+    of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+    """
     def __init__(
         self,
         *,
         payment_intent_id: _builtins.str = ...,
+        environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_intent_id", b"payment_intent_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment", b"environment", "payment_intent_id", b"payment_intent_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,9 @@ change to the account bumps `version` in the RPC's own transaction (the intent, 
 then, with no transaction open, the provider is called with an idempotency key derived from
 what is sent; then `customer_version` records what the provider acknowledged. A sync that
 fails leaves `customer_version < version`, and the next sync of the account sends it again.
+Two syncs of one account may reach the provider in either order: one that finds, after its
+send, that a newer change committed meanwhile sends the newest state again (under a key of its
+own), so a slow older send never leaves the provider behind the account.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from tollbooth import errors
 from tollbooth.accounts import repository
+from tollbooth.accounts.manage import ACCOUNT_KEY
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 from tollbooth.provider import repository as links
@@ -24,7 +28,8 @@ from tollbooth.provider.keys import idempotency_key
 
 log = logging.getLogger("tollbooth.accounts")
 
-ACCOUNT_KEY = "billing_account_id"
+# Sends of one sync: the first, and again while changes keep committing during a send.
+MAX_SENDS = 3
 
 
 @dataclass(frozen=True)
@@ -79,16 +84,31 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         assert customer is not None
     elif snap.customer_version >= snap.version:
         return customer
-    params = dict(snap.fields)
-    remote = provider.retrieve_customer(customer)
-    for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
-        params["metadata"][key] = ""  # removed here: remove there too
-    key = idempotency_key(
-        "customer-sync", snap.account_id, str(snap.version), json.dumps(params, sort_keys=True)
-    )
-    provider.update_customer(customer, params, idempotency=key)
-    with db.transaction() as session:
-        repository.record_customer_version(session, snap.account_id, snap.version)
+    overwrote: int | None = None  # the version a send of ours may have put over a newer one
+    for _ in range(MAX_SENDS):
+        params = dict(snap.fields)
+        remote = provider.retrieve_customer(customer)
+        for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
+            params["metadata"][key] = ""  # removed here: remove there too
+        parts = [str(snap.version), json.dumps(params, sort_keys=True)]
+        if overwrote is not None:  # not the first send of this state: its key replays only
+            parts.append(f"over:{overwrote}")
+        provider.update_customer(
+            customer, params, idempotency=idempotency_key("customer-sync", snap.account_id, *parts)
+        )
+        with db.transaction() as session:
+            repository.record_customer_version(session, snap.account_id, snap.version)
+            current = repository.by_id(session, snap.account_id)
+            newer = current is not None and current.version > snap.version
+        if not newer:
+            break
+        # A change committed while ours was on its way, and its own sync may have reached the
+        # provider first: ours then landed over it. Send the newest state again, under a key of
+        # its own (the other sync's key would only replay its answer, not apply it again).
+        overwrote = snap.version
+        snap = snapshot(db, account_id)
+        if snap.deleted:
+            break
     return customer
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import repository
-from tollbooth.accounts.manage import clean_email, clean_name
+from tollbooth.accounts.manage import clean_account_metadata, clean_email, clean_name
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.metadata import clean_metadata
@@ -50,10 +50,19 @@ def check_environment(requested: str, live: bool) -> None:
         )
 
 
+# Stripe's limit on a customer's phone: a longer one would be committed here and then refused
+# by the provider on every sync of the account.
+MAX_PHONE = 20
+
+
 def clean_phone(phone: str) -> str | None:
     phone = phone.strip()
-    if len(phone) > 40 or any(c not in "+0123456789 ()-." for c in phone):
+    if any(c not in "+0123456789 ()-." for c in phone):
         raise errors.invalid("phone is not a phone number", field="phone")
+    if len(phone) > MAX_PHONE:
+        raise errors.invalid(
+            f"phone is longer than {MAX_PHONE} characters (Stripe's limit)", field="phone"
+        )
     return phone or None
 
 
@@ -111,7 +120,7 @@ def update_customer(
                 merged[key] = value
             else:
                 merged.pop(key, None)
-        account.attributes = clean_metadata(merged)
+        account.attributes = clean_account_metadata(merged)
     after = (
         account.email,
         account.name,

@@ -17,10 +17,12 @@ from tollbooth.accounts.service import alias_of, validate_alias
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
-from tollbooth.metadata import clean_metadata
+from tollbooth.metadata import MAX_METADATA_KEYS, clean_metadata
 from tollbooth.paging import Keyset, Micros, Page, Text
 
 MUTABLE = ("name", "email", "metadata")
+# The key the provider customer's copy of the metadata adds: the account id (`customer_sync`).
+ACCOUNT_KEY = "billing_account_id"
 # Output-only paths are accepted and ignored (AIP-203); `alias` only when unchanged.
 OUTPUT_ONLY = (
     "id",
@@ -37,12 +39,50 @@ def clean_email(email: str, field_name: str = "email") -> str | None:
     if not email:
         return None
     local, at, domain = email.rpartition("@")
-    # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it.
-    if not at or not local or "." not in domain or not email.isprintable() or " " in email:
+    # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it; one
+    # `@`; dot-separated parts that are not empty (`a@example..com`, `.a@b.c`): Stripe refuses
+    # those as its customer's e-mail, on every sync of the account.
+    if (
+        not at
+        or not local
+        or "@" in local
+        or "." not in domain
+        or not email.isprintable()
+        or " " in email
+        or any(not part for part in (*local.split("."), *domain.split(".")))
+    ):
         raise errors.invalid(
             f"{field_name} is not an e-mail address", reason="EMAIL_INVALID", field=field_name
         )
     return email
+
+
+def clean_account_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """An account's metadata, which its provider customer carries plus ACCOUNT_KEY: so it must
+    be what Stripe takes after that key is added (at most 50 keys, none with a square bracket)
+    and must not name that key itself. Checked before anything is written: metadata the
+    provider refuses would otherwise be committed and then fail every sync of the account (its
+    checkouts and payment intents included) with PROVIDER_REQUEST_INVALID."""
+    meta = clean_metadata(metadata)
+    if len(meta) > MAX_METADATA_KEYS - 1:
+        raise errors.invalid(
+            f"metadata holds more than {MAX_METADATA_KEYS - 1} keys (the Stripe customer's copy"
+            f" adds {ACCOUNT_KEY!r}; Stripe holds at most {MAX_METADATA_KEYS})",
+            field="metadata",
+        )
+    for key in meta:
+        if key == ACCOUNT_KEY:
+            raise errors.invalid(
+                f"metadata key {ACCOUNT_KEY!r} is reserved: the Stripe customer carries the"
+                " account id under it",
+                field="metadata",
+            )
+        if "[" in key or "]" in key:
+            raise errors.invalid(
+                f"metadata key {errors.shown(key)} holds a square bracket, which Stripe refuses",
+                field="metadata",
+            )
+    return meta
 
 
 def clean_name(name: str, field_name: str = "name") -> str | None:
@@ -82,7 +122,7 @@ def create_account(
         clean_email(email),
         clean_name(name),
         account_id=account_id,
-        metadata=clean_metadata(metadata),
+        metadata=clean_account_metadata(metadata),
         description=description.strip() or None,
         phone=phone.strip() or None,
     )
@@ -179,7 +219,7 @@ def update_account(
         changed |= value != account.email
         account.email = value
     if "metadata" in wanted:
-        meta = clean_metadata(metadata)
+        meta = clean_account_metadata(metadata)
         changed |= meta != dict(account.attributes or {})
         account.attributes = meta
     if changed:

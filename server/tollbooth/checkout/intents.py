@@ -14,7 +14,8 @@ CreateCheckoutSession runs in three steps:
 
 A crash or timeout between leaves a `pending` row that the next attempt completes: the same
 request again (`request_id`), or any later checkout of the same group (it completes, then
-reuses or expires, the one holding the slot).
+reuses or expires, the one holding the slot). A request the provider refuses (a 4xx: it created
+nothing) is withdrawn instead: its row goes, so no later checkout inherits the refusal.
 
 One open checkout per account and subscription group: a second request for the same group
 gets the live one back when it asks for the same thing (same items, URLs and reference), and
@@ -60,7 +61,7 @@ from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.provider import sync
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
     ParametersChanged,
     idempotency_key,
@@ -316,12 +317,17 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
     stripe_prices = [
         sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
     ]
-    remote = sent_again(
-        lambda: provider.create_checkout_session(
-            provider_params(intent, customer, stripe_prices),
-            idempotency=idempotency_key("checkout", intent.id),
+    try:
+        remote = sent_again(
+            lambda: provider.create_checkout_session(
+                provider_params(intent, customer, stripe_prices),
+                idempotency=idempotency_key("checkout", intent.id),
+            )
         )
-    )
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED:
+            _withdraw(db, intent)
+        raise
     with db.transaction() as session:
         moved = repository.mark_checkout(
             session,
@@ -347,10 +353,30 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
         return Intent.of(row), moved
 
 
+def _withdraw(db: Database, intent: Intent) -> None:
+    """The provider refused to create the intent's session, so none exists there and the same
+    request would be refused again: the pending row goes (and with it its hold on the groups'
+    slots, which the next checkout takes over), instead of being completed by every later
+    checkout of its groups, and the sweeper, and failing them all with this refusal."""
+    with db.transaction() as session:
+        repository.delete_pending(session, intent.id, account_id=intent.account_id)
+
+
+def _withdrawn(db: Database, intent: Intent) -> bool:
+    with db.transaction(readonly=True) as session:
+        return repository.checkout_by_id(session, intent.id, owner=intent.account_id) is None
+
+
 def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
     """Expire a live checkout at the provider (creating it first if it is still an intent, so
-    its own late call finds it expired); the provider's status afterwards."""
-    done = realise(db, provider, holder)
+    its own late call finds it expired); the provider's status afterwards ("withdrawn" when the
+    provider refused to create it: nothing to expire)."""
+    try:
+        done = realise(db, provider, holder)
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED and _withdrawn(db, holder):
+            return "withdrawn"
+        raise
     assert done.stripe_id is not None
     remote = provider.expire_checkout_session(done.stripe_id)
     status = str(remote.get("status") or "expired")

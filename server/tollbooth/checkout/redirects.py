@@ -41,7 +41,8 @@ def _normal(origin: str) -> str:
 
 
 def check_redirect(value: str, field_name: str, allowed: Iterable[str], *, required: bool) -> str:
-    """The URL as given when it may be used as a redirect; raises REDIRECT_URL_NOT_ALLOWED."""
+    """The URL as given (its scheme in lower case) when it may be used as a redirect; raises
+    REDIRECT_URL_NOT_ALLOWED."""
     if not value.strip():
         if required:
             raise errors.required(field_name)
@@ -73,4 +74,6 @@ def check_redirect(value: str, field_name: str, allowed: Iterable[str], *, requi
             reason=REASON,
             field=field_name,
         )
-    return value
+    # The scheme is case-blind (RFC 3986) and so is the allow-list, but the provider's URL
+    # check is not: send the scheme in lower case (the rest as given).
+    return parts.scheme + value[len(parts.scheme) :]

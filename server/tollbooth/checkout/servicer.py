@@ -163,6 +163,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         self, request: checkout_pb2.CreatePortalSessionRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.PortalSession:
         caller = current_caller.get()
+        check_environment(request.environment, self.live)
 
         def effect() -> checkout_pb2.PortalSession:
             result = intents.create_portal(

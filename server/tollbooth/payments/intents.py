@@ -11,7 +11,8 @@ transaction (the shape of `tollbooth.checkout.intents`).
 
 A crash or timeout between leaves a `pending` row that a retry with the same `request_id`
 completes with the same key (the provider answers with the intent it created the first time),
-or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`).
+or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`). A request
+the provider refuses (a 4xx: it created nothing) leaves no row.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.payments import repository, service
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
     ParametersChanged,
     idempotency_key,
@@ -123,11 +124,20 @@ def _realised(
     if row.stripe_payment_intent_id is not None and row.client_secret is not None:
         return row, False
     customer = customer_sync.sync_customer(db, provider, row.billing_account_id, create=True)
-    remote = sent_again(
-        lambda: provider.create_payment_intent(
-            provider_params(row, customer), idempotency=idempotency_key("payment_intent", row.id)
+    try:
+        remote = sent_again(
+            lambda: provider.create_payment_intent(
+                provider_params(row, customer),
+                idempotency=idempotency_key("payment_intent", row.id),
+            )
         )
-    )
+    except errors.DomainError as exc:
+        if exc.reason == REFUSED:
+            # The provider created nothing and would refuse the same request again: a refused
+            # request leaves nothing here either (no pending row for the sweeper to resend).
+            with db.transaction() as session:
+                repository.delete_pending(session, row.id, account_id=row.billing_account_id)
+        raise
     with db.transaction() as session:
         locked = repository.intent_by_id(session, row.id, owner=row.billing_account_id, lock=True)
         if locked is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db.payment_intents import PaymentIntent
@@ -63,3 +63,17 @@ def mark_intent(
         .values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_pending(session: Session, intent_id: str, *, account_id: str) -> None:
+    """Forget an intent the provider never created (it refused the request)."""
+    session.execute(
+        delete(PaymentIntent)
+        .where(
+            PaymentIntent.id == intent_id,
+            PaymentIntent.billing_account_id == account_id,
+            PaymentIntent.status == "pending",
+            PaymentIntent.stripe_payment_intent_id.is_(None),
+        )
+        .execution_options(synchronize_session=False)
+    )

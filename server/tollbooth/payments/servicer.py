@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from billing.v1 import payment_pb2, payment_pb2_grpc
+from tollbooth.accounts.customers import check_environment
 from tollbooth.auth.caller import current_caller
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.deps import Deps
@@ -51,11 +52,14 @@ class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
     def __init__(self, deps: Deps, provider: StripeProvider) -> None:
         super().__init__(deps)
         self.provider = provider
+        # Seed 003's `?environment=` names the caller's environment (this servicer's).
+        self.live = deps.environment == "live"
 
     def CreatePaymentIntent(
         self, request: payment_pb2.CreatePaymentIntentRequest, context: grpc.ServicerContext
     ) -> payment_pb2.PaymentIntent:
         caller = current_caller.get()
+        check_environment(request.environment, self.live)
 
         def effect() -> payment_pb2.PaymentIntent:
             row = intents.create_payment_intent(
@@ -80,6 +84,7 @@ class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
     def GetPaymentIntent(
         self, request: payment_pb2.GetPaymentIntentRequest, context: grpc.ServicerContext
     ) -> payment_pb2.PaymentIntent:
+        check_environment(request.environment, self.live)
         with self.read() as session:
             return intent_out(
                 service.get_payment_intent(session, current_caller.get(), request.payment_intent_id)

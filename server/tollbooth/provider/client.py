@@ -39,6 +39,9 @@ SANDBOX_KEY = "sk_test_tollbooth_sandbox"
 API_VERSION = stripe.api_version
 T = TypeVar("T")
 
+# The reason of the provider's refusal of a request (a 4xx: nothing was created there).
+REFUSED = "PROVIDER_REQUEST_INVALID"
+
 
 class _NetworkRetriesOnly(stripe.RequestsClient):
     """The library also retries 409 and 5xx answers; we retry only when nothing came back."""
@@ -81,7 +84,7 @@ def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     return errors.invalid(
         f"the payment provider refused the request ({what})"
         + (f": {errors.shown(message, 200)}" if message else ""),
-        reason="PROVIDER_REQUEST_INVALID",
+        reason=REFUSED,
         **({"param": param} if param else {}),
     )
 

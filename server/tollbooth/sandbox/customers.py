@@ -17,6 +17,9 @@ from tollbooth.sandbox.wire import (
     missing,
 )
 
+# Stripe's longest customer fields (its API reference: "Max length").
+FIELD_LIMITS = {"email": 512, "name": 256, "description": 5000, "phone": 20}
+
 
 class Customers(Payments):
     """Customers (deleting one cancels its subscriptions)."""
@@ -67,9 +70,9 @@ class Customers(Payments):
         return customer
 
     def _apply_customer_fields(self, customer: dict[str, Any], params: dict[str, Any]) -> None:
-        for field in ("email", "name", "description", "phone"):
+        for field, longest in FIELD_LIMITS.items():
             if field in params:
-                value = as_str(params[field], field, max_len=512)
+                value = as_str(params[field], field, max_len=longest)
                 customer[field] = value or None
         if "preferred_locales" in params:
             customer["preferred_locales"] = list(params["preferred_locales"] or [])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
+from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.repository import KnownAccount
 from tollbooth.accounts.service import (
     account_known_by_id,
@@ -77,6 +78,7 @@ def _checked(req: TokenRequest) -> tuple[list[str], int]:
         raise errors.invalid("user_id is longer than 200 characters", field="user_id")
     if len(req.email) > 320 or len(req.name) > 200:
         raise errors.invalid("email or name is too long")
+    clean_email(req.email)  # EMAIL_INVALID: it becomes the Stripe customer's e-mail
     return granted, ttl
 
 
@@ -120,7 +122,11 @@ def issue_known(codec: TokenCodec, req: TokenRequest, lookup: Lookup) -> IssuedT
         principal_id = validate_principal(req.principal_id)
     checked = _checked(req)
     account = found if found is not None else lookup(principal_id)
-    if account is None or (req.email and not account.email) or (req.name and not account.name):
+    if (
+        account is None
+        or (req.email.strip() and not account.email)
+        or (req.name and not account.name)
+    ):
         return None
     require_active(account)
     return _issue(codec, req, checked, account.id, principal_id, False)
@@ -132,5 +138,7 @@ def issue_token(session: Session, codec: TokenCodec, req: TokenRequest) -> Issue
     else:
         principal_id = validate_principal(req.principal_id)
     checked = _checked(req)
-    account, created = ensure_account(session, principal_id, req.email or None, req.name or None)
+    account, created = ensure_account(
+        session, principal_id, clean_email(req.email), req.name or None
+    )
     return _issue(codec, req, checked, account.id, principal_id, created)

@@ -478,6 +478,14 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
    * @generated from field: string customer = 5;
    */
   customer: string;
+
+  /**
+   * Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+   * of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+   *
+   * @generated from field: string environment = 6;
+   */
+  environment: string;
 };
 
 /**

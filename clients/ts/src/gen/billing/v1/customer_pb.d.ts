@@ -108,7 +108,7 @@ export declare type CreateCustomerRequest = Message<"billing.v1.CreateCustomerRe
   description: string;
 
   /**
-   * Phone number.
+   * Phone number: digits, spaces and `+()-.`, at most 20 characters (Stripe's limit).
    *
    * @generated from field: string phone = 4;
    */
@@ -273,7 +273,7 @@ export declare type UpdateCustomerRequest = Message<"billing.v1.UpdateCustomerRe
   description?: string | undefined;
 
   /**
-   * New phone number.
+   * New phone number: digits, spaces and `+()-.`, at most 20 characters (Stripe's limit).
    *
    * @generated from field: optional string phone = 5;
    */

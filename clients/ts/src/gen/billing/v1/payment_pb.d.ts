@@ -202,6 +202,14 @@ export declare type CreatePaymentIntentRequest = Message<"billing.v1.CreatePayme
    * @generated from field: string request_id = 7;
    */
   requestId: string;
+
+  /**
+   * Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+   * of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+   *
+   * @generated from field: string environment = 8;
+   */
+  environment: string;
 };
 
 /**
@@ -222,6 +230,14 @@ export declare type GetPaymentIntentRequest = Message<"billing.v1.GetPaymentInte
    * @generated from field: string payment_intent_id = 1;
    */
   paymentIntentId: string;
+
+  /**
+   * Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
+   * of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
+   *
+   * @generated from field: string environment = 2;
+   */
+  environment: string;
 };
 
 /**

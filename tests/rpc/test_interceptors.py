@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
 from typing import Any
 
@@ -120,3 +121,20 @@ def test_request_ids_made_by_a_forked_process_are_its_own() -> None:
     mine = [new_request_id() for _ in range(3)]
     assert len(child) == 3 and len(set(child + mine)) == 6
     assert {rid[:20] for rid in child} != {rid[:20] for rid in mine}
+
+
+def test_request_ids_drawn_by_many_threads_at_once_are_distinct() -> None:
+    drawn: list[list[str]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(8)
+
+    def draw(n: int) -> None:
+        barrier.wait()
+        drawn[n].extend(new_request_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [rid for ids in drawn for rid in ids]
+    assert len(every) == 16_000 and len(set(every)) == 16_000

@@ -47,9 +47,21 @@ WEBHOOK_REQUESTS = Counter(
 )
 
 
+# (method, code) -> the count's and the latency's child: `labels()` looks the child up under a
+# lock on every call; the children live as long as their family, so they are kept here. The
+# methods are the served ones and the codes gRPC's, so this stays small.
+_RPC_CHILDREN: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+
 def observe_rpc(method: str, code: str, seconds: float) -> None:
-    RPCS.labels(method, code).inc()
-    RPC_SECONDS.labels(method, code).observe(seconds)
+    children = _RPC_CHILDREN.get((method, code))
+    if children is None:
+        children = _RPC_CHILDREN[(method, code)] = (
+            RPCS.labels(method, code),
+            RPC_SECONDS.labels(method, code),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_notification_attempt(status_code: int, latency_ms: int) -> None:

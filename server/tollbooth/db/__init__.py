@@ -147,10 +147,11 @@ class Database:
         on a pooled PostgreSQL connection through the driver's own cursor: one round trip, no
         session, no SQLAlchemy statement machinery (for a warm CheckEntitlement's usage total
         or balance: about a third of the CPU of the same statement on a SQLAlchemy
-        `Connection`). A driver error is raised as SQLAlchemy's (`OperationalError`...: the
-        RPC answers UNAVAILABLE, as on every other path; so is a failure to connect), and the
-        connection is then not given back to the pool; a lost one also retires the pool's
-        older connections, as a session's does."""
+        `Connection`; also the rate limits' counter upsert, which commits on its own). A
+        driver error is raised as SQLAlchemy's (`OperationalError`...: the RPC answers
+        UNAVAILABLE, as on every other path; so is a failure to connect), and the connection
+        is then not given back to the pool; a lost one also retires the pool's older
+        connections, as a session's does."""
         if not self._postgres:
             raise RuntimeError("Database.read_one is for PostgreSQL")
         import psycopg

@@ -1,12 +1,19 @@
-"""Three interceptors, outermost first: request log, domain errors -> status, auth."""
+"""Three interceptors, outermost first: request log, domain errors -> status, auth; and
+`Chain`, which runs a server's interceptors once per method rather than once per call.
+
+Every interceptor reads a call's metadata from its context when the call runs (never from the
+`HandlerCallDetails` it wrapped the handler for), so a handler wrapped once serves every later
+call of its method: `Chain` keeps the wrapped unary handler per method."""
 
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
+import secrets
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -21,20 +28,51 @@ from tollbooth.rpc.status import internal_status, to_grpc_status
 
 log = logging.getLogger("tollbooth.rpc")
 
-__all__ = ["AuthInterceptor", "ErrorInterceptor", "LoggingInterceptor", "request_id_var"]
+__all__ = [
+    "AuthInterceptor",
+    "Chain",
+    "ErrorInterceptor",
+    "LoggingInterceptor",
+    "new_request_id",
+    "request_id_var",
+]
 # Per-call facts the inner interceptors learn (the caller) for the outer log line.
 call_facts_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "call_facts", default=None
 )
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# Methods whose wrapped handlers `Chain` keeps (the contract's, health and reflection are far
+# fewer; a name nobody serves has no handler and is never kept).
+CHAIN_KEPT = 4096
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
-Wrapper = Callable[[Behavior, bool, str, tuple], Behavior]
+Wrapper = Callable[[Behavior, bool, str], Behavior]
+
+
+class _RequestIds:
+    """Request ids for calls that bring none: 32 hex digits, a random prefix drawn once per
+    process (again in a forked child) and a counter, so unique without a random draw per call
+    (what `uuid.uuid4().hex` cost). `next` on an `itertools.count` is one step under the GIL:
+    no two threads get the same number."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = secrets.token_hex(10)  # 20 hex digits
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+new_request_id = _RequestIds()
 
 
 def _wrap_handler(
-    handler: grpc.RpcMethodHandler, method: str, metadata: tuple, wrapper: Wrapper
+    handler: grpc.RpcMethodHandler, method: str, wrapper: Wrapper
 ) -> grpc.RpcMethodHandler:
     """Apply `wrapper` to whichever behaviour the handler carries."""
     for attr, streams_out in (
@@ -45,8 +83,42 @@ def _wrap_handler(
     ):
         behavior = getattr(handler, attr)
         if behavior is not None:
-            return handler._replace(**{attr: wrapper(behavior, streams_out, method, metadata)})  # type: ignore[attr-defined]
+            return handler._replace(**{attr: wrapper(behavior, streams_out, method)})  # type: ignore[attr-defined]
     return handler
+
+
+class Chain(grpc.ServerInterceptor):
+    """`interceptors` (outermost first), run as grpcio runs them, but a unary handler they
+    return is kept per method and given to the method's later calls without running them
+    again (grpcio runs every interceptor's `intercept_service` on every call, each wrapping the
+    handler anew). Only for interceptors that take nothing from a call's `HandlerCallDetails`
+    but its method (ours read the metadata from the context); a streaming handler is wrapped
+    per call, as before (the stream guard keeps per-call state in it)."""
+
+    def __init__(self, interceptors: Sequence[grpc.ServerInterceptor]) -> None:
+        self._interceptors = tuple(interceptors)
+        self._kept: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        method = handler_call_details.method
+        kept = self._kept.get(method)
+        inner = continuation(handler_call_details)
+        if kept is not None and kept[0] is inner:
+            return kept[1]
+        if inner is None:
+            return None
+        wrapped = self._run(0, inner, handler_call_details)
+        streaming = inner.request_streaming or inner.response_streaming
+        if not streaming and (method in self._kept or len(self._kept) < CHAIN_KEPT):
+            self._kept[method] = (inner, wrapped)
+        return wrapped
+
+    def _run(self, index: int, inner: grpc.RpcMethodHandler, details: Any) -> Any:
+        if index == len(self._interceptors):
+            return inner
+        return self._interceptors[index].intercept_service(
+            lambda d: self._run(index + 1, inner, d), details
+        )
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -62,21 +134,14 @@ def _meta(metadata: tuple, key: str) -> str | None:
 
 
 class _Base(grpc.ServerInterceptor):
-    def _wrap(
-        self, behavior: Behavior, streams_out: bool, method: str, metadata: tuple
-    ) -> Behavior:
+    def _wrap(self, behavior: Behavior, streams_out: bool, method: str) -> Behavior:
         raise NotImplementedError
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap_handler(
-            handler,
-            handler_call_details.method,
-            handler_call_details.invocation_metadata,
-            self._wrap,
-        )
+        return _wrap_handler(handler, handler_call_details.method, self._wrap)
 
 
 def _around(
@@ -119,9 +184,12 @@ class LoggingInterceptor(_Base):
     """One structured line per RPC, with a request id (from x-request-id or new), and the
     RPC metrics (count and latency by method and code)."""
 
-    def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
+    def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
+        # Envoy's active health checks call Check every 2 s per replica: not worth a line.
+        level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO
+
         def before(context):  # type: ignore[no-untyped-def]
-            rid = _meta(metadata, "x-request-id") or uuid.uuid4().hex
+            rid = _meta(context.invocation_metadata(), "x-request-id") or new_request_id()
             facts: dict[str, Any] = {}
             tokens = (request_id_var.set(rid), call_facts_var.set(facts))
             return (tokens, rid, facts, time.perf_counter())
@@ -132,22 +200,21 @@ class LoggingInterceptor(_Base):
             code_name = code.name if hasattr(code, "name") else str(code)
             seconds = time.perf_counter() - started
             metrics.observe_rpc(method, code_name, seconds)
-            caller = facts.get("caller", ANONYMOUS)
-            # Envoy's active health checks call Check every 2 s per replica: not worth a line.
-            level = logging.DEBUG if method.startswith(HEALTH_PREFIX) else logging.INFO
-            log.log(
-                level,
-                "rpc",
-                extra={
-                    "event": "rpc",
-                    "method": method,
-                    "request_id": rid,
-                    "code": code_name,
-                    "caller": caller.kind,
-                    "account": caller.account_id,
-                    "ms": round(seconds * 1000, 2),
-                },
-            )
+            if log.isEnabledFor(level):
+                caller = facts.get("caller", ANONYMOUS)
+                log.log(
+                    level,
+                    "rpc",
+                    extra={
+                        "event": "rpc",
+                        "method": method,
+                        "request_id": rid,
+                        "code": code_name,
+                        "caller": caller.kind,
+                        "account": caller.account_id,
+                        "ms": round(seconds * 1000, 2),
+                    },
+                )
             call_facts_var.reset(tokens[1])
             request_id_var.reset(tokens[0])
 
@@ -177,7 +244,7 @@ class ErrorInterceptor(_Base):
     """Domain errors become google.rpc.Status with ErrorInfo; a database outage is UNAVAILABLE;
     anything else is INTERNAL."""
 
-    def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
+    def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
         def on_error(exc, context):  # type: ignore[no-untyped-def]
             if isinstance(exc, DomainError):
                 context.abort_with_status(to_grpc_status(exc))
@@ -199,7 +266,17 @@ class ErrorInterceptor(_Base):
             log.exception("unhandled error in %s (request %s)", method, request_id_var.get())
             context.abort_with_status(internal_status())
 
-        return _around(behavior, streams_out, lambda c: None, on_error, lambda s, c: None)
+        if streams_out:
+            return _around(behavior, streams_out, lambda c: None, on_error, lambda s, c: None)
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behavior(request, context)
+            except BaseException as exc:
+                on_error(exc, context)
+                raise
+
+        return unary
 
 
 class AuthInterceptor(_Base):
@@ -209,7 +286,7 @@ class AuthInterceptor(_Base):
         self._auth = authenticator
         self._rules = rules
 
-    def _wrap(self, behavior, streams_out, method, metadata):  # type: ignore[no-untyped-def]
+    def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
         if method.startswith(PUBLIC_PREFIXES):
             return behavior
         rule = self._rules.get(method)
@@ -217,6 +294,7 @@ class AuthInterceptor(_Base):
         def before(context):  # type: ignore[no-untyped-def]
             if rule is None:
                 raise permission_denied("OPERATION_NOT_PERMITTED", "method has no auth rule")
+            metadata = context.invocation_metadata()
             caller = self._auth.authenticate(
                 rule,
                 _meta(metadata, "x-api-key"),

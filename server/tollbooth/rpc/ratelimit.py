@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import grpc
@@ -102,8 +103,10 @@ def open_storage(uri: str, database: Database) -> Storage:
     return storage
 
 
+@lru_cache(maxsize=256)
 def key_identity(api_key: str | None) -> str:
-    """A backend key as the counters name it (a digest: no secret is ever stored)."""
+    """A backend key as the counters name it (a digest: no secret is ever stored). Kept per
+    key: only keys the auth interceptor accepted (or none) reach the limiter, so few."""
     return hashlib.sha256((api_key or "").encode()).hexdigest()[:20]
 
 
@@ -185,6 +188,7 @@ class RateLimiter:
         self._limiter = FixedWindowRateLimiter(storage)
         self._limits = {name: Limit(name, item) for name, item in limits.items() if item}
         self._classes = method_classes()
+        self._applicable: dict[tuple[str, str], tuple[str, ...]] = {}
         # Leases need the window's end from the storage: the database storage gives it.
         self._leases = Leases(storage) if isinstance(storage, DatabaseStorage) else None
 
@@ -193,15 +197,25 @@ class RateLimiter:
         rates = {name: parse_limit(getattr(settings, f"rate_limit_{name}")) for name in CLASSES}
         return cls(open_storage(settings.rate_limit_storage, database), rates)
 
-    def applicable(self, method: str, caller_kind: str) -> list[str]:
+    def applicable(self, method: str, caller_kind: str) -> tuple[str, ...]:
+        """The limits a call of `method` by a caller of `caller_kind` counts against, in order
+        (kept per method and kind: they only depend on the settings)."""
+        kept = self._applicable.get((method, caller_kind))
+        if kept is None:
+            kept = self._applicable[(method, caller_kind)] = self._applicable_now(
+                method, caller_kind
+            )
+        return kept
+
+    def _applicable_now(self, method: str, caller_kind: str) -> tuple[str, ...]:
         names = [*self._classes.get(method, ())]
         if caller_kind == "service":
             names.append("key")
         elif caller_kind == "bearer":
             names = [n for n in names if n == "session_creates"] + ["account"]
         else:
-            return []
-        return [n for n in names if n in self._limits]
+            return ()
+        return tuple(n for n in names if n in self._limits)
 
     def charge(self, method: str, caller_kind: str, who: Callable[[str], str]) -> None:
         for name in self.applicable(method, caller_kind):
@@ -232,7 +246,9 @@ def _meta(metadata: Iterable[Any], key: str) -> str | None:
 
 
 class RateLimitInterceptor(grpc.ServerInterceptor):
-    """Runs inside the auth interceptor (the caller is known) and before the handler."""
+    """Runs inside the auth interceptor (the caller is known) and before the handler. The
+    metadata is read from each call's context, so a wrapped handler serves every call of its
+    method (`interceptors.Chain` keeps it)."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
@@ -241,11 +257,11 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or details.method not in self._limiter._classes:
             return handler
-        method, metadata = details.method, details.invocation_metadata
+        method, limiter = details.method, self._limiter
 
-        def charge(request: Any) -> None:
+        def charge(request: Any, context: grpc.ServicerContext) -> None:
             caller = current_caller.get()
-            key = key_identity(_meta(metadata, "x-api-key"))
+            key = key_identity(_meta(context.invocation_metadata(), "x-api-key"))
 
             # Accounts of the live environment are counted apart from the test one's (the
             # same alias may name an account in each); test keeps its names as they were.
@@ -262,13 +278,13 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
                     return f"{apart}account:{caller.account_id}"
                 return f"key:{key}"
 
-            self._limiter.charge(method, caller.kind, who)
+            limiter.charge(method, caller.kind, who)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request, context):  # type: ignore[no-untyped-def]
-                charge(request)
+                charge(request, context)
                 return inner(request, context)
 
             return handler._replace(unary_unary=unary)
@@ -297,17 +313,17 @@ def _account_of(method: str, raw: Any) -> str:
     return ""
 
 
-def _charged(behavior: Any, streams_out: bool, charge: Callable[[Any], None]) -> Any:
+def _charged(behavior: Any, streams_out: bool, charge: Callable[[Any, Any], None]) -> Any:
     if streams_out:
 
         def streaming(request, context):  # type: ignore[no-untyped-def]
-            charge(request)
+            charge(request, context)
             yield from behavior(request, context)
 
         return streaming
 
     def unary(request, context):  # type: ignore[no-untyped-def]
-        charge(request)
+        charge(request, context)
         return behavior(request, context)
 
     return unary

@@ -15,7 +15,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tollbooth.config import REPO_ROOT
 from tollbooth.deps import Deps
 from tollbooth.rpc import edge, reflection, routing
-from tollbooth.rpc.interceptors import AuthInterceptor, ErrorInterceptor, LoggingInterceptor
+from tollbooth.rpc.interceptors import (
+    AuthInterceptor,
+    Chain,
+    ErrorInterceptor,
+    LoggingInterceptor,
+)
 from tollbooth.rpc.ratelimit import RateLimiter, RateLimitInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
@@ -56,12 +61,18 @@ def build_server(
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers),
+        # Outermost first; `Chain` runs them once per method (a unary method's wrapped
+        # handler is kept), not once per call.
         interceptors=[
-            LoggingInterceptor(),
-            ErrorInterceptor(),
-            AuthInterceptor(authenticator, load_requirements()),
-            streams,
-            RateLimitInterceptor(limiter),
+            Chain(
+                [
+                    LoggingInterceptor(),
+                    ErrorInterceptor(),
+                    AuthInterceptor(authenticator, load_requirements()),
+                    streams,
+                    RateLimitInterceptor(limiter),
+                ]
+            )
         ],
         options=[
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),

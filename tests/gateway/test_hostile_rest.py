@@ -7,6 +7,7 @@ Each test reproduces one finding of the hardening review.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 import uuid
@@ -125,6 +126,86 @@ def test_a_patch_body_naming_another_product_is_refused(stack):  # type: ignore[
         "PATCH",
         f"/mgt/v1/catalog/products/{a['product_id']}?{key()}",
         {"product_id": b["product_id"], "name": "x"},
+        SERVICE,
+    )
+    assert resp.status == 400 and error_info(resp)["reason"] == "MALFORMED_REQUEST"
+    for original in (a, b):
+        got = stack.request(
+            "GET", f"/mgt/v1/catalog/products/{original['product_id']}", None, SERVICE
+        )
+        assert got.json()["name"] == original["name"]
+
+
+def _bound_in_body() -> list[tuple[str, str, str, str]]:
+    """(rpc, HTTP method, URL, body key) for every path variable a REST binding's body also
+    holds, the key in both its proto and its JSON (lowerCamel) spelling."""
+    from google.api import annotations_pb2
+
+    from tollbooth.rpc.rules import contract_services
+
+    found = []
+    for service in contract_services():
+        for method in service.methods:
+            rule = method.GetOptions().Extensions[annotations_pb2.http]
+            for binding in [rule, *rule.additional_bindings]:
+                if not binding.body:
+                    continue
+                verb = binding.WhichOneof("pattern")
+                template = getattr(binding, verb)
+                url = re.sub(r"\{[^}]*\}", "x_url_1", template)
+                for var in re.findall(r"\{([^}=]*)", template):
+                    if binding.body == "*":
+                        inner = var
+                    elif var.startswith(binding.body + "."):
+                        inner = var[len(binding.body) + 1 :]
+                    else:
+                        continue
+                    desc = method.input_type
+                    if binding.body != "*":
+                        desc = desc.fields_by_name[binding.body].message_type
+                    parts = inner.split(".")
+                    for part in parts[:-1]:
+                        desc = desc.fields_by_name[part].message_type
+                    field = desc.fields_by_name[parts[-1]]
+                    for name in dict.fromkeys([field.name, field.json_name]):
+                        key = ".".join([*parts[:-1], name])
+                        found.append((method.name, verb.upper(), url, key))
+    return found
+
+
+BOUND_IN_BODY = _bound_in_body()
+
+
+def test_every_binding_with_a_path_variable_in_its_body_is_listed() -> None:
+    names = {(rpc, key) for rpc, _, _, key in BOUND_IN_BODY}
+    assert ("UpdateProduct", "productId") in names and ("VoidGrant", "grantId") in names
+
+
+def _nested(key: str, value: str) -> dict:  # type: ignore[type-arg]
+    parts = key.split(".")
+    body: dict = {parts[-1]: value}  # type: ignore[type-arg]
+    for part in reversed(parts[:-1]):
+        body = {part: body}
+    return body
+
+
+@pytest.mark.parametrize(
+    "rpc,verb,url,body_key", BOUND_IN_BODY, ids=[f"{r}-{k}" for r, _, _, k in BOUND_IN_BODY]
+)
+def test_a_body_naming_what_the_url_binds_is_refused_in_either_spelling(  # type: ignore[no-untyped-def]
+    stack, rpc, verb, url, body_key
+):
+    resp = stack.request(verb, f"{url}?{key()}", _nested(body_key, "x_body_2"), SERVICE)
+    assert resp.status == 400, (rpc, resp.status, resp.body)
+    assert error_info(resp)["reason"] == "MALFORMED_REQUEST", resp.body
+
+
+def test_a_camel_case_patch_body_naming_another_product_changes_nothing(stack):  # type: ignore[no-untyped-def]
+    a, b = make_product(stack, "A"), make_product(stack, "B")
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{a['product_id']}?{key()}",
+        {"productId": b["product_id"], "name": "x"},
         SERVICE,
     )
     assert resp.status == 400 and error_info(resp)["reason"] == "MALFORMED_REQUEST"

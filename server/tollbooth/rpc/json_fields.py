@@ -8,10 +8,17 @@ REST binding's body maps to (the whole request for `body: "*"`, else that field'
 first one that names no field is refused. Both the proto name and the JSON (lowerCamel) name of
 a field are accepted, as the transcoder accepts both. Below a map, a google.protobuf type
 (Struct, Value, Timestamp...) or a scalar, any key is left to the transcoder.
+
+MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template already binds
+(`PATCH /mgt/v1/catalog/products/{product.product_id}` with `{"productId": ...}`): the URL
+decides. The transcoder itself refuses the proto spelling (`product_id`) with that reason but
+lets the lowerCamel one through (the URL's value wins); here both are refused the same way.
+Every binding with a body is the primary one of its RPC, so the check needs no route.
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from urllib.parse import unquote
 
@@ -23,26 +30,41 @@ from tollbooth import errors
 HEADER = "x-billing-json-fields"
 
 
+Binding = tuple[Descriptor, frozenset[tuple[str, ...]]]
+
+_VARIABLE = re.compile(r"\{([^}=]+)")
+
+
 @cache
-def body_messages(method: MethodDescriptor) -> tuple[Descriptor, ...]:
-    """The messages a JSON body of `method` may hold, one per distinct REST binding body."""
+def bindings(method: MethodDescriptor) -> tuple[Binding, ...]:
+    """Per distinct REST binding body of `method`: the message a JSON body may hold, and the
+    field paths inside it (proto names) that the binding's URL template binds."""
     options = method.GetOptions()
     if not options.HasExtension(annotations_pb2.http):
         return ()
     rule = options.Extensions[annotations_pb2.http]
-    found: list[Descriptor] = []
+    found: list[Binding] = []
     for binding in [rule, *rule.additional_bindings]:
         if not binding.body:
             continue
+        pattern = binding.WhichOneof("pattern")
+        template = (
+            binding.custom.path if pattern == "custom" else getattr(binding, pattern or "get")
+        )
+        variables = _VARIABLE.findall(template)
         if binding.body == "*":
             desc = method.input_type
+            bound = variables
         else:
             field = method.input_type.fields_by_name.get(binding.body)
             if field is None or field.message_type is None:
                 continue
             desc = field.message_type
-        if desc not in found:
-            found.append(desc)
+            prefix = binding.body + "."
+            bound = [v[len(prefix) :] for v in variables if v.startswith(prefix)]
+        entry = (desc, frozenset(tuple(v.split(".")) for v in bound))
+        if entry not in found:
+            found.append(entry)
     return tuple(found)
 
 
@@ -53,44 +75,59 @@ def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     return next((f for f in desc.fields if f.json_name == name), None)
 
 
-def _unknown_in(desc: Descriptor, path: str) -> str | None:
-    """The prefix of `path` that names no field of `desc`, or None when it resolves."""
+def _resolve(desc: Descriptor, path: str) -> tuple[str, ...] | str:
+    """The proto names along `path`, or the prefix of it that names no field of `desc`.
+
+    Below a map, a google.protobuf type or a scalar the rest is not resolved (any key goes)."""
     parts = [unquote(p) for p in path.split(".")]
+    names: list[str] = []
     current: Descriptor | None = desc
     for i, part in enumerate(parts):
         if current is None:
-            return None
+            return tuple(names)
         field = _field(current, part)
         if field is None:
             return ".".join(parts[: i + 1])
+        names.append(field.name)
         sub = field.message_type
         if (
             sub is None
             or sub.GetOptions().map_entry
             or sub.full_name.startswith("google.protobuf.")
         ):
-            return None
-        current = sub
-    return None
+            current = None
+        else:
+            current = sub
+    return tuple(names)
 
 
 def check(method: MethodDescriptor, header: str | None) -> None:
-    """Refuse (INVALID_ARGUMENT FIELD_UNKNOWN) the first JSON key no binding body has."""
+    """Refuse the first JSON key no binding body has (INVALID_ARGUMENT FIELD_UNKNOWN) or one
+    that names what the binding's URL binds (INVALID_ARGUMENT MALFORMED_REQUEST)."""
     if not header:
         return
-    bodies = body_messages(method)
+    bodies = bindings(method)
     if not bodies:
         return
     for path in header.split(","):
         if not path:
             continue
-        misses = [_unknown_in(desc, path) for desc in bodies]
-        if all(miss is not None for miss in misses):
-            name = misses[0] or path
-            known = ", ".join(f.name for f in bodies[0].fields)
+        resolved = [_resolve(desc, path) for desc, _ in bodies]
+        if all(isinstance(r, str) for r in resolved):
+            name = str(resolved[0]) or path
+            known = ", ".join(f.name for f in bodies[0][0].fields)
             raise errors.invalid(
                 f"unknown field {errors.shown(name)} in the JSON body of "
                 f"{method.name} (fields: {known})",
                 reason="FIELD_UNKNOWN",
                 field=name,
             )
+        for (_, bound), names in zip(bodies, resolved, strict=True):
+            if isinstance(names, tuple) and names in bound:
+                field = ".".join(names)
+                raise errors.invalid(
+                    f"the JSON body of {method.name} names {errors.shown(field)}, which the "
+                    "URL already binds: the URL decides, leave it out of the body",
+                    reason="MALFORMED_REQUEST",
+                    field=field,
+                )

@@ -102,3 +102,24 @@ def test_chart_bars_scale_exactly_and_never_hide_a_small_value() -> None:
     assert [b.value for b in c.bars] == ["1000", "-", "0.001", "500"]
     assert c.maximum == "1000"
     assert chart.bars([(start, None)]).bars[0].height == 0
+
+
+def test_a_nul_character_names_nothing_on_either_database(db: Database) -> None:
+    """What the console's query string and paths carry reaches these reads as typed: a NUL
+    (`?q=%00`, `/accounts/%00`), which PostgreSQL cannot hold in text, finds nothing and
+    raises nothing (the pages then answer 200 with no match, 404 NOT_FOUND)."""
+    from tollbooth import errors
+    from tollbooth.console import inbox
+
+    _account(db, "nul-probe", "nul@example.com")
+    with db.transaction(readonly=True) as session:
+        assert data.search_accounts(session, "nul\x00") == []
+        assert data.account_view(session, "acct_\x00", dt.date(2026, 3, 10)) is None
+        assert inbox.event_status(session, "evt_\x00") is None
+    with db.transaction() as session:
+        try:
+            inbox.resend(session, "nep_\x00", "ntf_\x00", utcnow())
+        except errors.DomainError as exc:
+            assert exc.kind is errors.Kind.NOT_FOUND, exc
+        else:
+            raise AssertionError("a resend naming nothing was accepted")

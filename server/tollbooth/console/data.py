@@ -40,6 +40,8 @@ METRICS = 50
 
 
 def search_accounts(session: Session, text: str) -> list[BillingAccount]:
+    if "\x00" in text:  # what no row holds (PostgreSQL text cannot), and cannot be sent to it
+        return []
     return accounts.search(session, text.strip(), SEARCH_LIMIT)
 
 
@@ -97,6 +99,8 @@ def usage_series(
 
 
 def account_view(session: Session, account_id: str, today: dt.date) -> AccountView | None:
+    if "\x00" in account_id:  # as in search_accounts
+        return None
     account = accounts.by_id(session, account_id)
     if account is None:
         return None

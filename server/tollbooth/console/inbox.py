@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tollbooth import errors
 from tollbooth.db.models import (
     NotificationAttempt,
     NotificationDelivery,
@@ -95,6 +96,8 @@ def events(session: Session, status: str) -> list[Event]:
 
 
 def event_status(session: Session, event_id: str) -> str | None:
+    if "\x00" in event_id:  # no row holds one (PostgreSQL text cannot): nothing to ask
+        return None
     row = session.get(StripeEvent, event_id)
     return None if row is None else row.status
 
@@ -187,6 +190,8 @@ def deliveries(session: Session) -> list[Endpoint]:
 
 def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> str:
     """The message is pending again for the endpoint (DomainError when it cannot be)."""
+    if "\x00" in endpoint_id + notification_id:  # as in event_status
+        raise errors.not_found("notification", notification_id)
     delivery, _ = messages.resend(session, endpoint_id, notification_id, now)
     return delivery.state
 

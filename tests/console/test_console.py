@@ -199,7 +199,7 @@ def test_session_cookie_is_signed_httponly_samesite(world: ConsoleWorld, page: A
     cookies = [c for c in context.cookies() if c["name"] == "tollbooth_console"]
     assert len(cookies) == 1
     cookie = cookies[0]
-    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/console")
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Lax", "/console")
     assert OPERATOR_KEY not in cookie["value"]
     # A tampered cookie is no session.
     forged = cookie["value"][:-4] + ("AAAA" if not cookie["value"].endswith("AAAA") else "BBBB")
@@ -374,6 +374,31 @@ def test_sign_out_ends_the_session(world: ConsoleWorld, page: Any) -> None:
     page.wait_for_url(_url(world, "/signin"))
     page.goto(_url(world, "/events"))
     assert page.url == _url(world, "/signin")
+
+
+def test_another_site_can_neither_sign_the_operator_out_nor_post(
+    world: ConsoleWorld, page: Any, context: Any
+) -> None:
+    """A link to the console from another site (a chat, a ticket) keeps the session, and a
+    cross-site form posting to the console does nothing, the operator's session included."""
+    _sign_in(world, page)
+    page.wait_for_url(_url(world, "/accounts"))
+    elsewhere = context.new_page()
+    link = f'<a id="go" href="{_url(world, "/events")}">console</a>'
+    elsewhere.goto("data:text/html," + link)
+    with elsewhere.expect_navigation():
+        elsewhere.click("#go")
+    assert elsewhere.url == _url(world, "/events")  # signed in, not sent to sign in
+    form = (
+        f'<form id="f" method="post" action="{_url(world, "/signout")}">'
+        '<input name="csrf_token" value="forged"></form>'
+    )
+    elsewhere.goto("data:text/html," + form)
+    with elsewhere.expect_navigation():
+        elsewhere.evaluate("document.getElementById('f').submit()")
+    page.goto(_url(world, "/accounts"))
+    assert page.url == _url(world, "/accounts")  # still signed in
+    elsewhere.close()
 
 
 def _attempts(world: ConsoleWorld, endpoint_id: str, notification_id: str) -> list[int]:

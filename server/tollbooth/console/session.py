@@ -3,8 +3,11 @@
 - The operator key (BILLING_OPERATOR_KEY, generated per data directory when unset) is typed
   into the sign-in form; it is compared in constant time and never stored in the cookie.
 - The session is Starlette's SessionMiddleware: a cookie signed with itsdangerous (key derived
-  from the operator key, so changing the key signs everyone out), HttpOnly, SameSite=Strict,
-  path /console, eight hours at most.
+  from the operator key, so changing the key signs everyone out), HttpOnly, SameSite=Lax,
+  path /console, eight hours at most. Lax, not Strict: a Strict cookie is not sent when the
+  operator follows a link from another site, so the sign-in page answered with a fresh session
+  that replaced the signed-in one (any site could sign the operator out). A cross-site POST
+  still comes without the cookie, and every POST needs the CSRF token anyway.
 - Every POST carries the session's CSRF token in a hidden `csrf_token` field; a missing or
   wrong token is refused (403 CSRF_INVALID) before anything is done. Signing in replaces the
   session (and its token), so a token seen before signing in is worthless after.
@@ -35,7 +38,7 @@ def middleware(operator_key: str, *, https_only: bool = False) -> Middleware:
         session_cookie=COOKIE,
         max_age=MAX_AGE_SEC,
         path="/console",
-        same_site="strict",
+        same_site="lax",
         https_only=https_only,
     )
 

@@ -7,7 +7,8 @@ runs in the foreground), and the reason shows in the README. The only rewriting 
 defaults a fresh stack on free ports cannot share: the ports (8080, 50051, 12111, 9464) and
 `var/` (the data directory). The script runs under `set -euo pipefail`; `curl` is wrapped to
 record every HTTP status, and a 4xx or 5xx fails the test unless the block announces that
-status in a comment (`# ... 400 FIELD_UNKNOWN ...`), once per answer.
+status in a comment (`# ... 400 FIELD_UNKNOWN ...`), once per answer. A line that ends in
+`| get FIELD  # VALUE` (one word: `# 1000`, `# paid`) must print exactly that value.
 """
 
 from __future__ import annotations
@@ -31,6 +32,23 @@ README = REPO / "README.md"
 SKIP = re.compile(r"<!--\s*walkthrough:\s*skip\b")
 FENCE = re.compile(r"^```(sh|bash)\s*$")
 STATUS = re.compile(r"\b([45]\d\d)\b")
+PROMISE = re.compile(r"^(?P<cmd>.*\|\s*get\s+\S+)\s+#\s*(?P<value>[A-Za-z0-9_.-]+)\s*$")
+
+
+def checked(text: str, line: int, mismatches: Path) -> str:
+    """`text` with every `| get FIELD  # VALUE` line also recording a value other than VALUE."""
+    out = []
+    for n, raw in enumerate(text.splitlines()):
+        m = PROMISE.match(raw)
+        if m:
+            value = m["value"]
+            where = f"README line {line + 1 + n}"
+            raw = (
+                f'{m["cmd"]} | {{ read -r got || true; echo "$got"; [ "$got" = \'{value}\' ] || '
+                f'echo "{where}: {value} announced, $got printed" >> {mismatches}; }}'
+            )
+        out.append(raw)
+    return "\n".join(out)
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,18 @@ def test_the_extractor_sees_blocks_skips_and_announcements() -> None:
     run, skipped = blocks(sample)
     assert [b.line for b in run] == [1] and skipped == [5]
     assert run[0].announced() == ["400"]
+
+
+def test_a_promised_value_is_checked(tmp_path: Path) -> None:
+    mismatches = tmp_path / "mismatches"
+    text = "echo '{\"a\": 7}' | get a   # 7\necho '{\"a\": 8}' \\\n  | get a  # 7\necho x  # 7"
+    script = (
+        "get() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' $1; }\n"
+    )
+    script += checked(text, 10, mismatches)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["7", "8", "x"]
+    assert mismatches.read_text().splitlines() == ["README line 13: 7 announced, 8 printed"]
 
 
 PRELUDE = r"""
@@ -172,10 +202,12 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     log = tmp_path / "statuses"
+    mismatches = tmp_path / "mismatches"
+    mismatches.touch()
     script = [PRELUDE.format(repo=REPO, data=data, log=log, **ports)]
     for n, block in enumerate(run):
         script.append(f'echo "@@ block {n} (README line {block.line})"; echo "@@ {n}" >> {log}')
-        script.append(localise(block.text, ports, data))
+        script.append(checked(localise(block.text, ports, data), block.line, mismatches))
     (tmp_path / "walkthrough.sh").write_text("\n".join(script), encoding="utf-8")
     proc = start_run(data, ports)
     try:
@@ -216,3 +248,6 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
             unannounced[f"README line {block.line}"] = extra
     assert unannounced == {}, f"4xx/5xx the README does not announce: {unannounced}\n{output}"
     assert sum(len(v) for v in statuses.values()) >= 30
+    promised = sum(1 for b in run for ln in b.text.splitlines() if PROMISE.match(ln))
+    assert promised >= 3, promised
+    assert mismatches.read_text() == "", f"values the README announces:\n{mismatches.read_text()}"

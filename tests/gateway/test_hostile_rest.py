@@ -198,6 +198,7 @@ def test_a_body_naming_what_the_url_binds_is_refused_in_either_spelling(  # type
     resp = stack.request(verb, f"{url}?{key()}", _nested(body_key, "x_body_2"), SERVICE)
     assert resp.status == 400, (rpc, resp.status, resp.body)
     assert error_info(resp)["reason"] == "MALFORMED_REQUEST", resp.body
+    assert body_key in resp.json()["message"], resp.body  # as sent (or Envoy's own words)
 
 
 def test_a_camel_case_patch_body_naming_another_product_changes_nothing(stack):  # type: ignore[no-untyped-def]

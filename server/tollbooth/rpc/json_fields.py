@@ -124,10 +124,11 @@ def check(method: MethodDescriptor, header: str | None) -> None:
             )
         for (_, bound), names in zip(bodies, resolved, strict=True):
             if isinstance(names, tuple) and names in bound:
-                field = ".".join(names)
+                sent = ".".join(unquote(p) for p in path.split("."))
                 raise errors.invalid(
-                    f"the JSON body of {method.name} names {errors.shown(field)}, which the "
-                    "URL already binds: the URL decides, leave it out of the body",
+                    f"the JSON body of {method.name} names {errors.shown(sent)} "
+                    f"({'.'.join(names)}), which the URL already binds: the URL decides, "
+                    "leave it out of the body",
                     reason="MALFORMED_REQUEST",
-                    field=field,
+                    field=sent,
                 )

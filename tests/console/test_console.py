@@ -389,15 +389,16 @@ def test_another_site_can_neither_sign_the_operator_out_nor_post(
     with elsewhere.expect_navigation():
         elsewhere.click("#go")
     assert elsewhere.url == _url(world, "/events")  # signed in, not sent to sign in
-    form = (
-        f'<form id="f" method="post" action="{_url(world, "/signout")}">'
-        '<input name="csrf_token" value="forged"></form>'
-    )
-    elsewhere.goto("data:text/html," + form)
-    with elsewhere.expect_navigation():
-        elsewhere.evaluate("document.getElementById('f').submit()")
-    page.goto(_url(world, "/accounts"))
-    assert page.url == _url(world, "/accounts")  # still signed in
+    for action in ("/signout", "/signin", "/events/evt_x/replay"):
+        form = (
+            f'<form id="f" method="post" action="{_url(world, action)}">'
+            '<input name="csrf_token" value="forged"><input name="operator_key" value="x"></form>'
+        )
+        elsewhere.goto("data:text/html," + form)
+        with elsewhere.expect_navigation():
+            elsewhere.evaluate("document.getElementById('f').submit()")
+        page.goto(_url(world, "/accounts"))
+        assert page.url == _url(world, "/accounts"), action  # still signed in
     elsewhere.close()
 
 

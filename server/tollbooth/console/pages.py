@@ -71,10 +71,14 @@ HEADERS = {
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    # A token is made only for a page with a form: a refusal shown to a browser without a
+    # session (a cross-site POST arrives without the cookie) must not answer with a new session
+    # cookie, which would replace the operator's.
+    signed_in = session.signed_in(request)
     html = TEMPLATES.get_template(name).render(
         prefix=PREFIX,
-        csrf=session.csrf_token(request),
-        signed_in=session.signed_in(request),
+        csrf=session.csrf_token(request) if signed_in or name == "signin.html" else "",
+        signed_in=signed_in,
         flash=request.session.pop("flash", None),
         **context,
     )

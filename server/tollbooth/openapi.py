@@ -310,10 +310,17 @@ class Builder:
             op["requestBody"] = {"required": True, "content": {JSON: {"schema": whole}}}
         elif body:
             field = request.fields_by_name[body]
-            op["requestBody"] = {
-                "required": True,
-                "content": {JSON: {"schema": self.value_schema(field)}},
-            }
+            # The URL decides: a field of the body the path binds (`{product.product_id}`) is
+            # left out of its schema (a body naming it is refused), so it is inlined without it.
+            inner = frozenset(
+                b[len(body) + 1 :].split(".")[0] for b in bound if b.startswith(body + ".")
+            )
+            schema = (
+                self.message_schema(field.message_type, skip=inner)
+                if inner and field.message_type is not None
+                else self.value_schema(field)
+            )
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
         op["responses"] = {
             "200": {
                 "description": "OK",

@@ -246,3 +246,25 @@ def test_module_runs_as_a_command(tmp_path, database_url):  # type: ignore[no-un
     )
     assert done.returncode == 0, done.stderr
     assert "create product pro" in done.stdout
+
+
+def test_a_file_that_is_not_utf8_exits_1_with_one_line(tmp_path, database_url, db, capsys):  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes("products:\n  - {key: pro, name: Pré}\n".encode("latin-1"))
+    assert apply(database_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "UTF-8" in err and "Traceback" not in err
+    assert count(db, Product) == 0
+
+
+def test_a_nul_in_the_file_exits_1_naming_the_field_not_the_database(
+    tmp_path, database_url, db, capsys
+):  # type: ignore[no-untyped-def]
+    bad = copy.deepcopy(CATALOG)
+    bad["products"][0]["name"] = "P\x00ro"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(bad, sort_keys=False))
+    assert apply(database_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert "NUL" in err and "database" not in err
+    assert count(db, Product) == 0

@@ -42,6 +42,9 @@ File format (see example_catalog.yaml next to this module)::
                 expires_after_sec: 0  # 0: never
                 priority: 0
 
+The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
+refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.
+
 What apply does (one line per action, also printed by --dry-run, which writes nothing):
 
 - a product key not in the database is created; an archived product with that key is

@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import bearer_metadata, list_prices, list_products
-from tollbooth.catalog import as_code
+from tollbooth.catalog import as_code, spec
 from tollbooth.catalog import plan as planning
 from tollbooth.catalog.fields import ProductFields
 from tollbooth.catalog.plan import Plan
+from tollbooth.db import Database
 from tollbooth.db.models import Price, Product, Sequence
 from tollbooth.errors import DomainError
 
@@ -268,3 +269,39 @@ def test_a_nul_in_the_file_exits_1_naming_the_field_not_the_database(
     err = capsys.readouterr().err
     assert "NUL" in err and "database" not in err
     assert count(db, Product) == 0
+
+
+def test_the_same_file_applied_at_once_by_several_operators_is_applied_once(database_url):  # type: ignore[no-untyped-def]
+    # Two deploys applying the catalog together: one applies it, the others find no changes
+    # (never "a product already has key ..." from a plan made before the first one committed).
+    import threading
+
+    catalog = spec.parse(CATALOG)
+    databases = [Database(database_url) for _ in range(3)]
+    start = threading.Barrier(len(databases))
+    outcomes: list[object] = [None] * len(databases)
+
+    def go(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = len(as_code.apply(databases[i], catalog).actions)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(databases))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for database in databases:
+            database.dispose()
+    assert sorted(outcomes, key=repr) == sorted(
+        [0] * (len(databases) - 1) + [len(as_code.plan(catalog, [], []).actions)], key=repr
+    ), outcomes
+    check = Database(database_url)
+    try:
+        assert count(check, Product) == len(CATALOG["products"])
+    finally:
+        check.dispose()

@@ -1,7 +1,8 @@
 """Catalog as code: `tollbooth catalog apply FILE.yaml [--dry-run] [--archive-missing]`.
 
 Apply makes the stored catalog match the file, through the same service functions as the
-RPCs, in one transaction (all or nothing). Running it again prints "no changes".
+RPCs, in one transaction (all or nothing). Running it again prints "no changes"; applies run
+one at a time (`catalog.repository.lock_for_apply`), so two at once apply the file once.
 
 File format (see example_catalog.yaml next to this module)::
 
@@ -105,9 +106,10 @@ def plan(
 def apply(
     db: Database, catalog: CatalogSpec, *, dry_run: bool = False, archive_missing: bool = False
 ) -> Plan:
-    """Plan against the stored catalog and, unless dry_run, carry the plan out atomically."""
+    """Plan against the stored catalog and, unless dry_run, carry the plan out atomically;
+    applies run one at a time (the same file applied twice at once is applied once)."""
     with db.transaction() as session:
-        products, prices = service.catalog_state(session)
+        products, prices = service.catalog_state(session, for_apply=not dry_run)
         result = plan(catalog, products, prices, archive_missing=archive_missing)
         if not dry_run:
             execute(session, result)

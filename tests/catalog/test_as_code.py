@@ -305,3 +305,44 @@ def test_the_same_file_applied_at_once_by_several_operators_is_applied_once(data
         assert count(check, Product) == len(CATALOG["products"])
     finally:
         check.dispose()
+
+
+def _two_environments(tmp_path: Path, monkeypatch) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Test and live databases (SQLite files, migrated), their variables set: (test, live)."""
+    from tests.conftest import make_env
+    from tests.devstack import migrated_sqlite
+    from tests.environments.test_settings import live
+
+    test_url = migrated_sqlite(tmp_path / "test.db")
+    live_url = migrated_sqlite(tmp_path / "live.db")
+    env = make_env(test_url, BILLING_DATA_DIR=str(tmp_path / "data"), **live(tmp_path / "live.db"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    return test_url, live_url
+
+
+def test_apply_with_environment_live_writes_the_live_database_only(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    test_url, live_url = _two_environments(tmp_path, monkeypatch)
+    path = write(tmp_path, CATALOG)
+    assert as_code.main(["apply", path, "--environment", "live"]) == 0
+    for url, expected in ((live_url, len(CATALOG["products"])), (test_url, 0)):
+        database = Database(url)
+        try:
+            assert count(database, Product) == expected, url
+        finally:
+            database.dispose()
+
+
+def test_sync_stripe_refuses_another_environments_database(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # --sync-stripe links prices with the chosen environment's Stripe account (test by
+    # default): test-mode price ids written into the live database would break live checkouts.
+    _test_url, live_url = _two_environments(tmp_path, monkeypatch)
+    path = write(tmp_path, CATALOG)
+    assert as_code.main(["apply", path, "--sync-stripe", "--database-url", live_url]) == 2
+    assert "--environment live" in capsys.readouterr().err
+    database = Database(live_url)
+    try:
+        assert count(database, Product) == 0
+    finally:
+        database.dispose()

@@ -346,3 +346,30 @@ def test_sync_stripe_refuses_another_environments_database(tmp_path, monkeypatch
         assert count(database, Product) == 0
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"BILLING_DATABASE_URL": "mysql://x/y"},
+        {"BILLING_GRPC_PORT": "abc"},
+        {"BILLING_LOG_LEVEL": "LOUD"},
+    ],
+    ids=["database-url", "port", "log-level"],
+)
+def test_an_unusable_setting_is_a_configuration_error_exit_2(
+    tmp_path, monkeypatch, capsys, variables
+):  # type: ignore[no-untyped-def]
+    # As every other command (README, Configuration): one `configuration error: ...` line.
+    monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path / "data"))
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    assert as_code.main(["apply", write(tmp_path, CATALOG), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: ") and next(iter(variables)) in err
+
+
+def test_the_live_environment_unconfigured_is_a_configuration_error(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path / "data"))
+    assert as_code.main(["apply", write(tmp_path, CATALOG), "--environment", "live"]) == 2
+    assert capsys.readouterr().err.startswith("configuration error: the live environment")

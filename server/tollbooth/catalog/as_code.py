@@ -201,9 +201,9 @@ def apply_command(
         if configured is not None and environment is not None:
             settings = environments.view(configured, environment)
         url = database_url or (settings.database_url if settings else "")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except ConfigError as exc:  # as every command: one line, exit 2 (tollbooth.cli)
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     if sync and database_url and configured is not None and settings is not None:
         # Links made with one environment's Stripe account are no use in the other's database.
         for name, other in environments.of(configured).items():

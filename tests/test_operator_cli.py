@@ -58,3 +58,14 @@ def test_a_database_it_cannot_use_is_one_error_line_and_exit_1(  # type: ignore[
     assert "Traceback" not in captured.err + captured.out
     assert "s3cret-pw" not in captured.err + captured.out
     assert "tollbooth migrate" in captured.err
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_replay_of_an_empty_event_id_is_a_usage_error(value, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # An empty id names no event; before anything is read it is refused, exit 2 (never
+    # "replayed 0: 0 change(s)" and exit 0).
+    env = make_env(_unmigrated(tmp_path), BILLING_DATA_DIR=str(tmp_path / "data"))
+    for key, val in env.items():
+        monkeypatch.setenv(key, val)
+    assert cli.main(["webhooks", "replay", "--event-id", value]) == 2
+    assert "--event-id" in capsys.readouterr().err

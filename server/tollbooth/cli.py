@@ -261,6 +261,8 @@ def webhooks_replay_command(
 
     if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
         raise click.UsageError("--since, --event-id and --failed exclude each other")
+    if event_id is not None and not event_id.strip():
+        raise click.UsageError("--event-id must name an event (evt_...)")
     settings = load("webhooks", operator=True, environment=environment)
     when = None
     if since:

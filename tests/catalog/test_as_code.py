@@ -373,3 +373,14 @@ def test_the_live_environment_unconfigured_is_a_configuration_error(tmp_path, mo
     monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path / "data"))
     assert as_code.main(["apply", write(tmp_path, CATALOG), "--environment", "live"]) == 2
     assert capsys.readouterr().err.startswith("configuration error: the live environment")
+
+
+def test_a_priority_the_contract_cannot_carry_exits_1_and_writes_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, database_url, db, capsys
+):
+    bad = copy.deepcopy(CATALOG)
+    grant = {"credit_type": "api", "amount": "1", "priority": 99_999_999_999}
+    bad["products"][0]["prices"][0]["credit_grants"] = [grant]
+    assert apply(database_url, write(tmp_path, bad)) == 1
+    assert "priority" in capsys.readouterr().err
+    assert count(db, Product) == 0

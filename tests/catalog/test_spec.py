@@ -183,3 +183,21 @@ def test_a_nul_character_anywhere_is_refused_as_the_rpcs_refuse_it(document):  #
     # The RPCs refuse NUL at the edge (FIELD_INVALID); PostgreSQL text cannot hold it at all.
     with pytest.raises(SpecError, match="NUL"):
         spec.parse(document)
+
+
+@pytest.mark.parametrize("priority", [2**31, -(2**31) - 1, 99_999_999_999])
+def test_a_grant_priority_outside_the_contracts_int32_is_refused(priority):  # type: ignore[no-untyped-def]
+    # CreditGrantSpec.priority is an int32: a stored 99999999999 made every ListPrices of the
+    # product fail (INTERNAL) and its grant could never be written (an int4 column).
+    grant = {"credit_type": "api", "amount": "1", "priority": priority}
+    with pytest.raises(DomainError) as exc:
+        spec.parse(doc(credit_grants=[grant]))
+    assert exc.value.reason == "INVALID_ARGUMENT"
+    assert "priority" in exc.value.message
+
+
+@pytest.mark.parametrize("priority", [2**31 - 1, -(2**31), 0])
+def test_a_grant_priority_inside_int32_is_kept(priority):  # type: ignore[no-untyped-def]
+    grant = {"credit_type": "api", "amount": "1", "priority": priority}
+    price = spec.parse(doc(credit_grants=[grant])).products[0].prices[0]
+    assert price.credit_grants[0].priority == priority

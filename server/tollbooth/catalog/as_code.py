@@ -41,7 +41,7 @@ File format (see example_catalog.yaml next to this module)::
                 on_purchase: true   # default true
                 on_renewal: true    # default false; recurring prices only
                 expires_after_sec: 0  # 0: never
-                priority: 0
+                priority: 0         # a 32-bit integer (the contract's int32); lower first
 
 The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
 refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.

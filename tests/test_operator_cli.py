@@ -69,3 +69,42 @@ def test_replay_of_an_empty_event_id_is_a_usage_error(value, tmp_path, monkeypat
         monkeypatch.setenv(key, val)
     assert cli.main(["webhooks", "replay", "--event-id", value]) == 2
     assert "--event-id" in capsys.readouterr().err
+
+
+def test_webhooks_list_prints_one_line_per_event_even_for_a_multi_line_error(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, capsys
+):
+    # A failed event's last_error is `Type: str(exc)`; SQLAlchemy's errors span lines
+    # ("...\n[SQL: ...]"). The list is one event a line, tab-separated, for grep and cut.
+    from tests.devstack import migrated_sqlite
+    from tollbooth.db import Database
+    from tollbooth.webhooks import repository
+
+    url = migrated_sqlite(tmp_path / "billing.db")
+    database = Database(url)
+    try:
+        with database.transaction() as session:
+            for event_id in ("evt_a", "evt_b"):
+                repository.insert_event(
+                    session,
+                    event_id=event_id,
+                    type_="invoice.paid",
+                    api_version="",
+                    livemode=False,
+                    created=None,
+                    payload=b"{}",
+                )
+            repository.mark_failed(
+                session, "evt_a", "OperationalError: lost\n[SQL: SELECT 1]\n\t(x)", None
+            )
+    finally:
+        database.dispose()
+    env = make_env(url, BILLING_DATA_DIR=str(tmp_path / "data"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["webhooks", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines
+    assert all(len(line.split("\t")) == 6 for line in lines), lines
+    failed = next(line for line in lines if line.startswith("evt_a\t"))
+    assert failed.split("\t")[-1] == "OperationalError: lost [SQL: SELECT 1] (x)"

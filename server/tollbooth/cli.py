@@ -295,9 +295,11 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
     with _database(settings):
         rows = assembly.list_events(settings, status, limit)
     for row in rows:
+        # One event a line: an error's own line breaks and tabs become single spaces.
+        error = " ".join(str(row["last_error"] or "").split())
         print(
             f"{row['event_id']}\t{row['type']}\t{row['status']}\tattempts={row['attempts']}"
-            f"\tnext={row['next_attempt_at'] or '-'}\t{row['last_error'] or ''}",
+            f"\tnext={row['next_attempt_at'] or '-'}\t{error}",
             flush=True,
         )
     return 0

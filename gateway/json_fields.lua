@@ -5,6 +5,9 @@
 -- The header x-billing-json-fields carries the dotted paths of the keys ("a", "a.b"; arrays
 -- add no segment), each segment with every character outside [A-Za-z0-9_] percent-encoded.
 -- A body that does not parse as JSON gets no header: the transcoder refuses it itself.
+-- A key written twice in one object (which the transcoder would keep the last of, silently)
+-- comes first in the header, its path after a "!" (never part of an encoded path), and the
+-- server refuses the request (MALFORMED_REQUEST naming it).
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 
@@ -46,6 +49,7 @@ local function object(s, i, prefix, out, depth)
   if s:byte(i) == 125 then
     return i + 1
   end
+  local keys = {}
   while true do
     if s:byte(i) ~= 34 then
       return nil
@@ -58,6 +62,10 @@ local function object(s, i, prefix, out, depth)
     if prefix ~= "" then
       path = prefix .. "." .. path
     end
+    if keys[key] then
+      out.duplicate = out.duplicate or path
+    end
+    keys[key] = true
     out.add(path)
     j = skip_ws(s, j)
     if not j or s:byte(j) ~= 58 then
@@ -153,6 +161,9 @@ local function collect(s)
   end
   if not object(s, i, "", out, 0) then
     return nil
+  end
+  if out.duplicate then
+    table.insert(paths, 1, "!" .. out.duplicate)
   end
   return paths
 end

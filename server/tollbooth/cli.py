@@ -6,6 +6,8 @@
 
 Each command reads the settings once (`tollbooth.config`) and passes them down. A
 configuration error prints `configuration error: ...` and exits 2, as does a usage error.
+An operator command whose database does not answer or was never migrated prints
+`error: database URL: ...` (password hidden) and exits 1.
 The commands reach the domains through the assembly (`tollbooth.app`) only.
 """
 
@@ -15,14 +17,16 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from tollbooth import app as assembly
 from tollbooth import commandline, environments, logs, metrics, stack, supervisor
-from tollbooth.config import REPO_ROOT, ConfigError, Settings
+from tollbooth.config import REPO_ROOT, ConfigError, Settings, redact_url
 
 log = logging.getLogger("tollbooth")
 
@@ -32,6 +36,25 @@ SUPERVISED_ENV = Settings.SUPERVISED_VARIABLE
 
 class _Refused(Exception):
     """Settings that must not serve; the message is printed and the command exits 2."""
+
+
+class _Failed(Exception):
+    """An operator command that could not do its work; the message is printed, exit 1."""
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[None]:
+    """An operator command's database that does not answer or was never migrated: one line
+    naming it (password hidden), exit 1, never a traceback."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise _Failed(
+            f"error: database {redact_url(settings.database_url)}: "
+            f"{(detail[0] if detail else type(exc).__name__)[:300]}\n"
+            "(is it reachable and migrated? `tollbooth migrate`)"
+        ) from None
 
 
 # The serving processes log to stdout (what `run` shows); the others to stderr, beside their
@@ -238,6 +261,8 @@ def webhooks_replay_command(
 
     if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
         raise click.UsageError("--since, --event-id and --failed exclude each other")
+    if event_id is not None and not event_id.strip():
+        raise click.UsageError("--event-id must name an event (evt_...)")
     settings = load("webhooks", operator=True, environment=environment)
     when = None
     if since:
@@ -248,7 +273,8 @@ def webhooks_replay_command(
             return 2
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
-    report = assembly.replay(settings, since=when, event_id=event_id, failed_only=failed)
+    with _database(settings):
+        report = assembly.replay(settings, since=when, event_id=event_id, failed_only=failed)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
@@ -266,10 +292,14 @@ def webhooks_replay_command(
 def webhooks_list_command(status: str | None, limit: int, environment: str | None) -> int:
     """Stored events: id, type, status, attempts, next attempt and last error, one a line."""
     settings = load("webhooks", operator=True, environment=environment)
-    for row in assembly.list_events(settings, status, limit):
+    with _database(settings):
+        rows = assembly.list_events(settings, status, limit)
+    for row in rows:
+        # One event a line: an error's own line breaks and tabs become single spaces.
+        error = " ".join(str(row["last_error"] or "").split())
         print(
             f"{row['event_id']}\t{row['type']}\t{row['status']}\tattempts={row['attempts']}"
-            f"\tnext={row['next_attempt_at'] or '-'}\t{row['last_error'] or ''}",
+            f"\tnext={row['next_attempt_at'] or '-'}\t{error}",
             flush=True,
         )
     return 0
@@ -284,7 +314,9 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
 def reconcile_command(environment: str | None) -> int:
     """Compare every subscription with Stripe, repair drift, sweep the intents left pending,
     print what changed (and, apart, what it must leave to an operator)."""
-    report = assembly.reconcile(load("reconcile", operator=True, environment=environment))
+    settings = load("reconcile", operator=True, environment=environment)
+    with _database(settings):
+        report = assembly.reconcile(settings)
     return _print_report(report, "reconciled")
 
 
@@ -323,13 +355,10 @@ def notifications_messages_command(
 ) -> int:
     from tollbooth.errors import DomainError
 
+    settings = load("notifications", operator=True, environment=environment)
     try:
-        rows = assembly.notifications.list_messages(
-            load("notifications", operator=True, environment=environment),
-            endpoint_id,
-            state,
-            limit,
-        )
+        with _database(settings):
+            rows = assembly.notifications.list_messages(settings, endpoint_id, state, limit)
     except DomainError as exc:
         return _domain_error(exc)
     for r in rows:
@@ -347,13 +376,12 @@ def notifications_attempts_command(
 ) -> int:
     from tollbooth.errors import DomainError
 
+    settings = load("notifications", operator=True, environment=environment)
     try:
-        rows = assembly.notifications.list_attempts(
-            load("notifications", operator=True, environment=environment),
-            endpoint_id,
-            notification_id,
-            limit,
-        )
+        with _database(settings):
+            rows = assembly.notifications.list_attempts(
+                settings, endpoint_id, notification_id, limit
+            )
     except DomainError as exc:
         return _domain_error(exc)
     for r in rows:
@@ -374,13 +402,10 @@ def notifications_resend_command(
     if (notification_id is None) == (since is None):
         raise click.UsageError("give exactly one of --notification-id and --since")
     when = _since(since) if since is not None else None
+    settings = load("notifications", operator=True, environment=environment)
     try:
-        queued = assembly.notifications.resend(
-            load("notifications", operator=True, environment=environment),
-            endpoint_id,
-            notification_id,
-            when,
-        )
+        with _database(settings):
+            queued = assembly.notifications.resend(settings, endpoint_id, notification_id, when)
     except DomainError as exc:
         return _domain_error(exc)
     print(f"queued {queued} message(s) again", flush=True)
@@ -393,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Refused as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except _Failed as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

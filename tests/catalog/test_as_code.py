@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import bearer_metadata, list_prices, list_products
-from tollbooth.catalog import as_code
+from tollbooth.catalog import as_code, spec
 from tollbooth.catalog import plan as planning
 from tollbooth.catalog.fields import ProductFields
 from tollbooth.catalog.plan import Plan
+from tollbooth.db import Database
 from tollbooth.db.models import Price, Product, Sequence
 from tollbooth.errors import DomainError
 
@@ -246,3 +247,140 @@ def test_module_runs_as_a_command(tmp_path, database_url):  # type: ignore[no-un
     )
     assert done.returncode == 0, done.stderr
     assert "create product pro" in done.stdout
+
+
+def test_a_file_that_is_not_utf8_exits_1_with_one_line(tmp_path, database_url, db, capsys):  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes("products:\n  - {key: pro, name: Pré}\n".encode("latin-1"))
+    assert apply(database_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "UTF-8" in err and "Traceback" not in err
+    assert count(db, Product) == 0
+
+
+def test_a_nul_in_the_file_exits_1_naming_the_field_not_the_database(
+    tmp_path, database_url, db, capsys
+):  # type: ignore[no-untyped-def]
+    bad = copy.deepcopy(CATALOG)
+    bad["products"][0]["name"] = "P\x00ro"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(bad, sort_keys=False))
+    assert apply(database_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert "NUL" in err and "database" not in err
+    assert count(db, Product) == 0
+
+
+def test_the_same_file_applied_at_once_by_several_operators_is_applied_once(database_url):  # type: ignore[no-untyped-def]
+    # Two deploys applying the catalog together: one applies it, the others find no changes
+    # (never "a product already has key ..." from a plan made before the first one committed).
+    import threading
+
+    catalog = spec.parse(CATALOG)
+    databases = [Database(database_url) for _ in range(3)]
+    start = threading.Barrier(len(databases))
+    outcomes: list[object] = [None] * len(databases)
+
+    def go(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = len(as_code.apply(databases[i], catalog).actions)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(databases))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for database in databases:
+            database.dispose()
+    assert sorted(outcomes, key=repr) == sorted(
+        [0] * (len(databases) - 1) + [len(as_code.plan(catalog, [], []).actions)], key=repr
+    ), outcomes
+    check = Database(database_url)
+    try:
+        assert count(check, Product) == len(CATALOG["products"])
+    finally:
+        check.dispose()
+
+
+def _two_environments(tmp_path: Path, monkeypatch) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """Test and live databases (SQLite files, migrated), their variables set: (test, live)."""
+    from tests.conftest import make_env
+    from tests.devstack import migrated_sqlite
+    from tests.environments.test_settings import live
+
+    test_url = migrated_sqlite(tmp_path / "test.db")
+    live_url = migrated_sqlite(tmp_path / "live.db")
+    env = make_env(test_url, BILLING_DATA_DIR=str(tmp_path / "data"), **live(tmp_path / "live.db"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    return test_url, live_url
+
+
+def test_apply_with_environment_live_writes_the_live_database_only(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    test_url, live_url = _two_environments(tmp_path, monkeypatch)
+    path = write(tmp_path, CATALOG)
+    assert as_code.main(["apply", path, "--environment", "live"]) == 0
+    for url, expected in ((live_url, len(CATALOG["products"])), (test_url, 0)):
+        database = Database(url)
+        try:
+            assert count(database, Product) == expected, url
+        finally:
+            database.dispose()
+
+
+def test_sync_stripe_refuses_another_environments_database(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # --sync-stripe links prices with the chosen environment's Stripe account (test by
+    # default): test-mode price ids written into the live database would break live checkouts.
+    _test_url, live_url = _two_environments(tmp_path, monkeypatch)
+    path = write(tmp_path, CATALOG)
+    assert as_code.main(["apply", path, "--sync-stripe", "--database-url", live_url]) == 2
+    assert "--environment live" in capsys.readouterr().err
+    database = Database(live_url)
+    try:
+        assert count(database, Product) == 0
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"BILLING_DATABASE_URL": "mysql://x/y"},
+        {"BILLING_GRPC_PORT": "abc"},
+        {"BILLING_LOG_LEVEL": "LOUD"},
+    ],
+    ids=["database-url", "port", "log-level"],
+)
+def test_an_unusable_setting_is_a_configuration_error_exit_2(
+    tmp_path, monkeypatch, capsys, variables
+):  # type: ignore[no-untyped-def]
+    # As every other command (README, Configuration): one `configuration error: ...` line.
+    monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path / "data"))
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    assert as_code.main(["apply", write(tmp_path, CATALOG), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: ") and next(iter(variables)) in err
+
+
+def test_the_live_environment_unconfigured_is_a_configuration_error(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BILLING_DATA_DIR", str(tmp_path / "data"))
+    assert as_code.main(["apply", write(tmp_path, CATALOG), "--environment", "live"]) == 2
+    assert capsys.readouterr().err.startswith("configuration error: the live environment")
+
+
+def test_a_priority_the_contract_cannot_carry_exits_1_and_writes_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, database_url, db, capsys
+):
+    bad = copy.deepcopy(CATALOG)
+    grant = {"credit_type": "api", "amount": "1", "priority": 99_999_999_999}
+    bad["products"][0]["prices"][0]["credit_grants"] = [grant]
+    assert apply(database_url, write(tmp_path, bad)) == 1
+    assert "priority" in capsys.readouterr().err
+    assert count(db, Product) == 0

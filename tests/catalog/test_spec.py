@@ -141,3 +141,63 @@ def test_invalid_yaml_is_a_spec_error(tmp_path):  # type: ignore[no-untyped-def]
     path.write_text("products: [\n")
     with pytest.raises(SpecError):
         spec.load(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "products:\n  - key: pro\n    name: Pro\n    name: Other\n",
+        "products: []\nproducts:\n  - {key: pro, name: Pro}\n",
+        "products:\n  - key: pro\n    name: Pro\n    metadata: {tier: a, tier: b}\n",
+    ],
+    ids=["product-field", "top-level", "metadata-key"],
+)
+def test_a_key_written_twice_in_one_mapping_is_a_spec_error(tmp_path, text):  # type: ignore[no-untyped-def]
+    # YAML parsers keep the last of duplicate keys silently; the file meant something else.
+    path = tmp_path / "catalog.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="twice"):
+        spec.load(path)
+
+
+def test_a_file_that_is_not_utf8_is_a_spec_error(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes("products:\n  - {key: pro, name: Pré}\n".encode("latin-1"))
+    with pytest.raises(SpecError, match="UTF-8"):
+        spec.load(path)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"products": [{"key": "pro", "name": "P\x00ro"}]},
+        {"products": [{"key": "pro", "name": "Pro", "metadata": {"k\x00": "v"}}]},
+        {"products": [{"key": "pro", "name": "Pro", "metadata": {"k": "v\x00"}}]},
+        doc(lookup_key="pro\x00monthly"),
+        doc(nickname="Mon\x00thly"),
+        doc(credit_grants=[{"credit_type": "api\x00", "amount": "1"}]),
+    ],
+    ids=["name", "metadata-key", "metadata-value", "lookup-key", "nickname", "credit-type"],
+)
+def test_a_nul_character_anywhere_is_refused_as_the_rpcs_refuse_it(document):  # type: ignore[no-untyped-def]
+    # The RPCs refuse NUL at the edge (FIELD_INVALID); PostgreSQL text cannot hold it at all.
+    with pytest.raises(SpecError, match="NUL"):
+        spec.parse(document)
+
+
+@pytest.mark.parametrize("priority", [2**31, -(2**31) - 1, 99_999_999_999])
+def test_a_grant_priority_outside_the_contracts_int32_is_refused(priority):  # type: ignore[no-untyped-def]
+    # CreditGrantSpec.priority is an int32: a stored 99999999999 made every ListPrices of the
+    # product fail (INTERNAL) and its grant could never be written (an int4 column).
+    grant = {"credit_type": "api", "amount": "1", "priority": priority}
+    with pytest.raises(DomainError) as exc:
+        spec.parse(doc(credit_grants=[grant]))
+    assert exc.value.reason == "INVALID_ARGUMENT"
+    assert "priority" in exc.value.message
+
+
+@pytest.mark.parametrize("priority", [2**31 - 1, -(2**31), 0])
+def test_a_grant_priority_inside_int32_is_kept(priority):  # type: ignore[no-untyped-def]
+    grant = {"credit_type": "api", "amount": "1", "priority": priority}
+    price = spec.parse(doc(credit_grants=[grant])).products[0].prices[0]
+    assert price.credit_grants[0].priority == priority

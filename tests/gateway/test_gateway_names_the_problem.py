@@ -76,3 +76,55 @@ def test_free_form_keys_under_struct_fields_are_not_checked(stack):  # type: ign
     body = {"event_name": "x", "account": "p", "properties": {"any.k,ey": {"thing": 1}}}
     resp = stack.request("POST", "/mgt/v1/events", body, SERVICE)
     assert resp.reason != "FIELD_UNKNOWN", resp.body
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        (
+            "/mgt/v1/token/issue",
+            b'{"principal_id": "p-dup-a", "principal_id": "p-dup-b"}',
+            "principal_id",
+        ),
+        (
+            "/mgt/v1/accounts/acct_x/credits/grants",
+            b'{"credit_type": "api", "amount": "1", "amount": "1000000"}',
+            "amount",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": [{"account": "p", "event_name": "x", "event_name": "y",'
+            b' "timestamp": "2025-03-09T15:03:17Z"}]}',
+            "events.event_name",
+        ),
+    ],
+    ids=["top-level", "amount", "in-a-list"],
+)
+def test_a_key_written_twice_in_one_json_object_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, path, raw, field
+):
+    # Envoy's transcoder would keep the last silently (it refuses a repeated key only under a
+    # google.protobuf.Struct, as a map key); which one the sender meant is unknown.
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "twice" in resp.json()["message"]
+
+
+def test_the_same_key_in_sibling_objects_is_no_duplicate(stack):  # type: ignore[no-untyped-def]
+    body = (
+        b'{"events": [{"unique_id": "dup-sib-1", "account": "nobody", "event_name": "x",'
+        b' "timestamp": "2025-03-09T15:03:17Z"}, {"unique_id": "dup-sib-2", "account": "nobody",'
+        b' "event_name": "x", "timestamp": "2025-03-09T15:03:17Z"}]}'
+    )
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    assert [r["reason"] for r in resp.json()["results"]] == ["ACCOUNT_UNKNOWN"] * 2
+
+
+def test_a_duplicate_key_changes_nothing(stack):  # type: ignore[no-untyped-def]
+    raw = b'{"principal_id": "p-dup-never", "principal_id": "p-dup-never"}'
+    assert stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE).reason == "MALFORMED_REQUEST"
+    again = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-dup-never"}, SERVICE)
+    assert again.json()["account_created"] is True

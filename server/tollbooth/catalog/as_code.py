@@ -1,7 +1,8 @@
 """Catalog as code: `tollbooth catalog apply FILE.yaml [--dry-run] [--archive-missing]`.
 
 Apply makes the stored catalog match the file, through the same service functions as the
-RPCs, in one transaction (all or nothing). Running it again prints "no changes".
+RPCs, in one transaction (all or nothing). Running it again prints "no changes"; applies run
+one at a time (`catalog.repository.lock_for_apply`), so two at once apply the file once.
 
 File format (see example_catalog.yaml next to this module)::
 
@@ -40,7 +41,10 @@ File format (see example_catalog.yaml next to this module)::
                 on_purchase: true   # default true
                 on_renewal: true    # default false; recurring prices only
                 expires_after_sec: 0  # 0: never
-                priority: 0
+                priority: 0         # a 32-bit integer (the contract's int32); lower first
+
+The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
+refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.
 
 What apply does (one line per action, also printed by --dry-run, which writes nothing):
 
@@ -55,6 +59,10 @@ What apply does (one line per action, also printed by --dry-run, which writes no
 - with --archive-missing, active products absent from the file, and active prices of the
   file's products absent from it, are archived. Without it nothing is archived except
   replaced prices.
+
+With --environment live (or test), apply writes that environment's database and syncs with its
+Stripe account; --sync-stripe with a --database-url naming another environment's database is
+refused (exit 2), as its prices would be linked to the wrong Stripe account.
 
 With --sync-stripe, apply then links every active price that has no provider price yet to
 the provider (Stripe, or the sandbox when STRIPE_API_KEY is unset): an active provider price
@@ -74,13 +82,13 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from tollbooth import commandline
+from tollbooth import commandline, environments
 from tollbooth.catalog import plan as planning
 from tollbooth.catalog import service, spec
 from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
 from tollbooth.config import ConfigError, redact_url
-from tollbooth.db import Database
+from tollbooth.db import Database, normalize_url
 from tollbooth.errors import DomainError
 from tollbooth.provider.client import StripeProvider
 from tollbooth.stack import operator_settings
@@ -102,9 +110,10 @@ def plan(
 def apply(
     db: Database, catalog: CatalogSpec, *, dry_run: bool = False, archive_missing: bool = False
 ) -> Plan:
-    """Plan against the stored catalog and, unless dry_run, carry the plan out atomically."""
+    """Plan against the stored catalog and, unless dry_run, carry the plan out atomically;
+    applies run one at a time (the same file applied twice at once is applied once)."""
     with db.transaction() as session:
-        products, prices = service.catalog_state(session)
+        products, prices = service.catalog_state(session, for_apply=not dry_run)
         result = plan(catalog, products, prices, archive_missing=archive_missing)
         if not dry_run:
             execute(session, result)
@@ -164,8 +173,20 @@ def catalog_commands() -> None:
     is_flag=True,
     help="then link or create the provider product and price of every unsynced price",
 )
+@click.option(
+    "--environment",
+    type=click.Choice(environments.NAMES),
+    default=None,
+    help="the environment whose database and Stripe account to use (default: the configured"
+    " one, test)",
+)
 def apply_command(
-    file: str, dry_run: bool, archive_missing: bool, database_url: str | None, sync: bool
+    file: str,
+    dry_run: bool,
+    archive_missing: bool,
+    database_url: str | None,
+    sync: bool,
+    environment: str | None,
 ) -> int:
     try:
         catalog = spec.load(file)
@@ -175,11 +196,25 @@ def apply_command(
     try:
         # The settings are read only when needed: a database URL given, nothing synced.
         # The running stack's ports and database (`tollbooth.stack`) unless the shell says.
-        settings = operator_settings() if sync or not database_url else None
+        configured = operator_settings() if sync or environment or not database_url else None
+        settings = configured
+        if configured is not None and environment is not None:
+            settings = environments.view(configured, environment)
         url = database_url or (settings.database_url if settings else "")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except ConfigError as exc:  # as every command: one line, exit 2 (tollbooth.cli)
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if sync and database_url and configured is not None and settings is not None:
+        # Links made with one environment's Stripe account are no use in the other's database.
+        for name, other in environments.of(configured).items():
+            if other.database_url != settings.database_url and _same(other.database_url, url):
+                print(
+                    f"error: --database-url names the {name} environment's database, but"
+                    f" --sync-stripe would link it with another environment's Stripe account;"
+                    f" give --environment {name} instead",
+                    file=sys.stderr,
+                )
+                return 2
     db = Database(url)
     synced: list[str] = []
     try:
@@ -226,6 +261,10 @@ def apply_command(
 def main(argv: Sequence[str] | None = None) -> int:
     """`tollbooth catalog`; argv holds the arguments after it (e.g. apply FILE)."""
     return commandline.run(catalog_commands, argv, prog_name="tollbooth catalog")
+
+
+def _same(a: str, b: str) -> bool:
+    return normalize_url(a) == normalize_url(b)
 
 
 def _message(exc: Exception) -> str:

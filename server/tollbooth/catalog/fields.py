@@ -253,6 +253,11 @@ def clean_credit_grants(
                 f"{where}.expires_after_sec must not be negative",
                 field=f"{where}.expires_after_sec",
             )
+        if not -INT32_MAX - 1 <= grant.priority <= INT32_MAX:  # the contract's int32
+            raise errors.invalid(
+                f"{where}.priority must be between {-INT32_MAX - 1} and {INT32_MAX}",
+                field=f"{where}.priority",
+            )
         if not (grant.on_purchase or grant.on_renewal):
             raise errors.invalid(
                 f"{where} grants nothing: set on_purchase, on_renewal or both", field=where

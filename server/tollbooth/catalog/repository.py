@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, select, true
+from sqlalchemy import Select, func, select, text, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,8 @@ from tollbooth.db import upsert_insert
 from tollbooth.db.models import Price, Product, Sequence
 from tollbooth.paging import after_clause
 
+# pg_advisory_xact_lock key of catalog as code ("ctlg" in ASCII).
+APPLY_LOCK = 0x63746C67
 PRODUCT_SEQUENCE = "catalog.products"
 PRICE_SEQUENCE = "catalog.prices"
 
@@ -22,6 +24,14 @@ class LookupKeyTaken(Exception):
 
 class ProductKeyTaken(Exception):
     """The unique index on product keys refused a write."""
+
+
+def lock_for_apply(session: Session) -> None:
+    """One catalog apply at a time, until its transaction ends: a second one waits, then plans
+    against what the first committed (READ COMMITTED reads after the wait see it). SQLite
+    serialises writers anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
 
 
 def next_seq(session: Session, name: str) -> int:

@@ -328,8 +328,15 @@ def list_prices(
 # Catalog as code
 
 
-def catalog_state(session: Session) -> tuple[list[StoredProduct], list[StoredPrice]]:
-    """Every product (archived included) and every active price, as plain values."""
+def catalog_state(
+    session: Session, *, for_apply: bool = False
+) -> tuple[list[StoredProduct], list[StoredPrice]]:
+    """Every product (archived included) and every active price, as plain values.
+
+    `for_apply`: first wait for any other catalog apply to end (`repository.lock_for_apply`),
+    so the same file applied twice at once is applied once, the second finding no changes."""
+    if for_apply:
+        repository.lock_for_apply(session)
     products = [
         StoredProduct(id=p.id, active=p.active, seq=p.seq, fields=product_fields_of(p))
         for p in repository.all_products(session)

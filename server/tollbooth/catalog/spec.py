@@ -65,12 +65,33 @@ class CatalogSpec:
     products: tuple[DesiredProduct, ...]
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (plain YAML keeps the last
+    silently, so the file would mean something its author did not write). A merge (`<<`)
+    may still be overridden, as YAML defines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | Path) -> CatalogSpec:
     with open(path, encoding="utf-8") as fh:
         try:
-            document = yaml.safe_load(fh)
+            document = yaml.load(fh, Loader=_Loader)  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return parse(document)
 
 
@@ -176,7 +197,7 @@ def _entitlements(raw: object, where: str) -> tuple[Entitlement, ...]:
     out = []
     for i, item in enumerate(_list(raw, where)):
         if isinstance(item, str):
-            out.append(Entitlement(item))
+            out.append(Entitlement(_str(item, f"{where}[{i}]")))
             continue
         data = _mapping(item, f"{where}[{i}]")
         _known(data, ENTITLEMENT_KEYS, f"{where}[{i}]")
@@ -230,6 +251,8 @@ def _str(value: object, where: str, *, required: bool = False) -> str:
         return str(value)
     if not isinstance(value, str):
         raise SpecError(f"{where} must be a string")
+    if "\x00" in value:  # refused by the RPCs' edge; PostgreSQL text cannot hold it
+        raise SpecError(f"{where} contains a NUL character")
     if required and not value.strip():
         raise SpecError(f"{where} is required")
     return value

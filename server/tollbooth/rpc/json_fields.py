@@ -5,7 +5,9 @@ Envoy's transcoder drops unknown JSON fields silently, so a misspelt field ("exp
 key of the JSON body in the `x-billing-json-fields` header: dotted paths, arrays adding no
 segment, each segment percent-encoded. Here each path is resolved against the message the
 REST binding's body maps to (the whole request for `body: "*"`, else that field's message); the
-first one that names no field is refused. Both the proto name and the JSON (lowerCamel) name of
+first one that names no field is refused. A path after "!" (the Lua filter puts it first) is a
+key written twice in one JSON object, which the transcoder would keep the last of silently: it
+is refused as MALFORMED_REQUEST naming it. Both the proto name and the JSON (lowerCamel) name of
 a field are accepted, as the transcoder accepts both. Below a map, a google.protobuf type
 (Struct, Value, Timestamp...) or a scalar, any key is left to the transcoder.
 
@@ -106,6 +108,13 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     that names what the binding's URL binds (INVALID_ARGUMENT MALFORMED_REQUEST)."""
     if not header:
         return
+    if header.startswith("!"):
+        name = ".".join(unquote(p) for p in header[1:].split(",", 1)[0].split("."))
+        raise errors.invalid(
+            f"the JSON body names {errors.shown(name)} twice in one object",
+            reason="MALFORMED_REQUEST",
+            field=name,
+        )
     bodies = bindings(method)
     if not bodies:
         return

@@ -132,6 +132,24 @@ def test_event_without_id_gets_the_derived_id_and_counts_once(channel, db) -> No
     assert list(stored(db)) == [expected]
 
 
+@pytest.mark.parametrize("blank", [" ", "  ", "\t\n "])
+def test_whitespace_only_id_is_treated_as_missing(channel, db, blank) -> None:  # type: ignore[no-untyped-def]
+    """A blank id is no id: the derived one, the same as for an empty id (never stored as sent)."""
+    acct = account(channel, "principal-blank")
+    props = {"tokens": 7}
+    blank_first = ingest(channel, [event(blank, acct, properties=props)])
+    empty_again = ingest(channel, [event("", acct, properties=props)])
+    expected = events.derive_unique_id(
+        acct,
+        "api_call",
+        T0.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        json.dumps(props, sort_keys=True, separators=(",", ":")),
+    )
+    assert statuses(blank_first) == [(expected, ACCEPTED, "")]
+    assert statuses(empty_again) == [(expected, DUPLICATE, "")]
+    assert list(stored(db)) == [expected]
+
+
 def test_repeated_id_within_a_batch_counts_once(channel, db) -> None:  # type: ignore[no-untyped-def]
     acct = account(channel, "p1")
     results = ingest(channel, [event("x", acct), event("y", acct), event("x", acct)])

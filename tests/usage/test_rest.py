@@ -44,6 +44,17 @@ def test_rejected_single_event_is_http_400_with_the_reason(stack, token) -> None
     assert (r.status, r.reason) == (400, "ACCOUNT_UNKNOWN")
 
 
+def test_whitespace_only_unique_id_gets_the_derived_id(stack, token) -> None:  # type: ignore[no-untyped-def]
+    body = {**SEED_001_EVENT, "uniqueId": "   ", "properties": {"tokens": 31}}
+    blank = stack.request("POST", "/mgt/v1/events", body, KEY)
+    without = {k: v for k, v in body.items() if k != "uniqueId"}
+    again = stack.request("POST", "/mgt/v1/events", without, KEY)
+    assert (blank.status, blank.json()["status"]) == (200, "EVENT_STATUS_ACCEPTED"), blank.body
+    assert blank.json()["unique_id"].startswith("derived_")
+    assert (again.status, again.json()["status"]) == (200, "EVENT_STATUS_DUPLICATE"), again.body
+    assert again.json()["unique_id"] == blank.json()["unique_id"]
+
+
 def test_events_take_the_service_key_only(stack, token) -> None:  # type: ignore[no-untyped-def]
     assert stack.request("POST", "/mgt/v1/events", SEED_001_EVENT).status == 401
     bearer = {"authorization": f"Bearer {token}"}

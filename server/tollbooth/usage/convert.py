@@ -160,6 +160,8 @@ def check(event: usage_pb2.UsageEvent, index: int, limits: Limits, now: int) -> 
         or "\x00" in name
     ):
         raise _edge_refusal(event)
+    if not unique_id.strip():
+        unique_id = ""  # a blank id is no id: derived from the content, as for an empty one
     account = account.strip()
     if not account:
         raise errors.required("account")

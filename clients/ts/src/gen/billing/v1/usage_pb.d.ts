@@ -19,10 +19,11 @@ export declare const file_billing_v1_usage: GenFile;
 export declare type UsageEvent = Message<"billing.v1.UsageEvent"> & {
   /**
    * Unique id chosen by the sender (JSON `uniqueId`); the idempotency key,
-   * kept forever, unique across all accounts. When empty, the server derives it from the event's content:
-   * `derived_` followed by the SHA-256 (hex) of the account id, event name,
-   * timestamp and canonical properties JSON, so a retried send of the same
-   * event still counts once. Exactly: the UTF-8 bytes of
+   * kept forever, unique across all accounts. When empty (or only whitespace),
+   * the server derives it from the event's content: `derived_` followed by
+   * the SHA-256 (hex) of the account id, event name, timestamp and canonical
+   * properties JSON, so a retried send of the same event still counts once.
+   * Exactly: the UTF-8 bytes of
    * `{billing account id}\n{event_name}\n{timestamp}\n{properties}` where
    * the account id is the resolved `acct_...` id (an alias and the id give the
    * same result), the timestamp is its RFC 3339 JSON form (`Z`, 0, 3, 6 or 9

@@ -1,5 +1,6 @@
 """A database that cannot be reached answers UNAVAILABLE SERVICE_UNAVAILABLE, never INTERNAL,
-so the client retries it with the same request_id."""
+so the client retries it with the same request_id (usage ingest: with the same events, whose
+unique_id is the retry key)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from billing.v1 import (
     credit_pb2_grpc,
     token_pb2,
     token_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
 )
 from tests.conftest import SERVICE_KEY, SERVICE_MD, make_env
 from tests.devstack import free_port, grpc_server
@@ -54,6 +57,37 @@ def test_database_down_is_unavailable_with_a_reason(dead_db_server) -> None:  # 
             assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
             assert error_reason(exc.value) == "SERVICE_UNAVAILABLE"
             assert "postgres" not in (exc.value.details() or "")
+            assert "request_id" in (exc.value.details() or "")
+
+
+def test_usage_ingest_outage_names_the_unique_id_as_the_retry_key(dead_db_server) -> None:  # type: ignore[no-untyped-def]
+    """IngestEvent(s) and StreamEvents take no request_id: each event's unique_id makes a retry
+    count once, so that is what the message tells the sender to keep."""
+    one = usage_pb2.UsageEvent(unique_id="evt_down", account="p", event_name="api_call")
+    one.event_time.GetCurrentTime()
+    with grpc.insecure_channel(dead_db_server) as channel:
+        stub = usage_pb2_grpc.UsageServiceStub(channel)
+        for call in (
+            lambda: stub.IngestEvent(
+                usage_pb2.IngestEventRequest(event=one), metadata=SERVICE_MD, timeout=30
+            ),
+            lambda: stub.IngestEvents(
+                usage_pb2.IngestEventsRequest(events=[one]), metadata=SERVICE_MD, timeout=30
+            ),
+            lambda: list(
+                stub.StreamEvents(
+                    iter([usage_pb2.StreamEventsRequest(event=one)]),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                )
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as exc:
+                call()
+            details = exc.value.details() or ""
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(exc.value) == "SERVICE_UNAVAILABLE"
+            assert "unique_id" in details and "request_id" not in details, details
 
 
 def test_the_client_retries_a_database_outage_with_the_same_request_id(dead_db_server) -> None:  # type: ignore[no-untyped-def]

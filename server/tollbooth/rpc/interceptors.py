@@ -225,7 +225,8 @@ class LoggingInterceptor(_Base):
 # not always: a connection lost after COMMIT was sent may have committed the write (a debit)
 # and still answers UNAVAILABLE. Asking again with the same request_id is safe either way: a
 # write that committed committed its request_id's stored answer with it, which the retry gets
-# back; one that did not runs once. So the client's retry on UNAVAILABLE is right.
+# back; one that did not runs once. So the client's retry on UNAVAILABLE is right. Usage ingest
+# has no request_id: there each event's unique_id plays that part.
 DATABASE_DOWN = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
@@ -237,6 +238,15 @@ DATABASE_UNAVAILABLE = DomainError(
     Kind.UNAVAILABLE,
     "SERVICE_UNAVAILABLE",
     "the billing database is unavailable; retry with the same request_id",
+)
+# Usage ingest takes no request_id: each event's unique_id is what makes its retry count once.
+EVENTS_UNAVAILABLE = DomainError(
+    Kind.UNAVAILABLE,
+    "SERVICE_UNAVAILABLE",
+    "the billing database is unavailable; send the events again with the same unique_id",
+)
+_RETRY_BY_UNIQUE_ID = frozenset(
+    f"/billing.v1.UsageService/{rpc}" for rpc in ("IngestEvent", "IngestEvents", "StreamEvents")
 )
 
 
@@ -262,7 +272,8 @@ class ErrorInterceptor(_Base):
                     request_id_var.get(),
                     type(exc).__name__,
                 )
-                context.abort_with_status(to_grpc_status(DATABASE_UNAVAILABLE))
+                down = EVENTS_UNAVAILABLE if method in _RETRY_BY_UNIQUE_ID else DATABASE_UNAVAILABLE
+                context.abort_with_status(to_grpc_status(down))
             log.exception("unhandled error in %s (request %s)", method, request_id_var.get())
             context.abort_with_status(internal_status())
 

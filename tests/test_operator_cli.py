@@ -74,8 +74,8 @@ def test_replay_of_an_empty_event_id_is_a_usage_error(value, tmp_path, monkeypat
 def test_webhooks_list_prints_one_line_per_event_even_for_a_multi_line_error(  # type: ignore[no-untyped-def]
     tmp_path, monkeypatch, capsys
 ):
-    # A failed event's last_error is `Type: str(exc)`; SQLAlchemy's errors span lines
-    # ("...\n[SQL: ...]"). The list is one event a line, tab-separated, for grep and cut.
+    # A failed event's last_error is one line now, but a row stored by an older release may hold
+    # SQLAlchemy's several ("...\n[SQL: ...]"). The list is one event a line, tab-separated.
     from tests.devstack import migrated_sqlite
     from tollbooth.db import Database
     from tollbooth.webhooks import repository

@@ -131,7 +131,11 @@ def test_an_event_that_keeps_failing_is_listed_failed_with_its_error_and_replaye
     assert [(e.event_id, e.attempts) for e in listed.events] == [
         (completed["id"], service.MAX_ATTEMPTS)
     ]
-    assert "OperationalError" in listed.events[0].last_error
+    # One clean line: the class and the reason, never SQLAlchemy's [SQL: ...] or its parameters.
+    last_error = listed.events[0].last_error
+    assert last_error.startswith("OperationalError: ") and "connection lost" in last_error
+    assert "\n" not in last_error and "[SQL" not in last_error and "INSERT" not in last_error
+    assert "parameters" not in last_error
     assert not listed.events[0].HasField("next_attempt_at")
     assert quiet.count(CreditGrant, CreditGrant.billing_account_id == account) == 0
     replayed = operator(quiet).ReplayStripeEvents(

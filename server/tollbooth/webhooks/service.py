@@ -154,9 +154,13 @@ def backoff(attempts: int, now: dt.datetime) -> dt.datetime | None:
 
 
 def why(exc: BaseException) -> str:
+    """The event's `last_error`: one line an operator can read. For anything but a domain error,
+    the class and the first line of its text: a database error's cause without SQLAlchemy's
+    `[SQL: ...]` and bound parameters (the full one is logged)."""
     if isinstance(exc, DomainError):
-        return f"{exc.reason}: {exc.message}"[:500]
-    return f"{type(exc).__name__}: {exc}"[:500]
+        return " ".join(f"{exc.reason}: {exc.message}".split())[:500]
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return " ".join(f"{type(exc).__name__}: {first}".split()).removesuffix(":")[:500]
 
 
 @dataclass

@@ -348,6 +348,29 @@ def test_sync_stripe_refuses_another_environments_database(tmp_path, monkeypatch
         database.dispose()
 
 
+def test_dry_run_with_sync_stripe_says_the_sync_is_skipped(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # A dry run writes nothing, links included: it says so rather than skip the sync silently.
+    test_url, _live_url = _two_environments(tmp_path, monkeypatch)
+    path = write(tmp_path, CATALOG)
+    argv = ["apply", path, "--environment", "test", "--sync-stripe", "--dry-run"]
+    assert as_code.main(argv) == 0
+    changes = capsys.readouterr().out.splitlines()
+    assert as_code.main(["apply", path, "--environment", "test"]) == 0
+    capsys.readouterr()
+    assert as_code.main(argv) == 0
+    unchanged = capsys.readouterr().out.splitlines()
+    for lines in (changes, unchanged):
+        skipped = [line for line in lines if "--sync-stripe" in line]
+        assert len(skipped) == 1 and "dry run" in skipped[0], lines
+    database = Database(test_url)
+    try:
+        assert rows(database, Price) and all(
+            p.stripe_price_id is None for p in rows(database, Price)
+        )
+    finally:
+        database.dispose()
+
+
 @pytest.mark.parametrize(
     "variables",
     [

@@ -69,7 +69,7 @@ the provider (Stripe, or the sandbox when STRIPE_API_KEY is unset): an active pr
 with the same lookup_key, amount, currency and recurrence is linked; otherwise the product
 and price are created there (`tollbooth.provider.sync`). The ids are stored. Without it, a
 price is synced on its first checkout; a `stripe_product_id` / `stripe_price_id` in the file
-always links explicitly.
+always links explicitly. With --dry-run, --sync-stripe is skipped (one line says so).
 """
 
 from __future__ import annotations
@@ -243,6 +243,8 @@ def apply_command(
         return 1
     finally:
         db.dispose()
+    if sync and dry_run:
+        print("--sync-stripe skipped: a dry run links nothing with the provider")
     for line in synced:
         print(line)
     if not result:

@@ -466,6 +466,44 @@ def test_reconcile_leaves_a_checkout_alone_when_a_changed_customer_gets_its_key_
     ]
 
 
+def test_a_takeover_refused_for_the_other_checkouts_key_does_not_blame_this_request_id(
+    sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Another tab's checkout of the group reached the provider (its answer lost), then the
+    account's provider customer changed: taking its place needs its session, and the provider
+    refuses its key. The new request is told that, not that its own request_id was reused."""
+    from tests.checkout.support import operator_command
+    from tollbooth.db.models import BillingAccount
+
+    world = sweep_world
+    world.price("pro", group="plan")
+    world.price("max", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id="tab-1")
+    _old_enough_to_sweep(world, account)
+    impatient = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
+    try:  # made at the provider, the answer comes late
+        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+    finally:
+        stall.release.set()
+    assert code == 1 and "FAILED checkout " in err
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+
+    with pytest.raises(grpc.RpcError) as refused:
+        world.buy(token, "max", request_id="tab-2")
+    assert error_reason(refused.value) == "IDEMPOTENCY_KEY_REUSED"
+    details = refused.value.details() or ""
+    assert "request_id" not in details, details
+    assert "another open checkout" in details, details
+
+
 def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) -> None:
     world = sqlite_world
     world.price("pro", group="plan")

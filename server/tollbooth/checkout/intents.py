@@ -64,6 +64,7 @@ from tollbooth.provider import sync
 from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
     ParametersChanged,
+    blocked_by,
     idempotency_key,
     past_key_lifetime,
     refused_line,
@@ -370,9 +371,11 @@ def _withdrawn(db: Database, intent: Intent) -> bool:
 def _retire(db: Database, provider: StripeProvider, holder: Intent) -> str:
     """Expire a live checkout at the provider (creating it first if it is still an intent, so
     its own late call finds it expired); the provider's status afterwards ("withdrawn" when the
-    provider refused to create it: nothing to expire)."""
+    provider refused to create it: nothing to expire). A refused key is the holder's, not ours."""
     try:
         done = realise(db, provider, holder)
+    except ParametersChanged as exc:
+        raise blocked_by(f"another open checkout of this account ({holder.id})") from exc
     except errors.DomainError as exc:
         if exc.reason == REFUSED and _withdrawn(db, holder):
             return "withdrawn"

@@ -59,6 +59,18 @@ def sent_again(call: Callable[[], T]) -> T:
         raise ParametersChanged(exc.kind, exc.reason, exc.message, **exc.metadata) from exc
 
 
+def blocked_by(what: str) -> errors.DomainError:
+    """A request must first settle `what` (another intent, e.g. the open checkout holding a
+    group) and the provider refused that intent's key (`ParametersChanged`): the reason stays
+    IDEMPOTENCY_KEY_REUSED, but the message names `what`, not the request's own request_id."""
+    return errors.invalid(
+        f"{what} cannot be replaced: the payment provider refused its idempotency key (the"
+        " account's provider customer or a price's provider id changed since it was sent); an"
+        " operator must resolve it (see tollbooth reconcile)",
+        reason="IDEMPOTENCY_KEY_REUSED",
+    )
+
+
 def refused_line(what: str, metadata_key: str) -> str:
     """The report line (LEFT ALONE) of `what` whose key the provider refused
     (`ParametersChanged`). No run can complete it: the key is refused until it expires, and

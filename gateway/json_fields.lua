@@ -4,7 +4,9 @@
 --
 -- The header x-billing-json-fields carries the dotted paths of the keys ("a", "a.b"; arrays
 -- add no segment), each segment with every character outside [A-Za-z0-9_] percent-encoded.
--- A body that does not parse as JSON gets no header: the transcoder refuses it itself.
+-- A key is named as the transcoder reads it, its JSON escapes decoded ("n\u0061me" is "name",
+-- a surrogate pair one UTF-8 character), so "name" and "n\u0061me" in one object are a key
+-- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
 -- server refuses the request (MALFORMED_REQUEST naming it).
@@ -33,6 +35,64 @@ local function read_string(s, i)
   end
 end
 
+local ESCAPES = {
+  [34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n", [114] = "\r",
+  [116] = "\t",
+}
+
+local function utf8_char(cp)
+  if cp < 0x80 then
+    return string.char(cp)
+  elseif cp < 0x800 then
+    return string.char(0xC0 + math.floor(cp / 0x40), 0x80 + cp % 0x40)
+  elseif cp < 0x10000 then
+    return string.char(0xE0 + math.floor(cp / 0x1000), 0x80 + math.floor(cp / 0x40) % 0x40,
+      0x80 + cp % 0x40)
+  end
+  return string.char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
+    0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+-- The raw text of a JSON string (between its quotes) with its escapes decoded, as the
+-- transcoder reads a key. An escape JSON does not have stays as written: the transcoder refuses
+-- a short \u itself, but drops a key with another one ("a\x") silently, and a name with a
+-- backslash names no field, so the server refuses it (FIELD_UNKNOWN).
+local function unescape(raw)
+  if not raw:find("\\", 1, true) then
+    return raw
+  end
+  local parts, i = {}, 1
+  while true do
+    local b = raw:find("\\", i, true)
+    if not b then
+      parts[#parts + 1] = raw:sub(i)
+      return table.concat(parts)
+    end
+    parts[#parts + 1] = raw:sub(i, b - 1)
+    local c = raw:byte(b + 1)
+    local hex = c == 117 and raw:match("^%x%x%x%x", b + 2)
+    if hex then
+      local cp = tonumber(hex, 16)
+      i = b + 6
+      if cp >= 0xD800 and cp <= 0xDBFF then
+        local low = raw:match("^\\u(%x%x%x%x)", i)
+        local lo = low and tonumber(low, 16)
+        if lo and lo >= 0xDC00 and lo <= 0xDFFF then
+          cp = 0x10000 + (cp - 0xD800) * 0x400 + (lo - 0xDC00)
+          i = i + 6
+        end
+      end
+      parts[#parts + 1] = utf8_char(cp)
+    elseif c and ESCAPES[c] then
+      parts[#parts + 1] = ESCAPES[c]
+      i = b + 2
+    else
+      parts[#parts + 1] = "\\"
+      i = b + 1
+    end
+  end
+end
+
 local function encode(key)
   return (key:gsub("[^%w_]", function(c)
     return string.format("%%%02X", c:byte())
@@ -54,10 +114,11 @@ local function object(s, i, prefix, out, depth)
     if s:byte(i) ~= 34 then
       return nil
     end
-    local key, j = read_string(s, i)
-    if not key then
+    local raw, j = read_string(s, i)
+    if not raw then
       return nil
     end
+    local key = unescape(raw)
     local path = encode(key)
     if prefix ~= "" then
       path = prefix .. "." .. path

@@ -239,7 +239,10 @@ class NotifySettings(_Environment):
 
     Integers only (as every numeric setting here): short durations are in milliseconds."""
 
+    # Each read or write of a POST waits at most the timeout; the whole POST ends by the
+    # deadline (a failed attempt, retried), however slowly the receiver trickles its answer.
     notify_timeout_sec: int = env("BILLING_NOTIFY_TIMEOUT_SEC", 5, lo=1, hi=60)
+    notify_deadline_sec: int = env("BILLING_NOTIFY_DEADLINE_SEC", 10, lo=1, hi=120)
     # The first retry after this long, doubling (with jitter) up to the cap.
     notify_retry_first_ms: int = env("BILLING_NOTIFY_RETRY_FIRST_MS", 1000, lo=1, hi=3_600_000)
     notify_retry_max_sec: int = env("BILLING_NOTIFY_RETRY_MAX_SEC", 3600, lo=1, hi=86400)

@@ -128,3 +128,74 @@ def test_a_duplicate_key_changes_nothing(stack):  # type: ignore[no-untyped-def]
     assert stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE).reason == "MALFORMED_REQUEST"
     again = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-dup-never"}, SERVICE)
     assert again.json()["account_created"] is True
+
+
+# A key is named as Envoy's transcoder reads it: with its JSON escapes decoded.
+
+
+def test_a_key_written_with_json_escapes_is_the_field_it_decodes_to(stack):  # type: ignore[no-untyped-def]
+    raw = b'{"principal_\\u0069d": "p-escaped-key", "session\\u005Fttl_sec": 60}'
+    resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+    assert resp.status == 200, resp.body
+    again = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-escaped-key"}, SERVICE)
+    assert again.json()["account_created"] is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"principal_id": "p-e1", "principal_\\u0069d": "p-e2"}', "principal_id"),
+        (b'{"principal_id": "p-e1", "s": 1, "\\u0073": 2}', "s"),
+        (b'{"principal_id": "p-e1", "\\ud83d\\ude00": 1, "\xf0\x9f\x98\x80": 2}', "\U0001f600"),
+        (b'{"principal_id": "p-e1", "a/b": 1, "a\\/b": 2}', "a/b"),
+    ],
+    ids=["field", "unknown-key", "surrogate-pair", "solidus"],
+)
+def test_a_key_written_twice_once_with_escapes_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, raw, field
+):
+    resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "twice" in resp.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"principal_id": "p-u", "a\\"b": 1}', 'a"b'),
+        (b'{"principal_id": "p-u", "a\\\\b\\n\\t": 1}', "a\\b\n\t"),
+        (b'{"principal_id": "p-u", "\\u00e9t\\u00E9": 1}', "\u00e9t\u00e9"),
+        (b'{"principal_id": "p-u", "x\\ud83d\\ude00": 1}', "x\U0001f600"),
+    ],
+    ids=["quote", "backslash-and-controls", "latin", "surrogate-pair"],
+)
+def test_an_unknown_escaped_key_is_named_decoded(stack, raw, field):  # type: ignore[no-untyped-def]
+    resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "FIELD_UNKNOWN"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+
+
+def test_an_escaped_key_the_url_binds_is_refused_as_the_url_decides(stack):  # type: ignore[no-untyped-def]
+    # The transcoder lets the lowerCamel spelling through (the URL's value wins).
+    raw = b'{"product\\u0049d": "prod_other", "name": "X"}'
+    resp = stack.request("PATCH", "/mgt/v1/catalog/products/prod_escaped", raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == "productId"
+
+
+def test_a_key_with_an_escape_json_does_not_have_is_still_refused(stack):  # type: ignore[no-untyped-def]
+    # The transcoder drops a key like this one silently: it is named as written.
+    raw = b'{"principal\\x5fid": "p-bad-escape"}'
+    resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "FIELD_UNKNOWN"
+    assert resp.json()["details"][0]["metadata"]["field"] == "principal\\x5fid"
+    # A \u without four hex digits, or a lone surrogate: the transcoder refuses the body.
+    for raw in (b'{"principal\\u00": "p"}', b'{"principal_id": "p", "\\ud800": 1}'):
+        resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+        assert resp.status == 400, resp.body
+        assert resp.reason == "MALFORMED_REQUEST", resp.body

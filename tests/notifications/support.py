@@ -26,6 +26,8 @@ class Receiver:
     fail_first: int = 0  # answer 500 to the first N attempts of each message
     always_fail: bool = False
     delay_sec: float = 0.0
+    trickle_first: int = 0  # answer the first N attempts of each message one byte a second
+    stop: threading.Event = field(default_factory=threading.Event)  # ends the trickles
     accepted: list[dict[str, Any]] = field(default_factory=list)
     posts: Counter[str] = field(default_factory=Counter)  # every POST, by webhook-id
     ok_posts: Counter[str] = field(default_factory=Counter)  # answered 2xx, by webhook-id
@@ -47,6 +49,8 @@ class Receiver:
         with self.lock:
             self.posts[msg_id] += 1
             self.log.append(msg_id)
+            if self.posts[msg_id] <= self.trickle_first:
+                return TRICKLE
             if self.always_fail or self.posts[msg_id] <= self.fail_first:
                 return 500
             self.ok_posts[msg_id] += 1
@@ -68,6 +72,9 @@ class Receiver:
         raise AssertionError(f"received {len(self.accepted)} of {count} messages")
 
 
+TRICKLE = -1  # `Receiver.handle`: answer one byte a second, without end
+
+
 class _Handler(BaseHTTPRequestHandler):
     receiver: Receiver
 
@@ -77,9 +84,27 @@ class _Handler(BaseHTTPRequestHandler):
         code = self.server.receiver.handle(  # type: ignore[attr-defined]
             {k.lower(): v for k, v in self.headers.items()}, body
         )
+        if code == TRICKLE:
+            self.trickle()
+            return
         self.send_response(code)
         self.send_header("content-length", "0")
         self.end_headers()
+
+    def trickle(self) -> None:
+        """A status line, then a header that never ends, one byte a second (each byte well
+        within any per-read timeout), until the sender hangs up or the receiver stops."""
+        receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
+        self.close_connection = True
+        data = b"HTTP/1.1 204 No Content\r\nx-slow: "
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+            while not receiver.stop.wait(1.0):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+        except OSError:
+            pass  # the sender gave up
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -95,6 +120,7 @@ class ReceiverServer:
         self.thread.start()
 
     def close(self) -> None:
+        self.server.receiver.stop.set()  # type: ignore[attr-defined]
         self.server.shutdown()
         self.server.server_close()
 

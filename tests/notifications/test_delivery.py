@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from sqlalchemy import select, text
@@ -259,9 +259,52 @@ def test_an_unsendable_stored_url_is_a_failed_attempt_not_a_broken_pass(db, rece
     assert endpoint is not None and endpoint.failing_since is not None
 
 
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline_then_gets_it_once(  # type: ignore[no-untyped-def]
+    db, receiver
+) -> None:
+    # One byte a second never trips the 2 s per-read timeout: only the total deadline ends
+    # the attempt, which is recorded as failed, and the message goes again on schedule.
+    receiver.trickle_first = 1
+    endpoint_id = register(db, receiver)
+    ntf = enqueue(db, "invoice.paid", "acct_t", {})
+    policy = replace(FAST, timeout_sec=2, deadline_sec=3)
+    deliverer = Deliverer(db, policy)
+    passed: list[int] = []
+    sender = threading.Thread(target=lambda: passed.append(deliverer.run_once()))
+    sender.start()
+    sender.join(timeout=30)  # generous: the trickle itself would never end
+    try:
+        assert not sender.is_alive(), "the POST was not cut off at its deadline"
+    finally:
+        receiver.stop.set()
+        sender.join()
+        deliverer.close()
+    assert passed == [1]
+    with db.transaction(readonly=True) as s:
+        attempt = s.scalars(select(NotificationAttempt)).one()
+        delivery = s.scalars(select(NotificationDelivery)).one()
+    assert (attempt.number, attempt.status_code) == (1, 0)
+    assert "deadline" in attempt.error and "3 s" in attempt.error
+    assert (delivery.state, delivery.attempts, delivery.leased_until) == ("pending", 1, None)
+    assert receiver.ok_posts[ntf] == 0
+
+    drain([Deliverer(db, policy)], lambda: len(receiver.accepted) == 1)
+    assert receiver.ids() == [ntf]
+    assert receiver.posts[ntf] == 2 and receiver.ok_posts[ntf] == 1
+    with db.transaction(readonly=True) as s:
+        attempts = s.scalars(
+            select(NotificationAttempt)
+            .where(NotificationAttempt.endpoint_id == endpoint_id)
+            .order_by(NotificationAttempt.number)
+        ).all()
+        delivery = s.scalars(select(NotificationDelivery)).one()
+    assert [(a.number, a.status_code) for a in attempts] == [(1, 0), (2, 204)]
+    assert (delivery.state, delivery.attempts) == ("delivered", 2)
+
+
 @dataclass(frozen=True)
 class ShortLease(Policy):
-    """A lease of 1 s (instead of 2 × timeout + 10 s), to see in a few seconds what a batch
+    """A lease of 1 s (instead of 2 × deadline + 10 s), to see in a few seconds what a batch
     queued behind slow sends does with the default lease."""
 
     @property

@@ -7,7 +7,7 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    delivery per enabled endpoint that wants its type.
 2. **Claim**: due deliveries whose account has no earlier pending delivery to that endpoint
    are locked with `FOR UPDATE SKIP LOCKED` and leased (`leased_until` past the send's
-   timeout) before the claim commits. Several processes never send one message at once: a
+   deadline) before the claim commits. Several processes never send one message at once: a
    leased row is not claimed (even when a resend made it due), a row being claimed is
    skipped. We use plain row locks
    rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
@@ -16,8 +16,12 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
 3. **Send**: renew the lease (a job may have waited for a sender; one whose lease another
    process has taken over since is skipped) and read the endpoint as it is now (URL and
    secrets; disabled meanwhile: not sent), then POST the envelope (`envelope.body`) with
-   Standard Webhooks headers (the `standardwebhooks` package signs), with a short timeout,
-   several at once.
+   Standard Webhooks headers (the `standardwebhooks` package signs), several at once. Each
+   socket read or write waits at most `timeout_sec` (BILLING_NOTIFY_TIMEOUT_SEC), and the
+   whole POST (connect, send, the answer read) ends by `deadline_sec`
+   (BILLING_NOTIFY_DEADLINE_SEC): a receiver trickling its answer a byte at a time, each
+   within the per-read timeout, would otherwise hold a sender past its lease. A POST cut off
+   there is a failed attempt (`deadline: ...`), retried on the schedule below.
 4. **Record**: every attempt is stored (status code, latency, error) and the lease given
    back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
@@ -39,6 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
+import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -59,7 +64,8 @@ USER_AGENT = "tollbooth-notifications/1"
 
 @dataclass(frozen=True)
 class Policy:
-    timeout_sec: float = 5.0
+    timeout_sec: float = 5.0  # each read or write of a POST
+    deadline_sec: float = 10.0  # the whole POST
     retry_first_sec: float = 1.0
     retry_max_sec: float = 3600.0
     give_up_sec: int = 3 * 86400
@@ -72,6 +78,7 @@ class Policy:
     def from_settings(cls, s: Settings) -> Policy:
         return cls(
             timeout_sec=s.notify_timeout_sec,
+            deadline_sec=s.notify_deadline_sec,
             retry_first_sec=s.notify_retry_first_ms / 1000,
             retry_max_sec=s.notify_retry_max_sec,
             give_up_sec=s.notify_give_up_sec,
@@ -84,7 +91,7 @@ class Policy:
     @property
     def lease(self) -> dt.timedelta:
         """Longer than any send can take, so a claimed row is not due while it is sent."""
-        return dt.timedelta(seconds=2 * self.timeout_sec + 10)
+        return dt.timedelta(seconds=2 * self.deadline_sec + 10)
 
 
 def retry_delay(attempts: int, policy: Policy, rng: Callable[[], float] = random.random) -> float:
@@ -133,8 +140,79 @@ def headers(
     }
 
 
-def send(client: httpx.Client, job: Job) -> Outcome:
+_deadline = threading.local()  # `at`: the time.monotonic() this thread's POST ends by
+
+
+def _within_deadline(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` for one socket operation, cut to what is left of this thread's deadline."""
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise expired("deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits no longer than the deadline allows."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within_deadline(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # type: ignore[no-untyped-def]
+        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, limit))
+
+    def get_extra_info(self, info: str) -> object:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[no-untyped-def]
+        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, limit, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[no-untyped-def]
+        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, limit, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def sender_client(policy: Policy) -> httpx.Client:
+    """The senders' client: httpx's own transport, its connections wrapped so that `send`'s
+    deadline bounds the whole POST (httpx's timeouts bound each read, not the answer: a
+    receiver sending a byte a second never trips them)."""
+    transport = httpx.HTTPTransport(trust_env=False)  # nothing from the environment
+    pool = transport._pool  # httpx builds its httpcore pool; no public way to pass a backend
+    if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
+        raise RuntimeError("httpx/httpcore changed: the notification deadline cannot be set")
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return httpx.Client(
+        transport=transport, timeout=policy.timeout_sec, follow_redirects=False, trust_env=False
+    )
+
+
+def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> Outcome:
+    """One POST; with `deadline_sec`, ended (a failed attempt) when it takes longer, provided
+    `client` comes from `sender_client`."""
     started = time.monotonic()
+    _deadline.at = None if deadline_sec is None else started + deadline_sec
     try:
         resp = client.post(
             job.url,
@@ -145,7 +223,12 @@ def send(client: httpx.Client, job: Job) -> Outcome:
         # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored before
         # `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
         ms = int((time.monotonic() - started) * 1000)
-        return Outcome(0, ms, f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+        error = f"{type(exc).__name__}: {exc}"
+        if _deadline.at is not None and time.monotonic() >= _deadline.at:
+            error = f"deadline: no complete answer within {deadline_sec:g} s ({error})"
+        return Outcome(0, ms, error[:MAX_ERROR])
+    finally:
+        _deadline.at = None
     ms = int((time.monotonic() - started) * 1000)
     error = "" if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
     return Outcome(resp.status_code, ms, error)
@@ -162,9 +245,7 @@ class Deliverer:
     def __init__(self, db: Database, policy: Policy, client: httpx.Client | None = None) -> None:
         self.db = db
         self.policy = policy
-        self.client = client or httpx.Client(
-            timeout=policy.timeout_sec, follow_redirects=False, trust_env=False
-        )
+        self.client = client or sender_client(policy)
         self.pool = ThreadPoolExecutor(max_workers=policy.senders, thread_name_prefix="notify")
 
     def close(self) -> None:
@@ -328,7 +409,7 @@ class Deliverer:
         job = self.renew(claimed)
         if job is None:
             return
-        outcome = send(self.client, job)
+        outcome = send(self.client, job, self.policy.deadline_sec)
         metrics.observe_notification_attempt(outcome.status_code, outcome.latency_ms)
         self.record(job, outcome)
 

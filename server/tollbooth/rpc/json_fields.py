@@ -3,13 +3,15 @@
 Envoy's transcoder drops unknown JSON fields silently, so a misspelt field ("expiresAt" for
 "expire_time") would be ignored. The gateway's Lua filter (gateway/json_fields.lua) names every
 key of the JSON body in the `x-billing-json-fields` header: dotted paths, arrays adding no
-segment, each segment percent-encoded. Here each path is resolved against the message the
-REST binding's body maps to (the whole request for `body: "*"`, else that field's message); the
-first one that names no field is refused. A path after "!" (the Lua filter puts it first) is a
-key written twice in one JSON object, which the transcoder would keep the last of silently: it
-is refused as MALFORMED_REQUEST naming it. Both the proto name and the JSON (lowerCamel) name of
-a field are accepted, as the transcoder accepts both. Below a map, a google.protobuf type
-(Struct, Value, Timestamp...) or a scalar, any key is left to the transcoder.
+segment, each segment percent-encoded, each key as the transcoder reads it (JSON escapes
+decoded: `"n\\u0061me"` is `name`, for both checks below). Here each path is resolved against
+the message the REST binding's body maps to (the whole request for `body: "*"`, else that
+field's message); the first one that names no field is refused. A path after "!" (the Lua
+filter puts it first) is a key written twice in one JSON object, which the transcoder would
+keep the last of silently: it is refused as MALFORMED_REQUEST naming it. Both the proto name
+and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both. Below a
+map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
+transcoder.
 
 MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template already binds
 (`PATCH /mgt/v1/catalog/products/{product.product_id}` with `{"productId": ...}`): the URL

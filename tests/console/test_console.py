@@ -1,5 +1,6 @@
 """The operator console through Envoy, in headless Chromium: sign-in with the operator key, an
-account that bought `pro` in the sandbox with its ledger and a usage chart, a Stripe event whose
+account that bought `pro` in the sandbox with its ledger and a usage chart, a balance with
+overage and the ledger entries changing it, a Stripe event whose
 handler failed (provider unreachable) listed as failed and replayed from the console,
 notification deliveries with their attempts and a resend, and the refusals (wrong key, missing
 CSRF token, no cookie)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -254,6 +256,74 @@ def test_account_that_bought_pro_with_ledger_and_usage_chart(
     days = sorted(expected)
     assert heights[days[0]] > heights[days[1]] > 0
     page.screenshot(path=str(ARTIFACTS / "console-account.png"), full_page=True)
+
+
+def test_account_page_shows_overage_and_the_ledger_changes_to_it(
+    world: ConsoleWorld, page: Any
+) -> None:
+    """A metric burning 0.25 `od_units` per event burns 10 events of an account that holds
+    none: 2.5 of overage (an OVERAGE entry, amount 0); a grant of 1 pays 1 of it back (an
+    OVERAGE_PAID entry). The page shows the balance's overage and each entry's change to it
+    exactly as the API gives them; a balance without overage shows none."""
+    alias = f"carl-{uuid.uuid4().hex[:6]}"
+    issued = world.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": alias, "user_id": "u1", "scopes": ["credits:read"]},
+    )
+    assert issued.status == 200, issued.body
+    account = issued.json()["billing_account_id"]
+    code = f"od_{uuid.uuid4().hex[:6]}"
+    metric = world.request(
+        "POST",
+        f"/mgt/v1/metrics?request_id={uuid.uuid4().hex}",
+        {
+            "code": code,
+            "name": "Overage calls",
+            "event_name": code,
+            "aggregation": "AGGREGATION_COUNT",
+            "credit_burn": {"credit_type": "od_units", "rate": "0.25"},
+        },
+    )
+    assert metric.status == 200, metric.body
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    events = [
+        {"unique_id": f"{alias}-{i}", "account": alias, "event_name": code, "timestamp": now}
+        for i in range(10)
+    ]
+    batch = world.request("POST", "/mgt/v1/events:batch", {"events": events})
+    assert batch.status == 200, batch.body
+    for ctype, amount in (("od_units", "1"), ("plain_units", "5")):
+        granted = world.request(
+            "POST",
+            f"/mgt/v1/accounts/{account}/credits/grants",
+            {"credit_type": ctype, "amount": amount, "request_id": uuid.uuid4().hex},
+        )
+        assert granted.status == 200, granted.body
+    balance = world.request("GET", f"/mgt/v1/accounts/{account}/credits/balance?type=od_units")
+    assert balance.status == 200, balance.body
+    overage = balance.json()["overage"]
+    assert Decimal(overage) == Decimal("10") * Decimal("0.25") - Decimal("1")
+    listed = world.request(
+        "GET", f"/mgt/v1/accounts/{account}/credits/ledger?credit_type=od_units&page_size=100"
+    )
+    assert listed.status == 200, listed.body
+    entries = listed.json()["entries"]
+    changes = {e["entry_id"]: e["overage"] for e in entries if Decimal(e["overage"]) != 0}
+    assert sorted(Decimal(v) for v in changes.values()) == [Decimal("-1"), Decimal("2.5")]
+
+    _sign_in(world, page)
+    page.wait_for_url(_url(world, "/accounts"))
+    page.goto(_url(world, f"/accounts/{account}"))
+    assert page.inner_text("#balance-od_units .overage-figure") == overage
+    for e in entries:
+        cell = page.locator(f"#balance-od_units tr[data-entry-id='{e['entry_id']}'] td.overage")
+        assert cell.inner_text() == changes.get(e["entry_id"], ""), e
+        amount = page.locator(f"#balance-od_units tr[data-entry-id='{e['entry_id']}'] td.amount")
+        assert amount.inner_text() == e["amount"], e
+    assert page.locator("#balance-plain_units .figure").inner_text() == "5"
+    assert page.locator("#balance-plain_units .overage-figure").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "console-overage.png"), full_page=True)
 
 
 def test_missing_or_wrong_csrf_token_is_refused(

@@ -2,9 +2,9 @@
 
 Served by the webhook sidecar's Starlette app (the assembly mounts it) and routed by Envoy.
 Pages: sign-in, accounts (search by id, principal alias or email), one account (plan,
-subscriptions, purchases, balances with their ledger, usage per metric as a chart), Stripe
-events by status (attempts, last error) with replay of failed ones through the inbox,
-notification deliveries per endpoint (attempts, resend), the catalog.
+subscriptions, purchases, balances with their overage and ledger, usage per metric as a
+chart), Stripe events by status (attempts, last error) with replay of failed ones through the
+inbox, notification deliveries per endpoint (attempts, resend), the catalog.
 """
 
 from __future__ import annotations

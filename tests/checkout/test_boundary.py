@@ -29,6 +29,8 @@ from tollbooth.db.types import utcnow
 
 CREDITS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="1000", on_purchase=True)]
 CHECKOUT_PATH = "/v1/checkout/sessions"
+# A reconcile run that gives up on a late provider answer at once.
+IMPATIENT = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
 
 
 @pytest.fixture
@@ -423,6 +425,34 @@ def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
     assert [r[:2] for r in _checkouts(world, account)] == [("open", session.id)]
 
 
+def _made_late_then_relinked(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any, request_id: str
+) -> tuple[str, str]:
+    """A checkout of `pro` whose sweep reached the provider with its answer lost (the session
+    is made there), then the account's provider customer relinked by an operator: the next
+    attempt's parameters differ, so the provider refuses the key. The token and account."""
+    from tests.checkout.support import operator_command
+    from tollbooth.db.models import BillingAccount
+
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError):
+        world.buy(token, "pro", request_id=request_id)
+    _old_enough_to_sweep(world, account)
+    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
+    try:  # made at the provider, the answer comes late
+        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **IMPATIENT)
+    finally:
+        stall.release.set()
+    assert code == 1 and "FAILED checkout " in err
+    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
+    with world.deps.db.transaction() as session:
+        billed = session.get(BillingAccount, account)
+        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
+        billed.stripe_customer_id = other.id  # an operator relinked the account
+    return token, account
+
+
 def test_reconcile_leaves_a_checkout_alone_when_a_changed_customer_gets_its_key_refused(
     sweep_world: World, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -430,31 +460,14 @@ def test_reconcile_leaves_a_checkout_alone_when_a_changed_customer_gets_its_key_
     provider customer changed: the next attempt's parameters differ and the provider refuses
     the key. Reported LEFT ALONE with the reason on every run (exit code 0), not FAILED."""
     from tests.checkout.support import operator_command
-    from tollbooth.db.models import BillingAccount
 
     world = sweep_world
     world.price("pro", group="plan")
-    token, account = world.token()
-    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
-    with pytest.raises(grpc.RpcError):
-        world.buy(token, "pro", request_id="moved")
-    _old_enough_to_sweep(world, account)
-    impatient = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
-    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
-    try:  # made at the provider, the answer comes late
-        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
-    finally:
-        stall.release.set()
-    assert code == 1 and "FAILED checkout " in err
+    _, account = _made_late_then_relinked(world, monkeypatch, capsys, "moved")
     [made] = world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data
-    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
-    with world.deps.db.transaction() as session:
-        billed = session.get(BillingAccount, account)
-        assert billed is not None and billed.stripe_customer_id not in (None, other.id)
-        billed.stripe_customer_id = other.id  # an operator relinked the account
 
     for _ in range(2):  # every run alike
-        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
+        code, out, err = operator_command(world, monkeypatch, capsys, "reconcile", **IMPATIENT)
         assert code == 0, err
         [line] = [x for x in err.splitlines() if x.startswith("LEFT ALONE checkout ")]
         assert "refused its idempotency key" in line
@@ -472,29 +485,10 @@ def test_a_takeover_refused_for_the_other_checkouts_key_does_not_blame_this_requ
     """Another tab's checkout of the group reached the provider (its answer lost), then the
     account's provider customer changed: taking its place needs its session, and the provider
     refuses its key. The new request is told that, not that its own request_id was reused."""
-    from tests.checkout.support import operator_command
-    from tollbooth.db.models import BillingAccount
-
     world = sweep_world
     world.price("pro", group="plan")
     world.price("max", group="plan")
-    token, account = world.token()
-    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
-    with pytest.raises(grpc.RpcError):
-        world.buy(token, "pro", request_id="tab-1")
-    _old_enough_to_sweep(world, account)
-    impatient = {"STRIPE_TIMEOUT_SEC": "1", "STRIPE_MAX_NETWORK_RETRIES": "0"}
-    stall = world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True)
-    try:  # made at the provider, the answer comes late
-        code, _, err = operator_command(world, monkeypatch, capsys, "reconcile", **impatient)
-    finally:
-        stall.release.set()
-    assert code == 1 and "FAILED checkout " in err
-    other = world.stripe.v1.customers.create(params={"metadata": {"billing_account_id": account}})
-    with world.deps.db.transaction() as session:
-        billed = session.get(BillingAccount, account)
-        assert billed is not None
-        billed.stripe_customer_id = other.id  # an operator relinked the account
+    token, _ = _made_late_then_relinked(world, monkeypatch, capsys, "tab-1")
 
     with pytest.raises(grpc.RpcError) as refused:
         world.buy(token, "max", request_id="tab-2")

@@ -12,7 +12,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import func, select
 
-from billing.v1 import checkout_pb2, checkout_pb2_grpc
+from billing.v1 import checkout_pb2, checkout_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import OTHER_SERVICE_KEY, SERVICE_MD, bearer_md
 from tests.helpers import error_reason, keyed
 from tests.limits.support import retry_delay, server, token
@@ -178,6 +178,23 @@ def test_backend_session_creates_count_per_named_account(database_url: str) -> N
             grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         assert portal(ch, SERVICE_MD, b) != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_one_account_named_three_ways_is_one_count(database_url: str) -> None:
+    """By alias, by id, with spaces around it, or through a bearer token of its own: one
+    account, one `session_creates` count (naming it differently does not buy more)."""
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="4/minute") as (ch, _, _h):
+        alias = f"rl-named-{uuid.uuid4().hex[:8]}"
+        md = bearer_md(token(ch, alias, ("portal",)))
+        account_id = token_pb2_grpc.TokenServiceStub(ch).IssueToken(
+            keyed(token_pb2.IssueTokenRequest(principal_id=alias)), metadata=SERVICE_MD
+        ).billing_account_id
+        names = [alias, account_id, f"  {alias} "]
+        admitted = [portal(ch, SERVICE_MD, name) for name in names] + [portal(ch, md)]
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED not in admitted
+        for name in names:
+            assert portal(ch, SERVICE_MD, name) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert portal(ch, md) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_a_long_named_account_is_counted_too_not_let_through(database_url: str) -> None:

@@ -91,3 +91,26 @@ def test_a_failed_effect_leaves_the_key_free(deps) -> None:  # type: ignore[no-u
     finally:
         current_caller.reset(token)
     assert call(servicer, SERVICE, request, "retried").name == "retried"
+
+
+def test_the_readme_names_every_rpc_whose_request_id_is_optional() -> None:
+    """README's "Idempotency" section lists the mutating RPCs that take a request_id without
+    requiring it: exactly those the contract marks so (no more, no fewer)."""
+    import re
+    from pathlib import Path
+
+    from tollbooth.rpc.rules import contract_services
+    from tollbooth.rpc.servicer import requires_request_id
+
+    optional = {
+        method.name
+        for service in contract_services()
+        for method in service.methods
+        if "request_id" in method.input_type.fields_by_name
+        and not requires_request_id(method.input_type)
+    }
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Idempotency (`request_id`)", 1)[1].split("\n### ", 1)[0]
+    sentence = section.split("except", 1)[1].split("Where a REST body", 1)[0]
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)`", sentence))
+    assert named == optional

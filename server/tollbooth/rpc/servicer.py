@@ -41,8 +41,7 @@ def request_fingerprint(request: Message) -> str:
 @cache
 def requires_request_id(descriptor: Descriptor) -> bool:
     """Whether the contract marks the request's `request_id` REQUIRED (every mutating RPC but
-    the three whose seed request shapes send none: IssueToken, CreateCheckoutSession and
-    CreatePortalSession)."""
+    those whose seed request shapes send none; README "Idempotency" lists them)."""
     field = descriptor.fields_by_name.get("request_id")
     if field is None:
         return False

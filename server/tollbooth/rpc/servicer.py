@@ -78,7 +78,8 @@ class Servicer:
         whose contract marks request_id REQUIRED is refused without one (FIELD_REQUIRED).
         """
         key = getattr(request, "request_id", "")
-        if not key and (require_request_id or requires_request_id(request.DESCRIPTOR)):
+        # A key of spaces is missing where one is required (elsewhere `claim` refuses it).
+        if not key.strip() and (require_request_id or requires_request_id(request.DESCRIPTOR)):
             raise errors.required("request_id")
         with self.deps.db.transaction() as session:
             if not key:

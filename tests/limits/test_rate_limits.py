@@ -186,9 +186,11 @@ def test_one_account_named_three_ways_is_one_count(database_url: str) -> None:
     with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="4/minute") as (ch, _, _h):
         alias = f"rl-named-{uuid.uuid4().hex[:8]}"
         md = bearer_md(token(ch, alias, ("portal",)))
-        account_id = token_pb2_grpc.TokenServiceStub(ch).IssueToken(
-            keyed(token_pb2.IssueTokenRequest(principal_id=alias)), metadata=SERVICE_MD
-        ).billing_account_id
+        account_id = (
+            token_pb2_grpc.TokenServiceStub(ch)
+            .IssueToken(keyed(token_pb2.IssueTokenRequest(principal_id=alias)), metadata=SERVICE_MD)
+            .billing_account_id
+        )
         names = [alias, account_id, f"  {alias} "]
         admitted = [portal(ch, SERVICE_MD, name) for name in names] + [portal(ch, md)]
         assert grpc.StatusCode.RESOURCE_EXHAUSTED not in admitted

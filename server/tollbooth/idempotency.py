@@ -42,6 +42,12 @@ def digest(canonical: bytes) -> str:
 
 
 def validate_key(key: str) -> str:
+    """`key` as sent, when usable: at most MAX_KEY_LENGTH characters and not blank (a key of
+    spaces is no key: the servicer refuses it as missing where one is required)."""
+    if not key.strip():
+        raise errors.invalid(
+            "request_id must not be blank", reason="FIELD_INVALID", field="request_id"
+        )
     if len(key) > MAX_KEY_LENGTH:
         raise errors.invalid(
             f"request_id is longer than {MAX_KEY_LENGTH} characters", field="request_id"

@@ -182,6 +182,37 @@ def test_alias_is_immutable_and_unknown_paths_are_refused(channel):  # type: ign
     assert same.name == "Kept" and same.alias == made.alias
 
 
+def test_another_alias_without_a_mask_is_refused_not_ignored(channel):  # type: ignore[no-untyped-def]
+    """AIP-134's implied mask is every field the body populates, the immutable alias too: a
+    body renaming the alias is refused as with `update_mask=alias` (before: 200, the alias
+    silently kept), and its other fields are not applied; the alias it already has is fine."""
+    made = create(channel, alias=unique("impl"), name="Kept")
+    with pytest.raises(grpc.RpcError) as err:
+        update(channel, account_pb2.Account(id=made.id, alias="renamed", name="X"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value)["field"] == "alias"
+    kept = accounts(channel).GetAccount(
+        account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+    )
+    assert (kept.alias, kept.name) == (made.alias, "Kept")
+    same = update(channel, account_pb2.Account(id=made.id, alias=made.alias, name="Y"))
+    assert (same.alias, same.name) == (made.alias, "Y")
+
+
+def test_the_wildcard_mask_stands_alone(channel):  # type: ignore[no-untyped-def]
+    """`*` with other paths is refused (INVALID_ARGUMENT, field update_mask), as UpdateProduct,
+    UpdatePrice and UpdateMetric refuse it; nothing is changed."""
+    made = create(channel, alias=unique("wild"), name="Kept", email="kept@example.com")
+    with pytest.raises(grpc.RpcError) as err:
+        update(channel, account_pb2.Account(id=made.id, name="X"), "*", "name")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_metadata(err.value)["field"] == "update_mask"
+    kept = accounts(channel).GetAccount(
+        account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+    )
+    assert (kept.name, kept.email) == ("Kept", "kept@example.com")
+
+
 def test_unknown_accounts_are_not_found(channel):  # type: ignore[no-untyped-def]
     stub = accounts(channel)
     calls = [

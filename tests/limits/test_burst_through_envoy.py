@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -15,6 +19,7 @@ from sqlalchemy import func, select
 from tests.conftest import SERVICE_KEY, WEBHOOK_SECRET
 from tests.devstack import free_port
 from tests.limits.support import gateway, port_of, server
+from tollbooth.app import Deps
 from tollbooth.db.models import CheckoutSession
 from tollbooth.sandbox.app import running_sandbox
 from tollbooth.sandbox.config import SandboxConfig
@@ -22,11 +27,23 @@ from tollbooth.sandbox.config import SandboxConfig
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 LIMIT = 10
 BURST = 200
+SERVICE = {"x-api-key": SERVICE_KEY}
 
 
-def test_a_burst_of_checkout_creates_gets_at_most_the_limit_through(
-    pg_url: str, tmp_path: Path
-) -> None:
+@dataclass
+class Burst:
+    gw: Any
+    deps: Deps
+    ports: tuple[int, int]
+    bearer: dict[str, str]
+    alias: str
+    account_id: str
+
+
+@contextmanager
+def burst_stack(pg_url: str, tmp_path: Path) -> Iterator[Burst]:
+    """Two replicas on PostgreSQL behind Envoy, a sandbox, a one-time price `burst-pack` and
+    an account with a `checkout` token."""
     sandbox_port = free_port()
     env = {
         "BILLING_SANDBOX_PORT": str(sandbox_port),
@@ -44,12 +61,11 @@ def test_a_burst_of_checkout_creates_gets_at_most_the_limit_through(
         server(pg_url, **env) as (two, _d2, _h2),
         gateway(pg_url, tmp_path, [port_of(one), port_of(two)], **env) as gw,
     ):
-        service = {"x-api-key": SERVICE_KEY}
         product = gw.request(
             "POST",
             f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
             {"name": "Burst plan"},
-            service,
+            SERVICE,
         )
         assert product.status == 200, product.body
         price = gw.request(
@@ -62,47 +78,86 @@ def test_a_burst_of_checkout_creates_gets_at_most_the_limit_through(
                 "type": "PRICE_TYPE_ONE_TIME",
                 "lookup_key": "burst-pack",
             },
-            service,
+            SERVICE,
         )
         assert price.status == 200, price.body
+        alias = f"burst-{uuid.uuid4().hex[:8]}"
         issued = gw.request(
-            "POST",
-            "/mgt/v1/token/issue",
-            {"principal_id": f"burst-{uuid.uuid4().hex[:8]}", "scopes": ["checkout"]},
-            service,
+            "POST", "/mgt/v1/token/issue", {"principal_id": alias, "scopes": ["checkout"]}, SERVICE
         )
         assert issued.status == 200, issued.body
-        bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+        yield Burst(
+            gw,
+            deps,
+            (port_of(one), port_of(two)),
+            {"authorization": f"Bearer {issued.json()['access_token']}"},
+            alias,
+            issued.json()["billing_account_id"],
+        )
+
+
+def check_the_burst(burst: Burst, answers: list) -> None:  # type: ignore[type-arg]
+    """At most LIMIT through, the rest 429 as documented; nothing stored for the refused; both
+    replicas answered part of it."""
+    ok = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 429]
+    assert len(ok) + len(refused) == len(answers), {a.status for a in answers}
+    assert 1 <= len(ok) <= LIMIT
+    for answer in refused:
+        assert answer.reason == "RATE_LIMITED"
+        assert 1 <= int(answer.headers["retry-after"]) <= 60
+        assert answer.headers["ratelimit-policy"] == f'"session_creates";q={LIMIT};w=60'
+        assert re.fullmatch(r'"session_creates";r=0;t=\d+', answer.headers["ratelimit"])
+    # Nothing done for the refused: one stored session per success, no more.
+    with burst.deps.db.transaction(readonly=True) as session:
+        stored = session.scalar(select(func.count()).select_from(CheckoutSession))
+    assert stored == len(ok)
+    # Both replicas answered part of the burst (the count is theirs together).
+    hosts = burst.gw.clusters()
+    for port in burst.ports:
+        match = re.search(rf"billing_grpc::127\.0\.0\.1:{port}::rq_total::(\d+)", hosts)
+        assert match and int(match.group(1)) > 0
+
+
+def test_a_burst_of_checkout_creates_gets_at_most_the_limit_through(
+    pg_url: str, tmp_path: Path
+) -> None:
+    with burst_stack(pg_url, tmp_path) as burst:
 
         def create(_: int):  # type: ignore[no-untyped-def]
-            return gw.request(
+            return burst.gw.request(
                 "POST",
                 "/api/v1/checkout/sessions",
                 {
                     "items": [{"lookup_key": "burst-pack"}],
                     "success_url": "https://app.example/ok",
                 },
-                bearer,
+                burst.bearer,
             )
 
         with ThreadPoolExecutor(max_workers=32) as pool:
             answers = list(pool.map(create, range(BURST)))
+        check_the_burst(burst, answers)
 
-        ok = [a for a in answers if a.status == 200]
-        refused = [a for a in answers if a.status == 429]
-        assert len(ok) + len(refused) == BURST, {a.status for a in answers}
-        assert 1 <= len(ok) <= LIMIT
-        for answer in refused:
-            assert answer.reason == "RATE_LIMITED"
-            assert 1 <= int(answer.headers["retry-after"]) <= 60
-            assert answer.headers["ratelimit-policy"] == f'"session_creates";q={LIMIT};w=60'
-            assert re.fullmatch(r'"session_creates";r=0;t=\d+', answer.headers["ratelimit"])
-        # Nothing done for the refused: one stored session per success, no more.
-        with deps.db.transaction(readonly=True) as session:
-            stored = session.scalar(select(func.count()).select_from(CheckoutSession))
-        assert stored == len(ok)
-        # Both replicas answered part of the burst (the count is theirs together).
-        hosts = gw.clusters()
-        for port in (port_of(one), port_of(two)):
-            match = re.search(rf"billing_grpc::127\.0\.0\.1:{port}::rq_total::(\d+)", hosts)
-            assert match and int(match.group(1)) > 0
+
+def test_one_account_named_four_ways_in_a_burst_is_one_limit(pg_url: str, tmp_path: Path) -> None:
+    """The same burst from a backend naming the account by alias, by id, by the alias with
+    spaces, and from the account's own token, in turns: still at most LIMIT in all."""
+    with burst_stack(pg_url, tmp_path) as burst:
+        names = [burst.alias, burst.account_id, f" {burst.alias}  ", ""]
+
+        def create(n: int):  # type: ignore[no-untyped-def]
+            name = names[n % len(names)]
+            body = {
+                "items": [{"lookup_key": "burst-pack"}],
+                "success_url": "https://app.example/ok",
+            }
+            if not name:
+                return burst.gw.request("POST", "/api/v1/checkout/sessions", body, burst.bearer)
+            return burst.gw.request(
+                "POST", "/api/v1/checkout/sessions", {**body, "account": name}, SERVICE
+            )
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            answers = list(pool.map(create, range(BURST // 2)))
+        check_the_burst(burst, answers)

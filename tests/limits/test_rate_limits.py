@@ -10,16 +10,16 @@ import pytest
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from billing.v1 import checkout_pb2, checkout_pb2_grpc
+from billing.v1 import checkout_pb2, checkout_pb2_grpc, token_pb2, token_pb2_grpc
 from tests.conftest import OTHER_SERVICE_KEY, SERVICE_MD, bearer_md
 from tests.helpers import error_reason, keyed
 from tests.limits.support import retry_delay, server, token
 from tollbooth.config import ConfigError, Settings
 from tollbooth.db import Database
 from tollbooth.db.migrate import upgrade
-from tollbooth.db.models import RateLimitCounter
+from tollbooth.db.models import BillingAccount, RateLimitCounter
 from tollbooth.rpc.ratelimit import Leases, RateLimited, RateLimiter, lease_size, method_classes
 from tollbooth.rpc.ratestore import SCHEME, DatabaseStorage
 
@@ -178,6 +178,58 @@ def test_backend_session_creates_count_per_named_account(database_url: str) -> N
             grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         assert portal(ch, SERVICE_MD, b) != grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_one_account_named_three_ways_is_one_count(database_url: str) -> None:
+    """By alias, by id, with spaces around it, or through a bearer token of its own: one
+    account, one `session_creates` count (naming it differently does not buy more)."""
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="4/minute") as (ch, _, _h):
+        alias = f"rl-named-{uuid.uuid4().hex[:8]}"
+        md = bearer_md(token(ch, alias, ("portal",)))
+        account_id = (
+            token_pb2_grpc.TokenServiceStub(ch)
+            .IssueToken(keyed(token_pb2.IssueTokenRequest(principal_id=alias)), metadata=SERVICE_MD)
+            .billing_account_id
+        )
+        names = [alias, account_id, f"  {alias} "]
+        admitted = [portal(ch, SERVICE_MD, name) for name in names] + [portal(ch, md)]
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED not in admitted
+        for name in names:
+            assert portal(ch, SERVICE_MD, name) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert portal(ch, md) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_backend_naming_the_account_by_its_customer_counts_for_the_account(
+    database_url: str,
+) -> None:
+    """Seed 003's portal body names the provider customer alone: counted for its account."""
+    with server(database_url, BILLING_RATE_LIMIT_SESSION_CREATES="2/minute") as (ch, deps, _h):
+        alias = f"rl-cus-{uuid.uuid4().hex[:8]}"
+        token(ch, alias)
+        customer = f"cus_rl{uuid.uuid4().hex[:12]}"
+        with deps.db.transaction() as session:
+            session.execute(
+                update(BillingAccount)
+                .where(BillingAccount.principal_id == alias)
+                .values(stripe_customer_id=customer)
+            )
+        stub = checkout_pb2_grpc.CheckoutServiceStub(ch)
+
+        def by_customer() -> grpc.StatusCode:
+            try:
+                stub.CreatePortalSession(
+                    keyed(checkout_pb2.CreatePortalSessionRequest(customer=customer)),
+                    metadata=SERVICE_MD,
+                    timeout=10,
+                )
+            except grpc.RpcError as err:
+                return err.code()  # type: ignore[no-any-return]
+            return grpc.StatusCode.OK
+
+        assert by_customer() != grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert portal(ch, SERVICE_MD, alias) != grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert by_customer() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert portal(ch, SERVICE_MD, alias) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_a_long_named_account_is_counted_too_not_let_through(database_url: str) -> None:

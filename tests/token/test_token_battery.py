@@ -7,6 +7,7 @@ answers 403; before any handler runs, built or not.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 
@@ -221,3 +222,61 @@ def test_bearer_on_service_only_rpc_is_permission_denied_over_grpc(stack):  # ty
 def test_authorization_without_bearer_scheme_is_401(stack):  # type: ignore[no-untyped-def]
     resp = stack.request("GET", "/api/v1/billing", headers={"authorization": ACCOUNT["token"]})
     assert resp.status == 401
+
+
+DUPLICATED = {
+    # (metadata of the call, the reason): a credential header sent twice is ambiguous, whichever
+    # of the two comes first and whether or not one of them is valid.
+    "token_then_garbage": (
+        lambda: (
+            ("authorization", f"Bearer {ACCOUNT['token']}"),
+            ("authorization", "Bearer garbage"),
+        ),
+        "TOKEN_INVALID",
+    ),
+    "token_twice": (
+        lambda: (("authorization", f"Bearer {ACCOUNT['token']}"),) * 2,
+        "TOKEN_INVALID",
+    ),
+    "key_then_garbage": (
+        lambda: (("x-api-key", SERVICE_KEY), ("x-api-key", "garbage")),
+        "SERVICE_KEY_INVALID",
+    ),
+    "key_twice": (lambda: (("x-api-key", SERVICE_KEY),) * 2, "SERVICE_KEY_INVALID"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATED))
+def test_a_credential_header_sent_twice_is_401_over_grpc(stack, case):  # type: ignore[no-untyped-def]
+    metadata, reason = DUPLICATED[case]
+    with pytest.raises(grpc.RpcError) as exc:
+        grpc_billing_status_md(stack, metadata())
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(exc.value) == reason
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATED))
+def test_a_credential_header_sent_twice_is_401_through_envoy(stack, case):  # type: ignore[no-untyped-def]
+    metadata, _reason = DUPLICATED[case]
+    path = f"/api/v1/billing?account={ACCOUNT['id']}"
+    # urllib keeps one value per header name: the pairs go on a raw connection instead.
+    host, port = stack.rest_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("GET", path)
+    for name, value in metadata():
+        conn.putheader(name, value)
+    conn.endheaders()
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 401
+
+
+def grpc_billing_status_md(stack, metadata):  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+        stub = checkout_pb2_grpc.CheckoutServiceStub(ch)
+        return stub.GetBillingStatus(
+            checkout_pb2.GetBillingStatusRequest(account=ACCOUNT["id"]),
+            metadata=metadata,
+            timeout=10,
+        )

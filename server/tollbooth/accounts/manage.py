@@ -196,8 +196,13 @@ def update_account(
     locked = repository.by_id_for_update(session, account.id)
     assert locked is not None
     account = locked
-    wanted = set(MUTABLE) if "*" in paths else set()
-    for path in paths:
+    named = [p.strip() for p in paths if p.strip()]
+    if "*" in named and len(named) > 1:
+        raise errors.invalid(
+            "update_mask '*' names every field: send it alone", field="update_mask"
+        )
+    wanted = set(MUTABLE) if "*" in named else set()
+    for path in named:
         if path == "*":
             continue
         if path in MUTABLE:

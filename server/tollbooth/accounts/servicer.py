@@ -12,8 +12,9 @@ from tollbooth.rpc.servicer import Servicer, contract
 
 
 def populated_paths(account: account_pb2.Account) -> list[str]:
-    """The implied update mask of AIP-134: the mutable fields the request populated."""
-    paths = [name for name in ("name", "email") if getattr(account, name)]
+    """The implied update mask of AIP-134: the fields the request populated, the immutable
+    alias too (another alias is refused, as with `update_mask=alias`, never silently kept)."""
+    paths = [name for name in ("name", "email", "alias") if getattr(account, name)]
     if account.metadata:
         paths.append("metadata")
     return paths

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from tollbooth import metrics
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
-from tollbooth.errors import DomainError, Kind, permission_denied
+from tollbooth.errors import DomainError, Kind, permission_denied, unauthenticated
 from tollbooth.logs import request_id_var
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
 from tollbooth.rpc.status import internal_status, to_grpc_status
@@ -131,6 +131,17 @@ def _meta(metadata: tuple, key: str) -> str | None:
         if item.key == key:
             return item.value if isinstance(item.value, str) else None
     return None
+
+
+def _one_credential_each(metadata: tuple) -> None:
+    """A credential header sent twice is ambiguous (which one is the caller?): refused, whichever
+    comes first and whether or not either is valid, never decided by its order."""
+    keys = sum(1 for item in metadata or () if item.key == "x-api-key")
+    tokens = sum(1 for item in metadata or () if item.key == "authorization")
+    if keys > 1:
+        raise unauthenticated("SERVICE_KEY_INVALID", "send one x-api-key header, not several")
+    if tokens > 1:
+        raise unauthenticated("TOKEN_INVALID", "send one authorization header, not several")
 
 
 class _Base(grpc.ServerInterceptor):
@@ -306,6 +317,7 @@ class AuthInterceptor(_Base):
             if rule is None:
                 raise permission_denied("OPERATION_NOT_PERMITTED", "method has no auth rule")
             metadata = context.invocation_metadata()
+            _one_credential_each(metadata)
             caller = self._auth.authenticate(
                 rule,
                 _meta(metadata, "x-api-key"),

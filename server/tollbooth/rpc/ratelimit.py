@@ -33,7 +33,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -42,10 +42,12 @@ import grpc
 from limits import RateLimitItem, parse
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import select
 
 from tollbooth.auth.caller import current_caller
 from tollbooth.config import LimitSettings
 from tollbooth.db import Database
+from tollbooth.db.models import BillingAccount
 from tollbooth.errors import DomainError, Kind
 from tollbooth.rpc.edge import message_class
 from tollbooth.rpc.ratestore import DatabaseStorage
@@ -245,19 +247,73 @@ def _meta(metadata: Iterable[Any], key: str) -> str | None:
     return None
 
 
+# Account names resolved to ids that each process remembers (an alias never changes its id).
+NAMES_KEPT = 10_000
+
+
+class AccountNames:
+    """The billing account a backend's request names, as the id it is counted under: by id or
+    by alias (spaces around it ignored, as the handlers ignore them) or, with no account, by
+    its provider customer. So one account is one count however it is named. A name no account
+    has is counted as written (the handler refuses it); the environment's own database is
+    asked, once per alias (the alias -> id mapping never changes)."""
+
+    def __init__(self, databases: Mapping[str, Database]) -> None:
+        self._databases = dict(databases)
+        self._default = next(iter(self._databases), "")
+        self._ids: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def identity(self, environment: str, account: str, customer: str) -> str:
+        """The id of the account named (`account`, else `customer`), or the name itself when no
+        account has it; "" when the request names none."""
+        account, customer = account.strip(), customer.strip()
+        if not account and not customer:
+            return ""
+        db = self._databases.get(environment or self._default)
+        if db is None:
+            return account
+        if not account:
+            return self._lookup(db, BillingAccount.stripe_customer_id == customer) or ""
+        kept = self._ids.get((environment, account))
+        if kept is not None:
+            return kept
+        column = BillingAccount.id if account.startswith("acct_") else BillingAccount.principal_id
+        found = self._lookup(db, column == account)
+        if found is None:
+            return account
+        with self._lock:
+            if len(self._ids) >= NAMES_KEPT:
+                self._ids.clear()
+            self._ids[(environment, account)] = found
+        return found
+
+    @staticmethod
+    def _lookup(db: Database, condition: Any) -> str | None:
+        try:
+            with db.transaction(readonly=True) as session:
+                found = session.execute(select(BillingAccount.id).where(condition)).scalar()
+        except Exception:  # noqa: BLE001 - the handler reports a database outage itself
+            log.warning("account lookup for a rate limit failed", exc_info=True)
+            return None
+        return None if found is None else str(found)
+
+
 class RateLimitInterceptor(grpc.ServerInterceptor):
     """Runs inside the auth interceptor (the caller is known) and before the handler. The
     metadata is read from each call's context, so a wrapped handler serves every call of its
-    method (`interceptors.Chain` keeps it)."""
+    method (`interceptors.Chain` keeps it). `names` turns the account a backend names into the
+    id it is counted under (without it, the name as written)."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, names: AccountNames | None = None) -> None:
         self._limiter = limiter
+        self._names = names
 
     def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
         handler = continuation(details)
         if handler is None or details.method not in self._limiter._classes:
             return handler
-        method, limiter = details.method, self._limiter
+        method, limiter, names = details.method, self._limiter, self._names
 
         def charge(request: Any, context: grpc.ServicerContext) -> None:
             caller = current_caller.get()
@@ -271,8 +327,11 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
                 if name == "session_creates":
                     if caller.is_bearer:
                         return f"{apart}account:{caller.account_id}"
-                    # A backend names the account in the request; per key when it does not.
-                    account = _account_of(method, request)
+                    # A backend names the account in the request (by id, alias or customer:
+                    # one account, one count); per key when it names none.
+                    account, customer = _account_of(method, request)
+                    if names is not None:
+                        account = names.identity(caller.environment, account, customer)
                     return f"{apart}account:{account}" if account else f"key:{key}"
                 if name == "account":
                     return f"{apart}account:{caller.account_id}"
@@ -297,10 +356,11 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-def _account_of(method: str, raw: Any) -> str:
-    """The `account` field of a unary request still in bytes (the edge parses it later)."""
+def _account_of(method: str, raw: Any) -> tuple[str, str]:
+    """The `account` and `customer` fields of a unary request still in bytes (the edge parses
+    it later); "" for a field the request does not have."""
     if not isinstance(raw, bytes):
-        return str(getattr(raw, "account", "") or "")
+        return _named(raw)
     service_name, _, name = method.strip("/").partition("/")
     for service in contract_services():
         if service.full_name == service_name:
@@ -308,9 +368,16 @@ def _account_of(method: str, raw: Any) -> str:
             try:
                 message = cls.FromString(raw)
             except Exception:  # noqa: BLE001 - the edge refuses it right after
-                return ""
-            return str(getattr(message, "account", "") or "")
-    return ""
+                return "", ""
+            return _named(message)
+    return "", ""
+
+
+def _named(message: Any) -> tuple[str, str]:
+    return (
+        str(getattr(message, "account", "") or ""),
+        str(getattr(message, "customer", "") or ""),
+    )
 
 
 def _charged(behavior: Any, streams_out: bool, charge: Callable[[Any, Any], None]) -> Any:

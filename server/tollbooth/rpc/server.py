@@ -21,7 +21,7 @@ from tollbooth.rpc.interceptors import (
     ErrorInterceptor,
     LoggingInterceptor,
 )
-from tollbooth.rpc.ratelimit import RateLimiter, RateLimitInterceptor
+from tollbooth.rpc.ratelimit import AccountNames, RateLimiter, RateLimitInterceptor
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
 from tollbooth.rpc.streams import StreamGuard
@@ -70,7 +70,10 @@ def build_server(
                     ErrorInterceptor(),
                     AuthInterceptor(authenticator, load_requirements()),
                     streams,
-                    RateLimitInterceptor(limiter),
+                    RateLimitInterceptor(
+                        limiter,
+                        AccountNames({n: d.db for n, d in deps.environments.items()}),
+                    ),
                 ]
             )
         ],

@@ -41,8 +41,7 @@ def request_fingerprint(request: Message) -> str:
 @cache
 def requires_request_id(descriptor: Descriptor) -> bool:
     """Whether the contract marks the request's `request_id` REQUIRED (every mutating RPC but
-    the three whose seed request shapes send none: IssueToken, CreateCheckoutSession and
-    CreatePortalSession)."""
+    those whose seed request shapes send none; README "Idempotency" lists them)."""
     field = descriptor.fields_by_name.get("request_id")
     if field is None:
         return False
@@ -79,7 +78,8 @@ class Servicer:
         whose contract marks request_id REQUIRED is refused without one (FIELD_REQUIRED).
         """
         key = getattr(request, "request_id", "")
-        if not key and (require_request_id or requires_request_id(request.DESCRIPTOR)):
+        # A key of spaces is missing where one is required (elsewhere `claim` refuses it).
+        if not key.strip() and (require_request_id or requires_request_id(request.DESCRIPTOR)):
             raise errors.required("request_id")
         with self.deps.db.transaction() as session:
             if not key:

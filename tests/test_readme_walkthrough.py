@@ -8,7 +8,11 @@ defaults a fresh stack on free ports cannot share: the ports (8080, 50051, 12111
 `var/` (the data directory). The script runs under `set -euo pipefail`; `curl` is wrapped to
 record every HTTP status, and a 4xx or 5xx fails the test unless the block announces that
 status in a comment (`# ... 400 FIELD_UNKNOWN ...`), once per answer. A line that ends in
-`| get FIELD  # VALUE` (one word: `# 1000`, `# paid`) must print exactly that value.
+`| get FIELD  # VALUE` (one word: `# 1000`, `# paid`) must print exactly that value (and
+announces no status: `received 1 | get status  # 500` is a value the receiver printed). The
+README's notification receiver (`tollbooth notifications receive --port 9000`) gets a free
+port too; the script runs in its own process group, so a receiver it left running when a
+line failed is stopped with it.
 """
 
 from __future__ import annotations
@@ -57,9 +61,12 @@ class Block:
     text: str
 
     def announced(self) -> list[str]:
-        """Every 4xx/5xx status the block's comments name."""
+        """Every 4xx/5xx status the block's comments name (a `| get FIELD  # 500` line
+        promises a printed value, not an HTTP answer: it announces none)."""
         found: list[str] = []
         for raw in self.text.splitlines():
+            if PROMISE.match(raw):
+                continue
             _, hash_, comment = raw.partition("#")
             if hash_:
                 found += STATUS.findall(comment)
@@ -94,6 +101,7 @@ def test_the_extractor_sees_blocks_skips_and_announcements() -> None:
         [
             "```sh",
             "curl -s x  # 400 FIELD_UNKNOWN",
+            "received 1 | get status  # 500",
             "```",
             "<!-- walkthrough: skip (starts the stack) -->",
             "```sh",
@@ -105,7 +113,7 @@ def test_the_extractor_sees_blocks_skips_and_announcements() -> None:
         ]
     )
     run, skipped = blocks(sample)
-    assert [b.line for b in run] == [1] and skipped == [5]
+    assert [b.line for b in run] == [1] and skipped == [6]
     assert run[0].announced() == ["400"]
 
 
@@ -186,6 +194,9 @@ def localise(text: str, ports: dict[str, int], data: Path) -> str:
     for default, name in (("8080", "rest"), ("50051", "grpc"), ("12111", "sandbox")):
         text = text.replace(f"localhost:{default}", f"localhost:{ports[name]}")
     text = text.replace("localhost:9464", f"localhost:{ports['metrics']}")
+    # The notification receiver the README starts (`--port 9000`, `http://127.0.0.1:9000/`).
+    text = text.replace("127.0.0.1:9000/", f"127.0.0.1:{ports['receiver']}/")
+    text = text.replace("--port 9000 ", f"--port {ports['receiver']} ")
     return text.replace("var/secrets/", f"{data}/secrets/")
 
 
@@ -193,7 +204,7 @@ def localise(text: str, ports: dict[str, int], data: Path) -> str:
 def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
     run, skipped = blocks(README.read_text(encoding="utf-8"))
     assert len(run) >= 10 and len(skipped) <= 3, (len(run), skipped)
-    names = ("rest", "grpc", "sandbox", "sidecar", "admin")
+    names = ("rest", "grpc", "sandbox", "sidecar", "admin", "receiver")
     with HeldPorts(len(names)) as held:  # bound together: distinct
         ports = dict(zip(names, held.ports, strict=True))
     # Two server processes, the sidecar, the sandbox and the notification delivery each serve
@@ -213,14 +224,22 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
     try:
         wait_ready(proc)
         with open(tmp_path / "walkthrough.out", "w") as out:
-            done = subprocess.run(
+            script_proc = subprocess.Popen(
                 ["bash", str(tmp_path / "walkthrough.sh")],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
-                timeout=500,
                 cwd=REPO,
+                start_new_session=True,  # its group: what it started in the background too
             )
+            try:
+                returncode = script_proc.wait(timeout=500)
+            finally:
+                try:  # a background process a failed line left running (the receiver)
+                    os.killpg(script_proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                script_proc.wait()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -229,7 +248,7 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     output = (tmp_path / "walkthrough.out").read_text()[-6000:]
-    assert done.returncode == 0, f"the walkthrough stopped (exit {done.returncode}):\n{output}"
+    assert returncode == 0, f"the walkthrough stopped (exit {returncode}):\n{output}"
     statuses: dict[int, list[str]] = {}
     current = -1
     for entry in log.read_text().split():

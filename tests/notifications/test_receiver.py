@@ -187,3 +187,26 @@ def test_a_taken_port_is_one_line_and_exit_1(receiver: Running, tmp_path: Path) 
     proc = start(second, "--port", port)
     assert proc.wait(timeout=60) == 1
     assert (second / "err.log").read_text().startswith(f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_it_listens_again_on_its_port_right_after_a_stop(receiver: Running, tmp_path: Path) -> None:
+    """A stop closes the connections the delivery process keeps alive, which leaves them in
+    TIME_WAIT on the receiver's port for a minute: the next receiver still binds it."""
+    port = receiver.url.split(":")[2].split("/")[0]
+    with httpx.Client() as kept_alive:  # as the senders' client: the connection stays open
+        webhook_id, body = envelope(1)
+        signed = headers(webhook_id, body, (SECRET,), dt.datetime.now(dt.UTC))
+        assert kept_alive.post(receiver.url, content=body, headers=signed).status_code == 204
+        assert receiver.stop() == 0  # the receiver closes first: its side waits
+    again = tmp_path / "again"
+    again.mkdir()
+    proc = start(again, "--port", port)
+    try:
+        deadline = time.monotonic() + 60
+        while '"listening"' not in (again / "err.log").read_text():
+            assert proc.poll() is None, (again / "err.log").read_text()
+            assert time.monotonic() < deadline, "the second receiver did not listen"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0

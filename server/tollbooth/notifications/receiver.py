@@ -134,6 +134,10 @@ def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound now (OSError when the port is taken or the host unknown)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    # As every server: connections a stop closed wait (TIME_WAIT) on this port for a minute,
+    # and must not keep the next receiver from it. (Not SO_REUSEPORT: a second live
+    # receiver on the port is refused.)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
         sock.listen(64)

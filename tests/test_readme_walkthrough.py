@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,41 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
     raise AssertionError("run did not become ready:\n" + "".join(lines[-50:]))
 
 
+def drain(proc: subprocess.Popen[str], path: Path) -> threading.Thread:
+    """Copy what the stack prints after `ready` into `path`, as it comes."""
+
+    def copy() -> None:
+        assert proc.stdout is not None
+        with open(path, "a", encoding="utf-8") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+
+    thread = threading.Thread(target=copy, name="run-output", daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_stack_output_after_ready_is_drained(tmp_path: Path) -> None:
+    """Nobody reads `run`'s stdout after `ready` but `drain`: without it, once the pipe holds
+    64 KiB every process of the stack blocks on its next log line, and a README call times
+    out (504) in the middle of the walkthrough."""
+    child = "print('{\"event\": \"ready\"}', flush=True)\nfor _ in range(4096): print('x' * 255)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_ready(proc)
+        drained = drain(proc, tmp_path / "run.log")
+        assert proc.wait(timeout=60) == 0  # 1 MiB after ready: written, not blocked
+        drained.join(timeout=60)
+        assert (tmp_path / "run.log").read_text().count("x" * 255 + "\n") == 4096
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def localise(text: str, ports: dict[str, int], data: Path) -> str:
     for default, name in (("8080", "rest"), ("50051", "grpc"), ("12111", "sandbox")):
         text = text.replace(f"localhost:{default}", f"localhost:{ports[name]}")
@@ -223,6 +259,7 @@ def test_every_shell_block_of_the_readme_runs_in_order(tmp_path: Path) -> None:
     proc = start_run(data, ports)
     try:
         wait_ready(proc)
+        drain(proc, tmp_path / "run.log")  # the stack's own log, read on: see `drain`
         with open(tmp_path / "walkthrough.out", "w") as out:
             script_proc = subprocess.Popen(
                 ["bash", str(tmp_path / "walkthrough.sh")],

@@ -41,6 +41,7 @@ from tollbooth.deps import Deps
 from tollbooth.entitlements.servicer import EntitlementServicer
 from tollbooth.notifications import delivery as notification_delivery
 from tollbooth.notifications import operator as notification_operator
+from tollbooth.notifications import receiver as notification_receiver
 from tollbooth.notifications.servicer import NotificationServicer
 from tollbooth.payments import effects as payment_effects
 from tollbooth.payments import intents as payment_intents
@@ -74,6 +75,7 @@ __all__ = [
     "build_server",
     "notifications",
     "serve_notifications",
+    "receive_notifications",
     "inbox",
     "inbox_worker",
     "catalog_commands",
@@ -261,6 +263,8 @@ def serve_sandbox(config: SandboxConfig) -> None:
 serve_notifications = notification_delivery.serve
 # `notifications messages|attempts|resend`: inspection and replay from the command line.
 notifications = notification_operator
+# `notifications receive`: a receiver on the developer's machine that verifies and prints.
+receive_notifications = notification_receiver.run
 
 
 # -- operator commands ------------------------------------------------------------------------

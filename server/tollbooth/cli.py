@@ -1,8 +1,9 @@
 """The command line, one program (`tollbooth`, or `python -m tollbooth.cli`):
 
 `run` (the whole stack, supervised), `migrate`, `serve-grpc`, `serve-sidecar`,
-`serve-sandbox`, `gateway-config`, `catalog apply`, `webhooks replay`, `reconcile` and
-`sandbox` (the Stripe sandbox on its own, as `python -m tollbooth.sandbox`).
+`serve-sandbox`, `serve-notifications`, `gateway-config`, `catalog apply`, `webhooks
+list|replay`, `reconcile`, `notifications messages|attempts|resend|receive` and `sandbox` (the
+Stripe sandbox on its own, as `python -m tollbooth.sandbox`).
 
 Each command reads the settings once (`tollbooth.config`) and passes them down. A
 configuration error prints `configuration error: ...` and exits 2, as does a usage error.
@@ -338,7 +339,7 @@ def _domain_error(exc: Exception) -> int:
 
 @app.group(
     "notifications",
-    help="outbound notifications: `notifications messages|attempts|resend`",
+    help="outbound notifications: `notifications messages|attempts|resend|receive`",
     no_args_is_help=True,
 )
 def notifications_commands() -> None:
@@ -410,6 +411,34 @@ def notifications_resend_command(
         return _domain_error(exc)
     print(f"queued {queued} message(s) again", flush=True)
     return 0
+
+
+@notifications_commands.command(
+    "receive",
+    help="a receiver on this machine (like `stripe listen`): verifies each POST's Standard"
+    " Webhooks signature with the endpoint's secret and prints one JSON line per valid delivery"
+    " (webhook_id, attempt, status, timestamp, body); Ctrl-C or SIGTERM stops it",
+)
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="0: any free port")
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
+@click.option(
+    "--secret",
+    envvar="BILLING_RECEIVER_SECRET",
+    default="",
+    metavar="WHSEC",
+    help="the endpoint's whsec_... secret; better from BILLING_RECEIVER_SECRET (not shown by ps)",
+)
+@click.option(
+    "--fail-first",
+    type=click.IntRange(0, None),
+    default=0,
+    show_default=True,
+    help="answer 500 to the first N valid deliveries (to watch the retries), then 204",
+)
+def notifications_receive_command(secret: str, host: str, port: int, fail_first: int) -> int:
+    logs.setup("receive", "INFO", stream="stderr")  # stdout is for the deliveries' lines
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    return assembly.receive_notifications(secret, host, port, fail_first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

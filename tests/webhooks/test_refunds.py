@@ -153,3 +153,44 @@ def test_a_plans_grant_expiry_counts_from_the_billing_period_not_from_processing
             select(CreditGrant).where(CreditGrant.billing_account_id == account)
         ).one()
         assert grant.expire_at == dt.datetime.fromtimestamp(start + 86_400, dt.UTC)
+
+
+def test_a_full_refund_of_a_renewal_voids_what_remains_of_that_renewal_s_grants(quiet: World):
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=every)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    quiet.advance(31)  # the renewal, paid
+    renewal = quiet.stripe.v1.invoices.retrieve(
+        str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    )
+    assert renewal.billing_reason == "subscription_cycle"
+    paid = events_of(quiet, "invoice.paid", str(renewal.id))[-1]
+    assert signed_send(quiet, json.dumps(paid).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "200"
+    quiet.credits.DebitCredits(
+        credit_pb2.DebitCreditsRequest(
+            account=account, credit_type="api_calls", amount="30", request_id=uuid.uuid4().hex
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    intent = str(renewal.payments.data[0].payment.payment_intent)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    # The purchase's grant is spent first (soonest expiry, then oldest: 70 left of it); the
+    # renewal's 100, bought by the refunded payment, is voided; the purchase's grant stays.
+    assert quiet.balance(account, "api_calls") == "70"
+    assert quiet.notifications(account).count("credits.voided") == 1
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "70"

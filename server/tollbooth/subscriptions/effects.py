@@ -60,7 +60,8 @@ class Facts:
         self.subscriptions: dict[str, dict[str, Any] | None] = {}
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         self.guard: Any = None  # what the fulfilment guard did at the provider, if anything
-        self.payment_intents: dict[str, str | None] = {}  # checkout session -> what paid it
+        # checkout session or renewal invoice -> the PaymentIntent that paid it
+        self.payment_intents: dict[str, str | None] = {}
         self.charges: dict[str, dict[str, Any] | None] = {}
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
@@ -448,7 +449,17 @@ def _invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_invoice(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
-    facts.read_subscription(provider, _invoice_ids(obj)[1])
+    invoice_id, sub_id = _invoice_ids(obj)
+    facts.read_subscription(provider, sub_id)
+    if obj.get("billing_reason") != "subscription_cycle" or facts.subscriptions[sub_id] is None:
+        return
+    # What paid a renewal: its grants record it, so a full refund of that payment voids them.
+    try:
+        facts.payment_intents[invoice_id] = provider.invoice_payment_intent(invoice_id)
+    except DomainError as exc:
+        if exc.kind is Kind.UNAVAILABLE:
+            raise  # retried with the event
+        facts.payment_intents[invoice_id] = None  # an invoice the provider refuses to show
 
 
 def _items(truth: dict[str, Any]) -> list[dict[str, Any]]:
@@ -496,6 +507,7 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
             request_prefix=f"invoice:{invoice_id}:{stripe_price}",
             reason=f"renewal of {price.lookup_key or price.id}",
             anchor=_ts(item.get("current_period_start", truth.get("current_period_start"))),
+            payment_intent=ctx.facts.payment_intents.get(invoice_id),
         )
     ctx.changes.append(f"invoice {invoice_id} renewal applied")
 

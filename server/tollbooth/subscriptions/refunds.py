@@ -3,7 +3,8 @@
 Registered with the webhook inbox at assembly. The provider is the truth: the charge is read
 from the provider first (outside any transaction), and only a charge it reports fully refunded
 voids anything; a partial refund keeps the grants (the event is ignored with that reason).
-Grants know the PaymentIntent that paid for them (their metadata, written at fulfilment).
+Grants know the PaymentIntent that paid for them (their metadata, written at fulfilment and,
+for a renewal's grants, from the renewal invoice's payment read with `invoice.paid`).
 One voiding per charge, guarded by the `billing_effects` key `refund:{ch_…}`.
 """
 

@@ -146,3 +146,63 @@ def test_a_lifecycle_delivered_with_duplicates_twins_and_shuffles_notifies_each_
     assert told.count("invoice.paid") == 2, told
     assert told.count("credits.granted") == 3, told  # purchase, renewal, upgrade
     assert told.count("credits.voided") == 0, told
+
+
+def test_a_failed_renewal_then_a_new_card_is_past_due_then_active_each_told_once(
+    faulty: World,
+) -> None:
+    import httpx
+
+    from billing.v1 import checkout_pb2
+    from tests.conftest import bearer_md
+
+    world = faulty
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    world.price("pro", grants=every)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
+    world.pay(stripe_id, card="4000000000000341")  # pays now, fails every renewal
+    sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    world.advance(31)
+    world.settled()
+    wait_for(
+        lambda: world.status(token).state == checkout_pb2.SUBSCRIPTION_STATE_PAST_DUE,
+        60,
+        "past_due",
+    )
+    assert world.balance(account, "api_calls") == "100"  # the failed renewal granted nothing
+    portal = world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(return_url="https://app.example/account"),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+    paid = httpx.post(
+        f"{portal.url}/payment_method", data={"card": "4242 4242 4242 4242"}, timeout=30
+    )
+    assert paid.status_code in (200, 303), paid.text
+    assert world.stripe.v1.subscriptions.retrieve(sub_id).status == "active"
+    world.settled()
+    wait_for(
+        lambda: world.status(token).state == checkout_pb2.SUBSCRIPTION_STATE_ACTIVE,
+        60,
+        "active again",
+    )
+    wait_for(lambda: world.balance(account, "api_calls") == "200", 60, "the renewal's grant")
+    world.settled()
+    told = world.notifications(account)
+    assert told.count("invoice.payment_failed") == 1, told
+    assert told.count("invoice.paid") == 2, told  # the first invoice, then the renewal
+    assert told.count("credits.granted") == 2, told
+    assert told.count("subscription.created") == 1, told
+    assert told.count("subscription.canceled") == 0, told
+    states = [
+        s
+        for s in world.checkout.ListSubscriptions(
+            checkout_pb2.ListSubscriptionsRequest(), metadata=bearer_md(token), timeout=10
+        ).subscriptions
+    ]
+    assert len(states) == 1

@@ -72,8 +72,10 @@ def test_the_guard_s_cancel_and_refund_failing_at_the_provider_are_retried_and_d
     world.settled()
     loser = str(world.stripe.v1.checkout.sessions.retrieve(second).subscription)
     wait_for(
-        lambda: world.stripe.v1.subscriptions.retrieve(loser).status == "canceled"
-        and refunds_of(world, loser),
+        lambda: (
+            world.stripe.v1.subscriptions.retrieve(loser).status == "canceled"
+            and refunds_of(world, loser)
+        ),
         90,
         "the retried guard to cancel and refund",
     )
@@ -81,7 +83,9 @@ def test_the_guard_s_cancel_and_refund_failing_at_the_provider_are_retried_and_d
     world.settled()
     assert len(refunds_of(world, loser)) == 1
     assert len(notices(world, account)) == 1
-    assert live(world, account) == [str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)]
+    assert live(world, account) == [
+        str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)
+    ]
     assert world.balance(account, "api_calls") == "100"
 
 

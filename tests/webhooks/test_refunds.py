@@ -194,3 +194,97 @@ def test_a_full_refund_of_a_renewal_voids_what_remains_of_that_renewal_s_grants(
     twin = {**evt, "id": evt["id"] + "_twin"}
     assert signed_send(quiet, json.dumps(twin).encode()) == 200
     assert quiet.balance(account, "api_calls") == "70"
+
+
+def _lifetime(world: World) -> tuple[str, str, str]:
+    """A one-time `lifetime` price granting feature `lifetime-sso` and 50 credits, bought and
+    fulfilled: (account, bearer token, the PaymentIntent that paid it)."""
+    world.price(
+        "lifetime",
+        recurring=False,
+        amount=4900,
+        grants=[
+            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
+        ],
+        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
+    )
+    token, account = world.token()
+    stripe_id = world.buy(token, "lifetime").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    intent = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
+    return account, token, intent
+
+
+def _allowed(world: World, account: str) -> bool:
+    from billing.v1 import entitlement_pb2, entitlement_pb2_grpc
+
+    return (
+        entitlement_pb2_grpc.EntitlementServiceStub(world.channel)
+        .CheckEntitlement(
+            entitlement_pb2.CheckEntitlementRequest(account=account, feature="lifetime-sso"),
+            metadata=SERVICE_MD,
+            timeout=10,
+        )
+        .allowed
+    )
+
+
+def test_a_full_refund_of_a_one_time_purchase_ends_what_it_entitles(quiet: World):
+    account, _, intent = _lifetime(quiet)
+    assert _allowed(quiet, account) is True
+    assert quiet.balance(account, "api_calls") == "50"
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert _allowed(quiet, account) is False  # the money went back: the feature goes too
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200
+    assert _allowed(quiet, account) is False
+    assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_a_partial_refund_of_a_one_time_purchase_keeps_what_it_entitles(quiet: World):
+    account, _, intent = _lifetime(quiet)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 100})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert _allowed(quiet, account) is True
+    assert quiet.balance(account, "api_calls") == "50"
+
+
+def test_quantity_flips_within_a_period_never_grant_beyond_the_highest_level_reached(
+    quiet: World,
+):
+    """1 -> 3 grants the difference (200); back to 1 takes nothing; 1 -> 2 then grants nothing
+    (the period already had 300's worth), and 1 -> 4 grants only what 4 adds beyond 3."""
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=every)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    item = quiet.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+
+    def to(quantity: int) -> str:
+        quiet.stripe.v1.subscriptions.update(
+            sub_id, params={"items": [{"id": item["id"], "quantity": quantity}]}
+        )
+        updated = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
+        assert signed_send(quiet, json.dumps(updated).encode()) == 200
+        return quiet.balance(account, "api_calls")
+
+    assert quiet.balance(account, "api_calls") == "100"
+    assert to(3) == "300"
+    assert to(1) == "300"
+    assert to(2) == "300"  # 2 is below the 3 this period already granted
+    assert to(1) == "300"
+    assert to(4) == "400"  # only what 4 adds beyond 3

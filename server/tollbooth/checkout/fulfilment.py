@@ -150,13 +150,16 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
         recorded = sync_subscription(ctx, sub_id)
         period_start = recorded.current_period_start if recorded is not None else None
     prices = catalog.prices_by_ids(ctx.session, [i["price_id"] for i in row.items])
+    paid_by = ctx.facts.payment_intents.get(row.stripe_checkout_session_id or "")
     for line, item in enumerate(row.items):
         price = prices.get(item["price_id"])
         if price is None:
             continue
         quantity = int(item.get("quantity") or 1)
         if price.type != "recurring":
-            record_purchase(ctx, account, row.id, line, price, quantity, now)
+            record_purchase(
+                ctx, account, row.id, line, price, quantity, now, stripe_payment_intent=paid_by
+            )
         grant_for_price(
             ctx,
             account,
@@ -165,7 +168,7 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             when="on_purchase",
             request_prefix=f"checkout:{row.stripe_checkout_session_id}",
             reason=f"purchase of {price.lookup_key or price.id}",
-            payment_intent=ctx.facts.payment_intents.get(row.stripe_checkout_session_id or ""),
+            payment_intent=paid_by,
             anchor=period_start if price.type == "recurring" else None,
         )
     ctx.session.flush()

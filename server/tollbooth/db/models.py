@@ -549,7 +549,8 @@ class Subscription(Base):
 
 
 class Purchase(Base):
-    """One line of a paid one-time checkout, or a succeeded payment intent (line 0)."""
+    """One line of a paid one-time checkout, or a succeeded payment intent (line 0); held (its
+    entitlements, purchase hints) until a full refund of its payment (`refunded_at`)."""
 
     __tablename__ = "purchases"
 
@@ -568,6 +569,10 @@ class Purchase(Base):
     amount_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # The provider's PaymentIntent that paid it, and when a full refund of that payment was
+    # recorded (`charge.refunded`): a refunded purchase is history, no longer held.
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(200))
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("checkout_session_id", "line", name="uq_purchases_line"),

@@ -98,6 +98,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
         now,
         payment_intent_id=row.id,
         paid=(amount, row.currency),
+        stripe_payment_intent=stripe_id,
     )
     if price is not None:
         grant_for_price(

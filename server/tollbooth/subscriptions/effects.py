@@ -245,9 +245,9 @@ def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
 
 
 def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the old one, per
-    credit type (never less: a downgrade takes nothing back); once per subscription, change
-    and billing period."""
+    """An upgrade grants, at once, what the new plan gives per period beyond the old one and
+    beyond the highest level an earlier upgrade reached in this period, per credit type (never
+    less: a downgrade takes nothing back); once per subscription, change and billing period."""
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
     prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
@@ -256,6 +256,7 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
     key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
     key = f"{key}:{row.quantity}:{period}"
+    old = repository.with_upgrades_reached(ctx.session, row, period, old)  # 1, 3, 1, 2: none at 2
     extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
     extra = {kind: amount for kind, amount in extra.items() if amount > 0}
     if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
@@ -272,7 +273,7 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
             priority=0,
             expire_at=row.current_period_end,
             request_id=request_id,
-            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
+            metadata=repository.upgrade_metadata(row, ctx.event_id, period, new[kind]),
             clock=ctx.clock,
         )
         outbox.enqueue(
@@ -407,10 +408,12 @@ def record_purchase(
     *,
     payment_intent_id: str | None = None,
     paid: tuple[int, str] | None = None,
+    stripe_payment_intent: str | None = None,
 ) -> str:
     """A one-off price bought through a checkout (its fulfilment calls this), or a payment
     intent's payment (`tollbooth.payments.effects`: `paid` is its amount and currency, the
-    price optional); the purchase id."""
+    price optional); the purchase id. `stripe_payment_intent` is the provider's PaymentIntent
+    that paid it: a full refund of it ends the purchase (`subscriptions.refunds`)."""
     purchase_id = new_id("pur")
     amount, currency = paid or (price.unit_amount * quantity, price.currency)  # type: ignore[union-attr]
     repository.add_purchase(
@@ -428,6 +431,7 @@ def record_purchase(
             amount_total=amount,
             currency=currency,
             created_at=now,
+            stripe_payment_intent_id=stripe_payment_intent,
         ),
     )
     return purchase_id

@@ -1,4 +1,5 @@
-"""Refunds (`charge.refunded`): what remains of the grants a refunded payment bought is voided.
+"""Refunds (`charge.refunded`): what remains of the grants a refunded payment bought is voided,
+and the one-time purchases it paid are no longer held (what they entitle ends).
 
 Registered with the webhook inbox at assembly. The provider is the truth: the charge is read
 from the provider first (outside any transaction), and only a charge it reports fully refunded
@@ -48,6 +49,8 @@ def on_charge_refunded(ctx: Context, obj: dict[str, Any]) -> None:
         raise Ignored("a charge of a customer that is not ours")
     if not claim_effect(ctx.session, f"refund:{charge_id}", ctx.event_id, account.id):
         return  # voided already
+    for purchase in repository.refund_purchases(ctx.session, account.id, intent, ctx.clock()):
+        ctx.changes.append(f"purchase {purchase.id} refunded: charge {charge_id}")
     for grant in repository.grants_bought_by(ctx.session, account.id, intent):
         voided = credit_grants.void_grant(
             ctx.session,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, select, union_all
@@ -184,9 +185,9 @@ def status_subscription(session: Session, account_id: str) -> Subscription | Non
 #
 # The one place that knows how held prices are stored: every recurring item
 # (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
-# one-time line. Entitlements, billing status and purchase hints read holdings only through
-# `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`); `holdings_select`
-# is the same choice as a statement to compose.
+# one-time line not refunded since. Entitlements, billing status and purchase hints read
+# holdings only through `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`);
+# `holdings_select` is the same choice as a statement to compose.
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -230,7 +231,11 @@ def holdings_select(account_id: str) -> CompoundSelect:
         null(),
         null(),
         Purchase.created_at,
-    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    ).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id.is_not(None),
+        Purchase.refunded_at.is_(None),
+    )
     return union_all(subs, bought)
 
 
@@ -284,7 +289,11 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
         Purchase.quantity,
         null(),
         null(),
-    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    ).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id.is_not(None),
+        Purchase.refunded_at.is_(None),
+    )
     held = union_all(subs, bought).subquery("held")
     stmt = (
         select(held, Price.entitlements, Product.entitlements)
@@ -293,6 +302,66 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
         .outerjoin(Product, Product.id == Price.product_id)
     )
     return list(session.execute(stmt).all())
+
+
+def refund_purchases(
+    session: Session, account_id: str, payment_intent: str, now: dt.datetime
+) -> list[Purchase]:
+    """Mark the account's purchases that one payment paid as refunded (no longer held); the
+    ones this call marked."""
+    rows = list(
+        session.scalars(
+            select(Purchase)
+            .where(
+                Purchase.billing_account_id == account_id,
+                Purchase.stripe_payment_intent_id == payment_intent,
+                Purchase.refunded_at.is_(None),
+            )
+            .order_by(Purchase.created_at, Purchase.id)
+        )
+    )
+    for row in rows:
+        row.refunded_at = now
+    session.flush()
+    return rows
+
+
+def upgrade_metadata(
+    row: Subscription, event_id: str, period: int, level: Decimal
+) -> dict[str, Any]:
+    """An upgrade grant's metadata: the per-period level it brings the billing period to."""
+    return {
+        "price_id": row.price_id,
+        "event_id": event_id,
+        "upgrade_of": row.stripe_subscription_id,
+        "period": str(period),
+        "level": format(level, "f"),
+    }
+
+
+def with_upgrades_reached(
+    session: Session, row: Subscription, period: int, old: dict[str, Decimal]
+) -> dict[str, Decimal]:
+    """`old` (what the previous plan gives per period, by credit type), raised to the highest
+    level an earlier upgrade of this subscription granted up to in the billing period starting
+    at `period` (`upgrade_metadata`), so flipping back and forth grants nothing twice."""
+    out = dict(old)
+    rows = session.scalars(
+        select(CreditGrant).where(
+            CreditGrant.billing_account_id == row.billing_account_id,
+            CreditGrant.request_id.like(f"upgrade:{row.stripe_subscription_id}:%"),
+        )
+    )
+    for grant in rows:
+        meta = grant.attributes or {}
+        level = meta.get("level")
+        if meta.get("upgrade_of") != row.stripe_subscription_id or meta.get("period") != str(
+            period
+        ):
+            continue
+        if isinstance(level, str):
+            out[grant.credit_type] = max(out.get(grant.credit_type, Decimal(0)), Decimal(level))
+    return out
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

@@ -326,13 +326,11 @@ def refund_purchases(
     return rows
 
 
-def upgrade_metadata(
-    row: Subscription, event_id: str, period: int, level: Decimal
-) -> dict[str, Any]:
+def upgrade_metadata(row: Subscription, event: str, period: int, level: Decimal) -> dict[str, Any]:
     """An upgrade grant's metadata: the per-period level it brings the billing period to."""
     return {
         "price_id": row.price_id,
-        "event_id": event_id,
+        "event_id": event,
         "upgrade_of": row.stripe_subscription_id,
         "period": str(period),
         "level": format(level, "f"),

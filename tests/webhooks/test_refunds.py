@@ -288,3 +288,35 @@ def test_quantity_flips_within_a_period_never_grant_beyond_the_highest_level_rea
     assert to(2) == "300"  # 2 is below the 3 this period already granted
     assert to(1) == "300"
     assert to(4) == "400"  # only what 4 adds beyond 3
+
+
+def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_bought(
+    quiet: World,
+):
+    """Delivery order is not guaranteed: the full refund's charge.refunded may be applied
+    before checkout.session.completed. The purchase, when it is fulfilled, is refunded then."""
+    quiet.price(
+        "lifetime",
+        recurring=False,
+        amount=4900,
+        grants=[
+            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
+        ],
+        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
+    )
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "lifetime").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    intent = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    refunded = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(refunded).encode()) == 200  # first
+    completed = events_of(quiet, "checkout.session.completed", stripe_id)[0]
+    assert signed_send(quiet, json.dumps(completed).encode()) == 200  # then
+    assert quiet.balance(account, "api_calls") == "0"
+    assert _allowed(quiet, account) is False
+    assert quiet.notifications(account).count("credits.voided") == 1
+    for body in (refunded, completed):  # redeliveries change nothing
+        assert signed_send(quiet, json.dumps(body).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert quiet.notifications(account).count("credits.voided") == 1

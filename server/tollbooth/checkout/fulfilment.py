@@ -20,6 +20,7 @@ from tollbooth.db.models import CheckoutSession
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
 from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import refunds
 from tollbooth.subscriptions.effects import (
     Context,
     Effect,
@@ -172,6 +173,7 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             anchor=period_start if price.type == "recurring" else None,
         )
     ctx.session.flush()
+    refunds.settle(ctx, account, paid_by)  # a refund applied before this fulfilment
     outbox.enqueue(
         ctx.session,
         "checkout.completed",

@@ -25,6 +25,7 @@ from tollbooth.notifications import outbox
 from tollbooth.payments import repository
 from tollbooth.payments.intents import OURS
 from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import refunds
 from tollbooth.subscriptions.effects import Context, Facts, grant_for_price, record_purchase
 from tollbooth.webhooks.dispatch import Handler, Ignored, as_dict, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
@@ -111,6 +112,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
             reason=f"purchase of {price.lookup_key or price.id}",
             payment_intent=stripe_id,
         )
+    refunds.settle(ctx, account, stripe_id)  # a refund applied before this success
     row.status = "succeeded"
     row.succeeded_at = now
     row.updated_at = now

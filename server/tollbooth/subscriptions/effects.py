@@ -513,6 +513,9 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
             anchor=_ts(item.get("current_period_start", truth.get("current_period_start"))),
             payment_intent=ctx.facts.payment_intents.get(invoice_id),
         )
+    from tollbooth.subscriptions import refunds  # (refunds imports this module)
+
+    refunds.settle(ctx, account, ctx.facts.payment_intents.get(invoice_id))
     ctx.changes.append(f"invoice {invoice_id} renewal applied")
 
 

@@ -15,7 +15,14 @@ from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, se
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CreditGrant, Price, Product, Purchase, Subscription
+from tollbooth.db.models import (
+    BillingEffect,
+    CreditGrant,
+    Price,
+    Product,
+    Purchase,
+    Subscription,
+)
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -360,6 +367,16 @@ def with_upgrades_reached(
         if isinstance(level, str):
             out[grant.credit_type] = max(out.get(grant.credit_type, Decimal(0)), Decimal(level))
     return out
+
+
+def effect_claimed(session: Session, account_id: str, key: str) -> bool:
+    """Whether a `billing_effects` guard of the account was claimed (a mark, read only)."""
+    found = session.scalar(
+        select(BillingEffect.key).where(
+            BillingEffect.key == key, BillingEffect.billing_account_id == account_id
+        )
+    )
+    return found is not None
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

@@ -143,6 +143,7 @@ def _yielded(
 
 def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.datetime) -> None:
     account = row.billing_account_id
+    repository.lock_account(ctx.session, account)  # before any grant: as a refund locks
     row.fulfilled_at = now
     sub_id = _id(truth.get("subscription"))
     period_start = None  # a plan's grants expire counting from its billing period's start

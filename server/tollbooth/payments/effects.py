@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollbooth.accounts import repository as accounts
 from tollbooth.catalog import repository as catalog
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
@@ -89,6 +90,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
     )
     received = truth.get("amount_received")
     amount = received if type(received) is int and received > 0 else row.amount
+    accounts.by_id_for_update(ctx.session, account)  # before any grant: as a refund locks
     row.purchase_id = record_purchase(
         ctx,
         account,

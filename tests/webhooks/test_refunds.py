@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -255,39 +255,58 @@ def test_a_partial_refund_of_a_one_time_purchase_keeps_what_it_entitles(quiet: W
     assert quiet.balance(account, "api_calls") == "50"
 
 
-def test_quantity_flips_within_a_period_never_grant_beyond_the_highest_level_reached(
-    quiet: World,
-):
-    """1 -> 3 grants the difference (200); back to 1 takes nothing; 1 -> 2 then grants nothing
-    (the period already had 300's worth), and 1 -> 4 grants only what 4 adds beyond 3."""
+def _flips(world: World, bought: int) -> tuple[str, Callable[[int], str]]:
+    """`pro` (100 credits per period and unit) bought with quantity `bought` and fulfilled: the
+    account, and a function that changes the quantity at the provider, delivers the
+    subscription's update, and answers the balance."""
     every = [
         catalog_pb2.CreditGrantSpec(
             credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
         )
     ]
-    quiet.price("pro", grants=every)
-    token, account = quiet.token()
-    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
-    quiet.pay(stripe_id)
-    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
-    assert signed_send(quiet, body) == 200
-    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
-    item = quiet.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+    world.price("pro", grants=every)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro", quantity=bought).session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    item = world.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
 
     def to(quantity: int) -> str:
-        quiet.stripe.v1.subscriptions.update(
+        world.stripe.v1.subscriptions.update(
             sub_id, params={"items": [{"id": item["id"], "quantity": quantity}]}
         )
-        updated = events_of(quiet, "customer.subscription.updated", sub_id)[-1]
-        assert signed_send(quiet, json.dumps(updated).encode()) == 200
-        return quiet.balance(account, "api_calls")
+        updated = events_of(world, "customer.subscription.updated", sub_id)[-1]
+        assert signed_send(world, json.dumps(updated).encode()) == 200
+        return world.balance(account, "api_calls")
 
+    return account, to
+
+
+def test_quantity_flips_within_a_period_never_grant_beyond_the_highest_level_reached(
+    quiet: World,
+):
+    """1 -> 3 grants the difference (200); back to 1 takes nothing; 1 -> 2 then grants nothing
+    (the period already had 300's worth), and 1 -> 4 grants only what 4 adds beyond 3."""
+    account, to = _flips(quiet, 1)
     assert quiet.balance(account, "api_calls") == "100"
     assert to(3) == "300"
     assert to(1) == "300"
     assert to(2) == "300"  # 2 is below the 3 this period already granted
     assert to(1) == "300"
     assert to(4) == "400"  # only what 4 adds beyond 3
+
+
+def test_going_down_then_back_up_within_a_period_grants_nothing_it_already_had(quiet: World):
+    """Bought with quantity 3 (300 for the period): 3 -> 1 -> 3 grants nothing more; 4 grants
+    only the fourth unit's 100."""
+    account, to = _flips(quiet, 3)
+    assert quiet.balance(account, "api_calls") == "300"
+    assert to(1) == "300"
+    assert to(3) == "300"
+    assert to(2) == "300"
+    assert to(4) == "400"
 
 
 def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_bought(

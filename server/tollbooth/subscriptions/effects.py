@@ -245,9 +245,9 @@ def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
 
 
 def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the old one and
-    beyond the highest level an earlier upgrade reached in this period, per credit type (never
-    less: a downgrade takes nothing back); once per subscription, change and billing period."""
+    """An upgrade grants, at once, what the new plan gives per period beyond the highest level
+    the subscription held in this period (the old plan's, or an earlier one's), per credit type
+    (never less: a downgrade takes nothing back); once per subscription, change and period."""
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
     prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
@@ -256,7 +256,9 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
     key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
     key = f"{key}:{row.quantity}:{period}"
-    old = repository.with_upgrades_reached(ctx.session, row, period, old)  # 1, 3, 1, 2: none at 2
+    old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
+    after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
+    repository.note_levels(ctx.session, row, period, after, ctx.event_id)
     extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
     extra = {kind: amount for kind, amount in extra.items() if amount > 0}
     if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
@@ -273,7 +275,7 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
             priority=0,
             expire_at=row.current_period_end,
             request_id=request_id,
-            metadata=repository.upgrade_metadata(row, ctx.event_id, period, new[kind]),
+            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
             clock=ctx.clock,
         )
         outbox.enqueue(

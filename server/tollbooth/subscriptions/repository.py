@@ -7,6 +7,8 @@ Queries of one owned object take `owner`: the caller's account id, or None for e
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -333,40 +335,50 @@ def refund_purchases(
     return rows
 
 
-def upgrade_metadata(row: Subscription, event: str, period: int, level: Decimal) -> dict[str, Any]:
-    """An upgrade grant's metadata: the per-period level it brings the billing period to."""
-    return {
-        "price_id": row.price_id,
-        "event_id": event,
-        "upgrade_of": row.stripe_subscription_id,
-        "period": str(period),
-        "level": format(level, "f"),
-    }
+def _level_prefix(row: Subscription, period: int, kind: str) -> str:
+    digest = hashlib.sha256(f"{row.stripe_subscription_id}\x1f{period}\x1f{kind}".encode())
+    return f"level:{digest.hexdigest()[:40]}:"
 
 
 def with_upgrades_reached(
-    session: Session, row: Subscription, period: int, old: dict[str, Decimal]
+    session: Session, row: Subscription, period: int, old: dict[str, Decimal], kinds: Iterable[str]
 ) -> dict[str, Decimal]:
     """`old` (what the previous plan gives per period, by credit type), raised to the highest
-    level an earlier upgrade of this subscription granted up to in the billing period starting
-    at `period` (`upgrade_metadata`), so flipping back and forth grants nothing twice."""
+    level the subscription held in the billing period starting at `period` (`note_levels`), so
+    flipping back and forth (1 -> 3 -> 1 -> 2, or 3 -> 1 -> 3) grants nothing twice."""
     out = dict(old)
-    rows = session.scalars(
-        select(CreditGrant).where(
-            CreditGrant.billing_account_id == row.billing_account_id,
-            CreditGrant.request_id.like(f"upgrade:{row.stripe_subscription_id}:%"),
+    for kind in set(kinds) | set(old):
+        prefix = _level_prefix(row, period, kind)
+        keys = session.scalars(
+            select(BillingEffect.key).where(
+                BillingEffect.billing_account_id == row.billing_account_id,
+                BillingEffect.key.startswith(prefix, autoescape=True),
+            )
         )
-    )
-    for grant in rows:
-        meta = grant.attributes or {}
-        level = meta.get("level")
-        if meta.get("upgrade_of") != row.stripe_subscription_id or meta.get("period") != str(
-            period
-        ):
-            continue
-        if isinstance(level, str):
-            out[grant.credit_type] = max(out.get(grant.credit_type, Decimal(0)), Decimal(level))
+        for key in keys:
+            level = Decimal(key[len(prefix) :])
+            out[kind] = max(out.get(kind, Decimal(0)), level)
     return out
+
+
+def note_levels(
+    session: Session, row: Subscription, period: int, levels: dict[str, Decimal], event: str
+) -> None:
+    """Record, per credit type, a level the subscription held in this billing period (what it
+    had before a change, and what the change brought): later changes start from the highest."""
+    for kind, level in levels.items():
+        if level > 0:
+            key = _level_prefix(row, period, kind) + format(level, "f")
+            session.execute(
+                upsert_insert(session, BillingEffect)
+                .values(
+                    key=key,
+                    event_id=event,
+                    billing_account_id=row.billing_account_id,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
 
 
 def effect_claimed(session: Session, account_id: str, key: str) -> bool:

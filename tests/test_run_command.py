@@ -204,3 +204,127 @@ def test_killing_the_supervisor_takes_its_children_down(tmp_path) -> None:  # ty
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_run_restarts_a_killed_sidecar_and_notification_deliverer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the webhook sidecar and of the notification deliverer: each comes back, and a
+    signed event posted through Envoy after the sidecar's restart is stored once."""
+    import threading
+
+    from tests.conftest import WEBHOOK_SECRET
+    from tollbooth.webhooks.signature import header
+
+    rest = free_port()
+    env = {
+        **os.environ,
+        **make_env(f"sqlite:///{tmp_path / 'billing.db'}"),
+        "BILLING_GRPC_PORT": str(free_port()),
+        "BILLING_REST_PORT": str(rest),
+        "BILLING_SIDECAR_PORT": str(free_port()),
+        "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
+        "BILLING_RUN_DIR": str(tmp_path / "run"),
+        "BILLING_SANDBOX_PORT": str(free_port()),
+        "BILLING_DATA_DIR": str(tmp_path),
+        "BILLING_GRPC_PROCESSES": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollbooth.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:  # the children log a lot: a full pipe would stall them
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if not ready.is_set() and is_ready(line):
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+
+    def named(word: str) -> list[int]:
+        found = []
+        for pid in _children(proc.pid):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+            except FileNotFoundError:
+                continue
+            if word in cmdline:
+                found.append(pid)
+        return found
+
+    def post_event(event_id: str) -> int:
+        body = json.dumps(
+            {
+                "id": event_id,
+                "object": "event",
+                "type": "tollbooth.test.unknown",
+                "livemode": False,
+                "created": int(time.time()),
+                "data": {"object": {"id": "x_1", "object": "thing"}},
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{rest}/v1/billing/webhooks",
+            method="POST",
+            data=body,
+            headers={
+                "content-type": "application/json",
+                "stripe-signature": header(body, WEBHOOK_SECRET),
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except (urllib.error.URLError, ConnectionError):
+            return 0
+
+    try:
+        assert ready.wait(90), "run never became ready:\n" + "".join(lines)
+        children = _children(proc.pid)
+        assert post_event("evt_before_kill") == 200
+        for word in ("serve-sidecar", "serve-notifications"):
+            old = named(word)
+            assert len(old) == 1, (word, old)
+            os.kill(old[0], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not [p for p in named(word) if p != old[0]]:
+                time.sleep(0.1)
+            assert [p for p in named(word) if p != old[0]], f"{word} was not restarted"
+            assert not _alive(old[0])
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline:
+            status = post_event("evt_after_kill")
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200
+        assert post_event("evt_after_kill") == 200  # a redelivery: stored once, answered 2xx
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT event_id FROM stripe_events ORDER BY event_id")
+            ).scalars()
+            assert list(stored) == ["evt_after_kill", "evt_before_kill"]
+        engine.dispose()
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in children + _children(proc.pid):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -311,3 +311,66 @@ def test_an_intent_the_provider_refuses_leaves_nothing_pending(world: World):
         world.deps.db, StripeProvider.from_settings(world.settings), older_than=dt.timedelta(0)
     )
     assert swept == intents.Sweep([], [], [])
+
+
+def test_a_full_refund_of_a_payment_intent_ends_its_purchase_and_what_it_entitles(world: World):
+    from billing.v1 import catalog_pb2, entitlement_pb2, entitlement_pb2_grpc
+
+    price_id = world.price(
+        "pack-sso",
+        amount=1500,
+        recurring=False,
+        entitlements=[catalog_pb2.Entitlement(feature="pack-sso")],
+    ).price_id
+    bearer, account = token(world)
+    intent = create(world, bearer, amount=0, currency="", catalog_price_id=price_id)
+    confirm(world, intent.stripe_payment_intent_id)
+    world.settled()
+
+    def allowed() -> bool:
+        return (
+            entitlement_pb2_grpc.EntitlementServiceStub(world.channel)
+            .CheckEntitlement(
+                entitlement_pb2.CheckEntitlementRequest(account=account, feature="pack-sso"),
+                metadata=SERVICE_MD,
+                timeout=10,
+            )
+            .allowed
+        )
+
+    assert allowed() is True
+    world.stripe.v1.refunds.create(params={"payment_intent": intent.stripe_payment_intent_id})
+    world.settled()
+    assert allowed() is False
+    [bought] = purchases(world, account)
+    assert bought.refunded_at is not None  # kept as history, no longer held
+
+
+def test_a_refund_applied_before_the_payment_s_success_ends_its_purchase(tmp_path):  # type: ignore[no-untyped-def]
+    from billing.v1 import catalog_pb2
+    from tests.devstack import migrated_sqlite
+
+    world = start_world(migrated_sqlite(tmp_path / "billing.db"), tmp_path, deliver=False)
+    try:
+        price_id = world.price(
+            "pack-first",
+            amount=1500,
+            recurring=False,
+            grants=[catalog_pb2.CreditGrantSpec(credit_type="pack", amount="10", on_purchase=True)],
+        ).price_id
+        bearer, account = token(world)
+        intent = create(world, bearer, amount=0, currency="", catalog_price_id=price_id)
+        stripe_id = intent.stripe_payment_intent_id
+        confirm(world, stripe_id)
+        world.stripe.v1.refunds.create(params={"payment_intent": stripe_id})
+        charge = str(world.stripe.v1.payment_intents.retrieve(stripe_id).latest_charge)
+        refunded = events_of(world, "charge.refunded", charge)[-1]
+        succeeded = events_of(world, "payment_intent.succeeded", stripe_id)[0]
+        for body in (refunded, succeeded, refunded, succeeded):
+            assert signed_send(world, json.dumps(body).encode()) == 200
+        assert world.balance(account, "pack") == "0"
+        [bought] = purchases(world, account)
+        assert bought.refunded_at is not None
+        assert world.notifications(account).count("credits.voided") == 1
+    finally:
+        world.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -153,3 +153,189 @@ def test_a_plans_grant_expiry_counts_from_the_billing_period_not_from_processing
             select(CreditGrant).where(CreditGrant.billing_account_id == account)
         ).one()
         assert grant.expire_at == dt.datetime.fromtimestamp(start + 86_400, dt.UTC)
+
+
+def test_a_full_refund_of_a_renewal_voids_what_remains_of_that_renewal_s_grants(quiet: World):
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=every)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    quiet.advance(31)  # the renewal, paid
+    renewal = quiet.stripe.v1.invoices.retrieve(
+        str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    )
+    assert renewal.billing_reason == "subscription_cycle"
+    paid = events_of(quiet, "invoice.paid", str(renewal.id))[-1]
+    assert signed_send(quiet, json.dumps(paid).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "200"
+    quiet.credits.DebitCredits(
+        credit_pb2.DebitCreditsRequest(
+            account=account, credit_type="api_calls", amount="30", request_id=uuid.uuid4().hex
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    intent = str(renewal.payments.data[0].payment.payment_intent)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    # The purchase's grant is spent first (soonest expiry, then oldest: 70 left of it); the
+    # renewal's 100, bought by the refunded payment, is voided; the purchase's grant stays.
+    assert quiet.balance(account, "api_calls") == "70"
+    assert quiet.notifications(account).count("credits.voided") == 1
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "70"
+
+
+def _lifetime(world: World) -> tuple[str, str, str]:
+    """A one-time `lifetime` price granting feature `lifetime-sso` and 50 credits, bought and
+    fulfilled: (account, bearer token, the PaymentIntent that paid it)."""
+    world.price(
+        "lifetime",
+        recurring=False,
+        amount=4900,
+        grants=[
+            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
+        ],
+        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
+    )
+    token, account = world.token()
+    stripe_id = world.buy(token, "lifetime").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    intent = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
+    return account, token, intent
+
+
+def _allowed(world: World, account: str) -> bool:
+    from billing.v1 import entitlement_pb2, entitlement_pb2_grpc
+
+    return (
+        entitlement_pb2_grpc.EntitlementServiceStub(world.channel)
+        .CheckEntitlement(
+            entitlement_pb2.CheckEntitlementRequest(account=account, feature="lifetime-sso"),
+            metadata=SERVICE_MD,
+            timeout=10,
+        )
+        .allowed
+    )
+
+
+def test_a_full_refund_of_a_one_time_purchase_ends_what_it_entitles(quiet: World):
+    account, _, intent = _lifetime(quiet)
+    assert _allowed(quiet, account) is True
+    assert quiet.balance(account, "api_calls") == "50"
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert _allowed(quiet, account) is False  # the money went back: the feature goes too
+    twin = {**evt, "id": evt["id"] + "_twin"}
+    assert signed_send(quiet, json.dumps(twin).encode()) == 200
+    assert _allowed(quiet, account) is False
+    assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_a_partial_refund_of_a_one_time_purchase_keeps_what_it_entitles(quiet: World):
+    account, _, intent = _lifetime(quiet)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 100})
+    evt = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert _allowed(quiet, account) is True
+    assert quiet.balance(account, "api_calls") == "50"
+
+
+def _flips(world: World, bought: int) -> tuple[str, Callable[[int], str]]:
+    """`pro` (100 credits per period and unit) bought with quantity `bought` and fulfilled: the
+    account, and a function that changes the quantity at the provider, delivers the
+    subscription's update, and answers the balance."""
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    world.price("pro", grants=every)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro", quantity=bought).session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    item = world.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+
+    def to(quantity: int) -> str:
+        world.stripe.v1.subscriptions.update(
+            sub_id, params={"items": [{"id": item["id"], "quantity": quantity}]}
+        )
+        updated = events_of(world, "customer.subscription.updated", sub_id)[-1]
+        assert signed_send(world, json.dumps(updated).encode()) == 200
+        return world.balance(account, "api_calls")
+
+    return account, to
+
+
+def test_quantity_flips_within_a_period_never_grant_beyond_the_highest_level_reached(
+    quiet: World,
+):
+    """1 -> 3 grants the difference (200); back to 1 takes nothing; 1 -> 2 then grants nothing
+    (the period already had 300's worth), and 1 -> 4 grants only what 4 adds beyond 3."""
+    account, to = _flips(quiet, 1)
+    assert quiet.balance(account, "api_calls") == "100"
+    assert to(3) == "300"
+    assert to(1) == "300"
+    assert to(2) == "300"  # 2 is below the 3 this period already granted
+    assert to(1) == "300"
+    assert to(4) == "400"  # only what 4 adds beyond 3
+
+
+def test_going_down_then_back_up_within_a_period_grants_nothing_it_already_had(quiet: World):
+    """Bought with quantity 3 (300 for the period): 3 -> 1 -> 3 grants nothing more; 4 grants
+    only the fourth unit's 100."""
+    account, to = _flips(quiet, 3)
+    assert quiet.balance(account, "api_calls") == "300"
+    assert to(1) == "300"
+    assert to(3) == "300"
+    assert to(2) == "300"
+    assert to(4) == "400"
+
+
+def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_bought(
+    quiet: World,
+):
+    """Delivery order is not guaranteed: the full refund's charge.refunded may be applied
+    before checkout.session.completed. The purchase, when it is fulfilled, is refunded then."""
+    quiet.price(
+        "lifetime",
+        recurring=False,
+        amount=4900,
+        grants=[
+            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
+        ],
+        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
+    )
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "lifetime").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    intent = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    refunded = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(refunded).encode()) == 200  # first
+    completed = events_of(quiet, "checkout.session.completed", stripe_id)[0]
+    assert signed_send(quiet, json.dumps(completed).encode()) == 200  # then
+    assert quiet.balance(account, "api_calls") == "0"
+    assert _allowed(quiet, account) is False
+    assert quiet.notifications(account).count("credits.voided") == 1
+    for body in (refunded, completed):  # redeliveries change nothing
+        assert signed_send(quiet, json.dumps(body).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "0"
+    assert quiet.notifications(account).count("credits.voided") == 1

@@ -20,6 +20,7 @@ from tollbooth.db.models import CheckoutSession
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
 from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import refunds
 from tollbooth.subscriptions.effects import (
     Context,
     Effect,
@@ -142,6 +143,7 @@ def _yielded(
 
 def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.datetime) -> None:
     account = row.billing_account_id
+    repository.lock_account(ctx.session, account)  # before any grant: as a refund locks
     row.fulfilled_at = now
     sub_id = _id(truth.get("subscription"))
     period_start = None  # a plan's grants expire counting from its billing period's start
@@ -150,13 +152,16 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
         recorded = sync_subscription(ctx, sub_id)
         period_start = recorded.current_period_start if recorded is not None else None
     prices = catalog.prices_by_ids(ctx.session, [i["price_id"] for i in row.items])
+    paid_by = ctx.facts.payment_intents.get(row.stripe_checkout_session_id or "")
     for line, item in enumerate(row.items):
         price = prices.get(item["price_id"])
         if price is None:
             continue
         quantity = int(item.get("quantity") or 1)
         if price.type != "recurring":
-            record_purchase(ctx, account, row.id, line, price, quantity, now)
+            record_purchase(
+                ctx, account, row.id, line, price, quantity, now, stripe_payment_intent=paid_by
+            )
         grant_for_price(
             ctx,
             account,
@@ -165,10 +170,11 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             when="on_purchase",
             request_prefix=f"checkout:{row.stripe_checkout_session_id}",
             reason=f"purchase of {price.lookup_key or price.id}",
-            payment_intent=ctx.facts.payment_intents.get(row.stripe_checkout_session_id or ""),
+            payment_intent=paid_by,
             anchor=period_start if price.type == "recurring" else None,
         )
     ctx.session.flush()
+    refunds.settle(ctx, account, paid_by)  # a refund applied before this fulfilment
     outbox.enqueue(
         ctx.session,
         "checkout.completed",

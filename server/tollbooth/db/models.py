@@ -171,8 +171,7 @@ class NotificationOutbox(Base):
     """Outbound notifications (DESIGN section 10), written in the transaction of the change.
 
     "Notification" always means outbound, never a usage event or an inbound Stripe event.
-    `dedupe_key`, when set, makes a notification once-only (one depletion per transition).
-    """
+    `dedupe_key`, when set, makes a notification once-only (one depletion per transition)."""
 
     __tablename__ = "notification_outbox"
 
@@ -549,7 +548,7 @@ class Subscription(Base):
 
 
 class Purchase(Base):
-    """One line of a paid one-time checkout, or a succeeded payment intent (line 0)."""
+    """A paid one-time checkout line, or payment intent (line 0); held until fully refunded."""
 
     __tablename__ = "purchases"
 
@@ -568,6 +567,8 @@ class Purchase(Base):
     amount_total: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(200))
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("checkout_session_id", "line", name="uq_purchases_line"),
@@ -576,9 +577,8 @@ class Purchase(Base):
 
 
 class BillingEffect(Base):
-    """Natural-key guards of webhook effects: `checkout:{cs_…}` (one fulfilment per checkout
-    session), `invoice:{in_…}` (one renewal per invoice). Inserted first, in the transaction
-    of the effect, so two distinct events for one change apply it once."""
+    """Natural-key guards of webhook effects (`checkout:{cs_…}`, `invoice:{in_…}`, …), inserted
+    first in the effect's transaction: two distinct events for one change apply it once."""
 
     __tablename__ = "billing_effects"
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollbooth.accounts import repository as accounts
 from tollbooth.catalog import repository as catalog
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
 from tollbooth.payments import repository
 from tollbooth.payments.intents import OURS
 from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import refunds
 from tollbooth.subscriptions.effects import Context, Facts, grant_for_price, record_purchase
 from tollbooth.webhooks.dispatch import Handler, Ignored, as_dict, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
@@ -88,6 +90,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
     )
     received = truth.get("amount_received")
     amount = received if type(received) is int and received > 0 else row.amount
+    accounts.by_id_for_update(ctx.session, account)  # before any grant: as a refund locks
     row.purchase_id = record_purchase(
         ctx,
         account,
@@ -98,6 +101,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
         now,
         payment_intent_id=row.id,
         paid=(amount, row.currency),
+        stripe_payment_intent=stripe_id,
     )
     if price is not None:
         grant_for_price(
@@ -110,6 +114,7 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
             reason=f"purchase of {price.lookup_key or price.id}",
             payment_intent=stripe_id,
         )
+    refunds.settle(ctx, account, stripe_id)  # a refund applied before this success
     row.status = "succeeded"
     row.succeeded_at = now
     row.updated_at = now

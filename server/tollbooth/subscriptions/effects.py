@@ -60,7 +60,8 @@ class Facts:
         self.subscriptions: dict[str, dict[str, Any] | None] = {}
         self.checkout_sessions: dict[str, dict[str, Any]] = {}
         self.guard: Any = None  # what the fulfilment guard did at the provider, if anything
-        self.payment_intents: dict[str, str | None] = {}  # checkout session -> what paid it
+        # checkout session or renewal invoice -> the PaymentIntent that paid it
+        self.payment_intents: dict[str, str | None] = {}
         self.charges: dict[str, dict[str, Any] | None] = {}
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
@@ -244,9 +245,9 @@ def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
 
 
 def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the old one, per
-    credit type (never less: a downgrade takes nothing back); once per subscription, change
-    and billing period."""
+    """An upgrade grants, at once, what the new plan gives per period beyond the highest level
+    the subscription held in this period (the old plan's, or an earlier one's), per credit type
+    (never less: a downgrade takes nothing back); once per subscription, change and period."""
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
     prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
@@ -255,6 +256,9 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
     key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
     key = f"{key}:{row.quantity}:{period}"
+    old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
+    after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
+    repository.note_levels(ctx.session, row, period, after, ctx.event_id)
     extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
     extra = {kind: amount for kind, amount in extra.items() if amount > 0}
     if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
@@ -406,10 +410,12 @@ def record_purchase(
     *,
     payment_intent_id: str | None = None,
     paid: tuple[int, str] | None = None,
+    stripe_payment_intent: str | None = None,
 ) -> str:
     """A one-off price bought through a checkout (its fulfilment calls this), or a payment
     intent's payment (`tollbooth.payments.effects`: `paid` is its amount and currency, the
-    price optional); the purchase id."""
+    price optional); the purchase id. `stripe_payment_intent` is the provider's PaymentIntent
+    that paid it: a full refund of it ends the purchase (`subscriptions.refunds`)."""
     purchase_id = new_id("pur")
     amount, currency = paid or (price.unit_amount * quantity, price.currency)  # type: ignore[union-attr]
     repository.add_purchase(
@@ -427,6 +433,7 @@ def record_purchase(
             amount_total=amount,
             currency=currency,
             created_at=now,
+            stripe_payment_intent_id=stripe_payment_intent,
         ),
     )
     return purchase_id
@@ -448,7 +455,17 @@ def _invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_invoice(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
-    facts.read_subscription(provider, _invoice_ids(obj)[1])
+    invoice_id, sub_id = _invoice_ids(obj)
+    facts.read_subscription(provider, sub_id)
+    if obj.get("billing_reason") != "subscription_cycle" or facts.subscriptions[sub_id] is None:
+        return
+    # What paid a renewal: its grants record it, so a full refund of that payment voids them.
+    try:
+        facts.payment_intents[invoice_id] = provider.invoice_payment_intent(invoice_id)
+    except DomainError as exc:
+        if exc.kind is Kind.UNAVAILABLE:
+            raise  # retried with the event
+        facts.payment_intents[invoice_id] = None  # an invoice the provider refuses to show
 
 
 def _items(truth: dict[str, Any]) -> list[dict[str, Any]]:
@@ -496,7 +513,11 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
             request_prefix=f"invoice:{invoice_id}:{stripe_price}",
             reason=f"renewal of {price.lookup_key or price.id}",
             anchor=_ts(item.get("current_period_start", truth.get("current_period_start"))),
+            payment_intent=ctx.facts.payment_intents.get(invoice_id),
         )
+    from tollbooth.subscriptions import refunds  # (refunds imports this module)
+
+    refunds.settle(ctx, account, ctx.facts.payment_intents.get(invoice_id))
     ctx.changes.append(f"invoice {invoice_id} renewal applied")
 
 

@@ -1,16 +1,21 @@
-"""Refunds (`charge.refunded`): what remains of the grants a refunded payment bought is voided.
+"""Refunds (`charge.refunded`): what remains of the grants a refunded payment bought is voided,
+and the one-time purchases it paid are no longer held (what they entitle ends).
 
 Registered with the webhook inbox at assembly. The provider is the truth: the charge is read
 from the provider first (outside any transaction), and only a charge it reports fully refunded
 voids anything; a partial refund keeps the grants (the event is ignored with that reason).
-Grants know the PaymentIntent that paid for them (their metadata, written at fulfilment).
-One voiding per charge, guarded by the `billing_effects` key `refund:{ch_…}`.
+Grants know the PaymentIntent that paid for them (their metadata, written at fulfilment and,
+for a renewal's grants, from the renewal invoice's payment read with `invoice.paid`).
+One voiding per charge, guarded by the `billing_effects` key `refund:{ch_…}`. A refund applied
+before what the payment bought was recorded (events arrive in any order) leaves the mark
+`refunded:{pi_…}`; recording it then ends it at once (`settle`, called by the fulfilments).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tollbooth.accounts import repository as accounts
 from tollbooth.auth.caller import SERVICE
 from tollbooth.credit import grants as credit_grants
 from tollbooth.notifications import outbox
@@ -47,24 +52,56 @@ def on_charge_refunded(ctx: Context, obj: dict[str, Any]) -> None:
         raise Ignored("a charge of a customer that is not ours")
     if not claim_effect(ctx.session, f"refund:{charge_id}", ctx.event_id, account.id):
         return  # voided already
-    for grant in repository.grants_bought_by(ctx.session, account.id, intent):
+    # What the payment bought may not be recorded yet (this event came first): its fulfilment
+    # finds this mark and ends it then (`settle`). The account's lock orders the two.
+    accounts.by_id_for_update(ctx.session, account.id)
+    claim_effect(ctx.session, refunded_mark(intent), ctx.event_id, account.id)
+    _end_what_it_bought(ctx, account.id, intent, charge_id)
+
+
+def refunded_mark(payment_intent: str) -> str:
+    """The `billing_effects` key saying a PaymentIntent's payment was fully refunded."""
+    return f"refunded:{payment_intent}"
+
+
+def settle(ctx: Context, account_id: str, payment_intent: str | None) -> None:
+    """After recording what a payment bought (fulfilment, renewal, payment intent): if a full
+    refund of that payment was applied before, end what it bought now."""
+    if not payment_intent:
+        return
+    accounts.by_id_for_update(ctx.session, account_id)
+    if repository.effect_claimed(ctx.session, account_id, refunded_mark(payment_intent)):
+        _end_what_it_bought(ctx, account_id, payment_intent, None)
+
+
+def _end_what_it_bought(ctx: Context, account_id: str, intent: str, charge: str | None) -> None:
+    """Void what remains of the grants `intent` paid for and end the purchases it paid."""
+    what = f"charge {charge}" if charge else f"payment {intent}"
+    for purchase in repository.refund_purchases(ctx.session, account_id, intent, ctx.clock()):
+        ctx.changes.append(f"purchase {purchase.id} refunded: {what} refunded")
+    for grant in repository.grants_bought_by(ctx.session, account_id, intent):
         voided = credit_grants.void_grant(
             ctx.session,
             SERVICE,
-            account.id,
+            account_id,
             grant_id=grant.id,
-            reason=f"refund of charge {charge_id}",
-            request_id=f"refund:{charge_id}:{grant.id}",
+            reason=f"refund of {what}",
+            request_id=f"refund:{charge or intent}:{grant.id}",
             clock=ctx.clock,
         )
         outbox.enqueue(
             ctx.session,
             "credits.voided",
-            account.id,
-            {"grant_id": voided.id, "credit_type": voided.credit_type, "charge": charge_id},
-            f"credits.voided:refund:{charge_id}:{grant.id}",
+            account_id,
+            {
+                "grant_id": voided.id,
+                "credit_type": voided.credit_type,
+                "charge": charge,
+                "payment_intent": intent,
+            },
+            f"credits.voided:refund:{grant.id}",
         )
-        ctx.changes.append(f"grant {voided.id} voided: charge {charge_id} refunded")
+        ctx.changes.append(f"grant {voided.id} voided: {what} refunded")
 
 
 HANDLERS: dict[str, tuple[Reader, Effect]] = {

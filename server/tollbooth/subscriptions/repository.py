@@ -7,14 +7,24 @@ Queries of one owned object take `owner`: the caller's account id, or None for e
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
-from tollbooth.db.models import CreditGrant, Price, Product, Purchase, Subscription
+from tollbooth.db.models import (
+    BillingEffect,
+    CreditGrant,
+    Price,
+    Product,
+    Purchase,
+    Subscription,
+)
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -184,9 +194,9 @@ def status_subscription(session: Session, account_id: str) -> Subscription | Non
 #
 # The one place that knows how held prices are stored: every recurring item
 # (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
-# one-time line. Entitlements, billing status and purchase hints read holdings only through
-# `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`); `holdings_select`
-# is the same choice as a statement to compose.
+# one-time line not refunded since. Entitlements, billing status and purchase hints read
+# holdings only through `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`);
+# `holdings_select` is the same choice as a statement to compose.
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -230,7 +240,11 @@ def holdings_select(account_id: str) -> CompoundSelect:
         null(),
         null(),
         Purchase.created_at,
-    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    ).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id.is_not(None),
+        Purchase.refunded_at.is_(None),
+    )
     return union_all(subs, bought)
 
 
@@ -284,7 +298,11 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
         Purchase.quantity,
         null(),
         null(),
-    ).where(Purchase.billing_account_id == account_id, Purchase.price_id.is_not(None))
+    ).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id.is_not(None),
+        Purchase.refunded_at.is_(None),
+    )
     held = union_all(subs, bought).subquery("held")
     stmt = (
         select(held, Price.entitlements, Product.entitlements)
@@ -293,6 +311,84 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
         .outerjoin(Product, Product.id == Price.product_id)
     )
     return list(session.execute(stmt).all())
+
+
+def refund_purchases(
+    session: Session, account_id: str, payment_intent: str, now: dt.datetime
+) -> list[Purchase]:
+    """Mark the account's purchases that one payment paid as refunded (no longer held); the
+    ones this call marked."""
+    rows = list(
+        session.scalars(
+            select(Purchase)
+            .where(
+                Purchase.billing_account_id == account_id,
+                Purchase.stripe_payment_intent_id == payment_intent,
+                Purchase.refunded_at.is_(None),
+            )
+            .order_by(Purchase.created_at, Purchase.id)
+        )
+    )
+    for row in rows:
+        row.refunded_at = now
+    session.flush()
+    return rows
+
+
+def _level_prefix(row: Subscription, period: int, kind: str) -> str:
+    digest = hashlib.sha256(f"{row.stripe_subscription_id}\x1f{period}\x1f{kind}".encode())
+    return f"level:{digest.hexdigest()[:40]}:"
+
+
+def with_upgrades_reached(
+    session: Session, row: Subscription, period: int, old: dict[str, Decimal], kinds: Iterable[str]
+) -> dict[str, Decimal]:
+    """`old` (what the previous plan gives per period, by credit type), raised to the highest
+    level the subscription held in the billing period starting at `period` (`note_levels`), so
+    flipping back and forth (1 -> 3 -> 1 -> 2, or 3 -> 1 -> 3) grants nothing twice."""
+    out = dict(old)
+    for kind in set(kinds) | set(old):
+        prefix = _level_prefix(row, period, kind)
+        keys = session.scalars(
+            select(BillingEffect.key).where(
+                BillingEffect.billing_account_id == row.billing_account_id,
+                BillingEffect.key.startswith(prefix, autoescape=True),
+            )
+        )
+        for key in keys:
+            level = Decimal(key[len(prefix) :])
+            out[kind] = max(out.get(kind, Decimal(0)), level)
+    return out
+
+
+def note_levels(
+    session: Session, row: Subscription, period: int, levels: dict[str, Decimal], event: str
+) -> None:
+    """Record, per credit type, a level the subscription held in this billing period (what it
+    had before a change, and what the change brought): later changes start from the highest."""
+    for kind, level in levels.items():
+        if level > 0:
+            key = _level_prefix(row, period, kind) + format(level, "f")
+            session.execute(
+                upsert_insert(session, BillingEffect)
+                .values(
+                    key=key,
+                    event_id=event,
+                    billing_account_id=row.billing_account_id,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+
+
+def effect_claimed(session: Session, account_id: str, key: str) -> bool:
+    """Whether a `billing_effects` guard of the account was claimed (a mark, read only)."""
+    found = session.scalar(
+        select(BillingEffect.key).where(
+            BillingEffect.key == key, BillingEffect.billing_account_id == account_id
+        )
+    )
+    return found is not None
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

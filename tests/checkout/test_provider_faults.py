@@ -1,0 +1,119 @@
+"""The provider failing (5xx) or late (answering after our timeout) on the calls the checkout
+and portal RPCs make besides creating a session: the portal, the portal's configuration, and
+expiring the open checkout another tab's request takes over. The caller gets UNAVAILABLE
+`PROVIDER_UNAVAILABLE`, never INTERNAL; a retry with the same request_id completes it, and
+nothing is created twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from billing.v1 import checkout_pb2
+from tests.checkout.support import World, start_world
+from tests.checkout.test_boundary import customer_of, open_sessions, tab
+from tests.conftest import bearer_md
+from tests.devstack import migrated_sqlite
+from tests.helpers import error_reason
+
+PORTAL = "/v1/billing_portal/sessions"
+CONFIGURATIONS = "/v1/billing_portal/configurations"
+
+
+@pytest.fixture
+def impatient(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """SQLite; the provider client gives up after 1 s and never retries by itself."""
+    w = start_world(
+        migrated_sqlite(tmp_path / "billing.db"),
+        tmp_path,
+        STRIPE_TIMEOUT_SEC="1",
+        STRIPE_MAX_NETWORK_RETRIES="0",
+    )
+    yield w
+    w.stop()
+
+
+def portal(world: World, token: str, request_id: str = "portal-1", **options: bool) -> Any:
+    return world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(
+            return_url="https://app.example/account",
+            request_id=request_id,
+            options=checkout_pb2.PortalOptions(**options),
+        ),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+
+
+def unavailable(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    return err.value
+
+
+def portal_sessions(world: World) -> int:
+    store = world.sandbox.app.state.store
+    with store.lock:
+        return len(store.all("billing_portal.session"))
+
+
+@pytest.mark.parametrize("method,path", [("POST", PORTAL), ("GET", CONFIGURATIONS)])
+def test_the_portal_with_the_provider_answering_5xx_is_unavailable_then_works(
+    impatient: World, method: str, path: str
+) -> None:
+    world = impatient
+    world.price("pro")
+    token, _ = world.token()
+    world.buy(token, "pro")  # a provider customer
+    world.sandbox.stalls.add(method, path, seconds=0, status=502)
+    unavailable(lambda: portal(world, token, allow_cancel=False))
+    made = portal(world, token, allow_cancel=False)
+    assert made.url and made.portal_session_id.startswith("bps_")
+
+
+def test_a_portal_answered_after_our_timeout_is_the_same_portal_on_retry(impatient: World) -> None:
+    world = impatient
+    world.price("pro")
+    token, _ = world.token()
+    world.buy(token, "pro")
+    portal(world, token, request_id="warm")  # the configuration exists
+    before = portal_sessions(world)
+    stall = world.sandbox.stalls.add("POST", PORTAL, seconds=5.0, after=True)
+    unavailable(lambda: portal(world, token))
+    stall.release.set()
+    again = portal(world, token)
+    assert portal_sessions(world) == before + 1
+    assert portal(world, token).portal_session_id == again.portal_session_id
+
+
+def test_a_takeover_whose_expire_fails_at_the_provider_is_unavailable_and_its_retry_completes(
+    impatient: World,
+) -> None:
+    world = impatient
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    first = tab(world, token, "pro", "tab-1").session.stripe_checkout_session_id
+    path = f"/v1/checkout/sessions/{first}/expire"
+    world.sandbox.stalls.add("POST", path, seconds=0, status=500)
+    unavailable(lambda: tab(world, token, "team", "tab-2"))
+    customer = customer_of(world, account)
+    assert open_sessions(world, customer) == [first]  # still payable, still ours
+    second = tab(world, token, "team", "tab-2").session.stripe_checkout_session_id
+    assert open_sessions(world, customer) == [second]
+    # Late: the provider expired it, the answer was lost; the retry finds it expired.
+    third_stall = world.sandbox.stalls.add(
+        "POST", f"/v1/checkout/sessions/{second}/expire", seconds=5.0, after=True
+    )
+    unavailable(lambda: tab(world, token, "pro", "tab-3"))
+    third_stall.release.set()
+    third = tab(world, token, "pro", "tab-3").session.stripe_checkout_session_id
+    assert open_sessions(world, customer) == [third]
+    world.pay(third)
+    world.settled()
+    assert world.status(token).plan == "pro"

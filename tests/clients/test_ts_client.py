@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -67,3 +69,33 @@ def test_the_client_types_compile_under_tsc_strict():  # type: ignore[no-untyped
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_entry_point_exports_every_service_of_the_protos():  # type: ignore[no-untyped-def]
+    """`createRestClient(Service, …)` works for any service (README "For frontend
+    developers"): each one in protos/billing/v1 is importable from clients/ts/src/index.js
+    (EntitlementService is on the browser surface), with its message types."""
+    node = shutil.which("node")
+    if node is None or not (REPO_ROOT / "node_modules" / "@bufbuild" / "protobuf").exists():
+        pytest.fail("node and the npm packages are needed: `make setup` runs npm ci")
+    declared = set()
+    for proto in (REPO_ROOT / "protos" / "billing" / "v1").glob("*.proto"):
+        declared |= set(re.findall(r"^service (\w+) \{", proto.read_text(), re.MULTILINE))
+    assert {"EntitlementService", "CatalogService"} <= declared
+    script = (
+        'const m = await import("./clients/ts/src/index.js");'
+        "console.log(JSON.stringify(Object.keys(m).filter((k) => m[k]?.kind === 'service')));"
+    )
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout)) == declared
+    # The declarations say the same (tsc reads index.d.ts, not index.js).
+    typed = (REPO_ROOT / "clients" / "ts" / "src" / "index.d.ts").read_text()
+    runtime = (REPO_ROOT / "clients" / "ts" / "src" / "index.js").read_text()
+    assert typed == runtime

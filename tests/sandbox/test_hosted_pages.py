@@ -155,3 +155,40 @@ def test_paying_with_the_back_page_as_success_url_lands_on_it_with_the_session_i
     assert "SANDBOX" in page.inner_text("#sandbox-banner")
     assert page.inner_text("h1") == "Back in your app"
     assert session.id in page.inner_text("#params")
+
+
+def test_two_tabs_paying_one_session_pay_once_and_both_land_on_the_success_page(
+    browser: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """The buyer opened the checkout twice and pays in both tabs: one payment, one
+    subscription; the second tab's Pay (a stale form) goes to the success page too, not to a
+    402 "Payment Required" for a session that is paid."""
+    session = _session(client, receiver, 700)
+    context = browser.new_context()
+    try:
+        first, second = context.new_page(), context.new_page()
+        for tab in (first, second):
+            tab.goto(session.url)
+            tab.fill("#card", "4242 4242 4242 4242")
+        first.click("#pay")
+        first.wait_for_url(f"{receiver.base}/success**")
+        with second.expect_navigation() as nav:
+            second.click("#pay")
+        answer = nav.value
+        second.wait_for_url(f"{receiver.base}/success**")
+        assert second.url.endswith(f"session_id={session.id}")
+        assert answer is not None and answer.status < 400
+    finally:
+        context.close()
+    done = client.v1.checkout.sessions.retrieve(session.id)
+    assert done.status == "complete"
+    customer = str(done.customer)
+    subs = client.v1.subscriptions.list(params={"customer": customer, "status": "all"}).data
+    assert [s.id for s in subs] == [done.subscription]
+    invoices = client.v1.invoices.list(params={"customer": customer}).data
+    assert [i.status for i in invoices] == ["paid"]
+    completed = wait_for(
+        lambda: [r for r in receiver.about(session.id) if r.type == "checkout.session.completed"],
+        what="signed checkout.session.completed",
+    )
+    assert len({r.body["id"] for r in completed}) == 1

@@ -139,6 +139,15 @@ class Pages:
         def pay() -> tuple[dict[str, Any] | None, str | None]:
             try:
                 with self.engine.store.tx():
+                    current = self.engine.store.get(session_id)
+                    if (
+                        current is not None
+                        and current.get("object") == "checkout.session"
+                        and current.get("status") == "complete"
+                    ):
+                        # A second tab or a second click on a stale form: it is paid already
+                        # (once), so this buyer goes where the first Pay went. Nothing is done.
+                        return copy.deepcopy(current), None
                     session = self.engine.complete_checkout_session(
                         session_id, card, email=email, name=name
                     )

@@ -192,3 +192,25 @@ def test_two_tabs_paying_one_session_pay_once_and_both_land_on_the_success_page(
         what="signed checkout.session.completed",
     )
     assert len({r.body["id"] for r in completed}) == 1
+
+
+def test_a_page_form_over_the_limit_is_a_413_page_not_a_500(
+    client: stripe.StripeClient, receiver: Receiver, sandbox: SandboxHandle
+) -> None:
+    """Every POST of the hosted pages reads at most 64 KiB of form: more is a 413 page (with
+    the SANDBOX banner), never a server error, and nothing is paid or changed."""
+    import httpx
+
+    session = _session(client, receiver, 600)
+    big = {"card": "4242424242424242", "name": "x" * 70_000}
+    for path in (
+        f"/sandbox/checkout/{session.id}/pay",
+        "/sandbox/portal/bps_none/payment_method",
+        "/sandbox/portal/bps_none/subscriptions/sub_none/cancel",
+        "/sandbox/pay/pi_none",
+    ):
+        r = httpx.post(sandbox.url + path, data=big, timeout=10)
+        assert r.status_code == 413, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html")
+        assert "SANDBOX" in r.text and "too large" in r.text
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"

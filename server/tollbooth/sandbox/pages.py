@@ -48,12 +48,20 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
 
+class FormTooLarge(Exception):
+    """A hosted page's form over its limit: the app answers the 413 page (`form_too_large`)."""
+
+
+async def form_too_large(request: Request, exc: Exception) -> HTMLResponse:
+    return render("message.html", status=413, title="Form too large", message="Form too large.")
+
+
 async def _form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise StripeError(413, "Form too large.")
+            raise FormTooLarge()
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:

@@ -214,3 +214,82 @@ def test_a_page_form_over_the_limit_is_a_413_page_not_a_500(
         assert r.headers["content-type"].startswith("text/html")
         assert "SANDBOX" in r.text and "too large" in r.text
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_back_after_a_decline_then_paying_shows_the_paid_session_not_a_resubmission(
+    page: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """Declined, then paid: Back from the success page lands on a page (the paid session),
+    never on the browser's "confirm form resubmission" (a POST answer kept no-store). The
+    decline still keeps the e-mail and name, never the card number."""
+    session = _session(client, receiver, 650)
+    page.goto(session.url)
+    page.fill("#email", "back@example.com")
+    page.fill("#name", "Back Button")
+    page.fill("#card", "4000 0000 0000 0002")
+    page.click("#pay")
+    page.wait_for_selector("#error")
+    assert "declined" in page.inner_text("#error")
+    assert page.input_value("#email") == "back@example.com"
+    assert page.input_value("#name") == "Back Button"
+    assert page.input_value("#card") == ""
+    page.reload()  # a reload asks nothing either, and sends nothing again
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    page.fill("#card", "4242 4242 4242 4242")
+    page.click("#pay")
+    page.wait_for_url(f"{receiver.base}/success**")
+    page.go_back()
+    assert page.url.startswith(session.url)
+    assert page.inner_text("#status") == "This checkout session is complete."
+
+
+def test_back_after_a_plan_switch_lands_on_a_page(client: stripe.StripeClient, page: Any) -> None:
+    """The switch's confirmation is a page of its own (GET): Back after confirming shows it
+    again, now saying there is nothing to change, instead of a form resubmission."""
+    from tests.sandbox.support import subscribe
+
+    product = client.v1.products.create(params={"name": "Seats"}).id
+    prices = [
+        client.v1.prices.create(
+            params={
+                "product": product,
+                "unit_amount": amount,
+                "currency": "usd",
+                "recurring": {"interval": "month"},
+                "nickname": name,
+            }
+        )
+        for amount, name in ((1000, "small"), (3000, "large"))
+    ]
+    done, sub = subscribe(client, prices[0].id)
+    config = client.v1.billing_portal.configurations.create(
+        params={
+            "features": {
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price"],
+                    "products": [{"product": product, "prices": [p.id for p in prices]}],
+                }
+            }
+        }
+    )
+    portal = client.v1.billing_portal.sessions.create(
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": "https://app.example/account",
+        }
+    )
+    page.goto(portal.url)
+    page.select_option(f"#switch-{sub.id}", prices[1].id)
+    page.click(f"#switch-button-{sub.id}")
+    page.wait_for_selector("#confirm-switch")
+    page.click("#confirm-switch")
+    page.wait_for_selector("#notice")
+    assert page.inner_text("#notice") == "Plan changed."
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert after["items"].data[0].price.id == prices[1].id
+    page.go_back()
+    page.wait_for_selector("#notice")
+    assert "current plan already" in page.inner_text("#notice")
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == prices[1].id

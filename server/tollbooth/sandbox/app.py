@@ -71,6 +71,11 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route("/sandbox/checkout/{session_id}/pay", pages.checkout_pay, methods=["POST"]),
         Route("/sandbox/portal/{portal_id}", pages.portal),
         Route(
+            "/sandbox/portal/{portal_id}/subscriptions/{sub_id}/switch",
+            pages.switch_page,
+            methods=["GET"],
+        ),
+        Route(
             "/sandbox/portal/{portal_id}/subscriptions/{sub_id}/{action}",
             pages.portal_post,
             methods=["POST"],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import secrets
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -97,9 +99,31 @@ def success_redirect(session: dict[str, Any], base_url: str) -> str:
     return str(url).replace("{CHECKOUT_SESSION_ID}", session["id"])
 
 
+class Attempts:
+    """What a refused page form showed (the error, the e-mail and name typed; never the card),
+    kept under a random token for the page it redirects to: each POST answers with a redirect
+    to a GET page (Post/Redirect/Get), so Back and reload never resubmit a form. Newest
+    `size` only, in memory (after a restart the page shows a fresh form)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self.size = size
+        self._kept: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def keep(self, **shown: str) -> str:
+        token = secrets.token_urlsafe(12)
+        self._kept[token] = shown
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return token
+
+    def get(self, token: str | None) -> dict[str, str]:
+        return dict(self._kept.get(token or "", {}))
+
+
 class Pages:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.attempts = Attempts()
 
     def _tx(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with self.engine.store.tx():
@@ -135,7 +159,12 @@ class Pages:
         ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
         if ctx is None:
             return _not_found("Checkout Session")
-        return render("checkout.html", **ctx)
+        # After a refused Pay: its error, and what the buyer typed except the card number.
+        shown = self.attempts.get(request.query_params.get("attempt"))
+        ctx["email"] = shown.get("email") or ctx["email"]
+        return render(
+            "checkout.html", error=shown.get("error"), card_name=shown.get("name", ""), **ctx
+        )
 
     async def checkout_pay(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -172,12 +201,12 @@ class Pages:
             return RedirectResponse(
                 success_redirect(session, self.engine.config.base_url), status_code=303
             )
-        ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
-        if ctx is None:
-            return _not_found("Checkout Session")
-        # What the buyer typed stays, except the card number (never echoed back).
-        ctx["email"] = email or ctx["email"]
-        return render("checkout.html", status=402, error=error, card_name=name or "", **ctx)
+        # What the buyer typed stays, except the card number (never echoed back); the answer
+        # is a redirect to the page, so Back and reload never send the form again.
+        token = self.attempts.keep(error=error or "", email=email or "", name=name or "")
+        return RedirectResponse(
+            f"/sandbox/checkout/{quote(session_id)}?attempt={token}", status_code=303
+        )
 
     # -- portal ---------------------------------------------------------------------------------
 
@@ -340,10 +369,42 @@ class Pages:
         notice, error, status = await run_in_threadpool(act)
         if status == 404 and error == "No such portal session.":
             return _not_found("portal session")
-        from urllib.parse import urlencode
-
         query = urlencode({"notice": notice} if notice else {"error": error or "failed"})
         return RedirectResponse(f"/sandbox/portal/{portal_id}?{query}", status_code=303)
+
+    async def switch_page(self, request: Request) -> Response:
+        """The confirmation of a plan switch, a GET page (the select's form): Back after
+        confirming shows it again, which then redirects to the portal saying why there is
+        nothing to confirm."""
+        portal_id = request.path_params["portal_id"]
+        sub_id = request.path_params["sub_id"]
+        price_id = request.query_params.get("price", "")
+        confirm = await run_in_threadpool(
+            self._tx, self._switch_context, portal_id, sub_id, price_id
+        )
+        if confirm is not None:
+            return render("portal_confirm.html", **confirm)
+
+        def why() -> tuple[bool, dict[str, str]]:
+            store = self.engine.store
+            portal, sub = store.get(portal_id), store.get(sub_id)
+            if portal is None or portal.get("object") != "billing_portal.session":
+                return False, {}
+            if (
+                sub is not None
+                and sub.get("object") == "subscription"
+                and sub["customer"] == portal["customer"]
+                and sub["items"]["data"][0]["price"]["id"] == price_id
+            ):
+                return True, {"notice": "That is your current plan already: nothing changed."}
+            return True, {"error": "That price is not offered in this portal."}
+
+        found, query = await run_in_threadpool(self._tx, why)
+        if not found:
+            return _not_found("portal session")
+        return RedirectResponse(
+            f"/sandbox/portal/{quote(portal_id)}?{urlencode(query)}", status_code=303
+        )
 
     def _switch_context(self, portal_id: str, sub_id: str, price_id: str) -> dict[str, Any] | None:
         """The confirmation page of a plan switch; None when there is nothing to confirm (the

@@ -293,3 +293,21 @@ def test_back_after_a_plan_switch_lands_on_a_page(client: stripe.StripeClient, p
     page.wait_for_selector("#notice")
     assert "current plan already" in page.inner_text("#notice")
     assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == prices[1].id
+
+
+def test_a_refused_forms_attempt_shows_on_its_own_page_only_and_is_bounded() -> None:
+    from tollbooth.sandbox.pages import Attempts
+
+    kept = Attempts(size=2)
+    token = kept.keep("cs_test_one", error="Your card was declined.", email="a@b.example", name="")
+    assert kept.get("cs_test_one", token) == {
+        "error": "Your card was declined.",
+        "email": "a@b.example",
+        "name": "",
+    }
+    assert kept.get("cs_test_one", token) == kept.get("cs_test_one", token)  # reload: same
+    assert kept.get("cs_test_two", token) == {}  # another page's token shows nothing
+    assert kept.get("cs_test_one", None) == {} and kept.get("cs_test_one", "nope") == {}
+    kept.keep("pi_a", error="x")
+    kept.keep("pi_b", error="y")
+    assert kept.get("cs_test_one", token) == {}  # the oldest went

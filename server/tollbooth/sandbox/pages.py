@@ -109,15 +109,17 @@ class Attempts:
         self.size = size
         self._kept: OrderedDict[str, dict[str, str]] = OrderedDict()
 
-    def keep(self, **shown: str) -> str:
+    def keep(self, page: str, **shown: str) -> str:
         token = secrets.token_urlsafe(12)
-        self._kept[token] = shown
+        self._kept[token] = {**shown, "_page": page}
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
         return token
 
-    def get(self, token: str | None) -> dict[str, str]:
-        return dict(self._kept.get(token or "", {}))
+    def get(self, page: str, token: str | None) -> dict[str, str]:
+        """What `keep` kept for this page (a token of another page shows nothing)."""
+        shown = dict(self._kept.get(token or "", {}))
+        return shown if shown.pop("_page", None) == page else {}
 
 
 class Pages:
@@ -160,7 +162,7 @@ class Pages:
         if ctx is None:
             return _not_found("Checkout Session")
         # After a refused Pay: its error, and what the buyer typed except the card number.
-        shown = self.attempts.get(request.query_params.get("attempt"))
+        shown = self.attempts.get(session_id, request.query_params.get("attempt"))
         ctx["email"] = shown.get("email") or ctx["email"]
         return render(
             "checkout.html", error=shown.get("error"), card_name=shown.get("name", ""), **ctx
@@ -203,7 +205,9 @@ class Pages:
             )
         # What the buyer typed stays, except the card number (never echoed back); the answer
         # is a redirect to the page, so Back and reload never send the form again.
-        token = self.attempts.keep(error=error or "", email=email or "", name=name or "")
+        token = self.attempts.keep(
+            session_id, error=error or "", email=email or "", name=name or ""
+        )
         return RedirectResponse(
             f"/sandbox/checkout/{quote(session_id)}?attempt={token}", status_code=303
         )

@@ -54,7 +54,7 @@ class PayPage:
         if ctx is None:
             return _not_found("PaymentIntent")
         # After a refused Pay: its error, and what the buyer typed except the card number.
-        shown = self.attempts.get(request.query_params.get("attempt"))
+        shown = self.attempts.get(pi_id, request.query_params.get("attempt"))
         return render(
             "pay.html",
             error=shown.get("error"),
@@ -91,7 +91,7 @@ class PayPage:
                 f"/sandbox/pay/{quote(pi_id)}?client_secret={quote(secret)}", status_code=303
             )
         # A redirect to the page (Post/Redirect/Get): Back and reload never send it again.
-        token = self.attempts.keep(error=error, email=email or "", name=name or "")
+        token = self.attempts.keep(pi_id, error=error, email=email or "", name=name or "")
         return RedirectResponse(
             f"/sandbox/pay/{quote(pi_id)}?client_secret={quote(secret)}&attempt={token}",
             status_code=303,

@@ -42,7 +42,7 @@ def test_node_test_issues_a_token_lists_the_catalog_and_creates_a_checkout(tmp_p
     finally:
         shop.close()
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "# fail 0" in out.stdout and "# pass 2" in out.stdout, out.stdout
+    assert "# fail 0" in out.stdout and "# pass 3" in out.stdout, out.stdout
 
 
 def test_the_client_types_compile_under_tsc_strict():  # type: ignore[no-untyped-def]

@@ -285,3 +285,32 @@ def test_an_unreachable_database_stops_run_naming_the_variable(tmp_path) -> None
     assert [r.get("event") for r in errors] == ["database_unreachable"]
     assert "BILLING_DATABASE_URL" in errors[0]["message"] and "exc_info" not in errors[0]
     assert "hunter2" not in proc.stdout + proc.stderr
+
+
+def test_cors_origins_are_origins_as_a_browser_sends_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A browser's Origin header is `scheme://host[:port]`, lower-case, no slash: Envoy matches
+    BILLING_CORS_ORIGINS exactly, so `http://localhost:3000/` or an upper-case host would
+    refuse every preflight of that app. They are cleaned as the redirect origins are, and
+    what is not an origin stops the start naming the variable."""
+    import yaml
+
+    from tollbooth.gateway import render
+
+    env = zero(tmp_path, BILLING_CORS_ORIGINS="http://localhost:3000/, HTTPS://App.Example:8443")
+    settings = Settings.from_env(env)
+    assert settings.cors_origins == ("http://localhost:3000", "https://app.example:8443")
+    rendered = yaml.safe_load(render(settings, tmp_path / "envoy").read_text())
+    exact = {m["exact"] for group in _find(rendered, "allow_origin_string_match") for m in group}
+    assert exact == {"http://localhost:3000", "https://app.example:8443"}
+    for bad in ("localhost:3000", "*", "http://app.example/path", "ftp://app.example"):
+        with pytest.raises(ConfigError, match="BILLING_CORS_ORIGINS"):
+            Settings.from_env(zero(tmp_path, BILLING_CORS_ORIGINS=bad))
+
+
+def _find(node: object, key: str) -> list:  # type: ignore[type-arg]
+    if isinstance(node, dict):
+        found = [node[key]] if key in node else []
+        return found + [x for v in node.values() for x in _find(v, key)]
+    if isinstance(node, list):
+        return [x for v in node for x in _find(v, key)]
+    return []

@@ -431,6 +431,11 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
         if "STRIPE_API_BASE" in values:
             values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
+        if "BILLING_CORS_ORIGINS" in values:
+            # Envoy matches a browser's Origin exactly: `http://localhost:3000/` never would.
+            values["BILLING_CORS_ORIGINS"] = redirect_origins(
+                values["BILLING_CORS_ORIGINS"], "BILLING_CORS_ORIGINS"
+            )
         if "BILLING_REDIRECT_ORIGINS" in values:
             redirects = redirect_origins(values["BILLING_REDIRECT_ORIGINS"])
         else:

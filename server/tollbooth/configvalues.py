@@ -121,8 +121,9 @@ def _database_url(url: str) -> None:
         )
 
 
-def redirect_origins(origins: Any) -> tuple[str, ...]:
-    """BILLING_REDIRECT_ORIGINS cleaned: each an http(s) origin, lower-cased, without a path."""
+def redirect_origins(origins: Any, variable: str = "BILLING_REDIRECT_ORIGINS") -> tuple[str, ...]:
+    """Origins cleaned (BILLING_REDIRECT_ORIGINS, BILLING_CORS_ORIGINS): each an http(s)
+    origin, lower-cased, without a path or a trailing slash, as a browser's Origin header."""
     if isinstance(origins, str):
         origins = split_list(origins)
     out: list[str] = []
@@ -137,8 +138,7 @@ def redirect_origins(origins: Any) -> tuple[str, ...]:
             or parsed.fragment
         ):
             raise ConfigError(
-                f"BILLING_REDIRECT_ORIGINS entries are origins like https://app.example.com, "
-                f"got {origin!r}"
+                f"{variable} entries are origins like https://app.example.com, got {origin!r}"
             )
         out.append(f"{parsed.scheme}://{parsed.netloc.lower()}")
     return tuple(out)

@@ -582,3 +582,57 @@ def _counts(world: ConsoleWorld, endpoint_id: str) -> tuple[int, int]:
     with world.stack.deps.db.transaction(readonly=True) as session:
         rows = session.query(NotificationDelivery).filter_by(endpoint_id=endpoint_id).all()
         return len(rows), sum(1 for d in rows if d.state == "pending")
+
+
+def test_resend_from_two_tabs_sends_the_message_again_once(
+    world: ConsoleWorld, bought: dict[str, str], context: Any
+) -> None:
+    """The notifications page open in two tabs: Resend in the first makes the message pending
+    and it is delivered again; Resend in the second (its page shows the message as it was
+    before) is refused with 409 NOTIFICATION_CHANGED and sends nothing a third time."""
+    receiver = Receiver()
+    server = ReceiverServer(receiver)
+    db = world.stack.deps.db
+    deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))
+    try:
+        with db.transaction() as s:
+            endpoint, receiver.secret = endpoints.create(
+                s, endpoints.Fields(url=receiver.url), utcnow()
+            )
+            ep = endpoint.id
+        enqueue(db, "credits.granted", bought["account"], {"amount": "1"})  # one for it
+
+        def settled() -> bool:
+            deliverer.run_once()
+            total, pending = _counts(world, ep)
+            return total > 0 and pending == 0
+
+        wait_for(settled, 60, "every message delivered to the endpoint")
+        mine = receiver.ids()[0]
+        assert receiver.ok_posts[mine] == 1
+
+        first, second = context.new_page(), context.new_page()
+        _sign_in(world, first)
+        first.wait_for_url(_url(world, "/accounts"))
+        for tab in (first, second):
+            tab.goto(_url(world, "/notifications"))
+            assert tab.locator(f"#delivery-{ep}-{mine} .status").inner_text() == "delivered"
+
+        first.locator(f"#delivery-{ep}-{mine} button.resend").click()
+        first.wait_for_url(_url(world, "/notifications"))
+        assert first.inner_text("#flash") == f"Resending {mine} to {ep}: pending"
+        wait_for(settled, 60, "the message sent again")
+        assert receiver.ok_posts[mine] == 2
+
+        with second.expect_navigation() as nav:
+            second.locator(f"#delivery-{ep}-{mine} button.resend").click()
+        assert nav.value is not None and nav.value.status == 409
+        assert "NOTIFICATION_CHANGED" in second.inner_text("body")
+        assert _state(world, ep, mine) == "delivered"
+        deliverer.run_once()
+        assert receiver.ok_posts[mine] == 2
+        assert _attempts(world, ep, mine) == [204, 204]
+        second.screenshot(path=str(ARTIFACTS / "console-notifications-stale.png"), full_page=True)
+    finally:
+        deliverer.close()
+        server.close()

@@ -123,3 +123,47 @@ def test_a_nul_character_names_nothing_on_either_database(db: Database) -> None:
             assert exc.kind is errors.Kind.NOT_FOUND, exc
         else:
             raise AssertionError("a resend naming nothing was accepted")
+
+
+def test_a_resend_from_a_stale_page_is_refused_and_changes_nothing(db: Database) -> None:
+    """The console's Resend carries the delivery's version as its page showed it: the first
+    resend from that page goes through, the same form again (a second tab) is refused with
+    NOTIFICATION_CHANGED and leaves the delivery as the first left it."""
+    import pytest
+
+    from tests.notifications.support import enqueue
+    from tollbooth import errors
+    from tollbooth.console import inbox
+    from tollbooth.db.models import NotificationDelivery
+    from tollbooth.notifications import endpoints
+    from tollbooth.notifications import repository as notifications
+
+    with db.transaction() as session:
+        endpoint, _ = endpoints.create(
+            session, endpoints.Fields(url="https://receiver.example/hook"), utcnow()
+        )
+    nid = enqueue(db, "credits.granted", None, {"amount": "1"})
+    with db.transaction() as session:
+        rows = [r for r in notifications.assign_positions(session, 100) if r.id == nid]
+        assert notifications.insert_deliveries(session, endpoint.id, rows, utcnow()) == 1
+        delivery = notifications.get_delivery(session, endpoint.id, nid)
+        assert delivery is not None
+        delivery.state, delivery.attempts = "delivered", 1
+        delivery.updated_at = utcnow() - dt.timedelta(minutes=5)
+    with db.transaction(readonly=True) as session:
+        page = inbox.deliveries(session)
+        shown = next(d for ep in page if ep.id == endpoint.id for d in ep.deliveries)
+    assert shown.state == "delivered" and shown.version
+
+    with db.transaction() as session:
+        assert inbox.resend(session, endpoint.id, nid, utcnow(), shown.version) == "pending"
+    with db.transaction() as session:
+        row = session.query(NotificationDelivery).filter_by(endpoint_id=endpoint.id).one()
+        row.state = "delivered"  # the delivery process sent it again
+        after_first = (row.state, row.updated_at)
+    with pytest.raises(errors.DomainError) as refused, db.transaction() as session:
+        inbox.resend(session, endpoint.id, nid, utcnow(), shown.version)
+    assert refused.value.reason == "NOTIFICATION_CHANGED"
+    with db.transaction(readonly=True) as session:
+        row = session.query(NotificationDelivery).filter_by(endpoint_id=endpoint.id).one()
+        assert (row.state, row.updated_at) == after_first

@@ -11,7 +11,7 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor_pb2 import FileDescriptorSet
 
-from tests.conftest import SERVICE_KEY
+from tests.conftest import ARTIFACTS, SERVICE_KEY
 from tollbooth.apidocs import OPENAPI
 from tollbooth.gateway import DESCRIPTOR
 from tollbooth.openapi import SERVICES
@@ -60,11 +60,105 @@ def test_docs_page_and_its_assets_are_served_without_a_cdn(stack):  # type: igno
     page = stack.request("GET", "/api/docs")
     assert page.status == 200
     html = page.body.decode()
-    assert "/api/openapi.json" in html and "https://" not in html
+    assert "/api/docs/assets/init.js" in html and "https://" not in html
+    init = stack.request("GET", "/api/docs/assets/init.js")
+    assert init.status == 200 and '"/api/openapi.json"' in init.body.decode()
+    assert "https://" not in init.body.decode()
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         resp = stack.request("GET", f"/api/docs/assets/{asset}")
         assert resp.status == 200 and len(resp.body) > 1000, asset
     assert stack.request("GET", "/api/docs/assets/..%2Fpackage.json").status == 404
+
+
+def test_docs_page_cannot_be_framed_and_runs_no_inline_script(stack):  # type: ignore[no-untyped-def]
+    """The page keeps what "Authorize" was given (persistAuthorization): another site may not
+    frame it (clickjacking "Try it out"), and its policy allows scripts from this origin only."""
+    page = stack.request("GET", "/api/docs")
+    assert page.status == 200
+    headers = {k.lower(): v for k, v in page.headers.items()}
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    policy = dict(
+        (part.strip().split(" ", 1) + [""])[:2]
+        for part in headers["content-security-policy"].split(";")
+    )
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert "<script>" not in page.body.decode()  # the set-up is an asset, not inline
+    document = stack.request("GET", "/api/openapi.json")
+    assert document.headers["x-content-type-options"] == "nosniff"
+
+
+def test_docs_authorize_and_try_it_out_in_a_browser_with_a_token_and_with_a_key(stack, browser):  # type: ignore[no-untyped-def]
+    """README "For frontend developers": in Chromium through Envoy, "Authorize" with a bearer
+    token then "Try it out" on /api/v1 operations, and with the service key on /mgt/v1 ones."""
+    issued = stack.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": "docs-user", "scopes": ["credits:read"]},
+        SERVICE,
+    )
+    assert issued.status == 200, issued.body
+    token = issued.json()["access_token"]
+
+    def session(scheme: str, value: str, operations: list[tuple[str, dict[str, str], int]]) -> None:
+        page = browser.new_page()
+        refused: list[str] = []
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        try:
+            page.goto(stack.rest_url + "/api/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            page.click("button.authorize")
+            forms = page.locator(".modal-ux .auth-container")
+            for i in range(forms.count()):
+                form = forms.nth(i)
+                if scheme in form.inner_text():
+                    form.locator("input").fill(value)
+                    form.locator("button.authorize").click()
+            page.click(".modal-ux button.btn-done")
+            for operation, params, status in operations:
+                block = page.locator(f"#operations-{operation}")
+                block.locator(".opblock-summary").first.click()
+                if block.locator("button.execute").count() == 0:
+                    block.locator("button.try-out__btn").click()
+                for name, text in params.items():
+                    if name == "body":
+                        block.locator("textarea.body-param__text").fill(text)
+                    else:
+                        block.locator(f"tr[data-param-name='{name}'] input").fill(text)
+                block.locator("button.execute").click()
+                cell = block.locator(".live-responses-table tbody .response-col_status").first
+                cell.wait_for(timeout=15_000)
+                assert cell.inner_text().strip() == str(status), operation
+            page.screenshot(path=str(ARTIFACTS / f"apidocs-{scheme}.png"), full_page=False)
+        finally:
+            page.close()
+        assert refused == []
+
+    session(
+        "bearer",
+        token,
+        [
+            ("CatalogService-CatalogService_ListProducts", {}, 200),
+            ("CreditService-CreditService_GetBalance", {"type": "api_calls"}, 200),
+        ],
+    )
+    session(
+        "x-api-key",
+        SERVICE_KEY,
+        [
+            (
+                "TokenService-TokenService_IssueToken",
+                {"body": '{"principal_id": "docs-user-2", "scopes": ["checkout"]}'},
+                200,
+            ),
+            ("UsageService-UsageService_DeleteMetric", {"code": "nope", "request_id": "d-1"}, 404),
+        ],
+    )
 
 
 def _examples() -> int:

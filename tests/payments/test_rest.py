@@ -155,6 +155,10 @@ def test_the_hosted_sandbox_card_page_completes_in_a_browser(pay_shop: Shop, bro
         page.click("#pay")
         page.wait_for_selector("#status")
         assert "succeeded" in page.inner_text("#status")
+        # Back goes to the page as it was after the decline, a GET (Post/Redirect/Get), which
+        # now says it is paid: no "confirm form resubmission", nothing sent again.
+        page.go_back()
+        assert "succeeded" in page.inner_text("#status")
     finally:
         context.close()
     done = wait_for(

@@ -155,3 +155,159 @@ def test_paying_with_the_back_page_as_success_url_lands_on_it_with_the_session_i
     assert "SANDBOX" in page.inner_text("#sandbox-banner")
     assert page.inner_text("h1") == "Back in your app"
     assert session.id in page.inner_text("#params")
+
+
+def test_two_tabs_paying_one_session_pay_once_and_both_land_on_the_success_page(
+    browser: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """The buyer opened the checkout twice and pays in both tabs: one payment, one
+    subscription; the second tab's Pay (a stale form) goes to the success page too, not to a
+    402 "Payment Required" for a session that is paid."""
+    session = _session(client, receiver, 700)
+    context = browser.new_context()
+    try:
+        first, second = context.new_page(), context.new_page()
+        for tab in (first, second):
+            tab.goto(session.url)
+            tab.fill("#card", "4242 4242 4242 4242")
+        first.click("#pay")
+        first.wait_for_url(f"{receiver.base}/success**")
+        with second.expect_navigation() as nav:
+            second.click("#pay")
+        answer = nav.value
+        second.wait_for_url(f"{receiver.base}/success**")
+        assert second.url.endswith(f"session_id={session.id}")
+        assert answer is not None and answer.status < 400
+    finally:
+        context.close()
+    done = client.v1.checkout.sessions.retrieve(session.id)
+    assert done.status == "complete"
+    customer = str(done.customer)
+    subs = client.v1.subscriptions.list(params={"customer": customer, "status": "all"}).data
+    assert [s.id for s in subs] == [done.subscription]
+    invoices = client.v1.invoices.list(params={"customer": customer}).data
+    assert [i.status for i in invoices] == ["paid"]
+    completed = wait_for(
+        lambda: [r for r in receiver.about(session.id) if r.type == "checkout.session.completed"],
+        what="signed checkout.session.completed",
+    )
+    assert len({r.body["id"] for r in completed}) == 1
+
+
+def test_a_page_form_over_the_limit_is_a_413_page_not_a_500(
+    client: stripe.StripeClient, receiver: Receiver, sandbox: SandboxHandle
+) -> None:
+    """Every POST of the hosted pages reads at most 64 KiB of form: more is a 413 page (with
+    the SANDBOX banner), never a server error, and nothing is paid or changed."""
+    import httpx
+
+    session = _session(client, receiver, 600)
+    big = {"card": "4242424242424242", "name": "x" * 70_000}
+    for path in (
+        f"/sandbox/checkout/{session.id}/pay",
+        "/sandbox/portal/bps_none/payment_method",
+        "/sandbox/portal/bps_none/subscriptions/sub_none/cancel",
+        "/sandbox/pay/pi_none",
+    ):
+        r = httpx.post(sandbox.url + path, data=big, timeout=10)
+        assert r.status_code == 413, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html")
+        assert "SANDBOX" in r.text and "too large" in r.text
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_back_after_a_decline_then_paying_shows_the_paid_session_not_a_resubmission(
+    page: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """Declined, then paid: Back from the success page lands on a page (the paid session),
+    never on the browser's "confirm form resubmission" (a POST answer kept no-store). The
+    decline still keeps the e-mail and name, never the card number."""
+    session = _session(client, receiver, 650)
+    page.goto(session.url)
+    page.fill("#email", "back@example.com")
+    page.fill("#name", "Back Button")
+    page.fill("#card", "4000 0000 0000 0002")
+    page.click("#pay")
+    page.wait_for_selector("#error")
+    assert "declined" in page.inner_text("#error")
+    assert page.input_value("#email") == "back@example.com"
+    assert page.input_value("#name") == "Back Button"
+    assert page.input_value("#card") == ""
+    page.reload()  # a reload asks nothing either, and sends nothing again
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    page.fill("#card", "4242 4242 4242 4242")
+    page.click("#pay")
+    page.wait_for_url(f"{receiver.base}/success**")
+    page.go_back()
+    assert page.url.startswith(session.url)
+    assert page.inner_text("#status") == "This checkout session is complete."
+
+
+def test_back_after_a_plan_switch_lands_on_a_page(client: stripe.StripeClient, page: Any) -> None:
+    """The switch's confirmation is a page of its own (GET): Back after confirming shows it
+    again, now saying there is nothing to change, instead of a form resubmission."""
+    from tests.sandbox.support import subscribe
+
+    product = client.v1.products.create(params={"name": "Seats"}).id
+    prices = [
+        client.v1.prices.create(
+            params={
+                "product": product,
+                "unit_amount": amount,
+                "currency": "usd",
+                "recurring": {"interval": "month"},
+                "nickname": name,
+            }
+        )
+        for amount, name in ((1000, "small"), (3000, "large"))
+    ]
+    done, sub = subscribe(client, prices[0].id)
+    config = client.v1.billing_portal.configurations.create(
+        params={
+            "features": {
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price"],
+                    "products": [{"product": product, "prices": [p.id for p in prices]}],
+                }
+            }
+        }
+    )
+    portal = client.v1.billing_portal.sessions.create(
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": "https://app.example/account",
+        }
+    )
+    page.goto(portal.url)
+    page.select_option(f"#switch-{sub.id}", prices[1].id)
+    page.click(f"#switch-button-{sub.id}")
+    page.wait_for_selector("#confirm-switch")
+    page.click("#confirm-switch")
+    page.wait_for_selector("#notice")
+    assert page.inner_text("#notice") == "Plan changed."
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert after["items"].data[0].price.id == prices[1].id
+    page.go_back()
+    page.wait_for_selector("#notice")
+    assert "current plan already" in page.inner_text("#notice")
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == prices[1].id
+
+
+def test_a_refused_forms_attempt_shows_on_its_own_page_only_and_is_bounded() -> None:
+    from tollbooth.sandbox.pages import Attempts
+
+    kept = Attempts(size=2)
+    token = kept.keep("cs_test_one", error="Your card was declined.", email="a@b.example", name="")
+    assert kept.get("cs_test_one", token) == {
+        "error": "Your card was declined.",
+        "email": "a@b.example",
+        "name": "",
+    }
+    assert kept.get("cs_test_one", token) == kept.get("cs_test_one", token)  # reload: same
+    assert kept.get("cs_test_two", token) == {}  # another page's token shows nothing
+    assert kept.get("cs_test_one", None) == {} and kept.get("cs_test_one", "nope") == {}
+    kept.keep("pi_a", error="x")
+    kept.keep("pi_b", error="y")
+    assert kept.get("cs_test_one", token) == {}  # the oldest went

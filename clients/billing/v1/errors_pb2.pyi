@@ -151,6 +151,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
     ERROR_REASON_NOTIFICATION_NOT_QUEUED: _ErrorReason.ValueType  # 163
     """The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
+    ERROR_REASON_NOTIFICATION_CHANGED: _ErrorReason.ValueType  # 164
+    """The operator console's Resend came from a page that showed the delivery as it was before
+    another resend or attempt (a second tab): nothing is resent (FAILED_PRECONDITION, 409).
+    """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
     """Limits.
     The caller made too many calls of this class in the current window, or holds too many
@@ -324,6 +328,10 @@ ERROR_REASON_CURSOR_INVALID: ErrorReason.ValueType  # 162
 """A WatchNotifications cursor that no response gave (INVALID_ARGUMENT)."""
 ERROR_REASON_NOTIFICATION_NOT_QUEUED: ErrorReason.ValueType  # 163
 """The notification is not queued for delivery yet; it is sent shortly (FAILED_PRECONDITION)."""
+ERROR_REASON_NOTIFICATION_CHANGED: ErrorReason.ValueType  # 164
+"""The operator console's Resend came from a page that showed the delivery as it was before
+another resend or attempt (a second tab): nothing is resent (FAILED_PRECONDITION, 409).
+"""
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 """Limits.
 The caller made too many calls of this class in the current window, or holds too many

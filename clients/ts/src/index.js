@@ -1,8 +1,13 @@
 export { BillingError, createRestClient } from "./rest.js";
+export * from "./gen/billing/v1/account_pb.js";
 export * from "./gen/billing/v1/catalog_pb.js";
 export * from "./gen/billing/v1/checkout_pb.js";
 export * from "./gen/billing/v1/credit_pb.js";
+export * from "./gen/billing/v1/customer_pb.js";
+export * from "./gen/billing/v1/entitlement_pb.js";
 export * from "./gen/billing/v1/errors_pb.js";
+export * from "./gen/billing/v1/notification_pb.js";
 export * from "./gen/billing/v1/payment_pb.js";
 export * from "./gen/billing/v1/token_pb.js";
 export * from "./gen/billing/v1/usage_pb.js";
+export * from "./gen/billing/v1/webhook_pb.js";

@@ -81,7 +81,14 @@ export function createRestClient(service, options) {
         if (value === undefined || value === "") {
           throw new TypeError(`${method.name}: ${name} is required (it is part of the URL)`);
         }
-        return String(value).split("/").map(encodeURIComponent).join("/");
+        // One segment, whatever the value holds: "/" is %2F (Envoy decodes it back for the
+        // variable), so an id such as "../../accounts" cannot reach another path with this
+        // client's credentials; "." and ".." cannot be a URL segment in any spelling.
+        const text = String(value);
+        if (text === "." || text === "..") {
+          throw new TypeError(`${method.name}: ${name} cannot be "${text}" (it is part of the URL)`);
+        }
+        return encodeURIComponent(text);
       });
       let body;
       let rest = json;

@@ -66,3 +66,27 @@ test("errors carry the reason; an unknown field is FIELD_UNKNOWN", { skip: !base
   assert.equal(err.reason, "FIELD_UNKNOWN");
   assert.equal(err.metadata.field, "expiresAt");
 });
+
+test("a path value is one URL segment: '/', '.' and '..' cannot reach another path", async () => {
+  const { CatalogService, EntitlementService } = await import("../src/index.js");
+  const sent = [];
+  const fetch = async (url, init) => {
+    sent.push(`${init.method} ${new URL(url).pathname}`);
+    return new Response("{}", { status: 200 });
+  };
+  const backend = createRestClient(CatalogService, { baseUrl: "http://billing.test", apiKey: "k", fetch });
+  await backend.getProduct({ productId: "../../accounts" });
+  await backend.getProduct({ productId: "a/b?c#d" });
+  const browser = createRestClient(EntitlementService, { baseUrl: "http://billing.test", token: "t", fetch });
+  await browser.checkEntitlement({ feature: "../../../mgt/v1/accounts" });
+  assert.deepEqual(sent, [
+    "GET /mgt/v1/catalog/products/..%2F..%2Faccounts",
+    "GET /mgt/v1/catalog/products/a%2Fb%3Fc%23d",
+    "GET /api/v1/entitlements/..%2F..%2F..%2Fmgt%2Fv1%2Faccounts",
+  ]);
+  // A URL cannot carry "." or ".." as a segment (any spelling is resolved away): refused.
+  for (const productId of [".", ".."]) {
+    await assert.rejects(backend.getProduct({ productId }), TypeError);
+  }
+  assert.equal(sent.length, 3, "nothing was sent for them");
+});

@@ -125,6 +125,7 @@ class Delivery:
     last_error: str
     created_at: dt.datetime
     delivered_at: dt.datetime | None
+    version: str = ""  # what a Resend form carries back: the delivery as this page showed it
     tries: list[Attempt] = field(default_factory=list)
 
 
@@ -149,6 +150,7 @@ def _delivery(
         last_error=d.last_error,
         created_at=row.created_at,
         delivered_at=d.delivered_at,
+        version=version_of(d),
         tries=[
             Attempt(a.number, a.status_code, a.latency_ms, a.error, a.created_at)
             for a in sorted(tries, key=lambda a: a.number)
@@ -188,10 +190,42 @@ def deliveries(session: Session) -> list[Endpoint]:
     return out
 
 
-def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> str:
-    """The message is pending again for the endpoint (DomainError when it cannot be)."""
+def version_of(delivery: NotificationDelivery) -> str:
+    """Changes whenever the delivery does (a resend, an attempt): `updated_at`, to the µs."""
+    return delivery.updated_at.isoformat()
+
+
+def resend(
+    session: Session,
+    endpoint_id: str,
+    notification_id: str,
+    now: dt.datetime,
+    seen: str | None = None,
+) -> str:
+    """The message is pending again for the endpoint (DomainError when it cannot be).
+
+    `seen` is the delivery's version on the page the operator clicked: when the delivery has
+    changed since (another tab resent it, the delivery process sent it again), the form is
+    stale and nothing is done (409 NOTIFICATION_CHANGED), so two tabs never resend twice."""
     if "\x00" in endpoint_id + notification_id:  # as in event_status
         raise errors.not_found("notification", notification_id)
+    if seen is not None:
+        # The endpoint's key-share lock first, as messages.resend takes it (the same order as
+        # a delete), then the delivery's row lock: a concurrent resend waits here, then sees
+        # the version this one wrote.
+        notification_endpoints.get(session, endpoint_id, share=True)
+        d = NotificationDelivery
+        current = session.scalars(
+            select(d)
+            .where(d.endpoint_id == endpoint_id, d.notification_id == notification_id)
+            .with_for_update(key_share=True)
+        ).first()
+        if current is not None and version_of(current) != seen:
+            raise errors.failed_precondition(
+                "NOTIFICATION_CHANGED",
+                f"the message is {current.state} and changed since this page was shown "
+                "(resent from another tab or sent again): reload the page to resend it",
+            )
     delivery, _ = messages.resend(session, endpoint_id, notification_id, now)
     return delivery.state
 

@@ -242,9 +242,11 @@ def create(
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
 
+        seen = fields.get("seen")  # the page's version of the delivery (absent: no check)
+
         def write() -> str:
             with db.transaction() as s:
-                return inbox.resend(s, endpoint_id, notification_id, utcnow())
+                return inbox.resend(s, endpoint_id, notification_id, utcnow(), seen)
 
         try:
             state = await run_in_threadpool(write)

@@ -23,7 +23,7 @@ from tollbooth.sandbox.api import Api
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import Pages, back, render
+from tollbooth.sandbox.pages import FormTooLarge, Pages, back, form_too_large, render
 from tollbooth.sandbox.paypage import PayPage
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.store import Store
@@ -71,6 +71,11 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route("/sandbox/checkout/{session_id}/pay", pages.checkout_pay, methods=["POST"]),
         Route("/sandbox/portal/{portal_id}", pages.portal),
         Route(
+            "/sandbox/portal/{portal_id}/subscriptions/{sub_id}/switch",
+            pages.switch_page,
+            methods=["GET"],
+        ),
+        Route(
             "/sandbox/portal/{portal_id}/subscriptions/{sub_id}/{action}",
             pages.portal_post,
             methods=["POST"],
@@ -90,7 +95,9 @@ def create_app(config: SandboxConfig) -> Starlette:
         )
 
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_found, FormTooLarge: form_too_large},
     )
     app.state.engine = engine
     app.state.store = store

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import secrets
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -48,12 +50,20 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
 
+class FormTooLarge(Exception):
+    """A hosted page's form over its limit: the app answers the 413 page (`form_too_large`)."""
+
+
+async def form_too_large(request: Request, exc: Exception) -> HTMLResponse:
+    return render("message.html", status=413, title="Form too large", message="Form too large.")
+
+
 async def _form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise StripeError(413, "Form too large.")
+            raise FormTooLarge()
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
@@ -89,9 +99,33 @@ def success_redirect(session: dict[str, Any], base_url: str) -> str:
     return str(url).replace("{CHECKOUT_SESSION_ID}", session["id"])
 
 
+class Attempts:
+    """What a refused page form showed (the error, the e-mail and name typed; never the card),
+    kept under a random token for the page it redirects to: each POST answers with a redirect
+    to a GET page (Post/Redirect/Get), so Back and reload never resubmit a form. Newest
+    `size` only, in memory (after a restart the page shows a fresh form)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self.size = size
+        self._kept: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    def keep(self, page: str, **shown: str) -> str:
+        token = secrets.token_urlsafe(12)
+        self._kept[token] = {**shown, "_page": page}
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return token
+
+    def get(self, page: str, token: str | None) -> dict[str, str]:
+        """What `keep` kept for this page (a token of another page shows nothing)."""
+        shown = dict(self._kept.get(token or "", {}))
+        return shown if shown.pop("_page", None) == page else {}
+
+
 class Pages:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.attempts = Attempts()
 
     def _tx(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         with self.engine.store.tx():
@@ -127,7 +161,12 @@ class Pages:
         ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
         if ctx is None:
             return _not_found("Checkout Session")
-        return render("checkout.html", **ctx)
+        # After a refused Pay: its error, and what the buyer typed except the card number.
+        shown = self.attempts.get(session_id, request.query_params.get("attempt"))
+        ctx["email"] = shown.get("email") or ctx["email"]
+        return render(
+            "checkout.html", error=shown.get("error"), card_name=shown.get("name", ""), **ctx
+        )
 
     async def checkout_pay(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -139,6 +178,15 @@ class Pages:
         def pay() -> tuple[dict[str, Any] | None, str | None]:
             try:
                 with self.engine.store.tx():
+                    current = self.engine.store.get(session_id)
+                    if (
+                        current is not None
+                        and current.get("object") == "checkout.session"
+                        and current.get("status") == "complete"
+                    ):
+                        # A second tab or a second click on a stale form: it is paid already
+                        # (once), so this buyer goes where the first Pay went. Nothing is done.
+                        return copy.deepcopy(current), None
                     session = self.engine.complete_checkout_session(
                         session_id, card, email=email, name=name
                     )
@@ -155,12 +203,14 @@ class Pages:
             return RedirectResponse(
                 success_redirect(session, self.engine.config.base_url), status_code=303
             )
-        ctx = await run_in_threadpool(self._tx, self._checkout_context, session_id)
-        if ctx is None:
-            return _not_found("Checkout Session")
-        # What the buyer typed stays, except the card number (never echoed back).
-        ctx["email"] = email or ctx["email"]
-        return render("checkout.html", status=402, error=error, card_name=name or "", **ctx)
+        # What the buyer typed stays, except the card number (never echoed back); the answer
+        # is a redirect to the page, so Back and reload never send the form again.
+        token = self.attempts.keep(
+            session_id, error=error or "", email=email or "", name=name or ""
+        )
+        return RedirectResponse(
+            f"/sandbox/checkout/{quote(session_id)}?attempt={token}", status_code=303
+        )
 
     # -- portal ---------------------------------------------------------------------------------
 
@@ -323,10 +373,42 @@ class Pages:
         notice, error, status = await run_in_threadpool(act)
         if status == 404 and error == "No such portal session.":
             return _not_found("portal session")
-        from urllib.parse import urlencode
-
         query = urlencode({"notice": notice} if notice else {"error": error or "failed"})
         return RedirectResponse(f"/sandbox/portal/{portal_id}?{query}", status_code=303)
+
+    async def switch_page(self, request: Request) -> Response:
+        """The confirmation of a plan switch, a GET page (the select's form): Back after
+        confirming shows it again, which then redirects to the portal saying why there is
+        nothing to confirm."""
+        portal_id = request.path_params["portal_id"]
+        sub_id = request.path_params["sub_id"]
+        price_id = request.query_params.get("price", "")
+        confirm = await run_in_threadpool(
+            self._tx, self._switch_context, portal_id, sub_id, price_id
+        )
+        if confirm is not None:
+            return render("portal_confirm.html", **confirm)
+
+        def why() -> tuple[bool, dict[str, str]]:
+            store = self.engine.store
+            portal, sub = store.get(portal_id), store.get(sub_id)
+            if portal is None or portal.get("object") != "billing_portal.session":
+                return False, {}
+            if (
+                sub is not None
+                and sub.get("object") == "subscription"
+                and sub["customer"] == portal["customer"]
+                and sub["items"]["data"][0]["price"]["id"] == price_id
+            ):
+                return True, {"notice": "That is your current plan already: nothing changed."}
+            return True, {"error": "That price is not offered in this portal."}
+
+        found, query = await run_in_threadpool(self._tx, why)
+        if not found:
+            return _not_found("portal session")
+        return RedirectResponse(
+            f"/sandbox/portal/{quote(portal_id)}?{urlencode(query)}", status_code=303
+        )
 
     def _switch_context(self, portal_id: str, sub_id: str, price_id: str) -> dict[str, Any] | None:
         """The confirmation page of a plan switch; None when there is nothing to confirm (the

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import TEST_CARD_HINTS, _form, _not_found, render
+from tollbooth.sandbox.pages import TEST_CARD_HINTS, Attempts, _form, _not_found, render
 from tollbooth.sandbox.wire import StripeError
 
 MAX_SECRET = 200
@@ -28,6 +28,7 @@ MAX_SECRET = 200
 class PayPage:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.attempts = Attempts()
 
     def _intent(self, pi_id: str, secret: str) -> dict[str, Any] | None:
         pi = self.engine.store.get(pi_id)
@@ -52,7 +53,15 @@ class PayPage:
         ctx = await run_in_threadpool(self._context, pi_id, secret)
         if ctx is None:
             return _not_found("PaymentIntent")
-        return render("pay.html", **ctx)
+        # After a refused Pay: its error, and what the buyer typed except the card number.
+        shown = self.attempts.get(pi_id, request.query_params.get("attempt"))
+        return render(
+            "pay.html",
+            error=shown.get("error"),
+            email=shown.get("email", ""),
+            holder=shown.get("name", ""),
+            **ctx,
+        )
 
     async def pay(self, request: Request) -> Response:
         pi_id = request.path_params["pi_id"]
@@ -81,16 +90,9 @@ class PayPage:
             return RedirectResponse(
                 f"/sandbox/pay/{quote(pi_id)}?client_secret={quote(secret)}", status_code=303
             )
-        ctx = await run_in_threadpool(self._context, pi_id, secret)
-        if ctx is None:
-            return _not_found("PaymentIntent")
-        return render(
-            "pay.html",
-            402,
-            intent=ctx["intent"],
-            secret=secret,
-            cards=TEST_CARD_HINTS,
-            error=error,
-            email=email or "",
-            holder=name or "",
+        # A redirect to the page (Post/Redirect/Get): Back and reload never send it again.
+        token = self.attempts.keep(pi_id, error=error, email=email or "", name=name or "")
+        return RedirectResponse(
+            f"/sandbox/pay/{quote(pi_id)}?client_secret={quote(secret)}&attempt={token}",
+            status_code=303,
         )

@@ -398,6 +398,14 @@ export enum ErrorReason {
   NOTIFICATION_NOT_QUEUED = 163,
 
   /**
+   * The operator console's Resend came from a page that showed the delivery as it was before
+   * another resend or attempt (a second tab): nothing is resent (FAILED_PRECONDITION, 409).
+   *
+   * @generated from enum value: ERROR_REASON_NOTIFICATION_CHANGED = 164;
+   */
+  NOTIFICATION_CHANGED = 164,
+
+  /**
    * Limits.
    * The caller made too many calls of this class in the current window, or holds too many
    * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the

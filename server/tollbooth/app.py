@@ -25,6 +25,7 @@ from grpc_health.v1 import health
 from starlette.routing import Mount
 
 from tollbooth import metrics, tracing
+from tollbooth.accounts import customer_sync
 from tollbooth.accounts.customer_servicer import CustomerServicer
 from tollbooth.accounts.servicer import AccountServicer
 from tollbooth.catalog.as_code import catalog_commands
@@ -310,7 +311,8 @@ def list_events(settings: Settings, status: str | None, limit: int) -> list[dict
 def reconcile(settings: Settings) -> Report:
     """`reconcile`: compare every subscription with the provider and repair drift; complete
     the checkout and payment intents left pending (`checkout.intents.sweep_pending`,
-    `payments.intents.sweep_pending`)."""
+    `payments.intents.sweep_pending`); delete the provider customers a failed DeleteCustomer
+    left alive (`accounts.customer_sync.sweep_deletes`)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
         report = reconciling.reconcile(
@@ -328,6 +330,9 @@ def reconcile(settings: Settings) -> Report:
         report.changed.extend(swept.changed)
         report.failed.extend(swept.failed)
         report.left_alone.extend(swept.left_alone)
+        deleted, not_deleted = customer_sync.sweep_deletes(db, provider)
+        report.changed.extend(deleted)
+        report.failed.extend(not_deleted)
         return report
     finally:
         db.dispose()

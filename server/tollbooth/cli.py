@@ -309,7 +309,8 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
 @app.command(
     "reconcile",
     help="compare every subscription with Stripe, repair drift, complete the checkout and"
-    " payment intents a crash left pending, print changes",
+    " payment intents a crash left pending, delete the Stripe customers a failed DeleteCustomer"
+    " left, print changes",
 )
 @in_environment
 def reconcile_command(environment: str | None) -> int:

@@ -128,3 +128,29 @@ def delete_customer(db: Database, provider: StripeProvider, account_id: str) -> 
         provider.delete_customer(snap.customer_id)
     with db.transaction() as session:
         repository.record_customer_deleted(session, account_id, utcnow())
+
+
+def sweep_deletes(db: Database, provider: StripeProvider) -> tuple[list[str], list[str]]:
+    """`reconcile`: finish every DeleteCustomer whose provider call failed (the account was
+    archived, its provider customer, and the subscriptions it pays, stayed alive): delete the
+    provider customer, as DeleteCustomer does (Stripe cancels its subscriptions with it), then
+    record it. No transaction is open across the provider call; a customer the provider no
+    longer knows is recorded deleted; a failure is reported and left for the next run.
+    (changes, failures)."""
+    with db.transaction(readonly=True) as session:
+        targets = repository.customers_left_to_delete(session)
+    changes: list[str] = []
+    failures: list[str] = []
+    for account_id, customer_id in targets:
+        what = f"customer {customer_id} of account {account_id}"
+        try:
+            provider.delete_customer(customer_id)
+        except errors.DomainError as exc:
+            log.warning("%s not deleted at the provider yet: %s", what, exc.reason)
+            failures.append(f"{what}: {exc.reason}: {exc.message}")
+            continue
+        with db.transaction() as session:
+            if repository.record_customer_deleted(session, account_id, utcnow()):
+                changes.append(f"{what}: deleted at Stripe (DeleteCustomer left it)")
+            # else: a DeleteCustomer retry or another run recorded it meanwhile
+    return changes, failures

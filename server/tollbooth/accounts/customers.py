@@ -142,5 +142,8 @@ def delete_customer(session: Session, customer_id: str) -> BillingAccount:
     assert account is not None
     if account.archived_at is None:
         account.archived_at = account.updated_at = utcnow()
+    # Committed with the archive: if the provider call after the commit fails, `reconcile`
+    # finds the mark and deletes the provider customer (`customer_sync.sweep_deletes`).
+    repository.mark_customer_delete(session, account.id)
     session.flush()
     return account

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import Database, upsert_insert
-from tollbooth.db.models import BillingAccount
+from tollbooth.db.models import BillingAccount, BillingEffect
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 from tollbooth.paging import after_clause
@@ -149,12 +149,46 @@ def record_customer_version(session: Session, account_id: str, version: int) -> 
     )
 
 
-def record_customer_deleted(session: Session, account_id: str, at: dt.datetime) -> None:
-    session.execute(
+def record_customer_deleted(session: Session, account_id: str, at: dt.datetime) -> bool:
+    """True for the one call that records it (a concurrent sweep or retry finds it done)."""
+    done = session.execute(
         update(BillingAccount)
         .where(BillingAccount.id == account_id, BillingAccount.customer_deleted_at.is_(None))
         .values(customer_deleted_at=at)
     )
+    return bool(getattr(done, "rowcount", 0))
+
+
+def delete_mark(account_id: str) -> str:
+    """The `billing_effects` key saying DeleteCustomer archived the account and wants its
+    provider customer deleted (ArchiveAccount alone keeps it: its subscriptions go on)."""
+    return f"customer.delete:{account_id}"
+
+
+def mark_customer_delete(session: Session, account_id: str) -> None:
+    stmt = upsert_insert(session, BillingEffect).values(
+        key=delete_mark(account_id),
+        event_id="DeleteCustomer",
+        billing_account_id=account_id,
+        created_at=utcnow(),
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+
+
+def customers_left_to_delete(session: Session) -> list[tuple[str, str]]:
+    """(account id, provider customer id) of every account DeleteCustomer archived whose
+    provider customer is not recorded deleted (its provider call failed or never ran)."""
+    rows = session.execute(
+        select(BillingAccount.id, BillingAccount.stripe_customer_id)
+        .join(BillingEffect, BillingEffect.key == "customer.delete:" + BillingAccount.id)
+        .where(
+            BillingAccount.archived_at.is_not(None),
+            BillingAccount.customer_deleted_at.is_(None),
+            BillingAccount.stripe_customer_id.is_not(None),
+        )
+        .order_by(BillingAccount.id)
+    )
+    return [(str(a), str(c)) for a, c in rows]
 
 
 def search(session: Session, text: str, limit: int) -> list[BillingAccount]:

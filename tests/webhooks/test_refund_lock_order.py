@@ -110,3 +110,48 @@ def test_an_upgrade_waits_for_the_accounts_lock_before_taking_any_balance(
     upgraded = events_of(world, "customer.subscription.updated", sub_id)[-1]
     while_a_refund_holds_the_account(world, pg_url, account, json.dumps(upgraded).encode())
     assert world.balance(account, "api_calls") == "300"  # 100 + (3 - 1) x 100
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_refund_and_the_fulfilment_it_refunds_delivered_at_once_twice_each(
+    world: World, attempt: int
+) -> None:
+    """A one-time purchase refunded at the provider before anything was delivered; its
+    checkout.session.completed and charge.refunded, each with a twin, delivered at once from
+    four threads: whatever order the locks give, the purchase ends, its credits are voided
+    once, and nothing is left granted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.webhooks.test_refunds import _allowed, refunded_event
+
+    world.price(
+        "lifetime",
+        recurring=False,
+        amount=4900,
+        grants=[
+            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
+        ],
+        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
+    )
+    token, account = world.token()
+    stripe_id = world.buy(token, "lifetime").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    intent = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
+    world.stripe.v1.refunds.create(params={"payment_intent": intent})
+    refunded = refunded_event(world, intent)
+    completed = events_of(world, "checkout.session.completed", stripe_id)[0]
+    bodies = [
+        json.dumps(evt).encode()
+        for evt in (
+            completed,
+            refunded,
+            {**completed, "id": completed["id"] + "_twin"},
+            {**refunded, "id": refunded["id"] + "_twin"},
+        )
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda body: signed_send(world, body), bodies))
+    assert answers == [200, 200, 200, 200]
+    assert world.balance(account, "api_calls") == "0"
+    assert _allowed(world, account) is False
+    assert world.notifications(account).count("credits.voided") == 1

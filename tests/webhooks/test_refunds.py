@@ -339,3 +339,84 @@ def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_
         assert signed_send(quiet, json.dumps(body).encode()) == 200
     assert quiet.balance(account, "api_calls") == "0"
     assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_quantity_changes_across_a_period_boundary_grant_again_in_the_new_period(quiet: World):
+    """Bought at 3, down to 1: the renewal grants 1 unit's 100 for the new period; going back
+    to 3 in the new period grants the 200 that period lacks (the old period's level is no
+    floor for the new one); 3 -> 1 -> 3 again in the same new period grants nothing more."""
+    account, to = _flips(quiet, 3)
+    assert to(1) == "300"
+    with quiet.deps.db.transaction(readonly=True) as session:
+        from sqlalchemy import select
+
+        from tollbooth.db.models import Subscription
+
+        sub_id = session.scalars(select(Subscription.stripe_subscription_id)).one()
+    quiet.advance(31)  # the renewal of quantity 1, paid
+    renewal = str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    paid = events_of(quiet, "invoice.paid", renewal)[-1]
+    assert signed_send(quiet, json.dumps(paid).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "400"
+    assert to(3) == "600"
+    assert to(1) == "600"
+    assert to(3) == "600"
+
+
+def test_a_renewal_whose_invoice_read_fails_is_retried_granted_once_and_refundable(
+    tmp_path,  # type: ignore[no-untyped-def]
+    database_url: str,
+):
+    """invoice.paid for a renewal while the provider answers 5xx on the invoice: its application
+    fails and is retried; the retries grant once, recording the renewal's payment, so its full
+    refund still voids the renewal's grants."""
+    world = start_world(database_url, tmp_path, deliver=False, STRIPE_MAX_NETWORK_RETRIES="0")
+    try:
+        every = [
+            catalog_pb2.CreditGrantSpec(
+                credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+            )
+        ]
+        world.price("pro", grants=every)
+        token, account = world.token()
+        stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
+        world.pay(stripe_id)
+        body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+        assert signed_send(world, body) == 200
+        sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+        world.advance(31)
+        renewal = str(world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+        paid = json.dumps(events_of(world, "invoice.paid", renewal)[-1]).encode()
+        world.sandbox.stalls.add("GET", f"/v1/invoices/{renewal}", seconds=0, status=503)
+        assert signed_send(world, paid) == 200  # stored; its application is retried
+        assert signed_send(world, paid) == 200  # Stripe's retry
+        assert signed_send(world, paid) == 200
+        assert world.balance(account, "api_calls") == "200"
+        intent = str(
+            world.stripe.v1.invoices.retrieve(renewal).payments.data[0].payment.payment_intent
+        )
+        world.stripe.v1.refunds.create(params={"payment_intent": intent})
+        assert signed_send(world, json.dumps(refunded_event(world, intent)).encode()) == 200
+        assert world.balance(account, "api_calls") == "100"
+    finally:
+        world.stop()
+
+
+def test_two_partial_refunds_summing_to_the_whole_end_the_purchase_once(quiet: World):
+    """The first partial refund keeps everything; the second, completing it, ends the purchase
+    and voids its credits; both events delivered again (in either order) change nothing."""
+    account, _, intent = _lifetime(quiet)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 1900})
+    first = refunded_event(quiet, intent)
+    assert signed_send(quiet, json.dumps(first).encode()) == 200
+    assert _allowed(quiet, account) is True
+    assert quiet.balance(account, "api_calls") == "50"
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent, "amount": 3000})
+    second = refunded_event(quiet, intent)
+    assert second["id"] != first["id"]
+    assert signed_send(quiet, json.dumps(second).encode()) == 200
+    assert _allowed(quiet, account) is False
+    assert quiet.balance(account, "api_calls") == "0"
+    for evt in (first, second, {**first, "id": first["id"] + "_late"}):
+        assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.notifications(account).count("credits.voided") == 1

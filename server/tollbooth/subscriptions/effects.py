@@ -497,9 +497,7 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
         return  # the first invoice is the purchase: checkout fulfilment grants for it
     if not claim_effect(ctx.session, f"invoice:{invoice_id}", ctx.event_id, account):
         return  # this invoice's renewal was applied already
-    # Before any grant, as a refund locks (account, then balances): a renewal that held a
-    # balance and waited for the account (`refunds.settle`) deadlocked with a refund.
-    accounts.by_id_for_update(ctx.session, account)
+    accounts.by_id_for_update(ctx.session, account)  # before any grant, as a refund locks
     # What renews is what the provider says the subscription holds (every recurring item),
     # never the invoice's line list from the event body.
     truth = ctx.facts.subscription(sub_id) or {}

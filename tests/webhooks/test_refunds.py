@@ -420,3 +420,38 @@ def test_two_partial_refunds_summing_to_the_whole_end_the_purchase_once(quiet: W
     for evt in (first, second, {**first, "id": first["id"] + "_late"}):
         assert signed_send(quiet, json.dumps(evt).encode()) == 200
     assert quiet.notifications(account).count("credits.voided") == 1
+
+
+def test_a_renewal_refunded_before_its_invoice_paid_is_applied_grants_nothing_that_stays(
+    quiet: World,
+):
+    """charge.refunded for a renewal's payment delivered before that renewal's invoice.paid:
+    the renewal, when applied, voids its grant at once; redeliveries change nothing."""
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    quiet.price("pro", grants=every)
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(quiet, body) == 200
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    quiet.advance(31)
+    renewal = quiet.stripe.v1.invoices.retrieve(
+        str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    )
+    intent = str(renewal.payments.data[0].payment.payment_intent)
+    quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
+    refunded = refunded_event(quiet, intent)
+    paid = events_of(quiet, "invoice.paid", str(renewal.id))[-1]
+    assert signed_send(quiet, json.dumps(refunded).encode()) == 200  # first
+    assert signed_send(quiet, json.dumps(paid).encode()) == 200  # then
+    assert quiet.balance(account, "api_calls") == "100"  # the purchase's grant only
+    assert quiet.notifications(account).count("credits.voided") == 1
+    for evt in (paid, refunded, {**paid, "id": paid["id"] + "_twin"}):
+        assert signed_send(quiet, json.dumps(evt).encode()) == 200
+    assert quiet.balance(account, "api_calls") == "100"
+    assert quiet.notifications(account).count("credits.voided") == 1

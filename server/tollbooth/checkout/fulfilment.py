@@ -121,7 +121,7 @@ def _yielded(
     row.fulfilled_at = now
     row.stripe_subscription_id = canceled.subscription
     # Never the account's plan: recorded (canceled) without a `subscription.created`.
-    sync_subscription(ctx, canceled.subscription, announce_created=False)
+    sync_subscription(ctx, canceled.subscription, announce=False)
     outbox.enqueue(
         ctx.session,
         "checkout.conflict_canceled",

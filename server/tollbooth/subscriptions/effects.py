@@ -140,14 +140,10 @@ def _recorded_items(session: Session, truth: dict[str, Any]) -> list[dict[str, A
 
 
 def sync_subscription(
-    ctx: Context, stripe_subscription_id: str, *, announce_created: bool = True
+    ctx: Context, stripe_subscription_id: str, announce: bool = True
 ) -> Subscription | None:
-    """Bring our row in line with the provider's object read for this event; None when the
-    subscription is not ours or the provider does not know it (nothing is written).
-
-    `announce_created` False: a row recorded here for the first time gets no
-    `subscription.created` notification (the fulfilment guard's canceled plan, which was never
-    the account's: receivers hear only that it was canceled)."""
+    """Our row brought in line with the provider's object read for this event (None: not ours
+    or unknown there, nothing written). `announce` False: a new row is no `subscription.created`."""
     session = ctx.session
     truth = ctx.facts.subscription(stripe_subscription_id)
     existing = repository.subscription_by_stripe_id(session, stripe_subscription_id, owner=None)
@@ -171,16 +167,12 @@ def sync_subscription(
         return row
     if not created and row.synced_at is not None and row.synced_at > ctx.facts.read_at:
         return row  # a newer read was written already
-    _write_subscription(ctx, row, truth, created, announce_created)
+    _write_subscription(ctx, row, truth, created, announce)
     return row
 
 
 def _write_subscription(
-    ctx: Context,
-    row: Subscription,
-    truth: dict[str, Any],
-    created: bool,
-    announce_created: bool = True,
+    ctx: Context, row: Subscription, truth: dict[str, Any], created: bool, announce: bool
 ) -> None:
     status = str(truth.get("status") or "incomplete")
     if row.state in repository.TERMINAL_STATES and status not in repository.TERMINAL_STATES:
@@ -225,13 +217,11 @@ def _write_subscription(
     payload = _subscription_payload(row)
     account = row.billing_account_id
     sub = row.stripe_subscription_id
-    if created and announce_created:
+    if created and announce:
         outbox.enqueue(
             ctx.session, "subscription.created", account, payload, f"subscription.created:{sub}"
         )
         ctx.changes.append(f"subscription {sub} created: {status}")
-    elif created:
-        ctx.changes.append(f"subscription {sub} recorded: {status}")
     if status == "canceled" and before.get("state") != "canceled":
         outbox.enqueue(
             ctx.session, "subscription.canceled", account, payload, f"subscription.canceled:{sub}"

@@ -12,8 +12,15 @@
 -- server refuses the request (MALFORMED_REQUEST naming it).
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
+--
+-- A query parameter given more than once (`?required=1&required=1000`), which the transcoder
+-- would also keep the last of silently unless its field is repeated, is named in the header
+-- x-billing-query-repeats (its name percent-decoded, then each dotted segment encoded as
+-- above, comma-separated): the server knows the request message, lets a repeated field
+-- repeat and refuses any other (MALFORMED_REQUEST naming it).
 
 local HEADER = "x-billing-json-fields"
+local REPEATS = "x-billing-query-repeats"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
 
@@ -229,9 +236,48 @@ local function collect(s)
   return paths
 end
 
+local function decode(name)
+  return (name:gsub("%%(%x%x)", function(h)
+    return string.char(tonumber(h, 16))
+  end))
+end
+
+-- The names given more than once in the query of `path`, each dotted segment encoded.
+local function repeated_params(path)
+  local query = path and path:match("%?(.*)$")
+  if not query then
+    return nil
+  end
+  local count, names, size = {}, {}, 0
+  for pair in query:gmatch("[^&]+") do
+    local name = decode(pair:match("^[^=]*"))
+    count[name] = (count[name] or 0) + 1
+    if count[name] == 2 then
+      local segments = {}
+      for segment in (name .. "."):gmatch("([^.]*)%.") do
+        segments[#segments + 1] = encode(segment)
+      end
+      local named = table.concat(segments, ".")
+      if size + #named + 1 <= MAX_HEADER then
+        size = size + #named + 1
+        names[#names + 1] = named
+      end
+    end
+  end
+  if #names == 0 then
+    return nil
+  end
+  return table.concat(names, ",")
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   headers:remove(HEADER)
+  headers:remove(REPEATS)
+  local repeats = repeated_params(headers:get(":path"))
+  if repeats then
+    headers:add(REPEATS, repeats)
+  end
   local method = headers:get(":method")
   if method == "OPTIONS" and headers:get("origin") and headers:get("access-control-request-method") then
     -- The CORS filter before this one answers preflights from allowed origins; any other

@@ -220,8 +220,8 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
     db = Database(settings.database_url)
     box = Inbox(db, webhook_handlers(build_provider(settings), db), livemode=live_key(settings))
 
-    def replay_one(event_id: str) -> console_inbox.Outcome:
-        outcome = box.replay(event_id)
+    def replay_one(event_id: str, seen: str | None) -> console_inbox.Outcome:
+        outcome = box.replay(event_id, seen=seen)
         return console_inbox.Outcome(outcome.status, list(outcome.changes), outcome.error)
 
     return console_pages.create(settings.operator_key, db, replay_one), db.dispose

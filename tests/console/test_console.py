@@ -636,3 +636,56 @@ def test_resend_from_two_tabs_sends_the_message_again_once(
     finally:
         deliverer.close()
         server.close()
+
+
+def test_replay_from_a_stale_tab_is_refused_and_replays_nothing(
+    world: ConsoleWorld, page: Any, context: Any
+) -> None:
+    """The events page open in two tabs on a failed event; the inbox tries it once more
+    meanwhile (it stays failed, one more attempt). Replay in the second tab (its page shows the
+    event as it was) is refused with 409 EVENT_CHANGED and does nothing: no replay, no attempt
+    counted. Reloaded, the tab replays it once."""
+    from tollbooth.webhooks import repository as inbox_events
+
+    db = world.stack.deps.db
+    ident = f"evt_two_tabs_{uuid.uuid4().hex[:8]}"
+    body = {"id": ident, "type": "test.two_tabs", "data": {"object": {"id": "x"}}}
+    with db.transaction() as s:
+        s.add(
+            StripeEvent(
+                event_id=ident,
+                type="test.two_tabs",
+                payload=json.dumps(body).encode(),
+                status="failed",
+                attempts=3,
+                last_error="RuntimeError: down",
+                next_attempt_at=None,
+            )
+        )
+    try:
+        _sign_in(world, page)
+        page.wait_for_url(_url(world, "/accounts"))
+        other = context.new_page()
+        for tab in (page, other):
+            tab.goto(_url(world, "/events?status=failed"))
+            assert tab.locator(f"#event-{ident} td.attempts").inner_text() == "3"
+        with db.transaction() as s:  # the inbox's retry, as its worker records one
+            inbox_events.mark_failed(s, ident, "RuntimeError: still down", None)
+        assert _event(world, ident) == ("failed", 4, "RuntimeError: still down")
+
+        with other.expect_navigation() as nav:
+            other.locator(f"#event-{ident} button.replay").click()
+        assert nav.value is not None and nav.value.status == 409
+        assert "EVENT_CHANGED" in other.inner_text("body")
+        assert _event(world, ident) == ("failed", 4, "RuntimeError: still down")
+        other.screenshot(path=str(ARTIFACTS / "console-events-stale.png"), full_page=True)
+
+        other.goto(_url(world, "/events?status=failed"))
+        assert other.locator(f"#event-{ident} td.attempts").inner_text() == "4"
+        other.locator(f"#event-{ident} button.replay").click()
+        other.wait_for_url(_url(world, "/events"))
+        assert other.inner_text("#flash").startswith(f"Replayed {ident}: ignored:")
+        assert _status(world, ident) == "ignored"
+    finally:
+        with db.transaction() as s:
+            s.query(StripeEvent).filter_by(event_id=ident).delete()

@@ -167,3 +167,66 @@ def test_a_resend_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
     with db.transaction(readonly=True) as session:
         row = session.query(NotificationDelivery).filter_by(endpoint_id=endpoint.id).one()
         assert (row.state, row.updated_at) == after_first
+
+
+def test_a_replay_from_a_stale_page_is_refused_and_changes_nothing(db: Database) -> None:
+    """The console's Replay carries the event's version as its page showed it: the first replay
+    from that page goes through (here it fails again: one more attempt), the same form again (a
+    second tab, still showing `failed`) is refused with EVENT_CHANGED and neither applies the
+    event again nor counts another attempt. Without a version (`webhooks replay`) it replays."""
+    import json
+
+    import pytest
+
+    from tollbooth import errors
+    from tollbooth.console import inbox
+    from tollbooth.db.models import StripeEvent
+    from tollbooth.webhooks.dispatch import Handler, Registry
+    from tollbooth.webhooks.service import Inbox, store
+
+    calls: list[str] = []
+
+    def apply(session: object, event_id: str, obj: object, facts: object) -> list[str]:
+        calls.append(event_id)
+        if len(calls) == 1:
+            raise RuntimeError("the provider is down")
+        return ["done"]
+
+    registry = Registry()
+    registry.register("test.thing", Handler(read=lambda obj: None, apply=apply))
+    box = Inbox(db, registry)
+    body = {"id": "evt_stale_tab", "type": "test.thing", "data": {"object": {"id": "x"}}}
+    with db.transaction() as session:
+        store(session, json.dumps(body).encode())
+        row = session.get(StripeEvent, "evt_stale_tab")
+        assert row is not None
+        row.status, row.attempts, row.next_attempt_at = "failed", 12, None
+    with db.transaction(readonly=True) as session:
+        shown = next(e for e in inbox.events(session, "failed") if e.event_id == "evt_stale_tab")
+    assert shown.version
+
+    first = box.replay("evt_stale_tab", seen=shown.version)
+    assert (first.status, calls) == ("failed", ["evt_stale_tab"])
+
+    def state() -> tuple[str, int, str | None]:
+        with db.transaction(readonly=True) as session:
+            row = session.get(StripeEvent, "evt_stale_tab")
+            assert row is not None
+            return row.status, row.attempts, row.last_error
+
+    after_first = state()
+    assert after_first[:2] == ("failed", 1)
+    with pytest.raises(errors.DomainError) as refused:
+        box.replay("evt_stale_tab", seen=shown.version)
+    assert refused.value.reason == "EVENT_CHANGED"
+    assert refused.value.kind is errors.Kind.FAILED_PRECONDITION
+    assert calls == ["evt_stale_tab"]
+    assert state() == after_first
+    # A page shown now carries the new version: that replay goes through, once.
+    with db.transaction(readonly=True) as session:
+        fresh = next(e for e in inbox.events(session, "failed") if e.event_id == "evt_stale_tab")
+    assert box.replay("evt_stale_tab", seen=fresh.version).status == "applied"
+    assert len(calls) == 2
+    # The command line's replay names no version: it replays whatever the status.
+    assert box.replay("evt_stale_tab").status == "applied"
+    assert len(calls) == 3

@@ -199,3 +199,38 @@ def test_a_key_with_an_escape_json_does_not_have_is_still_refused(stack):  # typ
         resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
         assert resp.status == 400, resp.body
         assert resp.reason == "MALFORMED_REQUEST", resp.body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        (
+            "GET",
+            "/mgt/v1/accounts/acct_q/credits/availability?type=api&required=1&required=1000",
+            "required",
+        ),
+        ("GET", "/mgt/v1/accounts/acct_q/credits/availability?required=1&type=api&type=od", "type"),
+        ("PATCH", "/mgt/v1/catalog/products/prod_q?request_id=a&request_id=b", "request_id"),
+    ],
+    ids=["required", "type", "request_id"],
+)
+def test_a_query_parameter_given_twice_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, method, path, field
+):
+    # Envoy's transcoder would keep the last one silently (`required=1000`, not 1).
+    body = {"name": "Q"} if method == "PATCH" else None
+    resp = stack.request(method, path, body, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "more than once" in resp.json()["message"]
+
+
+def test_query_parameters_given_once_pass_the_gateway(stack):  # type: ignore[no-untyped-def]
+    """The same request with each parameter once is not refused for its query (an unknown
+    account is its own answer), and a client cannot refuse it by sending the header itself."""
+    path = "/mgt/v1/accounts/acct_q/credits/availability?type=api&required=1"
+    headers = {**SERVICE, "x-billing-query-repeats": "required"}
+    resp = stack.request("GET", path, None, headers)
+    assert resp.reason != "MALFORMED_REQUEST", resp.body
+    assert resp.status == stack.request("GET", path, None, SERVICE).status

@@ -62,6 +62,28 @@ def test_negative_ttl_is_invalid(channel):  # type: ignore[no-untyped-def]
     assert invalid(channel, principal_id="p1", session_ttl_seconds=-5) == "INVALID_ARGUMENT"
 
 
+@pytest.mark.parametrize("spelling", ["session_ttl_seconds", "session_ttl_sec"])
+def test_a_negative_ttl_names_the_field_the_caller_sent(channel, spelling):  # type: ignore[no-untyped-def]
+    """The deprecated `session_ttl_sec` (seed 000's) is refused under its own name, not the
+    new spelling the caller never sent."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    with pytest.raises(grpc.RpcError) as exc:
+        issue(channel, principal_id="p1", **{spelling: -5})
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(exc.value)
+    assert status is not None
+    infos = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            infos.append(info)
+    assert [i.metadata["field"] for i in infos] == [spelling]
+    assert exc.value.details().startswith(f"{spelling} must not be negative")
+
+
 @pytest.mark.parametrize("principal", ["acct_0123", "has space", "x" * 201, "/etc/passwd"])
 def test_bad_principal_is_invalid_and_creates_nothing(channel, db, principal):  # type: ignore[no-untyped-def]
     assert invalid(channel, principal_id=principal) == "INVALID_ARGUMENT"

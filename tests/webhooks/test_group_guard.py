@@ -199,3 +199,36 @@ def test_two_sessions_paid_before_either_is_fulfilled_on_two_servers_keep_one_pl
     with world.deps.db.transaction(readonly=True) as session:
         statuses = {e.status for e in session.scalars(select(StripeEvent))}
     assert statuses == {"applied"}
+
+
+@pytest.mark.postgres
+def test_the_canceled_plan_is_never_announced_as_created(pg_world: World):  # type: ignore[no-untyped-def]
+    """The guard cancels the later plan at its fulfilment, which records it for the first time:
+    receivers are told it was canceled (`subscription.canceled`, `checkout.conflict_canceled`),
+    never that it was created; the kept plan was announced once."""
+    world = pg_world
+    world.price("pro", grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "pro").session.stripe_checkout_session_id
+    later = second_open_session(world, first)
+    world.pay(first)
+    assert signed_send(world, completed(world, first)) == 200
+    world.pay(later)
+    assert signed_send(world, completed(world, later)) == 200
+    later_sub = str(world.stripe.v1.checkout.sessions.retrieve(later).subscription)
+    first_sub = str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)
+    assert_canceled_and_refunded(world, later_sub)
+    with world.deps.db.transaction(readonly=True) as session:
+        sent = [
+            (n.type, n.payload.get("stripe_subscription_id"))
+            for n in session.scalars(
+                select(NotificationOutbox)
+                .where(
+                    NotificationOutbox.billing_account_id == account,
+                    NotificationOutbox.type.like("subscription.%"),
+                )
+                .order_by(NotificationOutbox.created_at, NotificationOutbox.id)
+            )
+        ]
+    assert [t for t, sub in sent if sub == later_sub] == ["subscription.canceled"]
+    assert [t for t, sub in sent if sub == first_sub] == ["subscription.created"]

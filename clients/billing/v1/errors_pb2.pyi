@@ -155,6 +155,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The operator console's Resend came from a page that showed the delivery as it was before
     another resend or attempt (a second tab): nothing is resent (FAILED_PRECONDITION, 409).
     """
+    ERROR_REASON_EVENT_CHANGED: _ErrorReason.ValueType  # 165
+    """The operator console's Replay came from a page that showed the Stripe event as it was
+    before another replay or attempt (a second tab): nothing is replayed (FAILED_PRECONDITION,
+    409).
+    """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
     """Limits.
     The caller made too many calls of this class in the current window, or holds too many
@@ -331,6 +336,11 @@ ERROR_REASON_NOTIFICATION_NOT_QUEUED: ErrorReason.ValueType  # 163
 ERROR_REASON_NOTIFICATION_CHANGED: ErrorReason.ValueType  # 164
 """The operator console's Resend came from a page that showed the delivery as it was before
 another resend or attempt (a second tab): nothing is resent (FAILED_PRECONDITION, 409).
+"""
+ERROR_REASON_EVENT_CHANGED: ErrorReason.ValueType  # 165
+"""The operator console's Replay came from a page that showed the Stripe event as it was
+before another replay or attempt (a second tab): nothing is replayed (FAILED_PRECONDITION,
+409).
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 """Limits.

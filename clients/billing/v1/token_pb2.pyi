@@ -49,9 +49,9 @@ class IssueTokenRequest(_message.Message):
     name: _builtins.str
     """Optional display name for the provider customer."""
     request_id: _builtins.str
-    """Idempotency key. Optional here, unlike every other mutating RPC: issuing is
-    naturally idempotent (the mapping never changes; a new token each call), and
-    seed 000's request shape sends none.
+    """Idempotency key. Optional here, as in the other RPCs whose seed request shapes
+    send none (README, Idempotency), and ignored when sent: issuing is naturally
+    idempotent (the mapping never changes; a new token each call).
     """
     @_builtins.property
     @_deprecated("""This field has been marked as deprecated using proto field options.""")

@@ -120,7 +120,8 @@ def _yielded(
     """The checkout's subscription was canceled and refunded by the guard: nothing granted."""
     row.fulfilled_at = now
     row.stripe_subscription_id = canceled.subscription
-    sync_subscription(ctx, canceled.subscription)
+    # Never the account's plan: recorded (canceled) without a `subscription.created`.
+    sync_subscription(ctx, canceled.subscription, announce=False)
     outbox.enqueue(
         ctx.session,
         "checkout.conflict_canceled",

@@ -4,7 +4,8 @@ Everything the console reads or does about stored events and notifications goes 
 module. An event's `status` is the inbox's own (`tollbooth.webhooks.service`): `applied`,
 `ignored` (with the reason), `failed` (attempts, last error, next automatic attempt) or
 `pending` (stored, not applied yet). A replay is `Inbox.replay`, handed in by the assembly as
-a callable. Deliveries and their attempts are read, and a message resent, through
+a callable; the page's Replay form carries the event's version, checked there under the
+event's row lock. Deliveries and their attempts are read, and a message resent, through
 `tollbooth.notifications.messages` (the functions the RPCs and `notifications resend` use).
 """
 
@@ -29,6 +30,7 @@ from tollbooth.db.models import (
 )
 from tollbooth.notifications import endpoints as notification_endpoints
 from tollbooth.notifications import envelope, messages
+from tollbooth.webhooks.repository import event_version
 
 STATUSES = ("failed", "pending", "applied", "ignored")
 REPLAYABLE = ("failed", "pending")
@@ -48,6 +50,7 @@ class Event:
     received_at: dt.datetime
     processed_at: dt.datetime | None
     object_id: str
+    version: str = ""  # what a Replay form carries back: the event as this page showed it
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class Outcome:
     error: str | None = None
 
 
-# Replays one stored event by id (the assembly binds the inbox).
-Replayer = Callable[[str], Outcome]
+# Replays one stored event by id (the assembly binds the inbox), given the version of it the
+# operator's page showed (None: no check); DomainError EVENT_CHANGED when it changed since.
+Replayer = Callable[[str, str | None], Outcome]
 
 
 def _object_id(payload: bytes) -> str:
@@ -90,6 +94,7 @@ def events(session: Session, status: str) -> list[Event]:
             received_at=row.received_at,
             processed_at=row.processed_at,
             object_id=_object_id(bytes(row.payload)),
+            version=event_version(row),
         )
         for row in rows
     ]

@@ -213,8 +213,12 @@ def create(
             return refuse(request, 404, "NOT_FOUND", "no such event")
         if not inbox.replayable(status):
             return refuse(request, 409, "EVENT_NOT_REPLAYABLE", f"the event is {status}")
+        seen = fields.get("seen")  # the page's version of the event (absent: no check)
         # No transaction is open here: the inbox opens its own (none across the provider).
-        outcome = await run_in_threadpool(replayer, event_id)
+        try:
+            outcome = await run_in_threadpool(replayer, event_id, seen)
+        except errors.DomainError as exc:
+            return refuse(request, STATUS_OF_KIND.get(exc.kind, 400), exc.reason, exc.message)
         log.info(
             "console replay",
             extra={"event": "replay", "stripe_event": event_id, "status": outcome.status},

@@ -160,6 +160,8 @@ def _unary_request(
         for key, value in context.invocation_metadata() or ():
             if key == json_fields.HEADER:
                 json_fields.check(method, str(value))
+            elif key == json_fields.QUERY_REPEATS:
+                json_fields.check_query(method, str(value))
         return behavior(request, context)
 
     return handle

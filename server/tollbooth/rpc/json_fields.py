@@ -18,6 +18,13 @@ MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template
 decides. The transcoder itself refuses the proto spelling (`product_id`) with that reason but
 lets the lowerCamel one through (the URL's value wins); here both are refused the same way.
 Every binding with a body is the primary one of its RPC, so the check needs no route.
+
+MALFORMED_REQUEST: a query parameter given twice (`?required=1&required=1000`), which the
+transcoder would keep the last of silently. The Lua filter names every parameter given more
+than once in the `x-billing-query-repeats` header; a name that resolves to a repeated field of
+the request message (a list, which a query gives one value at a time) may repeat, any other is
+refused naming it. A name that resolves to nothing is the transcoder's to refuse (it rejects
+unknown query parameters before the server is called).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from tollbooth import errors
 
 HEADER = "x-billing-json-fields"
+QUERY_REPEATS = "x-billing-query-repeats"
 
 
 Binding = tuple[Descriptor, frozenset[tuple[str, ...]]]
@@ -143,3 +151,33 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _repeatable(desc: Descriptor, path: str) -> bool:
+    """Whether the query parameter `path` (dotted, each segment percent-encoded) names a
+    repeated field, or nothing of `desc` at all (left to the transcoder)."""
+    current: Descriptor | None = desc
+    field: FieldDescriptor | None = None
+    for part in path.split("."):
+        if current is None:
+            return True
+        field = _field(current, unquote(part))
+        if field is None:
+            return True
+        current = field.message_type
+    return field is not None and field.is_repeated
+
+
+def check_query(method: MethodDescriptor, header: str | None) -> None:
+    """Refuse the first query parameter given more than once whose field is not repeated
+    (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
+    if not header:
+        return
+    for path in header.split(","):
+        if path and not _repeatable(method.input_type, path):
+            name = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"the query gives {errors.shown(name)} more than once; it takes one value",
+                reason="MALFORMED_REQUEST",
+                field=name,
+            )

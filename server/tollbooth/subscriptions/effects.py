@@ -140,9 +140,11 @@ def _recorded_items(session: Session, truth: dict[str, Any]) -> list[dict[str, A
     return out
 
 
-def sync_subscription(ctx: Context, stripe_subscription_id: str) -> Subscription | None:
-    """Bring our row in line with the provider's object read for this event; None when the
-    subscription is not ours or the provider does not know it (nothing is written)."""
+def sync_subscription(
+    ctx: Context, stripe_subscription_id: str, announce: bool = True
+) -> Subscription | None:
+    """Our row brought in line with the provider's object read for this event (None: not ours
+    or unknown there, nothing written). `announce` False: a new row is no `subscription.created`."""
     session = ctx.session
     truth = ctx.facts.subscription(stripe_subscription_id)
     existing = repository.subscription_by_stripe_id(session, stripe_subscription_id, owner=None)
@@ -166,12 +168,12 @@ def sync_subscription(ctx: Context, stripe_subscription_id: str) -> Subscription
         return row
     if not created and row.synced_at is not None and row.synced_at > ctx.facts.read_at:
         return row  # a newer read was written already
-    _write_subscription(ctx, row, truth, created)
+    _write_subscription(ctx, row, truth, created, announce)
     return row
 
 
 def _write_subscription(
-    ctx: Context, row: Subscription, truth: dict[str, Any], created: bool
+    ctx: Context, row: Subscription, truth: dict[str, Any], created: bool, announce: bool
 ) -> None:
     status = str(truth.get("status") or "incomplete")
     if row.state in repository.TERMINAL_STATES and status not in repository.TERMINAL_STATES:
@@ -216,7 +218,7 @@ def _write_subscription(
     payload = _subscription_payload(row)
     account = row.billing_account_id
     sub = row.stripe_subscription_id
-    if created:
+    if created and announce:
         outbox.enqueue(
             ctx.session, "subscription.created", account, payload, f"subscription.created:{sub}"
         )

@@ -46,11 +46,12 @@ def resolve_scopes(requested: list[str]) -> list[str]:
     return [s for s in SCOPES if s in set(requested)]
 
 
-def resolve_ttl(requested: int, default: int, maximum: int) -> int:
+def resolve_ttl(
+    requested: int, default: int, maximum: int, field: str = "session_ttl_seconds"
+) -> int:
+    """`field` is the spelling the caller sent (the deprecated `session_ttl_sec` too)."""
     if requested < 0:
-        raise errors.invalid(
-            "session_ttl_seconds must not be negative", field="session_ttl_seconds"
-        )
+        raise errors.invalid(f"{field} must not be negative", field=field)
     if requested == 0:
         return default
     return min(requested, maximum)
@@ -68,12 +69,13 @@ class TokenRequest:
     ttl_max: int
     email: str = ""
     name: str = ""
+    ttl_field: str = "session_ttl_seconds"  # the spelling ttl_sec came in
 
 
 def _checked(req: TokenRequest) -> tuple[list[str], int]:
     """The request's checks after the principal's: the scopes granted and the lifetime."""
     granted = resolve_scopes(list(req.scopes))
-    ttl = resolve_ttl(req.ttl_sec, req.ttl_default, req.ttl_max)
+    ttl = resolve_ttl(req.ttl_sec, req.ttl_default, req.ttl_max, req.ttl_field)
     if len(req.user_id) > 200:
         raise errors.invalid("user_id is longer than 200 characters", field="user_id")
     if len(req.email) > 320 or len(req.name) > 200:

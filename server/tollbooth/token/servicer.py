@@ -27,6 +27,7 @@ class TokenServicer(Servicer, token_pb2_grpc.TokenServiceServicer):
             ttl_max=s.token_ttl_max,
             email=request.email,
             name=request.name,
+            ttl_field="session_ttl_seconds" if request.session_ttl_seconds else "session_ttl_sec",
         )
         issued: IssuedToken | None
         # A known principal whose account needs no write: one read, nothing to commit. On

@@ -78,6 +78,13 @@ def lock_event(session: Session, event_id: str) -> StripeEvent | None:
     ).first()
 
 
+def event_version(row: StripeEvent) -> str:
+    """Changes whenever the event does: a replay (attempts 0, a new lease), an attempt (one
+    more, a new next attempt), an outcome (the status). What a console Replay form carries."""
+    when = row.next_attempt_at.isoformat() if row.next_attempt_at else "-"
+    return f"{row.status}:{row.attempts}:{when}"
+
+
 def read_event(session: Session, event_id: str) -> StripeEvent | None:
     return session.get(StripeEvent, event_id)
 

@@ -256,15 +256,27 @@ class Inbox:
             log.info("event %s is still being applied; answered as stored", event.event_id)
             return event, not inserted, Outcome("pending")
 
-    def replay(self, event_id: str) -> Outcome:
+    def replay(self, event_id: str, *, seen: str | None = None) -> Outcome:
         """Apply one stored event again, whatever its status (operators).
 
         Harmless when it was applied already: every effect is guarded by its natural key and
-        subscriptions are re-read from the provider."""
+        subscriptions are re-read from the provider. `seen` is the event's version
+        (`repository.event_version`) on the console page the operator clicked: when the event
+        has changed since (replayed from another tab, retried meanwhile), nothing is done and
+        DomainError EVENT_CHANGED is raised, so two tabs never replay one event twice. It is
+        checked under the event's row lock, which a concurrent replay holds until its reset
+        is committed."""
         with self.db.transaction() as session:
             locked = repository.lock_event(session, event_id)
             if locked is None:
                 return Outcome("missing")
+            if seen is not None and repository.event_version(locked) != seen:
+                raise errors.failed_precondition(
+                    "EVENT_CHANGED",
+                    f"the event is {locked.status} and changed since this page was shown "
+                    "(replayed from another tab or retried meanwhile): reload the page to "
+                    "replay it",
+                )
             locked.status = "pending"
             locked.attempts = 0
             locked.next_attempt_at = utcnow() + dt.timedelta(seconds=LEASE_SEC)

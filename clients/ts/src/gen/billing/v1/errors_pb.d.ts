@@ -406,6 +406,15 @@ export enum ErrorReason {
   NOTIFICATION_CHANGED = 164,
 
   /**
+   * The operator console's Replay came from a page that showed the Stripe event as it was
+   * before another replay or attempt (a second tab): nothing is replayed (FAILED_PRECONDITION,
+   * 409).
+   *
+   * @generated from enum value: ERROR_REASON_EVENT_CHANGED = 165;
+   */
+  EVENT_CHANGED = 165,
+
+  /**
    * Limits.
    * The caller made too many calls of this class in the current window, or holds too many
    * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the

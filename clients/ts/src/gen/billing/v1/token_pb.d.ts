@@ -61,9 +61,9 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   name: string;
 
   /**
-   * Idempotency key. Optional here, unlike every other mutating RPC: issuing is
-   * naturally idempotent (the mapping never changes; a new token each call), and
-   * seed 000's request shape sends none.
+   * Idempotency key. Optional here, as in the other RPCs whose seed request shapes
+   * send none (README, Idempotency), and ignored when sent: issuing is naturally
+   * idempotent (the mapping never changes; a new token each call).
    *
    * @generated from field: string request_id = 7;
    */

@@ -11,15 +11,12 @@ for one change:
 - outbound notifications carry dedupe keys (`subscription.created:{sub}` and so on).
 
 Order safety: a subscription's state is never taken from the event, only from the provider's
-object read for it. Under our row's lock a read is written only if it began no earlier than
-the read already written (`synced_at`), so an older read that arrives late never overwrites a
-newer one. `canceled` and `incomplete_expired` are terminal: nothing ever moves a
-subscription out of them.
+object read for it. Under our row's lock a read is written only if it began no earlier than the
+one already written (`synced_at`): an older read arriving late never overwrites a newer one.
+`canceled` and `incomplete_expired` are terminal: nothing ever moves a subscription out of them.
 
-Events about objects this service did not create (a customer that is not one of our
-accounts), or that the provider does not know, are ignored: no row is ever written from the
-event body alone.
-"""
+Events about objects we did not create (a customer not one of our accounts), or that the
+provider does not know, are ignored: no row is ever written from the event body alone."""
 
 from __future__ import annotations
 

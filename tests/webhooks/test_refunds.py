@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,30 @@ def bought(world: World) -> tuple[str, str]:
     )
     invoice = world.stripe.v1.invoices.retrieve(str(sub.latest_invoice))
     return account, str(invoice.payments.data[0].payment.payment_intent)
+
+
+def renewed(world: World) -> tuple[str, Any]:
+    """A `pro` plan granting 100 on purchase and on every renewal, bought, paid and fulfilled,
+    then renewed (31 days on, paid at the provider; its invoice.paid not yet sent to us):
+    (account, the renewal's invoice)."""
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    world.price("pro", grants=every)
+    token, account = world.token()
+    stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
+    assert signed_send(world, body) == 200
+    sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    world.advance(31)  # the renewal, paid
+    renewal = world.stripe.v1.invoices.retrieve(
+        str(world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    )
+    assert renewal.billing_reason == "subscription_cycle"
+    return account, renewal
 
 
 def refunded_event(world: World, intent: str) -> dict:  # type: ignore[type-arg]
@@ -156,23 +181,7 @@ def test_a_plans_grant_expiry_counts_from_the_billing_period_not_from_processing
 
 
 def test_a_full_refund_of_a_renewal_voids_what_remains_of_that_renewal_s_grants(quiet: World):
-    every = [
-        catalog_pb2.CreditGrantSpec(
-            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
-        )
-    ]
-    quiet.price("pro", grants=every)
-    token, account = quiet.token()
-    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
-    quiet.pay(stripe_id)
-    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
-    assert signed_send(quiet, body) == 200
-    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
-    quiet.advance(31)  # the renewal, paid
-    renewal = quiet.stripe.v1.invoices.retrieve(
-        str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
-    )
-    assert renewal.billing_reason == "subscription_cycle"
+    account, renewal = renewed(quiet)
     paid = events_of(quiet, "invoice.paid", str(renewal.id))[-1]
     assert signed_send(quiet, json.dumps(paid).encode()) == 200
     assert quiet.balance(account, "api_calls") == "200"
@@ -372,20 +381,8 @@ def test_a_renewal_whose_invoice_read_fails_is_retried_granted_once_and_refundab
     refund still voids the renewal's grants."""
     world = start_world(database_url, tmp_path, deliver=False, STRIPE_MAX_NETWORK_RETRIES="0")
     try:
-        every = [
-            catalog_pb2.CreditGrantSpec(
-                credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
-            )
-        ]
-        world.price("pro", grants=every)
-        token, account = world.token()
-        stripe_id = world.buy(token, "pro").session.stripe_checkout_session_id
-        world.pay(stripe_id)
-        body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
-        assert signed_send(world, body) == 200
-        sub_id = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
-        world.advance(31)
-        renewal = str(world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+        account, invoice = renewed(world)
+        renewal = str(invoice.id)
         paid = json.dumps(events_of(world, "invoice.paid", renewal)[-1]).encode()
         world.sandbox.stalls.add("GET", f"/v1/invoices/{renewal}", seconds=0, status=503)
         assert signed_send(world, paid) == 200  # stored; its application is retried
@@ -427,22 +424,7 @@ def test_a_renewal_refunded_before_its_invoice_paid_is_applied_grants_nothing_th
 ):
     """charge.refunded for a renewal's payment delivered before that renewal's invoice.paid:
     the renewal, when applied, voids its grant at once; redeliveries change nothing."""
-    every = [
-        catalog_pb2.CreditGrantSpec(
-            credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
-        )
-    ]
-    quiet.price("pro", grants=every)
-    token, account = quiet.token()
-    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
-    quiet.pay(stripe_id)
-    body = json.dumps(events_of(quiet, "checkout.session.completed", stripe_id)[0]).encode()
-    assert signed_send(quiet, body) == 200
-    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
-    quiet.advance(31)
-    renewal = quiet.stripe.v1.invoices.retrieve(
-        str(quiet.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
-    )
+    account, renewal = renewed(quiet)
     intent = str(renewal.payments.data[0].payment.payment_intent)
     quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
     refunded = refunded_event(quiet, intent)

@@ -57,7 +57,9 @@ def _reason(body: dict) -> str | None:
     return None
 
 
-def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _start_run(tmp_path, processes: int) -> tuple[subprocess.Popen[str], int]:  # type: ignore[no-untyped-def]
+    """`tollbooth run` on SQLite with free loopback ports, in its own process group (cleanup
+    reaches every child), its output piped: (the process, Envoy's REST port)."""
     rest = free_port()
     env = {
         **os.environ,
@@ -69,7 +71,7 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         "BILLING_RUN_DIR": str(tmp_path / "run"),
         "BILLING_SANDBOX_PORT": str(free_port()),
         "BILLING_DATA_DIR": str(tmp_path),
-        "BILLING_GRPC_PROCESSES": "2",
+        "BILLING_GRPC_PROCESSES": str(processes),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollbooth.cli", "run"],
@@ -77,8 +79,13 @@ def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # its own process group: cleanup reaches every child
+        start_new_session=True,
     )
+    return proc, rest
+
+
+def test_run_serves_restarts_a_killed_server_and_stops_all_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc, rest = _start_run(tmp_path, processes=2)
     children: list[int] = []
     try:
         lines = []
@@ -214,27 +221,7 @@ def test_run_restarts_a_killed_sidecar_and_notification_deliverer(tmp_path) -> N
     from tests.conftest import WEBHOOK_SECRET
     from tollbooth.webhooks.signature import header
 
-    rest = free_port()
-    env = {
-        **os.environ,
-        **make_env(f"sqlite:///{tmp_path / 'billing.db'}"),
-        "BILLING_GRPC_PORT": str(free_port()),
-        "BILLING_REST_PORT": str(rest),
-        "BILLING_SIDECAR_PORT": str(free_port()),
-        "BILLING_ENVOY_ADMIN_PORT": str(free_port()),
-        "BILLING_RUN_DIR": str(tmp_path / "run"),
-        "BILLING_SANDBOX_PORT": str(free_port()),
-        "BILLING_DATA_DIR": str(tmp_path),
-        "BILLING_GRPC_PROCESSES": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tollbooth.cli", "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc, rest = _start_run(tmp_path, processes=1)
     children: list[int] = []
     lines: list[str] = []
     ready = threading.Event()

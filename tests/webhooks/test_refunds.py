@@ -205,9 +205,10 @@ def test_a_full_refund_of_a_renewal_voids_what_remains_of_that_renewal_s_grants(
     assert quiet.balance(account, "api_calls") == "70"
 
 
-def _lifetime(world: World) -> tuple[str, str, str]:
+def _lifetime_paid(world: World) -> tuple[str, str, str]:
     """A one-time `lifetime` price granting feature `lifetime-sso` and 50 credits, bought and
-    fulfilled: (account, bearer token, the PaymentIntent that paid it)."""
+    paid at the provider, its checkout.session.completed not yet sent to us: (account, bearer
+    token, the checkout session's provider id)."""
     world.price(
         "lifetime",
         recurring=False,
@@ -220,6 +221,12 @@ def _lifetime(world: World) -> tuple[str, str, str]:
     token, account = world.token()
     stripe_id = world.buy(token, "lifetime").session.stripe_checkout_session_id
     world.pay(stripe_id)
+    return account, token, stripe_id
+
+
+def _lifetime(world: World) -> tuple[str, str, str]:
+    """`_lifetime_paid`, fulfilled: (account, bearer token, the PaymentIntent that paid it)."""
+    account, token, stripe_id = _lifetime_paid(world)
     body = json.dumps(events_of(world, "checkout.session.completed", stripe_id)[0]).encode()
     assert signed_send(world, body) == 200
     intent = str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
@@ -323,18 +330,7 @@ def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_
 ):
     """Delivery order is not guaranteed: the full refund's charge.refunded may be applied
     before checkout.session.completed. The purchase, when it is fulfilled, is refunded then."""
-    quiet.price(
-        "lifetime",
-        recurring=False,
-        amount=4900,
-        grants=[
-            catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="50", on_purchase=True)
-        ],
-        entitlements=[catalog_pb2.Entitlement(feature="lifetime-sso")],
-    )
-    token, account = quiet.token()
-    stripe_id = quiet.buy(token, "lifetime").session.stripe_checkout_session_id
-    quiet.pay(stripe_id)
+    account, token, stripe_id = _lifetime_paid(quiet)
     intent = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).payment_intent)
     quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
     refunded = refunded_event(quiet, intent)

@@ -69,7 +69,8 @@ third-party: setup
 	@for f in $(GOOGLE_PROTOS); do mkdir -p protos/third_party/$$(dirname $$f); \
 	  cp -f $(SITE)/$$f protos/third_party/$$f; done
 
-## Regenerate the Python package clients/billing/v1 and Envoy's descriptor set.
+## Regenerate the Python package clients/billing/v1 and Envoy's descriptor set. The descriptor
+## set also holds protos/gateway (the health check's REST binding), which nothing generates.
 proto: setup third-party
 	$(MAKE) --no-print-directory gen-into OUT=.
 
@@ -84,7 +85,8 @@ gen-into:
 	cd protos && ../$(BIN)/buf build -o $(abspath $(OUT))/gateway/billing.binpb
 	PYTHONPATH=server:clients $(PY) -m tollbooth.openapi $(OUT)/gateway/billing.binpb $(OUT)/gateway/openapi.json
 	rm -rf $(OUT)/clients/ts/src/gen
-	$(BIN)/buf generate $(abspath $(OUT))/gateway/billing.binpb --template clients/ts/buf.gen.yaml -o $(OUT)
+	$(BIN)/buf generate $(abspath $(OUT))/gateway/billing.binpb --template clients/ts/buf.gen.yaml -o $(OUT) \
+	  --exclude-path grpc
 
 ## Fails when the committed generated code or descriptor set is stale.
 proto-check: setup third-party

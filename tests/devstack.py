@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1.health import HealthServicer
 from sqlalchemy import create_engine, text
 
 from tollbooth.app import Deps, build_server
@@ -197,6 +198,8 @@ class Stack:
     rest_url: str
     grpc_port: int
     tmp: Path
+    server: grpc.Server | None = None
+    health: HealthServicer | None = None  # the server's grpc.health.v1 servicer
     _stops: list = field(default_factory=list)
 
     def request(
@@ -239,9 +242,9 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
             }
         )
         deps = Deps.build(settings, Database(database_url))
-        server, grpc_port, _ = build_server(deps, "127.0.0.1:0")
+        server, grpc_port, health = build_server(deps, "127.0.0.1:0")
         server.start()
-    stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp)
+    stack = Stack(settings, deps, f"http://127.0.0.1:{rest}", grpc_port, tmp, server, health)
 
     def stop_server() -> None:
         server.stop(grace=None).wait()

@@ -1,5 +1,5 @@
 """Observability of `run`: each process's metrics endpoint on loopback shows the RPCs just
-made, and /healthz and /readyz answer JSON through Envoy."""
+made, and /healthz, /readyz and /v1/health answer JSON through Envoy."""
 
 from __future__ import annotations
 
@@ -109,6 +109,8 @@ def test_metrics_show_the_rpcs_just_made_and_health_answers_through_envoy(tmp_pa
             200,
             {"ready": True, "database": "ok", "grpc": "serving"},
         )
+        status, text = _get(f"http://127.0.0.1:{rest}/v1/health")  # the billing server's own
+        assert (status, json.loads(text)) == (200, {"status": "SERVING"})
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -362,7 +362,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "grpc": [f"{host}:{p}" for p in settings.grpc_ports],
             "rest": f"{rest}/api/v1 and {rest}/mgt/v1",
             "webhooks": f"{rest}/v1/billing/webhooks",
-            "health": f"{rest}/healthz and {rest}/readyz",
+            "health": f"{rest}/healthz, {rest}/readyz and {rest}/v1/health",
             "console": f"{rest}/console/",
             "sidecar": f"http://127.0.0.1:{settings.sidecar_port}",
             "envoy_admin": f"http://127.0.0.1:{settings.envoy_admin_port}",

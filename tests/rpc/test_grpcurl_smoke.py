@@ -54,6 +54,15 @@ def test_health_is_serving(grpc_port):  # type: ignore[no-untyped-def]
     assert json.loads(out.stdout)["status"] == "SERVING"
 
 
+def test_reflection_describes_health_from_grpcio_not_the_gateway_copy(grpc_port):  # type: ignore[no-untyped-def]
+    """The descriptor set also holds protos/gateway's restatement of grpc.health.v1 (for
+    Envoy's GET /v1/health); reflection still answers with the file the server serves."""
+    out = run("-plaintext", f"127.0.0.1:{grpc_port}", "describe", "grpc.health.v1.Health")
+    assert out.returncode == 0, out.stderr
+    assert "rpc Check" in out.stdout
+    assert "/v1/health" not in out.stdout and "google.api.http" not in out.stdout
+
+
 def test_issue_token_through_grpcurl(grpc_port):  # type: ignore[no-untyped-def]
     out = run(
         "-plaintext",

@@ -6,7 +6,9 @@ grpcio-reflection answers from the process's descriptor pool, whose files carry 
 `gateway/billing.binpb` instead (built by `make proto` with buf, which keeps source info): the
 stored FileDescriptorProtos go out as they are, and every symbol (service, method, message,
 field, enum, enum value, extension) is indexed to its file. Files outside the set (health,
-reflection itself) fall back to the default pool.
+reflection itself) fall back to the default pool. Only the contract's files (`billing/`) and
+what they import are served: the set also holds the gateway's restatement of grpc.health.v1
+(protos/gateway, Envoy's GET /v1/health), and health is answered from grpcio's own file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 SERVICE_NAME = reflection.SERVICE_NAME
+CONTRACT_PREFIX = "billing/"
 
 
 def _index_messages(
@@ -50,16 +53,25 @@ def _index_enums(
 
 
 class DescriptorSet:
-    """The files of a FileDescriptorSet by name, and the file of every symbol."""
+    """The contract's files of a FileDescriptorSet (and their imports) by name, and the file
+    of every symbol in them."""
 
     def __init__(self, data: bytes) -> None:
-        fds = descriptor_pb2.FileDescriptorSet.FromString(data)
-        for f in fds.file:
+        every = {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(data).file}
+        self.files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+        stack = [name for name in every if name.startswith(CONTRACT_PREFIX)]
+        while stack:
+            name = stack.pop()
+            if name in self.files or name not in every:
+                continue
+            self.files[name] = every[name]
+            stack.extend(every[name].dependency)
+        fds = [every[name] for name in every if name in self.files]
+        for f in fds:
             _drop_json_names(f.message_type)
-        self.files: dict[str, descriptor_pb2.FileDescriptorProto] = {f.name: f for f in fds.file}
         self.symbols: dict[str, str] = {}
         self.extensions: dict[tuple[str, int], str] = {}
-        for f in fds.file:
+        for f in fds:
             pkg = f.package
             _index_messages(pkg, f.message_type, f.name, self.symbols)
             _index_enums(pkg, f.enum_type, f.name, self.symbols)

@@ -1,0 +1,50 @@
+"""GET /v1/health through a real Envoy: the billing server's own grpc.health.v1 Check,
+transcoded (protos/gateway), no credentials; bench.core's REST no-op."""
+
+from __future__ import annotations
+
+from grpc_health.v1 import health_pb2
+
+from tests.conftest import make_env
+from tests.devstack import migrated_sqlite, start_stack
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_route_answers_serving_without_credentials(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/v1/health")
+    assert resp.status == 200
+    assert resp.json() == {"status": "SERVING"}
+
+
+def test_health_route_is_503_while_the_server_is_not_serving(stack):  # type: ignore[no-untyped-def]
+    stack.health.set("", NOT_SERVING)
+    try:
+        resp = stack.request("GET", "/v1/health")
+    finally:
+        stack.health.set("", SERVING)
+    assert resp.status == 503
+    assert resp.json() == {"status": "NOT_SERVING"}
+    assert stack.request("GET", "/v1/health").status == 200
+
+
+def test_health_route_names_one_service_with_the_query(stack):  # type: ignore[no-untyped-def]
+    served = stack.request("GET", "/v1/health?service=billing.v1.CatalogService")
+    assert served.status == 200
+    assert served.json() == {"status": "SERVING"}
+    assert stack.request("GET", "/v1/health?service=billing.v1.NoSuchService").status == 404
+
+
+def test_health_route_is_503_when_the_server_is_down(tmp_path):  # type: ignore[no-untyped-def]
+    """A stack of its own: its gRPC server is stopped, Envoy and the sidecar still run."""
+    url = migrated_sqlite(tmp_path / "billing.db")
+    down = start_stack(url, make_env(url), tmp_path)
+    try:
+        assert down.request("GET", "/v1/health").status == 200
+        down.server.stop(grace=None).wait()
+        resp = down.request("GET", "/v1/health")
+    finally:
+        down.close()
+    assert resp.status == 503
+    assert resp.reason == "SERVICE_UNAVAILABLE"

@@ -8,8 +8,13 @@ separate processes (bench.credits' load generator), `concurrency` calls in fligh
 
 Every figure is a ratio to a baseline of the same run and transport:
 
-- REST through Envoy: ratio to the REST no-op, `GET /healthz` (Envoy to the sidecar, which
-  answers without work); target >= 0.5 x and p99 <= 25 ms (issue 18);
+- REST through Envoy: ratio to the REST no-op, `GET /v1/health` (issue 18's "REST no-op route
+  through Envoy to the server"): the server's grpc.health.v1 Check, transcoded by Envoy as
+  every REST call is, so the ratio leaves out the transport (HTTP/1 to Envoy, JSON transcoding,
+  HTTP/2 and grpcio's per-call cost) and shows the work a call does beyond it; target >= 0.5 x
+  and p99 <= 25 ms (issue 18). `GET /healthz` (Envoy to the webhook sidecar, a trivial
+  Starlette answer, no transcoding, no gRPC) is printed beside it as a reference, each REST
+  figure with its ratio to that as well (the `x sidecar` column), not judged;
 - gRPC straight to the replica: ratio to the gRPC no-op, grpc.health.v1.Health/Check.
 
 The debit and ingest figures, with PostgreSQL's raw commit and `executemany` as their
@@ -48,7 +53,9 @@ PRICES = 10
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
 REST_BASE = "rest_noop"
+REST_SIDECAR = "rest_sidecar"
 GRPC_BASE = "grpc_noop"
+BASELINES = (REST_BASE, REST_SIDECAR, GRPC_BASE)
 
 
 def stack_env(database_url: str, tmp: Path) -> dict[str, str]:
@@ -180,7 +187,8 @@ def prepare(grpc_port: int) -> dict[str, str]:
 
 # key -> (label, transport, REST method and path or gRPC method, auth)
 FIGURES: dict[str, tuple[str, str, str, str]] = {
-    REST_BASE: ("no-op: GET /healthz", "rest", "GET /healthz", "none"),
+    REST_BASE: ("no-op: GET /v1/health (server)", "rest", "GET /v1/health", "none"),
+    REST_SIDECAR: ("reference: GET /healthz (sidecar)", "rest", "GET /healthz", "none"),
     GRPC_BASE: ("no-op: Health/Check", "grpc", "Health/Check", "none"),
     "refused": ("refused by auth (no database)", "rest", "GET /api/v1/credits/balance", "none"),
     "get_balance": (
@@ -295,9 +303,12 @@ def bench_stack(
                 load, {**stack, "key": key, "fixture": fixture}, concurrency, duration
             )
             figures[key] = {"label": label, "transport": transport, **got}
+    sidecar = figures.get(REST_SIDECAR, {}).get("calls_per_s")
     for key, f in figures.items():
-        base = figures[REST_BASE if f["transport"] == "rest" else GRPC_BASE]
+        rest = f["transport"] == "rest"
+        base = figures[REST_BASE if rest else GRPC_BASE]
         f["ratio_to_baseline"] = _ratio(f["calls_per_s"], base["calls_per_s"])
+        f["ratio_to_sidecar"] = _ratio(f["calls_per_s"], sidecar) if rest else None
         f["target"] = _target(key, f)
     return figures
 
@@ -308,7 +319,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 def _target(key: str, f: dict[str, Any]) -> str | None:
     """Issue 18: each read through Envoy >= 0.5 x the REST no-op, p99 <= 25 ms."""
-    if f["transport"] != "rest" or key in (REST_BASE, "refused"):
+    if f["transport"] != "rest" or key in (REST_BASE, REST_SIDECAR, "refused"):
         return None
     ok = (
         (f["ratio_to_baseline"] or 0) >= TARGET_RATIO
@@ -328,11 +339,13 @@ def format_table(doc: dict[str, Any]) -> str:
         f"`tollbooth run` with {s['server_processes']} server processes; {s['concurrency']} "
         f"calls in flight from {s['load_processes']} load processes, {s['duration_sec']} s "
         "per figure",
-        "note: x base = REST figures over GET /healthz through Envoy, gRPC figures over "
-        "Health/Check; target: REST reads >= 0.5 x base and p99 <= 25 ms",
+        "note: x base = REST figures over GET /v1/health through Envoy (the server's health "
+        "check, transcoded), gRPC figures over Health/Check; x sidecar = REST figures over "
+        "GET /healthz (Envoy to the sidecar), a reference; target: REST reads >= 0.5 x base "
+        "and p99 <= 25 ms",
     ]
     header = (
-        f"  {'figure':<36} {'via':<5} {'calls/s':>9} {'x base':>7} "
+        f"  {'figure':<36} {'via':<5} {'calls/s':>9} {'x base':>7} {'x sidecar':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  target"
     )
     notes: list[str] = []
@@ -341,7 +354,8 @@ def format_table(doc: dict[str, Any]) -> str:
         for key, f in figures.items():
             lines.append(
                 f"  {f['label']:<36} {f['transport']:<5} {num(f['calls_per_s'], 9, 1)} "
-                f"{num(f['ratio_to_baseline'], 7, 2)} {num(f['p50_ms'], 7, 1)} "
+                f"{num(f['ratio_to_baseline'], 7, 2)} {num(f.get('ratio_to_sidecar'), 9, 2)} "
+                f"{num(f['p50_ms'], 7, 1)} "
                 f"{num(f['p99_ms'], 7, 1)} {f['errors']:>6}  {f['target'] or ''}"
             )
             if f["first_error"]:
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(keys) - set(FIGURES))
     if unknown:
         parser.error(f"unknown figures {unknown}; known: {', '.join(FIGURES)}")
-    keys = [*dict.fromkeys([REST_BASE, GRPC_BASE, *keys])]  # the baselines always
+    keys = [*dict.fromkeys([*BASELINES, *keys])]  # the baselines always
 
     databases: dict[str, dict[str, Any]] = {}
     versions: dict[str, str] = {}

@@ -18,7 +18,15 @@ def test_targets_are_judged_on_rest_reads_only() -> None:
     assert bench._target("list_prices", {**fine, "ratio_to_baseline": 0.4}) == "missed"
     assert bench._target("list_prices", {**fine, "errors": 1}) == "missed"
     assert bench._target(bench.REST_BASE, fine) is None
+    assert bench._target(bench.REST_SIDECAR, fine) is None
     assert bench._target("grpc_list_prices", {**fine, "transport": "grpc"}) is None
+
+
+def test_rest_baseline_is_the_route_to_the_server_and_healthz_only_a_reference() -> None:
+    """Issue 18: REST reads are judged against a REST no-op through Envoy to the billing
+    server (tests/gateway/test_health_route.py proves the route), not the sidecar's /healthz."""
+    assert bench.FIGURES[bench.REST_BASE][1:3] == ("rest", "GET /v1/health")
+    assert bench.FIGURES[bench.REST_SIDECAR][1:3] == ("rest", "GET /healthz")
 
 
 @pytest.mark.envoy
@@ -31,14 +39,19 @@ def test_bench_writes_positive_figures_for_every_row(tmp_path, capsys):  # type:
     assert dt.datetime.fromisoformat(doc["timestamp"]).tzinfo is not None
     assert doc["machine"]["cpu_count"] >= 1 and doc["settings"]["concurrency"] == 4
     figures = doc["databases"]["sqlite"]
-    keys = {bench.REST_BASE, bench.GRPC_BASE, "list_prices", "grpc_list_prices", "refused"}
+    keys = {*bench.BASELINES, "list_prices", "grpc_list_prices", "refused"}
     assert set(figures) == keys
     assert figures[bench.REST_BASE]["ratio_to_baseline"] == 1.0
+    assert figures[bench.REST_SIDECAR]["ratio_to_sidecar"] == 1.0
     assert figures[bench.GRPC_BASE]["ratio_to_baseline"] == 1.0
+    assert figures["list_prices"]["ratio_to_sidecar"] > 0
+    assert figures["grpc_list_prices"]["ratio_to_sidecar"] is None
     for key, f in figures.items():
         assert f["errors"] == 0, (key, f["first_error"])
         assert f["calls"] > 0 and f["calls_per_s"] > 0 and f["ratio_to_baseline"] > 0
         assert f["p50_ms"] is not None and f["p50_ms"] <= f["p99_ms"]
     assert figures["list_prices"]["target"] in ("met", "missed")
     printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "GET /healthz" in printed
+    assert f"wrote {out}" in printed
+    assert "no-op: GET /v1/health (server)" in printed
+    assert "reference: GET /healthz (sidecar)" in printed and "x sidecar" in printed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -689,3 +690,38 @@ def test_replay_from_a_stale_tab_is_refused_and_replays_nothing(
     finally:
         with db.transaction() as s:
             s.query(StripeEvent).filter_by(event_id=ident).delete()
+
+
+def test_sign_ins_through_envoy_are_counted_under_the_address_envoy_saw(
+    world: ConsoleWorld,
+) -> None:
+    """A client naming another address in the header the throttle reads gets no fresh count:
+    Envoy overwrites it with the connection's address, so wrong keys from loopback under ten
+    different claimed addresses use up loopback's window (10/minute), and the next attempt,
+    claiming yet another, is refused with 429 RATE_LIMITED."""
+    from tollbooth.console.throttle import CLIENT_HEADER
+    from tollbooth.rpc.ratestore import DatabaseStorage
+
+    counters = DatabaseStorage(database=world.stack.deps.db)
+    counters.reset()  # the wrong keys other tests of this module typed
+    try:
+        with httpx.Client(base_url=world.stack.rest_url, timeout=10) as client:
+            token = re.search(
+                r'name="csrf_token" value="([^"]+)"', client.get("/console/signin").text
+            )
+            assert token
+
+            def attempt(n: int) -> httpx.Response:
+                return client.post(
+                    "/console/signin",
+                    data={"csrf_token": token[1], "operator_key": OPERATOR_KEY + "-wrong"},
+                    headers={CLIENT_HEADER: f"203.0.113.{n}"},
+                )
+
+            assert [attempt(n).status_code for n in range(10)] == [401] * 10
+            refused = attempt(10)
+            assert refused.status_code == 429, refused.text
+            assert "RATE_LIMITED" in refused.text
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+    finally:  # the other tests of this module sign in from loopback too
+        counters.reset()

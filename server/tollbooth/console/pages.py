@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 
 from tollbooth import amounts, errors
 from tollbooth.console import chart, data, inbox, session
+from tollbooth.console.throttle import SigninThrottle, client_address
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 
@@ -121,9 +122,11 @@ def create(
     replayer: inbox.Replayer,
     *,
     https_only: bool = False,
+    signin_throttle: SigninThrottle | None = None,
     today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
 ) -> Mount:
-    """The console as a Starlette mount at /console (its own session middleware)."""
+    """The console as a Starlette mount at /console (its own session middleware); failed
+    sign-ins are throttled by `signin_throttle` (none: not throttled)."""
 
     def read(work: Callable[[Any], Any]) -> Any:
         with db.transaction(readonly=True) as s:
@@ -141,7 +144,19 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
-        if not session.key_matches(fields.get("operator_key", "").strip(), operator_key):
+        right = session.key_matches(fields.get("operator_key", "").strip(), operator_key)
+        if signin_throttle is not None:
+            address = client_address(request)
+            refusal = await run_in_threadpool(signin_throttle.attempt, address, right)
+            if refusal is not None:
+                log.warning(
+                    "console sign-in refused: throttled",
+                    extra={"event": "signin", "scope": refusal.scope, "client": address},
+                )
+                page = refuse(request, 429, "RATE_LIMITED", refusal.message)
+                page.headers["Retry-After"] = str(refusal.retry_after_sec)
+                return page
+        if not right:
             log.warning("console sign-in refused: wrong operator key", extra={"event": "signin"})
             return render(request, "signin.html", 401, error="That is not the operator key.")
         session.sign_in(request)

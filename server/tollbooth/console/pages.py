@@ -103,6 +103,13 @@ STATUS_OF_KIND = {
 
 Handler = Callable[[Request], Any]
 
+# Replay and Resend act only on what the operator saw: the page's forms carry its version
+# (`seen`), checked under the row lock; a POST without one is refused, not let through unchecked.
+NO_VERSION = (
+    "the form carries no version of the {what} (the `seen` field of the page's form): "
+    "reload the page and use its button"
+)
+
 
 def operator_only(handler: Handler) -> Handler:
     """No signed session: to the sign-in page (303), nothing else is answered."""
@@ -223,12 +230,14 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        seen = fields.get("seen", "")  # the event's version on the page the operator clicked
+        if not seen:
+            return refuse(request, 400, "FORM_INVALID", NO_VERSION.format(what="event"))
         status = await run_in_threadpool(read, lambda s: inbox.event_status(s, event_id))
         if status is None:
             return refuse(request, 404, "NOT_FOUND", "no such event")
         if not inbox.replayable(status):
             return refuse(request, 409, "EVENT_NOT_REPLAYABLE", f"the event is {status}")
-        seen = fields.get("seen")  # the page's version of the event (absent: no check)
         # No transaction is open here: the inbox opens its own (none across the provider).
         try:
             outcome = await run_in_threadpool(replayer, event_id, seen)
@@ -260,8 +269,9 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
-
-        seen = fields.get("seen")  # the page's version of the delivery (absent: no check)
+        seen = fields.get("seen", "")  # the delivery's version on the page the operator clicked
+        if not seen:
+            return refuse(request, 400, "FORM_INVALID", NO_VERSION.format(what="message"))
 
         def write() -> str:
             with db.transaction() as s:

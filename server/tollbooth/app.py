@@ -36,6 +36,7 @@ from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
 from tollbooth.console import inbox as console_inbox
 from tollbooth.console import pages as console_pages
+from tollbooth.console.throttle import SigninThrottle
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
 from tollbooth.deps import Deps
@@ -51,6 +52,7 @@ from tollbooth.provider import reconcile as reconciling
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import routing
 from tollbooth.rpc import server as rpc_server
+from tollbooth.rpc.ratelimit import open_storage
 from tollbooth.rpc.servicer import Servicer
 from tollbooth.sandbox.command import sandbox_alone
 from tollbooth.subscriptions import effects as subscription_effects
@@ -224,7 +226,13 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
         outcome = box.replay(event_id, seen=seen)
         return console_inbox.Outcome(outcome.status, list(outcome.changes), outcome.error)
 
-    return console_pages.create(settings.operator_key, db, replay_one), db.dispose
+    throttle = SigninThrottle.from_rates(
+        open_storage(settings.rate_limit_storage, db),
+        settings.rate_limit_console_signin,
+        settings.rate_limit_console_signin_all,
+    )
+    mount = console_pages.create(settings.operator_key, db, replay_one, signin_throttle=throttle)
+    return mount, db.dispose
 
 
 def start_sidecar(

@@ -273,6 +273,9 @@ class LimitSettings(_Environment):
     rate_limit_customer_queries: str = env("BILLING_RATE_LIMIT_CUSTOMER_QUERIES", "5000/hour")
     rate_limit_key: str = env("BILLING_RATE_LIMIT_KEY", "60000/minute")
     rate_limit_account: str = env("BILLING_RATE_LIMIT_ACCOUNT", "1200/minute")
+    # Failed operator console sign-ins, per client address and for all addresses together.
+    rate_limit_console_signin: str = env("BILLING_RATE_LIMIT_CONSOLE_SIGNIN", "10/minute")
+    rate_limit_console_signin_all: str = env("BILLING_RATE_LIMIT_CONSOLE_SIGNIN_ALL", "100/minute")
     grpc_max_streams: int = env("BILLING_GRPC_MAX_STREAMS", 16, lo=1, hi=512)
     grpc_max_streams_per_key: int = env("BILLING_GRPC_MAX_STREAMS_PER_KEY", 8, lo=1, hi=512)
     grpc_stream_idle_sec: int = env("BILLING_GRPC_STREAM_IDLE_SEC", 60, lo=1, hi=86400)
@@ -286,6 +289,8 @@ class LimitSettings(_Environment):
         "customer_queries": "BILLING_RATE_LIMIT_CUSTOMER_QUERIES",
         "key": "BILLING_RATE_LIMIT_KEY",
         "account": "BILLING_RATE_LIMIT_ACCOUNT",
+        "console_signin": "BILLING_RATE_LIMIT_CONSOLE_SIGNIN",
+        "console_signin_all": "BILLING_RATE_LIMIT_CONSOLE_SIGNIN_ALL",
     }
 
     @model_validator(mode="after")

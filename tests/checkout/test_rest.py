@@ -87,6 +87,64 @@ def test_a_second_purchase_of_a_conflicting_price_returns_the_portal(shop: Shop)
     assert [s["lookup_key"] for s in listed["subscriptions"]] == ["rest-pro"]
 
 
+def test_list_purchases_shows_a_fully_refunded_purchase_as_refunded(shop: Shop):
+    """Two one-time purchases of one account, the first refunded in full at the provider:
+    ListPurchases keeps both (history) and gives the refunded one its refund_time, the other
+    none, over gRPC and through Envoy (REST)."""
+    import datetime as dt
+    import uuid
+
+    import grpc
+
+    from billing.v1 import checkout_pb2, checkout_pb2_grpc
+    from tests.checkout.test_seed_003 import one_time_price
+    from tests.conftest import bearer_md
+
+    tag = uuid.uuid4().hex[:6]
+    token = shop.token(f"rest-refunds-{tag}")
+    ids = []
+    for key in (f"refunded-{tag}", f"kept-{tag}"):
+        one_time_price(shop, key, 1500)
+        created = shop.request(
+            "POST",
+            "/api/v1/checkout/sessions",
+            {"items": [{"lookup_key": key}], "success_url": "https://app.example/ok"},
+            token,
+        )
+        assert created.status == 200, created.body
+        ids.append(created.json()["session"]["stripe_checkout_session_id"])
+        shop.stripe.raw_request("post", f"/v1/test_helpers/checkout/sessions/{ids[-1]}/complete")
+
+    def listed() -> list[dict]:  # type: ignore[type-arg]
+        answer = shop.request("GET", "/api/v1/billing/purchases", token=token)
+        assert answer.status == 200, answer.body
+        return answer.json()["purchases"]  # type: ignore[no-any-return]
+
+    wait_for(lambda: len(listed()) == 2, what="both purchases fulfilled")
+    assert all("refund_time" not in p for p in listed())
+    intent = str(shop.stripe.v1.checkout.sessions.retrieve(ids[0]).payment_intent)
+    shop.stripe.v1.refunds.create(params={"payment_intent": intent})
+    wait_for(
+        lambda: any("refund_time" in p for p in listed()), what="charge.refunded to be applied"
+    )
+
+    by_key = {p["lookup_key"]: p for p in listed()}
+    assert set(by_key) == {f"refunded-{tag}", f"kept-{tag}"}
+    refunded, kept = by_key[f"refunded-{tag}"], by_key[f"kept-{tag}"]
+    assert "refund_time" not in kept
+    when = dt.datetime.fromisoformat(refunded["refund_time"].replace("Z", "+00:00"))
+    assert when >= dt.datetime.fromisoformat(refunded["create_time"].replace("Z", "+00:00"))
+
+    with grpc.insecure_channel(f"127.0.0.1:{shop.stack.grpc_port}") as channel:
+        answer = checkout_pb2_grpc.CheckoutServiceStub(channel).ListPurchases(
+            checkout_pb2.ListPurchasesRequest(), metadata=bearer_md(token), timeout=10
+        )
+    grpc_by_key = {p.lookup_key: p for p in answer.purchases}
+    assert grpc_by_key[f"refunded-{tag}"].HasField("refund_time")
+    assert grpc_by_key[f"refunded-{tag}"].refund_time.ToDatetime(dt.UTC) == when
+    assert not grpc_by_key[f"kept-{tag}"].HasField("refund_time")
+
+
 # -- the browser ------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -386,7 +387,7 @@ def test_a_failed_stripe_event_is_listed_and_replayed_from_the_console(
     csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
     r = httpx.post(
         _url(world, f"/events/{bought['event']}/replay"),
-        data={"csrf_token": csrf},
+        data={"csrf_token": csrf, "seen": "a-version"},
         cookies={"tollbooth_console": cookie["value"]},
         timeout=10,
     )
@@ -430,7 +431,7 @@ def test_bad_input_is_a_clear_4xx(world: ConsoleWorld, page: Any, context: Any) 
     csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
     r = httpx.post(
         _url(world, "/events/evt_nobody/replay"),
-        data={"csrf_token": csrf},
+        data={"csrf_token": csrf, "seen": "a-version"},
         cookies=jar,
         timeout=10,
     )
@@ -540,7 +541,7 @@ def test_notification_deliveries_with_attempts_and_resend(
         csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
         r = httpx.post(
             _url(world, f"/notifications/{ep}/ntf_nobody/resend"),
-            data={"csrf_token": csrf},
+            data={"csrf_token": csrf, "seen": "a-version"},
             cookies=jar,
             timeout=10,
         )
@@ -549,7 +550,7 @@ def test_notification_deliveries_with_attempts_and_resend(
         fresh = enqueue(db, "credits.granted", bought["account"], {"amount": "1"})
         r = httpx.post(
             _url(world, f"/notifications/{ep}/{fresh}/resend"),
-            data={"csrf_token": csrf},
+            data={"csrf_token": csrf, "seen": "a-version"},
             cookies=jar,
             timeout=10,
         )
@@ -687,5 +688,115 @@ def test_replay_from_a_stale_tab_is_refused_and_replays_nothing(
         assert other.inner_text("#flash").startswith(f"Replayed {ident}: ignored:")
         assert _status(world, ident) == "ignored"
     finally:
+        with db.transaction() as s:
+            s.query(StripeEvent).filter_by(event_id=ident).delete()
+
+
+def test_sign_ins_through_envoy_are_counted_under_the_address_envoy_saw(
+    world: ConsoleWorld,
+) -> None:
+    """A client naming another address in the header the throttle reads gets no fresh count:
+    Envoy overwrites it with the connection's address, so wrong keys from loopback under ten
+    different claimed addresses use up loopback's window (10/minute), and the next attempt,
+    claiming yet another, is refused with 429 RATE_LIMITED."""
+    from tollbooth.console.throttle import CLIENT_HEADER
+    from tollbooth.rpc.ratestore import DatabaseStorage
+
+    counters = DatabaseStorage(database=world.stack.deps.db)
+    counters.reset()  # the wrong keys other tests of this module typed
+    try:
+        with httpx.Client(base_url=world.stack.rest_url, timeout=10) as client:
+            token = re.search(
+                r'name="csrf_token" value="([^"]+)"', client.get("/console/signin").text
+            )
+            assert token
+
+            def attempt(n: int) -> httpx.Response:
+                return client.post(
+                    "/console/signin",
+                    data={"csrf_token": token[1], "operator_key": OPERATOR_KEY + "-wrong"},
+                    headers={CLIENT_HEADER: f"203.0.113.{n}"},
+                )
+
+            assert [attempt(n).status_code for n in range(10)] == [401] * 10
+            refused = attempt(10)
+            assert refused.status_code == 429, refused.text
+            assert "RATE_LIMITED" in refused.text
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+    finally:  # the other tests of this module sign in from loopback too
+        counters.reset()
+
+
+def _signed_in_client(world: ConsoleWorld) -> tuple[httpx.Client, str]:
+    """A browser-less operator session through Envoy, and its CSRF token."""
+    client = httpx.Client(base_url=world.stack.rest_url, timeout=10)
+    pattern = r'name="csrf_token" value="([^"]+)"'
+    token = re.search(pattern, client.get("/console/signin").text)
+    assert token
+    r = client.post("/console/signin", data={"csrf_token": token[1], "operator_key": OPERATOR_KEY})
+    assert r.status_code == 303, r.text
+    token = re.search(pattern, client.get("/console/accounts").text)
+    assert token
+    return client, token[1]
+
+
+def test_replay_and_resend_without_the_pages_version_are_refused_and_change_nothing(
+    world: ConsoleWorld, bought: dict[str, str]
+) -> None:
+    """A hand-made POST with the CSRF token but no `seen` (the version every Replay and
+    Resend form carries) is refused with 400 FORM_INVALID: the failed event is not replayed
+    (status and attempts as they were), the delivered message is not made pending again."""
+    db = world.stack.deps.db
+    ident = f"evt_no_version_{uuid.uuid4().hex[:8]}"
+    body = {"id": ident, "type": "test.no_version", "data": {"object": {"id": "x"}}}
+    with db.transaction() as s:
+        s.add(
+            StripeEvent(
+                event_id=ident,
+                type="test.no_version",
+                payload=json.dumps(body).encode(),
+                status="failed",
+                attempts=3,
+                last_error="RuntimeError: down",
+                next_attempt_at=None,
+            )
+        )
+    receiver = Receiver()
+    server = ReceiverServer(receiver)
+    deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))
+    client, csrf = _signed_in_client(world)
+    try:
+        with db.transaction() as s:
+            endpoint, receiver.secret = endpoints.create(
+                s, endpoints.Fields(url=receiver.url), utcnow()
+            )
+            ep = endpoint.id
+        enqueue(db, "credits.granted", bought["account"], {"amount": "1"})
+
+        def settled() -> bool:
+            deliverer.run_once()
+            total, pending = _counts(world, ep)
+            return total > 0 and pending == 0
+
+        wait_for(settled, 60, "every message delivered to the endpoint")
+        mine = receiver.ids()[0]
+
+        for form in ({"csrf_token": csrf}, {"csrf_token": csrf, "seen": ""}):
+            r = client.post(f"/console/events/{ident}/replay", data=form)
+            assert r.status_code == 400, r.text
+            assert 'id="reason">FORM_INVALID<' in r.text and "no version of the event" in r.text
+            assert _event(world, ident) == ("failed", 3, "RuntimeError: down")
+
+            r = client.post(f"/console/notifications/{ep}/{mine}/resend", data=form)
+            assert r.status_code == 400, r.text
+            assert 'id="reason">FORM_INVALID<' in r.text and "no version of the message" in r.text
+            assert _state(world, ep, mine) == "delivered"
+        deliverer.run_once()
+        assert receiver.ok_posts[mine] == 1
+        assert _attempts(world, ep, mine) == [204]
+    finally:
+        client.close()
+        deliverer.close()
+        server.close()
         with db.transaction() as s:
             s.query(StripeEvent).filter_by(event_id=ident).delete()

@@ -724,6 +724,7 @@ class Purchase(_message.Message):
     CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PAYMENT_INTENT_ID_FIELD_NUMBER: _builtins.int
+    REFUND_TIME_FIELD_NUMBER: _builtins.int
     purchase_id: _builtins.str
     """Server-assigned id."""
     price_id: _builtins.str
@@ -744,6 +745,12 @@ class Purchase(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the purchase was recorded."""
 
+    @_builtins.property
+    def refund_time(self) -> _timestamp_pb2.Timestamp:
+        """When the purchase was fully refunded (its payment refunded in full: it no longer grants
+        anything); unset while it is not.
+        """
+
     def __init__(
         self,
         *,
@@ -756,10 +763,11 @@ class Purchase(_message.Message):
         checkout_session_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         payment_intent_id: _builtins.str = ...,
+        refund_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "refund_time", b"refund_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "checkout_session_id", b"checkout_session_id", "create_time", b"create_time", "currency", b"currency", "lookup_key", b"lookup_key", "payment_intent_id", b"payment_intent_id", "price_id", b"price_id", "purchase_id", b"purchase_id", "quantity", b"quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_total", b"amount_total", "checkout_session_id", b"checkout_session_id", "create_time", b"create_time", "currency", b"currency", "lookup_key", b"lookup_key", "payment_intent_id", b"payment_intent_id", "price_id", b"price_id", "purchase_id", b"purchase_id", "quantity", b"quantity", "refund_time", b"refund_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

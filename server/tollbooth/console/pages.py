@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 
 from tollbooth import amounts, errors
 from tollbooth.console import chart, data, inbox, session
+from tollbooth.console.throttle import SigninThrottle, client_address
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 
@@ -102,6 +103,13 @@ STATUS_OF_KIND = {
 
 Handler = Callable[[Request], Any]
 
+# Replay and Resend act only on what the operator saw: the page's forms carry its version
+# (`seen`), checked under the row lock; a POST without one is refused, not let through unchecked.
+NO_VERSION = (
+    "the form carries no version of the {what} (the `seen` field of the page's form): "
+    "reload the page and use its button"
+)
+
 
 def operator_only(handler: Handler) -> Handler:
     """No signed session: to the sign-in page (303), nothing else is answered."""
@@ -121,9 +129,11 @@ def create(
     replayer: inbox.Replayer,
     *,
     https_only: bool = False,
+    signin_throttle: SigninThrottle | None = None,
     today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
 ) -> Mount:
-    """The console as a Starlette mount at /console (its own session middleware)."""
+    """The console as a Starlette mount at /console (its own session middleware); failed
+    sign-ins are throttled by `signin_throttle` (none: not throttled)."""
 
     def read(work: Callable[[Any], Any]) -> Any:
         with db.transaction(readonly=True) as s:
@@ -141,7 +151,19 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
-        if not session.key_matches(fields.get("operator_key", "").strip(), operator_key):
+        right = session.key_matches(fields.get("operator_key", "").strip(), operator_key)
+        if signin_throttle is not None:
+            address = client_address(request)
+            refusal = await run_in_threadpool(signin_throttle.attempt, address, right)
+            if refusal is not None:
+                log.warning(
+                    "console sign-in refused: throttled",
+                    extra={"event": "signin", "scope": refusal.scope, "client": address},
+                )
+                page = refuse(request, 429, "RATE_LIMITED", refusal.message)
+                page.headers["Retry-After"] = str(refusal.retry_after_sec)
+                return page
+        if not right:
             log.warning("console sign-in refused: wrong operator key", extra={"event": "signin"})
             return render(request, "signin.html", 401, error="That is not the operator key.")
         session.sign_in(request)
@@ -208,12 +230,14 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        seen = fields.get("seen", "")  # the event's version on the page the operator clicked
+        if not seen:
+            return refuse(request, 400, "FORM_INVALID", NO_VERSION.format(what="event"))
         status = await run_in_threadpool(read, lambda s: inbox.event_status(s, event_id))
         if status is None:
             return refuse(request, 404, "NOT_FOUND", "no such event")
         if not inbox.replayable(status):
             return refuse(request, 409, "EVENT_NOT_REPLAYABLE", f"the event is {status}")
-        seen = fields.get("seen")  # the page's version of the event (absent: no check)
         # No transaction is open here: the inbox opens its own (none across the provider).
         try:
             outcome = await run_in_threadpool(replayer, event_id, seen)
@@ -245,8 +269,9 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
-
-        seen = fields.get("seen")  # the page's version of the delivery (absent: no check)
+        seen = fields.get("seen", "")  # the delivery's version on the page the operator clicked
+        if not seen:
+            return refuse(request, 400, "FORM_INVALID", NO_VERSION.format(what="message"))
 
         def write() -> str:
             with db.transaction() as s:

@@ -66,6 +66,7 @@ def purchase_out(row: Purchase) -> checkout_pb2.Purchase:
         checkout_session_id=row.checkout_session_id or "",
         payment_intent_id=row.payment_intent_id or "",
         create_time=ts(row.created_at),
+        refund_time=ts(row.refunded_at) if row.refunded_at else None,
     )
 
 

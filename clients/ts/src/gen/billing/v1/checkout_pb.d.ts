@@ -775,6 +775,14 @@ export declare type Purchase = Message<"billing.v1.Purchase"> & {
    * @generated from field: string payment_intent_id = 9;
    */
   paymentIntentId: string;
+
+  /**
+   * When the purchase was fully refunded (its payment refunded in full: it no longer grants
+   * anything); unset while it is not.
+   *
+   * @generated from field: google.protobuf.Timestamp refund_time = 10;
+   */
+  refundTime?: Timestamp | undefined;
 };
 
 /**

@@ -1,0 +1,101 @@
+"""Throttling failed console sign-ins, with the `limits` library the RPC rate limits use.
+
+Two fixed windows count wrong operator keys: one per client address
+(BILLING_RATE_LIMIT_CONSOLE_SIGNIN, 10/minute) and one for every address together
+(BILLING_RATE_LIMIT_CONSOLE_SIGNIN_ALL, 100/minute). While either is used up, every sign-in it
+covers is refused with 429 RATE_LIMITED whatever the key (a correct key too: otherwise an
+attacker could go on guessing at full speed and the right guess would still get in); when the
+window ends, sign-in works again. A correct sign-in is never counted, so an
+operator signing in from several browsers is not throttled.
+
+The counters live where the RPC limits' do (the service's database unless
+BILLING_RATE_LIMIT_STORAGE names another storage), so every sidecar replica shares them. The
+check, the key comparison and the count run under one lock per process: concurrent guesses
+cannot all pass the check before any is counted. A storage outage lets the sign-in through
+to the key comparison (logged), as the RPC limits let calls through.
+
+The client address is the one Envoy saw: the console's route sets `x-tollbooth-client`
+from the downstream address, overwriting whatever the client sent. Straight to the sidecar
+(loopback only), the connection's own address is used when the header is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem
+from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter
+from starlette.requests import Request
+
+from tollbooth.rpc.ratelimit import parse_limit
+
+log = logging.getLogger("tollbooth.console")
+
+CLIENT_HEADER = "x-tollbooth-client"
+# An address longer than this is not an address: counted under its prefix.
+MAX_ADDRESS = 64
+
+
+def client_address(request: Request) -> str:
+    given = request.headers.get(CLIENT_HEADER, "").strip()
+    if given:
+        return given[:MAX_ADDRESS]
+    return request.client.host if request.client else "unknown"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A sign-in refused by the throttle: which window, and when to retry (seconds)."""
+
+    scope: str  # "address" or "all"
+    retry_after_sec: int
+
+    @property
+    def message(self) -> str:
+        whose = "from this address" if self.scope == "address" else "to the console"
+        return (
+            f"too many failed sign-ins {whose}; retry after {self.retry_after_sec} s "
+            "(nothing was checked)"
+        )
+
+
+class SigninThrottle:
+    """Counts failed sign-ins per address and in total; refuses while either is used up."""
+
+    def __init__(
+        self, storage: Storage, per_address: RateLimitItem | None, all_: RateLimitItem | None
+    ) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._limits = [
+            (scope, item) for scope, item in (("address", per_address), ("all", all_)) if item
+        ]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_rates(cls, storage: Storage, per_address: str, all_: str) -> SigninThrottle:
+        return cls(storage, parse_limit(per_address), parse_limit(all_))
+
+    def _ids(self, scope: str, address: str) -> tuple[str, ...]:
+        return ("console_signin", address) if scope == "address" else ("console_signin_all",)
+
+    def attempt(self, address: str, key_is_right: bool) -> Refusal | None:
+        """A Refusal when a window is used up (whatever the key); else a wrong key is counted."""
+        with self._lock:
+            try:
+                for scope, item in self._limits:
+                    ids = self._ids(scope, address)
+                    if not self._limiter.test(item, *ids):
+                        stats = self._limiter.get_window_stats(item, *ids)
+                        retry = max(1, math.ceil(stats.reset_time - time.time()))
+                        return Refusal(scope, retry)
+                if not key_is_right:
+                    for scope, item in self._limits:
+                        self._limiter.hit(item, *self._ids(scope, address))
+            except Exception:  # noqa: BLE001 - a counter outage must not lock the operator out
+                log.warning("console sign-in throttle storage failed; let through", exc_info=True)
+        return None

@@ -1,0 +1,116 @@
+"""Failed console sign-ins are throttled per client address and for all addresses together,
+through the console's Starlette app (the sidecar mounts the same) on SQLite and PostgreSQL,
+with the counters in the service's database as the sidecar keeps them."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from tests.conftest import OPERATOR_KEY
+from tollbooth.console import inbox, pages
+from tollbooth.console.throttle import CLIENT_HEADER, SigninThrottle
+from tollbooth.db import Database
+from tollbooth.rpc.ratestore import DatabaseStorage
+
+WRONG = OPERATOR_KEY + "-wrong"
+
+
+def _no_replay(event_id: str, seen: str | None) -> inbox.Outcome:
+    raise AssertionError("no replay here")
+
+
+def _console(db: Database, per_address: str, all_: str) -> Starlette:
+    throttle = SigninThrottle.from_rates(DatabaseStorage(database=db), per_address, all_)
+    mount = pages.create(OPERATOR_KEY, db, _no_replay, signin_throttle=throttle)
+    return Starlette(routes=[mount])
+
+
+class Browser:
+    """One browser at one client address (its own cookie jar)."""
+
+    def __init__(self, app: Starlette, address: str) -> None:
+        self.client = TestClient(app, headers={CLIENT_HEADER: address})
+
+    def sign_in(self, key: str):  # type: ignore[no-untyped-def]
+        page = self.client.get("/console/signin")
+        found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert found, page.text
+        return self.client.post(
+            "/console/signin",
+            data={"csrf_token": found[1], "operator_key": key},
+            follow_redirects=False,
+        )
+
+    def signed_in(self) -> bool:
+        return self.client.get("/console/accounts", follow_redirects=False).status_code == 200
+
+
+def _throttled(answer, window_sec: int) -> None:  # type: ignore[no-untyped-def]
+    assert answer.status_code == 429, answer.text
+    assert 'id="reason">RATE_LIMITED<' in answer.text
+    assert "too many failed sign-ins" in answer.text
+    assert 1 <= int(answer.headers["retry-after"]) <= window_sec
+
+
+def test_failed_sign_ins_from_one_address_are_refused_once_its_window_is_used_up(
+    db: Database,
+) -> None:
+    app = _console(db, "3/minute", "off")
+    attacker = Browser(app, "203.0.113.7")
+    for _ in range(3):
+        assert attacker.sign_in(WRONG).status_code == 401
+    _throttled(attacker.sign_in(WRONG), 60)
+    # While the window is used up even the right key is refused from that address...
+    _throttled(attacker.sign_in(OPERATOR_KEY), 60)
+    assert not attacker.signed_in()
+    # ...but not from another one.
+    operator = Browser(app, "198.51.100.20")
+    answer = operator.sign_in(OPERATOR_KEY)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/console/accounts")
+    assert operator.signed_in()
+
+
+def test_a_correct_sign_in_is_not_counted(db: Database) -> None:
+    app = _console(db, "2/minute", "off")
+    operator = Browser(app, "198.51.100.21")
+    for _ in range(5):
+        assert operator.sign_in(OPERATOR_KEY).status_code == 303
+    assert operator.sign_in(WRONG).status_code == 401
+    assert operator.sign_in(WRONG).status_code == 401
+    _throttled(operator.sign_in(WRONG), 60)
+
+
+def test_the_ceiling_for_all_addresses_refuses_every_address_until_its_window_ends(
+    db: Database,
+) -> None:
+    app = _console(db, "off", "3 per 2 seconds")
+    for n in range(3):
+        assert Browser(app, f"203.0.113.{n}").sign_in(WRONG).status_code == 401
+    operator = Browser(app, "198.51.100.22")
+    refused = operator.sign_in(OPERATOR_KEY)
+    _throttled(refused, 2)
+    assert not operator.signed_in()
+    # Not forever: once the window has ended, the right key signs in.
+    time.sleep(int(refused.headers["retry-after"]))
+    assert operator.sign_in(OPERATOR_KEY).status_code == 303
+    assert operator.signed_in()
+
+
+@pytest.mark.parametrize("rate", ["10/minute", "off"])
+def test_the_throttle_rates_are_settings(rate: str) -> None:
+    from tollbooth.config import ConfigError, Settings
+
+    settings = Settings.from_env(
+        {
+            "BILLING_RATE_LIMIT_CONSOLE_SIGNIN": rate,
+            "BILLING_RATE_LIMIT_CONSOLE_SIGNIN_ALL": rate,
+        }
+    )
+    assert settings.rate_limit_console_signin == rate
+    with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_CONSOLE_SIGNIN"):
+        Settings.from_env({"BILLING_RATE_LIMIT_CONSOLE_SIGNIN": "often"})

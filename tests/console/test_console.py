@@ -92,6 +92,25 @@ def _event(world: ConsoleWorld, event_id: str) -> tuple[str, int, str] | None:
         return None if row is None else (row.status, row.attempts, row.last_error or "")
 
 
+def _failed_event(world: ConsoleWorld, kind: str) -> str:
+    """A `test.{kind}` event in the inbox, failed after 3 attempts, not retried again: its id."""
+    ident = f"evt_{kind}_{uuid.uuid4().hex[:8]}"
+    body = {"id": ident, "type": f"test.{kind}", "data": {"object": {"id": "x"}}}
+    with world.stack.deps.db.transaction() as s:
+        s.add(
+            StripeEvent(
+                event_id=ident,
+                type=f"test.{kind}",
+                payload=json.dumps(body).encode(),
+                status="failed",
+                attempts=3,
+                last_error="RuntimeError: down",
+                next_attempt_at=None,
+            )
+        )
+    return ident
+
+
 def _status(world: ConsoleWorld, event_id: str) -> str | None:
     found = _event(world, event_id)
     return None if found is None else found[0]
@@ -649,20 +668,7 @@ def test_replay_from_a_stale_tab_is_refused_and_replays_nothing(
     from tollbooth.webhooks import repository as inbox_events
 
     db = world.stack.deps.db
-    ident = f"evt_two_tabs_{uuid.uuid4().hex[:8]}"
-    body = {"id": ident, "type": "test.two_tabs", "data": {"object": {"id": "x"}}}
-    with db.transaction() as s:
-        s.add(
-            StripeEvent(
-                event_id=ident,
-                type="test.two_tabs",
-                payload=json.dumps(body).encode(),
-                status="failed",
-                attempts=3,
-                last_error="RuntimeError: down",
-                next_attempt_at=None,
-            )
-        )
+    ident = _failed_event(world, "two_tabs")
     try:
         _sign_in(world, page)
         page.wait_for_url(_url(world, "/accounts"))
@@ -747,20 +753,7 @@ def test_replay_and_resend_without_the_pages_version_are_refused_and_change_noth
     Resend form carries) is refused with 400 FORM_INVALID: the failed event is not replayed
     (status and attempts as they were), the delivered message is not made pending again."""
     db = world.stack.deps.db
-    ident = f"evt_no_version_{uuid.uuid4().hex[:8]}"
-    body = {"id": ident, "type": "test.no_version", "data": {"object": {"id": "x"}}}
-    with db.transaction() as s:
-        s.add(
-            StripeEvent(
-                event_id=ident,
-                type="test.no_version",
-                payload=json.dumps(body).encode(),
-                status="failed",
-                attempts=3,
-                last_error="RuntimeError: down",
-                next_attempt_at=None,
-            )
-        )
+    ident = _failed_event(world, "no_version")
     receiver = Receiver()
     server = ReceiverServer(receiver)
     deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))

@@ -615,20 +615,7 @@ def test_resend_from_two_tabs_sends_the_message_again_once(
     db = world.stack.deps.db
     deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))
     try:
-        with db.transaction() as s:
-            endpoint, receiver.secret = endpoints.create(
-                s, endpoints.Fields(url=receiver.url), utcnow()
-            )
-            ep = endpoint.id
-        enqueue(db, "credits.granted", bought["account"], {"amount": "1"})  # one for it
-
-        def settled() -> bool:
-            deliverer.run_once()
-            total, pending = _counts(world, ep)
-            return total > 0 and pending == 0
-
-        wait_for(settled, 60, "every message delivered to the endpoint")
-        mine = receiver.ids()[0]
+        ep, mine = _one_delivered(world, receiver, deliverer, bought["account"])
         assert receiver.ok_posts[mine] == 1
 
         first, second = context.new_page(), context.new_page()
@@ -641,6 +628,11 @@ def test_resend_from_two_tabs_sends_the_message_again_once(
         first.locator(f"#delivery-{ep}-{mine} button.resend").click()
         first.wait_for_url(_url(world, "/notifications"))
         assert first.inner_text("#flash") == f"Resending {mine} to {ep}: pending"
+
+        def settled() -> bool:
+            deliverer.run_once()
+            return _counts(world, ep)[1] == 0
+
         wait_for(settled, 60, "the message sent again")
         assert receiver.ok_posts[mine] == 2
 
@@ -733,6 +725,27 @@ def test_sign_ins_through_envoy_are_counted_under_the_address_envoy_saw(
         counters.reset()
 
 
+def _one_delivered(
+    world: ConsoleWorld, receiver: Receiver, deliverer: Deliverer, account: str
+) -> tuple[str, str]:
+    """An endpoint for `receiver` and one message for it, delivered: (endpoint id, message id)."""
+    db = world.stack.deps.db
+    with db.transaction() as s:
+        endpoint, receiver.secret = endpoints.create(
+            s, endpoints.Fields(url=receiver.url), utcnow()
+        )
+        ep = endpoint.id
+    enqueue(db, "credits.granted", account, {"amount": "1"})
+
+    def settled() -> bool:
+        deliverer.run_once()
+        total, pending = _counts(world, ep)
+        return total > 0 and pending == 0
+
+    wait_for(settled, 60, "every message delivered to the endpoint")
+    return ep, receiver.ids()[0]
+
+
 def _signed_in_client(world: ConsoleWorld) -> tuple[httpx.Client, str]:
     """A browser-less operator session through Envoy, and its CSRF token."""
     client = httpx.Client(base_url=world.stack.rest_url, timeout=10)
@@ -759,20 +772,7 @@ def test_replay_and_resend_without_the_pages_version_are_refused_and_change_noth
     deliverer = Deliverer(db, Policy(retry_first_sec=0.05, retry_max_sec=0.1, poll_sec=0.05))
     client, csrf = _signed_in_client(world)
     try:
-        with db.transaction() as s:
-            endpoint, receiver.secret = endpoints.create(
-                s, endpoints.Fields(url=receiver.url), utcnow()
-            )
-            ep = endpoint.id
-        enqueue(db, "credits.granted", bought["account"], {"amount": "1"})
-
-        def settled() -> bool:
-            deliverer.run_once()
-            total, pending = _counts(world, ep)
-            return total > 0 and pending == 0
-
-        wait_for(settled, 60, "every message delivered to the endpoint")
-        mine = receiver.ids()[0]
+        ep, mine = _one_delivered(world, receiver, deliverer, bought["account"])
 
         for form in ({"csrf_token": csrf}, {"csrf_token": csrf, "seen": ""}):
             r = client.post(f"/console/events/{ident}/replay", data=form)

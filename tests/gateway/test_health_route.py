@@ -3,6 +3,7 @@ transcoded (protos/gateway), no credentials; bench.core's REST no-op."""
 
 from __future__ import annotations
 
+import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import make_env
@@ -48,3 +49,26 @@ def test_health_route_is_503_when_the_server_is_down(tmp_path):  # type: ignore[
         down.close()
     assert resp.status == 503
     assert resp.reason == "SERVICE_UNAVAILABLE"
+
+
+def test_health_route_refuses_a_service_that_is_not_utf8_as_bad_input(stack):  # type: ignore[no-untyped-def]
+    """`%ff` decodes to a byte that is not UTF-8: the request is the client's error (400),
+    not the server's (grpcio's own deserialiser answered INTERNAL, a 500)."""
+    resp = stack.request("GET", "/v1/health?service=%ff")
+    assert resp.status == 400
+    assert resp.reason == "MALFORMED_REQUEST"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "service=nope&service=billing.v1.CatalogService",
+        "service=billing.v1.CatalogService&servic%65=nope",
+    ],
+)
+def test_health_route_refuses_a_service_given_twice(stack, query):  # type: ignore[no-untyped-def]
+    """As on every other route: the transcoder would keep the last value silently."""
+    resp = stack.request("GET", f"/v1/health?{query}")
+    assert resp.status == 400
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert "service" in resp.json()["message"]

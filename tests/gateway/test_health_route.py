@@ -72,3 +72,16 @@ def test_health_route_refuses_a_service_given_twice(stack, query):  # type: igno
     assert resp.status == 400
     assert resp.reason == "MALFORMED_REQUEST"
     assert "service" in resp.json()["message"]
+
+
+def test_health_route_does_not_turn_a_grpc_callers_answer_into_a_503(stack):  # type: ignore[no-untyped-def]
+    """A gRPC request (not transcoded) to /v1/health names no method the server has: its
+    UNIMPLEMENTED answer is the caller's error, as on every other route, not a 5xx."""
+    resp = stack.request(
+        "POST",
+        "/v1/health",
+        b"\x00\x00\x00\x00\x00",
+        headers={"content-type": "application/grpc", "te": "trailers"},
+    )
+    assert resp.status == 200
+    assert resp.headers["grpc-status"] == "12"  # UNIMPLEMENTED

@@ -114,3 +114,26 @@ def test_the_throttle_rates_are_settings(rate: str) -> None:
     assert settings.rate_limit_console_signin == rate
     with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_CONSOLE_SIGNIN"):
         Settings.from_env({"BILLING_RATE_LIMIT_CONSOLE_SIGNIN": "often"})
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        # One IPv6 client holds a whole /64: a new address per guess is the same client.
+        ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"],
+        # One address written three ways.
+        ["2001:db8::7", "2001:DB8:0:0:0:0:0:7", "[2001:db8::7]"],
+        # An IPv4 client seen through an IPv6 listener is the same IPv4 address.
+        ["203.0.113.9", "::ffff:203.0.113.9", "::FFFF:cb00:7109"],
+    ],
+)
+def test_one_client_under_other_forms_of_its_address_shares_one_window(
+    db: Database, addresses: list[str]
+) -> None:
+    app = _console(db, "2/minute", "off")
+    first, second, third = (Browser(app, a) for a in addresses)
+    assert first.sign_in(WRONG).status_code == 401
+    assert second.sign_in(WRONG).status_code == 401
+    _throttled(third.sign_in(WRONG), 60)
+    # Another network is not refused.
+    assert Browser(app, "2001:db8:1:3::1").sign_in(WRONG).status_code == 401

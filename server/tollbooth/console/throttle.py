@@ -16,11 +16,13 @@ to the key comparison (logged), as the RPC limits let calls through.
 
 The client address is the one Envoy saw: the console's route sets `x-tollbooth-client`
 from the downstream address, overwriting whatever the client sent. Straight to the sidecar
-(loopback only), the connection's own address is used when the header is absent.
+(loopback only), the connection's own address is used when the header is absent. An IPv6
+client is counted by its /64 (`counted_as`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -41,11 +43,30 @@ CLIENT_HEADER = "x-tollbooth-client"
 MAX_ADDRESS = 64
 
 
+def counted_as(address: str) -> str:
+    """What one client's failures are counted under: an IPv4 address (also written as an
+    IPv4-mapped IPv6 one), an IPv6 client's /64 (it holds the whole network, one new address
+    per guess would otherwise be a fresh window), each in one canonical form. Anything else
+    as it is, cut to MAX_ADDRESS."""
+    text = address.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return address[:MAX_ADDRESS]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def client_address(request: Request) -> str:
     given = request.headers.get(CLIENT_HEADER, "").strip()
     if given:
-        return given[:MAX_ADDRESS]
-    return request.client.host if request.client else "unknown"
+        return counted_as(given)
+    return counted_as(request.client.host) if request.client else "unknown"
 
 
 @dataclass(frozen=True)

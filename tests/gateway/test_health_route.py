@@ -85,3 +85,12 @@ def test_health_route_does_not_turn_a_grpc_callers_answer_into_a_503(stack):  # 
     )
     assert resp.status == 200
     assert resp.headers["grpc-status"] == "12"  # UNIMPLEMENTED
+
+
+def test_health_route_names_an_unknown_service_with_a_stable_reason(stack):  # type: ignore[no-untyped-def]
+    """A 404 like every other one of the API: the error shape with NOT_FOUND, naming the
+    service, not a bare {"status": "UNKNOWN"} that reads like a health status."""
+    resp = stack.request("GET", "/v1/health?service=billing.v1.NoSuchService")
+    assert resp.status == 404
+    assert resp.reason == "NOT_FOUND"
+    assert "billing.v1.NoSuchService" in resp.json()["message"]

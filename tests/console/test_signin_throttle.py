@@ -137,3 +137,19 @@ def test_one_client_under_other_forms_of_its_address_shares_one_window(
     _throttled(third.sign_in(WRONG), 60)
     # Another network is not refused.
     assert Browser(app, "2001:db8:1:3::1").sign_in(WRONG).status_code == 401
+
+
+def test_a_counter_outage_lets_sign_in_through_to_the_key_check(db: Database) -> None:
+    """The counters' database does not answer: no 5xx and no lock-out; the key decides."""
+    down = Database("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    try:
+        throttle = SigninThrottle.from_rates(DatabaseStorage(database=down), "1/minute", "1/minute")
+        app = Starlette(
+            routes=[pages.create(OPERATOR_KEY, db, _no_replay, signin_throttle=throttle)]
+        )
+        browser = Browser(app, "203.0.113.50")
+        assert [browser.sign_in(WRONG).status_code for _ in range(3)] == [401, 401, 401]
+        assert browser.sign_in(OPERATOR_KEY).status_code == 303
+        assert browser.signed_in()
+    finally:
+        down.dispose()

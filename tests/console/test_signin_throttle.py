@@ -153,3 +153,13 @@ def test_a_counter_outage_lets_sign_in_through_to_the_key_check(db: Database) ->
         assert browser.signed_in()
     finally:
         down.dispose()
+
+
+def test_two_replicas_share_one_window_per_address(db: Database) -> None:
+    """Two sidecars (each its own throttle and lock) over one database: guesses spread over
+    both use up one window."""
+    first, second = _console(db, "2/minute", "off"), _console(db, "2/minute", "off")
+    assert Browser(first, "203.0.113.60").sign_in(WRONG).status_code == 401
+    assert Browser(second, "203.0.113.60").sign_in(WRONG).status_code == 401
+    _throttled(Browser(first, "203.0.113.60").sign_in(WRONG), 60)
+    _throttled(Browser(second, "203.0.113.60").sign_in(OPERATOR_KEY), 60)

@@ -5,6 +5,7 @@ with the counters in the service's database as the sidecar keeps them."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -163,3 +164,40 @@ def test_two_replicas_share_one_window_per_address(db: Database) -> None:
     assert Browser(second, "203.0.113.60").sign_in(WRONG).status_code == 401
     _throttled(Browser(first, "203.0.113.60").sign_in(WRONG), 60)
     _throttled(Browser(second, "203.0.113.60").sign_in(OPERATOR_KEY), 60)
+
+
+def _guess_at_once(throttles: list[SigninThrottle], address: str, count: int) -> list[bool]:
+    """`count` wrong keys from `address` released together, round-robin over `throttles`;
+    for each, whether it was let through to the key check."""
+    checked: list[bool] = []
+    start = threading.Barrier(count)
+
+    def guess(n: int) -> None:
+        start.wait()
+        checked.append(throttles[n % len(throttles)].attempt(address, False) is None)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return checked
+
+
+def test_concurrent_guesses_over_four_replicas_get_the_window_and_no_more(pg_url: str) -> None:
+    """Forty wrong keys at once, spread over four replicas (each its own lock) on PostgreSQL:
+    five (the window) are checked and answered 401; every other one is refused. Each replica
+    checking the window and counting afterwards let a guess through per replica that had
+    checked before another counted."""
+    databases = [Database(pg_url) for _ in range(4)]
+    try:
+        throttles = [
+            SigninThrottle.from_rates(DatabaseStorage(database=d), "5/minute", "off")
+            for d in databases
+        ]
+        for address in (f"198.51.100.{n}" for n in range(70, 75)):  # five rounds
+            checked = _guess_at_once(throttles, address, 40)
+            assert (checked.count(True), checked.count(False)) == (5, 35), address
+    finally:
+        for d in databases:
+            d.dispose()

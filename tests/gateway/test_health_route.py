@@ -94,3 +94,15 @@ def test_health_route_names_an_unknown_service_with_a_stable_reason(stack):  # t
     assert resp.status == 404
     assert resp.reason == "NOT_FOUND"
     assert "billing.v1.NoSuchService" in resp.json()["message"]
+
+
+def test_health_route_drops_the_internal_headers_a_client_sends(stack):  # type: ignore[no-untyped-def]
+    """The headers json_fields.lua owns (it is not run here) never reach the server from a
+    client: a forged repeats header does not refuse a query that gives `service` once."""
+    resp = stack.request(
+        "GET",
+        "/v1/health?service=billing.v1.CatalogService",
+        headers={"x-billing-query-repeats": "service", "x-billing-json-fields": "!nope,nope"},
+    )
+    assert resp.status == 200
+    assert resp.json() == {"status": "SERVING"}

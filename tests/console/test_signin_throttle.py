@@ -5,6 +5,7 @@ with the counters in the service's database as the sidecar keeps them."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -114,3 +115,89 @@ def test_the_throttle_rates_are_settings(rate: str) -> None:
     assert settings.rate_limit_console_signin == rate
     with pytest.raises(ConfigError, match="BILLING_RATE_LIMIT_CONSOLE_SIGNIN"):
         Settings.from_env({"BILLING_RATE_LIMIT_CONSOLE_SIGNIN": "often"})
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        # One IPv6 client holds a whole /64: a new address per guess is the same client.
+        ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"],
+        # One address written three ways.
+        ["2001:db8::7", "2001:DB8:0:0:0:0:0:7", "[2001:db8::7]"],
+        # An IPv4 client seen through an IPv6 listener is the same IPv4 address.
+        ["203.0.113.9", "::ffff:203.0.113.9", "::FFFF:cb00:7109"],
+    ],
+)
+def test_one_client_under_other_forms_of_its_address_shares_one_window(
+    db: Database, addresses: list[str]
+) -> None:
+    app = _console(db, "2/minute", "off")
+    first, second, third = (Browser(app, a) for a in addresses)
+    assert first.sign_in(WRONG).status_code == 401
+    assert second.sign_in(WRONG).status_code == 401
+    _throttled(third.sign_in(WRONG), 60)
+    # Another network is not refused.
+    assert Browser(app, "2001:db8:1:3::1").sign_in(WRONG).status_code == 401
+
+
+def test_a_counter_outage_lets_sign_in_through_to_the_key_check(db: Database) -> None:
+    """The counters' database does not answer: no 5xx and no lock-out; the key decides."""
+    down = Database("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    try:
+        throttle = SigninThrottle.from_rates(DatabaseStorage(database=down), "1/minute", "1/minute")
+        app = Starlette(
+            routes=[pages.create(OPERATOR_KEY, db, _no_replay, signin_throttle=throttle)]
+        )
+        browser = Browser(app, "203.0.113.50")
+        assert [browser.sign_in(WRONG).status_code for _ in range(3)] == [401, 401, 401]
+        assert browser.sign_in(OPERATOR_KEY).status_code == 303
+        assert browser.signed_in()
+    finally:
+        down.dispose()
+
+
+def test_two_replicas_share_one_window_per_address(db: Database) -> None:
+    """Two sidecars (each its own throttle and lock) over one database: guesses spread over
+    both use up one window."""
+    first, second = _console(db, "2/minute", "off"), _console(db, "2/minute", "off")
+    assert Browser(first, "203.0.113.60").sign_in(WRONG).status_code == 401
+    assert Browser(second, "203.0.113.60").sign_in(WRONG).status_code == 401
+    _throttled(Browser(first, "203.0.113.60").sign_in(WRONG), 60)
+    _throttled(Browser(second, "203.0.113.60").sign_in(OPERATOR_KEY), 60)
+
+
+def _guess_at_once(throttles: list[SigninThrottle], address: str, count: int) -> list[bool]:
+    """`count` wrong keys from `address` released together, round-robin over `throttles`;
+    for each, whether it was let through to the key check."""
+    checked: list[bool] = []
+    start = threading.Barrier(count)
+
+    def guess(n: int) -> None:
+        start.wait()
+        checked.append(throttles[n % len(throttles)].attempt(address, False) is None)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return checked
+
+
+def test_concurrent_guesses_over_four_replicas_get_the_window_and_no_more(pg_url: str) -> None:
+    """Forty wrong keys at once, spread over four replicas (each its own lock) on PostgreSQL:
+    five (the window) are checked and answered 401; every other one is refused. Each replica
+    checking the window and counting afterwards let a guess through per replica that had
+    checked before another counted."""
+    databases = [Database(pg_url) for _ in range(4)]
+    try:
+        throttles = [
+            SigninThrottle.from_rates(DatabaseStorage(database=d), "5/minute", "off")
+            for d in databases
+        ]
+        for address in (f"198.51.100.{n}" for n in range(70, 75)):  # five rounds
+            checked = _guess_at_once(throttles, address, 40)
+            assert (checked.count(True), checked.count(False)) == (5, 35), address
+    finally:
+        for d in databases:
+            d.dispose()

@@ -3,6 +3,7 @@ transcoded (protos/gateway), no credentials; bench.core's REST no-op."""
 
 from __future__ import annotations
 
+import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.conftest import make_env
@@ -48,3 +49,60 @@ def test_health_route_is_503_when_the_server_is_down(tmp_path):  # type: ignore[
         down.close()
     assert resp.status == 503
     assert resp.reason == "SERVICE_UNAVAILABLE"
+
+
+def test_health_route_refuses_a_service_that_is_not_utf8_as_bad_input(stack):  # type: ignore[no-untyped-def]
+    """`%ff` decodes to a byte that is not UTF-8: the request is the client's error (400),
+    not the server's (grpcio's own deserialiser answered INTERNAL, a 500)."""
+    resp = stack.request("GET", "/v1/health?service=%ff")
+    assert resp.status == 400
+    assert resp.reason == "MALFORMED_REQUEST"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "service=nope&service=billing.v1.CatalogService",
+        "service=billing.v1.CatalogService&servic%65=nope",
+    ],
+)
+def test_health_route_refuses_a_service_given_twice(stack, query):  # type: ignore[no-untyped-def]
+    """As on every other route: the transcoder would keep the last value silently."""
+    resp = stack.request("GET", f"/v1/health?{query}")
+    assert resp.status == 400
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert "service" in resp.json()["message"]
+
+
+def test_health_route_does_not_turn_a_grpc_callers_answer_into_a_503(stack):  # type: ignore[no-untyped-def]
+    """A gRPC request (not transcoded) to /v1/health names no method the server has: its
+    UNIMPLEMENTED answer is the caller's error, as on every other route, not a 5xx."""
+    resp = stack.request(
+        "POST",
+        "/v1/health",
+        b"\x00\x00\x00\x00\x00",
+        headers={"content-type": "application/grpc", "te": "trailers"},
+    )
+    assert resp.status == 200
+    assert resp.headers["grpc-status"] == "12"  # UNIMPLEMENTED
+
+
+def test_health_route_names_an_unknown_service_with_a_stable_reason(stack):  # type: ignore[no-untyped-def]
+    """A 404 like every other one of the API: the error shape with NOT_FOUND, naming the
+    service, not a bare {"status": "UNKNOWN"} that reads like a health status."""
+    resp = stack.request("GET", "/v1/health?service=billing.v1.NoSuchService")
+    assert resp.status == 404
+    assert resp.reason == "NOT_FOUND"
+    assert "billing.v1.NoSuchService" in resp.json()["message"]
+
+
+def test_health_route_drops_the_internal_headers_a_client_sends(stack):  # type: ignore[no-untyped-def]
+    """The headers json_fields.lua owns (it is not run here) never reach the server from a
+    client: a forged repeats header does not refuse a query that gives `service` once."""
+    resp = stack.request(
+        "GET",
+        "/v1/health?service=billing.v1.CatalogService",
+        headers={"x-billing-query-repeats": "service", "x-billing-json-fields": "!nope,nope"},
+    )
+    assert resp.status == 200
+    assert resp.json() == {"status": "SERVING"}

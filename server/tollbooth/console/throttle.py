@@ -9,18 +9,21 @@ window ends, sign-in works again. A correct sign-in is never counted, so an
 operator signing in from several browsers is not throttled.
 
 The counters live where the RPC limits' do (the service's database unless
-BILLING_RATE_LIMIT_STORAGE names another storage), so every sidecar replica shares them. The
-check, the key comparison and the count run under one lock per process: concurrent guesses
-cannot all pass the check before any is counted. A storage outage lets the sign-in through
-to the key comparison (logged), as the RPC limits let calls through.
+BILLING_RATE_LIMIT_STORAGE names another storage), so every sidecar replica shares them. A
+wrong key is counted (one atomic increment in the storage) before it is answered and refused
+when its count is over the window, so guesses racing on several replicas get the window and
+not one more. A storage outage lets the sign-in through to the key comparison (logged), as
+the RPC limits let calls through.
 
 The client address is the one Envoy saw: the console's route sets `x-tollbooth-client`
 from the downstream address, overwriting whatever the client sent. Straight to the sidecar
-(loopback only), the connection's own address is used when the header is absent.
+(loopback only), the connection's own address is used when the header is absent. An IPv6
+client is counted by its /64 (`counted_as`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -41,11 +44,30 @@ CLIENT_HEADER = "x-tollbooth-client"
 MAX_ADDRESS = 64
 
 
+def counted_as(address: str) -> str:
+    """What one client's failures are counted under: an IPv4 address (also written as an
+    IPv4-mapped IPv6 one), an IPv6 client's /64 (it holds the whole network, one new address
+    per guess would otherwise be a fresh window), each in one canonical form. Anything else
+    as it is, cut to MAX_ADDRESS."""
+    text = address.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return address[:MAX_ADDRESS]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def client_address(request: Request) -> str:
     given = request.headers.get(CLIENT_HEADER, "").strip()
     if given:
-        return given[:MAX_ADDRESS]
-    return request.client.host if request.client else "unknown"
+        return counted_as(given)
+    return counted_as(request.client.host) if request.client else "unknown"
 
 
 @dataclass(frozen=True)
@@ -83,19 +105,25 @@ class SigninThrottle:
     def _ids(self, scope: str, address: str) -> tuple[str, ...]:
         return ("console_signin", address) if scope == "address" else ("console_signin_all",)
 
+    def _refusal(self, scope: str, item: RateLimitItem, address: str) -> Refusal:
+        stats = self._limiter.get_window_stats(item, *self._ids(scope, address))
+        return Refusal(scope, max(1, math.ceil(stats.reset_time - time.time())))
+
     def attempt(self, address: str, key_is_right: bool) -> Refusal | None:
-        """A Refusal when a window is used up (whatever the key); else a wrong key is counted."""
+        """A Refusal when a window is used up (whatever the key); else a wrong key is counted.
+
+        A wrong key is counted before it is answered, and refused when its own count is over
+        the window: the count is one atomic increment in the storage, so guesses racing on
+        several replicas (each with its own lock) get the window and not one more."""
         with self._lock:
             try:
                 for scope, item in self._limits:
-                    ids = self._ids(scope, address)
-                    if not self._limiter.test(item, *ids):
-                        stats = self._limiter.get_window_stats(item, *ids)
-                        retry = max(1, math.ceil(stats.reset_time - time.time()))
-                        return Refusal(scope, retry)
+                    if not self._limiter.test(item, *self._ids(scope, address)):
+                        return self._refusal(scope, item, address)
                 if not key_is_right:
                     for scope, item in self._limits:
-                        self._limiter.hit(item, *self._ids(scope, address))
+                        if not self._limiter.hit(item, *self._ids(scope, address)):
+                            return self._refusal(scope, item, address)
             except Exception:  # noqa: BLE001 - a counter outage must not lock the operator out
                 log.warning("console sign-in throttle storage failed; let through", exc_info=True)
         return None

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
+from tollbooth import errors
 from tollbooth.config import REPO_ROOT
 from tollbooth.deps import Deps
 from tollbooth.rpc import edge, reflection, routing
@@ -46,9 +47,22 @@ def unbuilt_methods(servicers: Sequence[type[Servicer]]) -> list[str]:
     ]
 
 
+class HealthServicer(health.HealthServicer):
+    """grpcio's health service; a service it does not know is NOT_FOUND with the error shape
+    every other refusal has (reason NOT_FOUND, the name), not a bare empty answer."""
+
+    def Check(  # noqa: N802 - the RPC's name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        answer = super().Check(request, context)
+        if context.code() == grpc.StatusCode.NOT_FOUND:
+            raise errors.not_found("service", request.service)
+        return answer
+
+
 def build_server(
     deps: Deps, address: str, servicers: Sequence[Servicer | routing.EnvironmentRouter]
-) -> tuple[grpc.Server, int, health.HealthServicer]:
+) -> tuple[grpc.Server, int, HealthServicer]:
     """A started-ready server of `servicers` bound to `address` (port 0 picks one). Returns
     the bound port. The servicers are built at assembly (`tollbooth.app`)."""
     settings = deps.settings
@@ -92,12 +106,14 @@ def build_server(
         service = servicer.service_descriptor
         edge.register(server, service, servicer)
         names.append(service.full_name)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer = HealthServicer()
+    # Through the edge like the contract: a request that does not parse (a `service` that is
+    # not UTF-8, from GET /v1/health?service=%ff) is MALFORMED_REQUEST, not grpcio's INTERNAL.
+    health_service = health_pb2.DESCRIPTOR.services_by_name["Health"]
+    edge.register(server, health_service, health_servicer)
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable([*names, health_name], server, DESCRIPTOR_SET)
+    reflection.enable([*names, health_service.full_name], server, DESCRIPTOR_SET)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises where it used to return 0

@@ -18,7 +18,9 @@ from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason, keyed
 from tests.limits.support import server
 from tests.notifications.support import enqueue
+from tollbooth.db import Database
 from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
+from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
 from tollbooth.notifications import endpoints
 from tollbooth.notifications.delivery import Deliverer, Policy
@@ -376,35 +378,45 @@ def test_watch_ends_on_cancel_and_frees_its_thread(stub, shared_deps) -> None:  
     )
 
 
-def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(database_url) -> None:  # type: ignore[no-untyped-def]
     """Eight senders record failed attempts for one endpoint at once: each inserts an attempt
     (a key-share lock on the endpoint through the foreign key) and then locks the endpoint to
     mark it failing. With a plain FOR UPDATE two senders wait on each other (PostgreSQL
-    aborts one: deadlock detected); the endpoint lock must not conflict with key-share."""
-    eid = create(stub).endpoint.endpoint_id
-    for n in range(64):  # one account each: per-account order does not serialize them
-        enqueue(shared_deps.db, "invoice.paid", f"acct_{uuid.uuid4().hex[:8]}", {"n": n})
+    aborts one: deadlock detected); the endpoint lock must not conflict with key-share.
 
-    def attempted() -> int:
-        with shared_deps.db.transaction(readonly=True) as session:
-            total = session.scalars(
-                select(func.sum(NotificationDelivery.attempts)).where(
-                    NotificationDelivery.endpoint_id == eid
-                )
-            ).one()
-        return int(total or 0)
-
-    # Other tests of this module share the database (and its endpoints): pass until every
-    # message of this endpoint was tried; a deadlock would raise out of run_once.
-    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+    On its own empty database, not the module's shared one: there every message also went to
+    each endpoint earlier tests left (hundreds of deliveries to other endpoints per pass)."""
+    db = Database(database_url)
     try:
-        for _pass in range(40):
-            deliverer.run_once()
-            if attempted() >= 64:
-                break
+        with db.transaction() as session:
+            endpoint, _ = endpoints.create(
+                session, endpoints.Fields(url="http://127.0.0.1:9/hooks"), utcnow()
+            )
+            eid = endpoint.id
+        for n in range(64):  # one account each: per-account order does not serialize them
+            enqueue(db, "invoice.paid", f"acct_{uuid.uuid4().hex[:8]}", {"n": n})
+
+        def attempted() -> int:
+            with db.transaction(readonly=True) as session:
+                total = session.scalars(
+                    select(func.sum(NotificationDelivery.attempts)).where(
+                        NotificationDelivery.endpoint_id == eid
+                    )
+                ).one()
+            return int(total or 0)
+
+        # Pass until every message was tried; a deadlock would raise out of run_once.
+        deliverer = Deliverer(db, Policy(timeout_sec=1, retry_first_sec=3600))
+        try:
+            for _pass in range(40):
+                deliverer.run_once()
+                if attempted() >= 64:
+                    break
+        finally:
+            deliverer.close()
+        assert attempted() == 64  # each message tried once (the next try is an hour away)
     finally:
-        deliverer.close()
-    assert attempted() == 64  # each message tried once (the next try is an hour away)
+        db.dispose()
 
 
 def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # type: ignore[no-untyped-def]

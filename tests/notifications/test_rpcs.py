@@ -210,74 +210,73 @@ def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> N
     assert kept - changed == dt.timedelta(hours=24)
 
 
-def test_messages_attempts_and_resends(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
-    # Every endpoint of this module is unreachable (port 9): attempts fail fast, refused.
-    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
-    # Rows other tests of the module left without a position go to the endpoints that exist
-    # now, not to this test's new endpoint (which must see only its own three).
-    while deliverer.fan_out():
-        pass
-    eid = create(stub).endpoint.endpoint_id
-    acct = f"acct_{uuid.uuid4().hex[:8]}"
-    ids = [enqueue(shared_deps.db, "invoice.paid", acct, {"n": n}) for n in range(3)]
-    try:
-        # Other endpoints' due rows come first in position order and may fill a batch: pass
-        # until nothing is due (every failure waits an hour, so this ends).
-        while deliverer.run_once():
-            pass
-    finally:
-        deliverer.close()
-    pending = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_PENDING, page_size=2
-        ),
-        metadata=SERVICE_MD,
-    )
-    rest = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid,
-            state=pb.NOTIFICATION_MESSAGE_STATE_PENDING,
-            page_size=2,
-            page_token=pending.next_page_token,
-        ),
-        metadata=SERVICE_MD,
-    )
-    listed = [m.notification.notification_id for m in [*pending.messages, *rest.messages]]
-    assert listed == list(reversed(ids))  # newest first
-    first = rest.messages[-1]
-    assert (first.attempts, first.notification.type) == (1, "invoice.paid")
-    assert first.last_error.startswith("ConnectError")
-    delivered = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_DELIVERED
-        ),
-        metadata=SERVICE_MD,
-    )
-    assert list(delivered.messages) == []
-    attempts = stub.ListNotificationAttempts(
-        pb.ListNotificationAttemptsRequest(endpoint_id=eid, notification_id=ids[0]),
-        metadata=SERVICE_MD,
-    )
-    assert [(a.number, a.status_code) for a in attempts.attempts] == [(1, 0)]
-    # resend one: due now again
-    again = stub.ResendNotification(
-        keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ids[0])),
-        metadata=SERVICE_MD,
-    )
-    assert again.state == pb.NOTIFICATION_MESSAGE_STATE_PENDING
-    assert again.next_attempt_time.ToDatetime(tzinfo=dt.UTC) <= dt.datetime.now(dt.UTC)
-    since = timestamp_pb2.Timestamp()
-    since.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
-    queued = stub.ResendNotificationsSince(
-        keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)),
-        metadata=SERVICE_MD,
-    )
-    assert queued.queued >= 3
-    with shared_deps.db.transaction(readonly=True) as s:
-        states = s.scalars(
-            select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
-        ).all()
-    assert set(states) == {"pending"}
+def test_messages_attempts_and_resends(database_url) -> None:  # type: ignore[no-untyped-def]
+    # Its own server on an empty database, not the module's shared one: there every message
+    # also went to each endpoint earlier tests left, hundreds of failing deliveries.
+    with server(database_url) as (channel, deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        # The endpoint is unreachable (port 9): attempts fail fast, refused.
+        deliverer = Deliverer(deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+        eid = create(stub).endpoint.endpoint_id
+        acct = f"acct_{uuid.uuid4().hex[:8]}"
+        ids = [enqueue(deps.db, "invoice.paid", acct, {"n": n}) for n in range(3)]
+        try:
+            # Pass until nothing is due (every failure waits an hour, so this ends).
+            while deliverer.run_once():
+                pass
+        finally:
+            deliverer.close()
+        pending = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_PENDING, page_size=2
+            ),
+            metadata=SERVICE_MD,
+        )
+        rest = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid,
+                state=pb.NOTIFICATION_MESSAGE_STATE_PENDING,
+                page_size=2,
+                page_token=pending.next_page_token,
+            ),
+            metadata=SERVICE_MD,
+        )
+        listed = [m.notification.notification_id for m in [*pending.messages, *rest.messages]]
+        assert listed == list(reversed(ids))  # newest first
+        first = rest.messages[-1]
+        assert (first.attempts, first.notification.type) == (1, "invoice.paid")
+        assert first.last_error.startswith("ConnectError")
+        delivered = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_DELIVERED
+            ),
+            metadata=SERVICE_MD,
+        )
+        assert list(delivered.messages) == []
+        attempts = stub.ListNotificationAttempts(
+            pb.ListNotificationAttemptsRequest(endpoint_id=eid, notification_id=ids[0]),
+            metadata=SERVICE_MD,
+        )
+        assert [(a.number, a.status_code) for a in attempts.attempts] == [(1, 0)]
+        # resend one: due now again
+        again = stub.ResendNotification(
+            keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ids[0])),
+            metadata=SERVICE_MD,
+        )
+        assert again.state == pb.NOTIFICATION_MESSAGE_STATE_PENDING
+        assert again.next_attempt_time.ToDatetime(tzinfo=dt.UTC) <= dt.datetime.now(dt.UTC)
+        since = timestamp_pb2.Timestamp()
+        since.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+        queued = stub.ResendNotificationsSince(
+            keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)),
+            metadata=SERVICE_MD,
+        )
+        assert queued.queued >= 3
+        with deps.db.transaction(readonly=True) as s:
+            states = s.scalars(
+                select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
+            ).all()
+        assert set(states) == {"pending"}
 
 
 def test_messages_by_an_unknown_state_value_are_refused_not_all_listed(stub) -> None:  # type: ignore[no-untyped-def]

@@ -150,7 +150,12 @@ def live_key(settings: Settings) -> bool:
 def inbox(deps: Deps, provider: StripeProvider | None = None) -> Inbox:
     """The webhook inbox with every room's handlers."""
     provider = provider or build_provider(deps.settings)
-    return Inbox(deps.db, webhook_handlers(provider, deps.db), livemode=live_key(deps.settings))
+    return Inbox(
+        deps.db,
+        webhook_handlers(provider, deps.db),
+        livemode=live_key(deps.settings),
+        retry_first_sec=deps.settings.inbox_retry_first_ms / 1000,
+    )
 
 
 def inbox_worker(deps: Deps, interval_sec: float = 2.0) -> InboxWorker:

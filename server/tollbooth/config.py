@@ -327,6 +327,8 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     token_ttl_max: int = env("BILLING_TOKEN_TTL_MAX_SEC", 3600, lo=60, hi=86400)
     stripe_api_key: str = env("STRIPE_API_KEY", "")
     webhook_tolerance_sec: int = env("STRIPE_WEBHOOK_TOLERANCE_SEC", 300, lo=1, hi=3600)
+    # The inbox worker retries a failed event after this long, doubling up to an hour.
+    inbox_retry_first_ms: int = env("BILLING_INBOX_RETRY_FIRST_MS", 10_000, lo=1, hi=3_600_000)
     grpc_host: str = env("BILLING_GRPC_HOST", "127.0.0.1")
     grpc_replicas: int = env("BILLING_GRPC_REPLICAS", 1, lo=1, hi=MAX_GRPC_REPLICAS)
     grpc_port: int = env("BILLING_GRPC_PORT", 50051, lo=1, hi=65535)

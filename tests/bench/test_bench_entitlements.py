@@ -16,7 +16,7 @@ def test_the_entitlement_bench_reports_every_figure_without_errors(tmp_path):  #
     if not os.environ.get("BILLING_TEST_POSTGRES_URL", "").strip():
         pytest.skip("needs BILLING_TEST_POSTGRES_URL")
     out = tmp_path / "results.json"
-    argv = ["--duration", "2", "--concurrency", "4", "--accounts", "20", "--events", "7"]
+    argv = ["--duration", "0.5", "--concurrency", "4", "--accounts", "20", "--events", "7"]
     assert entitlements.main([*argv, "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     figures = doc["figures"]

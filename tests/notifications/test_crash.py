@@ -34,6 +34,8 @@ def start(url: str, tmp_path) -> subprocess.Popen[bytes]:  # type: ignore[no-unt
             BILLING_DATA_DIR=str(tmp_path),
             BILLING_NOTIFY_SENDERS="2",
             BILLING_NOTIFY_TIMEOUT_SEC="1",
+            # The killed process's leases (2 x deadline + 10 s) run out after 14 s, not 30.
+            BILLING_NOTIFY_DEADLINE_SEC="2",
             BILLING_NOTIFY_RETRY_FIRST_MS="100",
             BILLING_NOTIFY_POLL_MS="50",
         ),

@@ -18,7 +18,9 @@ from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason, keyed
 from tests.limits.support import server
 from tests.notifications.support import enqueue
+from tollbooth.db import Database
 from tollbooth.db.models import NotificationDelivery, NotificationEndpoint
+from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
 from tollbooth.notifications import endpoints
 from tollbooth.notifications.delivery import Deliverer, Policy
@@ -208,74 +210,73 @@ def test_rotate_gives_a_new_secret_and_keeps_the_old_one_for_24_hours(stub) -> N
     assert kept - changed == dt.timedelta(hours=24)
 
 
-def test_messages_attempts_and_resends(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
-    # Every endpoint of this module is unreachable (port 9): attempts fail fast, refused.
-    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
-    # Rows other tests of the module left without a position go to the endpoints that exist
-    # now, not to this test's new endpoint (which must see only its own three).
-    while deliverer.fan_out():
-        pass
-    eid = create(stub).endpoint.endpoint_id
-    acct = f"acct_{uuid.uuid4().hex[:8]}"
-    ids = [enqueue(shared_deps.db, "invoice.paid", acct, {"n": n}) for n in range(3)]
-    try:
-        # Other endpoints' due rows come first in position order and may fill a batch: pass
-        # until nothing is due (every failure waits an hour, so this ends).
-        while deliverer.run_once():
-            pass
-    finally:
-        deliverer.close()
-    pending = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_PENDING, page_size=2
-        ),
-        metadata=SERVICE_MD,
-    )
-    rest = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid,
-            state=pb.NOTIFICATION_MESSAGE_STATE_PENDING,
-            page_size=2,
-            page_token=pending.next_page_token,
-        ),
-        metadata=SERVICE_MD,
-    )
-    listed = [m.notification.notification_id for m in [*pending.messages, *rest.messages]]
-    assert listed == list(reversed(ids))  # newest first
-    first = rest.messages[-1]
-    assert (first.attempts, first.notification.type) == (1, "invoice.paid")
-    assert first.last_error.startswith("ConnectError")
-    delivered = stub.ListNotificationMessages(
-        pb.ListNotificationMessagesRequest(
-            endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_DELIVERED
-        ),
-        metadata=SERVICE_MD,
-    )
-    assert list(delivered.messages) == []
-    attempts = stub.ListNotificationAttempts(
-        pb.ListNotificationAttemptsRequest(endpoint_id=eid, notification_id=ids[0]),
-        metadata=SERVICE_MD,
-    )
-    assert [(a.number, a.status_code) for a in attempts.attempts] == [(1, 0)]
-    # resend one: due now again
-    again = stub.ResendNotification(
-        keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ids[0])),
-        metadata=SERVICE_MD,
-    )
-    assert again.state == pb.NOTIFICATION_MESSAGE_STATE_PENDING
-    assert again.next_attempt_time.ToDatetime(tzinfo=dt.UTC) <= dt.datetime.now(dt.UTC)
-    since = timestamp_pb2.Timestamp()
-    since.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
-    queued = stub.ResendNotificationsSince(
-        keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)),
-        metadata=SERVICE_MD,
-    )
-    assert queued.queued >= 3
-    with shared_deps.db.transaction(readonly=True) as s:
-        states = s.scalars(
-            select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
-        ).all()
-    assert set(states) == {"pending"}
+def test_messages_attempts_and_resends(database_url) -> None:  # type: ignore[no-untyped-def]
+    # Its own server on an empty database, not the module's shared one: there every message
+    # also went to each endpoint earlier tests left, hundreds of failing deliveries.
+    with server(database_url) as (channel, deps, _health):
+        stub = notification_pb2_grpc.NotificationServiceStub(channel)
+        # The endpoint is unreachable (port 9): attempts fail fast, refused.
+        deliverer = Deliverer(deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+        eid = create(stub).endpoint.endpoint_id
+        acct = f"acct_{uuid.uuid4().hex[:8]}"
+        ids = [enqueue(deps.db, "invoice.paid", acct, {"n": n}) for n in range(3)]
+        try:
+            # Pass until nothing is due (every failure waits an hour, so this ends).
+            while deliverer.run_once():
+                pass
+        finally:
+            deliverer.close()
+        pending = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_PENDING, page_size=2
+            ),
+            metadata=SERVICE_MD,
+        )
+        rest = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid,
+                state=pb.NOTIFICATION_MESSAGE_STATE_PENDING,
+                page_size=2,
+                page_token=pending.next_page_token,
+            ),
+            metadata=SERVICE_MD,
+        )
+        listed = [m.notification.notification_id for m in [*pending.messages, *rest.messages]]
+        assert listed == list(reversed(ids))  # newest first
+        first = rest.messages[-1]
+        assert (first.attempts, first.notification.type) == (1, "invoice.paid")
+        assert first.last_error.startswith("ConnectError")
+        delivered = stub.ListNotificationMessages(
+            pb.ListNotificationMessagesRequest(
+                endpoint_id=eid, state=pb.NOTIFICATION_MESSAGE_STATE_DELIVERED
+            ),
+            metadata=SERVICE_MD,
+        )
+        assert list(delivered.messages) == []
+        attempts = stub.ListNotificationAttempts(
+            pb.ListNotificationAttemptsRequest(endpoint_id=eid, notification_id=ids[0]),
+            metadata=SERVICE_MD,
+        )
+        assert [(a.number, a.status_code) for a in attempts.attempts] == [(1, 0)]
+        # resend one: due now again
+        again = stub.ResendNotification(
+            keyed(pb.ResendNotificationRequest(endpoint_id=eid, notification_id=ids[0])),
+            metadata=SERVICE_MD,
+        )
+        assert again.state == pb.NOTIFICATION_MESSAGE_STATE_PENDING
+        assert again.next_attempt_time.ToDatetime(tzinfo=dt.UTC) <= dt.datetime.now(dt.UTC)
+        since = timestamp_pb2.Timestamp()
+        since.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
+        queued = stub.ResendNotificationsSince(
+            keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=since)),
+            metadata=SERVICE_MD,
+        )
+        assert queued.queued >= 3
+        with deps.db.transaction(readonly=True) as s:
+            states = s.scalars(
+                select(NotificationDelivery.state).where(NotificationDelivery.endpoint_id == eid)
+            ).all()
+        assert set(states) == {"pending"}
 
 
 def test_messages_by_an_unknown_state_value_are_refused_not_all_listed(stub) -> None:  # type: ignore[no-untyped-def]
@@ -376,35 +377,45 @@ def test_watch_ends_on_cancel_and_frees_its_thread(stub, shared_deps) -> None:  
     )
 
 
-def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(stub, shared_deps) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(database_url) -> None:  # type: ignore[no-untyped-def]
     """Eight senders record failed attempts for one endpoint at once: each inserts an attempt
     (a key-share lock on the endpoint through the foreign key) and then locks the endpoint to
     mark it failing. With a plain FOR UPDATE two senders wait on each other (PostgreSQL
-    aborts one: deadlock detected); the endpoint lock must not conflict with key-share."""
-    eid = create(stub).endpoint.endpoint_id
-    for n in range(64):  # one account each: per-account order does not serialize them
-        enqueue(shared_deps.db, "invoice.paid", f"acct_{uuid.uuid4().hex[:8]}", {"n": n})
+    aborts one: deadlock detected); the endpoint lock must not conflict with key-share.
 
-    def attempted() -> int:
-        with shared_deps.db.transaction(readonly=True) as session:
-            total = session.scalars(
-                select(func.sum(NotificationDelivery.attempts)).where(
-                    NotificationDelivery.endpoint_id == eid
-                )
-            ).one()
-        return int(total or 0)
-
-    # Other tests of this module share the database (and its endpoints): pass until every
-    # message of this endpoint was tried; a deadlock would raise out of run_once.
-    deliverer = Deliverer(shared_deps.db, Policy(timeout_sec=1, retry_first_sec=3600))
+    On its own empty database, not the module's shared one: there every message also went to
+    each endpoint earlier tests left (hundreds of deliveries to other endpoints per pass)."""
+    db = Database(database_url)
     try:
-        for _pass in range(40):
-            deliverer.run_once()
-            if attempted() >= 64:
-                break
+        with db.transaction() as session:
+            endpoint, _ = endpoints.create(
+                session, endpoints.Fields(url="http://127.0.0.1:9/hooks"), utcnow()
+            )
+            eid = endpoint.id
+        for n in range(64):  # one account each: per-account order does not serialize them
+            enqueue(db, "invoice.paid", f"acct_{uuid.uuid4().hex[:8]}", {"n": n})
+
+        def attempted() -> int:
+            with db.transaction(readonly=True) as session:
+                total = session.scalars(
+                    select(func.sum(NotificationDelivery.attempts)).where(
+                        NotificationDelivery.endpoint_id == eid
+                    )
+                ).one()
+            return int(total or 0)
+
+        # Pass until every message was tried; a deadlock would raise out of run_once.
+        deliverer = Deliverer(db, Policy(timeout_sec=1, retry_first_sec=3600))
+        try:
+            for _pass in range(40):
+                deliverer.run_once()
+                if attempted() >= 64:
+                    break
+        finally:
+            deliverer.close()
+        assert attempted() == 64  # each message tried once (the next try is an hour away)
     finally:
-        deliverer.close()
-    assert attempted() == 64  # each message tried once (the next try is an hour away)
+        db.dispose()
 
 
 def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # type: ignore[no-untyped-def]

@@ -16,9 +16,11 @@ from sqlalchemy import event, exc, update
 from billing.v1 import catalog_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.conftest import shop  # noqa: F401 - fixture
 from tests.checkout.support import Shop, World, events_of, signed_send, start_world, wait_for
-from tests.conftest import SERVICE_MD, WEBHOOK_SECRET
+from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, make_env
+from tests.devstack import migrated_sqlite
 from tollbooth import cli
-from tollbooth.app import inbox_worker
+from tollbooth.app import Deps, inbox, inbox_worker
+from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.models import CreditGrant, StripeEvent
 from tollbooth.db.types import utcnow
@@ -37,7 +39,8 @@ IGNORED = webhook_pb2.STRIPE_EVENT_STATUS_IGNORED
 
 @pytest.fixture
 def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(database_url, tmp_path, deliver=False)
+    # The worker's first retry after 0.5 s, not 10 (the retry test waits for it).
+    w = start_world(database_url, tmp_path, deliver=False, BILLING_INBOX_RETRY_FIRST_MS="500")
     yield w
     w.stop()
 
@@ -91,6 +94,20 @@ def test_backoff_doubles_from_ten_seconds_caps_at_an_hour_and_stops_after_max_at
     assert seconds[:4] == [10, 20, 40, 80]
     assert max(seconds) == service.BACKOFF_MAX_SEC
     assert delays[-1] is None  # the last allowed attempt failed: no automatic retry
+
+
+def test_the_first_retry_delay_is_the_setting_and_doubles_from_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    delays = [service.backoff(n, now, first_sec=0.5) for n in range(1, 5)]
+    assert [(d - now).total_seconds() for d in delays if d is not None] == [0.5, 1, 2, 4]
+    url = migrated_sqlite(tmp_path / "billing.db")
+    assert Settings.from_env(make_env(url)).inbox_retry_first_ms == 10_000
+    deps = Deps.build(Settings.from_env(make_env(url, BILLING_INBOX_RETRY_FIRST_MS="500")))
+    try:
+        assert inbox(deps).retry_first_sec == 0.5
+        assert inbox_worker(deps).inbox.retry_first_sec == 0.5
+    finally:
+        deps.db.dispose()
 
 
 def test_the_servers_worker_retries_a_failed_event_by_itself(quiet: World):

@@ -48,7 +48,8 @@ API_VERSION_RE = re.compile(r"[A-Za-z0-9_.\-]{1,60}")
 MAX_CREATED = 253_402_300_799
 # Events larger than this are applied by the worker, not while the sidecar waits.
 INLINE_MAX_BYTES = 64 * 1024
-# Automatic retries: 10 s, 20 s, 40 s ... at most an hour apart, MAX_ATTEMPTS attempts in all.
+# Automatic retries: 10 s, 20 s, 40 s ... at most an hour apart, MAX_ATTEMPTS attempts in all
+# (the first delay is BILLING_INBOX_RETRY_FIRST_MS).
 MAX_ATTEMPTS = 12
 BACKOFF_BASE_SEC = 10
 BACKOFF_MAX_SEC = 3600
@@ -145,11 +146,14 @@ def store(
     return event, inserted, row.status if row is not None else "pending"
 
 
-def backoff(attempts: int, now: dt.datetime) -> dt.datetime | None:
-    """When to try again after `attempts` failed attempts; None once MAX_ATTEMPTS is reached."""
+def backoff(
+    attempts: int, now: dt.datetime, first_sec: float = BACKOFF_BASE_SEC
+) -> dt.datetime | None:
+    """When to try again after `attempts` failed attempts (the first after `first_sec`);
+    None once MAX_ATTEMPTS is reached."""
     if attempts >= MAX_ATTEMPTS:
         return None
-    delay = min(BACKOFF_BASE_SEC * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SEC)
+    delay = min(first_sec * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SEC)
     return now + dt.timedelta(seconds=delay)
 
 
@@ -184,6 +188,7 @@ class Inbox:
     registry: Registry
     livemode: bool = False
     inline_budget_sec: float = INLINE_BUDGET_SEC
+    retry_first_sec: float = BACKOFF_BASE_SEC  # BILLING_INBOX_RETRY_FIRST_MS
     _appliers: ThreadPoolExecutor = field(default_factory=_new_appliers, repr=False)
 
     def apply(self, event_id: str) -> Outcome:
@@ -213,7 +218,8 @@ class Inbox:
                 locked = repository.lock_event(session, event_id)
                 if locked is not None and locked.status not in DONE:
                     attempts = locked.attempts + 1
-                    repository.mark_failed(session, event_id, error, backoff(attempts, utcnow()))
+                    retry_at = backoff(attempts, utcnow(), self.retry_first_sec)
+                    repository.mark_failed(session, event_id, error, retry_at)
             return Outcome("failed", [], error)
 
     def _apply(self, event_id: str, payload: bytes, livemode: bool) -> Outcome:

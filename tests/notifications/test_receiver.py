@@ -209,4 +209,46 @@ def test_it_listens_again_on_its_port_right_after_a_stop(receiver: Running, tmp_
             time.sleep(0.05)
     finally:
         proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        try:
+            code = proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0
+
+
+# A stop asked for before uvicorn has taken the signals over (the window between the
+# `listening` line and uvicorn's own handlers): uvicorn's serve is entered only after SIGTERM
+# has arrived. Run as a script so the signal and a hang stay in their own process.
+_EARLY_STOP = """
+import signal, sys
+import uvicorn
+from tollbooth.notifications import receiver
+
+original = uvicorn.Server.serve
+
+async def late(self, sockets=None):
+    signal.raise_signal(signal.SIGTERM)
+    await original(self, sockets)
+
+uvicorn.Server.serve = late
+receiver.serve(
+    receiver.Receiver(receiver.webhook(sys.argv[1]), 0), receiver.bind("127.0.0.1", 0)
+)
+"""
+
+
+def test_a_stop_that_arrives_before_the_server_takes_the_signals_still_ends_it() -> None:
+    """SIGTERM right after `listening` (before uvicorn installs its handlers) is not lost:
+    the receiver ends, exit 0, instead of running on with the signal swallowed."""
+    proc = subprocess.Popen([sys.executable, "-c", _EARLY_STOP, SECRET], cwd=REPO, text=True)
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0

@@ -150,13 +150,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(receiver: Receiver, sock: socket.socket) -> None:
     """Serve on `sock` until SIGTERM or SIGINT; returns (for exit 0) once uvicorn has stopped."""
-    host, port = sock.getsockname()[:2]
-    where = f"[{host}]" if ":" in host else host
-    log.info(
-        f"listening on http://{where}:{port}/ (any path); answering 500 to the first "
-        f"{receiver.fail_first} valid deliveries, then 204",
-        extra={"event": "listening", "port": port},
-    )
     config = uvicorn.Config(
         create_app(receiver),
         log_level="warning",
@@ -170,11 +163,24 @@ def serve(receiver: Receiver, sock: socket.socket) -> None:
         server_header=False,
         proxy_headers=False,
     )
-    # uvicorn handles the signal (finishing the request in progress), then re-raises it
-    # through the handlers it found: no-op ones make a requested stop exit 0.
+    server = uvicorn.Server(config)
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+
+    # Ours until uvicorn takes the signals over, and again after it re-raises them: a stop that
+    # arrives before uvicorn has installed its own handlers (the `listening` line is already
+    # out) is kept and ends the server as soon as it starts; after, it makes the exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run(sockets=[sock])
+        signal.signal(sig, stop)
+    host, port = sock.getsockname()[:2]
+    where = f"[{host}]" if ":" in host else host
+    log.info(
+        f"listening on http://{where}:{port}/ (any path); answering 500 to the first "
+        f"{receiver.fail_first} valid deliveries, then 204",
+        extra={"event": "listening", "port": port},
+    )
+    server.run(sockets=[sock])
     log.info(f"stopped after {receiver.valid} valid deliveries", extra={"event": "stopped"})
 
 

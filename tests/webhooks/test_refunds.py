@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, credit_pb2
 from tests.checkout.support import World, events_of, signed_send, start_world
 from tests.conftest import SERVICE_MD
-from tollbooth.db.models import CreditGrant, StripeEvent
+from tollbooth.db.models import CreditGrant, Purchase, StripeEvent
+from tollbooth.db.types import utcnow
 
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
 
@@ -335,9 +337,17 @@ def test_a_refund_delivered_before_the_purchase_s_fulfilment_still_ends_what_it_
     quiet.stripe.v1.refunds.create(params={"payment_intent": intent})
     refunded = refunded_event(quiet, intent)
     assert signed_send(quiet, json.dumps(refunded).encode()) == 200  # first
+    between = utcnow()
     completed = events_of(quiet, "checkout.session.completed", stripe_id)[0]
     assert signed_send(quiet, json.dumps(completed).encode()) == 200  # then
     assert quiet.balance(account, "api_calls") == "0"
+    with quiet.deps.db.transaction(readonly=True) as session:
+        purchase = session.scalars(
+            select(Purchase).where(Purchase.billing_account_id == account)
+        ).one()
+    # Its refund time is the refund's, applied before the fulfilment recorded the purchase.
+    assert purchase.refunded_at is not None
+    assert purchase.refunded_at <= between < purchase.created_at
     assert _allowed(quiet, account) is False
     assert quiet.notifications(account).count("credits.voided") == 1
     for body in (refunded, completed):  # redeliveries change nothing

@@ -748,7 +748,8 @@ class Purchase(_message.Message):
     @_builtins.property
     def refund_time(self) -> _timestamp_pb2.Timestamp:
         """When the purchase was fully refunded (its payment refunded in full: it no longer grants
-        anything); unset while it is not.
+        anything); unset while it is not. A refund applied before the purchase was recorded keeps
+        its own time, so it can be earlier than create_time.
         """
 
     def __init__(

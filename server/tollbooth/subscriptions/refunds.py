@@ -13,6 +13,7 @@ before what the payment bought was recorded (events arrive in any order) leaves 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from tollbooth.accounts import repository as accounts
@@ -70,14 +71,26 @@ def settle(ctx: Context, account_id: str, payment_intent: str | None) -> None:
     if not payment_intent:
         return
     accounts.by_id_for_update(ctx.session, account_id)
-    if repository.effect_claimed(ctx.session, account_id, refunded_mark(payment_intent)):
-        _end_what_it_bought(ctx, account_id, payment_intent, None)
+    refunded_at = repository.effect_claimed_at(
+        ctx.session, account_id, refunded_mark(payment_intent)
+    )
+    if refunded_at is not None:  # the refund's own time, not this (later) fulfilment's
+        _end_what_it_bought(ctx, account_id, payment_intent, None, when=refunded_at)
 
 
-def _end_what_it_bought(ctx: Context, account_id: str, intent: str, charge: str | None) -> None:
-    """Void what remains of the grants `intent` paid for and end the purchases it paid."""
+def _end_what_it_bought(
+    ctx: Context,
+    account_id: str,
+    intent: str,
+    charge: str | None,
+    *,
+    when: dt.datetime | None = None,
+) -> None:
+    """Void what remains of the grants `intent` paid for and end the purchases it paid, as
+    refunded at `when` (the refund's time; now by default)."""
     what = f"charge {charge}" if charge else f"payment {intent}"
-    for purchase in repository.refund_purchases(ctx.session, account_id, intent, ctx.clock()):
+    refunded_at = when or ctx.clock()
+    for purchase in repository.refund_purchases(ctx.session, account_id, intent, refunded_at):
         ctx.changes.append(f"purchase {purchase.id} refunded: {what} refunded")
     for grant in repository.grants_bought_by(ctx.session, account_id, intent):
         voided = credit_grants.void_grant(

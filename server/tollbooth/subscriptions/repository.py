@@ -381,14 +381,14 @@ def note_levels(
             )
 
 
-def effect_claimed(session: Session, account_id: str, key: str) -> bool:
-    """Whether a `billing_effects` guard of the account was claimed (a mark, read only)."""
-    found = session.scalar(
-        select(BillingEffect.key).where(
+def effect_claimed_at(session: Session, account_id: str, key: str) -> dt.datetime | None:
+    """When a `billing_effects` guard of the account was claimed (a mark, read only); None
+    when it was not."""
+    return session.scalar(
+        select(BillingEffect.created_at).where(
             BillingEffect.key == key, BillingEffect.billing_account_id == account_id
         )
     )
-    return found is not None
 
 
 def grants_bought_by(session: Session, account_id: str, payment_intent: str) -> list[CreditGrant]:

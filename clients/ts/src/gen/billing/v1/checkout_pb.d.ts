@@ -778,7 +778,8 @@ export declare type Purchase = Message<"billing.v1.Purchase"> & {
 
   /**
    * When the purchase was fully refunded (its payment refunded in full: it no longer grants
-   * anything); unset while it is not.
+   * anything); unset while it is not. A refund applied before the purchase was recorded keeps
+   * its own time, so it can be earlier than create_time.
    *
    * @generated from field: google.protobuf.Timestamp refund_time = 10;
    */

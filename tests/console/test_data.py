@@ -169,6 +169,30 @@ def test_a_resend_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
         assert (row.state, row.updated_at) == after_first
 
 
+def test_a_console_resend_of_a_message_the_endpoint_never_had_is_refused(db: Database) -> None:
+    """The console's Resend names a delivery its page showed (with its version): a form naming
+    a message the endpoint has no delivery of (hand-made; the page never lists one) is
+    refused with NOTIFICATION_CHANGED and creates no delivery."""
+    import pytest
+
+    from tests.notifications.support import enqueue
+    from tollbooth import errors
+    from tollbooth.console import inbox
+    from tollbooth.db.models import NotificationDelivery
+    from tollbooth.notifications import endpoints
+
+    with db.transaction() as session:
+        endpoint, _ = endpoints.create(
+            session, endpoints.Fields(url="https://receiver.example/hook"), utcnow()
+        )
+    nid = enqueue(db, "credits.granted", None, {"amount": "1"})
+    with pytest.raises(errors.DomainError) as refused, db.transaction() as session:
+        inbox.resend(session, endpoint.id, nid, utcnow(), "2026-01-01T00:00:00+00:00")
+    assert refused.value.reason == "NOTIFICATION_CHANGED"
+    with db.transaction(readonly=True) as session:
+        assert session.query(NotificationDelivery).filter_by(endpoint_id=endpoint.id).count() == 0
+
+
 def test_a_replay_from_a_stale_page_is_refused_and_changes_nothing(db: Database) -> None:
     """The console's Replay carries the event's version as its page showed it: the first replay
     from that page goes through (here it fails again: one more attempt), the same form again (a

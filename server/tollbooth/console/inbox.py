@@ -225,7 +225,13 @@ def resend(
             .where(d.endpoint_id == endpoint_id, d.notification_id == notification_id)
             .with_for_update(key_share=True)
         ).first()
-        if current is not None and version_of(current) != seen:
+        if current is None:  # no page showed it: a hand-made form, or one from elsewhere
+            raise errors.failed_precondition(
+                "NOTIFICATION_CHANGED",
+                "this endpoint has no delivery of the message to resend from this page: "
+                "reload the page",
+            )
+        if version_of(current) != seen:
             raise errors.failed_precondition(
                 "NOTIFICATION_CHANGED",
                 f"the message is {current.state} and changed since this page was shown "

@@ -157,7 +157,7 @@ def test_a_counter_outage_lets_sign_in_through_to_the_key_check(db: Database) ->
 
 
 def test_two_replicas_share_one_window_per_address(db: Database) -> None:
-    """Two sidecars (each its own throttle and lock) over one database: guesses spread over
+    """Two sidecars (each its own throttle) over one database: guesses spread over
     both use up one window."""
     first, second = _console(db, "2/minute", "off"), _console(db, "2/minute", "off")
     assert Browser(first, "203.0.113.60").sign_in(WRONG).status_code == 401
@@ -185,10 +185,10 @@ def _guess_at_once(throttles: list[SigninThrottle], address: str, count: int) ->
 
 
 def test_concurrent_guesses_over_four_replicas_get_the_window_and_no_more(pg_url: str) -> None:
-    """Forty wrong keys at once, spread over four replicas (each its own lock) on PostgreSQL:
-    five (the window) are checked and answered 401; every other one is refused. Each replica
-    checking the window and counting afterwards let a guess through per replica that had
-    checked before another counted."""
+    """Forty wrong keys at once, spread over four replicas on PostgreSQL, then all forty on
+    one replica (its threads share no lock): five (the window) are checked and answered 401;
+    every other one is refused. Each replica checking the window and counting afterwards let
+    a guess through per replica that had checked before another counted."""
     databases = [Database(pg_url) for _ in range(4)]
     try:
         throttles = [
@@ -197,6 +197,9 @@ def test_concurrent_guesses_over_four_replicas_get_the_window_and_no_more(pg_url
         ]
         for address in (f"198.51.100.{n}" for n in range(70, 75)):  # five rounds
             checked = _guess_at_once(throttles, address, 40)
+            assert (checked.count(True), checked.count(False)) == (5, 35), address
+        for address in (f"198.51.100.{n}" for n in range(80, 83)):  # one replica's threads
+            checked = _guess_at_once(throttles[:1], address, 40)
             assert (checked.count(True), checked.count(False)) == (5, 35), address
     finally:
         for d in databases:

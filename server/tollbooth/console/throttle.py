@@ -26,7 +26,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -96,7 +95,6 @@ class SigninThrottle:
         self._limits = [
             (scope, item) for scope, item in (("address", per_address), ("all", all_)) if item
         ]
-        self._lock = threading.Lock()
 
     @classmethod
     def from_rates(cls, storage: Storage, per_address: str, all_: str) -> SigninThrottle:
@@ -113,17 +111,17 @@ class SigninThrottle:
         """A Refusal when a window is used up (whatever the key); else a wrong key is counted.
 
         A wrong key is counted before it is answered, and refused when its own count is over
-        the window: the count is one atomic increment in the storage, so guesses racing on
-        several replicas (each with its own lock) get the window and not one more."""
-        with self._lock:
-            try:
+        the window: the count is one atomic increment in the storage, so guesses racing in
+        several threads or on several replicas get the window and not one more (no lock is
+        held here: a flood of sign-ins never queues behind one counter's round trip)."""
+        try:
+            for scope, item in self._limits:
+                if not self._limiter.test(item, *self._ids(scope, address)):
+                    return self._refusal(scope, item, address)
+            if not key_is_right:
                 for scope, item in self._limits:
-                    if not self._limiter.test(item, *self._ids(scope, address)):
+                    if not self._limiter.hit(item, *self._ids(scope, address)):
                         return self._refusal(scope, item, address)
-                if not key_is_right:
-                    for scope, item in self._limits:
-                        if not self._limiter.hit(item, *self._ids(scope, address)):
-                            return self._refusal(scope, item, address)
-            except Exception:  # noqa: BLE001 - a counter outage must not lock the operator out
-                log.warning("console sign-in throttle storage failed; let through", exc_info=True)
+        except Exception:  # noqa: BLE001 - a counter outage must not lock the operator out
+            log.warning("console sign-in throttle storage failed; let through", exc_info=True)
         return None

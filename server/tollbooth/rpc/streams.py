@@ -70,10 +70,16 @@ class StreamGuard(grpc.ServerInterceptor):
                 if not self._open:
                     self._watchdog = None
                     return
-                idle = [o for o in self._open.values() if now - o.last > self.idle_sec]
-            for entry in idle:
-                log.info("cancelling a stream idle for over %s s", self.idle_sec)
-                entry.context.cancel()
+                idle = [i for i, o in self._open.items() if now - o.last > self.idle_sec]
+            for ident in idle:
+                # Its place is freed before the caller hears CANCELLED, so a caller that
+                # opens a stream again at once is served (the handler's own _leave, as it
+                # unwinds, finds nothing left to free).
+                entry = self._open.get(ident)
+                self._leave(ident)
+                if entry is not None:
+                    log.info("cancelling a stream idle for over %s s", self.idle_sec)
+                    entry.context.cancel()
 
     def _enter(self, context: grpc.ServicerContext, metadata: Any) -> int:
         caller = current_caller.get()

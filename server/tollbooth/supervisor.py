@@ -113,19 +113,49 @@ def _tail(path: Path, lines: int = 10) -> str:
     return f"; the end of {path}:\n" + "\n".join(f"  {line}" for line in text) if text else ""
 
 
-def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM when the supervisor dies, even by kill -9, so no process
-    of the stack outlives `make run`."""
-    # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
-    # children with SIGTERM), so a child still starting never dies mid-import with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
+# How a child starts: a small Python program that makes the process die with the supervisor,
+# then execs the child's own command line (the same process, so its pid is the child's).
+#
+# Not `preexec_fn`: that makes `subprocess` fork() (not vfork), which runs grpcio's
+# pthread_atfork handlers in the child; once this process has used a gRPC channel (the
+# health waits), those handlers restart a poller thread in the child that can abort it
+# (SIGABRT, nothing printed) before it reaches exec (grpc/grpc#43055; seen here as a
+# sidecar that "did not start listening (exit code -6)"). Without it the child is spawned
+# by vfork and no fork handler runs.
+#
+# Linux: PR_SET_PDEATHSIG gives the child SIGTERM when the supervisor dies, even by kill -9,
+# so no process of the stack outlives `make run` (the setting survives exec); if the
+# supervisor died before it was set, the child exits at once. SIGINT is ignored (that too
+# survives exec): Ctrl-C reaches the whole process group and the supervisor alone handles it
+# (it stops the children with SIGTERM), so a child still starting never dies mid-import
+# with a traceback.
+_LAUNCHER = """
+import ctypes, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print(f"cannot run {sys.argv[2]}: {exc}", file=sys.stderr, flush=True)
+    sys.exit(127)
+"""
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def launch_argv(argv: list[str], parent: int | None = None) -> list[str]:
+    """`argv` started through `_LAUNCHER`, as a child of `parent` (this process)."""
+    return [
+        sys.executable,
+        "-S",
+        "-c",
+        _LAUNCHER,
+        str(os.getpid() if parent is None else parent),
+        *argv,
+    ]
 
 
 @dataclass
@@ -145,11 +175,10 @@ class Child:
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv,
+            launch_argv(self.argv),
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            preexec_fn=_die_with_parent,
         )
         if out is not None:
             out.close()

@@ -180,12 +180,15 @@ def test_a_console_resend_of_a_message_the_endpoint_never_had_is_refused(db: Dat
     from tollbooth.console import inbox
     from tollbooth.db.models import NotificationDelivery
     from tollbooth.notifications import endpoints
+    from tollbooth.notifications import repository as notifications
 
     with db.transaction() as session:
         endpoint, _ = endpoints.create(
             session, endpoints.Fields(url="https://receiver.example/hook"), utcnow()
         )
     nid = enqueue(db, "credits.granted", None, {"amount": "1"})
+    with db.transaction() as session:  # queued (it has its place), but not for this endpoint
+        assert nid in [r.id for r in notifications.assign_positions(session, 100)]
     with pytest.raises(errors.DomainError) as refused, db.transaction() as session:
         inbox.resend(session, endpoint.id, nid, utcnow(), "2026-01-01T00:00:00+00:00")
     assert refused.value.reason == "NOTIFICATION_CHANGED"

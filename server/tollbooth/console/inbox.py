@@ -226,6 +226,7 @@ def resend(
             .with_for_update(key_share=True)
         ).first()
         if current is None:  # no page showed it: a hand-made form, or one from elsewhere
+            messages.queued(session, notification_id)  # NOT_FOUND, NOT_QUEUED first
             raise errors.failed_precondition(
                 "NOTIFICATION_CHANGED",
                 "this endpoint has no delivery of the message to resend from this page: "

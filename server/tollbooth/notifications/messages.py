@@ -45,12 +45,9 @@ def list_attempts(
     return ks.page(rows)
 
 
-def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
-    """The message is pending again for this endpoint (created if the endpoint never had it)."""
-    # Only a key-share lock on the endpoint (what inserting the delivery takes anyway, taken
-    # first so that a concurrent delete is waited for, then NOT_FOUND): it does not conflict
-    # with the FOR NO KEY UPDATE that recording an attempt takes after the delivery's lock.
-    endpoints.get(session, endpoint_id, share=True)
+def queued(session: Session, notification_id: str) -> NotificationOutbox:
+    """The notification, queued for delivery (NOT_FOUND, or NOTIFICATION_NOT_QUEUED while the
+    delivery process has not given it its place yet)."""
     if not notification_id:
         raise errors.required("notification_id")
     row = repository.get_notification(session, notification_id)
@@ -61,6 +58,16 @@ def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.dat
             "NOTIFICATION_NOT_QUEUED",
             "the notification is not queued for delivery yet; it is sent shortly anyway",
         )
+    return row
+
+
+def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
+    """The message is pending again for this endpoint (created if the endpoint never had it)."""
+    # Only a key-share lock on the endpoint (what inserting the delivery takes anyway, taken
+    # first so that a concurrent delete is waited for, then NOT_FOUND): it does not conflict
+    # with the FOR NO KEY UPDATE that recording an attempt takes after the delivery's lock.
+    endpoints.get(session, endpoint_id, share=True)
+    row = queued(session, notification_id)
     repository.insert_deliveries(session, endpoint_id, [row], now, reset=True)
     delivery = repository.get_delivery(session, endpoint_id, notification_id)
     assert delivery is not None

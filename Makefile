@@ -33,9 +33,12 @@ run: setup
 migrate: setup
 	$(PY) -m tollbooth.cli migrate
 
-## The test suite (PostgreSQL tests run when BILLING_TEST_POSTGRES_URL is set).
+## The test suite (PostgreSQL tests run when BILLING_TEST_POSTGRES_URL is set), in
+## TEST_WORKERS processes (pytest-xdist; one test file stays in one process, so a module's
+## shared server is started once). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: setup proto-check
-	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ## The long proofs at full size (race rounds, kill cycles, fuzz examples); same assertions.
 soak: setup

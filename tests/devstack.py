@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import random
 import shutil
 import socket
@@ -118,9 +119,10 @@ def free_run(n: int, avoid: Collection[int] = ()) -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
+    first, last = _worker_share(10_000, max(10_001, low - n))
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(10_000, max(10_001, low - n))
+        base = rng.randrange(first, last)
         run = set(range(base, base + n))
         if run & set(avoid) or run & _handed:
             continue
@@ -137,6 +139,22 @@ def free_run(n: int, avoid: Collection[int] = ()) -> int:
         _handed.update(run)
         return base
     raise RuntimeError(f"no run of {n} free ports below {low}")
+
+
+def _worker_share(first: int, last: int) -> tuple[int, int]:
+    """This test process's own part of the ports [first, last): under pytest-xdist (`make
+    test` runs several workers) each worker draws from its own slice, so two workers never
+    hand out the same port (`_handed` is per process)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    except ValueError:
+        return first, last
+    if count <= 1 or not 0 <= index < count:
+        return first, last
+    size = (last - first) // count
+    return first + index * size, first + (index + 1) * size
 
 
 class HeldPorts:

@@ -31,3 +31,16 @@ def test_a_run_avoids_what_it_is_told_and_what_was_handed_out() -> None:
     assert base + 5 <= _ephemeral_low()
     later = {free_port() for _ in range(50)}
     assert not later & run
+
+
+def test_parallel_test_workers_draw_ports_from_disjoint_ranges(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under pytest-xdist (`make test`) each worker hands out ports only from its own slice
+    of the range, so two workers (each with its own record of what it handed out) never
+    pick the same port."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    drawn = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        drawn[worker] = {free_run(3) for _ in range(40)}
+    first_high = max(drawn["gw0"]) + 2
+    assert first_high < min(drawn["gw1"])

@@ -325,7 +325,8 @@ def reconcile(settings: Settings) -> Report:
     """`reconcile`: compare every subscription with the provider and repair drift; complete
     the checkout and payment intents left pending (`checkout.intents.sweep_pending`,
     `payments.intents.sweep_pending`); delete the provider customers a failed DeleteCustomer
-    left alive (`accounts.customer_sync.sweep_deletes`)."""
+    left alive (`accounts.customer_sync.sweep_deletes`) and update those a failed sync after
+    UpdateAccount left behind (`accounts.customer_sync.sweep_updates`)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
         report = reconciling.reconcile(
@@ -346,6 +347,9 @@ def reconcile(settings: Settings) -> Report:
         deleted, not_deleted = customer_sync.sweep_deletes(db, provider)
         report.changed.extend(deleted)
         report.failed.extend(not_deleted)
+        updated, not_updated = customer_sync.sweep_updates(db, provider)
+        report.changed.extend(updated)
+        report.failed.extend(not_updated)
         return report
     finally:
         db.dispose()

@@ -154,3 +154,27 @@ def sweep_deletes(db: Database, provider: StripeProvider) -> tuple[list[str], li
                 changes.append(f"{what}: deleted at Stripe (DeleteCustomer left it)")
             # else: a DeleteCustomer retry or another run recorded it meanwhile
     return changes, failures
+
+
+def sweep_updates(db: Database, provider: StripeProvider) -> tuple[list[str], list[str]]:
+    """`reconcile`: bring every provider customer an account change left behind (its sync
+    after UpdateAccount failed: `customer_version < version`) up to the account, as the next
+    sync of that account would. No transaction is open across the provider calls; a failure
+    is reported and left for the next run. (changes, failures)."""
+    with db.transaction(readonly=True) as session:
+        targets = repository.customers_behind(session)
+    changes: list[str] = []
+    failures: list[str] = []
+    for account_id in targets:
+        try:
+            customer = sync_customer(db, provider, account_id, create=False)
+        except errors.DomainError as exc:
+            log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
+            failures.append(f"customer of account {account_id}: {exc.reason}: {exc.message}")
+            continue
+        if customer:
+            changes.append(
+                f"customer {customer} of account {account_id}: updated at Stripe to the "
+                "account (its sync after the change had failed)"
+            )
+    return changes, failures

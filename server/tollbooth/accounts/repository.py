@@ -175,6 +175,22 @@ def mark_customer_delete(session: Session, account_id: str) -> None:
     session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
 
 
+def customers_behind(session: Session) -> list[str]:
+    """Ids of the accounts whose provider customer has not acknowledged their latest change
+    (`customer_version < version`: the sync after an update failed or never ran), the
+    customer neither deleted nor missing."""
+    rows = session.scalars(
+        select(BillingAccount.id)
+        .where(
+            BillingAccount.stripe_customer_id.is_not(None),
+            BillingAccount.customer_deleted_at.is_(None),
+            BillingAccount.customer_version < BillingAccount.version,
+        )
+        .order_by(BillingAccount.id)
+    )
+    return [str(a) for a in rows]
+
+
 def customers_left_to_delete(session: Session) -> list[tuple[str, str]]:
     """(account id, provider customer id) of every account DeleteCustomer archived whose
     provider customer is not recorded deleted (its provider call failed or never ran)."""

@@ -1,0 +1,108 @@
+"""UpdateAccount whose Stripe customer update fails: the account change is committed and
+answered, the Stripe customer keeps the old fields (`customer_version < version`).
+`tollbooth reconcile` brings it up to the account, with no transaction open across the Stripe
+call; a sweep whose own call fails reports it and the next run finishes it. SQLite and
+PostgreSQL, over real gRPC against the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.protobuf import field_mask_pb2
+
+from billing.v1 import account_pb2, account_pb2_grpc, customer_pb2, customer_pb2_grpc
+from tests.checkout.support import World, operator_command, start_world
+from tests.conftest import SERVICE_MD
+from tests.helpers import keyed
+from tollbooth.db.models import BillingAccount
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """The provider client never retries by itself: one injected 500 is one failed call."""
+    w = start_world(database_url, tmp_path, deliver=False, STRIPE_MAX_NETWORK_RETRIES="0")
+    yield w
+    w.stop()
+
+
+def customer_with_account(world: World, email: str) -> tuple[str, str]:
+    made = customer_pb2_grpc.CustomerServiceStub(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email=email, name="Before"), metadata=SERVICE_MD
+    )
+    return made.account_id, made.id
+
+
+def update_email_failing_at_stripe(world: World, account: str, customer: str, email: str) -> None:
+    world.sandbox.stalls.add("POST", f"/v1/customers/{customer}", seconds=0, status=500)
+    updated = account_pb2_grpc.AccountServiceStub(world.channel).UpdateAccount(
+        keyed(
+            account_pb2.UpdateAccountRequest(
+                account=account_pb2.Account(id=account, email=email),
+                update_mask=field_mask_pb2.FieldMask(paths=["email"]),
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert updated.email == email  # the change is ours: committed and answered
+
+
+def email_at_stripe(world: World, customer: str) -> str:
+    return str(world.stripe.v1.customers.retrieve(customer).email)
+
+
+def behind(world: World, account: str) -> bool:
+    with world.deps.db.transaction(readonly=True) as session:
+        row = session.get(BillingAccount, account)
+        assert row is not None
+        return row.customer_version < row.version
+
+
+def reconcile(world: World, monkeypatch: Any, capsys: Any) -> tuple[int, str, str]:
+    return operator_command(world, monkeypatch, capsys, "reconcile")
+
+
+def test_reconcile_updates_the_stripe_customer_a_failed_sync_left_behind(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    account, customer = customer_with_account(world, "before@example.com")
+    update_email_failing_at_stripe(world, account, customer, "after@example.com")
+    assert email_at_stripe(world, customer) == "before@example.com"
+    assert behind(world, account)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert f"customer {customer} of account {account}: updated at Stripe" in out
+    assert email_at_stripe(world, customer) == "after@example.com"
+    assert not behind(world, account)
+    code, out, err = reconcile(world, monkeypatch, capsys)  # again: nothing left to do
+    assert code == 0, err
+    assert customer not in out
+
+
+def test_a_sweep_whose_stripe_call_fails_reports_it_and_the_next_run_finishes(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    account, customer = customer_with_account(world, "first@example.com")
+    update_email_failing_at_stripe(world, account, customer, "second@example.com")
+    world.sandbox.stalls.add("POST", f"/v1/customers/{customer}", seconds=0, status=500)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 1
+    assert f"FAILED customer of account {account}:" in err
+    assert email_at_stripe(world, customer) == "first@example.com"
+    assert behind(world, account)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert f"customer {customer} of account {account}: updated at Stripe" in out
+    assert email_at_stripe(world, customer) == "second@example.com"
+    assert not behind(world, account)
+
+
+def test_an_account_in_step_with_its_customer_is_left_alone(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    account, customer = customer_with_account(world, "steady@example.com")
+    assert not behind(world, account)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert customer not in out

@@ -106,3 +106,21 @@ def test_an_account_in_step_with_its_customer_is_left_alone(
     code, out, err = reconcile(world, monkeypatch, capsys)
     assert code == 0, err
     assert customer not in out
+
+
+def test_a_customer_deleted_at_stripe_meanwhile_is_recorded_not_failed_every_run(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    """The Stripe customer was deleted at Stripe itself (the dashboard) after a failed sync
+    left the account behind: Stripe refuses to update it ever again, so each reconcile failed
+    (exit 1) forever. It is recorded deleted, as the delete sweep records a customer Stripe no
+    longer knows, and left alone."""
+    account, customer = customer_with_account(world, "gone@example.com")
+    update_email_failing_at_stripe(world, account, customer, "gone2@example.com")
+    world.stripe.v1.customers.delete(customer)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert f"customer {customer} of account {account}: deleted at Stripe" in out
+    code, out, err = reconcile(world, monkeypatch, capsys)  # again: nothing left to do
+    assert code == 0, err
+    assert customer not in out and "FAILED" not in err

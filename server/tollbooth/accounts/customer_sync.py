@@ -88,6 +88,10 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
     for _ in range(MAX_SENDS):
         params = dict(snap.fields)
         remote = provider.retrieve_customer(customer)
+        if remote.get("deleted"):  # deleted at Stripe (not by us): nothing left to update
+            with db.transaction() as session:
+                repository.record_customer_deleted(session, snap.account_id, utcnow())
+            break
         for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
             params["metadata"][key] = ""  # removed here: remove there too
         parts = [str(snap.version), json.dumps(params, sort_keys=True)]
@@ -172,7 +176,12 @@ def sweep_updates(db: Database, provider: StripeProvider) -> tuple[list[str], li
             log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
             failures.append(f"customer of account {account_id}: {exc.reason}: {exc.message}")
             continue
-        if customer:
+        if customer and snapshot(db, account_id).deleted:
+            changes.append(
+                f"customer {customer} of account {account_id}: deleted at Stripe, not by "
+                "this service; recorded deleted (no longer updated)"
+            )
+        elif customer:
             changes.append(
                 f"customer {customer} of account {account_id}: updated at Stripe to the "
                 "account (its sync after the change had failed)"

@@ -4,6 +4,7 @@ still dies with the supervisor and leaves Ctrl-C to it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -99,3 +100,18 @@ def test_a_command_that_cannot_run_says_so() -> None:
     )
     assert out.returncode == 127
     assert "cannot run /nonexistent/envoy" in out.stderr
+
+
+def test_a_launched_child_ignores_no_signal_but_sigint() -> None:
+    """The launcher is Python, which ignores SIGPIPE and SIGXFSZ at startup, and an ignored
+    signal stays ignored across exec: the child (Envoy, any command) would inherit them, where
+    `subprocess` (restore_signals) gave it their defaults. Only SIGINT is ignored, as before."""
+    out = subprocess.run(
+        launch_argv(["/bin/grep", "SigIgn", "/proc/self/status"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    ignored = int(out.stdout.split()[1], 16)
+    assert ignored == 1 << (signal.SIGINT - 1), hex(ignored)

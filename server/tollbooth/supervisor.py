@@ -132,6 +132,8 @@ def _tail(path: Path, lines: int = 10) -> str:
 _LAUNCHER = """
 import ctypes, os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+for ignored in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python at startup; an ignored
+    signal.signal(ignored, signal.SIG_DFL)  # signal stays so across exec (restore_signals)
 try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 except (OSError, AttributeError):

@@ -115,3 +115,10 @@ def test_a_launched_child_ignores_no_signal_but_sigint() -> None:
     assert out.returncode == 0, out.stderr
     ignored = int(out.stdout.split()[1], 16)
     assert ignored == 1 << (signal.SIGINT - 1), hex(ignored)
+
+
+def test_a_command_named_without_a_path_is_found_on_path() -> None:
+    """As `subprocess.Popen` (the start before the launcher) finds it: a command given by
+    name is looked up on PATH, not refused with 127."""
+    out = subprocess.run(launch_argv(["true"]), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr

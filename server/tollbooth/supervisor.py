@@ -141,7 +141,7 @@ except (OSError, AttributeError):
 if os.getppid() != int(sys.argv[1]):
     sys.exit(1)
 try:
-    os.execv(sys.argv[2], sys.argv[2:])
+    os.execvp(sys.argv[2], sys.argv[2:])
 except OSError as exc:
     print(f"cannot run {sys.argv[2]}: {exc}", file=sys.stderr, flush=True)
     sys.exit(127)

@@ -124,3 +124,19 @@ def test_a_customer_deleted_at_stripe_meanwhile_is_recorded_not_failed_every_run
     code, out, err = reconcile(world, monkeypatch, capsys)  # again: nothing left to do
     assert code == 0, err
     assert customer not in out and "FAILED" not in err
+
+
+def test_an_account_a_concurrent_sync_caught_up_is_not_reported_updated(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    """The sweep lists the accounts behind, then syncs each with no transaction open: one
+    whose own sync (a concurrent UpdateAccount, another reconcile) finished in between has
+    nothing left to send, and the report must not say the sweep updated it at Stripe."""
+    from tollbooth.accounts import repository
+
+    account, customer = customer_with_account(world, "raced@example.com")
+    assert not behind(world, account)  # as the concurrent sync left it
+    monkeypatch.setattr(repository, "customers_behind", lambda session: [account])
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert customer not in out

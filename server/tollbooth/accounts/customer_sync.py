@@ -68,13 +68,25 @@ def snapshot(db: Database, account_id: str) -> Snapshot:
 def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, create: bool) -> str:
     """Bring the provider customer up to the account's version; create it first if `create`
     and it has none. The customer id ("" when the account has none and `create` is False)."""
+    return _sync(db, provider, account_id, create=create)[0]
+
+
+# What a sync did (`_sync`): sent the account to the provider; nothing to send (in step, no
+# customer, or the customer recorded deleted); found the customer deleted at the provider.
+SENT, NOTHING, GONE = "sent", "nothing", "gone"
+
+
+def _sync(
+    db: Database, provider: StripeProvider, account_id: str, *, create: bool
+) -> tuple[str, str]:
+    """`sync_customer`, and what it did (SENT, NOTHING, GONE)."""
     snap = snapshot(db, account_id)
     if snap.deleted:
-        return snap.customer_id or ""
+        return snap.customer_id or "", NOTHING
     customer = snap.customer_id
     if customer is None:
         if not create:
-            return ""
+            return "", NOTHING
         # Same request as the checkout's first need (key = the account): one customer per account.
         made = provider.create_customer(snap.account_id, email=None, name=None)
         with db.transaction() as session:
@@ -83,14 +95,16 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         customer = snap.customer_id
         assert customer is not None
     elif snap.customer_version >= snap.version:
-        return customer
+        return customer, NOTHING
+    outcome = NOTHING
     overwrote: int | None = None  # the version a send of ours may have put over a newer one
     for _ in range(MAX_SENDS):
         params = dict(snap.fields)
         remote = provider.retrieve_customer(customer)
         if remote.get("deleted"):  # deleted at Stripe (not by us): nothing left to update
             with db.transaction() as session:
-                repository.record_customer_deleted(session, snap.account_id, utcnow())
+                if repository.record_customer_deleted(session, snap.account_id, utcnow()):
+                    outcome = GONE
             break
         for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
             params["metadata"][key] = ""  # removed here: remove there too
@@ -100,6 +114,7 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         provider.update_customer(
             customer, params, idempotency=idempotency_key("customer-sync", snap.account_id, *parts)
         )
+        outcome = SENT
         with db.transaction() as session:
             repository.record_customer_version(session, snap.account_id, snap.version)
             current = repository.by_id(session, snap.account_id)
@@ -113,7 +128,7 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         snap = snapshot(db, account_id)
         if snap.deleted:
             break
-    return customer
+    return customer, outcome
 
 
 def sync_quietly(db: Database, provider: StripeProvider, account_id: str) -> None:
@@ -171,17 +186,18 @@ def sweep_updates(db: Database, provider: StripeProvider) -> tuple[list[str], li
     failures: list[str] = []
     for account_id in targets:
         try:
-            customer = sync_customer(db, provider, account_id, create=False)
+            customer, outcome = _sync(db, provider, account_id, create=False)
         except errors.DomainError as exc:
             log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
             failures.append(f"customer of account {account_id}: {exc.reason}: {exc.message}")
             continue
-        if customer and snapshot(db, account_id).deleted:
+        # NOTHING: a concurrent sync or DeleteCustomer finished it since the query above.
+        if outcome == GONE:
             changes.append(
                 f"customer {customer} of account {account_id}: deleted at Stripe, not by "
                 "this service; recorded deleted (no longer updated)"
             )
-        elif customer:
+        elif outcome == SENT:
             changes.append(
                 f"customer {customer} of account {account_id}: updated at Stripe to the "
                 "account (its sync after the change had failed)"

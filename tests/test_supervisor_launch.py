@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -122,3 +123,29 @@ def test_a_command_named_without_a_path_is_found_on_path() -> None:
     name is looked up on PATH, not refused with 127."""
     out = subprocess.run(launch_argv(["true"]), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_child_given_sigint_as_it_starts_still_runs_its_command() -> None:
+    """Ctrl-C reaches the whole process group, the child too: the launcher is a Python that
+    only ignores SIGINT once its own start-up is done, and a SIGINT in those first
+    milliseconds killed the child (-2, or a KeyboardInterrupt traceback), where `preexec_fn`
+    had it ignored before exec. The child starts with SIGINT blocked until it ignores it."""
+    codes = []
+    for delay in (0.0, 0.005, 0.01, 0.015):
+        for _ in range(3):
+            child = Child("sleep", ["/bin/sleep", "0.3"], {})
+            child.start()
+            assert child.proc is not None
+            time.sleep(delay)
+            child.proc.send_signal(signal.SIGINT)
+            codes.append(child.proc.wait(timeout=30))
+    assert codes == [0] * len(codes)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == set()  # ours, restored
+
+
+def test_a_child_started_by_the_supervisor_blocks_no_signal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGINT is blocked across the spawn only: the command runs with no signal blocked."""
+    child = Child("status", ["/bin/grep", "SigBlk", "/proc/self/status"], {}, tmp_path / "log")
+    child.start()
+    assert child.proc is not None and child.proc.wait(timeout=30) == 0
+    assert int((tmp_path / "log").read_text().split()[1], 16) == 0

@@ -131,7 +131,8 @@ def _tail(path: Path, lines: int = 10) -> str:
 # with a traceback.
 _LAUNCHER = """
 import ctypes, os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a SIGINT that came meanwhile is dropped,
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked till here (start)
 for ignored in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python at startup; an ignored
     signal.signal(ignored, signal.SIG_DFL)  # signal stays so across exec (restore_signals)
 try:
@@ -176,12 +177,19 @@ class Child:
 
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            launch_argv(self.argv),
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
+        # SIGINT blocked across the spawn: the child starts with it blocked (a mask survives
+        # exec), so a Ctrl-C during the launcher's own start-up (before it ignores SIGINT)
+        # does not kill it; here it is only delayed until the mask is restored.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc = subprocess.Popen(
+                launch_argv(self.argv),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if out is not None:
             out.close()
         self.started_at = time.monotonic()

@@ -149,3 +149,19 @@ def test_a_child_started_by_the_supervisor_blocks_no_signal(tmp_path) -> None:  
     child.start()
     assert child.proc is not None and child.proc.wait(timeout=30) == 0
     assert int((tmp_path / "log").read_text().split()[1], 16) == 0
+
+
+def test_a_child_gets_exactly_the_environment_it_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The launcher is a Python, whose start-up in a C locale sets LC_CTYPE=C.UTF-8 in its
+    environment (PEP 538 locale coercion), which exec passed on to the child; `subprocess`
+    gave it exactly `env`. A child given no LC_CTYPE gets none; one given it keeps it."""
+    for env, expected in (
+        ({}, []),
+        ({"A": "1"}, ["A=1"]),
+        ({"LC_CTYPE": "POSIX"}, ["LC_CTYPE=POSIX"]),
+    ):
+        log = tmp_path / f"env-{len(env)}-{sorted(env)}"
+        child = Child("env", ["/usr/bin/env"], env, log)
+        child.start()
+        assert child.proc is not None and child.proc.wait(timeout=30) == 0
+        assert log.read_text().split() == expected

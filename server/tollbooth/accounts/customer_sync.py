@@ -77,9 +77,11 @@ SENT, NOTHING, GONE = "sent", "nothing", "gone"
 
 
 def _sync(
-    db: Database, provider: StripeProvider, account_id: str, *, create: bool
+    db: Database, provider: StripeProvider, account_id: str, *, create: bool, again: str = ""
 ) -> tuple[str, str]:
-    """`sync_customer`, and what it did (SENT, NOTHING, GONE)."""
+    """`sync_customer`, and what it did (SENT, NOTHING, GONE). `again` names a later try of
+    a send that may have failed (a sweep's run): its key is its own, since Stripe answers a
+    key it already saw with the saved answer, a 500 included, for 24 h."""
     snap = snapshot(db, account_id)
     if snap.deleted:
         return snap.customer_id or "", NOTHING
@@ -111,6 +113,8 @@ def _sync(
         parts = [str(snap.version), json.dumps(params, sort_keys=True)]
         if overwrote is not None:  # not the first send of this state: its key replays only
             parts.append(f"over:{overwrote}")
+        if again:
+            parts.append(f"again:{again}")
         provider.update_customer(
             customer, params, idempotency=idempotency_key("customer-sync", snap.account_id, *parts)
         )
@@ -184,9 +188,10 @@ def sweep_updates(db: Database, provider: StripeProvider) -> tuple[list[str], li
         targets = repository.customers_behind(session)
     changes: list[str] = []
     failures: list[str] = []
+    run = utcnow().isoformat()  # this run's keys: not the failed sync's, nor an earlier run's
     for account_id in targets:
         try:
-            customer, outcome = _sync(db, provider, account_id, create=False)
+            customer, outcome = _sync(db, provider, account_id, create=False, again=run)
         except errors.DomainError as exc:
             log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
             failures.append(f"customer of account {account_id}: {exc.reason}: {exc.message}")

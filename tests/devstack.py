@@ -119,10 +119,11 @@ def free_run(n: int, avoid: Collection[int] = ()) -> int:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    first, last = _worker_share(10_000, max(10_001, low - n))
+    # The whole run lies in this worker's share (its slice does not depend on n).
+    first, last = _worker_share(10_000, max(10_001, low))
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(first, last)
+        base = rng.randrange(first, max(first + 1, last - n + 1))
         run = set(range(base, base + n))
         if run & set(avoid) or run & _handed:
             continue

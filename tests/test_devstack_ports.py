@@ -44,3 +44,22 @@ def test_parallel_test_workers_draw_ports_from_disjoint_ranges(monkeypatch) -> N
         drawn[worker] = {free_run(3) for _ in range(40)}
     first_high = max(drawn["gw0"]) + 2
     assert first_high < min(drawn["gw1"])
+
+
+def test_a_run_drawn_at_the_top_of_a_workers_share_stays_in_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run of n ports whose base is drawn last in worker gw0's slice ended up to n - 1
+    ports into gw1's slice (the slice bounded the base, not the run, and moved with n), where
+    gw1 hands out single ports."""
+    import tests.devstack as devstack
+
+    class Highest:
+        def randrange(self, start: int, stop: int) -> int:
+            return stop - 1
+
+    monkeypatch.setattr(devstack.random, "Random", Highest)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    base = free_run(5)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    gw1_first = devstack._worker_share(10_000, _ephemeral_low())[0]
+    assert base + 5 <= gw1_first

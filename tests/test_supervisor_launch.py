@@ -4,9 +4,11 @@ still dies with the supervisor and leaves Ctrl-C to it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -99,3 +101,67 @@ def test_a_command_that_cannot_run_says_so() -> None:
     )
     assert out.returncode == 127
     assert "cannot run /nonexistent/envoy" in out.stderr
+
+
+def test_a_launched_child_ignores_no_signal_but_sigint() -> None:
+    """The launcher is Python, which ignores SIGPIPE and SIGXFSZ at startup, and an ignored
+    signal stays ignored across exec: the child (Envoy, any command) would inherit them, where
+    `subprocess` (restore_signals) gave it their defaults. Only SIGINT is ignored, as before."""
+    out = subprocess.run(
+        launch_argv(["/bin/grep", "SigIgn", "/proc/self/status"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    ignored = int(out.stdout.split()[1], 16)
+    assert ignored == 1 << (signal.SIGINT - 1), hex(ignored)
+
+
+def test_a_command_named_without_a_path_is_found_on_path() -> None:
+    """As `subprocess.Popen` (the start before the launcher) finds it: a command given by
+    name is looked up on PATH, not refused with 127."""
+    out = subprocess.run(launch_argv(["true"]), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_child_given_sigint_as_it_starts_still_runs_its_command() -> None:
+    """Ctrl-C reaches the whole process group, the child too: the launcher is a Python that
+    only ignores SIGINT once its own start-up is done, and a SIGINT in those first
+    milliseconds killed the child (-2, or a KeyboardInterrupt traceback), where `preexec_fn`
+    had it ignored before exec. The child starts with SIGINT blocked until it ignores it."""
+    codes = []
+    for delay in (0.0, 0.005, 0.01, 0.015):
+        for _ in range(3):
+            child = Child("sleep", ["/bin/sleep", "0.3"], {})
+            child.start()
+            assert child.proc is not None
+            time.sleep(delay)
+            child.proc.send_signal(signal.SIGINT)
+            codes.append(child.proc.wait(timeout=30))
+    assert codes == [0] * len(codes)
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # restored
+
+
+def test_a_child_started_by_the_supervisor_blocks_no_signal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGINT is blocked across the spawn only: the command runs with no signal blocked."""
+    child = Child("status", ["/bin/grep", "SigBlk", "/proc/self/status"], {}, tmp_path / "log")
+    child.start()
+    assert child.proc is not None and child.proc.wait(timeout=30) == 0
+    assert int((tmp_path / "log").read_text().split()[1], 16) == 0
+
+
+def test_a_child_gets_exactly_the_environment_it_is_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The launcher is a Python, whose start-up in a C locale sets LC_CTYPE=C.UTF-8 in its
+    environment (PEP 538 locale coercion), which exec passed on to the child; `subprocess`
+    gave it exactly `env`. A child given no LC_CTYPE gets none; one given it keeps it."""
+    for env, expected in (
+        ({}, []),
+        ({"A": "1"}, ["A=1"]),
+        ({"LC_CTYPE": "POSIX"}, ["LC_CTYPE=POSIX"]),
+    ):
+        log = tmp_path / f"env-{len(env)}-{sorted(env)}"
+        child = Child("env", ["/usr/bin/env"], env, log)
+        child.start()
+        assert child.proc is not None and child.proc.wait(timeout=30) == 0
+        assert log.read_text().split() == expected

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,29 +131,42 @@ def _tail(path: Path, lines: int = 10) -> str:
 # with a traceback.
 _LAUNCHER = """
 import ctypes, os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a SIGINT that came meanwhile is dropped,
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked till here (start)
+for ignored in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python at startup; an ignored
+    signal.signal(ignored, signal.SIG_DFL)  # signal stays so across exec (restore_signals)
 try:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 except (OSError, AttributeError):
     pass
 if os.getppid() != int(sys.argv[1]):
     sys.exit(1)
+# LC_CTYPE as given ("-": none): Python's start-up may have set it (PEP 538, a C locale).
+if sys.argv[2] == "-":
+    os.environ.pop("LC_CTYPE", None)
+else:
+    os.environ["LC_CTYPE"] = sys.argv[2][1:]
 try:
-    os.execv(sys.argv[2], sys.argv[2:])
+    os.execvp(sys.argv[3], sys.argv[3:])
 except OSError as exc:
-    print(f"cannot run {sys.argv[2]}: {exc}", file=sys.stderr, flush=True)
+    print(f"cannot run {sys.argv[3]}: {exc}", file=sys.stderr, flush=True)
     sys.exit(127)
 """
 
 
-def launch_argv(argv: list[str], parent: int | None = None) -> list[str]:
-    """`argv` started through `_LAUNCHER`, as a child of `parent` (this process)."""
+def launch_argv(
+    argv: list[str], parent: int | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """`argv` started through `_LAUNCHER`, as a child of `parent` (this process), in `env`
+    (this process's environment by default; the child gets exactly it)."""
+    given = os.environ if env is None else env
     return [
         sys.executable,
         "-S",
         "-c",
         _LAUNCHER,
         str(os.getpid() if parent is None else parent),
+        "=" + given["LC_CTYPE"] if "LC_CTYPE" in given else "-",
         *argv,
     ]
 
@@ -174,12 +187,19 @@ class Child:
 
     def start(self) -> None:
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            launch_argv(self.argv),
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
+        # SIGINT blocked across the spawn: the child starts with it blocked (a mask survives
+        # exec), so a Ctrl-C during the launcher's own start-up (before it ignores SIGINT)
+        # does not kill it; here it is only delayed until the mask is restored.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc = subprocess.Popen(
+                launch_argv(self.argv, env=self.env),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if out is not None:
             out.close()
         self.started_at = time.monotonic()

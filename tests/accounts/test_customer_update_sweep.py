@@ -106,3 +106,65 @@ def test_an_account_in_step_with_its_customer_is_left_alone(
     code, out, err = reconcile(world, monkeypatch, capsys)
     assert code == 0, err
     assert customer not in out
+
+
+def test_a_customer_deleted_at_stripe_meanwhile_is_recorded_not_failed_every_run(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    """The Stripe customer was deleted at Stripe itself (the dashboard) after a failed sync
+    left the account behind: Stripe refuses to update it ever again, so each reconcile failed
+    (exit 1) forever. It is recorded deleted, as the delete sweep records a customer Stripe no
+    longer knows, and left alone."""
+    account, customer = customer_with_account(world, "gone@example.com")
+    update_email_failing_at_stripe(world, account, customer, "gone2@example.com")
+    world.stripe.v1.customers.delete(customer)
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert f"customer {customer} of account {account}: deleted at Stripe" in out
+    code, out, err = reconcile(world, monkeypatch, capsys)  # again: nothing left to do
+    assert code == 0, err
+    assert customer not in out and "FAILED" not in err
+
+
+def test_an_account_a_concurrent_sync_caught_up_is_not_reported_updated(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    """The sweep lists the accounts behind, then syncs each with no transaction open: one
+    whose own sync (a concurrent UpdateAccount, another reconcile) finished in between has
+    nothing left to send, and the report must not say the sweep updated it at Stripe."""
+    from tollbooth.accounts import repository
+
+    account, customer = customer_with_account(world, "raced@example.com")
+    assert not behind(world, account)  # as the concurrent sync left it
+    monkeypatch.setattr(repository, "customers_behind", lambda session: [account])
+    code, out, err = reconcile(world, monkeypatch, capsys)
+    assert code == 0, err
+    assert customer not in out
+
+
+def test_the_sweep_sends_under_a_key_of_its_own(
+    world: World, monkeypatch: Any, capsys: Any
+) -> None:
+    """Stripe saves the answer to the first request under an idempotency key once its
+    handling began, a 500 included, and answers every retry under that key with it for 24 h
+    (docs.stripe.com/api/idempotent_requests). A sweep that sent the failed sync's request
+    under the failed sync's key would get that 500 back on every run for a day. Each run
+    sends under a key of its own."""
+    from tollbooth.provider.client import StripeProvider
+
+    keys: list[str] = []
+    update = StripeProvider.update_customer
+
+    def recording(self, customer_id, params, *, idempotency):  # type: ignore[no-untyped-def]
+        keys.append(idempotency)
+        return update(self, customer_id, params, idempotency=idempotency)
+
+    monkeypatch.setattr(StripeProvider, "update_customer", recording)
+    account, customer = customer_with_account(world, "key@example.com")
+    keys.clear()
+    update_email_failing_at_stripe(world, account, customer, "key2@example.com")
+    assert len(keys) == 1  # the failed sync's
+    world.sandbox.stalls.add("POST", f"/v1/customers/{customer}", seconds=0, status=500)
+    assert reconcile(world, monkeypatch, capsys)[0] == 1
+    assert reconcile(world, monkeypatch, capsys)[0] == 0
+    assert len(keys) == 3 and len(set(keys)) == 3, keys

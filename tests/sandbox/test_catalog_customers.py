@@ -27,6 +27,10 @@ def test_customer_create_retrieve_update_delete(client: stripe.StripeClient) -> 
     deleted = client.v1.customers.delete(created.id)
     assert deleted.deleted is True
     assert client.v1.customers.retrieve(created.id).deleted is True
+    # As at Stripe: a deleted customer is shown, never updated (404, not a sandbox 500).
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.customers.update(created.id, params={"name": "Ada"})
+    assert refused.value.http_status == 404 and refused.value.code == "resource_missing"
 
 
 def test_customer_list_filters_by_email_and_paginates(client: stripe.StripeClient) -> None:

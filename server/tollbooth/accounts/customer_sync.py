@@ -68,13 +68,27 @@ def snapshot(db: Database, account_id: str) -> Snapshot:
 def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, create: bool) -> str:
     """Bring the provider customer up to the account's version; create it first if `create`
     and it has none. The customer id ("" when the account has none and `create` is False)."""
+    return _sync(db, provider, account_id, create=create)[0]
+
+
+# What a sync did (`_sync`): sent the account to the provider; nothing to send (in step, no
+# customer, or the customer recorded deleted); found the customer deleted at the provider.
+SENT, NOTHING, GONE = "sent", "nothing", "gone"
+
+
+def _sync(
+    db: Database, provider: StripeProvider, account_id: str, *, create: bool, again: str = ""
+) -> tuple[str, str]:
+    """`sync_customer`, and what it did (SENT, NOTHING, GONE). `again` names a later try of
+    a send that may have failed (a sweep's run): its key is its own, since Stripe answers a
+    key it already saw with the saved answer, a 500 included, for 24 h."""
     snap = snapshot(db, account_id)
     if snap.deleted:
-        return snap.customer_id or ""
+        return snap.customer_id or "", NOTHING
     customer = snap.customer_id
     if customer is None:
         if not create:
-            return ""
+            return "", NOTHING
         # Same request as the checkout's first need (key = the account): one customer per account.
         made = provider.create_customer(snap.account_id, email=None, name=None)
         with db.transaction() as session:
@@ -83,19 +97,28 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         customer = snap.customer_id
         assert customer is not None
     elif snap.customer_version >= snap.version:
-        return customer
+        return customer, NOTHING
+    outcome = NOTHING
     overwrote: int | None = None  # the version a send of ours may have put over a newer one
     for _ in range(MAX_SENDS):
         params = dict(snap.fields)
         remote = provider.retrieve_customer(customer)
+        if remote.get("deleted"):  # deleted at Stripe (not by us): nothing left to update
+            with db.transaction() as session:
+                if repository.record_customer_deleted(session, snap.account_id, utcnow()):
+                    outcome = GONE
+            break
         for key in (remote.get("metadata") or {}).keys() - params["metadata"].keys():
             params["metadata"][key] = ""  # removed here: remove there too
         parts = [str(snap.version), json.dumps(params, sort_keys=True)]
         if overwrote is not None:  # not the first send of this state: its key replays only
             parts.append(f"over:{overwrote}")
+        if again:
+            parts.append(f"again:{again}")
         provider.update_customer(
             customer, params, idempotency=idempotency_key("customer-sync", snap.account_id, *parts)
         )
+        outcome = SENT
         with db.transaction() as session:
             repository.record_customer_version(session, snap.account_id, snap.version)
             current = repository.by_id(session, snap.account_id)
@@ -109,7 +132,7 @@ def sync_customer(db: Database, provider: StripeProvider, account_id: str, *, cr
         snap = snapshot(db, account_id)
         if snap.deleted:
             break
-    return customer
+    return customer, outcome
 
 
 def sync_quietly(db: Database, provider: StripeProvider, account_id: str) -> None:
@@ -165,14 +188,21 @@ def sweep_updates(db: Database, provider: StripeProvider) -> tuple[list[str], li
         targets = repository.customers_behind(session)
     changes: list[str] = []
     failures: list[str] = []
+    run = utcnow().isoformat()  # this run's keys: not the failed sync's, nor an earlier run's
     for account_id in targets:
         try:
-            customer = sync_customer(db, provider, account_id, create=False)
+            customer, outcome = _sync(db, provider, account_id, create=False, again=run)
         except errors.DomainError as exc:
             log.warning("provider customer of %s not updated yet: %s", account_id, exc.reason)
             failures.append(f"customer of account {account_id}: {exc.reason}: {exc.message}")
             continue
-        if customer:
+        # NOTHING: a concurrent sync or DeleteCustomer finished it since the query above.
+        if outcome == GONE:
+            changes.append(
+                f"customer {customer} of account {account_id}: deleted at Stripe, not by "
+                "this service; recorded deleted (no longer updated)"
+            )
+        elif outcome == SENT:
             changes.append(
                 f"customer {customer} of account {account_id}: updated at Stripe to the "
                 "account (its sync after the change had failed)"

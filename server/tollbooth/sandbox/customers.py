@@ -96,6 +96,8 @@ class Customers(Payments):
 
     def update_customer(self, customer_id: str, params: dict[str, Any]) -> dict[str, Any]:
         customer = self.customer(customer_id)
+        if customer.get("deleted"):  # Stripe: retrieve shows the tombstone, update is missing
+            raise missing("customer", customer_id)
         before = copy.deepcopy(customer)
         self._apply_customer_fields(customer, params)
         self.store.put(customer)

@@ -30,6 +30,36 @@ def test_health_route_is_503_while_the_server_is_not_serving(stack):  # type: ig
     assert stack.request("GET", "/v1/health").status == 200
 
 
+def test_health_route_answers_head_like_get_without_a_body(stack):  # type: ignore[no-untyped-def]
+    """Uptime monitors and load balancers probe with HEAD: the same Check, the same status,
+    no body (was 404 ROUTE_NOT_FOUND: the transcoder binds GET only)."""
+    served = stack.request("HEAD", "/v1/health")
+    assert served.status == 200
+    assert served.body == b""
+    stack.health.set("", NOT_SERVING)
+    try:
+        refused = stack.request("HEAD", "/v1/health")
+    finally:
+        stack.health.set("", SERVING)
+    assert refused.status == 503
+    assert refused.body == b""
+    assert stack.request("HEAD", "/v1/health?service=billing.v1.NoSuchService").status == 404
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://localhost:3000"])
+def test_health_route_refuses_a_browser_preflight_like_every_route(stack, origin):  # type: ignore[no-untyped-def]
+    """No browser origin may call /v1/health (it has no CORS policy): its preflight is the
+    403 ORIGIN_NOT_ALLOWED of every other route, not a 404 that reads like a missing route."""
+    resp = stack.request(
+        "OPTIONS",
+        "/v1/health",
+        headers={"origin": origin, "access-control-request-method": "GET"},
+    )
+    assert resp.status == 403
+    assert resp.reason == "ORIGIN_NOT_ALLOWED"
+    assert "access-control-allow-origin" not in {k.lower() for k in resp.headers}
+
+
 def test_health_route_names_one_service_with_the_query(stack):  # type: ignore[no-untyped-def]
     served = stack.request("GET", "/v1/health?service=billing.v1.CatalogService")
     assert served.status == 200

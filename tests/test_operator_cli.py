@@ -8,12 +8,12 @@ told in one error line naming the database (password hidden) and a hint to migra
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_env
+from tests.devstack import free_port
 from tollbooth import cli
 
 COMMANDS = [
@@ -28,9 +28,9 @@ COMMANDS = [
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Nothing listens there: a port of this worker's share, not one from port 0 (which the
+    kernel may meanwhile hand a server of another test)."""
+    return free_port()
 
 
 def _unmigrated(tmp_path: Path) -> str:

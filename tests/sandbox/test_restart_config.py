@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.devstack import free_port
 from tests.sandbox.conftest import sandbox_config
 from tests.sandbox.support import Receiver, client_for, monthly_price, subscribe
 from tollbooth.config import Settings
@@ -95,14 +96,11 @@ def test_module_refuses_to_start_without_a_secret() -> None:
 
 def test_module_serves_until_sigterm(tmp_path: Path) -> None:
     import signal
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # not from port 0: another test's process could be handed it meanwhile
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": f"{REPO / 'server'}:{REPO / 'clients'}",

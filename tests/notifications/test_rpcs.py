@@ -380,8 +380,11 @@ def test_watch_ends_on_cancel_and_frees_its_thread(stub, shared_deps) -> None:  
 def test_concurrent_failed_attempts_on_one_endpoint_do_not_deadlock(database_url) -> None:  # type: ignore[no-untyped-def]
     """Eight senders record failed attempts for one endpoint at once: each inserts an attempt
     (a key-share lock on the endpoint through the foreign key) and then locks the endpoint to
-    mark it failing. With a plain FOR UPDATE two senders wait on each other (PostgreSQL
-    aborts one: deadlock detected); the endpoint lock must not conflict with key-share.
+    mark it failing. Done in one transaction with a plain FOR UPDATE, two senders waited on
+    each other (PostgreSQL aborted one: deadlock detected). The endpoint is now marked in a
+    transaction of its own, after the attempt's (`Deliverer` in notifications/delivery.py),
+    so this test guards that split and the key-share lock together: putting both back into
+    one transaction with a plain FOR UPDATE fails it; either change alone does not.
 
     On its own empty database, not the module's shared one: there every message also went to
     each endpoint earlier tests left (hundreds of deliveries to other endpoints per pass)."""

@@ -257,3 +257,43 @@ def test_a_replay_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
     # The command line's replay names no version: it replays whatever the status.
     assert box.replay("evt_stale_tab").status == "applied"
     assert len(calls) == 3
+
+
+def test_account_view_applies_an_expiry_that_is_due_like_get_balance(db: Database) -> None:
+    """A grant whose expiry has passed but is not yet recorded (the next write to the balance
+    records it): GetBalance applies it; the console's figure must be the same, not the stored
+    row's (it showed the expired credits as still there)."""
+    from tollbooth.auth.caller import SERVICE
+    from tollbooth.credit import grants, queries
+
+    account = _account(db, "exp-1", None)
+    granted_at = utcnow()
+    expire_at = granted_at + dt.timedelta(hours=1)
+    for amount, expiry in (("10", expire_at), ("2.5", None)):
+        with db.transaction() as session:
+            grants.grant(
+                session,
+                SERVICE,
+                account,
+                credit_type="units",
+                amount=amount,
+                reason="",
+                priority=0,
+                expire_at=expiry,
+                request_id=f"g-{amount}",
+                metadata={},
+                clock=lambda: granted_at,
+            )
+    later = expire_at + dt.timedelta(minutes=1)
+    with db.transaction(readonly=True) as session:
+        before = data.account_view(session, account, granted_at.date(), now=granted_at)
+        after = data.account_view(session, account, later.date(), now=later)
+        expected = queries.balance(session, SERVICE, account, "units", later)
+    assert before is not None and after is not None
+    assert [(f.credit_type, f.balance) for f in before.figures] == [("units", Decimal("12.5"))]
+    assert [(f.credit_type, f.balance, f.reserved) for f in after.figures] == [
+        ("units", expected.balance, expected.reserved)
+    ]
+    assert expected.balance == Decimal("2.5")
+    assert [f.expiry_due for f in before.figures] == [False]
+    assert [f.expiry_due for f in after.figures] == [True]

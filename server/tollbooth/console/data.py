@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth.accounts import repository as accounts
 from tollbooth.catalog import repository as catalog
+from tollbooth.credit.queries import compute_balance
 from tollbooth.credit.repository import balances as credit_balances
 from tollbooth.credit.repository import ledger as credit_ledger
 from tollbooth.db.models import (
@@ -27,6 +28,7 @@ from tollbooth.db.models import (
     Purchase,
     Subscription,
 )
+from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.usage import aggregate
 from tollbooth.usage import repository as usage
@@ -59,15 +61,39 @@ class Series:
         return sum(1 for _, v in self.days if v is not None)
 
 
+@dataclass(frozen=True)
+class BalanceFigure:
+    """A balance as GetBalance gives it at the page's moment: an expiry that is due but not
+    yet recorded (the next write to the balance records it) is applied (`expiry_due`), so
+    the figure is the API's, while the ledger below still ends at the last recorded entry."""
+
+    credit_type: str
+    balance: Decimal
+    reserved: Decimal
+    overage: Decimal
+    depleted: bool
+    expiry_due: bool
+
+
 @dataclass
 class AccountView:
     account: BillingAccount
     plan: list[str]
     subscriptions: list[Subscription]
     purchases: list[Purchase]
-    balances: list[CreditBalance]
+    figures: list[BalanceFigure]
     ledger: dict[str, list[CreditLedgerEntry]]
     usage: list[Series] = field(default_factory=list)
+
+
+def balance_figure(session: Session, row: CreditBalance, now: dt.datetime) -> BalanceFigure:
+    due = row.next_event_at is not None and row.next_event_at <= now
+    if not due:
+        return BalanceFigure(
+            row.credit_type, row.balance, row.reserved, row.overage, row.depleted, False
+        )
+    available, reserved = compute_balance(session, row.billing_account_id, row.credit_type, now)
+    return BalanceFigure(row.credit_type, available, reserved, row.overage, available <= 0, True)
 
 
 def usage_series(
@@ -98,12 +124,15 @@ def usage_series(
     return out
 
 
-def account_view(session: Session, account_id: str, today: dt.date) -> AccountView | None:
+def account_view(
+    session: Session, account_id: str, today: dt.date, now: dt.datetime | None = None
+) -> AccountView | None:
     if "\x00" in account_id:  # as in search_accounts
         return None
     account = accounts.by_id(session, account_id)
     if account is None:
         return None
+    at = now or utcnow()
     balances = credit_balances.account_balances(session, account.id)
     return AccountView(
         account=account,
@@ -115,7 +144,7 @@ def account_view(session: Session, account_id: str, today: dt.date) -> AccountVi
         ),
         subscriptions=subscriptions.list_subscriptions(session, account.id, after=None, limit=ROWS),
         purchases=subscriptions.list_purchases(session, account.id, after=None, limit=ROWS),
-        balances=balances,
+        figures=[balance_figure(session, b, at) for b in balances],
         ledger={
             b.credit_type: credit_ledger.list_ledger(
                 session, account.id, b.credit_type, after=None, limit=LEDGER_ROWS

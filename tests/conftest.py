@@ -18,9 +18,13 @@ from sqlalchemy import create_engine, text
 
 from tollbooth.app import Deps
 from tollbooth.config import Settings
-from tollbooth.db import Database
+from tollbooth.db import STRICT_BOUNDARY_ENV, Database
 from tollbooth.db.migrate import upgrade
 from tollbooth.db.models import Base
+
+# Every test, and every server process a test starts (they inherit the environment): a call
+# to Stripe or a notification receiver made inside an open database transaction raises.
+os.environ[STRICT_BOUNDARY_ENV] = "1"
 
 SERVICE_KEY = "test-service-key"
 OTHER_SERVICE_KEY = "test-service-key-rotated"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -14,6 +17,38 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY_OPTION = "tollbooth_readonly"
+
+log = logging.getLogger("tollbooth.db")
+
+# Transactions this thread holds open (`Database.transaction`): the network boundary checks it.
+_held = threading.local()
+
+# Set (to 1) by the test suite: a call to a network peer made while this thread holds a
+# transaction raises instead of only logging.
+STRICT_BOUNDARY_ENV = "TOLLBOOTH_STRICT_NETWORK_BOUNDARY"
+
+
+class TransactionAcrossNetworkCall(RuntimeError):
+    """A network peer was called while this thread held a database transaction open."""
+
+
+def transactions_held() -> int:
+    """How many `Database.transaction` blocks this thread is inside now."""
+    return getattr(_held, "depth", 0)
+
+
+def no_transaction_held(peer: str) -> None:
+    """Called just before a request to a network peer (Stripe, a notification receiver):
+    a transaction open on this thread would hold its locks (and SQLite's write lock) for as
+    long as the peer takes to answer. Logged as an error; raised under the test suite
+    (`TOLLBOOTH_STRICT_NETWORK_BOUNDARY=1`) so any path that does it fails its tests."""
+    depth = transactions_held()
+    if not depth:
+        return
+    message = f"a call to {peer} was made inside {depth} open database transaction(s)"
+    log.error(message)
+    if os.environ.get(STRICT_BOUNDARY_ENV) == "1":
+        raise TransactionAcrossNetworkCall(message)
 
 
 def upsert_insert(session: Session, model: Any) -> Any:
@@ -140,7 +175,11 @@ class Database:
                 if self._postgres:
                     options["isolation_level"] = "AUTOCOMMIT"
                 session.connection(execution_options=options)
-            yield session
+            _held.depth = transactions_held() + 1
+            try:
+                yield session
+            finally:
+                _held.depth -= 1
 
     def read_one(self, sql: str, params: Mapping[str, Any]) -> Any:
         """The first row of one statement (psycopg's `%(name)s` parameters) run in autocommit

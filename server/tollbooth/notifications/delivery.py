@@ -49,7 +49,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tollbooth import metrics
 from tollbooth.config import Settings
-from tollbooth.db import Database
+from tollbooth.db import Database, no_transaction_held
 from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import envelope, outbox, repository
@@ -211,6 +211,7 @@ def sender_client(policy: Policy) -> httpx.Client:
 def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> Outcome:
     """One POST; with `deadline_sec`, ended (a failed attempt) when it takes longer, provided
     `client` comes from `sender_client`."""
+    no_transaction_held("a notification endpoint")
     started = time.monotonic()
     _deadline.at = None if deadline_sec is None else started + deadline_sec
     try:

@@ -30,6 +30,7 @@ import stripe
 
 from tollbooth import errors
 from tollbooth.config import Settings
+from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
 from tollbooth.provider.keys import idempotency_key
 
@@ -44,7 +45,12 @@ REFUSED = "PROVIDER_REQUEST_INVALID"
 
 
 class _NetworkRetriesOnly(stripe.RequestsClient):
-    """The library also retries 409 and 5xx answers; we retry only when nothing came back."""
+    """The library also retries 409 and 5xx answers; we retry only when nothing came back.
+    Every request first checks that this thread holds no database transaction open."""
+
+    def request(self, method, url, headers, post_data=None):  # type: ignore[no-untyped-def, override]
+        no_transaction_held("the payment provider")
+        return super().request(method, url, headers, post_data)
 
     def _should_retry(  # type: ignore[no-untyped-def, override]
         self, response, api_connection_error, num_retries, max_network_retries

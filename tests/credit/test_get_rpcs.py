@@ -6,15 +6,18 @@ object: another account's id answers exactly like an id that does not exist (NOT
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import grpc
 import pytest
+from sqlalchemy import update
 
 from billing.v1 import credit_pb2 as c
 from tests.conftest import SERVICE_KEY, bearer_md
-from tests.credit.support import account, call, debit, fails, grant, reserve, rid
+from tests.credit.support import account, balance, call, debit, fails, grant, reserve, rid
 from tests.helpers import error_reason
+from tollbooth.db.models import CreditBalance, CreditReservation
 
 SERVICE = {"x-api-key": SERVICE_KEY}
 
@@ -103,6 +106,43 @@ def test_another_accounts_ids_answer_like_missing_ones(channel) -> None:  # type
         owner_request = request(ids[method])
         owner_request.account = theirs
         assert outcome(call, channel, method, owner_request) == ("OK", None), method
+
+
+def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """The hold has lapsed (its expiry moved a moment into the past, not yet recorded by a
+    write): the balance no longer counts it and a commit is refused as expired, so
+    GetReservation must not still call it held."""
+    principal, acct, _ = account(channel)
+    grant(channel, principal, "10")
+    held = reserve(channel, principal, "4")
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    with db.transaction() as session:
+        session.execute(
+            update(CreditReservation)
+            .where(CreditReservation.id == held.reservation_id)
+            .values(expire_at=past)
+        )
+        session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.billing_account_id == acct)
+            .values(next_event_at=past)
+        )
+    assert balance(channel, principal).reserved == "0"
+    got = call(
+        channel,
+        "GetReservation",
+        c.GetReservationRequest(account=principal, reservation_id=held.reservation_id),
+    )
+    assert got.state == c.RESERVATION_STATE_EXPIRED
+    assert (got.reservation_id, got.amount, got.committed_amount) == (held.reservation_id, "4", "")
+    fails(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RESERVATION_CLOSED",
+        call,
+        channel,
+        "CommitReservation",
+        c.CommitReservationRequest(account=principal, reservation_id=held.reservation_id),
+    )
 
 
 @pytest.mark.parametrize(

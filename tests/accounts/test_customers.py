@@ -168,6 +168,21 @@ def test_bad_customer_input_is_refused_and_creates_nothing(world: World) -> None
     assert len(world.stripe.v1.customers.list(params={"limit": 100}).data) == len(before)
 
 
+def test_a_negative_limit_is_refused_naming_limit_the_field_the_request_has(
+    world: World,
+) -> None:
+    """ListCustomers pages by seed 003's `limit`: its error names that field, not `page_size`
+    (which ListCustomersRequest does not have)."""
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).ListCustomers(
+            customer_pb2.ListCustomersRequest(limit=-1), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "INVALID_ARGUMENT"
+    assert error_metadata(err.value) == {"field": "limit"}
+    assert "limit" in (err.value.details() or "")
+
+
 def test_subscription_status_of_an_unknown_email_is_not_found(world: World) -> None:
     with pytest.raises(grpc.RpcError) as err:
         customers(world.channel).GetCustomerSubscription(

@@ -80,7 +80,7 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         with self.read() as session:
             page = manage.list_accounts(
                 session,
-                page_size=request.limit,
+                page_size=customers.check_limit(request.limit),
                 page_token=request.page_token,
                 with_customer=True,
                 default_size=LIST_DEFAULT,

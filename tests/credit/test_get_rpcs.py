@@ -108,18 +108,14 @@ def test_another_accounts_ids_answer_like_missing_ones(channel) -> None:  # type
         assert outcome(call, channel, method, owner_request) == ("OK", None), method
 
 
-def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> None:  # type: ignore[no-untyped-def]
-    """The hold has lapsed (its expiry moved a moment into the past, not yet recorded by a
-    write): the balance no longer counts it and a commit is refused as expired, so
-    GetReservation must not still call it held."""
-    principal, acct, _ = account(channel)
-    grant(channel, principal, "10")
-    held = reserve(channel, principal, "4")
+def lapse(db, acct: str, reservation_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The hold's expiry moved a moment into the past, not yet recorded by any write (as if
+    the clock had passed it)."""
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     with db.transaction() as session:
         session.execute(
             update(CreditReservation)
-            .where(CreditReservation.id == held.reservation_id)
+            .where(CreditReservation.id == reservation_id)
             .values(expire_at=past)
         )
         session.execute(
@@ -127,6 +123,16 @@ def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> No
             .where(CreditBalance.billing_account_id == acct)
             .values(next_event_at=past)
         )
+
+
+def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """The hold has lapsed (its expiry moved a moment into the past, not yet recorded by a
+    write): the balance no longer counts it and a commit is refused as expired, so
+    GetReservation must not still call it held."""
+    principal, acct, _ = account(channel)
+    grant(channel, principal, "10")
+    held = reserve(channel, principal, "4")
+    lapse(db, acct, held.reservation_id)
     assert balance(channel, principal).reserved == "0"
     got = call(
         channel,
@@ -143,6 +149,21 @@ def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> No
         "CommitReservation",
         c.CommitReservationRequest(account=principal, reservation_id=held.reservation_id),
     )
+
+
+def test_a_grant_whose_hold_lapsed_reads_its_credits_back_as_its_listing_does(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """A lapsed hold gives its credits back at its expiry: GetBalance and ListGrants say so,
+    and GetGrant must too, not the held amount of before the lapse."""
+    principal, acct, _ = account(channel)
+    granted = grant(channel, principal, "10")
+    held = reserve(channel, principal, "4")
+    lapse(db, acct, held.reservation_id)
+    got = call(channel, "GetGrant", c.GetGrantRequest(account=principal, grant_id=granted.grant_id))
+    assert (got.remaining, got.held, got.state) == ("10", "0", c.GRANT_STATE_ACTIVE)
+    listed = call(channel, "ListGrants", c.ListGrantsRequest(account=principal)).grants
+    assert [(g.grant_id, g.remaining, g.held) for g in listed] == [(granted.grant_id, "10", "0")]
+    now = balance(channel, principal)
+    assert (now.balance, now.reserved) == ("10", "0")
 
 
 @pytest.mark.parametrize(

@@ -365,12 +365,19 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
     def GetGrant(
         self, request: credit_pb2.GetGrantRequest, context: grpc.ServicerContext
     ) -> credit_pb2.CreditGrant:
+        # A write transaction, as ListGrants: due events of the grant's balance (a lapsed
+        # hold, an expiry) are recorded first, so the grant reads as its listing does.
         now = self.clock()
-        with self.read() as session:
-            row = lookups.get_grant(
-                session, current_caller.get(), request.account, request.grant_id
-            )
-            return grant_out(row, now)
+        return self.write(
+            request,
+            credit_pb2.CreditGrant,
+            lambda session: grant_out(
+                queries.get_grant(
+                    session, current_caller.get(), request.account, request.grant_id, now
+                ),
+                now,
+            ),
+        )
 
     def GetDebit(
         self, request: credit_pb2.GetDebitRequest, context: grpc.ServicerContext

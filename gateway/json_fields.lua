@@ -286,7 +286,13 @@ function envoy_on_request(handle)
     return
   end
   if method ~= "POST" and method ~= "PUT" and method ~= "PATCH" then
-    return
+    -- A GET or DELETE binding has no `body`, yet the transcoder reads a JSON body sent with
+    -- one into the request all the same: its keys are named too. Only a request that says it
+    -- has a body is read, so a plain GET (the hot reads) costs nothing more.
+    local length = headers:get("content-length")
+    if (length == nil or length == "0") and headers:get("transfer-encoding") == nil then
+      return
+    end
   end
   local body = handle:body()
   if body == nil or body:length() == 0 then

@@ -168,6 +168,46 @@ def test_bad_customer_input_is_refused_and_creates_nothing(world: World) -> None
     assert len(world.stripe.v1.customers.list(params={"limit": 100}).data) == len(before)
 
 
+def test_a_negative_limit_is_refused_naming_limit_the_field_the_request_has(
+    world: World,
+) -> None:
+    """ListCustomers pages by seed 003's `limit`: its error names that field, not `page_size`
+    (which ListCustomersRequest does not have)."""
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).ListCustomers(
+            customer_pb2.ListCustomersRequest(limit=-1), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "INVALID_ARGUMENT"
+    assert error_metadata(err.value) == {"field": "limit"}
+    assert "limit" in (err.value.details() or "")
+
+
+def test_an_update_that_finds_the_customer_deleted_at_stripe_answers_not_found(
+    world: World,
+) -> None:
+    """A customer deleted at Stripe itself (the dashboard): the update's sync finds it gone and
+    records it deleted, so the update must not answer it as a live customer that GetCustomer
+    then does not know; it is NOT_FOUND like every later call."""
+    made = customers(world.channel).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email=f"{unique('gone')}@example.com"),
+        metadata=SERVICE_MD,
+    )
+    world.stripe.v1.customers.delete(made.id)
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="Zombie"),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(err.value) == "NOT_FOUND"
+    with pytest.raises(grpc.RpcError) as err:
+        customers(world.channel).GetCustomer(
+            customer_pb2.GetCustomerRequest(customer_id=made.id), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_subscription_status_of_an_unknown_email_is_not_found(world: World) -> None:
     with pytest.raises(grpc.RpcError) as err:
         customers(world.channel).GetCustomerSubscription(

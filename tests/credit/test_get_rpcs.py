@@ -6,15 +6,18 @@ object: another account's id answers exactly like an id that does not exist (NOT
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import grpc
 import pytest
+from sqlalchemy import update
 
 from billing.v1 import credit_pb2 as c
 from tests.conftest import SERVICE_KEY, bearer_md
-from tests.credit.support import account, call, debit, fails, grant, reserve, rid
+from tests.credit.support import account, balance, call, debit, fails, grant, reserve, rid
 from tests.helpers import error_reason
+from tollbooth.db.models import CreditBalance, CreditReservation
 
 SERVICE = {"x-api-key": SERVICE_KEY}
 
@@ -103,6 +106,64 @@ def test_another_accounts_ids_answer_like_missing_ones(channel) -> None:  # type
         owner_request = request(ids[method])
         owner_request.account = theirs
         assert outcome(call, channel, method, owner_request) == ("OK", None), method
+
+
+def lapse(db, acct: str, reservation_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The hold's expiry moved a moment into the past, not yet recorded by any write (as if
+    the clock had passed it)."""
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    with db.transaction() as session:
+        session.execute(
+            update(CreditReservation)
+            .where(CreditReservation.id == reservation_id)
+            .values(expire_at=past)
+        )
+        session.execute(
+            update(CreditBalance)
+            .where(CreditBalance.billing_account_id == acct)
+            .values(next_event_at=past)
+        )
+
+
+def test_a_reservation_past_its_expiry_reads_expired_not_held(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """The hold has lapsed (its expiry moved a moment into the past, not yet recorded by a
+    write): the balance no longer counts it and a commit is refused as expired, so
+    GetReservation must not still call it held."""
+    principal, acct, _ = account(channel)
+    grant(channel, principal, "10")
+    held = reserve(channel, principal, "4")
+    lapse(db, acct, held.reservation_id)
+    assert balance(channel, principal).reserved == "0"
+    got = call(
+        channel,
+        "GetReservation",
+        c.GetReservationRequest(account=principal, reservation_id=held.reservation_id),
+    )
+    assert got.state == c.RESERVATION_STATE_EXPIRED
+    assert (got.reservation_id, got.amount, got.committed_amount) == (held.reservation_id, "4", "")
+    fails(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RESERVATION_CLOSED",
+        call,
+        channel,
+        "CommitReservation",
+        c.CommitReservationRequest(account=principal, reservation_id=held.reservation_id),
+    )
+
+
+def test_a_grant_whose_hold_lapsed_reads_its_credits_back_as_its_listing_does(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """A lapsed hold gives its credits back at its expiry: GetBalance and ListGrants say so,
+    and GetGrant must too, not the held amount of before the lapse."""
+    principal, acct, _ = account(channel)
+    granted = grant(channel, principal, "10")
+    held = reserve(channel, principal, "4")
+    lapse(db, acct, held.reservation_id)
+    got = call(channel, "GetGrant", c.GetGrantRequest(account=principal, grant_id=granted.grant_id))
+    assert (got.remaining, got.held, got.state) == ("10", "0", c.GRANT_STATE_ACTIVE)
+    listed = call(channel, "ListGrants", c.ListGrantsRequest(account=principal)).grants
+    assert [(g.grant_id, g.remaining, g.held) for g in listed] == [(granted.grant_id, "10", "0")]
+    now = balance(channel, principal)
+    assert (now.balance, now.reserved) == ("10", "0")
 
 
 @pytest.mark.parametrize(

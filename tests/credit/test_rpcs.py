@@ -126,6 +126,32 @@ def test_amounts_finer_than_the_documented_precision_are_refused(channel) -> Non
     fails(INVALID, "AMOUNT_INVALID", debit, channel, principal, "0.0000000000000000001")
 
 
+def test_an_over_long_reason_is_field_invalid_at_any_length(channel) -> None:  # type: ignore[no-untyped-def]
+    """A reason holds at most 500 characters: one of 501 is refused with the same reason as one
+    of 1001 (FIELD_INVALID, the edge's answer for any over-long string), and writes nothing."""
+    principal, _, _ = account(channel)
+    kept = grant(channel, principal, "5", reason="r" * 500)
+    assert len(kept.reason) == 500
+    for length in (501, 1001):
+        reason = "r" * length
+        for write in (grant, debit, reserve):
+            fails(
+                INVALID,
+                "FIELD_INVALID",
+                lambda w=write, r=reason: w(channel, principal, "1", reason=r),
+            )
+        fails(
+            INVALID,
+            "FIELD_INVALID",
+            call,
+            channel,
+            "VoidGrant",
+            c.VoidGrantRequest(account=principal, grant_id=kept.grant_id, reason=reason),
+        )
+    got = balance(channel, principal)
+    assert (got.balance, got.reserved) == ("5", "0")
+
+
 def test_a_debit_takes_grants_by_priority_then_soonest_expiry_then_age(channel) -> None:  # type: ignore[no-untyped-def]
     principal, _, _ = account(channel)
     old = grant(channel, principal, "3")

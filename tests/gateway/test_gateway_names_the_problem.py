@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import SERVICE_KEY
@@ -234,3 +236,50 @@ def test_query_parameters_given_once_pass_the_gateway(stack):  # type: ignore[no
     resp = stack.request("GET", path, None, headers)
     assert resp.reason != "MALFORMED_REQUEST", resp.body
     assert resp.status == stack.request("GET", path, None, SERVICE).status
+
+
+def test_a_json_body_on_a_delete_or_get_is_checked_like_any_other(stack):  # type: ignore[no-untyped-def]
+    """The transcoder reads a JSON body on a binding without `body` into the request as well
+    (`{"requestId": ...}` on a DELETE is used), so a key that request does not have is
+    FIELD_UNKNOWN there too, never silently dropped while the DELETE goes ahead."""
+    code = f"body_on_delete_{uuid.uuid4().hex[:8]}"
+    made = stack.request(
+        "POST",
+        f"/mgt/v1/metrics?request_id={uuid.uuid4().hex}",
+        {"code": code, "event_name": "e", "aggregation": "AGGREGATION_COUNT"},
+        SERVICE,
+    )
+    assert made.status == 200, made.body
+    path = f"/mgt/v1/metrics/{code}"
+    resp = stack.request(
+        "DELETE", f"{path}?request_id={uuid.uuid4().hex}", {"force": True}, SERVICE
+    )
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "force"
+    assert stack.request("GET", path, None, SERVICE).status == 200  # nothing deleted
+    resp = stack.request("GET", "/mgt/v1/metrics", {"pageSize": 1, "typo": 1}, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "typo"
+    # A field the request has still passes in either spelling.
+    resp = stack.request("DELETE", path, {"requestId": uuid.uuid4().hex}, SERVICE)
+    assert resp.status == 200, resp.body
+    assert stack.request("GET", path, None, SERVICE).status == 404
+
+
+def test_a_delete_body_naming_what_the_url_binds_is_refused(stack):  # type: ignore[no-untyped-def]
+    # The transcoder lets the lowerCamel spelling through on a DELETE too (the URL wins).
+    made = stack.request(
+        "POST",
+        f"/mgt/v1/notifications/endpoints?request_id={uuid.uuid4().hex}",
+        {"endpoint": {"url": "http://127.0.0.1:9/hooks"}},
+        SERVICE,
+    )
+    assert made.status == 200, made.body
+    endpoint = made.json()["endpoint"]["endpoint_id"]
+    path = f"/mgt/v1/notifications/endpoints/{endpoint}"
+    resp = stack.request(
+        "DELETE", f"{path}?request_id={uuid.uuid4().hex}", {"endpointId": "nep_other"}, SERVICE
+    )
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "endpointId"
+    assert stack.request("GET", path, None, SERVICE).status == 200

@@ -235,7 +235,7 @@ class GrantCreditsRequest(_message.Message):
     amount: _builtins.str
     """Decimal string, positive."""
     reason: _builtins.str
-    """Why the credits are granted."""
+    """Why the credits are granted; at most 500 characters."""
     priority: _builtins.int
     """Lower is consumed first."""
     request_id: _builtins.str
@@ -446,7 +446,7 @@ class DebitCreditsRequest(_message.Message):
     amount: _builtins.str
     """Decimal string, positive."""
     reason: _builtins.str
-    """What the debit pays for."""
+    """What the debit pays for; at most 500 characters."""
     request_id: _builtins.str
     """Idempotency key: a replay returns the original result; the same
     key with other parameters is refused.
@@ -852,7 +852,7 @@ class VoidGrantRequest(_message.Message):
     grant_id: _builtins.str
     """The grant."""
     reason: _builtins.str
-    """Why it is voided."""
+    """Why it is voided; at most 500 characters."""
     request_id: _builtins.str
     """Idempotency key."""
     def __init__(
@@ -958,7 +958,7 @@ class ReserveCreditsRequest(_message.Message):
     ttl_seconds: _builtins.int
     """Seconds until the hold lapses; 0 means the configured default."""
     reason: _builtins.str
-    """Why the credits are reserved."""
+    """Why the credits are reserved; at most 500 characters."""
     request_id: _builtins.str
     """Idempotency key."""
     def __init__(

@@ -45,6 +45,10 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         with self.read() as session:
             account = repository.by_id(session, account_id)
             assert account is not None
+            # The sync just before may have found it deleted at the provider (and recorded
+            # that): answered as GetCustomer answers it from then on.
+            if account.customer_deleted_at is not None:
+                raise errors.not_found("customer", account.stripe_customer_id or account.id)
             return convert.customer_out(account)
 
     def CreateCustomer(
@@ -80,7 +84,7 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         with self.read() as session:
             page = manage.list_accounts(
                 session,
-                page_size=request.limit,
+                page_size=customers.check_limit(request.limit),
                 page_token=request.page_token,
                 with_customer=True,
                 default_size=LIST_DEFAULT,

@@ -50,6 +50,14 @@ def check_environment(requested: str, live: bool) -> None:
         )
 
 
+def check_limit(limit: int) -> int:
+    """Seed 003's `limit`, ListCustomers' page size: refused by its own name when negative
+    (the paging rule would name `page_size`, a field this request does not have)."""
+    if limit < 0:
+        raise errors.invalid("limit must not be negative", field="limit")
+    return limit
+
+
 # Stripe's limit on a customer's phone: a longer one would be committed here and then refused
 # by the provider on every sync of the account.
 MAX_PHONE = 20

@@ -14,7 +14,7 @@ from tollbooth import errors
 from tollbooth.accounts.service import resolve
 from tollbooth.amounts import ZERO, add, parse_amount, sub
 from tollbooth.auth.caller import Caller
-from tollbooth.credit import engine, repository
+from tollbooth.credit import engine, lookups, repository
 from tollbooth.credit.engine import Book
 from tollbooth.credit.rules import clean_type
 from tollbooth.credit.unit import grant_model, hold_model, lock
@@ -181,6 +181,18 @@ def settle_due(
     """Record due expiries of the account's balances, so a listing shows them."""
     for ctype in repository.due_credit_types(session, account.id, credit_type, now):
         lock(session, account.id, ctype, lambda: now, create=False)
+
+
+def get_grant(
+    session: Session, caller: Caller, account_ref: str, grant_id: str, now: dt.datetime
+) -> CreditGrant:
+    """One grant of the account, after the due events of its balance are recorded (a lapsed
+    hold's credits back, an expiry), as a listing shows it."""
+    found = lookups.get_grant(session, caller, account_ref, grant_id)
+    if repository.due_credit_types(session, found.billing_account_id, found.credit_type, now):
+        lock(session, found.billing_account_id, found.credit_type, lambda: now, create=False)
+        session.refresh(found)
+    return found
 
 
 def list_grants(

@@ -91,14 +91,19 @@ def grant_out(row: CreditGrant, now: dt.datetime) -> credit_pb2.CreditGrant:
     )
 
 
-def reservation_out(row: CreditReservation) -> credit_pb2.CreditReservation:
+def reservation_out(
+    row: CreditReservation, now: dt.datetime | None = None
+) -> credit_pb2.CreditReservation:
+    state = row.state
+    if state == "held" and now is not None and row.expire_at <= now:
+        state = "expired"  # lapsed, recorded by the next write to this balance (as grant_out)
     return credit_pb2.CreditReservation(
         reservation_id=row.id,
         billing_account_id=row.billing_account_id,
         credit_type=row.credit_type,
         amount=fmt(row.amount),
         committed_amount=amount(row.committed_amount),
-        state=RESERVATION_STATES[row.state],
+        state=RESERVATION_STATES[state],
         expire_time=ts(row.expire_at),
         request_id=row.request_id,
         create_time=ts(row.created_at),
@@ -360,12 +365,19 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
     def GetGrant(
         self, request: credit_pb2.GetGrantRequest, context: grpc.ServicerContext
     ) -> credit_pb2.CreditGrant:
+        # A write transaction, as ListGrants: due events of the grant's balance (a lapsed
+        # hold, an expiry) are recorded first, so the grant reads as its listing does.
         now = self.clock()
-        with self.read() as session:
-            row = lookups.get_grant(
-                session, current_caller.get(), request.account, request.grant_id
-            )
-            return grant_out(row, now)
+        return self.write(
+            request,
+            credit_pb2.CreditGrant,
+            lambda session: grant_out(
+                queries.get_grant(
+                    session, current_caller.get(), request.account, request.grant_id, now
+                ),
+                now,
+            ),
+        )
 
     def GetDebit(
         self, request: credit_pb2.GetDebitRequest, context: grpc.ServicerContext
@@ -383,7 +395,7 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
             row = lookups.get_reservation(
                 session, current_caller.get(), request.account, request.reservation_id
             )
-            return reservation_out(row)
+            return reservation_out(row, self.clock())
 
     def VoidGrant(
         self, request: credit_pb2.VoidGrantRequest, context: grpc.ServicerContext

@@ -5,8 +5,9 @@ Envoy's transcoder drops unknown JSON fields silently, so a misspelt field ("exp
 key of the JSON body in the `x-billing-json-fields` header: dotted paths, arrays adding no
 segment, each segment percent-encoded, each key as the transcoder reads it (JSON escapes
 decoded: `"n\\u0061me"` is `name`, for both checks below). Here each path is resolved against
-the message the REST binding's body maps to (the whole request for `body: "*"`, else that
-field's message); the first one that names no field is refused. A path after "!" (the Lua
+the message the REST binding's body maps to (the whole request for `body: "*"`, and for a
+GET or DELETE binding without `body`, whose JSON body the transcoder reads whole all the same;
+else that field's message); the first one that names no field is refused. A path after "!" (the Lua
 filter puts it first) is a key written twice in one JSON object, which the transcoder would
 keep the last of silently: it is refused as MALFORMED_REQUEST naming it. Both the proto name
 and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both. Below a
@@ -33,7 +34,7 @@ import re
 from functools import cache
 from urllib.parse import unquote
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
 from tollbooth import errors
@@ -55,15 +56,20 @@ def bindings(method: MethodDescriptor) -> tuple[Binding, ...]:
     if not options.HasExtension(annotations_pb2.http):
         return ()
     rule = options.Extensions[annotations_pb2.http]
+    every = [rule, *rule.additional_bindings]
+    if not any(binding.body for binding in every):
+        # No `body` (GET, DELETE): the transcoder still reads a JSON body sent anyway into the
+        # whole request, so it is checked as `body: "*"`; the route is unknown here, so only
+        # what every binding's URL binds counts as bound.
+        bound_by_all = frozenset.intersection(
+            *(frozenset(tuple(v.split(".")) for v in _variables(b)) for b in every)
+        )
+        return ((method.input_type, bound_by_all),)
     found: list[Binding] = []
-    for binding in [rule, *rule.additional_bindings]:
+    for binding in every:
         if not binding.body:
             continue
-        pattern = binding.WhichOneof("pattern")
-        template = (
-            binding.custom.path if pattern == "custom" else getattr(binding, pattern or "get")
-        )
-        variables = _VARIABLE.findall(template)
+        variables = _variables(binding)
         if binding.body == "*":
             desc = method.input_type
             bound = variables
@@ -78,6 +84,13 @@ def bindings(method: MethodDescriptor) -> tuple[Binding, ...]:
         if entry not in found:
             found.append(entry)
     return tuple(found)
+
+
+def _variables(binding: http_pb2.HttpRule) -> list[str]:
+    """The field paths a binding's URL template binds (`{product.product_id}`)."""
+    pattern = binding.WhichOneof("pattern")
+    template = binding.custom.path if pattern == "custom" else getattr(binding, pattern or "get")
+    return list(_VARIABLE.findall(template))
 
 
 def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:

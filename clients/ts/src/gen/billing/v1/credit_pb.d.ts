@@ -143,7 +143,7 @@ export declare type GrantCreditsRequest = Message<"billing.v1.GrantCreditsReques
   amount: string;
 
   /**
-   * Why the credits are granted.
+   * Why the credits are granted; at most 500 characters.
    *
    * @generated from field: string reason = 4;
    */
@@ -373,7 +373,7 @@ export declare type DebitCreditsRequest = Message<"billing.v1.DebitCreditsReques
   amount: string;
 
   /**
-   * What the debit pays for.
+   * What the debit pays for; at most 500 characters.
    *
    * @generated from field: string reason = 4;
    */
@@ -834,7 +834,7 @@ export declare type VoidGrantRequest = Message<"billing.v1.VoidGrantRequest"> & 
   grantId: string;
 
   /**
-   * Why it is voided.
+   * Why it is voided; at most 500 characters.
    *
    * @generated from field: string reason = 3;
    */
@@ -979,7 +979,7 @@ export declare type ReserveCreditsRequest = Message<"billing.v1.ReserveCreditsRe
   ttlSeconds: bigint;
 
   /**
-   * Why the credits are reserved.
+   * Why the credits are reserved; at most 500 characters.
    *
    * @generated from field: string reason = 5;
    */

@@ -163,6 +163,15 @@ def test_update_with_a_mask_can_clear_filters_and_change_the_aggregation(channel
     assert (got.aggregation, got.property, list(got.filters)) == (A.AGGREGATION_MAX, "tokens", [])
 
 
+def test_an_unknown_mask_path_is_not_echoed_whole(channel) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input."""
+    create(channel, metric("calls"))
+    with pytest.raises(grpc.RpcError) as exc:
+        update(channel, usage_pb2.Metric(code="calls"), ["c" * 900])
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "c" * 65 not in (exc.value.details() or "")
+
+
 def test_update_that_breaks_the_rules_is_refused_and_changes_nothing(channel) -> None:  # type: ignore[no-untyped-def]
     create(channel, metric("calls"))
     code, reason = failure(

@@ -394,7 +394,9 @@ def mask_paths(
         elif path in immutable:
             named_immutable.append(path)
         elif path not in output_only:
-            raise errors.invalid(f"update_mask names unknown field {path!r}", field="update_mask")
+            raise errors.invalid(
+                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
+            )
     return tuple(apply), tuple(named_immutable)
 
 

@@ -328,7 +328,7 @@ def _apply_paths(paths: Iterable[str]) -> tuple[str, ...]:
                 apply.append(path)
         elif path not in OUTPUT_ONLY and path != "code":
             raise errors.invalid(
-                f"update_mask names unknown field {path[:100]!r}", field="update_mask"
+                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
             )
     return tuple(apply)
 

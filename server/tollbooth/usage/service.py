@@ -311,7 +311,7 @@ def create_metric(session: Session, fields: MetricFields) -> BillableMetric:
         raise DomainError(
             Kind.ALREADY_EXISTS,
             "ALREADY_EXISTS",
-            f"metric {clean.code!r} already exists",
+            f"metric {errors.shown(clean.code)} already exists",
             resource="metric",
         )
     return get_metric(session, clean.code)

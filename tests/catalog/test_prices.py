@@ -226,6 +226,22 @@ def test_lookup_key_is_unique_among_active_prices(channel, prod):  # type: ignor
     assert get(channel, first.price_id).lookup_key == "pro"  # history keeps its key
 
 
+def test_a_taken_lookup_key_is_not_echoed_whole(channel, prod):  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input."""
+    long_key = "k" * 200
+    price(channel, prod, lookup_key=long_key)
+    err = fails(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        price,
+        channel,
+        prod,
+        lookup_key=long_key,
+        unit_amount=2000,
+    )
+    assert "k" * 65 not in (err.details() or "")
+
+
 def test_archive_price_is_idempotent_and_keeps_it_readable(channel, prod):  # type: ignore[no-untyped-def]
     created = price(channel, prod)
     archived = archive(channel, created.price_id)

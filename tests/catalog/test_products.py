@@ -128,6 +128,13 @@ def test_update_ignores_output_only_paths_and_refuses_unknown_ones(channel):  # 
     fails(INVALID, "INVALID_ARGUMENT", update, channel, created.product_id, ["colour"])
 
 
+def test_an_unknown_mask_path_is_not_echoed_whole(channel):  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input."""
+    created = product(channel, "Pro")
+    err = fails(INVALID, "INVALID_ARGUMENT", update, channel, created.product_id, ["c" * 900])
+    assert "c" * 65 not in (err.details() or "")
+
+
 def test_update_unknown_product_is_not_found(channel):  # type: ignore[no-untyped-def]
     fails(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", update, channel, "prod_missing", name="X")
 

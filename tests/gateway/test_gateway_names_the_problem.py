@@ -21,6 +21,17 @@ def test_a_misspelt_grant_field_is_400_field_unknown_naming_it(stack):  # type: 
     assert "expiresAt" in resp.json()["message"]
 
 
+def test_a_long_unknown_field_is_not_echoed_whole(stack):  # type: ignore[no-untyped-def]
+    """README "Input rules": an error names the field without repeating a long input whole,
+    in its message or in `metadata.field`."""
+    body = {"credit_type": "api", "amount": "5", "request_id": "g-long", "x" * 900: 1}
+    resp = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", body, SERVICE)
+    assert resp.status == 400
+    assert resp.reason == "FIELD_UNKNOWN"
+    assert b"x" * 65 not in resp.body
+    assert resp.json()["details"][0]["metadata"]["field"].startswith("x" * 10)
+
+
 def test_an_unknown_nested_field_is_named_with_its_path(stack):  # type: ignore[no-untyped-def]
     body = {"principal_id": "p-nested", "scopes": [], "extra": {"deep": 1}}
     resp = stack.request("POST", "/mgt/v1/token/issue", body, SERVICE)

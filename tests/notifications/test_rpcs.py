@@ -102,6 +102,25 @@ def test_bad_endpoint_is_refused_and_nothing_is_created(
     assert count_endpoints(shared_deps) == before
 
 
+@pytest.mark.parametrize(
+    "event_type",
+    ["credits.voided", "checkout.conflict_canceled", "payment_intent.succeeded"],
+)
+def test_an_endpoint_can_subscribe_to_every_type_it_can_receive(stub, event_type) -> None:  # type: ignore[no-untyped-def]
+    """README "Notifications": a full refund's `credits.voided` and a fulfilment's
+    `checkout.conflict_canceled` reach every endpoint that takes all types, so an endpoint
+    must be able to ask for them alone (they once got EVENT_TYPE_UNKNOWN)."""
+    made = stub.CreateNotificationEndpoint(
+        keyed(
+            pb.CreateNotificationEndpointRequest(
+                endpoint=pb.NotificationEndpoint(url="https://e.com", event_types=[event_type])
+            )
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert list(made.endpoint.event_types) == [event_type]
+
+
 def test_without_a_service_key_nothing_is_answered(stub) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as err:
         stub.ListNotificationEndpoints(pb.ListNotificationEndpointsRequest())

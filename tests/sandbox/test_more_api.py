@@ -72,6 +72,34 @@ def test_unsupported_features_are_refused_not_ignored(client: stripe.StripeClien
     assert err.value.param == "subscription_data[trial_period_days]"
 
 
+def test_trials_on_a_price_are_refused_not_ignored(client: stripe.StripeClient) -> None:
+    """README "Stripe sandbox": trials, discounts and automatic tax are refused wherever the
+    pinned API takes them, not only at checkout: a test of a trial must not pass on a
+    subscription that never had one."""
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        monthly_price(client, recurring={"interval": "month", "trial_period_days": 7})
+    assert err.value.param == "recurring[trial_period_days]"
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"trial_end": "now"}, "trial_end"),
+        ({"trial_from_plan": True}, "trial_from_plan"),
+        ({"discounts": [{"coupon": "SAVE10"}]}, "discounts"),
+        ({"automatic_tax": {"enabled": True}}, "automatic_tax[enabled]"),
+    ],
+)
+def test_trials_discounts_and_tax_on_a_subscription_are_refused_not_ignored(
+    client: stripe.StripeClient, params: dict[str, object], param: str
+) -> None:
+    _, sub = subscribe(client, monthly_price(client).id)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.subscriptions.update(sub.id, params=params)  # type: ignore[arg-type]
+    assert err.value.param == param
+    assert client.v1.subscriptions.retrieve(sub.id).status == "active"
+
+
 def test_events_list_by_type(client: stripe.StripeClient) -> None:
     product = client.v1.products.create(params={"name": "Event filter"})
     events = client.v1.events.list(params={"type": "product.created", "limit": 100})

@@ -50,6 +50,20 @@ def test_unknown_scope_is_invalid(channel):  # type: ignore[no-untyped-def]
     assert invalid(channel, principal_id="p1", scopes=["admin"]) == "INVALID_ARGUMENT"
 
 
+def test_unknown_scopes_are_not_echoed_whole(channel):  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input. Many long
+    unknown scopes once came back whole in the message (through Envoy, a trailer so large that
+    the gateway answered 503 instead of the 400)."""
+    scopes = [f"{i:04d}" + "Z" * 900 for i in range(50)]
+    with pytest.raises(grpc.RpcError) as exc:
+        issue(channel, principal_id="p1", scopes=scopes)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = exc.value.details() or ""
+    assert "Z" * 65 not in message
+    assert len(message) < 1000
+    assert "0000" + "Z" * 60 in message  # the first unknown scope is still named, bounded
+
+
 def test_ttl_is_capped_by_configuration(channel, deps):  # type: ignore[no-untyped-def]
     import jwt
 

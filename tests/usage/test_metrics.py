@@ -68,6 +68,15 @@ def test_code_is_unique(channel) -> None:  # type: ignore[no-untyped-def]
     )
 
 
+def test_a_taken_code_is_not_echoed_whole(channel) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input."""
+    create(channel, metric("c" * 100))
+    with pytest.raises(grpc.RpcError) as exc:
+        create(channel, metric("c" * 100))
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "c" * 65 not in (exc.value.details() or "")
+
+
 def test_create_replays_under_the_same_request_id(channel) -> None:  # type: ignore[no-untyped-def]
     first = create(channel, metric("calls"), request_id="r-1")
     assert create(channel, metric("calls"), request_id="r-1") == first
@@ -161,6 +170,15 @@ def test_update_with_a_mask_can_clear_filters_and_change_the_aggregation(channel
         ["filters", "aggregation", "property"],
     )
     assert (got.aggregation, got.property, list(got.filters)) == (A.AGGREGATION_MAX, "tokens", [])
+
+
+def test_an_unknown_mask_path_is_not_echoed_whole(channel) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": errors never echo more than 64 characters of an input."""
+    create(channel, metric("calls"))
+    with pytest.raises(grpc.RpcError) as exc:
+        update(channel, usage_pb2.Metric(code="calls"), ["c" * 900])
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "c" * 65 not in (exc.value.details() or "")
 
 
 def test_update_that_breaks_the_rules_is_refused_and_changes_nothing(channel) -> None:  # type: ignore[no-untyped-def]

@@ -181,7 +181,9 @@ def clean_entitlements(
         feature = _text(item.feature, f"{where}.feature", 100, required=True)
         value = _text(item.value, f"{where}.value", 200)
         if feature in seen:
-            raise errors.invalid(f"{field_name} names feature {feature!r} twice", field=where)
+            raise errors.invalid(
+                f"{field_name} names feature {errors.shown(feature)} twice", field=where
+            )
         seen.add(feature)
         out.append(Entitlement(feature, value, *_entitlement_kind(item, where)))
     if len(out) > MAX_ENTITLEMENTS:
@@ -394,7 +396,9 @@ def mask_paths(
         elif path in immutable:
             named_immutable.append(path)
         elif path not in output_only:
-            raise errors.invalid(f"update_mask names unknown field {path!r}", field="update_mask")
+            raise errors.invalid(
+                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
+            )
     return tuple(apply), tuple(named_immutable)
 
 

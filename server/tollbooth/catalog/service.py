@@ -404,7 +404,7 @@ def _lookup_key_taken(lookup_key: str) -> DomainError:
     return DomainError(
         Kind.ALREADY_EXISTS,
         "ALREADY_EXISTS",
-        f"an active price already has lookup_key {lookup_key!r}",
+        f"an active price already has lookup_key {errors.shown(lookup_key)}",
         lookup_key=lookup_key,
     )
 

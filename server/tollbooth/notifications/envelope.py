@@ -26,12 +26,15 @@ PUBLIC_TYPES = {
 }
 INTERNAL_TYPES = {public: internal for internal, public in PUBLIC_TYPES.items()}
 
-# The types an endpoint may subscribe to (DESIGN section 10), plus the delivery's own.
+# The types an endpoint may subscribe to (DESIGN section 10), plus the delivery's own: every
+# type the rooms write, so an endpoint can ask for any one it would receive.
 ENDPOINT_DISABLED = "notification.endpoint.disabled"
 KNOWN_TYPES = (
     "account.credits.balance_depleted",
     "account.credits.granted",
+    "credits.voided",
     "checkout.session.completed",
+    "checkout.conflict_canceled",
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",

@@ -41,6 +41,9 @@ from tollbooth import errors
 
 HEADER = "x-billing-json-fields"
 QUERY_REPEATS = "x-billing-query-repeats"
+# `metadata.field` of a key the request does not have names it by at most this many
+# characters: errors never echo an unbounded input (README "Input rules").
+FIELD_ECHO = 64
 
 
 Binding = tuple[Descriptor, frozenset[tuple[str, ...]]]
@@ -136,7 +139,7 @@ def check(method: MethodDescriptor, header: str | None) -> None:
         raise errors.invalid(
             f"the JSON body names {errors.shown(name)} twice in one object",
             reason="MALFORMED_REQUEST",
-            field=name,
+            field=name[:FIELD_ECHO],
         )
     bodies = bindings(method)
     if not bodies:
@@ -152,7 +155,7 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                 f"unknown field {errors.shown(name)} in the JSON body of "
                 f"{method.name} (fields: {known})",
                 reason="FIELD_UNKNOWN",
-                field=name,
+                field=name[:FIELD_ECHO],
             )
         for (_, bound), names in zip(bodies, resolved, strict=True):
             if isinstance(names, tuple) and names in bound:

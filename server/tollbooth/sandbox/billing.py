@@ -17,6 +17,7 @@ from tollbooth.sandbox.wire import (
     bad_request,
     merge_metadata,
     missing,
+    refuse_unsupported,
     required,
 )
 
@@ -354,6 +355,7 @@ class Billing(Catalog):
         return self.list("subscription", params, keep)
 
     def update_subscription(self, sub_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        refuse_unsupported(params, self.SUBSCRIPTION_UNSUPPORTED)
         sub = self.load(sub_id, "subscription")
         if sub["status"] == "canceled":
             allowed = {"metadata", "cancellation_details", "expand"}

@@ -16,6 +16,7 @@ from tollbooth.sandbox.wire import (
     as_str,
     bad_request,
     merge_metadata,
+    refuse_unsupported,
     required,
 )
 
@@ -112,6 +113,7 @@ class Catalog(Customers):
         return self.list("product", params, keep)
 
     def create_price(self, params: dict[str, Any]) -> dict[str, Any]:
+        refuse_unsupported(params, (("recurring", "trial_period_days"),))
         if "currency" not in params:
             raise required("currency")
         currency = as_str(params["currency"], "currency").lower()

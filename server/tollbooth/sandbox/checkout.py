@@ -21,6 +21,7 @@ from tollbooth.sandbox.wire import (
     bad_request,
     merge_metadata,
     missing,
+    refuse_unsupported,
     required,
 )
 
@@ -37,16 +38,6 @@ CHECKOUT_UNSUPPORTED = (
 )
 
 
-def _refuse_unsupported(params: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
-    for path in paths:
-        node: Any = params
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node not in (None, "", "false", [], {}):
-            name = path[0] + "".join(f"[{k}]" for k in path[1:])
-            raise bad_request(f"The Stripe sandbox does not support `{name}`.", name)
-
-
 class Checkout(Billing):
     """Checkout Sessions; completing one is what the hosted page and the helper do."""
 
@@ -54,7 +45,7 @@ class Checkout(Billing):
         if "mode" not in params:
             raise required("mode")
         mode = as_enum(params["mode"], "mode", ("payment", "subscription", "setup"))
-        _refuse_unsupported(params, CHECKOUT_UNSUPPORTED)
+        refuse_unsupported(params, CHECKOUT_UNSUPPORTED)
         ui_mode = params.get("ui_mode", "hosted")
         if ui_mode != "hosted":
             raise bad_request(

@@ -116,6 +116,15 @@ def strip_private(value: Any) -> Any:
 class Core:
     """Clocks, events, lookups, `expand` and list pages shared by every resource."""
 
+    # Subscription update parameters the sandbox does not model (no trials, discounts or
+    # taxes): refused, not ignored (`wire.refuse_unsupported`; Billing.update_subscription).
+    SUBSCRIPTION_UNSUPPORTED: tuple[tuple[str, ...], ...] = (
+        ("trial_end",),
+        ("trial_from_plan",),
+        ("discounts",),
+        ("automatic_tax", "enabled"),
+    )
+
     def __init__(self, store: Store, config: SandboxConfig, wake: Callable[[], None]) -> None:
         self.store = store
         self.config = config

@@ -78,6 +78,19 @@ def required(param: str) -> StripeError:
     )
 
 
+def refuse_unsupported(params: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> None:
+    """Refuse a parameter the pinned API knows but the sandbox does not model (trials,
+    discounts, automatic tax, ...) rather than ignore it, so that a test never passes on
+    behaviour the sandbox did not implement."""
+    for path in paths:
+        node: Any = params
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node not in (None, "", "false", [], {}):
+            name = path[0] + "".join(f"[{k}]" for k in path[1:])
+            raise bad_request(f"The Stripe sandbox does not support `{name}`.", name)
+
+
 def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 

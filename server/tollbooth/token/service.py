@@ -42,7 +42,11 @@ def resolve_scopes(requested: list[str]) -> list[str]:
         return list(DEFAULT_SCOPES)
     unknown = sorted(set(requested) - set(SCOPES))
     if unknown:
-        raise errors.invalid(f"unknown scopes {unknown}; known: {list(SCOPES)}", field="scopes")
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise errors.invalid(
+            f"unknown scope {errors.shown(unknown[0])}{more}; known: {list(SCOPES)}",
+            field="scopes",
+        )
     return [s for s in SCOPES if s in set(requested)]
 
 

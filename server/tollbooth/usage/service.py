@@ -311,7 +311,7 @@ def create_metric(session: Session, fields: MetricFields) -> BillableMetric:
         raise DomainError(
             Kind.ALREADY_EXISTS,
             "ALREADY_EXISTS",
-            f"metric {clean.code!r} already exists",
+            f"metric {errors.shown(clean.code)} already exists",
             resource="metric",
         )
     return get_metric(session, clean.code)
@@ -328,7 +328,7 @@ def _apply_paths(paths: Iterable[str]) -> tuple[str, ...]:
                 apply.append(path)
         elif path not in OUTPUT_ONLY and path != "code":
             raise errors.invalid(
-                f"update_mask names unknown field {path[:100]!r}", field="update_mask"
+                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
             )
     return tuple(apply)
 

@@ -178,11 +178,14 @@ def test_replay_needs_one_target_and_a_known_event(quiet: World):
 
     from tests.helpers import error_reason
 
-    with pytest.raises(grpc.RpcError) as err:
-        operator(quiet).ReplayStripeEvents(
-            webhook_pb2.ReplayStripeEventsRequest(), metadata=SERVICE_MD, timeout=10
-        )
-    assert error_reason(err.value) == "REPLAY_TARGET_REQUIRED"
+    for blank in ("", "   ", "\t\n"):  # a blank event_id names no event: no target
+        with pytest.raises(grpc.RpcError) as err:
+            operator(quiet).ReplayStripeEvents(
+                webhook_pb2.ReplayStripeEventsRequest(event_id=blank),
+                metadata=SERVICE_MD,
+                timeout=10,
+            )
+        assert error_reason(err.value) == "REPLAY_TARGET_REQUIRED", repr(blank)
     with pytest.raises(grpc.RpcError) as err:
         operator(quiet).ReplayStripeEvents(
             webhook_pb2.ReplayStripeEventsRequest(event_id="evt_nope"),

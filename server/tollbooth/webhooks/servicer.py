@@ -107,15 +107,16 @@ class StripeEventServicer(Servicer, webhook_pb2_grpc.StripeEventServiceServicer)
     def ReplayStripeEvents(
         self, request: webhook_pb2.ReplayStripeEventsRequest, context: grpc.ServicerContext
     ) -> webhook_pb2.ReplayStripeEventsResponse:
-        if bool(request.event_id) == bool(request.all_failed):
+        event_id = request.event_id.strip()  # a blank one names no event
+        if bool(event_id) == bool(request.all_failed):
             raise errors.invalid(
                 "name one event_id, or set all_failed", reason="REPLAY_TARGET_REQUIRED"
             )
-        if request.event_id:
-            outcome = self.inbox.replay(request.event_id)
+        if event_id:
+            outcome = self.inbox.replay(event_id)
             if outcome.status == "missing":
-                raise errors.not_found("stripe event", request.event_id)
-            ids = [request.event_id]
+                raise errors.not_found("stripe event", event_id)
+            ids = [event_id]
         else:
             ids = [ident for ident, _ in self.inbox.replay_failed()]
         with self.read() as session:

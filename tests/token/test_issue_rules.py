@@ -105,6 +105,31 @@ def test_bad_principal_is_invalid_and_creates_nothing(channel, db, principal):  
         assert s.scalar(select(func.count()).select_from(BillingAccount)) == 0
 
 
+@pytest.mark.parametrize(("field", "limit"), [("user_id", 200), ("email", 320), ("name", 200)])
+def test_an_over_long_contact_field_is_field_invalid_at_any_length_naming_it(  # type: ignore[no-untyped-def]
+    channel, db, field, limit
+):
+    """One character over the contract's limit gets the same answer as a thousand over
+    (FIELD_INVALID naming the field, from the edge), not INVALID_ARGUMENT with no field
+    ("email or name is too long") below 1,000 characters, and creates no account."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    for length in (limit + 1, 1001):
+        with pytest.raises(grpc.RpcError) as exc:
+            issue(channel, principal_id="p-long", **{field: "x" * length})
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_reason(exc.value) == "FIELD_INVALID", length
+        status = rpc_status.from_call(exc.value)
+        assert status is not None
+        infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+        info = error_details_pb2.ErrorInfo()
+        infos[0].Unpack(info)
+        assert info.metadata["field"] == field
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(BillingAccount)) == 0
+
+
 def test_mapping_is_immutable_and_contact_details_fill_once(channel, db):  # type: ignore[no-untyped-def]
     first = issue(channel, principal_id="p1", email="a@example.com")
     second = issue(channel, principal_id="p1", email="b@example.com", name="B")

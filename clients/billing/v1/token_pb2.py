@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/token.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n\x11IssueTokenRequest\x12\x1a\n\x0cprincipal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\x12!\n\x13session_ttl_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05\x65mail\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04name\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x0fsession_ttl_sec\x18\x08 \x01(\x03\x42\x06\x18\x01\xe2\x41\x01\x01\"\xf4\x01\n\x12IssueTokenResponse\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x62illing_account_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cprincipal_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06scopes\x18\x06 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63\x63ount_created\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x32\x81\x01\n\x0cTokenService\x12q\n\nIssueToken\x12\x1d.billing.v1.IssueTokenRequest\x1a\x1e.billing.v1.IssueTokenResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\"\x13/mgt/v1/token/issue:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62illing/v1/token.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x11IssueTokenRequest\x12\x1a\n\x0cprincipal_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x07user_id\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\x12!\n\x13session_ttl_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\x05\x65mail\x18\x05 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x17\n\x04name\x18\x06 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x0fsession_ttl_sec\x18\x08 \x01(\x03\x42\x06\x18\x01\xe2\x41\x01\x01\"\xf4\x01\n\x12IssueTokenResponse\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12\x62illing_account_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cprincipal_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06scopes\x18\x06 \x03(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63\x63ount_created\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x32\x81\x01\n\x0cTokenService\x12q\n\nIssueToken\x12\x1d.billing.v1.IssueTokenRequest\x1a\x1e.billing.v1.IssueTokenResponse\"$\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\"\x13/mgt/v1/token/issue:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUETOKENREQUEST'].fields_by_name['principal_id']._loaded_options = None
   _globals['_ISSUETOKENREQUEST'].fields_by_name['principal_id']._serialized_options = b'\342A\001\002'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_ISSUETOKENREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\001'
+  _globals['_ISSUETOKENREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\001\260\237\031\310\001'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['scopes']._loaded_options = None
   _globals['_ISSUETOKENREQUEST'].fields_by_name['scopes']._serialized_options = b'\342A\001\001'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['session_ttl_seconds']._loaded_options = None
   _globals['_ISSUETOKENREQUEST'].fields_by_name['session_ttl_seconds']._serialized_options = b'\342A\001\001'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['email']._loaded_options = None
-  _globals['_ISSUETOKENREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\001'
+  _globals['_ISSUETOKENREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\001\260\237\031\300\002'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_ISSUETOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001'
+  _globals['_ISSUETOKENREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001\260\237\031\310\001'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_ISSUETOKENREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_ISSUETOKENREQUEST'].fields_by_name['session_ttl_sec']._loaded_options = None
@@ -68,9 +68,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENSERVICE'].methods_by_name['IssueToken']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['IssueToken']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\030\"\023/mgt/v1/token/issue:\001*'
   _globals['_ISSUETOKENREQUEST']._serialized_start=161
-  _globals['_ISSUETOKENREQUEST']._serialized_end=388
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=391
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=635
-  _globals['_TOKENSERVICE']._serialized_start=638
-  _globals['_TOKENSERVICE']._serialized_end=767
+  _globals['_ISSUETOKENREQUEST']._serialized_end=403
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=406
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=650
+  _globals['_TOKENSERVICE']._serialized_start=653
+  _globals['_TOKENSERVICE']._serialized_end=782
 # @@protoc_insertion_point(module_scope)

@@ -41,13 +41,13 @@ class IssueTokenRequest(_message.Message):
     principal_id: _builtins.str
     """The stable billing owner in the caller's system (user, team, org)."""
     user_id: _builtins.str
-    """The end user the token is issued to, for audit."""
+    """The end user the token is issued to, for audit; at most 200 characters."""
     session_ttl_seconds: _builtins.int
     """Lifetime in seconds; 0 means the default (900). Capped by configuration."""
     email: _builtins.str
-    """Optional e-mail for the provider customer."""
+    """Optional e-mail for the provider customer; at most 320 characters."""
     name: _builtins.str
-    """Optional display name for the provider customer."""
+    """Optional display name for the provider customer; at most 200 characters."""
     request_id: _builtins.str
     """Idempotency key. Optional here, as in the other RPCs whose seed request shapes
     send none (README, Idempotency), and ignored when sent: issuing is naturally

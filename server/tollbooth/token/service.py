@@ -82,8 +82,12 @@ def _checked(req: TokenRequest) -> tuple[list[str], int]:
     ttl = resolve_ttl(req.ttl_sec, req.ttl_default, req.ttl_max, req.ttl_field)
     if len(req.user_id) > 200:
         raise errors.invalid("user_id is longer than 200 characters", field="user_id")
-    if len(req.email) > 320 or len(req.name) > 200:
-        raise errors.invalid("email or name is too long")
+    # The edge refuses these first (the contract's max_length: FIELD_INVALID); kept for
+    # callers of the rules that do not come through it.
+    if len(req.email) > 320:
+        raise errors.invalid("email is longer than 320 characters", field="email")
+    if len(req.name) > 200:
+        raise errors.invalid("name is longer than 200 characters", field="name")
     clean_email(req.email)  # EMAIL_INVALID: it becomes the Stripe customer's e-mail
     return granted, ttl
 

@@ -25,7 +25,7 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   principalId: string;
 
   /**
-   * The end user the token is issued to, for audit.
+   * The end user the token is issued to, for audit; at most 200 characters.
    *
    * @generated from field: string user_id = 2;
    */
@@ -47,14 +47,14 @@ export declare type IssueTokenRequest = Message<"billing.v1.IssueTokenRequest"> 
   sessionTtlSeconds: bigint;
 
   /**
-   * Optional e-mail for the provider customer.
+   * Optional e-mail for the provider customer; at most 320 characters.
    *
    * @generated from field: string email = 5;
    */
   email: string;
 
   /**
-   * Optional display name for the provider customer.
+   * Optional display name for the provider customer; at most 200 characters.
    *
    * @generated from field: string name = 6;
    */

@@ -199,6 +199,9 @@ def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path
         ("BILLING_JWT_LEEWAY_SEC", "301"),
         ("BILLING_JWT_LEEWAY_SEC", "-1"),
         ("BILLING_GRPC_REPLICAS", "0"),
+        # At most 20 (the edge bounds any request's nesting): 21 was lowered to 20 silently.
+        ("BILLING_USAGE_MAX_PROPERTIES_DEPTH", "21"),
+        ("BILLING_USAGE_MAX_PROPERTIES_DEPTH", "0"),
         ("BILLING_SERVICE_KEYS", "short"),
         ("BILLING_JWT_KEYS", "k:tooshort"),
         ("BILLING_GRPC_PORT", "http"),

@@ -198,7 +198,9 @@ class UsageSettings(_Environment):
     usage_max_future_sec: int = env("BILLING_USAGE_MAX_FUTURE_SEC", 300, lo=1)
     usage_max_age_days: int = env("BILLING_USAGE_MAX_AGE_DAYS", 1826, lo=1)
     usage_max_properties_bytes: int = env("BILLING_USAGE_MAX_PROPERTIES_BYTES", 8192, lo=1)
-    usage_max_properties_depth: int = env("BILLING_USAGE_MAX_PROPERTIES_DEPTH", 5, lo=1)
+    # At most 20: edge validation bounds the nesting of any request at 64 message levels and
+    # one JSON level is two (Struct, Value), so a deeper limit could never be reached.
+    usage_max_properties_depth: int = env("BILLING_USAGE_MAX_PROPERTIES_DEPTH", 5, lo=1, hi=20)
     usage_stream_group_max: int = env("BILLING_USAGE_STREAM_GROUP_MAX", 500, lo=1)
     usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1)
 

@@ -223,5 +223,10 @@ def test_limits_refuse_values_that_are_not_positive_integers(raw: str) -> None:
         Limits.from_env({"BILLING_USAGE_MAX_BATCH": raw})
 
 
-def test_depth_limit_is_capped_below_the_edge_nesting_limit() -> None:
-    assert Limits.from_env({"BILLING_USAGE_MAX_PROPERTIES_DEPTH": "500"}).max_properties_depth == 20
+def test_depth_limit_past_the_edge_nesting_limit_is_refused_not_lowered() -> None:
+    """20 is the deepest the edge lets through; a larger setting is a configuration error
+    naming the variable (it was lowered to 20 silently, unlike every other bad number)."""
+    assert Limits.from_env({"BILLING_USAGE_MAX_PROPERTIES_DEPTH": "20"}).max_properties_depth == 20
+    for raw in ("21", "500"):
+        with pytest.raises(LimitsError, match="BILLING_USAGE_MAX_PROPERTIES_DEPTH"):
+            Limits.from_env({"BILLING_USAGE_MAX_PROPERTIES_DEPTH": raw})

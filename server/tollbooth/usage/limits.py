@@ -20,10 +20,6 @@ from dataclasses import dataclass
 
 from tollbooth.config import ConfigError, UsageSettings
 
-# Edge validation bounds the nesting of any request at 64 message levels; one JSON level is
-# two (Struct, Value), so deeper property limits could never be reached.
-MAX_CONFIGURABLE_DEPTH = 20
-
 
 class LimitsError(ConfigError):
     """A usage limit in the environment is not a positive integer."""
@@ -50,7 +46,7 @@ class Limits:
             max_future_sec=settings.usage_max_future_sec,
             max_age_days=settings.usage_max_age_days,
             max_properties_bytes=settings.usage_max_properties_bytes,
-            max_properties_depth=min(MAX_CONFIGURABLE_DEPTH, settings.usage_max_properties_depth),
+            max_properties_depth=settings.usage_max_properties_depth,  # 1..20 (config)
             stream_group_max=settings.usage_stream_group_max,
             stream_group_ms=settings.usage_stream_group_ms,
         )

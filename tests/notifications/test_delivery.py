@@ -152,6 +152,55 @@ def test_expired_previous_secret_no_longer_signs(db, receiver) -> None:  # type:
     assert receiver.accepted == []
 
 
+def test_a_receiver_on_the_first_secret_still_verifies_after_two_rotations(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    """Rotate, then rotate again an hour later: each replaced secret still signs for its own
+    24 hours. (Only the last one replaced did: the second rotation cut the first secret's
+    day short, and a receiver not yet moved to the second secret refused every message.)"""
+    endpoint_id = register(db, receiver)
+    first = receiver.secret
+    start = utcnow() - dt.timedelta(hours=2)
+    with db.transaction() as s:
+        _, second = endpoints.rotate(s, endpoint_id, start)
+    with db.transaction() as s:
+        _, third = endpoints.rotate(s, endpoint_id, start + dt.timedelta(hours=1))
+    assert len({first, second, third}) == 3
+    receiver.secret = first  # a receiver that has not taken either new secret yet
+    enqueue(db, "invoice.paid", "acct_two_rotations", {})
+    drain([Deliverer(db, FAST)], lambda: receiver.accepted or receiver.rejected_signatures)
+    assert len(receiver.accepted) == 1 and receiver.rejected_signatures == 0
+
+
+def test_replaced_secrets_sign_until_their_own_expiry_and_at_most_five(db) -> None:  # type: ignore[no-untyped-def]
+    with db.transaction() as s:
+        endpoint, first = endpoints.create(
+            s, endpoints.Fields(url="http://127.0.0.1:9/h"), utcnow()
+        )
+        eid = endpoint.id
+    t0 = utcnow() - dt.timedelta(hours=30)
+    replaced = [first]
+    with db.transaction() as s:
+        _, current = endpoints.rotate(s, eid, t0)  # `first` signs until t0 + 24 h
+    for hour in range(10, 17):  # seven more rotations, an hour apart
+        with db.transaction() as s:
+            replaced.append(current)
+            _, current = endpoints.rotate(s, eid, t0 + dt.timedelta(hours=hour))
+    with db.transaction(readonly=True) as s:
+        row = s.get(NotificationEndpoint, eid)
+        assert row is not None
+        # At t0 + 17 h all eight replaced secrets are within their day (`first` until
+        # t0 + 24 h), but the cap keeps the newest five beside the current one.
+        at_17 = endpoints.signing_secrets(row, t0 + dt.timedelta(hours=17))
+        assert at_17 == [current, *reversed(replaced[-5:])]
+        # Past t0 + 24 h `first` has expired; the cap's five stay till their own day ends.
+        at_25 = endpoints.signing_secrets(row, t0 + dt.timedelta(hours=25))
+        assert at_25 == at_17
+        # 24 h after the last rotation only the current secret signs.
+        assert endpoints.signing_secrets(row, t0 + dt.timedelta(hours=40, seconds=1)) == [current]
+        # The contract's field still says until when the last replaced secret signs.
+        assert row.previous_secret == replaced[-1]
+        assert row.previous_secret_expires_at == t0 + dt.timedelta(hours=16 + 24)
+
+
 def test_an_endpoint_gets_only_the_types_it_wants(db, receiver) -> None:  # type: ignore[no-untyped-def]
     register(db, receiver, ("account.credits.balance_depleted",))
     enqueue(db, "credits.granted", "acct_t", {"amount": "5", "credit_type": "units"})

@@ -201,9 +201,11 @@ class NotificationEndpoint(Base):
     # Public event types it wants; empty means all.
     event_types: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     secret: Mapped[str] = mapped_column(String(100), nullable=False)
-    # After a rotation the old secret still signs (a second signature) until it expires.
+    # A secret a rotation replaced still signs until it expires: the last one's here, earlier
+    # ones' in `earlier_secrets` ([[secret, ISO expiry], ...]; notifications/endpoints.py).
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    earlier_secrets: Mapped[list[list[str]] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     disabled_reason: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     # Since when every attempt failed (NULL after a success); disabled after days of it.
@@ -367,10 +369,8 @@ class CreditReservation(Base):
 
 class CreditLedgerEntry(Base):
     """One line of the ledger: signed amount and the balance after it, numbered per balance.
-
     The sum of `amount` over a balance's entries is its `balance`; (account, type, seq) is
-    unique, so two writers can never both append the same line.
-    """
+    unique, so two writers can never both append the same line."""
 
     __tablename__ = "credit_ledger"
 

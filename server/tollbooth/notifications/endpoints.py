@@ -25,6 +25,9 @@ from tollbooth.notifications import repository
 from tollbooth.notifications.envelope import KNOWN_TYPES
 
 PREVIOUS_SECRET_TTL = dt.timedelta(hours=24)
+# At most this many replaced secrets sign beside the current one (a burst of rotations must
+# not grow every message's signature header without bound): past it, the oldest stop early.
+MAX_REPLACED = 5
 MAX_URL = 2000
 MAX_DESCRIPTION = 1000
 MAX_TYPES = len(KNOWN_TYPES)
@@ -35,14 +38,24 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def signing_secrets(endpoint: NotificationEndpoint, now: dt.datetime) -> list[str]:
-    """The secrets that sign a message now: the current one, and the previous one while it
-    has not expired."""
-    out = [endpoint.secret]
+def _replaced(endpoint: NotificationEndpoint, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
+    """Every secret a rotation replaced that still signs at `now`, newest first: the last
+    rotation's (`previous_secret`), then earlier rotations' (`earlier_secrets`)."""
+    out: list[tuple[str, dt.datetime]] = []
     expires = endpoint.previous_secret_expires_at
     if endpoint.previous_secret and expires is not None and now < expires:
-        out.append(endpoint.previous_secret)
-    return out
+        out.append((endpoint.previous_secret, expires))
+    for secret, until in endpoint.earlier_secrets or []:
+        at = dt.datetime.fromisoformat(until)
+        if now < at:
+            out.append((secret, at))
+    return out[:MAX_REPLACED]
+
+
+def signing_secrets(endpoint: NotificationEndpoint, now: dt.datetime) -> list[str]:
+    """The secrets that sign a message now: the current one, and each one a rotation replaced
+    in the last 24 hours (at most `MAX_REPLACED`, newest first)."""
+    return [endpoint.secret, *(secret for secret, _ in _replaced(endpoint, now))]
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,10 @@ def rotate(
     session: Session, endpoint_id: str, now: dt.datetime
 ) -> tuple[NotificationEndpoint, str]:
     endpoint = get(session, endpoint_id, lock=True)
+    # The secrets replaced before keep signing until their own expiry (the last
+    # MAX_REPLACED - 1 of them: with the one replaced now, MAX_REPLACED in all).
+    still = _replaced(endpoint, now)[: MAX_REPLACED - 1]
+    endpoint.earlier_secrets = [[secret, until.isoformat()] for secret, until in still] or None
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = now + PREVIOUS_SECRET_TTL
     endpoint.secret = new_secret()

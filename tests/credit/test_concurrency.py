@@ -8,8 +8,6 @@ succeed exactly 10 times every round and the SQL invariants hold after each roun
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
@@ -24,7 +22,7 @@ from billing.v1 import credit_pb2 as c
 from billing.v1 import credit_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, check_invariants, grant
-from tests.devstack import free_port
+from tests.devstack import grpc_replicas
 from tests.helpers import error_reason
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
@@ -46,38 +44,8 @@ def pg_url(pg_shared_url: str) -> str:
 def servers(pg_shared_url: str) -> Iterator[list[int]]:
     """Two billing server processes on free loopback ports, one PostgreSQL database, started
     once for the module."""
-    procs: list[subprocess.Popen[bytes]] = []
-    ports = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            env = {
-                **os.environ,
-                **make_env(pg_shared_url, BILLING_GRPC_PORT=str(port), BILLING_LOG_LEVEL="WARNING"),
-                "BILLING_GRPC_HOST": "127.0.0.1",
-            }
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            ports.append(port)
-        for port in ports:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-                grpc.channel_ready_future(ch).result(timeout=60)
+    with grpc_replicas(make_env(pg_shared_url)) as ports:
         yield ports
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,18 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import create_engine, func, select
 
-from billing.v1 import account_pb2, account_pb2_grpc, customer_pb2, customer_pb2_grpc
+from billing.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    checkout_pb2,
+    checkout_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
 from tests.accounts.support import create, error_metadata, unique
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, make_env
 from tests.devstack import free_port, grpc_replicas, grpc_server
@@ -72,6 +83,7 @@ def test_concurrent_creates_of_one_alias_make_one_account(pg_url: str) -> None:
 # Over two `serve-grpc` replicas (PostgreSQL), with the Stripe sandbox behind them.
 
 ROUNDS = 10
+FILL_ROUNDS = 20  # the fill race needs its two writes to overlap: most rounds do
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +210,77 @@ def test_concurrent_customer_updates_merge_both_metadata_keys(shop_replicas) -> 
             customer_pb2.GetCustomerRequest(customer_id=customer.id), metadata=SERVICE_MD
         )
         assert dict(got.metadata) == {"first": "1", "second": "1"}
+
+
+def test_a_token_filling_the_email_never_replaces_one_set_at_the_same_time(shop_replicas) -> None:  # type: ignore[no-untyped-def]
+    """IssueToken gives an account without an e-mail the one it carries; an UpdateAccount
+    setting the account's own e-mail at the same moment is never overwritten by it."""
+    one, two = shop_replicas
+    for _ in range(FILL_ROUNDS):
+        made = create(one, alias=unique("fill"))
+        results = all_at_once(
+            [
+                lambda made=made: update(one, made.id, email="own@example.com"),
+                lambda made=made: token_pb2_grpc.TokenServiceStub(two).IssueToken(
+                    token_pb2.IssueTokenRequest(
+                        principal_id=made.alias, user_id="u", email="token@example.com"
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                ),
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        now = account_pb2_grpc.AccountServiceStub(two).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert now.email == "own@example.com"
+
+
+def test_a_checkout_filling_the_email_never_replaces_one_set_at_the_same_time(
+    shop_replicas,
+) -> None:  # type: ignore[no-untyped-def]
+    """As above, for CreateCheckoutSession's `customer_email`."""
+    one, two = shop_replicas
+    catalog = catalog_pb2_grpc.CatalogServiceStub(one)
+    made_product = catalog.CreateProduct(
+        catalog_pb2.CreateProductRequest(
+            product=catalog_pb2.Product(name="fill"), request_id=unique("r")
+        ),
+        metadata=SERVICE_MD,
+    )
+    made_price = catalog.CreatePrice(
+        catalog_pb2.CreatePriceRequest(
+            price=catalog_pb2.Price(
+                product_id=made_product.product_id,
+                currency="usd",
+                unit_amount=500,
+                type=catalog_pb2.PRICE_TYPE_ONE_TIME,
+            ),
+            request_id=unique("r"),
+        ),
+        metadata=SERVICE_MD,
+    )
+    for _ in range(FILL_ROUNDS // 2):
+        made = create(one, alias=unique("fill"))
+        results = all_at_once(
+            [
+                lambda made=made: update(one, made.id, email="own@example.com"),
+                lambda made=made: checkout_pb2_grpc.CheckoutServiceStub(two).CreateCheckoutSession(
+                    checkout_pb2.CreateCheckoutSessionRequest(
+                        account=made.id,
+                        items=[checkout_pb2.CheckoutItem(catalog_price_id=made_price.price_id)],
+                        success_url="https://app.example/done",
+                        customer_email="buyer@example.com",
+                        request_id=unique("r"),
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                ),
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        now = account_pb2_grpc.AccountServiceStub(two).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert now.email == "own@example.com"

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 from billing.v1 import credit_pb2 as c
 from billing.v1 import credit_pb2_grpc
 from tests.conftest import SERVICE_MD, make_env
-from tests.credit.support import account, check_invariants, grant
+from tests.credit.support import account, balance, call, check_invariants, grant, reserve
 from tests.devstack import grpc_replicas
-from tests.helpers import error_reason
+from tests.helpers import all_at_once as all_at_once_calls
+from tests.helpers import error_reason, outcome
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
 
@@ -164,5 +165,112 @@ def test_concurrent_copies_of_one_debit_apply_once(pg_url, channels) -> None:  #
     try:
         with Session(engine) as s:
             assert check_invariants(s, acct_id)[(acct_id, "units")] == 6
+    finally:
+        engine.dispose()
+
+
+SETTLE_ROUNDS = 6
+
+
+def settle(channel: grpc.Channel, kind: str, principal: str, reservation_id: str):  # type: ignore[no-untyped-def]
+    if kind == "commit":
+        return call(
+            channel,
+            "CommitReservation",
+            c.CommitReservationRequest(
+                account=principal, reservation_id=reservation_id, amount="4"
+            ),
+        )
+    if kind == "release":
+        return call(
+            channel,
+            "ReleaseReservation",
+            c.ReleaseReservationRequest(account=principal, reservation_id=reservation_id),
+        )
+    raise AssertionError(kind)
+
+
+def test_commit_and_release_of_one_hold_at_once_settle_it_once(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        for _ in range(SETTLE_ROUNDS):
+            principal, acct_id, _ = account(channels[0])
+            grant(channels[0], principal, "10")
+            hold = reserve(channels[1], principal, "6")
+            committed, released = all_at_once_calls(
+                [
+                    lambda p=principal, h=hold: settle(channels[0], "commit", p, h.reservation_id),
+                    lambda p=principal, h=hold: settle(channels[1], "release", p, h.reservation_id),
+                ]
+            )
+            outcomes = [outcome(committed), outcome(released)]
+            assert sorted(outcomes) == ["FAILED_PRECONDITION/RESERVATION_CLOSED", "OK"], outcomes
+            now = balance(channels[0], principal)
+            assert (now.balance, now.reserved) == (
+                ("6", "0") if outcomes[0] == "OK" else ("10", "0")
+            )
+            with Session(engine) as s:
+                check_invariants(s, acct_id)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_voids_of_one_grant_void_it_once(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
+    principal, acct_id, _ = account(channels[0])
+    made = grant(channels[0], principal, "10")
+    results = all_at_once_calls(
+        [
+            lambda i=i: call(
+                channels[i],
+                "VoidGrant",
+                c.VoidGrantRequest(account=principal, grant_id=made.grant_id),
+            )
+            for i in range(8)
+        ]
+    )
+    assert sorted(outcome(r) for r in results) == ["FAILED_PRECONDITION/GRANT_VOIDED"] * 7 + ["OK"]
+    assert balance(channels[1], principal).balance == "0"
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        with Session(engine) as s:
+            check_invariants(s, acct_id)
+            voids = s.scalar(
+                select(func.count())
+                .select_from(CreditLedgerEntry)
+                .where(CreditLedgerEntry.billing_account_id == acct_id)
+                .where(CreditLedgerEntry.kind == "void")
+            )
+            assert voids == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["commit", "release"])
+def test_a_void_racing_a_settlement_of_its_hold_leaves_nothing_of_the_grant(  # type: ignore[no-untyped-def]
+    pg_url, channels, kind
+) -> None:
+    """Parts of a voided grant under a hold are voided when the hold gives them back, whichever
+    of the two runs first: nothing of the grant is left free or reserved."""
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        for _ in range(SETTLE_ROUNDS):
+            principal, acct_id, _ = account(channels[0])
+            made = grant(channels[0], principal, "10")
+            hold = reserve(channels[1], principal, "6")
+            results = all_at_once_calls(
+                [
+                    lambda p=principal, g=made: call(
+                        channels[0],
+                        "VoidGrant",
+                        c.VoidGrantRequest(account=p, grant_id=g.grant_id),
+                    ),
+                    lambda p=principal, h=hold: settle(channels[1], kind, p, h.reservation_id),
+                ]
+            )
+            assert [outcome(r) for r in results] == ["OK", "OK"]
+            now = balance(channels[0], principal)
+            assert (now.balance, now.reserved) == ("0", "0")
+            with Session(engine) as s:
+                check_invariants(s, acct_id)
     finally:
         engine.dispose()

@@ -133,3 +133,36 @@ def test_an_update_racing_an_archive_keeps_both(replica_channels) -> None:  # ty
         assert [outcome(r) for r in results] == ["OK", "OK"]
         got = call(one, "GetPrice", catalog_pb2.GetPriceRequest(price_id=made.price_id))
         assert (got.nickname, got.active) == ("after", False)
+
+
+ARCHIVES = {
+    "product": ("ArchiveProduct", "GetProduct", "product_id"),
+    "price": ("ArchivePrice", "GetPrice", "price_id"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(ARCHIVES))
+def test_concurrent_archives_answer_the_one_archive(replica_channels, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Archiving twice changes nothing (its update time included): archives at once on two
+    replicas archive once, and every caller is answered the archived entry as stored."""
+    one = replica_channels[0]
+    archive, get, field = ARCHIVES[what]
+
+    def request(method: str, ident: str):  # type: ignore[no-untyped-def]
+        return getattr(catalog_pb2, f"{method}Request")(**{field: ident})
+
+    for _ in range(ROUNDS // 2):
+        made = product(one, "to archive")
+        ident = made.product_id if what == "product" else price(one, made.product_id).price_id
+        answers = all_at_once(
+            [
+                lambda i=i, ident=ident: call(
+                    replica_channels[i % 2], archive, request(archive, ident)
+                )
+                for i in range(CLIENTS)
+            ]
+        )
+        assert {outcome(a) for a in answers} == {"OK"}
+        stored = call(one, get, request(get, ident))
+        assert not stored.active
+        assert all(a == stored for a in answers), [a.update_time for a in answers]  # type: ignore[union-attr]

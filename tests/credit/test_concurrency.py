@@ -15,16 +15,18 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
+from billing.v1 import account_pb2, account_pb2_grpc, credit_pb2_grpc
 from billing.v1 import credit_pb2 as c
-from billing.v1 import credit_pb2_grpc
+from tests.checkout.support import wait_for
 from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import account, balance, call, check_invariants, grant, reserve
 from tests.devstack import grpc_replicas
 from tests.helpers import all_at_once as all_at_once_calls
 from tests.helpers import error_reason, outcome
+from tests.webhooks.test_refund_lock_order import waiting_on_a_lock
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
 
@@ -274,3 +276,59 @@ def test_a_void_racing_a_settlement_of_its_hold_leaves_nothing_of_the_grant(  # 
                 check_invariants(s, acct_id)
     finally:
         engine.dispose()
+
+
+def test_a_grant_racing_an_archive_is_refused_or_seen_by_it(pg_url, channels) -> None:  # type: ignore[no-untyped-def]
+    """An archived account takes no new grant. A grant that passed the check while the archive
+    was on its way either is refused or commits before the archive does: once ArchiveAccount
+    has answered, no grant can still appear. The balance row is held (as a concurrent debit
+    holds it) so that the grant waits between its check and its commit, every time."""
+    principal, acct_id, _ = account(channels[0])
+    grant(channels[0], principal, "1")  # the balance row exists
+    url = normalize_url(pg_url)
+    engine = create_engine(url)
+    granted: list[object] = []
+    seen_after_archive: list[str] = []
+
+    def archive() -> None:
+        account_pb2_grpc.AccountServiceStub(channels[1]).ArchiveAccount(
+            account_pb2.ArchiveAccountRequest(account=principal, request_id=uuid.uuid4().hex),
+            metadata=SERVICE_MD,
+            timeout=60,
+        )
+        seen_after_archive.append(balance(channels[1], principal).balance)
+
+    try:
+        with engine.connect() as holder:
+            holder.execute(
+                text(
+                    "SELECT 1 FROM credit_balances WHERE billing_account_id = :a"
+                    " AND credit_type = 'units' FOR UPDATE"
+                ),
+                {"a": acct_id},
+            )
+            granting = threading.Thread(
+                target=lambda: granted.append(
+                    all_at_once_calls([lambda: grant(channels[0], principal, "10")])[0]
+                )
+            )
+            granting.start()
+            wait_for(lambda: waiting_on_a_lock(url) >= 1, what="the grant to wait")
+            archiving = threading.Thread(target=archive)
+            archiving.start()
+            wait_for(
+                lambda: seen_after_archive or waiting_on_a_lock(url) >= 2,
+                what="the archive to answer or wait",
+            )
+            holder.rollback()
+        granting.join(60)
+        archiving.join(60)
+    finally:
+        engine.dispose()
+    (result,) = granted
+    if outcome(result) == "OK":
+        assert seen_after_archive == ["11"]  # the archive answered after the grant committed
+    else:
+        assert outcome(result) == "FAILED_PRECONDITION/ACCOUNT_ARCHIVED"
+        assert seen_after_archive == ["1"]
+    assert balance(channels[0], principal).balance == seen_after_archive[0]

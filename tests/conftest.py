@@ -110,6 +110,23 @@ def shared_channel(shared_deps: Deps) -> Iterator[grpc.Channel]:
         yield ch
 
 
+@pytest.fixture(scope="module")
+def replica_channels(pg_shared_url: str) -> Iterator[list[grpc.Channel]]:
+    """Two `serve-grpc` replicas on the shared PostgreSQL database, one channel to each,
+    started once per module (concurrency sweeps: each test makes its own objects)."""
+    from tests.devstack import grpc_replicas
+
+    with grpc_replicas(make_env(pg_shared_url)) as ports:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+        try:
+            for ch in channels:
+                grpc.channel_ready_future(ch).result(timeout=30)
+            yield channels
+        finally:
+            for ch in channels:
+                ch.close()
+
+
 def _truncate(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -10,6 +10,8 @@ import random
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -297,3 +299,43 @@ def start_stack(database_url: str, env: dict[str, str], tmp: Path) -> Stack:
             time.sleep(0.1)
     stack.close()
     raise RuntimeError("envoy did not become ready")
+
+
+@contextmanager
+def grpc_replicas(env: dict[str, str], count: int = 2) -> Iterator[list[int]]:
+    """`count` `serve-grpc` processes (replicas, as `run` starts them) on free loopback ports,
+    all with `env` (make_env's: one database), while the block runs: their ports. Each is
+    stopped by its own pid when the block ends."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tollbooth.cli", "serve-grpc"],
+                    env={
+                        **os.environ,
+                        "BILLING_LOG_LEVEL": "WARNING",
+                        **env,
+                        "BILLING_GRPC_PORT": str(port),
+                        "BILLING_GRPC_HOST": "127.0.0.1",
+                    },
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            ports.append(port)
+        for port in ports:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                grpc.channel_ready_future(ch).result(timeout=60)
+        yield ports
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+T = TypeVar("T")
 
 
 def error_reason(err: grpc.RpcError) -> str | None:
@@ -29,3 +33,31 @@ def keyed(request: Any) -> Any:
     if "request_id" in request.DESCRIPTOR.fields_by_name and not request.request_id:
         request.request_id = f"req-{uuid.uuid4().hex}"
     return request
+
+
+def all_at_once(calls: Sequence[Callable[[], T]]) -> list[T | grpc.RpcError]:
+    """Run every call in its own thread, all released together by one barrier: each call's
+    result, or the RpcError it raised, in the order given."""
+    results: list[T | grpc.RpcError | None] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait(timeout=60)
+        try:
+            results[i] = calls[i]()
+        except grpc.RpcError as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results  # type: ignore[return-value]
+
+
+def outcome(result: object) -> str:
+    """ "OK", or a failed call's code and reason ("NOT_FOUND/NOT_FOUND")."""
+    if isinstance(result, grpc.RpcError):
+        return f"{result.code().name}/{error_reason(result)}"
+    return "OK"

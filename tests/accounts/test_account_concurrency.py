@@ -4,19 +4,39 @@ one account, and every loser is told its id."""
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from sqlalchemy import func, select
+import pytest
+from google.protobuf import field_mask_pb2
+from sqlalchemy import create_engine, func, select
 
-from billing.v1 import account_pb2, account_pb2_grpc
-from tests.accounts.support import error_metadata
-from tests.conftest import SERVICE_MD, make_env
-from tests.devstack import grpc_server
-from tests.helpers import error_reason
+from billing.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    catalog_pb2,
+    catalog_pb2_grpc,
+    checkout_pb2,
+    checkout_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+)
+from tests.accounts.support import create, error_metadata, unique
+from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, make_env
+from tests.devstack import free_port, grpc_replicas, grpc_server
+from tests.helpers import all_at_once, error_reason, outcome
 from tollbooth.app import Deps
 from tollbooth.config import Settings
+from tollbooth.db import normalize_url
 from tollbooth.db.models import BillingAccount
+from tollbooth.sandbox.app import start_sandbox
+from tollbooth.sandbox.config import SandboxConfig
+
+pytestmark = pytest.mark.postgres
 
 CLIENTS = 8
 
@@ -58,3 +78,209 @@ def test_concurrent_creates_of_one_alias_make_one_account(pg_url: str) -> None:
     assert sorted({code for code, _ in results}) == ["ALREADY_EXISTS", "OK"]
     assert {account_id for _, account_id in results} == {winners[0][1]}
     assert stored == 1
+
+
+# Over two `serve-grpc` replicas (PostgreSQL), with the Stripe sandbox behind them.
+
+ROUNDS = 10
+FILL_ROUNDS = 20  # the fill race needs its two writes to overlap: most rounds do
+
+
+@pytest.fixture(scope="module")
+def shop_replicas(pg_shared_url: str, tmp_path_factory) -> Iterator[list[grpc.Channel]]:  # type: ignore[no-untyped-def]
+    """Two replicas on the shared database whose provider is one sandbox: a channel to each."""
+    sandbox = start_sandbox(
+        SandboxConfig(
+            webhook_secret=WEBHOOK_SECRET,
+            port=free_port(),
+            db_path=tmp_path_factory.mktemp("sandbox") / "sandbox.db",
+        )
+    )
+    try:
+        env = make_env(pg_shared_url, BILLING_SANDBOX_PORT=str(sandbox.config.port))
+        with grpc_replicas(env) as ports:
+            channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+            try:
+                yield channels
+            finally:
+                for ch in channels:
+                    ch.close()
+    finally:
+        sandbox.stop()
+
+
+def stored_version(pg_url: str, account_id: str) -> int:
+    engine = create_engine(normalize_url(pg_url))
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(BillingAccount.version).where(BillingAccount.id == account_id)
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def update(channel: grpc.Channel, account_id: str, **fields: str) -> account_pb2.Account:
+    return account_pb2_grpc.AccountServiceStub(channel).UpdateAccount(
+        account_pb2.UpdateAccountRequest(
+            account=account_pb2.Account(id=account_id, **fields),  # type: ignore[arg-type]
+            update_mask=field_mask_pb2.FieldMask(paths=list(fields)),
+            request_id=uuid.uuid4().hex,
+        ),
+        metadata=SERVICE_MD,
+        timeout=30,
+    )
+
+
+def test_concurrent_archives_over_two_replicas_answer_the_one_archive(shop_replicas) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(ROUNDS // 2):
+        made = create(shop_replicas[0], alias=unique("arch"), name="to archive")
+        answers = all_at_once(
+            [
+                lambda i=i, made=made: account_pb2_grpc.AccountServiceStub(
+                    shop_replicas[i % 2]
+                ).ArchiveAccount(
+                    account_pb2.ArchiveAccountRequest(account=made.id, request_id=unique("r")),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                )
+                for i in range(CLIENTS)
+            ]
+        )
+        assert [outcome(a) for a in answers] == ["OK"] * CLIENTS
+        now = account_pb2_grpc.AccountServiceStub(shop_replicas[1]).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert now.archived
+        assert {a.SerializeToString(deterministic=True) for a in answers} == {  # type: ignore[union-attr]
+            now.SerializeToString(deterministic=True)
+        }
+
+
+def test_two_concurrent_updates_each_bump_the_version(shop_replicas, pg_shared_url) -> None:  # type: ignore[no-untyped-def]
+    """Every change the Stripe customer must learn bumps the version once: two changes racing
+    on two replicas are two versions (a sync that acknowledged the first must not take the
+    second for sent), and both fields are kept."""
+    one, two = shop_replicas
+    for _ in range(ROUNDS):
+        made = create(one, alias=unique("ver"), name="before", email="before@example.com")
+        start = stored_version(pg_shared_url, made.id)
+        results = all_at_once(
+            [
+                lambda made=made: update(one, made.id, name="after"),
+                lambda made=made: update(two, made.id, email="after@example.com"),
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        now = account_pb2_grpc.AccountServiceStub(one).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert (now.name, now.email) == ("after", "after@example.com")
+        assert stored_version(pg_shared_url, made.id) == start + 2
+
+
+def test_concurrent_customer_updates_merge_both_metadata_keys(shop_replicas) -> None:  # type: ignore[no-untyped-def]
+    """UpdateCustomer merges metadata (Stripe's semantics): two updates naming different keys
+    at once keep both, on every replica."""
+    one, two = shop_replicas
+    for _ in range(ROUNDS):
+        customer = customer_pb2_grpc.CustomerServiceStub(one).CreateCustomer(
+            customer_pb2.CreateCustomerRequest(email="c@example.com", request_id=unique("r")),
+            metadata=SERVICE_MD,
+            timeout=30,
+        )
+        results = all_at_once(
+            [
+                lambda ch=ch, key=key, cid=customer.id: customer_pb2_grpc.CustomerServiceStub(
+                    ch
+                ).UpdateCustomer(
+                    customer_pb2.UpdateCustomerRequest(
+                        customer_id=cid, metadata={key: "1"}, request_id=unique("r")
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                )
+                for ch, key in ((one, "first"), (two, "second"))
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        got = customer_pb2_grpc.CustomerServiceStub(two).GetCustomer(
+            customer_pb2.GetCustomerRequest(customer_id=customer.id), metadata=SERVICE_MD
+        )
+        assert dict(got.metadata) == {"first": "1", "second": "1"}
+
+
+def test_a_token_filling_the_email_never_replaces_one_set_at_the_same_time(shop_replicas) -> None:  # type: ignore[no-untyped-def]
+    """IssueToken gives an account without an e-mail the one it carries; an UpdateAccount
+    setting the account's own e-mail at the same moment is never overwritten by it."""
+    one, two = shop_replicas
+    for _ in range(FILL_ROUNDS):
+        made = create(one, alias=unique("fill"))
+        results = all_at_once(
+            [
+                lambda made=made: update(one, made.id, email="own@example.com"),
+                lambda made=made: token_pb2_grpc.TokenServiceStub(two).IssueToken(
+                    token_pb2.IssueTokenRequest(
+                        principal_id=made.alias, user_id="u", email="token@example.com"
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                ),
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        now = account_pb2_grpc.AccountServiceStub(two).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert now.email == "own@example.com"
+
+
+def test_a_checkout_filling_the_email_never_replaces_one_set_at_the_same_time(
+    shop_replicas,
+) -> None:  # type: ignore[no-untyped-def]
+    """As above, for CreateCheckoutSession's `customer_email`."""
+    one, two = shop_replicas
+    catalog = catalog_pb2_grpc.CatalogServiceStub(one)
+    made_product = catalog.CreateProduct(
+        catalog_pb2.CreateProductRequest(
+            product=catalog_pb2.Product(name="fill"), request_id=unique("r")
+        ),
+        metadata=SERVICE_MD,
+    )
+    made_price = catalog.CreatePrice(
+        catalog_pb2.CreatePriceRequest(
+            price=catalog_pb2.Price(
+                product_id=made_product.product_id,
+                currency="usd",
+                unit_amount=500,
+                type=catalog_pb2.PRICE_TYPE_ONE_TIME,
+            ),
+            request_id=unique("r"),
+        ),
+        metadata=SERVICE_MD,
+    )
+    for _ in range(FILL_ROUNDS // 2):
+        made = create(one, alias=unique("fill"))
+        results = all_at_once(
+            [
+                lambda made=made: update(one, made.id, email="own@example.com"),
+                lambda made=made: checkout_pb2_grpc.CheckoutServiceStub(two).CreateCheckoutSession(
+                    checkout_pb2.CreateCheckoutSessionRequest(
+                        account=made.id,
+                        items=[checkout_pb2.CheckoutItem(catalog_price_id=made_price.price_id)],
+                        success_url="https://app.example/done",
+                        customer_email="buyer@example.com",
+                        request_id=unique("r"),
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=30,
+                ),
+            ]
+        )
+        assert [outcome(r) for r in results] == ["OK", "OK"]
+        now = account_pb2_grpc.AccountServiceStub(two).GetAccount(
+            account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
+        )
+        assert now.email == "own@example.com"

@@ -90,8 +90,14 @@ def by_id(session: Session, account_id: str) -> BillingAccount | None:
 
 
 def by_id_for_update(session: Session, account_id: str) -> BillingAccount | None:
+    """The account, its row locked until commit and read again after the lock was granted
+    (`populate_existing`): an account this session loaded before waiting would otherwise keep
+    the values it had then, and a concurrent update, archive or metadata merge be lost."""
     return session.scalars(
-        select(BillingAccount).where(BillingAccount.id == account_id).with_for_update()
+        select(BillingAccount)
+        .where(BillingAccount.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
 
 

@@ -83,21 +83,33 @@ def ensure_account(
     require_active(account)
     if not created:
         # Fill contact details once; never re-point the mapping.
-        if email and not account.email:
-            account.email = email
-            account.version += 1
-        if name and not account.name:
-            account.name = name
-            account.version += 1
+        account = _fill(session, account, email, name)
     return account, created
 
 
-def fill_email(account: BillingAccount, email: str) -> None:
+def fill_email(session: Session, account: BillingAccount, email: str) -> BillingAccount:
     """Give the account `email` when it has none (the provider customer follows on its next
     sync); an account's own e-mail is never replaced this way."""
-    if email and not account.email:
-        account.email = email
-        account.version += 1
+    return _fill(session, account, email, None)
+
+
+def _fill(
+    session: Session, account: BillingAccount, email: str | None, name: str | None
+) -> BillingAccount:
+    """Fill the e-mail and name the account lacks. Decided again under the account's row lock,
+    read afresh: an UpdateAccount setting them meanwhile (its own values) is never
+    overwritten, and each fill counts in the version."""
+    if not ((email and not account.email) or (name and not account.name)):
+        return account
+    locked = repository.by_id_for_update(session, account.id)
+    assert locked is not None  # accounts are archived, never deleted
+    if email and not locked.email:
+        locked.email = email
+        locked.version += 1
+    if name and not locked.name:
+        locked.name = name
+        locked.version += 1
+    return locked
 
 
 def resolve(session: Session, caller: Caller, ref: str) -> BillingAccount:

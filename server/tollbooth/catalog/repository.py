@@ -62,12 +62,27 @@ def flush(session: Session) -> None:
         raise
 
 
-def get_product(session: Session, product_id: str) -> Product | None:
-    return session.get(Product, product_id) if product_id else None
+def get_product(session: Session, product_id: str, *, lock: bool = False) -> Product | None:
+    """The product; with `lock`, its row locked until commit and read after the lock was
+    granted (a concurrent archive's change is seen, not overwritten)."""
+    if not product_id:
+        return None
+    if lock:
+        return _locked(session, select(Product).where(Product.id == product_id))
+    return session.get(Product, product_id)
 
 
-def get_price(session: Session, price_id: str) -> Price | None:
-    return session.get(Price, price_id) if price_id else None
+def get_price(session: Session, price_id: str, *, lock: bool = False) -> Price | None:
+    """The price; `lock` as in `get_product`."""
+    if not price_id:
+        return None
+    if lock:
+        return _locked(session, select(Price).where(Price.id == price_id))
+    return session.get(Price, price_id)
+
+
+def _locked(session: Session, stmt: Any) -> Any:
+    return session.scalars(stmt.with_for_update().execution_options(populate_existing=True)).first()
 
 
 def prices_by_ids(session: Session, ids: list[str]) -> dict[str, Price]:

@@ -46,16 +46,17 @@ def product_fields_of(product: Product) -> ProductFields:
 
 
 def get_product(
-    session: Session | None, product_id: str, catalog: Catalog | None = None
+    session: Session | None, product_id: str, catalog: Catalog | None = None, *, lock: bool = False
 ) -> Product:
-    """One product, active or not (from the in-memory `catalog` when given)."""
+    """One product, active or not (from the in-memory `catalog` when given; `lock`: its row
+    locked until commit, read afresh)."""
     if not product_id:
         raise errors.required("product_id")
     if catalog is not None:
         product = catalog.by_id.get(product_id)
     else:
         assert session is not None
-        product = repository.get_product(session, product_id)
+        product = repository.get_product(session, product_id, lock=lock)
     if product is None:
         raise errors.not_found("product", product_id)
     return product
@@ -113,14 +114,14 @@ def archive_product(session: Session, product_id: str) -> Product:
     Its prices are left as they are: they stay readable by id and by operators, but public
     listing shows nothing under an archived product.
     """
-    product = get_product(session, product_id)
+    product = get_product(session, product_id, lock=True)  # archives at once: one archive
     _archive(session, product)
     return product
 
 
 def restore_product(session: Session, product_id: str) -> Product:
     """Make an archived product active again (catalog as code re-adding its key)."""
-    product = get_product(session, product_id)
+    product = get_product(session, product_id, lock=True)
     if not product.active:
         product.active = True
         product.updated_at = utcnow()
@@ -194,11 +195,11 @@ def price_fields_of(price: Price) -> PriceFields:
     )
 
 
-def get_price(session: Session, price_id: str) -> Price:
-    """One price, active or not."""
+def get_price(session: Session, price_id: str, *, lock: bool = False) -> Price:
+    """One price, active or not (`lock` as in `get_product`)."""
     if not price_id:
         raise errors.required("price_id")
-    price = repository.get_price(session, price_id)
+    price = repository.get_price(session, price_id, lock=lock)
     if price is None:
         raise errors.not_found("price", price_id)
     return price
@@ -274,7 +275,7 @@ def update_price(
 
 def archive_price(session: Session, price_id: str) -> Price:
     """Take a price off sale. Idempotent; its lookup_key becomes free for a new price."""
-    price = get_price(session, price_id)
+    price = get_price(session, price_id, lock=True)  # archives at once: one archive
     _archive(session, price)
     return price
 

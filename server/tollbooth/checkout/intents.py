@@ -188,7 +188,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
                 field="request_id",
             )
     if email:
-        fill_email(account, email)
+        account = fill_email(session, account, email)
     conflict = conflicting_subscription(session, account.id, prices) if prices else None
     if conflict is not None and (own is None or own.status == "pending"):
         if own is not None:  # a plan of the group was bought since this intent was recorded

@@ -77,6 +77,11 @@ _HELD_GRANTS = (
     "  CROSS JOIN LATERAL json_array_elements(CAST(r.allocations AS json)) AS p"
     "  WHERE r.id = %(reservation)s AND r.billing_account_id = %(account)s)"
 )
+# A grant holds its account FOR KEY SHARE, before its balance (the order refunds and renewals
+# take): an ArchiveAccount in progress is waited for and then seen, and one that starts later
+# waits for the grant's commit, so no grant is acknowledged after the archive was. (The general
+# path a grant falls back to runs in this transaction, after this lock.)
+_ACCOUNT_KEY_SHARE = "SELECT archived_at FROM billing_accounts WHERE id = %(account)s FOR KEY SHARE"
 # A grant's balance row, created if missing (`repository.ensure_balance`, for an account that
 # exists: the account check comes after it in the pipeline).
 _ENSURE = (
@@ -330,10 +335,15 @@ def grant(
         )
 
     def body(trip: Trip) -> R:
-        account, (_, lock) = trip.open([_ENSURE, LOCK], {"ctype": ctype, "created": r.clock()})
+        account, (shared, _, lock) = trip.open(
+            [_ACCOUNT_KEY_SHARE, _ENSURE, LOCK], {"ctype": ctype, "created": r.clock()}
+        )
+        held = shared.fetchone()
         row = figures(lock.fetchone())
-        if account.archived_at is not None or row is None:
+        if account.archived_at is not None or held is None or held.archived_at is not None:
             return general(trip)  # ACCOUNT_ARCHIVED, as the general path says it
+        if row is None:
+            return general(trip)
         now = start(row, r.clock)
         if now is None:
             return general(trip)  # expiries due: recorded first

@@ -185,7 +185,13 @@ def insert_events_and_read_burns(
 METRICS_CHANGED = "tollbooth_metrics_changed"
 
 
-def get_metric(session: Session, code: str) -> BillableMetric | None:
+def get_metric(session: Session, code: str, *, lock: bool = False) -> BillableMetric | None:
+    """The metric; with `lock`, its row locked until commit, so an update waits for a
+    concurrent delete and then finds nothing (instead of updating a row that is gone)."""
+    if lock:
+        return session.scalars(
+            select(BillableMetric).where(BillableMetric.code == code).with_for_update()
+        ).first()
     return session.get(BillableMetric, code)
 
 

@@ -279,10 +279,10 @@ def _write(metric: BillableMetric, f: MetricFields, now: dt.datetime) -> None:
     metric.updated_at = now
 
 
-def get_metric(session: Session, code: str) -> BillableMetric:
+def get_metric(session: Session, code: str, *, lock: bool = False) -> BillableMetric:
     if not code:
         raise errors.required("code")
-    metric = repository.get_metric(session, code)
+    metric = repository.get_metric(session, code, lock=lock)
     if metric is None:
         raise errors.not_found("metric", code[:100])
     return metric
@@ -340,7 +340,7 @@ def update_metric(
     if not code:
         raise errors.required("metric.code")
     apply = _apply_paths(paths)
-    metric = get_metric(session, code)
+    metric = get_metric(session, code, lock=True)
     current = fields_of(metric)
     changes: dict[str, object] = {}
     for path in apply:

@@ -284,3 +284,69 @@ def test_a_checkout_filling_the_email_never_replaces_one_set_at_the_same_time(
             account_pb2.GetAccountRequest(account=made.id), metadata=SERVICE_MD
         )
         assert now.email == "own@example.com"
+
+
+def test_filling_an_email_does_not_deadlock_with_another_tabs_checkout_slot(pg_url: str) -> None:
+    """Two tabs of one account open checkouts of one group at once; tab A also names a
+    `customer_email` for an account with none, so it fills it under the account's row lock
+    before claiming the group's slot. Tab B has already inserted the slot row (not yet
+    committed), whose foreign key takes KEY SHARE on the account. The fill's lock must not
+    conflict with KEY SHARE: a plain FOR UPDATE made B wait for A while A's claim waited
+    for B's slot row, and PostgreSQL aborted one of them (deadlock detected)."""
+    from tollbooth.accounts import repository as accounts
+    from tollbooth.accounts.service import fill_email
+    from tollbooth.checkout.repository import claim_slot
+    from tollbooth.db import Database
+
+    db_a, db_b = Database(pg_url), Database(pg_url)
+    try:
+        with db_a.transaction() as session:
+            accounts.insert_if_absent(session, "two-tabs", None, None)
+            found = accounts.by_principal(session, "two-tabs")
+            assert found is not None
+            account_id = found.id
+        b_pid: list[int] = []
+        b_done = threading.Event()
+        b_error: list[BaseException] = []
+
+        def tab_b() -> None:
+            try:
+                with db_b.transaction() as session:
+                    b_pid.append(
+                        session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+                    )
+                    claim_slot(session, account_id, "plans", "chk_tab_b")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                b_error.append(exc)
+            finally:
+                b_done.set()
+
+        with db_a.transaction() as session:
+            account = accounts.by_id(session, account_id)
+            assert account is not None
+            fill_email(session, account, "tab-a@example.com")  # the row lock of the fill
+            thread = threading.Thread(target=tab_b)
+            thread.start()
+            # Until B has inserted its slot row and is done, or is waiting on a lock.
+            watcher = session.connection()
+            while not b_done.is_set():
+                if (
+                    b_pid
+                    and watcher.exec_driver_sql(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                        (b_pid[0],),
+                    ).scalar()
+                ):
+                    break
+                b_done.wait(0.01)
+            holder = claim_slot(session, account_id, "plans", "chk_tab_a")
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        assert b_error == []
+        assert holder == "chk_tab_b"  # B's slot row was there first; A sees it committed
+        with db_a.transaction(readonly=True) as session:
+            stored = accounts.by_id(session, account_id)
+            assert stored is not None and stored.email == "tab-a@example.com"
+    finally:
+        db_a.dispose()
+        db_b.dispose()

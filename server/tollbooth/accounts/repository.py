@@ -89,14 +89,22 @@ def by_id(session: Session, account_id: str) -> BillingAccount | None:
     return session.get(BillingAccount, account_id)
 
 
-def by_id_for_update(session: Session, account_id: str) -> BillingAccount | None:
+def by_id_for_update(
+    session: Session, account_id: str, *, keys_shared: bool = False
+) -> BillingAccount | None:
     """The account, its row locked until commit and read again after the lock was granted
     (`populate_existing`): an account this session loaded before waiting would otherwise keep
-    the values it had then, and a concurrent update, archive or metadata merge be lost."""
+    the values it had then, and a concurrent update, archive or metadata merge be lost.
+
+    `keys_shared`: FOR NO KEY UPDATE, which still excludes every other update of the row but
+    not the KEY SHARE that inserting a row referring to the account takes (a checkout's slot,
+    a ledger line): for a change of contact details made beside such inserts of other
+    transactions, which would otherwise deadlock with them. Without it, FOR UPDATE (an
+    archive must also wait for those inserts, and they for it)."""
     return session.scalars(
         select(BillingAccount)
         .where(BillingAccount.id == account_id)
-        .with_for_update()
+        .with_for_update(key_share=keys_shared)
         .execution_options(populate_existing=True)
     ).first()
 

@@ -101,7 +101,10 @@ def _fill(
     overwritten, and each fill counts in the version."""
     if not ((email and not account.email) or (name and not account.name)):
         return account
-    locked = repository.by_id_for_update(session, account.id)
+    # FOR NO KEY UPDATE: a checkout's slot row inserted by another tab of this account (its
+    # foreign key takes KEY SHARE) must not wait for this fill while the fill's own claim of
+    # that slot waits for it (a deadlock with FOR UPDATE).
+    locked = repository.by_id_for_update(session, account.id, keys_shared=True)
     assert locked is not None  # accounts are archived, never deleted
     if email and not locked.email:
         locked.email = email

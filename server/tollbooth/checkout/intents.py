@@ -199,17 +199,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     now = utcnow()
     blockers: list[tuple[str, Intent]] = []
     for group in _groups(prices):
-        holder_id = repository.claim_slot(session, account.id, group, ours_id)
-        if holder_id == ours_id:
+        holder = _live_holder(session, account.id, group, ours_id, now)
+        if holder is None:
             continue
-        holder = repository.checkout_by_id(session, holder_id, owner=account.id)
-        if _alive(holder, now):
-            assert holder is not None
-            if holder.fingerprint == fingerprint:
-                return _Plan(account.id, reuse=Intent.of(holder))
-            blockers.append((group, Intent.of(holder)))
-        else:
-            repository.hand_over_slot(session, account.id, group, holder_id, ours_id)
+        if holder.fingerprint == fingerprint:
+            return _Plan(account.id, reuse=Intent.of(holder))
+        blockers.append((group, Intent.of(holder)))
     row = CheckoutSession(
         id=ours_id,
         billing_account_id=account.id,
@@ -255,16 +250,30 @@ def _holders(
     now = utcnow()
     out: list[tuple[str, Intent]] = []
     for group in _groups(prices):
-        holder_id = repository.claim_slot(session, own.billing_account_id, group, own.id)
-        if holder_id == own.id:
-            continue
-        holder = repository.checkout_by_id(session, holder_id, owner=own.billing_account_id)
-        if _alive(holder, now):
-            assert holder is not None
+        holder = _live_holder(session, own.billing_account_id, group, own.id, now)
+        if holder is not None:
             out.append((group, Intent.of(holder)))
-        else:
-            repository.hand_over_slot(session, own.billing_account_id, group, holder_id, own.id)
     return out
+
+
+def _live_holder(
+    session: Session, account_id: str, group: str, ours_id: str, now: dt.datetime
+) -> CheckoutSession | None:
+    """The live checkout holding the account's slot of `group`; None once the slot is ours."""
+    ours, holder = repository.take_slot(
+        session, account_id, group, ours_id, lambda row: _alive(row, now), MAX_TAKEOVERS
+    )
+    if not ours and holder is None:
+        raise _crowded()
+    return holder
+
+
+def _crowded() -> errors.DomainError:
+    return errors.DomainError(
+        errors.Kind.UNAVAILABLE,
+        "PROVIDER_UNAVAILABLE",
+        "other checkouts of this account keep taking its place; retry",
+    )
 
 
 # -- step 2: the provider, no transaction open ------------------------------------------------
@@ -503,11 +512,7 @@ def create_checkout(
     while blockers:
         rounds += 1
         if rounds > MAX_TAKEOVERS:
-            raise errors.DomainError(
-                errors.Kind.UNAVAILABLE,
-                "PROVIDER_UNAVAILABLE",
-                "other checkouts of this account keep taking its place; retry",
-            )
+            raise _crowded()
         for group, holder in blockers:
             if _retire(db, provider, holder) == "complete":
                 # Paid meanwhile: the group is taken; the answer is the portal.

@@ -7,6 +7,7 @@ service caller, the provider's events); see `tollbooth.accounts.service.owner`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -84,6 +85,33 @@ def hand_over_slot(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def take_slot(
+    session: Session,
+    account_id: str,
+    group: str,
+    checkout_id: str,
+    alive: Callable[[CheckoutSession | None], bool],
+    attempts: int,
+) -> tuple[bool, CheckoutSession | None]:
+    """Claim the (account, group) slot for `checkout_id`, or take it over from a holder that is
+    not `alive`: (True, None) once it is ours, (False, holder) while a live one holds it,
+    (False, None) when other checkouts took it `attempts` times over.
+
+    Two requests can read the same dead holder; the second's compare and set then finds the
+    slot moved on (to the first, whose transaction it waited for) and reads the slot afresh:
+    going on as if the slot were its own left two payable checkouts of one group."""
+    for _ in range(attempts):
+        holder_id = claim_slot(session, account_id, group, checkout_id)
+        if holder_id == checkout_id:
+            return True, None
+        holder = checkout_by_id(session, holder_id, owner=account_id)
+        if alive(holder):
+            return False, holder
+        if hand_over_slot(session, account_id, group, holder_id, checkout_id):
+            return True, None
+    return False, None
 
 
 def mark_checkout(

@@ -172,6 +172,30 @@ def test_the_hosted_sandbox_card_page_completes_in_a_browser(pay_shop: Shop, bro
     assert done["purchase_id"]
 
 
+def test_a_non_ascii_receipt_email_is_paid_with_on_the_card_page(pay_shop: Shop, browser: Any):  # noqa: F811
+    """The service takes `zoë@exämple.com` as a receipt e-mail and the page prefills it; a
+    browser's `<input type=email>` refused to send it, so nobody could pay."""
+    token = payer(pay_shop)
+    body = pay_shop.request(
+        "POST", "/api/v1/payment/intents", {**SEED_BODY, "receipt_email": "zoë@exämple.com"}, token
+    ).json()
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(
+            f"{pay_shop.sandbox.url}/sandbox/pay/{body['stripe_payment_intent_id']}"
+            f"?client_secret={body['client_secret']}"
+        )
+        assert page.input_value("#email") == "zoë@exämple.com"
+        page.fill("#card", "4242 4242 4242 4242")
+        page.click("#pay")
+        page.wait_for_selector("#status")
+        assert "succeeded" in page.inner_text("#status")
+    finally:
+        context.close()
+
+
 def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_shop: Shop):
     """Seed 003: "All billing endpoints accept an environment query parameter". The payment
     intent and portal calls take it like checkout and customers do: `test` (any case) on a test

@@ -23,7 +23,15 @@ from tollbooth.sandbox.api import Api
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import FormTooLarge, Pages, back, form_too_large, render
+from tollbooth.sandbox.pages import (
+    FormNotUtf8,
+    FormTooLarge,
+    Pages,
+    back,
+    form_not_utf8,
+    form_too_large,
+    render,
+)
 from tollbooth.sandbox.paypage import PayPage
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.store import Store
@@ -97,7 +105,12 @@ def create_app(config: SandboxConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: not_found, FormTooLarge: form_too_large},
+        exception_handlers={
+            404: not_found,
+            405: not_found,
+            FormTooLarge: form_too_large,
+            FormNotUtf8: form_not_utf8,
+        },
     )
     app.state.engine = engine
     app.state.store = store

@@ -58,6 +58,20 @@ async def form_too_large(request: Request, exc: Exception) -> HTMLResponse:
     return render("message.html", status=413, title="Form too large", message="Form too large.")
 
 
+class FormNotUtf8(Exception):
+    """A hosted page's form in another encoding (a Latin-1 `zo\\xeb@...`): read as nothing,
+    it came back as a wrong card number; the app answers the 400 page (`form_not_utf8`)."""
+
+
+async def form_not_utf8(request: Request, exc: Exception) -> HTMLResponse:
+    return render(
+        "message.html",
+        status=400,
+        title="Form not readable",
+        message="The form was not sent as UTF-8; nothing was done. Reload the page and try again.",
+    )
+
+
 async def _form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
     body = b""
     async for chunk in request.stream():
@@ -65,9 +79,36 @@ async def _form(request: Request, limit: int = 64 * 1024) -> dict[str, str]:
         if len(body) > limit:
             raise FormTooLarge()
     try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return {}
+        text = body.decode("utf-8")
+        return dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError as exc:
+        raise FormNotUtf8() from exc
+
+
+# Stripe's longest customer e-mail.
+MAX_EMAIL = 512
+
+
+def email_problem(email: str | None) -> str | None:
+    """What is wrong with an e-mail address typed on a hosted page (None: nothing). Letters of
+    any script are fine (RFC 6531: `zoë@exämple.com`, `用户@例子.广告`): the billing service
+    keeps such an address as an account's e-mail and the page prefills it, so the page checks
+    the address itself instead of leaving it to `<input type=email>`, which refuses a
+    non-ASCII local part."""
+    if email is None:
+        return None
+    local, at, domain = email.rpartition("@")
+    if (
+        len(email) > MAX_EMAIL
+        or not at
+        or not local
+        or "@" in local
+        or "." not in domain.strip(".")
+        or not email.isprintable()
+        or any(c.isspace() for c in email)
+    ):
+        return "That is not an e-mail address: it looks like name@example.com (any script)."
+    return None
 
 
 def _not_found(what: str) -> HTMLResponse:
@@ -176,6 +217,8 @@ class Pages:
         name = form.get("name", "").strip() or None
 
         def pay() -> tuple[dict[str, Any] | None, str | None]:
+            if problem := email_problem(email):
+                return None, problem
             try:
                 with self.engine.store.tx():
                     current = self.engine.store.get(session_id)

@@ -19,7 +19,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tollbooth.sandbox.engine import Engine
-from tollbooth.sandbox.pages import TEST_CARD_HINTS, Attempts, _form, _not_found, render
+from tollbooth.sandbox.pages import (
+    TEST_CARD_HINTS,
+    Attempts,
+    _form,
+    _not_found,
+    email_problem,
+    render,
+)
 from tollbooth.sandbox.wire import StripeError
 
 MAX_SECRET = 200
@@ -73,6 +80,8 @@ class PayPage:
 
         def confirm() -> str | None:
             """None when paid; "missing" for an unknown intent or secret; else the error."""
+            if problem := email_problem(email):
+                return problem
             try:
                 with self.engine.store.tx():
                     if self._intent(pi_id, secret) is None:

@@ -110,6 +110,46 @@ def test_the_portal_of_a_billed_account_maps_its_options(world: World):
     assert features.payment_method_update.enabled is True
 
 
+def test_the_portal_offers_every_active_plan_of_a_held_group_bought_or_not(world: World):
+    """Switching plans in the portal: the configuration lists every active price of the groups
+    the account holds, synced to the provider first (team was never bought by anyone, so it had
+    no provider price and was left out), and none of a group it does not hold."""
+    pro = world.price("pro", group="plan")
+    team = world.price("team", group="plan", amount=9900)
+    world.price("storage", group="storage", amount=500)
+    old = world.price("old", group="plan", amount=1900)
+    world.catalog.ArchivePrice(
+        catalog_pb2.ArchivePriceRequest(price_id=old.price_id, request_id="archive-old"),
+        metadata=SERVICE_MD,
+    )
+    other, _ = world.token()
+    world.pay(world.buy(other, "storage").session.stripe_checkout_session_id)  # synced
+    token, _ = world.token()
+    world.pay(world.buy(token, "pro").session.stripe_checkout_session_id)
+    world.settled()
+    portal = world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(return_url="https://app.example/account"),
+        metadata=bearer_md(token),
+    )
+    store = world.sandbox.app.state.store
+    with store.lock:
+        config_id = store.get(portal.portal_session_id)["configuration"]
+    update = world.stripe.v1.billing_portal.configurations.retrieve(config_id).to_dict()[
+        "features"
+    ]["subscription_update"]
+    offered = {price for entry in update["products"] for price in entry["prices"]}
+
+    def stripe_price(price_id: str) -> str:
+        got = world.catalog.GetPrice(
+            catalog_pb2.GetPriceRequest(price_id=price_id), metadata=SERVICE_MD, timeout=10
+        )
+        assert got.stripe_price_id
+        return got.stripe_price_id
+
+    assert update["enabled"] is True
+    assert offered == {stripe_price(pro.price_id), stripe_price(team.price_id)}
+
+
 def test_a_one_time_price_is_a_purchase_with_its_grants(world: World):
     world.price(
         "topup",

@@ -38,10 +38,11 @@ from sqlalchemy.orm import Session
 from tollbooth import errors
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.manage import clean_email
-from tollbooth.accounts.service import fill_email, require_active, resolve, resolve_by_customer
+from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
+from tollbooth.checkout.portal import create_portal
 from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
@@ -50,10 +51,8 @@ from tollbooth.checkout.service import (
     CheckoutResult,
     ItemRequest,
     PortalOptions,
-    PortalResult,
     check_mode,
     from_unix,
-    portal_features,
     resolve_items,
 )
 from tollbooth.db import Database
@@ -552,49 +551,4 @@ def _portal_instead(
     )
     return CheckoutResult(
         next_action=NEXT_PORTAL, url=portal.url, conflicting_subscription_id=plan.portal_for
-    )
-
-
-def create_portal(
-    db: Database,
-    provider: StripeProvider,
-    caller: Caller,
-    *,
-    account_ref: str,
-    return_url: str,
-    options: PortalOptions,
-    customer: str = "",
-    request_scope: str,
-    request_id: str,
-    origins: Sequence[str] | None,
-) -> PortalResult:
-    """A portal session: checked and read in one transaction, created with none open. The
-    idempotency key covers what the parameters derive from (request and configuration)."""
-    with db.transaction() as session:
-        account = resolve_by_customer(session, caller, account_ref, customer)
-        back = (
-            check_redirect(return_url, "return_url", origins, required=True)
-            if origins is not None
-            else return_url.strip()
-        )
-        if not account.stripe_customer_id:
-            raise errors.failed_precondition(
-                "ACCOUNT_NOT_BILLED",
-                "this account has never been billed: there is nothing to manage yet",
-                billing_account_id=account.id,
-            )
-        customer, account_id = account.stripe_customer_id, account.id
-        features = portal_features(session, options)
-    configuration = provider.portal_configuration(features)
-    key = (
-        idempotency_key("portal", request_scope, account_id, request_id, configuration, back)
-        if request_id
-        else None
-    )
-    remote = provider.create_portal_session(customer, back, configuration, idempotency=key)
-    return PortalResult(
-        portal_session_id=remote["id"],
-        url=remote["url"],
-        return_url=remote.get("return_url") or back,
-        created=from_unix(remote.get("created")) or utcnow(),
     )

@@ -22,6 +22,7 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
+from tollbooth.subscriptions import repository as subscriptions
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 999_999
@@ -245,8 +246,33 @@ def effective_status(row: CheckoutSession, now: dt.datetime) -> str:
 # -- portal -----------------------------------------------------------------------------------
 
 
-def portal_features(session: Session, options: PortalOptions) -> dict[str, Any]:
-    """Portal options mapped to a provider portal configuration's features."""
+def held_offer(session: Session, account_id: str) -> list[tuple[Price, Product]]:
+    """What the portal may switch the account's subscriptions to: every active recurring price
+    of each group its live subscriptions hold (a price without a group is a group of its own),
+    whether anybody bought it yet or not; none of a group it does not hold."""
+    live = subscriptions.live_subscriptions(session, account_id)
+    items = [
+        item
+        for held in subscriptions.items_of(session, [s.id for s in live]).values()
+        for item in held
+    ]
+    groups = {item.subscription_group for item in items if item.subscription_group}
+    singles = {item.price_id for item in items if item.price_id and not item.subscription_group}
+    return links.recurring_prices_in(session, groups, singles)
+
+
+def unsynced_offer(session: Session, account_id: str) -> list[str]:
+    """The prices of `held_offer` with no provider price yet: to sync before the portal."""
+    return [
+        price.id
+        for price, product in held_offer(session, account_id)
+        if not (price.stripe_price_id and product.stripe_product_id)
+    ]
+
+
+def portal_features(session: Session, options: PortalOptions, account_id: str) -> dict[str, Any]:
+    """Portal options mapped to a provider portal configuration's features; the plan switch
+    offers `held_offer` (its prices synced beforehand)."""
     features: dict[str, Any] = {
         "invoice_history": {"enabled": options.show_invoices},
         "payment_method_update": {"enabled": options.allow_payment_method_update},
@@ -264,9 +290,9 @@ def portal_features(session: Session, options: PortalOptions) -> dict[str, Any]:
     }
     products: dict[str, list[str]] = {}
     if options.allow_plan_change:
-        for price, product in links.synced_recurring_prices(session):
-            assert product.stripe_product_id and price.stripe_price_id
-            products.setdefault(product.stripe_product_id, []).append(price.stripe_price_id)
+        for price, product in held_offer(session, account_id):
+            if product.stripe_product_id and price.stripe_price_id:
+                products.setdefault(product.stripe_product_id, []).append(price.stripe_price_id)
     features["subscription_update"] = (
         {
             "enabled": True,

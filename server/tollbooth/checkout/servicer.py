@@ -12,7 +12,7 @@ from billing.v1 import checkout_pb2, checkout_pb2_grpc
 from tollbooth import errors
 from tollbooth.accounts.customers import check_environment
 from tollbooth.auth.caller import current_caller
-from tollbooth.checkout import intents, service
+from tollbooth.checkout import intents, portal, service
 from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
@@ -166,7 +166,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         check_environment(request.environment, self.live)
 
         def effect() -> checkout_pb2.PortalSession:
-            result = intents.create_portal(
+            result = portal.create_portal(
                 self.deps.db,
                 self.provider,
                 caller,

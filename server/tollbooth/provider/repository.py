@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from collections.abc import Collection
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db.models import BillingAccount, Price, Product
@@ -72,7 +74,13 @@ def unsynced_active_prices(session: Session) -> list[Price]:
     )
 
 
-def synced_recurring_prices(session: Session) -> list[tuple[Price, Product]]:
+def recurring_prices_in(
+    session: Session, groups: Collection[str], price_ids: Collection[str]
+) -> list[tuple[Price, Product]]:
+    """Active recurring prices of active products in `groups` or among `price_ids`, linked to
+    the provider or not, in the catalog's order."""
+    if not groups and not price_ids:
+        return []
     rows = session.execute(
         select(Price, Product)
         .join(Product, Product.id == Price.product_id)
@@ -80,8 +88,7 @@ def synced_recurring_prices(session: Session) -> list[tuple[Price, Product]]:
             Price.active.is_(True),
             Product.active.is_(True),
             Price.type == "recurring",
-            Price.stripe_price_id.is_not(None),
-            Product.stripe_product_id.is_not(None),
+            or_(Price.subscription_group.in_(list(groups)), Price.id.in_(list(price_ids))),
         )
         .order_by(Product.position, Product.seq, Price.position, Price.seq)
     )

@@ -1,0 +1,79 @@
+"""The customer portal: a provider portal session for an account's customer, with a
+configuration mapped from the request's options (`service.portal_features`).
+
+No provider call runs inside a transaction: the account is checked and the offer read in
+one, the offer's prices synced and the session created with none open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tollbooth import errors
+from tollbooth.accounts.service import resolve_by_customer
+from tollbooth.auth.caller import Caller
+from tollbooth.checkout.redirects import check_redirect
+from tollbooth.checkout.service import (
+    PortalOptions,
+    PortalResult,
+    from_unix,
+    portal_features,
+    unsynced_offer,
+)
+from tollbooth.db import Database
+from tollbooth.db.types import utcnow
+from tollbooth.provider import sync
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+
+
+def create_portal(
+    db: Database,
+    provider: StripeProvider,
+    caller: Caller,
+    *,
+    account_ref: str,
+    return_url: str,
+    options: PortalOptions,
+    customer: str = "",
+    request_scope: str,
+    request_id: str,
+    origins: Sequence[str] | None,
+) -> PortalResult:
+    """A portal session: checked and read in one transaction, created with none open. The
+    plans it offers (every active price of the groups the account holds) are synced to the
+    provider first, each with no transaction open: one never bought by anyone had no provider
+    price yet, and the portal left it out. The idempotency key covers what the parameters
+    derive from (request and configuration)."""
+    with db.transaction() as session:
+        account = resolve_by_customer(session, caller, account_ref, customer)
+        back = (
+            check_redirect(return_url, "return_url", origins, required=True)
+            if origins is not None
+            else return_url.strip()
+        )
+        if not account.stripe_customer_id:
+            raise errors.failed_precondition(
+                "ACCOUNT_NOT_BILLED",
+                "this account has never been billed: there is nothing to manage yet",
+                billing_account_id=account.id,
+            )
+        customer, account_id = account.stripe_customer_id, account.id
+        unsynced = unsynced_offer(session, account_id) if options.allow_plan_change else []
+    for price_id in unsynced:  # no transaction open
+        sync.ensure_price_synced(db, provider, price_id)
+    with db.transaction(readonly=True) as session:
+        features = portal_features(session, options, account_id)
+    configuration = provider.portal_configuration(features)
+    key = (
+        idempotency_key("portal", request_scope, account_id, request_id, configuration, back)
+        if request_id
+        else None
+    )
+    remote = provider.create_portal_session(customer, back, configuration, idempotency=key)
+    return PortalResult(
+        portal_session_id=remote["id"],
+        url=remote["url"],
+        return_url=remote.get("return_url") or back,
+        created=from_unix(remote.get("created")) or utcnow(),
+    )

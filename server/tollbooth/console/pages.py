@@ -43,7 +43,8 @@ TEMPLATES = Environment(
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    """A time, its date and clock kept on one line (a no-break space) in cells that wrap."""
+    return value.strftime("%Y-%m-%d\u00a0%H:%M:%S") if value else "-"
 
 
 def _credits(value: Decimal | None) -> str:

@@ -150,8 +150,17 @@ def create(
             fields = await session.form(request)
         except session.FormError as exc:
             return refuse(request, 400, "FORM_INVALID", str(exc))
-        if not session.csrf_ok(request, fields):
-            return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        # Signed in already (in another tab): a sign-in form from before has the old token.
+        if not session.csrf_ok(request, fields) and not session.signed_in(request):
+            return render(
+                request,
+                "message.html",
+                403,
+                reason="CSRF_INVALID",
+                message="This sign-in form has expired (the session it came with ended, or it"
+                " came from another site): sign in again from a fresh form.",
+                signin_again=True,
+            )
         right = session.key_matches(fields.get("operator_key", "").strip(), operator_key)
         if signin_throttle is not None:
             address = client_address(request)

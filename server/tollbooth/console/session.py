@@ -11,6 +11,12 @@
 - Every POST carries the session's CSRF token in a hidden `csrf_token` field; a missing or
   wrong token is refused (403 CSRF_INVALID) before anything is done. Signing in replaces the
   session (and its token), so a token seen before signing in is worthless after.
+- Two tabs share the cookie. A sign-in form opened in one tab before the other signed in
+  carries the token of the session before: the session is signed in already, so that form
+  still signs in (the key is checked as always) instead of failing the token check, and
+  signing in again keeps the session and its token, so the other tab's forms keep working. A
+  form left from a session that has ended (signed out in another tab, or expired) is refused
+  with a link to a fresh sign-in page.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ def signed_in(request: Request) -> bool:
 
 
 def sign_in(request: Request) -> None:
+    """A new signed-in session with a new token; an already signed-in one stays as it is."""
+    if signed_in(request):
+        return
     request.session.clear()
     request.session["operator"] = True
     request.session["csrf"] = secrets.token_urlsafe(32)

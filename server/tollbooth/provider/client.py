@@ -5,6 +5,9 @@ library pins) and domain errors with stable reasons:
 
 - Stripe unreachable, timing out, rate limiting or answering 5xx: UNAVAILABLE
   `PROVIDER_UNAVAILABLE` (never INTERNAL), so callers and Stripe's webhook retries try again;
+- an answer that is not Stripe's (no Stripe error object in an error, whatever its status: a
+  bare 429 or an HTML 502 from a proxy; a 2xx that is not a JSON object naming its `object`):
+  UNAVAILABLE `PROVIDER_UNAVAILABLE` as well, the answer itself never shown;
 - a request Stripe refuses (400/404): INVALID_ARGUMENT `PROVIDER_REQUEST_INVALID`;
 - an idempotency key reused with other parameters: INVALID_ARGUMENT `IDEMPOTENCY_KEY_REUSED`;
 - our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly: it is an
@@ -66,10 +69,28 @@ def unavailable(message: str) -> DomainError:
     return DomainError(Kind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", message)
 
 
+def _stripe_answer(exc: stripe.StripeError) -> bool:
+    """Whether the error came from Stripe's own error object (`{"error": {...}}`): a 429
+    without it, an HTML page from a proxy or load balancer, a body that is not JSON came from
+    something in front of Stripe, whatever its status."""
+    body = getattr(exc, "json_body", None)
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+def _not_stripe(what: str, status: object) -> DomainError:
+    # The answer itself is never shown (an HTML page, another service's JSON): logged short.
+    log.warning(
+        "the payment provider answered %s with a non-Stripe response (HTTP %s)", what, status
+    )
+    return unavailable(f"the payment provider sent an unreadable answer ({what}); retry")
+
+
 def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     status = getattr(exc, "http_status", None)
     if isinstance(exc, stripe.APIConnectionError):
         return unavailable(f"the payment provider could not be reached ({what}); retry")
+    if not _stripe_answer(exc):
+        return _not_stripe(what, status)
     if isinstance(exc, stripe.RateLimitError) or (status is not None and status >= 500):
         return unavailable(f"the payment provider is unavailable ({what}); retry")
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
@@ -93,6 +114,18 @@ def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
         reason=REFUSED,
         **({"param": param} if param else {}),
     )
+
+
+def _checked(result: T, what: str) -> T:
+    """A 2xx answer that is a Stripe object (a JSON object naming its `object`), else
+    UNAVAILABLE: `[]`, `null` or another service's JSON is not an answer to act on."""
+    if not (
+        isinstance(result, stripe.StripeObject)
+        and "object" in result
+        and isinstance(result["object"], str)
+    ):
+        raise _not_stripe(what, 200)
+    return result
 
 
 class StripeProvider:
@@ -139,7 +172,7 @@ class StripeProvider:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            return _checked(fn(), what)
         except stripe.StripeError as exc:
             raise _map_error(exc, what) from exc
 
@@ -215,7 +248,7 @@ class StripeProvider:
     def delete_customer(self, customer_id: str) -> bool:
         """Delete the customer; False when the provider no longer knows it (deleted already)."""
         try:
-            self.client.v1.customers.delete(customer_id)
+            _checked(self.client.v1.customers.delete(customer_id), "delete customer")
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "resource_missing":
                 return False
@@ -359,7 +392,7 @@ class StripeProvider:
             return self.retrieve_checkout_session(session_id)
         except stripe.StripeError as exc:
             raise _map_error(exc, "expire checkout session") from exc
-        return self._plain(expired)
+        return self._plain(_checked(expired, "expire checkout session"))
 
     # -- billing portal -------------------------------------------------------------------
 
@@ -429,7 +462,7 @@ class StripeProvider:
             raise _map_error(exc, "retrieve subscription") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "retrieve subscription") from exc
-        return self._plain(sub)
+        return self._plain(_checked(sub, "retrieve subscription"))
 
     def list_subscriptions(self, customer: str) -> list[dict[str, Any]]:
         """Every subscription of a customer, canceled ones included."""
@@ -485,7 +518,7 @@ class StripeProvider:
             raise _map_error(exc, "retrieve charge") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "retrieve charge") from exc
-        return self._plain(charge)
+        return self._plain(_checked(charge, "retrieve charge"))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
         """Refund what the invoice's payment charged; the refund's id, or None when nothing was
@@ -504,7 +537,7 @@ class StripeProvider:
             raise _map_error(exc, "refund invoice") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "refund invoice") from exc
-        return str(refund.id)
+        return str(_checked(refund, "refund invoice").id)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:

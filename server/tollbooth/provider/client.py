@@ -319,6 +319,32 @@ class StripeProvider:
             )
         )
 
+    def find_product(self, product_id: str) -> dict[str, Any] | None:
+        """The provider product a create for catalog product `product_id` already made (its
+        metadata names it), e.g. one whose answer was lost: found by listing (consistent, unlike
+        Stripe's search), so a sync links it instead of creating a second one."""
+        return self._find("list products", self.client.v1.products.list, {}, "product", product_id)
+
+    def find_price(self, price_id: str, stripe_product_id: str) -> dict[str, Any] | None:
+        """The provider price of `stripe_product_id` a create for catalog price `price_id`
+        already made (its metadata names it), active or not."""
+        params = {"product": stripe_product_id}
+        return self._find("list prices", self.client.v1.prices.list, params, "price", price_id)
+
+    def _find(
+        self, what: str, lister: Callable[..., Any], params: dict[str, Any], kind: str, ident: str
+    ) -> dict[str, Any] | None:
+        params = {**params, "limit": 100}
+        while True:
+            page = self._call(what, lambda: lister(params=params))  # noqa: B023
+            for item in page.data:
+                found = self._plain(_checked(item, what))
+                if (found.get("metadata") or {}).get(f"tollbooth_{kind}_id") == ident:
+                    return found
+            if not page.has_more or not page.data:
+                return None
+            params = {**params, "starting_after": page.data[-1].id}
+
     def find_price_by_lookup_key(self, lookup_key: str) -> dict[str, Any] | None:
         """An active provider price carrying `lookup_key` (catalog as code links to it)."""
         page = self._call(

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from tollbooth import errors
+from tollbooth import deadline, errors
 from tollbooth.config import Settings
 from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
@@ -49,10 +49,23 @@ REFUSED = "PROVIDER_REQUEST_INVALID"
 
 class _NetworkRetriesOnly(stripe.RequestsClient):
     """The library also retries 409 and 5xx answers; we retry only when nothing came back.
-    Every request first checks that this thread holds no database transaction open."""
+    Every request first checks that this thread holds no database transaction open. Inside an
+    RPC's time budget (`tollbooth.deadline`) a request waits at most what is left of it, and
+    none is started or retried once it is spent."""
+
+    @property  # type: ignore[override]
+    def _timeout(self) -> float:  # the library reads it for each request
+        left = deadline.remaining()
+        return self._configured if left is None else max(0.05, min(self._configured, left))
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured = value
 
     def request(self, method, url, headers, post_data=None):  # type: ignore[no-untyped-def, override]
         no_transaction_held("the payment provider")
+        if deadline.remaining() == 0:
+            raise _out_of_time()
         return super().request(method, url, headers, post_data)
 
     def _should_retry(  # type: ignore[no-untyped-def, override]
@@ -60,9 +73,19 @@ class _NetworkRetriesOnly(stripe.RequestsClient):
     ):
         if response is not None:
             return False
+        left = deadline.remaining()
+        if left is not None and left <= self._sleep_time_seconds(num_retries + 1):
+            return False
         return super()._should_retry(
             response, api_connection_error, num_retries, max_network_retries
         )
+
+
+def _out_of_time() -> DomainError:
+    return unavailable(
+        "the payment provider did not answer within this request's time; retry with the same"
+        " request_id"
+    )
 
 
 def unavailable(message: str) -> DomainError:
@@ -88,6 +111,8 @@ def _not_stripe(what: str, status: object) -> DomainError:
 def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     status = getattr(exc, "http_status", None)
     if isinstance(exc, stripe.APIConnectionError):
+        if deadline.remaining() == 0:
+            return _out_of_time()
         return unavailable(f"the payment provider could not be reached ({what}); retry")
     if not _stripe_answer(exc):
         return _not_stripe(what, status)

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from sqlalchemy import exc as sa_exc
 
-from tollbooth import metrics
+from tollbooth import deadline, metrics
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
 from tollbooth.errors import DomainError, Kind, permission_denied, unauthenticated
 from tollbooth.logs import request_id_var
@@ -263,7 +263,11 @@ _RETRY_BY_UNIQUE_ID = frozenset(
 
 class ErrorInterceptor(_Base):
     """Domain errors become google.rpc.Status with ErrorInfo; a database outage is UNAVAILABLE;
-    anything else is INTERNAL."""
+    anything else is INTERNAL. A unary answer's provider calls get the caller's time budget
+    (`tollbooth.deadline`), so their UNAVAILABLE reaches the caller before its deadline."""
+
+    def __init__(self, provider_budget_sec: float = 25.0) -> None:
+        self._budget = provider_budget_sec
 
     def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
         def on_error(exc, context):  # type: ignore[no-untyped-def]
@@ -293,7 +297,8 @@ class ErrorInterceptor(_Base):
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                return behavior(request, context)
+                with deadline.budget(context.time_remaining(), self._budget):
+                    return behavior(request, context)
             except BaseException as exc:
                 on_error(exc, context)
                 raise

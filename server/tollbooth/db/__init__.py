@@ -82,6 +82,30 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# SQLSTATE read_only_sql_transaction: a write on a hot standby, or with
+# default_transaction_read_only on. The RPC answers UNAVAILABLE DATABASE_READ_ONLY.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether `exc` (SQLAlchemy's or the driver's) is PostgreSQL refusing a write because
+    the database is read-only."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE
+
+
+def _retire_read_only(engine: Engine) -> None:
+    """A connection that met a read-only database is not given back to the pool: the next one
+    is made afresh, so a URL naming several hosts (`target_session_attrs=read-write`) reaches
+    the new primary after a failover. Only that connection: the others find out for themselves."""
+
+    @event.listens_for(engine, "handle_error")
+    def _read_only(context):  # type: ignore[no-untyped-def]
+        if is_read_only(context.original_exception):
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
+
+
 def connection_settings(url: str) -> dict[str, int]:
     """`CONNECTION_SETTINGS` for a PostgreSQL `url`, less those its query names itself."""
     parsed = make_url(normalize_url(url))
@@ -129,6 +153,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     engine = create_engine(url, **options)
     _ping_when_idle(engine)
     _stream_in_a_transaction(engine)
+    _retire_read_only(engine)
     return engine
 
 

@@ -7,6 +7,9 @@ ways, until either side closes.
 - `black_hole()`: the connections open now go silent both ways (what arrives is dropped, and
   nothing is closed: no FIN, no RST, as a network path that stopped forwarding); connections
   made later are forwarded as usual;
+- `play_dead()`: the connections open now are cut, and connections made from now on are
+  accepted but never answered (nothing reaches the target): a database whose port still takes
+  connections and that answers nothing (a hung server, a proxy in front of a dead one);
 - `hold()`: what the server sends on the connections open now is kept back, in order
   (`held()`), and forwarded by `release(upto)`: a slow path back, with the choice of where
   it lets the stream through;
@@ -35,6 +38,7 @@ class Proxy:
         self._silent: set[socket.socket] = set()  # black-holed: what they receive is dropped
         self._clients: dict[socket.socket, socket.socket] = {}  # a server's side -> its client
         self._held: dict[socket.socket, bytearray] = {}  # a server's side -> what is kept back
+        self._dead = False  # `play_dead`: new connections are kept, unanswered
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
@@ -57,6 +61,14 @@ class Proxy:
         """The connections open now forward nothing more, either way, and stay open."""
         with self._lock:
             self._silent.update(self._socks)
+
+    def play_dead(self) -> None:
+        """Cut the connections open now; accept later ones and answer nothing on them."""
+        with self._lock:
+            self._dead = True
+            pairs = list(self._clients.items())
+        for server, client in pairs:
+            self._end(server, client)
 
     def connections(self) -> int:
         """Connections open (neither side has ended)."""
@@ -92,6 +104,10 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            with self._lock:
+                if self._dead:
+                    self._socks.append(client)  # kept open, never read: closed by `close`
+                    continue
             server = socket.create_connection(self.target)
             with self._lock:
                 self._socks += [client, server]

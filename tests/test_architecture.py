@@ -43,6 +43,8 @@ PLUMBING = {
     "logs",
     "metrics",
     "tracing",
+    # The time an RPC's provider calls may take (set by rpc/, read by provider/).
+    "deadline",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

@@ -357,6 +357,10 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     stripe_api_base: str = env("STRIPE_API_BASE", "")
     stripe_timeout_sec: float = env("STRIPE_TIMEOUT_SEC", 10.0, lo=1, hi=120)
     stripe_max_network_retries: int = env("STRIPE_MAX_NETWORK_RETRIES", 2, lo=0, hi=10)
+    # The most an RPC's provider calls may take in all (less when the caller's deadline is
+    # nearer, `tollbooth.deadline`): below Envoy's 30 s route timeout, so a REST caller gets
+    # the server's answer, not Envoy's.
+    stripe_rpc_budget_sec: float = env("STRIPE_RPC_BUDGET_SEC", 25.0, lo=1, hi=120)
     # The live environment, off unless configured (`tollbooth.environments` says what each
     # is and what is refused): the settings above are the test environment's.
     live_database_url: str = env("BILLING_LIVE_DATABASE_URL", "")

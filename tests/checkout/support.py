@@ -446,8 +446,9 @@ class Shop:
         return resp.json()  # type: ignore[no-any-return]
 
 
-def start_shop(tmp: Path, database_url: str | None = None) -> Shop:
-    """The shop on a migrated SQLite file, or on the database `database_url` names."""
+def start_shop(tmp: Path, database_url: str | None = None, **extra_env: str) -> Shop:
+    """The shop on a migrated SQLite file, or on the database `database_url` names; the
+    servers' environment plus `extra_env`."""
     from tests.devstack import migrated_sqlite, start_stack
 
     url = database_url or migrated_sqlite(tmp / "billing.db")
@@ -458,6 +459,7 @@ def start_shop(tmp: Path, database_url: str | None = None) -> Shop:
         BILLING_SANDBOX_PORT=str(sandbox_port),
         # The browser test lands on the sandbox's own page after paying.
         BILLING_REDIRECT_ORIGINS=f"https://app.example,http://127.0.0.1:{sandbox_port}",
+        **extra_env,
     )
     stack = start_stack(url, env, tmp)
     sandbox = start_sandbox(

@@ -141,6 +141,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
     ERROR_REASON_SERVICE_UNAVAILABLE: _ErrorReason.ValueType  # 53
     """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+    ERROR_REASON_DATABASE_READ_ONLY: _ErrorReason.ValueType  # 54
+    """The billing database takes no writes for now (a hot standby, a failover in progress,
+    default_transaction_read_only): nothing was written; retry (UNAVAILABLE, HTTP 503).
+    """
     ERROR_REASON_URL_INVALID: _ErrorReason.ValueType  # 160
     """Outbound notifications (NotificationService).
     A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).
@@ -323,6 +327,10 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 52
 """An unexpected failure; details are in the server log (INTERNAL, HTTP 500)."""
 ERROR_REASON_SERVICE_UNAVAILABLE: ErrorReason.ValueType  # 53
 """A dependency of this service (the billing server, its database) is down; retry (HTTP 503)."""
+ERROR_REASON_DATABASE_READ_ONLY: ErrorReason.ValueType  # 54
+"""The billing database takes no writes for now (a hot standby, a failover in progress,
+default_transaction_read_only): nothing was written; retry (UNAVAILABLE, HTTP 503).
+"""
 ERROR_REASON_URL_INVALID: ErrorReason.ValueType  # 160
 """Outbound notifications (NotificationService).
 A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).

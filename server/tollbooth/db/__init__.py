@@ -11,12 +11,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 READONLY_OPTION = "tollbooth_readonly"
+
+# How long a dead PostgreSQL may keep a caller waiting (libpq's own parameters; a database URL
+# that names one, `?connect_timeout=10`, keeps its value). Without them libpq waits on a
+# server that takes the connection and answers nothing for ever, and the kernel gives up on a
+# path that stopped acknowledging only after two hours idle (keepalive) or about 15 minutes of
+# retransmissions: the RPC's worker thread is held all that time, the caller sees its own
+# deadline instead of UNAVAILABLE.
+CONNECT_TIMEOUT_SEC = 5
+TCP_USER_TIMEOUT_SEC = 30  # sent data unacknowledged this long: the connection is dead
+CONNECTION_SETTINGS: dict[str, int] = {
+    "connect_timeout": CONNECT_TIMEOUT_SEC,
+    "keepalives": 1,
+    "keepalives_idle": 30,  # an idle connection is probed after 30 s,
+    "keepalives_interval": 5,  # every 5 s,
+    "keepalives_count": 3,  # and given up after 3 probes unanswered (45 s in all)
+    "tcp_user_timeout": TCP_USER_TIMEOUT_SEC * 1000,
+}
 
 log = logging.getLogger("tollbooth.db")
 
@@ -65,6 +82,38 @@ def normalize_url(url: str) -> str:
     return url
 
 
+# SQLSTATE read_only_sql_transaction: a write on a hot standby, or with
+# default_transaction_read_only on. The RPC answers UNAVAILABLE DATABASE_READ_ONLY.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether `exc` (SQLAlchemy's or the driver's) is PostgreSQL refusing a write because
+    the database is read-only."""
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE
+
+
+def _retire_read_only(engine: Engine) -> None:
+    """A connection that met a read-only database is not given back to the pool: the next one
+    is made afresh, so a URL naming several hosts (`target_session_attrs=read-write`) reaches
+    the new primary after a failover. Only that connection: the others find out for themselves."""
+
+    @event.listens_for(engine, "handle_error")
+    def _read_only(context):  # type: ignore[no-untyped-def]
+        if is_read_only(context.original_exception):
+            context.is_disconnect = True
+            context.invalidate_pool_on_disconnect = False
+
+
+def connection_settings(url: str) -> dict[str, int]:
+    """`CONNECTION_SETTINGS` for a PostgreSQL `url`, less those its query names itself."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    return {k: v for k, v in CONNECTION_SETTINGS.items() if k not in parsed.query}
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -97,9 +146,14 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         return engine
     options: dict[str, object] = {"pool_size": 10, "max_overflow": 20}
     options.update(kwargs)
+    options["connect_args"] = {
+        **connection_settings(url),
+        **dict(options.get("connect_args") or {}),  # type: ignore[call-overload]
+    }
     engine = create_engine(url, **options)
     _ping_when_idle(engine)
     _stream_in_a_transaction(engine)
+    _retire_read_only(engine)
     return engine
 
 

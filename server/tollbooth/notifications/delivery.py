@@ -26,7 +26,10 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
-   a `notification.endpoint.disabled` notification says so.
+   a `notification.endpoint.disabled` notification says so. That notice goes to every other
+   endpoint and into every delivery read, so it names the endpoint by id and by its URL's
+   origin only (`origin_of`): a receiver URL often carries its credential (user and password,
+   a token in the path or the query).
 
 A process killed mid-batch loses nothing (its leases expire and the rows are sent again) and
 re-sends at most what it had in flight unrecorded; receivers deduplicate by `webhook-id`.
@@ -42,6 +45,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -235,6 +239,20 @@ def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> O
     return Outcome(resp.status_code, ms, error)
 
 
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of an endpoint URL: no user, password, path, query or fragment
+    (where a receiver's credential lives). "" for what does not parse."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not parts.scheme or not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
 def wants(endpoint: NotificationEndpoint, row: NotificationOutbox) -> bool:
     types = endpoint.event_types or []
     return not types or envelope.public_type(row.type) in types
@@ -357,7 +375,7 @@ class Deliverer:
             session,
             envelope.ENDPOINT_DISABLED,
             None,
-            {"endpoint_id": endpoint.id, "url": endpoint.url, "failing_since": since},
+            {"endpoint_id": endpoint.id, "origin": origin_of(endpoint.url), "failing_since": since},
             f"{envelope.ENDPOINT_DISABLED}:{endpoint.id}:{since}",
             now,
         )

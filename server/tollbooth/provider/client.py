@@ -5,6 +5,9 @@ library pins) and domain errors with stable reasons:
 
 - Stripe unreachable, timing out, rate limiting or answering 5xx: UNAVAILABLE
   `PROVIDER_UNAVAILABLE` (never INTERNAL), so callers and Stripe's webhook retries try again;
+- an answer that is not Stripe's (no Stripe error object in an error, whatever its status: a
+  bare 429 or an HTML 502 from a proxy; a 2xx that is not a JSON object naming its `object`):
+  UNAVAILABLE `PROVIDER_UNAVAILABLE` as well, the answer itself never shown;
 - a request Stripe refuses (400/404): INVALID_ARGUMENT `PROVIDER_REQUEST_INVALID`;
 - an idempotency key reused with other parameters: INVALID_ARGUMENT `IDEMPOTENCY_KEY_REUSED`;
 - our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly: it is an
@@ -28,7 +31,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from tollbooth import errors
+from tollbooth import deadline, errors
 from tollbooth.config import Settings
 from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
@@ -46,10 +49,23 @@ REFUSED = "PROVIDER_REQUEST_INVALID"
 
 class _NetworkRetriesOnly(stripe.RequestsClient):
     """The library also retries 409 and 5xx answers; we retry only when nothing came back.
-    Every request first checks that this thread holds no database transaction open."""
+    Every request first checks that this thread holds no database transaction open. Inside an
+    RPC's time budget (`tollbooth.deadline`) a request waits at most what is left of it, and
+    none is started or retried once it is spent."""
+
+    @property  # type: ignore[override]
+    def _timeout(self) -> float:  # the library reads it for each request
+        left = deadline.remaining()
+        return self._configured if left is None else max(0.05, min(self._configured, left))
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured = value
 
     def request(self, method, url, headers, post_data=None):  # type: ignore[no-untyped-def, override]
         no_transaction_held("the payment provider")
+        if deadline.remaining() == 0:
+            raise _out_of_time()
         return super().request(method, url, headers, post_data)
 
     def _should_retry(  # type: ignore[no-untyped-def, override]
@@ -57,19 +73,49 @@ class _NetworkRetriesOnly(stripe.RequestsClient):
     ):
         if response is not None:
             return False
+        left = deadline.remaining()
+        if left is not None and left <= self._sleep_time_seconds(num_retries + 1):
+            return False
         return super()._should_retry(
             response, api_connection_error, num_retries, max_network_retries
         )
+
+
+def _out_of_time() -> DomainError:
+    return unavailable(
+        "the payment provider did not answer within this request's time; retry with the same"
+        " request_id"
+    )
 
 
 def unavailable(message: str) -> DomainError:
     return DomainError(Kind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", message)
 
 
+def _stripe_answer(exc: stripe.StripeError) -> bool:
+    """Whether the error came from Stripe's own error object (`{"error": {...}}`): a 429
+    without it, an HTML page from a proxy or load balancer, a body that is not JSON came from
+    something in front of Stripe, whatever its status."""
+    body = getattr(exc, "json_body", None)
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+def _not_stripe(what: str, status: object) -> DomainError:
+    # The answer itself is never shown (an HTML page, another service's JSON): logged short.
+    log.warning(
+        "the payment provider answered %s with a non-Stripe response (HTTP %s)", what, status
+    )
+    return unavailable(f"the payment provider sent an unreadable answer ({what}); retry")
+
+
 def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
     status = getattr(exc, "http_status", None)
     if isinstance(exc, stripe.APIConnectionError):
+        if deadline.remaining() == 0:
+            return _out_of_time()
         return unavailable(f"the payment provider could not be reached ({what}); retry")
+    if not _stripe_answer(exc):
+        return _not_stripe(what, status)
     if isinstance(exc, stripe.RateLimitError) or (status is not None and status >= 500):
         return unavailable(f"the payment provider is unavailable ({what}); retry")
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
@@ -93,6 +139,18 @@ def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
         reason=REFUSED,
         **({"param": param} if param else {}),
     )
+
+
+def _checked(result: T, what: str) -> T:
+    """A 2xx answer that is a Stripe object (a JSON object naming its `object`), else
+    UNAVAILABLE: `[]`, `null` or another service's JSON is not an answer to act on."""
+    if not (
+        isinstance(result, stripe.StripeObject)
+        and "object" in result
+        and isinstance(result["object"], str)
+    ):
+        raise _not_stripe(what, 200)
+    return result
 
 
 class StripeProvider:
@@ -139,7 +197,7 @@ class StripeProvider:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return fn()
+            return _checked(fn(), what)
         except stripe.StripeError as exc:
             raise _map_error(exc, what) from exc
 
@@ -215,7 +273,7 @@ class StripeProvider:
     def delete_customer(self, customer_id: str) -> bool:
         """Delete the customer; False when the provider no longer knows it (deleted already)."""
         try:
-            self.client.v1.customers.delete(customer_id)
+            _checked(self.client.v1.customers.delete(customer_id), "delete customer")
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "resource_missing":
                 return False
@@ -285,6 +343,32 @@ class StripeProvider:
                 ),
             )
         )
+
+    def find_product(self, product_id: str) -> dict[str, Any] | None:
+        """The provider product a create for catalog product `product_id` already made (its
+        metadata names it), e.g. one whose answer was lost: found by listing (consistent, unlike
+        Stripe's search), so a sync links it instead of creating a second one."""
+        return self._find("list products", self.client.v1.products.list, {}, "product", product_id)
+
+    def find_price(self, price_id: str, stripe_product_id: str) -> dict[str, Any] | None:
+        """The provider price of `stripe_product_id` a create for catalog price `price_id`
+        already made (its metadata names it), active or not."""
+        params = {"product": stripe_product_id}
+        return self._find("list prices", self.client.v1.prices.list, params, "price", price_id)
+
+    def _find(
+        self, what: str, lister: Callable[..., Any], params: dict[str, Any], kind: str, ident: str
+    ) -> dict[str, Any] | None:
+        params = {**params, "limit": 100}
+        while True:
+            page = self._call(what, lambda: lister(params=params))  # noqa: B023
+            for item in page.data:
+                found = self._plain(_checked(item, what))
+                if (found.get("metadata") or {}).get(f"tollbooth_{kind}_id") == ident:
+                    return found
+            if not page.has_more or not page.data:
+                return None
+            params = {**params, "starting_after": page.data[-1].id}
 
     def find_price_by_lookup_key(self, lookup_key: str) -> dict[str, Any] | None:
         """An active provider price carrying `lookup_key` (catalog as code links to it)."""
@@ -359,7 +443,7 @@ class StripeProvider:
             return self.retrieve_checkout_session(session_id)
         except stripe.StripeError as exc:
             raise _map_error(exc, "expire checkout session") from exc
-        return self._plain(expired)
+        return self._plain(_checked(expired, "expire checkout session"))
 
     # -- billing portal -------------------------------------------------------------------
 
@@ -429,7 +513,7 @@ class StripeProvider:
             raise _map_error(exc, "retrieve subscription") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "retrieve subscription") from exc
-        return self._plain(sub)
+        return self._plain(_checked(sub, "retrieve subscription"))
 
     def list_subscriptions(self, customer: str) -> list[dict[str, Any]]:
         """Every subscription of a customer, canceled ones included."""
@@ -485,7 +569,7 @@ class StripeProvider:
             raise _map_error(exc, "retrieve charge") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "retrieve charge") from exc
-        return self._plain(charge)
+        return self._plain(_checked(charge, "retrieve charge"))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
         """Refund what the invoice's payment charged; the refund's id, or None when nothing was
@@ -504,7 +588,7 @@ class StripeProvider:
             raise _map_error(exc, "refund invoice") from exc
         except stripe.StripeError as exc:
             raise _map_error(exc, "refund invoice") from exc
-        return str(refund.id)
+        return str(_checked(refund, "refund invoice").id)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -9,8 +9,12 @@ provider price, and the stored link is written only where none was (first writer
 
 No provider call runs inside a database transaction: what to send is read in one short
 transaction, the provider is called with none open, and the link is written in another. A crash
-between leaves the price unlinked; the next sync or checkout sends the same request again (same
-idempotency key, same parameters) and gets the same provider object back.
+between, or a create whose answer was lost (a timeout after the provider made the object),
+leaves the price unlinked. The next sync or checkout first looks for the object by our id in
+its metadata (`tollbooth_product_id`, `tollbooth_price_id`) and links what it finds; only when
+there is none does it create, under the same idempotency key. The key alone would not do: the
+provider forgets it after 24 hours, and a product renamed meanwhile sends other parameters
+under it (refused).
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _stored_link(db: Database, model: type[Price] | type[Product], ident: str) -
 def ensure_product_synced(db: Database, provider: StripeProvider, view: _PriceView) -> str:
     if view.stripe_product_id:
         return view.stripe_product_id
-    created = provider.create_product(
+    created = provider.find_product(view.product_id) or provider.create_product(
         view.product_id,
         name=view.product_name,
         description=view.product_description,
@@ -101,7 +105,7 @@ def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -
     if view.stripe_price_id:
         return view.stripe_price_id
     stripe_product = ensure_product_synced(db, provider, view)
-    created = provider.create_price(
+    created = provider.find_price(view.id, stripe_product) or provider.create_price(
         view.id,
         stripe_product_id=stripe_product,
         currency=view.currency,

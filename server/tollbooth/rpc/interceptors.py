@@ -19,8 +19,9 @@ from typing import Any
 import grpc
 from sqlalchemy import exc as sa_exc
 
-from tollbooth import metrics
+from tollbooth import deadline, metrics
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
+from tollbooth.db import is_read_only
 from tollbooth.errors import DomainError, Kind, permission_denied, unauthenticated
 from tollbooth.logs import request_id_var
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
@@ -256,6 +257,16 @@ EVENTS_UNAVAILABLE = DomainError(
     "SERVICE_UNAVAILABLE",
     "the billing database is unavailable; send the events again with the same unique_id",
 )
+# SQLSTATE 25006 (read_only_sql_transaction): the database takes no writes (a hot standby, a
+# failover not yet followed, default_transaction_read_only set for maintenance). An outage to
+# retry, not a bug: nothing was written. `tollbooth.db` also retires the connection, so a URL
+# listing several hosts (target_session_attrs=read-write) finds the new primary.
+DATABASE_READ_ONLY = DomainError(
+    Kind.UNAVAILABLE,
+    "DATABASE_READ_ONLY",
+    "the billing database is read-only for now; nothing was written: retry with the same"
+    " request_id (events: the same unique_id)",
+)
 _RETRY_BY_UNIQUE_ID = frozenset(
     f"/billing.v1.UsageService/{rpc}" for rpc in ("IngestEvent", "IngestEvents", "StreamEvents")
 )
@@ -263,7 +274,11 @@ _RETRY_BY_UNIQUE_ID = frozenset(
 
 class ErrorInterceptor(_Base):
     """Domain errors become google.rpc.Status with ErrorInfo; a database outage is UNAVAILABLE;
-    anything else is INTERNAL."""
+    anything else is INTERNAL. A unary answer's provider calls get the caller's time budget
+    (`tollbooth.deadline`), so their UNAVAILABLE reaches the caller before its deadline."""
+
+    def __init__(self, provider_budget_sec: float = 25.0) -> None:
+        self._budget = provider_budget_sec
 
     def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
         def on_error(exc, context):  # type: ignore[no-untyped-def]
@@ -276,6 +291,9 @@ class ErrorInterceptor(_Base):
                 # stream: nobody is left to answer, and it is not our fault.
                 log.info("client went away during %s (request %s)", method, request_id_var.get())
                 return
+            if is_read_only(exc):
+                log.warning("database read-only in %s (request %s)", method, request_id_var.get())
+                context.abort_with_status(to_grpc_status(DATABASE_READ_ONLY))
             if isinstance(exc, DATABASE_DOWN):
                 log.warning(
                     "database unavailable in %s (request %s): %s",
@@ -293,7 +311,8 @@ class ErrorInterceptor(_Base):
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                return behavior(request, context)
+                with deadline.budget(context.time_remaining(), self._budget):
+                    return behavior(request, context)
             except BaseException as exc:
                 on_error(exc, context)
                 raise

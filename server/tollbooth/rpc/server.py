@@ -81,7 +81,7 @@ def build_server(
             Chain(
                 [
                     LoggingInterceptor(),
-                    ErrorInterceptor(),
+                    ErrorInterceptor(settings.stripe_rpc_budget_sec),
                     AuthInterceptor(authenticator, load_requirements()),
                     streams,
                     RateLimitInterceptor(

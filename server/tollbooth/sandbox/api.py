@@ -432,6 +432,10 @@ class Api:
             stall = self.stalls.take(method, path, after=False)
             if stall is not None:
                 await run_in_threadpool(stall.hold)
+                if stall.body is not None:
+                    return Response(
+                        stall.body, status_code=stall.status, media_type=stall.content_type
+                    )
                 if stall.status:
                     raise StripeError(
                         stall.status, "The sandbox was told to fail this request.", type="api_error"

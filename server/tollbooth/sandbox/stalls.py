@@ -5,13 +5,15 @@ method and a path prefix, a given number of times; a matching request waits, eit
 is handled (the provider is slow to start) or after it was handled and stored (the provider did
 the work but the answer comes late, as after a timeout), until the rule is released or its
 `seconds` pass. A rule held before with `status` set then answers that status (Stripe's
-`api_error`, as from an outage) without handling the request. Reached through
-`SandboxHandle.stalls`:
+`api_error`, as from an outage) without handling the request; with `body` as well, it answers
+those bytes instead (any status: what a proxy or load balancer in front of Stripe sends, an
+HTML 502 page, a bare 429, a truncated body). Reached through `SandboxHandle.stalls`:
 
     stall = sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=5, after=True)
     ...  # the first matching request is held
     stall.entered.wait(5); stall.release.set()
     sandbox.stalls.add("POST", "/v1/payment_intents", seconds=0, status=500)  # one 500
+    sandbox.stalls.add("POST", "/v1/prices", seconds=0, status=502, body=b"<html>..</html>")
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Stall:
     after: bool
     times: int
     status: int = 0  # with `after` False: answered instead of handling the request
+    body: bytes | None = None  # with `status`: these bytes, not a Stripe error object
+    content_type: str = "text/html"
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     held: int = 0
@@ -51,10 +55,16 @@ class ApiStalls:
         after: bool = False,
         times: int = 1,
         status: int = 0,
+        body: bytes | None = None,
+        content_type: str = "text/html",
     ) -> Stall:
-        if status and (after or not 500 <= status <= 599):
-            raise ValueError("status: a 5xx, answered before the request is handled")
-        stall = Stall(method.upper(), path_prefix, seconds, after, times, status)
+        if status and (after or not (500 <= status <= 599 or body is not None)):
+            raise ValueError("status: a 5xx (any status with a body), answered before handling")
+        if body is not None and not status:
+            raise ValueError("body: answered with a status")
+        stall = Stall(
+            method.upper(), path_prefix, seconds, after, times, status, body, content_type
+        )
         with self._lock:
             self._rules.append(stall)
         return stall

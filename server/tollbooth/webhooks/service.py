@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import deadline, errors
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError
@@ -231,7 +231,8 @@ class Inbox:
             mode = "live" if livemode else "test"
             raise Ignored(f"a {mode}-mode event; the configured key is not {mode}-mode")
         handler, obj = self.registry.resolve(body)
-        facts = handler.read(obj)  # the provider, outside any transaction and lock
+        with deadline.exempt():  # not cut by a calling RPC's budget: attempts and leases
+            facts = handler.read(obj)  # the provider, outside any transaction and lock
         with self.db.transaction() as session:
             locked = repository.lock_event(session, event_id)
             if locked is None or locked.status in DONE:

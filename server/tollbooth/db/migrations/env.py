@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from tollbooth.db import connection_settings
 from tollbooth.db.models import Base
 from tollbooth.db.payment_intents import PaymentIntent  # noqa: F401 - its table
 from tollbooth.db.subscription_items import SubscriptionItem  # noqa: F401 - its table
@@ -23,7 +24,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url") or ""
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connection_settings(url))
     with engine.connect() as connection:
         context.configure(
             connection=connection,

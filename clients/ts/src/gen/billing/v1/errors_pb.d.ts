@@ -369,6 +369,14 @@ export enum ErrorReason {
   SERVICE_UNAVAILABLE = 53,
 
   /**
+   * The billing database takes no writes for now (a hot standby, a failover in progress,
+   * default_transaction_read_only): nothing was written; retry (UNAVAILABLE, HTTP 503).
+   *
+   * @generated from enum value: ERROR_REASON_DATABASE_READ_ONLY = 54;
+   */
+  DATABASE_READ_ONLY = 54,
+
+  /**
    * Outbound notifications (NotificationService).
    * A notification endpoint's url is not an http or https URL with a host (INVALID_ARGUMENT).
    *

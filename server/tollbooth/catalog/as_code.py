@@ -45,6 +45,8 @@ File format (see example_catalog.yaml next to this module)::
 
 The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
 refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.
+Numbers are plain decimal: YAML 1.1 reads 0x10, 017, 0b101, 1_000 and 1:30 as 16, 15, 5, 1000
+and 90, so any of them (and 0o17) is refused naming its field, never converted.
 
 What apply does (one line per action, also printed by --dry-run, which writes nothing):
 

@@ -7,8 +7,12 @@ Stripe sandbox on its own, as `python -m tollbooth.sandbox`).
 
 Each command reads the settings once (`tollbooth.config`) and passes them down. A
 configuration error prints `configuration error: ...` and exits 2, as does a usage error.
-An operator command whose database does not answer or was never migrated prints
-`error: database URL: ...` (password hidden) and exits 1.
+An operator command whose database does not answer, or whose schema is not this code's
+alembic head (never migrated, older, or migrated by a newer release), prints one line
+`error: database URL: ...` (password hidden) and exits 1 before doing anything; so do
+`serve-grpc` and `serve-notifications` (a database that does not answer at their start is
+only warned about: they answer UNAVAILABLE until it does). `migrate` refuses only a schema
+newer than it knows.
 The commands reach the domains through the assembly (`tollbooth.app`) only.
 """
 
@@ -28,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollbooth import app as assembly
 from tollbooth import commandline, environments, logs, metrics, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings, redact_url
+from tollbooth.db import migrate as migrations
 
 log = logging.getLogger("tollbooth")
 
@@ -44,10 +49,13 @@ class _Failed(Exception):
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[None]:
-    """An operator command's database that does not answer or was never migrated: one line
-    naming it (password hidden), exit 1, never a traceback."""
+def _database(settings: Settings, *, check_schema: bool = True) -> Iterator[None]:
+    """An operator command's database that does not answer, or whose schema is not the one
+    this code was written for: one line naming it (password hidden), exit 1, never a
+    traceback, and nothing done."""
     try:
+        if check_schema:
+            _schema_at_head(settings.database_url)
         yield
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -56,6 +64,30 @@ def _database(settings: Settings) -> Iterator[None]:
             f"{(detail[0] if detail else type(exc).__name__)[:300]}\n"
             "(is it reachable and migrated? `tollbooth migrate`)"
         ) from None
+
+
+def _schema_at_head(url: str, environment: str = "") -> None:
+    """_Failed when the database's schema is not this code's alembic head (SQLAlchemyError
+    when it does not answer)."""
+    problem = migrations.schema_problem(url)
+    if problem:
+        name = f"{environment} database" if environment else "database"
+        raise _Failed(f"error: {name} {redact_url(url)}: {problem}")
+
+
+def _serving_schema(settings: Settings, environments_served: dict[str, Settings]) -> None:
+    """A serving command refuses a database whose schema is not its own (one line, exit 1); one
+    that does not answer yet is warned about and served (UNAVAILABLE until it answers)."""
+    for name, view in environments_served.items():
+        try:
+            _schema_at_head(view.database_url, name)
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            log.warning(
+                f"{name} database {redact_url(view.database_url)} does not answer; its schema"
+                f" is not checked: {(detail[0] if detail else type(exc).__name__)[:300]}",
+                extra={"event": "schema_unchecked"},
+            )
 
 
 # The serving processes log to stdout (what `run` shows); the others to stderr, beside their
@@ -147,7 +179,12 @@ def run_command() -> int:
 
 @app.command("migrate", help="apply database migrations (every environment's database)")
 def migrate_command() -> int:
-    supervisor.migrate(load("migrate"))
+    settings = load("migrate")
+    try:
+        with _database(settings, check_schema=False):
+            supervisor.migrate(settings)
+    except migrations.SchemaMismatch as exc:
+        raise _Failed(f"error: {exc}") from None
     return 0
 
 
@@ -155,6 +192,7 @@ def migrate_command() -> int:
 def serve_grpc_command() -> int:
     settings = load("serve-grpc", serving=True)
     announce(settings)
+    _serving_schema(settings, environments.of(settings))
     try:
         assembly.serve(assembly.build_deps(settings))
     except RuntimeError as exc:  # a port is taken (grpcio's SO_REUSEPORT is off)
@@ -203,6 +241,7 @@ def serve_sandbox_command() -> int:
 def serve_notifications_command(environment: str | None) -> int:
     settings = load("serve-notifications", environment=environment)
     announce(settings)
+    _serving_schema(settings, {environment or environments.name_of(settings): settings})
     assembly.serve_notifications(settings)
     return 0
 

@@ -91,6 +91,7 @@ from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
 from tollbooth.config import ConfigError, redact_url
 from tollbooth.db import Database, normalize_url
+from tollbooth.db.migrate import schema_problem
 from tollbooth.errors import DomainError
 from tollbooth.provider.client import StripeProvider
 from tollbooth.stack import operator_settings
@@ -220,6 +221,13 @@ def apply_command(
     db = Database(url)
     synced: list[str] = []
     try:
+        problem = schema_problem(url)  # never plan against a schema this code misreads
+        if problem:
+            print(
+                f"error: database {redact_url(url)}: {problem}; nothing was written",
+                file=sys.stderr,
+            )
+            return 1
         result = apply(db, catalog, dry_run=dry_run, archive_missing=archive_missing)
         if sync and not dry_run:
             assert settings is not None

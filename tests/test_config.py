@@ -207,6 +207,20 @@ def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path
         ("BILLING_SERVICE_KEYS", "short"),
         ("BILLING_JWT_KEYS", "k:tooshort"),
         ("BILLING_GRPC_PORT", "http"),
+        # Where the Stripe client sends requests: an http(s) URL, or the first provider call
+        # failed far from the variable (ftp://, a bare host:port, no host, a bad port).
+        ("STRIPE_API_BASE", "ftp://stripe.example"),
+        ("STRIPE_API_BASE", "localhost:12111"),
+        ("STRIPE_API_BASE", "127.0.0.1:12111"),
+        ("STRIPE_API_BASE", "http://"),
+        ("STRIPE_API_BASE", "https://:443"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:99999"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:0"),
+        ("STRIPE_API_BASE", "http://user:pw@127.0.0.1:12111"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111/?x=1"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111/#top"),
+        ("STRIPE_API_BASE", "http://127.0.0.1 :12111"),
+        ("STRIPE_API_BASE", "javascript:alert(1)"),
     ],
 )
 def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
@@ -232,6 +246,7 @@ def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # t
         ("BILLING_SANDBOX_FAULTS", "zzz"),
         ("BILLING_RUN_DIR", "/proc/no-such-dir/run"),
         ("BILLING_DATA_DIR", "/proc/no-such-dir"),
+        ("STRIPE_API_BASE", "localhost:12111"),
     ],
 )
 def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
@@ -253,6 +268,19 @@ def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variabl
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("configuration error: ") and variable in lines[0]
     assert not (tmp_path / "billing.db").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("https://api.stripe.com", "https://api.stripe.com"),
+        ("http://127.0.0.1:12111/", "http://127.0.0.1:12111"),
+        ("  http://[::1]:12111  ", "http://[::1]:12111"),
+        ("https://proxy.internal/stripe/", "https://proxy.internal/stripe"),
+    ],
+)
+def test_an_http_api_base_is_kept_without_its_trailing_slash(tmp_path, value, kept) -> None:  # type: ignore[no-untyped-def]
+    assert Settings.from_env(zero(tmp_path, STRIPE_API_BASE=value)).stripe_api_base == kept
 
 
 def test_a_decimal_timeout_is_a_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]

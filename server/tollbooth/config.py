@@ -44,6 +44,7 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     _integer,
     _is_ip,
     _seconds,
+    api_base,
     derive_live,
     is_loopback,
     local_secret,
@@ -439,7 +440,7 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         if port > 65535 - replicas + 1:
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
         if "STRIPE_API_BASE" in values:
-            values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
+            values["STRIPE_API_BASE"] = api_base("STRIPE_API_BASE", values["STRIPE_API_BASE"])
         if "BILLING_CORS_ORIGINS" in values:
             # Envoy matches a browser's Origin exactly: `http://localhost:3000/` never would.
             values["BILLING_CORS_ORIGINS"] = redirect_origins(

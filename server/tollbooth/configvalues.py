@@ -10,7 +10,7 @@ import secrets
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -158,6 +158,33 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
+def api_base(name: str, value: str) -> str:
+    """Where a Stripe client sends its requests: an http(s) URL with a host (and maybe a port
+    and a path), its trailing slash dropped. Anything else would only fail at the first
+    provider call, as a connection error far from the variable that caused it."""
+    text = str(value).strip()
+    shown = repr(text[:60])
+    problem = (
+        f"{name} must be an http(s) URL such as https://api.stripe.com or http://127.0.0.1:12111"
+    )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ConfigError(f"{problem}; it holds a blank or control character")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{problem}, got {shown}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{problem}, got {shown}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{problem} without user or password (the key authenticates)")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ConfigError(f"{problem} without a query or fragment, got {shown}")
+    if port == 0:
+        raise ConfigError(f"{problem}; port 0 is no port, got {shown}")
+    return text.rstrip("/")
+
+
 LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 
 # The live environment's variables (`tollbooth.environments`): all of LIVE_REQUIRED are needed
@@ -219,6 +246,8 @@ def derive_live(values: dict[str, Any]) -> None:
             "BILLING_LIVE_DATABASE_URL is the test environment's database "
             "(BILLING_DATABASE_URL): each environment needs its own"
         )
+    live_base = values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
+    live_base = api_base("BILLING_LIVE_STRIPE_API_BASE", live_base) if live_base else ""
     key = str(values["BILLING_LIVE_STRIPE_API_KEY"]).strip()
     if not is_live_key(key) and not values.get("BILLING_LIVE_STRIPE_API_BASE"):
         raise ConfigError(
@@ -267,8 +296,6 @@ def derive_live(values: dict[str, Any]) -> None:
             "BILLING_LIVE_JWT_KEYS": live_jwt,
             "BILLING_LIVE_JWT_SIGNING_KID": signing,
             "BILLING_LIVE_STRIPE_WEBHOOK_SECRET": secrets,
-            "BILLING_LIVE_STRIPE_API_BASE": str(
-                values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
-            ).rstrip("/"),
+            "BILLING_LIVE_STRIPE_API_BASE": live_base,
         }
     )

@@ -294,3 +294,77 @@ def test_a_serving_command_refuses_a_schema_not_at_head(argv, revision, word, tm
     assert len(err) == 1 and err[0].startswith("error: test database "), proc.stderr
     assert word in err[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+# -- --since: ISO 8601, UTC when no offset is named, never in the future ------------------------
+
+
+def _future() -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("value", "word"),
+    [
+        (_future, "in the future"),
+        (lambda: "2999-01-01", "in the future"),
+        (lambda: "9999-12-31T23:59:59-14:00", "out of range"),
+        (lambda: "0001-01-01T00:00:00+14:00", "out of range"),
+    ],
+    ids=["tomorrow", "naive-2999", "past-year-9999-in-utc", "before-year-1-in-utc"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [["webhooks", "replay"], ["notifications", "resend", "ep_1"]],
+    ids=["replay", "resend"],
+)
+def test_a_since_in_the_future_or_out_of_range_is_a_usage_error(  # type: ignore[no-untyped-def]
+    argv, value, word, tmp_path, monkeypatch, capsys
+):
+    # Before: a future --since selected nothing and replay printed "replayed 0" with exit 0, as
+    # if all were well; a time outside UTC's range was reported as a database error, exit 1.
+    from tests.devstack import migrated_sqlite
+
+    _operator_env(migrated_sqlite(tmp_path / "billing.db"), tmp_path, monkeypatch)
+    assert cli.main([*argv, "--since", value()]) == 2
+    captured = capsys.readouterr()
+    assert "--since" in captured.err and word in captured.err, captured.err
+    assert "database" not in captured.err and captured.out == ""
+
+
+def test_a_since_without_an_offset_is_utc_whatever_the_local_zone(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import time
+
+    from tests.devstack import migrated_sqlite
+    from tollbooth.db import Database
+    from tollbooth.webhooks import repository
+
+    url = migrated_sqlite(tmp_path / "billing.db")
+    database = Database(url)
+    try:
+        with database.transaction() as session:
+            repository.insert_event(
+                session,
+                event_id="evt_now",
+                type_="tollbooth.unknown_type",
+                api_version="",
+                livemode=False,
+                created=None,
+                payload=b"{}",
+            )
+    finally:
+        database.dispose()
+    _operator_env(url, tmp_path, monkeypatch)
+    # UTC-8: read as local time, a minute ago in UTC would be 8 hours ahead (the future).
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        naive = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        assert cli.main(["webhooks", "replay", "--since", naive]) == 0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "replayed 1:" in capsys.readouterr().out

@@ -288,33 +288,28 @@ def webhooks_commands() -> None:
 @webhooks_commands.command(
     "replay", help="re-apply stored events (harmless when they were applied already)"
 )
-@click.option("--since", metavar="T", help="events received at or after T (ISO 8601)")
+@click.option(
+    "--since",
+    metavar="T",
+    callback=lambda _ctx, _param, value: _since(value),
+    help="events received at or after T (ISO 8601, e.g. 2025-01-31T09:00:00Z; a time without"
+    " an offset is UTC; not in the future)",
+)
 @click.option("--event-id", metavar="E", help="one event")
 @click.option("--failed", is_flag=True, help="every event whose status is failed")
 @in_environment
 def webhooks_replay_command(
-    since: str | None, event_id: str | None, failed: bool, environment: str | None
+    since: dt.datetime | None, event_id: str | None, failed: bool, environment: str | None
 ) -> int:
     """Re-apply stored events (all, those received since T, one, or the failed ones);
     harmless when applied."""
-    import datetime as dt
-
     if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
         raise click.UsageError("--since, --event-id and --failed exclude each other")
     if event_id is not None and not event_id.strip():
         raise click.UsageError("--event-id must name an event (evt_...)")
     settings = load("webhooks", operator=True, environment=environment)
-    when = None
-    if since:
-        try:
-            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            print(f"--since: not an ISO 8601 time: {since[:40]!r}", file=sys.stderr)
-            return 2
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
     with _database(settings):
-        report = assembly.replay(settings, since=when, event_id=event_id, failed_only=failed)
+        report = assembly.replay(settings, since=since, event_id=event_id, failed_only=failed)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
@@ -364,12 +359,30 @@ def reconcile_command(environment: str | None) -> int:
 # -- operator commands: outbound notifications -------------------------------------------------
 
 
-def _since(text: str) -> dt.datetime:
+def _since(text: str | None) -> dt.datetime | None:
+    """A `--since` time: ISO 8601, UTC when it names no offset, never in the future (nothing
+    was stored after now: such a time selected nothing and looked like a successful run)."""
+    if text is None:
+        return None
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 time: {text[:40]!r}") from exc
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"not an ISO 8601 time: {text[:40]!r} (e.g. 2025-01-31T09:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # documented: a time without an offset is UTC
+    try:
+        when = when.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise click.BadParameter(f"{text[:40]!r} is out of range in UTC") from None
+    now = dt.datetime.now(dt.UTC)
+    if when > now:
+        raise click.BadParameter(
+            f"{text[:40]!r} is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ}): nothing was"
+            " stored after it"
+        )
+    return when
 
 
 def _domain_error(exc: Exception) -> int:
@@ -433,20 +446,28 @@ def notifications_attempts_command(
 @notifications_commands.command("resend", help="send one message, or all since T, again")
 @click.argument("endpoint_id")
 @click.option("--notification-id", help="one notification")
-@click.option("--since", metavar="T", help="every message written at or after T (ISO 8601)")
+@click.option(
+    "--since",
+    metavar="T",
+    callback=lambda _ctx, _param, value: _since(value),
+    help="every message written at or after T (ISO 8601; a time without an offset is UTC;"
+    " not in the future)",
+)
 @in_environment
 def notifications_resend_command(
-    endpoint_id: str, notification_id: str | None, since: str | None, environment: str | None
+    endpoint_id: str,
+    notification_id: str | None,
+    since: dt.datetime | None,
+    environment: str | None,
 ) -> int:
     from tollbooth.errors import DomainError
 
     if (notification_id is None) == (since is None):
         raise click.UsageError("give exactly one of --notification-id and --since")
-    when = _since(since) if since is not None else None
     settings = load("notifications", operator=True, environment=environment)
     try:
         with _database(settings):
-            queued = assembly.notifications.resend(settings, endpoint_id, notification_id, when)
+            queued = assembly.notifications.resend(settings, endpoint_id, notification_id, since)
     except DomainError as exc:
         return _domain_error(exc)
     print(f"queued {queued} message(s) again", flush=True)

@@ -203,7 +203,9 @@ class UsageSettings(_Environment):
     # one JSON level is two (Struct, Value), so a deeper limit could never be reached.
     usage_max_properties_depth: int = env("BILLING_USAGE_MAX_PROPERTIES_DEPTH", 5, lo=1, hi=20)
     usage_stream_group_max: int = env("BILLING_USAGE_STREAM_GROUP_MAX", 500, lo=1)
-    usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1)
+    # At most a second: the acks of a stream's events wait this long (a huge value overflowed
+    # the wait, failing every StreamEvents).
+    usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1, hi=1000)
 
 
 class SandboxSettings(_Environment):

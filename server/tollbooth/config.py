@@ -51,6 +51,7 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     redact_url,
     redirect_origins,
     split_list,
+    stripe_key,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -441,6 +442,8 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         port = values.get("BILLING_GRPC_PORT", 50051)
         if port > 65535 - replicas + 1:
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
+        if values.get("STRIPE_API_KEY"):
+            values["STRIPE_API_KEY"] = stripe_key("STRIPE_API_KEY", values["STRIPE_API_KEY"])
         if "STRIPE_API_BASE" in values:
             values["STRIPE_API_BASE"] = api_base("STRIPE_API_BASE", values["STRIPE_API_BASE"])
         if "BILLING_CORS_ORIGINS" in values:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -186,6 +187,27 @@ def api_base(name: str, value: str) -> str:
 
 
 LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+STRIPE_KEY_RE = re.compile(r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9_]+")
+_NOT_A_SECRET_KEY = {
+    "pk_": "a publishable key (for browsers); use the secret key beside it",
+    "whsec_": "a webhook signing secret; that is STRIPE_WEBHOOK_SECRET",
+}
+
+
+def stripe_key(name: str, value: str) -> str:
+    """A Stripe secret or restricted key (sk_test_, sk_live_, rk_test_, rk_live_ and then
+    letters, digits or _): anything else failed only at the first provider call, as an
+    authentication error. The refusal never shows the value (a secret)."""
+    key = str(value).strip()
+    if STRIPE_KEY_RE.fullmatch(key):
+        return key
+    hint = next((h for p, h in _NOT_A_SECRET_KEY.items() if key.startswith(p)), "")
+    raise ConfigError(
+        f"{name} must be a Stripe secret or restricted key (sk_test_..., sk_live_..., "
+        f"rk_test_... or rk_live_..., letters, digits and _ only)"
+        + (f"; this is {hint}" if hint else "")
+    )
+
 
 # The live environment's variables (`tollbooth.environments`): all of LIVE_REQUIRED are needed
 # once one of them is set.
@@ -248,7 +270,7 @@ def derive_live(values: dict[str, Any]) -> None:
         )
     live_base = values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
     live_base = api_base("BILLING_LIVE_STRIPE_API_BASE", live_base) if live_base else ""
-    key = str(values["BILLING_LIVE_STRIPE_API_KEY"]).strip()
+    key = stripe_key("BILLING_LIVE_STRIPE_API_KEY", values["BILLING_LIVE_STRIPE_API_KEY"])
     if not is_live_key(key) and not values.get("BILLING_LIVE_STRIPE_API_BASE"):
         raise ConfigError(
             "BILLING_LIVE_STRIPE_API_KEY must be a live-mode Stripe key "

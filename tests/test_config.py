@@ -18,6 +18,7 @@ import pytest
 
 from tests.devstack import free_port
 from tollbooth.config import ConfigError, Settings, local_secret
+from tollbooth.db.migrate import upgrade
 
 ZERO_CONFIG = (
     "BILLING_SERVICE_KEYS",
@@ -127,6 +128,7 @@ def test_serve_commands_warn_exactly_as_run_does(tmp_path, command) -> None:  # 
     }
     for name in ZERO_CONFIG:
         env.pop(name, None)
+    upgrade(env["BILLING_DATABASE_URL"])  # serve-grpc refuses a database never migrated
     expected = Settings.from_env(zero(tmp_path)).warnings()
     assert len(expected) == len(ZERO_CONFIG)
     proc = subprocess.Popen(
@@ -205,6 +207,20 @@ def test_zero_config_refuses_a_token_signed_with_the_old_repository_key(tmp_path
         ("BILLING_SERVICE_KEYS", "short"),
         ("BILLING_JWT_KEYS", "k:tooshort"),
         ("BILLING_GRPC_PORT", "http"),
+        # Where the Stripe client sends requests: an http(s) URL, or the first provider call
+        # failed far from the variable (ftp://, a bare host:port, no host, a bad port).
+        ("STRIPE_API_BASE", "ftp://stripe.example"),
+        ("STRIPE_API_BASE", "localhost:12111"),
+        ("STRIPE_API_BASE", "127.0.0.1:12111"),
+        ("STRIPE_API_BASE", "http://"),
+        ("STRIPE_API_BASE", "https://:443"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:99999"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:0"),
+        ("STRIPE_API_BASE", "http://user:pw@127.0.0.1:12111"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111/?x=1"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111/#top"),
+        ("STRIPE_API_BASE", "http://127.0.0.1 :12111"),
+        ("STRIPE_API_BASE", "javascript:alert(1)"),
     ],
 )
 def test_unusable_values_are_refused(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
@@ -230,6 +246,8 @@ def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # t
         ("BILLING_SANDBOX_FAULTS", "zzz"),
         ("BILLING_RUN_DIR", "/proc/no-such-dir/run"),
         ("BILLING_DATA_DIR", "/proc/no-such-dir"),
+        ("STRIPE_API_BASE", "localhost:12111"),
+        ("STRIPE_API_KEY", "pk_test_51Habcdef"),
     ],
 )
 def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variable, value) -> None:  # type: ignore[no-untyped-def]
@@ -251,6 +269,54 @@ def test_a_bad_setting_stops_run_with_one_plain_line_naming_it(tmp_path, variabl
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("configuration error: ") and variable in lines[0]
     assert not (tmp_path / "billing.db").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("https://api.stripe.com", "https://api.stripe.com"),
+        ("http://127.0.0.1:12111/", "http://127.0.0.1:12111"),
+        ("  http://[::1]:12111  ", "http://[::1]:12111"),
+        ("https://proxy.internal/stripe/", "https://proxy.internal/stripe"),
+    ],
+)
+def test_an_http_api_base_is_kept_without_its_trailing_slash(tmp_path, value, kept) -> None:  # type: ignore[no-untyped-def]
+    assert Settings.from_env(zero(tmp_path, STRIPE_API_BASE=value)).stripe_api_base == kept
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("pk_test_51Habcdef", "publishable"),
+        ("pk_live_51Habcdef", "publishable"),
+        ("whsec_0123456789abcdef", "STRIPE_WEBHOOK_SECRET"),
+        ("sk_tset_51Habcdef", ""),
+        ("sk_test_", ""),
+        ("sk_test_51H abcdef", ""),
+        ("Bearer sk_test_51Habcdef", ""),
+        ("my-stripe-key", ""),
+    ],
+)
+def test_a_stripe_key_of_the_wrong_shape_stops_the_process_without_showing_it(  # type: ignore[no-untyped-def]
+    tmp_path, value, hint
+) -> None:
+    # Before, any value switched to real Stripe and failed only at the first provider call
+    # (an authentication error in the middle of a checkout).
+    env = zero(tmp_path, STRIPE_API_KEY=value, STRIPE_WEBHOOK_SECRET="whsec_test")
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(env)
+    message = str(exc.value)
+    assert message.startswith("STRIPE_API_KEY must be a Stripe secret or restricted key")
+    assert hint in message
+    assert value not in message.replace("sk_test_...", "")  # the key is never shown
+
+
+@pytest.mark.parametrize(
+    "value", ["sk_test_51Habc", "sk_live_51Habc", "rk_test_51Habc", "rk_live_51Habc", "sk_test_a_b"]
+)
+def test_a_stripe_secret_or_restricted_key_is_kept(tmp_path, value) -> None:  # type: ignore[no-untyped-def]
+    env = zero(tmp_path, STRIPE_API_KEY=f" {value} ", STRIPE_WEBHOOK_SECRET="whsec_test")
+    assert Settings.from_env(env).stripe_api_key == value
 
 
 def test_a_decimal_timeout_is_a_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -108,3 +108,263 @@ def test_webhooks_list_prints_one_line_per_event_even_for_a_multi_line_error(  #
     assert all(len(line.split("\t")) == 6 for line in lines), lines
     failed = next(line for line in lines if line.startswith("evt_a\t"))
     assert failed.split("\t")[-1] == "OperationalError: lost [SQL: SELECT 1] (x)"
+
+
+# -- a schema that is not this code's alembic head ---------------------------------------------
+
+# The revision before head (an older release's schema) and one no release of this code wrote.
+OLDER, NEWER = "0026", "9999_from_a_newer_release"
+
+
+def _stamp(url: str, revision: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tollbooth.db import normalize_url
+
+    engine = create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    engine.dispose()
+
+
+@pytest.fixture
+def stamped(database_url):  # type: ignore[no-untyped-def]
+    """The migrated test database, its recorded revision set by the test; head again after."""
+    from tollbooth.db.migrate import head
+
+    try:
+        yield lambda revision: _stamp(database_url, revision)
+    finally:
+        _stamp(database_url, head())
+
+
+def _operator_env(url: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    for key, value in make_env(url, BILLING_DATA_DIR=str(tmp_path / "data")).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+
+
+SCHEMA_COMMANDS = [
+    *COMMANDS,
+    ["webhooks", "replay", "--since", "2025-01-01T00:00:00Z"],
+    [
+        "catalog",
+        "apply",
+        str(
+            Path(__file__).resolve().parents[1]
+            / "server"
+            / "tollbooth"
+            / "catalog"
+            / "example_catalog.yaml"
+        ),
+    ],
+]
+
+
+@pytest.mark.parametrize(("revision", "word"), [(OLDER, "older"), (NEWER, "newer")])
+@pytest.mark.parametrize("argv", SCHEMA_COMMANDS, ids=lambda a: "-".join(a[:2]))
+def test_an_operator_command_refuses_a_schema_not_at_head_in_one_line(  # type: ignore[no-untyped-def]
+    argv, revision, word, database_url, stamped, tmp_path, monkeypatch, capsys
+):
+    # Before, each ran on whatever schema it found: `reconcile` on an older or a newer
+    # release's schema printed "reconciled 0: ..." and exited 0.
+    from tollbooth.db import Database
+    from tollbooth.db.migrate import head
+    from tollbooth.db.models import Product
+
+    stamped(revision)
+    _operator_env(database_url, tmp_path, monkeypatch)
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1, captured.err
+    assert err[0].startswith("error: database ") and word in err[0], err
+    assert revision in err[0] and head() in err[0]
+    assert captured.out == ""
+    db = Database(database_url)
+    try:
+        with db.transaction(readonly=True) as session:
+            assert session.query(Product).count() == 0  # catalog apply wrote nothing
+    finally:
+        db.dispose()
+
+
+def test_replay_on_an_older_schema_touches_no_event(
+    stamped, database_url, tmp_path, monkeypatch, capsys
+):  # type: ignore[no-untyped-def]
+    from tollbooth.db import Database
+    from tollbooth.webhooks import repository
+
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            repository.insert_event(
+                session,
+                event_id="evt_old",
+                type_="invoice.paid",
+                api_version="",
+                livemode=False,
+                created=None,
+                payload=b"{}",
+            )
+            repository.mark_failed(session, "evt_old", "boom", None)
+        before = _event(database, "evt_old")
+        stamped(OLDER)
+        _operator_env(database_url, tmp_path, monkeypatch)
+        assert cli.main(["webhooks", "replay", "--failed"]) == 1
+        assert "older" in capsys.readouterr().err
+        assert _event(database, "evt_old") == before
+    finally:
+        database.dispose()
+
+
+def _event(database, event_id: str) -> tuple[object, ...]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    with database.transaction(readonly=True) as session:
+        row = session.execute(
+            text("SELECT status, attempts, last_error FROM stripe_events WHERE event_id = :e"),
+            {"e": event_id},
+        ).one()
+    return tuple(row)
+
+
+def test_migrate_upgrades_an_older_schema_and_refuses_a_newer_one(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, capsys
+):
+    from tests.devstack import migrated_sqlite
+    from tollbooth.db.migrate import current, downgrade, head
+
+    url = migrated_sqlite(tmp_path / "billing.db")
+    _operator_env(url, tmp_path, monkeypatch)
+    downgrade(url, OLDER)
+    assert cli.main(["migrate"]) == 0
+    assert current(url) == (head(),)
+    capsys.readouterr()
+    _stamp(url, NEWER)
+    assert cli.main(["migrate"]) == 1  # before: alembic's CommandError as a JSON traceback
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert err[-1].startswith("error: test database ") and "newer" in err[-1], captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert current(url) == (NEWER,)
+
+
+@pytest.mark.parametrize(
+    ("argv", "revision", "word"),
+    [
+        (["serve-grpc"], None, "never migrated"),
+        (["serve-grpc"], OLDER, "older"),
+        (["serve-grpc"], NEWER, "newer"),
+        (["serve-notifications"], None, "never migrated"),
+    ],
+    ids=["grpc-unmigrated", "grpc-older", "grpc-newer", "notifications-unmigrated"],
+)
+def test_a_serving_command_refuses_a_schema_not_at_head(argv, revision, word, tmp_path):  # type: ignore[no-untyped-def]
+    # Before, `serve-grpc` on a database never migrated listened and logged "no such table"
+    # tracebacks every two seconds (the inbox worker), answering INTERNAL to every RPC.
+    import os
+    import subprocess
+    import sys
+
+    from tests.devstack import migrated_sqlite
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    if revision is not None:
+        url = migrated_sqlite(tmp_path / "billing.db")
+        _stamp(url, revision)
+    env = {
+        **os.environ,
+        **make_env(
+            url,
+            BILLING_DATA_DIR=str(tmp_path / "data"),
+            BILLING_GRPC_PORT=str(free_port()),
+        ),
+    }
+    env.pop("STRIPE_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollbooth.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: test database "), proc.stderr
+    assert word in err[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+# -- --since: ISO 8601, UTC when no offset is named, never in the future ------------------------
+
+
+def _future() -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("value", "word"),
+    [
+        (_future, "in the future"),
+        (lambda: "2999-01-01", "in the future"),
+        (lambda: "9999-12-31T23:59:59-14:00", "out of range"),
+        (lambda: "0001-01-01T00:00:00+14:00", "out of range"),
+    ],
+    ids=["tomorrow", "naive-2999", "past-year-9999-in-utc", "before-year-1-in-utc"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [["webhooks", "replay"], ["notifications", "resend", "ep_1"]],
+    ids=["replay", "resend"],
+)
+def test_a_since_in_the_future_or_out_of_range_is_a_usage_error(  # type: ignore[no-untyped-def]
+    argv, value, word, tmp_path, monkeypatch, capsys
+):
+    # Before: a future --since selected nothing and replay printed "replayed 0" with exit 0, as
+    # if all were well; a time outside UTC's range was reported as a database error, exit 1.
+    from tests.devstack import migrated_sqlite
+
+    _operator_env(migrated_sqlite(tmp_path / "billing.db"), tmp_path, monkeypatch)
+    assert cli.main([*argv, "--since", value()]) == 2
+    captured = capsys.readouterr()
+    assert "--since" in captured.err and word in captured.err, captured.err
+    assert "database" not in captured.err and captured.out == ""
+
+
+def test_a_since_without_an_offset_is_utc_whatever_the_local_zone(tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import time
+
+    from tests.devstack import migrated_sqlite
+    from tollbooth.db import Database
+    from tollbooth.webhooks import repository
+
+    url = migrated_sqlite(tmp_path / "billing.db")
+    database = Database(url)
+    try:
+        with database.transaction() as session:
+            repository.insert_event(
+                session,
+                event_id="evt_now",
+                type_="tollbooth.unknown_type",
+                api_version="",
+                livemode=False,
+                created=None,
+                payload=b"{}",
+            )
+    finally:
+        database.dispose()
+    _operator_env(url, tmp_path, monkeypatch)
+    # UTC-8: read as local time, a minute ago in UTC would be 8 hours ahead (the future).
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        naive = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        assert cli.main(["webhooks", "replay", "--since", naive]) == 0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "replayed 1:" in capsys.readouterr().out

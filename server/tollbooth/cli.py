@@ -7,8 +7,12 @@ Stripe sandbox on its own, as `python -m tollbooth.sandbox`).
 
 Each command reads the settings once (`tollbooth.config`) and passes them down. A
 configuration error prints `configuration error: ...` and exits 2, as does a usage error.
-An operator command whose database does not answer or was never migrated prints
-`error: database URL: ...` (password hidden) and exits 1.
+An operator command whose database does not answer, or whose schema is not this code's
+alembic head (never migrated, older, or migrated by a newer release), prints one line
+`error: database URL: ...` (password hidden) and exits 1 before doing anything; so do
+`serve-grpc` and `serve-notifications` (a database that does not answer at their start is
+only warned about: they answer UNAVAILABLE until it does). `migrate` refuses only a schema
+newer than it knows.
 The commands reach the domains through the assembly (`tollbooth.app`) only.
 """
 
@@ -28,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tollbooth import app as assembly
 from tollbooth import commandline, environments, logs, metrics, stack, supervisor
 from tollbooth.config import REPO_ROOT, ConfigError, Settings, redact_url
+from tollbooth.db import migrate as migrations
 
 log = logging.getLogger("tollbooth")
 
@@ -44,10 +49,13 @@ class _Failed(Exception):
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[None]:
-    """An operator command's database that does not answer or was never migrated: one line
-    naming it (password hidden), exit 1, never a traceback."""
+def _database(settings: Settings, *, check_schema: bool = True) -> Iterator[None]:
+    """An operator command's database that does not answer, or whose schema is not the one
+    this code was written for: one line naming it (password hidden), exit 1, never a
+    traceback, and nothing done."""
     try:
+        if check_schema:
+            _schema_at_head(settings.database_url)
         yield
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -56,6 +64,30 @@ def _database(settings: Settings) -> Iterator[None]:
             f"{(detail[0] if detail else type(exc).__name__)[:300]}\n"
             "(is it reachable and migrated? `tollbooth migrate`)"
         ) from None
+
+
+def _schema_at_head(url: str, environment: str = "") -> None:
+    """_Failed when the database's schema is not this code's alembic head (SQLAlchemyError
+    when it does not answer)."""
+    problem = migrations.schema_problem(url)
+    if problem:
+        name = f"{environment} database" if environment else "database"
+        raise _Failed(f"error: {name} {redact_url(url)}: {problem}")
+
+
+def _serving_schema(settings: Settings, environments_served: dict[str, Settings]) -> None:
+    """A serving command refuses a database whose schema is not its own (one line, exit 1); one
+    that does not answer yet is warned about and served (UNAVAILABLE until it answers)."""
+    for name, view in environments_served.items():
+        try:
+            _schema_at_head(view.database_url, name)
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            log.warning(
+                f"{name} database {redact_url(view.database_url)} does not answer; its schema"
+                f" is not checked: {(detail[0] if detail else type(exc).__name__)[:300]}",
+                extra={"event": "schema_unchecked"},
+            )
 
 
 # The serving processes log to stdout (what `run` shows); the others to stderr, beside their
@@ -147,7 +179,12 @@ def run_command() -> int:
 
 @app.command("migrate", help="apply database migrations (every environment's database)")
 def migrate_command() -> int:
-    supervisor.migrate(load("migrate"))
+    settings = load("migrate")
+    try:
+        with _database(settings, check_schema=False):
+            supervisor.migrate(settings)
+    except migrations.SchemaMismatch as exc:
+        raise _Failed(f"error: {exc}") from None
     return 0
 
 
@@ -155,6 +192,7 @@ def migrate_command() -> int:
 def serve_grpc_command() -> int:
     settings = load("serve-grpc", serving=True)
     announce(settings)
+    _serving_schema(settings, environments.of(settings))
     try:
         assembly.serve(assembly.build_deps(settings))
     except RuntimeError as exc:  # a port is taken (grpcio's SO_REUSEPORT is off)
@@ -203,6 +241,7 @@ def serve_sandbox_command() -> int:
 def serve_notifications_command(environment: str | None) -> int:
     settings = load("serve-notifications", environment=environment)
     announce(settings)
+    _serving_schema(settings, {environment or environments.name_of(settings): settings})
     assembly.serve_notifications(settings)
     return 0
 
@@ -249,33 +288,28 @@ def webhooks_commands() -> None:
 @webhooks_commands.command(
     "replay", help="re-apply stored events (harmless when they were applied already)"
 )
-@click.option("--since", metavar="T", help="events received at or after T (ISO 8601)")
+@click.option(
+    "--since",
+    metavar="T",
+    callback=lambda _ctx, _param, value: _since(value),
+    help="events received at or after T (ISO 8601, e.g. 2025-01-31T09:00:00Z; a time without"
+    " an offset is UTC; not in the future)",
+)
 @click.option("--event-id", metavar="E", help="one event")
 @click.option("--failed", is_flag=True, help="every event whose status is failed")
 @in_environment
 def webhooks_replay_command(
-    since: str | None, event_id: str | None, failed: bool, environment: str | None
+    since: dt.datetime | None, event_id: str | None, failed: bool, environment: str | None
 ) -> int:
     """Re-apply stored events (all, those received since T, one, or the failed ones);
     harmless when applied."""
-    import datetime as dt
-
     if sum(x is not None and x is not False for x in (since, event_id, failed or None)) > 1:
         raise click.UsageError("--since, --event-id and --failed exclude each other")
     if event_id is not None and not event_id.strip():
         raise click.UsageError("--event-id must name an event (evt_...)")
     settings = load("webhooks", operator=True, environment=environment)
-    when = None
-    if since:
-        try:
-            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            print(f"--since: not an ISO 8601 time: {since[:40]!r}", file=sys.stderr)
-            return 2
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
     with _database(settings):
-        report = assembly.replay(settings, since=when, event_id=event_id, failed_only=failed)
+        report = assembly.replay(settings, since=since, event_id=event_id, failed_only=failed)
     if event_id and report.seen == 0:
         print(f"no stored event {event_id[:100]!r}", file=sys.stderr)
         return 1
@@ -325,12 +359,30 @@ def reconcile_command(environment: str | None) -> int:
 # -- operator commands: outbound notifications -------------------------------------------------
 
 
-def _since(text: str) -> dt.datetime:
+def _since(text: str | None) -> dt.datetime | None:
+    """A `--since` time: ISO 8601, UTC when it names no offset, never in the future (nothing
+    was stored after now: such a time selected nothing and looked like a successful run)."""
+    if text is None:
+        return None
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 time: {text[:40]!r}") from exc
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"not an ISO 8601 time: {text[:40]!r} (e.g. 2025-01-31T09:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # documented: a time without an offset is UTC
+    try:
+        when = when.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise click.BadParameter(f"{text[:40]!r} is out of range in UTC") from None
+    now = dt.datetime.now(dt.UTC)
+    if when > now:
+        raise click.BadParameter(
+            f"{text[:40]!r} is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ}): nothing was"
+            " stored after it"
+        )
+    return when
 
 
 def _domain_error(exc: Exception) -> int:
@@ -394,20 +446,28 @@ def notifications_attempts_command(
 @notifications_commands.command("resend", help="send one message, or all since T, again")
 @click.argument("endpoint_id")
 @click.option("--notification-id", help="one notification")
-@click.option("--since", metavar="T", help="every message written at or after T (ISO 8601)")
+@click.option(
+    "--since",
+    metavar="T",
+    callback=lambda _ctx, _param, value: _since(value),
+    help="every message written at or after T (ISO 8601; a time without an offset is UTC;"
+    " not in the future)",
+)
 @in_environment
 def notifications_resend_command(
-    endpoint_id: str, notification_id: str | None, since: str | None, environment: str | None
+    endpoint_id: str,
+    notification_id: str | None,
+    since: dt.datetime | None,
+    environment: str | None,
 ) -> int:
     from tollbooth.errors import DomainError
 
     if (notification_id is None) == (since is None):
         raise click.UsageError("give exactly one of --notification-id and --since")
-    when = _since(since) if since is not None else None
     settings = load("notifications", operator=True, environment=environment)
     try:
         with _database(settings):
-            queued = assembly.notifications.resend(settings, endpoint_id, notification_id, when)
+            queued = assembly.notifications.resend(settings, endpoint_id, notification_id, since)
     except DomainError as exc:
         return _domain_error(exc)
     print(f"queued {queued} message(s) again", flush=True)

@@ -44,12 +44,14 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     _integer,
     _is_ip,
     _seconds,
+    api_base,
     derive_live,
     is_loopback,
     local_secret,
     redact_url,
     redirect_origins,
     split_list,
+    stripe_key,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +204,9 @@ class UsageSettings(_Environment):
     # one JSON level is two (Struct, Value), so a deeper limit could never be reached.
     usage_max_properties_depth: int = env("BILLING_USAGE_MAX_PROPERTIES_DEPTH", 5, lo=1, hi=20)
     usage_stream_group_max: int = env("BILLING_USAGE_STREAM_GROUP_MAX", 500, lo=1)
-    usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1)
+    # At most a second: the acks of a stream's events wait this long (a huge value overflowed
+    # the wait, failing every StreamEvents).
+    usage_stream_group_ms: int = env("BILLING_USAGE_STREAM_GROUP_MS", 5, lo=1, hi=1000)
 
 
 class SandboxSettings(_Environment):
@@ -442,8 +446,10 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
         port = values.get("BILLING_GRPC_PORT", 50051)
         if port > 65535 - replicas + 1:
             raise ConfigError(f"BILLING_GRPC_PORT must be between 1 and {65535 - replicas + 1}")
+        if values.get("STRIPE_API_KEY"):
+            values["STRIPE_API_KEY"] = stripe_key("STRIPE_API_KEY", values["STRIPE_API_KEY"])
         if "STRIPE_API_BASE" in values:
-            values["STRIPE_API_BASE"] = values["STRIPE_API_BASE"].rstrip("/")
+            values["STRIPE_API_BASE"] = api_base("STRIPE_API_BASE", values["STRIPE_API_BASE"])
         if "BILLING_CORS_ORIGINS" in values:
             # Envoy matches a browser's Origin exactly: `http://localhost:3000/` never would.
             values["BILLING_CORS_ORIGINS"] = redirect_origins(

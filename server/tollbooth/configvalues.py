@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -158,7 +159,55 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
+def api_base(name: str, value: str) -> str:
+    """Where a Stripe client sends its requests: an http(s) URL with a host (and maybe a port
+    and a path), its trailing slash dropped. Anything else would only fail at the first
+    provider call, as a connection error far from the variable that caused it."""
+    text = str(value).strip()
+    shown = repr(text[:60])
+    problem = (
+        f"{name} must be an http(s) URL such as https://api.stripe.com or http://127.0.0.1:12111"
+    )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ConfigError(f"{problem}; it holds a blank or control character")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{problem}, got {shown}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{problem}, got {shown}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{problem} without user or password (the key authenticates)")
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ConfigError(f"{problem} without a query or fragment, got {shown}")
+    if port == 0:
+        raise ConfigError(f"{problem}; port 0 is no port, got {shown}")
+    return text.rstrip("/")
+
+
 LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+STRIPE_KEY_RE = re.compile(r"(?:sk|rk)_(?:test|live)_[A-Za-z0-9_]+")
+_NOT_A_SECRET_KEY = {
+    "pk_": "a publishable key (for browsers); use the secret key beside it",
+    "whsec_": "a webhook signing secret; that is STRIPE_WEBHOOK_SECRET",
+}
+
+
+def stripe_key(name: str, value: str) -> str:
+    """A Stripe secret or restricted key (sk_test_, sk_live_, rk_test_, rk_live_ and then
+    letters, digits or _): anything else failed only at the first provider call, as an
+    authentication error. The refusal never shows the value (a secret)."""
+    key = str(value).strip()
+    if STRIPE_KEY_RE.fullmatch(key):
+        return key
+    hint = next((h for p, h in _NOT_A_SECRET_KEY.items() if key.startswith(p)), "")
+    raise ConfigError(
+        f"{name} must be a Stripe secret or restricted key (sk_test_..., sk_live_..., "
+        f"rk_test_... or rk_live_..., letters, digits and _ only)"
+        + (f"; this is {hint}" if hint else "")
+    )
+
 
 # The live environment's variables (`tollbooth.environments`): all of LIVE_REQUIRED are needed
 # once one of them is set.
@@ -219,7 +268,9 @@ def derive_live(values: dict[str, Any]) -> None:
             "BILLING_LIVE_DATABASE_URL is the test environment's database "
             "(BILLING_DATABASE_URL): each environment needs its own"
         )
-    key = str(values["BILLING_LIVE_STRIPE_API_KEY"]).strip()
+    live_base = values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
+    live_base = api_base("BILLING_LIVE_STRIPE_API_BASE", live_base) if live_base else ""
+    key = stripe_key("BILLING_LIVE_STRIPE_API_KEY", values["BILLING_LIVE_STRIPE_API_KEY"])
     if not is_live_key(key) and not values.get("BILLING_LIVE_STRIPE_API_BASE"):
         raise ConfigError(
             "BILLING_LIVE_STRIPE_API_KEY must be a live-mode Stripe key "
@@ -267,8 +318,6 @@ def derive_live(values: dict[str, Any]) -> None:
             "BILLING_LIVE_JWT_KEYS": live_jwt,
             "BILLING_LIVE_JWT_SIGNING_KID": signing,
             "BILLING_LIVE_STRIPE_WEBHOOK_SECRET": secrets,
-            "BILLING_LIVE_STRIPE_API_BASE": str(
-                values.get("BILLING_LIVE_STRIPE_API_BASE") or ""
-            ).rstrip("/"),
+            "BILLING_LIVE_STRIPE_API_BASE": live_base,
         }
     )

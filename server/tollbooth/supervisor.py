@@ -39,9 +39,12 @@ def migrate(settings: Settings) -> None:
 
 
 def migrate_database(url: str, environment: str) -> None:
-    from tollbooth.db.migrate import upgrade
+    from tollbooth.db.migrate import SchemaMismatch, upgrade
 
-    upgrade(url)
+    try:
+        upgrade(url)
+    except SchemaMismatch as exc:  # a newer release migrated it: say which database
+        raise SchemaMismatch(f"{environment} database {redact_url(url)}: {exc}") from None
     log.info(
         f"{environment} database migrated to head",
         extra={"event": "migrated", "environment": environment},
@@ -278,6 +281,8 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
         return 1
     from sqlalchemy.exc import OperationalError
 
+    from tollbooth.db.migrate import SchemaMismatch
+
     for variable, (name, view) in zip(
         ("BILLING_DATABASE_URL", "BILLING_LIVE_DATABASE_URL"),
         environments.of(settings).items(),
@@ -291,6 +296,9 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
                 f"does not answer: {str(exc.orig or exc)[:300]}",
                 extra={"event": "database_unreachable"},
             )
+            return 1
+        except SchemaMismatch as exc:
+            log.error(f"cannot start: {exc}", extra={"event": "schema_mismatch"})
             return 1
     run_dir = settings.run_dir or settings.data_dir / "run"
     envoy_config = render(settings, run_dir)

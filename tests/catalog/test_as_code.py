@@ -407,3 +407,18 @@ def test_a_priority_the_contract_cannot_carry_exits_1_and_writes_nothing(  # typ
     assert apply(database_url, write(tmp_path, bad)) == 1
     assert "priority" in capsys.readouterr().err
     assert count(db, Product) == 0
+
+
+def test_a_hexadecimal_amount_exits_1_naming_the_field_and_writes_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, database_url, db, capsys
+):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "products:\n- key: pro\n  name: Pro\n  prices:\n"
+        "  - {lookup_key: pro_monthly, currency: usd, unit_amount: 0x10}\n"
+    )
+    assert apply(database_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: price 'pro_monthly'.unit_amount") and "'0x10'" in err
+    assert "Traceback" not in err
+    assert count(db, Product) == 0

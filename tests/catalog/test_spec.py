@@ -201,3 +201,61 @@ def test_a_grant_priority_inside_int32_is_kept(priority):  # type: ignore[no-unt
     grant = {"credit_type": "api", "amount": "1", "priority": priority}
     price = spec.parse(doc(credit_grants=[grant])).products[0].prices[0]
     assert price.credit_grants[0].priority == priority
+
+
+NON_DECIMAL = ["0x10", "017", "0o17", "0b101", "1_000", "1:30", "-0x10", "00"]
+NUMBER_FIELDS = {
+    "unit_amount": "    unit_amount: {v}\n",
+    "interval_count": "    unit_amount: 900\n    interval: month\n    interval_count: {v}\n",
+    "credit_grants[0].amount": (
+        "    unit_amount: 900\n    credit_grants:\n    - {{credit_type: api, amount: {v}}}\n"
+    ),
+    "credit_grants[0].priority": (
+        "    unit_amount: 900\n    credit_grants:\n"
+        "    - {{credit_type: api, amount: '1', priority: {v}}}\n"
+    ),
+    "credit_grants[0].expires_after_sec": (
+        "    unit_amount: 900\n    credit_grants:\n"
+        "    - {{credit_type: api, amount: '1', expires_after_sec: {v}}}\n"
+    ),
+    "entitlements[0].amount": (
+        "    unit_amount: 900\n    entitlements:\n"
+        "    - {{feature: reports, credit_type: api, amount: {v}}}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("literal", NON_DECIMAL)
+@pytest.mark.parametrize("field", sorted(NUMBER_FIELDS))
+def test_a_non_decimal_integer_is_refused_naming_the_field(tmp_path, field, literal):  # type: ignore[no-untyped-def]
+    # YAML 1.1 (PyYAML) reads 0x10 as 16, 017 as 15, 0b101 as 5, 1_000 as 1000 and 1:30 as
+    # 90 (sexagesimal): an amount written that way was stored as a number nobody wrote.
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "products:\n- key: pro\n  name: Pro\n  prices:\n  - lookup_key: p\n    currency: usd\n"
+        + NUMBER_FIELDS[field].format(v=literal)
+    )
+    with pytest.raises(SpecError) as exc:
+        spec.load(path)
+    assert f"price 'p'.{field}" in str(exc.value)
+    assert repr(literal) in str(exc.value)
+
+
+@pytest.mark.parametrize(("literal", "value"), [("900", 900), ("+900", 900), ("0", 0)])
+def test_a_decimal_integer_is_kept(tmp_path, literal, value):  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "products:\n- key: pro\n  name: Pro\n  prices:\n  - lookup_key: p\n    currency: usd\n"
+        f"    unit_amount: {literal}\n    credit_grants:\n    - {{credit_type: api, amount: 12}}\n"
+    )
+    price = spec.load(path).products[0].prices[0]
+    assert price.unit_amount == value
+    assert [g.amount for g in price.credit_grants] == ["12"]
+
+
+def test_a_non_decimal_integer_in_a_text_field_is_refused_not_rewritten(tmp_path):  # type: ignore[no-untyped-def]
+    # `name: 0x10` would have been stored as the product name "16".
+    path = tmp_path / "catalog.yaml"
+    path.write_text("products:\n- key: pro\n  name: 0x10\n")
+    with pytest.raises(SpecError, match=r"product 'pro'\.name.*'0x10'.*quote"):
+        spec.load(path)

@@ -106,3 +106,34 @@ def test_reconcile_repairs_drift_and_finds_subscriptions_we_never_heard_of(
 def test_replay_refuses_a_time_it_cannot_read(world: World, monkeypatch, capsys, argv):  # type: ignore[no-untyped-def]
     code, _ = run(world, monkeypatch, capsys, *argv)
     assert code == 2
+
+
+def test_two_reconciles_at_once_repair_a_drift_once_and_report_it_once(world: World) -> None:  # type: ignore[no-untyped-def]
+    """Two operators run `reconcile` together: both read the subscription from the provider
+    before either writes; one creates the forgotten row and reports it, the other finds it
+    written and reports nothing, and neither counts a failure."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tollbooth import app
+
+    bought(world)
+    world.gate.open.clear()
+    with world.deps.db.transaction() as session:  # forgotten: a lost event, a restored backup
+        session.execute(Subscription.__table__.delete())
+    sub = world.stripe.v1.subscriptions.list(params={"limit": 1}).data[0]
+    held = [
+        world.sandbox.stalls.add("GET", f"/v1/subscriptions/{sub.id}", seconds=60.0, after=True)
+        for _ in range(2)
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        try:  # both have read it, neither has written
+            assert all(stall.entered.wait(30) for stall in held)
+        finally:
+            for stall in held:
+                stall.release.set()
+        reports = [run.result(timeout=60) for run in runs]
+    assert [r.failed for r in reports] == [[], []]
+    changed = [line for r in reports for line in r.changed if sub.id in line]
+    assert changed == [f"subscription {sub.id} created: active"], changed
+    assert world.count(Subscription) == 1

@@ -76,6 +76,19 @@ def test_the_live_view_has_the_live_values_and_nothing_of_test(tmp_path: Path) -
         ),
         ({"BILLING_LIVE_JWT_SIGNING_KID": "nope"}, "BILLING_LIVE_JWT_SIGNING_KID"),
         ({"STRIPE_API_KEY": "sk_live_the_test_one"}, "STRIPE_API_KEY"),
+        ({"BILLING_LIVE_STRIPE_API_BASE": "127.0.0.1:12111"}, "BILLING_LIVE_STRIPE_API_BASE"),
+        ({"BILLING_LIVE_STRIPE_API_BASE": "file:///etc"}, "BILLING_LIVE_STRIPE_API_BASE"),
+        (
+            {"BILLING_LIVE_STRIPE_API_KEY": "pk_live_x", "BILLING_LIVE_STRIPE_API_BASE": ""},
+            "BILLING_LIVE_STRIPE_API_KEY",
+        ),
+        (
+            {
+                "BILLING_LIVE_STRIPE_API_KEY": "anything",
+                "BILLING_LIVE_STRIPE_API_BASE": "http://127.0.0.1:12111",
+            },
+            "BILLING_LIVE_STRIPE_API_KEY must be a Stripe secret",
+        ),
     ],
 )
 def test_half_configured_or_shared_is_refused_naming_it(

@@ -452,6 +452,21 @@ def test_a_since_out_of_protobufs_range_is_400_field_invalid(stub) -> None:  # t
     assert error_reason(err.value) == "FIELD_INVALID"
 
 
+def test_a_since_in_the_future_is_400_field_invalid_and_queues_nothing(stub) -> None:  # type: ignore[no-untyped-def]
+    # Before: answered {"queued": 0}, as if there were simply nothing to resend.
+    eid = create(stub).endpoint.endpoint_id
+    tomorrow = timestamp_pb2.Timestamp()
+    tomorrow.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ResendNotificationsSince(
+            keyed(pb.ResendNotificationsSinceRequest(endpoint_id=eid, since=tomorrow)),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(err.value) == "FIELD_INVALID"
+    assert "future" in (err.value.details() or "")
+
+
 def test_an_idle_watch_ends_cleanly_before_the_replicas_idle_stream_cut(database_url) -> None:  # type: ignore[no-untyped-def]
     # The replica cancels any stream idle for BILLING_GRPC_STREAM_IDLE_SEC; the watch ends by
     # itself first (OK, resume from the cursor), however long BILLING_NOTIFY_WATCH_IDLE_SEC.

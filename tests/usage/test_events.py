@@ -217,6 +217,15 @@ def test_limits_default_and_read_from_the_environment() -> None:
     assert (limits.max_batch, limits.stream_group_ms) == (7, 2)
 
 
+@pytest.mark.parametrize("raw", ["1001", "86400000", str(10**20)])
+def test_a_stream_group_wait_past_a_second_is_refused_naming_it(raw: str) -> None:
+    # 10**20 ms was accepted and overflowed the stream's wait (OverflowError in every
+    # StreamEvents); an hour held every ack for an hour.
+    with pytest.raises(LimitsError, match="BILLING_USAGE_STREAM_GROUP_MS"):
+        Limits.from_env({"BILLING_USAGE_STREAM_GROUP_MS": raw})
+    assert Limits.from_env({"BILLING_USAGE_STREAM_GROUP_MS": "1000"}).stream_group_ms == 1000
+
+
 @pytest.mark.parametrize("raw", ["0", "-1", "ten"])
 def test_limits_refuse_values_that_are_not_positive_integers(raw: str) -> None:
     with pytest.raises(LimitsError):

@@ -45,6 +45,8 @@ File format (see example_catalog.yaml next to this module)::
 
 The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
 refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.
+Numbers are plain decimal: YAML 1.1 reads 0x10, 017, 0b101, 1_000 and 1:30 as 16, 15, 5, 1000
+and 90, so any of them (and 0o17) is refused naming its field, never converted.
 
 What apply does (one line per action, also printed by --dry-run, which writes nothing):
 
@@ -89,6 +91,7 @@ from tollbooth.catalog.plan import Plan
 from tollbooth.catalog.spec import CatalogSpec, SpecError
 from tollbooth.config import ConfigError, redact_url
 from tollbooth.db import Database, normalize_url
+from tollbooth.db.migrate import schema_problem
 from tollbooth.errors import DomainError
 from tollbooth.provider.client import StripeProvider
 from tollbooth.stack import operator_settings
@@ -218,6 +221,13 @@ def apply_command(
     db = Database(url)
     synced: list[str] = []
     try:
+        problem = schema_problem(url)  # never plan against a schema this code misreads
+        if problem:
+            print(
+                f"error: database {redact_url(url)}: {problem}; nothing was written",
+                file=sys.stderr,
+            )
+            return 1
         result = apply(db, catalog, dry_run=dry_run, archive_missing=archive_missing)
         if sync and not dry_run:
             assert settings is not None

@@ -7,6 +7,7 @@ equal to what the service stores.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,10 +66,32 @@ class CatalogSpec:
     products: tuple[DesiredProduct, ...]
 
 
+@dataclass(frozen=True)
+class _NonDecimal:
+    """An integer YAML 1.1 reads from a non-decimal literal (0x10, 017, 0b101, 1_000, the
+    sexagesimal 1:30; and YAML 1.2's 0o17): kept as written so that the field it lands in
+    refuses it by name, never a number its author did not write."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+DECIMAL_INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")  # 017 is YAML 1.1 octal, refused
+_OCTAL_1_2_RE = re.compile(r"^[-+]?0o[0-7_]+$")
+
+
 class _Loader(yaml.SafeLoader):
     """Safe YAML that refuses a key written twice in one mapping (plain YAML keeps the last
     silently, so the file would mean something its author did not write). A merge (`<<`)
-    may still be overridden, as YAML defines."""
+    may still be overridden, as YAML defines. Integers are decimal only (`_NonDecimal`)."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> object:  # type: ignore[override]
+        text = str(node.value)
+        if DECIMAL_INT_RE.fullmatch(text):
+            return int(text)
+        return _NonDecimal(text)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[object] = set()
@@ -82,6 +105,10 @@ class _Loader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _OCTAL_1_2_RE, list("-+0"))
 
 
 def load(path: str | Path) -> CatalogSpec:
@@ -247,6 +274,11 @@ def _str(value: object, where: str, *, required: bool = False) -> str:
         return ""
     if isinstance(value, bool) or isinstance(value, float):
         raise SpecError(f"{where} must be a string; quote it")
+    if isinstance(value, _NonDecimal):
+        raise SpecError(
+            f"{where}: {value.text!r} is a non-decimal integer in YAML; write the number in"
+            " decimal, or quote it to mean the text"
+        )
     if isinstance(value, int):
         return str(value)
     if not isinstance(value, str):
@@ -267,6 +299,11 @@ def _int(value: object, where: str, *, required: bool = False) -> int:
         if required:
             raise SpecError(f"{where} is required")
         return 0
+    if isinstance(value, _NonDecimal):
+        raise SpecError(
+            f"{where} must be a decimal integer, got {value.text!r} (hexadecimal, octal,"
+            " binary, 1_000 and 1:30 forms are refused, not converted)"
+        )
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{where} must be an integer (minor units for amounts), got {value!r}")
     return value

@@ -76,7 +76,15 @@ def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.dat
 
 
 def resend_since(session: Session, endpoint_id: str, since: dt.datetime, now: dt.datetime) -> int:
-    """Every message written at or after `since` that the endpoint wants is pending again."""
+    """Every message written at or after `since` that the endpoint wants is pending again.
+    A `since` in the future names nothing: refused, not answered with 0 as if all were done."""
+    if since > now:
+        raise errors.invalid(
+            f"since is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ}): nothing was written"
+            " after it",
+            "FIELD_INVALID",
+            field="since",
+        )
     endpoint = endpoints.get(session, endpoint_id, share=True)  # as `resend`
     types = [envelope.internal_type(t) for t in endpoint.event_types or []]
     rows = repository.notifications_since(session, since, types or None)

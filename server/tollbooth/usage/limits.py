@@ -1,6 +1,6 @@
 """Usage limits: read with every other setting (`tollbooth.config.UsageSettings`, a section of
 `Settings`) and handed to the usage servicer, under the names and defaults below. Every value
-must be a positive integer.
+must be a positive integer (some have a ceiling, given below).
 
 | variable | default | meaning |
 |---|---|---|
@@ -10,7 +10,7 @@ must be a positive integer.
 | BILLING_USAGE_MAX_PROPERTIES_BYTES | 8192 | properties as canonical JSON, UTF-8 bytes |
 | BILLING_USAGE_MAX_PROPERTIES_DEPTH | 5 | nesting of properties (a flat object is 1; at most 20) |
 | BILLING_USAGE_STREAM_GROUP_MAX | 500 | StreamEvents commits at most this many events at once |
-| BILLING_USAGE_STREAM_GROUP_MS | 5 | ...or what arrived this many ms after a group's first event |
+| BILLING_USAGE_STREAM_GROUP_MS | 5 | ...or what came this many ms after a group's first (1..1000) |
 """
 
 from __future__ import annotations

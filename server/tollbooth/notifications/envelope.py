@@ -100,10 +100,23 @@ def data(row: NotificationOutbox) -> dict[str, Any]:
         if isinstance(currency, str):
             out["currency"] = currency.upper()
             payload.pop("currency")
+        # The provider's invoice (`in_...`) and payment intent (`pi_...`); null when there is
+        # none (a payment without an invoice; nothing to pay), and on rows older than them.
+        out["invoiceId"] = payload.pop("invoice_id", None)
+        out["paymentId"] = payload.pop("payment_id", None)
         out["passThroughToken"] = payload.pop("client_reference", None) or ""
     for key, value in payload.items():
-        out.setdefault(camel(key), value)
+        out.setdefault(camel(key), camel_keys(value))
     return out
+
+
+def camel_keys(value: Any) -> Any:
+    """Nested objects' keys camelCase too, at any depth (lists included)."""
+    if isinstance(value, dict):
+        return {camel(str(k)): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
 
 
 def envelope(row: NotificationOutbox) -> dict[str, Any]:

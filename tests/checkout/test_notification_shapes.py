@@ -1,0 +1,84 @@
+"""The outbound notifications a real purchase writes, as receivers get them (the signed body,
+`envelope.body`), against seed 001's payloads: checkout.session.completed's fields, camelCase
+all the way down, money as a decimal string of major units with an upper-case currency, and
+timestamps in UTC ending in `Z`. Through real stubs and the sandbox, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from billing.v1 import catalog_pb2
+from tests.checkout.support import World
+from tollbooth.db.models import NotificationOutbox
+from tollbooth.notifications import envelope
+
+CREDITS = [
+    catalog_pb2.CreditGrantSpec(
+        credit_type="api_calls", amount="1000", on_purchase=True, on_renewal=True
+    )
+]
+
+
+def sent(world: World, account: str) -> dict[str, list[dict[str, Any]]]:
+    """Every notification about the account, as the bytes a receiver gets, by public type."""
+    with world.deps.db.transaction(readonly=True) as session:
+        rows = session.scalars(
+            select(NotificationOutbox)
+            .where(NotificationOutbox.billing_account_id == account)
+            .order_by(NotificationOutbox.created_at)
+        ).all()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            body = json.loads(envelope.body(row))
+            out.setdefault(body["type"], []).append(body)
+    return out
+
+
+def subscribed(world: World) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """Pro bought and paid ($49.00 a month): the stripe session id and what was sent."""
+    world.price("pro", amount=4900, grants=CREDITS)
+    token, account = world.token()
+    answer = world.buy(token, "pro", reference="your-internal-reference")
+    world.pay(answer.session.stripe_checkout_session_id)
+    world.settled()
+    return answer.session.stripe_checkout_session_id, sent(world, account)
+
+
+def keys(value: Any) -> list[str]:
+    """Every object key, at any depth."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in [k, *keys(v)]]
+    if isinstance(value, list):
+        return [k for v in value for k in keys(v)]
+    return []
+
+
+def test_checkout_completed_carries_invoice_and_payment_ids_in_camel_case(world: World):
+    stripe_id, got = subscribed(world)
+    (completed,) = got["checkout.session.completed"]
+    data = completed["data"]
+    session = world.stripe.v1.checkout.sessions.retrieve(stripe_id)
+    invoice = world.stripe.v1.invoices.retrieve(str(session.invoice))
+    assert data["invoiceId"] == invoice.id and data["invoiceId"].startswith("in_")
+    assert data["paymentId"] and data["paymentId"].startswith("pi_")
+    assert (data["status"], data["passThroughToken"]) == ("completed", "your-internal-reference")
+    assert data["items"][0]["lookupKey"] == "pro" and data["items"][0]["quantity"] == 1
+    for body in [b for bodies in got.values() for b in bodies]:
+        snake = [k for k in keys(body["data"]) if "_" in k]
+        assert snake == [], (body["type"], snake)
+
+
+def test_a_one_time_checkout_names_its_payment(world: World):
+    once = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="10", on_purchase=True)]
+    world.price("pack", amount=1500, recurring=False, grants=once)
+    token, account = world.token()
+    answer = world.buy(token, "pack")
+    world.pay(answer.session.stripe_checkout_session_id)
+    world.settled()
+    (completed,) = sent(world, account)["checkout.session.completed"]
+    session = world.stripe.v1.checkout.sessions.retrieve(answer.session.stripe_checkout_session_id)
+    assert completed["data"]["paymentId"] == session.payment_intent
+    assert "invoiceId" in completed["data"]

@@ -248,3 +248,27 @@ def test_redirects_outside_the_allow_list_are_400_through_envoy_and_change_nothi
     )
     assert (portal.status, portal.reason) == (400, "REDIRECT_URL_NOT_ALLOWED")
     assert provider_objects() == before  # no customer, no session at the provider
+
+
+def test_checkout_and_portal_answers_carry_seed_000s_url_names(shop: Shop):
+    """Seed 000 (and 002) read `checkout_url` and `portal_url`: each is the answer's `url`, and
+    a conflict's `checkout_url` is the portal's (the next billing action, as seed 000 says)."""
+    shop.price("rest-named-pro", group="rest-named")
+    shop.price("rest-named-team", group="rest-named", amount=9900)
+    token = shop.token("rest-named")
+    buy = {"items": [{"lookup_key": "rest-named-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    assert first["checkout_url"] == first["url"] == first["session"]["url"]
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-named-pro", what="the webhook")
+    buy["items"] = [{"lookup_key": "rest-named-team"}]
+    conflict = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    assert conflict["checkout_url"] == conflict["url"] == conflict["portal"]["url"]
+    portal = shop.request(
+        "POST", "/api/v1/portal/sessions", {"return_url": "https://app.example/"}, token
+    )
+    assert portal.status == 200, portal.body
+    assert portal.json()["portal_url"] == portal.json()["url"] != ""

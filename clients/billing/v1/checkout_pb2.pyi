@@ -371,10 +371,15 @@ class CreateCheckoutSessionResponse(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     PORTAL_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The page to open next: the checkout's or the portal's URL (the same as
     session.url or portal.url), so a client may redirect without looking at
     which one it is.
+    """
+    checkout_url: _builtins.str
+    """The same as `url`, under the name seeds 000 and 002 read: the next billing
+    action's page (a portal's on a conflict, not always a new checkout).
     """
     @_builtins.property
     def session(self) -> Global___CheckoutSession:
@@ -392,10 +397,11 @@ class CreateCheckoutSessionResponse(_message.Message):
         url: _builtins.str = ...,
         session: Global___CheckoutSession | None = ...,
         portal: Global___PortalRedirect | None = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "portal", b"portal", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_url", b"checkout_url", "next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_next_action: _TypeAlias = _typing.Literal["session", "portal"]  # noqa: Y015
     _WhichOneofArgType_next_action: _TypeAlias = _typing.Literal["next_action", b"next_action"]  # noqa: Y015
@@ -543,12 +549,15 @@ class PortalSession(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     RETURN_URL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PORTAL_URL_FIELD_NUMBER: _builtins.int
     portal_session_id: _builtins.str
     """The provider's portal session id."""
     url: _builtins.str
     """The hosted portal page."""
     return_url: _builtins.str
     """Where the portal's back link leads."""
+    portal_url: _builtins.str
+    """The same as `url`, under the name seeds 000 and 002 read."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the session was created."""
@@ -560,10 +569,11 @@ class PortalSession(_message.Message):
         url: _builtins.str = ...,
         return_url: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        portal_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "return_url", b"return_url", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "portal_url", b"portal_url", "return_url", b"return_url", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -135,6 +135,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
                     url=result.url,
+                    checkout_url=result.url,
                     portal=checkout_pb2.PortalRedirect(
                         url=result.url,
                         conflicting_subscription_id=result.conflicting_subscription_id,
@@ -143,6 +144,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             assert result.session is not None
             return checkout_pb2.CreateCheckoutSessionResponse(
                 url=result.url,
+                checkout_url=result.url,
                 session=session_out(result.session),
             )
 
@@ -181,6 +183,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             return checkout_pb2.PortalSession(
                 portal_session_id=result.portal_session_id,
                 url=result.url,
+                portal_url=result.url,
                 return_url=result.return_url,
                 create_time=ts(result.created),
             )

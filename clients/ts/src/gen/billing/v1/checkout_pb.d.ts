@@ -357,6 +357,14 @@ export declare type CreateCheckoutSessionResponse = Message<"billing.v1.CreateCh
     value: PortalRedirect;
     case: "portal";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The same as `url`, under the name seeds 000 and 002 read: the next billing
+   * action's page (a portal's on a conflict, not always a new checkout).
+   *
+   * @generated from field: string checkout_url = 6;
+   */
+  checkoutUrl: string;
 };
 
 /**
@@ -527,6 +535,13 @@ export declare type PortalSession = Message<"billing.v1.PortalSession"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The same as `url`, under the name seeds 000 and 002 read.
+   *
+   * @generated from field: string portal_url = 5;
+   */
+  portalUrl: string;
 };
 
 /**

@@ -82,3 +82,32 @@ def test_a_one_time_checkout_names_its_payment(world: World):
     session = world.stripe.v1.checkout.sessions.retrieve(answer.session.stripe_checkout_session_id)
     assert completed["data"]["paymentId"] == session.payment_intent
     assert "invoiceId" in completed["data"]
+
+
+def money(body: dict[str, Any]) -> tuple[Any, Any]:
+    return body["data"].get("amount"), body["data"].get("currency")
+
+
+def test_money_is_seed_001s_major_units_and_currency_in_every_notification(world: World):
+    """Seed 001's "amount": "49.00", "currency": "USD", in every type that carries money: a
+    checkout, its invoice, a payment intent's success and failure (never minor units, never
+    under another name)."""
+    from tests.payments.support import confirm, create, token
+
+    _, got = subscribed(world)
+    assert money(got["checkout.session.completed"][0]) == ("49.00", "USD")
+    assert money(got["invoice.paid"][0]) == ("49.00", "USD")
+    bearer, account = token(world)
+    intent = create(world, bearer)  # seed 003's body: 2999 usd
+    try:
+        confirm(world, intent.stripe_payment_intent_id, "pm_card_chargeDeclined")
+    except Exception:  # the sandbox answers the decline as Stripe does
+        pass
+    confirm(world, intent.stripe_payment_intent_id)
+    world.settled()
+    paid = sent(world, account)
+    assert money(paid["payment_intent.payment_failed"][0]) == ("29.99", "USD")
+    assert money(paid["payment_intent.succeeded"][0]) == ("29.99", "USD")
+    for body in [b for bodies in (*got.values(), *paid.values()) for b in bodies]:
+        named = [k for k in keys(body["data"]) if k.startswith("amount") and k != "amount"]
+        assert named == [], (body["type"], named)

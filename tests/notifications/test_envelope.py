@@ -99,3 +99,12 @@ def test_headers_carry_one_signature_per_secret() -> None:
     assert len(sigs) == 2
     for s, sig in zip(secrets, sigs, strict=True):
         assert Webhook(s).sign("ntf_1", AT, '{"a":1}') == sig
+
+
+def test_every_money_figure_is_amount_and_currency_in_major_units() -> None:
+    for type_, key in envelope.MONEY.items():
+        data = envelope.envelope(row(type_, {key: 4900, "currency": "usd"}))["data"]
+        assert (data["amount"], data["currency"]) == ("49.00", "USD"), type_
+        assert not [k for k in data if k.startswith("amount") and k != "amount"], type_
+    failed = envelope.envelope(row("invoice.payment_failed", {"attempt_count": 1}))["data"]
+    assert (failed["amount"], failed["currency"], failed["attemptCount"]) == (None, None, 1)

@@ -111,3 +111,26 @@ def test_money_is_seed_001s_major_units_and_currency_in_every_notification(world
     for body in [b for bodies in (*got.values(), *paid.values()) for b in bodies]:
         named = [k for k in keys(body["data"]) if k.startswith("amount") and k != "amount"]
         assert named == [], (body["type"], named)
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_every_timestamp_is_utc_rfc_3339_ending_in_z(world: World):
+    """Seed 001's "2025-03-03T17:06:07.473879Z", for the envelope and every time in data (a
+    subscription's currentPeriodEnd included), never "+00:00"."""
+    import datetime as dt
+
+    _, got = subscribed(world)
+    (created,) = got["subscription.created"]
+    end = created["data"]["currentPeriodEnd"]
+    assert end.endswith("Z") and dt.datetime.fromisoformat(end).tzinfo == dt.UTC
+    for body in [b for bodies in got.values() for b in bodies]:
+        assert body["timestamp"].endswith("Z")
+        offsets = [s for s in strings(body["data"]) if s.endswith("+00:00")]
+        assert offsets == [], (body["type"], offsets)

@@ -121,16 +121,28 @@ def data(row: NotificationOutbox) -> dict[str, Any]:
     elif row.type in MONEY:
         _money(row.type, payload, out)
     for key, value in payload.items():
-        out.setdefault(camel(key), camel_keys(value))
+        out.setdefault(camel(key), public_value(key, value))
     return out
 
 
-def camel_keys(value: Any) -> Any:
-    """Nested objects' keys camelCase too, at any depth (lists included)."""
+# Payload keys that hold an instant (`current_period_end`, `occurred_at`, `failing_since`).
+_TIME_KEY = re.compile(r"(_at|_end|_start|_since|_time)$")
+
+
+def public_value(key: str, value: Any) -> Any:
+    """A payload value as receivers get it: nested objects' keys camelCase too, at any depth
+    (lists included), and an instant stored with an offset (`isoformat`'s "+00:00") in
+    `timestamp`'s UTC form ending in Z, as rows written before this rule are too."""
     if isinstance(value, dict):
-        return {camel(str(k)): camel_keys(v) for k, v in value.items()}
+        return {camel(str(k)): public_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
-        return [camel_keys(v) for v in value]
+        return [public_value(key, v) for v in value]
+    if isinstance(value, str) and _TIME_KEY.search(key):
+        try:
+            at = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return timestamp(at) if at.tzinfo is not None else value
     return value
 
 

@@ -272,3 +272,22 @@ def test_checkout_and_portal_answers_carry_seed_000s_url_names(shop: Shop):
     )
     assert portal.status == 200, portal.body
     assert portal.json()["portal_url"] == portal.json()["url"] != ""
+
+
+def test_billing_status_carries_seed_002s_status(shop: Shop):
+    """Seed 002's `status`: the subscription's status in Stripe's words ("active"), absent
+    (null to a JSON reader) on the free plan; `state` stays beside it."""
+    token = shop.token("rest-status")
+    free = shop.billing(token)
+    assert free["plan"] == "free" and free.get("status") is None
+    shop.price("rest-status-pro", group="rest-status")
+    buy = {"items": [{"lookup_key": "rest-status-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    paid = wait_for(
+        lambda: (b := shop.billing(token))["plan"] == "rest-status-pro" and b, what="the webhook"
+    )
+    assert (paid["status"], paid["state"]) == ("active", "SUBSCRIPTION_STATE_ACTIVE")

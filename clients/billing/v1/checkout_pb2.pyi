@@ -797,6 +797,7 @@ class BillingStatus(_message.Message):
     CURRENT_PERIOD_END_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The billing account."""
     plan: _builtins.str
@@ -807,6 +808,11 @@ class BillingStatus(_message.Message):
     """State of the current plan's subscription."""
     cancel_at_period_end: _builtins.bool
     """Whether the current plan ends at the end of the period."""
+    status: _builtins.str
+    """Seed 002's `status`: the current plan's subscription status in the
+    provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
+    `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+    """
     @_builtins.property
     def current_period_end_time(self) -> _timestamp_pb2.Timestamp:
         """End of the current plan's billing period."""
@@ -825,12 +831,15 @@ class BillingStatus(_message.Message):
         current_period_end_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_at_period_end: _builtins.bool = ...,
         entitlements: _abc.Iterable[_catalog_pb2.Entitlement] | None = ...,
+        status: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end_time", b"current_period_end_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
 
 Global___BillingStatus: _TypeAlias = BillingStatus  # noqa: Y015
 

@@ -861,6 +861,15 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
    * @generated from field: repeated billing.v1.Entitlement entitlements = 9;
    */
   entitlements: Entitlement[];
+
+  /**
+   * Seed 002's `status`: the current plan's subscription status in the
+   * provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
+   * `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+   *
+   * @generated from field: optional string status = 10;
+   */
+  status?: string | undefined;
 };
 
 /**

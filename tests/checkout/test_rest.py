@@ -291,3 +291,22 @@ def test_billing_status_carries_seed_002s_status(shop: Shop):
         lambda: (b := shop.billing(token))["plan"] == "rest-status-pro" and b, what="the webhook"
     )
     assert (paid["status"], paid["state"]) == ("active", "SUBSCRIPTION_STATE_ACTIVE")
+
+
+def test_a_portal_without_return_url_returns_to_the_first_allowed_origin(shop: Shop):
+    """Seed 002's portal request has no body: the back link is the first of
+    BILLING_REDIRECT_ORIGINS (https://app.example here) instead of a 400."""
+    shop.price("rest-back-pro", group="rest-back")
+    token = shop.token("rest-back")
+    buy = {"items": [{"lookup_key": "rest-back-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-back-pro", what="the webhook")
+    for body in (None, {}):
+        portal = shop.request("POST", "/api/v1/portal/sessions", body, token)
+        assert portal.status == 200, portal.body
+        # (the answer's return_url is the provider's session's)
+        assert portal.json()["return_url"] == "https://app.example/"

@@ -503,7 +503,10 @@ class CreatePortalSessionRequest(_message.Message):
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
-    """Where the portal's back link leads."""
+    """Where the portal's back link leads; on an allowed origin
+    (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
+    allowed origin (`https://app.example/`).
+    """
     request_id: _builtins.str
     """Idempotency key. Optional here, unlike the management RPCs: seed 000's
     browser request shape sends none.

@@ -564,7 +564,12 @@ def create_portal(
     origins: Sequence[str] | None,
 ) -> PortalResult:
     """A portal session: checked and read in one transaction, created with none open. The
-    idempotency key covers what the parameters derive from (request and configuration)."""
+    idempotency key covers what the parameters derive from (request and configuration).
+
+    Without a return_url (seed 002's request has no body) the portal leads back to the first
+    allowed origin, the configured home of the app."""
+    if not return_url.strip() and origins:
+        return_url = f"{origins[0]}/"
     with db.transaction() as session:
         account = resolve_by_customer(session, caller, account_ref, customer)
         back = (

@@ -457,7 +457,9 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
   account: string;
 
   /**
-   * Where the portal's back link leads.
+   * Where the portal's back link leads; on an allowed origin
+   * (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
+   * allowed origin (`https://app.example/`).
    *
    * @generated from field: string return_url = 2;
    */

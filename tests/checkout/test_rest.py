@@ -310,3 +310,36 @@ def test_a_portal_without_return_url_returns_to_the_first_allowed_origin(shop: S
         assert portal.status == 200, portal.body
         # (the answer's return_url is the provider's session's)
         assert portal.json()["return_url"] == "https://app.example/"
+
+
+def test_seed_001s_portal_body_works_as_written(shop: Shop):
+    """Seed 001 step 7, copied (a backend names the account by `accountId`, its id or alias;
+    the sections' settings map to the portal's options) and answered with `sessionUrl`'s
+    `session_url`."""
+    shop.price("rest-seed1-pro", group="rest-seed1")
+    principal = "rest-seed1"
+    token = shop.token(principal)
+    buy = {"items": [{"lookup_key": "rest-seed1-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-seed1-pro", what="the webhook")
+    body = {
+        "accountId": principal,
+        "planOverviewSettings": {"showSection": True, "allowSubscriptionCancel": False},
+        "invoiceListSettings": {"showSection": True},
+        "billingDetailsSettings": {"showSection": True},
+    }
+    portal = shop.request("POST", "/api/v1/portal/sessions", body)
+    assert portal.status == 200, portal.body
+    assert portal.json()["session_url"] == portal.json()["url"] != ""
+    remote = shop.stripe.v1.billing_portal.configurations.list(params={"limit": 100}).data
+    configured = [c for c in remote if c.to_dict()["metadata"].get("tollbooth_options")]
+    (no_cancel,) = [c for c in configured if not c.features.subscription_cancel.enabled]
+    assert no_cancel.features.invoice_history.enabled is True
+    assert no_cancel.features.payment_method_update.enabled is True
+    # Two names for one account that disagree are refused.
+    both = shop.request("POST", "/api/v1/portal/sessions", {**body, "account": "someone-else"})
+    assert (both.status, both.reason) == (400, "FIELD_INVALID")

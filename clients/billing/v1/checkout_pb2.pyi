@@ -489,6 +489,63 @@ class PortalOptions(_message.Message):
 Global___PortalOptions: _TypeAlias = PortalOptions  # noqa: Y015
 
 @_typing.final
+class PlanOverviewSettings(_message.Message):
+    """Seed 001's `planOverviewSettings`: each unset setting is on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOW_SECTION_FIELD_NUMBER: _builtins.int
+    ALLOW_SUBSCRIPTION_CANCEL_FIELD_NUMBER: _builtins.int
+    show_section: _builtins.bool
+    """Show the subscription; false also turns off cancelling and plan changes."""
+    allow_subscription_cancel: _builtins.bool
+    """Allow cancelling subscriptions (PortalOptions.allow_cancel)."""
+    def __init__(
+        self,
+        *,
+        show_section: _builtins.bool | None = ...,
+        allow_subscription_cancel: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel", "_show_section", b"_show_section", "allow_subscription_cancel", b"allow_subscription_cancel", "show_section", b"show_section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel", "_show_section", b"_show_section", "allow_subscription_cancel", b"allow_subscription_cancel", "show_section", b"show_section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_subscription_cancel: _TypeAlias = _typing.Literal["allow_subscription_cancel"]  # noqa: Y015
+    _WhichOneofArgType__allow_subscription_cancel: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel"]  # noqa: Y015
+    _WhichOneofReturnType__show_section: _TypeAlias = _typing.Literal["show_section"]  # noqa: Y015
+    _WhichOneofArgType__show_section: _TypeAlias = _typing.Literal["_show_section", b"_show_section"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_subscription_cancel) -> _WhichOneofReturnType__allow_subscription_cancel | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__show_section) -> _WhichOneofReturnType__show_section | None: ...
+
+Global___PlanOverviewSettings: _TypeAlias = PlanOverviewSettings  # noqa: Y015
+
+@_typing.final
+class PortalSectionSettings(_message.Message):
+    """Seed 001's `invoiceListSettings` and `billingDetailsSettings`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOW_SECTION_FIELD_NUMBER: _builtins.int
+    show_section: _builtins.bool
+    """Show the section (invoice history; billing details and payment methods)."""
+    def __init__(
+        self,
+        *,
+        show_section: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_show_section", b"_show_section", "show_section", b"show_section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_show_section", b"_show_section", "show_section", b"show_section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__show_section: _TypeAlias = _typing.Literal["show_section"]  # noqa: Y015
+    _WhichOneofArgType__show_section: _TypeAlias = _typing.Literal["_show_section", b"_show_section"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__show_section) -> _WhichOneofReturnType__show_section | None: ...
+
+Global___PortalSectionSettings: _TypeAlias = PortalSectionSettings  # noqa: Y015
+
+@_typing.final
 class CreatePortalSessionRequest(_message.Message):
     """Request of CheckoutService.CreatePortalSession."""
 
@@ -500,6 +557,10 @@ class CreatePortalSessionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PLAN_OVERVIEW_SETTINGS_FIELD_NUMBER: _builtins.int
+    INVOICE_LIST_SETTINGS_FIELD_NUMBER: _builtins.int
+    BILLING_DETAILS_SETTINGS_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
@@ -520,9 +581,28 @@ class CreatePortalSessionRequest(_message.Message):
     """Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
     of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
     """
+    account_id: _builtins.str
+    """Seed 001's `accountId`: the same as `account` (service key only); both
+    given and different is FIELD_INVALID.
+    """
     @_builtins.property
     def options(self) -> Global___PortalOptions:
         """Optional; the configured defaults apply when unset."""
+
+    @_builtins.property
+    def plan_overview_settings(self) -> Global___PlanOverviewSettings:
+        """Seed 001's portal settings. Each option is on unless this or `options`
+        turns it off: `showSection` false on the plan overview turns off
+        cancelling and plan changes, `allowSubscriptionCancel` false cancelling.
+        """
+
+    @_builtins.property
+    def invoice_list_settings(self) -> Global___PortalSectionSettings:
+        """`showSection` false turns off the invoice history."""
+
+    @_builtins.property
+    def billing_details_settings(self) -> Global___PortalSectionSettings:
+        """`showSection` false turns off updating payment methods and billing details."""
 
     def __init__(
         self,
@@ -533,10 +613,14 @@ class CreatePortalSessionRequest(_message.Message):
         request_id: _builtins.str = ...,
         customer: _builtins.str = ...,
         environment: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        plan_overview_settings: Global___PlanOverviewSettings | None = ...,
+        invoice_list_settings: Global___PortalSectionSettings | None = ...,
+        billing_details_settings: Global___PortalSectionSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_details_settings", b"billing_details_settings", "invoice_list_settings", b"invoice_list_settings", "options", b"options", "plan_overview_settings", b"plan_overview_settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "customer", b"customer", "environment", b"environment", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_id", b"account_id", "billing_details_settings", b"billing_details_settings", "customer", b"customer", "environment", b"environment", "invoice_list_settings", b"invoice_list_settings", "options", b"options", "plan_overview_settings", b"plan_overview_settings", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -553,6 +637,7 @@ class PortalSession(_message.Message):
     RETURN_URL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PORTAL_URL_FIELD_NUMBER: _builtins.int
+    SESSION_URL_FIELD_NUMBER: _builtins.int
     portal_session_id: _builtins.str
     """The provider's portal session id."""
     url: _builtins.str
@@ -561,6 +646,8 @@ class PortalSession(_message.Message):
     """Where the portal's back link leads."""
     portal_url: _builtins.str
     """The same as `url`, under the name seeds 000 and 002 read."""
+    session_url: _builtins.str
+    """The same as `url`, under seed 001's name (`sessionUrl`)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the session was created."""
@@ -573,10 +660,11 @@ class PortalSession(_message.Message):
         return_url: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         portal_url: _builtins.str = ...,
+        session_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "portal_url", b"portal_url", "return_url", b"return_url", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "portal_url", b"portal_url", "return_url", b"return_url", "session_url", b"session_url", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -62,8 +62,9 @@ class BillingClient:
         max_backoff: float = 2.0,
     ) -> None:
         if service_key and bearer_token:
-            # The server refuses bearer tokens on service-key RPCs and vice versa; sending
-            # both would make which one counts depend on the RPC. Use two clients.
+            # The server refuses bearer tokens on service-key RPCs and vice versa, and a
+            # call carrying both is the token's (seed 003's shape): the key would add
+            # nothing but an environment check. Use two clients.
             raise ValueError("pass service_key or bearer_token, not both")
         if default_timeout <= 0:
             raise ValueError("default_timeout must be positive")

@@ -108,6 +108,11 @@ def test_the_portal_of_a_billed_account_maps_its_options(world: World):
     assert features.subscription_cancel.enabled is False
     assert features.invoice_history.enabled is True
     assert features.payment_method_update.enabled is True
+    # No return_url: back to the first allowed origin (BILLING_REDIRECT_ORIGINS).
+    home = world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(), metadata=bearer_md(token)
+    )
+    assert home.return_url == "https://app.example/" and home.portal_url
 
 
 def test_the_portal_offers_every_active_plan_of_a_held_group_bought_or_not(world: World):

@@ -248,3 +248,98 @@ def test_redirects_outside_the_allow_list_are_400_through_envoy_and_change_nothi
     )
     assert (portal.status, portal.reason) == (400, "REDIRECT_URL_NOT_ALLOWED")
     assert provider_objects() == before  # no customer, no session at the provider
+
+
+def test_checkout_and_portal_answers_carry_seed_000s_url_names(shop: Shop):
+    """Seed 000 (and 002) read `checkout_url` and `portal_url`: each is the answer's `url`, and
+    a conflict's `checkout_url` is the portal's (the next billing action, as seed 000 says)."""
+    shop.price("rest-named-pro", group="rest-named")
+    shop.price("rest-named-team", group="rest-named", amount=9900)
+    token = shop.token("rest-named")
+    buy = {"items": [{"lookup_key": "rest-named-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    assert first["checkout_url"] == first["url"] == first["session"]["url"]
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-named-pro", what="the webhook")
+    buy["items"] = [{"lookup_key": "rest-named-team"}]
+    conflict = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    assert conflict["checkout_url"] == conflict["url"] == conflict["portal"]["url"]
+    portal = shop.request(
+        "POST", "/api/v1/portal/sessions", {"return_url": "https://app.example/"}, token
+    )
+    assert portal.status == 200, portal.body
+    assert portal.json()["portal_url"] == portal.json()["url"] != ""
+
+
+def test_billing_status_carries_seed_002s_status(shop: Shop):
+    """Seed 002's `status`: the subscription's status in Stripe's words ("active"), absent
+    (null to a JSON reader) on the free plan; `state` stays beside it."""
+    token = shop.token("rest-status")
+    free = shop.billing(token)
+    assert free["plan"] == "free" and free.get("status") is None
+    shop.price("rest-status-pro", group="rest-status")
+    buy = {"items": [{"lookup_key": "rest-status-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    paid = wait_for(
+        lambda: (b := shop.billing(token))["plan"] == "rest-status-pro" and b, what="the webhook"
+    )
+    assert (paid["status"], paid["state"]) == ("active", "SUBSCRIPTION_STATE_ACTIVE")
+
+
+def test_a_portal_without_return_url_returns_to_the_first_allowed_origin(shop: Shop):
+    """Seed 002's portal request has no body: the back link is the first of
+    BILLING_REDIRECT_ORIGINS (https://app.example here) instead of a 400."""
+    shop.price("rest-back-pro", group="rest-back")
+    token = shop.token("rest-back")
+    buy = {"items": [{"lookup_key": "rest-back-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-back-pro", what="the webhook")
+    for body in (None, {}):
+        portal = shop.request("POST", "/api/v1/portal/sessions", body, token)
+        assert portal.status == 200, portal.body
+        # (the answer's return_url is the provider's session's)
+        assert portal.json()["return_url"] == "https://app.example/"
+
+
+def test_seed_001s_portal_body_works_as_written(shop: Shop):
+    """Seed 001 step 7, copied (a backend names the account by `accountId`, its id or alias;
+    the sections' settings map to the portal's options) and answered with `sessionUrl`'s
+    `session_url`."""
+    shop.price("rest-seed1-pro", group="rest-seed1")
+    principal = "rest-seed1"
+    token = shop.token(principal)
+    buy = {"items": [{"lookup_key": "rest-seed1-pro"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token).json()
+    shop.stripe.raw_request(
+        "post",
+        f"/v1/test_helpers/checkout/sessions/{first['session']['stripe_checkout_session_id']}/complete",
+    )
+    wait_for(lambda: shop.billing(token)["plan"] == "rest-seed1-pro", what="the webhook")
+    body = {
+        "accountId": principal,
+        "planOverviewSettings": {"showSection": True, "allowSubscriptionCancel": False},
+        "invoiceListSettings": {"showSection": True},
+        "billingDetailsSettings": {"showSection": True},
+    }
+    portal = shop.request("POST", "/api/v1/portal/sessions", body)
+    assert portal.status == 200, portal.body
+    assert portal.json()["session_url"] == portal.json()["url"] != ""
+    remote = shop.stripe.v1.billing_portal.configurations.list(params={"limit": 100}).data
+    configured = [c for c in remote if c.to_dict()["metadata"].get("tollbooth_options")]
+    (no_cancel,) = [c for c in configured if not c.features.subscription_cancel.enabled]
+    assert no_cancel.features.invoice_history.enabled is True
+    assert no_cancel.features.payment_method_update.enabled is True
+    # Two names for one account that disagree are refused.
+    both = shop.request("POST", "/api/v1/portal/sessions", {**body, "account": "someone-else"})
+    assert (both.status, both.reason) == (400, "FIELD_INVALID")

@@ -171,3 +171,22 @@ def test_an_amount_finer_than_18_places_is_400_amount_invalid(stack) -> None:  #
     _, acct, _ = new_account(stack)
     resp = grant(stack, acct, "0.0000000000000000001")
     assert (resp.status, resp.reason) == (400, "AMOUNT_INVALID")
+
+
+def test_seed_001s_grant_body_without_request_id_grants_each_time(stack) -> None:  # type: ignore[no-untyped-def]
+    """Seed 001's grant, copied as written (no requestId): it grants. Without a key nothing
+    can tell a retry from a second grant, so each call is a grant of its own."""
+    _, acct, _ = new_account(stack)
+    body = {"creditType": "units", "amount": "50", "reason": "Welcome credits"}
+    path = f"/mgt/v1/accounts/{acct}/credits/grants"
+    first = stack.request("POST", path, body, SERVICE)
+    assert first.status == 200, first.body
+    assert (first.json()["amount"], first.json()["reason"]) == ("50", "Welcome credits")
+    assert first.json()["request_id"] == ""
+    second = stack.request("POST", path, body, SERVICE)
+    assert second.status == 200, second.body
+    assert second.json()["grant_id"] != first.json()["grant_id"]
+    balance = stack.request(
+        "GET", f"/mgt/v1/accounts/{acct}/credits/balance?type=units", headers=SERVICE
+    ).json()["balance"]
+    assert balance == "100"

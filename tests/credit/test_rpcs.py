@@ -91,7 +91,6 @@ def test_an_unknown_credit_type_has_a_zero_balance(channel) -> None:  # type: ig
 def test_writes_require_request_id(channel) -> None:  # type: ignore[no-untyped-def]
     principal, _, _ = account(channel)
     grant(channel, principal, "5")
-    fails(INVALID, "FIELD_REQUIRED", grant, channel, principal, "5", request_id="")
     fails(INVALID, "FIELD_REQUIRED", debit, channel, principal, "1", request_id="")
     fails(INVALID, "FIELD_REQUIRED", reserve, channel, principal, "1", request_id="")
     r = reserve(channel, principal, "1")
@@ -461,3 +460,15 @@ def test_depletion_is_notified_once_per_transition(channel, db) -> None:  # type
             == 7
         )
         check_invariants(s, acct_id)
+
+
+def test_a_grant_without_request_id_is_a_new_grant_each_call(channel) -> None:  # type: ignore[no-untyped-def]
+    """Seed 001's grant sends no key: it is granted (on PostgreSQL's fast path's fallback
+    too), and a second such call is a second grant; a keyed one still replays."""
+    principal, _, _ = account(channel)
+    one = grant(channel, principal, "50", reason="Welcome credits", request_id="")
+    two = grant(channel, principal, "50", reason="Welcome credits", request_id="")
+    assert one.grant_id != two.grant_id and one.request_id == two.request_id == ""
+    keyed = grant(channel, principal, "5", request_id="k-1")
+    assert grant(channel, principal, "5", request_id="k-1").grant_id == keyed.grant_id
+    assert balance(channel, principal).balance == "105"

@@ -26,7 +26,7 @@ from billing.v1 import (
 )
 from tests.environments.objects import unique
 from tests.environments.support import Environment, Pair, two_environments
-from tests.helpers import keyed
+from tests.helpers import error_reason, keyed
 from tollbooth.db.models import StripeEvent
 
 
@@ -146,6 +146,46 @@ def test_a_token_works_in_the_environment_that_signed_it_only(pair: Pair) -> Non
             headers={"authorization": f"Bearer {issued[name].access_token}"},
         )
         assert got.status == 200 and got.json()["balance"] == expected, (name, got.body)
+
+
+def test_a_token_beside_a_key_of_the_other_environment_is_environment_mismatch(
+    pair: Pair,
+) -> None:
+    """Seed 003's key and token together: a token signed by the other environment than the
+    key's is refused, over gRPC and REST, whichever way round; matching ones act as the token."""
+    tokens = token_pb2_grpc.TokenServiceStub(pair.channel)
+    credits = credit_pb2_grpc.CreditServiceStub(pair.channel)
+    alias = unique("mixed")
+    issued = {
+        env.name: tokens.IssueToken(
+            token_pb2.IssueTokenRequest(principal_id=alias, scopes=["credits:read"]),
+            metadata=env.md,
+            timeout=10,
+        )
+        for env in (pair.test, pair.live)
+    }
+    for key_env, token_env in (("test", "live"), ("live", "test")):
+        bearer = ("authorization", f"Bearer {issued[token_env].access_token}")
+        with pytest.raises(grpc.RpcError) as err:
+            credits.GetBalance(
+                credit_pb2.GetBalanceRequest(type="units"),
+                metadata=(*pair.env(key_env).md, bearer),
+                timeout=10,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (key_env, token_env)
+        assert error_reason(err.value) == "ENVIRONMENT_MISMATCH"
+        got = pair.rest(
+            "GET",
+            "/api/v1/credits/balance?type=units",
+            headers={"x-api-key": pair.env(key_env).service_key, bearer[0]: bearer[1]},
+        )
+        assert (got.status, got.reason) == (400, "ENVIRONMENT_MISMATCH"), got.body
+    for env in (pair.test, pair.live):
+        bearer = ("authorization", f"Bearer {issued[env.name].access_token}")
+        same = credits.GetBalance(
+            credit_pb2.GetBalanceRequest(type="units"), metadata=(*env.md, bearer), timeout=10
+        )
+        assert same.billing_account_id == issued[env.name].billing_account_id
 
 
 def test_a_key_of_neither_environment_is_refused(pair: Pair) -> None:

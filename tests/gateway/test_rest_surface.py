@@ -163,3 +163,44 @@ def test_credentials_never_reach_the_logs(stack, caplog):  # type: ignore[no-unt
     assert "tollbooth.rpc" in text  # the calls were logged
     for secret in (SERVICE_KEY, "wrong-key-value", token):
         assert secret not in text
+
+
+def test_a_service_key_beside_a_bearer_token_acts_as_the_token(stack):  # type: ignore[no-untyped-def]
+    """Seed 003 sends both (`Authorization: Bearer` for the buyer, `x-api-key` for the
+    tenant): the call is the token's, confined to its account and its scopes, never the
+    backend's; a bad key beside a good token is still refused."""
+    issued = stack.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": "both-creds", "scopes": ["credits:read"]},
+        SERVICE,
+    ).json()
+    stack.request(
+        "POST",
+        "/mgt/v1/accounts/both-creds/credits/grants",
+        {"creditType": "units", "amount": "7", "requestId": "both-creds-7"},
+        SERVICE,
+    )
+    both = {**SERVICE, "authorization": f"Bearer {issued['access_token']}"}
+    balance = stack.request("GET", "/api/v1/credits/balance?type=units", headers=both)
+    assert balance.status == 200, balance.body
+    assert (balance.json()["billing_account_id"], balance.json()["balance"]) == (
+        issued["billing_account_id"],
+        "7",
+    )
+    # The token lacks `checkout`: refused, though the key alone could create a checkout.
+    made = stack.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {"account": "both-creds", "success_url": "https://app.example/ok"},
+        both,
+    )
+    assert (made.status, made.reason) == (403, "SCOPE_MISSING")
+    # The operator surface takes a service key, not a token: a token there is refused.
+    mgt = stack.request(
+        "GET", "/mgt/v1/accounts/both-creds/credits/balance?type=units", headers=both
+    )
+    assert (mgt.status, mgt.reason) == (403, "SERVICE_KEY_REQUIRED")
+    bad = {"x-api-key": "not-a-key", "authorization": both["authorization"]}
+    refused = stack.request("GET", "/api/v1/credits/balance?type=units", headers=bad)
+    assert (refused.status, refused.reason) == (401, "SERVICE_KEY_INVALID")

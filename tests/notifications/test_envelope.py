@@ -99,3 +99,24 @@ def test_headers_carry_one_signature_per_secret() -> None:
     assert len(sigs) == 2
     for s, sig in zip(secrets, sigs, strict=True):
         assert Webhook(s).sign("ntf_1", AT, '{"a":1}') == sig
+
+
+def test_every_money_figure_is_amount_and_currency_in_major_units() -> None:
+    for type_, key in envelope.MONEY.items():
+        data = envelope.envelope(row(type_, {key: 4900, "currency": "usd"}))["data"]
+        assert (data["amount"], data["currency"]) == ("49.00", "USD"), type_
+        assert not [k for k in data if k.startswith("amount") and k != "amount"], type_
+    failed = envelope.envelope(row("invoice.payment_failed", {"attempt_count": 1}))["data"]
+    assert (failed["amount"], failed["currency"], failed["attemptCount"]) == (None, None, 1)
+
+
+def test_times_in_data_are_utc_ending_in_z_whatever_offset_was_stored() -> None:
+    stored = {
+        "current_period_end": "2026-04-01T02:00:00+02:00",
+        "occurred_at": AT.isoformat(),
+        "state": "2026-04-01T00:00:00+00:00",  # not a time field: left as it is
+    }
+    data = envelope.envelope(row("subscription.updated", stored))["data"]
+    assert data["currentPeriodEnd"] == "2026-04-01T00:00:00.000000Z"
+    assert data["occurredAt"] == "2025-03-03T17:06:07.473879Z"
+    assert data["state"] == "2026-04-01T00:00:00+00:00"

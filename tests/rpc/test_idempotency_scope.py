@@ -121,7 +121,8 @@ def test_the_readme_names_every_rpc_whose_request_id_is_optional() -> None:
 @pytest.mark.parametrize("blank", [" ", "   ", "\t", " \n "])
 def test_a_blank_request_id_is_missing_and_changes_nothing(grpc_port, blank) -> None:  # type: ignore[no-untyped-def]
     """A request_id of spaces is no key: the RPCs that require one refuse it as missing
-    (FIELD_REQUIRED) on every path (PostgreSQL's fast ones too), and nothing is done."""
+    (FIELD_REQUIRED) on every path (PostgreSQL's fast ones too), one that takes it optionally
+    as invalid (FIELD_INVALID), and nothing is done."""
     import grpc
 
     from billing.v1 import account_pb2, account_pb2_grpc, credit_pb2, credit_pb2_grpc
@@ -141,13 +142,16 @@ def test_a_blank_request_id_is_missing_and_changes_nothing(grpc_port, blank) -> 
             ),
             metadata=SERVICE_MD,
         )
-        refused = {
-            "grant": lambda: credits.GrantCredits(
+        # GrantCredits' key is optional (seed 001 sends none): a blank one is used, so invalid.
+        with pytest.raises(grpc.RpcError) as err:
+            credits.GrantCredits(
                 credit_pb2.GrantCreditsRequest(
                     account=account, credit_type="u", amount="5", request_id=blank
                 ),
                 metadata=SERVICE_MD,
-            ),
+            )
+        assert error_reason(err.value) == "FIELD_INVALID"
+        refused = {
             "debit": lambda: credits.DebitCredits(
                 credit_pb2.DebitCreditsRequest(
                     account=account, credit_type="u", amount="1", request_id=blank

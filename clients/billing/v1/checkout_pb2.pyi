@@ -371,10 +371,15 @@ class CreateCheckoutSessionResponse(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     PORTAL_FIELD_NUMBER: _builtins.int
+    CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The page to open next: the checkout's or the portal's URL (the same as
     session.url or portal.url), so a client may redirect without looking at
     which one it is.
+    """
+    checkout_url: _builtins.str
+    """The same as `url`, under the name seeds 000 and 002 read: the next billing
+    action's page (a portal's on a conflict, not always a new checkout).
     """
     @_builtins.property
     def session(self) -> Global___CheckoutSession:
@@ -392,10 +397,11 @@ class CreateCheckoutSessionResponse(_message.Message):
         url: _builtins.str = ...,
         session: Global___CheckoutSession | None = ...,
         portal: Global___PortalRedirect | None = ...,
+        checkout_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "portal", b"portal", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_url", b"checkout_url", "next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_next_action: _TypeAlias = _typing.Literal["session", "portal"]  # noqa: Y015
     _WhichOneofArgType_next_action: _TypeAlias = _typing.Literal["next_action", b"next_action"]  # noqa: Y015
@@ -483,6 +489,63 @@ class PortalOptions(_message.Message):
 Global___PortalOptions: _TypeAlias = PortalOptions  # noqa: Y015
 
 @_typing.final
+class PlanOverviewSettings(_message.Message):
+    """Seed 001's `planOverviewSettings`: each unset setting is on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOW_SECTION_FIELD_NUMBER: _builtins.int
+    ALLOW_SUBSCRIPTION_CANCEL_FIELD_NUMBER: _builtins.int
+    show_section: _builtins.bool
+    """Show the subscription; false also turns off cancelling and plan changes."""
+    allow_subscription_cancel: _builtins.bool
+    """Allow cancelling subscriptions (PortalOptions.allow_cancel)."""
+    def __init__(
+        self,
+        *,
+        show_section: _builtins.bool | None = ...,
+        allow_subscription_cancel: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel", "_show_section", b"_show_section", "allow_subscription_cancel", b"allow_subscription_cancel", "show_section", b"show_section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel", "_show_section", b"_show_section", "allow_subscription_cancel", b"allow_subscription_cancel", "show_section", b"show_section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_subscription_cancel: _TypeAlias = _typing.Literal["allow_subscription_cancel"]  # noqa: Y015
+    _WhichOneofArgType__allow_subscription_cancel: _TypeAlias = _typing.Literal["_allow_subscription_cancel", b"_allow_subscription_cancel"]  # noqa: Y015
+    _WhichOneofReturnType__show_section: _TypeAlias = _typing.Literal["show_section"]  # noqa: Y015
+    _WhichOneofArgType__show_section: _TypeAlias = _typing.Literal["_show_section", b"_show_section"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_subscription_cancel) -> _WhichOneofReturnType__allow_subscription_cancel | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__show_section) -> _WhichOneofReturnType__show_section | None: ...
+
+Global___PlanOverviewSettings: _TypeAlias = PlanOverviewSettings  # noqa: Y015
+
+@_typing.final
+class PortalSectionSettings(_message.Message):
+    """Seed 001's `invoiceListSettings` and `billingDetailsSettings`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHOW_SECTION_FIELD_NUMBER: _builtins.int
+    show_section: _builtins.bool
+    """Show the section (invoice history; billing details and payment methods)."""
+    def __init__(
+        self,
+        *,
+        show_section: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_show_section", b"_show_section", "show_section", b"show_section"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_show_section", b"_show_section", "show_section", b"show_section"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__show_section: _TypeAlias = _typing.Literal["show_section"]  # noqa: Y015
+    _WhichOneofArgType__show_section: _TypeAlias = _typing.Literal["_show_section", b"_show_section"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__show_section) -> _WhichOneofReturnType__show_section | None: ...
+
+Global___PortalSectionSettings: _TypeAlias = PortalSectionSettings  # noqa: Y015
+
+@_typing.final
 class CreatePortalSessionRequest(_message.Message):
     """Request of CheckoutService.CreatePortalSession."""
 
@@ -494,10 +557,17 @@ class CreatePortalSessionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CUSTOMER_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PLAN_OVERVIEW_SETTINGS_FIELD_NUMBER: _builtins.int
+    INVOICE_LIST_SETTINGS_FIELD_NUMBER: _builtins.int
+    BILLING_DETAILS_SETTINGS_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
-    """Where the portal's back link leads."""
+    """Where the portal's back link leads; on an allowed origin
+    (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
+    allowed origin (`https://app.example/`).
+    """
     request_id: _builtins.str
     """Idempotency key. Optional here, unlike the management RPCs: seed 000's
     browser request shape sends none.
@@ -511,9 +581,28 @@ class CreatePortalSessionRequest(_message.Message):
     """Seed 003's `?environment=`: `test`, `live` or empty; must name the environment
     of the caller's key or token (ENVIRONMENT_MISMATCH otherwise).
     """
+    account_id: _builtins.str
+    """Seed 001's `accountId`: the same as `account` (service key only); both
+    given and different is FIELD_INVALID.
+    """
     @_builtins.property
     def options(self) -> Global___PortalOptions:
         """Optional; the configured defaults apply when unset."""
+
+    @_builtins.property
+    def plan_overview_settings(self) -> Global___PlanOverviewSettings:
+        """Seed 001's portal settings. Each option is on unless this or `options`
+        turns it off: `showSection` false on the plan overview turns off
+        cancelling and plan changes, `allowSubscriptionCancel` false cancelling.
+        """
+
+    @_builtins.property
+    def invoice_list_settings(self) -> Global___PortalSectionSettings:
+        """`showSection` false turns off the invoice history."""
+
+    @_builtins.property
+    def billing_details_settings(self) -> Global___PortalSectionSettings:
+        """`showSection` false turns off updating payment methods and billing details."""
 
     def __init__(
         self,
@@ -524,10 +613,14 @@ class CreatePortalSessionRequest(_message.Message):
         request_id: _builtins.str = ...,
         customer: _builtins.str = ...,
         environment: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        plan_overview_settings: Global___PlanOverviewSettings | None = ...,
+        invoice_list_settings: Global___PortalSectionSettings | None = ...,
+        billing_details_settings: Global___PortalSectionSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing_details_settings", b"billing_details_settings", "invoice_list_settings", b"invoice_list_settings", "options", b"options", "plan_overview_settings", b"plan_overview_settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "customer", b"customer", "environment", b"environment", "options", b"options", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_id", b"account_id", "billing_details_settings", b"billing_details_settings", "customer", b"customer", "environment", b"environment", "invoice_list_settings", b"invoice_list_settings", "options", b"options", "plan_overview_settings", b"plan_overview_settings", "request_id", b"request_id", "return_url", b"return_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -543,12 +636,18 @@ class PortalSession(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     RETURN_URL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PORTAL_URL_FIELD_NUMBER: _builtins.int
+    SESSION_URL_FIELD_NUMBER: _builtins.int
     portal_session_id: _builtins.str
     """The provider's portal session id."""
     url: _builtins.str
     """The hosted portal page."""
     return_url: _builtins.str
     """Where the portal's back link leads."""
+    portal_url: _builtins.str
+    """The same as `url`, under the name seeds 000 and 002 read."""
+    session_url: _builtins.str
+    """The same as `url`, under seed 001's name (`sessionUrl`)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the session was created."""
@@ -560,10 +659,12 @@ class PortalSession(_message.Message):
         url: _builtins.str = ...,
         return_url: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        portal_url: _builtins.str = ...,
+        session_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "return_url", b"return_url", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "portal_session_id", b"portal_session_id", "portal_url", b"portal_url", "return_url", b"return_url", "session_url", b"session_url", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -787,6 +888,7 @@ class BillingStatus(_message.Message):
     CURRENT_PERIOD_END_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The billing account."""
     plan: _builtins.str
@@ -797,6 +899,11 @@ class BillingStatus(_message.Message):
     """State of the current plan's subscription."""
     cancel_at_period_end: _builtins.bool
     """Whether the current plan ends at the end of the period."""
+    status: _builtins.str
+    """Seed 002's `status`: the current plan's subscription status in the
+    provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
+    `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+    """
     @_builtins.property
     def current_period_end_time(self) -> _timestamp_pb2.Timestamp:
         """End of the current plan's billing period."""
@@ -815,12 +922,15 @@ class BillingStatus(_message.Message):
         current_period_end_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_at_period_end: _builtins.bool = ...,
         entitlements: _abc.Iterable[_catalog_pb2.Entitlement] | None = ...,
+        status: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end_time", b"current_period_end_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
 
 Global___BillingStatus: _TypeAlias = BillingStatus  # noqa: Y015
 

@@ -239,7 +239,11 @@ class GrantCreditsRequest(_message.Message):
     priority: _builtins.int
     """Lower is consumed first."""
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key: a retry with it returns the first grant; the same key
+    with other parameters is refused. Optional, as seed 001's grant sends
+    none: without one every call is a grant of its own (a retried call
+    grants again), so a caller that may retry should send one.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Optional expiry."""

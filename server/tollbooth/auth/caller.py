@@ -105,6 +105,22 @@ class Authenticator:
         authorization: str | None,
         surface: str | None = None,
     ) -> Caller:
+        """The caller: a valid service key alone is the backend; a bearer token is its own
+        account and scopes, also beside a service key (seed 003 sends both: the key names the
+        tenant, the token the buyer), never widened by the key. The key beside a token must
+        still be valid and of the token's environment (ENVIRONMENT_MISMATCH otherwise)."""
+        if api_key and authorization:
+            key_environment = self._key_environment(api_key)
+            if key_environment is None:
+                raise errors.unauthenticated("SERVICE_KEY_INVALID", "service key is not valid")
+            caller = self._bearer(requirement, authorization, surface)
+            if caller.environment != key_environment:
+                raise errors.invalid(
+                    f"the bearer token belongs to the {caller.environment} environment, the"
+                    f" service key to {key_environment}",
+                    reason="ENVIRONMENT_MISMATCH",
+                )
+            return caller
         if api_key:
             environment = self._key_environment(api_key)
             if environment is None:
@@ -115,23 +131,26 @@ class Authenticator:
                 )
             return Caller("service", environment=environment)
         if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise errors.unauthenticated(
-                    "TOKEN_INVALID", "authorization must be 'Bearer <token>'"
-                )
-            environment, claims = self._verify(token.strip())
-            if not requirement.bearer or surface == "mgt":
-                raise errors.permission_denied(
-                    "SERVICE_KEY_REQUIRED", "this method takes a service key, not a bearer token"
-                )
-            if requirement.bearer_scope and requirement.bearer_scope not in claims.scopes:
-                raise errors.permission_denied(
-                    "SCOPE_MISSING",
-                    f"bearer token lacks the {requirement.bearer_scope!r} scope",
-                    scope=requirement.bearer_scope,
-                )
-            return Caller("bearer", claims, environment)
+            return self._bearer(requirement, authorization, surface)
         raise errors.unauthenticated(
             "CREDENTIALS_MISSING", "send a service key (x-api-key) or a bearer token"
         )
+
+    def _bearer(
+        self, requirement: AuthRequirement, authorization: str, surface: str | None
+    ) -> Caller:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.unauthenticated("TOKEN_INVALID", "authorization must be 'Bearer <token>'")
+        environment, claims = self._verify(token.strip())
+        if not requirement.bearer or surface == "mgt":
+            raise errors.permission_denied(
+                "SERVICE_KEY_REQUIRED", "this method takes a service key, not a bearer token"
+            )
+        if requirement.bearer_scope and requirement.bearer_scope not in claims.scopes:
+            raise errors.permission_denied(
+                "SCOPE_MISSING",
+                f"bearer token lacks the {requirement.bearer_scope!r} scope",
+                scope=requirement.bearer_scope,
+            )
+        return Caller("bearer", claims, environment)

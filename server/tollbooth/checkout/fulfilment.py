@@ -188,10 +188,21 @@ def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.d
             "amount_total": row.amount_total,
             "currency": row.currency,
             "items": row.items,
+            "invoice_id": _invoice_of(ctx, truth, sub_id),
+            "payment_id": paid_by,
         },
         f"checkout.completed:{row.stripe_checkout_session_id}",
     )
     ctx.changes.append(f"checkout {row.id} fulfilled")
+
+
+def _invoice_of(ctx: Context, truth: dict[str, Any], sub_id: str | None) -> str | None:
+    """The provider's invoice the checkout paid: the session's own, else (older API versions)
+    its subscription's latest; None for a payment without an invoice."""
+    invoice = _id(truth.get("invoice"))
+    if not invoice and sub_id:
+        invoice = _id((ctx.facts.subscription(sub_id) or {}).get("latest_invoice"))
+    return invoice or None
 
 
 def on_checkout_expired(ctx: Context, obj: dict[str, Any]) -> None:

@@ -44,7 +44,12 @@ def create_portal(
     plans it offers (every active price of the groups the account holds) are synced to the
     provider first, each with no transaction open: one never bought by anyone had no provider
     price yet, and the portal left it out. The idempotency key covers what the parameters
-    derive from (request and configuration)."""
+    derive from (request and configuration).
+
+    Without a return_url (seed 002's request has no body) the portal leads back to the first
+    allowed origin, the configured home of the app."""
+    if not return_url.strip() and origins:
+        return_url = f"{origins[0]}/"
     with db.transaction() as session:
         account = resolve_by_customer(session, caller, account_ref, customer)
         back = (

@@ -6,6 +6,8 @@ The checkout and portal RPCs are here; the subscription RPCs of the same contrac
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from billing.v1 import checkout_pb2, checkout_pb2_grpc
@@ -85,17 +87,32 @@ def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.I
 
 
 def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.PortalOptions:
-    o = request.options
+    """Each option is on unless `options` or seed 001's settings turn it off."""
 
-    def on(name: str) -> bool:
-        return getattr(o, name) if o.HasField(name) else True  # type: ignore[arg-type]
+    def on(message: Any, name: str) -> bool:
+        return bool(getattr(message, name)) if message.HasField(name) else True
 
+    o, plan = request.options, request.plan_overview_settings
+    shown = on(plan, "show_section")
     return service.PortalOptions(
-        allow_cancel=on("allow_cancel"),
-        show_invoices=on("show_invoices"),
-        allow_payment_method_update=on("allow_payment_method_update"),
-        allow_plan_change=on("allow_plan_change"),
+        allow_cancel=on(o, "allow_cancel") and shown and on(plan, "allow_subscription_cancel"),
+        show_invoices=on(o, "show_invoices") and on(request.invoice_list_settings, "show_section"),
+        allow_payment_method_update=on(o, "allow_payment_method_update")
+        and on(request.billing_details_settings, "show_section"),
+        allow_plan_change=on(o, "allow_plan_change") and shown,
     )
+
+
+def _portal_account(request: checkout_pb2.CreatePortalSessionRequest) -> str:
+    """`account`, or seed 001's `accountId` for it; two that disagree are refused."""
+    named, seed = request.account.strip(), request.account_id.strip()
+    if named and seed and named != seed:
+        raise errors.invalid(
+            "account and accountId name different accounts; send one",
+            reason="FIELD_INVALID",
+            field="account_id",
+        )
+    return request.account or request.account_id
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
@@ -135,6 +152,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
                     url=result.url,
+                    checkout_url=result.url,
                     portal=checkout_pb2.PortalRedirect(
                         url=result.url,
                         conflicting_subscription_id=result.conflicting_subscription_id,
@@ -143,6 +161,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             assert result.session is not None
             return checkout_pb2.CreateCheckoutSessionResponse(
                 url=result.url,
+                checkout_url=result.url,
                 session=session_out(result.session),
             )
 
@@ -170,7 +189,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 self.deps.db,
                 self.provider,
                 caller,
-                account_ref=request.account,
+                account_ref=_portal_account(request),
                 customer=request.customer,
                 return_url=request.return_url,
                 options=_options(request),
@@ -181,6 +200,8 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             return checkout_pb2.PortalSession(
                 portal_session_id=result.portal_session_id,
                 url=result.url,
+                portal_url=result.url,
+                session_url=result.url,
                 return_url=result.return_url,
                 create_time=ts(result.created),
             )

@@ -197,7 +197,6 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
                 ),
                 self.clock(),
             ),
-            require_request_id=True,
         )
 
     def _in_two_round_trips(

@@ -76,6 +76,25 @@ def major_units(minor: object, currency: object) -> str | None:
     return format(Decimal(minor).scaleb(-exponent), "f")
 
 
+# Types that carry money, and the payload key of its integer minor units: receivers get it as
+# seed 001's `amount` (a decimal string of major units, "49.00") beside `currency` ("USD").
+MONEY = {
+    "checkout.completed": "amount_total",
+    "invoice.paid": "amount_paid",
+    "invoice.payment_failed": "amount_due",
+    "payment_intent.succeeded": "amount",
+    "payment_intent.payment_failed": "amount",
+}
+
+
+def _money(type_: str, payload: dict[str, Any], out: dict[str, Any]) -> None:
+    """`amount` and `currency` as seed 001 writes them (null when the payload has none)."""
+    currency = payload.pop("currency", None)
+    minor = payload.pop(MONEY[type_], None)
+    out["amount"] = major_units(minor, currency)
+    out["currency"] = currency.upper() if isinstance(currency, str) and currency else None
+
+
 def data(row: NotificationOutbox) -> dict[str, Any]:
     """The `data` object of a stored notification."""
     payload = dict(row.payload or {})
@@ -93,17 +112,38 @@ def data(row: NotificationOutbox) -> dict[str, Any]:
     elif row.type == "checkout.completed":
         out["id"] = payload.pop("checkout_session_id", row.id)
         out["status"] = "completed"
-        currency = payload.get("currency")
-        amount = major_units(payload.pop("amount_total", None), currency)
-        if amount is not None:
-            out["amount"] = amount
-        if isinstance(currency, str):
-            out["currency"] = currency.upper()
-            payload.pop("currency")
+        _money(row.type, payload, out)
+        # The provider's invoice (`in_...`) and payment intent (`pi_...`); null when there is
+        # none (a payment without an invoice; nothing to pay), and on rows older than them.
+        out["invoiceId"] = payload.pop("invoice_id", None)
+        out["paymentId"] = payload.pop("payment_id", None)
         out["passThroughToken"] = payload.pop("client_reference", None) or ""
+    elif row.type in MONEY:
+        _money(row.type, payload, out)
     for key, value in payload.items():
-        out.setdefault(camel(key), value)
+        out.setdefault(camel(key), public_value(key, value))
     return out
+
+
+# Payload keys that hold an instant (`current_period_end`, `occurred_at`, `failing_since`).
+_TIME_KEY = re.compile(r"(_at|_end|_start|_since|_time)$")
+
+
+def public_value(key: str, value: Any) -> Any:
+    """A payload value as receivers get it: nested objects' keys camelCase too, at any depth
+    (lists included), and an instant stored with an offset (`isoformat`'s "+00:00") in
+    `timestamp`'s UTC form ending in Z, as rows written before this rule are too."""
+    if isinstance(value, dict):
+        return {camel(str(k)): public_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_value(key, v) for v in value]
+    if isinstance(value, str) and _TIME_KEY.search(key):
+        try:
+            at = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return timestamp(at) if at.tzinfo is not None else value
+    return value
 
 
 def envelope(row: NotificationOutbox) -> dict[str, Any]:

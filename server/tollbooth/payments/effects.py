@@ -162,6 +162,8 @@ def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
             "stripe_payment_intent_id": row.stripe_payment_intent_id,
             "failure_code": row.failure_code,
             "decline_code": row.decline_code,
+            "amount": row.amount,
+            "currency": row.currency,
         },
         f"payment_intent.payment_failed:{charge}",
     )

@@ -375,7 +375,8 @@ def _account_of(method: str, raw: Any) -> tuple[str, str]:
 
 def _named(message: Any) -> tuple[str, str]:
     return (
-        str(getattr(message, "account", "") or ""),
+        # Seed 001's portal body names it `accountId` (CreatePortalSessionRequest.account_id).
+        str(getattr(message, "account", "") or getattr(message, "account_id", "") or ""),
         str(getattr(message, "customer", "") or ""),
     )
 

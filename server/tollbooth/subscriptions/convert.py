@@ -82,4 +82,5 @@ def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
         ),
         cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
         entitlements=[catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements],
+        status=sub.state if sub and sub.state else None,
     )

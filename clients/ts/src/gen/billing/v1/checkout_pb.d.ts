@@ -357,6 +357,14 @@ export declare type CreateCheckoutSessionResponse = Message<"billing.v1.CreateCh
     value: PortalRedirect;
     case: "portal";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The same as `url`, under the name seeds 000 and 002 read: the next billing
+   * action's page (a portal's on a conflict, not always a new checkout).
+   *
+   * @generated from field: string checkout_url = 6;
+   */
+  checkoutUrl: string;
 };
 
 /**
@@ -436,6 +444,53 @@ export declare type PortalOptions = Message<"billing.v1.PortalOptions"> & {
 export declare const PortalOptionsSchema: GenMessage<PortalOptions>;
 
 /**
+ * Seed 001's `planOverviewSettings`: each unset setting is on.
+ *
+ * @generated from message billing.v1.PlanOverviewSettings
+ */
+export declare type PlanOverviewSettings = Message<"billing.v1.PlanOverviewSettings"> & {
+  /**
+   * Show the subscription; false also turns off cancelling and plan changes.
+   *
+   * @generated from field: optional bool show_section = 1;
+   */
+  showSection?: boolean | undefined;
+
+  /**
+   * Allow cancelling subscriptions (PortalOptions.allow_cancel).
+   *
+   * @generated from field: optional bool allow_subscription_cancel = 2;
+   */
+  allowSubscriptionCancel?: boolean | undefined;
+};
+
+/**
+ * Describes the message billing.v1.PlanOverviewSettings.
+ * Use `create(PlanOverviewSettingsSchema)` to create a new message.
+ */
+export declare const PlanOverviewSettingsSchema: GenMessage<PlanOverviewSettings>;
+
+/**
+ * Seed 001's `invoiceListSettings` and `billingDetailsSettings`.
+ *
+ * @generated from message billing.v1.PortalSectionSettings
+ */
+export declare type PortalSectionSettings = Message<"billing.v1.PortalSectionSettings"> & {
+  /**
+   * Show the section (invoice history; billing details and payment methods).
+   *
+   * @generated from field: optional bool show_section = 1;
+   */
+  showSection?: boolean | undefined;
+};
+
+/**
+ * Describes the message billing.v1.PortalSectionSettings.
+ * Use `create(PortalSectionSettingsSchema)` to create a new message.
+ */
+export declare const PortalSectionSettingsSchema: GenMessage<PortalSectionSettings>;
+
+/**
  * Request of CheckoutService.CreatePortalSession.
  *
  * @generated from message billing.v1.CreatePortalSessionRequest
@@ -449,7 +504,9 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
   account: string;
 
   /**
-   * Where the portal's back link leads.
+   * Where the portal's back link leads; on an allowed origin
+   * (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
+   * allowed origin (`https://app.example/`).
    *
    * @generated from field: string return_url = 2;
    */
@@ -486,6 +543,37 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
    * @generated from field: string environment = 6;
    */
   environment: string;
+
+  /**
+   * Seed 001's `accountId`: the same as `account` (service key only); both
+   * given and different is FIELD_INVALID.
+   *
+   * @generated from field: string account_id = 7;
+   */
+  accountId: string;
+
+  /**
+   * Seed 001's portal settings. Each option is on unless this or `options`
+   * turns it off: `showSection` false on the plan overview turns off
+   * cancelling and plan changes, `allowSubscriptionCancel` false cancelling.
+   *
+   * @generated from field: billing.v1.PlanOverviewSettings plan_overview_settings = 8;
+   */
+  planOverviewSettings?: PlanOverviewSettings | undefined;
+
+  /**
+   * `showSection` false turns off the invoice history.
+   *
+   * @generated from field: billing.v1.PortalSectionSettings invoice_list_settings = 9;
+   */
+  invoiceListSettings?: PortalSectionSettings | undefined;
+
+  /**
+   * `showSection` false turns off updating payment methods and billing details.
+   *
+   * @generated from field: billing.v1.PortalSectionSettings billing_details_settings = 10;
+   */
+  billingDetailsSettings?: PortalSectionSettings | undefined;
 };
 
 /**
@@ -527,6 +615,20 @@ export declare type PortalSession = Message<"billing.v1.PortalSession"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 4;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The same as `url`, under the name seeds 000 and 002 read.
+   *
+   * @generated from field: string portal_url = 5;
+   */
+  portalUrl: string;
+
+  /**
+   * The same as `url`, under seed 001's name (`sessionUrl`).
+   *
+   * @generated from field: string session_url = 6;
+   */
+  sessionUrl: string;
 };
 
 /**
@@ -846,6 +948,15 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
    * @generated from field: repeated billing.v1.Entitlement entitlements = 9;
    */
   entitlements: Entitlement[];
+
+  /**
+   * Seed 002's `status`: the current plan's subscription status in the
+   * provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
+   * `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+   *
+   * @generated from field: optional string status = 10;
+   */
+  status?: string | undefined;
 };
 
 /**

@@ -164,7 +164,10 @@ export declare type GrantCreditsRequest = Message<"billing.v1.GrantCreditsReques
   expireTime?: Timestamp | undefined;
 
   /**
-   * Idempotency key.
+   * Idempotency key: a retry with it returns the first grant; the same key
+   * with other parameters is refused. Optional, as seed 001's grant sends
+   * none: without one every call is a grant of its own (a retried call
+   * grants again), so a caller that may retry should send one.
    *
    * @generated from field: string request_id = 7;
    */

@@ -18,9 +18,16 @@
 -- x-billing-query-repeats (its name percent-decoded, then each dotted segment encoded as
 -- above, comma-separated): the server knows the request message, lets a repeated field
 -- repeat and refuses any other (MALFORMED_REQUEST naming it).
+--
+-- Every parameter name of the query is named, once, in the header x-billing-query-fields
+-- (encoded the same way): the transcoder binds a query parameter over what the URL path binds
+-- (`/mgt/v1/accounts/A/credits/grants?account=B` granted to B), so the server refuses a
+-- parameter naming a field the route's path (or a `body: "field"` binding's body) binds.
+-- A query naming more than the header can carry is refused here (400), never cut short.
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
+local QUERY = "x-billing-query-fields"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
 
@@ -242,40 +249,52 @@ local function decode(name)
   end))
 end
 
--- The names given more than once in the query of `path`, each dotted segment encoded.
-local function repeated_params(path)
+-- The names of the query of `path`, each once, and those given more than once, each dotted
+-- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
+local function query_params(path)
   local query = path and path:match("%?(.*)$")
   if not query then
-    return nil
+    return "", ""
   end
-  local count, names, size = {}, {}, 0
+  local count, names, repeats, size = {}, {}, {}, 0
   for pair in query:gmatch("[^&]+") do
     local name = decode(pair:match("^[^=]*"))
     count[name] = (count[name] or 0) + 1
-    if count[name] == 2 then
+    if count[name] <= 2 then
       local segments = {}
       for segment in (name .. "."):gmatch("([^.]*)%.") do
         segments[#segments + 1] = encode(segment)
       end
       local named = table.concat(segments, ".")
-      if size + #named + 1 <= MAX_HEADER then
-        size = size + #named + 1
+      size = size + #named + 1
+      if size > MAX_HEADER then
+        return nil, nil
+      end
+      if count[name] == 1 then
         names[#names + 1] = named
+      else
+        repeats[#repeats + 1] = named
       end
     end
   end
-  if #names == 0 then
-    return nil
-  end
-  return table.concat(names, ",")
+  return table.concat(names, ","), table.concat(repeats, ",")
 end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
   headers:remove(HEADER)
   headers:remove(REPEATS)
-  local repeats = repeated_params(headers:get(":path"))
-  if repeats then
+  headers:remove(QUERY)
+  local names, repeats = query_params(headers:get(":path"))
+  if names == nil then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
+      "the query names more parameters than the gateway accepts")
+    return
+  end
+  if names ~= "" then
+    headers:add(QUERY, names)
+  end
+  if repeats ~= "" then
     headers:add(REPEATS, repeats)
   end
   local method = headers:get(":method")

@@ -157,11 +157,18 @@ def _unary_request(
 ) -> Callable[..., Any]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         request = parse(cls, raw)
+        query_fields = surface = None
         for key, value in context.invocation_metadata() or ():
             if key == json_fields.HEADER:
                 json_fields.check(method, str(value))
             elif key == json_fields.QUERY_REPEATS:
                 json_fields.check_query(method, str(value))
+            elif key == json_fields.QUERY_FIELDS:
+                query_fields = str(value)
+            elif key == json_fields.SURFACE:
+                surface = str(value)
+        if query_fields:
+            json_fields.check_query_fields(method, query_fields, surface)
         return behavior(request, context)
 
     return handle

@@ -26,6 +26,16 @@ than once in the `x-billing-query-repeats` header; a name that resolves to a rep
 the request message (a list, which a query gives one value at a time) may repeat, any other is
 refused naming it. A name that resolves to nothing is the transcoder's to refuse (it rejects
 unknown query parameters before the server is called).
+
+MALFORMED_REQUEST: a query parameter naming a field the route's URL template binds
+(`POST /mgt/v1/accounts/A/credits/grants?account=B`), or the field a `body: "field"` binding
+fills from the JSON body. The transcoder binds query parameters after the path, so the query
+would decide (the grant went to B). The Lua filter names every query parameter in the
+`x-billing-query-fields` header; the route is the binding of the method on the surface Envoy's
+route names (`x-billing-surface`: each RPC has at most one binding per surface), or every
+binding when no surface is named. A `body: "*"` binding's body fields are the transcoder's: it
+refuses a query parameter that collides with a body field itself
+(`reject_binding_body_field_collisions`).
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from tollbooth import errors
 
 HEADER = "x-billing-json-fields"
 QUERY_REPEATS = "x-billing-query-repeats"
+QUERY_FIELDS = "x-billing-query-fields"
+SURFACE = "x-billing-surface"  # set by Envoy's route (api, mgt), overwriting any sent
 # `metadata.field` of a key the request does not have names it by at most this many
 # characters: errors never echo an unbounded input (README "Input rules").
 FIELD_ECHO = 64
@@ -197,3 +209,54 @@ def check_query(method: MethodDescriptor, header: str | None) -> None:
                 reason="MALFORMED_REQUEST",
                 field=name,
             )
+
+
+@cache
+def _query_bound(method: MethodDescriptor, surface: str | None) -> tuple[tuple[str, ...], ...]:
+    """The field paths (proto names) no query parameter may name on the binding of `method`
+    that serves `surface` (`api`, `mgt`; every binding's when None): what its URL template
+    binds, and the field a `body: "field"` binding fills from the JSON body."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return ()
+    rule = options.Extensions[annotations_pb2.http]
+    found: dict[tuple[str, ...], None] = {}
+    for binding in [rule, *rule.additional_bindings]:
+        pattern = binding.WhichOneof("pattern")
+        template = (
+            binding.custom.path if pattern == "custom" else getattr(binding, pattern or "get")
+        )
+        if surface is not None and not template.startswith(f"/{surface}/"):
+            continue
+        for variable in _variables(binding):
+            found[tuple(variable.split("."))] = None
+        if binding.body and binding.body != "*":
+            found[(binding.body,)] = None
+    return tuple(found)
+
+
+def check_query_fields(method: MethodDescriptor, header: str | None, surface: str | None) -> None:
+    """Refuse the first query parameter naming (a part of) a field the route's URL or body
+    binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
+    if not header:
+        return
+    bound = _query_bound(method, surface)
+    if not bound:
+        return
+    for path in header.split(","):
+        if not path:
+            continue
+        names = _resolve(method.input_type, path)
+        if isinstance(names, str):
+            continue  # names no field: the transcoder refuses it
+        for fixed in bound:
+            common = min(len(names), len(fixed))
+            if names[:common] == fixed[:common]:
+                sent = ".".join(unquote(p) for p in path.split("."))
+                raise errors.invalid(
+                    f"the query of {method.name} names {errors.shown(sent)} "
+                    f"({'.'.join(fixed)}), which this route's URL or body already binds: "
+                    "leave it out of the query",
+                    reason="MALFORMED_REQUEST",
+                    field=sent[:FIELD_ECHO],
+                )

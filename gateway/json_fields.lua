@@ -9,7 +9,10 @@
 -- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
--- server refuses the request (MALFORMED_REQUEST naming it).
+-- server refuses the request (MALFORMED_REQUEST naming it). The path of the first array that
+-- holds a null item (which the transcoder drops silently from a list) comes next, after a "~":
+-- the server refuses it when the array is one of the request's lists (FIELD_INVALID naming
+-- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct).
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -181,6 +184,9 @@ local function array(s, i, prefix, out, depth)
     return i + 1
   end
   while true do
+    if s:byte(i) == 110 and s:sub(i, i + 3) == "null" then
+      out.null_item = out.null_item or prefix
+    end
     i = value(s, i, prefix, out, depth + 1)
     if not i then
       return nil
@@ -236,6 +242,9 @@ local function collect(s)
   end
   if not object(s, i, "", out, 0) then
     return nil
+  end
+  if out.null_item then
+    table.insert(paths, 1, "~" .. out.null_item)
   end
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)

@@ -14,6 +14,11 @@ and the JSON (lowerCamel) name of a field are accepted, as the transcoder accept
 map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
 transcoder.
 
+FIELD_INVALID: a null item in a JSON array that is one of the request's lists
+(`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names the
+first array holding a null after a "~" (after the "!" key, if any); a null inside a free-form
+value (`properties`, a google.protobuf.Struct) is a value and passes.
+
 MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template already binds
 (`PATCH /mgt/v1/catalog/products/{product.product_id}` with `{"productId": ...}`): the URL
 decides. The transcoder itself refuses the proto spelling (`product_id`) with that reason but
@@ -156,6 +161,9 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     bodies = bindings(method)
     if not bodies:
         return
+    if header.startswith("~"):
+        first, _, header = header.partition(",")
+        _refuse_null_item(bodies, first[1:])
     for path in header.split(","):
         if not path:
             continue
@@ -179,6 +187,36 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _refuse_null_item(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a null item in the JSON array at `path` when that array is a repeated field of
+    the request (FIELD_INVALID naming it): the transcoder would drop it silently. An array
+    below a free-form value (Struct, Value, ListValue) keeps its nulls."""
+    for desc, _ in bodies:
+        current: Descriptor | None = desc
+        field: FieldDescriptor | None = None
+        for part in path.split("."):
+            if current is None:
+                field = None
+                break
+            field = _field(current, unquote(part))
+            if field is None:
+                break
+            sub = field.message_type
+            current = None if sub is None or sub.full_name.startswith("google.protobuf.") else sub
+        if (
+            field is not None
+            and field.is_repeated
+            and not (field.message_type and field.message_type.GetOptions().map_entry)
+            and not (field.message_type and field.message_type.full_name == "google.protobuf.Value")
+        ):
+            name = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"{errors.shown(name)} holds a null item; a list takes values, never null",
+                reason="FIELD_INVALID",
+                field=name[:FIELD_ECHO],
+            )
 
 
 def _repeatable(desc: Descriptor, path: str) -> bool:

@@ -27,6 +27,9 @@
 -- (`/mgt/v1/accounts/A/credits/grants?account=B` granted to B), so the server refuses a
 -- parameter naming a field the route's path (or a `body: "field"` binding's body) binds.
 -- A query naming more than the header can carry is refused here (400), never cut short.
+-- A name whose value has a blank comma-separated item (`update_mask=,name`, `update_mask=`)
+-- carries a "~" before it: the server refuses it when the field is a field mask (FIELD_INVALID),
+-- whose empty items the transcoder would drop silently.
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
@@ -258,6 +261,18 @@ local function decode(name)
   end))
 end
 
+-- Whether a query value, split at commas as the transcoder splits a field mask, has a blank
+-- item ("", ",name", "name,,x", " "): the transcoder drops empty items silently.
+local function has_blank_item(raw)
+  local value = decode((raw:gsub("%+", " ")))
+  for item in (value .. ","):gmatch("([^,]*),") do
+    if not item:find("%S") then
+      return true
+    end
+  end
+  return false
+end
+
 -- The names of the query of `path`, each once, and those given more than once, each dotted
 -- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
 local function query_params(path)
@@ -275,6 +290,9 @@ local function query_params(path)
         segments[#segments + 1] = encode(segment)
       end
       local named = table.concat(segments, ".")
+      if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
+        named = "~" .. named
+      end
       size = size + #named + 1
       if size > MAX_HEADER then
         return nil, nil

@@ -98,3 +98,65 @@ def test_the_fast_path_never_skips_a_string_that_needs_checking() -> None:
         except DomainError as exc:
             parsed_reason = exc.reason
         assert parsed_reason == reason_of(msg), value[:10]
+
+
+def _masked_methods() -> list[tuple[str, str]]:
+    """(method path, FieldMask field) for every contract RPC whose request has a FieldMask."""
+    from tollbooth.rpc.rules import contract_services
+
+    return [
+        (f"/{service.full_name}/{method.name}", field.name)
+        for service in contract_services()
+        for method in service.methods
+        for field in method.input_type.fields
+        if field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.FieldMask"
+    ]
+
+
+MASKED = _masked_methods()
+
+
+def test_every_update_rpc_is_listed() -> None:
+    assert len(MASKED) >= 5
+    assert ("/billing.v1.CatalogService/UpdateProduct", "update_mask") in MASKED
+
+
+@pytest.mark.parametrize("paths", [[""], ["", "name"], ["name", " "]])
+@pytest.mark.parametrize("path,field", MASKED, ids=[p.rsplit("/", 1)[1] for p, _ in MASKED])
+def test_a_blank_path_in_an_update_mask_is_field_invalid(channel, path, field, paths):  # type: ignore[no-untyped-def]
+    """A blank path names no field: refused at the edge for every RPC with a mask, never
+    ignored (the mask's other paths applied) and never a 5xx."""
+    from google.protobuf import field_mask_pb2
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    mask = field_mask_pb2.FieldMask(paths=paths)
+    raw = (
+        bytes([(MASK_NUMBERS[path] << 3) | 2, len(mask.SerializeToString())])
+        + mask.SerializeToString()
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        channel.unary_unary(path)(raw, metadata=SERVICE_MD, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+    assert error_reason(exc.value) == "FIELD_INVALID"
+    status = rpc_status.from_call(exc.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert info.metadata["field"] == field
+
+
+def _mask_numbers() -> dict[str, int]:
+    from tollbooth.rpc.rules import contract_services
+
+    found = {}
+    for service in contract_services():
+        for method in service.methods:
+            for field in method.input_type.fields:
+                if field.message_type and field.message_type.full_name.endswith("FieldMask"):
+                    found[f"/{service.full_name}/{method.name}"] = field.number
+    return found
+
+
+MASK_NUMBERS = _mask_numbers()

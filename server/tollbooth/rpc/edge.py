@@ -10,6 +10,8 @@ google.protobuf.Struct values), a string holding NUL or longer than its field's 
 `(billing.v1.max_length)` option, or DEFAULT_MAX_LENGTH. A new field is covered without new
 code. The walk is skipped when the raw request is shorter than every limit it could reach and
 holds no NUL byte, which is the common case, so validation costs nothing on hot paths.
+
+A field mask (update_mask) with a blank path is refused too (FIELD_INVALID naming the mask).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ DEFAULT_MAX_LENGTH = 1000
 STRUCT_MAX_LENGTH = 8192
 STRUCT_TYPES = frozenset({"google.protobuf.Value", "google.protobuf.Struct.FieldsEntry"})
 MAX_DEPTH = 64
+FIELD_MASK = "google.protobuf.FieldMask"
 
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -136,6 +139,29 @@ def validate(msg: Message, raw_size: int | None = None, has_nul: bool = True) ->
     _walk(msg, "", 0)
 
 
+@cache
+def _mask_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    """The request's own google.protobuf.FieldMask fields (update_mask); none on most RPCs,
+    so the check below costs one cached lookup there."""
+    return tuple(
+        f
+        for f in descriptor.fields
+        if f.message_type is not None and f.message_type.full_name == FIELD_MASK
+    )
+
+
+def check_masks(msg: Message) -> None:
+    """Refuse a blank path in a field mask (FIELD_INVALID naming the mask): it names no field,
+    and ignoring it would apply the mask's other paths as if it were not there."""
+    for field in _mask_fields(msg.DESCRIPTOR):
+        if msg.HasField(field.name) and any(not p.strip() for p in getattr(msg, field.name).paths):
+            raise blank_mask_path(field.name)
+
+
+def blank_mask_path(name: str) -> errors.DomainError:
+    return _bad(name, "holds a blank path; name each field to update, comma-separated")
+
+
 def parse(cls: type[Message], raw: bytes) -> Message:
     """Parse and validate request bytes; refusals are INVALID_ARGUMENT, never INTERNAL."""
     try:
@@ -145,6 +171,7 @@ def parse(cls: type[Message], raw: bytes) -> Message:
             f"request does not parse as {cls.DESCRIPTOR.full_name}", reason="MALFORMED_REQUEST"
         ) from exc
     validate(msg, len(raw), b"\x00" in raw)
+    check_masks(msg)
     return msg
 
 

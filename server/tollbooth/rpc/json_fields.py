@@ -41,6 +41,11 @@ route names (`x-billing-surface`: each RPC has at most one binding per surface),
 binding when no surface is named. A `body: "*"` binding's body fields are the transcoder's: it
 refuses a query parameter that collides with a body field itself
 (`reject_binding_body_field_collisions`).
+
+FIELD_INVALID: a field mask in the query with a blank item (`?update_mask=,name`,
+`?update_mask=`): the transcoder drops empty items and sends an empty value as an empty mask
+(no mask: every populated field), so the Lua filter marks a query name whose value has a blank
+comma-separated item with a "~" and the server refuses it when the field is a FieldMask.
 """
 
 from __future__ import annotations
@@ -279,14 +284,23 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
     if not header:
         return
     bound = _query_bound(method, surface)
-    if not bound:
+    if not bound and "~" not in header:
         return
     for path in header.split(","):
+        blank = path.startswith("~")
+        path = path.removeprefix("~")
         if not path:
             continue
         names = _resolve(method.input_type, path)
         if isinstance(names, str):
             continue  # names no field: the transcoder refuses it
+        if blank and _is_mask(method.input_type, names):
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} holds a blank path; name each field to update, comma-separated",
+                reason="FIELD_INVALID",
+                field=name,
+            )
         for fixed in bound:
             common = min(len(names), len(fixed))
             if names[:common] == fixed[:common]:
@@ -298,3 +312,15 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                     reason="MALFORMED_REQUEST",
                     field=sent[:FIELD_ECHO],
                 )
+
+
+def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:
+    """Whether the field at `names` (proto names, resolved) is a google.protobuf.FieldMask."""
+    current: Descriptor | None = desc
+    field: FieldDescriptor | None = None
+    for name in names:
+        if current is None:
+            return False
+        field = current.fields_by_name[name]
+        current = field.message_type
+    return current is not None and current.full_name == "google.protobuf.FieldMask"

@@ -315,7 +315,8 @@ def test_messages_by_an_unknown_state_value_are_refused_not_all_listed(stub) -> 
             metadata=SERVICE_MD,
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(err.value) == "INVALID_ARGUMENT"
+    assert error_reason(err.value) == "FIELD_INVALID"  # as every unknown enum number
+    assert "state" in (err.value.details() or "")
 
 
 def test_resend_of_an_unknown_notification_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,10 @@
 -- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
--- server refuses the request (MALFORMED_REQUEST naming it).
+-- server refuses the request (MALFORMED_REQUEST naming it). The path of the first array that
+-- holds a null item (which the transcoder drops silently from a list) comes next, after a "~":
+-- the server refuses it when the array is one of the request's lists (FIELD_INVALID naming
+-- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct).
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -18,9 +21,19 @@
 -- x-billing-query-repeats (its name percent-decoded, then each dotted segment encoded as
 -- above, comma-separated): the server knows the request message, lets a repeated field
 -- repeat and refuses any other (MALFORMED_REQUEST naming it).
+--
+-- Every parameter name of the query is named, once, in the header x-billing-query-fields
+-- (encoded the same way): the transcoder binds a query parameter over what the URL path binds
+-- (`/mgt/v1/accounts/A/credits/grants?account=B` granted to B), so the server refuses a
+-- parameter naming a field the route's path (or a `body: "field"` binding's body) binds.
+-- A query naming more than the header can carry is refused here (400), never cut short.
+-- A name whose value has a blank comma-separated item (`update_mask=,name`, `update_mask=`)
+-- carries a "~" before it: the server refuses it when the field is a field mask (FIELD_INVALID),
+-- whose empty items the transcoder would drop silently.
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
+local QUERY = "x-billing-query-fields"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
 
@@ -174,6 +187,9 @@ local function array(s, i, prefix, out, depth)
     return i + 1
   end
   while true do
+    if s:byte(i) == 110 and s:sub(i, i + 3) == "null" then
+      out.null_item = out.null_item or prefix
+    end
     i = value(s, i, prefix, out, depth + 1)
     if not i then
       return nil
@@ -230,6 +246,9 @@ local function collect(s)
   if not object(s, i, "", out, 0) then
     return nil
   end
+  if out.null_item then
+    table.insert(paths, 1, "~" .. out.null_item)
+  end
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)
   end
@@ -242,40 +261,67 @@ local function decode(name)
   end))
 end
 
--- The names given more than once in the query of `path`, each dotted segment encoded.
-local function repeated_params(path)
+-- Whether a query value, split at commas as the transcoder splits a field mask, has a blank
+-- item ("", ",name", "name,,x", " "): the transcoder drops empty items silently.
+local function has_blank_item(raw)
+  local value = decode((raw:gsub("%+", " ")))
+  for item in (value .. ","):gmatch("([^,]*),") do
+    if not item:find("%S") then
+      return true
+    end
+  end
+  return false
+end
+
+-- The names of the query of `path`, each once, and those given more than once, each dotted
+-- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
+local function query_params(path)
   local query = path and path:match("%?(.*)$")
   if not query then
-    return nil
+    return "", ""
   end
-  local count, names, size = {}, {}, 0
+  local count, names, repeats, size = {}, {}, {}, 0
   for pair in query:gmatch("[^&]+") do
     local name = decode(pair:match("^[^=]*"))
     count[name] = (count[name] or 0) + 1
-    if count[name] == 2 then
+    if count[name] <= 2 then
       local segments = {}
       for segment in (name .. "."):gmatch("([^.]*)%.") do
         segments[#segments + 1] = encode(segment)
       end
       local named = table.concat(segments, ".")
-      if size + #named + 1 <= MAX_HEADER then
-        size = size + #named + 1
+      if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
+        named = "~" .. named
+      end
+      size = size + #named + 1
+      if size > MAX_HEADER then
+        return nil, nil
+      end
+      if count[name] == 1 then
         names[#names + 1] = named
+      else
+        repeats[#repeats + 1] = named
       end
     end
   end
-  if #names == 0 then
-    return nil
-  end
-  return table.concat(names, ",")
+  return table.concat(names, ","), table.concat(repeats, ",")
 end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
   headers:remove(HEADER)
   headers:remove(REPEATS)
-  local repeats = repeated_params(headers:get(":path"))
-  if repeats then
+  headers:remove(QUERY)
+  local names, repeats = query_params(headers:get(":path"))
+  if names == nil then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
+      "the query names more parameters than the gateway accepts")
+    return
+  end
+  if names ~= "" then
+    headers:add(QUERY, names)
+  end
+  if repeats ~= "" then
     headers:add(REPEATS, repeats)
   end
   local method = headers:get(":method")

@@ -50,7 +50,9 @@ def validate_key(key: str) -> str:
         )
     if len(key) > MAX_KEY_LENGTH:
         raise errors.invalid(
-            f"request_id is longer than {MAX_KEY_LENGTH} characters", field="request_id"
+            f"request_id is longer than {MAX_KEY_LENGTH} characters",
+            reason="FIELD_INVALID",
+            field="request_id",
         )
     return key
 

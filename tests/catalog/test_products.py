@@ -159,3 +159,40 @@ def test_bearer_cannot_create_products(channel):  # type: ignore[no-untyped-def]
         catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(name="X")),
         bearer_metadata(channel),
     )
+
+
+def test_metadata_the_provider_would_refuse_is_refused_on_products_and_prices(channel):  # type: ignore[no-untyped-def]
+    """A product's metadata reaches its Stripe product beside `tollbooth_product_id`, so it
+    follows Stripe's rules as a price's and an account's do (one helper): keys of 1-40
+    characters without `[` or `]`, values of at most 500, at most 49 keys of its own (50 with
+    the provider's key), and not that key itself. Refused on create and update (INVALID_ARGUMENT,
+    field metadata), nothing written."""
+    from tests.catalog.support import price
+
+    made = product(channel, "Meta", metadata={"a": "1"})
+    most = {f"k{i}": "v" for i in range(49)}
+    bad = [
+        {"a[b]": "v"},
+        {"x]": "v"},
+        {"k" * 41: "v"},
+        {"k": "v" * 501},
+        {**most, "one": "more"},
+        {"tollbooth_product_id": "prod_other"},
+    ]
+    for metadata in bad:
+        err = fails(INVALID, "INVALID_ARGUMENT", product, channel, "Meta", metadata=metadata)
+        assert "metadata" in (err.details() or "")
+        fails(
+            INVALID,
+            "INVALID_ARGUMENT",
+            update,
+            channel,
+            made.product_id,
+            ["metadata"],
+            metadata=metadata,
+        )
+    assert dict(get(channel, made.product_id).metadata) == {"a": "1"}
+    assert len(update(channel, made.product_id, ["metadata"], metadata=most).metadata) == 49
+    for metadata in ({"a[b]": "v"}, {"k" * 41: "v"}):
+        fails(INVALID, "INVALID_ARGUMENT", price, channel, made.product_id, metadata=metadata)
+    assert price(channel, made.product_id, metadata={"k": "v"}).metadata == {"k": "v"}

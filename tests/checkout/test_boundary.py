@@ -509,6 +509,52 @@ def test_the_same_request_id_with_other_items_is_refused(sqlite_world: World) ->
     assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
 
 
+@pytest.fixture
+def no_retry_world(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """SQLite and PostgreSQL; the provider client never retries by itself."""
+    w = start_world(database_url, tmp_path, STRIPE_MAX_NETWORK_RETRIES="0")
+    yield w
+    w.stop()
+
+
+def test_the_same_request_id_with_another_customer_email_is_refused(
+    no_retry_world: World,
+) -> None:
+    """customer_email is part of what a request asks for: a retry under the same request_id
+    that names another e-mail (or none) is a different body (IDEMPOTENCY_KEY_REUSED), never
+    a replay of the first attempt's intent. The first attempt fails at the provider, so no
+    response is stored and the retry meets only the intent it recorded."""
+    world = no_retry_world
+    world.price("pro", group="plan")
+    token, _ = world.token()
+
+    def buy(email: str) -> checkout_pb2.CreateCheckoutSessionResponse:
+        return world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                items=[checkout_pb2.CheckoutItem(lookup_key="pro", quantity=1)],
+                success_url="https://app.example/ok",
+                cancel_url="https://app.example/pricing",
+                request_id="same-email",
+                customer_email=email,
+            ),
+            metadata=bearer_md(token),
+            timeout=30,
+        )
+
+    world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=0, status=500)
+    with pytest.raises(grpc.RpcError) as failed:
+        buy("first@example.com")
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value.details()
+    for other in ("second@example.com", ""):
+        with pytest.raises(grpc.RpcError) as err:
+            buy(other)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+    made = buy("first@example.com")  # the same body completes the first attempt
+    assert made.session.checkout_session_id
+    assert buy("first@example.com").session.checkout_session_id == made.session.checkout_session_id
+
+
 # -- no provider call inside a transaction (finding 3) -----------------------------------------
 
 

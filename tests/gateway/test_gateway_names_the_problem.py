@@ -294,3 +294,60 @@ def test_a_delete_body_naming_what_the_url_binds_is_refused(stack):  # type: ign
     assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
     assert resp.json()["details"][0]["metadata"]["field"] == "endpointId"
     assert stack.request("GET", path, None, SERVICE).status == 200
+
+
+def _products(stack) -> list:  # type: ignore[no-untyped-def,type-arg]
+    resp = stack.request("GET", "/mgt/v1/catalog/products?include_inactive=true", None, SERVICE)
+    return list(resp.json()["products"])
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("/mgt/v1/catalog/products", {"name": "Null", "entitlements": [None]}, "entitlements"),
+        (
+            "/mgt/v1/catalog/products",
+            {"name": "Null", "entitlements": [{"feature": "a"}, None]},
+            "entitlements",
+        ),
+        ("/mgt/v1/token/issue", {"principal_id": "p-null-item", "scopes": [None]}, "scopes"),
+        (
+            "/mgt/v1/token/issue",
+            {"principal_id": "p-null-item", "scopes": ["checkout", None]},
+            "scopes",
+        ),
+        ("/mgt/v1/events:batch", {"events": [None]}, "events"),
+    ],
+)
+def test_a_null_item_in_a_list_is_400_field_invalid_and_changes_nothing(  # type: ignore[no-untyped-def]
+    stack, path, body, field
+):
+    """The transcoder drops a null list item silently (`"entitlements": [null]` made a product
+    without entitlements); it is refused naming the list, before anything is written."""
+    before = _products(stack)
+    principal = f"p-null-item-{uuid.uuid4().hex[:8]}"
+    if "principal_id" in body:
+        body = {**body, "principal_id": principal}
+    query = f"?request_id={uuid.uuid4().hex}" if "products" in path else ""
+    resp = stack.request("POST", path + query, body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_INVALID"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "null" in resp.json()["message"]
+    assert _products(stack) == before
+    if path == "/mgt/v1/token/issue":
+        again = stack.request("POST", path, {"principal_id": principal}, SERVICE)
+        assert again.json()["account_created"] is True
+
+
+def test_a_null_inside_free_form_properties_is_still_a_json_null(stack):  # type: ignore[no-untyped-def]
+    """Inside `properties` (a google.protobuf.Struct) a null list item is a value, not a
+    dropped one: only the contract's own lists refuse it."""
+    acct = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-null-props"}, SERVICE)
+    event = {
+        "event_name": "null_props",
+        "timestamp": "2026-03-01T00:00:00Z",
+        "account": acct.json()["billing_account_id"],
+        "properties": {"list": [None, 1], "nested": {"deep": [None]}},
+    }
+    resp = stack.request("POST", "/mgt/v1/events", event, SERVICE)
+    assert resp.status == 200, resp.body

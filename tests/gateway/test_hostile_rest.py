@@ -250,6 +250,27 @@ def test_a_rest_patch_can_clear_a_field_by_naming_it_in_the_mask(stack):  # type
     assert resp.json()["description"] == "" and resp.json()["name"] == "Clear me"
 
 
+@pytest.mark.parametrize(
+    "mask", ["", ",name", "name,", "name,,description", "%20", "name,%20", "name,+"]
+)
+def test_a_blank_path_in_a_rest_update_mask_is_400_field_invalid(stack, mask):  # type: ignore[no-untyped-def]
+    """The transcoder drops empty mask segments (`,name` arrives as `name`) and sends
+    `update_mask=` as an empty mask (read as no mask: every populated field); a blank path is
+    refused naming the mask, and nothing changes."""
+    made = make_product(stack, "Masked", description="keep")
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{made['product_id']}?update_mask={mask}&{key()}",
+        {"name": "Changed", "description": ""},
+        SERVICE,
+    )
+    assert resp.status == 400, resp.body
+    assert error_info(resp)["reason"] == "FIELD_INVALID", resp.body
+    assert error_info(resp)["metadata"]["field"] == "update_mask"
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{made['product_id']}", None, SERVICE)
+    assert (got.json()["name"], got.json()["description"]) == ("Masked", "keep")
+
+
 # -- Envoy's own answers carry the same JSON shape ----------------------------------------------
 
 

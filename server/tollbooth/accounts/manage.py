@@ -17,7 +17,7 @@ from tollbooth.accounts.service import alias_of, validate_alias
 from tollbooth.db.models import BillingAccount
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
-from tollbooth.metadata import MAX_METADATA_KEYS, clean_metadata
+from tollbooth.metadata import clean_provider_metadata
 from tollbooth.paging import Keyset, Micros, Page, Text
 
 MUTABLE = ("name", "email", "metadata")
@@ -63,26 +63,7 @@ def clean_account_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     and must not name that key itself. Checked before anything is written: metadata the
     provider refuses would otherwise be committed and then fail every sync of the account (its
     checkouts and payment intents included) with PROVIDER_REQUEST_INVALID."""
-    meta = clean_metadata(metadata)
-    if len(meta) > MAX_METADATA_KEYS - 1:
-        raise errors.invalid(
-            f"metadata holds more than {MAX_METADATA_KEYS - 1} keys (the Stripe customer's copy"
-            f" adds {ACCOUNT_KEY!r}; Stripe holds at most {MAX_METADATA_KEYS})",
-            field="metadata",
-        )
-    for key in meta:
-        if key == ACCOUNT_KEY:
-            raise errors.invalid(
-                f"metadata key {ACCOUNT_KEY!r} is reserved: the Stripe customer carries the"
-                " account id under it",
-                field="metadata",
-            )
-        if "[" in key or "]" in key:
-            raise errors.invalid(
-                f"metadata key {errors.shown(key)} holds a square bracket, which Stripe refuses",
-                field="metadata",
-            )
-    return meta
+    return clean_provider_metadata(metadata, reserved=ACCOUNT_KEY)
 
 
 def clean_name(name: str, field_name: str = "name") -> str | None:

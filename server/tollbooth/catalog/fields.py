@@ -16,7 +16,7 @@ import iso4217
 
 from tollbooth import errors
 from tollbooth.amounts import CREDIT_TYPE_RE, clean_credit_amount
-from tollbooth.metadata import clean_metadata
+from tollbooth.metadata import PROVIDER_PRODUCT_KEY, clean_provider_metadata
 
 ONE_TIME = "one_time"
 RECURRING = "recurring"
@@ -338,7 +338,7 @@ def clean_product(fields: ProductFields) -> ProductFields:
         description=_text(fields.description, "description", 5000),
         position=clean_position(fields.position),
         stripe_product_id=clean_stripe_id(fields.stripe_product_id, "stripe_product_id"),
-        metadata=clean_metadata(fields.metadata),
+        metadata=clean_provider_metadata(fields.metadata, reserved=PROVIDER_PRODUCT_KEY),
         entitlements=clean_entitlements(fields.entitlements),
     )
 
@@ -373,7 +373,7 @@ def clean_price(fields: PriceFields, *, require_product: bool = True) -> PriceFi
         entitlements=clean_entitlements(fields.entitlements),
         position=clean_position(fields.position),
         nickname=_text(fields.nickname, "nickname", 200),
-        metadata=clean_metadata(fields.metadata),
+        metadata=clean_provider_metadata(fields.metadata),
     )
 
 

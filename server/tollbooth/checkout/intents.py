@@ -146,10 +146,14 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
     return f"chk_{digest[:24]}"
 
 
-def _fingerprint(lines: list[Any], success: str, cancel: str, reference: str, mode: str) -> str:
+def _fingerprint(
+    lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
+) -> str:
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
     if mode == "setup":  # the other modes follow from the prices, as they always did
         parts.append(mode)
+    if email:  # what the buyer's page shows; absent, the fingerprint is what it always was
+        parts.append(f"customer_email={email}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -176,7 +180,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     mode = check_mode(req.mode, lines)
     email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
-    fingerprint = _fingerprint(lines, success, cancel, reference, mode)
+    fingerprint = _fingerprint(lines, success, cancel, reference, mode, email)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request

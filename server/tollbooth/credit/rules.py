@@ -47,7 +47,9 @@ def clean_hold_ttl(ttl_sec: int) -> int:
 
 def timestamp(seconds: int, nanos: int, field_name: str) -> dt.datetime:
     if not MIN_TS_SECONDS <= seconds <= MAX_TS_SECONDS or not 0 <= nanos < 1_000_000_000:
-        raise errors.invalid(f"{field_name} is out of range", field=field_name)
+        raise errors.invalid(
+            f"{field_name} is out of range", reason="FIELD_INVALID", field=field_name
+        )
     return EPOCH + dt.timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 

@@ -65,6 +65,9 @@ class Fields:
     event_types: tuple[str, ...] = ()
 
 
+HOST_FORBIDDEN = frozenset('%<>"{}|\\^`')
+
+
 def clean_url(url: str) -> str:
     url = url.strip()
     if not url:
@@ -78,6 +81,14 @@ def clean_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.invalid(
             "url must be an http or https URL with a host", reason="URL_INVALID", field="url"
+        )
+    if any(c.isspace() or not c.isprintable() or c in HOST_FORBIDDEN for c in parts.hostname):
+        # urlsplit and httpx let these through, and no resolver takes them: every delivery
+        # would fail (a '%' escape in a host is never decoded; an IPv6 zone id is local).
+        raise errors.invalid(
+            "url's host holds a space, a '%' or another character no host name has",
+            reason="URL_INVALID",
+            field="url",
         )
     try:
         sendable(url)

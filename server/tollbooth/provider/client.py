@@ -35,6 +35,7 @@ from tollbooth import deadline, errors
 from tollbooth.config import Settings
 from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
+from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 from tollbooth.provider.keys import idempotency_key
 
 log = logging.getLogger("tollbooth.provider")
@@ -289,7 +290,7 @@ class StripeProvider:
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "name": name,
-            "metadata": {**metadata, "tollbooth_product_id": product_id},
+            "metadata": {**metadata, PROVIDER_PRODUCT_KEY: product_id},
         }
         if description:
             params["description"] = description

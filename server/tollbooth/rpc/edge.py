@@ -10,6 +10,11 @@ google.protobuf.Struct values), a string holding NUL or longer than its field's 
 `(billing.v1.max_length)` option, or DEFAULT_MAX_LENGTH. A new field is covered without new
 code. The walk is skipped when the raw request is shorter than every limit it could reach and
 holds no NUL byte, which is the common case, so validation costs nothing on hot paths.
+
+A few checks of the request's own fields follow, each a cached lookup on a request type that
+lacks the field (so DebitCredits, ingest and the reads pay no walk): a request_id past 200
+characters, a field mask (update_mask) with a blank path, an enum number the contract does not
+define; all FIELD_INVALID naming the field.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from google.protobuf.message import DecodeError, Message
 
 from billing.v1 import options_pb2
 from tollbooth import errors
+from tollbooth.idempotency import MAX_KEY_LENGTH
 from tollbooth.rpc import json_fields
 
 DEFAULT_MAX_LENGTH = 1000
@@ -38,9 +44,11 @@ DEFAULT_MAX_LENGTH = 1000
 STRUCT_MAX_LENGTH = 8192
 STRUCT_TYPES = frozenset({"google.protobuf.Value", "google.protobuf.Struct.FieldsEntry"})
 MAX_DEPTH = 64
+FIELD_MASK = "google.protobuf.FieldMask"
 
 _STRING = FieldDescriptor.TYPE_STRING
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_ENUM = FieldDescriptor.TYPE_ENUM
 
 
 def _message_type(field: FieldDescriptor) -> Descriptor:
@@ -136,6 +144,92 @@ def validate(msg: Message, raw_size: int | None = None, has_nul: bool = True) ->
     _walk(msg, "", 0)
 
 
+@cache
+def _mask_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+    """The request's own google.protobuf.FieldMask fields (update_mask); none on most RPCs,
+    so the check below costs one cached lookup there."""
+    return tuple(
+        f
+        for f in descriptor.fields
+        if f.message_type is not None and f.message_type.full_name == FIELD_MASK
+    )
+
+
+@cache
+def _has_request_id(descriptor: Descriptor) -> bool:
+    field = descriptor.fields_by_name.get("request_id")
+    return field is not None and field.type == _STRING and not field.is_repeated
+
+
+@cache
+def _reaches_enum(descriptor: Descriptor) -> bool:
+    """Whether an enum field is reachable from this message type (the well-known types, whose
+    only enum is Value's NullValue, aside): a few request types, none of the hot ones."""
+    seen: set[str] = set()
+    stack = [descriptor]
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in seen or desc.full_name.startswith("google.protobuf."):
+            continue
+        seen.add(desc.full_name)
+        for field in desc.fields:
+            if field.type == _ENUM:
+                return True
+            if field.type == _MESSAGE:
+                stack.append(_message_type(field))
+    return False
+
+
+def _check_enum(field: FieldDescriptor, value: int, path: str) -> None:
+    enum = field.enum_type
+    assert enum is not None, field.full_name
+    if value not in enum.values_by_number:
+        raise _bad(path, f"is not a known {enum.name} ({value})")
+
+
+def _check_enums(msg: Message, prefix: str) -> None:
+    for field, value in msg.ListFields():
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        if field.type == _ENUM:
+            for item in value if field.is_repeated else (value,):
+                _check_enum(field, item, path)
+        elif field.type == _MESSAGE and _reaches_enum(_message_type(field)):
+            entry = _message_type(field)
+            if entry.GetOptions().map_entry:
+                value_field = entry.fields_by_name["value"]
+                for key, item in value.items():
+                    where = f"{path}[{str(key)[:40]!r}]"
+                    if value_field.type == _ENUM:
+                        _check_enum(value_field, item, where)
+                    else:
+                        _check_enums(item, where)
+            elif field.is_repeated:
+                for i, item in enumerate(value):
+                    _check_enums(item, f"{path}[{i}]")
+            else:
+                _check_enums(value, path)
+
+
+def check_fields(msg: Message) -> None:
+    """The checks of the request's own fields that no length walk makes, each one cached
+    lookup on a request type without the field: a request_id past MAX_KEY_LENGTH, a blank path
+    in a field mask (it names no field, and ignoring it would apply the mask's other paths as
+    if it were not there), an enum number the contract does not define (grpc keeps it as a
+    bare number). All FIELD_INVALID naming the field."""
+    desc = msg.DESCRIPTOR
+    if _has_request_id(desc) and len(getattr(msg, "request_id")) > MAX_KEY_LENGTH:  # noqa: B009
+        raise _bad("request_id", f"is longer than {MAX_KEY_LENGTH} characters")
+    for field in _mask_fields(desc):
+        if msg.HasField(field.name) and any(not p.strip() for p in getattr(msg, field.name).paths):
+            raise blank_mask_path(field.name)
+    if _reaches_enum(desc):
+        _check_enums(msg, "")
+
+
+def blank_mask_path(name: str) -> errors.DomainError:
+    return _bad(name, "holds a blank path; name each field to update, comma-separated")
+
+
 def parse(cls: type[Message], raw: bytes) -> Message:
     """Parse and validate request bytes; refusals are INVALID_ARGUMENT, never INTERNAL."""
     try:
@@ -145,6 +239,7 @@ def parse(cls: type[Message], raw: bytes) -> Message:
             f"request does not parse as {cls.DESCRIPTOR.full_name}", reason="MALFORMED_REQUEST"
         ) from exc
     validate(msg, len(raw), b"\x00" in raw)
+    check_fields(msg)
     return msg
 
 
@@ -157,11 +252,18 @@ def _unary_request(
 ) -> Callable[..., Any]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         request = parse(cls, raw)
+        query_fields = surface = None
         for key, value in context.invocation_metadata() or ():
             if key == json_fields.HEADER:
                 json_fields.check(method, str(value))
             elif key == json_fields.QUERY_REPEATS:
                 json_fields.check_query(method, str(value))
+            elif key == json_fields.QUERY_FIELDS:
+                query_fields = str(value)
+            elif key == json_fields.SURFACE:
+                surface = str(value)
+        if query_fields:
+            json_fields.check_query_fields(method, query_fields, surface)
         return behavior(request, context)
 
     return handle

@@ -14,6 +14,11 @@ and the JSON (lowerCamel) name of a field are accepted, as the transcoder accept
 map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
 transcoder.
 
+FIELD_INVALID: a null item in a JSON array that is one of the request's lists
+(`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names the
+first array holding a null after a "~" (after the "!" key, if any); a null inside a free-form
+value (`properties`, a google.protobuf.Struct) is a value and passes.
+
 MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template already binds
 (`PATCH /mgt/v1/catalog/products/{product.product_id}` with `{"productId": ...}`): the URL
 decides. The transcoder itself refuses the proto spelling (`product_id`) with that reason but
@@ -26,6 +31,21 @@ than once in the `x-billing-query-repeats` header; a name that resolves to a rep
 the request message (a list, which a query gives one value at a time) may repeat, any other is
 refused naming it. A name that resolves to nothing is the transcoder's to refuse (it rejects
 unknown query parameters before the server is called).
+
+MALFORMED_REQUEST: a query parameter naming a field the route's URL template binds
+(`POST /mgt/v1/accounts/A/credits/grants?account=B`), or the field a `body: "field"` binding
+fills from the JSON body. The transcoder binds query parameters after the path, so the query
+would decide (the grant went to B). The Lua filter names every query parameter in the
+`x-billing-query-fields` header; the route is the binding of the method on the surface Envoy's
+route names (`x-billing-surface`: each RPC has at most one binding per surface), or every
+binding when no surface is named. A `body: "*"` binding's body fields are the transcoder's: it
+refuses a query parameter that collides with a body field itself
+(`reject_binding_body_field_collisions`).
+
+FIELD_INVALID: a field mask in the query with a blank item (`?update_mask=,name`,
+`?update_mask=`): the transcoder drops empty items and sends an empty value as an empty mask
+(no mask: every populated field), so the Lua filter marks a query name whose value has a blank
+comma-separated item with a "~" and the server refuses it when the field is a FieldMask.
 """
 
 from __future__ import annotations
@@ -41,6 +61,8 @@ from tollbooth import errors
 
 HEADER = "x-billing-json-fields"
 QUERY_REPEATS = "x-billing-query-repeats"
+QUERY_FIELDS = "x-billing-query-fields"
+SURFACE = "x-billing-surface"  # set by Envoy's route (api, mgt), overwriting any sent
 # `metadata.field` of a key the request does not have names it by at most this many
 # characters: errors never echo an unbounded input (README "Input rules").
 FIELD_ECHO = 64
@@ -144,6 +166,9 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     bodies = bindings(method)
     if not bodies:
         return
+    if header.startswith("~"):
+        first, _, header = header.partition(",")
+        _refuse_null_item(bodies, first[1:])
     for path in header.split(","):
         if not path:
             continue
@@ -167,6 +192,36 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _refuse_null_item(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a null item in the JSON array at `path` when that array is a repeated field of
+    the request (FIELD_INVALID naming it): the transcoder would drop it silently. An array
+    below a free-form value (Struct, Value, ListValue) keeps its nulls."""
+    for desc, _ in bodies:
+        current: Descriptor | None = desc
+        field: FieldDescriptor | None = None
+        for part in path.split("."):
+            if current is None:
+                field = None
+                break
+            field = _field(current, unquote(part))
+            if field is None:
+                break
+            sub = field.message_type
+            current = None if sub is None or sub.full_name.startswith("google.protobuf.") else sub
+        if (
+            field is not None
+            and field.is_repeated
+            and not (field.message_type and field.message_type.GetOptions().map_entry)
+            and not (field.message_type and field.message_type.full_name == "google.protobuf.Value")
+        ):
+            name = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"{errors.shown(name)} holds a null item; a list takes values, never null",
+                reason="FIELD_INVALID",
+                field=name[:FIELD_ECHO],
+            )
 
 
 def _repeatable(desc: Descriptor, path: str) -> bool:
@@ -197,3 +252,75 @@ def check_query(method: MethodDescriptor, header: str | None) -> None:
                 reason="MALFORMED_REQUEST",
                 field=name,
             )
+
+
+@cache
+def _query_bound(method: MethodDescriptor, surface: str | None) -> tuple[tuple[str, ...], ...]:
+    """The field paths (proto names) no query parameter may name on the binding of `method`
+    that serves `surface` (`api`, `mgt`; every binding's when None): what its URL template
+    binds, and the field a `body: "field"` binding fills from the JSON body."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return ()
+    rule = options.Extensions[annotations_pb2.http]
+    found: dict[tuple[str, ...], None] = {}
+    for binding in [rule, *rule.additional_bindings]:
+        pattern = binding.WhichOneof("pattern")
+        template = (
+            binding.custom.path if pattern == "custom" else getattr(binding, pattern or "get")
+        )
+        if surface is not None and not template.startswith(f"/{surface}/"):
+            continue
+        for variable in _variables(binding):
+            found[tuple(variable.split("."))] = None
+        if binding.body and binding.body != "*":
+            found[(binding.body,)] = None
+    return tuple(found)
+
+
+def check_query_fields(method: MethodDescriptor, header: str | None, surface: str | None) -> None:
+    """Refuse the first query parameter naming (a part of) a field the route's URL or body
+    binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
+    if not header:
+        return
+    bound = _query_bound(method, surface)
+    if not bound and "~" not in header:
+        return
+    for path in header.split(","):
+        blank = path.startswith("~")
+        path = path.removeprefix("~")
+        if not path:
+            continue
+        names = _resolve(method.input_type, path)
+        if isinstance(names, str):
+            continue  # names no field: the transcoder refuses it
+        if blank and _is_mask(method.input_type, names):
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} holds a blank path; name each field to update, comma-separated",
+                reason="FIELD_INVALID",
+                field=name,
+            )
+        for fixed in bound:
+            common = min(len(names), len(fixed))
+            if names[:common] == fixed[:common]:
+                sent = ".".join(unquote(p) for p in path.split("."))
+                raise errors.invalid(
+                    f"the query of {method.name} names {errors.shown(sent)} "
+                    f"({'.'.join(fixed)}), which this route's URL or body already binds: "
+                    "leave it out of the query",
+                    reason="MALFORMED_REQUEST",
+                    field=sent[:FIELD_ECHO],
+                )
+
+
+def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:
+    """Whether the field at `names` (proto names, resolved) is a google.protobuf.FieldMask."""
+    current: Descriptor | None = desc
+    field: FieldDescriptor | None = None
+    for name in names:
+        if current is None:
+            return False
+        field = current.fields_by_name[name]
+        current = field.message_type
+    return current is not None and current.full_name == "google.protobuf.FieldMask"

@@ -87,8 +87,12 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
-def refuse(request: Request, status: int, reason: str, message: str) -> HTMLResponse:
-    return render(request, "message.html", status, reason=reason, message=message)
+def refuse(
+    request: Request, status: int, reason: str, message: str, *, signin_again: bool = False
+) -> HTMLResponse:
+    return render(
+        request, "message.html", status, reason=reason, message=message, signin_again=signin_again
+    )
 
 
 def _go(path: str) -> RedirectResponse:
@@ -152,12 +156,11 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         # Signed in already (in another tab): a sign-in form from before has the old token.
         if not session.csrf_ok(request, fields) and not session.signed_in(request):
-            return render(
+            return refuse(
                 request,
-                "message.html",
                 403,
-                reason="CSRF_INVALID",
-                message="This sign-in form has expired (the session it came with ended, or it"
+                "CSRF_INVALID",
+                "This sign-in form has expired (the session it came with ended, or it"
                 " came from another site): sign in again from a fresh form.",
                 signin_again=True,
             )

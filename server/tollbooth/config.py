@@ -349,6 +349,9 @@ class Settings(NotifySettings, SandboxSettings, UsageSettings, LimitSettings):
     # Where checkout and portal may send the buyer back (success, cancel and return URLs):
     # origins `scheme://host[:port]`; unset, the CORS origins.
     redirect_origins: tuple[str, ...] = env("BILLING_REDIRECT_ORIGINS", DEFAULT_CORS_ORIGINS)
+    # The lookup_key of the price a checkout naming no items sells (seed 001's body); unset,
+    # such a checkout is FIELD_REQUIRED `items`.
+    checkout_default_lookup_key: str = env("BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY", "")
     max_body_bytes: int = env("BILLING_MAX_BODY_BYTES", 1_048_576, lo=1024, hi=64 * 1024 * 1024)
     grpc_workers: int = env("BILLING_GRPC_WORKERS", 32, lo=1, hi=512)
     # Server processes per replica, sharing its port (SO_REUSEPORT); 0 means one per core.

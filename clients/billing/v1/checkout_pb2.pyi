@@ -277,6 +277,10 @@ class CreateCheckoutSessionRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_EMAIL_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PASS_THROUGH_TOKEN_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id. Bearer callers
     always act on the token's account and leave this empty.
@@ -304,10 +308,28 @@ class CreateCheckoutSessionRequest(_message.Message):
     """
     environment: _builtins.str
     """Seed 003's `?environment=`: `test` (or empty) on a test deployment."""
+    account_id: _builtins.str
+    """Seed 001's `accountId`: the same as `account` (service key only); both
+    given and different is FIELD_INVALID.
+    """
+    account_email: _builtins.str
+    """Seed 001's `accountEmail`: the same as `customer_email`; both given and
+    different is FIELD_INVALID.
+    """
+    currency: _builtins.str
+    """Seed 001's `currency` (ISO 4217, any case): the checkout's prices must be
+    in it (FIELD_INVALID otherwise). Empty: not checked.
+    """
+    pass_through_token: _builtins.str
+    """Seed 001's `passThroughToken`: the same as `client_reference` (given back
+    as `passThroughToken` in checkout.session.completed); both given and
+    different is FIELD_INVALID.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutItem]:
         """What to buy: this or `line_items` (seed 003's form), not both; neither in
-        `setup` mode.
+        `setup` mode. Neither otherwise (seed 001's body): the configured default
+        offer (BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY), FIELD_REQUIRED when none is.
         """
 
     @_builtins.property
@@ -327,10 +349,14 @@ class CreateCheckoutSessionRequest(_message.Message):
         mode: _builtins.str = ...,
         customer_email: _builtins.str = ...,
         environment: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        account_email: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        pass_through_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "customer_email", b"customer_email", "environment", b"environment", "items", b"items", "line_items", b"line_items", "mode", b"mode", "request_id", b"request_id", "success_url", b"success_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_email", b"account_email", "account_id", b"account_id", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "currency", b"currency", "customer_email", b"customer_email", "environment", b"environment", "items", b"items", "line_items", b"line_items", "mode", b"mode", "pass_through_token", b"pass_through_token", "request_id", b"request_id", "success_url", b"success_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +398,7 @@ class CreateCheckoutSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     PORTAL_FIELD_NUMBER: _builtins.int
     CHECKOUT_URL_FIELD_NUMBER: _builtins.int
+    CHECKOUT_SESSION_ID_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The page to open next: the checkout's or the portal's URL (the same as
     session.url or portal.url), so a client may redirect without looking at
@@ -380,6 +407,10 @@ class CreateCheckoutSessionResponse(_message.Message):
     checkout_url: _builtins.str
     """The same as `url`, under the name seeds 000 and 002 read: the next billing
     action's page (a portal's on a conflict, not always a new checkout).
+    """
+    checkout_session_id: _builtins.str
+    """Seed 001's `checkoutSessionId`: the created (or reused) session's id, the
+    same as session.checkout_session_id; empty on a portal answer.
     """
     @_builtins.property
     def session(self) -> Global___CheckoutSession:
@@ -398,10 +429,11 @@ class CreateCheckoutSessionResponse(_message.Message):
         session: Global___CheckoutSession | None = ...,
         portal: Global___PortalRedirect | None = ...,
         checkout_url: _builtins.str = ...,
+        checkout_session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_action", b"next_action", "portal", b"portal", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_url", b"checkout_url", "next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_session_id", b"checkout_session_id", "checkout_url", b"checkout_url", "next_action", b"next_action", "portal", b"portal", "session", b"session", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_next_action: _TypeAlias = _typing.Literal["session", "portal"]  # noqa: Y015
     _WhichOneofArgType_next_action: _TypeAlias = _typing.Literal["next_action", b"next_action"]  # noqa: Y015

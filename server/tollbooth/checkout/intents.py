@@ -51,7 +51,9 @@ from tollbooth.checkout.service import (
     CheckoutResult,
     ItemRequest,
     PortalOptions,
+    check_currency,
     check_mode,
+    default_offer,
     from_unix,
     resolve_items,
 )
@@ -92,6 +94,8 @@ class CheckoutRequest:
     request_id: str
     mode: str = ""  # seed 003's `mode`; empty: derived from the prices
     customer_email: str = ""  # seed 003's: the account's e-mail when it has none
+    currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
+    default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
 
 
 @dataclass(frozen=True)
@@ -176,8 +180,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
     reference = req.client_reference.strip()
     setup = req.mode.strip().lower() == "setup"
-    lines = resolve_items(session, req.items) if req.items or not setup else []
+    if req.items:
+        lines = resolve_items(session, req.items)
+    else:  # seed 001's body names no items: the configured default offer
+        lines = [] if setup else default_offer(session, req.default_lookup_key)
     mode = check_mode(req.mode, lines)
+    check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
     fingerprint = _fingerprint(lines, success, cancel, reference, mode, email)

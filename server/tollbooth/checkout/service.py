@@ -19,6 +19,7 @@ from tollbooth import errors
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
+from tollbooth.catalog.fields import clean_currency
 from tollbooth.checkout import repository
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
@@ -136,6 +137,50 @@ def _seed_price(session: Session, ident: str, index: int) -> Price:
 class _Line:
     price: Price
     quantity: int
+
+
+DEFAULT_OFFER_VARIABLE = "BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY"
+
+
+def default_offer(session: Session, lookup_key: str) -> list[_Line]:
+    """What a checkout naming no items sells (seed 001's body names none): one of the active
+    price whose lookup key BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY names. Unset, `items` is
+    required; set to a key no active price has, the offer is PRICE_NOT_FOUND."""
+    key = lookup_key.strip()
+    if not key:
+        raise errors.DomainError(
+            errors.Kind.INVALID_ARGUMENT,
+            "FIELD_REQUIRED",
+            "items (or line_items) is required: name what to buy, or have the operator set"
+            f" {DEFAULT_OFFER_VARIABLE} to the lookup_key of the price a checkout without"
+            " items sells",
+            field="items",
+        )
+    price = catalog.active_price_with_lookup_key(session, key)
+    product = session.get(Product, price.product_id) if price is not None else None
+    if price is None or product is None or not product.active:
+        raise errors.invalid(
+            f"no items were given and the default offer ({DEFAULT_OFFER_VARIABLE}="
+            f"{errors.shown(key)}) is not an active price of the catalog",
+            reason="PRICE_NOT_FOUND",
+            field="items",
+        )
+    return [_Line(price, 1)]
+
+
+def check_currency(requested: str, lines: Sequence[_Line]) -> None:
+    """Seed 001's `currency`: an ISO 4217 code (CURRENCY_INVALID) that the checkout's prices
+    are in (FIELD_INVALID otherwise). Empty: nothing to check."""
+    if not requested.strip() or not lines:
+        return
+    code = clean_currency(requested)
+    actual = lines[0].price.currency
+    if code != actual:
+        raise errors.invalid(
+            f"currency is {code.upper()} but the checkout's prices are in {actual.upper()}",
+            reason="FIELD_INVALID",
+            field="currency",
+        )
 
 
 def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]:

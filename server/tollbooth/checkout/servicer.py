@@ -103,6 +103,19 @@ def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.Portal
     )
 
 
+def _either(request: Any, name: str, seed_name: str) -> str:
+    """A field or its seed 001 twin (`account`/`accountId`, ...); two that disagree are
+    refused naming the seed's."""
+    given, seed = getattr(request, name), getattr(request, seed_name)
+    if given.strip() and seed.strip() and given.strip() != seed.strip():
+        raise errors.invalid(
+            f"{name} and {seed_name} differ; send one",
+            reason="FIELD_INVALID",
+            field=seed_name,
+        )
+    return str(given or seed)
+
+
 def _portal_account(request: checkout_pb2.CreatePortalSessionRequest) -> str:
     """`account`, or seed 001's `accountId` for it; two that disagree are refused."""
     named, seed = request.account.strip(), request.account_id.strip()
@@ -137,15 +150,17 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 self.provider,
                 caller,
                 intents.CheckoutRequest(
-                    account_ref=request.account,
+                    account_ref=_either(request, "account", "account_id"),
                     items=items,
                     success_url=request.success_url,
                     cancel_url=request.cancel_url,
-                    client_reference=request.client_reference,
+                    client_reference=_either(request, "client_reference", "pass_through_token"),
                     request_scope=idempotency_scope(caller, request),
                     request_id=request.request_id,
                     mode=request.mode,
-                    customer_email=request.customer_email,
+                    customer_email=_either(request, "customer_email", "account_email"),
+                    currency=request.currency,
+                    default_lookup_key=self.deps.settings.checkout_default_lookup_key,
                 ),
                 self.deps.settings.redirect_origins,
             )
@@ -163,6 +178,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 url=result.url,
                 checkout_url=result.url,
                 session=session_out(result.session),
+                checkout_session_id=result.session.id,
             )
 
         return self.staged(request, checkout_pb2.CreateCheckoutSessionResponse, effect)

@@ -217,7 +217,8 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
 
   /**
    * What to buy: this or `line_items` (seed 003's form), not both; neither in
-   * `setup` mode.
+   * `setup` mode. Neither otherwise (seed 001's body): the configured default
+   * offer (BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY), FIELD_REQUIRED when none is.
    *
    * @generated from field: repeated billing.v1.CheckoutItem items = 2;
    */
@@ -284,6 +285,39 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
    * @generated from field: string environment = 10;
    */
   environment: string;
+
+  /**
+   * Seed 001's `accountId`: the same as `account` (service key only); both
+   * given and different is FIELD_INVALID.
+   *
+   * @generated from field: string account_id = 11;
+   */
+  accountId: string;
+
+  /**
+   * Seed 001's `accountEmail`: the same as `customer_email`; both given and
+   * different is FIELD_INVALID.
+   *
+   * @generated from field: string account_email = 12;
+   */
+  accountEmail: string;
+
+  /**
+   * Seed 001's `currency` (ISO 4217, any case): the checkout's prices must be
+   * in it (FIELD_INVALID otherwise). Empty: not checked.
+   *
+   * @generated from field: string currency = 13;
+   */
+  currency: string;
+
+  /**
+   * Seed 001's `passThroughToken`: the same as `client_reference` (given back
+   * as `passThroughToken` in checkout.session.completed); both given and
+   * different is FIELD_INVALID.
+   *
+   * @generated from field: string pass_through_token = 14;
+   */
+  passThroughToken: string;
 };
 
 /**
@@ -365,6 +399,14 @@ export declare type CreateCheckoutSessionResponse = Message<"billing.v1.CreateCh
    * @generated from field: string checkout_url = 6;
    */
   checkoutUrl: string;
+
+  /**
+   * Seed 001's `checkoutSessionId`: the created (or reused) session's id, the
+   * same as session.checkout_session_id; empty on a portal answer.
+   *
+   * @generated from field: string checkout_session_id = 7;
+   */
+  checkoutSessionId: string;
 };
 
 /**

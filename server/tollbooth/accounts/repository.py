@@ -179,14 +179,17 @@ def delete_mark(account_id: str) -> str:
     return f"customer.delete:{account_id}"
 
 
-def mark_customer_delete(session: Session, account_id: str) -> None:
+def mark_customer_delete(session: Session, account_id: str) -> bool:
+    """True for the one DeleteCustomer that writes the mark (an earlier one, committed or
+    racing on another replica behind the account's row lock, wrote it first: False)."""
     stmt = upsert_insert(session, BillingEffect).values(
         key=delete_mark(account_id),
         event_id="DeleteCustomer",
         billing_account_id=account_id,
         created_at=utcnow(),
     )
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(BillingEffect.key)
+    return session.execute(stmt).first() is not None
 
 
 def customers_behind(session: Session) -> list[str]:

@@ -116,10 +116,12 @@ def by_customer(session: Session, customer_id: str) -> BillingAccount | None:
 
 
 def ids_by_email(session: Session, email: str) -> list[str]:
+    """Accounts whose e-mail is `email` in any case (stored as given; compared lowercased,
+    on the `lower(email)` index)."""
     return list(
         session.scalars(
             select(BillingAccount.id)
-            .where(BillingAccount.email == email)
+            .where(func.lower(BillingAccount.email) == email.lower())
             .order_by(BillingAccount.created_at, BillingAccount.id)
         )
     )
@@ -135,10 +137,10 @@ def list_accounts(
     after: Sequence[object] | None,
     limit: int,
 ) -> list[BillingAccount]:
-    """Oldest first by (created_at, id)."""
+    """Oldest first by (created_at, id); `email` matches in any case."""
     stmt = select(BillingAccount)
     if email:
-        stmt = stmt.where(BillingAccount.email == email)
+        stmt = stmt.where(func.lower(BillingAccount.email) == email.lower())
     if alias_prefix:
         stmt = stmt.where(
             BillingAccount.principal_id.startswith(alias_prefix, autoescape=True),

@@ -257,12 +257,22 @@ def test_migrate_upgrades_an_older_schema_and_refuses_a_newer_one(  # type: igno
         (["serve-grpc"], OLDER, "older"),
         (["serve-grpc"], NEWER, "newer"),
         (["serve-notifications"], None, "never migrated"),
+        (["serve-sidecar"], None, "never migrated"),
+        (["serve-sidecar"], NEWER, "newer"),
     ],
-    ids=["grpc-unmigrated", "grpc-older", "grpc-newer", "notifications-unmigrated"],
+    ids=[
+        "grpc-unmigrated",
+        "grpc-older",
+        "grpc-newer",
+        "notifications-unmigrated",
+        "sidecar-unmigrated",
+        "sidecar-newer",
+    ],
 )
 def test_a_serving_command_refuses_a_schema_not_at_head(argv, revision, word, tmp_path):  # type: ignore[no-untyped-def]
     # Before, `serve-grpc` on a database never migrated listened and logged "no such table"
-    # tracebacks every two seconds (the inbox worker), answering INTERNAL to every RPC.
+    # tracebacks every two seconds (the inbox worker), answering INTERNAL to every RPC; and
+    # `serve-sidecar` (its console and webhook inbox read and write that database) served on.
     import os
     import subprocess
     import sys
@@ -279,6 +289,7 @@ def test_a_serving_command_refuses_a_schema_not_at_head(argv, revision, word, tm
             url,
             BILLING_DATA_DIR=str(tmp_path / "data"),
             BILLING_GRPC_PORT=str(free_port()),
+            BILLING_SIDECAR_PORT=str(free_port()),
         ),
     }
     env.pop("STRIPE_API_KEY", None)

@@ -91,6 +91,7 @@ __all__ = [
     "serve_sandbox",
     "serve_sidecar",
     "servicers",
+    "sidecar_refusal",
     "start_sidecar",
     "unbuilt_methods",
     "webhook_handlers",
@@ -238,6 +239,10 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
     )
     mount = console_pages.create(settings.operator_key, db, replay_one, signin_throttle=throttle)
     return mount, db.dispose
+
+
+# `serve-sidecar`: a configuration that cannot serve is refused before the schema is checked.
+sidecar_refusal = sidecar.refusal
 
 
 def start_sidecar(

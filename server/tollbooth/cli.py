@@ -205,6 +205,13 @@ def serve_grpc_command() -> int:
 def serve_sidecar_command() -> int:
     settings = load("serve-sidecar", serving=True)
     announce(settings)
+    problem = assembly.sidecar_refusal(settings)
+    if problem:  # a configuration refusal first, as `configuration error: ...`
+        print(problem, file=sys.stderr)
+        return 2
+    # Its console and readiness use the configured database (webhook events themselves go to
+    # the server over gRPC, each environment's to its own): that one schema is checked.
+    _serving_schema(settings, {environments.name_of(settings): settings})
     try:
         assembly.serve_sidecar(settings)
     except RuntimeError as exc:  # a configuration refusal, as `configuration error: ...`

@@ -350,3 +350,36 @@ def test_filling_an_email_does_not_deadlock_with_another_tabs_checkout_slot(pg_u
     finally:
         db_a.dispose()
         db_b.dispose()
+
+
+def delete_customer(channel: grpc.Channel, customer_id: str, request_id: str = "") -> object:
+    return customer_pb2_grpc.CustomerServiceStub(channel).DeleteCustomer(
+        customer_pb2.DeleteCustomerRequest(customer_id=customer_id, request_id=request_id),
+        metadata=SERVICE_MD,
+        timeout=30,
+    )
+
+
+def test_concurrent_deletes_of_one_customer_delete_it_once(shop_replicas) -> None:  # type: ignore[no-untyped-def]
+    """Two DeleteCustomer calls racing on two replicas: one deletes (deleted: true), the other
+    is answered as a delete after it is: NOT_FOUND. With or without distinct request_ids."""
+    one, two = shop_replicas
+    for n in range(ROUNDS):
+        customer = customer_pb2_grpc.CustomerServiceStub(one).CreateCustomer(
+            customer_pb2.CreateCustomerRequest(email="d@example.com", request_id=unique("r")),
+            metadata=SERVICE_MD,
+            timeout=30,
+        )
+        keys = (unique("r"), unique("r")) if n % 2 else ("", "")
+        results = all_at_once(
+            [
+                lambda ch=ch, key=key, cid=customer.id: delete_customer(ch, cid, key)
+                for ch, key in zip((one, two), keys, strict=True)
+            ]
+        )
+        assert sorted(outcome(r) for r in results) == ["NOT_FOUND/NOT_FOUND", "OK"]
+        (won,) = [r for r in results if not isinstance(r, grpc.RpcError)]
+        assert (won.id, won.deleted) == (customer.id, True)  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as again:  # a later delete answers the same
+            delete_customer(two, customer.id)
+        assert outcome(again.value) == "NOT_FOUND/NOT_FOUND"

@@ -234,7 +234,10 @@ def test_unknown_customer_is_404(shop: Shop) -> None:
 
 
 def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> None:
+    """E-mail lookups ignore case (the address is kept as given): the account stored with
+    `User_…@Example.COM` is found by the lowercase address, here and in ListAccounts."""
     email = f"{unique('user')}@example.com"
+    given = email.capitalize().replace("example.com", "Example.COM")
     missing = shop.request(
         "GET", f"/mgt/v1/customer/subscription?customerEmail={email}&environment=test"
     )
@@ -243,7 +246,13 @@ def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> No
     lookup = unique("premium")
     price = shop.price(lookup)
     alias = unique("buyer")
-    ok(shop.request("POST", "/mgt/v1/accounts", {"name": "Buyer", "email": email, "alias": alias}))
+    made = ok(
+        shop.request("POST", "/mgt/v1/accounts", {"name": "Buyer", "email": given, "alias": alias})
+    )
+    assert made["email"] == given
+    for asked in (email, email.upper()):
+        listed = ok(shop.request("GET", f"/mgt/v1/accounts?email={asked}"))["accounts"]
+        assert [(a["id"], a["email"]) for a in listed] == [(made["id"], given)]
     token = shop.token(alias)
     session = ok(
         shop.request(
@@ -277,6 +286,10 @@ def test_subscription_status_by_email_after_a_sandbox_purchase(shop: Shop) -> No
     assert found["currentPeriodEnd"].endswith("Z")
     assert found["stripeSubscriptionId"]
     assert found["plan"] == {"name": f"Plan {lookup}"}
+    upper = shop.request(
+        "GET", f"/mgt/v1/customer/subscription?customerEmail={given.upper()}&environment=test"
+    )
+    assert upper.status == 200 and upper.json()["subscription"]["id"] == found["id"]
 
 
 # -- seed 003, customer portal ---------------------------------------------------------------

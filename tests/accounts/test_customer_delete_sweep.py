@@ -165,3 +165,27 @@ def test_no_transaction_is_open_while_the_sweep_waits_on_stripe(pg_url: str, tmp
         assert deleted_at_stripe(world, customer) and customer_deleted_with_us(world, account)
     finally:
         world.stop()
+
+
+def test_a_failed_delete_customer_retried_with_its_request_id_finishes_at_stripe(
+    world: World,
+) -> None:
+    """The retry of a failed delete resends its request_id: replayed, it deletes the Stripe
+    customer. A second delete without that key is a delete after the first: NOT_FOUND (the
+    first's mark stays for `reconcile`)."""
+    account, customer = paying_customer(world)
+    stub = customer_pb2_grpc.CustomerServiceStub(world.channel)
+    request = customer_pb2.DeleteCustomerRequest(customer_id=customer, request_id="del-1")
+    world.sandbox.stalls.add("DELETE", f"/v1/customers/{customer}", seconds=0, status=500)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteCustomer(request, metadata=SERVICE_MD)
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    with pytest.raises(grpc.RpcError) as other:
+        stub.DeleteCustomer(
+            customer_pb2.DeleteCustomerRequest(customer_id=customer), metadata=SERVICE_MD
+        )
+    assert other.value.code() == grpc.StatusCode.NOT_FOUND
+    assert not deleted_at_stripe(world, customer)
+    answer = stub.DeleteCustomer(request, metadata=SERVICE_MD)
+    assert (answer.id, answer.deleted) == (customer, True)
+    assert deleted_at_stripe(world, customer) and customer_deleted_with_us(world, account)

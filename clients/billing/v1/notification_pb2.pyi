@@ -118,7 +118,9 @@ class NotificationEndpoint(_message.Message):
     endpoint_id: _builtins.str
     """`nep_...`."""
     url: _builtins.str
-    """An http or https URL."""
+    """An http or https URL. A `user:password@` in it is sent as HTTP Basic auth;
+    reads show the password as `***`, and an update sending the URL as read keeps it.
+    """
     description: _builtins.str
     """Free text."""
     enabled: _builtins.bool

@@ -148,10 +148,14 @@ def delete_customer(session: Session, customer_id: str) -> BillingAccount:
     found = customer_account(session, customer_id)
     account = repository.by_id_for_update(session, found.id)
     assert account is not None
+    # Committed with the archive: if the provider call after the commit fails, `reconcile`
+    # finds the mark and deletes the provider customer (`customer_sync.sweep_deletes`). A
+    # mark already there is an earlier delete (perhaps racing on another replica, its provider
+    # call not yet answered): this one is answered as a delete after it, NOT_FOUND. A retry
+    # of a failed delete that resends its request_id is replayed and retries the provider call.
+    if not repository.mark_customer_delete(session, account.id):
+        raise errors.not_found("customer", customer_id.strip())
     if account.archived_at is None:
         account.archived_at = account.updated_at = utcnow()
-    # Committed with the archive: if the provider call after the commit fails, `reconcile`
-    # finds the mark and deletes the provider customer (`customer_sync.sweep_deletes`).
-    repository.mark_customer_delete(session, account.id)
     session.flush()
     return account

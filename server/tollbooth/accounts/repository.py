@@ -116,10 +116,12 @@ def by_customer(session: Session, customer_id: str) -> BillingAccount | None:
 
 
 def ids_by_email(session: Session, email: str) -> list[str]:
+    """Accounts whose e-mail is `email` in any case (stored as given; compared lowercased,
+    on the `lower(email)` index)."""
     return list(
         session.scalars(
             select(BillingAccount.id)
-            .where(BillingAccount.email == email)
+            .where(func.lower(BillingAccount.email) == email.lower())
             .order_by(BillingAccount.created_at, BillingAccount.id)
         )
     )
@@ -135,10 +137,10 @@ def list_accounts(
     after: Sequence[object] | None,
     limit: int,
 ) -> list[BillingAccount]:
-    """Oldest first by (created_at, id)."""
+    """Oldest first by (created_at, id); `email` matches in any case."""
     stmt = select(BillingAccount)
     if email:
-        stmt = stmt.where(BillingAccount.email == email)
+        stmt = stmt.where(func.lower(BillingAccount.email) == email.lower())
     if alias_prefix:
         stmt = stmt.where(
             BillingAccount.principal_id.startswith(alias_prefix, autoescape=True),
@@ -179,14 +181,17 @@ def delete_mark(account_id: str) -> str:
     return f"customer.delete:{account_id}"
 
 
-def mark_customer_delete(session: Session, account_id: str) -> None:
+def mark_customer_delete(session: Session, account_id: str) -> bool:
+    """True for the one DeleteCustomer that writes the mark (an earlier one, committed or
+    racing on another replica behind the account's row lock, wrote it first: False)."""
     stmt = upsert_insert(session, BillingEffect).values(
         key=delete_mark(account_id),
         event_id="DeleteCustomer",
         billing_account_id=account_id,
         created_at=utcnow(),
     )
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+    stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(BillingEffect.key)
+    return session.execute(stmt).first() is not None
 
 
 def customers_behind(session: Session) -> list[str]:

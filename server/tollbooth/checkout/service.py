@@ -9,6 +9,7 @@ redirect: subscriptions, purchases and grants are written only by webhook finali
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from tollbooth.checkout import repository
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
 from tollbooth.subscriptions import repository as subscriptions
+
+log = logging.getLogger(__name__)
 
 MAX_ITEMS = 20
 MAX_QUANTITY = 999_999
@@ -290,11 +293,16 @@ def effective_status(row: CheckoutSession, now: dt.datetime) -> str:
 
 # -- portal -----------------------------------------------------------------------------------
 
+# Stripe lists at most 10 products in a portal configuration's plan switch
+# (`features.subscription_update.products`); more is refused (400), and no portal opens.
+MAX_SWITCH_PRODUCTS = 10
+
 
 def held_offer(session: Session, account_id: str) -> list[tuple[Price, Product]]:
     """What the portal may switch the account's subscriptions to: every active recurring price
     of each group its live subscriptions hold (a price without a group is a group of its own),
-    whether anybody bought it yet or not; none of a group it does not hold."""
+    whether anybody bought it yet or not; none of a group it does not hold. The products of
+    the prices it holds come first (the plan switch lists at most `MAX_SWITCH_PRODUCTS`)."""
     live = subscriptions.live_subscriptions(session, account_id)
     items = [
         item
@@ -303,7 +311,10 @@ def held_offer(session: Session, account_id: str) -> list[tuple[Price, Product]]
     ]
     groups = {item.subscription_group for item in items if item.subscription_group}
     singles = {item.price_id for item in items if item.price_id and not item.subscription_group}
-    return links.recurring_prices_in(session, groups, singles)
+    offer = links.recurring_prices_in(session, groups, singles)
+    prices = {item.price_id for item in items}
+    holds = {product.id for price, product in offer if price.id in prices}
+    return sorted(offer, key=lambda pair: pair[1].id not in holds)  # stable: catalog order kept
 
 
 def unsynced_offer(session: Session, account_id: str) -> list[str]:
@@ -336,8 +347,19 @@ def portal_features(session: Session, options: PortalOptions, account_id: str) -
     products: dict[str, list[str]] = {}
     if options.allow_plan_change:
         for price, product in held_offer(session, account_id):
-            if product.stripe_product_id and price.stripe_price_id:
-                products.setdefault(product.stripe_product_id, []).append(price.stripe_price_id)
+            if not (product.stripe_product_id and price.stripe_price_id):
+                continue
+            if product.stripe_product_id not in products and len(products) == MAX_SWITCH_PRODUCTS:
+                log.warning(
+                    "portal of %s: the plan switch lists %d products (Stripe's most), not "
+                    "product %s",
+                    account_id,
+                    MAX_SWITCH_PRODUCTS,
+                    product.id,
+                    extra={"event": "portal_products_capped"},
+                )
+                continue
+            products.setdefault(product.stripe_product_id, []).append(price.stripe_price_id)
     features["subscription_update"] = (
         {
             "enabled": True,

@@ -186,7 +186,7 @@ def deliveries(session: Session) -> list[Endpoint]:
         out.append(
             Endpoint(
                 id=ep.id,
-                url=ep.url,
+                url=notification_endpoints.shown_url(ep.url),
                 enabled=ep.enabled,
                 disabled_reason=ep.disabled_reason,
                 deliveries=[_delivery(d, row, tries[row.id]) for d, row in page.items],

@@ -57,7 +57,7 @@ class BillingAccount(Base):
     # When DeleteCustomer deleted the provider customer (the account is archived with it).
     customer_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_billing_accounts_email", "email", "id"),)
+    __table_args__ = (Index("ix_billing_accounts_email_lower", text("lower(email)"), "id"),)
 
 
 class StripeEvent(Base):

@@ -7,7 +7,7 @@ from google.protobuf import struct_pb2
 from billing.v1 import notification_pb2
 from tollbooth.db.models import NotificationAttempt, NotificationEndpoint, NotificationOutbox
 from tollbooth.notifications import envelope
-from tollbooth.notifications.endpoints import Fields
+from tollbooth.notifications.endpoints import Fields, shown_url
 from tollbooth.notifications.messages import Message
 from tollbooth.rpc.convert import ts
 
@@ -27,7 +27,7 @@ def fields(msg: pb.NotificationEndpoint) -> Fields:
 def endpoint_out(e: NotificationEndpoint) -> pb.NotificationEndpoint:
     return pb.NotificationEndpoint(
         endpoint_id=e.id,
-        url=e.url,
+        url=shown_url(e.url),
         description=e.description,
         event_types=list(e.event_types or []),
         enabled=e.enabled,

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from sqlalchemy.orm import Session
@@ -31,6 +31,9 @@ MAX_REPLACED = 5
 MAX_URL = 2000
 MAX_DESCRIPTION = 1000
 MAX_TYPES = len(KNOWN_TYPES)
+# What reads show in place of the password of a URL's `user:password@` (HTTP Basic for the
+# receiver, which delivery still sends).
+PASSWORD_SHOWN = "***"
 UPDATABLE = ("url", "description", "event_types")
 
 
@@ -98,7 +101,31 @@ def clean_url(url: str) -> str:
             reason="URL_INVALID",
             field="url",
         ) from exc
+    if parts.password and unquote(parts.password) == PASSWORD_SHOWN:
+        raise errors.invalid(
+            f"url's password is {PASSWORD_SHOWN}, what reads show in place of one: give the "
+            "password, or the url exactly as read to keep it",
+            reason="URL_INVALID",
+            field="url",
+        )
     return url
+
+
+def shown_url(url: str) -> str:
+    """`url` as reads show it: the password of its userinfo replaced by `***` (the user name,
+    host, path and query as they are)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    start = url.find(parts.netloc)
+    shown = f"{user}:{PASSWORD_SHOWN}@{hostport}"
+    return url[:start] + shown + url[start + len(parts.netloc) :]
 
 
 def sendable(url: str) -> None:
@@ -193,7 +220,9 @@ def update(
             field="update_mask",
         )
     endpoint = get(session, endpoint_id, lock=True)
-    if "url" in paths:
+    # The URL as reads show it (its password masked) keeps the stored one: a client sending
+    # back what it read changes nothing (AIP-134's read-modify-write).
+    if "url" in paths and fields.url.strip() != shown_url(endpoint.url):
         endpoint.url = clean_url(fields.url)
     if "description" in paths:
         endpoint.description = clean_description(fields.description)

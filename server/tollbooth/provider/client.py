@@ -449,10 +449,8 @@ class StripeProvider:
     # -- billing portal -------------------------------------------------------------------
 
     def portal_configuration(self, features: dict[str, Any]) -> str:
-        """The id of a portal configuration with exactly these features, created once.
-
-        Found again by a digest in its metadata, so restarts and replicas reuse it.
-        """
+        """The id of a portal configuration with exactly these features, created once; found
+        again by a digest in its metadata, so restarts and replicas reuse it."""
         digest = hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
         with self._lock:
             known = self._portal_configs.get(digest)
@@ -465,11 +463,13 @@ class StripeProvider:
             ),
         )
         found: str | None = None
-        for config in listing.data:
-            metadata: dict[str, Any] = self._plain(config).get("metadata") or {}
-            if metadata.get("tollbooth_options") == digest:
-                found = str(config.id)
-                break
+        try:  # every page: past the first 100 (other integrations' too) it would be made again
+            for config in listing.auto_paging_iter():
+                if (self._plain(config).get("metadata") or {}).get("tollbooth_options") == digest:
+                    found = str(config.id)
+                    break
+        except stripe.StripeError as exc:
+            raise _map_error(exc, "list portal configurations") from exc
         if found is None:
             params = {
                 "features": features,

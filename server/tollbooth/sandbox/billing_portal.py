@@ -19,6 +19,9 @@ from tollbooth.sandbox.wire import (
     required,
 )
 
+# Products a portal configuration's plan switch may list (`features.subscription_update.products`).
+MAX_SWITCH_PRODUCTS = 10
+
 
 class BillingPortal(Checkout):
     """Portal configurations and sessions."""
@@ -136,6 +139,11 @@ class BillingPortal(Checkout):
                 target["proration_behavior"] = update["proration_behavior"]
             products = update.get("products")
             if isinstance(products, list):
+                if len(products) > MAX_SWITCH_PRODUCTS:  # Stripe's API reference: "up to 10"
+                    raise bad_request(
+                        f"You can only specify up to {MAX_SWITCH_PRODUCTS} products.",
+                        "features[subscription_update][products]",
+                    )
                 resolved = []
                 for i, entry in enumerate(products):
                     param = f"features[subscription_update][products][{i}]"

@@ -92,6 +92,13 @@ def _livemode(payload: bytes) -> bool | None:
     return livemode if isinstance(livemode, bool) else None
 
 
+def refusal(settings: Settings) -> str | None:
+    """Why these settings cannot serve the sidecar (checked before anything else at start)."""
+    if not settings.webhook_secrets:
+        return "STRIPE_WEBHOOK_SECRET is not set: refusing to start"
+    return None
+
+
 def create_app(
     settings: Settings,
     target: str | None = None,
@@ -102,8 +109,9 @@ def create_app(
 
     `extra` are more routes the assembly serves here (the operator console), `on_close` what
     to release when the app stops."""
-    if not settings.webhook_secrets:
-        raise RuntimeError("STRIPE_WEBHOOK_SECRET is not set: refusing to start")
+    problem = refusal(settings)
+    if problem:
+        raise RuntimeError(problem)
     state: dict[str, Any] = {}
     routes = [
         _Route(

@@ -80,7 +80,8 @@ export declare type NotificationEndpoint = Message<"billing.v1.NotificationEndpo
   endpointId: string;
 
   /**
-   * An http or https URL.
+   * An http or https URL. A `user:password@` in it is sent as HTTP Basic auth;
+   * reads show the password as `***`, and an update sending the URL as read keeps it.
    *
    * @generated from field: string url = 2;
    */

@@ -151,7 +151,9 @@ def create(
         except session.FormError as exc:
             return refuse(request, 400, "FORM_INVALID", str(exc))
         # Signed in already (in another tab): a sign-in form from before has the old token.
-        if not session.csrf_ok(request, fields) and not session.signed_in(request):
+        # Only the console's own page: another port of the same site gets the cookie too.
+        stale_tab = session.signed_in(request) and session.same_origin(request)
+        if not session.csrf_ok(request, fields) and not stale_tab:
             return render(
                 request,
                 "message.html",

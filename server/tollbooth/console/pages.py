@@ -87,8 +87,13 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
-def refuse(request: Request, status: int, reason: str, message: str) -> HTMLResponse:
-    return render(request, "message.html", status, reason=reason, message=message)
+def refuse(
+    request: Request, status: int, reason: str, message: str, *, signin_again: bool = False
+) -> HTMLResponse:
+    """The console's refusal page; `signin_again` adds a link to a fresh sign-in form."""
+    return render(
+        request, "message.html", status, reason=reason, message=message, signin_again=signin_again
+    )
 
 
 def _go(path: str) -> RedirectResponse:
@@ -154,12 +159,11 @@ def create(
         # Only the console's own page: another port of the same site gets the cookie too.
         stale_tab = session.signed_in(request) and session.same_origin(request)
         if not session.csrf_ok(request, fields) and not stale_tab:
-            return render(
+            return refuse(
                 request,
-                "message.html",
                 403,
-                reason="CSRF_INVALID",
-                message="This sign-in form has expired (the session it came with ended, or it"
+                "CSRF_INVALID",
+                "This sign-in form has expired (the session it came with ended, or it"
                 " came from another site): sign in again from a fresh form.",
                 signin_again=True,
             )

@@ -9,10 +9,13 @@
 -- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
--- server refuses the request (MALFORMED_REQUEST naming it). The path of the first array that
--- holds a null item (which the transcoder drops silently from a list) comes next, after a "~":
--- the server refuses it when the array is one of the request's lists (FIELD_INVALID naming
--- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct).
+-- server refuses the request (MALFORMED_REQUEST naming it). The path of every array that
+-- holds a null item (which the transcoder drops silently from a list) comes next, each once
+-- after a "~": the server refuses one that is one of the request's lists (FIELD_INVALID naming
+-- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct). Every
+-- such path is named, not only the first: a null inside free-form `properties` must not hide
+-- a null item of the list after it. A body whose null-holding paths pass MAX_HEADER is
+-- refused whole (400), never cut short.
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -188,7 +191,7 @@ local function array(s, i, prefix, out, depth)
   end
   while true do
     if s:byte(i) == 110 and s:sub(i, i + 3) == "null" then
-      out.null_item = out.null_item or prefix
+      out.null_item(prefix)
     end
     i = value(s, i, prefix, out, depth + 1)
     if not i then
@@ -239,6 +242,19 @@ local function collect(s)
     size = size + #path + 1
     paths[#paths + 1] = path
   end
+  local nulls, null_seen, null_size = {}, {}, 0
+  out.null_item = function(path)
+    if null_seen[path] then
+      return
+    end
+    null_seen[path] = true
+    null_size = null_size + #path + 2
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    nulls[#nulls + 1] = "~" .. path
+  end
   local i = skip_ws(s, 1)
   if not i or s:byte(i) ~= 123 then
     return nil
@@ -246,8 +262,11 @@ local function collect(s)
   if not object(s, i, "", out, 0) then
     return nil
   end
-  if out.null_item then
-    table.insert(paths, 1, "~" .. out.null_item)
+  if out.null_overflow then
+    return nil, true
+  end
+  for k = #nulls, 1, -1 do
+    table.insert(paths, 1, nulls[k])
   end
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)
@@ -344,7 +363,12 @@ function envoy_on_request(handle)
   if body == nil or body:length() == 0 then
     return
   end
-  local paths = collect(body:getBytes(0, body:length()))
+  local paths, overflow = collect(body:getBytes(0, body:length()))
+  if overflow then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
+      "the JSON body holds null items in more lists than the gateway checks")
+    return
+  end
   if paths and #paths > 0 then
     -- The headers object of before the body arrived is out of scope now.
     handle:headers():add(HEADER, table.concat(paths, ","))

@@ -1,9 +1,10 @@
 """The provider's time inside an RPC is bounded by the caller's deadline (`tollbooth.deadline`):
-a Stripe call made for an RPC waits at most the caller's gRPC deadline less a second, and never
-more than `STRIPE_RPC_BUDGET_SEC` (a REST call through Envoy carries no deadline: the budget
-keeps it under Envoy's route timeout), so a slow provider is answered UNAVAILABLE
-`PROVIDER_UNAVAILABLE` while the caller still listens; its retry under the same request_id
-gets the one session. Applying a webhook is exempt: it has its own retries and leases."""
+a Stripe call made for an RPC waits at most the caller's gRPC deadline less a second (a quarter
+of it under four seconds), and never more than `STRIPE_RPC_BUDGET_SEC` (a REST call through
+Envoy carries no deadline: the budget keeps it under Envoy's route timeout), so a slow provider
+is answered UNAVAILABLE `PROVIDER_UNAVAILABLE` while the caller still listens; its retry under
+the same request_id gets the one session. Applying a webhook is exempt: it has its own retries
+and leases."""
 
 from __future__ import annotations
 
@@ -78,6 +79,19 @@ def test_a_slow_provider_is_unavailable_before_the_callers_deadline(database_url
         wait_for(lambda: sessions_at_the_provider(world.sandbox) == before + 1)
     finally:
         world.stop()
+
+
+def test_a_deadline_under_a_second_still_asks_a_quick_provider(budgeted: World) -> None:
+    """The margin kept for the answer is at most a quarter of the caller's time: a caller
+    giving a checkout 0.9 s is served by a provider that answers in time, not refused
+    UNAVAILABLE before the provider was asked (the budget was 0.9 s less a whole second)."""
+    budgeted.price("pro")
+    warm, _ = budgeted.token()
+    checkout(budgeted, warm, timeout=30)  # the price is at the provider now
+    token, _ = budgeted.token()
+    made = checkout(budgeted, token, timeout=0.9)
+    assert made.url
+    assert checkout(budgeted, token, timeout=30) == made
 
 
 def test_without_a_deadline_the_budget_caps_the_provider(budgeted: World) -> None:

@@ -343,3 +343,18 @@ def test_seed_001s_portal_body_works_as_written(shop: Shop):
     # Two names for one account that disagree are refused.
     both = shop.request("POST", "/api/v1/portal/sessions", {**body, "account": "someone-else"})
     assert (both.status, both.reason) == (400, "FIELD_INVALID")
+    # Two names of the same account (its id and its alias) are one account, not a conflict,
+    # for the backend and for the buyer's own token alike.
+    account_id = shop.billing(token)["billing_account_id"]
+    same = {**body, "account": account_id}
+    assert shop.request("POST", "/api/v1/portal/sessions", same).status == 200
+    own = shop.request("POST", "/api/v1/portal/sessions", same, token)
+    assert own.status == 200, own.body
+    # An id of another account beside the alias is still refused, on either surface.
+    other = shop.request("POST", "/mgt/v1/token/issue", {"principal_id": "rest-seed1-other"})
+    other_id = other.json()["billing_account_id"]
+    for caller in (None, token):
+        mixed = shop.request(
+            "POST", "/api/v1/portal/sessions", {**body, "account": other_id}, caller
+        )
+        assert (mixed.status, mixed.reason) == (400, "FIELD_INVALID"), mixed.body

@@ -204,3 +204,43 @@ def test_concurrent_guesses_over_four_replicas_get_the_window_and_no_more(pg_url
     finally:
         for d in databases:
             d.dispose()
+
+
+def test_a_same_site_page_cannot_spend_a_signed_in_operators_sign_in_attempts(
+    db: Database,
+) -> None:
+    """A signed-in session's sign-in form skips the CSRF check (the second tab's form carries
+    the token of before), but only for a form of the console's own origin: the cookie is
+    SameSite=Lax, so a page of the same site on another port (the company's app on
+    127.0.0.1:3000, the sandbox) can make the operator's browser post wrong keys with it. Those
+    are refused 403 before the key is checked, and never count against the operator's address."""
+    app = _console(db, "3/minute", "off")
+    operator = Browser(app, "198.51.100.30")
+    assert operator.sign_in(OPERATOR_KEY).status_code == 303
+    for origin, site in [
+        ("http://127.0.0.1:3000", "same-site"),
+        ("http://127.0.0.1:3000", None),
+        ("null", None),
+        (None, "cross-site"),
+    ] * 2:
+        headers = {k: v for k, v in (("origin", origin), ("sec-fetch-site", site)) if v}
+        answer = operator.client.post(
+            "/console/signin",
+            data={"operator_key": WRONG},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert answer.status_code == 403, (origin, site, answer.status_code)
+        assert 'id="reason">CSRF_INVALID<' in answer.text
+    assert operator.signed_in()
+    # Nothing was counted: the operator signs in from a fresh tab jar at that address.
+    again = Browser(app, "198.51.100.30")
+    assert again.sign_in(OPERATOR_KEY).status_code == 303
+    # The console's own second tab (same origin, the token of before) still signs in.
+    stale = operator.client.post(
+        "/console/signin",
+        data={"csrf_token": "token-of-before", "operator_key": OPERATOR_KEY},
+        headers={"origin": "http://testserver", "sec-fetch-site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert (stale.status_code, stale.headers["location"]) == (303, "/console/accounts")

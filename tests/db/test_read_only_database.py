@@ -5,14 +5,23 @@ INTERNAL, and writes nothing; reads still answer."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select
 
-from billing.v1 import credit_pb2, credit_pb2_grpc, token_pb2, token_pb2_grpc
+from billing.v1 import (
+    credit_pb2,
+    credit_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 from tests.conftest import SERVICE_MD, make_env
 from tests.devstack import serving
 from tests.helpers import error_reason
@@ -73,3 +82,90 @@ def test_a_write_on_a_read_only_database_is_unavailable_and_writes_nothing(
         credit_pb2.GetBalanceRequest(account=known, type="tokens"), metadata=SERVICE_MD, timeout=10
     )
     assert balance.balance == "0"
+
+
+def ingest(channel: grpc.Channel, account: str) -> usage_pb2.EventResult:
+    event = usage_pb2.UsageEvent(
+        unique_id="ro-event-1",
+        account=account,
+        event_name="ro",
+        event_time=Timestamp(seconds=int(time.time())),
+    )
+    return usage_pb2_grpc.UsageServiceStub(channel).IngestEvent(
+        usage_pb2.IngestEventRequest(event=event), metadata=SERVICE_MD, timeout=10
+    )
+
+
+def test_a_debit_or_an_event_after_the_database_takes_writes_again_is_served(
+    pg_base_url: str,
+) -> None:
+    """A connection that met a read-only database is retired, also on DebitCredits' own
+    PostgreSQL path (raw pipelined statements, which SQLAlchemy's error hook never sees): once
+    the database takes writes again (the failover followed), the next debit is served on a fresh
+    connection instead of meeting the old read-only session again and again."""
+    from sqlalchemy import create_engine, text
+
+    from tests.devstack import throwaway_postgres
+    from tollbooth.db import normalize_url
+    from tollbooth.db.migrate import upgrade
+
+    with throwaway_postgres(pg_base_url, "tollbooth_ro") as url:
+        upgrade(url)
+        name = url.rsplit("/", 1)[1]
+        admin = create_engine(normalize_url(pg_base_url), isolation_level="AUTOCOMMIT")
+        deps = Deps.build(Settings.from_env(make_env(url)))
+        try:
+            with serving(deps) as channel:
+                account = issue(channel, f"ro-debit-{uuid.uuid4().hex[:8]}").billing_account_id
+                credits = credit_pb2_grpc.CreditServiceStub(channel)
+                credits.GrantCredits(
+                    credit_pb2.GrantCreditsRequest(
+                        account=account, credit_type="tokens", amount="10", reason="seed"
+                    ),
+                    metadata=SERVICE_MD,
+                    timeout=10,
+                )
+
+                def debit(key: str) -> credit_pb2.CreditDebit:
+                    return credits.DebitCredits(
+                        credit_pb2.DebitCreditsRequest(
+                            account=account, credit_type="tokens", amount="1", request_id=key
+                        ),
+                        metadata=SERVICE_MD,
+                        timeout=10,
+                    )
+
+                debit("ro-warm")
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+                    )
+                deps.db.dispose()  # the pool's next connections are read-only sessions
+                for _ in range(2):
+                    with pytest.raises(grpc.RpcError) as err:
+                        debit("ro-1")
+                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+                    assert error_reason(err.value) == "DATABASE_READ_ONLY"
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+                    )
+                assert debit("ro-1").balance_after == "8"
+                # The same on usage ingest's own path (a raw cursor on the session's connection).
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+                    )
+                deps.db.dispose()
+                for _ in range(2):
+                    with pytest.raises(grpc.RpcError) as err:
+                        ingest(channel, account)
+                    assert error_reason(err.value) == "DATABASE_READ_ONLY", err.value.details()
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+                    )
+                assert ingest(channel, account).status == usage_pb2.EVENT_STATUS_ACCEPTED
+        finally:
+            deps.db.dispose()
+            admin.dispose()

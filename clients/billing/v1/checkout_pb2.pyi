@@ -615,7 +615,7 @@ class CreatePortalSessionRequest(_message.Message):
     """
     account_id: _builtins.str
     """Seed 001's `accountId`: the same as `account` (service key only); both
-    given and different is FIELD_INVALID.
+    given and naming two accounts is FIELD_INVALID (an id and its alias are one).
     """
     @_builtins.property
     def options(self) -> Global___PortalOptions:

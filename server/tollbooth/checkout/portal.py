@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session
+
 from tollbooth import errors
-from tollbooth.accounts.service import resolve_by_customer
+from tollbooth.accounts.service import resolve, resolve_by_customer
 from tollbooth.auth.caller import Caller
 from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
@@ -36,6 +38,7 @@ def create_portal(
     return_url: str,
     options: PortalOptions,
     customer: str = "",
+    also_named: str = "",
     request_scope: str,
     request_id: str,
     origins: Sequence[str] | None,
@@ -47,10 +50,13 @@ def create_portal(
     derive from (request and configuration).
 
     Without a return_url (seed 002's request has no body) the portal leads back to the first
-    allowed origin, the configured home of the app."""
+    allowed origin, the configured home of the app. `also_named` is a second name of the
+    account (seed 001's `accountId` beside `account`), which must name the same one."""
     if not return_url.strip() and origins:
         return_url = f"{origins[0]}/"
     with db.transaction() as session:
+        if also_named:
+            _same_account(session, caller, account_ref, also_named)
         account = resolve_by_customer(session, caller, account_ref, customer)
         back = (
             check_redirect(return_url, "return_url", origins, required=True)
@@ -82,3 +88,25 @@ def create_portal(
         return_url=remote.get("return_url") or back,
         created=from_unix(remote.get("created")) or utcnow(),
     )
+
+
+def _same_account(session: Session, caller: Caller, named: str, other: str) -> None:
+    """Refuse two names (`account`, seed 001's `accountId`) that are not of one account
+    (FIELD_INVALID, whether either exists or not, before anything else is said of them); an
+    id and its alias are one account."""
+
+    def found(ref: str) -> str | None:
+        try:
+            return resolve(session, caller, ref).id
+        except errors.DomainError as exc:
+            if exc.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return None
+
+    first = found(named)
+    if first is None or first != found(other):
+        raise errors.invalid(
+            "account and accountId name different accounts; send one",
+            reason="FIELD_INVALID",
+            field="account_id",
+        )

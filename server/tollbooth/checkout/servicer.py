@@ -116,16 +116,14 @@ def _either(request: Any, name: str, seed_name: str) -> str:
     return str(given or seed)
 
 
-def _portal_account(request: checkout_pb2.CreatePortalSessionRequest) -> str:
-    """`account`, or seed 001's `accountId` for it; two that disagree are refused."""
+def _portal_account(request: checkout_pb2.CreatePortalSessionRequest) -> tuple[str, str]:
+    """`account`, or seed 001's `accountId` for it, and the other name when both are given and
+    written differently (the portal checks that both name one account: an id and its alias
+    do)."""
     named, seed = request.account.strip(), request.account_id.strip()
     if named and seed and named != seed:
-        raise errors.invalid(
-            "account and accountId name different accounts; send one",
-            reason="FIELD_INVALID",
-            field="account_id",
-        )
-    return request.account or request.account_id
+        return named, seed
+    return named or seed, ""
 
 
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
@@ -200,12 +198,15 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         caller = current_caller.get()
         check_environment(request.environment, self.live)
 
+        account_ref, also_named = _portal_account(request)
+
         def effect() -> checkout_pb2.PortalSession:
             result = portal.create_portal(
                 self.deps.db,
                 self.provider,
                 caller,
-                account_ref=_portal_account(request),
+                account_ref=account_ref,
+                also_named=also_named,
                 customer=request.customer,
                 return_url=request.return_url,
                 options=_options(request),

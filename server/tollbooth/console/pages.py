@@ -90,6 +90,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
 def refuse(
     request: Request, status: int, reason: str, message: str, *, signin_again: bool = False
 ) -> HTMLResponse:
+    """The console's refusal page; `signin_again` adds a link to a fresh sign-in form."""
     return render(
         request, "message.html", status, reason=reason, message=message, signin_again=signin_again
     )
@@ -155,7 +156,9 @@ def create(
         except session.FormError as exc:
             return refuse(request, 400, "FORM_INVALID", str(exc))
         # Signed in already (in another tab): a sign-in form from before has the old token.
-        if not session.csrf_ok(request, fields) and not session.signed_in(request):
+        # Only the console's own page: another port of the same site gets the cookie too.
+        stale_tab = session.signed_in(request) and session.same_origin(request)
+        if not session.csrf_ok(request, fields) and not stale_tab:
             return refuse(
                 request,
                 403,

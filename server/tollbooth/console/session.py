@@ -16,7 +16,9 @@
   still signs in (the key is checked as always) instead of failing the token check, and
   signing in again keeps the session and its token, so the other tab's forms keep working. A
   form left from a session that has ended (signed out in another tab, or expired) is refused
-  with a link to a fresh sign-in page.
+  with a link to a fresh sign-in page. Skipping the token is for the console's own pages
+  only (`same_origin`): a page of the same site on another port gets the Lax cookie sent too,
+  and must not make a signed-in operator's browser spend the address's sign-in attempts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -69,6 +71,20 @@ def sign_in(request: Request) -> None:
     request.session.clear()
     request.session["operator"] = True
     request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+def same_origin(request: Request) -> bool:
+    """Whether the browser says this request comes from the console's own origin. The cookie
+    is SameSite=Lax, which a page of the same site on another port (127.0.0.1:3000, the
+    sandbox) satisfies: only Sec-Fetch-Site (or, without it, Origin) tells them apart. A
+    request that carries neither comes from no browser page."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return urlsplit(origin).netloc == request.headers.get("host", "") != ""
+    return True
 
 
 def sign_out(request: Request) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -104,6 +105,14 @@ def _retire_read_only(engine: Engine) -> None:
         if is_read_only(context.original_exception):
             context.is_disconnect = True
             context.invalidate_pool_on_disconnect = False
+
+
+def _retire_connection(session: Session) -> None:
+    """Retire the connection of `session`'s transaction, which met a read-only database
+    outside SQLAlchemy's statements (DebitCredits' pipelined trips, usage ingest's cursor: the
+    `handle_error` hook above never sees those), so the next transaction gets a fresh one."""
+    with contextlib.suppress(Exception):
+        session.connection().invalidate()
 
 
 def connection_settings(url: str) -> dict[str, int]:
@@ -232,6 +241,10 @@ class Database:
             _held.depth = transactions_held() + 1
             try:
                 yield session
+            except BaseException as exc:
+                if is_read_only(exc):
+                    _retire_connection(session)
+                raise
             finally:
                 _held.depth -= 1
 

@@ -15,9 +15,10 @@ map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key i
 transcoder.
 
 FIELD_INVALID: a null item in a JSON array that is one of the request's lists
-(`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names the
-first array holding a null after a "~" (after the "!" key, if any); a null inside a free-form
-value (`properties`, a google.protobuf.Struct) is a value and passes.
+(`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names every
+array holding a null, each once after a "~" (after the "!" key, if any); a null inside a
+free-form value (`properties`, a google.protobuf.Struct) is a value and passes, and does not
+hide a null item of a list named after it.
 
 MALFORMED_REQUEST: a JSON body key that names a field the binding's URL template already binds
 (`PATCH /mgt/v1/catalog/products/{product.product_id}` with `{"productId": ...}`): the URL
@@ -166,7 +167,7 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     bodies = bindings(method)
     if not bodies:
         return
-    if header.startswith("~"):
+    while header.startswith("~"):
         first, _, header = header.partition(",")
         _refuse_null_item(bodies, first[1:])
     for path in header.split(","):

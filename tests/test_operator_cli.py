@@ -379,3 +379,22 @@ def test_a_since_without_an_offset_is_utc_whatever_the_local_zone(tmp_path, monk
         monkeypatch.undo()
         time.tzset()
     assert "replayed 1:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("run_dir", [True, False], ids=["BILLING_RUN_DIR", "data-dir"])
+def test_gateway_config_writes_where_make_run_does(run_dir, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # With no --out, envoy.yaml goes where the supervisor writes it: BILLING_RUN_DIR when set,
+    # else run/ in the data directory (was: always the repository's var/run).
+    data = tmp_path / "data"
+    extra = {"BILLING_DATA_DIR": str(data)}
+    if run_dir:
+        extra["BILLING_RUN_DIR"] = str(tmp_path / "elsewhere")
+    for key, value in make_env(_unmigrated(tmp_path), **extra).items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["gateway-config"]) == 0
+    expected = (tmp_path / "elsewhere" if run_dir else data / "run") / "envoy.yaml"
+    assert capsys.readouterr().out.strip() == str(expected)
+    assert "static_resources" in expected.read_text()
+    out = tmp_path / "explicit"
+    assert cli.main(["gateway-config", "--out", str(out)]) == 0
+    assert (out / "envoy.yaml").is_file()

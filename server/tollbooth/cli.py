@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tollbooth import app as assembly
 from tollbooth import commandline, environments, logs, metrics, stack, supervisor
-from tollbooth.config import REPO_ROOT, ConfigError, Settings, redact_url
+from tollbooth.config import ConfigError, Settings, redact_url
 from tollbooth.db import migrate as migrations
 
 log = logging.getLogger("tollbooth")
@@ -254,11 +254,17 @@ def serve_notifications_command(environment: str | None) -> int:
 
 
 @app.command("gateway-config", help="render envoy.yaml for this environment")
-@click.option("--out", default=str(REPO_ROOT / "var" / "run"), show_default=True)
-def gateway_config_command(out: str) -> int:
+@click.option(
+    "--out",
+    default=None,
+    help="folder for envoy.yaml  [default: BILLING_RUN_DIR, else run/ in the data directory, "
+    "where make run writes it]",
+)
+def gateway_config_command(out: str | None) -> int:
     from tollbooth.gateway import render
 
-    print(render(load("gateway-config"), Path(out)))
+    settings = load("gateway-config")
+    print(render(settings, Path(out) if out else settings.run_dir or settings.data_dir / "run"))
     return 0
 
 

@@ -46,6 +46,7 @@ from tollbooth.configvalues import (  # noqa: F401  (re-exported: config's publi
     _seconds,
     api_base,
     derive_live,
+    dial_url,
     is_loopback,
     local_secret,
     redact_url,

@@ -321,3 +321,16 @@ def derive_live(values: dict[str, Any]) -> None:
             "BILLING_LIVE_STRIPE_API_BASE": live_base,
         }
     )
+
+
+def dialable(host: str) -> str:
+    """The address a client on this machine dials for a server bound to `host`: a wildcard
+    bind (every interface) is reached on loopback; any other address as it is."""
+    host = host.strip().strip("[]")
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def dial_url(host: str, port: int) -> str:
+    """`http://HOST:PORT` for a local server bound to `host` (an IPv6 address in brackets)."""
+    address = dialable(host)
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"

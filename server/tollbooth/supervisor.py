@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tollbooth import environments, stack
-from tollbooth.config import Settings, redact_url
+from tollbooth.config import Settings, dial_url, redact_url
+from tollbooth.configvalues import dialable
 
 log = logging.getLogger("tollbooth.run")
 
@@ -96,16 +97,11 @@ def wait_listening(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            with socket.create_connection((_dialable(host), port), timeout=1):
+            with socket.create_connection((dialable(host), port), timeout=1):
                 return proc.poll() is None
         except OSError:
             time.sleep(0.1)
     return False
-
-
-def _dialable(host: str) -> str:
-    host = host.strip("[]")
-    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def _tail(path: Path, lines: int = 10) -> str:
@@ -424,7 +420,7 @@ def run(settings: Settings, check_sandbox: Callable[[Settings], object]) -> int:
             "sidecar": f"http://127.0.0.1:{settings.sidecar_port}",
             "envoy_admin": f"http://127.0.0.1:{settings.envoy_admin_port}",
             **(
-                {"sandbox": f"http://127.0.0.1:{settings.sandbox_port}/sandbox/"}
+                {"sandbox": dial_url(settings.sandbox_host, settings.sandbox_port) + "/sandbox/"}
                 if settings.sandbox
                 else {}
             ),

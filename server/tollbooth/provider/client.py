@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import stripe
 
 from tollbooth import deadline, errors
-from tollbooth.config import Settings
+from tollbooth.config import Settings, dial_url
 from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
@@ -185,7 +185,7 @@ class StripeProvider:
                 timeout_sec=settings.stripe_timeout_sec,
                 max_network_retries=settings.stripe_max_network_retries,
             )
-        base = settings.stripe_api_base or f"http://127.0.0.1:{settings.sandbox_port}"
+        base = settings.stripe_api_base or dial_url(settings.sandbox_host, settings.sandbox_port)
         return cls(
             SANDBOX_KEY,
             base,

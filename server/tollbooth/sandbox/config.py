@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tollbooth.config import DEFAULT_SANDBOX_PORT, SandboxSettings, Settings
+from tollbooth.config import DEFAULT_SANDBOX_PORT, SandboxSettings, Settings, dial_url
 
 DEFAULT_PORT = DEFAULT_SANDBOX_PORT
 # The webhook path on Envoy with the default BILLING_REST_HOST and BILLING_REST_PORT.
@@ -118,7 +118,7 @@ class SandboxConfig:
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.host}:{self.port}"
+        return dial_url(self.host, self.port)
 
     @classmethod
     def from_settings(

@@ -42,7 +42,7 @@ from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
-from tollbooth.checkout.portal import create_portal
+from tollbooth.checkout.portal import create_portal, same_account
 from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
@@ -96,6 +96,7 @@ class CheckoutRequest:
     customer_email: str = ""  # seed 003's: the account's e-mail when it has none
     currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
     default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
+    also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,8 @@ def _alive(row: CheckoutSession | None, now: dt.datetime) -> bool:
 
 
 def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> _Plan:
+    if req.also_named:  # an id and its alias are one account; two accounts are FIELD_INVALID
+        same_account(session, caller, req.account_ref, req.also_named)
     account = require_active(resolve(session, caller, req.account_ref))
     success = check_redirect(req.success_url, "success_url", origins, required=True)
     cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)

@@ -210,7 +210,6 @@ def test_a_price_created_while_its_product_is_being_archived_is_refused(
         db.dispose()
 
 
-
 def run_in_thread(fn):  # type: ignore[no-untyped-def]
     """Start `fn` in a thread; the returned function joins it: its result or its RpcError."""
     out: list[object] = []

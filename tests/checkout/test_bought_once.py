@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billing.v1 import catalog_pb2, checkout_pb2, payment_pb2
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_reason
 from tests.payments.support import stub as payments
-from tollbooth.db.models import CheckoutSession, Purchase
+from tollbooth.db.models import BillingAccount, CheckoutSession, Purchase
 
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
 REASON = "PRICE_ALREADY_PURCHASED"
@@ -86,6 +86,24 @@ def test_a_price_held_is_current_and_not_sold_again_until_refunded(world: World)
             timeout=30,
         )
     )
+    # Nothing is written for a refused checkout: not even the e-mail it would fill in.
+    with world.deps.db.transaction() as session:
+        session.execute(
+            update(BillingAccount).where(BillingAccount.id == account).values(email=None)
+        )
+    refused(
+        lambda: world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                items=[checkout_pb2.CheckoutItem(lookup_key="lifetime")],
+                success_url="https://app.example/ok",
+                customer_email="new@example.com",
+            ),
+            metadata=bearer_md(token),
+            timeout=30,
+        )
+    )
+    with world.deps.db.transaction(readonly=True) as session:
+        assert session.get(BillingAccount, account).email is None  # type: ignore[union-attr]
     # A payment intent buying it is refused too.
     refused(
         lambda: payments(world).CreatePaymentIntent(

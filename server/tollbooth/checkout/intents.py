@@ -210,6 +210,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
+    # Refused before anything is written (the e-mail included); only a stale intent goes.
+    held = held_once(session, account.id, prices) if prices else None
+    if held is not None and (own is None or own.status == "pending"):
+        if own is not None:  # bought since this intent was recorded: it is never sent now
+            repository.delete_pending(session, own.id, account_id=account.id)
+        return _Plan(account.id, refusal=already_purchased(held.id))
     if email:
         account = fill_email(session, account, email)
     conflict = conflicting_subscription(session, account.id, prices) if prices else None
@@ -217,11 +223,6 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
         if own is not None:  # a plan of the group was bought since this intent was recorded
             repository.delete_pending(session, own.id, account_id=account.id)
         return _Plan(account.id, portal_for=conflict.id, return_url=cancel or success)
-    held = held_once(session, account.id, prices) if prices else None
-    if held is not None and (own is None or own.status == "pending"):
-        if own is not None:  # bought since this intent was recorded: it is never sent now
-            repository.delete_pending(session, own.id, account_id=account.id)
-        return _Plan(account.id, refusal=already_purchased(held.id))
     if own is not None:
         return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
     now = utcnow()

@@ -4,6 +4,8 @@ request_id, no lost update between masks, update against archive."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import grpc
@@ -166,3 +168,84 @@ def test_concurrent_archives_answer_the_one_archive(replica_channels, what: str)
         stored = call(one, get, request(get, ident))
         assert not stored.active
         assert all(a == stored for a in answers), [a.update_time for a in answers]  # type: ignore[union-attr]
+
+
+def test_a_price_created_while_its_product_is_being_archived_is_refused(
+    replica_channels, pg_shared_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """CreatePrice racing ArchiveProduct, on PostgreSQL, without timing luck: the archive
+    (`catalog.service.archive_product`, the RPC's own code) runs in a transaction of this
+    test that stays open until a replica's CreatePrice is found waiting on it (by its lock
+    wait); then it commits. The create must then see the archive: 400 ARCHIVED, and the
+    archived product holds no price. (It used to read the product unlocked, as still active,
+    and wait only in its insert's foreign-key check, then insert: a new active price under an
+    archived product, answered OK after the archive had committed.)"""
+    from sqlalchemy import select, text
+
+    from tollbooth.catalog import service
+    from tollbooth.db import Database
+    from tollbooth.db.models import Price
+
+    one, two = replica_channels
+    db = Database(pg_shared_url)
+    try:
+        for channel in (one, two):
+            made = product(one, "archived while priced")
+            with db.transaction() as session:
+                holder = int(session.scalar(text("SELECT pg_backend_pid()")))
+                service.archive_product(session, made.product_id)
+                session.flush()
+                create = run_in_thread(lambda ch=channel, made=made: price(ch, made.product_id))
+                waiting = wait_blocked_by(db, holder)
+                assert waiting, "CreatePrice never waited on the archive's transaction"
+            assert outcome(create()) == "FAILED_PRECONDITION/ARCHIVED"
+            with db.transaction(readonly=True) as session:
+                prices = session.scalars(
+                    select(Price).where(Price.product_id == made.product_id)
+                ).all()
+            assert prices == []
+            got = call(one, "GetProduct", catalog_pb2.GetProductRequest(product_id=made.product_id))
+            assert not got.active
+    finally:
+        db.dispose()
+
+
+def run_in_thread(fn):  # type: ignore[no-untyped-def]
+    """Start `fn` in a thread; the returned function joins it: its result or its RpcError."""
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except grpc.RpcError as err:
+            out.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def join() -> object:
+        thread.join(timeout=60)
+        assert out, "the call never ended"
+        return out[0]
+
+    return join
+
+
+def wait_blocked_by(db, holder: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether some backend comes to wait on a lock that backend `holder` holds (within 30 s),
+    found by its lock wait, never by its statement's text."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with db.transaction(readonly=True) as session:
+            if session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE :holder = ANY(pg_blocking_pids(pid)) AND wait_event_type = 'Lock'"
+                ),
+                {"holder": holder},
+            ):
+                return True
+        time.sleep(0.02)
+    return False

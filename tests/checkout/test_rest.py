@@ -358,3 +358,32 @@ def test_seed_001s_portal_body_works_as_written(shop: Shop):
             "POST", "/api/v1/portal/sessions", {**body, "account": other_id}, caller
         )
         assert (mixed.status, mixed.reason) == (400, "FIELD_INVALID"), mixed.body
+
+
+def test_a_price_bought_once_is_refused_again_through_envoy(shop: Shop):
+    """Through Envoy: the second checkout of a non-stackable one-time price the account holds
+    is HTTP 400 PRICE_ALREADY_PURCHASED naming the price, and the listing's hint is CURRENT."""
+    import json
+    import uuid
+
+    from tests.checkout.test_seed_003 import one_time_price
+
+    tag = uuid.uuid4().hex[:6]
+    price = one_time_price(shop, f"once-{tag}", 1500)
+    token = shop.token(f"rest-once-{tag}")
+    buy = {"items": [{"lookup_key": f"once-{tag}"}], "success_url": "https://app.example/ok"}
+    first = shop.request("POST", "/api/v1/checkout/sessions", buy, token)
+    assert first.status == 200, first.body
+    stripe_id = first.json()["session"]["stripe_checkout_session_id"]
+    shop.stripe.raw_request("post", f"/v1/test_helpers/checkout/sessions/{stripe_id}/complete")
+    listing = f"/api/v1/catalog/prices?product_id={price['product_id']}"
+    wait_for(
+        lambda: (
+            shop.request("GET", listing, token=token).json()["prices"][0]["hint"]
+            == "PURCHASE_HINT_CURRENT"
+        ),
+        what="the purchase",
+    )
+    again = shop.request("POST", "/api/v1/checkout/sessions", buy, token)
+    assert (again.status, again.reason) == (400, "PRICE_ALREADY_PURCHASED"), again.body
+    assert price["price_id"] in json.dumps(again.json())

@@ -136,6 +136,39 @@ def test_two_names_for_one_field_that_disagree_are_field_invalid(default_shop: S
         assert field in json.dumps(answer.json()), (field, answer.body)
 
 
+def test_an_id_and_its_alias_name_one_account_in_a_checkout(default_shop: Shop):
+    """`account` and seed 001's `accountId` naming one account (its id and its alias) are one
+    account, for a backend and for the buyer's own token, as the portal takes them; two
+    accounts, or a name of no account, are still FIELD_INVALID naming account_id, and nothing
+    is created for them."""
+    shop = default_shop
+    account = new_account(shop)
+    alias = shop.request("GET", f"/mgt/v1/accounts/{account}").json()["alias"]
+    token = shop.token(alias)
+    for caller in (None, token):
+        for names in ({"account": account, "accountId": alias}, {"account": alias}):
+            body = {**seed_body(account), **names}
+            answer = shop.request("POST", "/api/v1/checkout/sessions", body, caller)
+            assert answer.status == 200, (names, answer.body)
+            assert answer.json()["session"]["billing_account_id"] == account
+    other = new_account(shop)
+    for caller in (None, token):
+        for names in ({"account": other}, {"account": "nobody-" + uuid.uuid4().hex[:6]}):
+            body = {**seed_body(account), **names}
+            answer = shop.request("POST", "/api/v1/checkout/sessions", body, caller)
+            assert (answer.status, answer.reason) == (400, "FIELD_INVALID"), answer.body
+            assert "account_id" in json.dumps(answer.json())
+    with shop.stack.deps.db.transaction(readonly=True) as session:
+        from tollbooth.db.models import CheckoutSession
+
+        owners = session.scalars(
+            select(CheckoutSession.billing_account_id).where(
+                CheckoutSession.billing_account_id.in_([account, other])
+            )
+        ).all()
+    assert other not in owners
+
+
 def test_without_a_default_offer_a_checkout_without_items_is_field_required(shop: Shop):
     account = new_account(shop)
     answer = shop.request("POST", "/api/v1/checkout/sessions", seed_body(account))

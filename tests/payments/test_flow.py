@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from billing.v1 import checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
 from tests.helpers import error_reason
 from tests.payments.support import (
+    SEED_BODY,
     confirm,
     create,
     get,
@@ -143,7 +145,7 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         ({"amount": 49, "currency": "usd"}, "PAYMENT_AMOUNT_INVALID"),
         ({"amount": 29, "currency": "gbp"}, "PAYMENT_AMOUNT_INVALID"),
         ({"amount": 49, "currency": "jpy"}, "PAYMENT_AMOUNT_INVALID"),
-        ({"currency": "USD"}, "CURRENCY_INVALID"),
+        ({"currency": "XYZ"}, "CURRENCY_INVALID"),
         ({"currency": "us"}, "CURRENCY_INVALID"),
         ({"currency": "zzz"}, "CURRENCY_INVALID"),
         ({"currency": ""}, "FIELD_REQUIRED"),
@@ -158,7 +160,7 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         ({"catalog_price_id": pack, "amount": 1}, "PAYMENT_AMOUNT_MISMATCH"),
         ({"catalog_price_id": pack, "amount": 1500, "currency": "eur"}, "PAYMENT_AMOUNT_MISMATCH"),
         # A malformed currency is that, even beside a price.
-        ({"catalog_price_id": pack, "currency": "USD"}, "CURRENCY_INVALID"),
+        ({"catalog_price_id": pack, "currency": "US"}, "CURRENCY_INVALID"),
     ]
     for fields, reason in cases:
         err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
@@ -166,6 +168,29 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         assert error_reason(err) == reason, fields
     assert world.count(PaymentIntent) == 0
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
+def test_a_currency_in_upper_case_is_taken_as_prices_take_it(world: World):
+    """`USD` is `usd`, as CreatePrice takes it: the intent, its row and Stripe's are in `usd`;
+    beside a `usd` price it is that price's currency (no PAYMENT_AMOUNT_MISMATCH)."""
+    pack = one_time_pack(world, "pack-upper", amount=1500)
+    bearer, _ = token(world)
+    plain = create(world, bearer, currency="USD")
+    assert (plain.amount, plain.currency) == (SEED_BODY["amount"], "usd")
+    remote = world.stripe.v1.payment_intents.retrieve(plain.stripe_payment_intent_id)
+    assert remote.currency == "usd"
+    priced = create(world, bearer, catalog_price_id=pack, amount=0, currency="Usd")
+    assert (priced.amount, priced.currency) == (1500, "usd")
+    with world.deps.db.transaction(readonly=True) as session:
+        stored = {
+            row.id: row.currency
+            for row in session.scalars(
+                select(PaymentIntent).where(
+                    PaymentIntent.id.in_([plain.payment_intent_id, priced.payment_intent_id])
+                )
+            )
+        }
+    assert stored == {plain.payment_intent_id: "usd", priced.payment_intent_id: "usd"}
 
 
 def test_another_accounts_intent_is_not_found_and_scopes_are_checked(world: World):

@@ -103,7 +103,7 @@ def test_bad_input_and_missing_scope_through_envoy(pay_shop: Shop):
     token = payer(pay_shop)
     for fields, reason in [
         ({"amount": 0}, "PAYMENT_AMOUNT_INVALID"),
-        ({"currency": "USD"}, "CURRENCY_INVALID"),
+        ({"currency": "XYZ"}, "CURRENCY_INVALID"),
         ({"receipt_email": "nobody"}, "EMAIL_INVALID"),
     ]:
         resp = pay_shop.request(
@@ -117,6 +117,19 @@ def test_bad_input_and_missing_scope_through_envoy(pay_shop: Shop):
     assert (resp.status, resp.reason) == (403, "SCOPE_MISSING")
     resp = pay_shop.request("GET", "/api/v1/payment/intents/pay_nothing_here", token=token)
     assert resp.status == 404
+
+
+def test_an_upper_case_currency_through_envoy_is_lower_cased(pay_shop: Shop):
+    """Seed 001 writes `USD`; CreatePrice takes it, so an intent does too: 200, `usd`."""
+    token = payer(pay_shop)
+    resp = pay_shop.request(
+        "POST", "/api/v1/payment/intents", {**SEED_BODY, "currency": "USD"}, token=token
+    )
+    assert resp.status == 200, resp.body
+    body = resp.json()
+    assert (body["amount"], body["currency"]) == ("2999", "usd")
+    remote = pay_shop.stripe.v1.payment_intents.retrieve(body["stripe_payment_intent_id"])
+    assert remote.currency == "usd"
 
 
 def test_the_hosted_sandbox_card_page_completes_in_a_browser(pay_shop: Shop, browser: Any):  # noqa: F811

@@ -310,7 +310,7 @@ class CreateCheckoutSessionRequest(_message.Message):
     """Seed 003's `?environment=`: `test` (or empty) on a test deployment."""
     account_id: _builtins.str
     """Seed 001's `accountId`: the same as `account` (service key only); both
-    given and different is FIELD_INVALID.
+    given and naming two accounts is FIELD_INVALID (an id and its alias are one).
     """
     account_email: _builtins.str
     """Seed 001's `accountEmail`: the same as `customer_email`; both given and

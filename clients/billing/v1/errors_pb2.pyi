@@ -189,6 +189,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_PRICE_AMOUNT_INVALID: _ErrorReason.ValueType  # 211
     """A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
+    ERROR_REASON_PRICE_ALREADY_PURCHASED: _ErrorReason.ValueType  # 212
+    """The account already holds this non-stackable one-time price (a purchase of it not refunded
+    in full): a checkout or payment intent buying it again is refused, nothing is created
+    (FAILED_PRECONDITION, HTTP 400); metadata.price_id names it. Recorded on a Stripe event
+    too: a second paid checkout of it met the first at fulfilment; the next attempt refunds it.
+    """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
@@ -375,6 +381,12 @@ provider's 99999999 minor units: refused before anything is recorded (INVALID_AR
 """
 ERROR_REASON_PRICE_AMOUNT_INVALID: ErrorReason.ValueType  # 211
 """A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
+ERROR_REASON_PRICE_ALREADY_PURCHASED: ErrorReason.ValueType  # 212
+"""The account already holds this non-stackable one-time price (a purchase of it not refunded
+in full): a checkout or payment intent buying it again is refused, nothing is created
+(FAILED_PRECONDITION, HTTP 400); metadata.price_id names it. Recorded on a Stripe event
+too: a second paid checkout of it met the first at fulfilment; the next attempt refunds it.
+"""
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
 The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).

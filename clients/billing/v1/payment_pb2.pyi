@@ -175,8 +175,9 @@ class CreatePaymentIntentRequest(_message.Message):
     left out (0): the price's amount; when given, it must equal it.
     """
     currency: _builtins.str
-    """ISO 4217 code, three lower-case letters. With a catalog_price_id it may be
-    left out: the price's currency; when given, it must equal it.
+    """ISO 4217 code, in any case (lower-cased as prices are: `USD` is `usd`).
+    With a catalog_price_id it may be left out: the price's currency; when
+    given, it must equal it.
     """
     description: _builtins.str
     """Shown to the buyer and on the provider's dashboard."""

@@ -206,9 +206,16 @@ def get_price(session: Session, price_id: str, *, lock: bool = False) -> Price:
 
 
 def create_price(session: Session, fields: PriceFields) -> Price:
-    """A new active price under an active product; position 0 places it last."""
+    """A new active price under an active product; position 0 places it last.
+
+    The product's row is locked until commit and read after the lock is granted, as
+    ArchiveProduct locks it: a create racing an archive either comes first (the archive
+    waits, then archives the product as it archives any product, its prices left as they
+    are) or sees the archive (ARCHIVED). Unlocked, it read the product still active, waited
+    only in its insert's foreign-key check, and put an active price under the product the
+    archive had just committed."""
     clean = f.clean_price(fields)
-    product = get_product(session, clean.product_id)
+    product = get_product(session, clean.product_id, lock=True)
     if not product.active:
         raise errors.failed_precondition(
             "ARCHIVED", f"product {product.id!r} is archived", product_id=product.id

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from tollbooth.catalog import repository as catalog
-from tollbooth.checkout import guard, repository
+from tollbooth.checkout import guard, once, repository
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession
 from tollbooth.errors import DomainError, Kind
@@ -111,6 +111,10 @@ def on_checkout_completed(ctx: Context, obj: dict[str, Any]) -> None:
     if isinstance(canceled, guard.Canceled):
         _yielded(ctx, row, canceled, now)
         return
+    if isinstance(canceled, once.Refunded):
+        _refunded(ctx, row, canceled, now)
+        return
+    once.check(ctx.session, row)
     _fulfil(ctx, row, truth, now)
 
 
@@ -139,6 +143,33 @@ def _yielded(
     ctx.changes.append(
         f"checkout {row.id}: subscription {canceled.subscription} canceled and refunded"
         f" (the group holds {canceled.kept})"
+    )
+
+
+def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.datetime) -> None:
+    """The checkout bought a price the account holds already: refunded (its subscription
+    canceled) by the read phase; nothing granted."""
+    row.fulfilled_at = now
+    if done.subscription:
+        row.stripe_subscription_id = done.subscription
+        sync_subscription(ctx, done.subscription, announce=False)  # never the account's plan
+    outbox.enqueue(
+        ctx.session,
+        "checkout.duplicate_refunded",
+        row.billing_account_id,
+        {
+            "checkout_session_id": row.id,
+            "stripe_checkout_session_id": row.stripe_checkout_session_id,
+            "price_id": done.price_id,
+            "refunded_payment_intent": done.payment_intent,
+            "refund": done.refund,
+            "stripe_subscription_id": done.subscription,
+        },
+        f"checkout.duplicate_refunded:{row.stripe_checkout_session_id}",
+    )
+    ctx.changes.append(
+        f"checkout {row.id}: price {done.price_id} is held already; payment {done.payment_intent}"
+        " refunded, nothing granted"
     )
 
 
@@ -232,6 +263,8 @@ def guarded(db: Database) -> Reader:
     def read(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
         read_checkout(provider, facts, obj)
         facts.guard = guard.prepare(db, provider, facts, _session_of(obj))
+        if facts.guard is None:  # a price bought once, and held: refunded (`checkout.once`)
+            facts.guard = once.prepare(db, provider, facts, _session_of(obj))
 
     return read
 

@@ -41,8 +41,8 @@ from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.catalog import repository as catalog
-from tollbooth.checkout import repository
-from tollbooth.checkout.portal import create_portal
+from tollbooth.checkout import once, repository
+from tollbooth.checkout.portal import create_portal, same_account
 from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
@@ -71,7 +71,12 @@ from tollbooth.provider.keys import (
     refused_line,
     sent_again,
 )
-from tollbooth.subscriptions.service import conflicting_subscription, price_group
+from tollbooth.subscriptions.service import (
+    already_purchased,
+    conflicting_subscription,
+    held_once,
+    price_group,
+)
 
 log = logging.getLogger("tollbooth.checkout")
 
@@ -96,6 +101,7 @@ class CheckoutRequest:
     customer_email: str = ""  # seed 003's: the account's e-mail when it has none
     currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
     default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
+    also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class _Plan:
     reuse: Intent | None = None  # the live checkout asking for the same thing
     blockers: list[tuple[str, Intent]] | None = None  # (group, holder) to expire first
     portal_for: str = ""  # conflicting subscription id: the answer is the portal
+    refusal: errors.DomainError | None = None  # raised once the plan's transaction committed
     return_url: str = ""
 
 
@@ -162,7 +169,10 @@ def _fingerprint(
 
 
 def _groups(prices: Sequence[Price]) -> list[str]:
-    return sorted({price_group(p) for p in prices if p.type == "recurring" and not p.stackable})
+    """The slots a checkout of `prices` holds while live: each non-stackable recurring price's
+    group, and each non-stackable one-time price's own (`once:{price}`)."""
+    groups = {price_group(p) for p in prices if p.type == "recurring" and not p.stackable}
+    return sorted(groups) + once.slots(prices)
 
 
 def _alive(row: CheckoutSession | None, now: dt.datetime) -> bool:
@@ -175,6 +185,8 @@ def _alive(row: CheckoutSession | None, now: dt.datetime) -> bool:
 
 
 def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> _Plan:
+    if req.also_named:  # an id and its alias are one account; two accounts are FIELD_INVALID
+        same_account(session, caller, req.account_ref, req.also_named)
     account = require_active(resolve(session, caller, req.account_ref))
     success = check_redirect(req.success_url, "success_url", origins, required=True)
     cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
@@ -198,6 +210,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
+    # Refused before anything is written (the e-mail included); only a stale intent goes.
+    held = held_once(session, account.id, prices) if prices else None
+    if held is not None and (own is None or own.status == "pending"):
+        if own is not None:  # bought since this intent was recorded: it is never sent now
+            repository.delete_pending(session, own.id, account_id=account.id)
+        return _Plan(account.id, refusal=already_purchased(held.id))
     if email:
         account = fill_email(session, account, email)
     conflict = conflicting_subscription(session, account.id, prices) if prices else None
@@ -512,6 +530,8 @@ def create_checkout(
     origins: Sequence[str],
 ) -> CheckoutResult:
     plan = _planned(db, caller, req, origins)
+    if plan.refusal is not None:
+        raise plan.refusal
     if plan.portal_for:
         return _portal_instead(db, provider, caller, req, plan)
     if plan.reuse is not None:
@@ -526,9 +546,12 @@ def create_checkout(
             raise _crowded()
         for group, holder in blockers:
             if _retire(db, provider, holder) == "complete":
-                # Paid meanwhile: the group is taken; the answer is the portal.
+                # Paid meanwhile: the group is taken; the answer is the portal (for a price
+                # bought once, the refusal).
                 with db.transaction() as session:
                     repository.delete_pending(session, ours.id, account_id=ours.account_id)
+                if group.startswith(once.SLOT):
+                    raise once.refused_by_slot(group)
                 return _portal_instead(db, provider, caller, req, plan)
             with db.transaction() as session:
                 repository.hand_over_slot(session, ours.account_id, group, holder.id, ours.id)

@@ -56,7 +56,7 @@ def create_portal(
         return_url = f"{origins[0]}/"
     with db.transaction() as session:
         if also_named:
-            _same_account(session, caller, account_ref, also_named)
+            same_account(session, caller, account_ref, also_named)
         account = resolve_by_customer(session, caller, account_ref, customer)
         back = (
             check_redirect(return_url, "return_url", origins, required=True)
@@ -90,7 +90,7 @@ def create_portal(
     )
 
 
-def _same_account(session: Session, caller: Caller, named: str, other: str) -> None:
+def same_account(session: Session, caller: Caller, named: str, other: str) -> None:
     """Refuse two names (`account`, seed 001's `accountId`) that are not of one account
     (FIELD_INVALID, whether either exists or not, before anything else is said of them); an
     id and its alias are one account."""

@@ -116,10 +116,12 @@ def _either(request: Any, name: str, seed_name: str) -> str:
     return str(given or seed)
 
 
-def _portal_account(request: checkout_pb2.CreatePortalSessionRequest) -> tuple[str, str]:
+def _account_names(
+    request: checkout_pb2.CreatePortalSessionRequest | checkout_pb2.CreateCheckoutSessionRequest,
+) -> tuple[str, str]:
     """`account`, or seed 001's `accountId` for it, and the other name when both are given and
-    written differently (the portal checks that both name one account: an id and its alias
-    do)."""
+    written differently (portal and checkout check that both name one account: an id and its
+    alias do)."""
     named, seed = request.account.strip(), request.account_id.strip()
     if named and seed and named != seed:
         return named, seed
@@ -141,6 +143,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         caller = current_caller.get()
         check_environment(request.environment, self.live)
         items = _items(request)
+        account_ref, also_named = _account_names(request)
 
         def effect() -> checkout_pb2.CreateCheckoutSessionResponse:
             result = intents.create_checkout(
@@ -148,7 +151,8 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 self.provider,
                 caller,
                 intents.CheckoutRequest(
-                    account_ref=_either(request, "account", "account_id"),
+                    account_ref=account_ref,
+                    also_named=also_named,
                     items=items,
                     success_url=request.success_url,
                     cancel_url=request.cancel_url,
@@ -198,7 +202,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         caller = current_caller.get()
         check_environment(request.environment, self.live)
 
-        account_ref, also_named = _portal_account(request)
+        account_ref, also_named = _account_names(request)
 
         def effect() -> checkout_pb2.PortalSession:
             result = portal.create_portal(

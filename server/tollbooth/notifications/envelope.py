@@ -35,6 +35,7 @@ KNOWN_TYPES = (
     "credits.voided",
     "checkout.session.completed",
     "checkout.conflict_canceled",
+    "checkout.duplicate_refunded",
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",

@@ -42,6 +42,7 @@ from tollbooth.provider.keys import (
     refused_line,
     sent_again,
 )
+from tollbooth.subscriptions.service import already_purchased, held_once
 
 log = logging.getLogger("tollbooth.payments")
 
@@ -73,6 +74,8 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
                 field="request_id",
             )
         return own
+    if cleaned.price is not None and held_once(session, account.id, [cleaned.price]):
+        raise already_purchased(cleaned.price.id)  # a price bought once, held already
     now = utcnow()
     row = PaymentIntent(
         id=ours_id,

@@ -9,7 +9,6 @@ succeeded (`tollbooth.payments.effects`).
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -34,7 +33,6 @@ MIN_CHARGE = {
     "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
     "sek": 300, "sgd": 50, "thb": 1000,
 }  # fmt: skip
-LOWER_CURRENCY = re.compile(r"[a-z]{3}")
 MAX_DESCRIPTION = 1000
 
 
@@ -93,12 +91,8 @@ def _one_time_price(session: Session, ident: str) -> Price:
 
 
 def _currency(currency: str) -> str:
-    if not LOWER_CURRENCY.fullmatch(currency):
-        raise errors.invalid(
-            "currency must be three lower-case letters, an ISO 4217 code such as 'usd'",
-            reason="CURRENCY_INVALID",
-            field="currency",
-        )
+    """An ISO 4217 code in any case, lower-cased as prices store it (`clean_currency`, the
+    catalog's rule): `USD` is `usd`, so an intent takes what a price takes."""
     return clean_currency(currency)
 
 

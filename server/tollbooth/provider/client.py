@@ -10,8 +10,8 @@ library pins) and domain errors with stable reasons:
   UNAVAILABLE `PROVIDER_UNAVAILABLE` as well, the answer itself never shown;
 - a request Stripe refuses (400/404): INVALID_ARGUMENT `PROVIDER_REQUEST_INVALID`;
 - an idempotency key reused with other parameters: INVALID_ARGUMENT `IDEMPOTENCY_KEY_REUSED`;
-- our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly: it is an
-  operator's problem and retrying after the fix is right.
+- our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly (an
+  operator's problem: retrying after the fix is right).
 
 Without `STRIPE_API_KEY` the client talks to the local sandbox
 (`http://127.0.0.1:$BILLING_SANDBOX_PORT`), with a key to Stripe (or to `STRIPE_API_BASE`).
@@ -530,8 +530,7 @@ class StripeProvider:
                 return out
             params = {**params, "starting_after": page.data[-1].id}
 
-    # -- the fulfilment guard: cancel and refund a subscription that slipped through --------
-
+    # -- the fulfilment guards: cancel and refund what slipped through ---------------------
     def cancel_subscription(self, subscription_id: str, *, idempotency: str) -> dict[str, Any]:
         """Cancel at once; a subscription already canceled is returned as it is."""
         current = self.retrieve_subscription(subscription_id)
@@ -573,23 +572,24 @@ class StripeProvider:
         return self._plain(_checked(charge, "retrieve charge"))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
-        """Refund what the invoice's payment charged; the refund's id, or None when nothing was
-        paid or it is refunded already."""
+        """Refund what the invoice's payment charged (`refund_payment`); None when unpaid."""
         intent = self.invoice_payment_intent(invoice_id)
-        if intent is None:
-            return None
+        return self.refund_payment(intent, idempotency=idempotency) if intent else None
+
+    def refund_payment(self, payment_intent: str, *, idempotency: str) -> str | None:
+        """Refund a PaymentIntent in full as a duplicate; its id (None: refunded already)."""
         try:
             refund = self.client.v1.refunds.create(
-                params={"payment_intent": intent, "reason": "duplicate"},
+                params={"payment_intent": payment_intent, "reason": "duplicate"},
                 options=self._options(idempotency),  # type: ignore[arg-type]
             )
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "charge_already_refunded":
                 return None
-            raise _map_error(exc, "refund invoice") from exc
+            raise _map_error(exc, "refund") from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "refund invoice") from exc
-        return str(_checked(refund, "refund invoice").id)
+            raise _map_error(exc, "refund") from exc
+        return str(_checked(refund, "refund").id)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -181,6 +181,24 @@ def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
 
 
+def held_purchased(
+    session: Session, account_id: str, price_ids: Iterable[str], *, besides: str | None = None
+) -> set[str]:
+    """Of `price_ids`, those the account holds by a one-time purchase not refunded in full
+    (as `holdings_rows` counts them), leaving out purchases made by checkout `besides`."""
+    wanted = list(price_ids)
+    if not wanted:
+        return set()
+    stmt = select(Purchase.price_id).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id.in_(wanted),
+        Purchase.refunded_at.is_(None),
+    )
+    if besides is not None:
+        stmt = stmt.where(Purchase.checkout_session_id.is_distinct_from(besides))
+    return {str(p) for p in session.scalars(stmt)}
+
+
 def status_subscription(session: Session, account_id: str) -> Subscription | None:
     """The subscription a status check shows for one account: the newest live one, else the
     newest of any state."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tollbooth import errors
 from tollbooth.accounts.customers import SubscriptionSummary
 from tollbooth.accounts.refs import AccountRefs
 from tollbooth.accounts.service import resolve
@@ -78,6 +79,32 @@ def conflicting_subscription(
         if groups[sub.id] & wanted.keys():
             return sub
     return None
+
+
+def bought_once(price: Price) -> bool:
+    """A non-stackable one-time price: an account that holds it (a purchase of it not refunded
+    in full) is not sold it again (`tollbooth.checkout.once`)."""
+    return price.type != "recurring" and not price.stackable
+
+
+def held_once(
+    session: Session, account_id: str, prices: Sequence[Price], *, besides: str | None = None
+) -> Price | None:
+    """The first of `prices` that is bought once and that the account holds already (by a
+    purchase not made by checkout `besides`)."""
+    once = [p for p in prices if bought_once(p)]
+    have = repository.held_purchased(session, account_id, [p.id for p in once], besides=besides)
+    return next((p for p in once if p.id in have), None)
+
+
+def already_purchased(price_id: str) -> errors.DomainError:
+    """The refusal of a checkout or payment intent buying a price `held_once`."""
+    return errors.failed_precondition(
+        "PRICE_ALREADY_PURCHASED",
+        f"the account already holds price {price_id!r}: a one-time price that is not stackable"
+        " is bought once (until a full refund of it)",
+        price_id=price_id,
+    )
 
 
 # -- billing status and listings --------------------------------------------------------------

@@ -288,7 +288,7 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
 
   /**
    * Seed 001's `accountId`: the same as `account` (service key only); both
-   * given and different is FIELD_INVALID.
+   * given and naming two accounts is FIELD_INVALID (an id and its alias are one).
    *
    * @generated from field: string account_id = 11;
    */

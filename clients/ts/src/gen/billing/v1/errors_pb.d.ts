@@ -473,6 +473,16 @@ export enum ErrorReason {
   PRICE_AMOUNT_INVALID = 211,
 
   /**
+   * The account already holds this non-stackable one-time price (a purchase of it not refunded
+   * in full): a checkout or payment intent buying it again is refused, nothing is created
+   * (FAILED_PRECONDITION, HTTP 400); metadata.price_id names it. Recorded on a Stripe event
+   * too: a second paid checkout of it met the first at fulfilment; the next attempt refunds it.
+   *
+   * @generated from enum value: ERROR_REASON_PRICE_ALREADY_PURCHASED = 212;
+   */
+  PRICE_ALREADY_PURCHASED = 212,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *

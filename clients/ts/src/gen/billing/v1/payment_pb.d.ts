@@ -166,8 +166,9 @@ export declare type CreatePaymentIntentRequest = Message<"billing.v1.CreatePayme
   amount: bigint;
 
   /**
-   * ISO 4217 code, three lower-case letters. With a catalog_price_id it may be
-   * left out: the price's currency; when given, it must equal it.
+   * ISO 4217 code, in any case (lower-cased as prices are: `USD` is `usd`).
+   * With a catalog_price_id it may be left out: the price's currency; when
+   * given, it must equal it.
    *
    * @generated from field: string currency = 3;
    */

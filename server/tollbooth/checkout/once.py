@@ -1,0 +1,113 @@
+"""Non-stackable one-time prices are bought once per account.
+
+An account holds a one-time price while it has a purchase of it that was not refunded in full
+(`purchases.refunded_at`: what purchase hints and entitlements count). A non-stackable one it
+holds is not sold to it again; a stackable one (a credit pack) is bought as often as wanted.
+The same rule answers at every step:
+
+- the catalog's hint is CURRENT (`subscriptions.service.hints_of`);
+- CreateCheckoutSession (and CreatePaymentIntent) is refused: FAILED_PRECONDITION
+  `PRICE_ALREADY_PURCHASED`, nothing created;
+- while unpaid, a checkout buying such a price holds the account's slot `once:{price}` as a
+  subscription group's checkout holds its group's (`checkout_slots`): a second tab gets the
+  same session back, or expires the first; one paid meanwhile makes the second refused;
+- at fulfilment (the last line, for a checkout paid while another purchase of the price was
+  fulfilled, or a payment intent bought it): the read phase refunds its payment in full (and
+  cancels its subscription, if it brought one), outside any transaction (`prepare`); the apply
+  phase grants nothing for it and records a `checkout.duplicate_refunded` notification. It
+  re-checks under the account's lock (`check`), so two fulfilments of one account take turns,
+  and one that meets a purchase its read phase did not see fails with
+  `PRICE_ALREADY_PURCHASED` (nothing granted) and its retry refunds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.catalog import repository as catalog
+from tollbooth.checkout import repository
+from tollbooth.db import Database
+from tollbooth.db.models import CheckoutSession, Price
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions.effects import Facts
+from tollbooth.subscriptions.service import already_purchased, bought_once, held_once
+from tollbooth.webhooks.dispatch import object_id as _id
+
+SLOT = "once:"
+
+
+def slots(prices: Sequence[Price]) -> list[str]:
+    """The checkout slots of the non-stackable one-time prices among `prices`."""
+    return sorted(f"{SLOT}{p.id}" for p in prices if bought_once(p))
+
+
+def refused_by_slot(group: str) -> errors.DomainError:
+    """The refusal when the checkout holding slot `group` (`once:{price}`) was paid."""
+    return already_purchased(group.removeprefix(SLOT))
+
+
+# -- fulfilment -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """What the read phase did at the provider for a checkout buying a price held already."""
+
+    price_id: str
+    payment_intent: str | None
+    refund: str | None
+    subscription: str | None
+
+
+def _held_by_other(session: Session, row: CheckoutSession) -> Price | None:
+    prices = catalog.prices_by_ids(session, [i["price_id"] for i in row.items])
+    return held_once(session, row.billing_account_id, list(prices.values()), besides=row.id)
+
+
+def prepare(
+    db: Database, provider: StripeProvider, facts: Facts, stripe_session_id: str
+) -> Refunded | None:
+    """Read phase: refund (and cancel the subscription of) a paid checkout buying a price the
+    account holds by another purchase; None when it does not."""
+    truth = facts.checkout_sessions[stripe_session_id]
+    if truth.get("status") != "complete" or truth.get("payment_status") != "paid":
+        return None
+    with db.transaction(readonly=True) as session:
+        row = repository.checkout_by_stripe_id(session, stripe_session_id, owner=None)
+        if row is None or row.fulfilled_at is not None:
+            return None
+        price = _held_by_other(session, row)
+        if price is None:
+            return None
+        price_id = price.id
+    sub_id = _id(truth.get("subscription")) or None
+    if sub_id:
+        provider.cancel_subscription(sub_id, idempotency=idempotency_key("guard-cancel", sub_id))
+        facts.subscriptions.pop(sub_id, None)
+        facts.read_subscription(provider, sub_id)  # canceled now
+    paid_by = facts.payment_intents.get(stripe_session_id)
+    refund = (
+        provider.refund_payment(paid_by, idempotency=idempotency_key("once-refund", paid_by))
+        if paid_by
+        else None
+    )
+    return Refunded(price_id, paid_by, refund, sub_id)
+
+
+def check(session: Session, row: CheckoutSession) -> None:
+    """Apply phase, under the account's lock: a purchase the read phase did not see fails the
+    attempt (nothing is granted); the retry's read phase refunds."""
+    repository.lock_account(session, row.billing_account_id)
+    price = _held_by_other(session, row)
+    if price is not None:
+        raise errors.failed_precondition(
+            "PRICE_ALREADY_PURCHASED",
+            f"checkout {row.id} buys price {price.id!r}, which the account holds already; the"
+            " next attempt refunds it",
+            price_id=price.id,
+        )

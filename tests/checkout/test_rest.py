@@ -276,6 +276,38 @@ def test_checkout_and_portal_answers_carry_seed_000s_url_names(shop: Shop):
     assert portal.json()["portal_url"] == portal.json()["url"] != ""
 
 
+def test_a_reference_stripe_cannot_hold_stays_ours_and_never_fails_the_checkout(shop: Shop):
+    """Stripe's client_reference_id holds 200 characters (the sandbox refuses more, as Stripe
+    does). A longer client_reference (up to the field's 1000) is kept by us, given back by
+    GetCheckoutSession and the notifications, and not sent: the checkout is created, never a
+    provider refusal. One within 200 reaches Stripe as it is."""
+    shop.price("rest-ref", group="rest-ref")
+    buy = {"items": [{"lookup_key": "rest-ref"}], "success_url": "https://app.example/ok"}
+    for principal, reference, at_stripe in (
+        ("rest-ref-long", "L" * 1000, None),
+        ("rest-ref-short", "S" * 200, "S" * 200),
+    ):
+        token = shop.token(principal)
+        made = shop.request(
+            "POST", "/api/v1/checkout/sessions", {**buy, "client_reference": reference}, token
+        )
+        assert made.status == 200, made.body
+        session = made.json()["session"]
+        provider = shop.stripe.v1.checkout.sessions.retrieve(session["stripe_checkout_session_id"])
+        assert provider.client_reference_id == at_stripe
+        got = shop.request(
+            "GET", f"/api/v1/checkout/sessions/{session['checkout_session_id']}", token=token
+        )
+        assert got.json()["client_reference"] == reference
+    too_long = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {**buy, "client_reference": "x" * 1001},
+        shop.token("rest-ref-too-long"),
+    )
+    assert (too_long.status, too_long.reason) == (400, "FIELD_INVALID")
+
+
 def test_billing_status_carries_seed_002s_status(shop: Shop):
     """Seed 002's `status`: the subscription's status in Stripe's words ("active"), absent
     (null to a JSON reader) on the free plan; `state` stays beside it."""

@@ -271,6 +271,29 @@ def test_a_blank_path_in_a_rest_update_mask_is_400_field_invalid(stack, mask):  
     assert (got.json()["name"], got.json()["description"]) == ("Masked", "keep")
 
 
+@pytest.mark.parametrize("mask", ["update_mask", "updateMask", "%75pdate_mask"])
+def test_an_update_mask_without_a_value_is_400_field_invalid_on_every_patch(stack, mask):  # type: ignore[no-untyped-def]
+    """`?update_mask` with no `=` is a blank mask, as `update_mask=` is: 400 FIELD_INVALID
+    naming it on every update route (before the resource is looked up), never a 5xx, and
+    nothing changes."""
+    made = make_product(stack, "No value", description="keep")
+    routes = [
+        (f"/mgt/v1/catalog/products/{made['product_id']}", {"name": "Changed"}),
+        ("/mgt/v1/catalog/prices/price_nothing", {"nickname": "n"}),
+        ("/mgt/v1/accounts/acct_nothing", {"name": "n"}),
+        ("/mgt/v1/metrics/nothing", {"name": "n"}),
+        ("/mgt/v1/notifications/endpoints/ep_nothing", {"description": "d"}),
+    ]
+    for path, body in routes:
+        for query in (mask, f"{mask}&{key()}", f"{key()}&{mask}"):
+            resp = stack.request("PATCH", f"{path}?{query}", body, SERVICE)
+            assert resp.status == 400, (path, query, resp.body)
+            info = error_info(resp)
+            assert (info["reason"], info["metadata"]["field"]) == ("FIELD_INVALID", "update_mask")
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{made['product_id']}", None, SERVICE)
+    assert (got.json()["name"], got.json()["description"]) == ("No value", "keep")
+
+
 # -- Envoy's own answers carry the same JSON shape ----------------------------------------------
 
 

@@ -45,6 +45,8 @@ PLUMBING = {
     "tracing",
     # The time an RPC's provider calls may take (set by rpc/, read by provider/).
     "deadline",
+    # The control-character rule of stored text (the edge, usage ingest, catalog-as-code).
+    "text",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

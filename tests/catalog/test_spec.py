@@ -185,6 +185,32 @@ def test_a_nul_character_anywhere_is_refused_as_the_rpcs_refuse_it(document):  #
         spec.parse(document)
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"products": [{"key": "pro", "name": "P\x1b[1mro"}]},
+        {"products": [{"key": "pro", "name": "Pro\n"}]},
+        {"products": [{"key": "pro", "name": "Pro", "description": "bell\x07"}]},
+        {"products": [{"key": "pro", "name": "Pro", "metadata": {"k\t": "v"}}]},
+        {"products": [{"key": "pro", "name": "Pro", "metadata": {"k": "v\x7f"}}]},
+        doc(lookup_key="pro\x1fmonthly"),
+    ],
+    ids=["name-escape", "name-newline", "description-bell", "metadata-key", "del", "lookup-key"],
+)
+def test_a_control_character_is_refused_as_the_rpcs_refuse_it(document):  # type: ignore[no-untyped-def]
+    with pytest.raises(SpecError, match="control character"):
+        spec.parse(document)
+
+
+def test_a_description_and_metadata_values_may_span_lines():  # type: ignore[no-untyped-def]
+    text = "Line one\r\nLine two\n\tindented"
+    parsed = spec.parse(
+        {"products": [{"key": "pro", "name": "Pro", "description": text, "metadata": {"k": text}}]}
+    )
+    assert parsed.products[0].fields.description == text
+    assert parsed.products[0].fields.metadata == {"k": text}
+
+
 @pytest.mark.parametrize("priority", [2**31, -(2**31) - 1, 99_999_999_999])
 def test_a_grant_priority_outside_the_contracts_int32_is_refused(priority):  # type: ignore[no-untyped-def]
     # CreditGrantSpec.priority is an int32: a stored 99999999999 made every ListPrices of the

@@ -230,19 +230,21 @@ def test_redirects_outside_the_allow_list_are_400_through_envoy_and_change_nothi
         return len(customers), len(sessions)
 
     before = provider_objects()
-    for field, url in (
-        ("success_url", "https://evil.example/ok"),
-        ("success_url", "https://app.example@evil.example/ok"),
-        ("cancel_url", "https://app.example\\@evil.example/"),
-        ("success_url", "https://app.example/ok\r\nSet-Cookie: a=b"),
-        ("cancel_url", "https://app.example/\tx"),
-        ("success_url", "//evil.example/ok"),
-        ("success_url", "https://app.example:8443/ok"),
+    not_allowed, control = "REDIRECT_URL_NOT_ALLOWED", "FIELD_INVALID"
+    for field, url, reason in (
+        ("success_url", "https://evil.example/ok", not_allowed),
+        ("success_url", "https://app.example@evil.example/ok", not_allowed),
+        ("cancel_url", "https://app.example\\@evil.example/", not_allowed),
+        # A control character is refused at the edge, as in every field.
+        ("success_url", "https://app.example/ok\r\nSet-Cookie: a=b", control),
+        ("cancel_url", "https://app.example/\tx", control),
+        ("success_url", "//evil.example/ok", not_allowed),
+        ("success_url", "https://app.example:8443/ok", not_allowed),
     ):
         body = {"items": [{"lookup_key": "rest-redirect"}], "success_url": "https://app.example/ok"}
         body[field] = url
         resp = shop.request("POST", "/api/v1/checkout/sessions", body, token)
-        assert (resp.status, resp.reason) == (400, "REDIRECT_URL_NOT_ALLOWED"), (url, resp.body)
+        assert (resp.status, resp.reason) == (400, reason), (url, resp.body)
     portal = shop.request(
         "POST", "/api/v1/portal/sessions", {"return_url": "https://evil.example/"}, token
     )
@@ -272,6 +274,38 @@ def test_checkout_and_portal_answers_carry_seed_000s_url_names(shop: Shop):
     )
     assert portal.status == 200, portal.body
     assert portal.json()["portal_url"] == portal.json()["url"] != ""
+
+
+def test_a_reference_stripe_cannot_hold_stays_ours_and_never_fails_the_checkout(shop: Shop):
+    """Stripe's client_reference_id holds 200 characters (the sandbox refuses more, as Stripe
+    does). A longer client_reference (up to the field's 1000) is kept by us, given back by
+    GetCheckoutSession and the notifications, and not sent: the checkout is created, never a
+    provider refusal. One within 200 reaches Stripe as it is."""
+    shop.price("rest-ref", group="rest-ref")
+    buy = {"items": [{"lookup_key": "rest-ref"}], "success_url": "https://app.example/ok"}
+    for principal, reference, at_stripe in (
+        ("rest-ref-long", "L" * 1000, None),
+        ("rest-ref-short", "S" * 200, "S" * 200),
+    ):
+        token = shop.token(principal)
+        made = shop.request(
+            "POST", "/api/v1/checkout/sessions", {**buy, "client_reference": reference}, token
+        )
+        assert made.status == 200, made.body
+        session = made.json()["session"]
+        provider = shop.stripe.v1.checkout.sessions.retrieve(session["stripe_checkout_session_id"])
+        assert provider.client_reference_id == at_stripe
+        got = shop.request(
+            "GET", f"/api/v1/checkout/sessions/{session['checkout_session_id']}", token=token
+        )
+        assert got.json()["client_reference"] == reference
+    too_long = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {**buy, "client_reference": "x" * 1001},
+        shop.token("rest-ref-too-long"),
+    )
+    assert (too_long.status, too_long.reason) == (400, "FIELD_INVALID")
 
 
 def test_billing_status_carries_seed_002s_status(shop: Shop):

@@ -271,6 +271,29 @@ def test_a_blank_path_in_a_rest_update_mask_is_400_field_invalid(stack, mask):  
     assert (got.json()["name"], got.json()["description"]) == ("Masked", "keep")
 
 
+@pytest.mark.parametrize("mask", ["update_mask", "updateMask", "%75pdate_mask"])
+def test_an_update_mask_without_a_value_is_400_field_invalid_on_every_patch(stack, mask):  # type: ignore[no-untyped-def]
+    """`?update_mask` with no `=` is a blank mask, as `update_mask=` is: 400 FIELD_INVALID
+    naming it on every update route (before the resource is looked up), never a 5xx, and
+    nothing changes."""
+    made = make_product(stack, "No value", description="keep")
+    routes = [
+        (f"/mgt/v1/catalog/products/{made['product_id']}", {"name": "Changed"}),
+        ("/mgt/v1/catalog/prices/price_nothing", {"nickname": "n"}),
+        ("/mgt/v1/accounts/acct_nothing", {"name": "n"}),
+        ("/mgt/v1/metrics/nothing", {"name": "n"}),
+        ("/mgt/v1/notifications/endpoints/ep_nothing", {"description": "d"}),
+    ]
+    for path, body in routes:
+        for query in (mask, f"{mask}&{key()}", f"{key()}&{mask}"):
+            resp = stack.request("PATCH", f"{path}?{query}", body, SERVICE)
+            assert resp.status == 400, (path, query, resp.body)
+            info = error_info(resp)
+            assert (info["reason"], info["metadata"]["field"]) == ("FIELD_INVALID", "update_mask")
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{made['product_id']}", None, SERVICE)
+    assert (got.json()["name"], got.json()["description"]) == ("No value", "keep")
+
+
 # -- Envoy's own answers carry the same JSON shape ----------------------------------------------
 
 
@@ -352,3 +375,107 @@ def test_server_down_is_503_json_with_a_reason(envoy_without_upstreams):  # type
 def test_sidecar_down_is_503_json_so_stripe_retries(envoy_without_upstreams):  # type: ignore[no-untyped-def]
     resp = _call(envoy_without_upstreams, "POST", "/v1/billing/webhooks", b"{}")
     assert resp.status == 503 and error_info(resp)["reason"] == "SERVICE_UNAVAILABLE"
+
+
+# -- Control characters in stored text --------------------------------------------------------
+
+
+def _counts(stack) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    """Products, accounts and endpoints as the service key sees them (first pages)."""
+    products = stack.request("GET", "/mgt/v1/catalog/products?include_inactive=true", None, SERVICE)
+    accounts = stack.request("GET", "/mgt/v1/accounts?page_size=1000", None, SERVICE)
+    endpoints = stack.request("GET", "/mgt/v1/notifications/endpoints", None, SERVICE)
+    return (
+        len(products.json()["products"]),
+        len(accounts.json().get("accounts", [])),
+        len(endpoints.json().get("endpoints", [])),
+    )
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("/mgt/v1/catalog/products?{key}", {"name": "a\u0001b"}, "product.name"),
+        ("/mgt/v1/catalog/products?{key}", {"name": "line\nbreak"}, "product.name"),
+        (
+            "/mgt/v1/catalog/products?{key}",
+            {"name": "ok", "description": "\u001b[31mred"},
+            "product.description",
+        ),
+        (
+            "/mgt/v1/catalog/products?{key}",
+            {"name": "ok", "metadata": {"k": "v\u007f"}},
+            "product.metadata['k']",
+        ),
+        (
+            "/mgt/v1/catalog/products?{key}",
+            {"name": "ok", "metadata": {"k\t": "v"}},
+            "product.metadata key",
+        ),
+        ("/mgt/v1/accounts", {"name": "Acme\u0008", "alias": "ctl-acme-1"}, "name"),
+        (
+            "/mgt/v1/accounts",
+            {"name": "Acme", "alias": "ctl-acme-2", "email": "a\u001f@b.example"},
+            "email",
+        ),
+        ("/mgt/v1/accounts", {"name": "Acme", "alias": "ctl\racme"}, "alias"),
+        ("/mgt/v1/token/issue", {"principal_id": "ctl\u0007principal"}, "principal_id"),
+        (
+            "/mgt/v1/notifications/endpoints?{key}",
+            {"endpoint": {"url": "https://hooks.example/\tx"}},
+            "endpoint.url",
+        ),
+        (
+            "/mgt/v1/events",
+            {
+                "account": "nobody",
+                "eventName": "api\u001bcall",
+                "timestamp": "2026-01-01T00:00:00Z",
+            },
+            "event.event_name",
+        ),
+    ],
+)
+def test_a_control_character_in_stored_text_is_400_field_invalid(stack, path, body, field):  # type: ignore[no-untyped-def]
+    """Escapes, separators and line breaks in one-line text are refused at the edge naming the
+    field, whatever the RPC, and nothing is created."""
+    before = _counts(stack)
+    resp = stack.request("POST", path.format(key=key()), body, SERVICE)
+    assert resp.status == 400, resp.body
+    info = error_info(resp)
+    assert (info["reason"], info["metadata"]["field"]) == ("FIELD_INVALID", field), resp.body
+    assert _counts(stack) == before
+
+
+def test_a_percent_encoded_control_character_in_a_query_is_400_field_invalid(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", "/mgt/v1/catalog/prices?product_id=prod%1Bx", None, SERVICE)
+    assert resp.status == 400 and error_info(resp)["reason"] == "FIELD_INVALID", resp.body
+    assert error_info(resp)["metadata"]["field"] == "product_id"
+
+
+def test_multi_line_text_keeps_its_tabs_and_line_breaks(stack):  # type: ignore[no-untyped-def]
+    """Descriptions, reasons and metadata values may span lines: tab, LF and CR pass there."""
+    description = "Line one\r\nLine two\n\tindented"
+    made = make_product(stack, "Multi-line", description=description, metadata={"note": "a\nb"})
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{made['product_id']}", None, SERVICE)
+    assert got.json()["description"] == description
+    assert got.json()["metadata"] == {"note": "a\nb"}
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "ctl-multi"}, SERVICE)
+    grant = stack.request(
+        "POST",
+        "/mgt/v1/accounts/ctl-multi/credits/grants",
+        {"creditType": "units", "amount": "3", "reason": "refund\nticket 42", "requestId": key()},
+        SERVICE,
+    )
+    assert grant.status == 200, grant.body
+    refused = stack.request(
+        "POST",
+        "/mgt/v1/accounts/ctl-multi/credits/grants",
+        {"creditType": "units", "amount": "3", "reason": "bell\u0007", "requestId": key()},
+        SERVICE,
+    )
+    assert (refused.status, error_info(refused)["reason"]) == (400, "FIELD_INVALID")
+    balance = stack.request(
+        "GET", "/mgt/v1/accounts/ctl-multi/credits/balance?type=units", None, SERVICE
+    )
+    assert balance.json()["balance"] == "3"

@@ -196,11 +196,44 @@ def test_a_service_key_beside_a_bearer_token_acts_as_the_token(stack):  # type: 
         both,
     )
     assert (made.status, made.reason) == (403, "SCOPE_MISSING")
-    # The operator surface takes a service key, not a token: a token there is refused.
+    # The operator surface takes a service key alone: a token beside it is named as the
+    # problem (not "service key required": one was sent), and the key is not taken instead.
     mgt = stack.request(
         "GET", "/mgt/v1/accounts/both-creds/credits/balance?type=units", headers=both
     )
-    assert (mgt.status, mgt.reason) == (403, "SERVICE_KEY_REQUIRED")
+    assert (mgt.status, mgt.reason) == (403, "AMBIGUOUS_CREDENTIALS")
     bad = {"x-api-key": "not-a-key", "authorization": both["authorization"]}
     refused = stack.request("GET", "/api/v1/credits/balance?type=units", headers=bad)
     assert (refused.status, refused.reason) == (401, "SERVICE_KEY_INVALID")
+
+
+def test_a_service_key_beside_a_bearer_token_on_mgt_is_ambiguous_and_changes_nothing(stack):  # type: ignore[no-untyped-def]
+    """Every /mgt/v1/* route takes a service key alone. With a bearer token beside a valid key
+    the answer names that (403 AMBIGUOUS_CREDENTIALS), whatever the token, and nothing is
+    done; the key alone then works, and a bad key is still refused as a bad key first."""
+    token = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "amb-holder"}, SERVICE
+    ).json()["access_token"]
+    for authorization in (f"Bearer {token}", "Bearer not-a-token"):
+        both = {**SERVICE, "authorization": authorization}
+        issued = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "amb-new"}, both)
+        assert (issued.status, issued.reason) == (403, "AMBIGUOUS_CREDENTIALS"), issued.body
+        granted = stack.request(
+            "POST",
+            "/mgt/v1/accounts/amb-holder/credits/grants",
+            {"creditType": "units", "amount": "5", "requestId": "amb-5"},
+            both,
+        )
+        assert (granted.status, granted.reason) == (403, "AMBIGUOUS_CREDENTIALS")
+    # Nothing was created or granted.
+    missing = stack.request("GET", "/mgt/v1/accounts/amb-new", None, SERVICE)
+    assert missing.status == 404, missing.body
+    balance = stack.request(
+        "GET", "/mgt/v1/accounts/amb-holder/credits/balance?type=units", None, SERVICE
+    )
+    assert balance.status == 200 and balance.json()["balance"] == "0", balance.body
+    bad_key = {"x-api-key": "not-a-key", "authorization": f"Bearer {token}"}
+    refused = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "amb-new"}, bad_key)
+    assert (refused.status, refused.reason) == (401, "SERVICE_KEY_INVALID")
+    alone = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "amb-new"}, SERVICE)
+    assert alone.status == 200, alone.body

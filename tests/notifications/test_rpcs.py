@@ -82,7 +82,8 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url="http://example.com:99999/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="http://example.com:0/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="http://example.com:port/hooks"), "URL_INVALID"),
-        (pb.NotificationEndpoint(url="http://exa\tmple.com/hooks"), "URL_INVALID"),
+        # A control character is refused at the edge, as in every field.
+        (pb.NotificationEndpoint(url="http://exa\tmple.com/hooks"), "FIELD_INVALID"),
         (pb.NotificationEndpoint(url="https://\u2603.example/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://exa..mple.com/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url=f"https://{'a' * 64}.example/hooks"), "URL_INVALID"),

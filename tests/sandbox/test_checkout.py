@@ -41,6 +41,24 @@ def test_payment_session_shape_and_line_items(client: stripe.StripeClient) -> No
     assert again.line_items is not None and again.line_items.data[0].id == items.data[0].id
 
 
+def test_a_client_reference_id_over_200_characters_is_refused_as_stripe_refuses_it(
+    client: stripe.StripeClient,
+) -> None:
+    price = _one_time_price(client)
+    params = {
+        "mode": "payment",
+        "line_items": [{"price": price.id, "quantity": 1}],
+        "success_url": "https://app.example/ok",
+    }
+    at_limit = client.v1.checkout.sessions.create(
+        params={**params, "client_reference_id": "r" * 200}
+    )
+    assert at_limit.client_reference_id == "r" * 200
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.checkout.sessions.create(params={**params, "client_reference_id": "r" * 201})
+    assert err.value.http_status == 400 and err.value.param == "client_reference_id"
+
+
 def test_payment_completion_pays_and_emits(client: stripe.StripeClient, receiver: Receiver) -> None:
     price = _one_time_price(client, 1000)
     session = client.v1.checkout.sessions.create(

@@ -219,6 +219,34 @@ def test_bearer_on_service_only_rpc_is_permission_denied_over_grpc(stack):  # ty
     assert error_reason(exc.value) == "SERVICE_KEY_REQUIRED"
 
 
+def test_service_key_beside_a_bearer_on_service_only_rpc_is_ambiguous_over_grpc(stack):  # type: ignore[no-untyped-def]
+    """Over gRPC there is no surface: a service-only RPC with both credentials is refused
+    naming the pair, not as if no key had been sent."""
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+        stub = token_pb2_grpc.TokenServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.IssueToken(
+                token_pb2.IssueTokenRequest(principal_id="x-ambiguous"),
+                metadata=(
+                    ("x-api-key", SERVICE_KEY),
+                    ("authorization", f"Bearer {ACCOUNT['token']}"),
+                ),
+                timeout=10,
+            )
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_reason(exc.value) == "AMBIGUOUS_CREDENTIALS"
+        # An RPC that takes either still acts as the token beside a key (seed 003).
+        status = checkout_pb2_grpc.CheckoutServiceStub(ch).GetBillingStatus(
+            checkout_pb2.GetBillingStatusRequest(),
+            metadata=(
+                ("x-api-key", SERVICE_KEY),
+                ("authorization", f"Bearer {ACCOUNT['token']}"),
+            ),
+            timeout=10,
+        )
+    assert status.billing_account_id == ACCOUNT["id"]
+
+
 def test_authorization_without_bearer_scheme_is_401(stack):  # type: ignore[no-untyped-def]
     resp = stack.request("GET", "/api/v1/billing", headers={"authorization": ACCOUNT["token"]})
     assert resp.status == 401

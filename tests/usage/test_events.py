@@ -168,7 +168,7 @@ def bad_strings() -> list[usage_pb2.UsageEvent]:
         ("account", convert.ACCOUNT_LIMIT),
         ("event_name", convert.EVENT_NAME_LIMIT),
     ):
-        for value in ("a\x00b", "y" * (limit + 1)):
+        for value in ("a\x00b", "a\x01b", "a\nb", "a\x7f", "y" * (limit + 1)):
             msg = event("e", "p")
             setattr(msg, field, value)
             cases.append(msg)
@@ -190,6 +190,14 @@ def test_fast_string_check_refuses_exactly_what_edge_validate_refuses(msg) -> No
         edge.validate(msg)
     err = refusal(msg, Limits(max_properties_bytes=10**6))
     assert (err.reason, err.message) == (edge_err.value.reason, edge_err.value.message)
+
+
+def test_control_characters_in_properties_pass_both_checks() -> None:
+    """Properties are free-form JSON: only NUL is refused there, at the edge and in the fast
+    pass alike."""
+    msg = event("e", "p", properties={"k\t": "line\nbreak\x01\x7f", "l": ["\x1b[0m"]})
+    edge.validate(msg)
+    check(msg, Limits(max_properties_bytes=10**6))
 
 
 def test_strings_at_their_limits_pass_both_checks() -> None:

@@ -132,7 +132,7 @@ def test_event_without_id_gets_the_derived_id_and_counts_once(channel, db) -> No
     assert list(stored(db)) == [expected]
 
 
-@pytest.mark.parametrize("blank", [" ", "  ", "\t\n "])
+@pytest.mark.parametrize("blank", [" ", "  ", "\u00a0 "])
 def test_whitespace_only_id_is_treated_as_missing(channel, db, blank) -> None:  # type: ignore[no-untyped-def]
     """A blank id is no id: the derived one, the same as for an empty id (never stored as sent)."""
     acct = account(channel, "principal-blank")
@@ -148,6 +148,19 @@ def test_whitespace_only_id_is_treated_as_missing(channel, db, blank) -> None:  
     assert statuses(blank_first) == [(expected, ACCEPTED, "")]
     assert statuses(empty_again) == [(expected, DUPLICATE, "")]
     assert list(stored(db)) == [expected]
+
+
+def test_an_id_with_a_control_character_is_rejected_blank_or_not(channel, db) -> None:  # type: ignore[no-untyped-def]
+    """A tab or a line break is a control character, refused in the id like any other (even
+    when the rest is blank: it is not taken for a missing id); the batch's other events count."""
+    acct = account(channel, "principal-control")
+    results = ingest(channel, [event("\t\n ", acct), event("ok\x1bid", acct), event("fine", acct)])
+    assert [(r.status, r.reason) for r in results] == [
+        (REJECTED, "FIELD_INVALID"),
+        (REJECTED, "FIELD_INVALID"),
+        (ACCEPTED, ""),
+    ]
+    assert list(stored(db)) == ["fine"]
 
 
 def test_repeated_id_within_a_batch_counts_once(channel, db) -> None:  # type: ignore[no-untyped-def]

@@ -178,14 +178,20 @@ def test_replay_needs_one_target_and_a_known_event(quiet: World):
 
     from tests.helpers import error_reason
 
-    for blank in ("", "   ", "\t\n"):  # a blank event_id names no event: no target
+    # A blank event_id names no event: no target. A tab or line break is a control
+    # character, refused at the edge like in every one-line field.
+    for blank, reason in (
+        ("", "REPLAY_TARGET_REQUIRED"),
+        ("   ", "REPLAY_TARGET_REQUIRED"),
+        ("\t\n", "FIELD_INVALID"),
+    ):
         with pytest.raises(grpc.RpcError) as err:
             operator(quiet).ReplayStripeEvents(
                 webhook_pb2.ReplayStripeEventsRequest(event_id=blank),
                 metadata=SERVICE_MD,
                 timeout=10,
             )
-        assert error_reason(err.value) == "REPLAY_TARGET_REQUIRED", repr(blank)
+        assert error_reason(err.value) == reason, repr(blank)
     with pytest.raises(grpc.RpcError) as err:
         operator(quiet).ReplayStripeEvents(
             webhook_pb2.ReplayStripeEventsRequest(event_id="evt_nope"),

@@ -30,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/account.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x03\n\x07\x41\x63\x63ount\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x18\n\x05\x65mail\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x18\n\x05\x61lias\x18\x04 \x01(\tB\t\xe2\x41\x01\x05\xb0\x9f\x19\xc8\x01\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32!.billing.v1.Account.MetadataEntryB\x04\xe2\x41\x01\x01\x12 \n\x12stripe_customer_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61rchived\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61rchive_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:I\xea\x41\x46\n\x1d\x62illing.tollbooth.dev/Account\x12\x12\x61\x63\x63ounts/{account}*\x08\x61\x63\x63ounts2\x07\x61\x63\x63ount\"\xf6\x01\n\x14\x43reateAccountRequest\x12\x17\n\x04name\x18\x01 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x18\n\x05\x65mail\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x18\n\x05\x61lias\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x46\n\x08metadata\x18\x04 \x03(\x0b\x32..billing.v1.CreateAccountRequest.MetadataEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x11GetAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x13ListAccountsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\x05\x65mail\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x1f\n\x0c\x61lias_prefix\x18\x04 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x1e\n\x10include_archived\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.billing.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x14UpdateAccountRequest\x12*\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.billing.v1.AccountB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x15\x41rchiveAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\xd7\x04\n\x0e\x41\x63\x63ountService\x12i\n\rCreateAccount\x12 .billing.v1.CreateAccountRequest\x1a\x13.billing.v1.Account\"!\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x15\"\x10/mgt/v1/accounts:\x01*\x12j\n\nGetAccount\x12\x1d.billing.v1.GetAccountRequest\x1a\x13.billing.v1.Account\"(\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/mgt/v1/accounts/{account}\x12q\n\x0cListAccounts\x12\x1f.billing.v1.ListAccountsRequest\x1a .billing.v1.ListAccountsResponse\"\x1e\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/mgt/v1/accounts\x12|\n\rUpdateAccount\x12 .billing.v1.UpdateAccountRequest\x1a\x13.billing.v1.Account\"4\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02(2\x1d/mgt/v1/accounts/{account.id}:\x07\x61\x63\x63ount\x12}\n\x0e\x41rchiveAccount\x12!.billing.v1.ArchiveAccountRequest\x1a\x13.billing.v1.Account\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'\"\"/mgt/v1/accounts/{account}:archive:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/account.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x04\n\x07\x41\x63\x63ount\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x18\n\x05\x65mail\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x18\n\x05\x61lias\x18\x04 \x01(\tB\t\xe2\x41\x01\x05\xb0\x9f\x19\xc8\x01\x12=\n\x08metadata\x18\x05 \x03(\x0b\x32!.billing.v1.Account.MetadataEntryB\x08\xe2\x41\x01\x01\xc0\x9f\x19\x01\x12 \n\x12stripe_customer_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61rchived\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x61rchive_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:I\xea\x41\x46\n\x1d\x62illing.tollbooth.dev/Account\x12\x12\x61\x63\x63ounts/{account}*\x08\x61\x63\x63ounts2\x07\x61\x63\x63ount\"\xfa\x01\n\x14\x43reateAccountRequest\x12\x17\n\x04name\x18\x01 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x18\n\x05\x65mail\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x18\n\x05\x61lias\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12J\n\x08metadata\x18\x04 \x03(\x0b\x32..billing.v1.CreateAccountRequest.MetadataEntryB\x08\xe2\x41\x01\x01\xc0\x9f\x19\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x11GetAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x13ListAccountsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\x05\x65mail\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x1f\n\x0c\x61lias_prefix\x18\x04 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x1e\n\x10include_archived\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"V\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.billing.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x14UpdateAccountRequest\x12*\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.billing.v1.AccountB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x15\x41rchiveAccountRequest\x12\x15\n\x07\x61\x63\x63ount\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\xd7\x04\n\x0e\x41\x63\x63ountService\x12i\n\rCreateAccount\x12 .billing.v1.CreateAccountRequest\x1a\x13.billing.v1.Account\"!\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x15\"\x10/mgt/v1/accounts:\x01*\x12j\n\nGetAccount\x12\x1d.billing.v1.GetAccountRequest\x1a\x13.billing.v1.Account\"(\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/mgt/v1/accounts/{account}\x12q\n\x0cListAccounts\x12\x1f.billing.v1.ListAccountsRequest\x1a .billing.v1.ListAccountsResponse\"\x1e\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/mgt/v1/accounts\x12|\n\rUpdateAccount\x12 .billing.v1.UpdateAccountRequest\x1a\x13.billing.v1.Account\"4\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02(2\x1d/mgt/v1/accounts/{account.id}:\x07\x61\x63\x63ount\x12}\n\x0e\x41rchiveAccount\x12!.billing.v1.ArchiveAccountRequest\x1a\x13.billing.v1.Account\"3\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\'\"\"/mgt/v1/accounts/{account}:archive:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,7 +48,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNT'].fields_by_name['alias']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['alias']._serialized_options = b'\342A\001\005\260\237\031\310\001'
   _globals['_ACCOUNT'].fields_by_name['metadata']._loaded_options = None
-  _globals['_ACCOUNT'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_ACCOUNT'].fields_by_name['metadata']._serialized_options = b'\342A\001\001\300\237\031\001'
   _globals['_ACCOUNT'].fields_by_name['stripe_customer_id']._loaded_options = None
   _globals['_ACCOUNT'].fields_by_name['stripe_customer_id']._serialized_options = b'\342A\001\003'
   _globals['_ACCOUNT'].fields_by_name['archived']._loaded_options = None
@@ -70,7 +70,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['alias']._loaded_options = None
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['alias']._serialized_options = b'\342A\001\001\260\237\031\310\001'
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['metadata']._loaded_options = None
-  _globals['_CREATEACCOUNTREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEACCOUNTREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001\300\237\031\001'
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEACCOUNTREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_GETACCOUNTREQUEST'].fields_by_name['account']._loaded_options = None
@@ -106,23 +106,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['ArchiveAccount']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\'\"\"/mgt/v1/accounts/{account}:archive:\001*'
   _globals['_ACCOUNT']._serialized_start=224
-  _globals['_ACCOUNT']._serialized_end=735
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=613
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=660
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=738
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=984
-  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_start=613
-  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_end=660
-  _globals['_GETACCOUNTREQUEST']._serialized_start=986
-  _globals['_GETACCOUNTREQUEST']._serialized_end=1028
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1031
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1194
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1196
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1282
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1285
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1432
-  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_start=1434
-  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_end=1506
-  _globals['_ACCOUNTSERVICE']._serialized_start=1509
-  _globals['_ACCOUNTSERVICE']._serialized_end=2108
+  _globals['_ACCOUNT']._serialized_end=739
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=617
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=664
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=742
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=992
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_start=617
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_end=664
+  _globals['_GETACCOUNTREQUEST']._serialized_start=994
+  _globals['_GETACCOUNTREQUEST']._serialized_end=1036
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1039
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1202
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1204
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1290
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1293
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1440
+  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_start=1442
+  _globals['_ARCHIVEACCOUNTREQUEST']._serialized_end=1514
+  _globals['_ACCOUNTSERVICE']._serialized_start=1517
+  _globals['_ACCOUNTSERVICE']._serialized_end=2116
 # @@protoc_insertion_point(module_scope)

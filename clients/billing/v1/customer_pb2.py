@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62illing/v1/customer.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x08\x43ustomer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05phone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\x08metadata\x18\x06 \x03(\x0b\x32\".billing.v1.Customer.MetadataEntryB\x04\xe2\x41\x01\x01\x12\x18\n\naccount_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb6\x02\n\x15\x43reateCustomerRequest\x12\x18\n\x05\x65mail\x18\x01 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\x1e\n\x0b\x64\x65scription\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xf4\x03\x12\x17\n\x05phone\x18\x04 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\x14\x12G\n\x08metadata\x18\x05 \x03(\x0b\x32/.billing.v1.CreateCustomerRequest.MetadataEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x07 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x14ListCustomersRequest\x12\x13\n\x05limit\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x03 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"f\n\x15ListCustomersResponse\x12\"\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x14.billing.v1.Customer\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"N\n\x12GetCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"\x92\x03\n\x15UpdateCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x05\x65mail\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02H\x00\x88\x01\x01\x12\x1c\n\x04name\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01H\x01\x88\x01\x01\x12#\n\x0b\x64\x65scription\x18\x04 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xf4\x03H\x02\x88\x01\x01\x12\x1c\n\x05phone\x18\x05 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\x14H\x03\x88\x01\x01\x12G\n\x08metadata\x18\x06 \x03(\x0b\x32/.billing.v1.UpdateCustomerRequest.MetadataEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x08 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_emailB\x07\n\x05_nameB\x0e\n\x0c_descriptionB\x08\n\x06_phone\"k\n\x15\x44\x65leteCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"5\n\x16\x44\x65leteCustomerResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"a\n\x1eGetCustomerSubscriptionRequest\x12 \n\rcustomerEmail\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\xb0\x9f\x19\xc0\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"Y\n\x1fGetCustomerSubscriptionResponse\x12\x36\n\x0csubscription\x18\x01 \x01(\x0b\x32 .billing.v1.CustomerSubscription\"\xf8\x01\n\x14\x43ustomerSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06planId\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x34\n\x10\x63urrentPeriodEnd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14stripeSubscriptionId\x18\x05 \x01(\t\x12\x19\n\x11\x63\x61ncelAtPeriodEnd\x18\x06 \x01(\x08\x12\x32\n\x04plan\x18\x07 \x01(\x0b\x32$.billing.v1.CustomerSubscriptionPlan\x12\x11\n\taccountId\x18\x08 \x01(\t\"(\n\x18\x43ustomerSubscriptionPlan\x12\x0c\n\x04name\x18\x01 \x01(\t2\x93\x06\n\x0f\x43ustomerService\x12m\n\x0e\x43reateCustomer\x12!.billing.v1.CreateCustomerRequest\x1a\x14.billing.v1.Customer\"\"\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x16\"\x11/mgt/v1/customers:\x01*\x12u\n\rListCustomers\x12 .billing.v1.ListCustomersRequest\x1a!.billing.v1.ListCustomersResponse\"\x1f\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/mgt/v1/customers\x12r\n\x0bGetCustomer\x12\x1e.billing.v1.GetCustomerRequest\x1a\x14.billing.v1.Customer\"-\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02!\x12\x1f/mgt/v1/customers/{customer_id}\x12{\n\x0eUpdateCustomer\x12!.billing.v1.UpdateCustomerRequest\x1a\x14.billing.v1.Customer\"0\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x1a\x1f/mgt/v1/customers/{customer_id}:\x01*\x12\x86\x01\n\x0e\x44\x65leteCustomer\x12!.billing.v1.DeleteCustomerRequest\x1a\".billing.v1.DeleteCustomerResponse\"-\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02!*\x1f/mgt/v1/customers/{customer_id}\x12\x9f\x01\n\x17GetCustomerSubscription\x12*.billing.v1.GetCustomerSubscriptionRequest\x1a+.billing.v1.GetCustomerSubscriptionResponse\"+\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/mgt/v1/customer/subscriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62illing/v1/customer.proto\x12\nbilling.v1\x1a\x18\x62illing/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\x08\x43ustomer\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xe2\x41\x01\x01\xc0\x9f\x19\x01\x12\x13\n\x05phone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\x08metadata\x18\x06 \x03(\x0b\x32\".billing.v1.Customer.MetadataEntryB\x04\xe2\x41\x01\x01\x12\x18\n\naccount_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x02\n\x15\x43reateCustomerRequest\x12\x18\n\x05\x65mail\x18\x01 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02\x12\x17\n\x04name\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01\x12\"\n\x0b\x64\x65scription\x18\x03 \x01(\tB\r\xe2\x41\x01\x01\xb0\x9f\x19\xf4\x03\xc0\x9f\x19\x01\x12\x17\n\x05phone\x18\x04 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\x14\x12K\n\x08metadata\x18\x05 \x03(\x0b\x32/.billing.v1.CreateCustomerRequest.MetadataEntryB\x08\xe2\x41\x01\x01\xc0\x9f\x19\x01\x12\x18\n\nrequest_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x07 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x14ListCustomersRequest\x12\x13\n\x05limit\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x03 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"f\n\x15ListCustomersResponse\x12\"\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x14.billing.v1.Customer\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"N\n\x12GetCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"\x9a\x03\n\x15UpdateCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x05\x65mail\x18\x02 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc0\x02H\x00\x88\x01\x01\x12\x1c\n\x04name\x18\x03 \x01(\tB\t\xe2\x41\x01\x01\xb0\x9f\x19\xc8\x01H\x01\x88\x01\x01\x12\'\n\x0b\x64\x65scription\x18\x04 \x01(\tB\r\xe2\x41\x01\x01\xb0\x9f\x19\xf4\x03\xc0\x9f\x19\x01H\x02\x88\x01\x01\x12\x1c\n\x05phone\x18\x05 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\x14H\x03\x88\x01\x01\x12K\n\x08metadata\x18\x06 \x03(\x0b\x32/.billing.v1.UpdateCustomerRequest.MetadataEntryB\x08\xe2\x41\x01\x01\xc0\x9f\x19\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0b\x65nvironment\x18\x08 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_emailB\x07\n\x05_nameB\x0e\n\x0c_descriptionB\x08\n\x06_phone\"k\n\x15\x44\x65leteCustomerRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"5\n\x16\x44\x65leteCustomerResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"a\n\x1eGetCustomerSubscriptionRequest\x12 \n\rcustomerEmail\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\xb0\x9f\x19\xc0\x02\x12\x1d\n\x0b\x65nvironment\x18\x02 \x01(\tB\x08\xe2\x41\x01\x01\xb0\x9f\x19\n\"Y\n\x1fGetCustomerSubscriptionResponse\x12\x36\n\x0csubscription\x18\x01 \x01(\x0b\x32 .billing.v1.CustomerSubscription\"\xf8\x01\n\x14\x43ustomerSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06planId\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x34\n\x10\x63urrentPeriodEnd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14stripeSubscriptionId\x18\x05 \x01(\t\x12\x19\n\x11\x63\x61ncelAtPeriodEnd\x18\x06 \x01(\x08\x12\x32\n\x04plan\x18\x07 \x01(\x0b\x32$.billing.v1.CustomerSubscriptionPlan\x12\x11\n\taccountId\x18\x08 \x01(\t\"(\n\x18\x43ustomerSubscriptionPlan\x12\x0c\n\x04name\x18\x01 \x01(\t2\x93\x06\n\x0f\x43ustomerService\x12m\n\x0e\x43reateCustomer\x12!.billing.v1.CreateCustomerRequest\x1a\x14.billing.v1.Customer\"\"\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x16\"\x11/mgt/v1/customers:\x01*\x12u\n\rListCustomers\x12 .billing.v1.ListCustomersRequest\x1a!.billing.v1.ListCustomersResponse\"\x1f\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/mgt/v1/customers\x12r\n\x0bGetCustomer\x12\x1e.billing.v1.GetCustomerRequest\x1a\x14.billing.v1.Customer\"-\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02!\x12\x1f/mgt/v1/customers/{customer_id}\x12{\n\x0eUpdateCustomer\x12!.billing.v1.UpdateCustomerRequest\x1a\x14.billing.v1.Customer\"0\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x1a\x1f/mgt/v1/customers/{customer_id}:\x01*\x12\x86\x01\n\x0e\x44\x65leteCustomer\x12!.billing.v1.DeleteCustomerRequest\x1a\".billing.v1.DeleteCustomerResponse\"-\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02!*\x1f/mgt/v1/customers/{customer_id}\x12\x9f\x01\n\x17GetCustomerSubscription\x12*.billing.v1.GetCustomerSubscriptionRequest\x1a+.billing.v1.GetCustomerSubscriptionResponse\"+\xaa\x9f\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/mgt/v1/customer/subscriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMER'].fields_by_name['name']._loaded_options = None
   _globals['_CUSTOMER'].fields_by_name['name']._serialized_options = b'\342A\001\001'
   _globals['_CUSTOMER'].fields_by_name['description']._loaded_options = None
-  _globals['_CUSTOMER'].fields_by_name['description']._serialized_options = b'\342A\001\001'
+  _globals['_CUSTOMER'].fields_by_name['description']._serialized_options = b'\342A\001\001\300\237\031\001'
   _globals['_CUSTOMER'].fields_by_name['phone']._loaded_options = None
   _globals['_CUSTOMER'].fields_by_name['phone']._serialized_options = b'\342A\001\001'
   _globals['_CUSTOMER'].fields_by_name['metadata']._loaded_options = None
@@ -60,11 +60,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001\260\237\031\310\001'
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['description']._loaded_options = None
-  _globals['_CREATECUSTOMERREQUEST'].fields_by_name['description']._serialized_options = b'\342A\001\001\260\237\031\364\003'
+  _globals['_CREATECUSTOMERREQUEST'].fields_by_name['description']._serialized_options = b'\342A\001\001\260\237\031\364\003\300\237\031\001'
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['phone']._loaded_options = None
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['phone']._serialized_options = b'\342A\001\001\260\237\031\024'
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['metadata']._loaded_options = None
-  _globals['_CREATECUSTOMERREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_CREATECUSTOMERREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001\300\237\031\001'
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['environment']._loaded_options = None
@@ -88,11 +88,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001\260\237\031\310\001'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['description']._loaded_options = None
-  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['description']._serialized_options = b'\342A\001\001\260\237\031\364\003'
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['description']._serialized_options = b'\342A\001\001\260\237\031\364\003\300\237\031\001'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['phone']._loaded_options = None
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['phone']._serialized_options = b'\342A\001\001\260\237\031\024'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['metadata']._loaded_options = None
-  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001\300\237\031\001'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
   _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['environment']._loaded_options = None
@@ -120,35 +120,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERSERVICE'].methods_by_name['GetCustomerSubscription']._loaded_options = None
   _globals['_CUSTOMERSERVICE'].methods_by_name['GetCustomerSubscription']._serialized_options = b'\252\237\031\002\010\001\202\323\344\223\002\037\022\035/mgt/v1/customer/subscription'
   _globals['_CUSTOMER']._serialized_start=164
-  _globals['_CUSTOMER']._serialized_end=471
-  _globals['_CUSTOMER_METADATAENTRY']._serialized_start=424
-  _globals['_CUSTOMER_METADATAENTRY']._serialized_end=471
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=474
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=784
-  _globals['_CREATECUSTOMERREQUEST_METADATAENTRY']._serialized_start=424
-  _globals['_CREATECUSTOMERREQUEST_METADATAENTRY']._serialized_end=471
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=786
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=886
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=888
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=990
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=992
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=1070
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1073
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1475
-  _globals['_UPDATECUSTOMERREQUEST_METADATAENTRY']._serialized_start=424
-  _globals['_UPDATECUSTOMERREQUEST_METADATAENTRY']._serialized_end=471
-  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1477
-  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1584
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1586
-  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1639
-  _globals['_GETCUSTOMERSUBSCRIPTIONREQUEST']._serialized_start=1641
-  _globals['_GETCUSTOMERSUBSCRIPTIONREQUEST']._serialized_end=1738
-  _globals['_GETCUSTOMERSUBSCRIPTIONRESPONSE']._serialized_start=1740
-  _globals['_GETCUSTOMERSUBSCRIPTIONRESPONSE']._serialized_end=1829
-  _globals['_CUSTOMERSUBSCRIPTION']._serialized_start=1832
-  _globals['_CUSTOMERSUBSCRIPTION']._serialized_end=2080
-  _globals['_CUSTOMERSUBSCRIPTIONPLAN']._serialized_start=2082
-  _globals['_CUSTOMERSUBSCRIPTIONPLAN']._serialized_end=2122
-  _globals['_CUSTOMERSERVICE']._serialized_start=2125
-  _globals['_CUSTOMERSERVICE']._serialized_end=2912
+  _globals['_CUSTOMER']._serialized_end=475
+  _globals['_CUSTOMER_METADATAENTRY']._serialized_start=428
+  _globals['_CUSTOMER_METADATAENTRY']._serialized_end=475
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=478
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=796
+  _globals['_CREATECUSTOMERREQUEST_METADATAENTRY']._serialized_start=428
+  _globals['_CREATECUSTOMERREQUEST_METADATAENTRY']._serialized_end=475
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=798
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=898
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=900
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1002
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1004
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1082
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1085
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1495
+  _globals['_UPDATECUSTOMERREQUEST_METADATAENTRY']._serialized_start=428
+  _globals['_UPDATECUSTOMERREQUEST_METADATAENTRY']._serialized_end=475
+  _globals['_DELETECUSTOMERREQUEST']._serialized_start=1497
+  _globals['_DELETECUSTOMERREQUEST']._serialized_end=1604
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_start=1606
+  _globals['_DELETECUSTOMERRESPONSE']._serialized_end=1659
+  _globals['_GETCUSTOMERSUBSCRIPTIONREQUEST']._serialized_start=1661
+  _globals['_GETCUSTOMERSUBSCRIPTIONREQUEST']._serialized_end=1758
+  _globals['_GETCUSTOMERSUBSCRIPTIONRESPONSE']._serialized_start=1760
+  _globals['_GETCUSTOMERSUBSCRIPTIONRESPONSE']._serialized_end=1849
+  _globals['_CUSTOMERSUBSCRIPTION']._serialized_start=1852
+  _globals['_CUSTOMERSUBSCRIPTION']._serialized_end=2100
+  _globals['_CUSTOMERSUBSCRIPTIONPLAN']._serialized_start=2102
+  _globals['_CUSTOMERSUBSCRIPTIONPLAN']._serialized_end=2142
+  _globals['_CUSTOMERSERVICE']._serialized_start=2145
+  _globals['_CUSTOMERSERVICE']._serialized_end=2932
 # @@protoc_insertion_point(module_scope)

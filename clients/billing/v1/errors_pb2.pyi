@@ -45,6 +45,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RecordStripeEvent came without a valid Stripe signature (a service key
     alone cannot put an event in the inbox).
     """
+    ERROR_REASON_AMBIGUOUS_CREDENTIALS: _ErrorReason.ValueType  # 14
+    """A service key and a bearer token together on an RPC or route that takes a
+    service key alone (every /mgt/v1/* path): with both, the call is the
+    token's, which may not call it; send the service key without the token.
+    """
     ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 20
     """Input (INVALID_ARGUMENT, HTTP 400)."""
     ERROR_REASON_FIELD_REQUIRED: _ErrorReason.ValueType  # 21
@@ -68,7 +73,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 29
     """The request (body, headers or URL) is larger than the configured limits."""
     ERROR_REASON_FIELD_INVALID: _ErrorReason.ValueType  # 60
-    """A string field holds a NUL character or is longer than its limit."""
+    """A string field holds a NUL or other control character, or is longer than
+    its limit.
+    """
     ERROR_REASON_CURRENCY_INVALID: _ErrorReason.ValueType  # 61
     """The currency is not an ISO 4217 code."""
     ERROR_REASON_PROVIDER_REQUEST_INVALID: _ErrorReason.ValueType  # 62
@@ -237,6 +244,11 @@ ERROR_REASON_STRIPE_SIGNATURE_REQUIRED: ErrorReason.ValueType  # 13
 """RecordStripeEvent came without a valid Stripe signature (a service key
 alone cannot put an event in the inbox).
 """
+ERROR_REASON_AMBIGUOUS_CREDENTIALS: ErrorReason.ValueType  # 14
+"""A service key and a bearer token together on an RPC or route that takes a
+service key alone (every /mgt/v1/* path): with both, the call is the
+token's, which may not call it; send the service key without the token.
+"""
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 20
 """Input (INVALID_ARGUMENT, HTTP 400)."""
 ERROR_REASON_FIELD_REQUIRED: ErrorReason.ValueType  # 21
@@ -260,7 +272,9 @@ ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 28
 ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 29
 """The request (body, headers or URL) is larger than the configured limits."""
 ERROR_REASON_FIELD_INVALID: ErrorReason.ValueType  # 60
-"""A string field holds a NUL character or is longer than its limit."""
+"""A string field holds a NUL or other control character, or is longer than
+its limit.
+"""
 ERROR_REASON_CURRENCY_INVALID: ErrorReason.ValueType  # 61
 """The currency is not an ISO 4217 code."""
 ERROR_REASON_PROVIDER_REQUEST_INVALID: ErrorReason.ValueType  # 62

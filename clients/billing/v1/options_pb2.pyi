@@ -53,6 +53,7 @@ Global___AuthRule: _TypeAlias = AuthRule  # noqa: Y015
 AUTH_FIELD_NUMBER: _builtins.int
 MAX_LENGTH_FIELD_NUMBER: _builtins.int
 VALIDATED_PER_ITEM_FIELD_NUMBER: _builtins.int
+MULTILINE_FIELD_NUMBER: _builtins.int
 auth: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AuthRule]
 """Who may call the method."""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
@@ -60,4 +61,9 @@ max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptio
 validated_per_item: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
 """The items of this repeated field are validated one by one by the handler,
 so that one bad item is answered on its own instead of failing the request.
+"""
+multiline: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""The text may span lines: tab, line feed and carriage return are accepted
+(descriptions, reasons; on a map field, its values). Every other control
+character is refused in every string field.
 """

@@ -108,8 +108,8 @@ class UsageEvent(_message.Message):
     PROPERTIES_FIELD_NUMBER: _builtins.int
     unique_id: _builtins.str
     """Unique id chosen by the sender (JSON `uniqueId`); the idempotency key,
-    kept forever, unique across all accounts. When empty (or only whitespace),
-    the server derives it from the event's content: `derived_` followed by
+    kept forever, unique across all accounts. When empty (or only whitespace;
+    a tab or line break is a control character, refused), the server derives it from the event's content: `derived_` followed by
     the SHA-256 (hex) of the account id, event name, timestamp and canonical
     properties JSON, so a retried send of the same event still counts once.
     Exactly: the UTF-8 bytes of

@@ -108,11 +108,22 @@ class Authenticator:
         """The caller: a valid service key alone is the backend; a bearer token is its own
         account and scopes, also beside a service key (seed 003 sends both: the key names the
         tenant, the token the buyer), never widened by the key. The key beside a token must
-        still be valid and of the token's environment (ENVIRONMENT_MISMATCH otherwise)."""
+        still be valid and of the token's environment (ENVIRONMENT_MISMATCH otherwise).
+
+        Both on what takes a service key alone (every /mgt surface route, and a service-only
+        RPC over gRPC) is AMBIGUOUS_CREDENTIALS: the call would be the token's, which may not
+        make it, and answering SERVICE_KEY_REQUIRED to a caller that sent one misleads. The
+        key is not taken instead: that would widen a call that carries a buyer's token."""
         if api_key and authorization:
             key_environment = self._key_environment(api_key)
             if key_environment is None:
                 raise errors.unauthenticated("SERVICE_KEY_INVALID", "service key is not valid")
+            if not requirement.bearer or surface == "mgt":
+                raise errors.permission_denied(
+                    "AMBIGUOUS_CREDENTIALS",
+                    "this method takes a service key alone; with a bearer token beside it the"
+                    " call is the token's: send x-api-key without authorization",
+                )
             caller = self._bearer(requirement, authorization, surface)
             if caller.environment != key_environment:
                 raise errors.invalid(

@@ -43,8 +43,10 @@ File format (see example_catalog.yaml next to this module)::
                 expires_after_sec: 0  # 0: never
                 priority: 0         # a 32-bit integer (the contract's int32); lower first
 
-The file is UTF-8; a key written twice in one mapping, or a NUL character in any value, is
-refused (exit 1, nothing written), as YAML parsers would otherwise keep the last silently.
+The file is UTF-8; a key written twice in one mapping (which YAML parsers would otherwise keep
+the last of silently), or a control character in a value (the RPCs' rule: NUL or any other;
+a description or a metadata value may hold tab and line breaks), is refused (exit 1, nothing
+written).
 Numbers are plain decimal: YAML 1.1 reads 0x10, 017, 0b101, 1_000 and 1:30 as 16, 15, 5, 1000
 and 90, so any of them (and 0o17) is refused naming its field, never converted.
 

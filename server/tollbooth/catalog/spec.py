@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from tollbooth import text
 from tollbooth.catalog import fields as f
 from tollbooth.catalog.fields import CreditGrant, Entitlement, PriceFields, ProductFields
 
@@ -159,7 +160,7 @@ def _product(raw: object, index: int) -> DesiredProduct:
     fields = ProductFields(
         name=_str(data.get("name"), f"{where}.name", required=True),
         key=key,
-        description=_str(data.get("description"), f"{where}.description"),
+        description=_str(data.get("description"), f"{where}.description", multiline=True),
         position=_position(data.get("position"), index, f"{where}.position"),
         stripe_product_id=_optional_str(
             data.get("stripe_product_id"), f"{where}.stripe_product_id"
@@ -267,7 +268,7 @@ def _list(value: object, where: str, *, required: bool = False) -> list[Any]:
     return value
 
 
-def _str(value: object, where: str, *, required: bool = False) -> str:
+def _str(value: object, where: str, *, required: bool = False, multiline: bool = False) -> str:
     if value is None:
         if required:
             raise SpecError(f"{where} is required")
@@ -283,8 +284,11 @@ def _str(value: object, where: str, *, required: bool = False) -> str:
         return str(value)
     if not isinstance(value, str):
         raise SpecError(f"{where} must be a string")
-    if "\x00" in value:  # refused by the RPCs' edge; PostgreSQL text cannot hold it
-        raise SpecError(f"{where} contains a NUL character")
+    # The RPCs' edge rule (PostgreSQL text cannot hold NUL; no other control character either,
+    # but tab and line breaks in a description or a metadata value).
+    problem = text.control_problem(value, multiline=multiline)
+    if problem is not None:
+        raise SpecError(f"{where} {problem}")
     if required and not value.strip():
         raise SpecError(f"{where} is required")
     return value
@@ -331,4 +335,6 @@ def _string_map(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
     data = _mapping(value, where)
-    return {_str(k, f"{where} key"): _str(v, f"{where}.{k}") for k, v in data.items()}
+    return {
+        _str(k, f"{where} key"): _str(v, f"{where}.{k}", multiline=True) for k, v in data.items()
+    }

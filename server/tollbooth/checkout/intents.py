@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -157,15 +158,28 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
     return f"chk_{digest[:24]}"
 
 
-def _fingerprint(
+def _fingerprints(
     lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
-) -> str:
+) -> tuple[str, str]:
+    """What a request asks for, hashed: (the fingerprint a new intent records, the one
+    intents recorded before it). The first hashes a JSON array of the fields, so no two
+    requests share one whatever their text; the second joined them with U+001F, which a
+    field holding that character could fake (the edge refuses control characters now, so no
+    request can any more). Rows keep what they recorded: a retry of a request made before
+    the change is still recognised by the second, and nothing stored is rewritten."""
+    items = [[ln.price.id, ln.quantity] for ln in lines]
+    setup = mode if mode == "setup" else ""  # the other modes follow from the prices
+    encoded = json.dumps(
+        ["checkout/2", items, success, cancel, reference, setup, email or ""],
+        separators=(",", ":"),
+    )
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
-    if mode == "setup":  # the other modes follow from the prices, as they always did
-        parts.append(mode)
-    if email:  # what the buyer's page shows; absent, the fingerprint is what it always was
+    if setup:
+        parts.append(setup)
+    if email:
         parts.append(f"customer_email={email}")
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    legacy = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return hashlib.sha256(encoded.encode()).hexdigest(), legacy
 
 
 def _groups(prices: Sequence[Price]) -> list[str]:
@@ -200,11 +214,12 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
-    fingerprint = _fingerprint(lines, success, cancel, reference, mode, email)
+    fingerprints = _fingerprints(lines, success, cancel, reference, mode, email)
+    fingerprint = fingerprints[0]
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request
-        if own.fingerprint != fingerprint:
+        if own.fingerprint not in fingerprints:
             raise errors.invalid(
                 "request_id was already used with different parameters",
                 reason="IDEMPOTENCY_KEY_REUSED",
@@ -231,7 +246,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
         holder = _live_holder(session, account.id, group, ours_id, now)
         if holder is None:
             continue
-        if holder.fingerprint == fingerprint:
+        if holder.fingerprint in fingerprints:
             return _Plan(account.id, reuse=Intent.of(holder))
         blockers.append((group, Intent.of(holder)))
     row = CheckoutSession(

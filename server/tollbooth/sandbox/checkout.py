@@ -25,6 +25,10 @@ from tollbooth.sandbox.wire import (
     required,
 )
 
+# Stripe's limit on a checkout session's client_reference_id ("can be up to 200 characters");
+# a longer one is refused, as Stripe refuses it.
+MAX_CLIENT_REFERENCE = 200
+
 # Parameters the pinned API knows but the sandbox does not model: refused rather than ignored,
 # so that a test never passes on behaviour the sandbox did not implement.
 CHECKOUT_UNSUPPORTED = (
@@ -175,7 +179,8 @@ class Checkout(Billing):
         }
         for field in ("success_url", "cancel_url", "client_reference_id", "customer_email"):
             if session[field] is not None:
-                session[field] = as_str(session[field], field, max_len=5000)
+                limit = MAX_CLIENT_REFERENCE if field == "client_reference_id" else 5000
+                session[field] = as_str(session[field], field, max_len=limit)
         for field in ("success_url", "cancel_url"):
             if session[field] is not None:
                 check_url(session[field], field)

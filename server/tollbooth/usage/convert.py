@@ -9,7 +9,8 @@ Hot path: a batch of 500 events runs this 500 times, so it is one pass over each
 converts the properties and checks them at once.
 
 Edge validation (`tollbooth.rpc.edge.validate`) stays the authority on strings: the pass below
-applies the same rule (no NUL, no string over its field's limit) to every string it meets, and
+applies the same rule (no string over its field's limit; no control character in the event's
+own strings, no NUL in its properties) to every string it meets, and
 only when one breaks it asks `edge.validate(event)` for the canonical FIELD_INVALID error. The
 generic walk costs about 30 µs per event; this pass about 5 µs. A test pins UsageEvent's
 fields, so a field added to the message fails it until this pass learns the field.
@@ -28,7 +29,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from billing.v1 import options_pb2, usage_pb2
-from tollbooth import errors
+from tollbooth import errors, text
 from tollbooth.db.models import BillableMetric
 from tollbooth.rpc import edge
 from tollbooth.rpc.convert import from_ts, ts
@@ -63,6 +64,9 @@ UNIQUE_ID_LIMIT = _field_limit("unique_id")
 ACCOUNT_LIMIT = _field_limit("account")
 EVENT_NAME_LIMIT = _field_limit("event_name")
 STRUCT_LIMIT = edge.STRUCT_MAX_LENGTH
+# The edge's rule for the event's own strings (single-line: no control character); the
+# properties, free-form JSON, refuse NUL only, as at the edge.
+_CONTROL = text.SINGLE_LINE
 
 
 if EVENT_NAME_LIMIT != events.EVENT_NAME_LIMIT:  # pragma: no cover - caught by any test run
@@ -155,9 +159,9 @@ def check(event: usage_pb2.UsageEvent, index: int, limits: Limits, now: int) -> 
         len(unique_id) > UNIQUE_ID_LIMIT
         or len(account) > ACCOUNT_LIMIT
         or len(name) > EVENT_NAME_LIMIT
-        or "\x00" in unique_id
-        or "\x00" in account
-        or "\x00" in name
+        or _CONTROL.search(unique_id) is not None
+        or _CONTROL.search(account) is not None
+        or _CONTROL.search(name) is not None
     ):
         raise _edge_refusal(event)
     if not unique_id.strip():

@@ -82,6 +82,15 @@ export enum ErrorReason {
   STRIPE_SIGNATURE_REQUIRED = 13,
 
   /**
+   * A service key and a bearer token together on an RPC or route that takes a
+   * service key alone (every /mgt/v1/* path): with both, the call is the
+   * token's, which may not call it; send the service key without the token.
+   *
+   * @generated from enum value: ERROR_REASON_AMBIGUOUS_CREDENTIALS = 14;
+   */
+  AMBIGUOUS_CREDENTIALS = 14,
+
+  /**
    * Input (INVALID_ARGUMENT, HTTP 400).
    *
    * @generated from enum value: ERROR_REASON_INVALID_ARGUMENT = 20;
@@ -153,7 +162,8 @@ export enum ErrorReason {
   REQUEST_TOO_LARGE = 29,
 
   /**
-   * A string field holds a NUL character or is longer than its limit.
+   * A string field holds a NUL or other control character, or is longer than
+   * its limit.
    *
    * @generated from enum value: ERROR_REASON_FIELD_INVALID = 60;
    */

@@ -68,3 +68,12 @@ export declare const max_length: GenExtension<FieldOptions, number>;
  */
 export declare const validated_per_item: GenExtension<FieldOptions, boolean>;
 
+/**
+ * The text may span lines: tab, line feed and carriage return are accepted
+ * (descriptions, reasons; on a map field, its values). Every other control
+ * character is refused in every string field.
+ *
+ * @generated from extension: bool multiline = 51704;
+ */
+export declare const multiline: GenExtension<FieldOptions, boolean>;
+

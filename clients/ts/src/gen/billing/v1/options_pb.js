@@ -9,7 +9,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file billing/v1/options.proto.
  */
 export const file_billing_v1_options = /*@__PURE__*/
-  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEiRQoIQXV0aFJ1bGUSEwoLc2VydmljZV9rZXkYASABKAgSDgoGYmVhcmVyGAIgASgIEhQKDGJlYXJlcl9zY29wZRgDIAEoCTpKCgRhdXRoEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY9ZMDIAEoCzIULmJpbGxpbmcudjEuQXV0aFJ1bGVSBGF1dGg6PgoKbWF4X2xlbmd0aBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY9pMDIAEoBVIJbWF4TGVuZ3RoOk0KEnZhbGlkYXRlZF9wZXJfaXRlbRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY95MDIAEoCFIQdmFsaWRhdGVkUGVySXRlbWIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEiRQoIQXV0aFJ1bGUSEwoLc2VydmljZV9rZXkYASABKAgSDgoGYmVhcmVyGAIgASgIEhQKDGJlYXJlcl9zY29wZRgDIAEoCTpKCgRhdXRoEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY9ZMDIAEoCzIULmJpbGxpbmcudjEuQXV0aFJ1bGVSBGF1dGg6PgoKbWF4X2xlbmd0aBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY9pMDIAEoBVIJbWF4TGVuZ3RoOk0KEnZhbGlkYXRlZF9wZXJfaXRlbRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY95MDIAEoCFIQdmFsaWRhdGVkUGVySXRlbTo9CgltdWx0aWxpbmUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGPiTAyABKAhSCW11bHRpbGluZWIGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * Describes the message billing.v1.AuthRule.
@@ -42,4 +42,14 @@ export const max_length = /*@__PURE__*/
  */
 export const validated_per_item = /*@__PURE__*/
   extDesc(file_billing_v1_options, 2);
+
+/**
+ * The text may span lines: tab, line feed and carriage return are accepted
+ * (descriptions, reasons; on a map field, its values). Every other control
+ * character is refused in every string field.
+ *
+ * @generated from extension: bool multiline = 51704;
+ */
+export const multiline = /*@__PURE__*/
+  extDesc(file_billing_v1_options, 3);
 

@@ -19,8 +19,8 @@ export declare const file_billing_v1_usage: GenFile;
 export declare type UsageEvent = Message<"billing.v1.UsageEvent"> & {
   /**
    * Unique id chosen by the sender (JSON `uniqueId`); the idempotency key,
-   * kept forever, unique across all accounts. When empty (or only whitespace),
-   * the server derives it from the event's content: `derived_` followed by
+   * kept forever, unique across all accounts. When empty (or only whitespace;
+   * a tab or line break is a control character, refused), the server derives it from the event's content: `derived_` followed by
    * the SHA-256 (hex) of the account id, event name, timestamp and canonical
    * properties JSON, so a retried send of the same event still counts once.
    * Exactly: the UTF-8 bytes of

@@ -1,0 +1,30 @@
+"""Control characters in stored text: the one rule that the RPC edge (`tollbooth.rpc.edge`),
+usage ingest's fast pass and catalog-as-code apply alike.
+
+A control character (U+0000..U+001F, U+007F) is refused in every stored string: a name, an
+e-mail, a URL, a reference or an id has no use for one, and one smuggled in (an escape
+sequence, a separator byte) misleads whoever reads the text later: a log line, a terminal, a
+CSV export, a joined fingerprint. Text that may span lines (descriptions, reasons, metadata
+values) accepts tab, line feed and carriage return. Free-form JSON (usage `properties`)
+holds what its sender sends, NUL aside (PostgreSQL text cannot hold it).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Any control character, and those a multi-line text may not hold.
+SINGLE_LINE = re.compile("[\x00-\x1f\x7f]")
+MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_problem(value: str, *, multiline: bool = False) -> str | None:
+    """What is wrong with `value` ("contains a NUL character", "contains a control character
+    (U+001B)"), or None when it holds no control character it may not."""
+    found = (MULTILINE if multiline else SINGLE_LINE).search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains a NUL character"
+    return f"contains a control character (U+{ord(char):04X})"

@@ -1,0 +1,76 @@
+"""The checkout intent's fingerprint (what a request asks for): unambiguous for new intents,
+and an intent recorded before it changed is still recognised by a retry."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import grpc
+import pytest
+import sqlalchemy as sa
+
+from tests.checkout.support import World
+from tests.helpers import error_reason
+from tollbooth.checkout.intents import _fingerprints
+from tollbooth.db.models import CheckoutSession
+
+SUCCESS = "https://app.example/ok"
+
+
+def line(price_id: str, quantity: int = 1) -> SimpleNamespace:
+    return SimpleNamespace(price=SimpleNamespace(id=price_id), quantity=quantity)
+
+
+def test_requests_the_joined_fingerprint_confused_have_fingerprints_of_their_own() -> None:
+    """Joined with U+001F, a reference holding that character could pass for another field:
+    a setup-mode request and a payment one shared a fingerprint, as did an e-mail and a
+    reference spelling it. The recorded fingerprint tells them apart."""
+    pairs = [
+        (
+            ([], SUCCESS, "", "x", "setup", None),
+            ([], SUCCESS, "", "x\x1fsetup", "payment", None),
+        ),
+        (
+            ([line("price_a")], SUCCESS, "", "r", "payment", "a@b.example"),
+            ([line("price_a")], SUCCESS, "", "r\x1fcustomer_email=a@b.example", "payment", None),
+        ),
+    ]
+    for one, other in pairs:
+        (new_one, legacy_one), (new_other, legacy_other) = (
+            _fingerprints(*one),
+            _fingerprints(*other),
+        )
+        assert legacy_one == legacy_other  # the collision the old form had
+        assert new_one != new_other
+    assert (
+        _fingerprints([line("price_a", 2)], SUCCESS, "", "", "payment", None)[0]
+        != (_fingerprints([line("price_a", 1)], SUCCESS, "", "", "payment", None)[0])
+    )
+
+
+def test_a_checkout_recorded_with_the_joined_fingerprint_still_replays(world: World) -> None:
+    world.price("pro", group="plan")
+    token, account = world.token()
+    first = world.buy(token, "pro", request_id="fp-1", reference="order-1")
+    ours = first.session.checkout_session_id
+    with world.deps.db.transaction() as session:
+        row = session.get(CheckoutSession, ours)
+        assert row is not None
+        lines = [line(item["price_id"], int(item["quantity"])) for item in row.items]
+        new, legacy = _fingerprints(
+            lines, row.success_url, row.cancel_url, row.client_reference, row.mode, None
+        )
+        assert row.fingerprint == new != legacy  # new intents record the unambiguous form
+        # As an intent recorded before the change has it.
+        session.execute(
+            sa.update(CheckoutSession).where(CheckoutSession.id == ours).values(fingerprint=legacy)
+        )
+    with world.deps.db.transaction(readonly=True) as session:
+        assert session.get(CheckoutSession, ours).fingerprint == legacy  # type: ignore[union-attr]
+    again = world.buy(token, "pro", request_id="fp-1", reference="order-1")
+    assert again == first
+    with pytest.raises(grpc.RpcError) as err:
+        world.buy(token, "pro", request_id="fp-1", reference="order-2")
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
+    assert len(world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data) == 1

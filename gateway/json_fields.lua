@@ -14,8 +14,13 @@
 -- after a "~": the server refuses one that is one of the request's lists (FIELD_INVALID naming
 -- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct). Every
 -- such path is named, not only the first: a null inside free-form `properties` must not hide
--- a null item of the list after it. A body whose null-holding paths pass MAX_HEADER is
--- refused whole (400), never cut short.
+-- a null item of the list after it. A field written twice in one object in its two spellings
+-- (`credit_type` and `creditType`, `event_time` and `timestamp`), which the transcoder also
+-- reads as one field and keeps the last of, comes before those, the path of the second key
+-- after a "^", each once: the server refuses one that names a field of the request
+-- (MALFORMED_REQUEST naming it) and lets two keys of a free-form value (`properties`, a map)
+-- be. A body whose null-holding and twice-spelt paths pass MAX_HEADER is refused whole (400),
+-- never cut short.
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -39,6 +44,21 @@ local REPEATS = "x-billing-query-repeats"
 local QUERY = "x-billing-query-fields"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
+-- The one JSON name of the contract that is not its field's proto name in lowerCamel
+-- (UsageEvent.event_time is `timestamp`, seed 001's); tests/gateway keeps this in step.
+local ALIASES = {timestamp = "eventTime"}
+
+-- A key as the JSON name of the field it would name (protobuf's ToJsonName: `credit_type` and
+-- `creditType` are both `creditType`), so two spellings of one field meet.
+local function spelling(key)
+  local alias = ALIASES[key]
+  if alias then
+    return alias
+  end
+  return (key:gsub("_+(.?)", function(c)
+    return c:upper()
+  end))
+end
 
 local function skip_ws(s, i)
   return (s:find("[^ \t\r\n]", i))
@@ -132,7 +152,7 @@ local function object(s, i, prefix, out, depth)
   if s:byte(i) == 125 then
     return i + 1
   end
-  local keys = {}
+  local keys, spellings = {}, {}
   while true do
     if s:byte(i) ~= 34 then
       return nil
@@ -148,6 +168,12 @@ local function object(s, i, prefix, out, depth)
     end
     if keys[key] then
       out.duplicate = out.duplicate or path
+    elseif key:find("^[%w_]+$") then
+      local as_json = spelling(key)
+      if spellings[as_json] then
+        out.twin(path)
+      end
+      spellings[as_json] = true
     end
     keys[key] = true
     out.add(path)
@@ -255,6 +281,19 @@ local function collect(s)
     end
     nulls[#nulls + 1] = "~" .. path
   end
+  local twins, twin_seen = {}, {}
+  out.twin = function(path)
+    if twin_seen[path] then
+      return
+    end
+    twin_seen[path] = true
+    null_size = null_size + #path + 2
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    twins[#twins + 1] = "^" .. path
+  end
   local i = skip_ws(s, 1)
   if not i or s:byte(i) ~= 123 then
     return nil
@@ -267,6 +306,9 @@ local function collect(s)
   end
   for k = #nulls, 1, -1 do
     table.insert(paths, 1, nulls[k])
+  end
+  for k = #twins, 1, -1 do
+    table.insert(paths, 1, twins[k])
   end
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)
@@ -366,7 +408,7 @@ function envoy_on_request(handle)
   local paths, overflow = collect(body:getBytes(0, body:length()))
   if overflow then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
-      "the JSON body holds null items in more lists than the gateway checks")
+      "the JSON body holds null items in more lists (or fields spelt twice) than the gateway checks")
     return
   end
   if paths and #paths > 0 then

@@ -368,3 +368,99 @@ def test_nulls_in_more_lists_than_the_gateway_names_are_refused_whole(stack):  #
     resp = stack.request("POST", "/mgt/v1/events:batch", {"events": [event, None]}, SERVICE)
     assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
     assert "null" in resp.json()["message"]
+
+
+# One field named in both its spellings (proto name and JSON name) in one object is a key
+# written twice too: the transcoder reads both as the field and keeps the last, silently.
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        (
+            "/mgt/v1/accounts/p-twice-spelt/credits/grants",
+            b'{"creditType": "units", "credit_type": "bonus", "amount": "5",'
+            b' "requestId": "twice-spelt-1"}',
+            "credit_type",
+        ),
+        (
+            "/mgt/v1/accounts/p-twice-spelt/credits/grants",
+            b'{"credit_type": "units", "amount": "5", "requestId": "twice-spelt-2",'
+            b' "request_id": "twice-spelt-3"}',
+            "request_id",
+        ),
+        (
+            "/mgt/v1/events",
+            b'{"uniqueId": "ts-1", "account": "p-twice-spelt", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z", "event_time": "2025-01-01T00:00:00Z"}',
+            "event_time",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": [{"uniqueId": "ts-2", "unique_id": "ts-3", "account": "p-twice-spelt",'
+            b' "eventName": "x", "timestamp": "2025-03-09T15:03:17Z"}]}',
+            "events.unique_id",
+        ),
+    ],
+    ids=["credit-type", "request-id", "timestamp-and-event-time", "in-a-list"],
+)
+def test_a_field_written_in_both_spellings_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, path, raw, field
+):
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-twice-spelt"}, SERVICE)
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "twice" in resp.json()["message"]
+    grants = stack.request("GET", "/mgt/v1/accounts/p-twice-spelt/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []  # nothing was granted
+
+
+def test_both_spellings_in_sibling_objects_or_free_form_keys_pass(stack):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-spelt-ok"}, SERVICE)
+    body = (
+        b'{"events": [{"uniqueId": "spelt-ok-1", "account": "p-spelt-ok", "eventName": "x",'
+        b' "timestamp": "2025-03-09T15:03:17Z", "properties": {"user_id": 1, "userId": 2}},'
+        b' {"unique_id": "spelt-ok-2", "account": "p-spelt-ok", "event_name": "x",'
+        b' "event_time": "2025-03-09T15:03:17Z"}]}'
+    )
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    assert [r["status"] for r in resp.json()["results"]] == ["EVENT_STATUS_ACCEPTED"] * 2
+    account = b'{"name": "Spelt", "alias": "spelt-ok", "metadata": {"crm_id": "1", "crmId": "2"}}'
+    resp = stack.request("POST", "/mgt/v1/accounts", account, SERVICE)
+    assert resp.status == 200, resp.body
+
+
+def test_the_gateways_json_name_aliases_are_the_contracts() -> None:
+    """gateway/json_fields.lua spells a key as protobuf's lowerCamel JSON name; the fields whose
+    JSON name is another word are listed in its ALIASES, which must match the contract."""
+    import re
+
+    from tollbooth.gateway import LUA
+    from tollbooth.rpc.rules import contract_services
+
+    def camel(name: str) -> str:
+        return re.sub(r"_+(.?)", lambda m: m.group(1).upper(), name)
+
+    expected: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def walk(desc) -> None:  # type: ignore[no-untyped-def]
+        if desc.full_name in seen:
+            return
+        seen.add(desc.full_name)
+        for field in desc.fields:
+            if field.json_name != camel(field.name):
+                expected[field.json_name] = camel(field.name)
+            if field.message_type is not None:
+                walk(field.message_type)
+
+    for service in contract_services():
+        for method in service.methods:
+            walk(method.input_type)
+    table = re.search(r"local ALIASES = \{([^}]*)\}", LUA.read_text())
+    assert table is not None
+    found = dict(re.findall(r'(\w+) = "(\w+)"', table.group(1)))
+    assert found == expected

@@ -10,7 +10,11 @@ GET or DELETE binding without `body`, whose JSON body the transcoder reads whole
 else that field's message); the first one that names no field is refused. A path after "!" (the Lua
 filter puts it first) is a key written twice in one JSON object, which the transcoder would
 keep the last of silently: it is refused as MALFORMED_REQUEST naming it. Both the proto name
-and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both. Below a
+and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both; one
+object naming a field in both (`{"creditType": "units", "credit_type": "bonus"}`) is a key
+written twice too: the Lua filter names the second key's path after a "^" (after the "!" key,
+before the "~" lists), and it is refused as MALFORMED_REQUEST naming the field when the path
+resolves to a field of the request (two keys of a map or a Struct may be spelt so). Below a
 map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
 transcoder.
 
@@ -167,6 +171,9 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     bodies = bindings(method)
     if not bodies:
         return
+    while header.startswith("^"):
+        first, _, header = header.partition(",")
+        _refuse_twice_spelt(bodies, first[1:])
     while header.startswith("~"):
         first, _, header = header.partition(",")
         _refuse_null_item(bodies, first[1:])
@@ -193,6 +200,23 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _refuse_twice_spelt(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a field written twice in one JSON object in its two spellings (proto name and
+    JSON name) when `path` (the second key's) names a field of the request: the transcoder
+    would keep the last silently. Keys of a map or a free-form Struct pass."""
+    depth = len(path.split("."))
+    for desc, _ in bodies:
+        names = _resolve(desc, path)
+        if isinstance(names, tuple) and len(names) == depth:
+            name = ".".join(names)
+            raise errors.invalid(
+                f"the JSON body names {errors.shown(name)} twice in one object "
+                "(by its proto name and its JSON name)",
+                reason="MALFORMED_REQUEST",
+                field=name[:FIELD_ECHO],
+            )
 
 
 def _refuse_null_item(bodies: tuple[Binding, ...], path: str) -> None:

@@ -161,6 +161,18 @@ def test_page_token_of_another_query_is_refused(channel) -> None:  # type: ignor
     assert error_reason(exc.value) == "PAGE_TOKEN_INVALID"
 
 
+@pytest.mark.parametrize("token", ["garbage", "grouped"])
+def test_a_bad_page_token_is_refused_without_group_by_too(channel, token: str) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": an altered or foreign page token is 400 PAGE_TOKEN_INVALID, also
+    on a query without `group_by` (which has a single answer), never silently ignored."""
+    load(channel)
+    if token == "grouped":
+        token = usage(channel, "calls", group_by="user", page_size=2).next_page_token
+    with pytest.raises(grpc.RpcError) as exc:
+        usage(channel, "calls", page_token=token)
+    assert error_reason(exc.value) == "PAGE_TOKEN_INVALID"
+
+
 def test_late_and_duplicate_events_keep_usage_exact(channel) -> None:  # type: ignore[no-untyped-def]
     a, _ = load(channel)
     late = [event("late", a, when=h(0.5), properties={"tokens": 0.7, "model": "large"})]

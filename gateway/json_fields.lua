@@ -19,8 +19,13 @@
 -- reads as one field and keeps the last of, comes before those, the path of the second key
 -- after a "^", each once: the server refuses one that names a field of the request
 -- (MALFORMED_REQUEST naming it) and lets two keys of a free-form value (`properties`, a map)
--- be. A body whose null-holding and twice-spelt paths pass MAX_HEADER is refused whole (400),
--- never cut short.
+-- be. The path of every key whose value is a JSON array (or null) comes next, each once after
+-- a "[", and of every array holding an array after a "[[": the transcoder takes a lone value
+-- for a list (`"scopes": "checkout"`, an object for `events`) and flattens a list of lists,
+-- so the server refuses a list field given anything but an array of values (MALFORMED_REQUEST
+-- naming it), and lets a free-form value (`properties`) hold any shape. A body whose
+-- null-holding, twice-spelt and list paths pass MAX_HEADER is refused whole (400), never cut
+-- short.
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -185,6 +190,10 @@ local function object(s, i, prefix, out, depth)
     if not j then
       return nil
     end
+    local first = s:byte(j)
+    if first == 91 or (first == 110 and s:sub(j, j + 3) == "null") then
+      out.listed("[" .. path)
+    end
     j = value(s, j, path, out, depth + 1)
     if not j then
       return nil
@@ -218,6 +227,8 @@ local function array(s, i, prefix, out, depth)
   while true do
     if s:byte(i) == 110 and s:sub(i, i + 3) == "null" then
       out.null_item(prefix)
+    elseif s:byte(i) == 91 then
+      out.listed("[[" .. prefix)
     end
     i = value(s, i, prefix, out, depth + 1)
     if not i then
@@ -294,6 +305,19 @@ local function collect(s)
     end
     twins[#twins + 1] = "^" .. path
   end
+  local lists, list_seen = {}, {}
+  out.listed = function(marked)
+    if list_seen[marked] then
+      return
+    end
+    list_seen[marked] = true
+    null_size = null_size + #marked + 1
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    lists[#lists + 1] = marked
+  end
   local i = skip_ws(s, 1)
   if not i or s:byte(i) ~= 123 then
     return nil
@@ -303,6 +327,9 @@ local function collect(s)
   end
   if out.null_overflow then
     return nil, true
+  end
+  for k = #lists, 1, -1 do
+    table.insert(paths, 1, lists[k])
   end
   for k = #nulls, 1, -1 do
     table.insert(paths, 1, nulls[k])
@@ -408,7 +435,7 @@ function envoy_on_request(handle)
   local paths, overflow = collect(body:getBytes(0, body:length()))
   if overflow then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
-      "the JSON body holds null items in more lists (or fields spelt twice) than the gateway checks")
+      "the JSON body holds more lists, null items or fields spelt twice than the gateway checks")
     return
   end
   if paths and #paths > 0 then

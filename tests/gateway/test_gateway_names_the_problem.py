@@ -464,3 +464,66 @@ def test_the_gateways_json_name_aliases_are_the_contracts() -> None:
     assert table is not None
     found = dict(re.findall(r'(\w+) = "(\w+)"', table.group(1)))
     assert found == expected
+
+
+# A list field takes a JSON array of values: the transcoder would take a lone value or an
+# object as a one-item list, and flatten a list of lists, silently (README "Input rules").
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/mgt/v1/token/issue", b'{"principal_id": "p-lone", "scopes": "checkout"}', "scopes"),
+        (
+            "/mgt/v1/token/issue",
+            b'{"principal_id": "p-lone", "scopes": [["checkout"], "portal"]}',
+            "scopes",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": {"uniqueId": "lone-1", "account": "p-lone", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z"}}',
+            "events",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": [[{"uniqueId": "lone-2", "account": "p-lone", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z"}]]}',
+            "events",
+        ),
+    ],
+    ids=["lone-string", "list-in-list", "object-for-list", "list-of-lists"],
+)
+def test_a_list_field_given_no_array_of_values_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, path, raw, field
+):
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "list" in resp.json()["message"]
+
+
+def test_lists_null_lists_and_free_form_shapes_pass(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p-lists", "scopes": None}, SERVICE
+    )
+    assert resp.status == 200, resp.body
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p-lists", "scopes": ["portal"]}, SERVICE
+    )
+    assert resp.status == 200, resp.body
+    body = {
+        "events": [
+            {
+                "uniqueId": "lists-1",
+                "account": "p-lists",
+                "eventName": "x",
+                "timestamp": "2025-03-09T15:03:17Z",
+                "properties": {"tags": [["a"], "b"], "one": {"k": [1, [2]]}},
+            }
+        ]
+    }
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    assert resp.json()["results"][0]["status"] == "EVENT_STATUS_ACCEPTED"

@@ -18,6 +18,14 @@ resolves to a field of the request (two keys of a map or a Struct may be spelt s
 map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
 transcoder.
 
+MALFORMED_REQUEST: a list field (a repeated field, not a map) given anything but a JSON array of
+values: a lone value (`"scopes": "checkout"`), an object (`"events": {...}`), or an array of
+arrays (`"events": [[...]]`), which the transcoder takes as a one-item list or flattens,
+silently. The Lua filter names every key whose value is an array or null after a "[" (after
+the "~" lists) and every array holding an array after a "[["; a key that resolves to a list
+field and is not among the former, or a list field among the latter, is refused. A free-form
+value (Struct, Value, ListValue) may hold any shape.
+
 FIELD_INVALID: a null item in a JSON array that is one of the request's lists
 (`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names every
 array holding a null, each once after a "~" (after the "!" key, if any); a null inside a
@@ -177,9 +185,18 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     while header.startswith("~"):
         first, _, header = header.partition(",")
         _refuse_null_item(bodies, first[1:])
+    arrays: set[str] = set()
+    while header.startswith("["):
+        first, _, header = header.partition(",")
+        if first.startswith("[["):
+            _refuse_not_a_list(bodies, first[2:], "a list of lists")
+        else:
+            arrays.add(first[1:])
     for path in header.split(","):
         if not path:
             continue
+        if path not in arrays:
+            _refuse_not_a_list(bodies, path, "no JSON array")
         resolved = [_resolve(desc, path) for desc, _ in bodies]
         if all(isinstance(r, str) for r in resolved):
             name = str(resolved[0]) or path
@@ -200,6 +217,40 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _list_field(desc: Descriptor, path: str) -> FieldDescriptor | None:
+    """The field at `path` (dotted, each segment percent-encoded) when it is a list of the
+    request (a repeated field, not a map), outside any free-form value; else None."""
+    current: Descriptor | None = desc
+    field: FieldDescriptor | None = None
+    for part in path.split("."):
+        if current is None:
+            return None
+        field = _field(current, unquote(part))
+        if field is None:
+            return None
+        sub = field.message_type
+        current = None if sub is None or sub.full_name.startswith("google.protobuf.") else sub
+    if field is None or not field.is_repeated:
+        return None
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return None
+    return field
+
+
+def _refuse_not_a_list(bodies: tuple[Binding, ...], path: str, given: str) -> None:
+    """Refuse a list field of the request given `given` instead of a JSON array of values
+    (MALFORMED_REQUEST naming it): the transcoder would take a lone value as a one-item list
+    and flatten a list of lists, silently."""
+    for desc, _ in bodies:
+        if _list_field(desc, path) is not None:
+            name = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"{errors.shown(name)} is a list: send a JSON array of its values, not {given}",
+                reason="MALFORMED_REQUEST",
+                field=name[:FIELD_ECHO],
+            )
 
 
 def _refuse_twice_spelt(bodies: tuple[Binding, ...], path: str) -> None:

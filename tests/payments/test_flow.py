@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from billing.v1 import checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
+from billing.v1 import catalog_pb2, checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
 from tests.helpers import error_reason
@@ -164,6 +164,24 @@ def test_bad_input_is_400_with_its_reason_and_creates_nothing(world: World):
         err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (fields, err.details())
         assert error_reason(err) == reason, fields
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
+def test_a_price_granting_more_than_can_be_stored_is_400_and_creates_nothing(world: World):
+    """Two grants of one credit type that together pass the largest storable amount: the
+    payment could never be fulfilled (its webhook failed for good after the buyer paid), so
+    it is refused first (README "Credits": AMOUNT_INVALID), here and at the provider."""
+    half = catalog_pb2.CreditGrantSpec(
+        credit_type="calls", amount="60000000000000000000", on_purchase=True
+    )
+    unstorable = world.price(
+        "pack-unstorable", amount=1500, recurring=False, grants=[half, half]
+    ).price_id
+    bearer, _ = token(world)
+    err = rpc_error(lambda: create(world, bearer, catalog_price_id=unstorable))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "AMOUNT_INVALID"
     assert world.count(PaymentIntent) == 0
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
 

@@ -186,6 +186,30 @@ def test_a_price_granting_more_than_can_be_stored_is_400_and_creates_nothing(wor
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
 
 
+def test_a_payment_that_would_fill_a_balance_past_the_storable_amount_is_400(world: World):
+    from billing.v1 import credit_pb2
+
+    price_id = one_time_pack(world, "pack-full")
+    bearer, account = token(world)
+    world.credits.GrantCredits(
+        credit_pb2.GrantCreditsRequest(
+            account=account,
+            credit_type="pack_calls",
+            amount="99999999999999999999.999999999999999999",
+            request_id="fill-up",
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    err = rpc_error(
+        lambda: create(world, bearer, amount=1500, currency="usd", catalog_price_id=price_id)
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "AMOUNT_INVALID"
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
 def test_another_accounts_intent_is_not_found_and_scopes_are_checked(world: World):
     mine, _ = token(world)
     theirs, _ = token(world)

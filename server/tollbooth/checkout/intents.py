@@ -44,6 +44,7 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.checkout.portal import create_portal
 from tollbooth.checkout.redirects import check_redirect
+from tollbooth.credit.queries import check_grants_fit
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
     NEXT_CHECKOUT,
@@ -55,6 +56,7 @@ from tollbooth.checkout.service import (
     check_mode,
     default_offer,
     from_unix,
+    granted_by,
     resolve_items,
 )
 from tollbooth.db import Database
@@ -208,6 +210,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     if own is not None:
         return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
     now = utcnow()
+    check_grants_fit(session, account.id, granted_by(lines), now, "items")
     blockers: list[tuple[str, Intent]] = []
     for group in _groups(prices):
         holder = _live_holder(session, account.id, group, ours_id, now)

@@ -232,6 +232,14 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     return lines
 
 
+def granted_by(lines: Sequence[_Line]) -> dict[str, Decimal]:
+    """What the lines' prices grant on purchase and renewal, times quantity, by credit type."""
+    granted: dict[str, Decimal] = {}
+    for i, ln in enumerate(lines):
+        amounts.add_grants(granted, ln.price.credit_grants or [], ln.quantity, f"items[{i}]")
+    return granted
+
+
 def check_mode(requested: str, lines: Sequence[_Line]) -> str:
     """The checkout's mode: seed 003's `mode` checked against the prices, or (empty) derived
     from them. A price that does not fit the mode is CHECKOUT_MODE_MISMATCH."""

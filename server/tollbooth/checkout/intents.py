@@ -44,7 +44,6 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.checkout.portal import create_portal
 from tollbooth.checkout.redirects import check_redirect
-from tollbooth.credit.queries import check_grants_fit
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
     NEXT_CHECKOUT,
@@ -59,6 +58,7 @@ from tollbooth.checkout.service import (
     granted_by,
     resolve_items,
 )
+from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow

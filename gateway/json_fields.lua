@@ -6,7 +6,12 @@
 -- add no segment), each segment with every character outside [A-Za-z0-9_] percent-encoded.
 -- A key is named as the transcoder reads it, its JSON escapes decoded ("n\u0061me" is "name",
 -- a surrogate pair one UTF-8 character), so "name" and "n\u0061me" in one object are a key
--- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
+-- written twice. A body that does not begin with "{" gets no header: the transcoder refuses
+-- it (or no route takes it). One that begins with "{" but is not strict JSON (RFC 8259) is
+-- refused here (400): the transcoder is lenient (single-quoted strings, bare keys, trailing
+-- commas, any depth) and would take such a body with none of the checks below (a misspelt
+-- field dropped, a key written twice kept last, silently). So is one nested deeper than
+-- MAX_DEPTH, or with text after its object.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
 -- server refuses the request (MALFORMED_REQUEST naming it). The path of every array that
@@ -322,11 +327,15 @@ local function collect(s)
   if not i or s:byte(i) ~= 123 then
     return nil
   end
-  if not object(s, i, "", out, 0) then
-    return nil
+  local after = object(s, i, "", out, 0)
+  if not after or skip_ws(s, after) then
+    return nil, "the request body is not strict JSON (RFC 8259: double-quoted keys and"
+      .. " strings, no trailing comma, nothing after the object) or nests deeper than "
+      .. MAX_DEPTH .. " levels"
   end
   if out.null_overflow then
-    return nil, true
+    return nil, "the JSON body holds more lists, null items or fields spelt twice than the"
+      .. " gateway checks"
   end
   for k = #lists, 1, -1 do
     table.insert(paths, 1, lists[k])
@@ -432,10 +441,9 @@ function envoy_on_request(handle)
   if body == nil or body:length() == 0 then
     return
   end
-  local paths, overflow = collect(body:getBytes(0, body:length()))
-  if overflow then
-    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
-      "the JSON body holds more lists, null items or fields spelt twice than the gateway checks")
+  local paths, refusal = collect(body:getBytes(0, body:length()))
+  if refusal then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refusal)
     return
   end
   if paths and #paths > 0 then

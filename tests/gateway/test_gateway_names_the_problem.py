@@ -527,3 +527,33 @@ def test_lists_null_lists_and_free_form_shapes_pass(stack):  # type: ignore[no-u
     resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
     assert resp.status == 200, resp.body
     assert resp.json()["results"][0]["status"] == "EVENT_STATUS_ACCEPTED"
+
+
+# Envoy's transcoder reads lenient JSON (single quotes, bare keys, trailing commas, any
+# depth) that the gateway's checks could not read: such a body would pass none of them (a
+# misspelt field dropped, a key written twice kept last), so the gateway refuses it.
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{'credit_type': 'units', 'amount': '5', 'expiresAt': '2030-01-01T00:00:00Z'}",
+        b'{credit_type: "units", amount: "5", expiresAt: "2030-01-01T00:00:00Z"}',
+        b'{"credit_type": "units", "amount": "5", "amount": "500",}',
+        b'{"credit_type": "units", "amount": "5", "expiresAt": "2030-01-01T00:00:00Z",}',
+        b'{"credit_type": "units", "amount": "5", "amount": "500", "z": '
+        + b"[" * 70
+        + b"]" * 70
+        + b"}",
+        b'{"credit_type": "units", "amount": "5"} {"amount": "500"}',
+    ],
+    ids=["single-quotes", "bare-keys", "trailing-comma-dup", "trailing-comma-unknown", "deep", "two"],
+)
+def test_a_body_that_is_not_strict_json_is_400_and_grants_nothing(stack, raw):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-lenient"}, SERVICE)
+    path = "/mgt/v1/accounts/p-lenient/credits/grants"
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    grants = stack.request("GET", "/mgt/v1/accounts/p-lenient/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []

@@ -547,7 +547,14 @@ def test_lists_null_lists_and_free_form_shapes_pass(stack):  # type: ignore[no-u
         + b"}",
         b'{"credit_type": "units", "amount": "5"} {"amount": "500"}',
     ],
-    ids=["single-quotes", "bare-keys", "trailing-comma-dup", "trailing-comma-unknown", "deep", "two"],
+    ids=[
+        "single-quotes",
+        "bare-keys",
+        "trailing-comma-dup",
+        "trailing-comma-unknown",
+        "deep",
+        "two",
+    ],
 )
 def test_a_body_that_is_not_strict_json_is_400_and_grants_nothing(stack, raw):  # type: ignore[no-untyped-def]
     stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-lenient"}, SERVICE)

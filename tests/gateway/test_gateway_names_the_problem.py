@@ -564,3 +564,14 @@ def test_a_body_that_is_not_strict_json_is_400_and_grants_nothing(stack, raw):  
     assert resp.reason == "MALFORMED_REQUEST"
     grants = stack.request("GET", "/mgt/v1/accounts/p-lenient/credits/grants", None, SERVICE)
     assert grants.json().get("grants", []) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("page_size=1&pageSize=3", "page_size"), ("alias_prefix=a&aliasPrefix=b", "alias_prefix")],
+)
+def test_a_query_naming_one_field_under_both_names_is_400_naming_it(stack, query, field):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", f"/mgt/v1/accounts?{query}", None, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field

@@ -359,6 +359,7 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
     binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
     if not header:
         return
+    _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
     if not bound and "~" not in header:
         return
@@ -388,6 +389,34 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                     reason="MALFORMED_REQUEST",
                     field=sent[:FIELD_ECHO],
                 )
+
+
+def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
+    """Refuse a field the query names under two names (`metric_code` and `metricCode`, or
+    `start_time` and `start_time.seconds`), each given once (MALFORMED_REQUEST naming it): the
+    transcoder binds both and the last one decides, silently, as for a parameter given twice."""
+    seen: list[tuple[tuple[str, ...], str]] = []
+    for path in header.split(","):
+        path = path.removeprefix("~")
+        if not path or _repeatable(method.input_type, path):
+            continue  # names no field (the transcoder refuses it), or a list
+        resolved = _resolve(method.input_type, path)
+        if isinstance(resolved, str):
+            continue
+        # Below a google.protobuf type (`start_time.seconds`) the rest is kept as sent.
+        parts = [unquote(p) for p in path.split(".")]
+        names = resolved + tuple(parts[len(resolved) :])
+        for other, first in seen:
+            common = min(len(names), len(other))
+            if names[:common] == other[:common]:
+                raise errors.invalid(
+                    f"the query gives {errors.shown('.'.join(names[:common]))} twice (as "
+                    f"{errors.shown(first)} and {errors.shown('.'.join(parts))}); it takes"
+                    " one value",
+                    reason="MALFORMED_REQUEST",
+                    field=".".join(names[:common])[:FIELD_ECHO],
+                )
+        seen.append((names, ".".join(parts)))
 
 
 def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:

@@ -575,3 +575,15 @@ def test_a_query_naming_one_field_under_both_names_is_400_naming_it(stack, query
     assert resp.status == 400, resp.body
     assert resp.reason == "MALFORMED_REQUEST"
     assert resp.json()["details"][0]["metadata"]["field"] == field
+
+
+def test_a_query_field_the_body_names_in_another_spelling_is_400(stack):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-query-body"}, SERVICE)
+    body = {"creditType": "units", "amount": "1", "requestId": "query-body-1"}
+    path = "/mgt/v1/accounts/p-query-body/credits/grants?credit_type=bonus"
+    resp = stack.request("POST", path, body, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == "credit_type"
+    grants = stack.request("GET", "/mgt/v1/accounts/p-query-body/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []

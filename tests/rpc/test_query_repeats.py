@@ -72,3 +72,30 @@ def test_a_field_named_twice_under_two_names_is_malformed_naming_it(
 )
 def test_distinct_fields_and_parts_pass(method: object, header: str) -> None:
     json_fields.check_query_fields(method, header, "mgt")  # type: ignore[arg-type]
+
+
+GRANT = credit_pb2.DESCRIPTOR.services_by_name["CreditService"].methods_by_name["GrantCredits"]
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "field"),
+    [
+        ("credit_type", "creditType,amount,requestId", "credit_type"),
+        ("creditType", "credit_type,amount", "credit_type"),
+        ("expire_time.seconds", "credit_type,expireTime", "expire_time"),
+    ],
+)
+def test_a_query_field_the_body_names_in_another_spelling_is_malformed(
+    query: str, body: str, field: str
+) -> None:
+    """`?credit_type=bonus` beside `{"creditType": "units"}`: the transcoder's collision check
+    compares names as written, so the query would win silently (bonus credits granted)."""
+    with pytest.raises(errors.DomainError) as refused:
+        json_fields.check_query_body(GRANT, query, body)
+    assert refused.value.reason == "MALFORMED_REQUEST"
+    assert refused.value.metadata["field"] == field
+
+
+def test_a_query_field_the_body_leaves_out_passes() -> None:
+    json_fields.check_query_body(GRANT, "expire_time", "creditType,amount,requestId")
+    json_fields.check_query_body(GRANT, "credit_type", None)

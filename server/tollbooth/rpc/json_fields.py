@@ -419,6 +419,34 @@ def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
         seen.append((names, ".".join(parts)))
 
 
+def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> None:
+    """Refuse a query parameter naming (a part of) a field the JSON body also names, in
+    another spelling (`?credit_type=bonus` beside `{"creditType": "units"}`), on a `body: "*"`
+    binding (MALFORMED_REQUEST naming it): the transcoder's own collision check compares the
+    names as written, so the query's value would win, silently."""
+    if not body or all(desc is not method.input_type for desc, _ in bindings(method)):
+        return
+    named: list[tuple[str, ...]] = []
+    for path in body.split(","):
+        if path and path[0] not in "!^~[":
+            resolved = _resolve(method.input_type, path)
+            if isinstance(resolved, tuple):
+                named.append(resolved)
+    for path in query.split(","):
+        resolved = _resolve(method.input_type, path.removeprefix("~"))
+        if isinstance(resolved, str) or not resolved:
+            continue
+        for other in named:
+            common = min(len(resolved), len(other))
+            if resolved[:common] == other[:common]:
+                name = ".".join(resolved[:common])
+                raise errors.invalid(
+                    f"the query and the JSON body both give {errors.shown(name)}; give it once",
+                    reason="MALFORMED_REQUEST",
+                    field=name[:FIELD_ECHO],
+                )
+
+
 def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:
     """Whether the field at `names` (proto names, resolved) is a google.protobuf.FieldMask."""
     current: Descriptor | None = desc

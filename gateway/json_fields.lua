@@ -6,7 +6,12 @@
 -- add no segment), each segment with every character outside [A-Za-z0-9_] percent-encoded.
 -- A key is named as the transcoder reads it, its JSON escapes decoded ("n\u0061me" is "name",
 -- a surrogate pair one UTF-8 character), so "name" and "n\u0061me" in one object are a key
--- written twice. A body that does not parse as JSON gets no header: the transcoder refuses it.
+-- written twice. A body that does not begin with "{" gets no header: the transcoder refuses
+-- it (or no route takes it). One that begins with "{" but is not strict JSON (RFC 8259) is
+-- refused here (400): the transcoder is lenient (single-quoted strings, bare keys, trailing
+-- commas, any depth) and would take such a body with none of the checks below (a misspelt
+-- field dropped, a key written twice kept last, silently). So is one nested deeper than
+-- MAX_DEPTH, or with text after its object.
 -- A key written twice in one object (which the transcoder would keep the last of, silently)
 -- comes first in the header, its path after a "!" (never part of an encoded path), and the
 -- server refuses the request (MALFORMED_REQUEST naming it). The path of every array that
@@ -14,8 +19,18 @@
 -- after a "~": the server refuses one that is one of the request's lists (FIELD_INVALID naming
 -- it), and lets it be a JSON null inside a free-form value (google.protobuf.Struct). Every
 -- such path is named, not only the first: a null inside free-form `properties` must not hide
--- a null item of the list after it. A body whose null-holding paths pass MAX_HEADER is
--- refused whole (400), never cut short.
+-- a null item of the list after it. A field written twice in one object in its two spellings
+-- (`credit_type` and `creditType`, `event_time` and `timestamp`), which the transcoder also
+-- reads as one field and keeps the last of, comes before those, the path of the second key
+-- after a "^", each once: the server refuses one that names a field of the request
+-- (MALFORMED_REQUEST naming it) and lets two keys of a free-form value (`properties`, a map)
+-- be. The path of every key whose value is a JSON array (or null) comes next, each once after
+-- a "[", and of every array holding an array after a "[[": the transcoder takes a lone value
+-- for a list (`"scopes": "checkout"`, an object for `events`) and flattens a list of lists,
+-- so the server refuses a list field given anything but an array of values (MALFORMED_REQUEST
+-- naming it), and lets a free-form value (`properties`) hold any shape. A body whose
+-- null-holding, twice-spelt and list paths pass MAX_HEADER is refused whole (400), never cut
+-- short.
 -- It also refuses CORS preflights from origins that are not allowed (403), which would
 -- otherwise look like an unknown route.
 --
@@ -39,6 +54,21 @@ local REPEATS = "x-billing-query-repeats"
 local QUERY = "x-billing-query-fields"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
+-- The one JSON name of the contract that is not its field's proto name in lowerCamel
+-- (UsageEvent.event_time is `timestamp`, seed 001's); tests/gateway keeps this in step.
+local ALIASES = {timestamp = "eventTime"}
+
+-- A key as the JSON name of the field it would name (protobuf's ToJsonName: `credit_type` and
+-- `creditType` are both `creditType`), so two spellings of one field meet.
+local function spelling(key)
+  local alias = ALIASES[key]
+  if alias then
+    return alias
+  end
+  return (key:gsub("_+(.?)", function(c)
+    return c:upper()
+  end))
+end
 
 local function skip_ws(s, i)
   return (s:find("[^ \t\r\n]", i))
@@ -132,7 +162,7 @@ local function object(s, i, prefix, out, depth)
   if s:byte(i) == 125 then
     return i + 1
   end
-  local keys = {}
+  local keys, spellings = {}, {}
   while true do
     if s:byte(i) ~= 34 then
       return nil
@@ -148,6 +178,12 @@ local function object(s, i, prefix, out, depth)
     end
     if keys[key] then
       out.duplicate = out.duplicate or path
+    elseif key:find("^[%w_]+$") then
+      local as_json = spelling(key)
+      if spellings[as_json] then
+        out.twin(path)
+      end
+      spellings[as_json] = true
     end
     keys[key] = true
     out.add(path)
@@ -158,6 +194,10 @@ local function object(s, i, prefix, out, depth)
     j = skip_ws(s, j + 1)
     if not j then
       return nil
+    end
+    local first = s:byte(j)
+    if first == 91 or (first == 110 and s:sub(j, j + 3) == "null") then
+      out.listed("[" .. path)
     end
     j = value(s, j, path, out, depth + 1)
     if not j then
@@ -192,6 +232,8 @@ local function array(s, i, prefix, out, depth)
   while true do
     if s:byte(i) == 110 and s:sub(i, i + 3) == "null" then
       out.null_item(prefix)
+    elseif s:byte(i) == 91 then
+      out.listed("[[" .. prefix)
     end
     i = value(s, i, prefix, out, depth + 1)
     if not i then
@@ -255,18 +297,54 @@ local function collect(s)
     end
     nulls[#nulls + 1] = "~" .. path
   end
+  local twins, twin_seen = {}, {}
+  out.twin = function(path)
+    if twin_seen[path] then
+      return
+    end
+    twin_seen[path] = true
+    null_size = null_size + #path + 2
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    twins[#twins + 1] = "^" .. path
+  end
+  local lists, list_seen = {}, {}
+  out.listed = function(marked)
+    if list_seen[marked] then
+      return
+    end
+    list_seen[marked] = true
+    null_size = null_size + #marked + 1
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    lists[#lists + 1] = marked
+  end
   local i = skip_ws(s, 1)
   if not i or s:byte(i) ~= 123 then
     return nil
   end
-  if not object(s, i, "", out, 0) then
-    return nil
+  local after = object(s, i, "", out, 0)
+  if not after or skip_ws(s, after) then
+    return nil, "the request body is not strict JSON (RFC 8259: double-quoted keys and"
+      .. " strings, no trailing comma, nothing after the object) or nests deeper than "
+      .. MAX_DEPTH .. " levels"
   end
   if out.null_overflow then
-    return nil, true
+    return nil, "the JSON body holds more lists, null items or fields spelt twice than the"
+      .. " gateway checks"
+  end
+  for k = #lists, 1, -1 do
+    table.insert(paths, 1, lists[k])
   end
   for k = #nulls, 1, -1 do
     table.insert(paths, 1, nulls[k])
+  end
+  for k = #twins, 1, -1 do
+    table.insert(paths, 1, twins[k])
   end
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)
@@ -363,10 +441,9 @@ function envoy_on_request(handle)
   if body == nil or body:length() == 0 then
     return
   end
-  local paths, overflow = collect(body:getBytes(0, body:length()))
-  if overflow then
-    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
-      "the JSON body holds null items in more lists than the gateway checks")
+  local paths, refusal = collect(body:getBytes(0, body:length()))
+  if refusal then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refusal)
     return
   end
   if paths and #paths > 0 then

@@ -27,6 +27,19 @@ def error_reason(err: grpc.RpcError) -> str | None:
     return None
 
 
+def error_field(err: grpc.RpcError) -> str | None:
+    """The ErrorInfo's `metadata.field` of a failed call, if any."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.metadata.get("field")
+    return None
+
+
 def keyed(request: Any) -> Any:
     """The request with a fresh request_id when it has that field and none: every mutating RPC
     but three requires one since the contract was re-settled (2026-12-01)."""

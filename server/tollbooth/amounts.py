@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import decimal
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from tollbooth import errors
 
@@ -123,6 +124,28 @@ def times(amount: str, quantity: int, field_name: str = "amount") -> Decimal:
     if quantity > 10 ** (MAX_AMOUNT_INT_DIGITS + MAX_AMOUNT_FRAC_DIGITS):
         raise _not_storable(f"{field_name} x quantity", field_name)
     return check_storable(mul(unit, quantity), f"{field_name} x quantity", field_name)
+
+
+def add_grants(
+    granted: dict[str, Decimal], specs: Iterable[Mapping[str, Any]], quantity: int, where: str
+) -> None:
+    """What a price's credit grant specs (`credit_type`, `amount`) give times `quantity`,
+    added to `granted` by credit type: AMOUNT_INVALID (field `{where}.quantity`) when one
+    grant, or the total of one credit type, would pass the largest storable amount. A checkout
+    or payment intent checks this before anything is created: the webhook that fulfils it
+    once paid could never write it."""
+    for spec in specs:
+        kind = str(spec.get("credit_type") or "")
+        try:
+            each = times(str(spec["amount"]), quantity, f"{where}.quantity")
+            granted[kind] = check_storable(add(granted.get(kind, ZERO), each), "")
+        except errors.DomainError:
+            raise errors.invalid(
+                f"{where}: the {errors.shown(kind)} credits its price grants times the quantity"
+                " (summed over the purchase) would exceed the largest storable amount",
+                reason="AMOUNT_INVALID",
+                field=f"{where}.quantity",
+            ) from None
 
 
 def fmt(value: Decimal) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World
-from tests.conftest import bearer_md
+from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import check
 from tests.helpers import error_reason
 from tollbooth.db.models import CheckoutSession, Subscription
@@ -118,6 +118,98 @@ def test_a_total_over_the_providers_limit_is_400_and_records_nothing(world: Worl
         timeout=30,
     )
     assert at_limit.session.amount_total == 1500 * 66_666
+
+
+def test_credit_grants_times_quantity_past_the_storable_amount_are_400_before_checkout(
+    world: World,
+) -> None:
+    """README "Credits": a price's credit grant × quantity past the largest storable amount is
+    AMOUNT_INVALID (400). It is refused when the checkout is asked for: the webhook of a paid
+    checkout could never write it (the buyer paid, and nothing was granted, recorded or held)."""
+    big = catalog_pb2.CreditGrantSpec(
+        credit_type="tokens", amount="99999999999999999999", on_purchase=True
+    )
+    pack = world.price("big-grant", recurring=False, amount=100, stackable=True, grants=[big])
+    half = catalog_pb2.CreditGrantSpec(
+        credit_type="tokens", amount="50000000000000000000", on_purchase=True
+    )
+    other = world.price("half-grant", recurring=False, amount=100, stackable=True, grants=[half])
+    token, account = world.token()
+    for lines, field in (
+        ([checkout_pb2.CheckoutLineItem(price=pack.price_id, quantity=2)], "line_items[0]"),
+        (
+            [
+                checkout_pb2.CheckoutLineItem(price=other.price_id, quantity=1),
+                checkout_pb2.CheckoutLineItem(price=pack.price_id, quantity=1),
+            ],
+            "line_items[1]",
+        ),
+    ):
+        try:
+            world.checkout.CreateCheckoutSession(
+                checkout_pb2.CreateCheckoutSessionRequest(
+                    line_items=lines, success_url="https://app.example/ok"
+                ),
+                metadata=bearer_md(token),
+                timeout=30,
+            )
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+            assert error_reason(err) == "AMOUNT_INVALID"
+            assert field in (err.details() or "")
+        else:
+            raise AssertionError("a checkout granting more than can be stored was created")
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 10}).data == []
+    # The largest storable grant, once, is a checkout.
+    once = world.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(
+            line_items=[checkout_pb2.CheckoutLineItem(price=pack.price_id, quantity=1)],
+            success_url="https://app.example/ok",
+        ),
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+    assert once.session.amount_total == 100
+
+
+def test_a_purchase_that_would_fill_a_balance_past_the_storable_amount_is_400(
+    world: World,
+) -> None:
+    """An account whose balance is at the largest storable amount: a checkout granting more
+    of that credit type is refused when asked for (AMOUNT_INVALID), since the webhook of the
+    paid checkout could never write its grant; another credit type is still sold."""
+    from billing.v1 import credit_pb2
+
+    one = catalog_pb2.CreditGrantSpec(credit_type="tokens", amount="1", on_purchase=True)
+    pack = world.price("one-token", recurring=False, amount=100, stackable=True, grants=[one])
+    token, account = world.token()
+    world.credits.GrantCredits(
+        credit_pb2.GrantCreditsRequest(
+            account=account,
+            credit_type="tokens",
+            amount="99999999999999999999.999999999999999999",
+            request_id="fill-up",
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    try:
+        world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[checkout_pb2.CheckoutLineItem(price=pack.price_id, quantity=1)],
+                success_url="https://app.example/ok",
+            ),
+            metadata=bearer_md(token),
+            timeout=30,
+        )
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert error_reason(err) == "AMOUNT_INVALID"
+    else:
+        raise AssertionError("a checkout whose grant can never be written was created")
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 10}).data == []
 
 
 def test_line_item_errors_name_the_list_the_body_used(world: World) -> None:

@@ -368,3 +368,222 @@ def test_nulls_in_more_lists_than_the_gateway_names_are_refused_whole(stack):  #
     resp = stack.request("POST", "/mgt/v1/events:batch", {"events": [event, None]}, SERVICE)
     assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
     assert "null" in resp.json()["message"]
+
+
+# One field named in both its spellings (proto name and JSON name) in one object is a key
+# written twice too: the transcoder reads both as the field and keeps the last, silently.
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        (
+            "/mgt/v1/accounts/p-twice-spelt/credits/grants",
+            b'{"creditType": "units", "credit_type": "bonus", "amount": "5",'
+            b' "requestId": "twice-spelt-1"}',
+            "credit_type",
+        ),
+        (
+            "/mgt/v1/accounts/p-twice-spelt/credits/grants",
+            b'{"credit_type": "units", "amount": "5", "requestId": "twice-spelt-2",'
+            b' "request_id": "twice-spelt-3"}',
+            "request_id",
+        ),
+        (
+            "/mgt/v1/events",
+            b'{"uniqueId": "ts-1", "account": "p-twice-spelt", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z", "event_time": "2025-01-01T00:00:00Z"}',
+            "event_time",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": [{"uniqueId": "ts-2", "unique_id": "ts-3", "account": "p-twice-spelt",'
+            b' "eventName": "x", "timestamp": "2025-03-09T15:03:17Z"}]}',
+            "events.unique_id",
+        ),
+    ],
+    ids=["credit-type", "request-id", "timestamp-and-event-time", "in-a-list"],
+)
+def test_a_field_written_in_both_spellings_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, path, raw, field
+):
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-twice-spelt"}, SERVICE)
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "twice" in resp.json()["message"]
+    grants = stack.request("GET", "/mgt/v1/accounts/p-twice-spelt/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []  # nothing was granted
+
+
+def test_both_spellings_in_sibling_objects_or_free_form_keys_pass(stack):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-spelt-ok"}, SERVICE)
+    body = (
+        b'{"events": [{"uniqueId": "spelt-ok-1", "account": "p-spelt-ok", "eventName": "x",'
+        b' "timestamp": "2025-03-09T15:03:17Z", "properties": {"user_id": 1, "userId": 2}},'
+        b' {"unique_id": "spelt-ok-2", "account": "p-spelt-ok", "event_name": "x",'
+        b' "event_time": "2025-03-09T15:03:17Z"}]}'
+    )
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    assert [r["status"] for r in resp.json()["results"]] == ["EVENT_STATUS_ACCEPTED"] * 2
+    account = b'{"name": "Spelt", "alias": "spelt-ok", "metadata": {"crm_id": "1", "crmId": "2"}}'
+    resp = stack.request("POST", "/mgt/v1/accounts", account, SERVICE)
+    assert resp.status == 200, resp.body
+
+
+def test_the_gateways_json_name_aliases_are_the_contracts() -> None:
+    """gateway/json_fields.lua spells a key as protobuf's lowerCamel JSON name; the fields whose
+    JSON name is another word are listed in its ALIASES, which must match the contract."""
+    import re
+
+    from tollbooth.gateway import LUA
+    from tollbooth.rpc.rules import contract_services
+
+    def camel(name: str) -> str:
+        return re.sub(r"_+(.?)", lambda m: m.group(1).upper(), name)
+
+    expected: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def walk(desc) -> None:  # type: ignore[no-untyped-def]
+        if desc.full_name in seen:
+            return
+        seen.add(desc.full_name)
+        for field in desc.fields:
+            if field.json_name != camel(field.name):
+                expected[field.json_name] = camel(field.name)
+            if field.message_type is not None:
+                walk(field.message_type)
+
+    for service in contract_services():
+        for method in service.methods:
+            walk(method.input_type)
+    table = re.search(r"local ALIASES = \{([^}]*)\}", LUA.read_text())
+    assert table is not None
+    found = dict(re.findall(r'(\w+) = "(\w+)"', table.group(1)))
+    assert found == expected
+
+
+# A list field takes a JSON array of values: the transcoder would take a lone value or an
+# object as a one-item list, and flatten a list of lists, silently (README "Input rules").
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/mgt/v1/token/issue", b'{"principal_id": "p-lone", "scopes": "checkout"}', "scopes"),
+        (
+            "/mgt/v1/token/issue",
+            b'{"principal_id": "p-lone", "scopes": [["checkout"], "portal"]}',
+            "scopes",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": {"uniqueId": "lone-1", "account": "p-lone", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z"}}',
+            "events",
+        ),
+        (
+            "/mgt/v1/events:batch",
+            b'{"events": [[{"uniqueId": "lone-2", "account": "p-lone", "eventName": "x",'
+            b' "timestamp": "2025-03-09T15:03:17Z"}]]}',
+            "events",
+        ),
+    ],
+    ids=["lone-string", "list-in-list", "object-for-list", "list-of-lists"],
+)
+def test_a_list_field_given_no_array_of_values_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
+    stack, path, raw, field
+):
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+    assert "list" in resp.json()["message"]
+
+
+def test_lists_null_lists_and_free_form_shapes_pass(stack):  # type: ignore[no-untyped-def]
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p-lists", "scopes": None}, SERVICE
+    )
+    assert resp.status == 200, resp.body
+    resp = stack.request(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "p-lists", "scopes": ["portal"]}, SERVICE
+    )
+    assert resp.status == 200, resp.body
+    body = {
+        "events": [
+            {
+                "uniqueId": "lists-1",
+                "account": "p-lists",
+                "eventName": "x",
+                "timestamp": "2025-03-09T15:03:17Z",
+                "properties": {"tags": [["a"], "b"], "one": {"k": [1, [2]]}},
+            }
+        ]
+    }
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    assert resp.json()["results"][0]["status"] == "EVENT_STATUS_ACCEPTED"
+
+
+# Envoy's transcoder reads lenient JSON (single quotes, bare keys, trailing commas, any
+# depth) that the gateway's checks could not read: such a body would pass none of them (a
+# misspelt field dropped, a key written twice kept last), so the gateway refuses it.
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{'credit_type': 'units', 'amount': '5', 'expiresAt': '2030-01-01T00:00:00Z'}",
+        b'{credit_type: "units", amount: "5", expiresAt: "2030-01-01T00:00:00Z"}',
+        b'{"credit_type": "units", "amount": "5", "amount": "500",}',
+        b'{"credit_type": "units", "amount": "5", "expiresAt": "2030-01-01T00:00:00Z",}',
+        b'{"credit_type": "units", "amount": "5", "amount": "500", "z": '
+        + b"[" * 70
+        + b"]" * 70
+        + b"}",
+        b'{"credit_type": "units", "amount": "5"} {"amount": "500"}',
+    ],
+    ids=[
+        "single-quotes",
+        "bare-keys",
+        "trailing-comma-dup",
+        "trailing-comma-unknown",
+        "deep",
+        "two",
+    ],
+)
+def test_a_body_that_is_not_strict_json_is_400_and_grants_nothing(stack, raw):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-lenient"}, SERVICE)
+    path = "/mgt/v1/accounts/p-lenient/credits/grants"
+    resp = stack.request("POST", path, raw, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    grants = stack.request("GET", "/mgt/v1/accounts/p-lenient/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("page_size=1&pageSize=3", "page_size"), ("alias_prefix=a&aliasPrefix=b", "alias_prefix")],
+)
+def test_a_query_naming_one_field_under_both_names_is_400_naming_it(stack, query, field):  # type: ignore[no-untyped-def]
+    resp = stack.request("GET", f"/mgt/v1/accounts?{query}", None, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == field
+
+
+def test_a_query_field_the_body_names_in_another_spelling_is_400(stack):  # type: ignore[no-untyped-def]
+    stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-query-body"}, SERVICE)
+    body = {"creditType": "units", "amount": "1", "requestId": "query-body-1"}
+    path = "/mgt/v1/accounts/p-query-body/credits/grants?credit_type=bonus"
+    resp = stack.request("POST", path, body, SERVICE)
+    assert resp.status == 400, resp.body
+    assert resp.reason == "MALFORMED_REQUEST"
+    assert resp.json()["details"][0]["metadata"]["field"] == "credit_type"
+    grants = stack.request("GET", "/mgt/v1/accounts/p-query-body/credits/grants", None, SERVICE)
+    assert grants.json().get("grants", []) == []

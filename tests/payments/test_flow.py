@@ -10,7 +10,7 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from billing.v1 import checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
+from billing.v1 import catalog_pb2, checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
 from tests.helpers import error_reason
@@ -192,6 +192,48 @@ def test_a_currency_in_upper_case_is_taken_as_prices_take_it(world: World):
             )
         }
     assert stored == {plain.payment_intent_id: "usd", priced.payment_intent_id: "usd"}
+
+
+def test_a_price_granting_more_than_can_be_stored_is_400_and_creates_nothing(world: World):
+    """Two grants of one credit type that together pass the largest storable amount: the
+    payment could never be fulfilled (its webhook failed for good after the buyer paid), so
+    it is refused first (README "Credits": AMOUNT_INVALID), here and at the provider."""
+    half = catalog_pb2.CreditGrantSpec(
+        credit_type="calls", amount="60000000000000000000", on_purchase=True
+    )
+    unstorable = world.price(
+        "pack-unstorable", amount=1500, recurring=False, grants=[half, half]
+    ).price_id
+    bearer, _ = token(world)
+    err = rpc_error(lambda: create(world, bearer, catalog_price_id=unstorable))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "AMOUNT_INVALID"
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
+def test_a_payment_that_would_fill_a_balance_past_the_storable_amount_is_400(world: World):
+    from billing.v1 import credit_pb2
+
+    price_id = one_time_pack(world, "pack-full")
+    bearer, account = token(world)
+    world.credits.GrantCredits(
+        credit_pb2.GrantCreditsRequest(
+            account=account,
+            credit_type="pack_calls",
+            amount="99999999999999999999.999999999999999999",
+            request_id="fill-up",
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    err = rpc_error(
+        lambda: create(world, bearer, amount=1500, currency="usd", catalog_price_id=price_id)
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "AMOUNT_INVALID"
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
 
 
 def test_another_accounts_intent_is_not_found_and_scopes_are_checked(world: World):

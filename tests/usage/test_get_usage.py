@@ -8,10 +8,11 @@ import datetime as dt
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD, bearer_md
-from tests.helpers import error_reason, keyed
+from tests.helpers import error_field, error_reason, keyed
 from tests.usage.support import ACCEPTED, NOW, account, event, ingest, issue, stamp, usage_stub
 
 A = usage_pb2
@@ -160,6 +161,18 @@ def test_page_token_of_another_query_is_refused(channel) -> None:  # type: ignor
     assert error_reason(exc.value) == "PAGE_TOKEN_INVALID"
 
 
+@pytest.mark.parametrize("token", ["garbage", "grouped"])
+def test_a_bad_page_token_is_refused_without_group_by_too(channel, token: str) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": an altered or foreign page token is 400 PAGE_TOKEN_INVALID, also
+    on a query without `group_by` (which has a single answer), never silently ignored."""
+    load(channel)
+    if token == "grouped":
+        token = usage(channel, "calls", group_by="user", page_size=2).next_page_token
+    with pytest.raises(grpc.RpcError) as exc:
+        usage(channel, "calls", page_token=token)
+    assert error_reason(exc.value) == "PAGE_TOKEN_INVALID"
+
+
 def test_late_and_duplicate_events_keep_usage_exact(channel) -> None:  # type: ignore[no-untyped-def]
     a, _ = load(channel)
     late = [event("late", a, when=h(0.5), properties={"tokens": 0.7, "model": "large"})]
@@ -201,6 +214,20 @@ def test_bad_requests_are_refused(channel) -> None:  # type: ignore[no-untyped-d
         invalid,
         "FIELD_REQUIRED",
     )
+
+
+@pytest.mark.parametrize("field", ["start_time", "end_time"])
+def test_a_period_bound_out_of_range_names_its_field(channel, field: str) -> None:  # type: ignore[no-untyped-def]
+    """README "Input rules": a timestamp outside 0001..9999 is 400 FIELD_INVALID naming the
+    field (`start_time` or `end_time`), not a generic `timestamp`."""
+    account(channel, "acct-range")
+    bounds = {"start_time": stamp(P0), "end_time": stamp(P1)}
+    bounds[field] = timestamp_pb2.Timestamp(seconds=253402300800)  # 10000-01-01
+    with pytest.raises(grpc.RpcError) as exc:
+        usage(channel, "calls", account="acct-range", **bounds)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(exc.value) == "FIELD_INVALID"
+    assert error_field(exc.value) == field
 
 
 # -- bearer callers read their own account's usage only --------------------------------------

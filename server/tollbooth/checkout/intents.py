@@ -56,8 +56,10 @@ from tollbooth.checkout.service import (
     check_mode,
     default_offer,
     from_unix,
+    granted_by,
     resolve_items,
 )
+from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow
@@ -241,6 +243,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     if own is not None:
         return _Plan(account.id, ours=Intent.of(own), blockers=_holders(session, own, prices))
     now = utcnow()
+    check_grants_fit(session, account.id, granted_by(lines), now, "items")
     blockers: list[tuple[str, Intent]] = []
     for group in _groups(prices):
         holder = _live_holder(session, account.id, group, ours_id, now)

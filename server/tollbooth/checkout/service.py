@@ -12,11 +12,12 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
@@ -193,6 +194,7 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
         raise errors.invalid(f"at most {MAX_ITEMS} items per checkout", field="items")
     lines: list[_Line] = []
     seen: set[str] = set()
+    granted: dict[str, Decimal] = {}
     for i, item in enumerate(items):
         where = f"{'line_items' if item.which == 'price' else 'items'}[{i}]"  # as the body said
         if item.quantity < 0 or item.quantity > MAX_QUANTITY:
@@ -208,6 +210,7 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
             )
         seen.add(price.id)
         lines.append(_Line(price, item.quantity or 1))
+        amounts.add_grants(granted, price.credit_grants or [], item.quantity or 1, where)
     if sum(ln.price.unit_amount * ln.quantity for ln in lines) > MAX_TOTAL:
         raise errors.invalid(
             f"the checkout's total is over {MAX_TOTAL} minor units (each item's unit amount"
@@ -227,6 +230,14 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
             "recurring items of one checkout must share one billing interval", field="items"
         )
     return lines
+
+
+def granted_by(lines: Sequence[_Line]) -> dict[str, Decimal]:
+    """What the lines' prices grant on purchase and renewal, times quantity, by credit type."""
+    granted: dict[str, Decimal] = {}
+    for i, ln in enumerate(lines):
+        amounts.add_grants(granted, ln.price.credit_grants or [], ln.quantity, f"items[{i}]")
+    return granted
 
 
 def check_mode(requested: str, lines: Sequence[_Line]) -> str:

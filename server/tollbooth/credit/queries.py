@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts.service import resolve
-from tollbooth.amounts import ZERO, add, parse_amount, sub
+from tollbooth.amounts import MAX_TOTAL, ZERO, add, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, lookups, repository
 from tollbooth.credit.engine import Book
@@ -39,6 +39,28 @@ class Availability:
     balance: Decimal
     required: Decimal
     shortfall: Decimal
+
+
+def check_grants_fit(
+    session: Session,
+    account_id: str,
+    granted: Mapping[str, Decimal],
+    now: dt.datetime,
+    field: str,
+) -> None:
+    """AMOUNT_INVALID when a purchase granting `granted` (by credit type) would take one of
+    the account's balances (free plus reserved) past the largest storable amount: the webhook
+    of the paid purchase could never write its grant. Checked when the purchase is created (the
+    balance may still grow before it is paid)."""
+    for kind, value in granted.items():
+        free, reserved = compute_balance(session, account_id, kind, now)
+        if add(free, reserved, value) > MAX_TOTAL:
+            raise errors.invalid(
+                f"the account's {errors.shown(kind)} balance plus what this purchase grants"
+                " would exceed the largest storable amount",
+                reason="AMOUNT_INVALID",
+                field=field,
+            )
 
 
 def compute_balance(

@@ -20,15 +20,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.service import require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
+from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
@@ -77,6 +79,10 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
     if cleaned.price is not None and held_once(session, account.id, [cleaned.price]):
         raise already_purchased(cleaned.price.id)  # a price bought once, held already
     now = utcnow()
+    if cleaned.price is not None:
+        granted: dict[str, Decimal] = {}
+        amounts.add_grants(granted, cleaned.price.credit_grants or [], 1, "catalog_price_id")
+        check_grants_fit(session, account.id, granted, now, "catalog_price_id")
     row = PaymentIntent(
         id=ours_id,
         billing_account_id=account.id,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
@@ -114,6 +114,8 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
         currency = _currency(currency)
     if ident:
         price = _one_time_price(session, ident)
+        # What its payment would grant must be storable, or the payment could never be fulfilled.
+        amounts.add_grants({}, price.credit_grants or [], 1, "catalog_price_id")
         if amount == 0:
             amount = price.unit_amount
         elif amount != price.unit_amount:

@@ -276,10 +276,11 @@ def _unary_request(
 ) -> Callable[..., Any]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         request = parse(cls, raw)
-        query_fields = surface = None
+        query_fields = surface = body_fields = None
         for key, value in context.invocation_metadata() or ():
             if key == json_fields.HEADER:
-                json_fields.check(method, str(value))
+                body_fields = str(value)
+                json_fields.check(method, body_fields)
             elif key == json_fields.QUERY_REPEATS:
                 json_fields.check_query(method, str(value))
             elif key == json_fields.QUERY_FIELDS:
@@ -288,6 +289,7 @@ def _unary_request(
                 surface = str(value)
         if query_fields:
             json_fields.check_query_fields(method, query_fields, surface)
+            json_fields.check_query_body(method, query_fields, body_fields)
         return behavior(request, context)
 
     return handle

@@ -10,9 +10,21 @@ GET or DELETE binding without `body`, whose JSON body the transcoder reads whole
 else that field's message); the first one that names no field is refused. A path after "!" (the Lua
 filter puts it first) is a key written twice in one JSON object, which the transcoder would
 keep the last of silently: it is refused as MALFORMED_REQUEST naming it. Both the proto name
-and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both. Below a
+and the JSON (lowerCamel) name of a field are accepted, as the transcoder accepts both; one
+object naming a field in both (`{"creditType": "units", "credit_type": "bonus"}`) is a key
+written twice too: the Lua filter names the second key's path after a "^" (after the "!" key,
+before the "~" lists), and it is refused as MALFORMED_REQUEST naming the field when the path
+resolves to a field of the request (two keys of a map or a Struct may be spelt so). Below a
 map, a google.protobuf type (Struct, Value, Timestamp...) or a scalar, any key is left to the
 transcoder.
+
+MALFORMED_REQUEST: a list field (a repeated field, not a map) given anything but a JSON array of
+values: a lone value (`"scopes": "checkout"`), an object (`"events": {...}`), or an array of
+arrays (`"events": [[...]]`), which the transcoder takes as a one-item list or flattens,
+silently. The Lua filter names every key whose value is an array or null after a "[" (after
+the "~" lists) and every array holding an array after a "[["; a key that resolves to a list
+field and is not among the former, or a list field among the latter, is refused. A free-form
+value (Struct, Value, ListValue) may hold any shape.
 
 FIELD_INVALID: a null item in a JSON array that is one of the request's lists
 (`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names every
@@ -167,12 +179,24 @@ def check(method: MethodDescriptor, header: str | None) -> None:
     bodies = bindings(method)
     if not bodies:
         return
+    while header.startswith("^"):
+        first, _, header = header.partition(",")
+        _refuse_twice_spelt(bodies, first[1:])
     while header.startswith("~"):
         first, _, header = header.partition(",")
         _refuse_null_item(bodies, first[1:])
+    arrays: set[str] = set()
+    while header.startswith("["):
+        first, _, header = header.partition(",")
+        if first.startswith("[["):
+            _refuse_not_a_list(bodies, first[2:], "a list of lists")
+        else:
+            arrays.add(first[1:])
     for path in header.split(","):
         if not path:
             continue
+        if path not in arrays:
+            _refuse_not_a_list(bodies, path, "no JSON array")
         resolved = [_resolve(desc, path) for desc, _ in bodies]
         if all(isinstance(r, str) for r in resolved):
             name = str(resolved[0]) or path
@@ -193,6 +217,57 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                     reason="MALFORMED_REQUEST",
                     field=sent,
                 )
+
+
+def _list_field(desc: Descriptor, path: str) -> FieldDescriptor | None:
+    """The field at `path` (dotted, each segment percent-encoded) when it is a list of the
+    request (a repeated field, not a map), outside any free-form value; else None."""
+    current: Descriptor | None = desc
+    field: FieldDescriptor | None = None
+    for part in path.split("."):
+        if current is None:
+            return None
+        field = _field(current, unquote(part))
+        if field is None:
+            return None
+        sub = field.message_type
+        current = None if sub is None or sub.full_name.startswith("google.protobuf.") else sub
+    if field is None or not field.is_repeated:
+        return None
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return None
+    return field
+
+
+def _refuse_not_a_list(bodies: tuple[Binding, ...], path: str, given: str) -> None:
+    """Refuse a list field of the request given `given` instead of a JSON array of values
+    (MALFORMED_REQUEST naming it): the transcoder would take a lone value as a one-item list
+    and flatten a list of lists, silently."""
+    for desc, _ in bodies:
+        if _list_field(desc, path) is not None:
+            name = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"{errors.shown(name)} is a list: send a JSON array of its values, not {given}",
+                reason="MALFORMED_REQUEST",
+                field=name[:FIELD_ECHO],
+            )
+
+
+def _refuse_twice_spelt(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a field written twice in one JSON object in its two spellings (proto name and
+    JSON name) when `path` (the second key's) names a field of the request: the transcoder
+    would keep the last silently. Keys of a map or a free-form Struct pass."""
+    depth = len(path.split("."))
+    for desc, _ in bodies:
+        names = _resolve(desc, path)
+        if isinstance(names, tuple) and len(names) == depth:
+            name = ".".join(names)
+            raise errors.invalid(
+                f"the JSON body names {errors.shown(name)} twice in one object "
+                "(by its proto name and its JSON name)",
+                reason="MALFORMED_REQUEST",
+                field=name[:FIELD_ECHO],
+            )
 
 
 def _refuse_null_item(bodies: tuple[Binding, ...], path: str) -> None:
@@ -284,6 +359,7 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
     binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
     if not header:
         return
+    _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
     if not bound and "~" not in header:
         return
@@ -312,6 +388,62 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                     "leave it out of the query",
                     reason="MALFORMED_REQUEST",
                     field=sent[:FIELD_ECHO],
+                )
+
+
+def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
+    """Refuse a field the query names under two names (`metric_code` and `metricCode`, or
+    `start_time` and `start_time.seconds`), each given once (MALFORMED_REQUEST naming it): the
+    transcoder binds both and the last one decides, silently, as for a parameter given twice."""
+    seen: list[tuple[tuple[str, ...], str]] = []
+    for path in header.split(","):
+        path = path.removeprefix("~")
+        if not path or _repeatable(method.input_type, path):
+            continue  # names no field (the transcoder refuses it), or a list
+        resolved = _resolve(method.input_type, path)
+        if isinstance(resolved, str):
+            continue
+        # Below a google.protobuf type (`start_time.seconds`) the rest is kept as sent.
+        parts = [unquote(p) for p in path.split(".")]
+        names = resolved + tuple(parts[len(resolved) :])
+        for other, first in seen:
+            common = min(len(names), len(other))
+            if names[:common] == other[:common]:
+                raise errors.invalid(
+                    f"the query gives {errors.shown('.'.join(names[:common]))} twice (as "
+                    f"{errors.shown(first)} and {errors.shown('.'.join(parts))}); it takes"
+                    " one value",
+                    reason="MALFORMED_REQUEST",
+                    field=".".join(names[:common])[:FIELD_ECHO],
+                )
+        seen.append((names, ".".join(parts)))
+
+
+def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> None:
+    """Refuse a query parameter naming (a part of) a field the JSON body also names, in
+    another spelling (`?credit_type=bonus` beside `{"creditType": "units"}`), on a `body: "*"`
+    binding (MALFORMED_REQUEST naming it): the transcoder's own collision check compares the
+    names as written, so the query's value would win, silently."""
+    if not body or all(desc is not method.input_type for desc, _ in bindings(method)):
+        return
+    named: list[tuple[str, ...]] = []
+    for path in body.split(","):
+        if path and path[0] not in "!^~[":
+            resolved = _resolve(method.input_type, path)
+            if isinstance(resolved, tuple):
+                named.append(resolved)
+    for path in query.split(","):
+        resolved = _resolve(method.input_type, path.removeprefix("~"))
+        if isinstance(resolved, str) or not resolved:
+            continue
+        for other in named:
+            common = min(len(resolved), len(other))
+            if resolved[:common] == other[:common]:
+                name = ".".join(resolved[:common])
+                raise errors.invalid(
+                    f"the query and the JSON body both give {errors.shown(name)}; give it once",
+                    reason="MALFORMED_REQUEST",
+                    field=name[:FIELD_ECHO],
                 )
 
 

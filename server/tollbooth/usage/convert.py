@@ -311,9 +311,4 @@ def period_bound(msg: Message, field: str):  # type: ignore[no-untyped-def]
     """A request timestamp as a datetime, None when unset."""
     if not msg.HasField(field):
         return None
-    try:
-        return from_ts(getattr(msg, field))
-    except (ValueError, OverflowError):
-        raise errors.invalid(
-            f"{field} is out of range", reason="FIELD_INVALID", field=field
-        ) from None
+    return from_ts(getattr(msg, field), field)

@@ -439,10 +439,9 @@ def get_usage(
         maximum=GROUPS_MAX,
     )
     size = keyset.size
-    after: str | None = None
-    if group_by:
-        key = keyset.after(page_token)
-        after = key[0] if key else None
+    # Checked with or without group_by: an altered or foreign token is refused either way.
+    key = keyset.after(page_token)
+    after: str | None = key[0] if key and group_by else None
 
     groups: list[tuple[str, Decimal | int | None]] = []
     if repository.dialect(session) == "postgresql":

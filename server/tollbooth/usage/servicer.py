@@ -136,16 +136,15 @@ class UsageServicer(Servicer, usage_pb2_grpc.UsageServiceServicer):
         """The events of a group of stream messages, in order, through one transaction."""
         batch: list[usage_pb2.UsageEvent] = []
         slots: list[Outcome | None] = []  # None: the next outcome of the batch
-        too_large = Outcome(
-            "",
-            REJECTED,
-            "BATCH_TOO_LARGE",
-            f"a stream message holds at most {self.limits.max_batch} events",
-        )
+        too_large = f"a stream message holds at most {self.limits.max_batch} events"
         for msg in group:
             events = _events_of(msg)
             if len(events) > self.limits.max_batch:
-                slots.extend(too_large for _ in events)
+                # Each answer names its event, as every other answer does.
+                slots.extend(
+                    Outcome(convert.echo(e.unique_id), REJECTED, "BATCH_TOO_LARGE", too_large)
+                    for e in events
+                )
                 continue
             batch.extend(events)
             slots.extend(None for _ in events)

@@ -163,18 +163,12 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
 def _fingerprints(
     lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
 ) -> tuple[str, str]:
-    """What a request asks for, hashed: (the fingerprint a new intent records, the one
-    intents recorded before it). The first hashes a JSON array of the fields, so no two
-    requests share one whatever their text; the second joined them with U+001F, which a
-    field holding that character could fake (the edge refuses control characters now, so no
-    request can any more). Rows keep what they recorded: a retry of a request made before
-    the change is still recognised by the second, and nothing stored is rewritten."""
+    """(what a new intent records: SHA-256 of a JSON array of the fields, unambiguous; the
+    U+001F join older intents recorded, still recognised on their retry, never rewritten)."""
     items = [[ln.price.id, ln.quantity] for ln in lines]
     setup = mode if mode == "setup" else ""  # the other modes follow from the prices
-    encoded = json.dumps(
-        ["checkout/2", items, success, cancel, reference, setup, email or ""],
-        separators=(",", ":"),
-    )
+    fields = ["checkout/2", items, success, cancel, reference, setup, email or ""]
+    encoded = json.dumps(fields, separators=(",", ":"))
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
     if setup:
         parts.append(setup)
@@ -185,8 +179,7 @@ def _fingerprints(
 
 
 def _groups(prices: Sequence[Price]) -> list[str]:
-    """The slots a checkout of `prices` holds while live: each non-stackable recurring price's
-    group, and each non-stackable one-time price's own (`once:{price}`)."""
+    """Slots held while live: non-stackable recurring groups, `once:{price}` per one-time."""
     groups = {price_group(p) for p in prices if p.type == "recurring" and not p.stackable}
     return sorted(groups) + once.slots(prices)
 
@@ -216,12 +209,11 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
-    fingerprints = _fingerprints(lines, success, cancel, reference, mode, email)
-    fingerprint = fingerprints[0]
+    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request
-        if own.fingerprint not in fingerprints:
+        if own.fingerprint not in (fingerprint, legacy):
             raise errors.invalid(
                 "request_id was already used with different parameters",
                 reason="IDEMPOTENCY_KEY_REUSED",
@@ -249,7 +241,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
         holder = _live_holder(session, account.id, group, ours_id, now)
         if holder is None:
             continue
-        if holder.fingerprint in fingerprints:
+        if holder.fingerprint in (fingerprint, legacy):
             return _Plan(account.id, reuse=Intent.of(holder))
         blockers.append((group, Intent.of(holder)))
     row = CheckoutSession(

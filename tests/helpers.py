@@ -14,30 +14,26 @@ from grpc_status import rpc_status
 T = TypeVar("T")
 
 
-def error_reason(err: grpc.RpcError) -> str | None:
-    """The ErrorInfo.reason carried by a failed call, if any."""
+def _error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
+    for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return info.reason
+            return info
     return None
+
+
+def error_reason(err: grpc.RpcError) -> str | None:
+    """The ErrorInfo.reason carried by a failed call, if any."""
+    info = _error_info(err)
+    return None if info is None else info.reason
 
 
 def error_field(err: grpc.RpcError) -> str | None:
     """The ErrorInfo's `metadata.field` of a failed call, if any."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.metadata.get("field")
-    return None
+    info = _error_info(err)
+    return None if info is None else info.metadata.get("field")
 
 
 def keyed(request: Any) -> Any:

@@ -219,19 +219,25 @@ def check(method: MethodDescriptor, header: str | None) -> None:
                 )
 
 
-def _list_field(desc: Descriptor, path: str) -> FieldDescriptor | None:
-    """The field at `path` (dotted, each segment percent-encoded) when it is a list of the
-    request (a repeated field, not a map), outside any free-form value; else None."""
+def _walk(desc: Descriptor, path: str, *, opaque_wkt: bool) -> FieldDescriptor | None:
+    """The field at `path` (dotted, each segment percent-encoded), or None when a segment names
+    no field; with `opaque_wkt`, nothing inside a `google.protobuf` value (free-form) is one."""
     current: Descriptor | None = desc
     field: FieldDescriptor | None = None
     for part in path.split("."):
-        if current is None:
-            return None
-        field = _field(current, unquote(part))
+        field = None if current is None else _field(current, unquote(part))
         if field is None:
             return None
         sub = field.message_type
-        current = None if sub is None or sub.full_name.startswith("google.protobuf.") else sub
+        wkt = sub is not None and sub.full_name.startswith("google.protobuf.")
+        current = None if opaque_wkt and wkt else sub
+    return field
+
+
+def _list_field(desc: Descriptor, path: str) -> FieldDescriptor | None:
+    """The field at `path` when it is a list of the request (a repeated field, not a map),
+    outside any free-form value; else None."""
+    field = _walk(desc, path, opaque_wkt=True)
     if field is None or not field.is_repeated:
         return None
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -303,16 +309,8 @@ def _refuse_null_item(bodies: tuple[Binding, ...], path: str) -> None:
 def _repeatable(desc: Descriptor, path: str) -> bool:
     """Whether the query parameter `path` (dotted, each segment percent-encoded) names a
     repeated field, or nothing of `desc` at all (left to the transcoder)."""
-    current: Descriptor | None = desc
-    field: FieldDescriptor | None = None
-    for part in path.split("."):
-        if current is None:
-            return True
-        field = _field(current, unquote(part))
-        if field is None:
-            return True
-        current = field.message_type
-    return field is not None and field.is_repeated
+    field = _walk(desc, path, opaque_wkt=False)
+    return field is None or field.is_repeated
 
 
 def check_query(method: MethodDescriptor, header: str | None) -> None:

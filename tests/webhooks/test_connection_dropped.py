@@ -7,26 +7,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
 from billing.v1 import catalog_pb2, webhook_pb2, webhook_pb2_grpc
-from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
+from tests.checkout.support import World, events_of, signed_send, wait_for
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason
 from tollbooth.db.models import StripeEvent
 
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
-
-
-@pytest.fixture
-def pg_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(pg_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def _blocked_on(admin, table_row_lock_holder_pid: int) -> list[int]:  # type: ignore[no-untyped-def]

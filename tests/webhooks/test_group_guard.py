@@ -6,25 +6,17 @@ nothing, and a notification records it. On PostgreSQL, with two servers."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2
-from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.checkout.support import World, events_of, signed_send
 from tests.webhooks.guards import completed, deliver_on_two_servers, notices, second_open_session
 from tollbooth.db.models import NotificationOutbox, StripeEvent, Subscription
 
 NOTICE = "checkout.conflict_canceled"
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
-
-
-@pytest.fixture
-def pg_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(pg_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def live(world: World, account: str) -> list[str]:

@@ -7,13 +7,12 @@ Two fulfilments at once on two servers (PostgreSQL) take turns under the account
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
-from tests.checkout.support import World, signed_send, start_world
+from tests.checkout.support import World, signed_send
 from tests.webhooks.guards import completed, deliver_on_two_servers, notices, second_open_session
 from tollbooth.db.models import CheckoutSession, Purchase, StripeEvent
 
@@ -21,13 +20,6 @@ NOTICE = "checkout.duplicate_refunded"
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(pg_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def purchases(world: World, account: str) -> list[str]:

@@ -42,8 +42,8 @@ class Burst:
 
 @contextmanager
 def burst_stack(pg_url: str, tmp_path: Path) -> Iterator[Burst]:
-    """Two replicas on PostgreSQL behind Envoy, a sandbox, a one-time price `burst-pack` and
-    an account with a `checkout` token."""
+    """Two replicas on PostgreSQL behind Envoy, a sandbox, a stackable one-time price
+    `burst-pack` and an account with a `checkout` token."""
     sandbox_port = free_port()
     env = {
         "BILLING_SANDBOX_PORT": str(sandbox_port),
@@ -77,6 +77,9 @@ def burst_stack(pg_url: str, tmp_path: Path) -> Iterator[Burst]:
                 "unit_amount": 500,
                 "type": "PRICE_TYPE_ONE_TIME",
                 "lookup_key": "burst-pack",
+                # Stackable: every create is a checkout of its own (a price bought once would
+                # share one open checkout across the burst, which says nothing of the limit).
+                "stackable": True,
             },
             SERVICE,
         )

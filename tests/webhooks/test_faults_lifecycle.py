@@ -14,7 +14,8 @@ from sqlalchemy import select
 from billing.v1 import catalog_pb2
 from tests.checkout.support import World, start_world, wait_for
 from tests.devstack import migrated_sqlite
-from tests.webhooks.test_group_guard import live, notices, second_open_session
+from tests.webhooks.guards import notices
+from tests.webhooks.test_group_guard import NOTICE, live, second_open_session
 from tollbooth.app import inbox_worker
 from tollbooth.db.models import Price, StripeEvent
 
@@ -82,10 +83,10 @@ def test_the_guard_s_cancel_and_refund_failing_at_the_provider_are_retried_and_d
         90,
         "the retried guard to cancel and refund",
     )
-    wait_for(lambda: notices(world, account), 60, "the conflict notification")
+    wait_for(lambda: notices(world, account, NOTICE), 60, "the conflict notification")
     world.settled()
     assert len(refunds_of(world, loser)) == 1
-    assert len(notices(world, account)) == 1
+    assert len(notices(world, account, NOTICE)) == 1
     assert live(world, account) == [
         str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)
     ]

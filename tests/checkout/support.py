@@ -454,12 +454,12 @@ def start_shop(tmp: Path, database_url: str | None = None, **extra_env: str) -> 
     url = database_url or migrated_sqlite(tmp / "billing.db")
     held = reserve_port()  # held until the sandbox serves on it (the stack starts meanwhile)
     sandbox_port = held.getsockname()[1]
+    # The browser test lands on the sandbox's own page after paying; `extra_env` may widen it.
+    origins = f"https://app.example,http://127.0.0.1:{sandbox_port}"
     env = make_env(
         url,
         BILLING_SANDBOX_PORT=str(sandbox_port),
-        # The browser test lands on the sandbox's own page after paying.
-        BILLING_REDIRECT_ORIGINS=f"https://app.example,http://127.0.0.1:{sandbox_port}",
-        **extra_env,
+        **{"BILLING_REDIRECT_ORIGINS": origins, **extra_env},
     )
     stack = start_stack(url, env, tmp)
     sandbox = start_sandbox(

@@ -310,6 +310,7 @@ class CreditBalance(_message.Message):
     RESERVED_FIELD_NUMBER: _builtins.int
     AS_OF_TIME_FIELD_NUMBER: _builtins.int
     OVERAGE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The billing account."""
     credit_type: _builtins.str
@@ -325,6 +326,8 @@ class CreditBalance(_message.Message):
     OVERAGE ledger entry; a later grant of this credit type pays it back first
     (an OVERAGE_PAID entry). "0" when nothing is owed.
     """
+    account_id: _builtins.str
+    """The same as `billing_account_id`, under seed 001's name (`accountId`)."""
     @_builtins.property
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """The instant the balance was read at."""
@@ -338,10 +341,11 @@ class CreditBalance(_message.Message):
         reserved: _builtins.str = ...,
         as_of_time: _timestamp_pb2.Timestamp | None = ...,
         overage: _builtins.str = ...,
+        account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_time", b"as_of_time", "balance", b"balance", "billing_account_id", b"billing_account_id", "credit_type", b"credit_type", "overage", b"overage", "reserved", b"reserved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of_time", b"as_of_time", "balance", b"balance", "billing_account_id", b"billing_account_id", "credit_type", b"credit_type", "overage", b"overage", "reserved", b"reserved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

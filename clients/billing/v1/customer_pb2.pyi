@@ -435,7 +435,9 @@ class GetCustomerSubscriptionResponse(_message.Message):
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def subscription(self) -> Global___CustomerSubscription:
-        """The subscription."""
+        """The live subscription (active, trialing, past_due, unpaid or paused); unset
+        (absent from JSON) when the customer has none, seed 003's `subscription: null`.
+        """
 
     def __init__(
         self,

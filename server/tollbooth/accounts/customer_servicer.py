@@ -150,9 +150,13 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         if email is None:
             raise errors.required("customerEmail")
         with self.read() as session:
-            found = self.subscriptions(session, repository.ids_by_email(session, email))
+            accounts = repository.ids_by_email(session, email)
+            found = self.subscriptions(session, accounts) if accounts else None
+        if not accounts:
+            raise errors.not_found("customer", email)
+        # Seed 003: `subscription: null` (absent in our JSON) without an active subscription.
         if found is None:
-            raise errors.not_found("subscription of customer", email)
+            return customer_pb2.GetCustomerSubscriptionResponse()
         return customer_pb2.GetCustomerSubscriptionResponse(
             subscription=convert.subscription_out(found)
         )

@@ -235,6 +235,7 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
                 view = queries.balance(session, caller, request.account, request.type, now)
         return credit_pb2.CreditBalance(
             billing_account_id=view.billing_account_id,
+            account_id=view.billing_account_id,
             credit_type=view.credit_type,
             balance=fmt(view.balance),
             reserved=fmt(view.reserved),

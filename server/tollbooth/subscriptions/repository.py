@@ -199,15 +199,6 @@ def held_purchased(
     return {str(p) for p in session.scalars(stmt)}
 
 
-def status_subscription(session: Session, account_id: str) -> Subscription | None:
-    """The subscription a status check shows for one account: the newest live one, else the
-    newest of any state."""
-    live = live_subscriptions(session, account_id)
-    if live:
-        return live[0]
-    return session.scalars(_newest_first(Subscription, account_id, None, 1)).first()
-
-
 # -- what an account holds --------------------------------------------------------------------
 #
 # The one place that knows how held prices are stored: every recurring item

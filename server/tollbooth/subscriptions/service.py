@@ -242,13 +242,13 @@ def hints_of(held: AccountHoldings, prices: Sequence[Price]) -> list[str]:
 
 
 def status_of_accounts(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
-    """The subscription seed 003's status-by-e-mail shows: the first of the accounts (oldest
-    first) holding a live one, else the newest subscription of any of them; None if none."""
-    found = [s for s in (repository.status_subscription(session, a) for a in account_ids) if s]
-    if not found:
+    """The subscription seed 003's status-by-e-mail shows: the newest live one of the first
+    of the accounts (oldest first) holding one; None when none does (seed 003: "subscription:
+    null if the customer has no active subscription", so a canceled one is not shown)."""
+    live = [subs[0] for a in account_ids if (subs := repository.live_subscriptions(session, a))]
+    if not live:
         return None
-    live = [s for s in found if s.state in repository.LIVE_STATES]
-    sub = live[0] if live else max(found, key=lambda s: (s.created_at, s.id))
+    sub = live[0]
     price = catalog.get_price(session, sub.price_id) if sub.price_id else None
     product = catalog.get_product(session, price.product_id) if price is not None else None
     return SubscriptionSummary(

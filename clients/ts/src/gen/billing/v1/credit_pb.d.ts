@@ -265,6 +265,13 @@ export declare type CreditBalance = Message<"billing.v1.CreditBalance"> & {
    * @generated from field: string overage = 6;
    */
   overage: string;
+
+  /**
+   * The same as `billing_account_id`, under seed 001's name (`accountId`).
+   *
+   * @generated from field: string account_id = 7;
+   */
+  accountId: string;
 };
 
 /**

@@ -1,7 +1,9 @@
-"""Seed 001's "Key Webhooks" arriving at a receiver that subscribed to them by the seed's names
-(checkout.session.completed, subscription.created, invoice.paid), after seed 001's steps 1, 4
-and 5 through Envoy with the sandbox: signed, delivered by the delivery loop, and step 5's
-payload as the seed writes it."""
+"""Seed 001's "Complete Integration Flow" and its "Testing" list through Envoy with the sandbox:
+create the account, grant the trial credits, deplete them by sending step 6's usage event,
+complete the checkout, and verify that the "Key Webhooks" arrive at a receiver subscribed to
+them by the seed's names (account.credits.balance_depleted, checkout.session.completed,
+subscription.created, invoice.paid): signed, delivered by the delivery loop, in the payloads
+the seed writes."""
 
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from tests.notifications.test_seed_flow import Running
 pytestmark = pytest.mark.envoy
 
 DEFAULT_KEY = "seed1-hooks-pro"
-KEY_WEBHOOKS = ["checkout.session.completed", "subscription.created", "invoice.paid"]
+KEY_WEBHOOKS = [
+    "checkout.session.completed",
+    "account.credits.balance_depleted",
+    "subscription.created",
+    "invoice.paid",
+]
+ALIAS = "your-internal-id-123"
 
 
 @pytest.fixture
@@ -49,17 +57,46 @@ def test_seed_001s_key_webhooks_arrive_signed_in_the_seeds_shape(shop: Shop, rec
     assert made.status == 200, made.body
     receiver.secret = made.json()["secret"]
 
+    # Step 6's `tokens` burn the trial credits: 1500 tokens at 0.01 a token, 15 units an event.
+    metric = shop.request(
+        "POST",
+        f"/mgt/v1/metrics?request_id={uuid.uuid4().hex}",
+        {
+            "code": "api_tokens",
+            "event_name": "api_call",
+            "aggregation": "AGGREGATION_SUM",
+            "property": "tokens",
+            "credit_burn": {"credit_type": "units", "rate": "0.01"},
+        },
+    )
+    assert metric.status == 200, metric.body
+
+    # Step 1, step 2 (50 units), then step 6's event until the 50 units are gone.
     account = shop.request(
         "POST",
         "/mgt/v1/accounts",
-        {
-            "name": "Acme Corp",
-            "email": "billing@acme.com",
-            "alias": f"your-internal-id-{uuid.uuid4().hex[:6]}",
-        },
+        {"name": "Acme Corp", "email": "billing@acme.com", "alias": ALIAS},
     )
     assert account.status == 200, account.body
     account_id = account.json()["id"]
+    granted = shop.request(
+        "POST",
+        f"/mgt/v1/accounts/{account_id}/credits/grants",
+        {"creditType": "units", "amount": "50", "reason": "Welcome credits"},
+    )
+    assert granted.status == 200, granted.body
+    for n in range(4):
+        event = {
+            "uniqueId": f"evt_12345{n}",
+            "account": ALIAS,  # "Alguna account ID or your internal ID (alias)"
+            "eventName": "api_call",
+            "timestamp": "2025-03-09T15:03:17Z",
+            "properties": {"endpoint": "/v1/analyze", "tokens": 1500},
+        }
+        sent = shop.request("POST", "/mgt/v1/events", event)
+        assert sent.status == 200, sent.body
+    balance = shop.request("GET", f"/mgt/v1/accounts/{ALIAS}/credits/balance?type=units")
+    assert balance.json()["balance"] == "0"
     checkout = shop.request(
         "POST",
         "/api/v1/checkout/sessions",
@@ -79,16 +116,19 @@ def test_seed_001s_key_webhooks_arrive_signed_in_the_seeds_shape(shop: Shop, rec
 
     running = Running(shop.stack)
     try:
-        got = receiver.wait_for(3)
+        got = receiver.wait_for(len(KEY_WEBHOOKS))
     finally:
         running.close()
     assert receiver.rejected_signatures == 0
-    by_type = {m["type"]: m for m in got[:3]}
+    by_type = {m["type"]: m for m in got[: len(KEY_WEBHOOKS)]}
     assert sorted(by_type) == sorted(KEY_WEBHOOKS)
     for message in by_type.values():
         assert {"type", "timestamp", "data"} <= set(message)
         assert message["timestamp"].endswith("Z")
         assert message["data"]["accountId"] == account_id
+
+    depleted = by_type["account.credits.balance_depleted"]["data"]
+    assert depleted == {"accountId": account_id, "amount": "0", "type": "units"}
 
     completed = by_type["checkout.session.completed"]["data"]
     seeds_fields = {

@@ -421,6 +421,22 @@ function envoy_on_request(handle)
   if repeats ~= "" then
     headers:add(REPEATS, repeats)
   end
+  local kind = (headers:get("content-type") or ""):lower()
+  local url = headers:get(":path") or ""
+  local rest = url:find("^/api/v1/") or url:find("^/mgt/v1/")
+  if rest and kind:find("^application/grpc") and not kind:find("^application/grpc%-web") then
+    -- A gRPC content type (not grpc-web, which the transcoder reads as JSON) on a REST route
+    -- (/api/v1/, /mgt/v1/; a gRPC method's own path stays Envoy's UNIMPLEMENTED):
+    -- the transcoder would pass the request to the server untranscoded, and the server's
+    -- answer to bytes that are no gRPC message of this path is a reset Envoy reports as 503
+    -- "unavailable; retry" (or INTERNAL). Refused here, 400 MALFORMED_REQUEST; Envoy answers
+    -- a gRPC caller in gRPC, so the grpc-status is given too (INVALID_ARGUMENT, where
+    -- Envoy's own mapping of a 400 would be INTERNAL).
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain", ["grpc-status"] = "3"},
+      "a REST route takes JSON (content-type: application/json); a gRPC caller calls the " ..
+      "method's own path on the gRPC server")
+    return
+  end
   local method = headers:get(":method")
   if method == "OPTIONS" and headers:get("origin") and headers:get("access-control-request-method") then
     -- The CORS filter before this one answers preflights from allowed origins; any other

@@ -10,12 +10,15 @@ gateway, judged it over REST), gRPC answers with the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import re
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,9 +28,10 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import SERVICE_KEY, make_env
-from tests.devstack import Response, Stack
+from tests.conftest import PG_ENV, SERVICE_KEY, make_env
+from tests.devstack import Response, Stack, migrated_sqlite, start_stack, throwaway_postgres
 from tests.helpers import error_reason
+from tollbooth.db import normalize_url
 from tollbooth.rpc.edge import message_class
 from tollbooth.rpc.rules import contract_services
 
@@ -170,7 +174,7 @@ class World:
 
     def __init__(self, stack: Stack, url: str) -> None:
         self.stack = stack
-        self.engine = create_engine(url)
+        self.engine = create_engine(normalize_url(url))
         self.tables = [t for t in inspect(self.engine).get_table_names() if t not in NOT_STATE]
         self.channel = grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")
 
@@ -189,10 +193,18 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    from tests.devstack import migrated_sqlite, start_stack
-
+    """On PostgreSQL when it is configured (NUL characters and lengths matter there)."""
+    admin = os.environ.get(PG_ENV, "").strip()
     tmp = tmp_path_factory.mktemp("hostile")
-    url = migrated_sqlite(tmp / "billing.db")
+    with contextlib.ExitStack() as scope:
+        if admin:
+            url = scope.enter_context(throwaway_postgres(admin, "tollbooth_hostile"))
+        else:
+            url = migrated_sqlite(tmp / "billing.db")
+        yield from _world(url, tmp)
+
+
+def _world(url: str, tmp: Path) -> Iterator[World]:
     # No Stripe double: a valid call that needs Stripe answers 503 PROVIDER_UNAVAILABLE (a
     # dependency down), at once.
     env = make_env(url, STRIPE_API_BASE="http://127.0.0.1:9", STRIPE_MAX_NETWORK_RETRIES="0")

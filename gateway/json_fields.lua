@@ -404,6 +404,25 @@ local function query_params(path)
   return table.concat(names, ","), table.concat(repeats, ",")
 end
 
+-- A header that is gRPC's own: its name begins with "grpc-" (a deadline, an encoding, a
+-- status, a retry count) or ends with "-bin" (binary metadata, base64). The transcoder passes
+-- a REST request's headers on as the gRPC call's metadata, and grpcio parses these itself,
+-- before any code of the server runs: one it cannot parse was a 500 INTERNAL without a reason.
+-- A REST call has no use for any of them, so each is refused (400 MALFORMED_REQUEST).
+function grpc_own_header(headers)
+  for name, _ in pairs(headers) do
+    if name:find("^grpc%-") or name:find("%-bin$") then
+      return name
+    end
+  end
+  return nil
+end
+
+function refuse_grpc_header(name)
+  return "the header " .. string.format("%q", name:sub(1, 64)) .. " is gRPC's own " ..
+    "(names beginning with grpc- or ending in -bin): a REST call sends none"
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   headers:remove(HEADER)
@@ -420,6 +439,27 @@ function envoy_on_request(handle)
   end
   if repeats ~= "" then
     headers:add(REPEATS, repeats)
+  end
+  local kind = (headers:get("content-type") or ""):lower()
+  local url = headers:get(":path") or ""
+  local rest = url:find("^/api/v1/") or url:find("^/mgt/v1/")
+  local own = rest and grpc_own_header(headers)
+  if own then
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refuse_grpc_header(own))
+    return
+  end
+  if rest and kind:find("^application/grpc") and not kind:find("^application/grpc%-web") then
+    -- A gRPC content type (not grpc-web, which the transcoder reads as JSON) on a REST route
+    -- (/api/v1/, /mgt/v1/; a gRPC method's own path stays Envoy's UNIMPLEMENTED):
+    -- the transcoder would pass the request to the server untranscoded, and the server's
+    -- answer to bytes that are no gRPC message of this path is a reset Envoy reports as 503
+    -- "unavailable; retry" (or INTERNAL). Refused here, 400 MALFORMED_REQUEST; Envoy answers
+    -- a gRPC caller in gRPC, so the grpc-status is given too (INVALID_ARGUMENT, where
+    -- Envoy's own mapping of a 400 would be INTERNAL).
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain", ["grpc-status"] = "3"},
+      "a REST route takes JSON (content-type: application/json); a gRPC caller calls the " ..
+      "method's own path on the gRPC server")
+    return
   end
   local method = headers:get(":method")
   if method == "OPTIONS" and headers:get("origin") and headers:get("access-control-request-method") then

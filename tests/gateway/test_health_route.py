@@ -3,6 +3,8 @@ transcoded (protos/gateway), no credentials; bench.core's REST no-op."""
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -104,17 +106,21 @@ def test_health_route_refuses_a_service_given_twice(stack, query):  # type: igno
     assert "service" in resp.json()["message"]
 
 
-def test_health_route_does_not_turn_a_grpc_callers_answer_into_a_503(stack):  # type: ignore[no-untyped-def]
-    """A gRPC request (not transcoded) to /v1/health names no method the server has: its
-    UNIMPLEMENTED answer is the caller's error, as on every other route, not a 5xx."""
+@pytest.mark.parametrize("te", [{"te": "trailers"}, {}])
+def test_health_route_does_not_turn_a_grpc_callers_answer_into_a_503(stack, te):  # type: ignore[no-untyped-def]
+    """A gRPC request (not transcoded) to /v1/health is the caller's error, as on every other
+    REST route: refused by the gateway with INVALID_ARGUMENT in gRPC's own form (a 200 with
+    grpc-status), never a 5xx. Passed on untranscoded, one without `te: trailers` came back
+    as the server's reset, grpc-status 14 "unavailable; retry"."""
     resp = stack.request(
         "POST",
         "/v1/health",
         b"\x00\x00\x00\x00\x00",
-        headers={"content-type": "application/grpc", "te": "trailers"},
+        headers={"content-type": "application/grpc", **te},
     )
     assert resp.status == 200
-    assert resp.headers["grpc-status"] == "12"  # UNIMPLEMENTED
+    assert resp.headers["grpc-status"] == "3"  # INVALID_ARGUMENT
+    assert "MALFORMED_REQUEST" in urllib.parse.unquote(resp.headers["grpc-message"])
 
 
 def test_health_route_names_an_unknown_service_with_a_stable_reason(stack):  # type: ignore[no-untyped-def]

@@ -220,7 +220,7 @@ def test_customers_list_pages_with_limit(shop: Shop) -> None:
 
 def test_live_environment_is_refused_on_a_test_deployment(shop: Shop) -> None:
     resp = shop.request("GET", "/mgt/v1/customers?limit=10&environment=live")
-    assert resp.status == 400 and resp.reason == "ENVIRONMENT_MISMATCH"
+    assert resp.status == 403 and resp.reason == "ENVIRONMENT_MISMATCH"
 
 
 def test_unknown_customer_is_404(shop: Shop) -> None:

@@ -157,7 +157,7 @@ def test_seed_003_payment_body_is_paid_in_chromium_and_its_status_is_complete_pa
         other = shop.request("GET", f"{SESSIONS}/{ident}", token=first)
         assert other.status == 404, (ident, other.body)
     live = shop.request("GET", f"{SESSIONS}/{cs_id}?environment=live", token=token)
-    assert (live.status, live.reason) == (400, "ENVIRONMENT_MISMATCH")
+    assert (live.status, live.reason) == (403, "ENVIRONMENT_MISMATCH")
 
 
 def test_seed_003_setup_body_saves_the_card_as_the_customers_default(pg_shop: Shop, page: Any):

@@ -60,7 +60,7 @@ def test_environment_must_be_the_one_of_the_key(pair: Pair, asked: str) -> None:
         if env.name == asked:
             assert listed.status == 200, listed.body
         else:
-            assert listed.status == 400 and listed.reason == "ENVIRONMENT_MISMATCH"
+            assert listed.status == 403 and listed.reason == "ENVIRONMENT_MISMATCH"
 
 
 @pytest.mark.parametrize("asked", ["test", "live"])
@@ -79,8 +79,8 @@ def test_checkouts_environment_must_be_the_one_of_the_key_too(pair: Pair, asked:
         if env.name == asked:
             assert (got.status, made.status) == (404, 404), (got.body, made.body)
         else:
-            assert (got.status, got.reason) == (400, "ENVIRONMENT_MISMATCH"), got.body
-            assert (made.status, made.reason) == (400, "ENVIRONMENT_MISMATCH"), made.body
+            assert (got.status, got.reason) == (403, "ENVIRONMENT_MISMATCH"), got.body
+            assert (made.status, made.reason) == (403, "ENVIRONMENT_MISMATCH"), made.body
 
 
 def test_a_customer_made_with_the_live_key_is_live_only(pair: Pair) -> None:
@@ -97,7 +97,7 @@ def test_a_customer_made_with_the_live_key_is_live_only(pair: Pair) -> None:
     got = rest(pair, pair.live, "GET", f"/mgt/v1/customers/{customer_id}?environment=live")
     assert got.status == 200 and got.json()["email"] == email
     refused = rest(pair, pair.test, "GET", f"/mgt/v1/customers/{customer_id}?environment=live")
-    assert refused.status == 400 and refused.reason == "ENVIRONMENT_MISMATCH"
+    assert refused.status == 403 and refused.reason == "ENVIRONMENT_MISMATCH"
     unseen = rest(pair, pair.test, "GET", f"/mgt/v1/customers/{customer_id}")
     assert unseen.status == 404
     # Seed 003's list shows it to its own environment only.
@@ -172,14 +172,14 @@ def test_a_token_beside_a_key_of_the_other_environment_is_environment_mismatch(
                 metadata=(*pair.env(key_env).md, bearer),
                 timeout=10,
             )
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (key_env, token_env)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (key_env, token_env)
         assert error_reason(err.value) == "ENVIRONMENT_MISMATCH"
         got = pair.rest(
             "GET",
             "/api/v1/credits/balance?type=units",
             headers={"x-api-key": pair.env(key_env).service_key, bearer[0]: bearer[1]},
         )
-        assert (got.status, got.reason) == (400, "ENVIRONMENT_MISMATCH"), got.body
+        assert (got.status, got.reason) == (403, "ENVIRONMENT_MISMATCH"), got.body
     for env in (pair.test, pair.live):
         bearer = ("authorization", f"Bearer {issued[env.name].access_token}")
         same = credits.GetBalance(

@@ -212,7 +212,7 @@ def test_a_non_ascii_receipt_email_is_paid_with_on_the_card_page(pay_shop: Shop,
 def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_shop: Shop):
     """Seed 003: "All billing endpoints accept an environment query parameter". The payment
     intent and portal calls take it like checkout and customers do: `test` (any case) on a test
-    deployment, `live` 400 ENVIRONMENT_MISMATCH with nothing created, anything else 400."""
+    deployment, `live` 403 ENVIRONMENT_MISMATCH (seed 003's 403) with nothing created, anything else 400."""
     token = payer(pay_shop, ["payments", "portal"])
     made = pay_shop.request(
         "POST", "/api/v1/payment/intents?environment=test", SEED_BODY, token=token
@@ -223,15 +223,18 @@ def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_s
     assert got.status == 200, got.body
     assert got.json()["payment_intent_id"] == ident
     before = len(pay_shop.stripe.v1.payment_intents.list(params={"limit": 100}).data)
-    for env, reason in (("live", "ENVIRONMENT_MISMATCH"), ("staging", "INVALID_ARGUMENT")):
+    for env, status, reason in (
+        ("live", 403, "ENVIRONMENT_MISMATCH"),
+        ("staging", 400, "INVALID_ARGUMENT"),
+    ):
         resp = pay_shop.request(
             "POST", f"/api/v1/payment/intents?environment={env}", SEED_BODY, token=token
         )
-        assert (resp.status, resp.reason) == (400, reason), resp.body
+        assert (resp.status, resp.reason) == (status, reason), resp.body
         resp = pay_shop.request(
             "GET", f"/api/v1/payment/intents/{ident}?environment={env}", token=token
         )
-        assert (resp.status, resp.reason) == (400, reason), resp.body
+        assert (resp.status, resp.reason) == (status, reason), resp.body
     assert len(pay_shop.stripe.v1.payment_intents.list(params={"limit": 100}).data) == before
 
     portal = {"return_url": "https://app.example/account"}
@@ -239,4 +242,4 @@ def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_s
     assert resp.status == 200, resp.body
     assert "/sandbox/portal/" in resp.json()["url"]
     resp = pay_shop.request("POST", "/api/v1/portal/sessions?environment=live", portal, token)
-    assert (resp.status, resp.reason) == (400, "ENVIRONMENT_MISMATCH"), resp.body
+    assert (resp.status, resp.reason) == (403, "ENVIRONMENT_MISMATCH"), resp.body

@@ -133,7 +133,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     metadata.account_id names it.
     """
     ERROR_REASON_ENVIRONMENT_MISMATCH: _ErrorReason.ValueType  # 152
-    """The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT)."""
+    """The request's `environment` is not the one of the caller's key or token, or a key and a
+    token of two environments are sent together (PERMISSION_DENIED, HTTP 403: seed 003's
+    "Stripe not configured or invalid credentials").
+    """
     ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH: _ErrorReason.ValueType  # 190
     """A webhook event's `livemode` disagrees with the environment whose webhook secret verified
     it (the sidecar, HTTP 400; stored nowhere).
@@ -332,7 +335,10 @@ ERROR_REASON_ACCOUNT_ALIAS_TAKEN: ErrorReason.ValueType  # 151
 metadata.account_id names it.
 """
 ERROR_REASON_ENVIRONMENT_MISMATCH: ErrorReason.ValueType  # 152
-"""The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT)."""
+"""The request's `environment` is not the one of the caller's key or token, or a key and a
+token of two environments are sent together (PERMISSION_DENIED, HTTP 403: seed 003's
+"Stripe not configured or invalid credentials").
+"""
 ERROR_REASON_WEBHOOK_LIVEMODE_MISMATCH: ErrorReason.ValueType  # 190
 """A webhook event's `livemode` disagrees with the environment whose webhook secret verified
 it (the sidecar, HTTP 400; stored nowhere).

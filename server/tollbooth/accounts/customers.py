@@ -43,9 +43,11 @@ def check_environment(requested: str, live: bool) -> None:
         raise errors.invalid("environment must be 'test' or 'live'", field="environment")
     served = "live" if live else "test"
     if requested != served:
-        raise errors.invalid(
+        # Seed 003: 403, "Stripe not configured or invalid credentials": these credentials
+        # do not open that environment's Stripe account.
+        raise errors.permission_denied(
+            "ENVIRONMENT_MISMATCH",
             f"the caller's key or token belongs to the {served} environment, not {requested}",
-            reason="ENVIRONMENT_MISMATCH",
             field="environment",
         )
 

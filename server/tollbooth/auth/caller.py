@@ -126,10 +126,10 @@ class Authenticator:
                 )
             caller = self._bearer(requirement, authorization, surface)
             if caller.environment != key_environment:
-                raise errors.invalid(
+                raise errors.permission_denied(
+                    "ENVIRONMENT_MISMATCH",
                     f"the bearer token belongs to the {caller.environment} environment, the"
                     f" service key to {key_environment}",
-                    reason="ENVIRONMENT_MISMATCH",
                 )
             return caller
         if api_key:

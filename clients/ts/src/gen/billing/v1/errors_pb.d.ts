@@ -335,7 +335,9 @@ export enum ErrorReason {
   ACCOUNT_ALIAS_TAKEN = 151,
 
   /**
-   * The request's `environment` is not the one of the caller's key or token (INVALID_ARGUMENT).
+   * The request's `environment` is not the one of the caller's key or token, or a key and a
+   * token of two environments are sent together (PERMISSION_DENIED, HTTP 403: seed 003's
+   * "Stripe not configured or invalid credentials").
    *
    * @generated from enum value: ERROR_REASON_ENVIRONMENT_MISMATCH = 152;
    */

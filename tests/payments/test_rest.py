@@ -212,7 +212,8 @@ def test_a_non_ascii_receipt_email_is_paid_with_on_the_card_page(pay_shop: Shop,
 def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_shop: Shop):
     """Seed 003: "All billing endpoints accept an environment query parameter". The payment
     intent and portal calls take it like checkout and customers do: `test` (any case) on a test
-    deployment, `live` 403 ENVIRONMENT_MISMATCH (seed 003's 403) with nothing created, anything else 400."""
+    deployment, `live` 403 ENVIRONMENT_MISMATCH (seed 003's 403) with nothing created,
+    anything else 400."""
     token = payer(pay_shop, ["payments", "portal"])
     made = pay_shop.request(
         "POST", "/api/v1/payment/intents?environment=test", SEED_BODY, token=token

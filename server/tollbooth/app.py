@@ -136,7 +136,7 @@ def webhook_handlers(provider: StripeProvider, db: Database) -> Registry:
     for handlers in (
         fulfilment.handlers(provider, db),
         subscription_effects.handlers(provider),
-        payment_effects.handlers(provider),
+        payment_effects.handlers(provider, db),
     ):
         for event_type, handler in handlers.items():
             registry.register(event_type, handler)

@@ -83,6 +83,9 @@ class PaymentIntent(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SUCCEED_TIME_FIELD_NUMBER: _builtins.int
     FAILURE_TIME_FIELD_NUMBER: _builtins.int
+    DUPLICATE_OF_PURCHASE_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REFUND_TIME_FIELD_NUMBER: _builtins.int
     payment_intent_id: _builtins.str
     """Server-assigned id (`pay_...`)."""
     billing_account_id: _builtins.str
@@ -111,6 +114,16 @@ class PaymentIntent(_message.Message):
     """The last failed attempt's decline code (`insufficient_funds`), if any."""
     failure_message: _builtins.str
     """The last failed attempt's message."""
+    duplicate_of_purchase_id: _builtins.str
+    """Set when the payment succeeded for a price bought once (one-time, not
+    stackable) that the account already held by another purchase (another
+    payment intent's, or a checkout's): that purchase. This payment was then
+    refunded in full, recorded no purchase and granted nothing.
+    """
+    refund_id: _builtins.str
+    """The provider's refund of a duplicate payment (`re_...`); empty when the
+    provider reported the payment refunded already.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the intent was created."""
@@ -122,6 +135,10 @@ class PaymentIntent(_message.Message):
     @_builtins.property
     def failure_time(self) -> _timestamp_pb2.Timestamp:
         """When the last attempt failed."""
+
+    @_builtins.property
+    def refund_time(self) -> _timestamp_pb2.Timestamp:
+        """When the duplicate payment's refund was recorded."""
 
     def __init__(
         self,
@@ -143,10 +160,13 @@ class PaymentIntent(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         succeed_time: _timestamp_pb2.Timestamp | None = ...,
         failure_time: _timestamp_pb2.Timestamp | None = ...,
+        duplicate_of_purchase_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        refund_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failure_time", b"failure_time", "succeed_time", b"succeed_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failure_time", b"failure_time", "refund_time", b"refund_time", "succeed_time", b"succeed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_account_id", b"billing_account_id", "catalog_price_id", b"catalog_price_id", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "decline_code", b"decline_code", "description", b"description", "failure_code", b"failure_code", "failure_message", b"failure_message", "failure_time", b"failure_time", "payment_intent_id", b"payment_intent_id", "purchase_id", b"purchase_id", "receipt_email", b"receipt_email", "status", b"status", "stripe_payment_intent_id", b"stripe_payment_intent_id", "succeed_time", b"succeed_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_account_id", b"billing_account_id", "catalog_price_id", b"catalog_price_id", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "decline_code", b"decline_code", "description", b"description", "duplicate_of_purchase_id", b"duplicate_of_purchase_id", "failure_code", b"failure_code", "failure_message", b"failure_message", "failure_time", b"failure_time", "payment_intent_id", b"payment_intent_id", "purchase_id", b"purchase_id", "receipt_email", b"receipt_email", "refund_id", b"refund_id", "refund_time", b"refund_time", "status", b"status", "stripe_payment_intent_id", b"stripe_payment_intent_id", "succeed_time", b"succeed_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,7 +18,8 @@ class PaymentIntent(Base):
     """A payment intent this service created (PaymentService): ours by id, the provider's by
     its own id. Recorded `pending` before the provider is called (the provider's parameters
     derive from this row, so a retry sends the same ones); the provider's events move it on.
-    A succeeded one records its purchase once (`billing_effects` key `payment_intent:{pi_…}`).
+    A succeeded one records its purchase once (`billing_effects` key `payment_intent:{pi_…}`),
+    or, for a price bought once that the account holds already, its refund as a duplicate.
     """
 
     __tablename__ = "payment_intents"
@@ -44,6 +45,11 @@ class PaymentIntent(Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A payment for a price bought once that the account held already: the purchase it
+    # duplicated, the provider's refund (None: refunded already there) and when it was recorded.
+    duplicate_of: Mapped[str | None] = mapped_column(String(40))
+    refund_id: Mapped[str | None] = mapped_column(String(200))
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 

@@ -43,6 +43,7 @@ KNOWN_TYPES = (
     "invoice.payment_failed",
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
+    "payment_intent.duplicate_refunded",
     ENDPOINT_DISABLED,
 )
 
@@ -85,6 +86,7 @@ MONEY = {
     "invoice.payment_failed": "amount_due",
     "payment_intent.succeeded": "amount",
     "payment_intent.payment_failed": "amount",
+    "payment_intent.duplicate_refunded": "amount",
 }
 
 

@@ -10,20 +10,25 @@ purchases are recorded by the checkout's fulfilment), and neither do any other.
   guarded by the `billing_effects` key `payment_intent:{pi_…}`; a duplicate or a second event
   for the same payment changes nothing. Grants go through the same path as a checkout's
   (`subscriptions.effects.record_purchase` / `grant_for_price`), carrying the payment intent,
-  so a full refund (`charge.refunded`) voids them too.
+  so a full refund (`charge.refunded`) voids them too. A payment of a price bought once that
+  the account holds already (another intent's purchase, or a checkout's) records no purchase:
+  it is refunded as a duplicate (`tollbooth.payments.guard`).
 - `payment_intent.payment_failed`: the failure (code, decline code, message, time) on our row;
   a late failure event never moves a succeeded intent back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from tollbooth.accounts import repository as accounts
 from tollbooth.catalog import repository as catalog
+from tollbooth.db import Database
+from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.errors import DomainError, Kind
 from tollbooth.notifications import outbox
-from tollbooth.payments import repository
+from tollbooth.payments import guard, repository
 from tollbooth.payments.intents import OURS
 from tollbooth.provider.client import StripeProvider
 from tollbooth.subscriptions import refunds
@@ -44,6 +49,7 @@ class IntentFacts(Facts):
 
 
 def read_intent(provider: StripeProvider, obj: dict[str, Any]) -> IntentFacts:
+    """The provider's payment intent (Ignored when it is not one of ours)."""
     stripe_id = _id(obj.get("id"))
     if not stripe_id:
         raise Ignored("the event names no usable payment intent id")
@@ -57,6 +63,15 @@ def read_intent(provider: StripeProvider, obj: dict[str, Any]) -> IntentFacts:
         raise
     facts = IntentFacts()
     facts.intent = truth
+    return facts
+
+
+def read_succeeded(db: Database, provider: StripeProvider, obj: dict[str, Any]) -> IntentFacts:
+    """`read_intent`, then the guard of prices bought once (`tollbooth.payments.guard`): a
+    payment of a price the account holds already is refunded here, outside any transaction."""
+    facts = read_intent(provider, obj)
+    ours = _id(as_dict(facts.intent.get("metadata")).get(OURS))
+    facts.guard = guard.prepare(db, provider, facts.intent, ours or "")
     return facts
 
 
@@ -83,6 +98,11 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
     if not claim_effect(ctx.session, f"payment_intent:{stripe_id}", ctx.event_id, account):
         return  # recorded already, by this event or a twin
     now = ctx.clock()
+    accounts.by_id_for_update(ctx.session, account)  # successes of one account take turns
+    if isinstance(ctx.facts.guard, guard.Duplicate):
+        _refunded(ctx, row, ctx.facts.guard, now)
+        return
+    guard.check(ctx.session, row)  # a purchase the read phase did not see: retried
     price = (
         catalog.prices_by_ids(ctx.session, [row.price_id]).get(row.price_id)
         if row.price_id
@@ -90,7 +110,6 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
     )
     received = truth.get("amount_received")
     amount = received if type(received) is int and received > 0 else row.amount
-    accounts.by_id_for_update(ctx.session, account)  # before any grant: as a refund locks
     row.purchase_id = record_purchase(
         ctx,
         account,
@@ -136,6 +155,39 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
     ctx.changes.append(f"payment intent {row.id} succeeded: purchase {row.purchase_id}")
 
 
+def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.datetime) -> None:
+    """The intent bought a price the account holds already: refunded in full by the read
+    phase; no purchase, nothing granted, the refund recorded on the intent."""
+    truth = ctx.facts.intent  # type: ignore[attr-defined]
+    received = truth.get("amount_received")
+    row.status = "succeeded"  # the provider's status: paid, then refunded
+    row.succeeded_at = row.succeeded_at or now
+    row.duplicate_of = done.purchase_id
+    row.refund_id = done.refund
+    row.refunded_at = now
+    row.updated_at = now
+    ctx.session.flush()
+    outbox.enqueue(
+        ctx.session,
+        "payment_intent.duplicate_refunded",
+        row.billing_account_id,
+        {
+            "payment_intent_id": row.id,
+            "stripe_payment_intent_id": row.stripe_payment_intent_id,
+            "price_id": done.price_id,
+            "duplicate_of_purchase_id": done.purchase_id,
+            "refund": done.refund,
+            "amount": received if type(received) is int and received > 0 else row.amount,
+            "currency": row.currency,
+        },
+        f"payment_intent.duplicate_refunded:{row.stripe_payment_intent_id}",
+    )
+    ctx.changes.append(
+        f"payment intent {row.id}: price {done.price_id} is held already (purchase"
+        f" {done.purchase_id}); payment refunded ({done.refund}), nothing granted"
+    )
+
+
 def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
     truth = ctx.facts.intent  # type: ignore[attr-defined]
     row = _ours(ctx)
@@ -170,18 +222,20 @@ def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
     ctx.changes.append(f"payment intent {row.id}: attempt failed ({row.failure_code})")
 
 
-def handlers(provider: StripeProvider) -> dict[str, Handler]:
+def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
     """The inbox handlers of this room, by event type."""
 
-    def bound(effect: Any) -> Handler:
+    def bound(read: Any, effect: Any) -> Handler:
         def apply(session: Any, event_id: str, obj: dict[str, Any], facts: Any) -> list[str]:
             ctx = Context(session, facts, event_id)
             effect(ctx, obj)
             return ctx.changes
 
-        return Handler(lambda obj: read_intent(provider, obj), apply)
+        return Handler(read, apply)
 
     return {
-        "payment_intent.succeeded": bound(on_succeeded),
-        "payment_intent.payment_failed": bound(on_failed),
+        "payment_intent.succeeded": bound(
+            lambda obj: read_succeeded(db, provider, obj), on_succeeded
+        ),
+        "payment_intent.payment_failed": bound(lambda obj: read_intent(provider, obj), on_failed),
     }

@@ -44,6 +44,9 @@ def intent_out(row: PaymentIntent) -> payment_pb2.PaymentIntent:
         create_time=ts(row.created_at),
         succeed_time=ts(row.succeeded_at) if row.succeeded_at else None,
         failure_time=ts(row.failed_at) if row.failed_at else None,
+        duplicate_of_purchase_id=row.duplicate_of or "",
+        refund_id=row.refund_id or "",
+        refund_time=ts(row.refunded_at) if row.refunded_at else None,
     )
 
 

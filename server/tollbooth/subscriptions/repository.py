@@ -199,6 +199,20 @@ def held_purchased(
     return {str(p) for p in session.scalars(stmt)}
 
 
+def holding_purchase(
+    session: Session, account_id: str, price_id: str, *, besides_intent: str
+) -> Purchase | None:
+    """The oldest purchase by which the account holds one-time price `price_id` (not refunded
+    in full), leaving out the one payment intent `besides_intent` made."""
+    stmt = select(Purchase).where(
+        Purchase.billing_account_id == account_id,
+        Purchase.price_id == price_id,
+        Purchase.refunded_at.is_(None),
+        Purchase.payment_intent_id.is_distinct_from(besides_intent),
+    )
+    return session.scalars(stmt.order_by(Purchase.created_at, Purchase.id).limit(1)).first()
+
+
 # -- what an account holds --------------------------------------------------------------------
 #
 # The one place that knows how held prices are stored: every recurring item

@@ -97,6 +97,16 @@ def held_once(
     return next((p for p in once if p.id in have), None)
 
 
+def held_besides_intent(
+    session: Session, account_id: str, price: Price, intent_id: str
+) -> Purchase | None:
+    """The purchase by which the account holds `price`, bought once, other than the one
+    payment intent `intent_id` made (`tollbooth.payments.guard`); None for other prices."""
+    if not bought_once(price):
+        return None
+    return repository.holding_purchase(session, account_id, price.id, besides_intent=intent_id)
+
+
 def already_purchased(price_id: str) -> errors.DomainError:
     """The refusal of a checkout or payment intent buying a price `held_once`."""
     return errors.failed_precondition(

@@ -135,6 +135,31 @@ export declare type PaymentIntent = Message<"billing.v1.PaymentIntent"> & {
    * @generated from field: google.protobuf.Timestamp failure_time = 17;
    */
   failureTime?: Timestamp | undefined;
+
+  /**
+   * Set when the payment succeeded for a price bought once (one-time, not
+   * stackable) that the account already held by another purchase (another
+   * payment intent's, or a checkout's): that purchase. This payment was then
+   * refunded in full, recorded no purchase and granted nothing.
+   *
+   * @generated from field: string duplicate_of_purchase_id = 18;
+   */
+  duplicateOfPurchaseId: string;
+
+  /**
+   * The provider's refund of a duplicate payment (`re_...`); empty when the
+   * provider reported the payment refunded already.
+   *
+   * @generated from field: string refund_id = 19;
+   */
+  refundId: string;
+
+  /**
+   * When the duplicate payment's refund was recorded.
+   *
+   * @generated from field: google.protobuf.Timestamp refund_time = 20;
+   */
+  refundTime?: Timestamp | undefined;
 };
 
 /**

@@ -1,0 +1,97 @@
+"""The guard of prices bought once, for payment intents (the payment-intent side of
+`tollbooth.checkout.once`).
+
+A payment intent is refused at creation for a price bought once (one-time, not stackable)
+that the account holds already, but two created before either was paid (two tabs), or one
+created beside a checkout of the price, can all be paid. The payment recorded first keeps the
+purchase. A `payment_intent.succeeded` of an intent buying a price the account holds by
+another purchase (another intent's, or a checkout's) records no purchase and grants nothing:
+its payment is refunded in full at the provider, the intent records the refund and the
+purchase it duplicated, and a `payment_intent.duplicate_refunded` notification names them.
+
+As the checkout guards do: the refund happens in the handler's read phase, outside any
+transaction (`prepare`), under an idempotency key derived from the provider's payment intent
+(a retry, a redelivery or a twin never refunds twice); the apply phase re-checks under the
+account's lock (`check`), so two successes of one account take turns, and one that meets a
+purchase its read phase did not see fails with `PRICE_ALREADY_PURCHASED` (nothing recorded);
+the inbox retries it, and that retry's read phase refunds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tollbooth import errors
+from tollbooth.catalog import repository as catalog
+from tollbooth.db import Database
+from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.payments import repository
+from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions.service import held_besides_intent
+from tollbooth.webhooks.dispatch import object_id as _id
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """What the read phase did at the provider for a payment of a price held already."""
+
+    price_id: str
+    purchase_id: str  # the purchase it duplicated
+    refund: str | None  # None: the provider reported the payment refunded already
+
+
+def refund_key(stripe_payment_intent: str) -> str:
+    """One refund per provider payment intent, whichever guard asks (`checkout.once` uses
+    the same prefix for a checkout's payment)."""
+    return idempotency_key("once-refund", stripe_payment_intent)
+
+
+def held_by_other(session: Session, row: PaymentIntent) -> tuple[str, str] | None:
+    """(price id, purchase id) when the intent buys a price bought once that the account
+    holds by a purchase not made by this intent; None otherwise."""
+    if not row.price_id:
+        return None
+    price = catalog.prices_by_ids(session, [row.price_id]).get(row.price_id)
+    if price is None:
+        return None
+    held = held_besides_intent(session, row.billing_account_id, price, row.id)
+    return (price.id, held.id) if held is not None else None
+
+
+def prepare(
+    db: Database, provider: StripeProvider, truth: dict[str, Any], ours: str
+) -> Duplicate | None:
+    """Read phase: refund a succeeded payment of a price the account holds by another
+    purchase; None when it does not (or this intent's success was recorded already)."""
+    stripe_id = _id(truth.get("id"))
+    if truth.get("status") != "succeeded" or not stripe_id or not ours:
+        return None
+    with db.transaction(readonly=True) as session:
+        row = repository.intent_by_id(session, ours, owner=None)
+        if row is None or row.stripe_payment_intent_id not in (None, stripe_id):
+            return None
+        if row.purchase_id is not None or row.duplicate_of is not None:
+            return None  # recorded already: the effect's guard makes this event a no-op
+        held = held_by_other(session, row)
+    if held is None:
+        return None
+    refund = provider.refund_payment(stripe_id, idempotency=refund_key(stripe_id))
+    return Duplicate(held[0], held[1], refund)
+
+
+def check(session: Session, row: PaymentIntent) -> None:
+    """Apply phase, under the account's lock: a purchase of the price the read phase did not
+    see fails the attempt (nothing recorded, nothing granted); the retry's read phase
+    refunds."""
+    held = held_by_other(session, row)
+    if held is not None:
+        raise errors.failed_precondition(
+            "PRICE_ALREADY_PURCHASED",
+            f"payment intent {row.id} buys price {held[0]!r}, which the account holds already"
+            f" (purchase {held[1]}); the next attempt refunds it",
+            price_id=held[0],
+        )

@@ -74,3 +74,34 @@ def test_a_checkout_recorded_with_the_joined_fingerprint_still_replays(world: Wo
     assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
     assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
     assert len(world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data) == 1
+
+
+def test_a_currency_differing_only_in_case_is_the_same_checkout_under_one_request_id(
+    world: World,
+) -> None:
+    """Seed 001's `currency` is taken in any case (`USD` is `usd`): a retry spelling it in
+    the other case is the same request, not IDEMPOTENCY_KEY_REUSED."""
+    from billing.v1 import checkout_pb2
+    from tests.conftest import bearer_md
+
+    world.price("pro", group="plan")
+    token, account = world.token()
+
+    def buy(currency: str) -> checkout_pb2.CreateCheckoutSessionResponse:
+        return world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                items=[checkout_pb2.CheckoutItem(lookup_key="pro")],
+                success_url=SUCCESS,
+                currency=currency,
+                request_id="fp-case",
+            ),
+            metadata=bearer_md(token),
+            timeout=30,
+        )
+
+    first = buy("USD")
+    assert buy("usd") == first and buy("Usd") == first
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
+    with pytest.raises(grpc.RpcError) as err:
+        buy("eur")
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"

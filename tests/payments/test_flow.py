@@ -279,6 +279,23 @@ def test_request_id_makes_creation_idempotent_and_refuses_other_parameters(world
     assert made.billing_account_id == account and made.currency == "eur"
 
 
+def test_a_currency_differing_only_in_case_is_the_same_request_under_one_request_id(
+    world: World,
+):
+    """`USD` is `usd` (the intent records `usd` either way), so a retry spelling it in the
+    other case is the same request: the same intent, not IDEMPOTENCY_KEY_REUSED."""
+    bearer, account = token(world)
+    first = create(world, bearer, request_id="pay-case", currency="USD")
+    for spelled in ("usd", "Usd", "USD"):
+        again = create(world, bearer, request_id="pay-case", currency=spelled)
+        assert again.payment_intent_id == first.payment_intent_id
+        assert again.stripe_payment_intent_id == first.stripe_payment_intent_id
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+    assert len(world.stripe.v1.payment_intents.list(params={"limit": 10}).data) == 1
+    err = rpc_error(lambda: create(world, bearer, request_id="pay-case", currency="eur"))
+    assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
+
+
 def test_a_checkouts_payment_intent_events_are_ignored_so_its_purchase_is_recorded_once(
     world: World,
 ):

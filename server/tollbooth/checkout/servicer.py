@@ -20,7 +20,7 @@ from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.convert import ts
-from tollbooth.rpc.servicer import contract, idempotency_scope
+from tollbooth.rpc.servicer import canonical_currency, contract, idempotency_scope
 from tollbooth.subscriptions.servicer import SubscriptionRpcs
 
 STATUS = {
@@ -183,7 +183,12 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 checkout_session_id=result.session.id,
             )
 
-        return self.staged(request, checkout_pb2.CreateCheckoutSessionResponse, effect)
+        return self.staged(
+            request,
+            checkout_pb2.CreateCheckoutSessionResponse,
+            effect,
+            same_as=canonical_currency(request),
+        )
 
     def GetCheckoutSession(
         self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext

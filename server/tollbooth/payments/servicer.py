@@ -12,7 +12,7 @@ from tollbooth.deps import Deps
 from tollbooth.payments import intents, service
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.convert import ts
-from tollbooth.rpc.servicer import Servicer, contract, idempotency_scope
+from tollbooth.rpc.servicer import Servicer, canonical_currency, contract, idempotency_scope
 
 STATUS = {
     "pending": payment_pb2.PAYMENT_INTENT_STATUS_PENDING,
@@ -82,7 +82,9 @@ class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
             )
             return intent_out(row)
 
-        return self.staged(request, payment_pb2.PaymentIntent, effect)
+        return self.staged(
+            request, payment_pb2.PaymentIntent, effect, same_as=canonical_currency(request)
+        )
 
     def GetPaymentIntent(
         self, request: payment_pb2.GetPaymentIntentRequest, context: grpc.ServicerContext

@@ -22,6 +22,7 @@ from tollbooth.deps import Deps
 from tollbooth.errors import not_implemented
 
 R = TypeVar("R", bound=Message)
+M = TypeVar("M", bound=Message)
 
 
 def idempotency_scope(caller: Caller, request: Message) -> str:
@@ -36,6 +37,16 @@ def request_fingerprint(request: Message) -> str:
     copy.CopyFrom(request)
     copy.ClearField("request_id")  # type: ignore[arg-type]
     return idempotency.digest(copy.SerializeToString(deterministic=True))
+
+
+def canonical_currency(request: M) -> M:
+    """A copy of `request` with its `currency` as the domain takes it (stripped, lower case:
+    `USD` is `usd`), so that two spellings of one currency are one request under a
+    request_id (`Servicer.staged`'s `same_as`)."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.currency = request.currency.strip().lower()  # type: ignore[attr-defined]
+    return copy
 
 
 @cache
@@ -95,9 +106,19 @@ class Servicer:
             )
             return response
 
-    def staged(self, request: Message, response_type: type[R], effect: Callable[[], R]) -> R:
+    def staged(
+        self,
+        request: Message,
+        response_type: type[R],
+        effect: Callable[[], R],
+        *,
+        same_as: Message | None = None,
+    ) -> R:
         """Run `effect`, which opens its own short transactions (an operation that calls the
         payment provider between them), at most once per request_id.
+
+        `same_as`: the request in the canonical form its fingerprint is taken from, when two
+        spellings are one request (`canonical_currency`); `request` itself by default.
 
         A stored response is replayed and a reused key with other parameters refused before
         anything runs; the key is claimed and the response stored in one transaction after the
@@ -109,7 +130,7 @@ class Servicer:
         if not key:
             return effect()
         scope = idempotency_scope(current_caller.get(), request)
-        fingerprint = request_fingerprint(request)
+        fingerprint = request_fingerprint(same_as if same_as is not None else request)
         with self.deps.db.transaction(readonly=True) as session:
             replay = idempotency.stored(session, scope, key, fingerprint)
         if replay is not None:

@@ -1,11 +1,14 @@
 """The guard of prices bought once, for PaymentService's payment intents
-(`tollbooth.payments.guard`): two payment intents of one non-stackable one-time price (two
-tabs, created before either was paid), or a payment intent and a checkout of it, never make
-two purchases. The payment recorded first keeps the purchase; a `payment_intent.succeeded`
-of an intent buying a price the account holds already is refunded in full at the provider,
-grants nothing, its intent shows the refund and the purchase it duplicated, and
-`payment_intent.duplicate_refunded` records it. Redeliveries change nothing twice; two
-successes at once on two servers (PostgreSQL) take turns under the account's lock."""
+(`tollbooth.payments.guard`): two payment intents of one non-stackable one-time price, or a
+payment intent and a checkout of it, never make two purchases. (Creation gives a second tab
+the open intent itself, tests/payments/test_one_open_intent.py; two payable intents of one
+price are made here as that rule's absence would leave them: intents recorded before it, or
+any hole in it. The guard is the last line.) The payment recorded first keeps the purchase;
+a `payment_intent.succeeded` of an intent buying a price the account holds already is
+refunded in full at the provider, grants nothing, its intent shows the refund and the purchase
+it duplicated, and `payment_intent.duplicate_refunded` records it. Redeliveries change
+nothing twice; two successes at once on two servers (PostgreSQL) take turns under the
+account's lock."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from tests.checkout.support import World, events_of, signed_send
 from tests.payments.support import confirm, create, get, purchases, token
 from tests.webhooks.guards import completed, deliver_on_two_servers, notices
 from tollbooth.db.models import CreditGrant, StripeEvent
+from tollbooth.payments import repository as payments_repository
 
 NOTICE = "payment_intent.duplicate_refunded"
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
@@ -34,6 +38,19 @@ def lifetime(world: World) -> str:
 
 def intent_for(world: World, bearer: str, price_id: str) -> payment_pb2.PaymentIntent:
     return create(world, bearer, amount=0, currency="", catalog_price_id=price_id)
+
+
+def two_payable(
+    world: World, bearer: str, price_id: str, monkeypatch: pytest.MonkeyPatch
+) -> list[payment_pb2.PaymentIntent]:
+    """Two payable intents of one price bought once: the second created with creation's
+    one-open-intent rule switched off (it would answer the first)."""
+    first = intent_for(world, bearer, price_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(payments_repository, "open_intent_for_price", lambda *a, **k: None)
+        second = intent_for(world, bearer, price_id)
+    assert second.payment_intent_id != first.payment_intent_id
+    return [first, second]
 
 
 def succeeded(world: World, stripe_pi: str) -> bytes:
@@ -59,14 +76,13 @@ def grants(world: World, account: str) -> int:
     return world.count(CreditGrant, CreditGrant.billing_account_id == account)
 
 
-def test_two_tabs_paying_one_price_bought_once_make_one_purchase_and_refund_the_second(
-    pg_world: World,
+def test_two_intents_paying_one_price_bought_once_make_one_purchase_and_refund_the_second(
+    pg_world: World, monkeypatch: pytest.MonkeyPatch
 ):
     world = pg_world
     price_id = lifetime(world)
     bearer, account = token(world)
-    first = intent_for(world, bearer, price_id)
-    second = intent_for(world, bearer, price_id)  # the second tab, before either is paid
+    first, second = two_payable(world, bearer, price_id, monkeypatch)
     confirm(world, first.stripe_payment_intent_id)
     confirm(world, second.stripe_payment_intent_id)
     assert signed_send(world, succeeded(world, first.stripe_payment_intent_id)) == 200
@@ -158,12 +174,12 @@ def test_a_checkout_paid_after_a_payment_intent_bought_the_price_is_refunded(pg_
 
 
 def test_two_payment_intents_succeeding_at_once_on_two_servers_make_one_purchase(
-    pg_world: World,
+    pg_world: World, monkeypatch: pytest.MonkeyPatch
 ):
     world = pg_world
     price_id = lifetime(world)
     bearer, account = token(world)
-    intents = [intent_for(world, bearer, price_id) for _ in range(2)]
+    intents = two_payable(world, bearer, price_id, monkeypatch)
     for intent in intents:
         confirm(world, intent.stripe_payment_intent_id)
     bodies = [succeeded(world, i.stripe_payment_intent_id) for i in intents]

@@ -15,6 +15,8 @@ purchases are recorded by the checkout's fulfilment), and neither do any other.
   it is refunded as a duplicate (`tollbooth.payments.guard`).
 - `payment_intent.payment_failed`: the failure (code, decline code, message, time) on our row;
   a late failure event never moves a succeeded intent back.
+- `payment_intent.canceled`: the row is `canceled` (never from `succeeded`), so it is no
+  longer the open intent a second tab is given.
 """
 
 from __future__ import annotations
@@ -222,6 +224,20 @@ def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
     ctx.changes.append(f"payment intent {row.id}: attempt failed ({row.failure_code})")
 
 
+def on_canceled(ctx: Context, obj: dict[str, Any]) -> None:
+    """The provider canceled the intent (its API or dashboard: this service never cancels one):
+    it can no longer be paid, so a second tab is no longer given it (`intents._record`)."""
+    truth = ctx.facts.intent  # type: ignore[attr-defined]
+    row = _ours(ctx)
+    if truth.get("status") != "canceled":
+        raise Ignored("the provider does not report this payment intent canceled")
+    if row.status in FINAL:
+        return  # a row never leaves succeeded or canceled
+    row.status = "canceled"
+    row.updated_at = ctx.clock()
+    ctx.changes.append(f"payment intent {row.id}: canceled at the provider")
+
+
 def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
     """The inbox handlers of this room, by event type."""
 
@@ -238,4 +254,5 @@ def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
             lambda obj: read_succeeded(db, provider, obj), on_succeeded
         ),
         "payment_intent.payment_failed": bound(lambda obj: read_intent(provider, obj), on_failed),
+        "payment_intent.canceled": bound(lambda obj: read_intent(provider, obj), on_canceled),
     }

@@ -13,6 +13,13 @@ A crash or timeout between leaves a `pending` row that a retry with the same `re
 completes with the same key (the provider answers with the intent it created the first time),
 or, when no retry comes, the sweeper (`sweep_pending`, run by `tollbooth reconcile`). A request
 the provider refuses (a 4xx: it created nothing) leaves no row.
+
+A price bought once (one-time, not stackable) is sold by one open intent per account: the
+creations of an account take turns on its row, and while an intent of the price can still be
+paid (neither succeeded nor canceled) every other request for it, from a second tab or with
+another request_id, is answered that same intent (its amount, description and receipt e-mail),
+so the provider can take the payment once. One paid by a checkout meanwhile is refunded at
+fulfilment (`tollbooth.payments.guard`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from tollbooth import amounts, errors
 from tollbooth.accounts import customer_sync
+from tollbooth.accounts import repository as accounts
 from tollbooth.accounts.service import require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.credit.queries import check_grants_fit
@@ -38,13 +46,14 @@ from tollbooth.ids import new_id
 from tollbooth.payments import repository, service
 from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
+    KEY_LIFETIME,
     ParametersChanged,
     idempotency_key,
     past_key_lifetime,
     refused_line,
     sent_again,
 )
-from tollbooth.subscriptions.service import already_purchased, held_once
+from tollbooth.subscriptions.service import already_purchased, bought_once, held_once
 
 log = logging.getLogger("tollbooth.payments")
 
@@ -76,8 +85,16 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
                 field="request_id",
             )
         return own
-    if cleaned.price is not None and held_once(session, account.id, [cleaned.price]):
-        raise already_purchased(cleaned.price.id)  # a price bought once, held already
+    if cleaned.price is not None and bought_once(cleaned.price):
+        # Creations of one account take turns here, so two tabs cannot both miss each other.
+        accounts.by_id_for_update(session, account.id)
+        if held_once(session, account.id, [cleaned.price]):
+            raise already_purchased(cleaned.price.id)  # a price bought once, held already
+        shared = repository.open_intent_for_price(
+            session, account.id, cleaned.price.id, forgotten_before=utcnow() - KEY_LIFETIME
+        )
+        if shared is not None:
+            return shared  # a second tab pays the same intent: the provider takes it once
     now = utcnow()
     if cleaned.price is not None:
         granted: dict[str, Decimal] = {}

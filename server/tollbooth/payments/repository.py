@@ -36,6 +36,21 @@ def intent_by_either_id(session: Session, ident: str, *, owner: str | None) -> P
     return session.scalars(stmt).first()
 
 
+def open_intent_for_price(
+    session: Session, account_id: str, price_id: str, *, forgotten_before: dt.datetime
+) -> PaymentIntent | None:
+    """The account's oldest intent buying `price_id` that can still be paid: neither succeeded
+    nor canceled. `pending` counts (its provider step is under way, or the sweeper's) unless
+    it was recorded before `forgotten_before` (the sweeper leaves those alone for good)."""
+    stmt = select(PaymentIntent).where(
+        PaymentIntent.billing_account_id == account_id,
+        PaymentIntent.price_id == price_id,
+        PaymentIntent.status.not_in(("succeeded", "canceled")),
+        or_(PaymentIntent.status != "pending", PaymentIntent.created_at >= forgotten_before),
+    )
+    return session.scalars(stmt.order_by(PaymentIntent.created_at, PaymentIntent.id)).first()
+
+
 def stale_pending(session: Session, *, before: dt.datetime) -> list[PaymentIntent]:
     """Intents recorded before `before` whose provider step never finished, oldest first."""
     stmt = select(PaymentIntent).where(

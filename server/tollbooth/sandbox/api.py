@@ -231,6 +231,12 @@ def _routes() -> list[Route]:
             p.PaymentIntentConfirmParams,
             done(lambda e, q, id: e.confirm_payment_intent(id, q)),
         ),
+        r(
+            "POST",
+            "/v1/payment_intents/{id}/cancel",
+            p.PaymentIntentCancelParams,
+            done(lambda e, q, id: e.cancel_payment_intent(id, q)),
+        ),
         # setup intents
         r(
             "POST",

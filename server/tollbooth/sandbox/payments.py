@@ -25,6 +25,16 @@ from tollbooth.sandbox.wire import (
     required,
 )
 
+# Stripe's cancel: the statuses it accepts, and the reasons it knows.
+CANCELABLE = (
+    "requires_payment_method",
+    "requires_capture",
+    "requires_confirmation",
+    "requires_action",
+    "processing",
+)
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+
 
 class Payments(Core):
     """Test-card payment methods, charges, PaymentIntents and SetupIntents."""
@@ -321,6 +331,28 @@ class Payments(Core):
             )
         if customer and pi.get("setup_future_usage"):
             self._attach(pm, customer)
+        return pi
+
+    def cancel_payment_intent(self, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Stripe's cancel: an intent not yet paid (nor being paid) moves to `canceled` for good
+        and `payment_intent.canceled` is sent; any other is refused as Stripe refuses it."""
+        pi = self.load(pi_id, "payment_intent")
+        if pi["status"] not in CANCELABLE:
+            raise bad_request(
+                "You cannot cancel this PaymentIntent because it has a status of"
+                f" {pi['status']}. Only a PaymentIntent with one of the following statuses may be"
+                f" canceled: {', '.join(CANCELABLE)}.",
+                code="payment_intent_unexpected_state",
+            )
+        reason = params.get("cancellation_reason")
+        customer = self.store.get(pi["customer"]) if pi.get("customer") else None
+        pi["status"] = "canceled"
+        pi["canceled_at"] = self.now_for(customer)
+        pi["cancellation_reason"] = (
+            None if reason is None else as_enum(reason, "cancellation_reason", CANCELLATION_REASONS)
+        )
+        self.store.put(pi)
+        self.emit("payment_intent.canceled", pi)
         return pi
 
     def _new_setup_intent(self, customer: dict[str, Any] | None, now: int) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""A price bought once is sold by one open payment intent per account: a second tab (another
+request_id, or none) is answered the intent that can still be paid, so the provider takes the
+payment once; a canceled intent frees the price, a paid one makes it refused; a stackable
+price gets an intent per request. Concurrent creations of an account on PostgreSQL take
+turns on its row."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+import stripe
+
+from billing.v1 import payment_pb2, payment_pb2_grpc
+from tests.checkout.support import World, start_world
+from tests.conftest import bearer_md
+from tests.helpers import error_reason
+from tests.payments.support import (
+    confirm,
+    create,
+    get,
+    one_time_pack,
+    purchases,
+    rpc_error,
+    token,
+)
+from tollbooth.db.payment_intents import PaymentIntent
+
+SUCCEEDED = payment_pb2.PAYMENT_INTENT_STATUS_SUCCEEDED
+CANCELED = payment_pb2.PAYMENT_INTENT_STATUS_CANCELED
+
+
+def buy(world: World, bearer: str, price_id: str, **fields: object) -> payment_pb2.PaymentIntent:
+    return create(world, bearer, amount=0, currency="", catalog_price_id=price_id, **fields)
+
+
+def test_a_second_tab_is_answered_the_open_intent_and_the_price_is_paid_once(world: World):
+    price_id = one_time_pack(world, "lifetime-tabs")
+    bearer, account = token(world)
+    first = buy(world, bearer, price_id, request_id="tab-1")
+    second = buy(world, bearer, price_id, request_id="tab-2", receipt_email="other@example.com")
+    third = buy(world, bearer, price_id)  # no request_id at all
+    assert first.stripe_payment_intent_id.startswith("pi_")
+    for again in (second, third):
+        assert (again.payment_intent_id, again.stripe_payment_intent_id, again.client_secret) == (
+            first.payment_intent_id,
+            first.stripe_payment_intent_id,
+            first.client_secret,
+        )
+        assert again.receipt_email == first.receipt_email == "customer@example.com"
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+    assert confirm(world, first.stripe_payment_intent_id)["status"] == "succeeded"
+    # The second tab confirms the same intent: the provider refuses a second payment.
+    with pytest.raises(stripe.InvalidRequestError, match="status of succeeded"):
+        confirm(world, second.stripe_payment_intent_id)
+    world.settled()
+    assert [p.payment_intent_id for p in purchases(world, account)] == [first.payment_intent_id]
+    assert world.balance(account, "pack_calls") == "250"
+    assert get(world, bearer, first.payment_intent_id).status == SUCCEEDED
+    # Paid: a further tab is refused, nothing created.
+    err = rpc_error(lambda: buy(world, bearer, price_id, request_id="tab-4"))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(err) == "PRICE_ALREADY_PURCHASED"
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+
+def test_an_intent_canceled_at_the_provider_frees_the_price_for_a_new_one(world: World):
+    price_id = one_time_pack(world, "lifetime-cancel")
+    bearer, account = token(world)
+    first = buy(world, bearer, price_id, request_id="before")
+    world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
+    world.settled()
+    assert get(world, bearer, first.payment_intent_id).status == CANCELED
+    fresh = buy(world, bearer, price_id, request_id="after")
+    assert fresh.payment_intent_id != first.payment_intent_id
+    assert fresh.stripe_payment_intent_id != first.stripe_payment_intent_id
+    assert confirm(world, fresh.stripe_payment_intent_id)["status"] == "succeeded"
+    world.settled()
+    assert [p.payment_intent_id for p in purchases(world, account)] == [fresh.payment_intent_id]
+    # A paid intent is never canceled: the provider refuses, and our row stays succeeded.
+    with pytest.raises(stripe.InvalidRequestError):
+        world.stripe.v1.payment_intents.cancel(fresh.stripe_payment_intent_id)
+    assert get(world, bearer, fresh.payment_intent_id).status == SUCCEEDED
+
+
+def test_a_stackable_price_gets_an_intent_per_request(world: World):
+    price_id = world.price("pack-stack", recurring=False, amount=700, stackable=True).price_id
+    bearer, account = token(world)
+    made = {buy(world, bearer, price_id).payment_intent_id for _ in range(2)}
+    assert len(made) == 2
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
+
+
+def test_concurrent_tabs_get_one_intent_on_postgres(pg_url: str, tmp_path: Path):
+    world = start_world(pg_url, tmp_path)
+    try:
+        price_id = one_time_pack(world, "lifetime-race")
+        bearer, account = token(world)
+        tabs = 8
+        start = threading.Barrier(tabs)
+
+        def tab(n: int) -> str:
+            with grpc.insecure_channel(world.grpc_target) as channel:
+                start.wait()
+                return str(
+                    payment_pb2_grpc.PaymentServiceStub(channel)
+                    .CreatePaymentIntent(
+                        payment_pb2.CreatePaymentIntentRequest(
+                            catalog_price_id=price_id, request_id=f"tab-{n}"
+                        ),
+                        metadata=bearer_md(bearer),
+                        timeout=60,
+                    )
+                    .stripe_payment_intent_id
+                )
+
+        with ThreadPoolExecutor(tabs) as pool:
+            answered = set(pool.map(tab, range(tabs)))
+        assert len(answered) == 1
+        assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+    finally:
+        world.stop()

@@ -44,13 +44,13 @@ def pg_url(pg_shared_url: str) -> str:
     return pg_shared_url
 
 
-def _send(channels: list[grpc.Channel], requests: list[c.DebitCreditsRequest]) -> list[Any]:
-    """Request i on channel i mod len(channels), every client released at the same moment."""
+def _send(chans: list[grpc.Channel], requests: list[c.DebitCreditsRequest]) -> list[Any]:
+    """Request i on channel i mod len(chans), every client released at the same moment."""
     results: list[Any] = [None] * len(requests)
     start = threading.Barrier(len(requests))
 
     def client(i: int) -> None:
-        stub = credit_pb2_grpc.CreditServiceStub(channels[i % len(channels)])
+        stub = credit_pb2_grpc.CreditServiceStub(chans[i % len(chans)])
         start.wait(timeout=60)
         try:
             results[i] = stub.DebitCredits(requests[i], metadata=SERVICE_MD, timeout=60)

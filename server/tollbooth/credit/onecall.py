@@ -12,6 +12,12 @@ is written), and `fresh` answers None so that the caller runs the existing path
 (`onetrip.debit`, then the general path), which answers, refuses and orders its errors as
 before. A replay answers with the stored response through `idempotency.stored_response`, as
 `twotrips.Trip.open` does.
+
+One difference of timing from the two flushes: the instant of the debit is the clock read just
+before the call (never earlier than the balance's last write: the function takes the later of
+the two), where the two flushes read it once the lock is granted, one round trip later. Each
+balance's entries stay in time order either way; a debit that waited at the lock is recorded
+at the instant it was sent.
 """
 
 from __future__ import annotations

@@ -172,16 +172,15 @@ def _debit_one_call(
     args = onetrip.args_of(acct, "units", amount, why, key, meta)
     assert args is not None
     try:
-        with db.transaction() as s:
-            reply = onecall.debit(
-                s,
-                SERVICE,
-                args,
-                scope=SCOPE,
-                digest="d" * 64,
-                clock=clock,
-                parse=credit_pb2.CreditDebit.FromString,
-            )
+        reply = onecall.debit(
+            db,
+            SERVICE,
+            args,
+            scope=SCOPE,
+            digest="d" * 64,
+            clock=clock,
+            parse=credit_pb2.CreditDebit.FromString,
+        )
         if reply is not None:
             return reply, True
         with db.transaction() as s:

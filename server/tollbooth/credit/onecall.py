@@ -1,6 +1,7 @@
 """DebitCredits on PostgreSQL in one round trip: one call of `tollbooth_debit` (migration 0029).
 
-The connection runs in autocommit for this call, so the one statement is its own transaction:
+A pooled connection runs in autocommit for this call, so the one statement is its own
+transaction (no session):
 the function claims the request_id, resolves the account, locks the balance, takes the grants
 in the engine's consumption order, writes the grants, the balance, the ledger entry and the
 stored response, and COMMIT follows at the end of the statement. The balance lock is held only
@@ -27,13 +28,12 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
 
 from tollbooth import idempotency
 from tollbooth.auth.caller import Caller
 from tollbooth.credit.onetrip import Args
 from tollbooth.credit.unit import GRANT_BATCH, Clock
+from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
 
@@ -49,7 +49,7 @@ CALL = (
 
 
 def debit(
-    session: Session,
+    db: Database,
     caller: Caller,
     args: Args,
     *,
@@ -59,16 +59,14 @@ def debit(
     parse: Callable[[bytes], Any],
 ) -> Any:
     """The reply (`parse` of the response bytes) of a debit in one call, or None when the
-    existing path must answer; `session`'s transaction must not have run a statement yet, and
-    is outside any transaction again on return (the next statement may begin one)."""
+    existing path must answer (nothing was written). No session: one pooled connection in
+    autocommit for the one statement (`Database.read_one`)."""
     if caller.is_bearer:
         account = caller.account_id or ""
     elif args.ref:
         account = args.ref
     else:
         return None  # no account named: the general path refuses it
-    conn = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    raw: Any = conn.connection.dbapi_connection
     params = {
         "scope": scope,
         "key": args.key,
@@ -88,15 +86,11 @@ def debit(
         "batch": GRANT_BATCH,
     }
     try:
-        row = raw.execute(CALL, params, prepare=True).fetchone()
-    except psycopg.Error as exc:
-        if exc.sqlstate == FALL_BACK:
-            return None
-        # As SQLAlchemy reports it (a dropped connection is an OperationalError: UNAVAILABLE,
-        # and the pool discards the connection), like `twotrips.run`.
-        if raw.broken or raw.closed:
-            conn.invalidate()
-        raise sa_exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        row = db.read_one(CALL, params, prepare=True, passes=FALL_BACK)
+    except psycopg.Error as exc:  # FALL_BACK: read_one raises any other as SQLAlchemy's
+        if exc.sqlstate != FALL_BACK:
+            raise
+        return None
     outcome, response, request_hash = row
     if outcome == "replay":
         return parse(idempotency.stored_response(_Stored(request_hash, response), digest))

@@ -288,16 +288,15 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
         caller = current_caller.get()
         scope = idempotency_scope(caller, request)
         digest = request_fingerprint(request)
-        with self.deps.db.transaction() as session:
-            reply = onecall.debit(
-                session,
-                caller,
-                args,
-                scope=scope,
-                digest=digest,
-                clock=self.clock,
-                parse=credit_pb2.CreditDebit.FromString,
-            )
+        reply = onecall.debit(
+            self.deps.db,
+            caller,
+            args,
+            scope=scope,
+            digest=digest,
+            clock=self.clock,
+            parse=credit_pb2.CreditDebit.FromString,
+        )
         if reply is not None:
             return cast(credit_pb2.CreditDebit, reply)
         # Not written: the two round trips' path (and, within it, the general one).

@@ -264,11 +264,14 @@ def _check_stored(db: Database, acct: str, key: str, reply: credit_pb2.CreditDeb
         assert debit_out(entry).SerializeToString(deterministic=True) == raw
 
 
-def run(db: Database, ops: list[tuple[Any, ...]]) -> int:
-    """The sequence on two accounts; how many debits the function itself answered."""
+def run(db: Database, ops: list[tuple[Any, ...]], made: list[str] | None = None) -> int:
+    """The sequence on two accounts (appended to `made`); how many debits the function itself
+    answered."""
     with db.transaction() as s:
         a = ensure_account(s, f"p-{uuid.uuid4().hex[:10]}")[0].id
         b = ensure_account(s, f"p-{uuid.uuid4().hex[:10]}")[0].id
+    if made is not None:
+        made += [a, b]
     answered = 0
     for n, op in enumerate(ops):
         at = T + dt.timedelta(seconds=n)
@@ -395,6 +398,30 @@ def test_the_function_answers_the_common_debits(db: Database) -> None:
         ("debit", 0, "", {}),
     ]
     assert run(db, ops) == 4
+
+
+def test_a_grant_emptied_under_a_hold_stays_active_as_in_the_engine(db: Database) -> None:
+    """A debit that takes what is free of a grant part of which a hold keeps: the grant stays
+    active (`engine.Grant.settle_state` counts what is held), and the function says so."""
+    ops: list[tuple[Any, ...]] = [
+        ("grant", "10", 0, None),
+        ("grant", "5", 0, None),
+        ("reserve", 3 * 10**17),  # 4.5 of the first grant held, 5.5 free
+        ("debit_amount", "7", "", {}),  # its 5.5, then 1.5 of the second
+        ("debit_amount", "3.5", "", {}),  # all that is free: a depletion, handed back
+    ]
+    made: list[str] = []
+    assert run(db, ops, made) == 1
+    with db.transaction(readonly=True) as s:
+        states = s.execute(
+            select(CreditGrant.state, CreditGrant.remaining, CreditGrant.held)
+            .where(CreditGrant.billing_account_id == made[0])
+            .order_by(CreditGrant.seq)
+        ).all()
+    assert [tuple(r) for r in states] == [
+        ("active", Decimal(0), Decimal("4.5")),
+        ("depleted", Decimal(0), Decimal(0)),
+    ]
 
 
 def test_more_grants_than_the_batch_take_the_engine_path_and_equal_it(db: Database) -> None:

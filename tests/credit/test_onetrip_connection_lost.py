@@ -1,6 +1,10 @@
 """DebitCredits' two flushes (`tollbooth.credit.onetrip`) when PostgreSQL drops the server's
 connection: during the first flush, between the flushes, during the second.
 
+The one-call path (`tollbooth.credit.onecall`) is turned off here (autouse fixture), so every
+debit takes the two flushes, as one that the function hands back does; the one call's own
+cases are in test_onecall_connection_lost.py.
+
 The connection is killed for real (`pg_terminate_backend` from another session) at the named
 moment, through a real gRPC channel: the caller gets UNAVAILABLE SERVICE_UNAVAILABLE (retry
 with the same request_id), nothing of the debit is left (balance, grants, ledger, idempotency
@@ -45,11 +49,20 @@ from tests.helpers import error_reason
 from tests.tcpproxy import Proxy
 from tollbooth.app import Deps
 from tollbooth.config import Settings
-from tollbooth.credit import debits
+from tollbooth.credit import debits, onecall
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditBalance, CreditGrant, CreditLedgerEntry, IdempotencyKey
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(autouse=True)
+def two_flushes_only() -> Iterator[None]:
+    """Every debit through the two flushes: the one call hands each one back (a patch of its
+    own, which the tests' `monkeypatch.undo()` leaves in place)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onecall, "debit", lambda *args, **kwargs: None)
+        yield
 
 
 def _libpq(url: str) -> str:

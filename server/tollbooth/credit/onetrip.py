@@ -19,6 +19,9 @@ Python, between the flushes, while the lock is held: one allocation rule.
 Anything unusual (an expiry due, grants beyond the first batch, a depletion notification, a
 replay, a refusal) continues in the same transaction on the ordinary paths, so answers,
 errors and their order are those of the general path.
+
+Since migration 0029 the servicer first tries `onecall` (the whole debit in one call of a
+PostgreSQL function); this path answers what the function hands back, as before.
 """
 
 from __future__ import annotations

@@ -248,7 +248,14 @@ class Database:
             finally:
                 _held.depth -= 1
 
-    def read_one(self, sql: str, params: Mapping[str, Any]) -> Any:
+    def read_one(
+        self,
+        sql: str,
+        params: Mapping[str, Any],
+        *,
+        prepare: bool | None = None,
+        passes: str | None = None,
+    ) -> Any:
         """The first row of one statement (psycopg's `%(name)s` parameters) run in autocommit
         on a pooled PostgreSQL connection through the driver's own cursor: one round trip, no
         session, no SQLAlchemy statement machinery (for a warm CheckEntitlement's usage total
@@ -257,7 +264,12 @@ class Database:
         driver error is raised as SQLAlchemy's (`OperationalError`...: the RPC answers
         UNAVAILABLE, as on every other path; so is a failure to connect), and the connection
         is then not given back to the pool; a lost one also retires the pool's older
-        connections, as a session's does."""
+        connections, as a session's does.
+
+        `prepare`: psycopg's (True: a statement prepared on the connection's first use, one
+        round trip less afterwards). `passes`: a SQLSTATE the statement raises on purpose
+        (the one-call debit's "hand back"): that error is raised as the driver's own and the
+        connection, healthy, goes back to the pool."""
         if not self._postgres:
             raise RuntimeError("Database.read_one is for PostgreSQL")
         import psycopg
@@ -271,12 +283,16 @@ class Database:
         try:
             conn.autocommit = True  # type: ignore[union-attr]
             with conn.cursor() as cur:  # type: ignore[union-attr]
-                cur.execute(sql, params)
+                cur.execute(sql, params, prepare=prepare)
                 row = cur.fetchone()
             conn.autocommit = False  # type: ignore[union-attr]  # the pool's default mode
             healthy = True
             return row
         except psycopg.Error as exc:
+            if passes is not None and exc.sqlstate == passes:
+                conn.autocommit = False  # type: ignore[union-attr]
+                healthy = True
+                raise
             lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
             if lost:
                 # As a session does on a lost connection: every connection the pool holds

@@ -1,4 +1,4 @@
-"""DebitCredits on PostgreSQL in one round trip: one call of `tollbooth_debit` (migration 0029).
+"""DebitCredits on PostgreSQL in one round trip: one call of `tollbooth_debit` (migration 0030).
 
 A pooled connection runs in autocommit for this call, so the one statement is its own
 transaction (no session):

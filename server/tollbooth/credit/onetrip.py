@@ -20,7 +20,7 @@ Anything unusual (an expiry due, grants beyond the first batch, a depletion noti
 replay, a refusal) continues in the same transaction on the ordinary paths, so answers,
 errors and their order are those of the general path.
 
-Since migration 0029 the servicer first tries `onecall` (the whole debit in one call of a
+Since migration 0030 the servicer first tries `onecall` (the whole debit in one call of a
 PostgreSQL function); this path answers what the function hands back, as before.
 """
 

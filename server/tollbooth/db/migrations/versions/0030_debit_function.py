@@ -16,14 +16,14 @@ claim with it), and the caller runs the existing path, which answers as before.
 Amounts are NUMERIC: the columns' NUMERIC(38, 18) values, exact, no float anywhere; a
 formatted amount is `trim_scale(x)::text`, which is `amounts.fmt`. SQLite: nothing to do.
 
-Revision ID: 0029
-Revises: 0028
+Revision ID: 0030
+Revises: 0029
 """
 
 from alembic import op
 
-revision = "0029"
-down_revision = "0028"
+revision = "0030"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 

@@ -262,13 +262,13 @@ class CreditServicer(Servicer, credit_pb2_grpc.CreditServiceServicer):
     def DebitCredits(
         self, request: credit_pb2.DebitCreditsRequest, context: grpc.ServicerContext
     ) -> credit_pb2.CreditDebit:
-        reply = self._debit_in_two_round_trips(request)
+        reply = self._debit_on_postgres(request)
         if reply is None:
             reply = self._debit(request)
         metrics.DEBITS.inc()
         return reply
 
-    def _debit_in_two_round_trips(
+    def _debit_on_postgres(
         self, request: credit_pb2.DebitCreditsRequest
     ) -> credit_pb2.CreditDebit | None:
         """PostgreSQL, a valid request: `onecall.debit` (one round trip), else `onetrip.debit`

@@ -78,7 +78,7 @@ def debit(
         "ctype": args.ctype,
         "amount": args.value,
         "reason": args.why,
-        # Never None: a parameter's type is part of the prepared statement's key.
+        # Never None: the parameter keeps one type on every call.
         "metadata": json.dumps(args.meta) if args.meta else "",
         "clock": clock(),
         "entry_id": new_id("cle"),
@@ -86,7 +86,11 @@ def debit(
         "batch": GRANT_BATCH,
     }
     try:
-        row = db.read_one(CALL, params, prepare=True, passes=FALL_BACK)
+        # Not prepared: psycopg prepares a statement before its first execution and forgets the
+        # name when that execution fails, but PostgreSQL keeps it; each hand-back (TB001) on a
+        # connection where the call had not yet succeeded left one prepared statement behind
+        # for the life of the connection. Unnamed, the call is still one round trip.
+        row = db.read_one(CALL, params, prepare=False, passes=FALL_BACK)
     except psycopg.Error as exc:  # FALL_BACK: read_one raises any other as SQLAlchemy's
         if exc.sqlstate != FALL_BACK:
             raise

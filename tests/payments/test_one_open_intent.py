@@ -6,6 +6,7 @@ turns on its row."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import stripe
 
 from billing.v1 import payment_pb2, payment_pb2_grpc
-from tests.checkout.support import World, start_world
+from tests.checkout.support import World, events_of, signed_send, start_world
 from tests.conftest import bearer_md
 from tests.helpers import error_reason
 from tests.payments.support import (
@@ -122,5 +123,35 @@ def test_concurrent_tabs_get_one_intent_on_postgres(pg_url: str, tmp_path: Path)
             answered = set(pool.map(tab, range(tabs)))
         assert len(answered) == 1
         assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+    finally:
+        world.stop()
+
+
+def test_a_late_failure_event_never_frees_the_price_before_the_success_is_recorded(
+    pg_url: str, tmp_path: Path
+):
+    """A declined attempt's event handled after the provider took a later payment, but before
+    that payment's own event: the row must not read succeeded without its purchase (a third
+    tab would then get a fresh intent and could pay twice)."""
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "lifetime-late")
+        bearer, account = token(world)
+        intent = buy(world, bearer, price_id, request_id="tab-1")
+        stripe_pi = intent.stripe_payment_intent_id
+        with pytest.raises(stripe.CardError):
+            confirm(world, stripe_pi, "pm_card_chargeDeclined")
+        assert confirm(world, stripe_pi)["status"] == "succeeded"
+        [failed] = events_of(world, "payment_intent.payment_failed", stripe_pi)
+        assert signed_send(world, json.dumps(failed).encode()) == 200
+        assert get(world, bearer, intent.payment_intent_id).status != SUCCEEDED
+        again = buy(world, bearer, price_id, request_id="tab-2")
+        assert again.payment_intent_id == intent.payment_intent_id
+        [paid] = events_of(world, "payment_intent.succeeded", stripe_pi)
+        assert signed_send(world, json.dumps(paid).encode()) == 200
+        assert get(world, bearer, intent.payment_intent_id).status == SUCCEEDED
+        assert [p.payment_intent_id for p in purchases(world, account)] == [
+            intent.payment_intent_id
+        ]
     finally:
         world.stop()

@@ -203,7 +203,9 @@ def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
     row.failure_message = str(error.get("message") or "")[:1000] or None
     row.failed_at = now
     status = truth.get("status")
-    if row.status not in FINAL and isinstance(status, str) and status:
+    # Only `on_succeeded` moves a row to succeeded (with its purchase): a failure read after a
+    # later attempt succeeded must not, or the price would look free before it is recorded.
+    if row.status not in FINAL and isinstance(status, str) and status and status != "succeeded":
         row.status = status[:32]
     row.updated_at = now
     charge = _id(error.get("charge")) or ctx.event_id

@@ -86,8 +86,9 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
             )
         return own
     if cleaned.price is not None and bought_once(cleaned.price):
-        # Creations of one account take turns here, so two tabs cannot both miss each other.
-        accounts.by_id_for_update(session, account.id)
+        # Creations of one account take turns here, so two tabs cannot both miss each other
+        # (FOR NO KEY UPDATE: the account's ledger inserts meanwhile are not held up).
+        accounts.by_id_for_update(session, account.id, keys_shared=True)
         if held_once(session, account.id, [cleaned.price]):
             raise already_purchased(cleaned.price.id)  # a price bought once, held already
         shared = repository.open_intent_for_price(

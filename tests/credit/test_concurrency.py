@@ -11,7 +11,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -71,24 +71,14 @@ def debit_request(
 
 
 def all_at_once(channels: list[grpc.Channel], requests: list[c.DebitCreditsRequest]) -> list:  # type: ignore[type-arg]
-    """Send request i on channel i, every client released at the same moment."""
-    results: list = [None] * len(requests)  # type: ignore[type-arg]
-    start = threading.Barrier(len(requests))
+    """Request i on channel i mod len(channels), every client released at the same moment."""
+    stubs = [credit_pb2_grpc.CreditServiceStub(ch) for ch in channels]
 
-    def client(i: int) -> None:
-        stub = credit_pb2_grpc.CreditServiceStub(channels[i])
-        start.wait()
-        try:
-            results[i] = stub.DebitCredits(requests[i], metadata=SERVICE_MD, timeout=60)
-        except grpc.RpcError as err:
-            results[i] = err
+    def send(i: int) -> Callable[[], c.CreditDebit]:
+        stub, request = stubs[i % len(stubs)], requests[i]
+        return lambda: stub.DebitCredits(request, metadata=SERVICE_MD, timeout=60)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return all_at_once_calls([send(i) for i in range(len(requests))])
 
 
 @pytest.mark.soak

@@ -181,28 +181,17 @@ def _debit_one_call(
             clock=clock,
             parse=credit_pb2.CreditDebit.FromString,
         )
-        if reply is not None:
-            return reply, True
-        with db.transaction() as s:
-            entry = debits.debit(
-                s,
-                SERVICE,
-                acct,
-                credit_type="units",
-                amount=amount,
-                reason=why,
-                request_id=key,
-                metadata=meta,
-                clock=clock,
-            )
-            return debit_out(entry), False
     except errors.DomainError as exc:
         return (exc.reason, str(exc)), False
+    if reply is not None:
+        return reply, True
+    return _debit_engine(db, acct, amount, why, key, meta, clock), False
 
 
 def _debit_engine(
     db: Database, acct: str, amount: str, why: str, key: str, meta: dict[str, str], clock: Any
 ) -> Any:
+    """The two-flush path alone: its reply, or its DomainError's (reason, message)."""
     try:
         with db.transaction() as s:
             entry = debits.debit(

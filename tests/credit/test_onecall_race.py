@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import threading
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
@@ -26,10 +25,13 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from billing.v1 import credit_pb2 as c
-from billing.v1 import credit_pb2_grpc
-from tests.conftest import SERVICE_MD
 from tests.credit.support import account, check_invariants, grant
-from tests.credit.test_concurrency import channels, debit_request, servers  # noqa: F401
+from tests.credit.test_concurrency import (  # noqa: F401
+    all_at_once,
+    channels,
+    debit_request,
+    servers,
+)
 from tests.helpers import error_reason
 from tollbooth.db import normalize_url
 from tollbooth.db.models import CreditLedgerEntry, NotificationOutbox
@@ -42,27 +44,6 @@ CALLS = 128
 @pytest.fixture
 def pg_url(pg_shared_url: str) -> str:
     return pg_shared_url
-
-
-def _send(chans: list[grpc.Channel], requests: list[c.DebitCreditsRequest]) -> list[Any]:
-    """Request i on channel i mod len(chans), every client released at the same moment."""
-    results: list[Any] = [None] * len(requests)
-    start = threading.Barrier(len(requests))
-
-    def client(i: int) -> None:
-        stub = credit_pb2_grpc.CreditServiceStub(chans[i % len(chans)])
-        start.wait(timeout=60)
-        try:
-            results[i] = stub.DebitCredits(requests[i], metadata=SERVICE_MD, timeout=60)
-        except grpc.RpcError as err:
-            results[i] = err
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def _at(hours: int) -> Timestamp:
@@ -105,7 +86,7 @@ def test_a_hot_account_under_concurrent_one_call_debits(pg_url, channels) -> Non
     distinct = [debit_request(acct if i % 2 else principal) for i in range(96)]
     requests = distinct + distinct[:32]
     random.Random(18).shuffle(requests)
-    results = _send(channels, requests)
+    results = all_at_once(channels, requests)
     answers = _applied_once(results, requests)
     debited = {k for k, v in answers.items() if isinstance(v, bytes)}
     assert len(debited) == 50
@@ -148,7 +129,7 @@ def test_many_accounts_under_concurrent_one_call_debits(pg_url, channels) -> Non
         for i in range(CALLS)
     ]
     random.Random(3).shuffle(requests)
-    results = _send(channels, requests)
+    results = all_at_once(channels, requests)
     answers = _applied_once(results, requests)
     per_account = Counter(
         req.account for req in requests if isinstance(answers[req.request_id], bytes)

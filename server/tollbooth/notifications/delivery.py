@@ -63,6 +63,9 @@ from tollbooth.notifications.repository import DELIVERED, FAILED
 log = logging.getLogger("tollbooth.notifications")
 
 MAX_ERROR = 500
+# What is read of a receiver's answer body (its status is the answer): past it, the
+# connection is closed instead of reading a body that may never end.
+MAX_ANSWER_BODY = 64 * 1024
 USER_AGENT = "tollbooth-notifications/1"
 
 
@@ -219,11 +222,14 @@ def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> O
     started = time.monotonic()
     _deadline.at = None if deadline_sec is None else started + deadline_sec
     try:
-        resp = client.post(
+        with client.stream(
+            "POST",
             job.url,
             content=job.body.encode(),
             headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
-        )
+        ) as resp:
+            status = resp.status_code
+            _drain(resp)
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored before
         # `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
@@ -235,8 +241,22 @@ def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> O
     finally:
         _deadline.at = None
     ms = int((time.monotonic() - started) * 1000)
-    error = "" if 200 <= resp.status_code < 300 else f"HTTP {resp.status_code}"
-    return Outcome(resp.status_code, ms, error)
+    error = "" if 200 <= status < 300 else f"HTTP {status}"
+    return Outcome(status, ms, error)
+
+
+def _drain(resp: httpx.Response) -> None:
+    """Read at most MAX_ANSWER_BODY bytes of an answer's body, then let it go: the status is
+    the answer. A short body read whole keeps the connection for the next POST; a longer or
+    endless one (never read into memory) closes it when the stream does."""
+    read = 0
+    try:
+        for chunk in resp.iter_raw():
+            read += len(chunk)
+            if read > MAX_ANSWER_BODY:
+                return
+    except httpx.HTTPError:
+        return  # the status line came: a body cut short does not change the answer
 
 
 def origin_of(url: str) -> str:

@@ -35,6 +35,17 @@ MAX_TYPES = len(KNOWN_TYPES)
 # receiver, which delivery still sends).
 PASSWORD_SHOWN = "***"
 UPDATABLE = ("url", "description", "event_types")
+# A read's other fields: accepted in an update and ignored (AIP-203), so a client can send
+# back what it read; they change through :disable, :enable and the delivery process.
+OUTPUT_ONLY = (
+    "endpoint_id",
+    "enabled",
+    "disabled_reason",
+    "failing_since",
+    "previous_secret_expire_time",
+    "create_time",
+    "update_time",
+)
 
 
 def new_secret() -> str:
@@ -212,6 +223,7 @@ def update(
 ) -> NotificationEndpoint:
     if [p.strip() for p in paths if p.strip()] == ["*"]:  # AIP-134: every updatable field
         paths = UPDATABLE
+    paths = [p for p in paths if p not in OUTPUT_ONLY]
     unknown = [p for p in paths if p not in UPDATABLE]
     if unknown:
         raise errors.invalid(

@@ -170,6 +170,11 @@ def get_notification(session: Session, notification_id: str) -> NotificationOutb
     return session.get(NotificationOutbox, notification_id)
 
 
+def newest_position(session: Session) -> int:
+    """The largest position handed out (0 before the first): no cursor is ever past it."""
+    return int(session.scalar(select(func.max(NotificationOutbox.position))) or 0)
+
+
 def notifications_after(
     session: Session, position: int, types: Sequence[str] | None, limit: int
 ) -> Sequence[NotificationOutbox]:

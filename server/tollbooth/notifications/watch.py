@@ -45,6 +45,18 @@ def watch(
 ) -> Iterator[NotificationOutbox]:
     position = parse_cursor(cursor)
     types = [envelope.internal_type(t) for t in clean_types(event_types)] or None
+    if position:
+        with db.transaction(readonly=True) as session:
+            newest = repository.newest_position(session)
+        if position > newest:
+            # Positions only grow: a cursor past the newest came from no response (altered,
+            # or another database's). Followed, it would skip everything up to it unseen.
+            raise errors.invalid(
+                "cursor is past the newest notification: it came from no previous "
+                "WatchNotifications response",
+                reason="CURSOR_INVALID",
+                field="cursor",
+            )
     idle_since = time.monotonic()
     while not cancelled.is_set():
         with db.transaction(readonly=True) as session:

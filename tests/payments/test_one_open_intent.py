@@ -155,3 +155,33 @@ def test_a_late_failure_event_never_frees_the_price_before_the_success_is_record
         ]
     finally:
         world.stop()
+
+
+def test_an_intent_canceled_at_the_provider_is_not_handed_out_before_its_event(
+    pg_url: str, tmp_path: Path
+):
+    """The provider canceled the open intent, but its `payment_intent.canceled` has not been
+    delivered yet: a second tab must not be handed the canceled intent (it could never pay):
+    the open intent is re-read from the provider first, recorded canceled, and a new one made."""
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "lifetime-early-cancel")
+        bearer, account = token(world)
+        first = buy(world, bearer, price_id, request_id="tab-1")
+        world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
+        second = buy(world, bearer, price_id, request_id="tab-2")
+        assert second.payment_intent_id != first.payment_intent_id
+        assert second.stripe_payment_intent_id != first.stripe_payment_intent_id
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+        # A third tab is handed the new open intent, not a third one.
+        third = buy(world, bearer, price_id, request_id="tab-3")
+        assert third.payment_intent_id == second.payment_intent_id
+        assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
+        assert confirm(world, second.stripe_payment_intent_id)["status"] == "succeeded"
+        # The late canceled event changes nothing more.
+        [canceled] = events_of(world, "payment_intent.canceled", first.stripe_payment_intent_id)
+        assert signed_send(world, json.dumps(canceled).encode()) == 200
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+        assert get(world, bearer, second.payment_intent_id).status != CANCELED
+    finally:
+        world.stop()

@@ -185,3 +185,18 @@ def test_an_intent_canceled_at_the_provider_is_not_handed_out_before_its_event(
         assert get(world, bearer, second.payment_intent_id).status != CANCELED
     finally:
         world.stop()
+
+
+def test_a_failed_re_read_of_the_open_intent_hands_it_out_as_before(world: World):
+    """The provider down when the open intent is re-read: the second tab still gets the open
+    intent (never an error, never a second intent), as before the re-read existed."""
+    price_id = one_time_pack(world, "lifetime-reread-down")
+    bearer, account = token(world)
+    first = buy(world, bearer, price_id, request_id="tab-1")
+    path = f"/v1/payment_intents/{first.stripe_payment_intent_id}"
+    stall = world.sandbox.stalls.add("GET", path, seconds=0, status=500, times=10)
+    second = buy(world, bearer, price_id, request_id="tab-2")
+    assert stall.held >= 1  # the re-read was tried, and failed
+    assert second.payment_intent_id == first.payment_intent_id
+    assert second.client_secret == first.client_secret
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1

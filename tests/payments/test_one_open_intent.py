@@ -200,3 +200,42 @@ def test_a_failed_re_read_of_the_open_intent_hands_it_out_as_before(world: World
     assert second.payment_intent_id == first.payment_intent_id
     assert second.client_secret == first.client_secret
     assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+
+def test_concurrent_tabs_after_an_unannounced_cancel_share_one_new_intent_on_postgres(
+    pg_url: str, tmp_path: Path
+):
+    """Eight tabs at once, the open intent canceled at the provider and its event not
+    delivered: each re-reads it, one records it canceled, and all are answered one new intent."""
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "lifetime-cancel-race")
+        bearer, account = token(world)
+        first = buy(world, bearer, price_id, request_id="tab-0")
+        world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
+        tabs = 8
+        start = threading.Barrier(tabs)
+
+        def tab(n: int) -> str:
+            with grpc.insecure_channel(world.grpc_target) as channel:
+                start.wait()
+                return str(
+                    payment_pb2_grpc.PaymentServiceStub(channel)
+                    .CreatePaymentIntent(
+                        payment_pb2.CreatePaymentIntentRequest(
+                            catalog_price_id=price_id, request_id=f"tab-{n + 1}"
+                        ),
+                        metadata=bearer_md(bearer),
+                        timeout=60,
+                    )
+                    .stripe_payment_intent_id
+                )
+
+        with ThreadPoolExecutor(tabs) as pool:
+            answered = set(pool.map(tab, range(tabs)))
+        assert len(answered) == 1
+        assert first.stripe_payment_intent_id not in answered
+        assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+    finally:
+        world.stop()

@@ -155,3 +155,87 @@ def test_a_late_failure_event_never_frees_the_price_before_the_success_is_record
         ]
     finally:
         world.stop()
+
+
+def test_an_intent_canceled_at_the_provider_is_not_handed_out_before_its_event(
+    pg_url: str, tmp_path: Path
+):
+    """The provider canceled the open intent, but its `payment_intent.canceled` has not been
+    delivered yet: a second tab must not be handed the canceled intent (it could never pay):
+    the open intent is re-read from the provider first, recorded canceled, and a new one made."""
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "lifetime-early-cancel")
+        bearer, account = token(world)
+        first = buy(world, bearer, price_id, request_id="tab-1")
+        world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
+        second = buy(world, bearer, price_id, request_id="tab-2")
+        assert second.payment_intent_id != first.payment_intent_id
+        assert second.stripe_payment_intent_id != first.stripe_payment_intent_id
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+        # A third tab is handed the new open intent, not a third one.
+        third = buy(world, bearer, price_id, request_id="tab-3")
+        assert third.payment_intent_id == second.payment_intent_id
+        assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
+        assert confirm(world, second.stripe_payment_intent_id)["status"] == "succeeded"
+        # The late canceled event changes nothing more.
+        [canceled] = events_of(world, "payment_intent.canceled", first.stripe_payment_intent_id)
+        assert signed_send(world, json.dumps(canceled).encode()) == 200
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+        assert get(world, bearer, second.payment_intent_id).status != CANCELED
+    finally:
+        world.stop()
+
+
+def test_a_failed_re_read_of_the_open_intent_hands_it_out_as_before(world: World):
+    """The provider down when the open intent is re-read: the second tab still gets the open
+    intent (never an error, never a second intent), as before the re-read existed."""
+    price_id = one_time_pack(world, "lifetime-reread-down")
+    bearer, account = token(world)
+    first = buy(world, bearer, price_id, request_id="tab-1")
+    path = f"/v1/payment_intents/{first.stripe_payment_intent_id}"
+    stall = world.sandbox.stalls.add("GET", path, seconds=0, status=500, times=10)
+    second = buy(world, bearer, price_id, request_id="tab-2")
+    assert stall.held >= 1  # the re-read was tried, and failed
+    assert second.payment_intent_id == first.payment_intent_id
+    assert second.client_secret == first.client_secret
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
+
+
+def test_concurrent_tabs_after_an_unannounced_cancel_share_one_new_intent_on_postgres(
+    pg_url: str, tmp_path: Path
+):
+    """Eight tabs at once, the open intent canceled at the provider and its event not
+    delivered: each re-reads it, one records it canceled, and all are answered one new intent."""
+    world = start_world(pg_url, tmp_path, deliver=False)
+    try:
+        price_id = one_time_pack(world, "lifetime-cancel-race")
+        bearer, account = token(world)
+        first = buy(world, bearer, price_id, request_id="tab-0")
+        world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
+        tabs = 8
+        start = threading.Barrier(tabs)
+
+        def tab(n: int) -> str:
+            with grpc.insecure_channel(world.grpc_target) as channel:
+                start.wait()
+                return str(
+                    payment_pb2_grpc.PaymentServiceStub(channel)
+                    .CreatePaymentIntent(
+                        payment_pb2.CreatePaymentIntentRequest(
+                            catalog_price_id=price_id, request_id=f"tab-{n + 1}"
+                        ),
+                        metadata=bearer_md(bearer),
+                        timeout=60,
+                    )
+                    .stripe_payment_intent_id
+                )
+
+        with ThreadPoolExecutor(tabs) as pool:
+            answered = set(pool.map(tab, range(tabs)))
+        assert len(answered) == 1
+        assert first.stripe_payment_intent_id not in answered
+        assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
+        assert get(world, bearer, first.payment_intent_id).status == CANCELED
+    finally:
+        world.stop()

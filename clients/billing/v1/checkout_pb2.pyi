@@ -281,12 +281,15 @@ class CreateCheckoutSessionRequest(_message.Message):
     ACCOUNT_EMAIL_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     PASS_THROUGH_TOKEN_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     """Service key only: billing account id or principal id. Bearer callers
     always act on the token's account and leave this empty.
     """
     success_url: _builtins.str
-    """Where the provider redirects after payment."""
+    """Where the provider redirects after payment. Empty (seed 002's body has
+    none): the first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
+    """
     cancel_url: _builtins.str
     """Where the provider redirects on cancel."""
     client_reference: _builtins.str
@@ -325,6 +328,11 @@ class CreateCheckoutSessionRequest(_message.Message):
     as `passThroughToken` in checkout.session.completed); both given and
     different is FIELD_INVALID.
     """
+    tier: _builtins.str
+    """Seed 002's `tier` (`{"tier": "pro"}`): the lookup_key of the one price to
+    buy, the same as `items: [{"lookup_key": tier}]`; not with items or
+    line_items (FIELD_INVALID).
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutItem]:
         """What to buy: this or `line_items` (seed 003's form), not both; neither in
@@ -353,10 +361,11 @@ class CreateCheckoutSessionRequest(_message.Message):
         account_email: _builtins.str = ...,
         currency: _builtins.str = ...,
         pass_through_token: _builtins.str = ...,
+        tier: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_email", b"account_email", "account_id", b"account_id", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "currency", b"currency", "customer_email", b"customer_email", "environment", b"environment", "items", b"items", "line_items", b"line_items", "mode", b"mode", "pass_through_token", b"pass_through_token", "request_id", b"request_id", "success_url", b"success_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "account_email", b"account_email", "account_id", b"account_id", "cancel_url", b"cancel_url", "client_reference", b"client_reference", "currency", b"currency", "customer_email", b"customer_email", "environment", b"environment", "items", b"items", "line_items", b"line_items", "mode", b"mode", "pass_through_token", b"pass_through_token", "request_id", b"request_id", "success_url", b"success_url", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -70,6 +70,16 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
 def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.ItemRequest]:
     if request.items and request.line_items:
         raise errors.invalid("give items or line_items, not both", field="line_items")
+    if request.tier.strip():  # seed 002's `{"tier": "pro"}`: one of the price of that lookup_key
+        if request.items or request.line_items:
+            raise errors.invalid(
+                "give tier, items or line_items, not two of them",
+                reason="FIELD_INVALID",
+                field="tier",
+            )
+        return [
+            service.ItemRequest(lookup_key=request.tier.strip(), quantity=1, which="lookup_key")
+        ]
     if request.line_items:
         return [
             service.ItemRequest(price=item.price, quantity=item.quantity, which="price")
@@ -84,6 +94,11 @@ def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.I
         )
         for item in request.items
     ]
+
+
+def _home(origins: tuple[str, ...]) -> str:
+    """The first allowed redirect origin, the configured home of the app ("" with none)."""
+    return f"{origins[0]}/" if origins else ""
 
 
 def _options(request: checkout_pb2.CreatePortalSessionRequest) -> service.PortalOptions:
@@ -154,7 +169,8 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                     account_ref=account_ref,
                     also_named=also_named,
                     items=items,
-                    success_url=request.success_url,
+                    # Seed 002's body names none: the app's home, as the portal's return_url.
+                    success_url=request.success_url or _home(self.deps.settings.redirect_origins),
                     cancel_url=request.cancel_url,
                     client_reference=_either(request, "client_reference", "pass_through_token"),
                     request_scope=idempotency_scope(caller, request),

@@ -18,8 +18,10 @@ A price bought once (one-time, not stackable) is sold by one open intent per acc
 creations of an account take turns on its row, and while an intent of the price can still be
 paid (neither succeeded nor canceled) every other request for it, from a second tab or with
 another request_id, is answered that same intent (its amount, description and receipt e-mail),
-so the provider can take the payment once. One paid by a checkout meanwhile is refunded at
-fulfilment (`tollbooth.payments.guard`).
+so the provider can take the payment once. Before it is handed to another request, that open
+intent is re-read from the provider (no transaction open): one the provider canceled, its
+`payment_intent.canceled` not applied yet, is recorded canceled then and a new one is made.
+One paid by a checkout meanwhile is refunded at fulfilment (`tollbooth.payments.guard`).
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
 
 
 def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> PaymentIntent:
+    return _record_or_share(session, caller, req)[0]
+
+
+def _record_or_share(
+    session: Session, caller: Caller, req: service.PaymentRequest
+) -> tuple[PaymentIntent, bool]:
+    """The intent to answer, and whether it is another request's open intent of a price
+    bought once (a second tab's share), which the provider may have canceled since."""
     account = require_active(resolve(session, caller, req.account_ref))
     cleaned = service.clean(session, req)
     ours_id = intent_id_for(req.request_scope, account.id, req.request_id)
@@ -84,7 +94,7 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
-        return own
+        return own, False
     if cleaned.price is not None and bought_once(cleaned.price):
         # Creations of one account take turns here, so two tabs cannot both miss each other
         # (FOR NO KEY UPDATE: the account's ledger inserts meanwhile are not held up).
@@ -95,7 +105,7 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
             session, account.id, cleaned.price.id, forgotten_before=utcnow() - KEY_LIFETIME
         )
         if shared is not None:
-            return shared  # a second tab pays the same intent: the provider takes it once
+            return shared, True  # a second tab pays the same intent: the provider takes it once
     now = utcnow()
     if cleaned.price is not None:
         granted: dict[str, Decimal] = {}
@@ -116,7 +126,7 @@ def _record(session: Session, caller: Caller, req: service.PaymentRequest) -> Pa
         updated_at=now,
     )
     repository.add_intent(session, row)
-    return row
+    return row, False
 
 
 def provider_params(row: PaymentIntent, customer: str) -> dict[str, Any]:
@@ -181,20 +191,57 @@ def _realised(
         return locked, moved
 
 
-def create_payment_intent(
-    db: Database, provider: StripeProvider, caller: Caller, req: service.PaymentRequest
-) -> PaymentIntent:
-    row: PaymentIntent | None = None
+def _recorded(
+    db: Database, caller: Caller, req: service.PaymentRequest
+) -> tuple[PaymentIntent, bool]:
     for attempt in (1, 2):
         try:
             with db.transaction() as session:
-                row = _record(session, caller, req)
-            break
+                return _record_or_share(session, caller, req)
         except IntegrityError:
             # A concurrent twin (same request_id) recorded the same id first: read it back.
             if attempt == 2:
                 raise
-    assert row is not None
+    raise AssertionError("unreachable")
+
+
+def _canceled_meanwhile(db: Database, provider: StripeProvider, row: PaymentIntent) -> bool:
+    """Whether the provider canceled this shared open intent before its
+    `payment_intent.canceled` event was applied; if so it is recorded canceled here (compare
+    and set: never from succeeded or canceled), so the price is free for a new intent. Read
+    with no transaction open; a failed read keeps the intent (its event will settle it)."""
+    if row.stripe_payment_intent_id is None:
+        return False  # its provider step is under way: nothing to read yet
+    try:
+        remote = provider.retrieve_payment_intent(row.stripe_payment_intent_id)
+    except errors.DomainError as exc:
+        log.warning("payment intent %s: not re-read (%s); handed out", row.id, exc.reason)
+        return False
+    if remote.get("status") != "canceled":
+        return False
+    with db.transaction() as session:
+        repository.mark_intent(
+            session,
+            row.id,
+            account_id=row.billing_account_id,
+            only_from=(row.status,),
+            status="canceled",
+            updated_at=utcnow(),
+        )
+    log.info("payment intent %s: canceled at the provider before its event", row.id)
+    return True
+
+
+def create_payment_intent(
+    db: Database, provider: StripeProvider, caller: Caller, req: service.PaymentRequest
+) -> PaymentIntent:
+    row, shared = _recorded(db, caller, req)
+    # A shared intent canceled at the provider is never handed out: recorded canceled, the
+    # next round makes (or shares) a new one. Bounded: each round retires one canceled intent.
+    for _ in range(3):
+        if not (shared and _canceled_meanwhile(db, provider, row)):
+            break
+        row, shared = _recorded(db, caller, req)
     return realise(db, provider, row)
 
 

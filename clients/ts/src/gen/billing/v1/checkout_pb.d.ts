@@ -225,7 +225,8 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
   items: CheckoutItem[];
 
   /**
-   * Where the provider redirects after payment.
+   * Where the provider redirects after payment. Empty (seed 002's body has
+   * none): the first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
    *
    * @generated from field: string success_url = 3;
    */
@@ -318,6 +319,15 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
    * @generated from field: string pass_through_token = 14;
    */
   passThroughToken: string;
+
+  /**
+   * Seed 002's `tier` (`{"tier": "pro"}`): the lookup_key of the one price to
+   * buy, the same as `items: [{"lookup_key": tier}]`; not with items or
+   * line_items (FIELD_INVALID).
+   *
+   * @generated from field: string tier = 15;
+   */
+  tier: string;
 };
 
 /**

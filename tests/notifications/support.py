@@ -27,6 +27,9 @@ class Receiver:
     always_fail: bool = False
     delay_sec: float = 0.0
     trickle_first: int = 0  # answer the first N attempts of each message one byte a second
+    hang: threading.Event | None = None  # when given: every POST waits for it before answering
+    hanging: int = 0  # POSTs waiting on `hang` now
+    most_hanging: int = 0  # the most that ever waited at once
     stop: threading.Event = field(default_factory=threading.Event)  # ends the trickles
     accepted: list[dict[str, Any]] = field(default_factory=list)
     posts: Counter[str] = field(default_factory=Counter)  # every POST, by webhook-id
@@ -39,6 +42,13 @@ class Receiver:
     def handle(self, headers: dict[str, str], body: bytes) -> int:
         if self.delay_sec:
             time.sleep(self.delay_sec)
+        if self.hang is not None:
+            with self.lock:
+                self.hanging += 1
+                self.most_hanging = max(self.most_hanging, self.hanging)
+            self.hang.wait(timeout=120)
+            with self.lock:
+                self.hanging -= 1
         try:
             payload = Webhook(self.secret).verify(body, headers)
         except WebhookVerificationError:
@@ -121,6 +131,8 @@ class ReceiverServer:
 
     def close(self) -> None:
         self.server.receiver.stop.set()  # type: ignore[attr-defined]
+        if self.server.receiver.hang is not None:  # type: ignore[attr-defined]
+            self.server.receiver.hang.set()  # type: ignore[attr-defined]
         self.server.shutdown()
         self.server.server_close()
 

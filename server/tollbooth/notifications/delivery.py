@@ -31,6 +31,10 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    origin only (`origin_of`): a receiver URL often carries its credential (user and password,
    a token in the path or the query).
 
+`serve-notifications` (`Deliverer.run`) does not wait for a whole batch: whenever a sender
+is idle it claims more, and one endpoint has at most half the senders in flight, so a
+receiver that hangs until the deadline delays only its own messages.
+
 A process killed mid-batch loses nothing (its leases expire and the rows are sent again) and
 re-sends at most what it had in flight unrecorded; receivers deduplicate by `webhook-id`.
 """
@@ -94,6 +98,12 @@ class Policy:
             senders=s.notify_senders,
             poll_sec=s.notify_poll_ms / 1000,
         )
+
+    @property
+    def per_endpoint(self) -> int:
+        """Deliveries of one endpoint in flight at once, at most (`Deliverer.run`): half the
+        senders, so a hanging receiver leaves the other half to the other endpoints."""
+        return max(1, self.senders // 2)
 
     @property
     def lease(self) -> dt.timedelta:
@@ -303,12 +313,21 @@ class Deliverer:
                 repository.insert_deliveries(session, endpoint.id, wanted, now)
             return len(rows)
 
-    def claim(self) -> list[Job]:
-        """Step 2: lease a batch of due deliveries."""
+    def claim(self, limit: int | None = None, busy: dict[str, int] | None = None) -> list[Job]:
+        """Step 2: lease a batch of due deliveries (at most `limit`; with `busy`, the
+        deliveries this process sends now by endpoint, at most `per_endpoint` of one
+        endpoint's in flight)."""
         now = utcnow()
         until = now + self.policy.lease
         with self.db.transaction() as session:
-            claimed = repository.claim_due(session, now, until, self.policy.batch)
+            claimed = repository.claim_due(
+                session,
+                now,
+                until,
+                self.policy.batch if limit is None else limit,
+                busy=busy,
+                per_endpoint=self.policy.per_endpoint if busy is not None else 0,
+            )
             return [
                 Job(
                     delivery_id=d.id,
@@ -453,15 +472,56 @@ class Deliverer:
         self.record(job, outcome)
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set: passes back to back while there is work, else a short sleep."""
-        while not stop.is_set():
+        """Until `stop` is set: claims as many deliveries as there are idle senders, whenever
+        a sender is idle, so one slow or hanging receiver holds up only its own deliveries
+        (a pass of `run_once` waits for its whole batch); and at most `per_endpoint` of one
+        endpoint's deliveries are in flight, so it cannot take every sender either. With no
+        work, or no idle sender, it waits `poll_sec` or until a sender finishes."""
+        idle = threading.Condition()
+        free = self.policy.senders
+        busy: dict[str, int] = {}
+
+        def deliver(job: Job) -> None:
+            nonlocal free
             try:
-                busy = self.run_once()
-            except Exception:  # a lost database connection: log, wait, go on
-                log.exception("notification delivery pass failed", extra={"event": "pass_failed"})
-                busy = 0
-            if not busy:
-                stop.wait(self.policy.poll_sec)
+                self._deliver(job)
+            except Exception:  # a lost database connection: its lease runs out, resent
+                log.exception("notification delivery failed", extra={"event": "pass_failed"})
+            finally:
+                with idle:
+                    free += 1
+                    busy[job.endpoint_id] -= 1
+                    if not busy[job.endpoint_id]:
+                        del busy[job.endpoint_id]
+                    idle.notify_all()
+
+        while not stop.is_set():
+            with idle:
+                room, in_flight = free, dict(busy)
+            jobs: list[Job] = []
+            if room:
+                try:
+                    jobs = self._claim_ready(room, in_flight)
+                except Exception:  # a lost database connection: log, wait, go on
+                    log.exception(
+                        "notification delivery pass failed", extra={"event": "pass_failed"}
+                    )
+            for job in jobs:
+                with idle:
+                    free -= 1
+                    busy[job.endpoint_id] = busy.get(job.endpoint_id, 0) + 1
+                self.pool.submit(deliver, job)
+            if not jobs:
+                with idle:
+                    if free == room:  # nothing finished since the claim: wait for something
+                        idle.wait(self.policy.poll_sec)
+
+    def _claim_ready(self, limit: int, busy: dict[str, int]) -> list[Job]:
+        with self.db.transaction(readonly=True) as session:  # idle polls take no write lock
+            if not repository.has_work(session, utcnow()):
+                return []
+        self.fan_out()
+        return self.claim(min(limit, self.policy.batch), busy)
 
 
 def serve(settings: Settings) -> None:

@@ -8,7 +8,8 @@ serialises writers anyway and ignores both.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, case, delete, exists, func, or_, select, text, update
@@ -203,12 +204,21 @@ def has_work(session: Session, now: dt.datetime) -> bool:
 
 
 def claim_due(
-    session: Session, now: dt.datetime, lease_until: dt.datetime, limit: int
+    session: Session,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    limit: int,
+    *,
+    busy: Mapping[str, int] | None = None,
+    per_endpoint: int = 0,
 ) -> list[tuple[NotificationDelivery, NotificationOutbox, NotificationEndpoint]]:
     """Due deliveries of enabled endpoints whose account has no earlier pending one, locked
     with SKIP LOCKED and leased (`leased_until`, and next_attempt_at, pushed to `lease_until`)
     before commit, so no other process takes them while this one sends: not even when a
-    resend makes one due meanwhile."""
+    resend makes one due meanwhile. `per_endpoint` (when > 0): at most that many of one
+    endpoint's deliveries in flight, counting `busy` (endpoint id -> deliveries this process
+    is sending now); endpoints at it are not read, and the rows past it stay unleased (their
+    locks end with the claim's transaction)."""
     d, earlier = NotificationDelivery, aliased(NotificationDelivery)
     blocked = exists().where(
         earlier.endpoint_id == d.endpoint_id,
@@ -226,9 +236,18 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    taken: Counter[str] = Counter(busy or {})
+    if per_endpoint > 0:
+        full = [e for e, n in taken.items() if n >= per_endpoint]
+        if full:
+            stmt = stmt.where(d.endpoint_id.not_in(full))
     deliveries = list(session.scalars(stmt).all())
     out = []
     for delivery in deliveries:
+        if per_endpoint > 0:
+            if taken[delivery.endpoint_id] >= per_endpoint:
+                continue  # that endpoint's share of the senders is taken
+            taken[delivery.endpoint_id] += 1
         delivery.next_attempt_at = lease_until
         delivery.leased_until = lease_until
         row = session.get(NotificationOutbox, delivery.notification_id)

@@ -491,3 +491,39 @@ function envoy_on_request(handle)
     handle:headers():add(HEADER, table.concat(paths, ","))
   end
 end
+
+-- A field the server names in `x-billing-json-null` (response metadata) is printed as
+-- `null` when the answer leaves it out: proto3 JSON omits an unset message field, where a
+-- seed's body shows `null` (seed 003's "Returns subscription: null"). Only answers that
+-- carry the header are read; every other answer passes untouched.
+NULLS = "x-billing-json-null"
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local nulls = headers:get(NULLS)
+  if nulls == nil then
+    return
+  end
+  headers:remove(NULLS)
+  local kind = headers:get("content-type") or ""
+  if headers:get(":status") ~= "200" or kind:find("application/json", 1, true) ~= 1 then
+    return
+  end
+  local body = handle:body()
+  local text = body and body:getBytes(0, body:length()) or ""
+  if text:sub(1, 1) ~= "{" then
+    return
+  end
+  local added = {}
+  for name in nulls:gmatch("[%w_]+") do
+    if not text:find('"' .. name .. '":', 1, true) then
+      added[#added + 1] = '"' .. name .. '":null'
+    end
+  end
+  if #added == 0 then
+    return
+  end
+  local rest = text:sub(2)
+  local sep = rest:find("^%s*}") and "" or ","
+  body:setBytes("{" .. table.concat(added, ",") .. sep .. rest)
+end

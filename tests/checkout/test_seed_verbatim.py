@@ -162,7 +162,8 @@ def test_seed_003_subscription_status_is_null_for_a_customer_without_a_subscript
     assert created.status == 200, created.body
     resp = subscription_status(seed_shop, email)
     assert resp.status == 200, resp.body
-    assert resp.json().get("subscription") is None
+    assert resp.json() == {"subscription": None}  # the seed's body: the key, null
+    assert not any(h.lower() == "x-billing-json-null" for h in resp.headers)  # the gateway's own
     unknown = subscription_status(seed_shop, f"nobody-{uuid.uuid4().hex[:8]}@example.com")
     assert (unknown.status, unknown.reason) == (404, "NOT_FOUND")
 
@@ -186,7 +187,7 @@ def test_seed_003_subscription_status_is_null_once_the_subscription_is_canceled(
     wait_for(lambda: shop_plan(seed_shop, token) == "free", what="the cancellation")
     resp = subscription_status(seed_shop, email)
     assert resp.status == 200, resp.body
-    assert resp.json().get("subscription") is None
+    assert resp.json() == {"subscription": None}
 
 
 def shop_plan(shop: Shop, token: str) -> str:

@@ -436,7 +436,8 @@ class GetCustomerSubscriptionResponse(_message.Message):
     @_builtins.property
     def subscription(self) -> Global___CustomerSubscription:
         """The live subscription (active, trialing, past_due, unpaid or paused); unset
-        (absent from JSON) when the customer has none, seed 003's `subscription: null`.
+        when the customer has none, which the gateway prints as seed 003's
+        `subscription: null`.
         """
 
     def __init__(

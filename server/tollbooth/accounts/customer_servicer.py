@@ -21,6 +21,8 @@ from tollbooth.rpc.servicer import Servicer, contract
 SubscriptionLookup = Callable[[Session, Sequence[str]], SubscriptionSummary | None]
 
 LIST_DEFAULT = 10
+# Response metadata naming the fields the gateway prints as JSON null when unset.
+JSON_NULL = "x-billing-json-null"
 
 
 def no_subscriptions(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
@@ -154,8 +156,10 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             found = self.subscriptions(session, accounts) if accounts else None
         if not accounts:
             raise errors.not_found("customer", email)
-        # Seed 003: `subscription: null` (absent in our JSON) without an active subscription.
+        # Seed 003: `subscription: null` without an active subscription. Unset here; the
+        # gateway prints it as null when the answer names it (gateway/json_fields.lua).
         if found is None:
+            context.send_initial_metadata(((JSON_NULL, "subscription"),))
             return customer_pb2.GetCustomerSubscriptionResponse()
         return customer_pb2.GetCustomerSubscriptionResponse(
             subscription=convert.subscription_out(found)

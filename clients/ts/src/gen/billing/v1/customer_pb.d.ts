@@ -406,7 +406,8 @@ export declare const GetCustomerSubscriptionRequestSchema: GenMessage<GetCustome
 export declare type GetCustomerSubscriptionResponse = Message<"billing.v1.GetCustomerSubscriptionResponse"> & {
   /**
    * The live subscription (active, trialing, past_due, unpaid or paused); unset
-   * (absent from JSON) when the customer has none, seed 003's `subscription: null`.
+   * when the customer has none, which the gateway prints as seed 003's
+   * `subscription: null`.
    *
    * @generated from field: billing.v1.CustomerSubscription subscription = 1;
    */

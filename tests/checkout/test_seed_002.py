@@ -30,6 +30,9 @@ def seed_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 
 def test_seed_002_tier_body_buys_the_tier_and_billing_status_follows(seed_shop: Shop):
     token = seed_shop.token(f"seed002-{uuid.uuid4().hex[:8]}")
+    # Seed 002's free-tier response: status and current_period_end are null.
+    free = seed_shop.billing(token)
+    assert (free["plan"], free["status"], free["current_period_end"]) == ("free", None, None)
     made = seed_shop.request("POST", "/api/v1/checkout/sessions", {"tier": "pro"}, token)
     assert made.status == 200, made.body
     answer = made.json()
@@ -49,6 +52,9 @@ def test_seed_002_tier_body_buys_the_tier_and_billing_status_follows(seed_shop: 
         False,
     )
     assert status["current_period_end_time"]
+    # Seed 002's name for it: the same instant.
+    assert status["current_period_end"] == status["current_period_end_time"]
+    assert status["current_period_end"].endswith("Z")
     # Seed 002's portal request has no body.
     portal = seed_shop.request("POST", "/api/v1/portal/sessions", None, token)
     assert portal.status == 200, portal.body

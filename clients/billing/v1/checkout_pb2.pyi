@@ -930,6 +930,7 @@ class BillingStatus(_message.Message):
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The billing account."""
     plan: _builtins.str
@@ -943,7 +944,7 @@ class BillingStatus(_message.Message):
     status: _builtins.str
     """Seed 002's `status`: the current plan's subscription status in the
     provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
-    `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+    `state`; unset on the free plan, which the gateway prints as null.
     """
     @_builtins.property
     def current_period_end_time(self) -> _timestamp_pb2.Timestamp:
@@ -952,6 +953,14 @@ class BillingStatus(_message.Message):
     @_builtins.property
     def entitlements(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Entitlement]:
         """Features granted by what the account holds."""
+
+    @_builtins.property
+    def current_period_end(self) -> _timestamp_pb2.Timestamp:
+        """Seed 002's `current_period_end`: the same instant as
+        `current_period_end_time`, under the seed's name. Unset on the free plan,
+        where the gateway prints it (and `status`, `current_period_end_time`) as
+        null, seed 002's free-tier body.
+        """
 
     def __init__(
         self,
@@ -964,10 +973,11 @@ class BillingStatus(_message.Message):
         cancel_at_period_end: _builtins.bool = ...,
         entitlements: _abc.Iterable[_catalog_pb2.Entitlement] | None = ...,
         status: _builtins.str | None = ...,
+        current_period_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
     _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015

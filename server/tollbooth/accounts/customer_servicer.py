@@ -14,6 +14,7 @@ from tollbooth.accounts import convert, customer_sync, customers, manage, reposi
 from tollbooth.accounts.customers import SubscriptionSummary
 from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc.convert import print_unset_as_null
 from tollbooth.rpc.servicer import Servicer, contract
 
 # The subscription seed 003's status call shows for some accounts: decided by the room that
@@ -21,8 +22,6 @@ from tollbooth.rpc.servicer import Servicer, contract
 SubscriptionLookup = Callable[[Session, Sequence[str]], SubscriptionSummary | None]
 
 LIST_DEFAULT = 10
-# Response metadata naming the fields the gateway prints as JSON null when unset.
-JSON_NULL = "x-billing-json-null"
 
 
 def no_subscriptions(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
@@ -158,9 +157,8 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             raise errors.not_found("customer", email)
         # Seed 003: `subscription: null` without an active subscription. Unset here; the
         # gateway prints it as null when the answer names it (gateway/json_fields.lua).
-        if found is None:
-            context.send_initial_metadata(((JSON_NULL, "subscription"),))
-            return customer_pb2.GetCustomerSubscriptionResponse()
-        return customer_pb2.GetCustomerSubscriptionResponse(
-            subscription=convert.subscription_out(found)
+        answer = customer_pb2.GetCustomerSubscriptionResponse(
+            subscription=convert.subscription_out(found) if found is not None else None
         )
+        print_unset_as_null(context, answer, "subscription")
+        return answer

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from tollbooth import errors
+
+# Response metadata naming the fields the gateway prints as JSON null when the answer leaves
+# them out (gateway/json_fields.lua): proto3 JSON omits an unset field with presence, where a
+# seed's body shows `null`. Comma-separated field names; the gateway removes the header.
+JSON_NULL = "x-billing-json-null"
+
+
+def print_unset_as_null(context: Any, message: Message, *fields: str) -> None:
+    """Ask the gateway to print those of `fields` that `message` leaves unset as null (one
+    metadata entry, sent before the answer; nothing when all are set)."""
+    unset = [f for f in fields if not message.HasField(f)]
+    if unset:
+        context.send_initial_metadata(((JSON_NULL, ",".join(unset)),))
 
 
 def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -80,6 +80,7 @@ def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
         current_period_end_time=(
             ts(sub.current_period_end) if sub and sub.current_period_end else None
         ),
+        current_period_end=ts(sub.current_period_end) if sub and sub.current_period_end else None,
         cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
         entitlements=[catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements],
         status=sub.state if sub and sub.state else None,

@@ -11,6 +11,7 @@ import grpc
 from billing.v1 import checkout_pb2
 from tollbooth.accounts.refs import AccountRefs
 from tollbooth.auth.caller import current_caller
+from tollbooth.rpc.convert import print_unset_as_null
 from tollbooth.rpc.servicer import Servicer
 from tollbooth.subscriptions import convert, holdings, service
 
@@ -36,7 +37,12 @@ class SubscriptionRpcs(Servicer):
                 view = service.billing_status(
                     session, self.account_refs, kept, caller, request.account
                 )
-        return convert.billing_status_out(view)
+        answer = convert.billing_status_out(view)
+        # Seed 002's free plan: `status` and `current_period_end` are null, not left out.
+        print_unset_as_null(
+            context, answer, "status", "current_period_end", "current_period_end_time"
+        )
+        return answer
 
     def ListSubscriptions(
         self, request: checkout_pb2.ListSubscriptionsRequest, context: grpc.ServicerContext

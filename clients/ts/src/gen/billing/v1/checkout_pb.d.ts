@@ -1004,11 +1004,21 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
   /**
    * Seed 002's `status`: the current plan's subscription status in the
    * provider's words (`active`, `past_due`, `canceled`, ...), the same fact as
-   * `state`; unset (absent from JSON) on the free plan, where seed 002 shows null.
+   * `state`; unset on the free plan, which the gateway prints as null.
    *
    * @generated from field: optional string status = 10;
    */
   status?: string | undefined;
+
+  /**
+   * Seed 002's `current_period_end`: the same instant as
+   * `current_period_end_time`, under the seed's name. Unset on the free plan,
+   * where the gateway prints it (and `status`, `current_period_end_time`) as
+   * null, seed 002's free-tier body.
+   *
+   * @generated from field: google.protobuf.Timestamp current_period_end = 11;
+   */
+  currentPeriodEnd?: Timestamp | undefined;
 };
 
 /**

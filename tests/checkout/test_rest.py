@@ -23,7 +23,12 @@ def test_billing_status_of_a_new_account_is_free_in_seed_002s_shape(shop: Shop):
     assert body["plan"] == "free"
     assert body["state"] == "SUBSCRIPTION_STATE_UNSPECIFIED"
     assert body["cancel_at_period_end"] is False
-    assert "current_period_end_time" not in body
+    # Seed 002's free tier: null, not left out.
+    assert (body["status"], body["current_period_end"], body["current_period_end_time"]) == (
+        None,
+        None,
+        None,
+    )
 
 
 def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):

@@ -143,14 +143,6 @@ class Price(Base):
             sqlite_where=text("active AND lookup_key IS NOT NULL"),
             postgresql_where=text("active AND lookup_key IS NOT NULL"),
         ),
-        # A provider price names one active price (migration 0033).
-        Index(
-            "uq_prices_active_stripe_price_id",
-            "stripe_price_id",
-            unique=True,
-            sqlite_where=text("active AND stripe_price_id IS NOT NULL"),
-            postgresql_where=text("active AND stripe_price_id IS NOT NULL"),
-        ),
     )
 
 

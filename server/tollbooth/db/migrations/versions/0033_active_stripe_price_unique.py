@@ -1,7 +1,9 @@
 """A provider price names at most one active price: the webhooks map a subscription item's
 Stripe price back to the catalog price bought (`provider.repository.price_by_stripe_id`), so an
 explicit `stripe_price_id` that another active price held made that mapping pick one of two.
-A partial unique index, as on active lookup keys, now refuses the second link.
+A partial unique index, as on active lookup keys, now refuses the second link. It lives here
+only, as the triggers of 0019 and 0022 do (db/models.py is at its length limit); the catalog
+repository maps its refusal (`StripePriceTaken`).
 
 Where active prices already share one, the newest keeps it (the one the mapping already
 chose) and the older ones are unlinked: each gets a provider price of its own, with its own

@@ -47,7 +47,9 @@
 -- A query naming more than the header can carry is refused here (400), never cut short.
 -- A name whose value has a blank comma-separated item (`update_mask=,name`, `update_mask=`)
 -- carries a "~" before it: the server refuses it when the field is a field mask (FIELD_INVALID),
--- whose empty items the transcoder would drop silently.
+-- whose empty items the transcoder would drop silently. One with an item that is neither
+-- snake_case nor lowerCamelCase (`update_mask=NAME`) carries a "^": the transcoder would fold its
+-- case into a field name, and the server refuses it as gRPC refuses the same path.
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
@@ -370,6 +372,22 @@ local function has_blank_item(raw)
   return false
 end
 
+-- Whether a query value, split as a field mask, has an item that is neither snake_case nor
+-- lowerCamelCase in one of its dotted segments ("NAME", "Name", "productID", "credit_Grants"):
+-- the transcoder folds case into the proto name ("NAME" became "name"), where gRPC, whose paths
+-- are case-sensitive, refuses the same mask.
+local function has_miscased_item(raw)
+  local value = decode((raw:gsub("%+", " ")))
+  for item in (value .. ","):gmatch("([^,]*),") do
+    for segment in (item .. "."):gmatch("([^.]*)%.") do
+      if segment:find("%u") and (segment:find("_") or segment:find("^%s*%u") or segment:find("%u%u")) then
+        return true
+      end
+    end
+  end
+  return false
+end
+
 -- The names of the query of `path`, each once, and those given more than once, each dotted
 -- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
 local function query_params(path)
@@ -389,6 +407,8 @@ local function query_params(path)
       local named = table.concat(segments, ".")
       if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
         named = "~" .. named
+      elseif count[name] == 1 and has_miscased_item(pair:match("=(.*)$") or "") then
+        named = "^" .. named
       end
       size = size + #named + 1
       if size > MAX_HEADER then

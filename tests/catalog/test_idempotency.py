@@ -130,3 +130,40 @@ def test_concurrent_prices_with_one_lookup_key_make_one_active_price(channel, db
         outcomes = list(pool.map(attempt, range(8)))
     assert sorted(outcomes) == ["ALREADY_EXISTS"] * 7 + ["created"]
     assert count(db, Price) == 1
+
+
+def test_a_retried_update_whose_mask_lists_the_same_paths_in_another_order_is_replayed(channel):  # type: ignore[no-untyped-def]
+    """An update mask is a set of paths (AIP-161): a retry that rebuilt it in another order (or
+    named a path twice) is the same request, replayed, never IDEMPOTENCY_KEY_REUSED."""
+    prod = product(channel, "Pro", description="old").product_id
+
+    def update(paths: list[str], name: str = "Team"):  # type: ignore[no-untyped-def]
+        return call(
+            channel,
+            "UpdateProduct",
+            catalog_pb2.UpdateProductRequest(
+                product=catalog_pb2.Product(product_id=prod, name=name, description="new"),
+                update_mask=field_mask_pb2.FieldMask(paths=paths),
+                request_id="mask-order",
+            ),
+        )
+
+    first = update(["name", "description"])
+    assert (first.name, first.description) == ("Team", "new")
+    assert update(["description", "name"]) == first
+    assert update(["description", "name", "name"]) == first
+    fails(INVALID, "IDEMPOTENCY_KEY_REUSED", update, ["name"])
+    fails(INVALID, "IDEMPOTENCY_KEY_REUSED", update, ["description", "name"], "Other")
+
+
+def test_fingerprint_ignores_the_order_of_update_mask_paths_but_not_the_paths():
+    def req(*paths: str) -> catalog_pb2.UpdatePriceRequest:
+        msg = catalog_pb2.UpdatePriceRequest(update_mask=field_mask_pb2.FieldMask(paths=paths))
+        msg.price.price_id = "price_1"
+        return msg
+
+    assert request_fingerprint(req("nickname", "position")) == request_fingerprint(
+        req("position", "nickname")
+    )
+    assert request_fingerprint(req("nickname")) != request_fingerprint(req("nickname", "position"))
+    assert request_fingerprint(req()) != request_fingerprint(req("*"))

@@ -66,3 +66,58 @@ def test_apply_links_existing_provider_prices_and_creates_the_rest(
     assert as_code.main(["apply", str(path), "--sync-stripe"]) == 0
     assert capsys.readouterr().out.strip() == "no changes"
     assert len(world.stripe.v1.prices.list(params={"limit": 100}).data) == before
+
+
+def test_sync_never_links_a_provider_price_another_active_price_holds(
+    world: World, tmp_path, monkeypatch, capsys
+):  # type: ignore[no-untyped-def]
+    """`legacy` is linked to the dashboard's price by hand; `pro_monthly` carries that price's
+    lookup_key and amount, but a provider price names one active price (the webhooks map it
+    back): the sync makes `pro_monthly` a provider price of its own instead of a second link."""
+    existing = world.stripe.v1.prices.create(
+        params={
+            "product_data": {"name": "Pro (made in the dashboard)"},
+            "unit_amount": 900,
+            "currency": "usd",
+            "recurring": {"interval": "month"},
+            "lookup_key": "pro_monthly",
+        }
+    )
+    catalog = {
+        "products": [
+            {
+                "key": "pro",
+                "name": "Pro",
+                "prices": [
+                    {
+                        "lookup_key": "legacy",
+                        "currency": "usd",
+                        "unit_amount": 900,
+                        "interval": "month",
+                        "stripe_price_id": existing.id,
+                    },
+                    {
+                        "lookup_key": "pro_monthly",
+                        "currency": "usd",
+                        "unit_amount": 900,
+                        "interval": "month",
+                    },
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    for key, value in make_env(
+        world.settings.database_url, BILLING_SANDBOX_PORT=str(world.settings.sandbox_port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    assert as_code.main(["apply", str(path), "--sync-stripe"]) == 0
+    assert "create provider price for pro_monthly" in capsys.readouterr().out
+    with world.deps.db.transaction(readonly=True) as session:
+        links = dict(session.execute(select(Price.lookup_key, Price.stripe_price_id)).all())
+    assert links["legacy"] == existing.id
+    assert links["pro_monthly"] not in (None, existing.id)
+    own = world.stripe.v1.prices.retrieve(links["pro_monthly"])
+    assert (own.unit_amount, own.recurring.interval) == (900, "month")

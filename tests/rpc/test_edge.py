@@ -51,10 +51,14 @@ def test_garbage_without_credentials_is_refused_by_auth_first(channel):  # type:
 
 
 def test_limits_reach_nested_messages_maps_and_lists() -> None:
-    product = catalog_pb2.Product(name="x" * 1000)
+    product = catalog_pb2.Product(key="x" * 1000)  # no limit of its own: the default 1000
     assert reason_of(catalog_pb2.CreateProductRequest(product=product)) is None
-    product.name = "x" * 1001
+    product.key = "x" * 1001
     assert reason_of(catalog_pb2.CreateProductRequest(product=product)) == "FIELD_INVALID"
+    named = catalog_pb2.Product(name="x" * 200)  # a name's own limit: 200
+    assert reason_of(catalog_pb2.CreateProductRequest(product=named)) is None
+    named.name = "x" * 201
+    assert reason_of(catalog_pb2.CreateProductRequest(product=named)) == "FIELD_INVALID"
     assert (
         reason_of(
             catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(description="d" * 5000))

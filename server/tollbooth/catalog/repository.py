@@ -26,6 +26,10 @@ class ProductKeyTaken(Exception):
     """The unique index on product keys refused a write."""
 
 
+class StripePriceTaken(Exception):
+    """The partial unique index on active prices' Stripe price ids refused a write."""
+
+
 def lock_for_apply(session: Session) -> None:
     """One catalog apply at a time, until its transaction ends: a second one waits, then plans
     against what the first committed (READ COMMITTED reads after the wait see it). SQLite
@@ -57,6 +61,8 @@ def flush(session: Session) -> None:
         detail = str(exc.orig)
         if "lookup_key" in detail:
             raise LookupKeyTaken() from exc
+        if "stripe_price_id" in detail:
+            raise StripePriceTaken() from exc
         if "uq_products_key" in detail or "products.key" in detail:
             raise ProductKeyTaken() from exc
         raise
@@ -106,6 +112,18 @@ def product_with_key(session: Session, key: str) -> Product | None:
 def active_price_with_lookup_key(session: Session, lookup_key: str) -> Price | None:
     return session.scalars(
         select(Price).where(Price.lookup_key == lookup_key, Price.active == true())
+    ).first()
+
+
+def active_price_with_stripe_price_id(
+    session: Session, stripe_price_id: str, other_than: str
+) -> Price | None:
+    return session.scalars(
+        select(Price).where(
+            Price.stripe_price_id == stripe_price_id,
+            Price.active == true(),
+            Price.id != other_than,
+        )
     ).first()
 
 

@@ -222,6 +222,8 @@ def create_price(session: Session, fields: PriceFields) -> Price:
         )
     if clean.lookup_key:
         _ensure_lookup_key_free(session, clean.lookup_key)
+    if clean.stripe_price_id:
+        _ensure_stripe_price_free(session, clean.stripe_price_id, "")
     now = utcnow()
     seq = repository.next_seq(session, repository.PRICE_SEQUENCE)
     position = clean.position or paging.next_position(
@@ -242,7 +244,7 @@ def create_price(session: Session, fields: PriceFields) -> Price:
     price.interval = clean.interval or None
     price.interval_count = clean.interval_count or None
     session.add(price)
-    _flush_price(session, clean.lookup_key)
+    _flush_price(session, clean)
     return price
 
 
@@ -273,10 +275,16 @@ def update_price(
     merged = f.clean_price(replace(current, **changes))
     if price.active and merged.lookup_key and merged.lookup_key != current.lookup_key:
         _ensure_lookup_key_free(session, merged.lookup_key)
+    if (
+        price.active
+        and merged.stripe_price_id
+        and merged.stripe_price_id != current.stripe_price_id
+    ):
+        _ensure_stripe_price_free(session, merged.stripe_price_id, price.id)
     if merged != current:
         _assign_price(price, merged)
         price.updated_at = utcnow()
-        _flush_price(session, merged.lookup_key)
+        _flush_price(session, merged)
     return price
 
 
@@ -417,6 +425,25 @@ def _lookup_key_taken(lookup_key: str) -> DomainError:
     )
 
 
+def _ensure_stripe_price_free(session: Session, stripe_price_id: str, price_id: str) -> None:
+    """A provider price names at most one active price: the webhooks map a subscription item's
+    provider price back to the catalog price it was bought as (`price_by_stripe_id`)."""
+    holder = repository.active_price_with_stripe_price_id(session, stripe_price_id, price_id)
+    if holder is not None:
+        raise _stripe_price_taken(stripe_price_id, holder.id)
+
+
+def _stripe_price_taken(stripe_price_id: str, holder: str = "") -> DomainError:
+    extra = {"price_id": holder} if holder else {}
+    return DomainError(
+        Kind.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        f"an active price is already linked to stripe_price_id {errors.shown(stripe_price_id)}",
+        stripe_price_id=stripe_price_id,
+        **extra,
+    )
+
+
 def _ensure_product_key_free(session: Session, key: str) -> None:
     if repository.product_with_key(session, key) is not None:
         raise _product_key_taken(key)
@@ -435,12 +462,14 @@ def _flush_product(session: Session, key: str) -> None:
         raise _product_key_taken(key) from exc
 
 
-def _flush_price(session: Session, lookup_key: str) -> None:
-    # The pre-check answers the common case; the unique index settles concurrent writers.
+def _flush_price(session: Session, fields: PriceFields) -> None:
+    # The pre-checks answer the common case; the unique indexes settle concurrent writers.
     try:
         repository.flush(session)
     except repository.LookupKeyTaken as exc:
-        raise _lookup_key_taken(lookup_key) from exc
+        raise _lookup_key_taken(fields.lookup_key) from exc
+    except repository.StripePriceTaken as exc:
+        raise _stripe_price_taken(fields.stripe_price_id or "") from exc
 
 
 def _write_product(session: Session, product: Product, merged: ProductFields) -> None:

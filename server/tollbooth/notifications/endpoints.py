@@ -35,8 +35,9 @@ MAX_TYPES = len(KNOWN_TYPES)
 # receiver, which delivery still sends).
 PASSWORD_SHOWN = "***"
 UPDATABLE = ("url", "description", "event_types")
-# A read's other fields: accepted in an update and ignored (AIP-203), so a client can send
-# back what it read; they change through :disable, :enable and the delivery process.
+# Paths an update mask may name and that change nothing (AIP-203), as on every other resource:
+# the identifier and the output-only fields, which change only through their own transitions
+# (disable, enable, rotate). A client sending back what it read (the implied mask) names them.
 OUTPUT_ONLY = (
     "endpoint_id",
     "enabled",
@@ -221,16 +222,17 @@ def list_page(
 def update(
     session: Session, endpoint_id: str, fields: Fields, paths: Sequence[str], now: dt.datetime
 ) -> NotificationEndpoint:
-    if [p.strip() for p in paths if p.strip()] == ["*"]:  # AIP-134: every updatable field
-        paths = UPDATABLE
-    paths = [p for p in paths if p not in OUTPUT_ONLY]
-    unknown = [p for p in paths if p not in UPDATABLE]
+    named = [p.strip() for p in paths if p.strip()]
+    if named == ["*"]:  # AIP-134: every updatable field
+        named = list(UPDATABLE)
+    unknown = [p for p in named if p not in UPDATABLE and p not in OUTPUT_ONLY]
     if unknown:
         raise errors.invalid(
             f"update_mask: {errors.shown(unknown[0])} cannot be updated; "
             f"updatable: {', '.join(UPDATABLE)}",
             field="update_mask",
         )
+    paths = [p for p in named if p in UPDATABLE]
     endpoint = get(session, endpoint_id, lock=True)
     # The URL as reads show it (its password masked) keeps the stored one: a client sending
     # back what it read changes nothing (AIP-134's read-modify-write).

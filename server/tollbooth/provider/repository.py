@@ -56,6 +56,16 @@ def link_price(session: Session, price_id: str, stripe_price_id: str) -> None:
     )
 
 
+def stripe_price_held(session: Session, stripe_price_id: str) -> bool:
+    """Whether an active price is linked to this provider price (it names one at most)."""
+    held = session.scalar(
+        select(Price.id)
+        .where(Price.stripe_price_id == stripe_price_id, Price.active.is_(True))
+        .limit(1)
+    )
+    return held is not None
+
+
 def price_by_stripe_id(session: Session, stripe_price_id: str) -> Price | None:
     return session.scalars(
         select(Price)

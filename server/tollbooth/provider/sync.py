@@ -132,6 +132,13 @@ def _matches(price: _PriceView, remote: dict[str, Any]) -> bool:
     )
 
 
+def _held(db: Database, stripe_price_id: str) -> bool:
+    """Whether another active price is linked to it already (an operator's explicit link): then
+    this price gets a provider price of its own instead."""
+    with db.transaction(readonly=True) as session:
+        return repository.stripe_price_held(session, stripe_price_id)
+
+
 def sync_catalog(db: Database, provider: StripeProvider) -> list[str]:
     """Link or create the provider price of every active price that has none; one line each."""
     with db.transaction(readonly=True) as session:
@@ -143,7 +150,7 @@ def sync_catalog(db: Database, provider: StripeProvider) -> list[str]:
             continue  # linked meanwhile (another replica, a checkout)
         label = view.lookup_key or view.id
         remote = provider.find_price_by_lookup_key(view.lookup_key) if view.lookup_key else None
-        if remote is not None and _matches(view, remote):
+        if remote is not None and _matches(view, remote) and not _held(db, str(remote["id"])):
             with db.transaction() as session:
                 if not view.stripe_product_id:
                     repository.link_product(session, view.product_id, str(remote["product"]))

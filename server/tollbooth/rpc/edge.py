@@ -169,7 +169,7 @@ def validate(msg: Message) -> None:
 
 
 @cache
-def _mask_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
+def mask_fields(descriptor: Descriptor) -> tuple[FieldDescriptor, ...]:
     """The request's own google.protobuf.FieldMask fields (update_mask); none on most RPCs,
     so the check below costs one cached lookup there."""
     return tuple(
@@ -243,7 +243,7 @@ def check_fields(msg: Message) -> None:
     desc = msg.DESCRIPTOR
     if _has_request_id(desc) and len(getattr(msg, "request_id")) > MAX_KEY_LENGTH:  # noqa: B009
         raise _bad("request_id", f"is longer than {MAX_KEY_LENGTH} characters")
-    for field in _mask_fields(desc):
+    for field in mask_fields(desc):
         if msg.HasField(field.name) and any(not p.strip() for p in getattr(msg, field.name).paths):
             raise blank_mask_path(field.name)
     if _reaches_enum(desc):

@@ -59,6 +59,10 @@ FIELD_INVALID: a field mask in the query with a blank item (`?update_mask=,name`
 `?update_mask=`): the transcoder drops empty items and sends an empty value as an empty mask
 (no mask: every populated field), so the Lua filter marks a query name whose value has a blank
 comma-separated item with a "~" and the server refuses it when the field is a FieldMask.
+Likewise a "^" marks one with an item in neither snake_case nor lowerCamelCase
+(`?update_mask=NAME`): the transcoder folds its case into a field name (`name`), where gRPC
+refuses the same path, so the server refuses it as the domain refuses a path naming no field
+(INVALID_ARGUMENT, field `update_mask`).
 """
 
 from __future__ import annotations
@@ -359,21 +363,30 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
         return
     _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
-    if not bound and "~" not in header:
+    if not bound and "~" not in header and "^" not in header:
         return
     for path in header.split(","):
-        blank = path.startswith("~")
-        path = path.removeprefix("~")
+        mark = path[:1] if path[:1] in ("~", "^") else ""
+        path = path.removeprefix(mark)
         if not path:
             continue
         names = _resolve(method.input_type, path)
         if isinstance(names, str):
             continue  # names no field: the transcoder refuses it
-        if blank and _is_mask(method.input_type, names):
+        if mark == "~" and _is_mask(method.input_type, names):
             name = ".".join(names)
             raise errors.invalid(
                 f"{name} holds a blank path; name each field to update, comma-separated",
                 reason="FIELD_INVALID",
+                field=name,
+            )
+        if mark == "^" and _is_mask(method.input_type, names):
+            # As gRPC refuses the same path (the domain's "names unknown field"): the
+            # transcoder would have folded `NAME` into `name`.
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} names a field not as the contract spells it: paths are case-sensitive,"
+                " in snake_case (credit_grants) or lowerCamelCase (creditGrants)",
                 field=name,
             )
         for fixed in bound:
@@ -395,7 +408,7 @@ def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
     transcoder binds both and the last one decides, silently, as for a parameter given twice."""
     seen: list[tuple[tuple[str, ...], str]] = []
     for path in header.split(","):
-        path = path.removeprefix("~")
+        path = path.removeprefix("~").removeprefix("^")
         if not path or _repeatable(method.input_type, path):
             continue  # names no field (the transcoder refuses it), or a list
         resolved = _resolve(method.input_type, path)
@@ -431,7 +444,7 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
             if isinstance(resolved, tuple):
                 named.append(resolved)
     for path in query.split(","):
-        resolved = _resolve(method.input_type, path.removeprefix("~"))
+        resolved = _resolve(method.input_type, path.removeprefix("~").removeprefix("^"))
         if isinstance(resolved, str) or not resolved:
             continue
         for other in named:

@@ -1,4 +1,4 @@
-"""Migration 0033 on a catalog where active prices already share a Stripe price: the newest
+"""Migration 0031 on a catalog where active prices already share a Stripe price: the newest
 keeps the link (the price the webhooks' mapping already chose), the older active ones are
 unlinked, archived prices and other links stay; afterwards a second active link is refused by
 the database itself."""

@@ -9,14 +9,14 @@ Where active prices already share one, the newest keeps it (the one the mapping 
 chose) and the older ones are unlinked: each gets a provider price of its own, with its own
 amount, on its next checkout or `catalog apply --sync-stripe`.
 
-Revision ID: 0033
+Revision ID: 0031
 Revises: 0030
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0033"
+revision = "0031"
 down_revision = "0030"
 branch_labels = None
 depends_on = None

@@ -1,10 +1,13 @@
 """Control characters in stored text: the one rule that the RPC edge (`tollbooth.rpc.edge`),
 usage ingest's fast pass and catalog-as-code apply alike.
 
-A control character (U+0000..U+001F, U+007F) is refused in every stored string: a name, an
-e-mail, a URL, a reference or an id has no use for one, and one smuggled in (an escape
-sequence, a separator byte) misleads whoever reads the text later: a log line, a terminal, a
-CSV export, a joined fingerprint. Text that may span lines (descriptions, reasons, metadata
+A control character (U+0000..U+001F, U+007F..U+009F) is refused in every stored string: a
+name, an e-mail, a URL, a reference or an id has no use for one, and one smuggled in (an
+escape sequence, a separator byte) misleads whoever reads the text later: a log line, a
+terminal, a CSV export, a joined fingerprint. So is a bidirectional embedding, override or
+isolate (U+202A..U+202E, U+2066..U+2069): it makes text display as other text ("Trojan
+Source": a product name shown in the console reversed). The marks U+200E and U+200F, and
+the joiners emoji need, stay allowed. Text that may span lines (descriptions, reasons, metadata
 values) accepts tab, line feed and carriage return. Free-form JSON (usage `properties`)
 holds what its sender sends, NUL aside (PostgreSQL text cannot hold it).
 """
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import re
 
-# Any control character, and those a multi-line text may not hold.
-SINGLE_LINE = re.compile("[\x00-\x1f\x7f]")
-MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Any control character (C0, DEL, C1) and bidirectional embedding, override or isolate, and
+# those a multi-line text may not hold.
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+SINGLE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+MULTILINE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
 
 
 def control_problem(value: str, *, multiline: bool = False) -> str | None:
@@ -27,4 +32,6 @@ def control_problem(value: str, *, multiline: bool = False) -> str | None:
     char = found.group()
     if char == "\x00":
         return "contains a NUL character"
+    if char >= "\u2000":
+        return f"contains a bidirectional control character (U+{ord(char):04X})"
     return f"contains a control character (U+{ord(char):04X})"

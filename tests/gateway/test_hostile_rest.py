@@ -413,6 +413,14 @@ def _counts(stack) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
             "product.metadata key",
         ),
         ("/mgt/v1/accounts", {"name": "Acme\u0008", "alias": "ctl-acme-1"}, "name"),
+        # A C1 control, and "Trojan Source": an override that shows the name reversed.
+        ("/mgt/v1/accounts", {"name": "Acme\u0085", "alias": "ctl-acme-3"}, "name"),
+        ("/mgt/v1/catalog/products?{key}", {"name": "Pro \u202eLTR"}, "product.name"),
+        (
+            "/mgt/v1/catalog/products?{key}",
+            {"name": "ok", "description": "isolated \u2067text\u2069"},
+            "product.description",
+        ),
         (
             "/mgt/v1/accounts",
             {"name": "Acme", "alias": "ctl-acme-2", "email": "a\u001f@b.example"},
@@ -451,6 +459,15 @@ def test_a_percent_encoded_control_character_in_a_query_is_400_field_invalid(sta
     resp = stack.request("GET", "/mgt/v1/catalog/prices?product_id=prod%1Bx", None, SERVICE)
     assert resp.status == 400 and error_info(resp)["reason"] == "FIELD_INVALID", resp.body
     assert error_info(resp)["metadata"]["field"] == "product_id"
+
+
+def test_marks_and_joiners_are_text_not_controls(stack):  # type: ignore[no-untyped-def]
+    """A right-to-left mark and the zero-width joiner of an emoji sequence are ordinary text,
+    kept as given (only embeddings, overrides and isolates are refused)."""
+    name = "\u05e9\u05dc\u05d5\u05dd\u200f Team \U0001f469\u200d\U0001f4bb"
+    made = make_product(stack, name)
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{made['product_id']}", None, SERVICE)
+    assert got.status == 200 and got.json()["name"] == name, got.body
 
 
 def test_multi_line_text_keeps_its_tabs_and_line_breaks(stack):  # type: ignore[no-untyped-def]

@@ -9,7 +9,8 @@ hand-computed values.
   and up to 30 digits; no exponent, no plus sign, no spaces). Anything else is no number and
   does not contribute to sum, max or latest.
 - A property's **text** (filters, count_unique, group keys): a string as is; a number as its
-  plain decimal (`1500`, `0.1`, never an exponent); `true`/`false`; absent or null is no text.
+  plain decimal (`1500`, `0.1`, never an exponent); `true`/`false`; an object or list as
+  PostgreSQL's `jsonb` prints it (`{"tier": "pro", "seats": 5}`); absent or null is no text.
 - count: events. count_unique: distinct texts. sum: exact decimal sum. max: largest number.
   latest: the number on the latest event that has one (timestamp, then greatest unique id).
   No contributing event gives 0.
@@ -102,7 +103,28 @@ def text_of(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, (Decimal, int, float)):
         return plain(number_of(value) or Decimal(0))
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return jsonb_text(value)
+
+
+def jsonb_text(value: Any) -> str:
+    """An object or list as PostgreSQL's `jsonb` prints it (what `->>` gives there), so both
+    backends compare, count and group it as the same text: keys shorter first, then by their
+    UTF-8 bytes; `", "` and `": "` between items; numbers as plain decimals, never strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (Decimal, int, float)):
+        return plain(number_of(value) or Decimal(0))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        items = (f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys)
+        return "{" + ", ".join(items) + "}"
+    return str(value)
 
 
 def plain(number: Decimal) -> str:

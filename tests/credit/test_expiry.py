@@ -241,6 +241,21 @@ def test_a_lapsing_hold_whose_credits_expire_is_one_depletion(db, acct) -> None:
     assert depletions(db, acct) == ["expiration"]
 
 
+def test_a_lapsing_hold_whose_credits_are_voided_is_a_void_depletion(db, acct) -> None:  # type: ignore[no-untyped-def]
+    # As a release of that hold is (README: a release or lapse whose credits are voided as
+    # they come back is a depletion, cause `void`), not an expiration: no grant expired.
+    g = grant(db, acct, "10", 0)
+    reserve(db, acct, "10", 0, ttl=300)
+    with db.transaction() as s:
+        grants.void_grant(s, SERVICE, acct, grant_id=g.id, reason="", request_id="", clock=at(10))
+    assert depletions(db, acct) == []
+    assert figures(db, acct, 301) == ("0", "0")
+    ledger(db, acct, 301)  # records the lapse
+    assert depletions(db, acct) == ["void"]
+    with db.transaction() as s:
+        check_invariants(s, acct)
+
+
 @pytest.mark.parametrize("how", ["expiry", "void"])
 def test_an_expiry_or_void_that_takes_nothing_free_is_no_depletion(db, acct, how) -> None:  # type: ignore[no-untyped-def]
     # A hold took the whole balance, partly from a grant that then expires (or is voided)

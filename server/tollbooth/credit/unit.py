@@ -136,7 +136,9 @@ class Locked:
         self.load_everything()
         self.record(self.book.settle(self.now))
         self.row.next_event_at = self.book.next_event_at()
-        self.depletion("expiration")
+        # The entry that took the last credits names the cause: a grant's expiry, or a lapse
+        # giving back credits of a voided grant ("void"), never "expiration" for both.
+        self.depletion("settle")
         self.flush()
 
     def expect_event(self, at: dt.datetime | None) -> None:

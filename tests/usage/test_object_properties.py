@@ -9,7 +9,9 @@ import datetime as dt
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
+from tests.credit.support import grant
 from tests.helpers import keyed
+from tests.usage.burn_support import balance, burning_metric
 from tests.usage.support import ACCEPTED, NOW, account, event, ingest, stamp, usage_stub
 
 A = usage_pb2
@@ -78,3 +80,26 @@ def test_object_values_group_under_their_jsonb_text(channel) -> None:  # type: i
 def test_a_filter_matches_an_object_value_by_its_jsonb_text(channel) -> None:  # type: ignore[no-untyped-def]
     a = _load(channel, "objfilter")
     assert _usage(channel, a, "objfilter-pro5").value == "2"
+
+
+def test_a_burn_filtered_on_an_object_value_burns_what_get_usage_counts(channel) -> None:  # type: ignore[no-untyped-def]
+    # The burn decides in Python which events a metric counts, GetUsage in SQL on
+    # PostgreSQL: both must read an object value as the same text.
+    name = "objburn"
+    a = account(channel, f"objprops-{name}")
+    grant(channel, a, "100")
+    burning_metric(channel, f"{name}-pro5", "1", event_name=name, filters={"plan": [PRO_5]})
+    when = P0 + dt.timedelta(hours=1)
+    plans = [
+        {"seats": 5, "tier": "pro"},
+        {"tier": "pro", "seats": "5"},
+        {"tier": "pro", "seats": 5},
+    ]
+    events = [
+        event(f"{name}-{i}", a, name=name, when=when, properties={"plan": plan})
+        for i, plan in enumerate(plans)
+    ]
+    assert {r.status for r in ingest(channel, events)} == {ACCEPTED}
+    counted = _usage(channel, a, f"{name}-pro5").value
+    assert counted == "2"
+    assert balance(channel, a) == ("98", "0")  # 100 - 2 events x rate 1

@@ -242,8 +242,13 @@ class Builder:
             options = field.GetOptions()
             if options.HasExtension(options_pb2.max_length):
                 schema["maxLength"] = int(options.Extensions[options_pb2.max_length])
-        if desc := self.doc(field.full_name):
+        if field.GetOptions().Extensions[options_pb2.json_null]:  # printed as null when unset
             if "$ref" in schema:
+                schema = {"anyOf": [schema, {"type": "null"}]}
+            else:
+                schema["type"] = [schema["type"], "null"]
+        if desc := self.doc(field.full_name):
+            if "$ref" in schema or "anyOf" in schema:
                 schema = {"allOf": [schema], "description": desc}
             else:
                 schema["description"] = desc

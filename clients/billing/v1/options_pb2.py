@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/options.proto\x12\nbilling.v1\x1a google/protobuf/descriptor.proto\"E\n\x08\x41uthRule\x12\x13\n\x0bservice_key\x18\x01 \x01(\x08\x12\x0e\n\x06\x62\x65\x61rer\x18\x02 \x01(\x08\x12\x14\n\x0c\x62\x65\x61rer_scope\x18\x03 \x01(\t:D\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\x0b\x32\x14.billing.v1.AuthRule:3\n\nmax_length\x12\x1d.google.protobuf.FieldOptions\x18\xf6\x93\x03 \x01(\x05:;\n\x12validated_per_item\x12\x1d.google.protobuf.FieldOptions\x18\xf7\x93\x03 \x01(\x08:2\n\tmultiline\x12\x1d.google.protobuf.FieldOptions\x18\xf8\x93\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62illing/v1/options.proto\x12\nbilling.v1\x1a google/protobuf/descriptor.proto\"E\n\x08\x41uthRule\x12\x13\n\x0bservice_key\x18\x01 \x01(\x08\x12\x0e\n\x06\x62\x65\x61rer\x18\x02 \x01(\x08\x12\x14\n\x0c\x62\x65\x61rer_scope\x18\x03 \x01(\t:D\n\x04\x61uth\x12\x1e.google.protobuf.MethodOptions\x18\xf5\x93\x03 \x01(\x0b\x32\x14.billing.v1.AuthRule:3\n\nmax_length\x12\x1d.google.protobuf.FieldOptions\x18\xf6\x93\x03 \x01(\x05:;\n\x12validated_per_item\x12\x1d.google.protobuf.FieldOptions\x18\xf7\x93\x03 \x01(\x08:2\n\tmultiline\x12\x1d.google.protobuf.FieldOptions\x18\xf8\x93\x03 \x01(\x08:2\n\tjson_null\x12\x1d.google.protobuf.FieldOptions\x18\xf9\x93\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -54,6 +54,7 @@ AUTH_FIELD_NUMBER: _builtins.int
 MAX_LENGTH_FIELD_NUMBER: _builtins.int
 VALIDATED_PER_ITEM_FIELD_NUMBER: _builtins.int
 MULTILINE_FIELD_NUMBER: _builtins.int
+JSON_NULL_FIELD_NUMBER: _builtins.int
 auth: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AuthRule]
 """Who may call the method."""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
@@ -66,4 +67,10 @@ multiline: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOption
 """The text may span lines: tab, line feed and carriage return are accepted
 (descriptions, reasons; on a map field, its values). Every other control
 character is refused in every string field.
+"""
+json_null: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""Through the gateway, printed as JSON `null` when unset (a field with
+presence: a message, or `optional`), where proto3 JSON would leave it out;
+a seed's body shows `null` there. gRPC callers see the field unset. The
+server names such fields in the response metadata `x-billing-json-null`.
 """

@@ -8,18 +8,32 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
+from billing.v1 import options_pb2
 from tollbooth import errors
 
 # Response metadata naming the fields the gateway prints as JSON null when the answer leaves
-# them out (gateway/json_fields.lua): proto3 JSON omits an unset field with presence, where a
-# seed's body shows `null`. Comma-separated field names; the gateway removes the header.
+# them out (gateway/json_fields.lua): the fields the contract marks `(billing.v1.json_null)`,
+# where proto3 JSON would omit them and a seed's body shows `null`. Comma-separated names; the
+# gateway removes the header.
 JSON_NULL = "x-billing-json-null"
 
+_NULLABLE: dict[str, tuple[str, ...]] = {}  # message full name -> its json_null fields
 
-def print_unset_as_null(context: Any, message: Message, *fields: str) -> None:
-    """Ask the gateway to print those of `fields` that `message` leaves unset as null (one
+
+def _nullable(descriptor: Any) -> tuple[str, ...]:
+    names = _NULLABLE.get(descriptor.full_name)
+    if names is None:
+        names = tuple(
+            f.name for f in descriptor.fields if f.GetOptions().Extensions[options_pb2.json_null]
+        )
+        _NULLABLE[descriptor.full_name] = names
+    return names
+
+
+def print_unset_as_null(context: Any, message: Message) -> None:
+    """Ask the gateway to print the `json_null` fields `message` leaves unset as null (one
     metadata entry, sent before the answer; nothing when all are set)."""
-    unset = [f for f in fields if not message.HasField(f)]
+    unset = [f for f in _nullable(message.DESCRIPTOR) if not message.HasField(f)]
     if unset:
         context.send_initial_metadata(((JSON_NULL, ",".join(unset)),))
 

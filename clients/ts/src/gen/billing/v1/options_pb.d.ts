@@ -77,3 +77,13 @@ export declare const validated_per_item: GenExtension<FieldOptions, boolean>;
  */
 export declare const multiline: GenExtension<FieldOptions, boolean>;
 
+/**
+ * Through the gateway, printed as JSON `null` when unset (a field with
+ * presence: a message, or `optional`), where proto3 JSON would leave it out;
+ * a seed's body shows `null` there. gRPC callers see the field unset. The
+ * server names such fields in the response metadata `x-billing-json-null`.
+ *
+ * @generated from extension: bool json_null = 51705;
+ */
+export declare const json_null: GenExtension<FieldOptions, boolean>;
+

@@ -9,7 +9,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file billing/v1/options.proto.
  */
 export const file_billing_v1_options = /*@__PURE__*/
-  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEiRQoIQXV0aFJ1bGUSEwoLc2VydmljZV9rZXkYASABKAgSDgoGYmVhcmVyGAIgASgIEhQKDGJlYXJlcl9zY29wZRgDIAEoCTpKCgRhdXRoEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY9ZMDIAEoCzIULmJpbGxpbmcudjEuQXV0aFJ1bGVSBGF1dGg6PgoKbWF4X2xlbmd0aBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY9pMDIAEoBVIJbWF4TGVuZ3RoOk0KEnZhbGlkYXRlZF9wZXJfaXRlbRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY95MDIAEoCFIQdmFsaWRhdGVkUGVySXRlbTo9CgltdWx0aWxpbmUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGPiTAyABKAhSCW11bHRpbGluZWIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEiRQoIQXV0aFJ1bGUSEwoLc2VydmljZV9rZXkYASABKAgSDgoGYmVhcmVyGAIgASgIEhQKDGJlYXJlcl9zY29wZRgDIAEoCTpKCgRhdXRoEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY9ZMDIAEoCzIULmJpbGxpbmcudjEuQXV0aFJ1bGVSBGF1dGg6PgoKbWF4X2xlbmd0aBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY9pMDIAEoBVIJbWF4TGVuZ3RoOk0KEnZhbGlkYXRlZF9wZXJfaXRlbRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY95MDIAEoCFIQdmFsaWRhdGVkUGVySXRlbTo9CgltdWx0aWxpbmUSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGPiTAyABKAhSCW11bHRpbGluZTo8Cglqc29uX251bGwSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGPmTAyABKAhSCGpzb25OdWxsYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * Describes the message billing.v1.AuthRule.
@@ -52,4 +52,15 @@ export const validated_per_item = /*@__PURE__*/
  */
 export const multiline = /*@__PURE__*/
   extDesc(file_billing_v1_options, 3);
+
+/**
+ * Through the gateway, printed as JSON `null` when unset (a field with
+ * presence: a message, or `optional`), where proto3 JSON would leave it out;
+ * a seed's body shows `null` there. gRPC callers see the field unset. The
+ * server names such fields in the response metadata `x-billing-json-null`.
+ *
+ * @generated from extension: bool json_null = 51705;
+ */
+export const json_null = /*@__PURE__*/
+  extDesc(file_billing_v1_options, 4);
 

@@ -71,3 +71,20 @@ def test_a_full_mask_names_the_stored_text_and_refuses_it(
             ),
         )
     assert (error_reason(err.value), error_field(err.value)) == ("FIELD_INVALID", "product.name")
+
+
+def test_the_resource_id_outside_the_mask_keeps_the_full_rule(channel: grpc.Channel) -> None:
+    sent = catalog_pb2.Product(product_id="prod_\u202eevil", name="x")
+    with pytest.raises(grpc.RpcError) as err:
+        call(
+            channel,
+            "UpdateProduct",
+            catalog_pb2.UpdateProductRequest(
+                product=sent, update_mask=field_mask_pb2.FieldMask(paths=["name"])
+            ),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error_reason(err.value), error_field(err.value)) == (
+        "FIELD_INVALID",
+        "product.product_id",
+    )

@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 import grpc
+from google.api import field_behavior_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import (
     Descriptor,
@@ -172,12 +173,20 @@ def _walk_resource(resource: Message, prefix: str, depth: int, named: frozenset[
     """An update's resource: the fields its mask names under the full rule; the others (which
     the update ignores, AIP-134) may hold what stored text could before C1 and bidirectional
     controls were refused, so that a resource sent back as read still updates one field.
-    Lengths and C0 controls are refused everywhere."""
+    Lengths and C0 controls are refused everywhere, and the full rule holds for the
+    resource's IDENTIFIER, which the update reads to find it."""
     if depth > MAX_DEPTH:
         raise _bad(prefix, f"nests deeper than {MAX_DEPTH} levels")
     for field, value in resource.ListFields():
         path = f"{prefix}.{field.name}"
-        _check_field(field, value, path, depth, unmasked=field.name not in named)
+        unmasked = field.name not in named and not _identifier(field)  # an id finds the row
+        _check_field(field, value, path, depth, unmasked)
+
+
+@cache
+def _identifier(field: FieldDescriptor) -> bool:
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.IDENTIFIER in behaviors
 
 
 def _masked(msg: Message) -> dict[str, frozenset[str]] | None:

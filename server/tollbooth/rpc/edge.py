@@ -174,19 +174,21 @@ def _walk_resource(resource: Message, prefix: str, depth: int, named: frozenset[
     the update ignores, AIP-134) may hold what stored text could before C1 and bidirectional
     controls were refused, so that a resource sent back as read still updates one field.
     Lengths and C0 controls are refused everywhere, and the full rule holds for the
-    resource's IDENTIFIER, which the update reads to find it."""
+    resource's IDENTIFIER and IMMUTABLE fields, which the update reads whatever its mask."""
     if depth > MAX_DEPTH:
         raise _bad(prefix, f"nests deeper than {MAX_DEPTH} levels")
     for field, value in resource.ListFields():
         path = f"{prefix}.{field.name}"
-        unmasked = field.name not in named and not _identifier(field)  # an id finds the row
+        unmasked = field.name not in named and not _names_the_row(field)
         _check_field(field, value, path, depth, unmasked)
 
 
 @cache
-def _identifier(field: FieldDescriptor) -> bool:
+def _names_the_row(field: FieldDescriptor) -> bool:
+    """An IDENTIFIER (or IMMUTABLE code, as a metric's): the update reads it to find the row
+    or to compare, whatever its mask says."""
     behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
-    return field_behavior_pb2.IDENTIFIER in behaviors
+    return field_behavior_pb2.IDENTIFIER in behaviors or field_behavior_pb2.IMMUTABLE in behaviors
 
 
 def _masked(msg: Message) -> dict[str, frozenset[str]] | None:

@@ -6,6 +6,8 @@ names: setting such a name is 400 FIELD_INVALID."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -13,6 +15,7 @@ from sqlalchemy import update
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import call, product
+from tests.conftest import SERVICE_KEY
 from tests.helpers import error_field, error_reason
 from tollbooth.db import Database
 from tollbooth.db.models import Product
@@ -88,3 +91,30 @@ def test_the_resource_id_outside_the_mask_keeps_the_full_rule(channel: grpc.Chan
         "FIELD_INVALID",
         "product.product_id",
     )
+
+
+def test_through_envoy_the_product_as_read_patches_its_description(stack) -> None:  # type: ignore[no-untyped-def]
+    """The same read-modify-write as REST sends it: the GET's JSON back, update_mask in the
+    query."""
+    service = {"x-api-key": SERVICE_KEY}
+    made = stack.request(
+        "POST", f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}", {"name": "P"}, service
+    )
+    assert made.status == 200, made.body
+    product_id = made.json()["product_id"]
+    stored = "Pro \u202eLTR"
+    with stack.deps.db.transaction() as session:
+        session.execute(update(Product).where(Product.id == product_id).values(name=stored))
+    read = stack.request("GET", f"/mgt/v1/catalog/products/{product_id}", None, service)
+    assert read.status == 200 and read.json()["name"] == stored, read.body
+    body = {**read.json(), "description": "new"}
+    del body["product_id"]  # the URL binds it (a body naming it is refused)
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{product_id}?update_mask=description"
+        f"&request_id={uuid.uuid4().hex}",
+        body,
+        service,
+    )
+    assert resp.status == 200, resp.body
+    assert (resp.json()["name"], resp.json()["description"]) == (stored, "new")

@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from billing.v1 import options_pb2
+from tollbooth.rpc.convert import PRINTED_AS_NULL
 
 # The services Envoy transcodes (gateway/envoy.yaml); the webhook service is the sidecar's.
 SERVICES = (
@@ -203,10 +204,13 @@ class Builder:
     def message_schema(self, msg: Descriptor, skip: frozenset[str] = frozenset()) -> dict:
         props: dict[str, Any] = {}
         required: list[str] = []
+        nullable = PRINTED_AS_NULL.get(msg.full_name, ())
         for field in msg.fields:
             if field.name in skip:
                 continue
             schema = self.field_schema(field)
+            if field.name in nullable:
+                schema = _or_null(schema)
             behaviors = _behaviors(field)
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 schema["readOnly"] = True
@@ -383,6 +387,15 @@ class Builder:
                 },
             },
         }
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field the gateway prints as null when unset (`PRINTED_AS_NULL`): its schema or null."""
+    if isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    described = {"description": schema["description"]} if "description" in schema else {}
+    inner = {k: v for k, v in schema.items() if k != "description"}
+    return {"anyOf": [inner, {"type": "null"}], **described}
 
 
 def _behaviors(field: FieldDescriptor) -> set[int]:

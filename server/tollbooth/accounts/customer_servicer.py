@@ -160,5 +160,5 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         answer = customer_pb2.GetCustomerSubscriptionResponse(
             subscription=convert.subscription_out(found) if found is not None else None
         )
-        print_unset_as_null(context, answer, "subscription")
+        print_unset_as_null(context, answer)
         return answer

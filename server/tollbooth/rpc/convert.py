@@ -15,10 +15,18 @@ from tollbooth import errors
 # seed's body shows `null`. Comma-separated field names; the gateway removes the header.
 JSON_NULL = "x-billing-json-null"
 
+# The fields printed so, by message: the servers name them (`print_unset_as_null`) and the
+# OpenAPI document says they may be null (`tollbooth.openapi`).
+PRINTED_AS_NULL: dict[str, tuple[str, ...]] = {
+    "billing.v1.BillingStatus": ("status", "current_period_end", "current_period_end_time"),
+    "billing.v1.GetCustomerSubscriptionResponse": ("subscription",),
+}
 
-def print_unset_as_null(context: Any, message: Message, *fields: str) -> None:
-    """Ask the gateway to print those of `fields` that `message` leaves unset as null (one
-    metadata entry, sent before the answer; nothing when all are set)."""
+
+def print_unset_as_null(context: Any, message: Message) -> None:
+    """Ask the gateway to print those of the message's PRINTED_AS_NULL fields it leaves unset
+    as null (one metadata entry, sent before the answer; nothing when all are set)."""
+    fields = PRINTED_AS_NULL[message.DESCRIPTOR.full_name]
     unset = [f for f in fields if not message.HasField(f)]
     if unset:
         context.send_initial_metadata(((JSON_NULL, ",".join(unset)),))

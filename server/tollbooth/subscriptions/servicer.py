@@ -39,9 +39,7 @@ class SubscriptionRpcs(Servicer):
                 )
         answer = convert.billing_status_out(view)
         # Seed 002's free plan: `status` and `current_period_end` are null, not left out.
-        print_unset_as_null(
-            context, answer, "status", "current_period_end", "current_period_end_time"
-        )
+        print_unset_as_null(context, answer)  # status, current_period_end(_time)
         return answer
 
     def ListSubscriptions(

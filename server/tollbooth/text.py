@@ -21,6 +21,11 @@ import re
 _BIDI = "\u202a-\u202e\u2066-\u2069"
 SINGLE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
 MULTILINE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}]")
+# What text stored before C1 and bidirectional controls were refused may hold, and an update
+# may send back unchanged where its mask does not name it (ignored there, never stored): C0
+# controls and DEL were refused from the start.
+STORED_SINGLE_LINE = re.compile("[\x00-\x1f\x7f]")
+STORED_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def control_problem(value: str, *, multiline: bool = False) -> str | None:

@@ -74,6 +74,10 @@ def test_seed_002_tier_refusals_create_nothing(seed_shop: Shop):
         ({"tier": "pro", "items": [{"lookup_key": "pro"}]}, "FIELD_INVALID"),
         ({"tier": "pro", "line_items": [{"price": "pro", "quantity": 1}]}, "FIELD_INVALID"),
         ({"tier": "t" * 201}, "FIELD_INVALID"),
+        # A blank tier names no price: refused, never read as absent (the default offer, or
+        # the items beside it bought as if it were not there).
+        ({"tier": " ", "items": [{"lookup_key": "pro"}]}, "FIELD_INVALID"),
+        ({"tier": "  "}, "FIELD_INVALID"),
     ]
     for body, reason in cases:
         resp = seed_shop.request("POST", "/api/v1/checkout/sessions", body, token)

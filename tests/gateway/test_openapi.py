@@ -245,3 +245,27 @@ def test_no_request_body_schema_offers_what_the_url_binds() -> None:
                 assert leaf not in schema.get("properties", {}), (verb, path, leaf)
             checked += 1
     assert checked >= 15, checked
+
+
+def test_the_free_plan_billing_status_with_its_nulls_matches_the_document(stack):  # type: ignore[no-untyped-def]
+    """Seed 002's free-tier body prints `status` and `current_period_end` as null (the
+    gateway's x-billing-json-null): the document's BillingStatus says they may be null."""
+    from jsonschema import Draft202012Validator
+
+    document = stack.request("GET", "/api/openapi.json").json()
+    issued = stack.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": "docs-free-plan", "user_id": "u", "scopes": ["billing:read"]},
+        SERVICE,
+    )
+    assert issued.status == 200, issued.body
+    token = issued.json()["access_token"]
+    got = stack.request("GET", "/api/v1/billing", None, {"authorization": f"Bearer {token}"})
+    assert got.status == 200, got.body
+    body = got.json()
+    nulls = [name for name, value in body.items() if value is None]
+    assert nulls, body  # the free plan's nulls are what this checks
+    schema = {"$ref": "#/components/schemas/BillingStatus", "components": document["components"]}
+    errors = list(Draft202012Validator(schema).iter_errors(body))
+    assert errors == [], [e.message for e in errors]

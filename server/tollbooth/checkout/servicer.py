@@ -70,6 +70,8 @@ def session_out(row: CheckoutSession) -> checkout_pb2.CheckoutSession:
 def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.ItemRequest]:
     if request.items and request.line_items:
         raise errors.invalid("give items or line_items, not both", field="line_items")
+    if request.tier and not request.tier.strip():  # names no price: not read as absent
+        raise errors.invalid("tier is blank", reason="FIELD_INVALID", field="tier")
     if request.tier.strip():  # seed 002's `{"tier": "pro"}`: one of the price of that lookup_key
         if request.items or request.line_items:
             raise errors.invalid(

@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 import grpc
+from google.api import field_behavior_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import (
     Descriptor,
@@ -119,45 +120,98 @@ def _bad(path: str, problem: str) -> errors.DomainError:
     return errors.invalid(f"{path} {problem}", reason="FIELD_INVALID", field=path)
 
 
-def _check_string(value: str, path: str, rule: Rule) -> None:
+def _check_string(value: str, path: str, rule: Rule, unmasked: bool = False) -> None:
     limit, refused, multiline = rule
+    if unmasked and refused is not _NUL:  # outside the update's mask: ignored, never stored
+        refused = text.STORED_MULTILINE if multiline else text.STORED_SINGLE_LINE
     if len(value) > limit:
         raise _bad(path, f"is longer than {limit} characters")
     if refused.search(value) is not None:
         raise _bad(path, text.control_problem(value, multiline=multiline) or "is invalid")
 
 
-def _walk(msg: Message, prefix: str, depth: int) -> None:
+def _walk(msg: Message, prefix: str, depth: int, unmasked: bool = False) -> None:
+    """`unmasked`: a part of an update's resource its mask does not name (`_walk_resource`)."""
     if depth > MAX_DEPTH:
         raise _bad(prefix or "request", f"nests deeper than {MAX_DEPTH} levels")
     for field, value in msg.ListFields():
-        path = f"{prefix}.{field.name}" if prefix else field.name
-        if field.type == _STRING:
-            rule = _rule(field)
-            if field.is_repeated:
-                for i, item in enumerate(value):
-                    _check_string(item, f"{path}[{i}]", rule)
-            else:
-                _check_string(value, path, rule)
-        elif field.type == _MESSAGE:
-            if _per_item(field):
-                continue
-            entry = _message_type(field)
-            if entry.GetOptions().map_entry:
-                key_rule, value_field, value_rule = _map_rules(field)
-                for key, item in value.items():
-                    if isinstance(key, str):
-                        _check_string(key, f"{path} key", key_rule)
-                    where = f"{path}[{str(key)[:40]!r}]"
-                    if value_field.type == _STRING:
-                        _check_string(item, where, value_rule)
-                    elif value_field.type == _MESSAGE:
-                        _walk(item, where, depth + 1)
-            elif field.is_repeated:
-                for i, item in enumerate(value):
-                    _walk(item, f"{path}[{i}]", depth + 1)
-            else:
-                _walk(value, path, depth + 1)
+        _check_field(
+            field, value, f"{prefix}.{field.name}" if prefix else field.name, depth, unmasked
+        )
+
+
+def _check_field(field: FieldDescriptor, value: Any, path: str, depth: int, unmasked: bool) -> None:
+    if field.type == _STRING:
+        rule = _rule(field)
+        if field.is_repeated:
+            for i, item in enumerate(value):
+                _check_string(item, f"{path}[{i}]", rule, unmasked)
+        else:
+            _check_string(value, path, rule, unmasked)
+    elif field.type == _MESSAGE:
+        if _per_item(field):
+            return
+        entry = _message_type(field)
+        if entry.GetOptions().map_entry:
+            key_rule, value_field, value_rule = _map_rules(field)
+            for key, item in value.items():
+                if isinstance(key, str):
+                    _check_string(key, f"{path} key", key_rule, unmasked)
+                where = f"{path}[{str(key)[:40]!r}]"
+                if value_field.type == _STRING:
+                    _check_string(item, where, value_rule, unmasked)
+                elif value_field.type == _MESSAGE:
+                    _walk(item, where, depth + 1, unmasked)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                _walk(item, f"{path}[{i}]", depth + 1, unmasked)
+        else:
+            _walk(value, path, depth + 1, unmasked)
+
+
+def _walk_resource(resource: Message, prefix: str, depth: int, named: frozenset[str]) -> None:
+    """An update's resource: the fields its mask names under the full rule; the others (which
+    the update ignores, AIP-134) may hold what stored text could before C1 and bidirectional
+    controls were refused, so that a resource sent back as read still updates one field.
+    Lengths and C0 controls are refused everywhere, and the full rule holds for the
+    resource's IDENTIFIER and IMMUTABLE fields, which the update reads whatever its mask."""
+    if depth > MAX_DEPTH:
+        raise _bad(prefix, f"nests deeper than {MAX_DEPTH} levels")
+    for field, value in resource.ListFields():
+        path = f"{prefix}.{field.name}"
+        unmasked = field.name not in named and not _names_the_row(field)
+        _check_field(field, value, path, depth, unmasked)
+
+
+@cache
+def _names_the_row(field: FieldDescriptor) -> bool:
+    """An IDENTIFIER (or IMMUTABLE code, as a metric's): the update reads it to find the row
+    or to compare, whatever its mask says."""
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.IDENTIFIER in behaviors or field_behavior_pb2.IMMUTABLE in behaviors
+
+
+def _masked(msg: Message) -> dict[str, frozenset[str]] | None:
+    """An update with a mask naming paths ("*" aside): its resource fields (the request's other
+    singular message fields) and the top-level field names its paths give."""
+    masks = [f for f in mask_fields(msg.DESCRIPTOR) if msg.HasField(f.name)]
+    if len(masks) != 1:
+        return None
+    paths = getattr(msg, masks[0].name).paths
+    if not paths:
+        return None
+    named = frozenset(p.split(".")[0].strip() for p in paths)
+    if "*" in named:  # every field (AIP-134)
+        return None
+    resources = {
+        f.name: named
+        for f in msg.DESCRIPTOR.fields
+        if f.type == _MESSAGE
+        and not f.is_repeated
+        and f.name != masks[0].name
+        and msg.HasField(f.name)
+    }
+    return resources or None
 
 
 def validate(msg: Message) -> None:
@@ -165,7 +219,15 @@ def validate(msg: Message) -> None:
     character it may not (`tollbooth.text`): FIELD_INVALID naming the field. Every request is
     walked: a control character is no rarer in a short request, and its bytes cannot be told
     from the message's own framing bytes without parsing."""
-    _walk(msg, "", 0)
+    masked = _masked(msg)
+    if masked is None:
+        _walk(msg, "", 0)
+        return
+    for field, value in msg.ListFields():
+        if field.name in masked:
+            _walk_resource(value, field.name, 1, masked[field.name])
+        else:
+            _check_field(field, value, field.name, 0, False)
 
 
 @cache

@@ -96,31 +96,36 @@ def test_a_stackable_price_gets_an_intent_per_request(world: World):
     assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2
 
 
+def _tabs_at_once(world: World, bearer: str, price_id: str, request_ids: list[str]) -> set[str]:
+    """One CreatePaymentIntent per request_id, each on its own channel, all released together;
+    the provider intent ids answered."""
+    start = threading.Barrier(len(request_ids))
+
+    def tab(request_id: str) -> str:
+        with grpc.insecure_channel(world.grpc_target) as channel:
+            start.wait()
+            return str(
+                payment_pb2_grpc.PaymentServiceStub(channel)
+                .CreatePaymentIntent(
+                    payment_pb2.CreatePaymentIntentRequest(
+                        catalog_price_id=price_id, request_id=request_id
+                    ),
+                    metadata=bearer_md(bearer),
+                    timeout=60,
+                )
+                .stripe_payment_intent_id
+            )
+
+    with ThreadPoolExecutor(len(request_ids)) as pool:
+        return set(pool.map(tab, request_ids))
+
+
 def test_concurrent_tabs_get_one_intent_on_postgres(pg_url: str, tmp_path: Path):
     world = start_world(pg_url, tmp_path)
     try:
         price_id = one_time_pack(world, "lifetime-race")
         bearer, account = token(world)
-        tabs = 8
-        start = threading.Barrier(tabs)
-
-        def tab(n: int) -> str:
-            with grpc.insecure_channel(world.grpc_target) as channel:
-                start.wait()
-                return str(
-                    payment_pb2_grpc.PaymentServiceStub(channel)
-                    .CreatePaymentIntent(
-                        payment_pb2.CreatePaymentIntentRequest(
-                            catalog_price_id=price_id, request_id=f"tab-{n}"
-                        ),
-                        metadata=bearer_md(bearer),
-                        timeout=60,
-                    )
-                    .stripe_payment_intent_id
-                )
-
-        with ThreadPoolExecutor(tabs) as pool:
-            answered = set(pool.map(tab, range(tabs)))
+        answered = _tabs_at_once(world, bearer, price_id, [f"tab-{n}" for n in range(8)])
         assert len(answered) == 1
         assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1
     finally:
@@ -213,26 +218,7 @@ def test_concurrent_tabs_after_an_unannounced_cancel_share_one_new_intent_on_pos
         bearer, account = token(world)
         first = buy(world, bearer, price_id, request_id="tab-0")
         world.stripe.v1.payment_intents.cancel(first.stripe_payment_intent_id)
-        tabs = 8
-        start = threading.Barrier(tabs)
-
-        def tab(n: int) -> str:
-            with grpc.insecure_channel(world.grpc_target) as channel:
-                start.wait()
-                return str(
-                    payment_pb2_grpc.PaymentServiceStub(channel)
-                    .CreatePaymentIntent(
-                        payment_pb2.CreatePaymentIntentRequest(
-                            catalog_price_id=price_id, request_id=f"tab-{n + 1}"
-                        ),
-                        metadata=bearer_md(bearer),
-                        timeout=60,
-                    )
-                    .stripe_payment_intent_id
-                )
-
-        with ThreadPoolExecutor(tabs) as pool:
-            answered = set(pool.map(tab, range(tabs)))
+        answered = _tabs_at_once(world, bearer, price_id, [f"tab-{n}" for n in range(1, 9)])
         assert len(answered) == 1
         assert first.stripe_payment_intent_id not in answered
         assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 2

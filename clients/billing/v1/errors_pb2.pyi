@@ -205,6 +205,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (FAILED_PRECONDITION, HTTP 400); metadata.price_id names it. Recorded on a Stripe event
     too: a second paid checkout of it met the first at fulfilment; the next attempt refunds it.
     """
+    ERROR_REASON_STRIPE_PRICE_MISMATCH: _ErrorReason.ValueType  # 213
+    """A price is linked (explicitly: CreatePrice/UpdatePrice's stripe_price_id, a catalog
+    file) to a Stripe price that charges another amount, currency or recurrence: a checkout
+    of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
+    metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+    """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
@@ -406,6 +412,12 @@ ERROR_REASON_PRICE_ALREADY_PURCHASED: ErrorReason.ValueType  # 212
 in full): a checkout or payment intent buying it again is refused, nothing is created
 (FAILED_PRECONDITION, HTTP 400); metadata.price_id names it. Recorded on a Stripe event
 too: a second paid checkout of it met the first at fulfilment; the next attempt refunds it.
+"""
+ERROR_REASON_STRIPE_PRICE_MISMATCH: ErrorReason.ValueType  # 213
+"""A price is linked (explicitly: CreatePrice/UpdatePrice's stripe_price_id, a catalog
+file) to a Stripe price that charges another amount, currency or recurrence: a checkout
+of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
+metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
 """
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).

@@ -363,10 +363,10 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
     if intent.stripe_id is not None:
         return intent, False
     customer = ensure_customer(db, provider, intent.account_id)
-    stripe_prices = [
-        sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
-    ]
     try:
+        stripe_prices = [
+            sync.ensure_price_synced(db, provider, item["price_id"]) for item in intent.items
+        ]
         remote = sent_again(
             lambda: provider.create_checkout_session(
                 provider_params(intent, customer, stripe_prices),
@@ -374,7 +374,9 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
             )
         )
     except errors.DomainError as exc:
-        if exc.reason == REFUSED:
+        # Refused, or a price linked to a provider price that charges something else: the
+        # same request would fail again, so the row (and its hold on the groups) goes.
+        if exc.reason in (REFUSED, sync.MISMATCH):
             _withdraw(db, intent)
         raise
     with db.transaction() as session:

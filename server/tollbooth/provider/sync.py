@@ -22,10 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tollbooth import errors
 from tollbooth.db import Database
 from tollbooth.db.models import Price, Product
 from tollbooth.provider import repository
 from tollbooth.provider.client import StripeProvider
+
+MISMATCH = "STRIPE_PRICE_MISMATCH"
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,11 @@ def ensure_product_synced(db: Database, provider: StripeProvider, view: _PriceVi
 
 
 def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -> str:
-    """The provider price of `price_id`, created (with its product) when it has none yet."""
+    """The provider price of `price_id`, created (with its product) when it has none yet; a
+    linked one is checked to charge what the price says (`check_link`)."""
     view = _view(db, price_id)
     if view.stripe_price_id:
+        check_link(provider, view)
         return view.stripe_price_id
     stripe_product = ensure_product_synced(db, provider, view)
     created = provider.find_price(view.id, stripe_product) or provider.create_price(
@@ -119,6 +124,41 @@ def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -
     with db.transaction() as session:
         repository.link_price(session, view.id, created["id"])
     return _stored_link(db, Price, view.id)
+
+
+# Links found to charge what their price says, by (provider price, currency, amount,
+# recurrence): a provider price's amount, currency and recurrence never change, so each link
+# is read once per process.
+_VERIFIED: set[tuple[str, str, int, str | None, int | None]] = set()
+
+
+def check_link(provider: StripeProvider, view: _PriceView) -> None:
+    """A price linked explicitly (CreatePrice/UpdatePrice's `stripe_price_id`, a catalog file)
+    to a provider price that charges another amount, currency or recurrence would sell at the
+    provider's figures (the sync path compares; an explicit link was never compared): refused
+    with FAILED_PRECONDITION STRIPE_PRICE_MISMATCH before anything is created, naming both."""
+    assert view.stripe_price_id is not None
+    interval_count = (view.interval_count or 1) if view.interval else None
+    key = (view.stripe_price_id, view.currency, view.unit_amount, view.interval, interval_count)
+    if key in _VERIFIED:
+        return
+    remote = provider.retrieve_price(view.stripe_price_id)
+    if not _matches(view, remote):
+        recurring = remote.get("recurring") or {}
+        theirs = f"{remote.get('unit_amount')} {remote.get('currency')}"
+        if recurring:
+            theirs += f" every {recurring.get('interval_count') or 1} {recurring.get('interval')}"
+        ours = f"{view.unit_amount} {view.currency}"
+        if view.interval:
+            ours += f" every {interval_count} {view.interval}"
+        raise errors.failed_precondition(
+            MISMATCH,
+            f"price {view.id} is linked to provider price {view.stripe_price_id}, which charges "
+            f"{theirs}, not {ours}: link a provider price that matches, or clear the link",
+            price_id=view.id,
+            stripe_price_id=view.stripe_price_id,
+        )
+    _VERIFIED.add(key)
 
 
 def _matches(price: _PriceView, remote: dict[str, Any]) -> bool:

@@ -495,6 +495,16 @@ export enum ErrorReason {
   PRICE_ALREADY_PURCHASED = 212,
 
   /**
+   * A price is linked (explicitly: CreatePrice/UpdatePrice's stripe_price_id, a catalog
+   * file) to a Stripe price that charges another amount, currency or recurrence: a checkout
+   * of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
+   * metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+   *
+   * @generated from enum value: ERROR_REASON_STRIPE_PRICE_MISMATCH = 213;
+   */
+  STRIPE_PRICE_MISMATCH = 213,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *

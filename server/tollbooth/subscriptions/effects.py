@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,7 +30,6 @@ from sqlalchemy.orm import Session
 from tollbooth import amounts
 from tollbooth.accounts import repository as accounts
 from tollbooth.auth.caller import SERVICE
-from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
@@ -40,7 +38,7 @@ from tollbooth.ids import new_id
 from tollbooth.notifications import outbox
 from tollbooth.provider import repository as links
 from tollbooth.provider.client import StripeProvider
-from tollbooth.subscriptions import repository
+from tollbooth.subscriptions import repository, upgrades
 from tollbooth.webhooks.dispatch import Handler, Ignored, as_dict, as_list, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
 
@@ -230,68 +228,7 @@ def _write_subscription(
         changed = sorted(k for k in after if after[k] != before.get(k))
         ctx.changes.append(f"subscription {sub} updated: {', '.join(changed)}")
         if status in repository.LIVE_STATES and before.get("price_id"):
-            _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
-
-
-def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
-    """What a price grants each period (its `on_renewal` grants × quantity), by credit type."""
-    out: dict[str, Decimal] = {}
-    for spec in (price.credit_grants or []) if price else []:
-        if spec.get("on_renewal"):
-            kind = str(spec["credit_type"])
-            each = amounts.times(str(spec["amount"]), max(quantity, 1), "credit_grants.amount")
-            out[kind] = amounts.add(out.get(kind, amounts.ZERO), each)
-    return out
-
-
-def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the highest level
-    the subscription held in this period (the old plan's, or an earlier one's), per credit type
-    (never less: a downgrade takes nothing back); once per subscription, change and period."""
-    if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
-        return
-    prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
-    old = _per_period(prices.get(old_price_id), old_quantity)
-    new = _per_period(prices.get(row.price_id), row.quantity)
-    period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
-    key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
-    key = f"{key}:{row.quantity}:{period}"
-    old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
-    after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
-    repository.note_levels(ctx.session, row, period, after, ctx.event_id)
-    extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
-    extra = {kind: amount for kind, amount in extra.items() if amount > 0}
-    if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
-        return
-    for n, (kind, amount) in enumerate(sorted(extra.items())):
-        request_id = f"{key}:{n}"
-        grant = credit_grants.grant(
-            ctx.session,
-            SERVICE,
-            row.billing_account_id,
-            credit_type=kind,
-            amount=format(amount, "f"),
-            reason=f"upgrade to {row.lookup_key or row.price_id}",
-            priority=0,
-            expire_at=row.current_period_end,
-            request_id=request_id,
-            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
-            clock=ctx.clock,
-        )
-        outbox.enqueue(
-            ctx.session,
-            "credits.granted",
-            row.billing_account_id,
-            {
-                "grant_id": grant.id,
-                "credit_type": kind,
-                "amount": format(amount, "f"),
-                "price_id": row.price_id,
-                "request_id": request_id,
-            },
-            f"credits.granted:{request_id}",
-        )
-        ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+            upgrades.grant(ctx, row, before)
 
 
 def _snapshot(row: Subscription) -> dict[str, Any]:

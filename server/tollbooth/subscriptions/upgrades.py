@@ -14,6 +14,7 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Subscription
 from tollbooth.notifications import outbox
+from tollbooth.provider import repository as links
 from tollbooth.subscriptions import repository
 from tollbooth.webhooks.dispatch import claim_effect
 
@@ -22,11 +23,16 @@ if TYPE_CHECKING:
 
 
 def grant(ctx: Context, row: Subscription, before: dict[str, Any]) -> None:
-    """The upgrade's grant, if the change from `before` (the row as it was) is one, unless the
-    change is seen only across a renewal (`renewed_since`)."""
-    if renewed_since(before.get("current_period_end"), row.current_period_start):
+    """The upgrade's grant, if the change from `before` (the row as it was) is one. A change
+    seen only across a renewal (`renewed_since`) is measured from the plan the renewal charged
+    for (`Facts.period_plan`; nothing when it is not known): the renewal grants that plan."""
+    if not renewed_since(before.get("current_period_end"), row.current_period_start):
+        _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
         return
-    _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
+    charged = ctx.facts.period_plan.get(row.stripe_subscription_id)
+    price = links.price_by_stripe_id(ctx.session, charged[0]) if charged else None
+    if charged is not None and price is not None:
+        _grant_upgrade(ctx, row, price.id, charged[1])
 
 
 def renewed_since(old_end: Any, new_start: dt.datetime | None) -> bool:

@@ -62,7 +62,11 @@ def read_checkout(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -
     intent = _id(truth.get("payment_intent"))
     if sub_id:
         facts.read_subscription(provider, sub_id)
-        invoice = _id((facts.subscription(sub_id) or {}).get("latest_invoice"))
+        # The checkout's own first invoice: the subscription's latest is a renewal's once
+        # this event is applied after one (held back, or retried meanwhile).
+        invoice = _id(truth.get("invoice")) or _id(
+            (facts.subscription(sub_id) or {}).get("latest_invoice")
+        )
         if invoice and truth.get("payment_status") == "paid":
             intent = provider.invoice_payment_intent(invoice)
     facts.payment_intents[stripe_id] = intent  # what paid it: a refund voids what it bought

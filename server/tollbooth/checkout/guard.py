@@ -92,12 +92,15 @@ def prepare(
             return None
         kept_id = kept.stripe_subscription_id
     provider.cancel_subscription(sub_id, idempotency=idempotency_key("guard-cancel", sub_id))
-    invoice = _id(sub.get("latest_invoice"))
-    refund = (
-        provider.refund_invoice(invoice, idempotency=idempotency_key("guard-refund", invoice))
-        if invoice
-        else None
-    )
+    # Everything it charged: the checkout's own first invoice and, when this is applied after
+    # a renewal, the latest too (each refunded once, by its own idempotency key).
+    latest = _id(sub.get("latest_invoice"))
+    invoice = _id(truth.get("invoice")) or latest
+    refunds = [
+        provider.refund_invoice(each, idempotency=idempotency_key("guard-refund", each))
+        for each in dict.fromkeys(i for i in (invoice, latest) if i)
+    ]
+    refund = refunds[0] if refunds else None  # the first invoice's, as notifications name it
     facts.subscriptions.pop(sub_id)
     facts.read_subscription(provider, sub_id)  # canceled now
     return Canceled(sub_id, kept_id, invoice, refund)

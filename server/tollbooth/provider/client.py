@@ -36,6 +36,7 @@ from tollbooth.config import Settings, dial_url
 from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
+from tollbooth.provider import invoices
 from tollbooth.provider.keys import idempotency_key
 
 log = logging.getLogger("tollbooth.provider")
@@ -546,18 +547,15 @@ class StripeProvider:
             )
         )
 
-    def invoice_payment_intent(self, invoice_id: str) -> str | None:
-        """The PaymentIntent that paid an invoice (None when nothing paid it)."""
-        invoice = self._plain(
+    def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """Stripe's invoice (`tollbooth.provider.invoices` reads it)."""
+        return self._plain(
             self._call("retrieve invoice", lambda: self.client.v1.invoices.retrieve(invoice_id))
         )
-        payments = ((invoice.get("payments") or {}).get("data")) or []
-        intents = [
-            str((p.get("payment") or {}).get("payment_intent"))
-            for p in payments
-            if p.get("status") == "paid" and (p.get("payment") or {}).get("payment_intent")
-        ]
-        return intents[0] if intents else None
+
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """The PaymentIntent that paid an invoice (None when nothing paid it)."""
+        return invoices.paid_intent(self.retrieve_invoice(invoice_id))
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
         """Stripe's current charge; None when the provider does not know the id."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,16 +30,16 @@ from sqlalchemy.orm import Session
 from tollbooth import amounts
 from tollbooth.accounts import repository as accounts
 from tollbooth.auth.caller import SERVICE
-from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
 from tollbooth.ids import new_id
 from tollbooth.notifications import outbox
+from tollbooth.provider import invoices
 from tollbooth.provider import repository as links
 from tollbooth.provider.client import StripeProvider
-from tollbooth.subscriptions import repository
+from tollbooth.subscriptions import repository, upgrades
 from tollbooth.webhooks.dispatch import Handler, Ignored, as_dict, as_list, claim_effect
 from tollbooth.webhooks.dispatch import object_id as _id
 
@@ -61,6 +60,11 @@ class Facts:
         # checkout session or renewal invoice -> the PaymentIntent that paid it
         self.payment_intents: dict[str, str | None] = {}
         self.charges: dict[str, dict[str, Any] | None] = {}
+        # renewal invoice -> what it charged for (`provider.invoices.renewal_lines`)
+        self.renewal_lines: dict[str, list[tuple[str, int, int | None]] | None] = {}
+        # subscription -> (Stripe price, quantity) its current period was charged for, when
+        # its latest invoice is that period's renewal (`upgrades.grant`)
+        self.period_plan: dict[str, tuple[str, int]] = {}
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
         """The provider's object (None: the provider does not know it)."""
@@ -230,68 +234,7 @@ def _write_subscription(
         changed = sorted(k for k in after if after[k] != before.get(k))
         ctx.changes.append(f"subscription {sub} updated: {', '.join(changed)}")
         if status in repository.LIVE_STATES and before.get("price_id"):
-            _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
-
-
-def _per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
-    """What a price grants each period (its `on_renewal` grants × quantity), by credit type."""
-    out: dict[str, Decimal] = {}
-    for spec in (price.credit_grants or []) if price else []:
-        if spec.get("on_renewal"):
-            kind = str(spec["credit_type"])
-            each = amounts.times(str(spec["amount"]), max(quantity, 1), "credit_grants.amount")
-            out[kind] = amounts.add(out.get(kind, amounts.ZERO), each)
-    return out
-
-
-def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the highest level
-    the subscription held in this period (the old plan's, or an earlier one's), per credit type
-    (never less: a downgrade takes nothing back); once per subscription, change and period."""
-    if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
-        return
-    prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
-    old = _per_period(prices.get(old_price_id), old_quantity)
-    new = _per_period(prices.get(row.price_id), row.quantity)
-    period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
-    key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
-    key = f"{key}:{row.quantity}:{period}"
-    old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
-    after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
-    repository.note_levels(ctx.session, row, period, after, ctx.event_id)
-    extra = {kind: amounts.sub(amount, old.get(kind, amounts.ZERO)) for kind, amount in new.items()}
-    extra = {kind: amount for kind, amount in extra.items() if amount > 0}
-    if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
-        return
-    for n, (kind, amount) in enumerate(sorted(extra.items())):
-        request_id = f"{key}:{n}"
-        grant = credit_grants.grant(
-            ctx.session,
-            SERVICE,
-            row.billing_account_id,
-            credit_type=kind,
-            amount=format(amount, "f"),
-            reason=f"upgrade to {row.lookup_key or row.price_id}",
-            priority=0,
-            expire_at=row.current_period_end,
-            request_id=request_id,
-            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
-            clock=ctx.clock,
-        )
-        outbox.enqueue(
-            ctx.session,
-            "credits.granted",
-            row.billing_account_id,
-            {
-                "grant_id": grant.id,
-                "credit_type": kind,
-                "amount": format(amount, "f"),
-                "price_id": row.price_id,
-                "request_id": request_id,
-            },
-            f"credits.granted:{request_id}",
-        )
-        ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+            upgrades.grant(ctx, row, before)
 
 
 def _snapshot(row: Subscription) -> dict[str, Any]:
@@ -332,7 +275,27 @@ def _subscription_of(obj: dict[str, Any]) -> str:
 
 
 def read_subscription(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
-    facts.read_subscription(provider, _subscription_of(obj))
+    sub_id = _subscription_of(obj)
+    facts.read_subscription(provider, sub_id)
+    invoice_id = _id((facts.subscriptions[sub_id] or {}).get("latest_invoice"))
+    if invoice_id:  # what the current period was charged for, if it was a renewal
+        _read_renewal(provider, facts, sub_id, invoice_id)
+
+
+def _read_renewal(provider: StripeProvider, facts: Facts, sub_id: str, invoice_id: str) -> None:
+    """The provider's invoice: what paid it and, for a renewal, what it charged for."""
+    try:
+        invoice = provider.retrieve_invoice(invoice_id)
+    except DomainError as exc:
+        if exc.kind is Kind.UNAVAILABLE:
+            raise  # retried with the event
+        invoice = {}  # an invoice the provider refuses to show
+    if invoice.get("billing_reason") != "subscription_cycle":
+        return
+    facts.payment_intents[invoice_id] = invoices.paid_intent(invoice)
+    lines = facts.renewal_lines[invoice_id] = invoices.renewal_lines(invoice)
+    if lines and invoice_id == _id((facts.subscriptions[sub_id] or {}).get("latest_invoice")):
+        facts.period_plan[sub_id] = (lines[0][0], lines[0][1])
 
 
 def on_subscription(ctx: Context, obj: dict[str, Any]) -> None:
@@ -460,12 +423,9 @@ def read_invoice(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) ->
     if obj.get("billing_reason") != "subscription_cycle" or facts.subscriptions[sub_id] is None:
         return
     # What paid a renewal: its grants record it, so a full refund of that payment voids them.
-    try:
-        facts.payment_intents[invoice_id] = provider.invoice_payment_intent(invoice_id)
-    except DomainError as exc:
-        if exc.kind is Kind.UNAVAILABLE:
-            raise  # retried with the event
-        facts.payment_intents[invoice_id] = None  # an invoice the provider refuses to show
+    # What it charged for: its grants are those of the plan paid for, whatever the
+    # subscription holds by the time this event is applied (an upgrade since, applied first).
+    _read_renewal(provider, facts, sub_id, invoice_id)
 
 
 def _items(truth: dict[str, Any]) -> list[dict[str, Any]]:
@@ -497,11 +457,19 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
     if not claim_effect(ctx.session, f"invoice:{invoice_id}", ctx.event_id, account):
         return  # this invoice's renewal was applied already
     accounts.by_id_for_update(ctx.session, account)  # before any grant, as a refund locks
-    # What renews is what the provider says the subscription holds (every recurring item),
-    # never the invoice's line list from the event body.
+    # What renews is what the provider's invoice charged for, else what the provider says the
+    # subscription holds (every recurring item); never the invoice's lines from the event body.
     truth = ctx.facts.subscription(sub_id) or {}
-    for item in _items(truth):
-        stripe_price = _id(item.get("price"))
+    charged = ctx.facts.renewal_lines.get(invoice_id)
+    lines: list[tuple[str | None, int, Any]] = (
+        list(charged)
+        if charged
+        else [
+            (_id(i.get("price")), _quantity(i), i.get("current_period_start"))
+            for i in _items(truth)
+        ]
+    )
+    for stripe_price, quantity, start in lines:
         price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
         if price is None:
             continue
@@ -509,11 +477,11 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
             ctx,
             account,
             price,
-            _quantity(item),
+            quantity,
             when="on_renewal",
             request_prefix=f"invoice:{invoice_id}:{stripe_price}",
             reason=f"renewal of {price.lookup_key or price.id}",
-            anchor=_ts(item.get("current_period_start", truth.get("current_period_start"))),
+            anchor=_ts(start if start is not None else truth.get("current_period_start")),
             payment_intent=ctx.facts.payment_intents.get(invoice_id),
         )
     from tollbooth.subscriptions import refunds  # (refunds imports this module)

@@ -374,8 +374,7 @@ def _realised(db: Database, provider: StripeProvider, intent: Intent) -> tuple[I
             )
         )
     except errors.DomainError as exc:
-        # Refused, or a price linked to a provider price that charges something else: the
-        # same request would fail again, so the row (and its hold on the groups) goes.
+        # Refused, or a mislinked price: it would fail again, so the row and its hold go.
         if exc.reason in (REFUSED, sync.MISMATCH):
             _withdraw(db, intent)
         raise

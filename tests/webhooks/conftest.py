@@ -17,3 +17,12 @@ def pg_world(pg_url: str, tmp_path: Path) -> Iterator[World]:
     w = start_world(pg_url, tmp_path, deliver=False)
     yield w
     w.stop()
+
+
+@pytest.fixture
+def quiet(database_url: str, tmp_path: Path) -> Iterator[World]:
+    """A world whose sandbox keeps its events instead of delivering them (the test hands them
+    over, in the order it chooses); on the database `database_url` names."""
+    w = start_world(database_url, tmp_path, deliver=False)
+    yield w
+    w.stop()

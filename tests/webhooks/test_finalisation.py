@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -36,14 +35,6 @@ GRANTS = [
         credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
     )
 ]
-
-
-@pytest.fixture
-def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    """A world whose sandbox keeps its events instead of delivering them."""
-    w = start_world(database_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def paid_checkout(world: World) -> tuple[str, str, str]:

@@ -7,13 +7,11 @@ full refund of the renewal voids only the renewal's."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
-from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.checkout.support import World, events_of, signed_send
 from tollbooth.db.models import CreditGrant
 
 EVERY = [
@@ -21,13 +19,6 @@ EVERY = [
         credit_type="api_calls", amount="100", on_purchase=True, on_renewal=True
     )
 ]
-
-
-@pytest.fixture
-def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(database_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def send_all(world: World, event_type: str, object_id: str) -> None:

@@ -6,22 +6,14 @@ upgrade grants is for the rest of the period in which it happened, and that peri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
-from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.checkout.support import World, events_of, signed_send
 from tollbooth.db.models import CreditGrant, Price
-
-
-@pytest.fixture
-def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(database_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def every(amount: str) -> list[catalog_pb2.CreditGrantSpec]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, credit_pb2
@@ -18,13 +17,6 @@ from tollbooth.db.models import CreditGrant, Purchase, StripeEvent
 from tollbooth.db.types import utcnow
 
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="api_calls", amount="100", on_purchase=True)]
-
-
-@pytest.fixture
-def quiet(database_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    w = start_world(database_url, tmp_path, deliver=False)
-    yield w
-    w.stop()
 
 
 def bought(world: World) -> tuple[str, str]:

@@ -534,13 +534,30 @@ function envoy_on_response(handle)
   if text:sub(1, 1) ~= "{" then
     return
   end
-  local added = {}
+  local added, changed = {}, false
   for name in nulls:gmatch("[%w_]+") do
-    if not text:find('"' .. name .. '":', 1, true) then
-      added[#added + 1] = '"' .. name .. '":null'
+    local key = '"' .. name .. '":'
+    local at = text:find(key, 1, true)
+    if not at then
+      added[#added + 1] = key .. "null"
+    elseif not text:find(key, at + #key, true) then
+      -- A field with no presence (a bool, a number) that the transcoder printed with its
+      -- default value: the server named it, so its value is null. Only a lone literal key
+      -- (an escaped key inside a string never matches `"name":`) with a true/false/number
+      -- value is replaced; anything else is left as printed.
+      local from = at + #key
+      local value = text:match("^true", from) or text:match("^false", from)
+        or text:match("^%-?%d[%d%.eE%+%-]*", from)
+      if value then
+        text = text:sub(1, from - 1) .. "null" .. text:sub(from + #value)
+        changed = true
+      end
     end
   end
   if #added == 0 then
+    if changed then
+      body:setBytes(text)
+    end
     return
   end
   local rest = text:sub(2)

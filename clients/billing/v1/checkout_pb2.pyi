@@ -940,7 +940,10 @@ class BillingStatus(_message.Message):
     state: Global___SubscriptionState.ValueType
     """State of the current plan's subscription."""
     cancel_at_period_end: _builtins.bool
-    """Whether the current plan ends at the end of the period."""
+    """Whether the current plan ends at the end of the period; on the free plan
+    (no subscription) the gateway prints it as null, seed 002's free-tier body
+    (gRPC callers read false).
+    """
     status: _builtins.str
     """Seed 002's `status`: the current plan's subscription status in the
     provider's words (`active`, `past_due`, `canceled`, ...), the same fact as

@@ -30,10 +30,17 @@ def _nullable(descriptor: Any) -> tuple[str, ...]:
     return names
 
 
-def print_unset_as_null(context: Any, message: Message) -> None:
+def print_unset_as_null(context: Any, message: Message, absent: tuple[str, ...] = ()) -> None:
     """Ask the gateway to print the `json_null` fields `message` leaves unset as null (one
-    metadata entry, sent before the answer; nothing when all are set)."""
-    unset = [f for f in _nullable(message.DESCRIPTOR) if not message.HasField(f)]
+    metadata entry, sent before the answer; nothing when all are set). A `json_null` field
+    with no presence (a plain bool) cannot be unset: the caller names it in `absent` when
+    the fact it reports does not exist (the free plan's `cancel_at_period_end`)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    unset = [
+        f
+        for f in _nullable(message.DESCRIPTOR)
+        if (not message.HasField(f) if fields[f].has_presence else f in absent)
+    ]
     if unset:
         context.send_initial_metadata(((JSON_NULL, ",".join(unset)),))
 

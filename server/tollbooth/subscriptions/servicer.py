@@ -38,8 +38,10 @@ class SubscriptionRpcs(Servicer):
                     session, self.account_refs, kept, caller, request.account
                 )
         answer = convert.billing_status_out(view)
-        # Seed 002's free plan: `status` and `current_period_end` are null, not left out.
-        print_unset_as_null(context, answer)
+        # Seed 002's free plan: `status`, `current_period_end` and `cancel_at_period_end`
+        # are null, not left out (or false).
+        free = ("cancel_at_period_end",) if view.subscription is None else ()
+        print_unset_as_null(context, answer, absent=free)
         return answer
 
     def ListSubscriptions(

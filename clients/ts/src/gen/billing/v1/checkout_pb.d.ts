@@ -988,7 +988,9 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
   currentPeriodEndTime?: Timestamp | undefined;
 
   /**
-   * Whether the current plan ends at the end of the period.
+   * Whether the current plan ends at the end of the period; on the free plan
+   * (no subscription) the gateway prints it as null, seed 002's free-tier body
+   * (gRPC callers read false).
    *
    * @generated from field: bool cancel_at_period_end = 6;
    */

@@ -21,12 +21,17 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    whole POST (connect, send, the answer read) ends by `deadline_sec`
    (BILLING_NOTIFY_DEADLINE_SEC): a receiver trickling its answer a byte at a time, each
    within the per-read timeout, would otherwise hold a sender past its lease. A POST cut off
-   there is a failed attempt (`deadline: ...`), retried on the schedule below.
+   there is a failed attempt (`deadline: ...`), retried on the schedule below. The host is
+   looked up within `timeout_sec` too (a hanging resolver: a failed attempt), and with
+   BILLING_NOTIFY_DENY_PRIVATE no connection is made to a non-global address
+   (`transport`, `addresses`).
 4. **Record**: every attempt is stored (status code, latency, error) and the lease given
    back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
-   a `notification.endpoint.disabled` notification says so. That notice goes to every other
+   a `notification.endpoint.disabled` notification says so; one answering 410 Gone is
+   disabled so at once. A disabled endpoint, and one whose last failing message was given
+   up, has no `failing_since`: enabled again, or failing weeks later, its window starts anew. That notice goes to every other
    endpoint and into every delivery read, so it names the endpoint by id and by its URL's
    origin only (`origin_of`): a receiver URL often carries its credential (user and password,
    a token in the path or the query).

@@ -33,8 +33,8 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    disabled so at once. A disabled endpoint, and one whose last failing message was given
    up, has no `failing_since`: enabled again, or failing weeks later, its window starts
    anew. That notice goes to every other endpoint and into every delivery read, so it names
-   the endpoint by id and by its URL's origin only (`origin_of`): a receiver URL often carries its credential (user and password,
-   a token in the path or the query).
+   the endpoint by id and by its URL's origin only (`origin_of`): a receiver URL often
+   carries its credential (user and password, a token in the path or the query).
 
 `serve-notifications` (`Deliverer.run`) does not wait for a whole batch: whenever a sender
 is idle it claims more, and one endpoint has at most half the senders in flight, so a

@@ -1,4 +1,5 @@
-"""Which addresses the private-address guard refuses (pure: no network)."""
+"""Which addresses the private-address guard refuses (pure: no network), and the setting
+that turns it on."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import ipaddress
 
 import pytest
 
+from tests.conftest import make_env
+from tollbooth.config import ConfigError, Settings
 from tollbooth.notifications import addresses
+from tollbooth.notifications.delivery import Policy
 
 
 @pytest.mark.parametrize(
@@ -48,3 +52,18 @@ def test_one_denied_address_among_public_ones_is_enough_to_refuse() -> None:
     found = [(ipaddress.ip_address("8.8.8.8"), 80), (ipaddress.ip_address("10.0.0.1"), 80)]
     with pytest.raises(addresses.AddressDenied, match="10.0.0.1"):
         addresses.check("mixed.example", found)
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("0", False), ("1", True)])
+def test_the_guard_is_read_from_billing_notify_deny_private(tmp_path, value, on) -> None:  # type: ignore[no-untyped-def]
+    extra = {} if value is None else {"BILLING_NOTIFY_DENY_PRIVATE": value}
+    settings = Settings.from_env(make_env(f"sqlite:///{tmp_path}/b.db", **extra))
+    assert settings.notify_deny_private is on
+    assert Policy.from_settings(settings).deny_private is on
+
+
+def test_an_unusable_guard_value_stops_the_start_naming_the_variable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="BILLING_NOTIFY_DENY_PRIVATE"):
+        Settings.from_env(
+            make_env(f"sqlite:///{tmp_path}/b.db", BILLING_NOTIFY_DENY_PRIVATE="maybe")
+        )

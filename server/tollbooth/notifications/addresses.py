@@ -75,7 +75,7 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple[IPAddress, int]]
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             for _family, _type, _proto, _name, sockaddr in infos:
-                ip = literal(str(sockaddr[0]).split("%", 1)[0])
+                ip = literal(str(sockaddr[0]))  # an IPv6 scope (%eth0) kept
                 if ip is not None and (ip, port) not in answer:
                     answer.append((ip, port))
         except (OSError, UnicodeError) as exc:

@@ -262,6 +262,8 @@ class NotifySettings(_Environment):
     notify_poll_ms: int = env("BILLING_NOTIFY_POLL_MS", 500, lo=10, hi=60_000)
     notify_batch: int = env("BILLING_NOTIFY_BATCH", 50, lo=1, hi=1000)
     notify_senders: int = env("BILLING_NOTIFY_SENDERS", 8, lo=1, hi=64)
+    # Opt-in SSRF guard (`notifications/addresses.py`); off: local receivers work.
+    notify_deny_private: bool = env("BILLING_NOTIFY_DENY_PRIVATE", False)
     # WatchNotifications ends a stream that had nothing to send for this long.
     notify_watch_idle_sec: int = env("BILLING_NOTIFY_WATCH_IDLE_SEC", 300, lo=1, hi=86400)
 

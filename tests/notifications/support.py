@@ -25,6 +25,7 @@ class Receiver:
     secret: str = ""
     fail_first: int = 0  # answer 500 to the first N attempts of each message
     always_fail: bool = False
+    answer: int = 0  # when set: every verified POST is answered with this status
     delay_sec: float = 0.0
     trickle_first: int = 0  # answer the first N attempts of each message one byte a second
     hang: threading.Event | None = None  # when given: every POST waits for it before answering
@@ -61,6 +62,8 @@ class Receiver:
             self.log.append(msg_id)
             if self.posts[msg_id] <= self.trickle_first:
                 return TRICKLE
+            if self.answer:
+                return self.answer
             if self.always_fail or self.posts[msg_id] <= self.fail_first:
                 return 500
             self.ok_posts[msg_id] += 1

@@ -21,7 +21,8 @@ from tollbooth.db import Database
 from tollbooth.db.models import NotificationAttempt, NotificationDelivery
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import endpoints
-from tollbooth.notifications.delivery import Deliverer, Job, Policy, send, sender_client
+from tollbooth.notifications.delivery import Deliverer, Job, Policy, send
+from tollbooth.notifications.transport import sender_client
 
 CHUNK = b"a" * 2**16
 # Far below what an unbounded read takes before a 3 s deadline on loopback (hundreds of MB),
@@ -101,7 +102,7 @@ def test_an_answer_with_an_endless_body_is_taken_by_its_status_without_reading_t
 ) -> None:
     receiver, url = flood
     receiver.status = status
-    client = sender_client(POLICY)
+    client = sender_client(POLICY.timeout_sec)
     try:
         outcome = send(client, job(url), POLICY.deadline_sec)
     finally:

@@ -174,6 +174,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     before another replay or attempt (a second tab): nothing is replayed (FAILED_PRECONDITION,
     409).
     """
+    ERROR_REASON_URL_ADDRESS_DENIED: _ErrorReason.ValueType  # 225
+    """With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that is,
+    or resolves to, a loopback, private, link-local, shared or reserved address
+    (INVALID_ARGUMENT); nothing is stored.
+    """
+    ERROR_REASON_URL_HOST_UNRESOLVED: _ErrorReason.ValueType  # 226
+    """With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that did
+    not resolve within BILLING_NOTIFY_TIMEOUT_SEC, so its addresses could not be checked
+    (INVALID_ARGUMENT); nothing is stored.
+    """
+    ERROR_REASON_NOTIFICATION_TYPE_NOT_WANTED: _ErrorReason.ValueType  # 227
+    """A resend names a message of a type the endpoint's event_types leave out: it would never
+    have been sent there (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+    """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
     """Limits.
     The caller made too many calls of this class in the current window, or holds too many
@@ -381,6 +395,20 @@ ERROR_REASON_EVENT_CHANGED: ErrorReason.ValueType  # 165
 """The operator console's Replay came from a page that showed the Stripe event as it was
 before another replay or attempt (a second tab): nothing is replayed (FAILED_PRECONDITION,
 409).
+"""
+ERROR_REASON_URL_ADDRESS_DENIED: ErrorReason.ValueType  # 225
+"""With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that is,
+or resolves to, a loopback, private, link-local, shared or reserved address
+(INVALID_ARGUMENT); nothing is stored.
+"""
+ERROR_REASON_URL_HOST_UNRESOLVED: ErrorReason.ValueType  # 226
+"""With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that did
+not resolve within BILLING_NOTIFY_TIMEOUT_SEC, so its addresses could not be checked
+(INVALID_ARGUMENT); nothing is stored.
+"""
+ERROR_REASON_NOTIFICATION_TYPE_NOT_WANTED: ErrorReason.ValueType  # 227
+"""A resend names a message of a type the endpoint's event_types leave out: it would never
+have been sent there (FAILED_PRECONDITION, HTTP 400); nothing is resent.
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 """Limits.

@@ -124,7 +124,9 @@ class NotificationEndpoint(_message.Message):
     description: _builtins.str
     """Free text."""
     enabled: _builtins.bool
-    """False once disabled (by DisableNotificationEndpoint, or after days of failures)."""
+    """False once disabled (by DisableNotificationEndpoint, after days of failures, or at once
+    when the receiver answers 410 Gone).
+    """
     disabled_reason: _builtins.str
     """Why it was disabled."""
     @_builtins.property
@@ -133,7 +135,9 @@ class NotificationEndpoint(_message.Message):
 
     @_builtins.property
     def failing_since(self) -> _timestamp_pb2.Timestamp:
-        """Since when every attempt has failed; unset while it succeeds."""
+        """Since when every attempt has failed; unset while it succeeds, once it is disabled, and
+        once nothing is retried any more (its last failing message given up).
+        """
 
     @_builtins.property
     def previous_secret_expire_time(self) -> _timestamp_pb2.Timestamp:

@@ -21,15 +21,20 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    whole POST (connect, send, the answer read) ends by `deadline_sec`
    (BILLING_NOTIFY_DEADLINE_SEC): a receiver trickling its answer a byte at a time, each
    within the per-read timeout, would otherwise hold a sender past its lease. A POST cut off
-   there is a failed attempt (`deadline: ...`), retried on the schedule below.
+   there is a failed attempt (`deadline: ...`), retried on the schedule below. The host is
+   looked up within `timeout_sec` too (a hanging resolver: a failed attempt), and with
+   BILLING_NOTIFY_DENY_PRIVATE no connection is made to a non-global address
+   (`transport`, `addresses`).
 4. **Record**: every attempt is stored (status code, latency, error) and the lease given
    back. A resend during the POST: pending and due, sent once more. 2xx: delivered. Else
    the next attempt comes after `retry_delay` (first ~1 s, doubling, with jitter) until the
    message is older than the give-up window; an endpoint failing that long is disabled and
-   a `notification.endpoint.disabled` notification says so. That notice goes to every other
-   endpoint and into every delivery read, so it names the endpoint by id and by its URL's
-   origin only (`origin_of`): a receiver URL often carries its credential (user and password,
-   a token in the path or the query).
+   a `notification.endpoint.disabled` notification says so; one answering 410 Gone is
+   disabled so at once. A disabled endpoint, and one whose last failing message was given
+   up, has no `failing_since`: enabled again, or failing weeks later, its window starts
+   anew. That notice goes to every other endpoint and into every delivery read, so it names
+   the endpoint by id and by its URL's origin only (`origin_of`): a receiver URL often
+   carries its credential (user and password, a token in the path or the query).
 
 `serve-notifications` (`Deliverer.run`) does not wait for a whole batch: whenever a sender
 is idle it claims more, and one endpoint has at most half the senders in flight, so a
@@ -51,17 +56,16 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from tollbooth import metrics
 from tollbooth.config import Settings
 from tollbooth.db import Database, no_transaction_held
-from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
+from tollbooth.db.models import NotificationEndpoint
 from tollbooth.db.types import utcnow
-from tollbooth.notifications import envelope, outbox, repository
-from tollbooth.notifications.endpoints import signing_secrets
+from tollbooth.notifications import envelope, outbox, repository, transport
+from tollbooth.notifications.endpoints import signing_secrets, wants
 from tollbooth.notifications.repository import DELIVERED, FAILED
 
 log = logging.getLogger("tollbooth.notifications")
@@ -84,6 +88,7 @@ class Policy:
     batch: int = 50
     senders: int = 8
     poll_sec: float = 0.5
+    deny_private: bool = False  # no connection to a non-global address (`addresses`)
 
     @classmethod
     def from_settings(cls, s: Settings) -> Policy:
@@ -97,6 +102,7 @@ class Policy:
             batch=s.notify_batch,
             senders=s.notify_senders,
             poll_sec=s.notify_poll_ms / 1000,
+            deny_private=s.notify_deny_private,
         )
 
     @property
@@ -140,6 +146,12 @@ class Outcome:
     def ok(self) -> bool:
         return 200 <= self.status_code < 300
 
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the receiver says the endpoint is no more (Standard Webhooks: disable
+        it), so it is disabled at once rather than retried for days."""
+        return self.status_code == 410
+
 
 def headers(
     notification_id: str, body: str, secrets: tuple[str, ...], at: dt.datetime
@@ -157,99 +169,29 @@ def headers(
     }
 
 
-_deadline = threading.local()  # `at`: the time.monotonic() this thread's POST ends by
-
-
-def _within_deadline(timeout: float | None, expired: type[Exception]) -> float | None:
-    """`timeout` for one socket operation, cut to what is left of this thread's deadline."""
-    at: float | None = getattr(_deadline, "at", None)
-    if at is None:
-        return timeout
-    left = at - time.monotonic()
-    if left <= 0:
-        raise expired("deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write waits no longer than the deadline allows."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _within_deadline(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # type: ignore[no-untyped-def]
-        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, limit))
-
-    def get_extra_info(self, info: str) -> object:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self._backend = backend
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[no-untyped-def]
-        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
-        stream = self._backend.connect_tcp(host, port, limit, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[no-untyped-def]
-        limit = _within_deadline(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._backend.connect_unix_socket(path, limit, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
-def sender_client(policy: Policy) -> httpx.Client:
-    """The senders' client: httpx's own transport, its connections wrapped so that `send`'s
-    deadline bounds the whole POST (httpx's timeouts bound each read, not the answer: a
-    receiver sending a byte a second never trips them)."""
-    transport = httpx.HTTPTransport(trust_env=False)  # nothing from the environment
-    pool = transport._pool  # httpx builds its httpcore pool; no public way to pass a backend
-    if not isinstance(pool, httpcore.ConnectionPool) or not hasattr(pool, "_network_backend"):
-        raise RuntimeError("httpx/httpcore changed: the notification deadline cannot be set")
-    pool._network_backend = _DeadlineBackend(pool._network_backend)
-    return httpx.Client(
-        transport=transport, timeout=policy.timeout_sec, follow_redirects=False, trust_env=False
-    )
-
-
 def send(client: httpx.Client, job: Job, deadline_sec: float | None = None) -> Outcome:
     """One POST; with `deadline_sec`, ended (a failed attempt) when it takes longer, provided
-    `client` comes from `sender_client`."""
+    `client` comes from `transport.sender_client`."""
     no_transaction_held("a notification endpoint")
     started = time.monotonic()
-    _deadline.at = None if deadline_sec is None else started + deadline_sec
-    try:
-        with client.stream(
-            "POST",
-            job.url,
-            content=job.body.encode(),
-            headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
-        ) as resp:
-            status = resp.status_code
-            _drain(resp)
-    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-        # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored before
-        # `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
-        ms = int((time.monotonic() - started) * 1000)
-        error = f"{type(exc).__name__}: {exc}"
-        if _deadline.at is not None and time.monotonic() >= _deadline.at:
-            error = f"deadline: no complete answer within {deadline_sec:g} s ({error})"
-        return Outcome(0, ms, error[:MAX_ERROR])
-    finally:
-        _deadline.at = None
+    with transport.deadline(deadline_sec) as ends_by:
+        try:
+            with client.stream(
+                "POST",
+                job.url,
+                content=job.body.encode(),
+                headers=headers(job.notification_id, job.body, job.secrets, utcnow()),
+            ) as resp:
+                status = resp.status_code
+                _drain(resp)
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+            # InvalidURL and the IDNA codecs' UnicodeError are not HTTPErrors: a URL stored
+            # before `endpoints.clean_url` refused it is a failed attempt, not a broken pass.
+            ms = int((time.monotonic() - started) * 1000)
+            error = f"{type(exc).__name__}: {exc}"
+            if ends_by is not None and time.monotonic() >= ends_by:
+                error = f"deadline: no complete answer within {deadline_sec:g} s ({error})"
+            return Outcome(0, ms, error[:MAX_ERROR])
     ms = int((time.monotonic() - started) * 1000)
     error = "" if 200 <= status < 300 else f"HTTP {status}"
     return Outcome(status, ms, error)
@@ -283,18 +225,13 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
 
 
-def wants(endpoint: NotificationEndpoint, row: NotificationOutbox) -> bool:
-    types = endpoint.event_types or []
-    return not types or envelope.public_type(row.type) in types
-
-
 class Deliverer:
     """One delivery process (or one of several: see the module docstring)."""
 
     def __init__(self, db: Database, policy: Policy, client: httpx.Client | None = None) -> None:
         self.db = db
         self.policy = policy
-        self.client = client or sender_client(policy)
+        self.client = client or transport.sender_client(policy.timeout_sec, policy.deny_private)
         self.pool = ThreadPoolExecutor(max_workers=policy.senders, thread_name_prefix="notify")
 
     def close(self) -> None:
@@ -373,6 +310,7 @@ class Deliverer:
                     delivery.state = DELIVERED
             else:
                 self._schedule(session, delivery, outcome, now, ours and not resent)
+            given_up = delivery.state == FAILED
         # The endpoint in a transaction of its own, once the delivery's lock is given back:
         # a delete locks the endpoint, then the deliveries (a deadlock the other way round).
         with self.db.transaction() as session:
@@ -382,10 +320,20 @@ class Deliverer:
             endpoint = repository.get_endpoint(session, job.endpoint_id, lock=True, key_share=True)
             if endpoint is None or not endpoint.enabled:
                 return
-            if endpoint.failing_since is None:
+            since = endpoint.failing_since
+            if outcome.gone:
+                self._disable(session, endpoint, now, "the receiver answered HTTP 410 Gone")
+            elif (
+                since is not None and (now - since).total_seconds() >= self.policy.disable_after_sec
+            ):
+                reason = f"every attempt failed since {envelope.timestamp(since)}"
+                self._disable(session, endpoint, now, reason)
+            elif given_up and not repository.has_pending(session, endpoint.id):
+                # Nothing of it is retried any more: a message written weeks later must not
+                # find it "failing for days" and disable it at its first failure.
+                endpoint.failing_since = None
+            elif since is None:
                 endpoint.failing_since = now
-            elif (now - endpoint.failing_since).total_seconds() >= self.policy.disable_after_sec:
-                self._disable(session, endpoint, now)
 
     def _schedule(self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool) -> None:  # type: ignore[no-untyped-def]
         """A failed attempt: the next one after `retry_delay`, or given up (when `retry`: else
@@ -404,11 +352,16 @@ class Deliverer:
             delay = retry_delay(delivery.attempts, self.policy)
             delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
 
-    def _disable(self, session, endpoint: NotificationEndpoint, now: dt.datetime) -> None:  # type: ignore[no-untyped-def]
-        assert endpoint.failing_since is not None
-        since = envelope.timestamp(endpoint.failing_since)
+    def _disable(
+        self, session, endpoint: NotificationEndpoint, now: dt.datetime, reason: str
+    ) -> None:  # type: ignore[no-untyped-def]
+        """Disabled, and a `notification.endpoint.disabled` notice says so. `failing_since` is
+        cleared (nothing is attempted while disabled; `disabled_reason` says since when), so
+        an endpoint enabled again starts its window afresh."""
+        since = envelope.timestamp(endpoint.failing_since or now)
         endpoint.enabled = False
-        endpoint.disabled_reason = f"every attempt failed since {since}"
+        endpoint.disabled_reason = reason
+        endpoint.failing_since = None
         endpoint.updated_at = now
         outbox.enqueue(
             session,
@@ -419,7 +372,7 @@ class Deliverer:
             now,
         )
         log.warning(
-            f"notification endpoint {endpoint.id} disabled: failing since {since}",
+            f"notification endpoint {endpoint.id} disabled: {reason}",
             extra={"event": "endpoint_disabled", "endpoint_id": endpoint.id},
         )
 

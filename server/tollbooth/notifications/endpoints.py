@@ -19,10 +19,10 @@ import httpx
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
-from tollbooth.db.models import NotificationEndpoint
+from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
 from tollbooth.ids import new_id
 from tollbooth.notifications import repository
-from tollbooth.notifications.envelope import KNOWN_TYPES
+from tollbooth.notifications.envelope import KNOWN_TYPES, public_type
 
 PREVIOUS_SECRET_TTL = dt.timedelta(hours=24)
 # At most this many replaced secrets sign beside the current one (a burst of rotations must
@@ -93,6 +93,17 @@ def clean_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError as exc:
         raise errors.invalid("url is not a URL", reason="URL_INVALID", field="url") from exc
+    if "\\" in parts.netloc or parts.netloc.count("@") > 1:
+        # Parsers disagree on where such a host starts: WHATWG ones (browsers, proxies) read
+        # '\\' as '/' and so `http://127.0.0.1\\@evil.com/` as host 127.0.0.1, Python's as
+        # evil.com; with two '@', which one ends the user name depends on the parser. A real
+        # user name or password has them percent-encoded (%5C, %40).
+        raise errors.invalid(
+            "url's authority holds a '\\' or a second '@' (percent-encode them in a user name "
+            "or password)",
+            reason="URL_INVALID",
+            field="url",
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.invalid(
             "url must be an http or https URL with a host", reason="URL_INVALID", field="url"
@@ -149,6 +160,12 @@ def sendable(url: str) -> None:
     target = httpx.URL(url)
     _ = target.host
     target.raw_host.decode("ascii").encode("idna")
+
+
+def wants(endpoint: NotificationEndpoint, row: NotificationOutbox) -> bool:
+    """Whether the endpoint takes the notification's type (no types: every type)."""
+    types = endpoint.event_types or []
+    return not types or public_type(row.type) in types
 
 
 def clean_types(types: Sequence[str]) -> list[str]:
@@ -253,8 +270,9 @@ def set_enabled(
     endpoint = get(session, endpoint_id, lock=True)
     endpoint.enabled = enabled
     endpoint.disabled_reason = "" if enabled else reason
-    if enabled:
-        endpoint.failing_since = None
+    # Enabled: its failure window starts afresh; disabled: nothing is attempted, so it is
+    # not "failing" either (as when the delivery process disables it).
+    endpoint.failing_since = None
     endpoint.updated_at = now
     session.flush()
     return endpoint

@@ -62,12 +62,23 @@ def queued(session: Session, notification_id: str) -> NotificationOutbox:
 
 
 def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
-    """The message is pending again for this endpoint (created if the endpoint never had it)."""
+    """The message is pending again for this endpoint (created if the endpoint never had it);
+    NOTIFICATION_TYPE_NOT_WANTED when the endpoint's event_types leave its type out."""
     # Only a key-share lock on the endpoint (what inserting the delivery takes anyway, taken
     # first so that a concurrent delete is waited for, then NOT_FOUND): it does not conflict
     # with the FOR NO KEY UPDATE that recording an attempt takes after the delivery's lock.
-    endpoints.get(session, endpoint_id, share=True)
+    endpoint = endpoints.get(session, endpoint_id, share=True)
     row = queued(session, notification_id)
+    if not endpoints.wants(endpoint, row):
+        # It was never sent there and the fan-out would never send it: a resend would
+        # deliver a type the receiver said it does not take.
+        raise errors.failed_precondition(
+            "NOTIFICATION_TYPE_NOT_WANTED",
+            f"the endpoint's event_types leave out {envelope.public_type(row.type)}: "
+            "add the type to the endpoint to have it sent there",
+            endpoint_id=endpoint_id,
+            type=envelope.public_type(row.type),
+        )
     repository.insert_deliveries(session, endpoint_id, [row], now, reset=True)
     delivery = repository.get_delivery(session, endpoint_id, notification_id)
     assert delivery is not None

@@ -328,6 +328,13 @@ def clear_failing(session: Session, endpoint_id: str) -> None:
     )
 
 
+def has_pending(session: Session, endpoint_id: str) -> bool:
+    """Whether any delivery to the endpoint is still to be sent (or retried)."""
+    d = NotificationDelivery
+    pending = select(d.id).where(d.endpoint_id == endpoint_id, d.state == PENDING)
+    return bool(session.execute(select(exists(pending))).scalar())
+
+
 # -- listings ---------------------------------------------------------------------------------
 
 

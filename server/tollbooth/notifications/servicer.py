@@ -11,7 +11,7 @@ from billing.v1 import notification_pb2, notification_pb2_grpc
 from tollbooth import errors
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
-from tollbooth.notifications import convert, endpoints, messages, watch
+from tollbooth.notifications import addresses, convert, endpoints, messages, watch
 from tollbooth.rpc.convert import from_ts
 from tollbooth.rpc.servicer import Servicer, contract
 
@@ -23,9 +23,19 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
 
+    def _guard(self, url: str) -> None:
+        """With BILLING_NOTIFY_DENY_PRIVATE, the url's host is looked up and refused when it
+        leads to a non-global address: here, before the transaction opens (a lookup is a
+        network call, bounded by the delivery timeout)."""
+        settings = self.deps.settings
+        if settings.notify_deny_private:
+            addresses.refuse_private(url, settings.notify_timeout_sec)
+
     def CreateNotificationEndpoint(
         self, request: pb.CreateNotificationEndpointRequest, context: grpc.ServicerContext
     ) -> pb.NotificationEndpointWithSecret:
+        self._guard(request.endpoint.url)
+
         def effect(session):  # type: ignore[no-untyped-def]
             endpoint, secret = endpoints.create(session, convert.fields(request.endpoint), utcnow())
             return pb.NotificationEndpointWithSecret(
@@ -56,6 +66,8 @@ class NotificationServicer(Servicer, notification_pb2_grpc.NotificationServiceSe
         paths = list(request.update_mask.paths) or [
             f.name for f, _ in request.endpoint.ListFields() if f.name != "endpoint_id"
         ]
+        if {p.strip() for p in paths} & {"url", "*"}:
+            self._guard(request.endpoint.url)
         return self.write(
             request,
             pb.NotificationEndpoint,

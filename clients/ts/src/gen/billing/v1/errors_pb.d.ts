@@ -435,6 +435,32 @@ export enum ErrorReason {
   EVENT_CHANGED = 165,
 
   /**
+   * With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that is,
+   * or resolves to, a loopback, private, link-local, shared or reserved address
+   * (INVALID_ARGUMENT); nothing is stored.
+   *
+   * @generated from enum value: ERROR_REASON_URL_ADDRESS_DENIED = 225;
+   */
+  URL_ADDRESS_DENIED = 225,
+
+  /**
+   * With BILLING_NOTIFY_DENY_PRIVATE=1: a notification endpoint's url names a host that did
+   * not resolve within BILLING_NOTIFY_TIMEOUT_SEC, so its addresses could not be checked
+   * (INVALID_ARGUMENT); nothing is stored.
+   *
+   * @generated from enum value: ERROR_REASON_URL_HOST_UNRESOLVED = 226;
+   */
+  URL_HOST_UNRESOLVED = 226,
+
+  /**
+   * A resend names a message of a type the endpoint's event_types leave out: it would never
+   * have been sent there (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+   *
+   * @generated from enum value: ERROR_REASON_NOTIFICATION_TYPE_NOT_WANTED = 227;
+   */
+  NOTIFICATION_TYPE_NOT_WANTED = 227,
+
+  /**
    * Limits.
    * The caller made too many calls of this class in the current window, or holds too many
    * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the

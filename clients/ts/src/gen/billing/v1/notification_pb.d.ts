@@ -102,7 +102,8 @@ export declare type NotificationEndpoint = Message<"billing.v1.NotificationEndpo
   eventTypes: string[];
 
   /**
-   * False once disabled (by DisableNotificationEndpoint, or after days of failures).
+   * False once disabled (by DisableNotificationEndpoint, after days of failures, or at once
+   * when the receiver answers 410 Gone).
    *
    * @generated from field: bool enabled = 5;
    */
@@ -116,7 +117,8 @@ export declare type NotificationEndpoint = Message<"billing.v1.NotificationEndpo
   disabledReason: string;
 
   /**
-   * Since when every attempt has failed; unset while it succeeds.
+   * Since when every attempt has failed; unset while it succeeds, once it is disabled, and
+   * once nothing is retried any more (its last failing message given up).
    *
    * @generated from field: google.protobuf.Timestamp failing_since = 7;
    */

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import grpc
 from google.protobuf.message import Message
@@ -133,13 +134,14 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.CreateProductRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Product:
         self._check_link(request, "product", request.product.stripe_product_id, _nothing)
-        return self.write(
-            request,
-            catalog_pb2.Product,
-            lambda session: convert.product_out(
-                service.create_product(session, convert.product_fields(request.product))
-            ),
-        )
+        with _named_from_request("product", request):
+            return self.write(
+                request,
+                catalog_pb2.Product,
+                lambda session: convert.product_out(
+                    service.create_product(session, convert.product_fields(request.product))
+                ),
+            )
 
     def UpdateProduct(
         self, request: catalog_pb2.UpdateProductRequest, context: grpc.ServicerContext
@@ -156,18 +158,19 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                     )
                 ),
             )
-        return self.write(
-            request,
-            catalog_pb2.Product,
-            lambda session: convert.product_out(
-                service.update_product(
-                    session,
-                    request.product.product_id,
-                    convert.product_fields(request.product),
-                    paths,
-                )
-            ),
-        )
+        with _named_from_request("product", request):
+            return self.write(
+                request,
+                catalog_pb2.Product,
+                lambda session: convert.product_out(
+                    service.update_product(
+                        session,
+                        request.product.product_id,
+                        convert.product_fields(request.product),
+                        paths,
+                    )
+                ),
+            )
 
     def ArchiveProduct(
         self, request: catalog_pb2.ArchiveProductRequest, context: grpc.ServicerContext
@@ -190,13 +193,14 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.CreatePriceRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Price:
         self._check_link(request, "price", request.price.stripe_price_id, _nothing)
-        return self.write(
-            request,
-            catalog_pb2.Price,
-            lambda session: convert.price_out(
-                service.create_price(session, convert.price_fields(request.price))
-            ),
-        )
+        with _named_from_request("price", request):
+            return self.write(
+                request,
+                catalog_pb2.Price,
+                lambda session: convert.price_out(
+                    service.create_price(session, convert.price_fields(request.price))
+                ),
+            )
 
     def UpdatePrice(
         self, request: catalog_pb2.UpdatePriceRequest, context: grpc.ServicerContext
@@ -216,19 +220,20 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                     lambda: service.get_price(session, request.price.price_id).stripe_price_id
                 ),
             )
-        return self.write(
-            request,
-            catalog_pb2.Price,
-            lambda session: convert.price_out(
-                service.update_price(
-                    session,
-                    request.price.price_id,
-                    convert.price_fields(request.price),
-                    paths,
-                    given_immutable,
-                )
-            ),
-        )
+        with _named_from_request("price", request):
+            return self.write(
+                request,
+                catalog_pb2.Price,
+                lambda session: convert.price_out(
+                    service.update_price(
+                        session,
+                        request.price.price_id,
+                        convert.price_fields(request.price),
+                        paths,
+                        given_immutable,
+                    )
+                ),
+            )
 
     def ArchivePrice(
         self, request: catalog_pb2.ArchivePriceRequest, context: grpc.ServicerContext
@@ -238,6 +243,26 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
             catalog_pb2.Price,
             lambda session: convert.price_out(service.archive_price(session, request.price_id)),
         )
+
+
+@contextmanager
+def _named_from_request(resource: str, request: Message) -> Iterator[None]:
+    """An error about a field of the request's `resource` names it from the request
+    (`product.name`, `price.metadata['k']`), as the edge's checks do; the catalog's rules
+    name it within the resource (`name`)."""
+    try:
+        yield
+    except errors.DomainError as exc:
+        field = exc.metadata.get("field", "")
+        descriptor = request.DESCRIPTOR.fields_by_name[resource].message_type
+        assert descriptor is not None
+        if re.split(r"[.\[ ]", field, maxsplit=1)[0] in descriptor.fields_by_name:
+            named = f"{resource}.{field}"
+            exc.metadata["field"] = named
+            if exc.message.startswith(field):
+                exc.message = named + exc.message[len(field) :]
+                exc.args = (exc.message,)
+        raise
 
 
 def _nothing(session: Session) -> None:

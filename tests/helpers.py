@@ -36,6 +36,12 @@ def error_field(err: grpc.RpcError) -> str | None:
     return None if info is None else info.metadata.get("field")
 
 
+def error_path(err: grpc.RpcError) -> str | None:
+    """The ErrorInfo's `metadata.path` of a failed call (the mask path refused), if any."""
+    info = _error_info(err)
+    return None if info is None else info.metadata.get("path")
+
+
 def keyed(request: Any) -> Any:
     """The request with a fresh request_id when it has that field and none: every mutating RPC
     but three requires one since the contract was re-settled (2026-12-01)."""

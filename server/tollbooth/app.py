@@ -170,7 +170,7 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
     the_inbox = inbox(deps, provider)
     built: list[Servicer] = [
         TokenServicer(deps),
-        CatalogServicer(deps, hints=purchase_hints),
+        CatalogServicer(deps, hints=purchase_hints, lookup=provider.linkable),
         CheckoutServicer(deps, provider),
         PaymentServicer(deps, provider),
         CreditServicer(deps),

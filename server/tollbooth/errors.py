@@ -45,6 +45,18 @@ def required(field_name: str) -> DomainError:
     )
 
 
+def unknown_mask_path(path: str, field: str = "update_mask") -> DomainError:
+    """A field mask path naming no field the update may change: FIELD_INVALID naming the mask
+    (`field`) and the path (`path`, bounded as an echo must be)."""
+    return DomainError(
+        Kind.INVALID_ARGUMENT,
+        "FIELD_INVALID",
+        f"{field} names unknown field {shown(path)}",
+        field=field,
+        path=path[:64],
+    )
+
+
 def shown(value: str, limit: int = 64) -> str:
     """A caller's value as an error may echo it: bounded, so errors never echo unbounded input."""
     return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"

@@ -25,6 +25,13 @@ def _walk(node: Any):  # type: ignore[no-untyped-def]
             yield from _walk(value)
 
 
+def _names_lua_file(node: dict[str, Any]) -> bool:
+    """Whether a Lua filter's code is json_fields.lua (its path made absolute here); a filter
+    whose code is inline in the template (the grpc-* header filter) is left as written."""
+    source = node.get("default_source_code") or {}
+    return str(source.get("filename", "")).endswith(LUA.name)
+
+
 def render(
     settings: Settings,
     out_dir: Path,
@@ -62,7 +69,7 @@ def render(
             node["proto_descriptor"] = str(DESCRIPTOR)
         if node.get("@type", "").endswith("cors.v3.CorsPolicy"):
             node["allow_origin_string_match"] = [{"exact": o} for o in settings.cors_origins]
-        if node.get("@type", "").endswith("filters.http.lua.v3.Lua"):
+        if node.get("@type", "").endswith("filters.http.lua.v3.Lua") and _names_lua_file(node):
             node["default_source_code"] = {"filename": str(LUA)}
         if node.get("@type", "").endswith("buffer.v3.Buffer"):
             node["max_request_bytes"] = settings.max_body_bytes

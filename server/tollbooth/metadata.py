@@ -21,9 +21,17 @@ def clean_metadata(metadata: Mapping[str, str], field_name: str = "metadata") ->
         value = metadata[key]
         if not isinstance(key, str) or not isinstance(value, str):
             raise errors.invalid(f"{field_name} keys and values are strings", field=field_name)
-        if not 1 <= len(key) <= 40 or len(value) > 500:
+        if not 1 <= len(key) <= 40:
             raise errors.invalid(
-                f"{field_name} keys are 1-40 characters and values at most 500", field=field_name
+                f"{field_name} keys are 1-40 characters: {errors.shown(key)} is not",
+                reason="FIELD_INVALID",
+                field=field_name,
+            )
+        if len(value) > 500:
+            raise errors.invalid(
+                f"{field_name}[{key!r}] is longer than 500 characters",
+                reason="FIELD_INVALID",
+                field=f"{field_name}[{key!r}]",
             )
         out[key] = value
     return out

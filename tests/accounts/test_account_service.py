@@ -178,6 +178,9 @@ def test_alias_is_immutable_and_unknown_paths_are_refused(channel):  # type: ign
             update(channel, account, *paths)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_metadata(err.value)["field"] == field
+        if field == "update_mask":  # the path it names no field with
+            assert error_metadata(err.value) == {"field": "update_mask", "path": "colour"}
+            assert error_reason(err.value) == "FIELD_INVALID"
     same = update(channel, account_pb2.Account(id=made.id, alias=made.alias, name="Y"), "alias")
     assert same.name == "Kept" and same.alias == made.alias
 

@@ -81,8 +81,8 @@ def test_bad_credit_amount_is_amount_invalid(raw):  # type: ignore[no-untyped-de
         ({"type": f.RECURRING, "interval": "month", "interval_count": -1}, "INVALID_ARGUMENT"),
         ({"type": f.RECURRING, "interval": "year", "interval_count": 4}, "INVALID_ARGUMENT"),
         ({"position": -1}, "INVALID_ARGUMENT"),
-        ({"lookup_key": "k" * 201}, "INVALID_ARGUMENT"),
-        ({"metadata": {"k" * 41: "v"}}, "INVALID_ARGUMENT"),
+        ({"lookup_key": "k" * 201}, "FIELD_INVALID"),
+        ({"metadata": {"k" * 41: "v"}}, "FIELD_INVALID"),
         ({"metadata": {str(i): "v" for i in range(51)}}, "INVALID_ARGUMENT"),
         ({"entitlements": (Entitlement(""),)}, "FIELD_REQUIRED"),
         ({"entitlements": (Entitlement("sso"), Entitlement("sso", "x"))}, "INVALID_ARGUMENT"),
@@ -131,7 +131,7 @@ def test_mask_paths_sort_mutable_immutable_output_only_and_unknown():
     assert apply == ("nickname",) and immutable == ("currency",)
     assert f.mask_paths([], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == ()  # AIP-134: none
     assert f.mask_paths(["*"], f.PRICE_MUTABLE, f.PRICE_OUTPUT_ONLY)[0] == f.PRICE_MUTABLE
-    assert reason_of(f.mask_paths, ["colour"], f.PRICE_MUTABLE, ()) == "INVALID_ARGUMENT"
+    assert reason_of(f.mask_paths, ["colour"], f.PRICE_MUTABLE, ()) == "FIELD_INVALID"
 
 
 def test_unspecified_price_type_follows_the_recurrence():

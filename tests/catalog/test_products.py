@@ -125,14 +125,15 @@ def test_update_ignores_output_only_paths_and_refuses_unknown_ones(channel):  # 
     created = product(channel, "Pro")
     updated = update(channel, created.product_id, ["active", "name"], name="Team", active=False)
     assert updated.active and updated.name == "Team"
-    fails(INVALID, "INVALID_ARGUMENT", update, channel, created.product_id, ["colour"])
+    fails(INVALID, "FIELD_INVALID", update, channel, created.product_id, ["colour"])
 
 
 def test_an_unknown_mask_path_is_not_echoed_whole(channel):  # type: ignore[no-untyped-def]
     """README "Input rules": errors never echo more than 64 characters of an input."""
     created = product(channel, "Pro")
-    err = fails(INVALID, "INVALID_ARGUMENT", update, channel, created.product_id, ["c" * 900])
+    err = fails(INVALID, "FIELD_INVALID", update, channel, created.product_id, ["c" * 900])
     assert "c" * 65 not in (err.details() or "")
+    assert "c" * 65 not in str(err.trailing_metadata())
 
 
 def test_update_unknown_product_is_not_found(channel):  # type: ignore[no-untyped-def]
@@ -165,26 +166,27 @@ def test_metadata_the_provider_would_refuse_is_refused_on_products_and_prices(ch
     """A product's metadata reaches its Stripe product beside `tollbooth_product_id`, so it
     follows Stripe's rules as a price's and an account's do (one helper): keys of 1-40
     characters without `[` or `]`, values of at most 500, at most 49 keys of its own (50 with
-    the provider's key), and not that key itself. Refused on create and update (INVALID_ARGUMENT,
-    field metadata), nothing written."""
+    the provider's key), and not that key itself. Refused on create and update (a key or value
+    over its length FIELD_INVALID, the rest INVALID_ARGUMENT; field product.metadata or
+    product.metadata['k']), nothing written."""
     from tests.catalog.support import price
 
     made = product(channel, "Meta", metadata={"a": "1"})
     most = {f"k{i}": "v" for i in range(49)}
     bad = [
-        {"a[b]": "v"},
-        {"x]": "v"},
-        {"k" * 41: "v"},
-        {"k": "v" * 501},
-        {**most, "one": "more"},
-        {"tollbooth_product_id": "prod_other"},
+        ({"a[b]": "v"}, "INVALID_ARGUMENT"),
+        ({"x]": "v"}, "INVALID_ARGUMENT"),
+        ({"k" * 41: "v"}, "FIELD_INVALID"),
+        ({"k": "v" * 501}, "FIELD_INVALID"),
+        ({**most, "one": "more"}, "INVALID_ARGUMENT"),
+        ({"tollbooth_product_id": "prod_other"}, "INVALID_ARGUMENT"),
     ]
-    for metadata in bad:
-        err = fails(INVALID, "INVALID_ARGUMENT", product, channel, "Meta", metadata=metadata)
+    for metadata, reason in bad:
+        err = fails(INVALID, reason, product, channel, "Meta", metadata=metadata)
         assert "metadata" in (err.details() or "")
         fails(
             INVALID,
-            "INVALID_ARGUMENT",
+            reason,
             update,
             channel,
             made.product_id,
@@ -193,6 +195,9 @@ def test_metadata_the_provider_would_refuse_is_refused_on_products_and_prices(ch
         )
     assert dict(get(channel, made.product_id).metadata) == {"a": "1"}
     assert len(update(channel, made.product_id, ["metadata"], metadata=most).metadata) == 49
-    for metadata in ({"a[b]": "v"}, {"k" * 41: "v"}):
-        fails(INVALID, "INVALID_ARGUMENT", price, channel, made.product_id, metadata=metadata)
+    for metadata, reason in (
+        ({"a[b]": "v"}, "INVALID_ARGUMENT"),
+        ({"k" * 41: "v"}, "FIELD_INVALID"),
+    ):
+        fails(INVALID, reason, price, channel, made.product_id, metadata=metadata)
     assert price(channel, made.product_id, metadata={"k": "v"}).metadata == {"k": "v"}

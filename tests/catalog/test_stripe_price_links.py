@@ -11,20 +11,38 @@ linked again (its replacement), and concurrent links settle on the unique index 
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
 
 import grpc
+import pytest
 from google.protobuf import field_mask_pb2
 
 from billing.v1 import catalog_pb2
+from tests.catalog.conftest import Linked, dashboard_of
 from tests.catalog.support import MONTHLY, call, fails, price, product
+from tests.conftest import make_env
 from tests.helpers import all_at_once, outcome
+from tollbooth.sandbox.app import SandboxHandle
 
 TAKEN = grpc.StatusCode.ALREADY_EXISTS
 
 
-def stripe_id() -> str:
-    return f"price_{uuid.uuid4().hex[:24]}"
+@pytest.fixture(scope="module")
+def replicas(pg_shared_url: str, sandbox: SandboxHandle) -> Iterator[list[grpc.Channel]]:
+    """Two `serve-grpc` replicas on the shared PostgreSQL database and the module's sandbox
+    (a link is looked up there before it is written)."""
+    from tests.devstack import grpc_replicas
+
+    env = make_env(pg_shared_url, BILLING_SANDBOX_PORT=str(sandbox.config.port))
+    with grpc_replicas(env) as ports:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+        try:
+            for ch in channels:
+                grpc.channel_ready_future(ch).result(timeout=30)
+            yield channels
+        finally:
+            for ch in channels:
+                ch.close()
 
 
 def link(channel: grpc.Channel, price_id: str, stripe_price_id: str) -> catalog_pb2.Price:
@@ -48,16 +66,17 @@ def prices_of(channel: grpc.Channel, product_id: str) -> list[catalog_pb2.Price]
     )
 
 
-def test_a_create_naming_another_active_prices_stripe_price_is_refused(channel) -> None:  # type: ignore[no-untyped-def]
+def test_a_create_naming_another_active_prices_stripe_price_is_refused(linked: Linked) -> None:
+    channel = linked.channel
     owner = product(channel, "Plans").product_id
-    linked = stripe_id()
+    stripe_price = linked.stripe_price()
     pro = price(
         channel,
         owner,
         unit_amount=2900,
         recurring=MONTHLY,
         type=catalog_pb2.PRICE_TYPE_RECURRING,
-        stripe_price_id=linked,
+        stripe_price_id=stripe_price,
     )
     err = fails(
         TAKEN,
@@ -66,56 +85,63 @@ def test_a_create_naming_another_active_prices_stripe_price_is_refused(channel) 
         channel,
         owner,
         unit_amount=100,
-        stripe_price_id=linked,
+        stripe_price_id=stripe_price,
     )
-    assert linked in err.details()
+    assert stripe_price in err.details()
     assert [p.price_id for p in prices_of(channel, owner)] == [pro.price_id]
 
 
-def test_an_update_linking_another_active_prices_stripe_price_is_refused(channel) -> None:  # type: ignore[no-untyped-def]
+def test_an_update_linking_another_active_prices_stripe_price_is_refused(linked: Linked) -> None:
+    channel = linked.channel
     owner = product(channel, "Plans").product_id
-    linked = stripe_id()
+    stripe_price = linked.stripe_price()
     price(
         channel,
         owner,
         unit_amount=2900,
         recurring=MONTHLY,
         type=catalog_pb2.PRICE_TYPE_RECURRING,
-        stripe_price_id=linked,
+        stripe_price_id=stripe_price,
     )
     team = price(
         channel, owner, unit_amount=9900, recurring=MONTHLY, type=catalog_pb2.PRICE_TYPE_RECURRING
     )
-    fails(TAKEN, "ALREADY_EXISTS", link, channel, team.price_id, linked)
+    fails(TAKEN, "ALREADY_EXISTS", link, channel, team.price_id, stripe_price)
     got = call(channel, "GetPrice", catalog_pb2.GetPriceRequest(price_id=team.price_id))
     assert got.stripe_price_id == ""
-    assert link(channel, team.price_id, stripe_id()).stripe_price_id != linked
+    assert link(channel, team.price_id, linked.stripe_price()).stripe_price_id != stripe_price
 
 
-def test_an_archived_prices_stripe_price_may_be_linked_again(channel) -> None:  # type: ignore[no-untyped-def]
+def test_an_archived_prices_stripe_price_may_be_linked_again(linked: Linked) -> None:
+    channel = linked.channel
     owner = product(channel, "Plans").product_id
-    linked = stripe_id()
-    old = price(channel, owner, stripe_price_id=linked)
+    stripe_price = linked.stripe_price()
+    old = price(channel, owner, stripe_price_id=stripe_price)
     call(channel, "ArchivePrice", catalog_pb2.ArchivePriceRequest(price_id=old.price_id))
-    new = price(channel, owner, stripe_price_id=linked)
-    assert new.stripe_price_id == linked
-    again = link(channel, new.price_id, linked)  # the same link again changes nothing
-    assert again.stripe_price_id == linked
+    new = price(channel, owner, stripe_price_id=stripe_price)
+    assert new.stripe_price_id == stripe_price
+    again = link(channel, new.price_id, stripe_price)  # the same link again changes nothing
+    assert again.stripe_price_id == stripe_price
 
 
-def test_concurrent_links_of_one_stripe_price_leave_one(replica_channels) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_links_of_one_stripe_price_leave_one(
+    replicas: list[grpc.Channel], sandbox: SandboxHandle
+) -> None:
+    replica_channels = replicas
     owner = product(replica_channels[0], "Plans").product_id
     for _ in range(4):
         a, b = (price(replica_channels[0], owner) for _ in range(2))
-        linked = stripe_id()
+        stripe_price = dashboard_of(sandbox).stripe_price()
         results = all_at_once(
             [
-                lambda ch=ch, p=p, linked=linked: link(ch, p.price_id, linked)
+                lambda ch=ch, p=p, sp=stripe_price: link(ch, p.price_id, sp)
                 for ch, p in zip(replica_channels, (a, b), strict=True)
             ]
         )
         assert sorted(outcome(r) for r in results) == ["ALREADY_EXISTS/ALREADY_EXISTS", "OK"]
         holders = [
-            p.price_id for p in prices_of(replica_channels[0], owner) if p.stripe_price_id == linked
+            p.price_id
+            for p in prices_of(replica_channels[0], owner)
+            if p.stripe_price_id == stripe_price
         ]
         assert len(holders) == 1

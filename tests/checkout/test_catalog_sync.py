@@ -8,7 +8,7 @@ from sqlalchemy import select
 from tests.checkout.support import World
 from tests.conftest import make_env
 from tollbooth.catalog import as_code
-from tollbooth.db.models import Price
+from tollbooth.db.models import Price, Product
 
 CATALOG = {
     "products": [
@@ -121,3 +121,58 @@ def test_sync_never_links_a_provider_price_another_active_price_holds(
     assert links["pro_monthly"] not in (None, existing.id)
     own = world.stripe.v1.prices.retrieve(links["pro_monthly"])
     assert (own.unit_amount, own.recurring.interval) == (900, "month")
+
+
+def test_sync_links_a_provider_product_to_one_catalog_product_only(
+    world: World, tmp_path, monkeypatch, capsys
+):  # type: ignore[no-untyped-def]
+    """The dashboard holds one Stripe product with two prices; the catalog sells them under two
+    products. Each price links to its dashboard price, but a Stripe product is linked by one
+    catalog product (migration 0032): the first keeps it, the second's product stays unlinked
+    (before: the second link broke the unique index and the sync stopped with a traceback)."""
+    product = world.stripe.v1.products.create(params={"name": "Plans (dashboard)"})
+    made = {
+        key: world.stripe.v1.prices.create(
+            params={
+                "product": product.id,
+                "unit_amount": amount,
+                "currency": "usd",
+                "recurring": {"interval": "month"},
+                "lookup_key": key,
+            }
+        ).id
+        for key, amount in (("basic_m", 500), ("team_m", 2500))
+    }
+    catalog = {
+        "products": [
+            {
+                "key": name,
+                "name": name.title(),
+                "prices": [
+                    {
+                        "lookup_key": key,
+                        "currency": "usd",
+                        "unit_amount": amount,
+                        "interval": "month",
+                    }
+                ],
+            }
+            for name, key, amount in (("basic", "basic_m", 500), ("team", "team_m", 2500))
+        ]
+    }
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    for key, value in make_env(
+        world.settings.database_url, BILLING_SANDBOX_PORT=str(world.settings.sandbox_port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    assert as_code.main(["apply", str(path), "--sync-stripe"]) == 0
+    out = capsys.readouterr().out
+    assert f"link price basic_m -> {made['basic_m']}" in out
+    assert f"link price team_m -> {made['team_m']}" in out
+    with world.deps.db.transaction(readonly=True) as session:
+        prices = dict(session.execute(select(Price.lookup_key, Price.stripe_price_id)).all())
+        products = session.execute(select(Product.key, Product.stripe_product_id)).all()
+    assert prices == made
+    assert sorted(link or "" for _, link in products) == ["", product.id]

@@ -113,13 +113,28 @@ def test_a_miscased_mask_is_refused_on_the_catalog_routes_before_any_lookup(
 
 
 def test_lower_camel_case_paths_still_apply_over_rest(stack):  # type: ignore[no-untyped-def]
-    """The JSON spelling of a path (`stripeProductId`) is the REST mask's own: applied."""
+    """The JSON spelling of a path (`subscriptionGroup`) is the REST mask's own: applied. (A
+    price: a product's one such path, `stripeProductId`, is looked up at Stripe, which this
+    stack has none of.)"""
     product = made(stack)
+    price = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/prices?{key()}",
+        {
+            "product_id": product["product_id"],
+            "currency": "usd",
+            "unit_amount": 100,
+            "type": "PRICE_TYPE_ONE_TIME",
+        },
+        SERVICE,
+    )
+    assert price.status == 200, price.body
     resp = stack.request(
         "PATCH",
-        f"/mgt/v1/catalog/products/{product['product_id']}?update_mask=stripeProductId,name&{key()}",
-        {"name": "Camel", "stripe_product_id": "prod_linked"},
+        f"/mgt/v1/catalog/prices/{price.json()['price_id']}"
+        f"?update_mask=subscriptionGroup,nickname&{key()}",
+        {"nickname": "Camel", "subscription_group": "plans"},
         SERVICE,
     )
     assert resp.status == 200, resp.body
-    assert (resp.json()["name"], resp.json()["stripe_product_id"]) == ("Camel", "prod_linked")
+    assert (resp.json()["nickname"], resp.json()["subscription_group"]) == ("Camel", "plans")

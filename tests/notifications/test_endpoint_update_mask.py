@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2
 from billing.v1 import notification_pb2 as pb
 from billing.v1 import notification_pb2_grpc
 from tests.conftest import SERVICE_MD
-from tests.helpers import error_reason, keyed
+from tests.helpers import error_field, error_path, error_reason, keyed
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def test_an_unknown_path_is_still_refused_and_changes_nothing(stub) -> None:  # 
     with pytest.raises(grpc.RpcError) as err:
         update(stub, sent, ["description", "secret"])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(err.value) == "INVALID_ARGUMENT"
+    assert error_reason(err.value) == "FIELD_INVALID"
+    assert (error_field(err.value), error_path(err.value)) == ("update_mask", "secret")
     assert get(stub, before.endpoint_id) == before
 
 

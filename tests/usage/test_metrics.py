@@ -8,7 +8,7 @@ from google.protobuf import field_mask_pb2
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
-from tests.helpers import error_reason, keyed
+from tests.helpers import error_field, error_path, error_reason, keyed
 from tests.usage.support import usage_stub
 
 A = usage_pb2
@@ -195,8 +195,11 @@ def test_update_that_breaks_the_rules_is_refused_and_changes_nothing(channel) ->
 
 def test_update_mask_naming_an_unknown_field_is_refused(channel) -> None:  # type: ignore[no-untyped-def]
     create(channel, metric("calls"))
-    code, _ = failure(lambda: update(channel, usage_pb2.Metric(code="calls"), ["colour"]))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as exc:
+        update(channel, usage_pb2.Metric(code="calls"), ["colour"])
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(exc.value) == "FIELD_INVALID"
+    assert (error_field(exc.value), error_path(exc.value)) == ("update_mask", "colour")
 
 
 def test_delete_removes_the_metric(channel) -> None:  # type: ignore[no-untyped-def]

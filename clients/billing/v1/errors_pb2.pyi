@@ -225,6 +225,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
     metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
     """
+    ERROR_REASON_STRIPE_LINK_NOT_FOUND: _ErrorReason.ValueType  # 235
+    """A product's stripe_product_id or a price's stripe_price_id (CreateProduct, UpdateProduct,
+    CreatePrice, UpdatePrice) names no such object at Stripe, looked up as that kind when the
+    link is new (INVALID_ARGUMENT, HTTP 400); metadata.field names the field and
+    metadata.stripe_product_id / stripe_price_id the id. Nothing was written. Stripe
+    unreachable instead is UNAVAILABLE PROVIDER_UNAVAILABLE (HTTP 503).
+    """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
@@ -446,6 +453,13 @@ ERROR_REASON_STRIPE_PRICE_MISMATCH: ErrorReason.ValueType  # 213
 file) to a Stripe price that charges another amount, currency or recurrence: a checkout
 of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
 metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+"""
+ERROR_REASON_STRIPE_LINK_NOT_FOUND: ErrorReason.ValueType  # 235
+"""A product's stripe_product_id or a price's stripe_price_id (CreateProduct, UpdateProduct,
+CreatePrice, UpdatePrice) names no such object at Stripe, looked up as that kind when the
+link is new (INVALID_ARGUMENT, HTTP 400); metadata.field names the field and
+metadata.stripe_product_id / stripe_price_id the id. Nothing was written. Stripe
+unreachable instead is UNAVAILABLE PROVIDER_UNAVAILABLE (HTTP 503).
 """
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).

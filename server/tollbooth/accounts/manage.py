@@ -192,9 +192,7 @@ def update_account(
             if alias.strip() and alias.strip() != alias_of(account):
                 raise errors.invalid("alias cannot change once set", field="alias")
         elif path not in OUTPUT_ONLY:
-            raise errors.invalid(
-                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
-            )
+            raise errors.unknown_mask_path(path)
     changed = False
     if "name" in wanted:
         value = clean_name(name)

@@ -161,7 +161,11 @@ def _text(value: str, field_name: str, max_len: int, *, required: bool = False) 
     if required and not value:
         raise errors.required(field_name)
     if len(value) > max_len:
-        raise errors.invalid(f"{field_name} is longer than {max_len} characters", field=field_name)
+        raise errors.invalid(
+            f"{field_name} is longer than {max_len} characters",
+            reason="FIELD_INVALID",
+            field=field_name,
+        )
     return value
 
 
@@ -325,7 +329,7 @@ def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tu
 
 
 def clean_product_key(key: str) -> str:
-    key = key.strip()
+    key = _text(key, "key", 40)
     if key and not PRODUCT_KEY_RE.fullmatch(key):
         raise errors.invalid("key must be 1-40 letters, digits and _.:- ", field="key")
     return key
@@ -396,9 +400,7 @@ def mask_paths(
         elif path in immutable:
             named_immutable.append(path)
         elif path not in output_only:
-            raise errors.invalid(
-                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
-            )
+            raise errors.unknown_mask_path(path)
     return tuple(apply), tuple(named_immutable)
 
 

@@ -30,6 +30,10 @@ class StripePriceTaken(Exception):
     """The partial unique index on active prices' Stripe price ids refused a write."""
 
 
+class StripeProductTaken(Exception):
+    """The partial unique index on products' Stripe product ids refused a write (0032)."""
+
+
 def lock_for_apply(session: Session) -> None:
     """One catalog apply at a time, until its transaction ends: a second one waits, then plans
     against what the first committed (READ COMMITTED reads after the wait see it). SQLite
@@ -63,6 +67,8 @@ def flush(session: Session) -> None:
             raise LookupKeyTaken() from exc
         if "stripe_price_id" in detail:
             raise StripePriceTaken() from exc
+        if "stripe_product_id" in detail:
+            raise StripeProductTaken() from exc
         if "uq_products_key" in detail or "products.key" in detail:
             raise ProductKeyTaken() from exc
         raise
@@ -123,6 +129,16 @@ def active_price_with_stripe_price_id(
             Price.stripe_price_id == stripe_price_id,
             Price.active == true(),
             Price.id != other_than,
+        )
+    ).first()
+
+
+def product_with_stripe_product_id(
+    session: Session, stripe_product_id: str, other_than: str
+) -> Product | None:
+    return session.scalars(
+        select(Product).where(
+            Product.stripe_product_id == stripe_product_id, Product.id != other_than
         )
     ).first()
 

@@ -67,6 +67,8 @@ def create_product(session: Session, fields: ProductFields) -> Product:
     clean = f.clean_product(fields)
     if clean.key:
         _ensure_product_key_free(session, clean.key)
+    if clean.stripe_product_id:
+        _ensure_stripe_product_free(session, clean.stripe_product_id, "")
     now = utcnow()
     seq = repository.next_seq(session, repository.PRODUCT_SEQUENCE)
     position = clean.position or paging.next_position(repository.max_product_position(session))
@@ -85,7 +87,7 @@ def create_product(session: Session, fields: ProductFields) -> Product:
         updated_at=now,
     )
     session.add(product)
-    _flush_product(session, clean.key)
+    _flush_product(session, clean)
     return product
 
 
@@ -104,6 +106,8 @@ def update_product(
     merged = f.clean_product(replace(product_fields_of(product), **changes))
     if merged.key and merged.key != (product.key or ""):
         _ensure_product_key_free(session, merged.key)
+    if merged.stripe_product_id and merged.stripe_product_id != product.stripe_product_id:
+        _ensure_stripe_product_free(session, merged.stripe_product_id, product.id)
     _write_product(session, product, merged)
     return product
 
@@ -455,11 +459,32 @@ def _product_key_taken(key: str) -> DomainError:
     )
 
 
-def _flush_product(session: Session, key: str) -> None:
+def _ensure_stripe_product_free(session: Session, stripe_product_id: str, product_id: str) -> None:
+    """A Stripe product is linked by one product at most, archived ones included (restored,
+    one keeps its link): the provider's objects map back to one catalog product."""
+    holder = repository.product_with_stripe_product_id(session, stripe_product_id, product_id)
+    if holder is not None:
+        raise _stripe_product_taken(stripe_product_id, holder.id)
+
+
+def _stripe_product_taken(stripe_product_id: str, holder: str = "") -> DomainError:
+    extra = {"product_id": holder} if holder else {}
+    return DomainError(
+        Kind.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        f"a product is already linked to stripe_product_id {errors.shown(stripe_product_id)}",
+        stripe_product_id=stripe_product_id,
+        **extra,
+    )
+
+
+def _flush_product(session: Session, fields: ProductFields) -> None:
     try:
         repository.flush(session)
     except repository.ProductKeyTaken as exc:
-        raise _product_key_taken(key) from exc
+        raise _product_key_taken(fields.key) from exc
+    except repository.StripeProductTaken as exc:
+        raise _stripe_product_taken(fields.stripe_product_id or "") from exc
 
 
 def _flush_price(session: Session, fields: PriceFields) -> None:
@@ -483,7 +508,7 @@ def _write_product(session: Session, product: Product, merged: ProductFields) ->
     product.attributes = dict(merged.metadata)
     product.entitlements = _entitlements_json(merged.entitlements)
     product.updated_at = utcnow()
-    _flush_product(session, merged.key)
+    _flush_product(session, merged)
 
 
 def _assign_price(price: Price, clean: PriceFields) -> None:

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import grpc
 from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from billing.v1 import catalog_pb2, catalog_pb2_grpc
+from tollbooth import errors, idempotency
 from tollbooth.auth.caller import Caller, current_caller
-from tollbooth.catalog import convert, service
-from tollbooth.catalog.fields import PRICE_IMMUTABLE
+from tollbooth.catalog import convert, links, service
+from tollbooth.catalog.fields import PRICE_IMMUTABLE, is_full_mask
 from tollbooth.catalog.snapshot import Catalog, Snapshot
 from tollbooth.db import Database
 from tollbooth.db.models import Price
 from tollbooth.deps import Deps
-from tollbooth.rpc.servicer import R, Servicer, contract
+from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc.servicer import R, Servicer, contract, idempotency_scope, request_fingerprint
 
 # What a bearer caller should do with each price ("BUY", "MANAGE", "CURRENT" or ""): decided
 # by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`);
@@ -31,9 +34,13 @@ def no_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]
 
 @contract(catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"])
 class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, deps: Deps, hints: PurchaseHints = no_hints) -> None:
+    def __init__(
+        self, deps: Deps, hints: PurchaseHints = no_hints, lookup: links.Lookup | None = None
+    ) -> None:
         super().__init__(deps)
         self.hints = hints
+        # Where a new Stripe link is looked up (`links`): the environment's provider.
+        self.lookup = lookup or StripeProvider.from_settings(deps.settings).linkable
         # Reads answer from memory where the snapshot can vouch for itself (PostgreSQL).
         self.snapshot = Snapshot(deps.db)
 
@@ -99,6 +106,26 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
         finally:
             self.snapshot.changed()
 
+    def _check_link(
+        self, request: Message, kind: str, given: str, stored: Callable[[Session], str | None]
+    ) -> None:
+        """Look a new link up at the provider before the write's transaction opens (`links`);
+        `stored(session)` reads the link the write would replace. A replay asks nothing."""
+        if not given.strip() or self._replay(request):
+            return
+        with self.read() as session:
+            link = links.new_link(given, stored(session))
+        field = f"{request.DESCRIPTOR.fields_by_name[kind].name}.stripe_{kind}_id"
+        links.check(self.lookup, kind, field, link)
+
+    def _replay(self, request: Message) -> bool:
+        key = getattr(request, "request_id", "")
+        if not key:
+            return False
+        scope = idempotency_scope(current_caller.get(), request)
+        with self.read() as session:
+            return idempotency.stored(session, scope, key, request_fingerprint(request)) is not None
+
     def _reading(self, catalog: Catalog | None) -> AbstractContextManager[Session | None]:
         """No transaction when the in-memory catalog answers; else a read-only one."""
         return nullcontext() if catalog is not None else self.read()
@@ -106,30 +133,44 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def CreateProduct(
         self, request: catalog_pb2.CreateProductRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Product:
-        return self.write(
-            request,
-            catalog_pb2.Product,
-            lambda session: convert.product_out(
-                service.create_product(session, convert.product_fields(request.product))
-            ),
-        )
+        self._check_link(request, "product", request.product.stripe_product_id, _nothing)
+        with _named_from_request("product", request):
+            return self.write(
+                request,
+                catalog_pb2.Product,
+                lambda session: convert.product_out(
+                    service.create_product(session, convert.product_fields(request.product))
+                ),
+            )
 
     def UpdateProduct(
         self, request: catalog_pb2.UpdateProductRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Product:
         paths = list(request.update_mask.paths) or convert.populated_paths(request.product)
-        return self.write(
-            request,
-            catalog_pb2.Product,
-            lambda session: convert.product_out(
-                service.update_product(
-                    session,
-                    request.product.product_id,
-                    convert.product_fields(request.product),
-                    paths,
-                )
-            ),
-        )
+        if _names(paths, "stripe_product_id"):
+            self._check_link(
+                request,
+                "product",
+                request.product.stripe_product_id,
+                lambda session: _stored(
+                    lambda: (
+                        service.get_product(session, request.product.product_id).stripe_product_id
+                    )
+                ),
+            )
+        with _named_from_request("product", request):
+            return self.write(
+                request,
+                catalog_pb2.Product,
+                lambda session: convert.product_out(
+                    service.update_product(
+                        session,
+                        request.product.product_id,
+                        convert.product_fields(request.product),
+                        paths,
+                    )
+                ),
+            )
 
     def ArchiveProduct(
         self, request: catalog_pb2.ArchiveProductRequest, context: grpc.ServicerContext
@@ -151,13 +192,15 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def CreatePrice(
         self, request: catalog_pb2.CreatePriceRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Price:
-        return self.write(
-            request,
-            catalog_pb2.Price,
-            lambda session: convert.price_out(
-                service.create_price(session, convert.price_fields(request.price))
-            ),
-        )
+        self._check_link(request, "price", request.price.stripe_price_id, _nothing)
+        with _named_from_request("price", request):
+            return self.write(
+                request,
+                catalog_pb2.Price,
+                lambda session: convert.price_out(
+                    service.create_price(session, convert.price_fields(request.price))
+                ),
+            )
 
     def UpdatePrice(
         self, request: catalog_pb2.UpdatePriceRequest, context: grpc.ServicerContext
@@ -168,19 +211,29 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
             populated = convert.populated_paths(request.price)
             paths = [p for p in populated if p not in PRICE_IMMUTABLE]
             given_immutable = [p for p in populated if p in PRICE_IMMUTABLE]
-        return self.write(
-            request,
-            catalog_pb2.Price,
-            lambda session: convert.price_out(
-                service.update_price(
-                    session,
-                    request.price.price_id,
-                    convert.price_fields(request.price),
-                    paths,
-                    given_immutable,
-                )
-            ),
-        )
+        if _names(paths, "stripe_price_id"):
+            self._check_link(
+                request,
+                "price",
+                request.price.stripe_price_id,
+                lambda session: _stored(
+                    lambda: service.get_price(session, request.price.price_id).stripe_price_id
+                ),
+            )
+        with _named_from_request("price", request):
+            return self.write(
+                request,
+                catalog_pb2.Price,
+                lambda session: convert.price_out(
+                    service.update_price(
+                        session,
+                        request.price.price_id,
+                        convert.price_fields(request.price),
+                        paths,
+                        given_immutable,
+                    )
+                ),
+            )
 
     def ArchivePrice(
         self, request: catalog_pb2.ArchivePriceRequest, context: grpc.ServicerContext
@@ -190,3 +243,41 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
             catalog_pb2.Price,
             lambda session: convert.price_out(service.archive_price(session, request.price_id)),
         )
+
+
+@contextmanager
+def _named_from_request(resource: str, request: Message) -> Iterator[None]:
+    """An error about a field of the request's `resource` names it from the request
+    (`product.name`, `price.metadata['k']`), as the edge's checks do; the catalog's rules
+    name it within the resource (`name`)."""
+    try:
+        yield
+    except errors.DomainError as exc:
+        field = exc.metadata.get("field", "")
+        descriptor = request.DESCRIPTOR.fields_by_name[resource].message_type
+        assert descriptor is not None
+        if re.split(r"[.\[ ]", field, maxsplit=1)[0] in descriptor.fields_by_name:
+            named = f"{resource}.{field}"
+            exc.metadata["field"] = named
+            if exc.message.startswith(field):
+                exc.message = named + exc.message[len(field) :]
+                exc.args = (exc.message,)
+        raise
+
+
+def _nothing(session: Session) -> None:
+    return None
+
+
+def _names(paths: Sequence[str], field: str) -> bool:
+    """Whether an update mask names `field` ("*" names every mutable one)."""
+    return is_full_mask(paths) or field in (p.strip() for p in paths)
+
+
+def _stored(read: Callable[[], str | None]) -> str | None:
+    """The Stripe link an update would replace; None when the row is not there (the write
+    then answers NOT_FOUND as it does for any update of it)."""
+    try:
+        return read()
+    except errors.DomainError:
+        return None

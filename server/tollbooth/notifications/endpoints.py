@@ -247,7 +247,9 @@ def update(
         raise errors.invalid(
             f"update_mask: {errors.shown(unknown[0])} cannot be updated; "
             f"updatable: {', '.join(UPDATABLE)}",
+            reason="FIELD_INVALID",
             field="update_mask",
+            path=unknown[0][:64],
         )
     paths = [p for p in named if p in UPDATABLE]
     endpoint = get(session, endpoint_id, lock=True)

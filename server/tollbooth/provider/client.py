@@ -22,7 +22,6 @@ the account, so a retry, ours or the library's, never creates a second object.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
@@ -37,7 +36,7 @@ from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 from tollbooth.provider import invoices
-from tollbooth.provider.keys import idempotency_key
+from tollbooth.provider.keys import idempotency_key, options_digest
 
 log = logging.getLogger("tollbooth.provider")
 
@@ -382,6 +381,16 @@ class StripeProvider:
         )
         return self._plain(page.data[0]) if page.data else None
 
+    def linkable(self, kind: str, ident: str) -> bool:
+        """Whether Stripe holds `ident` as a `kind` ("product"/"price"): False on Stripe's 404."""
+        what, service = f"retrieve {kind}", getattr(self.client.v1, f"{kind}s")
+        try:
+            return bool(_checked(service.retrieve(ident), what)["object"] == kind)
+        except stripe.StripeError as exc:
+            if _stripe_answer(exc) and getattr(exc, "http_status", None) == 404:
+                return False
+            raise _map_error(exc, what) from exc
+
     def retrieve_price(self, stripe_price_id: str) -> dict[str, Any]:
         return self._plain(
             self._call("retrieve price", lambda: self.client.v1.prices.retrieve(stripe_price_id))
@@ -452,7 +461,7 @@ class StripeProvider:
     def portal_configuration(self, features: dict[str, Any]) -> str:
         """The id of a portal configuration with exactly these features, created once; found
         again by a digest in its metadata, so restarts and replicas reuse it."""
-        digest = hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
+        digest = options_digest(features)
         with self._lock:
             known = self._portal_configs.get(digest)
         if known:
@@ -588,11 +597,3 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise _map_error(exc, "refund") from exc
         return str(_checked(refund, "refund").id)
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [pair for k, v in value.items() for pair in _flatten(v, f"{prefix}.{k}")]
-    if isinstance(value, list):
-        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}[{i}]")]
-    return [(prefix, str(value))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tollbooth import errors
 
@@ -22,6 +22,20 @@ def idempotency_key(kind: str, *parts: str) -> str:
     (account and request_id), so keys stay short and never carry a caller's raw input."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
     return f"tollbooth-{kind}-{digest}"
+
+
+def options_digest(features: dict[str, Any]) -> str:
+    """A digest of a portal configuration's features, whatever their order: the key that
+    finds the configuration again (its metadata) and makes it once."""
+    return hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flatten(v, f"{prefix}.{k}")]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, str(value))]
 
 
 def past_key_lifetime(

@@ -41,9 +41,12 @@ def billed_accounts(session: Session) -> list[BillingAccount]:
 
 
 def link_product(session: Session, product_id: str, stripe_product_id: str) -> None:
+    """Link an unlinked product to a provider product no other product links (one catalog
+    product per provider product, migration 0032); else nothing changes."""
+    held = select(Product.id).where(Product.stripe_product_id == stripe_product_id).exists()
     session.execute(
         update(Product)
-        .where(Product.id == product_id, Product.stripe_product_id.is_(None))
+        .where(Product.id == product_id, Product.stripe_product_id.is_(None), ~held)
         .values(stripe_product_id=stripe_product_id)
     )
 

@@ -62,7 +62,8 @@ comma-separated item with a "~" and the server refuses it when the field is a Fi
 Likewise a "^" marks one with an item in neither snake_case nor lowerCamelCase
 (`?update_mask=NAME`): the transcoder folds its case into a field name (`name`), where gRPC
 refuses the same path, so the server refuses it as the domain refuses a path naming no field
-(INVALID_ARGUMENT, field `update_mask`).
+(FIELD_INVALID, field `update_mask`; `metadata.path` is not known here: the query's item never
+reaches the server as it was spelt).
 """
 
 from __future__ import annotations
@@ -387,6 +388,7 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
             raise errors.invalid(
                 f"{name} names a field not as the contract spells it: paths are case-sensitive,"
                 " in snake_case (credit_grants) or lowerCamelCase (creditGrants)",
+                reason="FIELD_INVALID",
                 field=name,
             )
         for fixed in bound:

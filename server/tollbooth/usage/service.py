@@ -327,9 +327,7 @@ def _apply_paths(paths: Iterable[str]) -> tuple[str, ...]:
             if path not in apply:
                 apply.append(path)
         elif path not in OUTPUT_ONLY and path != "code":
-            raise errors.invalid(
-                f"update_mask names unknown field {errors.shown(path)}", field="update_mask"
-            )
+            raise errors.unknown_mask_path(path)
     return tuple(apply)
 
 

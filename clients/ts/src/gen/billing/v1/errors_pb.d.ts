@@ -531,6 +531,17 @@ export enum ErrorReason {
   STRIPE_PRICE_MISMATCH = 213,
 
   /**
+   * A product's stripe_product_id or a price's stripe_price_id (CreateProduct, UpdateProduct,
+   * CreatePrice, UpdatePrice) names no such object at Stripe, looked up as that kind when the
+   * link is new (INVALID_ARGUMENT, HTTP 400); metadata.field names the field and
+   * metadata.stripe_product_id / stripe_price_id the id. Nothing was written. Stripe
+   * unreachable instead is UNAVAILABLE PROVIDER_UNAVAILABLE (HTTP 503).
+   *
+   * @generated from enum value: ERROR_REASON_STRIPE_LINK_NOT_FOUND = 235;
+   */
+  STRIPE_LINK_NOT_FOUND = 235,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *

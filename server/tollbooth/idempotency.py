@@ -36,6 +36,25 @@ class Claim:
     response: bytes | None = None
 
 
+class Fingerprint(str):
+    """A request's fingerprint (the value stored) and the others a key stored before it
+    changed may hold for the same request (`rpc/fingerprint.py`); a plain str has none."""
+
+    legacy: tuple[str, ...]
+
+    def __new__(cls, value: str, *, legacy: str | None = None) -> Fingerprint:
+        made = super().__new__(cls, value)
+        made.legacy = (legacy,) if legacy is not None and legacy != value else ()
+        return made
+
+
+def matches(stored_hash: str, request_digest: str) -> bool:
+    """Whether a key stored with `stored_hash` was stored for this request."""
+    if stored_hash == request_digest:
+        return True
+    return stored_hash in getattr(request_digest, "legacy", ())
+
+
 def digest(canonical: bytes) -> str:
     """The stored fingerprint of a request's parameters."""
     return hashlib.sha256(canonical).hexdigest()
@@ -87,7 +106,7 @@ def stored_response(row: Any, request_digest: str) -> bytes:
     """The response stored under a claimed key (`row`: its request_hash and response), or the
     refusal: IDEMPOTENCY_KEY_REUSED for other parameters, FAILED_PRECONDITION while the first
     request has not completed (only reachable when one transaction claims a key twice)."""
-    if row.request_hash != request_digest:
+    if not matches(row.request_hash, request_digest):
         raise errors.invalid(
             "request_id was already used with different parameters",
             reason="IDEMPOTENCY_KEY_REUSED",
@@ -112,7 +131,7 @@ def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes
     ).first()
     if row is None:
         return None
-    if row.request_hash != request_digest:
+    if not matches(row.request_hash, request_digest):
         raise errors.invalid(
             "request_id was already used with different parameters",
             reason="IDEMPOTENCY_KEY_REUSED",

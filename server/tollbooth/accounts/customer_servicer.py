@@ -151,7 +151,7 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         if email is None:
             raise errors.required("customerEmail")
         with self.read() as session:
-            accounts = repository.ids_by_email(session, email)
+            accounts = repository.ids_by_email(session, email, customers_only=True)
             found = self.subscriptions(session, accounts) if accounts else None
         if not accounts:
             raise errors.not_found("customer", email)

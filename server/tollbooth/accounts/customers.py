@@ -89,7 +89,7 @@ def customer_account(session: Session, customer_id: str) -> BillingAccount:
     if not customer_id:
         raise errors.required("customer_id")
     account = repository.by_customer(session, customer_id)
-    if account is None or account.customer_deleted_at is not None:
+    if account is None or repository.customer_gone(session, account):
         raise errors.not_found("customer", customer_id)
     return account
 

@@ -314,10 +314,15 @@ def test_seed_003_portal_body_names_the_accounts_own_customer(shop: Shop) -> Non
             tokens[alias],
         )
         assert opened.status == 200, opened.body  # the checkout makes the provider customer
-        customers[alias] = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}"))[
-            "stripe_customer_id"
-        ]
+        account = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}"))
+        customers[alias] = account["stripe_customer_id"]
         assert customers[alias].startswith("cus_")
+        # Paid: the portal opens only for an account with something billed.
+        stripe_session = opened.json()["session"]["stripe_checkout_session_id"]
+        shop.stripe.raw_request(
+            "post", f"/v1/test_helpers/checkout/sessions/{stripe_session}/complete"
+        )
+        shop.wait_billed(account["id"])
     # No plan switch: the portal configuration would list every synced product of the shared
     # database, some made against other modules' sandboxes.
     body = {

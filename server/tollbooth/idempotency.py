@@ -150,3 +150,36 @@ def complete(session: Session, scope: str, key: str, response: bytes) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise RuntimeError(f"idempotency key {scope}/{key} was never claimed")
+
+
+def claim_or_row(session: Session, scope: str, key: str, request_digest: str) -> Any | None:
+    """`claim` that leaves the comparison to its caller: None when this transaction now owns
+    the key (do the effect, then `complete`); else the key's row (request_hash, response), as
+    committed by its first claimer (on PostgreSQL a concurrent claimer is waited out)."""
+    validate_key(key)
+    stmt = (
+        upsert_insert(session, IdempotencyKey)
+        .values(
+            scope=scope, key=key, request_hash=request_digest, response=None, created_at=utcnow()
+        )
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(IdempotencyKey.key)
+    )
+    if session.execute(stmt).first() is not None:
+        return None
+    return session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.response).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).one()
+
+
+def retire(session: Session, scope: str, key: str, suffix: str) -> None:
+    """Free (scope, key) for a new claim, keeping its row under `key:suffix` (the record of
+    what it answered). A concurrent retire of the same key waits, then changes nothing."""
+    session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+        .values(key=f"{key}:{suffix}")
+        .execution_options(synchronize_session=False)
+    )

@@ -20,6 +20,7 @@ less its request_id): `Fingerprint` carries both, and `idempotency` accepts eith
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -69,12 +70,15 @@ def _walk_fields(descriptor: Descriptor, seen: frozenset[str]) -> bool:
     for field in descriptor.fields:
         if field.full_name in DECIMALS:
             return True
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.full_name == _MASK:
-                return True
-            if _walk_fields(field.message_type, seen):
-                return True
+        inner = _message_type(field)
+        if inner is not None and (inner.full_name == _MASK or _walk_fields(inner, seen)):
+            return True
     return False
+
+
+def _message_type(field: Any) -> Any:
+    """The field's message type; None for a scalar."""
+    return field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
 
 
 def _canonicalise(message: Message) -> None:
@@ -93,9 +97,9 @@ def _canonicalise(message: Message) -> None:
                 value[:] = [plain_decimal(v) for v in value]
             else:
                 setattr(message, field.name, plain_decimal(value))
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
-                if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+        elif (inner := _message_type(field)) is not None:
+            if inner.GetOptions().map_entry:
+                if _message_type(inner.fields_by_name["value"]) is not None:
                     for item in value.values():
                         _canonicalise(item)
             elif _is_repeated(field):
@@ -105,7 +109,7 @@ def _canonicalise(message: Message) -> None:
                 _canonicalise(value)
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     return bool(field.is_repeated)
 
 
@@ -116,11 +120,8 @@ def legacy_fingerprint(request: Message) -> str:
     copy.CopyFrom(request)
     copy.ClearField("request_id")  # type: ignore[arg-type]
     for field in copy.DESCRIPTOR.fields:
-        if (
-            field.type == FieldDescriptor.TYPE_MESSAGE
-            and field.message_type.full_name == _MASK
-            and not _is_repeated(field)
-        ):
+        inner = _message_type(field)
+        if inner is not None and inner.full_name == _MASK and not _is_repeated(field):
             mask = getattr(copy, field.name)
             paths = sorted({path.strip() for path in mask.paths})
             del mask.paths[:]

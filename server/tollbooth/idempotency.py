@@ -14,6 +14,7 @@ with the same key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,22 +38,26 @@ class Claim:
 
 
 class Fingerprint(str):
-    """A request's fingerprint (the value stored) and the others a key stored before it
-    changed may hold for the same request (`rpc/fingerprint.py`); a plain str has none."""
+    """A request's fingerprint (the value stored) and the one a key stored before it changed
+    holds for the same request (`rpc/fingerprint.py`), computed only when a stored key does
+    not match the first; a plain str has none."""
 
-    legacy: tuple[str, ...]
+    _legacy: Callable[[], str] | None
 
-    def __new__(cls, value: str, *, legacy: str | None = None) -> Fingerprint:
+    def __new__(cls, value: str, *, legacy: Callable[[], str] | None = None) -> Fingerprint:
         made = super().__new__(cls, value)
-        made.legacy = (legacy,) if legacy is not None and legacy != value else ()
+        made._legacy = legacy
         return made
+
+    def legacy(self) -> str | None:
+        return None if self._legacy is None else self._legacy()
 
 
 def matches(stored_hash: str, request_digest: str) -> bool:
     """Whether a key stored with `stored_hash` was stored for this request."""
     if stored_hash == request_digest:
         return True
-    return stored_hash in getattr(request_digest, "legacy", ())
+    return isinstance(request_digest, Fingerprint) and stored_hash == request_digest.legacy()
 
 
 def digest(canonical: bytes) -> str:

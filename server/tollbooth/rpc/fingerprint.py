@@ -138,5 +138,5 @@ def fingerprint(request: Message) -> Fingerprint:
     _canonicalise(copy)
     return Fingerprint(
         idempotency.digest(copy.SerializeToString(deterministic=True)),
-        legacy=legacy_fingerprint(request),
+        legacy=lambda: legacy_fingerprint(request),
     )

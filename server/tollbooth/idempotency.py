@@ -14,6 +14,7 @@ with the same key.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,29 @@ class Claim:
 
     fresh: bool
     response: bytes | None = None
+
+
+class Fingerprint(str):
+    """A request's fingerprint (the value stored) and the one a key stored before it changed
+    holds for the same request (`rpc/fingerprint.py`), computed only when a stored key does
+    not match the first; a plain str has none."""
+
+    _legacy: Callable[[], str] | None
+
+    def __new__(cls, value: str, *, legacy: Callable[[], str] | None = None) -> Fingerprint:
+        made = super().__new__(cls, value)
+        made._legacy = legacy
+        return made
+
+    def legacy(self) -> str | None:
+        return None if self._legacy is None else self._legacy()
+
+
+def matches(stored_hash: str, request_digest: str) -> bool:
+    """Whether a key stored with `stored_hash` was stored for this request."""
+    if stored_hash == request_digest:
+        return True
+    return isinstance(request_digest, Fingerprint) and stored_hash == request_digest.legacy()
 
 
 def digest(canonical: bytes) -> str:
@@ -87,7 +111,7 @@ def stored_response(row: Any, request_digest: str) -> bytes:
     """The response stored under a claimed key (`row`: its request_hash and response), or the
     refusal: IDEMPOTENCY_KEY_REUSED for other parameters, FAILED_PRECONDITION while the first
     request has not completed (only reachable when one transaction claims a key twice)."""
-    if row.request_hash != request_digest:
+    if not matches(row.request_hash, request_digest):
         raise errors.invalid(
             "request_id was already used with different parameters",
             reason="IDEMPOTENCY_KEY_REUSED",
@@ -112,7 +136,7 @@ def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes
     ).first()
     if row is None:
         return None
-    if row.request_hash != request_digest:
+    if not matches(row.request_hash, request_digest):
         raise errors.invalid(
             "request_id was already used with different parameters",
             reason="IDEMPOTENCY_KEY_REUSED",
@@ -131,3 +155,36 @@ def complete(session: Session, scope: str, key: str, response: bytes) -> None:
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise RuntimeError(f"idempotency key {scope}/{key} was never claimed")
+
+
+def claim_or_row(session: Session, scope: str, key: str, request_digest: str) -> Any | None:
+    """`claim` that leaves the comparison to its caller: None when this transaction now owns
+    the key (do the effect, then `complete`); else the key's row (request_hash, response), as
+    committed by its first claimer (on PostgreSQL a concurrent claimer is waited out)."""
+    validate_key(key)
+    stmt = (
+        upsert_insert(session, IdempotencyKey)
+        .values(
+            scope=scope, key=key, request_hash=request_digest, response=None, created_at=utcnow()
+        )
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(IdempotencyKey.key)
+    )
+    if session.execute(stmt).first() is not None:
+        return None
+    return session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.response).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).one()
+
+
+def retire(session: Session, scope: str, key: str, suffix: str) -> None:
+    """Free (scope, key) for a new claim, keeping its row under `key:suffix` (the record of
+    what it answered). A concurrent retire of the same key waits, then changes nothing."""
+    session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+        .values(key=f"{key}:{suffix}")
+        .execution_options(synchronize_session=False)
+    )

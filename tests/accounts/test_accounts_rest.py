@@ -314,10 +314,15 @@ def test_seed_003_portal_body_names_the_accounts_own_customer(shop: Shop) -> Non
             tokens[alias],
         )
         assert opened.status == 200, opened.body  # the checkout makes the provider customer
-        customers[alias] = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}"))[
-            "stripe_customer_id"
-        ]
+        account = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}"))
+        customers[alias] = account["stripe_customer_id"]
         assert customers[alias].startswith("cus_")
+        # Paid: the portal opens only for an account with something billed.
+        stripe_session = opened.json()["session"]["stripe_checkout_session_id"]
+        shop.stripe.raw_request(
+            "post", f"/v1/test_helpers/checkout/sessions/{stripe_session}/complete"
+        )
+        shop.wait_billed(account["id"])
     # No plan switch: the portal configuration would list every synced product of the shared
     # database, some made against other modules' sandboxes.
     body = {
@@ -343,3 +348,45 @@ def test_seed_003_portal_body_names_the_accounts_own_customer(shop: Shop) -> Non
             token,
         )
         assert (refused.status, refused.reason) == (404, "NOT_FOUND"), refused.body
+
+
+# -- seed 003, customers: retries without request_id, deletes ---------------------------------
+
+
+def test_seed_003_create_customer_retried_without_request_id_is_one_customer(shop: Shop) -> None:
+    """Seed 003's body sends no request_id: a retry (the first answer lost) is keyed on the
+    e-mail and answers the first customer; another body with that e-mail is 409."""
+    email = f"{unique('rest-retry')}@example.com"
+    body = {"email": email, "name": "Retry", "metadata": {"a": "1", "b": "2"}}
+    first = ok(shop.request("POST", "/mgt/v1/customers", body))
+    again = ok(
+        shop.request(
+            "POST", "/mgt/v1/customers", {**body, "metadata": {"b": "2", "a": "1"}, "phone": ""}
+        )
+    )
+    assert again["id"] == first["id"] and again["account_id"] == first["account_id"]
+    other = shop.request("POST", "/mgt/v1/customers", {**body, "name": "Someone else"})
+    assert (other.status, other.reason) == (409, "CUSTOMER_EMAIL_TAKEN"), other.body
+    listed = ok(shop.request("GET", f"/mgt/v1/accounts?email={email}"))
+    assert [a["id"] for a in listed["accounts"]] == [first["account_id"]]
+
+
+def test_a_customer_whose_stripe_delete_failed_is_404_for_reads_and_updates(shop: Shop) -> None:
+    email = f"{unique('rest-gone')}@example.com"
+    made = ok(shop.request("POST", "/mgt/v1/customers", {"email": email, "name": "Gone"}))
+    customer = made["id"]
+    stall = shop.sandbox.stalls.add(
+        "DELETE", f"/v1/customers/{customer}", seconds=0, status=500, times=10
+    )
+    try:
+        deleted = shop.request("DELETE", f"/mgt/v1/customers/{customer}")
+        assert deleted.status >= 500, deleted.body  # Stripe refused: the delete is pending
+        got = shop.request("GET", f"/mgt/v1/customers/{customer}")
+        assert (got.status, got.reason) == (404, "NOT_FOUND"), got.body
+        put = shop.request("PUT", f"/mgt/v1/customers/{customer}", {"name": "Stale"})
+        assert (put.status, put.reason) == (404, "NOT_FOUND"), put.body
+        sub = shop.request("GET", f"/mgt/v1/customer/subscription?customerEmail={email}")
+        assert sub.status == 404, sub.body
+    finally:
+        shop.sandbox.stalls.clear()
+    del stall

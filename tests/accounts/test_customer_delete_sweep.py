@@ -189,3 +189,30 @@ def test_a_failed_delete_customer_retried_with_its_request_id_finishes_at_stripe
     answer = stub.DeleteCustomer(request, metadata=SERVICE_MD)
     assert (answer.id, answer.deleted) == (customer, True)
     assert deleted_at_stripe(world, customer) and customer_deleted_with_us(world, account)
+
+
+def test_a_customer_whose_delete_is_still_pending_at_stripe_is_not_found(world: World) -> None:
+    """DeleteCustomer committed (the account archived, the delete marked) but its Stripe call
+    failed: reads and updates answer NOT_FOUND, as after a finished delete, never the stale
+    customer; nothing is sent to Stripe for it."""
+    account, customer = paying_customer(world)
+    email = "buyer@example.com"
+    stub = customer_pb2_grpc.CustomerServiceStub(world.channel)
+    delete_failing_at_stripe(world, customer)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetCustomer(customer_pb2.GetCustomerRequest(customer_id=customer), metadata=SERVICE_MD)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=customer, name="Stale"),
+            metadata=SERVICE_MD,
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert world.stripe.v1.customers.retrieve(customer).to_dict().get("name") != "Stale"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetCustomerSubscription(
+            customer_pb2.GetCustomerSubscriptionRequest(customerEmail=email), metadata=SERVICE_MD
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = stub.ListCustomers(customer_pb2.ListCustomersRequest(limit=100), metadata=SERVICE_MD)
+    assert customer not in [c.id for c in listed.data]

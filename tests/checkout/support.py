@@ -269,6 +269,12 @@ class World:
         )
         return json.loads(response.body)  # type: ignore[attr-defined,no-any-return]
 
+    def billed(self, token: str, lookup_key: str) -> None:
+        """Buy and pay `lookup_key`, its events applied: the account has something billed,
+        as CreatePortalSession requires (a provider customer alone is not enough)."""
+        self.pay(self.buy(token, lookup_key).session.stripe_checkout_session_id)
+        self.settled()
+
     def status(self, token: str) -> checkout_pb2.BillingStatus:
         return self.checkout.GetBillingStatus(
             checkout_pb2.GetBillingStatusRequest(), metadata=bearer_md(token), timeout=10
@@ -439,6 +445,17 @@ class Shop:
         )
         assert price.status == 200, price.body
         return price.json()
+
+    def wait_billed(self, account_id: str) -> None:
+        """Until the account has a subscription or a paid purchase recorded (its events
+        applied): what CreatePortalSession requires."""
+        from tollbooth.subscriptions.repository import ever_billed
+
+        def billed() -> bool:
+            with self.stack.deps.db.transaction(readonly=True) as session:
+                return ever_billed(session, account_id)
+
+        wait_for(billed, 60, "the payment to be recorded")
 
     def billing(self, token: str) -> dict[str, Any]:
         resp = self.request("GET", "/api/v1/billing", token=token)

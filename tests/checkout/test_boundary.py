@@ -588,7 +588,7 @@ def _sync(world: World) -> list[str]:
 def _held(world: World, operation: str, token: str) -> tuple[str, Callable[[], Any]]:
     """The provider path an operation calls, and the operation."""
     if operation == "portal":
-        world.buy(token, "pro")  # the account becomes a provider customer
+        world.billed(token, "pro")  # the account has something to manage
         return "/v1/billing_portal/sessions", lambda: _portal(world, token)
     if operation == "catalog sync":
         world.price("later", group="later")

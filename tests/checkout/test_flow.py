@@ -89,10 +89,32 @@ def test_the_portal_before_any_purchase_is_account_not_billed(world: World):
     assert error_reason(exc.value) == "ACCOUNT_NOT_BILLED"
 
 
+def test_the_portal_of_a_customer_that_never_paid_is_account_not_billed(world: World):
+    """A checkout opened and left unpaid made the Stripe customer, but there is nothing to
+    manage: no subscription, no paid purchase. Once paid, the portal opens."""
+    world.price("pro")
+    token, account = world.token()
+    opened = world.buy(token, "pro")
+    with pytest.raises(grpc.RpcError) as exc:
+        world.checkout.CreatePortalSession(
+            checkout_pb2.CreatePortalSessionRequest(return_url="https://app.example/account"),
+            metadata=bearer_md(token),
+        )
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(exc.value) == "ACCOUNT_NOT_BILLED"
+    world.pay(opened.session.stripe_checkout_session_id)
+    world.settled()
+    portal = world.checkout.CreatePortalSession(
+        checkout_pb2.CreatePortalSessionRequest(return_url="https://app.example/account"),
+        metadata=bearer_md(token),
+    )
+    assert portal.url
+
+
 def test_the_portal_of_a_billed_account_maps_its_options(world: World):
     world.price("pro")
     token, _ = world.token()
-    world.pay(world.buy(token, "pro").session.stripe_checkout_session_id)
+    world.billed(token, "pro")
     portal = world.checkout.CreatePortalSession(
         checkout_pb2.CreatePortalSessionRequest(
             return_url="https://app.example/account",

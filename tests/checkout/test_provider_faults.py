@@ -69,7 +69,7 @@ def test_the_portal_with_the_provider_answering_5xx_is_unavailable_then_works(
     world = impatient
     world.price("pro")
     token, _ = world.token()
-    world.buy(token, "pro")  # a provider customer
+    world.billed(token, "pro")  # a paid subscription: something to manage
     world.sandbox.stalls.add(method, path, seconds=0, status=502)
     unavailable(lambda: portal(world, token, allow_cancel=False))
     made = portal(world, token, allow_cancel=False)
@@ -80,7 +80,7 @@ def test_a_portal_answered_after_our_timeout_is_the_same_portal_on_retry(impatie
     world = impatient
     world.price("pro")
     token, _ = world.token()
-    world.buy(token, "pro")
+    world.billed(token, "pro")
     portal(world, token, request_id="warm")  # the configuration exists
     before = portal_sessions(world)
     stall = world.sandbox.stalls.add("POST", PORTAL, seconds=5.0, after=True)

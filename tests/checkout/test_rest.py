@@ -44,6 +44,29 @@ def test_the_portal_before_any_purchase_is_400_account_not_billed(shop: Shop):
     assert resp.reason == "ACCOUNT_NOT_BILLED"
 
 
+def test_the_portal_of_a_customer_with_an_unpaid_checkout_is_400_account_not_billed(
+    shop: Shop,
+):
+    shop.price("rest-unpaid", group="rest-unpaid")
+    token = shop.token("rest-unpaid")
+    opened = shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {
+            "items": [{"lookup_key": "rest-unpaid", "quantity": 1}],
+            "success_url": "https://app.example/ok",
+            "cancel_url": "https://app.example/pricing",
+        },
+        token,
+    )
+    assert opened.status == 200, opened.body
+    resp = shop.request(
+        "POST", "/api/v1/portal/sessions", {"return_url": "https://app.example/"}, token
+    )
+    assert resp.status == 400
+    assert resp.reason == "ACCOUNT_NOT_BILLED"
+
+
 def test_unknown_and_archived_prices_are_400_through_envoy(shop: Shop):
     token = shop.token("rest-unknown")
     price = shop.price("rest-archived", group="rest-archived")

@@ -238,6 +238,12 @@ def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_s
         assert (resp.status, resp.reason) == (status, reason), resp.body
     assert len(pay_shop.stripe.v1.payment_intents.list(params={"limit": 100}).data) == before
 
+    # Paid: the portal opens only for an account with something billed.
+    stripe_id = made.json()["stripe_payment_intent_id"]
+    pay_shop.stripe.raw_request(
+        "post", f"/v1/payment_intents/{stripe_id}/confirm", payment_method="pm_card_visa"
+    )
+    pay_shop.wait_billed(made.json()["billing_account_id"])
     portal = {"return_url": "https://app.example/account"}
     resp = pay_shop.request("POST", "/api/v1/portal/sessions?environment=test", portal, token)
     assert resp.status == 200, resp.body

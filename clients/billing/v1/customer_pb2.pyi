@@ -135,7 +135,12 @@ class CreateCustomerRequest(_message.Message):
     phone: _builtins.str
     """Phone number: digits, spaces and `+()-.`, at most 20 characters (Stripe's limit)."""
     request_id: _builtins.str
-    """Idempotency key. Optional: seed 003's body sends none."""
+    """Idempotency key. Optional: seed 003's body sends none. Without one, a request
+    with an e-mail is keyed on it (case-insensitive): a retry of the same request
+    answers the customer the first call made (completing it at the provider if the
+    first call failed midway); another request with that e-mail is refused with
+    CUSTOMER_EMAIL_TAKEN; once that customer is deleted, the e-mail is free again.
+    """
     environment: _builtins.str
     """`test`, `live` or empty: must name the environment of the caller's service key
     (ENVIRONMENT_MISMATCH otherwise).

@@ -117,7 +117,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_FAILED_PRECONDITION: _ErrorReason.ValueType  # 40
     """State (FAILED_PRECONDITION, HTTP 400)."""
     ERROR_REASON_ACCOUNT_NOT_BILLED: _ErrorReason.ValueType  # 41
-    """The account has never been billed (no provider customer yet)."""
+    """The account has never been billed: no provider customer with a subscription or a paid
+    purchase (the portal would have nothing to manage).
+    """
     ERROR_REASON_INSUFFICIENT_CREDITS: _ErrorReason.ValueType  # 42
     """Not enough credits for the debit or reservation."""
     ERROR_REASON_ARCHIVED: _ErrorReason.ValueType  # 43
@@ -244,6 +246,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The named price is recurring: a payment intent buys one-time prices only."""
     ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: _ErrorReason.ValueType  # 183
     """The amount or currency differs from the named price's."""
+    ERROR_REASON_CUSTOMER_EMAIL_TAKEN: _ErrorReason.ValueType  # 240
+    """Customers (CustomerService).
+    CreateCustomer without a request_id is keyed on its e-mail (a retry completes the first
+    customer instead of making a second): a customer made that way with this e-mail exists,
+    created by a different request (other name, phone, metadata...). ALREADY_EXISTS, HTTP
+    409; metadata.customer_id and metadata.account_id name it; nothing is created. Send a
+    request_id to create another customer with the same e-mail.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in google.rpc.ErrorInfo.reason.
@@ -346,7 +356,9 @@ ERROR_REASON_ALREADY_EXISTS: ErrorReason.ValueType  # 31
 ERROR_REASON_FAILED_PRECONDITION: ErrorReason.ValueType  # 40
 """State (FAILED_PRECONDITION, HTTP 400)."""
 ERROR_REASON_ACCOUNT_NOT_BILLED: ErrorReason.ValueType  # 41
-"""The account has never been billed (no provider customer yet)."""
+"""The account has never been billed: no provider customer with a subscription or a paid
+purchase (the portal would have nothing to manage).
+"""
 ERROR_REASON_INSUFFICIENT_CREDITS: ErrorReason.ValueType  # 42
 """Not enough credits for the debit or reservation."""
 ERROR_REASON_ARCHIVED: ErrorReason.ValueType  # 43
@@ -473,4 +485,12 @@ ERROR_REASON_PRICE_NOT_ONE_TIME: ErrorReason.ValueType  # 182
 """The named price is recurring: a payment intent buys one-time prices only."""
 ERROR_REASON_PAYMENT_AMOUNT_MISMATCH: ErrorReason.ValueType  # 183
 """The amount or currency differs from the named price's."""
+ERROR_REASON_CUSTOMER_EMAIL_TAKEN: ErrorReason.ValueType  # 240
+"""Customers (CustomerService).
+CreateCustomer without a request_id is keyed on its e-mail (a retry completes the first
+customer instead of making a second): a customer made that way with this e-mail exists,
+created by a different request (other name, phone, metadata...). ALREADY_EXISTS, HTTP
+409; metadata.customer_id and metadata.account_id name it; nothing is created. Send a
+request_id to create another customer with the same e-mail.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -9,13 +9,19 @@ import grpc
 from sqlalchemy.orm import Session
 
 from billing.v1 import account_pb2, customer_pb2, customer_pb2_grpc
-from tollbooth import errors
+from tollbooth import errors, idempotency
 from tollbooth.accounts import convert, customer_sync, customers, manage, repository
 from tollbooth.accounts.customers import SubscriptionSummary
+from tollbooth.auth.caller import current_caller
 from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.convert import print_unset_as_null
-from tollbooth.rpc.servicer import Servicer, contract
+from tollbooth.rpc.servicer import (
+    Servicer,
+    contract,
+    idempotency_scope,
+    request_fingerprint,
+)
 
 # The subscription seed 003's status call shows for some accounts: decided by the room that
 # owns subscriptions and handed to this servicer at assembly (`tollbooth.app`).
@@ -58,12 +64,9 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         customers.check_environment(request.environment, self.live)
         customers.clean_phone(request.phone)
         customers.clean_description(request.description)
-        # Phase 1 (recorded under request_id): the account. Phase 2: its provider customer,
-        # which a retry with the same request_id resumes.
-        account = self.write(
-            request,
-            account_pb2.Account,
-            lambda session: convert.account_out(
+
+        def effect(session: Session) -> account_pb2.Account:
+            return convert.account_out(
                 manage.create_account(
                     session,
                     name=request.name,
@@ -73,10 +76,54 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
                     description=request.description,
                     phone=request.phone,
                 )
-            ),
-        )
+            )
+
+        # Phase 1 (recorded under request_id, or else under the e-mail): the account. Phase 2:
+        # its provider customer, which a retry with the same request_id or e-mail resumes.
+        if request.request_id or not request.email.strip():
+            account = self.write(request, account_pb2.Account, effect)
+        else:
+            account = self._create_once_per_email(request, effect)
         customer_sync.sync_customer(self.deps.db, self.provider, account.id, create=True)
         return self._customer(account.id)
+
+    def _create_once_per_email(
+        self,
+        request: customer_pb2.CreateCustomerRequest,
+        effect: Callable[[Session], account_pb2.Account],
+    ) -> account_pb2.Account:
+        """CreateCustomer without a request_id: the e-mail is its key (a client that retries
+        without one, after a timeout or a failure midway, completes the first account instead
+        of making a second). The key is claimed in the account's own transaction (a unique
+        row: two concurrent calls make one account, the second waiting for the first's
+        commit), and nothing is held across the provider call that follows. The key of a
+        customer since deleted is retired, and the e-mail makes a new customer."""
+        email = manage.clean_email(request.email)
+        assert email is not None  # not blank: the caller checked
+        same = customer_pb2.CreateCustomerRequest()
+        same.CopyFrom(request)
+        same.email = email.lower()  # the e-mail in any case is one request
+        scope = idempotency_scope(current_caller.get(), request) + "|email"
+        key, fingerprint = customers.email_key(email), request_fingerprint(same)
+        with self.deps.db.transaction() as session:
+            for _ in range(2):
+                row = idempotency.claim_or_row(session, scope, key, fingerprint)
+                if row is None:
+                    made = effect(session)
+                    idempotency.complete(
+                        session, scope, key, made.SerializeToString(deterministic=True)
+                    )
+                    return made
+                earlier = account_pb2.Account.FromString(row.response)
+                account = repository.by_id(session, earlier.id)
+                assert account is not None
+                if repository.customer_gone(session, account):
+                    idempotency.retire(session, scope, key, f"gone:{account.id}")
+                    continue
+                if not idempotency.matches(row.request_hash, fingerprint):
+                    raise customers.email_taken(email, account)
+                return earlier
+        raise RuntimeError(f"the e-mail key {key} was retired twice in one call")
 
     def ListCustomers(
         self, request: customer_pb2.ListCustomersRequest, context: grpc.ServicerContext
@@ -151,7 +198,7 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         if email is None:
             raise errors.required("customerEmail")
         with self.read() as session:
-            accounts = repository.ids_by_email(session, email)
+            accounts = repository.ids_by_email(session, email, customers_only=True)
             found = self.subscriptions(session, accounts) if accounts else None
         if not accounts:
             raise errors.not_found("customer", email)

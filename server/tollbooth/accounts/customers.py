@@ -4,6 +4,7 @@ customer of one account, its fields kept on the account and synced after the com
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -83,13 +84,30 @@ def clean_description(description: str) -> str | None:
     return description or None
 
 
+def email_key(email: str) -> str:
+    """The idempotency key CreateCustomer without a request_id is claimed under: its e-mail
+    in any case (hashed: an e-mail may be longer than a key)."""
+    return "email:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def email_taken(email: str, account: BillingAccount) -> errors.DomainError:
+    return errors.DomainError(
+        errors.Kind.ALREADY_EXISTS,
+        "CUSTOMER_EMAIL_TAKEN",
+        f"a customer with e-mail {errors.shown(email)} was created by a different request; "
+        "send a request_id to create another",
+        customer_id=account.stripe_customer_id or "",
+        account_id=account.id,
+    )
+
+
 def customer_account(session: Session, customer_id: str) -> BillingAccount:
     """The account of a provider customer that was not deleted; NOT_FOUND otherwise."""
     customer_id = customer_id.strip()
     if not customer_id:
         raise errors.required("customer_id")
     account = repository.by_customer(session, customer_id)
-    if account is None or account.customer_deleted_at is not None:
+    if account is None or repository.customer_gone(session, account):
         raise errors.not_found("customer", customer_id)
     return account
 

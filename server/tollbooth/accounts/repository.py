@@ -115,16 +115,26 @@ def by_customer(session: Session, customer_id: str) -> BillingAccount | None:
     ).first()
 
 
-def ids_by_email(session: Session, email: str) -> list[str]:
+def ids_by_email(session: Session, email: str, *, customers_only: bool = False) -> list[str]:
     """Accounts whose e-mail is `email` in any case (stored as given; compared lowercased,
-    on the `lower(email)` index)."""
-    return list(
-        session.scalars(
-            select(BillingAccount.id)
-            .where(func.lower(BillingAccount.email) == email.lower())
-            .order_by(BillingAccount.created_at, BillingAccount.id)
+    on the `lower(email)` index). `customers_only`: not those whose provider customer was
+    deleted, or whose DeleteCustomer is still finishing at the provider (`customer_gone`)."""
+    stmt = select(BillingAccount.id).where(func.lower(BillingAccount.email) == email.lower())
+    if customers_only:
+        marked = select(BillingEffect.key).where(
+            BillingEffect.key == "customer.delete:" + BillingAccount.id
         )
-    )
+        stmt = stmt.where(BillingAccount.customer_deleted_at.is_(None), ~marked.exists())
+    return list(session.scalars(stmt.order_by(BillingAccount.created_at, BillingAccount.id)))
+
+
+def customer_gone(session: Session, account: BillingAccount) -> bool:
+    """Whether the account's provider customer was deleted: recorded so, or DeleteCustomer
+    committed its mark and its provider call has not finished (failed, or still on its way):
+    either way the customer is answered as deleted, never with its stale fields."""
+    if account.customer_deleted_at is not None:
+        return True
+    return session.get(BillingEffect, delete_mark(account.id)) is not None
 
 
 def list_accounts(

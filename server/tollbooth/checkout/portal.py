@@ -27,6 +27,7 @@ from tollbooth.db.types import utcnow
 from tollbooth.provider import sync
 from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions.repository import ever_billed
 
 
 def create_portal(
@@ -42,6 +43,7 @@ def create_portal(
     request_scope: str,
     request_id: str,
     origins: Sequence[str] | None,
+    require_billed: bool = False,
 ) -> PortalResult:
     """A portal session: checked and read in one transaction, created with none open. The
     plans it offers (every active price of the groups the account holds) are synced to the
@@ -51,7 +53,12 @@ def create_portal(
 
     Without a return_url (seed 002's request has no body) the portal leads back to the first
     allowed origin, the configured home of the app. `also_named` is a second name of the
-    account (seed 001's `accountId` beside `account`), which must name the same one."""
+    account (seed 001's `accountId` beside `account`), which must name the same one.
+
+    `require_billed` (CreatePortalSession): the account must have a subscription or a paid
+    purchase, not only a provider customer (ACCOUNT_NOT_BILLED). A checkout answering with the
+    portal instead has established that the account holds the group (perhaps paid at the
+    provider before its webhook arrived) and passes False."""
     if not return_url.strip() and origins:
         return_url = f"{origins[0]}/"
     with db.transaction() as session:
@@ -63,7 +70,10 @@ def create_portal(
             if origins is not None
             else return_url.strip()
         )
-        if not account.stripe_customer_id:
+        # A customer alone is not enough: a checkout left unpaid (or CreateCustomer) made
+        # one, and its portal would manage nothing.
+        billed = not require_billed or ever_billed(session, account.id)
+        if not account.stripe_customer_id or not billed:
             raise errors.failed_precondition(
                 "ACCOUNT_NOT_BILLED",
                 "this account has never been billed: there is nothing to manage yet",

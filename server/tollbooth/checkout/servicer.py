@@ -240,6 +240,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 request_scope=idempotency_scope(caller, request),
                 request_id=request.request_id,
                 origins=self.deps.settings.redirect_origins,
+                require_billed=True,
             )
             return checkout_pb2.PortalSession(
                 portal_session_id=result.portal_session_id,

@@ -20,7 +20,7 @@ from tollbooth import errors, idempotency
 from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.deps import Deps
 from tollbooth.errors import not_implemented
-from tollbooth.rpc import edge
+from tollbooth.rpc import fingerprint
 
 R = TypeVar("R", bound=Message)
 M = TypeVar("M", bound=Message)
@@ -33,18 +33,10 @@ def idempotency_scope(caller: Caller, request: Message) -> str:
 
 
 def request_fingerprint(request: Message) -> str:
-    """Parameters that make two calls "the same request": everything but request_id. An
-    update mask is a set of paths (AIP-161), so its order and repeats do not count: a retry
-    that rebuilt the mask in another order is the same request."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
-    for field in edge.mask_fields(copy.DESCRIPTOR):
-        mask = getattr(copy, field.name)
-        paths = sorted({path.strip() for path in mask.paths})
-        del mask.paths[:]
-        mask.paths.extend(paths)
-    return idempotency.digest(copy.SerializeToString(deterministic=True))
+    """Parameters that make two calls "the same request": what the request means, less its
+    request_id (`rpc/fingerprint.py`: masks as sets, decimal amounts in their plain form,
+    unknown fields dropped), with the fingerprint keys stored before that may hold."""
+    return fingerprint.fingerprint(request)
 
 
 def canonical_currency(request: M) -> M:

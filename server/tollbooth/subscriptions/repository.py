@@ -177,6 +177,18 @@ def list_purchases(
     return list(session.scalars(_newest_first(Purchase, account_id, after, limit)))
 
 
+def ever_billed(session: Session, account_id: str) -> bool:
+    """Whether the account ever had something billed to manage: a subscription (in any
+    state: its invoices stay to see) or a paid purchase (a purchase row is written only once
+    paid). A customer made for a checkout left unpaid has neither."""
+    subscribed = select(Subscription.id).where(Subscription.billing_account_id == account_id)
+    paid = select(Purchase.id).where(Purchase.billing_account_id == account_id)
+    return (
+        session.execute(subscribed.limit(1)).first() is not None
+        or session.execute(paid.limit(1)).first() is not None
+    )
+
+
 def add_purchase(session: Session, purchase: Purchase) -> None:
     session.add(purchase)
 

@@ -122,7 +122,11 @@ export declare type CreateCustomerRequest = Message<"billing.v1.CreateCustomerRe
   metadata: { [key: string]: string };
 
   /**
-   * Idempotency key. Optional: seed 003's body sends none.
+   * Idempotency key. Optional: seed 003's body sends none. Without one, a request
+   * with an e-mail is keyed on it (case-insensitive): a retry of the same request
+   * answers the customer the first call made (completing it at the provider if the
+   * first call failed midway); another request with that e-mail is refused with
+   * CUSTOMER_EMAIL_TAKEN; once that customer is deleted, the e-mail is free again.
    *
    * @generated from field: string request_id = 6;
    */

@@ -285,7 +285,8 @@ export enum ErrorReason {
   FAILED_PRECONDITION = 40,
 
   /**
-   * The account has never been billed (no provider customer yet).
+   * The account has never been billed: no provider customer with a subscription or a paid
+   * purchase (the portal would have nothing to manage).
    *
    * @generated from enum value: ERROR_REASON_ACCOUNT_NOT_BILLED = 41;
    */
@@ -570,6 +571,18 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_PAYMENT_AMOUNT_MISMATCH = 183;
    */
   PAYMENT_AMOUNT_MISMATCH = 183,
+
+  /**
+   * Customers (CustomerService).
+   * CreateCustomer without a request_id is keyed on its e-mail (a retry completes the first
+   * customer instead of making a second): a customer made that way with this e-mail exists,
+   * created by a different request (other name, phone, metadata...). ALREADY_EXISTS, HTTP
+   * 409; metadata.customer_id and metadata.account_id name it; nothing is created. Send a
+   * request_id to create another customer with the same e-mail.
+   *
+   * @generated from enum value: ERROR_REASON_CUSTOMER_EMAIL_TAKEN = 240;
+   */
+  CUSTOMER_EMAIL_TAKEN = 240,
 }
 
 /**

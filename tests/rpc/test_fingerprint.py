@@ -1,0 +1,28 @@
+"""The fingerprint's table of decimal fields names real string fields of the contract."""
+
+from __future__ import annotations
+
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FieldDescriptor
+
+import billing.v1.catalog_pb2
+import billing.v1.credit_pb2
+import billing.v1.usage_pb2  # noqa: F401  (their files in the default pool)
+from tollbooth.rpc.fingerprint import DECIMALS, plain_decimal
+
+
+def test_every_decimal_the_fingerprint_rewrites_is_a_string_field_of_the_contract() -> None:
+    pool = descriptor_pool.Default()
+    for name in DECIMALS:
+        message, field = name.rsplit(".", 1)
+        found = pool.FindMessageTypeByName(message).fields_by_name[field]
+        assert found.type == FieldDescriptor.TYPE_STRING, name
+
+
+def test_plain_decimals_are_one_amount_and_anything_else_is_kept_as_sent() -> None:
+    assert {plain_decimal(v) for v in ("10", "10.0", "010", "10.00", "0010.000")} == {"10"}
+    assert plain_decimal("0.50") == "0.5"
+    assert plain_decimal("0.0") == plain_decimal("000") == "0"
+    assert plain_decimal("1e1") == "1e1"
+    assert plain_decimal(" 10") == " 10"
+    assert plain_decimal("") == ""

@@ -37,7 +37,7 @@ from tollbooth.db import no_transaction_held
 from tollbooth.errors import DomainError, Kind
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 from tollbooth.provider import invoices
-from tollbooth.provider.keys import idempotency_key
+from tollbooth.provider.keys import flatten, idempotency_key
 
 log = logging.getLogger("tollbooth.provider")
 
@@ -452,7 +452,7 @@ class StripeProvider:
     def portal_configuration(self, features: dict[str, Any]) -> str:
         """The id of a portal configuration with exactly these features, created once; found
         again by a digest in its metadata, so restarts and replicas reuse it."""
-        digest = hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(repr(sorted(flatten(features))).encode()).hexdigest()[:32]
         with self._lock:
             known = self._portal_configs.get(digest)
         if known:
@@ -559,15 +559,23 @@ class StripeProvider:
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
         """Stripe's current charge; None when the provider does not know the id."""
+        return self._known("charge", lambda: self.client.v1.charges.retrieve(charge_id))
+
+    def retrieve_dispute(self, dispute_id: str) -> dict[str, Any] | None:
+        """Stripe's current dispute; None when the provider does not know the id."""
+        return self._known("dispute", lambda: self.client.v1.disputes.retrieve(dispute_id))
+
+    def _known(self, kind: str, call: Callable[[], Any]) -> dict[str, Any] | None:
+        what = f"retrieve {kind}"
         try:
-            charge = self.client.v1.charges.retrieve(charge_id)
+            found = call()
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) == 404:
                 return None
-            raise _map_error(exc, "retrieve charge") from exc
+            raise _map_error(exc, what) from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "retrieve charge") from exc
-        return self._plain(_checked(charge, "retrieve charge"))
+            raise _map_error(exc, what) from exc
+        return self._plain(_checked(found, what))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
         """Refund what the invoice's payment charged (`refund_payment`); None when unpaid."""
@@ -588,11 +596,3 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise _map_error(exc, "refund") from exc
         return str(_checked(refund, "refund").id)
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [pair for k, v in value.items() for pair in _flatten(v, f"{prefix}.{k}")]
-    if isinstance(value, list):
-        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}[{i}]")]
-    return [(prefix, str(value))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tollbooth import errors
 
@@ -81,3 +81,12 @@ def refused_line(what: str, metadata_key: str) -> str:
         " parameters: the account's provider customer or a price's provider id changed since):"
         f" not completed; look it up by metadata {metadata_key}"
     )
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(path, text) of every leaf of a nested value, for a digest of it."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in flatten(v, f"{prefix}.{k}")]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, str(value))]

@@ -221,6 +221,7 @@ class Payments(Core):
             "currency": pi["currency"],
             "customer": pi["customer"],
             "description": pi["description"],
+            "disputed": False,
             "failure_code": "card_declined" if decline else None,
             "failure_message": DECLINE_MESSAGES.get(decline or "", None) if decline else None,
             "livemode": False,

@@ -156,3 +156,29 @@ def test_a_dispute_of_a_charge_not_ours_is_ignored(quiet: World):
         row = session.get(StripeEvent, unknown["id"])
         assert row is not None and row.status == "ignored"
     assert quiet.balance(account, "api_calls") == "100"
+
+
+def test_the_dispute_notifications_carry_the_provider_s_dispute(quiet: World):
+    from sqlalchemy import select
+
+    from tollbooth.db.models import NotificationOutbox
+    from tollbooth.notifications import envelope
+
+    account, intent, charge, created, closed = _disputed(quiet, "lost")
+    _send(quiet, closed)
+    with quiet.deps.db.transaction(readonly=True) as session:
+        row = session.scalars(
+            select(NotificationOutbox).where(
+                NotificationOutbox.billing_account_id == account,
+                NotificationOutbox.type == "charge.dispute.closed",
+            )
+        ).one()
+        sent = envelope.envelope(row)
+    dispute = closed["data"]["object"]
+    assert sent["type"] == "charge.dispute.closed"
+    assert sent["data"]["accountId"] == account
+    assert (sent["data"]["disputeId"], sent["data"]["charge"]) == (dispute["id"], charge)
+    assert (sent["data"]["paymentIntent"], sent["data"]["status"]) == (intent, "lost")
+    assert sent["data"]["amount"] == envelope.major_units(dispute["amount"], "usd")
+    assert sent["data"]["currency"] == "USD"
+    assert "charge.dispute.closed" in envelope.KNOWN_TYPES

@@ -182,3 +182,46 @@ def test_the_dispute_notifications_carry_the_provider_s_dispute(quiet: World):
     assert sent["data"]["amount"] == envelope.major_units(dispute["amount"], "usd")
     assert sent["data"]["currency"] == "USD"
     assert "charge.dispute.closed" in envelope.KNOWN_TYPES
+
+
+def test_a_lost_dispute_delivered_by_the_sandbox_itself_voids_the_grants(world: World):
+    """The real path end to end: the sandbox signs and delivers every event to the sidecar."""
+    from tests.webhooks.test_refunds import GRANTS
+
+    world.price("plus", grants=GRANTS)
+    token, account = world.token()
+    stripe_id = world.buy(token, "plus").session.stripe_checkout_session_id
+    world.pay(stripe_id)
+    world.settled()
+    assert world.balance(account, "api_calls") == "100"
+    sub = world.stripe.v1.subscriptions.retrieve(
+        str(world.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    )
+    invoice = world.stripe.v1.invoices.retrieve(str(sub.latest_invoice))
+    intent = str(invoice.payments.data[0].payment.payment_intent)
+    dispute = _open(world, _charge(world, intent))
+    world.settled()
+    assert world.balance(account, "api_calls") == "100"  # open: nothing changes
+    world.stripe.v1.disputes.close(dispute["id"])  # accepted: lost
+    world.settled()
+    assert world.balance(account, "api_calls") == "0"
+    assert world.notifications(account).count("credits.voided") == 1
+
+
+def test_concurrent_deliveries_of_a_refund_and_a_lost_dispute_void_once(pg_world: World):
+    from concurrent.futures import ThreadPoolExecutor
+
+    account, intent, charge, created, closed = _disputed(pg_world, "lost")
+    pg_world.stripe.v1.refunds.create(params={"charge": charge})
+    refunded = events_of(pg_world, "charge.refunded", charge)[-1]
+    bodies = [
+        json.dumps({**e, "id": f"{e['id']}_{n}"}).encode()
+        for n in range(3)
+        for e in (refunded, closed, created)
+    ]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda b: signed_send(pg_world, b), bodies))
+    assert answers == [200] * len(bodies)
+    assert pg_world.balance(account, "api_calls") == "0"
+    assert pg_world.count(CreditGrant, CreditGrant.state == "voided") == 1
+    assert pg_world.notifications(account).count("credits.voided") == 1

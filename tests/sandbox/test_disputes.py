@@ -77,3 +77,6 @@ def test_a_charge_is_disputed_once_and_bad_input_is_a_400(client: stripe.StripeC
             "post", f"/v1/test_helpers/disputes/{opened['id']}/close", status="maybe"
         )
     assert client.v1.disputes.retrieve(opened["id"]).status == "needs_response"
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.refunds.create(params={"charge": charge})
+    assert err.value.code == "charge_disputed"

@@ -49,12 +49,17 @@ def _spend(world: World, account: str, amount: str) -> None:
     )
 
 
-def _disputed(world: World, status: str) -> tuple[str, str, str, dict[str, Any], dict[str, Any]]:
-    """A paid `pro` purchase (100 credits, 30 spent) whose charge is disputed, then closed
-    as `status`: (account, payment intent, charge, created event, closed event)."""
+def _disputed(
+    world: World, status: str, refund_first: bool = False
+) -> tuple[str, str, str, dict[str, Any], dict[str, Any]]:
+    """A paid `pro` purchase (100 credits, 30 spent) whose charge is disputed (after a full
+    refund: a cardholder can dispute a refunded charge), then closed as `status`: (account,
+    payment intent, charge, created event, closed event)."""
     account, intent = bought(world)
     _spend(world, account, "30")
     charge = _charge(world, intent)
+    if refund_first:
+        world.stripe.v1.refunds.create(params={"charge": charge})
     dispute = _open(world, charge)
     assert dispute["object"] == "dispute" and dispute["status"] == "needs_response"
     created = events_of(world, "charge.dispute.created", dispute["id"])[-1]
@@ -107,8 +112,7 @@ def test_a_closed_event_whose_body_says_lost_is_read_from_the_provider(quiet: Wo
 
 @pytest.mark.parametrize("order", ["refund_first", "dispute_first", "interleaved"])
 def test_a_lost_dispute_and_a_full_refund_of_one_charge_void_once(quiet: World, order: str):
-    account, intent, charge, created, closed = _disputed(quiet, "lost")
-    quiet.stripe.v1.refunds.create(params={"charge": charge})
+    account, intent, charge, created, closed = _disputed(quiet, "lost", refund_first=True)
     refunded = events_of(quiet, "charge.refunded", charge)[-1]
     sequences = {
         "refund_first": [refunded, closed, created, refunded, closed],
@@ -211,8 +215,7 @@ def test_a_lost_dispute_delivered_by_the_sandbox_itself_voids_the_grants(world: 
 def test_concurrent_deliveries_of_a_refund_and_a_lost_dispute_void_once(pg_world: World):
     from concurrent.futures import ThreadPoolExecutor
 
-    account, intent, charge, created, closed = _disputed(pg_world, "lost")
-    pg_world.stripe.v1.refunds.create(params={"charge": charge})
+    account, intent, charge, created, closed = _disputed(pg_world, "lost", refund_first=True)
     refunded = events_of(pg_world, "charge.refunded", charge)[-1]
     bodies = [
         json.dumps({**e, "id": f"{e['id']}_{n}"}).encode()

@@ -390,3 +390,42 @@ def test_a_customer_whose_stripe_delete_failed_is_404_for_reads_and_updates(shop
     finally:
         shop.sandbox.stalls.clear()
     del stall
+
+
+def test_an_archived_account_records_no_usage_and_takes_no_reservation(shop: Shop) -> None:
+    alias = unique("archived-rest")
+    made = ok(shop.request("POST", "/mgt/v1/accounts", {"name": "Gone", "alias": alias}))
+    live = ok(shop.request("POST", "/mgt/v1/accounts", {"alias": unique("live-rest")}))
+    grant = {"creditType": "units", "amount": "10", "requestId": uuid.uuid4().hex}
+    ok(shop.request("POST", f"/mgt/v1/accounts/{alias}/credits/grants", grant))
+    ok(shop.request("POST", f"/mgt/v1/accounts/{alias}:archive", {"request_id": uuid.uuid4().hex}))
+
+    def event(uid: str, ref: str) -> dict[str, Any]:
+        return {
+            "uniqueId": uid,
+            "account": ref,
+            "eventName": "api_call",
+            "timestamp": "2026-12-01T10:00:00Z",
+        }
+
+    one = shop.request("POST", "/mgt/v1/events", event(unique("e"), alias))
+    assert one.status == 400 and one.reason == "ACCOUNT_ARCHIVED"
+    ids = [unique("b"), unique("b")]
+    batch = shop.request(
+        "POST",
+        "/mgt/v1/events:batch",
+        {"events": [event(ids[0], made["id"]), event(ids[1], live["id"])]},
+    )
+    got = [(x["unique_id"], x["status"], x["reason"]) for x in ok(batch)["results"]]
+    assert got == [
+        (ids[0], "EVENT_STATUS_REJECTED", "ACCOUNT_ARCHIVED"),
+        (ids[1], "EVENT_STATUS_ACCEPTED", ""),
+    ]
+    held = shop.request(
+        "POST",
+        f"/mgt/v1/accounts/{alias}/credits/reservations",
+        {"creditType": "units", "amount": "2", "requestId": uuid.uuid4().hex},
+    )
+    assert held.status == 400 and held.reason == "ACCOUNT_ARCHIVED"
+    balance = ok(shop.request("GET", f"/mgt/v1/accounts/{alias}/credits/balance?type=units"))
+    assert (balance["balance"], balance["reserved"]) == ("10", "0")

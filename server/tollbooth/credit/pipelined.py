@@ -77,10 +77,10 @@ _HELD_GRANTS = (
     "  CROSS JOIN LATERAL json_array_elements(CAST(r.allocations AS json)) AS p"
     "  WHERE r.id = %(reservation)s AND r.billing_account_id = %(account)s)"
 )
-# A grant holds its account FOR KEY SHARE, before its balance (the order refunds and renewals
-# take): an ArchiveAccount in progress is waited for and then seen, and one that starts later
-# waits for the grant's commit, so no grant is acknowledged after the archive was. (The general
-# path a grant falls back to runs in this transaction, after this lock.)
+# A grant or a reservation holds its account FOR KEY SHARE, before its balance (the order
+# refunds and renewals take): an ArchiveAccount in progress is waited for and then seen, and
+# one that starts later waits for its commit, so none is acknowledged after the archive was.
+# (The general path either falls back to runs in this transaction, after this lock.)
 _ACCOUNT_KEY_SHARE = "SELECT archived_at FROM billing_accounts WHERE id = %(account)s FOR KEY SHARE"
 # A grant's balance row, created if missing (`repository.ensure_balance`, for an account that
 # exists: the account check comes after it in the pipeline).
@@ -174,8 +174,13 @@ def reserve(
         )
 
     def body(trip: Trip) -> R:
-        _, (lock, spendable) = trip.open([LOCK, SPENDABLE], {"ctype": ctype, "limit": GRANT_BATCH})
+        account, (shared, lock, spendable) = trip.open(
+            [_ACCOUNT_KEY_SHARE, LOCK, SPENDABLE], {"ctype": ctype, "limit": GRANT_BATCH}
+        )
+        held = shared.fetchone()
         row = figures(lock.fetchone())
+        if account.archived_at is not None or held is None or held.archived_at is not None:
+            return general(trip)  # ACCOUNT_ARCHIVED, as the general path says it
         now = debits.fast_start(row, ctype, value, r.clock)
         first = spendable.fetchall()
         if now is None or (

@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
-from tollbooth.accounts.service import resolve
+from tollbooth.accounts.service import require_active, resolve
 from tollbooth.amounts import ZERO, fmt, neg, parse_amount
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
@@ -34,7 +34,7 @@ def reserve(
     request_id: str,
     clock: Clock,
 ) -> CreditReservation:
-    account = resolve(session, caller, account_ref)
+    account = require_active(resolve(session, caller, account_ref))  # no new holds
     ctype = clean_type(credit_type)
     value = parse_amount(amount)
     why = clean_reason(reason)

@@ -44,6 +44,8 @@ KNOWN_TYPES = (
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "payment_intent.duplicate_refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
     ENDPOINT_DISABLED,
 )
 
@@ -87,6 +89,8 @@ MONEY = {
     "payment_intent.succeeded": "amount",
     "payment_intent.payment_failed": "amount",
     "payment_intent.duplicate_refunded": "amount",
+    "charge.dispute.created": "amount",
+    "charge.dispute.closed": "amount",
 }
 
 

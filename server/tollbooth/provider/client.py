@@ -10,14 +10,11 @@ library pins) and domain errors with stable reasons:
   UNAVAILABLE `PROVIDER_UNAVAILABLE` as well, the answer itself never shown;
 - a request Stripe refuses (400/404): INVALID_ARGUMENT `PROVIDER_REQUEST_INVALID`;
 - an idempotency key reused with other parameters: INVALID_ARGUMENT `IDEMPOTENCY_KEY_REUSED`;
-- our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly (an
-  operator's problem: retrying after the fix is right).
-
-Without `STRIPE_API_KEY` the client talks to the local sandbox
-(`http://127.0.0.1:$BILLING_SANDBOX_PORT`), with a key to Stripe (or to `STRIPE_API_BASE`).
-Every request has a timeout; only network failures are retried (`max_network_retries`), and
-every mutating request carries an idempotency key derived from the caller's `request_id` and
-the account, so a retry, ours or the library's, never creates a second object.
+- our credentials refused (401/403): UNAVAILABLE `PROVIDER_UNAVAILABLE`, logged loudly.
+Without `STRIPE_API_KEY` the client talks to the local sandbox, with a key to Stripe (or to
+`STRIPE_API_BASE`). Every request has a timeout; only network failures are retried, and every
+mutating request carries an idempotency key derived from the caller's `request_id` and the
+account, so a retry, ours or the library's, never creates a second object.
 """
 
 from __future__ import annotations
@@ -459,8 +456,7 @@ class StripeProvider:
     # -- billing portal -------------------------------------------------------------------
 
     def portal_configuration(self, features: dict[str, Any]) -> str:
-        """The id of a portal configuration with exactly these features, created once; found
-        again by a digest in its metadata, so restarts and replicas reuse it."""
+        """A portal configuration with exactly these features, made once (found by its digest)."""
         digest = options_digest(features)
         with self._lock:
             known = self._portal_configs.get(digest)
@@ -481,11 +477,8 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise _map_error(exc, "list portal configurations") from exc
         if found is None:
-            params = {
-                "features": features,
-                "metadata": {"tollbooth_options": digest},
-                "name": "tollbooth",
-            }
+            meta = {"tollbooth_options": digest}
+            params = {"features": features, "metadata": meta, "name": "tollbooth"}
             created = self._call(
                 "create portal configuration",
                 lambda: self.client.v1.billing_portal.configurations.create(
@@ -568,15 +561,23 @@ class StripeProvider:
 
     def retrieve_charge(self, charge_id: str) -> dict[str, Any] | None:
         """Stripe's current charge; None when the provider does not know the id."""
+        return self._known("charge", lambda: self.client.v1.charges.retrieve(charge_id))
+
+    def retrieve_dispute(self, dispute_id: str) -> dict[str, Any] | None:
+        """Stripe's current dispute; None when the provider does not know the id."""
+        return self._known("dispute", lambda: self.client.v1.disputes.retrieve(dispute_id))
+
+    def _known(self, kind: str, call: Callable[[], Any]) -> dict[str, Any] | None:
+        what = f"retrieve {kind}"
         try:
-            charge = self.client.v1.charges.retrieve(charge_id)
+            found = call()
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) == 404:
                 return None
-            raise _map_error(exc, "retrieve charge") from exc
+            raise _map_error(exc, what) from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "retrieve charge") from exc
-        return self._plain(_checked(charge, "retrieve charge"))
+            raise _map_error(exc, what) from exc
+        return self._plain(_checked(found, what))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
         """Refund what the invoice's payment charged (`refund_payment`); None when unpaid."""

@@ -27,15 +27,7 @@ def idempotency_key(kind: str, *parts: str) -> str:
 def options_digest(features: dict[str, Any]) -> str:
     """A digest of a portal configuration's features, whatever their order: the key that
     finds the configuration again (its metadata) and makes it once."""
-    return hashlib.sha256(repr(sorted(_flatten(features))).encode()).hexdigest()[:32]
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [pair for k, v in value.items() for pair in _flatten(v, f"{prefix}.{k}")]
-    if isinstance(value, list):
-        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}[{i}]")]
-    return [(prefix, str(value))]
+    return hashlib.sha256(repr(sorted(flatten(features))).encode()).hexdigest()[:32]
 
 
 def past_key_lifetime(
@@ -95,3 +87,12 @@ def refused_line(what: str, metadata_key: str) -> str:
         " parameters: the account's provider customer or a price's provider id changed since):"
         f" not completed; look it up by metadata {metadata_key}"
     )
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(path, text) of every leaf of a nested value, for a digest of it."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in flatten(v, f"{prefix}.{k}")]
+    if isinstance(value, list):
+        return [pair for i, v in enumerate(value) for pair in flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, str(value))]

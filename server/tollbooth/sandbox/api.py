@@ -47,6 +47,18 @@ class _Complete:
     __annotations__ = {"card": str, "email": str, "name": str, "expand": list}
 
 
+class _OpenDispute:
+    """Params of the sandbox's own helper that opens a dispute on a charge."""
+
+    __annotations__ = {"reason": str, "expand": list}
+
+
+class _CloseDispute:
+    """Params of the sandbox's own helper that settles a dispute (`won` or `lost`)."""
+
+    __annotations__ = {"status": str, "expand": list}
+
+
 class _Expand:
     __annotations__ = {"expand": list}
 
@@ -211,6 +223,27 @@ def _routes() -> list[Route]:
         r("POST", "/v1/refunds", p.RefundCreateParams, done(lambda e, q: e.create_refund(q))),
         r("GET", "/v1/refunds/{id}", p.RefundRetrieveParams, one("refund")),
         r("GET", "/v1/charges/{id}", p.ChargeRetrieveParams, one("charge")),
+        # disputes: Stripe's retrieve and close (accept: lost); the sandbox's own helpers open
+        # one on a charge and settle it as the bank would (won or lost)
+        r("GET", "/v1/disputes/{id}", p.DisputeRetrieveParams, one("dispute")),
+        r(
+            "POST",
+            "/v1/disputes/{id}/close",
+            p.DisputeCloseParams,
+            done(lambda e, q, id: e.close_dispute(id)),
+        ),
+        r(
+            "POST",
+            "/v1/test_helpers/charges/{id}/dispute",
+            _OpenDispute,
+            done(lambda e, q, id: e.open_dispute(id, q)),
+        ),
+        r(
+            "POST",
+            "/v1/test_helpers/disputes/{id}/close",
+            _CloseDispute,
+            done(lambda e, q, id: e.close_dispute(id, q.get("status", "lost"))),
+        ),
         # payment intents
         r(
             "POST",

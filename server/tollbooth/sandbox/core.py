@@ -42,6 +42,7 @@ KIND_NAMES = {
     "billing_portal.session": "billing portal session",
     "charge": "charge",
     "refund": "refund",
+    "dispute": "dispute",
 }
 
 _LIST_URLS = {

@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 from tollbooth.sandbox.core import DEFAULT_CLOCK
+from tollbooth.sandbox.disputes import Disputes
 from tollbooth.sandbox.objects import (
     new_id,
 )
-from tollbooth.sandbox.payments import Payments
 from tollbooth.sandbox.wire import (
     as_str,
     bad_request,
@@ -21,7 +21,7 @@ from tollbooth.sandbox.wire import (
 FIELD_LIMITS = {"email": 512, "name": 256, "description": 5000, "phone": 20}
 
 
-class Customers(Payments):
+class Customers(Disputes):
     """Customers (deleting one cancels its subscriptions)."""
 
     def create_customer(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """What a Stripe test-mode account does: the resources, their transitions and their events.
 
 The engine is built in layers, one module per domain, each allowed to use the ones below it:
-core (clocks, events, lookups, rendering, lists) < payments < customers < catalog < billing
-(subscriptions, invoices, renewals) < checkout < billing_portal < clocks (test clocks).
+core (clocks, events, lookups, rendering, lists) < payments < disputes < customers < catalog <
+billing (subscriptions, invoices, renewals) < checkout < billing_portal < clocks (test clocks).
 
 Every public method runs inside one store transaction (the caller opens it). Objects are kept
 in Stripe's shape; keys starting with `_` are private state and never leave the sandbox.

@@ -221,6 +221,7 @@ class Payments(Core):
             "currency": pi["currency"],
             "customer": pi["customer"],
             "description": pi["description"],
+            "disputed": False,
             "failure_code": "card_declined" if decline else None,
             "failure_message": DECLINE_MESSAGES.get(decline or "", None) if decline else None,
             "livemode": False,
@@ -466,6 +467,10 @@ class Payments(Core):
             raise bad_request("One of charge or payment_intent is required.", "charge")
         if charge["status"] != "succeeded":
             raise bad_request("This charge did not succeed; there is nothing to refund.", "charge")
+        if charge.get("disputed"):
+            raise bad_request(
+                f"Charge {charge['id']} has been disputed.", "charge", code="charge_disputed"
+            )
         remaining = int(charge["amount_captured"]) - int(charge["amount_refunded"])
         if remaining <= 0:
             raise bad_request(

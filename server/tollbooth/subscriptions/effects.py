@@ -60,6 +60,7 @@ class Facts:
         # checkout session or renewal invoice -> the PaymentIntent that paid it
         self.payment_intents: dict[str, str | None] = {}
         self.charges: dict[str, dict[str, Any] | None] = {}
+        self.disputes: dict[str, dict[str, Any] | None] = {}
         # renewal invoice -> what it charged for (`provider.invoices.renewal_lines`)
         self.renewal_lines: dict[str, list[tuple[str, int, int | None]] | None] = {}
         # subscription -> (Stripe price, quantity) its current period was charged for, when
@@ -543,9 +544,9 @@ def bound(provider: StripeProvider, reader: Reader, effect: Effect) -> Handler:
 
 def handlers(provider: StripeProvider) -> dict[str, Handler]:
     """The inbox handlers of this room, by event type (refunds: `subscriptions.refunds`)."""
-    from tollbooth.subscriptions import refunds
+    from tollbooth.subscriptions import disputes, refunds
 
-    table = {**HANDLERS, **refunds.HANDLERS}
+    table = {**HANDLERS, **refunds.HANDLERS, **disputes.HANDLERS}
     return {kind: bound(provider, *pair) for kind, pair in table.items()}
 
 

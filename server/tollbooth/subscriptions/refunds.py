@@ -51,13 +51,21 @@ def on_charge_refunded(ctx: Context, obj: dict[str, Any]) -> None:
     account = links.account_by_customer(ctx.session, customer) if customer else None
     if account is None or intent is None:
         raise Ignored("a charge of a customer that is not ours")
-    if not claim_effect(ctx.session, f"refund:{charge_id}", ctx.event_id, account.id):
-        return  # voided already
+    end_payment(ctx, account.id, intent, charge_id, "refunded")
+
+
+def end_payment(ctx: Context, account_id: str, intent: str, charge_id: str, cause: str) -> bool:
+    """End what the payment of `charge_id` bought, as a full refund does: once per charge,
+    whichever comes first of a full refund (`charge.refunded`) and a dispute lost
+    (`subscriptions.disputes`); True only for the one that applies it."""
+    if not claim_effect(ctx.session, f"refund:{charge_id}", ctx.event_id, account_id):
+        return False  # voided already (a refund or a dispute of this charge, or a twin)
     # What the payment bought may not be recorded yet (this event came first): its fulfilment
     # finds this mark and ends it then (`settle`). The account's lock orders the two.
-    accounts.by_id_for_update(ctx.session, account.id)
-    claim_effect(ctx.session, refunded_mark(intent), ctx.event_id, account.id)
-    _end_what_it_bought(ctx, account.id, intent, charge_id)
+    accounts.by_id_for_update(ctx.session, account_id)
+    claim_effect(ctx.session, refunded_mark(intent), ctx.event_id, account_id)
+    _end_what_it_bought(ctx, account_id, intent, charge_id, cause=cause)
+    return True
 
 
 def refunded_mark(payment_intent: str) -> str:
@@ -85,20 +93,22 @@ def _end_what_it_bought(
     charge: str | None,
     *,
     when: dt.datetime | None = None,
+    cause: str = "refunded",
 ) -> None:
     """Void what remains of the grants `intent` paid for and end the purchases it paid, as
-    refunded at `when` (the refund's time; now by default)."""
+    refunded at `when` (the refund's time; now by default); `cause` says why (refunded, or
+    lost in a dispute)."""
     what = f"charge {charge}" if charge else f"payment {intent}"
     refunded_at = when or ctx.clock()
     for purchase in repository.refund_purchases(ctx.session, account_id, intent, refunded_at):
-        ctx.changes.append(f"purchase {purchase.id} refunded: {what} refunded")
+        ctx.changes.append(f"purchase {purchase.id} refunded: {what} {cause}")
     for grant in repository.grants_bought_by(ctx.session, account_id, intent):
         voided = credit_grants.void_grant(
             ctx.session,
             SERVICE,
             account_id,
             grant_id=grant.id,
-            reason=f"refund of {what}",
+            reason=f"refund of {what}" if cause == "refunded" else f"{what} {cause}",
             request_id=f"refund:{charge or intent}:{grant.id}",
             clock=ctx.clock,
         )
@@ -114,7 +124,7 @@ def _end_what_it_bought(
             },
             f"credits.voided:refund:{grant.id}",
         )
-        ctx.changes.append(f"grant {voided.id} voided: {what} refunded")
+        ctx.changes.append(f"grant {voided.id} voided: {what} {cause}")
 
 
 HANDLERS: dict[str, tuple[Reader, Effect]] = {

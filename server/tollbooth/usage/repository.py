@@ -106,6 +106,29 @@ def accounts_by_ref(session: Session, refs: Iterable[str]) -> dict[str, str]:
     return found
 
 
+def archived_among(session: Session, account_ids: Iterable[str]) -> set[str]:
+    """The ids among `account_ids` of archived accounts (read each batch: an archive is never
+    cached), in one query by primary key."""
+    ids = list(set(account_ids))
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            select(BillingAccount.id).where(
+                BillingAccount.id.in_(ids), BillingAccount.archived_at.is_not(None)
+            )
+        )
+    )
+
+
+def stored_among(session: Session, unique_ids: Iterable[str]) -> set[str]:
+    """The ids among `unique_ids` of events stored already."""
+    ids = list(set(unique_ids))
+    if not ids:
+        return set()
+    return set(session.scalars(select(UsageEvent.unique_id).where(UsageEvent.unique_id.in_(ids))))
+
+
 def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetime) -> set[str]:
     """Insert rows whose unique id is new; returns the ids this call inserted.
 

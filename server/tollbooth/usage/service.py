@@ -29,6 +29,8 @@ from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
 from tollbooth.usage.events import ACCEPTED, DUPLICATE, REJECTED, Candidate, Outcome
 
+ARCHIVED = "ACCOUNT_ARCHIVED"
+
 
 class AccountCache:
     """Account id of every ref (id or principal id) already resolved by this server.
@@ -76,6 +78,8 @@ def ingest(
             outcomes[i] = item
 
     accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
+    archived = repository.archived_among(session, accounts_found.values())
+    held: list[Candidate] = []  # events of archived accounts: duplicates or rejected
     fresh: dict[str, Candidate] = {}
     rows: list[repository.Row] = []
     for c in candidates:
@@ -90,6 +94,9 @@ def ingest(
             continue
         c.account_id = account_id
         c.unique_id = events.final_unique_id(c)
+        if account_id in archived:
+            held.append(c)
+            continue
         if c.unique_id in fresh:
             outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
             continue
@@ -106,7 +113,25 @@ def ingest(
         outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
     for c in accepted:
         outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
+    if held:
+        _archived_outcomes(session, held, outcomes)
     return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+
+def _archived_outcomes(
+    session: Session, held: Sequence[Candidate], outcomes: list[Outcome | None]
+) -> None:
+    """An archived account records no usage (nothing is stored): its event is rejected with
+    ACCOUNT_ARCHIVED, unless it was stored before the archive (a sender's retry of an event
+    acknowledged then: a duplicate, as it always was)."""
+    known = repository.stored_among(session, (c.unique_id for c in held))
+    for c in held:
+        if c.unique_id in known:
+            outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
+        else:
+            outcomes[c.index] = Outcome(
+                c.unique_id, REJECTED, ARCHIVED, f"account {c.account_id} is archived"
+            )
 
 
 def burn_credits(
@@ -120,8 +145,10 @@ def burn_credits(
 
 
 def rejection(outcome: Outcome) -> DomainError:
-    """A rejected single event (IngestEvent) as the error its caller receives."""
-    return DomainError(Kind.INVALID_ARGUMENT, outcome.reason, outcome.message)
+    """A rejected single event (IngestEvent) as the error its caller receives: an archived
+    account is a failed precondition, as for grants, tokens and checkouts."""
+    kind = Kind.FAILED_PRECONDITION if outcome.reason == ARCHIVED else Kind.INVALID_ARGUMENT
+    return DomainError(kind, outcome.reason, outcome.message)
 
 
 # ---------------------------------------------------------------------------------------------

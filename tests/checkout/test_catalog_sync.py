@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+
+import grpc
+import pytest
 import yaml
 from sqlalchemy import select
 
+from billing.v1 import catalog_pb2
 from tests.checkout.support import World
-from tests.conftest import make_env
+from tests.conftest import SERVICE_MD, make_env
 from tollbooth.catalog import as_code
 from tollbooth.db.models import Price, Product
 
@@ -176,3 +181,33 @@ def test_sync_links_a_provider_product_to_one_catalog_product_only(
         products = session.execute(select(Product.key, Product.stripe_product_id)).all()
     assert prices == made
     assert sorted(link or "" for _, link in products) == ["", product.id]
+
+
+def test_a_checkout_whose_provider_product_another_product_holds_is_refused_cleanly(
+    world: World,
+):  # type: ignore[no-untyped-def]
+    """Product A's provider product exists (made for A: its metadata names A) but A is not
+    linked (the link write was lost); an operator has linked product B to it by hand. A's first
+    checkout finds that provider product and cannot link it (one catalog product per provider
+    product): a clear ALREADY_EXISTS naming the holder, and A stays unlinked (before: an
+    assertion, INTERNAL)."""
+    price_a = world.price(f"held_{uuid.uuid4().hex[:6]}")
+    made_for_a = world.stripe.v1.products.create(
+        params={"name": "A (made for A)", "metadata": {"tollbooth_product_id": price_a.product_id}}
+    )
+    product_b = world.catalog.CreateProduct(
+        catalog_pb2.CreateProductRequest(
+            product=catalog_pb2.Product(name="B", stripe_product_id=made_for_a.id),
+            request_id=f"product-{uuid.uuid4().hex}",
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    ).product_id
+    token, _ = world.token()
+    with pytest.raises(grpc.RpcError) as refused:
+        world.buy(token, price_a.lookup_key)
+    assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS, refused.value.details()
+    assert product_b in (refused.value.details() or "")
+    with world.deps.db.transaction(readonly=True) as session:
+        assert session.get(Product, price_a.product_id).stripe_product_id is None  # type: ignore[union-attr]
+        assert session.get(Product, product_b).stripe_product_id == made_for_a.id  # type: ignore[union-attr]

@@ -22,6 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from tollbooth import errors
 from tollbooth.db import Database
 from tollbooth.db.models import Price, Product
@@ -97,9 +100,35 @@ def ensure_product_synced(db: Database, provider: StripeProvider, view: _PriceVi
         description=view.product_description,
         metadata=view.product_metadata,
     )
-    with db.transaction() as session:
-        repository.link_product(session, view.product_id, created["id"])
-    return _stored_link(db, Product, view.product_id)
+    try:
+        with db.transaction() as session:
+            repository.link_product(session, view.product_id, created["id"])
+    except IntegrityError:  # another product linked it in the same instant (unique index)
+        pass
+    with db.transaction(readonly=True) as session:
+        product = session.get(Product, view.product_id)
+        linked = product.stripe_product_id if product is not None else None
+        holder = None if linked else session.scalar(_holder(created["id"], view.product_id))
+    if linked:
+        return linked
+    # The provider product made for this one (its metadata names it) is linked by another
+    # product (an operator's explicit link): one catalog product per provider product.
+    raise errors.DomainError(
+        errors.Kind.ALREADY_EXISTS,
+        "ALREADY_EXISTS",
+        f"the Stripe product made for product {view.product_id} ({created['id']}) is linked to "
+        f"product {holder}: link {view.product_id} to a Stripe product of its own",
+        stripe_product_id=created["id"],
+        product_id=holder or "",
+    )
+
+
+def _holder(stripe_product_id: str, product_id: str) -> Any:
+    return (
+        select(Product.id)
+        .where(Product.stripe_product_id == stripe_product_id, Product.id != product_id)
+        .limit(1)
+    )
 
 
 def ensure_price_synced(db: Database, provider: StripeProvider, price_id: str) -> str:

@@ -65,7 +65,7 @@ from tollbooth.db import Database, no_transaction_held
 from tollbooth.db.models import NotificationEndpoint
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import envelope, outbox, repository, transport
-from tollbooth.notifications.endpoints import signing_secrets, wants
+from tollbooth.notifications.endpoints import left_out, signing_secrets, wants, wants_type
 from tollbooth.notifications.repository import DELIVERED, FAILED
 
 log = logging.getLogger("tollbooth.notifications")
@@ -134,6 +134,7 @@ class Job:
     body: str
     secrets: tuple[str, ...]
     leased_until: dt.datetime
+    type: str = ""  # the public type ("": not checked against the endpoint's event_types)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class Deliverer:
                     body=envelope.body(row),
                     secrets=tuple(signing_secrets(endpoint, now)),
                     leased_until=until,
+                    type=envelope.public_type(row.type),
                 )
                 for d, row, endpoint in claimed
             ]
@@ -406,6 +408,13 @@ class Deliverer:
             endpoint = repository.get_endpoint(session, job.endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 repository.release_lease(session, job.delivery_id, job.leased_until, now)
+                return None
+            if job.type and not wants_type(endpoint, job.type):
+                # Its type left out by an update since the claim: given up, as the update
+                # gives up what is pending then (a resend of it is refused alike).
+                repository.give_up_claimed(
+                    session, job.delivery_id, job.leased_until, left_out(job.type), now
+                )
                 return None
             if not repository.renew_lease(session, job.delivery_id, job.leased_until, leased):
                 return None

@@ -116,3 +116,30 @@ def test_widening_the_types_settles_nothing(db, receiver) -> None:  # type: igno
     passes(Deliverer(db, SLOW))
     narrow(db, endpoint_id, ())  # no types: every type
     assert delivery(db, endpoint_id, granted).state == "pending"
+
+
+def test_a_message_whose_type_is_left_out_during_its_failing_post_is_not_retried(  # type: ignore[no-untyped-def]
+    db, receiver
+) -> None:
+    import threading
+
+    endpoint_id = register(db, receiver, BOTH)
+    receiver.always_fail = True
+    receiver.hang = threading.Event()
+    granted = enqueue(db, "credits.granted", "acct_in_flight", {"billing_account_id": "x"})
+    deliverer = Deliverer(db, SLOW)
+    try:
+        deliverer.fan_out()
+        job = next(j for j in deliverer.claim() if j.notification_id == granted)
+        sending = threading.Thread(target=deliverer._deliver, args=(job,))
+        sending.start()
+        while receiver.hanging == 0:  # the POST is at the receiver
+            sending.join(0.02)
+        narrow(db, endpoint_id, ("account.credits.balance_depleted",))
+        receiver.hang.set()  # then it answers 500
+        sending.join(30)
+    finally:
+        deliverer.close()
+    settled = delivery(db, endpoint_id, granted)
+    assert (settled.state, settled.attempts) == ("failed", 1)
+    assert "account.credits.granted" in settled.last_error

@@ -311,7 +311,7 @@ class Deliverer:
                 if ours and not resent:
                     delivery.state = DELIVERED
             else:
-                self._schedule(session, delivery, outcome, now, ours and not resent)
+                self._schedule(session, delivery, outcome, now, ours and not resent, job.type)
             given_up = delivery.state == FAILED
         # The endpoint in a transaction of its own, once the delivery's lock is given back:
         # a delete locks the endpoint, then the deliveries (a deadlock the other way round).
@@ -337,16 +337,25 @@ class Deliverer:
             elif since is None:
                 endpoint.failing_since = now
 
-    def _schedule(self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool) -> None:  # type: ignore[no-untyped-def]
+    def _schedule(
+        self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool, type_: str = ""
+    ) -> None:  # type: ignore[no-untyped-def]
         """A failed attempt: the next one after `retry_delay`, or given up (when `retry`: else
-        the next attempt is another process's, or a resend's, due now)."""
+        the next attempt is another process's, or a resend's, due now); given up too when an
+        update left its type (`type_`) out of the endpoint's during the POST."""
         delivery.last_error = outcome.error
         if not retry:
             return
-        # No flush before this read: a second UPDATE of the delivery in this transaction would
-        # re-check its foreign key, a key-share lock on the endpoint (which a delete holds).
+        # No flush before these reads: a second UPDATE of the delivery in this transaction
+        # would re-check its foreign key, a key-share lock on the endpoint (which a delete
+        # holds). The endpoint is read without a lock.
         with session.no_autoflush:
             row = repository.get_notification(session, delivery.notification_id)
+            endpoint = repository.get_endpoint(session, delivery.endpoint_id) if type_ else None
+        if endpoint is not None and not wants_type(endpoint, type_):
+            delivery.state = FAILED
+            delivery.last_error = f"{outcome.error}; {left_out(type_)}"[:500]
+            return
         age = (now - row.created_at).total_seconds() if row is not None else 0
         if age >= self.policy.give_up_sec:
             delivery.state = FAILED

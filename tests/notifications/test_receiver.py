@@ -252,3 +252,23 @@ def test_a_stop_that_arrives_before_the_server_takes_the_signals_still_ends_it()
             proc.kill()
             proc.wait()
     assert code == 0
+
+
+def test_a_sender_that_hangs_up_mid_body_is_one_warning_not_a_traceback(receiver: Running) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(receiver.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /hooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"id": '
+        )
+        time.sleep(0.3)  # then the sender goes away, 993 bytes short
+    webhook_id, body = envelope(1)
+    assert receiver.post(webhook_id, body) == 204  # still serving
+    assert receiver.stop() == 0
+    err = receiver.err.read_text()
+    assert "Traceback" not in err and '"level": "ERROR"' not in err, err
+    assert "hung up" in err
+    assert [line["webhook_id"] for line in receiver.lines()] == [webhook_id]

@@ -65,7 +65,7 @@ from tollbooth.db import Database, no_transaction_held
 from tollbooth.db.models import NotificationEndpoint
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import envelope, outbox, repository, transport
-from tollbooth.notifications.endpoints import signing_secrets, wants
+from tollbooth.notifications.endpoints import left_out, signing_secrets, wants, wants_type
 from tollbooth.notifications.repository import DELIVERED, FAILED
 
 log = logging.getLogger("tollbooth.notifications")
@@ -134,6 +134,7 @@ class Job:
     body: str
     secrets: tuple[str, ...]
     leased_until: dt.datetime
+    type: str = ""  # the public type ("": not checked against the endpoint's event_types)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class Deliverer:
                     body=envelope.body(row),
                     secrets=tuple(signing_secrets(endpoint, now)),
                     leased_until=until,
+                    type=envelope.public_type(row.type),
                 )
                 for d, row, endpoint in claimed
             ]
@@ -309,7 +311,7 @@ class Deliverer:
                 if ours and not resent:
                     delivery.state = DELIVERED
             else:
-                self._schedule(session, delivery, outcome, now, ours and not resent)
+                self._schedule(session, delivery, outcome, now, ours and not resent, job.type)
             given_up = delivery.state == FAILED
         # The endpoint in a transaction of its own, once the delivery's lock is given back:
         # a delete locks the endpoint, then the deliveries (a deadlock the other way round).
@@ -335,16 +337,25 @@ class Deliverer:
             elif since is None:
                 endpoint.failing_since = now
 
-    def _schedule(self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool) -> None:  # type: ignore[no-untyped-def]
+    def _schedule(
+        self, session, delivery, outcome: Outcome, now: dt.datetime, retry: bool, type_: str = ""
+    ) -> None:  # type: ignore[no-untyped-def]
         """A failed attempt: the next one after `retry_delay`, or given up (when `retry`: else
-        the next attempt is another process's, or a resend's, due now)."""
+        the next attempt is another process's, or a resend's, due now); given up too when an
+        update left its type (`type_`) out of the endpoint's during the POST."""
         delivery.last_error = outcome.error
         if not retry:
             return
-        # No flush before this read: a second UPDATE of the delivery in this transaction would
-        # re-check its foreign key, a key-share lock on the endpoint (which a delete holds).
+        # No flush before these reads: a second UPDATE of the delivery in this transaction
+        # would re-check its foreign key, a key-share lock on the endpoint (which a delete
+        # holds). The endpoint is read without a lock.
         with session.no_autoflush:
             row = repository.get_notification(session, delivery.notification_id)
+            endpoint = repository.get_endpoint(session, delivery.endpoint_id) if type_ else None
+        if endpoint is not None and not wants_type(endpoint, type_):
+            delivery.state = FAILED
+            delivery.last_error = f"{outcome.error}; {left_out(type_)}"[:500]
+            return
         age = (now - row.created_at).total_seconds() if row is not None else 0
         if age >= self.policy.give_up_sec:
             delivery.state = FAILED
@@ -406,6 +417,13 @@ class Deliverer:
             endpoint = repository.get_endpoint(session, job.endpoint_id)
             if endpoint is None or not endpoint.enabled:
                 repository.release_lease(session, job.delivery_id, job.leased_until, now)
+                return None
+            if job.type and not wants_type(endpoint, job.type):
+                # Its type left out by an update since the claim: given up, as the update
+                # gives up what is pending then (a resend of it is refused alike).
+                repository.give_up_claimed(
+                    session, job.delivery_id, job.leased_until, left_out(job.type), now
+                )
                 return None
             if not repository.renew_lease(session, job.delivery_id, job.leased_until, leased):
                 return None

@@ -22,7 +22,7 @@ from tollbooth import errors, paging
 from tollbooth.db.models import NotificationEndpoint, NotificationOutbox
 from tollbooth.ids import new_id
 from tollbooth.notifications import repository
-from tollbooth.notifications.envelope import KNOWN_TYPES, public_type
+from tollbooth.notifications.envelope import KNOWN_TYPES, internal_type, public_type
 
 PREVIOUS_SECRET_TTL = dt.timedelta(hours=24)
 # At most this many replaced secrets sign beside the current one (a burst of rotations must
@@ -164,8 +164,17 @@ def sendable(url: str) -> None:
 
 def wants(endpoint: NotificationEndpoint, row: NotificationOutbox) -> bool:
     """Whether the endpoint takes the notification's type (no types: every type)."""
+    return wants_type(endpoint, public_type(row.type))
+
+
+def wants_type(endpoint: NotificationEndpoint, public: str) -> bool:
     types = endpoint.event_types or []
-    return not types or public_type(row.type) in types
+    return not types or public in types
+
+
+def left_out(public: str) -> str:
+    """The error of a pending delivery given up because the endpoint no longer wants it."""
+    return f"not sent: the endpoint's event_types leave out {public}"
 
 
 def clean_types(types: Sequence[str]) -> list[str]:
@@ -261,6 +270,15 @@ def update(
         endpoint.description = clean_description(fields.description)
     if "event_types" in paths:
         endpoint.event_types = clean_types(fields.event_types)
+        if endpoint.event_types:
+            # What is still pending of a type left out is given up, as a resend of it is
+            # refused: not retried, and no longer holding back its account's next messages.
+            internal = [internal_type(t) for t in endpoint.event_types]
+            settled = repository.give_up_unwanted(
+                session, endpoint.id, internal, now, lambda t: left_out(public_type(t))
+            )
+            if settled and not repository.has_pending(session, endpoint.id):
+                endpoint.failing_since = None
     endpoint.updated_at = now
     session.flush()
     return endpoint

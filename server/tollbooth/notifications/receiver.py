@@ -34,7 +34,7 @@ from typing import IO
 import uvicorn
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -103,11 +103,19 @@ class Receiver:
         if request.method != "POST":
             return JSONResponse({"error": "POST notifications here"}, status_code=405)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                log.warning(f"refused a POST over {MAX_BODY} bytes", extra={"event": "refused"})
-                return JSONResponse({"error": "body too large"}, status_code=413)
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    log.warning(f"refused a POST over {MAX_BODY} bytes", extra={"event": "refused"})
+                    return JSONResponse({"error": "body too large"}, status_code=413)
+        except ClientDisconnect:
+            # Nobody is left to answer: one line, not an application error's traceback.
+            log.warning(
+                f"the sender hung up after {len(body)} bytes of its body",
+                extra={"event": "disconnected"},
+            )
+            return Response(status_code=400)
         headers = {k.lower(): v for k, v in request.headers.items()}
         status, reason = self.answer(headers, bytes(body))
         if reason:

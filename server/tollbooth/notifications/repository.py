@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, case, delete, exists, func, or_, select, text, update
@@ -277,6 +277,46 @@ def renew_lease(
         )
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def give_up_unwanted(
+    session: Session,
+    endpoint_id: str,
+    wanted: Sequence[str],
+    now: dt.datetime,
+    error: Callable[[str], str],
+) -> int:
+    """Give up the endpoint's pending deliveries of a type not in `wanted` (internal types)
+    that no process is sending now; `error(type)` is each one's last error. Rows another
+    transaction holds are skipped (a sender recording its attempt: the next renewal of the
+    lease settles it). Returns how many were given up."""
+    d, o = NotificationDelivery, NotificationOutbox
+    stmt = (
+        select(d, o.type)
+        .join(o, o.id == d.notification_id)
+        .where(d.endpoint_id == endpoint_id, d.state == PENDING, _unleased(now))
+        .where(o.type.not_in(list(wanted)))
+        .with_for_update(of=d, skip_locked=True)
+    )
+    rows = session.execute(stmt).all()
+    for delivery, type_ in rows:
+        delivery.state = FAILED
+        delivery.last_error = error(type_)[:500]
+        delivery.updated_at = now
+    return len(rows)
+
+
+def give_up_claimed(
+    session: Session, delivery_id: str, leased_until: dt.datetime, error: str, now: dt.datetime
+) -> None:
+    """Give up a delivery this process leased (and has not sent) whose type its endpoint no
+    longer wants."""
+    d = NotificationDelivery
+    session.execute(
+        update(d)
+        .where(d.id == delivery_id, d.state == PENDING, d.leased_until == leased_until)
+        .values(state=FAILED, leased_until=None, last_error=error[:500], updated_at=now)
+    )
 
 
 def release_lease(

@@ -170,9 +170,9 @@ def test_no_transaction_is_open_while_the_sweep_waits_on_stripe(pg_url: str, tmp
 def test_a_failed_delete_customer_retried_with_its_request_id_finishes_at_stripe(
     world: World,
 ) -> None:
-    """The retry of a failed delete resends its request_id: replayed, it deletes the Stripe
-    customer. A second delete without that key is a delete after the first: NOT_FOUND (the
-    first's mark stays for `reconcile`)."""
+    """The retry of a failed delete resends its request_id: replayed, it answers the delete
+    and the Stripe customer is deleted. A second delete without that key is a delete after
+    the first: NOT_FOUND, once it has finished the first's Stripe call (see below)."""
     account, customer = paying_customer(world)
     stub = customer_pb2_grpc.CustomerServiceStub(world.channel)
     request = customer_pb2.DeleteCustomerRequest(customer_id=customer, request_id="del-1")
@@ -185,7 +185,7 @@ def test_a_failed_delete_customer_retried_with_its_request_id_finishes_at_stripe
             customer_pb2.DeleteCustomerRequest(customer_id=customer), metadata=SERVICE_MD
         )
     assert other.value.code() == grpc.StatusCode.NOT_FOUND
-    assert not deleted_at_stripe(world, customer)
+    assert deleted_at_stripe(world, customer)
     answer = stub.DeleteCustomer(request, metadata=SERVICE_MD)
     assert (answer.id, answer.deleted) == (customer, True)
     assert deleted_at_stripe(world, customer) and customer_deleted_with_us(world, account)
@@ -216,3 +216,28 @@ def test_a_customer_whose_delete_is_still_pending_at_stripe_is_not_found(world: 
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     listed = stub.ListCustomers(customer_pb2.ListCustomersRequest(limit=100), metadata=SERVICE_MD)
     assert customer not in [c.id for c in listed.data]
+
+
+def test_seed_003_delete_retried_without_request_id_finishes_at_stripe_before_not_found(
+    world: World,
+) -> None:
+    """Seed 003's DELETE sends no request_id: a client whose delete answered 503 (Stripe
+    failing) retries it as written. While Stripe still fails the retry is 503 again; once
+    Stripe answers, the retry deletes the Stripe customer (and so the subscription it paid)
+    and only then answers NOT_FOUND: a 404 never leaves a paying customer alive at Stripe."""
+    account, customer = paying_customer(world)
+    stub = customer_pb2_grpc.CustomerServiceStub(world.channel)
+    retry = customer_pb2.DeleteCustomerRequest(customer_id=customer)
+    delete_failing_at_stripe(world, customer)
+    world.sandbox.stalls.add("DELETE", f"/v1/customers/{customer}", seconds=0, status=500)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteCustomer(retry, metadata=SERVICE_MD)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    assert not deleted_at_stripe(world, customer)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.DeleteCustomer(retry, metadata=SERVICE_MD)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert deleted_at_stripe(world, customer)
+    assert live_subscriptions(world, customer) == 0
+    assert customer_deleted_with_us(world, account)

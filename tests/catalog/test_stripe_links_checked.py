@@ -267,3 +267,71 @@ def test_concurrent_links_of_one_stripe_product_leave_one(linked, rounds: int) -
         assert sorted(outcome(r) for r in results) == ["ALREADY_EXISTS/ALREADY_EXISTS", "OK"]
         kept = [p for n in names for p in products_named(linked, n)]
         assert [p.stripe_product_id for p in kept] == [real]
+
+
+# -- a Stripe price charging other figures ------------------------------------------------------
+
+
+def test_a_price_linked_to_a_stripe_price_charging_otherwise_is_refused_and_not_stored(  # type: ignore[no-untyped-def]
+    linked,
+) -> None:
+    """The Stripe price is read at create and update anyway: one charging another amount,
+    currency or recurrence than the price is 400 STRIPE_PRICE_MISMATCH naming the field and
+    both ids, and nothing is written. Before, it was stored, listed to buyers, and every
+    checkout of it failed."""
+    owner = product(linked.channel, "Plans").product_id
+    other_amount = linked.stripe_price(amount=999)
+    yearly = str(
+        linked.stripe.v1.prices.create(
+            params={
+                "product": linked.stripe_product(),
+                "currency": "usd",
+                "unit_amount": 1000,
+                "recurring": {"interval": "year"},
+            }
+        ).id
+    )
+    for stripe_price_id in (other_amount, yearly):
+        err = fails(
+            BAD,
+            "STRIPE_PRICE_MISMATCH",
+            price,
+            linked.channel,
+            owner,
+            stripe_price_id=stripe_price_id,
+        )
+        assert error_field(err) == "price.stripe_price_id"
+        assert stripe_price_id in err.details()
+    err = fails(
+        BAD,
+        "STRIPE_PRICE_MISMATCH",
+        price,
+        linked.channel,
+        owner,
+        currency="eur",
+        stripe_price_id=linked.stripe_price(),
+    )
+    assert prices_of(linked, owner) == []
+    made = price(linked.channel, owner, nickname="before")
+    for paths in (["stripe_price_id", "nickname"], []):
+        fails(
+            BAD,
+            "STRIPE_PRICE_MISMATCH",
+            update_price,
+            linked,
+            made.price_id,
+            paths,
+            stripe_price_id=other_amount,
+            nickname="after",
+        )
+    got = get_price(linked, made.price_id)
+    assert (got.stripe_price_id, got.nickname) == ("", "before")
+    matching = linked.stripe_price(amount=1000)
+    assert (
+        update_price(linked, made.price_id, [], stripe_price_id=matching).stripe_price_id
+        == matching
+    )
+    assert (
+        price(linked.channel, owner, currency="USD", stripe_price_id=linked.stripe_price()).currency
+        == "usd"
+    )

@@ -66,10 +66,24 @@ def prices_of(channel: grpc.Channel, product_id: str) -> list[catalog_pb2.Price]
     )
 
 
+def stripe_monthly(linked: Linked, amount: int) -> str:
+    """A Stripe price charging `amount` usd a month, as the prices linked to it here do (a
+    link to one charging otherwise is refused: tests/catalog/test_stripe_links_checked.py)."""
+    made = linked.stripe.v1.prices.create(
+        params={
+            "product": linked.stripe_product(),
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+        }
+    )
+    return str(made.id)
+
+
 def test_a_create_naming_another_active_prices_stripe_price_is_refused(linked: Linked) -> None:
     channel = linked.channel
     owner = product(channel, "Plans").product_id
-    stripe_price = linked.stripe_price()
+    stripe_price = stripe_monthly(linked, 2900)
     pro = price(
         channel,
         owner,
@@ -94,7 +108,7 @@ def test_a_create_naming_another_active_prices_stripe_price_is_refused(linked: L
 def test_an_update_linking_another_active_prices_stripe_price_is_refused(linked: Linked) -> None:
     channel = linked.channel
     owner = product(channel, "Plans").product_id
-    stripe_price = linked.stripe_price()
+    stripe_price = stripe_monthly(linked, 2900)
     price(
         channel,
         owner,
@@ -109,7 +123,9 @@ def test_an_update_linking_another_active_prices_stripe_price_is_refused(linked:
     fails(TAKEN, "ALREADY_EXISTS", link, channel, team.price_id, stripe_price)
     got = call(channel, "GetPrice", catalog_pb2.GetPriceRequest(price_id=team.price_id))
     assert got.stripe_price_id == ""
-    assert link(channel, team.price_id, linked.stripe_price()).stripe_price_id != stripe_price
+    assert (
+        link(channel, team.price_id, stripe_monthly(linked, 9900)).stripe_price_id != stripe_price
+    )
 
 
 def test_an_archived_prices_stripe_price_may_be_linked_again(linked: Linked) -> None:

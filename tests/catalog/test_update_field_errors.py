@@ -158,3 +158,38 @@ def test_a_too_long_product_string_is_field_invalid_and_nothing_is_stored(  # ty
     assert metadata_of(err)["field"] == field
     got = call(channel, "GetProduct", catalog_pb2.GetProductRequest(product_id=made.product_id))
     assert (got.name, got.description, dict(got.metadata), got.key) == ("Short", "short", {}, "")
+
+
+@pytest.mark.parametrize("blank", ["\u200b", "\ufeff", " \u2060 ", "\u200b\u200c\u200d", "\u3000"])
+def test_a_required_catalog_string_of_invisible_characters_only_is_field_required(  # type: ignore[no-untyped-def]
+    channel, blank: str
+) -> None:
+    """A product name (or an entitlement's feature) of zero-width or other invisible
+    characters only is as empty as one of spaces: 400 FIELD_REQUIRED naming it, nothing
+    stored (before, an invisible product was created and shown to buyers as a blank line)."""
+    before = len(
+        call(channel, "ListProducts", catalog_pb2.ListProductsRequest(page_size=1000)).products
+    )
+    err = fails(BAD, "FIELD_REQUIRED", product, channel, blank)
+    assert metadata_of(err)["field"] == "product.name"
+    made = product(channel, "Named")
+    err = fails(
+        BAD, "FIELD_REQUIRED", update_product, channel, made.product_id, ["name"], name=blank
+    )
+    assert metadata_of(err)["field"] == "product.name"
+    err = fails(
+        BAD,
+        "FIELD_REQUIRED",
+        product,
+        channel,
+        "Named",
+        entitlements=[catalog_pb2.Entitlement(feature=blank)],
+    )
+    assert metadata_of(err)["field"] == "product.entitlements[0].feature"
+    after = call(channel, "ListProducts", catalog_pb2.ListProductsRequest(page_size=1000)).products
+    assert len(after) == before + 1
+    assert (
+        call(channel, "GetProduct", catalog_pb2.GetProductRequest(product_id=made.product_id)).name
+        == "Named"
+    )
+    assert product(channel, "Zero\u200bWidth").name == "Zero\u200bWidth"  # inside a name: kept

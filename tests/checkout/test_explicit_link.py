@@ -1,8 +1,10 @@
-"""A price linked explicitly to a Stripe price (CreatePrice/UpdatePrice's `stripe_price_id`)
-sells at that Stripe price's figures: Stripe charges the Stripe price, whatever ours says. A
-link to one charging another amount, currency or recurrence is refused at checkout (400
-STRIPE_PRICE_MISMATCH, naming both) before anything is created at Stripe, and leaves no open
-checkout behind; a matching link sells. Through Envoy with the sandbox."""
+"""A price linked explicitly to a Stripe price (CreatePrice/UpdatePrice's `stripe_price_id`, a
+catalog file) sells at that Stripe price's figures: Stripe charges the Stripe price, whatever
+ours says. CreatePrice/UpdatePrice refuse such a link (tests/catalog/test_stripe_links_checked.py);
+one stored otherwise (a catalog file, a link stored before they compared) charging another
+amount, currency or recurrence is refused at checkout (400 STRIPE_PRICE_MISMATCH, naming both)
+before anything is created at Stripe, and leaves no open checkout behind; a matching link
+sells. Through Envoy with the sandbox."""
 
 from __future__ import annotations
 
@@ -11,17 +13,33 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.checkout.support import Shop, start_shop
 
 pytestmark = pytest.mark.envoy
 
+DATABASES: dict[int, str] = {}  # id(shop) -> its database file
+
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    s = start_shop(tmp_path_factory.mktemp("explicit-link"))
+    tmp = tmp_path_factory.mktemp("explicit-link")
+    s = start_shop(tmp)
+    DATABASES[id(s)] = f"sqlite:///{tmp / 'billing.db'}"
     yield s
     s.close()
+
+
+def linked_behind_the_api(shop: Shop, price: dict[str, Any], stripe_price_id: str) -> None:
+    """Store a link as a catalog file or an older release did, without CreatePrice's check."""
+    engine = sa.create_engine(DATABASES[id(shop)])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE prices SET stripe_price_id = :s WHERE id = :p"),
+            {"s": stripe_price_id, "p": price["price_id"]},
+        )
+    engine.dispose()
 
 
 def stripe_price(shop: Shop, amount: int, interval: str = "month") -> str:
@@ -54,7 +72,8 @@ def checkout(shop: Shop, token: str, lookup: str) -> Any:
 def test_a_link_to_a_stripe_price_charging_another_amount_is_refused_at_checkout(shop: Shop):
     lookup = f"team-{uuid.uuid4().hex[:6]}"
     cheap = stripe_price(shop, 2900)
-    team = shop.price(lookup, group=lookup, amount=9900, stripe_price_id=cheap)
+    team = shop.price(lookup, group=lookup, amount=9900)
+    linked_behind_the_api(shop, team, cheap)
     token = shop.token(f"buyer-{uuid.uuid4().hex[:6]}")
     before = sessions_at_stripe(shop)
     for _ in range(2):  # the second meets the same refusal: nothing was left open
@@ -82,13 +101,13 @@ def test_a_link_to_a_stripe_price_charging_another_amount_is_refused_at_checkout
 def test_a_link_to_a_stripe_price_of_another_recurrence_is_refused(shop: Shop):
     lookup = f"yearly-{uuid.uuid4().hex[:6]}"
     monthly = stripe_price(shop, 4900, "month")
-    shop.price(
+    yearly = shop.price(
         lookup,
         group=lookup,
         amount=4900,
         recurring={"interval": "RECURRING_INTERVAL_YEAR"},
-        stripe_price_id=monthly,
     )
+    linked_behind_the_api(shop, yearly, monthly)
     token = shop.token(f"buyer-{uuid.uuid4().hex[:6]}")
     resp = checkout(shop, token, lookup)
     assert (resp.status, resp.reason) == (400, "STRIPE_PRICE_MISMATCH"), resp.body

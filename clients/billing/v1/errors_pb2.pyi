@@ -226,6 +226,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     file) to a Stripe price that charges another amount, currency or recurrence: a checkout
     of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
     metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+    CreatePrice/UpdatePrice refuse such a new link before writing it (INVALID_ARGUMENT,
+    HTTP 400; metadata.field price.stripe_price_id, metadata.stripe_price_id).
     """
     ERROR_REASON_STRIPE_LINK_NOT_FOUND: _ErrorReason.ValueType  # 235
     """A product's stripe_product_id or a price's stripe_price_id (CreateProduct, UpdateProduct,
@@ -465,6 +467,8 @@ ERROR_REASON_STRIPE_PRICE_MISMATCH: ErrorReason.ValueType  # 213
 file) to a Stripe price that charges another amount, currency or recurrence: a checkout
 of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
 metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+CreatePrice/UpdatePrice refuse such a new link before writing it (INVALID_ARGUMENT,
+HTTP 400; metadata.field price.stripe_price_id, metadata.stripe_price_id).
 """
 ERROR_REASON_STRIPE_LINK_NOT_FOUND: ErrorReason.ValueType  # 235
 """A product's stripe_product_id or a price's stripe_price_id (CreateProduct, UpdateProduct,

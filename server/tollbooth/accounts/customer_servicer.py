@@ -180,15 +180,36 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         self, request: customer_pb2.DeleteCustomerRequest, context: grpc.ServicerContext
     ) -> customer_pb2.DeleteCustomerResponse:
         customers.check_environment(request.environment, self.live)
-        account = self.write(
-            request,
-            account_pb2.Account,
-            lambda session: convert.account_out(
-                customers.delete_customer(session, request.customer_id)
-            ),
-        )
+        try:
+            account = self.write(
+                request,
+                account_pb2.Account,
+                lambda session: convert.account_out(
+                    customers.delete_customer(session, request.customer_id)
+                ),
+            )
+        except errors.DomainError as exc:
+            if exc.kind is errors.Kind.NOT_FOUND:
+                self._finish_pending_delete(request.customer_id)
+            raise
         customer_sync.delete_customer(self.deps.db, self.provider, account.id)
         return customer_pb2.DeleteCustomerResponse(id=account.stripe_customer_id, deleted=True)
+
+    def _finish_pending_delete(self, customer_id: str) -> None:
+        """A delete after an earlier one whose provider call failed (seed 003's DELETE sends no
+        request_id, so a client's retry of a 503 lands here): its NOT_FOUND must be true, so
+        the provider customer (and the subscriptions it pays) is deleted first, with no
+        transaction open; the provider still down answers 503 again, not NOT_FOUND."""
+        with self.read() as session:
+            account = repository.by_customer(session, customer_id.strip())
+            pending = (
+                account is not None
+                and account.customer_deleted_at is None
+                and repository.customer_gone(session, account)
+            )
+            account_id = account.id if account is not None else ""
+        if pending:
+            customer_sync.delete_customer(self.deps.db, self.provider, account_id)
 
     def GetCustomerSubscription(
         self, request: customer_pb2.GetCustomerSubscriptionRequest, context: grpc.ServicerContext

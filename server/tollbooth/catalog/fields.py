@@ -8,6 +8,7 @@ store it (which is what lets a re-applied catalog file compare equal to the data
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -158,7 +159,7 @@ PRICE_OUTPUT_ONLY = ("price_id", "active", "hint", "create_time", "update_time")
 
 def _text(value: str, field_name: str, max_len: int, *, required: bool = False) -> str:
     value = value.strip()
-    if required and not value:
+    if required and not visible(value):  # "\u200b" is as empty as "  "
         raise errors.required(field_name)
     if len(value) > max_len:
         raise errors.invalid(
@@ -167,6 +168,12 @@ def _text(value: str, field_name: str, max_len: int, *, required: bool = False) 
             field=field_name,
         )
     return value
+
+
+def visible(value: str) -> bool:
+    """Whether `value` shows anything: not only blanks and invisible format characters
+    (zero-width spaces and joiners, the byte order mark, the word joiner: category Cf)."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
 
 
 def clean_position(position: int, field_name: str = "position") -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -30,6 +31,10 @@ PurchaseHints = Callable[[Database, Caller, Sequence[Price]], list[str]]
 
 def no_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]:
     return ["" for _ in prices]
+
+
+# The request field a price's Stripe link is named by in errors.
+LINK_FIELD = "price.stripe_price_id"
 
 
 @contract(catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"])
@@ -108,15 +113,16 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
 
     def _check_link(
         self, request: Message, kind: str, given: str, stored: Callable[[Session], str | None]
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Look a new link up at the provider before the write's transaction opens (`links`);
-        `stored(session)` reads the link the write would replace. A replay asks nothing."""
+        `stored(session)` reads the link the write would replace. A replay asks nothing.
+        What the provider holds under the new link (None: no new link)."""
         if not given.strip() or self._replay(request):
-            return
+            return None
         with self.read() as session:
             link = links.new_link(given, stored(session))
         field = f"{request.DESCRIPTOR.fields_by_name[kind].name}.stripe_{kind}_id"
-        links.check(self.lookup, kind, field, link)
+        return links.check(self.lookup, kind, field, link)
 
     def _replay(self, request: Message) -> bool:
         key = getattr(request, "request_id", "")
@@ -192,13 +198,17 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def CreatePrice(
         self, request: catalog_pb2.CreatePriceRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.Price:
-        self._check_link(request, "price", request.price.stripe_price_id, _nothing)
+        remote = self._check_link(request, "price", request.price.stripe_price_id, _nothing)
         with _named_from_request("price", request):
             return self.write(
                 request,
                 catalog_pb2.Price,
                 lambda session: convert.price_out(
-                    service.create_price(session, convert.price_fields(request.price))
+                    links.charging_as(
+                        service.create_price(session, convert.price_fields(request.price)),
+                        remote,
+                        LINK_FIELD,
+                    )
                 ),
             )
 
@@ -211,8 +221,9 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
             populated = convert.populated_paths(request.price)
             paths = [p for p in populated if p not in PRICE_IMMUTABLE]
             given_immutable = [p for p in populated if p in PRICE_IMMUTABLE]
+        remote = None
         if _names(paths, "stripe_price_id"):
-            self._check_link(
+            remote = self._check_link(
                 request,
                 "price",
                 request.price.stripe_price_id,
@@ -225,12 +236,16 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 request,
                 catalog_pb2.Price,
                 lambda session: convert.price_out(
-                    service.update_price(
-                        session,
-                        request.price.price_id,
-                        convert.price_fields(request.price),
-                        paths,
-                        given_immutable,
+                    links.charging_as(
+                        service.update_price(
+                            session,
+                            request.price.price_id,
+                            convert.price_fields(request.price),
+                            paths,
+                            given_immutable,
+                        ),
+                        remote,
+                        LINK_FIELD,
                     )
                 ),
             )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from tollbooth import errors
+from tollbooth.accounts.repository import customer_gone
 from tollbooth.accounts.service import resolve, resolve_by_customer
 from tollbooth.auth.caller import Caller
 from tollbooth.checkout.redirects import check_redirect
@@ -65,6 +66,10 @@ def create_portal(
         if also_named:
             same_account(session, caller, account_ref, also_named)
         account = resolve_by_customer(session, caller, account_ref, customer)
+        if customer_gone(session, account):
+            # DeleteCustomer deleted it (or its Stripe call is still to finish): answered as
+            # GetCustomer answers it, and Stripe is not asked for a portal it cannot open.
+            raise errors.not_found("customer", account.stripe_customer_id or account.id)
         back = (
             check_redirect(return_url, "return_url", origins, required=True)
             if origins is not None

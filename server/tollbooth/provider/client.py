@@ -378,20 +378,20 @@ class StripeProvider:
         )
         return self._plain(page.data[0]) if page.data else None
 
-    def linkable(self, kind: str, ident: str) -> bool:
-        """Whether Stripe holds `ident` as a `kind` ("product"/"price"): False on Stripe's 404."""
+    def linkable(self, kind: str, ident: str) -> dict[str, Any] | None:
+        """What Stripe holds as `ident`, a `kind` ("product"/"price"); None on Stripe's 404."""
         what, service = f"retrieve {kind}", getattr(self.client.v1, f"{kind}s")
         try:
-            return bool(_checked(service.retrieve(ident), what)["object"] == kind)
+            found = self._plain(_checked(service.retrieve(ident), what))
         except stripe.StripeError as exc:
             if _stripe_answer(exc) and getattr(exc, "http_status", None) == 404:
-                return False
+                return None
             raise _map_error(exc, what) from exc
+        return found if found["object"] == kind else None
 
     def retrieve_price(self, stripe_price_id: str) -> dict[str, Any]:
-        return self._plain(
-            self._call("retrieve price", lambda: self.client.v1.prices.retrieve(stripe_price_id))
-        )
+        got = self._call("retrieve price", lambda: self.client.v1.prices.retrieve(stripe_price_id))
+        return self._plain(got)
 
     # -- checkout -------------------------------------------------------------------------
 

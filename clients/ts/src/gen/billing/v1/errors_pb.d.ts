@@ -526,6 +526,8 @@ export enum ErrorReason {
    * file) to a Stripe price that charges another amount, currency or recurrence: a checkout
    * of it is refused before anything is created at Stripe (FAILED_PRECONDITION, HTTP 400);
    * metadata.price_id and metadata.stripe_price_id name both. An operator fixes the link.
+   * CreatePrice/UpdatePrice refuse such a new link before writing it (INVALID_ARGUMENT,
+   * HTTP 400; metadata.field price.stripe_price_id, metadata.stripe_price_id).
    *
    * @generated from enum value: ERROR_REASON_STRIPE_PRICE_MISMATCH = 213;
    */

@@ -26,3 +26,24 @@ def test_plain_decimals_are_one_amount_and_anything_else_is_kept_as_sent() -> No
     assert plain_decimal("1e1") == "1e1"
     assert plain_decimal(" 10") == " 10"
     assert plain_decimal("") == ""
+
+
+def test_output_only_fields_do_not_count_but_a_stripe_link_does() -> None:
+    """A resource sent back as read (output-only fields filled in) is the same request; the
+    explicit Stripe links, marked OUTPUT_ONLY but written by CreateProduct/CreatePrice, count."""
+    from google.protobuf import timestamp_pb2
+
+    from billing.v1 import catalog_pb2
+    from tollbooth.rpc.fingerprint import fingerprint
+
+    def product(**fields: object) -> catalog_pb2.CreateProductRequest:
+        return catalog_pb2.CreateProductRequest(
+            product=catalog_pb2.Product(name="Pro", **fields),  # type: ignore[arg-type]
+            request_id="r1",
+        )
+
+    plain = str(fingerprint(product()))
+    as_read = product(active=True, create_time=timestamp_pb2.Timestamp(seconds=1_700_000_000))
+    assert str(fingerprint(as_read)) == plain
+    assert str(fingerprint(product(stripe_product_id="prod_1"))) != plain
+    assert str(fingerprint(product(description="other"))) != plain

@@ -4,6 +4,8 @@ Two calls are "the same request" when they ask for the same thing, however the c
 it. The canonical form is a copy of the request without its request_id and with:
 
 - the fields this server does not know dropped (a newer client's field has no effect here);
+- every OUTPUT_ONLY field cleared (the server ignores them in a request, AIP-203: a retry
+  sending the resource as it was read asks for the same thing);
 - every update mask a set of paths (AIP-161: order and repeats do not count);
 - every decimal amount of the contract (`DECIMALS`) in its plain form: "10", "10.0", "010"
   and "10.00" are one amount, as `amounts.parse_amount` reads them (a value that is not a
@@ -22,6 +24,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -46,6 +49,12 @@ DECIMALS = frozenset(
 
 _MASK = "google.protobuf.FieldMask"
 
+# Marked OUTPUT_ONLY in the contract, yet a request may set them (an explicit Stripe link,
+# checked at Stripe): they count.
+WRITTEN_THOUGH_OUTPUT_ONLY = frozenset(
+    {"billing.v1.Product.stripe_product_id", "billing.v1.Price.stripe_price_id"}
+)
+
 
 def plain_decimal(raw: str) -> str:
     """`raw` in its plain form ("010.50" -> "10.5", "0.0" -> "0"); as sent if not plain."""
@@ -68,12 +77,19 @@ def _walk_fields(descriptor: Descriptor, seen: frozenset[str]) -> bool:
         return False
     seen = seen | {descriptor.full_name}
     for field in descriptor.fields:
-        if field.full_name in DECIMALS:
+        if field.full_name in DECIMALS or _output_only(field):
             return True
         inner = _message_type(field)
         if inner is not None and (inner.full_name == _MASK or _walk_fields(inner, seen)):
             return True
     return False
+
+
+def _output_only(field: Any) -> bool:
+    if field.full_name in WRITTEN_THOUGH_OUTPUT_ONLY:
+        return False
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.OUTPUT_ONLY in behaviors
 
 
 def _message_type(field: Any) -> Any:
@@ -82,7 +98,7 @@ def _message_type(field: Any) -> Any:
 
 
 def _canonicalise(message: Message) -> None:
-    """Rewrite `message` in place into its canonical form (masks, decimals)."""
+    """Rewrite `message` in place into its canonical form (masks, decimals, output-only)."""
     descriptor = message.DESCRIPTOR
     if descriptor.full_name == _MASK:
         paths = sorted({path.strip() for path in message.paths})  # type: ignore[attr-defined]
@@ -92,7 +108,9 @@ def _canonicalise(message: Message) -> None:
     if not _needs_walk(descriptor):
         return
     for field, value in message.ListFields():
-        if field.full_name in DECIMALS and field.type == FieldDescriptor.TYPE_STRING:
+        if _output_only(field):
+            message.ClearField(field.name)
+        elif field.full_name in DECIMALS and field.type == FieldDescriptor.TYPE_STRING:
             if _is_repeated(field):
                 value[:] = [plain_decimal(v) for v in value]
             else:

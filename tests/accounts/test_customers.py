@@ -401,3 +401,60 @@ def test_two_concurrent_updates_leave_the_provider_customer_at_the_newest(world:
     )
     assert ours.name == "Tab B"
     assert remote(world, made.id)["name"] == "Tab B"
+
+
+def test_a_replayed_update_answers_as_it_first_did_not_as_the_customer_is_now(
+    world: World,
+) -> None:
+    """README: a replay gets the first call's response as it was. UpdateCustomer stored only
+    the account and re-read the row, so a replay after a later update answered the later name."""
+    stub = customers(world.channel)
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email=f"{unique('replay')}@example.com", name="A"),
+        metadata=SERVICE_MD,
+    )
+
+    def update(key: str, name: str, phone: str) -> customer_pb2.Customer:
+        return stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(
+                customer_id=made.id, name=name, phone=phone, request_id=key
+            ),
+            metadata=SERVICE_MD,
+        )
+
+    first = update("p1", "B", "+15550001")
+    assert (first.name, first.phone) == ("B", "+15550001")
+    later = update("p2", "C", "+15550002")
+    assert (later.name, later.phone) == ("C", "+15550002")
+    assert update("p1", "B", "+15550001") == first
+    assert remote(world, made.id)["name"] == "C"  # the replay changed nothing
+    with pytest.raises(grpc.RpcError) as err:
+        update("p1", "Other", "+15550001")
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_an_update_key_stored_before_the_customer_answer_still_replays(world: World) -> None:
+    """A key stored by the earlier UpdateCustomer (the account alone, under the plain scope)
+    is still that request: its replay is not applied again and answers the customer now."""
+    from tollbooth import idempotency
+    from tollbooth.rpc.fingerprint import fingerprint
+
+    stub = customers(world.channel)
+    made = stub.CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email=f"{unique('legacy')}@example.com", name="A"),
+        metadata=SERVICE_MD,
+    )
+    request = customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="B", request_id="old")
+    with world.deps.db.transaction() as session:
+        scope = "service|UpdateCustomerRequest"
+        assert idempotency.claim(session, scope, "old", fingerprint(request)).fresh
+        stored = account_pb2.Account(id=made.account_id, name="B")
+        idempotency.complete(session, scope, "old", stored.SerializeToString())
+    again = stub.UpdateCustomer(request, metadata=SERVICE_MD)
+    assert (again.id, again.name) == (made.id, "A")  # not applied again: the row says it was
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateCustomer(
+            customer_pb2.UpdateCustomerRequest(customer_id=made.id, name="C", request_id="old"),
+            metadata=SERVICE_MD,
+        )
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"

@@ -158,10 +158,8 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         def given(name: str) -> str | None:
             return getattr(request, name) if request.HasField(name) else None  # type: ignore[arg-type]
 
-        account = self.write(
-            request,
-            account_pb2.Account,
-            lambda session: convert.account_out(
+        def effect(session: Session) -> customer_pb2.Customer:
+            return convert.customer_out(
                 customers.update_customer(
                     session,
                     request.customer_id,
@@ -171,10 +169,44 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
                     phone=given("phone"),
                     metadata=dict(request.metadata),
                 )
-            ),
-        )
-        customer_sync.sync_customer(self.deps.db, self.provider, account.id, create=False)
-        return self._customer(account.id)
+            )
+
+        answer, kept = self._update_once(request, effect)
+        customer_sync.sync_customer(self.deps.db, self.provider, answer.account_id, create=False)
+        current = self._customer(answer.account_id)  # NOT_FOUND once deleted at the provider
+        return answer if kept else current
+
+    def _update_once(
+        self,
+        request: customer_pb2.UpdateCustomerRequest,
+        effect: Callable[[Session], customer_pb2.Customer],
+    ) -> tuple[customer_pb2.Customer, bool]:
+        """The update at most once per request_id, and whether its answer is the one to give:
+        a replay answers the customer as the first call did (stored under the scope's
+        `|customer` form). Keys stored before held only the account (its id): such a replay,
+        and a call without a request_id, re-read the customer as it is now."""
+        if not request.request_id:
+            with self.deps.db.transaction() as session:
+                return effect(session), False
+        scope = idempotency_scope(current_caller.get(), request)
+        fingerprint = request_fingerprint(request)
+        with self.deps.db.transaction() as session:
+            earlier = idempotency.stored(session, scope, request.request_id, fingerprint)
+            if earlier is not None:
+                account_id = account_pb2.Account.FromString(earlier).id
+                return customer_pb2.Customer(account_id=account_id), False
+            claim = idempotency.claim(session, scope + "|customer", request.request_id, fingerprint)
+            if not claim.fresh:
+                assert claim.response is not None
+                return customer_pb2.Customer.FromString(claim.response), True
+            answer = effect(session)
+            idempotency.complete(
+                session,
+                scope + "|customer",
+                request.request_id,
+                answer.SerializeToString(deterministic=True),
+            )
+            return answer, True
 
     def DeleteCustomer(
         self, request: customer_pb2.DeleteCustomerRequest, context: grpc.ServicerContext

@@ -105,9 +105,16 @@ def test_a_retry_without_request_id_after_the_answer_was_lost_is_the_same_custom
     assert stripe_customers_with(world, email) == [made.id]
 
 
-def test_concurrent_creates_without_request_id_make_one_customer(world: World) -> None:
-    if world.deps.db.dialect != "postgresql":
-        pytest.skip("concurrency is proven on PostgreSQL")
+@pytest.fixture
+def pg_world(pg_url: str, tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """The world on PostgreSQL only: concurrency is proven there (SQLite writes one at a time)."""
+    w = start_world(pg_url, tmp_path, deliver=False)
+    yield w
+    w.stop()
+
+
+def test_concurrent_creates_without_request_id_make_one_customer(pg_world: World) -> None:
+    world = pg_world
     email = f"{unique('race')}@example.com"
     answers: list[str] = []
     failures: list[BaseException] = []

@@ -74,3 +74,23 @@ def test_a_stream_rejects_the_archived_account_s_events_and_goes_on(channel, db)
         (ACCEPTED, ""),
     ]
     assert stored(db) == {"y"}
+
+
+def test_a_large_batch_and_a_repeat_within_it_reject_the_archived_account_s_events(
+    channel, db
+) -> None:  # type: ignore[no-untyped-def]
+    # Past the few-rows statement (its staging table on PostgreSQL): the archive is read by the
+    # inserting statement either way. A unique id repeated within the batch for the archived
+    # account is rejected too (nothing of it was stored), not a duplicate of the first.
+    live, gone = account(channel, "live"), account(channel, "gone")
+    archive(channel, gone)
+    batch = [event(f"l{i}", live) for i in range(20)] + [event("g", gone), event("g", gone)]
+    results = ingest(channel, batch)
+    assert [(r.unique_id, r.status) for r in results[:20]] == [
+        (f"l{i}", ACCEPTED) for i in range(20)
+    ]
+    assert [(r.unique_id, r.status, r.reason) for r in results[20:]] == [
+        ("g", REJECTED, "ACCOUNT_ARCHIVED"),
+        ("g", REJECTED, "ACCOUNT_ARCHIVED"),
+    ]
+    assert stored(db) == {f"l{i}" for i in range(20)}

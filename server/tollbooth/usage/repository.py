@@ -54,8 +54,8 @@ _STAGING_MOVE = (
     " SELECT unique_id, billing_account_id, event_name, "
     + OCCURRED_AT_SQL.format(s="seconds", us="micros")
     + ", properties::jsonb, %s"
-    ' FROM usage_events_staging ORDER BY unique_id COLLATE "C"'
-    " ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id"
+    " FROM usage_events_staging WHERE billing_account_id NOT IN (SELECT id FROM arch)"
+    ' ORDER BY unique_id COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
 )
 # Few rows (a single event, a trickling stream): one statement beats the staging round trips.
 SMALL_BATCH = 16
@@ -66,6 +66,7 @@ _VALUES_INSERT = (
     " SELECT u, a, e, "
     + OCCURRED_AT_SQL.format(s="s", us="us")
     + ", p::jsonb, r FROM (VALUES {rows}) AS v (u, a, e, s, us, p, r)"
+    " WHERE a NOT IN (SELECT id FROM arch)"
     ' ORDER BY u COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
 )
 _SQLITE_INSERT = (
@@ -107,8 +108,8 @@ def accounts_by_ref(session: Session, refs: Iterable[str]) -> dict[str, str]:
 
 
 def archived_among(session: Session, account_ids: Iterable[str]) -> set[str]:
-    """The ids among `account_ids` of archived accounts (read each batch: an archive is never
-    cached), in one query by primary key."""
+    """The ids among `account_ids` of archived accounts, in one query by primary key (on
+    PostgreSQL ingest reads them in its inserting statement instead)."""
     ids = list(set(account_ids))
     if not ids:
         return set()
@@ -130,18 +131,20 @@ def stored_among(session: Session, unique_ids: Iterable[str]) -> set[str]:
 
 
 def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetime) -> set[str]:
-    """Insert rows whose unique id is new; returns the ids this call inserted.
-
-    `rows` must not repeat a unique id (the service keeps the first of a batch).
-    """
+    """insert_events_and_read_burns, answering only the ids this call inserted."""
     return insert_events_and_read_burns(session, rows, received_at)[0]
 
 
-# The statement that inserts also reads every metric with a credit burn, so that ingest costs
-# no extra round trip when no metric burns (rows of the metrics table have no unique id).
+# The statement that inserts also reads which of the batch's accounts are archived (their
+# events are not inserted) and every metric with a credit burn, so that ingest costs one round
+# trip: each answer row is tagged, "i" an inserted unique id, "a" an archived account, "m" a
+# burning metric. The archive is read in the inserting statement's own snapshot; an archive
+# committing while it runs may let that batch's events in (as a separate read would).
 _WITH_BURNS = (
-    "WITH ins AS ({insert}) SELECT unique_id, NULL FROM ins UNION ALL"
-    " SELECT NULL, json_build_array(code, event_name, aggregation, property, filters,"
+    "WITH arch AS (SELECT id FROM billing_accounts"
+    " WHERE id = ANY(%s::varchar[]) AND archived_at IS NOT NULL),"
+    " ins AS ({insert}) SELECT 'i', unique_id FROM ins UNION ALL SELECT 'a', id FROM arch"
+    " UNION ALL SELECT 'm', json_build_array(code, event_name, aggregation, property, filters,"
     " credit_type, credit_rate)::text FROM billable_metrics WHERE credit_type IS NOT NULL"
 )
 # (code, event_name, aggregation, property, filters, credit_type, credit_rate)
@@ -150,36 +153,45 @@ MetricRow = tuple[str, str, str, str, list[Any], str, str]
 
 def insert_events_and_read_burns(
     session: Session, rows: Sequence[Row], received_at: dt.datetime
-) -> tuple[set[str], list[MetricRow]]:
-    """insert_events, and every metric with a credit burn, read in the same transaction (on
-    PostgreSQL by the inserting statement itself); no metrics when nothing was inserted."""
+) -> tuple[set[str], list[MetricRow], set[str]]:
+    """Insert the rows whose unique id is new and whose account is not archived; answers the
+    unique ids inserted, every metric with a credit burn (none when nothing was inserted) and
+    the archived accounts among the rows' (whose rows were not inserted), all read in this
+    transaction (on PostgreSQL by the inserting statement itself).
+
+    `rows` must not repeat a unique id (the service keeps the first of a batch).
+    """
     if not rows:
-        return set(), []
+        return set(), [], set()
     ordered = sorted(rows)
+    accounts = sorted({row[1] for row in ordered})
     dbapi = session.connection().connection.driver_connection
     if dialect(session) == "postgresql":
         with dbapi.cursor() as cur:  # type: ignore[union-attr]
             if len(ordered) <= SMALL_BATCH:
                 sql = _VALUES_INSERT.format(rows=", ".join([_VALUES_ROW] * len(ordered)))
-                cur.execute(
-                    _WITH_BURNS.format(insert=sql),
-                    [v for row in ordered for v in (*row, received_at)],
-                )
+                params: list[Any] = [accounts]
+                params.extend(v for row in ordered for v in (*row, received_at))
+                cur.execute(_WITH_BURNS.format(insert=sql), params)
             else:
                 cur.execute(_STAGING_DDL)
                 with cur.copy(_STAGING_COPY) as copy:
                     write = copy.write_row
                     for row in ordered:
                         write(row)
-                cur.execute(_WITH_BURNS.format(insert=_STAGING_MOVE), (received_at,))
+                cur.execute(_WITH_BURNS.format(insert=_STAGING_MOVE), (accounts, received_at))
             inserted: set[str] = set()
+            archived: set[str] = set()
             metrics: list[MetricRow] = []
-            for uid, metric in cur.fetchall():
-                if uid is not None:
-                    inserted.add(uid)
+            for tag, value in cur.fetchall():
+                if tag == "i":
+                    inserted.add(value)
+                elif tag == "a":
+                    archived.add(value)
                 else:
-                    metrics.append(tuple(json.loads(metric)))  # type: ignore[arg-type]
-            return inserted, (metrics if inserted else [])
+                    metrics.append(tuple(json.loads(value)))  # type: ignore[arg-type]
+            return inserted, (metrics if inserted else []), archived
+    archived = archived_among(session, accounts)
     bind = session.get_bind().dialect
     # The column type's own processor (naive UTC, then SQLAlchemy's SQLite text format), so raw
     # rows compare exactly like the bound parameters of every query.
@@ -190,13 +202,15 @@ def insert_events_and_read_burns(
     cur = dbapi.cursor()  # type: ignore[union-attr]
     try:
         for uid, account, name, seconds, micros, props in ordered:
+            if account in archived:
+                continue
             occurred = EPOCH + dt.timedelta(seconds=seconds, microseconds=micros)
             cur.execute(_SQLITE_INSERT, (uid, account, name, to_db(occurred), props, received))
             if cur.rowcount == 1:
                 inserted.add(uid)
     finally:
         cur.close()
-    return inserted, (burning_metrics(session) if inserted else [])
+    return inserted, (burning_metrics(session) if inserted else []), archived
 
 
 # ---------------------------------------------------------------------------------------------

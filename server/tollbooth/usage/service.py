@@ -78,9 +78,8 @@ def ingest(
             outcomes[i] = item
 
     accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
-    archived = repository.archived_among(session, accounts_found.values())
-    held: list[Candidate] = []  # events of archived accounts: duplicates or rejected
     fresh: dict[str, Candidate] = {}
+    repeats: list[Candidate] = []  # a unique id seen earlier in this batch
     rows: list[repository.Row] = []
     for c in candidates:
         account_id = accounts_found.get(c.account_ref)
@@ -94,25 +93,27 @@ def ingest(
             continue
         c.account_id = account_id
         c.unique_id = events.final_unique_id(c)
-        if account_id in archived:
-            held.append(c)
-            continue
         if c.unique_id in fresh:
-            outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
+            repeats.append(c)
             continue
         fresh[c.unique_id] = c
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
 
-    inserted, burning = repository.insert_events_and_read_burns(session, rows, received)
+    # One statement: the events of accounts not archived inserted, the archived ones named.
+    inserted, burning, archived = repository.insert_events_and_read_burns(session, rows, received)
     # The events this transaction stored: what any per-event effect (the credit burn of a metric)
     # must act on, here, in this same session, before the commit. Duplicates are never in it.
     accepted = [c for uid, c in fresh.items() if uid in inserted]
     if burning:
         burn_credits(session, accepted, burning)
-    for c in fresh.values():
-        outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
-    for c in accepted:
-        outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
+    held: list[Candidate] = []  # events of archived accounts: duplicates or rejected
+    for c in (*fresh.values(), *repeats):
+        if c.account_id in archived:
+            held.append(c)
+        elif c.unique_id in inserted and fresh[c.unique_id] is c:
+            outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
+        else:
+            outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
     if held:
         _archived_outcomes(session, held, outcomes)
     return outcomes  # type: ignore[return-value]  # every slot is filled above

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 
 from tollbooth import amounts, errors
 from tollbooth.console import chart, data, inbox, session
-from tollbooth.console.throttle import SigninThrottle, client_address
+from tollbooth.console.throttle import SigninThrottle, ThrottleDown, client_address
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 
@@ -170,7 +170,18 @@ def create(
         right = session.key_matches(fields.get("operator_key", "").strip(), operator_key)
         if signin_throttle is not None:
             address = client_address(request)
-            refusal = await run_in_threadpool(signin_throttle.attempt, address, right)
+            try:
+                refusal = await run_in_threadpool(signin_throttle.attempt, address, right)
+            except ThrottleDown:
+                page = refuse(
+                    request,
+                    503,
+                    "SERVICE_UNAVAILABLE",
+                    "Sign-in is unavailable: the failed sign-in counters cannot be reached"
+                    " (nothing was checked). Retry shortly.",
+                )
+                page.headers["Retry-After"] = "5"
+                return page
             if refusal is not None:
                 log.warning(
                     "console sign-in refused: throttled",

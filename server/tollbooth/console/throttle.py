@@ -12,8 +12,11 @@ The counters live where the RPC limits' do (the service's database unless
 BILLING_RATE_LIMIT_STORAGE names another storage), so every sidecar replica shares them. A
 wrong key is counted (one atomic increment in the storage) before it is answered and refused
 when its count is over the window, so guesses racing on several replicas get the window and
-not one more. A storage outage lets the sign-in through to the key comparison (logged), as
-the RPC limits let calls through.
+not one more. A storage outage refuses every sign-in, right key or not (503
+SERVICE_UNAVAILABLE, logged): a throttle that let sign-ins through while its storage failed
+could be opened by overloading that storage (the service's own database by default, down or
+out of connections, where the console could not work anyway). The RPC limits, which only
+shape load, let calls through instead.
 
 The client address is the one Envoy saw: the console's route sets `x-tollbooth-client`
 from the downstream address, overwriting whatever the client sent. Straight to the sidecar
@@ -85,6 +88,10 @@ class Refusal:
         )
 
 
+class ThrottleDown(Exception):
+    """The throttle's counters could not be read or written: no sign-in is checked."""
+
+
 class SigninThrottle:
     """Counts failed sign-ins per address and in total; refuses while either is used up."""
 
@@ -109,6 +116,7 @@ class SigninThrottle:
 
     def attempt(self, address: str, key_is_right: bool) -> Refusal | None:
         """A Refusal when a window is used up (whatever the key); else a wrong key is counted.
+        ThrottleDown when the storage fails (the sign-in is then refused, see the module).
 
         A wrong key is counted before it is answered, and refused when its own count is over
         the window: the count is one atomic increment in the storage, so guesses racing in
@@ -122,6 +130,7 @@ class SigninThrottle:
                 for scope, item in self._limits:
                     if not self._limiter.hit(item, *self._ids(scope, address)):
                         return self._refusal(scope, item, address)
-        except Exception:  # noqa: BLE001 - a counter outage must not lock the operator out
-            log.warning("console sign-in throttle storage failed; let through", exc_info=True)
+        except Exception as exc:  # any storage's failure (the limits library wraps none)
+            log.warning("console sign-in throttle storage failed; refused", exc_info=True)
+            raise ThrottleDown(str(exc)) from exc
         return None

@@ -168,3 +168,33 @@ def test_a_deleted_customers_email_makes_a_new_customer(world: World) -> None:
     assert second.id != first.id and second.account_id != first.account_id
     assert create(world.channel, email, name="Gone").id == second.id
     assert stripe_customers_with(world, email) == [second.id]
+
+
+def test_a_failed_create_names_the_saved_account_and_how_to_finish_it(world: World) -> None:
+    """The provider down after the account was saved: the error names the billing account
+    (`account_id`), and says how to finish it for each kind of key: retry with the request_id,
+    send the same body (the e-mail), or, with neither, not to create it again (a retry would
+    make a second customer: nothing identifies the first)."""
+    dead = StripeProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", max_network_retries=0)
+    keyed_email = f"{unique('keyed')}@example.com"
+    cases = [
+        (customer_pb2.CreateCustomerRequest(name="Nomail"), "do not create it again"),
+        (customer_pb2.CreateCustomerRequest(email=keyed_email), "send the same request again"),
+        (
+            customer_pb2.CreateCustomerRequest(name="Keyed", request_id=unique("rid")),
+            "retry with the same request_id",
+        ),
+    ]
+    with grpc_server(world.deps, app.servicers(world.deps, dead)) as port:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for request, how in cases:
+                with pytest.raises(grpc.RpcError) as err:
+                    customers(ch).CreateCustomer(request, metadata=SERVICE_MD, timeout=30)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+                assert how in (err.value.details() or "")
+                saved = error_metadata(err.value)["account_id"]
+                account = account_pb2_grpc.AccountServiceStub(world.channel).GetAccount(
+                    account_pb2.GetAccountRequest(account=saved), metadata=SERVICE_MD
+                )
+                assert account.name == request.name and account.stripe_customer_id == ""

@@ -14,6 +14,7 @@ from tollbooth.accounts import convert, customer_sync, customers, manage, reposi
 from tollbooth.accounts.customers import SubscriptionSummary
 from tollbooth.auth.caller import current_caller
 from tollbooth.deps import Deps
+from tollbooth.errors import DomainError, Kind
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.convert import print_unset_as_null
 from tollbooth.rpc.servicer import (
@@ -84,7 +85,10 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             account = self.write(request, account_pb2.Account, effect)
         else:
             account = self._create_once_per_email(request, effect)
-        customer_sync.sync_customer(self.deps.db, self.provider, account.id, create=True)
+        try:
+            customer_sync.sync_customer(self.deps.db, self.provider, account.id, create=True)
+        except DomainError as exc:
+            raise _unfinished(exc, request, account.id) from exc
         return self._customer(account.id)
 
     def _create_once_per_email(
@@ -262,3 +266,31 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         )
         print_unset_as_null(context, answer)
         return answer
+
+
+def _unfinished(
+    exc: DomainError, request: customer_pb2.CreateCustomerRequest, account_id: str
+) -> DomainError:
+    """The provider failed after the customer was saved: the same error, saying how to finish
+    it without making a second one, and naming its billing account (`account_id`)."""
+    if exc.kind is not Kind.UNAVAILABLE:
+        return exc
+    if request.request_id:
+        how = "retry with the same request_id to finish it"
+    elif request.email.strip():
+        how = "send the same request again (its e-mail is its key) to finish it"
+    else:
+        how = (
+            f"it was saved as billing account {account_id}: do not create it again (a request without"
+            " request_id or e-mail has no key); its Stripe customer is made on its first"
+            " checkout"
+        )
+    error = DomainError(
+        exc.kind,
+        exc.reason,
+        f"the customer was saved but the payment provider did not take it: {how}",
+        **exc.metadata,
+        account_id=account_id,
+    )
+    error.retry_after_sec, error.headers = exc.retry_after_sec, exc.headers
+    return error

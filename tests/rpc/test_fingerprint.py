@@ -30,7 +30,7 @@ def test_plain_decimals_are_one_amount_and_anything_else_is_kept_as_sent() -> No
 
 def test_output_only_fields_do_not_count_but_a_stripe_link_does() -> None:
     """A resource sent back as read (output-only fields filled in) is the same request; the
-    explicit Stripe links, marked OUTPUT_ONLY but written by CreateProduct/CreatePrice, count."""
+    explicit Stripe links (OPTIONAL: a request may set them, checked at Stripe) count."""
     from google.protobuf import timestamp_pb2
 
     from billing.v1 import catalog_pb2

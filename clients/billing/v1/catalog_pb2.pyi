@@ -135,7 +135,10 @@ class Product(_message.Message):
     position: _builtins.int
     """Position in the configured order; ties keep creation order."""
     stripe_product_id: _builtins.str
-    """The linked provider product, once synced."""
+    """The linked provider product: filled in once synced, or set on create or update to
+    link an existing Stripe product (looked up there first; at most one product per Stripe
+    product).
+    """
     key: _builtins.str
     """Stable handle, unique among all products (archived ones included), for
     example `pro`; catalog as code identifies products by it.
@@ -349,7 +352,10 @@ class Price(_message.Message):
     lookup_key: _builtins.str
     """Stable handle, for example `pro`; unique among active prices."""
     stripe_price_id: _builtins.str
-    """The linked provider price, once synced."""
+    """The linked provider price: filled in once synced, or set on create or update to link
+    an existing Stripe price (looked up there first; it must charge this price's amount,
+    currency and recurrence).
+    """
     stackable: _builtins.bool
     """Whether the price can be held several times (no conflict)."""
     subscription_group: _builtins.str

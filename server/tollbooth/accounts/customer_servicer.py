@@ -281,9 +281,9 @@ def _unfinished(
         how = "send the same request again (its e-mail is its key) to finish it"
     else:
         how = (
-            f"it was saved as billing account {account_id}: do not create it again (a request without"
-            " request_id or e-mail has no key); its Stripe customer is made on its first"
-            " checkout"
+            f"it was saved as billing account {account_id}: do not create it again (a"
+            " request without request_id or e-mail has no key); its Stripe customer is made"
+            " on its first checkout"
         )
     error = DomainError(
         exc.kind,

@@ -49,12 +49,6 @@ DECIMALS = frozenset(
 
 _MASK = "google.protobuf.FieldMask"
 
-# Marked OUTPUT_ONLY in the contract, yet a request may set them (an explicit Stripe link,
-# checked at Stripe): they count.
-WRITTEN_THOUGH_OUTPUT_ONLY = frozenset(
-    {"billing.v1.Product.stripe_product_id", "billing.v1.Price.stripe_price_id"}
-)
-
 
 def plain_decimal(raw: str) -> str:
     """`raw` in its plain form ("010.50" -> "10.5", "0.0" -> "0"); as sent if not plain."""
@@ -86,8 +80,6 @@ def _walk_fields(descriptor: Descriptor, seen: frozenset[str]) -> bool:
 
 
 def _output_only(field: Any) -> bool:
-    if field.full_name in WRITTEN_THOUGH_OUTPUT_ONLY:
-        return False
     behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
     return field_behavior_pb2.OUTPUT_ONLY in behaviors
 

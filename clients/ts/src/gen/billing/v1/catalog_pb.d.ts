@@ -53,7 +53,9 @@ export declare type Product = Message<"billing.v1.Product"> & {
   position: number;
 
   /**
-   * The linked provider product, once synced.
+   * The linked provider product: filled in once synced, or set on create or update to
+   * link an existing Stripe product (looked up there first; at most one product per Stripe
+   * product).
    *
    * @generated from field: string stripe_product_id = 6;
    */
@@ -296,7 +298,9 @@ export declare type Price = Message<"billing.v1.Price"> & {
   lookupKey: string;
 
   /**
-   * The linked provider price, once synced.
+   * The linked provider price: filled in once synced, or set on create or update to link
+   * an existing Stripe price (looked up there first; it must charge this price's amount,
+   * currency and recurrence).
    *
    * @generated from field: string stripe_price_id = 8;
    */

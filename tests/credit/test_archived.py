@@ -54,3 +54,26 @@ def test_an_archived_account_takes_no_reservation(channel, db) -> None:  # type:
         timeout=10,
     )
     assert balance(channel, acct).balance == "10"
+
+
+def test_an_archived_account_spends_nothing_new_but_a_debit_made_before_replays(channel) -> None:  # type: ignore[no-untyped-def]
+    """DebitCredits on an archived account is refused with ACCOUNT_ARCHIVED, by id and by
+    principal, and the balance stays (PostgreSQL: the one-call function hands it back and the
+    pipelined path refuses it; SQLite: the general path). A debit acknowledged before the archive,
+    sent again with its request_id, still answers what it answered (a replay, nothing new)."""
+    from tests.credit.support import debit, rid
+
+    principal, acct, _ = account(channel)
+    grant(channel, acct, "10")
+    key = rid()
+    first = debit(channel, acct, "4", request_id=key)
+    _archive(channel, acct)
+    for ref in (acct, principal):
+        with pytest.raises(grpc.RpcError) as exc:
+            debit(channel, ref, "1")
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(exc.value) == "ACCOUNT_ARCHIVED"
+    assert balance(channel, acct).balance == "6"
+    again = debit(channel, acct, "4", request_id=key)
+    assert again == first
+    assert balance(channel, acct).balance == "6"

@@ -100,8 +100,9 @@ class AccountServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ArchiveAccount(self, request, context):
-        """Archives an account: no new tokens, checkouts or grants afterwards
-        (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays readable.
+        """Archives an account: no new tokens, checkouts, grants, credit debits or reservations, or
+        usage events afterwards (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays
+        readable and reservations made before still close.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

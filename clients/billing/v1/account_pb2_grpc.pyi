@@ -49,8 +49,9 @@ class AccountServiceStub:
     changes. The account's provider customer, when it has one, follows.
     """
     ArchiveAccount: _grpc.UnaryUnaryMultiCallable[_account_pb2.ArchiveAccountRequest, _account_pb2.Account]
-    """Archives an account: no new tokens, checkouts or grants afterwards
-    (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays readable.
+    """Archives an account: no new tokens, checkouts, grants, credit debits or reservations, or
+    usage events afterwards (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays
+    readable and reservations made before still close.
     """
 
 @_typing.type_check_only
@@ -74,8 +75,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     changes. The account's provider customer, when it has one, follows.
     """
     ArchiveAccount: _aio.UnaryUnaryMultiCallable[_account_pb2.ArchiveAccountRequest, _account_pb2.Account]  # type: ignore[assignment]
-    """Archives an account: no new tokens, checkouts or grants afterwards
-    (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays readable.
+    """Archives an account: no new tokens, checkouts, grants, credit debits or reservations, or
+    usage events afterwards (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays
+    readable and reservations made before still close.
     """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -126,8 +128,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _account_pb2.ArchiveAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_account_pb2.Account, _abc.Awaitable[_account_pb2.Account]]:
-        """Archives an account: no new tokens, checkouts or grants afterwards
-        (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays readable.
+        """Archives an account: no new tokens, checkouts, grants, credit debits or reservations, or
+        usage events afterwards (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays
+        readable and reservations made before still close.
         """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

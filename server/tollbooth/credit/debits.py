@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth.accounts.service import resolve
+from tollbooth.accounts.service import require_active, resolve
 from tollbooth.amounts import ZERO, add, neg, parse_amount, sub
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import engine, repository
@@ -39,6 +39,7 @@ def debit(
     value = parse_amount(amount)
     why = clean_reason(reason)
     meta = clean_metadata(metadata)
+    require_active(account)  # an archived account spends nothing new
     fast = _debit_fast(session, account.id, ctype, value, why, request_id, meta, clock)
     if fast is not None:
         return fast

@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, idempotency
+from tollbooth.accounts.service import require_active
 from tollbooth.amounts import fmt, parse_amount
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import debits
@@ -131,7 +132,10 @@ def debit(
 
 def _debit(trip: Trip, a: Args, clock: Clock, out: Callable[[CreditLedgerEntry], R]) -> R:
     account_id = trip.account_id
-    _, (lock, spendable) = trip.open([LOCK, SPENDABLE], {"ctype": a.ctype, "limit": GRANT_BATCH})
+    account, (lock, spendable) = trip.open(
+        [LOCK, SPENDABLE], {"ctype": a.ctype, "limit": GRANT_BATCH}
+    )
+    require_active(account)  # an archived account spends nothing new (rolled back: no claim)
     row = figures(lock.fetchone())
     now = debits.fast_start(row, a.ctype, a.value, clock)
     plan = None

@@ -353,8 +353,9 @@ export declare const AccountService: GenService<{
     output: typeof AccountSchema;
   },
   /**
-   * Archives an account: no new tokens, checkouts or grants afterwards
-   * (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays readable.
+   * Archives an account: no new tokens, checkouts, grants, credit debits or reservations, or
+   * usage events afterwards (FAILED_PRECONDITION `ACCOUNT_ARCHIVED`); its history stays
+   * readable and reservations made before still close.
    *
    * @generated from rpc billing.v1.AccountService.ArchiveAccount
    */

@@ -47,3 +47,25 @@ def test_output_only_fields_do_not_count_but_a_stripe_link_does() -> None:
     assert str(fingerprint(as_read)) == plain
     assert str(fingerprint(product(stripe_product_id="prod_1"))) != plain
     assert str(fingerprint(product(description="other"))) != plain
+
+
+def test_event_types_are_a_set_and_every_set_field_is_a_repeated_string() -> None:
+    """An endpoint's event types in another order or repeated are the same request (the
+    server keeps each type once); another type is not."""
+    import billing.v1.notification_pb2 as n
+    from tollbooth.rpc.fingerprint import SETS, fingerprint
+
+    pool = descriptor_pool.Default()
+    for name in SETS:
+        message, field = name.rsplit(".", 1)
+        found = pool.FindMessageTypeByName(message).fields_by_name[field]
+        assert found.type == FieldDescriptor.TYPE_STRING and found.is_repeated, name
+
+    def create(*types: str) -> n.CreateNotificationEndpointRequest:
+        endpoint = n.NotificationEndpoint(url="https://hooks.example/x", event_types=types)
+        return n.CreateNotificationEndpointRequest(endpoint=endpoint, request_id="r1")
+
+    first = str(fingerprint(create("invoice.paid", "subscription.created")))
+    assert str(fingerprint(create("subscription.created", "invoice.paid"))) == first
+    assert str(fingerprint(create("invoice.paid", "invoice.paid", "subscription.created"))) == first
+    assert str(fingerprint(create("invoice.paid"))) != first

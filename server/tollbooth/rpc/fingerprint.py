@@ -6,7 +6,8 @@ it. The canonical form is a copy of the request without its request_id and with:
 - the fields this server does not know dropped (a newer client's field has no effect here);
 - every OUTPUT_ONLY field cleared (the server ignores them in a request, AIP-203: a retry
   sending the resource as it was read asks for the same thing);
-- every update mask a set of paths (AIP-161: order and repeats do not count);
+- every update mask a set of paths (AIP-161: order and repeats do not count), and so every
+  repeated field the server reads as a set (`SETS`: a notification endpoint's event types);
 - every decimal amount of the contract (`DECIMALS`) in its plain form: "10", "10.0", "010"
   and "10.00" are one amount, as `amounts.parse_amount` reads them (a value that is not a
   plain decimal is kept as sent: the request is refused anyway);
@@ -49,6 +50,14 @@ DECIMALS = frozenset(
 
 _MASK = "google.protobuf.FieldMask"
 
+# Repeated strings the server reads as sets (order and repeats change nothing it does).
+SETS = frozenset(
+    {
+        "billing.v1.NotificationEndpoint.event_types",
+        "billing.v1.WatchNotificationsRequest.event_types",
+    }
+)
+
 
 def plain_decimal(raw: str) -> str:
     """`raw` in its plain form ("010.50" -> "10.5", "0.0" -> "0"); as sent if not plain."""
@@ -71,7 +80,7 @@ def _walk_fields(descriptor: Descriptor, seen: frozenset[str]) -> bool:
         return False
     seen = seen | {descriptor.full_name}
     for field in descriptor.fields:
-        if field.full_name in DECIMALS or _output_only(field):
+        if field.full_name in DECIMALS or field.full_name in SETS or _output_only(field):
             return True
         inner = _message_type(field)
         if inner is not None and (inner.full_name == _MASK or _walk_fields(inner, seen)):
@@ -102,6 +111,8 @@ def _canonicalise(message: Message) -> None:
     for field, value in message.ListFields():
         if _output_only(field):
             message.ClearField(field.name)
+        elif field.full_name in SETS:
+            value[:] = sorted(set(value))
         elif field.full_name in DECIMALS and field.type == FieldDescriptor.TYPE_STRING:
             if _is_repeated(field):
                 value[:] = [plain_decimal(v) for v in value]

@@ -34,14 +34,6 @@ def db(pg_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
-
-
 def register(db: Database, receiver: Receiver, types: tuple[str, ...] = ()) -> str:
     with db.transaction() as session:
         endpoint, secret = endpoints.create(

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from tests.notifications.support import Receiver, ReceiverServer, enqueue
+from tests.notifications.support import Receiver, ReceiverServer, enqueue, passes
 from tests.notifications.test_delivery import FAST, drain, register
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationAttempt, NotificationEndpoint, NotificationOutbox
@@ -32,23 +32,6 @@ def db(pg_url: str) -> Iterator[Database]:
     database = Database(pg_url)
     yield database
     database.dispose()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
-
-
-def passes(deliverer: Deliverer) -> None:
-    """Pass until nothing is due (each failure in these tests waits an hour, so this ends)."""
-    try:
-        while deliverer.run_once():
-            pass
-    finally:
-        deliverer.close()
 
 
 def endpoint_row(db: Database, endpoint_id: str) -> NotificationEndpoint:

@@ -6,7 +6,6 @@ sends it. Real stubs on a real server; delivery to a real HTTP receiver."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from billing.v1 import notification_pb2 as pb
 from billing.v1 import notification_pb2_grpc
 from tests.conftest import SERVICE_MD
 from tests.helpers import error_reason, keyed
-from tests.notifications.support import Receiver, ReceiverServer, enqueue
+from tests.notifications.support import Receiver, enqueue
 from tollbooth.console import inbox
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationEndpoint
@@ -96,14 +95,6 @@ def test_reads_mask_the_password_of_an_endpoint_url(stub, shared_deps) -> None: 
     update(stub, eid, url="https://hook-user:other@hooks.example/in?x=1")
     assert stored_url(shared_deps, eid) == "https://hook-user:other@hooks.example/in?x=1"
     assert update(stub, eid, url="https://hooks.example/in").url == "https://hooks.example/in"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
 
 
 def test_delivery_sends_the_password_the_reads_mask(pg_url: str, receiver: Receiver) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.checkout.support import Shop, start_shop
-from tests.notifications.support import Receiver, ReceiverServer
+from tests.notifications.support import Receiver
 from tests.notifications.test_seed_flow import Running
 
 pytestmark = pytest.mark.envoy
@@ -38,14 +38,6 @@ def shop(tmp_path) -> Iterator[Shop]:  # type: ignore[no-untyped-def]
     s.price(DEFAULT_KEY, group="seed1-hooks", amount=4900)  # $49.00, step 5's amount
     yield s
     s.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
 
 
 def test_seed_001s_key_webhooks_arrive_signed_in_the_seeds_shape(shop: Shop, receiver: Receiver):

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import SERVICE_KEY, make_env
-from tests.notifications.support import Receiver, ReceiverServer
 from tollbooth import cli
 from tollbooth.db.models import NotificationOutbox
 from tollbooth.notifications.delivery import Deliverer, Policy
@@ -31,14 +30,6 @@ def pg_stack(pg_url: str, tmp_path) -> Iterator:  # type: ignore[no-untyped-def,
     s = start_stack(pg_url, make_env(pg_url), tmp_path)
     yield s
     s.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
 
 
 class Running:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from tests.notifications.support import Receiver, ReceiverServer, enqueue
+from tests.notifications.support import enqueue, passes
 from tests.notifications.test_delivery import FAST, register
 from tollbooth.db import Database
 from tollbooth.db.models import NotificationDelivery
@@ -32,22 +32,6 @@ def db(pg_url: str) -> Iterator[Database]:
     database = Database(pg_url)
     yield database
     database.dispose()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    server = ReceiverServer(r)
-    yield r
-    server.close()
-
-
-def passes(deliverer: Deliverer) -> None:
-    try:
-        while deliverer.run_once():
-            pass
-    finally:
-        deliverer.close()
 
 
 def narrow(db: Database, endpoint_id: str, types: tuple[str, ...]) -> None:

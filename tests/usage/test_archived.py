@@ -12,7 +12,9 @@ from sqlalchemy import select
 
 from billing.v1 import account_pb2, account_pb2_grpc, usage_pb2
 from tests.conftest import SERVICE_MD
+from tests.credit.support import grant
 from tests.helpers import error_reason, keyed
+from tests.usage.burn_support import balance, burning_metric
 from tests.usage.support import ACCEPTED, DUPLICATE, REJECTED, account, event, ingest, usage_stub
 from tollbooth.db import Database
 from tollbooth.db.models import UsageEvent
@@ -94,3 +96,31 @@ def test_a_large_batch_and_a_repeat_within_it_reject_the_archived_account_s_even
         ("g", REJECTED, "ACCOUNT_ARCHIVED"),
     ]
     assert stored(db) == {f"l{i}" for i in range(20)}
+
+
+@pytest.mark.parametrize("padding", [0, 20], ids=["few-rows", "staging"])
+def test_a_live_account_s_event_after_an_archived_one_with_its_unique_id_is_stored(
+    channel, db, padding
+) -> None:  # type: ignore[no-untyped-def]
+    # Unique ids are one namespace across accounts, and the first event of an id in a batch
+    # counts. The archived account's event is never stored, so the live account's later event
+    # of that id is the first that can be: it is accepted and burns, never answered DUPLICATE
+    # with nothing stored (its sender would drop it). The archived account's event is then a
+    # duplicate of a stored id, as it is when the live account's event comes first.
+    live, gone = account(channel, "live"), account(channel, "gone")
+    grant(channel, live, "10")
+    burning_metric(channel, "calls", "1")
+    archive(channel, gone)
+    batch = [event(f"p{i}", live, name="other") for i in range(padding)]
+    batch += [event("shared", gone), event("shared", live), event("shared", live)]
+    results = ingest(channel, batch)
+    assert [(r.unique_id, r.status, r.reason) for r in results[padding:]] == [
+        ("shared", DUPLICATE, ""),
+        ("shared", ACCEPTED, ""),
+        ("shared", DUPLICATE, ""),
+    ]
+    assert stored(db) == {f"p{i}" for i in range(padding)} | {"shared"}
+    with db.transaction(readonly=True) as session:
+        row = session.get(UsageEvent, "shared")
+        assert row is not None and row.billing_account_id == live
+    assert balance(channel, live) == ("9", "0")  # one burn: the stored "shared"

@@ -81,6 +81,7 @@ def ingest(
     fresh: dict[str, Candidate] = {}
     repeats: list[Candidate] = []  # a unique id seen earlier in this batch
     rows: list[repository.Row] = []
+    shared = False  # a unique id sent for two accounts
     for c in candidates:
         account_id = accounts_found.get(c.account_ref)
         if account_id is None:
@@ -93,14 +94,22 @@ def ingest(
             continue
         c.account_id = account_id
         c.unique_id = events.final_unique_id(c)
-        if c.unique_id in fresh:
+        first = fresh.get(c.unique_id)
+        if first is not None:
+            shared = shared or first.account_id != account_id
             repeats.append(c)
             continue
         fresh[c.unique_id] = c
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
+    set_aside: set[str] = set()
+    if shared:
+        fresh, repeats, rows, set_aside = _first_of_live_accounts(
+            session, [*fresh.values(), *repeats]
+        )
 
     # One statement: the events of accounts not archived inserted, the archived ones named.
     inserted, burning, archived = repository.insert_events_and_read_burns(session, rows, received)
+    archived |= set_aside
     # The events this transaction stored: what any per-event effect (the credit burn of a metric)
     # must act on, here, in this same session, before the commit. Duplicates are never in it.
     accepted = [c for uid, c in fresh.items() if uid in inserted]
@@ -117,6 +126,30 @@ def ingest(
     if held:
         _archived_outcomes(session, held, outcomes)
     return outcomes  # type: ignore[return-value]  # every slot is filled above
+
+
+def _first_of_live_accounts(
+    session: Session, resolved: Sequence[Candidate]
+) -> tuple[dict[str, Candidate], list[Candidate], list[repository.Row], set[str]]:
+    """`ingest`'s first events, later ones and rows when a unique id was sent for two accounts
+    (ids are one namespace): an archived account's event is never stored, so the first event
+    of the id that counts is the first of an account not archived, known only once the
+    archive is read, here in a query of its own (rare; the inserting statement reads it
+    otherwise). The archived accounts' events go with the later ones, and the archived
+    accounts are answered last (as the statement answers them)."""
+    archived = repository.archived_among(session, {c.account_id for c in resolved})
+    fresh: dict[str, Candidate] = {}
+    later: list[Candidate] = []
+    rows: list[repository.Row] = []
+    for c in sorted(resolved, key=lambda c: c.index):
+        if c.account_id in archived or c.unique_id in fresh:
+            later.append(c)
+            continue
+        fresh[c.unique_id] = c
+        rows.append(
+            (c.unique_id, c.account_id, c.event_name, c.seconds, c.micros, c.properties_json)
+        )
+    return fresh, later, rows, archived
 
 
 def _archived_outcomes(

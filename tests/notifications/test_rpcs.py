@@ -96,6 +96,15 @@ def test_create_is_idempotent_by_request_id(stub) -> None:  # type: ignore[no-un
         (pb.NotificationEndpoint(url="https://ex%41mple.com/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://user@exa mple.com:8443/hooks"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="http://[fe80::1%25eth0]/hooks"), "URL_INVALID"),
+        # Host names no resolver takes (RFC 1123), a space past the host, a fragment (never
+        # sent): each delivery would fail, or reach what the URL does not name.
+        (pb.NotificationEndpoint(url="https://-x.example/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://x-.example/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url=f"https://{'a.' * 127}com/hooks"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://hooks.example/in box"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://hooks.example/in?x=a b"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://hooks.example/in#part"), "URL_INVALID"),
+        (pb.NotificationEndpoint(url="https://hooks.example/in#"), "URL_INVALID"),
         (pb.NotificationEndpoint(url="https://e.com", event_types=["nope"]), "EVENT_TYPE_UNKNOWN"),
     ],
 )
@@ -186,6 +195,22 @@ def test_update_disable_enable_delete(stub) -> None:  # type: ignore[no-untyped-
             pb.GetNotificationEndpointRequest(endpoint_id=eid), metadata=SERVICE_MD
         )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example./in",  # the root's dot
+        "https://my_host.example/in",  # an underscore: not a DNS host name, yet resolvable
+        "https://xn--bcher-kva.example/in",
+        f"https://{'a' * 63}.example/in",
+        "https://a-b.example/in%20box?x=a%20b",
+        "http://127.0.0.1:8080/in",
+        "http://[::1]:8080/in",
+    ],
+)
+def test_a_url_a_client_can_send_to_is_taken_as_given(stub, url: str) -> None:  # type: ignore[no-untyped-def]
+    assert create(stub, url=url).endpoint.url == url
 
 
 def test_a_url_no_client_can_send_to_is_refused_by_update_and_changes_nothing(stub) -> None:  # type: ignore[no-untyped-def]

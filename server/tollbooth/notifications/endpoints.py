@@ -116,6 +116,9 @@ def clean_url(url: str) -> str:
             reason="URL_INVALID",
             field="url",
         )
+    problem = _host_name_problem(parts.hostname) or _rest_problem(url, parts.fragment)
+    if problem:
+        raise errors.invalid(problem, reason="URL_INVALID", field="url")
     try:
         sendable(url)
     except (httpx.InvalidURL, ValueError) as exc:
@@ -132,6 +135,37 @@ def clean_url(url: str) -> str:
             field="url",
         )
     return url
+
+
+def _host_name_problem(host: str) -> str:
+    """What no resolver takes in a host name (not an IP literal): over 253 characters, a label
+    empty or over 63, or one starting or ending with '-' (RFC 1123), measured in the ASCII
+    form IDNA gives a non-ASCII name ("" when it is fine or IDNA refuses it: `sendable` says)."""
+    if ":" in host or host.replace(".", "").isdigit():
+        return ""  # an IP literal (httpx checks it)
+    try:
+        name = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return ""
+    name = name[:-1] if name.endswith(".") else name  # the root's dot
+    if len(name) > 253:
+        return "url's host name is longer than 253 characters"
+    for label in name.split("."):
+        if not label or len(label) > 63:
+            return "url's host name has an empty label or one over 63 characters"
+        if label.startswith("-") or label.endswith("-"):
+            return f"url's host name label {errors.shown(label)} starts or ends with '-'"
+    return ""
+
+
+def _rest_problem(url: str, fragment: str) -> str:
+    """A space anywhere (a receiver's server reads the request line up to it: percent-encode
+    it as %20), or a fragment (never sent: the receiver would not get what it names)."""
+    if any(c.isspace() for c in url):
+        return "url holds a space (percent-encode it as %20)"
+    if fragment or url.endswith("#"):
+        return "url has a fragment ('#...'), which is never sent to the receiver"
+    return ""
 
 
 def shown_url(url: str) -> str:

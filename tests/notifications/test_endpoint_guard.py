@@ -193,6 +193,40 @@ def test_with_the_guard_on_a_host_that_does_not_resolve_is_refused(database_url)
         assert count_endpoints(deps) == 0
 
 
+def test_with_the_guard_on_a_resolver_that_does_not_answer_is_a_503_not_a_bad_url(  # type: ignore[no-untyped-def]
+    database_url, monkeypatch
+) -> None:
+    """The resolver hangs past the timeout, or answers "try again" (EAI_AGAIN): the name may
+    well be right, so the answer is 503 SERVICE_UNAVAILABLE (retry), not 400
+    URL_HOST_UNRESOLVED, and nothing is stored."""
+    import socket
+    import threading
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == "hangs.example":
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "released by the test")
+        if host == "again.example":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    env = {"BILLING_NOTIFY_DENY_PRIVATE": "1", "BILLING_NOTIFY_TIMEOUT_SEC": "1"}
+    try:
+        with server(database_url, **env) as (channel, deps, _):
+            stub = notification_pb2_grpc.NotificationServiceStub(channel)
+            for host in ("hangs.example", "again.example"):
+                err = refused(lambda h=host: create(stub, f"https://{h}/hooks"))  # type: ignore[misc]
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, host
+                assert error_reason(err) == "SERVICE_UNAVAILABLE", host
+            assert count_endpoints(deps) == 0
+    finally:
+        release.set()
+
+
 # -- failing_since of a disabled endpoint -----------------------------------------------------
 
 

@@ -32,7 +32,13 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class LookupFailed(OSError):
-    """The host did not resolve: no such name, a resolver error, or no answer in time."""
+    """The host did not resolve: no such name, a resolver error, or no answer in time.
+    `temporary`: the resolver did not answer (in time, or with a temporary failure), so the
+    same name may resolve when asked again."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 class AddressDenied(OSError):
@@ -66,7 +72,7 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple[IPAddress, int]]
     if address is not None:
         return [(address, port)]
     if not _lookups.acquire(timeout=max(timeout, 0)):
-        raise LookupFailed(f"resolving {host}: too many lookups hang already")
+        raise LookupFailed(f"resolving {host}: too many lookups hang already", temporary=True)
     answer: list[tuple[IPAddress, int]] = []
     failure: list[BaseException] = []
     done = threading.Event()
@@ -86,9 +92,10 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple[IPAddress, int]]
 
     threading.Thread(target=lookup, name="notify-resolve", daemon=True).start()
     if not done.wait(max(timeout, 0)):
-        raise LookupFailed(f"resolving {host}: no answer within {timeout:g} s")
+        raise LookupFailed(f"resolving {host}: no answer within {timeout:g} s", temporary=True)
     if failure:
-        raise LookupFailed(f"resolving {host}: {failure[0]}")
+        again = isinstance(failure[0], socket.gaierror) and failure[0].errno == socket.EAI_AGAIN
+        raise LookupFailed(f"resolving {host}: {failure[0]}", temporary=again)
     if not answer:
         raise LookupFailed(f"resolving {host}: no address")
     return answer
@@ -105,7 +112,8 @@ def check(host: str, addresses: list[tuple[IPAddress, int]]) -> None:
 def refuse_private(url: str, timeout: float) -> None:
     """For CreateNotificationEndpoint and UpdateNotificationEndpoint with the guard on, before
     any transaction opens (a lookup is a network call): URL_ADDRESS_DENIED when the url's
-    host leads to a denied address, URL_HOST_UNRESOLVED when it cannot be looked up in time.
+    host leads to a denied address, URL_HOST_UNRESOLVED when it does not resolve, 503
+    SERVICE_UNAVAILABLE when the resolver does not answer in time (or answers "try again").
     A url that does not parse is left to `endpoints.clean_url`, which refuses it."""
     try:
         parts = urlsplit(url.strip())
@@ -118,6 +126,14 @@ def refuse_private(url: str, timeout: float) -> None:
     try:
         addresses = resolve(host, port or default, timeout)
     except LookupFailed as exc:
+        if exc.temporary:  # the resolver is down or slow, not the name wrong: retry
+            raise errors.DomainError(
+                errors.Kind.UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                f"url's host {errors.shown(host)} could not be looked up now (the resolver did"
+                " not answer in time), so its addresses cannot be checked"
+                " (BILLING_NOTIFY_DENY_PRIVATE is on); retry",
+            ) from exc
         raise errors.invalid(
             f"url's host {errors.shown(host)} did not resolve, so its addresses cannot be "
             "checked (BILLING_NOTIFY_DENY_PRIVATE is on)",

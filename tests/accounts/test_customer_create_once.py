@@ -198,3 +198,24 @@ def test_a_failed_create_names_the_saved_account_and_how_to_finish_it(world: Wor
                     account_pb2.GetAccountRequest(account=saved), metadata=SERVICE_MD
                 )
                 assert account.name == request.name and account.stripe_customer_id == ""
+
+
+def test_once_the_first_customer_s_email_changed_another_request_makes_a_new_one(
+    world: World,
+) -> None:
+    """The e-mail's key still names the first customer after UpdateCustomer moved it to
+    another e-mail: the same request still answers that customer (a late retry), but another
+    request is no longer CUSTOMER_EMAIL_TAKEN (no customer holds the e-mail): it makes one."""
+    email = f"{unique('moved')}@example.com"
+    first = create(world.channel, email, name="First")
+    customers(world.channel).UpdateCustomer(
+        customer_pb2.UpdateCustomerRequest(
+            customer_id=first.id, email=f"{unique('elsewhere')}@example.com"
+        ),
+        metadata=SERVICE_MD,
+    )
+    assert create(world.channel, email, name="First").id == first.id
+    second = create(world.channel, email, name="Second")
+    assert second.id != first.id and second.email == email
+    assert create(world.channel, email, name="Second").id == second.id
+    assert [a.id for a in accounts_with(world, email)] == [second.account_id]

@@ -101,7 +101,8 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         of making a second). The key is claimed in the account's own transaction (a unique
         row: two concurrent calls make one account, the second waiting for the first's
         commit), and nothing is held across the provider call that follows. The key of a
-        customer since deleted is retired, and the e-mail makes a new customer."""
+        customer since deleted is retired, and the e-mail makes a new customer; so does
+        another request once the first customer's e-mail changed."""
         email = manage.clean_email(request.email)
         assert email is not None  # not blank: the caller checked
         same = customer_pb2.CreateCustomerRequest()
@@ -125,6 +126,12 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
                     idempotency.retire(session, scope, key, f"gone:{account.id}")
                     continue
                 if not idempotency.matches(row.request_hash, fingerprint):
+                    if (account.email or "").lower() != email.lower():
+                        # Its customer has another e-mail since: none holds this one now,
+                        # so another request makes a new customer (the same one still
+                        # replays the first, above).
+                        idempotency.retire(session, scope, key, f"moved:{account.id}")
+                        continue
                     raise customers.email_taken(email, account)
                 return earlier
         raise RuntimeError(f"the e-mail key {key} was retired twice in one call")

@@ -481,6 +481,16 @@ function envoy_on_request(handle)
       "method's own path on the gRPC server")
     return
   end
+  local coding = (headers:get("content-encoding") or ""):lower():gsub("^%s+", ""):gsub("%s+$", "")
+  if rest and coding ~= "" and coding ~= "identity" then
+    -- The gateway does not decompress request bodies: a compressed body would be read as
+    -- JSON (refused as garbage), and a plain one under a gzip label taken as if the label
+    -- meant nothing. Either way the client and the server would disagree on the body.
+    handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
+      "a REST request body is sent as is: Content-Encoding " ..
+      string.format("%q", coding:sub(1, 32)) .. " is not accepted (send it uncompressed)")
+    return
+  end
   local method = headers:get(":method")
   if method == "OPTIONS" and headers:get("origin") and headers:get("access-control-request-method") then
     -- The CORS filter before this one answers preflights from allowed origins; any other

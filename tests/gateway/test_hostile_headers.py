@@ -97,3 +97,29 @@ def test_ordinary_headers_still_pass(stack):  # type: ignore[no-untyped-def]
     ]:
         resp = _send(stack, "GET", "/mgt/v1/catalog/products", None, extra)
         assert resp.status == 200, (extra, resp.body[:200])
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", " GZIP ", "x-unknown"])
+def test_a_compressed_or_labelled_body_is_400_and_nothing_is_stored(stack, coding):  # type: ignore[no-untyped-def]
+    """The gateway does not decompress request bodies: a Content-Encoding other than identity
+    on a REST route is refused, 400 MALFORMED_REQUEST naming it, whether the body really is
+    compressed or plain JSON under the label (once taken as if the label meant nothing)."""
+    import gzip
+
+    before = _products(stack)
+    plain = b'{"name": "Encoded"}'
+    for body in (plain, gzip.compress(plain)):
+        path = f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}"
+        resp = _send(stack, "POST", path, body, ("content-encoding", coding))
+        assert resp.status == 400, (coding, resp.status, resp.body[:200])
+        assert resp.reason == "MALFORMED_REQUEST", resp.body[:200]
+        assert "content-encoding" in resp.json()["message"].lower(), resp.body[:200]
+    assert _products(stack) == before
+
+
+def test_identity_content_encoding_is_taken(stack):  # type: ignore[no-untyped-def]
+    path = f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}"
+    body = b'{"name": "Identity"}'
+    resp = _send(stack, "POST", path, body, ("content-encoding", "identity"))
+    assert resp.status == 200, resp.body[:200]
+    assert resp.json()["name"] == "Identity"

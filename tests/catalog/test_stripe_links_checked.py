@@ -335,3 +335,49 @@ def test_a_price_linked_to_a_stripe_price_charging_otherwise_is_refused_and_not_
         price(linked.channel, owner, currency="USD", stripe_price_id=linked.stripe_price()).currency
         == "usd"
     )
+
+
+# -- an object Stripe holds archived -------------------------------------------------------------
+
+
+def test_a_link_to_an_archived_stripe_object_is_refused_and_nothing_is_written(linked) -> None:  # type: ignore[no-untyped-def]
+    """A Stripe product or price archived there (`active: false`) cannot be sold: every
+    checkout of it would fail at Stripe. A new link to one is 400 STRIPE_LINK_INACTIVE naming
+    the field, at create and update, and nothing is written."""
+    stripe = linked.stripe.v1
+    gone_product = linked.stripe_product()
+    stripe.products.update(gone_product, params={"active": False})
+    gone_price = linked.stripe_price()
+    stripe.prices.update(gone_price, params={"active": False})
+    name = f"Archived {uuid.uuid4().hex[:6]}"
+    err = fails(
+        BAD, "STRIPE_LINK_INACTIVE", product, linked.channel, name, stripe_product_id=gone_product
+    )
+    assert error_field(err) == "product.stripe_product_id"
+    assert gone_product in err.details()
+    assert products_named(linked, name) == []
+    made = product(linked.channel, name)
+    fails(
+        BAD,
+        "STRIPE_LINK_INACTIVE",
+        update_product,
+        linked,
+        made.product_id,
+        ["stripe_product_id"],
+        stripe_product_id=gone_product,
+    )
+    assert get_product(linked, made.product_id).stripe_product_id == ""
+    err = fails(
+        BAD,
+        "STRIPE_LINK_INACTIVE",
+        price,
+        linked.channel,
+        made.product_id,
+        stripe_price_id=gone_price,
+    )
+    assert error_field(err) == "price.stripe_price_id"
+    assert prices_of(linked, made.product_id) == []
+    stripe.prices.update(gone_price, params={"active": True})  # restored at Stripe: taken
+    assert price(linked.channel, made.product_id, stripe_price_id=gone_price).stripe_price_id == (
+        gone_price
+    )

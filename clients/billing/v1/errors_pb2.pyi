@@ -236,6 +236,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     metadata.stripe_product_id / stripe_price_id the id. Nothing was written. Stripe
     unreachable instead is UNAVAILABLE PROVIDER_UNAVAILABLE (HTTP 503).
     """
+    ERROR_REASON_STRIPE_LINK_INACTIVE: _ErrorReason.ValueType  # 241
+    """A new stripe_product_id or stripe_price_id names an object Stripe holds archived
+    (`active: false`): every checkout of it would fail there (INVALID_ARGUMENT, HTTP 400;
+    metadata as STRIPE_LINK_NOT_FOUND). Nothing was written; restore it at Stripe, or link
+    an active one.
+    """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
@@ -476,6 +482,12 @@ CreatePrice, UpdatePrice) names no such object at Stripe, looked up as that kind
 link is new (INVALID_ARGUMENT, HTTP 400); metadata.field names the field and
 metadata.stripe_product_id / stripe_price_id the id. Nothing was written. Stripe
 unreachable instead is UNAVAILABLE PROVIDER_UNAVAILABLE (HTTP 503).
+"""
+ERROR_REASON_STRIPE_LINK_INACTIVE: ErrorReason.ValueType  # 241
+"""A new stripe_product_id or stripe_price_id names an object Stripe holds archived
+(`active: false`): every checkout of it would fail there (INVALID_ARGUMENT, HTTP 400;
+metadata as STRIPE_LINK_NOT_FOUND). Nothing was written; restore it at Stripe, or link
+an active one.
 """
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).

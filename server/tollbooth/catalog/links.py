@@ -4,7 +4,8 @@ A product's `stripe_product_id` and a price's `stripe_price_id` name objects a c
 webhooks rely on: CreateProduct/UpdateProduct/CreatePrice/UpdatePrice look a new link up at the
 provider first, outside any transaction (the servicer's, before it opens one). An id the
 provider does not hold (looked up as the kind the field names: a price id is no product) is 400
-STRIPE_LINK_NOT_FOUND naming the field; a provider that cannot say is 503 PROVIDER_UNAVAILABLE.
+STRIPE_LINK_NOT_FOUND naming the field, one it holds archived (`active: false`) 400
+STRIPE_LINK_INACTIVE; a provider that cannot say is 503 PROVIDER_UNAVAILABLE.
 Either way nothing is written. An update that leaves the link as stored, a cleared link and a
 replayed request_id ask the provider nothing. A price's new link must also charge what the price
 charges (amount, currency, recurrence: a Stripe price never changes them), else 400
@@ -43,6 +44,15 @@ def check(lookup: Lookup, kind: str, field: str, link: str) -> dict[str, Any] | 
             Kind.INVALID_ARGUMENT,
             "STRIPE_LINK_NOT_FOUND",
             f"{field}: Stripe has no {kind} {errors.shown(link)}",
+            field=field,
+            **{f"stripe_{kind}_id": link},
+        )
+    if found.get("active") is False:
+        raise DomainError(
+            Kind.INVALID_ARGUMENT,
+            "STRIPE_LINK_INACTIVE",
+            f"{field}: Stripe {kind} {errors.shown(link)} is archived there (active: false), so"
+            " no checkout could sell it: restore it at Stripe or link an active one",
             field=field,
             **{f"stripe_{kind}_id": link},
         )

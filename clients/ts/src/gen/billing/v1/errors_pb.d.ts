@@ -545,6 +545,16 @@ export enum ErrorReason {
   STRIPE_LINK_NOT_FOUND = 235,
 
   /**
+   * A new stripe_product_id or stripe_price_id names an object Stripe holds archived
+   * (`active: false`): every checkout of it would fail there (INVALID_ARGUMENT, HTTP 400;
+   * metadata as STRIPE_LINK_NOT_FOUND). Nothing was written; restore it at Stripe, or link
+   * an active one.
+   *
+   * @generated from enum value: ERROR_REASON_STRIPE_LINK_INACTIVE = 241;
+   */
+  STRIPE_LINK_INACTIVE = 241,
+
+  /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
    *

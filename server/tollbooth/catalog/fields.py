@@ -27,11 +27,14 @@ INTERVALS = ("day", "week", "month", "year")
 MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 # The provider's largest `unit_amount` (eight digits of minor units; Stripe's limit).
 MAX_UNIT_AMOUNT = 99_999_999
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
+# A purchased grant expires this long after the purchase (or the period's start): a century of
+# 365.25-day years. Past it the date overflowed Python's datetime (year 9999) when a purchase
+# applied, and the inbox failed that purchase's event on every retry.
+MAX_GRANT_EXPIRY_SEC = 36_525 * 86_400
 
 # Patterns are used with fullmatch: "$" would also accept a trailing newline.
 CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
@@ -261,9 +264,15 @@ def clean_credit_grants(
         if not grant.amount.strip():
             raise errors.required(f"{where}.amount")
         amount = clean_credit_amount(grant.amount.strip(), f"{where}.amount")
-        if not 0 <= grant.expires_after_sec <= INT64_MAX:
+        if grant.expires_after_sec < 0:
             raise errors.invalid(
                 f"{where}.expires_after_sec must not be negative",
+                field=f"{where}.expires_after_sec",
+            )
+        if grant.expires_after_sec > MAX_GRANT_EXPIRY_SEC:
+            raise errors.invalid(
+                f"{where}.expires_after_sec is at most {MAX_GRANT_EXPIRY_SEC} (100 years; "
+                "0 never expires)",
                 field=f"{where}.expires_after_sec",
             )
         if not -INT32_MAX - 1 <= grant.priority <= INT32_MAX:  # the contract's int32

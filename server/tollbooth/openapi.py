@@ -35,6 +35,8 @@ SERVICES = (
     "billing.v1.PaymentService",
     "billing.v1.CreditService",
     "billing.v1.UsageService",
+    "billing.v1.AccountService",
+    "billing.v1.CustomerService",
     "billing.v1.StripeEventService",
     "billing.v1.EntitlementService",
     "billing.v1.NotificationService",
@@ -90,11 +92,20 @@ ERROR_SCHEMA = {
     "type": "object",
     "description": "google.rpc.Status as JSON. Every error, from the server or the gateway, "
     "has this shape; details holds one google.rpc.ErrorInfo whose reason is a stable "
-    "billing.v1.ErrorReason name (without the ERROR_REASON_ prefix).",
+    "billing.v1.ErrorReason name (without the ERROR_REASON_ prefix), and, when waiting may "
+    "help (429 RATE_LIMITED), a google.rpc.RetryInfo after it.",
     "properties": {
         "code": {"type": "integer", "description": "The gRPC status code."},
         "message": {"type": "string", "description": "For people; may change."},
-        "details": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorInfo"}},
+        "details": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/ErrorInfo"},
+                    {"$ref": "#/components/schemas/RetryInfo"},
+                ]
+            },
+        },
     },
     "required": ["code", "message"],
 }
@@ -106,6 +117,18 @@ ERROR_INFO_SCHEMA = {
         "domain": {"type": "string"},
         "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
     },
+    "required": ["@type"],
+}
+RETRY_INFO_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "@type": {"type": "string", "const": "type.googleapis.com/google.rpc.RetryInfo"},
+        "retry_delay": {
+            "type": "string",
+            "description": 'How long to wait before retrying, as a JSON Duration ("41s").',
+        },
+    },
+    "required": ["@type"],
 }
 
 DESCRIPTION = """REST/JSON surface of Tollbooth's billing API, transcoded by Envoy to gRPC.
@@ -365,6 +388,7 @@ class Builder:
                     **dict(sorted(self.schemas.items())),
                     "Status": ERROR_SCHEMA,
                     "ErrorInfo": ERROR_INFO_SCHEMA,
+                    "RetryInfo": RETRY_INFO_SCHEMA,
                 },
                 "responses": {
                     "Error": {

@@ -8,6 +8,7 @@ from google.protobuf import field_mask_pb2
 
 from billing.v1 import catalog_pb2
 from tests.catalog.support import MONTHLY, call, fails, price, product
+from tests.helpers import error_field
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -114,6 +115,42 @@ def test_the_providers_largest_unit_amount_is_accepted(channel, prod):  # type: 
 def test_bad_credit_amounts_are_amount_invalid(channel, prod):  # type: ignore[no-untyped-def]
     for amount in ("0", "-5", "NaN", "Infinity", "1E+999999", "1" * 21):
         fails(INVALID, "AMOUNT_INVALID", price, channel, prod, credit_grants=[grant(amount)])
+
+
+def test_a_grant_expiry_past_a_century_is_refused_at_create_and_update(channel, prod):  # type: ignore[no-untyped-def]
+    # A purchase dates the grant's expiry from now: 2**63-1 seconds (or 4e11) overflowed
+    # Python's datetime there, so the price was taken and every checkout.session.completed
+    # selling it then failed in the inbox (OverflowError), the buyer charged and granted nothing.
+    century = 100 * 36_525 * 864  # 100 years of 365.25 days, in seconds
+    for seconds in (century + 1, 400_000_000_000, 2**63 - 1, -1):
+        err = fails(
+            INVALID,
+            "INVALID_ARGUMENT",
+            price,
+            channel,
+            prod,
+            credit_grants=[grant("1", expires_after_seconds=seconds)],
+        )
+        # Named as the contract (and the request) spells it; YAML's expires_after_sec is
+        # catalog-as-code's own spelling.
+        assert error_field(err) == "price.credit_grants[0].expires_after_seconds"
+        assert "expires_after_seconds" in err.details()
+    listed = call(
+        channel, "ListPrices", catalog_pb2.ListPricesRequest(product_id=prod, include_inactive=True)
+    )
+    assert list(listed.prices) == []
+    kept = price(channel, prod, credit_grants=[grant("1", expires_after_seconds=century)])
+    assert kept.credit_grants[0].expires_after_seconds == century
+    fails(
+        INVALID,
+        "INVALID_ARGUMENT",
+        update,
+        channel,
+        kept.price_id,
+        ["credit_grants"],
+        credit_grants=[grant("2", expires_after_seconds=2**63 - 1)],
+    )
+    assert get(channel, kept.price_id).credit_grants[0].amount == "1"
 
 
 def test_missing_credit_amount_is_field_required(channel, prod):  # type: ignore[no-untyped-def]

@@ -229,6 +229,19 @@ def test_a_grant_priority_inside_int32_is_kept(priority):  # type: ignore[no-unt
     assert price.credit_grants[0].priority == priority
 
 
+def test_a_grant_expiry_past_a_century_is_refused_naming_the_files_spelling():
+    # A purchase dates the expiry from now: 4e11 seconds overflowed the date and failed every
+    # purchase of the price in the inbox. The file names the field expires_after_sec.
+    grant = {"credit_type": "api", "amount": "1", "expires_after_sec": 400_000_000_000}
+    with pytest.raises(DomainError) as exc:
+        spec.parse(doc(credit_grants=[grant]))
+    assert exc.value.reason == "INVALID_ARGUMENT"
+    assert exc.value.metadata["field"] == "credit_grants[0].expires_after_sec"
+    century = {**grant, "expires_after_sec": 36_525 * 86_400}
+    price = spec.parse(doc(credit_grants=[century])).products[0].prices[0]
+    assert price.credit_grants[0].expires_after_sec == 36_525 * 86_400
+
+
 NON_DECIMAL = ["0x10", "017", "0o17", "0b101", "1_000", "1:30", "-0x10", "00"]
 NUMBER_FIELDS = {
     "unit_amount": "    unit_amount: {v}\n",

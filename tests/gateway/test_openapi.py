@@ -13,7 +13,7 @@ from google.protobuf.descriptor_pb2 import FileDescriptorSet
 
 from tests.conftest import ARTIFACTS, SERVICE_KEY
 from tollbooth.apidocs import OPENAPI
-from tollbooth.gateway import DESCRIPTOR
+from tollbooth.gateway import DESCRIPTOR, TEMPLATE
 from tollbooth.openapi import SERVICES
 
 SERVICE = {"x-api-key": SERVICE_KEY}
@@ -54,6 +54,43 @@ def test_served_document_validates_as_openapi_3_1_and_lists_every_binding(stack)
     assert body["properties"]["amount"]["type"] == "string"
     assert body["properties"]["expire_time"]["format"] == "date-time"
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_the_document_covers_every_service_envoy_transcodes() -> None:
+    """AccountService and CustomerService (/mgt/v1/accounts, /mgt/v1/customers) were served
+    through Envoy but missing from the document, so clients generated from it had neither."""
+    transcoded = set(re.findall(r"^\s*- (billing\.v1\.\w+Service)\s*$", TEMPLATE.read_text(), re.M))
+    assert "billing.v1.AccountService" in transcoded
+    assert set(SERVICES) == transcoded
+    doc = json.loads(OPENAPI.read_text())
+    assert "post" in doc["paths"]["/mgt/v1/accounts"]
+    assert "delete" in doc["paths"]["/mgt/v1/customers/{customer_id}"]
+
+
+def test_a_rate_limited_answer_with_its_retry_info_matches_the_document(stack):  # type: ignore[no-untyped-def]
+    """A 429 RATE_LIMITED carries a google.rpc.RetryInfo after its ErrorInfo; the document's
+    Status allowed ErrorInfo items only, so every 429 failed response-schema validation."""
+    from jsonschema import Draft202012Validator
+
+    document = stack.request("GET", "/api/openapi.json").json()
+    issued = stack.request(
+        "POST",
+        "/mgt/v1/token/issue",
+        {"principal_id": "docs-rate-limited", "user_id": "u", "scopes": ["portal"]},
+        SERVICE,
+    )
+    assert issued.status == 200, issued.body
+    bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+    for _ in range(40):  # session_creates: 20 a minute per account, charged before the handler
+        got = stack.request("POST", "/api/v1/portal/sessions", {"request_id": "p"}, bearer)
+        if got.status == 429:
+            break
+    assert got.status == 429, got.body
+    body = got.json()
+    assert [d["@type"].rsplit(".", 1)[-1] for d in body["details"]] == ["ErrorInfo", "RetryInfo"]
+    schema = {"$ref": "#/components/schemas/Status", "components": document["components"]}
+    errors = list(Draft202012Validator(schema).iter_errors(body))
+    assert errors == [], [e.message for e in errors]
 
 
 def test_docs_page_and_its_assets_are_served_without_a_cdn(stack):  # type: ignore[no-untyped-def]
@@ -184,8 +221,16 @@ def test_schemathesis_through_envoy_no_5xx_and_responses_match_the_document(stac
         "/api/": {"authorization": f"Bearer {token['access_token']}"},
     }
     schema = schemathesis.openapi.from_url(f"{stack.rest_url}/api/openapi.json")
+
+    def no_5xx_but_the_missing_provider(ctx, response, case):  # type: ignore[no-untyped-def]
+        # This stack runs no Stripe (nor its sandbox): a valid CreateCustomer is 503
+        # PROVIDER_UNAVAILABLE, a dependency down, which the rule allows. Any other 5xx fails.
+        if response.status_code == 503 and b'"reason":"PROVIDER_UNAVAILABLE"' in response.content:
+            return None
+        return not_a_server_error(ctx, response, case)
+
     checks = [
-        not_a_server_error,
+        no_5xx_but_the_missing_provider,
         status_code_conformance,
         content_type_conformance,
         response_schema_conformance,

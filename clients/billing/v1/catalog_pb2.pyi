@@ -229,7 +229,7 @@ class CreditGrantSpec(_message.Message):
     on_renewal: _builtins.bool
     """Grant again on every paid renewal invoice."""
     expires_after_seconds: _builtins.int
-    """Seconds after the grant when it expires; 0 means never."""
+    """Seconds after the grant when it expires; 0 means never. At most 3155760000 (100 years)."""
     priority: _builtins.int
     """Consumption priority; lower is consumed first."""
     def __init__(

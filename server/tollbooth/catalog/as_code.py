@@ -40,7 +40,7 @@ File format (see example_catalog.yaml next to this module)::
                 amount: "10000"     # positive decimal string (quote fractions)
                 on_purchase: true   # default true
                 on_renewal: true    # default false; recurring prices only
-                expires_after_sec: 0  # 0: never
+                expires_after_sec: 0  # 0: never; at most 3155760000 (100 years)
                 priority: 0         # a 32-bit integer (the contract's int32); lower first
 
 The file is UTF-8; a key written twice in one mapping (which YAML parsers would otherwise keep

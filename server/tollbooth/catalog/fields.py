@@ -27,11 +27,14 @@ INTERVALS = ("day", "week", "month", "year")
 MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 
 INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 # The provider's largest `unit_amount` (eight digits of minor units; Stripe's limit).
 MAX_UNIT_AMOUNT = 99_999_999
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
+# A purchased grant expires this long after the purchase (or the period's start): a century of
+# 365.25-day years. Past it the date overflowed Python's datetime (year 9999) when a purchase
+# applied, and the inbox failed that purchase's event on every retry.
+MAX_GRANT_EXPIRY_SEC = 36_525 * 86_400
 
 # Patterns are used with fullmatch: "$" would also accept a trailing newline.
 CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
@@ -245,8 +248,13 @@ def clean_stripe_id(value: str | None, field_name: str) -> str | None:
 
 
 def clean_credit_grants(
-    items: Iterable[CreditGrant], price_type: str, field_name: str = "credit_grants"
+    items: Iterable[CreditGrant],
+    price_type: str,
+    field_name: str = "credit_grants",
+    expiry_name: str = "expires_after_seconds",
 ) -> tuple[CreditGrant, ...]:
+    """`expiry_name` is how errors name a grant's expiry: the contract's spelling, or
+    catalog-as-code's `expires_after_sec`."""
     out = []
     for i, grant in enumerate(items):
         where = f"{field_name}[{i}]"
@@ -261,10 +269,15 @@ def clean_credit_grants(
         if not grant.amount.strip():
             raise errors.required(f"{where}.amount")
         amount = clean_credit_amount(grant.amount.strip(), f"{where}.amount")
-        if not 0 <= grant.expires_after_sec <= INT64_MAX:
+        if grant.expires_after_sec < 0:
             raise errors.invalid(
-                f"{where}.expires_after_sec must not be negative",
-                field=f"{where}.expires_after_sec",
+                f"{where}.{expiry_name} must not be negative", field=f"{where}.{expiry_name}"
+            )
+        if grant.expires_after_sec > MAX_GRANT_EXPIRY_SEC:
+            raise errors.invalid(
+                f"{where}.{expiry_name} is at most {MAX_GRANT_EXPIRY_SEC} (100 years; "
+                "0 never expires)",
+                field=f"{where}.{expiry_name}",
             )
         if not -INT32_MAX - 1 <= grant.priority <= INT32_MAX:  # the contract's int32
             raise errors.invalid(
@@ -354,7 +367,9 @@ def clean_product(fields: ProductFields) -> ProductFields:
     )
 
 
-def clean_price(fields: PriceFields, *, require_product: bool = True) -> PriceFields:
+def clean_price(
+    fields: PriceFields, *, require_product: bool = True, expiry_name: str = "expires_after_seconds"
+) -> PriceFields:
     """A valid price. Without require_product the product is left unnamed (catalog files)."""
     price_type, interval, count = clean_price_shape(
         fields.type, fields.interval, fields.interval_count
@@ -380,7 +395,9 @@ def clean_price(fields: PriceFields, *, require_product: bool = True) -> PriceFi
         stripe_price_id=clean_stripe_id(fields.stripe_price_id, "stripe_price_id"),
         stackable=fields.stackable,
         subscription_group=_text(fields.subscription_group, "subscription_group", 200),
-        credit_grants=clean_credit_grants(fields.credit_grants, price_type),
+        credit_grants=clean_credit_grants(
+            fields.credit_grants, price_type, expiry_name=expiry_name
+        ),
         entitlements=clean_entitlements(fields.entitlements),
         position=clean_position(fields.position),
         nickname=_text(fields.nickname, "nickname", 200),

@@ -202,7 +202,8 @@ def _price(raw: object, index: int, product_key: str) -> PriceFields:
         nickname=_str(data.get("nickname"), f"{where}.nickname"),
         metadata=_string_map(data.get("metadata"), f"{where}.metadata"),
     )
-    return replace(f.clean_price(fields, require_product=False), product_id="")
+    cleaned = f.clean_price(fields, require_product=False, expiry_name="expires_after_sec")
+    return replace(cleaned, product_id="")
 
 
 def _grant(raw: object, where: str) -> CreditGrant:

@@ -166,7 +166,7 @@ export declare type CreditGrantSpec = Message<"billing.v1.CreditGrantSpec"> & {
   onRenewal: boolean;
 
   /**
-   * Seconds after the grant when it expires; 0 means never.
+   * Seconds after the grant when it expires; 0 means never. At most 3155760000 (100 years).
    *
    * @generated from field: int64 expires_after_seconds = 5;
    */

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from tollbooth import amounts
 from tollbooth.accounts import repository as accounts
 from tollbooth.auth.caller import SERVICE
+from tollbooth.catalog.fields import MAX_GRANT_EXPIRY_SEC
 from tollbooth.credit import grants as credit_grants
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
@@ -327,7 +328,9 @@ def grant_for_price(
         # Exact, or AMOUNT_INVALID past the storage cap (issue 14, finding 7): never rounded.
         amount = amounts.times(str(spec["amount"]), max(quantity, 1), f"credit_grants[{n}].amount")
         now = anchor or ctx.clock()
-        expires = int(spec.get("expires_after_sec") or 0)
+        # A price stored before the cap may hold more: counted as the cap (a datetime past
+        # year 9999 would fail this event on every retry, the purchase paid and not granted).
+        expires = min(int(spec.get("expires_after_sec") or 0), MAX_GRANT_EXPIRY_SEC)
         request_id = f"{request_prefix}:{price.id}:{n}"
         grant = credit_grants.grant(
             ctx.session,

@@ -113,6 +113,8 @@ def test_two_intents_paying_one_price_bought_once_make_one_purchase_and_refund_t
         "refund": refund["id"],
         "amount": 4900,
         "currency": "usd",
+        "reason": "PRICE_ALREADY_PURCHASED",
+        "credit_type": None,
     }
     assert world.notifications(account).count("payment_intent.succeeded") == 1
 

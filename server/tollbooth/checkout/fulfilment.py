@@ -151,8 +151,9 @@ def _yielded(
 
 
 def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.datetime) -> None:
-    """The checkout bought a price the account holds already: refunded (its subscription
-    canceled) by the read phase; nothing granted."""
+    """The checkout bought a price the account holds already, or grants more than the
+    account's balance can store: refunded (its subscription canceled) by the read phase;
+    nothing granted."""
     row.fulfilled_at = now
     if done.subscription:
         row.stripe_subscription_id = done.subscription
@@ -168,11 +169,18 @@ def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.d
             "refunded_payment_intent": done.payment_intent,
             "refund": done.refund,
             "stripe_subscription_id": done.subscription,
+            "reason": done.reason,
+            "credit_type": done.credit_type or None,
         },
         f"checkout.duplicate_refunded:{row.stripe_checkout_session_id}",
     )
+    why = (
+        f"its {done.credit_type} grant no longer fits the balance"
+        if done.reason == once.NOT_STORABLE
+        else "it is held already"
+    )
     ctx.changes.append(
-        f"checkout {row.id}: price {done.price_id} is held already; payment {done.payment_intent}"
+        f"checkout {row.id}: price {done.price_id}: {why}; payment {done.payment_intent}"
         " refunded, nothing granted"
     )
 

@@ -18,20 +18,27 @@ The same rule answers at every step:
   re-checks under the account's lock (`check`), so two fulfilments of one account take turns,
   and one that meets a purchase its read phase did not see fails with
   `PRICE_ALREADY_PURCHASED` (nothing granted) and its retry refunds.
+
+A paid checkout whose purchase grants no longer fit the account's balance (it grew since the
+checkout was created) takes the same path, with the reason `CREDITS_NOT_STORABLE`: its
+fulfilment could never write the grant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
+from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
+from tollbooth.db.types import utcnow
 from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions.effects import Facts
@@ -54,19 +61,50 @@ def refused_by_slot(group: str) -> errors.DomainError:
 # -- fulfilment -------------------------------------------------------------------------------
 
 
+HELD = "PRICE_ALREADY_PURCHASED"
+NOT_STORABLE = "CREDITS_NOT_STORABLE"
+
+
 @dataclass(frozen=True)
 class Refunded:
-    """What the read phase did at the provider for a checkout buying a price held already."""
+    """What the read phase did at the provider for a checkout that cannot be fulfilled: it
+    buys a price held already (`HELD`), or what it grants no longer fits the account's
+    balance (`NOT_STORABLE`, `credit_type` naming the balance)."""
 
     price_id: str
     payment_intent: str | None
     refund: str | None
     subscription: str | None
+    reason: str = HELD
+    credit_type: str = ""
 
 
 def _held_by_other(session: Session, row: CheckoutSession) -> Price | None:
     prices = catalog.prices_by_ids(session, [i["price_id"] for i in row.items])
     return held_once(session, row.billing_account_id, list(prices.values()), besides=row.id)
+
+
+def _not_storable(session: Session, row: CheckoutSession) -> tuple[str, str] | None:
+    """(price id, credit type) when the checkout's purchase grants would take a balance of the
+    account past the largest storable amount. Checked when the checkout was created, but the
+    balance may have grown since (another purchase, a grant): its fulfilment could then never
+    write the grant, and the payment would buy nothing while its event failed forever."""
+    prices = catalog.prices_by_ids(session, [i["price_id"] for i in row.items])
+    granted: dict[str, Decimal] = {}
+    first: dict[str, str] = {}
+    for n, item in enumerate(row.items):
+        price = prices.get(item["price_id"])
+        if price is None:
+            continue
+        specs = [s for s in price.credit_grants or [] if s.get("on_purchase")]
+        try:
+            amounts.add_grants(granted, specs, int(item.get("quantity") or 1), f"items[{n}]")
+        except errors.DomainError:  # one grant alone is past the cap
+            return price.id, str(specs[0].get("credit_type") or "") if specs else ""
+        for spec in specs:
+            first.setdefault(str(spec.get("credit_type") or ""), price.id)
+    kind = first_not_storable(session, row.billing_account_id, granted, utcnow())
+    return None if kind is None else (first[kind], kind)
 
 
 def prepare(
@@ -82,9 +120,14 @@ def prepare(
         if row is None or row.fulfilled_at is not None:
             return None
         price = _held_by_other(session, row)
-        if price is None:
-            return None
-        price_id = price.id
+        reason, credit_type = HELD, ""
+        if price is not None:
+            price_id = price.id
+        else:
+            full = _not_storable(session, row)
+            if full is None:
+                return None
+            (price_id, credit_type), reason = full, NOT_STORABLE
     sub_id = _id(truth.get("subscription")) or None
     if sub_id:
         provider.cancel_subscription(sub_id, idempotency=idempotency_key("guard-cancel", sub_id))
@@ -96,7 +139,7 @@ def prepare(
         if paid_by
         else None
     )
-    return Refunded(price_id, paid_by, refund, sub_id)
+    return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type)
 
 
 def check(session: Session, row: CheckoutSession) -> None:
@@ -106,8 +149,16 @@ def check(session: Session, row: CheckoutSession) -> None:
     price = _held_by_other(session, row)
     if price is not None:
         raise errors.failed_precondition(
-            "PRICE_ALREADY_PURCHASED",
+            HELD,
             f"checkout {row.id} buys price {price.id!r}, which the account holds already; the"
             " next attempt refunds it",
             price_id=price.id,
+        )
+    full = _not_storable(session, row)
+    if full is not None:
+        raise errors.failed_precondition(
+            NOT_STORABLE,
+            f"checkout {row.id}: what price {full[0]!r} grants no longer fits the account's"
+            f" {errors.shown(full[1])} balance; the next attempt refunds it",
+            price_id=full[0],
         )

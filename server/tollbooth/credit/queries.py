@@ -52,15 +52,27 @@ def check_grants_fit(
     the account's balances (free plus reserved) past the largest storable amount: the webhook
     of the paid purchase could never write its grant. Checked when the purchase is created (the
     balance may still grow before it is paid)."""
+    kind = first_not_storable(session, account_id, granted, now)
+    if kind is not None:
+        raise errors.invalid(
+            f"the account's {errors.shown(kind)} balance plus what this purchase grants"
+            " would exceed the largest storable amount",
+            reason="AMOUNT_INVALID",
+            field=field,
+        )
+
+
+def first_not_storable(
+    session: Session, account_id: str, granted: Mapping[str, Decimal], now: dt.datetime
+) -> str | None:
+    """The first credit type of `granted` whose grant would take the account's balance (free
+    plus reserved) past the largest storable amount; None when all fit. Read only: a
+    fulfilment asks it again under the account's lock."""
     for kind, value in granted.items():
         free, reserved = compute_balance(session, account_id, kind, now)
         if add(free, reserved, value) > MAX_TOTAL:
-            raise errors.invalid(
-                f"the account's {errors.shown(kind)} balance plus what this purchase grants"
-                " would exceed the largest storable amount",
-                reason="AMOUNT_INVALID",
-                field=field,
-            )
+            return kind
+    return None
 
 
 def compute_balance(

@@ -158,13 +158,14 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
 
 
 def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.datetime) -> None:
-    """The intent bought a price the account holds already: refunded in full by the read
-    phase; no purchase, nothing granted, the refund recorded on the intent."""
+    """The intent bought a price the account holds already, or grants more than the
+    account's balance can store: refunded in full by the read phase; no purchase, nothing
+    granted, the refund recorded on the intent."""
     truth = ctx.facts.intent  # type: ignore[attr-defined]
     received = truth.get("amount_received")
     row.status = "succeeded"  # the provider's status: paid, then refunded
     row.succeeded_at = row.succeeded_at or now
-    row.duplicate_of = done.purchase_id
+    row.duplicate_of = done.purchase_id or None
     row.refund_id = done.refund
     row.refunded_at = now
     row.updated_at = now
@@ -177,16 +178,23 @@ def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.d
             "payment_intent_id": row.id,
             "stripe_payment_intent_id": row.stripe_payment_intent_id,
             "price_id": done.price_id,
-            "duplicate_of_purchase_id": done.purchase_id,
+            "duplicate_of_purchase_id": done.purchase_id or None,
             "refund": done.refund,
             "amount": received if type(received) is int and received > 0 else row.amount,
             "currency": row.currency,
+            "reason": done.reason,
+            "credit_type": done.credit_type or None,
         },
         f"payment_intent.duplicate_refunded:{row.stripe_payment_intent_id}",
     )
+    why = (
+        f"its {done.credit_type} grant no longer fits the balance"
+        if done.reason == guard.NOT_STORABLE
+        else f"it is held already (purchase {done.purchase_id})"
+    )
     ctx.changes.append(
-        f"payment intent {row.id}: price {done.price_id} is held already (purchase"
-        f" {done.purchase_id}); payment refunded ({done.refund}), nothing granted"
+        f"payment intent {row.id}: price {done.price_id}: {why}; payment refunded"
+        f" ({done.refund}), nothing granted"
     )
 
 

@@ -20,28 +20,38 @@ the inbox retries it, and that retry's read phase refunds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import amounts, errors
 from tollbooth.catalog import repository as catalog
+from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
+from tollbooth.db.types import utcnow
 from tollbooth.payments import repository
 from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions.service import held_besides_intent
 from tollbooth.webhooks.dispatch import object_id as _id
 
+HELD = "PRICE_ALREADY_PURCHASED"
+NOT_STORABLE = "CREDITS_NOT_STORABLE"
+
 
 @dataclass(frozen=True)
 class Duplicate:
-    """What the read phase did at the provider for a payment of a price held already."""
+    """What the read phase did at the provider for a payment that cannot be recorded: of a
+    price held already (`HELD`), or whose grants no longer fit the account's balance
+    (`NOT_STORABLE`, `credit_type` naming the balance; no purchase duplicated)."""
 
     price_id: str
-    purchase_id: str  # the purchase it duplicated
+    purchase_id: str  # the purchase it duplicated ("" for NOT_STORABLE)
     refund: str | None  # None: the provider reported the payment refunded already
+    reason: str = HELD
+    credit_type: str = ""
 
 
 def refund_key(stripe_payment_intent: str) -> str:
@@ -62,6 +72,25 @@ def held_by_other(session: Session, row: PaymentIntent) -> tuple[str, str] | Non
     return (price.id, held.id) if held is not None else None
 
 
+def not_storable(session: Session, row: PaymentIntent) -> tuple[str, str] | None:
+    """(price id, credit type) when what the intent's price grants would take a balance of
+    the account past the largest storable amount. Checked when the intent was created, but the
+    balance may have grown since: recording the payment could then never write its grant."""
+    if not row.price_id:
+        return None
+    price = catalog.prices_by_ids(session, [row.price_id]).get(row.price_id)
+    if price is None:
+        return None
+    specs = [s for s in price.credit_grants or [] if s.get("on_purchase")]
+    granted: dict[str, Decimal] = {}
+    try:
+        amounts.add_grants(granted, specs, 1, "catalog_price_id")
+    except errors.DomainError:  # one grant alone is past the cap
+        return price.id, str(specs[0].get("credit_type") or "")
+    kind = first_not_storable(session, row.billing_account_id, granted, utcnow())
+    return None if kind is None else (price.id, kind)
+
+
 def prepare(
     db: Database, provider: StripeProvider, truth: dict[str, Any], ours: str
 ) -> Duplicate | None:
@@ -74,13 +103,17 @@ def prepare(
         row = repository.intent_by_id(session, ours, owner=None)
         if row is None or row.stripe_payment_intent_id not in (None, stripe_id):
             return None
-        if row.purchase_id is not None or row.duplicate_of is not None:
+        if row.purchase_id is not None or row.duplicate_of or row.refunded_at is not None:
             return None  # recorded already: the effect's guard makes this event a no-op
         held = held_by_other(session, row)
-    if held is None:
+        full = not_storable(session, row) if held is None else None
+    if held is None and full is None:
         return None
     refund = provider.refund_payment(stripe_id, idempotency=refund_key(stripe_id))
-    return Duplicate(held[0], held[1], refund)
+    if held is not None:
+        return Duplicate(held[0], held[1], refund)
+    assert full is not None
+    return Duplicate(full[0], "", refund, NOT_STORABLE, full[1])
 
 
 def check(session: Session, row: PaymentIntent) -> None:
@@ -90,8 +123,16 @@ def check(session: Session, row: PaymentIntent) -> None:
     held = held_by_other(session, row)
     if held is not None:
         raise errors.failed_precondition(
-            "PRICE_ALREADY_PURCHASED",
+            HELD,
             f"payment intent {row.id} buys price {held[0]!r}, which the account holds already"
             f" (purchase {held[1]}); the next attempt refunds it",
             price_id=held[0],
+        )
+    full = not_storable(session, row)
+    if full is not None:
+        raise errors.failed_precondition(
+            NOT_STORABLE,
+            f"payment intent {row.id}: what price {full[0]!r} grants no longer fits the"
+            f" account's {errors.shown(full[1])} balance; the next attempt refunds it",
+            price_id=full[0],
         )

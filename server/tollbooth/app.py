@@ -36,6 +36,7 @@ from tollbooth.checkout.servicer import CheckoutServicer
 from tollbooth.config import ConfigError, Settings
 from tollbooth.console import inbox as console_inbox
 from tollbooth.console import pages as console_pages
+from tollbooth.console.session import SignOuts
 from tollbooth.console.throttle import SigninThrottle
 from tollbooth.credit.servicer import CreditServicer
 from tollbooth.db import Database
@@ -232,12 +233,17 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
         outcome = box.replay(event_id, seen=seen)
         return console_inbox.Outcome(outcome.status, list(outcome.changes), outcome.error)
 
+    storage = open_storage(settings.rate_limit_storage, db)
     throttle = SigninThrottle.from_rates(
-        open_storage(settings.rate_limit_storage, db),
-        settings.rate_limit_console_signin,
-        settings.rate_limit_console_signin_all,
+        storage, settings.rate_limit_console_signin, settings.rate_limit_console_signin_all
     )
-    mount = console_pages.create(settings.operator_key, db, replay_one, signin_throttle=throttle)
+    mount = console_pages.create(
+        settings.operator_key,
+        db,
+        replay_one,
+        signin_throttle=throttle,
+        sign_outs=SignOuts(storage),
+    )
     return mount, db.dispose
 
 

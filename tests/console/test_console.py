@@ -457,13 +457,23 @@ def test_bad_input_is_a_clear_4xx(world: ConsoleWorld, page: Any, context: Any) 
     assert (r.status_code, "NOT_FOUND" in r.text) == (404, True)
 
 
-def test_sign_out_ends_the_session(world: ConsoleWorld, page: Any) -> None:
+def test_sign_out_ends_the_session(world: ConsoleWorld, page: Any, browser: Any) -> None:
     _sign_in(world, page)
     page.wait_for_url(_url(world, "/accounts"))
+    copied = [c for c in page.context.cookies() if c["name"] == "tollbooth_console"]
     page.click("#signout")
     page.wait_for_url(_url(world, "/signin"))
     page.goto(_url(world, "/events"))
     assert page.url == _url(world, "/signin")
+    # Everywhere: a copy of the cookie taken before the sign-out is no session either.
+    other = browser.new_context()
+    try:
+        other.add_cookies(copied)
+        tab = other.new_page()
+        tab.goto(_url(world, "/events"))
+        assert tab.url == _url(world, "/signin")
+    finally:
+        other.close()
 
 
 def test_another_site_can_neither_sign_the_operator_out_nor_post(

@@ -104,6 +104,22 @@ def test_chart_bars_scale_exactly_and_never_hide_a_small_value() -> None:
     assert chart.bars([(start, None)]).bars[0].height == 0
 
 
+def test_a_huge_peak_is_written_short_on_the_scale_and_whole_in_the_heading() -> None:
+    """A sum of doubles near 1e308 is a 309-digit figure: whole, the scale's label (right
+    aligned in the 48 px left of the plot) was cut to its last digits ("0000005"), a figure
+    that misleads. The scale shows it short; the heading (`maximum`) keeps it exact."""
+    start = dt.date(2026, 1, 1)
+    huge = Decimal("2e308") + 5
+    c = chart.bars([(start, huge), (start + dt.timedelta(days=1), Decimal("1"))])
+    assert c.maximum == str(huge)
+    assert c.scale == "2e+308"
+    assert len(c.scale) <= 7
+    assert chart.bars([(start, Decimal("1000"))]).scale == "1000"
+    assert chart.bars([(start, Decimal("0.001"))]).scale == "0.001"
+    assert chart.bars([(start, Decimal("12345678"))]).scale == "1.2e+7"
+    assert chart.bars([(start, None)]).scale == "0"
+
+
 def test_a_nul_character_names_nothing_on_either_database(db: Database) -> None:
     """What the console's query string and paths carry reaches these reads as typed: a NUL
     (`?q=%00`, `/accounts/%00`), which PostgreSQL cannot hold in text, finds nothing and

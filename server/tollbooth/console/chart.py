@@ -14,6 +14,7 @@ WIDTH = 720
 HEIGHT = 160
 BOTTOM = 20  # room for the day labels
 LEFT = 48  # room for the scale
+SCALE_CHARS = 7  # what the scale's label fits in LEFT at its 10 px font
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,16 @@ class Chart:
     plot_bottom: int
     left: int
     bars: list[Bar]
-    maximum: str
+    maximum: str  # the peak, exact (the heading)
     ticks: list[tuple[int, str]]  # (x, day label) every few bars
+    scale: str = ""  # the peak as the scale shows it, short enough to fit its room
+
+
+def scale_label(top: Decimal) -> str:
+    """The peak, exact when it fits the scale's room, else in two significant digits (a
+    309-digit sum of doubles near 1e308 was cut to its last digits there)."""
+    exact = str(top)
+    return exact if len(exact) <= SCALE_CHARS else format(top, ".2g").replace(".0e", "e")
 
 
 def bars(points: list[tuple[dt.date, Decimal | int | None]]) -> Chart:
@@ -56,4 +65,4 @@ def bars(points: list[tuple[dt.date, Decimal | int | None]]) -> Chart:
         out.append(Bar(x, plot - height, width, height, day.isoformat(), shown))
         if i % step == 0:
             ticks.append((x, day.strftime("%m-%d")))
-    return Chart(WIDTH, HEIGHT, plot, LEFT, out, str(top), ticks)
+    return Chart(WIDTH, HEIGHT, plot, LEFT, out, str(top), ticks, scale_label(top))

@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -136,10 +137,24 @@ def create(
     *,
     https_only: bool = False,
     signin_throttle: SigninThrottle | None = None,
+    sign_outs: session.SignOuts | None = None,
     today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
 ) -> Mount:
     """The console as a Starlette mount at /console (its own session middleware); failed
-    sign-ins are throttled by `signin_throttle` (none: not throttled)."""
+    sign-ins are throttled by `signin_throttle` (none: not throttled); sign-outs are kept in
+    `sign_outs` (none: in this process's memory, which only a single process may use)."""
+    ended = sign_outs if sign_outs is not None else session.SignOuts()
+
+    def unavailable(request: Request) -> Response:
+        page = refuse(
+            request,
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The console cannot check its sessions (their storage does not answer): nothing"
+            " was done. Retry shortly.",
+        )
+        page.headers["Retry-After"] = "5"
+        return page
 
     def read(work: Callable[[Any], Any]) -> Any:
         with db.transaction(readonly=True) as s:
@@ -205,7 +220,14 @@ def create(
             return refuse(request, 400, "FORM_INVALID", str(exc))
         if not session.csrf_ok(request, fields):
             return refuse(request, 403, "CSRF_INVALID", "the form's CSRF token is missing or wrong")
+        sid, left = session.session_id(request), session.remaining_sec(request)
+        try:  # recorded first: a copy of the cookie must not outlive the sign-out
+            await run_in_threadpool(ended.end, sid, left)
+        except Exception:  # any storage's failure (the limits library wraps none)
+            log.warning("console sign-out could not be recorded", exc_info=True)
+            return unavailable(request)
         session.sign_out(request)
+        log.info("console sign-out", extra={"event": "signout"})
         return _go("/signin")
 
     @operator_only
@@ -350,7 +372,10 @@ def create(
             Route("/catalog", catalog, methods=["GET"]),
             Route("/static/console.css", stylesheet, methods=["GET"]),
         ],
-        middleware=[session.middleware(operator_key, https_only=https_only)],
+        middleware=[
+            session.middleware(operator_key, https_only=https_only),
+            Middleware(session.SessionCheck, sign_outs=ended, unavailable=unavailable),
+        ],
         exception_handlers={404: not_found, 405: not_allowed},
     )
     return Mount(PREFIX, app=app)

@@ -4,7 +4,15 @@
   into the sign-in form; it is compared in constant time and never stored in the cookie.
 - The session is Starlette's SessionMiddleware: a cookie signed with itsdangerous (key derived
   from the operator key, so changing the key signs everyone out), HttpOnly, SameSite=Lax,
-  path /console, eight hours at most. Lax, not Strict: a Strict cookie is not sent when the
+  path /console, eight hours at most from signing in (`since`, checked here: the middleware
+  sends the cookie again with every answer, which alone would give it eight more hours).
+- Signing out ends the session everywhere, not only in the browser that did: each signed-in
+  session has an id (`sid`), and a sign-out is recorded (`SignOuts`) where the sign-in
+  throttle keeps its counts (the service's database unless BILLING_RATE_LIMIT_STORAGE names
+  another), until the session would have ended anyway. A copy of the cookie taken before
+  (or set again by the answer to a request in flight at that moment) is then no session, on
+  every sidecar replica. A session whose sign-out cannot be checked is refused (503), never
+  let in unchecked. Lax, not Strict: a Strict cookie is not sent when the
   operator follows a link from another site, so the sign-in page answered with a fresh session
   that replaced the signed-in one (any site could sign the operator out). A cross-site POST
   still comes without the cookie, and every POST needs the CSRF token anyway.
@@ -25,12 +33,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from limits.storage import MemoryStorage, Storage
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("tollbooth.console")
 
 COOKIE = "tollbooth_console"
 MAX_AGE_SEC = 8 * 3600
@@ -60,17 +78,89 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+class SignOuts:
+    """Sessions signed out before their end, by id, in a `limits` storage (the one the sign-in
+    throttle counts in, so every sidecar replica sees them): a counter that expires when the
+    session would have. Its failures are the caller's to handle (fail closed)."""
+
+    PREFIX = "console_signout/"
+
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage = storage if storage is not None else MemoryStorage()
+
+    def end(self, sid: str, remaining_sec: int) -> None:
+        self.storage.incr(self.PREFIX + sid, max(int(remaining_sec), 1))
+
+    def ended(self, sid: str) -> bool:
+        return self.storage.get(self.PREFIX + sid) > 0
+
+
+def claimed(session: dict[str, Any], now: float) -> str | None:
+    """The id of the signed-in session the cookie holds, when it is one and its eight hours
+    since signing in have not passed (whether it was signed out is `SignOuts`')."""
+    sid, since = session.get("sid"), session.get("since")
+    if session.get("operator") is not True or not isinstance(sid, str) or not sid:
+        return None
+    if not isinstance(since, int) or isinstance(since, bool) or not 0 <= now - since < MAX_AGE_SEC:
+        return None
+    return sid
+
+
+class SessionCheck:
+    """After SessionMiddleware: whether the request's session is signed in (`signed_in`), in
+    the request's state. A session past its eight hours or signed out is cleared (the answer
+    tells the browser to forget it); when the sign-outs cannot be read, the request is
+    answered by `unavailable` and nothing else is done."""
+
+    def __init__(
+        self, app: ASGIApp, sign_outs: SignOuts, unavailable: Callable[[Request], Response]
+    ) -> None:
+        self.app, self.sign_outs, self.unavailable = app, sign_outs, unavailable
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        current: dict[str, Any] = scope["session"]
+        sid = claimed(current, time.time())
+        operator = False
+        if sid is not None:
+            try:
+                operator = not await run_in_threadpool(self.sign_outs.ended, sid)
+            except Exception:  # any storage's failure (the limits library wraps none)
+                log.warning("console sign-outs cannot be read; page refused", exc_info=True)
+                await self.unavailable(Request(scope))(scope, receive, send)
+                return
+        if not operator and current.get("operator") is True:
+            current.clear()  # ended: signed out elsewhere, or its eight hours are over
+        state["operator"] = operator
+        await self.app(scope, receive, send)
+
+
 def signed_in(request: Request) -> bool:
-    return request.session.get("operator") is True
+    """What SessionCheck found (False on a request it did not see)."""
+    return getattr(request.state, "operator", False) is True
 
 
 def sign_in(request: Request) -> None:
-    """A new signed-in session with a new token; an already signed-in one stays as it is."""
+    """A new signed-in session with a new id and token; an already signed-in one stays as it
+    is (its eight hours are not extended)."""
     if signed_in(request):
         return
     request.session.clear()
     request.session["operator"] = True
     request.session["csrf"] = secrets.token_urlsafe(32)
+    request.session["sid"] = secrets.token_urlsafe(16)
+    request.session["since"] = int(time.time())
+    request.state.operator = True
+
+
+def remaining_sec(request: Request) -> int:
+    """How long the session would still have lived: how long its sign-out is kept."""
+    since = request.session.get("since")
+    left = MAX_AGE_SEC - (time.time() - since) if isinstance(since, int) else MAX_AGE_SEC
+    return max(int(left) + 60, 1)
 
 
 def same_origin(request: Request) -> bool:
@@ -87,8 +177,15 @@ def same_origin(request: Request) -> bool:
     return True
 
 
+def session_id(request: Request) -> str:
+    sid = request.session.get("sid")
+    return sid if isinstance(sid, str) else ""
+
+
 def sign_out(request: Request) -> None:
+    """This browser's part of signing out (the caller records it in `SignOuts` first)."""
     request.session.clear()
+    request.state.operator = False
 
 
 def key_matches(given: str, operator_key: str) -> bool:

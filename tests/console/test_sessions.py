@@ -215,3 +215,30 @@ def test_a_sign_out_that_cannot_be_kept_says_so_and_changes_nothing(
     r = browser.post("/console/signout", data={"csrf_token": token}, follow_redirects=False)
     assert r.status_code == 303
     assert not _opens(browser)
+
+
+def test_the_account_page_says_an_account_is_archived(db: Database) -> None:
+    """An archived account's page says so (and when), a live one's does not."""
+    from tollbooth.accounts import repository as accounts
+    from tollbooth.db.models import BillingAccount
+    from tollbooth.db.types import utcnow
+
+    ids = {}
+    for name in ("page-live", "page-gone"):
+        principal = f"{name}-{uuid.uuid4().hex[:6]}"
+        with db.transaction() as s:
+            accounts.insert_if_absent(s, principal, None, None)
+            found = accounts.by_principal(s, principal)
+            assert found is not None
+            ids[name] = found.id
+    with db.transaction() as s:
+        gone = s.get(BillingAccount, ids["page-gone"])
+        assert gone is not None
+        gone.archived_at = utcnow()
+    browser = TestClient(_console(db))
+    _sign_in(browser)
+    live = browser.get(f"/console/accounts/{ids['page-live']}")
+    archived = browser.get(f"/console/accounts/{ids['page-gone']}")
+    assert live.status_code == archived.status_code == 200
+    assert 'id="archived"' not in live.text and 'id="archived-at"' not in live.text
+    assert 'id="archived">archived<' in archived.text and 'id="archived-at"' in archived.text

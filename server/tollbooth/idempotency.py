@@ -88,22 +88,9 @@ def claim(session: Session, scope: str, key: str, request_digest: str) -> Claim:
     returns the first request's response; different parameters under the same key raise
     IDEMPOTENCY_KEY_REUSED.
     """
-    validate_key(key)
-    stmt = (
-        upsert_insert(session, IdempotencyKey)
-        .values(
-            scope=scope, key=key, request_hash=request_digest, response=None, created_at=utcnow()
-        )
-        .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(IdempotencyKey.key)
-    )
-    if session.execute(stmt).first() is not None:
+    row = claim_or_row(session, scope, key, request_digest)
+    if row is None:
         return Claim(fresh=True)
-    row = session.execute(
-        select(IdempotencyKey.request_hash, IdempotencyKey.response).where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key
-        )
-    ).one()
     return Claim(fresh=False, response=stored_response(row, request_digest))
 
 

@@ -241,6 +241,7 @@ def console(settings: Settings) -> tuple[Mount, Callable[[], None]]:
         settings.operator_key,
         db,
         replay_one,
+        https_only=settings.console_cookie_secure,
         signin_throttle=throttle,
         sign_outs=SignOuts(storage),
     )

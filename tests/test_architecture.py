@@ -23,6 +23,7 @@ PLUMBING = {
     "errors",
     "config",
     "configvalues",
+    "configreading",
     # The test and live environments: their settings, and which one a deployment serves.
     "environments",
     "ids",

@@ -242,3 +242,55 @@ def test_the_account_page_says_an_account_is_archived(db: Database) -> None:
     assert live.status_code == archived.status_code == 200
     assert 'id="archived"' not in live.text and 'id="archived-at"' not in live.text
     assert 'id="archived">archived<' in archived.text and 'id="archived-at"' in archived.text
+
+
+def test_a_sign_out_removes_the_sign_outs_whose_sessions_have_ended(db: Database) -> None:
+    """Each sign-out is a row of `rate_limit_counters` kept until its session would have
+    ended; nothing else removed it, so the table grew by one row per sign-out for ever. A
+    sign-out now removes those whose sessions have ended (and only those)."""
+    import time
+
+    from sqlalchemy import select, update
+
+    from tollbooth.db.models import RateLimitCounter
+
+    app = _console(db)
+    prefix = session.SignOuts.PREFIX
+
+    def sign_out() -> None:
+        browser = TestClient(app)
+        token = _sign_in(browser)
+        r = browser.post("/console/signout", data={"csrf_token": token}, follow_redirects=False)
+        assert r.status_code == 303
+
+    def keys() -> set[str]:
+        with db.transaction(readonly=True) as s:
+            return set(s.scalars(select(RateLimitCounter.key)))
+
+    def backdate(which: set[str]) -> None:
+        """Their windows ended a second ago (the sessions they ended would have ended)."""
+        with db.transaction() as s:
+            s.execute(
+                update(RateLimitCounter)
+                .where(RateLimitCounter.key.in_(which))
+                .values(expires_ms=time.time_ns() // 1_000_000 - 1000)
+            )
+
+    sign_out()
+    sign_out()
+    ended = {k for k in keys() if k.startswith(prefix)}
+    assert len(ended) == 2
+    backdate(ended)
+    # Another kind of counter whose window ended: the limits library's, not the console's.
+    other = "LIMITER/key/sk_test/1/1/minute"
+    DatabaseStorage(database=db).incr(other, 60)
+    backdate({other})
+
+    sign_out()
+    left = keys()
+    live = {k for k in left if k.startswith(prefix)}
+    assert len(live) == 1 and not live & ended  # the new sign-out, kept until its end
+    assert other in left
+    # The sign-out kept still refuses its session's cookie (its other tests), and nothing of
+    # an ended one is needed: its session's eight hours are over.
+    assert session.SignOuts(DatabaseStorage(database=db)).ended(live.pop()[len(prefix) :])

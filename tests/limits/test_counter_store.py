@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.credit.wire import Recorder
 from tollbooth.db import Database
@@ -68,4 +68,27 @@ def test_a_count_on_postgresql_is_one_statement_in_one_round_trip(pg_url: str) -
         assert recorder.sessions == 0
     finally:
         recorder.forget()
+        db.dispose()
+
+
+def test_purge_removes_only_ended_counters_under_the_prefix(database_url: str) -> None:
+    """`purge_ended(prefix)`: the ended windows whose key starts with the prefix, as written
+    (`_` is no wildcard), and no live one."""
+    upgrade(database_url)
+    db = Database(database_url)
+    try:
+        storage = DatabaseStorage(database=db)
+        run = uuid.uuid4().hex[:8]
+        ended, lookalike, live = f"p_{run}/a", f"pX{run}/b", f"p_{run}/c"
+        for key in (ended, lookalike, live):
+            storage.incr(key, 60)
+        _backdate(db, ended)
+        _backdate(db, lookalike)
+        assert storage.purge_ended(f"p_{run}/") == 1
+        assert storage.get_expiry(ended) <= time.time() + 1  # gone: "ends now"
+        with db.transaction(readonly=True) as session:
+            kept = set(session.scalars(select(RateLimitCounter.key)))
+        assert ended not in kept and {lookalike, live} <= kept
+        assert storage.get(live) == 1
+    finally:
         db.dispose()

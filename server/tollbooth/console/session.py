@@ -90,6 +90,21 @@ class SignOuts:
 
     def end(self, sid: str, remaining_sec: int) -> None:
         self.storage.incr(self.PREFIX + sid, max(int(remaining_sec), 1))
+        self.purge()
+
+    def purge(self) -> None:
+        """Remove the sign-outs whose sessions have ended anyway, where the storage keeps
+        them until asked (the database's `purge_ended`; memory and Redis expire keys on
+        their own). Each sign-out adds one row, so purging at each sign-out keeps the rows to
+        the sign-outs of the last eight hours. A failure here is logged, never the sign-out's:
+        that is already recorded."""
+        purge = getattr(self.storage, "purge_ended", None)
+        if purge is None:
+            return
+        try:
+            purge(self.PREFIX)
+        except Exception:  # any storage's failure (the limits library wraps none)
+            log.warning("ended console sign-outs could not be purged", exc_info=True)
 
     def ended(self, sid: str) -> bool:
         return self.storage.get(self.PREFIX + sid) > 0

@@ -25,6 +25,8 @@ SCHEME = "tollbooth+db"
 _TABLE = RateLimitCounter.__table__
 # The width of `rate_limit_counters.key` (String(250)).
 KEY_WIDTH = 250
+# The most ended counters one `purge_ended` removes (a bounded statement, however many wait).
+PURGE_BATCH = 1000
 
 
 # `incr_window`'s upsert for the driver's cursor (PostgreSQL): in DO UPDATE, the table's
@@ -132,6 +134,23 @@ class DatabaseStorage(Storage):
     def reset(self) -> int | None:
         with self.database.transaction() as session:
             result = session.execute(delete(RateLimitCounter))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def purge_ended(self, prefix: str, limit: int = PURGE_BATCH) -> int:
+        """Delete up to `limit` counters whose key starts with `prefix` and whose window has
+        ended (how many). An ended window counts as nothing (`get` gives 0, `incr` starts a
+        new one), so this changes no answer: it keeps keys used once (a console sign-out's
+        session id) from staying in the table for ever. A counter renewed meanwhile is kept:
+        the DELETE checks the window again on the row it deletes."""
+        now = _now_ms()
+        ended = _TABLE.c.expires_ms <= now
+        keys = (
+            select(_TABLE.c.key)
+            .where(_TABLE.c.key.startswith(prefix, autoescape=True), ended)
+            .limit(limit)
+        )
+        with self.database.transaction() as session:
+            result = session.execute(delete(RateLimitCounter).where(_TABLE.c.key.in_(keys), ended))
             return int(getattr(result, "rowcount", 0) or 0)
 
     def clear(self, key: str) -> None:

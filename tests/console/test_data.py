@@ -4,7 +4,9 @@ and the chart's geometry."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
+from typing import Any
 
 from tollbooth.accounts import repository as accounts
 from tollbooth.console import chart, data
@@ -313,3 +315,148 @@ def test_account_view_applies_an_expiry_that_is_due_like_get_balance(db: Databas
     assert expected.balance == Decimal("2.5")
     assert [f.expiry_due for f in before.figures] == [False]
     assert [f.expiry_due for f in after.figures] == [True]
+
+
+def _metric(code: str, aggregation: str, prop: str = "", filters: list | None = None) -> Any:
+    return BillableMetric(
+        code=code,
+        name=code.title(),
+        event_name="call",
+        aggregation=aggregation,
+        property=prop,
+        filters=filters or [],
+    )
+
+
+# (code, aggregation, property, filters): every aggregation, and filters a day can miss.
+CHART_METRICS = [
+    ("calls", "count", "", []),
+    ("users", "count_unique", "user", []),
+    ("tokens", "sum", "tokens", []),
+    ("peak", "max", "tokens", []),
+    ("last", "latest", "tokens", []),
+    ("pro_tokens", "sum", "tokens", [{"property": "tier", "values": ["pro"]}]),
+    ("pro_calls", "count", "", [{"property": "tier", "values": ["pro"]}]),
+]
+
+
+def _events(account: str, days: list[dt.date], per_day: int, tag: str) -> list[UsageEvent]:
+    """`per_day` events on each day, their values cycling through exact decimals, a number,
+    text that is no number, and two tiers (the last day has only `free` events)."""
+    values: list[object] = ["1.10", "2.205", 7, "abc", "-0.5", "1000000000000000000000.01"]
+    out = []
+    for d_index, day in enumerate(days):
+        for i in range(per_day):
+            at = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(
+                seconds=(i * 7919) % 86400
+            )
+            tier = "free" if day == days[-1] or i % 2 else "pro"
+            out.append(
+                UsageEvent(
+                    unique_id=f"{tag}-{d_index}-{i:05d}",
+                    billing_account_id=account,
+                    event_name="call",
+                    occurred_at=at,
+                    properties={
+                        "tokens": values[i % len(values)],
+                        "user": f"u{i % 3}",
+                        "tier": tier,
+                    },
+                    received_at=utcnow(),
+                )
+            )
+    return out
+
+
+def _as_before(
+    events: list[UsageEvent], today: dt.date
+) -> dict[str, dict[dt.date, Decimal | int | None]]:
+    """What the page showed before it aggregated in SQL: each day's events streamed through
+    `usage.aggregate` in Python (the rules GetUsage holds both databases to)."""
+    from tollbooth.usage import aggregate
+    from tollbooth.usage.service import spec_of
+
+    first = today - dt.timedelta(days=data.USAGE_DAYS - 1)
+    out: dict[str, dict[dt.date, Decimal | int | None]] = {}
+    for code, agg, prop, filters in CHART_METRICS:
+        spec = spec_of(_metric(code, agg, prop, filters))
+        per_day: dict[dt.date, list[Any]] = {}
+        for e in events:
+            day = e.occurred_at.astimezone(dt.UTC).date()
+            if first <= day <= today:
+                props = aggregate.loads(json.dumps(e.properties))
+                per_day.setdefault(day, []).append((e.occurred_at, e.unique_id, props))
+        out[code] = {d: aggregate.aggregate(spec, rows).value for d, rows in per_day.items()}
+    return out
+
+
+def _series_and_rows(
+    db: Database, account: str, today: dt.date
+) -> tuple[dict[str, dict[dt.date, Decimal | int | None]], int]:
+    """The page's usage series, and how many rows its statements fetched: every SELECT it ran
+    is caught on the way to the driver and run again on the same connection to count them."""
+    from sqlalchemy import event
+
+    caught: list[tuple[str, Any]] = []
+
+    def catch(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            caught.append((statement, parameters))
+
+    with db.transaction(readonly=True) as session:
+        conn = session.connection()
+        event.listen(db.engine, "before_cursor_execute", catch)
+        try:
+            series = data.usage_series(session, account, today)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", catch)
+        rows = sum(len(conn.exec_driver_sql(s, p).fetchall()) for s, p in caught)
+    shown = {s.code: {d: v for d, v in s.days if v is not None} for s in series}
+    return shown, rows
+
+
+def _present(
+    series: dict[str, dict[dt.date, Decimal | int | None]],
+) -> dict[str, dict[dt.date, Decimal | int | None]]:
+    """The days with a figure (the chart shows "-" for none)."""
+    return {c: {d: v for d, v in days.items() if v is not None} for c, days in series.items()}
+
+
+def test_usage_series_is_aggregated_in_the_database_as_before_in_rows_per_day(
+    db: Database,
+) -> None:
+    """The chart's figures are those of aggregating each day's events in Python (what the
+    page did, loading 30 days of events), for every aggregation, exact; and the rows fetched
+    are per day and metric: ten times the events fetch the same number of rows."""
+    account = _account(db, "chart-rows", None)
+    today = dt.date(2026, 3, 10)
+    days = [today - dt.timedelta(days=n) for n in (0, 1, 5, 29)]
+    few = _events(account, days, 6, "a")
+    outside = _events(
+        account, [today - dt.timedelta(days=30), today + dt.timedelta(days=1)], 3, "o"
+    )
+    with db.transaction() as session:
+        for code, agg, prop, filters in CHART_METRICS:
+            session.add(_metric(code, agg, prop, filters))
+        session.add_all(few + outside)
+    shown, rows_few = _series_and_rows(db, account, today)
+    expected = _as_before(few + outside, today)
+    assert _present(expected) == shown
+    # Hand-computed: a day's six events carry 1.10, 2.205, 7, abc, -0.5, 1e21+0.01.
+    one_day = Decimal("1.10") + Decimal("2.205") + 7 - Decimal("0.5")
+    assert shown["tokens"][today] == one_day + Decimal("1000000000000000000000.01")
+    assert shown["calls"][today] == 6 and shown["users"][today] == 3
+    assert shown["peak"][today] == Decimal("1000000000000000000000.01")
+    # The last day's events are all `free`: the filtered metrics count none of them (0).
+    assert shown["pro_calls"][days[-1]] == 0 and shown["pro_tokens"][days[-1]] == 0
+    assert shown["pro_calls"][today] == 3  # events 0, 2, 4: 1.10, 7, -0.5
+    assert shown["pro_tokens"][today] == Decimal("1.10") + 7 - Decimal("0.5")
+    assert rows_few <= len(CHART_METRICS) * (len(days) + 1)
+
+    many = _events(account, days, 60, "b")
+    with db.transaction() as session:
+        session.add_all(many)
+    shown, rows_many = _series_and_rows(db, account, today)
+    expected = _as_before(few + outside + many, today)
+    assert _present(expected) == shown
+    assert rows_many == rows_few

@@ -51,11 +51,14 @@ SPECS = [
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("spec", SPECS, ids=[s.aggregation.value for s in SPECS])
-@pytest.mark.parametrize("group_by", ["", "model"])
+@pytest.mark.parametrize("group_by", ["", "model", "(per day)"])
 def test_usage_queries_use_the_account_name_time_index(pg_url, spec, group_by) -> None:  # type: ignore[no-untyped-def]
+    """GetUsage's total and groups, and the console chart's per-day values (`daily_sql`)."""
     fill(pg_url)
-    query = PgUsageQuery(spec, f"acct_{7:024d}", T0, T0 + dt.timedelta(days=30), group_by)
-    sql = query.groups_sql(None) if group_by else query.total_sql()
+    daily = group_by == "(per day)"
+    by = "" if daily else group_by
+    query = PgUsageQuery(spec, f"acct_{7:024d}", T0, T0 + dt.timedelta(days=30), by)
+    sql = query.daily_sql() if daily else query.groups_sql(None) if by else query.total_sql()
     params = {**query.params, "limit": 101}
     engine = create_engine(normalize_url(pg_url))
     with engine.connect() as conn:

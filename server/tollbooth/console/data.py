@@ -10,7 +10,6 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -30,7 +29,6 @@ from tollbooth.db.models import (
 )
 from tollbooth.db.types import utcnow
 from tollbooth.subscriptions import repository as subscriptions
-from tollbooth.usage import aggregate
 from tollbooth.usage import repository as usage
 from tollbooth.usage.service import spec_of
 
@@ -100,26 +98,17 @@ def usage_series(
     session: Session, account_id: str, today: dt.date, days: int = USAGE_DAYS
 ) -> list[Series]:
     """Every billable metric over the last `days` UTC days up to `today`, aggregated per day
-    by the metric's own rules (`usage.aggregate`)."""
+    by the metric's own rules (`usage.aggregate`) in the database: one row per day with
+    events and metric, however many events there are (`usage.daily_usage`)."""
     first = today - dt.timedelta(days=days - 1)
     start = dt.datetime.combine(first, dt.time(), dt.UTC)
     end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
     out: list[Series] = []
     for metric in usage.list_metrics(session, None, METRICS):
-        spec = spec_of(metric)
-        per_day: dict[dt.date, list[tuple[dt.datetime, str, dict[str, Any]]]] = defaultdict(list)
-        for occurred, unique_id, props in usage.period_events(
-            session, spec, account_id, start, end
-        ):
-            at = occurred if occurred.tzinfo else occurred.replace(tzinfo=dt.UTC)
-            # JSON text on SQLite; PostgreSQL's driver hands jsonb over already decoded.
-            found = props if isinstance(props, dict) else aggregate.loads(props)
-            per_day[at.astimezone(dt.UTC).date()].append((at, unique_id, found))
-        points: list[tuple[dt.date, Decimal | int | None]] = []
-        for i in range(days):
-            day = first + dt.timedelta(days=i)
-            rows = per_day.get(day)
-            points.append((day, aggregate.aggregate(spec, rows).value if rows else None))
+        per_day = usage.daily_usage(session, spec_of(metric), account_id, start, end)
+        points = [
+            (day, per_day.get(day)) for day in (first + dt.timedelta(days=i) for i in range(days))
+        ]
         out.append(Series(metric.code, metric.name, metric.aggregation, points))
     return out
 

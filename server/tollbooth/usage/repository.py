@@ -20,13 +20,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, or_, select, text, type_coerce
+from sqlalchemy import Text, bindparam, delete, func, or_, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
 from tollbooth.db.models import BillableMetric, BillingAccount, UsageEvent
 from tollbooth.db.types import UTCDateTime
-from tollbooth.usage.aggregate import DECIMAL_STRING, GROUP_KEY_LENGTH, Aggregation, MetricSpec
+from tollbooth.usage.aggregate import (
+    DECIMAL_STRING,
+    GROUP_KEY_LENGTH,
+    Accumulator,
+    Aggregation,
+    Filter,
+    MetricSpec,
+    loads,
+    matches,
+)
 from tollbooth.usage.events import EPOCH
 
 # (unique_id, billing_account_id, event_name, seconds, microseconds, properties_json): the
@@ -341,11 +350,14 @@ class PgUsageQuery:
             "occurred_at >= :start",
             "occurred_at < :end",
         ]
+        self.period = " AND ".join(where)  # the events of the metric's name, account, period
+        matched = []
         for i, f in enumerate(spec.filters):
             self.params[f"fp{i}"] = f.property
             self.params[f"fv{i}"] = list(f.values)
-            where.append(f"properties ->> CAST(:fp{i} AS text) = ANY(CAST(:fv{i} AS text[]))")
-        self.where = " AND ".join(where)
+            matched.append(f"properties ->> CAST(:fp{i} AS text) = ANY(CAST(:fv{i} AS text[]))")
+        self.matched = " AND ".join(matched)  # the metric's filters ("" for none)
+        self.where = " AND ".join(where + matched)
 
     # Expressions -------------------------------------------------------------------------
 
@@ -401,6 +413,26 @@ class PgUsageQuery:
             + " GROUP BY k ORDER BY k LIMIT :limit"
         )
 
+    DAY = "(occurred_at AT TIME ZONE 'UTC')::date"
+
+    def daily_sql(self) -> str:
+        """One row per UTC day with events of the metric's name: (day, value). The filters
+        go inside the aggregate, so a day whose events all miss them is still a day with
+        events (count 0, sum 0, max none), as `usage.aggregate` has it."""
+        if self.spec.aggregation is Aggregation.LATEST:
+            return (
+                f"SELECT DISTINCT ON (d) {self.DAY} AS d, {self.NUMBER} AS v FROM usage_events"
+                f" WHERE {self.where} AND ({self.NUMBER}) IS NOT NULL"
+                f" ORDER BY d, {self.LATEST_ORDER}"
+            )
+        value = self._aggregate() + (f" FILTER (WHERE {self.matched})" if self.matched else "")
+        if self.spec.aggregation is Aggregation.SUM:
+            value = f"coalesce({value}, 0)"  # no number among the day's events: 0, not none
+        return (
+            f"SELECT {self.DAY} AS d, {value} AS v FROM usage_events WHERE {self.period}"
+            " GROUP BY d ORDER BY d"
+        )
+
     # Execution ---------------------------------------------------------------------------
 
     def driver_total(self) -> tuple[str, dict[str, Any]]:
@@ -419,3 +451,91 @@ class PgUsageQuery:
             params["after"] = after
         rows = session.execute(self.statement(self.groups_sql(after)), params).all()
         return [(r[0], r[1]) for r in rows]
+
+    def daily(self, session: Session) -> dict[dt.date, Decimal | int | None]:
+        rows = session.execute(self.statement(self.daily_sql()), self.params).all()
+        return {r[0]: r[1] for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage per UTC day (the operator console's chart)
+
+
+def daily_usage(
+    session: Session, spec: MetricSpec, account_id: str, start: dt.datetime, end: dt.datetime
+) -> dict[dt.date, Decimal | int | None]:
+    """The metric's value on each UTC day of [start, end) that has events of its name (by the
+    rules of `usage.aggregate`, over that day's events), aggregated by the database: one row
+    per day whatever the number of events, sums exact (PostgreSQL's numeric; on SQLite an
+    aggregate function of this module, in Decimal)."""
+    if dialect(session) == "postgresql":
+        return PgUsageQuery(spec, account_id, start, end).daily(session)
+    dbapi = session.connection().connection.driver_connection
+    dbapi.create_aggregate(_SqliteDay.NAME, 4, _SqliteDay)  # type: ignore[union-attr]
+    day = func.substr(UsageEvent.occurred_at, 1, 10)
+    stmt = (
+        select(
+            day,
+            getattr(func, _SqliteDay.NAME)(
+                _SqliteDay.spec_json(spec),
+                type_coerce(UsageEvent.occurred_at, Text),
+                UsageEvent.unique_id,
+                type_coerce(UsageEvent.properties, Text),
+            ),
+        )
+        .where(
+            UsageEvent.billing_account_id == account_id,
+            UsageEvent.event_name == spec.event_name,
+            UsageEvent.occurred_at >= start,
+            UsageEvent.occurred_at < end,
+        )
+        .group_by(day)
+        .order_by(day)
+    )
+    out: dict[dt.date, Decimal | int | None] = {}
+    for text_day, value in session.execute(stmt):
+        out[dt.date.fromisoformat(text_day)] = _SqliteDay.value_of(spec, value)
+    return out
+
+
+class _SqliteDay:
+    """SQLite's aggregate of one day's events (`create_aggregate`): `usage.aggregate`'s own
+    accumulator, fed one event at a time, so nothing but the running value stays in memory.
+    The result travels as text (SQLite would turn a Decimal into a binary float)."""
+
+    NAME = "tollbooth_usage_day"
+
+    def __init__(self) -> None:
+        self.spec: MetricSpec | None = None
+        self.acc: Accumulator | None = None
+
+    @staticmethod
+    def spec_json(spec: MetricSpec) -> str:
+        return json.dumps(
+            [spec.aggregation.value, spec.property, [[f.property, f.values] for f in spec.filters]]
+        )
+
+    def step(self, spec_text: str, occurred_at: str, unique_id: str, properties: str) -> None:
+        if self.spec is None:
+            agg, prop, filters = json.loads(spec_text)
+            self.spec = MetricSpec(
+                "", "", Aggregation(agg), prop, tuple(Filter(p, tuple(v)) for p, v in filters)
+            )
+            self.acc = Accumulator(self.spec.aggregation)
+        assert self.acc is not None
+        found = loads(properties)
+        if self.spec.filters and not matches(self.spec, found):
+            return
+        # occurred_at is SQLAlchemy's fixed-width SQLite text: it orders as the times do.
+        value = found.get(self.spec.property) if self.spec.property else None
+        self.acc.add(value, occurred_at, unique_id)  # type: ignore[arg-type]
+
+    def finalize(self) -> int | str | None:
+        result = self.acc.result() if self.acc is not None else None
+        return result if result is None or isinstance(result, int) else str(result)
+
+    @staticmethod
+    def value_of(spec: MetricSpec, value: int | str | None) -> Decimal | int | None:
+        if value is None or spec.aggregation in (Aggregation.COUNT, Aggregation.COUNT_UNIQUE):
+            return value  # type: ignore[return-value]
+        return Decimal(value)

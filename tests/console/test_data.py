@@ -169,7 +169,7 @@ def test_a_resend_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
         delivery.state, delivery.attempts = "delivered", 1
         delivery.updated_at = utcnow() - dt.timedelta(minutes=5)
     with db.transaction(readonly=True) as session:
-        page = inbox.deliveries(session)
+        page = inbox.deliveries(session).endpoints
         shown = next(d for ep in page if ep.id == endpoint.id for d in ep.deliveries)
     assert shown.state == "delivered" and shown.version
 

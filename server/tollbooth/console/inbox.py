@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import errors, paging
 from tollbooth.db.models import (
     NotificationAttempt,
     NotificationDelivery,
@@ -30,6 +30,7 @@ from tollbooth.db.models import (
 )
 from tollbooth.notifications import endpoints as notification_endpoints
 from tollbooth.notifications import envelope, messages
+from tollbooth.notifications import repository as notification_repository
 from tollbooth.webhooks.repository import event_version
 
 STATUSES = ("failed", "pending", "applied", "ignored")
@@ -175,10 +176,49 @@ def attempts_of(
     return list(session.scalars(stmt.order_by(a.notification_id, a.number)))
 
 
-def deliveries(session: Session) -> list[Endpoint]:
-    """Every endpoint with its latest messages, each with its delivery state and attempts."""
+@dataclass(frozen=True)
+class EndpointPage:
+    """One page of endpoints (oldest first, ENDPOINTS at most), with the tokens of the pages
+    after and before it ("" when there is none)."""
+
+    endpoints: list[Endpoint]
+    next_token: str = ""
+    previous_token: str = ""
+
+
+def _endpoint_keyset(direction: str) -> paging.Keyset[Any]:
+    """The page after a token (`page_token`), or before one (`before_token`): signed for
+    the console and for that direction, so neither passes for the other or for an RPC's."""
+    return paging.Keyset.of(
+        f"console-endpoints-{direction}",
+        (paging.Micros(), paging.Text()),
+        lambda e: (e.created_at, e.id),
+        ENDPOINTS,
+        maximum=ENDPOINTS,
+    )
+
+
+def deliveries(session: Session, page_token: str = "", before_token: str = "") -> EndpointPage:
+    """A page of endpoints (the first, the one after `page_token`, or the one before
+    `before_token`), each with its latest messages, their delivery state and attempts.
+    DomainError PAGE_TOKEN_INVALID for an altered or foreign token, or both tokens."""
+    forward, backward = _endpoint_keyset("after"), _endpoint_keyset("before")
+    if page_token and before_token:
+        raise paging.bad_token()
+    if before_token:
+        key = backward.after(before_token)
+        rows = list(
+            notification_repository.list_endpoints(session, key, backward.limit, descending=True)
+        )
+        has_previous, has_next = len(rows) > backward.size, True  # the page it came from
+        found = list(reversed(rows[: backward.size]))
+    else:
+        key = forward.after(page_token)
+        rows = list(notification_repository.list_endpoints(session, key, forward.limit))
+        has_previous, has_next = key is not None, len(rows) > forward.size
+        found = rows[: forward.size]
     out: list[Endpoint] = []
-    for ep in notification_endpoints.list_page(session, ENDPOINTS, "").items:
+    for ep in found:
         page = messages.list_messages(session, ep.id, None, MESSAGES, "")
         tries: dict[str, list[NotificationAttempt]] = defaultdict(list)
         for a in attempts_of(session, ep.id, [row.id for _, row in page.items]):
@@ -192,7 +232,11 @@ def deliveries(session: Session) -> list[Endpoint]:
                 deliveries=[_delivery(d, row, tries[row.id]) for d, row in page.items],
             )
         )
-    return out
+    return EndpointPage(
+        out,
+        next_token=forward.token(forward.key(found[-1])) if has_next and found else "",
+        previous_token=backward.token(backward.key(found[0])) if has_previous and found else "",
+    )
 
 
 def version_of(delivery: NotificationDelivery) -> str:

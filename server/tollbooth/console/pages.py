@@ -305,8 +305,21 @@ def create(
 
     @operator_only
     async def notifications(request: Request) -> Response:
-        rows = await run_in_threadpool(read, inbox.deliveries)
-        return render(request, "notifications.html", endpoints=rows)
+        after = request.query_params.get("page_token", "")
+        before = request.query_params.get("before_token", "")
+        try:
+            shown = await run_in_threadpool(read, lambda s: inbox.deliveries(s, after, before))
+        except errors.DomainError as exc:
+            return refuse(request, STATUS_OF_KIND.get(exc.kind, 400), exc.reason, exc.message)
+        return render(
+            request,
+            "notifications.html",
+            endpoints=shown.endpoints,
+            next_token=shown.next_token,
+            previous_token=shown.previous_token,
+            paged=bool(after or before),
+            page_size=inbox.ENDPOINTS,
+        )
 
     @operator_only
     async def resend(request: Request) -> Response:

@@ -61,12 +61,15 @@ def get_endpoint(
 
 
 def list_endpoints(
-    session: Session, after: tuple[Any, ...] | None, limit: int
+    session: Session, after: tuple[Any, ...] | None, limit: int, *, descending: bool = False
 ) -> Sequence[NotificationEndpoint]:
+    """Oldest first, after the key `after` (created_at, id); `descending`: newest first,
+    before it (the page before, for the operator console's Previous link)."""
     cols = (NotificationEndpoint.created_at, NotificationEndpoint.id)
-    stmt = select(NotificationEndpoint).order_by(*cols).limit(limit)
+    order = [c.desc() for c in cols] if descending else list(cols)
+    stmt = select(NotificationEndpoint).order_by(*order).limit(limit)
     if after is not None:
-        stmt = stmt.where(after_clause(cols, after))
+        stmt = stmt.where(after_clause(cols, after, descending=descending))
     return session.scalars(stmt).all()
 
 

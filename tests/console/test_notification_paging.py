@@ -9,6 +9,7 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ARTIFACTS, OPERATOR_KEY
 from tests.console.conftest import ConsoleWorld
@@ -37,12 +38,12 @@ def _links(page: Any) -> set[str]:
     }
 
 
-def test_an_operator_with_120_endpoints_pages_through_every_one(
-    world: ConsoleWorld, page: Any, context: Any
-) -> None:
+@pytest.fixture(scope="module")
+def made(world: ConsoleWorld) -> list[str]:
+    """ENDPOINTS endpoints, oldest first (a second apart): their ids."""
     db = world.stack.deps.db
     start = utcnow() - dt.timedelta(hours=1)
-    made: list[str] = []
+    ids: list[str] = []
     with db.transaction() as s:
         for i in range(ENDPOINTS):
             endpoint, _ = endpoints.create(
@@ -50,7 +51,13 @@ def test_an_operator_with_120_endpoints_pages_through_every_one(
                 endpoints.Fields(url=f"https://receiver{i}.example/hook"),
                 start + dt.timedelta(seconds=i),
             )
-            made.append(endpoint.id)
+            ids.append(endpoint.id)
+    return ids
+
+
+def test_an_operator_with_120_endpoints_pages_through_every_one(
+    world: ConsoleWorld, made: list[str], page: Any, context: Any
+) -> None:
     size = inbox.ENDPOINTS
     assert size < ENDPOINTS  # more than one page, or this proves nothing
 
@@ -104,3 +111,39 @@ def test_an_operator_with_120_endpoints_pages_through_every_one(
         _url(world, "/notifications"), params={"page_token": token}, cookies=jar, timeout=10
     )
     assert r.status_code == 200 and f'id="endpoint-{made[size]}"' in r.text
+
+
+def test_a_resend_on_a_later_page_comes_back_to_that_page(
+    world: ConsoleWorld, made: list[str], page: Any
+) -> None:
+    """Resend on the second page: the message is pending again, and the operator is back on
+    the second page (the form carries its token), not on the first."""
+    from tests.notifications.support import enqueue
+    from tollbooth.notifications import repository as notifications
+
+    db = world.stack.deps.db
+    ep = made[inbox.ENDPOINTS]  # the first of the second page
+    nid = enqueue(db, "credits.granted", None, {"amount": "1"})
+    with db.transaction() as s:
+        rows = [r for r in notifications.assign_positions(s, 100) if r.id == nid]
+        assert notifications.insert_deliveries(s, ep, rows, utcnow()) == 1
+        delivery = notifications.get_delivery(s, ep, nid)
+        assert delivery is not None
+        delivery.state, delivery.attempts = "delivered", 1
+
+    page.goto(_url(world, "/signin"))
+    page.fill("#operator_key", OPERATOR_KEY)
+    page.click("#signin")
+    page.wait_for_url(_url(world, "/accounts"))
+    page.goto(_url(world, "/notifications"))
+    assert page.locator(f"#endpoint-{ep}").count() == 0
+    page.click("#next-page")
+    page.wait_for_load_state()
+    second = page.url
+    assert "page_token=" in second
+    row = page.locator(f"#delivery-{ep}-{nid}")
+    assert row.locator(".status").inner_text() == "delivered"
+    row.locator("button.resend").click()
+    page.wait_for_url(second)
+    assert page.inner_text("#flash") == f"Resending {nid} to {ep}: pending"
+    assert page.locator(f"#delivery-{ep}-{nid} .status").inner_text() == "pending"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -24,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from tollbooth import amounts, errors
+from tollbooth import amounts, errors, paging
 from tollbooth.console import chart, data, inbox, session
 from tollbooth.console.throttle import SigninThrottle, ThrottleDown, client_address
 from tollbooth.db import Database
@@ -35,6 +37,7 @@ log = logging.getLogger("tollbooth.console")
 PREFIX = "/console"
 _HERE = Path(__file__).parent
 MAX_QUERY = 200
+PAGE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")  # what paging.encode makes (urlsafe base64)
 TEMPLATES = Environment(
     loader=FileSystemLoader(str(_HERE / "templates")),
     autoescape=select_autoescape(["html"]),
@@ -116,6 +119,19 @@ NO_VERSION = (
     "the form carries no version of the {what} (the `seen` field of the page's form): "
     "reload the page and use its button"
 )
+
+
+def _same_page(fields: dict[str, str]) -> str:
+    """The query of the notifications page a Resend came from (its form carries the page's
+    token), so the operator stays on that page; a value that is no token is left out."""
+    kept = {
+        name: value
+        for name in ("page_token", "before_token")
+        if (value := fields.get(name, ""))
+        and len(value) <= paging.MAX_TOKEN_LENGTH
+        and PAGE_TOKEN.fullmatch(value)
+    }
+    return "?" + urlencode(kept) if kept else ""
 
 
 def operator_only(handler: Handler) -> Handler:
@@ -318,6 +334,8 @@ def create(
             next_token=shown.next_token,
             previous_token=shown.previous_token,
             paged=bool(after or before),
+            page_token=after,
+            before_token=before,
             page_size=inbox.ENDPOINTS,
         )
 
@@ -348,7 +366,7 @@ def create(
             extra={"event": "resend", "endpoint_id": endpoint_id, "notification": notification_id},
         )
         request.session["flash"] = f"Resending {notification_id} to {endpoint_id}: {state}"
-        return _go("/notifications")
+        return _go("/notifications" + _same_page(fields))
 
     @operator_only
     async def catalog(request: Request) -> Response:

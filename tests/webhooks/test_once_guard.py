@@ -13,7 +13,13 @@ from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
 from tests.checkout.support import World, signed_send
-from tests.webhooks.guards import completed, deliver_on_two_servers, notices, second_open_session
+from tests.webhooks.guards import (
+    completed,
+    deliver_on_two_servers,
+    notices,
+    refunds_of,
+    second_open_session,
+)
 from tollbooth.db.models import CheckoutSession, Purchase, StripeEvent
 
 NOTICE = "checkout.duplicate_refunded"
@@ -69,6 +75,8 @@ def test_a_checkout_paid_after_the_price_was_bought_is_refunded(pg_world: World)
         our_id(world, later),
         life.price_id,
     )
+    [refund] = refunds_of(world, str(notice["refunded_payment_intent"]))
+    assert (refund["reason"], refund["id"]) == ("duplicate", notice["refund"])  # Stripe's
     assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
     assert (
         len(notices(world, account, NOTICE)) == 1 and world.balance(account, "api_calls") == "100"

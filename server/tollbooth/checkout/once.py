@@ -39,8 +39,9 @@ from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider
 from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.effects import Facts
 from tollbooth.subscriptions.service import already_purchased, bought_once, held_once
 from tollbooth.webhooks.dispatch import object_id as _id
@@ -62,7 +63,7 @@ def refused_by_slot(group: str) -> errors.DomainError:
 
 
 HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = "CREDITS_NOT_STORABLE"
+NOT_STORABLE = overflow.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,12 @@ def prepare(
         facts.subscriptions.pop(sub_id, None)
         facts.read_subscription(provider, sub_id)  # canceled now
     paid_by = facts.payment_intents.get(stripe_session_id)
-    refund = (
-        provider.refund_payment(paid_by, idempotency=idempotency_key("once-refund", paid_by))
-        if paid_by
-        else None
-    )
+    refund = None
+    if paid_by and reason == HELD:
+        key = idempotency_key("once-refund", paid_by)
+        refund = provider.refund_payment(paid_by, idempotency=key, reason=DUPLICATE)
+    elif paid_by:
+        refund = overflow.refund(provider, paid_by)
     return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type)
 
 

@@ -32,13 +32,14 @@ from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
 from tollbooth.payments import repository
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider
 from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.service import held_besides_intent
 from tollbooth.webhooks.dispatch import object_id as _id
 
 HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = "CREDITS_NOT_STORABLE"
+NOT_STORABLE = overflow.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,12 @@ def prepare(
         full = not_storable(session, row) if held is None else None
     if held is None and full is None:
         return None
-    refund = provider.refund_payment(stripe_id, idempotency=refund_key(stripe_id))
     if held is not None:
+        key = refund_key(stripe_id)
+        refund = provider.refund_payment(stripe_id, idempotency=key, reason=DUPLICATE)
         return Duplicate(held[0], held[1], refund)
     assert full is not None
+    refund = overflow.refund(provider, stripe_id)
     return Duplicate(full[0], "", refund, NOT_STORABLE, full[1])
 
 

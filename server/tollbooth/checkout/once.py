@@ -28,17 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from tollbooth import amounts, errors
+from tollbooth import errors
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
-from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
-from tollbooth.db.types import utcnow
 from tollbooth.provider.client import DUPLICATE, StripeProvider
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import overflow
@@ -91,21 +88,12 @@ def _not_storable(session: Session, row: CheckoutSession) -> tuple[str, str] | N
     balance may have grown since (another purchase, a grant): its fulfilment could then never
     write the grant, and the payment would buy nothing while its event failed forever."""
     prices = catalog.prices_by_ids(session, [i["price_id"] for i in row.items])
-    granted: dict[str, Decimal] = {}
-    first: dict[str, str] = {}
-    for n, item in enumerate(row.items):
-        price = prices.get(item["price_id"])
-        if price is None:
-            continue
-        specs = [s for s in price.credit_grants or [] if s.get("on_purchase")]
-        try:
-            amounts.add_grants(granted, specs, int(item.get("quantity") or 1), f"items[{n}]")
-        except errors.DomainError:  # one grant alone is past the cap
-            return price.id, str(specs[0].get("credit_type") or "") if specs else ""
-        for spec in specs:
-            first.setdefault(str(spec.get("credit_type") or ""), price.id)
-    kind = first_not_storable(session, row.billing_account_id, granted, utcnow())
-    return None if kind is None else (first[kind], kind)
+    bought = [
+        (prices[i["price_id"]], int(i.get("quantity") or 1))
+        for i in row.items
+        if i["price_id"] in prices
+    ]
+    return overflow.not_storable(session, row.billing_account_id, bought, "on_purchase")
 
 
 def prepare(

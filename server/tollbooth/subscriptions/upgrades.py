@@ -12,6 +12,7 @@ from tollbooth import amounts
 from tollbooth.auth.caller import SERVICE
 from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
+from tollbooth.credit.queries import first_not_storable
 from tollbooth.db.models import Price, Subscription
 from tollbooth.notifications import outbox
 from tollbooth.provider import repository as links
@@ -76,6 +77,9 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
         return
     for n, (kind, amount) in enumerate(sorted(extra.items())):
         request_id = f"{key}:{n}"
+        if first_not_storable(ctx.session, row.billing_account_id, {kind: amount}, ctx.clock()):
+            _not_granted(ctx, row, kind, amount, request_id)
+            continue
         made = credit_grants.grant(
             ctx.session,
             SERVICE,
@@ -103,3 +107,29 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
             f"credits.granted:{request_id}",
         )
         ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+
+
+def _not_granted(
+    ctx: Context, row: Subscription, kind: str, amount: Decimal, request_id: str
+) -> None:
+    """The upgrade's grant of `kind` would take the balance past the largest storable amount
+    (NUMERIC(38, 18)): not made, and the company told. Nothing to refund: an upgrade has no
+    payment of its own (its proration, if any, is billed with the next invoice's charges).
+    The change is claimed, so a replay tells nothing twice; the levels are noted, so a later
+    change in this period does not grant it either."""
+    outbox.enqueue(
+        ctx.session,
+        "subscription.upgrade_not_granted",
+        row.billing_account_id,
+        {
+            "subscription_id": row.id,
+            "stripe_subscription_id": row.stripe_subscription_id,
+            "price_id": row.price_id,
+            "quantity": row.quantity,
+            "credit_type": kind,
+            "amount": format(amount, "f"),
+            "reason": "CREDITS_NOT_STORABLE",  # `overflow.NOT_STORABLE` (it imports this room)
+        },
+        f"subscription.upgrade_not_granted:{request_id}",
+    )
+    ctx.changes.append(f"upgrade: {format(amount, 'f')} {kind} not granted, it does not fit")

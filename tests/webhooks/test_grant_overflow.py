@@ -90,3 +90,35 @@ def test_a_paid_payment_intent_whose_grant_no_longer_fits_is_refunded_not_failed
     assert signed_send(world, succeeded(world, two.stripe_payment_intent_id)) == 200
     assert len(notices(world, account, "payment_intent.duplicate_refunded")) == 1
     assert len(refunds_of(world, two.stripe_payment_intent_id)) == 1
+
+
+def test_a_free_checkout_whose_grant_no_longer_fits_completes_without_it(quiet: World):
+    """A no-cost checkout (Stripe: `payment_status` `no_payment_required`, no payment) has
+    nothing to refund: it completes, grants nothing, and the company is told all the same."""
+    world = quiet
+    world.price("gift", recurring=False, amount=0, stackable=True, grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "gift", request_id="tab-1").session.stripe_checkout_session_id
+    later = world.buy(token, "gift", request_id="tab-2").session.stripe_checkout_session_id
+    world.pay(first)
+    world.pay(later)
+    remote = world.stripe.v1.checkout.sessions.retrieve(later)
+    assert (remote.payment_status, remote.payment_intent) == ("no_payment_required", None)
+    assert signed_send(world, completed(world, first)) == 200
+    assert world.balance(account, "tokens") == HUGE
+    assert signed_send(world, completed(world, later)) == 200
+    with world.deps.db.transaction(readonly=True) as session:
+        failed = session.scalars(
+            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
+        ).all()
+    assert failed == []
+    assert world.balance(account, "tokens") == HUGE
+    assert purchases(world, account) == [our_id(world, first)]
+    [notice] = notices(world, account, "checkout.duplicate_refunded")
+    assert notice["checkout_session_id"] == our_id(world, later)
+    assert (notice["reason"], notice["credit_type"]) == ("CREDITS_NOT_STORABLE", "tokens")
+    assert (notice["refund"], notice["refunded_payment_intent"]) == (None, None)
+    assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
+    assert len(notices(world, account, "checkout.duplicate_refunded")) == 1
+    assert world.balance(account, "tokens") == HUGE
+    assert purchases(world, account) == [our_id(world, first)]

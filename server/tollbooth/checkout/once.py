@@ -100,9 +100,11 @@ def prepare(
     db: Database, provider: StripeProvider, facts: Facts, stripe_session_id: str
 ) -> Refunded | None:
     """Read phase: refund (and cancel the subscription of) a paid checkout buying a price the
-    account holds by another purchase; None when it does not."""
+    account holds by another purchase, or whose grants no longer fit; None when it does not.
+    A no-cost checkout (`no_payment_required`) has no payment to refund: the rest is alike."""
     truth = facts.checkout_sessions[stripe_session_id]
-    if truth.get("status") != "complete" or truth.get("payment_status") != "paid":
+    paid = truth.get("payment_status") in ("paid", "no_payment_required")
+    if truth.get("status") != "complete" or not paid:
         return None
     with db.transaction(readonly=True) as session:
         row = repository.checkout_by_stripe_id(session, stripe_session_id, owner=None)

@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, credit_pb2
 from tests.checkout.support import World, events_of, signed_send
 from tests.conftest import SERVICE_MD
 from tests.webhooks.guards import notices, refunds_of
+from tollbooth.app import build_provider, webhook_handlers
 from tollbooth.db.models import (
     CreditGrant,
     NotificationOutbox,
@@ -32,6 +34,7 @@ from tollbooth.db.models import (
     StripeEvent,
     Subscription,
 )
+from tollbooth.errors import DomainError
 from tollbooth.notifications import envelope
 
 HUGE = "60000000000000000000"  # 6 x 10^19: one fits, two do not
@@ -124,6 +127,42 @@ def test_a_renewal_whose_grant_no_longer_fits_is_refunded_and_its_event_complete
     assert len(notices(world, account, "invoice.renewal_refunded")) == 1
     assert len(refunds_of(world, intent)) == 1
     assert world.balance(account, "tokens") == HUGE and grants(world, account) == 1
+
+
+def test_a_renewal_that_stops_fitting_after_its_read_fails_and_its_retry_refunds(quiet: World):
+    """The balance grows between the read phase (it fit: nothing refunded) and the apply
+    phase: the apply fails CREDITS_NOT_STORABLE under the account's lock, nothing granted,
+    and the event's next attempt refunds. Its two phases are run by hand for the first attempt
+    (no provider call can be held between them); the retry is the real delivery."""
+    world = quiet
+    world.price("pro", grants=every("1"))
+    token, account, sub_id = subscribed(world, "pro")
+    world.advance(31)
+    renewal = str(world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    [paid] = events_of(world, "invoice.paid", renewal)
+    intent = paid_by(world, renewal)
+    handler, obj = webhook_handlers(build_provider(world.settings), world.deps.db).resolve(paid)
+    facts = handler.read(obj)  # it fits: nothing refunded
+    assert refunds_of(world, intent) == []
+    almost = "99999999999999999998"  # with the purchase's 1: the largest whole balance
+    world.credits.GrantCredits(
+        credit_pb2.GrantCreditsRequest(
+            account=account, credit_type="tokens", amount=almost, request_id="meanwhile"
+        ),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    full = world.balance(account, "tokens")
+    with pytest.raises(DomainError) as err, world.deps.db.transaction() as session:
+        handler.apply(session, str(paid["id"]), obj, facts)
+    assert err.value.reason == "CREDITS_NOT_STORABLE"
+    assert world.balance(account, "tokens") == full and grants(world, account) == 2
+    send(world, paid)  # the event's next attempt
+    assert failed(world) == []
+    [refund] = refunds_of(world, intent)
+    [notice] = notices(world, account, "invoice.renewal_refunded")
+    assert (notice["refund"], notice["credit_type"]) == (refund["id"], "tokens")
+    assert world.balance(account, "tokens") == full and grants(world, account) == 2
 
 
 def test_an_upgrade_whose_grant_no_longer_fits_completes_without_it(quiet: World):

@@ -205,3 +205,30 @@ def test_an_upgrade_whose_grant_no_longer_fits_completes_without_it(quiet: World
     assert failed(world) == []
     assert len(notices(world, account, "subscription.upgrade_not_granted")) == 1
     assert world.balance(account, "tokens") == before and grants(world, account) == 2
+
+
+def test_a_quantity_whose_grant_alone_is_past_the_cap_completes_without_it(quiet: World):
+    """The new quantity times what the price grants per period is past the largest storable
+    amount on its own (no balance could take it): the change is recorded, nothing granted, the
+    company told (no amount: it has none that can be written)."""
+    world = quiet
+    world.price("seat", grants=every("10000000000000000000"))  # 10^19 per seat
+    token, account, sub_id = subscribed(world, "seat")
+    before = world.balance(account, "tokens")
+    item = world.stripe.v1.subscriptions.retrieve(sub_id)["items"]["data"][0]
+    world.stripe.v1.subscriptions.update(
+        sub_id, params={"items": [{"id": item["id"], "quantity": 20}]}
+    )
+    changed = events_of(world, "customer.subscription.updated", sub_id)[-1]
+    send(world, changed)
+    assert failed(world) == []
+    assert world.balance(account, "tokens") == before and grants(world, account) == 1
+    with world.deps.db.transaction(readonly=True) as session:
+        row = session.scalars(
+            select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+        ).one()
+        assert row.quantity == 20
+    [notice] = notices(world, account, "subscription.upgrade_not_granted")
+    assert (notice["quantity"], notice["credit_type"], notice["amount"]) == (20, "tokens", None)
+    send(world, changed)  # replayed: nothing more
+    assert len(notices(world, account, "subscription.upgrade_not_granted")) == 1

@@ -136,7 +136,7 @@ def webhook_handlers(provider: StripeProvider, db: Database) -> Registry:
     registry = Registry()
     for handlers in (
         fulfilment.handlers(provider, db),
-        subscription_effects.handlers(provider),
+        subscription_effects.handlers(provider, db),
         payment_effects.handlers(provider, db),
     ):
         for event_type, handler in handlers.items():

@@ -80,6 +80,15 @@ def notices(world: World, account: str, kind: str) -> list[dict[str, Any]]:
         ]
 
 
+def refunds_of(world: World, stripe_pi: str) -> list[dict[str, Any]]:
+    """The provider's refunds of a payment intent (from its `refund.created` events)."""
+    response = world.stripe.raw_request("get", "/v1/events", type="refund.created", limit=100)
+    listed = json.loads(response.body)["data"]  # type: ignore[attr-defined]
+    return [
+        e["data"]["object"] for e in listed if e["data"]["object"]["payment_intent"] == stripe_pi
+    ]
+
+
 def deliver_on_two_servers(world: World, bodies: list[bytes], reason: str) -> None:
     """Each body to its own server (the world's and a second one on the same database), both
     released at once; an event that met the other's effect under the lock failed with

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
 from tests.checkout.support import World, signed_send
-from tests.webhooks.guards import completed, notices
+from tests.webhooks.guards import completed, notices, refunds_of
 from tests.webhooks.test_once_guard import our_id, purchases, refunded
 from tollbooth.db.models import StripeEvent
 
@@ -44,9 +44,14 @@ def test_a_paid_checkout_whose_grant_no_longer_fits_is_refunded_not_failed(quiet
     [notice] = notices(world, account, "checkout.duplicate_refunded")
     assert notice["checkout_session_id"] == our_id(world, later)
     assert notice["reason"] == "CREDITS_NOT_STORABLE"
+    # Refunded at Stripe with no reason: it is no duplicate payment (that is `duplicate`).
+    paid_by = str(world.stripe.v1.checkout.sessions.retrieve(later).payment_intent)
+    [refund] = refunds_of(world, paid_by)
+    assert (refund["reason"], refund["id"]) == (None, notice["refund"])
     # Redelivered: nothing again.
     assert signed_send(world, completed(world, later)) == 200
     assert len(notices(world, account, "checkout.duplicate_refunded")) == 1
+    assert len(refunds_of(world, paid_by)) == 1
     assert purchases(world, account) == [our_id(world, first)]
 
 
@@ -80,5 +85,40 @@ def test_a_paid_payment_intent_whose_grant_no_longer_fits_is_refunded_not_failed
     assert read.refund_id and not read.purchase_id and not read.duplicate_of_purchase_id
     [notice] = notices(world, account, "payment_intent.duplicate_refunded")
     assert notice["reason"] == "CREDITS_NOT_STORABLE"
+    [refund] = refunds_of(world, two.stripe_payment_intent_id)
+    assert (refund["reason"], refund["id"]) == (None, notice["refund"])
     assert signed_send(world, succeeded(world, two.stripe_payment_intent_id)) == 200
     assert len(notices(world, account, "payment_intent.duplicate_refunded")) == 1
+    assert len(refunds_of(world, two.stripe_payment_intent_id)) == 1
+
+
+def test_a_free_checkout_whose_grant_no_longer_fits_completes_without_it(quiet: World):
+    """A no-cost checkout (Stripe: `payment_status` `no_payment_required`, no payment) has
+    nothing to refund: it completes, grants nothing, and the company is told all the same."""
+    world = quiet
+    world.price("gift", recurring=False, amount=0, stackable=True, grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "gift", request_id="tab-1").session.stripe_checkout_session_id
+    later = world.buy(token, "gift", request_id="tab-2").session.stripe_checkout_session_id
+    world.pay(first)
+    world.pay(later)
+    remote = world.stripe.v1.checkout.sessions.retrieve(later)
+    assert (remote.payment_status, remote.payment_intent) == ("no_payment_required", None)
+    assert signed_send(world, completed(world, first)) == 200
+    assert world.balance(account, "tokens") == HUGE
+    assert signed_send(world, completed(world, later)) == 200
+    with world.deps.db.transaction(readonly=True) as session:
+        failed = session.scalars(
+            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
+        ).all()
+    assert failed == []
+    assert world.balance(account, "tokens") == HUGE
+    assert purchases(world, account) == [our_id(world, first)]
+    [notice] = notices(world, account, "checkout.duplicate_refunded")
+    assert notice["checkout_session_id"] == our_id(world, later)
+    assert (notice["reason"], notice["credit_type"]) == ("CREDITS_NOT_STORABLE", "tokens")
+    assert (notice["refund"], notice["refunded_payment_intent"]) == (None, None)
+    assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
+    assert len(notices(world, account, "checkout.duplicate_refunded")) == 1
+    assert world.balance(account, "tokens") == HUGE
+    assert purchases(world, account) == [our_id(world, first)]

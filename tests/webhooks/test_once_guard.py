@@ -13,7 +13,13 @@ from sqlalchemy import select
 
 from billing.v1 import catalog_pb2
 from tests.checkout.support import World, signed_send
-from tests.webhooks.guards import completed, deliver_on_two_servers, notices, second_open_session
+from tests.webhooks.guards import (
+    completed,
+    deliver_on_two_servers,
+    notices,
+    refunds_of,
+    second_open_session,
+)
 from tollbooth.db.models import CheckoutSession, Purchase, StripeEvent
 
 NOTICE = "checkout.duplicate_refunded"
@@ -69,6 +75,8 @@ def test_a_checkout_paid_after_the_price_was_bought_is_refunded(pg_world: World)
         our_id(world, later),
         life.price_id,
     )
+    [refund] = refunds_of(world, str(notice["refunded_payment_intent"]))
+    assert (refund["reason"], refund["id"]) == ("duplicate", notice["refund"])  # Stripe's
     assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
     assert (
         len(notices(world, account, NOTICE)) == 1 and world.balance(account, "api_calls") == "100"
@@ -98,3 +106,34 @@ def test_two_checkouts_paid_before_either_is_fulfilled_on_two_servers_make_one_p
     with world.deps.db.transaction(readonly=True) as session:
         statuses = {e.status for e in session.scalars(select(StripeEvent))}
     assert statuses == {"applied"}
+
+
+def test_a_free_checkout_of_a_price_held_already_completes_with_nothing_to_refund(
+    pg_world: World,
+):
+    """A no-cost checkout (`no_payment_required`, no payment) of a price bought once that the
+    account holds: no second purchase, nothing granted, the company told; its event completes
+    (it failed PRICE_ALREADY_PURCHASED on every attempt: there was nothing to refund)."""
+    world = pg_world
+    world.price("sample", recurring=False, amount=0, grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "sample").session.stripe_checkout_session_id
+    later = second_open_session(world, first)
+    world.pay(first)
+    world.pay(later)
+    assert world.stripe.v1.checkout.sessions.retrieve(later).payment_status == (
+        "no_payment_required"
+    )
+    assert signed_send(world, completed(world, first)) == 200
+    assert signed_send(world, completed(world, later)) == 200
+    with world.deps.db.transaction(readonly=True) as session:
+        failed = session.scalars(select(StripeEvent).where(StripeEvent.status == "failed")).all()
+    assert failed == []
+    assert purchases(world, account) == [our_id(world, first)]
+    assert world.balance(account, "api_calls") == "100"  # the first one's grant only
+    [notice] = notices(world, account, NOTICE)
+    assert notice["checkout_session_id"] == our_id(world, later)
+    assert (notice["reason"], notice["refund"]) == ("PRICE_ALREADY_PURCHASED", None)
+    assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
+    assert len(notices(world, account, NOTICE)) == 1
+    assert purchases(world, account) == [our_id(world, first)]

@@ -13,7 +13,6 @@ account's lock."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from billing.v1 import catalog_pb2, payment_pb2
 from tests.checkout.support import World, events_of, signed_send
 from tests.payments.support import confirm, create, get, purchases, token
-from tests.webhooks.guards import completed, deliver_on_two_servers, notices
+from tests.webhooks.guards import completed, deliver_on_two_servers, notices, refunds_of
 from tollbooth.db.models import CreditGrant, StripeEvent
 from tollbooth.payments import repository as payments_repository
 
@@ -55,15 +54,6 @@ def two_payable(
 
 def succeeded(world: World, stripe_pi: str) -> bytes:
     return json.dumps(events_of(world, "payment_intent.succeeded", stripe_pi)[0]).encode()
-
-
-def refunds_of(world: World, stripe_pi: str) -> list[dict[str, Any]]:
-    """The provider's refunds of a payment intent (from its `refund.created` events)."""
-    response = world.stripe.raw_request("get", "/v1/events", type="refund.created", limit=100)
-    listed = json.loads(response.body)["data"]  # type: ignore[attr-defined]
-    return [
-        e["data"]["object"] for e in listed if e["data"]["object"]["payment_intent"] == stripe_pi
-    ]
 
 
 def fully_refunded(world: World, stripe_pi: str) -> bool:

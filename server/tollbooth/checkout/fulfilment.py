@@ -179,10 +179,8 @@ def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.d
         if done.reason == once.NOT_STORABLE
         else "it is held already"
     )
-    ctx.changes.append(
-        f"checkout {row.id}: price {done.price_id}: {why}; payment {done.payment_intent}"
-        " refunded, nothing granted"
-    )
+    paid = f"payment {done.payment_intent} refunded" if done.payment_intent else "nothing paid"
+    ctx.changes.append(f"checkout {row.id}: price {done.price_id}: {why}; {paid}, nothing granted")
 
 
 def _fulfil(ctx: Context, row: CheckoutSession, truth: dict[str, Any], now: dt.datetime) -> None:

@@ -28,19 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from tollbooth import amounts, errors
+from tollbooth import errors
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
-from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
-from tollbooth.db.types import utcnow
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider
 from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.effects import Facts
 from tollbooth.subscriptions.service import already_purchased, bought_once, held_once
 from tollbooth.webhooks.dispatch import object_id as _id
@@ -62,7 +60,7 @@ def refused_by_slot(group: str) -> errors.DomainError:
 
 
 HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = "CREDITS_NOT_STORABLE"
+NOT_STORABLE = overflow.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -90,30 +88,23 @@ def _not_storable(session: Session, row: CheckoutSession) -> tuple[str, str] | N
     balance may have grown since (another purchase, a grant): its fulfilment could then never
     write the grant, and the payment would buy nothing while its event failed forever."""
     prices = catalog.prices_by_ids(session, [i["price_id"] for i in row.items])
-    granted: dict[str, Decimal] = {}
-    first: dict[str, str] = {}
-    for n, item in enumerate(row.items):
-        price = prices.get(item["price_id"])
-        if price is None:
-            continue
-        specs = [s for s in price.credit_grants or [] if s.get("on_purchase")]
-        try:
-            amounts.add_grants(granted, specs, int(item.get("quantity") or 1), f"items[{n}]")
-        except errors.DomainError:  # one grant alone is past the cap
-            return price.id, str(specs[0].get("credit_type") or "") if specs else ""
-        for spec in specs:
-            first.setdefault(str(spec.get("credit_type") or ""), price.id)
-    kind = first_not_storable(session, row.billing_account_id, granted, utcnow())
-    return None if kind is None else (first[kind], kind)
+    bought = [
+        (prices[i["price_id"]], int(i.get("quantity") or 1))
+        for i in row.items
+        if i["price_id"] in prices
+    ]
+    return overflow.not_storable(session, row.billing_account_id, bought, "on_purchase")
 
 
 def prepare(
     db: Database, provider: StripeProvider, facts: Facts, stripe_session_id: str
 ) -> Refunded | None:
     """Read phase: refund (and cancel the subscription of) a paid checkout buying a price the
-    account holds by another purchase; None when it does not."""
+    account holds by another purchase, or whose grants no longer fit; None when it does not.
+    A no-cost checkout (`no_payment_required`) has no payment to refund: the rest is alike."""
     truth = facts.checkout_sessions[stripe_session_id]
-    if truth.get("status") != "complete" or truth.get("payment_status") != "paid":
+    paid = truth.get("payment_status") in ("paid", "no_payment_required")
+    if truth.get("status") != "complete" or not paid:
         return None
     with db.transaction(readonly=True) as session:
         row = repository.checkout_by_stripe_id(session, stripe_session_id, owner=None)
@@ -134,11 +125,12 @@ def prepare(
         facts.subscriptions.pop(sub_id, None)
         facts.read_subscription(provider, sub_id)  # canceled now
     paid_by = facts.payment_intents.get(stripe_session_id)
-    refund = (
-        provider.refund_payment(paid_by, idempotency=idempotency_key("once-refund", paid_by))
-        if paid_by
-        else None
-    )
+    refund = None
+    if paid_by and reason == HELD:
+        key = idempotency_key("once-refund", paid_by)
+        refund = provider.refund_payment(paid_by, idempotency=key, reason=DUPLICATE)
+    elif paid_by:
+        refund = overflow.refund(provider, paid_by)
     return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type)
 
 

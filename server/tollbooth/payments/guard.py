@@ -20,25 +20,23 @@ the inbox retries it, and that retry's read phase refunds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import amounts, errors
+from tollbooth import errors
 from tollbooth.catalog import repository as catalog
-from tollbooth.credit.queries import first_not_storable
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
-from tollbooth.db.types import utcnow
 from tollbooth.payments import repository
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider
 from tollbooth.provider.keys import idempotency_key
+from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.service import held_besides_intent
 from tollbooth.webhooks.dispatch import object_id as _id
 
 HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = "CREDITS_NOT_STORABLE"
+NOT_STORABLE = overflow.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -81,14 +79,7 @@ def not_storable(session: Session, row: PaymentIntent) -> tuple[str, str] | None
     price = catalog.prices_by_ids(session, [row.price_id]).get(row.price_id)
     if price is None:
         return None
-    specs = [s for s in price.credit_grants or [] if s.get("on_purchase")]
-    granted: dict[str, Decimal] = {}
-    try:
-        amounts.add_grants(granted, specs, 1, "catalog_price_id")
-    except errors.DomainError:  # one grant alone is past the cap
-        return price.id, str(specs[0].get("credit_type") or "")
-    kind = first_not_storable(session, row.billing_account_id, granted, utcnow())
-    return None if kind is None else (price.id, kind)
+    return overflow.not_storable(session, row.billing_account_id, [(price, 1)], "on_purchase")
 
 
 def prepare(
@@ -109,10 +100,12 @@ def prepare(
         full = not_storable(session, row) if held is None else None
     if held is None and full is None:
         return None
-    refund = provider.refund_payment(stripe_id, idempotency=refund_key(stripe_id))
     if held is not None:
+        key = refund_key(stripe_id)
+        refund = provider.refund_payment(stripe_id, idempotency=key, reason=DUPLICATE)
         return Duplicate(held[0], held[1], refund)
     assert full is not None
+    refund = overflow.refund(provider, stripe_id)
     return Duplicate(full[0], "", refund, NOT_STORABLE, full[1])
 
 

@@ -1,4 +1,5 @@
-"""The payment provider: the only module that imports `stripe`.
+"""The payment provider: with `tollbooth.provider.answers` (the HTTP client and how Stripe's
+answers and errors are read), the only module that imports `stripe`.
 
 Everything else sees plain dicts in Stripe's wire format (the API version the installed
 library pins) and domain errors with stable reasons:
@@ -19,136 +20,32 @@ account, so a retry, ours or the library's, never creates a second object.
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import stripe
 
-from tollbooth import deadline, errors
 from tollbooth.config import Settings, dial_url
-from tollbooth.db import no_transaction_held
-from tollbooth.errors import DomainError, Kind
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 from tollbooth.provider import invoices
+from tollbooth.provider.answers import (
+    REFUSED,  # callers that tell a refusal from an outage read it here
+    NetworkRetriesOnly,
+    checked,
+    map_error,
+    stripe_answer,
+)
 from tollbooth.provider.keys import idempotency_key, options_digest
-
-log = logging.getLogger("tollbooth.provider")
 
 SANDBOX_KEY = "sk_test_tollbooth_sandbox"
 API_VERSION = stripe.api_version
 T = TypeVar("T")
-
-# The reason of the provider's refusal of a request (a 4xx: nothing was created there).
-REFUSED = "PROVIDER_REQUEST_INVALID"
-
-
-class _NetworkRetriesOnly(stripe.RequestsClient):
-    """The library also retries 409 and 5xx answers; we retry only when nothing came back.
-    Every request first checks that this thread holds no database transaction open. Inside an
-    RPC's time budget (`tollbooth.deadline`) a request waits at most what is left of it, and
-    none is started or retried once it is spent."""
-
-    @property  # type: ignore[override]
-    def _timeout(self) -> float:  # the library reads it for each request
-        left = deadline.remaining()
-        return self._configured if left is None else max(0.05, min(self._configured, left))
-
-    @_timeout.setter
-    def _timeout(self, value: float) -> None:
-        self._configured = value
-
-    def request(self, method, url, headers, post_data=None):  # type: ignore[no-untyped-def, override]
-        no_transaction_held("the payment provider")
-        if deadline.remaining() == 0:
-            raise _out_of_time()
-        return super().request(method, url, headers, post_data)
-
-    def _should_retry(  # type: ignore[no-untyped-def, override]
-        self, response, api_connection_error, num_retries, max_network_retries
-    ):
-        if response is not None:
-            return False
-        left = deadline.remaining()
-        if left is not None and left <= self._sleep_time_seconds(num_retries + 1):
-            return False
-        return super()._should_retry(
-            response, api_connection_error, num_retries, max_network_retries
-        )
-
-
-def _out_of_time() -> DomainError:
-    return unavailable(
-        "the payment provider did not answer within this request's time; retry with the same"
-        " request_id"
-    )
-
-
-def unavailable(message: str) -> DomainError:
-    return DomainError(Kind.UNAVAILABLE, "PROVIDER_UNAVAILABLE", message)
-
-
-def _stripe_answer(exc: stripe.StripeError) -> bool:
-    """Whether the error came from Stripe's own error object (`{"error": {...}}`): a 429
-    without it, an HTML page from a proxy or load balancer, a body that is not JSON came from
-    something in front of Stripe, whatever its status."""
-    body = getattr(exc, "json_body", None)
-    return isinstance(body, dict) and isinstance(body.get("error"), dict)
-
-
-def _not_stripe(what: str, status: object) -> DomainError:
-    # The answer itself is never shown (an HTML page, another service's JSON): logged short.
-    log.warning(
-        "the payment provider answered %s with a non-Stripe response (HTTP %s)", what, status
-    )
-    return unavailable(f"the payment provider sent an unreadable answer ({what}); retry")
-
-
-def _map_error(exc: stripe.StripeError, what: str) -> DomainError:
-    status = getattr(exc, "http_status", None)
-    if isinstance(exc, stripe.APIConnectionError):
-        if deadline.remaining() == 0:
-            return _out_of_time()
-        return unavailable(f"the payment provider could not be reached ({what}); retry")
-    if not _stripe_answer(exc):
-        return _not_stripe(what, status)
-    if isinstance(exc, stripe.RateLimitError) or (status is not None and status >= 500):
-        return unavailable(f"the payment provider is unavailable ({what}); retry")
-    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
-        log.error("the payment provider refused our credentials (%s): check STRIPE_API_KEY", what)
-        return unavailable(f"the payment provider refused this service's credentials ({what})")
-    if isinstance(exc, stripe.IdempotencyError) and status == 409:
-        # Another request with the same key is still in progress at Stripe (two replicas
-        # completing one checkout intent at once): retrying gets its answer.
-        return unavailable(f"the same request is in progress at the payment provider ({what})")
-    if isinstance(exc, stripe.IdempotencyError):
-        return errors.invalid(
-            "request_id was already used with different parameters",
-            reason="IDEMPOTENCY_KEY_REUSED",
-            field="request_id",
-        )
-    message = str(exc.user_message or "").strip()
-    param = getattr(exc, "param", None)
-    return errors.invalid(
-        f"the payment provider refused the request ({what})"
-        + (f": {errors.shown(message, 200)}" if message else ""),
-        reason=REFUSED,
-        **({"param": param} if param else {}),
-    )
-
-
-def _checked(result: T, what: str) -> T:
-    """A 2xx answer that is a Stripe object (a JSON object naming its `object`), else
-    UNAVAILABLE: `[]`, `null` or another service's JSON is not an answer to act on."""
-    if not (
-        isinstance(result, stripe.StripeObject)
-        and "object" in result
-        and isinstance(result["object"], str)
-    ):
-        raise _not_stripe(what, 200)
-    return result
+# What Stripe accepts as a refund's `reason` (or none).
+RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
+DUPLICATE: RefundReason = "duplicate"
+__all__ = ["API_VERSION", "DUPLICATE", "REFUSED", "SANDBOX_KEY", "RefundReason", "StripeProvider"]
 
 
 class StripeProvider:
@@ -165,7 +62,7 @@ class StripeProvider:
     ) -> None:
         self.sandbox = sandbox
         self.base_url = base_url
-        http = _NetworkRetriesOnly(timeout=timeout_sec)
+        http = NetworkRetriesOnly(timeout=timeout_sec)
         kwargs: dict[str, Any] = {"max_network_retries": max_network_retries, "http_client": http}
         if base_url:
             kwargs["base_addresses"] = {"api": base_url}
@@ -195,9 +92,9 @@ class StripeProvider:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return _checked(fn(), what)
+            return checked(fn(), what)
         except stripe.StripeError as exc:
-            raise _map_error(exc, what) from exc
+            raise map_error(exc, what) from exc
 
     @staticmethod
     def _plain(obj: Any) -> dict[str, Any]:
@@ -271,13 +168,13 @@ class StripeProvider:
     def delete_customer(self, customer_id: str) -> bool:
         """Delete the customer; False when the provider no longer knows it (deleted already)."""
         try:
-            _checked(self.client.v1.customers.delete(customer_id), "delete customer")
+            checked(self.client.v1.customers.delete(customer_id), "delete customer")
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "resource_missing":
                 return False
-            raise _map_error(exc, "delete customer") from exc
+            raise map_error(exc, "delete customer") from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "delete customer") from exc
+            raise map_error(exc, "delete customer") from exc
         return True
 
     # -- catalog --------------------------------------------------------------------------
@@ -361,7 +258,7 @@ class StripeProvider:
         while True:
             page = self._call(what, lambda: lister(params=params))  # noqa: B023
             for item in page.data:
-                found = self._plain(_checked(item, what))
+                found = self._plain(checked(item, what))
                 if (found.get("metadata") or {}).get(f"tollbooth_{kind}_id") == ident:
                     return found
             if not page.has_more or not page.data:
@@ -382,11 +279,11 @@ class StripeProvider:
         """What Stripe holds as `ident`, a `kind` ("product"/"price"); None on Stripe's 404."""
         what, service = f"retrieve {kind}", getattr(self.client.v1, f"{kind}s")
         try:
-            found = self._plain(_checked(service.retrieve(ident), what))
+            found = self._plain(checked(service.retrieve(ident), what))
         except stripe.StripeError as exc:
-            if _stripe_answer(exc) and getattr(exc, "http_status", None) == 404:
+            if stripe_answer(exc) and getattr(exc, "http_status", None) == 404:
                 return None
-            raise _map_error(exc, what) from exc
+            raise map_error(exc, what) from exc
         return found if found["object"] == kind else None
 
     def retrieve_price(self, stripe_price_id: str) -> dict[str, Any]:
@@ -447,11 +344,11 @@ class StripeProvider:
             )
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) != 400:
-                raise _map_error(exc, "expire checkout session") from exc
+                raise map_error(exc, "expire checkout session") from exc
             return self.retrieve_checkout_session(session_id)
         except stripe.StripeError as exc:
-            raise _map_error(exc, "expire checkout session") from exc
-        return self._plain(_checked(expired, "expire checkout session"))
+            raise map_error(exc, "expire checkout session") from exc
+        return self._plain(checked(expired, "expire checkout session"))
 
     # -- billing portal -------------------------------------------------------------------
 
@@ -475,7 +372,7 @@ class StripeProvider:
                     found = str(config.id)
                     break
         except stripe.StripeError as exc:
-            raise _map_error(exc, "list portal configurations") from exc
+            raise map_error(exc, "list portal configurations") from exc
         if found is None:
             meta = {"tollbooth_options": digest}
             params = {"features": features, "metadata": meta, "name": "tollbooth"}
@@ -514,10 +411,10 @@ class StripeProvider:
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) == 404:
                 return None
-            raise _map_error(exc, "retrieve subscription") from exc
+            raise map_error(exc, "retrieve subscription") from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "retrieve subscription") from exc
-        return self._plain(_checked(sub, "retrieve subscription"))
+            raise map_error(exc, "retrieve subscription") from exc
+        return self._plain(checked(sub, "retrieve subscription"))
 
     def list_subscriptions(self, customer: str) -> list[dict[str, Any]]:
         """Every subscription of a customer, canceled ones included."""
@@ -574,27 +471,36 @@ class StripeProvider:
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "http_status", None) == 404:
                 return None
-            raise _map_error(exc, what) from exc
+            raise map_error(exc, what) from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, what) from exc
-        return self._plain(_checked(found, what))
+            raise map_error(exc, what) from exc
+        return self._plain(checked(found, what))
 
     def refund_invoice(self, invoice_id: str, *, idempotency: str) -> str | None:
-        """Refund what the invoice's payment charged (`refund_payment`); None when unpaid."""
+        """Refund what the invoice's payment charged, as a duplicate (a second plan of a group);
+        None when unpaid."""
         intent = self.invoice_payment_intent(invoice_id)
-        return self.refund_payment(intent, idempotency=idempotency) if intent else None
+        if not intent:
+            return None
+        return self.refund_payment(intent, idempotency=idempotency, reason=DUPLICATE)
 
-    def refund_payment(self, payment_intent: str, *, idempotency: str) -> str | None:
-        """Refund a PaymentIntent in full as a duplicate; its id (None: refunded already)."""
+    def refund_payment(
+        self, payment_intent: str, *, idempotency: str, reason: RefundReason | None
+    ) -> str | None:
+        """Refund a PaymentIntent in full; its id (None: refunded already). `reason` is
+        Stripe's: `duplicate` for a second payment of what was bought once, None for any other
+        refund of ours (a grant that cannot be stored is no duplicate, and not the customer's
+        request)."""
+        params = {"payment_intent": payment_intent, **({"reason": reason} if reason else {})}
         try:
             refund = self.client.v1.refunds.create(
-                params={"payment_intent": payment_intent, "reason": "duplicate"},
+                params=params,  # type: ignore[arg-type]
                 options=self._options(idempotency),  # type: ignore[arg-type]
             )
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "charge_already_refunded":
                 return None
-            raise _map_error(exc, "refund") from exc
+            raise map_error(exc, "refund") from exc
         except stripe.StripeError as exc:
-            raise _map_error(exc, "refund") from exc
-        return str(_checked(refund, "refund").id)
+            raise map_error(exc, "refund") from exc
+        return str(checked(refund, "refund").id)

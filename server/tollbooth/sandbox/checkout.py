@@ -308,8 +308,10 @@ class Checkout(Billing):
         email = email or (customer or {}).get("email") or session.get("customer_email")
         email = email or "sandbox@example.com"
         mode = session["mode"]
+        # A no-cost order (Stripe, since 2023-08-16): nothing is charged, no PaymentIntent.
+        free = mode == "payment" and not session.get("amount_total")
         pm = self.card_payment_method(card_number, email=email, name=name)
-        decline = self._charge_outcome(pm, off_session=False)
+        decline = None if free else self._charge_outcome(pm, off_session=False)
         if decline and mode == "payment":
             # The failed attempt is recorded (a PaymentIntent and its events); nothing else is.
             self._complete_payment(session, customer, pm, self.now_for(customer))
@@ -323,7 +325,8 @@ class Checkout(Billing):
             session["customer"] = customer["id"]
         now = self.now_for(customer)
         if mode == "payment":
-            self._complete_payment(session, customer, pm, now)
+            if not free:
+                self._complete_payment(session, customer, pm, now)
         elif mode == "subscription":
             self._complete_subscription(session, customer, pm, now)  # type: ignore[arg-type]
         else:
@@ -341,7 +344,7 @@ class Checkout(Billing):
             "tax_ids": [],
         }
         if mode != "setup":
-            session["payment_status"] = "paid"
+            session["payment_status"] = "no_payment_required" if free else "paid"
         self.store.put(session)
         self.emit("checkout.session.completed", session)
         return session

@@ -34,6 +34,7 @@ CANCELABLE = (
     "processing",
 )
 CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 
 class Payments(Core):
@@ -452,6 +453,9 @@ class Payments(Core):
     def create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         """Refund a succeeded charge (named, or the PaymentIntent's latest), all of what remains
         or `amount`; emits `refund.created` and `charge.refunded`, signed like every event."""
+        reason = params.get("reason") or None  # Stripe's three, or none
+        if reason is not None:
+            reason = as_enum(reason, "reason", REFUND_REASONS)
         if params.get("charge"):
             charge = self.load(as_str(params["charge"], "charge"), "charge", "charge")
         elif params.get("payment_intent"):
@@ -492,7 +496,7 @@ class Payments(Core):
             "currency": charge["currency"],
             "metadata": merge_metadata({}, params["metadata"]) if "metadata" in params else {},
             "payment_intent": charge["payment_intent"],
-            "reason": params.get("reason"),
+            "reason": reason,
             "status": "succeeded",
         }
         self.store.put(refund)

@@ -32,6 +32,7 @@ from tollbooth.accounts import repository as accounts
 from tollbooth.auth.caller import SERVICE
 from tollbooth.catalog.fields import MAX_GRANT_EXPIRY_SEC
 from tollbooth.credit import grants as credit_grants
+from tollbooth.db import Database
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.errors import DomainError, Kind
@@ -414,7 +415,7 @@ def _invoice_subscription(obj: dict[str, Any]) -> str | None:
     return _id(details.get("subscription")) or _id(obj.get("subscription"))
 
 
-def _invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
+def invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
     invoice_id, sub_id = _id(obj.get("id")), _invoice_subscription(obj)
     if not invoice_id or not sub_id:
         raise Ignored("not a subscription invoice with usable ids")
@@ -422,7 +423,7 @@ def _invoice_ids(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def read_invoice(provider: StripeProvider, facts: Facts, obj: dict[str, Any]) -> None:
-    invoice_id, sub_id = _invoice_ids(obj)
+    invoice_id, sub_id = invoice_ids(obj)
     facts.read_subscription(provider, sub_id)
     if obj.get("billing_reason") != "subscription_cycle" or facts.subscriptions[sub_id] is None:
         return
@@ -436,8 +437,29 @@ def _items(truth: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in as_list(as_dict(truth.get("items")).get("data")) if isinstance(i, dict)]
 
 
+def renewed(
+    session: Session, facts: Facts, sub_id: str, invoice_id: str
+) -> list[tuple[Price, int, Any]]:
+    """What a renewal grants for: (our price, quantity, its period's start) of every line the
+    provider's invoice charged for, else of every item the provider says the subscription
+    holds; never the invoice's lines from the event body. Prices not in our catalog left out."""
+    charged = facts.renewal_lines.get(invoice_id)
+    items = _items(facts.subscription(sub_id) or {})
+    lines: list[tuple[str | None, int, Any]] = (
+        list(charged)
+        if charged
+        else [(_id(i.get("price")), _quantity(i), i.get("current_period_start")) for i in items]
+    )
+    out = []
+    for stripe_price, quantity, start in lines:
+        price = links.price_by_stripe_id(session, stripe_price) if stripe_price else None
+        if price is not None:
+            out.append((price, quantity, start))
+    return out
+
+
 def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
-    invoice_id, sub_id = _invoice_ids(obj)
+    invoice_id, sub_id = invoice_ids(obj)
     row = sync_subscription(ctx, sub_id)
     if row is None:
         raise Ignored("the subscription is not one of ours, or unknown to the provider")
@@ -461,41 +483,30 @@ def on_invoice_paid(ctx: Context, obj: dict[str, Any]) -> None:
     if not claim_effect(ctx.session, f"invoice:{invoice_id}", ctx.event_id, account):
         return  # this invoice's renewal was applied already
     accounts.by_id_for_update(ctx.session, account)  # before any grant, as a refund locks
-    # What renews is what the provider's invoice charged for, else what the provider says the
-    # subscription holds (every recurring item); never the invoice's lines from the event body.
+    from tollbooth.subscriptions import overflow, refunds  # (both import this module)
+
     truth = ctx.facts.subscription(sub_id) or {}
-    charged = ctx.facts.renewal_lines.get(invoice_id)
-    lines: list[tuple[str | None, int, Any]] = (
-        list(charged)
-        if charged
-        else [
-            (_id(i.get("price")), _quantity(i), i.get("current_period_start"))
-            for i in _items(truth)
-        ]
-    )
-    for stripe_price, quantity, start in lines:
-        price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
-        if price is None:
-            continue
+    lines = renewed(ctx.session, ctx.facts, sub_id, invoice_id)
+    if overflow.renewal_skipped(ctx, row, obj, invoice_id, lines):
+        return  # its grants cannot be stored: its payment refunded, nothing granted
+    for price, quantity, start in lines:
         grant_for_price(
             ctx,
             account,
             price,
             quantity,
             when="on_renewal",
-            request_prefix=f"invoice:{invoice_id}:{stripe_price}",
+            request_prefix=f"invoice:{invoice_id}:{price.stripe_price_id}",
             reason=f"renewal of {price.lookup_key or price.id}",
             anchor=_ts(start if start is not None else truth.get("current_period_start")),
             payment_intent=ctx.facts.payment_intents.get(invoice_id),
         )
-    from tollbooth.subscriptions import refunds  # (refunds imports this module)
-
     refunds.settle(ctx, account, ctx.facts.payment_intents.get(invoice_id))
     ctx.changes.append(f"invoice {invoice_id} renewal applied")
 
 
 def on_invoice_payment_failed(ctx: Context, obj: dict[str, Any]) -> None:
-    invoice_id, sub_id = _invoice_ids(obj)
+    invoice_id, sub_id = invoice_ids(obj)
     row = sync_subscription(ctx, sub_id)
     if row is None:
         raise Ignored("the subscription is not one of ours, or unknown to the provider")
@@ -545,11 +556,13 @@ def bound(provider: StripeProvider, reader: Reader, effect: Effect) -> Handler:
     return Handler(read, apply)
 
 
-def handlers(provider: StripeProvider) -> dict[str, Handler]:
-    """The inbox handlers of this room, by event type (refunds: `subscriptions.refunds`)."""
-    from tollbooth.subscriptions import disputes, refunds
+def handlers(provider: StripeProvider, db: Database) -> dict[str, Handler]:
+    """The inbox handlers of this room, by event type (refunds: `subscriptions.refunds`; a
+    renewal's grants that cannot be stored: `subscriptions.overflow`)."""
+    from tollbooth.subscriptions import disputes, overflow, refunds
 
     table = {**HANDLERS, **refunds.HANDLERS, **disputes.HANDLERS}
+    table["invoice.paid"] = (overflow.guarded_renewal(db, read_invoice), on_invoice_paid)
     return {kind: bound(provider, *pair) for kind, pair in table.items()}
 
 

@@ -12,7 +12,9 @@ from tollbooth import amounts
 from tollbooth.auth.caller import SERVICE
 from tollbooth.catalog import repository as catalog
 from tollbooth.credit import grants as credit_grants
+from tollbooth.credit.queries import first_not_storable
 from tollbooth.db.models import Price, Subscription
+from tollbooth.errors import DomainError
 from tollbooth.notifications import outbox
 from tollbooth.provider import repository as links
 from tollbooth.subscriptions import repository
@@ -62,11 +64,19 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
     prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
-    old = per_period(prices.get(old_price_id), old_quantity)
-    new = per_period(prices.get(row.price_id), row.quantity)
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
     key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
     key = f"{key}:{row.quantity}:{period}"
+    try:
+        old = per_period(prices.get(old_price_id), old_quantity)
+    except DomainError:  # the old plan gave more per period than can be stored: nothing more
+        return
+    try:
+        new = per_period(prices.get(row.price_id), row.quantity)
+    except DomainError:  # a grant × the new quantity is past the largest storable amount
+        if claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
+            _not_granted(ctx, row, _renewal_type(prices.get(row.price_id)), None, f"{key}:0")
+        return
     old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
     after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
     repository.note_levels(ctx.session, row, period, after, ctx.event_id)
@@ -76,6 +86,9 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
         return
     for n, (kind, amount) in enumerate(sorted(extra.items())):
         request_id = f"{key}:{n}"
+        if first_not_storable(ctx.session, row.billing_account_id, {kind: amount}, ctx.clock()):
+            _not_granted(ctx, row, kind, amount, request_id)
+            continue
         made = credit_grants.grant(
             ctx.session,
             SERVICE,
@@ -103,3 +116,36 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
             f"credits.granted:{request_id}",
         )
         ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+
+
+def _renewal_type(price: Price | None) -> str:
+    """The credit type of a price's first `on_renewal` grant ("" when it has none)."""
+    specs = [s for s in (price.credit_grants or []) if s.get("on_renewal")] if price else []
+    return str(specs[0]["credit_type"]) if specs else ""
+
+
+def _not_granted(
+    ctx: Context, row: Subscription, kind: str, amount: Decimal | None, request_id: str
+) -> None:
+    """The upgrade's grant of `kind` would take the balance past the largest storable amount
+    (NUMERIC(38, 18)): not made, and the company told. Nothing to refund: an upgrade has no
+    payment of its own (its proration, if any, is billed with the next invoice's charges).
+    The change is claimed, so a replay tells nothing twice; the levels are noted, so a later
+    change in this period does not grant it either."""
+    outbox.enqueue(
+        ctx.session,
+        "subscription.upgrade_not_granted",
+        row.billing_account_id,
+        {
+            "subscription_id": row.id,
+            "stripe_subscription_id": row.stripe_subscription_id,
+            "price_id": row.price_id,
+            "quantity": row.quantity,
+            "credit_type": kind,
+            "amount": None if amount is None else format(amount, "f"),
+            "reason": "CREDITS_NOT_STORABLE",  # `overflow.NOT_STORABLE` (it imports this room)
+        },
+        f"subscription.upgrade_not_granted:{request_id}",
+    )
+    what = f"{format(amount, 'f')} {kind}" if amount is not None else f"the {kind} grant"
+    ctx.changes.append(f"upgrade: {what} not granted, it does not fit the balance")

@@ -122,7 +122,8 @@ class PaymentIntent(_message.Message):
     """
     refund_id: _builtins.str
     """The provider's refund of a duplicate payment (`re_...`); empty when the
-    provider reported the payment refunded already.
+    provider reported the payment refunded already, or refused its refund for good
+    (a disputed charge: the dispute decides).
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -138,7 +139,7 @@ class PaymentIntent(_message.Message):
 
     @_builtins.property
     def refund_time(self) -> _timestamp_pb2.Timestamp:
-        """When the duplicate payment's refund was recorded."""
+        """When the duplicate payment's refund (or its refusal) was recorded."""
 
     def __init__(
         self,

@@ -171,6 +171,7 @@ def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.d
             "stripe_subscription_id": done.subscription,
             "reason": done.reason,
             "credit_type": done.credit_type or None,
+            "refund_refused": done.refused,
         },
         f"checkout.duplicate_refunded:{row.stripe_checkout_session_id}",
     )
@@ -180,6 +181,8 @@ def _refunded(ctx: Context, row: CheckoutSession, done: once.Refunded, now: dt.d
         else "it is held already"
     )
     paid = f"payment {done.payment_intent} refunded" if done.payment_intent else "nothing paid"
+    if done.refused:
+        paid = f"payment {done.payment_intent} not refunded (Stripe: {done.refused})"
     ctx.changes.append(f"checkout {row.id}: price {done.price_id}: {why}; {paid}, nothing granted")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from tollbooth.checkout import repository
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Subscription
 from tollbooth.errors import DomainError, Kind
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import StripeProvider, refund_or_refusal
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.subscriptions.effects import Facts
@@ -96,10 +97,12 @@ def prepare(
     # a renewal, the latest too (each refunded once, by its own idempotency key).
     latest = _id(sub.get("latest_invoice"))
     invoice = _id(truth.get("invoice")) or latest
-    refunds = [
-        provider.refund_invoice(each, idempotency=idempotency_key("guard-refund", each))
-        for each in dict.fromkeys(i for i in (invoice, latest) if i)
-    ]
+    refunds: list[str | None] = []
+    for each in dict.fromkeys(i for i in (invoice, latest) if i):
+        key = idempotency_key("guard-refund", each)
+        refunds.append(
+            refund_or_refusal(partial(provider.refund_invoice, each, idempotency=key))[0]
+        )
     refund = refunds[0] if refunds else None  # the first invoice's, as notifications name it
     facts.subscriptions.pop(sub_id)
     facts.read_subscription(provider, sub_id)  # canceled now

@@ -36,7 +36,7 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
-from tollbooth.provider.client import DUPLICATE, StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider, refund_or_refusal
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.effects import Facts
@@ -75,6 +75,7 @@ class Refunded:
     subscription: str | None
     reason: str = HELD
     credit_type: str = ""
+    refused: str | None = None  # Stripe's code when it refuses the refund for good
 
 
 def _held_by_other(session: Session, row: CheckoutSession) -> Price | None:
@@ -125,13 +126,15 @@ def prepare(
         facts.subscriptions.pop(sub_id, None)
         facts.read_subscription(provider, sub_id)  # canceled now
     paid_by = facts.payment_intents.get(stripe_session_id)
-    refund = None
+    refund = refused = None
     if paid_by and reason == HELD:
         key = idempotency_key("once-refund", paid_by)
-        refund = provider.refund_payment(paid_by, idempotency=key, reason=DUPLICATE)
+        refund, refused = refund_or_refusal(
+            lambda: provider.refund_payment(paid_by, idempotency=key, reason=DUPLICATE)
+        )
     elif paid_by:
-        refund = overflow.refund(provider, paid_by)
-    return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type)
+        refund, refused = refund_or_refusal(lambda: overflow.refund(provider, paid_by))
+    return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type, refused)
 
 
 def check(session: Session, row: CheckoutSession) -> None:

@@ -184,6 +184,7 @@ def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.d
             "currency": row.currency,
             "reason": done.reason,
             "credit_type": done.credit_type or None,
+            "refund_refused": done.refused,
         },
         f"payment_intent.duplicate_refunded:{row.stripe_payment_intent_id}",
     )
@@ -192,9 +193,11 @@ def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.d
         if done.reason == guard.NOT_STORABLE
         else f"it is held already (purchase {done.purchase_id})"
     )
+    paid = f"payment refunded ({done.refund})"
+    if done.refused:
+        paid = f"payment not refunded (Stripe: {done.refused})"
     ctx.changes.append(
-        f"payment intent {row.id}: price {done.price_id}: {why}; payment refunded"
-        f" ({done.refund}), nothing granted"
+        f"payment intent {row.id}: price {done.price_id}: {why}; {paid}, nothing granted"
     )
 
 

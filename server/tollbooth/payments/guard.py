@@ -29,7 +29,7 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import repository
-from tollbooth.provider.client import DUPLICATE, StripeProvider
+from tollbooth.provider.client import DUPLICATE, StripeProvider, refund_or_refusal
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import overflow
 from tollbooth.subscriptions.service import held_besides_intent
@@ -50,6 +50,7 @@ class Duplicate:
     refund: str | None  # None: the provider reported the payment refunded already
     reason: str = HELD
     credit_type: str = ""
+    refused: str | None = None  # Stripe's code when it refuses the refund for good
 
 
 def refund_key(stripe_payment_intent: str) -> str:
@@ -102,11 +103,13 @@ def prepare(
         return None
     if held is not None:
         key = refund_key(stripe_id)
-        refund = provider.refund_payment(stripe_id, idempotency=key, reason=DUPLICATE)
-        return Duplicate(held[0], held[1], refund)
+        refund, refused = refund_or_refusal(
+            lambda: provider.refund_payment(stripe_id, idempotency=key, reason=DUPLICATE)
+        )
+        return Duplicate(held[0], held[1], refund, refused=refused)
     assert full is not None
-    refund = overflow.refund(provider, stripe_id)
-    return Duplicate(full[0], "", refund, NOT_STORABLE, full[1])
+    refund, refused = refund_or_refusal(lambda: overflow.refund(provider, stripe_id))
+    return Duplicate(full[0], "", refund, NOT_STORABLE, full[1], refused)
 
 
 def check(session: Session, row: PaymentIntent) -> None:

@@ -20,6 +20,7 @@ account, so a retry, ours or the library's, never creates a second object.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -45,7 +46,38 @@ T = TypeVar("T")
 # What Stripe accepts as a refund's `reason` (or none).
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 DUPLICATE: RefundReason = "duplicate"
-__all__ = ["API_VERSION", "DUPLICATE", "REFUSED", "SANDBOX_KEY", "RefundReason", "StripeProvider"]
+__all__ = [
+    "API_VERSION",
+    "DUPLICATE",
+    "REFUSED",
+    "SANDBOX_KEY",
+    "RefundReason",
+    "RefundRefused",
+    "StripeProvider",
+    "refund_or_refusal",
+]
+# Stripe's codes for a refund it refuses for good, whatever is retried: a disputed charge's
+# money goes where the dispute decides (back to the customer when the bank sides with them).
+FINAL_REFUSALS = frozenset({"charge_disputed"})
+log = logging.getLogger("tollbooth.provider")
+
+
+class RefundRefused(Exception):
+    """Stripe refuses the refund for good (`code` one of `FINAL_REFUSALS`)."""
+
+    def __init__(self, payment_intent: str, code: str) -> None:
+        super().__init__(f"Stripe refuses to refund {payment_intent}: {code}")
+        self.payment_intent, self.code = payment_intent, code
+
+
+def refund_or_refusal(refund: Callable[[], str | None]) -> tuple[str | None, str | None]:
+    """(refund id, None) from `refund()`; (None, Stripe's code) when Stripe refuses it for good,
+    so the event asking completes (nothing granted) instead of failing on every attempt."""
+    try:
+        return refund(), None
+    except RefundRefused as exc:
+        log.warning("%s; the event completes without a refund", exc)
+        return None, exc.code
 
 
 class StripeProvider:
@@ -487,7 +519,8 @@ class StripeProvider:
     def refund_payment(
         self, payment_intent: str, *, idempotency: str, reason: RefundReason | None
     ) -> str | None:
-        """Refund a PaymentIntent in full; its id (None: refunded already). `reason` is
+        """Refund a PaymentIntent in full; its id (None: refunded already; `RefundRefused`
+        when Stripe refuses it for good, see `refund_or_refusal`). `reason` is
         Stripe's: `duplicate` for a second payment of what was bought once, None for any other
         refund of ours (a grant that cannot be stored is no duplicate, and not the customer's
         request)."""
@@ -500,6 +533,8 @@ class StripeProvider:
         except stripe.InvalidRequestError as exc:
             if getattr(exc, "code", None) == "charge_already_refunded":
                 return None
+            if getattr(exc, "code", None) in FINAL_REFUSALS:
+                raise RefundRefused(payment_intent, str(exc.code)) from exc
             raise map_error(exc, "refund") from exc
         except stripe.StripeError as exc:
             raise map_error(exc, "refund") from exc

@@ -38,7 +38,7 @@ from tollbooth.db.models import Price, Subscription
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import outbox
 from tollbooth.provider import repository as links
-from tollbooth.provider.client import StripeProvider
+from tollbooth.provider.client import StripeProvider, refund_or_refusal
 from tollbooth.provider.keys import idempotency_key
 from tollbooth.subscriptions import repository
 from tollbooth.subscriptions.effects import Context, Facts, Reader, invoice_ids, renewed
@@ -88,6 +88,7 @@ class RenewalRefunded:
     credit_type: str
     payment_intent: str | None  # what paid the invoice (None: nothing did)
     refund: str | None  # None: nothing to refund, or the provider had refunded it already
+    refused: str | None = None  # Stripe's code when it refuses the refund for good
 
 
 def guarded_renewal(db: Database, read_invoice: Reader) -> Reader:
@@ -120,8 +121,10 @@ def _prepare_renewal(
     if full is None:
         return None
     paid_by = facts.payment_intents.get(invoice_id)
-    done = refund(provider, paid_by) if paid_by else None
-    return RenewalRefunded(invoice_id, full[0], full[1], paid_by, done)
+    done, refused = (
+        refund_or_refusal(lambda: refund(provider, paid_by)) if paid_by else (None, None)
+    )
+    return RenewalRefunded(invoice_id, full[0], full[1], paid_by, done, refused)
 
 
 def renewal_skipped(
@@ -174,10 +177,13 @@ def _tell_renewal(
             "currency": currency if isinstance(currency, str) else None,
             "reason": NOT_STORABLE,
             "credit_type": done.credit_type or None,
+            "refund_refused": done.refused,
         },
         f"{RENEWAL_REFUNDED}:{done.invoice}",
     )
     what = f"payment {done.payment_intent} refunded" if done.payment_intent else "nothing paid"
+    if done.refused:
+        what = f"payment {done.payment_intent} not refunded (Stripe: {done.refused})"
     ctx.changes.append(
         f"invoice {done.invoice}: its {done.credit_type} grant no longer fits the balance;"
         f" {what}, nothing granted"

@@ -148,14 +148,15 @@ export declare type PaymentIntent = Message<"billing.v1.PaymentIntent"> & {
 
   /**
    * The provider's refund of a duplicate payment (`re_...`); empty when the
-   * provider reported the payment refunded already.
+   * provider reported the payment refunded already, or refused its refund for good
+   * (a disputed charge: the dispute decides).
    *
    * @generated from field: string refund_id = 19;
    */
   refundId: string;
 
   /**
-   * When the duplicate payment's refund was recorded.
+   * When the duplicate payment's refund (or its refusal) was recorded.
    *
    * @generated from field: google.protobuf.Timestamp refund_time = 20;
    */

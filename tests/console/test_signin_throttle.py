@@ -252,3 +252,39 @@ def test_a_same_site_page_cannot_spend_a_signed_in_operators_sign_in_attempts(
         follow_redirects=False,
     )
     assert (stale.status_code, stale.headers["location"]) == (303, "/console/accounts")
+
+
+def test_a_right_sign_in_removes_the_ended_counters_of_other_addresses(db: Database) -> None:
+    """Each address that ever failed a sign-in was a row of `rate_limit_counters` kept for
+    ever (guesses from many addresses grew it without end). A right sign-in now removes the
+    per-address counters whose windows have ended, and only those."""
+    from sqlalchemy import select, update
+
+    from tollbooth.db.models import RateLimitCounter
+
+    app = _console(db, "3/minute", "off")
+
+    def keys() -> set[str]:
+        with db.transaction(readonly=True) as s:
+            return set(s.scalars(select(RateLimitCounter.key)))
+
+    for n in range(3):
+        assert Browser(app, f"203.0.113.{n}").sign_in(WRONG).status_code == 401
+    ended = {k for k in keys() if "/console_signin/" in k}
+    assert len(ended) == 3
+    with db.transaction() as s:  # their windows ended a second ago
+        s.execute(
+            update(RateLimitCounter)
+            .where(RateLimitCounter.key.in_(ended))
+            .values(expires_ms=time.time_ns() // 1_000_000 - 1000)
+        )
+    live = Browser(app, "203.0.113.99")
+    assert live.sign_in(WRONG).status_code == 401  # a window still open: kept
+    [kept] = {k for k in keys() if "/console_signin/" in k} - ended
+    assert Browser(app, "198.51.100.30").sign_in(OPERATOR_KEY).status_code == 303
+    left = {k for k in keys() if "/console_signin/" in k}
+    assert left == {kept}
+    # The kept window still counts: two more guesses use it up.
+    assert live.sign_in(WRONG).status_code == 401
+    assert live.sign_in(WRONG).status_code == 401
+    _throttled(live.sign_in(WRONG), 60)

@@ -133,4 +133,21 @@ class SigninThrottle:
         except Exception as exc:  # any storage's failure (the limits library wraps none)
             log.warning("console sign-in throttle storage failed; refused", exc_info=True)
             raise ThrottleDown(str(exc)) from exc
+        if key_is_right:
+            self._purge()
         return None
+
+    def _purge(self) -> None:
+        """Remove the per-address counters whose windows have ended, where the storage keeps
+        them until asked (the database's `purge_ended`; memory and Redis expire keys on their
+        own). Each address that ever failed a sign-in is one row; guesses from many addresses
+        would grow the table for ever. Done at a right sign-in (rare, and not the attacker's
+        to trigger), a bounded statement; its failure is logged, never the sign-in's."""
+        purge = getattr(self._limiter.storage, "purge_ended", None)
+        if purge is None:
+            return
+        try:
+            for item in {item.namespace for _, item in self._limits}:
+                purge(f"{item}/console_signin/")
+        except Exception:  # any storage's failure (the limits library wraps none)
+            log.warning("ended sign-in counters could not be purged", exc_info=True)

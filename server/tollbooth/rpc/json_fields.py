@@ -26,6 +26,10 @@ the "~" lists) and every array holding an array after a "[["; a key that resolve
 field and is not among the former, or a list field among the latter, is refused. A free-form
 value (Struct, Value, ListValue) may hold any shape.
 
+FIELD_INVALID: a JSON null as a map's value (`"metadata": {"tier": null}`), which the
+transcoder would store as "": the Lua filter names that key after a "[" (as a key whose value
+is an array or null), and a map of strings given an array never gets here.
+
 FIELD_INVALID: a null item in a JSON array that is one of the request's lists
 (`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names every
 array holding a null, each once after a "~" (after the "!" key, if any); a null inside a
@@ -197,6 +201,8 @@ def check(method: MethodDescriptor, header: str | None) -> None:
             _refuse_not_a_list(bodies, first[2:], "a list of lists")
         else:
             arrays.add(first[1:])
+    for path in arrays:
+        _refuse_null_map_value(bodies, path)
     for path in header.split(","):
         if not path:
             continue
@@ -262,6 +268,32 @@ def _refuse_not_a_list(bodies: tuple[Binding, ...], path: str, given: str) -> No
                 reason="MALFORMED_REQUEST",
                 field=name[:FIELD_ECHO],
             )
+
+
+def _refuse_null_map_value(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a JSON null as a map's value (`"metadata": {"tier": null}`; FIELD_INVALID naming
+    it): the transcoder would store it as "" silently. `path` is a key whose value was an
+    array or null; a map of strings that got an array never reaches the server (the transcoder
+    refuses the type), so here it was null. A free-form value (Struct) keeps its nulls."""
+    head, _, key = path.rpartition(".")
+    if not head:
+        return
+    for desc, _ in bodies:
+        field = _walk(desc, head, opaque_wkt=True)
+        entry = field.message_type if field is not None else None
+        if entry is None or not entry.GetOptions().map_entry:
+            continue
+        value = entry.fields_by_name["value"]
+        if value.message_type is not None and value.message_type.full_name.startswith(
+            "google.protobuf."
+        ):
+            continue
+        name = f"{'.'.join(unquote(p) for p in head.split('.'))}[{unquote(key)[:40]!r}]"
+        raise errors.invalid(
+            f"{errors.shown(name)} is null; a map's value is a string, never null",
+            reason="FIELD_INVALID",
+            field=name[:FIELD_ECHO],
+        )
 
 
 def _refuse_twice_spelt(bodies: tuple[Binding, ...], path: str) -> None:

@@ -50,6 +50,8 @@
 -- whose empty items the transcoder would drop silently. One with an item that is neither
 -- snake_case nor lowerCamelCase (`update_mask=NAME`) carries a "^": the transcoder would fold its
 -- case into a field name, and the server refuses it as gRPC refuses the same path.
+-- One whose value the transcoder would read as a boolean though it is not `true` or `false`
+-- (`yes`, `t`, `1`, `TRUE`) carries a "?": the server refuses it when the field is a boolean.
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
@@ -388,6 +390,18 @@ local function has_miscased_item(raw)
   return false
 end
 
+-- What the transcoder reads as a boolean besides `true` and `false` (any case): `yes`, `t`,
+-- `1`, `n`... A parameter whose value is one of them carries a "?" before its name; the
+-- server refuses it when the field is a boolean (the document says true or false), and lets
+-- `1` and `0` be numbers where the field is one.
+local LOOSE_BOOLEANS = {t = true, yes = true, y = true, ["1"] = true, f = true, no = true,
+  n = true, ["0"] = true, ["true"] = true, ["false"] = true}
+
+local function loose_boolean(raw)
+  local value = decode(raw)
+  return value ~= "true" and value ~= "false" and LOOSE_BOOLEANS[value:lower()] == true
+end
+
 -- The names of the query of `path`, each once, and those given more than once, each dotted
 -- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
 local function query_params(path)
@@ -407,6 +421,8 @@ local function query_params(path)
       local named = table.concat(segments, ".")
       if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
         named = "~" .. named
+      elseif count[name] == 1 and loose_boolean(pair:match("=(.*)$") or "") then
+        named = "?" .. named
       elseif count[name] == 1 and has_miscased_item(pair:match("=(.*)$") or "") then
         named = "^" .. named
       end

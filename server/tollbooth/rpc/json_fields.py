@@ -59,6 +59,11 @@ binding when no surface is named. A `body: "*"` binding's body fields are the tr
 refuses a query parameter that collides with a body field itself
 (`reject_binding_body_field_collisions`).
 
+FIELD_INVALID: a boolean in the query written other than `true` or `false` (`?active=yes`,
+`t`, `1`, `TRUE`), which the transcoder reads as true or false: the Lua filter marks a query
+name whose value is such a spelling with a "?", and the server refuses it when its field is a
+boolean (a number field takes `1` and `0` as numbers).
+
 FIELD_INVALID: a field mask in the query with a blank item (`?update_mask=,name`,
 `?update_mask=`): the transcoder drops empty items and sends an empty value as an empty mask
 (no mask: every populated field), so the Lua filter marks a query name whose value has a blank
@@ -396,10 +401,10 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
         return
     _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
-    if not bound and "~" not in header and "^" not in header:
+    if not bound and "~" not in header and "^" not in header and "?" not in header:
         return
     for path in header.split(","):
-        mark = path[:1] if path[:1] in ("~", "^") else ""
+        mark = path[:1] if path[:1] in ("~", "^", "?") else ""
         path = path.removeprefix(mark)
         if not path:
             continue
@@ -422,6 +427,12 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                 " in snake_case (credit_grants) or lowerCamelCase (creditGrants)",
                 reason="FIELD_INVALID",
                 field=name,
+            )
+        if mark == "?" and _is_boolean(method.input_type, names):
+            # The transcoder reads `yes`, `t`, `1` as true: the contract's JSON says true.
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} is a boolean: write true or false", reason="FIELD_INVALID", field=name
             )
         for fixed in bound:
             common = min(len(names), len(fixed))
@@ -490,6 +501,11 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
                     reason="MALFORMED_REQUEST",
                     field=name[:FIELD_ECHO],
                 )
+
+
+def _is_boolean(desc: Descriptor, names: tuple[str, ...]) -> bool:
+    field = _walk(desc, ".".join(names), opaque_wkt=False)
+    return field is not None and field.type == FieldDescriptor.TYPE_BOOL
 
 
 def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:

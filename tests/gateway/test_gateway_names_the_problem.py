@@ -641,3 +641,26 @@ def test_a_null_map_itself_and_nulls_in_free_form_properties_still_pass(stack): 
         "properties": {"tier": None},
     }
     assert stack.request("POST", "/mgt/v1/events", event, SERVICE).status == 200
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/mgt/v1/catalog/products?bogus=1"),
+        ("GET", "/mgt/v1/catalog/products?include_inactive=true&bogus.deep=1"),
+        ("POST", "/mgt/v1/catalog/products?request_id=q-unknown&bogus=1"),
+    ],
+)
+def test_an_unknown_query_parameter_is_400_field_unknown_like_an_unknown_body_key(  # type: ignore[no-untyped-def]
+    stack, method, path
+):
+    """The transcoder refused `?bogus=1` itself, as MALFORMED_REQUEST naming no field, where an
+    unknown JSON body key is FIELD_UNKNOWN naming it: both are FIELD_UNKNOWN now."""
+    before = _products(stack)
+    body = {"name": "Unknown query"} if method == "POST" else None
+    resp = stack.request(method, path, body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"].startswith("bogus")
+    assert _products(stack) == before
+    key = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", {"amout": "1"}, SERVICE)
+    assert (key.status, key.reason) == (400, "FIELD_UNKNOWN"), key.body

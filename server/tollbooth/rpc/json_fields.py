@@ -46,8 +46,11 @@ MALFORMED_REQUEST: a query parameter given twice (`?required=1&required=1000`), 
 transcoder would keep the last of silently. The Lua filter names every parameter given more
 than once in the `x-billing-query-repeats` header; a name that resolves to a repeated field of
 the request message (a list, which a query gives one value at a time) may repeat, any other is
-refused naming it. A name that resolves to nothing is the transcoder's to refuse (it rejects
-unknown query parameters before the server is called).
+refused naming it. A name that resolves to nothing is refused below (FIELD_UNKNOWN).
+
+FIELD_UNKNOWN: a query parameter that names no field of the request (`?bogus=1`), as a JSON
+body key that names none is: the transcoder does not refuse it (its own refusal was
+MALFORMED_REQUEST without the field's name, so the two surfaces disagreed).
 
 MALFORMED_REQUEST: a query parameter naming a field the route's URL template binds
 (`POST /mgt/v1/accounts/A/credits/grants?account=B`), or the field a `body: "field"` binding
@@ -395,14 +398,13 @@ def _query_bound(method: MethodDescriptor, surface: str | None) -> tuple[tuple[s
 
 
 def check_query_fields(method: MethodDescriptor, header: str | None, surface: str | None) -> None:
-    """Refuse the first query parameter naming (a part of) a field the route's URL or body
-    binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
+    """Refuse the first query parameter naming no field of the request (FIELD_UNKNOWN, as an
+    unknown JSON body key is) or (a part of) a field the route's URL or body binds
+    (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
     if not header:
         return
     _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
-    if not bound and "~" not in header and "^" not in header and "?" not in header:
-        return
     for path in header.split(","):
         mark = path[:1] if path[:1] in ("~", "^", "?") else ""
         path = path.removeprefix(mark)
@@ -410,7 +412,14 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
             continue
         names = _resolve(method.input_type, path)
         if isinstance(names, str):
-            continue  # names no field: the transcoder refuses it
+            # As an unknown JSON body key is refused (the transcoder would ignore neither,
+            # but its own refusal said MALFORMED_REQUEST and named no field).
+            sent = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"unknown query parameter {errors.shown(sent)} of {method.name}",
+                reason="FIELD_UNKNOWN",
+                field=sent[:FIELD_ECHO],
+            )
         if mark == "~" and _is_mask(method.input_type, names):
             name = ".".join(names)
             raise errors.invalid(
@@ -453,9 +462,9 @@ def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
     transcoder binds both and the last one decides, silently, as for a parameter given twice."""
     seen: list[tuple[tuple[str, ...], str]] = []
     for path in header.split(","):
-        path = path.removeprefix("~").removeprefix("^")
+        path = path[1:] if path[:1] in ("~", "^", "?") else path
         if not path or _repeatable(method.input_type, path):
-            continue  # names no field (the transcoder refuses it), or a list
+            continue  # names no field (refused in check_query_fields), or a list
         resolved = _resolve(method.input_type, path)
         if isinstance(resolved, str):
             continue
@@ -489,7 +498,7 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
             if isinstance(resolved, tuple):
                 named.append(resolved)
     for path in query.split(","):
-        resolved = _resolve(method.input_type, path.removeprefix("~").removeprefix("^"))
+        resolved = _resolve(method.input_type, path[1:] if path[:1] in ("~", "^", "?") else path)
         if isinstance(resolved, str) or not resolved:
             continue
         for other in named:

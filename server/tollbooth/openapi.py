@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from billing.v1 import options_pb2
+from tollbooth import openapirules as rules
 
 # The services Envoy transcodes (gateway/envoy.yaml); the webhook service is the sidecar's.
 SERVICES = (
@@ -138,7 +139,8 @@ DESCRIPTION = """REST/JSON surface of Tollbooth's billing API, transcoded by Env
 
 JSON uses proto field names (snake_case). 64-bit integers (amounts, quantities) are JSON
 **strings** ("1500"), enums are their names, times are RFC 3339 strings. A body field the request
-does not have is refused with 400 `FIELD_UNKNOWN` naming it. Every error is a google.rpc.Status
+does not have is refused with 400 `FIELD_UNKNOWN` naming it, and so is a query parameter the
+operation does not list. Every error is a google.rpc.Status
 with an ErrorInfo whose `reason` is stable."""
 
 _PARAM = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
@@ -223,20 +225,24 @@ class Builder:
             self.schemas[name] = self.message_schema(msg)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def message_schema(self, msg: Descriptor, skip: frozenset[str] = frozenset()) -> dict:
+    def message_schema(
+        self, msg: Descriptor, skip: frozenset[str] = frozenset(), partial: bool = False
+    ) -> dict:
+        """`partial`: an update's resource (AIP-134), whose REQUIRED fields are not required."""
         props: dict[str, Any] = {}
         required: list[str] = []
         for field in msg.fields:
             if field.name in skip:
                 continue
-            schema = self.field_schema(field)
+            schema = self.field_schema(field, partial)
             behaviors = _behaviors(field)
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 schema["readOnly"] = True
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if field_behavior_pb2.REQUIRED in behaviors and not partial:
                 required.append(field.name)
             props[field.name] = schema
-        out: dict[str, Any] = {"type": "object", "properties": props}
+        # A key the message does not have is refused (FIELD_UNKNOWN), and never printed.
+        out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         if required:
             out["required"] = required
         if desc := self.doc(msg.full_name):
@@ -252,19 +258,20 @@ class Builder:
             return self.enum_ref(field.enum_type)
         return dict(SCALARS[field.type])
 
-    def field_schema(self, field: FieldDescriptor) -> dict[str, Any]:
+    def field_schema(self, field: FieldDescriptor, partial: bool = False) -> dict[str, Any]:
         entry = field.message_type
         if entry is not None and entry.GetOptions().map_entry:
             value = self.value_schema(entry.fields_by_name["value"])
             schema: dict[str, Any] = {"type": "object", "additionalProperties": value}
+            rules.map_constrain(field, schema)
         elif field.is_repeated:
             schema = {"type": "array", "items": self.value_schema(field)}
         else:
             schema = self.value_schema(field)
-        if field.type == F.TYPE_STRING and not field.is_repeated:
-            options = field.GetOptions()
-            if options.HasExtension(options_pb2.max_length):
-                schema["maxLength"] = int(options.Extensions[options_pb2.max_length])
+        if "$ref" not in schema:
+            rules.constrain(field, schema, partial)
+        elif field.type == F.TYPE_ENUM and rules.required(field) and not partial:
+            schema = rules.required_enum(field, schema)
         if field.GetOptions().Extensions[options_pb2.json_null]:  # printed as null when unset
             if "$ref" in schema:
                 schema = {"anyOf": [schema, {"type": "null"}]}
@@ -298,7 +305,12 @@ class Builder:
             ):
                 continue
             schema = self.field_schema(field)
+            if sub is not None and sub.full_name == "google.protobuf.FieldMask":
+                if (resource := rules.resource_of(msg)) is not None:
+                    schema["pattern"] = rules.mask_pattern(resource)
             param: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
+            if rules.required(field) and not prefix:
+                param["required"] = True
             if field.is_repeated:
                 param["style"], param["explode"] = "form", True
             if "description" in schema:
@@ -334,8 +346,10 @@ class Builder:
         if body == "*":
             top = frozenset(b.split(".")[0] for b in bound)
             whole: dict[str, Any] = self.message_schema(request, skip=top)
-            whole["additionalProperties"] = False
-            op["requestBody"] = {"required": True, "content": {JSON: {"schema": whole}}}
+            # No body is the empty request (Envoy's transcoder): required only when `{}` is
+            # refused, because the request has a REQUIRED field the URL does not bind.
+            needed = bool(whole.get("required"))
+            op["requestBody"] = {"required": needed, "content": {JSON: {"schema": whole}}}
         elif body:
             field = request.fields_by_name[body]
             # The URL decides: a field of the body the path binds (`{product.product_id}`) is
@@ -343,12 +357,15 @@ class Builder:
             inner = frozenset(
                 b[len(body) + 1 :].split(".")[0] for b in bound if b.startswith(body + ".")
             )
+            # An update's resource is partial (AIP-134): what it populates, or its mask names.
+            partial = rules.is_update(request)
             schema = (
-                self.message_schema(field.message_type, skip=inner)
-                if inner and field.message_type is not None
+                self.message_schema(field.message_type, skip=inner, partial=partial)
+                if (inner or partial) and field.message_type is not None
                 else self.value_schema(field)
             )
-            op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+            needed = not partial and rules.required(field)
+            op["requestBody"] = {"required": needed, "content": {JSON: {"schema": schema}}}
         op["responses"] = {
             "200": {
                 "description": "OK",

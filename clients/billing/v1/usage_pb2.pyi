@@ -224,7 +224,9 @@ class IngestEventsRequest(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
-        """The events, up to the configured maximum per batch."""
+        """The events, up to the configured maximum per batch. An empty batch (or a
+        request without `events`) is answered with no results.
+        """
 
     def __init__(
         self,

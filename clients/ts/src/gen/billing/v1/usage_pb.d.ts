@@ -142,7 +142,8 @@ export declare const IngestEventRequestSchema: GenMessage<IngestEventRequest>;
  */
 export declare type IngestEventsRequest = Message<"billing.v1.IngestEventsRequest"> & {
   /**
-   * The events, up to the configured maximum per batch.
+   * The events, up to the configured maximum per batch. An empty batch (or a
+   * request without `events`) is answered with no results.
    *
    * @generated from field: repeated billing.v1.UsageEvent events = 1;
    */

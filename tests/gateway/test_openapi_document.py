@@ -1,0 +1,153 @@
+"""The OpenAPI document says what the server takes and what it refuses (no stack needed).
+
+Schemathesis' positive mode sends what the document calls valid and expects it accepted; its
+negative mode sends what the document calls invalid and expects a 4xx. So the document must
+not call required what the server treats as optional (a PATCH body, an empty batch), and must
+state the rules the server refuses by (controls, blanks, page sizes, mask paths, syntaxes).
+The patterns are checked against the server's own functions here, so the two stay in step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tollbooth import errors, text
+from tollbooth.accounts.service import validate_alias
+from tollbooth.amounts import clean_credit_amount
+from tollbooth.apidocs import OPENAPI
+from tollbooth.credit.rules import clean_type
+from tollbooth.openapirules import FORMATS, string_pattern
+
+DOC: dict[str, Any] = json.loads(OPENAPI.read_text())
+
+
+def op(path: str, verb: str) -> dict[str, Any]:
+    return DOC["paths"][path][verb]
+
+
+def param(path: str, verb: str, name: str) -> dict[str, Any]:
+    return next(p for p in op(path, verb)["parameters"] if p["name"] == name)
+
+
+def body(path: str, verb: str) -> dict[str, Any]:
+    schema = op(path, verb)["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        return DOC["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def matches(pattern: str, value: str) -> bool:
+    """As JSON Schema (ECMA-262) reads a pattern: `$` is the end, never before a final LF."""
+    if pattern.endswith("$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.search(pattern, value) is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "verb"),
+    [
+        ("/mgt/v1/catalog/products/{product_product_id}", "patch"),
+        ("/mgt/v1/catalog/prices/{price_price_id}", "patch"),
+        ("/mgt/v1/metrics/{metric_code}", "patch"),
+        ("/mgt/v1/accounts/{account_id}", "patch"),
+        ("/mgt/v1/events:batch", "post"),
+        ("/mgt/v1/accounts", "post"),
+    ],
+)
+def test_a_body_the_server_takes_partial_or_absent_is_not_required(path: str, verb: str) -> None:
+    """PATCH changes what it names (AIP-134), an empty batch answers no results, and an
+    account needs no field: none of these bodies (nor a field of them) is required."""
+    assert op(path, verb)["requestBody"]["required"] is False
+    assert "required" not in body(path, verb)
+
+
+def test_a_body_with_a_required_field_is_required_and_names_it() -> None:
+    grant = op("/mgt/v1/accounts/{account}/credits/grants", "post")["requestBody"]
+    assert grant["required"] is True
+    assert {"credit_type", "amount"} <= set(
+        body("/mgt/v1/accounts/{account}/credits/grants", "post")["required"]
+    )
+
+
+def test_required_query_parameters_are_required() -> None:
+    assert param("/api/v1/credits/balance", "get", "type")["required"] is True
+    assert param("/mgt/v1/metrics/{code}", "delete", "request_id")["required"] is True
+    assert param("/api/v1/catalog/prices", "get", "product_id")["required"] is True
+    assert "required" not in param("/mgt/v1/accounts", "get", "email")
+
+
+def test_page_sizes_are_not_negative() -> None:
+    assert param("/mgt/v1/accounts", "get", "page_size")["schema"]["minimum"] == 0
+    assert param("/mgt/v1/customers", "get", "limit")["schema"]["minimum"] == 0
+
+
+def test_an_update_mask_names_fields_of_the_resource_exactly() -> None:
+    pattern = param("/mgt/v1/catalog/products/{product_product_id}", "patch", "update_mask")[
+        "schema"
+    ]["pattern"]
+    for good in ("name", "name,description", "*", "stripeProductId", "create_time"):
+        assert matches(pattern, good), good
+    for bad in (" name", "name ", "name,", ",name", "", "NAME", "nope", "*,name"):
+        assert not matches(pattern, bad), bad
+
+
+def test_request_ids_are_at_most_200_and_required_ones_hold_something_visible() -> None:
+    schema = param("/mgt/v1/metrics/{code}", "delete", "request_id")["schema"]
+    assert schema["maxLength"] == 200
+    for blank in ("", " ", "\u200b", "\u00a0\u3000"):
+        assert not matches(schema["pattern"], blank), repr(blank)
+    assert matches(schema["pattern"], " key ")
+
+
+def test_environment_is_one_of_its_values() -> None:
+    schema = param("/mgt/v1/customers", "get", "environment")["schema"]
+    assert schema["enum"] == ["", "test", "live"]
+
+
+def _refused_by_edge(value: str, multiline: bool) -> bool:
+    return text.control_problem(value, multiline=multiline) is not None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    value=st.one_of(st.text(max_size=8), st.sampled_from(["a\n", "\n", "a\x85", "\u202e"])),
+    multiline=st.booleans(),
+)
+def test_the_control_character_pattern_is_the_edges_rule(value: str, multiline: bool) -> None:
+    assert matches(string_pattern(multiline, False), value) != _refused_by_edge(value, multiline)
+
+
+def _server_takes(check: Any, value: str) -> bool:
+    try:
+        check(value)
+    except errors.DomainError:
+        return False
+    return True
+
+
+SYNTAX = {
+    "billing.v1.GrantCreditsRequest.credit_type": clean_type,
+    "billing.v1.GrantCreditsRequest.amount": clean_credit_amount,
+    "billing.v1.IssueTokenRequest.principal_id": validate_alias,
+}
+SAMPLES = st.one_of(
+    st.text(alphabet="0123456789. ", max_size=12),
+    st.text(alphabet="acxt_.:-@9 \u00a0", max_size=12),
+    st.sampled_from(
+        ["1", "0", "0.0", "00.10", "1.", ".5", "acct_x", " a ", "a\u3000", "1e5", "-1"]
+    ),
+)
+
+
+@pytest.mark.parametrize("name", sorted(SYNTAX))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=SAMPLES)
+def test_a_syntax_the_document_states_is_the_servers(name: str, value: str) -> None:
+    pattern = f"^({FORMATS[name]})$"
+    assert matches(pattern, value) == _server_takes(SYNTAX[name], value), repr(value)

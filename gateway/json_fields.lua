@@ -53,6 +53,51 @@
 -- One whose value the transcoder would read as a boolean though it is not `true` or `false`
 -- (`yes`, `t`, `1`, `TRUE`) carries a "?": the server refuses it when the field is a boolean.
 
+-- A method a REST path does not take (`DELETE /mgt/v1/events`, `TRACE` anywhere) is answered
+-- 405 with `Allow` naming the methods it takes, before the transcoder (which answered 404, as
+-- for a path that does not exist). ROUTES is written before this file by `gateway.render`,
+-- from the descriptor set's REST bindings: by a path's number of "/", a list of
+-- {Lua pattern, methods}. Without it (the file loaded alone) nothing is checked.
+ROUTES = ROUTES or {}
+
+local function allowed_methods(url)
+  local bare = url:match("^[^?]*")
+  local _, slashes = bare:gsub("/", "")
+  local found, any = {}, false
+  for _, route in ipairs(ROUTES[slashes] or {}) do
+    if bare:find(route[1]) then
+      for verb in route[2]:gmatch("[A-Z]+") do
+        found[verb] = true
+        any = true
+      end
+    end
+  end
+  if not any then
+    return nil
+  end
+  return found
+end
+
+local function refuse_method(handle, headers, url)
+  local method = headers:get(":method") or ""
+  if method == "OPTIONS" then
+    return false
+  end
+  local allowed = allowed_methods(url)
+  if allowed == nil or allowed[method == "HEAD" and "GET" or method] then
+    return false
+  end
+  local list = {}
+  for verb, _ in pairs(allowed) do
+    list[#list + 1] = verb
+  end
+  table.sort(list)
+  local allow = table.concat(list, ", ")
+  handle:respond({[":status"] = "405", ["content-type"] = "text/plain", ["allow"] = allow},
+    "this path takes " .. allow .. ", not " .. method:sub(1, 16))
+  return true
+end
+
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
 local QUERY = "x-billing-query-fields"
@@ -479,6 +524,9 @@ function envoy_on_request(handle)
   local kind = (headers:get("content-type") or ""):lower()
   local url = headers:get(":path") or ""
   local rest = url:find("^/api/v1/") or url:find("^/mgt/v1/")
+  if rest and refuse_method(handle, headers, url) then
+    return
+  end
   local own = rest and grpc_own_header(headers)
   if own then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refuse_grpc_header(own))

@@ -490,9 +490,13 @@ end
 -- a REST request's headers on as the gRPC call's metadata, and grpcio parses these itself,
 -- before any code of the server runs: one it cannot parse was a 500 INTERNAL without a reason.
 -- A REST call has no use for any of them, so each is refused (400 MALFORMED_REQUEST).
+-- So is a header whose name gRPC metadata cannot carry (only 0-9 a-z - _ . are allowed
+-- there; HTTP allows `!#$%&'*+^`|~` too): the transcoder passed it on and grpcio refused the
+-- call, 500 INTERNAL "Illegal header key".
 function grpc_own_header(headers)
   for name, _ in pairs(headers) do
-    if name:find("^grpc%-") or name:find("%-bin$") then
+    if name:find("^grpc%-") or name:find("%-bin$") or
+        (name:sub(1, 1) ~= ":" and name:find("[^0-9a-z%-_.]")) then
       return name
     end
   end
@@ -500,6 +504,10 @@ function grpc_own_header(headers)
 end
 
 function refuse_grpc_header(name)
+  if not name:find("^grpc%-") and not name:find("%-bin$") then
+    return "the header name " .. string.format("%q", name:sub(1, 64)) .. " holds a " ..
+      "character gRPC metadata cannot carry (names take 0-9 a-z - _ . only)"
+  end
   return "the header " .. string.format("%q", name:sub(1, 64)) .. " is gRPC's own " ..
     "(names beginning with grpc- or ending in -bin): a REST call sends none"
 end

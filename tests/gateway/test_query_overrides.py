@@ -148,3 +148,18 @@ def test_true_false_and_numbers_that_look_boolean_still_pass(stack):  # type: ig
     for query in ("include_inactive=true", "include_inactive=false", "page_size=1", "page_size=0"):
         resp = stack.request("GET", f"/mgt/v1/catalog/products?{query}", None, SERVICE)
         assert resp.status == 200, (query, resp.body)
+
+
+def test_a_plus_in_a_query_value_is_a_space_as_form_encoders_write_it(stack):  # type: ignore[no-untyped-def]
+    """`?type=+units+` (Python's urlencode and browsers' URLSearchParams write a space as "+")
+    reached the server as "+units+" and was refused as a credit type; a literal plus is %2B."""
+    acct = account(stack)
+    spaced = stack.request(
+        "GET", f"/mgt/v1/accounts/{acct}/credits/balance?type=+units+", None, SERVICE
+    )
+    assert spaced.status == 200, spaced.body
+    assert spaced.json()["credit_type"] == "units"
+    plus = stack.request(
+        "GET", f"/mgt/v1/accounts/{acct}/credits/balance?type=a%2Bb", None, SERVICE
+    )
+    assert (plus.status, plus.reason) == (400, "INVALID_ARGUMENT"), plus.body

@@ -664,3 +664,13 @@ def test_an_unknown_query_parameter_is_400_field_unknown_like_an_unknown_body_ke
     assert _products(stack) == before
     key = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", {"amout": "1"}, SERVICE)
     assert (key.status, key.reason) == (400, "FIELD_UNKNOWN"), key.body
+
+
+def test_an_unknown_key_inside_a_timestamp_object_is_400_field_unknown(stack):  # type: ignore[no-untyped-def]
+    """The transcoder reads a Timestamp written as its message (`{"seconds": 5}`) and ignored
+    any other key in it (`{"seconds": 0, "bogus": 1}` was taken): such a key is refused as any
+    unknown body key is."""
+    body = {"credit_type": "units", "amount": "1", "expire_time": {"seconds": 1, "bogus": 2}}
+    resp = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "expire_time.bogus"

@@ -155,10 +155,16 @@ def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     return next((f for f in desc.fields if f.json_name == name), None)
 
 
+# Well-known types the transcoder also reads as their message (`{"seconds": 5, "nanos": 0}`
+# for a Timestamp or a Duration): their keys are checked like any message's.
+OBJECTS = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
 def _resolve(desc: Descriptor, path: str) -> tuple[str, ...] | str:
     """The proto names along `path`, or the prefix of it that names no field of `desc`.
 
-    Below a map, a google.protobuf type or a scalar the rest is not resolved (any key goes)."""
+    Below a map, a google.protobuf type (but a Timestamp or a Duration, OBJECTS) or a scalar
+    the rest is not resolved (any key goes)."""
     parts = [unquote(p) for p in path.split(".")]
     names: list[str] = []
     current: Descriptor | None = desc
@@ -173,7 +179,7 @@ def _resolve(desc: Descriptor, path: str) -> tuple[str, ...] | str:
         if (
             sub is None
             or sub.GetOptions().map_entry
-            or sub.full_name.startswith("google.protobuf.")
+            or (sub.full_name.startswith("google.protobuf.") and sub.full_name not in OBJECTS)
         ):
             current = None
         else:

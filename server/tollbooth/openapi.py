@@ -45,8 +45,9 @@ SERVICES = (
 JSON = "application/json"
 F = FieldDescriptor
 
-INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
-UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+# At most 18 digits: a value of that many fits the type (one past its range is refused).
+INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,18}$"}
+UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]{1,19}$"}
 SCALARS: dict[int, dict[str, Any]] = {
     F.TYPE_INT64: INT64,
     F.TYPE_SINT64: INT64,
@@ -200,6 +201,11 @@ class Builder:
         self.comments = _Comments(list(fds.file))
         self.where = _paths(list(fds.file))
         self.schemas: dict[str, Any] = {}
+        # Messages a request holds: only their fields carry the server's input rules (a
+        # response's text is what was stored or echoed, rules or not).
+        self.inputs = rules.request_messages(
+            [m.input_type for name in SERVICES for m in self.pool.FindServiceByName(name).methods]
+        )
 
     def doc(self, full_name: str) -> str:
         file, path = self.where.get(full_name, ("", ()))
@@ -245,6 +251,8 @@ class Builder:
         out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         if required:
             out["required"] = required
+        if msg.full_name in self.inputs and (exclusive := rules.one_of_pairs(msg, skip)):
+            out["not"] = exclusive
         if desc := self.doc(msg.full_name):
             out["description"] = desc
         return out
@@ -268,10 +276,8 @@ class Builder:
             schema = {"type": "array", "items": self.value_schema(field)}
         else:
             schema = self.value_schema(field)
-        if "$ref" not in schema:
-            rules.constrain(field, schema, partial)
-        elif field.type == F.TYPE_ENUM and rules.required(field) and not partial:
-            schema = rules.required_enum(field, schema)
+        if rules.owner_of(field) in self.inputs:
+            schema = rules.request_field(field, schema, partial)
         if field.GetOptions().Extensions[options_pb2.json_null]:  # printed as null when unset
             if "$ref" in schema:
                 schema = {"anyOf": [schema, {"type": "null"}]}
@@ -305,6 +311,8 @@ class Builder:
             ):
                 continue
             schema = self.field_schema(field)
+            if sub is not None and sub.full_name == "google.protobuf.Timestamp":
+                schema = {**WELL_KNOWN[sub.full_name], "description": self.doc(field.full_name)}
             if sub is not None and sub.full_name == "google.protobuf.FieldMask":
                 if (resource := rules.resource_of(msg)) is not None:
                     schema["pattern"] = rules.mask_pattern(resource)

@@ -18,11 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tollbooth import errors, text
+from tollbooth.accounts.customers import clean_phone
+from tollbooth.accounts.manage import ACCOUNT_KEY, clean_email
 from tollbooth.accounts.service import validate_alias
 from tollbooth.amounts import clean_credit_amount
 from tollbooth.apidocs import OPENAPI
 from tollbooth.credit.rules import clean_type
-from tollbooth.openapirules import FORMATS, string_pattern
+from tollbooth.metadata import PROVIDER_PRODUCT_KEY
+from tollbooth.notifications.endpoints import clean_url
+from tollbooth.openapirules import FORMATS, RESERVED_KEYS, string_pattern
+from tollbooth.usage.service import CODE
 
 DOC: dict[str, Any] = json.loads(OPENAPI.read_text())
 
@@ -131,16 +136,32 @@ def _server_takes(check: Any, value: str) -> bool:
     return True
 
 
+def _metric_code(value: str) -> None:
+    if not CODE.fullmatch(value):
+        raise errors.invalid("code", field="code")
+
+
 SYNTAX = {
     "billing.v1.GrantCreditsRequest.credit_type": clean_type,
     "billing.v1.GrantCreditsRequest.amount": clean_credit_amount,
     "billing.v1.IssueTokenRequest.principal_id": validate_alias,
+    "billing.v1.Metric.code": _metric_code,
+}
+# Where the document states less than the server takes (ASCII only; a valid value it calls
+# invalid costs a negative test, never a refused positive one): the document's values are
+# taken, and what it calls invalid among samples the server's own rule refuses stays refused.
+UNDER = {
+    "billing.v1.CreateAccountRequest.email": clean_email,
+    "billing.v1.NotificationEndpoint.url": clean_url,
+    "billing.v1.CreateCustomerRequest.phone": clean_phone,
 }
 SAMPLES = st.one_of(
     st.text(alphabet="0123456789. ", max_size=12),
     st.text(alphabet="acxt_.:-@9 \u00a0", max_size=12),
+    st.text(alphabet="ab.@:/+() -#%\\", max_size=14),
     st.sampled_from(
         ["1", "0", "0.0", "00.10", "1.", ".5", "acct_x", " a ", "a\u3000", "1e5", "-1"]
+        + ["a@b.c", "a@b", "a..b@c.d", "http://a", "https://a.b:80/x", "ftp://a", "+1 (2) 3-4"]
     ),
 )
 
@@ -151,3 +172,76 @@ SAMPLES = st.one_of(
 def test_a_syntax_the_document_states_is_the_servers(name: str, value: str) -> None:
     pattern = f"^({FORMATS[name]})$"
     assert matches(pattern, value) == _server_takes(SYNTAX[name], value), repr(value)
+
+
+@pytest.mark.parametrize("name", sorted(UNDER))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=SAMPLES)
+def test_a_value_the_document_calls_valid_the_server_takes(name: str, value: str) -> None:
+    pattern = f"^({FORMATS[name]})$"
+    if matches(pattern, value):
+        assert _server_takes(UNDER[name], value), repr(value)
+
+
+def test_the_reserved_metadata_keys_are_the_servers() -> None:
+    assert RESERVED_KEYS["billing.v1.Account"] == ACCOUNT_KEY
+    assert RESERVED_KEYS["billing.v1.Product"] == PROVIDER_PRODUCT_KEY
+
+
+def schema_of(name: str) -> dict[str, Any]:
+    return DOC["components"]["schemas"][name]
+
+
+def test_a_field_the_request_may_leave_out_may_be_null_as_proto3_json_reads_it() -> None:
+    """Envoy's transcoder reads `null` as the field's default (`"metadata": null` is an empty
+    map): schemathesis' negative mode sent null as a wrong type and saw it accepted."""
+    product = schema_of("Product")["properties"]
+    assert "null" in product["key"]["type"]
+    assert "null" in product["metadata"]["type"]
+    assert "null" in product["entitlements"]["type"]
+    grant = body("/mgt/v1/accounts/{account}/credits/grants", "post")["properties"]
+    assert "null" not in grant["amount"]["type"]  # REQUIRED
+
+
+def test_an_integer_field_takes_a_number_or_a_string_of_digits_in_range() -> None:
+    position = schema_of("Product")["properties"]["position"]
+    assert "string" in position["type"] and "integer" in position["type"]
+    assert matches(position["pattern"], "12") and not matches(position["pattern"], "1.5")
+    page = param("/mgt/v1/accounts", "get", "page_size")["schema"]
+    assert not matches(page["pattern"], "-1")
+    ttl = body("/mgt/v1/token/issue", "post")["properties"]["session_ttl_seconds"]
+    assert ttl["minimum"] == 0 and not matches(ttl["pattern"], "-5")
+    amount = body("/api/v1/payment/intents", "post")["properties"]["amount"]
+    assert (amount["minimum"], amount["maximum"]) == (1, 99_999_999)
+
+
+def test_at_most_one_field_of_a_oneof() -> None:
+    """`items[0]` with both `catalog_price_id` and `lookup_key` is refused by the transcoder
+    ("oneof field 'price' is already set")."""
+    assert {"required": ["catalog_price_id", "lookup_key"]} in schema_of("CheckoutItem")["not"][
+        "anyOf"
+    ]
+
+
+def test_metadata_keys_are_1_to_40_characters_and_values_at_most_500() -> None:
+    metadata = schema_of("Product")["properties"]["metadata"]
+    assert (metadata["propertyNames"]["minLength"], metadata["propertyNames"]["maxLength"]) == (
+        1,
+        40,
+    )
+    assert metadata["additionalProperties"]["maxLength"] == 500
+    assert not matches(metadata["propertyNames"]["pattern"], "a[b]")
+
+
+def test_text_a_response_echoes_carries_no_input_rule() -> None:
+    """A rejected event's result echoes its unique_id, control characters and all: the input
+    rules are the request's, not the response's (response_schema_conformance failed)."""
+    unique = schema_of("EventResult")["properties"]["unique_id"]
+    assert "pattern" not in unique and "maxLength" not in unique
+
+
+def test_the_event_types_are_the_servers() -> None:
+    from tollbooth.notifications.envelope import KNOWN_TYPES
+    from tollbooth.openapirules import EVENT_TYPES
+
+    assert EVENT_TYPES == list(KNOWN_TYPES)

@@ -434,15 +434,15 @@ class Metric(_message.Message):
     starting with a letter or digit, at most 100 characters. Names the metric.
     """
     name: _builtins.str
-    """Display name."""
+    """Display name; at most 200 characters."""
     description: _builtins.str
     """Display description."""
     event_name: _builtins.str
-    """Events of this name count."""
+    """Events of this name count; at most 200 characters."""
     aggregation: Global___Aggregation.ValueType
     """How events aggregate."""
     property: _builtins.str
-    """The property aggregated (not for count)."""
+    """The property aggregated (not for count); at most 200 characters."""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyFilter]:
         """Filters that must all match."""

@@ -327,7 +327,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   code: string;
 
   /**
-   * Display name.
+   * Display name; at most 200 characters.
    *
    * @generated from field: string name = 2;
    */
@@ -341,7 +341,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   description: string;
 
   /**
-   * Events of this name count.
+   * Events of this name count; at most 200 characters.
    *
    * @generated from field: string event_name = 4;
    */
@@ -355,7 +355,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   aggregation: Aggregation;
 
   /**
-   * The property aggregated (not for count).
+   * The property aggregated (not for count); at most 200 characters.
    *
    * @generated from field: string property = 6;
    */

@@ -56,7 +56,7 @@ def test_served_document_validates_as_openapi_3_1_and_lists_every_binding(stack)
     assert body["additionalProperties"] is False
     assert body["properties"]["amount"]["type"] == "string"
     # An RFC 3339 string, or the {seconds, nanos} object the transcoder also reads.
-    expire = body["properties"]["expire_time"]["anyOf"]
+    expire = body["properties"]["expire_time"]["allOf"][0]["anyOf"]  # allOf: its description
     assert any(option.get("format") == "date-time" for option in expire), expire
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 

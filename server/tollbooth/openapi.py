@@ -411,6 +411,7 @@ class Builder:
             "components": {
                 "schemas": {
                     **dict(sorted(self.schemas.items())),
+                    **rules.FREE_FORM,
                     "Status": ERROR_SCHEMA,
                     "ErrorInfo": ERROR_INFO_SCHEMA,
                     "RetryInfo": RETRY_INFO_SCHEMA,

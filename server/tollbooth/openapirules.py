@@ -246,6 +246,9 @@ def request_field(field: FieldDescriptor, schema: dict[str, Any], partial: bool)
     besides (Envoy's transcoder reads `null` as the default, and numbers as JSON numbers or
     strings)."""
     must = required(field) and not partial
+    if field.message_type is not None and field.message_type.full_name == _STRUCT:
+        free = {"$ref": "#/components/schemas/JsonObject"}
+        return free if must else {"anyOf": [free, {"type": "null"}]}
     if field.message_type is not None and field.message_type.full_name == _TIMESTAMP:
         schema = {"anyOf": [schema, TIMESTAMP_OBJECT]}
         return schema if must else {"anyOf": [*schema["anyOf"], {"type": "null"}]}
@@ -268,6 +271,27 @@ def request_field(field: FieldDescriptor, schema: dict[str, Any], partial: bool)
 
 
 _TIMESTAMP = "google.protobuf.Timestamp"
+_STRUCT = "google.protobuf.Struct"
+# Free-form JSON in a request (usage `properties`): any shape, but no NUL in a key or a string
+# (PostgreSQL text cannot hold one) and strings of at most 8192 characters
+# (tollbooth.rpc.edge.STRUCT_MAX_LENGTH).
+_FREE_TEXT = {"type": "string", "maxLength": 8192, "pattern": "^[^\\u0000]*$"}
+FREE_FORM: dict[str, Any] = {
+    "JsonObject": {
+        "type": "object",
+        "propertyNames": {"maxLength": 8192, "pattern": "^[^\\u0000]*$"},
+        "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        "description": "Free-form JSON: any shape, no NUL character in a key or a string.",
+    },
+    "JsonValue": {
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            _FREE_TEXT,
+            {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+            {"$ref": "#/components/schemas/JsonObject"},
+        ]
+    },
+}
 # Envoy's transcoder also reads a Timestamp written as its message ({"seconds", "nanos"}); the
 # edge takes 0001-01-01 to 9999-12-31 (FIELD_INVALID outside).
 TIMESTAMP_OBJECT: dict[str, Any] = {

@@ -245,3 +245,12 @@ def test_the_event_types_are_the_servers() -> None:
     from tollbooth.openapirules import EVENT_TYPES
 
     assert EVENT_TYPES == list(KNOWN_TYPES)
+
+
+def test_free_form_properties_hold_no_nul_in_a_key_or_a_string() -> None:
+    """`properties` takes any JSON shape, but the edge refuses a NUL in any of its keys or
+    strings (PostgreSQL text cannot hold one): schemathesis sent one as valid data."""
+    free = schema_of("JsonObject")
+    assert not matches(free["propertyNames"]["pattern"], "a\x00b")
+    text = next(o for o in schema_of("JsonValue")["anyOf"] if o.get("type") == "string")
+    assert not matches(text["pattern"], "\x00") and matches(text["pattern"], "\x01 any")

@@ -50,6 +50,53 @@
 -- whose empty items the transcoder would drop silently. One with an item that is neither
 -- snake_case nor lowerCamelCase (`update_mask=NAME`) carries a "^": the transcoder would fold its
 -- case into a field name, and the server refuses it as gRPC refuses the same path.
+-- One whose value the transcoder would read as a boolean though it is not `true` or `false`
+-- (`yes`, `t`, `1`, `TRUE`) carries a "?": the server refuses it when the field is a boolean.
+
+-- A method a REST path does not take (`DELETE /mgt/v1/events`, `TRACE` anywhere) is answered
+-- 405 with `Allow` naming the methods it takes, before the transcoder (which answered 404, as
+-- for a path that does not exist). ROUTES is written before this file by `gateway.render`,
+-- from the descriptor set's REST bindings: by a path's number of "/", a list of
+-- {Lua pattern, methods}. Without it (the file loaded alone) nothing is checked.
+ROUTES = ROUTES or {}
+
+local function allowed_methods(url)
+  local bare = url:match("^[^?]*")
+  local _, slashes = bare:gsub("/", "")
+  local found, any = {}, false
+  for _, route in ipairs(ROUTES[slashes] or {}) do
+    if bare:find(route[1]) then
+      for verb in route[2]:gmatch("[A-Z]+") do
+        found[verb] = true
+        any = true
+      end
+    end
+  end
+  if not any then
+    return nil
+  end
+  return found
+end
+
+local function refuse_method(handle, headers, url)
+  local method = headers:get(":method") or ""
+  if method == "OPTIONS" then
+    return false
+  end
+  local allowed = allowed_methods(url)
+  if allowed == nil or allowed[method == "HEAD" and "GET" or method] then
+    return false
+  end
+  local list = {}
+  for verb, _ in pairs(allowed) do
+    list[#list + 1] = verb
+  end
+  table.sort(list)
+  local allow = table.concat(list, ", ")
+  handle:respond({[":status"] = "405", ["content-type"] = "text/plain", ["allow"] = allow},
+    "this path takes " .. allow .. ", not " .. method:sub(1, 16))
+  return true
+end
 
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
@@ -388,6 +435,18 @@ local function has_miscased_item(raw)
   return false
 end
 
+-- What the transcoder reads as a boolean besides `true` and `false` (any case): `yes`, `t`,
+-- `1`, `n`... A parameter whose value is one of them carries a "?" before its name; the
+-- server refuses it when the field is a boolean (the document says true or false), and lets
+-- `1` and `0` be numbers where the field is one.
+local LOOSE_BOOLEANS = {t = true, yes = true, y = true, ["1"] = true, f = true, no = true,
+  n = true, ["0"] = true, ["true"] = true, ["false"] = true}
+
+local function loose_boolean(raw)
+  local value = decode(raw)
+  return value ~= "true" and value ~= "false" and LOOSE_BOOLEANS[value:lower()] == true
+end
+
 -- The names of the query of `path`, each once, and those given more than once, each dotted
 -- segment encoded and comma-separated; nil for a query whose names pass MAX_HEADER.
 local function query_params(path)
@@ -407,6 +466,8 @@ local function query_params(path)
       local named = table.concat(segments, ".")
       if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
         named = "~" .. named
+      elseif count[name] == 1 and loose_boolean(pair:match("=(.*)$") or "") then
+        named = "?" .. named
       elseif count[name] == 1 and has_miscased_item(pair:match("=(.*)$") or "") then
         named = "^" .. named
       end
@@ -429,9 +490,13 @@ end
 -- a REST request's headers on as the gRPC call's metadata, and grpcio parses these itself,
 -- before any code of the server runs: one it cannot parse was a 500 INTERNAL without a reason.
 -- A REST call has no use for any of them, so each is refused (400 MALFORMED_REQUEST).
+-- So is a header whose name gRPC metadata cannot carry (only 0-9 a-z - _ . are allowed
+-- there; HTTP allows `!#$%&'*+^`|~` too): the transcoder passed it on and grpcio refused the
+-- call, 500 INTERNAL "Illegal header key".
 function grpc_own_header(headers)
   for name, _ in pairs(headers) do
-    if name:find("^grpc%-") or name:find("%-bin$") then
+    if name:find("^grpc%-") or name:find("%-bin$") or
+        (name:sub(1, 1) ~= ":" and name:find("[^0-9a-z%-_.]")) then
       return name
     end
   end
@@ -439,6 +504,10 @@ function grpc_own_header(headers)
 end
 
 function refuse_grpc_header(name)
+  if not name:find("^grpc%-") and not name:find("%-bin$") then
+    return "the header name " .. string.format("%q", name:sub(1, 64)) .. " holds a " ..
+      "character gRPC metadata cannot carry (names take 0-9 a-z - _ . only)"
+  end
   return "the header " .. string.format("%q", name:sub(1, 64)) .. " is gRPC's own " ..
     "(names beginning with grpc- or ending in -bin): a REST call sends none"
 end
@@ -463,6 +532,9 @@ function envoy_on_request(handle)
   local kind = (headers:get("content-type") or ""):lower()
   local url = headers:get(":path") or ""
   local rest = url:find("^/api/v1/") or url:find("^/mgt/v1/")
+  if rest and refuse_method(handle, headers, url) then
+    return
+  end
   local own = rest and grpc_own_header(headers)
   if own then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refuse_grpc_header(own))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,10 @@ def render(
         if node.get("@type", "").endswith("cors.v3.CorsPolicy"):
             node["allow_origin_string_match"] = [{"exact": o} for o in settings.cors_origins]
         if node.get("@type", "").endswith("filters.http.lua.v3.Lua") and _names_lua_file(node):
-            node["default_source_code"] = {"filename": str(LUA)}
+            lua = out_dir / LUA.name  # the file, after the REST bindings' method table
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lua.write_text(routes_lua() + LUA.read_text())
+            node["default_source_code"] = {"filename": str(lua)}
         if node.get("@type", "").endswith("buffer.v3.Buffer"):
             node["max_request_bytes"] = settings.max_body_bytes
         if node.get("@type", "").endswith("HttpConnectionManager"):
@@ -81,6 +85,44 @@ def render(
     path = out_dir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _lua_pattern(template: str) -> str:
+    """A binding's URL template as an anchored Lua pattern: `{field}` is one path segment."""
+    out = []
+    for part in re.split(r"(\{[^}]*\})", template):
+        if part.startswith("{"):
+            out.append("[^/]+")
+        else:
+            out.append(re.sub(r"([\^$()%.\[\]*+\-?])", r"%\1", part))
+    return "^" + "".join(out) + "$"
+
+
+def routes_lua() -> str:
+    """Lua source setting ROUTES for json_fields.lua: every REST binding of the services Envoy
+    transcodes, by the number of "/" in its path, as {pattern, methods} (405 and `Allow`)."""
+    from google.api import annotations_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    from tollbooth.openapi import SERVICES
+
+    pool = descriptor_pool.DescriptorPool()
+    for f in descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTOR.read_bytes()).file:
+        pool.Add(f)
+    verbs: dict[str, set[str]] = {}
+    for name in SERVICES:
+        for method in pool.FindServiceByName(name).methods:
+            rule = method.GetOptions().Extensions[annotations_pb2.http]
+            for binding in [rule, *rule.additional_bindings]:
+                verb = binding.WhichOneof("pattern")
+                if verb and verb != "custom":
+                    verbs.setdefault(getattr(binding, verb), set()).add(verb.upper())
+    by_slashes: dict[int, list[str]] = {}
+    for template, methods in sorted(verbs.items()):
+        entry = f'{{"{_lua_pattern(template)}", "{", ".join(sorted(methods))}"}}'
+        by_slashes.setdefault(template.count("/"), []).append(entry)
+    lines = [f"  [{n}] = {{{', '.join(entries)}}}," for n, entries in sorted(by_slashes.items())]
+    return "-- Written by tollbooth.gateway.render.\nROUTES = {\n" + "\n".join(lines) + "\n}\n"
 
 
 def envoy_binary() -> str:

@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from billing.v1 import options_pb2
+from tollbooth import openapirules as rules
 
 # The services Envoy transcodes (gateway/envoy.yaml); the webhook service is the sidecar's.
 SERVICES = (
@@ -44,8 +45,9 @@ SERVICES = (
 JSON = "application/json"
 F = FieldDescriptor
 
-INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
-UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+# At most 18 digits: a value of that many fits the type (one past its range is refused).
+INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,18}$"}
+UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]{1,19}$"}
 SCALARS: dict[int, dict[str, Any]] = {
     F.TYPE_INT64: INT64,
     F.TYPE_SINT64: INT64,
@@ -138,7 +140,8 @@ DESCRIPTION = """REST/JSON surface of Tollbooth's billing API, transcoded by Env
 
 JSON uses proto field names (snake_case). 64-bit integers (amounts, quantities) are JSON
 **strings** ("1500"), enums are their names, times are RFC 3339 strings. A body field the request
-does not have is refused with 400 `FIELD_UNKNOWN` naming it. Every error is a google.rpc.Status
+does not have is refused with 400 `FIELD_UNKNOWN` naming it, and so is a query parameter the
+operation does not list. Every error is a google.rpc.Status
 with an ErrorInfo whose `reason` is stable."""
 
 _PARAM = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
@@ -198,6 +201,11 @@ class Builder:
         self.comments = _Comments(list(fds.file))
         self.where = _paths(list(fds.file))
         self.schemas: dict[str, Any] = {}
+        # Messages a request holds: only their fields carry the server's input rules (a
+        # response's text is what was stored or echoed, rules or not).
+        self.inputs = rules.request_messages(
+            [m.input_type for name in SERVICES for m in self.pool.FindServiceByName(name).methods]
+        )
 
     def doc(self, full_name: str) -> str:
         file, path = self.where.get(full_name, ("", ()))
@@ -223,22 +231,28 @@ class Builder:
             self.schemas[name] = self.message_schema(msg)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def message_schema(self, msg: Descriptor, skip: frozenset[str] = frozenset()) -> dict:
+    def message_schema(
+        self, msg: Descriptor, skip: frozenset[str] = frozenset(), partial: bool = False
+    ) -> dict:
+        """`partial`: an update's resource (AIP-134), whose REQUIRED fields are not required."""
         props: dict[str, Any] = {}
         required: list[str] = []
         for field in msg.fields:
             if field.name in skip:
                 continue
-            schema = self.field_schema(field)
+            schema = self.field_schema(field, partial)
             behaviors = _behaviors(field)
             if field_behavior_pb2.OUTPUT_ONLY in behaviors:
                 schema["readOnly"] = True
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if field_behavior_pb2.REQUIRED in behaviors and not partial:
                 required.append(field.name)
             props[field.name] = schema
-        out: dict[str, Any] = {"type": "object", "properties": props}
+        # A key the message does not have is refused (FIELD_UNKNOWN), and never printed.
+        out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         if required:
             out["required"] = required
+        if msg.full_name in self.inputs and (exclusive := rules.one_of_pairs(msg, skip)):
+            out["not"] = exclusive
         if desc := self.doc(msg.full_name):
             out["description"] = desc
         return out
@@ -252,19 +266,18 @@ class Builder:
             return self.enum_ref(field.enum_type)
         return dict(SCALARS[field.type])
 
-    def field_schema(self, field: FieldDescriptor) -> dict[str, Any]:
+    def field_schema(self, field: FieldDescriptor, partial: bool = False) -> dict[str, Any]:
         entry = field.message_type
         if entry is not None and entry.GetOptions().map_entry:
             value = self.value_schema(entry.fields_by_name["value"])
             schema: dict[str, Any] = {"type": "object", "additionalProperties": value}
+            rules.map_constrain(field, schema)
         elif field.is_repeated:
             schema = {"type": "array", "items": self.value_schema(field)}
         else:
             schema = self.value_schema(field)
-        if field.type == F.TYPE_STRING and not field.is_repeated:
-            options = field.GetOptions()
-            if options.HasExtension(options_pb2.max_length):
-                schema["maxLength"] = int(options.Extensions[options_pb2.max_length])
+        if rules.owner_of(field) in self.inputs:
+            schema = rules.request_field(field, schema, partial)
         if field.GetOptions().Extensions[options_pb2.json_null]:  # printed as null when unset
             if "$ref" in schema:
                 schema = {"anyOf": [schema, {"type": "null"}]}
@@ -298,7 +311,14 @@ class Builder:
             ):
                 continue
             schema = self.field_schema(field)
+            if sub is not None and sub.full_name == "google.protobuf.Timestamp":
+                schema = {**WELL_KNOWN[sub.full_name], "description": self.doc(field.full_name)}
+            if sub is not None and sub.full_name == "google.protobuf.FieldMask":
+                if (resource := rules.resource_of(msg)) is not None:
+                    schema["pattern"] = rules.mask_pattern(resource)
             param: dict[str, Any] = {"name": name, "in": "query", "schema": schema}
+            if rules.required(field) and not prefix:
+                param["required"] = True
             if field.is_repeated:
                 param["style"], param["explode"] = "form", True
             if "description" in schema:
@@ -334,8 +354,10 @@ class Builder:
         if body == "*":
             top = frozenset(b.split(".")[0] for b in bound)
             whole: dict[str, Any] = self.message_schema(request, skip=top)
-            whole["additionalProperties"] = False
-            op["requestBody"] = {"required": True, "content": {JSON: {"schema": whole}}}
+            # No body is the empty request (Envoy's transcoder): required only when `{}` is
+            # refused, because the request has a REQUIRED field the URL does not bind.
+            needed = bool(whole.get("required"))
+            op["requestBody"] = {"required": needed, "content": {JSON: {"schema": whole}}}
         elif body:
             field = request.fields_by_name[body]
             # The URL decides: a field of the body the path binds (`{product.product_id}`) is
@@ -343,12 +365,15 @@ class Builder:
             inner = frozenset(
                 b[len(body) + 1 :].split(".")[0] for b in bound if b.startswith(body + ".")
             )
+            # An update's resource is partial (AIP-134): what it populates, or its mask names.
+            partial = rules.is_update(request)
             schema = (
-                self.message_schema(field.message_type, skip=inner)
-                if inner and field.message_type is not None
+                self.message_schema(field.message_type, skip=inner, partial=partial)
+                if (inner or partial) and field.message_type is not None
                 else self.value_schema(field)
             )
-            op["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+            needed = not partial and rules.required(field)
+            op["requestBody"] = {"required": needed, "content": {JSON: {"schema": schema}}}
         op["responses"] = {
             "200": {
                 "description": "OK",
@@ -386,6 +411,7 @@ class Builder:
             "components": {
                 "schemas": {
                     **dict(sorted(self.schemas.items())),
+                    **rules.FREE_FORM,
                     "Status": ERROR_SCHEMA,
                     "ErrorInfo": ERROR_INFO_SCHEMA,
                     "RetryInfo": RETRY_INFO_SCHEMA,

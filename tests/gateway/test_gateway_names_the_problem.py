@@ -587,3 +587,90 @@ def test_a_query_field_the_body_names_in_another_spelling_is_400(stack):  # type
     assert resp.json()["details"][0]["metadata"]["field"] == "credit_type"
     grants = stack.request("GET", "/mgt/v1/accounts/p-query-body/credits/grants", None, SERVICE)
     assert grants.json().get("grants", []) == []
+
+
+@pytest.mark.parametrize(
+    "method,path,body",
+    [
+        ("POST", "/mgt/v1/catalog/products", {"name": "Null meta", "metadata": {"tier": None}}),
+        ("POST", "/mgt/v1/accounts", {"name": "Null meta", "metadata": {"a": "1", "tier": None}}),
+    ],
+)
+def test_a_null_map_value_is_400_field_invalid_and_changes_nothing(stack, method, path, body):  # type: ignore[no-untyped-def]
+    """The transcoder stored `"metadata": {"tier": null}` as "" silently (a value nobody
+    sent); it is refused naming the key, and nothing is created."""
+    before = _products(stack)
+    resp = stack.request(method, f"{path}?request_id={uuid.uuid4().hex}", body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_INVALID"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "metadata['tier']"
+    assert "null" in resp.json()["message"]
+    assert _products(stack) == before
+
+
+def test_a_null_map_value_on_an_update_changes_nothing(stack):  # type: ignore[no-untyped-def]
+    made = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+        {"name": "Null meta", "metadata": {"tier": "gold"}},
+        SERVICE,
+    )
+    assert made.status == 200, made.body
+    url = f"/mgt/v1/catalog/products/{made.json()['product_id']}"
+    resp = stack.request(
+        "PATCH", f"{url}?request_id={uuid.uuid4().hex}", {"metadata": {"tier": None}}, SERVICE
+    )
+    assert (resp.status, resp.reason) == (400, "FIELD_INVALID"), resp.body
+    assert stack.request("GET", url, None, SERVICE).json()["metadata"] == {"tier": "gold"}
+
+
+def test_a_null_map_itself_and_nulls_in_free_form_properties_still_pass(stack):  # type: ignore[no-untyped-def]
+    """The control: `"metadata": null` is an empty map (proto3 JSON), and `properties` (a
+    google.protobuf.Struct) holds nulls as values."""
+    resp = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+        {"name": "Null map", "metadata": None},
+        SERVICE,
+    )
+    assert resp.status == 200, resp.body
+    acct = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-null-map"}, SERVICE)
+    event = {
+        "event_name": "null_props",
+        "timestamp": "2026-03-01T00:00:00Z",
+        "account": acct.json()["billing_account_id"],
+        "properties": {"tier": None},
+    }
+    assert stack.request("POST", "/mgt/v1/events", event, SERVICE).status == 200
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/mgt/v1/catalog/products?bogus=1"),
+        ("GET", "/mgt/v1/catalog/products?include_inactive=true&bogus.deep=1"),
+        ("POST", "/mgt/v1/catalog/products?request_id=q-unknown&bogus=1"),
+    ],
+)
+def test_an_unknown_query_parameter_is_400_field_unknown_like_an_unknown_body_key(  # type: ignore[no-untyped-def]
+    stack, method, path
+):
+    """The transcoder refused `?bogus=1` itself, as MALFORMED_REQUEST naming no field, where an
+    unknown JSON body key is FIELD_UNKNOWN naming it: both are FIELD_UNKNOWN now."""
+    before = _products(stack)
+    body = {"name": "Unknown query"} if method == "POST" else None
+    resp = stack.request(method, path, body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"].startswith("bogus")
+    assert _products(stack) == before
+    key = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", {"amout": "1"}, SERVICE)
+    assert (key.status, key.reason) == (400, "FIELD_UNKNOWN"), key.body
+
+
+def test_an_unknown_key_inside_a_timestamp_object_is_400_field_unknown(stack):  # type: ignore[no-untyped-def]
+    """The transcoder reads a Timestamp written as its message (`{"seconds": 5}`) and ignored
+    any other key in it (`{"seconds": 0, "bogus": 1}` was taken): such a key is refused as any
+    unknown body key is."""
+    body = {"credit_type": "units", "amount": "1", "expire_time": {"seconds": 1, "bogus": 2}}
+    resp = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", body, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "expire_time.bogus"

@@ -142,3 +142,12 @@ def test_health_route_drops_the_internal_headers_a_client_sends(stack):  # type:
     )
     assert resp.status == 200
     assert resp.json() == {"status": "SERVING"}
+
+
+@pytest.mark.parametrize("query", ["bogus=1", "service=billing.v1.CatalogService&x=1"])
+def test_health_route_refuses_an_unknown_query_parameter(stack, query):  # type: ignore[no-untyped-def]
+    """The transcoder now passes unknown query parameters on (the server refuses them on the
+    API routes, FIELD_UNKNOWN); this route, which no server check sees, refuses them itself,
+    as the transcoder did (400 MALFORMED_REQUEST)."""
+    resp = stack.request("GET", f"/v1/health?{query}")
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body

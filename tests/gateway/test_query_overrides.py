@@ -131,3 +131,35 @@ def test_a_query_parameter_naming_what_the_path_binds_is_refused(  # type: ignor
     body = {} if verb in ("POST", "PATCH", "PUT") else None
     resp = stack.request(verb, f"{url}{sep}{name}=x_query_2", body, SERVICE)
     refused(resp, name)
+
+
+@pytest.mark.parametrize("value", ["yes", "t", "y", "1", "TRUE", "True", "no", "f", "0"])
+def test_a_query_boolean_is_true_or_false_only(stack, value):  # type: ignore[no-untyped-def]
+    """The transcoder read `?include_inactive=yes` (or `t`, `1`, `TRUE`) as true, where the
+    document says a boolean is `true` or `false`: refused naming the field."""
+    resp = stack.request("GET", f"/mgt/v1/catalog/products?include_inactive={value}", None, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_INVALID"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "include_inactive"
+
+
+def test_true_false_and_numbers_that_look_boolean_still_pass(stack):  # type: ignore[no-untyped-def]
+    """The control: `true` and `false` are booleans, and `1` or `0` in a number field is a
+    number."""
+    for query in ("include_inactive=true", "include_inactive=false", "page_size=1", "page_size=0"):
+        resp = stack.request("GET", f"/mgt/v1/catalog/products?{query}", None, SERVICE)
+        assert resp.status == 200, (query, resp.body)
+
+
+def test_a_plus_in_a_query_value_is_a_space_as_form_encoders_write_it(stack):  # type: ignore[no-untyped-def]
+    """`?type=+units+` (Python's urlencode and browsers' URLSearchParams write a space as "+")
+    reached the server as "+units+" and was refused as a credit type; a literal plus is %2B."""
+    acct = account(stack)
+    spaced = stack.request(
+        "GET", f"/mgt/v1/accounts/{acct}/credits/balance?type=+units+", None, SERVICE
+    )
+    assert spaced.status == 200, spaced.body
+    assert spaced.json()["credit_type"] == "units"
+    plus = stack.request(
+        "GET", f"/mgt/v1/accounts/{acct}/credits/balance?type=a%2Bb", None, SERVICE
+    )
+    assert (plus.status, plus.reason) == (400, "INVALID_ARGUMENT"), plus.body

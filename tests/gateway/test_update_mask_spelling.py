@@ -138,3 +138,27 @@ def test_lower_camel_case_paths_still_apply_over_rest(stack):  # type: ignore[no
     )
     assert resp.status == 200, resp.body
     assert (resp.json()["nickname"], resp.json()["subscription_group"]) == ("Camel", "plans")
+
+
+@pytest.mark.parametrize("mask", ["%20name", "name%20", "description,%20name"])
+def test_a_mask_path_with_blanks_around_it_is_refused_and_changes_nothing(stack, mask):  # type: ignore[no-untyped-def]
+    """` name` is no field name (paths are exact, as gRPC takes them): it was trimmed and
+    applied, so the document's pattern for update_mask and the server disagreed."""
+    product = made(stack)
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{product['product_id']}?update_mask={mask}&{key()}",
+        {"name": "Changed", "description": "new"},
+        SERVICE,
+    )
+    assert resp.status == 400, resp.body
+    assert info(resp)["reason"] == "FIELD_INVALID"
+    assert info(resp)["metadata"]["field"] == "update_mask"
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{product['product_id']}", None, SERVICE)
+    assert (got.json()["name"], got.json()["description"]) == ("Spelt", "keep")
+
+
+def test_a_mask_path_with_blanks_around_it_is_refused_over_grpc(stack):  # type: ignore[no-untyped-def]
+    product = made(stack)
+    code, reason = grpc_refusal(stack, product["product_id"], " name")
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "FIELD_INVALID")

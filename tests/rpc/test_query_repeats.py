@@ -67,11 +67,21 @@ def test_a_field_named_twice_under_two_names_is_malformed_naming_it(
     [
         (USAGE, "metric_code,start_time,end_time,group_by,page_size,page_token"),
         (USAGE, "metricCode,startTime,end_time.seconds,end_time.nanos"),
-        (LIST, "page_size,alias_prefix,email,nothing_here,nothingHere"),
+        (LIST, "?page_size,alias_prefix,email,include_archived"),
     ],
 )
 def test_distinct_fields_and_parts_pass(method: object, header: str) -> None:
     json_fields.check_query_fields(method, header, "mgt")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("header", ["nothing_here", "page_size,nothingHere", "?nothing"])
+def test_a_query_name_that_names_no_field_is_field_unknown(header: str) -> None:
+    """Envoy's transcoder passes unknown query parameters on (ignore_unknown_query_parameters):
+    the server refuses them as it refuses an unknown JSON body key."""
+    with pytest.raises(errors.DomainError) as refused:
+        json_fields.check_query_fields(LIST, header, "mgt")  # type: ignore[arg-type]
+    assert refused.value.reason == "FIELD_UNKNOWN"
+    assert refused.value.metadata["field"] in ("nothing_here", "nothingHere", "nothing")
 
 
 GRANT = credit_pb2.DESCRIPTOR.services_by_name["CreditService"].methods_by_name["GrantCredits"]

@@ -224,7 +224,9 @@ class IngestEventsRequest(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
-        """The events, up to the configured maximum per batch."""
+        """The events, up to the configured maximum per batch. An empty batch (or a
+        request without `events`) is answered with no results.
+        """
 
     def __init__(
         self,
@@ -432,15 +434,15 @@ class Metric(_message.Message):
     starting with a letter or digit, at most 100 characters. Names the metric.
     """
     name: _builtins.str
-    """Display name."""
+    """Display name; at most 200 characters."""
     description: _builtins.str
     """Display description."""
     event_name: _builtins.str
-    """Events of this name count."""
+    """Events of this name count; at most 200 characters."""
     aggregation: Global___Aggregation.ValueType
     """How events aggregate."""
     property: _builtins.str
-    """The property aggregated (not for count)."""
+    """The property aggregated (not for count); at most 200 characters."""
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyFilter]:
         """Filters that must all match."""

@@ -299,15 +299,22 @@ def _check_enums(msg: Message, prefix: str) -> None:
 def check_fields(msg: Message) -> None:
     """The checks of the request's own fields that no length walk makes, each one cached
     lookup on a request type without the field: a request_id past MAX_KEY_LENGTH, a blank path
-    in a field mask (it names no field, and ignoring it would apply the mask's other paths as
-    if it were not there), an enum number the contract does not define (grpc keeps it as a
-    bare number). All FIELD_INVALID naming the field."""
+    in a field mask or one with spaces around it (neither names a field, and ignoring or
+    trimming it would apply the mask's other paths as if it were not there), an enum number the
+    contract does not define (grpc keeps it as a bare number). All FIELD_INVALID naming the
+    field."""
     desc = msg.DESCRIPTOR
     if _has_request_id(desc) and len(getattr(msg, "request_id")) > MAX_KEY_LENGTH:  # noqa: B009
         raise _bad("request_id", f"is longer than {MAX_KEY_LENGTH} characters")
     for field in mask_fields(desc):
-        if msg.HasField(field.name) and any(not p.strip() for p in getattr(msg, field.name).paths):
-            raise blank_mask_path(field.name)
+        if msg.HasField(field.name):
+            for path in getattr(msg, field.name).paths:
+                if not path.strip():
+                    raise blank_mask_path(field.name)
+                if path != path.strip():  # " name" is no field name: paths are exact
+                    raise _bad(
+                        field.name, "holds a path with spaces around it; name each field exactly"
+                    )
     if _reaches_enum(desc):
         _check_enums(msg, "")
 

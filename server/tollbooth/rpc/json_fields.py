@@ -26,6 +26,10 @@ the "~" lists) and every array holding an array after a "[["; a key that resolve
 field and is not among the former, or a list field among the latter, is refused. A free-form
 value (Struct, Value, ListValue) may hold any shape.
 
+FIELD_INVALID: a JSON null as a map's value (`"metadata": {"tier": null}`), which the
+transcoder would store as "": the Lua filter names that key after a "[" (as a key whose value
+is an array or null), and a map of strings given an array never gets here.
+
 FIELD_INVALID: a null item in a JSON array that is one of the request's lists
 (`"entitlements": [null]`), which the transcoder drops silently. The Lua filter names every
 array holding a null, each once after a "~" (after the "!" key, if any); a null inside a
@@ -42,8 +46,11 @@ MALFORMED_REQUEST: a query parameter given twice (`?required=1&required=1000`), 
 transcoder would keep the last of silently. The Lua filter names every parameter given more
 than once in the `x-billing-query-repeats` header; a name that resolves to a repeated field of
 the request message (a list, which a query gives one value at a time) may repeat, any other is
-refused naming it. A name that resolves to nothing is the transcoder's to refuse (it rejects
-unknown query parameters before the server is called).
+refused naming it. A name that resolves to nothing is refused below (FIELD_UNKNOWN).
+
+FIELD_UNKNOWN: a query parameter that names no field of the request (`?bogus=1`), as a JSON
+body key that names none is: the transcoder does not refuse it (its own refusal was
+MALFORMED_REQUEST without the field's name, so the two surfaces disagreed).
 
 MALFORMED_REQUEST: a query parameter naming a field the route's URL template binds
 (`POST /mgt/v1/accounts/A/credits/grants?account=B`), or the field a `body: "field"` binding
@@ -54,6 +61,11 @@ route names (`x-billing-surface`: each RPC has at most one binding per surface),
 binding when no surface is named. A `body: "*"` binding's body fields are the transcoder's: it
 refuses a query parameter that collides with a body field itself
 (`reject_binding_body_field_collisions`).
+
+FIELD_INVALID: a boolean in the query written other than `true` or `false` (`?active=yes`,
+`t`, `1`, `TRUE`), which the transcoder reads as true or false: the Lua filter marks a query
+name whose value is such a spelling with a "?", and the server refuses it when its field is a
+boolean (a number field takes `1` and `0` as numbers).
 
 FIELD_INVALID: a field mask in the query with a blank item (`?update_mask=,name`,
 `?update_mask=`): the transcoder drops empty items and sends an empty value as an empty mask
@@ -143,10 +155,16 @@ def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     return next((f for f in desc.fields if f.json_name == name), None)
 
 
+# Well-known types the transcoder also reads as their message (`{"seconds": 5, "nanos": 0}`
+# for a Timestamp or a Duration): their keys are checked like any message's.
+OBJECTS = frozenset({"google.protobuf.Timestamp", "google.protobuf.Duration"})
+
+
 def _resolve(desc: Descriptor, path: str) -> tuple[str, ...] | str:
     """The proto names along `path`, or the prefix of it that names no field of `desc`.
 
-    Below a map, a google.protobuf type or a scalar the rest is not resolved (any key goes)."""
+    Below a map, a google.protobuf type (but a Timestamp or a Duration, OBJECTS) or a scalar
+    the rest is not resolved (any key goes)."""
     parts = [unquote(p) for p in path.split(".")]
     names: list[str] = []
     current: Descriptor | None = desc
@@ -161,7 +179,7 @@ def _resolve(desc: Descriptor, path: str) -> tuple[str, ...] | str:
         if (
             sub is None
             or sub.GetOptions().map_entry
-            or sub.full_name.startswith("google.protobuf.")
+            or (sub.full_name.startswith("google.protobuf.") and sub.full_name not in OBJECTS)
         ):
             current = None
         else:
@@ -197,6 +215,8 @@ def check(method: MethodDescriptor, header: str | None) -> None:
             _refuse_not_a_list(bodies, first[2:], "a list of lists")
         else:
             arrays.add(first[1:])
+    for path in arrays:
+        _refuse_null_map_value(bodies, path)
     for path in header.split(","):
         if not path:
             continue
@@ -262,6 +282,32 @@ def _refuse_not_a_list(bodies: tuple[Binding, ...], path: str, given: str) -> No
                 reason="MALFORMED_REQUEST",
                 field=name[:FIELD_ECHO],
             )
+
+
+def _refuse_null_map_value(bodies: tuple[Binding, ...], path: str) -> None:
+    """Refuse a JSON null as a map's value (`"metadata": {"tier": null}`; FIELD_INVALID naming
+    it): the transcoder would store it as "" silently. `path` is a key whose value was an
+    array or null; a map of strings that got an array never reaches the server (the transcoder
+    refuses the type), so here it was null. A free-form value (Struct) keeps its nulls."""
+    head, _, key = path.rpartition(".")
+    if not head:
+        return
+    for desc, _ in bodies:
+        field = _walk(desc, head, opaque_wkt=True)
+        entry = field.message_type if field is not None else None
+        if entry is None or not entry.GetOptions().map_entry:
+            continue
+        value = entry.fields_by_name["value"]
+        if value.message_type is not None and value.message_type.full_name.startswith(
+            "google.protobuf."
+        ):
+            continue
+        name = f"{'.'.join(unquote(p) for p in head.split('.'))}[{unquote(key)[:40]!r}]"
+        raise errors.invalid(
+            f"{errors.shown(name)} is null; a map's value is a string, never null",
+            reason="FIELD_INVALID",
+            field=name[:FIELD_ECHO],
+        )
 
 
 def _refuse_twice_spelt(bodies: tuple[Binding, ...], path: str) -> None:
@@ -358,22 +404,28 @@ def _query_bound(method: MethodDescriptor, surface: str | None) -> tuple[tuple[s
 
 
 def check_query_fields(method: MethodDescriptor, header: str | None, surface: str | None) -> None:
-    """Refuse the first query parameter naming (a part of) a field the route's URL or body
-    binds (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
+    """Refuse the first query parameter naming no field of the request (FIELD_UNKNOWN, as an
+    unknown JSON body key is) or (a part of) a field the route's URL or body binds
+    (INVALID_ARGUMENT MALFORMED_REQUEST naming it)."""
     if not header:
         return
     _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
-    if not bound and "~" not in header and "^" not in header:
-        return
     for path in header.split(","):
-        mark = path[:1] if path[:1] in ("~", "^") else ""
+        mark = path[:1] if path[:1] in ("~", "^", "?") else ""
         path = path.removeprefix(mark)
         if not path:
             continue
         names = _resolve(method.input_type, path)
         if isinstance(names, str):
-            continue  # names no field: the transcoder refuses it
+            # As an unknown JSON body key is refused (the transcoder would ignore neither,
+            # but its own refusal said MALFORMED_REQUEST and named no field).
+            sent = ".".join(unquote(p) for p in path.split("."))
+            raise errors.invalid(
+                f"unknown query parameter {errors.shown(sent)} of {method.name}",
+                reason="FIELD_UNKNOWN",
+                field=sent[:FIELD_ECHO],
+            )
         if mark == "~" and _is_mask(method.input_type, names):
             name = ".".join(names)
             raise errors.invalid(
@@ -390,6 +442,12 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                 " in snake_case (credit_grants) or lowerCamelCase (creditGrants)",
                 reason="FIELD_INVALID",
                 field=name,
+            )
+        if mark == "?" and _is_boolean(method.input_type, names):
+            # The transcoder reads `yes`, `t`, `1` as true: the contract's JSON says true.
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} is a boolean: write true or false", reason="FIELD_INVALID", field=name
             )
         for fixed in bound:
             common = min(len(names), len(fixed))
@@ -410,9 +468,9 @@ def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
     transcoder binds both and the last one decides, silently, as for a parameter given twice."""
     seen: list[tuple[tuple[str, ...], str]] = []
     for path in header.split(","):
-        path = path.removeprefix("~").removeprefix("^")
+        path = path[1:] if path[:1] in ("~", "^", "?") else path
         if not path or _repeatable(method.input_type, path):
-            continue  # names no field (the transcoder refuses it), or a list
+            continue  # names no field (refused in check_query_fields), or a list
         resolved = _resolve(method.input_type, path)
         if isinstance(resolved, str):
             continue
@@ -446,7 +504,7 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
             if isinstance(resolved, tuple):
                 named.append(resolved)
     for path in query.split(","):
-        resolved = _resolve(method.input_type, path.removeprefix("~").removeprefix("^"))
+        resolved = _resolve(method.input_type, path[1:] if path[:1] in ("~", "^", "?") else path)
         if isinstance(resolved, str) or not resolved:
             continue
         for other in named:
@@ -458,6 +516,11 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
                     reason="MALFORMED_REQUEST",
                     field=name[:FIELD_ECHO],
                 )
+
+
+def _is_boolean(desc: Descriptor, names: tuple[str, ...]) -> bool:
+    field = _walk(desc, ".".join(names), opaque_wkt=False)
+    return field is not None and field.type == FieldDescriptor.TYPE_BOOL
 
 
 def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:

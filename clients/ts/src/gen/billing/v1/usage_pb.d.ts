@@ -142,7 +142,8 @@ export declare const IngestEventRequestSchema: GenMessage<IngestEventRequest>;
  */
 export declare type IngestEventsRequest = Message<"billing.v1.IngestEventsRequest"> & {
   /**
-   * The events, up to the configured maximum per batch.
+   * The events, up to the configured maximum per batch. An empty batch (or a
+   * request without `events`) is answered with no results.
    *
    * @generated from field: repeated billing.v1.UsageEvent events = 1;
    */
@@ -326,7 +327,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   code: string;
 
   /**
-   * Display name.
+   * Display name; at most 200 characters.
    *
    * @generated from field: string name = 2;
    */
@@ -340,7 +341,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   description: string;
 
   /**
-   * Events of this name count.
+   * Events of this name count; at most 200 characters.
    *
    * @generated from field: string event_name = 4;
    */
@@ -354,7 +355,7 @@ export declare type Metric = Message<"billing.v1.Metric"> & {
   aggregation: Aggregation;
 
   /**
-   * The property aggregated (not for count).
+   * The property aggregated (not for count); at most 200 characters.
    *
    * @generated from field: string property = 6;
    */

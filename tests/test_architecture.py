@@ -35,6 +35,8 @@ PLUMBING = {
     "openapi",
     # What the server refuses, said in that document (the edge's rules as JSON Schema).
     "openapirules",
+    # The public notification types, read by the notifications room and the document's rules.
+    "eventtypes",
     "apidocs",
     "deps",
     # The command line's plumbing: running a click command, and `run`'s process supervisor.

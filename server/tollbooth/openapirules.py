@@ -26,6 +26,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from billing.v1 import options_pb2
 from tollbooth.auth.tokens import SCOPES
+from tollbooth.eventtypes import KNOWN_TYPES
 from tollbooth.idempotency import MAX_KEY_LENGTH
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 
@@ -44,27 +45,7 @@ CURRENCIES = sorted(
     | {c.name for c in iso4217.Currency if c.exponent is not None}
 )
 # Values a field takes where the proto says so only in words.
-# tollbooth.notifications.envelope.KNOWN_TYPES (a test keeps the two equal: this module is
-# plumbing and may not import a room).
-EVENT_TYPES = [
-    "account.credits.balance_depleted",
-    "account.credits.granted",
-    "credits.voided",
-    "checkout.session.completed",
-    "checkout.conflict_canceled",
-    "checkout.duplicate_refunded",
-    "subscription.created",
-    "subscription.updated",
-    "subscription.canceled",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.duplicate_refunded",
-    "charge.dispute.created",
-    "charge.dispute.closed",
-    "notification.endpoint.disabled",
-]
+EVENT_TYPES = list(KNOWN_TYPES)
 CHOICES: dict[str, list[str]] = {
     "environment": ["", "test", "live"],
     "scopes": list(SCOPES),

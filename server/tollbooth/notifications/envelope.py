@@ -16,6 +16,8 @@ from typing import Any
 import iso4217
 
 from tollbooth.db.models import NotificationOutbox
+from tollbooth.eventtypes import ENDPOINT_DISABLED as ENDPOINT_DISABLED
+from tollbooth.eventtypes import KNOWN_TYPES as KNOWN_TYPES
 
 # Internal type (what `outbox.enqueue` is given) -> public type (what receivers and endpoint
 # filters see). Types not listed keep their name.
@@ -26,30 +28,8 @@ PUBLIC_TYPES = {
 }
 INTERNAL_TYPES = {public: internal for internal, public in PUBLIC_TYPES.items()}
 
-# The types an endpoint may subscribe to (DESIGN section 10), plus the delivery's own: every
-# type the rooms write, so an endpoint can ask for any one it would receive.
-ENDPOINT_DISABLED = "notification.endpoint.disabled"
-KNOWN_TYPES = (
-    "account.credits.balance_depleted",
-    "account.credits.granted",
-    "credits.voided",
-    "checkout.session.completed",
-    "checkout.conflict_canceled",
-    "checkout.duplicate_refunded",
-    "subscription.created",
-    "subscription.updated",
-    "subscription.canceled",
-    "subscription.upgrade_not_granted",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "invoice.renewal_refunded",
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.duplicate_refunded",
-    "charge.dispute.created",
-    "charge.dispute.closed",
-    ENDPOINT_DISABLED,
-)
+# The types an endpoint may subscribe to: `tollbooth.eventtypes` (the OpenAPI document lists
+# them too).
 
 
 def public_type(internal: str) -> str:

@@ -7,6 +7,8 @@ goes. PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -87,3 +89,29 @@ def test_a_duplicate_payment_intent_disputed_before_its_webhook_completes_withou
     assert (notice["refund"], notice["refund_refused"]) == (None, "charge_disputed")
     assert signed_send(world, succeeded(world, intent.stripe_payment_intent_id)) == 200
     assert len(notices(world, account, "payment_intent.duplicate_refunded")) == 1
+
+
+def test_a_renewal_whose_grant_no_longer_fits_disputed_before_its_event_completes(
+    pg_world: World,
+):
+    from tests.checkout.support import events_of
+    from tests.webhooks.test_grant_overflow_periodic import HUGE, every, paid_by, subscribed
+
+    world = pg_world
+    world.price("pro", grants=every(HUGE))
+    _, account, sub_id = subscribed(world, "pro")
+    world.advance(31)  # the renewal, paid at the provider: another HUGE would not fit
+    renewal = str(world.stripe.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    intent = paid_by(world, renewal)
+    charge = str(world.stripe.v1.payment_intents.retrieve(intent).latest_charge)
+    world.stripe.raw_request("post", f"/v1/test_helpers/charges/{charge}/dispute")
+    [paid] = events_of(world, "invoice.paid", renewal)
+    assert signed_send(world, json.dumps(paid).encode()) == 200
+    assert _failed(world) == []
+    assert world.balance(account, "tokens") == HUGE  # not granted
+    assert refunds_of(world, intent) == []
+    [notice] = notices(world, account, "invoice.renewal_refunded")
+    assert (notice["refunded_payment_intent"], notice["refund"]) == (intent, None)
+    assert notice["refund_refused"] == "charge_disputed"
+    assert signed_send(world, json.dumps(paid).encode()) == 200  # replayed: nothing more
+    assert len(notices(world, account, "invoice.renewal_refunded")) == 1

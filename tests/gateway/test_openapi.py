@@ -219,6 +219,7 @@ bearer = "${TOLLBOOTH_TEST_BEARER}"
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1200)  # make soak adds two phases: several minutes
 def test_schemathesis_through_envoy_every_check_positive_and_negative(stack, tmp_path):  # type: ignore[no-untyped-def]
     """Schemathesis' own command line as an outside tester runs it: every check (server errors,
     status codes, content types, response schemas and headers, positive data accepted,

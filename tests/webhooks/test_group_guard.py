@@ -133,3 +133,40 @@ def test_the_canceled_plan_is_never_announced_as_created(pg_world: World):  # ty
         ]
     assert [t for t, sub in sent if sub == later_sub] == ["subscription.canceled"]
     assert [t for t, sub in sent if sub == first_sub] == ["subscription.created"]
+
+
+@pytest.mark.postgres
+def test_a_free_plan_session_paid_after_a_purchase_in_its_group_is_canceled_not_failed(
+    pg_world: World,
+):
+    """A plan that costs nothing: Stripe completes its checkout with `payment_status`
+    `no_payment_required` (nothing charged). One opened before a purchase in its group and
+    completed after it is canceled like a paid one, with nothing to refund; its event must not
+    fail on every attempt (the read phase once acted on `paid` only, so the apply phase's
+    "the next attempt cancels" never came)."""
+    world = pg_world
+    world.price("starter", amount=0, grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "starter").session.stripe_checkout_session_id
+    later = second_open_session(world, first)
+    world.pay(first)
+    assert signed_send(world, completed(world, first)) == 200
+    world.pay(later)
+    assert world.stripe.v1.checkout.sessions.retrieve(later).payment_status == (
+        "no_payment_required"
+    )
+    assert signed_send(world, completed(world, later)) == 200
+    with world.deps.db.transaction(readonly=True) as session:
+        failed = session.scalars(
+            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
+        ).all()
+    assert failed == []
+    later_sub = str(world.stripe.v1.checkout.sessions.retrieve(later).subscription)
+    first_sub = str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)
+    assert live(world, account) == [first_sub]
+    assert world.stripe.v1.subscriptions.retrieve(later_sub).status == "canceled"
+    assert world.balance(account, "api_calls") == "100"  # nothing granted for the later one
+    [notice] = notices(world, account, NOTICE)
+    assert (notice["stripe_subscription_id"], notice["refund"]) == (later_sub, None)
+    assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
+    assert len(notices(world, account, NOTICE)) == 1

@@ -82,7 +82,10 @@ def prepare(
     truth = facts.checkout_sessions[stripe_session_id]
     sub_id = _id(truth.get("subscription"))
     sub = facts.subscriptions.get(sub_id) if sub_id else None
-    if not sub_id or sub is None or truth.get("payment_status") != "paid":
+    # A plan that charged nothing (`no_payment_required`) yields too: there is no payment to
+    # refund (`refund_invoice` finds none), but its apply phase refuses it all the same.
+    completed = truth.get("payment_status") in ("paid", "no_payment_required")
+    if not sub_id or sub is None or not completed:
         return None
     with db.transaction(readonly=True) as session:
         row = repository.checkout_by_stripe_id(session, stripe_session_id, owner=None)

@@ -344,7 +344,9 @@ class Checkout(Billing):
             "tax_ids": [],
         }
         if mode != "setup":
-            session["payment_status"] = "no_payment_required" if free else "paid"
+            # A plan whose first invoice is 0 charges nothing either (Stripe says so too).
+            nothing = free or (mode == "subscription" and not session.get("amount_total"))
+            session["payment_status"] = "no_payment_required" if nothing else "paid"
         self.store.put(session)
         self.emit("checkout.session.completed", session)
         return session

@@ -141,6 +141,8 @@ INTEGERS: dict[str, tuple[int, int]] = {
     "billing.v1.CreatePaymentIntentRequest.amount": (1, 99_999_999),
     # tollbooth.credit.rules.clean_hold_ttl: 0 (the default) to 7 days.
     "billing.v1.ReserveCreditsRequest.ttl_seconds": (0, 7 * 86_400),
+    # tollbooth.catalog.fields.MAX_GRANT_EXPIRY_SEC: 0 (never expires) to 100 years.
+    "billing.v1.CreditGrantSpec.expires_after_seconds": (0, 36_525 * 86_400),
 }
 PAGE_SIZES = frozenset({"page_size", "limit"})
 # The key a provider copy of the metadata adds (tollbooth.metadata.PROVIDER_PRODUCT_KEY,

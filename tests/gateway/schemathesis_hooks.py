@@ -50,6 +50,8 @@ STATE_REASONS = frozenset(
         "ACCOUNT_UNKNOWN",
         "INSUFFICIENT_CREDITS",
         "PRICE_IMMUTABLE",
+        "PRICE_NOT_FOUND",  # a catalog price named in a body that no price is (yet)
+        "STRIPE_LINK_NOT_FOUND",  # a Stripe id Stripe does not know
         "EVENT_TIMESTAMP_TOO_OLD",
         "EVENT_TIMESTAMP_IN_FUTURE",
         "REPLAY_TARGET_REQUIRED",

@@ -215,6 +215,16 @@ def test_an_integer_field_takes_a_number_or_a_string_of_digits_in_range() -> Non
     assert (amount["minimum"], amount["maximum"]) == (1, 99_999_999)
 
 
+def test_a_grants_expiry_is_bounded_as_the_catalog_bounds_it() -> None:
+    """`expires_after_seconds` past 100 years is 400 (catalog.fields); the document said any
+    int64 (schemathesis' coverage phase sent 2^63 - 2 as valid and saw it refused)."""
+    from tollbooth.catalog.fields import MAX_GRANT_EXPIRY_SEC
+
+    expiry = schema_of("CreditGrantSpec")["properties"]["expires_after_seconds"]
+    assert (expiry["minimum"], expiry["maximum"]) == (0, MAX_GRANT_EXPIRY_SEC)
+    assert not matches(expiry["pattern"], str(MAX_GRANT_EXPIRY_SEC * 10))
+
+
 def test_at_most_one_field_of_a_oneof() -> None:
     """`items[0]` with both `catalog_price_id` and `lookup_key` is refused by the transcoder
     ("oneof field 'price' is already set")."""

@@ -84,8 +84,9 @@ RELATIVE = frozenset(
 KIND_FIELD = re.compile(r"entitlements\[\d+\]\.")
 # ... and one is either metered or credit-backed, never both (refused naming the entitlement).
 KIND_ITEM = re.compile(r"entitlements\[\d+\]$")
-# A price's credit grant grants on purchase, on renewal or both (two booleans, one true).
-GRANT_ITEM = re.compile(r"credit_grants\[\d+\]$")
+# A price's credit grant grants on purchase, on renewal or both (two booleans, one true), and
+# on renewal only when the price recurs (`recurring`, another field of the price).
+GRANT_ITEM = re.compile(r"credit_grants\[\d+\](\.on_renewal)?$")
 
 
 def _error(response: Any) -> tuple[int | None, str | None, str | None]:

@@ -51,6 +51,7 @@ STATE_REASONS = frozenset(
         "INSUFFICIENT_CREDITS",
         "PRICE_IMMUTABLE",
         "PRICE_NOT_FOUND",  # a catalog price named in a body that no price is (yet)
+        "REDIRECT_URL_NOT_ALLOWED",  # on an origin BILLING_REDIRECT_ORIGINS allows (configuration)
         "STRIPE_LINK_NOT_FOUND",  # a Stripe id Stripe does not know
         "EVENT_TIMESTAMP_TOO_OLD",
         "EVENT_TIMESTAMP_IN_FUTURE",
@@ -77,6 +78,7 @@ RELATIVE = frozenset(
         ("INVALID_ARGUMENT", "metric.property"),  # only for the aggregations that read one
         ("FIELD_INVALID", "account_id"),  # seed 001's twin of account: the same account
         ("FIELD_REQUIRED", "price.recurring.interval"),  # for a recurring price only
+        ("INVALID_ARGUMENT", "price.recurring.interval_count"),  # its bound is its interval's
         ("FIELD_INVALID", "metric.credit_burn"),  # for a count or a sum only
     }
 )

@@ -84,7 +84,9 @@ local function refuse_method(handle, headers, url)
     return false
   end
   local allowed = allowed_methods(url)
-  if allowed == nil or allowed[method == "HEAD" and "GET" or method] then
+  -- HEAD is no method of a binding: the transcoder answers it 404, as for a path that does
+  -- not exist, so it is 405 here too (`Allow` names GET where the path takes it).
+  if allowed == nil or allowed[method] then
     return false
   end
   local list = {}

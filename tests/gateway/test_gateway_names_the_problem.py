@@ -713,3 +713,27 @@ def test_a_query_parameter_below_a_field_that_has_no_such_part_is_400_field_unkn
     )
     assert masked.status == 200, masked.body
     assert (masked.json()["name"], masked.json()["description"]) == ("Renamed", "kept")
+
+
+def test_an_encoded_dot_in_a_query_name_is_no_separator(stack):  # type: ignore[no-untyped-def]
+    """The transcoder splits a parameter's name at its dots before decoding it, so
+    `update_mask%2Epaths` named no field and was ignored (the PATCH updated every field of its
+    body) while the gateway told the server `update_mask.paths`: it is an unknown parameter."""
+    created = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+        {"name": "Encoded dot", "description": "kept"},
+        SERVICE,
+    )
+    assert created.status == 200, created.body
+    product = created.json()["product_id"]
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{product}?request_id={uuid.uuid4().hex}&update_mask%2Epaths=name",
+        {"name": "Renamed", "description": "overwritten"},
+        SERVICE,
+    )
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "update_mask.paths"
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{product}", None, SERVICE).json()
+    assert (got["name"], got["description"]) == ("Encoded dot", "kept")

@@ -36,8 +36,8 @@
 --
 -- A query parameter given more than once (`?required=1&required=1000`), which the transcoder
 -- would also keep the last of silently unless its field is repeated, is named in the header
--- x-billing-query-repeats (its name percent-decoded, then each dotted segment encoded as
--- above, comma-separated): the server knows the request message, lets a repeated field
+-- x-billing-query-repeats (its name split at its dots, then each segment percent-decoded and
+-- encoded as above, comma-separated): the server knows the request message, lets a repeated field
 -- repeat and refuses any other (MALFORMED_REQUEST naming it).
 --
 -- Every parameter name of the query is named, once, in the header x-billing-query-fields
@@ -84,7 +84,9 @@ local function refuse_method(handle, headers, url)
     return false
   end
   local allowed = allowed_methods(url)
-  if allowed == nil or allowed[method == "HEAD" and "GET" or method] then
+  -- HEAD is no method of a binding: the transcoder answers it 404, as for a path that does
+  -- not exist, so it is 405 here too (`Allow` names GET where the path takes it).
+  if allowed == nil or allowed[method] then
     return false
   end
   local list = {}
@@ -456,14 +458,16 @@ local function query_params(path)
   end
   local count, names, repeats, size = {}, {}, {}, 0
   for pair in query:gmatch("[^&]+") do
-    local name = decode(pair:match("^[^=]*"))
+    -- Split at its dots before decoding, as the transcoder does: `update_mask%2Epaths` is
+    -- one segment holding a dot (no field), never `update_mask.paths`.
+    local segments = {}
+    for segment in (pair:match("^[^=]*") .. "."):gmatch("([^.]*)%.") do
+      segments[#segments + 1] = encode(decode(segment))
+    end
+    local name = table.concat(segments, ".")
     count[name] = (count[name] or 0) + 1
     if count[name] <= 2 then
-      local segments = {}
-      for segment in (name .. "."):gmatch("([^.]*)%.") do
-        segments[#segments + 1] = encode(segment)
-      end
-      local named = table.concat(segments, ".")
+      local named = name
       if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
         named = "~" .. named
       elseif count[name] == 1 and loose_boolean(pair:match("=(.*)$") or "") then

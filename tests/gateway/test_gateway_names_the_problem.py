@@ -674,3 +674,66 @@ def test_an_unknown_key_inside_a_timestamp_object_is_400_field_unknown(stack):  
     resp = stack.request("POST", "/mgt/v1/accounts/acct_x/credits/grants", body, SERVICE)
     assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
     assert resp.json()["details"][0]["metadata"]["field"] == "expire_time.bogus"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["update_mask.bogus=name", "updateMask.x=name", "environment.x=live", "limit.x=1", "limit.=1"],
+)
+def test_a_query_parameter_below_a_field_that_has_no_such_part_is_400_field_unknown(  # type: ignore[no-untyped-def]
+    stack, query
+):
+    """`?update_mask.bogus=name` or `?limit.x=1` names a part of a field that has none: the
+    transcoder (which passes unknown parameters on) ignored it, so a PATCH whose mask was
+    spelt so updated every field the body held, and the list ignored its limit. Each is
+    refused as an unknown parameter is; `update_mask.paths` (a FieldMask's own field) and a
+    Timestamp's `seconds` still bind."""
+    created = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+        {"name": "Deep query", "description": "kept"},
+        SERVICE,
+    )
+    assert created.status == 200, created.body
+    product = created.json()["product_id"]
+    path = f"/mgt/v1/catalog/products/{product}?request_id={uuid.uuid4().hex}&{query}"
+    body = {"name": "Renamed", "description": "overwritten"}
+    resp = stack.request("PATCH", path, body, SERVICE)
+    if query.split(".")[0] in ("environment", "limit"):
+        resp = stack.request("GET", f"/mgt/v1/customers?{query}", None, SERVICE)
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == query.split("=")[0]
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{product}", None, SERVICE).json()
+    assert (got["name"], got["description"]) == ("Deep query", "kept")
+    masked = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{product}?request_id={uuid.uuid4().hex}&update_mask.paths=name",
+        body,
+        SERVICE,
+    )
+    assert masked.status == 200, masked.body
+    assert (masked.json()["name"], masked.json()["description"]) == ("Renamed", "kept")
+
+
+def test_an_encoded_dot_in_a_query_name_is_no_separator(stack):  # type: ignore[no-untyped-def]
+    """The transcoder splits a parameter's name at its dots before decoding it, so
+    `update_mask%2Epaths` named no field and was ignored (the PATCH updated every field of its
+    body) while the gateway told the server `update_mask.paths`: it is an unknown parameter."""
+    created = stack.request(
+        "POST",
+        f"/mgt/v1/catalog/products?request_id={uuid.uuid4().hex}",
+        {"name": "Encoded dot", "description": "kept"},
+        SERVICE,
+    )
+    assert created.status == 200, created.body
+    product = created.json()["product_id"]
+    resp = stack.request(
+        "PATCH",
+        f"/mgt/v1/catalog/products/{product}?request_id={uuid.uuid4().hex}&update_mask%2Epaths=name",
+        {"name": "Renamed", "description": "overwritten"},
+        SERVICE,
+    )
+    assert (resp.status, resp.reason) == (400, "FIELD_UNKNOWN"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "update_mask.paths"
+    got = stack.request("GET", f"/mgt/v1/catalog/products/{product}", None, SERVICE).json()
+    assert (got["name"], got["description"]) == ("Encoded dot", "kept")

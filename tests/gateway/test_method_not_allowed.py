@@ -61,3 +61,18 @@ def test_a_method_the_path_takes_still_reaches_the_server(stack):  # type: ignor
     assert listed.status == 200, listed.body
     unauthenticated = stack.request("GET", "/mgt/v1/catalog/products", None, {})
     assert unauthenticated.status == 401
+
+
+@pytest.mark.parametrize(
+    "url", ["/mgt/v1/catalog/products", "/api/v1/catalog/prices", "/mgt/v1/customers/x1"]
+)
+def test_head_on_a_path_that_takes_get_is_405_with_allow_not_the_404_of_a_missing_path(  # type: ignore[no-untyped-def]
+    stack, url
+):
+    """The transcoder serves no HEAD (it answered 404, as for a URL that does not exist): the
+    path exists, so HEAD is 405 naming the methods it takes, as any other method it does not
+    take is."""
+    resp = stack.request("HEAD", url, None, SERVICE)
+    assert resp.status == 405, (resp.status, resp.headers)
+    assert "GET" in resp.headers["allow"].split(", "), resp.headers
+    assert "HEAD" not in resp.headers["allow"], resp.headers

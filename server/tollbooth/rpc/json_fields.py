@@ -417,7 +417,7 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
         if not path:
             continue
         names = _resolve(method.input_type, path)
-        if isinstance(names, str):
+        if isinstance(names, str) or not _query_path(method.input_type, path):
             # As an unknown JSON body key is refused (the transcoder would ignore neither,
             # but its own refusal said MALFORMED_REQUEST and named no field).
             sent = ".".join(unquote(p) for p in path.split("."))
@@ -460,6 +460,20 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                     reason="MALFORMED_REQUEST",
                     field=sent[:FIELD_ECHO],
                 )
+
+
+def _query_path(desc: Descriptor, path: str) -> bool:
+    """Whether every segment of the query parameter `path` names a field, below a message
+    (google.protobuf ones too: `update_mask.paths`, `start_time.seconds`), never below a scalar
+    or a map (`limit.x`, `update_mask.bogus`): the transcoder passes those on unbound."""
+    current: Descriptor | None = desc
+    for part in path.split("."):
+        field = None if current is None else _field(current, unquote(part))
+        if field is None:
+            return False
+        sub = field.message_type
+        current = None if sub is None or sub.GetOptions().map_entry else sub
+    return True
 
 
 def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:

@@ -141,6 +141,11 @@ INTEGERS: dict[str, tuple[int, int]] = {
     "billing.v1.CreatePaymentIntentRequest.amount": (1, 99_999_999),
     # tollbooth.credit.rules.clean_hold_ttl: 0 (the default) to 7 days.
     "billing.v1.ReserveCreditsRequest.ttl_seconds": (0, 7 * 86_400),
+    # tollbooth.catalog.fields.MAX_UNIT_AMOUNT: what the provider charges at most, in minor units.
+    "billing.v1.Price.unit_amount": (0, 99_999_999),
+    # tollbooth.checkout.service.MAX_QUANTITY (0: one).
+    "billing.v1.CheckoutItem.quantity": (0, 999_999),
+    "billing.v1.CheckoutLineItem.quantity": (0, 999_999),
     # tollbooth.catalog.fields.MAX_GRANT_EXPIRY_SEC: 0 (never expires) to 100 years.
     "billing.v1.CreditGrantSpec.expires_after_seconds": (0, 36_525 * 86_400),
 }

@@ -51,6 +51,7 @@ STATE_REASONS = frozenset(
         "INSUFFICIENT_CREDITS",
         "PRICE_IMMUTABLE",
         "PRICE_NOT_FOUND",  # a catalog price named in a body that no price is (yet)
+        "CHECKOUT_AMOUNT_INVALID",  # the items' unit amounts (the catalog's) x quantities, summed
         "REDIRECT_URL_NOT_ALLOWED",  # on an origin BILLING_REDIRECT_ORIGINS allows (configuration)
         "STRIPE_LINK_NOT_FOUND",  # a Stripe id Stripe does not know
         "EVENT_TIMESTAMP_TOO_OLD",

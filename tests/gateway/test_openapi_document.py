@@ -225,6 +225,19 @@ def test_a_grants_expiry_is_bounded_as_the_catalog_bounds_it() -> None:
     assert not matches(expiry["pattern"], str(MAX_GRANT_EXPIRY_SEC * 10))
 
 
+def test_a_price_amount_and_an_item_quantity_are_bounded_as_the_server_bounds_them() -> None:
+    """Past them the server refuses (PRICE_AMOUNT_INVALID, quantity FIELD_INVALID); the
+    document said any integer (schemathesis' coverage phase sent the largest as valid)."""
+    from tollbooth.catalog.fields import MAX_UNIT_AMOUNT
+    from tollbooth.checkout.service import MAX_QUANTITY
+
+    amount = schema_of("Price")["properties"]["unit_amount"]
+    assert (amount["minimum"], amount["maximum"]) == (0, MAX_UNIT_AMOUNT)
+    for item in ("CheckoutItem", "CheckoutLineItem"):
+        quantity = schema_of(item)["properties"]["quantity"]
+        assert (quantity["minimum"], quantity["maximum"]) == (0, MAX_QUANTITY)
+
+
 def test_at_most_one_field_of_a_oneof() -> None:
     """`items[0]` with both `catalog_price_id` and `lookup_key` is refused by the transcoder
     ("oneof field 'price' is already set")."""

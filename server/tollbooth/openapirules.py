@@ -149,6 +149,18 @@ INTEGERS: dict[str, tuple[int, int]] = {
     # tollbooth.catalog.fields.MAX_GRANT_EXPIRY_SEC: 0 (never expires) to 100 years.
     "billing.v1.CreditGrantSpec.expires_after_seconds": (0, 36_525 * 86_400),
 }
+# Fields the domain holds shorter than the proto's `max_length` (or the default) says.
+MAX_LENGTHS: dict[str, int] = {
+    # tollbooth.catalog.fields: a price names its product by id (`prod_...`), at most 40.
+    "billing.v1.Price.product_id": 40,
+}
+# Repeated fields with a count of their own (tollbooth.catalog.fields MAX_CREDIT_GRANTS,
+# MAX_ENTITLEMENTS).
+MAX_ITEMS: dict[str, int] = {
+    "billing.v1.Price.credit_grants": 20,
+    "billing.v1.Price.entitlements": 100,
+    "billing.v1.Product.entitlements": 100,
+}
 PAGE_SIZES = frozenset({"page_size", "limit"})
 # The key a provider copy of the metadata adds (tollbooth.metadata.PROVIDER_PRODUCT_KEY,
 # tollbooth.accounts.manage.ACCOUNT_KEY): refused in the metadata itself.
@@ -196,6 +208,8 @@ def string_pattern(multiline: bool, visible: bool) -> str:
 
 
 def max_length(field: FieldDescriptor) -> int:
+    if field.full_name in MAX_LENGTHS:
+        return MAX_LENGTHS[field.full_name]
     options = field.GetOptions()
     if options.HasExtension(options_pb2.max_length):
         return int(options.Extensions[options_pb2.max_length])
@@ -247,6 +261,8 @@ def request_field(field: FieldDescriptor, schema: dict[str, Any], partial: bool)
     constrain(field, schema, partial)
     if must and field.is_repeated and schema.get("type") == "array":
         schema["minItems"] = 1
+    if field.full_name in MAX_ITEMS and schema.get("type") == "array":
+        schema["maxItems"] = MAX_ITEMS[field.full_name]
     if "enum" in schema:
         return schema
     if not field.is_repeated:

@@ -9,6 +9,7 @@ The patterns are checked against the server's own functions here, so the two sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -277,3 +278,30 @@ def test_free_form_properties_hold_no_nul_in_a_key_or_a_string() -> None:
     assert not matches(free["propertyNames"]["pattern"], "a\x00b")
     text = next(o for o in schema_of("JsonValue")["anyOf"] if o.get("type") == "string")
     assert not matches(text["pattern"], "\x00") and matches(text["pattern"], "\x01 any")
+
+
+def test_a_prices_product_id_and_the_catalogs_lists_are_bounded_as_the_catalog_bounds_them() -> (
+    None
+):
+    """The catalog refuses a price's product_id past 40 characters, more than 20 credit grants
+    and more than 100 entitlements; the document said 1000 characters and any count (make
+    soak's schemathesis sent a 41-character product_id as valid)."""
+    import pytest
+
+    from tollbooth.catalog.fields import (
+        MAX_CREDIT_GRANTS,
+        MAX_ENTITLEMENTS,
+        PriceFields,
+        clean_price,
+    )
+    from tollbooth.errors import DomainError
+
+    price = schema_of("Price")["properties"]
+    most = price["product_id"]["maxLength"]
+    fields = PriceFields(currency="usd", unit_amount=100, type="one_time")
+    clean_price(dataclasses.replace(fields, product_id="p" * most))  # the longest is taken
+    with pytest.raises(DomainError):
+        clean_price(dataclasses.replace(fields, product_id="p" * (most + 1)))
+    assert price["credit_grants"]["maxItems"] == MAX_CREDIT_GRANTS
+    assert price["entitlements"]["maxItems"] == MAX_ENTITLEMENTS
+    assert schema_of("Product")["properties"]["entitlements"]["maxItems"] == MAX_ENTITLEMENTS

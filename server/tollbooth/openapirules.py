@@ -153,6 +153,8 @@ INTEGERS: dict[str, tuple[int, int]] = {
 MAX_LENGTHS: dict[str, int] = {
     # tollbooth.catalog.fields: a price names its product by id (`prod_...`), at most 40.
     "billing.v1.Price.product_id": 40,
+    # tollbooth.usage.service.PROPERTY_LIMIT: a property name, at most 200.
+    "billing.v1.GetUsageRequest.group_by": 200,
 }
 # Repeated fields with a count of their own (tollbooth.catalog.fields MAX_CREDIT_GRANTS,
 # MAX_ENTITLEMENTS).

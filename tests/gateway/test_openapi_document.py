@@ -305,3 +305,10 @@ def test_a_prices_product_id_and_the_catalogs_lists_are_bounded_as_the_catalog_b
     assert price["credit_grants"]["maxItems"] == MAX_CREDIT_GRANTS
     assert price["entitlements"]["maxItems"] == MAX_ENTITLEMENTS
     assert schema_of("Product")["properties"]["entitlements"]["maxItems"] == MAX_ENTITLEMENTS
+
+
+def test_a_usage_group_by_is_bounded_as_usage_bounds_it() -> None:
+    from tollbooth.usage.service import PROPERTY_LIMIT
+
+    for path in ("/api/v1/usage", "/mgt/v1/accounts/{account}/usage"):
+        assert param(path, "get", "group_by")["schema"]["maxLength"] == PROPERTY_LIMIT

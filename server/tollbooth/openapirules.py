@@ -120,6 +120,7 @@ FORMATS: dict[str, str] = {
             "UpdateCustomerRequest.email",
             "GetCustomerSubscriptionRequest.customerEmail",
             "IssueTokenRequest.email",
+            "CreatePaymentIntentRequest.receipt_email",
         )
     },
     "billing.v1.NotificationEndpoint.url": _URL,

@@ -36,9 +36,9 @@ from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import repository
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
-from tollbooth.provider.client import DUPLICATE, StripeProvider, refund_or_refusal
+from tollbooth.provider.client import StripeProvider
 from tollbooth.provider.keys import idempotency_key
-from tollbooth.subscriptions import overflow
+from tollbooth.subscriptions import overflow, unfulfilled
 from tollbooth.subscriptions.effects import Facts
 from tollbooth.subscriptions.service import already_purchased, bought_once, held_once
 from tollbooth.webhooks.dispatch import object_id as _id
@@ -59,8 +59,8 @@ def refused_by_slot(group: str) -> errors.DomainError:
 # -- fulfilment -------------------------------------------------------------------------------
 
 
-HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = overflow.NOT_STORABLE
+HELD = unfulfilled.HELD
+NOT_STORABLE = unfulfilled.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,7 @@ def prepare(
         facts.subscriptions.pop(sub_id, None)
         facts.read_subscription(provider, sub_id)  # canceled now
     paid_by = facts.payment_intents.get(stripe_session_id)
-    refund = refused = None
-    if paid_by and reason == HELD:
-        key = idempotency_key("once-refund", paid_by)
-        refund, refused = refund_or_refusal(
-            lambda: provider.refund_payment(paid_by, idempotency=key, reason=DUPLICATE)
-        )
-    elif paid_by:
-        refund, refused = refund_or_refusal(lambda: overflow.refund(provider, paid_by))
+    refund, refused = unfulfilled.refund(provider, paid_by, reason) if paid_by else (None, None)
     return Refunded(price_id, paid_by, refund, sub_id, reason, credit_type, refused)
 
 
@@ -143,17 +136,7 @@ def check(session: Session, row: CheckoutSession) -> None:
     repository.lock_account(session, row.billing_account_id)
     price = _held_by_other(session, row)
     if price is not None:
-        raise errors.failed_precondition(
-            HELD,
-            f"checkout {row.id} buys price {price.id!r}, which the account holds already; the"
-            " next attempt refunds it",
-            price_id=price.id,
-        )
+        raise unfulfilled.refusal(f"checkout {row.id}", HELD, price.id)
     full = _not_storable(session, row)
     if full is not None:
-        raise errors.failed_precondition(
-            NOT_STORABLE,
-            f"checkout {row.id}: what price {full[0]!r} grants no longer fits the account's"
-            f" {errors.shown(full[1])} balance; the next attempt refunds it",
-            price_id=full[0],
-        )
+        raise unfulfilled.refusal(f"checkout {row.id}", NOT_STORABLE, *full)

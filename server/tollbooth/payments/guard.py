@@ -24,19 +24,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
 from tollbooth.catalog import repository as catalog
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import repository
-from tollbooth.provider.client import DUPLICATE, StripeProvider, refund_or_refusal
-from tollbooth.provider.keys import idempotency_key
-from tollbooth.subscriptions import overflow
+from tollbooth.provider.client import StripeProvider
+from tollbooth.subscriptions import overflow, unfulfilled
 from tollbooth.subscriptions.service import held_besides_intent
 from tollbooth.webhooks.dispatch import object_id as _id
 
-HELD = "PRICE_ALREADY_PURCHASED"
-NOT_STORABLE = overflow.NOT_STORABLE
+HELD = unfulfilled.HELD
+NOT_STORABLE = unfulfilled.NOT_STORABLE
 
 
 @dataclass(frozen=True)
@@ -51,12 +49,6 @@ class Duplicate:
     reason: str = HELD
     credit_type: str = ""
     refused: str | None = None  # Stripe's code when it refuses the refund for good
-
-
-def refund_key(stripe_payment_intent: str) -> str:
-    """One refund per provider payment intent, whichever guard asks (`checkout.once` uses
-    the same prefix for a checkout's payment)."""
-    return idempotency_key("once-refund", stripe_payment_intent)
 
 
 def held_by_other(session: Session, row: PaymentIntent) -> tuple[str, str] | None:
@@ -102,13 +94,10 @@ def prepare(
     if held is None and full is None:
         return None
     if held is not None:
-        key = refund_key(stripe_id)
-        refund, refused = refund_or_refusal(
-            lambda: provider.refund_payment(stripe_id, idempotency=key, reason=DUPLICATE)
-        )
+        refund, refused = unfulfilled.refund(provider, stripe_id, HELD)
         return Duplicate(held[0], held[1], refund, refused=refused)
     assert full is not None
-    refund, refused = refund_or_refusal(lambda: overflow.refund(provider, stripe_id))
+    refund, refused = unfulfilled.refund(provider, stripe_id, NOT_STORABLE)
     return Duplicate(full[0], "", refund, NOT_STORABLE, full[1], refused)
 
 
@@ -118,17 +107,7 @@ def check(session: Session, row: PaymentIntent) -> None:
     refunds."""
     held = held_by_other(session, row)
     if held is not None:
-        raise errors.failed_precondition(
-            HELD,
-            f"payment intent {row.id} buys price {held[0]!r}, which the account holds already"
-            f" (purchase {held[1]}); the next attempt refunds it",
-            price_id=held[0],
-        )
+        raise unfulfilled.refusal(f"payment intent {row.id}", HELD, held[0], f"purchase {held[1]}")
     full = not_storable(session, row)
     if full is not None:
-        raise errors.failed_precondition(
-            NOT_STORABLE,
-            f"payment intent {row.id}: what price {full[0]!r} grants no longer fits the"
-            f" account's {errors.shown(full[1])} balance; the next attempt refunds it",
-            price_id=full[0],
-        )
+        raise unfulfilled.refusal(f"payment intent {row.id}", NOT_STORABLE, *full)

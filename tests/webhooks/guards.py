@@ -123,3 +123,12 @@ def deliver_on_two_servers(world: World, bodies: list[bytes], reason: str) -> No
                 inbox_worker(world.deps).run_once(now=evt.next_attempt_at)
         finally:
             other_deps.db.dispose()
+
+
+def failed_events(world: World) -> list[str | None]:
+    """The last errors of the stored Stripe events that failed (each guard's tests assert none
+    did: an event that can never be applied must complete, not fail on every attempt)."""
+    with world.deps.db.transaction(readonly=True) as session:
+        return list(
+            session.scalars(select(StripeEvent.last_error).where(StripeEvent.status == "failed"))
+        )

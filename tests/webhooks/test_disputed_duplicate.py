@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
 
 from tests.checkout.support import World, signed_send
-from tests.webhooks.guards import completed, notices, refunds_of, second_open_session
+from tests.webhooks.guards import completed, failed_events, notices, refunds_of, second_open_session
 from tests.webhooks.test_once_guard import GRANTS, NOTICE, our_id, purchases
-from tollbooth.db.models import StripeEvent
 
 pytestmark = pytest.mark.postgres
 
@@ -27,13 +25,6 @@ def _dispute(world: World, stripe_session_id: str) -> str:
     world.stripe.raw_request("post", f"/v1/test_helpers/charges/{charge}/dispute")
     assert world.stripe.v1.charges.retrieve(charge).disputed is True
     return intent
-
-
-def _failed(world: World) -> list[str | None]:
-    with world.deps.db.transaction(readonly=True) as session:
-        return list(
-            session.scalars(select(StripeEvent.last_error).where(StripeEvent.status == "failed"))
-        )
 
 
 def test_a_duplicate_checkout_disputed_before_its_webhook_completes_without_a_refund(
@@ -49,7 +40,7 @@ def test_a_duplicate_checkout_disputed_before_its_webhook_completes_without_a_re
     world.pay(later)
     intent = _dispute(world, later)
     assert signed_send(world, completed(world, later)) == 200
-    assert _failed(world) == []
+    assert failed_events(world) == []
     assert purchases(world, account) == [our_id(world, first)]
     assert world.balance(account, "api_calls") == "100"  # nothing granted for the later one
     assert refunds_of(world, intent) == []  # Stripe refused it: the dispute decides
@@ -80,7 +71,7 @@ def test_a_duplicate_payment_intent_disputed_before_its_webhook_completes_withou
     )
     world.stripe.raw_request("post", f"/v1/test_helpers/charges/{charge}/dispute")
     assert signed_send(world, succeeded(world, intent.stripe_payment_intent_id)) == 200
-    assert _failed(world) == []
+    assert failed_events(world) == []
     assert world.balance(account, "api_calls") == "100"  # the checkout's grant only
     assert refunds_of(world, intent.stripe_payment_intent_id) == []
     lost = get(world, bearer, intent.payment_intent_id)
@@ -107,7 +98,7 @@ def test_a_renewal_whose_grant_no_longer_fits_disputed_before_its_event_complete
     world.stripe.raw_request("post", f"/v1/test_helpers/charges/{charge}/dispute")
     [paid] = events_of(world, "invoice.paid", renewal)
     assert signed_send(world, json.dumps(paid).encode()) == 200
-    assert _failed(world) == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == HUGE  # not granted
     assert refunds_of(world, intent) == []
     [notice] = notices(world, account, "invoice.renewal_refunded")

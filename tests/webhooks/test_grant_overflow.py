@@ -8,13 +8,10 @@ why. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from billing.v1 import catalog_pb2
 from tests.checkout.support import World, signed_send
-from tests.webhooks.guards import completed, notices, refunds_of
+from tests.webhooks.guards import completed, failed_events, notices, refunds_of
 from tests.webhooks.test_once_guard import our_id, purchases, refunded
-from tollbooth.db.models import StripeEvent
 
 HUGE = "60000000000000000000"  # 6 x 10^19: one fits, two do not
 GRANTS = [catalog_pb2.CreditGrantSpec(credit_type="tokens", amount=HUGE, on_purchase=True)]
@@ -33,11 +30,7 @@ def test_a_paid_checkout_whose_grant_no_longer_fits_is_refunded_not_failed(quiet
     assert signed_send(world, completed(world, first)) == 200
     assert world.balance(account, "tokens") == HUGE
     assert signed_send(world, completed(world, later)) == 200
-    with world.deps.db.transaction(readonly=True) as session:
-        failed = session.scalars(
-            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
-        ).all()
-    assert failed == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == HUGE  # nothing more: it could not be stored
     assert purchases(world, account) == [our_id(world, first)]
     assert refunded(world, later) and not refunded(world, first)
@@ -73,11 +66,7 @@ def test_a_paid_payment_intent_whose_grant_no_longer_fits_is_refunded_not_failed
     assert signed_send(world, succeeded(world, one.stripe_payment_intent_id)) == 200
     assert world.balance(account, "tokens") == HUGE
     assert signed_send(world, succeeded(world, two.stripe_payment_intent_id)) == 200
-    with world.deps.db.transaction(readonly=True) as session:
-        failed = session.scalars(
-            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
-        ).all()
-    assert failed == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == HUGE
     assert fully_refunded(world, two.stripe_payment_intent_id)
     assert not fully_refunded(world, one.stripe_payment_intent_id)
@@ -107,11 +96,7 @@ def test_a_free_checkout_whose_grant_no_longer_fits_completes_without_it(quiet: 
     assert signed_send(world, completed(world, first)) == 200
     assert world.balance(account, "tokens") == HUGE
     assert signed_send(world, completed(world, later)) == 200
-    with world.deps.db.transaction(readonly=True) as session:
-        failed = session.scalars(
-            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
-        ).all()
-    assert failed == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == HUGE
     assert purchases(world, account) == [our_id(world, first)]
     [notice] = notices(world, account, "checkout.duplicate_refunded")

@@ -25,13 +25,12 @@ from sqlalchemy import select
 from billing.v1 import catalog_pb2, credit_pb2
 from tests.checkout.support import World, events_of, signed_send
 from tests.conftest import SERVICE_MD
-from tests.webhooks.guards import notices, refunds_of
+from tests.webhooks.guards import failed_events, notices, refunds_of
 from tollbooth.app import build_provider, webhook_handlers
 from tollbooth.db.models import (
     CreditGrant,
     NotificationOutbox,
     Price,
-    StripeEvent,
     Subscription,
 )
 from tollbooth.errors import DomainError
@@ -50,13 +49,6 @@ def every(amount: str) -> list[catalog_pb2.CreditGrantSpec]:
 
 def send(world: World, event: dict[str, Any]) -> None:
     assert signed_send(world, json.dumps(event).encode()) == 200
-
-
-def failed(world: World) -> list[str | None]:
-    with world.deps.db.transaction(readonly=True) as session:
-        return list(
-            session.scalars(select(StripeEvent.last_error).where(StripeEvent.status == "failed"))
-        )
 
 
 def grants(world: World, account: str) -> int:
@@ -93,7 +85,7 @@ def test_a_renewal_whose_grant_no_longer_fits_is_refunded_and_its_event_complete
     assert world.stripe.v1.invoices.retrieve(renewal).billing_reason == "subscription_cycle"
     [paid] = events_of(world, "invoice.paid", renewal)
     send(world, paid)
-    assert failed(world) == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == HUGE  # not granted: it could not be stored
     assert grants(world, account) == 1  # the purchase's only
     [notice] = notices(world, account, "invoice.renewal_refunded")
@@ -123,7 +115,7 @@ def test_a_renewal_whose_grant_no_longer_fits_is_refunded_and_its_event_complete
     send(world, paid)
     for evt in events_of(world, "charge.refunded", str(refund["charge"])):
         send(world, evt)
-    assert failed(world) == []
+    assert failed_events(world) == []
     assert len(notices(world, account, "invoice.renewal_refunded")) == 1
     assert len(refunds_of(world, intent)) == 1
     assert world.balance(account, "tokens") == HUGE and grants(world, account) == 1
@@ -158,7 +150,7 @@ def test_a_renewal_that_stops_fitting_after_its_read_fails_and_its_retry_refunds
     assert err.value.reason == "CREDITS_NOT_STORABLE"
     assert world.balance(account, "tokens") == full and grants(world, account) == 2
     send(world, paid)  # the event's next attempt
-    assert failed(world) == []
+    assert failed_events(world) == []
     [refund] = refunds_of(world, intent)
     [notice] = notices(world, account, "invoice.renewal_refunded")
     assert (notice["refund"], notice["credit_type"]) == (refund["id"], "tokens")
@@ -188,7 +180,7 @@ def test_an_upgrade_whose_grant_no_longer_fits_completes_without_it(quiet: World
     upgraded = events_of(world, "customer.subscription.updated", sub_id)[-1]  # the newest
     assert upgraded["data"]["previous_attributes"].get("items")
     send(world, upgraded)
-    assert failed(world) == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == before  # the difference could not be stored
     assert grants(world, account) == 2  # the purchase's and the API's
     with world.deps.db.transaction(readonly=True) as session:
@@ -202,7 +194,7 @@ def test_an_upgrade_whose_grant_no_longer_fits_completes_without_it(quiet: World
     assert world.notifications(account).count("subscription.updated") == 1
     # Replayed: nothing more.
     send(world, upgraded)
-    assert failed(world) == []
+    assert failed_events(world) == []
     assert len(notices(world, account, "subscription.upgrade_not_granted")) == 1
     assert world.balance(account, "tokens") == before and grants(world, account) == 2
 
@@ -221,7 +213,7 @@ def test_a_quantity_whose_grant_alone_is_past_the_cap_completes_without_it(quiet
     )
     changed = events_of(world, "customer.subscription.updated", sub_id)[-1]
     send(world, changed)
-    assert failed(world) == []
+    assert failed_events(world) == []
     assert world.balance(account, "tokens") == before and grants(world, account) == 1
     with world.deps.db.transaction(readonly=True) as session:
         row = session.scalars(

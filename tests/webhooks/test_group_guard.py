@@ -12,7 +12,13 @@ from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World, events_of, signed_send
-from tests.webhooks.guards import completed, deliver_on_two_servers, notices, second_open_session
+from tests.webhooks.guards import (
+    completed,
+    deliver_on_two_servers,
+    failed_events,
+    notices,
+    second_open_session,
+)
 from tollbooth.db.models import NotificationOutbox, StripeEvent, Subscription
 
 NOTICE = "checkout.conflict_canceled"
@@ -156,11 +162,7 @@ def test_a_free_plan_session_paid_after_a_purchase_in_its_group_is_canceled_not_
         "no_payment_required"
     )
     assert signed_send(world, completed(world, later)) == 200
-    with world.deps.db.transaction(readonly=True) as session:
-        failed = session.scalars(
-            select(StripeEvent.last_error).where(StripeEvent.status == "failed")
-        ).all()
-    assert failed == []
+    assert failed_events(world) == []
     later_sub = str(world.stripe.v1.checkout.sessions.retrieve(later).subscription)
     first_sub = str(world.stripe.v1.checkout.sessions.retrieve(first).subscription)
     assert live(world, account) == [first_sub]

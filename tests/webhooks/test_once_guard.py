@@ -16,6 +16,7 @@ from tests.checkout.support import World, signed_send
 from tests.webhooks.guards import (
     completed,
     deliver_on_two_servers,
+    failed_events,
     notices,
     refunds_of,
     second_open_session,
@@ -126,9 +127,7 @@ def test_a_free_checkout_of_a_price_held_already_completes_with_nothing_to_refun
     )
     assert signed_send(world, completed(world, first)) == 200
     assert signed_send(world, completed(world, later)) == 200
-    with world.deps.db.transaction(readonly=True) as session:
-        failed = session.scalars(select(StripeEvent).where(StripeEvent.status == "failed")).all()
-    assert failed == []
+    assert failed_events(world) == []
     assert purchases(world, account) == [our_id(world, first)]
     assert world.balance(account, "api_calls") == "100"  # the first one's grant only
     [notice] = notices(world, account, NOTICE)

@@ -79,6 +79,8 @@ _URL = (
 # tollbooth.accounts.customers.clean_phone: digits, spaces and +()-. only, at most 20.
 _PHONE = "[ ]*[+0-9()\\-.][+0-9 ()\\-.]{0,19}[ ]*"
 _METRIC_CODE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+# Something visible on one line (an optional field given blank is refused, not read as absent).
+_VISIBLE = f"[^{_SINGLE}]*[^{_SINGLE}{_BLANK}][^{_SINGLE}]*"
 # The fields whose syntax the server checks past the edge's rules (domain code), by full name.
 FORMATS: dict[str, str] = {
     **{
@@ -124,6 +126,8 @@ FORMATS: dict[str, str] = {
         )
     },
     "billing.v1.NotificationEndpoint.url": _URL,
+    # tollbooth.checkout.servicer._items: a tier given blank names no price (FIELD_INVALID)
+    "billing.v1.CreateCheckoutSessionRequest.tier": _VISIBLE,
     # tollbooth.catalog.fields.PRODUCT_KEY_RE
     "billing.v1.Product.key": f"{_WS}[A-Za-z0-9][A-Za-z0-9_.:-]{{0,39}}{_WS}",
     # tollbooth.usage.service.CODE
@@ -234,15 +238,38 @@ def request_messages(inputs: list[Descriptor]) -> frozenset[str]:
     return frozenset(seen)
 
 
+# Fields of a request given one at a time where the proto has no oneof (the seeds' twin
+# shapes; the server refuses two given with a value): message -> pairs.
+EXCLUSIVE: dict[str, list[tuple[str, str]]] = {
+    "billing.v1.CreateCheckoutSessionRequest": [
+        ("items", "line_items"),
+        ("tier", "items"),
+        ("tier", "line_items"),
+    ],
+}
+
+
+def _given(field: FieldDescriptor) -> dict[str, Any]:
+    """A value the server reads as given: a list with an item, a string with a character."""
+    if field.is_repeated:
+        return {"type": "array", "minItems": 1}
+    return {"type": "string", "minLength": 1}
+
+
 def one_of_pairs(msg: Descriptor, skip: frozenset[str]) -> dict[str, Any] | None:
     """At most one field of each oneof (the transcoder refuses two: "oneof field is already
-    set"): no two of them together."""
-    pairs = []
+    set"), and of each `EXCLUSIVE` pair given with values: no two of them together."""
+    pairs: list[dict[str, Any]] = []
     for oneof in msg.oneofs:
         names = [f.name for f in oneof.fields if f.name not in skip]
         if len(names) < 2:  # a proto3 `optional` is a oneof of one
             continue
         pairs += [{"required": [a, b]} for i, a in enumerate(names) for b in names[i + 1 :]]
+    fields = msg.fields_by_name
+    for a, b in EXCLUSIVE.get(msg.full_name, []):
+        if a not in skip and b not in skip:
+            given = {a: _given(fields[a]), b: _given(fields[b])}
+            pairs.append({"required": [a, b], "properties": given})
     return {"anyOf": pairs} if pairs else None
 
 

@@ -323,3 +323,40 @@ def test_a_receipt_email_has_the_syntax_every_other_email_has() -> None:
     assert matches(receipt["pattern"], "buyer@example.com")
     assert matches(receipt["pattern"], "")  # optional
     assert not matches(receipt["pattern"], "not an e-mail")
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"items": [{"lookup_key": "pro"}], "line_items": [{"price": "price_1"}]},
+        {"tier": "pro", "items": [{"lookup_key": "pro"}]},
+        {"tier": "pro", "line_items": [{"price": "price_1"}]},
+        {"tier": " "},
+        {"items": [], "line_items": [{"price": "price_1"}]},
+        {"tier": "", "items": [{"lookup_key": "pro"}]},
+        {"items": None, "line_items": [{"price": "price_1"}]},
+        {"tier": "pro"},
+        {"line_items": [{"price": "price_1"}]},
+    ],
+)
+def test_checkout_items_given_two_ways_are_invalid_as_the_server_refuses_them(
+    given: dict[str, Any],
+) -> None:
+    """`items`, seed 003's `line_items` and seed 002's `tier` name what to buy one way at a
+    time (not a oneof in the proto, so the document says it in `not`), and a tier given blank
+    names nothing: the document calls a body invalid exactly when the server refuses it so."""
+    from google.protobuf import json_format
+    from jsonschema import Draft202012Validator
+
+    from billing.v1 import checkout_pb2
+    from tollbooth.checkout.servicer import _items
+
+    schema = {**body("/api/v1/checkout/sessions", "post"), "components": DOC["components"]}
+    document_takes = Draft202012Validator(schema).is_valid(given)
+    request = json_format.ParseDict(given, checkout_pb2.CreateCheckoutSessionRequest())
+    try:
+        _items(request)
+        server_takes = True
+    except errors.DomainError:
+        server_takes = False
+    assert document_takes == server_takes

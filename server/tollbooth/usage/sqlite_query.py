@@ -15,7 +15,9 @@ value travels as text (SQLite would turn a Decimal into a binary float), back to
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -52,9 +54,26 @@ def _spec(text: str) -> MetricSpec:
     )
 
 
+class _Parsed:
+    """The properties of the row being read, parsed once: SQLite calls the filter, the group
+    key and the aggregate on the same row one after another, each with the same text. One per
+    registration, so per connection and statement: never shared between threads."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.value: dict[str, Any] = {}
+
+    def __call__(self, text: str) -> dict[str, Any]:
+        if text != self.text:
+            self.value, self.text = loads(text), text
+        return self.value
+
+
 class UsageAggregate:
     """SQLite's aggregate of a metric over a set of events (`create_aggregate`). The metric's
     filters are applied here: events that miss them add nothing."""
+
+    parse: Callable[[str], dict[str, Any]] = staticmethod(loads)
 
     def __init__(self) -> None:
         self.spec: MetricSpec | None = None
@@ -65,7 +84,7 @@ class UsageAggregate:
             self.spec = _spec(spec_text)
             self.acc = Accumulator(self.spec.aggregation)
         assert self.acc is not None
-        found = loads(properties)
+        found = self.parse(properties)
         if self.spec.filters and not matches(self.spec, found):
             return
         # occurred_at is SQLAlchemy's fixed-width SQLite text: it orders as the times do.
@@ -77,20 +96,22 @@ class UsageAggregate:
         return result if result is None or isinstance(result, int) else str(result)
 
 
-def _key(group_by: str, properties: str) -> str:
-    return group_key(loads(properties).get(group_by))
-
-
-def _match(spec_text: str, properties: str) -> int:
-    return int(matches(_spec(spec_text), loads(properties)))
-
-
 def register(session: Session) -> None:
     """The functions, on the driver connection of the session's transaction."""
+    parse = _Parsed()
+    specs = functools.lru_cache(maxsize=8)(_spec)
+
+    def key(group_by: str, properties: str) -> str:
+        return group_key(parse(properties).get(group_by))
+
+    def match(spec_text: str, properties: str) -> int:
+        return int(matches(specs(spec_text), parse(properties)))
+
+    aggregate = type("UsageAggregate", (UsageAggregate,), {"parse": staticmethod(parse)})
     dbapi: Any = session.connection().connection.driver_connection
-    dbapi.create_aggregate(AGGREGATE, 4, UsageAggregate)
-    dbapi.create_function(KEY, 2, _key, deterministic=True)
-    dbapi.create_function(MATCH, 2, _match, deterministic=True)
+    dbapi.create_aggregate(AGGREGATE, 4, aggregate)
+    dbapi.create_function(KEY, 2, key, deterministic=True)
+    dbapi.create_function(MATCH, 2, match, deterministic=True)
 
 
 def value_of(spec: MetricSpec, value: int | str | None) -> Decimal | int | None:

@@ -390,9 +390,11 @@ def test_a_failed_stripe_event_is_listed_and_replayed_from_the_console(
     assert page.locator("#events tbody .status.applied").count() >= 1
     page.goto(_url(world, "/events?status=failed"))
     page.locator(f"#event-{bought['event']} button.replay").click()
-    page.wait_for_url(_url(world, "/events"))
+    page.wait_for_url(_url(world, "/events?status=failed"))  # back on the page it was on
     flash = page.inner_text("#flash")
     assert flash.startswith(f"Replayed {bought['event']}: applied:") and "fulfilled" in flash, flash
+    assert page.locator(f"#event-{bought['event']}").count() == 0  # failed no more
+    page.goto(_url(world, "/events"))
     row = page.locator(f"#event-{bought['event']}")
     assert row.locator(".status").inner_text() == "applied"
     assert row.locator("button.replay").count() == 0
@@ -692,7 +694,7 @@ def test_replay_from_a_stale_tab_is_refused_and_replays_nothing(
         other.goto(_url(world, "/events?status=failed"))
         assert other.locator(f"#event-{ident} td.attempts").inner_text() == "4"
         other.locator(f"#event-{ident} button.replay").click()
-        other.wait_for_url(_url(world, "/events"))
+        other.wait_for_url(_url(world, "/events?status=failed"))  # back to the page it was on
         assert other.inner_text("#flash").startswith(f"Replayed {ident}: ignored:")
         assert _status(world, ident) == "ignored"
     finally:

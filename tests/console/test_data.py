@@ -169,7 +169,7 @@ def test_a_resend_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
         delivery.state, delivery.attempts = "delivered", 1
         delivery.updated_at = utcnow() - dt.timedelta(minutes=5)
     with db.transaction(readonly=True) as session:
-        page = inbox.deliveries(session).endpoints
+        page = inbox.deliveries(session).items
         shown = next(d for ep in page if ep.id == endpoint.id for d in ep.deliveries)
     assert shown.state == "delivered" and shown.version
 
@@ -247,7 +247,9 @@ def test_a_replay_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
         assert row is not None
         row.status, row.attempts, row.next_attempt_at = "failed", 12, None
     with db.transaction(readonly=True) as session:
-        shown = next(e for e in inbox.events(session, "failed") if e.event_id == "evt_stale_tab")
+        shown = next(
+            e for e in inbox.events(session, "failed").items if e.event_id == "evt_stale_tab"
+        )
     assert shown.version
 
     first = box.replay("evt_stale_tab", seen=shown.version)
@@ -269,7 +271,9 @@ def test_a_replay_from_a_stale_page_is_refused_and_changes_nothing(db: Database)
     assert state() == after_first
     # A page shown now carries the new version: that replay goes through, once.
     with db.transaction(readonly=True) as session:
-        fresh = next(e for e in inbox.events(session, "failed") if e.event_id == "evt_stale_tab")
+        fresh = next(
+            e for e in inbox.events(session, "failed").items if e.event_id == "evt_stale_tab"
+        )
     assert box.replay("evt_stale_tab", seen=fresh.version).status == "applied"
     assert len(calls) == 2
     # The command line's replay names no version: it replays whatever the status.

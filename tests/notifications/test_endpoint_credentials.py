@@ -78,7 +78,7 @@ def test_reads_mask_the_password_of_an_endpoint_url(stub, shared_deps) -> None: 
     assert listed == [SHOWN_URL]
     assert stored_url(shared_deps, eid) == SECRET_URL  # what delivery sends
     with shared_deps.db.transaction(readonly=True) as session:
-        shown = [ep.url for ep in inbox.deliveries(session).endpoints if ep.id == eid]
+        shown = [ep.url for ep in inbox.deliveries(session).items if ep.id == eid]
     assert shown == [SHOWN_URL]  # the console's deliveries page
 
     # The URL as read, sent back with another field: the password stays.

@@ -1,10 +1,11 @@
-"""GetUsage against values computed by hand, on SQLite (aggregated in Python) and PostgreSQL
-(aggregated in SQL): every aggregation, filters, grouping, paging, the period's bounds, and
+"""GetUsage against values computed by hand, on SQLite and PostgreSQL (both aggregated in the
+database): every aggregation, filters, grouping, paging, the period's bounds, and
 who may read what."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import grpc
 import pytest
@@ -260,3 +261,117 @@ def test_bearer_needs_the_usage_read_scope(channel) -> None:  # type: ignore[no-
         grpc.StatusCode.PERMISSION_DENIED,
         "SCOPE_MISSING",
     )
+
+
+# Amounts as decimal strings with 18 decimal places and up to 20 integer digits: a binary
+# float keeps about 16 significant digits, so any answer that went through one differs.
+EXACT = [
+    ("x1", h(0), "eth", "0.000000000000000001"),
+    ("x2", h(1), "eth", "123456789012.123456789012345678"),
+    ("x3", h(2), "eth", "99999999999999999999.999999999999999999"),
+    ("x4", h(3), "usd", "0.100000000000000001"),
+    ("x5", h(4), "usd", "0.100000000000000002"),
+]
+# By hand: eth's fractions .000000000000000001 + .123456789012345678 + .999999999999999999 make
+# 1.123456789012345678, its whole parts 99999999999999999999 + 123456789012 + 1 make
+# 100000000123456789012; usd .200000000000000003.
+EXACT_SUMS = {
+    "": "100000000123456789012.323456789012345681",
+    "eth": "100000000123456789012.123456789012345678",
+    "usd": "0.200000000000000003",
+}
+
+
+def test_many_digit_amounts_aggregate_exactly_on_both_databases(channel, deps) -> None:  # type: ignore[no-untyped-def]
+    """SUM, MAX and LATEST of amounts with 18 decimal places give every digit, overall, per
+    group and as the per-metric total entitlements read (`metric_total`): on SQLite as on
+    PostgreSQL, never a float-rounded figure."""
+    from tollbooth.usage import service
+
+    a = account(channel, "acct-exact")
+    events = [
+        event(uid, a, name="transfer", when=when, properties={"amount": amount, "cur": cur})
+        for uid, when, cur, amount in EXACT
+    ]
+    assert {r.status for r in ingest(channel, events)} == {ACCEPTED}
+    stub = usage_stub(channel)
+    for code, agg in (
+        ("moved", A.AGGREGATION_SUM),
+        ("largest", A.AGGREGATION_MAX),
+        ("last_amount", A.AGGREGATION_LATEST),
+    ):
+        m = A.Metric(code=code, event_name="transfer", aggregation=agg, property="amount")
+        stub.CreateMetric(keyed(A.CreateMetricRequest(metric=m)), metadata=SERVICE_MD)
+
+    assert usage(channel, "moved", account=a).value == EXACT_SUMS[""]
+    grouped = usage(channel, "moved", account=a, group_by="cur")
+    assert groups(grouped) == [("eth", EXACT_SUMS["eth"]), ("usd", EXACT_SUMS["usd"])]
+    assert grouped.value == EXACT_SUMS[""]
+    # One group a page: the overall value is not the sum of the groups shown.
+    first = usage(channel, "moved", account=a, group_by="cur", page_size=1)
+    assert groups(first) == [("eth", EXACT_SUMS["eth"])] and first.value == EXACT_SUMS[""]
+    rest = usage(
+        channel, "moved", account=a, group_by="cur", page_size=1, page_token=first.next_page_token
+    )
+    assert groups(rest) == [("usd", EXACT_SUMS["usd"])] and rest.value == EXACT_SUMS[""]
+
+    largest = usage(channel, "largest", account=a, group_by="cur")
+    assert largest.value == "99999999999999999999.999999999999999999"
+    assert groups(largest) == [
+        ("eth", "99999999999999999999.999999999999999999"),
+        ("usd", "0.100000000000000002"),  # a float sees 0.1 twice
+    ]
+    latest = usage(channel, "last_amount", account=a, group_by="cur")
+    assert latest.value == "0.100000000000000002"
+    assert groups(latest) == [
+        ("eth", "99999999999999999999.999999999999999999"),
+        ("usd", "0.100000000000000002"),
+    ]
+
+    with deps.db.transaction(readonly=True) as s:
+        for code, expected in (
+            ("moved", EXACT_SUMS[""]),
+            ("largest", "99999999999999999999.999999999999999999"),
+            ("last_amount", "0.100000000000000002"),
+        ):
+            assert service.metric_total(s, a, code, P0, P1) == expected, code
+
+
+def test_on_sqlite_every_usage_query_aggregates_in_the_database(channel, deps) -> None:  # type: ignore[no-untyped-def]
+    """SQLite answers GetUsage (each aggregation, with and without groups, a later page) with
+    statements that aggregate through the functions registered on its connection and read the
+    period through the (account, event name, timestamp) index: one row per group comes back,
+    never the period's events for the server to aggregate."""
+    from sqlalchemy import event as sa_event
+
+    from tollbooth.usage import sqlite_query
+
+    if deps.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL's plans: test_query_plan.py")
+    load(channel)
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "usage_events" in statement:
+            seen.append((statement, parameters))
+
+    sa_event.listen(deps.db.engine, "after_cursor_execute", record)
+    try:
+        for code in HAND_COMPUTED:
+            assert usage(channel, code).value == HAND_COMPUTED[code]
+            usage(channel, code, group_by="model")
+            first = usage(channel, code, group_by="user", page_size=2)
+            usage(channel, code, group_by="user", page_size=2, page_token=first.next_page_token)
+    finally:
+        sa_event.remove(deps.db.engine, "after_cursor_execute", record)
+    reads = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) >= 3 * len(HAND_COMPUTED)
+    with deps.db.transaction(readonly=True) as s:
+        sqlite_query.register(s)
+        conn = s.connection()
+        for statement, parameters in reads:
+            assert f"{sqlite_query.AGGREGATE}(" in statement, statement
+            # One row per group at most: load()'s 8 events of the period are in 5 groups or fewer.
+            assert len(conn.exec_driver_sql(statement, parameters).all()) <= 5, statement
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+            assert any("ix_usage_events_account_name_time" in str(row[-1]) for row in plan), plan

@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,9 +35,62 @@ from tollbooth.webhooks.repository import event_version
 
 STATUSES = ("failed", "pending", "applied", "ignored")
 REPLAYABLE = ("failed", "pending")
-PAGE = 200
+EVENTS = 50
 ENDPOINTS = 50
 MESSAGES = 50
+NOTIFICATIONS = 50
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Paged(Generic[T]):
+    """One page of a console list, with the tokens of the pages after and before it ("" when
+    there is none)."""
+
+    items: list[T]
+    next_token: str = ""
+    previous_token: str = ""
+
+
+# Rows of a list in its page order (`backward`: the opposite order) strictly after an ordering
+# key (None: from the start), at most `limit` of them.
+Fetch = Callable[[tuple[Any, ...] | None, int, bool], Sequence[T]]
+
+
+def paged(
+    name: str,
+    parts: Sequence[paging.Part],
+    key: Callable[[T], Sequence[Any]],
+    size: int,
+    fetch: Fetch[T],
+    page_token: str = "",
+    before_token: str = "",
+) -> Paged[T]:
+    """A page of a console list (every paged page of the console): the first, the one after
+    `page_token` or the one before `before_token`. Tokens are signed for the console, for the
+    list `name` (which names its filter or account) and for their direction, so none passes
+    for another list's, the other direction's or an RPC's. DomainError PAGE_TOKEN_INVALID for
+    an altered or foreign token, or both tokens at once."""
+    forward = paging.Keyset.of(f"console-{name}-after", parts, key, size, maximum=size)
+    backward = paging.Keyset.of(f"console-{name}-before", parts, key, size, maximum=size)
+    if page_token and before_token:
+        raise paging.bad_token()
+    if before_token:
+        after = backward.after(before_token)
+        rows = list(fetch(after, backward.limit, True))
+        has_previous, has_next = len(rows) > backward.size, True  # the page it came from
+        found = list(reversed(rows[: backward.size]))
+    else:
+        after = forward.after(page_token)
+        rows = list(fetch(after, forward.limit, False))
+        has_previous, has_next = after is not None, len(rows) > forward.size
+        found = rows[: forward.size]
+    return Paged(
+        found,
+        next_token=forward.token(key(found[-1])) if has_next and found else "",
+        previous_token=backward.token(key(found[0])) if has_previous and found else "",
+    )
 
 
 @dataclass(frozen=True)
@@ -76,29 +129,50 @@ def _object_id(payload: bytes) -> str:
         return ""
 
 
-def events(session: Session, status: str) -> list[Event]:
-    """Stored events of one status ("" for all), newest first."""
-    stmt = select(StripeEvent)
-    if status:
-        stmt = stmt.where(StripeEvent.status == status)
-    rows = session.scalars(
-        stmt.order_by(StripeEvent.received_at.desc(), StripeEvent.event_id.desc()).limit(PAGE)
+def events(
+    session: Session, status: str, page_token: str = "", before_token: str = ""
+) -> Paged[Event]:
+    """A page of stored events of one status ("" for all), newest first (then by id): the
+    first, the one after `page_token` (older) or before `before_token` (newer)."""
+    columns = (StripeEvent.received_at, StripeEvent.event_id)
+
+    def fetch(after: tuple[Any, ...] | None, limit: int, backward: bool) -> list[StripeEvent]:
+        stmt = select(StripeEvent)
+        if status:
+            stmt = stmt.where(StripeEvent.status == status)
+        if after is not None:
+            stmt = stmt.where(paging.after_clause(columns, after, descending=not backward))
+        order = [c.asc() if backward else c.desc() for c in columns]
+        return list(session.scalars(stmt.order_by(*order).limit(limit)))
+
+    page = paged(
+        f"events:{status}",
+        (paging.Micros(), paging.Text()),
+        lambda row: (row.received_at, row.event_id),
+        EVENTS,
+        fetch,
+        page_token,
+        before_token,
     )
-    return [
-        Event(
-            event_id=row.event_id,
-            type=row.type,
-            status=row.status,
-            attempts=row.attempts,
-            last_error=row.last_error or "",
-            next_attempt_at=row.next_attempt_at if row.status == "failed" else None,
-            received_at=row.received_at,
-            processed_at=row.processed_at,
-            object_id=_object_id(bytes(row.payload)),
-            version=event_version(row),
-        )
-        for row in rows
-    ]
+    return Paged(
+        [
+            Event(
+                event_id=row.event_id,
+                type=row.type,
+                status=row.status,
+                attempts=row.attempts,
+                last_error=row.last_error or "",
+                next_attempt_at=row.next_attempt_at if row.status == "failed" else None,
+                received_at=row.received_at,
+                processed_at=row.processed_at,
+                object_id=_object_id(bytes(row.payload)),
+                version=event_version(row),
+            )
+            for row in page.items
+        ],
+        page.next_token,
+        page.previous_token,
+    )
 
 
 def event_status(session: Session, event_id: str) -> str | None:
@@ -176,52 +250,30 @@ def attempts_of(
     return list(session.scalars(stmt.order_by(a.notification_id, a.number)))
 
 
-@dataclass(frozen=True)
-class EndpointPage:
-    """One page of endpoints (oldest first, ENDPOINTS at most), with the tokens of the pages
-    after and before it ("" when there is none)."""
+def deliveries(session: Session, page_token: str = "", before_token: str = "") -> Paged[Endpoint]:
+    """A page of endpoints, oldest first (the first, the one after `page_token`, or the one
+    before `before_token`), each with its latest messages, their delivery state and attempts.
+    DomainError PAGE_TOKEN_INVALID for an altered or foreign token, or both tokens."""
 
-    endpoints: list[Endpoint]
-    next_token: str = ""
-    previous_token: str = ""
+    def fetch(after: tuple[Any, ...] | None, limit: int, backward: bool) -> list[Any]:
+        return list(
+            notification_repository.list_endpoints(session, after, limit, descending=backward)
+        )
 
-
-def _endpoint_keyset(direction: str) -> paging.Keyset[Any]:
-    """The page after a token (`page_token`), or before one (`before_token`): signed for
-    the console and for that direction, so neither passes for the other or for an RPC's."""
-    return paging.Keyset.of(
-        f"console-endpoints-{direction}",
+    page = paged(
+        "endpoints",
         (paging.Micros(), paging.Text()),
         lambda e: (e.created_at, e.id),
         ENDPOINTS,
-        maximum=ENDPOINTS,
+        fetch,
+        page_token,
+        before_token,
     )
-
-
-def deliveries(session: Session, page_token: str = "", before_token: str = "") -> EndpointPage:
-    """A page of endpoints (the first, the one after `page_token`, or the one before
-    `before_token`), each with its latest messages, their delivery state and attempts.
-    DomainError PAGE_TOKEN_INVALID for an altered or foreign token, or both tokens."""
-    forward, backward = _endpoint_keyset("after"), _endpoint_keyset("before")
-    if page_token and before_token:
-        raise paging.bad_token()
-    if before_token:
-        key = backward.after(before_token)
-        rows = list(
-            notification_repository.list_endpoints(session, key, backward.limit, descending=True)
-        )
-        has_previous, has_next = len(rows) > backward.size, True  # the page it came from
-        found = list(reversed(rows[: backward.size]))
-    else:
-        key = forward.after(page_token)
-        rows = list(notification_repository.list_endpoints(session, key, forward.limit))
-        has_previous, has_next = key is not None, len(rows) > forward.size
-        found = rows[: forward.size]
     out: list[Endpoint] = []
-    for ep in found:
-        page = messages.list_messages(session, ep.id, None, MESSAGES, "")
+    for ep in page.items:
+        listed = messages.list_messages(session, ep.id, None, MESSAGES, "")
         tries: dict[str, list[NotificationAttempt]] = defaultdict(list)
-        for a in attempts_of(session, ep.id, [row.id for _, row in page.items]):
+        for a in attempts_of(session, ep.id, [row.id for _, row in listed.items]):
             tries[a.notification_id].append(a)
         out.append(
             Endpoint(
@@ -229,14 +281,10 @@ def deliveries(session: Session, page_token: str = "", before_token: str = "") -
                 url=notification_endpoints.shown_url(ep.url),
                 enabled=ep.enabled,
                 disabled_reason=ep.disabled_reason,
-                deliveries=[_delivery(d, row, tries[row.id]) for d, row in page.items],
+                deliveries=[_delivery(d, row, tries[row.id]) for d, row in listed.items],
             )
         )
-    return EndpointPage(
-        out,
-        next_token=forward.token(forward.key(found[-1])) if has_next and found else "",
-        previous_token=backward.token(backward.key(found[0])) if has_previous and found else "",
-    )
+    return Paged(out, page.next_token, page.previous_token)
 
 
 def version_of(delivery: NotificationDelivery) -> str:
@@ -297,25 +345,45 @@ class Notification:
     payload: dict[str, Any]
 
 
-def notifications(session: Session, account_id: str | None = None) -> list[Notification]:
-    """The outbox, newest first (read-only for now: delivery is built elsewhere)."""
-    stmt = select(NotificationOutbox)
-    if account_id is not None:
-        stmt = stmt.where(NotificationOutbox.billing_account_id == account_id)
-    rows = session.scalars(
-        stmt.order_by(NotificationOutbox.created_at.desc(), NotificationOutbox.id.desc()).limit(
-            PAGE
-        )
+def notifications(
+    session: Session, account_id: str, page_token: str = "", before_token: str = ""
+) -> Paged[Notification]:
+    """A page of the account's notifications in the outbox, newest first (then by id): the
+    first, the one after `page_token` (older) or before `before_token` (newer)."""
+    o = NotificationOutbox
+    columns = (o.created_at, o.id)
+
+    def fetch(
+        after: tuple[Any, ...] | None, limit: int, backward: bool
+    ) -> list[NotificationOutbox]:
+        stmt = select(o).where(o.billing_account_id == account_id)
+        if after is not None:
+            stmt = stmt.where(paging.after_clause(columns, after, descending=not backward))
+        order = [c.asc() if backward else c.desc() for c in columns]
+        return list(session.scalars(stmt.order_by(*order).limit(limit)))
+
+    page = paged(
+        f"account-notifications:{account_id}",
+        (paging.Micros(), paging.Text()),
+        lambda row: (row.created_at, row.id),
+        NOTIFICATIONS,
+        fetch,
+        page_token,
+        before_token,
     )
-    return [
-        Notification(
-            id=row.id,
-            type=row.type,
-            account_id=row.billing_account_id,
-            created_at=row.created_at,
-            delivered_at=row.delivered_at,
-            attempts=row.attempts,
-            payload=dict(row.payload or {}),
-        )
-        for row in rows
-    ]
+    return Paged(
+        [
+            Notification(
+                id=row.id,
+                type=row.type,
+                account_id=row.billing_account_id,
+                created_at=row.created_at,
+                delivered_at=row.delivered_at,
+                attempts=row.attempts,
+                payload=dict(row.payload or {}),
+            )
+            for row in page.items
+        ],
+        page.next_token,
+        page.previous_token,
+    )

@@ -122,16 +122,53 @@ NO_VERSION = (
 
 
 def _same_page(fields: dict[str, str]) -> str:
-    """The query of the notifications page a Resend came from (its form carries the page's
-    token), so the operator stays on that page; a value that is no token is left out."""
+    """The query of the page a Resend or Replay came from (its form carries the page's token
+    and, on the events page, its status filter), so the operator stays on that page; a value
+    that is no token or no status is left out."""
     kept = {
         name: value
-        for name in ("page_token", "before_token")
+        for name in ("status", "page_token", "before_token")
         if (value := fields.get(name, ""))
-        and len(value) <= paging.MAX_TOKEN_LENGTH
-        and PAGE_TOKEN.fullmatch(value)
+        and (
+            value in inbox.STATUSES
+            if name == "status"
+            else len(value) <= paging.MAX_TOKEN_LENGTH and PAGE_TOKEN.fullmatch(value)
+        )
     }
     return "?" + urlencode(kept) if kept else ""
+
+
+def _tokens(request: Request) -> tuple[str, str]:
+    """A paged page's `page_token` (the page after) and `before_token` (the page before)."""
+    query = request.query_params
+    return query.get("page_token", ""), query.get("before_token", "")
+
+
+def _pager(
+    path: str,
+    shown: inbox.Paged[Any],
+    after: str,
+    before: str,
+    anchor: str = "",
+    kept: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The links of a paged list (`pager.html`): first page (when not on it), previous and
+    next page (when there is one); `kept` (a filter) stays in each, `anchor` ends each."""
+    base = PREFIX + path
+    end = f"#{anchor}" if anchor else ""
+
+    def link(**query: str) -> str:
+        full = {**(kept or {}), **query}
+        return base + ("?" + urlencode(full) if full else "") + end
+
+    links: dict[str, str] = {}
+    if after or before:
+        links["first"] = link()
+    if shown.previous_token:
+        links["previous"] = link(before_token=shown.previous_token)
+    if shown.next_token:
+        links["next"] = link(page_token=shown.next_token)
+    return links
 
 
 def operator_only(handler: Handler) -> Handler:
@@ -266,8 +303,22 @@ def create(
         if view is None:
             return refuse(request, 404, "NOT_FOUND", "no such account")
         charts = [(series, chart.bars(series.days)) for series in view.usage]
-        notes = await run_in_threadpool(read, lambda s: inbox.notifications(s, account_id))
-        return render(request, "account.html", view=view, charts=charts, notifications=notes)
+        after, before = _tokens(request)
+        try:
+            notes = await run_in_threadpool(
+                read, lambda s: inbox.notifications(s, view.account.id, after, before)
+            )
+        except errors.DomainError as exc:
+            return refuse(request, STATUS_OF_KIND.get(exc.kind, 400), exc.reason, exc.message)
+        return render(
+            request,
+            "account.html",
+            view=view,
+            charts=charts,
+            notifications=notes.items,
+            pager=_pager(f"/accounts/{view.account.id}", notes, after, before, "notifications"),
+            page_size=inbox.NOTIFICATIONS,
+        )
 
     @operator_only
     async def events(request: Request) -> Response:
@@ -276,14 +327,23 @@ def create(
             return refuse(
                 request, 400, "STATUS_INVALID", f"status is one of {', '.join(inbox.STATUSES)}"
             )
-        rows = await run_in_threadpool(read, lambda s: inbox.events(s, status))
+        after, before = _tokens(request)
+        try:
+            shown = await run_in_threadpool(read, lambda s: inbox.events(s, status, after, before))
+        except errors.DomainError as exc:
+            return refuse(request, STATUS_OF_KIND.get(exc.kind, 400), exc.reason, exc.message)
+        kept = {"status": status} if status else {}
         return render(
             request,
             "events.html",
             selected=status,
             statuses=inbox.STATUSES,
             replayable=inbox.REPLAYABLE,
-            events=rows,
+            events=shown.items,
+            pager=_pager("/events", shown, after, before, kept=kept),
+            page_token=after,
+            before_token=before,
+            page_size=inbox.EVENTS,
         )
 
     @operator_only
@@ -317,12 +377,11 @@ def create(
         else:
             done = "; ".join(outcome.changed) or "no change needed"
             request.session["flash"] = f"Replayed {event_id}: {outcome.status}: {done}"
-        return _go("/events")
+        return _go("/events" + _same_page(fields))
 
     @operator_only
     async def notifications(request: Request) -> Response:
-        after = request.query_params.get("page_token", "")
-        before = request.query_params.get("before_token", "")
+        after, before = _tokens(request)
         try:
             shown = await run_in_threadpool(read, lambda s: inbox.deliveries(s, after, before))
         except errors.DomainError as exc:
@@ -330,9 +389,8 @@ def create(
         return render(
             request,
             "notifications.html",
-            endpoints=shown.endpoints,
-            next_token=shown.next_token,
-            previous_token=shown.previous_token,
+            endpoints=shown.items,
+            pager=_pager("/notifications", shown, after, before),
             paged=bool(after or before),
             page_token=after,
             before_token=before,

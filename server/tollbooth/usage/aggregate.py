@@ -1,8 +1,9 @@
 """How events become usage: the rules of every aggregation, without a database.
 
 PostgreSQL computes aggregates in SQL (`usage.repository`) following exactly these rules;
-SQLite, the embedded default, streams the period's events here. Tests hold both to the same
-hand-computed values.
+SQLite, the embedded default, runs this module's `Accumulator`, group key and filters inside
+its queries, as functions registered on the connection (`usage.sqlite_query`). Tests hold
+both to the same hand-computed values.
 
 - A property's **number**: a JSON number (its decimal text, exact: see usage.events), or a
   string holding a plain decimal (`-12.50`: optional minus, up to 30 digits, optionally a point

@@ -16,11 +16,11 @@ import datetime as dt
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, func, or_, select, text, type_coerce
+from sqlalchemy import bindparam, delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -29,14 +29,11 @@ from tollbooth.db.types import UTCDateTime
 from tollbooth.usage.aggregate import (
     DECIMAL_STRING,
     GROUP_KEY_LENGTH,
-    Accumulator,
     Aggregation,
-    Filter,
     MetricSpec,
-    loads,
-    matches,
 )
 from tollbooth.usage.events import EPOCH
+from tollbooth.usage.sqlite_query import SqliteUsageQuery
 
 # (unique_id, billing_account_id, event_name, seconds, microseconds, properties_json): the
 # timestamp in two exact integers (seconds since the epoch, then microseconds).
@@ -294,24 +291,6 @@ def delete_metric(session: Session, code: str) -> bool:
 # Usage queries
 
 
-def period_events(
-    session: Session, spec: MetricSpec, account_id: str, start: dt.datetime, end: dt.datetime
-) -> Iterator[tuple[dt.datetime, str, str]]:
-    """(occurred_at, unique_id, properties JSON text) of the period, for aggregation in Python."""
-    stmt = select(
-        UsageEvent.occurred_at,
-        UsageEvent.unique_id,
-        type_coerce(UsageEvent.properties, Text),
-    ).where(
-        UsageEvent.billing_account_id == account_id,
-        UsageEvent.event_name == spec.event_name,
-        UsageEvent.occurred_at >= start,
-        UsageEvent.occurred_at < end,
-    )
-    for row in session.execute(stmt.execution_options(yield_per=2000)):
-        yield row[0], row[1], row[2]
-
-
 @functools.lru_cache(maxsize=256)
 def _pyformat(sql: str) -> str:
     """`:name` parameters as psycopg's `%(name)s` (a `::type` cast is left alone)."""
@@ -467,75 +446,7 @@ def daily_usage(
     """The metric's value on each UTC day of [start, end) that has events of its name (by the
     rules of `usage.aggregate`, over that day's events), aggregated by the database: one row
     per day whatever the number of events, sums exact (PostgreSQL's numeric; on SQLite an
-    aggregate function of this module, in Decimal)."""
+    aggregate function over Decimal, `usage.sqlite_query`)."""
     if dialect(session) == "postgresql":
         return PgUsageQuery(spec, account_id, start, end).daily(session)
-    dbapi = session.connection().connection.driver_connection
-    dbapi.create_aggregate(_SqliteDay.NAME, 4, _SqliteDay)  # type: ignore[union-attr]
-    day = func.substr(UsageEvent.occurred_at, 1, 10)
-    stmt = (
-        select(
-            day,
-            getattr(func, _SqliteDay.NAME)(
-                _SqliteDay.spec_json(spec),
-                type_coerce(UsageEvent.occurred_at, Text),
-                UsageEvent.unique_id,
-                type_coerce(UsageEvent.properties, Text),
-            ),
-        )
-        .where(
-            UsageEvent.billing_account_id == account_id,
-            UsageEvent.event_name == spec.event_name,
-            UsageEvent.occurred_at >= start,
-            UsageEvent.occurred_at < end,
-        )
-        .group_by(day)
-        .order_by(day)
-    )
-    out: dict[dt.date, Decimal | int | None] = {}
-    for text_day, value in session.execute(stmt):
-        out[dt.date.fromisoformat(text_day)] = _SqliteDay.value_of(spec, value)
-    return out
-
-
-class _SqliteDay:
-    """SQLite's aggregate of one day's events (`create_aggregate`): `usage.aggregate`'s own
-    accumulator, fed one event at a time, so nothing but the running value stays in memory.
-    The result travels as text (SQLite would turn a Decimal into a binary float)."""
-
-    NAME = "tollbooth_usage_day"
-
-    def __init__(self) -> None:
-        self.spec: MetricSpec | None = None
-        self.acc: Accumulator | None = None
-
-    @staticmethod
-    def spec_json(spec: MetricSpec) -> str:
-        return json.dumps(
-            [spec.aggregation.value, spec.property, [[f.property, f.values] for f in spec.filters]]
-        )
-
-    def step(self, spec_text: str, occurred_at: str, unique_id: str, properties: str) -> None:
-        if self.spec is None:
-            agg, prop, filters = json.loads(spec_text)
-            self.spec = MetricSpec(
-                "", "", Aggregation(agg), prop, tuple(Filter(p, tuple(v)) for p, v in filters)
-            )
-            self.acc = Accumulator(self.spec.aggregation)
-        assert self.acc is not None
-        found = loads(properties)
-        if self.spec.filters and not matches(self.spec, found):
-            return
-        # occurred_at is SQLAlchemy's fixed-width SQLite text: it orders as the times do.
-        value = found.get(self.spec.property) if self.spec.property else None
-        self.acc.add(value, occurred_at, unique_id)  # type: ignore[arg-type]
-
-    def finalize(self) -> int | str | None:
-        result = self.acc.result() if self.acc is not None else None
-        return result if result is None or isinstance(result, int) else str(result)
-
-    @staticmethod
-    def value_of(spec: MetricSpec, value: int | str | None) -> Decimal | int | None:
-        if value is None or spec.aggregation in (Aggregation.COUNT, Aggregation.COUNT_UNIQUE):
-            return value  # type: ignore[return-value]
-        return Decimal(value)
+    return SqliteUsageQuery(spec, account_id, start, end).daily(session)

@@ -28,6 +28,7 @@ from tollbooth.paging import Keyset, Page
 from tollbooth.usage import aggregate, burn, events, repository
 from tollbooth.usage.aggregate import Aggregation, Filter, MetricSpec
 from tollbooth.usage.events import ACCEPTED, DUPLICATE, REJECTED, Candidate, Outcome
+from tollbooth.usage.sqlite_query import SqliteUsageQuery
 
 ARCHIVED = "ACCOUNT_ARCHIVED"
 
@@ -464,6 +465,20 @@ class UsageAnswer:
     next_page_token: str
 
 
+def _query(
+    session: Session,
+    spec: MetricSpec,
+    account_id: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    group_by: str = "",
+) -> repository.PgUsageQuery | SqliteUsageQuery:
+    """GetUsage's queries for the session's database: both aggregate in SQL, exactly."""
+    if repository.dialect(session) == "postgresql":
+        return repository.PgUsageQuery(spec, account_id, start, end, group_by)
+    return SqliteUsageQuery(spec, account_id, start, end, group_by)
+
+
 def get_usage(
     session: Session,
     caller: Caller,
@@ -503,21 +518,13 @@ def get_usage(
     after: str | None = key[0] if key and group_by else None
 
     groups: list[tuple[str, Decimal | int | None]] = []
-    if repository.dialect(session) == "postgresql":
-        sql = repository.PgUsageQuery(spec, account.id, start, end, group_by)
-        if group_by:
-            groups = sql.groups(session, after, keyset.limit)
-        if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
-            total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
-        else:
-            total = sql.total(session)
+    sql = _query(session, spec, account.id, start, end, group_by)
+    if group_by:
+        groups = sql.groups(session, after, keyset.limit)
+    if group_by and after is None and len(groups) <= size and spec.aggregation in ADDITIVE:
+        total = _combine(spec.aggregation, [v for _, v in groups])  # every group is here
     else:
-        rows = repository.period_events(session, spec, account.id, start, end)
-        usage = aggregate.aggregate(
-            spec, ((o, u, aggregate.loads(p)) for o, u, p in rows), group_by
-        )
-        total = usage.value
-        groups = [g for g in usage.groups if after is None or g[0] > after][: keyset.limit]
+        total = sql.total(session)
 
     page = keyset.page(groups)
     return UsageAnswer(
@@ -550,11 +557,7 @@ def metric_total(
         spec = spec_of(metric) if metric is not None else None
     if spec is None:
         return None
-    if repository.dialect(session) == "postgresql":
-        total = repository.PgUsageQuery(spec, account_id, start, end).total(session)
-    else:
-        rows = repository.period_events(session, spec, account_id, start, end)
-        total = aggregate.aggregate(spec, ((o, u, aggregate.loads(p)) for o, u, p in rows)).value
+    total = _query(session, spec, account_id, start, end).total(session)
     return aggregate.decimal_text(total)
 
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import SERVICE_KEY
@@ -38,6 +40,63 @@ def _count(stack: Stack) -> int:
     resp = stack.request("GET", f"{PRODUCTS}?include_inactive=true", None, SERVICE)
     assert resp.status == 200, resp.body
     return len(resp.json()["products"])
+
+
+# -- 1. A query parameter without a name, or without `=` ------------------------------------
+
+
+@pytest.mark.parametrize("query", ["=1", "=", "page_size=5&=x", "%3D1=2&=1"])
+def test_a_query_parameter_with_no_name_is_400_malformed_request(stack, query):  # type: ignore[no-untyped-def]
+    if query.startswith("%3D"):
+        # The control: a name that is an encoded "=" has a name ("="), which names no field.
+        status, reason, message, _ = _error(
+            stack.request("GET", f"{PRODUCTS}?{query}", None, SERVICE)
+        )
+        assert (status, reason) == (400, "FIELD_UNKNOWN"), message
+        return
+    status, reason, message, _ = _error(stack.request("GET", f"{PRODUCTS}?{query}", None, SERVICE))
+    assert (status, reason) == (400, "MALFORMED_REQUEST"), message
+    assert "no name" in message, message
+    assert "JSON request" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "name", "hint"),
+    [
+        (f"{PRODUCTS}?include_inactive", "include_inactive", "include_inactive=true"),
+        (f"{PRODUCTS}?page_size=5&include_inactive", "include_inactive", "include_inactive=true"),
+        (f"{PRODUCTS}?page_size", "page_size", "page_size="),
+        ("/api/v1/catalog/prices?product_id", "product_id", "product_id="),
+        ("/mgt/v1/customers?environment", "environment", "environment="),
+    ],
+)
+def test_a_query_name_without_a_value_is_400_naming_it(stack, url, name, hint):  # type: ignore[no-untyped-def]
+    status, reason, message, metadata = _error(stack.request("GET", url, None, SERVICE))
+    assert (status, reason) == (400, "MALFORMED_REQUEST"), message
+    assert metadata.get("field") == name, (metadata, message)
+    assert hint in message, message
+
+
+def test_an_unknown_bare_name_is_field_unknown_and_a_valued_one_still_passes(stack):  # type: ignore[no-untyped-def]
+    status, reason, message, metadata = _error(
+        stack.request("GET", f"{PRODUCTS}?bogus", None, SERVICE)
+    )
+    assert (status, reason, metadata.get("field")) == (400, "FIELD_UNKNOWN", "bogus"), message
+    for query in ("include_inactive=true", "include_inactive=false&page_size=5", ""):
+        resp = stack.request("GET", f"{PRODUCTS}?{query}", None, SERVICE)
+        assert resp.status == 200, (query, resp.body)
+    # An empty pair (`&&`, a trailing `&`) is no parameter at all, as form decoders read it.
+    assert stack.request("GET", f"{PRODUCTS}?page_size=5&&", None, SERVICE).status == 200
+
+
+def test_a_write_with_a_bare_query_name_changes_nothing(stack):  # type: ignore[no-untyped-def]
+    before = _count(stack)
+    for query in ("request_id", "=abc"):
+        resp = stack.request(
+            "POST", f"{PRODUCTS}?{query}", {"name": f"Bare {uuid.uuid4().hex[:6]}"}, SERVICE
+        )
+        assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert _count(stack) == before
 
 
 # -- 3. A raw `+` in a query e-mail -----------------------------------------------------------

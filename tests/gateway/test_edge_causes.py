@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import http.client
+import socket
 import uuid
 
 import pytest
@@ -96,6 +98,86 @@ def test_a_write_with_a_bare_query_name_changes_nothing(stack):  # type: ignore[
             "POST", f"{PRODUCTS}?{query}", {"name": f"Bare {uuid.uuid4().hex[:6]}"}, SERVICE
         )
         assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert _count(stack) == before
+
+
+# -- 2. An unknown method, a control byte in a header ---------------------------------------
+
+
+def _raw(stack: Stack, request: bytes) -> Response:
+    """One HTTP/1.1 request written byte for byte (http.client refuses to send these)."""
+    host, port = stack.rest_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(request)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("FOO", "/api/v1/credits/balance"),
+        ("FOO", PRODUCTS),
+        ("PROPFIND", "/mgt/v1/customers/x1"),
+        ("get", PRODUCTS),
+    ],
+)
+def test_an_unknown_method_is_405_with_allow_as_a_known_one_the_path_does_not_take(  # type: ignore[no-untyped-def]
+    stack, method, url
+):
+    known = stack.request("TRACE", url, None, SERVICE)
+    assert (known.status, known.reason) == (405, "ROUTE_NOT_FOUND"), known.body
+    resp = _raw(
+        stack,
+        f"{method} {url} HTTP/1.1\r\nHost: x\r\nx-api-key: {SERVICE_KEY}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    status, reason, message, _ = _error(resp)
+    assert (status, reason) == (405, "ROUTE_NOT_FOUND"), message
+    assert resp.headers["allow"] == known.headers["allow"], (resp.headers, known.headers)
+    assert method in message and "JSON" not in message, message
+
+
+def test_an_unknown_method_on_a_path_that_does_not_exist_is_still_404(stack):  # type: ignore[no-untyped-def]
+    resp = _raw(stack, b"FOO /api/v1/nothing/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (resp.status, resp.reason) == (404, "ROUTE_NOT_FOUND"), resp.body
+
+
+@pytest.mark.parametrize(
+    "url", ["/v1/billing/webhooks", "/healthz", "/v1/health", "/api/openapi.json", "/nothing"]
+)
+def test_an_unknown_method_elsewhere_is_a_4xx_never_the_json_blame(stack, url):  # type: ignore[no-untyped-def]
+    """Routes json_fields.lua does not check (the sidecar's, the health route) answer an
+    unknown method as they answer TRACE: now that the codec lets it through, never a 5xx."""
+    known = stack.request("TRACE", url, None, {})
+    resp = _raw(stack, f"FOO {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert 400 <= resp.status < 500, (resp.status, resp.body)
+    assert resp.status == known.status, (resp.body, known.body)
+    assert b"JSON request" not in resp.body, resp.body
+
+
+@pytest.mark.parametrize("byte", [b"\x01", b"\x1b", b"\x7f", b"\x00"])
+def test_a_control_byte_in_a_header_value_is_400_naming_the_cause(stack, byte):  # type: ignore[no-untyped-def]
+    before = _count(stack)
+    body = b'{"name": "Control"}'
+    resp = _raw(
+        stack,
+        b"POST "
+        + PRODUCTS.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nx-api-key: "
+        + SERVICE_KEY.encode()
+        + b"\r\ncontent-type: application/json\r\nx-note: a"
+        + byte
+        + b"b\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body,
+    )
+    status, reason, message, _ = _error(resp)
+    assert (status, reason) == (400, "MALFORMED_REQUEST"), message
+    assert "control character" in message and "header" in message, message
+    assert "JSON request" not in message, message
     assert _count(stack) == before
 
 

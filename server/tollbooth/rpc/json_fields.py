@@ -440,6 +440,13 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                 reason="FIELD_UNKNOWN",
                 field=sent[:FIELD_ECHO],
             )
+        if mark in ("~", "=") and _is_mask(method.input_type, names):  # `?update_mask` too
+            name = ".".join(names)
+            raise errors.invalid(
+                f"{name} holds a blank path; name each field to update, comma-separated",
+                reason="FIELD_INVALID",
+                field=name,
+            )
         if mark == "=":
             # The transcoder ignores a name without `=`: it would mean nothing, silently.
             name = ".".join(names)
@@ -447,13 +454,6 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
             raise errors.invalid(
                 f"the query parameter {name} has no value: write {name}={value}",
                 reason="MALFORMED_REQUEST",
-                field=name,
-            )
-        if mark == "~" and _is_mask(method.input_type, names):
-            name = ".".join(names)
-            raise errors.invalid(
-                f"{name} holds a blank path; name each field to update, comma-separated",
-                reason="FIELD_INVALID",
                 field=name,
             )
         if mark == "^" and _is_mask(method.input_type, names):

@@ -181,6 +181,29 @@ def test_a_control_byte_in_a_header_value_is_400_naming_the_cause(stack, byte): 
     assert _count(stack) == before
 
 
+@pytest.mark.parametrize(
+    ("url", "headers", "cause"),
+    [
+        (PRODUCTS, {"grpc-timeout": "1S"}, "grpc-timeout"),
+        (PRODUCTS, {"content-encoding": "gzip"}, "Content-Encoding"),
+        ("/v1/health?bogus=1", {}, "unknown query parameter"),
+    ],
+)
+def test_the_gateways_own_400s_are_not_blamed_on_the_json_body(stack, url, headers, cause):  # type: ignore[no-untyped-def]
+    """A 400 json_fields.lua (or the health route's Lua) answers says its own cause; only the
+    transcoder's is about the body not parsing as the RPC's JSON request."""
+    before = _count(stack)
+    resp = stack.request(
+        "POST" if url == PRODUCTS else "GET", url, {"name": "Own"}, {**SERVICE, **headers}
+    )
+    status, reason, message, _ = _error(resp)
+    assert (status, reason) == (400, "MALFORMED_REQUEST"), message
+    assert cause in message and "JSON request" not in message, message
+    assert _count(stack) == before
+    wrong_type = stack.request("POST", PRODUCTS, {"name": 5}, SERVICE)
+    assert "JSON request" in _error(wrong_type)[2], wrong_type.body  # the transcoder's, as before
+
+
 # -- 3. A raw `+` in a query e-mail -----------------------------------------------------------
 
 SUBSCRIPTION = "/mgt/v1/customer/subscription?customerEmail="

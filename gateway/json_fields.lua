@@ -52,6 +52,9 @@
 -- case into a field name, and the server refuses it as gRPC refuses the same path.
 -- One whose value the transcoder would read as a boolean though it is not `true` or `false`
 -- (`yes`, `t`, `1`, `TRUE`) carries a "?": the server refuses it when the field is a boolean.
+-- One written without `=` (`?include_inactive`), which the transcoder ignores, carries a "=";
+-- a parameter with no name (`?=1`, `?=`), which it also ignores, is named "@". The server
+-- refuses both (MALFORMED_REQUEST). An empty pair (`&&`, a trailing `&`) is no parameter.
 
 -- A method a REST path does not take (`DELETE /mgt/v1/events`, `TRACE` anywhere) is answered
 -- 405 with `Allow` naming the methods it takes, before the transcoder (which answered 404, as
@@ -468,7 +471,11 @@ local function query_params(path)
     count[name] = (count[name] or 0) + 1
     if count[name] <= 2 then
       local named = name
-      if count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
+      if name == "" then
+        named = "@"
+      elseif count[name] == 1 and not pair:find("=", 1, true) then
+        named = "=" .. named
+      elseif count[name] == 1 and has_blank_item(pair:match("=(.*)$") or "") then
         named = "~" .. named
       elseif count[name] == 1 and loose_boolean(pair:match("=(.*)$") or "") then
         named = "?" .. named

@@ -1,6 +1,6 @@
 """Schemathesis hooks for tests/gateway/test_openapi.py (SCHEMATHESIS_HOOKS names this module).
 
-Every check runs, in both modes. Four built-in checks are replaced by a version that lets
+Every check runs, in both modes. Three built-in checks are replaced by a version that lets
 through, and only through, what no OpenAPI document can describe (each case named below);
 everything else they report still fails the run:
 
@@ -21,8 +21,10 @@ everything else they report still fails the run:
 - negative_data_rejection: `POST /mgt/v1/events:batch` answers per event (README: one bad event
   does not sink the batch), so a batch with an invalid event is a 200 whose result for it is
   EVENT_STATUS_REJECTED; that is its refusal.
-- unsupported_method: Envoy's HTTP/1 codec refuses a method token it does not know (`QUERY`)
-  with its own 400 before any filter runs; every method it knows is 405 with `Allow`.
+
+unsupported_method runs as built: a method token HTTP does not define (`QUERY`, a draft) is 405
+with `Allow` too, as every method a path does not take (Envoy's HTTP/1 codec lets it through to
+the gateway's Lua filter; it refused it with its own 400 before).
 """
 
 from __future__ import annotations
@@ -36,10 +38,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     positive_data_acceptance,
-    unsupported_method,
 )
 
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 # Refusals that depend on the state or the clock a request meets.
 STATE_REASONS = frozenset(
     {
@@ -143,15 +143,6 @@ def positive_data_acceptance_but_state(ctx, response, case):  # type: ignore[no-
     ):
         return None
     return positive_data_acceptance(ctx, response, case)
-
-
-@schemathesis.check
-def unsupported_method_but_unknown_tokens(ctx, response, case):  # type: ignore[no-untyped-def]
-    """Envoy's HTTP/1 codec refuses a method token it does not know (`QUERY`, a draft) with its
-    own 400 before any filter runs; every method it knows is 405 with Allow."""
-    if response.request.method not in KNOWN_METHODS and response.status_code == 400:
-        return None
-    return unsupported_method(ctx, response, case)
 
 
 @schemathesis.check

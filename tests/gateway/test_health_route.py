@@ -151,3 +151,13 @@ def test_health_route_refuses_an_unknown_query_parameter(stack, query):  # type:
     as the transcoder did (400 MALFORMED_REQUEST)."""
     resp = stack.request("GET", f"/v1/health?{query}")
     assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+
+
+@pytest.mark.parametrize("query", ["service", "=1", "service=billing.v1.CatalogService&="])
+def test_health_route_refuses_a_parameter_without_a_value_or_a_name(stack, query):  # type: ignore[no-untyped-def]
+    """As on the API routes: `?service` without `=` (which the transcoder ignores: the overall
+    health answered) and a parameter with no name are 400 MALFORMED_REQUEST saying so."""
+    resp = stack.request("GET", f"/v1/health?{query}")
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    message = resp.json()["message"]
+    assert ("no value" in message) if query == "service" else ("no name" in message), message

@@ -37,11 +37,16 @@ class SubscriptionSummary:
 def check_environment(requested: str, live: bool) -> None:
     """Seed 003's `?environment=`: empty, or the environment of the caller's key or token
     (this servicer serves one environment: `live` when its Stripe key is a live-mode one)."""
-    requested = requested.strip().lower()
     if not requested:
         return
     if requested not in ENVIRONMENTS:
-        raise errors.invalid("environment must be 'test' or 'live'", field="environment")
+        # As the contract lists them (the OpenAPI document's enum): `TEST` or ` test` (a raw
+        # `+` in a query) is refused, never read as `test`.
+        raise errors.invalid(
+            f"environment must be 'test' or 'live' (lowercase, as written), not "
+            f"{errors.shown(requested)}",
+            field="environment",
+        )
     served = "live" if live else "test"
     if requested != served:
         # Seed 003: 403, "Stripe not configured or invalid credentials": these credentials

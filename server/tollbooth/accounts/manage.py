@@ -34,15 +34,12 @@ OUTPUT_ONLY = (
 )
 
 
-def clean_email(email: str, field_name: str = "email") -> str | None:
-    email = email.strip()
-    if not email:
-        return None
+def _is_email(email: str) -> bool:
     local, at, domain = email.rpartition("@")
     # No blanks, controls (CR, LF, BEL) or invisible format characters anywhere in it; one
     # `@`; dot-separated parts that are not empty (`a@example..com`, `.a@b.c`): Stripe refuses
     # those as its customer's e-mail, on every sync of the account.
-    if (
+    return not (
         not at
         or not local
         or "@" in local
@@ -50,9 +47,23 @@ def clean_email(email: str, field_name: str = "email") -> str | None:
         or not email.isprintable()
         or " " in email
         or any(not part for part in (*local.split("."), *domain.split(".")))
-    ):
+    )
+
+
+def clean_email(email: str, field_name: str = "email") -> str | None:
+    email = email.strip()
+    if not email:
+        return None
+    if not _is_email(email):
+        hint = ""
+        if " " in email and _is_email(email.replace(" ", "+")):
+            # `?customerEmail=user+tag@example.com`: a query reads a raw `+` as a space.
+            hint = (
+                ": it holds a space where a '+' would make one; in a URL's query a raw '+'"
+                " reads as a space, so send '+' as %2B"
+            )
         raise errors.invalid(
-            f"{field_name} is not an e-mail address", reason="EMAIL_INVALID", field=field_name
+            f"{field_name} is not an e-mail address{hint}", reason="EMAIL_INVALID", field=field_name
         )
     return email
 

@@ -76,6 +76,10 @@ Likewise a "^" marks one with an item in neither snake_case nor lowerCamelCase
 refuses the same path, so the server refuses it as the domain refuses a path naming no field
 (FIELD_INVALID, field `update_mask`; `metadata.path` is not known here: the query's item never
 reaches the server as it was spelt).
+
+MALFORMED_REQUEST: a query parameter with no name (`?=1`; the Lua filter names it "@") or a name
+written without `=` (`?include_inactive`; marked "="), both of which the transcoder ignores
+silently; the latter names the parameter, and a boolean is told to write `=true`.
 """
 
 from __future__ import annotations
@@ -96,6 +100,10 @@ SURFACE = "x-billing-surface"  # set by Envoy's route (api, mgt), overwriting an
 # `metadata.field` of a key the request does not have names it by at most this many
 # characters: errors never echo an unbounded input (README "Input rules").
 FIELD_ECHO = 64
+# What json_fields.lua puts before a query name: a blank item, a miscased item, a loose boolean,
+# no `=` at all; a parameter with no name is "@" whole.
+QUERY_MARKS = ("~", "^", "?", "=")
+NAMELESS = "@"
 
 
 Binding = tuple[Descriptor, frozenset[tuple[str, ...]]]
@@ -412,7 +420,13 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
     _refuse_twice_named(method, header)
     bound = _query_bound(method, surface)
     for path in header.split(","):
-        mark = path[:1] if path[:1] in ("~", "^", "?") else ""
+        if path == NAMELESS:
+            raise errors.invalid(
+                f"the query of {method.name} holds a parameter with no name (`=value`): "
+                "write name=value, or leave it out",
+                reason="MALFORMED_REQUEST",
+            )
+        mark = path[:1] if path[:1] in QUERY_MARKS else ""
         path = path.removeprefix(mark)
         if not path:
             continue
@@ -426,11 +440,20 @@ def check_query_fields(method: MethodDescriptor, header: str | None, surface: st
                 reason="FIELD_UNKNOWN",
                 field=sent[:FIELD_ECHO],
             )
-        if mark == "~" and _is_mask(method.input_type, names):
+        if mark in ("~", "=") and _is_mask(method.input_type, names):  # `?update_mask` too
             name = ".".join(names)
             raise errors.invalid(
                 f"{name} holds a blank path; name each field to update, comma-separated",
                 reason="FIELD_INVALID",
+                field=name,
+            )
+        if mark == "=":
+            # The transcoder ignores a name without `=`: it would mean nothing, silently.
+            name = ".".join(names)
+            value = "true" if _is_boolean(method.input_type, names) else "<value>"
+            raise errors.invalid(
+                f"the query parameter {name} has no value: write {name}={value}",
+                reason="MALFORMED_REQUEST",
                 field=name,
             )
         if mark == "^" and _is_mask(method.input_type, names):
@@ -482,7 +505,7 @@ def _refuse_twice_named(method: MethodDescriptor, header: str) -> None:
     transcoder binds both and the last one decides, silently, as for a parameter given twice."""
     seen: list[tuple[tuple[str, ...], str]] = []
     for path in header.split(","):
-        path = path[1:] if path[:1] in ("~", "^", "?") else path
+        path = path[1:] if path[:1] in QUERY_MARKS else path
         if not path or _repeatable(method.input_type, path):
             continue  # names no field (refused in check_query_fields), or a list
         resolved = _resolve(method.input_type, path)
@@ -518,7 +541,7 @@ def check_query_body(method: MethodDescriptor, query: str, body: str | None) -> 
             if isinstance(resolved, tuple):
                 named.append(resolved)
     for path in query.split(","):
-        resolved = _resolve(method.input_type, path[1:] if path[:1] in ("~", "^", "?") else path)
+        resolved = _resolve(method.input_type, path[1:] if path[:1] in QUERY_MARKS else path)
         if isinstance(resolved, str) or not resolved:
             continue
         for other in named:

@@ -80,7 +80,9 @@ def _items(request: checkout_pb2.CreateCheckoutSessionRequest) -> list[service.I
                 field="tier",
             )
         return [
-            service.ItemRequest(lookup_key=request.tier.strip(), quantity=1, which="lookup_key")
+            service.ItemRequest(
+                lookup_key=request.tier.strip(), quantity=1, which="lookup_key", label="tier"
+            )
         ]
     if request.line_items:
         return [

@@ -182,10 +182,13 @@ def default_offer(session: Session, lookup_key: str) -> list[_Line]:
 
 def check_currency(requested: str, lines: Sequence[_Line]) -> None:
     """Seed 001's `currency`: an ISO 4217 code (CURRENCY_INVALID) that the checkout's prices
-    are in (FIELD_INVALID otherwise). Empty: nothing to check."""
-    if not requested.strip() or not lines:
+    are in (FIELD_INVALID otherwise). Empty: nothing to check. A checkout of no prices (setup
+    mode) has nothing to compare it with, but a code that is none is refused all the same."""
+    if not requested.strip():
         return
     code = clean_currency(requested)
+    if not lines:
+        return
     actual = lines[0].price.currency
     if code != actual:
         raise errors.invalid(

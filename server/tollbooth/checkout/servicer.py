@@ -181,6 +181,9 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                     request_id=request.request_id,
                     mode=request.mode,
                     customer_email=_either(request, "customer_email", "account_email"),
+                    email_field="customer_email"
+                    if request.customer_email.strip()
+                    else "account_email",
                     currency=request.currency,
                     default_lookup_key=self.deps.settings.checkout_default_lookup_key,
                 ),

@@ -102,7 +102,6 @@ class CheckoutRequest:
     request_id: str
     mode: str = ""  # seed 003's `mode`; empty: derived from the prices
     customer_email: str = ""  # seed 003's: the account's e-mail when it has none
-    email_field: str = "customer_email"  # the body's name for it (seed 001's `account_email`)
     currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
     default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
     also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
@@ -208,7 +207,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
         lines = [] if setup else default_offer(session, req.default_lookup_key)
     mode = check_mode(req.mode, lines)
     check_currency(req.currency, lines)
-    email = clean_email(req.customer_email, req.email_field)
+    email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
     fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)

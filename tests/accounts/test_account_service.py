@@ -12,6 +12,8 @@ from billing.v1 import (
     checkout_pb2,
     credit_pb2,
     credit_pb2_grpc,
+    customer_pb2,
+    customer_pb2_grpc,
     token_pb2,
     token_pb2_grpc,
 )
@@ -322,3 +324,44 @@ def test_archived_account_takes_no_tokens_grants_or_checkouts_but_keeps_history(
         metadata=SERVICE_MD,
     )
     assert [a.id for a in listed.accounts] == [made.id]
+
+
+def test_an_email_with_a_capital_beyond_ascii_is_found_as_stored_and_in_any_case(channel):  # type: ignore[no-untyped-def]
+    """`Élodie.Ünal@…` is found by ListAccounts' `email` as stored, in upper or lower case, on
+    SQLite as on PostgreSQL: the query lowered its side in Python and the column in SQL, and
+    SQLite's lower() folds ASCII only, so on SQLite not even the address as stored matched."""
+    tag = unique("mail")
+    stored = f"Élodie.Ünal-{tag}@Example.com"
+    made = create(channel, email=stored, alias=unique("uni"))
+    stub = accounts(channel)
+    for asked in (stored, stored.lower(), stored.upper()):
+        listed = stub.ListAccounts(
+            account_pb2.ListAccountsRequest(email=asked), metadata=SERVICE_MD
+        )
+        assert [a.id for a in listed.accounts] == [made.id], asked
+    customers = customer_pb2_grpc.CustomerServiceStub(channel)
+    for asked in (stored, stored.lower()):
+        answer = customers.GetCustomerSubscription(
+            customer_pb2.GetCustomerSubscriptionRequest(customerEmail=asked), metadata=SERVICE_MD
+        )
+        assert not answer.HasField("subscription"), asked  # found: no plan, not 404
+
+
+def test_alias_prefix_matches_the_case_given(channel):  # type: ignore[no-untyped-def]
+    """An alias is an exact id (GetAccount takes `Team-7` and `team-7` for two accounts), so
+    `alias_prefix` matches in the case given, on SQLite as on PostgreSQL: SQLite's LIKE folds
+    ASCII case, and `TEAM` listed `team-…` there only."""
+    tag = unique("pfx")
+    lower = create(channel, alias=f"{tag}-team")
+    upper = create(channel, alias=f"{tag.upper()}-TEAM")
+    stub = accounts(channel)
+
+    def listed(prefix: str) -> list[str]:
+        answer = stub.ListAccounts(
+            account_pb2.ListAccountsRequest(alias_prefix=prefix), metadata=SERVICE_MD
+        )
+        return [a.id for a in answer.accounts]
+
+    assert listed(tag) == [lower.id]
+    assert listed(tag.upper()) == [upper.id]
+    assert listed(f"{tag}-TEAM") == []

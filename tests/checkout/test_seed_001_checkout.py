@@ -122,6 +122,41 @@ def test_a_seed_001_checkout_in_another_currency_is_field_invalid(default_shop: 
         )
 
 
+def test_a_setup_checkout_with_a_currency_that_is_not_iso_4217_is_currency_invalid(
+    default_shop: Shop,
+):
+    """A setup checkout has no prices to compare `currency` with, but a code that is not ISO
+    4217 is still CURRENCY_INVALID, with nothing created (it was taken and ignored); a real
+    code stays accepted."""
+    account = new_account(default_shop)
+    body = {"accountId": account, "mode": "setup", "successUrl": "https://app.example/welcome"}
+    refused = default_shop.request("POST", "/api/v1/checkout/sessions", {**body, "currency": "XYZ"})
+    assert (refused.status, refused.reason) == (400, "CURRENCY_INVALID"), refused.body
+    with default_shop.stack.deps.db.transaction(readonly=True) as session:
+        from tollbooth.db.models import CheckoutSession
+
+        made = session.scalars(
+            select(CheckoutSession).where(CheckoutSession.billing_account_id == account)
+        ).all()
+        assert made == []
+    taken = default_shop.request("POST", "/api/v1/checkout/sessions", {**body, "currency": "EUR"})
+    assert taken.status == 200, taken.body
+
+
+def test_a_bad_account_email_is_refused_naming_account_email(default_shop: Shop):
+    """Step 4's `accountEmail` that is no address is EMAIL_INVALID naming the field the body
+    sent (`account_email`), not its twin `customer_email`, which the body never had."""
+    account = new_account(default_shop)
+    answer = default_shop.request(
+        "POST",
+        "/api/v1/checkout/sessions",
+        {**seed_body(account), "accountEmail": "not-an-email"},
+    )
+    assert (answer.status, answer.reason) == (400, "EMAIL_INVALID"), answer.body
+    [info] = [d for d in answer.json()["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["metadata"]["field"] == "account_email"
+
+
 def test_two_names_for_one_field_that_disagree_are_field_invalid(default_shop: Shop):
     account = new_account(default_shop)
     for extra, field in (

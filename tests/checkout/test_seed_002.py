@@ -88,3 +88,14 @@ def test_seed_002_tier_refusals_create_nothing(seed_shop: Shop):
     assert listed.status == 200, listed.body
     mine = [c for c in listed.json()["data"] if c["account_id"] == status["billing_account_id"]]
     assert mine == []  # nothing created at the provider either (no customer)
+
+
+def test_seed_002_unknown_tier_is_refused_naming_tier(seed_shop: Shop):
+    """The error names the field the body sent, `tier`, not `items[0].lookup_key`: the
+    caller sent no items."""
+    token = seed_shop.token(f"seed002-field-{uuid.uuid4().hex[:8]}")
+    resp = seed_shop.request("POST", "/api/v1/checkout/sessions", {"tier": "no-such-tier"}, token)
+    assert (resp.status, resp.reason) == (400, "PRICE_NOT_FOUND"), resp.body
+    [info] = [d for d in resp.json()["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["metadata"]["field"] == "tier"
+    assert "items" not in resp.json()["message"]

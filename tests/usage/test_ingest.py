@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from billing.v1 import usage_pb2
 from tests.conftest import SERVICE_MD
-from tests.helpers import error_reason
+from tests.helpers import error_field, error_reason
 from tests.usage.support import (
     ACCEPTED,
     DUPLICATE,
@@ -229,6 +229,44 @@ def test_rejected_single_event_is_an_invalid_argument_error_with_the_reason(chan
         )
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(exc.value) == "ACCOUNT_UNKNOWN"
+    assert stored(db) == {}
+
+
+@pytest.mark.parametrize(
+    "make,reason,field",
+    [
+        (lambda a: event("one", "nobody"), "ACCOUNT_UNKNOWN", "account"),
+        (lambda a: event("one", ""), "FIELD_REQUIRED", "account"),
+        (lambda a: event("one", a, name=""), "FIELD_REQUIRED", "event_name"),
+        (
+            lambda a: usage_pb2.UsageEvent(unique_id="one", account=a, event_name="x"),
+            "FIELD_REQUIRED",
+            "timestamp",
+        ),
+        (
+            lambda a: event("one", a, when=NOW + dt.timedelta(hours=1)),
+            "EVENT_TIMESTAMP_IN_FUTURE",
+            "timestamp",
+        ),
+        (
+            lambda a: event("one", a, properties={"a": {"b": {"c": {"d": {"e": {"f": 1}}}}}}),
+            "EVENT_PROPERTIES_TOO_DEEP",
+            "properties",
+        ),
+    ],
+    ids=["unknown_account", "no_account", "no_name", "no_timestamp", "future", "too_deep"],
+)
+def test_rejected_single_event_names_the_field_it_is_about(
+    channel, db, make, reason, field
+) -> None:  # type: ignore[no-untyped-def]
+    """IngestEvent's error carries `metadata.field`, as every other refusal does: the batch
+    checks knew the field and the single event's error dropped it."""
+    acct = account(channel, "p1")
+    with pytest.raises(grpc.RpcError) as exc:
+        usage_stub(channel).IngestEvent(
+            usage_pb2.IngestEventRequest(event=make(acct)), metadata=SERVICE_MD, timeout=10
+        )
+    assert (error_reason(exc.value), error_field(exc.value)) == (reason, field)
     assert stored(db) == {}
 
 

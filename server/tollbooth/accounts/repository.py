@@ -6,10 +6,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from tollbooth.db import Database, upsert_insert
+from tollbooth.db import UNICODE_LOWER, Database, upsert_insert
 from tollbooth.db.models import BillingAccount, BillingEffect
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
@@ -115,11 +115,28 @@ def by_customer(session: Session, customer_id: str) -> BillingAccount | None:
     ).first()
 
 
+def _lowered_email(session: Session) -> tuple[ColumnElement[str], bool]:
+    """The account's e-mail lowercased as this database can, and whether that is Python's
+    `str.lower` (SQLite, whose own lower() folds ASCII only: `É` stayed `É` there while the
+    compared side was lowered in Python, so such an address never matched, not even as
+    stored). On PostgreSQL it is `lower(email)`, the index's expression, and the other side
+    must be lowered by the database too (`func.lower(...)`), so both fold alike."""
+    if session.get_bind().dialect.name == "sqlite":
+        return getattr(func, UNICODE_LOWER)(BillingAccount.email), True
+    return func.lower(BillingAccount.email), False
+
+
+def email_is(session: Session, email: str) -> ColumnElement[bool]:
+    """The account's e-mail is `email` in any case."""
+    column, python = _lowered_email(session)
+    return column == (email.lower() if python else func.lower(email))
+
+
 def ids_by_email(session: Session, email: str, *, customers_only: bool = False) -> list[str]:
     """Accounts whose e-mail is `email` in any case (stored as given; compared lowercased,
     on the `lower(email)` index). `customers_only`: not those whose provider customer was
     deleted, or whose DeleteCustomer is still finishing at the provider (`customer_gone`)."""
-    stmt = select(BillingAccount.id).where(func.lower(BillingAccount.email) == email.lower())
+    stmt = select(BillingAccount.id).where(email_is(session, email))
     if customers_only:
         marked = select(BillingEffect.key).where(
             BillingEffect.key == "customer.delete:" + BillingAccount.id
@@ -150,10 +167,13 @@ def list_accounts(
     """Oldest first by (created_at, id); `email` matches in any case."""
     stmt = select(BillingAccount)
     if email:
-        stmt = stmt.where(func.lower(BillingAccount.email) == email.lower())
+        stmt = stmt.where(email_is(session, email))
     if alias_prefix:
         stmt = stmt.where(
             BillingAccount.principal_id.startswith(alias_prefix, autoescape=True),
+            # In the case given: SQLite's LIKE folds ASCII case (PostgreSQL's does not), and an
+            # alias is an exact id. LIKE stays for PostgreSQL's index.
+            func.substr(BillingAccount.principal_id, 1, len(alias_prefix)) == alias_prefix,
             BillingAccount.principal_id != BillingAccount.id,
         )
     if not include_archived:
@@ -241,12 +261,13 @@ def search(session: Session, text: str, limit: int) -> list[BillingAccount]:
     (case-insensitive), newest first; every account when `text` is empty (the console)."""
     stmt = select(BillingAccount)
     if text:
-        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        column, python = _lowered_email(session)
         stmt = stmt.where(
             or_(
                 BillingAccount.id == text,
                 BillingAccount.principal_id == text,
-                func.lower(BillingAccount.email).like(pattern + "%", escape="\\"),
+                column.like(pattern.lower() if python else func.lower(pattern), escape="\\"),
             )
         )
     order = (BillingAccount.created_at.desc(), BillingAccount.id.desc())

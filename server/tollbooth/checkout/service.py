@@ -51,6 +51,9 @@ class ItemRequest:
     quantity: int = 0
     which: str | None = None
     price: str = ""
+    # The body's own name for this line when it is not `items[i]` / `line_items[i]`: seed
+    # 002's `tier` (a lookup key), so an error names the field the caller sent.
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,13 @@ class PortalResult:
 # -- validation -----------------------------------------------------------------------------
 
 
+def where(item: ItemRequest, index: int) -> str:
+    """The line as the body named it: `tier`, `items[i]` or `line_items[i]`."""
+    return item.label or f"{'line_items' if item.which == 'price' else 'items'}[{index}]"
+
+
 def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
-    name = f"items[{index}]"
+    name = where(item, index)
     if item.which == "catalog_price_id":
         ident = item.catalog_price_id.strip()
         if not ident:
@@ -102,7 +110,7 @@ def _resolve_item(session: Session, item: ItemRequest, index: int) -> Price:
             raise errors.invalid(
                 f"{name}: no active price has lookup_key {errors.shown(key)}",
                 reason="PRICE_NOT_FOUND",
-                field=f"{name}.lookup_key",
+                field=name if item.label else f"{name}.lookup_key",
             )
         price = found
     elif item.which == "price":
@@ -174,10 +182,13 @@ def default_offer(session: Session, lookup_key: str) -> list[_Line]:
 
 def check_currency(requested: str, lines: Sequence[_Line]) -> None:
     """Seed 001's `currency`: an ISO 4217 code (CURRENCY_INVALID) that the checkout's prices
-    are in (FIELD_INVALID otherwise). Empty: nothing to check."""
-    if not requested.strip() or not lines:
+    are in (FIELD_INVALID otherwise). Empty: nothing to check. A checkout of no prices (setup
+    mode) has nothing to compare it with, but a code that is none is refused all the same."""
+    if not requested.strip():
         return
     code = clean_currency(requested)
+    if not lines:
+        return
     actual = lines[0].price.currency
     if code != actual:
         raise errors.invalid(
@@ -196,21 +207,21 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     seen: set[str] = set()
     granted: dict[str, Decimal] = {}
     for i, item in enumerate(items):
-        where = f"{'line_items' if item.which == 'price' else 'items'}[{i}]"  # as the body said
+        line = where(item, i)  # as the body said
         if item.quantity < 0 or item.quantity > MAX_QUANTITY:
             raise errors.invalid(
-                f"{where}.quantity must be between 1 and {MAX_QUANTITY}",
-                field=f"{where}.quantity",
+                f"{line}.quantity must be between 1 and {MAX_QUANTITY}",
+                field=f"{line}.quantity",
             )
         price = _resolve_item(session, item, i)
         if price.id in seen:
             raise errors.invalid(
-                f"{where}: price {price.id!r} is listed twice; use quantity",
-                field=where,
+                f"{line}: price {price.id!r} is listed twice; use quantity",
+                field=line,
             )
         seen.add(price.id)
         lines.append(_Line(price, item.quantity or 1))
-        amounts.add_grants(granted, price.credit_grants or [], item.quantity or 1, where)
+        amounts.add_grants(granted, price.credit_grants or [], item.quantity or 1, line)
     if sum(ln.price.unit_amount * ln.quantity for ln in lines) > MAX_TOTAL:
         raise errors.invalid(
             f"the checkout's total is over {MAX_TOTAL} minor units (each item's unit amount"

@@ -123,6 +123,14 @@ def connection_settings(url: str) -> dict[str, int]:
     return {k: v for k, v in CONNECTION_SETTINGS.items() if k not in parsed.query}
 
 
+# The SQL name of Python's str.lower on every SQLite connection (see make_engine).
+UNICODE_LOWER = "tollbooth_lower"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -144,6 +152,9 @@ def make_engine(url: str, **kwargs: object) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # SQLite's lower() folds ASCII only: e-mails are compared "in any case" through
+            # this one, Python's (PostgreSQL's lower() folds by its locale, on both sides).
+            dbapi_conn.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]

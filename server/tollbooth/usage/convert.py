@@ -230,7 +230,8 @@ def check_batch(
         try:
             checked.append(check(event, i, limits, now))
         except errors.DomainError as exc:
-            checked.append(Outcome(echo(event.unique_id), REJECTED, exc.reason, exc.message))
+            field = exc.metadata.get("field", "")
+            checked.append(Outcome(echo(event.unique_id), REJECTED, exc.reason, exc.message, field))
     return checked
 
 

@@ -33,6 +33,9 @@ class Outcome:
     status: str
     reason: str = ""
     message: str = ""
+    # The field a rejection is about (the event's own name for it: `account`, `timestamp`),
+    # so IngestEvent's error names it in `metadata.field` as every other refusal does.
+    field: str = ""
 
 
 @dataclass(slots=True)

@@ -91,6 +91,7 @@ def ingest(
                 REJECTED,
                 "ACCOUNT_UNKNOWN",
                 "account names no billing account (id or principal id)",
+                "account",
             )
             continue
         c.account_id = account_id
@@ -165,7 +166,7 @@ def _archived_outcomes(
             outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
         else:
             outcomes[c.index] = Outcome(
-                c.unique_id, REJECTED, ARCHIVED, f"account {c.account_id} is archived"
+                c.unique_id, REJECTED, ARCHIVED, f"account {c.account_id} is archived", "account"
             )
 
 
@@ -183,7 +184,7 @@ def rejection(outcome: Outcome) -> DomainError:
     """A rejected single event (IngestEvent) as the error its caller receives: an archived
     account is a failed precondition, as for grants, tokens and checkouts."""
     kind = Kind.FAILED_PRECONDITION if outcome.reason == ARCHIVED else Kind.INVALID_ARGUMENT
-    return DomainError(kind, outcome.reason, outcome.message)
+    return DomainError(kind, outcome.reason, outcome.message, field=outcome.field or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,3 +76,23 @@ def test_head_on_a_path_that_takes_get_is_405_with_allow_not_the_404_of_a_missin
     assert resp.status == 405, (resp.status, resp.headers)
     assert "GET" in resp.headers["allow"].split(", "), resp.headers
     assert "HEAD" not in resp.headers["allow"], resp.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("GET", "/v1/billing/webhooks", {"POST"}),
+        ("DELETE", "/healthz", {"GET", "HEAD"}),
+        ("POST", "/readyz", {"GET", "HEAD"}),
+        ("PUT", "/api/openapi.json", {"GET", "HEAD"}),
+        ("POST", "/v1/health", {"GET", "HEAD"}),
+        ("TRACE", "/v1/health", {"GET", "HEAD"}),
+        ("FOO", "/v1/health", {"GET", "HEAD"}),
+    ],
+)
+def test_the_health_and_sidecar_paths_answer_405_with_allow_too(stack, method, url, allowed):  # type: ignore[no-untyped-def]
+    """The sidecar's own routes (Stripe's webhooks, its health, the document) and the
+    server's REST health route say which methods they take, as the API's paths do."""
+    resp = stack.request(method, url, None, {})
+    assert (resp.status, resp.reason) == (405, "ROUTE_NOT_FOUND"), resp.body
+    assert set(resp.headers["allow"].split(", ")) == allowed, resp.headers

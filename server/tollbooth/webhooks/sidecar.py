@@ -255,7 +255,11 @@ def create_app(
         return _error(404, "ROUTE_NOT_FOUND", "no such path")
 
     async def not_allowed(request: Request, exc: Exception) -> JSONResponse:
-        return _error(405, "ROUTE_NOT_FOUND", "method not allowed")
+        response = _error(405, "ROUTE_NOT_FOUND", "method not allowed")
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")
+        if allow:  # RFC 9110: a 405 says which methods the path takes
+            response.headers["Allow"] = allow
+        return response
 
     return Starlette(
         routes=[

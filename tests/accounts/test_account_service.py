@@ -365,3 +365,14 @@ def test_alias_prefix_matches_the_case_given(channel):  # type: ignore[no-untype
     assert listed(tag) == [lower.id]
     assert listed(tag.upper()) == [upper.id]
     assert listed(f"{tag}-TEAM") == []
+
+
+@pytest.mark.parametrize("alias", ["..", "-a", ":x", "@example"])
+def test_an_alias_not_beginning_with_a_letter_or_digit_is_refused_saying_so(alias: str) -> None:
+    """`..` holds only characters the rule lists: the message must name the rule it breaks."""
+    from tollbooth.accounts.service import validate_alias
+    from tollbooth.errors import DomainError
+
+    with pytest.raises(DomainError) as exc:
+        validate_alias(alias)
+    assert "beginning with a letter or a digit" in str(exc.value)

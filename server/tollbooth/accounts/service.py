@@ -17,13 +17,15 @@ PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
 
 
 def validate_alias(value: str, field_name: str = "principal_id") -> str:
-    """A principal id (alias): 1-200 of letters, digits and `._:@-`, never `acct_...`."""
+    """A principal id (alias): 1-200 of letters, digits and `._:@-`, the first a letter or a
+    digit, never `acct_...`."""
     value = value.strip()
     if not value:
         raise errors.required(field_name)
     if not PRINCIPAL_RE.match(value):
         raise errors.invalid(
-            f"{field_name} must be 1-200 characters of letters, digits and ._:@-",
+            f"{field_name} must be 1-200 characters of letters, digits and ._:@-, beginning"
+            " with a letter or a digit",
             field=field_name,
         )
     if value.startswith("acct_"):

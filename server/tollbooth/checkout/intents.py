@@ -221,8 +221,8 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
             )
     # Refused before anything is written (the e-mail included); only a stale intent goes.
     held = held_once(session, account.id, prices) if prices else None
-    if held is not None and (own is None or own.status == "pending"):
-        if own is not None:  # bought since this intent was recorded: it is never sent now
+    if held is not None and (own is None or own.status in LIVE):
+        if own is not None:  # bought since: never sent now (pending), nor handed out (open)
             repository.delete_pending(session, own.id, account_id=account.id)
         return _Plan(account.id, refusal=already_purchased(held.id))
     if email:

@@ -94,6 +94,15 @@ def _record_or_share(
                 reason="IDEMPOTENCY_KEY_REUSED",
                 field="request_id",
             )
+        if own.status not in ("succeeded", "canceled") and cleaned.price is not None:
+            if held_once(session, account.id, [cleaned.price]):
+                # Bought since by another purchase (a checkout in another tab): refused, as a
+                # new request is. One still `pending` (its provider call failed) is withdrawn:
+                # it is never sent now, as a checkout's retry is not.
+                refusal = already_purchased(cleaned.price.id)
+                if own.status == "pending":
+                    raise _HeldSince(own.id, account.id, refusal)
+                raise refusal
         return own, False
     if cleaned.price is not None and bought_once(cleaned.price):
         # Creations of one account take turns here, so two tabs cannot both miss each other
@@ -127,6 +136,17 @@ def _record_or_share(
     )
     repository.add_intent(session, row)
     return row, False
+
+
+class _HeldSince(Exception):
+    """A retry of a `pending` intent of a price bought once that the account holds since:
+    its row is withdrawn (nothing was given to pay) and `refusal` answered."""
+
+    def __init__(self, intent_id: str, account_id: str, refusal: errors.DomainError) -> None:
+        super().__init__(refusal.message)
+        self.intent_id = intent_id
+        self.account_id = account_id
+        self.refusal = refusal
 
 
 def provider_params(row: PaymentIntent, customer: str) -> dict[str, Any]:
@@ -197,7 +217,12 @@ def _recorded(
     for attempt in (1, 2):
         try:
             with db.transaction() as session:
-                return _record_or_share(session, caller, req)
+                try:
+                    return _record_or_share(session, caller, req)
+                except _HeldSince as held:  # withdrawn in this transaction, then refused
+                    repository.delete_pending(session, held.intent_id, account_id=held.account_id)
+                    refusal = held.refusal
+            raise refusal
         except IntegrityError:
             # A concurrent twin (same request_id) recorded the same id first: read it back.
             if attempt == 2:

@@ -322,16 +322,22 @@ def grant_for_price(
     payment_intent: str | None = None,
 ) -> None:
     """The grants a price brings; their expiry counts from `anchor` (the billing period's
-    start) when given, else from now."""
+    start) when given, else from now. An anchored expiry already past when the event is
+    applied (delivered or retried late, a renewal paid days into its period) counts from now
+    instead: the ledger refuses a grant that expires in the past, so the event would fail on
+    every attempt, the payment taken and nothing granted."""
     for n, spec in enumerate(price.credit_grants or []):
         if not spec.get(when):
             continue
         # Exact, or AMOUNT_INVALID past the storage cap (issue 14, finding 7): never rounded.
         amount = amounts.times(str(spec["amount"]), max(quantity, 1), f"credit_grants[{n}].amount")
-        now = anchor or ctx.clock()
         # A price stored before the cap may hold more: counted as the cap (a datetime past
         # year 9999 would fail this event on every retry, the purchase paid and not granted).
         expires = min(int(spec.get("expires_after_sec") or 0), MAX_GRANT_EXPIRY_SEC)
+        applied = ctx.clock()
+        now = anchor or applied
+        if expires and now + dt.timedelta(seconds=expires) <= applied:
+            now = applied  # the anchored expiry has passed: counted from the grant itself
         request_id = f"{request_prefix}:{price.id}:{n}"
         grant = credit_grants.grant(
             ctx.session,

@@ -63,6 +63,11 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     (never less: a downgrade takes nothing back); once per subscription, change and period."""
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
+    if row.current_period_end is not None and row.current_period_end <= ctx.clock():
+        # The provider's period is over (its renewal not made yet, or a paused subscription):
+        # nothing is left of it to grant for; the renewal grants the new plan. Its grant
+        # would expire in the past, which the ledger refuses: the event failed on every try.
+        return
     prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
     key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"

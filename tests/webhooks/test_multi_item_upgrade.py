@@ -15,7 +15,7 @@ from sqlalchemy import select
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World, events_of, signed_send
 from tests.conftest import bearer_md
-from tollbooth.db.models import CreditGrant
+from tollbooth.db.models import CreditGrant, Price
 
 
 def every(amount: str) -> list[catalog_pb2.CreditGrantSpec]:
@@ -170,3 +170,31 @@ def test_a_change_seen_first_after_the_renewal_is_measured_from_every_line_it_ch
     upgrades = [a for r, a in granted(quiet, account) if r.startswith("upgrade")]
     assert upgrades == [Decimal(100)]
     assert Decimal(quiet.balance(account, "api_calls")) == Decimal(700)
+
+
+def test_an_item_added_grants_its_plan_for_the_rest_of_the_period_once(quiet: World) -> None:
+    """pro alone, then 2 units of support added by the merchant (no checkout): the first item
+    is unchanged, and support's 100 a period is granted once."""
+    quiet.price("pro", group="plan", grants=every("100"))
+    quiet.price("support", group="care", amount=500, grants=every("50"))
+    quiet.buy(quiet.token()[0], "support")  # someone's checkout puts support at the provider
+    with quiet.deps.db.transaction(readonly=True) as session:
+        support = session.scalars(select(Price).where(Price.lookup_key == "support")).one()
+        stripe_support = support.stripe_price_id
+    assert stripe_support
+    token, account = quiet.token()
+    stripe_id = quiet.buy(token, "pro").session.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    sub_id = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).subscription)
+    for evt in events_of(quiet, "customer.subscription.created", sub_id):
+        send(quiet, evt)
+    for evt in events_of(quiet, "checkout.session.completed", stripe_id):
+        send(quiet, evt)
+    added = changed(quiet, sub_id, [{"price": stripe_support, "quantity": 2}])
+    for evt in [*added, *map(twin, added), *added]:
+        send(quiet, evt)
+    assert sorted(granted(quiet, account)) == [
+        ("purchase of pro", Decimal(100)),
+        ("upgrade to pro, support", Decimal(100)),
+    ]
+    assert Decimal(quiet.balance(account, "api_calls")) == Decimal(200)

@@ -65,9 +65,9 @@ class Facts:
         self.disputes: dict[str, dict[str, Any] | None] = {}
         # renewal invoice -> what it charged for (`provider.invoices.renewal_lines`)
         self.renewal_lines: dict[str, list[tuple[str, int, int | None]] | None] = {}
-        # subscription -> (Stripe price, quantity) its current period was charged for, when
-        # its latest invoice is that period's renewal (`upgrades.grant`)
-        self.period_plan: dict[str, tuple[str, int]] = {}
+        # subscription -> (Stripe price, quantity) of each line its current period was charged
+        # for, when its latest invoice is that period's renewal (`upgrades.grant`)
+        self.period_plan: dict[str, list[tuple[str, int]]] = {}
 
     def subscription(self, stripe_subscription_id: str) -> dict[str, Any] | None:
         """The provider's object (None: the provider does not know it)."""
@@ -237,7 +237,7 @@ def _write_subscription(
         changed = sorted(k for k in after if after[k] != before.get(k))
         ctx.changes.append(f"subscription {sub} updated: {', '.join(changed)}")
         if status in repository.LIVE_STATES and before.get("price_id"):
-            upgrades.grant(ctx, row, before)
+            upgrades.grant(ctx, row, before, items)
 
 
 def _snapshot(row: Subscription) -> dict[str, Any]:
@@ -298,7 +298,7 @@ def _read_renewal(provider: StripeProvider, facts: Facts, sub_id: str, invoice_i
     facts.payment_intents[invoice_id] = invoices.paid_intent(invoice)
     lines = facts.renewal_lines[invoice_id] = invoices.renewal_lines(invoice)
     if lines and invoice_id == _id((facts.subscriptions[sub_id] or {}).get("latest_invoice")):
-        facts.period_plan[sub_id] = (lines[0][0], lines[0][1])
+        facts.period_plan[sub_id] = [(price, quantity) for price, quantity, _ in lines]
 
 
 def on_subscription(ctx: Context, obj: dict[str, Any]) -> None:

@@ -5,6 +5,9 @@ Called by `tollbooth.subscriptions.effects` when it writes the provider's object
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -24,17 +27,43 @@ if TYPE_CHECKING:
     from tollbooth.subscriptions.effects import Context
 
 
-def grant(ctx: Context, row: Subscription, before: dict[str, Any]) -> None:
-    """The upgrade's grant, if the change from `before` (the row as it was) is one. A change
-    seen only across a renewal (`renewed_since`) is measured from the plan the renewal charged
-    for (`Facts.period_plan`; nothing when it is not known): the renewal grants that plan."""
+# (our price id, None for a price not ours; quantity) of each item of a subscription
+Items = list[tuple[str | None, int]]
+
+
+def grant(ctx: Context, row: Subscription, before: dict[str, Any], items: list[Any]) -> None:
+    """The upgrade's grant, if the change from `before` (the row as it was, its `items` the
+    (Stripe price, quantity) it held) to `items` (the provider's, as `subscription_items`
+    columns) is one. A change seen only across a renewal (`renewed_since`) is measured from
+    the plan the renewal charged for (`Facts.period_plan`; nothing when it is not known): the
+    renewal grants that plan. A subscription of one item is measured by its price and
+    quantity; one that has (or had) several, by all of its items together."""
+    new: Items = [(i["price_id"], i["quantity"]) for i in items]
     if not renewed_since(before.get("current_period_end"), row.current_period_start):
-        _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
+        held = before.get("items") or [(before.get("stripe_price_id"), before.get("quantity"))]
+        if len(held) == 1 and len(new) == 1:
+            _grant_upgrade(ctx, row, str(before["price_id"]), int(before.get("quantity") or 1))
+        else:
+            _grant_set_change(ctx, row, _ours(ctx, held), new)
         return
     charged = ctx.facts.period_plan.get(row.stripe_subscription_id)
-    price = links.price_by_stripe_id(ctx.session, charged[0]) if charged else None
-    if charged is not None and price is not None:
-        _grant_upgrade(ctx, row, price.id, charged[1])
+    if charged is None:
+        return
+    if len(charged) == 1 and len(new) == 1:
+        price = links.price_by_stripe_id(ctx.session, charged[0][0])
+        if price is not None:
+            _grant_upgrade(ctx, row, price.id, charged[0][1])
+        return
+    _grant_set_change(ctx, row, _ours(ctx, charged), new)
+
+
+def _ours(ctx: Context, items: Sequence[tuple[str | None, Any]]) -> Items:
+    """(Stripe price, quantity) pairs as our prices (None: a price not ours grants nothing)."""
+    out: Items = []
+    for stripe_price, quantity in items:
+        price = links.price_by_stripe_id(ctx.session, stripe_price) if stripe_price else None
+        out.append((price.id if price else None, int(quantity or 1)))
+    return out
 
 
 def renewed_since(old_end: Any, new_start: dt.datetime | None) -> bool:
@@ -57,30 +86,66 @@ def per_period(price: Price | None, quantity: int) -> dict[str, Decimal]:
     return out
 
 
+def per_period_of(prices: dict[str, Price], items: Items) -> dict[str, Decimal]:
+    """What a set of items grants each period (`per_period` of each, added up by credit type);
+    AMOUNT_INVALID when one item's grant, or a credit type's total, is not storable."""
+    out: dict[str, Decimal] = {}
+    for price_id, quantity in items:
+        for kind, amount in per_period(prices.get(price_id or ""), quantity).items():
+            total = amounts.add(out.get(kind, amounts.ZERO), amount)
+            out[kind] = amounts.check_storable(total, "credit_grants.amount x quantity")
+    return out
+
+
 def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quantity: int) -> None:
-    """An upgrade grants, at once, what the new plan gives per period beyond the highest level
-    the subscription held in this period (the old plan's, or an earlier one's), per credit type
-    (never less: a downgrade takes nothing back); once per subscription, change and period."""
+    """A subscription of one item, before and after: an upgrade grants, at once, what the new
+    plan gives per period beyond the highest level the subscription held in this period (the
+    old plan's, or an earlier one's), per credit type (never less: a downgrade takes nothing
+    back); once per subscription, change and period."""
     if row.price_id is None or (row.price_id, row.quantity) == (old_price_id, old_quantity):
         return
+    key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
+    key = f"{key}:{row.quantity}"
+    _grant_difference(ctx, row, [(old_price_id, old_quantity)], [(row.price_id, row.quantity)], key)
+
+
+def _grant_set_change(ctx: Context, row: Subscription, old: Items, new: Items) -> None:
+    """A subscription of several items (before or after): measured over all of them, so a
+    second item's quantity raised grants its difference, and the first item removed or moved
+    does not grant the new first item's plan again; once per subscription, change of the whole
+    set (in any order: a reordering alone is no change) and period."""
+    change = [sorted(old, key=_order), sorted(new, key=_order)]
+    if change[0] == change[1] or not new:
+        return
+    digest = hashlib.sha256(json.dumps(change).encode()).hexdigest()[:40]
+    _grant_difference(ctx, row, old, new, f"upgrade:{row.stripe_subscription_id}:set:{digest}")
+
+
+def _order(item: tuple[str | None, int]) -> tuple[str, int]:
+    return (item[0] or "", item[1])
+
+
+def _grant_difference(ctx: Context, row: Subscription, was: Items, now: Items, key: str) -> None:
+    """Grant what `now` gives per period beyond `was` (raised to the highest level held in this
+    period), per credit type, once: claimed on `key` (the change) and the period."""
     if row.current_period_end is not None and row.current_period_end <= ctx.clock():
         # The provider's period is over (its renewal not made yet, or a paused subscription):
         # nothing is left of it to grant for; the renewal grants the new plan. Its grant
         # would expire in the past, which the ledger refuses: the event failed on every try.
         return
-    prices = catalog.prices_by_ids(ctx.session, [old_price_id, row.price_id])
+    prices = catalog.prices_by_ids(ctx.session, sorted({p for p, _ in was + now if p}))
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
-    key = f"upgrade:{row.stripe_subscription_id}:{old_price_id}:{old_quantity}:{row.price_id}"
-    key = f"{key}:{row.quantity}:{period}"
+    key = f"{key}:{period}"
     try:
-        old = per_period(prices.get(old_price_id), old_quantity)
+        old = _per_period(prices, was)
     except DomainError:  # the old plan gave more per period than can be stored: nothing more
         return
     try:
-        new = per_period(prices.get(row.price_id), row.quantity)
+        new = _per_period(prices, now)
     except DomainError:  # a grant × the new quantity is past the largest storable amount
         if claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
-            _not_granted(ctx, row, _renewal_type(prices.get(row.price_id)), None, f"{key}:0")
+            kind = _overflowing_type(prices, now)
+            _not_granted(ctx, row, kind, None, f"{key}:0")
         return
     old = repository.with_upgrades_reached(ctx.session, row, period, old, new)
     after = {k: max(old.get(k, amounts.ZERO), new.get(k, amounts.ZERO)) for k in old | new}
@@ -89,6 +154,12 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
     extra = {kind: amount for kind, amount in extra.items() if amount > 0}
     if not extra or not claim_effect(ctx.session, key, ctx.event_id, row.billing_account_id):
         return
+    ours = [p for p, _ in now if p]
+    if len(now) == 1:  # a plan of one item: named as the subscription's
+        plan, price_id = row.lookup_key or row.price_id, row.price_id or ""
+    else:  # several: each of ours, in the provider's order; the first of them
+        plan = ", ".join((prices[p].lookup_key if p in prices else None) or p for p in ours)
+        price_id = row.price_id or ours[0]
     for n, (kind, amount) in enumerate(sorted(extra.items())):
         request_id = f"{key}:{n}"
         if first_not_storable(ctx.session, row.billing_account_id, {kind: amount}, ctx.clock()):
@@ -100,11 +171,11 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
             row.billing_account_id,
             credit_type=kind,
             amount=format(amount, "f"),
-            reason=f"upgrade to {row.lookup_key or row.price_id}",
+            reason=f"upgrade to {plan}",
             priority=0,
             expire_at=row.current_period_end,
             request_id=request_id,
-            metadata={"price_id": row.price_id, "event_id": ctx.event_id},
+            metadata={"price_id": price_id, "event_id": ctx.event_id},
             clock=ctx.clock,
         )
         outbox.enqueue(
@@ -115,12 +186,30 @@ def _grant_upgrade(ctx: Context, row: Subscription, old_price_id: str, old_quant
                 "grant_id": made.id,
                 "credit_type": kind,
                 "amount": format(amount, "f"),
-                "price_id": row.price_id,
+                "price_id": price_id,
                 "request_id": request_id,
             },
             f"credits.granted:{request_id}",
         )
         ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+
+
+def _per_period(prices: dict[str, Price], items: Items) -> dict[str, Decimal]:
+    """`per_period` of a lone item as it is (a subscription of one item), else `per_period_of`."""
+    if len(items) == 1:
+        return per_period(prices.get(items[0][0] or ""), items[0][1])
+    return per_period_of(prices, items)
+
+
+def _overflowing_type(prices: dict[str, Price], items: Items) -> str:
+    """The credit type of the first item's grant that is not storable (else the first item's
+    with an `on_renewal` grant): what `subscription.upgrade_not_granted` names."""
+    for price_id, quantity in items:
+        try:
+            per_period(prices.get(price_id or ""), quantity)
+        except DomainError:
+            return _renewal_type(prices.get(price_id or ""))
+    return next((t for t in (_renewal_type(prices.get(p or "")) for p, _ in items) if t), "")
 
 
 def _renewal_type(price: Price | None) -> str:

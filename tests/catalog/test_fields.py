@@ -75,6 +75,12 @@ def test_bad_credit_amount_is_amount_invalid(raw):  # type: ignore[no-untyped-de
         ({"currency": "xau"}, "CURRENCY_INVALID"),
         ({"currency": "usdd"}, "CURRENCY_INVALID"),
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
+        # Stripe's three-decimal currencies take amounts whose last digit is 0 only.
+        ({"currency": "kwd", "unit_amount": 1005}, "PRICE_AMOUNT_INVALID"),
+        ({"currency": " BHD ", "unit_amount": 1}, "PRICE_AMOUNT_INVALID"),
+        ({"currency": "jod", "unit_amount": 99_999_999}, "PRICE_AMOUNT_INVALID"),
+        ({"currency": "omr", "unit_amount": 2995}, "PRICE_AMOUNT_INVALID"),
+        ({"currency": "Tnd", "unit_amount": 11}, "PRICE_AMOUNT_INVALID"),
         ({"type": "unknown(7)"}, "INVALID_ARGUMENT"),
         ({"interval": "month"}, "INVALID_ARGUMENT"),
         ({"type": f.RECURRING}, "FIELD_REQUIRED"),
@@ -100,6 +106,25 @@ def test_bad_credit_amount_is_amount_invalid(raw):  # type: ignore[no-untyped-de
 )
 def test_invalid_price_fields_are_refused(change, reason):  # type: ignore[no-untyped-def]
     assert reason_of(f.clean_price, PriceFields(**{**vars(VALID_PRICE), **change})) == reason
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount"),
+    [("kwd", 1000), ("BHD", 0), ("jod", 99_999_990), ("omr", 10), ("tnd", 2990), ("usd", 1005)],
+)
+def test_three_decimal_amounts_ending_in_zero_and_other_currencies_are_taken(currency, amount):  # type: ignore[no-untyped-def]
+    clean = f.clean_price(
+        PriceFields(**{**vars(VALID_PRICE), "currency": currency, "unit_amount": amount})
+    )
+    assert (clean.currency, clean.unit_amount) == (currency.lower(), amount)
+
+
+def test_an_update_leaves_a_stored_three_decimal_amount_alone():
+    """Amount and currency never change in an update: a price stored with 1005 kwd before the
+    rule can still be renamed (its checkout and payments are refused instead)."""
+    stored = PriceFields(**{**vars(VALID_PRICE), "currency": "kwd", "unit_amount": 1005})
+    assert f.clean_price(stored, new_amount=False).unit_amount == 1005
+    assert reason_of(f.clean_price, stored) == "PRICE_AMOUNT_INVALID"
 
 
 def test_price_is_normalised():

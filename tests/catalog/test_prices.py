@@ -97,6 +97,9 @@ def test_invalid_price_is_refused_and_creates_nothing(channel, prod):  # type: i
         ({"unit_amount": -1}, "INVALID_ARGUMENT"),
         ({"unit_amount": 100_000_000}, "PRICE_AMOUNT_INVALID"),  # the provider's 8 digits
         ({"unit_amount": 2**63 - 1}, "PRICE_AMOUNT_INVALID"),
+        # Stripe refuses a three-decimal currency's amount unless its last digit is 0.
+        ({"currency": "kwd", "unit_amount": 1005}, "PRICE_AMOUNT_INVALID"),
+        ({"currency": "BHD", "unit_amount": 1}, "PRICE_AMOUNT_INVALID"),
         ({"credit_grants": [grant("1", on_renewal=True)]}, "INVALID_ARGUMENT"),
         ({"entitlements": [catalog_pb2.Entitlement(value="x")]}, "FIELD_REQUIRED"),
     ]
@@ -110,6 +113,16 @@ def test_invalid_price_is_refused_and_creates_nothing(channel, prod):  # type: i
 
 def test_the_providers_largest_unit_amount_is_accepted(channel, prod):  # type: ignore[no-untyped-def]
     assert price(channel, prod, unit_amount=99_999_999).unit_amount == 99_999_999
+
+
+def test_a_three_decimal_amount_names_unit_amount_and_one_ending_in_zero_is_taken(channel, prod):  # type: ignore[no-untyped-def]
+    err = fails(
+        INVALID, "PRICE_AMOUNT_INVALID", price, channel, prod, currency="kwd", unit_amount=1005
+    )
+    assert error_field(err) == "price.unit_amount"
+    assert "kwd" in (err.details() or "")
+    created = price(channel, prod, currency="KWD", unit_amount=1010)
+    assert (created.currency, created.unit_amount) == ("kwd", 1010)
 
 
 def test_bad_credit_amounts_are_amount_invalid(channel, prod):  # type: ignore[no-untyped-def]

@@ -209,6 +209,7 @@ class World:
         grants: list[catalog_pb2.CreditGrantSpec] | None = None,
         entitlements: list[catalog_pb2.Entitlement] | None = None,
         product_id: str = "",
+        currency: str = "usd",
     ) -> catalog_pb2.Price:
         if not product_id:
             product_id = self.catalog.CreateProduct(
@@ -223,7 +224,7 @@ class World:
             catalog_pb2.CreatePriceRequest(
                 price=catalog_pb2.Price(
                     product_id=product_id,
-                    currency="usd",
+                    currency=currency,
                     unit_amount=amount,
                     type=catalog_pb2.PRICE_TYPE_RECURRING
                     if recurring

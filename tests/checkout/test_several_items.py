@@ -6,14 +6,14 @@ provider's limit is refused before anything is recorded."""
 from __future__ import annotations
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import check
-from tests.helpers import error_reason
-from tollbooth.db.models import CheckoutSession, Subscription
+from tests.helpers import error_field, error_reason
+from tollbooth.db.models import CheckoutSession, Price, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 
 E = catalog_pb2.Entitlement
@@ -118,6 +118,46 @@ def test_a_total_over_the_providers_limit_is_400_and_records_nothing(world: Worl
         timeout=30,
     )
     assert at_limit.session.amount_total == 1500 * 66_666
+
+
+def test_a_stored_three_decimal_price_not_ending_in_zero_is_400_before_the_provider(
+    world: World,
+) -> None:
+    """Stripe takes a three-decimal currency's amount (KWD, BHD, JOD, OMR, TND) only when its
+    last digit is 0. CreatePrice refuses any other (PRICE_AMOUNT_INVALID); a price stored
+    before that rule (here written straight into the database) is refused at checkout before
+    an intent is recorded or Stripe is called, and one ending in 0 is a checkout."""
+    legacy = world.price("legacy-kwd", recurring=False, amount=1500).price_id
+    with world.deps.db.transaction() as session:
+        session.execute(
+            update(Price).where(Price.id == legacy).values(currency="kwd", unit_amount=1005)
+        )
+    fine = world.price("fine-kwd", recurring=False, amount=1010, currency="KWD").price_id
+    token, account = world.token()
+
+    def buy(price_id: str) -> checkout_pb2.CreateCheckoutSessionResponse:
+        return world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[checkout_pb2.CheckoutLineItem(price=price_id, quantity=1)],
+                success_url="https://app.example/ok",
+                mode="payment",
+            ),
+            metadata=bearer_md(token),
+            timeout=30,
+        )
+
+    try:
+        buy(legacy)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert error_reason(err) == "CHECKOUT_AMOUNT_INVALID", err.details()
+        assert error_field(err) == "line_items[0]"
+    else:
+        raise AssertionError("a checkout of 1005 kwd was created")
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 10}).data == []
+    session = buy(fine).session
+    assert (session.amount_total, session.currency) == (1010, "kwd")
 
 
 def test_credit_grants_times_quantity_past_the_storable_amount_are_400_before_checkout(

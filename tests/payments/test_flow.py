@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billing.v1 import catalog_pb2, checkout_pb2, payment_pb2, webhook_pb2, webhook_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, WEBHOOK_SECRET, bearer_md
-from tests.helpers import error_reason
+from tests.helpers import error_field, error_reason
 from tests.payments.support import (
     SEED_BODY,
     confirm,
@@ -26,7 +26,7 @@ from tests.payments.support import (
     stub,
     token,
 )
-from tollbooth.db.models import BillingEffect, CreditGrant
+from tollbooth.db.models import BillingEffect, CreditGrant, Price
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.webhooks.signature import header
 
@@ -192,6 +192,36 @@ def test_a_currency_in_upper_case_is_taken_as_prices_take_it(world: World):
             )
         }
     assert stored == {plain.payment_intent_id: "usd", priced.payment_intent_id: "usd"}
+
+
+def test_a_three_decimal_amount_must_end_in_zero_even_when_a_stored_price_gives_it(
+    world: World,
+):
+    """Stripe refuses 1005 kwd (its three-decimal currencies take amounts ending in 0): the
+    intent is refused first, naming `amount`, also when the amount comes from a price stored
+    before CreatePrice refused such prices; 1010 kwd is an intent, at Stripe too."""
+    legacy = one_time_pack(world, "pack-kwd-legacy", amount=1500)
+    with world.deps.db.transaction() as session:
+        session.execute(
+            update(Price).where(Price.id == legacy).values(currency="kwd", unit_amount=1005)
+        )
+    bearer, _ = token(world)
+    for fields in (
+        {"amount": 1005, "currency": "kwd"},
+        {"amount": 2995, "currency": "BHD"},
+        {"amount": 1, "currency": "tnd"},
+        {"catalog_price_id": legacy, "amount": 0, "currency": ""},
+    ):
+        err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (fields, err.details())
+        assert error_reason(err) == "PAYMENT_AMOUNT_INVALID", (fields, err.details())
+        assert error_field(err) == "amount"
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+    intent = create(world, bearer, amount=1010, currency="KWD")
+    assert (intent.amount, intent.currency) == (1010, "kwd")
+    remote = world.stripe.v1.payment_intents.retrieve(intent.stripe_payment_intent_id)
+    assert (remote.amount, remote.currency) == (1010, "kwd")
 
 
 def test_a_price_granting_more_than_can_be_stored_is_400_and_creates_nothing(world: World):

@@ -344,7 +344,9 @@ class Price(_message.Message):
     currency: _builtins.str
     """ISO 4217 code, lower case."""
     unit_amount: _builtins.int
-    """Amount in minor units (cents)."""
+    """Amount in minor units (cents). In a three-decimal currency (bhd, jod,
+    kwd, omr, tnd) it must end in 0, as the provider requires.
+    """
     type: Global___PriceType.ValueType
     """One-time or recurring; unspecified follows `recurring` (recurring when an
     interval is given, else one-time).

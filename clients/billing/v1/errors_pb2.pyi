@@ -211,10 +211,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_CHECKOUT_AMOUNT_INVALID: _ErrorReason.ValueType  # 210
     """A checkout's total (each line's unit amount times its quantity, summed) is over the
-    provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
+    provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
+    jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
+    refused that): refused before anything is recorded (INVALID_ARGUMENT).
     """
     ERROR_REASON_PRICE_AMOUNT_INVALID: _ErrorReason.ValueType  # 211
-    """A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
+    """A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
+    currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
+    (INVALID_ARGUMENT).
+    """
     ERROR_REASON_PRICE_ALREADY_PURCHASED: _ErrorReason.ValueType  # 212
     """The account already holds this non-stackable one-time price (a purchase of it not refunded
     in full): a checkout or payment intent buying it again is refused, nothing is created
@@ -244,7 +249,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_PAYMENT_AMOUNT_INVALID: _ErrorReason.ValueType  # 180
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
-    The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+    The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
+    the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
+    kwd, omr, tnd) does not end in 0, which the provider refuses.
     """
     ERROR_REASON_EMAIL_INVALID: _ErrorReason.ValueType  # 181
     """An e-mail field (an account's, a customer's, a checkout's customer_email, a
@@ -458,10 +465,15 @@ recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUME
 """
 ERROR_REASON_CHECKOUT_AMOUNT_INVALID: ErrorReason.ValueType  # 210
 """A checkout's total (each line's unit amount times its quantity, summed) is over the
-provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
+provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
+jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
+refused that): refused before anything is recorded (INVALID_ARGUMENT).
 """
 ERROR_REASON_PRICE_AMOUNT_INVALID: ErrorReason.ValueType  # 211
-"""A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT)."""
+"""A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
+currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
+(INVALID_ARGUMENT).
+"""
 ERROR_REASON_PRICE_ALREADY_PURCHASED: ErrorReason.ValueType  # 212
 """The account already holds this non-stackable one-time price (a purchase of it not refunded
 in full): a checkout or payment intent buying it again is refused, nothing is created
@@ -491,7 +503,9 @@ an active one.
 """
 ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
-The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
+the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
+kwd, omr, tnd) does not end in 0, which the provider refuses.
 """
 ERROR_REASON_EMAIL_INVALID: ErrorReason.ValueType  # 181
 """An e-mail field (an account's, a customer's, a checkout's customer_email, a

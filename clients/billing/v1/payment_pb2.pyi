@@ -192,8 +192,10 @@ class CreatePaymentIntentRequest(_message.Message):
     always act on the token's account and leave this empty.
     """
     amount: _builtins.int
-    """Amount in minor units, 1 to 99999999. With a catalog_price_id it may be
-    left out (0): the price's amount; when given, it must equal it.
+    """Amount in minor units, 1 to 99999999; in a three-decimal currency (bhd,
+    jod, kwd, omr, tnd) ending in 0, as the provider requires. With a
+    catalog_price_id it may be left out (0): the price's amount; when given,
+    it must equal it.
     """
     currency: _builtins.str
     """ISO 4217 code, in any case (lower-cased as prices are: `USD` is `usd`).

@@ -29,6 +29,10 @@ MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 INT32_MAX = 2**31 - 1
 # The provider's largest `unit_amount` (eight digits of minor units; Stripe's limit).
 MAX_UNIT_AMOUNT = 99_999_999
+# Stripe's three-decimal currencies: it takes their amounts only when the least-significant
+# digit is 0 (stripe.com/docs/currencies, "Three-decimal currencies"; 5.124 KWD is 5120 or
+# 5130), and refuses any other price or payment with a 400.
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
 # A purchased grant expires this long after the purchase (or the period's start): a century of
@@ -318,6 +322,18 @@ def clean_currency(currency: str) -> str:
     return code
 
 
+def provider_amount_refusal(amount: int, currency: str) -> str:
+    """Why the provider refuses `amount` minor units of `currency` (a clean, lower-case code)
+    though it is within its limits, as a sentence; empty when it takes it. A three-decimal
+    currency's amount must end in 0 (1005 kwd, 1.005 KWD, is refused; 1000 or 1010 is taken)."""
+    if currency in THREE_DECIMAL_CURRENCIES and amount % 10:
+        return (
+            f"{currency} is a three-decimal currency: the provider takes its amounts only in"
+            f" whole tens of minor units (last digit 0), not {amount}"
+        )
+    return ""
+
+
 def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tuple[str, str, int]:
     """Type and recurrence: recurring iff RECURRING; an interval_count of 0 means 1.
 
@@ -368,9 +384,15 @@ def clean_product(fields: ProductFields) -> ProductFields:
 
 
 def clean_price(
-    fields: PriceFields, *, require_product: bool = True, expiry_name: str = "expires_after_seconds"
+    fields: PriceFields,
+    *,
+    require_product: bool = True,
+    expiry_name: str = "expires_after_seconds",
+    new_amount: bool = True,
 ) -> PriceFields:
-    """A valid price. Without require_product the product is left unnamed (catalog files)."""
+    """A valid price. Without require_product the product is left unnamed (catalog files).
+    Without new_amount (an update: amount and currency never change) a stored amount the
+    provider refuses is left alone, so such a price can still be renamed or unlinked."""
     price_type, interval, count = clean_price_shape(
         fields.type, fields.interval, fields.interval_count
     )
@@ -384,9 +406,15 @@ def clean_price(
             reason="PRICE_AMOUNT_INVALID",
             field="unit_amount",
         )
+    product_id = _text(fields.product_id, "product_id", 40, required=require_product)
+    currency = clean_currency(fields.currency)
+    if new_amount and (refusal := provider_amount_refusal(fields.unit_amount, currency)):
+        raise errors.invalid(
+            f"unit_amount: {refusal}", reason="PRICE_AMOUNT_INVALID", field="unit_amount"
+        )
     return PriceFields(
-        product_id=_text(fields.product_id, "product_id", 40, required=require_product),
-        currency=clean_currency(fields.currency),
+        product_id=product_id,
+        currency=currency,
         unit_amount=fields.unit_amount,
         type=price_type,
         interval=interval,

@@ -276,7 +276,7 @@ def update_price(
     if given_immutable or f.is_full_mask(paths):
         _check_immutables_unchanged(current, fields)
     changes = _given(fields, apply)
-    merged = f.clean_price(replace(current, **changes))
+    merged = f.clean_price(replace(current, **changes), new_amount=False)
     if price.active and merged.lookup_key and merged.lookup_key != current.lookup_key:
         _ensure_lookup_key_free(session, merged.lookup_key)
     if (

@@ -21,7 +21,7 @@ from tollbooth import amounts, errors
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
-from tollbooth.catalog.fields import clean_currency
+from tollbooth.catalog.fields import clean_currency, provider_amount_refusal
 from tollbooth.checkout import repository
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
@@ -220,6 +220,14 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
                 field=line,
             )
         seen.add(price.id)
+        # CreatePrice refuses such a price; one stored before that rule is refused here, before
+        # an intent is recorded, rather than by the provider after.
+        if refusal := provider_amount_refusal(price.unit_amount, price.currency):
+            raise errors.invalid(
+                f"{line}: price {price.id!r}'s unit_amount: {refusal}",
+                reason="CHECKOUT_AMOUNT_INVALID",
+                field=line,
+            )
         lines.append(_Line(price, item.quantity or 1))
         amounts.add_grants(granted, price.credit_grants or [], item.quantity or 1, line)
     if sum(ln.price.unit_amount * ln.quantity for ln in lines) > MAX_TOTAL:

@@ -17,7 +17,7 @@ from tollbooth import amounts, errors
 from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
-from tollbooth.catalog.fields import clean_currency
+from tollbooth.catalog.fields import clean_currency, provider_amount_refusal
 from tollbooth.db.models import Price, Product
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.payments import repository
@@ -140,6 +140,9 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
             reason="PAYMENT_AMOUNT_INVALID",
             field="amount",
         )
+    # Also when a price gives the amount: one stored before CreatePrice refused it.
+    if refusal := provider_amount_refusal(amount, currency):
+        raise errors.invalid(f"amount: {refusal}", reason="PAYMENT_AMOUNT_INVALID", field="amount")
     description = req.description.strip()
     if len(description) > MAX_DESCRIPTION:
         raise errors.invalid(

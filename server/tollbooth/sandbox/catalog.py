@@ -15,6 +15,7 @@ from tollbooth.sandbox.wire import (
     as_int,
     as_str,
     bad_request,
+    check_three_decimal,
     merge_metadata,
     refuse_unsupported,
     required,
@@ -121,6 +122,7 @@ class Catalog(Customers):
             raise bad_request(f"Invalid currency: {currency[:10]}", "currency")
         if "unit_amount" in params:
             amount = as_int(params["unit_amount"], "unit_amount", minimum=0, maximum=99999999)
+            check_three_decimal(amount, currency, "unit_amount")
         elif "unit_amount_decimal" in params:
             text = as_str(params["unit_amount_decimal"], "unit_amount_decimal")
             if not text.isdigit():
@@ -129,6 +131,7 @@ class Catalog(Customers):
                     "unit_amount_decimal",
                 )
             amount = int(text)
+            check_three_decimal(amount, currency, "unit_amount_decimal")
         else:
             raise required("unit_amount")
         if "product" in params:

@@ -197,6 +197,22 @@ def as_int(
     return number
 
 
+# Stripe's three-decimal currencies: their amounts must end in 0 (stripe.com/docs/currencies,
+# "Three-decimal currencies": the last digit must be 0; 5.124 KWD is sent as 5120 or 5130).
+THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+
+
+def check_three_decimal(amount: int, currency: str, param: str) -> None:
+    """Refuse, as Stripe does, an amount of a three-decimal currency whose last digit is not 0."""
+    if currency.lower() in THREE_DECIMAL_CURRENCIES and amount % 10:
+        raise bad_request(
+            f"Invalid amount: {currency.upper()} is a three-decimal currency, so amounts in it"
+            " must be rounded to the nearest ten (the last digit must be 0).",
+            param,
+            code="invalid_amount",
+        )
+
+
 def as_bool(value: Any, param: str) -> bool:
     if isinstance(value, bool):
         return value

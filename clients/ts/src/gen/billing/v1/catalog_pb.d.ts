@@ -269,7 +269,8 @@ export declare type Price = Message<"billing.v1.Price"> & {
   currency: string;
 
   /**
-   * Amount in minor units (cents).
+   * Amount in minor units (cents). In a three-decimal currency (bhd, jod,
+   * kwd, omr, tnd) it must end in 0, as the provider requires.
    *
    * @generated from field: int64 unit_amount = 4;
    */

@@ -498,14 +498,18 @@ export enum ErrorReason {
 
   /**
    * A checkout's total (each line's unit amount times its quantity, summed) is over the
-   * provider's 99999999 minor units: refused before anything is recorded (INVALID_ARGUMENT).
+   * provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
+   * jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
+   * refused that): refused before anything is recorded (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_CHECKOUT_AMOUNT_INVALID = 210;
    */
   CHECKOUT_AMOUNT_INVALID = 210,
 
   /**
-   * A price's unit_amount is over the provider's 99999999 minor units (INVALID_ARGUMENT).
+   * A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
+   * currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
+   * (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_PRICE_AMOUNT_INVALID = 211;
    */
@@ -556,7 +560,9 @@ export enum ErrorReason {
 
   /**
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
-   * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit).
+   * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
+   * the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
+   * kwd, omr, tnd) does not end in 0, which the provider refuses.
    *
    * @generated from enum value: ERROR_REASON_PAYMENT_AMOUNT_INVALID = 180;
    */

@@ -184,8 +184,10 @@ export declare type CreatePaymentIntentRequest = Message<"billing.v1.CreatePayme
   account: string;
 
   /**
-   * Amount in minor units, 1 to 99999999. With a catalog_price_id it may be
-   * left out (0): the price's amount; when given, it must equal it.
+   * Amount in minor units, 1 to 99999999; in a three-decimal currency (bhd,
+   * jod, kwd, omr, tnd) ending in 0, as the provider requires. With a
+   * catalog_price_id it may be left out (0): the price's amount; when given,
+   * it must equal it.
    *
    * @generated from field: int64 amount = 2;
    */

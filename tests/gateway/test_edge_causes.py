@@ -139,6 +139,28 @@ def test_an_unknown_method_is_405_with_allow_as_a_known_one_the_path_does_not_ta
     assert method in message and "JSON" not in message, message
 
 
+def test_a_query_without_a_content_type_is_refused_naming_the_method_not_the_json(stack):  # type: ignore[no-untyped-def]
+    """Envoy refuses a QUERY (a draft method) with no Content-Type before any route or filter
+    (`query_missing_content_type`): the answer says QUERY is no method here, not that a JSON
+    body does not parse; with a Content-Type it is 405 with Allow, as FOO."""
+    bare = _raw(
+        stack,
+        f"QUERY {PRODUCTS} HTTP/1.1\r\nHost: x\r\nx-api-key: {SERVICE_KEY}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    status, reason, message, _ = _error(bare)
+    assert (status, reason) == (400, "MALFORMED_REQUEST"), message
+    assert "QUERY" in message and "JSON" not in message, message
+    typed = _raw(
+        stack,
+        f"QUERY {PRODUCTS} HTTP/1.1\r\nHost: x\r\nx-api-key: {SERVICE_KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(),
+    )
+    status, reason, message, _ = _error(typed)
+    assert (status, reason) == (405, "ROUTE_NOT_FOUND"), message
+    assert "GET" in typed.headers["allow"], typed.headers
+
+
 def test_an_unknown_method_on_a_path_that_does_not_exist_is_still_404(stack):  # type: ignore[no-untyped-def]
     resp = _raw(stack, b"FOO /api/v1/nothing/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (resp.status, resp.reason) == (404, "ROUTE_NOT_FOUND"), resp.body

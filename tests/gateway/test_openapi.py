@@ -242,6 +242,7 @@ def test_schemathesis_through_envoy_every_check_positive_and_negative(stack, tmp
     config = tmp_path / "schemathesis.toml"
     config.write_text(AUTH_CONFIG)
     replaced = ["not_a_server_error", "positive_data_acceptance", "negative_data_rejection"]
+    replaced.append("unsupported_method")
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",

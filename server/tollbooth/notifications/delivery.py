@@ -356,7 +356,11 @@ class Deliverer:
             delivery.state = FAILED
             delivery.last_error = f"{outcome.error}; {left_out(type_)}"[:500]
             return
-        age = (now - row.created_at).total_seconds() if row is not None else 0
+        # Retried for give_up_sec from the message's creation, or from its delivery's
+        # (re)creation when later: a resend of an old message (an endpoint that never had it,
+        # or a receiver that was down) is retried, not given up at its first failure.
+        started = max(row.created_at, delivery.created_at) if row is not None else now
+        age = (now - started).total_seconds()
         if age >= self.policy.give_up_sec:
             delivery.state = FAILED
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select, update
@@ -78,4 +79,31 @@ def test_a_resend_since_gives_every_old_message_its_retries(db, receiver: Receiv
         timeout=30,
     )
     assert receiver.posts[ntf] == 3
+    assert _state(db, endpoint_id, ntf) == DELIVERED
+
+
+def test_a_resend_backs_off_from_its_first_delay_not_from_earlier_attempts(  # type: ignore[no-untyped-def]
+    db, receiver: Receiver
+) -> None:
+    # Retries capped at an hour: a message with a long history of failures waits that long
+    # between attempts. Once resent, it starts again from the first delay.
+    policy = replace(FAST, retry_max_sec=3600)
+    endpoint_id = register(db, receiver)
+    receiver.always_fail = True
+    ntf = enqueue(db, "invoice.paid", "acct_backoff", {"stripe_invoice_id": "in_b"})
+    drain([Deliverer(db, policy)], lambda: receiver.posts[ntf] >= 1, timeout=30)
+    with db.transaction() as s:  # its history: 30 failed attempts, then given up
+        s.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.notification_id == ntf)
+            .values(attempts=30, state=FAILED, leased_until=None)
+        )
+        messages.resend(s, endpoint_id, ntf, utcnow())
+    receiver.always_fail = False
+    receiver.fail_first = receiver.posts[ntf] + 1  # the resend's first attempt fails
+    drain(
+        [Deliverer(db, policy)],
+        lambda: receiver.ok_posts[ntf] == 1 or _state(db, endpoint_id, ntf) == FAILED,
+        timeout=30,
+    )
     assert _state(db, endpoint_id, ntf) == DELIVERED

@@ -364,7 +364,14 @@ class Deliverer:
         if age >= self.policy.give_up_sec:
             delivery.state = FAILED
         else:
-            delay = retry_delay(delivery.attempts, self.policy)
+            attempts = delivery.attempts
+            if row is not None and delivery.created_at > row.created_at:
+                # Resent: it backs off from the first delay again, counting the attempts
+                # since the resend (this one is not flushed yet), not its whole history.
+                with session.no_autoflush:
+                    since = repository.attempts_since(session, delivery.id, delivery.created_at)
+                attempts = min(attempts, since + 1)
+            delay = retry_delay(attempts, self.policy)
             delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
 
     def _disable(

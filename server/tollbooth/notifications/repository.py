@@ -357,6 +357,13 @@ def lock_delivery(session: Session, delivery_id: str) -> NotificationDelivery | 
     return session.scalars(stmt.with_for_update()).first()
 
 
+def attempts_since(session: Session, delivery_id: str, since: dt.datetime) -> int:
+    """How many attempts of the delivery were recorded at or after `since` (its resend)."""
+    a = NotificationAttempt
+    stmt = select(func.count()).where(a.delivery_id == delivery_id, a.created_at >= since)
+    return int(session.scalar(stmt) or 0)
+
+
 def add_attempt(session: Session, delivery: NotificationDelivery, **fields: Any) -> None:
     session.add(
         NotificationAttempt(

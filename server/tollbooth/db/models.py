@@ -237,6 +237,7 @@ class NotificationDelivery(Base):
     # recorded, which clears it), even when a resend made it due meanwhile.
     leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    # The message's own time, or its latest resend to this endpoint: retries count from it.
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -356,11 +356,22 @@ class Deliverer:
             delivery.state = FAILED
             delivery.last_error = f"{outcome.error}; {left_out(type_)}"[:500]
             return
-        age = (now - row.created_at).total_seconds() if row is not None else 0
+        # Retried for give_up_sec from the message's creation, or from its delivery's
+        # (re)creation when later: a resend of an old message (an endpoint that never had it,
+        # or a receiver that was down) is retried, not given up at its first failure.
+        started = max(row.created_at, delivery.created_at) if row is not None else now
+        age = (now - started).total_seconds()
         if age >= self.policy.give_up_sec:
             delivery.state = FAILED
         else:
-            delay = retry_delay(delivery.attempts, self.policy)
+            attempts = delivery.attempts
+            if row is not None and delivery.created_at > row.created_at:
+                # Resent: it backs off from the first delay again, counting the attempts
+                # since the resend (this one is not flushed yet), not its whole history.
+                with session.no_autoflush:
+                    since = repository.attempts_since(session, delivery.id, delivery.created_at)
+                attempts = min(attempts, since + 1)
+            delay = retry_delay(attempts, self.policy)
             delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
 
     def _disable(

@@ -131,7 +131,7 @@ def insert_deliveries(
     reset: bool = False,
 ) -> int:
     """A pending delivery of each row to the endpoint (once per pair); `reset` makes existing
-    ones pending again (a resend)."""
+    ones pending again (a resend), their retries counted from now."""
     count = 0
     for row in rows:
         assert row.position is not None
@@ -145,13 +145,22 @@ def insert_deliveries(
             attempts=0,
             next_attempt_at=now,
             last_error="",
-            created_at=now,
+            # Retries are counted from it (`Deliverer._schedule`): the message's own time when
+            # fanned out, now when resent.
+            created_at=now if reset else row.created_at,
             updated_at=now,
         )
         if reset:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["endpoint_id", "notification_id"],
-                set_={"state": PENDING, "next_attempt_at": now, "updated_at": now},
+                # created_at restarts the retry window (`Deliverer._schedule`): a resent
+                # message is retried for the whole window, however old it is.
+                set_={
+                    "state": PENDING,
+                    "next_attempt_at": now,
+                    "updated_at": now,
+                    "created_at": now,
+                },
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "notification_id"])
@@ -346,6 +355,13 @@ def _unleased(now: dt.datetime) -> Any:
 def lock_delivery(session: Session, delivery_id: str) -> NotificationDelivery | None:
     stmt = select(NotificationDelivery).where(NotificationDelivery.id == delivery_id)
     return session.scalars(stmt.with_for_update()).first()
+
+
+def attempts_since(session: Session, delivery_id: str, since: dt.datetime) -> int:
+    """How many attempts of the delivery were recorded at or after `since` (its resend)."""
+    a = NotificationAttempt
+    stmt = select(func.count()).where(a.delivery_id == delivery_id, a.created_at >= since)
+    return int(session.scalar(stmt) or 0)
 
 
 def add_attempt(session: Session, delivery: NotificationDelivery, **fields: Any) -> None:

@@ -48,8 +48,7 @@ class BillingAccount(Base):
     phone: Mapped[str | None] = mapped_column(String(40))
     archived_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # Bumped by every change the provider customer must learn; customer_version is the last
-    # version the provider acknowledged.
+    # Bumped by each change the provider must learn; customer_version: the last it acknowledged.
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     customer_version: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default="0"
@@ -233,8 +232,8 @@ class NotificationDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # Pending: not before this time (a claim pushes it past the send's timeout).
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    # While a process sends it: not claimed again before this time (nor before its attempt is
-    # recorded, which clears it), even when a resend made it due meanwhile.
+    # While a process sends it: not claimed again before then (a resend too), nor before its
+    # attempt is recorded.
     leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str] = mapped_column(String(500), nullable=False, default="")
     # The message's own time, or its latest resend to this endpoint: retries count from it.

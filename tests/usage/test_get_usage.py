@@ -337,6 +337,8 @@ def test_many_digit_amounts_aggregate_exactly_on_both_databases(channel, deps) -
             assert service.metric_total(s, a, code, P0, P1) == expected, code
 
 
+# SQLite only: PostgreSQL's plans are tests/usage/test_query_plan.py's.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_on_sqlite_every_usage_query_aggregates_in_the_database(channel, deps) -> None:  # type: ignore[no-untyped-def]
     """SQLite answers GetUsage (each aggregation, with and without groups, a later page) with
     statements that aggregate through the functions registered on its connection and read the
@@ -346,8 +348,7 @@ def test_on_sqlite_every_usage_query_aggregates_in_the_database(channel, deps) -
 
     from tollbooth.usage import sqlite_query
 
-    if deps.db.dialect != "sqlite":
-        pytest.skip("PostgreSQL's plans: test_query_plan.py")
+    assert deps.db.dialect == "sqlite"
     load(channel)
     seen: list[tuple[str, Any]] = []
 

@@ -215,3 +215,31 @@ def test_delete_removes_the_metric(channel) -> None:  # type: ignore[no-untyped-
         )
     )[0] == (grpc.StatusCode.NOT_FOUND)
     assert create(channel, metric("calls")).code == "calls"  # the code is free again
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("6479179.72374925143" + "0" * 29, "6479179.72374925143"),
+        ("000000000000000000000.5", "0.5"),
+        ("1." + "0" * 18 + "1", None),  # 19 fractional digits that count
+        ("1" * 21, None),
+        ("0.000", None),
+    ],
+)
+def test_a_burn_rate_is_read_as_credit_amounts_are(channel, given, stored) -> None:  # type: ignore[no-untyped-def]
+    """Leading and trailing zeros do not count toward a rate's 20 integer and 18 fractional
+    digits, as for every credit amount (and as the OpenAPI document says): the rate is its
+    value; a rate finer or larger than that, or zero, is AMOUNT_INVALID."""
+    burning = metric(
+        "burns",
+        aggregation=A.AGGREGATION_COUNT,
+        credit_burn=usage_pb2.CreditBurn(credit_type="units", rate=given),
+    )
+    if stored is None:
+        assert failure(lambda: create(channel, burning)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "AMOUNT_INVALID",
+        )
+        return
+    assert create(channel, burning).credit_burn.rate == stored

@@ -11,13 +11,13 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
 from tollbooth.accounts import service as accounts
-from tollbooth.amounts import CREDIT_TYPE_RE
+from tollbooth.amounts import CREDIT_TYPE_RE, clean_credit_amount
 from tollbooth.auth.caller import Caller
 from tollbooth.credit import burns as credit_burns
 from tollbooth.db import Database
@@ -191,7 +191,6 @@ def rejection(outcome: Outcome) -> DomainError:
 # Metrics
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
-RATE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,18})?")
 NAME_LIMIT = 200
 PROPERTY_LIMIT = 200
 MAX_FILTERS = 20
@@ -295,20 +294,9 @@ def clean_metric(fields: MetricFields) -> MetricFields:
 
 
 def _rate(raw: str) -> str:
-    problem = errors.invalid(
-        "metric.credit_burn.rate must be a positive decimal string such as '0.5'",
-        reason="AMOUNT_INVALID",
-        field="metric.credit_burn.rate",
-    )
-    if not RATE.fullmatch(raw):
-        raise problem
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise problem from None
-    if value <= 0:
-        raise problem
-    return aggregate.decimal_text(value)
+    """A positive decimal read as every credit amount is (`amounts.clean_credit_amount`: at
+    most 20 integer and 18 fractional digits, leading and trailing zeros not counted)."""
+    return aggregate.decimal_text(Decimal(clean_credit_amount(raw, "metric.credit_burn.rate")))
 
 
 def fields_of(metric: BillableMetric) -> MetricFields:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
@@ -93,6 +93,21 @@ def paged(
     )
 
 
+def newest_first(session: Session, stmt: Select[Any], columns: tuple[Any, ...]) -> Fetch[Any]:
+    """The `Fetch` of a list of `stmt`'s rows newest first by `columns` (the last one a
+    tie-breaker, so the order is total): strictly after a key, in page order, or the opposite
+    order (`backward`), at most `limit` of them."""
+
+    def fetch(after: tuple[Any, ...] | None, limit: int, backward: bool) -> list[Any]:
+        page = stmt
+        if after is not None:
+            page = page.where(paging.after_clause(columns, after, descending=not backward))
+        order = [c.asc() if backward else c.desc() for c in columns]
+        return list(session.scalars(page.order_by(*order).limit(limit)))
+
+    return fetch
+
+
 @dataclass(frozen=True)
 class Event:
     event_id: str
@@ -134,23 +149,15 @@ def events(
 ) -> Paged[Event]:
     """A page of stored events of one status ("" for all), newest first (then by id): the
     first, the one after `page_token` (older) or before `before_token` (newer)."""
-    columns = (StripeEvent.received_at, StripeEvent.event_id)
-
-    def fetch(after: tuple[Any, ...] | None, limit: int, backward: bool) -> list[StripeEvent]:
-        stmt = select(StripeEvent)
-        if status:
-            stmt = stmt.where(StripeEvent.status == status)
-        if after is not None:
-            stmt = stmt.where(paging.after_clause(columns, after, descending=not backward))
-        order = [c.asc() if backward else c.desc() for c in columns]
-        return list(session.scalars(stmt.order_by(*order).limit(limit)))
-
+    stmt = select(StripeEvent)
+    if status:
+        stmt = stmt.where(StripeEvent.status == status)
     page = paged(
         f"events:{status}",
         (paging.Micros(), paging.Text()),
         lambda row: (row.received_at, row.event_id),
         EVENTS,
-        fetch,
+        newest_first(session, stmt, (StripeEvent.received_at, StripeEvent.event_id)),
         page_token,
         before_token,
     )
@@ -351,23 +358,14 @@ def notifications(
     """A page of the account's notifications in the outbox, newest first (then by id): the
     first, the one after `page_token` (older) or before `before_token` (newer)."""
     o = NotificationOutbox
-    columns = (o.created_at, o.id)
-
-    def fetch(
-        after: tuple[Any, ...] | None, limit: int, backward: bool
-    ) -> list[NotificationOutbox]:
-        stmt = select(o).where(o.billing_account_id == account_id)
-        if after is not None:
-            stmt = stmt.where(paging.after_clause(columns, after, descending=not backward))
-        order = [c.asc() if backward else c.desc() for c in columns]
-        return list(session.scalars(stmt.order_by(*order).limit(limit)))
-
     page = paged(
         f"account-notifications:{account_id}",
         (paging.Micros(), paging.Text()),
         lambda row: (row.created_at, row.id),
         NOTIFICATIONS,
-        fetch,
+        newest_first(
+            session, select(o).where(o.billing_account_id == account_id), (o.created_at, o.id)
+        ),
         page_token,
         before_token,
     )

@@ -52,6 +52,8 @@ PLUMBING = {
     "deadline",
     # The control-character rule of stored text (the edge, usage ingest, catalog-as-code).
     "text",
+    # The provider's minor units per currency (catalog, notifications, the sandbox's pages).
+    "currencies",
 }
 # The one module that imports every domain, and the command line, which reaches them through it.
 ASSEMBLY = "app"

@@ -25,6 +25,7 @@ from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from billing.v1 import options_pb2
+from tollbooth import currencies
 from tollbooth.auth.tokens import SCOPES
 from tollbooth.eventtypes import KNOWN_TYPES
 from tollbooth.idempotency import MAX_KEY_LENGTH
@@ -39,11 +40,9 @@ _MULTI = f"\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f{_BIDI}"
 # `str.strip()` leaves (zero-width space, joiners, word joiner, byte order mark).
 _BLANK = "\\s\\u200b-\\u200d\\u2060\\ufeff"
 # tollbooth.catalog.fields.clean_currency: an ISO 4217 code with minor units (the maintained
-# `iso4217` package), in either case.
-CURRENCIES = sorted(
-    {c.name.lower() for c in iso4217.Currency if c.exponent is not None}
-    | {c.name for c in iso4217.Currency if c.exponent is not None}
-)
+# `iso4217` package) that the provider holds (tollbooth.currencies), in either case.
+_HELD = [c.name.lower() for c in iso4217.Currency if currencies.known(c.name.lower())]
+CURRENCIES = sorted({*_HELD, *(code.upper() for code in _HELD)})
 # Values a field takes where the proto says so only in words.
 EVENT_TYPES = list(KNOWN_TYPES)
 CHOICES: dict[str, list[str]] = {

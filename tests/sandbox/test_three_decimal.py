@@ -88,3 +88,40 @@ def test_a_partial_refund_of_a_three_decimal_charge_must_end_in_zero(
     assert client.v1.charges.retrieve(charge).amount_refunded == 0
     assert client.v1.refunds.create(params={"charge": charge, "amount": 120}).amount == 120
     assert client.v1.charges.retrieve(charge).amount_refunded == 120
+
+
+def test_isk_is_taken_in_whole_kronur_and_a_currency_stripe_lacks_is_refused(
+    client: stripe.StripeClient,
+) -> None:
+    """ISK is two-decimal in Stripe's API but takes only amounts divisible by 100 (Stripe's
+    `invalid_charge_amount_no_decimal_compatible`); IQD (three decimals outside Stripe's five)
+    and a code that is no currency are refused, as Stripe refuses them."""
+    product = client.v1.products.create(params={"name": "Krona pack"})
+    intents_before = client.v1.payment_intents.list(params={"limit": 100}).data
+    err = _refused(
+        lambda: client.v1.prices.create(
+            params={"product": product.id, "currency": "isk", "unit_amount": 150}
+        )
+    )
+    assert (err.param, err.code) == ("unit_amount", "invalid_charge_amount_no_decimal_compatible")
+    err = _refused(
+        lambda: client.v1.payment_intents.create(params={"amount": 150, "currency": "isk"})
+    )
+    assert err.param == "amount"
+    for code in ("iqd", "zzz"):
+        err = _refused(
+            lambda c=code: client.v1.prices.create(
+                params={"product": product.id, "currency": c, "unit_amount": 1000}
+            )
+        )
+        assert err.param == "currency"
+        err = _refused(
+            lambda c=code: client.v1.payment_intents.create(params={"amount": 1000, "currency": c})
+        )
+        assert err.param == "currency"
+    assert client.v1.prices.list(params={"product": product.id}).data == []
+    assert client.v1.payment_intents.list(params={"limit": 100}).data == intents_before
+    price = client.v1.prices.create(
+        params={"product": product.id, "currency": "ISK", "unit_amount": 1500}
+    )
+    assert (price.currency, price.unit_amount) == ("isk", 1500)

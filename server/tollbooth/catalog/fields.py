@@ -13,9 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import iso4217
-
-from tollbooth import errors
+from tollbooth import currencies, errors
 from tollbooth.amounts import CREDIT_TYPE_RE, clean_credit_amount
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY, clean_provider_metadata
 
@@ -29,10 +27,6 @@ MAX_INTERVAL_COUNT = {"day": 1095, "week": 156, "month": 36, "year": 3}
 INT32_MAX = 2**31 - 1
 # The provider's largest `unit_amount` (eight digits of minor units; Stripe's limit).
 MAX_UNIT_AMOUNT = 99_999_999
-# Stripe's three-decimal currencies: it takes their amounts only when the least-significant
-# digit is 0 (stripe.com/docs/currencies, "Three-decimal currencies"; 5.124 KWD is 5120 or
-# 5130), and refuses any other price or payment with a 400.
-THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 MAX_ENTITLEMENTS = 100
 MAX_CREDIT_GRANTS = 20
 # A purchased grant expires this long after the purchase (or the period's start): a century of
@@ -306,14 +300,14 @@ def clean_credit_grants(
 
 
 def clean_currency(currency: str) -> str:
-    """An active ISO 4217 currency with minor units (so no gold, test or fund codes), lower
-    case as Stripe writes it. The list comes from the maintained `iso4217` package."""
+    """An active ISO 4217 currency with minor units (so no gold, test or fund codes) the
+    provider can hold (tollbooth.currencies: not IQD, LYD, CLF or UYW), lower case as Stripe
+    writes it. The ISO list comes from the maintained `iso4217` package."""
     currency = currency.strip()
     if not currency:
         raise errors.required("currency")
     code = currency.lower()
-    known = CURRENCY_RE.fullmatch(currency) and iso4217.Currency.__members__.get(code)
-    if not known or known.exponent is None:
+    if not CURRENCY_RE.fullmatch(currency) or not currencies.known(code):
         raise errors.invalid(
             "currency must be an ISO 4217 currency code such as 'usd' or 'eur'",
             reason="CURRENCY_INVALID",
@@ -325,13 +319,9 @@ def clean_currency(currency: str) -> str:
 def provider_amount_refusal(amount: int, currency: str) -> str:
     """Why the provider refuses `amount` minor units of `currency` (a clean, lower-case code)
     though it is within its limits, as a sentence; empty when it takes it. A three-decimal
-    currency's amount must end in 0 (1005 kwd, 1.005 KWD, is refused; 1000 or 1010 is taken)."""
-    if currency in THREE_DECIMAL_CURRENCIES and amount % 10:
-        return (
-            f"{currency} is a three-decimal currency: the provider takes its amounts only in"
-            f" whole tens of minor units (last digit 0), not {amount}"
-        )
-    return ""
+    currency's amount must end in 0 (1005 kwd, 1.005 KWD, is refused; 1000 or 1010 is taken);
+    an ISK amount must be whole kronur (150 isk, 1.50 ISK, is refused)."""
+    return currencies.refusal(amount, currency)
 
 
 def clean_price_shape(price_type: str, interval: str, interval_count: int) -> tuple[str, str, int]:

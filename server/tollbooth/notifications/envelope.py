@@ -10,11 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from decimal import Decimal
 from typing import Any
 
-import iso4217
-
+from tollbooth import currencies
 from tollbooth.db.models import NotificationOutbox
 from tollbooth.eventtypes import ENDPOINT_DISABLED as ENDPOINT_DISABLED
 from tollbooth.eventtypes import KNOWN_TYPES as KNOWN_TYPES
@@ -54,12 +52,11 @@ def camel(name: str) -> str:
 
 
 def major_units(minor: object, currency: object) -> str | None:
-    """Integer minor units as a decimal string of major units ("49.00"), exactly."""
+    """Integer minor units as a decimal string of major units ("49.00"), exactly, counted as
+    the provider counts them (tollbooth.currencies: 1000 MGA is "1000", 100 ISK is "1.00")."""
     if not isinstance(minor, int) or not isinstance(currency, str):
         return None
-    known = iso4217.Currency.__members__.get(currency.lower())
-    exponent = known.exponent if known is not None and known.exponent is not None else 2
-    return format(Decimal(minor).scaleb(-exponent), "f")
+    return format(currencies.major(minor, currency), "f")
 
 
 # Types that carry money, and the payload key of its integer minor units: receivers get it as

@@ -15,7 +15,8 @@ from tollbooth.sandbox.wire import (
     as_int,
     as_str,
     bad_request,
-    check_three_decimal,
+    check_currency,
+    check_currency_amount,
     merge_metadata,
     refuse_unsupported,
     required,
@@ -117,12 +118,10 @@ class Catalog(Customers):
         refuse_unsupported(params, (("recurring", "trial_period_days"),))
         if "currency" not in params:
             raise required("currency")
-        currency = as_str(params["currency"], "currency").lower()
-        if len(currency) != 3 or not currency.isalpha():
-            raise bad_request(f"Invalid currency: {currency[:10]}", "currency")
+        currency = check_currency(as_str(params["currency"], "currency"), "currency")
         if "unit_amount" in params:
             amount = as_int(params["unit_amount"], "unit_amount", minimum=0, maximum=99999999)
-            check_three_decimal(amount, currency, "unit_amount")
+            check_currency_amount(amount, currency, "unit_amount")
         elif "unit_amount_decimal" in params:
             text = as_str(params["unit_amount_decimal"], "unit_amount_decimal")
             if not text.isdigit():
@@ -131,7 +130,7 @@ class Catalog(Customers):
                     "unit_amount_decimal",
                 )
             amount = int(text)
-            check_three_decimal(amount, currency, "unit_amount_decimal")
+            check_currency_amount(amount, currency, "unit_amount_decimal")
         else:
             raise required("unit_amount")
         if "product" in params:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tollbooth import currencies
+
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -101,10 +103,9 @@ def add_interval(ts: int, interval: str, count: int, anchor: int) -> int:
 
 
 def fmt_amount(amount: int, currency: str) -> str:
-    zero_decimal = {"jpy", "krw", "vnd", "clp", "isk", "ugx", "xaf", "xof", "bif", "djf"}
-    if currency.lower() in zero_decimal:
-        return f"{amount:,} {currency.upper()}"
-    return f"{amount / 100:,.2f} {currency.upper()}"
+    """Minor units as the currency's major units, exactly, with thousands separators."""
+    places = currencies.exponent(currency)
+    return f"{currencies.major(amount, currency):,.{places}f} {currency.upper()}"
 
 
 def fmt_date(ts: int | None) -> str:

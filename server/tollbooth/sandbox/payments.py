@@ -21,7 +21,8 @@ from tollbooth.sandbox.wire import (
     as_int,
     as_str,
     bad_request,
-    check_three_decimal,
+    check_currency,
+    check_currency_amount,
     merge_metadata,
     required,
 )
@@ -274,8 +275,8 @@ class Payments(Core):
         if "currency" not in params:
             raise required("currency")
         amount = as_int(params["amount"], "amount", minimum=1, maximum=99999999)
-        currency = as_str(params["currency"], "currency").lower()
-        check_three_decimal(amount, currency, "amount")
+        currency = check_currency(as_str(params["currency"], "currency"), "currency")
+        check_currency_amount(amount, currency, "amount")
         customer = self.customer(params["customer"], "customer") if params.get("customer") else None
         pi = self._new_payment_intent(
             amount,
@@ -487,7 +488,7 @@ class Payments(Core):
         amount = remaining
         if "amount" in params:
             amount = as_int(params["amount"], "amount", minimum=1, maximum=remaining)
-            check_three_decimal(amount, charge["currency"], "amount")
+            check_currency_amount(amount, charge["currency"], "amount")
         customer = self.store.get(charge["customer"]) if charge.get("customer") else None
         now = self.now_for(customer)
         refund = {

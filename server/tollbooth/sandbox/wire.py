@@ -11,6 +11,8 @@ import re
 import sys
 from typing import Any
 
+from tollbooth import currencies
+
 _REQUEST_OPTIONS = {
     "api_key",
     "stripe_version",
@@ -197,19 +199,32 @@ def as_int(
     return number
 
 
-# Stripe's three-decimal currencies: their amounts must end in 0 (stripe.com/docs/currencies,
-# "Three-decimal currencies": the last digit must be 0; 5.124 KWD is sent as 5120 or 5130).
-THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+def check_currency(currency: str, param: str) -> str:
+    """A currency Stripe holds (lower case), or Stripe's 400 naming it."""
+    code = currency.lower()
+    if not currencies.known(code):
+        raise bad_request(f"Invalid currency: {currency[:10]}.", param)
+    return code
 
 
-def check_three_decimal(amount: int, currency: str, param: str) -> None:
-    """Refuse, as Stripe does, an amount of a three-decimal currency whose last digit is not 0."""
-    if currency.lower() in THREE_DECIMAL_CURRENCIES and amount % 10:
+def check_currency_amount(amount: int, currency: str, param: str) -> None:
+    """Refuse, as Stripe does, an amount its currency cannot take: a three-decimal currency's
+    whose last digit is not 0 (stripe.com/docs/currencies, "Three-decimal currencies"; 5.124 KWD
+    is sent as 5120 or 5130), or an ISK amount that is not whole kronur (divisible by 100)."""
+    code = currency.lower()
+    if code in currencies.THREE_DECIMAL and amount % 10:
         raise bad_request(
             f"Invalid amount: {currency.upper()} is a three-decimal currency, so amounts in it"
             " must be rounded to the nearest ten (the last digit must be 0).",
             param,
             code="invalid_amount",
+        )
+    if code in currencies.WHOLE_UNITS_ONLY and amount % 100:
+        raise bad_request(
+            f"Invalid amount. Currency {currency.upper()} has become effectively zero-decimal"
+            " and charged amounts must be evenly divisible by 100.",
+            param,
+            code="invalid_charge_amount_no_decimal_compatible",
         )
 
 

@@ -1,0 +1,66 @@
+"""How the provider (Stripe) writes an amount of each currency: which currencies it can hold,
+how many minor units make one major unit, and which amounts it refuses.
+
+Stripe's minor units follow ISO 4217 except where stripe.com/docs/currencies says otherwise:
+- zero-decimal currencies (an amount of 500 is 500 units); MGA is one though ISO gives it two
+  decimals;
+- ISK is two-decimal in the API (100 is one krona) though ISO gives it none, and since April
+  2023 Stripe takes only whole kronur (amounts divisible by 100);
+- three-decimal currencies (BHD, JOD, KWD, OMR, TND) take only amounts whose last digit is 0.
+ISO currencies with three or four decimals outside that list (IQD, LYD, CLF, UYW) have no
+Stripe minor unit at all, so they are no currency a price or payment can be in.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import iso4217
+
+ZERO_DECIMAL = frozenset(
+    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv"}
+    | {"xaf", "xof", "xpf"}
+)
+THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+# Two-decimal in the API, but only whole major units are taken (amount % 100 == 0).
+WHOLE_UNITS_ONLY = frozenset({"isk"})
+
+
+def known(code: str) -> bool:
+    """`code` (lower case) is an active ISO 4217 currency the provider has minor units for."""
+    entry = iso4217.Currency.__members__.get(code)
+    if entry is None or entry.exponent is None:
+        return False
+    return entry.exponent <= 2 or code in THREE_DECIMAL
+
+
+def exponent(code: str) -> int:
+    """How many decimal places the provider's minor units of `code` are (any case)."""
+    code = code.lower()
+    if code in ZERO_DECIMAL:
+        return 0
+    if code in THREE_DECIMAL:
+        return 3
+    return 2
+
+
+def major(minor: int, code: str) -> Decimal:
+    """`minor` units of `code` as an exact decimal of major units, at the currency's scale."""
+    return Decimal(minor).scaleb(-exponent(code))
+
+
+def refusal(amount: int, code: str) -> str:
+    """Why the provider refuses `amount` minor units of `code` though it is within its limits,
+    as a sentence; empty when it takes it."""
+    code = code.lower()
+    if code in THREE_DECIMAL and amount % 10:
+        return (
+            f"{code} is a three-decimal currency: the provider takes its amounts only in"
+            f" whole tens of minor units (last digit 0), not {amount}"
+        )
+    if code in WHOLE_UNITS_ONLY and amount % 100:
+        return (
+            f"{code} amounts are in hundredths but the provider takes only whole units"
+            f" (divisible by 100), not {amount}"
+        )
+    return ""

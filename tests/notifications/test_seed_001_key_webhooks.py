@@ -3,16 +3,20 @@ create the account, grant the trial credits, deplete them by sending step 6's us
 complete the checkout, and verify that the "Key Webhooks" arrive at a receiver subscribed to
 them by the seed's names (account.credits.balance_depleted, checkout.session.completed,
 subscription.created, invoice.paid): signed, delivered by the delivery loop, in the payloads
-the seed writes."""
+the seed writes. On PostgreSQL when it is configured."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.checkout.support import Shop, start_shop
+from tests.conftest import PG_ENV
+from tests.devstack import throwaway_postgres
 from tests.notifications.support import Receiver
 from tests.notifications.test_seed_flow import Running
 
@@ -30,14 +34,20 @@ ALIAS = "your-internal-id-123"
 
 @pytest.fixture
 def shop(tmp_path) -> Iterator[Shop]:  # type: ignore[no-untyped-def]
-    s = start_shop(
-        tmp_path,
-        BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY=DEFAULT_KEY,
-        BILLING_REDIRECT_ORIGINS="https://yourapp.com",
-    )
-    s.price(DEFAULT_KEY, group="seed1-hooks", amount=4900)  # $49.00, step 5's amount
-    yield s
-    s.close()
+    """On a PostgreSQL database of its own when one is configured (the seed's alias and
+    metric code are fixed), else SQLite."""
+    admin = os.environ.get(PG_ENV, "").strip()
+    with contextlib.ExitStack() as scope:
+        url = scope.enter_context(throwaway_postgres(admin, "tollbooth_hooks")) if admin else None
+        s = start_shop(
+            tmp_path,
+            url,
+            BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY=DEFAULT_KEY,
+            BILLING_REDIRECT_ORIGINS="https://yourapp.com",
+        )
+        scope.callback(s.close)
+        s.price(DEFAULT_KEY, group="seed1-hooks", amount=4900)  # $49.00, step 5's amount
+        yield s
 
 
 def test_seed_001s_key_webhooks_arrive_signed_in_the_seeds_shape(shop: Shop, receiver: Receiver):

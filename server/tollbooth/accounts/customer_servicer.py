@@ -65,6 +65,9 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         customers.check_environment(request.environment, self.live)
         customers.clean_phone(request.phone)
         customers.clean_description(request.description)
+        # Before the e-mail's key is looked at: a body the provider would refuse is named as
+        # such, not as CUSTOMER_EMAIL_TAKEN (a request_id would only move on to this refusal).
+        manage.clean_account_metadata(dict(request.metadata))
 
         def effect(session: Session) -> account_pb2.Account:
             return convert.account_out(

@@ -201,8 +201,10 @@ def check_currency(requested: str, lines: Sequence[_Line]) -> None:
 def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]:
     if not items:
         raise errors.required("items or line_items")
+    # The list as the body named it: seed 003's `line_items`, else `items`.
+    listed = "line_items" if items[0].which == "price" else "items"
     if len(items) > MAX_ITEMS:
-        raise errors.invalid(f"at most {MAX_ITEMS} items per checkout", field="items")
+        raise errors.invalid(f"at most {MAX_ITEMS} items per checkout", field=listed)
     lines: list[_Line] = []
     seen: set[str] = set()
     granted: dict[str, Decimal] = {}
@@ -235,10 +237,10 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
             f"the checkout's total is over {MAX_TOTAL} minor units (each item's unit amount"
             " times its quantity, summed): the provider charges no more at once",
             reason="CHECKOUT_AMOUNT_INVALID",
-            field="line_items",
+            field=listed,
         )
     if len({ln.price.currency for ln in lines}) > 1:
-        raise errors.invalid("all items of a checkout must share one currency", field="items")
+        raise errors.invalid("all items of a checkout must share one currency", field=listed)
     cadences = {
         (ln.price.interval, ln.price.interval_count or 1)
         for ln in lines
@@ -246,7 +248,7 @@ def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]
     }
     if len(cadences) > 1:
         raise errors.invalid(
-            "recurring items of one checkout must share one billing interval", field="items"
+            "recurring items of one checkout must share one billing interval", field=listed
         )
     return lines
 

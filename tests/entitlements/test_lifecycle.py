@@ -160,6 +160,29 @@ def test_a_plan_canceled_at_period_end_grants_until_then_and_not_after_before_it
     assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
 
 
+def test_kept_holdings_stop_granting_when_the_period_ends_with_no_change_at_all(
+    world: World,
+) -> None:
+    """The holdings are kept in memory (PostgreSQL) and nothing changes when the period ends:
+    the end is applied at each call, not when they were read."""
+    pro = plans(world)
+    token, _ = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+    world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+    world.settled()
+    end = int(time.time()) + 8  # time enough to read and keep them first
+    at_provider(world, sub_id, period(end - 30 * DAY, end))
+    assert entitled(world, token) == (True, True, ["calls", "pro"])  # read, then kept
+    assert world.status(token).plan == "pro"
+    assert hints(world, pro.product_id, token)["team"] == H.PURCHASE_HINT_MANAGE
+    while time.time() < end + 0.1:
+        time.sleep(0.1)
+    assert entitled(world, token) == (False, False, [])
+    assert world.status(token).plan == "free"
+    assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
+
+
 def test_an_active_plan_whose_renewal_is_late_keeps_granting_over_a_rolled_period(
     world: World,
 ) -> None:

@@ -305,3 +305,32 @@ def test_late_updates_after_the_deletion_never_bring_entitlements_back(quiet: Wo
         assert entitled(quiet, token) == (False, False, []), evt["type"]
     assert set(hints(quiet, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
     assert quiet.status(token).plan == "free"
+
+
+def test_an_upgrade_of_an_unpaid_plan_grants_no_credits(world: World) -> None:
+    """An `unpaid` subscription grants nothing: neither its features nor, when its quantity is
+    raised, an upgrade's credits (Stripe attempts no payment of an unpaid subscription's
+    invoices). The same change of an active plan grants the difference."""
+    every = [
+        catalog_pb2.CreditGrantSpec(
+            credit_type="tokens", amount="100", on_purchase=True, on_renewal=True
+        )
+    ]
+    world.price("pro", grants=every, entitlements=[E(feature="pro")])
+    balances = {}
+    for state in ("active", "unpaid"):
+        token, account = world.token()
+        bought(world, token, "pro")
+        mine = world.checkout.ListSubscriptions(
+            checkout_pb2.ListSubscriptionsRequest(), metadata=bearer_md(token), timeout=10
+        ).subscriptions[0]
+        sub_id = mine.stripe_subscription_id
+        at_provider(world, sub_id, lambda sub, s=state: sub.update(status=s))
+
+        def three(sub: dict[str, Any]) -> None:
+            for item in sub["items"]["data"]:
+                item["quantity"] = 3
+
+        at_provider(world, sub_id, three)
+        balances[state] = world.balance(account, "tokens")
+    assert balances == {"active": "300", "unpaid": "100"}

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from billing.v1 import catalog_pb2, checkout_pb2, entitlement_pb2
+from billing.v1 import catalog_pb2, checkout_pb2, entitlement_pb2, usage_pb2, usage_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world
-from tests.conftest import bearer_md
+from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import E, bought, check, events, listing, metric
 from tests.entitlements.test_hints import hints
 
@@ -271,6 +271,17 @@ def test_metered_use_counts_its_own_period_only_and_the_boundary_in_the_new_one(
     # The renewal recorded: the same period, the same count.
     at_provider(world, sub_id, period(boundary, boundary + 30 * DAY))
     assert counted() == ("2", at, at + dt.timedelta(days=30))
+    # The previous period counts the other three, so each event is in exactly one of them.
+    assert usage(world, account, at - dt.timedelta(days=30), at) == "3"
+    assert usage(world, account, at, at + dt.timedelta(days=30)) == "2"
+
+
+def usage(world: World, account: str, start: dt.datetime, end: dt.datetime) -> str:
+    request = usage_pb2.GetUsageRequest(account=account, metric_code="api_calls")
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(end)
+    stub = usage_pb2_grpc.UsageServiceStub(world.channel)
+    return str(stub.GetUsage(request, metadata=SERVICE_MD, timeout=10).value)
 
 
 # -- order ------------------------------------------------------------------------------------

@@ -21,9 +21,13 @@ def held(
     quantity=1,
     age_days=1,
     period=(NOW - 2 * DAY, NOW + 28 * DAY),
+    state="active",
+    cancel_at_period_end=False,
 ):  # type: ignore[no-untyped-def]
     start, end = period if source == HOLDING_SUBSCRIPTION else (None, None)
-    holding = Holding(price_id, quantity, source, start, end, NOW - age_days * DAY)
+    holding = Holding(
+        price_id, quantity, source, start, end, NOW - age_days * DAY, state, cancel_at_period_end
+    )
     return HeldPrice(holding, list(price), list(product))
 
 
@@ -114,3 +118,33 @@ def test_month_of_december_ends_in_january():
     assert month_of(dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.UTC))[1] == dt.datetime(
         2027, 1, 1, tzinfo=dt.UTC
     )
+
+
+def test_only_active_trialing_and_past_due_subscriptions_grant():
+    features = {
+        state: set(grants([held("p", [{"feature": "pro"}], state=state)], NOW))
+        for state in ("active", "trialing", "past_due", "unpaid", "paused", "incomplete")
+    }
+    assert features == {
+        "active": {"pro"},
+        "trialing": {"pro"},
+        "past_due": {"pro"},
+        "unpaid": set(),
+        "paused": set(),
+        "incomplete": set(),
+    }
+
+
+def test_a_plan_set_to_cancel_grants_until_its_period_end_exclusive():
+    end = NOW + DAY
+    ending = held(
+        "p", [{"feature": "pro"}], period=(end - 30 * DAY, end), cancel_at_period_end=True
+    )
+    assert set(grants([ending], end - dt.timedelta(microseconds=1))) == {"pro"}
+    assert set(grants([ending], end)) == set()
+    # Not set to cancel: renewing, its renewal not recorded yet; still granted.
+    renewing = held("p", [{"feature": "pro"}], period=(end - 30 * DAY, end))
+    assert set(grants([renewing], end + DAY)) == {"pro"}
+    # A one-time purchase beside it still grants its own.
+    bought = held("b", [{"feature": "pro"}], source=HOLDING_PURCHASE)
+    assert grants([ending, bought], end)["pro"].price_ids == ["b"]

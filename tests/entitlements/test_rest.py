@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -170,3 +171,48 @@ def test_rest_errors_are_4xx_with_stable_reasons(rest: Rest, pro):  # type: igno
     assert (theirs.status, theirs.reason) == (403, "SERVICE_KEY_REQUIRED")
     named = rest.request("GET", f"/api/v1/entitlements/pro?account={other}", token=token)
     assert named.status == 404
+
+
+def test_a_plan_set_to_cancel_grants_nothing_once_its_period_ended_before_its_deletion(  # type: ignore[no-untyped-def]
+    rest: Rest, pro
+):
+    """Through Envoy: CheckEntitlement, ListEntitlements, the catalog's hints and the billing
+    status agree that a plan set to cancel at its period's end ends then, whether or not
+    Stripe's `customer.subscription.deleted` has arrived."""
+    token, _ = token_of(rest, f"ending-{uuid.uuid4().hex[:6]}")
+    buy_pro(rest, token)
+    wait_for(
+        lambda: rest.ok("GET", "/api/v1/entitlements/pro", token=token)["allowed"],
+        what="the purchase's webhook to be applied",
+    )
+    (sub,) = rest.ok("GET", "/api/v1/billing/subscriptions", token=token)["subscriptions"]
+    sub_id = sub["stripe_subscription_id"]
+    rest.stripe.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+    wait_for(
+        lambda: rest.ok("GET", "/api/v1/billing", token=token)["cancel_at_period_end"] is True,
+        what="the cancellation's webhook to be applied",
+    )
+    assert rest.ok("GET", "/api/v1/entitlements/pro", token=token)["allowed"] is True
+
+    # The provider's period ends; only an update (no deletion) reaches us.
+    ended = int(time.time()) - 60
+    with rest.sandbox.app.state.store.tx() as store:
+        held = store.get(sub_id)
+        for item in held["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = ended - 30 * 86_400, ended
+        store.put(held)
+    rest.stripe.v1.subscriptions.update(sub_id, params={"metadata": {"touch": "1"}})
+    wait_for(
+        lambda: rest.ok("GET", "/api/v1/billing/subscriptions", token=token)["subscriptions"][0][
+            "current_period_end_time"
+        ].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ended))),
+        what="the update's webhook to be applied",
+    )
+    got = rest.ok("GET", "/api/v1/entitlements/pro", token=token)
+    assert (got["allowed"], got["kind"]) == (False, "ENTITLEMENT_KIND_UNSPECIFIED")
+    assert rest.ok("GET", "/api/v1/entitlements", token=token)["entitlements"] == []
+    prices = rest.ok("GET", f"/api/v1/catalog/prices?product_id={pro['product_id']}", token=token)[
+        "prices"
+    ]
+    assert [p["hint"] for p in prices] == ["PURCHASE_HINT_BUY"]
+    assert rest.ok("GET", "/api/v1/billing", token=token)["plan"] == "free"

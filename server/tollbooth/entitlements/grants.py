@@ -2,6 +2,9 @@
 
 The rules (README "Entitlements"):
 
+- a subscription's prices grant only in `active`, `trialing` and `past_due`, and not once it
+  has ended at its period's end (`Holding.grants_at`: applied at `now`, since holdings are kept
+  in memory past that instant); a one-time purchase grants until it is refunded;
 - a price grants its own entitlements and its product's; for one feature the price's entry
   wins over the product's;
 - holdings are read in order: subscriptions before one-time purchases, newest first; the first
@@ -102,6 +105,8 @@ def grants(held: Iterable[HeldPrice], now: dt.datetime) -> dict[str, Grant]:
     out: dict[str, Grant] = {}
     for item in sorted(held, key=_order):
         h = item.holding
+        if not h.grants_at(now):
+            continue
         for feature, ent in item.entitlements().items():
             kind = kind_of(ent)
             grant = out.get(feature)

@@ -236,7 +236,7 @@ def _write_subscription(
         outbox.enqueue(ctx.session, "subscription.updated", account, payload)
         changed = sorted(k for k in after if after[k] != before.get(k))
         ctx.changes.append(f"subscription {sub} updated: {', '.join(changed)}")
-        if status in repository.LIVE_STATES and before.get("price_id"):
+        if status in repository.GRANTING_STATES and before.get("price_id"):
             upgrades.grant(ctx, row, before, items)
 
 

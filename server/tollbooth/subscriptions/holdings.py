@@ -70,6 +70,27 @@ class AccountHoldings:
     groups: frozenset[str]  # the groups their non-stackable items hold (purchase hints)
     held: tuple[HeldRow, ...]  # held catalog prices: subscriptions' items, then purchases
     as_of: dt.datetime  # every change committed before it is in
+    groups_of: tuple[tuple[str, frozenset[str]], ...] = ()  # (subscription id, its groups)
+
+    def at(self, now: dt.datetime) -> AccountHoldings:
+        """What is still held at `now`: without the subscriptions that ended at their period's
+        end since they were read (`repository.ended`; kept entries outlive that instant, so
+        every reader applies it at its own time)."""
+        gone = {
+            s.id
+            for s in self.live
+            if repository.ended(s.cancel_at_period_end, s.current_period_end, now)
+        }
+        if not gone:
+            return self
+        kept = tuple((ident, groups) for ident, groups in self.groups_of if ident not in gone)
+        return replace(
+            self,
+            live=tuple(s for s in self.live if s.id not in gone),
+            groups=frozenset(g for _, groups in kept for g in groups),
+            held=tuple(row for row in self.held if row.holding.held_at(now)),
+            groups_of=kept,
+        )
 
 
 def _order(row: Any) -> tuple[bool, float, str, int]:
@@ -82,7 +103,7 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
     """One statement (`repository.holdings_rows`), arranged."""
     rows = sorted(repository.holdings_rows(session, account_id), key=_order)
     live: dict[str, Subscription] = {}
-    groups: set[str] = set()
+    groups: dict[str, set[str]] = {}
     held: list[HeldRow] = []
     for row in rows:
         if row.source == HOLDING_SUBSCRIPTION:
@@ -103,7 +124,9 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
             if row.position is None:  # a subscription without items
                 continue
             if not row.item_stackable and (row.subscription_group or row.price_id):
-                groups.add(row.subscription_group or f"price:{row.price_id}")
+                groups.setdefault(row.sub_id, set()).add(
+                    row.subscription_group or f"price:{row.price_id}"
+                )
         price_entitlements, product_entitlements = row[-2], row[-1]
         if row.price_id is None or price_entitlements is None:  # not a catalog price
             continue
@@ -114,9 +137,18 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
             row.period_start,
             row.period_end,
             row.created_at,
+            row.state or "",
+            bool(row.cancel_at_period_end),
         )
         held.append(HeldRow(holding, price_entitlements or [], product_entitlements or []))
-    return AccountHoldings(account_id, tuple(live.values()), frozenset(groups), tuple(held), as_of)
+    return AccountHoldings(
+        account_id,
+        tuple(live.values()),
+        frozenset(g for each in groups.values() for g in each),
+        tuple(held),
+        as_of,
+        tuple((ident, frozenset(each)) for ident, each in groups.items()),
+    )
 
 
 class Holdings:

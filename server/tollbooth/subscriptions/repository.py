@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, delete, insert, literal, null, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    delete,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -32,6 +42,10 @@ from tollbooth.paging import after_clause
 
 # Subscription states in which the account holds the price (conflicts, hints, plan).
 LIVE_STATES = ("active", "trialing", "past_due", "unpaid", "paused")
+# Of those, the states whose prices grant their entitlements: `past_due` is Stripe's retry
+# window; `unpaid` (the retries are over) and `paused` (a trial ended with no payment method)
+# are held, to be fixed in the portal, but grant nothing (Stripe: revoke access).
+GRANTING_STATES = ("active", "trialing", "past_due")
 # States Stripe never leaves.
 TERMINAL_STATES = ("canceled", "incomplete_expired")
 
@@ -51,13 +65,33 @@ def _owned(stmt: Select[Any], owner: str | None) -> Select[Any]:
     return stmt if owner is None else stmt.where(Subscription.billing_account_id == owner)
 
 
-def live_subscriptions(session: Session, account_id: str) -> list[Subscription]:
+def ended(
+    cancel_at_period_end: bool | None, period_end: dt.datetime | None, now: dt.datetime
+) -> bool:
+    """A subscription set to cancel at its period's end whose period has ended: the provider
+    has canceled it, whether or not its `customer.subscription.deleted` has arrived (late or
+    retried). It holds and grants nothing from that instant; one not set to cancel whose period
+    has ended is renewing (its renewal not recorded yet) and is still held."""
+    return bool(cancel_at_period_end) and period_end is not None and period_end <= now
+
+
+def live_subscriptions(
+    session: Session, account_id: str, now: dt.datetime | None = None
+) -> list[Subscription]:
+    """The account's live subscriptions at `now` (default: the time of the call), newest
+    first: a live state, and not `ended`."""
+    at = now or utcnow()
     return list(
         session.scalars(
             select(Subscription)
             .where(
                 Subscription.billing_account_id == account_id,
                 Subscription.state.in_(LIVE_STATES),
+                or_(
+                    Subscription.cancel_at_period_end.is_(False),
+                    Subscription.current_period_end.is_(None),
+                    Subscription.current_period_end > at,
+                ),
             )
             .order_by(Subscription.created_at.desc(), Subscription.id.desc())
         )
@@ -245,6 +279,22 @@ class Holding:
     period_start: dt.datetime | None
     period_end: dt.datetime | None
     created_at: dt.datetime
+    state: str = "active"  # the subscription's (a purchase: unused)
+    cancel_at_period_end: bool = False
+
+    def held_at(self, now: dt.datetime) -> bool:
+        """Still held at `now`: a purchase (until refunded, which removes it), or a
+        subscription not `ended`."""
+        return self.source != HOLDING_SUBSCRIPTION or not ended(
+            self.cancel_at_period_end, self.period_end, now
+        )
+
+    def grants_at(self, now: dt.datetime) -> bool:
+        """Its price's entitlements are granted at `now`: held, and a subscription's state is
+        one of `GRANTING_STATES`."""
+        if self.source != HOLDING_SUBSCRIPTION:
+            return True
+        return self.state in GRANTING_STATES and self.held_at(now)
 
 
 def holdings_select(account_id: str) -> CompoundSelect:

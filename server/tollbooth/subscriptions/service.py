@@ -6,6 +6,7 @@ events (`tollbooth.subscriptions.effects`, `tollbooth.checkout.fulfilment`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,11 +133,12 @@ def current_plan(subs: list[Subscription]) -> Subscription | None:
     )[0]
 
 
-def status_of(held: AccountHoldings) -> BillingStatusView:
-    """The billing status of the account whose holdings these are: its plan, and every
+def status_of(kept: AccountHoldings, now: dt.datetime) -> BillingStatusView:
+    """The billing status at `now` of the account whose holdings these are: its plan, and every
     entitlement its held prices and their products grant (product's first), by price id."""
+    held = kept.at(now)
     plan = current_plan(list(held.live))
-    by_price = {row.holding.price_id: row for row in held.held}
+    by_price = {row.holding.price_id: row for row in held.held if row.holding.grants_at(now)}
     entitlements: list[tuple[str, str]] = []
     for price_id in sorted(by_price):
         row = by_price[price_id]
@@ -162,7 +164,7 @@ def billing_status_from_memory(
     kept; else None (`billing_status` reads)."""
     account_id = accounts.known(caller, account_ref)
     held = kept.cached(account_id) if account_id is not None else None
-    return status_of(held) if held is not None else None
+    return status_of(held, utcnow()) if held is not None else None
 
 
 def billing_status(
@@ -170,7 +172,7 @@ def billing_status(
 ) -> BillingStatusView:
     now = utcnow()
     account_id = accounts.account_id(session, caller, account_ref)
-    return status_of(kept.get(session, account_id, now))
+    return status_of(kept.get(session, account_id, now), now)
 
 
 def _newest_first(query: str, page_size: int) -> Keyset[Any]:
@@ -225,16 +227,18 @@ def purchase_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> lis
     if not caller.is_bearer or not caller.account_id:
         return [HINT_NONE for _ in prices]
     kept = holdings.of(db)
+    now = utcnow()
     held = kept.cached(caller.account_id)
     if held is None:
-        now = utcnow()
         with db.transaction(readonly=True) as session:
             held = kept.get(session, caller.account_id, now)
-    return hints_of(held, prices)
+    return hints_of(held, prices, now)
 
 
-def hints_of(held: AccountHoldings, prices: Sequence[Price]) -> list[str]:
-    """`purchase_hints` from what the account holds."""
+def hints_of(kept: AccountHoldings, prices: Sequence[Price], now: dt.datetime) -> list[str]:
+    """`purchase_hints` from what the account holds at `now` (an `unpaid` or `paused`
+    subscription is held: the portal is where it is paid or resumed)."""
+    held = kept.at(now)
     price_ids = {row.holding.price_id for row in held.held}
     groups = held.groups
     hints = []

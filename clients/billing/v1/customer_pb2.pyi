@@ -440,9 +440,9 @@ class GetCustomerSubscriptionResponse(_message.Message):
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def subscription(self) -> Global___CustomerSubscription:
-        """The live subscription (active, trialing, past_due, unpaid or paused); unset
-        when the customer has none, which the gateway prints as seed 003's
-        `subscription: null`.
+        """The live subscription (active, trialing, past_due, unpaid or paused, and not
+        one set to cancel whose period has ended); unset when the customer has none,
+        which the gateway prints as seed 003's `subscription: null`.
         """
 
     def __init__(

@@ -409,9 +409,9 @@ export declare const GetCustomerSubscriptionRequestSchema: GenMessage<GetCustome
  */
 export declare type GetCustomerSubscriptionResponse = Message<"billing.v1.GetCustomerSubscriptionResponse"> & {
   /**
-   * The live subscription (active, trialing, past_due, unpaid or paused); unset
-   * when the customer has none, which the gateway prints as seed 003's
-   * `subscription: null`.
+   * The live subscription (active, trialing, past_due, unpaid or paused, and not
+   * one set to cancel whose period has ended); unset when the customer has none,
+   * which the gateway prints as seed 003's `subscription: null`.
    *
    * @generated from field: billing.v1.CustomerSubscription subscription = 1;
    */

@@ -2,8 +2,9 @@
 memory and answered without a statement, so a rule that depends on the time must be applied at
 the time of the call, not when the holdings were read):
 
-- a plan set to cancel at its period's end grants until that end and nothing after it, even
-  while Stripe's `customer.subscription.deleted` is still on its way; an active plan whose
+- a plan set to cancel at its period's end (or at Stripe's `cancel_at`, any date) grants until
+  then and nothing after it, even while Stripe's `customer.subscription.deleted` is still on
+  its way; an active plan whose
   renewal has not been recorded yet keeps granting (its period rolls forward);
 - which subscription states grant: `active`, `trialing`, `past_due` (Stripe's retry window);
   not `unpaid` or `paused` (Stripe: revoke access), nor `incomplete`, `incomplete_expired`,
@@ -158,6 +159,38 @@ def test_a_plan_canceled_at_period_end_grants_until_then_and_not_after_before_it
     world.settled()
     assert entitled(world, token) == (False, False, [])
     assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
+
+
+def test_a_plan_stripe_cancels_at_a_date_grants_until_then_and_not_after_before_its_deletion(
+    world: World,
+) -> None:
+    """Stripe's `cancel_at` (a cancellation scheduled for any date, mid-period here, as the
+    dashboard's "cancel on a custom date" sets it): granted before that date; past it, nothing,
+    though the period runs on and the deletion has not arrived."""
+    pro = plans(world)
+    token, account = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+    now = int(time.time())
+
+    def cancel_at(at: int) -> Callable[[dict[str, Any]], None]:
+        def change(sub: dict[str, Any]) -> None:
+            period(now - DAY, now + 29 * DAY)(sub)
+            sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+
+        return change
+
+    at_provider(world, sub_id, cancel_at(now + 10 * DAY))
+    assert entitled(world, token) == (True, True, ["calls", "pro"])
+    assert world.status(token).plan == "pro"
+
+    at_provider(world, sub_id, cancel_at(now - 60))
+    assert entitled(world, token) == (False, False, [])
+    got = check(world, "pro", account=account)
+    assert got.allowed is False
+    assert world.status(token).plan == "free"
+    assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
+    assert next_action(world, token, "team") == "session"
 
 
 def test_kept_holdings_stop_granting_when_the_period_ends_with_no_change_at_all(

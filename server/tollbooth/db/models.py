@@ -510,11 +510,9 @@ class CheckoutSlot(Base):
 
 
 class Subscription(Base):
-    """A provider subscription of an account, as Stripe's current object last said.
-
-    Written only from Stripe's object fetched while this row is locked, so the order in
-    which events arrive never decides the state; `canceled` is terminal and never left.
-    """
+    """A provider subscription of an account, as Stripe's current object last said: written
+    only from Stripe's object fetched while this row is locked, so the order in which events
+    arrive never decides the state; `canceled` is terminal and never left."""
 
     __tablename__ = "subscriptions"
 
@@ -535,6 +533,7 @@ class Subscription(Base):
     current_period_start: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     current_period_end: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    cancel_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # Stripe's, any date
     canceled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     latest_invoice: Mapped[str | None] = mapped_column(String(200))

@@ -207,6 +207,7 @@ def _write_subscription(
     )
     row.current_period_end = _ts(item.get("current_period_end", truth.get("current_period_end")))
     row.cancel_at_period_end = bool(truth.get("cancel_at_period_end"))
+    row.cancel_at = _ts(truth.get("cancel_at"))
     row.canceled_at = _ts(truth.get("canceled_at"))
     row.ended_at = _ts(truth.get("ended_at"))
     row.latest_invoice = _id(truth.get("latest_invoice"))

@@ -79,7 +79,7 @@ class AccountHoldings:
         gone = {
             s.id
             for s in self.live
-            if repository.ended(s.cancel_at_period_end, s.current_period_end, now)
+            if repository.ended(s.cancel_at_period_end, s.current_period_end, now, s.cancel_at)
         }
         if not gone:
             return self
@@ -119,6 +119,7 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
                     current_period_start=row.period_start,
                     current_period_end=row.period_end,
                     cancel_at_period_end=row.cancel_at_period_end,
+                    cancel_at=row.cancel_at,
                     created_at=row.created_at,
                 )
             if row.position is None:  # a subscription without items
@@ -139,6 +140,7 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
             row.created_at,
             row.state or "",
             bool(row.cancel_at_period_end),
+            row.cancel_at,
         )
         held.append(HeldRow(holding, price_entitlements or [], product_entitlements or []))
     return AccountHoldings(

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    CompoundSelect,
     Select,
     delete,
     insert,
@@ -66,12 +65,18 @@ def _owned(stmt: Select[Any], owner: str | None) -> Select[Any]:
 
 
 def ended(
-    cancel_at_period_end: bool | None, period_end: dt.datetime | None, now: dt.datetime
+    cancel_at_period_end: bool | None,
+    period_end: dt.datetime | None,
+    now: dt.datetime,
+    cancel_at: dt.datetime | None = None,
 ) -> bool:
-    """A subscription set to cancel at its period's end whose period has ended: the provider
-    has canceled it, whether or not its `customer.subscription.deleted` has arrived (late or
-    retried). It holds and grants nothing from that instant; one not set to cancel whose period
-    has ended is renewing (its renewal not recorded yet) and is still held."""
+    """A subscription set to cancel at its period's end whose period has ended, or whose
+    Stripe `cancel_at` (a cancellation the merchant scheduled for any date) has passed: the
+    provider has canceled it, whether or not its `customer.subscription.deleted` has arrived
+    (late or retried). It holds and grants nothing from that instant; one not set to cancel
+    whose period has ended is renewing (its renewal not recorded yet) and is still held."""
+    if cancel_at is not None and cancel_at <= now:
+        return True
     return bool(cancel_at_period_end) and period_end is not None and period_end <= now
 
 
@@ -92,6 +97,7 @@ def live_subscriptions(
                     Subscription.current_period_end.is_(None),
                     Subscription.current_period_end > at,
                 ),
+                or_(Subscription.cancel_at.is_(None), Subscription.cancel_at > at),
             )
             .order_by(Subscription.created_at.desc(), Subscription.id.desc())
         )
@@ -264,8 +270,7 @@ def holding_purchase(
 # The one place that knows how held prices are stored: every recurring item
 # (`subscription_items.price_id`) of a live subscription, and `purchases.price_id` of a paid
 # one-time line not refunded since. Entitlements, billing status and purchase hints read
-# holdings only through `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`);
-# `holdings_select` is the same choice as a statement to compose.
+# holdings only through `holdings_rows` (kept per process by `tollbooth.subscriptions.holdings`).
 
 HOLDING_SUBSCRIPTION = "subscription"
 HOLDING_PURCHASE = "purchase"
@@ -281,12 +286,13 @@ class Holding:
     created_at: dt.datetime
     state: str = "active"  # the subscription's (a purchase: unused)
     cancel_at_period_end: bool = False
+    cancel_at: dt.datetime | None = None
 
     def held_at(self, now: dt.datetime) -> bool:
         """Still held at `now`: a purchase (until refunded, which removes it), or a
         subscription not `ended`."""
         return self.source != HOLDING_SUBSCRIPTION or not ended(
-            self.cancel_at_period_end, self.period_end, now
+            self.cancel_at_period_end, self.period_end, now, self.cancel_at
         )
 
     def grants_at(self, now: dt.datetime) -> bool:
@@ -297,50 +303,14 @@ class Holding:
         return self.state in GRANTING_STATES and self.held_at(now)
 
 
-def holdings_select(account_id: str) -> CompoundSelect:
-    """The catalog prices `account_id` holds now, as a statement to compose: columns
-    price_id, quantity, source, period_start, period_end, created_at. Both halves read
-    through the account's index (ix_subscriptions_account, ix_purchases_account); a
-    subscription contributes each of its recurring items."""
-    subs = (
-        select(
-            SubscriptionItem.price_id.label("price_id"),
-            SubscriptionItem.quantity.label("quantity"),
-            literal(HOLDING_SUBSCRIPTION).label("source"),
-            Subscription.current_period_start.label("period_start"),
-            Subscription.current_period_end.label("period_end"),
-            Subscription.created_at.label("created_at"),
-        )
-        .join(SubscriptionItem, SubscriptionItem.subscription_id == Subscription.id)
-        .where(
-            Subscription.billing_account_id == account_id,
-            Subscription.state.in_(LIVE_STATES),
-            SubscriptionItem.price_id.is_not(None),
-        )
-    )
-    bought = select(
-        Purchase.price_id,
-        Purchase.quantity,
-        literal(HOLDING_PURCHASE),
-        null(),
-        null(),
-        Purchase.created_at,
-    ).where(
-        Purchase.billing_account_id == account_id,
-        Purchase.price_id.is_not(None),
-        Purchase.refunded_at.is_(None),
-    )
-    return union_all(subs, bought)
-
-
 def holdings_rows(session: Session, account_id: str) -> list[Any]:
     """Everything `tollbooth.subscriptions.holdings` keeps of one account, in one round trip:
     one row per (live subscription, item) (a subscription without items: one row, item columns
     NULL) and per one-time purchase of a catalog price, each with its price's and product's
     entitlements (NULL when the price is not in the catalog). Columns: source, sub_id, state,
     sub_stackable, lookup_key, sub_price_id, stripe_price_id, period_start, period_end,
-    cancel_at_period_end, created_at, position, price_id, quantity, subscription_group,
-    item_stackable, price_entitlements, product_entitlements."""
+    cancel_at_period_end, cancel_at, created_at, position, price_id, quantity,
+    subscription_group, item_stackable, price_entitlements, product_entitlements."""
     subs = (
         select(
             literal(HOLDING_SUBSCRIPTION).label("source"),
@@ -353,6 +323,7 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
             Subscription.current_period_start.label("period_start"),
             Subscription.current_period_end.label("period_end"),
             Subscription.cancel_at_period_end.label("cancel_at_period_end"),
+            Subscription.cancel_at.label("cancel_at"),
             Subscription.created_at.label("created_at"),
             SubscriptionItem.position.label("position"),
             SubscriptionItem.price_id.label("price_id"),
@@ -369,6 +340,7 @@ def holdings_rows(session: Session, account_id: str) -> list[Any]:
     bought = select(
         literal(HOLDING_PURCHASE),
         Purchase.id,
+        null(),
         null(),
         null(),
         null(),

@@ -27,8 +27,9 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $(NPM_STAMP)
 
 ## The service: migrate, then gRPC server, webhook sidecar and Envoy in the foreground.
+## Not echoed: its output is the stack's log, one JSON object per line (README "Logs").
 run: setup
-	$(PY) -m tollbooth.cli run
+	@$(PY) -m tollbooth.cli run
 
 migrate: setup
 	$(PY) -m tollbooth.cli migrate

@@ -110,6 +110,26 @@ def test_webhooks_list_prints_one_line_per_event_even_for_a_multi_line_error(  #
     assert failed.split("\t")[-1] == "OperationalError: lost [SQL: SELECT 1] (x)"
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [([], "no stored events"), (["--status", "failed"], "no stored events of status failed")],
+)
+def test_webhooks_list_with_nothing_to_list_says_so_on_stderr(  # type: ignore[no-untyped-def]
+    argv, said, tmp_path, monkeypatch, capsys
+):
+    # The README's `webhooks list --status failed` on a fresh stack printed nothing at all, which
+    # reads as a hang or a broken command; stdout stays empty (one event a line, for scripts).
+    from tests.devstack import migrated_sqlite
+
+    env = make_env(migrated_sqlite(tmp_path / "billing.db"), BILLING_DATA_DIR=str(tmp_path / "d"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["webhooks", "list", *argv]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines()[-1] == said
+
+
 # -- a schema that is not this code's alembic head ---------------------------------------------
 
 # The revision before head (an older release's schema) and one no release of this code wrote.

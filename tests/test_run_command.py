@@ -13,6 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests.conftest import SERVICE_KEY, make_env
 from tests.devstack import free_port
 
@@ -315,3 +317,25 @@ def test_run_restarts_a_killed_sidecar_and_notification_deliverer(tmp_path) -> N
         for pid in children + _children(proc.pid):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_make_run_prints_nothing_of_its_own_before_the_json_lines(tmp_path):  # type: ignore[no-untyped-def]
+    """`make run`'s output is the stack's log, one JSON object per line (README "Logs"), so
+    `make run | jq` reads it whole: make's own echo of the recipe was a text first line. Here
+    `run` stops at once on a bad setting (its one plain line goes to stderr)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if subprocess.run(["make", "-q", "setup"], cwd=repo).returncode != 0:
+        pytest.skip("make setup is not up to date here (it would install first)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "STRIPE_"))}
+    env.update(BILLING_DATA_DIR=str(tmp_path / "data"), BILLING_REST_PORT="not-a-port")
+    done = subprocess.run(
+        ["make", "--no-print-directory", "run"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "configuration error: BILLING_REST_PORT" in done.stderr
+    assert done.stdout == "", done.stdout

@@ -350,6 +350,8 @@ def webhooks_list_command(status: str | None, limit: int, environment: str | Non
             f"\tnext={row['next_attempt_at'] or '-'}\t{error}",
             flush=True,
         )
+    if not rows:  # on stderr: stdout stays one event a line, for scripts
+        print("no stored events" + (f" of status {status}" if status else ""), file=sys.stderr)
     return 0
 
 

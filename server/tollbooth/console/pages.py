@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
 from tollbooth import amounts, errors, paging
 from tollbooth.console import chart, data, inbox, session
@@ -442,7 +442,17 @@ def create(
         return refuse(request, 404, "NOT_FOUND", "no such page")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return refuse(request, 405, "METHOD_NOT_ALLOWED", "method not allowed")
+        # RFC 9110: a 405 names the methods the path takes, every route serving it (the
+        # sign-in form and the sign-in are two routes of one path), as the sidecar's others do.
+        methods = {
+            method
+            for route in app.routes
+            if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+            for method in route.methods or ()
+        }
+        page = refuse(request, 405, "METHOD_NOT_ALLOWED", "method not allowed")
+        page.headers["Allow"] = ", ".join(sorted(methods))
+        return page
 
     app = Starlette(
         routes=[

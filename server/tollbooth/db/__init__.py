@@ -137,6 +137,13 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # A new file is the owner's only (it holds endpoint secrets), as the generated
+            # credentials are; SQLite gives its WAL and shm files this mode. An existing
+            # file keeps the mode its owner gave it (any other failure is SQLite's to report).
+            with contextlib.suppress(OSError):
+                os.close(
+                    os.open(path.split("?", 1)[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                )
         for key in ("pool_size", "max_overflow"):
             kwargs.pop(key, None)  # sized for PostgreSQL; SQLite keeps its own pool
         engine = create_engine(

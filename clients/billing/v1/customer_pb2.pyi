@@ -213,7 +213,9 @@ class ListCustomersResponse(_message.Message):
     """Token of the next page; empty on the last."""
     @_builtins.property
     def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer]:
-        """The page of customers."""
+        """The page of customers, oldest first (by creation, then id), as ListAccounts
+        pages: a page token resumes where the page ended, whatever was created since.
+        """
 
     def __init__(
         self,

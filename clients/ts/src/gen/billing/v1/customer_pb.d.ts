@@ -188,7 +188,8 @@ export declare const ListCustomersRequestSchema: GenMessage<ListCustomersRequest
  */
 export declare type ListCustomersResponse = Message<"billing.v1.ListCustomersResponse"> & {
   /**
-   * The page of customers.
+   * The page of customers, oldest first (by creation, then id), as ListAccounts
+   * pages: a page token resumes where the page ended, whatever was created since.
    *
    * @generated from field: repeated billing.v1.Customer data = 1;
    */

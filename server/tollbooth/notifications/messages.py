@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -43,6 +44,16 @@ def list_attempts(
         session, endpoint_id, notification_id or None, ks.after(page_token), ks.limit
     )
     return ks.page(rows)
+
+
+def deliveries_of(
+    session: Session, notification_ids: Sequence[str]
+) -> dict[str, list[NotificationDelivery]]:
+    """Each notification's deliveries (by endpoint id); one with none is not in the result."""
+    out: dict[str, list[NotificationDelivery]] = {}
+    for d in repository.deliveries_of(session, notification_ids):
+        out.setdefault(d.notification_id, []).append(d)
+    return out
 
 
 def queued(session: Session, notification_id: str) -> NotificationOutbox:

@@ -431,6 +431,22 @@ def get_delivery(
     return session.scalars(stmt).first()
 
 
+def deliveries_of(
+    session: Session, notification_ids: Sequence[str]
+) -> Sequence[NotificationDelivery]:
+    """Every endpoint's delivery of these notifications, by notification then endpoint. The
+    endpoints are named, so that the read probes `uq_notification_delivery` (endpoint_id,
+    notification_id) for each pair: no index leads with the notification."""
+    endpoint_ids = list(session.scalars(select(NotificationEndpoint.id)))
+    if not notification_ids or not endpoint_ids:
+        return []
+    d = NotificationDelivery
+    stmt = select(d).where(
+        d.endpoint_id.in_(endpoint_ids), d.notification_id.in_(list(notification_ids))
+    )
+    return session.scalars(stmt.order_by(d.notification_id, d.endpoint_id)).all()
+
+
 def list_attempts(
     session: Session,
     endpoint_id: str,

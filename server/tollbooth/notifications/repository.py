@@ -259,6 +259,15 @@ def claim_due(
         if full:
             stmt = stmt.where(d.endpoint_id.not_in(full))
     deliveries = list(session.scalars(stmt).all())
+    if deliveries:
+        # Read committed: the NOT EXISTS above saw the table as of the statement's start, and
+        # PostgreSQL re-checks a row it had to wait for, not the subquery. A resend committed
+        # in between may have made an earlier message of the account pending again: a fresh
+        # statement sees it, and the rows it holds back stay for a later claim.
+        held = set(
+            session.scalars(select(d.id).where(d.id.in_([x.id for x in deliveries]), blocked))
+        )
+        deliveries = [x for x in deliveries if x.id not in held]
     out = []
     for delivery in deliveries:
         if per_endpoint > 0:

@@ -2,9 +2,9 @@
 resends the messages being POSTed, then everything since a time, twice, in the middle: no
 message is ever POSTed twice at once, each account's messages first arrive in order, the
 last copy of each arrives in order too (a resent message waits for the account's earlier
-resent one), and every message ends delivered with no lease left. It failed about once in
-twenty runs before the claim re-checked its rows (test_claim_after_resend makes that
-moment certain)."""
+resent one), and every message ends delivered with no lease left. Before the claim
+re-checked its rows it failed once in about 25 runs with an account out of order
+(test_claim_after_resend makes that race certain)."""
 
 from __future__ import annotations
 

@@ -67,3 +67,22 @@ def test_a_notification_no_endpoint_takes_says_so(database_url: str) -> None:
         assert "not queued for any endpoint" in html
     finally:
         db.dispose()
+
+
+def test_the_deliveries_page_offers_no_resend_to_a_disabled_endpoint() -> None:
+    """A resend to a disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): its rows
+    offer no Resend button that could only be refused, and say why; an enabled endpoint's do."""
+    at = utcnow()
+
+    def endpoint(ident: str, enabled: bool) -> inbox.Endpoint:
+        shown = inbox.Delivery("ntf_1", "invoice.paid", None, "delivered", 1, "", at, at, "v1")
+        return inbox.Endpoint(ident, "https://r.example/", enabled, "", [shown])
+
+    html = TEMPLATES.get_template("notifications.html").render(
+        prefix=PREFIX, endpoints=[endpoint("nep_on", True), endpoint("nep_off", False)]
+    )
+    on = html[html.index('id="endpoint-nep_on"') : html.index('id="endpoint-nep_off"')]
+    off = html[html.index('id="endpoint-nep_off"') :]
+    assert "/notifications/nep_on/ntf_1/resend" in on and 'class="resend"' in on
+    assert "/resend" not in off and 'class="resend"' not in off
+    assert "enable the endpoint to resend" in off

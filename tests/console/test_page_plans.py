@@ -1,6 +1,7 @@
 """On PostgreSQL the console's keyset pages (the events page, all or by status, and an
 account's notifications) read an index in page order, never sorting the whole table: an
-inbox holds every Stripe event ever received, and the outbox every notification."""
+inbox holds every Stripe event ever received, and the outbox every notification (and the
+deliveries one row per endpoint of each)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tollbooth.db import normalize_url
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ACCOUNTS = 40
+ENDPOINTS = 2
 
 
 def fill(url: str, rows: int = 20000) -> None:
@@ -38,8 +40,40 @@ def fill(url: str, rows: int = 20000) -> None:
                     account = f"acct_{i % ACCOUNTS:024d}"
                     when = T0 + dt.timedelta(seconds=i // 3)
                     copy.write_row((f"ntf_plan{i}", "invoice.paid", account, "{}", when, 0))
-        conn.execute("ANALYZE stripe_events")
-        conn.execute("ANALYZE notification_outbox")
+            # Two endpoints, each with a delivery of every notification: the account page
+            # reads how each one stands.
+            with cur.copy(
+                "COPY notification_endpoints (id, url, description, event_types, secret, enabled,"
+                " disabled_reason, created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for e in range(ENDPOINTS):
+                    copy.write_row(
+                        (
+                            f"nep_plan{e}",
+                            "https://r.example/",
+                            "",
+                            "[]",
+                            "whsec_x",
+                            True,
+                            "",
+                            T0,
+                            T0,
+                        )
+                    )
+            with cur.copy(
+                "COPY notification_deliveries (id, endpoint_id, notification_id, order_key,"
+                " position, state, attempts, next_attempt_at, last_error, created_at, updated_at)"
+                " FROM STDIN"
+            ) as copy:
+                for e in range(ENDPOINTS):
+                    for i in range(rows):
+                        copy.write_row(
+                            (f"ndl_plan{e}_{i}", f"nep_plan{e}", f"ntf_plan{i}", "", i,
+                             "delivered", 1, T0, "", T0, T0)
+                        )  # fmt: skip
+        for table in ("stripe_events", "notification_outbox", "notification_deliveries",
+                      "notification_endpoints"):  # fmt: skip
+            conn.execute(f"ANALYZE {table}")
 
 
 def plans(url: str, read: Any) -> list[str]:
@@ -96,7 +130,14 @@ def test_an_accounts_notifications_read_an_index_in_page_order(pg_url) -> None: 
         inbox.notifications(session, account, page_token=_older_token(first))
 
     found = plans(pg_url, read)
-    assert len(found) == 2, found
-    for plan in found:
+    pages = [p for p in found if "notification_outbox" in p]
+    assert len(pages) == 2, found
+    for plan in pages:
         assert "ix_notification_outbox_account" in plan, plan
         assert "Sort" not in plan and "Seq Scan" not in plan, plan
+    # Then each page's deliveries: probes of the (endpoint, notification) index, no scan.
+    sent = [p for p in found if "notification_deliveries" in p]
+    assert len(sent) == 2, found
+    for plan in sent:
+        assert "uq_notification_delivery" in plan, plan
+        assert "Seq Scan on notification_deliveries" not in plan, plan

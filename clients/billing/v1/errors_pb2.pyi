@@ -190,6 +190,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A resend names a message of a type the endpoint's event_types leave out: it would never
     have been sent there (FAILED_PRECONDITION, HTTP 400); nothing is resent.
     """
+    ERROR_REASON_NOTIFICATION_ENDPOINT_DISABLED: _ErrorReason.ValueType  # 228
+    """A resend names a disabled endpoint: nothing is sent to it while it is disabled, so the
+    message would only read as pending (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+    Enable the endpoint, then resend.
+    """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 80
     """Limits.
     The caller made too many calls of this class in the current window, or holds too many
@@ -443,6 +448,11 @@ not resolve within BILLING_NOTIFY_TIMEOUT_SEC, so its addresses could not be che
 ERROR_REASON_NOTIFICATION_TYPE_NOT_WANTED: ErrorReason.ValueType  # 227
 """A resend names a message of a type the endpoint's event_types leave out: it would never
 have been sent there (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+"""
+ERROR_REASON_NOTIFICATION_ENDPOINT_DISABLED: ErrorReason.ValueType  # 228
+"""A resend names a disabled endpoint: nothing is sent to it while it is disabled, so the
+message would only read as pending (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+Enable the endpoint, then resend.
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 80
 """Limits.

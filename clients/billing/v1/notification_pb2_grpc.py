@@ -185,14 +185,16 @@ class NotificationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResendNotification(self, request, context):
-        """Sends one message to the endpoint again (also one it never had).
+        """Sends one message to the endpoint again (also one it never had). A disabled
+        endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResendNotificationsSince(self, request, context):
-        """Sends again every message written at or after since that the endpoint wants.
+        """Sends again every message written at or after since that the endpoint wants. A
+        disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

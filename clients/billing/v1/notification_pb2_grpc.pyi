@@ -62,9 +62,13 @@ class NotificationServiceStub:
     ListNotificationAttempts: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationAttemptsRequest, _notification_pb2.ListNotificationAttemptsResponse]
     """Lists the delivery attempts of an endpoint, newest first."""
     ResendNotification: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationRequest, _notification_pb2.NotificationMessage]
-    """Sends one message to the endpoint again (also one it never had)."""
+    """Sends one message to the endpoint again (also one it never had). A disabled
+    endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+    """
     ResendNotificationsSince: _grpc.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationsSinceRequest, _notification_pb2.ResendNotificationsSinceResponse]
-    """Sends again every message written at or after since that the endpoint wants."""
+    """Sends again every message written at or after since that the endpoint wants. A
+    disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+    """
     WatchNotifications: _grpc.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]
     """Streams notifications in delivery order from a cursor: each response
     carries the cursor to resume after it. The stream ends after a while
@@ -105,9 +109,13 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     ListNotificationAttempts: _aio.UnaryUnaryMultiCallable[_notification_pb2.ListNotificationAttemptsRequest, _notification_pb2.ListNotificationAttemptsResponse]  # type: ignore[assignment]
     """Lists the delivery attempts of an endpoint, newest first."""
     ResendNotification: _aio.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationRequest, _notification_pb2.NotificationMessage]  # type: ignore[assignment]
-    """Sends one message to the endpoint again (also one it never had)."""
+    """Sends one message to the endpoint again (also one it never had). A disabled
+    endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+    """
     ResendNotificationsSince: _aio.UnaryUnaryMultiCallable[_notification_pb2.ResendNotificationsSinceRequest, _notification_pb2.ResendNotificationsSinceResponse]  # type: ignore[assignment]
-    """Sends again every message written at or after since that the endpoint wants."""
+    """Sends again every message written at or after since that the endpoint wants. A
+    disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+    """
     WatchNotifications: _aio.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
     """Streams notifications in delivery order from a cursor: each response
     carries the cursor to resume after it. The stream ends after a while
@@ -211,7 +219,9 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_pb2.ResendNotificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notification_pb2.NotificationMessage, _abc.Awaitable[_notification_pb2.NotificationMessage]]:
-        """Sends one message to the endpoint again (also one it never had)."""
+        """Sends one message to the endpoint again (also one it never had). A disabled
+        endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+        """
 
     @_abc_1.abstractmethod
     def ResendNotificationsSince(
@@ -219,7 +229,9 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_pb2.ResendNotificationsSinceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notification_pb2.ResendNotificationsSinceResponse, _abc.Awaitable[_notification_pb2.ResendNotificationsSinceResponse]]:
-        """Sends again every message written at or after since that the endpoint wants."""
+        """Sends again every message written at or after since that the endpoint wants. A
+        disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
+        """
 
     @_abc_1.abstractmethod
     def WatchNotifications(

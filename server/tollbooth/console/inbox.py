@@ -342,14 +342,23 @@ def resend(
 
 
 @dataclass(frozen=True)
+class Sent:
+    """A notification's delivery to one endpoint, as ListNotificationMessages tells it."""
+
+    endpoint_id: str
+    state: str
+    attempts: int
+    delivered_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
 class Notification:
     id: str
     type: str
     account_id: str | None
     created_at: dt.datetime
-    delivered_at: dt.datetime | None
-    attempts: int
     payload: dict[str, Any]
+    deliveries: list[Sent]  # one per endpoint it is queued for, by endpoint id
 
 
 def notifications(
@@ -369,16 +378,21 @@ def notifications(
         page_token,
         before_token,
     )
+    # The outbox row's own delivered_at and attempts are never written: a notification goes to
+    # every endpoint that wants it, each delivery with its own state and attempts.
+    sent = messages.deliveries_of(session, [row.id for row in page.items])
     return Paged(
         [
             Notification(
                 id=row.id,
-                type=row.type,
+                type=envelope.public_type(row.type),  # as every other read names it
                 account_id=row.billing_account_id,
                 created_at=row.created_at,
-                delivered_at=row.delivered_at,
-                attempts=row.attempts,
                 payload=dict(row.payload or {}),
+                deliveries=[
+                    Sent(d.endpoint_id, d.state, d.attempts, d.delivered_at)
+                    for d in sent.get(row.id, [])
+                ],
             )
             for row in page.items
         ],

@@ -9,7 +9,8 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
    are locked with `FOR UPDATE SKIP LOCKED` and leased (`leased_until` past the send's
    deadline) before the claim commits. Several processes never send one message at once: a
    leased row is not claimed (even when a resend made it due), a row being claimed is
-   skipped. We use plain row locks
+   skipped; a row whose account an earlier delivery holds back again (a resend committed
+   while the claim ran) is left for later. We use plain row locks
    rather than a job queue (`procrastinate`): deliveries are rows we list, page and replay
    anyway, and per-account order is one `NOT EXISTS` in the claim, which a queue would not
    give us.

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tollbooth import errors, paging
-from tollbooth.db.models import NotificationAttempt, NotificationDelivery, NotificationOutbox
+from tollbooth.db.models import (
+    NotificationAttempt,
+    NotificationDelivery,
+    NotificationEndpoint,
+    NotificationOutbox,
+)
 from tollbooth.notifications import endpoints, envelope, repository
 
 STATES = (repository.PENDING, repository.DELIVERED, repository.FAILED)
@@ -45,6 +51,16 @@ def list_attempts(
     return ks.page(rows)
 
 
+def deliveries_of(
+    session: Session, notification_ids: Sequence[str]
+) -> dict[str, list[NotificationDelivery]]:
+    """Each notification's deliveries (by endpoint id); one with none is not in the result."""
+    out: dict[str, list[NotificationDelivery]] = {}
+    for d in repository.deliveries_of(session, notification_ids):
+        out.setdefault(d.notification_id, []).append(d)
+    return out
+
+
 def queued(session: Session, notification_id: str) -> NotificationOutbox:
     """The notification, queued for delivery (NOT_FOUND, or NOTIFICATION_NOT_QUEUED while the
     delivery process has not given it its place yet)."""
@@ -61,13 +77,27 @@ def queued(session: Session, notification_id: str) -> NotificationOutbox:
     return row
 
 
+def sending(session: Session, endpoint_id: str) -> NotificationEndpoint:
+    """The endpoint a resend names, key-share locked (see `resend`): NOT_FOUND, or
+    NOTIFICATION_ENDPOINT_DISABLED when it is disabled (nothing is sent to it then: the
+    message would read as pending and due, and not go)."""
+    endpoint = endpoints.get(session, endpoint_id, share=True)
+    if not endpoint.enabled:
+        raise errors.failed_precondition(
+            "NOTIFICATION_ENDPOINT_DISABLED",
+            "the endpoint is disabled and nothing is sent to it: enable it, then resend",
+            endpoint_id=endpoint_id,
+        )
+    return endpoint
+
+
 def resend(session: Session, endpoint_id: str, notification_id: str, now: dt.datetime) -> Message:
     """The message is pending again for this endpoint (created if the endpoint never had it);
     NOTIFICATION_TYPE_NOT_WANTED when the endpoint's event_types leave its type out."""
     # Only a key-share lock on the endpoint (what inserting the delivery takes anyway, taken
     # first so that a concurrent delete is waited for, then NOT_FOUND): it does not conflict
     # with the FOR NO KEY UPDATE that recording an attempt takes after the delivery's lock.
-    endpoint = endpoints.get(session, endpoint_id, share=True)
+    endpoint = sending(session, endpoint_id)
     row = queued(session, notification_id)
     if not endpoints.wants(endpoint, row):
         # It was never sent there and the fan-out would never send it: a resend would
@@ -96,7 +126,7 @@ def resend_since(session: Session, endpoint_id: str, since: dt.datetime, now: dt
             "FIELD_INVALID",
             field="since",
         )
-    endpoint = endpoints.get(session, endpoint_id, share=True)  # as `resend`
+    endpoint = sending(session, endpoint_id)  # as `resend`
     types = [envelope.internal_type(t) for t in endpoint.event_types or []]
     rows = repository.notifications_since(session, since, types or None)
     return repository.insert_deliveries(session, endpoint_id, rows, now, reset=True)

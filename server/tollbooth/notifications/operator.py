@@ -9,6 +9,7 @@ from tollbooth.config import Settings
 from tollbooth.db import Database
 from tollbooth.db.types import utcnow
 from tollbooth.notifications import envelope, messages
+from tollbooth.notifications.repository import PENDING
 
 
 def _db(settings: Settings) -> Database:
@@ -30,6 +31,12 @@ def list_messages(
                     "state": d.state,
                     "attempts": d.attempts,
                     "last_error": d.last_error,
+                    # As ListNotificationMessages: when it is tried next (pending only), and
+                    # when the endpoint last accepted it (kept by a resend).
+                    "next_attempt": (
+                        envelope.timestamp(d.next_attempt_at) if d.state == PENDING else None
+                    ),
+                    "delivered": envelope.timestamp(d.delivered_at) if d.delivered_at else None,
                     "created": envelope.timestamp(row.created_at),
                 }
                 for d, row in page.items

@@ -131,41 +131,46 @@ def insert_deliveries(
     reset: bool = False,
 ) -> int:
     """A pending delivery of each row to the endpoint (once per pair); `reset` makes existing
-    ones pending again (a resend), their retries counted from now."""
-    count = 0
+    ones pending again (a resend), their retries counted from now. One statement executed
+    for all rows, which SQLAlchemy sends as a few multi-row INSERTs ("insertmanyvalues"): a
+    resend since a time of thousands of messages is a few round trips, not one per message,
+    in the RPC's one transaction."""
+    if not rows:
+        return 0
+    table = NotificationDelivery.__table__
+    stmt = upsert_insert(session, table)
+    if reset:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["endpoint_id", "notification_id"],
+            # created_at restarts the retry window (`Deliverer._schedule`): a resent
+            # message is retried for the whole window, however old it is.
+            set_={"state": PENDING, "next_attempt_at": now, "updated_at": now, "created_at": now},
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "notification_id"])
+    values = []
     for row in rows:
         assert row.position is not None
-        stmt = upsert_insert(session, NotificationDelivery).values(
-            id=new_id("ndl"),
-            endpoint_id=endpoint_id,
-            notification_id=row.id,
-            order_key=row.billing_account_id or row.id,
-            position=row.position,
-            state=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            last_error="",
-            # Retries are counted from it (`Deliverer._schedule`): the message's own time when
-            # fanned out, now when resent.
-            created_at=now if reset else row.created_at,
-            updated_at=now,
+        values.append(
+            {
+                "id": new_id("ndl"),
+                "endpoint_id": endpoint_id,
+                "notification_id": row.id,
+                "order_key": row.billing_account_id or row.id,
+                "position": row.position,
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": "",
+                # Retries are counted from it (`Deliverer._schedule`): the message's own time
+                # when fanned out, now when resent.
+                "created_at": now if reset else row.created_at,
+                "updated_at": now,
+            }
         )
-        if reset:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["endpoint_id", "notification_id"],
-                # created_at restarts the retry window (`Deliverer._schedule`): a resent
-                # message is retried for the whole window, however old it is.
-                set_={
-                    "state": PENDING,
-                    "next_attempt_at": now,
-                    "updated_at": now,
-                    "created_at": now,
-                },
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["endpoint_id", "notification_id"])
-        count += len(session.execute(stmt.returning(NotificationDelivery.id)).all())
-    return count
+    # Core, on the session's connection: the ORM's bulk path would re-read nothing we need.
+    result = session.connection().execute(stmt.returning(table.c.id), values)
+    return len(result.all())
 
 
 def notifications_since(
@@ -254,6 +259,15 @@ def claim_due(
         if full:
             stmt = stmt.where(d.endpoint_id.not_in(full))
     deliveries = list(session.scalars(stmt).all())
+    if deliveries:
+        # Read committed: the NOT EXISTS above saw the table as of the statement's start, and
+        # PostgreSQL re-checks a row it had to wait for, not the subquery. A resend committed
+        # in between may have made an earlier message of the account pending again: a fresh
+        # statement sees it, and the rows it holds back stay for a later claim.
+        held = set(
+            session.scalars(select(d.id).where(d.id.in_([x.id for x in deliveries]), blocked))
+        )
+        deliveries = [x for x in deliveries if x.id not in held]
     out = []
     for delivery in deliveries:
         if per_endpoint > 0:
@@ -429,6 +443,22 @@ def get_delivery(
         )
     )
     return session.scalars(stmt).first()
+
+
+def deliveries_of(
+    session: Session, notification_ids: Sequence[str]
+) -> Sequence[NotificationDelivery]:
+    """Every endpoint's delivery of these notifications, by notification then endpoint. The
+    endpoints are named, so that the read probes `uq_notification_delivery` (endpoint_id,
+    notification_id) for each pair: no index leads with the notification."""
+    endpoint_ids = list(session.scalars(select(NotificationEndpoint.id)))
+    if not notification_ids or not endpoint_ids:
+        return []
+    d = NotificationDelivery
+    stmt = select(d).where(
+        d.endpoint_id.in_(endpoint_ids), d.notification_id.in_(list(notification_ids))
+    )
+    return session.scalars(stmt.order_by(d.notification_id, d.endpoint_id)).all()
 
 
 def list_attempts(

@@ -462,6 +462,15 @@ export enum ErrorReason {
   NOTIFICATION_TYPE_NOT_WANTED = 227,
 
   /**
+   * A resend names a disabled endpoint: nothing is sent to it while it is disabled, so the
+   * message would only read as pending (FAILED_PRECONDITION, HTTP 400); nothing is resent.
+   * Enable the endpoint, then resend.
+   *
+   * @generated from enum value: ERROR_REASON_NOTIFICATION_ENDPOINT_DISABLED = 228;
+   */
+  NOTIFICATION_ENDPOINT_DISABLED = 228,
+
+  /**
    * Limits.
    * The caller made too many calls of this class in the current window, or holds too many
    * open streams (RESOURCE_EXHAUSTED, HTTP 429). Nothing was done; RetryInfo and the

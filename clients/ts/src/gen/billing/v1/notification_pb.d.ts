@@ -1001,7 +1001,8 @@ export declare const NotificationService: GenService<{
     output: typeof ListNotificationAttemptsResponseSchema;
   },
   /**
-   * Sends one message to the endpoint again (also one it never had).
+   * Sends one message to the endpoint again (also one it never had). A disabled
+   * endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
    *
    * @generated from rpc billing.v1.NotificationService.ResendNotification
    */
@@ -1011,7 +1012,8 @@ export declare const NotificationService: GenService<{
     output: typeof NotificationMessageSchema;
   },
   /**
-   * Sends again every message written at or after since that the endpoint wants.
+   * Sends again every message written at or after since that the endpoint wants. A
+   * disabled endpoint is refused (NOTIFICATION_ENDPOINT_DISABLED): enable it first.
    *
    * @generated from rpc billing.v1.NotificationService.ResendNotificationsSince
    */

@@ -378,6 +378,10 @@ def _event_filter(params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
 ROUTES = _routes()
 
 
+def _unknown_error() -> StripeError:
+    return StripeError(500, "An unknown error occurred in the sandbox.", type="api_error")
+
+
 def _error_response(err: StripeError, request_id: str) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=_headers(request_id))
 
@@ -489,10 +493,7 @@ class Api:
             return _error_response(err, request_id)
         except Exception:
             log.exception("sandbox request %s failed", request_id)
-            return _error_response(
-                StripeError(500, "An unknown error occurred in the sandbox.", type="api_error"),
-                request_id,
-            )
+            return _error_response(_unknown_error(), request_id)
         headers = _headers(request_id)
         if key:
             headers["Idempotency-Key"] = key
@@ -558,10 +559,26 @@ class Api:
                             key, fingerprint, err.status, json.dumps(err.body()), time.time()
                         )
                     raise
-                payload = json.dumps(result)
+                status, payload = 200, json.dumps(result)
+                failed = self.stalls.take(method, path, after=True, failing=True)
+                if failed is not None:  # handled and stored, then failed: Stripe saves that
+                    status, payload = failed.status, json.dumps(_unknown_error().body())
                 if key is not None:
-                    store.save_idempotent(key, fingerprint, 200, payload, time.time())
-                return 200, payload.encode(), False
+                    store.save_idempotent(key, fingerprint, status, payload, time.time())
+                return status, payload.encode(), False
+        except StripeError:
+            raise
+        except Exception:
+            if key is None:
+                raise
+            # Stripe saves the answer of a request it began executing, a 500 included: a retry
+            # with this key gets the 500 back, not a second execution.
+            log.exception("sandbox request %s failed", request_id)
+            payload = json.dumps(_unknown_error().body())
+            with engine.store.tx() as store:
+                if store.idempotent_result(key) is None:
+                    store.save_idempotent(key, fingerprint, 500, payload, time.time())
+            return 500, payload.encode(), False
         finally:
             engine.request.id = None
             engine.request.idempotency_key = None

@@ -117,3 +117,44 @@ def test_a_takeover_whose_expire_fails_at_the_provider_is_unavailable_and_its_re
     world.pay(third)
     world.settled()
     assert world.status(token).plan == "pro"
+
+
+def test_a_checkout_whose_first_attempt_stripe_failed_and_saved_completes_on_retry(
+    impatient: World,
+) -> None:
+    """Stripe saves the 500 of a request it began under its idempotency key and answers every
+    retry with that key the same 500 for 24 hours. Our key derives from the request_id, so a
+    retry that sent the same key again could not complete the purchase for a day. The retry
+    moves past a key Stripe answers with a saved failure: one session is handed out, and the
+    one the failed attempt may have made (never shown to anyone) cannot be paid through us."""
+    world = impatient
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=0, status=500, after=True)
+    unavailable(lambda: world.buy(token, "pro", request_id="saved-500"))
+    again = world.buy(token, "pro", request_id="saved-500")
+    assert again.WhichOneof("next_action") == "session" and again.session.url
+    handed = again.session.stripe_checkout_session_id
+    customer = customer_of(world, account)
+    made = world.stripe.v1.checkout.sessions.list(params={"customer": customer, "limit": 100})
+    assert handed in [s.id for s in made.data] and len(made.data) == 2  # the failed one's too
+    assert world.buy(token, "pro", request_id="saved-500") == again
+    # The purchase completes through the session handed out.
+    world.pay(handed)
+    assert open_sessions(world, customer) == [s.id for s in made.data if s.id != handed]
+
+
+def test_a_first_checkout_whose_customer_stripe_failed_and_saved_completes_on_retry(
+    impatient: World,
+) -> None:
+    """The account's Stripe customer is created under a key derived from the account: a 500
+    Stripe saved under it would block every checkout of the account for 24 hours."""
+    world = impatient
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", "/v1/customers", seconds=0, status=500, after=True)
+    unavailable(lambda: world.buy(token, "pro", request_id="customer-500"))
+    again = world.buy(token, "pro", request_id="customer-500")
+    assert again.WhichOneof("next_action") == "session"
+    customer = customer_of(world, account)
+    assert world.stripe.v1.checkout.sessions.list(params={"customer": customer}).data

@@ -148,7 +148,9 @@ def test_a_request_that_failed_after_it_began_replays_its_500_under_its_key(
         client.v1.customers.create(params={"email": email}, options={"idempotency_key": key})
     assert again.value.http_status == 500
     assert (again.value.headers or {}).get("Idempotent-Replayed") == "true"
-    made = client.v1.customers.create(params={"email": email}, options={"idempotency_key": key + "x"})
+    made = client.v1.customers.create(
+        params={"email": email}, options={"idempotency_key": key + "x"}
+    )
     listed = client.v1.customers.list(params={"email": email, "limit": 100})
     # The failed request had begun: what it made exists; the new key made one more.
     assert made.id in [c.id for c in listed.data] and len(listed.data) == 2

@@ -78,6 +78,20 @@ def stripe_answer(exc: stripe.StripeError) -> bool:
     return isinstance(body, dict) and isinstance(body.get("error"), dict)
 
 
+def failure_replayed(exc: stripe.StripeError) -> bool:
+    """Whether Stripe answered a 5xx it saved under the idempotency key (`Idempotent-Replayed:
+    true`): a request with the key began and failed before, and Stripe gives every request with
+    that key the same failure while the key lives (24 h), so sending it again never helps."""
+    status = getattr(exc, "http_status", None)
+    if status is None or status < 500 or not stripe_answer(exc):
+        return False
+    headers = getattr(exc, "headers", None) or {}
+    return any(
+        str(name).lower() == "idempotent-replayed" and str(value).lower() == "true"
+        for name, value in dict(headers).items()
+    )
+
+
 def not_stripe(what: str, status: object) -> DomainError:
     # The answer itself is never shown (an HTML page, another service's JSON): logged short.
     log.warning(

@@ -81,9 +81,7 @@ class ApiStalls:
                 stall.release.set()
             self._rules.clear()
 
-    def take(
-        self, method: str, path: str, *, after: bool, failing: bool = False
-    ) -> Stall | None:
+    def take(self, method: str, path: str, *, after: bool, failing: bool = False) -> Stall | None:
         """The rule this request must wait on, if any (each rule holds `times` requests);
         `failing`: the rules that fail a request after handling it (`after` with `status`)."""
         with self._lock:

@@ -178,3 +178,30 @@ def test_an_unexpected_failure_inside_a_request_is_saved_under_its_key(
             client.v1.products.create(params={"name": "Boom"}, options={"idempotency_key": key})
         assert err.value.http_status == 500
     assert len(calls) == 1  # the retry was answered from the key, not executed again
+
+
+def test_a_key_in_use_by_a_request_in_progress_is_409_and_saves_nothing(
+    sandbox, client: stripe.StripeClient
+) -> None:
+    """Stripe answers a request whose key another request still in progress uses with 409
+    (`idempotency_error`, code `idempotency_key_in_use`), saving nothing: once the first one
+    finishes, the same request with the key gets its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = str(uuid.uuid4())
+    params = {"email": f"in-progress-{key}@example.com"}
+    stall = sandbox.stalls.add("POST", "/v1/customers", seconds=10)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(
+            lambda: client.v1.customers.create(params=params, options={"idempotency_key": key})
+        )
+        assert stall.entered.wait(10)
+        with pytest.raises(stripe.StripeError) as err:
+            client.v1.customers.create(params=params, options={"idempotency_key": key})
+        stall.release.set()
+        made = first.result(timeout=30)
+    assert err.value.http_status == 409
+    assert err.value.error is not None and err.value.error.type == "idempotency_error"
+    assert err.value.error.code == "idempotency_key_in_use"
+    again = client.v1.customers.create(params=params, options={"idempotency_key": key})
+    assert again.id == made.id

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine
+from tollbooth.sandbox.keys import KeysInProgress
 from tollbooth.sandbox.objects import DEFAULT_CARD, new_id
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.wire import StripeError, as_str, bad_request, check_params, parse_form
@@ -446,6 +447,7 @@ class Api:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.stalls = ApiStalls()
+        self.keys_in_progress = KeysInProgress()
 
     async def __call__(self, request: Request) -> Response:
         request_id = new_id("req_", 14)
@@ -472,20 +474,23 @@ class Api:
             key = request.headers.get("idempotency-key") if method == "POST" else None
             if key is not None and (not key or len(key) > 255):
                 raise bad_request("Idempotency-Key must be 1 to 255 characters.", "idempotency_key")
-            stall = self.stalls.take(method, path, after=False)
-            if stall is not None:
-                await run_in_threadpool(stall.hold)
-                if stall.body is not None:
-                    return Response(
-                        stall.body, status_code=stall.status, media_type=stall.content_type
-                    )
-                if stall.status:
-                    raise StripeError(
-                        stall.status, "The sandbox was told to fail this request.", type="api_error"
-                    )
-            status, payload, replayed = await run_in_threadpool(
-                self._run, route, params, args, method, path, key, request_id
-            )
+            with self.keys_in_progress.using(key):
+                stall = self.stalls.take(method, path, after=False)
+                if stall is not None:
+                    await run_in_threadpool(stall.hold)
+                    if stall.body is not None:
+                        return Response(
+                            stall.body, status_code=stall.status, media_type=stall.content_type
+                        )
+                    if stall.status:
+                        raise StripeError(
+                            stall.status,
+                            "The sandbox was told to fail this request.",
+                            type="api_error",
+                        )
+                status, payload, replayed = await run_in_threadpool(
+                    self._run, route, params, args, method, path, key, request_id
+                )
             stall = self.stalls.take(method, path, after=True)
             if stall is not None:
                 await run_in_threadpool(stall.hold)

@@ -186,3 +186,35 @@ def test_a_retry_while_the_first_attempt_is_still_at_the_provider_withdraws_noth
         params={"customer": customer_of(world, account), "limit": 100}
     )
     assert [s.id for s in made.data] == [done.session.stripe_checkout_session_id]
+
+
+@pytest.mark.parametrize("path", ["/v1/products", "/v1/prices"])
+def test_a_price_whose_first_sync_stripe_failed_and_saved_is_sold_on_retry(
+    impatient: World, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A catalog price reaches Stripe on its first checkout, under a key derived from its id.
+    Stripe failing that request midway (nothing made, the 500 saved under the key) must not
+    stop the price being sold for the key's 24 hours."""
+    import dataclasses
+
+    from tollbooth.sandbox import api
+
+    world = impatient
+    world.price("pro", group="plan")
+    token, _ = world.token()
+    route = next(r for r in api.ROUTES if r.method == "POST" and r.pattern.match(path))
+    failed: list[int] = []
+
+    def once_failing(engine, params, **args):  # type: ignore[no-untyped-def]
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("Stripe failed midway")
+        return route.handler(engine, params, **args)
+
+    swapped = [
+        dataclasses.replace(r, handler=once_failing) if r is route else r for r in api.ROUTES
+    ]
+    monkeypatch.setattr(api, "ROUTES", swapped)
+    unavailable(lambda: world.buy(token, "pro", request_id="sync-500"))
+    again = world.buy(token, "pro", request_id="sync-500")
+    assert again.WhichOneof("next_action") == "session" and failed == [1]

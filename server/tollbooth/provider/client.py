@@ -135,7 +135,8 @@ class StripeProvider:
         """`create(options)` under `key`. Stripe saves the 500 of a request it began under its
         key and replays it to every retry for 24 h; a create whose key it answers so moves on
         to the next key (`stepped_key`). The failed attempt's object, if Stripe made it, was
-        never answered to us, so never handed to a buyer: nobody can pay it through us."""
+        never answered to us, so never handed to a buyer: nobody can pay it through us (a
+        product or price it made is found by its metadata before the next create: `sync`)."""
         for step in range(KEY_STEPS):
             try:
                 return checked(create(self._options(key and stepped_key(key, step))), what)
@@ -240,11 +241,12 @@ class StripeProvider:
             params["description"] = description
         key = idempotency_key("product", product_id)
         return self._plain(
-            self._call(
+            self._created(
                 "create product",
-                lambda: self.client.v1.products.create(
+                key,
+                lambda options: self.client.v1.products.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(key),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -280,11 +282,12 @@ class StripeProvider:
             params["nickname"] = nickname
         key = idempotency_key("price", price_id)
         return self._plain(
-            self._call(
+            self._created(
                 "create price",
-                lambda: self.client.v1.prices.create(
+                key,
+                lambda options: self.client.v1.prices.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(key),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )

@@ -454,7 +454,10 @@ def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
     _old_enough_to_sweep(world, account)
     held = [world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True) for _ in "ab"]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        # A run whose call meets the other's in progress at the provider (409, as on Stripe)
+        # sends it again a moment later, once the other's is answered (held after it).
+        settings = world.settings.model_copy(update={"stripe_max_network_retries": 2})
+        runs = [pool.submit(app.reconcile, settings) for _ in range(2)]
         try:  # both runs read it pending and sent it, neither has recorded the answer yet
             assert all(stall.entered.wait(30) for stall in held)
         finally:

@@ -246,7 +246,10 @@ def test_two_sweeps_at_once_report_the_completion_once(make_world: Callable[...,
     _, ours = left_by_a_crash(world, "twice-1")
     held = [world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True) for _ in range(2)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        # A run whose call meets the other's in progress at the provider (409, as on Stripe)
+        # sends it again a moment later, once the other's is answered (held after it).
+        settings = world.settings.model_copy(update={"stripe_max_network_retries": 2})
+        runs = [pool.submit(app.reconcile, settings) for _ in range(2)]
         try:  # both runs read it pending and sent it, neither has recorded the answer yet
             assert all(stall.entered.wait(30) for stall in held)
         finally:

@@ -111,9 +111,10 @@ def stored_response(row: Any, request_digest: str) -> bytes:
     return bytes(row.response)
 
 
-def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes | None:
+def stored(session: Session, scope: str, key: str, request_digest: str | None) -> bytes | None:
     """The response stored for (scope, key), or None when the key is unused or in progress;
-    IDEMPOTENCY_KEY_REUSED when it was used with other parameters. Reads only: for an operation
+    IDEMPOTENCY_KEY_REUSED when it was used with other parameters (`request_digest` None: the
+    caller found the two requests the same by their meaning). Reads only: for an operation
     that claims its key after work done outside this transaction (the provider's steps)."""
     validate_key(key)
     row = session.execute(
@@ -123,7 +124,7 @@ def stored(session: Session, scope: str, key: str, request_digest: str) -> bytes
     ).first()
     if row is None:
         return None
-    if not matches(row.request_hash, request_digest):
+    if request_digest is not None and not matches(row.request_hash, request_digest):
         raise errors.invalid(
             "request_id was already used with different parameters",
             reason="IDEMPOTENCY_KEY_REUSED",

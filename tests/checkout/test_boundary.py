@@ -157,6 +157,49 @@ def test_two_tabs_on_two_replicas_sharing_postgres_get_one_open_session(pg_world
     assert still_open[0] in {a.session.stripe_checkout_session_id for a in answers}
 
 
+def test_one_request_sent_twice_at_once_to_two_replicas_makes_one_session(pg_world: World) -> None:
+    """The same request (one request_id, one body) from two concurrent clients, each on its
+    own replica of one PostgreSQL database, while the provider is slow: one intent, one
+    session at the provider. Each answer is that session, or UNAVAILABLE (the provider
+    reported the other's call with the same key in progress: `idempotency_key_in_use`), never
+    a refusal or a second session; a retry then gets the session."""
+    from dataclasses import replace
+
+    from tollbooth.app import Deps
+    from tollbooth.db import Database
+
+    world = pg_world
+    world.price("pro", group="plan")
+    token, account = world.token()
+    deps = Deps.build(world.settings, Database(world.deps.db.url))
+
+    def attempt(target: World) -> Any:
+        try:
+            return tab(target, token, "pro", "twice")
+        except grpc.RpcError as err:
+            return err
+
+    try:
+        with grpc_server(deps) as port:
+            other = replace(world, grpc_target=f"127.0.0.1:{port}")
+            world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=2.0)
+            answers = at_once(lambda: attempt(world), lambda: attempt(other))
+    finally:
+        deps.db.dispose()
+    done = tab(world, token, "pro", "twice")
+    for answer in answers:
+        if isinstance(answer, grpc.RpcError):
+            assert answer.code() == grpc.StatusCode.UNAVAILABLE, answer.details()
+            assert error_reason(answer) == "PROVIDER_UNAVAILABLE"
+        else:
+            assert answer == done
+    made = world.stripe.v1.checkout.sessions.list(
+        params={"customer": customer_of(world, account), "limit": 100}
+    )
+    assert [s.id for s in made.data] == [done.session.stripe_checkout_session_id]
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
+
+
 def test_pro_then_team_expires_the_pro_session_at_the_provider_first(world: World) -> None:
     world.price("pro", group="plan", grants=CREDITS)
     world.price("team", group="plan", amount=9900)
@@ -411,7 +454,10 @@ def test_two_reconcile_runs_at_once_report_the_sweep_s_completion_once(
     _old_enough_to_sweep(world, account)
     held = [world.sandbox.stalls.add("POST", CHECKOUT_PATH, seconds=60.0, after=True) for _ in "ab"]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        # A run whose call meets the other's in progress at the provider (409, as on Stripe)
+        # sends it again a moment later, once the other's is answered (held after it).
+        settings = world.settings.model_copy(update={"stripe_max_network_retries": 2})
+        runs = [pool.submit(app.reconcile, settings) for _ in range(2)]
         try:  # both runs read it pending and sent it, neither has recorded the answer yet
             assert all(stall.entered.wait(30) for stall in held)
         finally:

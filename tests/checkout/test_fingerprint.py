@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from tests.checkout.support import World
 from tests.helpers import error_reason
-from tollbooth.checkout.intents import _fingerprints
+from tollbooth.checkout.asked import _fingerprints
 from tollbooth.db.models import CheckoutSession
 
 SUCCESS = "https://app.example/ok"
@@ -105,3 +105,77 @@ def test_a_currency_differing_only_in_case_is_the_same_checkout_under_one_reques
     with pytest.raises(grpc.RpcError) as err:
         buy("eur")
     assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+
+
+def _ask(world: World, token: str, **fields: object) -> object:
+    from billing.v1 import checkout_pb2
+    from tests.conftest import bearer_md
+
+    body = {
+        "success_url": SUCCESS,
+        "cancel_url": "https://app.example/pricing",
+        "client_reference": "order-1",
+        "request_id": "fp-meaning",
+        **fields,
+    }
+    return world.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(**body),  # type: ignore[arg-type]
+        metadata=bearer_md(token),
+        timeout=30,
+    )
+
+
+def test_a_retry_naming_the_same_purchase_another_way_replays_the_first_answer(
+    world: World,
+) -> None:
+    """ "The same parameters" is what the request means: the price by lookup key, by catalog
+    id, as seed 002's `tier` or seed 003's `line_items`, a reference with the spaces the
+    service strips, a scheme in upper case: all record the same intent, so under one
+    request_id they are one request, whether or not the first attempt has completed. What
+    asks for something else (another quantity, another reference) is IDEMPOTENCY_KEY_REUSED."""
+    from billing.v1 import checkout_pb2
+
+    price = world.price("pro", group="plan").price_id
+    token, account = world.token()
+    first = _ask(world, token, items=[checkout_pb2.CheckoutItem(lookup_key="pro")])
+    same = [
+        {"items": [checkout_pb2.CheckoutItem(catalog_price_id=price)]},
+        {"tier": "pro"},
+        {"line_items": [checkout_pb2.CheckoutLineItem(price=price, quantity=1)]},
+        {"items": [checkout_pb2.CheckoutItem(lookup_key="pro")], "client_reference": " order-1 "},
+        {
+            "items": [checkout_pb2.CheckoutItem(lookup_key="pro")],
+            "success_url": "HTTPS" + SUCCESS[5:],
+        },
+    ]
+    for fields in same:
+        assert _ask(world, token, **fields) == first, fields
+    for fields in (
+        {"items": [checkout_pb2.CheckoutItem(lookup_key="pro", quantity=2)]},
+        {"items": [checkout_pb2.CheckoutItem(lookup_key="pro")], "client_reference": "order-2"},
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            _ask(world, token, **fields)
+        assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED", fields
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1
+    assert len(world.stripe.v1.checkout.sessions.list(params={"limit": 100}).data) == 1
+
+
+def test_the_first_request_sent_again_after_a_variant_completed_it_is_replayed(
+    world: World,
+) -> None:
+    """The first attempt fails at the provider; a retry naming the price another way completes
+    the same intent and stores its answer. The first request, sent again exactly as it was,
+    is the same request: it must get that answer, not IDEMPOTENCY_KEY_REUSED."""
+    from billing.v1 import checkout_pb2
+
+    price = world.price("pro", group="plan").price_id
+    token, account = world.token()
+    by_key = {"items": [checkout_pb2.CheckoutItem(lookup_key="pro")]}
+    world.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=0, status=503)
+    with pytest.raises(grpc.RpcError) as err:
+        _ask(world, token, **by_key)
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    done = _ask(world, token, items=[checkout_pb2.CheckoutItem(catalog_price_id=price)])
+    assert _ask(world, token, **by_key) == done
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 1

@@ -117,3 +117,104 @@ def test_a_takeover_whose_expire_fails_at_the_provider_is_unavailable_and_its_re
     world.pay(third)
     world.settled()
     assert world.status(token).plan == "pro"
+
+
+def test_a_checkout_whose_first_attempt_stripe_failed_and_saved_completes_on_retry(
+    impatient: World,
+) -> None:
+    """Stripe saves the 500 of a request it began under its idempotency key and answers every
+    retry with that key the same 500 for 24 hours. Our key derives from the request_id, so a
+    retry that sent the same key again could not complete the purchase for a day. The retry
+    moves past a key Stripe answers with a saved failure: one session is handed out, and the
+    one the failed attempt may have made (never shown to anyone) cannot be paid through us."""
+    world = impatient
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=0, status=500, after=True)
+    unavailable(lambda: world.buy(token, "pro", request_id="saved-500"))
+    again = world.buy(token, "pro", request_id="saved-500")
+    assert again.WhichOneof("next_action") == "session" and again.session.url
+    handed = again.session.stripe_checkout_session_id
+    customer = customer_of(world, account)
+    made = world.stripe.v1.checkout.sessions.list(params={"customer": customer, "limit": 100})
+    assert handed in [s.id for s in made.data] and len(made.data) == 2  # the failed one's too
+    assert world.buy(token, "pro", request_id="saved-500") == again
+    # The purchase completes through the session handed out.
+    world.pay(handed)
+    assert open_sessions(world, customer) == [s.id for s in made.data if s.id != handed]
+
+
+def test_a_first_checkout_whose_customer_stripe_failed_and_saved_completes_on_retry(
+    impatient: World,
+) -> None:
+    """The account's Stripe customer is created under a key derived from the account: a 500
+    Stripe saved under it would block every checkout of the account for 24 hours."""
+    world = impatient
+    world.price("pro", group="plan")
+    token, account = world.token()
+    world.sandbox.stalls.add("POST", "/v1/customers", seconds=0, status=500, after=True)
+    unavailable(lambda: world.buy(token, "pro", request_id="customer-500"))
+    again = world.buy(token, "pro", request_id="customer-500")
+    assert again.WhichOneof("next_action") == "session"
+    customer = customer_of(world, account)
+    assert world.stripe.v1.checkout.sessions.list(params={"customer": customer}).data
+
+
+def test_a_retry_while_the_first_attempt_is_still_at_the_provider_withdraws_nothing(
+    impatient: World,
+) -> None:
+    """Stripe answers a request whose idempotency key another request still in progress uses
+    with 409 (`idempotency_key_in_use`). That is not a refusal of the checkout: the retry is
+    UNAVAILABLE (retry later), the intent stays, the first attempt completes, and a later
+    retry gets its session. Read as a refusal, the intent was withdrawn under the first
+    attempt, which then failed: nothing for either to hand out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    world = impatient
+    world.price("pro", group="plan")
+    token, account = world.token()
+    stall = world.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=5.0)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(lambda: world.buy(token, "pro", request_id="in-flight"))
+        assert stall.entered.wait(10)
+        unavailable(lambda: world.buy(token, "pro", request_id="in-flight"))
+        stall.release.set()
+        done = first.result(timeout=30)
+    assert done.WhichOneof("next_action") == "session" and done.session.url
+    assert world.buy(token, "pro", request_id="in-flight") == done
+    made = world.stripe.v1.checkout.sessions.list(
+        params={"customer": customer_of(world, account), "limit": 100}
+    )
+    assert [s.id for s in made.data] == [done.session.stripe_checkout_session_id]
+
+
+@pytest.mark.parametrize("path", ["/v1/products", "/v1/prices"])
+def test_a_price_whose_first_sync_stripe_failed_and_saved_is_sold_on_retry(
+    impatient: World, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A catalog price reaches Stripe on its first checkout, under a key derived from its id.
+    Stripe failing that request midway (nothing made, the 500 saved under the key) must not
+    stop the price being sold for the key's 24 hours."""
+    import dataclasses
+
+    from tollbooth.sandbox import api
+
+    world = impatient
+    world.price("pro", group="plan")
+    token, _ = world.token()
+    route = next(r for r in api.ROUTES if r.method == "POST" and r.pattern.match(path))
+    failed: list[int] = []
+
+    def once_failing(engine, params, **args):  # type: ignore[no-untyped-def]
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("Stripe failed midway")
+        return route.handler(engine, params, **args)
+
+    swapped = [
+        dataclasses.replace(r, handler=once_failing) if r is route else r for r in api.ROUTES
+    ]
+    monkeypatch.setattr(api, "ROUTES", swapped)
+    unavailable(lambda: world.buy(token, "pro", request_id="sync-500"))
+    again = world.buy(token, "pro", request_id="sync-500")
+    assert again.WhichOneof("next_action") == "session" and failed == [1]

@@ -71,3 +71,22 @@ def test_no_transaction_is_open_during_the_provider_call_on_postgres(pg_url: str
     finally:
         world.gate.open.set()
         world.stop()
+
+
+def test_a_retry_after_stripe_saved_a_500_under_the_key_gets_a_payable_intent(
+    impatient_world: World,
+) -> None:
+    """Stripe answers every retry of a request it began and failed (500) with that saved 500
+    while the key lives (24 h). A retry moves past such a key: the buyer gets one intent to
+    pay; the one the failed attempt made has never been shown (no client secret given)."""
+    world = impatient_world
+    bearer, account = token(world)
+    world.sandbox.stalls.add("POST", PATH, seconds=0, status=500, after=True)
+    with pytest.raises(grpc.RpcError) as err:
+        create(world, bearer, request_id="pay-500")
+    assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
+    again = create(world, bearer, request_id="pay-500")
+    assert again.client_secret.startswith(again.stripe_payment_intent_id)
+    created = world.stripe.v1.payment_intents.list(params={"limit": 100}).data
+    assert again.stripe_payment_intent_id in [pi.id for pi in created] and len(created) == 2
+    assert create(world, bearer, request_id="pay-500") == again

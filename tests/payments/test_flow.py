@@ -490,3 +490,23 @@ def test_a_refund_applied_before_the_payment_s_success_ends_its_purchase(tmp_pat
         assert world.notifications(account).count("credits.voided") == 1
     finally:
         world.stop()
+
+
+def test_a_retry_asking_for_the_same_payment_another_way_is_the_same_request(world: World):
+    """The price's amount and currency written out, or left for the price to give; the
+    description and e-mail with the spaces the service strips: the same intent, so under one
+    request_id the same request (replayed), whether or not the first attempt completed. A
+    different amount is IDEMPOTENCY_KEY_REUSED."""
+    price_id = one_time_pack(world, "pack-same")
+    bearer, account = token(world)
+    first = create(world, bearer, amount=0, currency="", catalog_price_id=price_id, request_id="p")
+    for fields in (
+        {"amount": first.amount, "currency": "USD"},
+        {"amount": 0, "currency": "", "description": " Purchase from YourApp "},
+        {"amount": 0, "currency": "", "receipt_email": " customer@example.com"},
+    ):
+        again = create(world, bearer, catalog_price_id=price_id, request_id="p", **fields)
+        assert again == first, fields
+    err = rpc_error(lambda: create(world, bearer, amount=0, currency="", request_id="p"))
+    assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
+    assert world.count(PaymentIntent, PaymentIntent.billing_account_id == account) == 1

@@ -112,6 +112,9 @@ def test_a_row_left_by_a_crash_is_completed_by_the_sweep_and_a_late_retry_gets_i
 def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open(
     make_world: Callable[..., World],
 ) -> None:
+    """The client's retry arrives while the sweep's call with the same key is in progress at
+    the provider: Stripe answers it 409 `idempotency_key_in_use`, so it is UNAVAILABLE (retry)
+    and withdraws nothing; the sweep completes the intent, and the retry then gets it."""
     world = make_world(STRIPE_TIMEOUT_SEC="60")  # the held call must not time out
     account, ours = left_by_a_crash(world, "race-1")
     world.settled()
@@ -122,14 +125,18 @@ def test_a_sweep_racing_a_client_retry_leaves_one_intent_and_no_transaction_open
         try:
             assert stall.entered.wait(10)
             assert transactions_open(world.deps.db.url) == 0
-            late = create_as_service(world, account, "race-1")  # gets through first
+            with pytest.raises(grpc.RpcError) as err:
+                create_as_service(world, account, "race-1")  # the key is in use
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
             assert not sweeping.done()
         finally:  # the sweep goes on (and the pool can be shut) whatever happened
             stall.release.set()
             world.gate.open.set()
         report = sweeping.result(timeout=60)
     assert report.failed == []
-    assert about(report.changed, ours) == []  # the client's retry completed it, not the sweep
+    late = create_as_service(world, account, "race-1")
+    assert about(report.changed, ours) == [completed(ours, late.stripe_payment_intent_id)]
     assert at_provider(world, ours) == [late.stripe_payment_intent_id]
     row = intent_row(world, ours)
     assert (row.stripe_payment_intent_id, row.client_secret) == (
@@ -239,7 +246,10 @@ def test_two_sweeps_at_once_report_the_completion_once(make_world: Callable[...,
     _, ours = left_by_a_crash(world, "twice-1")
     held = [world.sandbox.stalls.add("POST", PATH, seconds=60.0, after=True) for _ in range(2)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(app.reconcile, world.settings) for _ in range(2)]
+        # A run whose call meets the other's in progress at the provider (409, as on Stripe)
+        # sends it again a moment later, once the other's is answered (held after it).
+        settings = world.settings.model_copy(update={"stripe_max_network_retries": 2})
+        runs = [pool.submit(app.reconcile, settings) for _ in range(2)]
         try:  # both runs read it pending and sent it, neither has recorded the answer yet
             assert all(stall.entered.wait(30) for stall in held)
         finally:

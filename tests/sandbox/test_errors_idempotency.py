@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import httpx
@@ -127,3 +128,80 @@ def test_json_body_is_refused(sandbox) -> None:
     )
     assert response.status_code == 400
     assert "x-www-form-urlencoded" in response.json()["error"]["message"]
+
+
+def test_a_request_that_failed_after_it_began_replays_its_500_under_its_key(
+    sandbox, client: stripe.StripeClient
+) -> None:
+    """Stripe saves the answer of a request once it began executing, a 500 included: a retry
+    with the same key gets that 500 again (marked `Idempotent-Replayed`), for as long as the
+    key lives; only another key is executed anew. The sandbox behaves so, or the service's
+    retries are tested against a kinder provider than Stripe."""
+    key = str(uuid.uuid4())
+    email = f"saved-500-{key}@example.com"
+    sandbox.stalls.add("POST", "/v1/customers", seconds=0, status=500, after=True)
+    with pytest.raises(stripe.APIError) as err:
+        client.v1.customers.create(params={"email": email}, options={"idempotency_key": key})
+    assert err.value.http_status == 500
+    assert err.value.error is not None and err.value.error.type == "api_error"
+    with pytest.raises(stripe.APIError) as again:
+        client.v1.customers.create(params={"email": email}, options={"idempotency_key": key})
+    assert again.value.http_status == 500
+    assert (again.value.headers or {}).get("Idempotent-Replayed") == "true"
+    made = client.v1.customers.create(
+        params={"email": email}, options={"idempotency_key": key + "x"}
+    )
+    listed = client.v1.customers.list(params={"email": email, "limit": 100})
+    # The failed request had begun: what it made exists; the new key made one more.
+    assert made.id in [c.id for c in listed.data] and len(listed.data) == 2
+
+
+def test_an_unexpected_failure_inside_a_request_is_saved_under_its_key(
+    sandbox, client: stripe.StripeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler that crashes (the sandbox's own 500) saves that 500 under the key, as Stripe
+    saves any answer of a request that began executing."""
+    from tollbooth.sandbox import api
+
+    route = next(r for r in api.ROUTES if r.method == "POST" and r.pattern.match("/v1/products"))
+    calls: list[int] = []
+
+    def boom(engine, params, **args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise RuntimeError("the sandbox failed midway")
+
+    swapped = [dataclasses.replace(r, handler=boom) if r is route else r for r in api.ROUTES]
+    monkeypatch.setattr(api, "ROUTES", swapped)
+    key = str(uuid.uuid4())
+    for _ in range(2):
+        with pytest.raises(stripe.APIError) as err:
+            client.v1.products.create(params={"name": "Boom"}, options={"idempotency_key": key})
+        assert err.value.http_status == 500
+    assert len(calls) == 1  # the retry was answered from the key, not executed again
+
+
+def test_a_key_in_use_by_a_request_in_progress_is_409_and_saves_nothing(
+    sandbox, client: stripe.StripeClient
+) -> None:
+    """Stripe answers a request whose key another request still in progress uses with 409
+    (`idempotency_error`, code `idempotency_key_in_use`), saving nothing: once the first one
+    finishes, the same request with the key gets its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = str(uuid.uuid4())
+    params = {"email": f"in-progress-{key}@example.com"}
+    stall = sandbox.stalls.add("POST", "/v1/customers", seconds=10)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(
+            lambda: client.v1.customers.create(params=params, options={"idempotency_key": key})
+        )
+        assert stall.entered.wait(10)
+        with pytest.raises(stripe.StripeError) as err:
+            client.v1.customers.create(params=params, options={"idempotency_key": key})
+        stall.release.set()
+        made = first.result(timeout=30)
+    assert err.value.http_status == 409
+    assert err.value.error is not None and err.value.error.type == "idempotency_error"
+    assert err.value.error.code == "idempotency_key_in_use"
+    again = client.v1.customers.create(params=params, options={"idempotency_key": key})
+    assert again.id == made.id

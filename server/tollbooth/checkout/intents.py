@@ -25,8 +25,6 @@ otherwise expires it at the provider first and takes its place.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -38,32 +36,25 @@ from sqlalchemy.orm import Session
 
 from tollbooth import errors
 from tollbooth.accounts import customer_sync
-from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import once, repository
+from tollbooth.checkout.asked import CheckoutRequest, asked, checkout_id_for
 from tollbooth.checkout.portal import create_portal, same_account
-from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
     MAX_PROVIDER_REFERENCE,
     NEXT_CHECKOUT,
     NEXT_PORTAL,
     CheckoutResult,
-    ItemRequest,
     PortalOptions,
-    check_currency,
-    check_mode,
-    default_offer,
     from_unix,
     granted_by,
-    resolve_items,
 )
 from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
 from tollbooth.db.models import CheckoutSession, Price
 from tollbooth.db.types import utcnow
-from tollbooth.ids import new_id
 from tollbooth.provider import sync
 from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
@@ -89,22 +80,6 @@ STALE_AFTER = dt.timedelta(minutes=10)
 # The metadata key that names our intent on a provider checkout session.
 OURS = "tollbooth_checkout_id"
 MAX_TAKEOVERS = 5
-
-
-@dataclass(frozen=True)
-class CheckoutRequest:
-    account_ref: str
-    items: Sequence[ItemRequest]
-    success_url: str
-    cancel_url: str
-    client_reference: str
-    request_scope: str
-    request_id: str
-    mode: str = ""  # seed 003's `mode`; empty: derived from the prices
-    customer_email: str = ""  # seed 003's: the account's e-mail when it has none
-    currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
-    default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
-    also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
 
 
 @dataclass(frozen=True)
@@ -151,33 +126,6 @@ class _Plan:
     return_url: str = ""
 
 
-def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
-    """Our checkout id: derived from the request when it has a request_id, so a retry finds
-    the intent the first attempt recorded."""
-    if not request_id:
-        return new_id("chk")
-    digest = hashlib.sha256("\x1f".join((scope, account_id, request_id)).encode()).hexdigest()
-    return f"chk_{digest[:24]}"
-
-
-def _fingerprints(
-    lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
-) -> tuple[str, str]:
-    """(what a new intent records: SHA-256 of a JSON array of the fields, unambiguous; the
-    U+001F join older intents recorded, still recognised on their retry, never rewritten)."""
-    items = [[ln.price.id, ln.quantity] for ln in lines]
-    setup = mode if mode == "setup" else ""  # the other modes follow from the prices
-    fields = ["checkout/2", items, success, cancel, reference, setup, email or ""]
-    encoded = json.dumps(fields, separators=(",", ":"))
-    parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
-    if setup:
-        parts.append(setup)
-    if email:
-        parts.append(f"customer_email={email}")
-    legacy = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-    return hashlib.sha256(encoded.encode()).hexdigest(), legacy
-
-
 def _groups(prices: Sequence[Price]) -> list[str]:
     """Slots held while live: non-stackable recurring groups, `once:{price}` per one-time."""
     groups = {price_group(p) for p in prices if p.type == "recurring" and not p.stackable}
@@ -197,19 +145,10 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     if req.also_named:  # an id and its alias are one account; two accounts are FIELD_INVALID
         same_account(session, caller, req.account_ref, req.also_named)
     account = require_active(resolve(session, caller, req.account_ref))
-    success = check_redirect(req.success_url, "success_url", origins, required=True)
-    cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
-    reference = req.client_reference.strip()
-    setup = req.mode.strip().lower() == "setup"
-    if req.items:
-        lines = resolve_items(session, req.items)
-    else:  # seed 001's body names no items: the configured default offer
-        lines = [] if setup else default_offer(session, req.default_lookup_key)
-    mode = check_mode(req.mode, lines)
-    check_currency(req.currency, lines)
-    email = clean_email(req.customer_email, "customer_email")
+    want = asked(session, req, origins)
+    lines, success, cancel, reference = want.lines, want.success, want.cancel, want.reference
+    mode, email, fingerprint, legacy = want.mode, want.email, want.fingerprint, want.legacy
     prices = [ln.price for ln in lines]
-    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request

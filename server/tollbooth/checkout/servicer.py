@@ -16,6 +16,7 @@ from tollbooth.accounts.customers import check_environment
 from tollbooth.accounts.manage import clean_email
 from tollbooth.auth.caller import current_caller
 from tollbooth.checkout import intents, portal, service
+from tollbooth.checkout.asked import same_intent
 from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
@@ -167,28 +168,25 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
         if not request.customer_email.strip():  # seed 001's twin alone: its error names it
             clean_email(request.account_email, "account_email")
 
+        asked = intents.CheckoutRequest(
+            account_ref=account_ref,
+            also_named=also_named,
+            items=items,
+            # Seed 002's body names none: the app's home, as the portal's return_url.
+            success_url=request.success_url or _home(self.deps.settings.redirect_origins),
+            cancel_url=request.cancel_url,
+            client_reference=_either(request, "client_reference", "pass_through_token"),
+            request_scope=idempotency_scope(caller, request),
+            request_id=request.request_id,
+            mode=request.mode,
+            customer_email=_either(request, "customer_email", "account_email"),
+            currency=request.currency,
+            default_lookup_key=self.deps.settings.checkout_default_lookup_key,
+        )
+        origins = self.deps.settings.redirect_origins
+
         def effect() -> checkout_pb2.CreateCheckoutSessionResponse:
-            result = intents.create_checkout(
-                self.deps.db,
-                self.provider,
-                caller,
-                intents.CheckoutRequest(
-                    account_ref=account_ref,
-                    also_named=also_named,
-                    items=items,
-                    # Seed 002's body names none: the app's home, as the portal's return_url.
-                    success_url=request.success_url or _home(self.deps.settings.redirect_origins),
-                    cancel_url=request.cancel_url,
-                    client_reference=_either(request, "client_reference", "pass_through_token"),
-                    request_scope=idempotency_scope(caller, request),
-                    request_id=request.request_id,
-                    mode=request.mode,
-                    customer_email=_either(request, "customer_email", "account_email"),
-                    currency=request.currency,
-                    default_lookup_key=self.deps.settings.checkout_default_lookup_key,
-                ),
-                self.deps.settings.redirect_origins,
-            )
+            result = intents.create_checkout(self.deps.db, self.provider, caller, asked, origins)
             if result.next_action == service.NEXT_PORTAL:
                 return checkout_pb2.CreateCheckoutSessionResponse(
                     url=result.url,
@@ -211,6 +209,7 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             checkout_pb2.CreateCheckoutSessionResponse,
             effect,
             same_as=canonical_currency(request),
+            equivalent=lambda: same_intent(self.deps.db, caller, asked, origins),
         )
 
     def GetCheckoutSession(

@@ -64,26 +64,28 @@ class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
         caller = current_caller.get()
         check_environment(request.environment, self.live)
 
+        asked = service.PaymentRequest(
+            account_ref=request.account,
+            amount=request.amount,
+            currency=request.currency,
+            description=request.description,
+            receipt_email=request.receipt_email,
+            catalog_price_id=request.catalog_price_id,
+            request_scope=idempotency_scope(caller, request),
+            request_id=request.request_id,
+        )
+
         def effect() -> payment_pb2.PaymentIntent:
-            row = intents.create_payment_intent(
-                self.deps.db,
-                self.provider,
-                caller,
-                service.PaymentRequest(
-                    account_ref=request.account,
-                    amount=request.amount,
-                    currency=request.currency,
-                    description=request.description,
-                    receipt_email=request.receipt_email,
-                    catalog_price_id=request.catalog_price_id,
-                    request_scope=idempotency_scope(caller, request),
-                    request_id=request.request_id,
-                ),
+            return intent_out(
+                intents.create_payment_intent(self.deps.db, self.provider, caller, asked)
             )
-            return intent_out(row)
 
         return self.staged(
-            request, payment_pb2.PaymentIntent, effect, same_as=canonical_currency(request)
+            request,
+            payment_pb2.PaymentIntent,
+            effect,
+            same_as=canonical_currency(request),
+            equivalent=lambda: intents.same_intent(self.deps.db, caller, asked),
         )
 
     def GetPaymentIntent(

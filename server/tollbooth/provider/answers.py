@@ -26,7 +26,8 @@ REFUSED = "PROVIDER_REQUEST_INVALID"
 
 
 class NetworkRetriesOnly(stripe.RequestsClient):
-    """The library also retries 409 and 5xx answers; we retry only when nothing came back.
+    """The library also retries 5xx answers; we retry only when nothing came back, or on a 409
+    (a request with the same idempotency key still in progress at Stripe).
     Every request first checks that this thread holds no database transaction open. Inside an
     RPC's time budget (`tollbooth.deadline`) a request waits at most what is left of it, and
     none is started or retried once it is spent."""
@@ -49,7 +50,10 @@ class NetworkRetriesOnly(stripe.RequestsClient):
     def _should_retry(  # type: ignore[no-untyped-def, override]
         self, response, api_connection_error, num_retries, max_network_retries
     ):
-        if response is not None:
+        # A 409 is Stripe's `idempotency_key_in_use`: a request with the same key is still in
+        # progress (a client's retry racing its first attempt, two replicas completing one
+        # intent); retried a little later, it gets that request's answer.
+        if response is not None and response[1] != 409:
             return False
         left = deadline.remaining()
         if left is not None and left <= self._sleep_time_seconds(num_retries + 1):
@@ -78,6 +82,20 @@ def stripe_answer(exc: stripe.StripeError) -> bool:
     return isinstance(body, dict) and isinstance(body.get("error"), dict)
 
 
+def failure_replayed(exc: stripe.StripeError) -> bool:
+    """Whether Stripe answered a 5xx it saved under the idempotency key (`Idempotent-Replayed:
+    true`): a request with the key began and failed before, and Stripe gives every request with
+    that key the same failure while the key lives (24 h), so sending it again never helps."""
+    status = getattr(exc, "http_status", None)
+    if status is None or status < 500 or not stripe_answer(exc):
+        return False
+    headers = getattr(exc, "headers", None) or {}
+    return any(
+        str(name).lower() == "idempotent-replayed" and str(value).lower() == "true"
+        for name, value in dict(headers).items()
+    )
+
+
 def not_stripe(what: str, status: object) -> DomainError:
     # The answer itself is never shown (an HTML page, another service's JSON): logged short.
     log.warning(
@@ -99,10 +117,15 @@ def map_error(exc: stripe.StripeError, what: str) -> DomainError:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         log.error("the payment provider refused our credentials (%s): check STRIPE_API_KEY", what)
         return unavailable(f"the payment provider refused this service's credentials ({what})")
-    if isinstance(exc, stripe.IdempotencyError) and status == 409:
-        # Another request with the same key is still in progress at Stripe (two replicas
-        # completing one checkout intent at once): retrying gets its answer.
-        return unavailable(f"the same request is in progress at the payment provider ({what})")
+    if status == 409:
+        # Another request with the same key is still in progress at Stripe (a retry racing
+        # its first attempt, two replicas completing one intent): not a refusal (nothing may
+        # be withdrawn for it); retrying gets that request's answer. The library raises a 409
+        # as APIError whatever its type.
+        return unavailable(
+            f"the same request is in progress at the payment provider ({what}); retry with the"
+            " same request_id"
+        )
     if isinstance(exc, stripe.IdempotencyError):
         return errors.invalid(
             "request_id was already used with different parameters",

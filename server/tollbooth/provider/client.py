@@ -15,7 +15,9 @@ library pins) and domain errors with stable reasons:
 Without `STRIPE_API_KEY` the client talks to the local sandbox, with a key to Stripe (or to
 `STRIPE_API_BASE`). Every request has a timeout; only network failures are retried, and every
 mutating request carries an idempotency key derived from the caller's `request_id` and the
-account, so a retry, ours or the library's, never creates a second object.
+account, so a retry, ours or the library's, never creates a second object. Stripe saves a 5xx
+of a request it began under its key and replays it for 24 h: a create it answers so moves to
+the next key (`_created`), the failed attempt's object never handed out.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from tollbooth.provider.answers import (
     REFUSED,  # callers that tell a refusal from an outage read it here
     NetworkRetriesOnly,
     checked,
+    failure_replayed,
     map_error,
     stripe_answer,
 )
-from tollbooth.provider.keys import idempotency_key, options_digest
+from tollbooth.provider.keys import KEY_STEPS, idempotency_key, options_digest, stepped_key
 
 SANDBOX_KEY = "sk_test_tollbooth_sandbox"
 API_VERSION = stripe.api_version
@@ -128,6 +131,21 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise map_error(exc, what) from exc
 
+    def _created(self, what: str, key: str | None, create: Callable[[dict[str, Any]], T]) -> T:
+        """`create(options)` under `key`. Stripe saves the 500 of a request it began under its
+        key and replays it to every retry for 24 h; a create whose key it answers so moves on
+        to the next key (`stepped_key`). The failed attempt's object, if Stripe made it, was
+        never answered to us, so never handed to a buyer: nobody can pay it through us (a
+        product or price it made is found by its metadata before the next create: `sync`)."""
+        for step in range(KEY_STEPS):
+            try:
+                return checked(create(self._options(key and stepped_key(key, step))), what)
+            except stripe.StripeError as exc:
+                if key is None or step + 1 == KEY_STEPS or not failure_replayed(exc):
+                    raise map_error(exc, what) from exc
+                log.warning("%s: Stripe replays a saved failure for key %s; next key", what, key)
+        raise AssertionError("unreachable")
+
     @staticmethod
     def _plain(obj: Any) -> dict[str, Any]:
         result: dict[str, Any] = obj.to_dict()
@@ -151,11 +169,12 @@ class StripeProvider:
             params["name"] = name
         key = idempotency_key("customer", account_id)
         return self._plain(
-            self._call(
+            self._created(
                 "create customer",
-                lambda: self.client.v1.customers.create(
+                key,
+                lambda options: self.client.v1.customers.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(key),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -222,11 +241,12 @@ class StripeProvider:
             params["description"] = description
         key = idempotency_key("product", product_id)
         return self._plain(
-            self._call(
+            self._created(
                 "create product",
-                lambda: self.client.v1.products.create(
+                key,
+                lambda options: self.client.v1.products.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(key),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -262,11 +282,12 @@ class StripeProvider:
             params["nickname"] = nickname
         key = idempotency_key("price", price_id)
         return self._plain(
-            self._call(
+            self._created(
                 "create price",
-                lambda: self.client.v1.prices.create(
+                key,
+                lambda options: self.client.v1.prices.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(key),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -328,11 +349,12 @@ class StripeProvider:
         self, params: dict[str, Any], *, idempotency: str | None
     ) -> dict[str, Any]:
         return self._plain(
-            self._call(
+            self._created(
                 "create checkout session",
-                lambda: self.client.v1.checkout.sessions.create(
+                idempotency,
+                lambda options: self.client.v1.checkout.sessions.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(idempotency),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -341,11 +363,12 @@ class StripeProvider:
 
     def create_payment_intent(self, params: dict[str, Any], *, idempotency: str) -> dict[str, Any]:
         return self._plain(
-            self._call(
+            self._created(
                 "create payment intent",
-                lambda: self.client.v1.payment_intents.create(
+                idempotency,
+                lambda options: self.client.v1.payment_intents.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(idempotency),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -425,11 +448,12 @@ class StripeProvider:
     ) -> dict[str, Any]:
         params = {"customer": customer, "return_url": return_url, "configuration": configuration}
         return self._plain(
-            self._call(
+            self._created(
                 "create portal session",
-                lambda: self.client.v1.billing_portal.sessions.create(
+                idempotency,
+                lambda options: self.client.v1.billing_portal.sessions.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(idempotency),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )

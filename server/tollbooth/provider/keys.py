@@ -24,6 +24,18 @@ def idempotency_key(kind: str, *parts: str) -> str:
     return f"tollbooth-{kind}-{digest}"
 
 
+# How many keys a create may move through, past keys Stripe answers with a saved failure.
+KEY_STEPS = 4
+
+
+def stepped_key(key: str, step: int) -> str:
+    """The key of a create's `step`th try at the provider: `key` itself, then the keys a
+    create moves to past each one Stripe answers with a failure it saved (a 500 of a request
+    it began: replayed to the same key for 24 h). Deterministic, so every retry and replica
+    walks the same keys and meets the same objects."""
+    return key if step == 0 else f"{key}-step{step}"
+
+
 def options_digest(features: dict[str, Any]) -> str:
     """A digest of a portal configuration's features, whatever their order: the key that
     finds the configuration again (its metadata) and makes it once."""

@@ -113,12 +113,16 @@ class Servicer:
         effect: Callable[[], R],
         *,
         same_as: Message | None = None,
+        equivalent: Callable[[], bool] | None = None,
     ) -> R:
         """Run `effect`, which opens its own short transactions (an operation that calls the
         payment provider between them), at most once per request_id.
 
         `same_as`: the request in the canonical form its fingerprint is taken from, when two
         spellings are one request (`canonical_currency`); `request` itself by default.
+        `equivalent`: asked when the key was stored for other parameters; True when the two
+        requests mean the same (the effect recorded the same intent for both: a price by
+        lookup key or by id), so the stored response is this request's too.
 
         A stored response is replayed and a reused key with other parameters refused before
         anything runs; the key is claimed and the response stored in one transaction after the
@@ -131,20 +135,46 @@ class Servicer:
             return effect()
         scope = idempotency_scope(current_caller.get(), request)
         fingerprint = request_fingerprint(same_as if same_as is not None else request)
-        with self.deps.db.transaction(readonly=True) as session:
-            replay = idempotency.stored(session, scope, key, fingerprint)
+        replay = self._stored(scope, key, fingerprint, equivalent)
         if replay is not None:
             return response_type.FromString(replay)
         response = effect()
         with self.deps.db.transaction() as session:
-            claim = idempotency.claim(session, scope, key, fingerprint)
-            if not claim.fresh:
-                assert claim.response is not None
-                return response_type.FromString(claim.response)
-            idempotency.complete(
-                session, scope, key, response.SerializeToString(deterministic=True)
+            row = idempotency.claim_or_row(session, scope, key, fingerprint)
+            if row is None:
+                idempotency.complete(
+                    session, scope, key, response.SerializeToString(deterministic=True)
+                )
+                return response
+        # A concurrent twin, or a variant of this request, stored its response first.
+        replay = self._stored(scope, key, fingerprint, equivalent)
+        if replay is None:
+            raise errors.failed_precondition(
+                "FAILED_PRECONDITION", "a request with this request_id is still in progress"
             )
-        return response
+        return response_type.FromString(replay)
+
+    def _stored(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        equivalent: Callable[[], bool] | None,
+    ) -> bytes | None:
+        """The response stored under the key for this request (None: unused); one stored for
+        other parameters when `equivalent()` finds the two the same, else
+        IDEMPOTENCY_KEY_REUSED. `equivalent` runs with no transaction open here."""
+        with self.deps.db.transaction(readonly=True) as session:
+            try:
+                return idempotency.stored(session, scope, key, fingerprint)
+            except errors.DomainError as exc:
+                if equivalent is None or exc.reason != "IDEMPOTENCY_KEY_REUSED":
+                    raise
+                refusal = exc
+        if not equivalent():
+            raise refusal
+        with self.deps.db.transaction(readonly=True) as session:
+            return idempotency.stored(session, scope, key, None)
 
 
 def _unbuilt(full_name: str) -> Any:

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine
+from tollbooth.sandbox.keys import KeysInProgress
 from tollbooth.sandbox.objects import DEFAULT_CARD, new_id
 from tollbooth.sandbox.stalls import ApiStalls
 from tollbooth.sandbox.wire import StripeError, as_str, bad_request, check_params, parse_form
@@ -378,6 +379,10 @@ def _event_filter(params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
 ROUTES = _routes()
 
 
+def _unknown_error() -> StripeError:
+    return StripeError(500, "An unknown error occurred in the sandbox.", type="api_error")
+
+
 def _error_response(err: StripeError, request_id: str) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=_headers(request_id))
 
@@ -442,6 +447,7 @@ class Api:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.stalls = ApiStalls()
+        self.keys_in_progress = KeysInProgress()
 
     async def __call__(self, request: Request) -> Response:
         request_id = new_id("req_", 14)
@@ -468,20 +474,23 @@ class Api:
             key = request.headers.get("idempotency-key") if method == "POST" else None
             if key is not None and (not key or len(key) > 255):
                 raise bad_request("Idempotency-Key must be 1 to 255 characters.", "idempotency_key")
-            stall = self.stalls.take(method, path, after=False)
-            if stall is not None:
-                await run_in_threadpool(stall.hold)
-                if stall.body is not None:
-                    return Response(
-                        stall.body, status_code=stall.status, media_type=stall.content_type
-                    )
-                if stall.status:
-                    raise StripeError(
-                        stall.status, "The sandbox was told to fail this request.", type="api_error"
-                    )
-            status, payload, replayed = await run_in_threadpool(
-                self._run, route, params, args, method, path, key, request_id
-            )
+            with self.keys_in_progress.using(key):
+                stall = self.stalls.take(method, path, after=False)
+                if stall is not None:
+                    await run_in_threadpool(stall.hold)
+                    if stall.body is not None:
+                        return Response(
+                            stall.body, status_code=stall.status, media_type=stall.content_type
+                        )
+                    if stall.status:
+                        raise StripeError(
+                            stall.status,
+                            "The sandbox was told to fail this request.",
+                            type="api_error",
+                        )
+                status, payload, replayed = await run_in_threadpool(
+                    self._run, route, params, args, method, path, key, request_id
+                )
             stall = self.stalls.take(method, path, after=True)
             if stall is not None:
                 await run_in_threadpool(stall.hold)
@@ -489,10 +498,7 @@ class Api:
             return _error_response(err, request_id)
         except Exception:
             log.exception("sandbox request %s failed", request_id)
-            return _error_response(
-                StripeError(500, "An unknown error occurred in the sandbox.", type="api_error"),
-                request_id,
-            )
+            return _error_response(_unknown_error(), request_id)
         headers = _headers(request_id)
         if key:
             headers["Idempotency-Key"] = key
@@ -558,10 +564,26 @@ class Api:
                             key, fingerprint, err.status, json.dumps(err.body()), time.time()
                         )
                     raise
-                payload = json.dumps(result)
+                status, payload = 200, json.dumps(result)
+                failed = self.stalls.take(method, path, after=True, failing=True)
+                if failed is not None:  # handled and stored, then failed: Stripe saves that
+                    status, payload = failed.status, json.dumps(_unknown_error().body())
                 if key is not None:
-                    store.save_idempotent(key, fingerprint, 200, payload, time.time())
-                return 200, payload.encode(), False
+                    store.save_idempotent(key, fingerprint, status, payload, time.time())
+                return status, payload.encode(), False
+        except StripeError:
+            raise
+        except Exception:
+            if key is None:
+                raise
+            # Stripe saves the answer of a request it began executing, a 500 included: a retry
+            # with this key gets the 500 back, not a second execution.
+            log.exception("sandbox request %s failed", request_id)
+            payload = json.dumps(_unknown_error().body())
+            with engine.store.tx() as store:
+                if store.idempotent_result(key) is None:
+                    store.save_idempotent(key, fingerprint, 500, payload, time.time())
+            return 500, payload.encode(), False
         finally:
             engine.request.id = None
             engine.request.idempotency_key = None

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from sqlalchemy.orm import Session
 
+from billing.v1 import credit_pb2
 from tests.conftest import SERVICE_MD
 from tests.credit.lost_connection import (
     BALANCE_LOCK,
@@ -27,7 +28,7 @@ from tests.credit.lost_connection import (
     served_with_pids,
     state,
 )
-from tests.credit.support import check_invariants, stub
+from tests.credit.support import account, check_invariants, grant, rid, stub
 from tests.helpers import error_reason
 
 pytestmark = pytest.mark.postgres
@@ -124,3 +125,46 @@ def test_a_debit_whose_deadline_passes_under_a_lock_is_made_at_most_once(
             worker.join(timeout=30)
             assert not worker.is_alive()
     _debited_once(channel, deps, request, retried or [_retry(channel, request)])
+
+
+def test_debits_racing_on_one_account_with_short_deadlines_each_debit_once(
+    served: Served,
+) -> None:
+    """Real contention: 12 clients debit one account at once, each with a 50 ms deadline
+    (most give up while waiting on the others' balance lock), then each retries its own
+    request_id until answered: every request is debited exactly once, and its retries all
+    answer the same."""
+    channel, deps, _pids, _url = served
+    _, acct, _ = account(channel)
+    grant(channel, acct, "100")
+    requests = [
+        credit_pb2.DebitCreditsRequest(
+            account=acct, credit_type="units", amount=f"1.{i:02d}", request_id=rid()
+        )
+        for i in range(12)
+    ]
+    start = threading.Barrier(len(requests))
+    gave_up: list[str] = []
+
+    def hurry(request: Any) -> None:
+        start.wait(timeout=30)
+        try:
+            stub(channel).DebitCredits(request, metadata=SERVICE_MD, timeout=0.05)
+        except grpc.RpcError as err:
+            assert err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+            gave_up.append(request.request_id)
+
+    threads = [threading.Thread(target=hurry, args=(r,)) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    answers = [_retry(channel, r) for r in requests]
+    assert [_retry(channel, r) for r in requests] == answers
+    total = sum(Decimal(r.amount) for r in requests)
+    with Session(deps.db.engine) as s:
+        for r in requests:
+            assert state(s, acct, r.request_id)[2:] == (1, 1)
+        assert state(s, acct, requests[0].request_id)[0][0] == Decimal("100") - total
+        check_invariants(s, acct)

@@ -12,6 +12,7 @@ every event DUPLICATE without burning again.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -163,4 +164,55 @@ def test_a_batch_whose_commit_answer_is_lost_is_unavailable_and_the_resend_is_du
     assert _stored(deps, acct) == EVENTS  # committed, once
     assert balance(channel, acct) == ("95", "0")
     assert _batch(channel, events) == [DUPLICATE] * EVENTS
+    assert balance(channel, acct) == ("95", "0")
+
+
+def _locks_waited(admin: psycopg.Connection[Any], holder: int) -> int:
+    """Backends waiting on the holder's lock, or on a backend that does."""
+    row = admin.execute(
+        "WITH first AS (SELECT pid FROM pg_stat_activity"
+        "  WHERE %(h)s = ANY(pg_blocking_pids(pid)) AND wait_event_type = 'Lock')"
+        " SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock'"
+        " AND (%(h)s = ANY(pg_blocking_pids(a.pid))"
+        "  OR EXISTS (SELECT 1 FROM first f WHERE f.pid = ANY(pg_blocking_pids(a.pid))))",
+        {"h": holder},
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_batch_whose_deadline_passes_under_a_lock_is_stored_and_burned_once(
+    served: Served,
+) -> None:
+    """IngestEvents with a 50 ms deadline, waiting on the balance lock a burn needs: the caller
+    gets DEADLINE_EXCEEDED, the server goes on; the resend (sent while the first still waits)
+    and every later one answer the events once between them, burned once."""
+    channel, deps, _pids, url = served
+    acct, events = _funded(channel)
+    with (
+        psycopg.connect(url, autocommit=True) as admin,
+        psycopg.connect(url) as locker,
+    ):
+        locker.execute(BALANCE_LOCK, (acct,))
+        me = locker.info.backend_pid
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                usage_stub(channel).IngestEvents(
+                    usage_pb2.IngestEventsRequest(events=events), metadata=SERVICE_MD, timeout=0.05
+                )
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 20
+            while _locks_waited(admin, me) < 1:  # the server goes on: it waits on the lock
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            join = _in_thread(lambda: _batch(channel, events))
+            while _locks_waited(admin, me) < 2:  # the resend waits too
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            locker.rollback()
+        resent = join()
+    assert resent == [DUPLICATE] * EVENTS  # the first committed them
+    assert _batch(channel, events) == [DUPLICATE] * EVENTS
+    assert _stored(deps, acct) == EVENTS
     assert balance(channel, acct) == ("95", "0")

@@ -4,7 +4,8 @@ yet, and answer UNAVAILABLE until it does): real `serve-grpc` and `serve-sidecar
 started against a port where nothing listens answer UNAVAILABLE `SERVICE_UNAVAILABLE` and
 /readyz 503; once PostgreSQL answers on that port (a TCP proxy to it, started late), the same
 processes, never restarted, serve every call (writes, reads, a metric created then burning
-through usage ingest) and /readyz answers 200.
+through usage ingest) and /readyz answers 200. Likewise `serve-notifications`: it keeps
+running while the database is away and delivers the outbox once it answers.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from tests.conftest import SERVICE_MD, make_env
 from tests.credit.support import grant
 from tests.devstack import free_port
 from tests.helpers import error_reason
+from tests.notifications.support import Receiver, ReceiverServer, enqueue
 from tests.tcpproxy import Proxy
 from tests.usage.burn_support import balance, burning_metric
 from tests.usage.support import ACCEPTED, event, usage_stub
-from tollbooth.db import normalize_url
+from tollbooth.db import Database, normalize_url
+from tollbooth.db.types import utcnow
+from tollbooth.notifications import endpoints
 
 pytestmark = pytest.mark.postgres
 
@@ -91,11 +95,12 @@ def _issue(channel: grpc.Channel, principal: str) -> Any:
 
 
 @pytest.fixture
-def processes() -> Iterator[Callable[[dict[str, str], str], None]]:
+def processes() -> Iterator[Callable[[dict[str, str], str], subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(env: dict[str, str], command: str) -> None:
+    def start(env: dict[str, str], command: str) -> subprocess.Popen[bytes]:
         procs.append(subprocess.Popen([sys.executable, "-m", "tollbooth.cli", command], env=env))
+        return procs[-1]
 
     yield start
     for proc in procs:
@@ -109,7 +114,7 @@ def processes() -> Iterator[Callable[[dict[str, str], str], None]]:
 
 
 def test_processes_started_before_the_database_serve_once_it_answers_without_a_restart(
-    pg_shared_url: str, processes: Callable[[dict[str, str], str], None]
+    pg_shared_url: str, processes: Callable[[dict[str, str], str], subprocess.Popen[bytes]]
 ) -> None:
     db_port, grpc_port, sidecar_port = free_port(), free_port(), free_port()
     env = {
@@ -160,3 +165,40 @@ def test_processes_started_before_the_database_serve_once_it_answers_without_a_r
         finally:
             if proxy is not None:
                 proxy.close()
+
+
+def test_a_delivery_process_started_before_the_database_delivers_once_it_answers(
+    pg_url: str, processes: Callable[[dict[str, str], str], subprocess.Popen[bytes]]
+) -> None:
+    """`serve-notifications` started against a port where nothing listens keeps running; once
+    PostgreSQL answers there, it delivers what the outbox holds, without a restart."""
+    db_port = free_port()
+    env = {
+        **os.environ,
+        **make_env(
+            _on_port(pg_url, db_port),
+            BILLING_NOTIFY_POLL_MS="50",
+            BILLING_NOTIFY_TIMEOUT_SEC="2",
+            BILLING_LOG_LEVEL="WARNING",
+        ),
+    }
+    receiver = Receiver()
+    server = ReceiverServer(receiver)
+    db = Database(pg_url)
+    proxy: Proxy | None = None
+    try:
+        with db.transaction() as s:
+            _, receiver.secret = endpoints.create(s, endpoints.Fields(url=receiver.url), utcnow())
+        sent = enqueue(db, "credits.granted", "acct_late", {"amount": "1"})
+        started = processes(env, "serve-notifications")
+        time.sleep(2)  # let it run its passes (each failing) while the database is away
+        assert started.poll() is None and receiver.accepted == []
+        proxy = Proxy.to(pg_url, listen_port=db_port)  # the database comes up
+        (got,) = receiver.wait_for(1, timeout=30)
+        assert got["id"] == sent
+        assert started.poll() is None  # the same process, never restarted
+    finally:
+        if proxy is not None:
+            proxy.close()
+        server.close()
+        db.dispose()

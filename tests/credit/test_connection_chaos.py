@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import grpc
@@ -79,34 +80,26 @@ def test_connections_killed_over_and_over_under_load_leave_every_write_once(
                 )
                 time.sleep(0.1)
 
+    def debit(request: credit_pb2.DebitCreditsRequest) -> Any:
+        return stub(channel).DebitCredits(request, metadata=SERVICE_MD, timeout=10)
+
+    def ingest(batch: list[usage_pb2.UsageEvent]) -> list[int]:
+        reply = usage_stub(channel).IngestEvents(
+            usage_pb2.IngestEventsRequest(events=batch), metadata=SERVICE_MD, timeout=10
+        )
+        return [r.status for r in reply.results]
+
     def client(n: int) -> None:
         local: Counter[str] = Counter()
         for i in range(CALLS):
             request = credit_pb2.DebitCreditsRequest(
                 account=acct, credit_type="units", amount=f"1.{n}{i}", request_id=rid()
             )
-            _until_answered(
-                lambda r=request: stub(channel).DebitCredits(r, metadata=SERVICE_MD, timeout=10),
-                local,
-                stop,
-            )
+            _until_answered(partial(debit, request), local, stop)
             key = rid()
-            _until_answered(
-                lambda k=key, a=f"2.{n}{i}": grant(channel, acct, a, request_id=k), local, stop
-            )
+            _until_answered(partial(grant, channel, acct, f"2.{n}{i}", request_id=key), local, stop)
             batch = [event(f"chaos-{n}-{i}-{j}-{uuid.uuid4().hex[:6]}", acct) for j in range(3)]
-            statuses = _until_answered(
-                lambda b=batch: [
-                    r.status
-                    for r in usage_stub(channel)
-                    .IngestEvents(
-                        usage_pb2.IngestEventsRequest(events=b), metadata=SERVICE_MD, timeout=10
-                    )
-                    .results
-                ],
-                local,
-                stop,
-            )
+            statuses = _until_answered(partial(ingest, batch), local, stop)
             assert set(statuses) <= {ACCEPTED, DUPLICATE}, statuses
             with lock:
                 debits.append(request)

@@ -26,7 +26,8 @@ from tollbooth.usage import service
 
 pytestmark = pytest.mark.postgres
 
-TIMEOUT_MS = 200
+# Long enough that no other transaction of the test idles that long, even on a loaded machine.
+TIMEOUT_MS = 1000
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_a_session_ended_for_idling_in_its_transaction_is_unavailable_and_the_re
     def slow_burn(*args: Any, **kwargs: Any) -> Any:
         if not slowed:  # the first batch only: its transaction idles past the timeout
             slowed.append(1)
-            time.sleep(TIMEOUT_MS / 1000 * 3)
+            time.sleep(TIMEOUT_MS / 1000 * 2.5)
         return burn(*args, **kwargs)
 
     monkeypatch.setattr(service, "burn_credits", slow_burn)

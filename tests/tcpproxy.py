@@ -29,9 +29,9 @@ from tollbooth.db import normalize_url
 
 
 class Proxy:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, listen_port: int = 0) -> None:
         self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(("127.0.0.1", listen_port))
         self.port = int(self.listener.getsockname()[1])
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -43,10 +43,11 @@ class Proxy:
         self._threads[0].start()
 
     @classmethod
-    def to(cls, url: str) -> Proxy:
-        """A proxy to the PostgreSQL server of database `url`."""
+    def to(cls, url: str, listen_port: int = 0) -> Proxy:
+        """A proxy to the PostgreSQL server of database `url` (on `listen_port`: a database
+        that was not there and comes up on that port)."""
         parsed = make_url(normalize_url(url))
-        return cls(parsed.host or "127.0.0.1", parsed.port or 5432)
+        return cls(parsed.host or "127.0.0.1", parsed.port or 5432, listen_port)
 
     def through(self, url: str) -> str:
         """Database `url` (of the proxy's target) connecting through the proxy."""

@@ -95,6 +95,23 @@ def is_read_only(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE
 
 
+# SQLSTATEs of PostgreSQL ending the session itself for a timeout an operator set
+# (idle_in_transaction_session_timeout, transaction_timeout): the driver classes them as
+# InternalError, yet the connection is gone, as when a backend is terminated.
+SESSION_ENDED_SQLSTATES = frozenset({"25P03", "25P04"})
+
+
+def is_lost_connection(exc: BaseException) -> bool:
+    """Whether `exc` is the connection lost under the call, whatever error class the driver
+    gave it: SQLAlchemy found it a disconnect (and dropped the connection from the pool), or
+    PostgreSQL ended the session for a timeout. The RPC answers UNAVAILABLE, as for the
+    OperationalError of a terminated backend."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", exc)
+    return getattr(orig, "sqlstate", None) in SESSION_ENDED_SQLSTATES
+
+
 def _retire_read_only(engine: Engine) -> None:
     """A connection that met a read-only database is not given back to the pool: the next one
     is made afresh, so a URL naming several hosts (`target_session_attrs=read-write`) reaches

@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 
 from tollbooth import deadline, metrics
 from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, current_caller
-from tollbooth.db import is_read_only
+from tollbooth.db import is_lost_connection, is_read_only
 from tollbooth.errors import DomainError, Kind, permission_denied, unauthenticated
 from tollbooth.logs import request_id_var
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
@@ -238,7 +238,9 @@ class LoggingInterceptor(_Base):
 # and still answers UNAVAILABLE. Asking again with the same request_id is safe either way: a
 # write that committed committed its request_id's stored answer with it, which the retry gets
 # back; one that did not runs once. So the client's retry on UNAVAILABLE is right. Usage ingest
-# has no request_id: there each event's unique_id plays that part.
+# has no request_id: there each event's unique_id plays that part. A connection lost under another
+# error class (PostgreSQL ending an idle transaction's session: InternalError) is the same case
+# (`tollbooth.db.is_lost_connection`).
 DATABASE_DOWN = (
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
@@ -294,7 +296,7 @@ class ErrorInterceptor(_Base):
             if is_read_only(exc):
                 log.warning("database read-only in %s (request %s)", method, request_id_var.get())
                 context.abort_with_status(to_grpc_status(DATABASE_READ_ONLY))
-            if isinstance(exc, DATABASE_DOWN):
+            if isinstance(exc, DATABASE_DOWN) or is_lost_connection(exc):
                 log.warning(
                     "database unavailable in %s (request %s): %s",
                     method,

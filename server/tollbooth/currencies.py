@@ -51,8 +51,11 @@ def major(minor: int, code: str) -> Decimal:
 
 def refusal(amount: int, code: str) -> str:
     """Why the provider refuses `amount` minor units of `code` though it is within its limits,
-    as a sentence; empty when it takes it."""
+    as a sentence; empty when it takes it. A currency it holds no minor unit for (IQD, say,
+    on a price stored before CreatePrice refused it) is refused whatever the amount."""
     code = code.lower()
+    if not known(code):
+        return f"{code} is no currency the provider takes amounts in"
     if code in THREE_DECIMAL and amount % 10:
         return (
             f"{code} is a three-decimal currency: the provider takes its amounts only in"

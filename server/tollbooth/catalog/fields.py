@@ -320,7 +320,8 @@ def provider_amount_refusal(amount: int, currency: str) -> str:
     """Why the provider refuses `amount` minor units of `currency` (a clean, lower-case code)
     though it is within its limits, as a sentence; empty when it takes it. A three-decimal
     currency's amount must end in 0 (1005 kwd, 1.005 KWD, is refused; 1000 or 1010 is taken);
-    an ISK amount must be whole kronur (150 isk, 1.50 ISK, is refused)."""
+    an ISK amount must be whole kronur (150 isk, 1.50 ISK, is refused); a currency the provider
+    holds no minor unit for (a price stored before `clean_currency` refused IQD) is refused."""
     return currencies.refusal(amount, currency)
 
 

@@ -1,0 +1,85 @@
+"""A price stored before the provider's currency rules (tollbooth.currencies) were applied may
+be in a currency the provider holds no minor unit for (IQD, LYD, CLF, UYW: CURRENCY_INVALID
+at CreatePrice now) or be an ISK amount that is not whole kronur. Checkout and payment intents
+refuse it with a 400 naming the price before an intent is recorded or Stripe is called."""
+
+from __future__ import annotations
+
+import grpc
+from sqlalchemy import update
+
+from billing.v1 import checkout_pb2
+from tests.checkout.support import World
+from tests.conftest import bearer_md
+from tests.helpers import error_field, error_reason
+from tests.payments.support import create, one_time_pack, rpc_error, token
+from tollbooth.db.models import CheckoutSession, Price
+from tollbooth.db.payment_intents import PaymentIntent
+
+
+def _stored(world: World, price_id: str, currency: str, amount: int) -> None:
+    with world.deps.db.transaction() as session:  # as stored before the rule
+        session.execute(
+            update(Price).where(Price.id == price_id).values(currency=currency, unit_amount=amount)
+        )
+
+
+def test_a_stored_price_in_a_currency_the_provider_lacks_is_400_at_checkout(
+    world: World,
+) -> None:
+    legacy = world.price("legacy-iqd", recurring=False, amount=1500).price_id
+    _stored(world, legacy, "iqd", 1500)
+    token_, account = world.token()
+    err = rpc_error(
+        lambda: world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[checkout_pb2.CheckoutLineItem(price=legacy, quantity=1)],
+                success_url="https://app.example/ok",
+                mode="payment",
+            ),
+            metadata=bearer_md(token_),
+            timeout=30,
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "CHECKOUT_AMOUNT_INVALID", err.details()
+    assert error_field(err) == "line_items[0]"
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+    assert world.stripe.v1.checkout.sessions.list(params={"limit": 10}).data == []
+
+
+def test_a_stored_isk_price_of_part_kronur_is_400_at_checkout(world: World) -> None:
+    legacy = world.price("legacy-isk", recurring=True, amount=1500).price_id
+    _stored(world, legacy, "isk", 150)
+    token_, account = world.token()
+    err = rpc_error(
+        lambda: world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                line_items=[checkout_pb2.CheckoutLineItem(price=legacy, quantity=1)],
+                success_url="https://app.example/ok",
+            ),
+            metadata=bearer_md(token_),
+            timeout=30,
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert error_reason(err) == "CHECKOUT_AMOUNT_INVALID", err.details()
+    assert world.count(CheckoutSession, CheckoutSession.billing_account_id == account) == 0
+
+
+def test_a_stored_price_in_a_currency_the_provider_lacks_is_400_for_a_payment(
+    world: World,
+) -> None:
+    legacy = one_time_pack(world, "pack-iqd-legacy", amount=1500)
+    _stored(world, legacy, "iqd", 1500)
+    isk = one_time_pack(world, "pack-isk-legacy", amount=1500)
+    _stored(world, isk, "isk", 150)
+    bearer, _ = token(world)
+    for price_id in (legacy, isk):
+        err = rpc_error(
+            lambda p=price_id: create(world, bearer, catalog_price_id=p, amount=0, currency="")  # type: ignore[misc]
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert error_reason(err) in ("PAYMENT_AMOUNT_INVALID", "CURRENCY_INVALID"), err.details()
+    assert world.count(PaymentIntent) == 0
+    assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []

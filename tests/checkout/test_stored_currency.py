@@ -8,9 +8,11 @@ from __future__ import annotations
 import grpc
 from sqlalchemy import update
 
-from billing.v1 import checkout_pb2
+from google.protobuf import field_mask_pb2
+
+from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World
-from tests.conftest import bearer_md
+from tests.conftest import SERVICE_MD, bearer_md
 from tests.helpers import error_field, error_reason
 from tests.payments.support import create, one_time_pack, rpc_error, token
 from tollbooth.db.models import CheckoutSession, Price
@@ -83,3 +85,22 @@ def test_a_stored_price_in_a_currency_the_provider_lacks_is_400_for_a_payment(
         assert error_reason(err) in ("PAYMENT_AMOUNT_INVALID", "CURRENCY_INVALID"), err.details()
     assert world.count(PaymentIntent) == 0
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
+
+
+def test_a_stored_price_in_a_currency_the_provider_lacks_can_still_be_renamed(
+    world: World,
+) -> None:
+    """UpdatePrice never changes a currency: an IQD price stored before CreatePrice refused
+    IQD takes a new lookup key (as one with a refused amount does) rather than CURRENCY_INVALID."""
+    legacy = world.price("legacy-iqd-rename", recurring=False, amount=1500).price_id
+    _stored(world, legacy, "iqd", 1500)
+    updated = world.catalog.UpdatePrice(
+        catalog_pb2.UpdatePriceRequest(
+            price=catalog_pb2.Price(price_id=legacy, lookup_key="legacy-iqd-renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["lookup_key"]),
+            request_id="rename-legacy-iqd",
+        ),
+        metadata=SERVICE_MD,
+        timeout=30,
+    )
+    assert (updated.lookup_key, updated.currency) == ("legacy-iqd-renamed", "iqd")

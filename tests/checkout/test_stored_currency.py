@@ -6,9 +6,8 @@ refuse it with a 400 naming the price before an intent is recorded or Stripe is 
 from __future__ import annotations
 
 import grpc
-from sqlalchemy import update
-
 from google.protobuf import field_mask_pb2
+from sqlalchemy import update
 
 from billing.v1 import catalog_pb2, checkout_pb2
 from tests.checkout.support import World

@@ -103,3 +103,34 @@ def test_a_stored_price_in_a_currency_the_provider_lacks_can_still_be_renamed(
         timeout=30,
     )
     assert (updated.lookup_key, updated.currency) == ("legacy-iqd-renamed", "iqd")
+
+
+def test_a_setup_checkout_is_in_the_currency_asked_for(world: World) -> None:
+    """Seed 001's `currency` on a setup checkout (no prices to compare it with) is the
+    currency Stripe's session is in (it picks the payment methods by it); without one, the
+    catalog's most common currency, never one Stripe lacks (an IQD price stored before
+    CreatePrice refused IQD)."""
+    for n in range(2):
+        legacy = world.price(f"legacy-iqd-setup-{n}", recurring=False, amount=1500).price_id
+        _stored(world, legacy, "iqd", 1500)
+    world.price("setup-usd", recurring=False, amount=1500)
+    token_, _ = world.token()
+
+    def setup(currency: str, request_id: str) -> checkout_pb2.CheckoutSession:
+        return world.checkout.CreateCheckoutSession(
+            checkout_pb2.CreateCheckoutSessionRequest(
+                success_url="https://app.example/ok",
+                mode="setup",
+                currency=currency,
+                request_id=request_id,
+            ),
+            metadata=bearer_md(token_),
+            timeout=30,
+        ).session
+
+    asked = setup("EUR", "setup-eur")
+    assert asked.currency == "eur"
+    remote = world.stripe.v1.checkout.sessions.retrieve(asked.stripe_checkout_session_id)
+    assert remote.currency == "eur"
+    default = setup("", "setup-default")
+    assert default.currency == "usd"

@@ -28,7 +28,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,6 @@ from tollbooth.accounts import customer_sync
 from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
-from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import once, repository
 from tollbooth.checkout.portal import create_portal, same_account
 from tollbooth.checkout.redirects import check_redirect
@@ -58,6 +56,7 @@ from tollbooth.checkout.service import (
     from_unix,
     granted_by,
     resolve_items,
+    setup_currency,
 )
 from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
@@ -161,14 +160,21 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
 
 
 def _fingerprints(
-    lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
+    lines: list[Any],
+    success: str,
+    cancel: str,
+    reference: str,
+    mode: str,
+    email: str | None,
+    currency: str = "",
 ) -> tuple[str, str]:
     """(what a new intent records: SHA-256 of a JSON array of the fields, unambiguous; the
-    U+001F join older intents recorded, still recognised on their retry, never rewritten)."""
+    U+001F join older intents recorded, still recognised on their retry, never rewritten); a
+    setup checkout's `currency` asked for is appended only when given (as before it counted)."""
     items = [[ln.price.id, ln.quantity] for ln in lines]
     setup = mode if mode == "setup" else ""  # the other modes follow from the prices
-    fields = ["checkout/2", items, success, cancel, reference, setup, email or ""]
-    encoded = json.dumps(fields, separators=(",", ":"))
+    fields = ["checkout/2", items, success, cancel, reference, setup, email or "", currency]
+    encoded = json.dumps(fields if currency else fields[:-1], separators=(",", ":"))
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
     if setup:
         parts.append(setup)
@@ -206,10 +212,10 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     else:  # seed 001's body names no items: the configured default offer
         lines = [] if setup else default_offer(session, req.default_lookup_key)
     mode = check_mode(req.mode, lines)
-    check_currency(req.currency, lines)
+    asked = check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
     prices = [ln.price for ln in lines]
-    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email)
+    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email, asked)
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request
@@ -261,7 +267,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
             for ln in lines
         ],
         amount_total=0,
-        currency=lines[0].price.currency if lines else _setup_currency(session),
+        currency=lines[0].price.currency if lines else asked or setup_currency(session),
         client_reference=reference,
         success_url=success,
         cancel_url=cancel,
@@ -271,13 +277,6 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     )
     repository.add_checkout(session, row)
     return _Plan(account.id, ours=Intent.of(row), blockers=blockers)
-
-
-def _setup_currency(session: Session) -> str:
-    """Setup mode's currency (the provider chooses payment methods by it): the catalog's most
-    common among active prices; usd for an empty catalog."""
-    currencies = Counter(p.currency for p in catalog.all_active_prices(session))
-    return currencies.most_common(1)[0][0] if currencies else "usd"
 
 
 def _holders(

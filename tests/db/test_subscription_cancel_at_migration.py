@@ -1,6 +1,7 @@
 """Migration 0035 on a database holding subscriptions (PostgreSQL and SQLite): each row reads
 `cancel_at` NULL afterwards and is as live as before (a plan set to cancel at its period's end
-still ends there); going back to 0034 keeps the rows."""
+still ends there), and a `cancel_at` written then is compared as the instant it is; going
+back to 0034 keeps the rows."""
 
 from __future__ import annotations
 
@@ -70,6 +71,12 @@ def test_subscriptions_recorded_before_0035_read_no_cancel_at_and_stay_live(
             assert [(r.id, r.cancel_at) for r in rows] == [("sub_c1", None), ("sub_c2", None)]
             live = repository.live_subscriptions(session, "ba_c", now)
             assert [s.id for s in live] == ["sub_c1"]
+            # The new column as the statement compares it (a passed cancel_at ends the plan).
+            for delta, expected in ((-60, []), (60, ["sub_c1"])):
+                rows[0].cancel_at = now + dt.timedelta(seconds=delta)
+                session.commit()
+                live = repository.live_subscriptions(session, "ba_c", now)
+                assert [s.id for s in live] == expected, delta
         downgrade(database_url, "0034")
         with engine.connect() as conn:
             kept = conn.execute(select(SUBSCRIPTIONS.c.id).order_by(SUBSCRIPTIONS.c.id)).all()

@@ -195,6 +195,30 @@ def test_a_plan_stripe_cancels_at_a_date_grants_until_then_and_not_after_before_
     assert next_action(world, token, "team") == "session"
 
 
+def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) -> None:
+    """A cancellation date that has passed by this server's clock but that the merchant removed
+    before Stripe acted on it (Stripe's object again has no `cancel_at`): the plan grants again
+    once that update arrives, from kept holdings too."""
+    plans(world)
+    token, _ = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+    now = int(time.time())
+
+    def cancel_at(at: int | None) -> Callable[[dict[str, Any]], None]:
+        def change(sub: dict[str, Any]) -> None:
+            period(now - DAY, now + 29 * DAY)(sub)
+            sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+
+        return change
+
+    at_provider(world, sub_id, cancel_at(now - 60))
+    assert entitled(world, token) == (False, False, [])
+    at_provider(world, sub_id, cancel_at(None))
+    assert entitled(world, token) == (True, True, ["calls", "pro"])
+    assert world.status(token).plan == "pro"
+
+
 def test_a_cancel_at_set_or_moved_alone_is_a_subscription_update(world: World) -> None:
     """Stripe's `cancel_at` scheduled, or moved to another date, with nothing else changed
     (Stripe's `customer.subscription.updated`) is a change of the subscription like any

@@ -77,8 +77,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     its limit.
     """
     ERROR_REASON_CURRENCY_INVALID: _ErrorReason.ValueType  # 61
-    """The currency is not an ISO 4217 code, or is one the provider has no minor unit for
-    (iqd, lyd, clf, uyw).
+    """The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+    uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
     """
     ERROR_REASON_PROVIDER_REQUEST_INVALID: _ErrorReason.ValueType  # 62
     """The payment provider refused a request built from this one (for example a URL it does not
@@ -335,8 +335,8 @@ ERROR_REASON_FIELD_INVALID: ErrorReason.ValueType  # 60
 its limit.
 """
 ERROR_REASON_CURRENCY_INVALID: ErrorReason.ValueType  # 61
-"""The currency is not an ISO 4217 code, or is one the provider has no minor unit for
-(iqd, lyd, clf, uyw).
+"""The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
 """
 ERROR_REASON_PROVIDER_REQUEST_INVALID: ErrorReason.ValueType  # 62
 """The payment provider refused a request built from this one (for example a URL it does not

@@ -170,8 +170,8 @@ export enum ErrorReason {
   FIELD_INVALID = 60,
 
   /**
-   * The currency is not an ISO 4217 code, or is one the provider has no minor unit for
-   * (iqd, lyd, clf, uyw).
+   * The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+   * uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
    *
    * @generated from enum value: ERROR_REASON_CURRENCY_INVALID = 61;
    */

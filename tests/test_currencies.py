@@ -56,3 +56,13 @@ def test_isk_is_taken_only_in_whole_kronur():
     assert "divisible by 100" in f.provider_amount_refusal(150, "isk")
     assert f.provider_amount_refusal(1500, "isk") == ""
     assert f.provider_amount_refusal(150, "usd") == ""
+
+
+@pytest.mark.parametrize("code", ["bov", "CHE", "chw", "cou", "mxv", "usn", "uyi"])
+def test_an_iso_fund_code_is_currency_invalid(code):  # type: ignore[no-untyped-def]
+    """ISO 4217's fund codes (Bolivian Mvdol, WIR euro and franc, UVR, UDI, US dollar next
+    day, Uruguayan UI) are units of account, not currencies anyone is charged in: clean_currency
+    promises no fund codes, and Stripe holds none (UYI's ISO exponent 0 was counted as 2)."""
+    with pytest.raises(errors.DomainError) as err:
+        f.clean_currency(code)
+    assert err.value.reason == "CURRENCY_INVALID"

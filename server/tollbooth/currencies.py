@@ -22,14 +22,18 @@ ZERO_DECIMAL = frozenset(
     | {"xaf", "xof", "xpf"}
 )
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+# ISO 4217's fund codes with minor units (Mvdol, WIR euro and franc, UVR, UDI, US dollar next
+# day, Uruguayan UI): units of account, which no one is charged in and Stripe does not hold.
+FUNDS = frozenset({"bov", "che", "chw", "cou", "mxv", "usn", "uyi"})
 # Two-decimal in the API, but only whole major units are taken (amount % 100 == 0).
 WHOLE_UNITS_ONLY = frozenset({"isk"})
 
 
 def known(code: str) -> bool:
-    """`code` (lower case) is an active ISO 4217 currency the provider has minor units for."""
+    """`code` (lower case) is an active ISO 4217 currency, not a fund code, that the provider
+    has minor units for."""
     entry = iso4217.Currency.__members__.get(code)
-    if entry is None or entry.exponent is None:
+    if entry is None or entry.exponent is None or code in FUNDS:
         return False
     return entry.exponent <= 2 or code in THREE_DECIMAL
 
@@ -51,8 +55,11 @@ def major(minor: int, code: str) -> Decimal:
 
 def refusal(amount: int, code: str) -> str:
     """Why the provider refuses `amount` minor units of `code` though it is within its limits,
-    as a sentence; empty when it takes it."""
+    as a sentence; empty when it takes it. A currency it holds no minor unit for (IQD, say,
+    on a price stored before CreatePrice refused it) is refused whatever the amount."""
     code = code.lower()
+    if not known(code):
+        return f"{code} is no currency the provider takes amounts in"
     if code in THREE_DECIMAL and amount % 10:
         return (
             f"{code} is a three-decimal currency: the provider takes its amounts only in"

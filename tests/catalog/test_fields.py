@@ -127,6 +127,15 @@ def test_an_update_leaves_a_stored_three_decimal_amount_alone():
     assert reason_of(f.clean_price, stored) == "PRICE_AMOUNT_INVALID"
 
 
+def test_an_update_leaves_a_stored_currency_the_provider_lacks_alone():
+    """A price stored in IQD before CreatePrice refused it (no Stripe minor unit) can still be
+    renamed or unlinked, as one with a refused amount can: its currency never changes in an
+    update, and its checkout and payments are refused instead."""
+    stored = PriceFields(**{**vars(VALID_PRICE), "currency": "iqd", "unit_amount": 1500})
+    assert f.clean_price(stored, new_amount=False).currency == "iqd"
+    assert reason_of(f.clean_price, stored) == "CURRENCY_INVALID"
+
+
 def test_price_is_normalised():
     clean = f.clean_price(
         PriceFields(

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2, entitlement_pb2, usage_pb2, usage_pb2_grpc
 from tests.checkout.support import World, events_of, signed_send, start_world
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import E, bought, check, events, listing, metric
 from tests.entitlements.test_hints import hints
+from tollbooth.db.models import Subscription
 
 K = entitlement_pb2
 H = catalog_pb2
@@ -191,6 +193,60 @@ def test_a_plan_stripe_cancels_at_a_date_grants_until_then_and_not_after_before_
     assert world.status(token).plan == "free"
     assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
     assert next_action(world, token, "team") == "session"
+
+
+def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) -> None:
+    """A cancellation date that has passed by this server's clock but that the merchant removed
+    before Stripe acted on it (Stripe's object again has no `cancel_at`): the plan grants again
+    once that update arrives, from kept holdings too."""
+    plans(world)
+    token, _ = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+    now = int(time.time())
+
+    def cancel_at(at: int | None) -> Callable[[dict[str, Any]], None]:
+        def change(sub: dict[str, Any]) -> None:
+            period(now - DAY, now + 29 * DAY)(sub)
+            sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+
+        return change
+
+    at_provider(world, sub_id, cancel_at(now - 60))
+    assert entitled(world, token) == (False, False, [])
+    at_provider(world, sub_id, cancel_at(None))
+    assert entitled(world, token) == (True, True, ["calls", "pro"])
+    assert world.status(token).plan == "pro"
+
+
+def test_a_cancel_at_set_or_moved_alone_is_a_subscription_update(world: World) -> None:
+    """Stripe's `cancel_at` scheduled, or moved to another date, with nothing else changed
+    (Stripe's `customer.subscription.updated`) is a change of the subscription like any
+    other: its `subscription.updated` notification is sent and the row's `updated_at` moves."""
+    plans(world)
+    token, account = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+    now = int(time.time())
+
+    def updated() -> tuple[int, dt.datetime]:
+        with world.deps.db.transaction(readonly=True) as session:
+            row = session.scalars(select(Subscription)).one()
+            return world.notifications(account).count("subscription.updated"), row.updated_at
+
+    for at in (now + 10 * DAY, now + 20 * DAY):
+        sent, stamp = updated()
+
+        def change(sub: dict[str, Any], at: int = at) -> None:
+            sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+
+        at_provider(world, sub_id, change)
+        with world.deps.db.transaction(readonly=True) as session:
+            row = session.scalars(select(Subscription)).one()
+            assert row.cancel_at == dt.datetime.fromtimestamp(at, dt.UTC)
+        now_sent, now_stamp = updated()
+        assert now_sent == sent + 1
+        assert now_stamp > stamp
 
 
 def test_kept_holdings_stop_granting_when_the_period_ends_with_no_change_at_all(

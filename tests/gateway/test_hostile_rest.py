@@ -103,7 +103,12 @@ def test_a_forged_page_token_is_400(stack):  # type: ignore[no-untyped-def]
 
 def test_an_unknown_currency_is_400(stack):  # type: ignore[no-untyped-def]
     product = make_product(stack, "Currency test")
-    for currency in ("xyz", "XAU", "us"):
+    # Beside no code at all: ones Stripe has no minor unit for, and a fund code, which the
+    # OpenAPI document's enum leaves out as the server refuses them.
+    document = stack.request("GET", "/api/openapi.json", None, None).json()
+    enum = document["components"]["schemas"]["Price"]["properties"]["currency"]["enum"]
+    for currency in ("xyz", "XAU", "us", "iqd", "UYW", "uyi"):
+        assert currency not in enum
         resp = stack.request(
             "POST",
             f"/mgt/v1/catalog/prices?{key()}",

@@ -345,7 +345,8 @@ class Price(_message.Message):
     """ISO 4217 code, lower case."""
     unit_amount: _builtins.int
     """Amount in minor units (cents). In a three-decimal currency (bhd, jod,
-    kwd, omr, tnd) it must end in 0, as the provider requires.
+    kwd, omr, tnd) it must end in 0, in isk be divisible by 100 (whole
+    kronur), as the provider requires.
     """
     type: Global___PriceType.ValueType
     """One-time or recurring; unspecified follows `recurring` (recurring when an

@@ -321,7 +321,8 @@ class CreateCheckoutSessionRequest(_message.Message):
     """
     currency: _builtins.str
     """Seed 001's `currency` (ISO 4217, any case): the checkout's prices must be
-    in it (FIELD_INVALID otherwise). Empty: not checked.
+    in it (FIELD_INVALID otherwise). A setup checkout (no prices) is in it.
+    Empty: not checked (a setup checkout: the catalog's most common currency).
     """
     pass_through_token: _builtins.str
     """Seed 001's `passThroughToken`: the same as `client_reference` (given back

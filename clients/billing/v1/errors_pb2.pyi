@@ -77,7 +77,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     its limit.
     """
     ERROR_REASON_CURRENCY_INVALID: _ErrorReason.ValueType  # 61
-    """The currency is not an ISO 4217 code."""
+    """The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+    uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
+    """
     ERROR_REASON_PROVIDER_REQUEST_INVALID: _ErrorReason.ValueType  # 62
     """The payment provider refused a request built from this one (for example a URL it does not
     accept); the message says what it said.
@@ -217,13 +219,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_CHECKOUT_AMOUNT_INVALID: _ErrorReason.ValueType  # 210
     """A checkout's total (each line's unit amount times its quantity, summed) is over the
     provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
-    jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
-    refused that): refused before anything is recorded (INVALID_ARGUMENT).
+    jod, kwd, omr, tnd) with a unit_amount not ending in 0, in isk with one not divisible by
+    100, or in a currency the provider has no minor unit for (a price stored before
+    CreatePrice refused that): refused before anything is recorded (INVALID_ARGUMENT).
     """
     ERROR_REASON_PRICE_AMOUNT_INVALID: _ErrorReason.ValueType  # 211
     """A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
-    currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
-    (INVALID_ARGUMENT).
+    currency (bhd, jod, kwd, omr, tnd) does not end in 0, or in isk (whole kronur only) is not
+    divisible by 100, which the provider refuses (INVALID_ARGUMENT).
     """
     ERROR_REASON_PRICE_ALREADY_PURCHASED: _ErrorReason.ValueType  # 212
     """The account already holds this non-stackable one-time price (a purchase of it not refunded
@@ -256,7 +259,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
     The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
     the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
-    kwd, omr, tnd) does not end in 0, which the provider refuses.
+    kwd, omr, tnd) does not end in 0, or in isk is not divisible by 100, which the provider
+    refuses.
     """
     ERROR_REASON_EMAIL_INVALID: _ErrorReason.ValueType  # 181
     """An e-mail field (an account's, a customer's, a checkout's customer_email, a
@@ -336,7 +340,9 @@ ERROR_REASON_FIELD_INVALID: ErrorReason.ValueType  # 60
 its limit.
 """
 ERROR_REASON_CURRENCY_INVALID: ErrorReason.ValueType  # 61
-"""The currency is not an ISO 4217 code."""
+"""The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
+"""
 ERROR_REASON_PROVIDER_REQUEST_INVALID: ErrorReason.ValueType  # 62
 """The payment provider refused a request built from this one (for example a URL it does not
 accept); the message says what it said.
@@ -476,13 +482,14 @@ recurring price in `subscription` mode, or items in `setup` mode (INVALID_ARGUME
 ERROR_REASON_CHECKOUT_AMOUNT_INVALID: ErrorReason.ValueType  # 210
 """A checkout's total (each line's unit amount times its quantity, summed) is over the
 provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
-jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
-refused that): refused before anything is recorded (INVALID_ARGUMENT).
+jod, kwd, omr, tnd) with a unit_amount not ending in 0, in isk with one not divisible by
+100, or in a currency the provider has no minor unit for (a price stored before
+CreatePrice refused that): refused before anything is recorded (INVALID_ARGUMENT).
 """
 ERROR_REASON_PRICE_AMOUNT_INVALID: ErrorReason.ValueType  # 211
 """A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
-currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
-(INVALID_ARGUMENT).
+currency (bhd, jod, kwd, omr, tnd) does not end in 0, or in isk (whole kronur only) is not
+divisible by 100, which the provider refuses (INVALID_ARGUMENT).
 """
 ERROR_REASON_PRICE_ALREADY_PURCHASED: ErrorReason.ValueType  # 212
 """The account already holds this non-stackable one-time price (a purchase of it not refunded
@@ -515,7 +522,8 @@ ERROR_REASON_PAYMENT_AMOUNT_INVALID: ErrorReason.ValueType  # 180
 """Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
 The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
 the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
-kwd, omr, tnd) does not end in 0, which the provider refuses.
+kwd, omr, tnd) does not end in 0, or in isk is not divisible by 100, which the provider
+refuses.
 """
 ERROR_REASON_EMAIL_INVALID: ErrorReason.ValueType  # 181
 """An e-mail field (an account's, a customer's, a checkout's customer_email, a

@@ -320,7 +320,8 @@ def provider_amount_refusal(amount: int, currency: str) -> str:
     """Why the provider refuses `amount` minor units of `currency` (a clean, lower-case code)
     though it is within its limits, as a sentence; empty when it takes it. A three-decimal
     currency's amount must end in 0 (1005 kwd, 1.005 KWD, is refused; 1000 or 1010 is taken);
-    an ISK amount must be whole kronur (150 isk, 1.50 ISK, is refused)."""
+    an ISK amount must be whole kronur (150 isk, 1.50 ISK, is refused); a currency the provider
+    holds no minor unit for (a price stored before `clean_currency` refused IQD) is refused."""
     return currencies.refusal(amount, currency)
 
 
@@ -381,8 +382,9 @@ def clean_price(
     new_amount: bool = True,
 ) -> PriceFields:
     """A valid price. Without require_product the product is left unnamed (catalog files).
-    Without new_amount (an update: amount and currency never change) a stored amount the
-    provider refuses is left alone, so such a price can still be renamed or unlinked."""
+    Without new_amount (an update: amount and currency never change) a stored amount or
+    currency the provider refuses is left alone, so such a price can still be renamed or
+    unlinked."""
     price_type, interval, count = clean_price_shape(
         fields.type, fields.interval, fields.interval_count
     )
@@ -397,7 +399,10 @@ def clean_price(
             field="unit_amount",
         )
     product_id = _text(fields.product_id, "product_id", 40, required=require_product)
-    currency = clean_currency(fields.currency)
+    if new_amount or currencies.known(fields.currency.strip().lower()):
+        currency = clean_currency(fields.currency)
+    else:  # stored in IQD, say, before `clean_currency` refused it: left alone, as the amount
+        currency = fields.currency
     if new_amount and (refusal := provider_amount_refusal(fields.unit_amount, currency)):
         raise errors.invalid(
             f"unit_amount: {refusal}", reason="PRICE_AMOUNT_INVALID", field="unit_amount"

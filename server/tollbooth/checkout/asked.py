@@ -66,6 +66,7 @@ class Asked:
     email: str | None
     fingerprint: str
     legacy: str
+    currency: str = ""  # a setup checkout's currency asked for (seed 001's); else empty
 
 
 def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
@@ -78,14 +79,21 @@ def checkout_id_for(scope: str, account_id: str, request_id: str) -> str:
 
 
 def _fingerprints(
-    lines: list[Any], success: str, cancel: str, reference: str, mode: str, email: str | None
+    lines: list[Any],
+    success: str,
+    cancel: str,
+    reference: str,
+    mode: str,
+    email: str | None,
+    currency: str = "",
 ) -> tuple[str, str]:
     """(what a new intent records: SHA-256 of a JSON array of the fields, unambiguous; the
-    U+001F join older intents recorded, still recognised on their retry, never rewritten)."""
+    U+001F join older intents recorded, still recognised on their retry, never rewritten); a
+    setup checkout's `currency` asked for is appended only when given (as before it counted)."""
     items = [[ln.price.id, ln.quantity] for ln in lines]
     setup = mode if mode == "setup" else ""  # the other modes follow from the prices
-    fields = ["checkout/2", items, success, cancel, reference, setup, email or ""]
-    encoded = json.dumps(fields, separators=(",", ":"))
+    fields = ["checkout/2", items, success, cancel, reference, setup, email or "", currency]
+    encoded = json.dumps(fields if currency else fields[:-1], separators=(",", ":"))
     parts = [f"{ln.price.id}x{ln.quantity}" for ln in lines] + [success, cancel, reference]
     if setup:
         parts.append(setup)
@@ -106,10 +114,10 @@ def asked(session: Session, req: CheckoutRequest, origins: Sequence[str]) -> Ask
     else:  # seed 001's body names no items: the configured default offer
         lines = [] if setup else default_offer(session, req.default_lookup_key)
     mode = check_mode(req.mode, lines)
-    check_currency(req.currency, lines)
+    currency = check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
-    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email)
-    return Asked(lines, success, cancel, reference, mode, email, fingerprint, legacy)
+    fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email, currency)
+    return Asked(lines, success, cancel, reference, mode, email, fingerprint, legacy, currency)
 
 
 def same_intent(db: Database, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,6 @@ from tollbooth import errors
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
-from tollbooth.catalog import repository as catalog
 from tollbooth.checkout import once, repository
 from tollbooth.checkout.asked import CheckoutRequest, asked, checkout_id_for
 from tollbooth.checkout.portal import create_portal, same_account
@@ -50,6 +48,7 @@ from tollbooth.checkout.service import (
     PortalOptions,
     from_unix,
     granted_by,
+    setup_currency,
 )
 from tollbooth.credit.queries import check_grants_fit
 from tollbooth.db import Database
@@ -200,7 +199,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
             for ln in lines
         ],
         amount_total=0,
-        currency=lines[0].price.currency if lines else _setup_currency(session),
+        currency=lines[0].price.currency if lines else want.currency or setup_currency(session),
         client_reference=reference,
         success_url=success,
         cancel_url=cancel,
@@ -210,13 +209,6 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     )
     repository.add_checkout(session, row)
     return _Plan(account.id, ours=Intent.of(row), blockers=blockers)
-
-
-def _setup_currency(session: Session) -> str:
-    """Setup mode's currency (the provider chooses payment methods by it): the catalog's most
-    common among active prices; usd for an empty catalog."""
-    currencies = Counter(p.currency for p in catalog.all_active_prices(session))
-    return currencies.most_common(1)[0][0] if currencies else "usd"
 
 
 def _holders(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +24,7 @@ from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.catalog.fields import clean_currency, provider_amount_refusal
 from tollbooth.checkout import repository
+from tollbooth.currencies import known as held_currency
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
 from tollbooth.subscriptions import repository as subscriptions
@@ -180,15 +182,15 @@ def default_offer(session: Session, lookup_key: str) -> list[_Line]:
     return [_Line(price, 1)]
 
 
-def check_currency(requested: str, lines: Sequence[_Line]) -> None:
+def check_currency(requested: str, lines: Sequence[_Line]) -> str:
     """Seed 001's `currency`: an ISO 4217 code (CURRENCY_INVALID) that the checkout's prices
-    are in (FIELD_INVALID otherwise). Empty: nothing to check. A checkout of no prices (setup
-    mode) has nothing to compare it with, but a code that is none is refused all the same."""
+    are in (FIELD_INVALID otherwise). A checkout of no prices (setup mode) has nothing to
+    compare it with: it is its session's currency, returned (lower case); else empty."""
     if not requested.strip():
-        return
+        return ""
     code = clean_currency(requested)
     if not lines:
-        return
+        return code
     actual = lines[0].price.currency
     if code != actual:
         raise errors.invalid(
@@ -196,6 +198,17 @@ def check_currency(requested: str, lines: Sequence[_Line]) -> None:
             reason="FIELD_INVALID",
             field="currency",
         )
+    return ""
+
+
+def setup_currency(session: Session) -> str:
+    """Setup mode's currency when none is asked for (the provider chooses payment methods by
+    it): the catalog's most common among active prices the provider can be paid in (not one
+    stored in IQD before CreatePrice refused it); usd for an empty catalog."""
+    currencies = Counter(
+        p.currency for p in catalog.all_active_prices(session) if held_currency(p.currency)
+    )
+    return currencies.most_common(1)[0][0] if currencies else "usd"
 
 
 def resolve_items(session: Session, items: Sequence[ItemRequest]) -> list[_Line]:

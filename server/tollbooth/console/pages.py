@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Match, Mount, Route
 
-from tollbooth import amounts, errors, paging
+from tollbooth import amounts, currencies, errors, paging
 from tollbooth.console import chart, data, inbox, session
 from tollbooth.console.throttle import SigninThrottle, ThrottleDown, client_address
 from tollbooth.db import Database
@@ -55,11 +55,12 @@ def _credits(value: Decimal | None) -> str:
     return "-" if value is None else amounts.fmt(value)
 
 
-def _money(cents: int | None, currency: str | None) -> str:
-    cents = int(cents or 0)
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{part:02d} {(currency or '').upper()}"
+def _money(minor: int | None, currency: str | None) -> str:
+    """Minor units in the currency's major units as Stripe counts them (tollbooth.currencies:
+    1000 JPY is "1,000 JPY", 1500 KWD "1.500 KWD"), exactly, with thousands separators."""
+    code = currency or ""
+    places = currencies.exponent(code)
+    return f"{currencies.major(int(minor or 0), code):,.{places}f} {code.upper()}"
 
 
 TEMPLATES.filters["when"] = _when

@@ -250,6 +250,7 @@ def _snapshot(row: Subscription) -> dict[str, Any]:
         "current_period_start": row.current_period_start,
         "current_period_end": row.current_period_end,
         "cancel_at_period_end": row.cancel_at_period_end,
+        "cancel_at": row.cancel_at,
         "canceled_at": row.canceled_at,
         "ended_at": row.ended_at,
     }

@@ -270,7 +270,8 @@ export declare type Price = Message<"billing.v1.Price"> & {
 
   /**
    * Amount in minor units (cents). In a three-decimal currency (bhd, jod,
-   * kwd, omr, tnd) it must end in 0, as the provider requires.
+   * kwd, omr, tnd) it must end in 0, in isk be divisible by 100 (whole
+   * kronur), as the provider requires.
    *
    * @generated from field: int64 unit_amount = 4;
    */

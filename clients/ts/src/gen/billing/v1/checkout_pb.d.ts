@@ -305,7 +305,8 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
 
   /**
    * Seed 001's `currency` (ISO 4217, any case): the checkout's prices must be
-   * in it (FIELD_INVALID otherwise). Empty: not checked.
+   * in it (FIELD_INVALID otherwise). A setup checkout (no prices) is in it.
+   * Empty: not checked (a setup checkout: the catalog's most common currency).
    *
    * @generated from field: string currency = 13;
    */

@@ -170,7 +170,8 @@ export enum ErrorReason {
   FIELD_INVALID = 60,
 
   /**
-   * The currency is not an ISO 4217 code.
+   * The currency is not an ISO 4217 code, or is a fund code (bov, che, chw, cou, mxv, usn,
+   * uyi) or one the provider has no minor unit for (iqd, lyd, clf, uyw).
    *
    * @generated from enum value: ERROR_REASON_CURRENCY_INVALID = 61;
    */
@@ -508,8 +509,9 @@ export enum ErrorReason {
   /**
    * A checkout's total (each line's unit amount times its quantity, summed) is over the
    * provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
-   * jod, kwd, omr, tnd) with a unit_amount not ending in 0 (a price stored before CreatePrice
-   * refused that): refused before anything is recorded (INVALID_ARGUMENT).
+   * jod, kwd, omr, tnd) with a unit_amount not ending in 0, in isk with one not divisible by
+   * 100, or in a currency the provider has no minor unit for (a price stored before
+   * CreatePrice refused that): refused before anything is recorded (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_CHECKOUT_AMOUNT_INVALID = 210;
    */
@@ -517,8 +519,8 @@ export enum ErrorReason {
 
   /**
    * A price's unit_amount is over the provider's 99999999 minor units, or in a three-decimal
-   * currency (bhd, jod, kwd, omr, tnd) does not end in 0, which the provider refuses
-   * (INVALID_ARGUMENT).
+   * currency (bhd, jod, kwd, omr, tnd) does not end in 0, or in isk (whole kronur only) is not
+   * divisible by 100, which the provider refuses (INVALID_ARGUMENT).
    *
    * @generated from enum value: ERROR_REASON_PRICE_AMOUNT_INVALID = 211;
    */
@@ -571,7 +573,8 @@ export enum ErrorReason {
    * Payment intents (PaymentService; INVALID_ARGUMENT, HTTP 400).
    * The amount is not 1 to 99999999 minor units (the provider's eight-digit limit), is under
    * the provider's minimum charge in its currency, or in a three-decimal currency (bhd, jod,
-   * kwd, omr, tnd) does not end in 0, which the provider refuses.
+   * kwd, omr, tnd) does not end in 0, or in isk is not divisible by 100, which the provider
+   * refuses.
    *
    * @generated from enum value: ERROR_REASON_PAYMENT_AMOUNT_INVALID = 180;
    */

@@ -185,7 +185,8 @@ export declare type CreatePaymentIntentRequest = Message<"billing.v1.CreatePayme
 
   /**
    * Amount in minor units, 1 to 99999999; in a three-decimal currency (bhd,
-   * jod, kwd, omr, tnd) ending in 0, as the provider requires. With a
+   * jod, kwd, omr, tnd) ending in 0, in isk divisible by 100 (whole kronur),
+   * as the provider requires. With a
    * catalog_price_id it may be left out (0): the price's amount; when given,
    * it must equal it.
    *

@@ -27,6 +27,16 @@ THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 FUNDS = frozenset({"bov", "che", "chw", "cou", "mxv", "usn", "uyi"})
 # Two-decimal in the API, but only whole major units are taken (amount % 100 == 0).
 WHOLE_UNITS_ONLY = frozenset({"isk"})
+# Stripe's minimum charge per currency, in minor units (its "minimum and maximum charge
+# amounts"): under it the provider refuses a payment (`amount_too_small`), so payment intents
+# and payment-mode checkouts refuse it first. A currency not listed has no minimum beyond one
+# minor unit.
+MIN_CHARGE = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
+    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
+    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
+    "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
 
 
 def known(code: str) -> bool:

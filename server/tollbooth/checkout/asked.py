@@ -29,6 +29,7 @@ from tollbooth.checkout.redirects import check_redirect
 from tollbooth.checkout.service import (
     ItemRequest,
     check_currency,
+    check_minimum_charge,
     check_mode,
     default_offer,
     resolve_items,
@@ -114,6 +115,8 @@ def asked(session: Session, req: CheckoutRequest, origins: Sequence[str]) -> Ask
     else:  # seed 001's body names no items: the configured default offer
         lines = [] if setup else default_offer(session, req.default_lookup_key)
     mode = check_mode(req.mode, lines)
+    listed = "line_items" if req.items and req.items[0].which == "price" else "items"
+    check_minimum_charge(mode, lines, listed)
     currency = check_currency(req.currency, lines)
     email = clean_email(req.customer_email, "customer_email")
     fingerprint, legacy = _fingerprints(lines, success, cancel, reference, mode, email, currency)

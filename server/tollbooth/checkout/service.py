@@ -24,6 +24,7 @@ from tollbooth.auth.caller import Caller
 from tollbooth.catalog import repository as catalog
 from tollbooth.catalog.fields import clean_currency, provider_amount_refusal
 from tollbooth.checkout import repository
+from tollbooth.currencies import MIN_CHARGE
 from tollbooth.currencies import known as held_currency
 from tollbooth.db.models import CheckoutSession, Price, Product
 from tollbooth.provider import repository as links
@@ -272,6 +273,24 @@ def granted_by(lines: Sequence[_Line]) -> dict[str, Decimal]:
     for i, ln in enumerate(lines):
         amounts.add_grants(granted, ln.price.credit_grants or [], ln.quantity, f"items[{i}]")
     return granted
+
+
+def check_minimum_charge(mode: str, lines: Sequence[_Line], listed: str) -> None:
+    """A payment-mode checkout's total is at least the provider's minimum charge in its
+    currency (Stripe refuses the session under it); subscriptions and free totals are exempt
+    (Stripe carries a small invoice over; a free checkout charges nothing)."""
+    if mode != "payment" or not lines:
+        return
+    total = sum(ln.price.unit_amount * ln.quantity for ln in lines)
+    currency = lines[0].price.currency
+    least = MIN_CHARGE.get(currency, 1)
+    if 0 < total < least:
+        raise errors.invalid(
+            f"the checkout's total of {total} minor units of {currency} is under the"
+            f" provider's minimum charge of {least}",
+            reason="CHECKOUT_AMOUNT_INVALID",
+            field=listed,
+        )
 
 
 def check_mode(requested: str, lines: Sequence[_Line]) -> str:

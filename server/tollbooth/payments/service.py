@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from tollbooth import amounts, errors
+from tollbooth import amounts, currencies, errors
 from tollbooth.accounts.manage import clean_email
 from tollbooth.accounts.service import owner
 from tollbooth.auth.caller import Caller
@@ -24,15 +24,6 @@ from tollbooth.payments import repository
 
 # Stripe's limit: at most eight digits of minor units (99,999,999: $999,999.99).
 MAX_AMOUNT = 99_999_999
-# Stripe's minimum charge per currency, in minor units (its "minimum and maximum charge
-# amounts"): under it the provider refuses the intent (`amount_too_small`), so it is refused
-# here first. A currency not listed has no minimum beyond one minor unit.
-MIN_CHARGE = {
-    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
-    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
-    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
-    "sek": 300, "sgd": 50, "thb": 1000,
-}  # fmt: skip
 MAX_DESCRIPTION = 1000
 
 
@@ -133,7 +124,7 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
     if not currency:
         raise errors.required("currency")
     currency = _currency(currency)
-    least = MIN_CHARGE.get(currency, 1)
+    least = currencies.MIN_CHARGE.get(currency, 1)
     if amount < least:
         raise errors.invalid(
             f"amount is under the provider's minimum charge of {least} minor units of {currency}",

@@ -508,7 +508,8 @@ export enum ErrorReason {
 
   /**
    * A checkout's total (each line's unit amount times its quantity, summed) is over the
-   * provider's 99999999 minor units, or a line's price is in a three-decimal currency (bhd,
+   * provider's 99999999 minor units, or in payment mode above 0 and under the provider's
+   * minimum charge in its currency (50 usd cents, 30 gbp pence...), or a line's price is in a three-decimal currency (bhd,
    * jod, kwd, omr, tnd) with a unit_amount not ending in 0, in isk with one not divisible by
    * 100, or in a currency the provider has no minor unit for (a price stored before
    * CreatePrice refused that): refused before anything is recorded (INVALID_ARGUMENT).

@@ -164,22 +164,25 @@ def test_a_retry_while_the_first_attempt_is_still_at_the_provider_withdraws_noth
     impatient: World,
 ) -> None:
     """Stripe answers a request whose idempotency key another request still in progress uses
-    with 409 (`idempotency_key_in_use`). That is not a refusal of the checkout: the retry is
-    UNAVAILABLE (retry later), the intent stays, the first attempt completes, and a later
-    retry gets its session. Read as a refusal, the intent was withdrawn under the first
-    attempt, which then failed: nothing for either to hand out."""
+    with 409 (`idempotency_key_in_use`). That is not a refusal of the checkout: the retry
+    waits (backing off, within its time) while the intent stays, the first attempt completes,
+    and the retry gets its session. Read as a refusal, the intent was withdrawn under the
+    first attempt, which then failed: nothing for either to hand out."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     world = impatient
     world.price("pro", group="plan")
     token, account = world.token()
     stall = world.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=5.0)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(lambda: world.buy(token, "pro", request_id="in-flight"))
         assert stall.entered.wait(10)
-        unavailable(lambda: world.buy(token, "pro", request_id="in-flight"))
+        retry = pool.submit(lambda: world.buy(token, "pro", request_id="in-flight"))
+        time.sleep(0.3)  # the retry meets the first attempt in progress (409), and waits
         stall.release.set()
         done = first.result(timeout=30)
+        assert retry.result(timeout=30) == done
     assert done.WhichOneof("next_action") == "session" and done.session.url
     assert world.buy(token, "pro", request_id="in-flight") == done
     made = world.stripe.v1.checkout.sessions.list(

@@ -25,6 +25,11 @@ T = TypeVar("T")
 REFUSED = "PROVIDER_REQUEST_INVALID"
 
 
+# How often a request meeting Stripe's 409 `idempotency_key_in_use` is sent again (the library's
+# backoff: 0.5 s doubling, at most its maximum delay, and never past the RPC's time).
+IN_PROGRESS_RETRIES = 6
+
+
 class NetworkRetriesOnly(stripe.RequestsClient):
     """The library also retries 5xx answers; we retry only when nothing came back, or on a 409
     (a request with the same idempotency key still in progress at Stripe).
@@ -58,6 +63,10 @@ class NetworkRetriesOnly(stripe.RequestsClient):
         left = deadline.remaining()
         if left is not None and left <= self._sleep_time_seconds(num_retries + 1):
             return False
+        if response is not None:  # the other request (a burst's first customer create, say)
+            # may take seconds under load: waited for up to IN_PROGRESS_RETRIES times, backing
+            # off, within the RPC's time, whatever the network retries configured.
+            return num_retries < max(max_network_retries, IN_PROGRESS_RETRIES)
         return super()._should_retry(
             response, api_connection_error, num_retries, max_network_retries
         )

@@ -33,6 +33,7 @@ def test_seed_002_tier_body_buys_the_tier_and_billing_status_follows(seed_shop: 
     # Seed 002's free-tier response: status and current_period_end are null.
     free = seed_shop.billing(token)
     assert (free["plan"], free["status"], free["current_period_end"]) == ("free", None, None)
+    assert free["cancel_at_time"] is None  # printed as null, not left out
     made = seed_shop.request("POST", "/api/v1/checkout/sessions", {"tier": "pro"}, token)
     assert made.status == 200, made.body
     answer = made.json()
@@ -52,6 +53,7 @@ def test_seed_002_tier_body_buys_the_tier_and_billing_status_follows(seed_shop: 
         False,
     )
     assert status["current_period_end_time"]
+    assert status["cancel_at_time"] is None  # no cancellation scheduled: null
     # Seed 002's name for it: the same instant.
     assert status["current_period_end"] == status["current_period_end_time"]
     assert status["current_period_end"].endswith("Z")

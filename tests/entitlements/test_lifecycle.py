@@ -31,12 +31,21 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from billing.v1 import catalog_pb2, checkout_pb2, entitlement_pb2, usage_pb2, usage_pb2_grpc
+from billing.v1 import (
+    catalog_pb2,
+    checkout_pb2,
+    customer_pb2,
+    customer_pb2_grpc,
+    entitlement_pb2,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 from tests.checkout.support import World, events_of, signed_send, start_world
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import E, bought, check, events, listing, metric
 from tests.entitlements.test_hints import hints
-from tollbooth.db.models import Subscription
+from tollbooth.db.models import NotificationOutbox, Subscription
+from tollbooth.notifications import envelope
 
 K = entitlement_pb2
 H = catalog_pb2
@@ -68,6 +77,10 @@ def plans(world: World) -> catalog_pb2.Price:
     )
     world.price("team", group="plan", product_id=pro.product_id, amount=9900)
     return pro
+
+
+def customers_stub(world: World) -> customer_pb2_grpc.CustomerServiceStub:
+    return customer_pb2_grpc.CustomerServiceStub(world.channel)
 
 
 def only_subscription(world: World) -> str:
@@ -247,6 +260,71 @@ def test_a_cancel_at_set_or_moved_alone_is_a_subscription_update(world: World) -
         now_sent, now_stamp = updated()
         assert now_sent == sent + 1
         assert now_stamp > stamp
+
+
+def test_a_scheduled_cancel_at_is_shown_wherever_the_subscription_is(world: World) -> None:
+    """Stripe's `cancel_at` is visible to every reader of the subscription, not only enforced:
+    GetBillingStatus' and ListSubscriptions' `cancel_at_time`, seed 003's status `cancelAt` and
+    the `subscription.updated` notification's `cancelAt`; unset (null) when none is scheduled,
+    and unset again once the merchant removes it."""
+    plans(world)
+    made = customers_stub(world).CreateCustomer(
+        customer_pb2.CreateCustomerRequest(email=f"{uuid.uuid4().hex[:8]}@cancel-at.example"),
+        metadata=SERVICE_MD,
+    )
+    token, account = world.token(made.account_id)
+    assert account == made.account_id
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+
+    def shown() -> tuple[Any, ...]:
+        status = world.status(token)
+        (listed,) = world.checkout.ListSubscriptions(
+            checkout_pb2.ListSubscriptionsRequest(account=account), metadata=SERVICE_MD
+        ).subscriptions
+        seed = customers_stub(world).GetCustomerSubscription(
+            customer_pb2.GetCustomerSubscriptionRequest(customerEmail=made.email),
+            metadata=SERVICE_MD,
+        )
+        return (
+            status.cancel_at_time.ToSeconds() if status.HasField("cancel_at_time") else None,
+            listed.cancel_at_time.ToSeconds() if listed.HasField("cancel_at_time") else None,
+            seed.subscription.cancelAt.ToSeconds()
+            if seed.subscription.HasField("cancelAt")
+            else None,
+        )
+
+    def last_update() -> dict[str, Any]:
+        with world.deps.db.transaction(readonly=True) as session:
+            row = session.scalars(
+                select(NotificationOutbox)
+                .where(
+                    NotificationOutbox.billing_account_id == account,
+                    NotificationOutbox.type == "subscription.updated",
+                )
+                .order_by(NotificationOutbox.created_at.desc())
+                .limit(1)
+            ).one()
+            return envelope.data(row)
+
+    assert shown() == (None, None, None)
+    at = int(time.time()) + 10 * DAY
+
+    def schedule(value: int | None) -> Callable[[dict[str, Any]], None]:
+        def change(sub: dict[str, Any]) -> None:
+            sub["cancel_at"], sub["cancel_at_period_end"] = value, False
+
+        return change
+
+    at_provider(world, sub_id, schedule(at))
+    assert shown() == (at, at, at)
+    stamp = dt.datetime.fromtimestamp(at, dt.UTC)
+    assert last_update()["cancelAt"] == envelope.timestamp(stamp)
+    assert world.status(token).plan == "pro"  # scheduled, not yet reached
+
+    at_provider(world, sub_id, schedule(None))
+    assert shown() == (None, None, None)
+    assert last_update()["cancelAt"] is None
 
 
 def test_kept_holdings_stop_granting_when_the_period_ends_with_no_change_at_all(

@@ -753,6 +753,7 @@ class Subscription(_message.Message):
     CANCEL_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    CANCEL_AT_TIME_FIELD_NUMBER: _builtins.int
     subscription_id: _builtins.str
     """Server-assigned id (`sub_...`)."""
     stripe_subscription_id: _builtins.str
@@ -789,6 +790,13 @@ class Subscription(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionItem]:
         """Every recurring item, in the provider's order (price_id, quantity ... above: the first)."""
 
+    @_builtins.property
+    def cancel_at_time(self) -> _timestamp_pb2.Timestamp:
+        """When the subscription is scheduled to end (Stripe's `cancel_at`: a
+        cancellation set for any instant); it grants nothing from then on. Unset
+        when none is scheduled.
+        """
+
     def __init__(
         self,
         *,
@@ -805,10 +813,11 @@ class Subscription(_message.Message):
         cancel_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         items: _abc.Iterable[Global___SubscriptionItem] | None = ...,
+        cancel_at_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_at_time", b"cancel_at_time", "cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time", "items", b"items", "lookup_key", b"lookup_key", "price_id", b"price_id", "quantity", b"quantity", "state", b"state", "stripe_subscription_id", b"stripe_subscription_id", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "cancel_at_time", b"cancel_at_time", "cancel_time", b"cancel_time", "create_time", b"create_time", "current_period_end_time", b"current_period_end_time", "current_period_start_time", b"current_period_start_time", "items", b"items", "lookup_key", b"lookup_key", "price_id", b"price_id", "quantity", b"quantity", "state", b"state", "stripe_subscription_id", b"stripe_subscription_id", "subscription_group", b"subscription_group", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -932,6 +941,7 @@ class BillingStatus(_message.Message):
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CANCEL_AT_TIME_FIELD_NUMBER: _builtins.int
     billing_account_id: _builtins.str
     """The billing account."""
     plan: _builtins.str
@@ -966,6 +976,14 @@ class BillingStatus(_message.Message):
         null, seed 002's free-tier body.
         """
 
+    @_builtins.property
+    def cancel_at_time(self) -> _timestamp_pb2.Timestamp:
+        """When the current plan is scheduled to end (Stripe's `cancel_at`: a
+        cancellation set for any instant, the portal's or the dashboard's); it
+        grants nothing from then on. Unset when none is scheduled (and on the free
+        plan), which the gateway prints as null.
+        """
+
     def __init__(
         self,
         *,
@@ -978,10 +996,11 @@ class BillingStatus(_message.Message):
         entitlements: _abc.Iterable[_catalog_pb2.Entitlement] | None = ...,
         status: _builtins.str | None = ...,
         current_period_end: _timestamp_pb2.Timestamp | None = ...,
+        cancel_at_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "cancel_at_time", b"cancel_at_time", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "billing_account_id", b"billing_account_id", "cancel_at_period_end", b"cancel_at_period_end", "cancel_at_time", b"cancel_at_time", "current_period_end", b"current_period_end", "current_period_end_time", b"current_period_end_time", "entitlements", b"entitlements", "plan", b"plan", "plan_price_id", b"plan_price_id", "state", b"state", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
     _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015

@@ -474,6 +474,7 @@ class CustomerSubscription(_message.Message):
     CANCELATPERIODEND_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     ACCOUNTID_FIELD_NUMBER: _builtins.int
+    CANCELAT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Our subscription id (`sub_...`)."""
     planId: _builtins.str
@@ -496,6 +497,13 @@ class CustomerSubscription(_message.Message):
     def plan(self) -> Global___CustomerSubscriptionPlan:
         """The plan (catalog product) bought."""
 
+    @_builtins.property
+    def cancelAt(self) -> _timestamp_pb2.Timestamp:
+        """When the subscription is scheduled to end (Stripe's `cancel_at`); unset
+        when none is scheduled.
+        buf:lint:ignore FIELD_LOWER_SNAKE_CASE
+        """
+
     def __init__(
         self,
         *,
@@ -507,10 +515,11 @@ class CustomerSubscription(_message.Message):
         cancelAtPeriodEnd: _builtins.bool = ...,
         plan: Global___CustomerSubscriptionPlan | None = ...,
         accountId: _builtins.str = ...,
+        cancelAt: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["currentPeriodEnd", b"currentPeriodEnd", "plan", b"plan"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelAt", b"cancelAt", "currentPeriodEnd", b"currentPeriodEnd", "plan", b"plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accountId", b"accountId", "cancelAtPeriodEnd", b"cancelAtPeriodEnd", "currentPeriodEnd", b"currentPeriodEnd", "id", b"id", "plan", b"plan", "planId", b"planId", "status", b"status", "stripeSubscriptionId", b"stripeSubscriptionId"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accountId", b"accountId", "cancelAt", b"cancelAt", "cancelAtPeriodEnd", b"cancelAtPeriodEnd", "currentPeriodEnd", b"currentPeriodEnd", "id", b"id", "plan", b"plan", "planId", b"planId", "status", b"status", "stripeSubscriptionId", b"stripeSubscriptionId"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,4 +47,5 @@ def subscription_out(summary: SubscriptionSummary) -> customer_pb2.CustomerSubsc
         cancelAtPeriodEnd=summary.cancel_at_period_end,
         plan=customer_pb2.CustomerSubscriptionPlan(name=summary.plan_name),
         accountId=summary.account_id,
+        cancelAt=ts(summary.cancel_at),
     )

@@ -32,6 +32,7 @@ class SubscriptionSummary:
     cancel_at_period_end: bool
     plan_name: str
     account_id: str
+    cancel_at: dt.datetime | None = None  # Stripe's `cancel_at`
 
 
 def check_environment(requested: str, live: bool) -> None:

@@ -52,6 +52,7 @@ def subscription_out(
         cancel_time=ts(row.canceled_at) if row.canceled_at else None,
         create_time=ts(row.created_at),
         items=[item_out(i) for i in items],
+        cancel_at_time=ts(row.cancel_at) if row.cancel_at else None,
     )
 
 
@@ -84,4 +85,5 @@ def billing_status_out(view: BillingStatusView) -> checkout_pb2.BillingStatus:
         cancel_at_period_end=bool(sub and sub.cancel_at_period_end),
         entitlements=[catalog_pb2.Entitlement(feature=f, value=v) for f, v in view.entitlements],
         status=sub.state if sub and sub.state else None,
+        cancel_at_time=ts(sub.cancel_at) if sub and sub.cancel_at else None,
     )

@@ -269,6 +269,7 @@ def _subscription_payload(row: Subscription) -> dict[str, Any]:
         "state": row.state,
         "current_period_end": _iso(row.current_period_end),
         "cancel_at_period_end": row.cancel_at_period_end,
+        "cancel_at": _iso(row.cancel_at),
     }
 
 

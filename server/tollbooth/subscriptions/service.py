@@ -274,4 +274,5 @@ def status_of_accounts(session: Session, account_ids: Sequence[str]) -> Subscrip
         cancel_at_period_end=sub.cancel_at_period_end,
         plan_name=product.name if product is not None else (sub.lookup_key or ""),
         account_id=sub.billing_account_id,
+        cancel_at=sub.cancel_at,
     )

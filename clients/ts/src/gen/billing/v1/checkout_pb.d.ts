@@ -806,6 +806,15 @@ export declare type Subscription = Message<"billing.v1.Subscription"> & {
    * @generated from field: repeated billing.v1.SubscriptionItem items = 13;
    */
   items: SubscriptionItem[];
+
+  /**
+   * When the subscription is scheduled to end (Stripe's `cancel_at`: a
+   * cancellation set for any instant); it grants nothing from then on. Unset
+   * when none is scheduled.
+   *
+   * @generated from field: google.protobuf.Timestamp cancel_at_time = 14;
+   */
+  cancelAtTime?: Timestamp | undefined;
 };
 
 /**
@@ -1022,6 +1031,16 @@ export declare type BillingStatus = Message<"billing.v1.BillingStatus"> & {
    * @generated from field: google.protobuf.Timestamp current_period_end = 11;
    */
   currentPeriodEnd?: Timestamp | undefined;
+
+  /**
+   * When the current plan is scheduled to end (Stripe's `cancel_at`: a
+   * cancellation set for any instant, the portal's or the dashboard's); it
+   * grants nothing from then on. Unset when none is scheduled (and on the free
+   * plan), which the gateway prints as null.
+   *
+   * @generated from field: google.protobuf.Timestamp cancel_at_time = 12;
+   */
+  cancelAtTime?: Timestamp | undefined;
 };
 
 /**

@@ -487,6 +487,15 @@ export declare type CustomerSubscription = Message<"billing.v1.CustomerSubscript
    * @generated from field: string accountId = 8;
    */
   accountId: string;
+
+  /**
+   * When the subscription is scheduled to end (Stripe's `cancel_at`); unset
+   * when none is scheduled.
+   * buf:lint:ignore FIELD_LOWER_SNAKE_CASE
+   *
+   * @generated from field: google.protobuf.Timestamp cancelAt = 9;
+   */
+  cancelAt?: Timestamp | undefined;
 };
 
 /**

@@ -12,6 +12,9 @@ here, from the same descriptors, so a new field is described without new code:
   parameter is `required`;
 - a page size is not negative;
 - a credit type, a credit amount and a principal id have the syntax the server checks;
+- a currency is a code the provider holds, in any case, with the white space the server
+  trims around it (a pattern, not an enum: an enum of `usd` and `USD` called `Usd` and
+  ` usd ` invalid though the server takes them);
 - an update mask names fields of the resource it updates, comma-separated, or is `*`.
 """
 
@@ -40,9 +43,10 @@ _MULTI = f"\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f{_BIDI}"
 # `str.strip()` leaves (zero-width space, joiners, word joiner, byte order mark).
 _BLANK = "\\s\\u200b-\\u200d\\u2060\\ufeff"
 # tollbooth.catalog.fields.clean_currency: an ISO 4217 code with minor units (the maintained
-# `iso4217` package) that the provider holds (tollbooth.currencies), in either case.
-_HELD = [c.name.lower() for c in iso4217.Currency if currencies.known(c.name.lower())]
-CURRENCIES = sorted({*_HELD, *(code.upper() for code in _HELD)})
+# `iso4217` package) that the provider holds (tollbooth.currencies), in any case (`Usd` too);
+# JSON Schema has no case-insensitive pattern, so each letter is a class (`[uU][sS][dD]`).
+_HELD = sorted(c.name.lower() for c in iso4217.Currency if currencies.known(c.name.lower()))
+CURRENCY_CODES = "|".join("".join(f"[{ch}{ch.upper()}]" for ch in code) for code in _HELD)
 # Values a field takes where the proto says so only in words.
 EVENT_TYPES = list(KNOWN_TYPES)
 CHOICES: dict[str, list[str]] = {
@@ -385,7 +389,10 @@ def constrain(field: FieldDescriptor, schema: dict[str, Any], partial: bool = Fa
             (schema["items"] if field.is_repeated else schema)["enum"] = CHOICES[field.name]
             return
         if field.name == "currency" and not field.is_repeated:
-            schema["enum"] = CURRENCIES if must else ["", *CURRENCIES]
+            # Trimmed as every cleaned field is (an optional one blank is none given).
+            code = f"(?:{CURRENCY_CODES}){_WS}"
+            schema["pattern"] = f"^{_WS}{code}$" if must else f"^{_WS}(?:{code})?$"
+            schema["maxLength"] = max_length(field)
             return
         if field.full_name in FORMATS:
             syntax = FORMATS[field.full_name]

@@ -453,3 +453,24 @@ def test_a_price_bought_once_is_refused_again_through_envoy(shop: Shop):
     again = shop.request("POST", "/api/v1/checkout/sessions", buy, token)
     assert (again.status, again.reason) == (400, "PRICE_ALREADY_PURCHASED"), again.body
     assert price["price_id"] in json.dumps(again.json())
+
+
+def test_a_blank_account_id_is_field_required_naming_account_id(shop: Shop):
+    """A backend's seed 001 body with `"accountId": ""` was refused naming `account`, a field
+    the body never had; the refusal names the field the body sent (`account_id`, its proto
+    name, as every error names a field), on the portal and on checkout alike. A body naming
+    neither still names `account`."""
+    shop.price("rest-blank-account", group="rest-blank-account")
+    portal = {"return_url": "https://app.example/"}
+    buy = {"items": [{"lookup_key": "rest-blank-account"}], "success_url": "https://app.example/"}
+    for path, body in (("/api/v1/portal/sessions", portal), ("/api/v1/checkout/sessions", buy)):
+        for names, field in (
+            ({"accountId": ""}, "account_id"),
+            ({"account_id": "  "}, "account_id"),
+            ({"account": ""}, "account"),
+            ({}, "account"),
+        ):
+            resp = shop.request("POST", path, {**body, **names})
+            assert (resp.status, resp.reason) == (400, "FIELD_REQUIRED"), (path, resp.body)
+            [info] = [d for d in resp.json()["details"] if d["@type"].endswith("ErrorInfo")]
+            assert info["metadata"]["field"] == field, (path, names, resp.body)

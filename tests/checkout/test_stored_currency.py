@@ -86,6 +86,34 @@ def test_a_stored_price_in_a_currency_the_provider_lacks_is_400_for_a_payment(
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
 
 
+def test_a_payment_for_a_stored_refused_price_names_catalog_price_id(world: World) -> None:
+    """A payment intent naming only a catalog price (no amount, no currency) whose stored
+    currency the provider lacks (IQD), or whose stored amount it refuses (part kronur, under
+    the minimum charge), was refused naming `currency` or `amount`, which the caller never
+    sent: the refusal names `catalog_price_id`, the field that brought them. A currency or
+    amount the caller did send is still named as sent."""
+    iqd = one_time_pack(world, "pack-iqd-named", amount=1500)
+    _stored(world, iqd, "iqd", 1500)
+    isk = one_time_pack(world, "pack-isk-named", amount=1500)
+    _stored(world, isk, "isk", 150)
+    small = one_time_pack(world, "pack-small-named", amount=1500)
+    _stored(world, small, "usd", 30)
+    bearer, _ = token(world)
+    for price_id, reason in (
+        (iqd, "CURRENCY_INVALID"),
+        (isk, "PAYMENT_AMOUNT_INVALID"),
+        (small, "PAYMENT_AMOUNT_INVALID"),
+    ):
+        err = rpc_error(
+            lambda p=price_id: create(world, bearer, catalog_price_id=p, amount=0, currency="")  # type: ignore[misc]
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert (error_reason(err), error_field(err)) == (reason, "catalog_price_id"), price_id
+    sent = rpc_error(lambda: create(world, bearer, amount=0, currency="iqd"))
+    assert (error_reason(sent), error_field(sent)) == ("CURRENCY_INVALID", "currency")
+    assert world.count(PaymentIntent) == 0
+
+
 def test_a_stored_price_in_a_currency_the_provider_lacks_can_still_be_renamed(
     world: World,
 ) -> None:

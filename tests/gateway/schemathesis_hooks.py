@@ -16,9 +16,10 @@ everything else they report still fails the run:
   metric's property and credit burn its aggregation allows, an entitlement's fields its kind
   needs, a credit grant on purchase or renewal, a recurring price's interval, a payment
   intent's amount and currency unless a price gives them, a price's or payment intent's amount
-  in a three-decimal currency (its last digit 0), checkout items unless the operator set a
-  default, a REQUIRED field an update mask names). Those 400s are named by reason (and
-  field); any other 400 is still a failure.
+  against its currency's rules (tollbooth.currencies: in a three-decimal currency its last
+  digit 0, in isk whole kronur, a payment at least the provider's minimum charge in its
+  currency), checkout items unless the operator set a default, a REQUIRED field an update mask
+  names). Those 400s are named by reason (and field); any other 400 is still a failure.
 - negative_data_rejection: `POST /mgt/v1/events:batch` answers per event (README: one bad event
   does not sink the batch), so a batch with an invalid event is a 200 whose result for it is
   EVENT_STATUS_REJECTED; that is its refusal.
@@ -75,8 +76,10 @@ RELATIVE = frozenset(
         ("INVALID_ARGUMENT", "alias"),  # never changes once set
         ("FIELD_REQUIRED", "items"),  # unless the operator configured a default offer
         ("FIELD_REQUIRED", "currency"),  # a payment intent's, unless a price gives it
-        ("PAYMENT_AMOUNT_INVALID", "amount"),  # given unless a price does; 0-ending in bhd, kwd...
-        ("PRICE_AMOUNT_INVALID", "price.unit_amount"),  # in bhd, jod, kwd, omr, tnd: ends in 0
+        # Given unless a price does; at least the currency's minimum charge; in bhd, jod, kwd,
+        # omr, tnd ending in 0; in isk whole kronur (divisible by 100).
+        ("PAYMENT_AMOUNT_INVALID", "amount"),
+        ("PRICE_AMOUNT_INVALID", "price.unit_amount"),  # bhd...tnd: ends in 0; isk: 100s
         ("FIELD_INVALID", "pass_through_token"),  # seed 001's twin of client_reference: equal
         ("FIELD_INVALID", "account_email"),  # seed 001's twin of customer_email: equal
         ("INVALID_ARGUMENT", "metric.property"),  # only for the aggregations that read one

@@ -101,14 +101,23 @@ def test_a_forged_page_token_is_400(stack):  # type: ignore[no-untyped-def]
     assert resp.status == 400 and error_info(resp)["reason"] == "PAGE_TOKEN_INVALID"
 
 
+def _currency_schema(stack) -> dict:  # type: ignore[no-untyped-def]
+    document = stack.request("GET", "/api/openapi.json", None, None).json()
+    return document["components"]["schemas"]["Price"]["properties"]["currency"]  # type: ignore[no-any-return]
+
+
+def _allowed(schema: dict, value: str) -> bool:
+    """As JSON Schema (ECMA-262) reads the pattern: `$` is the very end."""
+    return re.search(schema["pattern"][:-1] + r"\Z", value) is not None
+
+
 def test_an_unknown_currency_is_400(stack):  # type: ignore[no-untyped-def]
     product = make_product(stack, "Currency test")
     # Beside no code at all: ones Stripe has no minor unit for, and a fund code, which the
-    # OpenAPI document's enum leaves out as the server refuses them.
-    document = stack.request("GET", "/api/openapi.json", None, None).json()
-    enum = document["components"]["schemas"]["Price"]["properties"]["currency"]["enum"]
+    # OpenAPI document's pattern leaves out as the server refuses them.
+    schema = _currency_schema(stack)
     for currency in ("xyz", "XAU", "us", "iqd", "UYW", "uyi"):
-        assert currency not in enum
+        assert not _allowed(schema, currency)
         resp = stack.request(
             "POST",
             f"/mgt/v1/catalog/prices?{key()}",
@@ -120,6 +129,25 @@ def test_an_unknown_currency_is_400(stack):  # type: ignore[no-untyped-def]
         "GET", f"/mgt/v1/catalog/prices?product_id={product['product_id']}", None, SERVICE
     )
     assert listed.json()["prices"] == []
+
+
+def test_a_currency_in_any_case_and_padded_is_taken_as_the_document_says(stack):  # type: ignore[no-untyped-def]
+    """The served document's currency enum listed `usd` and `USD` only, while the server
+    takes `Usd` and ` usd ` (trimmed, any case): schemathesis' negative mode would send them
+    expecting a 400 and a generated client would refuse them. The document's pattern now
+    allows what the server takes, and the server takes each as its lower-case code."""
+    product = make_product(stack, "Currency spellings")
+    schema = _currency_schema(stack)
+    for currency in ("Usd", " usd ", "uSD\u00a0", "\u3000eur"):
+        assert _allowed(schema, currency), repr(currency)
+        resp = stack.request(
+            "POST",
+            f"/mgt/v1/catalog/prices?{key()}",
+            {"product_id": product["product_id"], "currency": currency, "unit_amount": 100},
+            SERVICE,
+        )
+        assert resp.status == 200, (currency, resp.body)
+        assert resp.json()["currency"] == currency.strip().lower()
 
 
 # -- The URL decides --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tollbooth.accounts.manage import ACCOUNT_KEY, clean_email
 from tollbooth.accounts.service import validate_alias
 from tollbooth.amounts import clean_credit_amount
 from tollbooth.apidocs import OPENAPI
+from tollbooth.catalog.fields import clean_currency
 from tollbooth.credit.rules import clean_type
 from tollbooth.metadata import PROVIDER_PRODUCT_KEY
 from tollbooth.notifications.endpoints import clean_url
@@ -360,3 +361,63 @@ def test_checkout_items_given_two_ways_are_invalid_as_the_server_refuses_them(
     except errors.DomainError:
         server_takes = False
     assert document_takes == server_takes
+
+
+# Every request body field `currency`: its schema, whether a value is required there, and its
+# length limit at the edge (`(billing.v1.max_length)`).
+CURRENCY_FIELDS = {
+    "Price (CreatePrice)": (DOC["components"]["schemas"]["Price"]["properties"]["currency"], True),
+    "CreatePaymentIntent": (
+        body("/api/v1/payment/intents", "post")["properties"]["currency"],
+        False,
+    ),
+    "CreateCheckoutSession": (
+        body("/api/v1/checkout/sessions", "post")["properties"]["currency"],
+        False,
+    ),
+}
+
+
+def _currency_taken(value: str, required: bool, limit: int) -> bool:
+    """Whether the edge (length, control characters) and the domain's `clean_currency`
+    (trimmed, any case, a code the provider holds) take `value`; an optional field takes a
+    blank one as none given."""
+    if len(value) > limit or text.control_problem(value, multiline=False) is not None:
+        return False
+    if not required and not value.strip():
+        return True
+    return _server_takes(clean_currency, value)
+
+
+_PADDING = st.text(alphabet=" \u00a0\u3000\t", max_size=4)
+CURRENCY_SAMPLES = st.one_of(
+    st.builds(
+        lambda left, code, upper, right: (
+            left + "".join(c.upper() if u else c for c, u in zip(code, upper, strict=False)) + right
+        ),
+        _PADDING,
+        st.sampled_from(["usd", "eur", "jpy", "kwd", "isk", "iqd", "uyi", "xau", "xyz", "us"]),
+        st.lists(st.booleans(), min_size=3, max_size=3),
+        _PADDING,
+    ),
+    st.text(alphabet="usdUSD \u200b\n", max_size=6),
+)
+
+
+@pytest.mark.parametrize("name", sorted(CURRENCY_FIELDS))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=CURRENCY_SAMPLES)
+def test_a_currency_is_what_the_server_takes_in_any_case_and_padded(name: str, value: str) -> None:
+    """The document listed `usd` and `USD` only (an enum) while the server takes `Usd` and
+    ` usd ` (trimmed, any case); its pattern and length now say what the server takes."""
+    schema, required = CURRENCY_FIELDS[name]
+    assert "enum" not in schema
+    limit = schema["maxLength"]
+    taken = matches(schema["pattern"], value) and len(value) <= limit
+    assert taken == _currency_taken(value, required, limit), repr(value)
+
+
+def test_the_currency_limit_is_each_fields_edge_limit() -> None:
+    """10 characters for a payment intent's currency, as for checkout's (a padded code fits)."""
+    limits = {name: schema["maxLength"] for name, (schema, _) in CURRENCY_FIELDS.items()}
+    assert limits["CreatePaymentIntent"] == limits["CreateCheckoutSession"] == 10

@@ -199,23 +199,24 @@ def test_a_three_decimal_amount_must_end_in_zero_even_when_a_stored_price_gives_
 ):
     """Stripe refuses 1005 kwd (its three-decimal currencies take amounts ending in 0): the
     intent is refused first, naming `amount`, also when the amount comes from a price stored
-    before CreatePrice refused such prices; 1010 kwd is an intent, at Stripe too."""
+    before CreatePrice refused such prices (then naming `catalog_price_id`, the field the
+    caller sent); 1010 kwd is an intent, at Stripe too."""
     legacy = one_time_pack(world, "pack-kwd-legacy", amount=1500)
     with world.deps.db.transaction() as session:
         session.execute(
             update(Price).where(Price.id == legacy).values(currency="kwd", unit_amount=1005)
         )
     bearer, _ = token(world)
-    for fields in (
-        {"amount": 1005, "currency": "kwd"},
-        {"amount": 2995, "currency": "BHD"},
-        {"amount": 1, "currency": "tnd"},
-        {"catalog_price_id": legacy, "amount": 0, "currency": ""},
+    for fields, field in (
+        ({"amount": 1005, "currency": "kwd"}, "amount"),
+        ({"amount": 2995, "currency": "BHD"}, "amount"),
+        ({"amount": 1, "currency": "tnd"}, "amount"),
+        ({"catalog_price_id": legacy, "amount": 0, "currency": ""}, "catalog_price_id"),
     ):
         err = rpc_error(lambda f=fields: create(world, bearer, **f))  # type: ignore[misc]
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (fields, err.details())
         assert error_reason(err) == "PAYMENT_AMOUNT_INVALID", (fields, err.details())
-        assert error_field(err) == "amount"
+        assert error_field(err) == field
     assert world.count(PaymentIntent) == 0
     assert world.stripe.v1.payment_intents.list(params={"limit": 10}).data == []
     intent = create(world, bearer, amount=1010, currency="KWD")

@@ -250,3 +250,35 @@ def test_seed_003s_environment_parameter_on_payment_intents_and_the_portal(pay_s
     assert "/sandbox/portal/" in resp.json()["url"]
     resp = pay_shop.request("POST", "/api/v1/portal/sessions?environment=live", portal, token)
     assert (resp.status, resp.reason) == (403, "ENVIRONMENT_MISMATCH"), resp.body
+
+
+def test_a_padded_currency_is_trimmed_by_payment_intents_as_by_checkout(pay_shop: Shop):
+    """`"usd "` was refused by a payment intent as too long (at most 3 characters) while
+    checkout trims it and takes it. Both now trim surrounding white space, as every field the
+    server cleans does, within the same 10 characters; past them both refuse it alike."""
+    token = payer(pay_shop, ["payments", "checkout"])
+    pay_shop.price("rest-padded-usd", group="rest-padded-usd", amount=2999)
+
+    def intent(currency: str) -> Any:
+        body = {**SEED_BODY, "currency": currency}
+        return pay_shop.request("POST", "/api/v1/payment/intents", body, token=token)
+
+    def checkout(currency: str) -> Any:
+        body = {
+            "items": [{"lookup_key": "rest-padded-usd"}],
+            "success_url": "https://app.example/ok",
+            "currency": currency,
+            "request_id": uuid.uuid4().hex,
+        }
+        return pay_shop.request("POST", "/api/v1/checkout/sessions", body, token=token)
+
+    for currency in ("usd ", " USD", "  usd    "):
+        made = intent(currency)
+        assert made.status == 200, (currency, made.body)
+        assert made.json()["currency"] == "usd"
+        opened = checkout(currency)
+        assert opened.status == 200, (currency, opened.body)
+        assert opened.json()["session"]["currency"] == "usd"
+    too_long = "    usd    "
+    refusals = [(r.status, r.reason) for r in (intent(too_long), checkout(too_long))]
+    assert refusals == [(400, "FIELD_INVALID")] * 2

@@ -199,9 +199,10 @@ class CreatePaymentIntentRequest(_message.Message):
     it must equal it.
     """
     currency: _builtins.str
-    """ISO 4217 code, in any case (lower-cased as prices are: `USD` is `usd`).
-    With a catalog_price_id it may be left out: the price's currency; when
-    given, it must equal it.
+    """ISO 4217 code, in any case, surrounding white space trimmed (lower-cased
+    as prices are: ` USD ` is `usd`), as checkout takes it. With a
+    catalog_price_id it may be left out: the price's currency; when given, it
+    must equal it.
     """
     description: _builtins.str
     """Shown to the buyer and on the provider's dashboard."""

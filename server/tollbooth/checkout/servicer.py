@@ -6,6 +6,8 @@ The checkout and portal RPCs are here; the subscription RPCs of the same contrac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -21,6 +23,7 @@ from tollbooth.db.models import CheckoutSession
 from tollbooth.db.types import utcnow
 from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
+from tollbooth.rpc import json_fields
 from tollbooth.rpc.convert import ts
 from tollbooth.rpc.servicer import canonical_currency, contract, idempotency_scope
 from tollbooth.subscriptions.servicer import SubscriptionRpcs
@@ -149,6 +152,22 @@ def _account_names(
     return named or seed, ""
 
 
+@contextmanager
+def _account_named_as_sent(request: Any, context: grpc.ServicerContext) -> Iterator[None]:
+    """A REST body whose only name of the account is seed 001's `accountId`, left blank
+    (`"accountId": ""`), is refused naming `account_id`, the field it sent, not `account`
+    (proto3 cannot tell a blank field from an absent one: the body's keys tell)."""
+    try:
+        yield
+    except errors.DomainError as exc:
+        if exc.reason != "FIELD_REQUIRED" or exc.metadata.get("field") != "account":
+            raise
+        sent = json_fields.body_keys(request.DESCRIPTOR, context.invocation_metadata())
+        if "account_id" not in sent or "account" in sent:
+            raise
+        raise errors.required("account_id") from None
+
+
 @contract(checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"])
 class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, deps: Deps, provider: StripeProvider) -> None:
@@ -204,13 +223,14 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 checkout_session_id=result.session.id,
             )
 
-        return self.staged(
-            request,
-            checkout_pb2.CreateCheckoutSessionResponse,
-            effect,
-            same_as=canonical_currency(request),
-            equivalent=lambda: same_intent(self.deps.db, caller, asked, origins),
-        )
+        with _account_named_as_sent(request, context):
+            return self.staged(
+                request,
+                checkout_pb2.CreateCheckoutSessionResponse,
+                effect,
+                same_as=canonical_currency(request),
+                equivalent=lambda: same_intent(self.deps.db, caller, asked, origins),
+            )
 
     def GetCheckoutSession(
         self, request: checkout_pb2.GetCheckoutSessionRequest, context: grpc.ServicerContext
@@ -255,4 +275,5 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 create_time=ts(result.created),
             )
 
-        return self.staged(request, checkout_pb2.PortalSession, effect)
+        with _account_named_as_sent(request, context):
+            return self.staged(request, checkout_pb2.PortalSession, effect)

@@ -101,6 +101,9 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
     price = None
     ident = req.catalog_price_id.strip()
     amount, currency = req.amount, req.currency.strip()
+    # The field a refusal of the amount or the currency names: the caller's, or the price's
+    # when the price gave it (the caller sent no such field).
+    amount_field, currency_field = "amount", "currency"
     if currency:  # a malformed currency is that, before it is compared with a price's
         currency = _currency(currency)
     if ident:
@@ -108,32 +111,45 @@ def clean(session: Session, req: PaymentRequest) -> Cleaned:
         # What its payment would grant must be storable, or the payment could never be fulfilled.
         amounts.add_grants({}, price.credit_grants or [], 1, "catalog_price_id")
         if amount == 0:
-            amount = price.unit_amount
+            amount, amount_field = price.unit_amount, "catalog_price_id"
         elif amount != price.unit_amount:
             raise _mismatch("amount", amount, price, price.unit_amount)
         if not currency:
-            currency = price.currency
+            currency, currency_field = price.currency, "catalog_price_id"
         elif currency != price.currency:
             raise _mismatch("currency", currency, price, price.currency)
     if not 1 <= amount <= MAX_AMOUNT:
         raise errors.invalid(
             f"amount must be a whole number of minor units from 1 to {MAX_AMOUNT}",
             reason="PAYMENT_AMOUNT_INVALID",
-            field="amount",
+            field=amount_field,
         )
     if not currency:
         raise errors.required("currency")
+    if (
+        price is not None
+        and currency_field == "catalog_price_id"
+        and not currencies.known(currency)
+    ):
+        # Stored before CreatePrice refused it (IQD): the caller named the price, not this.
+        raise errors.invalid(
+            f"price {price.id!r} is in {currency!r}, no currency the provider takes payments in",
+            reason="CURRENCY_INVALID",
+            field=currency_field,
+        )
     currency = _currency(currency)
     least = currencies.MIN_CHARGE.get(currency, 1)
     if amount < least:
         raise errors.invalid(
             f"amount is under the provider's minimum charge of {least} minor units of {currency}",
             reason="PAYMENT_AMOUNT_INVALID",
-            field="amount",
+            field=amount_field,
         )
     # Also when a price gives the amount: one stored before CreatePrice refused it.
     if refusal := provider_amount_refusal(amount, currency):
-        raise errors.invalid(f"amount: {refusal}", reason="PAYMENT_AMOUNT_INVALID", field="amount")
+        raise errors.invalid(
+            f"amount: {refusal}", reason="PAYMENT_AMOUNT_INVALID", field=amount_field
+        )
     description = req.description.strip()
     if len(description) > MAX_DESCRIPTION:
         raise errors.invalid(

@@ -85,7 +85,9 @@ silently; the latter names the parameter, and a boolean is told to write `=true`
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import cache
+from typing import Any
 from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
@@ -570,3 +572,13 @@ def _is_mask(desc: Descriptor, names: tuple[str, ...]) -> bool:
         field = current.fields_by_name[name]
         current = field.message_type
     return current is not None and current.full_name == "google.protobuf.FieldMask"
+
+
+def body_keys(desc: Descriptor, metadata: Iterable[tuple[str, Any]] | None) -> frozenset[str]:
+    """The request fields (proto names) the REST JSON body named at its top level, whatever
+    their value (`"accountId": ""` names `account_id`), from the Lua filter's header; empty for
+    a gRPC call. Lets an error name the field the caller sent where proto3 cannot tell an
+    empty value from an absent one."""
+    header = next((str(v) for k, v in metadata or () if k == HEADER), "")
+    names = {unquote(path.lstrip("!^~[").split(".", 1)[0]) for path in header.split(",")}
+    return frozenset(f.name for n in names if (f := _field(desc, n)) is not None)

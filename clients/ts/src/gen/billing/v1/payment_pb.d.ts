@@ -195,9 +195,10 @@ export declare type CreatePaymentIntentRequest = Message<"billing.v1.CreatePayme
   amount: bigint;
 
   /**
-   * ISO 4217 code, in any case (lower-cased as prices are: `USD` is `usd`).
-   * With a catalog_price_id it may be left out: the price's currency; when
-   * given, it must equal it.
+   * ISO 4217 code, in any case, surrounding white space trimmed (lower-cased
+   * as prices are: ` USD ` is `usd`), as checkout takes it. With a
+   * catalog_price_id it may be left out: the price's currency; when given, it
+   * must equal it.
    *
    * @generated from field: string currency = 3;
    */

@@ -52,8 +52,10 @@ def migrate_database(url: str, environment: str) -> None:
     )
 
 
-def wait_serving(target: str, timeout: float = 30.0, alive: Callable[[], bool] = bool) -> bool:
-    """The gRPC server at `target` answers SERVING (False at once when `alive()` turns False)."""
+def wait_serving(target: str, timeout: float = 120.0, alive: Callable[[], bool] = bool) -> bool:
+    """The gRPC server at `target` answers SERVING (False at once when `alive()` turns False).
+    A live server gets two minutes: on a loaded machine (two cores, every process importing
+    at once) a first start has taken over 30 s; one that dies is reported at once."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -20,7 +20,7 @@ from tests.conftest import SERVICE_KEY, WEBHOOK_SECRET
 from tests.devstack import free_port
 from tests.limits.support import gateway, port_of, server
 from tollbooth.app import Deps
-from tollbooth.db.models import CheckoutSession
+from tollbooth.db.models import CheckoutSession, RateLimitCounter
 from tollbooth.sandbox.app import running_sandbox
 from tollbooth.sandbox.config import SandboxConfig
 
@@ -164,3 +164,51 @@ def test_one_account_named_four_ways_in_a_burst_is_one_limit(pg_url: str, tmp_pa
         with ThreadPoolExecutor(max_workers=32) as pool:
             answers = list(pool.map(create, range(BURST // 2)))
         check_the_burst(burst, answers)
+
+
+def test_replays_through_envoy_pass_the_used_up_limit_and_are_not_counted(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The limit used up by checkouts of their own request_ids, through Envoy and two
+    replicas: each earlier request sent again is answered 200 with its first body, the count
+    unchanged; a new request_id is still 429."""
+    with burst_stack(pg_url, tmp_path) as burst:
+
+        def create(request_id: str):  # type: ignore[no-untyped-def]
+            return burst.gw.request(
+                "POST",
+                "/api/v1/checkout/sessions",
+                {
+                    "items": [{"lookup_key": "burst-pack"}],
+                    "success_url": "https://app.example/ok",
+                    "request_id": request_id,
+                },
+                burst.bearer,
+            )
+
+        def counted() -> int:
+            who = f"%/session_creates/account:{burst.account_id}/%"
+            with burst.deps.db.transaction(readonly=True) as session:
+                return int(
+                    session.scalar(
+                        select(RateLimitCounter.count).where(RateLimitCounter.key.like(who))
+                    )
+                    or 0
+                )
+
+        ids = [f"envoy-{uuid.uuid4().hex}" for _ in range(LIMIT)]
+        first = [create(rid) for rid in ids]
+        assert [a.status for a in first] == [200] * LIMIT, [a.body for a in first]
+        refused = create(f"envoy-{uuid.uuid4().hex}")
+        assert (refused.status, refused.reason) == (429, "RATE_LIMITED")
+        used = counted()
+        for rid, earlier in zip(ids, first, strict=True):
+            again = create(rid)
+            assert again.status == 200, again.body
+            assert again.json() == earlier.json()
+        assert counted() == used
+        with burst.deps.db.transaction(readonly=True) as session:
+            assert session.scalar(select(func.count()).select_from(CheckoutSession)) == LIMIT
+        later = create(f"envoy-{uuid.uuid4().hex}")
+        assert (later.status, later.reason) == (429, "RATE_LIMITED")
+        assert counted() == used + 1

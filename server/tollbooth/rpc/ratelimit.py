@@ -9,6 +9,11 @@ Every contract method falls in classes (`method_classes`, from the descriptors a
 - `key`: every call made with a backend key, per key (the general ceiling);
 - `account`: every call made with a bearer token, per account (the general ceiling).
 
+A replay (a `request_id` already answered, for the same request: `rpc/replays.py`) is
+neither counted in nor refused by the operation's own classes (`session_creates`,
+`customer_creates`, `customer_queries`): it creates nothing, and is answered as stored. The
+general ceilings count it as any call.
+
 A call over any of its limits is refused before its handler runs (nothing done) with
 RESOURCE_EXHAUSTED, reason RATE_LIMITED, a RetryInfo detail and the `retry-after`,
 `ratelimit-policy` and `ratelimit` metadata, which Envoy sends as HTTP headers with the 429.
@@ -51,6 +56,7 @@ from tollbooth.db.models import BillingAccount
 from tollbooth.errors import DomainError, Kind
 from tollbooth.rpc.edge import message_class
 from tollbooth.rpc.ratestore import DatabaseStorage
+from tollbooth.rpc.replays import Replays, Verdict
 from tollbooth.rpc.rules import contract_services, method_path
 
 log = logging.getLogger("tollbooth.ratelimit")
@@ -63,6 +69,8 @@ CUSTOMER_SERVICES = (
 )
 SESSION_CREATE = re.compile(r"^Create\w*(Session|Intent)$")
 CLASSES = ("session_creates", "customer_creates", "customer_queries", "key", "account")
+# The operation's own classes, which a replay is not charged to (the general ones count it).
+REPLAY_FREE = frozenset({"session_creates", "customer_creates", "customer_queries"})
 
 
 @dataclass(frozen=True)
@@ -219,8 +227,22 @@ class RateLimiter:
             return ()
         return tuple(n for n in names if n in self._limits)
 
-    def charge(self, method: str, caller_kind: str, who: Callable[[str], str]) -> None:
+    def replay_free(self, method: str, caller_kind: str) -> bool:
+        """Whether a replay of `method` would be charged less (a class it is free of applies)."""
+        return any(name in REPLAY_FREE for name in self.applicable(method, caller_kind))
+
+    def charge(
+        self,
+        method: str,
+        caller_kind: str,
+        who: Callable[[str], str],
+        *,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
+        """Count the call in each limit that applies, but those in `skip`."""
         for name in self.applicable(method, caller_kind):
+            if name in skip:
+                continue
             limit = self._limits[name]
             ident = who(name)
             try:
@@ -303,20 +325,40 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
     """Runs inside the auth interceptor (the caller is known) and before the handler. The
     metadata is read from each call's context, so a wrapped handler serves every call of its
     method (`interceptors.Chain` keeps it). `names` turns the account a backend names into the
-    id it is counted under (without it, the name as written)."""
+    id it is counted under (without it, the name as written); `replays` finds the calls that
+    replay an answered request_id (without it, every call is charged)."""
 
-    def __init__(self, limiter: RateLimiter, names: AccountNames | None = None) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        names: AccountNames | None = None,
+        replays: Replays | None = None,
+    ) -> None:
         self._limiter = limiter
         self._names = names
+        self._replays = replays
 
     def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
         handler = continuation(details)
         if handler is None or details.method not in self._limiter._classes:
             return handler
-        method, limiter, names = details.method, self._limiter, self._names
+        method, limiter, names, replays = (
+            details.method,
+            self._limiter,
+            self._names,
+            self._replays,
+        )
+        keyed = replays is not None and _has_request_id(method)
 
         def charge(request: Any, context: grpc.ServicerContext) -> None:
             caller = current_caller.get()
+            parsed: list[Any] = []
+
+            def message() -> Any:
+                if not parsed:
+                    parsed.append(_parse(method, request))
+                return parsed[0]
+
             key = key_identity(_meta(context.invocation_metadata(), "x-api-key"))
 
             # Accounts of the live environment are counted apart from the test one's (the
@@ -329,7 +371,7 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
                         return f"{apart}account:{caller.account_id}"
                     # A backend names the account in the request (by id, alias or customer:
                     # one account, one count); per key when it names none.
-                    account, customer = _account_of(method, request)
+                    account, customer = _named(message())
                     if names is not None:
                         account = names.identity(caller.environment, account, customer)
                     return f"{apart}account:{account}" if account else f"key:{key}"
@@ -337,7 +379,12 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
                     return f"{apart}account:{caller.account_id}"
                 return f"key:{key}"
 
-            limiter.charge(method, caller.kind, who)
+            skip: frozenset[str] = frozenset()
+            if keyed and replays is not None and limiter.replay_free(method, caller.kind):
+                # A replay, or a call the database cannot serve: not the operation's count.
+                if replays.verdict(caller, message()) is not Verdict.NEW:
+                    skip = REPLAY_FREE
+            limiter.charge(method, caller.kind, who, skip=skip)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
@@ -356,21 +403,34 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
         return handler
 
 
-def _account_of(method: str, raw: Any) -> tuple[str, str]:
-    """The `account` and `customer` fields of a unary request still in bytes (the edge parses
-    it later); "" for a field the request does not have."""
+def _parse(method: str, raw: Any) -> Any:
+    """A unary request still in bytes (the edge parses it later) as its message; None when it
+    does not parse (the edge refuses it right after). A request of a stream is left as is."""
     if not isinstance(raw, bytes):
-        return _named(raw)
+        return raw
+    input_type = _input_type(method)
+    if input_type is None:
+        return None
+    try:
+        return message_class(input_type).FromString(raw)
+    except Exception:  # noqa: BLE001 - the edge refuses it right after
+        return None
+
+
+@lru_cache(maxsize=512)
+def _input_type(method: str) -> Any:
     service_name, _, name = method.strip("/").partition("/")
     for service in contract_services():
-        if service.full_name == service_name:
-            cls = message_class(service.methods_by_name[name].input_type)
-            try:
-                message = cls.FromString(raw)
-            except Exception:  # noqa: BLE001 - the edge refuses it right after
-                return "", ""
-            return _named(message)
-    return "", ""
+        if service.full_name == service_name and name in service.methods_by_name:
+            return service.methods_by_name[name].input_type
+    return None
+
+
+@lru_cache(maxsize=512)
+def _has_request_id(method: str) -> bool:
+    """Whether the method's request carries a `request_id` (a write idempotent by it)."""
+    input_type = _input_type(method)
+    return input_type is not None and "request_id" in input_type.fields_by_name
 
 
 def _named(message: Any) -> tuple[str, str]:

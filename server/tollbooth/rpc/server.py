@@ -23,6 +23,7 @@ from tollbooth.rpc.interceptors import (
     LoggingInterceptor,
 )
 from tollbooth.rpc.ratelimit import AccountNames, RateLimiter, RateLimitInterceptor
+from tollbooth.rpc.replays import Replays
 from tollbooth.rpc.rules import load_requirements
 from tollbooth.rpc.servicer import Servicer
 from tollbooth.rpc.streams import StreamGuard
@@ -68,6 +69,7 @@ def build_server(
     settings = deps.settings
     authenticator = routing.authenticator(deps)  # every environment's keys and tokens
     limiter = RateLimiter.from_settings(settings, deps.db)
+    databases = {name: d.db for name, d in deps.environments.items()}
     streams = StreamGuard(
         min(settings.grpc_max_streams, max(1, settings.grpc_workers - 4)),
         settings.grpc_max_streams_per_key,
@@ -84,10 +86,7 @@ def build_server(
                     ErrorInterceptor(settings.stripe_rpc_budget_sec),
                     AuthInterceptor(authenticator, load_requirements()),
                     streams,
-                    RateLimitInterceptor(
-                        limiter,
-                        AccountNames({n: d.db for n, d in deps.environments.items()}),
-                    ),
+                    RateLimitInterceptor(limiter, AccountNames(databases), Replays(databases)),
                 ]
             )
         ],

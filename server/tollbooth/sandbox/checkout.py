@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tollbooth.sandbox.billing import Billing
 from tollbooth.sandbox.core import check_url, strip_private
 from tollbooth.sandbox.objects import (
     DEFAULT_CARD,
@@ -13,6 +12,7 @@ from tollbooth.sandbox.objects import (
     list_envelope,
     new_id,
 )
+from tollbooth.sandbox.subscription_updates import SubscriptionUpdates
 from tollbooth.sandbox.wire import (
     StripeError,
     as_enum,
@@ -42,7 +42,7 @@ CHECKOUT_UNSUPPORTED = (
 )
 
 
-class Checkout(Billing):
+class Checkout(SubscriptionUpdates):
     """Checkout Sessions; completing one is what the hosted page and the helper do."""
 
     def create_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -382,7 +382,7 @@ class Billing(Catalog):
                     continue
                 if sub["status"] not in LIVE_STATUSES:
                     continue
-                end = self._period_end(sub)
+                end = self._due_at(sub)
                 if end <= target:
                     due.append((end, sub["id"]))
             if not due:
@@ -393,7 +393,14 @@ class Billing(Catalog):
             self.store.put(clock)
             self._period_ended(self.load(sub_id, "subscription"), end)
 
+    def _due_at(self, sub: dict[str, Any]) -> int:
+        """When the clock must next act on a live subscription: its period's end, or its
+        `cancel_at` when that comes first (a cancellation scheduled for any instant)."""
+        end = self._period_end(sub)
+        return min(end, int(sub["cancel_at"])) if sub.get("cancel_at") else end
+
     def _period_ended(self, sub: dict[str, Any], end: int) -> None:
+        """`end` is `_due_at`: the period's end (renewed), or a `cancel_at` reached (deleted)."""
         if sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end):
             sub["status"] = "canceled"
             sub["ended_at"] = end

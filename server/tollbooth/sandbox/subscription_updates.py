@@ -1,5 +1,6 @@
 """Subscription updates: metadata, the payment method, items (a price or quantity change), and
-cancellations scheduled for the period's end."""
+cancellations scheduled for the period's end (`cancel_at_period_end`) or for any instant
+(`cancel_at`; the clock passing it deletes the subscription: `Billing._run_until`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from tollbooth.sandbox.wire import (
     required,
 )
 
+# 9999-12-31T23:59:59Z: a later `cancel_at` is no date the service (or Python) can hold.
+MAX_TIMESTAMP = 253_402_300_799
+
 
 class SubscriptionUpdates(Billing):
     """`POST /v1/subscriptions/{id}` (the API, and the hosted portal's actions)."""
@@ -36,6 +40,7 @@ class SubscriptionUpdates(Billing):
                 )
         customer = self.customer(sub["customer"], "customer")
         now = self.now_for(customer)
+        cancel_at = self._cancel_at(sub, params, now) if "cancel_at" in params else None
         before = copy.deepcopy(sub)
         if "metadata" in params:
             sub["metadata"] = merge_metadata(sub["metadata"], params["metadata"])
@@ -44,6 +49,8 @@ class SubscriptionUpdates(Billing):
         if "cancel_at_period_end" in params:
             flag = as_bool(params["cancel_at_period_end"], "cancel_at_period_end")
             self._set_cancel_at_period_end(sub, flag, now)
+        if "cancel_at" in params:
+            self._set_cancel_at(sub, cancel_at, now)
         details = params.get("cancellation_details")
         if isinstance(details, dict):
             for key in ("comment", "feedback"):
@@ -70,6 +77,41 @@ class SubscriptionUpdates(Billing):
         self.store.put(sub)
         self._emit_updated("customer.subscription.updated", before, sub)
         return sub
+
+    def _cancel_at(self, sub: dict[str, Any], params: dict[str, Any], now: int) -> int | None:
+        """The instant `cancel_at` asks for (None: `""`, no cancellation), checked as Stripe
+        checks it: not with `cancel_at_period_end` in the same request, and in the future by
+        the subscription's clock. `min_period_end` and `max_period_end` resolve at once (the
+        sandbox's items share one period, so both are its end); later periods are allowed."""
+        if "cancel_at_period_end" in params:
+            raise bad_request(
+                "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+                "cancel_at_period_end",
+            )
+        value = params["cancel_at"]
+        if value == "":
+            return None
+        if value in ("min_period_end", "max_period_end"):
+            ends = [int(i["current_period_end"]) for i in sub["items"]["data"]]
+            return min(ends) if value == "min_period_end" else max(ends)
+        if isinstance(value, str) and not value.isdigit():
+            raise bad_request(
+                f"Invalid cancel_at: {value[:40]!r} is not a Unix timestamp.", "cancel_at"
+            )
+        at = as_int(value, "cancel_at", maximum=MAX_TIMESTAMP)
+        if at <= now:
+            raise bad_request(
+                "Invalid timestamp: must be an integer Unix timestamp in the future.", "cancel_at"
+            )
+        return at
+
+    def _set_cancel_at(self, sub: dict[str, Any], at: int | None, now: int) -> None:
+        """A cancellation scheduled for `at` (None clears it, and a period-end one too: that
+        is a `cancel_at` as well); the request's time is its `canceled_at`."""
+        sub["cancel_at"] = at
+        sub["cancel_at_period_end"] = False
+        sub["canceled_at"] = None if at is None else now
+        sub["cancellation_details"]["reason"] = None if at is None else "cancellation_requested"
 
     def _set_cancel_at_period_end(self, sub: dict[str, Any], flag: bool, now: int) -> None:
         sub["cancel_at_period_end"] = flag

@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.v1 import catalog_pb2, checkout_pb2, entitlement_pb2, usage_pb2, usage_pb2_grpc
-from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import E, bought, check, events, listing, metric
 from tests.entitlements.test_hints import hints
@@ -193,6 +193,55 @@ def test_a_plan_stripe_cancels_at_a_date_grants_until_then_and_not_after_before_
     assert world.status(token).plan == "free"
     assert set(hints(world, pro.product_id, token).values()) == {H.PURCHASE_HINT_BUY}
     assert next_action(world, token, "team") == "session"
+
+
+def test_a_cancel_at_set_through_the_stripe_api_is_stored_and_ends_the_plan_at_that_instant(
+    world: World,
+) -> None:
+    """End to end: `cancel_at` sent with the stripe library to the sandbox (as a merchant's
+    backend or dashboard does), its `customer.subscription.updated` stored as the row's
+    `cancel_at`; the plan grants before it and nothing from that instant, while the sandbox's
+    `customer.subscription.deleted` is still held back; then the deletion arrives."""
+    plans(world)
+    token, account = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+
+    def stored() -> Subscription:
+        with world.deps.db.transaction(readonly=True) as session:
+            return session.scalars(
+                select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            ).one()
+
+    far = int(time.time()) + 10 * DAY
+    world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at": far})
+    world.settled()
+    row = stored()
+    assert row.cancel_at == dt.datetime.fromtimestamp(far, dt.UTC) and not row.cancel_at_period_end
+    assert entitled(world, token) == (True, True, ["calls", "pro"])
+
+    soon = int(time.time()) + 3
+    world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at": soon})
+    world.settled()
+    assert stored().cancel_at == dt.datetime.fromtimestamp(soon, dt.UTC)
+    world.gate.open.clear()  # the deletion waits in the sandbox's queue
+    try:
+        gone = wait_for(
+            lambda: (
+                (s := world.stripe.v1.subscriptions.retrieve(sub_id)).status == "canceled" and s
+            ),
+            what="the sandbox's clock to pass cancel_at",
+        )
+        assert gone.ended_at == soon
+        assert stored().state == "active"  # the deletion has not arrived
+        assert entitled(world, token) == (False, False, [])
+        assert check(world, "pro", account=account).allowed is False
+        assert world.status(token).plan == "free"
+    finally:
+        world.gate.open.set()
+    world.settled()
+    assert stored().state == "canceled"
+    assert entitled(world, token) == (False, False, [])
 
 
 def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) -> None:

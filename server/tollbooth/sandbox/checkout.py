@@ -19,6 +19,7 @@ from tollbooth.sandbox.wire import (
     as_int,
     as_str,
     bad_request,
+    check_currency,
     merge_metadata,
     missing,
     refuse_unsupported,
@@ -97,7 +98,11 @@ class Checkout(SubscriptionUpdates):
                     "`subscription` mode or use only one-time prices.",
                     "line_items",
                 )
-        currency = lines[0]["currency"] if lines else params.get("currency")
+        # Checked as a price's is (a setup session's own; a payment one's, its prices').
+        asked = None
+        if "currency" in params:
+            asked = check_currency(as_str(params["currency"], "currency"), "currency")
+        currency = lines[0]["currency"] if lines else asked
         total = sum(ln["amount_total"] for ln in lines)
         now = self.now_for(customer)
         session_id = new_id("cs_test_", 58)

@@ -253,16 +253,23 @@ def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) ->
     bought(world, token, "pro")
     sub_id = only_subscription(world)
     now = int(time.time())
+    # Stripe has not acted yet: the provider's subscription runs on a clock that has not
+    # reached the date (on the sandbox's default clock, which follows the wall clock, its tick
+    # would delete it, as Stripe does once its clock passes `cancel_at`).
+    held = world.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": now - DAY})
 
     def cancel_at(at: int | None) -> Callable[[dict[str, Any]], None]:
         def change(sub: dict[str, Any]) -> None:
             period(now - DAY, now + 29 * DAY)(sub)
             sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+            sub["test_clock"] = held.id
 
         return change
 
     at_provider(world, sub_id, cancel_at(now - 60))
     assert entitled(world, token) == (False, False, [])
+    with world.sandbox.app.state.store.tx():  # the default clock's tick, at the worst moment
+        world.sandbox.app.state.engine.tick_default_clock()
     at_provider(world, sub_id, cancel_at(None))
     assert entitled(world, token) == (True, True, ["calls", "pro"])
     assert world.status(token).plan == "pro"

@@ -4,7 +4,7 @@ period's end, or at Stripe's `cancel_at` when the subscription is scheduled to e
 (`subscriptions.repository.ended`): an upgrade seen then grants nothing, as one seen after the
 period's end does. `cancel_at` is set on the sandbox through the stripe library where it can
 be (a future instant); one already passed is written in the sandbox's store, as Stripe would
-hold it once its clock passed the instant before cancelling."""
+hold it once the instant passed and before its clock acted on it."""
 
 from __future__ import annotations
 
@@ -115,15 +115,20 @@ def test_an_upgrade_seen_after_the_cancel_at_passed_grants_nothing(quiet: World)
     grant for (and a grant expiring then would be refused by the ledger, failing the event)."""
     account, sub_id, prices = _subscribed(quiet)
     passed = int(time.time()) - 60
+    # Stripe has not acted yet: its clock for the subscription has not reached `passed` (on
+    # the sandbox's default clock, which follows the wall clock, its tick would delete it).
+    held = quiet.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": passed - 60})
 
     def change(sub: dict[str, Any]) -> None:
         sub["cancel_at"], sub["cancel_at_period_end"] = passed, False
+        sub["test_clock"] = held.id
 
     with quiet.sandbox.app.state.store.tx() as store:
         sub = store.get(sub_id)
         assert sub is not None
         change(sub)
         store.put(sub)
+        quiet.sandbox.app.state.engine.tick_default_clock()  # at the worst moment
     assert _upgrade(quiet, sub_id, prices) == "applied"
     with quiet.deps.db.transaction(readonly=True) as session:
         row = session.scalars(

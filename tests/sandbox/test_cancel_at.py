@@ -150,7 +150,7 @@ def test_a_cancel_at_not_in_the_future_is_refused(client: stripe.StripeClient, o
     assert (same.cancel_at, same.status, same.metadata.to_dict()) == (None, "active", {})
 
 
-@pytest.mark.parametrize("value", ["tomorrow", "12.5", "max_billed_until", "-5"])
+@pytest.mark.parametrize("value", ["tomorrow", "12.5", "max_billed_until", "-5", "\u0662" * 10])
 def test_a_cancel_at_that_is_no_timestamp_is_refused(
     client: stripe.StripeClient, value: str
 ) -> None:

@@ -94,7 +94,7 @@ class SubscriptionUpdates(Billing):
         if value in ("min_period_end", "max_period_end"):
             ends = [int(i["current_period_end"]) for i in sub["items"]["data"]]
             return min(ends) if value == "min_period_end" else max(ends)
-        if isinstance(value, str) and not value.isdigit():
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
             raise bad_request(
                 f"Invalid cancel_at: {value[:40]!r} is not a Unix timestamp.", "cancel_at"
             )

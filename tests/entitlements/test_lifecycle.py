@@ -95,6 +95,26 @@ def period(start: int, end: int) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def not_acted_on(world: World, frozen_time: int) -> Callable[[dict[str, Any]], None]:
+    """A change that puts the provider's subscription on a test clock frozen at `frozen_time`:
+    Stripe has not acted yet on a period's end or a `cancel_at` after it. (On the sandbox's
+    default clock, which follows the wall clock, its tick would cancel or renew the
+    subscription any moment, as Stripe does once its clock passes them.)"""
+    clock = world.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": frozen_time})
+
+    def change(sub: dict[str, Any]) -> None:
+        sub["test_clock"] = clock.id
+
+    return change
+
+
+def sandbox_tick(world: World) -> None:
+    """The sandbox's default-clock tick (it runs every few seconds), now: a test that keeps the
+    provider from acting shows that it does, whenever the tick comes."""
+    with world.sandbox.app.state.store.tx():
+        world.sandbox.app.state.engine.tick_default_clock()
+
+
 def entitled(world: World, token: str) -> tuple[bool, bool, list[str]]:
     """(pro allowed, calls allowed, the features listed), asked twice: the first answer may read
     the holdings, the second is the kept ones' (PostgreSQL); both must agree."""
@@ -147,7 +167,14 @@ def test_a_plan_canceled_at_period_end_grants_until_then_and_not_after_before_it
 
     # Its period has ended; Stripe's deletion has not arrived (late, or retried).
     now = int(time.time())
-    at_provider(world, sub_id, period(now - 30 * DAY, now - 60))
+    not_yet = not_acted_on(world, now - 30 * DAY)
+
+    def ended(sub: dict[str, Any]) -> None:
+        period(now - 30 * DAY, now - 60)(sub)
+        not_yet(sub)
+
+    at_provider(world, sub_id, ended)
+    sandbox_tick(world)
     assert entitled(world, token) == (False, False, [])
     got = check(world, "pro", account=account)  # the service key: the same answer
     assert (got.allowed, got.kind) == (False, K.ENTITLEMENT_KIND_UNSPECIFIED)
@@ -253,23 +280,19 @@ def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) ->
     bought(world, token, "pro")
     sub_id = only_subscription(world)
     now = int(time.time())
-    # Stripe has not acted yet: the provider's subscription runs on a clock that has not
-    # reached the date (on the sandbox's default clock, which follows the wall clock, its tick
-    # would delete it, as Stripe does once its clock passes `cancel_at`).
-    held = world.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": now - DAY})
+    not_yet = not_acted_on(world, now - DAY)
 
     def cancel_at(at: int | None) -> Callable[[dict[str, Any]], None]:
         def change(sub: dict[str, Any]) -> None:
             period(now - DAY, now + 29 * DAY)(sub)
             sub["cancel_at"], sub["cancel_at_period_end"] = at, False
-            sub["test_clock"] = held.id
+            not_yet(sub)
 
         return change
 
     at_provider(world, sub_id, cancel_at(now - 60))
     assert entitled(world, token) == (False, False, [])
-    with world.sandbox.app.state.store.tx():  # the default clock's tick, at the worst moment
-        world.sandbox.app.state.engine.tick_default_clock()
+    sandbox_tick(world)
     at_provider(world, sub_id, cancel_at(None))
     assert entitled(world, token) == (True, True, ["calls", "pro"])
     assert world.status(token).plan == "pro"

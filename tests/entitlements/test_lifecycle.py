@@ -247,7 +247,7 @@ def test_a_cancel_at_set_through_the_stripe_api_is_stored_and_ends_the_plan_at_t
     assert row.cancel_at == dt.datetime.fromtimestamp(far, dt.UTC) and not row.cancel_at_period_end
     assert entitled(world, token) == (True, True, ["calls", "pro"])
 
-    soon = int(time.time()) + 3
+    soon = int(time.time()) + 6  # time enough for the update to be applied before it
     world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at": soon})
     world.settled()
     assert stored().cancel_at == dt.datetime.fromtimestamp(soon, dt.UTC)

@@ -40,7 +40,7 @@ from billing.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
-from tests.checkout.support import World, events_of, signed_send, start_world
+from tests.checkout.support import World, events_of, signed_send, start_world, wait_for
 from tests.conftest import SERVICE_MD, bearer_md
 from tests.entitlements.support import E, bought, check, events, listing, metric
 from tests.entitlements.test_hints import hints
@@ -108,6 +108,26 @@ def period(start: int, end: int) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def not_acted_on(world: World, frozen_time: int) -> Callable[[dict[str, Any]], None]:
+    """A change that puts the provider's subscription on a test clock frozen at `frozen_time`:
+    Stripe has not acted yet on a period's end or a `cancel_at` after it. (On the sandbox's
+    default clock, which follows the wall clock, its tick would cancel or renew the
+    subscription any moment, as Stripe does once its clock passes them.)"""
+    clock = world.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": frozen_time})
+
+    def change(sub: dict[str, Any]) -> None:
+        sub["test_clock"] = clock.id
+
+    return change
+
+
+def sandbox_tick(world: World) -> None:
+    """The sandbox's default-clock tick (it runs every few seconds), now: a test that keeps the
+    provider from acting shows that it does, whenever the tick comes."""
+    with world.sandbox.app.state.store.tx():
+        world.sandbox.app.state.engine.tick_default_clock()
+
+
 def entitled(world: World, token: str) -> tuple[bool, bool, list[str]]:
     """(pro allowed, calls allowed, the features listed), asked twice: the first answer may read
     the holdings, the second is the kept ones' (PostgreSQL); both must agree."""
@@ -160,7 +180,14 @@ def test_a_plan_canceled_at_period_end_grants_until_then_and_not_after_before_it
 
     # Its period has ended; Stripe's deletion has not arrived (late, or retried).
     now = int(time.time())
-    at_provider(world, sub_id, period(now - 30 * DAY, now - 60))
+    not_yet = not_acted_on(world, now - 30 * DAY)
+
+    def ended(sub: dict[str, Any]) -> None:
+        period(now - 30 * DAY, now - 60)(sub)
+        not_yet(sub)
+
+    at_provider(world, sub_id, ended)
+    sandbox_tick(world)
     assert entitled(world, token) == (False, False, [])
     got = check(world, "pro", account=account)  # the service key: the same answer
     assert (got.allowed, got.kind) == (False, K.ENTITLEMENT_KIND_UNSPECIFIED)
@@ -208,6 +235,55 @@ def test_a_plan_stripe_cancels_at_a_date_grants_until_then_and_not_after_before_
     assert next_action(world, token, "team") == "session"
 
 
+def test_a_cancel_at_set_through_the_stripe_api_is_stored_and_ends_the_plan_at_that_instant(
+    world: World,
+) -> None:
+    """End to end: `cancel_at` sent with the stripe library to the sandbox (as a merchant's
+    backend or dashboard does), its `customer.subscription.updated` stored as the row's
+    `cancel_at`; the plan grants before it and nothing from that instant, while the sandbox's
+    `customer.subscription.deleted` is still held back; then the deletion arrives."""
+    plans(world)
+    token, account = world.token()
+    bought(world, token, "pro")
+    sub_id = only_subscription(world)
+
+    def stored() -> Subscription:
+        with world.deps.db.transaction(readonly=True) as session:
+            return session.scalars(
+                select(Subscription).where(Subscription.stripe_subscription_id == sub_id)
+            ).one()
+
+    far = int(time.time()) + 10 * DAY
+    world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at": far})
+    world.settled()
+    row = stored()
+    assert row.cancel_at == dt.datetime.fromtimestamp(far, dt.UTC) and not row.cancel_at_period_end
+    assert entitled(world, token) == (True, True, ["calls", "pro"])
+
+    soon = int(time.time()) + 6  # time enough for the update to be applied before it
+    world.stripe.v1.subscriptions.update(sub_id, params={"cancel_at": soon})
+    world.settled()
+    assert stored().cancel_at == dt.datetime.fromtimestamp(soon, dt.UTC)
+    world.gate.open.clear()  # the deletion waits in the sandbox's queue
+    try:
+        gone = wait_for(
+            lambda: (
+                (s := world.stripe.v1.subscriptions.retrieve(sub_id)).status == "canceled" and s
+            ),
+            what="the sandbox's clock to pass cancel_at",
+        )
+        assert gone.ended_at == soon
+        assert stored().state == "active"  # the deletion has not arrived
+        assert entitled(world, token) == (False, False, [])
+        assert check(world, "pro", account=account).allowed is False
+        assert world.status(token).plan == "free"
+    finally:
+        world.gate.open.set()
+    world.settled()
+    assert stored().state == "canceled"
+    assert entitled(world, token) == (False, False, [])
+
+
 def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) -> None:
     """A cancellation date that has passed by this server's clock but that the merchant removed
     before Stripe acted on it (Stripe's object again has no `cancel_at`): the plan grants again
@@ -217,16 +293,19 @@ def test_a_cancel_at_removed_before_stripe_cancels_grants_again(world: World) ->
     bought(world, token, "pro")
     sub_id = only_subscription(world)
     now = int(time.time())
+    not_yet = not_acted_on(world, now - DAY)
 
     def cancel_at(at: int | None) -> Callable[[dict[str, Any]], None]:
         def change(sub: dict[str, Any]) -> None:
             period(now - DAY, now + 29 * DAY)(sub)
             sub["cancel_at"], sub["cancel_at_period_end"] = at, False
+            not_yet(sub)
 
         return change
 
     at_provider(world, sub_id, cancel_at(now - 60))
     assert entitled(world, token) == (False, False, [])
+    sandbox_tick(world)
     at_provider(world, sub_id, cancel_at(None))
     assert entitled(world, token) == (True, True, ["calls", "pro"])
     assert world.status(token).plan == "pro"

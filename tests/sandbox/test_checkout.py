@@ -129,6 +129,40 @@ def test_setup_mode_saves_a_card(client: stripe.StripeClient, receiver: Receiver
     wait_for(lambda: "setup_intent.succeeded" in receiver.types_about(seti.id))
 
 
+@pytest.mark.parametrize("currency", ["xyz", "usn", "us", "usdollar", "xau"])
+def test_setup_mode_refuses_a_currency_stripe_does_not_hold(
+    client: stripe.StripeClient, currency: str
+) -> None:
+    """As a price's or a payment intent's currency is checked (`wire.check_currency`): no
+    ISO code, a fund code (USN), a code with no minor units (XAU, gold)."""
+    customer = client.v1.customers.create(params={"email": "setup-currency@example.com"})
+    before = client.v1.checkout.sessions.list(params={"customer": customer.id}).data
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.checkout.sessions.create(
+            params={
+                "mode": "setup",
+                "currency": currency,
+                "customer": customer.id,
+                "success_url": "https://app.example/ok",
+            }
+        )
+    assert (err.value.http_status, err.value.param) == (400, "currency")
+    assert client.v1.checkout.sessions.list(params={"customer": customer.id}).data == before
+
+
+def test_setup_mode_keeps_the_currency_in_lower_case(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(params={"email": "setup-upper@example.com"})
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "setup",
+            "currency": "EUR",
+            "customer": customer.id,
+            "success_url": "https://app.example/ok",
+        }
+    )
+    assert session.currency == "eur"
+
+
 def test_declining_card_leaves_session_open(client: stripe.StripeClient) -> None:
     price = monthly_price(client, 900)
     email = "declined-sub@example.com"

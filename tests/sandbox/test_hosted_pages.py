@@ -6,6 +6,7 @@ BILLING_TEST_REQUIRE_BROWSER=1 (as in .ci/run), which makes them fail instead.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +133,47 @@ def test_cancel_on_portal_page(page: Any, client: stripe.StripeClient, receiver:
     )
     page.click("#return")
     page.wait_for_url(f"{receiver.base}/account")
+
+
+def test_the_portal_shows_a_cancel_at_and_its_undo_clears_it(
+    page: Any, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """A cancellation scheduled for any instant (`cancel_at`, set through the API) shows on the
+    portal page as one at the period's end does, with its date; "Don't cancel" clears it."""
+    done, sub = subscribe(
+        client,
+        monthly_price(client, 2000, name="Dated plan").id,
+        email="portal-cancel-at@example.com",
+    )
+    at = int(sub["items"].data[0].current_period_start) + 10 * 86400
+    client.v1.subscriptions.update(sub.id, params={"cancel_at": at})
+    config = client.v1.billing_portal.configurations.create(
+        params={"features": {"subscription_cancel": {"enabled": True, "mode": "at_period_end"}}}
+    )
+    portal = client.v1.billing_portal.sessions.create(
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": f"{receiver.base}/account",
+        }
+    )
+    page.goto(portal.url)
+    notice = page.inner_text("#cancel-notice")
+    assert dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M") in notice
+    page.click(f"#renew-{sub.id}")
+    page.wait_for_selector("#notice")
+    assert page.locator("#cancel-notice").count() == 0
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert (after.cancel_at, after.status) == (None, "active")
+    wait_for(
+        lambda: any(
+            r.type == "customer.subscription.updated"
+            and r.body["data"]["object"]["cancel_at"] is None
+            and r.body["data"]["previous_attributes"].get("cancel_at") == at
+            for r in receiver.about(sub.id)
+        ),
+        what="the update event clearing cancel_at",
+    )
 
 
 def test_paying_with_the_back_page_as_success_url_lands_on_it_with_the_session_id(

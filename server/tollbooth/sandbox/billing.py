@@ -10,15 +10,8 @@ from tollbooth.sandbox.core import DEFAULT_CLOCK, LIVE_STATUSES, strip_private
 from tollbooth.sandbox.objects import add_interval, list_envelope, new_id, plan_from_price
 from tollbooth.sandbox.wire import (
     StripeError,
-    as_bool,
-    as_enum,
     as_int,
-    as_str,
-    bad_request,
-    merge_metadata,
     missing,
-    refuse_unsupported,
-    required,
 )
 
 
@@ -354,139 +347,6 @@ class Billing(Catalog):
 
         return self.list("subscription", params, keep)
 
-    def update_subscription(self, sub_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        refuse_unsupported(params, self.SUBSCRIPTION_UNSUPPORTED)
-        sub = self.load(sub_id, "subscription")
-        if sub["status"] == "canceled":
-            allowed = {"metadata", "cancellation_details", "expand"}
-            if set(params) - allowed:
-                raise bad_request(
-                    "A canceled subscription can only update its cancellation_details and "
-                    "metadata.",
-                )
-        customer = self.customer(sub["customer"], "customer")
-        now = self.now_for(customer)
-        before = copy.deepcopy(sub)
-        if "metadata" in params:
-            sub["metadata"] = merge_metadata(sub["metadata"], params["metadata"])
-        if "description" in params:
-            sub["description"] = as_str(params["description"], "description") or None
-        if "cancel_at_period_end" in params:
-            flag = as_bool(params["cancel_at_period_end"], "cancel_at_period_end")
-            self._set_cancel_at_period_end(sub, flag, now)
-        details = params.get("cancellation_details")
-        if isinstance(details, dict):
-            for key in ("comment", "feedback"):
-                if key in details:
-                    sub["cancellation_details"][key] = details[key] or None
-        if params.get("default_payment_method"):
-            pm = self.load(
-                params["default_payment_method"], "payment_method", "default_payment_method"
-            )
-            if pm.get("customer") != customer["id"]:
-                raise bad_request(
-                    "The payment method must be attached to the subscription's customer.",
-                    "default_payment_method",
-                )
-            sub["default_payment_method"] = pm["id"]
-        if "items" in params:
-            self._update_items(sub, params["items"], now)
-        if "proration_behavior" in params:
-            as_enum(
-                params["proration_behavior"],
-                "proration_behavior",
-                ("always_invoice", "create_prorations", "none"),
-            )
-        self.store.put(sub)
-        self._emit_updated("customer.subscription.updated", before, sub)
-        return sub
-
-    def _set_cancel_at_period_end(self, sub: dict[str, Any], flag: bool, now: int) -> None:
-        sub["cancel_at_period_end"] = flag
-        if flag:
-            sub["cancel_at"] = self._period_end(sub)
-            sub["canceled_at"] = now
-            sub["cancellation_details"]["reason"] = "cancellation_requested"
-        else:
-            sub["cancel_at"] = None
-            sub["canceled_at"] = None
-            sub["cancellation_details"]["reason"] = None
-
-    def _update_items(self, sub: dict[str, Any], items: Any, now: int) -> None:
-        if not isinstance(items, list):
-            raise bad_request("Invalid array", "items")
-        current = {i["id"]: i for i in sub["items"]["data"]}
-        result = list(sub["items"]["data"])
-        cadence = None
-        for i, spec in enumerate(items):
-            param = f"items[{i}]"
-            if not isinstance(spec, dict):
-                raise bad_request("Invalid hash", param)
-            item_id = spec.get("id")
-            if item_id is not None and item_id not in current:
-                raise bad_request(
-                    f"The subscription item {item_id} does not belong to this subscription.",
-                    f"{param}[id]",
-                )
-            if item_id and as_bool(spec.get("deleted", "false"), f"{param}[deleted]"):
-                result = [r for r in result if r["id"] != item_id]
-                continue
-            price = None
-            if spec.get("price") or spec.get("plan"):
-                pid = as_str(spec.get("price") or spec.get("plan"), f"{param}[price]")
-                price = self.load(pid, "price", f"{param}[price]")
-                if not price["active"]:
-                    raise bad_request(
-                        f"The price specified ({pid}) is inactive.", f"{param}[price]"
-                    )
-                if not price["recurring"]:
-                    raise bad_request(
-                        "The price specified is set to `type=one_time` but this field only "
-                        "accepts prices with `type=recurring`.",
-                        f"{param}[price]",
-                    )
-            quantity = (
-                as_int(spec["quantity"], f"{param}[quantity]", minimum=0)
-                if "quantity" in spec
-                else None
-            )
-            if item_id:
-                item = next(r for r in result if r["id"] == item_id)
-                if price is not None:
-                    item["price"] = strip_private(copy.deepcopy(price))
-                    item["plan"] = plan_from_price(price)
-                if quantity is not None:
-                    item["quantity"] = quantity
-            else:
-                if price is None:
-                    raise required(f"{param}[price]")
-                start = self._period_start(sub)
-                end = self._period_end(sub)
-                result.append(self._sub_item(sub["id"], price, quantity or 1, start, end))
-        for item in result:
-            rec = item["price"]["recurring"]
-            key = (rec["interval"], rec["interval_count"])
-            if cadence is None:
-                cadence = key
-            elif cadence != key:
-                raise bad_request(
-                    "The sandbox requires every item of a subscription to share one billing "
-                    "interval.",
-                    "items",
-                )
-        if not result:
-            raise bad_request("A subscription must have at least one active plan.", "items")
-        if cadence is not None and sub["items"]["data"]:
-            old = sub["items"]["data"][0]["price"]["recurring"]
-            if (old["interval"], old["interval_count"]) != cadence:
-                raise bad_request(
-                    "The sandbox does not change a subscription's billing interval; create a "
-                    "new subscription instead.",
-                    "items",
-                )
-        sub["items"]["data"] = result
-        sub["items"]["total_count"] = len(result)
-
     def _period_end(self, sub: dict[str, Any]) -> int:
         return min(int(i["current_period_end"]) for i in sub["items"]["data"])
 
@@ -522,7 +382,7 @@ class Billing(Catalog):
                     continue
                 if sub["status"] not in LIVE_STATUSES:
                     continue
-                end = self._period_end(sub)
+                end = self._due_at(sub)
                 if end <= target:
                     due.append((end, sub["id"]))
             if not due:
@@ -533,7 +393,14 @@ class Billing(Catalog):
             self.store.put(clock)
             self._period_ended(self.load(sub_id, "subscription"), end)
 
+    def _due_at(self, sub: dict[str, Any]) -> int:
+        """When the clock must next act on a live subscription: its period's end, or its
+        `cancel_at` when that comes first (a cancellation scheduled for any instant)."""
+        end = self._period_end(sub)
+        return min(end, int(sub["cancel_at"])) if sub.get("cancel_at") else end
+
     def _period_ended(self, sub: dict[str, Any], end: int) -> None:
+        """`end` is `_due_at`: the period's end (renewed), or a `cancel_at` reached (deleted)."""
         if sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end):
             sub["status"] = "canceled"
             sub["ended_at"] = end

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tollbooth.sandbox.billing import Billing
 from tollbooth.sandbox.core import check_url, strip_private
 from tollbooth.sandbox.objects import (
     DEFAULT_CARD,
@@ -13,12 +12,14 @@ from tollbooth.sandbox.objects import (
     list_envelope,
     new_id,
 )
+from tollbooth.sandbox.subscription_updates import SubscriptionUpdates
 from tollbooth.sandbox.wire import (
     StripeError,
     as_enum,
     as_int,
     as_str,
     bad_request,
+    check_currency,
     merge_metadata,
     missing,
     refuse_unsupported,
@@ -42,7 +43,7 @@ CHECKOUT_UNSUPPORTED = (
 )
 
 
-class Checkout(Billing):
+class Checkout(SubscriptionUpdates):
     """Checkout Sessions; completing one is what the hosted page and the helper do."""
 
     def create_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +98,11 @@ class Checkout(Billing):
                     "`subscription` mode or use only one-time prices.",
                     "line_items",
                 )
-        currency = lines[0]["currency"] if lines else params.get("currency")
+        # Checked as a price's is (a setup session's own; a payment one's, its prices').
+        asked = None
+        if "currency" in params:
+            asked = check_currency(as_str(params["currency"], "currency"), "currency")
+        currency = lines[0]["currency"] if lines else asked
         total = sum(ln["amount_total"] for ln in lines)
         now = self.now_for(customer)
         session_id = new_id("cs_test_", 58)

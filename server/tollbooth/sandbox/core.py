@@ -118,7 +118,7 @@ class Core:
     """Clocks, events, lookups, `expand` and list pages shared by every resource."""
 
     # Subscription update parameters the sandbox does not model (no trials, discounts or
-    # taxes): refused, not ignored (`wire.refuse_unsupported`; Billing.update_subscription).
+    # taxes): refused, not ignored (`wire.refuse_unsupported`; `subscription_updates.py`).
     SUBSCRIPTION_UNSUPPORTED: tuple[tuple[str, ...], ...] = (
         ("trial_end",),
         ("trial_from_plan",),

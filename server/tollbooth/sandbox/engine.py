@@ -2,7 +2,8 @@
 
 The engine is built in layers, one module per domain, each allowed to use the ones below it:
 core (clocks, events, lookups, rendering, lists) < payments < disputes < customers < catalog <
-billing (subscriptions, invoices, renewals) < checkout < billing_portal < clocks (test clocks).
+billing (subscriptions, invoices, renewals) < subscription_updates < checkout < billing_portal <
+clocks (test clocks).
 
 Every public method runs inside one store transaction (the caller opens it). Objects are kept
 in Stripe's shape; keys starting with `_` are private state and never leave the sandbox.

@@ -128,10 +128,12 @@ def _order(item: tuple[str | None, int]) -> tuple[str, int]:
 def _grant_difference(ctx: Context, row: Subscription, was: Items, now: Items, key: str) -> None:
     """Grant what `now` gives per period beyond `was` (raised to the highest level held in this
     period), per credit type, once: claimed on `key` (the change) and the period."""
-    if row.current_period_end is not None and row.current_period_end <= ctx.clock():
-        # The provider's period is over (its renewal not made yet, or a paused subscription):
-        # nothing is left of it to grant for; the renewal grants the new plan. Its grant
-        # would expire in the past, which the ledger refuses: the event failed on every try.
+    until = _plan_ends(row)
+    if until is not None and until <= ctx.clock():
+        # The provider's period is over (its renewal not made yet, or a paused subscription),
+        # or the plan ended at its `cancel_at`: nothing is left of it to grant for; a renewal
+        # grants the new plan. Its grant would expire in the past, which the ledger refuses:
+        # the event failed on every try.
         return
     prices = catalog.prices_by_ids(ctx.session, sorted({p for p, _ in was + now if p}))
     period = int(row.current_period_start.timestamp()) if row.current_period_start else 0
@@ -173,7 +175,7 @@ def _grant_difference(ctx: Context, row: Subscription, was: Items, now: Items, k
             amount=format(amount, "f"),
             reason=f"upgrade to {plan}",
             priority=0,
-            expire_at=row.current_period_end,
+            expire_at=until,
             request_id=request_id,
             metadata={"price_id": price_id, "event_id": ctx.event_id},
             clock=ctx.clock,
@@ -192,6 +194,13 @@ def _grant_difference(ctx: Context, row: Subscription, was: Items, now: Items, k
             f"credits.granted:{request_id}",
         )
         ctx.changes.append(f"upgrade granted {format(amount, 'f')} {kind}")
+
+
+def _plan_ends(row: Subscription) -> dt.datetime | None:
+    """When what the plan holds in this period ends: the period's end, or Stripe's `cancel_at`
+    when the subscription is scheduled to end before it (`repository.ended`)."""
+    ends = [t for t in (row.current_period_end, row.cancel_at) if t is not None]
+    return min(ends) if ends else None
 
 
 def _per_period(prices: dict[str, Price], items: Items) -> dict[str, Decimal]:

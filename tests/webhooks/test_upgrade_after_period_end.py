@@ -64,6 +64,17 @@ def test_an_upgrade_seen_after_the_period_ended_grants_nothing_and_is_recorded(
         item["current_period_start"] = now - 31 * 86_400
         item["current_period_end"] = now - 60
 
+    # Stripe has not renewed it yet: the sandbox's subscription on a test clock before the
+    # period's end (on the default clock, which follows the wall clock, the sandbox's tick
+    # would renew it any moment, and the upgrade below would then be in the new period).
+    clock = quiet.stripe.v1.test_helpers.test_clocks.create(
+        params={"frozen_time": now - 30 * 86_400}
+    )
+    with quiet.sandbox.app.state.store.tx() as store:
+        sub = store.get(sub_id)
+        assert sub is not None
+        sub["test_clock"] = clock.id
+        store.put(sub)
     at_provider(quiet, sub_id, ended)
     assert updated(quiet, created, 1) == ("applied", None)
     at_provider(quiet, sub_id, lambda item: item.update(quantity=3))

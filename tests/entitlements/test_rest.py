@@ -196,8 +196,12 @@ def test_a_plan_set_to_cancel_grants_nothing_once_its_period_ended_before_its_de
 
     # The provider's period ends; only an update (no deletion) reaches us.
     ended = int(time.time()) - 60
+    # Stripe has not acted on that end yet: the sandbox's subscription on a test clock before
+    # it (on the default clock, the sandbox's tick would delete it any moment).
+    clock = rest.stripe.v1.test_helpers.test_clocks.create(params={"frozen_time": ended - 86_400})
     with rest.sandbox.app.state.store.tx() as store:
         held = store.get(sub_id)
+        held["test_clock"] = clock.id
         for item in held["items"]["data"]:
             item["current_period_start"], item["current_period_end"] = ended - 30 * 86_400, ended
         store.put(held)

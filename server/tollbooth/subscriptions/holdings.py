@@ -198,10 +198,11 @@ class Holdings:
         """The kept holdings of `account_id` when the listener vouches for them, else None."""
         if not self._vouched_for():
             return None
+        # Read before the entry: a change heard before this time has dropped it already.
+        vouched = self._subscription.vouched
         entry = self._entries.get(account_id)
         if entry is None:
             return None
-        vouched = self._subscription.vouched
         return replace(entry, as_of=vouched) if vouched > entry.as_of else entry
 
     def get(self, session: Session, account_id: str, now: dt.datetime) -> AccountHoldings:

@@ -120,7 +120,7 @@ def test_usage_ingested_on_one_replica_is_counted_by_a_metered_check_on_the_othe
 ) -> None:
     a, b = replica_channels
     account, _, name = seed_metered(db)
-    assert poll(lambda: _check(b, account, "calls").metric != "", DEADLINE)
+    assert poll(lambda account=account: _check(b, account, "calls").metric != "", DEADLINE)
     sent = 0
     for n in range(ROUNDS):
         write, read = (a, b) if n % 2 == 0 else (b, a)
@@ -225,7 +225,9 @@ def test_a_purchase_is_checked_on_another_replica_as_of_its_answer_and_within_th
     for n in range(ROUNDS // 4):
         account, once, _ = seed_holdings(db)
         for ch in (a, b):  # both keep the account's (empty) holdings
-            assert poll(lambda ch=ch: not _check(ch, account, "gold").allowed, DEADLINE)
+            assert poll(
+                lambda ch=ch, account=account: not _check(ch, account, "gold").allowed, DEADLINE
+            )
         with db.transaction() as session:
             _purchase(session, account, once)
         committed = _now()
@@ -241,7 +243,9 @@ def test_a_purchase_is_checked_on_another_replica_as_of_its_answer_and_within_th
             assert "gold" in features or _when(listed.as_of_time) < committed, (n, listed)
             stale += not answer.allowed
         for ch in (a, b):
-            assert poll(lambda ch=ch: _check(ch, account, "gold").allowed, DEADLINE)
+            assert poll(
+                lambda ch=ch, account=account: _check(ch, account, "gold").allowed, DEADLINE
+            )
     print(f"answers that predated the purchase (as_of_time said so): {stale}")
 
 
@@ -262,11 +266,16 @@ def test_a_purchase_is_in_the_billing_status_of_another_replica_within_the_bound
     for n in range(ROUNDS // 8):
         account, once, _ = seed_holdings(db)
         for ch in (a, b):
-            assert poll(lambda ch=ch: "gold" not in _features_of(_plan(ch, account)), DEADLINE)
+            assert poll(
+                lambda ch=ch, account=account: "gold" not in _features_of(_plan(ch, account)),
+                DEADLINE,
+            )
         with db.transaction() as session:
             _purchase(session, account, once)
         for ch in (a, b):
-            assert poll(lambda ch=ch: "gold" in _features_of(_plan(ch, account)), DEADLINE), n
+            assert poll(
+                lambda ch=ch, account=account: "gold" in _features_of(_plan(ch, account)), DEADLINE
+            ), n
 
 
 def _nicknames(channel: grpc.Channel, product_id: str) -> list[str]:
@@ -329,7 +338,9 @@ def test_a_change_while_the_listeners_are_cut_is_served_within_the_bound(
         # Both listening again (a cut one reconnects after a backoff), the account kept.
         assert poll(lambda: _listeners(db) >= 2, DEADLINE)
         for ch in (a, b):
-            assert poll(lambda ch=ch: not _check(ch, account, "gold").allowed, DEADLINE)
+            assert poll(
+                lambda ch=ch, account=account: not _check(ch, account, "gold").allowed, DEADLINE
+            )
         assert _listeners(db, "pg_terminate_backend(pid)") >= 2
         with db.transaction() as session:
             _purchase(session, account, once)
@@ -338,8 +349,12 @@ def test_a_change_while_the_listeners_are_cut_is_served_within_the_bound(
             answer = _check(ch, account, "gold")
             assert answer.allowed or _when(answer.as_of_time) < committed, (n, answer)
         for ch in (a, b):
-            assert poll(lambda ch=ch: _check(ch, account, "gold").allowed, DEADLINE), n
-            assert poll(lambda ch=ch: "gold" in _features_of(_plan(ch, account)), DEADLINE), n
+            assert poll(
+                lambda ch=ch, account=account: _check(ch, account, "gold").allowed, DEADLINE
+            ), n
+            assert poll(
+                lambda ch=ch, account=account: "gold" in _features_of(_plan(ch, account)), DEADLINE
+            ), n
 
 
 # -- a replica that hears late: what it answers meanwhile -----------------------------------
@@ -350,7 +365,8 @@ class LateListener:
     runs (as a busy process's listener thread hears late; never past the bound, so B keeps
     trusting its memory): what B answers between A's answer and B's hearing of it."""
 
-    HOLD_SEC = 0.6  # with a beat (BOUND_SEC / 4) under BOUND_SEC: the listener stays alive, its memory in use
+    # With a beat (BOUND_SEC / 4) under BOUND_SEC: the listener stays alive, its memory in use.
+    HOLD_SEC = 0.6
 
     def __init__(self, url: str) -> None:
         from tollbooth.app import Deps
@@ -417,15 +433,18 @@ def test_a_late_replica_answers_a_check_with_an_as_of_time_before_the_purchase(
     for n in range(3):
         account, once, _ = seed_holdings(db)
         assert replica_b.heard()  # the seed's catalog change drops every account: before
-        assert poll(lambda: not _check(b, account, "gold").allowed, DEADLINE)
-        assert poll(lambda: _check(b, account, "gold") and replica_b.keeps(account), DEADLINE)
+        assert poll(lambda account=account: not _check(b, account, "gold").allowed, DEADLINE)
+        assert poll(
+            lambda account=account: _check(b, account, "gold") and replica_b.keeps(account),
+            DEADLINE,
+        )
         with replica_b.held():
             with db.transaction() as session:
                 _purchase(session, account, once)
             committed = _now()
             answer = _check(b, account, "gold")
             assert answer.allowed or _when(answer.as_of_time) < committed, (n, answer)
-        assert poll(lambda: _check(b, account, "gold").allowed, DEADLINE)
+        assert poll(lambda account=account: _check(b, account, "gold").allowed, DEADLINE)
 
 
 @pytest.mark.xfail(
@@ -441,8 +460,8 @@ def test_a_late_replica_answers_the_billing_status_with_the_purchase_or_says_how
     _, b, replica_b = late
     account, once, _ = seed_holdings(db)
     assert replica_b.heard()  # the seed's catalog change drops every account: before
-    assert poll(lambda: "gold" not in _features_of(_plan(b, account)), DEADLINE)
-    assert poll(lambda: _plan(b, account) and replica_b.keeps(account), DEADLINE)
+    assert poll(lambda account=account: "gold" not in _features_of(_plan(b, account)), DEADLINE)
+    assert poll(lambda account=account: _plan(b, account) and replica_b.keeps(account), DEADLINE)
     with replica_b.held():
         with db.transaction() as session:
             _purchase(session, account, once)

@@ -244,7 +244,8 @@ def list_all(
     page_size: int = 0,
     page_token: str = "",
 ) -> tuple[list[Answer], str, dt.datetime]:
-    """One page of the account's features, its next page token, and the holdings' as_of."""
+    """One page of the account's features, its next page token, and its as_of (the holdings',
+    or an earlier answer's)."""
     account_id = accounts.account_id(session, caller, account_ref)
     keyset: Keyset[Grant] = Keyset.of(
         f"entitlements:{account_id}",
@@ -262,4 +263,5 @@ def list_all(
     page = keyset.page(held[: keyset.limit])
     reads = InSession(session, metrics)
     answers = [_answer(reads, account_id, g, now, kept.as_of) for g in page.items]
-    return answers, page.next_page_token, kept.as_of
+    # The page's: no later than any answer's (a metered one's metric definition may be older).
+    return answers, page.next_page_token, min([kept.as_of, *(a.as_of for a in answers)])

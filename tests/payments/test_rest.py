@@ -82,6 +82,9 @@ def test_seed_003s_body_through_envoy_returns_a_client_secret_and_pays_once(pay_
     assert body["payment_intent_id"].startswith("pay_")
     assert body["status"] == "PAYMENT_INTENT_STATUS_REQUIRES_PAYMENT_METHOD"
     assert (body["amount"], body["currency"]) == ("2999", "usd")
+    # Seed 003's "current payment status", in the provider's words: what Stripe says.
+    at_provider = pay_shop.stripe.v1.payment_intents.retrieve(body["stripe_payment_intent_id"])
+    assert body["intent_status"] == at_provider.status
     pay_shop.stripe.v1.payment_intents.confirm(
         body["stripe_payment_intent_id"], params={"payment_method": "pm_card_visa"}
     )
@@ -93,6 +96,8 @@ def test_seed_003s_body_through_envoy_returns_a_client_secret_and_pays_once(pay_
         ),
         what="payment_intent.succeeded to be recorded",
     )
+    paid = pay_shop.stripe.v1.payment_intents.retrieve(body["stripe_payment_intent_id"])
+    assert done["intent_status"] == paid.status != at_provider.status
     listed = pay_shop.request("GET", "/api/v1/billing/purchases", token=token).json()
     assert [(p["purchase_id"], p["payment_intent_id"]) for p in listed["purchases"]] == [
         (done["purchase_id"], body["payment_intent_id"])

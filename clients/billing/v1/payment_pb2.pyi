@@ -86,6 +86,7 @@ class PaymentIntent(_message.Message):
     DUPLICATE_OF_PURCHASE_ID_FIELD_NUMBER: _builtins.int
     REFUND_ID_FIELD_NUMBER: _builtins.int
     REFUND_TIME_FIELD_NUMBER: _builtins.int
+    INTENT_STATUS_FIELD_NUMBER: _builtins.int
     payment_intent_id: _builtins.str
     """Server-assigned id (`pay_...`)."""
     billing_account_id: _builtins.str
@@ -124,6 +125,12 @@ class PaymentIntent(_message.Message):
     """The provider's refund of a duplicate payment (`re_...`); empty when the
     provider reported the payment refunded already, or refused its refund for good
     (a disputed charge: the dispute decides).
+    """
+    intent_status: _builtins.str
+    """`status` in the provider's (Stripe's) words, seed 003's "current payment
+    status": requires_payment_method, requires_confirmation, requires_action,
+    processing, succeeded or canceled; `pending` while the provider has not
+    answered the create yet.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -164,10 +171,11 @@ class PaymentIntent(_message.Message):
         duplicate_of_purchase_id: _builtins.str = ...,
         refund_id: _builtins.str = ...,
         refund_time: _timestamp_pb2.Timestamp | None = ...,
+        intent_status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failure_time", b"failure_time", "refund_time", b"refund_time", "succeed_time", b"succeed_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_account_id", b"billing_account_id", "catalog_price_id", b"catalog_price_id", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "decline_code", b"decline_code", "description", b"description", "duplicate_of_purchase_id", b"duplicate_of_purchase_id", "failure_code", b"failure_code", "failure_message", b"failure_message", "failure_time", b"failure_time", "payment_intent_id", b"payment_intent_id", "purchase_id", b"purchase_id", "receipt_email", b"receipt_email", "refund_id", b"refund_id", "refund_time", b"refund_time", "status", b"status", "stripe_payment_intent_id", b"stripe_payment_intent_id", "succeed_time", b"succeed_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billing_account_id", b"billing_account_id", "catalog_price_id", b"catalog_price_id", "client_secret", b"client_secret", "create_time", b"create_time", "currency", b"currency", "decline_code", b"decline_code", "description", b"description", "duplicate_of_purchase_id", b"duplicate_of_purchase_id", "failure_code", b"failure_code", "failure_message", b"failure_message", "failure_time", b"failure_time", "intent_status", b"intent_status", "payment_intent_id", b"payment_intent_id", "purchase_id", b"purchase_id", "receipt_email", b"receipt_email", "refund_id", b"refund_id", "refund_time", b"refund_time", "status", b"status", "stripe_payment_intent_id", b"stripe_payment_intent_id", "succeed_time", b"succeed_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

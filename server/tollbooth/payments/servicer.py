@@ -47,6 +47,7 @@ def intent_out(row: PaymentIntent) -> payment_pb2.PaymentIntent:
         duplicate_of_purchase_id=row.duplicate_of or "",
         refund_id=row.refund_id or "",
         refund_time=ts(row.refunded_at) if row.refunded_at else None,
+        intent_status=row.status if row.status in STATUS else "",
     )
 
 

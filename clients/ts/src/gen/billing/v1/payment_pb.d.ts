@@ -161,6 +161,16 @@ export declare type PaymentIntent = Message<"billing.v1.PaymentIntent"> & {
    * @generated from field: google.protobuf.Timestamp refund_time = 20;
    */
   refundTime?: Timestamp | undefined;
+
+  /**
+   * `status` in the provider's (Stripe's) words, seed 003's "current payment
+   * status": requires_payment_method, requires_confirmation, requires_action,
+   * processing, succeeded or canceled; `pending` while the provider has not
+   * answered the create yet.
+   *
+   * @generated from field: string intent_status = 21;
+   */
+  intentStatus: string;
 };
 
 /**

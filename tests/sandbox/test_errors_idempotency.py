@@ -50,6 +50,23 @@ def test_nested_unknown_parameter_is_400(client: stripe.StripeClient) -> None:
     assert err.value.param == "line_items[0][qty]"
 
 
+@pytest.mark.parametrize(
+    "amount", ["\u0661\u0660\u0660", "1_000", " 100", "+100", "100\n", "9" * 5000]
+)
+def test_an_integer_in_anything_but_plain_ascii_digits_is_400(
+    client: stripe.StripeClient, amount: str
+) -> None:
+    """Stripe reads integers as plain digits: Arabic-Indic digits, underscores, padding or a plus
+    sign (all of which Python's int() takes) are refused, and nothing is created."""
+    product = client.v1.products.create(params={"name": "Digits"})
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.prices.create(
+            params={"product": product.id, "unit_amount": amount, "currency": "usd"}  # type: ignore[typeddict-item]
+        )
+    assert err.value.http_status == 400 and err.value.param == "unit_amount"
+    assert not client.v1.prices.list(params={"product": product.id}).data
+
+
 def test_bad_values_are_400(client: stripe.StripeClient) -> None:
     product = client.v1.products.create(params={"name": "Bad values"})
     with pytest.raises(stripe.InvalidRequestError) as err:

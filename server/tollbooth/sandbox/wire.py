@@ -183,14 +183,21 @@ def check_params(params: Any, cls: type | None, prefix: str = "") -> None:
 # -- value coercion -----------------------------------------------------------------------------
 
 
+_PLAIN_INT = re.compile(r"-?[0-9]+")
+
+
 def as_int(
     value: Any, param: str, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise bad_request(f"Invalid integer: {param}", param)
+    # Plain ASCII digits only, as Stripe reads them: int() would also take "١٠٠", "1_000",
+    # " 100" and "+100".
+    if isinstance(value, str) and not _PLAIN_INT.fullmatch(value):
+        raise bad_request(f"Invalid integer: {_clip(value)}", param)
     try:
         number = int(value)
-    except ValueError:
+    except ValueError:  # past Python's 4300-digit limit
         raise bad_request(f"Invalid integer: {_clip(str(value))}", param) from None
     if minimum is not None and number < minimum:
         raise bad_request(f"This value must be greater than or equal to {minimum}.", param)

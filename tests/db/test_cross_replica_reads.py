@@ -503,6 +503,29 @@ def test_a_late_replica_lists_a_price_created_on_the_other_or_says_how_old(
     assert listed == ["new"] or (as_of is not None and _when(as_of) < committed), listed
 
 
+def test_a_product_renamed_on_one_replica_is_got_renamed_on_the_other_at_once(
+    late: tuple[grpc.Channel, grpc.Channel, LateListener],
+) -> None:
+    """GetProduct names one row by its key, as GetPrice: it answers what is committed, even
+    while replica B has not heard the change yet."""
+    a, b, replica_b = late
+    owner = create_product(a, f"Got {uuid.uuid4().hex[:6]}").product_id
+    assert replica_b.heard()
+    get = catalog_pb2.GetProductRequest(product_id=owner)
+    assert poll(lambda: catalog_call(b, "GetProduct", get).name.startswith("Got "), DEADLINE)
+    with replica_b.held():
+        catalog_call(
+            a,
+            "UpdateProduct",
+            catalog_pb2.UpdateProductRequest(
+                product=catalog_pb2.Product(product_id=owner, name="Renamed"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+                request_id=uuid.uuid4().hex,
+            ),
+        )
+        assert catalog_call(b, "GetProduct", get).name == "Renamed"
+
+
 def test_a_late_replica_lists_entitlements_as_of_no_later_than_its_metric_definitions(
     late: tuple[grpc.Channel, grpc.Channel, LateListener], db: Database
 ) -> None:

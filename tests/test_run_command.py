@@ -29,6 +29,14 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.stdout.split()]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().replace("\0", " ")[-120:]
+    except OSError:
+        return "?"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -287,7 +295,11 @@ def test_run_restarts_a_killed_sidecar_and_notification_deliverer(tmp_path) -> N
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not [p for p in named(word) if p != old[0]]:
                 time.sleep(0.1)
-            assert [p for p in named(word) if p != old[0]], f"{word} was not restarted"
+            assert [p for p in named(word) if p != old[0]], (
+                f"{word} was not restarted; supervisor exit code {proc.poll()}, children "
+                f"{[(p, _cmdline(p)) for p in _children(proc.pid)]}; its last output:\n"
+                + "".join(lines[-40:])
+            )
             assert not _alive(old[0])
         deadline = time.monotonic() + 60
         status = 0

@@ -94,9 +94,21 @@ class Snapshot(Reloaded[Catalog]):
             return None
         if version is None:
             version = versions.read(self._db).catalog
-        if kept.version == version:
+        if versions.covers((kept.version,), (version,)):
             return kept
-        # Committed elsewhere and not heard yet by this process's listener: reload now (the
-        # reload's version is read after `version`, so it holds the change).
-        self.changed()
-        return self.get()
+        # Committed elsewhere and not heard yet by this process's listener: reload now, once
+        # for every reader that saw the new version (the reload's version is read after
+        # `version`, so it holds the change).
+        with self._reload:
+            with self._lock:
+                kept, wanted = self._kept, self._changes
+                if (
+                    kept is not None
+                    and self._loaded_at_change == wanted
+                    and versions.covers((kept.version,), (version,))
+                ):
+                    return kept
+            loaded = self._load()
+            with self._lock:
+                self._kept, self._loaded_at_change = loaded, wanted
+            return loaded

@@ -48,6 +48,16 @@ class Versions(NamedTuple):
         return (self.catalog, self.every, self.account)
 
 
+def covers(kept: tuple[int | None, ...] | None, seen: tuple[int | None, ...]) -> bool:
+    """Whether a copy tagged `kept` holds every change the versions `seen` count: versions
+    only grow (None: no change recorded yet, 0), so a copy loaded at or after them does. The
+    first is the catalog's, whose one row is always there: without it (deleted by hand)
+    nothing is covered and every read goes to the database."""
+    if kept is None or len(kept) != len(seen) or None in (kept[0], seen[0]):
+        return False
+    return all((k or 0) >= (s or 0) for k, s in zip(kept, seen, strict=True))
+
+
 def read(db: Database, account_id: str = EVERY) -> Versions:
     """The current versions (one statement, autocommit, on a pooled connection)."""
     row = db.read_one(_SQL, {"every": EVERY, "account": account_id}, prepare=True)

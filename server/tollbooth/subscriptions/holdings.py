@@ -231,7 +231,7 @@ class Holdings:
             return None
         if seen is None or seen.account_id != account_id:
             seen = versions.read(self._db, account_id)
-        return hit if hit.version == seen.holdings() else None
+        return hit if versions.covers(hit.version, seen.holdings()) else None
 
     def get(
         self, session: Session, account_id: str, now: dt.datetime, *, fresh: bool = False
@@ -250,7 +250,7 @@ class Holdings:
             tag = versions.load_tag(session, account_id).holdings()
         if fresh:
             hit = self.cached(account_id)
-            if hit is not None and hit.version == tag:
+            if hit is not None and tag is not None and versions.covers(hit.version, tag):
                 return hit
         with self._lock:
             seq = self._seq

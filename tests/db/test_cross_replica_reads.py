@@ -2,10 +2,12 @@
 replica A, then at once a read on replica B (real gRPC channels pinned to each).
 
 What B must answer (README "Catalog", "Entitlements"): what is read from the database
-(balances, prices by id, usage totals, accounts) shows the write at once; what a replica keeps
-in memory (the catalog, each account's holdings, the metric definitions) is served by every
-replica at most 1 s after its commit, and an answer carrying `as_of_time` holds every change
-committed before it. So each read is checked at once (`as_of_time` at or after the write's
+(balances, prices by id, usage totals, accounts) shows the write at once; so do the catalog
+listings and the billing status, which answer from memory only when it was loaded at the
+current versions (one statement per call, migration 0036); what a replica keeps otherwise (the
+metric definitions, the holdings behind CheckEntitlement and ListEntitlements) is served by
+every replica at most 1 s after its commit, and an answer carrying `as_of_time` holds every
+change committed before it. So each read is checked at once (`as_of_time` at or after the write's
 answer means the write must be in it) and then within the bound (polled, no timing asserted).
 ROUNDS pairs per test; BILLING_SOAK=1 runs many more.
 """
@@ -378,11 +380,13 @@ class LateListener:
         self.listener = listener_of(self.deps.db)
         self._gate = threading.Event()
         self._gate.set()
+        self._deaf = False
         dispatch = self.listener._dispatch
 
         def late(notify: object) -> None:
             self._gate.wait(self.HOLD_SEC)
-            dispatch(notify)
+            if not self._deaf:
+                dispatch(notify)
 
         self.listener._dispatch = late  # type: ignore[method-assign]
 
@@ -405,6 +409,21 @@ class LateListener:
             yield
         finally:
             self._gate.set()
+
+    @contextmanager
+    def deaf(self) -> Iterator[None]:
+        """B's listener, alive, drops every notification (B keeps trusting its memory); then
+        B forgets what it keeps, as a reconnect would (the other tests' B hears)."""
+        from tollbooth.subscriptions import holdings
+        from tollbooth.usage import known_metrics
+
+        self._deaf = True
+        try:
+            yield
+        finally:
+            self._deaf = False
+            holdings.of(self.deps.db).changed()
+            known_metrics.of(self.deps.db).changed()
 
 
 @pytest.fixture(scope="module")
@@ -448,15 +467,6 @@ def test_a_late_replica_answers_a_check_with_an_as_of_time_before_the_purchase(
         assert poll(lambda account=account: _check(b, account, "gold").allowed, DEADLINE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GetBillingStatus answers from the replica's kept holdings (README: at most 1 s "
-    "after the commit on another replica) but BillingStatus carries no as_of_time: a reader "
-    "cannot tell a stale plan from a fresh one. Left: an as_of_time moving on every call would "
-    "make "
-    "two identical statuses differ (seed 002's body compared before and after); the fix wanted "
-    "is a cheap cross-replica version check (one statement), not done yet.",
-)
 def test_a_late_replica_answers_the_billing_status_with_the_purchase_or_says_how_old(
     late: tuple[grpc.Channel, grpc.Channel, LateListener], db: Database
 ) -> None:
@@ -474,18 +484,6 @@ def test_a_late_replica_answers_the_billing_status_with_the_purchase_or_says_how
     assert "gold" in _features_of(status) or (as_of is not None and _when(as_of) < committed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ListPrices, ListProducts and GetProduct answer from the replica's in-memory catalog "
-    "(README: a change is served by every process at most 1 s after its commit) but their "
-    "answers carry no as_of_time: a price created (or archived) through replica A and listed "
-    "at once on replica B is missing (or still listed) with nothing saying so. Fix: "
-    "as_of_time on ListPricesResponse/ListProductsResponse (the snapshot's vouched time, as "
-    "KnownMetrics keeps it; with bearer hints the earlier of it and the holdings'), and "
-    "GetProduct from the database (or as_of on it). Left: a moving as_of_time would make two "
-    "identical listings differ; the fix wanted is a catalog version row read per listing "
-    "(migration + one statement), not done yet.",
-)
 def test_a_late_replica_lists_a_price_created_on_the_other_or_says_how_old(
     late: tuple[grpc.Channel, grpc.Channel, LateListener],
 ) -> None:
@@ -560,3 +558,72 @@ def test_a_late_replica_lists_entitlements_as_of_no_later_than_its_metric_defini
     # The renamed event has no event yet: 0 once the change is in.
     assert calls.used == "0" or _when(calls.as_of_time) < committed, calls
     assert calls.used == "0" or _when(listed.as_of_time) < committed, (listed.as_of_time, calls)
+
+
+def _product_ids(channel: grpc.Channel) -> set[str]:
+    """Every product ListProducts answers (page after page)."""
+    ids: set[str] = set()
+    token = ""
+    while True:
+        reply = catalog_call(
+            channel,
+            "ListProducts",
+            catalog_pb2.ListProductsRequest(page_size=100, page_token=token),
+        )
+        ids.update(p.product_id for p in reply.products)
+        token = reply.next_page_token
+        if not token:
+            return ids
+
+
+def _hints(channel: grpc.Channel, bearer: tuple[tuple[str, str], ...], product: str) -> list[int]:
+    reply = catalog_call(
+        channel, "ListPrices", catalog_pb2.ListPricesRequest(product_id=product), metadata=bearer
+    )
+    return [p.hint for p in reply.prices]
+
+
+def test_a_replica_that_hears_nothing_lists_and_answers_the_billing_status_fresh(
+    late: tuple[grpc.Channel, grpc.Channel, LateListener], db: Database
+) -> None:
+    """B's listener alive but deaf to every notification (B keeps using its memory): each
+    listing and billing status on B right after a change committed elsewhere holds it (the
+    versions read by the call): a product and a price created, a price archived, a purchase
+    (the status's entitlements and a bearer listing's hint)."""
+    from tests.checkout.support import SCOPES
+
+    a, b, replica_b = late
+    account, once, _ = seed_holdings(db)
+    held_product = "prod_" + once.rsplit("_", 1)[1]
+    principal = "user-" + once.rsplit("_", 1)[1]
+    token = token_pb2_grpc.TokenServiceStub(b).IssueToken(
+        token_pb2.IssueTokenRequest(principal_id=principal, scopes=SCOPES),
+        metadata=SERVICE_MD,
+        timeout=10,
+    )
+    assert token.billing_account_id == account
+    bearer = (("authorization", f"Bearer {token.access_token}"),)
+    buy, current = catalog_pb2.PURCHASE_HINT_BUY, catalog_pb2.PURCHASE_HINT_CURRENT
+    assert replica_b.heard()
+    # Warm: B keeps the catalog and the account's holdings (nothing held).
+    assert poll(
+        lambda: "gold" not in _features_of(_plan(b, account)) and replica_b.keeps(account),
+        DEADLINE,
+    )
+    assert _hints(b, bearer, held_product) == [buy, buy]
+    with replica_b.deaf():
+        owner = create_product(a, f"Deaf {uuid.uuid4().hex[:6]}").product_id
+        assert owner in _product_ids(b)
+        made = create_price(a, owner, nickname="new")
+        assert _nicknames(b, owner) == ["new"]
+        catalog_call(
+            a,
+            "ArchivePrice",
+            catalog_pb2.ArchivePriceRequest(price_id=made.price_id, request_id=uuid.uuid4().hex),
+        )
+        assert _nicknames(b, owner) == []
+        assert replica_b.keeps(account)  # kept from before, the purchase not heard of
+        with db.transaction() as session:
+            _purchase(session, account, once)
+        assert "gold" in _features_of(_plan(b, account))
+        assert _hints(b, bearer, held_product) == [current, buy]

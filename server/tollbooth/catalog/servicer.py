@@ -17,19 +17,23 @@ from tollbooth.auth.caller import Caller, current_caller
 from tollbooth.catalog import convert, links, service
 from tollbooth.catalog.fields import PRICE_IMMUTABLE, is_full_mask
 from tollbooth.catalog.snapshot import Catalog, Snapshot
-from tollbooth.db import Database
+from tollbooth.db import Database, versions
 from tollbooth.db.models import Price
+from tollbooth.db.versions import Versions
 from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc.servicer import R, Servicer, contract, idempotency_scope, request_fingerprint
 
 # What a bearer caller should do with each price ("BUY", "MANAGE", "CURRENT" or ""): decided
 # by the room that owns subscriptions and handed to this servicer at assembly (`tollbooth.app`);
-# it reads the database only when it must.
-PurchaseHints = Callable[[Database, Caller, Sequence[Price]], list[str]]
+# it reads the database only when it must. The versions are those the listing read at its
+# start (with the caller's account), None where nothing is kept (SQLite).
+PurchaseHints = Callable[[Database, Caller, Sequence[Price], Versions | None], list[str]]
 
 
-def no_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]:
+def no_hints(
+    db: Database, caller: Caller, prices: Sequence[Price], seen: Versions | None = None
+) -> list[str]:
     return ["" for _ in prices]
 
 
@@ -52,7 +56,7 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
     def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.ListProductsResponse:
-        catalog = self.snapshot.get()
+        catalog = self.snapshot.fresh()
         with self._reading(catalog) as session:
             page = service.list_products(
                 session,
@@ -69,7 +73,11 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
         self, request: catalog_pb2.ListPricesRequest, context: grpc.ServicerContext
     ) -> catalog_pb2.ListPricesResponse:
         caller = current_caller.get()
-        catalog = self.snapshot.get()
+        # One statement: the catalog's version and, for a bearer caller's hints, its account's.
+        seen = None
+        if self.snapshot.enabled:
+            seen = versions.read(self.deps.db, (caller.is_bearer and caller.account_id) or "")
+        catalog = self.snapshot.fresh(seen.catalog) if seen is not None else None
         with self._reading(catalog) as session:
             page = service.list_prices(
                 session,
@@ -81,7 +89,7 @@ class CatalogServicer(Servicer, catalog_pb2_grpc.CatalogServiceServicer):
                 catalog=catalog,
             )
         if caller.is_bearer and page.items:  # the hints need the account's holdings
-            hints = self.hints(self.deps.db, caller, page.items)
+            hints = self.hints(self.deps.db, caller, page.items, seen)
         else:
             hints = ["" for _ in page.items]
         memo = catalog.converted if catalog is not None else None

@@ -24,6 +24,14 @@ The rules, the same as the catalog snapshot's (`tollbooth.catalog.snapshot`):
   for it (the heartbeat before the last one, so every commit before it has been heard); a
   fresh read: the time taken before it.
 
+Reads that must hold every change committed before the call began (GetBillingStatus, the
+purchase hints of a listing) check a kept entry first: each entry is tagged with the versions
+read before its rows (`tollbooth.db.versions`: the catalog's, every account's and its
+account's, bumped in the transaction of every change, migration 0036) and answers only when
+they are still the current ones (`current`, or `get(..., fresh=True)`: one statement); else it
+is read again. CheckEntitlement and ListEntitlements keep the listener's rule and say how old
+their answer is (`as_of_time`).
+
 SQLite has no notifications: there nothing is kept and every call reads the database.
 """
 
@@ -40,10 +48,11 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from tollbooth.catalog.snapshot import CHANNEL as CATALOG_CHANNEL
-from tollbooth.db import Database
+from tollbooth.db import Database, versions
 from tollbooth.db.listen import BOUND_SEC, PerDatabase, subscribe
 from tollbooth.db.models import Price, Product, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
+from tollbooth.db.versions import Versions
 from tollbooth.subscriptions import repository
 from tollbooth.subscriptions.repository import CHANGED_ACCOUNTS as _NOTED
 from tollbooth.subscriptions.repository import EVERY, HOLDING_SUBSCRIPTION, Holding
@@ -71,6 +80,8 @@ class AccountHoldings:
     held: tuple[HeldRow, ...]  # held catalog prices: subscriptions' items, then purchases
     as_of: dt.datetime  # every change committed before it is in
     groups_of: tuple[tuple[str, frozenset[str]], ...] = ()  # (subscription id, its groups)
+    # The versions read before these rows (`Versions.holdings()`; None: not read).
+    version: tuple[int | None, ...] | None = None
 
     def at(self, now: dt.datetime) -> AccountHoldings:
         """What is still held at `now`: without the subscriptions that ended at their period's
@@ -99,8 +110,13 @@ def _order(row: Any) -> tuple[bool, float, str, int]:
     return (row.source != HOLDING_SUBSCRIPTION, -row.created_at.timestamp(), row.sub_id, position)
 
 
-def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldings:
-    """One statement (`repository.holdings_rows`), arranged."""
+def load(
+    session: Session,
+    account_id: str,
+    as_of: dt.datetime,
+    version: tuple[int | None, ...] | None = None,
+) -> AccountHoldings:
+    """One statement (`repository.holdings_rows`), arranged; tagged `version` (read before)."""
     rows = sorted(repository.holdings_rows(session, account_id), key=_order)
     live: dict[str, Subscription] = {}
     groups: dict[str, set[str]] = {}
@@ -150,6 +166,7 @@ def load(session: Session, account_id: str, as_of: dt.datetime) -> AccountHoldin
         tuple(held),
         as_of,
         tuple((ident, frozenset(each)) for ident, each in groups.items()),
+        version,
     )
 
 
@@ -205,15 +222,40 @@ class Holdings:
             return None
         return replace(entry, as_of=vouched) if vouched > entry.as_of else entry
 
-    def get(self, session: Session, account_id: str, now: dt.datetime) -> AccountHoldings:
-        """The holdings of `account_id`: kept ones, else read now (`now` taken before)."""
+    def current(self, account_id: str, seen: Versions | None = None) -> AccountHoldings | None:
+        """The kept holdings of `account_id` when they were read at the current versions
+        (`seen`, read by the caller at its start with this account, else read here: one
+        statement), so they hold every change committed before the call; else None."""
         hit = self.cached(account_id)
-        if hit is not None:
-            return hit
+        if hit is None:
+            return None
+        if seen is None or seen.account_id != account_id:
+            seen = versions.read(self._db, account_id)
+        return hit if versions.covers(hit.version, seen.holdings()) else None
+
+    def get(
+        self, session: Session, account_id: str, now: dt.datetime, *, fresh: bool = False
+    ) -> AccountHoldings:
+        """The holdings of `account_id`: kept ones, else read now (`now` taken before).
+        `fresh`: kept ones only when read at the current versions (one statement in
+        `session`), so the answer holds every change committed before the call."""
+        tag = None
+        if not fresh:
+            hit = self.cached(account_id)
+            if hit is not None:
+                return hit
+        if self._enabled and (fresh or self._vouched_for()):
+            # Before the rows: a change committed in between leaves the entry tagged older
+            # than its rows (read again next time), never newer.
+            tag = versions.load_tag(session, account_id).holdings()
+        if fresh:
+            hit = self.cached(account_id)
+            if hit is not None and tag is not None and versions.covers(hit.version, tag):
+                return hit
         with self._lock:
             seq = self._seq
-        loaded = load(session, account_id, now)
-        if self._vouched_for():
+        loaded = load(session, account_id, now, tag)
+        if tag is not None and self._vouched_for():
             with self._lock:
                 unchanged = (
                     self._everything_at <= seq and self._changed_at.get(account_id, 0) <= seq

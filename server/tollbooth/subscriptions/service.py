@@ -23,6 +23,7 @@ from tollbooth.db import Database
 from tollbooth.db.models import Price, Purchase, Subscription
 from tollbooth.db.subscription_items import SubscriptionItem
 from tollbooth.db.types import utcnow
+from tollbooth.db.versions import Versions
 from tollbooth.paging import Keyset, Micros, Text
 from tollbooth.subscriptions import holdings, repository
 from tollbooth.subscriptions.holdings import AccountHoldings, Holdings
@@ -160,10 +161,11 @@ def status_of(kept: AccountHoldings, now: dt.datetime) -> BillingStatusView:
 def billing_status_from_memory(
     accounts: AccountRefs, kept: Holdings, caller: Caller, account_ref: str
 ) -> BillingStatusView | None:
-    """The status without a statement when the account was resolved and its holdings are
-    kept; else None (`billing_status` reads)."""
+    """The status from memory when the account was resolved and its holdings are kept at
+    the current versions (one statement: every change committed before the call is in);
+    else None (`billing_status` reads)."""
     account_id = accounts.known(caller, account_ref)
-    held = kept.cached(account_id) if account_id is not None else None
+    held = kept.current(account_id) if account_id is not None else None
     return status_of(held, utcnow()) if held is not None else None
 
 
@@ -172,7 +174,7 @@ def billing_status(
 ) -> BillingStatusView:
     now = utcnow()
     account_id = accounts.account_id(session, caller, account_ref)
-    return status_of(kept.get(session, account_id, now), now)
+    return status_of(kept.get(session, account_id, now, fresh=True), now)
 
 
 def _newest_first(query: str, page_size: int) -> Keyset[Any]:
@@ -212,7 +214,9 @@ def list_purchases(
 # -- catalog hints ----------------------------------------------------------------------------
 
 
-def purchase_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> list[str]:
+def purchase_hints(
+    db: Database, caller: Caller, prices: Sequence[Price], seen: Versions | None = None
+) -> list[str]:
     """Per price, for a bearer caller:
 
     - CURRENT: the account holds this non-stackable price (a live subscription to it, or a
@@ -222,16 +226,17 @@ def purchase_hints(db: Database, caller: Caller, prices: Sequence[Price]) -> lis
     - BUY: anything else, including a stackable price already held (buy more).
 
     Service callers get no hint (""). What the account holds comes from the process's memory
-    (`tollbooth.subscriptions.holdings`), else from one read-only transaction. The catalog
-    servicer is handed this function at assembly (`tollbooth.app`)."""
+    (`tollbooth.subscriptions.holdings`) when kept at the current versions (`seen`: read by
+    the listing at its start), else from one read-only transaction. The catalog servicer is
+    handed this function at assembly (`tollbooth.app`)."""
     if not caller.is_bearer or not caller.account_id:
         return [HINT_NONE for _ in prices]
     kept = holdings.of(db)
     now = utcnow()
-    held = kept.cached(caller.account_id)
+    held = kept.current(caller.account_id, seen)
     if held is None:
         with db.transaction(readonly=True) as session:
-            held = kept.get(session, caller.account_id, now)
+            held = kept.get(session, caller.account_id, now, fresh=True)
     return hints_of(held, prices, now)
 
 

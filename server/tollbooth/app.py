@@ -39,6 +39,7 @@ from tollbooth.console import pages as console_pages
 from tollbooth.console.session import SignOuts
 from tollbooth.console.throttle import SigninThrottle
 from tollbooth.credit.servicer import CreditServicer
+from tollbooth.credit.sweeper import ExpirySweeper
 from tollbooth.db import Database
 from tollbooth.deps import Deps
 from tollbooth.entitlements.servicer import EntitlementServicer
@@ -212,7 +213,11 @@ def serve(deps: Deps) -> None:
     metrics.serve(deps.settings.metrics_port)
     tracing.setup(deps.settings.otel_endpoint, "tollbooth-grpc")
     # Every replica, every environment (each on its own database): SKIP LOCKED shares the work.
-    workers = [inbox_worker(env).start() for env in deps.environments.values()]
+    workers: list[InboxWorker | ExpirySweeper] = [
+        inbox_worker(env).start() for env in deps.environments.values()
+    ]
+    # Expiries nobody reads are recorded (and their depletion notified) within seconds.
+    workers += [ExpirySweeper(env.db).start() for env in deps.environments.values()]
     try:
         rpc_server.serve(deps, served(deps))
     finally:

@@ -122,6 +122,24 @@ def _database_url(url: str) -> None:
         )
 
 
+LOOPBACK_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def database_identity(url: str) -> tuple[str, ...]:
+    """What names one database whatever the spelling: a SQLite file by its real path, a
+    PostgreSQL database by server (loopback names as one, port 5432 by default) and name,
+    whatever the user, driver or options. Two environments must not share it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path in ("", ":memory:"):
+            return ("sqlite", url)
+        return ("sqlite", os.path.realpath(path))
+    host = (parsed.host or "").lower()
+    host = "loopback" if host in LOOPBACK_HOSTS else host
+    return ("postgresql", host, str(parsed.port or 5432), parsed.database or "")
+
+
 def redirect_origins(origins: Any, variable: str = "BILLING_REDIRECT_ORIGINS") -> tuple[str, ...]:
     """Origins cleaned (BILLING_REDIRECT_ORIGINS, BILLING_CORS_ORIGINS): each an http(s)
     origin, lower-cased, without a path or a trailing slash, as a browser's Origin header."""
@@ -263,7 +281,7 @@ def derive_live(values: dict[str, Any]) -> None:
         raise ConfigError(
             "BILLING_LIVE_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB"
         ) from None
-    if url == str(values["BILLING_DATABASE_URL"]).strip():
+    if database_identity(url) == database_identity(str(values["BILLING_DATABASE_URL"]).strip()):
         raise ConfigError(
             "BILLING_LIVE_DATABASE_URL is the test environment's database "
             "(BILLING_DATABASE_URL): each environment needs its own"

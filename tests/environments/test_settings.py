@@ -225,3 +225,35 @@ def test_a_live_mode_key_expects_live_mode_events(tmp_path: Path) -> None:
         finally:
             sidecar.stop()
             deps.dispose()
+
+
+@pytest.mark.parametrize(
+    "test_url,live_url",
+    [
+        ("sqlite:///t.db", "sqlite:///{tmp}/t.db"),  # relative to the working directory
+        ("sqlite:///{tmp}/t.db", "sqlite:///{tmp}/sub/../t.db"),
+        ("postgresql://u@127.0.0.1/billing", "postgresql://u@127.0.0.1:5432/billing"),
+        ("postgresql://u@localhost/billing", "postgresql://u@127.0.0.1/billing"),
+        ("postgresql://u@db.internal/billing", "postgresql://other@DB.internal/billing"),
+        ("postgresql://u@db.internal/billing", "postgresql+psycopg://u@db.internal/billing"),
+        (
+            "postgresql://u@db.internal/billing",
+            "postgresql://u@db.internal/billing?sslmode=require",
+        ),
+    ],
+)
+def test_one_database_named_two_ways_is_not_a_live_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_url: str, live_url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    env = make_env(test_url.format(tmp=tmp_path), **live(tmp_path / "l.db"))
+    env["BILLING_LIVE_DATABASE_URL"] = live_url.format(tmp=tmp_path)
+    with pytest.raises(ConfigError, match="BILLING_LIVE_DATABASE_URL is the test"):
+        Settings.from_env(env)
+
+
+def test_two_databases_on_one_server_are_two_environments(tmp_path: Path) -> None:
+    env = make_env("postgresql://u@127.0.0.1:5432/billing", **live(tmp_path / "l.db"))
+    env["BILLING_LIVE_DATABASE_URL"] = "postgresql://u@127.0.0.1:5432/billing_live"
+    assert Settings.from_env(env).live_configured

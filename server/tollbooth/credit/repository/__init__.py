@@ -10,6 +10,7 @@ entry) takes the account id.
 from tollbooth.credit.repository.balances import (
     account_balance,
     balance_figures,
+    due_balances,
     due_credit_types,
     ensure_balance,
     ensure_balances,
@@ -36,6 +37,7 @@ __all__ = [
     "active_grants",
     "balance_figures",
     "debit_entry",
+    "due_balances",
     "due_credit_types",
     "ensure_balance",
     "ensure_balances",

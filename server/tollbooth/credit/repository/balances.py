@@ -197,6 +197,19 @@ def due_credit_types(
     return sorted(session.execute(stmt).scalars())
 
 
+def due_balances(session: Session, now: dt.datetime, limit: int) -> list[tuple[str, str]]:
+    """(account id, credit type) of up to `limit` balances with an event (a grant's expiry, a
+    hold's lapse) at or before `now` not yet recorded, soonest first (index
+    `ix_credit_balances_next_event_at`)."""
+    stmt = (
+        select(CreditBalance.billing_account_id, CreditBalance.credit_type)
+        .where(CreditBalance.next_event_at.is_not(None), CreditBalance.next_event_at <= now)
+        .order_by(CreditBalance.next_event_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in session.execute(stmt)]
+
+
 def account_balances(session: Session, account_id: str) -> list[CreditBalance]:
     """Every balance row of one account, by credit type (the operator console)."""
     return list(

@@ -2,14 +2,14 @@
 expiry, a hold's lapse) is due, soonest first, without reading the whole table every poll.
 It lives here only, as 0031's and 0034's do (db/models.py is at its length limit).
 
-Revision ID: 0036
-Revises: 0035
+Revision ID: 0037
+Revises: 0036
 """
 
 from alembic import op
 
-revision = "0036"
-down_revision = "0035"
+revision = "0037"
+down_revision = "0036"
 branch_labels = None
 depends_on = None
 

@@ -391,19 +391,27 @@ class StripeProvider:
 
     def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
         """Expire an open session; the session as the provider then has it. One that is no
-        longer open (already expired, or complete) is returned unchanged, not an error."""
-        try:
-            expired = self.client.v1.checkout.sessions.expire(
-                session_id,
-                options=self._options(idempotency_key("expire", session_id)),  # type: ignore[arg-type]
-            )
-        except stripe.InvalidRequestError as exc:
-            if getattr(exc, "http_status", None) != 400:
-                raise map_error(exc, "expire checkout session") from exc
-            return self.retrieve_checkout_session(session_id)
-        except stripe.StripeError as exc:
-            raise map_error(exc, "expire checkout session") from exc
-        return self._plain(checked(expired, "expire checkout session"))
+        longer open (already expired, or complete) is returned unchanged, not an error. A
+        failure Stripe saved under the key (replayed to it for 24 h) moves on to the next key:
+        expiring twice is harmless, and the session's status is read either way."""
+        key = idempotency_key("expire", session_id)
+        for step in range(KEY_STEPS):
+            try:
+                expired = self.client.v1.checkout.sessions.expire(
+                    session_id,
+                    options=self._options(stepped_key(key, step)),  # type: ignore[arg-type]
+                )
+            except stripe.InvalidRequestError as exc:
+                if getattr(exc, "http_status", None) != 400:
+                    raise map_error(exc, "expire checkout session") from exc
+                return self.retrieve_checkout_session(session_id)
+            except stripe.StripeError as exc:
+                if step + 1 == KEY_STEPS or not failure_replayed(exc):
+                    raise map_error(exc, "expire checkout session") from exc
+                log.warning("expire: Stripe replays a saved failure for key %s; next key", key)
+                continue
+            return self._plain(checked(expired, "expire checkout session"))
+        raise AssertionError("unreachable")
 
     # -- billing portal -------------------------------------------------------------------
 

@@ -555,19 +555,27 @@ class StripeProvider:
         when Stripe refuses it for good, see `refund_or_refusal`). `reason` is
         Stripe's: `duplicate` for a second payment of what was bought once, None for any other
         refund of ours (a grant that cannot be stored is no duplicate, and not the customer's
-        request)."""
+        request). A failure Stripe saved under the key (replayed to it for 24 h) moves on to
+        the next key: a full refund is made once whatever the key (`charge_already_refunded`)."""
         params = {"payment_intent": payment_intent, **({"reason": reason} if reason else {})}
-        try:
-            refund = self.client.v1.refunds.create(
-                params=params,  # type: ignore[arg-type]
-                options=self._options(idempotency),  # type: ignore[arg-type]
-            )
-        except stripe.InvalidRequestError as exc:
-            if getattr(exc, "code", None) == "charge_already_refunded":
-                return None
-            if getattr(exc, "code", None) in FINAL_REFUSALS:
-                raise RefundRefused(payment_intent, str(exc.code)) from exc
-            raise map_error(exc, "refund") from exc
-        except stripe.StripeError as exc:
-            raise map_error(exc, "refund") from exc
-        return str(checked(refund, "refund").id)
+        for step in range(KEY_STEPS):
+            try:
+                refund = self.client.v1.refunds.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(stepped_key(idempotency, step)),  # type: ignore[arg-type]
+                )
+            except stripe.InvalidRequestError as exc:
+                if getattr(exc, "code", None) == "charge_already_refunded":
+                    return None
+                if getattr(exc, "code", None) in FINAL_REFUSALS:
+                    raise RefundRefused(payment_intent, str(exc.code)) from exc
+                raise map_error(exc, "refund") from exc
+            except stripe.StripeError as exc:
+                if step + 1 == KEY_STEPS or not failure_replayed(exc):
+                    raise map_error(exc, "refund") from exc
+                log.warning(
+                    "refund: Stripe replays a saved failure for key %s; next key", idempotency
+                )
+                continue
+            return str(checked(refund, "refund").id)
+        raise AssertionError("unreachable")

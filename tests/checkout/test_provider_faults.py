@@ -261,3 +261,36 @@ def test_a_takeover_whose_expire_stripe_failed_and_saved_completes_on_retry(
     world.pay(second)
     world.settled()
     assert world.status(token).plan == "team"
+
+
+def test_a_portal_configuration_whose_create_stripe_failed_and_saved_is_made_on_retry(
+    impatient: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A portal configuration is created under a key derived from its options' digest, the
+    same for every account asking for those options. Stripe failing that request midway
+    (nothing made, the 500 saved under the key) must not stop every portal with those
+    options for the key's 24 hours."""
+    import dataclasses
+
+    from tollbooth.sandbox import api
+
+    world = impatient
+    world.price("pro")
+    token, _ = world.token()
+    world.billed(token, "pro")
+    route = next(r for r in api.ROUTES if r.method == "POST" and r.pattern.match(CONFIGURATIONS))
+    failed: list[int] = []
+
+    def once_failing(engine, params, **args):  # type: ignore[no-untyped-def]
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("Stripe failed midway")
+        return route.handler(engine, params, **args)
+
+    swapped = [
+        dataclasses.replace(r, handler=once_failing) if r is route else r for r in api.ROUTES
+    ]
+    monkeypatch.setattr(api, "ROUTES", swapped)
+    unavailable(lambda: portal(world, token, request_id="config-500", show_invoices=False))
+    made = portal(world, token, request_id="config-500", show_invoices=False)
+    assert made.url and made.portal_session_id.startswith("bps_") and failed == [1]

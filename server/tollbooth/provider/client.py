@@ -439,11 +439,12 @@ class StripeProvider:
         if found is None:
             meta = {"tollbooth_options": digest}
             params = {"features": features, "metadata": meta, "name": "tollbooth"}
-            created = self._call(
+            created = self._created(  # past a saved failure too: one key for every account
                 "create portal configuration",
-                lambda: self.client.v1.billing_portal.configurations.create(
+                idempotency_key("portal-config", digest),
+                lambda options: self.client.v1.billing_portal.configurations.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(idempotency_key("portal-config", digest)),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
             found = created.id

@@ -182,14 +182,16 @@ class StripeProvider:
     def update_customer(
         self, customer_id: str, params: Mapping[str, Any], *, idempotency: str
     ) -> dict[str, Any]:
-        """Set the fields `params` names (Stripe merges metadata; "" removes a key)."""
+        """Set the fields `params` names (Stripe merges metadata; "" removes a key); past a
+        failure Stripe saved under the key, as a create (setting the same fields is harmless)."""
         return self._plain(
-            self._call(
+            self._created(
                 "update customer",
-                lambda: self.client.v1.customers.update(
+                idempotency,
+                lambda options: self.client.v1.customers.update(
                     customer_id,
                     params=dict(params),  # type: ignore[arg-type]
-                    options=self._options(idempotency),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )

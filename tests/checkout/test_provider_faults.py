@@ -233,3 +233,64 @@ def test_a_price_whose_first_sync_stripe_failed_and_saved_is_sold_on_retry(
     unavailable(lambda: world.buy(token, "pro", request_id="sync-500"))
     again = world.buy(token, "pro", request_id="sync-500")
     assert again.WhichOneof("next_action") == "session" and failed == [1]
+
+
+def test_a_takeover_whose_expire_stripe_failed_and_saved_completes_on_retry(
+    impatient: World,
+) -> None:
+    """Stripe saves the 500 of an expire it began under the expire's idempotency key (derived
+    from the session) and replays it to every request with that key for 24 hours. Every later
+    checkout of the group must expire that same holder first: sent again under that key, the
+    group could not be bought for a day. The provider's session is the truth: one no longer
+    open is taken over (its `checkout.session.expired` is held back here: the retry must not
+    wait on it)."""
+    world = impatient
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    first = tab(world, token, "pro", "tab-1").session.stripe_checkout_session_id
+    world.gate.open.clear()  # the provider's events wait (Stripe may be minutes late)
+    path = f"/v1/checkout/sessions/{first}/expire"
+    world.sandbox.stalls.add("POST", path, seconds=0, status=500, after=True)
+    unavailable(lambda: tab(world, token, "team", "tab-2"))
+    customer = customer_of(world, account)
+    assert open_sessions(world, customer) == []  # the provider did expire it
+    second = tab(world, token, "team", "tab-2").session.stripe_checkout_session_id
+    assert open_sessions(world, customer) == [second]
+    world.gate.open.set()
+    world.pay(second)
+    world.settled()
+    assert world.status(token).plan == "team"
+
+
+def test_a_portal_configuration_whose_create_stripe_failed_and_saved_is_made_on_retry(
+    impatient: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A portal configuration is created under a key derived from its options' digest, the
+    same for every account asking for those options. Stripe failing that request midway
+    (nothing made, the 500 saved under the key) must not stop every portal with those
+    options for the key's 24 hours."""
+    import dataclasses
+
+    from tollbooth.sandbox import api
+
+    world = impatient
+    world.price("pro")
+    token, _ = world.token()
+    world.billed(token, "pro")
+    route = next(r for r in api.ROUTES if r.method == "POST" and r.pattern.match(CONFIGURATIONS))
+    failed: list[int] = []
+
+    def once_failing(engine, params, **args):  # type: ignore[no-untyped-def]
+        if not failed:
+            failed.append(1)
+            raise RuntimeError("Stripe failed midway")
+        return route.handler(engine, params, **args)
+
+    swapped = [
+        dataclasses.replace(r, handler=once_failing) if r is route else r for r in api.ROUTES
+    ]
+    monkeypatch.setattr(api, "ROUTES", swapped)
+    unavailable(lambda: portal(world, token, request_id="config-500", show_invoices=False))
+    made = portal(world, token, request_id="config-500", show_invoices=False)
+    assert made.url and made.portal_session_id.startswith("bps_") and failed == [1]

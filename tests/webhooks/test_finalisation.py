@@ -266,3 +266,38 @@ def test_the_checkout_rpc_says_provider_unavailable_when_stripe_is_down(quiet: W
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_reason(err.value) == "PROVIDER_UNAVAILABLE"
     wait_for(lambda: True)
+
+
+def test_a_setup_checkout_whose_card_update_stripe_failed_and_saved_applies_on_retry(
+    quiet: World,
+):
+    """Setup mode makes the saved card the customer's default under a key derived from the
+    customer and the card. Stripe saves the 500 of an update it began under that key and
+    replays it for 24 hours: the event's retry moves past it instead of failing every time."""
+    quiet.price("pro")
+    token, account = quiet.token()
+    made = quiet.checkout.CreateCheckoutSession(
+        checkout_pb2.CreateCheckoutSessionRequest(
+            success_url="https://app.example/ok", mode="setup", request_id="setup-saved-500"
+        ),
+        metadata=[("authorization", f"Bearer {token}")],
+        timeout=30,
+    ).session
+    stripe_id = made.stripe_checkout_session_id
+    quiet.pay(stripe_id)
+    customer = str(quiet.stripe.v1.checkout.sessions.retrieve(stripe_id).customer)
+    quiet.sandbox.stalls.add("POST", f"/v1/customers/{customer}", seconds=0, status=500, after=True)
+    completed = events_of(quiet, "checkout.session.completed", stripe_id)[0]
+    assert signed_send(quiet, body_of(completed)) == 200
+    row = stored(quiet, completed["id"])
+    assert row is not None and row.status == "failed" and row.next_attempt_at is not None
+    inbox_worker(quiet.deps).run_once(now=row.next_attempt_at)
+    row = stored(quiet, completed["id"])
+    assert row is not None and row.status == "applied", row.last_error
+    with quiet.deps.db.transaction(readonly=True) as session:
+        done = session.scalars(
+            select(CheckoutSession).where(CheckoutSession.billing_account_id == account)
+        ).one()
+        assert (done.status, done.payment_status) == ("complete", "no_payment_required")
+    cus = quiet.stripe.v1.customers.retrieve(customer)
+    assert cus.invoice_settings.default_payment_method

@@ -172,3 +172,42 @@ def test_a_free_plan_session_paid_after_a_purchase_in_its_group_is_canceled_not_
     assert (notice["stripe_subscription_id"], notice["refund"]) == (later_sub, None)
     assert signed_send(world, completed(world, later)) == 200  # redelivered: nothing again
     assert len(notices(world, account, NOTICE)) == 1
+
+
+@pytest.mark.postgres
+def test_a_guard_refund_whose_failure_stripe_saved_completes_on_the_retry(pg_world: World):  # type: ignore[no-untyped-def]
+    """Stripe saves the 500 of a refund it began under the refund's idempotency key and
+    replays it to every retry with that key for 24 hours. The guard's refund key derives from
+    the invoice, so the retry must move past it: the event is applied (one refund, nothing
+    granted), not failed on every attempt with the money already returned."""
+    from tests.webhooks.guards import inbox_worker, refunds_of
+
+    world = pg_world
+    world.price("pro", grants=GRANTS)
+    token, account = world.token()
+    first = world.buy(token, "pro").session.stripe_checkout_session_id
+    later = second_open_session(world, first)
+    world.pay(first)
+    assert signed_send(world, completed(world, first)) == 200
+    world.pay(later)
+    world.sandbox.stalls.add("POST", "/v1/refunds", seconds=0, status=500, after=True)
+    assert signed_send(world, completed(world, later)) == 200  # stored; its apply failed
+    [failed] = failed_events(world)
+    assert failed is not None and "PROVIDER_UNAVAILABLE" in failed
+    with world.deps.db.transaction(readonly=True) as session:
+        due = session.scalars(select(StripeEvent.next_attempt_at)).all()
+    inbox_worker(world.deps).run_once(now=max(d for d in due if d is not None))
+    assert failed_events(world) == []
+    later_sub = str(world.stripe.v1.checkout.sessions.retrieve(later).subscription)
+    assert_canceled_and_refunded(world, later_sub)
+    assert world.balance(account, "api_calls") == "100"
+    [notice] = notices(world, account, NOTICE)
+    assert notice["stripe_subscription_id"] == later_sub
+    intent = (
+        world.stripe.v1.invoices.retrieve(
+            str(world.stripe.v1.subscriptions.retrieve(later_sub).latest_invoice)
+        )
+        .payments.data[0]
+        .payment.payment_intent
+    )
+    assert len(refunds_of(world, str(intent))) == 1  # refunded once, whatever the keys

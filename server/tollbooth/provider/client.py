@@ -182,14 +182,16 @@ class StripeProvider:
     def update_customer(
         self, customer_id: str, params: Mapping[str, Any], *, idempotency: str
     ) -> dict[str, Any]:
-        """Set the fields `params` names (Stripe merges metadata; "" removes a key)."""
+        """Set the fields `params` names (Stripe merges metadata; "" removes a key); past a
+        failure Stripe saved under the key, as a create (setting the same fields is harmless)."""
         return self._plain(
-            self._call(
+            self._created(
                 "update customer",
-                lambda: self.client.v1.customers.update(
+                idempotency,
+                lambda options: self.client.v1.customers.update(
                     customer_id,
                     params=dict(params),  # type: ignore[arg-type]
-                    options=self._options(idempotency),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
         )
@@ -391,19 +393,27 @@ class StripeProvider:
 
     def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
         """Expire an open session; the session as the provider then has it. One that is no
-        longer open (already expired, or complete) is returned unchanged, not an error."""
-        try:
-            expired = self.client.v1.checkout.sessions.expire(
-                session_id,
-                options=self._options(idempotency_key("expire", session_id)),  # type: ignore[arg-type]
-            )
-        except stripe.InvalidRequestError as exc:
-            if getattr(exc, "http_status", None) != 400:
-                raise map_error(exc, "expire checkout session") from exc
-            return self.retrieve_checkout_session(session_id)
-        except stripe.StripeError as exc:
-            raise map_error(exc, "expire checkout session") from exc
-        return self._plain(checked(expired, "expire checkout session"))
+        longer open (already expired, or complete) is returned unchanged, not an error. A
+        failure Stripe saved under the key (replayed to it for 24 h) moves on to the next key:
+        expiring twice is harmless, and the session's status is read either way."""
+        key = idempotency_key("expire", session_id)
+        for step in range(KEY_STEPS):
+            try:
+                expired = self.client.v1.checkout.sessions.expire(
+                    session_id,
+                    options=self._options(stepped_key(key, step)),  # type: ignore[arg-type]
+                )
+            except stripe.InvalidRequestError as exc:
+                if getattr(exc, "http_status", None) != 400:
+                    raise map_error(exc, "expire checkout session") from exc
+                return self.retrieve_checkout_session(session_id)
+            except stripe.StripeError as exc:
+                if step + 1 == KEY_STEPS or not failure_replayed(exc):
+                    raise map_error(exc, "expire checkout session") from exc
+                log.warning("expire: Stripe replays a saved failure for key %s; next key", key)
+                continue
+            return self._plain(checked(expired, "expire checkout session"))
+        raise AssertionError("unreachable")
 
     # -- billing portal -------------------------------------------------------------------
 
@@ -431,11 +441,12 @@ class StripeProvider:
         if found is None:
             meta = {"tollbooth_options": digest}
             params = {"features": features, "metadata": meta, "name": "tollbooth"}
-            created = self._call(
+            created = self._created(  # past a saved failure too: one key for every account
                 "create portal configuration",
-                lambda: self.client.v1.billing_portal.configurations.create(
+                idempotency_key("portal-config", digest),
+                lambda options: self.client.v1.billing_portal.configurations.create(
                     params=params,  # type: ignore[arg-type]
-                    options=self._options(idempotency_key("portal-config", digest)),  # type: ignore[arg-type]
+                    options=options,  # type: ignore[arg-type]
                 ),
             )
             found = created.id
@@ -547,19 +558,27 @@ class StripeProvider:
         when Stripe refuses it for good, see `refund_or_refusal`). `reason` is
         Stripe's: `duplicate` for a second payment of what was bought once, None for any other
         refund of ours (a grant that cannot be stored is no duplicate, and not the customer's
-        request)."""
+        request). A failure Stripe saved under the key (replayed to it for 24 h) moves on to
+        the next key: a full refund is made once whatever the key (`charge_already_refunded`)."""
         params = {"payment_intent": payment_intent, **({"reason": reason} if reason else {})}
-        try:
-            refund = self.client.v1.refunds.create(
-                params=params,  # type: ignore[arg-type]
-                options=self._options(idempotency),  # type: ignore[arg-type]
-            )
-        except stripe.InvalidRequestError as exc:
-            if getattr(exc, "code", None) == "charge_already_refunded":
-                return None
-            if getattr(exc, "code", None) in FINAL_REFUSALS:
-                raise RefundRefused(payment_intent, str(exc.code)) from exc
-            raise map_error(exc, "refund") from exc
-        except stripe.StripeError as exc:
-            raise map_error(exc, "refund") from exc
-        return str(checked(refund, "refund").id)
+        for step in range(KEY_STEPS):
+            try:
+                refund = self.client.v1.refunds.create(
+                    params=params,  # type: ignore[arg-type]
+                    options=self._options(stepped_key(idempotency, step)),  # type: ignore[arg-type]
+                )
+            except stripe.InvalidRequestError as exc:
+                if getattr(exc, "code", None) == "charge_already_refunded":
+                    return None
+                if getattr(exc, "code", None) in FINAL_REFUSALS:
+                    raise RefundRefused(payment_intent, str(exc.code)) from exc
+                raise map_error(exc, "refund") from exc
+            except stripe.StripeError as exc:
+                if step + 1 == KEY_STEPS or not failure_replayed(exc):
+                    raise map_error(exc, "refund") from exc
+                log.warning(
+                    "refund: Stripe replays a saved failure for key %s; next key", idempotency
+                )
+                continue
+            return str(checked(refund, "refund").id)
+        raise AssertionError("unreachable")

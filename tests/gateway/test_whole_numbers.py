@@ -83,3 +83,24 @@ def test_a_fraction_in_free_form_properties_is_a_value_like_any_other(stack):  #
     raw = (json.dumps(head)[:-1] + f', "properties": {props}}}').encode()
     resp = stack.request("POST", "/mgt/v1/events", raw, SERVICE)
     assert resp.status == 200, resp.body
+
+
+def test_fractions_in_more_keys_than_the_gateway_names_are_refused_whole(stack):  # type: ignore[no-untyped-def]
+    """Every key holding a number that is not whole is named for the check above; a body with
+    more distinct such keys than the header carries is refused (400) rather than checked in
+    part (an integer field's rounded number could hide behind them), and fewer pass."""
+    acct = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": "p-frac-many"}, SERVICE)
+    account = acct.json()["billing_account_id"]
+
+    def batch(keys: int) -> bytes:
+        props = ", ".join(f'"k{n:05d}": 0.5' for n in range(keys))
+        head = {"event_name": "frac_many", "timestamp": "2026-03-01T00:00:00Z", "account": account}
+        return (
+            '{"events": [' + json.dumps(head)[:-1] + f', "properties": {{{props}}}}}]}}'
+        ).encode()
+
+    resp = stack.request("POST", "/mgt/v1/events:batch", batch(1200), SERVICE)
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert "whole" in resp.json()["message"]
+    resp = stack.request("POST", "/mgt/v1/events:batch", batch(100), SERVICE)
+    assert resp.status == 200, resp.body

@@ -335,6 +335,24 @@ local function whole(literal)
   return trailing >= -shift
 end
 
+-- Whether a literal that begins like a number is one as RFC 8259 writes it: an optional
+-- minus, 0 or digits not led by 0, a point only with digits after it, an exponent only with
+-- digits. The transcoder also took "900." and "9.e2" (as 900), where strict JSON is the rule.
+local function strict_number(literal)
+  local int, rest = literal:match("^%-?(%d+)(.*)$")
+  if not int or (#int > 1 and int:sub(1, 1) == "0") then
+    return false
+  end
+  if rest:sub(1, 1) == "." then
+    local digits = rest:match("^%.(%d+)")
+    if not digits then
+      return false
+    end
+    rest = rest:sub(#digits + 2)
+  end
+  return rest == "" or rest:find("^[eE][%+%-]?%d+$") ~= nil
+end
+
 value = function(s, i, prefix, out, depth)
   if depth > MAX_DEPTH then
     return nil
@@ -351,6 +369,9 @@ value = function(s, i, prefix, out, depth)
   local j = s:find("[,%]} \t\r\n]", i) or (#s + 1)
   if c == 45 or (c and c >= 48 and c <= 57) then
     local literal = s:sub(i, j - 1)
+    if not strict_number(literal) then
+      return nil
+    end
     if literal:find("[.eE]") and not whole(literal) then
       out.fraction(prefix)
     end

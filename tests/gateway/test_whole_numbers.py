@@ -104,3 +104,16 @@ def test_fractions_in_more_keys_than_the_gateway_names_are_refused_whole(stack):
     assert "whole" in resp.json()["message"]
     resp = stack.request("POST", "/mgt/v1/events:batch", batch(100), SERVICE)
     assert resp.status == 200, resp.body
+
+
+@pytest.mark.parametrize("literal", ["900.", "9.e2", "900.e0"])
+def test_a_number_that_is_not_strict_json_is_400_and_makes_nothing(stack, literal):  # type: ignore[no-untyped-def]
+    """RFC 8259 writes a digit after the point; Envoy's transcoder also took `900.` as 900.
+    The gateway refuses a body that is not strict JSON (README "Input rules"), numbers too."""
+    principal = f"p-loose-{uuid.uuid4().hex[:8]}"
+    raw = f'{{"principal_id": "{principal}", "session_ttl_sec": {literal}}}'.encode()
+    resp = stack.request("POST", "/mgt/v1/token/issue", raw, SERVICE)
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert "strict JSON" in resp.json()["message"]
+    again = stack.request("POST", "/mgt/v1/token/issue", {"principal_id": principal}, SERVICE)
+    assert again.json()["account_created"] is True

@@ -106,6 +106,7 @@ end
 local HEADER = "x-billing-json-fields"
 local REPEATS = "x-billing-query-repeats"
 local QUERY = "x-billing-query-fields"
+local FRACTIONS = "x-billing-json-fractions"
 local MAX_HEADER = 16384
 local MAX_DEPTH = 64
 -- The one JSON name of the contract that is not its field's proto name in lowerCamel
@@ -311,6 +312,47 @@ local function array(s, i, prefix, out, depth)
   end
 end
 
+-- Whether a JSON number literal with a fraction or an exponent is a whole number as written,
+-- exactly ("900.0", "9e2", "90000e-2" are; "899.99999999999999999" is not). The transcoder
+-- reads a JSON number as a binary double before it takes an integer field's value, so a
+-- literal that is not whole but rounds to a whole double (that one is 900.0) would be taken
+-- rounded, silently: such a key is named in x-billing-json-fractions and the server refuses
+-- it when its field is an integer (MALFORMED_REQUEST), and lets free-form values keep it.
+local function whole(literal)
+  local int, frac, exp = literal:match("^%-?(%d+)%.?(%d*)[eE]?([%+%-]?%d*)$")
+  if not int then
+    return true -- not a JSON number: the transcoder refuses it itself
+  end
+  local digits = (int .. frac):gsub("^0+", "")
+  if digits == "" then
+    return true -- zero
+  end
+  local shift = (tonumber(exp) or 0) - #frac
+  if shift >= 0 then
+    return true
+  end
+  local trailing = #digits - #(digits:gsub("0+$", ""))
+  return trailing >= -shift
+end
+
+-- Whether a literal that begins like a number is one as RFC 8259 writes it: an optional
+-- minus, 0 or digits not led by 0, a point only with digits after it, an exponent only with
+-- digits. The transcoder also took "900." and "9.e2" (as 900), where strict JSON is the rule.
+local function strict_number(literal)
+  local int, rest = literal:match("^%-?(%d+)(.*)$")
+  if not int or (#int > 1 and int:sub(1, 1) == "0") then
+    return false
+  end
+  if rest:sub(1, 1) == "." then
+    local digits = rest:match("^%.(%d+)")
+    if not digits then
+      return false
+    end
+    rest = rest:sub(#digits + 2)
+  end
+  return rest == "" or rest:find("^[eE][%+%-]?%d+$") ~= nil
+end
+
 value = function(s, i, prefix, out, depth)
   if depth > MAX_DEPTH then
     return nil
@@ -324,7 +366,17 @@ value = function(s, i, prefix, out, depth)
     local _, j = read_string(s, i)
     return j
   end
-  return s:find("[,%]} \t\r\n]", i) or (#s + 1)
+  local j = s:find("[,%]} \t\r\n]", i) or (#s + 1)
+  if c == 45 or (c and c >= 48 and c <= 57) then
+    local literal = s:sub(i, j - 1)
+    if not strict_number(literal) then
+      return nil
+    end
+    if literal:find("[.eE]") and not whole(literal) then
+      out.fraction(prefix)
+    end
+  end
+  return j
 end
 
 local function collect(s)
@@ -377,6 +429,19 @@ local function collect(s)
     end
     lists[#lists + 1] = marked
   end
+  local fractions, fraction_seen = {}, {}
+  out.fraction = function(path)
+    if fraction_seen[path] then
+      return
+    end
+    fraction_seen[path] = true
+    null_size = null_size + #path + 1
+    if null_size > MAX_HEADER then
+      out.null_overflow = true
+      return
+    end
+    fractions[#fractions + 1] = path
+  end
   local i = skip_ws(s, 1)
   if not i or s:byte(i) ~= 123 then
     return nil
@@ -388,8 +453,8 @@ local function collect(s)
       .. MAX_DEPTH .. " levels"
   end
   if out.null_overflow then
-    return nil, "the JSON body holds more lists, null items or fields spelt twice than the"
-      .. " gateway checks"
+    return nil, "the JSON body holds more lists, null items, fields spelt twice or numbers"
+      .. " that are not whole than the gateway checks"
   end
   for k = #lists, 1, -1 do
     table.insert(paths, 1, lists[k])
@@ -403,7 +468,7 @@ local function collect(s)
   if out.duplicate then
     table.insert(paths, 1, "!" .. out.duplicate)
   end
-  return paths
+  return paths, nil, table.concat(fractions, ",")
 end
 
 local function decode(name)
@@ -528,6 +593,7 @@ function envoy_on_request(handle)
   headers:remove(HEADER)
   headers:remove(REPEATS)
   headers:remove(QUERY)
+  headers:remove(FRACTIONS)
   local names, repeats = query_params(headers:get(":path"))
   if names == nil then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"},
@@ -594,7 +660,7 @@ function envoy_on_request(handle)
   if body == nil or body:length() == 0 then
     return
   end
-  local paths, refusal = collect(body:getBytes(0, body:length()))
+  local paths, refusal, fractions = collect(body:getBytes(0, body:length()))
   if refusal then
     handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refusal)
     return
@@ -602,6 +668,9 @@ function envoy_on_request(handle)
   if paths and #paths > 0 then
     -- The headers object of before the body arrived is out of scope now.
     handle:headers():add(HEADER, table.concat(paths, ","))
+  end
+  if fractions and fractions ~= "" then
+    handle:headers():add(FRACTIONS, fractions)
   end
 end
 

@@ -474,3 +474,21 @@ def test_a_blank_account_id_is_field_required_naming_account_id(shop: Shop):
             assert (resp.status, resp.reason) == (400, "FIELD_REQUIRED"), (path, resp.body)
             [info] = [d for d in resp.json()["details"] if d["@type"].endswith("ErrorInfo")]
             assert info["metadata"]["field"] == field, (path, names, resp.body)
+
+
+def test_seed_003s_quantity_not_a_whole_number_is_400_and_never_rounded(shop: Shop):
+    """`"quantity": 2.9999999999999999` was read by Envoy's transcoder as the double 3.0: a
+    checkout of three was opened for it. A count is exact: refused, nothing created."""
+    shop.price("rest-frac-qty", group="rest-frac-qty", stackable=True)
+    token = shop.token("rest-frac-qty")
+    before = len(shop.stripe.v1.checkout.sessions.list(params={"limit": 100}).data)
+    raw = (
+        b'{"line_items": [{"price": "rest-frac-qty", "quantity": 2.9999999999999999}],'
+        b' "mode": "subscription", "success_url": "https://app.example/ok",'
+        b' "cancel_url": "https://app.example/no"}'
+    )
+    resp = shop.request("POST", "/api/v1/checkout/sessions", raw, token)
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "line_items.quantity"
+    after = len(shop.stripe.v1.checkout.sessions.list(params={"limit": 100}).data)
+    assert after == before

@@ -287,3 +287,20 @@ def test_a_padded_currency_is_trimmed_by_payment_intents_as_by_checkout(pay_shop
     too_long = "    usd    "
     refusals = [(r.status, r.reason) for r in (intent(too_long), checkout(too_long))]
     assert refusals == [(400, "FIELD_INVALID")] * 2
+
+
+@pytest.mark.parametrize("literal", ["2999.9999999999999", "2999.00000000000001"])
+def test_seed_003s_amount_not_a_whole_number_is_400_and_never_rounded(pay_shop: Shop, literal):  # type: ignore[no-untyped-def]
+    """Envoy's transcoder read `2999.9999999999999` as the double 3000.0 and made an intent
+    of 3000: an amount is minor units, exact, so it is refused and nothing is created."""
+    token = payer(pay_shop)
+    before = len(pay_shop.stripe.v1.payment_intents.list(params={"limit": 100}).data)
+    raw = (
+        f'{{"amount": {literal}, "currency": "usd", "description": "Purchase from YourApp",'
+        ' "receipt_email": "customer@example.com"}'
+    ).encode()
+    resp = pay_shop.request("POST", "/api/v1/payment/intents", raw, token=token)
+    assert (resp.status, resp.reason) == (400, "MALFORMED_REQUEST"), resp.body
+    assert resp.json()["details"][0]["metadata"]["field"] == "amount"
+    after = len(pay_shop.stripe.v1.payment_intents.list(params={"limit": 100}).data)
+    assert after == before

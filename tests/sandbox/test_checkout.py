@@ -264,3 +264,35 @@ def test_list_sessions_by_customer(client: stripe.StripeClient) -> None:
     ]
     listed = client.v1.checkout.sessions.list(params={"customer": customer.id})
     assert [s.id for s in listed.data] == made[::-1]
+
+
+@pytest.mark.parametrize("mode", ["subscription", "payment", "setup"])
+def test_a_session_whose_customer_was_deleted_is_refused_as_a_400_not_a_500(
+    client: stripe.StripeClient, mode: str
+) -> None:
+    """DeleteCustomer (seed 003) deletes the Stripe customer while a checkout of it may still
+    be open. Paying it crashed the sandbox (HTTP 500: the deleted customer's stub has no
+    `invoice_settings`); as Stripe refuses a deleted customer, it is a 400 `resource_missing`
+    naming the customer, and nothing changes: no subscription, no payment, the session open."""
+    customer = client.v1.customers.create(params={"email": f"gone-{mode}@example.com"})
+    params: dict = {
+        "mode": mode,
+        "customer": customer.id,
+        "success_url": "https://app.example/ok",
+    }
+    if mode == "subscription":
+        params["line_items"] = [{"price": monthly_price(client, 700).id, "quantity": 1}]
+    elif mode == "payment":
+        params["line_items"] = [{"price": _one_time_price(client, 700).id, "quantity": 1}]
+    else:
+        params["currency"] = "usd"
+    session = client.v1.checkout.sessions.create(params=params)
+    client.v1.customers.delete(customer.id)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        complete(client, session.id)
+    assert err.value.http_status == 400
+    assert err.value.code == "resource_missing" and err.value.param == "customer"
+    again = client.v1.checkout.sessions.retrieve(session.id)
+    assert again.status == "open" and again.subscription is None
+    assert again.payment_intent is None and again.setup_intent is None
+    assert client.v1.subscriptions.list(params={"customer": customer.id}).data == []

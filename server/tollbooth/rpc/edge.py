@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError, Message
 from billing.v1 import options_pb2
 from tollbooth import errors, text
 from tollbooth.idempotency import MAX_KEY_LENGTH
-from tollbooth.rpc import json_fields
+from tollbooth.rpc import json_fields, json_numbers
 
 DEFAULT_MAX_LENGTH = 1000
 # Strings inside google.protobuf.Struct (usage properties) may be longer; the message size
@@ -350,6 +350,8 @@ def _unary_request(
             if key == json_fields.HEADER:
                 body_fields = str(value)
                 json_fields.check(method, body_fields)
+            elif key == json_numbers.HEADER:
+                json_numbers.check(method, str(value))
             elif key == json_fields.QUERY_REPEATS:
                 json_fields.check_query(method, str(value))
             elif key == json_fields.QUERY_FIELDS:

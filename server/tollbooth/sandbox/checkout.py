@@ -310,6 +310,12 @@ class Checkout(SubscriptionUpdates):
                 code="checkout_session_not_open",
             )
         customer = self.store.get(session["customer"]) if session["customer"] else None
+        if customer is not None and customer.get("deleted"):
+            # As Stripe refuses a deleted customer (DeleteCustomer while its checkout is
+            # open): a 400, nothing paid or made; before, the stub's missing fields were a 500.
+            raise bad_request(
+                f"No such customer: '{customer['id']}'", "customer", code="resource_missing"
+            )
         email = email or (customer or {}).get("email") or session.get("customer_email")
         email = email or "sandbox@example.com"
         mode = session["mode"]

@@ -79,7 +79,13 @@ def luhn_ok(number: str) -> bool:
 
 
 def normalise_card(raw: str) -> str:
-    return "".join(c for c in raw if c.isdigit())
+    """The card number typed: its ASCII digits, spaces and dashes between them dropped.
+    Anything else in it (a letter, a superscript two, which passes str.isdigit yet int()
+    refuses, full-width or Arabic-Indic digits: not what Stripe reads) makes it "" (an
+    incorrect number), never a digit it was not."""
+    if any(not ("0" <= c <= "9" or c in " -") for c in raw):
+        return ""
+    return "".join(c for c in raw if "0" <= c <= "9")
 
 
 # -- time ---------------------------------------------------------------------------------------

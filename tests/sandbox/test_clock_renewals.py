@@ -167,3 +167,24 @@ def test_an_advance_past_a_thousand_periods_or_the_year_9999_is_400_and_changes_
         assert err.value.param == "frozen_time"
     _advance(client, clock.id, end + 3600)
     assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].current_period_end > end
+
+
+def test_a_period_that_would_end_after_the_year_9999_is_400_not_500(
+    client: stripe.StripeClient,
+) -> None:
+    """A clock near the end of 9999: a subscription whose first period would end in the year
+    10000 cannot be made (400, the session left open), where it was a 500."""
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": 253_402_300_000})
+    customer = client.v1.customers.create(params={"test_clock": clock.id})
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": monthly_price(client, 900).id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
+    )
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.raw_request("post", f"/v1/test_helpers/checkout/sessions/{session.id}/complete")
+    assert err.value.http_status == 400
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"

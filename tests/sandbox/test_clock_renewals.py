@@ -137,3 +137,54 @@ def test_clock_cannot_go_back(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as err:
         client.v1.test_helpers.test_clocks.retrieve(clock.id)
     assert err.value.http_status == 404
+
+
+def test_an_advance_past_a_thousand_periods_or_the_year_9999_is_400_and_changes_nothing(
+    client: stripe.StripeClient,
+) -> None:
+    """One advance acts on at most 1000 period ends: sending a clock with a monthly
+    subscription to the year 9999 renewed for ever, holding every other request of the
+    sandbox. It is refused with nothing done (clock and subscription as they were), as is a
+    frozen_time past 9999-12-31 (on create too); a smaller step still renews."""
+    start = 1_767_225_600
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": start})
+    customer = client.v1.customers.create(params={"test_clock": clock.id})
+    _, sub = subscribe(client, monthly_price(client, 700).id, customer=customer.id)
+    end = sub["items"].data[0].current_period_end
+    for target in (253_402_300_799, start + 1001 * 31 * DAY):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            _advance(client, clock.id, target)
+        assert err.value.http_status == 400 and err.value.param == "frozen_time"
+        assert client.v1.test_helpers.test_clocks.retrieve(clock.id).frozen_time == start
+        again = client.v1.subscriptions.retrieve(sub.id)
+        assert again.status == "active" and again["items"].data[0].current_period_end == end
+    for past_9999 in (253_402_300_800, 10**30):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            _advance(client, clock.id, past_9999)
+        assert err.value.param == "frozen_time"
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            client.v1.test_helpers.test_clocks.create(params={"frozen_time": past_9999})
+        assert err.value.param == "frozen_time"
+    _advance(client, clock.id, end + 3600)
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].current_period_end > end
+
+
+def test_a_period_that_would_end_after_the_year_9999_is_400_not_500(
+    client: stripe.StripeClient,
+) -> None:
+    """A clock near the end of 9999: a subscription whose first period would end in the year
+    10000 cannot be made (400, the session left open), where it was a 500."""
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": 253_402_300_000})
+    customer = client.v1.customers.create(params={"test_clock": clock.id})
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "subscription",
+            "customer": customer.id,
+            "line_items": [{"price": monthly_price(client, 900).id, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+        }
+    )
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.raw_request("post", f"/v1/test_helpers/checkout/sessions/{session.id}/complete")
+    assert err.value.http_status == 400
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"

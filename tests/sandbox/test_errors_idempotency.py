@@ -67,6 +67,39 @@ def test_an_integer_in_anything_but_plain_ascii_digits_is_400(
     assert not client.v1.prices.list(params={"product": product.id}).data
 
 
+def test_a_bracket_key_of_other_digits_is_a_name_not_a_list_index_nor_a_500(sandbox) -> None:
+    """A bracket key that Python calls a digit but is no ASCII digit (a superscript two) is a
+    name, as a letter is, not a list index: it made the sandbox answer 500 (int() refuses
+    it). As a metadata key it is kept as given, as Stripe keeps any key."""
+    headers = {
+        "Authorization": "Bearer sk_test_digits",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    for path in ("/v1/customers", "/v1/products"):
+        body = "name=x&metadata[\u00b2]=y".encode()
+        response = httpx.post(sandbox.url + path, content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["metadata"] == {"\u00b2": "y"}
+    as_letter = httpx.get(f"{sandbox.url}/v1/customers?expand[a]=data", headers=headers)
+    as_other = httpx.get(f"{sandbox.url}/v1/customers?expand[\u00b2]=data", headers=headers)
+    assert as_other.status_code == as_letter.status_code < 500, as_other.text
+
+
+@pytest.mark.parametrize("decimal", ["\u00b2", "\u0661\u0660\u0660"])
+def test_a_unit_amount_decimal_in_other_digits_is_400(
+    client: stripe.StripeClient, decimal: str
+) -> None:
+    """unit_amount_decimal is plain ASCII digits too: a superscript two was a 500, Arabic-Indic
+    digits a price of 100; either is refused and nothing is created."""
+    product = client.v1.products.create(params={"name": "Decimal digits"})
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.prices.create(
+            params={"product": product.id, "unit_amount_decimal": decimal, "currency": "usd"}
+        )
+    assert err.value.http_status == 400 and err.value.param == "unit_amount_decimal"
+    assert not client.v1.prices.list(params={"product": product.id}).data
+
+
 def test_bad_values_are_400(client: stripe.StripeClient) -> None:
     product = client.v1.products.create(params={"name": "Bad values"})
     with pytest.raises(stripe.InvalidRequestError) as err:

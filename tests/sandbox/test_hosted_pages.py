@@ -87,6 +87,37 @@ def test_declining_card_on_checkout_page(
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "4242 4242 4242 424\u00b2",  # a superscript two: str.isdigit, yet no int() of it
+        "4242 4242 4242 4242\u00b2",  # not the test Visa with something after it
+        "\uff14\uff12\uff14\uff12" * 4,  # full-width digits, not a card number Stripe reads
+        "\u0664\u0662\u0664\u0662" * 4,  # Arabic-Indic digits
+    ],
+)
+def test_a_card_number_of_other_digits_is_an_incorrect_number_not_a_500(
+    page: Any, client: stripe.StripeClient, receiver: Receiver, typed: str
+) -> None:
+    """A card number is ASCII digits (spaces and dashes between them are dropped): anything
+    else in it is Stripe's `incorrect_number` on the page and from the helper, the session
+    left open; never a 500 (a superscript two was one)."""
+    session = _session(client, receiver, 800)
+    page.goto(session.url)
+    page.fill("#card", typed)
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("#pay")
+    assert answer.value.status == 303
+    page.wait_for_selector("#error")
+    assert "incorrect" in page.inner_text("#error")
+    with pytest.raises(stripe.CardError) as refused:
+        client.raw_request(
+            "post", f"/v1/test_helpers/checkout/sessions/{session.id}/complete", card=typed
+        )
+    assert refused.value.code == "incorrect_number"
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
 def test_cancel_on_portal_page(page: Any, client: stripe.StripeClient, receiver: Receiver) -> None:
     done, sub = subscribe(
         client,

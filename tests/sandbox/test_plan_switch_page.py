@@ -138,3 +138,53 @@ def test_checkout_lines_show_the_price_nickname_or_lookup_key(
     page.goto(str(session.url))
     line = page.inner_text("#line-items tbody tr")
     assert "Team plan" in line and "(team-monthly)" in line
+
+
+def test_a_switch_from_a_tab_left_open_after_cancelling_in_another_asks_nothing(
+    client: stripe.StripeClient, browser: Any
+) -> None:
+    """Two tabs on one portal: the first cancels the subscription now; the second, still
+    showing it, asks to switch plan. No confirmation of a switch that cannot happen: the
+    portal again, saying the subscription is canceled (not that the price is not offered),
+    and nothing changed."""
+    product = client.v1.products.create(params={"name": "Plans"}).id
+    basic = _price(client, product, 1000, "seats", nickname="basic")
+    pro = _price(client, product, 2500, "seats", nickname="pro")
+    done, sub = subscribe(client, basic.id)
+    config = client.v1.billing_portal.configurations.create(
+        params={
+            "features": {
+                "subscription_cancel": {"enabled": True, "mode": "immediately"},
+                "subscription_update": {
+                    "enabled": True,
+                    "default_allowed_updates": ["price"],
+                    "products": [{"product": product, "prices": [basic.id, pro.id]}],
+                },
+            }
+        }
+    )
+    url = client.v1.billing_portal.sessions.create(
+        params={
+            "customer": str(done.customer),
+            "configuration": config.id,
+            "return_url": "https://app.example/account",
+        }
+    ).url
+    context = browser.new_context()
+    try:
+        first, second = context.new_page(), context.new_page()
+        first.goto(url)
+        second.goto(url)
+        first.click(f"#cancel-{sub.id}")
+        first.wait_for_selector("#notice")
+        assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+
+        second.select_option(f"#switch-{sub.id}", pro.id)
+        second.click(f"#switch-button-{sub.id}")
+        second.wait_for_load_state()
+        assert second.locator("#confirm-switch").count() == 0
+        assert "canceled" in second.inner_text("#error")
+        after = client.v1.subscriptions.retrieve(sub.id)
+        assert after.status == "canceled" and after["items"].data[0].price.id == basic.id
+    finally:
+        context.close()

@@ -124,7 +124,7 @@ class Catalog(Customers):
             check_currency_amount(amount, currency, "unit_amount")
         elif "unit_amount_decimal" in params:
             text = as_str(params["unit_amount_decimal"], "unit_amount_decimal")
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):  # as every integer parameter
                 raise bad_request(
                     "The sandbox supports whole unit_amount_decimal values only.",
                     "unit_amount_decimal",

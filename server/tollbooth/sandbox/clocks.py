@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from tollbooth.sandbox.billing_portal import BillingPortal
-from tollbooth.sandbox.core import DEFAULT_CLOCK
+from tollbooth.sandbox.core import DEFAULT_CLOCK, LIVE_STATUSES
 from tollbooth.sandbox.objects import (
+    add_interval,
     new_id,
 )
+from tollbooth.sandbox.subscription_updates import MAX_TIMESTAMP
 from tollbooth.sandbox.wire import (
     as_int,
     as_str,
@@ -16,12 +18,18 @@ from tollbooth.sandbox.wire import (
     required,
 )
 
+MOST_PERIODS_PER_ADVANCE = 1000
+
 
 class Clocks(BillingPortal):
     """Stripe's test clocks, plus the sandbox's own `clock_default`."""
 
     def advance_clock(self, clock_id: str, frozen_time: int) -> dict[str, Any]:
         clock = self.clock(clock_id)
+        if frozen_time > MAX_TIMESTAMP:
+            raise bad_request(
+                f"frozen_time must be at most {MAX_TIMESTAMP} (9999-12-31).", "frozen_time"
+            )
         if frozen_time <= int(clock["frozen_time"]):
             raise bad_request(
                 "The test clock's frozen time must be later than its current frozen time "
@@ -32,6 +40,7 @@ class Clocks(BillingPortal):
         clock["status_details"] = {"advancing": {"target_frozen_time": frozen_time}}
         self.store.put(clock)
         self.emit("test_helpers.test_clock.advancing", clock)
+        self._refuse_too_many_periods(clock_id, frozen_time)
         self._run_until(clock_id, frozen_time)
         clock = self.clock(clock_id)
         clock["frozen_time"] = frozen_time
@@ -43,10 +52,42 @@ class Clocks(BillingPortal):
         self.emit("test_helpers.test_clock.ready", clock)
         return clock
 
+    def _refuse_too_many_periods(self, clock_id: str, target: int) -> None:
+        """A 400 before anything is done when the advance would end more than
+        MOST_PERIODS_PER_ADVANCE periods of the clock's live subscriptions (counted by date
+        arithmetic alone): one request must not renew for ever (a clock sent to the year 9999
+        held every other request of the sandbox)."""
+        periods = 0
+        for _, sub in self.store.all("subscription"):
+            if (sub.get("test_clock") or DEFAULT_CLOCK) != clock_id:
+                continue
+            if sub["status"] not in LIVE_STATUSES:
+                continue
+            until = min(target, int(sub["cancel_at"])) if sub.get("cancel_at") else target
+            anchor = int(sub["billing_cycle_anchor"])
+            items = [
+                (int(i["current_period_end"]), i["price"]["recurring"])
+                for i in sub["items"]["data"]
+            ]
+            while (end := min(e for e, _ in items)) <= until:
+                periods += 1
+                if periods > MOST_PERIODS_PER_ADVANCE:
+                    raise bad_request(
+                        f"This advance would end more than {MOST_PERIODS_PER_ADVANCE} "
+                        "subscription periods at once: advance the clock in smaller steps.",
+                        "frozen_time",
+                    )
+                if sub["cancel_at_period_end"]:
+                    break
+                items = [
+                    (add_interval(end, r["interval"], r["interval_count"], anchor), r)
+                    for _, r in items
+                ]
+
     def create_clock(self, params: dict[str, Any]) -> dict[str, Any]:
         if "frozen_time" not in params:
             raise required("frozen_time")
-        frozen = as_int(params["frozen_time"], "frozen_time", minimum=0)
+        frozen = as_int(params["frozen_time"], "frozen_time", minimum=0, maximum=MAX_TIMESTAMP)
         now = self.wall()
         clock = {
             "id": new_id("clock_"),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tollbooth import currencies
+from tollbooth.sandbox.wire import bad_request
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -79,14 +80,33 @@ def luhn_ok(number: str) -> bool:
 
 
 def normalise_card(raw: str) -> str:
-    return "".join(c for c in raw if c.isdigit())
+    """The card number typed: its ASCII digits, spaces and dashes between them dropped.
+    Anything else in it (a letter, a superscript two, which passes str.isdigit yet int()
+    refuses, full-width or Arabic-Indic digits: not what Stripe reads) makes it "" (an
+    incorrect number), never a digit it was not."""
+    if any(not ("0" <= c <= "9" or c in " -") for c in raw):
+        return ""
+    return "".join(c for c in raw if "0" <= c <= "9")
 
 
 # -- time ---------------------------------------------------------------------------------------
 
 
+LAST_TIMESTAMP = 253_402_300_799  # 9999-12-31 23:59:59 UTC: the last second a date can show
+
+
 def add_interval(ts: int, interval: str, count: int, anchor: int) -> int:
-    """The next period end after `ts`, keeping the anchor's day of month (clamped)."""
+    """The next period end after `ts`, keeping the anchor's day of month (clamped); a 400
+    when it would come after the year 9999 (a test clock near its end), never a crash."""
+    end = _add_interval(ts, interval, count, anchor)
+    if end is None or end > LAST_TIMESTAMP:
+        raise bad_request(
+            "The billing period would end after 9999-12-31: the clock is too far ahead."
+        )
+    return end
+
+
+def _add_interval(ts: int, interval: str, count: int, anchor: int) -> int | None:
     if interval == "day":
         return ts + 86400 * count
     if interval == "week":
@@ -96,6 +116,8 @@ def add_interval(ts: int, interval: str, count: int, anchor: int) -> int:
     anchor_dt = datetime.fromtimestamp(anchor, UTC)
     month_index = current.month - 1 + months
     year = current.year + month_index // 12
+    if year > 9999:
+        return None
     month = month_index % 12 + 1
     day = min(anchor_dt.day, calendar.monthrange(year, month)[1])
     nxt = current.replace(year=year, month=month, day=day)

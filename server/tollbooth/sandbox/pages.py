@@ -437,12 +437,14 @@ class Pages:
             portal, sub = store.get(portal_id), store.get(sub_id)
             if portal is None or portal.get("object") != "billing_portal.session":
                 return False, {}
-            if (
+            ours = (
                 sub is not None
                 and sub.get("object") == "subscription"
                 and sub["customer"] == portal["customer"]
-                and sub["items"]["data"][0]["price"]["id"] == price_id
-            ):
+            )
+            if ours and sub is not None and sub.get("status") == "canceled":
+                return True, {"error": "This subscription is canceled: its plan cannot change."}
+            if ours and sub is not None and sub["items"]["data"][0]["price"]["id"] == price_id:
                 return True, {"notice": "That is your current plan already: nothing changed."}
             return True, {"error": "That price is not offered in this portal."}
 
@@ -463,6 +465,8 @@ class Pages:
         if sub is None or sub.get("object") != "subscription" or price is None:
             return None
         if sub["customer"] != portal["customer"] or price.get("object") != "price":
+            return None
+        if sub.get("status") == "canceled":  # canceled in another tab: nothing to switch
             return None
         current = sub["items"]["data"][0]["price"]
         config = store.get(portal["configuration"]) or {}

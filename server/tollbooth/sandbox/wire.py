@@ -130,7 +130,8 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {k: _listify(v) for k, v in node.items()}
-    if converted and all(k.isdigit() for k in converted):
+    # ASCII digits only: a superscript two passes str.isdigit, and int() refuses it (a 500).
+    if converted and all(k.isascii() and k.isdigit() for k in converted):
         return [converted[k] for k in sorted(converted, key=int)]
     return converted
 

@@ -464,9 +464,12 @@ class Shop:
         return resp.json()  # type: ignore[no-any-return]
 
 
-def start_shop(tmp: Path, database_url: str | None = None, **extra_env: str) -> Shop:
+def start_shop(
+    tmp: Path, database_url: str | None = None, *, default_origins: bool = False, **extra_env: str
+) -> Shop:
     """The shop on a migrated SQLite file, or on the database `database_url` names; the
-    servers' environment plus `extra_env`."""
+    servers' environment plus `extra_env`. `default_origins`: BILLING_REDIRECT_ORIGINS unset,
+    as `make run` has it (the CORS origins)."""
     from tests.devstack import migrated_sqlite, start_stack
 
     url = database_url or migrated_sqlite(tmp / "billing.db")
@@ -479,6 +482,8 @@ def start_shop(tmp: Path, database_url: str | None = None, **extra_env: str) -> 
         BILLING_SANDBOX_PORT=str(sandbox_port),
         **{"BILLING_REDIRECT_ORIGINS": origins, **extra_env},
     )
+    if default_origins:
+        del env["BILLING_REDIRECT_ORIGINS"]
     stack = start_stack(url, env, tmp)
     sandbox = start_sandbox(
         SandboxConfig(

@@ -60,6 +60,51 @@ def test_urls_off_the_allow_list_or_with_tricks_are_refused(url: str) -> None:
     assert err.value.kind == errors.Kind.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://yourapp.com/success?cs={CHECKOUT_SESSION_ID}",
+        "http://evil.example:8080/ok",
+        "https://[::1]:8443/back",
+    ],
+)
+def test_a_backend_may_name_any_absolute_http_url(url: str) -> None:
+    """`any_origin` (a call carrying the service key): the origin is not checked."""
+    assert check_redirect(url, "success_url", ALLOWED, required=True, any_origin=True) == url
+    assert (
+        check_redirect("HTTPS://yourapp.com/Ok", "cancel_url", (), required=True, any_origin=True)
+        == "https://yourapp.com/Ok"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://yourapp.com@evil.example/",
+        "https://user:pw@yourapp.com/",
+        "https://yourapp.com\\@evil.example/",
+        "https:\\\\evil.example",
+        "https://yourapp.com/ok\r\nLocation: https://evil.example",
+        "https://yourapp.com/\tok",
+        "https://yourapp.com/\x00",
+        "https://yourapp.com/\x7f",
+        "https://yourapp.com/" + "x" * 2048,
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "ftp://yourapp.com/",
+        "//evil.example/",
+        "/relative",
+        "https://yourapp.com:99999/",
+        "https://:443/",
+    ],
+)
+def test_a_backend_is_held_to_every_other_check(url: str) -> None:
+    with pytest.raises(errors.DomainError) as err:
+        check_redirect(url, "return_url", ALLOWED, required=True, any_origin=True)
+    assert err.value.reason == "REDIRECT_URL_NOT_ALLOWED"
+    assert err.value.kind == errors.Kind.INVALID_ARGUMENT
+
+
 def test_the_allow_list_defaults_to_the_cors_origins_and_refuses_non_origins() -> None:
     env = make_env("sqlite:///:memory:")
     del env["BILLING_REDIRECT_ORIGINS"]

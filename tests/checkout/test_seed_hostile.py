@@ -31,6 +31,7 @@ NOT_STATE = {"alembic_version", "rate_limit_counters"}
 SESSIONS = "/api/v1/checkout/sessions"
 INTENTS = "/api/v1/payment/intents"
 PORTAL = "/api/v1/portal/sessions"
+NOT_OK = "REDIRECT_URL_NOT_ALLOWED"
 
 
 class World:
@@ -147,6 +148,9 @@ def setup(w: World) -> None:
     shop.stripe.raw_request("post", f"/v1/test_helpers/checkout/sessions/{cs}/complete")
     shop.wait_billed(acme["id"])
     w.ids["acme_customer"] = w.ok("GET", f"/mgt/v1/accounts/{acme['id']}")["stripe_customer_id"]
+    w.ids["acme_token"] = w.ok(  # the alias is the account's principal
+        "POST", "/mgt/v1/token/issue", {"principal_id": "your-internal-id-123", "scopes": SCOPES}
+    )["access_token"]
     token = w.ok("POST", "/mgt/v1/token/issue", {"principal_id": "seed-buyer", "scopes": SCOPES})[
         "access_token"
     ]
@@ -172,6 +176,11 @@ def setup(w: World) -> None:
 def both(w: World, token: str | None = None) -> dict[str, str]:
     """Seed 003's headers, translated: the buyer's bearer token and the service key."""
     return {"authorization": f"Bearer {token or w.ids['token']}", "x-api-key": SERVICE_KEY}
+
+
+def buyer_alone(w: World, token: str | None = None) -> dict[str, str]:
+    """A bearer token without the key: what a browser holds, held to the redirect allow-list."""
+    return {"authorization": f"Bearer {token or w.ids['token']}"}
 
 
 def field_of(resp: Response) -> str | None:
@@ -260,11 +269,13 @@ def test_seed_003_checkout_body_made_wrong_is_a_4xx_that_creates_nothing(world: 
         ("POST", path, checkout_body(w, customer_email="not-an-email"), h, 400, "EMAIL_INVALID"),
         ("POST", path, checkout_body(w, customer_email=123), h, 400, bad),
         ("POST", path, checkout_body(w, customer="cus_1234567890"), h, 400, "FIELD_UNKNOWN"),
+        # Off the allow-list, by the buyer's token alone (a call carrying the service key,
+        # a backend's, may name any origin: test_backend_redirects.py).
         (
             "POST",
             path,
             checkout_body(w, success_url="https://evil.example/success"),
-            h,
+            buyer_alone(w),
             400,
             "REDIRECT_URL_NOT_ALLOWED",
         ),
@@ -405,11 +416,12 @@ def test_seed_003_portal_body_made_wrong_is_a_4xx_that_creates_nothing(world: Wo
         ("POST", PORTAL, body, h, 404, "NOT_FOUND"),
         ("POST", PORTAL, with_(body, customer="cus_1234567890"), None, 404, "NOT_FOUND"),
         ("POST", PORTAL, with_(body, customer=123), None, 400, "MALFORMED_REQUEST"),
+        # Off the allow-list, by the account's own token alone (a backend's key may name any).
         (
             "POST",
             PORTAL,
             with_(body, return_url="https://evil.example/account"),
-            None,
+            buyer_alone(w, w.ids["acme_token"]),
             400,
             "REDIRECT_URL_NOT_ALLOWED",
         ),
@@ -609,6 +621,9 @@ def test_seed_001_account_and_credit_requests_made_wrong_are_a_4xx_that_change_n
 def test_seed_001_checkout_body_made_wrong_is_a_4xx_that_creates_nothing(world: World):
     w = world
     fresh = w.ok("POST", "/mgt/v1/accounts", {"name": "Fresh", "alias": "seed-fresh"})["id"]
+    fresh_token = w.ok(
+        "POST", "/mgt/v1/token/issue", {"principal_id": "seed-fresh", "scopes": SCOPES}
+    )["access_token"]
     body = {
         "accountId": fresh,
         "accountEmail": "billing@acme.com",
@@ -628,13 +643,24 @@ def test_seed_001_checkout_body_made_wrong_is_a_4xx_that_creates_nothing(world: 
         ("POST", SESSIONS, with_(body, currency=840), None, 400, bad),
         ("POST", SESSIONS, with_(body, passThroughToken=123), None, 400, bad),
         ("POST", SESSIONS, with_(body, passThroughToken="p" * 1001), None, 400, "FIELD_INVALID"),
+        # Off the allow-list, by the account's own token alone (a backend's key may name any).
         (
             "POST",
             SESSIONS,
             with_(body, successUrl="https://evil.example/welcome"),
-            None,
+            buyer_alone(w, fresh_token),
             400,
             "REDIRECT_URL_NOT_ALLOWED",
+        ),
+        # Not an http(s) URL, or one with a user name: refused for the key too.
+        ("POST", SESSIONS, with_(body, successUrl="javascript:alert(1)"), None, 400, NOT_OK),
+        (
+            "POST",
+            SESSIONS,
+            with_(body, successUrl="https://yourapp.com@evil.example/"),
+            None,
+            400,
+            NOT_OK,
         ),
         ("POST", SESSIONS, with_(body, flowId="flow_1"), None, 400, "FIELD_UNKNOWN"),
         ("POST", SESSIONS, with_(body, pt="your-internal-reference"), None, 400, "FIELD_UNKNOWN"),

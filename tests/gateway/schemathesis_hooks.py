@@ -55,7 +55,9 @@ STATE_REASONS = frozenset(
         "PRICE_IMMUTABLE",
         "PRICE_NOT_FOUND",  # a catalog price named in a body that no price is (yet)
         "CHECKOUT_AMOUNT_INVALID",  # the items' unit amounts (the catalog's) x quantities, summed
-        "REDIRECT_URL_NOT_ALLOWED",  # on an origin BILLING_REDIRECT_ORIGINS allows (configuration)
+        # A bearer token's URL on an origin BILLING_REDIRECT_ORIGINS allows (configuration);
+        # the service key's may be on any, but is still an absolute http(s) URL.
+        "REDIRECT_URL_NOT_ALLOWED",
         "STRIPE_LINK_NOT_FOUND",  # a Stripe id Stripe does not know
         "EVENT_TIMESTAMP_TOO_OLD",
         "EVENT_TIMESTAMP_IN_FUTURE",

@@ -287,11 +287,13 @@ class CreateCheckoutSessionRequest(_message.Message):
     always act on the token's account and leave this empty.
     """
     success_url: _builtins.str
-    """Where the provider redirects after payment. Empty (seed 002's body has
-    none): the first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
+    """Where the provider redirects after payment: an absolute http(s) URL, from a
+    bearer token alone on an origin of BILLING_REDIRECT_ORIGINS, from a call
+    carrying the service key on any. Empty (seed 002's body has none): the
+    first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
     """
     cancel_url: _builtins.str
-    """Where the provider redirects on cancel."""
+    """Where the provider redirects on cancel (the same rule as success_url)."""
     client_reference: _builtins.str
     """Optional pass-through reference."""
     request_id: _builtins.str
@@ -606,9 +608,10 @@ class CreatePortalSessionRequest(_message.Message):
     account: _builtins.str
     """Service key only: billing account id or principal id."""
     return_url: _builtins.str
-    """Where the portal's back link leads; on an allowed origin
-    (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
-    allowed origin (`https://app.example/`).
+    """Where the portal's back link leads: an absolute http(s) URL, from a bearer
+    token alone on an allowed origin (BILLING_REDIRECT_ORIGINS), from a call
+    carrying the service key on any. When empty (seed 002 sends no body), the
+    first allowed origin (`https://app.example/`).
     """
     request_id: _builtins.str
     """Idempotency key. Optional here, unlike the management RPCs: seed 000's

@@ -87,8 +87,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_PRICE_NOT_FOUND: _ErrorReason.ValueType  # 63
     """A checkout item names a price (by id or lookup_key) that does not exist or is not active."""
     ERROR_REASON_REDIRECT_URL_NOT_ALLOWED: _ErrorReason.ValueType  # 64
-    """A success, cancel or return URL is not on the redirect allow-list
-    (BILLING_REDIRECT_ORIGINS), or carries userinfo, a backslash or a control character.
+    """A success, cancel or return URL is not an absolute http(s) URL, carries userinfo, a
+    backslash or a control character, or (from a bearer token alone) is not on the redirect
+    allow-list (BILLING_REDIRECT_ORIGINS; a call carrying the service key may name any origin).
     """
     ERROR_REASON_FIELD_UNKNOWN: _ErrorReason.ValueType  # 90
     """The JSON body names a field the request message does not have (a misspelling such as
@@ -351,8 +352,9 @@ accept); the message says what it said.
 ERROR_REASON_PRICE_NOT_FOUND: ErrorReason.ValueType  # 63
 """A checkout item names a price (by id or lookup_key) that does not exist or is not active."""
 ERROR_REASON_REDIRECT_URL_NOT_ALLOWED: ErrorReason.ValueType  # 64
-"""A success, cancel or return URL is not on the redirect allow-list
-(BILLING_REDIRECT_ORIGINS), or carries userinfo, a backslash or a control character.
+"""A success, cancel or return URL is not an absolute http(s) URL, carries userinfo, a
+backslash or a control character, or (from a bearer token alone) is not on the redirect
+allow-list (BILLING_REDIRECT_ORIGINS; a call carrying the service key may name any origin).
 """
 ERROR_REASON_FIELD_UNKNOWN: ErrorReason.ValueType  # 90
 """The JSON body names a field the request message does not have (a misspelling such as

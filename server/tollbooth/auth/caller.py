@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tollbooth import errors
 from tollbooth.auth.tokens import TokenClaims, TokenCodec
@@ -20,10 +20,21 @@ class Caller:
     # The environment whose service key or token signing key authenticated the call ("" when
     # none did); the server routes the call to that environment (`tollbooth.rpc.routing`).
     environment: str = ""
+    # A bearer call that also carried a valid service key of its environment (seed 003 sends
+    # both: the key names the tenant, the token the buyer). The call is still the token's; this
+    # says only that it came from a backend, never a browser (`from_backend`).
+    with_service_key: bool = False
 
     @property
     def is_service(self) -> bool:
         return self.kind == "service"
+
+    @property
+    def from_backend(self) -> bool:
+        """Whether the call carried a valid service key (alone, or beside a bearer token):
+        keys are never sent to browsers. What a backend may choose that a browser may not (a
+        redirect URL off BILLING_REDIRECT_ORIGINS) turns on this, never on `kind`."""
+        return self.is_service or self.with_service_key
 
     @property
     def is_bearer(self) -> bool:
@@ -131,7 +142,7 @@ class Authenticator:
                     f"the bearer token belongs to the {caller.environment} environment, the"
                     f" service key to {key_environment}",
                 )
-            return caller
+            return replace(caller, with_service_key=True)
         if api_key:
             environment = self._key_environment(api_key)
             if environment is None:

@@ -104,10 +104,17 @@ def _fingerprints(
     return hashlib.sha256(encoded.encode()).hexdigest(), legacy
 
 
-def asked(session: Session, req: CheckoutRequest, origins: Sequence[str]) -> Asked:
-    """The request's intent, checked (INVALID_ARGUMENT with a stable reason; reads only)."""
-    success = check_redirect(req.success_url, "success_url", origins, required=True)
-    cancel = check_redirect(req.cancel_url, "cancel_url", origins, required=False)
+def asked(session: Session, req: CheckoutRequest, origins: Sequence[str], caller: Caller) -> Asked:
+    """The request's intent, checked (INVALID_ARGUMENT with a stable reason; reads only). The
+    redirect URLs are held to `origins` only for a browser's caller (a bearer token alone): a
+    call carrying the service key may name any (`redirects.check_redirect`)."""
+    anywhere = caller.from_backend
+    success = check_redirect(
+        req.success_url, "success_url", origins, required=True, any_origin=anywhere
+    )
+    cancel = check_redirect(
+        req.cancel_url, "cancel_url", origins, required=False, any_origin=anywhere
+    )
     reference = req.client_reference.strip()
     setup = req.mode.strip().lower() == "setup"
     if req.items:
@@ -135,7 +142,7 @@ def same_intent(db: Database, caller: Caller, req: CheckoutRequest, origins: Seq
             own = repository.checkout_by_id(session, ours, owner=account.id)
             if own is None:
                 return False
-            mine = asked(session, req, origins)
+            mine = asked(session, req, origins, caller)
             return own.fingerprint in (mine.fingerprint, mine.legacy)
     except errors.DomainError:
         return False

@@ -144,7 +144,7 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     if req.also_named:  # an id and its alias are one account; two accounts are FIELD_INVALID
         same_account(session, caller, req.account_ref, req.also_named)
     account = require_active(resolve(session, caller, req.account_ref))
-    want = asked(session, req, origins)
+    want = asked(session, req, origins, caller)
     lines, success, cancel, reference = want.lines, want.success, want.cancel, want.reference
     mode, email, fingerprint, legacy = want.mode, want.email, want.fingerprint, want.legacy
     prices = [ln.price for ln in lines]

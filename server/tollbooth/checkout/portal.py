@@ -54,7 +54,10 @@ def create_portal(
 
     Without a return_url (seed 002's request has no body) the portal leads back to the first
     allowed origin, the configured home of the app. `also_named` is a second name of the
-    account (seed 001's `accountId` beside `account`), which must name the same one.
+    account (seed 001's `accountId` beside `account`), which must name the same one. The
+    return_url is checked (`redirects.check_redirect`) on `origins` for a bearer token alone;
+    a call carrying the service key may name any http(s) origin; `origins` None: checked
+    already (a checkout's own URL).
 
     `require_billed` (CreatePortalSession): the account must have a subscription or a paid
     purchase, not only a provider customer (ACCOUNT_NOT_BILLED). A checkout answering with the
@@ -71,7 +74,9 @@ def create_portal(
             # GetCustomer answers it, and Stripe is not asked for a portal it cannot open.
             raise errors.not_found("customer", account.stripe_customer_id or account.id)
         back = (
-            check_redirect(return_url, "return_url", origins, required=True)
+            check_redirect(
+                return_url, "return_url", origins, required=True, any_origin=caller.from_backend
+            )
             if origins is not None
             else return_url.strip()
         )

@@ -1,11 +1,15 @@
 """Where a buyer may be sent back: success, cancel and return URLs against the allow-list.
 
-A URL is accepted only when it is an absolute http(s) URL whose origin (scheme, host, port) is
-one of `BILLING_REDIRECT_ORIGINS` (default: the CORS origins), and it carries no userinfo
-(`https://app.example@evil.example/`), no backslash (browsers read `\\` as `/`) and no control
-character (CR, LF, NUL, tab...). Anything else is INVALID_ARGUMENT `REDIRECT_URL_NOT_ALLOWED`,
-before anything is written or sent to the provider. Stripe's `{CHECKOUT_SESSION_ID}` placeholder
-is an ordinary part of the path or query and stays allowed.
+A URL is accepted only when it is an absolute http(s) URL with a host and a valid port, of at
+most 2048 characters, carrying no userinfo (`https://app.example@evil.example/`), no backslash
+(browsers read `\\` as `/`) and no control character (CR, LF, NUL, tab...); and, for a call
+authenticated by a bearer token alone (what a browser holds), whose origin (scheme, host, port)
+is one of `BILLING_REDIRECT_ORIGINS` (default: the CORS origins). A call that carries the
+service key (`any_origin`: a backend, as Stripe's secret-key callers, who may name any URL;
+seed 003 and seed 001's step 4 send `https://yourapp.com/...`) may name any origin. Anything
+else is INVALID_ARGUMENT `REDIRECT_URL_NOT_ALLOWED`, before anything is written or sent to the
+provider. Stripe's `{CHECKOUT_SESSION_ID}` placeholder is an ordinary part of the path or query
+and stays allowed.
 """
 
 from __future__ import annotations
@@ -40,9 +44,17 @@ def _normal(origin: str) -> str:
     return origin_of(parts.scheme, parts.hostname or "", port)
 
 
-def check_redirect(value: str, field_name: str, allowed: Iterable[str], *, required: bool) -> str:
+def check_redirect(
+    value: str,
+    field_name: str,
+    allowed: Iterable[str],
+    *,
+    required: bool,
+    any_origin: bool = False,
+) -> str:
     """The URL as given (its scheme in lower case) when it may be used as a redirect; raises
-    REDIRECT_URL_NOT_ALLOWED."""
+    REDIRECT_URL_NOT_ALLOWED. `any_origin` (`Caller.from_backend`): every check but the
+    origin's."""
     if not value.strip():
         if required:
             raise errors.required(field_name)
@@ -67,7 +79,7 @@ def check_redirect(value: str, field_name: str, allowed: Iterable[str], *, requi
     if not host:
         raise _refuse(field_name, "has no host")
     origin = origin_of(parts.scheme, host, port)
-    if origin not in {_normal(o) for o in allowed}:
+    if not any_origin and origin not in {_normal(o) for o in allowed}:
         raise errors.invalid(
             f"{field_name} must point to an allowed origin (BILLING_REDIRECT_ORIGINS); "
             f"{errors.shown(origin, 200)} is not one",

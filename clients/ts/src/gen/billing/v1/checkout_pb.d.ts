@@ -225,15 +225,17 @@ export declare type CreateCheckoutSessionRequest = Message<"billing.v1.CreateChe
   items: CheckoutItem[];
 
   /**
-   * Where the provider redirects after payment. Empty (seed 002's body has
-   * none): the first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
+   * Where the provider redirects after payment: an absolute http(s) URL, from a
+   * bearer token alone on an origin of BILLING_REDIRECT_ORIGINS, from a call
+   * carrying the service key on any. Empty (seed 002's body has none): the
+   * first of BILLING_REDIRECT_ORIGINS, as the portal's return_url.
    *
    * @generated from field: string success_url = 3;
    */
   successUrl: string;
 
   /**
-   * Where the provider redirects on cancel.
+   * Where the provider redirects on cancel (the same rule as success_url).
    *
    * @generated from field: string cancel_url = 4;
    */
@@ -557,9 +559,10 @@ export declare type CreatePortalSessionRequest = Message<"billing.v1.CreatePorta
   account: string;
 
   /**
-   * Where the portal's back link leads; on an allowed origin
-   * (BILLING_REDIRECT_ORIGINS). When empty (seed 002 sends no body), the first
-   * allowed origin (`https://app.example/`).
+   * Where the portal's back link leads: an absolute http(s) URL, from a bearer
+   * token alone on an allowed origin (BILLING_REDIRECT_ORIGINS), from a call
+   * carrying the service key on any. When empty (seed 002 sends no body), the
+   * first allowed origin (`https://app.example/`).
    *
    * @generated from field: string return_url = 2;
    */

@@ -193,8 +193,9 @@ export enum ErrorReason {
   PRICE_NOT_FOUND = 63,
 
   /**
-   * A success, cancel or return URL is not on the redirect allow-list
-   * (BILLING_REDIRECT_ORIGINS), or carries userinfo, a backslash or a control character.
+   * A success, cancel or return URL is not an absolute http(s) URL, carries userinfo, a
+   * backslash or a control character, or (from a bearer token alone) is not on the redirect
+   * allow-list (BILLING_REDIRECT_ORIGINS; a call carrying the service key may name any origin).
    *
    * @generated from enum value: ERROR_REASON_REDIRECT_URL_NOT_ALLOWED = 64;
    */

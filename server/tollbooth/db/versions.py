@@ -87,19 +87,25 @@ class _Batch:
     def __init__(self) -> None:
         self.accounts: set[str] = set()
         self.callers = 0
-        self.turn = threading.Event()  # the leader may send it (the previous read is done)
+        self.turn = threading.Event()  # its leader may send it (no other read in flight)
         self.done = threading.Event()
         self.row: tuple[int | None, int | None, dict[str, int]] | None = None
         self.error: BaseException | None = None
+        self.inherited = False  # failed with the read before it: never sent, no turn held
 
 
 class Coalescer:
-    """One per database in this process: at most one version read in flight."""
+    """One per database in this process: at most one version read in flight. The first
+    caller of a batch leads it: it waits for the turn, closes the batch and sends its read;
+    when it is done, it hands the turn to the batch opened meanwhile (if any). A read that
+    failed fails that batch too, unsent (the database failed while its callers waited: they
+    answer as their own reads would, without waiting for another attempt), and the next
+    caller starts afresh."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._lock = threading.Lock()
-        self._busy = False  # a read is in flight (or its successor's leader is handed the turn)
+        self._busy = False  # a batch holds the turn (its read in flight or about to be)
         self._open: _Batch | None = None  # the batch the next caller joins, not sent yet
 
     def read(self, account_id: str) -> Versions:
@@ -124,31 +130,38 @@ class Coalescer:
         return Versions(catalog, every, accounts.get(account_id), account_id)
 
     def _lead(self, batch: _Batch) -> None:
-        had_turn = False
         try:
-            batch.turn.wait()  # the previous read's leader hands the turn on when it is done
-            had_turn = True
+            batch.turn.wait()  # handed on by the previous read's leader when it is done
             with self._lock:
-                self._open = None  # closed: whoever comes now waits for the next read
+                if self._open is batch:
+                    self._open = None  # closed: whoever comes now waits for the next read
                 accounts = sorted(batch.accounts)
-            next(sent)
-            params = {"every": EVERY, "accounts": accounts}
-            catalog, every, rows = self._db.read_one(_SHARED_SQL, params, prepare=True)
-            batch.row = (catalog, every, rows or {})
+            if not batch.inherited:
+                next(sent)
+                params = {"every": EVERY, "accounts": accounts}
+                catalog, every, rows = self._db.read_one(_SHARED_SQL, params, prepare=True)
+                batch.row = (catalog, every, rows or {})
         except BaseException as exc:  # noqa: BLE001 - every caller of the read gets it
             batch.error = exc
         finally:
             with self._lock:
-                if self._open is batch:  # failed before it was sent: nobody may join it now
+                if self._open is batch:  # never sent: nobody may join it now
                     self._open = None
-                following = self._open
-                if not had_turn:
-                    pass  # the read in flight is another leader's: it hands the turn on
-                elif following is None:
-                    self._busy = False
-                else:
-                    following.turn.set()  # its leader sends it; the turn stays taken
+                if batch.turn.is_set() and not batch.inherited:
+                    self._hand_on(batch.error)
             batch.done.set()
+
+    def _hand_on(self, error: BaseException | None) -> None:
+        """The turn, from a batch done (under the lock), to the batch opened meanwhile."""
+        following = self._open
+        if following is None:
+            self._busy = False
+            return
+        if error is not None:  # fails with it, unsent; whoever comes next starts afresh
+            following.error, following.inherited = error, True
+            self._open = None
+            self._busy = False
+        following.turn.set()
 
     def waiting(self) -> int:
         """How many calls wait for the read not sent yet (tests)."""

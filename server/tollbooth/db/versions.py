@@ -18,7 +18,10 @@ that arrives while one is in flight waits for the next one, which is sent after 
 and every call that arrived meanwhile shares it: one statement takes the catalog's version,
 every account's row and the rows of all the waiting calls' accounts. An error of the shared
 read (the database down: SQLAlchemy's `OperationalError`, the RPC answers UNAVAILABLE) is
-raised to each of its callers.
+raised to each of its callers, and to the calls already waiting for the next one, which is not
+sent (they answer within one connect timeout, as their own reads would, not two); the call
+after them reads afresh. Nobody waits on a leader that is gone: a leader hands its result, or
+its error, on in a `finally`.
 
 PostgreSQL only; on SQLite nothing is kept and every read goes to the database.
 """
@@ -77,7 +80,7 @@ _SHARED_SQL = (
     " WHERE billing_account_id = ANY(%(accounts)s))"
 )
 
-# How many shared version statements this process has sent (tests count them).
+# How many shared version statements this process has sent (a diagnostic: calls per statement).
 sent = itertools.count()
 
 

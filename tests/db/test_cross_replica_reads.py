@@ -627,3 +627,54 @@ def test_a_replica_that_hears_nothing_lists_and_answers_the_billing_status_fresh
             _purchase(session, account, once)
         assert "gold" in _features_of(_plan(b, account))
         assert _hints(b, bearer, held_product) == [current, buy]
+
+
+def test_listings_begun_on_a_deaf_replica_while_its_version_read_is_in_flight_hold_a_change(
+    late: tuple[grpc.Channel, grpc.Channel, LateListener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B deaf, its version read in flight (answered before a price is created on A, held):
+    the listings that begin on B after A's answer wait for the next read (sent after they
+    began), shared by all of them, and each lists the price."""
+    from tollbooth.db import versions
+
+    a, b, replica_b = late
+    owner = create_product(a, f"Flight {uuid.uuid4().hex[:6]}").product_id
+    assert replica_b.heard()
+    assert _nicknames(b, owner) == []  # warm: B keeps the catalog
+    db_b = replica_b.deps.db
+    read_one = db_b.read_one
+    held, gate = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def holding(sql: str, params: object, **kw: object) -> object:
+        if "catalog_version" not in sql:
+            return read_one(sql, params, **kw)  # type: ignore[arg-type]
+        sent.append(sql)
+        row = read_one(sql, params, **kw)  # type: ignore[arg-type]
+        if len(sent) == 1:
+            held.set()
+            gate.wait(DEADLINE)
+        return row
+
+    monkeypatch.setattr(db_b, "read_one", holding)
+    lists: dict[int, list[str]] = {}
+    with replica_b.deaf():
+        first = threading.Thread(target=lambda: lists.__setitem__(-1, _nicknames(b, owner)))
+        first.start()
+        assert held.wait(DEADLINE)
+        create_price(a, owner, nickname="new")
+        later = [
+            threading.Thread(target=lambda i=i: lists.__setitem__(i, _nicknames(b, owner)))
+            for i in range(CLIENTS * 2)
+        ]
+        for t in later:
+            t.start()
+        coalescer = versions._coalescers.of(db_b)
+        waited = poll(lambda: coalescer.waiting() >= len(later), DEADLINE)
+        gate.set()
+        for t in [first, *later]:
+            t.join(DEADLINE)
+    assert waited
+    assert lists[-1] == []  # the read in flight predates the price: so does its listing
+    assert all(lists[i] == ["new"] for i in range(len(later))), lists
+    assert len(sent) == 2  # the held read, then one shared by every later listing

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 
 from tollbooth.credit import repository
 from tollbooth.credit.unit import lock
 from tollbooth.db import Database
+from tollbooth.db.poller import Poller
 from tollbooth.db.types import utcnow
 
 log = logging.getLogger("tollbooth.credit.sweeper")
@@ -26,13 +26,14 @@ log = logging.getLogger("tollbooth.credit.sweeper")
 BATCH = 100
 
 
-class ExpirySweeper:
+class ExpirySweeper(Poller):
+    name = "expiry-sweeper"
+    failure = "expiry sweep failed"
+
     def __init__(self, db: Database, interval_sec: float = 2.0, batch: int = BATCH) -> None:
+        super().__init__(interval_sec, log)
         self.db = db
-        self.interval_sec = interval_sec
         self.batch = batch
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _sweep(self, now: dt.datetime) -> tuple[int, int]:
         """One batch of balances due at `now`, each settled in its own transaction: how many
@@ -58,27 +59,13 @@ class ExpirySweeper:
         taken. A batch with a failure ends the poll (the same rows would come first again)."""
         now = now or utcnow()
         done = 0
-        while not self._stop.is_set():
+        while not self.stopping():
             taken, failed = self._sweep(now)
             done += taken
             if taken < self.batch or failed:
                 break
         return done
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the database may be away; try again later
-                log.warning("expiry sweep failed", exc_info=True)
-            self._stop.wait(self.interval_sec)
-
-    def start(self) -> ExpirySweeper:
-        self._thread = threading.Thread(target=self._loop, name="expiry-sweeper", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def poll_once(self) -> bool:
+        self.run_once()
+        return False

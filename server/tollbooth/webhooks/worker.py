@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 
+from tollbooth.db.poller import Poller
 from tollbooth.db.types import utcnow
 from tollbooth.webhooks import repository
 from tollbooth.webhooks.service import LEASE_SEC, Inbox, Outcome
@@ -21,12 +21,13 @@ log = logging.getLogger("tollbooth.inbox")
 BATCH = 10
 
 
-class InboxWorker:
+class InboxWorker(Poller):
+    name = "inbox-worker"
+    failure = "inbox worker poll failed"
+
     def __init__(self, inbox: Inbox, interval_sec: float = 2.0) -> None:
+        super().__init__(interval_sec, log)
         self.inbox = inbox
-        self.interval_sec = interval_sec
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, now: dt.datetime | None = None) -> list[tuple[str, Outcome]]:
         """One poll: claim what is due at `now` and apply it; what each ended in."""
@@ -37,22 +38,5 @@ class InboxWorker:
             )
         return [(ident, self.inbox.apply(ident)) for ident in ids]
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                done = self.run_once()
-            except Exception:  # noqa: BLE001 - the database may be away; try again later
-                log.warning("inbox worker poll failed", exc_info=True)
-                done = []
-            if len(done) < BATCH:
-                self._stop.wait(self.interval_sec)
-
-    def start(self) -> InboxWorker:
-        self._thread = threading.Thread(target=self._loop, name="inbox-worker", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def poll_once(self) -> bool:
+        return len(self.run_once()) >= BATCH

@@ -131,6 +131,37 @@ def test_a_takeover_whose_expire_fails_at_the_provider_is_unavailable_and_its_re
     assert world.status(token).plan == "pro"
 
 
+def test_a_takeover_whose_expire_the_provider_refuses_while_open_keeps_the_holder(
+    impatient: World,
+) -> None:
+    """The provider refuses the expire with a 400 and the holder's session is still open (a
+    session being paid at that moment, say). The slot is not handed over: the old session
+    stays the account's one payable checkout, the new tab is told to retry (UNAVAILABLE), and
+    no second session is made; the retry once the provider agrees completes the takeover."""
+    world = impatient
+    world.price("pro", group="plan")
+    world.price("team", group="plan", amount=9900)
+    token, account = world.token()
+    first = tab(world, token, "pro", "tab-1").session.stripe_checkout_session_id
+    path = f"/v1/checkout/sessions/{first}/expire"
+    refusal = (
+        b'{"error": {"type": "invalid_request_error", "message": "This Checkout Session is'
+        b' being paid and cannot be expired."}}'
+    )
+    world.sandbox.stalls.add(
+        "POST", path, seconds=0, status=400, body=refusal, content_type="application/json"
+    )
+    unavailable(lambda: tab(world, token, "team", "tab-2"))
+    customer = customer_of(world, account)
+    assert open_sessions(world, customer) == [first]
+    second = tab(world, token, "team", "tab-2").session.stripe_checkout_session_id
+    assert second != first
+    assert open_sessions(world, customer) == [second]
+    world.pay(second)
+    world.settled()
+    assert world.status(token).plan == "team"
+
+
 def test_a_checkout_whose_first_attempt_stripe_failed_and_saved_completes_on_retry(
     impatient: World,
 ) -> None:

@@ -238,6 +238,15 @@ def _live_holder(
     return holder
 
 
+def _still_open(holder: Intent) -> errors.DomainError:
+    return errors.DomainError(
+        errors.Kind.UNAVAILABLE,
+        "PROVIDER_UNAVAILABLE",
+        f"the payment provider would not close this account's other open checkout"
+        f" ({holder.id}); retry",
+    )
+
+
 def _crowded() -> errors.DomainError:
     return errors.DomainError(
         errors.Kind.UNAVAILABLE,
@@ -487,7 +496,12 @@ def create_checkout(
         if rounds > MAX_TAKEOVERS:
             raise _crowded()
         for group, holder in blockers:
-            if _retire(db, provider, holder) == "complete":
+            retired = _retire(db, provider, holder)
+            if retired == "open":
+                # The provider refused the expire and the session is still payable: handed
+                # over, the account would hold two payable checkouts of one group.
+                raise _still_open(holder)
+            if retired == "complete":
                 # Paid meanwhile: the group is taken; the answer is the portal (for a price
                 # bought once, the refusal).
                 with db.transaction() as session:

@@ -374,10 +374,10 @@ def create(
             extra={"event": "replay", "stripe_event": event_id, "status": outcome.status},
         )
         if outcome.status == "failed":
-            request.session["flash"] = f"Replay of {event_id} failed: {outcome.error}"
+            session.flash(request, f"Replay of {event_id} failed: {outcome.error}")
         else:
             done = "; ".join(outcome.changed) or "no change needed"
-            request.session["flash"] = f"Replayed {event_id}: {outcome.status}: {done}"
+            session.flash(request, f"Replayed {event_id}: {outcome.status}: {done}")
         return _go("/events" + _same_page(fields))
 
     @operator_only
@@ -424,7 +424,7 @@ def create(
             "console resend",
             extra={"event": "resend", "endpoint_id": endpoint_id, "notification": notification_id},
         )
-        request.session["flash"] = f"Resending {notification_id} to {endpoint_id}: {state}"
+        session.flash(request, f"Resending {notification_id} to {endpoint_id}: {state}")
         return _go("/notifications" + _same_page(fields))
 
     @operator_only

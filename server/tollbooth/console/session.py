@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -67,6 +68,27 @@ def middleware(operator_key: str, *, https_only: bool = False) -> Middleware:
         same_site="lax",
         https_only=https_only,
     )
+
+
+# The flash message's share of the session cookie, as the cookie stores it (JSON with every
+# non-ASCII character escaped, before base64): the whole cookie stays well under the 4096 bytes
+# a browser keeps, which would otherwise drop it silently and sign the operator out.
+FLASH_JSON_LIMIT = 1200
+
+
+def flash(request: Request, text: str) -> None:
+    """Show `text` once on the next page, cut to fit the session cookie."""
+    if len(json.dumps(text)) > FLASH_JSON_LIMIT:
+        suffix = f"... ({len(text)} chars)"
+        low, high = 0, len(text)
+        while low < high:  # the longest prefix that fits with the suffix
+            mid = (low + high + 1) // 2
+            if len(json.dumps(text[:mid] + suffix)) <= FLASH_JSON_LIMIT:
+                low = mid
+            else:
+                high = mid - 1
+        text = text[:low] + suffix
+    request.session["flash"] = text
 
 
 def csrf_token(request: Request) -> str:

@@ -116,7 +116,7 @@ def test_bad_values_are_400(client: stripe.StripeClient) -> None:
 
 
 def test_unknown_path_is_404(sandbox) -> None:
-    response = httpx.get(f"{sandbox.url}/v1/refunds", headers={"Authorization": "Bearer sk_test_x"})
+    response = httpx.get(f"{sandbox.url}/v1/payouts", headers={"Authorization": "Bearer sk_test_x"})
     assert response.status_code == 404
     assert "Unrecognized request URL" in response.json()["error"]["message"]
 
@@ -255,3 +255,14 @@ def test_a_key_in_use_by_a_request_in_progress_is_409_and_saves_nothing(
     assert err.value.error.code == "idempotency_key_in_use"
     again = client.v1.customers.create(params=params, options={"idempotency_key": key})
     assert again.id == made.id
+
+
+def test_refunds_are_listed_by_payment_intent(sandbox) -> None:
+    """GET /v1/refunds?payment_intent= as Stripe lists them: only that intent's refunds."""
+    headers = {"Authorization": "Bearer sk_test_x"}
+    listed = httpx.get(
+        f"{sandbox.url}/v1/refunds", params={"payment_intent": "pi_none"}, headers=headers
+    )
+    assert listed.status_code == 200
+    body = listed.json()
+    assert (body["object"], body["url"], body["data"]) == ("list", "/v1/refunds", [])

@@ -551,6 +551,20 @@ class StripeProvider:
             return None
         return self.refund_payment(intent, idempotency=idempotency, reason=DUPLICATE)
 
+    def _refund_made(self, payment_intent: str) -> str | None:
+        """The refund that already returned `payment_intent`'s money (a first attempt whose
+        answer was lost, or that Stripe saved as a failure after making it), so a notice can
+        name it; None when it cannot be read (the refund stands either way)."""
+        try:
+            listed = self.client.v1.refunds.list(
+                params={"payment_intent": payment_intent, "limit": 1}
+            )
+        except stripe.StripeError as exc:
+            log.warning("refund of %s made already; not listed: %s", payment_intent, exc)
+            return None
+        data = getattr(listed, "data", None) or []
+        return str(data[0].id) if data else None
+
     def refund_payment(
         self, payment_intent: str, *, idempotency: str, reason: RefundReason | None
     ) -> str | None:
@@ -569,7 +583,7 @@ class StripeProvider:
                 )
             except stripe.InvalidRequestError as exc:
                 if getattr(exc, "code", None) == "charge_already_refunded":
-                    return None
+                    return self._refund_made(payment_intent)
                 if getattr(exc, "code", None) in FINAL_REFUSALS:
                     raise RefundRefused(payment_intent, str(exc.code)) from exc
                 raise map_error(exc, "refund") from exc

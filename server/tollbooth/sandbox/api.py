@@ -222,6 +222,12 @@ def _routes() -> list[Route]:
         ),
         # refunds
         r("POST", "/v1/refunds", p.RefundCreateParams, done(lambda e, q: e.create_refund(q))),
+        r(
+            "GET",
+            "/v1/refunds",
+            p.RefundListParams,
+            lambda e, q: e.list("refund", q, _refund_filter(q)),
+        ),
         r("GET", "/v1/refunds/{id}", p.RefundRetrieveParams, one("refund")),
         r("GET", "/v1/charges/{id}", p.ChargeRetrieveParams, one("charge")),
         # disputes: Stripe's retrieve and close (accept: lost); the sandbox's own helpers open
@@ -357,6 +363,11 @@ def _portal_filter(params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
         return default is None or str(c["is_default"]).lower() == default
 
     return keep
+
+
+def _refund_filter(params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    wanted = {k: params[k] for k in ("payment_intent", "charge") if k in params}  # Stripe's
+    return lambda refund: all(refund.get(k) == v for k, v in wanted.items())
 
 
 def _event_filter(params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:

@@ -53,6 +53,7 @@ _LIST_URLS = {
     "subscription": "/v1/subscriptions",
     "invoice": "/v1/invoices",
     "payment_intent": "/v1/payment_intents",
+    "refund": "/v1/refunds",
     "setup_intent": "/v1/setup_intents",
     "event": "/v1/events",
     "test_helpers.test_clock": "/v1/test_helpers/test_clocks",

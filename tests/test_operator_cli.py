@@ -418,3 +418,32 @@ def test_gateway_config_writes_where_make_run_does(run_dir, tmp_path, monkeypatc
     out = tmp_path / "explicit"
     assert cli.main(["gateway-config", "--out", str(out)]) == 0
     assert (out / "envoy.yaml").is_file()
+
+
+NOT_UTF8 = "evt_\udcff"  # how Python hands over a command-line byte that is not UTF-8 (0xff)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["webhooks", "replay", "--event-id", NOT_UTF8],
+        ["notifications", "messages", NOT_UTF8],
+        ["notifications", "attempts", NOT_UTF8],
+        ["notifications", "resend", NOT_UTF8, "--notification-id", "msg_1"],
+    ],
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(argv, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    # A shell passes any bytes; one that is not UTF-8 names nothing we store. It is refused
+    # before anything is read, exit 2, in one line: never an uncaught UnicodeEncodeError.
+    from tests.devstack import migrated_sqlite
+
+    url = migrated_sqlite(tmp_path / "billing.db")
+    env = make_env(url, BILLING_DATA_DIR=str(tmp_path / "data"))
+    for key, val in env.items():
+        monkeypatch.setenv(key, val)
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "not UTF-8" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert "UnicodeEncodeError" not in captured.err + captured.out

@@ -2,7 +2,8 @@
 returns its exit code, as `tollbooth`, `python -m tollbooth.cli` and the module aliases do.
 
 Exit codes: what the command returns (0 when it returns nothing); 2 for a usage error (an
-unknown command or option, a missing argument), as argparse did; 0 for --help.
+unknown command or option, a missing argument, an argument that is not UTF-8 text), as
+argparse did; 0 for --help.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ import click
 
 def run(command: click.Command, argv: Sequence[str] | None = None, prog_name: str = "") -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # a byte that is not UTF-8, surrogate-escaped by Python
+            print(
+                f"Error: the argument {ascii(arg)[:80]} is not UTF-8 text; it can name nothing"
+                " stored here",
+                file=sys.stderr,
+            )
+            return 2
     try:
         result = command.main(args=args, prog_name=prog_name or None, standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -235,7 +235,8 @@ def claim_due(
     resend makes one due meanwhile. `per_endpoint` (when > 0): at most that many of one
     endpoint's deliveries in flight, counting `busy` (endpoint id -> deliveries this process
     is sending now); endpoints at it are not read, and the rows past it stay unleased (their
-    locks end with the claim's transaction)."""
+    locks end with the claim's transaction). Rows come in order of their endpoint's count in
+    `busy` (fewest first), then position."""
     d, earlier = NotificationDelivery, aliased(NotificationDelivery)
     blocked = exists().where(
         earlier.endpoint_id == d.endpoint_id,

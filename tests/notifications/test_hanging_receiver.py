@@ -82,3 +82,30 @@ def test_a_hanging_receiver_delays_only_its_own_messages(db: Database) -> None:
     assert sorted(hanging.ids()) == sorted([*first, later])
     for receiver in (hanging, healthy):  # each message POSTed once: nothing sent twice
         assert sorted(receiver.posts.elements()) == sorted([*first, later])
+
+
+def test_two_hanging_receivers_do_not_starve_a_healthy_one(db: Database) -> None:
+    """Two hanging endpoints may each hold half the senders: all of them. A sender that comes
+    free then goes to the endpoint with the fewest in flight (the healthy one), never to
+    a hanging endpoint's next message while the healthy one waits."""
+    hanging = [Receiver(hang=threading.Event()), Receiver(hang=threading.Event())]
+    healthy = Receiver()
+    servers = [_serve(hanging[0], db), _serve(hanging[1], db), _serve(healthy, db)]
+    sent = [enqueue(db, "invoice.paid", f"acct_two{i}", {"n": i}) for i in range(12)]
+    deliverer = Deliverer(db, POLICY)
+    stop = threading.Event()
+    runner = threading.Thread(target=deliverer.run, args=(stop,))
+    runner.start()
+    try:
+        _until(lambda: sorted(healthy.ids()) == sorted(sent), "the healthy receiver starved")
+        assert all(h.accepted == [] for h in hanging)  # they still hang
+    finally:
+        for h in hanging:
+            h.hang.set()  # type: ignore[union-attr]
+        stop.set()
+        runner.join(timeout=120)
+        deliverer.close()
+        for server in servers:
+            server.close()
+    assert not runner.is_alive()
+    assert sorted(healthy.posts.elements()) == sorted(sent)  # each sent to it once

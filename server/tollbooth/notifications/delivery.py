@@ -39,7 +39,9 @@ One pass (`Deliverer.run_once`), each step its own short transaction, none held 
 
 `serve-notifications` (`Deliverer.run`) does not wait for a whole batch: whenever a sender
 is idle it claims more, and one endpoint has at most half the senders in flight, so a
-receiver that hangs until the deadline delays only its own messages.
+receiver that hangs until the deadline delays only its own messages; a sender that comes
+free goes to the endpoint with the fewest in flight, so several hanging receivers holding
+every sender delay the others once, not message after message.
 
 A process killed mid-batch loses nothing (its leases expire and the rows are sent again) and
 re-sends at most what it had in flight unrecorded; receivers deduplicate by `webhook-id`.

@@ -235,7 +235,8 @@ def claim_due(
     resend makes one due meanwhile. `per_endpoint` (when > 0): at most that many of one
     endpoint's deliveries in flight, counting `busy` (endpoint id -> deliveries this process
     is sending now); endpoints at it are not read, and the rows past it stay unleased (their
-    locks end with the claim's transaction)."""
+    locks end with the claim's transaction). Rows come in order of their endpoint's count in
+    `busy` (fewest first), then position."""
     d, earlier = NotificationDelivery, aliased(NotificationDelivery)
     blocked = exists().where(
         earlier.endpoint_id == d.endpoint_id,
@@ -246,14 +247,20 @@ def claim_due(
     enabled = exists().where(
         NotificationEndpoint.id == d.endpoint_id, NotificationEndpoint.enabled.is_(True)
     )
+    taken: Counter[str] = Counter(busy or {})
+    # The endpoints with the fewest deliveries in flight first, then position: a sender that
+    # comes free goes to an endpoint that waits, not to the next message of one that holds
+    # senders already (two hanging endpoints, each at its share, would else take every
+    # sender that comes free, half the time, and the healthy one would starve).
+    in_flight = {e: n for e, n in taken.items() if n > 0}
+    first = case(in_flight, value=d.endpoint_id, else_=0) if in_flight else None
     stmt = (
         select(d)
         .where(d.state == PENDING, d.next_attempt_at <= now, _unleased(now), enabled, ~blocked)
-        .order_by(d.position)
+        .order_by(*([first] if first is not None else []), d.position)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    taken: Counter[str] = Counter(busy or {})
     if per_endpoint > 0:
         full = [e for e, n in taken.items() if n >= per_endpoint]
         if full:

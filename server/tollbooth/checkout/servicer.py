@@ -229,7 +229,15 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 checkout_pb2.CreateCheckoutSessionResponse,
                 effect,
                 same_as=canonical_currency(request),
-                equivalent=lambda: same_intent(self.deps.db, caller, asked, origins),
+                equivalent=lambda stored: same_intent(
+                    self.deps.db,
+                    caller,
+                    asked,
+                    origins,
+                    checkout_pb2.CreateCheckoutSessionResponse.FromString(
+                        stored
+                    ).session.checkout_session_id,
+                ),
             )
 
     def GetCheckoutSession(

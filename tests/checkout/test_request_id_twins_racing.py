@@ -1,6 +1,7 @@
 """Seed 003's checkout body sent twice at once under one `request_id`, the two differing in a
 URL, through Envoy on PostgreSQL with the sandbox: the one whose answer is stored first is
-answered, and the other is 400 IDEMPOTENCY_KEY_REUSED, as it is when it comes second. Here the
+answered, and the other is 400 IDEMPOTENCY_KEY_REUSED, as it is when it comes second, having
+changed nothing. Here the
 first is answered the open session of the price (it asks for exactly what that session asks
 for), and the other, asking for another cancel URL, must not be handed that session (it is
 not what it asked for, and its own request expired it meanwhile)."""
@@ -95,7 +96,18 @@ def session_id(resp: Response) -> str:
     return str(resp.json()["session"]["checkout_session_id"])
 
 
-def test_a_twin_asking_other_urls_is_refused_though_its_work_ended_after_the_first(
+def checkouts_of(engine: Any, account_id: str) -> list[str]:
+    with engine.connect() as conn:
+        return [
+            str(row[0])
+            for row in conn.execute(
+                text("SELECT id FROM checkout_sessions WHERE billing_account_id = :a"),
+                {"a": account_id},
+            )
+        ]
+
+
+def test_a_twin_asking_other_urls_is_refused_and_leaves_the_first_ones_checkout_payable(
     shop: tuple[Shop, str],
 ) -> None:
     w, url = shop
@@ -110,19 +122,27 @@ def test_a_twin_asking_other_urls_is_refused_though_its_work_ended_after_the_fir
             "POST", SESSIONS, seed_body(price, request_id, cancel_url), headers
         )
 
-    open_one = session_id(post(uuid.uuid4().hex, same))  # the price's open session
+    opened = post(uuid.uuid4().hex, same)  # the price's open session
+    open_one = session_id(opened)
+    account_id = opened.json()["session"]["billing_account_id"]
+    stripe_id = opened.json()["session"]["stripe_checkout_session_id"]
     twin_key = uuid.uuid4().hex
     engine = create_engine(normalize_url(url))
     stall = w.sandbox.stalls.add("POST", "/v1/checkout/sessions", seconds=30)
     try:
         with engine.connect() as holder:
-            # The first twin (the open session's own request) gets as far as storing its
-            # answer and waits there; the second starts then, and is held at the provider.
+            # The first twin (asking what the open session asks) gets as far as writing to
+            # the request_id's key and waits there; the second starts then, and gets as far
+            # as it can (before the fix: to the provider, expiring the open session).
             holder.execute(text("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE"))
             first, first_out = in_thread(lambda: post(twin_key, same))
             wait_for(lambda: waiting_on_locks(engine) >= 1, 30, "the first twin at its claim")
             second, second_out = in_thread(lambda: post(twin_key, other))
-            assert stall.entered.wait(30), "the second twin never reached the provider"
+            wait_for(  # at the provider, or waiting for the first twin's plan
+                lambda: stall.entered.is_set() or waiting_on_locks(engine) >= 2,
+                30,
+                "the second twin to get as far as it can",
+            )
             holder.rollback()
         first.join(30)
         assert session_id(first_out[0]) == open_one
@@ -135,4 +155,8 @@ def test_a_twin_asking_other_urls_is_refused_though_its_work_ended_after_the_fir
     assert session_id(post(twin_key, same)) == open_one
     again = post(twin_key, other)
     assert (again.status, again.reason) == (400, "IDEMPOTENCY_KEY_REUSED"), again.body
+    # The refused twin changed nothing: the first one's answer can still be paid, and no
+    # checkout of its own was made.
+    assert w.stripe.v1.checkout.sessions.retrieve(stripe_id).status == "open"
+    assert checkouts_of(engine, account_id) == [open_one]
     engine.dispose()

@@ -52,6 +52,7 @@ class CheckoutRequest:
     currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
     default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
     also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
+    request_digest: str = ""  # what `Servicer.staged` stores the request_id under
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,9 @@ class Servicer:
         response = effect()
         with self.deps.db.transaction() as session:
             row = idempotency.claim_or_row(session, scope, key, fingerprint)
-            if row is None:
+            # A row claimed for this request and not answered: the effect claimed the key
+            # before acting (a checkout answered an open session), this completes it.
+            if row is None or idempotency.claimable(row, fingerprint):
                 idempotency.complete(
                     session, scope, key, response.SerializeToString(deterministic=True)
                 )

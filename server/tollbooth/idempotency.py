@@ -133,6 +133,26 @@ def stored(session: Session, scope: str, key: str, request_digest: str | None) -
     return None if row.response is None else bytes(row.response)
 
 
+def held_for_another(session: Session, scope: str, key: str, request_digest: str) -> bool:
+    """Whether (scope, key) is claimed, answered or not, for other parameters than
+    `request_digest`: for an operation that claims its key before its effect is done (a
+    checkout answered another request's open session), so a twin can tell before it acts."""
+    validate_key(key)
+    row = session.execute(
+        select(IdempotencyKey.request_hash).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).first()
+    return row is not None and not matches(row.request_hash, request_digest)
+
+
+def claimable(row: Any, request_digest: str) -> bool:
+    """Whether a key's row (`claim_or_row`) is one this request may complete: claimed for
+    these parameters (by this request's own earlier step, or an identical twin) and not yet
+    answered."""
+    return row.response is None and matches(row.request_hash, request_digest)
+
+
 def complete(session: Session, scope: str, key: str, response: bytes) -> None:
     """Store the response of a fresh claim; replays return it. One UPDATE, no read first."""
     result = session.execute(

@@ -54,8 +54,9 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             account = repository.by_id(session, account_id)
             assert account is not None
             # The sync just before may have found it deleted at the provider (and recorded
-            # that): answered as GetCustomer answers it from then on.
-            if account.customer_deleted_at is not None:
+            # that), or a DeleteCustomer committed meanwhile: answered as GetCustomer answers
+            # it from then on.
+            if repository.customer_gone(session, account):
                 raise errors.not_found("customer", account.stripe_customer_id or account.id)
             return convert.customer_out(account)
 
@@ -186,7 +187,16 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             )
 
         answer, kept = self._update_once(request, effect)
-        customer_sync.sync_customer(self.deps.db, self.provider, answer.account_id, create=False)
+        try:
+            customer_sync.sync_customer(
+                self.deps.db, self.provider, answer.account_id, create=False
+            )
+        except errors.DomainError:
+            # A DeleteCustomer that committed after this update and reached the provider
+            # first: the provider's "No such customer" is that deletion, NOT_FOUND (a failure
+            # of a customer still here is raised as it is).
+            self._customer(answer.account_id)
+            raise
         current = self._customer(answer.account_id)  # NOT_FOUND once deleted at the provider
         return answer if kept else current
 

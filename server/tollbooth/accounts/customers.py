@@ -132,6 +132,10 @@ def update_customer(
     found = customer_account(session, customer_id)
     account = repository.by_id_for_update(session, found.id)
     assert account is not None
+    if repository.customer_gone(session, account):
+        # A DeleteCustomer committed while this update waited for the row: deleted, as a
+        # request after it finds it (nothing of this one is applied).
+        raise errors.not_found("customer", customer_id.strip())
     before = (
         account.email,
         account.name,

@@ -52,6 +52,7 @@ class CheckoutRequest:
     currency: str = ""  # seed 001's: the prices' currency, checked; empty: not checked
     default_lookup_key: str = ""  # BILLING_CHECKOUT_DEFAULT_LOOKUP_KEY: sold when no items
     also_named: str = ""  # seed 001's `accountId` beside `account`: must name the same one
+    request_digest: str = ""  # what `Servicer.staged` stores the request_id under
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,23 @@ def asked(session: Session, req: CheckoutRequest, origins: Sequence[str], caller
     return Asked(lines, success, cancel, reference, mode, email, fingerprint, legacy, currency)
 
 
-def same_intent(db: Database, caller: Caller, req: CheckoutRequest, origins: Sequence[str]) -> bool:
-    """Whether the intent recorded under the request's request_id is the one `req` asks for
-    (False when none is recorded, or when `req` is refused: it asks for nothing the same)."""
+def same_intent(
+    db: Database, caller: Caller, req: CheckoutRequest, origins: Sequence[str], answered: str
+) -> bool:
+    """Whether the checkout `answered` (the id the response stored under the request's
+    request_id names; "" for a portal answer) is the one `req` asks for (False when there is
+    none, or when `req` is refused: it asks for nothing the same). The answer's own checkout,
+    not the one recorded under the request_id: a twin sent at the same moment with other URLs
+    records its own there, while the first was answered the open checkout it asked for
+    exactly; the twin is not that checkout's request."""
+    if not answered:
+        return False
     try:
         with db.transaction(readonly=True) as session:
             if req.also_named:
                 same_account(session, caller, req.account_ref, req.also_named)
             account = resolve(session, caller, req.account_ref)
-            ours = checkout_id_for(req.request_scope, account.id, req.request_id)
-            own = repository.checkout_by_id(session, ours, owner=account.id)
+            own = repository.checkout_by_id(session, answered, owner=account.id)
             if own is None:
                 return False
             mine = asked(session, req, origins, caller)

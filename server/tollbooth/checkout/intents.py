@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tollbooth import errors
+from tollbooth import errors, idempotency
 from tollbooth.accounts import customer_sync
 from tollbooth.accounts.service import fill_email, require_active, resolve
 from tollbooth.auth.caller import SERVICE, Caller
@@ -149,14 +149,18 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     mode, email, fingerprint, legacy = want.mode, want.email, want.fingerprint, want.legacy
     prices = [ln.price for ln in lines]
     ours_id = checkout_id_for(req.request_scope, account.id, req.request_id)
+    if req.request_id:
+        repository.one_plan_per_key(session, req.request_scope, req.request_id)
     own = repository.checkout_by_id(session, ours_id, owner=account.id)
     if own is not None:  # a retry of this very request
         if own.fingerprint not in (fingerprint, legacy):
-            raise errors.invalid(
-                "request_id was already used with different parameters",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                field="request_id",
-            )
+            raise _key_reused()
+    elif req.request_id and idempotency.held_for_another(
+        session, req.request_scope, req.request_id, req.request_digest
+    ):
+        # A twin under this request_id, with other parameters, was answered an open checkout
+        # (its plan claimed the key): refused before anything is expired or made for it.
+        raise _key_reused()
     # Refused before anything is written (the e-mail included); only a stale intent goes.
     held = held_once(session, account.id, prices) if prices else None
     if held is not None and (own is None or own.status in LIVE):
@@ -180,6 +184,10 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
         if holder is None:
             continue
         if holder.fingerprint in (fingerprint, legacy):
+            if req.request_id:  # no intent of ours marks the key: its claim does, now
+                idempotency.claim_or_row(
+                    session, req.request_scope, req.request_id, req.request_digest
+                )
             return _Plan(account.id, reuse=Intent.of(holder))
         blockers.append((group, Intent.of(holder)))
     row = CheckoutSession(
@@ -209,6 +217,14 @@ def _plan(session: Session, caller: Caller, req: CheckoutRequest, origins: Seque
     )
     repository.add_checkout(session, row)
     return _Plan(account.id, ours=Intent.of(row), blockers=blockers)
+
+
+def _key_reused() -> errors.DomainError:
+    return errors.invalid(
+        "request_id was already used with different parameters",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        field="request_id",
+    )
 
 
 def _holders(

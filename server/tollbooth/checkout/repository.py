@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -85,6 +85,17 @@ def hand_over_slot(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def one_plan_per_key(session: Session, scope: str, request_id: str) -> None:
+    """Plans of one request_id take turns, until their transactions end (PostgreSQL; SQLite
+    serialises writers anyway): the second sees what the first committed for the key (its
+    intent, or its claim of the key when it was answered an open checkout)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"checkout-plan\x1f{scope}\x1f{request_id}"},
+        )
 
 
 def take_slot(

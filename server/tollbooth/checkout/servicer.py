@@ -25,7 +25,12 @@ from tollbooth.deps import Deps
 from tollbooth.provider.client import StripeProvider
 from tollbooth.rpc import json_fields
 from tollbooth.rpc.convert import ts
-from tollbooth.rpc.servicer import canonical_currency, contract, idempotency_scope
+from tollbooth.rpc.servicer import (
+    canonical_currency,
+    contract,
+    idempotency_scope,
+    request_fingerprint,
+)
 from tollbooth.subscriptions.servicer import SubscriptionRpcs
 
 STATUS = {
@@ -197,6 +202,9 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
             client_reference=_either(request, "client_reference", "pass_through_token"),
             request_scope=idempotency_scope(caller, request),
             request_id=request.request_id,
+            request_digest=(
+                request_fingerprint(canonical_currency(request)) if request.request_id else ""
+            ),
             mode=request.mode,
             customer_email=_either(request, "customer_email", "account_email"),
             currency=request.currency,
@@ -229,7 +237,15 @@ class CheckoutServicer(SubscriptionRpcs, checkout_pb2_grpc.CheckoutServiceServic
                 checkout_pb2.CreateCheckoutSessionResponse,
                 effect,
                 same_as=canonical_currency(request),
-                equivalent=lambda: same_intent(self.deps.db, caller, asked, origins),
+                equivalent=lambda stored: same_intent(
+                    self.deps.db,
+                    caller,
+                    asked,
+                    origins,
+                    checkout_pb2.CreateCheckoutSessionResponse.FromString(
+                        stored
+                    ).session.checkout_session_id,
+                ),
             )
 
     def GetCheckoutSession(

@@ -74,16 +74,18 @@ def intent_id_for(scope: str, account_id: str, request_id: str) -> str:
     return f"pay_{digest[:24]}"
 
 
-def same_intent(db: Database, caller: Caller, req: service.PaymentRequest) -> bool:
-    """Whether the intent recorded under the request's request_id is the one `req` asks for
-    (the price's amount written out or left to the price, spaces the service strips): the
-    `equivalent` of `Servicer.staged`, so a stored request_id and the intent agree on what
-    is the same request. False when none is recorded or `req` is refused."""
+def same_intent(db: Database, caller: Caller, req: service.PaymentRequest, answered: str) -> bool:
+    """Whether the intent `answered` (the id the response stored under the request's
+    request_id names) is the one `req` asks for (the price's amount written out or left to
+    the price, spaces the service strips): the `equivalent` of `Servicer.staged`, so a stored
+    request_id and the intent agree on what is the same request. False when there is none or
+    `req` is refused."""
+    if not answered:
+        return False
     try:
         with db.transaction(readonly=True) as session:
             account = resolve(session, caller, req.account_ref)
-            ours = intent_id_for(req.request_scope, account.id, req.request_id)
-            own = repository.intent_by_id(session, ours, owner=account.id)
+            own = repository.intent_by_id(session, answered, owner=account.id)
             return own is not None and own.fingerprint == service.clean(session, req).fingerprint()
     except errors.DomainError:
         return False

@@ -86,7 +86,12 @@ class PaymentServicer(Servicer, payment_pb2_grpc.PaymentServiceServicer):
             payment_pb2.PaymentIntent,
             effect,
             same_as=canonical_currency(request),
-            equivalent=lambda: intents.same_intent(self.deps.db, caller, asked),
+            equivalent=lambda stored: intents.same_intent(
+                self.deps.db,
+                caller,
+                asked,
+                payment_pb2.PaymentIntent.FromString(stored).payment_intent_id,
+            ),
         )
 
     def GetPaymentIntent(

@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError, Message
 from billing.v1 import options_pb2
 from tollbooth import errors, text
 from tollbooth.idempotency import MAX_KEY_LENGTH
-from tollbooth.rpc import json_fields, json_numbers
+from tollbooth.rpc import idempotency_header, json_fields, json_numbers
 
 DEFAULT_MAX_LENGTH = 1000
 # Strings inside google.protobuf.Struct (usage properties) may be longer; the message size
@@ -345,8 +345,12 @@ def _unary_request(
 ) -> Callable[..., Any]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
         request = parse(cls, raw)
+        metadata = context.invocation_metadata() or ()
+        if idempotency_header.apply(request, metadata, _has_request_id(cls.DESCRIPTOR)):
+            validate(request)  # the key as if the request had named it: the same checks
+            check_fields(request)
         query_fields = surface = body_fields = None
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == json_fields.HEADER:
                 body_fields = str(value)
                 json_fields.check(method, body_fields)

@@ -113,16 +113,19 @@ class Servicer:
         effect: Callable[[], R],
         *,
         same_as: Message | None = None,
-        equivalent: Callable[[], bool] | None = None,
+        equivalent: Callable[[bytes], bool] | None = None,
     ) -> R:
         """Run `effect`, which opens its own short transactions (an operation that calls the
         payment provider between them), at most once per request_id.
 
         `same_as`: the request in the canonical form its fingerprint is taken from, when two
         spellings are one request (`canonical_currency`); `request` itself by default.
-        `equivalent`: asked when the key was stored for other parameters; True when the two
-        requests mean the same (the effect recorded the same intent for both: a price by
-        lookup key or by id), so the stored response is this request's too.
+        `equivalent`: asked, with the stored response, when the key was stored for other
+        parameters; True when the two requests mean the same (the stored response answers the
+        intent this request asks for: a price by lookup key or by id), so it is this
+        request's too. Not "this request's own intent matches": a concurrent twin may have
+        been answered another intent (an open checkout it asked for exactly) while this
+        request recorded its own under the key.
 
         A stored response is replayed and a reused key with other parameters refused before
         anything runs; the key is claimed and the response stored in one transaction after the
@@ -141,7 +144,9 @@ class Servicer:
         response = effect()
         with self.deps.db.transaction() as session:
             row = idempotency.claim_or_row(session, scope, key, fingerprint)
-            if row is None:
+            # A row claimed for this request and not answered: the effect claimed the key
+            # before acting (a checkout answered an open session), this completes it.
+            if row is None or idempotency.claimable(row, fingerprint):
                 idempotency.complete(
                     session, scope, key, response.SerializeToString(deterministic=True)
                 )
@@ -159,10 +164,10 @@ class Servicer:
         scope: str,
         key: str,
         fingerprint: str,
-        equivalent: Callable[[], bool] | None,
+        equivalent: Callable[[bytes], bool] | None,
     ) -> bytes | None:
         """The response stored under the key for this request (None: unused); one stored for
-        other parameters when `equivalent()` finds the two the same, else
+        other parameters when `equivalent(response)` finds the two the same, else
         IDEMPOTENCY_KEY_REUSED. `equivalent` runs with no transaction open here."""
         with self.deps.db.transaction(readonly=True) as session:
             try:
@@ -171,10 +176,10 @@ class Servicer:
                 if equivalent is None or exc.reason != "IDEMPOTENCY_KEY_REUSED":
                     raise
                 refusal = exc
-        if not equivalent():
+            other = idempotency.stored(session, scope, key, None)
+        if other is None or not equivalent(other):
             raise refusal
-        with self.deps.db.transaction(readonly=True) as session:
-            return idempotency.stored(session, scope, key, None)
+        return other
 
 
 def _unbuilt(full_name: str) -> Any:

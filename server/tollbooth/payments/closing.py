@@ -119,10 +119,16 @@ def _record_canceled(db: Database, row: PaymentIntent, stripe_id: str | None) ->
         )
 
 
+class StillPayable(Exception):
+    """An intent made without request_id that the provider will not cancel: paid, or being
+    paid (nobody was given it through us). Its report line: left for its events to record."""
+
+
 def withdraw_unkeyed(db: Database, provider: StripeProvider, row: PaymentIntent) -> str | None:
     """The sweep's line for a `pending` intent made without request_id, canceled (at the
     provider too when a first attempt made it there); None when it was done meanwhile.
-    Raises the provider's DomainError: the row stays `pending` for the next sweep."""
+    Raises the provider's DomainError: the row stays `pending` for the next sweep; and
+    `StillPayable` for one the provider reports paid."""
     with db.transaction(readonly=True) as session:
         account = accounts.by_id(session, row.billing_account_id)
         customer = account.stripe_customer_id if account is not None else None
@@ -137,9 +143,9 @@ def withdraw_unkeyed(db: Database, provider: StripeProvider, row: PaymentIntent)
         if found.get("status") != "canceled":
             remote, ours = cancel_at_provider(provider, stripe_id)
         if remote.get("status") != "canceled":  # paid: nobody had its secret; its event decides
-            raise errors.failed_precondition(
-                "PAYMENT_INTENT_NOT_CANCELED",
-                f"{remote.get('status')} at Stripe ({stripe_id}), not canceled",
+            raise StillPayable(
+                f"payment intent {row.id}: {remote.get('status')} at Stripe ({stripe_id}): not"
+                " canceled; its provider events record it"
             )
         where = f"canceled at Stripe: {stripe_id}"
     # Reported by the run whose call canceled it (its event may record it first), or else

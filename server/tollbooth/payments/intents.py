@@ -346,6 +346,10 @@ def sweep_pending(
         if not row.keyed:  # no client can retry it: never sent again, canceled
             try:
                 withdrawn = closing.withdraw_unkeyed(db, provider, row)
+            except closing.StillPayable as paid:
+                log.warning("%s", paid)
+                done.left_alone.append(str(paid))
+                continue
             except errors.DomainError as exc:
                 done.failed.append(
                     f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending:"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 import stripe
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from tests.payments.support import (
 )
 from tollbooth import app
 from tollbooth.db.models import NotificationOutbox
+from tollbooth.errors import DomainError, Kind
 from tollbooth.payments import guard
 
 CANCEL = "/v1/payment_intents/{}/cancel"
@@ -170,3 +172,36 @@ def test_a_payment_made_before_the_cancel_is_refunded_once_and_grants_nothing(
             )
         ).all()
     assert (told["reason"], told["refund"]) == (guard.ARCHIVED, row.refund_id)
+
+
+def test_a_retry_of_the_delete_cancels_what_a_failed_cancel_left_open(world: World) -> None:
+    customer = new_customer(world)
+    made = open_intent(world, customer.account_id)
+    pi = made.stripe_payment_intent_id
+    world.sandbox.stalls.add("POST", CANCEL.format(pi), seconds=0, status=500)
+    assert delete(world, customer.id).deleted
+    assert at_stripe(world, pi) == "requires_payment_method"
+
+    with pytest.raises(grpc.RpcError) as again:  # seed 003's retry: no request_id
+        delete(world, customer.id)
+    assert again.value.code() == grpc.StatusCode.NOT_FOUND
+    assert at_stripe(world, pi) == "canceled"
+    assert intent_row(world, made.payment_intent_id).status == "canceled"
+
+
+def test_the_apply_phase_refuses_a_payment_of_an_account_archived_after_its_read_phase(
+    world: World,
+) -> None:
+    """The read phase saw the account active (nothing refunded); DeleteCustomer committed
+    before the apply phase took the account's lock: that attempt records nothing and fails
+    ACCOUNT_ARCHIVED, so the inbox retries it and the retry's read phase refunds."""
+    customer = new_customer(world)
+    made = open_intent(world, customer.account_id)
+    row = intent_row(world, made.payment_intent_id)
+    with world.deps.db.transaction(readonly=True) as session:
+        guard.check(session, row)  # active: passes
+    assert delete(world, customer.id).deleted
+    with world.deps.db.transaction(readonly=True) as session:
+        with pytest.raises(DomainError) as refused:
+            guard.check(session, row)
+    assert (refused.value.kind, refused.value.reason) == (Kind.FAILED_PRECONDITION, guard.ARCHIVED)

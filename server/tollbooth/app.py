@@ -47,6 +47,7 @@ from tollbooth.notifications import delivery as notification_delivery
 from tollbooth.notifications import operator as notification_operator
 from tollbooth.notifications import receiver as notification_receiver
 from tollbooth.notifications.servicer import NotificationServicer
+from tollbooth.payments import closing as payment_closing
 from tollbooth.payments import effects as payment_effects
 from tollbooth.payments import intents as payment_intents
 from tollbooth.payments.servicer import PaymentServicer
@@ -178,7 +179,14 @@ def servicers(deps: Deps, provider: StripeProvider | None = None) -> list[Servic
         CreditServicer(deps),
         UsageServicer(deps),
         AccountServicer(deps, provider),
-        CustomerServicer(deps, provider, subscriptions=status_of_accounts),
+        CustomerServicer(
+            deps,
+            provider,
+            subscriptions=status_of_accounts,
+            on_deleted=lambda account_id: payment_closing.cancel_open(
+                deps.db, provider, account_id
+            ),
+        ),
         WebhookServicer(deps, the_inbox),
         StripeEventServicer(deps, the_inbox),
         EntitlementServicer(deps),
@@ -342,7 +350,8 @@ def reconcile(settings: Settings) -> Report:
     """`reconcile`: compare every subscription with the provider and repair drift; complete
     the checkout and payment intents left pending (`checkout.intents.sweep_pending`,
     `payments.intents.sweep_pending`); delete the provider customers a failed DeleteCustomer
-    left alive (`accounts.customer_sync.sweep_deletes`) and update those a failed sync after
+    left alive (`accounts.customer_sync.sweep_deletes`) and cancel the payment intents it left
+    open (`payments.closing.sweep_deleted`); update the provider customers a failed sync after
     UpdateAccount left behind (`accounts.customer_sync.sweep_updates`)."""
     db, provider = Database(settings.database_url), build_provider(settings)
     try:
@@ -364,6 +373,9 @@ def reconcile(settings: Settings) -> Report:
         deleted, not_deleted = customer_sync.sweep_deletes(db, provider)
         report.changed.extend(deleted)
         report.failed.extend(not_deleted)
+        closed = payment_closing.sweep_deleted(db, provider)
+        report.changed.extend(closed.changed)
+        report.failed.extend(closed.failed)
         updated, not_updated = customer_sync.sweep_updates(db, provider)
         report.changed.extend(updated)
         report.failed.extend(not_updated)

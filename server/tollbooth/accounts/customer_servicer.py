@@ -27,11 +27,19 @@ from tollbooth.rpc.servicer import (
 # The subscription seed 003's status call shows for some accounts: decided by the room that
 # owns subscriptions and handed to this servicer at assembly (`tollbooth.app`).
 SubscriptionLookup = Callable[[Session, Sequence[str]], SubscriptionSummary | None]
+# What another room closes once DeleteCustomer has committed (its account id): the payment
+# room cancels the customer's open payment intents (`tollbooth.payments.closing`). Called
+# with no transaction open; it never raises for the provider (what fails, reconcile finishes).
+OnDeleted = Callable[[str], object]
 
 LIST_DEFAULT = 10
 
 
 def no_subscriptions(session: Session, account_ids: Sequence[str]) -> SubscriptionSummary | None:
+    return None
+
+
+def nothing_to_close(account_id: str) -> None:
     return None
 
 
@@ -42,10 +50,12 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
         deps: Deps,
         provider: StripeProvider,
         subscriptions: SubscriptionLookup = no_subscriptions,
+        on_deleted: OnDeleted = nothing_to_close,
     ) -> None:
         super().__init__(deps)
         self.provider = provider
         self.subscriptions = subscriptions
+        self.on_deleted = on_deleted
         # Seed 003's `?environment=` must name the environment this servicer serves.
         self.live = deps.environment == "live"
 
@@ -248,24 +258,30 @@ class CustomerServicer(Servicer, customer_pb2_grpc.CustomerServiceServicer):
             if exc.kind is errors.Kind.NOT_FOUND:
                 self._finish_pending_delete(request.customer_id)
             raise
-        customer_sync.delete_customer(self.deps.db, self.provider, account.id)
+        try:
+            customer_sync.delete_customer(self.deps.db, self.provider, account.id)
+        finally:  # the delete stands whatever the provider answers: close what it left open
+            self.on_deleted(account.id)
         return customer_pb2.DeleteCustomerResponse(id=account.stripe_customer_id, deleted=True)
 
     def _finish_pending_delete(self, customer_id: str) -> None:
         """A delete after an earlier one whose provider call failed (seed 003's DELETE sends no
         request_id, so a client's retry of a 503 lands here): its NOT_FOUND must be true, so
         the provider customer (and the subscriptions it pays) is deleted first, with no
-        transaction open; the provider still down answers 503 again, not NOT_FOUND."""
+        transaction open; the provider still down answers 503 again, not NOT_FOUND. The
+        customer's payment intents an earlier cancel left open are canceled too."""
         with self.read() as session:
             account = repository.by_customer(session, customer_id.strip())
-            pending = (
-                account is not None
-                and account.customer_deleted_at is None
-                and repository.customer_gone(session, account)
-            )
+            deleted = account is not None and repository.customer_gone(session, account)
+            pending = deleted and account is not None and account.customer_deleted_at is None
             account_id = account.id if account is not None else ""
-        if pending:
-            customer_sync.delete_customer(self.deps.db, self.provider, account_id)
+        if not deleted:
+            return
+        try:
+            if pending:
+                customer_sync.delete_customer(self.deps.db, self.provider, account_id)
+        finally:
+            self.on_deleted(account_id)
 
     def GetCustomerSubscription(
         self, request: customer_pb2.GetCustomerSubscriptionRequest, context: grpc.ServicerContext

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollbooth.db.models import Base
@@ -39,6 +39,11 @@ class PaymentIntent(Base):
     price_id: Mapped[str | None] = mapped_column(String(40))
     client_secret: Mapped[str | None] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Whether its request carried a request_id: one without can never be retried by its
+    # client (a retry is a new intent), so the sweeper cancels it rather than sending it.
+    keyed: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
     purchase_id: Mapped[str | None] = mapped_column(String(40))
     failure_code: Mapped[str | None] = mapped_column(String(100))
     decline_code: Mapped[str | None] = mapped_column(String(100))

@@ -12,7 +12,8 @@ purchases are recorded by the checkout's fulfilment), and neither do any other.
   (`subscriptions.effects.record_purchase` / `grant_for_price`), carrying the payment intent,
   so a full refund (`charge.refunded`) voids them too. A payment of a price bought once that
   the account holds already (another intent's purchase, or a checkout's) records no purchase:
-  it is refunded as a duplicate (`tollbooth.payments.guard`).
+  it is refunded as a duplicate (`tollbooth.payments.guard`); so is any payment of an account
+  archived since (its customer deleted, the intent paid before its cancel reached Stripe).
 - `payment_intent.payment_failed`: the failure (code, decline code, message, time) on our row;
   a late failure event never moves a succeeded intent back.
 - `payment_intent.canceled`: the row is `canceled` (never from `succeeded`), so it is no
@@ -158,9 +159,9 @@ def on_succeeded(ctx: Context, obj: dict[str, Any]) -> None:
 
 
 def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.datetime) -> None:
-    """The intent bought a price the account holds already, or grants more than the
-    account's balance can store: refunded in full by the read phase; no purchase, nothing
-    granted, the refund recorded on the intent."""
+    """The intent bought a price the account holds already, grants more than the account's
+    balance can store, or its account is archived: refunded in full by the read phase; no
+    purchase, nothing granted, the refund recorded on the intent."""
     truth = ctx.facts.intent  # type: ignore[attr-defined]
     received = truth.get("amount_received")
     row.status = "succeeded"  # the provider's status: paid, then refunded
@@ -177,7 +178,7 @@ def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.d
         {
             "payment_intent_id": row.id,
             "stripe_payment_intent_id": row.stripe_payment_intent_id,
-            "price_id": done.price_id,
+            "price_id": done.price_id or None,
             "duplicate_of_purchase_id": done.purchase_id or None,
             "refund": done.refund,
             "amount": received if type(received) is int and received > 0 else row.amount,
@@ -188,17 +189,15 @@ def _refunded(ctx: Context, row: PaymentIntent, done: guard.Duplicate, now: dt.d
         },
         f"payment_intent.duplicate_refunded:{row.stripe_payment_intent_id}",
     )
-    why = (
-        f"its {done.credit_type} grant no longer fits the balance"
-        if done.reason == guard.NOT_STORABLE
-        else f"it is held already (purchase {done.purchase_id})"
-    )
+    why = {
+        guard.NOT_STORABLE: f"its {done.credit_type} grant no longer fits the balance",
+        guard.ARCHIVED: "its account is archived",
+    }.get(done.reason, f"it is held already (purchase {done.purchase_id})")
     paid = f"payment refunded ({done.refund})"
     if done.refused:
         paid = f"payment not refunded (Stripe: {done.refused})"
-    ctx.changes.append(
-        f"payment intent {row.id}: price {done.price_id}: {why}; {paid}, nothing granted"
-    )
+    bought = f"price {done.price_id}: " if done.price_id else ""
+    ctx.changes.append(f"payment intent {row.id}: {bought}{why}; {paid}, nothing granted")
 
 
 def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
@@ -238,7 +237,8 @@ def on_failed(ctx: Context, obj: dict[str, Any]) -> None:
 
 
 def on_canceled(ctx: Context, obj: dict[str, Any]) -> None:
-    """The provider canceled the intent (its API or dashboard: this service never cancels one):
+    """The provider canceled the intent (its API or dashboard, or this service: its customer
+    deleted, or made without request_id and left pending, `payments.closing`):
     it can no longer be paid, so a second tab is no longer given it (`intents._record`)."""
     truth = ctx.facts.intent  # type: ignore[attr-defined]
     row = _ours(ctx)

@@ -1,6 +1,10 @@
 """The guard of prices bought once, for payment intents (the payment-intent side of
 `tollbooth.checkout.once`).
 
+A payment of an intent whose account was archived since it was made (DeleteCustomer cancels
+the customer's open intents, but one can be paid between the delete and the cancel; or
+ArchiveAccount) is refunded the same way (`ARCHIVED`): no purchase, nothing granted.
+
 A payment intent is refused at creation for a price bought once (one-time, not stackable)
 that the account holds already, but two created before either was paid (two tabs), or one
 created beside a checkout of the price, can all be paid. The payment recorded first keeps the
@@ -24,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tollbooth.accounts import repository as accounts
 from tollbooth.catalog import repository as catalog
 from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
@@ -35,20 +40,29 @@ from tollbooth.webhooks.dispatch import object_id as _id
 
 HELD = unfulfilled.HELD
 NOT_STORABLE = unfulfilled.NOT_STORABLE
+ARCHIVED = unfulfilled.ARCHIVED
 
 
 @dataclass(frozen=True)
 class Duplicate:
     """What the read phase did at the provider for a payment that cannot be recorded: of a
-    price held already (`HELD`), or whose grants no longer fit the account's balance
-    (`NOT_STORABLE`, `credit_type` naming the balance; no purchase duplicated)."""
+    price held already (`HELD`), whose grants no longer fit the account's balance
+    (`NOT_STORABLE`, `credit_type` naming the balance; no purchase duplicated), or of an
+    archived account (`ARCHIVED`; `price_id` "" when the intent named no price)."""
 
     price_id: str
-    purchase_id: str  # the purchase it duplicated ("" for NOT_STORABLE)
+    purchase_id: str  # the purchase it duplicated ("" for NOT_STORABLE and ARCHIVED)
     refund: str | None  # None: the provider reported the payment refunded already
     reason: str = HELD
     credit_type: str = ""
     refused: str | None = None  # Stripe's code when it refuses the refund for good
+
+
+def archived(session: Session, row: PaymentIntent) -> bool:
+    """Whether the intent's account is archived (DeleteCustomer, or ArchiveAccount): no
+    purchase is recorded on it and nothing granted (the request path refuses it too)."""
+    account = accounts.by_id(session, row.billing_account_id)
+    return account is not None and account.archived_at is not None
 
 
 def held_by_other(session: Session, row: PaymentIntent) -> tuple[str, str] | None:
@@ -89,8 +103,12 @@ def prepare(
             return None
         if row.purchase_id is not None or row.duplicate_of or row.refunded_at is not None:
             return None  # recorded already: the effect's guard makes this event a no-op
-        held = held_by_other(session, row)
-        full = not_storable(session, row) if held is None else None
+        gone = archived(session, row)
+        held = held_by_other(session, row) if not gone else None
+        full = not_storable(session, row) if held is None and not gone else None
+    if gone:
+        refund, refused = unfulfilled.refund(provider, stripe_id, ARCHIVED)
+        return Duplicate(row.price_id or "", "", refund, ARCHIVED, refused=refused)
     if held is None and full is None:
         return None
     if held is not None:
@@ -105,6 +123,10 @@ def check(session: Session, row: PaymentIntent) -> None:
     """Apply phase, under the account's lock: a purchase of the price the read phase did not
     see fails the attempt (nothing recorded, nothing granted); the retry's read phase
     refunds."""
+    if archived(session, row):
+        raise unfulfilled.refusal(
+            f"payment intent {row.id}", ARCHIVED, row.price_id or "", row.billing_account_id
+        )
     held = held_by_other(session, row)
     if held is not None:
         raise unfulfilled.refusal(f"payment intent {row.id}", HELD, held[0], f"purchase {held[1]}")

@@ -45,7 +45,8 @@ from tollbooth.db import Database
 from tollbooth.db.payment_intents import PaymentIntent
 from tollbooth.db.types import utcnow
 from tollbooth.ids import new_id
-from tollbooth.payments import repository, service
+from tollbooth.payments import closing, repository, service
+from tollbooth.payments.closing import OURS
 from tollbooth.provider.client import REFUSED, StripeProvider
 from tollbooth.provider.keys import (
     KEY_LIFETIME,
@@ -59,8 +60,6 @@ from tollbooth.subscriptions.service import already_purchased, bought_once, held
 
 log = logging.getLogger("tollbooth.payments")
 
-# The metadata key that marks a provider payment intent as one of ours (checkout's carry none).
-OURS = "tollbooth_payment_intent_id"
 # An intent still pending after this long was left by a crash or a timeout: the sweeper's.
 STALE_AFTER = dt.timedelta(minutes=10)
 
@@ -148,6 +147,7 @@ def _record_or_share(
         receipt_email=cleaned.receipt_email,
         price_id=cleaned.price.id if cleaned.price else None,
         fingerprint=cleaned.fingerprint(),
+        keyed=bool(req.request_id),
         created_at=now,
         updated_at=now,
     )
@@ -225,7 +225,16 @@ def _realised(
         if moved:
             locked.status = str(remote.get("status") or "requires_payment_method")
         locked.updated_at = utcnow()
-        return locked, moved
+        withdrawn = locked.status == "canceled" and remote.get("status") != "canceled"
+    if withdrawn:
+        # Recorded canceled while this create was on its way (the sweep withdrew it, not
+        # finding it at the provider yet): canceled there too, so nobody pays it. A failure
+        # is logged; the provider's intent stays open until an operator cancels it.
+        try:
+            closing.cancel_at_provider(provider, str(remote["id"]))
+        except errors.DomainError as exc:
+            log.warning("payment intent %s: not canceled at Stripe (%s)", row.id, exc.reason)
+    return locked, moved
 
 
 def _recorded(
@@ -312,6 +321,12 @@ def sweep_pending(
     since a first attempt used it (`ParametersChanged`: the account's provider customer was
     relinked): no run could complete it, so it is not a failure; every run reports it alike.
 
+    One made without request_id (seed 003 sends none; `keyed` False) is never sent again: no
+    client can retry it (it never had its id), so completing it would only make an unpaid
+    intent nobody knows about. It is canceled instead (`closing.withdraw_unkeyed`: looked up
+    at the provider by its metadata, canceled there if a first attempt made it), reported as
+    a change; a provider failure leaves it pending for the next sweep.
+
     A change is reported by the run that made it: the answer is recorded only on a row still
     `pending` (under its lock), and a run that finds it moved on meanwhile (another sweep, a
     client's retry, the provider's event) logs it as already done and reports nothing."""
@@ -329,6 +344,22 @@ def sweep_pending(
         if archived is not None:
             log.warning("%s", archived)
             done.left_alone.append(archived)
+            continue
+        if not row.keyed:  # no client can retry it: never sent again, canceled
+            try:
+                withdrawn = closing.withdraw_unkeyed(db, provider, row)
+            except closing.StillPayable as paid:
+                log.warning("%s", paid)
+                done.left_alone.append(str(paid))
+                continue
+            except errors.DomainError as exc:
+                done.failed.append(
+                    f"payment intent {row.id}: {exc.reason}: {exc.message} (still pending:"
+                    " the next sweep tries again)"
+                )
+                continue
+            if withdrawn is not None:
+                done.changed.append(withdrawn)
             continue
         try:
             result, moved = _realised(db, provider, row)

@@ -12,7 +12,18 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from tollbooth.db.models import BillingEffect
 from tollbooth.db.payment_intents import PaymentIntent
+
+# Statuses an intent never leaves; the others can still be paid, or canceled.
+FINAL = ("succeeded", "canceled")
+NOT_FINAL = (
+    "pending",
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_action",
+    "processing",
+)
 
 
 def intent_by_id(
@@ -57,6 +68,23 @@ def stale_pending(session: Session, *, before: dt.datetime) -> list[PaymentInten
         PaymentIntent.status == "pending", PaymentIntent.created_at < before
     )
     return list(session.scalars(stmt.order_by(PaymentIntent.created_at)))
+
+
+def open_at_provider(session: Session, *, account_id: str | None) -> list[PaymentIntent]:
+    """Intents the provider holds (its id recorded) that can still be paid, oldest first: of
+    `account_id`, or (None) of every account whose customer DeleteCustomer deleted (its mark
+    `customer.delete:{account}`, `accounts.repository.delete_mark`)."""
+    stmt = select(PaymentIntent).where(
+        PaymentIntent.status.not_in(FINAL), PaymentIntent.stripe_payment_intent_id.is_not(None)
+    )
+    if account_id is not None:
+        stmt = stmt.where(PaymentIntent.billing_account_id == account_id)
+    else:
+        stmt = stmt.join(
+            BillingEffect,
+            BillingEffect.key == "customer.delete:" + PaymentIntent.billing_account_id,
+        )
+    return list(session.scalars(stmt.order_by(PaymentIntent.created_at, PaymentIntent.id)))
 
 
 def add_intent(session: Session, row: PaymentIntent) -> None:

@@ -42,6 +42,7 @@ from tollbooth.provider.answers import (
     stripe_answer,
 )
 from tollbooth.provider.keys import KEY_STEPS, idempotency_key, options_digest, stepped_key
+from tollbooth.provider.payment_intents import PaymentIntentCalls
 
 SANDBOX_KEY = "sk_test_tollbooth_sandbox"
 API_VERSION = stripe.api_version
@@ -83,8 +84,9 @@ def refund_or_refusal(refund: Callable[[], str | None]) -> tuple[str | None, str
         return None, exc.code
 
 
-class StripeProvider:
-    """A thin, typed-by-dict facade over `stripe.StripeClient`."""
+class StripeProvider(PaymentIntentCalls):
+    """A thin, typed-by-dict facade over `stripe.StripeClient` (payment intents: its
+    `PaymentIntentCalls`)."""
 
     def __init__(
         self,
@@ -358,28 +360,6 @@ class StripeProvider:
                     params=params,  # type: ignore[arg-type]
                     options=options,  # type: ignore[arg-type]
                 ),
-            )
-        )
-
-    # -- payment intents (PaymentService) --------------------------------------------------
-
-    def create_payment_intent(self, params: dict[str, Any], *, idempotency: str) -> dict[str, Any]:
-        return self._plain(
-            self._created(
-                "create payment intent",
-                idempotency,
-                lambda options: self.client.v1.payment_intents.create(
-                    params=params,  # type: ignore[arg-type]
-                    options=options,  # type: ignore[arg-type]
-                ),
-            )
-        )
-
-    def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
-        return self._plain(
-            self._call(
-                "retrieve payment intent",
-                lambda: self.client.v1.payment_intents.retrieve(payment_intent_id),
             )
         )
 

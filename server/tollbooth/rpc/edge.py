@@ -21,6 +21,7 @@ define; all FIELD_INVALID naming the field.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -336,6 +337,13 @@ def parse(cls: type[Message], raw: bytes) -> Message:
     return msg
 
 
+# The unary request this call parsed (None before, or when it did not parse): read by the
+# error interceptor, which sees only its bytes, to word an outage's retry advice for it.
+parsed_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
+    "parsed_request", default=None
+)
+
+
 def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
@@ -349,6 +357,7 @@ def _unary_request(
         if idempotency_header.apply(request, metadata, _has_request_id(cls.DESCRIPTOR)):
             validate(request)  # the key as if the request had named it: the same checks
             check_fields(request)
+        parsed_request.set(request)
         query_fields = surface = body_fields = None
         for key, value in metadata:
             if key == json_fields.HEADER:

@@ -24,6 +24,7 @@ from tollbooth.auth.caller import ANONYMOUS, Authenticator, AuthRequirement, cur
 from tollbooth.db import is_lost_connection, is_read_only
 from tollbooth.errors import DomainError, Kind, permission_denied, unauthenticated
 from tollbooth.logs import request_id_var
+from tollbooth.rpc.edge import parsed_request
 from tollbooth.rpc.rules import PUBLIC_PREFIXES
 from tollbooth.rpc.status import internal_status, to_grpc_status
 
@@ -274,6 +275,27 @@ _RETRY_BY_UNIQUE_ID = frozenset(
 )
 
 
+# How a domain error's outage message (the provider's) tells the caller to retry safely.
+SAME_REQUEST_ID = "retry with the same request_id"
+
+
+def retry_advice(exc: DomainError, request: Any) -> DomainError:
+    """`exc` with a message true for `request`: "retry with the same request_id" only when it
+    carried one; without one, "retry, with a request_id to make retries safe" (the request
+    has the field) or "retry" (it has none). Reason, metadata and retry info unchanged."""
+    if SAME_REQUEST_ID not in exc.message or request is None:
+        return exc
+    given = getattr(request, "request_id", None)
+    if given:
+        return exc
+    how = "retry" if given is None else "retry, with a request_id to make retries safe"
+    advised = DomainError(
+        exc.kind, exc.reason, exc.message.replace(SAME_REQUEST_ID, how), **exc.metadata
+    )
+    advised.retry_after_sec, advised.headers = exc.retry_after_sec, exc.headers
+    return advised
+
+
 class ErrorInterceptor(_Base):
     """Domain errors become google.rpc.Status with ErrorInfo; a database outage is UNAVAILABLE;
     anything else is INTERNAL. A unary answer's provider calls get the caller's time budget
@@ -283,9 +305,9 @@ class ErrorInterceptor(_Base):
         self._budget = provider_budget_sec
 
     def _wrap(self, behavior, streams_out, method):  # type: ignore[no-untyped-def]
-        def on_error(exc, context):  # type: ignore[no-untyped-def]
+        def on_error(exc, context, request=None):  # type: ignore[no-untyped-def]
             if isinstance(exc, DomainError):
-                context.abort_with_status(to_grpc_status(exc))
+                context.abort_with_status(to_grpc_status(retry_advice(exc, request)))
             if _is_abort(exc) or isinstance(exc, GeneratorExit):
                 return
             if isinstance(exc, grpc.RpcError) and not context.is_active():
@@ -312,12 +334,15 @@ class ErrorInterceptor(_Base):
             return _around(behavior, streams_out, lambda c: None, on_error, lambda s, c: None)
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            parsed = parsed_request.set(None)  # set by the edge once the bytes parse
             try:
                 with deadline.budget(context.time_remaining(), self._budget):
                     return behavior(request, context)
             except BaseException as exc:
-                on_error(exc, context)
+                on_error(exc, context, parsed_request.get())
                 raise
+            finally:
+                parsed_request.reset(parsed)
 
         return unary
 

@@ -1,8 +1,9 @@
 """What the fulfilment guards of a paid purchase share (`checkout.once` for a checkout,
 `payments.guard` for a payment intent): a payment that cannot be recorded, because it buys a
-price the account holds already (`HELD`) or because what it grants no longer fits a balance
-(`NOT_STORABLE`), is refunded in full in the read phase, and the apply phase's refusal when
-it meets such a purchase unseen.
+price the account holds already (`HELD`), because what it grants no longer fits a balance
+(`NOT_STORABLE`) or, for a payment intent, because its account was archived since
+(`ARCHIVED`: its customer deleted), is refunded in full in the read phase, and the apply
+phase's refusal when it meets such a purchase unseen.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from tollbooth.subscriptions import overflow
 
 HELD = "PRICE_ALREADY_PURCHASED"
 NOT_STORABLE = overflow.NOT_STORABLE
+# A payment of an account archived since its intent was made (its customer deleted, the
+# intent paid before its cancel reached the provider): refunded, nothing granted.
+ARCHIVED = "ACCOUNT_ARCHIVED"
 
 
 def refund_key(payment_intent: str) -> str:
@@ -32,6 +36,11 @@ def refund(
         return refund_or_refusal(
             lambda: provider.refund_payment(payment_intent, idempotency=key, reason=DUPLICATE)
         )
+    if reason == ARCHIVED:  # no duplicate, and not the customer's request: no Stripe reason
+        key = idempotency_key("archived-refund", payment_intent)
+        return refund_or_refusal(
+            lambda: provider.refund_payment(payment_intent, idempotency=key, reason=None)
+        )
     return refund_or_refusal(lambda: overflow.refund(provider, payment_intent))
 
 
@@ -43,6 +52,8 @@ def refusal(what: str, reason: str, price_id: str, detail: str = "") -> errors.D
     if reason == HELD:
         held = f" ({detail})" if detail else ""
         message = f"{what} buys price {price_id!r}, which the account holds already{held}"
+    elif reason == ARCHIVED:
+        message = f"{what}: its account {detail} is archived"
     else:
         message = (
             f"{what}: what price {price_id!r} grants no longer fits the account's"

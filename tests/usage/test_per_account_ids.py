@@ -206,7 +206,7 @@ def test_concurrent_sends_of_one_account_and_id_from_two_replicas_count_once(
         uid = fresh("evt")
         # Each account's event of the id from both replicas at once, by id and by alias.
         calls = [
-            lambda ch=ch, ref=ref: ingest(ch, [event(uid, ref, when=T0)])[0].status
+            lambda ch=ch, ref=ref, uid=uid: ingest(ch, [event(uid, ref, when=T0)])[0].status
             for ch, ref in ((first, a), (second, a_alias), (first, b_alias), (second, b))
         ]
         statuses = all_at_once(calls)

@@ -1,5 +1,5 @@
 """Migration 0038 on a database holding usage events: the rows stay, the primary key becomes
-(billing_account_id, unique_id), so one unique id can then be stored for a second account
+(unique_id, billing_account_id), so one unique id can then be stored for a second account
 and a second row of one account's key is still refused."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_usage_events_keep_their_rows_and_are_keyed_per_account(database_url: st
             conn.execute(EVENTS.insert(), [row("evt_123456", "acct_a"), row("e2", "acct_b")])
         upgrade(database_url)
         pk = inspect(engine).get_pk_constraint("usage_events")
-        assert pk["constrained_columns"] == ["billing_account_id", "unique_id"]
+        assert pk["constrained_columns"] == ["unique_id", "billing_account_id"]
         indexes = {i["name"] for i in inspect(engine).get_indexes("usage_events")}
         assert "ix_usage_events_account_name_time" in indexes
         with engine.begin() as conn:

@@ -119,8 +119,8 @@ def test_an_archived_account_s_event_never_takes_a_live_account_s_unique_id(
     ]
     assert stored(db) == {f"p{i}" for i in range(padding)} | {"shared"}
     with db.transaction(readonly=True) as session:
-        assert session.get(UsageEvent, (gone, "shared")) is None
-        row = session.get(UsageEvent, (live, "shared"))
+        assert session.get(UsageEvent, ("shared", gone)) is None
+        row = session.get(UsageEvent, ("shared", live))
         assert row is not None and row.billing_account_id == live
     assert balance(channel, live) == ("9", "0")  # one burn: the stored "shared"
 
@@ -134,4 +134,4 @@ def test_an_archived_account_s_event_is_no_duplicate_of_another_account_s(channe
     results = ingest(channel, [event("x", gone)])
     assert [(r.status, r.reason) for r in results] == [(REJECTED, "ACCOUNT_ARCHIVED")]
     with db.transaction(readonly=True) as session:
-        assert session.get(UsageEvent, (gone, "x")) is None
+        assert session.get(UsageEvent, ("x", gone)) is None

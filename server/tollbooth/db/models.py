@@ -419,8 +419,8 @@ class UsageEvent(Base):
 
     __tablename__ = "usage_events"
 
-    billing_account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     unique_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    billing_account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     event_name: Mapped[str] = mapped_column(String(200), nullable=False)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     properties: Mapped[dict[str, Any]] = mapped_column(PropertiesJSON, nullable=False)

@@ -2,11 +2,11 @@
 
 Ingest writes through the driver connection of the session's transaction (one statement or one
 COPY per batch, no ORM object per row): on PostgreSQL the batch is COPied into a temporary
-staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (billing_account_id,
-unique_id) DO NOTHING RETURNING billing_account_id, unique_id`; on SQLite each row is one
-`INSERT ... ON CONFLICT DO NOTHING` whose row count says whether it was new. Both are
-insert-first: the primary key (account, unique id: an id is unique per account) decides, never
-a read before the write. Rows go in (account, unique id) order (code points, as Python sorts
+staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (unique_id,
+billing_account_id) DO NOTHING RETURNING billing_account_id, unique_id`; on SQLite each row is
+one `INSERT ... ON CONFLICT DO NOTHING` whose row count says whether it was new. Both are
+insert-first: the primary key (unique id, account: an id is unique per account) decides, never
+a read before the write. Rows go in (unique id, account) order (code points, as Python sorts
 and as `COLLATE "C"` sorts) so that two concurrent batches sharing keys lock them in the same
 order and cannot deadlock.
 """
@@ -62,8 +62,8 @@ _STAGING_MOVE = (
     + OCCURRED_AT_SQL.format(s="seconds", us="micros")
     + ", properties::jsonb, %s"
     " FROM usage_events_staging WHERE billing_account_id NOT IN (SELECT id FROM arch)"
-    ' ORDER BY billing_account_id COLLATE "C", unique_id COLLATE "C"'
-    " ON CONFLICT (billing_account_id, unique_id) DO NOTHING"
+    ' ORDER BY unique_id COLLATE "C", billing_account_id COLLATE "C"'
+    " ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
     " RETURNING billing_account_id, unique_id"
 )
 # Few rows (a single event, a trickling stream): one statement beats the staging round trips.
@@ -76,14 +76,14 @@ _VALUES_INSERT = (
     + OCCURRED_AT_SQL.format(s="s", us="us")
     + ", p::jsonb, r FROM (VALUES {rows}) AS v (u, a, e, s, us, p, r)"
     " WHERE a NOT IN (SELECT id FROM arch)"
-    ' ORDER BY a COLLATE "C", u COLLATE "C"'
-    " ON CONFLICT (billing_account_id, unique_id) DO NOTHING"
+    ' ORDER BY u COLLATE "C", a COLLATE "C"'
+    " ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
     " RETURNING billing_account_id, unique_id"
 )
 _SQLITE_INSERT = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (billing_account_id, unique_id) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
 )
 
 
@@ -184,7 +184,7 @@ def insert_events_and_read_burns(
     """
     if not rows:
         return set(), [], set()
-    ordered = sorted(rows, key=lambda row: (row[1], row[0]))
+    ordered = sorted(rows)
     accounts = sorted({row[1] for row in ordered})
     dbapi = session.connection().connection.driver_connection
     if dialect(session) == "postgresql":

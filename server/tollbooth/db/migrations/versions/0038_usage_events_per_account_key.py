@@ -1,7 +1,11 @@
 """A usage event's unique id is unique per billing account: the primary key of usage_events
-becomes (billing_account_id, unique_id), as Lago's transaction_id is unique per subscription.
+becomes (unique_id, billing_account_id), as Lago's transaction_id is unique per subscription.
 Existing rows are kept (unique by id alone, so unique by the pair). The old key's only reader,
 the ingest's `ON CONFLICT (unique_id)`, names the pair from this revision on.
+
+The unique id leads: a key led by the account would be an index on the account too, which
+PostgreSQL then prefers for a GetUsage query over `ix_usage_events_account_name_time` (account,
+event name, time), the index every usage query is meant to read.
 
 Revision ID: 0038
 Revises: 0037
@@ -56,7 +60,7 @@ def _set_key(columns: list[str]) -> None:
 
 
 def upgrade() -> None:
-    _set_key(["billing_account_id", "unique_id"])
+    _set_key(["unique_id", "billing_account_id"])
 
 
 def downgrade() -> None:

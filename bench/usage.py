@@ -2,9 +2,10 @@
 
 Ingest, events per second, every figure beside two baselines measured in the same run on the
 same table shape (a copy of usage_events with its indexes) with the same number of client
-processes: raw psycopg `executemany` of `INSERT ... ON CONFLICT (unique_id) DO NOTHING` with 500
-rows per transaction (the idempotent insert the target compares with: gRPC batch >= 0.7x,
-stream >= 0.5x), and raw `COPY` of 500 rows per transaction (no idempotency: the ceiling).
+processes: raw psycopg `executemany` of `INSERT ... ON CONFLICT (unique_id, billing_account_id)
+DO NOTHING` with 500 rows per transaction (the idempotent insert the target compares with: gRPC
+batch >= 0.7x, stream >= 0.5x), and raw `COPY` of 500 rows per transaction (no idempotency: the
+ceiling).
 
 - grpc_batch: IngestEvents of 500 events per call, one call in flight per client process;
 - grpc_stream: one StreamEvents per client process, sending without waiting, counting acks;
@@ -281,7 +282,7 @@ def prep_raw_executemany(arg: dict[str, Any]) -> Callable[[], int]:
     sql = (
         f"INSERT INTO {arg['table']} (unique_id, billing_account_id, event_name, occurred_at,"
         " properties, received_at) VALUES (%s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (unique_id) DO NOTHING"
+        " ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
     )
 
     def run() -> int:

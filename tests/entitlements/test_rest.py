@@ -157,6 +157,31 @@ def test_after_buying_pro_its_feature_is_allowed_and_metered_usage_is_counted(re
     assert [e["feature"] for e in listed["entitlements"]] == ["api", "pro"]
 
 
+def test_seed_001_unique_id_counts_once_in_each_buyer_s_metered_entitlement(rest: Rest, pro):  # type: ignore[no-untyped-def]
+    # Seed 001's body (`"uniqueId": "evt_123456"`) copied for two fresh accounts: a unique id is
+    # unique per account, so each account's `used` counts its own copy once.
+    buyers = [token_of(rest, f"seed-{k}-{uuid.uuid4().hex[:6]}") for k in "ab"]
+    for token, _ in buyers:
+        buy_pro(rest, token)
+    for token, _ in buyers:
+        wait_for(
+            lambda token=token: rest.ok("GET", "/api/v1/entitlements/pro", token=token)["allowed"],
+            what="the purchase's webhook to be applied",
+        )
+    now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    body = {"uniqueId": "evt_123456", "eventName": "api.call", "timestamp": now}
+    # The second round is every account's retry: a duplicate of its own event.
+    for expected in ("EVENT_STATUS_ACCEPTED", "EVENT_STATUS_DUPLICATE"):
+        statuses = [
+            rest.ok("POST", "/mgt/v1/events", {**body, "account": account})["status"]
+            for _, account in buyers
+        ]
+        assert statuses == [expected, expected]
+    for _, account in buyers:
+        metered = rest.ok("GET", f"/mgt/v1/accounts/{account}/entitlements/api")
+        assert (metered["used"], metered["remaining"]) == ("1", "999")
+
+
 def test_rest_errors_are_4xx_with_stable_reasons(rest: Rest, pro):  # type: ignore[no-untyped-def]
     token, _ = token_of(rest, f"rest-errors-{uuid.uuid4().hex[:6]}")
     _, other = token_of(rest, f"rest-other-{uuid.uuid4().hex[:6]}")

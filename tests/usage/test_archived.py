@@ -99,14 +99,12 @@ def test_a_large_batch_and_a_repeat_within_it_reject_the_archived_account_s_even
 
 
 @pytest.mark.parametrize("padding", [0, 20], ids=["few-rows", "staging"])
-def test_a_live_account_s_event_after_an_archived_one_with_its_unique_id_is_stored(
+def test_an_archived_account_s_event_never_takes_a_live_account_s_unique_id(
     channel, db, padding
 ) -> None:  # type: ignore[no-untyped-def]
-    # Unique ids are one namespace across accounts, and the first event of an id in a batch
-    # counts. The archived account's event is never stored, so the live account's later event
-    # of that id is the first that can be: it is accepted and burns, never answered DUPLICATE
-    # with nothing stored (its sender would drop it). The archived account's event is then a
-    # duplicate of a stored id, as it is when the live account's event comes first.
+    # A unique id is unique per account: the archived account's event of an id is rejected
+    # (nothing of it stored) and the live account's event of that id, later in the batch, is
+    # its own event: accepted and burning once; its repeat is a duplicate.
     live, gone = account(channel, "live"), account(channel, "gone")
     grant(channel, live, "10")
     burning_metric(channel, "calls", "1")
@@ -115,12 +113,25 @@ def test_a_live_account_s_event_after_an_archived_one_with_its_unique_id_is_stor
     batch += [event("shared", gone), event("shared", live), event("shared", live)]
     results = ingest(channel, batch)
     assert [(r.unique_id, r.status, r.reason) for r in results[padding:]] == [
-        ("shared", DUPLICATE, ""),
+        ("shared", REJECTED, "ACCOUNT_ARCHIVED"),
         ("shared", ACCEPTED, ""),
         ("shared", DUPLICATE, ""),
     ]
     assert stored(db) == {f"p{i}" for i in range(padding)} | {"shared"}
     with db.transaction(readonly=True) as session:
-        row = session.get(UsageEvent, "shared")
+        assert session.get(UsageEvent, ("shared", gone)) is None
+        row = session.get(UsageEvent, ("shared", live))
         assert row is not None and row.billing_account_id == live
     assert balance(channel, live) == ("9", "0")  # one burn: the stored "shared"
+
+
+def test_an_archived_account_s_event_is_no_duplicate_of_another_account_s(channel, db) -> None:  # type: ignore[no-untyped-def]
+    # Stored before the archive means stored for this account: the live account's event of the
+    # id makes the archived account's no retry of anything.
+    live, gone = account(channel, "live"), account(channel, "gone")
+    assert [r.status for r in ingest(channel, [event("x", live)])] == [ACCEPTED]
+    archive(channel, gone)
+    results = ingest(channel, [event("x", gone)])
+    assert [(r.status, r.reason) for r in results] == [(REJECTED, "ACCOUNT_ARCHIVED")]
+    with db.transaction(readonly=True) as session:
+        assert session.get(UsageEvent, ("x", gone)) is None

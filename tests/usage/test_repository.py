@@ -36,17 +36,32 @@ def test_timestamps_are_stored_exactly_across_the_whole_range(db: Database, copi
     received = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with db.transaction() as session:
         inserted = repository.insert_events(session, batch, received)
-    assert inserted == {r[0] for r in batch}
+    assert inserted == {(r[1], r[0]) for r in batch}
     with db.transaction(readonly=True) as session:
         stored = dict(session.execute(select(UsageEvent.unique_id, UsageEvent.occurred_at)).all())
     for uid, _, _, s, us, _ in batch:
         assert stored[uid] == EPOCH + dt.timedelta(seconds=s, microseconds=us), uid
 
 
-def test_insert_returns_only_the_ids_it_inserted(db: Database) -> None:
+def test_insert_returns_only_the_keys_it_inserted(db: Database) -> None:
     received = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with db.transaction() as session:
         repository.insert_events(session, rows("a")[:3], received)
     with db.transaction() as session:
         again = repository.insert_events(session, rows("a"), received)
-    assert again == {r[0] for r in rows("a")[3:]}
+    assert again == {("acct_x", r[0]) for r in rows("a")[3:]}
+
+
+@pytest.mark.parametrize("copies", [1, 3], ids=["values", "staging"])
+def test_one_id_for_another_account_is_another_row(db: Database, copies: int) -> None:
+    # The key is (account, unique id): the same ids for acct_y are new, for acct_x are not.
+    received = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    batch = [r for k in range(copies) for r in rows(f"k{k}-")]
+    with db.transaction() as session:
+        repository.insert_events(session, batch, received)
+    other = [(uid, "acct_y", n, s, us, p) for uid, _, n, s, us, p in batch]
+    with db.transaction() as session:
+        inserted = repository.insert_events(session, [*batch, *other], received)
+        assert inserted == {("acct_y", r[0]) for r in batch}
+        keys = [(r[1], r[0]) for r in (*batch, *other)] + [("acct_z", "k0-00")]
+        assert repository.stored_among(session, keys) == set(keys[:-1])

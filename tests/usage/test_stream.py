@@ -77,8 +77,9 @@ def test_a_message_over_the_batch_maximum_is_rejected_event_by_event(channel_wit
     )
     assert [r.reason for r in results] == ["BATCH_TOO_LARGE"] * 3 + [""]
     assert results[-1].status == ACCEPTED
-    # Each answer names its event (EventResult.unique_id), so a sender following the
-    # README's `unanswered.pop(result.unique_id)` knows which events were refused for good.
+    # Each answer names its event (EventResult.unique_id) and comes in the order sent, so a
+    # sender following the README (the n-th result answers the n-th event) knows which events
+    # were refused for good.
     assert [r.unique_id for r in results] == ["x0", "x1", "x2", "y"]
 
 

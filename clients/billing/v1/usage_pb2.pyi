@@ -37,7 +37,9 @@ class _EventStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventStat
     EVENT_STATUS_ACCEPTED: _EventStatus.ValueType  # 1
     """Committed now."""
     EVENT_STATUS_DUPLICATE: _EventStatus.ValueType  # 2
-    """Committed earlier under the same unique_id; nothing changed."""
+    """Committed earlier under the same unique_id for the same account; nothing
+    changed.
+    """
     EVENT_STATUS_REJECTED: _EventStatus.ValueType  # 3
     """Refused; see reason."""
 
@@ -48,7 +50,9 @@ EVENT_STATUS_UNSPECIFIED: EventStatus.ValueType  # 0
 EVENT_STATUS_ACCEPTED: EventStatus.ValueType  # 1
 """Committed now."""
 EVENT_STATUS_DUPLICATE: EventStatus.ValueType  # 2
-"""Committed earlier under the same unique_id; nothing changed."""
+"""Committed earlier under the same unique_id for the same account; nothing
+changed.
+"""
 EVENT_STATUS_REJECTED: EventStatus.ValueType  # 3
 """Refused; see reason."""
 Global___EventStatus: _TypeAlias = EventStatus  # noqa: Y015
@@ -108,7 +112,8 @@ class UsageEvent(_message.Message):
     PROPERTIES_FIELD_NUMBER: _builtins.int
     unique_id: _builtins.str
     """Unique id chosen by the sender (JSON `uniqueId`); the idempotency key,
-    kept forever, unique across all accounts. When empty (or only whitespace;
+    kept forever, unique per billing account: the same id for another account
+    is another event, and an alias and the account id name one account. When empty (or only whitespace;
     a tab or line break is a control character, refused), the server derives it from the event's content: `derived_` followed by
     the SHA-256 (hex) of the account id, event name, timestamp and canonical
     properties JSON, so a retried send of the same event still counts once.

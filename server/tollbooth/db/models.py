@@ -410,7 +410,7 @@ PropertiesJSON = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UsageEvent(Base):
-    """One metered usage event, stored once under its unique id (kept forever).
+    """One metered usage event, stored once per account and unique id (kept forever).
 
     Written only through Core inserts (`usage.repository`), never as ORM objects per row. No
     foreign key to billing_accounts: the account is resolved in the ingest transaction and
@@ -420,7 +420,7 @@ class UsageEvent(Base):
     __tablename__ = "usage_events"
 
     unique_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    billing_account_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    billing_account_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     event_name: Mapped[str] = mapped_column(String(200), nullable=False)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
     properties: Mapped[dict[str, Any]] = mapped_column(PropertiesJSON, nullable=False)

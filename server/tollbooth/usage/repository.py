@@ -2,12 +2,13 @@
 
 Ingest writes through the driver connection of the session's transaction (one statement or one
 COPY per batch, no ORM object per row): on PostgreSQL the batch is COPied into a temporary
-staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (unique_id) DO NOTHING
-RETURNING unique_id`; on SQLite each row is one `INSERT ... ON CONFLICT DO NOTHING` whose row
-count says whether it was new. Both are insert-first: the unique id's constraint decides,
-never a read before the write. Rows go in unique-id order (code points, as Python sorts and
-as `COLLATE "C"` sorts) so that two concurrent batches sharing ids lock them in the same order
-and cannot deadlock.
+staging table and moved with one `INSERT ... SELECT ... ON CONFLICT (unique_id,
+billing_account_id) DO NOTHING RETURNING billing_account_id, unique_id`; on SQLite each row is
+one `INSERT ... ON CONFLICT DO NOTHING` whose row count says whether it was new. Both are
+insert-first: the primary key (unique id, account: an id is unique per account) decides, never
+a read before the write. Rows go in (unique id, account) order (code points, as Python sorts
+and as `COLLATE "C"` sorts) so that two concurrent batches sharing keys lock them in the same
+order and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, text
+from sqlalchemy import bindparam, delete, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from tollbooth.db import upsert_insert
@@ -61,7 +62,9 @@ _STAGING_MOVE = (
     + OCCURRED_AT_SQL.format(s="seconds", us="micros")
     + ", properties::jsonb, %s"
     " FROM usage_events_staging WHERE billing_account_id NOT IN (SELECT id FROM arch)"
-    ' ORDER BY unique_id COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
+    ' ORDER BY unique_id COLLATE "C", billing_account_id COLLATE "C"'
+    " ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
+    " RETURNING billing_account_id, unique_id"
 )
 # Few rows (a single event, a trickling stream): one statement beats the staging round trips.
 SMALL_BATCH = 16
@@ -73,12 +76,14 @@ _VALUES_INSERT = (
     + OCCURRED_AT_SQL.format(s="s", us="us")
     + ", p::jsonb, r FROM (VALUES {rows}) AS v (u, a, e, s, us, p, r)"
     " WHERE a NOT IN (SELECT id FROM arch)"
-    ' ORDER BY u COLLATE "C" ON CONFLICT (unique_id) DO NOTHING RETURNING unique_id'
+    ' ORDER BY u COLLATE "C", a COLLATE "C"'
+    " ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
+    " RETURNING billing_account_id, unique_id"
 )
 _SQLITE_INSERT = (
     "INSERT INTO usage_events"
     " (unique_id, billing_account_id, event_name, occurred_at, properties, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unique_id) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (unique_id, billing_account_id) DO NOTHING"
 )
 
 
@@ -128,30 +133,40 @@ def archived_among(session: Session, account_ids: Iterable[str]) -> set[str]:
     )
 
 
-def stored_among(session: Session, unique_ids: Iterable[str]) -> set[str]:
-    """The ids among `unique_ids` of events stored already."""
-    ids = list(set(unique_ids))
-    if not ids:
+# An event's key: (billing account id, unique id). An id is unique per account.
+Key = tuple[str, str]
+
+
+def stored_among(session: Session, keys: Iterable[Key]) -> set[Key]:
+    """The keys among `keys` of events stored already."""
+    wanted = sorted(set(keys))
+    if not wanted:
         return set()
-    return set(session.scalars(select(UsageEvent.unique_id).where(UsageEvent.unique_id.in_(ids))))
+    pair = tuple_(UsageEvent.billing_account_id, UsageEvent.unique_id)
+    rows = session.execute(
+        select(UsageEvent.billing_account_id, UsageEvent.unique_id).where(pair.in_(wanted))
+    )
+    return {(r[0], r[1]) for r in rows}
 
 
-def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetime) -> set[str]:
-    """insert_events_and_read_burns, answering only the ids this call inserted."""
+def insert_events(session: Session, rows: Sequence[Row], received_at: dt.datetime) -> set[Key]:
+    """insert_events_and_read_burns, answering only the keys this call inserted."""
     return insert_events_and_read_burns(session, rows, received_at)[0]
 
 
 # The statement that inserts also reads which of the batch's accounts are archived (their
 # events are not inserted) and every metric with a credit burn, so that ingest costs one round
-# trip: each answer row is tagged, "i" an inserted unique id, "a" an archived account, "m" a
-# burning metric. The archive is read in the inserting statement's own snapshot; an archive
-# committing while it runs may let that batch's events in (as a separate read would).
+# trip: each answer row is tagged, "i" an inserted event (its account, then its unique id), "a"
+# an archived account, "m" a burning metric. The archive is read in the inserting statement's
+# own snapshot; an archive committing while it runs may let that batch's events in (as a
+# separate read would).
 _WITH_BURNS = (
     "WITH arch AS (SELECT id FROM billing_accounts"
     " WHERE id = ANY(%s::varchar[]) AND archived_at IS NOT NULL),"
-    " ins AS ({insert}) SELECT 'i', unique_id FROM ins UNION ALL SELECT 'a', id FROM arch"
+    " ins AS ({insert}) SELECT 'i', billing_account_id, unique_id FROM ins"
+    " UNION ALL SELECT 'a', id, NULL FROM arch"
     " UNION ALL SELECT 'm', json_build_array(code, event_name, aggregation, property, filters,"
-    " credit_type, credit_rate)::text FROM billable_metrics WHERE credit_type IS NOT NULL"
+    " credit_type, credit_rate)::text, NULL FROM billable_metrics WHERE credit_type IS NOT NULL"
 )
 # (code, event_name, aggregation, property, filters, credit_type, credit_rate)
 MetricRow = tuple[str, str, str, str, list[Any], str, str]
@@ -159,13 +174,13 @@ MetricRow = tuple[str, str, str, str, list[Any], str, str]
 
 def insert_events_and_read_burns(
     session: Session, rows: Sequence[Row], received_at: dt.datetime
-) -> tuple[set[str], list[MetricRow], set[str]]:
-    """Insert the rows whose unique id is new and whose account is not archived; answers the
-    unique ids inserted, every metric with a credit burn (none when nothing was inserted) and
+) -> tuple[set[Key], list[MetricRow], set[str]]:
+    """Insert the rows whose (account, unique id) is new and whose account is not archived;
+    answers the keys inserted, every metric with a credit burn (none when nothing was inserted) and
     the archived accounts among the rows' (whose rows were not inserted), all read in this
     transaction (on PostgreSQL by the inserting statement itself).
 
-    `rows` must not repeat a unique id (the service keeps the first of a batch).
+    `rows` must not repeat a key (the service keeps the first of a batch).
     """
     if not rows:
         return set(), [], set()
@@ -186,12 +201,12 @@ def insert_events_and_read_burns(
                     for row in ordered:
                         write(row)
                 cur.execute(_WITH_BURNS.format(insert=_STAGING_MOVE), (accounts, received_at))
-            inserted: set[str] = set()
+            inserted: set[Key] = set()
             archived: set[str] = set()
             metrics: list[MetricRow] = []
-            for tag, value in cur.fetchall():
+            for tag, value, uid in cur.fetchall():
                 if tag == "i":
-                    inserted.add(value)
+                    inserted.add((value, uid))
                 elif tag == "a":
                     archived.add(value)
                 else:
@@ -213,7 +228,7 @@ def insert_events_and_read_burns(
             occurred = EPOCH + dt.timedelta(seconds=seconds, microseconds=micros)
             cur.execute(_SQLITE_INSERT, (uid, account, name, to_db(occurred), props, received))
             if cur.rowcount == 1:
-                inserted.add(uid)
+                inserted.add((account, uid))
     finally:
         cur.close()
     return inserted, (burning_metrics(session) if inserted else []), archived

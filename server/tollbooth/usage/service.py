@@ -62,12 +62,15 @@ class AccountCache:
 def ingest(
     session: Session, checked: Sequence[Candidate | Outcome], cache: AccountCache
 ) -> list[Outcome]:
-    """Store every good event whose unique id is new; one Outcome per event, in order.
+    """Store every good event whose (account, unique id) is new; one Outcome per event, in
+    order.
 
     `checked` holds each event of the batch as checked without a database (usage.convert):
     a candidate, or the outcome that already refused it. Rejections are per event: nothing
-    here raises for one bad event. Within a batch the first event of a unique id counts and
-    later ones are duplicates.
+    here raises for one bad event. A unique id is unique per account (the key is the resolved
+    account id and the id, so an id and an alias of one account name one key): within a batch
+    the first event of a key counts and later ones are duplicates; the same id for another
+    account is another event.
     """
     received = utcnow()
     outcomes: list[Outcome | None] = [None] * len(checked)
@@ -79,10 +82,9 @@ def ingest(
             outcomes[i] = item
 
     accounts_found = cache.resolve(session, {c.account_ref for c in candidates})
-    fresh: dict[str, Candidate] = {}
-    repeats: list[Candidate] = []  # a unique id seen earlier in this batch
+    fresh: dict[repository.Key, Candidate] = {}
+    repeats: list[Candidate] = []  # a key seen earlier in this batch
     rows: list[repository.Row] = []
-    shared = False  # a unique id sent for two accounts
     for c in candidates:
         account_id = accounts_found.get(c.account_ref)
         if account_id is None:
@@ -96,32 +98,26 @@ def ingest(
             continue
         c.account_id = account_id
         c.unique_id = events.final_unique_id(c)
-        first = fresh.get(c.unique_id)
-        if first is not None:
-            shared = shared or first.account_id != account_id
+        key = (account_id, c.unique_id)
+        if key in fresh:
             repeats.append(c)
             continue
-        fresh[c.unique_id] = c
+        fresh[key] = c
         rows.append((c.unique_id, account_id, c.event_name, c.seconds, c.micros, c.properties_json))
-    set_aside: set[str] = set()
-    if shared:
-        fresh, repeats, rows, set_aside = _first_of_live_accounts(
-            session, [*fresh.values(), *repeats]
-        )
 
     # One statement: the events of accounts not archived inserted, the archived ones named.
     inserted, burning, archived = repository.insert_events_and_read_burns(session, rows, received)
-    archived |= set_aside
     # The events this transaction stored: what any per-event effect (the credit burn of a metric)
     # must act on, here, in this same session, before the commit. Duplicates are never in it.
-    accepted = [c for uid, c in fresh.items() if uid in inserted]
+    accepted = [c for key, c in fresh.items() if key in inserted]
     if burning:
         burn_credits(session, accepted, burning)
     held: list[Candidate] = []  # events of archived accounts: duplicates or rejected
     for c in (*fresh.values(), *repeats):
+        key = (c.account_id, c.unique_id)
         if c.account_id in archived:
             held.append(c)
-        elif c.unique_id in inserted and fresh[c.unique_id] is c:
+        elif key in inserted and fresh[key] is c:
             outcomes[c.index] = Outcome(c.unique_id, ACCEPTED)
         else:
             outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
@@ -130,39 +126,15 @@ def ingest(
     return outcomes  # type: ignore[return-value]  # every slot is filled above
 
 
-def _first_of_live_accounts(
-    session: Session, resolved: Sequence[Candidate]
-) -> tuple[dict[str, Candidate], list[Candidate], list[repository.Row], set[str]]:
-    """`ingest`'s first events, later ones and rows when a unique id was sent for two accounts
-    (ids are one namespace): an archived account's event is never stored, so the first event
-    of the id that counts is the first of an account not archived, known only once the
-    archive is read, here in a query of its own (rare; the inserting statement reads it
-    otherwise). The archived accounts' events go with the later ones, and the archived
-    accounts are answered last (as the statement answers them)."""
-    archived = repository.archived_among(session, {c.account_id for c in resolved})
-    fresh: dict[str, Candidate] = {}
-    later: list[Candidate] = []
-    rows: list[repository.Row] = []
-    for c in sorted(resolved, key=lambda c: c.index):
-        if c.account_id in archived or c.unique_id in fresh:
-            later.append(c)
-            continue
-        fresh[c.unique_id] = c
-        rows.append(
-            (c.unique_id, c.account_id, c.event_name, c.seconds, c.micros, c.properties_json)
-        )
-    return fresh, later, rows, archived
-
-
 def _archived_outcomes(
     session: Session, held: Sequence[Candidate], outcomes: list[Outcome | None]
 ) -> None:
     """An archived account records no usage (nothing is stored): its event is rejected with
-    ACCOUNT_ARCHIVED, unless it was stored before the archive (a sender's retry of an event
-    acknowledged then: a duplicate, as it always was)."""
-    known = repository.stored_among(session, (c.unique_id for c in held))
+    ACCOUNT_ARCHIVED, unless that account stored it before the archive (a sender's retry of an
+    event acknowledged then: a duplicate, as it always was)."""
+    known = repository.stored_among(session, ((c.account_id, c.unique_id) for c in held))
     for c in held:
-        if c.unique_id in known:
+        if (c.account_id, c.unique_id) in known:
             outcomes[c.index] = Outcome(c.unique_id, DUPLICATE)
         else:
             outcomes[c.index] = Outcome(

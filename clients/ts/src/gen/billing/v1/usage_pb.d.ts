@@ -19,7 +19,8 @@ export declare const file_billing_v1_usage: GenFile;
 export declare type UsageEvent = Message<"billing.v1.UsageEvent"> & {
   /**
    * Unique id chosen by the sender (JSON `uniqueId`); the idempotency key,
-   * kept forever, unique across all accounts. When empty (or only whitespace;
+   * kept forever, unique per billing account: the same id for another account
+   * is another event, and an alias and the account id name one account. When empty (or only whitespace;
    * a tab or line break is a control character, refused), the server derives it from the event's content: `derived_` followed by
    * the SHA-256 (hex) of the account id, event name, timestamp and canonical
    * properties JSON, so a retried send of the same event still counts once.
@@ -730,7 +731,8 @@ export enum EventStatus {
   ACCEPTED = 1,
 
   /**
-   * Committed earlier under the same unique_id; nothing changed.
+   * Committed earlier under the same unique_id for the same account; nothing
+   * changed.
    *
    * @generated from enum value: EVENT_STATUS_DUPLICATE = 2;
    */

@@ -246,6 +246,9 @@ def backend_buyer(shop: Shop) -> tuple[str, str, str]:
         ("/relative", NOT_ALLOWED),
         ("ftp://yourapp.com/", NOT_ALLOWED),
         ("https://yourapp.com:99999/", NOT_ALLOWED),
+        # Stripe refuses a URL with a space anywhere (url_invalid): refused before it is sent.
+        ("https://your app.com/", NOT_ALLOWED),
+        ("https://yourapp.com/thank you", NOT_ALLOWED),
         ("https://yourapp.com/" + "x" * 3000, "FIELD_INVALID"),  # the field's max_length
         # A control character is refused at the edge, as in every field (README).
         ("https://yourapp.com/ok\r\nSet-Cookie: a=b", "FIELD_INVALID"),

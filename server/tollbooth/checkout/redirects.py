@@ -64,6 +64,8 @@ def check_redirect(
     value = value.strip()
     if "\\" in value:
         raise _refuse(field_name, "holds a backslash")
+    if any(ch.isspace() for ch in value):  # Stripe: url_invalid; a browser would encode it
+        raise _refuse(field_name, "holds a space (percent-encode it)")
     if len(value) > MAX_URL:
         raise _refuse(field_name, f"is longer than {MAX_URL} characters")
     parts = urlsplit(value)

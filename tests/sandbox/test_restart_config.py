@@ -54,6 +54,35 @@ def test_fault_syntax() -> None:
             Faults.parse(bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "seed=\u0661\u0662",  # Arabic-Indic digits: int() reads them as 12
+        "seed=\uff11\uff12",  # full-width digits
+        "seed=1_2",
+        "seed=+12",
+        "seed=-12",
+        "delay_ms=\u0661\u0660",
+        "delay_ms=0-\u0662\u0660\u0660",
+        "duplicate=\u0660.\u0665",
+        "twin=0.1_0",
+        "twin=1e-1",
+        "shuffle=\u0661",
+        "shuffle=maybe",
+    ],
+)
+def test_fault_values_take_ascii_digits_only(bad: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Faults.parse(bad)
+    assert bad.partition("=")[0] in str(err.value)
+
+
+def test_a_fault_value_in_other_digits_stops_the_sandbox_from_starting() -> None:
+    with pytest.raises(ValueError) as err:
+        SandboxConfig.from_env({"BILLING_SANDBOX_FAULTS": "seed=\u0661\u0662"}, "whsec_abc")
+    assert "BILLING_SANDBOX_FAULTS" in str(err.value) and "seed" in str(err.value)
+
+
 def test_config_from_env(tmp_path: Path) -> None:
     cfg = SandboxConfig.from_env(
         {

@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine, strip_private
+from tollbooth.sandbox.headers import page_headers
 from tollbooth.sandbox.objects import fmt_amount, fmt_date
 from tollbooth.sandbox.wire import StripeError
 
@@ -36,18 +37,14 @@ TEST_CARD_HINTS = [
     ("4000 0000 0000 0341", "attaches and pays now, then fails at renewal"),
 ]
 
-_SECURITY_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Sandbox": "true",
-}
 
-
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    name: str, status: int = 200, form_targets: tuple[str, ...] = (), **context: Any
+) -> HTMLResponse:
+    """A page with its security headers (`headers.page_headers`); `form_targets`: URLs a form
+    of the page is answered with a redirect to, besides the sandbox itself."""
     html = TEMPLATES.get_template(name).render(api_version=API_VERSION, **context)
-    return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=page_headers(form_targets))
 
 
 class FormTooLarge(Exception):
@@ -236,7 +233,12 @@ class Pages:
         shown = self.attempts.get(session_id, request.query_params.get("attempt"))
         ctx["email"] = shown.get("email") or ctx["email"]
         return render(
-            "checkout.html", error=shown.get("error"), card_name=shown.get("name", ""), **ctx
+            "checkout.html",
+            # Pay is answered with a redirect to the success URL (`success_redirect`).
+            form_targets=(ctx["session"].get("success_url") or "",),
+            error=shown.get("error"),
+            card_name=shown.get("name", ""),
+            **ctx,
         )
 
     async def checkout_pay(self, request: Request) -> Response:

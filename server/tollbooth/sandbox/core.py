@@ -129,6 +129,8 @@ class Core:
         self.wake = wake
         self.rng = random.Random(config.faults.seed)
         self.request = threading.local()
+        # Clocks whose advance is running in this process (`Clocks.advance_clock`).
+        self.advancing: set[str] = set()
 
     @staticmethod
     def wall() -> int:

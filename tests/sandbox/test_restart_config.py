@@ -176,3 +176,29 @@ def test_every_card_the_pages_suggest_is_a_known_test_card() -> None:
     suggested = [number.replace(" ", "") for number, _ in TEST_CARD_HINTS]
     assert suggested and all(n in TEST_CARDS and luhn_ok(n) for n in suggested)
     assert set(TEST_PM_TOKENS.values()) <= set(TEST_CARDS)
+
+
+def test_a_clock_left_advancing_by_a_stop_mid_advance_is_ready_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """An advance commits period by period: a process stopped in the middle leaves the clock
+    `advancing` at the last period it finished. The next start settles it `ready` there."""
+    db = tmp_path / "advancing.db"
+    first = start_sandbox(sandbox_config(db, ""))
+    try:
+        client = client_for(first.url)
+        clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": 1_767_225_600})
+        with first.app.state.store.tx() as store:  # as a stop between two periods leaves it
+            left = store.get(clock.id)
+            left["status"] = "advancing"
+            left["status_details"] = {"advancing": {"target_frozen_time": 1_767_225_600 + 999}}
+            store.put(left)
+    finally:
+        first.stop()
+    second = start_sandbox(sandbox_config(db, ""))
+    try:
+        again = client_for(second.url).v1.test_helpers.test_clocks.retrieve(clock.id)
+        assert again.status == "ready" and again.frozen_time == 1_767_225_600
+        assert again.status_details.to_dict() == {}
+    finally:
+        second.stop()

@@ -65,6 +65,8 @@ def create_app(config: SandboxConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with store.tx():
+            engine.settle_interrupted_advances()
         deliverer.start()
         try:
             yield

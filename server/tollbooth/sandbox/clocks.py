@@ -66,6 +66,16 @@ class Clocks(BillingPortal):
         self.emit("test_helpers.test_clock.ready", clock)
         return clock
 
+    def settle_interrupted_advances(self) -> None:
+        """At start: a clock still `advancing` was left so by a process stopped in the middle
+        of an advance; it stays at the last period end it finished, `ready`."""
+        for _, clock in self.store.all("test_helpers.test_clock"):
+            if clock.get("status") == "advancing" and not clock.get("deleted"):
+                clock["status"] = "ready"
+                clock["status_details"] = {}
+                self.store.put(clock)
+                self.emit("test_helpers.test_clock.ready", clock)
+
     def _refuse_too_many_periods(self, clock_id: str, target: int) -> None:
         """A 400 before anything is done when the advance would end more than
         MOST_PERIODS_PER_ADVANCE periods of the clock's live subscriptions (counted by date

@@ -244,6 +244,7 @@ def test_operator_key_is_one_key_of_16_characters(tmp_path, value) -> None:  # t
         ("BILLING_DATABASE_URL", "not a url"),
         ("BILLING_DATABASE_URL", "mysql://u@h/db"),
         ("BILLING_SANDBOX_FAULTS", "zzz"),
+        ("BILLING_SANDBOX_FAULTS", "seed=\u0661\u0662"),
         ("BILLING_RUN_DIR", "/proc/no-such-dir/run"),
         ("BILLING_DATA_DIR", "/proc/no-such-dir"),
         ("STRIPE_API_BASE", "localhost:12111"),

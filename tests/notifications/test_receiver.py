@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,23 @@ def test_a_missing_or_malformed_secret_is_a_configuration_error(
     assert proc.wait(timeout=60) == 2
     err = (tmp_path / "err.log").read_text()
     assert err.startswith("configuration error: ") and "Traceback" not in err
+    assert (tmp_path / "out.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("secret", ["short", "whsec_", "whsec_!!!!"])
+def test_a_malformed_secret_on_the_command_line_is_one_plain_line_naming_what_is_expected(
+    tmp_path: Path, secret: str
+) -> None:
+    """`--secret short`: one line that says what a secret looks like and nothing else (it
+    ended with the library's exception class name, `: Error`), exit 2."""
+    proc = start(tmp_path, "--port", str(free_port()), "--secret", secret, secret="")
+    assert proc.wait(timeout=60) == 2
+    lines = (tmp_path / "err.log").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("configuration error: ") and "whsec_" in lines[0]
+    assert not re.search(r"\b\w*(Error|Exception)\b", lines[0]), lines[0]
+    shown = secret.removeprefix("whsec_")  # the secret itself is never printed
+    assert not shown or shown not in lines[0].removeprefix("configuration error: ")
     assert (tmp_path / "out.jsonl").read_text() == ""
 
 

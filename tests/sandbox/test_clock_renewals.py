@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import stripe
 
@@ -188,3 +190,51 @@ def test_a_period_that_would_end_after_the_year_9999_is_400_not_500(
         client.raw_request("post", f"/v1/test_helpers/checkout/sessions/{session.id}/complete")
     assert err.value.http_status == 400
     assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_other_requests_are_answered_while_a_long_advance_runs(
+    client: stripe.StripeClient,
+) -> None:
+    """An advance over hundreds of periods lets other requests in between its periods (it
+    held the sandbox's one lock throughout: ~30 s for 1000 periods, every request waiting):
+    meanwhile the clock reads `advancing`, a second advance of it is refused, and the
+    advance still ends `ready` at its target with every period renewed."""
+    start = 1_767_225_600
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": start})
+    customer = client.v1.customers.create(params={"test_clock": clock.id})
+    product = client.v1.products.create(params={"name": "Daily"})
+    daily = client.v1.prices.create(
+        params={
+            "product": product.id,
+            "unit_amount": 100,
+            "currency": "usd",
+            "recurring": {"interval": "day"},
+        }
+    )
+    _, sub = subscribe(client, daily.id, customer=customer.id)
+    target = start + 300 * DAY + 60
+    failures: list[BaseException] = []
+
+    def advance() -> None:
+        try:
+            _advance(client, clock.id, target)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    runner = threading.Thread(target=advance)
+    runner.start()
+    seen_advancing = False
+    while runner.is_alive() and not seen_advancing:
+        now = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+        seen_advancing = now.status == "advancing" and runner.is_alive()
+    if seen_advancing:
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            _advance(client, clock.id, target + DAY)
+        assert err.value.http_status == 400
+    runner.join(timeout=300)
+    assert not failures, failures
+    assert seen_advancing, "no request was answered while the advance ran"
+    done = client.v1.test_helpers.test_clocks.retrieve(clock.id)
+    assert done.status == "ready" and done.frozen_time == target
+    after = client.v1.subscriptions.retrieve(sub.id)
+    assert after["items"].data[0].current_period_end == start + 301 * DAY

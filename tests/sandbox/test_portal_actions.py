@@ -153,3 +153,23 @@ def test_redirect_urls_must_be_http(client: stripe.StripeClient, bad: str) -> No
             }
         )
     assert err.value.param == "success_url"
+
+
+def test_the_portal_shows_only_messages_of_its_own_never_text_from_the_url(
+    client: stripe.StripeClient,
+) -> None:
+    """`?error=` and `?notice=` carry a code the sandbox chose, shown as its fixed text; any
+    other value (attacker-chosen text in a link to our page) shows nothing."""
+    done, sub = subscribe(client, monthly_price(client).id)
+    url = _portal(client, str(done.customer), {"invoice_history": {"enabled": True}})
+    planted = "Your account is locked: call +1 555 0100 now"
+    for name in ("error", "notice"):
+        page = httpx.get(url, params={name: planted})
+        assert page.status_code == 200
+        assert "555 0100" not in page.text and f'id="{name}"' not in page.text
+    refused = _post(f"{url}/subscriptions/{sub.id}/cancel")
+    location = refused.headers["location"]
+    shown = httpx.get(httpx.URL(url).join(location))
+    assert 'id="error"' in shown.text and "not enabled" in shown.text
+    code = httpx.URL(location).params["error"]
+    assert code.isascii() and " " not in code  # a code, not the text itself

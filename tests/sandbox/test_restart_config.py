@@ -54,6 +54,35 @@ def test_fault_syntax() -> None:
             Faults.parse(bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "seed=\u0661\u0662",  # Arabic-Indic digits: int() reads them as 12
+        "seed=\uff11\uff12",  # full-width digits
+        "seed=1_2",
+        "seed=+12",
+        "seed=-12",
+        "delay_ms=\u0661\u0660",
+        "delay_ms=0-\u0662\u0660\u0660",
+        "duplicate=\u0660.\u0665",
+        "twin=0.1_0",
+        "twin=1e-1",
+        "shuffle=\u0661",
+        "shuffle=maybe",
+    ],
+)
+def test_fault_values_take_ascii_digits_only(bad: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Faults.parse(bad)
+    assert bad.partition("=")[0] in str(err.value)
+
+
+def test_a_fault_value_in_other_digits_stops_the_sandbox_from_starting() -> None:
+    with pytest.raises(ValueError) as err:
+        SandboxConfig.from_env({"BILLING_SANDBOX_FAULTS": "seed=\u0661\u0662"}, "whsec_abc")
+    assert "BILLING_SANDBOX_FAULTS" in str(err.value) and "seed" in str(err.value)
+
+
 def test_config_from_env(tmp_path: Path) -> None:
     cfg = SandboxConfig.from_env(
         {
@@ -147,3 +176,29 @@ def test_every_card_the_pages_suggest_is_a_known_test_card() -> None:
     suggested = [number.replace(" ", "") for number, _ in TEST_CARD_HINTS]
     assert suggested and all(n in TEST_CARDS and luhn_ok(n) for n in suggested)
     assert set(TEST_PM_TOKENS.values()) <= set(TEST_CARDS)
+
+
+def test_a_clock_left_advancing_by_a_stop_mid_advance_is_ready_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """An advance commits period by period: a process stopped in the middle leaves the clock
+    `advancing` at the last period it finished. The next start settles it `ready` there."""
+    db = tmp_path / "advancing.db"
+    first = start_sandbox(sandbox_config(db, ""))
+    try:
+        client = client_for(first.url)
+        clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": 1_767_225_600})
+        with first.app.state.store.tx() as store:  # as a stop between two periods leaves it
+            left = store.get(clock.id)
+            left["status"] = "advancing"
+            left["status_details"] = {"advancing": {"target_frozen_time": 1_767_225_600 + 999}}
+            store.put(left)
+    finally:
+        first.stop()
+    second = start_sandbox(sandbox_config(db, ""))
+    try:
+        again = client_for(second.url).v1.test_helpers.test_clocks.retrieve(clock.id)
+        assert again.status == "ready" and again.frozen_time == 1_767_225_600
+        assert again.status_details.to_dict() == {}
+    finally:
+        second.stop()

@@ -53,13 +53,14 @@ def webhook(secret: str) -> Webhook:
     secret = secret.strip()
     if not secret:
         raise SecretInvalid(f"no secret: give --secret or set {SECRET_VARIABLE}")
+    expected = "a Standard Webhooks secret is whsec_ followed by base64, as the endpoint shows it"
     try:
         return Webhook(secret)
-    except (binascii.Error, ValueError, EmptyWebhookSecretError) as exc:
-        raise SecretInvalid(
-            "the secret is not a Standard Webhooks secret (whsec_ followed by base64): "
-            f"{type(exc).__name__}"
-        ) from None
+    except EmptyWebhookSecretError:
+        raise SecretInvalid(f"the secret holds no base64 after whsec_: {expected}") from None
+    except (binascii.Error, ValueError):
+        # Not the library's exception (its class name, `Error`, said nothing) nor the secret.
+        raise SecretInvalid(f"the secret is not valid base64: {expected}") from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -23,6 +24,7 @@ from tollbooth.sandbox.api import Api
 from tollbooth.sandbox.config import SandboxConfig
 from tollbooth.sandbox.delivery import Deliverer
 from tollbooth.sandbox.engine import Engine
+from tollbooth.sandbox.headers import HeadersMiddleware
 from tollbooth.sandbox.pages import (
     FormNotUtf8,
     FormTooLarge,
@@ -63,6 +65,8 @@ def create_app(config: SandboxConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with store.tx():
+            engine.settle_interrupted_advances()
         deliverer.start()
         try:
             yield
@@ -104,6 +108,7 @@ def create_app(config: SandboxConfig) -> Starlette:
 
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(HeadersMiddleware)],
         lifespan=lifespan,
         exception_handlers={
             404: not_found,

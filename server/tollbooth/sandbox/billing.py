@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from tollbooth.sandbox.catalog import Catalog
@@ -374,7 +375,11 @@ class Billing(Catalog):
         """Renew default-clock subscriptions whose period ended in wall-clock time."""
         self._run_until(DEFAULT_CLOCK, int(self.clock(DEFAULT_CLOCK)["frozen_time"]))
 
-    def _run_until(self, clock_id: str, target: int) -> None:
+    def _run_until(
+        self, clock_id: str, target: int, between: Callable[[], None] | None = None
+    ) -> None:
+        """Act on every period end of the clock up to `target`, one at a time, earliest
+        first; `between` runs after each (`Store.breathe`, for an advance)."""
         while True:
             due: list[tuple[int, str]] = []
             for _, sub in self.store.all("subscription"):
@@ -392,6 +397,8 @@ class Billing(Catalog):
             clock["frozen_time"] = max(int(clock["frozen_time"]), end)
             self.store.put(clock)
             self._period_ended(self.load(sub_id, "subscription"), end)
+            if between is not None:
+                between()
 
     def _due_at(self, sub: dict[str, Any]) -> int:
         """When the clock must next act on a live subscription: its period's end, or its

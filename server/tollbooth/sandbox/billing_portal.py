@@ -87,9 +87,8 @@ class BillingPortal(Checkout):
         if "name" in params:
             config["name"] = as_str(params["name"], "name") or None
         if "default_return_url" in params:
-            config["default_return_url"] = (
-                as_str(params["default_return_url"], "default_return_url") or None
-            )
+            url = as_str(params["default_return_url"], "default_return_url")
+            config["default_return_url"] = check_url(url, "default_return_url") if url else None
         if "metadata" in params:
             config["metadata"] = merge_metadata(config["metadata"], params["metadata"])
         profile = params.get("business_profile")

@@ -25,7 +25,16 @@ class Clocks(BillingPortal):
     """Stripe's test clocks, plus the sandbox's own `clock_default`."""
 
     def advance_clock(self, clock_id: str, frozen_time: int) -> dict[str, Any]:
+        """Advance in steps, one period end at a time, committing each and letting other
+        requests run between them (`Store.breathe`): the clock reads `advancing` meanwhile,
+        and a second advance (or deletion) of it is refused until it is `ready` again. The
+        answer still comes when the whole advance is done, `ready`, as before."""
         clock = self.clock(clock_id)
+        if clock_id in self.advancing:
+            raise bad_request(
+                f"The test clock {clock_id} is advancing: wait until its status is ready.",
+                "frozen_time",
+            )
         if frozen_time > MAX_TIMESTAMP:
             raise bad_request(
                 f"frozen_time must be at most {MAX_TIMESTAMP} (9999-12-31).", "frozen_time"
@@ -36,12 +45,17 @@ class Clocks(BillingPortal):
                 f"({clock['frozen_time']}).",
                 "frozen_time",
             )
+        self._refuse_too_many_periods(clock_id, frozen_time)
         clock["status"] = "advancing"
         clock["status_details"] = {"advancing": {"target_frozen_time": frozen_time}}
         self.store.put(clock)
         self.emit("test_helpers.test_clock.advancing", clock)
-        self._refuse_too_many_periods(clock_id, frozen_time)
-        self._run_until(clock_id, frozen_time)
+        self.advancing.add(clock_id)
+        try:
+            self.store.breathe()
+            self._run_until(clock_id, frozen_time, between=self.store.breathe)
+        finally:
+            self.advancing.discard(clock_id)
         clock = self.clock(clock_id)
         clock["frozen_time"] = frozen_time
         self.store.put(clock)
@@ -51,6 +65,16 @@ class Clocks(BillingPortal):
         self.store.put(clock)
         self.emit("test_helpers.test_clock.ready", clock)
         return clock
+
+    def settle_interrupted_advances(self) -> None:
+        """At start: a clock still `advancing` was left so by a process stopped in the middle
+        of an advance; it stays at the last period end it finished, `ready`."""
+        for _, clock in self.store.all("test_helpers.test_clock"):
+            if clock.get("status") == "advancing" and not clock.get("deleted"):
+                clock["status"] = "ready"
+                clock["status_details"] = {}
+                self.store.put(clock)
+                self.emit("test_helpers.test_clock.ready", clock)
 
     def _refuse_too_many_periods(self, clock_id: str, target: int) -> None:
         """A 400 before anything is done when the advance would end more than
@@ -108,6 +132,10 @@ class Clocks(BillingPortal):
         if clock_id == DEFAULT_CLOCK:
             raise bad_request("The sandbox's default clock cannot be deleted.", "id")
         clock = self.clock(clock_id)
+        if clock_id in self.advancing:
+            raise bad_request(
+                f"The test clock {clock_id} is advancing: wait until its status is ready.", "id"
+            )
         for _, sub in self.store.all("subscription"):
             if sub.get("test_clock") == clock_id and sub["status"] != "canceled":
                 self._cancel_now(sub, int(clock["frozen_time"]), "cancellation_requested")

@@ -8,17 +8,21 @@ the sandbox run alone (`SandboxConfig.from_settings`).
 Fault injection syntax (env `BILLING_SANDBOX_FAULTS`), comma-separated `name=value` pairs:
 
 - `duplicate=P`   each successful delivery is sent once more with probability P (same event id);
-- `shuffle=1`     due deliveries are sent in a random order instead of creation order;
+- `shuffle=1`     (or 0) due deliveries are sent in a random order instead of creation order;
 - `delay_ms=A-B`  wait a random A..B milliseconds before each delivery attempt (or `delay_ms=N`);
 - `twin=P`        with probability P a change produces a second, distinct event (new `evt_` id,
                   same type and object), as Stripe occasionally does;
 - `seed=N`        seed of the random source, for reproducible runs.
+
+Numbers are ASCII digits only (`seed=١٢` is refused, not read as 12; so are `1_2`, `+12`,
+`1e-1`); anything else fails start-up with the variable, the fault and what was expected.
 
 Example: `duplicate=0.3,shuffle=1,delay_ms=0-200,twin=0.1,seed=42`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,15 +68,15 @@ class Faults:
                 elif name == "twin":
                     faults = replace(faults, twin=_probability(value))
                 elif name == "shuffle":
-                    faults = replace(faults, shuffle=value.lower() in ("1", "true", "yes", "on"))
+                    faults = replace(faults, shuffle=_switch(value))
                 elif name == "delay_ms":
                     lo, dash, hi = value.partition("-")
-                    low, high = int(lo), int(hi) if dash else int(lo)
+                    low, high = _whole(lo), _whole(hi) if dash else _whole(lo)
                     if low < 0 or high < low or high > 60_000:
                         raise ValueError("delay_ms must be N or A-B with 0 <= A <= B <= 60000")
                     faults = replace(faults, delay_ms=(low, high))
                 elif name == "seed":
-                    faults = replace(faults, seed=int(value))
+                    faults = replace(faults, seed=_whole(value))
                 else:
                     raise ValueError("unknown fault")
             except ValueError as exc:
@@ -84,7 +88,30 @@ class Faults:
         return bool(self.duplicate or self.shuffle or self.delay_ms[1] or self.twin)
 
 
+# ASCII digits only: int() and float() also read "١٢" (Arabic-Indic), "１２" (full-width),
+# "1_2", "+12" and "1e-1", which would start a run on values nobody meant.
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_SWITCH = {"1": True, "true": True, "yes": True, "on": True}
+_SWITCH.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def _whole(value: str) -> int:
+    if not _WHOLE.fullmatch(value):
+        raise ValueError("expected ASCII digits 0-9")
+    return int(value)
+
+
+def _switch(value: str) -> bool:
+    try:
+        return _SWITCH[value.lower()]
+    except KeyError:
+        raise ValueError("expected 1 or 0 (true/false, yes/no, on/off)") from None
+
+
 def _probability(value: str) -> float:
+    if not _DECIMAL.fullmatch(value):
+        raise ValueError("expected a decimal number of ASCII digits within 0..1")
     p = float(value)
     if not 0.0 <= p <= 1.0:
         raise ValueError("probability must be within 0..1")

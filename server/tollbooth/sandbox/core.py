@@ -19,8 +19,11 @@ from tollbooth.sandbox.wire import (
     as_int,
     as_str,
     bad_request,
+    check_url,
     missing,
 )
+
+__all__ = ["check_url"]  # re-exported: checkout and the portal take it from here
 
 DEFAULT_CLOCK = "clock_default"
 
@@ -101,12 +104,6 @@ def _created_filter(spec: Any) -> Callable[[dict[str, Any]], bool]:
     return lambda obj: all(fn(int(obj.get("created") or 0), v) for fn, v in bounds)
 
 
-def check_url(value: str, param: str) -> str:
-    if not (value.startswith("https://") or value.startswith("http://")) or len(value) > 5000:
-        raise bad_request("Not a valid URL", param, code="url_invalid")
-    return value
-
-
 def strip_private(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: strip_private(v) for k, v in value.items() if not k.startswith("_")}
@@ -133,6 +130,8 @@ class Core:
         self.wake = wake
         self.rng = random.Random(config.faults.seed)
         self.request = threading.local()
+        # Clocks whose advance is running in this process (`Clocks.advance_clock`).
+        self.advancing: set[str] = set()
 
     @staticmethod
     def wall() -> int:

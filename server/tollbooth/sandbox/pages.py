@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tollbooth.sandbox import API_VERSION
 from tollbooth.sandbox.engine import Engine, strip_private
+from tollbooth.sandbox.headers import page_headers
 from tollbooth.sandbox.objects import fmt_amount, fmt_date
 from tollbooth.sandbox.wire import StripeError
 
@@ -36,18 +37,14 @@ TEST_CARD_HINTS = [
     ("4000 0000 0000 0341", "attaches and pays now, then fails at renewal"),
 ]
 
-_SECURITY_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Sandbox": "true",
-}
 
-
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    name: str, status: int = 200, form_targets: tuple[str, ...] = (), **context: Any
+) -> HTMLResponse:
+    """A page with its security headers (`headers.page_headers`); `form_targets`: URLs a form
+    of the page is answered with a redirect to, besides the sandbox itself."""
     html = TEMPLATES.get_template(name).render(api_version=API_VERSION, **context)
-    return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=page_headers(form_targets))
 
 
 class FormTooLarge(Exception):
@@ -109,6 +106,36 @@ def email_problem(email: str | None) -> str | None:
     ):
         return "That is not an e-mail address: it looks like name@example.com (any script)."
     return None
+
+
+# What the portal page says after an action: the redirect carries one of these codes in
+# `?notice=` or `?error=` and the page shows the sandbox's own text for it. Any other value is
+# shown as nothing, so a link to our page cannot make it say attacker-chosen words.
+PORTAL_NOTICES = {
+    "canceled": "Subscription canceled.",
+    "cancel_scheduled": "Subscription will be canceled at the end of the period.",
+    "renewed": "Subscription renewed: it will no longer be canceled.",
+    "plan_changed": "Plan changed.",
+    "plan_unchanged": "That is your current plan already: nothing changed.",
+    "payment_method_updated": "Payment method updated.",
+}
+PORTAL_ERRORS = {
+    "no_such_subscription": "No such subscription.",
+    "cancel_not_enabled": "Cancelling is not enabled in this portal.",
+    "price_not_offered": "That price is not offered in this portal.",
+    "subscription_canceled": "This subscription is canceled: its plan cannot change.",
+    "payment_method_update_not_enabled": (
+        "Updating the payment method is not enabled in this portal."
+    ),
+    "card_declined": "Your card was declined.",
+    "incorrect_number": "Your card number is incorrect.",
+    "unknown_action": "Unknown action.",
+    "action_failed": "That could not be done: nothing changed.",
+}
+
+
+def _portal_refusal(status: int, code: str) -> StripeError:
+    return StripeError(status, PORTAL_ERRORS[code], code=code)
 
 
 def _not_found(what: str) -> HTMLResponse:
@@ -206,7 +233,12 @@ class Pages:
         shown = self.attempts.get(session_id, request.query_params.get("attempt"))
         ctx["email"] = shown.get("email") or ctx["email"]
         return render(
-            "checkout.html", error=shown.get("error"), card_name=shown.get("name", ""), **ctx
+            "checkout.html",
+            # Pay is answered with a redirect to the success URL (`success_redirect`).
+            form_targets=(ctx["session"].get("success_url") or "",),
+            error=shown.get("error"),
+            card_name=shown.get("name", ""),
+            **ctx,
         )
 
     async def checkout_pay(self, request: Request) -> Response:
@@ -316,15 +348,15 @@ class Pages:
             return _not_found("portal session")
         return render(
             "portal.html",
-            notice=request.query_params.get("notice"),
-            error=request.query_params.get("error"),
+            notice=PORTAL_NOTICES.get(request.query_params.get("notice", "")),
+            error=PORTAL_ERRORS.get(request.query_params.get("error", "")),
             **ctx,
         )
 
     def _portal_action(
         self, portal_id: str, sub_id: str | None, action: str, form: dict[str, str]
     ) -> str:
-        """Apply one portal action; returns the notice to show."""
+        """Apply one portal action; returns the code of the notice to show (PORTAL_NOTICES)."""
         engine = self.engine
         portal = engine.store.get(portal_id)
         if portal is None or portal.get("object") != "billing_portal.session":
@@ -340,21 +372,21 @@ class Pages:
                 or sub.get("object") != "subscription"
                 or sub["customer"] != customer["id"]
             ):
-                raise StripeError(404, "No such subscription.")
+                raise _portal_refusal(404, "no_such_subscription")
         if action == "cancel" and sub is not None:
             cancel = features["subscription_cancel"]
             if not cancel["enabled"]:
-                raise StripeError(403, "Cancelling is not enabled in this portal.")
+                raise _portal_refusal(403, "cancel_not_enabled")
             if cancel["mode"] == "immediately":
                 engine.cancel_subscription(sub["id"], {})
-                return "Subscription canceled."
+                return "canceled"
             engine.update_subscription(sub["id"], {"cancel_at_period_end": "true"})
-            return "Subscription will be canceled at the end of the period."
+            return "cancel_scheduled"
         if action == "renew" and sub is not None:
             if not features["subscription_cancel"]["enabled"]:
-                raise StripeError(403, "Cancelling is not enabled in this portal.")
+                raise _portal_refusal(403, "cancel_not_enabled")
             engine.update_subscription(sub["id"], {"cancel_at_period_end": "false"})
-            return "Subscription renewed: it will no longer be canceled."
+            return "renewed"
         if action == "switch" and sub is not None:
             update = features["subscription_update"]
             allowed = {pid for entry in update["products"] for pid in entry["prices"]}
@@ -366,22 +398,22 @@ class Pages:
                 or target is None
                 or price_group(target) != price_group(item["price"])
             ):
-                raise StripeError(403, "That price is not offered in this portal.")
+                raise _portal_refusal(403, "price_not_offered")
             if price_id == item["price"]["id"]:
-                return "That is your current plan already: nothing changed."
+                return "plan_unchanged"
             engine.update_subscription(
                 sub["id"],
                 {"items": [{"id": item["id"], "price": price_id}], "proration_behavior": "none"},
             )
-            return "Plan changed."
+            return "plan_changed"
         if action == "payment_method":
             if not features["payment_method_update"]["enabled"]:
-                raise StripeError(403, "Updating the payment method is not enabled in this portal.")
+                raise _portal_refusal(403, "payment_method_update_not_enabled")
             pm = engine.card_payment_method(
                 form.get("card", ""), email=customer.get("email"), name=customer.get("name")
             )
             if pm.get("_behaviour") == "decline":
-                raise StripeError(402, "Your card was declined.")
+                raise _portal_refusal(402, "card_declined")
             engine._attach(pm, customer)
             engine._set_default_pm(customer, pm)
             for _, other in engine.store.all("subscription"):
@@ -391,8 +423,8 @@ class Pages:
                             other["id"], {"default_payment_method": pm["id"]}
                         )
             engine.retry_open_invoices(engine.customer(customer["id"], "customer"), pm)
-            return "Payment method updated."
-        raise StripeError(404, "Unknown action.")
+            return "payment_method_updated"
+        raise _portal_refusal(404, "unknown_action")
 
     async def portal_post(self, request: Request) -> Response:
         portal_id = request.path_params["portal_id"]
@@ -411,12 +443,17 @@ class Pages:
                 with self.engine.store.tx():
                     return self._portal_action(portal_id, sub_id, action, form), None, 200
             except StripeError as err:
-                return None, err.message, err.status
+                if err.status == 404 and err.message == "No such portal session.":
+                    return None, None, 404
+                # The engine's own refusals (a declined card, ...) by their code when the
+                # portal has a text for it; anything else as a plain failure.
+                code = err.code if err.code in PORTAL_ERRORS else "action_failed"
+                return None, code, err.status
 
         notice, error, status = await run_in_threadpool(act)
-        if status == 404 and error == "No such portal session.":
+        if status == 404 and error is None:
             return _not_found("portal session")
-        query = urlencode({"notice": notice} if notice else {"error": error or "failed"})
+        query = urlencode({"notice": notice} if notice else {"error": error or "action_failed"})
         return RedirectResponse(f"/sandbox/portal/{portal_id}?{query}", status_code=303)
 
     async def switch_page(self, request: Request) -> Response:
@@ -443,10 +480,10 @@ class Pages:
                 and sub["customer"] == portal["customer"]
             )
             if ours and sub is not None and sub.get("status") == "canceled":
-                return True, {"error": "This subscription is canceled: its plan cannot change."}
+                return True, {"error": "subscription_canceled"}
             if ours and sub is not None and sub["items"]["data"][0]["price"]["id"] == price_id:
-                return True, {"notice": "That is your current plan already: nothing changed."}
-            return True, {"error": "That price is not offered in this portal."}
+                return True, {"notice": "plan_unchanged"}
+            return True, {"error": "price_not_offered"}
 
         found, query = await run_in_threadpool(self._tx, why)
         if not found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,23 @@ class Store:
                 self.conn.execute("COMMIT")
             finally:
                 self._depth = 0
+
+    def breathe(self, pause: float = 0.002) -> None:
+        """Inside the outermost transaction: commit what is done so far, let the requests
+        waiting for the lock run theirs, and begin again. For work done in steps (a test
+        clock's advance over many periods) that must not hold every other request; each step
+        is whole, and a failure later rolls back the current step only. Elsewhere a no-op."""
+        if self._depth != 1:
+            return
+        self.conn.execute("COMMIT")
+        self._depth = 0
+        self.lock.release()
+        try:
+            time.sleep(pause)  # the lock is not fair: give a waiting thread the chance to take it
+        finally:
+            self.lock.acquire()
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
 
     # -- objects --------------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ Stripe does ("Received unknown parameter: ...").
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from tollbooth import currencies
 
@@ -234,6 +236,43 @@ def check_currency_amount(amount: int, currency: str, param: str) -> None:
             param,
             code="invalid_charge_amount_no_decimal_compatible",
         )
+
+
+# A host name's characters: letters and digits of any script, `-`, `.` and `_` (IDN hosts are
+# kept as given); never a space, a control character or a delimiter such as `<`, `%` or `"`.
+_HOST = re.compile(r"\w[\w.-]*")
+
+
+def check_url(value: str, param: str) -> str:
+    """The URL as given when it is an absolute http(s) URL with a host, as Stripe requires of
+    redirect URLs; else Stripe's 400 `url_invalid` naming `param`. Refused: no host
+    (`https://`, `https:///x`), a bad port, and any space or control character anywhere
+    (leading or trailing too: Stripe does not trim). Stripe's `{CHECKOUT_SESSION_ID}`
+    placeholder is an ordinary part of the path or query."""
+
+    def refuse() -> StripeError:
+        return bad_request("Not a valid URL", param, code="url_invalid")
+
+    if len(value) > 5000 or not (value.startswith("https://") or value.startswith("http://")):
+        raise refuse()
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise refuse()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:
+        raise refuse() from None
+    host = parts.hostname or ""
+    if not host:
+        raise refuse()
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise refuse() from None
+    elif not _HOST.fullmatch(host) or ".." in host:
+        raise refuse()
+    return value
 
 
 def as_bool(value: Any, param: str) -> bool:

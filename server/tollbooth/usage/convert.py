@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
 from billing.v1 import options_pb2, usage_pb2
@@ -313,3 +313,46 @@ def period_bound(msg: Message, field: str):  # type: ignore[no-untyped-def]
     if not msg.HasField(field):
         return None
     return from_ts(getattr(msg, field), field)
+
+
+# -- a REST batch's events as JSON (usage/batch_edge.py) ----------------------------------------
+
+# What each field of UsageEvent takes in JSON, by every name the transcoder reads it under.
+_FIELDS = {
+    "uniqueId": "a string",
+    "unique_id": "a string",
+    "account": "a string",
+    "eventName": "a string",
+    "event_name": "a string",
+    "timestamp": "an RFC 3339 timestamp string (2026-03-01T00:00:00Z, years 0001 to 9999)",
+    "event_time": "an RFC 3339 timestamp string (2026-03-01T00:00:00Z, years 0001 to 9999)",
+    "properties": "a JSON object",
+}
+_KINDS = {str: "a string", bool: "a boolean", list: "an array", type(None): "null"}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool | str | list) or value is None:
+        return _KINDS[type(value)]
+    return "an object" if isinstance(value, dict) else "a number"
+
+
+def json_event_problem(event: Any) -> str | None:
+    """Why the transcoder cannot read this JSON value as a UsageEvent, or None when it can.
+    The message names the field and what it takes, never the value sent."""
+    if not isinstance(event, dict):
+        return f"an event is a JSON object, not {_kind(event)}"
+    try:
+        json_format.ParseDict(event, usage_pb2.UsageEvent(), ignore_unknown_fields=True)
+        return None
+    except Exception:  # noqa: BLE001 - ParseDict lets a few TypeErrors through
+        pass
+    for key in _FIELDS:
+        if key in event:
+            try:
+                json_format.ParseDict(
+                    {key: event[key]}, usage_pb2.UsageEvent(), ignore_unknown_fields=True
+                )
+            except Exception:  # noqa: BLE001
+                return f"{key} is not {_FIELDS[key]}: the event does not parse as a UsageEvent"
+    return "the event does not parse as a UsageEvent"

@@ -145,7 +145,10 @@ def test_a_spliced_rejection_has_the_servers_own_shape(stack, account) -> None: 
     server, edge = json.loads(resp.body, object_pairs_hook=list)[0][1]
     assert [k for k, _ in server] == [k for k, _ in edge]
     # An id with characters JSON printers may escape is written as the transcoder writes it.
-    odd = f"odd-{g1}-\u00e9<>&'\u2028\\\"\t"
+    odd = (
+        f"odd-{g1}-\u00e9<>&'\u2028\u00ad\u200b\u0600\ufeff\x7f\\\"\t\x01/\b\n\r\f"
+        "\U000110bd\U000e0020\u206a\ufffa\U0001d173\U0001f600\u17b4\u0603\u06dd"
+    )
     pair = [_event("nobody-here", odd), _event(account, odd, timestamp=5)]
     resp = stack.request("POST", PATH, {"events": pair}, KEY)
     assert resp.status == 200, resp.body

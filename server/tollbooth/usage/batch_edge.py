@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -145,45 +146,70 @@ class Plan:
     total: int
 
 
+# What protobuf's JSON printer (the transcoder's) writes as \\uXXXX beyond control characters,
+# '"' and '\\': `<`, `>`, DEL and the invisible or layout-changing code points.
+_PRINTER_ESCAPES = re.compile(
+    "[\x00-\x1f<>\x7f\u00ad\u0600-\u0603\u06dd\u070f\u17b4\u17b5\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+_SHORT = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _string(value: str) -> str:
+    """A JSON string as protobuf's printer writes it (UTF-8, its own escapes)."""
+    plain = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _PRINTER_ESCAPES.sub(_escaped, plain) + '"'
+
+
 def _rejection(event: Any, message: str) -> str:
-    result = {
-        "unique_id": _unique_id(event),
-        "status": "EVENT_STATUS_REJECTED",
-        "reason": REASON,
-        "message": message,
-    }
-    return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    return (
+        f'{{"unique_id":{_string(_unique_id(event))},"status":"EVENT_STATUS_REJECTED",'
+        f'"reason":"{REASON}","message":{_string(message)}}}'
+    )
 
 
 def plan(body: bytes, max_batch: int) -> Plan | None:
     """The batch with its unreadable events cut out; None to send the body on unchanged."""
     try:
         text = body.decode("utf-8")
-        start = _ws(text, 0)
-        if text[start : start + 1] != "{":
-            return None
-        members, end = _members(text, start)
-        if _ws(text, end) != len(text):
-            return None
+        whole = _DECODER.decode(text)  # the common case, all events readable, stops here
+    except (ValueError, RecursionError, _NotJson):
+        return None
+    if not isinstance(whole, dict) or not isinstance(whole.get("events"), list):
+        return None
+    if len(whole["events"]) > max_batch:
+        return None  # the server refuses the batch whole (BATCH_TOO_LARGE or the transcoder)
+    problems = [json_event_problem(event) for event in whole["events"]]
+    if not any(problems):
+        return None
+    try:  # where each event's text is, to cut out exactly the unreadable ones
+        members, _ = _members(text, _ws(text, 0))
         events = [m for m in members if m[0] == "events"]
-        if len(events) != 1 or text[events[0][1] : events[0][1] + 1] != "[":
-            return None
+        if len(events) != 1:
+            return None  # `events` twice: refused whole, as before
         _, first, last = events[0]
         items, _ = _items(text, first)
-    except (_NotJson, UnicodeDecodeError):
+    except _NotJson:
         return None
-    if len(items) > max_batch:
-        return None  # the server refuses the batch whole (BATCH_TOO_LARGE or the transcoder)
     rejected: dict[int, str] = {}
     kept: list[str] = []
-    for n, (event, a, b) in enumerate(items):
-        why = json_event_problem(event)
+    for n, ((event, a, b), why) in enumerate(zip(items, problems, strict=True)):
         if why is None:
             kept.append(text[a:b])
         else:
             rejected[n] = _rejection(event, why)
-    if not rejected:
-        return None
     inner = text[:first] + "[" + ",".join(kept) + "]" + text[last:]
     return Plan(inner.encode("utf-8"), rejected, len(items))
 
@@ -263,7 +289,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
             return _gateway_error(
                 413, 3, "REQUEST_TOO_LARGE", "the request body is larger than the configured limit"
             )
-        cut = plan(body, settings.usage_max_batch)
+        # Parsing is CPU work: in a worker thread, so the sidecar's other requests go on.
+        cut = await run_in_threadpool(plan, body, settings.usage_max_batch)
         headers = [
             (k, v)
             for k, v in request.headers.items()
@@ -284,7 +311,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
         content = inner.content
         kind = inner.headers.get("content-type", "")
         if cut and inner.status_code == 200 and kind.startswith("application/json"):
-            content = splice(content, cut) or content
+            spliced: bytes | None = await run_in_threadpool(splice, content, cut)
+            content = spliced or content
         response = Response(content, status_code=inner.status_code)
         response.raw_headers = [
             *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out),

@@ -22,6 +22,8 @@ its decimal value is exact from then on; NaN and infinities are refused.
 
 from __future__ import annotations
 
+import datetime
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -337,11 +339,54 @@ def _kind(value: Any) -> str:
     return "an object" if isinstance(value, dict) else "a number"
 
 
+_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d{1,9})?Z")
+_STRINGS = (("uniqueId", "unique_id"), ("account",), ("eventName", "event_name"))
+_BIGGEST = 10**308  # a whole number past a double's range fails to parse
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, str | bool | float):
+        return True
+    if isinstance(value, int):
+        return -_BIGGEST < value < _BIGGEST
+    if depth > 100:
+        return False
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    return isinstance(value, dict) and all(_plain(v, depth + 1) for v in value.values())
+
+
+def _surely_readable(event: dict[str, Any]) -> bool:
+    """True only for an event protobuf's JSON parser takes (the common case, without it: it
+    costs about 0.2 ms an event); False when unsure, and the parser decides."""
+    for names in _STRINGS:
+        given = [n for n in names if n in event]
+        if len(given) > 1 or (given and not isinstance(event[given[0]], str | None)):
+            return False
+    given = [n for n in ("timestamp", "event_time") if n in event]
+    if len(given) > 1:
+        return False
+    if given and event[given[0]] is not None:
+        stamp = event[given[0]]
+        match = _STAMP.fullmatch(stamp) if isinstance(stamp, str) else None
+        if match is None or not "0002" <= match[1] <= "9998":
+            return False
+        try:
+            year, month, day, hour, minute, second = (int(match[k]) for k in range(1, 7))
+            datetime.datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            return False
+    properties = event.get("properties")
+    return properties is None or (isinstance(properties, dict) and _plain(properties))
+
+
 def json_event_problem(event: Any) -> str | None:
     """Why the transcoder cannot read this JSON value as a UsageEvent, or None when it can.
     The message names the field and what it takes, never the value sent."""
     if not isinstance(event, dict):
         return f"an event is a JSON object, not {_kind(event)}"
+    if _surely_readable(event):
+        return None
     try:
         json_format.ParseDict(event, usage_pb2.UsageEvent(), ignore_unknown_fields=True)
         return None

@@ -162,13 +162,17 @@ def envoy_gateway(db_url: str, grpc_port: int, tmp: Path) -> Iterator[str]:
         from tollbooth.gateway import render, start_envoy
     except ImportError:  # pragma: no cover
         from tests.devstack import render, start_envoy  # type: ignore[no-redef]
+    from tollbooth.app import start_sidecar
     from tollbooth.config import Settings
 
-    rest, admin = free_port(), free_port()
+    rest, admin, side = free_port(), free_port(), free_port()
     env = server_env(db_url, grpc_port)
     env.update({"BILLING_REST_PORT": str(rest), "BILLING_ENVOY_ADMIN_PORT": str(admin)})
+    # The sidecar takes a REST batch first (tollbooth.usage.batch_edge), as under `run`.
+    env["BILLING_SIDECAR_PORT"] = str(side)
     settings = Settings.from_env(env)
-    config = render(settings, tmp, grpc_ports=[grpc_port], sidecar_port=free_port())
+    sidecar = start_sidecar(settings, side, target=f"127.0.0.1:{grpc_port}")
+    config = render(settings, tmp, grpc_ports=[grpc_port], sidecar_port=side)
     envoy = start_envoy(config, tmp / "envoy.log")
     try:
         deadline = time.monotonic() + 30
@@ -192,6 +196,7 @@ def envoy_gateway(db_url: str, grpc_port: int, tmp: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             envoy.kill()
             envoy.wait()
+        sidecar.stop()
 
 
 def create_accounts(db_url: str, n: int, prefix: str = "bench") -> list[str]:

@@ -62,6 +62,7 @@ from tollbooth.subscriptions import effects as subscription_effects
 from tollbooth.subscriptions import repository as subscriptions
 from tollbooth.subscriptions.service import purchase_hints, status_of_accounts
 from tollbooth.token.servicer import TokenServicer
+from tollbooth.usage import batch_edge
 from tollbooth.usage.servicer import UsageServicer
 from tollbooth.webhooks import repository as webhook_events
 from tollbooth.webhooks import sidecar
@@ -270,13 +271,15 @@ def start_sidecar(
 ) -> sidecar.RunningSidecar:
     """The sidecar with the console, serving in a thread (tests, the in-process stack)."""
     mount, close = console(settings)
-    return sidecar.start_in_thread(settings, port, target, extra=[mount], on_close=[close])
+    extra = [mount, *batch_edge.routes(settings)]
+    return sidecar.start_in_thread(settings, port, target, extra=extra, on_close=[close])
 
 
 def serve_sidecar(settings: Settings) -> None:
-    """`serve-sidecar`: the webhook path, health, API docs and the operator console."""
+    """`serve-sidecar`: the webhook path, health, API docs, the operator console and the
+    per-event pass over `POST /mgt/v1/events:batch` (tollbooth.usage.batch_edge)."""
     mount, close = console(settings)
-    sidecar.serve(settings, extra=[mount], on_close=[close])
+    sidecar.serve(settings, extra=[mount, *batch_edge.routes(settings)], on_close=[close])
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:

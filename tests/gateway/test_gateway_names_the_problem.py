@@ -316,14 +316,8 @@ def _products(stack) -> list:  # type: ignore[no-untyped-def,type-arg]
             {"principal_id": "p-null-item", "scopes": ["checkout", None]},
             "scopes",
         ),
-        ("/mgt/v1/events:batch", {"events": [None]}, "events"),
-        # A null inside free-form properties first (a value, allowed) does not hide the null
-        # item of the list after it.
-        (
-            "/mgt/v1/events:batch",
-            {"events": [{"event_name": "e", "properties": {"a": [None]}}, None]},
-            "events",
-        ),
+        # A null event of a batch is answered in its place instead
+        # (test_a_null_event_of_a_batch_is_rejected_in_its_place).
     ],
 )
 def test_a_null_item_in_a_list_is_400_field_invalid_and_changes_nothing(  # type: ignore[no-untyped-def]
@@ -344,6 +338,19 @@ def test_a_null_item_in_a_list_is_400_field_invalid_and_changes_nothing(  # type
     if path == "/mgt/v1/token/issue":
         again = stack.request("POST", path, {"principal_id": principal}, SERVICE)
         assert again.json()["account_created"] is True
+
+
+def test_a_null_event_of_a_batch_is_rejected_in_its_place(stack):  # type: ignore[no-untyped-def]
+    """A batch answers each event (tests/usage/test_batch_rest_per_event.py): a null item of
+    `events` is that event REJECTED, not the batch refused. A null inside free-form
+    properties first (a value, allowed) does not hide it."""
+    body = {"events": [{"event_name": "e", "properties": {"a": [None]}}, None]}
+    resp = stack.request("POST", "/mgt/v1/events:batch", body, SERVICE)
+    assert resp.status == 200, resp.body
+    got = [(r["status"], r["reason"]) for r in resp.json()["results"]]
+    assert got[1] == ("EVENT_STATUS_REJECTED", "FIELD_INVALID")
+    assert got[0][0] == "EVENT_STATUS_REJECTED"  # no account: the server's own refusal
+    assert "null" in resp.json()["results"][1]["message"]
 
 
 def test_a_null_inside_free_form_properties_is_still_a_json_null(stack):  # type: ignore[no-untyped-def]
@@ -485,14 +492,10 @@ def test_the_gateways_json_name_aliases_are_the_contracts() -> None:
             b' "timestamp": "2025-03-09T15:03:17Z"}}',
             "events",
         ),
-        (
-            "/mgt/v1/events:batch",
-            b'{"events": [[{"uniqueId": "lone-2", "account": "p-lone", "eventName": "x",'
-            b' "timestamp": "2025-03-09T15:03:17Z"}]]}',
-            "events",
-        ),
+        # A list inside `events` is one event that is not an object: answered REJECTED in its
+        # place (tests/usage/test_batch_rest_per_event.py), the batch goes on.
     ],
-    ids=["lone-string", "list-in-list", "object-for-list", "list-of-lists"],
+    ids=["lone-string", "list-in-list", "object-for-list"],
 )
 def test_a_list_field_given_no_array_of_values_is_400_malformed_naming_it(  # type: ignore[no-untyped-def]
     stack, path, raw, field

@@ -87,14 +87,15 @@ def hand_over_slot(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def one_plan_per_key(session: Session, scope: str, request_id: str) -> None:
-    """Plans of one request_id take turns, until their transactions end (PostgreSQL; SQLite
-    serialises writers anyway): the second sees what the first committed for the key (its
-    intent, or its claim of the key when it was answered an open checkout)."""
+def one_plan_per_key(session: Session, scope: str, key: str) -> None:
+    """Plans of one request_id (`key`, in the caller's `scope`) take turns, until their
+    transactions end (PostgreSQL; SQLite serialises writers anyway): the second sees what the
+    first committed for the key (its intent, or its claim of the key when it was answered an
+    open checkout)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": f"checkout-plan\x1f{scope}\x1f{request_id}"},
+            {"k": f"checkout-plan\x1f{scope}\x1f{key}"},
         )
 
 
